@@ -1,0 +1,44 @@
+# custody: `make run` sets up and opens custody on the embedded default home;
+# `make test` sets up and runs the whole suite. Both work on a fresh Debian machine as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOME_DIR ?= $(CURDIR)/.custody-home
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system venv run test lint bench demo clean
+
+setup: system venv
+
+system:
+	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || { \
+	  echo "installing softhsm2 and tmux with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux >/dev/null; }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: setup
+	@$(PY) -m ceremonies.devhome "$(HOME_DIR)"
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+lint: venv
+	$(VENV)/bin/ruff check custody ceremonies tui tests bench
+	$(VENV)/bin/lint-imports
+
+bench: venv
+	$(PY) -m bench
+
+demo: setup
+	$(VENV)/bin/custody demo --home "$(HOME_DIR)-demo"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

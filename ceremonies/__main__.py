@@ -1,0 +1,5 @@
+import sys
+
+from ceremonies.cli import main
+
+sys.exit(main())

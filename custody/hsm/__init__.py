@@ -1,0 +1,131 @@
+"""The HSM port: what custody needs from any PKCS#11 token.
+
+Code outside :mod:`custody.hsm.pkcs11_adapter` talks to a token only through the
+:class:`Hsm` protocol below, so the rest of custody never sees ``pkcs11`` types or
+exceptions. Token objects are named ``"{label}/v{version}"`` (for example ``root/v3``);
+signing keys are named by label alone.
+
+Every method may raise a subclass of :class:`custody.errors.HsmError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+def object_label(label: str, version: int) -> str:
+    """The token object label of a versioned key: ``root/v1``."""
+    return f"{label}/v{version}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRef:
+    """A secret key on the token: its label, version and key check value (hex)."""
+
+    label: str
+    version: int
+    kcv: str
+    extractable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    """What a status screen shows about the token."""
+
+    module: str
+    slot_id: int
+    label: str
+    manufacturer: str
+    model: str
+    serial: str
+    library_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelftestReport:
+    """Outcome of :meth:`Hsm.selftest`: per mechanism, whether it is offered and works."""
+
+    token: TokenInfo
+    mechanisms: dict[str, bool] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    signing_algorithm: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(self.checks.values())
+
+
+class Hsm(Protocol):
+    """A logged-in PKCS#11 token. Calls are serialised by the implementation."""
+
+    def info(self) -> TokenInfo: ...
+
+    def selftest(self) -> SelftestReport: ...
+
+    def random(self, n: int) -> bytes: ...
+
+    # --- AES-256 secret keys held on the token -------------------------------------
+    def generate_aes_key(self, label: str, version: int, *, extractable: bool) -> KeyRef:
+        """Generate a sensitive AES-256 token key with ENCRYPT/DECRYPT/WRAP/UNWRAP."""
+        ...
+
+    def find_key(self, label: str, version: int) -> KeyRef:
+        """Raises KeyNotFound when absent."""
+        ...
+
+    def list_keys(self, label: str | None = None) -> list[KeyRef]: ...
+
+    def destroy_key(self, label: str, version: int) -> None: ...
+
+    def set_non_extractable(self, label: str, version: int) -> None:
+        """Clear CKA_EXTRACTABLE on the key (one-way, PKCS#11 v3.0 §4.4)."""
+        ...
+
+    def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
+        """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with
+        CKM_AES_KEY_WRAP_PAD (RFC 5649). The wrapping key lives only in a session object."""
+        ...
+
+    def import_wrapped(
+        self, label: str, version: int, wrapping_key: bytes, blob: bytes
+    ) -> KeyRef:
+        """Unwrap *blob* under *wrapping_key* straight into a non-extractable token key."""
+        ...
+
+    def encrypt(self, label: str, version: int, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """AES-256-GCM under a token key. Returns (nonce, ciphertext||tag)."""
+        ...
+
+    def decrypt(self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Raises IntegrityError when the tag does not verify."""
+        ...
+
+    def wrap_bytes(self, label: str, version: int, key_bytes: bytes) -> bytes:
+        """RFC 5649 wrap of raw key bytes under a token key (CKM_AES_KEY_WRAP_PAD)."""
+        ...
+
+    def unwrap_bytes(self, label: str, version: int, blob: bytes) -> bytes: ...
+
+    # --- signing keys --------------------------------------------------------------
+    def ensure_signing_key(self, label: str) -> tuple[str, bytes]:
+        """Create the signing key pair if absent; return (algorithm, public key bytes).
+        algorithm is "ed25519" (raw 32 bytes) or "ecdsa-p256" (X9.62 uncompressed point)."""
+        ...
+
+    def sign(self, label: str, data: bytes) -> bytes: ...
+
+    def verify(self, label: str, data: bytes, signature: bytes) -> None:
+        """Raises IntegrityError on a bad signature."""
+        ...
+
+    # --- key agreement (sealing a share to a custodian's own token) ---------------
+    def ensure_ecdh_key(self, label: str) -> bytes:
+        """Create a P-256 ECDH key pair if absent; return the X9.62 uncompressed public point."""
+        ...
+
+    def ecdh_derive(self, label: str, peer_public: bytes) -> bytes:
+        """CKM_ECDH1_DERIVE (null KDF) with the token key; return the 32-byte shared secret."""
+        ...
+
+    def close(self) -> None: ...

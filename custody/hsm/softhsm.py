@@ -1,0 +1,107 @@
+"""Provisioning of the embedded default: a SoftHSMv2 token under the custody home.
+
+custody creates its own token directory and ``softhsm2.conf``, then initialises a token
+with ``softhsm2-util``. The PINs are typed into ``softhsm2-util`` through a pseudo-terminal,
+so they never appear in any process's argv (``softhsm2-util --pin`` would show them in
+``ps``). This module does not import ``pkcs11``.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import subprocess
+from pathlib import Path
+
+from custody.errors import ConfigError, HsmError
+
+SOFTHSM_UTIL = "softhsm2-util"
+CONF_NAME = "softhsm2.conf"
+
+
+def write_conf(root: Path) -> Path:
+    """Create ``root/tokens`` and ``root/softhsm2.conf``; return the conf path."""
+    tokens = root / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf = root / CONF_NAME
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        "slots.removable = false\n",
+        encoding="utf-8",
+    )
+    return conf
+
+
+def _feed_pty(argv: list[str], env: dict[str, str], answers: list[bytes], timeout: float) -> str:
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+    finally:
+        os.close(slave)
+    out = b""
+    pending = list(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                proc.kill()
+                raise HsmError("softhsm2-util did not answer", "Check the SoftHSMv2 install.")
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if pending and out.rstrip().endswith(b":"):
+                os.write(master, pending.pop(0))
+                out += b"\n"
+    finally:
+        os.close(master)
+        rc = proc.wait()
+    text = out.decode(errors="replace")
+    if rc != 0:
+        # The transcript of the pty holds only prompts and '*' echoes, never PINs.
+        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        raise HsmError("SoftHSMv2 could not initialise the token", f"softhsm2-util said: {last[0]}")
+    return text
+
+
+def init_token(conf: Path, label: str, so_pin: str, user_pin: str, timeout: float = 30.0) -> None:
+    """Initialise a free slot as token *label* with the given PINs.
+
+    Raises:
+        ConfigError: ``softhsm2-util`` is not installed, or a PIN is too short.
+        HsmError: SoftHSMv2 refused.
+    """
+    if shutil.which(SOFTHSM_UTIL) is None:
+        raise ConfigError(
+            "softhsm2-util is not installed",
+            "Install SoftHSMv2 ('apt-get install -y softhsm2'), or 'make run' does it for you.",
+        )
+    for name, pin in (("SO PIN", so_pin), ("user PIN", user_pin)):
+        if not 4 <= len(pin) <= 255 or "\n" in pin:
+            raise ConfigError(f"The {name} must be 4 to 255 characters on one line", "Choose another.")
+    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    answers = [p.encode() + b"\n" for p in (so_pin, so_pin, user_pin, user_pin)]
+    _feed_pty(
+        [SOFTHSM_UTIL, "--init-token", "--free", "--label", label], env, answers, timeout
+    )
+
+
+def delete_token(conf: Path, label: str) -> None:
+    """Delete token *label* (used for a drill's scratch token and the demo's 'lost HSM')."""
+    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    res = subprocess.run(
+        [SOFTHSM_UTIL, "--delete-token", "--token", label],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise HsmError(f"Could not delete token {label!r}", res.stderr.strip() or "See softhsm2-util.")

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real SoftHSMv2 token per test session, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+VECTORS = SHARED / "vectors"
+
+TEST_PIN = "test-user-pin-4821"
+TEST_SO_PIN = "test-so-pin-9130"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str,
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
+    """Run ``custody ARGS`` as a real subprocess (``python -m ceremonies``)."""
+    text = not isinstance(input, bytes)
+    return subprocess.run(
+        [sys.executable, "-m", "ceremonies", *args],
+        input=input,
+        env=env if env is not None else cli_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory):
+    """A real SoftHSMv2 token for the whole session: (conf path, label, user PIN).
+
+    Sets SOFTHSM2_CONF for this process, since SoftHSMv2 reads it at C_Initialize.
+    """
+    from custody.hsm import softhsm
+
+    root = tmp_path_factory.mktemp("softhsm")
+    conf = softhsm.write_conf(root)
+    softhsm.init_token(conf, "custody-test", TEST_SO_PIN, TEST_PIN)
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    return conf, "custody-test", TEST_PIN
+
+
+@pytest.fixture
+def pin_file(tmp_path: Path) -> Path:
+    p = tmp_path / "pins"
+    p.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    p.chmod(0o600)
+    return p
