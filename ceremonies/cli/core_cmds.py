@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
 from ceremonies.cli import common
@@ -82,72 +81,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _age_days(created: str, now: datetime) -> int:
-    return (now - datetime.fromisoformat(created)).days
-
-
 def gather_status(args: argparse.Namespace) -> dict[str, Any]:
-    from custody.deployment import Deployment
-    from custody.hierarchy import KeyHierarchy, utcnow
     from custody.secretsource import read_secret
+    from custody.status import deployment_status
 
-    home = common.home_of(args)
-    dep = Deployment.open(home)
-    now = utcnow()
-    out: dict[str, Any] = {
-        "home": str(home.root),
-        "deployment_id": dep.config.deployment_id,
-        "hsm": {
-            "module": dep.config.hsm.module,
-            "token_label": dep.config.hsm.token_label,
-            "slot": dep.config.hsm.slot,
-            "embedded": dep.config.hsm.embedded,
-            "reachable": None,
-        },
-        "dev_root": dep.store.get_meta("dev_root") == "1",
-    }
-    try:
-        if not args.no_token:
+    pin = None
+    if not args.no_token:
+        try:
+            pin = read_secret(what="token user PIN", file=args.pin_file, file_key="pin",
+                              env="CUSTODY_PIN", prompt=False)
+        except CustodyError:
             pin = None
-            try:
-                pin = read_secret(what="token user PIN", file=args.pin_file, file_key="pin",
-                                  env="CUSTODY_PIN", prompt=False)
-            except CustodyError:
-                out["hsm"]["reachable"] = None
-                out["hsm"]["note"] = "no PIN given; token not checked"
-            if pin is not None:
-                from custody.deployment import open_hsm
-
-                try:
-                    hsm = open_hsm(home, dep.config, pin)
-                except CustodyError as err:
-                    out["hsm"]["reachable"] = False
-                    out["hsm"]["error"] = err.title
-                    out["hsm"]["hint"] = err.hint
-                else:
-                    info = hsm.info()
-                    out["hsm"]["reachable"] = True
-                    out["hsm"]["token"] = {"manufacturer": info.manufacturer, "model": info.model,
-                                           "serial": info.serial, "slot_id": info.slot_id}
-                    keys = {f"{k.label}/v{k.version}" for k in hsm.list_keys("root")}
-                    out["hsm"]["root_keys_on_token"] = sorted(keys)
-                    hsm.close()
-        h = KeyHierarchy(dep.store, None)
-        out["roots"] = [
-            {"version": r.version, "state": r.state.value, "kcv": r.kcv, "epoch": r.epoch,
-             "has_blob": r.has_blob, "created": r.created, "age_days": _age_days(r.created, now)}
-            for r in h.roots()
-        ]
-        out["keks"] = [
-            {"branch": k.branch, "version": k.version, "state": k.state.value, "kcv": k.kcv,
-             "root_version": k.root_version, "created": k.created,
-             "age_days": _age_days(k.created, now), "objects": k.objects}
-            for k in h.keks()
-        ]
-        out["objects"] = h.object_counts()
-    finally:
-        dep.close()
-    return out
+    return deployment_status(common.home_of(args), pin)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
