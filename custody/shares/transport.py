@@ -1,0 +1,333 @@
+"""Remote hand-in of a share: a signed X25519 offer, a sealed blob, a short auth string.
+
+1. The coordinator makes an *offer*: a fresh X25519 public key, the ceremony id, the epoch
+   and an expiry, signed with the coordinator's Ed25519 key. It travels as text
+   (``custody-offer:...``) or QR.
+2. The custodian checks the signature against the coordinator key they pinned, the
+   expiry (``now`` is a parameter) and, when they have their envelope, that the offer is
+   for the envelope's ceremony and epoch. Then :func:`seal_to_offer` makes a fresh X25519
+   key, derives an AES-256-GCM key with HKDF-SHA256 bound to the ceremony id, epoch, both
+   public keys and the offer digest, and seals the share (``custody-blob:...``).
+3. Both sides show the same short authentication string (SAS): SLIP-0039 words derived
+   from both public keys. Comparing it by voice defeats a swapped offer or blob.
+4. The coordinator opens the blob with the offer's private half (:func:`open_blob`), which
+   rejects blobs for another offer, ceremony or epoch, expired offers and any alteration.
+
+Format: ``docs/formats.md`` "Transport offer and blob".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from shamir_mnemonic.wordlist import WORDLIST
+
+from custody.canonical import canonical_bytes, domain_hash
+from custody.errors import IntegrityError, ShareError
+from custody.signing import fingerprint, public_raw, verify_ed25519
+
+OFFER_PREFIX = "custody-offer:"
+BLOB_PREFIX = "custody-blob:"
+OFFER_CONTEXT = b"custody/transport-offer/v1\n"
+HKDF_INFO = b"custody/transport/v1"
+SAS_DOMAIN = "custody/transport-sas/v1"
+SAS_WORDS = 4
+Rng = Callable[[int], bytes]
+
+
+class TransportError(ShareError):
+    """An offer or blob is refused. ``reason``: ``malformed``, ``bad-signature``,
+    ``expired``, ``wrong-ceremony``, ``wrong-epoch``, ``wrong-offer``, ``tampered``."""
+
+    def __init__(self, title: str, hint: str = "", *, reason: str) -> None:
+        super().__init__(title, hint)
+        self.reason = reason
+
+
+def _b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+
+def _unarmor(text: str, prefix: str) -> dict[str, Any]:
+    s = "".join(text.split())
+    if not s.startswith(prefix):
+        raise TransportError(f"Not a {prefix.rstrip(':')} text", "Paste the whole text, "
+                             f"starting with '{prefix}'.", reason="malformed")
+    try:
+        body = s[len(prefix):]
+        doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if not isinstance(doc, dict):
+            raise TypeError("doc")
+        return doc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise TransportError("The text is damaged", "Copy it again, completely.",
+                             reason="malformed") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offer:
+    """A coordinator's signed offer (public)."""
+
+    ceremony_id: str
+    epoch: int
+    public: bytes
+    expires: int
+    coordinator: str
+    signature: bytes = b""
+
+    def payload(self) -> dict[str, Any]:
+        return {"type": "custody-transport-offer", "version": 1, "ceremony_id": self.ceremony_id,
+                "epoch": self.epoch, "x25519": self.public.hex(), "expires": self.expires,
+                "coordinator": self.coordinator}
+
+    def signing_bytes(self) -> bytes:
+        return OFFER_CONTEXT + canonical_bytes(self.payload())
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.signing_bytes()).digest()
+
+    def to_text(self) -> str:
+        """Armored text (also the QR content)."""
+        return OFFER_PREFIX + _b64(canonical_bytes(
+            {"signed": self.payload(), "sig": self.signature.hex()}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferKey:
+    """The coordinator's private half of an offer, kept in a 0600 file until expiry."""
+
+    offer: Offer
+    private: X25519PrivateKey = field(repr=False)
+
+    def to_json(self) -> str:
+        raw = self.private.private_bytes(serialization.Encoding.Raw,
+                                         serialization.PrivateFormat.Raw,
+                                         serialization.NoEncryption())
+        return json.dumps({"type": "custody-offer-key", "x25519_private": raw.hex(),
+                           "offer": self.offer.to_text()})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandIn:
+    """An opened blob: the share (secret), its envelope bytes if sent, and the SAS."""
+
+    share: str = field(repr=False)
+    envelope: bytes | None
+    sas: str
+
+
+def _x_raw(k: X25519PublicKey) -> bytes:
+    return k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def sas(offer_public: bytes, sender_public: bytes) -> str:
+    """Short authentication string: SLIP-0039 words from both public keys (40 bits)."""
+    n = int.from_bytes(domain_hash(SAS_DOMAIN, offer_public, sender_public)[:8], "big")
+    return " ".join(WORDLIST[(n >> (10 * i)) & 1023] for i in range(SAS_WORDS))
+
+
+def make_offer(*, ceremony_id: str, epoch: int, coordinator: Ed25519PrivateKey, now: int,
+               ttl: int = 900, rng: Rng = os.urandom) -> OfferKey:
+    """Create and sign an offer valid from *now* for *ttl* seconds.
+
+    Returns:
+        The offer with its private half.
+
+    Raises:
+        ValueError: empty ceremony id, negative epoch or non-positive ttl.
+    """
+    if not ceremony_id or epoch < 0 or ttl <= 0:
+        raise ValueError("ceremony id, epoch >= 0 and ttl > 0 are required")
+    priv = X25519PrivateKey.from_private_bytes(rng(32))
+    unsigned = Offer(ceremony_id=ceremony_id, epoch=epoch, public=_x_raw(priv.public_key()),
+                     expires=now + ttl, coordinator=fingerprint(public_raw(coordinator)))
+    sig = coordinator.sign(unsigned.signing_bytes())
+    return OfferKey(offer=Offer(**{**_fields(unsigned), "signature": sig}), private=priv)
+
+
+def _fields(o: Offer) -> dict[str, Any]:
+    return {k: getattr(o, k) for k in ("ceremony_id", "epoch", "public", "expires",
+                                       "coordinator", "signature")}
+
+
+def parse_offer(text: str) -> Offer:
+    """Parse an armored offer (no signature check: see :func:`verify_offer`).
+
+    Raises:
+        TransportError: ``malformed``.
+    """
+    doc = _unarmor(text, OFFER_PREFIX)
+    try:
+        p = doc["signed"]
+        if p["type"] != "custody-transport-offer" or p["version"] != 1 or len(p) != 7:
+            raise ValueError("type")
+        if type(p["epoch"]) is not int or type(p["expires"]) is not int:
+            raise TypeError("int")
+        if not isinstance(p["ceremony_id"], str) or not isinstance(p["coordinator"], str):
+            raise TypeError("str")
+        pub = bytes.fromhex(p["x25519"])
+        if len(pub) != 32:
+            raise ValueError("key")
+        return Offer(ceremony_id=p["ceremony_id"], epoch=p["epoch"], public=pub,
+                     expires=p["expires"], coordinator=p["coordinator"],
+                     signature=bytes.fromhex(doc["sig"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TransportError("The offer is damaged", "Ask the coordinator for the offer again.",
+                             reason="malformed") from exc
+
+
+def verify_offer(offer: Offer, trusted_coordinator: bytes, *, now: int,
+                 expected_ceremony: str | None = None, expected_epoch: int | None = None) -> None:
+    """Check an offer's signature, expiry, ceremony and epoch.
+
+    Raises:
+        TransportError: ``bad-signature``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``.
+    """
+    try:
+        verify_ed25519(trusted_coordinator, offer.signature, offer.signing_bytes())
+    except IntegrityError:
+        raise TransportError("The offer is not signed by the trusted coordinator key",
+                             "Do not send your share; call the coordinator.",
+                             reason="bad-signature") from None
+    if now > offer.expires:
+        raise TransportError("The offer has expired", "Ask the coordinator for a fresh offer.",
+                             reason="expired")
+    _check_binding(offer.ceremony_id, offer.epoch, expected_ceremony, expected_epoch)
+
+
+def _check_binding(cer: str, epoch: int, want_cer: str | None, want_epoch: int | None) -> None:
+    if want_cer is not None and cer != want_cer:
+        raise TransportError(f"This is for ceremony {cer!r}, not {want_cer!r}",
+                             "It belongs to another ceremony; refuse it.",
+                             reason="wrong-ceremony")
+    if want_epoch is not None and epoch != want_epoch:
+        raise TransportError(f"This is for epoch {epoch}, not {want_epoch}",
+                             "It belongs to another epoch; refuse it.", reason="wrong-epoch")
+
+
+def _key(shared: bytes, offer: Offer, header: dict[str, Any]) -> bytes:
+    if shared == bytes(32):
+        raise ValueError("low-order point")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=offer.digest(),
+                info=HKDF_INFO + canonical_bytes(header)).derive(shared)
+
+
+def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes, now: int,
+                  envelope: bytes | None = None, expected_ceremony: str | None = None,
+                  expected_epoch: int | None = None, rng: Rng = os.urandom) -> tuple[str, str]:
+    """Seal a share to a verified offer.
+
+    Args:
+        offer: the offer (or its text).
+        share: the mnemonic text.
+        trusted_coordinator: the coordinator's raw Ed25519 public key, pinned by the custodian.
+        now: current Unix time in seconds.
+        envelope: the share's envelope bytes, sent along; when given, the offer must be for
+            the envelope's ceremony and epoch.
+        expected_ceremony, expected_epoch: further pins by the custodian.
+        rng: random bytes (ephemeral key, nonce).
+
+    Returns:
+        (blob text, SAS words).
+
+    Raises:
+        TransportError: the offer is damaged, unsigned, expired or for another ceremony/epoch.
+    """
+    o = parse_offer(offer) if isinstance(offer, str) else offer
+    verify_offer(o, trusted_coordinator, now=now, expected_ceremony=expected_ceremony,
+                 expected_epoch=expected_epoch)
+    if envelope is not None:
+        from custody.shares.envelope import load_envelope
+
+        env = load_envelope(envelope).payload
+        _check_binding(o.ceremony_id, o.epoch, env.ceremony_id, env.epoch)
+    eph = X25519PrivateKey.from_private_bytes(rng(32))
+    header = {"type": "custody-transport-blob", "version": 1, "ceremony_id": o.ceremony_id,
+              "epoch": o.epoch, "offer_key": o.public.hex(),
+              "sender_key": _x_raw(eph.public_key()).hex(), "offer_sha256": o.digest().hex()}
+    try:
+        key = _key(eph.exchange(X25519PublicKey.from_public_bytes(o.public)), o, header)
+    except ValueError as exc:
+        raise TransportError("The offer key is invalid", "Ask for a fresh offer.",
+                             reason="malformed") from exc
+    nonce = rng(12)
+    body = canonical_bytes({"share": share,
+                            "envelope": envelope.decode() if envelope is not None else None})
+    ct = AESGCM(key).encrypt(nonce, body, canonical_bytes(header))
+    blob = BLOB_PREFIX + _b64(canonical_bytes({"header": header, "nonce": nonce.hex(),
+                                               "ct": _b64(ct)}))
+    return blob, sas(o.public, _x_raw(eph.public_key()))
+
+
+def load_offer_key(text: str) -> OfferKey:
+    """Parse an offer key file (see :meth:`OfferKey.to_json`).
+
+    Raises:
+        TransportError: ``malformed``.
+    """
+    try:
+        doc = json.loads(text)
+        if doc["type"] != "custody-offer-key":
+            raise ValueError("type")
+        priv = X25519PrivateKey.from_private_bytes(bytes.fromhex(doc["x25519_private"]))
+        offer = parse_offer(doc["offer"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TransportError("The offer key file is damaged", "Make a new offer.",
+                             reason="malformed") from exc
+    if _x_raw(priv.public_key()) != offer.public:
+        raise TransportError("The offer key file does not match its offer", "Make a new offer.",
+                             reason="malformed")
+    return OfferKey(offer=offer, private=priv)
+
+
+def open_blob(blob: str, key: OfferKey, *, now: int) -> HandIn:
+    """Open a custodian's blob with the offer's private half.
+
+    Raises:
+        TransportError: ``malformed``, ``expired``, ``wrong-offer``, ``wrong-ceremony``,
+            ``wrong-epoch`` or ``tampered``.
+    """
+    o = key.offer
+    doc = _unarmor(blob, BLOB_PREFIX)
+    try:
+        h, nonce, ct = doc["header"], bytes.fromhex(doc["nonce"]), doc["ct"]
+        ct = base64.urlsafe_b64decode(ct + "=" * (-len(ct) % 4))
+        sender = bytes.fromhex(h["sender_key"])
+        if h["type"] != "custody-transport-blob" or h["version"] != 1 or len(sender) != 32:
+            raise ValueError("type")
+        cer, epoch = h["ceremony_id"], h["epoch"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TransportError("The blob is damaged", "Ask the custodian to send it again.",
+                             reason="malformed") from exc
+    if now > o.expires:
+        raise TransportError("The offer has expired", "Make a fresh offer and ask again.",
+                             reason="expired")
+    _check_binding(cer, epoch, o.ceremony_id, o.epoch)
+    if h.get("offer_key") != o.public.hex() or h.get("offer_sha256") != o.digest().hex():
+        raise TransportError("The blob was sealed to a different offer",
+                             "It is a replay or meant for another session; refuse it.",
+                             reason="wrong-offer")
+    try:
+        k = _key(key.private.exchange(X25519PublicKey.from_public_bytes(sender)), o, h)
+        body = json.loads(AESGCM(k).decrypt(nonce, ct, canonical_bytes(h)))
+        share, env = body["share"], body["envelope"]
+        if not isinstance(share, str) or not (env is None or isinstance(env, str)):
+            raise TypeError("body")
+    except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+        raise TransportError("The blob was altered or is not for this offer",
+                             "Ask the custodian to send it again; compare the words.",
+                             reason="tampered") from exc
+    return HandIn(share=share, envelope=env.encode() if env is not None else None,
+                  sas=sas(o.public, sender))
