@@ -245,6 +245,16 @@ def verify_share(share: ParsedShare | str, envelope: SignedEnvelope, trusted_pub
         raise EnvelopeError(f"The share is from epoch {p.epoch}, not {expected_epoch}",
                             "It was replaced by a reshare; use the current share.",
                             reason="wrong-epoch")
+    check_commitment(parsed, envelope)
+
+
+def check_commitment(share: ParsedShare, envelope: SignedEnvelope) -> None:
+    """Check only that *share* is the one the envelope commits to (no signature check).
+
+    Raises:
+        EnvelopeError: ``wrong-index`` or ``commitment-mismatch``.
+    """
+    parsed, p = share, envelope.payload
     if (parsed.group_index, parsed.member_index) != (p.group_index, p.member_index):
         raise EnvelopeError(
             f"The share is group {parsed.group_index + 1} member {parsed.member_index + 1}, "
