@@ -13,10 +13,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from custody.errors import HsmError
+
+KCV_LEN = 3  # bytes of AES-ECB(key, 0^128) shown as the key check value (6 hex digits)
+
+
+class KeyNotExtractable(HsmError):
+    """The token refuses to wrap a key out: CKA_EXTRACTABLE is false (PKCS#11 v3.0 §4.4)."""
+
+
+class KeyExists(HsmError):
+    """A key with that label and version is already on the token; it is never overwritten."""
+
 
 def object_label(label: str, version: int) -> str:
     """The token object label of a versioned key: ``root/v1``."""
     return f"{label}/v{version}"
+
+
+def kcv_of_bytes(key: bytes) -> str:
+    """The key check value of raw AES key bytes, computed in process.
+
+    It is the same value a token computes with CKM_AES_ECB over 16 zero bytes, so a key held
+    only as bytes (the recovery key RK) can be compared with a token key's :attr:`KeyRef.kcv`.
+
+    Args:
+        key: a 16, 24 or 32 byte AES key.
+
+    Returns:
+        The first 3 bytes of AES-ECB(key, 16 zero bytes), as 6 lower-case hex digits.
+
+    Raises:
+        ValueError: *key* is not a valid AES key length.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if len(key) not in (16, 24, 32):
+        raise ValueError("an AES key is 16, 24 or 32 bytes")
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return (enc.update(bytes(16)) + enc.finalize())[:KCV_LEN].hex()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +85,7 @@ class SelftestReport:
     mechanisms: dict[str, bool] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     signing_algorithm: str = ""
+    errors: dict[str, str] = field(default_factory=dict)  # check name -> error title
 
     @property
     def ok(self) -> bool:

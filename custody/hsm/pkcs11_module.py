@@ -1,0 +1,98 @@
+"""Loading PKCS#11 modules once per process, and the lock that serialises each one.
+
+This module owns the process-wide registry of loaded PKCS#11 libraries. It is one of the
+``custody.hsm.pkcs11_*`` modules, the only ones that import ``pkcs11``.
+
+- ``pkcs11.lib(path)`` is a per-path singleton in python-pkcs11 0.10.1: a second call
+  returns the same object and never re-reads the environment.
+- python-pkcs11 calls C_Initialize without OS locking, so two threads on one module fail
+  (CKR_GENERAL_ERROR). Every adapter on a module shares that module's ``RLock``.
+- SoftHSMv2 reads ``SOFTHSM2_CONF`` and scans its token directory only at C_Initialize.
+  A process sees one SoftHSM config at a time: switching config (or picking up a token
+  created after the module was initialised) needs C_Finalize + C_Initialize, which would
+  invalidate every open session. custody does it only while no adapter is open on the
+  module, and otherwise refuses with a typed error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from pkcs11 import exceptions as px
+
+from custody.errors import HsmError, TokenNotPresent
+from custody.hsm.pkcs11_errors import translate
+
+
+@dataclass(eq=False)
+class LoadedModule:
+    """One loaded PKCS#11 module: its lib, the SoftHSM conf it was initialised with, the
+    lock every adapter on it shares, and the adapters currently open on it."""
+
+    lib: Any
+    conf: str | None
+    lock: Any = field(default_factory=threading.RLock)
+    users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    def reinitialize(self, conf: str | None) -> None:
+        if conf is not None:
+            os.environ["SOFTHSM2_CONF"] = conf
+        with self.lock, translate("re-initialise the PKCS#11 module", opening=True):
+            self.lib.reinitialize()
+        self.conf = conf
+
+
+_MODULES: dict[str, LoadedModule] = {}
+_MODULES_LOCK = threading.Lock()
+
+
+def load_module(module: str, conf: str | None) -> LoadedModule:
+    """Load (once per path) and initialise *module*, under SoftHSM config *conf*.
+
+    Args:
+        module: path of the PKCS#11 shared library.
+        conf: absolute path of a SoftHSMv2 config to set as ``SOFTHSM2_CONF``, or ``None``
+            to keep the environment as it is (a real HSM).
+
+    Returns:
+        The process-wide entry for *module*.
+
+    Raises:
+        TokenNotPresent: the file is missing, or does not load/initialise as PKCS#11.
+        HsmError: an adapter is open on *module* under a different SoftHSMv2 config.
+    """
+    if not Path(module).is_file():
+        raise TokenNotPresent(
+            f"PKCS#11 module {module} not found",
+            "Install the HSM vendor's PKCS#11 library (for SoftHSMv2: 'apt-get install "
+            "softhsm2'), or fix [hsm] module in custody.toml.",
+        )
+    wanted = conf if conf is not None else os.environ.get("SOFTHSM2_CONF")
+    with _MODULES_LOCK:
+        entry = _MODULES.get(module)
+        if entry is None:
+            if conf is not None:
+                os.environ["SOFTHSM2_CONF"] = conf
+            try:
+                entry = _MODULES[module] = LoadedModule(lib=pkcs11.lib(module), conf=wanted)
+            except px.PKCS11Error as exc:
+                raise TokenNotPresent(
+                    f"Cannot load or initialise PKCS#11 module {module}",
+                    "Check that it is a PKCS#11 library for this machine; for SoftHSMv2, "
+                    "check softhsm_conf in custody.toml and that its token directory exists.",
+                ) from exc
+        elif entry.conf != wanted:
+            if len(entry.users):
+                raise HsmError(
+                    "This process already has another SoftHSMv2 config open",
+                    "SoftHSMv2 reads its config once per process. Close the other HSM "
+                    "session first, or use a separate process.",
+                )
+            entry.reinitialize(wanted)
+        return entry
