@@ -42,11 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     pin_file = ensure_home(root)
     base = ["--home", str(root), "--pin-file", str(pin_file)]
     if sys.stdin.isatty() and sys.stdout.isatty():
-        try:
-            import tui  # noqa: F401
-        except ImportError:
-            pass
-        else:
+        import importlib.util
+
+        if importlib.util.find_spec("tui.app") is not None:
             return cli_main(["tui", *base])
     return cli_main(["status", *base])
 
