@@ -12,6 +12,8 @@ This module owns the process-wide registry of loaded PKCS#11 libraries. It is on
   created after the module was initialised) needs C_Finalize + C_Initialize, which would
   invalidate every open session. custody does it only while no adapter is open on the
   module, and otherwise refuses with a typed error.
+- ``SOFTHSM2_CONF`` is set only around C_Initialize and then restored, so the process
+  environment stays what the caller made it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +45,29 @@ class LoadedModule:
     users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
 
     def reinitialize(self, conf: str | None) -> None:
-        if conf is not None:
-            os.environ["SOFTHSM2_CONF"] = conf
-        with self.lock, translate("re-initialise the PKCS#11 module", opening=True):
+        """C_Finalize + C_Initialize under *conf*; only while no adapter is open on it."""
+        action = "re-initialise the PKCS#11 module"
+        with self.lock, _softhsm_conf(conf), translate(action, opening=True):
             self.lib.reinitialize()
         self.conf = conf
+
+
+@contextmanager
+def _softhsm_conf(conf: str | None) -> Iterator[None]:
+    """Set ``SOFTHSM2_CONF`` for one C_Initialize, then restore the caller's value, so a
+    deployment's config does not leak into later opens that rely on the environment."""
+    if conf is None:
+        yield
+        return
+    before = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = conf
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = before
 
 
 _MODULES: dict[str, LoadedModule] = {}
@@ -57,8 +79,8 @@ def load_module(module: str, conf: str | None) -> LoadedModule:
 
     Args:
         module: path of the PKCS#11 shared library.
-        conf: absolute path of a SoftHSMv2 config to set as ``SOFTHSM2_CONF``, or ``None``
-            to keep the environment as it is (a real HSM).
+        conf: absolute path of a SoftHSMv2 config, set as ``SOFTHSM2_CONF`` while the
+            module initialises (then restored), or ``None`` to use the environment as it is.
 
     Returns:
         The process-wide entry for *module*.
@@ -77,10 +99,10 @@ def load_module(module: str, conf: str | None) -> LoadedModule:
     with _MODULES_LOCK:
         entry = _MODULES.get(module)
         if entry is None:
-            if conf is not None:
-                os.environ["SOFTHSM2_CONF"] = conf
             try:
-                entry = _MODULES[module] = LoadedModule(lib=pkcs11.lib(module), conf=wanted)
+                with _softhsm_conf(wanted):
+                    lib = pkcs11.lib(module)
+                entry = _MODULES[module] = LoadedModule(lib=lib, conf=wanted)
             except px.PKCS11Error as exc:
                 raise TokenNotPresent(
                     f"Cannot load or initialise PKCS#11 module {module}",
