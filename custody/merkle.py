@@ -76,20 +76,33 @@ def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
 
 
 class MerkleTree:
-    """A tree over a fixed list of leaf hashes with cached levels, for producing proofs.
+    """A growing tree of leaf hashes with cached levels, for producing proofs.
 
     Each level ``k`` holds the hashes of the complete, aligned subtrees of ``2**k`` leaves,
     so any RFC 9162 subtree hash is assembled in O(log n) and every proof in O(log² n).
     """
 
-    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self.size = len(leaf_hashes)
-        self._levels: list[list[bytes]] = [list(leaf_hashes)]
-        while len(self._levels[-1]) >= 2:
-            prev = self._levels[-1]
-            self._levels.append(
-                [node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)]
-            )
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self.size = 0
+        self._levels: list[list[bytes]] = [[]]
+        for lh in leaf_hashes:
+            self.append(lh)
+
+    def append(self, lh: bytes) -> None:
+        """Append one leaf hash, completing any aligned subtrees it closes (amortised O(1))."""
+        self._levels[0].append(lh)
+        self.size += 1
+        k = 0
+        while len(self._levels[k]) % 2 == 0:
+            lvl = self._levels[k]
+            if k + 1 == len(self._levels):
+                self._levels.append([])
+            self._levels[k + 1].append(node_hash(lvl[-2], lvl[-1]))
+            k += 1
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at *index*."""
+        return self._levels[0][index]
 
     def _mth(self, lo: int, hi: int) -> bytes:
         n = hi - lo

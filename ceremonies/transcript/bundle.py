@@ -1,0 +1,152 @@
+"""Bundle containers: a directory, or a single deterministic tar archive of the same files.
+
+A bundle holds ``policy.json``, ``events.jsonl``, ``checkpoints.jsonl`` and
+``artifacts/NAME`` files. :func:`load_bundle` reads either form into a
+:class:`BundleData` of raw bytes (the verifier never touches the disk again). An archive
+must be exactly what :func:`to_archive` writes for its contents (ustar, sorted names,
+mtime 0, uid/gid 0, mode 0644), so even a flipped padding byte is detected.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from custody.errors import TranscriptError
+
+POLICY, EVENTS, CHECKPOINTS, ARTIFACTS = "policy.json", "events.jsonl", "checkpoints.jsonl", "artifacts"
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleData:
+    """The raw bytes of a bundle. ``problems`` lists container-level defects."""
+
+    policy: bytes
+    events: bytes
+    checkpoints: bytes
+    artifacts: tuple[tuple[str, bytes], ...] = ()
+    problems: tuple[str, ...] = field(default=())
+
+    def artifact_map(self) -> dict[str, bytes]:
+        return dict(self.artifacts)
+
+
+def _unreadable(path: Path, exc: Exception | None = None) -> TranscriptError:
+    return TranscriptError(f"Cannot read transcript bundle {path}",
+                           "Give a bundle directory or a bundle .tar archive." +
+                           (f" ({type(exc).__name__})" if exc else ""))
+
+
+def load_bundle(path: str | os.PathLike[str]) -> BundleData:
+    """Read a bundle directory or archive.
+
+    Raises:
+        TranscriptError: the path is neither, or cannot be read.
+    """
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return _load_dir(p)
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise _unreadable(p, exc) from exc
+    return load_archive_bytes(raw, where=str(p))
+
+
+def _load_dir(p: Path) -> BundleData:
+    problems: list[str] = []
+    files = {}
+    for name in (POLICY, EVENTS, CHECKPOINTS):
+        f = p / name
+        if f.is_file():
+            files[name] = f.read_bytes()
+        else:
+            problems.append(f"{name} is missing")
+            files[name] = b""
+    arts: list[tuple[str, bytes]] = []
+    adir = p / ARTIFACTS
+    if adir.is_dir():
+        for f in sorted(adir.iterdir()):
+            if not f.is_file() or not ARTIFACT_NAME.match(f.name):
+                problems.append(f"unexpected entry artifacts/{f.name}")
+                continue
+            arts.append((f.name, f.read_bytes()))
+    for f in sorted(p.iterdir()):
+        if f.name not in (POLICY, EVENTS, CHECKPOINTS, ARTIFACTS):
+            problems.append(f"unexpected file {f.name}")
+    return BundleData(policy=files[POLICY], events=files[EVENTS], checkpoints=files[CHECKPOINTS],
+                      artifacts=tuple(arts), problems=tuple(problems))
+
+
+def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
+    """Parse an archive produced by :func:`to_archive`.
+
+    Raises:
+        TranscriptError: the bytes are not a tar archive.
+    """
+    problems: list[str] = []
+    files: dict[str, bytes] = {}
+    arts: list[tuple[str, bytes]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+            for m in tf.getmembers():
+                if not m.isfile():
+                    problems.append(f"archive member {m.name} is not a regular file")
+                    continue
+                data = tf.extractfile(m).read()  # type: ignore[union-attr]
+                if m.name in (POLICY, EVENTS, CHECKPOINTS):
+                    files[m.name] = data
+                elif m.name.startswith(ARTIFACTS + "/") and ARTIFACT_NAME.match(m.name[10:]):
+                    arts.append((m.name[10:], data))
+                else:
+                    problems.append(f"unexpected archive member {m.name}")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise _unreadable(Path(where), exc) from exc
+    for name in (POLICY, EVENTS, CHECKPOINTS):
+        if name not in files:
+            problems.append(f"{name} is missing")
+    data = BundleData(policy=files.get(POLICY, b""), events=files.get(EVENTS, b""),
+                      checkpoints=files.get(CHECKPOINTS, b""), artifacts=tuple(sorted(arts)),
+                      problems=tuple(problems))
+    if not problems and to_archive(data) != raw:
+        problems.append("archive is not in the canonical container form")
+        data = BundleData(policy=data.policy, events=data.events, checkpoints=data.checkpoints,
+                          artifacts=data.artifacts, problems=tuple(problems))
+    return data
+
+
+def to_archive(data: BundleData) -> bytes:
+    """The one canonical tar form of a bundle's files."""
+    members = [(POLICY, data.policy), (EVENTS, data.events), (CHECKPOINTS, data.checkpoints)]
+    members += [(f"{ARTIFACTS}/{n}", b) for n, b in sorted(data.artifacts)]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:", format=tarfile.USTAR_FORMAT) as tf:
+        for name, blob in sorted(members):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode, ti.uid, ti.gid = len(blob), 0, 0o644, 0, 0
+            ti.uname = ti.gname = ""
+            tf.addfile(ti, io.BytesIO(blob))
+    return out.getvalue()
+
+
+def write_dir(data: BundleData, path: str | os.PathLike[str]) -> None:
+    """Write *data* as a bundle directory (used by tools and fixtures, not the recorder).
+
+    Raises:
+        TranscriptError: the directory cannot be written.
+    """
+    p = Path(path)
+    try:
+        (p / ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        (p / POLICY).write_bytes(data.policy)
+        (p / EVENTS).write_bytes(data.events)
+        (p / CHECKPOINTS).write_bytes(data.checkpoints)
+        for name, blob in data.artifacts:
+            (p / ARTIFACTS / name).write_bytes(blob)
+    except OSError as exc:
+        raise TranscriptError(f"Cannot write bundle {p}", "Check the path and free space.") from exc

@@ -1,0 +1,236 @@
+"""Structural checks of a bundle: parsing/canonical form, policy signatures, ceremony
+binding, the hash chain, Merkle checkpoints, completeness and artifacts.
+
+Each function is pure: it takes parsed data and returns ``(problems, notes)`` for one
+check id. The authority checks (signatures, roles, quorum, script...) live in
+:mod:`ceremonies.transcript.rules`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from custody.audit.signers import TrustKey, verify_signature
+from custody.canonical import is_canonical
+from custody.errors import IntegrityError
+from custody.merkle import MerkleTree, verify_consistency
+
+from .bundle import BundleData
+from .model import KIND_CLOSE, KIND_OPEN, FormatError, SignedPolicy
+from .records import Checkpoint, Event, chain_hash, event_leaf
+from .rules import Rules, plural
+
+Result = tuple[list[str], list[str]]
+
+
+def artifact_ref(name: str, blob: bytes) -> dict[str, str]:
+    return {"name": name, "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A bundle split into lines and parsed as far as possible."""
+
+    signed: SignedPolicy | None = None
+    lines: list[bytes] = field(default_factory=list)
+    events: list[Event | None] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _split(raw: bytes, name: str, problems: list[str]) -> list[bytes]:
+    if not raw:
+        return []
+    if not raw.endswith(b"\n"):
+        problems.append(f"{name} does not end with a newline (truncated write?)")
+    lines = raw.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    for i, ln in enumerate(lines):
+        if not ln:
+            problems.append(f"{name} line {i + 1} is empty")
+    return lines
+
+
+def _load(line: bytes, what: str, problems: list[str]) -> Any:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        problems.append(f"{what} is not JSON")
+        return None
+    if not is_canonical(line):
+        problems.append(f"{what} is not RFC 8785 canonical")
+    return obj
+
+
+def parse(data: BundleData) -> Parsed:
+    """Parse a bundle; never raises, every defect lands in ``problems`` (check canonical)."""
+    out = Parsed(problems=list(data.problems))
+    obj = _load(data.policy, "policy.json", out.problems)
+    if obj is not None:
+        try:
+            out.signed = SignedPolicy.from_json(obj)
+        except (FormatError, ValueError, TypeError) as exc:
+            out.problems.append(f"policy.json: {exc}")
+    out.lines = _split(data.events, "events.jsonl", out.problems)
+    for i, ln in enumerate(out.lines):
+        ev = None
+        o = _load(ln, f"events.jsonl line {i + 1}", out.problems)
+        if o is not None:
+            try:
+                ev = Event.from_json(o)
+            except (FormatError, ValueError, TypeError) as exc:
+                out.problems.append(f"events.jsonl line {i + 1}: {exc}")
+        out.events.append(ev)
+    for i, ln in enumerate(_split(data.checkpoints, "checkpoints.jsonl", out.problems)):
+        o = _load(ln, f"checkpoints.jsonl line {i + 1}", out.problems)
+        if o is not None:
+            try:
+                out.checkpoints.append(Checkpoint.from_json(o))
+            except (FormatError, ValueError, TypeError) as exc:
+                out.problems.append(f"checkpoints.jsonl line {i + 1}: {exc}")
+    return out
+
+
+def check_policy_signatures(signed: SignedPolicy, trust: Sequence[TrustKey], minimum: int) -> Result:
+    if not trust:
+        return ["no trust keys were pinned (--trust)"], []
+    data = SignedPolicy.signing_input(signed.policy)
+    good: dict[str, str] = {}
+    problems, notes = [], []
+    for s in signed.signatures:
+        keys = [k for k in trust if k.fingerprint == s.keyid]
+        if not keys:
+            notes.append(f"ignored signature by {s.signer}: key {s.keyid} is not pinned")
+            continue
+        if any(verify_signature(k.alg, k.public, s.sig, data) for k in keys):
+            good[keys[0].fingerprint] = keys[0].name
+        else:
+            problems.append(f"signature by {s.signer} does not verify under pinned key {s.keyid}")
+    need = max(signed.policy.policy_quorum, minimum)
+    line = f"{len(good)}/{need} pinned keys ({', '.join(good.values()) or 'none'})"
+    if len(good) < need:
+        problems.append(f"policy signed by {line}")
+    else:
+        notes.insert(0, f"policy signed by {line}")
+    return problems, notes
+
+
+def check_binding(signed: SignedPolicy, p: Parsed) -> Result:
+    pol, problems = signed.policy, []
+    for ev in p.events:
+        if ev is not None and ev.ceremony != pol.ceremony_id:
+            problems.append(f"event {ev.seq} belongs to ceremony {ev.ceremony}")
+    for cp in p.checkpoints:
+        if cp.ceremony != pol.ceremony_id:
+            problems.append(f"checkpoint at {cp.tree_size} belongs to ceremony {cp.ceremony}")
+    first = p.events[0] if p.events else None
+    if first is None:
+        problems.append("no readable ceremony.open event")
+    else:
+        if first.kind != KIND_OPEN:
+            problems.append("the first event is not ceremony.open")
+        if first.prev != pol.genesis():
+            problems.append("the first event does not link to this policy (genesis hash)")
+        if first.body.get("policy_digest") != pol.digest().hex():
+            problems.append("the open event names a different policy digest")
+    opens = [e.seq for e in p.events if e is not None and e.kind == KIND_OPEN]
+    if len(opens) > 1:
+        problems.append(f"ceremony.open recorded more than once (events {opens})")
+    return problems, [f"ceremony {pol.ceremony_id} ({pol.kind}: {pol.purpose})"]
+
+
+def check_chain(signed: SignedPolicy, p: Parsed) -> Result:
+    problems = []
+    head, last_t = signed.policy.genesis(), None
+    for i, (ln, ev) in enumerate(zip(p.lines, p.events)):
+        if ev is None:
+            problems.append(f"line {i + 1} is unreadable")
+        else:
+            if ev.seq != i:
+                problems.append(f"line {i + 1} carries seq {ev.seq}, expected {i}")
+            if ev.prev != head:
+                problems.append(f"event at line {i + 1} does not link to the previous event")
+            if last_t is not None and ev.time < last_t:
+                problems.append(f"event {ev.seq} is earlier than the event before it")
+            last_t = ev.time
+        head = chain_hash(ln)
+    return problems, [f"{len(p.lines)} events linked from the policy genesis"]
+
+
+def check_checkpoints(rules: Rules, p: Parsed) -> Result:
+    cid = rules.policy.ceremony_id
+    tree = MerkleTree(event_leaf(ln) for ln in p.lines)
+    problems: list[str] = []
+    prev_size, prev_root = 0, tree.root(0)
+    for i, cp in enumerate(p.checkpoints):
+        w = f"checkpoint {i + 1} (size {cp.tree_size})"
+        if not prev_size < cp.tree_size <= tree.size:
+            problems.append(f"{w}: size is not after the previous checkpoint within the log")
+            continue
+        if cp.root != tree.root(cp.tree_size):
+            problems.append(f"{w}: root does not match the events")
+        if cp.prev_size != prev_size:
+            problems.append(f"{w}: names previous size {cp.prev_size}, expected {prev_size}")
+        try:
+            verify_consistency(prev_size, cp.tree_size, prev_root, cp.root, cp.consistency)
+        except IntegrityError:
+            problems.append(f"{w}: not consistent with checkpoint at size {prev_size}")
+        if not cp.signatures:
+            problems.append(f"{w}: unsigned")
+        for _cid, msg in rules.check_sigs(w, cp.signatures, cp.signing_input(cid), cp.time):
+            problems.append(msg)
+        last = p.events[cp.tree_size - 1]
+        if last is not None and cp.time < last.time:
+            problems.append(f"{w}: dated before the events it covers")
+        if cp.final and i != len(p.checkpoints) - 1:
+            problems.append(f"{w}: a final checkpoint is followed by another")
+        prev_size, prev_root = cp.tree_size, cp.root
+    return problems, [f"{len(p.checkpoints)} checkpoints, last at size {prev_size}"]
+
+
+def check_completeness(rules: Rules, p: Parsed) -> Result:
+    pol, problems = rules.policy, []
+    n = len(p.events)
+    closes = [e.seq for e in p.events if e is not None and e.kind == KIND_CLOSE]
+    last = p.events[-1] if p.events else None
+    if last is None or last.kind != KIND_CLOSE:
+        problems.append("the transcript does not end with ceremony.close (truncated or unfinished)")
+    if len(closes) > 1:
+        problems.append(f"ceremony.close recorded more than once (events {closes})")
+    fin = p.checkpoints[-1] if p.checkpoints else None
+    if fin is None or not fin.final or fin.tree_size != n:
+        problems.append(f"no final checkpoint covering all {n} events")
+    else:
+        for role, k in pol.close_quorum.items():
+            have = sorted({s.signer for s in fin.signatures
+                           if (m := pol.member(s.signer)) and m.role == role})
+            if len(have) < k:
+                problems.append(f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}")
+    outcome = last.body.get("outcome") if last is not None else None
+    return problems, [f"{n} events, closed with outcome {outcome}"]
+
+
+def check_artifacts(data: BundleData, p: Parsed) -> Result:
+    files, problems, seen = data.artifact_map(), [], {}
+    for ev in p.events:
+        refs = ev.body.get("artifacts", []) if ev is not None else []
+        if not isinstance(refs, list):
+            problems.append(f"event {ev.seq if ev else '?'}: artifacts is not a list")
+            continue
+        for r in refs:
+            name = r.get("name") if isinstance(r, dict) else None
+            digest = r.get("sha256") if isinstance(r, dict) else None
+            if not isinstance(name, str) or name not in files:
+                problems.append(f"event {ev.seq}: artifact {name!r} is missing")  # type: ignore[union-attr]
+            elif hashlib.sha256(files[name]).hexdigest() != digest:
+                problems.append(f"artifact {name} does not match the digest in event {ev.seq}")  # type: ignore[union-attr]
+            seen[name] = digest
+    for name in files:
+        if name not in seen:
+            problems.append(f"artifact {name} is not bound by any event")
+    return problems, [f"{len(seen)} artifacts bound by digest"]

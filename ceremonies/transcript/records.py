@@ -1,0 +1,195 @@
+"""Events, approvals and checkpoints: the records that follow the policy in a bundle.
+
+* An :class:`Event` is one line of ``events.jsonl``. Its ``signatures`` cover
+  ``domain_hash(TAG_EVENT_SIG, ceremony id, canonical(event without "signatures"))``; its
+  ``prev`` is :func:`chain_hash` of the previous line (the policy's genesis for seq 0).
+* An :class:`Approval` is a participant's signed consent to one quorum-gated action,
+  bound to the action's digest (:func:`action_digest`), with an expiry and a nonce.
+* A :class:`Checkpoint` is one line of ``checkpoints.jsonl``: an RFC 9162 root over the
+  first ``tree_size`` event lines, a consistency proof from the previous checkpoint, and
+  signatures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from custody.canonical import canonical_bytes, domain_hash
+from custody.merkle import leaf_hash
+
+from .model import (
+    TAG_ACTION,
+    TAG_APPROVAL,
+    TAG_CHAIN,
+    TAG_CHECKPOINT,
+    TAG_EVENT_SIG,
+    FormatError,
+    Sig,
+    _int,
+    _keys,
+    _str,
+    cid_bytes,
+    parse_sigs,
+    signing_input,
+    unhex,
+)
+
+EVENT_FIELDS = {"seq", "prev", "ceremony", "time", "step", "kind", "actor", "body", "signatures"}
+
+
+def chain_hash(line: bytes) -> bytes:
+    """The hash the next event's ``prev`` must carry (line without its newline)."""
+    return domain_hash(TAG_CHAIN, line)
+
+
+def event_leaf(line: bytes) -> bytes:
+    """RFC 9162 leaf hash of one event line (without its newline)."""
+    return leaf_hash(line)
+
+
+def action_digest(ceremony_id: str, action: str, action_id: str, params: Mapping[str, Any]) -> str:
+    """The digest approvals are bound to: ceremony, action kind, action id and parameters."""
+    body = canonical_bytes({"action": action, "action_id": action_id, "params": dict(params)})
+    return domain_hash(TAG_ACTION, cid_bytes(ceremony_id), body).hex()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One transcript event (see module docstring)."""
+
+    seq: int
+    prev: bytes
+    ceremony: str
+    time: int
+    step: str
+    kind: str
+    actor: str
+    body: Mapping[str, Any]
+    signatures: tuple[Sig, ...] = ()
+
+    def unsigned(self) -> dict[str, Any]:
+        return {"seq": self.seq, "prev": self.prev.hex(), "ceremony": self.ceremony,
+                "time": self.time, "step": self.step, "kind": self.kind, "actor": self.actor,
+                "body": self.body}
+
+    def signing_input(self, ceremony_id: str) -> bytes:
+        return signing_input(TAG_EVENT_SIG, ceremony_id, self.unsigned())
+
+    def to_line(self) -> bytes:
+        d = self.unsigned()
+        d["signatures"] = [s.to_json() for s in self.signatures]
+        return canonical_bytes(d)
+
+    @classmethod
+    def from_json(cls, d: Any) -> "Event":
+        _keys(d, "event", EVENT_FIELDS)
+        if not isinstance(d["body"], dict):
+            raise FormatError("event body must be an object")
+        return cls(seq=_int(d["seq"], "seq"), prev=unhex(d["prev"], "prev", 32),
+                   ceremony=_str(d["ceremony"], "ceremony"), time=_int(d["time"], "time"),
+                   step=_str(d["step"], "step"), kind=_str(d["kind"], "kind"),
+                   actor=_str(d["actor"], "actor"), body=d["body"],
+                   signatures=parse_sigs(d["signatures"]))
+
+
+APPROVAL_FIELDS = {"ceremony", "action", "action_id", "action_digest", "approver",
+                   "issued_at", "expires_at", "nonce", "sig"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    """A signed approval of one action; valid from ``issued_at`` until ``expires_at``."""
+
+    ceremony: str
+    action: str
+    action_id: str
+    action_digest: str
+    approver: str
+    issued_at: int
+    expires_at: int
+    nonce: str
+    sig: bytes = field(default=b"", repr=False)
+
+    def unsigned(self) -> dict[str, Any]:
+        return {"ceremony": self.ceremony, "action": self.action, "action_id": self.action_id,
+                "action_digest": self.action_digest, "approver": self.approver,
+                "issued_at": self.issued_at, "expires_at": self.expires_at, "nonce": self.nonce}
+
+    def signing_input(self) -> bytes:
+        return signing_input(TAG_APPROVAL, self.ceremony, self.unsigned())
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.unsigned()
+        d["sig"] = self.sig.hex()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> "Approval":
+        _keys(d, "approval", APPROVAL_FIELDS)
+        unhex(d["action_digest"], "action digest", 32)
+        unhex(d["nonce"], "nonce", 16)
+        return cls(ceremony=_str(d["ceremony"], "ceremony"), action=_str(d["action"], "action"),
+                   action_id=_str(d["action_id"], "action_id"),
+                   action_digest=d["action_digest"], approver=_str(d["approver"], "approver"),
+                   issued_at=_int(d["issued_at"], "issued_at"),
+                   expires_at=_int(d["expires_at"], "expires_at"), nonce=d["nonce"],
+                   sig=unhex(d["sig"], "approval sig"))
+
+    @classmethod
+    def create(cls, signer: Any, *, ceremony_id: str, action: str, action_id: str,
+               digest: str, now: int, window: int = 600,
+               rng: Callable[[int], bytes] = os.urandom) -> "Approval":
+        """Sign an approval with *signer* (Signer protocol) valid for *window* seconds.
+
+        Raises:
+            HsmError: from an HSM-backed signer.
+        """
+        a = cls(ceremony=ceremony_id, action=action, action_id=action_id, action_digest=digest,
+                approver=signer.name, issued_at=now, expires_at=now + window,
+                nonce=rng(16).hex())
+        return cls(**{**a.unsigned(), "sig": signer.sign(a.signing_input())})
+
+
+CHECKPOINT_FIELDS = {"ceremony", "tree_size", "root", "time", "prev_size", "consistency",
+                     "final", "signatures"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A signed RFC 9162 tree head over the first ``tree_size`` events."""
+
+    ceremony: str
+    tree_size: int
+    root: bytes
+    time: int
+    prev_size: int
+    consistency: tuple[bytes, ...]
+    final: bool
+    signatures: tuple[Sig, ...] = ()
+
+    def unsigned(self) -> dict[str, Any]:
+        return {"ceremony": self.ceremony, "tree_size": self.tree_size, "root": self.root.hex(),
+                "time": self.time, "prev_size": self.prev_size,
+                "consistency": [c.hex() for c in self.consistency], "final": self.final}
+
+    def signing_input(self, ceremony_id: str) -> bytes:
+        return signing_input(TAG_CHECKPOINT, ceremony_id, self.unsigned())
+
+    def to_line(self) -> bytes:
+        d = self.unsigned()
+        d["signatures"] = [s.to_json() for s in self.signatures]
+        return canonical_bytes(d)
+
+    @classmethod
+    def from_json(cls, d: Any) -> "Checkpoint":
+        _keys(d, "checkpoint", CHECKPOINT_FIELDS)
+        if not isinstance(d["consistency"], list) or not isinstance(d["final"], bool):
+            raise FormatError("checkpoint consistency/final malformed")
+        return cls(ceremony=_str(d["ceremony"], "ceremony"),
+                   tree_size=_int(d["tree_size"], "tree_size"), root=unhex(d["root"], "root", 32),
+                   time=_int(d["time"], "time"), prev_size=_int(d["prev_size"], "prev_size"),
+                   consistency=tuple(unhex(c, "consistency hash", 32) for c in d["consistency"]),
+                   final=d["final"], signatures=parse_sigs(d["signatures"]))

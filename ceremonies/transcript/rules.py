@@ -1,0 +1,197 @@
+"""Per-event authority rules, shared by the recorder (before writing) and the verifier.
+
+One :class:`Rules` object walks a ceremony's events in order and reports, for each event,
+problems under the verifier's check ids: ``signatures``, ``enrolment``, ``role``,
+``key-validity``, ``quorum``, ``script-order`` and ``no-secrets``. The recorder runs the
+very same code on an event before it is written (and refuses it on any problem), so what
+the recorder accepts is exactly what the verifier passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from custody.audit.signers import verify_signature
+
+from .guard import secret_findings
+from .model import KIND_CLOSE, KIND_EXCEPTION, KIND_OPEN, META_KINDS, FormatError, Policy, Sig
+from .records import Approval, Event, action_digest
+
+Finding = tuple[str, str]  # (check id, message)
+
+
+def plural(role: str, n: int) -> str:
+    return role if n == 1 else f"{role}s"
+
+
+@dataclass(slots=True)
+class _State:
+    cursor: int = -1
+    allow_jump: str | None = None
+    nonces: dict[str, int] = field(default_factory=dict)
+
+
+class Rules:
+    """Stateful walk over events (see module docstring)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.state = _State()
+        self.info: list[Finding] = []
+
+    def snapshot(self) -> _State:
+        s = self.state
+        return _State(cursor=s.cursor, allow_jump=s.allow_jump, nonces=dict(s.nonces))
+
+    def restore(self, s: _State) -> None:
+        self.state = s
+
+    # -- signatures -------------------------------------------------------------------
+    def check_sigs(self, where: str, sigs: Iterable[Sig], data: bytes, t: int) -> list[Finding]:
+        """Enrolment, signature and key validity of a list of record signatures."""
+        out: list[Finding] = []
+        seen: set[str] = set()
+        for s in sigs:
+            m = self.policy.member(s.signer)
+            if s.signer in seen:
+                out.append(("signatures", f"{where}: {s.signer} signed twice"))
+            seen.add(s.signer)
+            if m is None:
+                out.append(("enrolment", f"{where}: signer {s.signer} is not enrolled"))
+                continue
+            if not verify_signature(m.alg, m.public, s.sig, data):
+                out.append(("signatures", f"{where}: bad signature by {s.signer}"))
+            why = m.valid_at(t)
+            if why:
+                out.append(("key-validity", f"{where}: {why} (used at {t})"))
+        return out
+
+    def feed(self, ev: Event) -> list[Finding]:
+        """Check one event in sequence; updates the walk state."""
+        p, where = self.policy, f"event {ev.seq} ({ev.step})"
+        out = self.check_sigs(where, ev.signatures, ev.signing_input(p.ceremony_id), ev.time)
+        signers = {s.signer for s in ev.signatures}
+        if not ev.signatures:
+            out.append(("signatures", f"{where}: unsigned"))
+        actor = p.member(ev.actor)
+        if actor is None:
+            out.append(("enrolment", f"{where}: actor {ev.actor} is not enrolled"))
+        else:
+            if ev.actor not in signers:
+                out.append(("signatures", f"{where}: actor {ev.actor} did not sign"))
+            if not p.may_record(actor.role, ev.kind):
+                out.append(("role", f"{where}: {ev.actor} ({actor.role}) may not record {ev.kind}"))
+        for f in secret_findings(ev.kind, ev.body):
+            out.append(("no-secrets", f"{where}: {f}"))
+        if ev.kind in p.thresholds:
+            out += self._quorum(ev, where)
+        out += self._script(ev, where, signers)
+        return out
+
+    # -- quorum -----------------------------------------------------------------------
+    def _quorum(self, ev: Event, where: str) -> list[Finding]:
+        p, t = self.policy, self.policy.thresholds[ev.kind]
+        b = ev.body
+        aid = b.get("action_id")
+        try:
+            if not isinstance(aid, str) or not isinstance(b.get("params"), dict):
+                raise FormatError("gated action needs action_id and params")
+            digest = action_digest(p.ceremony_id, ev.kind, aid, b["params"])
+            raw = b.get("approvals")
+            if not isinstance(raw, list):
+                raise FormatError("gated action needs approvals")
+            approvals = [Approval.from_json(a) for a in raw]
+        except (FormatError, ValueError, TypeError) as exc:
+            return [("quorum", f"{where}: {ev.kind}: {exc}")]
+        out: list[Finding] = []
+        if b.get("action_digest") != digest:
+            out.append(("quorum", f"{where}: {ev.kind} {aid}: action digest does not match params"))
+        good: list[str] = []
+        for a in approvals:
+            who = f"{ev.kind} {aid}: {a.approver}'s approval"
+            m = p.member(a.approver)
+            bad = []
+            if m is None:
+                out.append(("enrolment", f"{where}: approver {a.approver} is not enrolled"))
+                continue
+            if not verify_signature(m.alg, m.public, a.sig, a.signing_input()):
+                bad.append("has a bad signature")
+            if m.role != t.role:
+                bad.append(f"is from a {m.role}, not a {t.role}")
+            if a.ceremony != p.ceremony_id:
+                bad.append("is for another ceremony")
+            if a.action != ev.kind or a.action_id != aid or a.action_digest != digest:
+                bad.append("is bound to a different action digest")
+            if not a.issued_at <= ev.time <= a.expires_at:
+                bad.append(f"is outside its window (issued {a.issued_at}, used {ev.time})")
+            if a.expires_at - a.issued_at > p.approval_window:
+                bad.append(f"outlives the {p.approval_window}s approval window")
+            if a.nonce in self.state.nonces:
+                bad.append(f"was already used at event {self.state.nonces[a.nonce]}")
+            self.state.nonces[a.nonce] = ev.seq
+            for at in (a.issued_at, ev.time):
+                why = m.valid_at(at)
+                if why:
+                    out.append(("key-validity", f"{where}: {who}: {why}"))
+                    bad.append("was signed with an invalid key")
+                    break
+            if bad:
+                out += [("quorum", f"{where}: {who} {x}") for x in bad]
+            elif a.approver not in good:
+                good.append(a.approver)
+        line = (f"{ev.kind} {aid}: {len(good)}/{t.count} {plural(t.role, t.count)}"
+                f" ({', '.join(good) or 'none'})")
+        if len(good) < t.count:
+            out.append(("quorum", f"{line}: below threshold"))
+        else:
+            self.info.append(("quorum", line))
+        return out
+
+    # -- script order -----------------------------------------------------------------
+    def _script(self, ev: Event, where: str, signers: set[str]) -> list[Finding]:
+        p, s = self.policy, self.state
+        if not p.script:
+            return []
+        if ev.kind == KIND_EXCEPTION:
+            q = p.exception_quorum
+            ok = sorted(n for n in signers if (m := p.member(n)) and m.role == q.role)
+            target = ev.body.get("resume_at")
+            if len(ok) < q.count:
+                return [("script-order", f"{where}: exception co-signed by {len(ok)}/{q.count} "
+                                         f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})")]
+            if target not in p.script:
+                return [("script-order", f"{where}: exception resumes at unknown step {target!r}")]
+            s.allow_jump = target
+            self.info.append(("script-order", f"exception at event {ev.seq}: resume at {target} "
+                                              f"({ev.body.get('reason', '')}) by {', '.join(ok)}"))
+            return []
+        if ev.kind == KIND_CLOSE:
+            if ev.body.get("outcome") == "completed" and s.cursor != len(p.script) - 1:
+                at = p.script[s.cursor] if s.cursor >= 0 else "start"
+                return [("script-order", f"{where}: closed as completed at step {at}, "
+                                         "before the end of the script")]
+            return []
+        if ev.kind in META_KINDS:  # ceremony.open
+            return []
+        if ev.step not in p.script:
+            return [("script-order", f"{where}: step {ev.step!r} is not in the script")]
+        idx = p.script.index(ev.step)
+        prev, s.cursor = s.cursor, idx
+        if idx in (prev, prev + 1):
+            return []
+        if s.allow_jump == ev.step:
+            s.allow_jump = None
+            return []
+        after = p.script[prev] if prev >= 0 else "start"
+        return [("script-order", f"{where}: step {ev.step} out of order after {after} "
+                                 "without a co-signed exception")]
+
+
+def open_body(policy: Policy) -> dict[str, Any]:
+    """The body of the ``ceremony.open`` event (binds the chain to the policy digest)."""
+    return {"policy_digest": policy.digest().hex(), "purpose": policy.purpose}
+
+
+__all__ = ["Rules", "Finding", "open_body", "plural", "KIND_OPEN"]

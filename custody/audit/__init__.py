@@ -1,0 +1,1 @@
+"""The operational audit log (append-only, hash-chained, Merkle-checkpointed) and signers."""

@@ -1,0 +1,154 @@
+"""Signers and pinned trust keys shared by the audit log and ceremony transcripts.
+
+A :class:`Signer` is anything with a ``name``, an ``alg``, a raw ``public`` key and a
+``sign(data) -> bytes`` method. Two adapters are provided: :class:`Ed25519Signer` for a
+participant's in-process key and :class:`HsmSigner` for a key held in the HSM (through
+the :class:`custody.hsm.Hsm` port, so this module never imports ``pkcs11``).
+
+A :class:`TrustKey` is a public key an auditor pinned on their own command line. Trust
+key files are JSON ``{"alg": "ed25519", "public": "<64 hex>", "name": "..."}`` or a bare
+line of 64 hex digits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from custody.errors import UsageError
+from custody.signing import fingerprint, public_raw
+
+ALGORITHMS = ("ed25519",)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Something that signs with a key whose public half is known."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def public(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519Signer:
+    """An in-process Ed25519 key (a participant's, or a test key)."""
+
+    name: str
+    key: Ed25519PrivateKey = field(repr=False)
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> "Ed25519Signer":
+        """A deterministic key from a 32-byte seed (tests and fixtures only)."""
+        return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def alg(self) -> str:
+        return "ed25519"
+
+    @property
+    def public(self) -> bytes:
+        return public_raw(self.key)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.key.sign(data)
+
+
+class HsmSigner:
+    """A signing key held in the HSM under *label* (e.g. the audit key).
+
+    Raises (from the constructor and :meth:`sign`): HsmError subclasses from the port.
+    """
+
+    def __init__(self, name: str, hsm: object, label: str) -> None:
+        self._name, self._hsm, self._label = name, hsm, label
+        alg, pub = hsm.ensure_signing_key(label)  # type: ignore[attr-defined]
+        self._alg, self._public = str(alg), bytes(pub)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def alg(self) -> str:
+        return self._alg
+
+    @property
+    def public(self) -> bytes:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        return bytes(self._hsm.sign(self._label, data))  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"HsmSigner(name={self._name!r}, label={self._label!r})"
+
+
+def verify_signature(alg: str, public: bytes, signature: bytes, data: bytes) -> bool:
+    """True when *signature* is a valid *alg* signature of *data* under *public*."""
+    if alg != "ed25519" or len(public) != 32 or len(signature) != 64:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustKey:
+    """A public key pinned by the auditor."""
+
+    name: str
+    alg: str
+    public: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public)
+
+    def to_json(self) -> dict[str, str]:
+        return {"alg": self.alg, "public": self.public.hex(), "name": self.name}
+
+    @classmethod
+    def of(cls, signer: Signer) -> "TrustKey":
+        return cls(name=signer.name, alg=signer.alg, public=signer.public)
+
+
+def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
+    """Parse a trust key file (JSON or a bare hex line).
+
+    Raises:
+        UsageError: the file holds neither form, or an unsupported algorithm.
+    """
+    text = raw.decode("utf-8", "replace").strip()
+    if _HEX64.match(text.lower()):
+        return TrustKey(name=default_name, alg="ed25519", public=bytes.fromhex(text.lower()))
+    try:
+        doc = json.loads(text)
+        alg = str(doc.get("alg", "ed25519"))
+        pub = str(doc["public"]).lower()
+        name = str(doc.get("name") or default_name)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            "Not a trust key file",
+            'Give JSON {"alg": "ed25519", "public": "<64 hex>", "name": "..."} or 64 hex digits.',
+        ) from exc
+    if alg not in ALGORITHMS or not _HEX64.match(pub):
+        raise UsageError(
+            f"Unsupported trust key ({alg})", "Only raw Ed25519 public keys (64 hex) are accepted."
+        )
+    return TrustKey(name=name, alg=alg, public=bytes.fromhex(pub))
