@@ -14,6 +14,7 @@ life of this object); DEKs never make a per-object HSM round trip.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -435,3 +436,98 @@ class KeyHierarchy:
     def object_counts(self) -> dict[str, int]:
         rows = self.store.query("SELECT kind, COUNT(*) FROM objects GROUP BY kind")
         return {k: n for k, n in rows}
+
+    # ------------------------------------------------------ staged retirement
+    # Additive API for re-key jobs (custody.rekey); see docs/rekey.md.
+    @staticmethod
+    def kek_users(conn: "sqlite3.Connection", branch: str, version: int) -> int:
+        """How many things are still wrapped under KEK *branch*/v*version*.
+
+        Counts stored objects and, for the ``backup`` branch, catalogued backup files. Call it
+        inside the transaction that changes the version's state, so the count cannot go stale.
+        """
+        (n,) = conn.execute(
+            "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?", (branch, version)
+        ).fetchone()
+        if branch == "backup":
+            (b,) = conn.execute(
+                "SELECT COUNT(*) FROM backups WHERE kek_version=?", (version,)
+            ).fetchone()
+            n += b
+        return int(n)
+
+    def set_kek_state(self, branch: str, version: int, state: KeyState, *,
+                      destroy_after: datetime | None = None,
+                      now: datetime | None = None) -> KekVersion:
+        """Move a KEK version to *state* (staged retirement), checking the rules atomically.
+
+        The current state is re-read and the "wraps nothing" rule is checked inside the same
+        write transaction that changes the state, so no object can be wrapped under a version
+        that has just been disabled.
+
+        Args:
+            branch: the KEK branch.
+            version: the KEK version.
+            state: the target state.
+            destroy_after: required when *state* is ``destroy-scheduled``.
+            now: the time of the change (defaults to the hierarchy's clock).
+
+        Returns:
+            The version after the change.
+
+        Raises:
+            UsageError: unknown branch or version, or a missing *destroy_after*.
+            PolicyError: the move is not allowed, the version still wraps something, another
+                version is active, or its destruction delay has not passed.
+        """
+        _check_branch(branch)
+        now = now if now is not None else self.clock()
+        with self.store.tx() as c:
+            row = c.execute(
+                "SELECT state, destroy_after FROM kek_versions WHERE branch=? AND version=?",
+                (branch, version),
+            ).fetchone()
+            if row is None:
+                raise UsageError(f"No KEK {branch}/v{version}", "See 'custody kek list'.")
+            src = KeyState(row[0])
+            if not can_move(src, state):
+                raise PolicyError(f"KEK {branch}/v{version} cannot go from {src} to {state}",
+                                  "See docs/rekey.md for the retirement stages.")
+            if state not in CAN_DECRYPT:
+                users = self.kek_users(c, branch, version)
+                if users:
+                    raise PolicyError(
+                        f"KEK {branch}/v{version} still wraps {users} object(s)",
+                        f"Move them first with 'custody rekey run --branch {branch}'.",
+                    )
+            if state is KeyState.ACTIVE:
+                (active,) = c.execute(
+                    "SELECT COUNT(*) FROM kek_versions WHERE branch=? AND state=?",
+                    (branch, KeyState.ACTIVE),
+                ).fetchone()
+                if active:
+                    raise PolicyError(f"The {branch} branch already has an active KEK",
+                                      "Only one version per branch is active.")
+            after: str | None = None
+            if state is KeyState.DESTROY_SCHEDULED:
+                if destroy_after is None:
+                    raise UsageError("A destruction needs a date", "Pass destroy_after.")
+                after = iso(destroy_after)
+            if state is KeyState.DESTROYED:
+                if row[1] is None or datetime.fromisoformat(row[1]) > now:
+                    raise PolicyError(
+                        f"KEK {branch}/v{version} may not be destroyed before {row[1]}",
+                        "Wait for the destruction delay, or cancel it.",
+                    )
+                # Erase the sealed key itself; the row stays as a record.
+                c.execute("UPDATE kek_versions SET wrapped=X'' WHERE branch=? AND version=?",
+                          (branch, version))
+                after = row[1]
+            c.execute(
+                "UPDATE kek_versions SET state=?, state_changed=?, destroy_after=? "
+                "WHERE branch=? AND version=?",
+                (state, iso(now), after, branch, version),
+            )
+        if state not in CAN_DECRYPT:
+            self._kek_cache.pop((branch, version), None)
+        return next(k for k in self.keks(branch) if k.version == version)
