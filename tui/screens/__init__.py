@@ -1,0 +1,1 @@
+"""The app's screens. Each one talks only to :mod:`tui.services`, from thread workers."""

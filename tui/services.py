@@ -1,0 +1,572 @@
+"""The TUI's thin services layer: every read of the disk or the HSM goes through here.
+
+Screens never touch the store, the token or a file. They call a :class:`Services`
+object from a thread worker and get back plain, frozen view models (``DashboardView``,
+``KeyRow``, ``AuditView`` ...). That keeps the screens testable with fixed data (the
+snapshot tests inject :class:`StaticServices`), and keeps blocking work off the UI thread.
+
+Secrets: the token PIN comes from ``--pin-file``, ``CUSTODY_PIN`` or the PIN modal. It is
+held by :class:`_PinBox` (masked ``repr``), never on a reactive, never in a view model.
+Every failure a user can meet is a :class:`~custody.errors.CustodyError` (title + hint),
+which the app shows in its one error modal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from custody.errors import ConfigError, CustodyError, UsageError
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """How the app was started. Tests pin ``clock`` and set ``deterministic``.
+
+    ``deterministic`` turns off cursor blink and animations (snapshot tests).
+    ``paint_marker``: a file that receives ``time.monotonic()`` at first paint and when
+    the dashboard data has loaded (the start-up bench); ``exit_after_paint`` then quits.
+    """
+
+    home: Path
+    pin_file: Path | None = None
+    clock: Clock = utcnow
+    theme: str = "textual-dark"
+    deterministic: bool = False
+    paint_marker: Path | None = None
+    exit_after_paint: bool = False
+
+    @classmethod
+    def from_env(cls, home: Path, pin_file: Path | None) -> "Settings":
+        marker = os.environ.get("CUSTODY_TUI_PAINT_MARKER")
+        return cls(
+            home=home,
+            pin_file=pin_file,
+            theme=os.environ.get("CUSTODY_TUI_THEME", "textual-dark"),
+            paint_marker=Path(marker) if marker else None,
+            exit_after_paint=os.environ.get("CUSTODY_TUI_EXIT_AFTER_PAINT") == "1",
+        )
+
+
+# --------------------------------------------------------------------------- view models
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Field:
+    """One labelled value of a detail view."""
+
+    label: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HsmView:
+    state: str  # "ok" | "unreachable" | "not checked"
+    token_label: str
+    module: str
+    embedded: bool
+    detail: str = ""
+    hint: str = ""
+    token: tuple[Field, ...] = ()
+    root_keys_on_token: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRow:
+    """One key version (root or KEK) for the dashboard and the inventory."""
+
+    name: str  # "root/v1", "data/v2"
+    branch: str  # "root" for root versions
+    version: int
+    key_class: str  # policy class: high/medium/low, or "-" for roots
+    state: str
+    kcv: str
+    created: str
+    age_days: int
+    objects: int
+    due: str = ""  # ISO date, only for the current (active) KEK of a branch
+    days_left: int | None = None
+    extra: tuple[Field, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationRow:
+    key: str
+    key_class: str
+    period_days: int
+    last_rotation: str
+    due: str
+    days_left: int
+    status: str  # overdue | due | upcoming | ok
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustodianRow:
+    name: str
+    role: str
+    last_drill: str  # ISO date or "never"
+    status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    level: str  # error | warning | info
+    text: str
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DashboardView:
+    deployment_id: str
+    home: str
+    now: str
+    hsm: HsmView
+    roots: tuple[KeyRow, ...]
+    keks: tuple[KeyRow, ...]
+    rotations: tuple[RotationRow, ...]
+    custodians: tuple[CustodianRow, ...] | None  # None: no roster yet
+    alerts: tuple[Alert, ...]
+    objects: tuple[tuple[str, int], ...]
+    dev_root: bool = False
+
+    @property
+    def current_root(self) -> KeyRow | None:
+        active = [r for r in self.roots if r.state == "active"]
+        return active[-1] if active else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckRow:
+    id: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRow:
+    seq: int
+    time: str
+    step: str
+    kind: str
+    actor: str
+    body: str  # canonical JSON of the event's body (never secret: see transcript guard)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditView:
+    """The outcome of verifying one transcript bundle against pinned trust keys."""
+
+    bundle: str
+    trust_keys: tuple[str, ...]
+    ok: bool
+    checks: tuple[CheckRow, ...]
+    quorums: tuple[str, ...]
+    events: tuple[EventRow, ...]
+    ceremony_id: str = ""
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "ceremony_id": self.ceremony_id,
+            "trust_keys": list(self.trust_keys),
+            "ok": self.ok,
+            "checks": [{"id": c.id, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "quorums": list(self.quorums),
+        }
+
+
+class Services(Protocol):
+    """What the screens may ask for. Every method may block; call it from a worker."""
+
+    settings: Settings
+
+    def has_pin(self) -> bool: ...
+    def login(self, pin: str) -> None: ...
+    def dashboard(self) -> DashboardView: ...
+    def inventory(self) -> tuple[KeyRow, ...]: ...
+    def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView: ...
+    def export_report(self, view: AuditView, path: str) -> Path: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _PinBox:
+    """Holds the token PIN for this process. Never printed, never on a reactive."""
+
+    __slots__ = ("_pin", "_lock")
+
+    def __init__(self) -> None:
+        self._pin: str | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "_PinBox(<set>)" if self._pin is not None else "_PinBox(<empty>)"
+
+    def get(self) -> str | None:
+        with self._lock:
+            return self._pin
+
+    def set(self, pin: str | None) -> None:
+        with self._lock:
+            self._pin = pin
+
+
+def _date(iso: str) -> str:
+    return iso[:10] if iso else ""
+
+
+def _age_days(created: str, now: datetime) -> int:
+    return (now - datetime.fromisoformat(created)).days
+
+
+def rotation_rows(keks: Sequence[KeyRow], branches: dict[str, Any], now: datetime) -> tuple[RotationRow, ...]:
+    """Rotations per KEK branch from the branch policy (class period, warning lead time).
+
+    The current (active) version of each branch is due ``period_days`` after its creation;
+    inside ``warn_days`` it is "due", past it "overdue". A branch with no KEK yet is
+    reported overdue (it has never been rotated in).
+    """
+    rows: list[RotationRow] = []
+    for branch, bp in sorted(branches.items()):
+        current = [k for k in keks if k.branch == branch and k.state == "active"]
+        if not current:
+            rows.append(RotationRow(key=f"{branch}/-", key_class=bp.key_class,
+                                    period_days=bp.period_days, last_rotation="never",
+                                    due="now", days_left=0, status="missing"))
+            continue
+        k = current[-1]
+        due = datetime.fromisoformat(k.created) + timedelta(days=bp.period_days)
+        left = (due - now).days if due >= now else -((now - due).days + (1 if (now - due).seconds else 0))
+        status = "overdue" if due < now else ("due" if left <= bp.warn_days else "upcoming")
+        rows.append(RotationRow(key=k.name, key_class=bp.key_class, period_days=bp.period_days,
+                                last_rotation=_date(k.created), due=_date(due.isoformat()),
+                                days_left=left, status=status))
+    order = {"overdue": 0, "missing": 1, "due": 2, "upcoming": 3}
+    return tuple(sorted(rows, key=lambda r: (order.get(r.status, 9), r.days_left)))
+
+
+def alerts_for(view_hsm: HsmView, rotations: Sequence[RotationRow], keks: Sequence[KeyRow],
+               roots: Sequence[KeyRow], dev_root: bool, custodians: Any) -> tuple[Alert, ...]:
+    out: list[Alert] = []
+    if view_hsm.state == "unreachable":
+        out.append(Alert(level="error", text=f"Token unreachable: {view_hsm.detail}", hint=view_hsm.hint))
+    elif view_hsm.state == "not checked":
+        out.append(Alert(level="info", text="Token not checked: no PIN given",
+                         hint="Press p to enter the token PIN."))
+    if not roots:
+        out.append(Alert(level="warning", text="No root key yet",
+                         hint="Run the generate ceremony."))
+    if dev_root:
+        out.append(Alert(level="warning", text="Development root key: no recovery shares",
+                         hint="Run the generate ceremony before storing real data."))
+    for r in rotations:
+        if r.status == "overdue":
+            out.append(Alert(level="error", text=f"{r.key} rotation overdue by {-r.days_left}d",
+                             hint="Rotate the KEK (custody kek rotate), then re-key."))
+        elif r.status == "missing":
+            out.append(Alert(level="warning", text=f"No KEK yet in branch {r.key.split('/')[0]}",
+                             hint="Create one with custody kek rotate."))
+        elif r.status == "due":
+            out.append(Alert(level="warning", text=f"{r.key} rotation due in {r.days_left}d",
+                             hint="Plan the rotation (custody kek rotate)."))
+    for k in keks:
+        if k.state != "active" and k.objects:
+            out.append(Alert(level="warning", text=f"{k.name} ({k.state}) still wraps {k.objects} objects",
+                             hint="Run custody rekey run to move them to the current version."))
+    if custodians is None:
+        out.append(Alert(level="info", text="No custodian roster yet",
+                         hint="Custodians appear after the generate ceremony."))
+    return tuple(out)
+
+
+def _kek_rows(st: dict[str, Any], branches: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
+    rows = []
+    for k in st.get("keks", []):
+        bp = branches.get(k["branch"])
+        due, left = "", None
+        if bp is not None and k["state"] == "active":
+            d = datetime.fromisoformat(k["created"]) + timedelta(days=bp.period_days)
+            due, left = _date(d.isoformat()), (d - now).days
+        rows.append(KeyRow(
+            name=f"{k['branch']}/v{k['version']}", branch=k["branch"], version=k["version"],
+            key_class=bp.key_class if bp else "-", state=k["state"], kcv=k["kcv"],
+            created=k["created"], age_days=_age_days(k["created"], now), objects=k["objects"],
+            due=due, days_left=left,
+            extra=(Field(label="wrapped under", value=f"root/v{k['root_version']}"),),
+        ))
+    return tuple(rows)
+
+
+def _root_rows(st: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
+    return tuple(
+        KeyRow(name=f"root/v{r['version']}", branch="root", version=r["version"], key_class="-",
+               state=r["state"], kcv=r["kcv"], created=r["created"],
+               age_days=_age_days(r["created"], now), objects=0,
+               extra=(Field(label="epoch", value=str(r["epoch"]) if r["epoch"] is not None else "none (dev root)"),
+                      Field(label="recovery blob", value="stored" if r["has_blob"] else "none")))
+        for r in st.get("roots", [])
+    )
+
+
+def _hsm_view(st: dict[str, Any]) -> HsmView:
+    h = st["hsm"]
+    state = {True: "ok", False: "unreachable", None: "not checked"}[h.get("reachable")]
+    tok = h.get("token") or {}
+    return HsmView(
+        state=state, token_label=h["token_label"], module=h["module"], embedded=h["embedded"],
+        detail=h.get("error") or h.get("note", ""), hint=h.get("hint", ""),
+        token=tuple(Field(label=k, value=str(v)) for k, v in tok.items()),
+        root_keys_on_token=tuple(h.get("root_keys_on_token", ())),
+    )
+
+
+# --------------------------------------------------------------------------- real services
+
+
+class HomeServices:
+    """Services over a real custody home (SQLite store + PKCS#11 token)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pin = _PinBox()
+        self._pin_loaded = False
+
+    def __repr__(self) -> str:
+        return f"HomeServices(home={str(self.settings.home)!r})"
+
+    def _home(self):  # -> custody.config.Home
+        from custody.config import Home
+
+        return Home(self.settings.home)
+
+    def _load_pin(self) -> str | None:
+        if not self._pin_loaded:
+            from custody.secretsource import read_secret
+
+            self._pin_loaded = True
+            if self.settings.pin_file is not None or os.environ.get("CUSTODY_PIN"):
+                self._pin.set(read_secret(
+                    what="token user PIN",
+                    file=self.settings.pin_file, file_key="pin", env="CUSTODY_PIN", prompt=False,
+                ))
+        return self._pin.get()
+
+    def has_pin(self) -> bool:
+        try:
+            return self._load_pin() is not None
+        except CustodyError:
+            return False
+
+    def login(self, pin: str) -> None:
+        """Check *pin* against the token, and keep it for this session only if it works.
+
+        Raises:
+            ConfigError: no deployment. HsmError: wrong/locked PIN or token unavailable.
+            UsageError: an empty PIN.
+        """
+        if not pin:
+            raise UsageError("No PIN entered", "Type the token user PIN, or press Escape.")
+        from custody.deployment import open_hsm
+
+        home = self._home()
+        hsm = open_hsm(home, home.load(), pin)
+        hsm.close()
+        self._pin.set(pin)
+        self._pin_loaded = True
+
+    def _status(self) -> dict[str, Any]:
+        from custody.status import deployment_status
+
+        home = self._home()
+        now = self.settings.clock()
+        pin = None
+        pin_error: CustodyError | None = None
+        try:
+            pin = self._load_pin()
+        except CustodyError as err:
+            pin_error = err
+        try:
+            st = deployment_status(home, pin, now=now)
+        except ConfigError:
+            raise
+        except CustodyError as err:
+            if pin is None:
+                raise
+            # The token failed part-way; show the store's view, and the token as unreachable.
+            st = deployment_status(home, None, now=now)
+            st["hsm"].update(reachable=False, error=err.title, hint=err.hint)
+        if pin_error is not None:
+            st["hsm"].update(reachable=False, error=pin_error.title, hint=pin_error.hint)
+        return st
+
+    def _config(self):
+        return self._home().load()
+
+    def dashboard(self) -> DashboardView:
+        """Gather everything the dashboard shows.
+
+        Raises:
+            ConfigError: no deployment at the home. StorageError: the store cannot be read.
+        """
+        st = self._status()
+        now = self.settings.clock()
+        cfg = self._config()
+        keks = _kek_rows(st, cfg.branches, now)
+        roots = _root_rows(st, now)
+        rotations = rotation_rows(keks, cfg.branches, now)
+        hsm = _hsm_view(st)
+        custodians = self._custodians(cfg, now)
+        return DashboardView(
+            deployment_id=st["deployment_id"], home=st["home"], now=now.isoformat(timespec="seconds"),
+            hsm=hsm, roots=roots, keks=keks, rotations=rotations, custodians=custodians,
+            alerts=alerts_for(hsm, rotations, keks, roots, st.get("dev_root", False), custodians),
+            objects=tuple(sorted(st.get("objects", {}).items())), dev_root=st.get("dev_root", False),
+        )
+
+    def _custodians(self, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
+        """The custodian roster with last drills, once ceremonies record one; else None."""
+        roster = self._home().root / "roster.json"
+        if not roster.exists():
+            return None
+        try:
+            doc = json.loads(roster.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        rows = []
+        for p in doc.get("participants", []):
+            if p.get("role") != "custodian":
+                continue
+            last = p.get("last_drill") or "never"
+            ok = last != "never" and (now - datetime.fromisoformat(last)).days <= cfg.drill_period_days
+            rows.append(CustodianRow(name=str(p.get("name")), role="custodian", last_drill=_date(last) if last != "never" else last,
+                                     status="ok" if ok else "drill due"))
+        return tuple(rows)
+
+    def inventory(self) -> tuple[KeyRow, ...]:
+        d = self.dashboard()
+        return d.roots + d.keks
+
+    def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView:
+        return verify_bundle_view(bundle, trust_keys)
+
+    def export_report(self, view: AuditView, path: str) -> Path:
+        return export_report(view, path)
+
+
+def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
+    """Verify *bundle* offline against the pinned *trust_keys* files.
+
+    Raises:
+        UsageError: no bundle or no trust key given. ConfigError: the verifier is not
+        available. TranscriptError: the bundle cannot be read at all.
+    """
+    if not bundle:
+        raise UsageError("No bundle given", "Type the path of a transcript bundle.")
+    if not trust_keys:
+        raise UsageError("No trust key pinned",
+                         "Pin at least one public key file you obtained yourself (never from the bundle).")
+    try:
+        from ceremonies.transcript import verify as _verify  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError("Transcript verification is not available in this build",
+                          "Install a custody version with ceremonies.transcript.verify.") from exc
+    report = _verify.verify_bundle(bundle, list(trust_keys))
+    return _audit_view_from_report(bundle, trust_keys, report)
+
+
+def _audit_view_from_report(bundle: str, trust_keys: Sequence[str], report: Any) -> AuditView:
+    """Adapt the transcript verifier's Report to the TUI's view model."""
+    checks = tuple(
+        CheckRow(id=str(getattr(c, "id", getattr(c, "name", "?"))), ok=bool(getattr(c, "ok", False)),
+                 detail=str(getattr(c, "detail", getattr(c, "message", ""))))
+        for c in getattr(report, "checks", ())
+    )
+    quorums = tuple(str(q) for q in getattr(report, "quorums", ()))
+    events = tuple(
+        EventRow(seq=int(e.get("seq", i)), time=str(e.get("time", "")), step=str(e.get("step", "")),
+                 kind=str(e.get("kind", "")), actor=str(e.get("actor", "")),
+                 body=json.dumps(e.get("body", {}), sort_keys=True))
+        for i, e in enumerate(getattr(report, "events", ()))
+    )
+    return AuditView(bundle=bundle, trust_keys=tuple(trust_keys), ok=bool(getattr(report, "ok", False)),
+                     checks=checks, quorums=quorums, events=events,
+                     ceremony_id=str(getattr(report, "ceremony_id", "")))
+
+
+def export_report(view: AuditView, path: str) -> Path:
+    """Write the verification report as JSON (``.json``) or text (anything else).
+
+    Raises:
+        UsageError: no path. StorageError: the file cannot be written.
+    """
+    from custody.errors import StorageError
+
+    if not path:
+        raise UsageError("No report path given", "Type where to write the report.")
+    p = Path(path).expanduser()
+    if p.suffix == ".json":
+        data = json.dumps(view.to_report(), indent=2, sort_keys=True) + "\n"
+    else:
+        lines = [f"bundle: {view.bundle}", f"ceremony: {view.ceremony_id}",
+                 f"result: {'PASS' if view.ok else 'FAIL'}", ""]
+        lines += [f"[{'pass' if c.ok else 'FAIL'}] {c.id}: {c.detail}" for c in view.checks]
+        lines += ["", *view.quorums]
+        data = "\n".join(lines) + "\n"
+    try:
+        p.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"Cannot write the report to {p}", "Check the directory and its permissions.") from exc
+    return p
+
+
+# --------------------------------------------------------------------------- fixed data
+
+
+@dataclass
+class StaticServices:
+    """Fixed data for snapshot tests and screenshots. No disk, no token."""
+
+    settings: Settings
+    view: DashboardView | None = None
+    audit: AuditView | None = None
+    fail_with: CustodyError | None = None
+    logins: list[str] = field(default_factory=list, repr=False)
+
+    def has_pin(self) -> bool:
+        return self.view is not None and self.view.hsm.state == "ok"
+
+    def login(self, pin: str) -> None:
+        self.logins.append("<pin>")
+        if self.fail_with:
+            raise self.fail_with
+
+    def dashboard(self) -> DashboardView:
+        if self.fail_with:
+            raise self.fail_with
+        assert self.view is not None
+        return self.view
+
+    def inventory(self) -> tuple[KeyRow, ...]:
+        d = self.dashboard()
+        return d.roots + d.keks
+
+    def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView:
+        if self.audit is None:
+            return verify_bundle_view(bundle, trust_keys)
+        return self.audit
+
+    def export_report(self, view: AuditView, path: str) -> Path:
+        return export_report(view, path)
