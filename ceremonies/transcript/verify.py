@@ -139,7 +139,22 @@ def verify_bundle(bundle: BundleData | str | os.PathLike[str], trust_keys: Seque
     return _report(signed.policy.ceremony_id, p, found)
 
 
+_PASS_NOTES = {
+    "canonical": "every record is RFC 8785 canonical and well-formed",
+    "signatures": "every signature verifies",
+    "enrolment": "every actor, signer and approver is enrolled",
+    "role": "every actor acted within their role",
+    "key-validity": "every key was valid (not expired or revoked) when used",
+    "quorum": "no quorum-gated actions",
+    "script-order": "events follow the script",
+    "no-secrets": "no secret-shaped values",
+}
+
+
 def _report(cid: str | None, p: Parsed, found: dict[str, tuple[list[str], list[str]]]) -> Report:
+    for c, note in _PASS_NOTES.items():
+        if not found[c][1]:
+            found[c][1].append(note)
     return Report(ceremony_id=cid, events=len(p.lines), results=tuple(
         CheckResult(id=c, ok=not found[c][0], problems=tuple(found[c][0]),
                     notes=tuple(found[c][1])) for c in CHECK_IDS))

@@ -1,0 +1,118 @@
+"""Golden and tampered transcript bundles: each tampering fails its expected check."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ceremonies.transcript import (
+    CHECK_IDS,
+    SignedPolicy,
+    load_bundle,
+    parse_trust_key,
+    to_archive,
+    verify_bundle,
+)
+from ceremonies.transcript.records import Checkpoint, Event
+from custody.errors import PolicyError
+
+FX = Path(__file__).parent / "fixtures" / "transcripts"
+sys.path.insert(0, str(FX.parent))
+import make_transcripts  # noqa: E402
+
+TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
+GOLDEN = ["rotate-root", "drill-exception", "rotate-root.tar"]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    check: str
+
+
+CASES = [Case(k, v) for k, v in sorted(json.loads((FX / "cases.json").read_text()).items())]
+
+
+def test_every_issue_kind_has_a_fixture() -> None:
+    names = {c.name for c in CASES}
+    assert {"flip-event", "flip-policy", "flip-checkpoint", "reordered", "dropped-middle",
+            "duplicated", "truncated-tail", "forged-signature", "double-counted-signature",
+            "spliced-event", "replayed-approval", "stale-approval", "below-threshold",
+            "not-enrolled", "outside-role", "expired-key", "revoked-key",
+            "swapped-artifact"} <= names
+    assert {c.check for c in CASES} <= set(CHECK_IDS)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_passes(name: str) -> None:
+    report = verify_bundle(FX / "golden" / name, TRUST)
+    assert report.ok, report.text()
+    assert [r.id for r in report.results] == list(CHECK_IDS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_tampered_fails_expected_check(case: Case) -> None:
+    report = verify_bundle(FX / "tampered" / case.name, TRUST)
+    assert not report.ok
+    assert case.check in report.failed, report.text()
+    assert report.result(case.check).problems
+
+
+def test_quorum_output_names_participants() -> None:
+    notes = verify_bundle(FX / "golden" / "rotate-root", TRUST).result("quorum").notes
+    assert "rotate-root a17: 3/3 custodians (alice, bob, carol)" in notes
+
+
+def test_only_pinned_keys_count() -> None:
+    erin = parse_trust_key((FX / "trust" / "erin.json").read_bytes())
+    for trust in ([], [erin]):
+        r = verify_bundle(FX / "golden" / "rotate-root", trust)
+        assert r.failed == ("policy-signatures",)
+    hexkey = parse_trust_key((FX / "trust" / "dave.hex").read_bytes())
+    assert verify_bundle(FX / "golden" / "rotate-root", [hexkey]).ok
+    assert not verify_bundle(FX / "golden" / "rotate-root", TRUST, min_policy_signatures=2).ok
+
+
+@pytest.mark.parametrize("name", ["rotate-root", "drill-exception"])
+def test_golden_round_trips_byte_for_byte(name: str) -> None:
+    d = FX / "golden" / name
+    raw = (d / "policy.json").read_bytes()
+    assert SignedPolicy.from_json(json.loads(raw)).to_bytes() == raw
+    for fname, cls in (("events.jsonl", Event), ("checkpoints.jsonl", Checkpoint)):
+        raw = (d / fname).read_bytes()
+        again = b"".join(cls.from_json(json.loads(ln)).to_line() + b"\n" for ln in raw.splitlines())
+        assert again == raw
+
+
+def test_archive_round_trips() -> None:
+    tar = (FX / "golden" / "rotate-root.tar").read_bytes()
+    data = load_bundle(FX / "golden" / "rotate-root.tar")
+    assert not data.problems
+    assert to_archive(data) == tar == to_archive(load_bundle(FX / "golden" / "rotate-root"))
+
+
+def test_regenerating_reproduces_committed_fixtures(tmp_path: Path) -> None:
+    out = tmp_path / "transcripts"
+    make_transcripts.build_all(out)
+    cmp = filecmp.dircmp(FX, out)
+
+    def same(c: filecmp.dircmp) -> None:
+        assert not c.left_only and not c.right_only, (c.left_only, c.right_only)
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        assert not mismatch and not errors, mismatch
+        for sub in c.subdirs.values():
+            same(sub)
+
+    same(cmp)
+
+
+@pytest.mark.parametrize("variant", sorted(make_transcripts.SEMANTIC_CASES))
+def test_recorder_refuses_what_verifier_rejects(variant: str, tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as ei:
+        make_transcripts.rotate_ceremony(tmp_path / "b", variant, checked=True)
+    assert "Refused to record" in ei.value.title
