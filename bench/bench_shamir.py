@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import shamir_mnemonic  # noqa: E402
+import shamir_mnemonic
 
-from custody.shares import slip39  # noqa: E402
+from custody.shares import slip39
 
 LAYOUTS = {"3-of-5": (1, [(3, 5)]), "2-of-3 groups": (2, [(2, 3), (2, 3), (2, 3)])}
 
@@ -41,27 +41,28 @@ def _median_ms(fn, rounds: int) -> float:
 
 def run(rounds: int) -> dict[str, dict[str, float]]:
     secret = os.urandom(32)
-    out: dict[str, dict[str, float]] = {}
-    for name, (gt, groups) in LAYOUTS.items():
-        t = groups[0][0]
-        ours = [list(g) for g in slip39.split(secret, groups=groups, group_threshold=gt)]
-        ref = shamir_mnemonic.generate_mnemonics(gt, groups, secret)
-        assert slip39.combine(_pick(ref, gt, t)) == secret
-        assert shamir_mnemonic.combine_mnemonics(_pick(ours, gt, t)) == secret
-        r = {
-            "custody_split_ms": _median_ms(
-                lambda: slip39.split(secret, groups=groups, group_threshold=gt), rounds),
-            "reference_split_ms": _median_ms(
-                lambda: shamir_mnemonic.generate_mnemonics(gt, groups, secret), rounds),
-            "custody_combine_ms": _median_ms(
-                lambda: slip39.combine(_pick(ours, gt, t)), rounds),
-            "reference_combine_ms": _median_ms(
-                lambda: shamir_mnemonic.combine_mnemonics(_pick(ref, gt, t)), rounds),
-        }
-        r["split_ratio"] = r["custody_split_ms"] / r["reference_split_ms"]
-        r["combine_ratio"] = r["custody_combine_ms"] / r["reference_combine_ms"]
-        out[name] = r
-    return out
+    return {name: _layout(secret, gt, groups, rounds) for name, (gt, groups) in LAYOUTS.items()}
+
+
+def _layout(secret: bytes, gt: int, groups: list[tuple[int, int]], rounds: int) -> dict:
+    t = groups[0][0]
+    ours = [list(g) for g in slip39.split(secret, groups=groups, group_threshold=gt)]
+    ref = shamir_mnemonic.generate_mnemonics(gt, groups, secret)
+    assert slip39.combine(_pick(ref, gt, t)) == secret
+    assert shamir_mnemonic.combine_mnemonics(_pick(ours, gt, t)) == secret
+    r = {
+        "custody_split_ms": _median_ms(
+            lambda: slip39.split(secret, groups=groups, group_threshold=gt), rounds),
+        "reference_split_ms": _median_ms(
+            lambda: shamir_mnemonic.generate_mnemonics(gt, groups, secret), rounds),
+        "custody_combine_ms": _median_ms(
+            lambda: slip39.combine(_pick(ours, gt, t)), rounds),
+        "reference_combine_ms": _median_ms(
+            lambda: shamir_mnemonic.combine_mnemonics(_pick(ref, gt, t)), rounds),
+    }
+    r["split_ratio"] = r["custody_split_ms"] / r["reference_split_ms"]
+    r["combine_ratio"] = r["custody_combine_ms"] / r["reference_combine_ms"]
+    return r
 
 
 def main() -> int:

@@ -3,6 +3,7 @@ error case of issue 3 item 2, with canaries proving no secret reaches the error 
 
 from __future__ import annotations
 
+import itertools
 import json
 import stat
 
@@ -36,7 +37,7 @@ def assert_failed(r, *needles: str, secret_words=()):
         assert n in r.stderr
     for m in secret_words:  # no two consecutive share words leak
         w = m.split()
-        assert not any(f"{a} {b}" in r.stderr for a, b in zip(w, w[1:]))
+        assert not any(f"{a} {b}" in r.stderr for a, b in itertools.pairwise(w))
 
 
 def test_split_and_combine_with_passphrase_file_and_groups(tmp_path):
@@ -134,7 +135,8 @@ def kit(tmp_path_factory, shares):
     """A dealer key, one share file and its envelope, made through the library."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from custody.shares import envelope as ev, slip39
+    from custody.shares import envelope as ev
+    from custody.shares import slip39
     from custody.signing import public_raw
 
     d = tmp_path_factory.mktemp("kit")

@@ -14,7 +14,8 @@ from PIL import Image
 from custody.canonical import canonical_bytes, is_canonical
 from custody.config import HsmConfig
 from custody.errors import ConfigError
-from custody.shares import card, envelope as ev, seal, slip39, transport
+from custody.shares import card, seal, slip39, transport
+from custody.shares import envelope as ev
 from custody.signing import public_raw
 
 R = random.Random(5)

@@ -16,7 +16,8 @@ from shamir_mnemonic.wordlist import WORDLIST
 
 from custody.canonical import canonical_bytes
 from custody.errors import ShareError
-from custody.shares import envelope as ev, seal, slip39, transport
+from custody.shares import envelope as ev
+from custody.shares import seal, slip39, transport
 from custody.signing import public_raw
 
 R = random.Random(2024)

@@ -3,6 +3,7 @@ and Hypothesis properties of thresholds and group arrangements."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -44,7 +45,7 @@ def assert_no_words(mnemonic: str, text: str) -> None:
     """No two consecutive words of *mnemonic* appear in *text* (single words such as
     'group' are ordinary English)."""
     w = mnemonic.split()
-    for a, b in zip(w, w[1:]):
+    for a, b in itertools.pairwise(w):
         assert f"{a} {b}" not in text.lower()
 
 

@@ -162,7 +162,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from custody.shares import card, envelope as ev
+    from custody.shares import card
+    from custody.shares import envelope as ev
     from custody.shares.slip39 import parse_share
 
     share = parse_share(read_share_file(args.share), label=args.share)
@@ -281,7 +282,8 @@ def cmd_offer(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from custody.shares import envelope as ev, transport
+    from custody.shares import envelope as ev
+    from custody.shares import transport
     from custody.shares.slip39 import parse_share
 
     share = parse_share(read_share_file(args.share), label=args.share)

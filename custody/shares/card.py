@@ -129,8 +129,8 @@ def render_svg(card: Card) -> bytes:
     side = 700
     qr = re.sub(r'<svg width="[^"]*" height="[^"]*"',
                 f'<svg x="{W - side - 60}" y="60" width="{side}" height="{side}"', qr, count=1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif">',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif">'),
            f'<rect width="{W}" height="{H}" fill="white"/>', qr]
     y = 100
     for line in card.lines():
