@@ -20,13 +20,14 @@ Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 
-from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass, TokenFlag
+from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
 from custody.config import HsmConfig
@@ -41,7 +42,7 @@ from custody.errors import (
 from custody.hsm import KCV_LEN, KeyExists, KeyRef, SelftestReport, TokenInfo, object_label
 from custody.hsm.pkcs11_errors import translate
 from custody.hsm.pkcs11_keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
-from custody.hsm.pkcs11_module import load_module
+from custody.hsm.pkcs11_module import SharedLogin, load_module
 
 GCM_NONCE_LEN = 12
 WRAPPED_AES256_LEN = 40  # RFC 5649: 8-byte AIV block + 32 bytes
@@ -104,7 +105,7 @@ class Pkcs11Hsm(KeyPairMixin):
             raise ValueError(f"signing_algorithms must be drawn from {SIGNING_ALGORITHMS}")
         self._config = config
         self._signing_algorithms = signing_algorithms
-        self._session: Any = None
+        self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
         self._module = load_module(config.module, conf)
         self._lock = self._module.lock
@@ -118,9 +119,7 @@ class Pkcs11Hsm(KeyPairMixin):
                     m.name for m in token.slot.get_mechanisms() if isinstance(m, Mechanism)
                 )
                 self._tok_info = (token.manufacturer_id, token.model, token.serial)
-                if token.flags & TokenFlag.USER_PIN_LOCKED:
-                    raise px.PinLocked()
-                self._session = token.open(rw=True, user_pin=pin)
+            self._login = self._module.login(token, pin)
             self._module.users.add(self)
 
     def _locate(self) -> Any:
@@ -156,7 +155,7 @@ class Pkcs11Hsm(KeyPairMixin):
     def __repr__(self) -> str:
         return (
             f"Pkcs11Hsm(module={self._config.module!r}, token={self._token_label!r}, "
-            f"slot={self._slot_id}, open={self._session is not None})"
+            f"slot={self._slot_id}, open={self._login is not None})"
         )
 
     def __enter__(self) -> Self:
@@ -169,18 +168,21 @@ class Pkcs11Hsm(KeyPairMixin):
     def _op(self, action: str, *, integrity: bool = False) -> Iterator[Any]:
         """Hold the module lock, check the session, translate PKCS#11 errors."""
         with self._lock:
-            if self._session is None:
+            if self._login is None:
                 raise SessionClosed("The HSM session is closed", "Open the HSM again.")
-            with translate(action, integrity=integrity):
-                yield self._session
+            try:
+                with translate(action, integrity=integrity):
+                    yield self._login.session
+            except SessionClosed:
+                self._login.dead = True
+                raise
 
     def close(self) -> None:
-        """Close the session (logging out). Safe to call twice."""
+        """Release the session (the last adapter on the token logs out). Idempotent."""
         with self._lock:
-            session, self._session = self._session, None
-            if session is not None:
-                with suppress(px.PKCS11Error):
-                    session.close()
+            login, self._login = self._login, None
+            if login is not None:
+                self._module.logout(login)
             self._module.users.discard(self)
 
     # --- token facts ----------------------------------------------------------------
@@ -335,14 +337,16 @@ class Pkcs11Hsm(KeyPairMixin):
             self._secret(s, label, version).destroy()
 
     def set_non_extractable(self, label: str, version: int) -> None:
-        """Clear CKA_EXTRACTABLE (one-way, PKCS#11 v3.0 §4.4).
+        """Clear CKA_EXTRACTABLE (one-way, PKCS#11 v3.0 §4.4). Idempotent.
 
         Raises:
             KeyNotFound: it is not on the token.
             HsmError: the token refused.
         """
         with self._op(f"make {object_label(label, version)} non-extractable") as s:
-            self._secret(s, label, version)[Attribute.EXTRACTABLE] = False
+            key = self._secret(s, label, version)
+            if key[Attribute.EXTRACTABLE]:  # SoftHSM: setting False twice is AttributeReadOnly
+                key[Attribute.EXTRACTABLE] = False
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
         """Wrap a token key under raw AES key bytes (RK) with RFC 5649 (CKM_AES_KEY_WRAP_PAD).
@@ -426,25 +430,36 @@ class Pkcs11Hsm(KeyPairMixin):
 
         SoftHSM refuses CKM_AES_KEY_WRAP_PAD in C_Encrypt, so the bytes become a temporary
         session generic-secret key that C_WrapKey wraps; the output is plain RFC 5649.
+        SoftHSM 2.6.1 zero-pads the key to a multiple of 8 bytes *before* wrapping (so the
+        blob's length indicator is wrong), hence only multiples of 8 bytes are accepted;
+        every key custody wraps is 16 or 32 bytes.
 
         Raises:
-            ValueError: *key_bytes* is empty.
+            ValueError: *key_bytes* is empty or not a multiple of 8 bytes.
             KeyNotFound: no such key.
             HsmError: the token failed.
         """
-        if not key_bytes:
-            raise ValueError("key_bytes must not be empty")
+        if not key_bytes or len(key_bytes) % 8:
+            raise ValueError("key_bytes must be a non-empty multiple of 8 bytes")
         with self._op(f"wrap bytes under {object_label(label, version)}") as s:
-            kek = self._secret(s, label, version)
-            with self._temp_key(s, key_bytes, KeyType.GENERIC_SECRET, extractable=True) as tmp:
-                return bytes(kek.wrap_key(tmp, mechanism=KWP))
+            return self._wrap_raw(s, self._secret(s, label, version), key_bytes)
+
+    def _wrap_raw(self, s: Any, kek: Any, raw: bytes) -> bytes:
+        with self._temp_key(s, raw, KeyType.GENERIC_SECRET, extractable=True) as tmp:
+            return bytes(kek.wrap_key(tmp, mechanism=KWP))
 
     def unwrap_bytes(self, label: str, version: int, blob: bytes) -> bytes:
         """Undo :meth:`wrap_bytes`: RFC 5649 unwrap under a token key, return the bytes.
 
+        SoftHSM 2.6.1's C_UnwrapKey keeps the RFC 5649 zero padding (a 20-byte key comes
+        back as 24 bytes). A value that could carry padding (ending in a zero byte) is
+        accepted only if it re-wraps to *blob* (RFC 5649 is deterministic), so a wrong
+        length is refused rather than returned.
+
         Raises:
             KeyNotFound: no such key.
-            IntegrityError: the blob fails the RFC 5649 integrity check.
+            IntegrityError: the blob fails the RFC 5649 integrity check, or holds a key
+                whose length the token cannot reproduce exactly.
             HsmError: the token failed.
         """
         with self._op(f"unwrap bytes under {object_label(label, version)}", integrity=True) as s:
@@ -454,9 +469,21 @@ class Pkcs11Hsm(KeyPairMixin):
                                  template={Attribute.TOKEN: False, Attribute.SENSITIVE: False,
                                            Attribute.EXTRACTABLE: True})
             try:
-                return bytes(tmp[Attribute.VALUE])
+                value = bytes(tmp[Attribute.VALUE])
             finally:
                 tmp.destroy()
+            # A trailing zero could be RFC 5649 padding that the token kept; a genuine
+            # value re-wraps to the same blob (RFC 5649 is deterministic).
+            maybe_padded = len(value) % 8 == 0 and value[-1:] == b"\0"
+            if maybe_padded and not hmac.compare_digest(self._wrap_raw(s, kek, value), blob):
+                raise IntegrityError(
+                    f"The token cannot unwrap this blob under {object_label(label, version)}"
+                    " to its exact length",
+                    "Its key is not a multiple of 8 bytes, which SoftHSM 2.6 mishandles; "
+                    "unwrap it with another RFC 5649 implementation.",
+                )
+            return value
+
     # --- selftest ---------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
         """Report the mechanisms custody uses and run functional checks on session objects

@@ -18,20 +18,23 @@ This module owns the process-wide registry of loaded PKCS#11 libraries. It is on
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pkcs11
+from pkcs11 import TokenFlag
 from pkcs11 import exceptions as px
 
 from custody.errors import HsmError, TokenNotPresent
-from custody.hsm.pkcs11_errors import translate
+from custody.hsm.pkcs11_errors import translate, translate_exception
 
 
 @dataclass(eq=False)
@@ -43,13 +46,76 @@ class LoadedModule:
     conf: str | None
     lock: Any = field(default_factory=threading.RLock)
     users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    logins: dict[int, SharedLogin] = field(default_factory=dict)
+    _pin_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+
+    def login(self, token: Any, pin: str) -> SharedLogin:
+        """Return the logged-in R/W session of *token*, logging in if none is open.
+
+        PKCS#11 login state is per application and token (v3.0 §5.6): a second C_Login
+        fails with CKR_USER_ALREADY_LOGGED_IN, and C_Logout on any session logs out all of
+        them. So adapters on one token share one session, reference-counted. A later
+        adapter's PIN is compared with an HMAC of the first one's under a random
+        per-process key (the PIN itself is not kept).
+
+        Raises:
+            PinIncorrect: wrong PIN (checked by the token, or against the shared login).
+            PinLocked: the token reports the user PIN locked.
+            HsmError: code outside custody already logged in to this token.
+        """
+        slot = int(token.slot.slot_id)
+        verifier = hmac.new(self._pin_key, pin.encode(), hashlib.sha256).digest()
+        with self.lock:
+            shared = self.logins.get(slot)
+            if shared is not None and not shared.dead:
+                if not hmac.compare_digest(shared.verifier, verifier):
+                    err = translate_exception(px.PinIncorrect(), "log in")
+                    assert err is not None
+                    raise err
+                shared.users += 1
+                return shared
+            with translate(f"log in to token {token.label!r}", opening=True):
+                if token.flags & TokenFlag.USER_PIN_LOCKED:
+                    raise px.PinLocked()
+                try:
+                    session = token.open(rw=True, user_pin=pin)
+                except px.UserAlreadyLoggedIn as exc:
+                    raise HsmError(
+                        "The token is already logged in by other code in this process",
+                        "Open the token only through custody's adapter in this process.",
+                    ) from exc
+            shared = self.logins[slot] = SharedLogin(session=session, verifier=verifier)
+            return shared
+
+    def logout(self, shared: SharedLogin) -> None:
+        """Release one adapter's hold; the last one closes the session (and logs out)."""
+        with self.lock:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            with suppress(px.PKCS11Error):
+                shared.session.close()
+            for slot, entry in list(self.logins.items()):
+                if entry is shared:
+                    del self.logins[slot]
 
     def reinitialize(self, conf: str | None) -> None:
         """C_Finalize + C_Initialize under *conf*; only while no adapter is open on it."""
         action = "re-initialise the PKCS#11 module"
         with self.lock, _softhsm_conf(conf), translate(action, opening=True):
+            self.logins.clear()  # C_Finalize ends every session
             self.lib.reinitialize()
         self.conf = conf
+
+
+@dataclass(eq=False)
+class SharedLogin:
+    """The one logged-in session of a token in this process, shared by its adapters."""
+
+    session: Any = field(repr=False)
+    verifier: bytes = field(repr=False)
+    users: int = 1
+    dead: bool = False  # the session went away; the next open logs in afresh
 
 
 @contextmanager

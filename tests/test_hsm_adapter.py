@@ -1,0 +1,322 @@
+"""The PKCS#11 adapter against a real SoftHSMv2 token (no mock of PKCS#11).
+
+Every test uses its own key labels, so tests can share the session token of a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.keywrap import (
+    aes_key_unwrap_with_padding,
+    aes_key_wrap_with_padding,
+)
+
+from custody.config import HsmConfig
+from custody.errors import HsmError, IntegrityError, KeyNotFound, SessionClosed
+from custody.hsm import KeyExists, KeyNotExtractable, KeyRef, kcv_of_bytes
+
+pytestmark = pytest.mark.hsm
+
+
+@pytest.fixture
+def hsm(softhsm_token, tmp_path):
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def name(hsm):
+    """A key label unique to this test; its versions are destroyed afterwards."""
+    label = f"t{uuid.uuid4().hex[:10]}"
+    yield label
+    if hsm._login is not None:
+        for ref in hsm.list_keys(label):
+            hsm.destroy_key(ref.label, ref.version)
+
+
+# --- KCV -------------------------------------------------------------------------------
+def test_kcv_of_bytes_known_answers():
+    # FIPS-197 style known answers: AES(0^k, 0^128) = 66e94bd4... (128) / dc95c078... (256)
+    assert kcv_of_bytes(bytes(16)) == "66e94b"
+    assert kcv_of_bytes(bytes(32)) == "dc95c0"
+    with pytest.raises(ValueError):
+        kcv_of_bytes(bytes(20))
+
+
+def test_token_kcv_equals_in_process_kcv_for_imported_key(hsm, name):
+    rk, known = os.urandom(32), bytes(range(32))
+    blob = aes_key_wrap_with_padding(rk, known)  # RFC 5649 blob made outside the token
+    ref = hsm.import_wrapped(name, 1, rk, blob)
+    assert ref.kcv == kcv_of_bytes(known) == hsm.find_key(name, 1).kcv
+    assert ref.extractable is False
+
+
+# --- AES keys on the token ----------------------------------------------------------------
+def test_generate_find_list_destroy(hsm, name):
+    a = hsm.generate_aes_key(name, 1, extractable=False)
+    b = hsm.generate_aes_key(name, 2, extractable=True)
+    assert isinstance(a, KeyRef) and len(a.kcv) == 6 and a.kcv != b.kcv
+    assert hsm.find_key(name, 1) == a
+    assert [(r.version, r.extractable) for r in hsm.list_keys(name)] == [(1, False), (2, True)]
+    assert {(r.label, r.version) for r in hsm.list_keys()} >= {(name, 1), (name, 2)}
+    with pytest.raises(KeyExists):
+        hsm.generate_aes_key(name, 1, extractable=False)
+    hsm.destroy_key(name, 1)
+    with pytest.raises(KeyNotFound) as err:
+        hsm.find_key(name, 1)
+    assert err.value.hint
+    with pytest.raises(KeyNotFound):
+        hsm.destroy_key(name, 1)
+
+
+def test_root_key_flow(hsm, name):
+    """DESIGN.md: generate extractable, export under RK, seal, re-export fails, restore."""
+    root = hsm.generate_aes_key(name, 1, extractable=True)
+    rk = os.urandom(32)
+    blob = hsm.export_wrapped(name, 1, rk)
+    assert len(blob) == 40
+    # The blob is plain RFC 5649: an independent implementation opens it to the same key.
+    assert kcv_of_bytes(aes_key_unwrap_with_padding(rk, blob)) == root.kcv
+    nonce, ct = hsm.encrypt(name, 1, b"the data key", b"aad-1")
+
+    hsm.set_non_extractable(name, 1)
+    assert hsm.find_key(name, 1).extractable is False
+    with pytest.raises(KeyNotExtractable) as err:
+        hsm.export_wrapped(name, 1, rk)
+    assert isinstance(err.value, HsmError) and err.value.hint
+    hsm.set_non_extractable(name, 1)  # idempotent
+
+    restored = hsm.import_wrapped(name, 2, rk, blob)
+    assert restored.kcv == root.kcv and restored.extractable is False
+    assert hsm.decrypt(name, 2, nonce, ct, b"aad-1") == b"the data key"
+    with pytest.raises(KeyNotExtractable):
+        hsm.export_wrapped(name, 2, rk)
+    with pytest.raises(KeyExists):
+        hsm.import_wrapped(name, 2, rk, blob)
+
+
+def test_import_wrapped_rejects_wrong_rk_and_bad_blobs(hsm, name):
+    hsm.generate_aes_key(name, 1, extractable=True)
+    rk = os.urandom(32)
+    blob = hsm.export_wrapped(name, 1, rk)
+    with pytest.raises(IntegrityError):
+        hsm.import_wrapped(name, 2, os.urandom(32), blob)
+    with pytest.raises(IntegrityError):
+        hsm.import_wrapped(name, 2, rk, bytes([blob[0] ^ 1]) + blob[1:])
+    with pytest.raises(IntegrityError):
+        hsm.import_wrapped(name, 2, rk, aes_key_wrap_with_padding(rk, bytes(24)))
+    with pytest.raises(ValueError):
+        hsm.import_wrapped(name, 2, b"short", blob)
+    with pytest.raises(KeyNotFound):
+        hsm.find_key(name, 2)  # nothing half-made
+
+
+def test_gcm_round_trip_and_tamper(hsm, name):
+    hsm.generate_aes_key(name, 1, extractable=False)
+    nonce, ct = hsm.encrypt(name, 1, b"secret value", b"ctx")
+    nonce2, _ = hsm.encrypt(name, 1, b"secret value", b"ctx")
+    assert len(nonce) == 12 and nonce != nonce2 and len(ct) == len(b"secret value") + 16
+    assert hsm.decrypt(name, 1, nonce, ct, b"ctx") == b"secret value"
+    empty_nonce, empty_ct = hsm.encrypt(name, 1, b"", b"")
+    assert hsm.decrypt(name, 1, empty_nonce, empty_ct, b"") == b""
+    flipped = bytes([ct[0] ^ 1]) + ct[1:]
+    for args in [(nonce, flipped, b"ctx"), (nonce, ct, b"ctX"), (nonce2, ct, b"ctx"),
+                 (nonce, ct[:-1], b"ctx"), (nonce, ct[:4], b"ctx")]:
+        with pytest.raises(IntegrityError) as err:
+            hsm.decrypt(name, 1, *args)
+        assert err.value.__cause__ is not None and "secret" not in str(err.value)
+    hsm.generate_aes_key(name, 2, extractable=False)
+    with pytest.raises(IntegrityError):
+        hsm.decrypt(name, 2, nonce, ct, b"ctx")
+    with pytest.raises(ValueError):
+        hsm.decrypt(name, 1, nonce[:8], ct, b"ctx")
+    # the session is still usable after a failed tag check
+    assert hsm.decrypt(name, 1, nonce, ct, b"ctx") == b"secret value"
+
+
+def test_wrap_bytes_is_rfc5649_and_round_trips(hsm, name):
+    kek = bytes(range(100, 132))
+    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek))
+    for dek in (os.urandom(32), os.urandom(16), os.urandom(64), bytes(31) + b"\x01",
+                os.urandom(31) + b"\0", bytes(32)):
+        blob = hsm.wrap_bytes(name, 1, dek)
+        assert aes_key_unwrap_with_padding(kek, blob) == dek  # RFC 5649 interop
+        assert hsm.unwrap_bytes(name, 1, blob) == dek
+        assert hsm.unwrap_bytes(name, 1, aes_key_wrap_with_padding(kek, dek)) == dek
+    with pytest.raises(IntegrityError):
+        hsm.unwrap_bytes(name, 1, bytes([blob[3] ^ 0x40]) + blob[1:])
+    with pytest.raises(IntegrityError):
+        hsm.unwrap_bytes(name, 1, blob[:7])
+    for bad in (b"", b"x" * 20, b"y" * 7):
+        with pytest.raises(ValueError):
+            hsm.wrap_bytes(name, 1, bad)
+    with pytest.raises(KeyNotFound):
+        hsm.wrap_bytes(name, 9, b"x" * 32)
+
+
+def test_unwrap_bytes_refuses_lengths_softhsm_cannot_reproduce(hsm, name):
+    """SoftHSM 2.6.1 keeps KWP padding on unwrap; a 20-byte key must not come back as 24."""
+    kek = bytes(range(32))
+    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek))
+    blob = aes_key_wrap_with_padding(kek, b"k" * 20)
+    try:
+        assert hsm.unwrap_bytes(name, 1, blob) == b"k" * 20  # a token that gets it right
+    except IntegrityError as err:
+        assert "exact length" in err.title
+
+
+# --- signing and ECDH -----------------------------------------------------------------
+def test_ed25519_signature_verifies_with_cryptography(hsm, name):
+    alg, pub = hsm.ensure_signing_key(name)
+    assert alg == "ed25519" and len(pub) == 32
+    assert hsm.ensure_signing_key(name) == (alg, pub)  # idempotent
+    sig = hsm.sign(name, b"canonical bytes")
+    Ed25519PublicKey.from_public_bytes(pub).verify(sig, b"canonical bytes")  # interop
+    hsm.verify(name, b"canonical bytes", sig)
+    with pytest.raises(IntegrityError):
+        hsm.verify(name, b"canonical byteS", sig)
+    with pytest.raises(IntegrityError):
+        hsm.verify(name, b"canonical bytes", sig[:-1])
+    with pytest.raises(KeyNotFound):
+        hsm.sign(name + "-absent", b"x")
+
+
+def test_ecdsa_p256_fallback_verifies_with_cryptography(softhsm_token, tmp_path, name):
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    with open_hsm(HsmConfig(token_label=label), tmp_path, pin,
+                  signing_algorithms=("ecdsa-p256",)) as h:
+        label_ = name + "-ec"
+        alg, pub = h.ensure_signing_key(label_)
+        assert alg == "ecdsa-p256" and len(pub) == 65 and pub[0] == 4
+        sig = h.sign(label_, b"payload")
+        assert len(sig) == 64  # raw r||s
+        der = encode_dss_signature(int.from_bytes(sig[:32]), int.from_bytes(sig[32:]))
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
+        from cryptography.hazmat.primitives import hashes
+
+        key.verify(der, b"payload", ec.ECDSA(hashes.SHA256()))
+        h.verify(label_, b"payload", sig)
+        with pytest.raises(IntegrityError):
+            h.verify(label_, b"payloaD", sig)
+    with pytest.raises(ValueError):
+        open_hsm(HsmConfig(token_label=label), tmp_path, pin, signing_algorithms=("rsa",))
+
+
+def test_ecdh_matches_cryptography(hsm, name):
+    pub = hsm.ensure_ecdh_key(name)
+    assert len(pub) == 65 and pub[0] == 4 and hsm.ensure_ecdh_key(name) == pub
+    peer = ec.generate_private_key(ec.SECP256R1())
+    peer_pub = peer.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    mine = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), pub)
+    secret = hsm.ecdh_derive(name, peer_pub)
+    assert len(secret) == 32 and secret == peer.exchange(ec.ECDH(), mine)
+    compressed = peer.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    assert hsm.ecdh_derive(name, compressed) == secret
+    bad = bytearray(peer_pub)
+    bad[-1] ^= 1  # no longer on the curve
+    with pytest.raises(IntegrityError):
+        hsm.ecdh_derive(name, bytes(bad))
+    with pytest.raises(KeyNotFound):
+        hsm.ecdh_derive(name + "-absent", peer_pub)
+    # the signing key and the ECDH key may share a label without confusion
+    alg, _ = hsm.ensure_signing_key(name)
+    assert alg == "ed25519" and hsm.ecdh_derive(name, peer_pub) == secret
+
+
+# --- token facts, selftest, lifecycle ----------------------------------------------------
+def test_random_info_repr_and_no_pin(hsm, softhsm_token):
+    _conf, label, pin = softhsm_token
+    a, b = hsm.random(32), hsm.random(32)
+    assert len(a) == 32 and a != b and hsm.random(0) == b"" and len(hsm.random(1000)) == 1000
+    with pytest.raises(ValueError):
+        hsm.random(-1)
+    info = hsm.info()
+    assert info.label == label and info.manufacturer == "SoftHSM project" and info.serial
+    text = repr(hsm) + str(vars(hsm)) + repr(info)
+    assert pin not in text and label in repr(hsm)
+    assert "AES_GCM" in hsm.mechanisms()
+
+
+def test_selftest_reports_everything_and_leaves_nothing(hsm):
+    before = hsm.list_keys()
+    report = hsm.selftest()
+    assert report.ok, report.errors
+    assert report.signing_algorithm == "ed25519"
+    assert all(report.mechanisms[m] for m in ("AES_GCM", "AES_KEY_WRAP_PAD", "AES_ECB", "EDDSA"))
+    assert set(report.checks) == {"random", "aes_key_gen", "aes_gcm", "aes_kwp", "kcv",
+                                  "sign_verify", "ecdh"}
+    assert hsm.list_keys() == before
+
+
+def test_closed_adapter_raises_session_closed(softhsm_token, tmp_path):
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
+    h.close()
+    h.close()  # idempotent
+    assert "open=False" in repr(h)
+    for call in (lambda: h.random(4), lambda: h.list_keys(), lambda: h.selftest()):
+        with pytest.raises(SessionClosed) as err:
+            call()
+        assert err.value.hint
+
+
+def test_session_lost_mid_use_raises_session_closed(softhsm_token, tmp_path):
+    """The PKCS#11 session disappears under the adapter (as on a device reset)."""
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
+    try:
+        h._login.session.close()  # C_Logout + C_CloseSession behind the adapter's back
+        with pytest.raises(SessionClosed) as err:
+            h.random(8)
+        assert type(err.value.__cause__).__module__ == "pkcs11.exceptions"
+    finally:
+        h.close()
+
+
+def test_concurrent_threads_are_serialised(softhsm_token, tmp_path, hsm, name):
+    """Two threads, two adapters on one module: without the shared lock SoftHSM fails."""
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    hsm.generate_aes_key(name, 1, extractable=False)
+    other = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
+    errors: list[BaseException] = []
+
+    def work(h) -> None:
+        try:
+            for i in range(150):
+                msg = f"m{i:07d}".encode()
+                assert h.decrypt(name, 1, *h.encrypt(name, 1, msg, b"a"), b"a") == msg
+                assert h.unwrap_bytes(name, 1, h.wrap_bytes(name, 1, msg * 4)) == msg * 4
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(h,)) for h in (hsm, other, hsm)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert not errors, errors
