@@ -232,30 +232,26 @@ def _age_days(created: str, now: datetime) -> int:
     return (now - datetime.fromisoformat(created)).days
 
 
-def rotation_rows(keks: Sequence[KeyRow], branches: dict[str, Any], now: datetime) -> tuple[RotationRow, ...]:
-    """Rotations per KEK branch from the branch policy (class period, warning lead time).
+def rotation_rows(keks: Sequence[KeyRow], roots: Sequence[KeyRow], branches: dict[str, Any],
+                  now: datetime) -> tuple[RotationRow, ...]:
+    """Rotations per KEK branch and the root, evaluated by :mod:`custody.policy`."""
+    from custody import policy
 
-    The current (active) version of each branch is due ``period_days`` after its creation;
-    inside ``warn_days`` it is "due", past it "overdue". A branch with no KEK yet is
-    reported overdue (it has never been rotated in).
-    """
-    rows: list[RotationRow] = []
-    for branch, bp in sorted(branches.items()):
-        current = [k for k in keks if k.branch == branch and k.state == "active"]
-        if not current:
-            rows.append(RotationRow(key=f"{branch}/-", key_class=bp.key_class,
-                                    period_days=bp.period_days, last_rotation="never",
-                                    due="now", days_left=0, status="missing"))
-            continue
-        k = current[-1]
-        due = datetime.fromisoformat(k.created) + timedelta(days=bp.period_days)
-        left = (due - now).days if due >= now else -((now - due).days + (1 if (now - due).seconds else 0))
-        status = "overdue" if due < now else ("due" if left <= bp.warn_days else "upcoming")
-        rows.append(RotationRow(key=k.name, key_class=bp.key_class, period_days=bp.period_days,
-                                last_rotation=_date(k.created), due=_date(due.isoformat()),
-                                days_left=left, status=status))
-    order = {"overdue": 0, "missing": 1, "due": 2, "upcoming": 3}
-    return tuple(sorted(rows, key=lambda r: (order.get(r.status, 9), r.days_left)))
+    ages = []
+    current = {k.branch: k for k in (*roots, *keks) if k.state == "active"}
+    for key in (*sorted(branches), "root"):
+        k = current.get(key)
+        ages.append(policy.KeyAge(key=key, version=k.version if k else None,
+                                  created=datetime.fromisoformat(k.created) if k else None))
+    rows = []
+    for item in policy.evaluate(ages, branches, now):
+        rows.append(RotationRow(
+            key=f"{item.key}/v{item.version}" if item.version is not None else f"{item.key}/-",
+            key_class=item.key_class, period_days=item.period_days,
+            last_rotation=_date(item.created.isoformat()) if item.created else "never",
+            due=_date(item.due_at.isoformat()) if item.due_at else "now",
+            days_left=item.days_left if item.days_left is not None else 0, status=item.status))
+    return tuple(rows)
 
 
 def alerts_for(view_hsm: HsmView, rotations: Sequence[RotationRow], keks: Sequence[KeyRow],
@@ -277,11 +273,16 @@ def alerts_for(view_hsm: HsmView, rotations: Sequence[RotationRow], keks: Sequen
             out.append(Alert(level="error", text=f"{r.key} rotation overdue by {-r.days_left}d",
                              hint="Rotate the KEK (custody kek rotate), then re-key."))
         elif r.status == "missing":
-            out.append(Alert(level="warning", text=f"No KEK yet in branch {r.key.split('/')[0]}",
-                             hint="Create one with custody kek rotate."))
+            what = r.key.split('/')[0]
+            out.append(Alert(level="warning", text=f"No active key yet for {what}",
+                             hint="Create one with custody kek rotate." if what != "root"
+                             else "Run the generate ceremony."))
         elif r.status == "due":
+            out.append(Alert(level="warning", text=f"{r.key} rotation due today",
+                             hint="Rotate it now (custody kek rotate, or the rotate-root ceremony)."))
+        elif r.status == "upcoming":
             out.append(Alert(level="warning", text=f"{r.key} rotation due in {r.days_left}d",
-                             hint="Plan the rotation (custody kek rotate)."))
+                             hint="Plan the rotation."))
     for k in keks:
         if k.state != "active" and k.objects:
             out.append(Alert(level="warning", text=f"{k.name} ({k.state}) still wraps {k.objects} objects",
@@ -426,7 +427,7 @@ class HomeServices:
         cfg = self._config()
         keks = _kek_rows(st, cfg.branches, now)
         roots = _root_rows(st, now)
-        rotations = rotation_rows(keks, cfg.branches, now)
+        rotations = rotation_rows(keks, roots, cfg.branches, now)
         hsm = _hsm_view(st)
         custodians = self._custodians(cfg, now)
         return DashboardView(
@@ -478,32 +479,38 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
     if not trust_keys:
         raise UsageError("No trust key pinned",
                          "Pin at least one public key file you obtained yourself (never from the bundle).")
-    try:
-        from ceremonies.transcript import verify as _verify  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ConfigError("Transcript verification is not available in this build",
-                          "Install a custody version with ceremonies.transcript.verify.") from exc
-    report = _verify.verify_bundle(bundle, list(trust_keys))
-    return _audit_view_from_report(bundle, trust_keys, report)
+    from ceremonies.transcript import load_bundle, parse_trust_key, verify_bundle
+    from ceremonies.transcript.checks import parse
 
-
-def _audit_view_from_report(bundle: str, trust_keys: Sequence[str], report: Any) -> AuditView:
-    """Adapt the transcript verifier's Report to the TUI's view model."""
-    checks = tuple(
-        CheckRow(id=str(getattr(c, "id", getattr(c, "name", "?"))), ok=bool(getattr(c, "ok", False)),
-                 detail=str(getattr(c, "detail", getattr(c, "message", ""))))
-        for c in getattr(report, "checks", ())
-    )
-    quorums = tuple(str(q) for q in getattr(report, "quorums", ()))
+    keys = []
+    for path in trust_keys:
+        p = Path(path).expanduser()
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read trust key {p}", "Check the path you pinned.") from exc
+        keys.append(parse_trust_key(raw, default_name=p.stem))
+    data = load_bundle(Path(bundle).expanduser())
+    report = verify_bundle(data, keys)
     events = tuple(
-        EventRow(seq=int(e.get("seq", i)), time=str(e.get("time", "")), step=str(e.get("step", "")),
-                 kind=str(e.get("kind", "")), actor=str(e.get("actor", "")),
-                 body=json.dumps(e.get("body", {}), sort_keys=True))
-        for i, e in enumerate(getattr(report, "events", ()))
+        EventRow(seq=e.seq, time=_event_time(e.time), step=e.step, kind=e.kind, actor=e.actor,
+                 body=json.dumps(dict(e.body), sort_keys=True, default=str))
+        for e in parse(data).events if e is not None
     )
-    return AuditView(bundle=bundle, trust_keys=tuple(trust_keys), ok=bool(getattr(report, "ok", False)),
-                     checks=checks, quorums=quorums, events=events,
-                     ceremony_id=str(getattr(report, "ceremony_id", "")))
+    quorum = next((r for r in report.results if r.id == "quorum"), None)
+    return AuditView(
+        bundle=bundle, trust_keys=tuple(trust_keys), ok=report.ok,
+        checks=tuple(CheckRow(id=r.id, ok=r.ok, detail=r.detail) for r in report.results),
+        quorums=tuple(quorum.notes) if quorum is not None and quorum.ok else
+        (tuple(quorum.problems) if quorum is not None else ()),
+        events=events, ceremony_id=report.ceremony_id or "",
+    )
+
+
+def _event_time(t: Any) -> str:
+    if isinstance(t, int | float):
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+    return str(t)
 
 
 def export_report(view: AuditView, path: str) -> Path:

@@ -19,7 +19,7 @@ from tui.screens.modals import DetailScreen, PinPrompt
 from tui.services import DashboardView, Field, KeyRow, Services
 
 STATUS_STYLE = {
-    "ok": "green", "active": "green", "upcoming": "green",
+    "ok": "green", "active": "green", "upcoming": "yellow",
     "due": "yellow", "decrypt-only": "yellow", "not checked": "yellow", "warning": "yellow",
     "drill due": "yellow", "info": "cyan",
     "overdue": "bold red", "missing": "red", "unreachable": "bold red", "error": "bold red",

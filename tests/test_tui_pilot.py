@@ -1,0 +1,267 @@
+"""Pilot tests of the TUI against a real home (SoftHSMv2 token via ``custody init``).
+
+pytest-asyncio is not a dependency: each test is a sync function running ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tui.app import make_app  # noqa: E402
+from tui.screens.auditor import AuditorScreen  # noqa: E402
+from tui.screens.dashboard import DashboardScreen  # noqa: E402
+from tui.screens.keys import KeysScreen  # noqa: E402
+from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt  # noqa: E402
+from tui.services import Settings  # noqa: E402
+
+pytestmark = pytest.mark.hsm
+FIX = ROOT / "tests" / "fixtures" / "transcripts"
+SIZE = (100, 32)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tuihome")
+    pins = d / "pins"
+    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    pins.chmod(0o600)
+    h = d / "home"
+    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
+                 ("dek", "generate", "--count", "20")):
+        r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
+        assert r.returncode == 0, r.stderr
+    return h, pins
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_dashboard_shows_real_token_root_and_keks(home):
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert app.errors_shown == []
+            scr = app.screen
+            assert isinstance(scr, DashboardScreen)
+            v = scr.view
+            assert v.hsm.state == "ok" and "root/v1" in v.hsm.root_keys_on_token
+            assert v.current_root is not None and v.current_root.name == "root/v1"
+            assert [(k.name, k.state, k.objects) for k in v.keks] == [("data/v1", "active", 20)]
+            rot = {r.key: r.status for r in v.rotations}
+            assert rot["data/v1"] == "ok" and rot["backup/-"] == "missing"
+            assert any("Development root key" in a.text for a in v.alerts)
+            assert v.custodians is None  # no roster yet, shown gracefully
+            # Every item opens its detail: KEKs table, first row.
+            scr.query_one("#keks").focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, DetailScreen)
+            table = app.screen.query_one("#detail-table")
+            values = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+            assert "data/v1" in values and "20" in values
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, DashboardScreen)
+
+    run(go())
+
+
+def test_help_theme_and_navigation(home):
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            keys = app.screen.query_one("#help-keys")
+            descs = {str(keys.get_row_at(i)[1]) for i in range(keys.row_count)}
+            assert {"Refresh", "PIN", "Quit", "Theme"} <= descs
+            await pilot.press("escape")
+            assert app.theme == "textual-dark"
+            await pilot.press("t")
+            assert app.theme == "textual-light"
+            await pilot.press("t")
+            assert app.theme == "textual-dark"
+            await pilot.press("k")
+            await settle(pilot)
+            assert isinstance(app.screen, KeysScreen)
+            inv = app.screen.query_one("#inventory")
+            names = [str(inv.get_row_at(i)[0]) for i in range(inv.row_count)]
+            assert names == ["data/v1", "root/v1"]  # by class: medium, then root
+            cal = app.screen.query_one("#calendar")
+            assert cal.row_count == 4  # data, backup, secrets, root
+            await pilot.press("a")
+            await pilot.pause()
+            assert isinstance(app.screen, AuditorScreen)
+            await pilot.press("escape", "d")
+            await pilot.pause()
+            assert isinstance(app.screen, DashboardScreen)
+
+    run(go())
+
+
+def test_pin_prompt_logs_in_without_keeping_the_pin_visible(home, monkeypatch):
+    h, _ = home
+    monkeypatch.delenv("CUSTODY_PIN", raising=False)
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=None, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert app.screen.view.hsm.state == "not checked"
+            # A wrong PIN: error modal with title and hint, nothing kept.
+            await pilot.press("p")
+            await pilot.pause()
+            assert isinstance(app.screen, PinPrompt)
+            await pilot.press(*"wrong-pin-0000", "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ErrorModal)
+            title, hint = app.errors_shown[-1]
+            assert "PIN" in title or "pin" in title.lower()
+            assert hint
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not app.services.has_pin()
+            # The right PIN: the token is checked.
+            await pilot.press("p")
+            await pilot.pause()
+            await pilot.press(*TEST_PIN, "enter")
+            await settle(pilot)
+            await settle(pilot)
+            assert isinstance(app.screen, DashboardScreen)
+            assert app.screen.view.hsm.state == "ok"
+            # The PIN is nowhere on screen, in reprs, or on any widget's reactive.
+            assert TEST_PIN not in repr(app.services) and TEST_PIN not in repr(app)
+            shot = app.export_screenshot()
+            assert TEST_PIN not in shot
+            for node in app.screen.walk_children():
+                for name in getattr(node, "_reactives", {}):
+                    assert getattr(node, name, None) != TEST_PIN
+
+    run(go())
+
+
+def test_missing_home_shows_config_error_modal(tmp_path):
+    async def go():
+        app = make_app(Settings(home=tmp_path / "nowhere", deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, ErrorModal)
+            title, hint = app.errors_shown[0]
+            assert title.startswith("No custody deployment") and "custody init" in hint
+
+    run(go())
+
+
+def _auditor(app) -> AuditorScreen:
+    assert isinstance(app.screen, AuditorScreen)
+    return app.screen
+
+
+async def _verify(pilot, bundle: Path, trust: list[Path]) -> None:
+    await pilot.press("a")
+    await pilot.pause()
+    scr = _auditor(pilot.app)
+    # Paths are set as a paste would (typing 80 characters key by key is slow); Enter is real.
+    scr.query_one("#trust").focus()
+    for t in trust:
+        scr.query_one("#trust").value = str(t)
+        await pilot.press("enter")
+    scr.query_one("#bundle").focus()
+    scr.query_one("#bundle").value = str(bundle)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def test_auditor_verifies_good_bundle_filters_and_exports(home, tmp_path):
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await _verify(pilot, FIX / "golden" / "rotate-root", [FIX / "trust" / "dave.json"])
+            scr = _auditor(app)
+            assert app.errors_shown == []
+            v = scr.view
+            assert v.ok and all(c.ok for c in v.checks)
+            assert "rotate-root a17: 3/3 custodians (alice, bob, carol)" in v.quorums
+            tl = scr.query_one("#timeline")
+            assert tl.row_count == len(v.events) == 10
+            scr.query_one("#filter").focus()
+            await pilot.press(*"actor=carol")
+            await pilot.pause()
+            actors = {str(tl.get_row_at(i)[4]) for i in range(tl.row_count)}
+            assert actors == {"carol"} and 0 < tl.row_count < 10
+            tl.focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, DetailScreen)
+            await pilot.press("escape")
+            await pilot.pause()
+            # Export (Ctrl+S), to a path typed into the prompt.
+            out = tmp_path / "report.json"
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            inp = app.screen.query_one("#text-input")
+            inp.value = str(out)
+            await pilot.press("enter")
+            await settle(pilot)
+            rep = json.loads(out.read_text())
+            assert rep["ok"] is True and len(rep["checks"]) == 14
+
+    run(go())
+
+
+def test_auditor_names_the_failing_check_on_a_tampered_bundle(home):
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await _verify(pilot, FIX / "tampered" / "forged-approval", [FIX / "trust" / "dave.json"])
+            v = _auditor(app).view
+            assert not v.ok
+            failed = {c.id: c.detail for c in v.checks if not c.ok}
+            assert set(failed) == {"quorum"}
+            assert "carol" in failed["quorum"] and "below threshold" in failed["quorum"]
+
+    run(go())
+
+
+def test_auditor_without_trust_key_is_a_usage_error(home):
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await _verify(pilot, FIX / "golden" / "rotate-root", [])
+            assert isinstance(app.screen, ErrorModal)
+            assert app.errors_shown[-1][0] == "No trust key pinned"
+
+    run(go())
