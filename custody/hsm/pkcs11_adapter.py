@@ -126,15 +126,24 @@ class Pkcs11Hsm(KeyPairMixin):
         cfg = self._config
         action = f"open token {cfg.token_label!r} in {cfg.module}"
         for attempt in (1, 2):
-            with translate(action, opening=True):
-                found = []
-                for slot in self._module.lib.get_slots(token_present=True):
-                    if cfg.slot is not None and slot.slot_id != cfg.slot:
-                        continue
-                    with suppress(px.TokenNotPresent, px.TokenNotRecognised):
-                        token = slot.get_token()
-                        if token.label == cfg.token_label:
-                            found.append(token)
+            # SoftHSMv2 scans its token directory only at C_Initialize, and fails with
+            # CKR_GENERAL_ERROR on a token deleted since; re-initialise once when idle.
+            may_retry = attempt == 1 and not len(self._module.users)
+            found = []
+            try:
+                with translate(action, opening=True):
+                    for slot in self._module.lib.get_slots(token_present=True):
+                        if cfg.slot is not None and slot.slot_id != cfg.slot:
+                            continue
+                        with suppress(px.TokenNotPresent, px.TokenNotRecognised):
+                            token = slot.get_token()
+                            if token.label == cfg.token_label:
+                                found.append(token)
+            except HsmError:
+                if not may_retry:
+                    raise
+                self._module.reinitialize(self._module.conf)
+                continue
             if len(found) > 1:
                 raise TokenNotPresent(
                     f"Several tokens are labelled {cfg.token_label!r}",
@@ -142,8 +151,7 @@ class Pkcs11Hsm(KeyPairMixin):
                 )
             if found:
                 return found[0]
-            if attempt == 1 and not len(self._module.users):
-                # SoftHSMv2 scans its token directory only at C_Initialize (see module doc).
+            if may_retry:
                 self._module.reinitialize(self._module.conf)
         where = f"slot {cfg.slot}" if cfg.slot is not None else "any slot"
         raise TokenNotPresent(
