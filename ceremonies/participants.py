@@ -1,0 +1,247 @@
+"""Participants: their signing identities and the deployment's roster.
+
+A participant (custodian, super-admin, auditor or witness) owns an Ed25519 signing key,
+kept as encrypted PKCS#8 under their passphrase (``NAME.key.pem``), and hands the
+coordinator a public identity file (``NAME.pub.json``)::
+
+    {"alg": "ed25519", "public": "<64 hex>", "name": ..., "role": ..., "fingerprint": ...}
+
+The same file is a trust-key file for ``custody transcript verify --trust``. The roster
+(table ``participants``) records who is enrolled, in which role, with which key, and for
+how long; enrolment and revocation happen only in an ``enrol`` ceremony
+(:mod:`ceremonies.runner`). Nothing here ever sees a passphrase except
+:func:`create_participant` and :func:`load_signer`, which pass it straight to
+``cryptography``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from custody.audit.signers import Ed25519Signer
+from custody.errors import ConfigError, PolicyError, UsageError
+from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
+from custody.store import Store
+
+ROLES: tuple[str, ...] = ("custodian", "super-admin", "auditor", "witness")
+KEY_VALIDITY_SECONDS = 5 * 365 * 24 * 3600
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
+
+
+def check_name(name: str) -> None:
+    """Validate a participant name (the transcript roster's name rule).
+
+    Raises:
+        UsageError: empty, too long, or with characters outside ``[A-Za-z0-9._@-]``.
+    """
+    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS or not name[0].isalnum():
+        raise UsageError(f"Invalid participant name {name!r}",
+                         "Use 1-64 letters, digits, '.', '_', '@' or '-', starting with a "
+                         "letter or digit.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """A participant's public identity (the ``.pub.json`` file)."""
+
+    name: str
+    role: str
+    public: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public)
+
+    def to_json(self) -> dict[str, str]:
+        return {"alg": "ed25519", "public": self.public.hex(), "name": self.name,
+                "role": self.role, "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """One roster row."""
+
+    name: str
+    role: str
+    public: bytes
+    fingerprint: str
+    valid_from: int
+    valid_until: int
+    revoked_at: int | None
+    enrolled_by: str
+
+    def usable_at(self, now: int) -> str | None:
+        """None when the key may sign at *now*, else the reason it may not."""
+        if self.revoked_at is not None and now >= self.revoked_at:
+            return f"{self.name}'s key was revoked"
+        if now < self.valid_from:
+            return f"{self.name}'s key is not valid yet"
+        if now >= self.valid_until:
+            return f"{self.name}'s key has expired"
+        return None
+
+
+def create_participant(name: str, role: str, passphrase: str, out_dir: Path) -> tuple[Path, Path]:
+    """Create a signing key and write ``NAME.key.pem`` (0600) and ``NAME.pub.json``.
+
+    Args:
+        name: the participant's name.
+        role: one of :data:`ROLES`.
+        passphrase: protects the private key (encrypted PKCS#8).
+        out_dir: where to write the two files (created if needed).
+
+    Returns:
+        (private key path, public identity path).
+
+    Raises:
+        UsageError: bad name or role, or the files already exist (never overwritten).
+        ConfigError: the directory cannot be written.
+    """
+    check_name(name)
+    if role not in ROLES:
+        raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
+    key = Ed25519PrivateKey.generate()
+    ident = Identity(name=name, role=role, public=public_raw(key))
+    key_path, pub_path = out_dir / f"{name}.key.pem", out_dir / f"{name}.pub.json"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise UsageError(f"{p} already exists", "Nothing was changed; choose another --out.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private_to_pem(key, passphrase.encode()))
+        pub_path.write_text(json.dumps(ident.to_json(), sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to {out_dir}", f"{exc.strerror or exc}.") from exc
+    return key_path, pub_path
+
+
+def load_identity(path: Path) -> Identity:
+    """Read a ``.pub.json`` identity file.
+
+    Raises:
+        ConfigError: unreadable, not an Ed25519 identity, or its fingerprint disagrees.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if doc.get("alg") != "ed25519":
+            raise ValueError("alg")
+        public = bytes.fromhex(doc["public"])
+        if len(public) != 32:
+            raise ValueError("length")
+        ident = Identity(name=str(doc["name"]), role=str(doc.get("role", "")), public=public)
+        if "fingerprint" in doc and doc["fingerprint"] != ident.fingerprint:
+            raise ValueError("fingerprint")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path} is not a participant identity file",
+                          "Use the NAME.pub.json written by 'custody participant new'.") from exc
+    return ident
+
+
+def load_signer(key_path: Path, passphrase: str, *, name: str | None = None) -> Ed25519Signer:
+    """Open a participant's encrypted key as a Signer.
+
+    Args:
+        key_path: the ``NAME.key.pem`` file.
+        passphrase: its passphrase.
+        name: the signer's roster name; default: the file name before ``.key.pem``.
+
+    Raises:
+        ConfigError: unreadable file or wrong passphrase.
+    """
+    try:
+        pem = Path(key_path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the key file {key_path}", "Check the path.") from exc
+    key = private_from_pem(pem, passphrase.encode())
+    if name is None:
+        name = Path(key_path).name.removesuffix(".pem").removesuffix(".key")
+    return Ed25519Signer(name, key)
+
+
+class Roster:
+    """The enrolled participants of one deployment (table ``participants``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"Roster({self.store!r})"
+
+    def members(self, *, include_revoked: bool = True) -> list[Member]:
+        rows = self.store.query(
+            "SELECT name, role, public, fingerprint, valid_from, valid_until, revoked_at, "
+            "enrolled_by FROM participants ORDER BY role, name")
+        out = [Member(name=r[0], role=r[1], public=bytes(r[2]), fingerprint=r[3],
+                      valid_from=r[4], valid_until=r[5], revoked_at=r[6], enrolled_by=r[7])
+               for r in rows]
+        return [m for m in out if include_revoked or m.revoked_at is None]
+
+    def get(self, name: str) -> Member | None:
+        return next((m for m in self.members() if m.name == name), None)
+
+    def by_public(self, public: bytes) -> Member | None:
+        return next((m for m in self.members() if m.public == public), None)
+
+    def active(self, role: str | None = None, *, now: int) -> list[Member]:
+        """Members usable at *now*, optionally only those in *role*."""
+        return [m for m in self.members()
+                if m.usable_at(now) is None and (role is None or m.role == role)]
+
+    def require(self, public: bytes, *, now: int, role: str | None = None) -> Member:
+        """The enrolled, currently valid member holding *public*.
+
+        Raises:
+            PolicyError: not enrolled, revoked/expired, or not in *role*.
+        """
+        m = self.by_public(public)
+        if m is None:
+            raise PolicyError(f"Key {fingerprint(public)[:16]} is not enrolled",
+                              "Enrol the participant first with 'custody ceremony enrol'.")
+        why = m.usable_at(now)
+        if why:
+            raise PolicyError(why, "Use a currently enrolled participant's key.")
+        if role is not None and m.role != role:
+            raise PolicyError(f"{m.name} is a {m.role}, not a {role}",
+                              f"This action needs a {role}.")
+        return m
+
+    def add(self, ident: Identity, *, now: int, enrolled_by: str, ceremony_id: str | None,
+            validity: int = KEY_VALIDITY_SECONDS) -> None:
+        """Insert a member (called by the enrol ceremony only).
+
+        Raises:
+            UsageError: bad role, or the name or key is already enrolled.
+        """
+        check_name(ident.name)
+        if ident.role not in ROLES:
+            raise UsageError(f"{ident.name} has unknown role {ident.role!r}",
+                             f"Use one of: {', '.join(ROLES)}.")
+        if self.get(ident.name) is not None or self.by_public(ident.public) is not None:
+            raise UsageError(f"{ident.name} (or that key) is already enrolled",
+                             "Revoke the old entry first, or use another name.")
+        with self.store.tx() as c:
+            c.execute(
+                "INSERT INTO participants(name, role, alg, public, fingerprint, valid_from, "
+                "valid_until, revoked_at, enrolled_by, enrolled_in) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                (ident.name, ident.role, "ed25519", ident.public, ident.fingerprint, now,
+                 now + validity, None, enrolled_by, ceremony_id))
+
+    def revoke(self, name: str, *, now: int) -> None:
+        """Mark a member revoked from *now*.
+
+        Raises:
+            UsageError: no such member.
+        """
+        with self.store.tx() as c:
+            cur = c.execute("UPDATE participants SET revoked_at=? WHERE name=? AND revoked_at "
+                            "IS NULL", (now, name))
+            if cur.rowcount != 1:
+                raise UsageError(f"{name} is not an enrolled, unrevoked participant",
+                                 "See 'custody participant list'.")

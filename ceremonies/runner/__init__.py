@@ -1,0 +1,399 @@
+"""The one ceremony runner: carries out engine effects through the HSM, store and transcript.
+
+:class:`CeremonyRunner` owns an open :class:`~custody.deployment.Deployment`, the
+coordinator's signer, the transcript :class:`~ceremonies.transcript.recorder.Recorder` and
+the engine :class:`~ceremonies.engine.CeremonyState`. For every step it records
+``step.begin`` (fsynced) *before* acting and ``step.done`` with the public facts after.
+An interrupted ceremony is rebuilt from its transcript (:meth:`CeremonyRunner.resume`):
+a begun step is redone (handlers are idempotent), unless it needed the recovery key that
+died with the process; then, as before the commit step on expiry or abort, the runner
+rolls back everything the ceremony created (token keys, pending rows, issued files) and
+closes the transcript as ``aborted``.
+
+Drive it step by step (the TUI does)::
+
+    r = CeremonyRunner.start(dep, "generate", signer, params={...})
+    out = r.run(Inputs())                   # runs until it needs people, or closes
+    out.status == "awaiting-input"; out.awaiting == "shares"
+    out = r.run(Inputs(shares=[...]))       # verification round ... closes
+    r.close_handles()
+
+Test hook: ``CUSTODY_TEST_KILL_AT=STEP`` (or ``STEP:done``) makes the process SIGKILL
+itself right after recording that step's begin (or after its effect, before its done).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ceremonies.engine import (
+    AwaitInput,
+    Begin,
+    CeremonyState,
+    Close,
+    CloseTranscript,
+    Done,
+    Rollback,
+    RunStep,
+    Waiting,
+    fold,
+    open_state,
+    plan,
+    transition,
+)
+from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
+from ceremonies.participants import Roster
+from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
+from ceremonies.transcript.records import Approval
+from ceremonies.transcript.recorder import Recorder
+from custody.deployment import Deployment
+from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
+
+KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
+
+
+class SecretLost(CeremonyError):
+    """A step needs the recovery key, but it died with an earlier process."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareInput:
+    """One share handed in: where it came from, its words, and its envelope bytes."""
+
+    source: str
+    text: str = field(repr=False)
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inputs:
+    """What people hand in for this run of the ceremony."""
+
+    shares: Sequence[ShareInput] = ()
+    approvals: Sequence[Approval] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class Outcome:
+    """Where a run stopped: ``closed``, ``aborted`` or ``awaiting-input``."""
+
+    ceremony_id: str
+    kind: str
+    status: str
+    bundle: str
+    awaiting: str | None = None
+    step: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    request: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.status != "aborted", "ceremony_id": self.ceremony_id,
+                "kind": self.kind, "status": self.status, "bundle": self.bundle,
+                "awaiting": self.awaiting, "step": self.step, "facts": self.facts,
+                "messages": self.messages, "request": self.request}
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
+    """The store roster as transcript roster entries (currently usable members only)."""
+    return tuple(RosterEntry(name=m.name, role=m.role, public=m.public, valid_from=m.valid_from,
+                             valid_until=m.valid_until, revoked_at=m.revoked_at)
+                 for m in roster.members() if m.usable_at(now) is None)
+
+
+class CeremonyRunner:
+    """Runs one ceremony (see module docstring). Not thread-safe.
+
+    Construct with :meth:`start` or :meth:`resume`.
+    """
+
+    def __init__(self, dep: Deployment, signer: Any, recorder: Recorder, state: CeremonyState,
+                 params: dict[str, Any], *, clock: Callable[[], int] = _now) -> None:
+        self.dep, self.signer, self.rec, self.state = dep, signer, recorder, state
+        self.params = params
+        self.clock = clock
+        self.pending: dict[str, Any] = {}
+        self.messages: list[str] = []
+        self.request: dict[str, Any] | None = None
+        self._secrets: dict[str, Any] = {}  # RK and accepted shares; never persisted
+        self._last_step: str | None = None
+        for ev in recorder.events:
+            if ev.step in SCRIPTS[state.kind]:
+                self._last_step = ev.step
+
+    def __repr__(self) -> str:
+        return (f"CeremonyRunner(kind={self.state.kind!r}, id={self.state.ceremony_id!r}, "
+                f"status={self.state.status!r}, holds_secret={bool(self._secrets)})")
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def ceremony_id(self) -> str:
+        return self.state.ceremony_id
+
+    @property
+    def bundle(self) -> Path:
+        return self.dep.home.transcripts_dir / self.ceremony_id
+
+    @classmethod
+    def start(cls, dep: Deployment, kind: str, signer: Any, *, params: Mapping[str, Any],
+              purpose: str = "", extra_roster: Sequence[RosterEntry] = (),
+              thresholds: Mapping[str, Threshold] | None = None,
+              clock: Callable[[], int] = _now) -> "CeremonyRunner":
+        """Open a new ceremony: sign its policy, create its bundle, register it.
+
+        Args:
+            dep: the open deployment (HSM opened when the ceremony needs it).
+            kind: one of :data:`ceremonies.engine.KINDS`.
+            signer: the coordinator's Signer (an enrolled super-admin).
+            params: public parameters of the ceremony (scheme, out dir, reason...).
+            purpose: free text for the policy.
+            extra_roster: roster entries not yet in the store (enrol bootstrap).
+            thresholds: quorum-gated actions of this ceremony.
+            clock: returns Unix seconds.
+
+        Returns:
+            The runner, with ``ceremony.open`` recorded.
+
+        Raises:
+            CeremonyError: another ceremony is still open.
+            PolicyError: the coordinator is not an enrolled super-admin.
+            TranscriptError: the bundle could not be created.
+        """
+        if kind not in SCRIPTS:
+            raise UsageError(f"Unknown ceremony kind {kind!r}", f"Use one of {', '.join(SCRIPTS)}.")
+        now = clock()
+        store = dep.store
+        for cid, k, exp in store.query(
+                "SELECT id, kind, expires FROM ceremonies WHERE state='open'"):
+            raise CeremonyError(
+                f"Ceremony {cid} ({k}) is still open" + (" (expired)" if exp <= now else ""),
+                f"Finish it with 'custody ceremony resume {cid}' or roll it back with "
+                f"'custody ceremony abort {cid}'.")
+        entries = roster_entries(Roster(store), now) + tuple(extra_roster)
+        me = next((e for e in entries if e.public == signer.public), None)
+        if me is None or me.role != "super-admin":
+            raise PolicyError("The coordinator must be an enrolled super-admin",
+                              "Use the key of an enrolled super-admin (--key).")
+        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        prev = store.get_meta("last_checkpoint")
+        policy = Policy.new(
+            purpose=purpose or f"custody {kind} ceremony", kind=kind, created_at=now,
+            roster=entries,
+            permissions={"super-admin": ("*",), "custodian": (), "auditor": (), "witness": ()},
+            thresholds=dict(thresholds or {}), script=SCRIPTS[kind],
+            close_quorum={"super-admin": 1},
+            exception_quorum=Threshold(role="super-admin", count=1),
+            approval_window=dep.config.approval_window_seconds,
+            deployment=dep.config.deployment_id,
+            prev_checkpoint=json.loads(prev) if prev else None)
+        signed = SignedPolicy(policy=policy).signed_by(signer)
+        path = dep.home.transcripts_dir / policy.ceremony_id
+        dep.home.transcripts_dir.mkdir(parents=True, exist_ok=True)
+        expiry = dep.config.ceremony_expiry_minutes * 60
+        with store.tx() as c:
+            c.execute("INSERT INTO ceremonies(id, kind, state, coordinator, bundle, created, "
+                      "expires, updated, pending) VALUES(?,?,?,?,?,?,?,?,?)",
+                      (policy.ceremony_id, kind, "open", me.name, str(path), now, now + expiry,
+                       now, json.dumps({"params": dict(params)})))
+        try:
+            rec = Recorder.create(path, signed, signer=signer, clock=lambda: float(clock()),
+                                  now=now)
+        except BaseException:
+            with store.tx() as c:
+                c.execute("DELETE FROM ceremonies WHERE id=?", (policy.ceremony_id,))
+            raise
+        state = open_state(kind, policy.ceremony_id, now=now, expiry_seconds=expiry)
+        return cls(dep, signer, rec, state, dict(params), clock=clock)
+
+    @classmethod
+    def resume(cls, dep: Deployment, ceremony_id: str, signer: Any, *,
+               clock: Callable[[], int] = _now) -> "CeremonyRunner":
+        """Rebuild an interrupted ceremony from its transcript.
+
+        Raises:
+            CeremonyError: no such open ceremony.
+            PolicyError: *signer* is not a super-admin of this ceremony's roster.
+            TranscriptError: the bundle cannot be resumed (damaged).
+        """
+        rows = dep.store.query("SELECT kind, state, bundle, created, expires, pending FROM "
+                               "ceremonies WHERE id=?", (ceremony_id,))
+        if not rows:
+            raise CeremonyError(f"No ceremony {ceremony_id} in this deployment",
+                                "See 'custody ceremony list'.")
+        kind, st, bundle, created, expires, pending = rows[0]
+        if st != "open":
+            raise CeremonyError(f"Ceremony {ceremony_id} is already {st}", "Start a new one.")
+        policy = SignedPolicy.from_json(json.loads((Path(bundle) / "policy.json").read_bytes())).policy
+        me = next((e for e in policy.roster if e.public == signer.public), None)
+        if me is None or me.role != "super-admin":
+            raise PolicyError("Only a super-admin on this ceremony's roster can resume it",
+                              "Use an enrolled super-admin's key (--key).")
+        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        rec = Recorder.resume(bundle, signer=signer, clock=lambda: float(clock()))
+        initial = CeremonyState(kind=kind, ceremony_id=ceremony_id, opened_at=created,
+                                expires_at=expires)
+        evs: list[Any] = []
+        for ev in rec.events:
+            if ev.kind == "step.begin":
+                evs.append(Begin(ev.step))
+            elif ev.kind == "step.done":
+                evs.append(Done(ev.step, dict(ev.body.get("facts", {}))))
+            elif ev.kind == "step.waiting":
+                evs.append(Waiting(ev.step))
+        state = fold(initial, evs, clock())
+        doc = json.loads(pending or "{}")
+        r = cls(dep, signer, rec, state, dict(doc.get("params", {})), clock=clock)
+        r.pending = {k: v for k, v in doc.items() if k != "params"}
+        r.rolling_back = any(ev.kind == "rollback" for ev in rec.events)
+        return r
+
+    # ------------------------------------------------------------------ recording
+    def _save_pending(self, **kv: Any) -> None:
+        self.pending.update(kv)
+        with self.dep.store.tx() as c:
+            c.execute("UPDATE ceremonies SET pending=?, updated=? WHERE id=?",
+                      (json.dumps({"params": self.params, **self.pending}), self.clock(),
+                       self.ceremony_id))
+
+    def record(self, kind: str, body: Mapping[str, Any], *, step: str | None = None,
+               artifacts: Mapping[str, bytes] | None = None) -> None:
+        """Record one event in the current step (fsynced before returning)."""
+        step = step or self._last_step or SCRIPTS[self.state.kind][0]
+        self.rec.record(step, kind, self.signer, body, artifacts=artifacts, now=self.clock())
+        if step in SCRIPTS[self.state.kind]:
+            self._last_step = step
+
+    def _kill_hook(self, point: str) -> None:
+        if os.environ.get(KILL_ENV) == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _apply(self, event: Any) -> None:
+        self.state, _ = transition(self.state, event, self.clock())
+
+    # ------------------------------------------------------------------ driving
+    def run(self, inputs: Inputs = Inputs()) -> Outcome:
+        """Carry out effects until the ceremony needs input, closes, or rolls back.
+
+        Args:
+            inputs: shares and approvals handed in for this run (may be empty).
+
+        Returns:
+            The :class:`Outcome`.
+
+        Raises:
+            CustodyError: a step failed; what it recorded stays in the transcript, and the
+                ceremony can be resumed (or aborted) later.
+        """
+        from ceremonies.runner import steps
+
+        if getattr(self, "rolling_back", False):
+            return self._rollback("finishing an interrupted abort")
+        while True:
+            effects = plan(self.state, self.clock())
+            if not effects:
+                return self.outcome()
+            eff = effects[0]
+            if isinstance(eff, Rollback):
+                return self._rollback(eff.reason)
+            if isinstance(eff, CloseTranscript):
+                return self._close()
+            step = eff.step
+            if isinstance(eff, AwaitInput):
+                have = inputs.shares if eff.what == "shares" else inputs.approvals
+                if not have:
+                    return self.outcome(awaiting=eff.what, step=step)
+            handler = steps.handler(self.state.kind, step)
+            begun = self.state.in_flight == step
+            if not begun:
+                self.record("step.begin", {}, step=step)
+                self._apply(Begin(step))
+            self._kill_hook(step)
+            try:
+                facts = handler(self, inputs)
+            except SecretLost as exc:
+                return self._rollback(exc.title)
+            if facts is steps.WAIT:
+                self.record("step.waiting", {"needs": INPUT_STEPS[step]}, step=step)
+                self._apply(Waiting(step))
+                return self.outcome(awaiting=INPUT_STEPS[step], step=step)
+            self._kill_hook(f"{step}:done")
+            self.record("step.done", {"facts": facts}, step=step)
+            self._apply(Done(step, facts))
+            if step in INPUT_STEPS:
+                inputs = Inputs()  # inputs are consumed by the step that asked for them
+
+    def outcome(self, *, awaiting: str | None = None, step: str | None = None) -> Outcome:
+        status = {"closed": "closed", "aborted": "aborted"}.get(self.state.status,
+                                                                "awaiting-input" if awaiting else self.state.status)
+        return Outcome(ceremony_id=self.ceremony_id, kind=self.state.kind, status=status,
+                       bundle=str(self.bundle), awaiting=awaiting, step=step,
+                       facts=dict(self.state.facts), messages=list(self.messages),
+                       request=self.request)
+
+    def _finish_row(self, state: str) -> None:
+        with self.dep.store.tx() as c:
+            c.execute("UPDATE ceremonies SET state=?, updated=? WHERE id=?",
+                      (state, self.clock(), self.ceremony_id))
+
+    def _close(self) -> Outcome:
+        cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
+        self._apply(Close("completed"))
+        self._finish_row("closed")
+        self.dep.store.set_meta("last_checkpoint", json.dumps(
+            {"ceremony": self.ceremony_id, "tree_size": cp.tree_size, "root": cp.root.hex()}))
+        self._secrets.clear()
+        return self.outcome()
+
+    def abort(self, reason: str) -> Outcome:
+        """Roll back and close as aborted (refused after the commit step).
+
+        Raises:
+            CeremonyError: the ceremony is past its commit point.
+        """
+        if self.state.committed:
+            raise CeremonyError("The ceremony is past its commit point and cannot be aborted",
+                                f"Finish it with 'custody ceremony resume {self.ceremony_id}'.")
+        return self._rollback(reason)
+
+    def _rollback(self, reason: str) -> Outcome:
+        from ceremonies.runner import steps
+
+        self._secrets.clear()
+        if not getattr(self, "rolling_back", False):
+            self.record("rollback", {"reason": reason})
+            self.rolling_back = True
+        undone = steps.rollback(self)
+        self.record("rollback.done", {"undone": undone})
+        self.rec.close(self.signer, [self.signer], outcome="aborted",
+                       summary={"reason": reason}, now=self.clock())
+        self._apply(Close("aborted"))
+        self._finish_row("aborted")
+        self.messages.append(f"rolled back: {reason}")
+        return self.outcome()
+
+    def close_handles(self) -> None:
+        """Forget secrets (the deployment is closed by its owner)."""
+        self._secrets.clear()
+
+
+def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
+    """All ceremonies of the deployment, newest first (for list views)."""
+    rows = dep.store.query("SELECT id, kind, state, coordinator, bundle, created, expires FROM "
+                           "ceremonies ORDER BY created DESC")
+    return [dict(id=r[0], kind=r[1], state=r[2], coordinator=r[3], bundle=r[4], created=r[5],
+                 expires=r[6]) for r in rows]
+
+
+__all__ = ["CeremonyRunner", "Inputs", "Outcome", "ShareInput", "SecretLost", "KILL_ENV",
+           "open_ceremonies", "roster_entries", "CustodyError"]
