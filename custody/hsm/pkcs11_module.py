@@ -116,6 +116,7 @@ class SharedLogin:
     verifier: bytes = field(repr=False)
     users: int = 1
     dead: bool = False  # the session went away; the next open logs in afresh
+    keys: dict[str, Any] = field(default_factory=dict, repr=False)  # label -> key handle
 
 
 @contextmanager
