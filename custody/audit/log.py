@@ -1,0 +1,250 @@
+"""The operational audit log: ``HOME/audit.db``, append-only, hash-chained, Merkle-checkpointed.
+
+Every operation that touches keys or secrets calls :meth:`AuditLog.append` (or runs inside
+:meth:`AuditLog.guard`) *before* it acts; if the entry cannot be committed the call raises
+:class:`AuditError` and the operation must be refused. Each append is its own short
+``BEGIN IMMEDIATE`` transaction that reads the chain head inside the transaction, so any
+number of writer processes serialise on SQLite's write lock and never fork the chain.
+Durable mode (the default) commits with ``synchronous=FULL`` in WAL mode.
+
+Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
+stored only as HMAC-SHA256 under the caller's audit key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from custody.audit.records import (
+    OUTCOMES,
+    PROOF_TYPE,
+    TAG_HMAC,
+    CHECKPOINT_TYPE,
+    AuditReport,
+    chain_hash,
+    genesis,
+    sign_checkpoint,
+    verify_log,
+)
+from custody.audit.signers import TrustKey
+from custody.canonical import canonical_bytes
+from custody.errors import AuditError, PolicyError
+from custody.merkle import MerkleTree, leaf_hash
+
+AUDIT_DB = "audit.db"
+FORBIDDEN_DETAIL_KEYS = frozenset({"pin", "so_pin", "passphrase", "password", "secret", "value",
+                                   "plaintext", "share", "mnemonic", "private_key", "key_bytes"})
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, line BLOB NOT NULL, chain BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints(tree_size INTEGER PRIMARY KEY, line BLOB NOT NULL);
+"""
+
+
+def _b(v: Any) -> bytes:
+    """A stored line as bytes (a hand-edited TEXT value still verifies as its UTF-8)."""
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+def _refused(what: str, exc: BaseException) -> AuditError:
+    return AuditError(f"The audit log could not be written; {what} was refused",
+                      f"Fix the audit database (disk space, permissions, locks) and retry ({type(exc).__name__}).")
+
+
+class AuditLog:
+    """A handle on one audit database (one SQLite connection; use one per thread/process).
+
+    Args:
+        path: the database file (``HOME/audit.db``).
+        audit_key: key for HMACs of sensitive values; required only when they are given.
+        clock: returns Unix time; ``now=`` on each call overrides it.
+        durable: ``synchronous=FULL`` (each commit fsynced); False only for scratch logs.
+        timeout: seconds to wait for another writer's lock before refusing.
+
+    Raises:
+        AuditError: the database cannot be opened or initialised.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, audit_key: bytes | None = None,
+                 clock: Callable[[], float] = time.time, durable: bool = True,
+                 rng: Callable[[int], bytes] = os.urandom, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self._key = audit_key
+        self._clock = clock
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            row = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
+            if row is None or self._db.execute(
+                    "SELECT 1 FROM meta WHERE k='log_id'").fetchone() is None:
+                self._db.executescript(_SCHEMA)  # idempotent
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (rng(16).hex(),))
+                self._db.execute("COMMIT")
+            self.log_id = str(self._db.execute("SELECT v FROM meta WHERE k='log_id'").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise AuditError(f"Cannot open the audit log {self.path}",
+                             "Check the path, permissions and free space.") from exc
+
+    @classmethod
+    def for_home(cls, home: Any, **kw: Any) -> "AuditLog":
+        """The log of a custody home (``home.root / "audit.db"``)."""
+        return cls(Path(home.root) / AUDIT_DB, **kw)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "AuditLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------
+    def hmac(self, name: str, value: str | bytes) -> str:
+        """HMAC-SHA256 of a sensitive value under the audit key (hex)."""
+        if self._key is None:
+            raise ValueError("sensitive values need an audit key")
+        v = value.encode() if isinstance(value, str) else value
+        msg = TAG_HMAC.encode() + b"\0" + name.encode() + b"\0" + v
+        return hmac.new(self._key, msg, "sha256").hexdigest()
+
+    def append(self, op: str, target: str, actor: str, *, outcome: str = "ok",
+               details: Mapping[str, Any] | None = None,
+               sensitive: Mapping[str, str | bytes] | None = None,
+               now: int | None = None) -> dict[str, Any]:
+        """Commit one entry and return it. Call before the operation it records.
+
+        Raises:
+            AuditError: the entry could not be committed; the operation must not run.
+            ValueError: a caller's bug (unknown outcome, a value-like detail key, no key).
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        det = dict(details or {})
+        bad = [k for k in det if k.lower() in FORBIDDEN_DETAIL_KEYS]
+        if bad:
+            raise ValueError(f"detail keys {bad} look like values; pass them as sensitive=")
+        for k, v in (sensitive or {}).items():
+            det[f"{k}_hmac"] = self.hmac(k, v)
+        t = int(self._clock()) if now is None else int(now)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT seq, chain FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev = (0, genesis(self.log_id)) if row is None else (row[0] + 1, bytes(row[1]))
+                entry = {"log": self.log_id, "seq": seq, "prev": prev.hex(), "time": t,
+                         "actor": actor, "op": op, "target": target, "outcome": outcome,
+                         "details": det}
+                line = canonical_bytes(entry)
+                self._db.execute("INSERT INTO entries VALUES (?, ?, ?)",
+                                 (seq, line, chain_hash(line)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _refused(f"'{op} {target}'", exc) from exc
+        return entry
+
+    @contextmanager
+    def guard(self, op: str, target: str, actor: str, *,
+              details: Mapping[str, Any] | None = None,
+              sensitive: Mapping[str, str | bytes] | None = None) -> Iterator[dict[str, Any]]:
+        """Log intent, run the block, then log ``ok``, ``denied`` (PolicyError) or ``failed``.
+
+        If the intent cannot be logged, AuditError is raised and the block never runs.
+
+        Raises:
+            AuditError: the intent entry could not be committed (operation refused).
+        """
+        first = self.append(op, target, actor, outcome="intent", details=details, sensitive=sensitive)
+        ref = {"intent_seq": first["seq"]}
+        try:
+            yield first
+        except PolicyError as exc:
+            self.append(op, target, actor, outcome="denied", details={**ref, "error": exc.title})
+            raise
+        except BaseException as exc:
+            self.append(op, target, actor, outcome="failed",
+                        details={**ref, "error": type(exc).__name__})
+            raise
+        self.append(op, target, actor, outcome="ok", details=ref)
+
+    # -- reading ----------------------------------------------------------------------
+    def size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def lines(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        q = "SELECT line FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+        return [_b(r[0]) for r in self._db.execute(q, (start, end if end is not None else 1 << 62))]
+
+    def checkpoint_lines(self) -> list[bytes]:
+        return [_b(r[0]) for r in self._db.execute("SELECT line FROM checkpoints ORDER BY tree_size")]
+
+    def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
+        """Verify the whole log from one consistent read snapshot."""
+        self._db.execute("BEGIN")
+        try:
+            return verify_log(self.log_id, self.lines(), self.checkpoint_lines(), trust)
+        finally:
+            self._db.execute("COMMIT")
+
+    # -- checkpoints and proofs -------------------------------------------------------
+    def checkpoint(self, signer: Any, *, now: int | None = None) -> dict[str, Any]:
+        """Sign and store a checkpoint over every entry so far (signer: Signer protocol).
+
+        Raises:
+            AuditError: it could not be stored.
+            HsmError: from an HSM-backed signer.
+        """
+        t = int(self._clock()) if now is None else int(now)
+        self._db.execute("BEGIN")
+        try:
+            leaves = [leaf_hash(ln) for ln in self.lines()]
+        finally:
+            self._db.execute("COMMIT")
+        payload = {"type": CHECKPOINT_TYPE, "log": self.log_id, "tree_size": len(leaves),
+                   "root": MerkleTree(leaves).root().hex(), "time": t}
+        cp = sign_checkpoint(payload, signer)
+        try:
+            self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                             (len(leaves), canonical_bytes(cp)))
+        except sqlite3.Error as exc:
+            raise _refused("the checkpoint", exc) from exc
+        return cp
+
+    def proof(self, index: int, *, tree_size: int | None = None) -> dict[str, Any]:
+        """A self-contained inclusion proof of entry *index* under a stored checkpoint.
+
+        Uses the latest checkpoint (or the one at *tree_size*) that covers the entry.
+
+        Raises:
+            AuditError: no such entry, or no checkpoint covers it yet.
+        """
+        import json
+
+        cps = [json.loads(c) for c in self.checkpoint_lines()]
+        cps = [c for c in cps if c["tree_size"] > index and (tree_size is None or c["tree_size"] == tree_size)]
+        if index < 0 or index >= self.size():
+            raise AuditError(f"No audit entry {index}", f"The log has {self.size()} entries.")
+        if not cps:
+            raise AuditError(f"No checkpoint covers entry {index} yet",
+                             "Run 'custody audit checkpoint' first.")
+        cp = cps[-1]
+        lines = self.lines(0, cp["tree_size"])
+        tree = MerkleTree(leaf_hash(ln) for ln in lines)
+        return {"type": PROOF_TYPE, "leaf_index": index, "entry": json.loads(lines[index]),
+                "inclusion": [h.hex() for h in tree.inclusion_proof(index, cp["tree_size"])],
+                "checkpoint": cp}
