@@ -12,7 +12,7 @@ from dataclasses import asdict
 from ceremonies.cli import common
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "hsm",
         help="inspect the deployment's PKCS#11 token",

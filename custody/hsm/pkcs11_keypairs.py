@@ -187,8 +187,8 @@ def alg_of(pub: Any) -> str:
 
 def sign_with(priv: Any, alg: str, data: bytes) -> bytes:
     if alg == "ed25519":
-        return priv.sign(data, mechanism=Mechanism.EDDSA)
-    return priv.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)
+        return bytes(priv.sign(data, mechanism=Mechanism.EDDSA))
+    return bytes(priv.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
 
 
 def verify_with(pub: Any, alg: str, data: bytes, signature: bytes) -> bool:
