@@ -89,14 +89,18 @@ class AuditorScreen(ServiceScreen):
         names = ", ".join(self.trust_keys) if self.trust_keys else "none"
         self.query_one("#pinned", Static).update(f"pinned: {names}")
 
+    def pin_trust_key(self, path: str) -> None:
+        """Pin a public-key file (the auditor's own copy, never one from the bundle)."""
+        path = path.strip()
+        if path and path not in self.trust_keys:
+            self.trust_keys.append(path)
+        self._show_pinned()
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if event.input.id == "trust":
-            path = event.value.strip()
-            if path and path not in self.trust_keys:
-                self.trust_keys.append(path)
+            self.pin_trust_key(event.value)
             event.input.value = ""
-            self._show_pinned()
         elif event.input.id == "bundle":
             self.action_verify()
 
@@ -133,7 +137,7 @@ class AuditorScreen(ServiceScreen):
         self.query_one("#verdict", Static).update(verdict)
         checks = self.query_one("#checks", DataTable)
         checks.clear()
-        for c in v.checks:
+        for c in sorted(v.checks, key=lambda c: c.ok):  # failures first
             checks.add_row(Text("pass", style="green") if c.ok else Text("FAIL", style="bold red"),
                            c.id, c.detail, key=f"check-{c.id}")
         q = self.query_one("#quorums", DataTable)
