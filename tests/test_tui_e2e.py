@@ -1,0 +1,101 @@
+"""End to end: ``custody tui`` in a real terminal (tmux), against a real SoftHSMv2 home.
+
+Types the token PIN into the app's prompt, reads the screen with ``capture-pane``, and
+checks that the PIN never appears on it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+
+pytestmark = [pytest.mark.hsm,
+              pytest.mark.skipif(shutil.which("tmux") is None,
+                                 reason="tmux is not installed (make setup installs it)")]
+
+
+class Tmux:
+    def __init__(self, tmp: Path) -> None:
+        self.sock = f"custody-tui-{uuid.uuid4().hex[:8]}"
+        self.name = "tui"
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
+                              timeout=20, check=False)
+
+    def start(self, command: str) -> None:
+        r = self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.name, "-x", "100", "-y", "32", command)
+        assert r.returncode == 0, r.stderr
+        self.tmux("set-option", "-s", "escape-time", "0")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.name).stdout
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys)
+
+    def wait_for(self, *needles: str, timeout: float = 20) -> str:
+        end = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < end:
+            text = self.screen()
+            if all(n in text for n in needles):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"screen never showed {needles!r}:\n{text}")
+
+    def alive(self) -> bool:
+        return self.tmux("has-session", "-t", self.name).returncode == 0
+
+    def kill(self) -> None:
+        self.tmux("kill-server")
+
+
+def test_custody_tui_in_tmux(tmp_path: Path):
+    pins = tmp_path / "pins"
+    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    h = tmp_path / "home"
+    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
+                 ("dek", "generate", "--count", "20")):
+        r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
+        assert r.returncode == 0, r.stderr
+    cmd = (f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
+           f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home {shlex.quote(str(h))}")
+    t = Tmux(tmp_path)
+    t.start(cmd)
+    try:
+        screen = t.wait_for("Alerts", "token not checked")  # no PIN yet: the token is unchecked
+        assert "root/v1" in screen
+        t.keys("p")
+        t.wait_for("Enter the token user PIN")
+        t.keys(TEST_PIN, literal=True)
+        screen = t.wait_for("•" * len(TEST_PIN))
+        assert TEST_PIN not in screen
+        t.keys("Enter")
+        screen = t.wait_for("token ok")
+        assert TEST_PIN not in screen
+        t.keys("k")
+        screen = t.wait_for("Key inventory", "Rotation calendar", "data/v1")
+        assert "medium" in screen
+        t.keys("?")
+        t.wait_for("Moving around")
+        t.keys("Escape")
+        end = time.monotonic() + 10
+        while "Moving around" in t.screen() and time.monotonic() < end:
+            time.sleep(0.1)
+        t.keys("q")
+        end = time.monotonic() + 10
+        while t.alive() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not t.alive(), "custody tui did not quit on q"
+    finally:
+        t.kill()
