@@ -1,0 +1,314 @@
+"""Ceremonies through the CLI against real SoftHSMv2: happy paths, negatives, SIGKILL faults.
+
+A template deployment (enrolled roster, generated 3-of-5 root, KEKs and DEKs) is built once
+per module and copied per test (the SoftHSMv2 config is rewritten for the copy).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, run_cli
+
+pytestmark = pytest.mark.hsm
+CUST = ("alice", "bob", "carol", "dave", "erin")
+
+
+class Dep:
+    def __init__(self, root: Path) -> None:
+        self.root, self.people, self.pin = root, root / "people", root / "pins"
+
+    def coord(self, pin: bool = True) -> list[str]:
+        a = ["--home", str(self.root), "--key", str(self.people / "admin.key.pem"),
+             "--passphrase-file", str(self.people / "admin.pass"), "--json"]
+        return a + (["--pin-file", str(self.pin)] if pin else [])
+
+    def shares(self, *names: str, d: str = "shares") -> list[str]:
+        return [a for n in names for a in ("--share", str(self.root / d / f"{n}.share.txt"))]
+
+    def run(self, *args: str, env: dict[str, str] | None = None):
+        return run_cli(*args, env=env)
+
+    def ceremony(self, *args: str, env: dict[str, str] | None = None):
+        r = run_cli("ceremony", *args, env=env)
+        try:
+            r.out = json.loads(r.stdout) if r.stdout.strip() else {}
+        except ValueError:
+            r.out = {}
+        return r
+
+    def trust(self) -> list[str]:
+        return [a for p in sorted(self.people.glob("*.pub.json")) for a in ("--trust", str(p))]
+
+    def verify(self, bundle: str) -> None:
+        v = run_cli("transcript", "verify", bundle, *self.trust())
+        assert v.returncode == 0, v.stdout + v.stderr
+
+    def deks_ok(self) -> None:
+        r = run_cli("dek", "verify", "--all", "--home", str(self.root), "--pin-file",
+                    str(self.pin), "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["failed"] == [] and out["checked"] == 50
+
+    def roots(self) -> list[dict]:
+        import sqlite3
+        c = sqlite3.connect(self.root / "custody.db")
+        rows = c.execute("SELECT version, state FROM root_versions ORDER BY version").fetchall()
+        c.close()
+        return rows
+
+
+def _build(root: Path) -> Dep:
+    from ceremonies.participants import create_participant
+
+    d = Dep(root)
+    root.mkdir(parents=True)
+    d.pin.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    assert run_cli("init", "--home", str(root), "--pin-file", str(d.pin)).returncode == 0
+    d.people.mkdir()
+    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST],
+                    ("frank", "custodian"), ("audrey", "auditor")]:
+        (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
+        create_participant(n, role, f"pass-{n}", d.people)
+    adds = [a for n in ("admin", *CUST, "audrey") for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    r = d.ceremony("enrol", *d.coord(pin=False), *adds)
+    assert r.returncode == 0, r.stderr
+    d.verify(r.out["bundle"])
+    cust = [a for n in CUST for a in ("--custodian", n)]
+    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(root / "shares"))
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stderr
+    assert d.roots() == []  # not final before the verification round
+    r = d.ceremony("resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol"))
+    assert r.returncode == 0, r.stderr
+    d.verify(r.out["bundle"])
+    for b in ("data", "backup", "secrets"):
+        assert run_cli("kek", "rotate", "--branch", b, "--home", str(root), "--pin-file",
+                       str(d.pin)).returncode == 0
+    assert run_cli("dek", "generate", "--count", "50", "--home", str(root), "--pin-file",
+                   str(d.pin)).returncode == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Dep:
+    return _build(tmp_path_factory.mktemp("tpl") / "home")
+
+
+@pytest.fixture
+def dep(template: Dep, tmp_path: Path) -> Dep:
+    from custody.hsm import softhsm
+
+    root = tmp_path / "home"
+    shutil.copytree(template.root, root)
+    softhsm.write_conf(root)
+    return Dep(root)
+
+
+def _lose_token(d: Dep) -> None:
+    from custody.hsm import softhsm
+
+    conf = d.root / softhsm.CONF_NAME
+    softhsm.delete_token(conf, "custody")
+    softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
+
+
+# ----------------------------------------------------------------------------- recover
+def test_recover_rejects_tampered_share_by_name_and_restores(dep: Dep):
+    _lose_token(dep)
+    bad = dep.root / "bad"
+    bad.mkdir()
+    # a valid share of dave presented with bob's envelope: substituted share
+    (bad / "bob.share.txt").write_text((dep.root / "shares" / "dave.share.txt").read_text())
+    (bad / "bob.envelope.json").write_bytes((dep.root / "shares" / "bob.envelope.json").read_bytes())
+    r = dep.ceremony("recover", *dep.coord(), "--share", str(bad / "bob.share.txt"),
+                     *dep.shares("alice", "carol", "erin"))
+    assert r.returncode == 0, r.stderr
+    assert any("bob" in m and "rejected" in m for m in r.out["messages"])
+    assert r.out["facts"]["collect-shares.accepted"] == ["alice", "carol", "erin"]
+    dep.deks_ok()
+    dep.verify(r.out["bundle"])
+
+
+def test_recover_too_few_and_duplicate_shares_leave_state_unchanged(dep: Dep):
+    _lose_token(dep)
+    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "alice"))
+    assert r.returncode == 6
+    assert "Not enough valid shares: 2 accepted, 3 needed" in r.stderr
+    assert "alice already handed in a share" in r.stderr
+    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
+    a = dep.ceremony("abort", cid, *dep.coord())
+    assert a.returncode == 0 and a.out["status"] == "aborted"
+    dep.verify(a.out["bundle"])
+    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "dave"))
+    assert r.returncode == 0, r.stderr
+    dep.deks_ok()
+
+
+def test_share_from_another_deployment_is_rejected(dep: Dep, template: Dep, tmp_path: Path):
+    other = _build(tmp_path / "other")
+    _lose_token(dep)
+    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"),
+                     "--share", str(other.root / "shares" / "carol.share.txt"))
+    assert r.returncode == 6
+    assert "share of carol rejected" in r.stderr or "carol" in r.stderr
+
+
+def test_wrong_pin_is_refused(dep: Dep):
+    bad = dep.root / "badpin"
+    bad.write_text("pin=wrong-pin-000\n")
+    args = [a if a != str(dep.pin) else str(bad) for a in dep.coord()]
+    r = dep.ceremony("rotate-root", *args)
+    assert r.returncode == 5 and "PIN" in r.stderr
+    assert json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["kind"] == "generate"
+
+
+# ------------------------------------------------------------------------- rotate-root
+def _approve(dep: Dep, req: Path, *names: str) -> list[str]:
+    out = []
+    for n in names:
+        f = dep.root / f"appr-{n}-{time.monotonic_ns()}.json"
+        r = run_cli("ceremony", "approve", str(req), "--key", str(dep.people / f"{n}.key.pem"),
+                    "--passphrase-file", str(dep.people / f"{n}.pass"), "--out", str(f))
+        assert r.returncode == 0, r.stderr
+        out += ["--approval", str(f)]
+    return out
+
+
+def test_rotate_root_with_approvals_and_negative_approvals(dep: Dep):
+    req = dep.root / "req.json"
+    r = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(req))
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals"
+    cid = r.out["ceremony_id"]
+    # not enrolled (frank has a key but is not on the roster) + only 2 valid
+    r2 = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob", "frank"))
+    assert r2.returncode == 7 and "frank: is not enrolled" in r2.stderr
+    # a super-admin approval does not count as a custodian; duplicates count once
+    a = _approve(dep, req, "alice")
+    r3 = dep.ceremony("resume", cid, *dep.coord(), *a, *a, *_approve(dep, req, "admin"))
+    assert r3.returncode == 7 and "1/3 custodians" in r3.stderr
+    # expired approval (signed in-process with an old time)
+    from ceremonies.participants import load_signer
+    from ceremonies.transcript.records import Approval
+
+    rq = json.loads(req.read_text())
+    old = Approval.create(load_signer(dep.people / "carol.key.pem", "pass-carol"),
+                          ceremony_id=cid, action=rq["action"], action_id=rq["action_id"],
+                          digest=rq["action_digest"], now=int(time.time()) - 1200, window=600)
+    f = dep.root / "old.json"
+    f.write_text(json.dumps(old.to_json()))
+    r4 = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob"),
+                      "--approval", str(f))
+    assert r4.returncode == 7 and "carol: expired" in r4.stderr
+    assert [v for v, s in dep.roots() if s == "active"] == [1]  # unchanged
+    ok = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob", "carol"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.out["facts"]["approved_by"] == ["alice", "bob", "carol"]
+    assert dep.roots() == [(1, "decrypt-only"), (2, "active")]
+    dep.deks_ok()
+    dep.verify(ok.out["bundle"])
+    # an approval from that ceremony is not reusable in the next one
+    r5 = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(dep.root / "req2.json"))
+    r6 = dep.ceremony("resume", r5.out["ceremony_id"], *dep.coord(), *a,
+                      *_approve(dep, dep.root / "req2.json", "bob", "carol"))
+    assert r6.returncode == 7 and "alice: was given for another ceremony" in r6.stderr
+
+
+# ----------------------------------------------------------------- reshare, old epoch
+def test_reshare_then_previous_epoch_share_is_rejected_and_drill(dep: Dep):
+    r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / "frank.pub.json"))
+    assert r.returncode == 0, r.stderr
+    cust = [a for n in ("alice", "bob", "frank") for a in ("--custodian", n)]
+    r = dep.ceremony("reshare", *dep.coord(), *cust, "--threshold", "2", "--out",
+                     str(dep.root / "new"), *dep.shares("carol", "dave", "erin"))
+    assert r.returncode == 10, r.stderr
+    r = dep.ceremony("resume", r.out["ceremony_id"], *dep.coord(),
+                     *dep.shares("alice", "frank", d="new"))
+    assert r.returncode == 0, r.stderr
+    dep.verify(r.out["bundle"])
+    dep.deks_ok()
+    # old-epoch shares no longer count
+    r = dep.ceremony("drill", *dep.coord(pin=False), *dep.shares("alice", "bob"),
+                     *dep.shares("alice", d="new"))
+    assert r.returncode == 6 and "share of alice rejected" in r.stderr
+    assert "belongs to ceremony" in r.stderr  # the retired epoch's generating ceremony
+    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
+    assert dep.ceremony("abort", cid, *dep.coord()).returncode == 0
+    r = dep.ceremony("drill", *dep.coord(pin=False), *dep.shares("alice", "bob", d="new"))
+    assert r.returncode == 0, r.stderr
+    assert r.out["facts"]["kcv_match"] is True and "warning" in r.out["facts"]
+    dep.verify(r.out["bundle"])
+
+
+def test_emergency_rotate_reports_impact(dep: Dep):
+    r = dep.ceremony("emergency-rotate", *dep.coord(), "--reason", "laptop stolen")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(Path(r.out["facts"]["report"]).read_text())
+    assert rep["compromised_roots"] == [1] and rep["wrapped_objects"] == 50
+    assert {n["name"] for n in rep["notify"]} >= {"admin", "alice", "audrey"}
+    assert dep.roots() == [(1, "disabled"), (2, "active")]
+    dep.deks_ok()
+    dep.verify(r.out["bundle"])
+
+
+# --------------------------------------------------------------------------- SIGKILL
+@pytest.mark.parametrize("point", ["generate-root", "seal-blob", "lock-root", "finalise",
+                                   "rewrap", "rewrap:done"])
+def test_rotate_root_killed_then_resumed(dep: Dep, point: str):
+    req = dep.root / "req.json"
+    r = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(req))
+    cid = r.out["ceremony_id"]
+    appr = _approve(dep, req, "alice", "bob", "carol")
+    k = dep.ceremony("resume", cid, *dep.coord(), *appr, env=cli_env(CUSTODY_TEST_KILL_AT=point))
+    assert k.returncode == -9
+    r = dep.ceremony("resume", cid, *dep.coord())
+    assert r.returncode == 0, r.stderr
+    assert r.out["status"] == "closed"
+    assert [v for v, s in dep.roots() if s == "active"] == [2]
+    dep.deks_ok()
+    dep.verify(r.out["bundle"])
+
+
+@pytest.mark.parametrize("point", ["import-root", "verify-keks", "finalise"])
+def test_recover_killed_then_resumed_or_rolled_back(dep: Dep, point: str):
+    _lose_token(dep)
+    k = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "carol"),
+                     env=cli_env(CUSTODY_TEST_KILL_AT=point))
+    assert k.returncode == -9
+    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
+    r = dep.ceremony("resume", cid, *dep.coord())
+    assert r.returncode in (0, 8), r.stderr
+    if r.out["status"] == "aborted":  # RK died with the process: nothing half-done kept
+        r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "carol"))
+        assert r.returncode == 0, r.stderr
+    dep.deks_ok()
+    dep.verify(r.out["bundle"])
+
+
+@pytest.mark.parametrize("point", ["generate-root", "wrap-blob", "issue-shares", "finalise"])
+def test_reshare_killed_then_resumed_or_rolled_back(dep: Dep, point: str):
+    cust = [a for n in ("alice", "bob", "carol") for a in ("--custodian", n)]
+    k = dep.ceremony("reshare", *dep.coord(), *cust, "--threshold", "2", "--out",
+                     str(dep.root / "new"), *dep.shares("carol", "dave", "erin"),
+                     env=cli_env(CUSTODY_TEST_KILL_AT=point) if point != "finalise" else None)
+    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
+    if point == "finalise":
+        assert k.returncode == 10
+        k = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("alice", "bob", d="new"),
+                         env=cli_env(CUSTODY_TEST_KILL_AT=point))
+    assert k.returncode == -9
+    r = dep.ceremony("resume", cid, *dep.coord())
+    assert r.returncode in (0, 8, 10), r.stderr
+    if r.returncode == 10:  # rolled forward to the verification round: abort it
+        assert r.out["step"] == "verify-shares"
+        r = dep.ceremony("abort", cid, *dep.coord())
+        assert r.out["status"] == "aborted"
+    dep.deks_ok()
+    dep.verify(r.out["bundle"])
+    active = [v for v, s in dep.roots() if s == "active"]
+    assert active == ([2] if r.out["status"] == "closed" else [1])
