@@ -58,12 +58,10 @@ def test_guard_logs_outcomes(tmp_path: Path) -> None:
     log = filled(tmp_path, 0)
     with log.guard("key.rotate", "data/v2", "dave"):
         pass
-    with pytest.raises(PolicyError):
-        with log.guard("key.rotate", "data/v3", "mallory"):
-            raise PolicyError("quorum not met")
-    with pytest.raises(RuntimeError):
-        with log.guard("key.rotate", "data/v3", "dave"):
-            raise RuntimeError("hsm gone")
+    with pytest.raises(PolicyError), log.guard("key.rotate", "data/v3", "mallory"):
+        raise PolicyError("quorum not met")
+    with pytest.raises(RuntimeError), log.guard("key.rotate", "data/v3", "dave"):
+        raise RuntimeError("hsm gone")
     outcomes = [json.loads(x)["outcome"] for x in log.lines()]
     assert outcomes == ["intent", "ok", "intent", "denied", "intent", "failed"]
 
@@ -74,9 +72,8 @@ def test_unwritable_log_refuses_operation(tmp_path: Path) -> None:
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock and never lets go
     slow = AuditLog(tmp_path / "audit.db", timeout=0.2, durable=False)
     ran = False
-    with pytest.raises(AuditError) as ei:
-        with slow.guard("secret.get", "svc/db", "alice"):
-            ran = True
+    with pytest.raises(AuditError) as ei, slow.guard("secret.get", "svc/db", "alice"):
+        ran = True
     assert not ran and "refused" in ei.value.title
     blocker.execute("ROLLBACK")
     assert log.size() == 2

@@ -23,7 +23,7 @@ from custody.errors import PolicyError
 
 FX = Path(__file__).parent / "fixtures" / "transcripts"
 sys.path.insert(0, str(FX.parent))
-import make_transcripts  # noqa: E402
+import make_transcripts
 
 TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 GOLDEN = ["rotate-root", "drill-exception", "rotate-root.tar"]

@@ -18,7 +18,7 @@ from ceremonies.transcript import (
 from custody.errors import PolicyError, TranscriptError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import make_transcripts as mt  # noqa: E402
+import make_transcripts as mt
 
 DAVE, ERIN = mt.key("dave"), mt.key("erin")
 TRUST = [TrustKey.of(DAVE)]
@@ -175,3 +175,18 @@ def _open_test_hsm(adapter, softhsm_token):
     if "home" in params:
         return adapter.open_hsm(cfg, Home(Path(conf).parent), pin)
     return adapter.open_hsm(cfg, pin)
+
+
+def test_resume_between_close_and_final_checkpoint(tmp_path: Path) -> None:
+    rec = new_recorder(tmp_path / "b")
+    finish(rec)
+    cps = tmp_path / "b" / "checkpoints.jsonl"
+    lines = cps.read_bytes().splitlines(keepends=True)
+    cps.write_bytes(b"".join(lines[:-1]))  # crash after the close event, before its checkpoint
+    assert not verify_bundle(tmp_path / "b", TRUST).ok
+    rec2 = Recorder.resume(tmp_path / "b", signer=DAVE)
+    assert rec2.needs_final_checkpoint
+    with pytest.raises(TranscriptError):
+        rec2.record("verify", "note", ERIN, {"text": "late"})
+    rec2.finish_close([DAVE, ERIN])
+    assert verify_bundle(tmp_path / "b", TRUST).ok

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +175,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"entries": entries, "total": n})
         return 0
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     for e in entries:
-        ts = datetime.fromtimestamp(e["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        ts = datetime.fromtimestamp(e["time"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         det = " ".join(f"{k}={v}" for k, v in e["details"].items())
         print(f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} {e['op']} {e['target']} {det}")
     return 0

@@ -10,13 +10,31 @@ from custody.audit.signers import Ed25519Signer, HsmSigner, Signer, TrustKey, pa
 from .bundle import BundleData, load_bundle, to_archive, write_dir
 from .guard import secret_findings
 from .model import Policy, RosterEntry, SignedPolicy, Threshold
-from .records import Approval, Checkpoint, Event, action_digest
 from .recorder import Recorder
+from .records import Approval, Checkpoint, Event, action_digest
 from .verify import CHECK_IDS, Report, verify_bundle
 
 __all__ = [
-    "Approval", "BundleData", "CHECK_IDS", "Checkpoint", "Ed25519Signer", "Event", "HsmSigner",
-    "Policy", "Recorder", "Report", "RosterEntry", "SignedPolicy", "Signer", "Threshold",
-    "TrustKey", "action_digest", "load_bundle", "parse_trust_key", "secret_findings",
-    "to_archive", "verify_bundle", "write_dir",
+    "CHECK_IDS",
+    "Approval",
+    "BundleData",
+    "Checkpoint",
+    "Ed25519Signer",
+    "Event",
+    "HsmSigner",
+    "Policy",
+    "Recorder",
+    "Report",
+    "RosterEntry",
+    "SignedPolicy",
+    "Signer",
+    "Threshold",
+    "TrustKey",
+    "action_digest",
+    "load_bundle",
+    "parse_trust_key",
+    "secret_findings",
+    "to_archive",
+    "verify_bundle",
+    "write_dir",
 ]

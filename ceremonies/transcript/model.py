@@ -106,7 +106,7 @@ class Sig:
         return d
 
     @classmethod
-    def from_json(cls, d: Any, *, keyed: bool = False) -> "Sig":
+    def from_json(cls, d: Any, *, keyed: bool = False) -> Sig:
         req = {"signer", "sig", "keyid"} if keyed else {"signer", "sig"}
         _keys(d, "signature", req)
         return cls(signer=_str(d["signer"], "signer"), sig=unhex(d["sig"], "sig"),
@@ -158,7 +158,7 @@ class RosterEntry:
                 "revoked_at": self.revoked_at}
 
     @classmethod
-    def from_json(cls, d: Any) -> "RosterEntry":
+    def from_json(cls, d: Any) -> RosterEntry:
         _keys(d, "roster entry", {"name", "role", "alg", "public", "fingerprint",
                                   "valid_from", "valid_until", "revoked_at"})
         try:
@@ -189,7 +189,7 @@ class Threshold:
         return {"role": self.role, "count": self.count}
 
     @classmethod
-    def from_json(cls, d: Any) -> "Threshold":
+    def from_json(cls, d: Any) -> Threshold:
         _keys(d, "threshold", {"role", "count"})
         try:
             return cls(role=_str(d["role"], "role"), count=_int(d["count"], "count"))
@@ -246,7 +246,7 @@ class Policy:
                 raise ValueError(f"close quorum names role {role!r} with no members")
 
     @classmethod
-    def new(cls, *, rng: Callable[[int], bytes] = os.urandom, **kw: Any) -> "Policy":
+    def new(cls, *, rng: Callable[[int], bytes] = os.urandom, **kw: Any) -> Policy:
         """A policy with a fresh 128-bit random ceremony id from *rng*."""
         return cls(ceremony_id=rng(16).hex(), **kw)
 
@@ -284,7 +284,7 @@ class Policy:
         return domain_hash(TAG_GENESIS, cid_bytes(self.ceremony_id), self.digest())
 
     @classmethod
-    def from_payload(cls, d: Any) -> "Policy":
+    def from_payload(cls, d: Any) -> Policy:
         """Raises FormatError for anything but a well-formed policy payload."""
         _keys(d, "policy", set(cls(ceremony_id="00" * 16, purpose="", kind="", created_at=0,
                                    roster=(), permissions={}).payload()))
@@ -336,7 +336,7 @@ class SignedPolicy:
     def signing_input(policy: Policy) -> bytes:
         return signing_input(TAG_POLICY_SIG, policy.ceremony_id, policy.payload())
 
-    def signed_by(self, *signers: Any) -> "SignedPolicy":
+    def signed_by(self, *signers: Any) -> SignedPolicy:
         """Add signatures of *signers* (objects following the Signer protocol)."""
         data = self.signing_input(self.policy)
         new = tuple(Sig(signer=s.name, keyid=fingerprint(s.public), sig=s.sign(data))
@@ -344,7 +344,7 @@ class SignedPolicy:
         return SignedPolicy(policy=self.policy, signatures=self.signatures + new)
 
     @classmethod
-    def from_json(cls, d: Any) -> "SignedPolicy":
+    def from_json(cls, d: Any) -> SignedPolicy:
         _keys(d, "policy.json", {"payload", "signatures"})
         return cls(policy=Policy.from_payload(d["payload"]),
                    signatures=parse_sigs(d["signatures"], keyed=True))

@@ -81,7 +81,7 @@ class Recorder:
     @classmethod
     def create(cls, path: str | os.PathLike[str], signed: SignedPolicy, *, signer: Any,
                mirror: str | os.PathLike[str] | None = None,
-               clock: Callable[[], float] | None = None, now: int | None = None) -> "Recorder":
+               clock: Callable[[], float] | None = None, now: int | None = None) -> Recorder:
         """Start a new bundle at *path* and record the ``ceremony.open`` event.
 
         Args:
@@ -115,7 +115,7 @@ class Recorder:
     @classmethod
     def resume(cls, path: str | os.PathLike[str], *, signer: Any,
                mirror: str | os.PathLike[str] | None = None,
-               clock: Callable[[], float] | None = None) -> "Recorder":
+               clock: Callable[[], float] | None = None) -> Recorder:
         """Re-open an interrupted bundle and continue its sequence.
 
         A torn last line (a write interrupted by a crash) is dropped: its action was never
@@ -144,7 +144,8 @@ class Recorder:
         except (ValueError, FormatError, OSError) as exc:
             raise TranscriptError(f"The transcript at {p} cannot be resumed: {exc}",
                                   "Verify it with 'custody transcript verify'; abort if damaged.") from exc
-        if rec.closed:
+        last = rec.checkpoints[-1] if rec.checkpoints else None
+        if rec.closed and last is not None and last.final and last.tree_size == rec.size:
             raise TranscriptError("The ceremony transcript is already closed",
                                   "Start a new ceremony instead.")
         if mirror is not None:
@@ -327,6 +328,32 @@ class Recorder:
         self.checkpoints.append(cp)
         return cp
 
+    @property
+    def needs_final_checkpoint(self) -> bool:
+        """True after a crash between ``ceremony.close`` and its final checkpoint."""
+        last = self.checkpoints[-1] if self.checkpoints else None
+        return self.closed and not (last is not None and last.final and last.tree_size == self.size)
+
+    def finish_close(self, signers: Sequence[Any], *, now: int | None = None) -> Checkpoint:
+        """Write the missing final checkpoint of a resumed, already-closed transcript.
+
+        Raises:
+            TranscriptError: nothing to finish, or it could not be written.
+            PolicyError: the signers do not meet the close quorum.
+        """
+        if not self.needs_final_checkpoint:
+            raise TranscriptError("There is no unfinished close to complete",
+                                  "Use close() to end an open ceremony.")
+        self._check_close_quorum(signers)
+        return self._checkpoint(list(signers), self._now(now), final=True)
+
+    def _check_close_quorum(self, signers: Sequence[Any]) -> None:
+        for role, n in self.policy.close_quorum.items():
+            have = {s.name for s in signers if (m := self.policy.member(s.name)) and m.role == role}
+            if len(have) < n:
+                raise PolicyError(f"The close needs {n} {plural(role, n)}, got {len(have)}",
+                                  "Nothing was recorded. Have the named roles sign the close.")
+
     def close(self, actor: Any, signers: Sequence[Any], *, outcome: str = "completed",
               summary: Mapping[str, Any] | None = None, now: int | None = None) -> Checkpoint:
         """Record ``ceremony.close`` and the final checkpoint signed by *signers*.
@@ -341,11 +368,7 @@ class Recorder:
         """
         if outcome not in ("completed", "aborted"):
             raise ValueError("outcome must be 'completed' or 'aborted'")
-        for role, n in self.policy.close_quorum.items():
-            have = {s.name for s in signers if (m := self.policy.member(s.name)) and m.role == role}
-            if len(have) < n:
-                raise PolicyError(f"The close needs {n} {plural(role, n)}, got {len(have)}",
-                                  "Nothing was recorded. Have the named roles sign the close.")
+        self._check_close_quorum(signers)
         body = {"outcome": outcome, "events": self.size + 1, **dict(summary or {})}
         ev = self.record("close", KIND_CLOSE, actor, body, now=now)
         return self._checkpoint(list(signers), ev.time, final=True)

@@ -84,7 +84,7 @@ class Event:
         return canonical_bytes(d)
 
     @classmethod
-    def from_json(cls, d: Any) -> "Event":
+    def from_json(cls, d: Any) -> Event:
         _keys(d, "event", EVENT_FIELDS)
         if not isinstance(d["body"], dict):
             raise FormatError("event body must be an object")
@@ -127,7 +127,7 @@ class Approval:
         return d
 
     @classmethod
-    def from_json(cls, d: Any) -> "Approval":
+    def from_json(cls, d: Any) -> Approval:
         _keys(d, "approval", APPROVAL_FIELDS)
         unhex(d["action_digest"], "action digest", 32)
         unhex(d["nonce"], "nonce", 16)
@@ -141,7 +141,7 @@ class Approval:
     @classmethod
     def create(cls, signer: Any, *, ceremony_id: str, action: str, action_id: str,
                digest: str, now: int, window: int = 600,
-               rng: Callable[[int], bytes] = os.urandom) -> "Approval":
+               rng: Callable[[int], bytes] = os.urandom) -> Approval:
         """Sign an approval with *signer* (Signer protocol) valid for *window* seconds.
 
         Raises:
@@ -184,7 +184,7 @@ class Checkpoint:
         return canonical_bytes(d)
 
     @classmethod
-    def from_json(cls, d: Any) -> "Checkpoint":
+    def from_json(cls, d: Any) -> Checkpoint:
         _keys(d, "checkpoint", CHECKPOINT_FIELDS)
         if not isinstance(d["consistency"], list) or not isinstance(d["final"], bool):
             raise FormatError("checkpoint consistency/final malformed")

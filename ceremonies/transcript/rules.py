@@ -159,19 +159,21 @@ class Rules:
             ok = sorted(n for n in signers if (m := p.member(n)) and m.role == q.role)
             target = ev.body.get("resume_at")
             if len(ok) < q.count:
-                return [("script-order", f"{where}: exception co-signed by {len(ok)}/{q.count} "
-                                         f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})")]
+                msg = (f"{where}: exception co-signed by {len(ok)}/{q.count} "
+                       f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})")
+                return [("script-order", msg)]
             if target not in p.script:
                 return [("script-order", f"{where}: exception resumes at unknown step {target!r}")]
             s.allow_jump = target
-            self.info.append(("script-order", f"exception at event {ev.seq}: resume at {target} "
-                                              f"({ev.body.get('reason', '')}) by {', '.join(ok)}"))
+            msg = (f"exception at event {ev.seq}: resume at {target} "
+                   f"({ev.body.get('reason', '')}) by {', '.join(ok)}")
+            self.info.append(("script-order", msg))
             return []
         if ev.kind == KIND_CLOSE:
             if ev.body.get("outcome") == "completed" and s.cursor != len(p.script) - 1:
                 at = p.script[s.cursor] if s.cursor >= 0 else "start"
-                return [("script-order", f"{where}: closed as completed at step {at}, "
-                                         "before the end of the script")]
+                msg = f"{where}: closed as completed at step {at}, before the end of the script"
+                return [("script-order", msg)]
             return []
         if ev.kind in META_KINDS:  # ceremony.open
             return []
@@ -185,8 +187,8 @@ class Rules:
             s.allow_jump = None
             return []
         after = p.script[prev] if prev >= 0 else "start"
-        return [("script-order", f"{where}: step {ev.step} out of order after {after} "
-                                 "without a co-signed exception")]
+        msg = f"{where}: step {ev.step} out of order after {after} without a co-signed exception"
+        return [("script-order", msg)]
 
 
 def open_body(policy: Policy) -> dict[str, Any]:
@@ -194,4 +196,4 @@ def open_body(policy: Policy) -> dict[str, Any]:
     return {"policy_digest": policy.digest().hex(), "purpose": policy.purpose}
 
 
-__all__ = ["Rules", "Finding", "open_body", "plural", "KIND_OPEN"]
+__all__ = ["KIND_OPEN", "Finding", "Rules", "open_body", "plural"]

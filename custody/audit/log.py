@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from custody.audit.records import (
+    CHECKPOINT_TYPE,
     OUTCOMES,
     PROOF_TYPE,
     TAG_HMAC,
-    CHECKPOINT_TYPE,
     AuditReport,
     chain_hash,
     genesis,
@@ -96,14 +96,14 @@ class AuditLog:
                              "Check the path, permissions and free space.") from exc
 
     @classmethod
-    def for_home(cls, home: Any, **kw: Any) -> "AuditLog":
+    def for_home(cls, home: Any, **kw: Any) -> AuditLog:
         """The log of a custody home (``home.root / "audit.db"``)."""
         return cls(Path(home.root) / AUDIT_DB, **kw)
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

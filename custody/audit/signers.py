@@ -51,7 +51,7 @@ class Ed25519Signer:
     key: Ed25519PrivateKey = field(repr=False)
 
     @classmethod
-    def from_seed(cls, name: str, seed: bytes) -> "Ed25519Signer":
+    def from_seed(cls, name: str, seed: bytes) -> Ed25519Signer:
         """A deterministic key from a 32-byte seed (tests and fixtures only)."""
         return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
 
@@ -124,7 +124,7 @@ class TrustKey:
         return {"alg": self.alg, "public": self.public.hex(), "name": self.name}
 
     @classmethod
-    def of(cls, signer: Signer) -> "TrustKey":
+    def of(cls, signer: Signer) -> TrustKey:
         return cls(name=signer.name, alg=signer.alg, public=signer.public)
 
 
