@@ -438,6 +438,280 @@ class HomeServices:
         )
 
     def _custodians(self, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
+        """Enrolled custodians with their last passed drill (roster + drills tables).
+
+        Returns None while nobody is enrolled ("no roster yet").
+        """
+        from ceremonies.participants import Roster
+        from custody.store import Store
+
+        store = Store.open(self._home().db_path)
+        try:
+            ts = int(now.timestamp())
+            members = [m for m in Roster(store).members(include_revoked=False)
+                       if m.role == "custodian"]
+            if not members:
+                return None
+            rows = []
+            for m in members:
+                last = store.query("SELECT MAX(passed_at) FROM drills WHERE custodian=?", (m.name,))
+                at = last[0][0] if last and last[0][0] is not None else None
+                if at is None:
+                    rows.append(CustodianRow(name=m.name, role="custodian", last_drill="never",
+                                             status="drill due"))
+                    continue
+                fresh = ts - at <= cfg.drill_period_days * 86400
+                rows.append(CustodianRow(
+                    name=m.name, role="custodian",
+                    last_drill=datetime.fromtimestamp(at, UTC).date().isoformat(),
+                    status="ok" if fresh else "drill due"))
+            return tuple(rows)
+        finally:
+            store.close()
+
+    def inventory(self) -> tuple[KeyRow, ...]: ...
+    def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView: ...
+    def export_report(self, view: AuditView, path: str) -> Path: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _PinBox:
+    """Holds the token PIN for this process. Never printed, never on a reactive."""
+
+    __slots__ = ("_pin", "_lock")
+
+    def __init__(self) -> None:
+        self._pin: str | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "_PinBox(<set>)" if self._pin is not None else "_PinBox(<empty>)"
+
+    def get(self) -> str | None:
+        with self._lock:
+            return self._pin
+
+    def set(self, pin: str | None) -> None:
+        with self._lock:
+            self._pin = pin
+
+
+def _date(iso: str) -> str:
+    return iso[:10] if iso else ""
+
+
+def _age_days(created: str, now: datetime) -> int:
+    return (now - datetime.fromisoformat(created)).days
+
+
+def rotation_rows(keks: Sequence[KeyRow], roots: Sequence[KeyRow], branches: dict[str, Any],
+                  now: datetime) -> tuple[RotationRow, ...]:
+    """Rotations per KEK branch and the root, evaluated by :mod:`custody.policy`."""
+    from custody import policy
+
+    ages = []
+    current = {k.branch: k for k in (*roots, *keks) if k.state == "active"}
+    for key in (*sorted(branches), "root"):
+        k = current.get(key)
+        ages.append(policy.KeyAge(key=key, version=k.version if k else None,
+                                  created=datetime.fromisoformat(k.created) if k else None))
+    rows = []
+    for item in policy.evaluate(ages, branches, now):
+        rows.append(RotationRow(
+            key=f"{item.key}/v{item.version}" if item.version is not None else f"{item.key}/-",
+            key_class=item.key_class, period_days=item.period_days,
+            last_rotation=_date(item.created.isoformat()) if item.created else "never",
+            due=_date(item.due_at.isoformat()) if item.due_at else "now",
+            days_left=item.days_left if item.days_left is not None else 0, status=item.status))
+    return tuple(rows)
+
+
+def alerts_for(view_hsm: HsmView, rotations: Sequence[RotationRow], keks: Sequence[KeyRow],
+               roots: Sequence[KeyRow], dev_root: bool, custodians: Any) -> tuple[Alert, ...]:
+    out: list[Alert] = []
+    if view_hsm.state == "unreachable":
+        out.append(Alert(level="error", text=f"Token unreachable: {view_hsm.detail}", hint=view_hsm.hint))
+    elif view_hsm.state == "not checked":
+        out.append(Alert(level="info", text="Token not checked: no PIN given",
+                         hint="Press p to enter the token PIN."))
+    if not roots:
+        out.append(Alert(level="warning", text="No root key yet",
+                         hint="Run the generate ceremony."))
+    if dev_root:
+        out.append(Alert(level="warning", text="Development root key: no recovery shares",
+                         hint="Run the generate ceremony before storing real data."))
+    for r in rotations:
+        if r.status == "overdue":
+            out.append(Alert(level="error", text=f"{r.key} rotation overdue by {-r.days_left}d",
+                             hint="Rotate the KEK (custody kek rotate), then re-key."))
+        elif r.status == "missing":
+            what = r.key.split('/')[0]
+            out.append(Alert(level="warning", text=f"No active key yet for {what}",
+                             hint="Create one with custody kek rotate." if what != "root"
+                             else "Run the generate ceremony."))
+        elif r.status == "due":
+            out.append(Alert(level="warning", text=f"{r.key} rotation due today",
+                             hint="Rotate it now (custody kek rotate, or the rotate-root ceremony)."))
+        elif r.status == "upcoming":
+            out.append(Alert(level="warning", text=f"{r.key} rotation due in {r.days_left}d",
+                             hint="Plan the rotation."))
+    for k in keks:
+        if k.state != "active" and k.objects:
+            out.append(Alert(level="warning", text=f"{k.name} ({k.state}) still wraps {k.objects} objects",
+                             hint="Run custody rekey run to move them to the current version."))
+    if custodians is None:
+        out.append(Alert(level="info", text="No custodian roster yet",
+                         hint="Custodians appear after the generate ceremony."))
+    return tuple(out)
+
+
+def _kek_rows(st: dict[str, Any], branches: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
+    rows = []
+    for k in st.get("keks", []):
+        bp = branches.get(k["branch"])
+        due, left = "", None
+        if bp is not None and k["state"] == "active":
+            d = datetime.fromisoformat(k["created"]) + timedelta(days=bp.period_days)
+            due, left = _date(d.isoformat()), (d - now).days
+        rows.append(KeyRow(
+            name=f"{k['branch']}/v{k['version']}", branch=k["branch"], version=k["version"],
+            key_class=bp.key_class if bp else "-", state=k["state"], kcv=k["kcv"],
+            created=k["created"], age_days=_age_days(k["created"], now), objects=k["objects"],
+            due=due, days_left=left,
+            extra=(Field(label="wrapped under", value=f"root/v{k['root_version']}"),),
+        ))
+    return tuple(rows)
+
+
+def _root_rows(st: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
+    return tuple(
+        KeyRow(name=f"root/v{r['version']}", branch="root", version=r["version"], key_class="-",
+               state=r["state"], kcv=r["kcv"], created=r["created"],
+               age_days=_age_days(r["created"], now), objects=0,
+               extra=(Field(label="epoch", value=str(r["epoch"]) if r["epoch"] is not None else "none (dev root)"),
+                      Field(label="recovery blob", value="stored" if r["has_blob"] else "none")))
+        for r in st.get("roots", [])
+    )
+
+
+def _hsm_view(st: dict[str, Any]) -> HsmView:
+    h = st["hsm"]
+    state = {True: "ok", False: "unreachable", None: "not checked"}[h.get("reachable")]
+    tok = h.get("token") or {}
+    return HsmView(
+        state=state, token_label=h["token_label"], module=h["module"], embedded=h["embedded"],
+        detail=h.get("error") or h.get("note", ""), hint=h.get("hint", ""),
+        token=tuple(Field(label=k, value=str(v)) for k, v in tok.items()),
+        root_keys_on_token=tuple(h.get("root_keys_on_token", ())),
+    )
+
+
+# --------------------------------------------------------------------------- real services
+
+
+class HomeServices:
+    """Services over a real custody home (SQLite store + PKCS#11 token)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pin = _PinBox()
+        self._pin_loaded = False
+
+    def __repr__(self) -> str:
+        return f"HomeServices(home={str(self.settings.home)!r})"
+
+    def _home(self):  # -> custody.config.Home
+        from custody.config import Home
+
+        return Home(self.settings.home)
+
+    def _load_pin(self) -> str | None:
+        if not self._pin_loaded:
+            from custody.secretsource import read_secret
+
+            self._pin_loaded = True
+            if self.settings.pin_file is not None or os.environ.get("CUSTODY_PIN"):
+                self._pin.set(read_secret(
+                    what="token user PIN",
+                    file=self.settings.pin_file, file_key="pin", env="CUSTODY_PIN", prompt=False,
+                ))
+        return self._pin.get()
+
+    def has_pin(self) -> bool:
+        try:
+            return self._load_pin() is not None
+        except CustodyError:
+            return False
+
+    def login(self, pin: str) -> None:
+        """Check *pin* against the token, and keep it for this session only if it works.
+
+        Raises:
+            ConfigError: no deployment. HsmError: wrong/locked PIN or token unavailable.
+            UsageError: an empty PIN.
+        """
+        if not pin:
+            raise UsageError("No PIN entered", "Type the token user PIN, or press Escape.")
+        from custody.deployment import open_hsm
+
+        home = self._home()
+        hsm = open_hsm(home, home.load(), pin)
+        hsm.close()
+        self._pin.set(pin)
+        self._pin_loaded = True
+
+    def _status(self) -> dict[str, Any]:
+        from custody.status import deployment_status
+
+        home = self._home()
+        now = self.settings.clock()
+        pin = None
+        pin_error: CustodyError | None = None
+        try:
+            pin = self._load_pin()
+        except CustodyError as err:
+            pin_error = err
+        try:
+            st = deployment_status(home, pin, now=now)
+        except ConfigError:
+            raise
+        except CustodyError as err:
+            if pin is None:
+                raise
+            # The token failed part-way; show the store's view, and the token as unreachable.
+            st = deployment_status(home, None, now=now)
+            st["hsm"].update(reachable=False, error=err.title, hint=err.hint)
+        if pin_error is not None:
+            st["hsm"].update(reachable=False, error=pin_error.title, hint=pin_error.hint)
+        return st
+
+    def _config(self):
+        return self._home().load()
+
+    def dashboard(self) -> DashboardView:
+        """Gather everything the dashboard shows.
+
+        Raises:
+            ConfigError: no deployment at the home. StorageError: the store cannot be read.
+        """
+        st = self._status()
+        now = self.settings.clock()
+        cfg = self._config()
+        keks = _kek_rows(st, cfg.branches, now)
+        roots = _root_rows(st, now)
+        rotations = rotation_rows(keks, roots, cfg.branches, now)
+        hsm = _hsm_view(st)
+        custodians = self._custodians(cfg, now)
+        return DashboardView(
+            deployment_id=st["deployment_id"], home=st["home"], now=now.isoformat(timespec="seconds"),
+            hsm=hsm, roots=roots, keks=keks, rotations=rotations, custodians=custodians,
+            alerts=alerts_for(hsm, rotations, keks, roots, st.get("dev_root", False), custodians),
+            objects=tuple(sorted(st.get("objects", {}).items())), dev_root=st.get("dev_root", False),
+        )
+
+    def _custodians(self, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
         """The custodian roster with last drills, once ceremonies record one; else None."""
         roster = self._home().root / "roster.json"
         if not roster.exists():
