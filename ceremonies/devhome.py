@@ -1,15 +1,15 @@
 """``make run``: set up (once) and open custody on the embedded default home.
 
-The first run creates a development deployment under ``.custody-home``: random token PINs
-in ``HOME/dev-pin`` (mode 0600, a development convenience only, like the demo's PIN file),
-a SoftHSMv2 token under the home, and a development root key. Later runs reuse it. At a
+The first run builds the home with ``custody demo``: a SoftHSMv2 token under the home, a
+root key made by a real generate ceremony (3-of-5 custodians), KEKs, 1,000 wrapped data keys,
+and the signed transcripts of every ceremony in the story. The token PIN is in
+``HOME/demo-pin`` (a demonstration convenience only). Later runs reuse the home. At a
 terminal it opens the TUI; otherwise it prints ``custody status``.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,22 +17,21 @@ from ceremonies.cli import main as cli_main
 
 
 def ensure_home(root: Path) -> Path:
-    """Create the development home if needed; return its PIN file."""
+    """Create the home with the demo story if needed; return its PIN file."""
     from custody.config import Home
 
-    home = Home(root)
-    pin_file = root / "dev-pin"
-    if home.exists():
+    pin_file = root / "demo-pin"
+    if Home(root).exists() and pin_file.exists():
         return pin_file
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not pin_file.exists():
-        fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"pin={secrets.token_hex(8)}\nso_pin={secrets.token_hex(8)}\n")
-    rc = cli_main(["init", "--home", str(root), "--pin-file", str(pin_file), "--dev-root"])
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(
+            f"error: {root} exists but is not a finished custody home\n"
+            f"hint: remove it (rm -r {root}) and run 'make run' again"
+        )
+    print(f"Setting up the embedded default home in {root} (runs 'custody demo' once)...")
+    rc = cli_main(["demo", "--home", str(root)])
     if rc != 0:
         raise SystemExit(rc)
-    print(f"(development home: the token PINs are in {pin_file})")
     return pin_file
 
 
@@ -41,11 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args[0] if args else ".custody-home").resolve()
     pin_file = ensure_home(root)
     base = ["--home", str(root), "--pin-file", str(pin_file)]
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        import importlib.util
-
-        if importlib.util.find_spec("tui.app") is not None:
-            return cli_main(["tui", *base])
+    if sys.stdin.isatty() and sys.stdout.isatty() and importlib.util.find_spec("tui.app"):
+        return cli_main(["tui", *base])
     return cli_main(["status", *base])
 
 

@@ -114,10 +114,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not st["roots"]:
         print("root        none yet (run 'custody ceremony generate')")
     for r in st["roots"]:
-        print(f"root/v{r['version']:<5} {r['state']:<18} kcv {r['kcv']}  age {r['age_days']}d")
+        name = f"root/v{r['version']}"
+        print(f"{name:<11} {r['state']:<18} kcv {r['kcv']}  age {r['age_days']}d")
     for k in st["keks"]:
-        print(f"{k['branch']}/v{k['version']:<{10 - len(k['branch'])}} {k['state']:<18} "
-              f"kcv {k['kcv']}  age {k['age_days']}d  objects {k['objects']}")
+        name = f"{k['branch']}/v{k['version']}"
+        print(f"{name:<11} {k['state']:<18} kcv {k['kcv']}  age {k['age_days']}d  "
+              f"objects {k['objects']}")
     total = sum(st["objects"].values())
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(st["objects"].items())) or "none"
     print(f"objects     {total} wrapped ({detail})")
