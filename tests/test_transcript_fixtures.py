@@ -116,3 +116,12 @@ def test_recorder_refuses_what_verifier_rejects(variant: str, tmp_path: Path) ->
     with pytest.raises(PolicyError) as ei:
         make_transcripts.rotate_ceremony(tmp_path / "b", variant, checked=True)
     assert "Refused to record" in ei.value.title
+
+
+def test_unsigned_bytes_shortcut_matches_full_serialisation() -> None:
+    for name in ("rotate-root", "drill-exception"):
+        for ln in (FX / "golden" / name / "events.jsonl").read_bytes().splitlines():
+            fast = Event.from_canonical_line(ln, json.loads(ln))
+            slow = Event.from_json(json.loads(ln))
+            assert fast.unsigned_bytes is not None
+            assert fast.signing_input("00" * 16) == slow.signing_input("00" * 16)

@@ -20,7 +20,7 @@ from custody.errors import AuditError, UsageError
 HSM_AUDIT_LABEL = "audit"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("audit", help="verify, prove and checkpoint the operational audit log")
     a = p.add_subparsers(dest="audit_cmd", metavar="ACTION", required=True)
 

@@ -14,7 +14,7 @@ from ceremonies.cli.common import add_json, emit_json
 from custody.errors import IntegrityError, UsageError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("transcript", help="verify and show ceremony transcript bundles (offline)")
     tsub = p.add_subparsers(dest="transcript_cmd", metavar="ACTION", required=True)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from custody.audit.signers import TrustKey, verify_signature
-from custody.canonical import is_canonical
+from custody.canonical import canonical_bytes
 from custody.errors import IntegrityError
 from custody.merkle import MerkleTree, verify_consistency
 
@@ -56,21 +56,25 @@ def _split(raw: bytes, name: str, problems: list[str]) -> list[bytes]:
     return lines
 
 
-def _load(line: bytes, what: str, problems: list[str]) -> Any:
+def _load(line: bytes, what: str, problems: list[str]) -> tuple[Any, bool]:
     try:
         obj = json.loads(line)
     except ValueError:
         problems.append(f"{what} is not JSON")
-        return None
-    if not is_canonical(line):
+        return None, False
+    try:
+        canonical = canonical_bytes(obj) == line
+    except (ValueError, TypeError):
+        canonical = False
+    if not canonical:
         problems.append(f"{what} is not RFC 8785 canonical")
-    return obj
+    return obj, canonical
 
 
 def parse(data: BundleData) -> Parsed:
     """Parse a bundle; never raises, every defect lands in ``problems`` (check canonical)."""
     out = Parsed(problems=list(data.problems))
-    obj = _load(data.policy, "policy.json", out.problems)
+    obj, _ = _load(data.policy, "policy.json", out.problems)
     if obj is not None:
         try:
             out.signed = SignedPolicy.from_json(obj)
@@ -79,15 +83,15 @@ def parse(data: BundleData) -> Parsed:
     out.lines = _split(data.events, "events.jsonl", out.problems)
     for i, ln in enumerate(out.lines):
         ev = None
-        o = _load(ln, f"events.jsonl line {i + 1}", out.problems)
+        o, canonical = _load(ln, f"events.jsonl line {i + 1}", out.problems)
         if o is not None:
             try:
-                ev = Event.from_json(o)
+                ev = Event.from_canonical_line(ln, o) if canonical else Event.from_json(o)
             except (FormatError, ValueError, TypeError) as exc:
                 out.problems.append(f"events.jsonl line {i + 1}: {exc}")
         out.events.append(ev)
     for i, ln in enumerate(_split(data.checkpoints, "checkpoints.jsonl", out.problems)):
-        o = _load(ln, f"checkpoints.jsonl line {i + 1}", out.problems)
+        o, _ = _load(ln, f"checkpoints.jsonl line {i + 1}", out.problems)
         if o is not None:
             try:
                 out.checkpoints.append(Checkpoint.from_json(o))

@@ -73,7 +73,8 @@ def _str(v: Any, what: str) -> str:
     return v
 
 
-def _keys(d: Any, what: str, required: set[str], optional: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+def _keys(d: Any, what: str, required: set[str],
+          optional: frozenset[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise FormatError(f"{what} must be an object")
     missing, extra = required - d.keys(), d.keys() - required - optional

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from custody.canonical import canonical_bytes, domain_hash
@@ -69,6 +69,7 @@ class Event:
     actor: str
     body: Mapping[str, Any]
     signatures: tuple[Sig, ...] = ()
+    unsigned_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     def unsigned(self) -> dict[str, Any]:
         return {"seq": self.seq, "prev": self.prev.hex(), "ceremony": self.ceremony,
@@ -76,7 +77,25 @@ class Event:
                 "body": self.body}
 
     def signing_input(self, ceremony_id: str) -> bytes:
+        if self.unsigned_bytes is not None:
+            return domain_hash(TAG_EVENT_SIG, cid_bytes(ceremony_id), self.unsigned_bytes)
         return signing_input(TAG_EVENT_SIG, ceremony_id, self.unsigned())
+
+    @classmethod
+    def from_canonical_line(cls, line: bytes, obj: Any) -> "Event":
+        """Parse a line already known to be canonical, keeping its unsigned bytes.
+
+        In RFC 8785 form the top-level ``"signatures"`` member sits between ``"seq"`` and
+        ``"step"`` and its array holds only flat objects of strings, so cutting
+        ``,"signatures":[...]`` out of the line yields exactly canonical(event without
+        signatures) — one serialisation saved per event on verification.
+        """
+        ev = cls.from_json(obj)
+        i = line.rfind(b',"signatures":[')
+        j = line.find(b'],"step":', i)
+        if i < 0 or j < 0:
+            return ev
+        return replace(ev, unsigned_bytes=line[:i] + line[j + 1:])
 
     def to_line(self) -> bytes:
         d = self.unsigned()

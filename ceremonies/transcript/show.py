@@ -126,10 +126,10 @@ def render_html(data: BundleData, report: Report | None = None) -> str:
             for k, v in head.items()) + "</dl>")
     if report is not None:
         parts.append("<h2>Verification</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>")
-        for r in report.results:
-            cls = "ok" if r.ok else "fail"
-            detail = "<br>".join(e(x) for x in (r.notes if r.ok else r.problems))
-            parts.append(f"<tr><td>{e(r.id)}</td><td class=\"{cls}\">{'PASS' if r.ok else 'FAIL'}"
+        for c in report.results:
+            cls = "ok" if c.ok else "fail"
+            detail = "<br>".join(e(x) for x in (c.notes if c.ok else c.problems))
+            parts.append(f"<tr><td>{e(c.id)}</td><td class=\"{cls}\">{'PASS' if c.ok else 'FAIL'}"
                          f"</td><td>{detail}</td></tr>")
         parts.append("</table>")
     parts.append("<h2>Timeline</h2><table><tr><th>seq</th><th>time</th><th>step</th><th>kind</th>"
