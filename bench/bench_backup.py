@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custody import backup, backup_rekey  # noqa: E402
-from custody.config import Home  # noqa: E402
-from custody.deployment import Deployment, init_deployment  # noqa: E402
+from custody import backup, backup_rekey
+from custody.config import Home
+from custody.deployment import Deployment, init_deployment
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         src = work / "src.bin"
         block = os.urandom(64 << 20)
         with open(src, "wb") as fh:
-            for i in range(0, a.mib, 64):
-                fh.write(block[:min(64, a.mib - i) << 20])
+            fh.writelines(block[:min(64, a.mib - i) << 20] for i in range(0, a.mib, 64))
         bk = work / "b.cbk"
         backup.create(h, src, bk)
         src.unlink()
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rep {r}: {which:<5} {(cp_t if which == 'cp' else rk_t)[-1]:.2f} s"
                       f"{' (cold cache)' if cold else ''}")
         cm, rm = statistics.median(cp_t), statistics.median(rk_t)
-        mib_s = lambda t: a.mib / t  # noqa: E731
+        mib_s = lambda t: a.mib / t
         print(f"full re-encrypt of {a.mib} MiB: median {rm:.2f} s ({mib_s(rm):,.0f} MiB/s); "
               f"cp+sync {cm:.2f} s ({mib_s(cm):,.0f} MiB/s); ratio {cm / rm:.2f} "
               f"of cp+sync throughput (target >= 0.80)")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from custody import envelope, rekey  # noqa: E402
-from custody.config import Home  # noqa: E402
-from custody.deployment import Deployment, init_deployment  # noqa: E402
-from custody.hierarchy import iso, object_context, object_digest, utcnow  # noqa: E402
+from custody import envelope, rekey
+from custody.config import Home
+from custody.deployment import Deployment, init_deployment
+from custody.hierarchy import iso, object_context, object_digest, utcnow
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 

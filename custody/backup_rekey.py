@@ -22,8 +22,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custody import backup_format as bf
-from custody.backup import (BackupInfo, Write, _catalog, backup_key, fsync_dir, iter_chunks,
-                            read_exact, read_header, recover, storage_error, write_all)
+from custody.backup import (
+    BackupInfo,
+    Write,
+    _catalog,
+    backup_key,
+    fsync_dir,
+    iter_chunks,
+    read_exact,
+    read_header,
+    recover,
+    storage_error,
+    write_all,
+)
 from custody.errors import IntegrityError, PolicyError, StorageError
 from custody.hierarchy import KeyHierarchy
 

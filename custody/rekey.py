@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -122,7 +122,7 @@ def pending(store: Store, branch: str | None = None) -> list[tuple[str, int, int
     """``(branch, version, objects)`` for every non-active version that still wraps objects."""
     sql = ("SELECT o.branch, o.kek_version, COUNT(*) FROM objects o JOIN kek_versions k "
            "ON k.branch=o.branch AND k.version=o.kek_version WHERE k.state!=?")
-    params: tuple = (KeyState.ACTIVE,)
+    params: tuple[str, ...] = (KeyState.ACTIVE,)
     if branch is not None:
         sql += " AND o.branch=?"
         params += (branch,)
@@ -142,7 +142,7 @@ def measure_rate(store: Store, n: int = 2000) -> float:
     keys, writes the updates, then rolls the transaction back.
     """
     k = AESGCM(os.urandom(32))
-    rows = store.query("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,))
+    rows: list[Any] = list(store.query("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,)))
     if not rows:
         rows = [(0, os.urandom(16), envelope.seal(os.urandom(32), "data", 1, os.urandom(32),
                                                    b"x"))] * 200
@@ -241,7 +241,7 @@ def rewrap_batch(rows: list[tuple[int, bytes, bytes]], *, branch: str, old_versi
     nonces = os.urandom(envelope.NONCE_LEN * len(rows))
     decrypt = dec.decrypt
     encrypt = enc.encrypt
-    out = []
+    out: list[tuple[bytes, int, str, int, int]] = []
     append = out.append
     i = 0
     uid = b""
@@ -358,7 +358,8 @@ class _Runner:
             moved += move_version(self.hierarchy, lease, job_id, branch, v, to, batch=self.batch,
                                   clock=self.clock, progress=self.progress)
         secs = time.perf_counter() - t0
-        checked, failed = (0, ())
+        checked = 0
+        failed: tuple[str, ...] = ()
         if self.verify != "none":
             checked, failed = verify_branch(self.hierarchy, branch, to,
                                             sample=None if self.verify == "all" else self.sample)
@@ -385,7 +386,7 @@ def run(hierarchy: KeyHierarchy, config: Config, *, branch: str | None = None, d
         batch: int = DEFAULT_BATCH, wait: float = 0.0, verify: str = "sample",
         sample: int = DEFAULT_SAMPLE, progress: Progress | None = None,
         clock: Callable[[], datetime] | None = None,
-        audit: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
+        audit: Callable[[Mapping[str, Any]], None] | None = None) -> RunReport:
     """Run (or resume) re-key jobs, then advance staged retirement.
 
     Args:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import signal
 import subprocess
@@ -32,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.conftest import cli_env  # noqa: E402
-from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used  # noqa: E402
+from tests.conftest import cli_env
+from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
 
 
 @dataclass
@@ -105,8 +104,7 @@ def backup_crash(work: Path, *, mib: int, kills: int, seed: int, chunk: int = 1 
     home, pins = make_deployment(work, backup_kek=True)
     src = work / "src.bin"
     with open(src, "wb") as fh:
-        for _ in range(mib):
-            fh.write(rng.randbytes(1 << 20))
+        fh.writelines(rng.randbytes(1 << 20) for _ in range(mib))
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     bk = work / "b.cbk"
     cli(home, pins, "backup", "create", str(src), "--out", str(bk), "--chunk-size", str(chunk))

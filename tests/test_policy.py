@@ -119,7 +119,7 @@ def test_alert_hook_failure_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_rotate_due_cli_reports_and_alerts(tmp_path: Path) -> None:
-    home, pins = make_deployment(tmp_path / "d")
+    home, _pins = make_deployment(tmp_path / "d")
     hook = _hook(tmp_path, 0)
     cfg = (home / "custody.toml").read_text()
     (home / "custody.toml").write_text(cfg.replace("[policy]", f"[policy]\nalert_hook = {json.dumps(hook)}", 1))

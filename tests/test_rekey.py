@@ -49,7 +49,7 @@ def test_plan_run_verify_status_then_idempotent(rotated: tuple[Path, Path]) -> N
 
 
 def test_cancel_destroy_cli(rotated: tuple[Path, Path]) -> None:
-    home, pins = rotated
+    home, _pins = rotated
     out = cli_json(home, None, "rekey", "cancel-destroy", "--branch", "data", "--version", "1")
     assert out["state"] == "disabled"
     bad = cli(home, None, "rekey", "cancel-destroy", "--branch", "data", "--version", "2",

@@ -78,10 +78,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from ceremonies.cli.progress import progress_bar
     from custody import backup
 
-    with _open(args) as dep:
-        with progress_bar("restoring", max(os.path.getsize(args.file), 1),
-                          enabled=not args.json) as adv:
-            info = backup.restore(dep.hierarchy, Path(args.file), Path(args.out), progress=adv)
+    with _open(args) as dep, progress_bar("restoring", max(os.path.getsize(args.file), 1),
+                      enabled=not args.json) as adv:
+        info = backup.restore(dep.hierarchy, Path(args.file), Path(args.out), progress=adv)
     if args.json:
         common.emit_json({"ok": True, **_info(info), "out": args.out})
     else:
@@ -93,10 +92,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ceremonies.cli.progress import progress_bar
     from custody import backup
 
-    with _open(args) as dep:
-        with progress_bar("verifying", max(os.path.getsize(args.file), 1),
-                          enabled=not args.json) as adv:
-            info = backup.verify(dep.hierarchy, Path(args.file), progress=adv)
+    with _open(args) as dep, progress_bar("verifying", max(os.path.getsize(args.file), 1),
+                      enabled=not args.json) as adv:
+        info = backup.verify(dep.hierarchy, Path(args.file), progress=adv)
     if args.json:
         common.emit_json({"ok": True, **_info(info)})
     else:
