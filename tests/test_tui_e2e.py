@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
 
 pytestmark = [pytest.mark.hsm,

@@ -11,18 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tui.app import make_app  # noqa: E402
-from tui.screens.auditor import AuditorScreen  # noqa: E402
-from tui.screens.dashboard import DashboardScreen  # noqa: E402
-from tui.screens.keys import KeysScreen  # noqa: E402
-from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt  # noqa: E402
-from tui.services import Settings  # noqa: E402
+from tui.app import make_app
+from tui.screens.auditor import AuditorScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.keys import KeysScreen
+from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt
+from tui.services import Settings
 
 pytestmark = pytest.mark.hsm
 FIX = ROOT / "tests" / "fixtures" / "transcripts"

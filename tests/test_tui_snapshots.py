@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tui.app import make_app  # noqa: E402
-from tui.services import (  # noqa: E402
+from tui.app import make_app
+from tui.services import (
     Alert,
     CustodianRow,
     DashboardView,

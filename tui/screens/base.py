@@ -26,6 +26,6 @@ class ItemTable(DataTable):
 
     BINDINGS = [Binding("enter", "select_cursor", "Open")]
 
-    def __init__(self, *, id: str, title: str) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str, title: str) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.border_title = title
