@@ -48,12 +48,14 @@ def deployment_status(home: Home, pin: str | None, *, now: datetime | None = Non
             else:
                 try:
                     info = hsm.info()
-                    out["hsm"]["reachable"] = True
                     out["hsm"]["token"] = {"manufacturer": info.manufacturer, "model": info.model,
                                            "serial": info.serial, "slot_id": info.slot_id}
                     out["hsm"]["root_keys_on_token"] = sorted(
                         f"{k.label}/v{k.version}" for k in hsm.list_keys("root")
                     )
+                    out["hsm"]["reachable"] = True
+                except CustodyError as err:
+                    out["hsm"].update(reachable=False, error=err.title, hint=err.hint)
                 finally:
                     hsm.close()
         h = KeyHierarchy(dep.store, None)
