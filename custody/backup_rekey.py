@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -39,6 +40,7 @@ from custody.errors import IntegrityError, PolicyError, StorageError
 from custody.hierarchy import KeyHierarchy
 
 DEFAULT_CHECKPOINT = 64 << 20
+_NBUF = 4
 
 
 def _paths(path: Path) -> tuple[Path, Path]:
@@ -156,33 +158,52 @@ def _stream(sfd: int, src: bf.Header, key_old: bytes, n: int, size: int, tmp: Pa
         os.lseek(ofd, new.length + start * step, os.SEEK_SET)
         ct = bytearray(step)
         pt = bytearray(src.chunk_size)
-        out = bytearray(step)
+        outs = [bytearray(step) for _ in range(_NBUF)]
+        busy: list[Future[None] | None] = [None] * _NBUF
+        checkpoints: list[Future[None]] = []
         since = 0
-        for i in range(start, n):
-            off = src.length + i * step
-            clen = min(step, size - off)
-            cv = memoryview(ct)[:clen]
-            read_exact(sfd, cv, off)
-            last = i == n - 1
-            pv = memoryview(pt)[:clen - bf.TAG]
-            try:
-                dec.decrypt_into(bf.nonce(src.prefix, i, last), cv, aad_old, pv)
-            except InvalidTag as exc:
-                raise bf._bad(f"chunk {i} of {n} failed to verify; nothing was replaced") from exc
-            ov = memoryview(out)[:clen]
-            enc.encrypt_into(bf.nonce(new.prefix, i, last), pv, aad_new, ov)
-            write_all(ofd, ov, write)
-            since += clen
-            if progress:
-                progress(len(pv))
-            if since >= checkpoint_bytes and not last:
-                os.fdatasync(ofd)
-                doc["chunks_done"] = i + 1
-                _write_state(state, doc)
-                since = 0
+        # One writer thread overlaps writes and checkpoint fdatasyncs with reading and
+        # crypto; it runs tasks in submission order, so a checkpoint covers every chunk
+        # submitted before it.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            for i in range(start, n):
+                off = src.length + i * step
+                clen = min(step, size - off)
+                cv = memoryview(ct)[:clen]
+                read_exact(sfd, cv, off)
+                last = i == n - 1
+                pv = memoryview(pt)[:clen - bf.TAG]
+                try:
+                    dec.decrypt_into(bf.nonce(src.prefix, i, last), cv, aad_old, pv)
+                except InvalidTag as exc:
+                    raise bf._bad(f"chunk {i} of {n} failed to verify; nothing was replaced") from exc
+                slot = i % _NBUF
+                prev = busy[slot]
+                if prev is not None:
+                    prev.result()  # the buffer is free again (re-raises a write error)
+                ov = memoryview(outs[slot])[:clen]
+                enc.encrypt_into(bf.nonce(new.prefix, i, last), pv, aad_new, ov)
+                busy[slot] = writer.submit(write_all, ofd, ov, write)
+                since += clen
+                if progress:
+                    progress(len(pv))
+                if since >= checkpoint_bytes and not last:
+                    checkpoints.append(writer.submit(_checkpoint, ofd, state, dict(doc), i + 1))
+                    since = 0
+                while checkpoints and checkpoints[0].done():
+                    checkpoints.pop(0).result()
+            for f in [*busy, *checkpoints]:
+                if f is not None:
+                    f.result()
         os.fsync(ofd)
     finally:
         os.close(ofd)
+
+
+def _checkpoint(ofd: int, state: Path, doc: dict[str, object], done: int) -> None:
+    os.fdatasync(ofd)
+    doc["chunks_done"] = done
+    _write_state(state, doc)
 
 
 def _verify_tmp(tmp: Path, new: bf.Header, key_new: bytes) -> None:
