@@ -37,6 +37,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                    "(repeat per custodian)")
     p.add_argument("--approval", action="append", default=[], metavar="FILE",
                    help="a signed approval file from 'custody ceremony approve' (repeat)")
+    p.add_argument("--sealed-share", action="append", default=[], metavar="BLOBFILE",
+                   help="a remote custodian's hand-in ('custody share send' to this "
+                   "ceremony's offer, see 'custody ceremony offer') (repeat)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a participant's NAME.pub.json to enrol (repeat)")
     p.add_argument("--revoke", action="append", default=[], metavar="NAME")
     _add_inputs(p)
+    p.add_argument("--request-out", metavar="FILE",
+                   help="write the approval request here (when a second super-admin must "
+                   "approve)")
     p.set_defaults(func=cmd_enrol)
 
     for kind, helptext in (("generate", "new root key, recovery key and shares"),
@@ -63,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--group-threshold", type=int, default=1, metavar="G")
         p.add_argument("--out", required=True, metavar="DIR",
                        help="where share, envelope and card files are written")
+        p.add_argument("--card-format", action="append", default=[], metavar="FMT",
+                       choices=("svg", "pdf", "png"),
+                       help="share card format: svg, pdf or png (repeat for several; "
+                       "default: svg and pdf)")
         _add_inputs(p)
         p.set_defaults(func=cmd_start, kind=kind)
 
@@ -70,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("drill", "custodians prove their shares in a scratch token"),
                            ("rotate-root", "new root version with custodian approvals")):
         p = cs.add_parser(kind, help=helptext)
-        _add_coord(p, pin=kind != "drill")
+        _add_coord(p)  # drill: PIN optional (needed only to hold shares between runs)
         _add_inputs(p)
         p.add_argument("--request-out", metavar="FILE",
                        help="write the approval request here (rotate-root)")
@@ -87,6 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_inputs(p)
     p.add_argument("--request-out", metavar="FILE")
     p.set_defaults(func=cmd_resume)
+
+    p = cs.add_parser("offer", help="a signed transport offer for a remote share hand-in")
+    p.add_argument("ceremony_id")
+    _add_coord(p)
+    p.add_argument("--ttl", type=int, default=900, metavar="SECONDS",
+                   help="validity (default 900, never past the ceremony's expiry)")
+    p.add_argument("--out", metavar="FILE", help="also write the offer text here")
+    p.set_defaults(func=cmd_offer)
 
     p = cs.add_parser("abort", help="roll back an unfinished ceremony")
     p.add_argument("ceremony_id")
@@ -144,6 +162,13 @@ def _inputs(args: argparse.Namespace) -> Any:
         except OSError as exc:
             raise ConfigError(f"Cannot read share {p} or its envelope {env.name}",
                               "Put NAME.envelope.json beside NAME.share.txt.") from exc
+    sealed = []
+    for f in getattr(args, "sealed_share", []) or []:
+        try:
+            sealed.append((Path(f).name, Path(f).read_text().strip()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the sealed share {f}",
+                              "Give the file written by 'custody share send --out'.") from exc
     approvals = []
     for f in getattr(args, "approval", []) or []:
         try:
@@ -151,7 +176,7 @@ def _inputs(args: argparse.Namespace) -> Any:
         except (OSError, ValueError, TranscriptError) as exc:
             raise ConfigError(f"{f} is not an approval file",
                               "Use a file written by 'custody ceremony approve'.") from exc
-    return Inputs(shares=shares, approvals=approvals)
+    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
 
 
 def _interactive_shares(out: Any) -> Any:
@@ -178,6 +203,25 @@ def _open(args: argparse.Namespace, *, pin: bool) -> Any:
     from custody.deployment import Deployment
 
     return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
+
+
+NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
+
+
+def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
+    import os
+
+    if kind not in NO_HSM_KINDS:
+        return True
+    return bool(getattr(args, "pin_file", None) or os.environ.get("CUSTODY_PIN"))
+
+
+def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
+    """Open the deployment for an existing ceremony, with the HSM when its kind needs it."""
+    with _open(args, pin=False) as dep:
+        rows = dep.store.query("SELECT kind FROM ceremonies WHERE id=?", (ceremony_id,))
+    kind = rows[0][0] if rows else "unknown"
+    return _open(args, pin=_wants_pin(args, kind))
 
 
 def _report(args: argparse.Namespace, out: Any) -> int:
@@ -275,10 +319,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     thresholds = None
     if kind in ("generate", "reshare"):
         params = {"custodians": list(args.custodian), "out": str(Path(args.out).resolve()),
+                  "card_formats": list(dict.fromkeys(args.card_format)) or ["svg", "pdf"],
                   **_scheme(args)}
     if kind == "emergency-rotate":
         params = {"reason": args.reason}
-    with _open(args, pin=kind != "drill") as dep:
+    with _open(args, pin=_wants_pin(args, kind)) as dep:
         if kind == "rotate-root":
             sset = active_share_set(dep.store)
             if sset is None:
@@ -293,16 +338,46 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from ceremonies.runner import CeremonyRunner
 
     signer = _signer(args)
-    with _open(args, pin=True) as dep:
+    with _open_for(args, args.ceremony_id) as dep:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
         return _drive(args, runner, _inputs(args))
+
+
+def cmd_offer(args: argparse.Namespace) -> int:
+    import time
+
+    from ceremonies.runner import CeremonyRunner
+    from custody.errors import UsageError
+    from custody.shares import card
+
+    if args.ttl <= 0:
+        raise UsageError("--ttl must be positive", "For example --ttl 900.")
+    signer = _signer(args)
+    with _open(args, pin=True) as dep:
+        runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
+        o = runner.offer(ttl=args.ttl)
+    if args.out:
+        Path(args.out).write_text(o["offer"] + "\n")
+    if args.json:
+        common.emit_json({"ok": True, "ceremony_id": args.ceremony_id, **o})
+        return 0
+    print(o["offer"])
+    print(card.qr_terminal(o["offer"].encode()), file=sys.stderr)
+    until = time.strftime("%H:%M:%S", time.localtime(o["expires"]))
+    print(f"offer for ceremony {args.ceremony_id}, epoch {o['epoch']}, step {o['step']}, "
+          f"valid until {until}; coordinator {o['coordinator']}", file=sys.stderr)
+    print("The custodian runs 'custody share send SHARE --envelope ENV --offer OFFER --trust "
+          "COORDINATOR.pub.json --out BLOB' and reads out the short authentication string; "
+          "'custody ceremony resume ID --sealed-share BLOB' prints the same words. Stop if "
+          "they differ.", file=sys.stderr)
+    return 0
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
     from ceremonies.runner import CeremonyRunner
 
     signer = _signer(args)
-    with _open(args, pin=True) as dep:
+    with _open_for(args, args.ceremony_id) as dep:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
         out = runner.abort(args.reason)
     _report(args, out)

@@ -126,9 +126,15 @@ class AwaitInput:
 
 @dataclass(frozen=True, slots=True)
 class Rollback:
-    """Undo everything this ceremony left behind, then close it as aborted."""
+    """Undo everything this ceremony left behind, then close it as aborted.
+
+    ``expired`` marks the rollback that :func:`plan` asks for when an unfinished ceremony
+    ran past ``expires_at``: the runner then refuses to continue and only an explicit abort
+    carries the rollback out (an expired ceremony is never silently resumed).
+    """
 
     reason: str
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +164,7 @@ def plan(state: CeremonyState, now: int) -> tuple[Effect, ...]:
     if state.finished:
         return ()
     if not state.committed and now >= state.expires_at:
-        return (Rollback("the ceremony expired before it was finalised"),)
+        return (Rollback("the ceremony expired before it was finalised", expired=True),)
     step = state.next_step
     if step is None:
         return (CloseTranscript(),)

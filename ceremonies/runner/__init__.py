@@ -60,7 +60,16 @@ KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a s
 
 
 class SecretLost(CeremonyError):
-    """A step needs the recovery key, but it died with an earlier process."""
+    """A step needs the recovery key, but it died with an earlier process.
+
+    The runner refuses to continue (nothing is recorded or changed); ``custody ceremony
+    abort ID`` then removes everything the ceremony created.
+    """
+
+
+class CeremonyExpired(CeremonyError):
+    """An unfinished ceremony ran past its ``ceremony_expiry_minutes``; it can only be
+    aborted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +87,9 @@ class Inputs:
 
     shares: Sequence[ShareInput] = ()
     approvals: Sequence[Approval] = ()
+    sealed: Sequence[tuple[str, str]] = field(default=(), repr=False)
+    """Remote hand-ins: (source, ``custody-blob:...`` text) sealed to one of this
+    ceremony's transport offers (:meth:`CeremonyRunner.offer`)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -304,25 +316,26 @@ class CeremonyRunner:
             if not effects:
                 return self.outcome()
             eff = effects[0]
+            if isinstance(eff, Rollback) and eff.expired:
+                self.check_live()
             if isinstance(eff, Rollback):
                 return self._rollback(eff.reason)
             if isinstance(eff, CloseTranscript):
                 return self._close()
             step = eff.step
             if isinstance(eff, AwaitInput):
-                have = inputs.shares if eff.what == "shares" else inputs.approvals
+                have = ([*inputs.shares, *inputs.sealed] if eff.what == "shares"
+                        else inputs.approvals)
                 if not have:
                     return self.outcome(awaiting=eff.what, step=step)
             handler = steps.handler(self.state.kind, step)
+            steps.precheck(self, step)  # refuses (SecretLost) before anything is recorded
             begun = self.state.in_flight == step
             if not begun:
                 self.record("step.begin", {}, step=step)
                 self._apply(Begin(step))
             self._kill_hook(step)
-            try:
-                facts = handler(self, inputs)
-            except SecretLost as exc:
-                return self._rollback(exc.title)
+            facts = handler(self, inputs)  # SecretLost propagates: resume refuses, abort undoes
             if facts is steps.WAIT:
                 self.record("step.waiting", {"needs": INPUT_STEPS[step]}, step=step)
                 self._apply(Waiting(step))
@@ -346,7 +359,43 @@ class CeremonyRunner:
             c.execute("UPDATE ceremonies SET state=?, updated=? WHERE id=?",
                       (state, self.clock(), self.ceremony_id))
 
+    def check_live(self) -> None:
+        """Refuse to continue an unfinished ceremony that ran past its expiry.
+
+        Raises:
+            CeremonyExpired: not committed and ``now >= expires_at``.
+        """
+        now = self.clock()
+        if not self.state.committed and now >= self.state.expires_at:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.state.expires_at))
+            raise CeremonyExpired(
+                f"Ceremony {self.ceremony_id} ({self.state.kind}) expired at {when} before it "
+                "was finalised", f"It cannot be resumed. Roll it back with 'custody ceremony "
+                f"abort {self.ceremony_id}', then start a new one.")
+
+    def offer(self, *, ttl: int = 900) -> dict[str, Any]:
+        """Make a signed transport offer for a remote share hand-in (see
+        :mod:`custody.shares.transport`), bound to this ceremony and the epoch of the share
+        set its waiting step collects. Its private half is sealed at rest under the
+        ceremony's hold key on the HSM and is destroyed when the ceremony closes or aborts.
+
+        Returns:
+            ``{"offer": text, "epoch", "expires", "step", "coordinator"}`` (all public).
+
+        Raises:
+            CeremonyError: the ceremony is not waiting for shares.
+            CeremonyExpired: the ceremony expired.
+            UsageError: the HSM is not open (no PIN).
+        """
+        from ceremonies.runner import steps
+
+        self.check_live()
+        return steps.make_offer(self, ttl=ttl)
+
     def _close(self) -> Outcome:
+        from ceremonies.runner import steps
+
+        steps.drop_held(self, None)
         cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
         self._apply(Close("completed"))
         self._finish_row("closed")
@@ -395,5 +444,6 @@ def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
                  expires=r[6]) for r in rows]
 
 
-__all__ = ["CeremonyRunner", "Inputs", "Outcome", "ShareInput", "SecretLost", "KILL_ENV",
+__all__ = ["CeremonyRunner", "Inputs", "Outcome", "ShareInput", "SecretLost", "CeremonyExpired",
+           "KILL_ENV",
            "open_ceremonies", "roster_entries", "CustodyError"]

@@ -76,11 +76,190 @@ def _rk(r: Any) -> bytes:
     return rk
 
 
-def _secret_lost() -> Any:
+def _secret_lost(r: Any = None, step: str | None = None) -> Any:
     from ceremonies.runner import SecretLost
 
-    return SecretLost("The recovery key died with the interrupted process",
-                      "Nothing half-done is kept: the ceremony was rolled back. Start it again.")
+    cid = r.ceremony_id if r is not None else "ID"
+    where = f" (step {step})" if step else ""
+    return SecretLost(f"Ceremony {cid} cannot continue{where}: the recovery key or the shares "
+                      "it needs were only in the memory of the process that stopped",
+                      f"Nothing was changed. Roll it back with 'custody ceremony abort {cid}' "
+                      "(it removes every key, file and row this ceremony created), then start "
+                      "the ceremony again.")
+
+
+# ------------------------------------------------------------ held shares, sealed at rest
+# A waiting ceremony may receive its shares over several invocations. Accepted shares are
+# kept between invocations only as AES-256-GCM ciphertext (in the ceremony's ``pending``
+# row, never in the transcript) under a per-ceremony, non-extractable token key
+# ``hold-<id>/v1`` created on the deployment's HSM. The key is destroyed as soon as the
+# shares have been combined, and at close and abort, which crypto-shreds the ciphertext.
+HOLD_VERSION = 1
+
+
+def _hold_label(r: Any) -> str:
+    return "hold-" + hashlib.sha256(r.ceremony_id.encode()).hexdigest()[:16]
+
+
+def _hold_key(r: Any) -> str:
+    label = _hold_label(r)
+    if _token_has(r, label, HOLD_VERSION) is None:
+        r._save_pending(hold_key=label)  # recorded first, so a rollback finds it
+        _hsm(r).generate_aes_key(label, HOLD_VERSION, extractable=False)
+    return label
+
+
+def _aad(r: Any, what: str) -> bytes:
+    return f"custody/held/v1\n{r.ceremony_id}\n{what}".encode()
+
+
+def _seal(r: Any, what: str, data: bytes) -> dict[str, str]:
+    nonce, ct = _hsm(r).encrypt(_hold_key(r), HOLD_VERSION, data, _aad(r, what))
+    return {"nonce": nonce.hex(), "ct": ct.hex()}
+
+
+def _unseal(r: Any, what: str, doc: dict[str, str]) -> bytes:
+    label = r.pending.get("hold_key") or _hold_label(r)
+    try:
+        return bytes(_hsm(r).decrypt(label, HOLD_VERSION, bytes.fromhex(doc["nonce"]),
+                                     bytes.fromhex(doc["ct"]), _aad(r, what)))
+    except KeyNotFound:
+        raise _secret_lost(r) from None
+
+
+def _held(r: Any, step: str) -> list[dict[str, Any]]:
+    return list(r.pending.get("held", {}).get(step, []))
+
+
+def _hold(r: Any, step: str, items: list[Any]) -> None:
+    """Seal newly accepted shares of *step* for a later invocation."""
+    held = dict(r.pending.get("held", {}))
+    rows = list(held.get(step, []))
+    for name, si in items:
+        rows.append({"custodian": name, "envelope": si.envelope.hex(),
+                     **_seal(r, f"{step}/{name}", si.text.encode())})
+    held[step] = rows
+    r._save_pending(held=held)
+
+
+def _unhold(r: Any, step: str) -> list[Any]:
+    from ceremonies.runner import ShareInput
+
+    return [ShareInput(source=h["custodian"], envelope=bytes.fromhex(h["envelope"]),
+                       text=_unseal(r, f"{step}/{h['custodian']}", h).decode())
+            for h in _held(r, step)]
+
+
+def drop_held(r: Any, step: str | None) -> list[str]:
+    """Forget the held shares of *step* (all when None); destroy the hold key once nothing
+    is held and no offer is open (always when *step* is None). Returns what was undone."""
+    undone: list[str] = []
+    held = dict(r.pending.get("held", {}))
+    for k in ([step] if step else list(held)):
+        if held.pop(k, None):
+            undone.append(f"forgot the shares held for {k}")
+    if step is None:
+        r.pending.pop("offers", None)
+    label = r.pending.get("hold_key")
+    if label and not held and (step is None or not r.pending.get("offers")):
+        try:
+            if r.dep.hsm is not None:
+                r.dep.hsm.destroy_key(label, HOLD_VERSION)
+                undone.append("destroyed the ceremony's hold key (held shares and offer keys)")
+        except KeyNotFound:
+            pass
+        r.pending.pop("hold_key", None)
+    if held or "held" in r.pending or undone:
+        r.pending.pop("held", None)
+        r._save_pending(**({"held": held} if held else {}))
+    return undone
+
+
+# --------------------------------------------------------------------- remote hand-in
+def _waiting_epoch(r: Any) -> tuple[str, int]:
+    step = r.state.next_step
+    if step == "verify-shares":
+        return step, int(r.state.facts["epoch"])
+    if step == "collect-shares":
+        sset = active_share_set(r.dep.store)
+        if sset is None:
+            raise CeremonyError("This deployment has no active share set",
+                                "Run the generate ceremony first.")
+        return step, int(sset["epoch"])
+    raise CeremonyError(f"Ceremony {r.ceremony_id} is not waiting for shares (next step: "
+                        f"{step})", "Make an offer while the ceremony waits for shares.")
+
+
+def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
+    from custody.shares import transport
+
+    step, epoch = _waiting_epoch(r)
+    now = r.clock()
+    ttl = max(1, min(ttl, r.state.expires_at - now))
+    ok = transport.make_offer(ceremony_id=r.ceremony_id, epoch=epoch, coordinator=r.signer.key,
+                              now=now, ttl=ttl, rng=_hsm(r).random)
+    raw = ok.to_json().encode()
+    offers = list(r.pending.get("offers", []))
+    n = len(offers) + 1
+    offers.append({"n": n, "step": step, **_seal(r, f"offer/{n}", raw)})
+    del raw
+    r._save_pending(offers=offers)
+    o = ok.offer
+    r.record("offer.made", {"offer": n, "epoch": epoch, "x25519": o.public.hex(),
+                            "expires": o.expires, "offer_sha256": o.digest().hex(),
+                            "coordinator": o.coordinator}, step=step)
+    return {"offer": o.to_text(), "epoch": epoch, "expires": o.expires, "step": step,
+            "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
+
+
+def _open_sealed(r: Any, inputs: Any, step: str) -> list[Any]:
+    """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
+    them (another ceremony's, a replay, altered, expired) is rejected and recorded."""
+    from ceremonies.runner import ShareInput
+    from custody.shares import transport
+
+    out: list[Any] = []
+    offers = [o for o in r.pending.get("offers", []) if o["step"] == step]
+    for source, text in inputs.sealed:
+        last: CustodyError = transport.TransportError(
+            "No transport offer of this ceremony is open", "Make one with 'custody ceremony "
+            f"offer {r.ceremony_id}' and ask the custodian to seal to it.", reason="wrong-offer")
+        hand = None
+        for o in reversed(offers):
+            key = transport.load_offer_key(_unseal(r, f"offer/{o['n']}", o).decode())
+            try:
+                hand = transport.open_blob(text, key, now=r.clock())
+                break
+            except transport.TransportError as exc:
+                last = exc
+        if hand is None or hand.envelope is None:
+            reason = getattr(last, "reason", "no-envelope") if hand is None else "no-envelope"
+            title = last.title if hand is None else "The hand-in carries no envelope"
+            r.record("share.rejected", {"custodian": f"remote:{source}", "reason": reason,
+                                        "detail": title}, step=step)
+            r.messages.append(f"remote hand-in {source} rejected: {title}")
+            continue
+        r.messages.append(f"remote hand-in {source} opened; short authentication string: "
+                          f"{hand.sas} (compare it with the custodian)")
+        out.append(ShareInput(source=f"remote:{source}", text=hand.share,
+                              envelope=hand.envelope))
+    return out
+
+
+def precheck(r: Any, step: str) -> None:
+    """Refuse, before anything is recorded, a step whose in-memory secret is gone.
+
+    Raises:
+        SecretLost: the step needs RK or the shares, and they died with an earlier process.
+    """
+    need = {"wrap-blob": "rk", "split": "rk", "scratch-token": "rk"}.get(step)
+    if need and need not in r._secrets:
+        raise _secret_lost(r, step)
+    if step == "issue-shares" and "issued" not in r._secrets and not _issued_complete(r):
+        raise _secret_lost(r, step)
+    if (step == "rebuild-rk" and "shares" not in r._secrets
+            and not _held(r, "collect-shares")):
+        raise _secret_lost(r, step)
 
 
 def active_share_set(store: Any) -> dict[str, Any] | None:
@@ -104,13 +283,18 @@ def quorum_size(scheme: dict[str, Any]) -> int:
 
 
 # ------------------------------------------------------------------------ share hand-in
-def _check_shares(r: Any, inputs: Any, sset: dict[str, Any], step: str) -> list[Any]:
+def _check_shares(r: Any, shares: Any, sset: dict[str, Any], step: str, *,
+                  names: set[str] | None = None, record: bool = True) -> list[Any]:
     """Verify each share against its envelope and the recorded commitment, BEFORE
-    combining; record share.accepted / share.rejected naming the custodian."""
+    combining; record share.accepted / share.rejected naming the custodian.
+
+    Returns:
+        (custodian name, parsed share, ShareInput) of each accepted share.
+    """
     roster = {m.fingerprint: m.name for m in Roster(r.dep.store).members()}
     accepted: list[Any] = []
-    names: set[str] = set()
-    for si in inputs.shares:
+    names = set() if names is None else names
+    for si in shares:
         who = si.source
         try:
             env = load_envelope(si.envelope)
@@ -131,13 +315,17 @@ def _check_shares(r: Any, inputs: Any, sset: dict[str, Any], step: str) -> list[
                 raise EnvelopeError(f"{who} already handed in a share", "One share per "
                                     "custodian is counted.", reason="duplicate-custodian")
         except ShareError as exc:
+            if not record:
+                raise
             reason = getattr(exc, "reason", None) or type(exc).__name__
             r.record("share.rejected", {"custodian": who, "reason": reason,
                                         "detail": exc.title}, step=step)
             r.messages.append(f"share of {who} rejected: {exc.title}")
             continue
         names.add(who)
-        accepted.append(parsed)
+        accepted.append((who, parsed, si))
+        if not record:
+            continue
         r.record("share.accepted", {"custodian": who, "custodian_fingerprint":
                                     env.payload.custodian, "commitment": env.payload.commitment,
                                     "group": parsed.group_index + 1,
@@ -156,19 +344,41 @@ def _enough(parsed: list[Any]) -> bool:
 
 
 def _collect(r: Any, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any:
+    """Collect shares for *step*: from this invocation (files and remote hand-ins) and
+    those held, sealed, from earlier invocations. Each is verified on arrival. With a
+    quorum, the shares go to memory for combining; short of one, the new ones are sealed
+    under the hold key and the step waits (exit 10)."""
     if sset is None:
         raise CeremonyError("This deployment has no active share set",
                             "Run the generate ceremony first.")
-    if not inputs.shares:
-        return WAIT
-    parsed = _check_shares(r, inputs, sset, step)
+    held = _unhold(r, step) if _held(r, step) else []
+    fresh = [*inputs.shares, *(_open_sealed(r, inputs, step) if inputs.sealed else [])]
+    if not fresh and not inputs.sealed:
+        if not held:
+            return WAIT
+    names: set[str] = set()
+    old = _check_shares(r, held, sset, step, names=names, record=False)
+    new = _check_shares(r, fresh, sset, step, names=names)
+    parsed = [p for _n, p, _si in old + new]
     if not _enough(parsed):
         need = quorum_size(sset["scheme"])
+        have = sorted({n for n, _p, _si in old + new})
         rejected = "; ".join(m for m in r.messages if "rejected" in m)
-        raise ShareError(f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
-                         + (f" ({rejected})" if rejected else ""),
-                         "Hand in shares from more custodians and resume the ceremony.")
+        if r.dep.hsm is None:  # nowhere to seal shares at rest: all must come at once
+            raise ShareError(f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
+                             + (f" ({rejected})" if rejected else ""),
+                             "Hand in shares from more custodians in one run, or give "
+                             "--pin-file so that shares can be held between runs.")
+        if new:
+            _hold(r, step, [(n, si) for n, _p, si in new])
+        r.messages.append(f"{len(have)} share(s) accepted so far ({', '.join(have) or 'none'}); "
+                          f"at least {max(1, need - len(have))} more needed")
+        return WAIT
     r._secrets["shares"] = parsed
+    if step == "collect-shares" and new and r.dep.hsm is not None:
+        _hold(r, step, [(n, si) for n, _p, si in new])  # a crash before rebuild-rk resumes
+    if step == "verify-shares":
+        drop_held(r, step)  # combined right away by the step itself
     return {f"{step}.accepted": sorted({_holder(sset, p) for p in parsed}),
             f"{step}.epoch": sset["epoch"]}
 
@@ -179,9 +389,15 @@ def _holder(sset: dict[str, Any], p: Any) -> str:
 
 def _rebuild(r: Any, sset: dict[str, Any]) -> dict[str, Any]:
     parsed = r._secrets.get("shares")
+    if parsed is None and _held(r, "collect-shares"):  # resumed after a crash: still sealed
+        got = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
+                            record=False)
+        parsed = [p for _n, p, _si in got]
     if parsed is None:
-        raise _secret_lost()
+        raise _secret_lost(r, "rebuild-rk")
     rk = slip39.combine_parsed(parsed)
+    r._secrets.pop("shares", None)
+    drop_held(r, "collect-shares")
     if kcv_of_bytes(rk) != sset["rk_kcv"]:
         raise IntegrityError("The rebuilt recovery key has the wrong KCV",
                              "The shares do not belong to this deployment's share set.")
@@ -247,7 +463,7 @@ def generate_rk(r: Any, inputs: Any) -> dict[str, Any]:
 @on("generate reshare", "wrap-blob")
 def wrap_blob(r: Any, inputs: Any) -> dict[str, Any]:
     if "rk" not in r._secrets:
-        raise _secret_lost()
+        raise _secret_lost(r, "wrap-blob")
     blob = _hsm(r).export_wrapped(ROOT_LABEL, r.state.facts["root_version"], _rk(r))
     r._save_pending(blob=blob.hex())
     return {"blob_digest": hashlib.sha256(blob).hexdigest()}
@@ -267,7 +483,7 @@ def lock_root(r: Any, inputs: Any) -> dict[str, Any]:
 @on("generate reshare", "split")
 def split(r: Any, inputs: Any) -> dict[str, Any]:
     if "rk" not in r._secrets:
-        raise _secret_lost()
+        raise _secret_lost(r, "split")
     p = r.params
     groups = [tuple(g) for g in p["groups"]]
     words = slip39.split(_rk(r), groups=groups, group_threshold=p["group_threshold"],
@@ -300,31 +516,73 @@ def split(r: Any, inputs: Any) -> dict[str, Any]:
             "dealer_public": r.signer.public.hex()}
 
 
+CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print
+
+
+def _suffixes(r: Any) -> tuple[str, ...]:
+    fmts = r.params.get("card_formats") or list(CARD_FORMATS)
+    return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temporary file, fsync and rename: a crash leaves the old file or none,
+    never half a share."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _issued_complete(r: Any) -> bool:
+    """Whether every custodian's files were written (a crash after the writes, before
+    ``step.done``): each envelope must carry the commitment recorded by ``split``."""
+    holders = r.state.facts.get("holders")
+    if not holders:
+        return False
+    out = Path(r.params["out"])
+    try:
+        for h in holders:
+            if not all((out / f"{h['custodian']}{s}").is_file() for s in _suffixes(r)):
+                return False
+            env = load_envelope((out / f"{h['custodian']}.envelope.json").read_bytes())
+            if env.payload.commitment != h["commitment"] or env.payload.ceremony_id != r.ceremony_id:
+                return False
+    except (OSError, ShareError):
+        return False
+    return True
+
+
 @on("generate reshare", "issue-shares")
 def issue_shares(r: Any, inputs: Any) -> dict[str, Any]:
     from custody.shares.card import Card, render
 
     envs = r._secrets.get("issued")
-    if envs is None:
-        raise _secret_lost()
     out = Path(r.params["out"])
+    if envs is None:
+        if _issued_complete(r):  # written before a crash; RK already left memory
+            r._secrets.pop("rk", None)
+            return {"issued_to": [h["custodian"] for h in r.state.facts["holders"]],
+                    "out": str(out), "cards": [s[6:] for s in _suffixes(r)[2:]]}
+        raise _secret_lost(r, "issue-shares")
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    r._save_pending(files=[str(out / f"{n}{s}") for n in envs
-                           for s in (".share.txt", ".envelope.json", ".card.svg")])
+    sufs = _suffixes(r)
+    r._save_pending(files=[str(out / f"{n}{s}") for n in envs for s in sufs])
     for name, (mnemonic, env) in envs.items():
-        sp = out / f"{name}.share.txt"
-        fd = os.open(sp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(mnemonic + "\n")
-        (out / f"{name}.envelope.json").write_bytes(env.to_bytes())
+        _write_atomic(out / f"{name}.share.txt", (mnemonic + "\n").encode(), 0o600)
+        _write_atomic(out / f"{name}.envelope.json", env.to_bytes())
         card = Card(name=name, label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
                     words=tuple(mnemonic.split()), envelope=env)
-        (out / f"{name}.card.svg").write_bytes(render(card, "svg"))
+        for suf in sufs[2:]:
+            _write_atomic(out / f"{name}{suf}", render(card, suf[6:]), 0o600)
         files.append(name)
     r._secrets.pop("issued", None)
     r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it
-    return {"issued_to": files, "out": str(out)}
+    return {"issued_to": files, "out": str(out), "cards": [s[6:] for s in sufs[2:]]}
 
 
 def _new_set(r: Any) -> dict[str, Any]:
@@ -432,7 +690,7 @@ def import_root(r: Any, inputs: Any) -> dict[str, Any]:
         ref = _token_has(r, ROOT_LABEL, v)
         if ref is None:
             if rk is None:
-                raise _secret_lost()
+                raise _secret_lost(r, "import-root")
             key, blob = rkseal.open_blob(h.root_blob(v), rk, root_version=v)
             ref = _hsm(r).import_wrapped(ROOT_LABEL, v, key, blob)
             imported.append(v)
@@ -622,7 +880,7 @@ def scratch_token(r: Any, inputs: Any) -> dict[str, Any]:
 
     rk = r._secrets.get("rk")
     if rk is None:
-        raise _secret_lost()
+        raise _secret_lost(r, "scratch-token")
     cfg = r.dep.config
     h = KeyHierarchy(r.dep.store, None)
     cur = h.current_root()
@@ -794,10 +1052,15 @@ def rollback(r: Any) -> list[str]:
             except HsmError:
                 undone.append(f"could not destroy root/v{v} (token unavailable)")
     for f in r.pending.get("files", []):
-        p = Path(f)
-        if p.exists():
-            p.unlink()
-            undone.append(f"removed {p.name}")
+        for p in (Path(f), Path(f + ".tmp")):
+            if p.exists():
+                p.unlink()
+                undone.append(f"removed {p.name}")
+    if hsm is not None:
+        try:
+            undone += drop_held(r, None)
+        except HsmError:
+            undone.append("could not destroy the hold key (token unavailable)")
     if _delete_scratch(r):
         undone.append("destroyed the scratch token")
     return undone
