@@ -73,3 +73,10 @@ def test_html_escapes(tmp_path: Path) -> None:
     page = render_html(BundleData(policy=d.policy, events=evil, checkpoints=d.checkpoints,
                                   artifacts=d.artifacts))
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_pack_reproduces_golden_archive(tmp_path: Path) -> None:
+    out = tmp_path / "b.tar"
+    r = run_cli("transcript", "pack", str(FX / "golden" / "rotate-root"), str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == (FX / "golden" / "rotate-root.tar").read_bytes()

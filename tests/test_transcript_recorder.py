@@ -190,3 +190,22 @@ def test_resume_between_close_and_final_checkpoint(tmp_path: Path) -> None:
         rec2.record("verify", "note", ERIN, {"text": "late"})
     rec2.finish_close([DAVE, ERIN])
     assert verify_bundle(tmp_path / "b", TRUST).ok
+
+
+def test_policy_rejects_caller_bugs() -> None:
+    from ceremonies.transcript import Policy, RosterEntry, Threshold
+
+    e = RosterEntry(name="alice", role="custodian", public=mt.key("alice").public,
+                    valid_from=0, valid_until=10)
+    base: dict = {"purpose": "p", "kind": "k", "created_at": 0, "permissions": {}}
+    with pytest.raises(ValueError):  # threshold > enrolled custodians
+        Policy.new(roster=(e,), thresholds={"x": Threshold(role="custodian", count=2)}, **base)
+    with pytest.raises(ValueError):
+        Policy.new(roster=(e, e), **base)
+    with pytest.raises(ValueError):
+        Policy(ceremony_id="abcd", roster=(e,), **base)  # < 128 bits
+    with pytest.raises(ValueError):
+        Threshold(role="custodian", count=0)
+    with pytest.raises(ValueError):
+        RosterEntry(name="bad name", role="x", public=b"\0" * 32, valid_from=0, valid_until=1)
+    assert len(Policy.new(roster=(e,), **base).ceremony_id) == 32

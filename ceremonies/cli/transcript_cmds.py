@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
+    k = tsub.add_parser("pack", help="write a bundle directory as one canonical .tar archive")
+    k.add_argument("bundle", metavar="BUNDLE")
+    k.add_argument("out", metavar="OUT.tar")
+    k.set_defaults(func=cmd_pack)
+
     s = tsub.add_parser("show", help="print a readable timeline of a bundle")
     s.add_argument("bundle", metavar="BUNDLE")
     s.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page")
@@ -74,4 +79,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"Cannot write {args.html}", "Check the --html path.") from exc
         print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from ceremonies.transcript.bundle import load_bundle, to_archive
+
+    data = load_bundle(args.bundle)
+    if data.problems:
+        raise IntegrityError(f"Cannot pack {args.bundle}: {data.problems[0]}",
+                             "Verify the bundle; only a well-formed bundle can be packed.")
+    try:
+        Path(args.out).write_bytes(to_archive(data))
+    except OSError as exc:
+        raise UsageError(f"Cannot write {args.out}", "Check the output path.") from exc
+    print(f"wrote {args.out}")
     return 0

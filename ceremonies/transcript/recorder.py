@@ -241,6 +241,8 @@ class Recorder:
         Raises:
             PolicyError: the policy forbids this event (role, quorum, order, secrets, keys).
             TranscriptError: the event could not be durably written; the action must not run.
+            HsmError: an HSM-backed signer failed (nothing was written).
+            ValueError, TypeError: a caller's bug (bad artifact name, non-JSON body).
         """
         what = f"'{step}' ({kind}, event {self.size})"
         self._usable(what)

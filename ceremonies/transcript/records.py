@@ -82,7 +82,7 @@ class Event:
         return signing_input(TAG_EVENT_SIG, ceremony_id, self.unsigned())
 
     @classmethod
-    def from_canonical_line(cls, line: bytes, obj: Any) -> "Event":
+    def from_canonical_line(cls, line: bytes, obj: Any) -> Event:
         """Parse a line already known to be canonical, keeping its unsigned bytes.
 
         In RFC 8785 form the top-level ``"signatures"`` member sits between ``"seq"`` and
