@@ -73,13 +73,16 @@ def print_error(err: CustodyError) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. Returns the process exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 0 if argv is None or not list(argv) else 2
+        return 0 if not argv else 2
     try:
-        return int(func(args) or 0)
+        from ceremonies.cli.audited import run_audited
+
+        return int(run_audited(argv, args, lambda a: int(func(a) or 0)))
     except CustodyError as err:
         if getattr(args, "json", False):
             import json
