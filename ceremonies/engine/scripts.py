@@ -36,6 +36,7 @@ INPUT_STEPS: dict[str, str] = {
     "collect-shares": "shares",
     "verify-shares": "shares",
     "approve": "approvals",
+    "enrol": "approvals",  # waits only when the coordinator alone is not a quorum
 }
 
 COMMIT_STEP: dict[str, str] = {

@@ -176,16 +176,17 @@ def drop_held(r: Any, step: str | None) -> list[str]:
 
 
 # --------------------------------------------------------------------- remote hand-in
-def _waiting_epoch(r: Any) -> tuple[str, int]:
+def _waiting_epoch(r: Any) -> tuple[str, str, int]:
+    """(waiting step, generating ceremony of the shares it collects, their epoch)."""
     step = r.state.next_step
     if step == "verify-shares":
-        return step, int(r.state.facts["epoch"])
+        return step, r.ceremony_id, int(r.state.facts["epoch"])
     if step == "collect-shares":
         sset = active_share_set(r.dep.store)
         if sset is None:
             raise CeremonyError("This deployment has no active share set",
                                 "Run the generate ceremony first.")
-        return step, int(sset["epoch"])
+        return step, str(sset["ceremony_id"]), int(sset["epoch"])
     raise CeremonyError(f"Ceremony {r.ceremony_id} is not waiting for shares (next step: "
                         f"{step})", "Make an offer while the ceremony waits for shares.")
 
@@ -193,10 +194,15 @@ def _waiting_epoch(r: Any) -> tuple[str, int]:
 def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
     from custody.shares import transport
 
-    step, epoch = _waiting_epoch(r)
+    # The offer names the share set (its generating ceremony and epoch), which is what each
+    # custodian's envelope names and what ``custody share send`` checks. It is bound to THIS
+    # ceremony by its key: the private half exists only sealed under this ceremony's hold
+    # key and its digest is recorded in this transcript, so a blob sealed to it opens here
+    # and nowhere else (a replay into another ceremony fails as ``wrong-offer``).
+    step, set_ceremony, epoch = _waiting_epoch(r)
     now = r.clock()
     ttl = max(1, min(ttl, r.state.expires_at - now))
-    ok = transport.make_offer(ceremony_id=r.ceremony_id, epoch=epoch, coordinator=r.signer.key,
+    ok = transport.make_offer(ceremony_id=set_ceremony, epoch=epoch, coordinator=r.signer.key,
                               now=now, ttl=ttl, rng=_hsm(r).random)
     raw = ok.to_json().encode()
     offers = list(r.pending.get("offers", []))
@@ -205,10 +211,12 @@ def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
     del raw
     r._save_pending(offers=offers)
     o = ok.offer
-    r.record("offer.made", {"offer": n, "epoch": epoch, "x25519": o.public.hex(),
+    r.record("offer.made", {"offer": n, "share_set": set_ceremony, "epoch": epoch,
+                            "x25519": o.public.hex(),
                             "expires": o.expires, "offer_sha256": o.digest().hex(),
                             "coordinator": o.coordinator}, step=step)
-    return {"offer": o.to_text(), "epoch": epoch, "expires": o.expires, "step": step,
+    return {"offer": o.to_text(), "share_set": set_ceremony, "epoch": epoch,
+            "expires": o.expires, "step": step,
             "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
 
 
