@@ -62,3 +62,23 @@ def test_unwritable_audit_log_refuses_the_operation(home):
     assert "was refused" in r.stderr and "hint:" in r.stderr
     k = run_cli("kek", "list", "--home", str(h), "--json")
     assert json.loads(k.stdout) == []  # nothing happened
+
+
+def test_rotation_warnings_reach_the_audit_log(home):
+    import sqlite3
+
+    h, pins = home
+    assert run_cli("kek", "rotate", "--branch", "secrets", "--home", str(h),
+                   "--pin-file", str(pins)).returncode == 0
+    con = sqlite3.connect(h / "custody.db")
+    try:
+        con.execute("UPDATE kek_versions SET created='2026-01-01T00:00:00+00:00' "
+                    "WHERE branch='secrets'")
+        con.commit()
+    finally:
+        con.close()
+    r = run_cli("rotate", "due", "--home", str(h), "--no-alert")
+    assert r.returncode == 0, r.stderr
+    warns = [e for e in _entries(h) if e["op"] == "rotation.warning"]
+    overdue = [w for w in warns if w["target"] == "secrets"]
+    assert overdue and overdue[0]["details"]["status"] == "overdue"

@@ -38,7 +38,8 @@ def command_name(argv: Sequence[str]) -> str:
     return " ".join(words)
 
 
-def _actor() -> str:
+def actor_name() -> str:
+    """The operator named in audit entries: $CUSTODY_ACTOR, else the OS user."""
     name = os.environ.get("CUSTODY_ACTOR")
     if name:
         return name
@@ -80,7 +81,7 @@ def run_audited(argv: Sequence[str], args: argparse.Namespace,
     details = _details(args)
     target = str(details.get("branch") or details.get("ceremony_id") or details.get("file")
                  or details.get("src") or home.root.name)
-    actor = _actor()
+    actor = actor_name()
     try:
         log = AuditLog.for_home(home)
     except AuditError as err:

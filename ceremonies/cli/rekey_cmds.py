@@ -76,21 +76,20 @@ def _open(args: argparse.Namespace, *, pin: bool):
     return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
 
 
-def audit_sink(dep: Any) -> Callable[[Mapping[str, Any]], None] | None:
-    """The audit log's append function for policy warnings, when the audit log exists.
+def audit_sink(dep: Any) -> Callable[[Mapping[str, Any]], None]:
+    """An append function that records each policy warning in the deployment's audit log.
 
-    Returns ``None`` while :mod:`custody.audit` has no append API (see docs/rekey.md).
+    Raises (when called):
+        AuditError: the warning could not be recorded (fails closed).
     """
-    try:
-        from custody.audit import log as audit_log  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    append = getattr(audit_log, "append_event", None)
-    if append is None:
-        return None
+    from ceremonies.cli.audited import actor_name
+    from custody.audit.log import AuditLog
 
     def sink(w: Mapping[str, Any]) -> None:
-        append(dep.home, "rotation.warning", dict(w))
+        details = {k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))}
+        target = str(w.get("key") or w.get("branch") or "policy")
+        with AuditLog.for_home(dep.home) as log:
+            log.append("rotation.warning", target, actor_name(), details=details)
 
     return sink
 
