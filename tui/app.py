@@ -17,6 +17,7 @@ from textual.binding import Binding
 
 from custody.errors import CustodyError
 from tui.screens.auditor import AuditorScreen
+from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.services import HomeServices, Services, Settings
@@ -31,7 +32,8 @@ class CustodyApp(App[None]):
     TITLE = "custody"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = False
-    MODES = {"dashboard": DashboardScreen, "keys": KeysScreen, "auditor": AuditorScreen}
+    MODES = {"dashboard": DashboardScreen, "keys": KeysScreen, "auditor": AuditorScreen,
+             "ceremony": CeremonyScreen}
     DEFAULT_MODE = "dashboard"
 
     BINDINGS = [
@@ -40,6 +42,7 @@ class CustodyApp(App[None]):
         Binding("d", "switch_mode('dashboard')", "Dash"),
         Binding("k", "switch_mode('keys')", "Keys"),
         Binding("a", "switch_mode('auditor')", "Audit"),
+        Binding("c", "switch_mode('ceremony')", "Ceremony"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("q", "quit", "Quit"),
     ]

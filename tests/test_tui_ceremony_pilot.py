@@ -1,0 +1,334 @@
+"""Pilot tests of the ceremony screens against a real SoftHSMv2 token.
+
+The deployment (participants, enrolment, and for recover/rotate-root a 3-of-5 generate
+ceremony with KEKs and DEKs) is built through the CLI as a subprocess; the ceremonies
+under test are then driven through the TUI alone: keys pressed, share words typed with
+their 4-letter prefixes, passphrases typed into the non-echoing prompt. Each ends with
+``custody transcript verify`` (subprocess) on the bundle the TUI wrote.
+
+pytest-asyncio is not a dependency: each test is a sync function running ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from textual.widgets import Input
+
+from tui.app import make_app
+from tui.screens.ceremony import CeremonyScreen
+from tui.screens.ceremony_card import CardScreen
+from tui.screens.ceremony_start import StartModal
+from tui.screens.modals import PinPrompt, TextPrompt
+from tui.services import Settings
+
+pytestmark = pytest.mark.hsm
+CUST = ("alice", "bob", "carol", "dave", "erin")
+SIZE = (100, 32)
+
+
+class Home:
+    def __init__(self, root: Path) -> None:
+        self.root, self.people, self.pins = root, root / "people", root / "pins"
+
+    def key(self, name: str) -> str:
+        return str(self.people / f"{name}.key.pem")
+
+    def share(self, name: str) -> str:
+        return (self.root / "shares" / f"{name}.share.txt").read_text().strip()
+
+    def envelope(self, name: str) -> str:
+        return str(self.root / "shares" / f"{name}.envelope.json")
+
+    def coord(self) -> list[str]:
+        return ["--home", str(self.root), "--key", self.key("admin"), "--passphrase-file",
+                str(self.people / "admin.pass"), "--pin-file", str(self.pins), "--json"]
+
+    def verify(self, bundle: str) -> str:
+        trust = [a for p in sorted(self.people.glob("*.pub.json")) for a in ("--trust", str(p))]
+        v = run_cli("transcript", "verify", bundle, *trust)
+        assert v.returncode == 0, v.stdout + v.stderr
+        return v.stdout
+
+    def active_root(self) -> tuple[int, str]:
+        c = sqlite3.connect(self.root / "custody.db")
+        row = c.execute("SELECT version, kcv FROM root_versions WHERE state='active'").fetchone()
+        c.close()
+        return row
+
+
+def _base(root: Path) -> Home:
+    from ceremonies.participants import create_participant
+
+    h = Home(root)
+    root.mkdir(parents=True)
+    h.pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    h.pins.chmod(0o600)
+    assert run_cli("init", "--home", str(root), "--pin-file", str(h.pins)).returncode == 0
+    h.people.mkdir()
+    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST],
+                    ("audrey", "auditor")]:
+        (h.people / f"{n}.pass").write_text(f"pass-{n}\n")
+        create_participant(n, role, f"pass-{n}", h.people)
+    adds = [a for p in sorted(h.people.glob("*.pub.json")) for a in ("--add", str(p))]
+    coord = [a for a in h.coord() if a not in ("--pin-file", str(h.pins))]
+    r = run_cli("ceremony", "enrol", *coord, *adds)
+    assert r.returncode == 0, r.stderr
+    return h
+
+
+def _generate(h: Home) -> None:
+    cust = [a for n in CUST for a in ("--custodian", n)]
+    r = run_cli("ceremony", "generate", *h.coord(), *cust, "--threshold", "3", "--out",
+                str(h.root / "shares"))
+    assert r.returncode == 10, r.stderr
+    cid = json.loads(r.stdout)["ceremony_id"]
+    shares = [a for n in ("alice", "bob", "carol") for a in
+              ("--share", str(h.root / "shares" / f"{n}.share.txt"))]
+    r = run_cli("ceremony", "resume", cid, *h.coord(), *shares)
+    assert r.returncode == 0, r.stderr
+    for b in ("data", "backup", "secrets"):
+        assert run_cli("kek", "rotate", "--branch", b, "--home", str(h.root), "--pin-file",
+                       str(h.pins)).returncode == 0
+    assert run_cli("dek", "generate", "--count", "30", "--home", str(h.root), "--pin-file",
+                   str(h.pins)).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Home:
+    return _base(tmp_path_factory.mktemp("cer-base") / "home")
+
+
+@pytest.fixture(scope="module")
+def generated(base: Home, tmp_path_factory) -> Home:
+    h = _copy(base, tmp_path_factory.mktemp("cer-gen"))
+    _generate(h)
+    return h
+
+
+def _copy(src: Home, tmp: Path) -> Home:
+    from custody.hsm import softhsm
+
+    root = tmp / "home"
+    shutil.copytree(src.root, root)
+    softhsm.write_conf(root)
+    return Home(root)
+
+
+async def settle(pilot) -> None:
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def prefixes(words: str) -> str:
+    """What a custodian types: the unique 4-letter prefix of each word (SLIP-0039)."""
+    return " ".join(w[:4] for w in words.split())
+
+
+async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
+    app = pilot.app
+    await pilot.press("c")
+    await settle(pilot)
+    scr = app.screen
+    assert isinstance(scr, CeremonyScreen)
+    await pilot.press("n")
+    await settle(pilot)
+    modal = app.screen
+    assert isinstance(modal, StartModal)
+    modal.query_one("#start-kind").value = kind
+    await pilot.pause()
+    modal.query_one("#start-key", Input).value = h.key("admin")
+    for f, v in fields.items():
+        modal.query_one(f"#start-{f}", Input).value = v
+    await pilot.press("ctrl+s")
+    await settle(pilot)
+    assert isinstance(app.screen, PinPrompt)
+    await pilot.press(*"pass-admin", "enter")
+    await settle(pilot)
+    assert app.errors_shown == [], app.errors_shown
+    assert app.screen is scr
+    return scr
+
+
+async def hand_in(pilot, scr: CeremonyScreen, envelope: str, words: str) -> None:
+    scr.query_one("#share-envelope", Input).value = envelope
+    scr.query_one("#share-words", Input).focus()
+    await pilot.press(*prefixes(words), "space")
+    await settle(pilot)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def tampered(h: Home) -> str:
+    words = h.share("bob").split()
+    alt = h.share("dave").split()
+    words[5] = alt[5] if alt[5] != words[5] else h.share("erin").split()[5]
+    return " ".join(words)
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_recover_3_of_5_through_the_tui_rejects_a_tampered_share(generated: Home, tmp_path):
+    from custody.hsm import softhsm
+
+    h = _copy(generated, tmp_path)
+    version, kcv = h.active_root()
+    conf = h.root / softhsm.CONF_NAME  # the HSM is lost: a new empty token
+    softhsm.delete_token(conf, "custody")
+    softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "recover", h)
+            v = scr.view
+            assert v.awaiting == "shares" and v.step == "collect-shares"
+            assert [s.status for s in v.steps][:2] == ["done", "waiting"]
+            assert v.steps[1].actor == "custodians"
+            assert v.quorum.describe() == "Custodians 0/3"
+
+            await hand_in(pilot, scr, h.envelope("alice"), h.share("alice"))
+            assert scr.view.quorum.describe() == "Custodians 1/3"
+
+            # bob's share was tampered with (word 6): the live check points at the word
+            scr.query_one("#share-envelope", Input).value = h.envelope("bob")
+            scr.query_one("#share-words", Input).focus()
+            await pilot.press(*prefixes(tampered(h)), "space")
+            await settle(pilot)
+            assert scr.last_check is not None and scr.last_check.status == "rejected"
+            assert (6, "checksum fails here") in scr.last_check.word_errors
+            shown = str(scr.query_one("#share-check").render())
+            assert "word 6: checksum fails here" in shown
+            await pilot.press("enter")
+            await settle(pilot)
+            bob = [c for c in scr.view.shares if c.status == "rejected"]
+            assert len(bob) == 1 and "checksum" in bob[0].reason
+            assert scr.view.quorum.describe() == "Custodians 1/3"
+
+            await hand_in(pilot, scr, h.envelope("carol"), h.share("carol"))
+            assert scr.view.quorum.describe() == "Custodians 2/3"
+            await hand_in(pilot, scr, h.envelope("dave"), h.share("dave"))
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.status == "closed", v
+            assert any(m.startswith("share of bob rejected") for m in v.messages), v.messages
+            facts = dict(v.facts)
+            assert facts["collect-shares.accepted"] == "alice, carol, dave"
+            assert all(s.status == "done" for s in v.steps)
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    assert h.active_root() == (version, kcv)
+    r = run_cli("key", "status", "--home", str(h.root), "--pin-file", str(h.pins), "--json")
+    if r.returncode == 0 and r.stdout.strip().startswith("{"):
+        assert kcv in r.stdout
+    r = run_cli("dek", "verify", "--all", "--home", str(h.root), "--pin-file", str(h.pins),
+                "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["failed"] == []
+    out = h.verify(bundle)
+    assert "bob" in (Path(bundle) / "events.jsonl").read_text()
+    assert "ok" in out.lower() or "pass" in out.lower()
+
+
+def test_generate_with_verification_round_and_cards(base: Home, tmp_path):
+    h = _copy(base, tmp_path)
+    out = h.root / "shares"
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "generate", h, custodians=" ".join(CUST), scheme="3",
+                              out=str(out))
+            v = scr.view
+            assert v.awaiting == "shares" and v.step == "verify-shares"
+            assert v.cards == CUST
+            assert v.quorum.describe() == "Custodians 0/3"
+            assert h.active_root() is None  # nothing final before the verification round
+
+            # alice's card: words, QR in the terminal, and exports
+            await pilot.press("ctrl+o")
+            await settle(pilot)
+            assert isinstance(app.screen, TextPrompt)
+            await pilot.press("enter")
+            await settle(pilot)
+            card = app.screen
+            assert isinstance(card, CardScreen) and card.card is not None
+            assert card.card.words == tuple(h.share("alice").split())
+            assert "\u2580" in card.card.qr or "\u2584" in card.card.qr
+            for fmt in ("png", "svg", "pdf"):
+                await pilot.press("e")
+                await settle(pilot)
+                app.screen.query_one(Input).value = str(tmp_path / f"alice.card.{fmt}")
+                await pilot.press("enter")
+                await settle(pilot)
+            assert (tmp_path / "alice.card.png").read_bytes()[:4] == b"\x89PNG"
+            assert b"<svg" in (tmp_path / "alice.card.svg").read_bytes()[:400]
+            assert (tmp_path / "alice.card.pdf").read_bytes()[:4] == b"%PDF"
+            await pilot.press("escape")
+            await settle(pilot)
+            assert app.screen is scr
+
+            for n in ("alice", "carol", "erin"):
+                await hand_in(pilot, scr, str(out / f"{n}.envelope.json"), h.share(n))
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.status == "closed"
+            assert dict(v.facts)["verified_by"] == "alice, carol, erin"
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    assert h.active_root()[0] == 1
+    h.verify(bundle)
+
+
+def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
+    h = _copy(generated, tmp_path)
+    old = h.active_root()
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "rotate-root", h)
+            v = scr.view
+            assert v.awaiting == "approvals" and v.step == "approve"
+            assert v.approvals_needed == 3 and v.request["action"] == "rotate-root"
+            for i, n in enumerate(("alice", "bob", "dave")):
+                await pilot.press("ctrl+a")
+                await settle(pilot)
+                app.screen.query_one(Input).value = h.key(n)
+                await pilot.press("enter")
+                await settle(pilot)
+                assert isinstance(app.screen, PinPrompt)
+                await pilot.press(*f"pass-{n}", "enter")
+                await settle(pilot)
+                assert app.errors_shown == [], app.errors_shown
+                if i == 0:
+                    assert [a.approver for a in scr.view.approvals] == ["alice"]
+                    t = scr.query_one("#cer-approvals")
+                    left = str(t.get_row_at(0)[1])
+                    assert left.endswith("left") and left.startswith(("10:00", "9:5"))
+                    assert "Approvals: 1/3" in str(scr.query_one("#cer-quorum").render())
+            v = scr.view
+            assert v.status == "closed", v
+            assert dict(v.facts)["approved_by"] == "alice, bob, dave"
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    assert h.active_root()[0] == old[0] + 1
+    h.verify(bundle)

@@ -1,0 +1,355 @@
+"""The ceremony screen: run generate, recover, reshare, rotate-root, emergency-rotate, drill.
+
+Driven by the same :class:`ceremonies.runner.CeremonyRunner` as ``custody ceremony``,
+through :mod:`tui.services_ceremony` in thread workers. It shows the step list (where the
+ceremony is, who acts next, what each step records), the quorum per group with every
+rejected share named and why, the approvals with the countdown of their window, and the
+share entry: an envelope (pasted QR text or a path) and the words, typed with completion
+from a unique 4-letter prefix and checked live (unknown word, checksum, wrong set or
+epoch), errors shown at the word position. Passphrases go through the non-echoing prompt
+straight to a worker; they are never kept on the screen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.suggester import Suggester
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from tui.screens.base import ServiceScreen
+from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
+from tui.services_ceremony import (
+    CeremonyView,
+    ShareCheck,
+    ceremony_services,
+    check_words,
+    complete_word,
+)
+
+STEP_STYLE = {"done": "green", "running": "bold yellow", "waiting": "bold yellow",
+              "next": "yellow", "pending": "dim", "aborted": "red"}
+CHECK_STYLE = {"ok": "green", "rejected": "bold red", "incomplete": "yellow"}
+
+
+class WordSuggester(Suggester):
+    """Completes the word being typed once its prefix is unique (SLIP-0039 4-letter rule)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=False)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value or value[-1:].isspace():
+            return None
+        head, _, tok = value.rpartition(" ")
+        full = complete_word(tok)
+        if full is None or full == tok.lower():
+            return None
+        return value + full[len(tok):]
+
+
+class CeremonyUpdated(Message):
+    def __init__(self, view: CeremonyView | None) -> None:
+        super().__init__()
+        self.view = view
+
+
+class ShareChecked(Message):
+    def __init__(self, check: ShareCheck) -> None:
+        super().__init__()
+        self.check = check
+
+
+def word_grid(text: str, check: ShareCheck | None) -> Text:
+    """Word positions with their state: never the words themselves (they stay in the
+    field the custodian is typing in)."""
+    ws = check_words(text)
+    errs = dict(check.word_errors) if check is not None else {}
+    out = Text()
+    for w in ws:
+        err = w.error or errs.get(w.position, "")
+        style = "bold white on red" if err else ("green" if w.word else "yellow")
+        out.append(f"{w.position:>2}", style=style)
+        out.append(" ")
+    for p in range(len(ws) + 1, 21):
+        out.append(f"{p:>2} ", style="dim")
+    if ws and not text[-1:].isspace():
+        last = ws[-1]
+        if last.word and last.word != last.typed.lower():
+            out.append(f"\nword {last.position} completes to a unique word", style="cyan")
+    for pos, err in sorted({**{w.position: w.error for w in ws if w.error}, **errs}.items()):
+        out.append(f"\nword {pos}: {err}", style="red")
+    return out
+
+
+class CeremonyScreen(ServiceScreen):
+    """One ceremony at a time; ``n`` starts one, ``o`` resumes one."""
+
+    BINDINGS = [
+        Binding("n", "new", "New"),
+        Binding("o", "resume", "Resume"),
+        Binding("ctrl+s", "submit", "Hand in", priority=True),
+        Binding("ctrl+a", "sign_approval", "Approve", priority=True),
+        Binding("ctrl+l", "load_approval", "Approval file", show=False, priority=True),
+        Binding("ctrl+o", "card", "Card", priority=True),
+        Binding("ctrl+x", "abort", "Abort", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: CeremonyView | None = None
+        self.last_check: ShareCheck | None = None
+        self._countdown: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("No ceremony open. n: start one, o: resume one.", id="cer-status")
+        with Horizontal(id="cer-body"):
+            steps: DataTable = DataTable(id="cer-steps", cursor_type="row")
+            steps.border_title = "Steps"
+            yield steps
+            with VerticalScroll(id="cer-side"):
+                yield Static("", id="cer-quorum")
+                shares: DataTable = DataTable(id="cer-shares", cursor_type="row")
+                shares.border_title = "Shares handed in"
+                yield shares
+                appr: DataTable = DataTable(id="cer-approvals", cursor_type="row")
+                appr.border_title = "Approvals"
+                yield appr
+                yield Static("", id="cer-facts")
+        with Vertical(id="cer-entry"):
+            yield Input(id="share-envelope",
+                        placeholder="envelope: paste the QR text, or the path of NAME.envelope.json")
+            yield Input(id="share-words", suggester=WordSuggester(),
+                        placeholder="share words (4 letters each are enough); Enter hands in")
+            yield Static("", id="share-check")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#cer-steps", DataTable)
+        t.add_columns("#", "step", "state", "who")
+        self.query_one("#cer-shares", DataTable).add_columns("custodian", "check", "reason")
+        self.query_one("#cer-approvals", DataTable).add_columns("approver", "window")
+        self._countdown = self.set_interval(1.0, self._tick)
+        self.load_current()
+
+    def _services(self) -> Any:
+        return ceremony_services(self.app)
+
+    def _now(self) -> int:
+        return int(self.app.settings.clock().timestamp())  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ workers
+    @work(thread=True, exit_on_error=False, group="ceremony")
+    def load_current(self) -> None:
+        self.post_message(CeremonyUpdated(self._services().view()))
+
+    @work(thread=True, exit_on_error=False, group="ceremony", exclusive=False)
+    def do(self, what: str, *args: Any) -> None:
+        view = getattr(self._services(), what)(*args)
+        self.post_message(CeremonyUpdated(view))
+
+    @work(thread=True, exit_on_error=False, group="check", exclusive=True)
+    def live_check(self, text: str, envelope: str) -> None:
+        self.post_message(ShareChecked(self._services().check("share", text, envelope)))
+
+    # ------------------------------------------------------------------ rendering
+    def on_ceremony_updated(self, msg: CeremonyUpdated) -> None:
+        self.view = msg.view
+        self.render_view()
+
+    def render_view(self) -> None:
+        v = self.view
+        status = self.query_one("#cer-status", Static)
+        steps = self.query_one("#cer-steps", DataTable)
+        shares = self.query_one("#cer-shares", DataTable)
+        steps.clear()
+        shares.clear()
+        if v is None:
+            status.update("No ceremony open. n: start one, o: resume one.")
+            self.query_one("#cer-approvals", DataTable).clear()
+            return
+        line = Text(f"{v.kind} {v.ceremony_id[:8]}  ", style="bold")
+        if v.awaiting:
+            line.append(f"waiting for {v.awaiting} at {v.step}", style="yellow")
+        else:
+            line.append(v.status, style="green" if v.status == "closed" else "red"
+                        if v.status == "aborted" else "")
+        line.append(f"  next: {v.next_actor}", style="dim")
+        status.update(line)
+        for s in v.steps:
+            steps.add_row(str(s.number), s.name, Text(s.status, style=STEP_STYLE.get(s.status, "")),
+                          s.actor, key=s.name)
+        cur = next((i for i, s in enumerate(v.steps) if s.status in ("waiting", "running", "next")),
+                   None)
+        if cur is not None:
+            steps.move_cursor(row=cur)
+        for c in v.shares:
+            shares.add_row(c.custodian or c.source,
+                           Text(c.status, style=CHECK_STYLE.get(c.status, "")), c.reason)
+        q = Text()
+        if v.quorum is not None:
+            q.append("Quorum: ", style="bold")
+            q.append(v.quorum.describe(), style="green" if v.quorum.met else "yellow")
+        if v.approvals_needed:
+            if q:
+                q.append("\n")
+            valid = len({a.approver for a in v.approvals if a.status == "valid"})
+            q.append("Approvals: ", style="bold")
+            q.append(f"{valid}/{v.approvals_needed} custodians",
+                     style="green" if valid >= v.approvals_needed else "yellow")
+            if v.request:
+                q.append(f"  {v.request.get('action_id', '')}  digest "
+                         f"{str(v.request.get('action_digest', ''))[:12]}...  window "
+                         f"{v.request.get('window', '')}s", style="dim")
+        self.query_one("#cer-quorum", Static).update(q)
+        self._render_approvals()
+        facts = Text()
+        for m in v.messages:
+            facts.append(m + "\n", style="red" if "rejected" in m or "rolled back" in m else "")
+        for k, val in v.facts:
+            facts.append(f"{k}: ", style="bold")
+            facts.append(val + "\n")
+        if v.cards:
+            facts.append(f"cards: {', '.join(v.cards)} (Ctrl+O shows one)\n", style="cyan")
+        if v.status in ("closed", "aborted"):
+            facts.append(f"transcript: {v.bundle}\n", style="dim")
+        self.query_one("#cer-facts", Static).update(facts)
+        self.query_one("#cer-entry").display = v.awaiting == "shares"
+
+    def _render_approvals(self) -> None:
+        v = self.view
+        t = self.query_one("#cer-approvals", DataTable)
+        t.clear()
+        if v is None:
+            return
+        now = self._now()
+        for a in v.approvals:
+            left = a.seconds_left(now)
+            style = "red" if left == 0 else ("yellow" if left < 120 else "green")
+            t.add_row(a.approver, Text("expired" if left == 0 else f"{left // 60}:{left % 60:02d} left",
+                                       style=style))
+
+    def _tick(self) -> None:
+        if self.view is not None and self.view.approvals:
+            self._render_approvals()
+
+    # ------------------------------------------------------------------ share entry
+    @on(Input.Changed, "#share-words")
+    @on(Input.Changed, "#share-envelope")
+    def _changed(self, event: Input.Changed) -> None:
+        text = self.query_one("#share-words", Input).value
+        env = self.query_one("#share-envelope", Input).value
+        ws = check_words(text)
+        self.last_check = None
+        self._show_check(text, None)
+        if len(ws) >= 20 and not any(w.error for w in ws) and self.view is not None:
+            self.live_check(text, env)
+
+    def on_share_checked(self, msg: ShareChecked) -> None:
+        self.last_check = msg.check
+        self._show_check(self.query_one("#share-words", Input).value, msg.check)
+
+    def _show_check(self, text: str, check: ShareCheck | None) -> None:
+        out = word_grid(text, check)
+        if check is not None:
+            out.append("\n")
+            out.append(check.line(), style=CHECK_STYLE.get(check.status, ""))
+        self.query_one("#share-check", Static).update(out)
+
+    @on(Input.Submitted, "#share-words")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        v = self.view
+        if v is None:
+            return
+        words = self.query_one("#share-words", Input)
+        env = self.query_one("#share-envelope", Input)
+        if v.awaiting == "shares" and words.value.strip():
+            text, envelope = words.value, env.value
+            words.value = ""
+            env.value = ""
+            self.last_check = None
+            self.do("hand_in", "share", text, envelope)
+            env.focus()
+        else:
+            self.do("submit")
+
+    # ------------------------------------------------------------------ actions
+    def action_new(self) -> None:
+        from tui.screens.ceremony_start import StartModal
+
+        def started(form: dict[str, Any] | None) -> None:
+            if form:
+                self._with_passphrase("coordinator key passphrase",
+                                      lambda pw: self.do("start", form["kind"], form["key"], pw,
+                                                         form["params"]))
+        self.app.push_screen(StartModal(), started)
+
+    def action_resume(self) -> None:
+        def got_id(cid: str | None) -> None:
+            if not cid:
+                return
+
+            def got_key(key: str | None) -> None:
+                if key:
+                    self._with_passphrase("coordinator key passphrase",
+                                          lambda pw: self.do("resume", cid, key, pw))
+            self.app.push_screen(TextPrompt("Coordinator key file (NAME.key.pem)"), got_key)
+        self.app.push_screen(TextPrompt("Ceremony id to resume"), got_id)
+
+    def _with_passphrase(self, what: str, then: Any) -> None:
+        def got(pw: str | None) -> None:
+            if pw is not None:
+                then(pw)
+        self.app.push_screen(PinPrompt(what), got)
+
+    def action_sign_approval(self) -> None:
+        if self.view is None or self.view.awaiting != "approvals":
+            self.notify("The ceremony is not waiting for approvals.", severity="warning")
+            return
+
+        def got_key(key: str | None) -> None:
+            if key:
+                self._with_passphrase("approver's key passphrase",
+                                      lambda pw: self.do("sign_approval", key, pw))
+        self.app.push_screen(TextPrompt("Approver's key file (NAME.key.pem)"), got_key)
+
+    def action_load_approval(self) -> None:
+        def got(path: str | None) -> None:
+            if path:
+                self.do("add_approval_file", path)
+        self.app.push_screen(TextPrompt("Approval file (from custody ceremony approve)"), got)
+
+    def action_abort(self) -> None:
+        if self.view is None or self.view.status in ("closed", "aborted"):
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.do("abort", "aborted by the coordinator in the TUI")
+        self.app.push_screen(ConfirmModal(f"Abort {self.view.kind} {self.view.ceremony_id[:8]}?",
+                                          "Everything it created is rolled back."), answer)
+
+    def action_card(self) -> None:
+        from tui.screens.ceremony_card import CardScreen
+
+        if self.view is None or not self.view.cards:
+            self.notify("No share cards in this ceremony yet.", severity="warning")
+            return
+
+        def got(name: str | None) -> None:
+            if name:
+                self.app.push_screen(CardScreen(name))
+        self.app.push_screen(TextPrompt(f"Show the card of ({', '.join(self.view.cards)})",
+                                        self.view.cards[0]), got)
+

@@ -1,0 +1,75 @@
+"""The form that starts a ceremony: kind, coordinator key, and the kind's parameters.
+
+Only public parameters are typed here; the coordinator's passphrase is asked next, in the
+non-echoing prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Input, Label, Select, Static
+
+KINDS = ("recover", "generate", "rotate-root", "reshare", "emergency-rotate", "drill")
+NEEDS = {"generate": ("custodians", "scheme", "out"), "reshare": ("custodians", "scheme", "out"),
+         "emergency-rotate": ("reason",)}
+
+
+class StartModal(ModalScreen[dict[str, Any] | None]):
+    """Returns ``{"kind", "key", "params"}`` or None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("ctrl+s", "start", "Start", priority=True)]
+
+    def __init__(self, kind: str = "recover") -> None:
+        super().__init__(classes="dialog-screen")
+        self._kind = kind
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="start-dialog", classes="dialog"):
+            yield Label("Start a ceremony", classes="dialog-title")
+            yield Select([(k, k) for k in KINDS], value=self._kind, allow_blank=False,
+                         id="start-kind")
+            yield Input(id="start-key", placeholder="coordinator key file (NAME.key.pem)")
+            yield Input(id="start-custodians", placeholder="custodians, in share order")
+            yield Input(id="start-scheme", placeholder="scheme: T (T of N) or 2/2,2/2,2/2:2")
+            yield Input(id="start-out", placeholder="directory for share files and cards")
+            yield Input(id="start-reason", placeholder="reason (emergency rotation)")
+            yield Static("Ctrl+S starts; the key's passphrase is asked next.", classes="dim")
+            yield Button("Start", id="start-go", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._fields()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._kind = str(event.value)
+        self._fields()
+
+    def _fields(self) -> None:
+        need = NEEDS.get(self._kind, ())
+        for f in ("custodians", "scheme", "out", "reason"):
+            self.query_one(f"#start-{f}", Input).display = f in need
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_start()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus_next()
+
+    def action_start(self) -> None:
+        val = {f: self.query_one(f"#start-{f}", Input).value.strip()
+               for f in ("key", "custodians", "scheme", "out", "reason")}
+        if not val["key"]:
+            self.notify("Give the coordinator's key file.", severity="error")
+            return
+        params = {k: val[k] for k in NEEDS.get(self._kind, ())}
+        self.dismiss({"kind": self._kind, "key": val["key"], "params": params})
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
