@@ -5,10 +5,12 @@ coordinator's signer, the transcript :class:`~ceremonies.transcript.recorder.Rec
 the engine :class:`~ceremonies.engine.CeremonyState`. For every step it records
 ``step.begin`` (fsynced) *before* acting and ``step.done`` with the public facts after.
 An interrupted ceremony is rebuilt from its transcript (:meth:`CeremonyRunner.resume`):
-a begun step is redone (handlers are idempotent), unless it needed the recovery key that
-died with the process; then, as before the commit step on expiry or abort, the runner
-rolls back everything the ceremony created (token keys, pending rows, issued files) and
-closes the transcript as ``aborted``.
+a begun step is redone (handlers are idempotent). A step that needs the recovery key (or
+the shares) that died with the process is refused with :class:`SecretLost` before anything
+is recorded, and an unfinished ceremony past its expiry with :class:`CeremonyExpired`;
+both can then only be aborted (:meth:`CeremonyRunner.abort`), which rolls back everything
+the ceremony created (token keys, the hold key with its sealed shares and offer keys,
+pending rows, issued files) and closes the transcript as ``aborted``.
 
 Drive it step by step (the TUI does)::
 
