@@ -164,9 +164,16 @@ async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
 
 
 async def hand_in(pilot, scr: CeremonyScreen, envelope: str, words: str) -> None:
-    scr.query_one("#share-envelope", Input).value = envelope
-    scr.query_one("#share-words", Input).focus()
-    await pilot.press(*prefixes(words), "space")
+    """Paste the envelope and the share text (one Paste event each, as a terminal sends
+    them); the word-by-word typing path is exercised with bob's share below."""
+    from textual import events
+
+    for sel, text in (("#share-envelope", envelope), ("#share-words", words)):
+        inp = scr.query_one(sel, Input)
+        inp.focus()
+        inp.value = ""
+        inp.post_message(events.Paste(text))
+        await pilot.pause()
     await settle(pilot)
     await pilot.press("enter")
     await settle(pilot)

@@ -403,6 +403,24 @@ class HomeCeremonyServices:
         self._handins: list[tuple[Any, ShareCheck]] = []  # (ShareInput | None, check)
         self._approvals: list[Any] = []
         self._round: str | None = None
+        # SQLite connections and the PKCS#11 session belong to the thread that opened
+        # them: every call runs on this one thread (the UI's workers just wait on it).
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ceremony")
+        for name in ("open_ceremonies", "start", "resume", "view", "check", "hand_in",
+                     "add_approval_file", "sign_approval", "submit", "abort", "card",
+                     "export_card", "close"):
+            setattr(self, name, self._on_thread(getattr(self, name)))
+
+    def _on_thread(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if threading.current_thread().name.startswith("ceremony"):
+                return fn(*args)
+            return self._thread.submit(fn, *args).result()
+        call.__name__ = fn.__name__
+        call.__doc__ = fn.__doc__
+        return call
 
     def __repr__(self) -> str:
         return f"HomeCeremonyServices(home={str(self.home)!r}, open={self._runner is not None})"
@@ -556,10 +574,7 @@ class HomeCeremonyServices:
         from ceremonies.runner import Inputs
 
         shares = [si for si, _ in self._handins if si is not None]
-        try:
-            view = self._run(Inputs(shares=shares))
-        finally:
-            self._round_done = True
+        view = self._run(Inputs(shares=shares))
         self._handins = [(None, c) for _, c in self._handins]  # words forgotten
         return view
 

@@ -139,6 +139,11 @@ class CeremonyScreen(ServiceScreen):
         self._countdown = self.set_interval(1.0, self._tick)
         self.load_current()
 
+    def on_unmount(self) -> None:
+        svc = getattr(self.app, "ceremony_services", None)
+        if svc is not None:
+            svc.close()  # closes the token session and the store (the app is leaving)
+
     def _services(self) -> Any:
         return ceremony_services(self.app)
 
