@@ -16,10 +16,12 @@ from textual.app import App
 from textual.binding import Binding
 
 from custody.errors import CustodyError
+from tui.screens.audit_log import AuditLogScreen
 from tui.screens.auditor import AuditorScreen
 from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
+from tui.screens.rekey import RekeyScreen
 from tui.services import HomeServices, Services, Settings
 
 LIGHT, DARK = "textual-light", "textual-dark"
@@ -33,7 +35,7 @@ class CustodyApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = False
     MODES = {"dashboard": DashboardScreen, "keys": KeysScreen, "auditor": AuditorScreen,
-             "ceremony": CeremonyScreen}
+             "ceremony": CeremonyScreen, "audit-log": AuditLogScreen, "rekey": RekeyScreen}
     DEFAULT_MODE = "dashboard"
 
     BINDINGS = [
@@ -43,6 +45,8 @@ class CustodyApp(App[None]):
         Binding("k", "switch_mode('keys')", "Keys"),
         Binding("a", "switch_mode('auditor')", "Audit"),
         Binding("c", "switch_mode('ceremony')", "Ceremony"),
+        Binding("l", "switch_mode('audit-log')", "Log"),
+        Binding("j", "switch_mode('rekey')", "Re-key"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("q", "quit", "Quit"),
     ]

@@ -198,6 +198,15 @@ class Services(Protocol):
     def inventory(self) -> tuple[KeyRow, ...]: ...
     def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView: ...
     def export_report(self, view: AuditView, path: str) -> Path: ...
+    def audit_tail(self, start: int) -> AuditTail: ...
+    def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView: ...
+    def export_proof(self, proof: ProofView, path: str) -> Path: ...
+    def rekey_view(self) -> RekeyView: ...
+    def rekey_jobs(self) -> tuple[JobView, ...]: ...
+    def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView: ...
+    def rekey_run(self, branch: str | None, due: bool, batch: int,
+                  progress: Callable[[int], None]) -> RunView: ...
+    def cancel_destroy(self, branch: str, version: int) -> str: ...
 
 
 # --------------------------------------------------------------------------- helpers
@@ -433,7 +442,8 @@ class HomeServices:
         return DashboardView(
             deployment_id=st["deployment_id"], home=st["home"], now=now.isoformat(timespec="seconds"),
             hsm=hsm, roots=roots, keks=keks, rotations=rotations, custodians=custodians,
-            alerts=alerts_for(hsm, rotations, keks, roots, st.get("dev_root", False), custodians),
+            alerts=alerts_for(hsm, rotations, keks, roots, st.get("dev_root", False), custodians)
+            + self._drill_alerts(cfg, now, custodians),
             objects=tuple(sorted(st.get("objects", {}).items())), dev_root=st.get("dev_root", False),
         )
 
@@ -469,6 +479,28 @@ class HomeServices:
         finally:
             store.close()
 
+    def _drill_alerts(self, cfg: Any, now: datetime,
+                      custodians: tuple[CustodianRow, ...] | None) -> tuple[Alert, ...]:
+        """A warning when fewer than T+1 custodians passed a drill of the active share set
+        within the policy period (:func:`ceremonies.runner.steps.drill_status`)."""
+        if custodians is None:
+            return ()
+        from ceremonies.runner.steps import drill_status
+        from custody.store import Store
+
+        store = Store.open(self._home().db_path)
+        try:
+            st = drill_status(store, now=int(now.timestamp()), period_days=cfg.drill_period_days)
+        finally:
+            store.close()
+        if st["ok"] or st.get("needed", 0) == 0:
+            return ()
+        return (Alert(level="warning",
+                      text=f"Drills: {len(st['passed'])} of {st['needed']} (T+1) custodians passed "
+                           f"in the last {cfg.drill_period_days} days",
+                      hint=f"{st['warning']}. Passed: {', '.join(st['passed']) or 'nobody'}. "
+                           "Run the drill ceremony with the others."),)
+
     def inventory(self) -> tuple[KeyRow, ...]:
         d = self.dashboard()
         return d.roots + d.keks
@@ -478,6 +510,37 @@ class HomeServices:
 
     def export_report(self, view: AuditView, path: str) -> Path:
         return export_report(view, path)
+
+    # -- audit log and re-key (module functions below; the PIN stays in the _PinBox) -----
+
+    def audit_tail(self, start: int) -> AuditTail:
+        return audit_tail(self.settings.home, start)
+
+    def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView:
+        return audit_proof(self.settings.home, seq, trust_keys)
+
+    def export_proof(self, proof: ProofView, path: str) -> Path:
+        return export_proof(proof, path)
+
+    def rekey_view(self) -> RekeyView:
+        return rekey_view(self.settings.home, self.settings.clock())
+
+    def rekey_jobs(self) -> tuple[JobView, ...]:
+        return rekey_jobs(self.settings.home)
+
+    def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
+        return rekey_plan(self.settings.home, self.settings.clock(), branch, due)
+
+    def rekey_run(self, branch: str | None, due: bool, batch: int,
+                  progress: Callable[[int], None]) -> RunView:
+        """Raises: UsageError when no PIN is known (log in first), and see :func:`rekey_run`."""
+        pin = self._load_pin()
+        if pin is None:
+            raise UsageError("No token PIN", "Log in first (the re-key screen asks for the PIN).")
+        return rekey_run(self.settings.home, pin, branch, due, batch, progress)
+
+    def cancel_destroy(self, branch: str, version: int) -> str:
+        return cancel_destroy(self.settings.home, branch, version, self.settings.clock())
 
 
 def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
@@ -563,6 +626,11 @@ class StaticServices:
     view: DashboardView | None = None
     audit: AuditView | None = None
     fail_with: CustodyError | None = None
+    log_entries: tuple[AuditEntryRow, ...] = ()
+    log_covered: int = 0
+    proof: ProofView | None = None
+    rekey: RekeyView | None = None
+    plan: PlanView | None = None
     logins: list[str] = field(default_factory=list, repr=False)
 
     def has_pin(self) -> bool:
@@ -590,3 +658,410 @@ class StaticServices:
 
     def export_report(self, view: AuditView, path: str) -> Path:
         return export_report(view, path)
+
+
+# --------------------------------------------------------------------------- audit log viewer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntryRow:
+    """One entry of the operational audit log (``HOME/audit.db``); never holds a value."""
+
+    seq: int
+    time: int  # Unix seconds, as recorded
+    actor: str
+    op: str
+    target: str
+    outcome: str  # intent | ok | denied | failed
+    details: tuple[tuple[str, str], ...] = ()
+    prev: str = ""
+    log: str = ""
+
+    @property
+    def when(self) -> str:
+        return datetime.fromtimestamp(self.time, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    @classmethod
+    def of(cls, line: bytes | str) -> AuditEntryRow:
+        e = json.loads(line)
+        return cls(seq=int(e["seq"]), time=int(e["time"]), actor=str(e["actor"]), op=str(e["op"]),
+                   target=str(e["target"]), outcome=str(e["outcome"]),
+                   details=tuple((str(k), json.dumps(v) if not isinstance(v, str) else v)
+                                 for k, v in sorted(e.get("details", {}).items())),
+                   prev=str(e.get("prev", "")), log=str(e.get("log", "")))
+
+    def fields(self) -> list[Field]:
+        out = [Field(label="seq", value=str(self.seq)), Field(label="time", value=self.when + " UTC"),
+               Field(label="actor", value=self.actor), Field(label="op", value=self.op),
+               Field(label="target", value=self.target), Field(label="outcome", value=self.outcome)]
+        out += [Field(label=k, value=v) for k, v in self.details]
+        return out + [Field(label="prev (chain)", value=self.prev), Field(label="log id", value=self.log)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditTail:
+    """Entries ``[start, size)`` of the log, and how far its checkpoints reach."""
+
+    size: int
+    start: int
+    entries: tuple[AuditEntryRow, ...]
+    checkpoints: int
+    covered: int  # tree size of the latest checkpoint (0: none)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProofView:
+    """An inclusion proof of one entry, and the result of checking it (if a key is pinned)."""
+
+    seq: int
+    tree_size: int
+    root: str
+    doc: dict[str, Any] = field(hash=False, compare=False)
+    trust_keys: tuple[str, ...] = ()
+    ok: bool | None = None  # None: not checked (no trust key pinned)
+    summary: str = ""
+
+
+def entry_matches(e: AuditEntryRow, flt: str) -> bool:
+    """Filter terms, all of which must match: ``op=``, ``actor=``, ``outcome=``, or text."""
+    for term in flt.split():
+        name, sep, value = term.partition("=")
+        value = value.lower()
+        if sep and name in ("op", "actor", "outcome", "target"):
+            have = getattr(e, name).lower()
+            if (value not in have) if name != "outcome" else (have != value):
+                return False
+        elif term.lower() not in " ".join((e.op, e.target, e.actor, e.outcome,
+                                           *(f"{k}={v}" for k, v in e.details))).lower():
+            return False
+    return True
+
+
+def _open_audit(home_root: Path):  # -> custody.audit.log.AuditLog
+    from custody.audit.log import AUDIT_DB, AuditLog
+    from custody.errors import AuditError
+
+    if not (home_root / AUDIT_DB).exists():
+        raise AuditError(f"No audit log at {home_root / AUDIT_DB}",
+                         "It is created by the first audited command (custody status, kek rotate ...).")
+    return AuditLog(home_root / AUDIT_DB, timeout=5.0)
+
+
+def audit_tail(home_root: Path, start: int, limit: int = 5000) -> AuditTail:
+    """Entries from *start* (at most the last *limit*), for the live viewer.
+
+    Raises:
+        AuditError: no audit log, or it cannot be read.
+    """
+    import sqlite3
+
+    from custody.errors import AuditError
+
+    try:
+        with _open_audit(home_root) as log:
+            n = log.size()
+            first = max(start, n - limit, 0)
+            lines = log.lines(first, n) if n > first else []
+            cps = [json.loads(c) for c in log.checkpoint_lines()]
+    except sqlite3.Error as exc:
+        raise AuditError("Cannot read the audit log", "Check the home and its permissions.") from exc
+    return AuditTail(size=n, start=first, entries=tuple(AuditEntryRow.of(x) for x in lines),
+                     checkpoints=len(cps), covered=max((int(c["tree_size"]) for c in cps), default=0))
+
+
+def _trust(paths: Sequence[str]) -> list[Any]:
+    from custody.audit.signers import parse_trust_key
+
+    out = []
+    for path in paths:
+        p = Path(path).expanduser()
+        try:
+            out.append(parse_trust_key(p.read_bytes(), default_name=p.stem))
+        except OSError as exc:
+            raise UsageError(f"Cannot read trust key {p}", "Check the path you pinned.") from exc
+    return out
+
+
+def audit_proof(home_root: Path, seq: int, trust_keys: Sequence[str]) -> ProofView:
+    """Produce the inclusion proof of entry *seq*, and check it against *trust_keys*.
+
+    Raises:
+        AuditError: no such entry; no checkpoint covers it yet; or the check failed
+            (not signed by a pinned key, entry not included). UsageError: unreadable key.
+    """
+    from custody.audit.records import check_proof
+    from custody.errors import AuditError
+
+    with _open_audit(home_root) as log:
+        try:
+            doc = log.proof(seq)
+        except AuditError as err:
+            if "checkpoint" in err.title:
+                raise AuditError(
+                    err.title,
+                    "A proof needs a signed checkpoint covering the entry. Sign one with "
+                    "'custody audit checkpoint --home HOME --pin-file FILE' (the token's audit "
+                    "key), then press p again.") from err
+            raise
+    cp = doc["checkpoint"]
+    view = ProofView(seq=seq, tree_size=int(cp["tree_size"]), root=str(cp["root"]), doc=doc,
+                     trust_keys=tuple(trust_keys))
+    if not trust_keys:
+        return view
+    summary = check_proof(doc, _trust(trust_keys))
+    return ProofView(seq=seq, tree_size=view.tree_size, root=view.root, doc=doc,
+                     trust_keys=tuple(trust_keys), ok=True, summary=summary)
+
+
+def export_proof(proof: ProofView, path: str) -> Path:
+    """Write the proof JSON exactly as ``custody audit proof --out`` does.
+
+    Raises:
+        UsageError: no path. StorageError: the file cannot be written.
+    """
+    from custody.errors import StorageError
+
+    if not path:
+        raise UsageError("No proof path given", "Type where to write the proof.")
+    p = Path(path).expanduser()
+    try:
+        p.write_text(json.dumps(proof.doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"Cannot write the proof to {p}", "Check the directory and its permissions.") from exc
+    return p
+
+
+# --------------------------------------------------------------------------- re-key screen
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionRow:
+    """One KEK version and its retirement stage."""
+
+    branch: str
+    version: int
+    state: str
+    objects: int
+    created: str
+    destroy_after: str = ""
+    hold: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.branch}/v{self.version}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobView:
+    """A re-key job as recorded in the store (updated every batch)."""
+
+    id: int
+    branch: str
+    to_version: int
+    state: str
+    done: int
+    total: int
+    started: str
+    updated: str
+    finished: str = ""
+    verified: int | None = None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RekeyView:
+    versions: tuple[VersionRow, ...]
+    jobs: tuple[JobView, ...]
+    policy: tuple[RotationRow, ...]
+    pending: tuple[tuple[str, int, int], ...]  # (branch, version, objects)
+    lease: str = ""  # "pid 123 on host until ..." while a job runs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanView:
+    """What a job would do: the content of the confirmation dialog."""
+
+    branch: str | None
+    items: tuple[tuple[str, int, int | None, int], ...]  # (branch, from, to, objects)
+    rotate: tuple[str, ...]
+    total: int
+    rate: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunView:
+    status: str  # done | nothing-to-do | busy
+    moved: int
+    lines: tuple[str, ...]
+
+
+def _job_view(j: Any) -> JobView:
+    return JobView(id=j.id, branch=j.branch, to_version=j.to_version, state=j.state, done=j.done,
+                   total=j.total, started=j.started, updated=j.updated, finished=j.finished or "",
+                   verified=j.verified)
+
+
+def _due_rows(items: Sequence[Any]) -> tuple[RotationRow, ...]:
+    return tuple(RotationRow(
+        key=f"{d.key}/v{d.version}" if d.version is not None else f"{d.key}/-",
+        key_class=d.key_class, period_days=d.period_days,
+        last_rotation=_date(d.created.isoformat()) if d.created else "never",
+        due=_date(d.due_at.isoformat()) if d.due_at else "now",
+        days_left=d.days_left if d.days_left is not None else 0, status=d.status) for d in items)
+
+
+def rekey_view(home_root: Path, now: datetime) -> RekeyView:
+    """Versions, jobs, lease and policy due dates (no PIN needed).
+
+    Raises:
+        ConfigError: no deployment. StorageError: the store cannot be read.
+    """
+    from custody import policy, rekey_retire
+    from custody.config import Home
+    from custody.deployment import Deployment
+
+    with Deployment.open(Home(home_root)) as dep:
+        h, cfg = dep.hierarchy, dep.config
+        st = rekey_retire.status(h, cfg, now=now)
+        due = policy.evaluate(rekey_retire.key_ages(h, cfg), cfg.branches, now)
+        jobs = tuple(_job_view(j) for j in rekey_retire.jobs(dep.store))
+    lease = st["lease"]
+    return RekeyView(
+        versions=tuple(VersionRow(branch=v["branch"], version=v["version"], state=v["state"],
+                                  objects=v["objects"], created=v["created"] or "",
+                                  destroy_after=v["destroy_after"] or "", hold=bool(v["hold"]))
+                       for v in st["versions"]),
+        jobs=jobs, policy=_due_rows(due),
+        pending=tuple((p["branch"], p["version"], p["objects"]) for p in st["pending"]),
+        lease=f"pid {lease['pid']} on {lease['host']} until {lease['expires']}" if lease else "")
+
+
+def rekey_jobs(home_root: Path) -> tuple[JobView, ...]:
+    """The recent jobs only (cheap; polled for live progress of another process's job)."""
+    from custody import rekey_retire
+    from custody.config import Home
+    from custody.store import Store
+
+    store = Store.open(Home(home_root).db_path)
+    try:
+        return tuple(_job_view(j) for j in rekey_retire.jobs(store))
+    finally:
+        store.close()
+
+
+def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = False) -> PlanView:
+    """What ``rekey run`` would move, and an estimate (no PIN needed).
+
+    Raises:
+        UsageError: unknown branch. ConfigError, StorageError.
+    """
+    from custody import rekey
+    from custody.config import Home
+    from custody.deployment import Deployment
+
+    with Deployment.open(Home(home_root)) as dep:
+        p = rekey.plan(dep.hierarchy, dep.config, now=now, branch=branch, due=due)
+    return PlanView(branch=branch, items=tuple((i.branch, i.from_version, i.to_version, i.objects)
+                                               for i in p.items),
+                    rotate=p.rotate, total=p.total, rate=p.rate, eta_seconds=p.eta_seconds)
+
+
+def rekey_run(home_root: Path, pin: str, branch: str | None, due: bool, batch: int,
+              progress: Callable[[int], None]) -> RunView:
+    """Run (or resume) re-key jobs with this thread's own deployment, audited like the CLI.
+
+    Raises:
+        AuditError: the intent could not be logged (nothing done). HsmError, PolicyError,
+        IntegrityError, StorageError, UsageError: from :func:`custody.rekey.run`.
+    """
+    from ceremonies.cli.audited import actor_name
+    from custody import rekey
+    from custody.audit.log import AuditLog
+    from custody.config import Home
+    from custody.deployment import Deployment
+
+    home = Home(home_root)
+    details: dict[str, object] = {"batch": batch, "via": "tui"}
+    if branch:
+        details["branch"] = branch
+    if due:
+        details["due"] = True
+    actor = actor_name()
+
+    def sink(w: Any) -> None:
+        with AuditLog.for_home(home) as wlog:
+            wlog.append("rotation.warning", str(w.get("key") or w.get("branch") or "policy"), actor,
+                        details={k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))})
+
+    with (AuditLog.for_home(home) as log,
+          log.guard("rekey run", branch or home.root.name, actor, details=details),
+          Deployment.open(home, pin) as dep):
+        rep = rekey.run(dep.hierarchy, dep.config, branch=branch, due=due, batch=batch,
+                        progress=progress, audit=sink)
+    lines = [f"rotated: {r} is now current" for r in rep.rotated]
+    lines += [f"{j.branch}: moved {j.moved} objects to v{j.to_version} ({j.rate:,.0f}/s); "
+              f"verified {j.verified}" for j in rep.jobs]
+    lines += [f"retirement: {s}" for s in rep.retired]
+    if rep.status == "busy" and rep.holder:
+        lines.append(f"another job (pid {rep.holder.pid} on {rep.holder.host}) holds the lease")
+    return RunView(status=rep.status, moved=sum(j.moved for j in rep.jobs), lines=tuple(lines))
+
+
+def cancel_destroy(home_root: Path, branch: str, version: int, now: datetime) -> str:
+    """Cancel a scheduled destruction (back to disabled, with a hold). Audited.
+
+    Raises:
+        UsageError: no such version. PolicyError: not destroy-scheduled. AuditError.
+    """
+    from ceremonies.cli.audited import actor_name
+    from custody import rekey_retire
+    from custody.audit.log import AuditLog
+    from custody.config import Home
+    from custody.deployment import Deployment
+
+    home = Home(home_root)
+    with (AuditLog.for_home(home) as log,
+          log.guard("rekey cancel-destroy", branch, actor_name(),
+                    details={"branch": branch, "version": version, "via": "tui"}),
+          Deployment.open(home) as dep):
+        k = rekey_retire.cancel_destroy(dep.hierarchy, branch, version, now=now,
+                                        reason="cancelled in custody tui")
+    return f"{branch}/v{version} is {k.state.value}; held"
+
+    def audit_tail(self, start: int) -> AuditTail:
+        n = len(self.log_entries)
+        return AuditTail(size=n, start=min(start, n), entries=self.log_entries[start:],
+                         checkpoints=1 if self.log_covered else 0, covered=self.log_covered)
+
+    def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView:
+        from custody.errors import AuditError
+
+        if self.proof is None or seq >= self.log_covered:
+            raise AuditError(f"No checkpoint covers entry {seq} yet",
+                             "Sign one with 'custody audit checkpoint', then press p again.")
+        return self.proof
+
+    def export_proof(self, proof: ProofView, path: str) -> Path:
+        return export_proof(proof, path)
+
+    def rekey_view(self) -> RekeyView:
+        assert self.rekey is not None
+        return self.rekey
+
+    def rekey_jobs(self) -> tuple[JobView, ...]:
+        return self.rekey_view().jobs
+
+    def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
+        assert self.plan is not None
+        return self.plan
+
+    def rekey_run(self, branch: str | None, due: bool, batch: int,
+                  progress: Callable[[int], None]) -> RunView:
+        raise UsageError("Fixed data", "StaticServices does not run jobs.")
+
+    def cancel_destroy(self, branch: str, version: int) -> str:
+        raise UsageError("Fixed data", "StaticServices does not change anything.")

@@ -139,6 +139,11 @@ HELP_TEXT = """\
   d  Dashboard: token, root and KEK versions, rotations, custodians, alerts
   k  Keys: inventory by class, and the rotation calendar
   a  Auditor: verify a transcript bundle offline against pinned keys
+  l  Audit log: follow it live (f), filter (/), entry detail (Enter),
+     inclusion proof of the selected entry (p), pin a trust key (Ctrl+T),
+     export the proof (Ctrl+S)
+  j  Re-key: jobs with live progress, KEK retirement stages, due dates;
+     start a job (s) or rotate due KEKs first (u), after confirming the plan
 
 Secrets: PINs are typed into prompts that never echo and are never stored on screen.
 """
