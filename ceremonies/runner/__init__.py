@@ -389,15 +389,15 @@ class CeremonyRunner:
             CeremonyExpired: the ceremony expired.
             UsageError: the HSM is not open (no PIN).
         """
-        from ceremonies.runner import steps
+        from ceremonies.runner import held
 
         self.check_live()
-        return steps.make_offer(self, ttl=ttl)
+        return held.make_offer(self, ttl=ttl)
 
     def _close(self) -> Outcome:
-        from ceremonies.runner import steps
+        from ceremonies.runner import held
 
-        steps.drop_held(self, None)
+        held.drop_held(self, None)
         cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
         self._apply(Close("completed"))
         self._finish_row("closed")

@@ -18,6 +18,7 @@ from typing import Any
 from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Identity, Roster
 from ceremonies.runner import rkseal
+from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
 from ceremonies.transcript.records import Approval
 from custody.errors import (
     CeremonyError,
@@ -86,172 +87,6 @@ def _secret_lost(r: Any = None, step: str | None = None) -> Any:
                       f"Nothing was changed. Roll it back with 'custody ceremony abort {cid}' "
                       "(it removes every key, file and row this ceremony created), then start "
                       "the ceremony again.")
-
-
-# ------------------------------------------------------------ held shares, sealed at rest
-# A waiting ceremony may receive its shares over several invocations. Accepted shares are
-# kept between invocations only as AES-256-GCM ciphertext (in the ceremony's ``pending``
-# row, never in the transcript) under a per-ceremony, non-extractable token key
-# ``hold-<id>/v1`` created on the deployment's HSM. The key is destroyed as soon as the
-# shares have been combined, and at close and abort, which crypto-shreds the ciphertext.
-HOLD_VERSION = 1
-
-
-def _hold_label(r: Any) -> str:
-    return "hold-" + hashlib.sha256(r.ceremony_id.encode()).hexdigest()[:16]
-
-
-def _hold_key(r: Any) -> str:
-    label = _hold_label(r)
-    if _token_has(r, label, HOLD_VERSION) is None:
-        r._save_pending(hold_key=label)  # recorded first, so a rollback finds it
-        _hsm(r).generate_aes_key(label, HOLD_VERSION, extractable=False)
-    return label
-
-
-def _aad(r: Any, what: str) -> bytes:
-    return f"custody/held/v1\n{r.ceremony_id}\n{what}".encode()
-
-
-def _seal(r: Any, what: str, data: bytes) -> dict[str, str]:
-    nonce, ct = _hsm(r).encrypt(_hold_key(r), HOLD_VERSION, data, _aad(r, what))
-    return {"nonce": nonce.hex(), "ct": ct.hex()}
-
-
-def _unseal(r: Any, what: str, doc: dict[str, str]) -> bytes:
-    label = r.pending.get("hold_key") or _hold_label(r)
-    try:
-        return bytes(_hsm(r).decrypt(label, HOLD_VERSION, bytes.fromhex(doc["nonce"]),
-                                     bytes.fromhex(doc["ct"]), _aad(r, what)))
-    except KeyNotFound:
-        raise _secret_lost(r) from None
-
-
-def _held(r: Any, step: str) -> list[dict[str, Any]]:
-    return list(r.pending.get("held", {}).get(step, []))
-
-
-def _hold(r: Any, step: str, items: list[Any]) -> None:
-    """Seal newly accepted shares of *step* for a later invocation."""
-    held = dict(r.pending.get("held", {}))
-    rows = list(held.get(step, []))
-    for name, si in items:
-        rows.append({"custodian": name, "envelope": si.envelope.hex(),
-                     **_seal(r, f"{step}/{name}", si.text.encode())})
-    held[step] = rows
-    r._save_pending(held=held)
-
-
-def _unhold(r: Any, step: str) -> list[Any]:
-    from ceremonies.runner import ShareInput
-
-    return [ShareInput(source=h["custodian"], envelope=bytes.fromhex(h["envelope"]),
-                       text=_unseal(r, f"{step}/{h['custodian']}", h).decode())
-            for h in _held(r, step)]
-
-
-def drop_held(r: Any, step: str | None) -> list[str]:
-    """Forget the held shares of *step* (all when None); destroy the hold key once nothing
-    is held and no offer is open (always when *step* is None). Returns what was undone."""
-    undone: list[str] = []
-    held = dict(r.pending.get("held", {}))
-    for k in ([step] if step else list(held)):
-        if held.pop(k, None):
-            undone.append(f"forgot the shares held for {k}")
-    if step is None:
-        r.pending.pop("offers", None)
-    label = r.pending.get("hold_key")
-    if label and not held and (step is None or not r.pending.get("offers")):
-        try:
-            if r.dep.hsm is not None:
-                r.dep.hsm.destroy_key(label, HOLD_VERSION)
-                undone.append("destroyed the ceremony's hold key (held shares and offer keys)")
-        except KeyNotFound:
-            pass
-        r.pending.pop("hold_key", None)
-    if held or "held" in r.pending or undone:
-        r.pending.pop("held", None)
-        r._save_pending(**({"held": held} if held else {}))
-    return undone
-
-
-# --------------------------------------------------------------------- remote hand-in
-def _waiting_epoch(r: Any) -> tuple[str, str, int]:
-    """(waiting step, generating ceremony of the shares it collects, their epoch)."""
-    step = r.state.next_step
-    if step == "verify-shares":
-        return step, r.ceremony_id, int(r.state.facts["epoch"])
-    if step == "collect-shares":
-        sset = active_share_set(r.dep.store)
-        if sset is None:
-            raise CeremonyError("This deployment has no active share set",
-                                "Run the generate ceremony first.")
-        return step, str(sset["ceremony_id"]), int(sset["epoch"])
-    raise CeremonyError(f"Ceremony {r.ceremony_id} is not waiting for shares (next step: "
-                        f"{step})", "Make an offer while the ceremony waits for shares.")
-
-
-def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
-    from custody.shares import transport
-
-    # The offer names the share set (its generating ceremony and epoch), which is what each
-    # custodian's envelope names and what ``custody share send`` checks. It is bound to THIS
-    # ceremony by its key: the private half exists only sealed under this ceremony's hold
-    # key and its digest is recorded in this transcript, so a blob sealed to it opens here
-    # and nowhere else (a replay into another ceremony fails as ``wrong-offer``).
-    step, set_ceremony, epoch = _waiting_epoch(r)
-    now = r.clock()
-    ttl = max(1, min(ttl, r.state.expires_at - now))
-    ok = transport.make_offer(ceremony_id=set_ceremony, epoch=epoch, coordinator=r.signer.key,
-                              now=now, ttl=ttl, rng=_hsm(r).random)
-    raw = ok.to_json().encode()
-    offers = list(r.pending.get("offers", []))
-    n = len(offers) + 1
-    offers.append({"n": n, "step": step, **_seal(r, f"offer/{n}", raw)})
-    del raw
-    r._save_pending(offers=offers)
-    o = ok.offer
-    r.record("offer.made", {"offer": n, "share_set": set_ceremony, "epoch": epoch,
-                            "x25519": o.public.hex(),
-                            "expires": o.expires, "offer_sha256": o.digest().hex(),
-                            "coordinator": o.coordinator}, step=step)
-    return {"offer": o.to_text(), "share_set": set_ceremony, "epoch": epoch,
-            "expires": o.expires, "step": step,
-            "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
-
-
-def _open_sealed(r: Any, inputs: Any, step: str) -> list[Any]:
-    """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
-    them (another ceremony's, a replay, altered, expired) is rejected and recorded."""
-    from ceremonies.runner import ShareInput
-    from custody.shares import transport
-
-    out: list[Any] = []
-    offers = [o for o in r.pending.get("offers", []) if o["step"] == step]
-    for source, text in inputs.sealed:
-        last: CustodyError = transport.TransportError(
-            "No transport offer of this ceremony is open", "Make one with 'custody ceremony "
-            f"offer {r.ceremony_id}' and ask the custodian to seal to it.", reason="wrong-offer")
-        hand = None
-        for o in reversed(offers):
-            key = transport.load_offer_key(_unseal(r, f"offer/{o['n']}", o).decode())
-            try:
-                hand = transport.open_blob(text, key, now=r.clock())
-                break
-            except transport.TransportError as exc:
-                last = exc
-        if hand is None or hand.envelope is None:
-            reason = getattr(last, "reason", "no-envelope") if hand is None else "no-envelope"
-            title = last.title if hand is None else "The hand-in carries no envelope"
-            r.record("share.rejected", {"custodian": f"remote:{source}", "reason": reason,
-                                        "detail": title}, step=step)
-            r.messages.append(f"remote hand-in {source} rejected: {title}")
-            continue
-        r.messages.append(f"remote hand-in {source} opened; short authentication string: "
-                          f"{hand.sas} (compare it with the custodian)")
-        out.append(ShareInput(source=f"remote:{source}", text=hand.share,
-                              envelope=hand.envelope))
-    return out
 
 
 def precheck(r: Any, step: str) -> None:
@@ -361,9 +196,8 @@ def _collect(r: Any, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any
                             "Run the generate ceremony first.")
     held = _unhold(r, step) if _held(r, step) else []
     fresh = [*inputs.shares, *(_open_sealed(r, inputs, step) if inputs.sealed else [])]
-    if not fresh and not inputs.sealed:
-        if not held:
-            return WAIT
+    if not fresh and not inputs.sealed and not held:
+        return WAIT
     names: set[str] = set()
     old = _check_shares(r, held, sset, step, names=names, record=False)
     new = _check_shares(r, fresh, sset, step, names=names)
@@ -1074,5 +908,15 @@ def rollback(r: Any) -> list[str]:
     return undone
 
 
-__all__ = ["WAIT", "handler", "rollback", "active_share_set", "drill_status", "quorum_size",
-           "rotate_action", "enrol_action", "CustodyError", "ConfigError"]
+__all__ = [
+    "WAIT",
+    "ConfigError",
+    "CustodyError",
+    "active_share_set",
+    "drill_status",
+    "enrol_action",
+    "handler",
+    "quorum_size",
+    "rollback",
+    "rotate_action",
+]
