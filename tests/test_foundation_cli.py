@@ -129,9 +129,17 @@ def test_wrong_pin_is_typed_and_changes_nothing(tmp_path, home):
     assert r.returncode == 5
     assert "PIN" in r.stderr and "hint:" in r.stderr
     assert "CANARY" not in r.stderr + r.stdout
-    assert {k: v for k, v in _snapshot(h).items() if "tokens" not in k and "-wal" not in k and "-shm" not in k} == {
-        k: v for k, v in before.items() if "tokens" not in k and "-wal" not in k and "-shm" not in k
-    }
+    assert _state(h) == _state_of(before)
+
+
+def _state_of(snap: dict[str, str]) -> dict[str, str]:
+    """Files that hold deployment state (the audit log is meant to grow on every attempt)."""
+    skip = ("tokens", "-wal", "-shm", "audit.db")
+    return {k: v for k, v in snap.items() if not any(s in k for s in skip)}
+
+
+def _state(root: Path) -> dict[str, str]:
+    return _state_of(_snapshot(root))
 
 
 def test_missing_token_is_typed(tmp_path, home):
@@ -158,7 +166,12 @@ def test_corrupted_store_is_typed(tmp_path, home):
     r = run_cli("status", "--home", str(other), "--pin-file", str(pins))
     assert r.returncode == 4
     assert "corrupted" in r.stderr and "hint:" in r.stderr
-    assert _snapshot(other) == before
+    assert _state(other) == _state_of(before)
+    tail = run_cli("audit", "tail", "--home", str(other), "--json")
+    doc = json.loads(tail.stdout)
+    entries = doc["entries"] if isinstance(doc, dict) else doc
+    assert [(e["op"], e["outcome"]) for e in entries] == [("status", "intent"), ("status", "failed")]
+    assert entries[-1]["details"]["error"] == "StorageError"
 
 
 def test_no_deployment_is_config_error(tmp_path):
