@@ -193,3 +193,30 @@ def test_pin_never_from_argv():
     assert "--pin-file" in r.stdout and "--pin " not in r.stdout
     r = run_cli("init", "--pin", "x")
     assert r.returncode == 2
+
+
+def test_init_with_an_external_pkcs11_token(tmp_path):
+    """A deployment that names a module, slot and token label (how a real HSM is used):
+    custody provisions nothing and only logs in to the token it is given."""
+    from custody.hsm import softhsm
+
+    conf = softhsm.write_conf(tmp_path / "hsm")
+    softhsm.init_token(conf, "bank-hsm", "so-pin-ext-1", CANARY_PIN)
+    env = __import__("tests.conftest", fromlist=["cli_env"]).cli_env(SOFTHSM2_CONF=str(conf))
+    h = tmp_path / "home"
+    pins = _pins(tmp_path)
+    r = run_cli("init", "--home", str(h), "--module", "/usr/lib/softhsm/libsofthsm2.so",
+                "--token-label", "bank-hsm", "--pin-file", str(pins), "--dev-root", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not (h / "tokens").exists() and not (h / "softhsm2.conf").exists()
+    cfg = (h / "custody.toml").read_text()
+    assert 'token_label = "bank-hsm"' in cfg and "softhsm_conf" not in cfg
+    r = run_cli("status", "--home", str(h), "--pin-file", str(pins), "--json", env=env)
+    st = json.loads(r.stdout)
+    assert st["hsm"]["reachable"] is True and st["hsm"]["embedded"] is False
+    assert st["hsm"]["root_keys_on_token"] == ["root/v1"]
+    r = run_cli("init", "--home", str(tmp_path / "h2"), "--module", "/nonexistent/libpkcs11.so",
+                "--token-label", "x", "--pin-file", str(pins), env=env)
+    assert r.returncode == 5 and "hint:" in r.stderr
+    assert not (tmp_path / "h2").exists()
+    _no_canary(r.stdout, r.stderr)
