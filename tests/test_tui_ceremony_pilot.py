@@ -225,6 +225,7 @@ def test_recover_3_of_5_through_the_tui_rejects_a_tampered_share(generated: Home
             await settle(pilot)
             bob = [c for c in scr.view.shares if c.status == "rejected"]
             assert len(bob) == 1 and "checksum" in bob[0].reason
+            assert bob[0].custodian == "bob"  # named by its envelope, not just detected
             assert scr.view.quorum.describe() == "Custodians 1/3"
 
             await hand_in(pilot, scr, h.envelope("carol"), h.share("carol"))

@@ -264,6 +264,7 @@ def check_share(source: str, text: str, envelope: bytes | None, sset: ShareSet |
         why = "checksum fails" if isinstance(exc, slip39.ShareChecksumError) else exc.title
         errs = ((pos, "checksum fails here"),) if pos else ()
         return ShareCheck(source=source, status="rejected", word_errors=errs,
+                          custodian=_named(envelope, sset),
                           reason=f"{why}" + (f" (word {pos} is wrong)" if pos else ""))
     g, m = parsed.group_index, parsed.member_index
     base = {"source": source, "group": g + 1, "member": m + 1}
@@ -292,6 +293,19 @@ def check_share(source: str, text: str, envelope: bytes | None, sset: ShareSet |
     except ShareError as exc:
         return ShareCheck(status="rejected", custodian=name, reason=exc.title, **base)
     return ShareCheck(status="ok", custodian=name, **base)
+
+
+def _named(envelope: bytes | None, sset: ShareSet | None) -> str:
+    """The custodian an envelope names (by fingerprint in the share set), or ""."""
+    from custody.shares.envelope import load_envelope
+
+    if envelope is None or sset is None:
+        return ""
+    try:
+        fp = load_envelope(envelope).payload.custodian
+    except ShareError:
+        return ""
+    return next((h["name"] for h in sset.holders.values() if h["fingerprint"] == fp), "")
 
 
 def quorum_of(sset: ShareSet, checks: Sequence[ShareCheck]) -> QuorumView:

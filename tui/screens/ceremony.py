@@ -124,16 +124,16 @@ class CeremonyScreen(ServiceScreen):
                 yield appr
                 yield Static("", id="cer-facts")
         with Vertical(id="cer-entry"):
-            yield Input(id="share-envelope",
+            yield Input(id="share-envelope", compact=True,
                         placeholder="envelope: paste the QR text, or the path of NAME.envelope.json")
-            yield Input(id="share-words", suggester=WordSuggester(),
+            yield Input(id="share-words", suggester=WordSuggester(), compact=True,
                         placeholder="share words (4 letters each are enough); Enter hands in")
             yield Static("", id="share-check")
         yield Footer()
 
     def on_mount(self) -> None:
         t = self.query_one("#cer-steps", DataTable)
-        t.add_columns("#", "step", "state", "who")
+        t.add_columns("#", "step", "state", "who acts", "records")
         self.query_one("#cer-shares", DataTable).add_columns("custodian", "check", "reason")
         self.query_one("#cer-approvals", DataTable).add_columns("approver", "window")
         self._countdown = self.set_interval(1.0, self._tick)
@@ -190,7 +190,7 @@ class CeremonyScreen(ServiceScreen):
         status.update(line)
         for s in v.steps:
             steps.add_row(str(s.number), s.name, Text(s.status, style=STEP_STYLE.get(s.status, "")),
-                          s.actor, key=s.name)
+                          s.actor, Text(s.records, style="dim"), key=s.name)
         cur = next((i for i, s in enumerate(v.steps) if s.status in ("waiting", "running", "next")),
                    None)
         if cur is not None:
@@ -199,6 +199,10 @@ class CeremonyScreen(ServiceScreen):
             shares.add_row(c.custodian or c.source,
                            Text(c.status, style=CHECK_STYLE.get(c.status, "")), c.reason)
         q = Text()
+        if cur is not None:
+            s = v.steps[cur]
+            q.append(f"Step {s.number} {s.name}", style="bold")
+            q.append(f" ({s.actor}) records: {s.records}\n", style="dim")
         if v.quorum is not None:
             q.append("Quorum: ", style="bold")
             q.append(v.quorum.describe(), style="green" if v.quorum.met else "yellow")
@@ -227,6 +231,8 @@ class CeremonyScreen(ServiceScreen):
             facts.append(f"transcript: {v.bundle}\n", style="dim")
         self.query_one("#cer-facts", Static).update(facts)
         self.query_one("#cer-entry").display = v.awaiting == "shares"
+        self.query_one("#cer-shares").display = bool(v.shares) or v.awaiting == "shares"
+        self.query_one("#cer-approvals").display = bool(v.approvals) or bool(v.approvals_needed)
 
     def _render_approvals(self) -> None:
         v = self.view
