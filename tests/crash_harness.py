@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import signal
 import subprocess
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from custody.backup_rekey import read_state
 from tests.conftest import cli_env
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
 
@@ -117,7 +117,8 @@ def backup_crash(work: Path, *, mib: int, kills: int, seed: int, chunk: int = 1 
         if killed:
             res.kills += 1
             state = bk.with_name(bk.name + ".rekey-state")
-            if state.exists() and json.loads(state.read_text() or "{}").get("chunks_done"):
+            doc = read_state(state)
+            if doc and doc.get("chunks_done"):
                 res.resumed += 1
         else:
             res.completed_runs += 1
