@@ -38,8 +38,9 @@ def main() -> int:
             continue
         print(f"\n=== {script} {' '.join(args)}", flush=True)
         env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-        rc = subprocess.run([sys.executable, str(HERE / script), *args], env=env,
-                            check=False).returncode
+        rc = subprocess.run(
+            [sys.executable, str(HERE / script), *args], env=env, check=False
+        ).returncode
         if rc:
             failed.append(script)
     if failed:

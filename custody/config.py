@@ -44,7 +44,7 @@ class HsmConfig:
     """
 
     module: str = DEFAULT_SOFTHSM_MODULE
-    token_label: str = "custody"
+    token_label: str = "custody"  # noqa: S105 (a token label, not a password)
     slot: int | None = None
     softhsm_conf: str | None = None
 
@@ -114,7 +114,7 @@ class Config:
         return doc
 
     @classmethod
-    def from_toml(cls, doc: dict[str, Any]) -> "Config":
+    def from_toml(cls, doc: dict[str, Any]) -> Config:
         try:
             dep = doc["deployment"]
             hsm = doc.get("hsm", {})

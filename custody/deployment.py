@@ -8,7 +8,6 @@ created before a failure is removed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from custody.hierarchy import KeyHierarchy, iso, utcnow
 from custody.hsm import Hsm
 from custody.store import Store
 
-EMBEDDED_TOKEN_LABEL = "custody"
+EMBEDDED_TOKEN_LABEL = "custody"  # noqa: S105 (a token label, not a password)
 
 
 def open_hsm(home: Home, config: Config, pin: str) -> Hsm:
@@ -40,7 +39,7 @@ class Deployment:
     hsm: Hsm | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, home: Home, pin: str | None = None) -> "Deployment":
+    def open(cls, home: Home, pin: str | None = None) -> Deployment:
         """Open a home's config and store, and the HSM if *pin* is given.
 
         Raises:
@@ -60,7 +59,7 @@ class Deployment:
             self.hsm.close()
         self.store.close()
 
-    def __enter__(self) -> "Deployment":
+    def __enter__(self) -> Deployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -106,15 +105,24 @@ def init_deployment(
     try:
         if hsm is None:
             if not so_pin:
-                raise ConfigError("The embedded token needs an SO PIN", "Set CUSTODY_SO_PIN or use --pin-file with so_pin=.")
+                raise ConfigError(
+                    "The embedded token needs an SO PIN",
+                    "Set CUSTODY_SO_PIN or use --pin-file with so_pin=.",
+                )
             if (root / "tokens").exists():
-                raise ConfigError(f"{root}/tokens already exists", "Remove it or choose another home.")
+                raise ConfigError(
+                    f"{root}/tokens already exists", "Remove it or choose another home."
+                )
             created += [root / "tokens", root / softhsm.CONF_NAME]
             conf = softhsm.write_conf(root)
             softhsm.init_token(conf, EMBEDDED_TOKEN_LABEL, so_pin, user_pin)
             hsm = HsmConfig(token_label=EMBEDDED_TOKEN_LABEL, softhsm_conf=softhsm.CONF_NAME)
         config = Config(deployment_id=uuid.uuid4().hex, created=iso(utcnow()), hsm=hsm)
-        created += [home.db_path, Path(str(home.db_path) + "-wal"), Path(str(home.db_path) + "-shm")]
+        created += [
+            home.db_path,
+            Path(str(home.db_path) + "-wal"),
+            Path(str(home.db_path) + "-shm"),
+        ]
         store = Store.open(home.db_path, create=True)
         try:
             store.set_meta("deployment_id", config.deployment_id)
@@ -139,7 +147,7 @@ def init_deployment(
         if created_dir:
             shutil.rmtree(root, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise ConfigError(f"Cannot create {root}", f"{exc.strerror or exc}; nothing was kept.") from exc
+            raise ConfigError(
+                f"Cannot create {root}", f"{exc.strerror or exc}; nothing was kept."
+            ) from exc
         raise
-
-

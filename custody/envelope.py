@@ -69,7 +69,9 @@ def parse(blob: bytes) -> Envelope:
     Raises:
         IntegrityError: the bytes are not a well-formed envelope of a known version.
     """
-    bad = IntegrityError("Malformed wrapped object", "The stored ciphertext is damaged or not custody's.")
+    bad = IntegrityError(
+        "Malformed wrapped object", "The stored ciphertext is damaged or not custody's."
+    )
     if len(blob) < 2 or blob[0] != FORMAT_VERSION:
         raise bad
     klen = blob[1]
@@ -84,8 +86,14 @@ def parse(blob: bytes) -> Envelope:
     return Envelope(key_id=key_id, key_version=version, nonce=blob[6 + klen : end], body=blob[end:])
 
 
-def seal(key: bytes, key_id: str, key_version: int, plaintext: bytes, context: bytes,
-         nonce: bytes | None = None) -> bytes:
+def seal(
+    key: bytes,
+    key_id: str,
+    key_version: int,
+    plaintext: bytes,
+    context: bytes,
+    nonce: bytes | None = None,
+) -> bytes:
     """Encrypt *plaintext* under a raw AES-256 *key* into an envelope (in process)."""
     n = nonce if nonce is not None else os.urandom(NONCE_LEN)
     aad = header(key_id, key_version) + context

@@ -118,8 +118,15 @@ class KeyHierarchy:
             "FROM root_versions ORDER BY version"
         )
         return [
-            RootVersion(version=r[0], state=KeyState(r[1]), kcv=r[2], epoch=r[3],
-                        has_blob=bool(r[4]), created=r[5], state_changed=r[6])
+            RootVersion(
+                version=r[0],
+                state=KeyState(r[1]),
+                kcv=r[2],
+                epoch=r[3],
+                has_blob=bool(r[4]),
+                created=r[5],
+                state_changed=r[6],
+            )
             for r in rows
         ]
 
@@ -141,8 +148,9 @@ class KeyHierarchy:
         rows = self.store.query("SELECT COALESCE(MAX(version), 0) FROM root_versions")
         return int(rows[0][0]) + 1
 
-    def record_root(self, version: int, kcv: str, *, blob: bytes | None, epoch: int | None,
-                    activate: bool) -> RootVersion:
+    def record_root(
+        self, version: int, kcv: str, *, blob: bytes | None, epoch: int | None, activate: bool
+    ) -> RootVersion:
         """Record a root version that now exists on the token.
 
         When *activate*, it becomes the active root and the previous active root becomes
@@ -156,10 +164,17 @@ class KeyHierarchy:
                     (KeyState.DECRYPT_ONLY, now, KeyState.ACTIVE),
                 )
             c.execute(
-                "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, state_changed)"
-                " VALUES(?,?,?,?,?,?,?)",
-                (version, KeyState.ACTIVE if activate else KeyState.DECRYPT_ONLY, kcv, epoch,
-                 blob, now, now),
+                "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+                "state_changed) VALUES(?,?,?,?,?,?,?)",
+                (
+                    version,
+                    KeyState.ACTIVE if activate else KeyState.DECRYPT_ONLY,
+                    kcv,
+                    epoch,
+                    blob,
+                    now,
+                    now,
+                ),
             )
         return next(r for r in self.roots() if r.version == version)
 
@@ -180,7 +195,9 @@ class KeyHierarchy:
             raise UsageError(f"No root/v{version}", "See 'custody status'.")
         src = KeyState(rows[0][0])
         if not can_move(src, state):
-            raise PolicyError(f"root/v{version} cannot go from {src} to {state}", "See docs/keys.md.")
+            raise PolicyError(
+                f"root/v{version} cannot go from {src} to {state}", "See docs/keys.md."
+            )
         with self.store.tx() as c:
             if state not in CAN_DECRYPT:
                 (n,) = c.execute(
@@ -222,7 +239,9 @@ class KeyHierarchy:
             plain = self._open_kek(branch, version, root_v, bytes(wrapped))
             if kcv_of_bytes(plain) != kcv:
                 raise IntegrityError(f"KEK {branch}/v{version} KCV mismatch", "Stop; investigate.")
-            updates.append((self._seal_kek(branch, version, to_root, plain), to_root, branch, version))
+            updates.append(
+                (self._seal_kek(branch, version, to_root, plain), to_root, branch, version)
+            )
         for sealed, root_v, branch, version in updates:
             self._open_kek(branch, version, root_v, sealed)  # verify before commit
         with self.store.tx() as c:
@@ -259,8 +278,17 @@ class KeyHierarchy:
             params = (branch,)
         rows = self.store.query(sql + " ORDER BY k.branch, k.version", params)
         return [
-            KekVersion(branch=r[0], version=r[1], state=KeyState(r[2]), kcv=r[3], root_version=r[4],
-                       created=r[5], state_changed=r[6], destroy_after=r[7], objects=r[8])
+            KekVersion(
+                branch=r[0],
+                version=r[1],
+                state=KeyState(r[2]),
+                kcv=r[3],
+                root_version=r[4],
+                created=r[5],
+                state_changed=r[6],
+                destroy_after=r[7],
+                objects=r[8],
+            )
             for r in rows
         ]
 
@@ -301,7 +329,16 @@ class KeyHierarchy:
             c.execute(
                 "INSERT INTO kek_versions(branch, version, state, kcv, root_version, wrapped, "
                 "created, state_changed) VALUES(?,?,?,?,?,?,?,?)",
-                (branch, version, KeyState.ACTIVE, kcv_of_bytes(plain), root.version, sealed, now, now),
+                (
+                    branch,
+                    version,
+                    KeyState.ACTIVE,
+                    kcv_of_bytes(plain),
+                    root.version,
+                    sealed,
+                    now,
+                    now,
+                ),
             )
         self._kek_cache[(branch, version)] = plain
         return next(k for k in self.keks(branch) if k.version == version)
@@ -314,7 +351,8 @@ class KeyHierarchy:
                 *for_encrypt*). IntegrityError: the unwrap failed its tag or KCV check.
         """
         rows = self.store.query(
-            "SELECT state, root_version, wrapped, kcv FROM kek_versions WHERE branch=? AND version=?",
+            "SELECT state, root_version, wrapped, kcv FROM kek_versions "
+            "WHERE branch=? AND version=?",
             (branch, version),
         )
         if not rows:
@@ -332,9 +370,15 @@ class KeyHierarchy:
         return key
 
     # ---------------------------------------------------------------- objects
-    def generate_deks(self, branch: str, count: int, *, kind: str = "dek",
-                      label: str | None = None,
-                      progress: Callable[[int], None] | None = None) -> list[bytes]:
+    def generate_deks(
+        self,
+        branch: str,
+        count: int,
+        *,
+        kind: str = "dek",
+        label: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[bytes]:
         """Create *count* random 256-bit data keys wrapped under the active KEK of *branch*.
 
         Like a KMS GenerateDataKey, but the plaintexts are not returned: only a digest of
@@ -353,8 +397,19 @@ class KeyHierarchy:
                 uid = os.urandom(16)
                 dek = os.urandom(32)
                 wrapped = envelope.seal(key, branch, kek.version, dek, object_context(uid))
-                rows.append((uid, kind, branch, kek.version, wrapped, object_digest(uid, dek),
-                             label, now, now))
+                rows.append(
+                    (
+                        uid,
+                        kind,
+                        branch,
+                        kek.version,
+                        wrapped,
+                        object_digest(uid, dek),
+                        label,
+                        now,
+                        now,
+                    )
+                )
                 uids.append(uid)
             with self.store.tx() as c:
                 c.executemany(
@@ -366,8 +421,9 @@ class KeyHierarchy:
                 progress(len(rows))
         return uids
 
-    def store_object(self, branch: str, plaintext: bytes, *, kind: str,
-                     label: str | None = None) -> bytes:
+    def store_object(
+        self, branch: str, plaintext: bytes, *, kind: str, label: str | None = None
+    ) -> bytes:
         """Wrap *plaintext* (a key or secret value) under the active KEK and store it."""
         kek = self.current_kek(branch)
         key = self.kek_plaintext(branch, kek.version, for_encrypt=True)
@@ -378,8 +434,17 @@ class KeyHierarchy:
             c.execute(
                 "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, label, "
                 "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
-                (uid, kind, branch, kek.version, wrapped, object_digest(uid, plaintext), label,
-                 now, now),
+                (
+                    uid,
+                    kind,
+                    branch,
+                    kek.version,
+                    wrapped,
+                    object_digest(uid, plaintext),
+                    label,
+                    now,
+                    now,
+                ),
             )
         return uid
 
@@ -404,7 +469,9 @@ class KeyHierarchy:
         wrapped, branch, version = rows[0]
         return self.open_object(uid, bytes(wrapped), branch, version)
 
-    def iter_objects(self, sample: int | None = None) -> Iterable[tuple[bytes, bytes, str, int, bytes]]:
+    def iter_objects(
+        self, sample: int | None = None
+    ) -> Iterable[tuple[bytes, bytes, str, int, bytes]]:
         sql = "SELECT uid, wrapped, branch, kek_version, digest FROM objects"
         if sample is not None:
             sql += f" ORDER BY RANDOM() LIMIT {int(sample)}"
@@ -412,8 +479,9 @@ class KeyHierarchy:
         for row in cur:
             yield bytes(row[0]), bytes(row[1]), row[2], row[3], bytes(row[4])
 
-    def verify_objects(self, sample: int | None = None,
-                       progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify_objects(
+        self, sample: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> VerifyReport:
         """Decrypt objects and compare each to its recorded digest.
 
         Args:
@@ -440,7 +508,7 @@ class KeyHierarchy:
     # ------------------------------------------------------ staged retirement
     # Additive API for re-key jobs (custody.rekey); see docs/rekey.md.
     @staticmethod
-    def kek_users(conn: "sqlite3.Connection", branch: str, version: int) -> int:
+    def kek_users(conn: sqlite3.Connection, branch: str, version: int) -> int:
         """How many things are still wrapped under KEK *branch*/v*version*.
 
         Counts stored objects and, for the ``backup`` branch, catalogued backup files. Call it
@@ -456,9 +524,15 @@ class KeyHierarchy:
             n += b
         return int(n)
 
-    def set_kek_state(self, branch: str, version: int, state: KeyState, *,
-                      destroy_after: datetime | None = None,
-                      now: datetime | None = None) -> KekVersion:
+    def set_kek_state(
+        self,
+        branch: str,
+        version: int,
+        state: KeyState,
+        *,
+        destroy_after: datetime | None = None,
+        now: datetime | None = None,
+    ) -> KekVersion:
         """Move a KEK version to *state* (staged retirement), checking the rules atomically.
 
         The current state is re-read and the "wraps nothing" rule is checked inside the same
@@ -491,8 +565,10 @@ class KeyHierarchy:
                 raise UsageError(f"No KEK {branch}/v{version}", "See 'custody kek list'.")
             src = KeyState(row[0])
             if not can_move(src, state):
-                raise PolicyError(f"KEK {branch}/v{version} cannot go from {src} to {state}",
-                                  "See docs/rekey.md for the retirement stages.")
+                raise PolicyError(
+                    f"KEK {branch}/v{version} cannot go from {src} to {state}",
+                    "See docs/rekey.md for the retirement stages.",
+                )
             if state not in CAN_DECRYPT:
                 users = self.kek_users(c, branch, version)
                 if users:
@@ -506,8 +582,10 @@ class KeyHierarchy:
                     (branch, KeyState.ACTIVE),
                 ).fetchone()
                 if active:
-                    raise PolicyError(f"The {branch} branch already has an active KEK",
-                                      "Only one version per branch is active.")
+                    raise PolicyError(
+                        f"The {branch} branch already has an active KEK",
+                        "Only one version per branch is active.",
+                    )
             after: str | None = None
             if state is KeyState.DESTROY_SCHEDULED:
                 if destroy_after is None:
@@ -520,8 +598,10 @@ class KeyHierarchy:
                         "Wait for the destruction delay, or cancel it.",
                     )
                 # Erase the sealed key itself; the row stays as a record.
-                c.execute("UPDATE kek_versions SET wrapped=X'' WHERE branch=? AND version=?",
-                          (branch, version))
+                c.execute(
+                    "UPDATE kek_versions SET wrapped=X'' WHERE branch=? AND version=?",
+                    (branch, version),
+                )
                 after = row[1]
             c.execute(
                 "UPDATE kek_versions SET state=?, state_changed=?, destroy_after=? "

@@ -58,5 +58,7 @@ def private_from_pem(pem: bytes, passphrase: bytes) -> Ed25519PrivateKey:
             "Cannot open the signing key", "The passphrase is wrong or the key file is damaged."
         ) from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError("The signing key is not Ed25519", "Create it with 'custody participant new'.")
+        raise ConfigError(
+            "The signing key is not Ed25519", "Create it with 'custody participant new'."
+        )
     return key

@@ -14,7 +14,9 @@ def _age_days(created: str, now: datetime) -> int:
     return (now - datetime.fromisoformat(created)).days
 
 
-def deployment_status(home: Home, pin: str | None, *, now: datetime | None = None) -> dict[str, Any]:
+def deployment_status(
+    home: Home, pin: str | None, *, now: datetime | None = None
+) -> dict[str, Any]:
     """Collect the status of *home*. The token is logged in to only when *pin* is given.
 
     Raises:
@@ -48,8 +50,12 @@ def deployment_status(home: Home, pin: str | None, *, now: datetime | None = Non
             else:
                 try:
                     info = hsm.info()
-                    out["hsm"]["token"] = {"manufacturer": info.manufacturer, "model": info.model,
-                                           "serial": info.serial, "slot_id": info.slot_id}
+                    out["hsm"]["token"] = {
+                        "manufacturer": info.manufacturer,
+                        "model": info.model,
+                        "serial": info.serial,
+                        "slot_id": info.slot_id,
+                    }
                     out["hsm"]["root_keys_on_token"] = sorted(
                         f"{k.label}/v{k.version}" for k in hsm.list_keys("root")
                     )
@@ -60,14 +66,28 @@ def deployment_status(home: Home, pin: str | None, *, now: datetime | None = Non
                     hsm.close()
         h = KeyHierarchy(dep.store, None)
         out["roots"] = [
-            {"version": r.version, "state": r.state.value, "kcv": r.kcv, "epoch": r.epoch,
-             "has_blob": r.has_blob, "created": r.created, "age_days": _age_days(r.created, now)}
+            {
+                "version": r.version,
+                "state": r.state.value,
+                "kcv": r.kcv,
+                "epoch": r.epoch,
+                "has_blob": r.has_blob,
+                "created": r.created,
+                "age_days": _age_days(r.created, now),
+            }
             for r in h.roots()
         ]
         out["keks"] = [
-            {"branch": k.branch, "version": k.version, "state": k.state.value, "kcv": k.kcv,
-             "root_version": k.root_version, "created": k.created,
-             "age_days": _age_days(k.created, now), "objects": k.objects}
+            {
+                "branch": k.branch,
+                "version": k.version,
+                "state": k.state.value,
+                "kcv": k.kcv,
+                "root_version": k.root_version,
+                "created": k.created,
+                "age_days": _age_days(k.created, now),
+                "objects": k.objects,
+            }
             for k in h.keks()
         ]
         out["objects"] = h.object_counts()

@@ -8,6 +8,7 @@ one applied. Every foreign ``sqlite3`` error is translated into :class:`StorageE
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,12 +174,16 @@ def _storage_error(path: Path, exc: Exception) -> StorageError:
             "Restore it from a backup; custody will not write to a damaged store.",
         )
     if "locked" in msg or "busy" in msg:
-        return StorageError(f"The store {path.name} is busy", "Another custody process holds it; retry.")
+        return StorageError(
+            f"The store {path.name} is busy", "Another custody process holds it; retry."
+        )
     if "disk" in msg and "full" in msg:
         return StorageError("The disk is full", "Free space and retry; nothing was changed.")
     if "readonly" in msg or "read-only" in msg:
         return StorageError(f"The store {path.name} is read-only", "Check file permissions.")
-    return StorageError(f"Store error in {path.name}: {type(exc).__name__}", "See the logs; nothing was changed.")
+    return StorageError(
+        f"Store error in {path.name}: {type(exc).__name__}", "See the logs; nothing was changed."
+    )
 
 
 class Store:
@@ -192,7 +197,7 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = False) -> "Store":
+    def open(cls, path: Path, *, create: bool = False) -> Store:
         """Open (and migrate) the store.
 
         Args:
@@ -256,10 +261,8 @@ class Store:
             raise
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self.conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """Run a read query.

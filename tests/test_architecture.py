@@ -40,9 +40,7 @@ def test_only_the_hsm_adapter_imports_pkcs11():
 )
 def test_layers_point_one_way(pkg, forbidden):
     offenders = [
-        str(p.relative_to(ROOT))
-        for p in (ROOT / pkg).rglob("*.py")
-        if _imports(p) & forbidden
+        str(p.relative_to(ROOT)) for p in (ROOT / pkg).rglob("*.py") if _imports(p) & forbidden
     ]
     assert offenders == []
 

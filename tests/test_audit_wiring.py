@@ -41,8 +41,12 @@ def test_operations_and_failures_are_logged_before_they_act(home, tmp_path):
     r = run_cli("dek", "generate", "--count", "3", "--home", str(h), "--pin-file", str(wrong))
     assert r.returncode == 5
     got = [(e["op"], e["outcome"]) for e in _entries(h)]
-    assert got[:4] == [("kek rotate", "intent"), ("kek rotate", "ok"),
-                       ("dek generate", "intent"), ("dek generate", "failed")]
+    assert got[:4] == [
+        ("kek rotate", "intent"),
+        ("kek rotate", "ok"),
+        ("dek generate", "intent"),
+        ("dek generate", "failed"),
+    ]
     failed = _entries(h)[3]
     assert failed["details"]["error"] == "PinIncorrect"
     assert failed["details"]["intent_seq"] == 2
@@ -68,12 +72,17 @@ def test_rotation_warnings_reach_the_audit_log(home):
     import sqlite3
 
     h, pins = home
-    assert run_cli("kek", "rotate", "--branch", "secrets", "--home", str(h),
-                   "--pin-file", str(pins)).returncode == 0
+    assert (
+        run_cli(
+            "kek", "rotate", "--branch", "secrets", "--home", str(h), "--pin-file", str(pins)
+        ).returncode
+        == 0
+    )
     con = sqlite3.connect(h / "custody.db")
     try:
-        con.execute("UPDATE kek_versions SET created='2026-01-01T00:00:00+00:00' "
-                    "WHERE branch='secrets'")
+        con.execute(
+            "UPDATE kek_versions SET created='2026-01-01T00:00:00+00:00' WHERE branch='secrets'"
+        )
         con.commit()
     finally:
         con.close()

@@ -13,8 +13,14 @@ pytestmark = pytest.mark.hsm
 
 
 def _devhome(home):
-    return subprocess.run([sys.executable, "-m", "ceremonies.devhome", str(home)], env=cli_env(),
-                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ceremonies.devhome", str(home)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_make_run_builds_then_reuses_the_home(tmp_path):

@@ -107,7 +107,9 @@ def test_dek_verify_detects_tampered_row(tmp_path, home):
     r = run_cli("dek", "generate", "--branch", "secrets", "--count", "3", *base, "--json")
     uid = json.loads(r.stdout)["ids"][1]
     con = sqlite3.connect(h / "custody.db")
-    (wrapped,) = con.execute("SELECT wrapped FROM objects WHERE uid=?", (bytes.fromhex(uid),)).fetchone()
+    (wrapped,) = con.execute(
+        "SELECT wrapped FROM objects WHERE uid=?", (bytes.fromhex(uid),)
+    ).fetchone()
     bad = wrapped[:-1] + bytes([wrapped[-1] ^ 0x40])
     con.execute("UPDATE objects SET wrapped=? WHERE uid=?", (bad, bytes.fromhex(uid)))
     con.commit()
@@ -146,7 +148,9 @@ def test_missing_token_is_typed(tmp_path, home):
     h, pins = home
     other = tmp_path / "copy"
     other.mkdir()
-    text = (h / "custody.toml").read_text().replace('token_label = "custody"', 'token_label = "nope"')
+    text = (
+        (h / "custody.toml").read_text().replace('token_label = "custody"', 'token_label = "nope"')
+    )
     (other / "custody.toml").write_text(text.replace("softhsm2.conf", str(h / "softhsm2.conf")))
     (other / "custody.db").write_bytes((h / "custody.db").read_bytes())
     r = run_cli("kek", "rotate", "--branch", "data", "--home", str(other), "--pin-file", str(pins))
@@ -170,7 +174,10 @@ def test_corrupted_store_is_typed(tmp_path, home):
     tail = run_cli("audit", "tail", "--home", str(other), "--json")
     doc = json.loads(tail.stdout)
     entries = doc["entries"] if isinstance(doc, dict) else doc
-    assert [(e["op"], e["outcome"]) for e in entries] == [("status", "intent"), ("status", "failed")]
+    assert [(e["op"], e["outcome"]) for e in entries] == [
+        ("status", "intent"),
+        ("status", "failed"),
+    ]
     assert entries[-1]["details"]["error"] == "StorageError"
 
 
@@ -205,8 +212,20 @@ def test_init_with_an_external_pkcs11_token(tmp_path):
     env = __import__("tests.conftest", fromlist=["cli_env"]).cli_env(SOFTHSM2_CONF=str(conf))
     h = tmp_path / "home"
     pins = _pins(tmp_path)
-    r = run_cli("init", "--home", str(h), "--module", "/usr/lib/softhsm/libsofthsm2.so",
-                "--token-label", "bank-hsm", "--pin-file", str(pins), "--dev-root", "--json", env=env)
+    r = run_cli(
+        "init",
+        "--home",
+        str(h),
+        "--module",
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "--token-label",
+        "bank-hsm",
+        "--pin-file",
+        str(pins),
+        "--dev-root",
+        "--json",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert not (h / "tokens").exists() and not (h / "softhsm2.conf").exists()
     cfg = (h / "custody.toml").read_text()
@@ -215,8 +234,18 @@ def test_init_with_an_external_pkcs11_token(tmp_path):
     st = json.loads(r.stdout)
     assert st["hsm"]["reachable"] is True and st["hsm"]["embedded"] is False
     assert st["hsm"]["root_keys_on_token"] == ["root/v1"]
-    r = run_cli("init", "--home", str(tmp_path / "h2"), "--module", "/nonexistent/libpkcs11.so",
-                "--token-label", "x", "--pin-file", str(pins), env=env)
+    r = run_cli(
+        "init",
+        "--home",
+        str(tmp_path / "h2"),
+        "--module",
+        "/nonexistent/libpkcs11.so",
+        "--token-label",
+        "x",
+        "--pin-file",
+        str(pins),
+        env=env,
+    )
     assert r.returncode == 5 and "hint:" in r.stderr
     assert not (tmp_path / "h2").exists()
     _no_canary(r.stdout, r.stderr)

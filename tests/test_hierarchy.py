@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from custody.config import HsmConfig
@@ -31,10 +33,8 @@ def hier(hsm, tmp_path):
     yield h
     # leave the shared session token clean for other tests
     for r in h.roots():
-        try:
+        with contextlib.suppress(Exception):
             hsm.destroy_key("root", r.version)
-        except Exception:
-            pass
     store.close()
 
 
@@ -86,8 +86,10 @@ def test_tampered_kek_fails_closed(hier):
     uid = hier.store_object("data", b"an api key", kind="secret", label="svc")
     row = hier.store.query("SELECT wrapped FROM kek_versions WHERE branch='data'")[0][0]
     with hier.store.tx() as c:
-        c.execute("UPDATE kek_versions SET wrapped=? WHERE branch='data'",
-                  (row[:-2] + bytes([row[-2] ^ 1, row[-1]]),))
+        c.execute(
+            "UPDATE kek_versions SET wrapped=? WHERE branch='data'",
+            (row[:-2] + bytes([row[-2] ^ 1, row[-1]]),),
+        )
     hier.forget_keys()
     with pytest.raises(IntegrityError):
         hier.unwrap_object(uid)

@@ -15,7 +15,9 @@ from custody.store import Store
 from tests.conftest import cli_env
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
 
-pytestmark = pytest.mark.hsm
+# The tests share one module-scoped deployment and build on each other in file order, so
+# they must run on one xdist worker (make test uses --dist loadgroup).
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("rekey-rotated")]
 N = 5000
 
 

@@ -50,10 +50,9 @@ def test_newer_schema_refused(tmp_path):
 
 def test_tx_rolls_back_on_error(tmp_path):
     s = Store.open(tmp_path / "c.db", create=True)
-    with pytest.raises(RuntimeError):
-        with s.tx() as c:
-            c.execute("INSERT INTO meta(key, value) VALUES('a', 'b')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), s.tx() as c:
+        c.execute("INSERT INTO meta(key, value) VALUES('a', 'b')")
+        raise RuntimeError("boom")
     assert s.get_meta("a") is None
 
 

@@ -17,20 +17,53 @@ from collections.abc import Callable, Sequence
 from custody.errors import AuditError, CustodyError, PolicyError
 
 # "group action" (or "group" alone) of commands that touch keys, tokens or ceremonies.
-AUDITED: frozenset[str] = frozenset({
-    "status", "hsm selftest",
-    "kek rotate", "dek generate", "dek verify",
-    "rekey run", "rekey verify", "rekey cancel-destroy",
-    "backup create", "backup restore", "backup verify", "backup rekey",
-    "ceremony generate", "ceremony recover", "ceremony reshare", "ceremony rotate-root",
-    "ceremony emergency-rotate", "ceremony drill", "ceremony enrol", "ceremony resume",
-    "ceremony abort", "ceremony approve", "ceremony offer",
-    "audit checkpoint",
-})
+AUDITED: frozenset[str] = frozenset(
+    {
+        "status",
+        "hsm selftest",
+        "kek rotate",
+        "dek generate",
+        "dek verify",
+        "rekey run",
+        "rekey verify",
+        "rekey cancel-destroy",
+        "backup create",
+        "backup restore",
+        "backup verify",
+        "backup rekey",
+        "ceremony generate",
+        "ceremony recover",
+        "ceremony reshare",
+        "ceremony rotate-root",
+        "ceremony emergency-rotate",
+        "ceremony drill",
+        "ceremony enrol",
+        "ceremony resume",
+        "ceremony abort",
+        "ceremony approve",
+        "ceremony offer",
+        "audit checkpoint",
+    }
+)
 
 # Argument names that are safe to record (identifiers, counts, paths), never values.
-_RECORDED_ARGS = ("branch", "count", "all", "due", "batch", "full", "version", "kind",
-                  "ceremony_id", "ceremony", "reason", "src", "file", "out", "scheme")
+_RECORDED_ARGS = (
+    "branch",
+    "count",
+    "all",
+    "due",
+    "batch",
+    "full",
+    "version",
+    "kind",
+    "ceremony_id",
+    "ceremony",
+    "reason",
+    "src",
+    "file",
+    "out",
+    "scheme",
+)
 
 
 def command_name(argv: Sequence[str]) -> str:
@@ -59,8 +92,9 @@ def _details(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def run_audited(argv: Sequence[str], args: argparse.Namespace,
-                func: Callable[[argparse.Namespace], int]) -> int:
+def run_audited(
+    argv: Sequence[str], args: argparse.Namespace, func: Callable[[argparse.Namespace], int]
+) -> int:
     """Run *func* inside the audit log of its home when the command is audited.
 
     Raises:
@@ -79,33 +113,52 @@ def run_audited(argv: Sequence[str], args: argparse.Namespace,
     from custody.audit.log import AuditLog
 
     details = _details(args)
-    target = str(details.get("branch") or details.get("ceremony_id") or details.get("file")
-                 or details.get("src") or home.root.name)
+    target = str(
+        details.get("branch")
+        or details.get("ceremony_id")
+        or details.get("file")
+        or details.get("src")
+        or home.root.name
+    )
     actor = actor_name()
     try:
         log = AuditLog.for_home(home)
     except AuditError as err:
-        raise AuditError(f"The audit log cannot be written; '{op}' was refused",
-                         f"{err.title}. {err.hint} Nothing was changed.") from err
+        raise AuditError(
+            f"The audit log cannot be written; '{op}' was refused",
+            f"{err.title}. {err.hint} Nothing was changed.",
+        ) from err
     try:
         first = log.append(op, target, actor, outcome="intent", details=details)
         ref = {"intent_seq": first["seq"]}
         try:
             rc = func(args)
         except PolicyError as err:
-            log.append(op, target, actor, outcome="denied",
-                       details={**ref, "error": type(err).__name__, "title": err.title})
+            log.append(
+                op,
+                target,
+                actor,
+                outcome="denied",
+                details={**ref, "error": type(err).__name__, "title": err.title},
+            )
             raise
         except CustodyError as err:
-            log.append(op, target, actor, outcome="failed",
-                       details={**ref, "error": type(err).__name__, "title": err.title})
+            log.append(
+                op,
+                target,
+                actor,
+                outcome="failed",
+                details={**ref, "error": type(err).__name__, "title": err.title},
+            )
             raise
         except BaseException as exc:
-            log.append(op, target, actor, outcome="failed",
-                       details={**ref, "error": type(exc).__name__})
+            log.append(
+                op, target, actor, outcome="failed", details={**ref, "error": type(exc).__name__}
+            )
             raise
-        log.append(op, target, actor, outcome="ok" if rc == 0 else "failed",
-                   details={**ref, "exit": rc})
+        log.append(
+            op, target, actor, outcome="ok" if rc == 0 else "failed", details={**ref, "exit": rc}
+        )
         return rc
     finally:
         log.close()

@@ -69,8 +69,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     so_pin = None if hsm else common.so_pin(args, confirm=True)
     cfg = init_deployment(home, user_pin=user_pin, so_pin=so_pin, hsm=hsm, dev_root=args.dev_root)
     if args.json:
-        common.emit_json({"ok": True, "home": str(home.root), "deployment_id": cfg.deployment_id,
-                          "embedded": cfg.hsm.embedded, "dev_root": args.dev_root})
+        common.emit_json(
+            {
+                "ok": True,
+                "home": str(home.root),
+                "deployment_id": cfg.deployment_id,
+                "embedded": cfg.hsm.embedded,
+                "dev_root": args.dev_root,
+            }
+        )
     else:
         kind = "embedded SoftHSMv2 token" if cfg.hsm.embedded else f"HSM module {cfg.hsm.module}"
         print(f"Created deployment {cfg.deployment_id} in {home.root}")
@@ -88,8 +95,13 @@ def gather_status(args: argparse.Namespace) -> dict[str, Any]:
     pin = None
     if not args.no_token:
         try:
-            pin = read_secret(what="token user PIN", file=args.pin_file, file_key="pin",
-                              env="CUSTODY_PIN", prompt=False)
+            pin = read_secret(
+                what="token user PIN",
+                file=args.pin_file,
+                file_key="pin",
+                env="CUSTODY_PIN",
+                prompt=False,
+            )
         except CustodyError:
             pin = None
     return deployment_status(common.home_of(args), pin)
@@ -105,7 +117,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"deployment  {st['deployment_id']}")
     kind = "embedded SoftHSMv2" if hsm["embedded"] else "external PKCS#11"
     print(f"hsm module  {hsm['module']} ({kind})")
-    reach = {True: "reachable", False: f"UNREACHABLE: {hsm.get('error')}", None: hsm.get("note", "not checked")}
+    reach = {
+        True: "reachable",
+        False: f"UNREACHABLE: {hsm.get('error')}",
+        None: hsm.get("note", "not checked"),
+    }
     print(f"token       {hsm['token_label']}: {reach[hsm['reachable']]}")
     if hsm.get("hint") and hsm["reachable"] is False:
         print(f"            hint: {hsm['hint']}")
@@ -118,8 +134,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{name:<11} {r['state']:<18} kcv {r['kcv']}  age {r['age_days']}d")
     for k in st["keks"]:
         name = f"{k['branch']}/v{k['version']}"
-        print(f"{name:<11} {k['state']:<18} kcv {k['kcv']}  age {k['age_days']}d  "
-              f"objects {k['objects']}")
+        print(
+            f"{name:<11} {k['state']:<18} kcv {k['kcv']}  age {k['age_days']}d  "
+            f"objects {k['objects']}"
+        )
     total = sum(st["objects"].values())
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(st["objects"].items())) or "none"
     print(f"objects     {total} wrapped ({detail})")

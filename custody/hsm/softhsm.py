@@ -85,12 +85,12 @@ def init_token(conf: Path, label: str, so_pin: str, user_pin: str, timeout: floa
         )
     for name, pin in (("SO PIN", so_pin), ("user PIN", user_pin)):
         if not 4 <= len(pin) <= 255 or "\n" in pin:
-            raise ConfigError(f"The {name} must be 4 to 255 characters on one line", "Choose another.")
+            raise ConfigError(
+                f"The {name} must be 4 to 255 characters on one line", "Choose another."
+            )
     env = dict(os.environ, SOFTHSM2_CONF=str(conf))
     answers = [p.encode() + b"\n" for p in (so_pin, so_pin, user_pin, user_pin)]
-    _feed_pty(
-        [SOFTHSM_UTIL, "--init-token", "--free", "--label", label], env, answers, timeout
-    )
+    _feed_pty([SOFTHSM_UTIL, "--init-token", "--free", "--label", label], env, answers, timeout)
 
 
 def delete_token(conf: Path, label: str) -> None:
@@ -104,4 +104,6 @@ def delete_token(conf: Path, label: str) -> None:
         check=False,
     )
     if res.returncode != 0:
-        raise HsmError(f"Could not delete token {label!r}", res.stderr.strip() or "See softhsm2-util.")
+        raise HsmError(
+            f"Could not delete token {label!r}", res.stderr.strip() or "See softhsm2-util."
+        )
