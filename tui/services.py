@@ -659,6 +659,40 @@ class StaticServices:
     def export_report(self, view: AuditView, path: str) -> Path:
         return export_report(view, path)
 
+    def audit_tail(self, start: int) -> AuditTail:
+        n = len(self.log_entries)
+        return AuditTail(size=n, start=min(start, n), entries=self.log_entries[start:],
+                         checkpoints=1 if self.log_covered else 0, covered=self.log_covered)
+
+    def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView:
+        from custody.errors import AuditError
+
+        if self.proof is None or seq >= self.log_covered:
+            raise AuditError(f"No checkpoint covers entry {seq} yet",
+                             "Sign one with 'custody audit checkpoint', then press p again.")
+        return self.proof
+
+    def export_proof(self, proof: ProofView, path: str) -> Path:
+        return export_proof(proof, path)
+
+    def rekey_view(self) -> RekeyView:
+        assert self.rekey is not None
+        return self.rekey
+
+    def rekey_jobs(self) -> tuple[JobView, ...]:
+        return self.rekey_view().jobs
+
+    def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
+        assert self.plan is not None
+        return self.plan
+
+    def rekey_run(self, branch: str | None, due: bool, batch: int,
+                  progress: Callable[[int], None]) -> RunView:
+        raise UsageError("Fixed data", "StaticServices does not run jobs.")
+
+    def cancel_destroy(self, branch: str, version: int) -> str:
+        raise UsageError("Fixed data", "StaticServices does not change anything.")
+
 
 # --------------------------------------------------------------------------- audit log viewer
 
@@ -937,7 +971,7 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
                        for v in st["versions"]),
         jobs=jobs, policy=_due_rows(due),
         pending=tuple((p["branch"], p["version"], p["objects"]) for p in st["pending"]),
-        lease=f"pid {lease['pid']} on {lease['host']} until {lease['expires']}" if lease else "")
+        lease=f"pid {lease['pid']} on {lease['host']} to {str(lease['expires'])[11:16]}Z" if lease else "")
 
 
 def rekey_jobs(home_root: Path) -> tuple[JobView, ...]:
@@ -1031,37 +1065,3 @@ def cancel_destroy(home_root: Path, branch: str, version: int, now: datetime) ->
         k = rekey_retire.cancel_destroy(dep.hierarchy, branch, version, now=now,
                                         reason="cancelled in custody tui")
     return f"{branch}/v{version} is {k.state.value}; held"
-
-    def audit_tail(self, start: int) -> AuditTail:
-        n = len(self.log_entries)
-        return AuditTail(size=n, start=min(start, n), entries=self.log_entries[start:],
-                         checkpoints=1 if self.log_covered else 0, covered=self.log_covered)
-
-    def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView:
-        from custody.errors import AuditError
-
-        if self.proof is None or seq >= self.log_covered:
-            raise AuditError(f"No checkpoint covers entry {seq} yet",
-                             "Sign one with 'custody audit checkpoint', then press p again.")
-        return self.proof
-
-    def export_proof(self, proof: ProofView, path: str) -> Path:
-        return export_proof(proof, path)
-
-    def rekey_view(self) -> RekeyView:
-        assert self.rekey is not None
-        return self.rekey
-
-    def rekey_jobs(self) -> tuple[JobView, ...]:
-        return self.rekey_view().jobs
-
-    def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
-        assert self.plan is not None
-        return self.plan
-
-    def rekey_run(self, branch: str | None, due: bool, batch: int,
-                  progress: Callable[[int], None]) -> RunView:
-        raise UsageError("Fixed data", "StaticServices does not run jobs.")
-
-    def cancel_destroy(self, branch: str, version: int) -> str:
-        raise UsageError("Fixed data", "StaticServices does not change anything.")

@@ -140,12 +140,12 @@ class AuditLogScreen(ServiceScreen):
 
     def _show_status(self) -> None:
         shown = self.query_one("#log-entries", DataTable).row_count
-        cp = (f"checkpoint covers 0..{self.covered - 1}" if self.covered else "no checkpoint yet")
+        cp = f"checkpoint 0..{self.covered - 1}" if self.covered else "no checkpoint"
         self.query_one("#log-status", Static).update(Text.assemble(
             ("● following" if self.following else "○ paused", "green" if self.following else "yellow"),
             ("  entries ", "dim"), str(self.log_size), ("  shown ", "dim"), str(shown),
             ("  ", ""), (cp, "dim"),
-            ("  pinned ", "dim"), ", ".join(p.rsplit("/", 1)[-1] for p in self.trust_keys) or "none"))
+            ("  keys ", "dim"), ", ".join(p.rsplit("/", 1)[-1] for p in self.trust_keys) or "none"))
 
     def action_toggle_follow(self) -> None:
         self.following = not self.following
@@ -264,11 +264,17 @@ class AuditLogScreen(ServiceScreen):
             line = Text.assemble((f"proof of entry {p.seq} at tree size {p.tree_size}: ", ""),
                                  ("not checked (no trust key pinned)", "yellow"))
         self.query_one("#log-proof", Static).update(line)
+        entry = p.doc.get("entry", {})
+        what = f"{entry.get('op', '?')} {entry.get('target', '')} by {entry.get('actor', '?')}" if entry else ""
+        signed = p.summary.rpartition("signed by ")[2] if p.ok else "-"
         self.app.push_screen(DetailScreen(f"Inclusion proof of entry {p.seq}", [
-            Field(label="entry", value=str(p.seq)), Field(label="tree size", value=str(p.tree_size)),
-            Field(label="root", value=p.root),
-            Field(label="path", value=f"{len(p.doc.get('inclusion', []))} hashes (RFC 9162)"),
-            Field(label="result", value=("VALID: " + p.summary) if p.ok else "not checked"),
+            Field(label="result", value="VALID (RFC 9162 inclusion)" if p.ok else
+                  "not checked: no trust key pinned (Ctrl+T)"),
+            Field(label="entry", value=f"{p.seq} {what}".strip()),
+            Field(label="tree size", value=str(p.tree_size)),
+            Field(label="root", value=p.root[:32]), Field(label="", value=p.root[32:]),
+            Field(label="path", value=f"{len(p.doc.get('inclusion', []))} hashes"),
+            Field(label="signed by", value=signed),
             Field(label="pinned", value=", ".join(p.trust_keys) or "none"),
             Field(label="export", value="Ctrl+S writes the proof JSON")]))
 
