@@ -33,6 +33,7 @@ consumed and writeback of the new file is started early with ``posix_fadvise``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,10 +131,8 @@ class _State:
 def _advise(fd: int, offset: int, length: int, advice: int) -> None:
     """Best-effort page-cache hint (some filesystems refuse it; correctness never depends on it)."""
     if length > 0:
-        try:
+        with contextlib.suppress(OSError):
             os.posix_fadvise(fd, offset, length, advice)
-        except OSError:
-            pass
 
 
 def _resume_point(hierarchy: KeyHierarchy, src: bf.Header, tmp: Path,
@@ -187,7 +186,8 @@ def _check_prefix(fd: int, hdr: bf.Header, key: bytes, done: int) -> None:
                 raise bf._bad(f"re-key temp chunk {first + k} failed to verify") from exc
 
 
-def rekey_full(hierarchy: KeyHierarchy, path: Path, *, checkpoint_bytes: int = DEFAULT_CHECKPOINT,
+def rekey_full(hierarchy: KeyHierarchy, path: Path, *,
+               checkpoint_bytes: int = DEFAULT_CHECKPOINT,
                write: Write = os.write, progress: Callable[[int], None] | None = None,
                window: int = WINDOW) -> tuple[BackupInfo, int]:
     """Re-encrypt *path* chunk by chunk into a new key; resume a previous attempt if any.
@@ -256,7 +256,8 @@ class _Job:
 
     def __init__(self, *, sfd: int, src: bf.Header, key_old: bytes, n: int, size: int,
                  tmp: Path, state: Path, new: bf.Header, key_new: bytes,
-                 doc: dict[str, object], write: Write, progress: Callable[[int], None] | None) -> None:
+                 doc: dict[str, object], write: Write,
+                 progress: Callable[[int], None] | None) -> None:
         self.sfd, self.src, self.n, self.size = sfd, src, n, size
         self.tmp, self.state, self.new, self.write, self.progress = tmp, state, new, write, progress
         self.dec, self.enc = AESGCM(key_old), AESGCM(key_new)
@@ -332,7 +333,7 @@ class _Job:
                     reads.append(reader.submit(self._read, ins[slot], *batches[b + depth]))
                 offset = self.new.length + first * step
                 self._check_out(out, offset)  # before the bytes leave this process
-                writes[slot] = writer.submit(self._write, out, offset)
+                writes[slot] = wrote = writer.submit(self._write, out, offset)
                 if self.progress:
                     self.progress(length - count * bf.TAG)
                 since += length
@@ -341,7 +342,7 @@ class _Job:
                 if due and done < n and (ckpt is None or ckpt.done()):
                     if ckpt is not None:
                         ckpt.result()
-                    ckpt = syncer.submit(self._checkpoint, writes[slot], done)
+                    ckpt = syncer.submit(self._checkpoint, wrote, done)
                     since, t_ckpt = 0, time.monotonic()
             for f in [*writes, ckpt]:
                 if f is not None:
@@ -373,7 +374,8 @@ class _Job:
             try:
                 self.dec.decrypt_into(bf.nonce(src.prefix, i, last), cv, aad_old, pv)
             except InvalidTag as exc:
-                raise bf._bad(f"chunk {i} of {self.n} failed to verify; nothing was replaced") from exc
+                raise bf._bad(f"chunk {i} of {self.n} failed to verify; nothing was replaced"
+                              ) from exc
             self.enc.encrypt_into(bf.nonce(new.prefix, i, last), pv, aad_new, out[pos:pos + step])
 
     def _check_out(self, out: memoryview, offset: int) -> None:
@@ -410,8 +412,8 @@ class _Job:
         # written, and an fdatasync that starts now makes them durable before the sidecar says so.
         upto.result()
         os.fdatasync(self.ofd)
-        assert self.sidecar is not None
-        self.sidecar.save(done)
+        if self.sidecar is not None:
+            self.sidecar.save(done)
 
     def _check_file(self) -> None:
         """After the fsync: header, size and the first and last chunks, read from disk.
@@ -431,7 +433,8 @@ class _Job:
                 ct = bytearray(min(step, self.total - off))
                 read_exact(fd, memoryview(ct), off)
                 try:
-                    self.enc.decrypt(bf.nonce(new.prefix, i, i == self.n - 1), bytes(ct), new.digest)
+                    self.enc.decrypt(bf.nonce(new.prefix, i, i == self.n - 1), bytes(ct),
+                                     new.digest)
                 except InvalidTag as exc:
                     raise IntegrityError(f"Re-encrypted chunk {i} failed to verify on disk",
                                          "Nothing was replaced; run the command again.") from exc
