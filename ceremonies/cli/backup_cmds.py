@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "original only after the new file verifies.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--full", action="store_true", help="re-encrypt every chunk (after compromise)")
-    p.add_argument("--checkpoint-mib", type=int, default=64, metavar="MIB")
+    p.add_argument("--checkpoint-mib", type=int, default=256, metavar="MIB",
+                   help="durable progress checkpoint interval (also every 5 s; default 256)")
     _common(p)
     p.set_defaults(func=cmd_rekey)
 
