@@ -98,3 +98,64 @@ def test_custody_tui_in_tmux(tmp_path: Path):
         assert not t.alive(), "custody tui did not quit on q"
     finally:
         t.kill()
+
+
+def test_recover_share_words_typed_in_tmux(tmp_path: Path):
+    """A custodian types an envelope path and their words as 4-letter prefixes into the
+    recover screen of a real ``custody tui``; the live checks and the quorum are read back
+    with capture-pane, and the coordinator's passphrase never shows."""
+    from test_tui_ceremony_pilot import _base, _generate, prefixes
+
+    from custody.hsm import softhsm
+
+    h = _base(tmp_path / "home")
+    _generate(h)
+    conf = h.root / softhsm.CONF_NAME
+    softhsm.delete_token(conf, "custody")
+    softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
+    cmd = (f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
+           f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home "
+           f"{shlex.quote(str(h.root))} --pin-file {shlex.quote(str(h.pins))}")
+    t = Tmux(tmp_path)
+    t.start(cmd)
+    try:
+        t.wait_for("Alerts")
+        t.keys("c")
+        t.wait_for("No ceremony open")
+        t.keys("n")
+        t.wait_for("Start a ceremony")
+        t.keys(h.key("admin"), literal=True)
+        t.wait_for("admin.key.pem")
+        t.keys("Enter")
+        t.wait_for("coordinator key passphrase")
+        t.keys("pass-admin", literal=True)
+        t.keys("Enter")
+        screen = t.wait_for("waiting for shares at collect-shares", "Custodians 0/3")
+        assert "pass-admin" not in screen
+        t.keys(h.envelope("alice"), literal=True)
+        t.wait_for("alice.envelope.json")
+        t.keys("Enter")
+        words = prefixes(h.share("alice")).split()
+        t.keys(" ".join(words[:3]) + " zzzz ", literal=True)
+        t.wait_for("word 4: unknown word")
+        t.keys("C-u")  # clear the field, then type the whole share again
+        end = time.monotonic() + 10
+        while "word 4: unknown word" in t.screen() and time.monotonic() < end:
+            time.sleep(0.1)
+        t.keys(" ".join(words) + " ", literal=True)
+        screen = t.wait_for("alice (group 1, member 1): ok")
+        assert "unknown word" not in screen
+        t.keys("Enter")
+        screen = t.wait_for("Custodians 1/3")
+        assert "alice" in screen and "pass-admin" not in screen
+        t.keys("C-x")
+        t.wait_for("Abort recover")
+        t.keys("y")
+        t.wait_for("aborted")
+        t.keys("C-q")
+        end = time.monotonic() + 10
+        while t.alive() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not t.alive(), "custody tui did not quit on ctrl+q"
+    finally:
+        t.kill()

@@ -137,6 +137,7 @@ class CeremonyScreen(ServiceScreen):
         self.query_one("#cer-shares", DataTable).add_columns("custodian", "check", "reason")
         self.query_one("#cer-approvals", DataTable).add_columns("approver", "window")
         self._countdown = self.set_interval(1.0, self._tick)
+        self.render_view()
         self.load_current()
 
     def on_unmount(self) -> None:
@@ -179,6 +180,8 @@ class CeremonyScreen(ServiceScreen):
         if v is None:
             status.update("No ceremony open. n: start one, o: resume one.")
             self.query_one("#cer-approvals", DataTable).clear()
+            for w in ("#cer-entry", "#cer-shares", "#cer-approvals"):
+                self.query_one(w).display = False
             return
         line = Text(f"{v.kind} {v.ceremony_id[:8]}  ", style="bold")
         if v.awaiting:
@@ -231,6 +234,8 @@ class CeremonyScreen(ServiceScreen):
             facts.append(f"transcript: {v.bundle}\n", style="dim")
         self.query_one("#cer-facts", Static).update(facts)
         self.query_one("#cer-entry").display = v.awaiting == "shares"
+        if v.awaiting == "shares" and not isinstance(self.focused, Input):
+            self.query_one("#share-envelope", Input).focus()
         self.query_one("#cer-shares").display = bool(v.shares) or v.awaiting == "shares"
         self.query_one("#cer-approvals").display = bool(v.approvals) or bool(v.approvals_needed)
 
@@ -273,6 +278,11 @@ class CeremonyScreen(ServiceScreen):
             out.append("\n")
             out.append(check.line(), style=CHECK_STYLE.get(check.status, ""))
         self.query_one("#share-check", Static).update(out)
+
+    @on(Input.Submitted, "#share-envelope")
+    def _envelope_given(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one("#share-words", Input).focus()
 
     @on(Input.Submitted, "#share-words")
     def _submitted(self, event: Input.Submitted) -> None:

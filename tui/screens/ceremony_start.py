@@ -22,6 +22,8 @@ NEEDS = {"generate": ("custodians", "scheme", "out"), "reshare": ("custodians", 
 class StartModal(ModalScreen[dict[str, Any] | None]):
     """Returns ``{"kind", "key", "params"}`` or None."""
 
+    AUTO_FOCUS = "#start-key"
+
     BINDINGS = [Binding("escape", "cancel", "Cancel"),
                 Binding("ctrl+s", "start", "Start", priority=True)]
 
@@ -60,7 +62,11 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.focus_next()
+        shown = [i for i in self.query(Input) if i.display]
+        if all(i.value.strip() for i in shown):
+            self.action_start()  # Enter in the last missing field starts
+        else:
+            next(i for i in shown if not i.value.strip()).focus()
 
     def action_start(self) -> None:
         val = {f: self.query_one(f"#start-{f}", Input).value.strip()
