@@ -36,8 +36,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     pins.chmod(0o600)
     h = d / "home"
-    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
-                 ("dek", "generate", "--count", "5")):
+    for args in (
+        ("init", "--dev-root"),
+        ("kek", "rotate", "--branch", "data"),
+        ("dek", "generate", "--count", "5"),
+    ):
         r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
         assert r.returncode == 0, r.stderr
     return h, pins
@@ -116,12 +119,23 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
             await settle(pilot)
             assert isinstance(app.screen, ErrorModal)
             title, hint = app.errors_shown[-1]
-            assert title.startswith("No checkpoint covers entry") and "custody audit checkpoint" in hint
+            assert (
+                title.startswith("No checkpoint covers entry")
+                and "custody audit checkpoint" in hint
+            )
             await pilot.press("escape")
             await pilot.pause()
             # Another process signs a checkpoint (HSM audit key); the viewer follows live.
-            r = run_cli("audit", "checkpoint", "--home", str(h), "--pin-file", str(pins),
-                        "--trust-out", str(trust))
+            r = run_cli(
+                "audit",
+                "checkpoint",
+                "--home",
+                str(h),
+                "--pin-file",
+                str(pins),
+                "--trust-out",
+                str(trust),
+            )
             assert r.returncode == 0, r.stderr
             scr.query_one("#log-filter").value = ""
             for _ in range(30):
@@ -130,8 +144,10 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
                     break
             await settle(pilot)
             assert scr.log_size == before + 2 and scr.covered == before + 1
-            assert [(r[4], r[2]) for r in rows(scr)[-2:]] == [("audit checkpoint", "intent"),
-                                                              ("audit checkpoint", "ok")]
+            assert [(r[4], r[2]) for r in rows(scr)[-2:]] == [
+                ("audit checkpoint", "intent"),
+                ("audit checkpoint", "ok"),
+            ]
             # A key that did not sign the checkpoint: the check fails, by name.
             scr.query_one("#log-filter").value = "op=kek outcome=ok"
             await pilot.pause()
@@ -171,5 +187,34 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
             c = run_cli("audit", "check-proof", str(out), "--trust", str(trust))
             assert c.returncode == 0 and c.stdout.startswith("VALID"), c.stdout + c.stderr
             assert TEST_PIN not in app.export_screenshot()
+
+    asyncio.run(go())
+
+
+def test_help_lists_the_log_and_rekey_bindings_at_80x24():
+    """Keyboard-only at 80x24: l and j reach the screens; ? lists their keys."""
+    from tests.test_tui_audit_snapshots import app_for
+    from tests.test_tui_rekey_snapshots import sample_plan, sample_rekey
+    from tui.screens.modals import HelpScreen
+    from tui.screens.rekey import RekeyScreen
+
+    async def go():
+        app = app_for()
+        app.services.rekey, app.services.plan = sample_rekey(), sample_plan()
+        async with app.run_test(size=(80, 24)) as pilot:
+            for key, screen, wanted in (
+                ("l", AuditLogScreen, {"Follow", "Filter", "Proof", "Pin key", "Export", "Log"}),
+                ("j", RekeyScreen, {"Start job", "Run due", "Cancel destroy", "Re-key"}),
+            ):
+                await pilot.press(key)
+                await settle(pilot)
+                assert isinstance(app.screen, screen)
+                await pilot.press("question_mark")
+                await pilot.pause()
+                assert isinstance(app.screen, HelpScreen)
+                t = app.screen.query_one("#help-keys")
+                assert wanted <= {str(t.get_row_at(i)[1]) for i in range(t.row_count)}
+                await pilot.press("escape")
+                await pilot.pause()
 
     asyncio.run(go())

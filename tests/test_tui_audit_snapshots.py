@@ -38,8 +38,13 @@ _SCRIPT = [  # (op, target, actor, outcome, details)
     ("audit checkpoint", "custody", "dave", "intent", {}),
     ("audit checkpoint", "custody", "dave", "ok", {"exit": 0, "intent_seq": 9}),
     ("hsm selftest", "custody", "mallory", "intent", {}),
-    ("hsm selftest", "custody", "mallory", "failed",
-     {"error": "PinIncorrect", "intent_seq": 11, "title": "The token refused the PIN"}),
+    (
+        "hsm selftest",
+        "custody",
+        "mallory",
+        "failed",
+        {"error": "PinIncorrect", "intent_seq": 11, "title": "The token refused the PIN"},
+    ),
     ("backup create", "/srv/data", "dave", "intent", {"out": "/backups/d.cbk", "src": "/srv/data"}),
     ("backup create", "/srv/data", "dave", "ok", {"exit": 0, "intent_seq": 13}),
 ]
@@ -48,29 +53,53 @@ _SCRIPT = [  # (op, target, actor, outcome, details)
 def sample_entries() -> tuple[AuditEntryRow, ...]:
     t0 = int(datetime(2027, 2, 27, 9, 0, tzinfo=UTC).timestamp())
     return tuple(
-        AuditEntryRow(seq=i, time=t0 + i * 1801, actor=a, op=op, target=tg, outcome=o,
-                      details=tuple((k, str(v)) for k, v in sorted(d.items())),
-                      prev=f"{i:02x}" * 32, log=LOG)
-        for i, (op, tg, a, o, d) in enumerate(_SCRIPT))
+        AuditEntryRow(
+            seq=i,
+            time=t0 + i * 1801,
+            actor=a,
+            op=op,
+            target=tg,
+            outcome=o,
+            details=tuple((k, str(v)) for k, v in sorted(d.items())),
+            prev=f"{i:02x}" * 32,
+            log=LOG,
+        )
+        for i, (op, tg, a, o, d) in enumerate(_SCRIPT)
+    )
 
 
 def sample_proof() -> ProofView:
-    return ProofView(seq=3, tree_size=10, root="5be2170d66ae91c4d0e2f8193f9a1ca07b525d1e0c3a9b7f4e2c8a6d0b1c2d3e",
-                     doc={"type": "custody.audit.proof/v1", "leaf_index": 3,
-                          "entry": {"op": "kek rotate", "target": "data", "actor": "dave"},
-                          "inclusion": ["aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32]},
-                     trust_keys=("keys/audit-trust.json",), ok=True,
-                     summary="entry 3 (kek rotate data by dave: ok) is in the log at tree size 10, "
-                             "signed by hsm-audit")
+    return ProofView(
+        seq=3,
+        tree_size=10,
+        root="5be2170d66ae91c4d0e2f8193f9a1ca07b525d1e0c3a9b7f4e2c8a6d0b1c2d3e",
+        doc={
+            "type": "custody.audit.proof/v1",
+            "leaf_index": 3,
+            "entry": {"op": "kek rotate", "target": "data", "actor": "dave"},
+            "inclusion": ["aa" * 32, "bb" * 32, "cc" * 32, "dd" * 32],
+        },
+        trust_keys=("keys/audit-trust.json",),
+        ok=True,
+        summary="entry 3 (kek rotate data by dave: ok) is in the log at tree size 10, "
+        "signed by hsm-audit",
+    )
 
 
 def app_for():
     settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
     from tests.test_tui_snapshots import sample_view
 
-    return make_app(settings, StaticServices(settings=settings, view=sample_view(),
-                                             log_entries=sample_entries(), log_covered=10,
-                                             proof=sample_proof()))
+    return make_app(
+        settings,
+        StaticServices(
+            settings=settings,
+            view=sample_view(),
+            log_entries=sample_entries(),
+            log_covered=10,
+            proof=sample_proof(),
+        ),
+    )
 
 
 async def settled(pilot) -> None:

@@ -55,16 +55,24 @@ def test_custodian_rows_and_drill_alert(demo):
     day = drilled.date().isoformat()
 
     async def go():
-        app = make_app(Settings(home=h, pin_file=pin, clock=lambda: drilled + timedelta(days=3),
-                                deterministic=True))
+        app = make_app(
+            Settings(
+                home=h, pin_file=pin, clock=lambda: drilled + timedelta(days=3), deterministic=True
+            )
+        )
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
             scr = app.screen
             assert isinstance(scr, DashboardScreen) and app.errors_shown == []
             rows = {r[0]: r[1:] for r in cells(scr.query_one("#custodians"))}
-            assert rows == {"alice": [day, "ok"], "bob": [day, "ok"], "carol": [day, "ok"],
-                            "dave": [day, "ok"], "erin": ["never", "drill due"],
-                            "frank": ["never", "drill due"]}
+            assert rows == {
+                "alice": [day, "ok"],
+                "bob": [day, "ok"],
+                "carol": [day, "ok"],
+                "dave": [day, "ok"],
+                "erin": ["never", "drill due"],
+                "frank": ["never", "drill due"],
+            }
             alerts = [r[1] for r in cells(scr.query_one("#alerts"))]
             drill = [a for a in alerts if a.startswith("Drills:")]
             assert drill == ["Drills: 4 of 5 (T+1) custodians passed in the last 180 days"]
@@ -76,8 +84,11 @@ def test_custodian_rows_and_drill_alert(demo):
             await pilot.pause()
             assert isinstance(app.screen, DetailScreen)
             d = app.screen.query_one("#detail-table")
-            hint = next(str(d.get_row_at(i)[1]) for i in range(d.row_count)
-                        if str(d.get_row_at(i)[0]) == "hint")
+            hint = next(
+                str(d.get_row_at(i)[1])
+                for i in range(d.row_count)
+                if str(d.get_row_at(i)[0]) == "hint"
+            )
             assert "Passed: alice, bob, carol, dave" in hint
 
     asyncio.run(go())
@@ -87,13 +98,20 @@ def test_drills_expire_after_the_policy_period(demo):
     h, pin, drilled = demo
 
     async def go():
-        app = make_app(Settings(home=h, pin_file=pin, clock=lambda: drilled + timedelta(days=181),
-                                deterministic=True))
+        app = make_app(
+            Settings(
+                home=h,
+                pin_file=pin,
+                clock=lambda: drilled + timedelta(days=181),
+                deterministic=True,
+            )
+        )
         async with app.run_test(size=(100, 32)) as pilot:
             await settle(pilot)
             v = app.screen.view
             assert {c.status for c in v.custodians} == {"drill due"}
             assert [a.text for a in v.alerts if a.text.startswith("Drills:")] == [
-                "Drills: 0 of 5 (T+1) custodians passed in the last 180 days"]
+                "Drills: 0 of 5 (T+1) custodians passed in the last 180 days"
+            ]
 
     asyncio.run(go())

@@ -37,8 +37,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     pins.chmod(0o600)
     h = d / "home"
-    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
-                 ("dek", "generate", "--count", str(OBJECTS)), ("kek", "rotate", "--branch", "data")):
+    for args in (
+        ("init", "--dev-root"),
+        ("kek", "rotate", "--branch", "data"),
+        ("dek", "generate", "--count", str(OBJECTS)),
+        ("kek", "rotate", "--branch", "data"),
+    ):
         r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
         assert r.returncode == 0, r.stderr
     return h, pins
@@ -47,8 +51,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def versions_in_store(h: Path) -> dict[int, int]:
     db = sqlite3.connect(h / "custody.db")
     try:
-        return dict(db.execute("SELECT kek_version, COUNT(*) FROM objects WHERE branch='data' "
-                               "GROUP BY kek_version").fetchall())
+        return dict(
+            db.execute(
+                "SELECT kek_version, COUNT(*) FROM objects WHERE branch='data' GROUP BY kek_version"
+            ).fetchall()
+        )
     finally:
         db.close()
 
@@ -105,7 +112,7 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             await settle(pilot)
             assert versions_in_store(h) == {1: OBJECTS}
             # Confirm: the dialog shows the plan; the job runs with per-batch progress.
-            scr.batch = 50
+            scr.batch_size = 50
             await pilot.press("s")
             await settle(pilot)
             assert isinstance(app.screen, ConfirmModal)
@@ -127,7 +134,9 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             # Cancel the scheduled destruction of data/v1 (x on its row, confirmed).
             t = scr.query_one("#rk-versions")
             t.focus()
-            t.move_cursor(row=[str(t.get_row_at(i)[0]) for i in range(t.row_count)].index("data/v1"))
+            t.move_cursor(
+                row=[str(t.get_row_at(i)[0]) for i in range(t.row_count)].index("data/v1")
+            )
             await pilot.press("x")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmModal)
@@ -177,8 +186,16 @@ def test_asks_for_the_pin_when_none_is_known(home, monkeypatch):
 
 
 def test_rate_and_eta_of_another_process_job():
-    j = JobView(id=7, branch="data", to_version=3, state="running", done=30_000, total=120_000,
-                started="2027-03-01T12:00:00+00:00", updated="2027-03-01T12:00:02+00:00")
+    j = JobView(
+        id=7,
+        branch="data",
+        to_version=3,
+        state="running",
+        done=30_000,
+        total=120_000,
+        started="2027-03-01T12:00:00+00:00",
+        updated="2027-03-01T12:00:02+00:00",
+    )
     assert job_rate(j) == 15_000
     assert fmt_eta((j.total - j.done) / 15_000) == "0m06s" and fmt_eta(7260) == "2h01m"
     assert fmt_eta(None) == "-"

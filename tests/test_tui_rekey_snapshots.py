@@ -36,49 +36,150 @@ SNAPDIR = Path(__file__).parent / "__snapshots__" / "test_tui_rekey_snapshots"
 def sample_rekey() -> RekeyView:
     v = VersionRow
     versions = (
-        v(branch="backup", version=1, state="active", objects=14, created="2026-06-02T09:00:00+00:00"),
-        v(branch="data", version=1, state="destroyed", objects=0, created="2026-01-05T09:00:00+00:00"),
-        v(branch="data", version=2, state="destroy-scheduled", objects=0,
-          created="2026-06-02T09:00:00+00:00", destroy_after="2027-03-06T03:17:00+00:00"),
-        v(branch="data", version=3, state="decrypt-only", objects=90_000,
-          created="2026-09-10T09:00:00+00:00"),
-        v(branch="data", version=4, state="active", objects=30_000, created="2027-03-01T11:58:00+00:00"),
-        v(branch="secrets", version=2, state="disabled", objects=0, created="2026-08-01T09:00:00+00:00",
-          hold=True),
-        v(branch="secrets", version=3, state="active", objects=42, created="2026-11-20T09:00:00+00:00"),
+        v(
+            branch="backup",
+            version=1,
+            state="active",
+            objects=14,
+            created="2026-06-02T09:00:00+00:00",
+        ),
+        v(
+            branch="data",
+            version=1,
+            state="destroyed",
+            objects=0,
+            created="2026-01-05T09:00:00+00:00",
+        ),
+        v(
+            branch="data",
+            version=2,
+            state="destroy-scheduled",
+            objects=0,
+            created="2026-06-02T09:00:00+00:00",
+            destroy_after="2027-03-06T03:17:00+00:00",
+        ),
+        v(
+            branch="data",
+            version=3,
+            state="decrypt-only",
+            objects=90_000,
+            created="2026-09-10T09:00:00+00:00",
+        ),
+        v(
+            branch="data",
+            version=4,
+            state="active",
+            objects=30_000,
+            created="2027-03-01T11:58:00+00:00",
+        ),
+        v(
+            branch="secrets",
+            version=2,
+            state="disabled",
+            objects=0,
+            created="2026-08-01T09:00:00+00:00",
+            hold=True,
+        ),
+        v(
+            branch="secrets",
+            version=3,
+            state="active",
+            objects=42,
+            created="2026-11-20T09:00:00+00:00",
+        ),
     )
     jobs = (
-        JobView(id=12, branch="data", to_version=4, state="running", done=30_000, total=120_000,
-                started="2027-03-01T11:59:58+00:00", updated="2027-03-01T12:00:00+00:00"),
-        JobView(id=11, branch="data", to_version=3, state="done", done=118_000, total=118_000,
-                started="2026-09-10T09:01:00+00:00", updated="2026-09-10T09:01:09+00:00",
-                finished="2026-09-10T09:01:10+00:00", verified=1000),
+        JobView(
+            id=12,
+            branch="data",
+            to_version=4,
+            state="running",
+            done=30_000,
+            total=120_000,
+            started="2027-03-01T11:59:58+00:00",
+            updated="2027-03-01T12:00:00+00:00",
+        ),
+        JobView(
+            id=11,
+            branch="data",
+            to_version=3,
+            state="done",
+            done=118_000,
+            total=118_000,
+            started="2026-09-10T09:01:00+00:00",
+            updated="2026-09-10T09:01:09+00:00",
+            finished="2026-09-10T09:01:10+00:00",
+            verified=1000,
+        ),
     )
     policy = (
-        RotationRow(key="secrets/v3", key_class="high", period_days=90, last_rotation="2026-11-20",
-                    due="2027-02-18", days_left=-11, status="overdue"),
-        RotationRow(key="data/v4", key_class="medium", period_days=180, last_rotation="2027-03-01",
-                    due="2027-08-28", days_left=180, status="ok"),
-        RotationRow(key="backup/v1", key_class="low", period_days=365, last_rotation="2026-06-02",
-                    due="2027-06-02", days_left=93, status="ok"),
-        RotationRow(key="root/v2", key_class="low", period_days=365, last_rotation="2026-03-20",
-                    due="2027-03-20", days_left=19, status="upcoming"),
+        RotationRow(
+            key="secrets/v3",
+            key_class="high",
+            period_days=90,
+            last_rotation="2026-11-20",
+            due="2027-02-18",
+            days_left=-11,
+            status="overdue",
+        ),
+        RotationRow(
+            key="data/v4",
+            key_class="medium",
+            period_days=180,
+            last_rotation="2027-03-01",
+            due="2027-08-28",
+            days_left=180,
+            status="ok",
+        ),
+        RotationRow(
+            key="backup/v1",
+            key_class="low",
+            period_days=365,
+            last_rotation="2026-06-02",
+            due="2027-06-02",
+            days_left=93,
+            status="ok",
+        ),
+        RotationRow(
+            key="root/v2",
+            key_class="low",
+            period_days=365,
+            last_rotation="2026-03-20",
+            due="2027-03-20",
+            days_left=19,
+            status="upcoming",
+        ),
     )
-    return RekeyView(versions=versions, jobs=jobs, policy=policy, pending=(("data", 3, 90_000),),
-                     lease="pid 4242 on vault-1 to 12:05Z")
+    return RekeyView(
+        versions=versions,
+        jobs=jobs,
+        policy=policy,
+        pending=(("data", 3, 90_000),),
+        lease="pid 4242 on vault-1 to 12:05Z",
+    )
 
 
 def sample_plan() -> PlanView:
-    return PlanView(branch=None, items=(("data", 3, 4, 90_000), ("secrets", 3, 4, 42)),
-                    rotate=("secrets",), total=90_042, rate=112_000.0, eta_seconds=90_042 / 112_000)
+    return PlanView(
+        branch=None,
+        items=(("data", 3, 4, 90_000), ("secrets", 3, 4, 42)),
+        rotate=("secrets",),
+        total=90_042,
+        rate=112_000.0,
+        eta_seconds=90_042 / 112_000,
+    )
 
 
 def app_for():
     from tests.test_tui_snapshots import sample_view
 
     settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
-    return make_app(settings, StaticServices(settings=settings, view=sample_view(),
-                                             rekey=sample_rekey(), plan=sample_plan()))
+    return make_app(
+        settings,
+        StaticServices(
+            settings=settings, view=sample_view(), rekey=sample_rekey(), plan=sample_plan()
+        ),
+    )
 
 
 async def settled(pilot) -> None:

@@ -20,9 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from custody.errors import ConfigError, CustodyError, UsageError
+
+if TYPE_CHECKING:
+    from custody.audit.log import AuditLog
+    from custody.config import Config, Home
 
 Clock = Callable[[], datetime]
 
@@ -204,8 +208,9 @@ class Services(Protocol):
     def rekey_view(self) -> RekeyView: ...
     def rekey_jobs(self) -> tuple[JobView, ...]: ...
     def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView: ...
-    def rekey_run(self, branch: str | None, due: bool, batch: int,
-                  progress: Callable[[int], None]) -> RunView: ...
+    def rekey_run(
+        self, branch: str | None, due: bool, batch: int, progress: Callable[[int], None]
+    ) -> RunView: ...
     def cancel_destroy(self, branch: str, version: int) -> str: ...
 
 
@@ -241,8 +246,9 @@ def _age_days(created: str, now: datetime) -> int:
     return (now - datetime.fromisoformat(created)).days
 
 
-def rotation_rows(keks: Sequence[KeyRow], roots: Sequence[KeyRow], branches: dict[str, Any],
-                  now: datetime) -> tuple[RotationRow, ...]:
+def rotation_rows(
+    keks: Sequence[KeyRow], roots: Sequence[KeyRow], branches: dict[str, Any], now: datetime
+) -> tuple[RotationRow, ...]:
     """Rotations per KEK branch and the root, evaluated by :mod:`custody.policy`."""
     from custody import policy
 
@@ -250,55 +256,115 @@ def rotation_rows(keks: Sequence[KeyRow], roots: Sequence[KeyRow], branches: dic
     current = {k.branch: k for k in (*roots, *keks) if k.state == "active"}
     for key in (*sorted(branches), "root"):
         k = current.get(key)
-        ages.append(policy.KeyAge(key=key, version=k.version if k else None,
-                                  created=datetime.fromisoformat(k.created) if k else None))
+        ages.append(
+            policy.KeyAge(
+                key=key,
+                version=k.version if k else None,
+                created=datetime.fromisoformat(k.created) if k else None,
+            )
+        )
     rows = []
     for item in policy.evaluate(ages, branches, now):
-        rows.append(RotationRow(
-            key=f"{item.key}/v{item.version}" if item.version is not None else f"{item.key}/-",
-            key_class=item.key_class, period_days=item.period_days,
-            last_rotation=_date(item.created.isoformat()) if item.created else "never",
-            due=_date(item.due_at.isoformat()) if item.due_at else "now",
-            days_left=item.days_left if item.days_left is not None else 0, status=item.status))
+        rows.append(
+            RotationRow(
+                key=f"{item.key}/v{item.version}" if item.version is not None else f"{item.key}/-",
+                key_class=item.key_class,
+                period_days=item.period_days,
+                last_rotation=_date(item.created.isoformat()) if item.created else "never",
+                due=_date(item.due_at.isoformat()) if item.due_at else "now",
+                days_left=item.days_left if item.days_left is not None else 0,
+                status=item.status,
+            )
+        )
     return tuple(rows)
 
 
-def alerts_for(view_hsm: HsmView, rotations: Sequence[RotationRow], keks: Sequence[KeyRow],
-               roots: Sequence[KeyRow], dev_root: bool, custodians: Any) -> tuple[Alert, ...]:
+def alerts_for(
+    view_hsm: HsmView,
+    rotations: Sequence[RotationRow],
+    keks: Sequence[KeyRow],
+    roots: Sequence[KeyRow],
+    dev_root: bool,
+    custodians: Any,
+) -> tuple[Alert, ...]:
     out: list[Alert] = []
     if view_hsm.state == "unreachable":
-        out.append(Alert(level="error", text=f"Token unreachable: {view_hsm.detail}", hint=view_hsm.hint))
+        out.append(
+            Alert(level="error", text=f"Token unreachable: {view_hsm.detail}", hint=view_hsm.hint)
+        )
     elif view_hsm.state == "not checked":
-        out.append(Alert(level="info", text="Token not checked: no PIN given",
-                         hint="Press p to enter the token PIN."))
+        out.append(
+            Alert(
+                level="info",
+                text="Token not checked: no PIN given",
+                hint="Press p to enter the token PIN.",
+            )
+        )
     if not roots:
-        out.append(Alert(level="warning", text="No root key yet",
-                         hint="Run the generate ceremony."))
+        out.append(
+            Alert(level="warning", text="No root key yet", hint="Run the generate ceremony.")
+        )
     if dev_root:
-        out.append(Alert(level="warning", text="Development root key: no recovery shares",
-                         hint="Run the generate ceremony before storing real data."))
+        out.append(
+            Alert(
+                level="warning",
+                text="Development root key: no recovery shares",
+                hint="Run the generate ceremony before storing real data.",
+            )
+        )
     for r in rotations:
         if r.status == "overdue":
-            out.append(Alert(level="error", text=f"{r.key} rotation overdue by {-r.days_left}d",
-                             hint="Rotate the KEK (custody kek rotate), then re-key."))
+            out.append(
+                Alert(
+                    level="error",
+                    text=f"{r.key} rotation overdue by {-r.days_left}d",
+                    hint="Rotate the KEK (custody kek rotate), then re-key.",
+                )
+            )
         elif r.status == "missing":
-            what = r.key.split('/')[0]
-            out.append(Alert(level="warning", text=f"No active key yet for {what}",
-                             hint="Create one with custody kek rotate." if what != "root"
-                             else "Run the generate ceremony."))
+            what = r.key.split("/")[0]
+            out.append(
+                Alert(
+                    level="warning",
+                    text=f"No active key yet for {what}",
+                    hint="Create one with custody kek rotate."
+                    if what != "root"
+                    else "Run the generate ceremony.",
+                )
+            )
         elif r.status == "due":
-            out.append(Alert(level="warning", text=f"{r.key} rotation due today",
-                             hint="Rotate it now (custody kek rotate, or the rotate-root ceremony)."))
+            out.append(
+                Alert(
+                    level="warning",
+                    text=f"{r.key} rotation due today",
+                    hint="Rotate it now (custody kek rotate, or the rotate-root ceremony).",
+                )
+            )
         elif r.status == "upcoming":
-            out.append(Alert(level="warning", text=f"{r.key} rotation due in {r.days_left}d",
-                             hint="Plan the rotation."))
+            out.append(
+                Alert(
+                    level="warning",
+                    text=f"{r.key} rotation due in {r.days_left}d",
+                    hint="Plan the rotation.",
+                )
+            )
     for k in keks:
         if k.state != "active" and k.objects:
-            out.append(Alert(level="warning", text=f"{k.name} ({k.state}) still wraps {k.objects} objects",
-                             hint="Run custody rekey run to move them to the current version."))
+            out.append(
+                Alert(
+                    level="warning",
+                    text=f"{k.name} ({k.state}) still wraps {k.objects} objects",
+                    hint="Run custody rekey run to move them to the current version.",
+                )
+            )
     if custodians is None:
-        out.append(Alert(level="info", text="No custodian roster yet",
-                         hint="Custodians appear after the generate ceremony."))
+        out.append(
+            Alert(
+                level="info",
+                text="No custodian roster yet",
+                hint="Custodians appear after the generate ceremony.",
+            )
+        )
     return tuple(out)
 
 
@@ -310,23 +376,45 @@ def _kek_rows(st: dict[str, Any], branches: dict[str, Any], now: datetime) -> tu
         if bp is not None and k["state"] == "active":
             d = datetime.fromisoformat(k["created"]) + timedelta(days=bp.period_days)
             due, left = _date(d.isoformat()), (d - now).days
-        rows.append(KeyRow(
-            name=f"{k['branch']}/v{k['version']}", branch=k["branch"], version=k["version"],
-            key_class=bp.key_class if bp else "-", state=k["state"], kcv=k["kcv"],
-            created=k["created"], age_days=_age_days(k["created"], now), objects=k["objects"],
-            due=due, days_left=left,
-            extra=(Field(label="wrapped under", value=f"root/v{k['root_version']}"),),
-        ))
+        rows.append(
+            KeyRow(
+                name=f"{k['branch']}/v{k['version']}",
+                branch=k["branch"],
+                version=k["version"],
+                key_class=bp.key_class if bp else "-",
+                state=k["state"],
+                kcv=k["kcv"],
+                created=k["created"],
+                age_days=_age_days(k["created"], now),
+                objects=k["objects"],
+                due=due,
+                days_left=left,
+                extra=(Field(label="wrapped under", value=f"root/v{k['root_version']}"),),
+            )
+        )
     return tuple(rows)
 
 
 def _root_rows(st: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
     return tuple(
-        KeyRow(name=f"root/v{r['version']}", branch="root", version=r["version"], key_class="-",
-               state=r["state"], kcv=r["kcv"], created=r["created"],
-               age_days=_age_days(r["created"], now), objects=0,
-               extra=(Field(label="epoch", value=str(r["epoch"]) if r["epoch"] is not None else "none (dev root)"),
-                      Field(label="recovery blob", value="stored" if r["has_blob"] else "none")))
+        KeyRow(
+            name=f"root/v{r['version']}",
+            branch="root",
+            version=r["version"],
+            key_class="-",
+            state=r["state"],
+            kcv=r["kcv"],
+            created=r["created"],
+            age_days=_age_days(r["created"], now),
+            objects=0,
+            extra=(
+                Field(
+                    label="epoch",
+                    value=str(r["epoch"]) if r["epoch"] is not None else "none (dev root)",
+                ),
+                Field(label="recovery blob", value="stored" if r["has_blob"] else "none"),
+            ),
+        )
         for r in st.get("roots", [])
     )
 
@@ -336,8 +424,12 @@ def _hsm_view(st: dict[str, Any]) -> HsmView:
     state = {True: "ok", False: "unreachable", None: "not checked"}[h.get("reachable")]
     tok = h.get("token") or {}
     return HsmView(
-        state=state, token_label=h["token_label"], module=h["module"], embedded=h["embedded"],
-        detail=h.get("error") or h.get("note", ""), hint=h.get("hint", ""),
+        state=state,
+        token_label=h["token_label"],
+        module=h["module"],
+        embedded=h["embedded"],
+        detail=h.get("error") or h.get("note", ""),
+        hint=h.get("hint", ""),
         token=tuple(Field(label=k, value=str(v)) for k, v in tok.items()),
         root_keys_on_token=tuple(h.get("root_keys_on_token", ())),
     )
@@ -357,7 +449,7 @@ class HomeServices:
     def __repr__(self) -> str:
         return f"HomeServices(home={str(self.settings.home)!r})"
 
-    def _home(self):  # -> custody.config.Home
+    def _home(self) -> Home:
         from custody.config import Home
 
         return Home(self.settings.home)
@@ -368,10 +460,15 @@ class HomeServices:
 
             self._pin_loaded = True
             if self.settings.pin_file is not None or os.environ.get("CUSTODY_PIN"):
-                self._pin.set(read_secret(
-                    what="token user PIN",
-                    file=self.settings.pin_file, file_key="pin", env="CUSTODY_PIN", prompt=False,
-                ))
+                self._pin.set(
+                    read_secret(
+                        what="token user PIN",
+                        file=self.settings.pin_file,
+                        file_key="pin",
+                        env="CUSTODY_PIN",
+                        prompt=False,
+                    )
+                )
         return self._pin.get()
 
     def has_pin(self) -> bool:
@@ -422,7 +519,7 @@ class HomeServices:
             st["hsm"].update(reachable=False, error=pin_error.title, hint=pin_error.hint)
         return st
 
-    def _config(self):
+    def _config(self) -> Config:
         return self._home().load()
 
     def dashboard(self) -> DashboardView:
@@ -440,11 +537,18 @@ class HomeServices:
         hsm = _hsm_view(st)
         custodians = self._custodians(cfg, now)
         return DashboardView(
-            deployment_id=st["deployment_id"], home=st["home"], now=now.isoformat(timespec="seconds"),
-            hsm=hsm, roots=roots, keks=keks, rotations=rotations, custodians=custodians,
+            deployment_id=st["deployment_id"],
+            home=st["home"],
+            now=now.isoformat(timespec="seconds"),
+            hsm=hsm,
+            roots=roots,
+            keks=keks,
+            rotations=rotations,
+            custodians=custodians,
             alerts=alerts_for(hsm, rotations, keks, roots, st.get("dev_root", False), custodians)
             + self._drill_alerts(cfg, now, custodians),
-            objects=tuple(sorted(st.get("objects", {}).items())), dev_root=st.get("dev_root", False),
+            objects=tuple(sorted(st.get("objects", {}).items())),
+            dev_root=st.get("dev_root", False),
         )
 
     def _custodians(self, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
@@ -458,8 +562,9 @@ class HomeServices:
         store = Store.open(self._home().db_path)
         try:
             ts = int(now.timestamp())
-            members = [m for m in Roster(store).members(include_revoked=False)
-                       if m.role == "custodian"]
+            members = [
+                m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"
+            ]
             if not members:
                 return None
             rows = []
@@ -467,20 +572,28 @@ class HomeServices:
                 last = store.query("SELECT MAX(passed_at) FROM drills WHERE custodian=?", (m.name,))
                 at = last[0][0] if last and last[0][0] is not None else None
                 if at is None:
-                    rows.append(CustodianRow(name=m.name, role="custodian", last_drill="never",
-                                             status="drill due"))
+                    rows.append(
+                        CustodianRow(
+                            name=m.name, role="custodian", last_drill="never", status="drill due"
+                        )
+                    )
                     continue
                 fresh = ts - at <= cfg.drill_period_days * 86400
-                rows.append(CustodianRow(
-                    name=m.name, role="custodian",
-                    last_drill=datetime.fromtimestamp(at, UTC).date().isoformat(),
-                    status="ok" if fresh else "drill due"))
+                rows.append(
+                    CustodianRow(
+                        name=m.name,
+                        role="custodian",
+                        last_drill=datetime.fromtimestamp(at, UTC).date().isoformat(),
+                        status="ok" if fresh else "drill due",
+                    )
+                )
             return tuple(rows)
         finally:
             store.close()
 
-    def _drill_alerts(self, cfg: Any, now: datetime,
-                      custodians: tuple[CustodianRow, ...] | None) -> tuple[Alert, ...]:
+    def _drill_alerts(
+        self, cfg: Any, now: datetime, custodians: tuple[CustodianRow, ...] | None
+    ) -> tuple[Alert, ...]:
         """A warning when fewer than T+1 custodians passed a drill of the active share set
         within the policy period (:func:`ceremonies.runner.steps.drill_status`)."""
         if custodians is None:
@@ -495,11 +608,15 @@ class HomeServices:
             store.close()
         if st["ok"] or st.get("needed", 0) == 0:
             return ()
-        return (Alert(level="warning",
-                      text=f"Drills: {len(st['passed'])} of {st['needed']} (T+1) custodians passed "
-                           f"in the last {cfg.drill_period_days} days",
-                      hint=f"{st['warning']}. Passed: {', '.join(st['passed']) or 'nobody'}. "
-                           "Run the drill ceremony with the others."),)
+        return (
+            Alert(
+                level="warning",
+                text=f"Drills: {len(st['passed'])} of {st['needed']} (T+1) custodians passed "
+                f"in the last {cfg.drill_period_days} days",
+                hint=f"{st['warning']}. Passed: {', '.join(st['passed']) or 'nobody'}. "
+                "Run the drill ceremony with the others.",
+            ),
+        )
 
     def inventory(self) -> tuple[KeyRow, ...]:
         d = self.dashboard()
@@ -531,8 +648,9 @@ class HomeServices:
     def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
         return rekey_plan(self.settings.home, self.settings.clock(), branch, due)
 
-    def rekey_run(self, branch: str | None, due: bool, batch: int,
-                  progress: Callable[[int], None]) -> RunView:
+    def rekey_run(
+        self, branch: str | None, due: bool, batch: int, progress: Callable[[int], None]
+    ) -> RunView:
         """Raises: UsageError when no PIN is known (log in first), and see :func:`rekey_run`."""
         pin = self._load_pin()
         if pin is None:
@@ -553,8 +671,10 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
     if not bundle:
         raise UsageError("No bundle given", "Type the path of a transcript bundle.")
     if not trust_keys:
-        raise UsageError("No trust key pinned",
-                         "Pin at least one public key file you obtained yourself (never from the bundle).")
+        raise UsageError(
+            "No trust key pinned",
+            "Pin at least one public key file you obtained yourself (never from the bundle).",
+        )
     from ceremonies.transcript import load_bundle, parse_trust_key, verify_bundle
     from ceremonies.transcript.checks import parse
 
@@ -569,17 +689,28 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
     data = load_bundle(Path(bundle).expanduser())
     report = verify_bundle(data, keys)
     events = tuple(
-        EventRow(seq=e.seq, time=_event_time(e.time), step=e.step, kind=e.kind, actor=e.actor,
-                 body=json.dumps(dict(e.body), sort_keys=True, default=str))
-        for e in parse(data).events if e is not None
+        EventRow(
+            seq=e.seq,
+            time=_event_time(e.time),
+            step=e.step,
+            kind=e.kind,
+            actor=e.actor,
+            body=json.dumps(dict(e.body), sort_keys=True, default=str),
+        )
+        for e in parse(data).events
+        if e is not None
     )
     quorum = next((r for r in report.results if r.id == "quorum"), None)
     return AuditView(
-        bundle=bundle, trust_keys=tuple(trust_keys), ok=report.ok,
+        bundle=bundle,
+        trust_keys=tuple(trust_keys),
+        ok=report.ok,
         checks=tuple(CheckRow(id=r.id, ok=r.ok, detail=r.detail) for r in report.results),
-        quorums=tuple(quorum.notes) if quorum is not None and quorum.ok else
-        (tuple(quorum.problems) if quorum is not None else ()),
-        events=events, ceremony_id=report.ceremony_id or "",
+        quorums=tuple(quorum.notes)
+        if quorum is not None and quorum.ok
+        else (tuple(quorum.problems) if quorum is not None else ()),
+        events=events,
+        ceremony_id=report.ceremony_id or "",
     )
 
 
@@ -603,15 +734,21 @@ def export_report(view: AuditView, path: str) -> Path:
     if p.suffix == ".json":
         data = json.dumps(view.to_report(), indent=2, sort_keys=True) + "\n"
     else:
-        lines = [f"bundle: {view.bundle}", f"ceremony: {view.ceremony_id}",
-                 f"result: {'PASS' if view.ok else 'FAIL'}", ""]
+        lines = [
+            f"bundle: {view.bundle}",
+            f"ceremony: {view.ceremony_id}",
+            f"result: {'PASS' if view.ok else 'FAIL'}",
+            "",
+        ]
         lines += [f"[{'pass' if c.ok else 'FAIL'}] {c.id}: {c.detail}" for c in view.checks]
         lines += ["", *view.quorums]
         data = "\n".join(lines) + "\n"
     try:
         p.write_text(data, encoding="utf-8")
     except OSError as exc:
-        raise StorageError(f"Cannot write the report to {p}", "Check the directory and its permissions.") from exc
+        raise StorageError(
+            f"Cannot write the report to {p}", "Check the directory and its permissions."
+        ) from exc
     return p
 
 
@@ -644,7 +781,8 @@ class StaticServices:
     def dashboard(self) -> DashboardView:
         if self.fail_with:
             raise self.fail_with
-        assert self.view is not None
+        if self.view is None:
+            raise ConfigError("No fixed dashboard data", "Pass view= to StaticServices.")
         return self.view
 
     def inventory(self) -> tuple[KeyRow, ...]:
@@ -661,33 +799,43 @@ class StaticServices:
 
     def audit_tail(self, start: int) -> AuditTail:
         n = len(self.log_entries)
-        return AuditTail(size=n, start=min(start, n), entries=self.log_entries[start:],
-                         checkpoints=1 if self.log_covered else 0, covered=self.log_covered)
+        return AuditTail(
+            size=n,
+            start=min(start, n),
+            entries=self.log_entries[start:],
+            checkpoints=1 if self.log_covered else 0,
+            covered=self.log_covered,
+        )
 
     def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView:
         from custody.errors import AuditError
 
         if self.proof is None or seq >= self.log_covered:
-            raise AuditError(f"No checkpoint covers entry {seq} yet",
-                             "Sign one with 'custody audit checkpoint', then press p again.")
+            raise AuditError(
+                f"No checkpoint covers entry {seq} yet",
+                "Sign one with 'custody audit checkpoint', then press p again.",
+            )
         return self.proof
 
     def export_proof(self, proof: ProofView, path: str) -> Path:
         return export_proof(proof, path)
 
     def rekey_view(self) -> RekeyView:
-        assert self.rekey is not None
+        if self.rekey is None:
+            raise ConfigError("No fixed re-key data", "Pass rekey= to StaticServices.")
         return self.rekey
 
     def rekey_jobs(self) -> tuple[JobView, ...]:
         return self.rekey_view().jobs
 
     def rekey_plan(self, branch: str | None, due: bool = False) -> PlanView:
-        assert self.plan is not None
+        if self.plan is None:
+            raise ConfigError("No fixed plan", "Pass plan= to StaticServices.")
         return self.plan
 
-    def rekey_run(self, branch: str | None, due: bool, batch: int,
-                  progress: Callable[[int], None]) -> RunView:
+    def rekey_run(
+        self, branch: str | None, due: bool, batch: int, progress: Callable[[int], None]
+    ) -> RunView:
         raise UsageError("Fixed data", "StaticServices does not run jobs.")
 
     def cancel_destroy(self, branch: str, version: int) -> str:
@@ -718,18 +866,36 @@ class AuditEntryRow:
     @classmethod
     def of(cls, line: bytes | str) -> AuditEntryRow:
         e = json.loads(line)
-        return cls(seq=int(e["seq"]), time=int(e["time"]), actor=str(e["actor"]), op=str(e["op"]),
-                   target=str(e["target"]), outcome=str(e["outcome"]),
-                   details=tuple((str(k), json.dumps(v) if not isinstance(v, str) else v)
-                                 for k, v in sorted(e.get("details", {}).items())),
-                   prev=str(e.get("prev", "")), log=str(e.get("log", "")))
+        return cls(
+            seq=int(e["seq"]),
+            time=int(e["time"]),
+            actor=str(e["actor"]),
+            op=str(e["op"]),
+            target=str(e["target"]),
+            outcome=str(e["outcome"]),
+            details=tuple(
+                (str(k), json.dumps(v) if not isinstance(v, str) else v)
+                for k, v in sorted(e.get("details", {}).items())
+            ),
+            prev=str(e.get("prev", "")),
+            log=str(e.get("log", "")),
+        )
 
     def fields(self) -> list[Field]:
-        out = [Field(label="seq", value=str(self.seq)), Field(label="time", value=self.when + " UTC"),
-               Field(label="actor", value=self.actor), Field(label="op", value=self.op),
-               Field(label="target", value=self.target), Field(label="outcome", value=self.outcome)]
+        out = [
+            Field(label="seq", value=str(self.seq)),
+            Field(label="time", value=self.when + " UTC"),
+            Field(label="actor", value=self.actor),
+            Field(label="op", value=self.op),
+            Field(label="target", value=self.target),
+            Field(label="outcome", value=self.outcome),
+        ]
         out += [Field(label=k, value=v) for k, v in self.details]
-        return out + [Field(label="prev (chain)", value=self.prev), Field(label="log id", value=self.log)]
+        return [
+            *out,
+            Field(label="prev (chain)", value=self.prev),
+            Field(label="log id", value=self.log),
+        ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -765,19 +931,25 @@ def entry_matches(e: AuditEntryRow, flt: str) -> bool:
             have = getattr(e, name).lower()
             if (value not in have) if name != "outcome" else (have != value):
                 return False
-        elif term.lower() not in " ".join((e.op, e.target, e.actor, e.outcome,
-                                           *(f"{k}={v}" for k, v in e.details))).lower():
+        elif (
+            term.lower()
+            not in " ".join(
+                (e.op, e.target, e.actor, e.outcome, *(f"{k}={v}" for k, v in e.details))
+            ).lower()
+        ):
             return False
     return True
 
 
-def _open_audit(home_root: Path):  # -> custody.audit.log.AuditLog
+def _open_audit(home_root: Path) -> AuditLog:
     from custody.audit.log import AUDIT_DB, AuditLog
     from custody.errors import AuditError
 
     if not (home_root / AUDIT_DB).exists():
-        raise AuditError(f"No audit log at {home_root / AUDIT_DB}",
-                         "It is created by the first audited command (custody status, kek rotate ...).")
+        raise AuditError(
+            f"No audit log at {home_root / AUDIT_DB}",
+            "It is created by the first audited command (custody status, kek rotate ...).",
+        )
     return AuditLog(home_root / AUDIT_DB, timeout=5.0)
 
 
@@ -798,9 +970,16 @@ def audit_tail(home_root: Path, start: int, limit: int = 5000) -> AuditTail:
             lines = log.lines(first, n) if n > first else []
             cps = [json.loads(c) for c in log.checkpoint_lines()]
     except sqlite3.Error as exc:
-        raise AuditError("Cannot read the audit log", "Check the home and its permissions.") from exc
-    return AuditTail(size=n, start=first, entries=tuple(AuditEntryRow.of(x) for x in lines),
-                     checkpoints=len(cps), covered=max((int(c["tree_size"]) for c in cps), default=0))
+        raise AuditError(
+            "Cannot read the audit log", "Check the home and its permissions."
+        ) from exc
+    return AuditTail(
+        size=n,
+        start=first,
+        entries=tuple(AuditEntryRow.of(x) for x in lines),
+        checkpoints=len(cps),
+        covered=max((int(c["tree_size"]) for c in cps), default=0),
+    )
 
 
 def _trust(paths: Sequence[str]) -> list[Any]:
@@ -835,16 +1014,29 @@ def audit_proof(home_root: Path, seq: int, trust_keys: Sequence[str]) -> ProofVi
                     err.title,
                     "A proof needs a signed checkpoint covering the entry. Sign one with "
                     "'custody audit checkpoint --home HOME --pin-file FILE' (the token's audit "
-                    "key), then press p again.") from err
+                    "key), then press p again.",
+                ) from err
             raise
     cp = doc["checkpoint"]
-    view = ProofView(seq=seq, tree_size=int(cp["tree_size"]), root=str(cp["root"]), doc=doc,
-                     trust_keys=tuple(trust_keys))
+    view = ProofView(
+        seq=seq,
+        tree_size=int(cp["tree_size"]),
+        root=str(cp["root"]),
+        doc=doc,
+        trust_keys=tuple(trust_keys),
+    )
     if not trust_keys:
         return view
     summary = check_proof(doc, _trust(trust_keys))
-    return ProofView(seq=seq, tree_size=view.tree_size, root=view.root, doc=doc,
-                     trust_keys=tuple(trust_keys), ok=True, summary=summary)
+    return ProofView(
+        seq=seq,
+        tree_size=view.tree_size,
+        root=view.root,
+        doc=doc,
+        trust_keys=tuple(trust_keys),
+        ok=True,
+        summary=summary,
+    )
 
 
 def export_proof(proof: ProofView, path: str) -> Path:
@@ -861,7 +1053,9 @@ def export_proof(proof: ProofView, path: str) -> Path:
     try:
         p.write_text(json.dumps(proof.doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise StorageError(f"Cannot write the proof to {p}", "Check the directory and its permissions.") from exc
+        raise StorageError(
+            f"Cannot write the proof to {p}", "Check the directory and its permissions."
+        ) from exc
     return p
 
 
@@ -934,18 +1128,33 @@ class RunView:
 
 
 def _job_view(j: Any) -> JobView:
-    return JobView(id=j.id, branch=j.branch, to_version=j.to_version, state=j.state, done=j.done,
-                   total=j.total, started=j.started, updated=j.updated, finished=j.finished or "",
-                   verified=j.verified)
+    return JobView(
+        id=j.id,
+        branch=j.branch,
+        to_version=j.to_version,
+        state=j.state,
+        done=j.done,
+        total=j.total,
+        started=j.started,
+        updated=j.updated,
+        finished=j.finished or "",
+        verified=j.verified,
+    )
 
 
 def _due_rows(items: Sequence[Any]) -> tuple[RotationRow, ...]:
-    return tuple(RotationRow(
-        key=f"{d.key}/v{d.version}" if d.version is not None else f"{d.key}/-",
-        key_class=d.key_class, period_days=d.period_days,
-        last_rotation=_date(d.created.isoformat()) if d.created else "never",
-        due=_date(d.due_at.isoformat()) if d.due_at else "now",
-        days_left=d.days_left if d.days_left is not None else 0, status=d.status) for d in items)
+    return tuple(
+        RotationRow(
+            key=f"{d.key}/v{d.version}" if d.version is not None else f"{d.key}/-",
+            key_class=d.key_class,
+            period_days=d.period_days,
+            last_rotation=_date(d.created.isoformat()) if d.created else "never",
+            due=_date(d.due_at.isoformat()) if d.due_at else "now",
+            days_left=d.days_left if d.days_left is not None else 0,
+            status=d.status,
+        )
+        for d in items
+    )
 
 
 def rekey_view(home_root: Path, now: datetime) -> RekeyView:
@@ -965,13 +1174,25 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
         jobs = tuple(_job_view(j) for j in rekey_retire.jobs(dep.store))
     lease = st["lease"]
     return RekeyView(
-        versions=tuple(VersionRow(branch=v["branch"], version=v["version"], state=v["state"],
-                                  objects=v["objects"], created=v["created"] or "",
-                                  destroy_after=v["destroy_after"] or "", hold=bool(v["hold"]))
-                       for v in st["versions"]),
-        jobs=jobs, policy=_due_rows(due),
+        versions=tuple(
+            VersionRow(
+                branch=v["branch"],
+                version=v["version"],
+                state=v["state"],
+                objects=v["objects"],
+                created=v["created"] or "",
+                destroy_after=v["destroy_after"] or "",
+                hold=bool(v["hold"]),
+            )
+            for v in st["versions"]
+        ),
+        jobs=jobs,
+        policy=_due_rows(due),
         pending=tuple((p["branch"], p["version"], p["objects"]) for p in st["pending"]),
-        lease=f"pid {lease['pid']} on {lease['host']} to {str(lease['expires'])[11:16]}Z" if lease else "")
+        lease=f"pid {lease['pid']} on {lease['host']} to {str(lease['expires'])[11:16]}Z"
+        if lease
+        else "",
+    )
 
 
 def rekey_jobs(home_root: Path) -> tuple[JobView, ...]:
@@ -999,13 +1220,24 @@ def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = F
 
     with Deployment.open(Home(home_root)) as dep:
         p = rekey.plan(dep.hierarchy, dep.config, now=now, branch=branch, due=due)
-    return PlanView(branch=branch, items=tuple((i.branch, i.from_version, i.to_version, i.objects)
-                                               for i in p.items),
-                    rotate=p.rotate, total=p.total, rate=p.rate, eta_seconds=p.eta_seconds)
+    return PlanView(
+        branch=branch,
+        items=tuple((i.branch, i.from_version, i.to_version, i.objects) for i in p.items),
+        rotate=p.rotate,
+        total=p.total,
+        rate=p.rate,
+        eta_seconds=p.eta_seconds,
+    )
 
 
-def rekey_run(home_root: Path, pin: str, branch: str | None, due: bool, batch: int,
-              progress: Callable[[int], None]) -> RunView:
+def rekey_run(
+    home_root: Path,
+    pin: str,
+    branch: str | None,
+    due: bool,
+    batch: int,
+    progress: Callable[[int], None],
+) -> RunView:
     """Run (or resume) re-key jobs with this thread's own deployment, audited like the CLI.
 
     Raises:
@@ -1028,17 +1260,33 @@ def rekey_run(home_root: Path, pin: str, branch: str | None, due: bool, batch: i
 
     def sink(w: Any) -> None:
         with AuditLog.for_home(home) as wlog:
-            wlog.append("rotation.warning", str(w.get("key") or w.get("branch") or "policy"), actor,
-                        details={k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))})
+            wlog.append(
+                "rotation.warning",
+                str(w.get("key") or w.get("branch") or "policy"),
+                actor,
+                details={k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))},
+            )
 
-    with (AuditLog.for_home(home) as log,
-          log.guard("rekey run", branch or home.root.name, actor, details=details),
-          Deployment.open(home, pin) as dep):
-        rep = rekey.run(dep.hierarchy, dep.config, branch=branch, due=due, batch=batch,
-                        progress=progress, audit=sink)
+    with (
+        AuditLog.for_home(home) as log,
+        log.guard("rekey run", branch or home.root.name, actor, details=details),
+        Deployment.open(home, pin) as dep,
+    ):
+        rep = rekey.run(
+            dep.hierarchy,
+            dep.config,
+            branch=branch,
+            due=due,
+            batch=batch,
+            progress=progress,
+            audit=sink,
+        )
     lines = [f"rotated: {r} is now current" for r in rep.rotated]
-    lines += [f"{j.branch}: moved {j.moved} objects to v{j.to_version} ({j.rate:,.0f}/s); "
-              f"verified {j.verified}" for j in rep.jobs]
+    lines += [
+        f"{j.branch}: moved {j.moved} objects to v{j.to_version} ({j.rate:,.0f}/s); "
+        f"verified {j.verified}"
+        for j in rep.jobs
+    ]
     lines += [f"retirement: {s}" for s in rep.retired]
     if rep.status == "busy" and rep.holder:
         lines.append(f"another job (pid {rep.holder.pid} on {rep.holder.host}) holds the lease")
@@ -1058,10 +1306,17 @@ def cancel_destroy(home_root: Path, branch: str, version: int, now: datetime) ->
     from custody.deployment import Deployment
 
     home = Home(home_root)
-    with (AuditLog.for_home(home) as log,
-          log.guard("rekey cancel-destroy", branch, actor_name(),
-                    details={"branch": branch, "version": version, "via": "tui"}),
-          Deployment.open(home) as dep):
-        k = rekey_retire.cancel_destroy(dep.hierarchy, branch, version, now=now,
-                                        reason="cancelled in custody tui")
+    with (
+        AuditLog.for_home(home) as log,
+        log.guard(
+            "rekey cancel-destroy",
+            branch,
+            actor_name(),
+            details={"branch": branch, "version": version, "via": "tui"},
+        ),
+        Deployment.open(home) as dep,
+    ):
+        k = rekey_retire.cancel_destroy(
+            dep.hierarchy, branch, version, now=now, reason="cancelled in custody tui"
+        )
     return f"{branch}/v{version} is {k.state.value}; held"

@@ -82,7 +82,9 @@ class AuditLogScreen(ServiceScreen):
         yield Header(show_clock=False)
         with Vertical(id="auditlog"):
             yield Static("loading ...", id="log-status")
-            yield Input(id="log-filter", placeholder="filter: op=kek actor=NAME outcome=failed or text")
+            yield Input(
+                id="log-filter", placeholder="filter: op=kek actor=NAME outcome=failed or text"
+            )
             yield ItemTable(id="log-entries", title="Audit log")
             yield Static("proof: select an entry and press p", id="log-proof")
         yield Footer()
@@ -93,6 +95,9 @@ class AuditLogScreen(ServiceScreen):
         t.focus()
         self.action_refresh()
         self._timer = self.set_interval(POLL_SECONDS, self._tick)
+
+    def _report(self, err: BaseException) -> None:
+        self.app.report_error(err)  # type: ignore[attr-defined]
 
     def on_screen_suspend(self) -> None:
         if self._timer is not None:
@@ -123,7 +128,7 @@ class AuditLogScreen(ServiceScreen):
         self._polling = False
         self.following = False  # report once, not every second
         self._show_status()
-        self.app.report_error(msg.err)  # type: ignore[attr-defined]
+        self._report(msg.err)
 
     def on_tail_loaded(self, msg: TailLoaded) -> None:
         self._polling = False
@@ -131,7 +136,11 @@ class AuditLogScreen(ServiceScreen):
         self.covered, self.checkpoints = tail.covered, tail.checkpoints
         if tail.size < self.log_size or tail.start > self.log_size:  # a different or truncated log
             self.entries = []
-        new = [e for e in tail.entries if e.seq >= self.log_size] if self.entries else list(tail.entries)
+        new = (
+            [e for e in tail.entries if e.seq >= self.log_size]
+            if self.entries
+            else list(tail.entries)
+        )
         self.log_size = tail.size
         if new:
             self.entries.extend(new)
@@ -141,11 +150,22 @@ class AuditLogScreen(ServiceScreen):
     def _show_status(self) -> None:
         shown = self.query_one("#log-entries", DataTable).row_count
         cp = f"checkpoint 0..{self.covered - 1}" if self.covered else "no checkpoint"
-        self.query_one("#log-status", Static).update(Text.assemble(
-            ("● following" if self.following else "○ paused", "green" if self.following else "yellow"),
-            ("  entries ", "dim"), str(self.log_size), ("  shown ", "dim"), str(shown),
-            ("  ", ""), (cp, "dim"),
-            ("  keys ", "dim"), ", ".join(p.rsplit("/", 1)[-1] for p in self.trust_keys) or "none"))
+        self.query_one("#log-status", Static).update(
+            Text.assemble(
+                (
+                    "● following" if self.following else "○ paused",
+                    "green" if self.following else "yellow",
+                ),
+                ("  entries ", "dim"),
+                str(self.log_size),
+                ("  shown ", "dim"),
+                str(shown),
+                ("  ", ""),
+                (cp, "dim"),
+                ("  keys ", "dim"),
+                ", ".join(p.rsplit("/", 1)[-1] for p in self.trust_keys) or "none",
+            )
+        )
 
     def action_toggle_follow(self) -> None:
         self.following = not self.following
@@ -166,8 +186,15 @@ class AuditLogScreen(ServiceScreen):
         at_end = t.cursor_row >= t.row_count - 1
         for e in rows:
             if entry_matches(e, flt):
-                t.add_row(str(e.seq), e.when, Text(e.outcome, style=OUTCOME_STYLE.get(e.outcome, "")),
-                          e.actor, e.op, e.target, key=f"e-{e.seq}")
+                t.add_row(
+                    str(e.seq),
+                    e.when,
+                    Text(e.outcome, style=OUTCOME_STYLE.get(e.outcome, "")),
+                    e.actor,
+                    e.op,
+                    e.target,
+                    key=f"e-{e.seq}",
+                )
         if self.following and at_end and t.row_count:
             t.move_cursor(row=t.row_count - 1)
         t.border_title = f"Audit log ({t.row_count}/{len(self.entries)})"
@@ -226,17 +253,26 @@ class AuditLogScreen(ServiceScreen):
     def action_proof(self) -> None:
         e = self.selected()
         if e is None:
-            self.app.report_error(UsageError("No entry selected",  # type: ignore[attr-defined]
-                                             "Move to an entry of the log first."))
+            self._report(
+                UsageError(
+                    "No entry selected",
+                    "Move to an entry of the log first.",
+                )
+            )
             return
         if not self.trust_keys:
+
             def done(path: str | None) -> None:
                 if path:
                     self.pin_trust_key(path)
                 self._make_proof(e.seq)
 
-            self.app.push_screen(TextPrompt(
-                "Pin the audit trust key to check the proof (Escape: produce it unchecked)"), done)
+            self.app.push_screen(
+                TextPrompt(
+                    "Pin the audit trust key to check the proof (Escape: produce it unchecked)"
+                ),
+                done,
+            )
             return
         self._make_proof(e.seq)
 
@@ -254,34 +290,56 @@ class AuditLogScreen(ServiceScreen):
         if event.worker.group == "audit-proof" and event.state is WorkerState.ERROR:
             self.proof = None
             self.query_one("#log-proof", Static).update(
-                Text("proof: none (see the message)", style="bold red"))
+                Text("proof: none (see the message)", style="bold red")
+            )
 
     def on_proof_ready(self, msg: ProofReady) -> None:
         p = self.proof = msg.proof
         if p.ok:
             line = Text.assemble(("VALID ", "bold green"), p.summary)
         else:
-            line = Text.assemble((f"proof of entry {p.seq} at tree size {p.tree_size}: ", ""),
-                                 ("not checked (no trust key pinned)", "yellow"))
+            line = Text.assemble(
+                (f"proof of entry {p.seq} at tree size {p.tree_size}: ", ""),
+                ("not checked (no trust key pinned)", "yellow"),
+            )
         self.query_one("#log-proof", Static).update(line)
         entry = p.doc.get("entry", {})
-        what = f"{entry.get('op', '?')} {entry.get('target', '')} by {entry.get('actor', '?')}" if entry else ""
+        what = (
+            f"{entry.get('op', '?')} {entry.get('target', '')} by {entry.get('actor', '?')}"
+            if entry
+            else ""
+        )
         signed = p.summary.rpartition("signed by ")[2] if p.ok else "-"
-        self.app.push_screen(DetailScreen(f"Inclusion proof of entry {p.seq}", [
-            Field(label="result", value="VALID (RFC 9162 inclusion)" if p.ok else
-                  "not checked: no trust key pinned (Ctrl+T)"),
-            Field(label="entry", value=f"{p.seq} {what}".strip()),
-            Field(label="tree size", value=str(p.tree_size)),
-            Field(label="root", value=p.root[:32]), Field(label="", value=p.root[32:]),
-            Field(label="path", value=f"{len(p.doc.get('inclusion', []))} hashes"),
-            Field(label="signed by", value=signed),
-            Field(label="pinned", value=", ".join(p.trust_keys) or "none"),
-            Field(label="export", value="Ctrl+S writes the proof JSON")]))
+        self.app.push_screen(
+            DetailScreen(
+                f"Inclusion proof of entry {p.seq}",
+                [
+                    Field(
+                        label="result",
+                        value="VALID (RFC 9162 inclusion)"
+                        if p.ok
+                        else "not checked: no trust key pinned (Ctrl+T)",
+                    ),
+                    Field(label="entry", value=f"{p.seq} {what}".strip()),
+                    Field(label="tree size", value=str(p.tree_size)),
+                    Field(label="root", value=p.root[:32]),
+                    Field(label="", value=p.root[32:]),
+                    Field(label="path", value=f"{len(p.doc.get('inclusion', []))} hashes"),
+                    Field(label="signed by", value=signed),
+                    Field(label="pinned", value=", ".join(p.trust_keys) or "none"),
+                    Field(label="export", value="Ctrl+S writes the proof JSON"),
+                ],
+            )
+        )
 
     def action_export(self) -> None:
         if self.proof is None:
-            self.app.report_error(UsageError("No proof to export yet",  # type: ignore[attr-defined]
-                                             "Select an entry and press p first."))
+            self._report(
+                UsageError(
+                    "No proof to export yet",
+                    "Select an entry and press p first.",
+                )
+            )
             return
         proof = self.proof
 
@@ -289,7 +347,9 @@ class AuditLogScreen(ServiceScreen):
             if path:
                 self.export(self.app.services, proof, path)  # type: ignore[attr-defined]
 
-        self.app.push_screen(TextPrompt("Export the proof JSON to", f"audit-proof-{proof.seq}.json"), done)
+        self.app.push_screen(
+            TextPrompt("Export the proof JSON to", f"audit-proof-{proof.seq}.json"), done
+        )
 
     @work(thread=True, exit_on_error=False, group="audit-export")
     def export(self, services: Services, proof: ProofView, path: str) -> None:

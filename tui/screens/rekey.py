@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -113,7 +114,7 @@ class RekeyScreen(ServiceScreen):
         super().__init__()
         self.view: RekeyView | None = None
         self.jobs: tuple[JobView, ...] = ()
-        self.batch = DEFAULT_BATCH
+        self.batch_size = DEFAULT_BATCH  # objects per transaction (not Widget.batch)
         self.running = False  # a job started from this screen is running
         self.last_run: RunView | None = None
         self._moved = 0
@@ -136,12 +137,19 @@ class RekeyScreen(ServiceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#rk-jobs", DataTable).add_columns("job", "branch", "to", "state", "done", "%")
-        self.query_one("#rk-versions", DataTable).add_columns("version", "stage", "objects", "destroy after")
+        self.query_one("#rk-jobs", DataTable).add_columns(
+            "job", "branch", "to", "state", "done", "%"
+        )
+        self.query_one("#rk-versions", DataTable).add_columns(
+            "version", "stage", "objects", "destroy after"
+        )
         self.query_one("#rk-policy", DataTable).add_columns("key", "class", "due", "days", "status")
         self.query_one("#rk-versions", DataTable).focus()
         self.action_refresh()
         self._timer = self.set_interval(POLL_SECONDS, self._tick)
+
+    def _report(self, err: BaseException) -> None:
+        self.app.report_error(err)  # type: ignore[attr-defined]
 
     def on_screen_suspend(self) -> None:
         if self._timer is not None:
@@ -178,37 +186,64 @@ class RekeyScreen(ServiceScreen):
             if was_running and not any(j.state == "running" for j in msg.jobs):
                 self.action_refresh()  # another process finished: stages changed
 
-    def _row(self, table: DataTable, key: str, title: str, fields: list[Field], *cells: object) -> None:
+    def _row(
+        self, table: DataTable[Any], key: str, title: str, fields: list[Field], *cells: object
+    ) -> None:
         self._details[key] = (title, fields)
         table.add_row(*cells, key=key)
 
     def on_rekey_loaded(self, msg: RekeyLoaded) -> None:
         v = self.view = msg.view
         pend = ", ".join(f"{b}/v{ver} {n:,}" for b, ver, n in v.pending) or "nothing"
-        self.query_one("#rk-summary", Static).update(Text.assemble(
-            ("to move: ", "dim"), pend, ("  lease: ", "dim"), v.lease or "free"))
+        self.query_one("#rk-summary", Static).update(
+            Text.assemble(("to move: ", "dim"), pend, ("  lease: ", "dim"), v.lease or "free")
+        )
         t = self.query_one("#rk-versions", DataTable)
         t.clear()
         for k in v.versions:
-            fields = [Field(label="version", value=k.name), Field(label="stage", value=k.state),
-                      Field(label="objects wrapped", value=str(k.objects)),
-                      Field(label="created", value=k.created),
-                      Field(label="destroy after", value=k.destroy_after or "-"),
-                      Field(label="hold", value="yes (destruction cancelled)" if k.hold else "no")]
+            fields = [
+                Field(label="version", value=k.name),
+                Field(label="stage", value=k.state),
+                Field(label="objects wrapped", value=str(k.objects)),
+                Field(label="created", value=k.created),
+                Field(label="destroy after", value=k.destroy_after or "-"),
+                Field(label="hold", value="yes (destruction cancelled)" if k.hold else "no"),
+            ]
             stage = styled(k.state)
             if k.hold:
                 stage.append(" (held)", style="dim")
-            self._row(t, f"v-{k.name}", f"KEK {k.name}", fields, k.name, stage, f"{k.objects:,}",
-                      k.destroy_after[:10] or "-")
+            self._row(
+                t,
+                f"v-{k.name}",
+                f"KEK {k.name}",
+                fields,
+                k.name,
+                stage,
+                f"{k.objects:,}",
+                k.destroy_after[:10] or "-",
+            )
         t = self.query_one("#rk-policy", DataTable)
         t.clear()
         for r in v.policy:
-            self._row(t, f"p-{r.key}", f"Rotation {r.key}", [
-                Field(label="key", value=r.key), Field(label="class", value=r.key_class),
-                Field(label="period", value=f"{r.period_days} days"),
-                Field(label="last rotation", value=r.last_rotation), Field(label="due", value=r.due),
-                Field(label="days left", value=str(r.days_left)), Field(label="status", value=r.status)],
-                r.key, r.key_class, r.due, str(r.days_left), styled(r.status))
+            self._row(
+                t,
+                f"p-{r.key}",
+                f"Rotation {r.key}",
+                [
+                    Field(label="key", value=r.key),
+                    Field(label="class", value=r.key_class),
+                    Field(label="period", value=f"{r.period_days} days"),
+                    Field(label="last rotation", value=r.last_rotation),
+                    Field(label="due", value=r.due),
+                    Field(label="days left", value=str(r.days_left)),
+                    Field(label="status", value=r.status),
+                ],
+                r.key,
+                r.key_class,
+                r.due,
+                str(r.days_left),
+                styled(r.status),
+            )
         self._show_jobs(v.jobs)
 
     def _show_jobs(self, jobs: tuple[JobView, ...]) -> None:
@@ -216,37 +251,80 @@ class RekeyScreen(ServiceScreen):
         t = self.query_one("#rk-jobs", DataTable)
         t.clear()
         for j in jobs:
-            self._row(t, f"j-{j.id}", f"Job {j.id}", [
-                Field(label="job", value=str(j.id)), Field(label="branch", value=j.branch),
-                Field(label="to version", value=f"v{j.to_version}"), Field(label="state", value=j.state),
-                Field(label="progress", value=f"{j.done:,}/{j.total:,}"),
-                Field(label="started", value=j.started), Field(label="updated", value=j.updated),
-                Field(label="finished", value=j.finished or "-"),
-                Field(label="verified", value=str(j.verified) if j.verified is not None else "-")],
-                str(j.id), j.branch, f"v{j.to_version}", styled(j.state), f"{j.done:,}/{j.total:,}",
-                f"{j.fraction:.0%}")
+            self._row(
+                t,
+                f"j-{j.id}",
+                f"Job {j.id}",
+                [
+                    Field(label="job", value=str(j.id)),
+                    Field(label="branch", value=j.branch),
+                    Field(label="to version", value=f"v{j.to_version}"),
+                    Field(label="state", value=j.state),
+                    Field(label="progress", value=f"{j.done:,}/{j.total:,}"),
+                    Field(label="started", value=j.started),
+                    Field(label="updated", value=j.updated),
+                    Field(label="finished", value=j.finished or "-"),
+                    Field(
+                        label="verified", value=str(j.verified) if j.verified is not None else "-"
+                    ),
+                ],
+                str(j.id),
+                j.branch,
+                f"v{j.to_version}",
+                styled(j.state),
+                f"{j.done:,}/{j.total:,}",
+                f"{j.fraction:.0%}",
+            )
         if not jobs:
-            self._row(t, "j-none", "Jobs", [Field(label="jobs", value="none yet")], "-", "none yet", "", "", "", "")
+            self._row(
+                t,
+                "j-none",
+                "Jobs",
+                [Field(label="jobs", value="none yet")],
+                "-",
+                "none yet",
+                "",
+                "",
+                "",
+                "",
+            )
         if not self.running:
             live = next((j for j in jobs if j.state == "running"), None)
             if live is not None:
                 rate = job_rate(live)
                 eta = (live.total - live.done) / rate if rate else None
-                self._show_progress(f"job {live.id} {live.branch} -> v{live.to_version} (other process)",
-                                    live.done, live.total, rate, eta)
+                self._show_progress(
+                    f"job {live.id} {live.branch} -> v{live.to_version} (other process)",
+                    live.done,
+                    live.total,
+                    rate,
+                    eta,
+                )
             elif jobs:
                 last = jobs[0]
-                self._show_progress(f"last job {last.id} {last.branch} -> v{last.to_version}: {last.state}",
-                                    last.done, last.total, job_rate(last), None)
+                self._show_progress(
+                    f"last job {last.id} {last.branch} -> v{last.to_version}: {last.state}",
+                    last.done,
+                    last.total,
+                    job_rate(last),
+                    None,
+                )
 
-    def _show_progress(self, label: str, done: int, total: int, rate: float | None,
-                       eta: float | None) -> None:
+    def _show_progress(
+        self, label: str, done: int, total: int, rate: float | None, eta: float | None
+    ) -> None:
         self.query_one("#rk-job", Static).update(label)
         bar = self.query_one("#rk-bar", ProgressBar)
         bar.update(total=max(total, 1), progress=min(done, max(total, 1)))
-        self.query_one("#rk-rate", Static).update(Text.assemble(
-            (f"{done:,}/{total:,} objects", ""), ("  rate ", "dim"),
-            f"{rate:,.0f}/s" if rate else "-", ("  ETA ", "dim"), fmt_eta(eta)))
+        self.query_one("#rk-rate", Static).update(
+            Text.assemble(
+                (f"{done:,}/{total:,} objects", ""),
+                ("  rate ", "dim"),
+                f"{rate:,.0f}/s" if rate else "-",
+                ("  ETA ", "dim"),
+                fmt_eta(eta),
+            )
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         key = str(event.row_key.value)
@@ -294,7 +372,7 @@ class RekeyScreen(ServiceScreen):
         self.running = True
         self._moved, self._total, self._t0 = 0, plan.total, time.monotonic()
         self._show_progress(f"re-keying {plan.total:,} objects", 0, plan.total, None, None)
-        self.run_job(self.app.services, due, self.batch, pin)  # type: ignore[attr-defined]
+        self.run_job(self.app.services, due, self.batch_size, pin)  # type: ignore[attr-defined]
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="rekey-run")
     def run_job(self, services: Services, due: bool, batch: int, pin: str | None) -> None:
@@ -302,7 +380,11 @@ class RekeyScreen(ServiceScreen):
             if pin is not None:
                 services.login(pin)  # kept by the services' PIN box only if the token accepts it
             del pin
-            report = services.rekey_run(None, due, batch, lambda n: self.post_message(Progressed(n)))
+
+            def progress(n: int) -> None:
+                self.post_message(Progressed(n))
+
+            report = services.rekey_run(None, due, batch, progress)
         except BaseException:
             self.post_message(JobFinished(RunView(status="failed", moved=self._moved, lines=())))
             raise
@@ -313,16 +395,27 @@ class RekeyScreen(ServiceScreen):
         dt = time.monotonic() - self._t0
         rate = self._moved / dt if dt > 0 else None
         eta = (self._total - self._moved) / rate if rate else None
-        self._show_progress(f"re-keying {self._total:,} objects", self._moved, self._total, rate, eta)
+        self._show_progress(
+            f"re-keying {self._total:,} objects", self._moved, self._total, rate, eta
+        )
 
     def on_job_finished(self, msg: JobFinished) -> None:
         self.running = False
         self.last_run = r = msg.report
         if r.status == "failed":
-            self.query_one("#rk-job", Static).update(Text("job failed (see the message)", style="bold red"))
+            self.query_one("#rk-job", Static).update(
+                Text("job failed (see the message)", style="bold red")
+            )
         else:
-            done = "nothing to do" if r.status == "nothing-to-do" else (
-                "busy: another job holds the lease" if r.status == "busy" else f"done: moved {r.moved:,}")
+            done = (
+                "nothing to do"
+                if r.status == "nothing-to-do"
+                else (
+                    "busy: another job holds the lease"
+                    if r.status == "busy"
+                    else f"done: moved {r.moved:,}"
+                )
+            )
             self.notify("\n".join(r.lines) or done, title="Re-key", timeout=6)
             self.action_refresh()
             self.query_one("#rk-job", Static).update(done)
@@ -336,19 +429,26 @@ class RekeyScreen(ServiceScreen):
             key = str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
             k = next((v for v in self.view.versions if f"v-{v.name}" == key), None)
         if k is None or k.state != "destroy-scheduled":
-            self.app.report_error(UsageError(  # type: ignore[attr-defined]
-                "Select a destroy-scheduled version",
-                "Move to a KEK version in stage destroy-scheduled (in the versions table)."))
+            self._report(
+                UsageError(
+                    "Select a destroy-scheduled version",
+                    "Move to a KEK version in stage destroy-scheduled (in the versions table).",
+                )
+            )
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.cancel(self.app.services, k.branch, k.version)  # type: ignore[attr-defined]
 
-        self.app.push_screen(ConfirmModal(
-            f"Cancel the destruction of {k.name}?",
-            f"It goes back to disabled, with a hold so no run schedules it again "
-            f"(was due after {k.destroy_after[:10]})."), confirmed)
+        self.app.push_screen(
+            ConfirmModal(
+                f"Cancel the destruction of {k.name}?",
+                f"It goes back to disabled, with a hold so no run schedules it again "
+                f"(was due after {k.destroy_after[:10]}).",
+            ),
+            confirmed,
+        )
 
     @work(thread=True, exit_on_error=False, group="rekey-cancel")
     def cancel(self, services: Services, branch: str, version: int) -> None:
