@@ -43,7 +43,6 @@ from ceremonies.engine import (
     CloseTranscript,
     Done,
     Rollback,
-    RunStep,
     Waiting,
     fold,
     open_state,
@@ -53,8 +52,8 @@ from ceremonies.engine import (
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
-from ceremonies.transcript.records import Approval
 from ceremonies.transcript.recorder import Recorder
+from ceremonies.transcript.records import Approval
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 
@@ -163,7 +162,7 @@ class CeremonyRunner:
     def start(cls, dep: Deployment, kind: str, signer: Any, *, params: Mapping[str, Any],
               purpose: str = "", extra_roster: Sequence[RosterEntry] = (),
               thresholds: Mapping[str, Threshold] | None = None,
-              clock: Callable[[], int] = _now) -> "CeremonyRunner":
+              clock: Callable[[], int] = _now) -> CeremonyRunner:
         """Open a new ceremony: sign its policy, create its bundle, register it.
 
         Args:
@@ -232,7 +231,7 @@ class CeremonyRunner:
 
     @classmethod
     def resume(cls, dep: Deployment, ceremony_id: str, signer: Any, *,
-               clock: Callable[[], int] = _now) -> "CeremonyRunner":
+               clock: Callable[[], int] = _now) -> CeremonyRunner:
         """Rebuild an interrupted ceremony from its transcript.
 
         Raises:
@@ -248,7 +247,8 @@ class CeremonyRunner:
         kind, st, bundle, created, expires, pending = rows[0]
         if st != "open":
             raise CeremonyError(f"Ceremony {ceremony_id} is already {st}", "Start a new one.")
-        policy = SignedPolicy.from_json(json.loads((Path(bundle) / "policy.json").read_bytes())).policy
+        doc_policy = json.loads((Path(bundle) / "policy.json").read_bytes())
+        policy = SignedPolicy.from_json(doc_policy).policy
         me = next((e for e in policy.roster if e.public == signer.public), None)
         if me is None or me.role != "super-admin":
             raise PolicyError("Only a super-admin on this ceremony's roster can resume it",
@@ -349,8 +349,8 @@ class CeremonyRunner:
                 inputs = Inputs()  # inputs are consumed by the step that asked for them
 
     def outcome(self, *, awaiting: str | None = None, step: str | None = None) -> Outcome:
-        status = {"closed": "closed", "aborted": "aborted"}.get(self.state.status,
-                                                                "awaiting-input" if awaiting else self.state.status)
+        status = {"closed": "closed", "aborted": "aborted"}.get(
+            self.state.status, "awaiting-input" if awaiting else self.state.status)
         return Outcome(ceremony_id=self.ceremony_id, kind=self.state.kind, status=status,
                        bundle=str(self.bundle), awaiting=awaiting, step=step,
                        facts=dict(self.state.facts), messages=list(self.messages),
@@ -446,6 +446,15 @@ def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
                  expires=r[6]) for r in rows]
 
 
-__all__ = ["CeremonyRunner", "Inputs", "Outcome", "ShareInput", "SecretLost", "CeremonyExpired",
-           "KILL_ENV",
-           "open_ceremonies", "roster_entries", "CustodyError"]
+__all__ = [
+    "KILL_ENV",
+    "CeremonyExpired",
+    "CeremonyRunner",
+    "CustodyError",
+    "Inputs",
+    "Outcome",
+    "SecretLost",
+    "ShareInput",
+    "open_ceremonies",
+    "roster_entries",
+]

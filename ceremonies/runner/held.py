@@ -23,7 +23,7 @@ from custody.errors import CeremonyError, CustodyError, KeyNotFound
 
 
 def _hsm(r: Any) -> Any:
-    from ceremonies.runner.steps import _hsm as hsm
+    from ceremonies.runner.steps.base import _hsm as hsm
 
     return hsm(r)
 
@@ -36,7 +36,7 @@ def _token_has(r: Any, label: str, version: int) -> Any:
 
 
 def _secret_lost(r: Any, step: str | None = None) -> Any:
-    from ceremonies.runner.steps import _secret_lost as lost
+    from ceremonies.runner.steps.base import _secret_lost as lost
 
     return lost(r, step)
 
@@ -129,7 +129,7 @@ def _waiting_epoch(r: Any) -> tuple[str, str, int]:
     if step == "verify-shares":
         return step, r.ceremony_id, int(r.state.facts["epoch"])
     if step == "collect-shares":
-        from ceremonies.runner.steps import active_share_set
+        from ceremonies.runner.steps.base import active_share_set
 
         sset = active_share_set(r.dep.store)
         if sset is None:

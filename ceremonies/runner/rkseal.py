@@ -48,7 +48,8 @@ def seal_wrapping_key(e_key: bytes, rk_pub: bytes, *, root_version: int, wrapped
     eph = X25519PrivateKey.generate()
     eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw,
                                             serialization.PublicFormat.Raw)
-    k = _hkdf(eph.exchange(X25519PublicKey.from_public_bytes(rk_pub)) + eph_pub + rk_pub, _INFO_SEAL)
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(rk_pub))
+    k = _hkdf(shared + eph_pub + rk_pub, _INFO_SEAL)
     nonce = os.urandom(12)
     aad = f"custody/root/v{root_version}".encode()
     sealed = AESGCM(k).encrypt(nonce, e_key, aad)

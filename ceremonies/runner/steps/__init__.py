@@ -1,0 +1,69 @@
+"""Step handlers of every ceremony kind, and the rollback of unfinished ones.
+
+A handler ``(runner, inputs) -> facts | WAIT`` carries out one script step after the
+runner recorded its ``step.begin``. Handlers are idempotent (a step begun before a crash
+is redone on resume): they check the token and the store before acting. Facts are public
+(versions, KCVs, digests, names); secrets live only in ``runner._secrets``.
+
+The handlers live in one module per concern, each registering itself with
+:func:`~ceremonies.runner.steps.base.on`:
+
+* :mod:`.base`: the registry, HSM access, ``SecretLost``, the active share set;
+* :mod:`.handin`: shares handed in, checked before combining; ``collect-shares``,
+  ``rebuild-rk``;
+* :mod:`.rootkey`: ``hsm-check``, ``generate-root``, ``lock-root``, ``rewrap``;
+* :mod:`.issue`: a new RK and share set (generate, reshare) up to ``finalise``;
+* :mod:`.recover`: the root back into a new token;
+* :mod:`.rotation`: rotate-root and emergency-rotate;
+* :mod:`.drill`, :mod:`.enrol`, :mod:`.rollback`.
+
+This package is what the runner calls (:func:`handler`, :func:`precheck`,
+:func:`rollback`, :data:`WAIT`) and re-exports the queries the CLI and the TUI use
+(:func:`active_share_set`, :func:`quorum_size`, :func:`drill_status`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ceremonies.runner.held import _held
+from ceremonies.runner.steps import drill, enrol, handin, issue, recover, rootkey, rotation
+from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, handler, quorum_size
+from ceremonies.runner.steps.drill import drill_status
+from ceremonies.runner.steps.enrol import enrol_action
+from ceremonies.runner.steps.issue import _issued_complete
+from ceremonies.runner.steps.rollback import rollback
+from ceremonies.runner.steps.rotation import rotate_action
+from custody.errors import ConfigError, CustodyError
+
+_MODULES = (drill, enrol, handin, issue, recover, rootkey, rotation)  # each registers handlers
+
+
+def precheck(r: Any, step: str) -> None:
+    """Refuse, before anything is recorded, a step whose in-memory secret is gone.
+
+    Raises:
+        SecretLost: the step needs RK or the shares, and they died with an earlier process.
+    """
+    need = {"wrap-blob": "rk", "split": "rk", "scratch-token": "rk"}.get(step)
+    if need and need not in r._secrets:
+        raise _secret_lost(r, step)
+    if step == "issue-shares" and "issued" not in r._secrets and not _issued_complete(r):
+        raise _secret_lost(r, step)
+    if (step == "rebuild-rk" and "shares" not in r._secrets
+            and not _held(r, "collect-shares")):
+        raise _secret_lost(r, step)
+
+
+__all__ = [
+    "WAIT",
+    "ConfigError",
+    "CustodyError",
+    "active_share_set",
+    "drill_status",
+    "enrol_action",
+    "handler",
+    "quorum_size",
+    "rollback",
+    "rotate_action",
+]

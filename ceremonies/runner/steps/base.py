@@ -1,0 +1,88 @@
+"""Shared ground of the step handlers: the handler registry, HSM access, SecretLost.
+
+Every step module registers its handlers with :func:`on`; the runner looks them up with
+:func:`handler`. A handler ``(runner, inputs) -> facts | WAIT`` carries out one script step
+after the runner recorded its ``step.begin``; it is idempotent (a step begun before a crash
+is redone on resume) and returns public facts only. This module also owns the small
+queries several ceremony kinds share: the active share set and its quorum size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from custody.errors import CeremonyError, KeyNotFound, UsageError
+
+WAIT = object()
+Handler = Callable[[Any, Any], Any]
+_H: dict[tuple[str, str], Handler] = {}
+
+
+def on(kinds: str, step: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        for k in kinds.split():
+            _H[(k, step)] = fn
+        return fn
+    return deco
+
+
+def handler(kind: str, step: str) -> Handler:
+    try:
+        return _H[(kind, step)]
+    except KeyError:
+        raise CeremonyError(f"No handler for {kind}/{step}", "This is a bug.") from None
+
+
+def _hsm(r: Any) -> Any:
+    if r.dep.hsm is None:
+        raise UsageError("This ceremony needs the HSM", "Provide the token PIN (--pin-file).")
+    return r.dep.hsm
+
+
+def _token_has(r: Any, label: str, version: int) -> Any:
+    try:
+        return _hsm(r).find_key(label, version)
+    except KeyNotFound:
+        return None
+
+
+def _rk(r: Any) -> bytes:
+    rk = r._secrets.get("rk")
+    if rk is None:
+        raise CeremonyError("The recovery key is no longer in memory (the process was "
+                            "interrupted)", "The ceremony is rolled back; start it again.")
+    return rk
+
+
+def _secret_lost(r: Any = None, step: str | None = None) -> Any:
+    from ceremonies.runner import SecretLost
+
+    cid = r.ceremony_id if r is not None else "ID"
+    where = f" (step {step})" if step else ""
+    return SecretLost(f"Ceremony {cid} cannot continue{where}: the recovery key or the shares "
+                      "it needs were only in the memory of the process that stopped",
+                      f"Nothing was changed. Roll it back with 'custody ceremony abort {cid}' "
+                      "(it removes every key, file and row this ceremony created), then start "
+                      "the ceremony again.")
+
+
+def active_share_set(store: Any) -> dict[str, Any] | None:
+    rows = store.query("SELECT epoch, ceremony_id, policy_digest, dealer_public, rk_kcv, "
+                       "rk_public, scheme FROM share_sets WHERE state='active' ORDER BY epoch DESC")
+    if not rows:
+        return None
+    e = rows[0]
+    holders = store.query("SELECT custodian, fingerprint, group_index, member_index, commitment "
+                          "FROM share_holders WHERE epoch=?", (e[0],))
+    return {"epoch": e[0], "ceremony_id": e[1], "policy_digest": e[2], "dealer": bytes(e[3]),
+            "rk_kcv": e[4], "rk_public": bytes(e[5]), "scheme": json.loads(e[6]),
+            "holders": {(h[2], h[3]): {"name": h[0], "fingerprint": h[1], "commitment": h[4]}
+                        for h in holders}}
+
+
+def quorum_size(scheme: dict[str, Any]) -> int:
+    """The fewest shares that rebuild RK under *scheme*."""
+    ts = sorted(t for t, _n in scheme["groups"])
+    return sum(ts[: scheme["group_threshold"]])

@@ -1,0 +1,119 @@
+"""The drill: custodians prove their shares without touching the deployment's token.
+
+Owns ``scratch-token`` (RK rebuilt from the shares opens the current root's blob into a
+throw-away SoftHSM token), ``compare-kcv``, ``destroy-scratch`` and ``record`` (who passed,
+per epoch), and :func:`drill_status`, the T+1 check the dashboard and ``custody ceremony
+drill-status`` show.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ceremonies.runner import rkseal
+from ceremonies.runner.steps.base import _secret_lost, active_share_set, on, quorum_size
+from custody.errors import HsmError, IntegrityError
+from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+
+SCRATCH_PREFIX = "drill-"
+
+
+@on("drill", "scratch-token")
+def scratch_token(r: Any, inputs: Any) -> dict[str, Any]:
+    from custody.config import HsmConfig
+    from custody.deployment import open_hsm
+    from custody.hsm import softhsm
+
+    rk = r._secrets.get("rk")
+    if rk is None:
+        raise _secret_lost(r, "scratch-token")
+    cfg = r.dep.config
+    h = KeyHierarchy(r.dep.store, None)
+    cur = h.current_root()
+    if not cfg.hsm.embedded:
+        return {"scratch": None, "note": "no embedded SoftHSM; RK KCV compared only"}
+    label = SCRATCH_PREFIX + r.ceremony_id[:8]
+    conf = r.dep.home.root / cfg.hsm.softhsm_conf
+    pin = os.urandom(12).hex()
+    r._save_pending(scratch=label)
+    softhsm.init_token(conf, label, os.urandom(12).hex(), pin)
+    scratch = open_hsm(r.dep.home, type(cfg)(deployment_id=cfg.deployment_id,
+                                              created=cfg.created,
+                                              hsm=HsmConfig(module=cfg.hsm.module,
+                                                            token_label=label,
+                                                            softhsm_conf=cfg.hsm.softhsm_conf)),
+                       pin)
+    try:
+        key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
+        ref = scratch.import_wrapped(ROOT_LABEL, cur.version, key, blob)
+    finally:
+        scratch.close()
+    r._secrets.pop("rk", None)
+    return {"scratch": label, "scratch_root_kcv": ref.kcv, "root_version": cur.version}
+
+
+@on("drill", "compare-kcv")
+def compare_kcv(r: Any, inputs: Any) -> dict[str, Any]:
+    f = r.state.facts
+    if f.get("scratch") is None:
+        return {"kcv_match": True}
+    h = KeyHierarchy(r.dep.store, None)
+    want = next(x.kcv for x in h.roots() if x.version == f["root_version"])
+    if want != f["scratch_root_kcv"]:
+        raise IntegrityError(f"The drill rebuilt root/v{f['root_version']} with KCV "
+                             f"{f['scratch_root_kcv']}, expected {want}",
+                             "The blob or the shares are damaged; investigate now.")
+    return {"kcv_match": True, "root_kcv": want}
+
+
+def _delete_scratch(r: Any) -> bool:
+    from custody.hsm import softhsm
+
+    label = r.pending.get("scratch")
+    if not label or not r.dep.config.hsm.embedded:
+        return False
+    try:
+        softhsm.delete_token(r.dep.home.root / r.dep.config.hsm.softhsm_conf, label)
+    except HsmError:
+        return False
+    return True
+
+
+@on("drill", "destroy-scratch")
+def destroy_scratch(r: Any, inputs: Any) -> dict[str, Any]:
+    _delete_scratch(r)
+    return {"scratch_destroyed": True}
+
+
+def drill_status(store: Any, *, now: int, period_days: int) -> dict[str, Any]:
+    """Who passed a drill of the active epoch within the period, and whether that is T+1."""
+    sset = active_share_set(store)
+    if sset is None:
+        return {"ok": False, "passed": [], "needed": 0, "warning": "no share set"}
+    since = now - period_days * 86400
+    rows = store.query("SELECT DISTINCT custodian FROM drills WHERE epoch=? AND passed_at>=?",
+                       (sset["epoch"], since))
+    passed = sorted(r[0] for r in rows)
+    needed = quorum_size(sset["scheme"]) + 1
+    warn = None
+    if len(passed) < needed:
+        warn = (f"only {len(passed)} custodian(s) passed a drill in the last {period_days} days; "
+                f"policy wants at least {needed} (T+1)")
+    return {"ok": warn is None, "passed": passed, "needed": needed, "warning": warn}
+
+
+@on("drill", "record")
+def drill_record(r: Any, inputs: Any) -> dict[str, Any]:
+    f = r.state.facts
+    names = f.get("collect-shares.accepted", [])
+    with r.dep.store.tx() as c:
+        if not c.execute("SELECT 1 FROM drills WHERE ceremony_id=?", (r.ceremony_id,)).fetchone():
+            c.executemany("INSERT INTO drills(ceremony_id, custodian, epoch, passed_at) "
+                          "VALUES(?,?,?,?)", [(r.ceremony_id, n, f["epoch"], r.clock())
+                                              for n in names])
+    st = drill_status(r.dep.store, now=r.clock(), period_days=r.dep.config.drill_period_days)
+    if st["warning"]:
+        r.messages.append("warning: " + st["warning"])
+    return {"passed": names, "drill_status": {k: st[k] for k in ("passed", "needed", "ok")},
+            "warning": st["warning"] or ""}

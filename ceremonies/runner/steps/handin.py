@@ -1,0 +1,160 @@
+"""Shares handed in: checked one by one against envelope and commitment, then combined.
+
+Owns the ``collect-shares`` and ``rebuild-rk`` steps (recover, reshare, drill) and the
+share collection the generate/reshare verification round reuses. Every share is verified
+against its signed envelope and the commitment recorded by the generating ceremony
+**before** combining, so a bad share is rejected by custodian name (``share.rejected``)
+and the ceremony continues with the others. Short of a quorum, accepted shares are held
+sealed on the HSM (:mod:`ceremonies.runner.held`) until a later invocation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ceremonies.participants import Roster
+from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
+from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
+from custody.errors import CeremonyError, IntegrityError, ShareError
+from custody.hsm import kcv_of_bytes
+from custody.shares import slip39
+from custody.shares.envelope import EnvelopeError, load_envelope, verify_share
+
+
+# ------------------------------------------------------------------------ share hand-in
+def _check_shares(r: Any, shares: Any, sset: dict[str, Any], step: str, *,
+                  names: set[str] | None = None, record: bool = True) -> list[Any]:
+    """Verify each share against its envelope and the recorded commitment, BEFORE
+    combining; record share.accepted / share.rejected naming the custodian.
+
+    Returns:
+        (custodian name, parsed share, ShareInput) of each accepted share.
+    """
+    roster = {m.fingerprint: m.name for m in Roster(r.dep.store).members()}
+    accepted: list[Any] = []
+    names = set() if names is None else names
+    for si in shares:
+        who = si.source
+        try:
+            env = load_envelope(si.envelope)
+            who = roster.get(env.payload.custodian, who)
+            parsed = slip39.parse_share(si.text, label=who)
+            verify_share(parsed, env, sset["dealer"], expected_ceremony=sset["ceremony_id"],
+                         expected_epoch=sset["epoch"])
+            h = sset["holders"].get((parsed.group_index, parsed.member_index))
+            if h is None or h["fingerprint"] != env.payload.custodian:
+                raise EnvelopeError("The share was not issued to this custodian",
+                                    "Use your own share.", reason="wrong-custodian")
+            if h["commitment"] != env.payload.commitment:
+                raise EnvelopeError("The envelope's commitment differs from the generation "
+                                    "transcript", "Do not use this share.",
+                                    reason="commitment-mismatch")
+            who = h["name"]
+            if who in names:
+                raise EnvelopeError(f"{who} already handed in a share", "One share per "
+                                    "custodian is counted.", reason="duplicate-custodian")
+        except ShareError as exc:
+            if not record:
+                raise
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            r.record("share.rejected", {"custodian": who, "reason": reason,
+                                        "detail": exc.title}, step=step)
+            r.messages.append(f"share of {who} rejected: {exc.title}")
+            continue
+        names.add(who)
+        accepted.append((who, parsed, si))
+        if not record:
+            continue
+        r.record("share.accepted", {"custodian": who, "custodian_fingerprint":
+                                    env.payload.custodian, "commitment": env.payload.commitment,
+                                    "group": parsed.group_index + 1,
+                                    "member": parsed.member_index + 1}, step=step)
+    return accepted
+
+
+def _enough(parsed: list[Any]) -> bool:
+    if not parsed:
+        return False
+    groups: dict[int, set[int]] = {}
+    for p in parsed:
+        groups.setdefault(p.group_index, set()).add(p.member_index)
+    gt, mt = parsed[0].group_threshold, {p.group_index: p.member_threshold for p in parsed}
+    return sum(1 for g, m in groups.items() if len(m) >= mt[g]) >= gt
+
+
+def _collect(r: Any, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any:
+    """Collect shares for *step*: from this invocation (files and remote hand-ins) and
+    those held, sealed, from earlier invocations. Each is verified on arrival. With a
+    quorum, the shares go to memory for combining; short of one, the new ones are sealed
+    under the hold key and the step waits (exit 10)."""
+    if sset is None:
+        raise CeremonyError("This deployment has no active share set",
+                            "Run the generate ceremony first.")
+    held = _unhold(r, step) if _held(r, step) else []
+    fresh = [*inputs.shares, *(_open_sealed(r, inputs, step) if inputs.sealed else [])]
+    if not fresh and not inputs.sealed and not held:
+        return WAIT
+    names: set[str] = set()
+    old = _check_shares(r, held, sset, step, names=names, record=False)
+    new = _check_shares(r, fresh, sset, step, names=names)
+    parsed = [p for _n, p, _si in old + new]
+    if not _enough(parsed):
+        need = quorum_size(sset["scheme"])
+        have = sorted({n for n, _p, _si in old + new})
+        rejected = "; ".join(m for m in r.messages if "rejected" in m)
+        if r.dep.hsm is None:  # nowhere to seal shares at rest: all must come at once
+            raise ShareError(f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
+                             + (f" ({rejected})" if rejected else ""),
+                             "Hand in shares from more custodians in one run, or give "
+                             "--pin-file so that shares can be held between runs.")
+        if new:
+            _hold(r, step, [(n, si) for n, _p, si in new])
+        r.messages.append(f"{len(have)} share(s) accepted so far ({', '.join(have) or 'none'}); "
+                          f"at least {max(1, need - len(have))} more needed")
+        return WAIT
+    r._secrets["shares"] = parsed
+    if step == "collect-shares" and new and r.dep.hsm is not None:
+        _hold(r, step, [(n, si) for n, _p, si in new])  # a crash before rebuild-rk resumes
+    if step == "verify-shares":
+        drop_held(r, step)  # combined right away by the step itself
+    return {f"{step}.accepted": sorted({_holder(sset, p) for p in parsed}),
+            f"{step}.epoch": sset["epoch"]}
+
+
+def _holder(sset: dict[str, Any], p: Any) -> str:
+    return sset["holders"][(p.group_index, p.member_index)]["name"]
+
+
+def _rebuild(r: Any, sset: dict[str, Any]) -> dict[str, Any]:
+    parsed = r._secrets.get("shares")
+    if parsed is None and _held(r, "collect-shares"):  # resumed after a crash: still sealed
+        got = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
+                            record=False)
+        parsed = [p for _n, p, _si in got]
+    if parsed is None:
+        raise _secret_lost(r, "rebuild-rk")
+    rk = slip39.combine_parsed(parsed)
+    r._secrets.pop("shares", None)
+    drop_held(r, "collect-shares")
+    if kcv_of_bytes(rk) != sset["rk_kcv"]:
+        raise IntegrityError("The rebuilt recovery key has the wrong KCV",
+                             "The shares do not belong to this deployment's share set.")
+    r._secrets["rk"] = rk
+    return {"rk_kcv": sset["rk_kcv"], "epoch": sset["epoch"]}
+
+
+@on("recover reshare drill", "collect-shares")
+def collect_shares(r: Any, inputs: Any) -> Any:
+    return _collect(r, inputs, active_share_set(r.dep.store), "collect-shares")
+
+
+@on("recover reshare drill", "rebuild-rk")
+def rebuild_rk(r: Any, inputs: Any) -> dict[str, Any]:
+    sset = active_share_set(r.dep.store)
+    if sset is None:
+        raise CeremonyError("No active share set", "Run generate first.")
+    facts = _rebuild(r, sset)
+    if r.state.kind == "reshare":
+        r._secrets["old_rk"] = r._secrets.pop("rk")
+        return {"old_rk_kcv": facts["rk_kcv"], "old_epoch": facts["epoch"]}
+    return facts

@@ -1,0 +1,217 @@
+"""A new recovery key and share set: generate, and the new-set half of reshare.
+
+Owns ``generate-rk`` (RK from the HSM's RNG, kept only in memory), ``wrap-blob`` (the root
+wrapped under RK, RFC 5649), ``split`` (SLIP-0039 shares and signed envelopes, recorded as
+``share.issued`` with their commitments), ``issue-shares`` (share, envelope and card files,
+written atomically), ``verify-shares`` (the verification round: a quorum re-enters its
+shares and the rebuilt RK must match the KCV), ``finalise`` (the commit point: one store
+transaction activates the root version and the new share set and retires the old one) and
+reshare's ``retire-epoch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ceremonies.participants import Roster
+from ceremonies.runner import rkseal
+from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
+from ceremonies.runner.steps.handin import _collect
+from custody.errors import IntegrityError, ShareError, UsageError
+from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.hsm import kcv_of_bytes
+from custody.model import KeyState
+from custody.shares import slip39
+from custody.shares.envelope import load_envelope, make_envelope
+
+
+@on("generate reshare", "generate-rk")
+def generate_rk(r: Any, inputs: Any) -> dict[str, Any]:
+    rk = _hsm(r).random(32)
+    r._secrets["rk"] = rk
+    return {"new_rk_kcv": kcv_of_bytes(rk), "new_rk_public": rkseal.rk_public(rk).hex()}
+
+
+@on("generate reshare", "wrap-blob")
+def wrap_blob(r: Any, inputs: Any) -> dict[str, Any]:
+    if "rk" not in r._secrets:
+        raise _secret_lost(r, "wrap-blob")
+    blob = _hsm(r).export_wrapped(ROOT_LABEL, r.state.facts["root_version"], _rk(r))
+    r._save_pending(blob=blob.hex())
+    return {"blob_digest": hashlib.sha256(blob).hexdigest()}
+
+
+@on("generate reshare", "split")
+def split(r: Any, inputs: Any) -> dict[str, Any]:
+    if "rk" not in r._secrets:
+        raise _secret_lost(r, "split")
+    p = r.params
+    groups = [tuple(g) for g in p["groups"]]
+    words = slip39.split(_rk(r), groups=groups, group_threshold=p["group_threshold"],
+                         iteration_exponent=0)
+    flat = [m for g in words for m in g]
+    names = p["custodians"]
+    if len(flat) != len(names):
+        raise UsageError(f"The scheme makes {len(flat)} shares for {len(names)} custodians",
+                         "Give one custodian per share.")
+    roster = Roster(r.dep.store)
+    pol_digest = r.rec.policy.digest().hex()
+    epoch, kcv = r.state.facts["epoch"], r.state.facts["new_rk_kcv"]
+    issued, envs = [], {}
+    for name, mnemonic in zip(names, flat, strict=True):
+        m = roster.get(name)
+        if m is None or m.role != "custodian" or m.usable_at(r.clock()):
+            raise UsageError(f"{name} is not an enrolled custodian", "Enrol them first.")
+        parsed = slip39.parse_share(mnemonic, label=name)
+        env = make_envelope(parsed, ceremony_id=r.ceremony_id, policy_digest=pol_digest,
+                            epoch=epoch, custodian=m.fingerprint, kcv=kcv, dealer=r.signer.key)
+        envs[name] = (mnemonic, env)
+        rec = {"custodian": name, "custodian_fingerprint": m.fingerprint,
+               "group": parsed.group_index + 1, "member": parsed.member_index + 1,
+               "commitment": env.payload.commitment}
+        r.record("share.issued", rec, step="split")
+        issued.append(rec)
+    r._secrets["issued"] = envs
+    return {"holders": issued, "scheme": {"groups": [list(g) for g in groups],
+                                          "group_threshold": p["group_threshold"]},
+            "dealer_public": r.signer.public.hex()}
+
+
+CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print
+
+
+def _suffixes(r: Any) -> tuple[str, ...]:
+    fmts = r.params.get("card_formats") or list(CARD_FORMATS)
+    return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temporary file, fsync and rename: a crash leaves the old file or none,
+    never half a share."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _issued_complete(r: Any) -> bool:
+    """Whether every custodian's files were written (a crash after the writes, before
+    ``step.done``): each envelope must carry the commitment recorded by ``split``."""
+    holders = r.state.facts.get("holders")
+    if not holders:
+        return False
+    out = Path(r.params["out"])
+    try:
+        for h in holders:
+            if not all((out / f"{h['custodian']}{s}").is_file() for s in _suffixes(r)):
+                return False
+            env = load_envelope((out / f"{h['custodian']}.envelope.json").read_bytes())
+            if (env.payload.commitment != h["commitment"]
+                    or env.payload.ceremony_id != r.ceremony_id):
+                return False
+    except (OSError, ShareError):
+        return False
+    return True
+
+
+@on("generate reshare", "issue-shares")
+def issue_shares(r: Any, inputs: Any) -> dict[str, Any]:
+    from custody.shares.card import Card, render
+
+    envs = r._secrets.get("issued")
+    out = Path(r.params["out"])
+    if envs is None:
+        if _issued_complete(r):  # written before a crash; RK already left memory
+            r._secrets.pop("rk", None)
+            return {"issued_to": [h["custodian"] for h in r.state.facts["holders"]],
+                    "out": str(out), "cards": [s[6:] for s in _suffixes(r)[2:]]}
+        raise _secret_lost(r, "issue-shares")
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    sufs = _suffixes(r)
+    r._save_pending(files=[str(out / f"{n}{s}") for n in envs for s in sufs])
+    for name, (mnemonic, env) in envs.items():
+        _write_atomic(out / f"{name}.share.txt", (mnemonic + "\n").encode(), 0o600)
+        _write_atomic(out / f"{name}.envelope.json", env.to_bytes())
+        card = Card(name=name, label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
+                    words=tuple(mnemonic.split()), envelope=env)
+        for suf in sufs[2:]:
+            _write_atomic(out / f"{name}{suf}", render(card, suf[6:]), 0o600)
+        files.append(name)
+    r._secrets.pop("issued", None)
+    r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it
+    return {"issued_to": files, "out": str(out), "cards": [s[6:] for s in sufs[2:]]}
+
+
+def _new_set(r: Any) -> dict[str, Any]:
+    f = r.state.facts
+    return {"epoch": f["epoch"], "ceremony_id": r.ceremony_id, "dealer":
+            bytes.fromhex(f["dealer_public"]), "rk_kcv": f["new_rk_kcv"],
+            "scheme": f["scheme"],
+            "holders": {(h["group"] - 1, h["member"] - 1): {"name": h["custodian"], "fingerprint":
+                        h["custodian_fingerprint"], "commitment": h["commitment"]}
+                        for h in f["holders"]}}
+
+
+@on("generate reshare", "verify-shares")
+def verify_shares(r: Any, inputs: Any) -> Any:
+    sset = _new_set(r)
+    res = _collect(r, inputs, sset, "verify-shares")
+    if res is WAIT:
+        return WAIT
+    rk = slip39.combine_parsed(r._secrets.pop("shares"))
+    if kcv_of_bytes(rk) != sset["rk_kcv"]:
+        raise IntegrityError("The verification round rebuilt a recovery key with the wrong "
+                             "KCV", "Do not finalise; abort the ceremony.")
+    del rk
+    return {"verified_by": res["verify-shares.accepted"], "verified_rk_kcv": sset["rk_kcv"]}
+
+
+@on("generate reshare", "finalise")
+def finalise_new_set(r: Any, inputs: Any) -> dict[str, Any]:
+    f = r.state.facts
+    v, epoch, now = f["root_version"], f["epoch"], r.clock()
+    from custody.hierarchy import iso, utcnow
+
+    t = iso(utcnow())
+    blob = bytes.fromhex(r.pending["blob"])
+    with r.dep.store.tx() as c:
+        if c.execute("SELECT 1 FROM root_versions WHERE version=?", (v,)).fetchone():
+            return {"root_version": v, "epoch": epoch, "active": True}
+        c.execute("UPDATE root_versions SET state=?, state_changed=? WHERE state=?",
+                  (KeyState.DECRYPT_ONLY, t, KeyState.ACTIVE))
+        c.execute("INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+                  "state_changed) VALUES(?,?,?,?,?,?,?)",
+                  (v, KeyState.ACTIVE, f["root_kcv"], epoch, blob, t, t))
+        c.execute("UPDATE share_sets SET state='retired', retired_at=? WHERE state='active'",
+                  (now,))
+        c.execute("INSERT INTO share_sets(epoch, ceremony_id, policy_digest, dealer_public, "
+                  "rk_kcv, rk_public, scheme, state, created) VALUES(?,?,?,?,?,?,?,?,?)",
+                  (epoch, r.ceremony_id, r.rec.policy.digest().hex(),
+                   bytes.fromhex(f["dealer_public"]), f["new_rk_kcv"],
+                   bytes.fromhex(f["new_rk_public"]), json.dumps(f["scheme"]), "active", now))
+        c.executemany("INSERT INTO share_holders(epoch, custodian, fingerprint, group_index, "
+                      "member_index, commitment) VALUES(?,?,?,?,?,?)",
+                      [(epoch, h["custodian"], h["custodian_fingerprint"], h["group"] - 1,
+                        h["member"] - 1, h["commitment"]) for h in f["holders"]])
+    return {"root_version": v, "epoch": epoch, "active": True}
+
+
+@on("reshare", "retire-epoch")
+def retire_epoch(r: Any, inputs: Any) -> dict[str, Any]:
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    retired = []
+    for x in h.roots():
+        old = x.epoch is not None and x.epoch < r.state.facts["epoch"]
+        if x.state is KeyState.DECRYPT_ONLY and old:
+            h.set_root_state(x.version, KeyState.DISABLED)
+            retired.append(x.version)
+    return {"retired_epoch": r.state.facts.get("old_epoch"), "disabled_roots": retired}

@@ -1,0 +1,75 @@
+"""The recover ceremony: the root key back into a new or emptied token.
+
+Owns recover's ``hsm-check`` (the token holds none of the roots to restore, and each has a
+blob for the current share set), ``import-root`` (each blob unwrapped straight into the
+HSM under the rebuilt RK, KCV checked), ``verify-keks`` and ``finalise``. Collecting and
+combining the shares is :mod:`ceremonies.runner.steps.handin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ceremonies.runner import rkseal
+from ceremonies.runner.steps.base import _hsm, _secret_lost, _token_has, active_share_set, on
+from ceremonies.runner.steps.rootkey import _verify_keks
+from custody.errors import CeremonyError, IntegrityError
+from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.model import KeyState
+
+
+@on("recover", "hsm-check")
+def recover_check(r: Any, inputs: Any) -> dict[str, Any]:
+    hsm = _hsm(r)
+    info = hsm.info()
+    h = KeyHierarchy(r.dep.store, hsm)
+    sset = active_share_set(r.dep.store)
+    if sset is None:
+        raise CeremonyError("No share set to recover from", "Nothing to recover.")
+    wanted = {h.current_root().version} | {k.root_version for k in h.keks()
+                                           if k.state is not KeyState.DESTROYED}
+    roots = {x.version: x for x in h.roots()}
+    present = [v for v in sorted(wanted) if _token_has(r, ROOT_LABEL, v) is not None]
+    if present:
+        raise CeremonyError(f"The token already holds root/v{present[0]}",
+                            "Recover into a new or emptied token; this one needs no recovery.")
+    for v in wanted:
+        if not roots[v].has_blob or roots[v].epoch != sset["epoch"]:
+            raise CeremonyError(f"root/v{v} has no blob for the current share set",
+                                "It cannot be recovered with these shares.")
+    return {"token": info.label, "token_serial": info.serial, "restore": sorted(wanted),
+            "epoch": sset["epoch"]}
+
+
+@on("recover", "import-root")
+def import_root(r: Any, inputs: Any) -> dict[str, Any]:
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    roots = {x.version: x for x in h.roots()}
+    rk = r._secrets.get("rk")
+    imported = []
+    for v in r.state.facts["restore"]:
+        ref = _token_has(r, ROOT_LABEL, v)
+        if ref is None:
+            if rk is None:
+                raise _secret_lost(r, "import-root")
+            key, blob = rkseal.open_blob(h.root_blob(v), rk, root_version=v)
+            ref = _hsm(r).import_wrapped(ROOT_LABEL, v, key, blob)
+            imported.append(v)
+            r._save_pending(created_keys=sorted(set(r.pending.get("created_keys", [])) | {v}))
+        if ref.kcv != roots[v].kcv:
+            raise IntegrityError(f"root/v{v} was restored with KCV {ref.kcv}, expected "
+                                 f"{roots[v].kcv}", "The blob or shares are wrong; abort.")
+    r._secrets.pop("rk", None)
+    return {"imported": r.state.facts["restore"],
+            "root_kcvs": {str(v): roots[v].kcv for v in r.state.facts["restore"]}}
+
+
+@on("recover", "verify-keks")
+def verify_keks(r: Any, inputs: Any) -> dict[str, Any]:
+    return _verify_keks(r)
+
+
+@on("recover", "finalise")
+def recover_finalise(r: Any, inputs: Any) -> dict[str, Any]:
+    r.dep.store.set_meta("last_recovery", r.ceremony_id)
+    return {"recovered": True}

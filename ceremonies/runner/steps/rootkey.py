@@ -1,0 +1,99 @@
+"""Root-key steps shared by generate, reshare, rotate-root and emergency-rotate.
+
+Owns ``hsm-check`` (the token is there, the deployment is in the state the kind expects,
+the next root version), ``generate-root`` (a new AES-256 root in the HSM, still
+extractable so that its blob can be made), ``lock-root`` (non-extractable from then on,
+PKCS#11 v3.0 CKA_EXTRACTABLE) and ``rewrap`` (every live KEK rewrapped under the new root,
+then a sample of wrapped objects decrypted). The recover kind has its own ``hsm-check``
+(:mod:`ceremonies.runner.steps.recover`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ceremonies.runner.steps.base import _hsm, _token_has, active_share_set, on
+from custody.errors import CeremonyError, HsmError, IntegrityError, UsageError
+from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.model import KeyState
+
+
+@on("generate reshare", "hsm-check")
+@on("rotate-root emergency-rotate", "hsm-check")
+def hsm_check(r: Any, inputs: Any) -> dict[str, Any]:
+    hsm = _hsm(r)
+    info = hsm.info()
+    h = KeyHierarchy(r.dep.store, hsm)
+    sset = active_share_set(r.dep.store)
+    kind = r.state.kind
+    if kind == "generate":
+        if sset is not None:
+            raise CeremonyError("This deployment already has a share set",
+                                "Use 'custody ceremony reshare' to change custodians.")
+        if any(x.state is KeyState.ACTIVE for x in h.roots()):
+            raise CeremonyError("This deployment already has an active root key",
+                                "Use rotate-root or reshare instead of generate.")
+    elif sset is None:
+        raise CeremonyError("This deployment has no share set", "Run the generate ceremony.")
+    facts: dict[str, Any] = {"token": info.label, "token_serial": info.serial,
+                             "root_version": h.next_root_version(),
+                             "epoch": (sset["epoch"] + 1) if sset and kind == "reshare"
+                             else (sset["epoch"] if sset else 0)}
+    if kind != "generate":
+        cur = h.current_root()
+        facts["old_root"] = cur.version
+        if _token_has(r, ROOT_LABEL, cur.version) is None:
+            raise HsmError(f"root/v{cur.version} is not on the token",
+                           "Recover the root key first ('custody ceremony recover').")
+    if kind in ("generate", "reshare"):
+        out = Path(r.params["out"])
+        for name in r.params["custodians"]:
+            for suffix in (".share.txt", ".envelope.json"):
+                if (out / f"{name}{suffix}").exists():
+                    raise UsageError(f"{out / (name + suffix)} already exists",
+                                     "Choose an empty --out directory.")
+    return facts
+
+
+@on("generate reshare rotate-root emergency-rotate", "generate-root")
+def generate_root(r: Any, inputs: Any) -> dict[str, Any]:
+    v = r.state.facts["root_version"]
+    ref = _token_has(r, ROOT_LABEL, v)
+    if ref is None:
+        ref = _hsm(r).generate_aes_key(ROOT_LABEL, v, extractable=True)
+    r._save_pending(created_keys=[v])
+    return {"root_kcv": ref.kcv}
+
+
+@on("generate reshare rotate-root emergency-rotate", "lock-root")
+def lock_root(r: Any, inputs: Any) -> dict[str, Any]:
+    v = r.state.facts["root_version"]
+    ref = _token_has(r, ROOT_LABEL, v)
+    if ref is None:
+        raise HsmError(f"root/v{v} vanished from the token", "Abort the ceremony.")
+    if ref.extractable:
+        _hsm(r).set_non_extractable(ROOT_LABEL, v)
+    return {"root_extractable": False}
+
+
+def _verify_keks(r: Any, sample: int | None = 200) -> dict[str, Any]:
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    live = [k for k in h.keks() if k.state in (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)]
+    for k in live:
+        h.kek_plaintext(k.branch, k.version)
+    rep = h.verify_objects(sample=sample)
+    h.forget_keys()
+    if not rep.ok:
+        raise IntegrityError(f"{len(rep.failed)} of {rep.checked} objects failed to decrypt",
+                             "Do not finalise; investigate.")
+    return {"keks_usable": len(live), "objects_checked": rep.checked}
+
+
+@on("reshare rotate-root emergency-rotate", "rewrap")
+def rewrap(r: Any, inputs: Any) -> dict[str, Any]:
+    v = r.state.facts["root_version"]
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    n = h.rewrap_keks(v)
+    facts = _verify_keks(r, sample=100)
+    return {"rewrapped": n, **facts}

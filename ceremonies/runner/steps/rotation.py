@@ -1,0 +1,145 @@
+"""Root rotation without the shares: rotate-root and emergency-rotate.
+
+Owns rotate-root's ``approve`` (a custodian quorum of signed approvals bound to the
+action digest), ``seal-blob`` (the new root wrapped under a one-time key sealed to the
+share set's RK-derived public key, :mod:`ceremonies.runner.rkseal`, so the same shares
+still recover it) and ``finalise``, and emergency-rotate's ``incident`` (impact report),
+``disable-old``, ``revoke`` (grants and sessions) and ``report``. The shared root-key steps
+are in :mod:`ceremonies.runner.steps.rootkey`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ceremonies.engine.quorum import count_approvals, require_quorum
+from ceremonies.participants import Roster
+from ceremonies.runner import rkseal
+from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
+from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.model import KeyState
+
+
+def rotate_action(r: Any) -> tuple[str, dict[str, Any]]:
+    f = r.state.facts
+    return (f"rotate-root/v{f['root_version']}",
+            {"deployment": r.dep.config.deployment_id, "from_root": f["old_root"],
+             "to_root": f["root_version"]})
+
+
+@on("rotate-root", "approve")
+def approve(r: Any, inputs: Any) -> Any:
+    action_id, params = rotate_action(r)
+    digest = r.rec.action_digest("rotate-root", action_id, params)
+    t = r.rec.policy.thresholds["rotate-root"]
+    r.request = {"type": "custody-approval-request", "ceremony_id": r.ceremony_id,
+                 "action": "rotate-root", "action_id": action_id, "params": params,
+                 "action_digest": digest, "role": t.role, "needed": t.count,
+                 "window": r.rec.policy.approval_window}
+    if not inputs.approvals:
+        return WAIT
+    members = {e.name: (e.role, e.public, e.valid_at(r.clock())) for e in r.rec.policy.roster}
+    res = count_approvals(inputs.approvals, members=members, role=t.role, needed=t.count,
+                          ceremony_id=r.ceremony_id, action="rotate-root", action_id=action_id,
+                          digest=digest, now=r.clock(), window=r.rec.policy.approval_window)
+    require_quorum(res, action="rotate-root")
+    good = [a for a in inputs.approvals if a.approver in res.counted]
+    seen: set[str] = set()
+    good = [a for a in good if not (a.approver in seen or seen.add(a.approver))]
+    r.rec.record_action("approve", "rotate-root", r.signer, action_id=action_id, params=params,
+                        approvals=good, now=r.clock())
+    return {"approved_by": list(res.counted)}
+
+
+@on("rotate-root emergency-rotate", "seal-blob")
+def seal_blob(r: Any, inputs: Any) -> dict[str, Any]:
+    v = r.state.facts["root_version"]
+    sset = active_share_set(r.dep.store)
+    if "blob" in r.pending:
+        blob = bytes.fromhex(r.pending["blob"])
+    else:
+        e_key = _hsm(r).random(32)
+        wrapped = _hsm(r).export_wrapped(ROOT_LABEL, v, e_key)
+        blob = rkseal.seal_wrapping_key(e_key, sset["rk_public"], root_version=v, wrapped=wrapped)
+        del e_key
+        r._save_pending(blob=blob.hex())
+    return {"blob_digest": hashlib.sha256(blob).hexdigest(), "sealed_to_epoch": sset["epoch"]}
+
+
+@on("rotate-root emergency-rotate", "finalise")
+def rotate_finalise(r: Any, inputs: Any) -> dict[str, Any]:
+    f = r.state.facts
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    if not any(x.version == f["root_version"] for x in h.roots()):
+        h.record_root(f["root_version"], f["root_kcv"], blob=bytes.fromhex(r.pending["blob"]),
+                      epoch=f["epoch"], activate=True)
+    return {"active_root": f["root_version"], "old_root_state": "decrypt-only"}
+
+
+# ------------------------------------------------------------------ emergency-rotate
+@on("emergency-rotate", "incident")
+def incident(r: Any, inputs: Any) -> dict[str, Any]:
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    compromised = sorted({x.version for x in h.roots() if x.state in
+                          (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)})
+    keks = [{"kek": f"{k.branch}/v{k.version}", "state": k.state.value, "root":
+             k.root_version, "objects": k.objects}
+            for k in h.keks() if k.root_version in compromised]
+    secrets = r.dep.store.query("SELECT COUNT(*) FROM objects WHERE branch='secrets'")[0][0]
+    notify = [{"name": m.name, "role": m.role} for m in Roster(r.dep.store).active(now=r.clock())]
+    report = {"ceremony_id": r.ceremony_id, "reason": r.params["reason"],
+              "compromised_roots": compromised, "keks": keks,
+              "wrapped_objects": sum(k["objects"] for k in keks), "secrets": secrets,
+              "notify": notify}
+    r._save_pending(report=report)
+    r.record("incident.opened", {"reason": r.params["reason"], "compromised_roots": compromised,
+                                 "notify": [n["name"] for n in notify]}, step="incident",
+             artifacts={"impact-report.json": json.dumps(report, sort_keys=True).encode()})
+    return {"compromised_roots": compromised, "kek_count": len(keks),
+            "wrapped_objects": report["wrapped_objects"], "secrets": secrets}
+
+
+@on("emergency-rotate", "disable-old")
+def disable_old(r: Any, inputs: Any) -> dict[str, Any]:
+    h = KeyHierarchy(r.dep.store, _hsm(r))
+    out = []
+    for v in r.state.facts["compromised_roots"]:
+        x = next(x for x in h.roots() if x.version == v)
+        if x.state is KeyState.DECRYPT_ONLY:
+            h.set_root_state(v, KeyState.DISABLED)
+        out.append(v)
+    return {"disabled_roots": out}
+
+
+@on("emergency-rotate", "revoke")
+def revoke(r: Any, inputs: Any) -> dict[str, Any]:
+    revoked = {}
+    tables = {row[0] for row in
+              r.dep.store.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    for t in ("grants", "sessions"):
+        if t in tables:
+            cols = {row[1] for row in r.dep.store.query(f"PRAGMA table_info({t})")}
+            if "revoked_at" in cols:
+                with r.dep.store.tx() as c:
+                    # t is one of the two fixed table names above, never input
+                    sql = f"UPDATE {t} SET revoked_at=? WHERE revoked_at IS NULL"  # noqa: S608
+                    revoked[t] = c.execute(sql, (r.clock(),)).rowcount
+    return {"revoked": revoked}
+
+
+@on("emergency-rotate", "report")
+def report(r: Any, inputs: Any) -> dict[str, Any]:
+    rep = dict(r.pending.get("report", {}))
+    rep["new_root"] = r.state.facts["root_version"]
+    rep["revoked"] = r.state.facts.get("revoked", {})
+    out = r.dep.home.root / "incidents"
+    out.mkdir(exist_ok=True)
+    path = out / f"{r.ceremony_id}.json"
+    path.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+    with r.dep.store.tx() as c:
+        c.execute("INSERT OR REPLACE INTO incidents(id, ceremony_id, reason, created, report) "
+                  "VALUES(?,?,?,?,?)", (r.ceremony_id, r.ceremony_id, r.params["reason"],
+                                        r.clock(), json.dumps(rep, sort_keys=True)))
+    return {"report": str(path)}
