@@ -141,6 +141,7 @@ class CeremonyRunner:
         self.request: dict[str, Any] | None = None
         self._secrets: dict[str, Any] = {}  # RK and accepted shares; never persisted
         self._last_step: str | None = None
+        self.rolling_back = False  # an abort was recorded; finish the rollback
         for ev in recorder.events:
             if ev.step in SCRIPTS[state.kind]:
                 self._last_step = ev.step
@@ -311,7 +312,7 @@ class CeremonyRunner:
         """
         from ceremonies.runner import steps
 
-        if getattr(self, "rolling_back", False):
+        if self.rolling_back:
             return self._rollback("finishing an interrupted abort")
         while True:
             effects = plan(self.state, self.clock())
@@ -421,7 +422,7 @@ class CeremonyRunner:
         from ceremonies.runner import steps
 
         self._secrets.clear()
-        if not getattr(self, "rolling_back", False):
+        if not self.rolling_back:
             self.record("rollback", {"reason": reason})
             self.rolling_back = True
         undone = steps.rollback(self)
@@ -441,7 +442,7 @@ class CeremonyRunner:
 def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
     """All ceremonies of the deployment, newest first (for list views)."""
     rows = dep.store.query("SELECT id, kind, state, coordinator, bundle, created, expires FROM "
-                           "ceremonies ORDER BY created DESC")
+                           "ceremonies ORDER BY created DESC, rowid DESC")  # ties: newest row
     return [dict(id=r[0], kind=r[1], state=r[2], coordinator=r[3], bundle=r[4], created=r[5],
                  expires=r[6]) for r in rows]
 

@@ -17,25 +17,28 @@ which crypto-shreds everything sealed under it. See docs/ceremonies.md.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from custody.errors import CeremonyError, CustodyError, KeyNotFound
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner
 
-def _hsm(r: Any) -> Any:
+
+def _hsm(r: CeremonyRunner) -> Any:
     from ceremonies.runner.steps.base import _hsm as hsm
 
     return hsm(r)
 
 
-def _token_has(r: Any, label: str, version: int) -> Any:
+def _token_has(r: CeremonyRunner, label: str, version: int) -> Any:
     try:
         return _hsm(r).find_key(label, version)
     except KeyNotFound:
         return None
 
 
-def _secret_lost(r: Any, step: str | None = None) -> Any:
+def _secret_lost(r: CeremonyRunner, step: str | None = None) -> Any:
     from ceremonies.runner.steps.base import _secret_lost as lost
 
     return lost(r, step)
@@ -44,11 +47,11 @@ def _secret_lost(r: Any, step: str | None = None) -> Any:
 HOLD_VERSION = 1
 
 
-def _hold_label(r: Any) -> str:
+def _hold_label(r: CeremonyRunner) -> str:
     return "hold-" + hashlib.sha256(r.ceremony_id.encode()).hexdigest()[:16]
 
 
-def _hold_key(r: Any) -> str:
+def _hold_key(r: CeremonyRunner) -> str:
     label = _hold_label(r)
     if _token_has(r, label, HOLD_VERSION) is None:
         r._save_pending(hold_key=label)  # recorded first, so a rollback finds it
@@ -56,16 +59,16 @@ def _hold_key(r: Any) -> str:
     return label
 
 
-def _aad(r: Any, what: str) -> bytes:
+def _aad(r: CeremonyRunner, what: str) -> bytes:
     return f"custody/held/v1\n{r.ceremony_id}\n{what}".encode()
 
 
-def _seal(r: Any, what: str, data: bytes) -> dict[str, str]:
+def _seal(r: CeremonyRunner, what: str, data: bytes) -> dict[str, str]:
     nonce, ct = _hsm(r).encrypt(_hold_key(r), HOLD_VERSION, data, _aad(r, what))
     return {"nonce": nonce.hex(), "ct": ct.hex()}
 
 
-def _unseal(r: Any, what: str, doc: dict[str, str]) -> bytes:
+def _unseal(r: CeremonyRunner, what: str, doc: dict[str, str]) -> bytes:
     label = r.pending.get("hold_key") or _hold_label(r)
     try:
         return bytes(_hsm(r).decrypt(label, HOLD_VERSION, bytes.fromhex(doc["nonce"]),
@@ -74,11 +77,11 @@ def _unseal(r: Any, what: str, doc: dict[str, str]) -> bytes:
         raise _secret_lost(r) from None
 
 
-def _held(r: Any, step: str) -> list[dict[str, Any]]:
+def _held(r: CeremonyRunner, step: str) -> list[dict[str, Any]]:
     return list(r.pending.get("held", {}).get(step, []))
 
 
-def _hold(r: Any, step: str, items: list[Any]) -> None:
+def _hold(r: CeremonyRunner, step: str, items: list[Any]) -> None:
     """Seal newly accepted shares of *step* for a later invocation."""
     held = dict(r.pending.get("held", {}))
     rows = list(held.get(step, []))
@@ -89,7 +92,7 @@ def _hold(r: Any, step: str, items: list[Any]) -> None:
     r._save_pending(held=held)
 
 
-def _unhold(r: Any, step: str) -> list[Any]:
+def _unhold(r: CeremonyRunner, step: str) -> list[Any]:
     from ceremonies.runner import ShareInput
 
     return [ShareInput(source=h["custodian"], envelope=bytes.fromhex(h["envelope"]),
@@ -97,7 +100,7 @@ def _unhold(r: Any, step: str) -> list[Any]:
             for h in _held(r, step)]
 
 
-def drop_held(r: Any, step: str | None) -> list[str]:
+def drop_held(r: CeremonyRunner, step: str | None) -> list[str]:
     """Forget the held shares of *step* (all when None); destroy the hold key once nothing
     is held and no offer is open (always when *step* is None). Returns what was undone."""
     undone: list[str] = []
@@ -123,7 +126,7 @@ def drop_held(r: Any, step: str | None) -> list[str]:
 
 
 # --------------------------------------------------------------------- remote hand-in
-def _waiting_epoch(r: Any) -> tuple[str, str, int]:
+def _waiting_epoch(r: CeremonyRunner) -> tuple[str, str, int]:
     """(waiting step, generating ceremony of the shares it collects, their epoch)."""
     step = r.state.next_step
     if step == "verify-shares":
@@ -140,7 +143,7 @@ def _waiting_epoch(r: Any) -> tuple[str, str, int]:
                         f"{step})", "Make an offer while the ceremony waits for shares.")
 
 
-def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
+def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     from custody.shares import transport
 
     # The offer names the share set (its generating ceremony and epoch), which is what each
@@ -169,7 +172,7 @@ def make_offer(r: Any, *, ttl: int) -> dict[str, Any]:
             "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
 
 
-def _open_sealed(r: Any, inputs: Any, step: str) -> list[Any]:
+def _open_sealed(r: CeremonyRunner, inputs: Any, step: str) -> list[Any]:
     """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
     them (another ceremony's, a replay, altered, expired) is rejected and recorded."""
     from ceremonies.runner import ShareInput

@@ -24,7 +24,7 @@ This package is what the runner calls (:func:`handler`, :func:`precheck`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ceremonies.runner.held import _held
 from ceremonies.runner.steps import drill, enrol, handin, issue, recover, rootkey, rotation
@@ -36,10 +36,13 @@ from ceremonies.runner.steps.rollback import rollback
 from ceremonies.runner.steps.rotation import rotate_action
 from custody.errors import ConfigError, CustodyError
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner
+
 _MODULES = (drill, enrol, handin, issue, recover, rootkey, rotation)  # each registers handlers
 
 
-def precheck(r: Any, step: str) -> None:
+def precheck(r: CeremonyRunner, step: str) -> None:
     """Refuse, before anything is recorded, a step whose in-memory secret is gone.
 
     Raises:

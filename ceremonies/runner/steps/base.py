@@ -10,10 +10,14 @@ queries several ceremony kinds share: the active share set and its quorum size.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from ceremonies.transcript.records import Approval
 from custody.errors import CeremonyError, KeyNotFound, UsageError
+
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner
 
 WAIT = object()
 Handler = Callable[[Any, Any], Any]
@@ -35,28 +39,28 @@ def handler(kind: str, step: str) -> Handler:
         raise CeremonyError(f"No handler for {kind}/{step}", "This is a bug.") from None
 
 
-def _hsm(r: Any) -> Any:
+def _hsm(r: CeremonyRunner) -> Any:
     if r.dep.hsm is None:
         raise UsageError("This ceremony needs the HSM", "Provide the token PIN (--pin-file).")
     return r.dep.hsm
 
 
-def _token_has(r: Any, label: str, version: int) -> Any:
+def _token_has(r: CeremonyRunner, label: str, version: int) -> Any:
     try:
         return _hsm(r).find_key(label, version)
     except KeyNotFound:
         return None
 
 
-def _rk(r: Any) -> bytes:
-    rk = r._secrets.get("rk")
+def _rk(r: CeremonyRunner) -> bytes:
+    rk: bytes | None = r._secrets.get("rk")
     if rk is None:
         raise CeremonyError("The recovery key is no longer in memory (the process was "
                             "interrupted)", "The ceremony is rolled back; start it again.")
     return rk
 
 
-def _secret_lost(r: Any = None, step: str | None = None) -> Any:
+def _secret_lost(r: CeremonyRunner | None = None, step: str | None = None) -> Any:
     from ceremonies.runner import SecretLost
 
     cid = r.ceremony_id if r is not None else "ID"
@@ -86,3 +90,13 @@ def quorum_size(scheme: dict[str, Any]) -> int:
     """The fewest shares that rebuild RK under *scheme*."""
     ts = sorted(t for t, _n in scheme["groups"])
     return sum(ts[: scheme["group_threshold"]])
+
+
+def first_per_approver(approvals: Iterable[Approval], counted: Iterable[str]) -> list[Approval]:
+    """The first approval of each counted approver, in hand-in order (recorded once each)."""
+    want, seen, out = set(counted), set(), []
+    for a in approvals:
+        if a.approver in want and a.approver not in seen:
+            seen.add(a.approver)
+            out.append(a)
+    return out

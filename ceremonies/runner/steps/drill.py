@@ -9,18 +9,21 @@ drill-status`` show.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _secret_lost, active_share_set, on, quorum_size
 from custody.errors import HsmError, IntegrityError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 SCRATCH_PREFIX = "drill-"
 
 
 @on("drill", "scratch-token")
-def scratch_token(r: Any, inputs: Any) -> dict[str, Any]:
+def scratch_token(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     from custody.config import HsmConfig
     from custody.deployment import open_hsm
     from custody.hsm import softhsm
@@ -31,7 +34,7 @@ def scratch_token(r: Any, inputs: Any) -> dict[str, Any]:
     cfg = r.dep.config
     h = KeyHierarchy(r.dep.store, None)
     cur = h.current_root()
-    if not cfg.hsm.embedded:
+    if cfg.hsm.softhsm_conf is None:  # not the embedded SoftHSM: no scratch token
         return {"scratch": None, "note": "no embedded SoftHSM; RK KCV compared only"}
     label = SCRATCH_PREFIX + r.ceremony_id[:8]
     conf = r.dep.home.root / cfg.hsm.softhsm_conf
@@ -54,7 +57,7 @@ def scratch_token(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("drill", "compare-kcv")
-def compare_kcv(r: Any, inputs: Any) -> dict[str, Any]:
+def compare_kcv(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     if f.get("scratch") is None:
         return {"kcv_match": True}
@@ -67,21 +70,22 @@ def compare_kcv(r: Any, inputs: Any) -> dict[str, Any]:
     return {"kcv_match": True, "root_kcv": want}
 
 
-def _delete_scratch(r: Any) -> bool:
+def _delete_scratch(r: CeremonyRunner) -> bool:
     from custody.hsm import softhsm
 
     label = r.pending.get("scratch")
-    if not label or not r.dep.config.hsm.embedded:
+    conf = r.dep.config.hsm.softhsm_conf
+    if not label or conf is None:  # no scratch token, or not the embedded SoftHSM
         return False
     try:
-        softhsm.delete_token(r.dep.home.root / r.dep.config.hsm.softhsm_conf, label)
+        softhsm.delete_token(r.dep.home.root / conf, label)
     except HsmError:
         return False
     return True
 
 
 @on("drill", "destroy-scratch")
-def destroy_scratch(r: Any, inputs: Any) -> dict[str, Any]:
+def destroy_scratch(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     _delete_scratch(r)
     return {"scratch_destroyed": True}
 
@@ -104,7 +108,7 @@ def drill_status(store: Any, *, now: int, period_days: int) -> dict[str, Any]:
 
 
 @on("drill", "record")
-def drill_record(r: Any, inputs: Any) -> dict[str, Any]:
+def drill_record(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     names = f.get("collect-shares.accepted", [])
     with r.dep.store.tx() as c:

@@ -7,17 +7,20 @@ change in the store).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Identity, Roster
-from ceremonies.runner.steps.base import WAIT, on
+from ceremonies.runner.steps.base import WAIT, first_per_approver, on
 from ceremonies.transcript.records import Approval
 from custody.errors import UsageError
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 
 @on("enrol", "review")
-def enrol_review(r: Any, inputs: Any) -> dict[str, Any]:
+def enrol_review(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     roster = Roster(r.dep.store)
     adds = r.params.get("add", [])
     for a in adds:
@@ -30,14 +33,14 @@ def enrol_review(r: Any, inputs: Any) -> dict[str, Any]:
             "revoke": list(r.params.get("revoke", []))}
 
 
-def enrol_action(r: Any) -> tuple[str, dict[str, Any]]:
+def enrol_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
     return (f"enrol/{r.ceremony_id[:8]}",
             {"add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in
                      r.params.get("add", [])], "revoke": list(r.params.get("revoke", []))})
 
 
 @on("enrol", "enrol")
-def enrol_apply(r: Any, inputs: Any) -> Any:
+def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
     action_id, params = enrol_action(r)
     digest = r.rec.action_digest("enrol", action_id, params)
     t = r.rec.policy.thresholds["enrol"]
@@ -57,9 +60,7 @@ def enrol_apply(r: Any, inputs: Any) -> Any:
     if not res.met and not inputs.approvals:
         return WAIT
     require_quorum(res, action="enrol")
-    seen: set[str] = set()
-    good = [a for a in approvals if a.approver in res.counted
-            and not (a.approver in seen or seen.add(a.approver))]
+    good = first_per_approver(approvals, res.counted)
     r.rec.record_action("enrol", "enrol", r.signer, action_id=action_id, params=params,
                         approvals=good, now=now)
     roster = Roster(r.dep.store)

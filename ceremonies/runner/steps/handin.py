@@ -10,7 +10,7 @@ sealed on the HSM (:mod:`ceremonies.runner.held`) until a later invocation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.participants import Roster
 from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
@@ -20,9 +20,12 @@ from custody.hsm import kcv_of_bytes
 from custody.shares import slip39
 from custody.shares.envelope import EnvelopeError, load_envelope, verify_share
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 
 # ------------------------------------------------------------------------ share hand-in
-def _check_shares(r: Any, shares: Any, sset: dict[str, Any], step: str, *,
+def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: str, *,
                   names: set[str] | None = None, record: bool = True) -> list[Any]:
     """Verify each share against its envelope and the recorded commitment, BEFORE
     combining; record share.accepted / share.rejected naming the custodian.
@@ -72,7 +75,7 @@ def _check_shares(r: Any, shares: Any, sset: dict[str, Any], step: str, *,
     return accepted
 
 
-def _enough(parsed: list[Any]) -> bool:
+def _enough(parsed: list[slip39.ParsedShare]) -> bool:
     if not parsed:
         return False
     groups: dict[int, set[int]] = {}
@@ -82,7 +85,7 @@ def _enough(parsed: list[Any]) -> bool:
     return sum(1 for g, m in groups.items() if len(m) >= mt[g]) >= gt
 
 
-def _collect(r: Any, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any:
+def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any:
     """Collect shares for *step*: from this invocation (files and remote hand-ins) and
     those held, sealed, from earlier invocations. Each is verified on arrival. With a
     quorum, the shares go to memory for combining; short of one, the new ones are sealed
@@ -121,11 +124,11 @@ def _collect(r: Any, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any
             f"{step}.epoch": sset["epoch"]}
 
 
-def _holder(sset: dict[str, Any], p: Any) -> str:
-    return sset["holders"][(p.group_index, p.member_index)]["name"]
+def _holder(sset: dict[str, Any], p: slip39.ParsedShare) -> str:
+    return str(sset["holders"][(p.group_index, p.member_index)]["name"])
 
 
-def _rebuild(r: Any, sset: dict[str, Any]) -> dict[str, Any]:
+def _rebuild(r: CeremonyRunner, sset: dict[str, Any]) -> dict[str, Any]:
     parsed = r._secrets.get("shares")
     if parsed is None and _held(r, "collect-shares"):  # resumed after a crash: still sealed
         got = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
@@ -144,12 +147,12 @@ def _rebuild(r: Any, sset: dict[str, Any]) -> dict[str, Any]:
 
 
 @on("recover reshare drill", "collect-shares")
-def collect_shares(r: Any, inputs: Any) -> Any:
+def collect_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
     return _collect(r, inputs, active_share_set(r.dep.store), "collect-shares")
 
 
 @on("recover reshare drill", "rebuild-rk")
-def rebuild_rk(r: Any, inputs: Any) -> dict[str, Any]:
+def rebuild_rk(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     sset = active_share_set(r.dep.store)
     if sset is None:
         raise CeremonyError("No active share set", "Run generate first.")

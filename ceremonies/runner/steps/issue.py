@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
@@ -28,16 +28,19 @@ from custody.model import KeyState
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 
 @on("generate reshare", "generate-rk")
-def generate_rk(r: Any, inputs: Any) -> dict[str, Any]:
+def generate_rk(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     rk = _hsm(r).random(32)
     r._secrets["rk"] = rk
     return {"new_rk_kcv": kcv_of_bytes(rk), "new_rk_public": rkseal.rk_public(rk).hex()}
 
 
 @on("generate reshare", "wrap-blob")
-def wrap_blob(r: Any, inputs: Any) -> dict[str, Any]:
+def wrap_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     if "rk" not in r._secrets:
         raise _secret_lost(r, "wrap-blob")
     blob = _hsm(r).export_wrapped(ROOT_LABEL, r.state.facts["root_version"], _rk(r))
@@ -46,7 +49,7 @@ def wrap_blob(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("generate reshare", "split")
-def split(r: Any, inputs: Any) -> dict[str, Any]:
+def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     if "rk" not in r._secrets:
         raise _secret_lost(r, "split")
     p = r.params
@@ -84,7 +87,7 @@ def split(r: Any, inputs: Any) -> dict[str, Any]:
 CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print
 
 
-def _suffixes(r: Any) -> tuple[str, ...]:
+def _suffixes(r: CeremonyRunner) -> tuple[str, ...]:
     fmts = r.params.get("card_formats") or list(CARD_FORMATS)
     return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
 
@@ -102,7 +105,7 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _issued_complete(r: Any) -> bool:
+def _issued_complete(r: CeremonyRunner) -> bool:
     """Whether every custodian's files were written (a crash after the writes, before
     ``step.done``): each envelope must carry the commitment recorded by ``split``."""
     holders = r.state.facts.get("holders")
@@ -123,7 +126,7 @@ def _issued_complete(r: Any) -> bool:
 
 
 @on("generate reshare", "issue-shares")
-def issue_shares(r: Any, inputs: Any) -> dict[str, Any]:
+def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     from custody.shares.card import Card, render
 
     envs = r._secrets.get("issued")
@@ -151,7 +154,7 @@ def issue_shares(r: Any, inputs: Any) -> dict[str, Any]:
     return {"issued_to": files, "out": str(out), "cards": [s[6:] for s in sufs[2:]]}
 
 
-def _new_set(r: Any) -> dict[str, Any]:
+def _new_set(r: CeremonyRunner) -> dict[str, Any]:
     f = r.state.facts
     return {"epoch": f["epoch"], "ceremony_id": r.ceremony_id, "dealer":
             bytes.fromhex(f["dealer_public"]), "rk_kcv": f["new_rk_kcv"],
@@ -162,7 +165,7 @@ def _new_set(r: Any) -> dict[str, Any]:
 
 
 @on("generate reshare", "verify-shares")
-def verify_shares(r: Any, inputs: Any) -> Any:
+def verify_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
     sset = _new_set(r)
     res = _collect(r, inputs, sset, "verify-shares")
     if res is WAIT:
@@ -176,7 +179,7 @@ def verify_shares(r: Any, inputs: Any) -> Any:
 
 
 @on("generate reshare", "finalise")
-def finalise_new_set(r: Any, inputs: Any) -> dict[str, Any]:
+def finalise_new_set(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     v, epoch, now = f["root_version"], f["epoch"], r.clock()
     from custody.hierarchy import iso, utcnow
@@ -206,7 +209,7 @@ def finalise_new_set(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("reshare", "retire-epoch")
-def retire_epoch(r: Any, inputs: Any) -> dict[str, Any]:
+def retire_epoch(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
     retired = []
     for x in h.roots():

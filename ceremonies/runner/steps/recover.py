@@ -8,7 +8,7 @@ combining the shares is :mod:`ceremonies.runner.steps.handin`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _hsm, _secret_lost, _token_has, active_share_set, on
@@ -17,9 +17,12 @@ from custody.errors import CeremonyError, IntegrityError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 
 @on("recover", "hsm-check")
-def recover_check(r: Any, inputs: Any) -> dict[str, Any]:
+def recover_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     hsm = _hsm(r)
     info = hsm.info()
     h = KeyHierarchy(r.dep.store, hsm)
@@ -42,7 +45,7 @@ def recover_check(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("recover", "import-root")
-def import_root(r: Any, inputs: Any) -> dict[str, Any]:
+def import_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
     roots = {x.version: x for x in h.roots()}
     rk = r._secrets.get("rk")
@@ -65,11 +68,11 @@ def import_root(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("recover", "verify-keks")
-def verify_keks(r: Any, inputs: Any) -> dict[str, Any]:
+def verify_keks(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     return _verify_keks(r)
 
 
 @on("recover", "finalise")
-def recover_finalise(r: Any, inputs: Any) -> dict[str, Any]:
+def recover_finalise(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     r.dep.store.set_meta("last_recovery", r.ceremony_id)
     return {"recovered": True}

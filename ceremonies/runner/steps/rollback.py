@@ -9,15 +9,18 @@ returns what it undid, as public text for the ``rollback.done`` event.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ceremonies.runner.held import drop_held
 from ceremonies.runner.steps.drill import _delete_scratch
 from custody.errors import HsmError, KeyNotFound
 from custody.hierarchy import ROOT_LABEL
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner
 
-def rollback(r: Any) -> list[str]:
+
+def rollback(r: CeremonyRunner) -> list[str]:
     """Undo what an unfinished ceremony created. Returns what was undone (public)."""
     undone: list[str] = []
     if r.state.committed:

@@ -11,17 +11,20 @@ then a sample of wrapped objects decrypted). The recover kind has its own ``hsm-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.steps.base import _hsm, _token_has, active_share_set, on
 from custody.errors import CeremonyError, HsmError, IntegrityError, UsageError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
+
 
 @on("generate reshare", "hsm-check")
 @on("rotate-root emergency-rotate", "hsm-check")
-def hsm_check(r: Any, inputs: Any) -> dict[str, Any]:
+def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     hsm = _hsm(r)
     info = hsm.info()
     h = KeyHierarchy(r.dep.store, hsm)
@@ -57,7 +60,7 @@ def hsm_check(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("generate reshare rotate-root emergency-rotate", "generate-root")
-def generate_root(r: Any, inputs: Any) -> dict[str, Any]:
+def generate_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     v = r.state.facts["root_version"]
     ref = _token_has(r, ROOT_LABEL, v)
     if ref is None:
@@ -67,7 +70,7 @@ def generate_root(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("generate reshare rotate-root emergency-rotate", "lock-root")
-def lock_root(r: Any, inputs: Any) -> dict[str, Any]:
+def lock_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     v = r.state.facts["root_version"]
     ref = _token_has(r, ROOT_LABEL, v)
     if ref is None:
@@ -77,7 +80,7 @@ def lock_root(r: Any, inputs: Any) -> dict[str, Any]:
     return {"root_extractable": False}
 
 
-def _verify_keks(r: Any, sample: int | None = 200) -> dict[str, Any]:
+def _verify_keks(r: CeremonyRunner, sample: int | None = 200) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
     live = [k for k in h.keks() if k.state in (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)]
     for k in live:
@@ -91,7 +94,7 @@ def _verify_keks(r: Any, sample: int | None = 200) -> dict[str, Any]:
 
 
 @on("reshare rotate-root emergency-rotate", "rewrap")
-def rewrap(r: Any, inputs: Any) -> dict[str, Any]:
+def rewrap(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     v = r.state.facts["root_version"]
     h = KeyHierarchy(r.dep.store, _hsm(r))
     n = h.rewrap_keks(v)

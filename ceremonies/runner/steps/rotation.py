@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
-from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
+from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, first_per_approver, on
+from custody.errors import CeremonyError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
+if TYPE_CHECKING:
+    from ceremonies.runner import CeremonyRunner, Inputs
 
-def rotate_action(r: Any) -> tuple[str, dict[str, Any]]:
+
+def rotate_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
     f = r.state.facts
     return (f"rotate-root/v{f['root_version']}",
             {"deployment": r.dep.config.deployment_id, "from_root": f["old_root"],
@@ -30,7 +34,7 @@ def rotate_action(r: Any) -> tuple[str, dict[str, Any]]:
 
 
 @on("rotate-root", "approve")
-def approve(r: Any, inputs: Any) -> Any:
+def approve(r: CeremonyRunner, inputs: Inputs) -> Any:
     action_id, params = rotate_action(r)
     digest = r.rec.action_digest("rotate-root", action_id, params)
     t = r.rec.policy.thresholds["rotate-root"]
@@ -45,18 +49,19 @@ def approve(r: Any, inputs: Any) -> Any:
                           ceremony_id=r.ceremony_id, action="rotate-root", action_id=action_id,
                           digest=digest, now=r.clock(), window=r.rec.policy.approval_window)
     require_quorum(res, action="rotate-root")
-    good = [a for a in inputs.approvals if a.approver in res.counted]
-    seen: set[str] = set()
-    good = [a for a in good if not (a.approver in seen or seen.add(a.approver))]
+    good = first_per_approver(inputs.approvals, res.counted)
     r.rec.record_action("approve", "rotate-root", r.signer, action_id=action_id, params=params,
                         approvals=good, now=r.clock())
     return {"approved_by": list(res.counted)}
 
 
 @on("rotate-root emergency-rotate", "seal-blob")
-def seal_blob(r: Any, inputs: Any) -> dict[str, Any]:
+def seal_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     v = r.state.facts["root_version"]
     sset = active_share_set(r.dep.store)
+    if sset is None:
+        raise CeremonyError("This deployment has no active share set",
+                            "Run the generate ceremony first.")
     if "blob" in r.pending:
         blob = bytes.fromhex(r.pending["blob"])
     else:
@@ -69,7 +74,7 @@ def seal_blob(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("rotate-root emergency-rotate", "finalise")
-def rotate_finalise(r: Any, inputs: Any) -> dict[str, Any]:
+def rotate_finalise(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     h = KeyHierarchy(r.dep.store, _hsm(r))
     if not any(x.version == f["root_version"] for x in h.roots()):
@@ -80,13 +85,13 @@ def rotate_finalise(r: Any, inputs: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ emergency-rotate
 @on("emergency-rotate", "incident")
-def incident(r: Any, inputs: Any) -> dict[str, Any]:
+def incident(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
     compromised = sorted({x.version for x in h.roots() if x.state in
                           (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)})
-    keks = [{"kek": f"{k.branch}/v{k.version}", "state": k.state.value, "root":
-             k.root_version, "objects": k.objects}
-            for k in h.keks() if k.root_version in compromised]
+    keks: list[dict[str, Any]] = [
+        {"kek": f"{k.branch}/v{k.version}", "state": k.state.value, "root": k.root_version,
+         "objects": k.objects} for k in h.keks() if k.root_version in compromised]
     secrets = r.dep.store.query("SELECT COUNT(*) FROM objects WHERE branch='secrets'")[0][0]
     notify = [{"name": m.name, "role": m.role} for m in Roster(r.dep.store).active(now=r.clock())]
     report = {"ceremony_id": r.ceremony_id, "reason": r.params["reason"],
@@ -102,7 +107,7 @@ def incident(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("emergency-rotate", "disable-old")
-def disable_old(r: Any, inputs: Any) -> dict[str, Any]:
+def disable_old(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
     out = []
     for v in r.state.facts["compromised_roots"]:
@@ -114,7 +119,7 @@ def disable_old(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("emergency-rotate", "revoke")
-def revoke(r: Any, inputs: Any) -> dict[str, Any]:
+def revoke(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     revoked = {}
     tables = {row[0] for row in
               r.dep.store.query("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -130,7 +135,7 @@ def revoke(r: Any, inputs: Any) -> dict[str, Any]:
 
 
 @on("emergency-rotate", "report")
-def report(r: Any, inputs: Any) -> dict[str, Any]:
+def report(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     rep = dict(r.pending.get("report", {}))
     rep["new_root"] = r.state.facts["root_version"]
     rep["revoked"] = r.state.facts.get("revoked", {})
