@@ -388,3 +388,46 @@ def test_enrol_needs_two_super_admins(dep: Dep):
 
 def _has_table(d: Dep, name: str) -> bool:
     return bool(_db(d, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", name))
+
+
+def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: Dep):
+    """A blob sealed for ceremony A is refused by ceremony B even if B holds A's offer key:
+    the offer names A as its session, signed, and bound into the blob's HKDF info and AAD."""
+    from ceremonies.participants import load_signer
+    from ceremonies.runner import CeremonyRunner, Inputs, held
+    from custody.config import Home
+    from custody.deployment import Deployment
+
+    signer = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    a = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
+    assert a.returncode == 10, a.stderr
+    cid_a = a.out["ceremony_id"]
+    o = dep.ceremony("offer", cid_a, *dep.coord())
+    assert o.returncode == 0 and o.out["session"] == cid_a, o.stderr
+    blob = dep.root / "carol.blob"
+    _send(dep, o.out["offer"], "carol", blob)
+    with Deployment.open(Home(dep.root), TEST_PIN) as dp:  # B gets A's offer key somehow
+        ra = CeremonyRunner.resume(dp, cid_a, signer)
+        sealed = ra.pending["offers"][0]
+        raw = held._unseal(ra, f"offer/{sealed['n']}", sealed)
+    assert dep.ceremony("abort", cid_a, *dep.coord()).returncode == 0
+    b = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
+    assert b.returncode == 10, b.stderr
+    cid_b = b.out["ceremony_id"]
+    with Deployment.open(Home(dep.root), TEST_PIN) as dp:
+        rb = CeremonyRunner.resume(dp, cid_b, signer)
+        rb._save_pending(offers=[{"n": 1, "step": "collect-shares",
+                                  **held._seal(rb, "offer/1", raw)}])
+        del raw
+        out = rb.run(Inputs(sealed=[("carol.blob", blob.read_text().strip())]))
+    assert out.status == "awaiting-input", out.messages
+    msg = "\n".join(out.messages)
+    assert "remote hand-in carol.blob rejected" in msg and "another ceremony" in msg
+    assert cid_a in msg and cid_b in msg
+    ev = [json.loads(x) for x in (Path(out.bundle) / "events.jsonl").read_text().splitlines()]
+    rej = [e["body"] for e in ev if e.get("kind") == "share.rejected"]
+    assert rej == [{"custodian": "remote:carol.blob", "reason": "wrong-session",
+                    "detail": rej[0]["detail"]}]
+    a2 = dep.ceremony("abort", cid_b, *dep.coord())
+    assert a2.returncode == 0, a2.stderr
+    dep.verify(a2.out["bundle"])

@@ -364,12 +364,13 @@ def cmd_offer(args: argparse.Namespace) -> int:
     print(o["offer"])
     print(card.qr_terminal(o["offer"].encode()), file=sys.stderr)
     until = time.strftime("%H:%M:%S", time.localtime(o["expires"]))
-    print(f"offer for ceremony {args.ceremony_id}, epoch {o['epoch']}, step {o['step']}, "
-          f"valid until {until}; coordinator {o['coordinator']}", file=sys.stderr)
+    print(f"offer for session (ceremony) {o['session']}, share set {o['share_set']} epoch "
+          f"{o['epoch']}, step {o['step']}, valid until {until}; coordinator "
+          f"{o['coordinator']}", file=sys.stderr)
     print("The custodian runs 'custody share send SHARE --envelope ENV --offer OFFER --trust "
-          "COORDINATOR.pub.json --out BLOB' and reads out the short authentication string; "
-          "'custody ceremony resume ID --sealed-share BLOB' prints the same words. Stop if "
-          "they differ.", file=sys.stderr)
+          f"COORDINATOR.pub.json --session {o['session']} --out BLOB' and reads out the "
+          "short authentication string; 'custody ceremony resume ID --sealed-share BLOB' "
+          "prints the same words. Stop if they differ.", file=sys.stderr)
     return 0
 
 

@@ -73,11 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.set_defaults(func=cmd_seal if name == "seal" else cmd_unseal)
 
     o = ss.add_parser("offer", help="coordinator: make a signed transport offer",
-                      description="Make an ephemeral X25519 offer bound to the ceremony and "
-                      "epoch, signed by the coordinator. Writes OUT/offer.txt and OUT/offer.key "
-                      "(private, mode 0600) and prints the offer as text and QR.")
-    o.add_argument("--ceremony", required=True, metavar="ID")
+                      description="Make an ephemeral X25519 offer bound to the share set "
+                      "(ceremony and epoch) and to the session (the ceremony that will open the "
+                      "hand-ins), signed by the coordinator. Writes OUT/offer.txt and "
+                      "OUT/offer.key (private, mode 0600) and prints the offer as text and QR.")
+    o.add_argument("--ceremony", required=True, metavar="ID",
+                   help="the share set's generating ceremony (as in the envelopes)")
     o.add_argument("--epoch", type=int, default=0, metavar="N")
+    o.add_argument("--session", metavar="ID",
+                   help="the running ceremony that opens the hand-ins (default: --ceremony)")
     o.add_argument("--ttl", type=int, default=900, metavar="SECONDS", help="validity (900)")
     o.add_argument("--out", required=True, metavar="DIR")
     k = o.add_mutually_exclusive_group(required=True)
@@ -98,15 +102,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--envelope", metavar="ENV", help="send the envelope along (recommended)")
     s.add_argument("--ceremony", metavar="ID")
     s.add_argument("--epoch", type=int, metavar="N")
+    s.add_argument("--session", metavar="ID",
+                   help="refuse the offer unless it is for this running ceremony (the "
+                   "coordinator tells you its id)")
     s.add_argument("--out", metavar="PATH", help="write the blob here instead of stdout")
     add_json(s)
     s.set_defaults(func=cmd_send)
 
     r = ss.add_parser("receive", help="coordinator: open a custodian's blob",
                       description="Open BLOB with the offer's private key; refuses blobs for "
-                      "another offer, ceremony or epoch, expired offers and altered blobs.")
+                      "another offer, ceremony, epoch or session, expired offers and altered "
+                      "blobs.")
     r.add_argument("blob", metavar="BLOB", help="blob text or file")
     r.add_argument("--offer-key", required=True, metavar="KEYFILE")
+    r.add_argument("--session", metavar="ID",
+                   help="refuse unless the offer was made for this session (ceremony)")
     r.add_argument("--out", metavar="PATH", help="write the share here (0600), else stdout")
     add_json(r)
     r.set_defaults(func=cmd_receive)
@@ -265,19 +275,22 @@ def cmd_offer(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"Cannot create {out}", "Check the path.") from exc
     key = _coordinator_key(args, out)
+    if args.session is not None and not args.session:
+        raise UsageError("--session must not be empty", "Give the running ceremony's id.")
     ok = transport.make_offer(ceremony_id=args.ceremony, epoch=args.epoch, coordinator=key,
-                              now=int(time.time()), ttl=args.ttl)
+                              now=int(time.time()), ttl=args.ttl, session=args.session)
     text = ok.offer.to_text()
     _write_private(str(out / "offer.key"), ok.to_json().encode())
     (out / "offer.txt").write_text(text + "\n")
     if args.json:
         emit_json({"ok": True, "offer": text, "expires": ok.offer.expires,
-                   "key_file": str(out / "offer.key")})
+                   "session": ok.offer.session, "key_file": str(out / "offer.key")})
     else:
         print(text)
         print(card.qr_terminal(text.encode()), file=sys.stderr)
         print(f"offer valid until {time.strftime('%H:%M:%S', time.localtime(ok.offer.expires))}; "
-              f"private half in {out / 'offer.key'}", file=sys.stderr)
+              f"session {ok.offer.session}; private half in {out / 'offer.key'}",
+              file=sys.stderr)
     return 0
 
 
@@ -294,14 +307,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     offer = _text_or_file(args.offer, "offer")
     blob, words = transport.seal_to_offer(
         offer, share.mnemonic, trusted_coordinator=pub, now=int(time.time()), envelope=env,
-        expected_ceremony=args.ceremony, expected_epoch=args.epoch)
+        expected_ceremony=args.ceremony, expected_epoch=args.epoch,
+        expected_session=args.session)
+    session = transport.parse_offer(offer).session
     if args.out:
         Path(args.out).write_text(blob + "\n")
     if args.json:
-        emit_json({"ok": True, "blob": blob, "sas": words})
+        emit_json({"ok": True, "blob": blob, "sas": words, "session": session})
     else:
         if not args.out:
             print(blob)
+        print(f"sealed for session (ceremony) {session}", file=sys.stderr)
         print(f"short authentication string: {words}", file=sys.stderr)
         print("read these words to the coordinator; stop if theirs differ", file=sys.stderr)
     return 0
@@ -311,7 +327,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from custody.shares import transport
 
     key = transport.load_offer_key(_read(args.offer_key, "offer key").decode("utf-8", "replace"))
-    hand = transport.open_blob(_text_or_file(args.blob, "blob"), key, now=int(time.time()))
+    hand = transport.open_blob(_text_or_file(args.blob, "blob"), key, now=int(time.time()),
+                               expected_session=args.session)
     if args.out:
         _write_private(args.out, hand.share.encode() + b"\n")
         if hand.envelope is not None:

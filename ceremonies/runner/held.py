@@ -147,15 +147,16 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     from custody.shares import transport
 
     # The offer names the share set (its generating ceremony and epoch), which is what each
-    # custodian's envelope names and what ``custody share send`` checks. It is bound to THIS
-    # ceremony by its key: the private half exists only sealed under this ceremony's hold
-    # key and its digest is recorded in this transcript, so a blob sealed to it opens here
-    # and nowhere else (a replay into another ceremony fails as ``wrong-offer``).
+    # custodian's envelope names and what ``custody share send`` checks, and the session:
+    # THIS ceremony's id, under the coordinator's signature and in the HKDF info and AAD of
+    # every blob sealed to it. Its private half exists only sealed under this ceremony's
+    # hold key and its digest is recorded in this transcript. A blob sealed for another
+    # ceremony is refused here as ``wrong-session`` even if its offer key were present.
     step, set_ceremony, epoch = _waiting_epoch(r)
     now = r.clock()
     ttl = max(1, min(ttl, r.state.expires_at - now))
-    ok = transport.make_offer(ceremony_id=set_ceremony, epoch=epoch, coordinator=r.signer.key,
-                              now=now, ttl=ttl, rng=_hsm(r).random)
+    ok = transport.make_offer(ceremony_id=set_ceremony, epoch=epoch, session=r.ceremony_id,
+                              coordinator=r.signer.key, now=now, ttl=ttl, rng=_hsm(r).random)
     raw = ok.to_json().encode()
     offers = list(r.pending.get("offers", []))
     n = len(offers) + 1
@@ -164,17 +165,18 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     r._save_pending(offers=offers)
     o = ok.offer
     r.record("offer.made", {"offer": n, "share_set": set_ceremony, "epoch": epoch,
-                            "x25519": o.public.hex(),
+                            "session": o.session, "x25519": o.public.hex(),
                             "expires": o.expires, "offer_sha256": o.digest().hex(),
                             "coordinator": o.coordinator}, step=step)
     return {"offer": o.to_text(), "share_set": set_ceremony, "epoch": epoch,
-            "expires": o.expires, "step": step,
+            "session": o.session, "expires": o.expires, "step": step,
             "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
 
 
 def _open_sealed(r: CeremonyRunner, inputs: Any, step: str) -> list[Any]:
     """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
-    them (another ceremony's, a replay, altered, expired) is rejected and recorded."""
+    them (another ceremony's, a replay, altered, expired) or that was sealed for another
+    session is rejected and recorded with its reason."""
     from ceremonies.runner import ShareInput
     from custody.shares import transport
 
@@ -188,7 +190,8 @@ def _open_sealed(r: CeremonyRunner, inputs: Any, step: str) -> list[Any]:
         for o in reversed(offers):
             key = transport.load_offer_key(_unseal(r, f"offer/{o['n']}", o).decode())
             try:
-                hand = transport.open_blob(text, key, now=r.clock())
+                hand = transport.open_blob(text, key, now=r.clock(),
+                                           expected_session=r.ceremony_id)
                 break
             except transport.TransportError as exc:
                 last = exc

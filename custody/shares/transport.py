@@ -1,17 +1,23 @@
 """Remote hand-in of a share: a signed X25519 offer, a sealed blob, a short auth string.
 
-1. The coordinator makes an *offer*: a fresh X25519 public key, the ceremony id, the epoch
-   and an expiry, signed with the coordinator's Ed25519 key. It travels as text
+1. The coordinator makes an *offer*: a fresh X25519 public key, the share set it collects
+   (the generating ceremony's id and the epoch, which the custodian's envelope names), the
+   *session* (the id of the ceremony that is running now and will open the blob) and an
+   expiry, all signed with the coordinator's Ed25519 key. It travels as text
    (``custody-offer:...``) or QR.
 2. The custodian checks the signature against the coordinator key they pinned, the
    expiry (``now`` is a parameter) and, when they have their envelope, that the offer is
    for the envelope's ceremony and epoch. Then :func:`seal_to_offer` makes a fresh X25519
-   key, derives an AES-256-GCM key with HKDF-SHA256 bound to the ceremony id, epoch, both
-   public keys and the offer digest, and seals the share (``custody-blob:...``).
+   key, derives an AES-256-GCM key with HKDF-SHA256 bound to the ceremony id, epoch,
+   session, both public keys and the offer digest, and seals the share
+   (``custody-blob:...``).
 3. Both sides show the same short authentication string (SAS): SLIP-0039 words derived
    from both public keys. Comparing it by voice defeats a swapped offer or blob.
 4. The coordinator opens the blob with the offer's private half (:func:`open_blob`), which
-   rejects blobs for another offer, ceremony or epoch, expired offers and any alteration.
+   rejects blobs for another offer, ceremony, epoch or session, expired offers and any
+   alteration. A ceremony opens blobs only with ``expected_session`` set to its own id, so
+   a blob sealed for ceremony A is refused by ceremony B (``wrong-session``) even if B
+   somehow held A's offer key.
 
 Format: ``docs/formats.md`` "Transport offer and blob".
 """
@@ -40,8 +46,9 @@ from custody.signing import fingerprint, public_raw, verify_ed25519
 
 OFFER_PREFIX = "custody-offer:"
 BLOB_PREFIX = "custody-blob:"
-OFFER_CONTEXT = b"custody/transport-offer/v1\n"
-HKDF_INFO = b"custody/transport/v1"
+FORMAT_VERSION = 2
+OFFER_CONTEXT = b"custody/transport-offer/v2\n"
+HKDF_INFO = b"custody/transport/v2"
 SAS_DOMAIN = "custody/transport-sas/v1"
 SAS_WORDS = 4
 Rng = Callable[[int], bytes]
@@ -49,7 +56,8 @@ Rng = Callable[[int], bytes]
 
 class TransportError(ShareError):
     """An offer or blob is refused. ``reason``: ``malformed``, ``bad-signature``,
-    ``expired``, ``wrong-ceremony``, ``wrong-epoch``, ``wrong-offer``, ``tampered``."""
+    ``expired``, ``wrong-ceremony``, ``wrong-epoch``, ``wrong-session``, ``wrong-offer``,
+    ``tampered``."""
 
     def __init__(self, title: str, hint: str = "", *, reason: str) -> None:
         super().__init__(title, hint)
@@ -78,18 +86,25 @@ def _unarmor(text: str, prefix: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Offer:
-    """A coordinator's signed offer (public)."""
+    """A coordinator's signed offer (public).
+
+    ``ceremony_id`` and ``epoch`` name the share set being collected (what each
+    custodian's envelope names); ``session`` is the ceremony that runs now and opens the
+    hand-ins (the same id as ``ceremony_id`` in a generate verification round).
+    """
 
     ceremony_id: str
     epoch: int
+    session: str
     public: bytes
     expires: int
     coordinator: str
     signature: bytes = b""
 
     def payload(self) -> dict[str, Any]:
-        return {"type": "custody-transport-offer", "version": 1, "ceremony_id": self.ceremony_id,
-                "epoch": self.epoch, "x25519": self.public.hex(), "expires": self.expires,
+        return {"type": "custody-transport-offer", "version": FORMAT_VERSION,
+                "ceremony_id": self.ceremony_id, "epoch": self.epoch, "session": self.session,
+                "x25519": self.public.hex(), "expires": self.expires,
                 "coordinator": self.coordinator}
 
     def signing_bytes(self) -> bytes:
@@ -139,26 +154,37 @@ def sas(offer_public: bytes, sender_public: bytes) -> str:
 
 
 def make_offer(*, ceremony_id: str, epoch: int, coordinator: Ed25519PrivateKey, now: int,
-               ttl: int = 900, rng: Rng = os.urandom) -> OfferKey:
+               ttl: int = 900, session: str | None = None, rng: Rng = os.urandom) -> OfferKey:
     """Create and sign an offer valid from *now* for *ttl* seconds.
+
+    Args:
+        ceremony_id, epoch: the share set collected (its generating ceremony and epoch).
+        coordinator: the coordinator's signing key.
+        now: current Unix time in seconds.
+        ttl: validity in seconds.
+        session: the id of the ceremony that will open the hand-ins; defaults to
+            *ceremony_id* (a standalone hand-in, or a generate verification round).
+        rng: random bytes (the X25519 private half).
 
     Returns:
         The offer with its private half.
 
     Raises:
-        ValueError: empty ceremony id, negative epoch or non-positive ttl.
+        ValueError: empty ceremony id or session, negative epoch or non-positive ttl.
     """
-    if not ceremony_id or epoch < 0 or ttl <= 0:
-        raise ValueError("ceremony id, epoch >= 0 and ttl > 0 are required")
+    session = ceremony_id if session is None else session
+    if not ceremony_id or not session or epoch < 0 or ttl <= 0:
+        raise ValueError("ceremony id, session, epoch >= 0 and ttl > 0 are required")
     priv = X25519PrivateKey.from_private_bytes(rng(32))
-    unsigned = Offer(ceremony_id=ceremony_id, epoch=epoch, public=_x_raw(priv.public_key()),
+    unsigned = Offer(ceremony_id=ceremony_id, epoch=epoch, session=session,
+                     public=_x_raw(priv.public_key()),
                      expires=now + ttl, coordinator=fingerprint(public_raw(coordinator)))
     sig = coordinator.sign(unsigned.signing_bytes())
     return OfferKey(offer=Offer(**{**_fields(unsigned), "signature": sig}), private=priv)
 
 
 def _fields(o: Offer) -> dict[str, Any]:
-    return {k: getattr(o, k) for k in ("ceremony_id", "epoch", "public", "expires",
+    return {k: getattr(o, k) for k in ("ceremony_id", "epoch", "session", "public", "expires",
                                        "coordinator", "signature")}
 
 
@@ -171,16 +197,18 @@ def parse_offer(text: str) -> Offer:
     doc = _unarmor(text, OFFER_PREFIX)
     try:
         p = doc["signed"]
-        if p["type"] != "custody-transport-offer" or p["version"] != 1 or len(p) != 7:
+        if (p["type"] != "custody-transport-offer" or p["version"] != FORMAT_VERSION
+                or len(p) != 8):
             raise ValueError("type")
         if type(p["epoch"]) is not int or type(p["expires"]) is not int:
             raise TypeError("int")
-        if not isinstance(p["ceremony_id"], str) or not isinstance(p["coordinator"], str):
+        if not all(isinstance(p[k], str) for k in ("ceremony_id", "session", "coordinator")):
             raise TypeError("str")
         pub = bytes.fromhex(p["x25519"])
         if len(pub) != 32:
             raise ValueError("key")
-        return Offer(ceremony_id=p["ceremony_id"], epoch=p["epoch"], public=pub,
+        return Offer(ceremony_id=p["ceremony_id"], epoch=p["epoch"], session=p["session"],
+                     public=pub,
                      expires=p["expires"], coordinator=p["coordinator"],
                      signature=bytes.fromhex(doc["sig"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -189,11 +217,13 @@ def parse_offer(text: str) -> Offer:
 
 
 def verify_offer(offer: Offer, trusted_coordinator: bytes, *, now: int,
-                 expected_ceremony: str | None = None, expected_epoch: int | None = None) -> None:
-    """Check an offer's signature, expiry, ceremony and epoch.
+                 expected_ceremony: str | None = None, expected_epoch: int | None = None,
+                 expected_session: str | None = None) -> None:
+    """Check an offer's signature, expiry, ceremony, epoch and session.
 
     Raises:
-        TransportError: ``bad-signature``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``.
+        TransportError: ``bad-signature``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``,
+            ``wrong-session``.
     """
     try:
         verify_ed25519(trusted_coordinator, offer.signature, offer.signing_bytes())
@@ -205,6 +235,15 @@ def verify_offer(offer: Offer, trusted_coordinator: bytes, *, now: int,
         raise TransportError("The offer has expired", "Ask the coordinator for a fresh offer.",
                              reason="expired")
     _check_binding(offer.ceremony_id, offer.epoch, expected_ceremony, expected_epoch)
+    _check_session(offer.session, expected_session)
+
+
+def _check_session(session: str, want: str | None) -> None:
+    if want is not None and session != want:
+        raise TransportError(f"This hand-in is for another ceremony (session {session!r}, "
+                             f"not {want!r})", "It was sealed for another running ceremony; "
+                             "refuse it and ask the custodian to seal to this ceremony's "
+                             "offer.", reason="wrong-session")
 
 
 def _check_binding(cer: str, epoch: int, want_cer: str | None, want_epoch: int | None) -> None:
@@ -226,7 +265,8 @@ def _key(shared: bytes, offer: Offer, header: dict[str, Any]) -> bytes:
 
 def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes, now: int,
                   envelope: bytes | None = None, expected_ceremony: str | None = None,
-                  expected_epoch: int | None = None, rng: Rng = os.urandom) -> tuple[str, str]:
+                  expected_epoch: int | None = None, expected_session: str | None = None,
+                  rng: Rng = os.urandom) -> tuple[str, str]:
     """Seal a share to a verified offer.
 
     Args:
@@ -236,26 +276,28 @@ def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes,
         now: current Unix time in seconds.
         envelope: the share's envelope bytes, sent along; when given, the offer must be for
             the envelope's ceremony and epoch.
-        expected_ceremony, expected_epoch: further pins by the custodian.
+        expected_ceremony, expected_epoch, expected_session: further pins by the custodian.
         rng: random bytes (ephemeral key, nonce).
 
     Returns:
         (blob text, SAS words).
 
     Raises:
-        TransportError: the offer is damaged, unsigned, expired or for another ceremony/epoch.
+        TransportError: the offer is damaged, unsigned, expired or for another ceremony,
+            epoch or session.
     """
     o = parse_offer(offer) if isinstance(offer, str) else offer
     verify_offer(o, trusted_coordinator, now=now, expected_ceremony=expected_ceremony,
-                 expected_epoch=expected_epoch)
+                 expected_epoch=expected_epoch, expected_session=expected_session)
     if envelope is not None:
         from custody.shares.envelope import load_envelope
 
         env = load_envelope(envelope).payload
         _check_binding(o.ceremony_id, o.epoch, env.ceremony_id, env.epoch)
     eph = X25519PrivateKey.from_private_bytes(rng(32))
-    header = {"type": "custody-transport-blob", "version": 1, "ceremony_id": o.ceremony_id,
-              "epoch": o.epoch, "offer_key": o.public.hex(),
+    header = {"type": "custody-transport-blob", "version": FORMAT_VERSION,
+              "ceremony_id": o.ceremony_id, "epoch": o.epoch, "session": o.session,
+              "offer_key": o.public.hex(),
               "sender_key": _x_raw(eph.public_key()).hex(), "offer_sha256": o.digest().hex()}
     try:
         key = _key(eph.exchange(X25519PublicKey.from_public_bytes(o.public)), o, header)
@@ -292,12 +334,20 @@ def load_offer_key(text: str) -> OfferKey:
     return OfferKey(offer=offer, private=priv)
 
 
-def open_blob(blob: str, key: OfferKey, *, now: int) -> HandIn:
+def open_blob(blob: str, key: OfferKey, *, now: int,
+              expected_session: str | None = None) -> HandIn:
     """Open a custodian's blob with the offer's private half.
 
+    Args:
+        blob: the ``custody-blob:...`` text.
+        key: the offer's private half.
+        now: current Unix time in seconds.
+        expected_session: the id of the ceremony opening the blob; a ceremony always
+            passes its own id, so a blob (and an offer key) of another ceremony is refused.
+
     Raises:
-        TransportError: ``malformed``, ``expired``, ``wrong-offer``, ``wrong-ceremony``,
-            ``wrong-epoch`` or ``tampered``.
+        TransportError: ``malformed``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``,
+            ``wrong-session``, ``wrong-offer`` or ``tampered``.
     """
     o = key.offer
     doc = _unarmor(blob, BLOB_PREFIX)
@@ -305,9 +355,10 @@ def open_blob(blob: str, key: OfferKey, *, now: int) -> HandIn:
         h, nonce, ct = doc["header"], bytes.fromhex(doc["nonce"]), doc["ct"]
         ct = base64.urlsafe_b64decode(ct + "=" * (-len(ct) % 4))
         sender = bytes.fromhex(h["sender_key"])
-        if h["type"] != "custody-transport-blob" or h["version"] != 1 or len(sender) != 32:
+        if (h["type"] != "custody-transport-blob" or h["version"] != FORMAT_VERSION
+                or len(sender) != 32):
             raise ValueError("type")
-        cer, epoch = h["ceremony_id"], h["epoch"]
+        cer, epoch, session = h["ceremony_id"], h["epoch"], h["session"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TransportError("The blob is damaged", "Ask the custodian to send it again.",
                              reason="malformed") from exc
@@ -315,6 +366,8 @@ def open_blob(blob: str, key: OfferKey, *, now: int) -> HandIn:
         raise TransportError("The offer has expired", "Make a fresh offer and ask again.",
                              reason="expired")
     _check_binding(cer, epoch, o.ceremony_id, o.epoch)
+    _check_session(o.session, expected_session)  # the offer key belongs to another ceremony
+    _check_session(session, o.session)  # the blob was sealed for another session
     if h.get("offer_key") != o.public.hex() or h.get("offer_sha256") != o.digest().hex():
         raise TransportError("The blob was sealed to a different offer",
                              "It is a replay or meant for another session; refuse it.",
