@@ -25,7 +25,8 @@ from tui.screens.modals import ConfirmModal, PinPrompt
 from tui.screens.rekey import RekeyScreen, fmt_eta, job_rate
 from tui.services import JobView, Settings
 
-pytestmark = pytest.mark.hsm
+# The tests share one module-scoped home and build on each other in file order: one worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-rekey")]
 SIZE = (100, 32)
 OBJECTS = 240
 
