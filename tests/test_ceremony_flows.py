@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, run_cli
+from tests.conftest import TEST_PIN, TEST_SO_PIN, run_cli
 
 pytestmark = pytest.mark.hsm
 CUST = ("alice", "bob", "carol", "dave", "erin")
@@ -259,67 +259,4 @@ def test_emergency_rotate_reports_impact(dep: Dep):
     dep.verify(r.out["bundle"])
 
 
-# --------------------------------------------------------------------------- SIGKILL
-@pytest.mark.parametrize("point", ["generate-root", "seal-blob", "lock-root", "finalise",
-                                   "rewrap", "rewrap:done"])
-def test_rotate_root_killed_then_resumed(dep: Dep, point: str):
-    req = dep.root / "req.json"
-    r = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(req))
-    cid = r.out["ceremony_id"]
-    appr = _approve(dep, req, "alice", "bob", "carol")
-    k = dep.ceremony("resume", cid, *dep.coord(), *appr, env=cli_env(CUSTODY_TEST_KILL_AT=point))
-    assert k.returncode == -9
-    r = dep.ceremony("resume", cid, *dep.coord())
-    assert r.returncode == 0, r.stderr
-    assert r.out["status"] == "closed"
-    assert [v for v, s in dep.roots() if s == "active"] == [2]
-    dep.deks_ok()
-    dep.verify(r.out["bundle"])
-
-
-@pytest.mark.parametrize("point", ["import-root", "verify-keks", "finalise"])
-def test_recover_killed_then_resumed_or_rolled_back(dep: Dep, point: str):
-    _lose_token(dep)
-    k = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "carol"),
-                     env=cli_env(CUSTODY_TEST_KILL_AT=point))
-    assert k.returncode == -9
-    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
-    r = dep.ceremony("resume", cid, *dep.coord())
-    assert r.returncode in (0, 8), r.stderr
-    if r.returncode == 8:  # RK died with the process: resume refuses, abort undoes
-        assert r.out["error"] == "SecretLost" and "cannot continue" in r.out["title"]
-        a = dep.ceremony("abort", cid, *dep.coord())
-        assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
-        dep.verify(a.out["bundle"])
-        r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "carol"))
-        assert r.returncode == 0, r.stderr
-    dep.deks_ok()
-    dep.verify(r.out["bundle"])
-
-
-@pytest.mark.parametrize("point", ["generate-root", "wrap-blob", "issue-shares", "finalise"])
-def test_reshare_killed_then_resumed_or_rolled_back(dep: Dep, point: str):
-    cust = [a for n in ("alice", "bob", "carol") for a in ("--custodian", n)]
-    k = dep.ceremony("reshare", *dep.coord(), *cust, "--threshold", "2", "--out",
-                     str(dep.root / "new"), *dep.shares("carol", "dave", "erin"),
-                     env=cli_env(CUSTODY_TEST_KILL_AT=point) if point != "finalise" else None)
-    cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
-    if point == "finalise":
-        assert k.returncode == 10
-        k = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("alice", "bob", d="new"),
-                         env=cli_env(CUSTODY_TEST_KILL_AT=point))
-    assert k.returncode == -9
-    r = dep.ceremony("resume", cid, *dep.coord())
-    assert r.returncode in (0, 8, 10), r.stderr
-    if r.returncode == 8:  # RK lost with the process: refused, then aborted
-        assert r.out["error"] == "SecretLost", r.stderr
-        r = dep.ceremony("abort", cid, *dep.coord())
-        assert r.out["status"] == "aborted"
-    if r.returncode == 10:  # rolled forward to the verification round: abort it
-        assert r.out["step"] == "verify-shares"
-        r = dep.ceremony("abort", cid, *dep.coord())
-        assert r.out["status"] == "aborted"
-    dep.deks_ok()
-    dep.verify(r.out["bundle"])
-    active = [v for v, s in dep.roots() if s == "active"]
-    assert active == ([2] if r.out["status"] == "closed" else [1])
+# SIGKILL at every step of recover, reshare and rotate-root: test_ceremony_kills.py
