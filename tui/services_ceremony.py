@@ -254,7 +254,7 @@ def check_share(source: str, text: str, envelope: bytes | None, sset: ShareSet |
     if bad:
         return ShareCheck(source=source, status="rejected", word_errors=bad,
                           reason="; ".join(f"word {p}: {e}" for p, e in bad))
-    if len(ws) not in (20, 33) or not text[-1:].isspace() and len(ws) < 20:
+    if len(ws) not in (20, 33) or (not text[-1:].isspace() and len(ws) < 20):
         return ShareCheck(source=source, status="incomplete",
                           reason=f"{len(ws)} of 20 (or 33) words")
     try:

@@ -1,0 +1,148 @@
+"""The auditor view's services: verify a transcript bundle against pinned trust keys,
+list its events, and export the report.
+
+Verification is offline and read-only (:func:`ceremonies.transcript.verify_bundle`); the
+trust keys are files the auditor obtained independently, never taken from the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from custody.errors import ConfigError, UsageError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckRow:
+    id: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRow:
+    seq: int
+    time: str
+    step: str
+    kind: str
+    actor: str
+    body: str  # canonical JSON of the event's body (never secret: see transcript guard)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditView:
+    """The outcome of verifying one transcript bundle against pinned trust keys."""
+
+    bundle: str
+    trust_keys: tuple[str, ...]
+    ok: bool
+    checks: tuple[CheckRow, ...]
+    quorums: tuple[str, ...]
+    events: tuple[EventRow, ...]
+    ceremony_id: str = ""
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "ceremony_id": self.ceremony_id,
+            "trust_keys": list(self.trust_keys),
+            "ok": self.ok,
+            "checks": [{"id": c.id, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "quorums": list(self.quorums),
+        }
+
+
+def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
+    """Verify *bundle* offline against the pinned *trust_keys* files.
+
+    Raises:
+        UsageError: no bundle or no trust key given. ConfigError: the verifier is not
+        available. TranscriptError: the bundle cannot be read at all.
+    """
+    if not bundle:
+        raise UsageError("No bundle given", "Type the path of a transcript bundle.")
+    if not trust_keys:
+        raise UsageError(
+            "No trust key pinned",
+            "Pin at least one public key file you obtained yourself (never from the bundle).",
+        )
+    from ceremonies.transcript import load_bundle, parse_trust_key, verify_bundle
+    from ceremonies.transcript.checks import parse
+
+    keys = []
+    for path in trust_keys:
+        p = Path(path).expanduser()
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read trust key {p}", "Check the path you pinned.") from exc
+        keys.append(parse_trust_key(raw, default_name=p.stem))
+    data = load_bundle(Path(bundle).expanduser())
+    report = verify_bundle(data, keys)
+    events = tuple(
+        EventRow(
+            seq=e.seq,
+            time=_event_time(e.time),
+            step=e.step,
+            kind=e.kind,
+            actor=e.actor,
+            body=json.dumps(dict(e.body), sort_keys=True, default=str),
+        )
+        for e in parse(data).events
+        if e is not None
+    )
+    quorum = next((r for r in report.results if r.id == "quorum"), None)
+    return AuditView(
+        bundle=bundle,
+        trust_keys=tuple(trust_keys),
+        ok=report.ok,
+        checks=tuple(CheckRow(id=r.id, ok=r.ok, detail=r.detail) for r in report.results),
+        quorums=tuple(quorum.notes)
+        if quorum is not None and quorum.ok
+        else (tuple(quorum.problems) if quorum is not None else ()),
+        events=events,
+        ceremony_id=report.ceremony_id or "",
+    )
+
+
+def _event_time(t: Any) -> str:
+    if isinstance(t, int | float):
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+    return str(t)
+
+
+def export_report(view: AuditView, path: str) -> Path:
+    """Write the verification report as JSON (``.json``) or text (anything else).
+
+    Raises:
+        UsageError: no path. StorageError: the file cannot be written.
+    """
+    from custody.errors import StorageError
+
+    if not path:
+        raise UsageError("No report path given", "Type where to write the report.")
+    p = Path(path).expanduser()
+    if p.suffix == ".json":
+        data = json.dumps(view.to_report(), indent=2, sort_keys=True) + "\n"
+    else:
+        lines = [
+            f"bundle: {view.bundle}",
+            f"ceremony: {view.ceremony_id}",
+            f"result: {'PASS' if view.ok else 'FAIL'}",
+            "",
+        ]
+        lines += [f"[{'pass' if c.ok else 'FAIL'}] {c.id}: {c.detail}" for c in view.checks]
+        lines += ["", *view.quorums]
+        data = "\n".join(lines) + "\n"
+    try:
+        p.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot write the report to {p}", "Check the directory and its permissions."
+        ) from exc
+    return p
