@@ -82,6 +82,7 @@ class Services(Protocol):
     settings: Settings
 
     def has_pin(self) -> bool: ...
+    def pin(self) -> str | None: ...
     def login(self, pin: str) -> None: ...
     def dashboard(self) -> DashboardView: ...
     def inventory(self) -> tuple[KeyRow, ...]: ...
@@ -158,6 +159,18 @@ class HomeServices:
                     )
                 )
         return self._pin.get()
+
+    def pin(self) -> str | None:
+        """The session's token PIN, for a worker that opens the token (the ceremonies).
+
+        From ``--pin-file`` or ``CUSTODY_PIN`` on first use, else what :meth:`login`
+        accepted; None when none was given. Hand it straight to ``Deployment.open``: never
+        keep it on a reactive, a view model or a log line.
+
+        Raises:
+            ConfigError, UsageError: the PIN file cannot be read or has no ``pin``.
+        """
+        return self._load_pin()
 
     def has_pin(self) -> bool:
         try:

@@ -863,12 +863,7 @@ def ceremony_services(app: Any) -> CeremonyServices:
     ``app.ceremony_services``). The PIN comes from the app's session PIN."""
     svc = getattr(app, "ceremony_services", None)
     if svc is None:
-        base = app.services
-
-        def pin() -> str | None:
-            load = getattr(base, "_load_pin", None)  # HomeServices: file, env or the PIN modal
-            return load() if callable(load) else None
-
-        svc = HomeCeremonyServices(app.settings.home, pin)
+        # Services.pin: --pin-file, CUSTODY_PIN or the PIN modal; read per ceremony opened
+        svc = HomeCeremonyServices(app.settings.home, app.services.pin)
         app.ceremony_services = svc
     return svc

@@ -36,6 +36,9 @@ class StaticServices:
     def has_pin(self) -> bool:
         return self.view is not None and self.view.hsm.state == "ok"
 
+    def pin(self) -> str | None:
+        return None  # fixed data never holds a PIN
+
     def login(self, pin: str) -> None:
         self.logins.append("<pin>")
         if self.fail_with:
