@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = statistics.median(c / r for c, r in zip(cp_t, rk_t, strict=True))
 
         def mib_s(t: float) -> float:
-            return a.mib / t
+            rate: float = a.mib / t
+            return rate
 
         print(f"full re-encrypt of {a.mib} MiB: median {rm:.2f} s ({mib_s(rm):,.0f} MiB/s); "
               f"cp+sync {cm:.2f} s ({mib_s(cm):,.0f} MiB/s); ratio {cm / rm:.2f} "

@@ -58,7 +58,8 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             session = lib.get_token(token_label=LABEL).open(rw=True)
             kek = session.get_key(object_class=ObjectClass.SECRET_KEY, label="kek/v1")
             dek = os.urandom(32)
-            tmpl = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            tmpl = {Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                     Attribute.VALUE: dek, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
                     Attribute.EXTRACTABLE: True}
             plain, aad = os.urandom(64), b"bench"
@@ -66,7 +67,8 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             def bare_wrap() -> bytes:
                 k = session.create_object(tmpl)
                 try:
-                    return kek.wrap_key(k, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    wrapped: bytes = kek.wrap_key(k, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    return wrapped
                 finally:
                     k.destroy()
 
@@ -78,20 +80,23 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
                                    template={Attribute.SENSITIVE: False,
                                              Attribute.EXTRACTABLE: True})
                 try:
-                    return k[Attribute.VALUE]
+                    value: bytes = k[Attribute.VALUE]
+                    return value
                 finally:
                     k.destroy()
 
             def bare_encrypt() -> bytes:
                 nonce = session.generate_random(96)
-                return kek.encrypt(plain, mechanism=Mechanism.AES_GCM,
-                                   mechanism_param=GCMParams(nonce, aad))
+                sealed: bytes = kek.encrypt(plain, mechanism=Mechanism.AES_GCM,
+                                            mechanism_param=GCMParams(nonce, aad))
+                return sealed
 
             nonce, ct = hsm.encrypt("kek", 1, plain, aad)
 
             def bare_decrypt() -> bytes:
-                return kek.decrypt(ct, mechanism=Mechanism.AES_GCM,
-                                   mechanism_param=GCMParams(nonce, aad))
+                opened: bytes = kek.decrypt(ct, mechanism=Mechanism.AES_GCM,
+                                            mechanism_param=GCMParams(nonce, aad))
+                return opened
 
             assert bare_unwrap() == dek and hsm.unwrap_bytes("kek", 1, blob) == dek
             assert bare_decrypt() == plain
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'operation':22} {'adapter ops/s':>14} {'bare ops/s':>12} {'adapter/bare':>13}")
     for name, r in results.items():
-        print(f"{name:22} {r['adapter_ops_s']:>14,.0f} {r['bare_ops_s']:>12,.0f} {r['ratio']:>13.2f}")
+        print(f"{name:22} {r['adapter_ops_s']:>14,.0f} {r['bare_ops_s']:>12,.0f} "
+              f"{r['ratio']:>13.2f}")
     print(f"(median of {args.rounds} rounds x {args.ops} calls, SoftHSMv2 temp token)")
     return 0
 

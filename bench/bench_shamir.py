@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +31,7 @@ def _pick(groups: list[list[str]], gt: int, t: int) -> list[str]:
     return [m for g in groups[:gt] for m in g[:t]]
 
 
-def _median_ms(fn, rounds: int) -> float:
+def _median_ms(fn: Callable[[], object], rounds: int) -> float:
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -44,7 +45,9 @@ def run(rounds: int) -> dict[str, dict[str, float]]:
     return {name: _layout(secret, gt, groups, rounds) for name, (gt, groups) in LAYOUTS.items()}
 
 
-def _layout(secret: bytes, gt: int, groups: list[tuple[int, int]], rounds: int) -> dict:
+def _layout(
+    secret: bytes, gt: int, groups: list[tuple[int, int]], rounds: int
+) -> dict[str, float]:
     t = groups[0][0]
     ours = [list(g) for g in slip39.split(secret, groups=groups, group_threshold=gt)]
     ref = shamir_mnemonic.generate_mnemonics(gt, groups, secret)

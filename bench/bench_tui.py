@@ -14,6 +14,7 @@ does not import Textual.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pty
@@ -66,10 +67,8 @@ def tui_once(home: Path, pins: Path, marker: Path) -> tuple[float, float]:
     while proc.poll() is None and time.monotonic() < deadline:
         r, _, _ = select.select([master], [], [], 0.05)
         if r:
-            try:
+            with contextlib.suppress(OSError):
                 os.read(master, 65536)  # keep the terminal drained
-            except OSError:
-                pass
     if proc.poll() is None:
         proc.kill()
         raise SystemExit("custody tui did not exit after its first paint")
@@ -102,7 +101,8 @@ def main() -> int:
         home, pins = make_home(Path(d))
         marker = Path(d) / "marker"
         tui_once(home, pins, marker)  # warm the page cache
-        paints, datas = zip(*(tui_once(home, pins, marker) for _ in range(args.runs)))
+        paints, datas = zip(*(tui_once(home, pins, marker) for _ in range(args.runs)),
+                            strict=True)
     helps = [help_once() for _ in range(args.runs)]
     out = {
         "runs": args.runs,

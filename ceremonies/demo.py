@@ -43,7 +43,8 @@ class Demo:
         res = subprocess.run([sys.executable, "-m", "ceremonies", *args, "--json"], env=env,
                              capture_output=True, text=True, check=False)
         if res.returncode not in ok:
-            raise CeremonyError(f"demo step failed: custody {args[0]} {args[1] if len(args) > 1 else ''}"
+            sub = args[1] if len(args) > 1 else ""
+            raise CeremonyError(f"demo step failed: custody {args[0]} {sub}"
                                 f" exited {res.returncode}", res.stderr.strip()[-400:])
         try:
             return json.loads(res.stdout) if res.stdout.strip() else {}
@@ -80,7 +81,6 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     """
     from ceremonies.participants import create_participant
     from ceremonies.transcript import parse_trust_key, verify_bundle
-    from custody.config import Home
     from custody.errors import ConfigError
     from custody.hsm import softhsm
 
@@ -106,7 +106,8 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
         (d.people / f"{name}.pass").write_text(pw + "\n")
         create_participant(name, role, pw, d.people)
         trust.append(str(d.people / f"{name}.pub.json"))
-    enrol = [a for n, _ in roles if n != "frank" for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    enrol = [a for n, _ in roles if n != "frank"
+             for a in ("--add", str(d.people / f"{n}.pub.json"))]
     coord_nopin = [a for a in d.coord() if a not in ("--pin-file", str(pinf))]
     d.ceremony("enrol", *coord_nopin, *enrol)
     d.step("enrol", "5 custodians, 1 super-admin, 1 auditor and 1 witness enrolled")
@@ -147,7 +148,8 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
                      "--share", str(gen_out / "dave.share.txt"))
     rejected = [m for m in res.get("messages", []) if "rejected" in m]
     d.step("recover", f"root restored into the new token; {'; '.join(rejected)}; "
-           f"accepted {', '.join(res['facts']['collect-shares.accepted'])}", ceremony=res["ceremony_id"])
+           f"accepted {', '.join(res['facts']['collect-shares.accepted'])}",
+           ceremony=res["ceremony_id"])
     v = d.cli("dek", "verify", "--all", "--home", str(root), "--pin-file", str(pinf))
     d.step("deks", f"all DEKs decrypt: {v.get('checked', v)} checked, "
            f"{len(v.get('failed', []))} failed")
@@ -175,7 +177,8 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
                      "--group", "2/2", "--group-threshold", "2", "--out", str(new_out),
                      *d.shares(gen_out, ("bob", "carol", "erin")))
     sid = res["ceremony_id"]
-    res = d.ceremony("resume", sid, *d.coord(), *d.shares(new_out, ("alice", "bob", "erin", "frank")))
+    res = d.ceremony("resume", sid, *d.coord(),
+                     *d.shares(new_out, ("alice", "bob", "erin", "frank")))
     d.step("reshare", f"epoch {res['facts']['epoch']}: 2 of 3 groups (2/2 each); new root/v"
            f"{res['facts']['root_version']}; old epoch {res['facts']['old_epoch']} retired",
            ceremony=sid)

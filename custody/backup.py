@@ -373,7 +373,8 @@ def rewrap(hierarchy: KeyHierarchy, paths: Iterable[Path]) -> list[BackupInfo]:
             with open(path, "rb") as fh:
                 header = bf.parse_header(fh.read(4096))
         except OSError as exc:
-            raise UsageError(f"Cannot read {path}", f"{exc.strerror}; nothing was changed.") from exc
+            raise UsageError(f"Cannot read {path}",
+                             f"{exc.strerror}; nothing was changed.") from exc
         if header.kek_version != cur:
             key = backup_key(hierarchy, header)
             new = bf.wrap_key(header, kek_new, cur, key)

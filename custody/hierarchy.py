@@ -272,7 +272,7 @@ class KeyHierarchy:
             "(SELECT COUNT(*) FROM objects o WHERE o.branch=k.branch AND o.kek_version=k.version) "
             "FROM kek_versions k"
         )
-        params: tuple = ()
+        params: tuple[str, ...] = ()
         if branch is not None:
             sql += " WHERE k.branch=?"
             params = (branch,)

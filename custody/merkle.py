@@ -162,8 +162,8 @@ class MerkleTree:
             return [] if whole else [self._mth(lo, hi)]
         k = _split(n)
         if m <= k:
-            return self._subproof(m, lo, lo + k, whole) + [self._mth(lo + k, hi)]
-        return self._subproof(m - k, lo + k, hi, False) + [self._mth(lo, lo + k)]
+            return [*self._subproof(m, lo, lo + k, whole), self._mth(lo + k, hi)]
+        return [*self._subproof(m - k, lo + k, hi, False), self._mth(lo, lo + k)]
 
 
 def _fail(what: str) -> IntegrityError:

@@ -264,7 +264,9 @@ class Store:
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("ROLLBACK")
 
-    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+    def query(
+        self, sql: str, params: tuple[object, ...] | dict[str, object] = ()
+    ) -> list[sqlite3.Row]:
         """Run a read query.
 
         Raises:

@@ -30,9 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from custody.backup_rekey import read_state
-from tests.conftest import cli_env
-from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
+# Imported after the path set-up above: the harness also runs as a script.
+from custody.backup_rekey import read_state  # noqa: E402
+from tests.conftest import cli_env  # noqa: E402
+from tests.rekey_fixtures import (  # noqa: E402
+    cli,
+    cli_json,
+    db,
+    make_deployment,
+    retired_but_used,
+)
 
 
 @dataclass

@@ -28,7 +28,9 @@ def cli_json(home: Path, pins: Path | None, *args: str) -> dict:
     return json.loads(cli(home, pins, *args, "--json").stdout)
 
 
-def make_deployment(root: Path, *, data_objects: int = 0, backup_kek: bool = False) -> tuple[Path, Path]:
+def make_deployment(
+    root: Path, *, data_objects: int = 0, backup_kek: bool = False
+) -> tuple[Path, Path]:
     """A fresh home with a dev root, a data KEK with *data_objects* DEKs, and a backup KEK."""
     root.mkdir(parents=True, exist_ok=True)
     pins = write_pins(root / "pins")

@@ -89,6 +89,7 @@ def test_checkpoint_with_hsm_audit_key(softhsm_token, tmp_path: Path, pin_file: 
                 "--trust-out", str(trust), env=cli_env(SOFTHSM2_CONF=str(conf)))
     assert r.returncode == 0, r.stderr
     proof = tmp_path / "p.json"
-    assert run_cli("audit", "proof", "--home", str(home), "--entry", "11", "--out", str(proof)).returncode == 0
+    r = run_cli("audit", "proof", "--home", str(home), "--entry", "11", "--out", str(proof))
+    assert r.returncode == 0
     r = run_cli("audit", "check-proof", str(proof), "--trust", str(trust))
     assert r.returncode == 0, r.stderr

@@ -66,7 +66,9 @@ def _swap(d: bytearray, h: int) -> bytes:
 
 
 CASES = {
-    "flipped ciphertext byte": lambda d, h: bytes(d[:h + 10]) + bytes([d[h + 10] ^ 1]) + bytes(d[h + 11:]),
+    "flipped ciphertext byte": lambda d, h: (
+        bytes(d[:h + 10]) + bytes([d[h + 10] ^ 1]) + bytes(d[h + 11:])
+    ),
     "truncated at a chunk boundary": lambda d, h: bytes(d[:h + 3 * (CHUNK + 16)]),
     "truncated mid chunk": lambda d, h: bytes(d[:-50]),
     "last chunk dropped": lambda d, h: bytes(d[:h + 5 * (CHUNK + 16)]),

@@ -46,8 +46,8 @@ def naive_path(m: int, data: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return naive_path(m, data[:k]) + [naive_mth(data[k:])]
-    return naive_path(m - k, data[k:]) + [naive_mth(data[:k])]
+        return [*naive_path(m, data[:k]), naive_mth(data[k:])]
+    return [*naive_path(m - k, data[k:]), naive_mth(data[:k])]
 
 
 def naive_subproof(m: int, data: list[bytes], b: bool) -> list[bytes]:
@@ -58,8 +58,8 @@ def naive_subproof(m: int, data: list[bytes], b: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return naive_subproof(m, data[:k], b) + [naive_mth(data[k:])]
-    return naive_subproof(m - k, data[k:], False) + [naive_mth(data[:k])]
+        return [*naive_subproof(m, data[:k], b), naive_mth(data[k:])]
+    return [*naive_subproof(m - k, data[k:], False), naive_mth(data[:k])]
 
 
 DATA = [f"entry-{i}".encode() for i in range(MAX + 1)]
@@ -121,7 +121,7 @@ def test_inclusion_rejects_tampering(n: int, data: st.DataObject) -> None:
         with pytest.raises(IntegrityError):
             verify_inclusion(LEAVES[m], m, n, proof[:-1], root)
     with pytest.raises(IntegrityError):
-        verify_inclusion(LEAVES[m], m, n, proof + [root], root)
+        verify_inclusion(LEAVES[m], m, n, [*proof, root], root)
     other = data.draw(st.integers(0, n - 1))
     if other != m:
         with pytest.raises(IntegrityError):
@@ -135,7 +135,7 @@ def test_consistency_rejects_tampering(n: int, data: st.DataObject) -> None:
     proof = TREE.consistency_proof(m, n)
     verify_consistency(m, n, NAIVE_ROOTS[m], NAIVE_ROOTS[n], proof)
     # a first tree that is not a prefix of the second
-    forged = naive_mth(DATA[: m - 1] + [b"forged"])
+    forged = naive_mth([*DATA[: m - 1], b"forged"])
     with pytest.raises(IntegrityError):
         verify_consistency(m, n, forged, NAIVE_ROOTS[n], proof)
     with pytest.raises(IntegrityError):

@@ -53,7 +53,8 @@ def test_policy_table(row: Row) -> None:
     item = policy.evaluate_one(policy.KeyAge(key="data", version=3, created=created),
                                BranchPolicy(key_class=row.key_class, warn_days=row.warn_days), now)
     assert (item.status, item.days_left) == (row.status, row.days_left)
-    assert item.due_at == created + timedelta(days={"high": 90, "medium": 180, "low": 365}[row.key_class])
+    days = {"high": 90, "medium": 180, "low": 365}[row.key_class]
+    assert item.due_at == created + timedelta(days=days)
     assert item.action_needed == (row.status in ("due", "overdue"))
 
 
@@ -122,7 +123,8 @@ def test_rotate_due_cli_reports_and_alerts(tmp_path: Path) -> None:
     home, _pins = make_deployment(tmp_path / "d")
     hook = _hook(tmp_path, 0)
     cfg = (home / "custody.toml").read_text()
-    (home / "custody.toml").write_text(cfg.replace("[policy]", f"[policy]\nalert_hook = {json.dumps(hook)}", 1))
+    cfg = cfg.replace("[policy]", f"[policy]\nalert_hook = {json.dumps(hook)}", 1)
+    (home / "custody.toml").write_text(cfg)
     old = (datetime.now(UTC) - timedelta(days=200)).isoformat(timespec="seconds")
     with db(home) as c:
         c.execute("UPDATE kek_versions SET created=? WHERE branch='data'", (old,))

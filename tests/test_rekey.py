@@ -110,13 +110,16 @@ def test_damaged_object_stops_job_without_loss(tmp_path: Path) -> None:
     home, pins = make_deployment(tmp_path, data_objects=3000)
     cli(home, pins, "kek", "rotate", "--branch", "data")
     with db(home) as c:
-        (oid, blob) = c.execute("SELECT id, wrapped FROM objects ORDER BY id LIMIT 1 OFFSET 2500").fetchone()
-        c.execute("UPDATE objects SET wrapped=? WHERE id=?", (blob[:-1] + bytes([blob[-1] ^ 1]), oid))
+        (oid, blob) = c.execute(
+            "SELECT id, wrapped FROM objects ORDER BY id LIMIT 1 OFFSET 2500").fetchone()
+        c.execute("UPDATE objects SET wrapped=? WHERE id=?",
+                  (blob[:-1] + bytes([blob[-1] ^ 1]), oid))
     proc = cli(home, pins, "rekey", "run", "--batch", "1000", check=False)
     assert proc.returncode == 6 and "failed to decrypt" in proc.stderr
     with db(home) as c:
         moved = c.execute("SELECT COUNT(*) FROM objects WHERE kek_version=2").fetchone()[0]
-        states = dict(c.execute("SELECT version, state FROM kek_versions WHERE branch='data'").fetchall())
+        states = dict(c.execute(
+            "SELECT version, state FROM kek_versions WHERE branch='data'").fetchall())
     assert moved == 2000  # the two batches before the damaged one committed; the third did not
     assert states[1] == "decrypt-only"
     assert retired_but_used(home) == []

@@ -24,8 +24,9 @@ def h(tmp_path: Path) -> KeyHierarchy:
     with store.tx() as c:
         c.execute("INSERT INTO root_versions VALUES(1,'active','abcdef',NULL,NULL,?,?)", (now, now))
         for branch in ("data", "backup"):
-            c.execute("INSERT INTO kek_versions VALUES(?,1,'decrypt-only','aaaaaa',1,X'01',?,?,NULL)",
-                      (branch, now, now))
+            c.execute(
+                "INSERT INTO kek_versions VALUES(?,1,'decrypt-only','aaaaaa',1,X'01',?,?,NULL)",
+                (branch, now, now))
             c.execute("INSERT INTO kek_versions VALUES(?,2,'active','bbbbbb',1,X'02',?,?,NULL)",
                       (branch, now, now))
         c.execute("INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, created, "
@@ -79,7 +80,8 @@ def test_destroy_only_after_delay_and_erases_the_sealed_key(h: KeyHierarchy) -> 
     assert advance_retirement(h, cfg(), now=T0 + timedelta(days=6, hours=23)) == []
     assert advance_retirement(h, cfg(), now=T0 + timedelta(days=7)) == ["backup/v1: destroyed"]
     assert state(h, "backup", 1) is KeyState.DESTROYED
-    (wrapped,) = h.store.query("SELECT wrapped FROM kek_versions WHERE branch='backup' AND version=1")[0]
+    (wrapped,) = h.store.query(
+        "SELECT wrapped FROM kek_versions WHERE branch='backup' AND version=1")[0]
     assert bytes(wrapped) == b""
     with pytest.raises(PolicyError):
         h.set_kek_state("backup", 1, KeyState.DECRYPT_ONLY)

@@ -20,7 +20,8 @@ def test_verify_golden_exit_0() -> None:
 
 def test_verify_archive_with_hex_trust_json() -> None:
     r = run_cli("transcript", "verify", str(FX / "golden" / "rotate-root.tar"),
-                "--trust", str(FX / "trust" / "dave.hex"), "--trust", str(FX / "trust" / "erin.json"),
+                "--trust", str(FX / "trust" / "dave.hex"),
+                "--trust", str(FX / "trust" / "erin.json"),
                 "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

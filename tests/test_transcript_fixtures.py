@@ -23,7 +23,7 @@ from custody.errors import PolicyError
 
 FX = Path(__file__).parent / "fixtures" / "transcripts"
 sys.path.insert(0, str(FX.parent))
-import make_transcripts
+import make_transcripts  # noqa: E402 - the generator script lives in tests/fixtures
 
 TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 GOLDEN = ["rotate-root", "drill-exception", "rotate-root.tar"]

@@ -12,10 +12,16 @@ import argparse
 import json
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ceremonies.cli.common import add_home, add_json, add_pin, emit_json, home_of, user_pin
 from custody.errors import AuditError, UsageError
+
+if TYPE_CHECKING:
+    from custody.audit.log import AuditLog
+    from custody.audit.signers import Signer, TrustKey
+    from custody.config import Home
+    from custody.hsm.pkcs11_adapter import Pkcs11Hsm
 
 HSM_AUDIT_LABEL = "audit"
 
@@ -46,7 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = a.add_parser("checkpoint", help="sign a checkpoint over every entry so far")
     add_home(k)
     add_pin(k)
-    k.add_argument("--key-file", metavar="PEM", help="sign with this Ed25519 key instead of the HSM")
+    k.add_argument("--key-file", metavar="PEM",
+                   help="sign with this Ed25519 key instead of the HSM")
     k.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key-file")
     k.add_argument("--trust-out", metavar="FILE", help="also write the signer's public key here")
     add_json(k)
@@ -59,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.set_defaults(func=cmd_tail)
 
 
-def _log(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _log(args: argparse.Namespace) -> AuditLog:
     from custody.audit.log import AUDIT_DB, AuditLog
 
     home = home_of(args)
@@ -69,7 +76,7 @@ def _log(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return AuditLog.for_home(home)
 
 
-def _trust(paths: list[str]) -> list[Any]:
+def _trust(paths: list[str]) -> list[TrustKey]:
     from custody.audit.signers import parse_trust_key
 
     out = []
@@ -87,7 +94,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rep.to_json())
     else:
-        print(("VALID" if rep.ok else "INVALID") + f": {rep.entries} entries, {rep.checkpoints} checkpoints")
+        print(("VALID" if rep.ok else "INVALID")
+              + f": {rep.entries} entries, {rep.checkpoints} checkpoints")
         for x in rep.problems:
             print(f"  FAIL {x}")
         for x in rep.notes:
@@ -104,7 +112,8 @@ def cmd_proof(args: argparse.Namespace) -> int:
             Path(args.out).write_text(text)
         except OSError as exc:
             raise UsageError(f"Cannot write {args.out}", "Check the --out path.") from exc
-        print(f"wrote proof of entry {args.entry} (tree size {doc['checkpoint']['tree_size']}) to {args.out}")
+        print(f"wrote proof of entry {args.entry} "
+              f"(tree size {doc['checkpoint']['tree_size']}) to {args.out}")
     else:
         print(text, end="")
     return 0
@@ -116,7 +125,8 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     try:
         doc = json.loads(Path(args.proof).read_text())
     except (OSError, ValueError) as exc:
-        raise AuditError(f"Cannot read proof {args.proof}", "Give a file from 'custody audit proof'.") from exc
+        raise AuditError(f"Cannot read proof {args.proof}",
+                         "Give a file from 'custody audit proof'.") from exc
     summary = check_proof(doc, _trust(args.trust))
     if args.json:
         emit_json({"ok": True, "summary": summary})
@@ -125,7 +135,7 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signer(args: argparse.Namespace, home: Any) -> tuple[Any, Any]:
+def _signer(args: argparse.Namespace, home: Home) -> tuple[Signer, Pkcs11Hsm | None]:
     if args.key_file:
         from custody.audit.signers import Ed25519Signer
         from custody.secretsource import read_secret
@@ -180,5 +190,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
     for e in entries:
         ts = datetime.fromtimestamp(e["time"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         det = " ".join(f"{k}={v}" for k, v in e["details"].items())
-        print(f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} {e['op']} {e['target']} {det}")
+        print(f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} "
+              f"{e['op']} {e['target']} {det}")
     return 0

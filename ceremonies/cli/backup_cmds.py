@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ceremonies.cli import common
 
+if TYPE_CHECKING:
+    from custody.backup import BackupInfo
+    from custody.deployment import Deployment
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bk = sub.add_parser("backup", help="encrypted backup containers (backup KEK branch)")
     bs = bk.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
     p = bs.add_parser("create", help="encrypt SRC into a new backup FILE",
@@ -47,13 +52,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     common.add_json(p)
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> Deployment:
     from custody.deployment import Deployment
 
     return Deployment.open(common.home_of(args), common.user_pin(args))
 
 
-def _info(i) -> dict:  # type: ignore[no-untyped-def]
+def _info(i: BackupInfo) -> dict[str, str | int]:
     return {"path": i.path, "file_id": i.file_id, "kek_version": i.kek_version,
             "chunk_size": i.chunk_size, "chunks": i.chunks, "bytes": i.plaintext_bytes}
 
@@ -63,10 +68,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     from custody import backup
 
     size = os.path.getsize(args.src) if os.path.exists(args.src) else 0
-    with _open(args) as dep:
-        with progress_bar("encrypting", max(size, 1), enabled=not args.json) as adv:
-            info = backup.create(dep.hierarchy, Path(args.src), Path(args.out),
-                                 chunk_size=args.chunk_size, progress=adv)
+    with _open(args) as dep, progress_bar("encrypting", max(size, 1),
+                                          enabled=not args.json) as adv:
+        info = backup.create(dep.hierarchy, Path(args.src), Path(args.out),
+                             chunk_size=args.chunk_size, progress=adv)
     if args.json:
         common.emit_json({"ok": True, **_info(info)})
     else:
@@ -85,7 +90,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         common.emit_json({"ok": True, **_info(info), "out": args.out})
     else:
-        print(f"restored {info.plaintext_bytes} bytes to {args.out} (all {info.chunks} chunks verified)")
+        print(f"restored {info.plaintext_bytes} bytes to {args.out} "
+              f"(all {info.chunks} chunks verified)")
     return 0
 
 
@@ -124,6 +130,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, "files": out})
     else:
         for o in out:
-            extra = f", resumed at chunk {o['resumed_from_chunk']}" if o.get("resumed_from_chunk") else ""
+            resumed = o.get("resumed_from_chunk")
+            extra = f", resumed at chunk {o['resumed_from_chunk']}" if resumed else ""
             print(f"{o['path']}: {o['mode']} done, now under backup/v{o['kek_version']}{extra}")
     return 0

@@ -9,7 +9,7 @@ from ceremonies.cli import common
 from custody.errors import CustodyError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "init",
         help="create a deployment (config, SQLite store, SoftHSMv2 token)",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ceremonies.cli import common
 
+if TYPE_CHECKING:
+    from custody.deployment import Deployment
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kek = sub.add_parser("kek", help="key-encryption keys (data, backup, secrets branches)")
     ks = kek.add_subparsers(dest="kek_command", metavar="ACTION", required=True)
     p = ks.add_parser(
@@ -56,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dek_verify)
 
 
-def _open(args: argparse.Namespace, *, pin: bool = True):
+def _open(args: argparse.Namespace, *, pin: bool = True) -> Deployment:
     from custody.deployment import Deployment
 
     return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)

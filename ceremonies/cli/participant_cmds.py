@@ -8,7 +8,7 @@ from pathlib import Path
 from ceremonies.cli import common
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p0 = sub.add_parser("participant", help="participant signing keys and the roster")
     ps = p0.add_subparsers(dest="participant_command", metavar="ACTION", required=True)
     p = ps.add_parser("new", help="create a participant's Ed25519 signing key",

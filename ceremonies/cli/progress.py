@@ -21,13 +21,14 @@ def progress_bar(
         MofNCompleteColumn,
         Progress,
         ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
     )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+        def render(self, task: Task) -> Text:
             return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
     with Progress(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.cli import common
 
+if TYPE_CHECKING:
+    from custody.deployment import Deployment
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rot = sub.add_parser("rotate", help="rotation policy: which keys are due")
     rs = rot.add_subparsers(dest="rotate_command", metavar="ACTION", required=True)
     p = rs.add_parser("due", help="list keys that are due, overdue and upcoming, with days left",
@@ -70,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_cancel_destroy)
 
 
-def _open(args: argparse.Namespace, *, pin: bool):
+def _open(args: argparse.Namespace, *, pin: bool) -> Deployment:
     from custody.deployment import Deployment
 
     return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)

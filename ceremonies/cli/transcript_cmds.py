@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ceremonies.cli.common import add_json, emit_json
 from custody.errors import IntegrityError, UsageError
+
+if TYPE_CHECKING:
+    from custody.audit.signers import TrustKey
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=cmd_show)
 
 
-def _trust(paths: list[str]):  # type: ignore[no-untyped-def]
+def _trust(paths: list[str]) -> list[TrustKey]:
     from custody.audit.signers import parse_trust_key
 
     keys = []

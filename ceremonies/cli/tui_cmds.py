@@ -14,7 +14,7 @@ from pathlib import Path
 from ceremonies.cli import common
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tui",
         help="open the terminal app (dashboard, key inventory, auditor view)",

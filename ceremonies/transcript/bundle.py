@@ -18,7 +18,9 @@ from pathlib import Path
 
 from custody.errors import TranscriptError
 
-POLICY, EVENTS, CHECKPOINTS, ARTIFACTS = "policy.json", "events.jsonl", "checkpoints.jsonl", "artifacts"
+POLICY, EVENTS, CHECKPOINTS, ARTIFACTS = (
+    "policy.json", "events.jsonl", "checkpoints.jsonl", "artifacts"
+)
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -98,11 +100,15 @@ def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
                 if not m.isfile():
                     problems.append(f"archive member {m.name} is not a regular file")
                     continue
-                data = tf.extractfile(m).read()  # type: ignore[union-attr]
+                fh = tf.extractfile(m)
+                if fh is None:  # tarfile gives None only for non-regular members
+                    problems.append(f"archive member {m.name} is not a regular file")
+                    continue
+                content = fh.read()
                 if m.name in (POLICY, EVENTS, CHECKPOINTS):
-                    files[m.name] = data
+                    files[m.name] = content
                 elif m.name.startswith(ARTIFACTS + "/") and ARTIFACT_NAME.match(m.name[10:]):
-                    arts.append((m.name[10:], data))
+                    arts.append((m.name[10:], content))
                 else:
                     problems.append(f"unexpected archive member {m.name}")
     except (tarfile.TarError, OSError, EOFError) as exc:

@@ -100,7 +100,9 @@ def parse(data: BundleData) -> Parsed:
     return out
 
 
-def check_policy_signatures(signed: SignedPolicy, trust: Sequence[TrustKey], minimum: int) -> Result:
+def check_policy_signatures(
+    signed: SignedPolicy, trust: Sequence[TrustKey], minimum: int
+) -> Result:
     if not trust:
         return ["no trust keys were pinned (--trust)"], []
     data = SignedPolicy.signing_input(signed.policy)
@@ -151,7 +153,8 @@ def check_binding(signed: SignedPolicy, p: Parsed) -> Result:
 def check_chain(signed: SignedPolicy, p: Parsed) -> Result:
     problems = []
     head, last_t = signed.policy.genesis(), None
-    for i, (ln, ev) in enumerate(zip(p.lines, p.events)):
+    # parse() appends one event (or None) per line, so the lengths always agree.
+    for i, (ln, ev) in enumerate(zip(p.lines, p.events, strict=True)):
         if ev is None:
             problems.append(f"line {i + 1} is unreadable")
         else:
@@ -222,17 +225,21 @@ def check_completeness(rules: Rules, p: Parsed) -> Result:
 def check_artifacts(data: BundleData, p: Parsed) -> Result:
     files, problems, seen = data.artifact_map(), [], {}
     for ev in p.events:
-        refs = ev.body.get("artifacts", []) if ev is not None else []
+        if ev is None:  # an unparsable line: reported by the event checks, binds nothing
+            continue
+        refs = ev.body.get("artifacts", [])
         if not isinstance(refs, list):
-            problems.append(f"event {ev.seq if ev else '?'}: artifacts is not a list")
+            problems.append(f"event {ev.seq}: artifacts is not a list")
             continue
         for r in refs:
             name = r.get("name") if isinstance(r, dict) else None
             digest = r.get("sha256") if isinstance(r, dict) else None
             if not isinstance(name, str) or name not in files:
-                problems.append(f"event {ev.seq}: artifact {name!r} is missing")  # type: ignore[union-attr]
+                problems.append(f"event {ev.seq}: artifact {name!r} is missing")
             elif hashlib.sha256(files[name]).hexdigest() != digest:
-                problems.append(f"artifact {name} does not match the digest in event {ev.seq}")  # type: ignore[union-attr]
+                problems.append(
+                    f"artifact {name} does not match the digest in event {ev.seq}"
+                )
             seen[name] = digest
     for name in files:
         if name not in seen:

@@ -167,7 +167,8 @@ class RosterEntry:
                     alg=_str(d["alg"], "alg"), public=unhex(d["public"], "public key", 32),
                     valid_from=_int(d["valid_from"], "valid_from"),
                     valid_until=_int(d["valid_until"], "valid_until"),
-                    revoked_at=None if d["revoked_at"] is None else _int(d["revoked_at"], "revoked_at"))
+                    revoked_at=(None if d["revoked_at"] is None
+                                else _int(d["revoked_at"], "revoked_at")))
         except ValueError as exc:
             raise FormatError(str(exc)) from exc
         if d["fingerprint"] != e.fingerprint:

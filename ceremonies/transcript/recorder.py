@@ -108,7 +108,8 @@ class Recorder:
                 _write_new(d / CHECKPOINTS, b"")
         except OSError as exc:
             raise TranscriptError(f"Cannot create the transcript at {dirs[0]}; the ceremony "
-                                  "was not started", f"Check permissions and free space ({exc.strerror}).") from exc
+                                  "was not started",
+                                  f"Check permissions and free space ({exc.strerror}).") from exc
         rec.record("open", KIND_OPEN, signer, open_body(signed.policy), now=now)
         return rec
 
@@ -143,7 +144,8 @@ class Recorder:
                 rec.checkpoints.append(Checkpoint.from_json(json.loads(line)))
         except (ValueError, FormatError, OSError) as exc:
             raise TranscriptError(f"The transcript at {p} cannot be resumed: {exc}",
-                                  "Verify it with 'custody transcript verify'; abort if damaged.") from exc
+                                  "Verify it with 'custody transcript verify'; "
+                                  "abort if damaged.") from exc
         last = rec.checkpoints[-1] if rec.checkpoints else None
         if rec.closed and last is not None and last.final and last.tree_size == rec.size:
             raise TranscriptError("The ceremony transcript is already closed",
@@ -181,7 +183,8 @@ class Recorder:
                 _write_new(m / ARTIFACTS / a.name, a.read_bytes())
         except OSError as exc:
             raise TranscriptError(f"Cannot re-sync the mirror {m}",
-                                  f"Fix the mirror location ({exc.strerror}) and resume again.") from exc
+                                  f"Fix the mirror location ({exc.strerror}) "
+                                  "and resume again.") from exc
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -310,7 +313,9 @@ class Recorder:
                            {"reason": reason, "resume_at": resume_at},
                            cosigners=cosigners, now=now)
 
-    def checkpoint(self, signers: Sequence[Any] | None = None, *, now: int | None = None) -> Checkpoint:
+    def checkpoint(
+        self, signers: Sequence[Any] | None = None, *, now: int | None = None
+    ) -> Checkpoint:
         """Write a signed checkpoint now (default signer: the recorder's).
 
         Raises:

@@ -47,7 +47,8 @@ def _summary(kind: str, body: dict[str, Any]) -> str:
     parts = []
     for k, v in body.items():
         if k == "artifacts" and isinstance(v, list):
-            parts.append("artifacts " + ", ".join(str(a.get("name")) for a in v if isinstance(a, dict)))
+            names = ", ".join(str(a.get("name")) for a in v if isinstance(a, dict))
+            parts.append("artifacts " + names)
         else:
             parts.append(f"{k}={v}")
     s = "; ".join(parts)
@@ -88,7 +89,8 @@ def timeline(data: BundleData) -> tuple[dict[str, Any], list[Row]]:
 
 def render_text(data: BundleData, report: Report | None = None) -> str:
     head, rows = timeline(data)
-    out = [f"ceremony {head.get('ceremony', '?')}  {head.get('kind', '')}: {head.get('purpose', '')}"]
+    out = [f"ceremony {head.get('ceremony', '?')}  "
+           f"{head.get('kind', '')}: {head.get('purpose', '')}"]
     if head:
         out.append(f"created {head['created']}; script: {' > '.join(head['script'])}")
         out.append("roster: " + "; ".join(head["roster"]))
@@ -112,6 +114,10 @@ tr.exception{background:#fff3cd}tr.action{background:#e7f1ff}tr.checkpoint{color
 tr.broken{background:#f8d7da}.ok{color:#0a0}.fail{color:#b00}code{font-size:12px}"""
 
 
+def _head_value(v: Any) -> str:
+    return v if isinstance(v, str) else ", ".join(v) if isinstance(v, list) else str(v)
+
+
 def render_html(data: BundleData, report: Report | None = None) -> str:
     """A self-contained HTML page (all values escaped)."""
     e = html.escape
@@ -122,8 +128,7 @@ def render_html(data: BundleData, report: Report | None = None) -> str:
              f"<h1>Ceremony transcript: {e(str(head.get('kind', '?')))}</h1>"]
     if head:
         parts.append("<dl>" + "".join(
-            f"<dt>{e(k)}</dt><dd>{e(v if isinstance(v, str) else ', '.join(v) if isinstance(v, list) else str(v))}</dd>"
-            for k, v in head.items()) + "</dl>")
+            f"<dt>{e(k)}</dt><dd>{e(_head_value(v))}</dd>" for k, v in head.items()) + "</dl>")
     if report is not None:
         parts.append("<h2>Verification</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>")
         for c in report.results:
@@ -137,6 +142,7 @@ def render_html(data: BundleData, report: Report | None = None) -> str:
     for r in rows:
         cells = ["" if r.seq is None else str(r.seq), r.time, r.step, r.kind, r.actor, r.signers,
                  r.summary]
-        parts.append(f"<tr class=\"{e(r.tag)}\">" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        tds = "".join(f"<td>{e(c)}</td>" for c in cells)
+        parts.append(f"<tr class=\"{e(r.tag)}\">" + tds + "</tr>")
     parts.append("</table></body></html>\n")
     return "\n".join(parts)

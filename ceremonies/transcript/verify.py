@@ -87,7 +87,8 @@ class Report:
                 out += [f"          {n}" for n in r.notes]
             if not r.ok and len(r.problems) > 5:
                 out.append(f"          (+{len(r.problems) - 5} more problems)")
-        out.append("verdict: " + ("VALID" if self.ok else "INVALID (" + ", ".join(self.failed) + ")"))
+        out.append("verdict: "
+                   + ("VALID" if self.ok else "INVALID (" + ", ".join(self.failed) + ")"))
         return "\n".join(out)
 
 
@@ -135,7 +136,8 @@ def verify_bundle(bundle: BundleData | str | os.PathLike[str], trust_keys: Seque
             found[cid][0].append(msg)
     for cid, msg in rules.info:
         found[cid][1].append(msg)
-    found["signatures"][1].append(f"{sum(len(e.signatures) for e in p.events if e)} event signatures")
+    n_sigs = sum(len(e.signatures) for e in p.events if e)
+    found["signatures"][1].append(f"{n_sigs} event signatures")
     return _report(signed.policy.ceremony_id, p, found)
 
 

@@ -45,7 +45,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, line BLOB NOT NULL, chain BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(tree_size INTEGER PRIMARY KEY, line BLOB NOT NULL);
-"""
+"""  # noqa: E501 - kept verbatim: SQLite stores this text in sqlite_master
 
 
 def _b(v: Any) -> bytes:
@@ -55,7 +55,8 @@ def _b(v: Any) -> bytes:
 
 def _refused(what: str, exc: BaseException) -> AuditError:
     return AuditError(f"The audit log could not be written; {what} was refused",
-                      f"Fix the audit database (disk space, permissions, locks) and retry ({type(exc).__name__}).")
+                      "Fix the audit database (disk space, permissions, locks) and retry "
+                      f"({type(exc).__name__}).")
 
 
 class AuditLog:
@@ -88,7 +89,8 @@ class AuditLog:
                     "SELECT 1 FROM meta WHERE k='log_id'").fetchone() is None:
                 self._db.executescript(_SCHEMA)  # idempotent
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (rng(16).hex(),))
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)",
+                                 (rng(16).hex(),))
                 self._db.execute("COMMIT")
             self.log_id = str(self._db.execute("SELECT v FROM meta WHERE k='log_id'").fetchone()[0])
         except sqlite3.Error as exc:
@@ -142,7 +144,8 @@ class AuditLog:
             try:
                 row = self._db.execute(
                     "SELECT seq, chain FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = (0, genesis(self.log_id)) if row is None else (row[0] + 1, bytes(row[1]))
+                seq, prev = ((0, genesis(self.log_id)) if row is None
+                             else (row[0] + 1, bytes(row[1])))
                 entry = {"log": self.log_id, "seq": seq, "prev": prev.hex(), "time": t,
                          "actor": actor, "op": op, "target": target, "outcome": outcome,
                          "details": det}
@@ -169,7 +172,8 @@ class AuditLog:
         Raises:
             AuditError: the intent entry could not be committed (operation refused).
         """
-        first = self.append(op, target, actor, outcome="intent", details=details, sensitive=sensitive)
+        first = self.append(op, target, actor, outcome="intent", details=details,
+                            sensitive=sensitive)
         ref = {"intent_seq": first["seq"]}
         try:
             yield first
@@ -191,7 +195,8 @@ class AuditLog:
         return [_b(r[0]) for r in self._db.execute(q, (start, end if end is not None else 1 << 62))]
 
     def checkpoint_lines(self) -> list[bytes]:
-        return [_b(r[0]) for r in self._db.execute("SELECT line FROM checkpoints ORDER BY tree_size")]
+        rows = self._db.execute("SELECT line FROM checkpoints ORDER BY tree_size")
+        return [_b(r[0]) for r in rows]
 
     def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
         """Verify the whole log from one consistent read snapshot."""
@@ -236,7 +241,8 @@ class AuditLog:
         import json
 
         cps = [json.loads(c) for c in self.checkpoint_lines()]
-        cps = [c for c in cps if c["tree_size"] > index and (tree_size is None or c["tree_size"] == tree_size)]
+        cps = [c for c in cps if c["tree_size"] > index
+               and (tree_size is None or c["tree_size"] == tree_size)]
         if index < 0 or index >= self.size():
             raise AuditError(f"No audit entry {index}", f"The log has {self.size()} entries.")
         if not cps:

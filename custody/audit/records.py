@@ -40,7 +40,8 @@ def chain_hash(line: bytes) -> bytes:
 
 
 def checkpoint_signing_input(payload: Mapping[str, Any]) -> bytes:
-    return domain_hash(TAG_CHECKPOINT, bytes.fromhex(str(payload["log"])), canonical_bytes(dict(payload)))
+    return domain_hash(TAG_CHECKPOINT, bytes.fromhex(str(payload["log"])),
+                       canonical_bytes(dict(payload)))
 
 
 def sign_checkpoint(payload: Mapping[str, Any], signer: Any) -> dict[str, Any]:
@@ -137,7 +138,8 @@ def verify_log(log_id: str, lines: Sequence[bytes], cps: Sequence[bytes],
         if root != tree.root(size):
             problems.append(f"checkpoint at size {size}: root does not match the entries")
         try:
-            verify_consistency(prev_size, size, prev_root, root, tree.consistency_proof(prev_size, size))
+            verify_consistency(prev_size, size, prev_root, root,
+                               tree.consistency_proof(prev_size, size))
         except IntegrityError:
             problems.append(f"checkpoint at size {size} is not consistent with size {prev_size}")
         if not checkpoint_signers(cp, trust):
@@ -170,7 +172,8 @@ def check_proof(doc: Mapping[str, Any], trust: Sequence[TrustKey]) -> str:
         line = canonical_bytes(entry)
         same_log = entry["log"] == cp["log"] and entry["seq"] == index
     except (KeyError, ValueError, TypeError) as exc:
-        raise AuditError("The audit proof is malformed", f"Re-export it with 'custody audit proof' ({exc}).") from exc
+        raise AuditError("The audit proof is malformed",
+                         f"Re-export it with 'custody audit proof' ({exc}).") from exc
     signers = checkpoint_signers(cp, trust)
     if not signers:
         raise AuditError("The proof's checkpoint is not signed by a pinned key",
@@ -184,4 +187,5 @@ def check_proof(doc: Mapping[str, Any], trust: Sequence[TrustKey]) -> str:
         raise AuditError("The entry is not included in the signed checkpoint",
                          "The entry or the proof was altered.") from exc
     return (f"entry {index} ({entry['op']} {entry['target']} by {entry['actor']}: "
-            f"{entry['outcome']}) is in the log at tree size {size}, signed by {', '.join(signers)}")
+            f"{entry['outcome']}) is in the log at tree size {size}, "
+            f"signed by {', '.join(signers)}")

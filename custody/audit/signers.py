@@ -67,15 +67,23 @@ class Ed25519Signer:
         return self.key.sign(data)
 
 
+class SigningHsm(Protocol):
+    """The part of the :class:`custody.hsm.Hsm` port an :class:`HsmSigner` uses."""
+
+    def ensure_signing_key(self, label: str) -> tuple[str, bytes]: ...
+
+    def sign(self, label: str, data: bytes) -> bytes: ...
+
+
 class HsmSigner:
     """A signing key held in the HSM under *label* (e.g. the audit key).
 
     Raises (from the constructor and :meth:`sign`): HsmError subclasses from the port.
     """
 
-    def __init__(self, name: str, hsm: object, label: str) -> None:
+    def __init__(self, name: str, hsm: SigningHsm, label: str) -> None:
         self._name, self._hsm, self._label = name, hsm, label
-        alg, pub = hsm.ensure_signing_key(label)  # type: ignore[attr-defined]
+        alg, pub = hsm.ensure_signing_key(label)
         self._alg, self._public = str(alg), bytes(pub)
 
     @property
@@ -91,7 +99,7 @@ class HsmSigner:
         return self._public
 
     def sign(self, data: bytes) -> bytes:
-        return bytes(self._hsm.sign(self._label, data))  # type: ignore[attr-defined]
+        return bytes(self._hsm.sign(self._label, data))
 
     def __repr__(self) -> str:
         return f"HsmSigner(name={self._name!r}, label={self._label!r})"

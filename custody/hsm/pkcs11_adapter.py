@@ -411,7 +411,9 @@ class Pkcs11Hsm(KeyPairMixin):
                                     mechanism=KWP, store=True, template=template)
             return self._ref(key, label, version)
 
-    def encrypt(self, label: str, version: int, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+    def encrypt(
+        self, label: str, version: int, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
         """AES-256-GCM under a token key with a fresh 12-byte nonce from the token's RNG.
 
         Returns:
@@ -428,7 +430,9 @@ class Pkcs11Hsm(KeyPairMixin):
                              mechanism_param=GCMParams(nonce, aad))
             return nonce, bytes(ct)
 
-    def decrypt(self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    def decrypt(
+        self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes
+    ) -> bytes:
         """AES-256-GCM decryption under a token key.
 
         Raises:

@@ -78,6 +78,23 @@ def translate_exception(
     """
     if not isinstance(exc, px.PKCS11Error):
         return None
+    return translate_pkcs11(exc, action, opening=opening, integrity=integrity)
+
+
+def translate_pkcs11(
+    exc: px.PKCS11Error, action: str, *, opening: bool = False, integrity: bool = False
+) -> CustodyError:
+    """Map one ``pkcs11`` exception to a custody error (see :func:`translate_exception`).
+
+    Args:
+        exc: the exception raised by python-pkcs11.
+        action: what custody was doing, for the title.
+        opening: the token is being located or logged into (not yet in use).
+        integrity: the operation authenticates its input (GCM decrypt, unwrap, verify).
+
+    Returns:
+        The custody error to raise ``from exc``.
+    """
     name = type(exc).__name__
     if isinstance(exc, px.PinLocked):
         return PinLocked(
@@ -155,6 +172,4 @@ def translate(action: str, *, opening: bool = False, integrity: bool = False) ->
     try:
         yield
     except px.PKCS11Error as exc:
-        err = translate_exception(exc, action, opening=opening, integrity=integrity)
-        assert err is not None
-        raise err from exc
+        raise translate_pkcs11(exc, action, opening=opening, integrity=integrity) from exc

@@ -34,7 +34,7 @@ from pkcs11 import TokenFlag
 from pkcs11 import exceptions as px
 
 from custody.errors import HsmError, TokenNotPresent
-from custody.hsm.pkcs11_errors import translate, translate_exception
+from custody.hsm.pkcs11_errors import translate, translate_pkcs11
 
 
 @dataclass(eq=False)
@@ -69,9 +69,7 @@ class LoadedModule:
             shared = self.logins.get(slot)
             if shared is not None and not shared.dead:
                 if not hmac.compare_digest(shared.verifier, verifier):
-                    err = translate_exception(px.PinIncorrect(), "log in")
-                    assert err is not None
-                    raise err
+                    raise translate_pkcs11(px.PinIncorrect(), "log in")
                 shared.users += 1
                 return shared
             with translate(f"log in to token {token.label!r}", opening=True):

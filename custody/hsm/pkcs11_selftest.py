@@ -41,7 +41,8 @@ class _Scratch:
         template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: key_type,
                     Attribute.VALUE: raw, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
                     Attribute.EXTRACTABLE: True, Attribute.ENCRYPT: key_type == KeyType.AES,
-                    Attribute.DECRYPT: key_type == KeyType.AES, Attribute.WRAP: flags.get("wrap", False),
+                    Attribute.DECRYPT: key_type == KeyType.AES,
+                    Attribute.WRAP: flags.get("wrap", False),
                     Attribute.UNWRAP: flags.get("wrap", False)}
         return self.keep(self.s.create_object(template))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import qrcode
@@ -22,6 +23,11 @@ import qrcode.image.svg
 from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_Q
 
 from custody.shares.envelope import SignedEnvelope
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+    from qrcode.image.pil import PilImage
+    from qrcode.image.pure import PyPNGImage
 
 W, H = 2100, 1275  # 7 x 4.25 in at 300 dpi
 LARGE_WORDS = 3
@@ -48,7 +54,7 @@ class Card:
                 f"Envelope fingerprint: {self.envelope.short_fingerprint()}"]
 
 
-def make_qr(data: bytes, *, level: str = "Q") -> qrcode.QRCode:
+def make_qr(data: bytes, *, level: str = "Q") -> qrcode.QRCode[PilImage | PyPNGImage]:
     """A QR code of *data* (byte mode) at error-correction level Q or H.
 
     Raises:
@@ -68,10 +74,10 @@ def qr_terminal(data: bytes, *, level: str = "Q") -> str:
     dark modules as spaces on a light background so it scans on dark terminals too."""
     m = make_qr(data, level=level).get_matrix()
     if len(m) % 2:
-        m = m + [[False] * len(m[0])]
+        m = [*m, [False] * len(m[0])]
     glyph = {(False, False): "\u2588", (True, False): "\u2584", (False, True): "\u2580",
              (True, True): " "}
-    return "\n".join("".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1]))
+    return "\n".join("".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
                      for r in range(0, len(m), 2))
 
 
@@ -95,8 +101,10 @@ def render_pdf(card: Card) -> bytes:
     return buf.getvalue()
 
 
-def _image(card: Card):  # -> PIL.Image.Image
+def _image(card: Card) -> PILImage.Image:
     from PIL import Image, ImageDraw, ImageFont
+    from qrcode.image.pil import PilImage
+
 
     img = Image.new("L", (W, H), 255)
     d = ImageDraw.Draw(img)
@@ -104,8 +112,9 @@ def _image(card: Card):  # -> PIL.Image.Image
     q = make_qr(card.envelope_bytes)
     n = len(q.get_matrix())
     side = 700 // n * n  # whole pixels per module, so every module prints the same size
-    qr = q.make_image(fill_color="black", back_color="white").get_image().convert("L")
-    img.paste(qr.resize((side, side), Image.NEAREST), (W - 760, 60))
+    # PilImage is what qrcode picks by default when Pillow is installed (a dependency).
+    qr = q.make_image(PilImage, fill_color="black", back_color="white").get_image().convert("L")
+    img.paste(qr.resize((side, side), Image.Resampling.NEAREST), (W - 760, 60))
     y = 60
     for line in card.lines():
         d.text((60, y), line[:56], font=f[40], fill=0)

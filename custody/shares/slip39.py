@@ -415,8 +415,8 @@ def _split_raw(t: int, n: int, secret: bytes, rng: Rng) -> list[RawShare]:
         return [RawShare(i, secret) for i in range(n)]
     pts = [RawShare(i, rng(len(secret))) for i in range(t - 2)]
     rnd = rng(len(secret) - DIGEST_LENGTH_BYTES)
-    base = pts + [RawShare(DIGEST_INDEX, _create_digest(rnd, secret) + rnd),
-                  RawShare(SECRET_INDEX, secret)]
+    base = [*pts, RawShare(DIGEST_INDEX, _create_digest(rnd, secret) + rnd),
+            RawShare(SECRET_INDEX, secret)]
     return pts + [RawShare(i, _interpolate(base, i)) for i in range(t - 2, n)]
 
 
@@ -456,7 +456,8 @@ def split(secret: bytes, *, groups: Sequence[tuple[int, int]], group_threshold: 
     ems = EncryptedMasterSecret.from_master_secret(
         secret, passphrase, identifier, extendable, iteration_exponent)
     out = []
-    for (t, n), gpt in zip(groups, _split_raw(group_threshold, len(groups), ems.ciphertext, rng)):
+    group_shares = _split_raw(group_threshold, len(groups), ems.ciphertext, rng)
+    for (t, n), gpt in zip(groups, group_shares, strict=True):  # one share per group
         out.append(tuple(
             Share(identifier, extendable, iteration_exponent, gpt.x, group_threshold,
                   len(groups), m.x, t, m.data).mnemonic()
