@@ -32,6 +32,7 @@ test: setup
 
 lint: venv
 	$(VENV)/bin/ruff check custody ceremonies tui tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 bench: venv
