@@ -173,7 +173,8 @@ def plan(state: CeremonyState, now: int) -> tuple[Effect, ...]:
     return (RunStep(step),)
 
 
-def transition(state: CeremonyState, event: Event, now: int) -> tuple[CeremonyState, tuple[Effect, ...]]:
+def transition(state: CeremonyState, event: Event,
+               now: int) -> tuple[CeremonyState, tuple[Effect, ...]]:
     """Apply one observed *event* and return the new state and the next effects.
 
     Raises:
@@ -196,7 +197,7 @@ def transition(state: CeremonyState, event: Event, now: int) -> tuple[CeremonySt
         if event.step != state.next_step:
             raise CeremonyError(f"Step {event.step} finished out of order", "Resume.")
         facts = {**state.facts, **dict(event.facts)}
-        state = replace(state, done=state.done + (event.step,), in_flight=None, facts=facts,
+        state = replace(state, done=(*state.done, event.step), in_flight=None, facts=facts,
                         status=RUNNING)
         if state.committed:
             state = replace(state, status=COMMITTED)

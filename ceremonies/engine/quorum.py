@@ -26,6 +26,9 @@ class QuorumResult:
     rejected: tuple[tuple[str, str], ...]
     needed: int
     role: str
+    accepted: tuple[Approval, ...] = ()
+    """The approval that counted for each counted approver (the first valid one handed
+    in), in the order of ``counted``: what the action records, once each."""
 
     @property
     def met(self) -> bool:
@@ -38,7 +41,8 @@ class QuorumResult:
         return s
 
 
-def count_approvals(approvals: Iterable[Approval], *, members: Mapping[str, tuple[str, bytes, str | None]],
+def count_approvals(approvals: Iterable[Approval], *,
+                    members: Mapping[str, tuple[str, bytes, str | None]],
                     role: str, needed: int, ceremony_id: str, action: str, action_id: str,
                     digest: str, now: int, window: int,
                     used_nonces: Iterable[str] = ()) -> QuorumResult:
@@ -55,10 +59,13 @@ def count_approvals(approvals: Iterable[Approval], *, members: Mapping[str, tupl
         used_nonces: nonces of approvals already used.
 
     Returns:
-        The :class:`QuorumResult` (never raises for bad approvals; they are listed).
+        The :class:`QuorumResult` (never raises for bad approvals; they are listed). Its
+        ``accepted`` holds one valid approval per counted participant (a later, different
+        approval of someone already counted is neither counted nor recorded).
     """
     used = set(used_nonces)
     counted: list[str] = []
+    accepted: list[Approval] = []
     rejected: list[tuple[str, str]] = []
     for a in approvals:
         m = members.get(a.approver)
@@ -89,10 +96,11 @@ def count_approvals(approvals: Iterable[Approval], *, members: Mapping[str, tupl
             rejected.append((a.approver, why))
             continue
         used.add(a.nonce)
-        if a.approver not in counted:
+        if a.approver not in counted:  # distinct participants: a second approval never counts
             counted.append(a.approver)
+            accepted.append(a)
     return QuorumResult(counted=tuple(counted), rejected=tuple(rejected), needed=needed,
-                        role=role)
+                        role=role, accepted=tuple(accepted))
 
 
 def require_quorum(result: QuorumResult, *, action: str) -> None:

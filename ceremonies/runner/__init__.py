@@ -20,6 +20,24 @@ Drive it step by step (the TUI does)::
     out = r.run(Inputs(shares=[...]))       # verification round ... closes
     r.close_handles()
 
+Public queries for a driver (they record nothing and need no secret):
+
+* :meth:`CeremonyRunner.pending_request` ``-> ApprovalRequest | None``: the approval
+  request of the gated step the ceremony is at (action kind and id, the digest approvers
+  sign, the window, the role and count needed, who is eligible, who is already recorded),
+  also right after :meth:`CeremonyRunner.resume`, before the step runs again.
+  ``ApprovalRequest.to_json()`` is the request file ``custody ceremony approve`` reads.
+* :meth:`CeremonyRunner.check_share` ``(ShareInput) -> ShareCheck``: one share checked
+  (envelope signature, ceremony, epoch, holder, recorded commitment, duplicate custodian)
+  against the share set the waiting step expects: the NEW set in generate/reshare's
+  verification round, the active set in recover, drill and reshare's ``collect-shares``.
+  It is the very check the step runs when the share is handed in, so its verdict is the
+  step's.
+
+Approvals survive a crash: a gated step whose action the transcript already records
+(killed after recording it) goes on with the recorded approvers on resume and records
+nothing again; approvals handed in again are recognised, never counted twice.
+
 Test hook: ``CUSTODY_TEST_KILL_AT=STEP`` (or ``STEP:done``) makes the process SIGKILL
 itself right after recording that step's begin (or after its effect, before its done).
 """
@@ -51,6 +69,7 @@ from ceremonies.engine import (
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
+from ceremonies.runner.views import ApprovalRequest, ShareCheck
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
 from ceremonies.transcript.records import Approval
@@ -352,10 +371,48 @@ class CeremonyRunner:
     def outcome(self, *, awaiting: str | None = None, step: str | None = None) -> Outcome:
         status = {"closed": "closed", "aborted": "aborted"}.get(
             self.state.status, "awaiting-input" if awaiting else self.state.status)
+        if awaiting == "approvals" and self.request is None:  # resumed while waiting
+            req = self.pending_request()
+            self.request = req.to_json() if req is not None else None
         return Outcome(ceremony_id=self.ceremony_id, kind=self.state.kind, status=status,
                        bundle=str(self.bundle), awaiting=awaiting, step=step,
                        facts=dict(self.state.facts), messages=list(self.messages),
                        request=self.request)
+
+    # ------------------------------------------------------------------ queries
+    def pending_request(self) -> ApprovalRequest | None:
+        """The approval request of the gated step this ceremony is at, or None.
+
+        Reads the state and the transcript only (records nothing, needs no HSM), so it is
+        available right after :meth:`resume`, before the step runs again. ``recorded``
+        names the approvers the transcript already holds for this action (an interrupted
+        run); when they meet ``needed`` (``.met``), resuming goes on without approvals.
+
+        Returns:
+            The :class:`ApprovalRequest` (public), or None when the ceremony is finished or
+            not at a step that collects approvals.
+        """
+        from ceremonies.runner import steps
+
+        return steps.pending_request(self)
+
+    def check_share(self, share: ShareInput) -> ShareCheck:
+        """Check one share as the waiting step will when it is handed in, without handing
+        it in: envelope signature, ceremony and epoch, holder and the commitment recorded
+        by the generating ceremony, against the share set the step expects (the NEW set in
+        a generate/reshare verification round; the active set in recover, drill and
+        reshare's ``collect-shares``); a custodian whose share is already held for the step
+        is ``duplicate-custodian``. Records nothing and keeps nothing.
+
+        Returns:
+            :class:`ShareCheck` ``(custodian, ok, reason, detail, group, member, epoch)``.
+
+        Raises:
+            CeremonyError: the ceremony is not at a share step (nothing to check against).
+        """
+        from ceremonies.runner import steps
+
+        return steps.check_share(self, share)
 
     def _finish_row(self, state: str) -> None:
         with self.dep.store.tx() as c:
@@ -449,12 +506,14 @@ def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
 
 __all__ = [
     "KILL_ENV",
+    "ApprovalRequest",
     "CeremonyExpired",
     "CeremonyRunner",
     "CustodyError",
     "Inputs",
     "Outcome",
     "SecretLost",
+    "ShareCheck",
     "ShareInput",
     "open_ceremonies",
     "roster_entries",

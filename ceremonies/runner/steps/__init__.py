@@ -9,6 +9,7 @@ The handlers live in one module per concern, each registering itself with
 :func:`~ceremonies.runner.steps.base.on`:
 
 * :mod:`.base`: the registry, HSM access, ``SecretLost``, the active share set;
+* :mod:`.approvals`: approvals of gated steps, idempotent across interruptions;
 * :mod:`.handin`: shares handed in, checked before combining; ``collect-shares``,
   ``rebuild-rk``;
 * :mod:`.rootkey`: ``hsm-check``, ``generate-root``, ``lock-root``, ``rewrap``;
@@ -18,19 +19,23 @@ The handlers live in one module per concern, each registering itself with
 * :mod:`.drill`, :mod:`.enrol`, :mod:`.rollback`.
 
 This package is what the runner calls (:func:`handler`, :func:`precheck`,
-:func:`rollback`, :data:`WAIT`) and re-exports the queries the CLI and the TUI use
-(:func:`active_share_set`, :func:`quorum_size`, :func:`drill_status`).
+:func:`rollback`, :data:`WAIT`, :func:`pending_request`, :func:`check_share`) and
+re-exports the queries the CLI and the TUI use (:func:`active_share_set`,
+:func:`quorum_size`, :func:`drill_status`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.held import _held
 from ceremonies.runner.steps import drill, enrol, handin, issue, recover, rootkey, rotation
+from ceremonies.runner.steps.approvals import request_for
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, handler, quorum_size
 from ceremonies.runner.steps.drill import drill_status
 from ceremonies.runner.steps.enrol import enrol_action
+from ceremonies.runner.steps.handin import check_share, expected_share_set
 from ceremonies.runner.steps.issue import _issued_complete
 from ceremonies.runner.steps.rollback import rollback
 from ceremonies.runner.steps.rotation import rotate_action
@@ -38,8 +43,28 @@ from custody.errors import ConfigError, CustodyError
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner
+    from ceremonies.runner.views import ApprovalRequest
 
 _MODULES = (drill, enrol, handin, issue, recover, rootkey, rotation)  # each registers handlers
+
+
+APPROVAL_STEPS: dict[tuple[str, str], tuple[str, Callable[[Any], tuple[str, dict[str, Any]]]]] = {
+    ("rotate-root", "approve"): ("rotate-root", rotate_action),
+    ("enrol", "enrol"): ("enrol", enrol_action),
+}
+"""(ceremony kind, step) -> (gated action, its ``(action_id, params)``) of every step that
+collects approvals."""
+
+
+def pending_request(r: CeremonyRunner) -> ApprovalRequest | None:
+    """The approval request of the step the ceremony is at (None when it is not at a
+    gated step). Pure reading: works right after ``resume``, before the step runs again."""
+    step = r.state.next_step
+    if r.state.finished or step is None or (r.state.kind, step) not in APPROVAL_STEPS:
+        return None
+    action, make = APPROVAL_STEPS[(r.state.kind, step)]
+    action_id, params = make(r)
+    return request_for(r, step, action, action_id, params)
 
 
 def precheck(r: CeremonyRunner, step: str) -> None:
@@ -59,13 +84,17 @@ def precheck(r: CeremonyRunner, step: str) -> None:
 
 
 __all__ = [
+    "APPROVAL_STEPS",
     "WAIT",
     "ConfigError",
     "CustodyError",
     "active_share_set",
+    "check_share",
     "drill_status",
     "enrol_action",
+    "expected_share_set",
     "handler",
+    "pending_request",
     "quorum_size",
     "rollback",
     "rotate_action",

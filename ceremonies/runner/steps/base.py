@@ -10,10 +10,9 @@ queries several ceremony kinds share: the active share set and its quorum size.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ceremonies.transcript.records import Approval
 from custody.errors import CeremonyError, KeyNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -91,12 +90,3 @@ def quorum_size(scheme: dict[str, Any]) -> int:
     ts = sorted(t for t, _n in scheme["groups"])
     return sum(ts[: scheme["group_threshold"]])
 
-
-def first_per_approver(approvals: Iterable[Approval], counted: Iterable[str]) -> list[Approval]:
-    """The first approval of each counted approver, in hand-in order (recorded once each)."""
-    want, seen, out = set(counted), set(), []
-    for a in approvals:
-        if a.approver in want and a.approver not in seen:
-            seen.add(a.approver)
-            out.append(a)
-    return out

@@ -2,7 +2,8 @@
 
 Owns ``review`` (names are new, revocations exist) and ``enrol`` (the coordinator's own
 approval plus any handed in; waits when they are not a quorum, then applies the roster
-change in the store).
+change in the store). An ``enrol`` action already recorded before an interruption is not
+recorded again on resume (:mod:`.approvals`); the roster change is applied idempotently.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Identity, Roster
-from ceremonies.runner.steps.base import WAIT, first_per_approver, on
+from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
+from ceremonies.runner.steps.base import WAIT, on
 from ceremonies.transcript.records import Approval
 from custody.errors import UsageError
 
@@ -42,27 +44,30 @@ def enrol_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
 @on("enrol", "enrol")
 def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
     action_id, params = enrol_action(r)
-    digest = r.rec.action_digest("enrol", action_id, params)
-    t = r.rec.policy.thresholds["enrol"]
+    req = request_for(r, "enrol", "enrol", action_id, params)
+    r.request = req.to_json()
+    rec = recorded_for(r, "enrol", action_id, req.action_digest)
     now = r.clock()
-    mine = Approval.create(r.signer, ceremony_id=r.ceremony_id, action="enrol",
-                           action_id=action_id, digest=digest, now=now,
-                           window=r.rec.policy.approval_window)
-    approvals = [mine, *inputs.approvals]
-    members = {e.name: (e.role, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
-    res = count_approvals(approvals, members=members, role=t.role, needed=t.count,
-                          ceremony_id=r.ceremony_id, action="enrol", action_id=action_id,
-                          digest=digest, now=now, window=r.rec.policy.approval_window)
-    r.request = {"type": "custody-approval-request", "ceremony_id": r.ceremony_id,
-                 "action": "enrol", "action_id": action_id, "params": params,
-                 "action_digest": digest, "role": t.role, "needed": t.count,
-                 "window": r.rec.policy.approval_window}
-    if not res.met and not inputs.approvals:
-        return WAIT
-    require_quorum(res, action="enrol")
-    good = first_per_approver(approvals, res.counted)
-    r.rec.record_action("enrol", "enrol", r.signer, action_id=action_id, params=params,
-                        approvals=good, now=now)
+    if rec.seq is not None:  # recorded before an interruption: apply, never record again
+        recognise(r, rec, inputs.approvals)
+        approved_by = list(rec.approvers)
+        now = rec.time if rec.time is not None else now
+    else:
+        mine = Approval.create(r.signer, ceremony_id=r.ceremony_id, action="enrol",
+                               action_id=action_id, digest=req.action_digest, now=now,
+                               window=req.window)
+        approvals = [mine, *inputs.approvals]
+        members = {e.name: (e.role, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
+        res = count_approvals(approvals, members=members, role=req.role, needed=req.needed,
+                              ceremony_id=r.ceremony_id, action="enrol", action_id=action_id,
+                              digest=req.action_digest, now=now, window=req.window,
+                              used_nonces=used_nonces(r))
+        if not res.met and not inputs.approvals:
+            return WAIT
+        require_quorum(res, action="enrol")
+        r.rec.record_action("enrol", "enrol", r.signer, action_id=action_id, params=params,
+                            approvals=res.accepted, now=now)
+        approved_by = list(res.counted)
     roster = Roster(r.dep.store)
     for a in r.params.get("add", []):
         if roster.get(a["name"]) is None:
@@ -73,4 +78,4 @@ def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
         if m is not None and m.revoked_at is None:
             roster.revoke(n, now=now)
     return {"enrolled": [a["name"] for a in r.params.get("add", [])],
-            "revoked": list(r.params.get("revoke", [])), "approved_by": list(res.counted)}
+            "revoked": list(r.params.get("revoke", [])), "approved_by": approved_by}

@@ -6,6 +6,10 @@ against its signed envelope and the commitment recorded by the generating ceremo
 **before** combining, so a bad share is rejected by custodian name (``share.rejected``)
 and the ceremony continues with the others. Short of a quorum, accepted shares are held
 sealed on the HSM (:mod:`ceremonies.runner.held`) until a later invocation.
+
+:func:`check_share` (``CeremonyRunner.check_share``) runs the same per-share check
+(:func:`_check_one`) against the set the waiting step expects (:func:`expected_share_set`)
+without recording anything, for live feedback in the TUI.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ceremonies.participants import Roster
 from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
+from ceremonies.runner.views import ShareCheck
 from custody.errors import CeremonyError, IntegrityError, ShareError
 from custody.hsm import kcv_of_bytes
 from custody.shares import slip39
@@ -25,44 +30,78 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------------------------------ share hand-in
+def _roster_names(r: CeremonyRunner) -> dict[str, str]:
+    return {m.fingerprint: m.name for m in Roster(r.dep.store).members()}
+
+
+def _check_one(si: Any, sset: dict[str, Any], roster: dict[str, str],
+               names: set[str]) -> tuple[str, slip39.ParsedShare, Any]:
+    """Verify one share against its envelope and the share set *sset* (ceremony, epoch,
+    holder and the recorded commitment), before any combining. *names* are the custodians
+    already counted (a second share of one of them is ``duplicate-custodian``).
+
+    Returns:
+        (custodian name, parsed share, envelope).
+
+    Raises:
+        _Rejected: wrapping the ShareError, with the custodian named as far as known.
+    """
+    who = si.source
+    try:
+        env = load_envelope(si.envelope)
+        who = roster.get(env.payload.custodian, who)
+        parsed = slip39.parse_share(si.text, label=who)
+        verify_share(parsed, env, sset["dealer"], expected_ceremony=sset["ceremony_id"],
+                     expected_epoch=sset["epoch"])
+        h = sset["holders"].get((parsed.group_index, parsed.member_index))
+        if h is None or h["fingerprint"] != env.payload.custodian:
+            raise EnvelopeError("The share was not issued to this custodian",
+                                "Use your own share.", reason="wrong-custodian")
+        if h["commitment"] != env.payload.commitment:
+            raise EnvelopeError("The envelope's commitment differs from the generation "
+                                "transcript", "Do not use this share.",
+                                reason="commitment-mismatch")
+        who = h["name"]
+        if who in names:
+            raise EnvelopeError(f"{who} already handed in a share", "One share per "
+                                "custodian is counted.", reason="duplicate-custodian")
+    except ShareError as exc:
+        raise _Rejected(who, exc) from exc
+    return who, parsed, env
+
+
+class _Rejected(Exception):
+    """A share refused by :func:`_check_one`: who handed it in, and the ShareError."""
+
+    def __init__(self, who: str, error: ShareError) -> None:
+        super().__init__(who)
+        self.who, self.error = who, error
+
+    @property
+    def reason(self) -> str:
+        return getattr(self.error, "reason", None) or type(self.error).__name__
+
+
 def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: str, *,
                   names: set[str] | None = None, record: bool = True) -> list[Any]:
-    """Verify each share against its envelope and the recorded commitment, BEFORE
-    combining; record share.accepted / share.rejected naming the custodian.
+    """Verify each share (:func:`_check_one`) BEFORE combining; record share.accepted /
+    share.rejected naming the custodian.
 
     Returns:
         (custodian name, parsed share, ShareInput) of each accepted share.
     """
-    roster = {m.fingerprint: m.name for m in Roster(r.dep.store).members()}
+    roster = _roster_names(r)
     accepted: list[Any] = []
     names = set() if names is None else names
     for si in shares:
-        who = si.source
         try:
-            env = load_envelope(si.envelope)
-            who = roster.get(env.payload.custodian, who)
-            parsed = slip39.parse_share(si.text, label=who)
-            verify_share(parsed, env, sset["dealer"], expected_ceremony=sset["ceremony_id"],
-                         expected_epoch=sset["epoch"])
-            h = sset["holders"].get((parsed.group_index, parsed.member_index))
-            if h is None or h["fingerprint"] != env.payload.custodian:
-                raise EnvelopeError("The share was not issued to this custodian",
-                                    "Use your own share.", reason="wrong-custodian")
-            if h["commitment"] != env.payload.commitment:
-                raise EnvelopeError("The envelope's commitment differs from the generation "
-                                    "transcript", "Do not use this share.",
-                                    reason="commitment-mismatch")
-            who = h["name"]
-            if who in names:
-                raise EnvelopeError(f"{who} already handed in a share", "One share per "
-                                    "custodian is counted.", reason="duplicate-custodian")
-        except ShareError as exc:
+            who, parsed, env = _check_one(si, sset, roster, names)
+        except _Rejected as rej:
             if not record:
-                raise
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            r.record("share.rejected", {"custodian": who, "reason": reason,
-                                        "detail": exc.title}, step=step)
-            r.messages.append(f"share of {who} rejected: {exc.title}")
+                raise rej.error from None
+            r.record("share.rejected", {"custodian": rej.who, "reason": rej.reason,
+                                        "detail": rej.error.title}, step=step)
+            r.messages.append(f"share of {rej.who} rejected: {rej.error.title}")
             continue
         names.add(who)
         accepted.append((who, parsed, si))
@@ -73,6 +112,61 @@ def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: st
                                     "group": parsed.group_index + 1,
                                     "member": parsed.member_index + 1}, step=step)
     return accepted
+
+
+def new_share_set(r: CeremonyRunner) -> dict[str, Any]:
+    """The share set this generate/reshare issued (from its ``split`` facts): what its
+    verification round checks shares against."""
+    f = r.state.facts
+    return {"epoch": f["epoch"], "ceremony_id": r.ceremony_id, "dealer":
+            bytes.fromhex(f["dealer_public"]), "rk_kcv": f["new_rk_kcv"],
+            "scheme": f["scheme"],
+            "holders": {(h["group"] - 1, h["member"] - 1): {"name": h["custodian"], "fingerprint":
+                        h["custodian_fingerprint"], "commitment": h["commitment"]}
+                        for h in f["holders"]}}
+
+
+SHARE_STEPS = ("collect-shares", "verify-shares")
+
+
+def expected_share_set(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
+    """(the share step the ceremony is at, the share set it checks shares against): the NEW
+    set in a verification round (``verify-shares``), else the deployment's active set.
+
+    Raises:
+        CeremonyError: the ceremony is not at a share step, or there is no active set.
+    """
+    step = r.state.next_step
+    if r.state.finished or step not in SHARE_STEPS:
+        raise CeremonyError(f"Ceremony {r.ceremony_id} is not collecting shares (next step: "
+                            f"{step or 'none'})", "Check shares while the ceremony waits for "
+                            "them (collect-shares or verify-shares).")
+    if step == "verify-shares":
+        return step, new_share_set(r)
+    sset = active_share_set(r.dep.store)
+    if sset is None:
+        raise CeremonyError("This deployment has no active share set",
+                            "Run the generate ceremony first.")
+    return step, sset
+
+
+def check_share(r: CeremonyRunner, share: Any) -> ShareCheck:
+    """Check one share exactly as the waiting step will when it is handed in (the same
+    :func:`_check_one`), without recording or keeping anything. Custodians whose shares
+    are already held for the step count as handed in (``duplicate-custodian``).
+
+    Raises:
+        CeremonyError: the ceremony is not at a share step.
+    """
+    step, sset = expected_share_set(r)
+    names = {str(h["custodian"]) for h in _held(r, step)}
+    try:
+        who, parsed, _env = _check_one(share, sset, _roster_names(r), names)
+    except _Rejected as rej:
+        return ShareCheck(custodian=rej.who, ok=False, reason=rej.reason,
+                          detail=rej.error.title, epoch=int(sset["epoch"]))
+    return ShareCheck(custodian=who, ok=True, group=parsed.group_index + 1,
+                      member=parsed.member_index + 1, epoch=int(sset["epoch"]))
 
 
 def _enough(parsed: list[slip39.ParsedShare]) -> bool:

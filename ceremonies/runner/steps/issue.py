@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
-from ceremonies.runner.steps.handin import _collect
+from ceremonies.runner.steps.handin import _collect, new_share_set
 from custody.errors import IntegrityError, ShareError, UsageError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.hsm import kcv_of_bytes
@@ -154,19 +154,9 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     return {"issued_to": files, "out": str(out), "cards": [s[6:] for s in sufs[2:]]}
 
 
-def _new_set(r: CeremonyRunner) -> dict[str, Any]:
-    f = r.state.facts
-    return {"epoch": f["epoch"], "ceremony_id": r.ceremony_id, "dealer":
-            bytes.fromhex(f["dealer_public"]), "rk_kcv": f["new_rk_kcv"],
-            "scheme": f["scheme"],
-            "holders": {(h["group"] - 1, h["member"] - 1): {"name": h["custodian"], "fingerprint":
-                        h["custodian_fingerprint"], "commitment": h["commitment"]}
-                        for h in f["holders"]}}
-
-
 @on("generate reshare", "verify-shares")
 def verify_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
-    sset = _new_set(r)
+    sset = new_share_set(r)
     res = _collect(r, inputs, sset, "verify-shares")
     if res is WAIT:
         return WAIT

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
-from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, first_per_approver, on
+from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
+from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
 from custody.errors import CeremonyError
 from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
@@ -36,22 +37,22 @@ def rotate_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
 @on("rotate-root", "approve")
 def approve(r: CeremonyRunner, inputs: Inputs) -> Any:
     action_id, params = rotate_action(r)
-    digest = r.rec.action_digest("rotate-root", action_id, params)
-    t = r.rec.policy.thresholds["rotate-root"]
-    r.request = {"type": "custody-approval-request", "ceremony_id": r.ceremony_id,
-                 "action": "rotate-root", "action_id": action_id, "params": params,
-                 "action_digest": digest, "role": t.role, "needed": t.count,
-                 "window": r.rec.policy.approval_window}
+    req = request_for(r, "approve", "rotate-root", action_id, params)
+    r.request = req.to_json()
+    rec = recorded_for(r, "rotate-root", action_id, req.action_digest)
+    if rec.seq is not None:  # recorded before an interruption: never record it again
+        recognise(r, rec, inputs.approvals)
+        return {"approved_by": list(rec.approvers)}
     if not inputs.approvals:
         return WAIT
     members = {e.name: (e.role, e.public, e.valid_at(r.clock())) for e in r.rec.policy.roster}
-    res = count_approvals(inputs.approvals, members=members, role=t.role, needed=t.count,
+    res = count_approvals(inputs.approvals, members=members, role=req.role, needed=req.needed,
                           ceremony_id=r.ceremony_id, action="rotate-root", action_id=action_id,
-                          digest=digest, now=r.clock(), window=r.rec.policy.approval_window)
+                          digest=req.action_digest, now=r.clock(), window=req.window,
+                          used_nonces=used_nonces(r))
     require_quorum(res, action="rotate-root")
-    good = first_per_approver(inputs.approvals, res.counted)
     r.rec.record_action("approve", "rotate-root", r.signer, action_id=action_id, params=params,
-                        approvals=good, now=r.clock())
+                        approvals=res.accepted, now=r.clock())
     return {"approved_by": list(res.counted)}
 
 
