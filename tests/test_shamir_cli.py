@@ -202,7 +202,7 @@ def test_remote_hand_in_end_to_end(kit, tmp_path, shares):
                 "--ephemeral-key")
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE((co / "offer.key").stat().st_mode) == 0o600
-    offer = r.stdout.strip()
+    offer, offer_err = r.stdout.strip(), r.stderr
     assert offer.startswith("custody-offer:") and "\u2584" in r.stderr
     r = run_cli("share", "send", str(kit / "share.txt"), "--offer", offer, "--envelope",
                 str(kit / "env.json"), "--trust", str(co / "coordinator.pub.json"), "--json")
@@ -211,9 +211,19 @@ def test_remote_hand_in_end_to_end(kit, tmp_path, shares):
     r = run_cli("share", "receive", "--offer-key", str(co / "offer.key"), sent["blob"], "--json")
     got = json.loads(r.stdout)
     assert (got["share"], got["sas"]) == (shares[0], sent["sas"])
+    # no --session: the offer gets a fresh random session, printed, named by send and receive
+    session = sent["session"]
+    assert len(session) == 32 and session != "gen-1" and f"session {session}" in offer_err
+    assert got["session"] == session
+    r = run_cli("share", "receive", "--offer-key", str(co / "offer.key"), sent["blob"],
+                "--session", "another-ceremony")
+    assert r.returncode == 6 and r.stdout == ""
+    assert "for another ceremony" in r.stderr and shares[0] not in r.stderr
     # replay of the same blob into another ceremony's offer
     co2 = tmp_path / "co2"
-    run_cli("share", "offer", "--ceremony", "gen-2", "--out", str(co2), "--ephemeral-key")
+    r = run_cli("share", "offer", "--ceremony", "gen-2", "--out", str(co2), "--ephemeral-key",
+                "--json")
+    assert json.loads(r.stdout)["session"] not in (session, "gen-2")  # fresh each time
     r = run_cli("share", "receive", "--offer-key", str(co2 / "offer.key"), sent["blob"])
     assert r.returncode == 6 and r.stdout == "" and "ceremony 'gen-1', not 'gen-2'" in r.stderr
     # the custodian refuses an offer for another ceremony than its envelope

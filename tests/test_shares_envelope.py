@@ -157,19 +157,22 @@ COORD = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 CPUB = public_raw(COORD)
 
 
+SESSION = "recover-9"  # the running ceremony that opens the hand-ins
+
+
 def offer(ceremony="cer-7", epoch=2, now=1000):
-    return transport.make_offer(ceremony_id=ceremony, epoch=epoch, coordinator=COORD, now=now,
-                                ttl=600)
+    return transport.make_offer(ceremony_id=ceremony, epoch=epoch, session=SESSION,
+                                coordinator=COORD, now=now, ttl=600)
 
 
 def test_transport_round_trip_with_matching_sas():
     ok = offer()
     env = envelope_for(SHARES[0]).to_bytes()
     blob, sas = transport.seal_to_offer(ok.offer.to_text(), SHARES[0], trusted_coordinator=CPUB,
-                                        now=1100, envelope=env)
+                                        now=1100, expected_session=SESSION, envelope=env)
     assert blob.startswith("custody-blob:") and SHARES[0].split()[4] not in blob
     key = transport.load_offer_key(ok.to_json())
-    got = transport.open_blob(blob, key, now=1200)
+    got = transport.open_blob(blob, key, now=1200, expected_session=SESSION)
     assert (got.share, got.envelope, got.sas) == (SHARES[0], env, sas)
     assert len(sas.split()) == 4 and SHARES[0] not in repr(got) and "private" not in repr(key)
 
@@ -177,42 +180,46 @@ def test_transport_round_trip_with_matching_sas():
 def test_offer_checks_signature_expiry_and_envelope_binding():
     ok = offer()
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=DPUB, now=1100)
+        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=DPUB, now=1100,
+                                expected_session=SESSION)
     assert ei.value.reason == "bad-signature"
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1601)
+        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1601,
+                                expected_session=SESSION)
     assert ei.value.reason == "expired"
     env = envelope_for(SHARES[0], ceremony="cer-other").to_bytes()
     with pytest.raises(transport.TransportError) as ei:
         transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                envelope=env)
+                                expected_session=SESSION, envelope=env)
     assert ei.value.reason == "wrong-ceremony"
     with pytest.raises(transport.TransportError) as ei:
         transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                expected_epoch=3)
+                                expected_session=SESSION, expected_epoch=3)
     assert ei.value.reason == "wrong-epoch"
 
 
 def test_blob_replay_into_another_ceremony_or_epoch_or_offer_is_rejected():
     a = offer()
-    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100)
+    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
+                                expected_session=SESSION)
     for other, reason in ((offer(ceremony="cer-8"), "wrong-ceremony"),
                           (offer(epoch=3), "wrong-epoch"), (offer(), "wrong-offer")):
         with pytest.raises(transport.TransportError) as ei:
-            transport.open_blob(blob, other, now=1100)
+            transport.open_blob(blob, other, now=1100, expected_session=SESSION)
         assert ei.value.reason == reason
     with pytest.raises(transport.TransportError) as ei:
-        transport.open_blob(blob, a, now=1601)
+        transport.open_blob(blob, a, now=1601, expected_session=SESSION)
     assert ei.value.reason == "expired"
 
 
 def test_tampered_blob_is_rejected():
     a = offer()
-    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100)
+    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
+                                expected_session=SESSION)
     body = transport._unarmor(blob, "custody-blob:")
     ct = body["ct"]
     body["ct"] = ("A" if ct[0] != "A" else "B") + ct[1:]
     forged = "custody-blob:" + transport._b64(canonical_bytes(body))
     with pytest.raises(transport.TransportError) as ei:
-        transport.open_blob(forged, a, now=1100)
+        transport.open_blob(forged, a, now=1100, expected_session=SESSION)
     assert ei.value.reason == "tampered"

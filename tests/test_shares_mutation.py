@@ -126,14 +126,15 @@ def test_sealed_share_mutations_are_refused_or_exact():
 def test_transport_mutations_are_refused_or_exact():
     r = random.Random(4)
     coord = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
-    ok = transport.make_offer(ceremony_id="c1", epoch=1, coordinator=coord, now=0, ttl=100)
+    ok = transport.make_offer(ceremony_id="c1", epoch=1, session="s1", coordinator=coord, now=0,
+                              ttl=100)
     text = ok.offer.to_text()
     blob, sas = transport.seal_to_offer(text, SHARES[2], trusted_coordinator=public_raw(coord),
-                                        now=1)
+                                        now=1, expected_session="s1")
     for _ in range(6000):
         try:
             got = transport.open_blob(mutate_bytes(blob.encode(), r).decode("latin-1"), ok,
-                                      now=2)
+                                      now=2, expected_session="s1")
         except ShareError:
             continue
         assert (got.share, got.sas) == (SHARES[2], sas)
@@ -142,9 +143,10 @@ def test_transport_mutations_are_refused_or_exact():
     for _ in range(6000):  # mutate inside the armor, so the crypto checks are exercised
         bad = transport.BLOB_PREFIX + transport._b64(mutate_bytes(inner, r))
         try:
-            got = transport.open_blob(bad, ok, now=2)
+            got = transport.open_blob(bad, ok, now=2, expected_session="s1")
         except ShareError as exc:
-            reached += exc.reason in ("tampered", "wrong-offer", "wrong-ceremony", "wrong-epoch")
+            reached += exc.reason in ("tampered", "wrong-offer", "wrong-ceremony", "wrong-epoch",
+                                      "wrong-session")
             continue
         assert (got.share, got.sas) == (SHARES[2], sas)
     assert reached > 1000
@@ -166,7 +168,7 @@ def test_word_edits_are_diagnosed_at_the_right_place(which, pos, word):
         return
     words[pos] = word
     with pytest.raises(ShareError) as ei:
-        slip39.combine([" ".join(words)] + [s for i, s in enumerate(SHARES) if i != which][:2])
+        slip39.combine([" ".join(words), *[s for i, s in enumerate(SHARES) if i != which][:2]])
     err = ei.value
     assert isinstance(err, slip39.ShareChecksumError) and err.position == pos + 1
     assert err.share == "share 1"

@@ -26,7 +26,7 @@ def offer(session: str = "recover-A", seed: int = 1) -> transport.OfferKey:
 
 def seal(ok: transport.OfferKey) -> str:
     blob, _ = transport.seal_to_offer(ok.offer.to_text(), SHARE, trusted_coordinator=CPUB,
-                                      now=1100)
+                                      now=1100, expected_session=None)
     return blob
 
 
@@ -46,9 +46,21 @@ def test_offer_names_and_signs_the_session():
     with pytest.raises(transport.TransportError) as ei:
         transport.verify_offer(forged, CPUB, now=1100)
     assert ei.value.reason == "bad-signature"
-    # standalone default: the session is the share set's ceremony
-    assert transport.make_offer(ceremony_id=SET, epoch=0, coordinator=COORD, now=0,
-                                ).offer.session == SET
+
+def test_the_session_is_never_implied():
+    """make_offer and open_blob require the session; seal_to_offer requires the custodian to
+    say which session they expect (None only when they were told none)."""
+    with pytest.raises(TypeError):
+        transport.make_offer(ceremony_id=SET, epoch=0, coordinator=COORD, now=0)  # type: ignore[call-arg]
+    a = offer("recover-A")
+    with pytest.raises(TypeError):
+        transport.seal_to_offer(a.offer, SHARE, trusted_coordinator=CPUB, now=1100)  # type: ignore[call-arg]
+    blob = seal(a)
+    with pytest.raises(TypeError):
+        transport.open_blob(blob, a, now=1200)  # type: ignore[call-arg]
+    # a generate verification round names itself as both share set and session
+    own = transport.make_offer(ceremony_id=SET, epoch=0, session=SET, coordinator=COORD, now=0)
+    assert own.offer.session == SET
 
 
 def test_blob_for_session_a_is_refused_by_ceremony_b_even_with_the_key():
@@ -70,7 +82,7 @@ def test_blob_whose_offer_names_another_session_is_refused():
     assert a.offer.public == b.offer.public
     blob = seal(a)
     with pytest.raises(transport.TransportError) as ei:
-        transport.open_blob(blob, b, now=1200)
+        transport.open_blob(blob, b, now=1200, expected_session="drill-B")
     assert ei.value.reason == "wrong-session" and "'recover-A'" in ei.value.title
     # rewriting the header to B's session and digest gets past the checks, not the crypto:
     # the session is in the HKDF info and the AAD

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -81,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the share set's generating ceremony (as in the envelopes)")
     o.add_argument("--epoch", type=int, default=0, metavar="N")
     o.add_argument("--session", metavar="ID",
-                   help="the running ceremony that opens the hand-ins (default: --ceremony)")
+                   help="the running ceremony that opens the hand-ins (default: a fresh "
+                   "random session id, printed; give it to the custodian and to 'receive')")
     o.add_argument("--ttl", type=int, default=900, metavar="SECONDS", help="validity (900)")
     o.add_argument("--out", required=True, metavar="DIR")
     k = o.add_mutually_exclusive_group(required=True)
@@ -116,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("blob", metavar="BLOB", help="blob text or file")
     r.add_argument("--offer-key", required=True, metavar="KEYFILE")
     r.add_argument("--session", metavar="ID",
-                   help="refuse unless the offer was made for this session (ceremony)")
+                   help="refuse unless the offer was made for this session (ceremony); "
+                   "default: the session of --offer-key's own offer (printed)")
     r.add_argument("--out", metavar="PATH", help="write the share here (0600), else stdout")
     add_json(r)
     r.set_defaults(func=cmd_receive)
@@ -277,8 +280,9 @@ def cmd_offer(args: argparse.Namespace) -> int:
     key = _coordinator_key(args, out)
     if args.session is not None and not args.session:
         raise UsageError("--session must not be empty", "Give the running ceremony's id.")
-    ok = transport.make_offer(ceremony_id=args.ceremony, epoch=args.epoch, coordinator=key,
-                              now=int(time.time()), ttl=args.ttl, session=args.session)
+    session = args.session if args.session is not None else secrets.token_hex(16)
+    ok = transport.make_offer(ceremony_id=args.ceremony, epoch=args.epoch, session=session,
+                              coordinator=key, now=int(time.time()), ttl=args.ttl)
     text = ok.offer.to_text()
     _write_private(str(out / "offer.key"), ok.to_json().encode())
     (out / "offer.txt").write_text(text + "\n")
@@ -327,17 +331,22 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from custody.shares import transport
 
     key = transport.load_offer_key(_read(args.offer_key, "offer key").decode("utf-8", "replace"))
+    if args.session is not None and not args.session:
+        raise UsageError("--session must not be empty", "Give the running ceremony's id.")
+    session = args.session if args.session is not None else key.offer.session
     hand = transport.open_blob(_text_or_file(args.blob, "blob"), key, now=int(time.time()),
-                               expected_session=args.session)
+                               expected_session=session)
     if args.out:
         _write_private(args.out, hand.share.encode() + b"\n")
         if hand.envelope is not None:
             Path(args.out + ".envelope.json").write_bytes(hand.envelope)
     if args.json:
-        emit_json({"ok": True, "sas": hand.sas, "share": None if args.out else hand.share,
+        emit_json({"ok": True, "sas": hand.sas, "session": session,
+                   "share": None if args.out else hand.share,
                    "envelope": hand.envelope.decode() if hand.envelope else None})
     else:
         if not args.out:
             print(hand.share)
+        print(f"opened for session (ceremony) {session}", file=sys.stderr)
         print(f"short authentication string: {hand.sas}", file=sys.stderr)
     return 0

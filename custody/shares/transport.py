@@ -19,6 +19,11 @@
    a blob sealed for ceremony A is refused by ceremony B (``wrong-session``) even if B
    somehow held A's offer key.
 
+The session is never implied: :func:`make_offer` requires ``session`` and
+:func:`open_blob` requires ``expected_session``; :func:`seal_to_offer` requires the
+custodian's ``expected_session`` argument (``None`` only when no session was given to
+them, in which case the caller shows the offer's signed session).
+
 Format: ``docs/formats.md`` "Transport offer and blob".
 """
 
@@ -153,8 +158,8 @@ def sas(offer_public: bytes, sender_public: bytes) -> str:
     return " ".join(WORDLIST[(n >> (10 * i)) & 1023] for i in range(SAS_WORDS))
 
 
-def make_offer(*, ceremony_id: str, epoch: int, coordinator: Ed25519PrivateKey, now: int,
-               ttl: int = 900, session: str | None = None, rng: Rng = os.urandom) -> OfferKey:
+def make_offer(*, ceremony_id: str, epoch: int, session: str, coordinator: Ed25519PrivateKey,
+               now: int, ttl: int = 900, rng: Rng = os.urandom) -> OfferKey:
     """Create and sign an offer valid from *now* for *ttl* seconds.
 
     Args:
@@ -162,8 +167,9 @@ def make_offer(*, ceremony_id: str, epoch: int, coordinator: Ed25519PrivateKey, 
         coordinator: the coordinator's signing key.
         now: current Unix time in seconds.
         ttl: validity in seconds.
-        session: the id of the ceremony that will open the hand-ins; defaults to
-            *ceremony_id* (a standalone hand-in, or a generate verification round).
+        session: the id of the ceremony that will open the hand-ins (required: there is
+            no default, so an offer never silently names the share set's ceremony as its
+            session; a generate verification round passes its own id for both).
         rng: random bytes (the X25519 private half).
 
     Returns:
@@ -172,7 +178,6 @@ def make_offer(*, ceremony_id: str, epoch: int, coordinator: Ed25519PrivateKey, 
     Raises:
         ValueError: empty ceremony id or session, negative epoch or non-positive ttl.
     """
-    session = ceremony_id if session is None else session
     if not ceremony_id or not session or epoch < 0 or ttl <= 0:
         raise ValueError("ceremony id, session, epoch >= 0 and ttl > 0 are required")
     priv = X25519PrivateKey.from_private_bytes(rng(32))
@@ -264,8 +269,8 @@ def _key(shared: bytes, offer: Offer, header: dict[str, Any]) -> bytes:
 
 
 def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes, now: int,
-                  envelope: bytes | None = None, expected_ceremony: str | None = None,
-                  expected_epoch: int | None = None, expected_session: str | None = None,
+                  expected_session: str | None, envelope: bytes | None = None,
+                  expected_ceremony: str | None = None, expected_epoch: int | None = None,
                   rng: Rng = os.urandom) -> tuple[str, str]:
     """Seal a share to a verified offer.
 
@@ -274,9 +279,12 @@ def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes,
         share: the mnemonic text.
         trusted_coordinator: the coordinator's raw Ed25519 public key, pinned by the custodian.
         now: current Unix time in seconds.
+        expected_session: required: the running ceremony the coordinator named, which the
+            offer must be for; ``None`` only when the custodian was told no session (the
+            blob is then sealed for the offer's signed session, which the caller must show).
         envelope: the share's envelope bytes, sent along; when given, the offer must be for
             the envelope's ceremony and epoch.
-        expected_ceremony, expected_epoch, expected_session: further pins by the custodian.
+        expected_ceremony, expected_epoch: further pins by the custodian.
         rng: random bytes (ephemeral key, nonce).
 
     Returns:
@@ -334,16 +342,15 @@ def load_offer_key(text: str) -> OfferKey:
     return OfferKey(offer=offer, private=priv)
 
 
-def open_blob(blob: str, key: OfferKey, *, now: int,
-              expected_session: str | None = None) -> HandIn:
+def open_blob(blob: str, key: OfferKey, *, now: int, expected_session: str) -> HandIn:
     """Open a custodian's blob with the offer's private half.
 
     Args:
         blob: the ``custody-blob:...`` text.
         key: the offer's private half.
         now: current Unix time in seconds.
-        expected_session: the id of the ceremony opening the blob; a ceremony always
-            passes its own id, so a blob (and an offer key) of another ceremony is refused.
+        expected_session: required: the id of the ceremony opening the blob (a ceremony
+            passes its own id), so a blob (and an offer key) of another ceremony is refused.
 
     Raises:
         TransportError: ``malformed``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``,
