@@ -10,11 +10,12 @@ catches.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from custody.audit.signers import TrustKey
+from custody.errors import TranscriptError
 
 from .bundle import BundleData, load_bundle
 from .checks import (
@@ -119,26 +120,43 @@ def verify_bundle(bundle: BundleData | str | os.PathLike[str], trust_keys: Seque
     signed = p.signed
     rules = Rules(signed.policy)
 
-    def put(cid: str, res: tuple[list[str], list[str]]) -> None:
+    def put(cid: str, check: Callable[[], tuple[list[str], list[str]]]) -> None:
+        try:
+            res = check()
+        except (TranscriptError, ValueError, KeyError, TypeError) as exc:
+            # A damaged record must fail its check, never crash the verifier.
+            found[cid][0].append(f"malformed input: {_describe(exc)}")
+            return
         found[cid][0].extend(res[0])
         found[cid][1].extend(res[1])
 
-    put("policy-signatures", check_policy_signatures(signed, trust_keys, min_policy_signatures))
-    put("ceremony-binding", check_binding(signed, p))
-    put("chain", check_chain(signed, p))
-    put("checkpoints", check_checkpoints(rules, p))
-    put("completeness", check_completeness(rules, p))
-    put("artifacts", check_artifacts(data, p))
+    put("policy-signatures",
+        lambda: check_policy_signatures(signed, trust_keys, min_policy_signatures))
+    put("ceremony-binding", lambda: check_binding(signed, p))
+    put("chain", lambda: check_chain(signed, p))
+    put("checkpoints", lambda: check_checkpoints(rules, p))
+    put("completeness", lambda: check_completeness(rules, p))
+    put("artifacts", lambda: check_artifacts(data, p))
     for ev in p.events:
         if ev is None:
             continue
-        for cid, msg in rules.feed(ev):
+        try:
+            fed = rules.feed(ev)
+        except (TranscriptError, ValueError, KeyError, TypeError) as exc:
+            found["canonical"][0].append(f"event seq {ev.seq}: malformed ({_describe(exc)})")
+            continue
+        for cid, msg in fed:
             found[cid][0].append(msg)
     for cid, msg in rules.info:
         found[cid][1].append(msg)
     n_sigs = sum(len(e.signatures) for e in p.events if e)
     found["signatures"][1].append(f"{n_sigs} event signatures")
     return _report(signed.policy.ceremony_id, p, found)
+
+
+def _describe(exc: BaseException) -> str:
+    title = getattr(exc, "title", None)
+    return str(title) if title else type(exc).__name__
 
 
 _PASS_NOTES = {
