@@ -7,6 +7,8 @@ per module and copied per test (the SoftHSMv2 config is rewritten for the copy).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import shutil
 import time
 from pathlib import Path
@@ -260,3 +262,23 @@ def test_emergency_rotate_reports_impact(dep: Dep):
 
 
 # SIGKILL at every step of recover, reshare and rotate-root: test_ceremony_kills.py
+
+
+def test_drill_with_the_token_pin_holds_shares_and_builds_the_scratch_token(dep: Dep):
+    """With the PIN, a drill holds shares on the deployment's token between invocations and
+    still builds its scratch token (in a child process: SoftHSM only sees tokens that
+    existed at C_Initialize)."""
+    r = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
+    assert r.returncode == 10, r.stderr  # waiting for more custodians (3 of 5)
+    r = dep.ceremony("resume", r.out["ceremony_id"], *dep.coord(), *dep.shares("carol", "dave"))
+    assert r.returncode == 0, r.stderr
+    assert r.out["facts"]["kcv_match"] is True
+    assert r.out["facts"]["scratch_root_kcv"] == r.out["facts"]["root_kcv"]
+    dep.verify(r.out["bundle"])
+    tokens = run_cli("hsm", "selftest", "--home", str(dep.root), "--pin-file", str(dep.pin),
+                     "--json")
+    assert tokens.returncode == 0, tokens.stderr
+    listing = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True,
+                             env={**os.environ, "SOFTHSM2_CONF": str(dep.root / "softhsm2.conf")},
+                             check=False).stdout
+    assert "drill-" not in listing  # the scratch token was destroyed

@@ -8,13 +8,12 @@ drill-status`` show.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _secret_lost, active_share_set, on, quorum_size
 from custody.errors import HsmError, IntegrityError
-from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.hierarchy import KeyHierarchy
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
@@ -24,9 +23,7 @@ SCRATCH_PREFIX = "drill-"
 
 @on("drill", "scratch-token")
 def scratch_token(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    from custody.config import HsmConfig
-    from custody.deployment import open_hsm
-    from custody.hsm import softhsm
+    from ceremonies.runner.scratch import build_scratch
 
     rk = r._secrets.get("rk")
     if rk is None:
@@ -37,23 +34,15 @@ def scratch_token(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     if cfg.hsm.softhsm_conf is None:  # not the embedded SoftHSM: no scratch token
         return {"scratch": None, "note": "no embedded SoftHSM; RK KCV compared only"}
     label = SCRATCH_PREFIX + r.ceremony_id[:8]
-    conf = r.dep.home.root / cfg.hsm.softhsm_conf
-    pin = os.urandom(12).hex()
     r._save_pending(scratch=label)
-    softhsm.init_token(conf, label, os.urandom(12).hex(), pin)
-    scratch = open_hsm(r.dep.home, type(cfg)(deployment_id=cfg.deployment_id,
-                                              created=cfg.created,
-                                              hsm=HsmConfig(module=cfg.hsm.module,
-                                                            token_label=label,
-                                                            softhsm_conf=cfg.hsm.softhsm_conf)),
-                       pin)
-    try:
-        key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
-        ref = scratch.import_wrapped(ROOT_LABEL, cur.version, key, blob)
-    finally:
-        scratch.close()
+    key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
+    # A child process: this one may hold the deployment's token session, and SoftHSM only
+    # sees tokens created before its C_Initialize (see ceremonies.runner.scratch).
+    kcv = build_scratch(home=r.dep.home.root, module=cfg.hsm.module,
+                        softhsm_conf=cfg.hsm.softhsm_conf, label=label,
+                        root_version=cur.version, wrapping_key=key, blob=blob)
     r._secrets.pop("rk", None)
-    return {"scratch": label, "scratch_root_kcv": ref.kcv, "root_version": cur.version}
+    return {"scratch": label, "scratch_root_kcv": kcv, "root_version": cur.version}
 
 
 @on("drill", "compare-kcv")
