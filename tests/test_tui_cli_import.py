@@ -21,16 +21,29 @@ print("IMPORTED:" + ",".join(bad))
 
 
 def test_custody_help_does_not_import_textual():
-    r = subprocess.run([sys.executable, "-c", PROBE], env=cli_env(), cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "IMPORTED:", r.stdout[-500:]
 
 
 def test_importtime_of_custody_help_has_no_textual():
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
-                       env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     mods = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line]
     assert "tui" in r.stdout  # the command is listed ...

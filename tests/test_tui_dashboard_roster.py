@@ -115,3 +115,30 @@ def test_drills_expire_after_the_policy_period(demo):
             ]
 
     asyncio.run(go())
+
+
+def test_a_drill_on_retired_shares_counts_neither_in_the_row_nor_in_the_alert(demo, tmp_path):
+    """The row and the T+1 alert share one rule: only drills of the active epoch count."""
+    from types import SimpleNamespace
+
+    from tui.services_status import RETIRED_ONLY, custodian_rows, drill_alerts
+
+    h, _pin, drilled = demo
+    db = tmp_path / "custody.db"
+    src = sqlite3.connect(h / "custody.db")
+    dst = sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.execute("UPDATE drills SET epoch=epoch+100 WHERE custodian='bob'")  # a retired epoch
+    dst.commit()
+    dst.close()
+    cfg = SimpleNamespace(drill_period_days=180)
+    now = drilled + timedelta(days=3)
+    rows = {c.name: (c.last_drill, c.status) for c in custodian_rows(db, cfg, now) or ()}
+    assert rows["bob"] == (RETIRED_ONLY, "drill due")
+    assert rows["alice"] == (drilled.date().isoformat(), "ok")
+    assert rows["erin"] == ("never", "drill due")
+    (alert,) = drill_alerts(db, cfg, now, tuple(custodian_rows(db, cfg, now) or ()))
+    assert alert.text.startswith("Drills: 3 of 5") and "bob" not in alert.hint
+    fresh = sum(1 for _d, st in rows.values() if st == "ok")
+    assert fresh == 3  # the same count as the alert's

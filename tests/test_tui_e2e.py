@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
 
-pytestmark = [pytest.mark.hsm,
-              pytest.mark.skipif(shutil.which("tmux") is None,
-                                 reason="tmux is not installed (make setup installs it)")]
+pytestmark = [
+    pytest.mark.hsm,
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="tmux is not installed (make setup installs it)"
+    ),
+]
 
 
 class Tmux:
@@ -28,11 +31,28 @@ class Tmux:
         self.name = "tui"
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
-                              timeout=20, check=False)
+        return subprocess.run(
+            ["tmux", "-L", self.sock, *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
 
     def start(self, command: str) -> None:
-        r = self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.name, "-x", "100", "-y", "32", command)
+        r = self.tmux(
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            self.name,
+            "-x",
+            "100",
+            "-y",
+            "32",
+            command,
+        )
         assert r.returncode == 0, r.stderr
         self.tmux("set-option", "-s", "escape-time", "0")
 
@@ -63,12 +83,18 @@ def test_custody_tui_in_tmux(tmp_path: Path):
     pins = tmp_path / "pins"
     pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     h = tmp_path / "home"
-    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
-                 ("dek", "generate", "--count", "20")):
+    for args in (
+        ("init", "--dev-root"),
+        ("kek", "rotate", "--branch", "data"),
+        ("dek", "generate", "--count", "20"),
+    ):
         r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
         assert r.returncode == 0, r.stderr
-    cmd = (f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
-           f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home {shlex.quote(str(h))}")
+    cmd = (
+        f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
+        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui "
+        f"--home {shlex.quote(str(h))}"
+    )
     t = Tmux(tmp_path)
     t.start(cmd)
     try:
@@ -113,9 +139,11 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
     conf = h.root / softhsm.CONF_NAME
     softhsm.delete_token(conf, "custody")
     softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
-    cmd = (f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
-           f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home "
-           f"{shlex.quote(str(h.root))} --pin-file {shlex.quote(str(h.pins))}")
+    cmd = (
+        f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
+        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home "
+        f"{shlex.quote(str(h.root))} --pin-file {shlex.quote(str(h.pins))}"
+    )
     t = Tmux(tmp_path)
     t.start(cmd)
     try:

@@ -35,8 +35,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     pins.chmod(0o600)
     h = d / "home"
-    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
-                 ("dek", "generate", "--count", "20")):
+    for args in (
+        ("init", "--dev-root"),
+        ("kek", "rotate", "--branch", "data"),
+        ("dek", "generate", "--count", "20"),
+    ):
         r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
         assert r.returncode == 0, r.stderr
     return h, pins
@@ -242,7 +245,9 @@ def test_auditor_names_the_failing_check_on_a_tampered_bundle(home):
         app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            await _verify(pilot, FIX / "tampered" / "forged-approval", [FIX / "trust" / "dave.json"])
+            await _verify(
+                pilot, FIX / "tampered" / "forged-approval", [FIX / "trust" / "dave.json"]
+            )
             v = _auditor(app).view
             assert not v.ok
             failed = {c.id: c.detail for c in v.checks if not c.ok}

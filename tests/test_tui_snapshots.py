@@ -43,26 +43,49 @@ SNAPDIR = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
 def _key(name: str, state: str, created: str, objects: int, kcv: str, cls: str = "-") -> KeyRow:
     branch, _, v = name.partition("/v")
     age = (NOW - datetime.fromisoformat(created)).days
-    return KeyRow(name=name, branch=branch, version=int(v), key_class=cls, state=state, kcv=kcv,
-                  created=created, age_days=age, objects=objects,
-                  extra=(Field(label="wrapped under", value="root/v2"),) if branch != "root" else ())
+    return KeyRow(
+        name=name,
+        branch=branch,
+        version=int(v),
+        key_class=cls,
+        state=state,
+        kcv=kcv,
+        created=created,
+        age_days=age,
+        objects=objects,
+        extra=(Field(label="wrapped under", value="root/v2"),) if branch != "root" else (),
+    )
 
 
 def sample_view() -> DashboardView:
     from custody.config import BranchPolicy
 
-    branches = {"data": BranchPolicy(key_class="medium"), "backup": BranchPolicy(key_class="low"),
-                "secrets": BranchPolicy(key_class="high")}
-    roots = (_key("root/v1", "decrypt-only", "2026-06-01T09:00:00+00:00", 0, "3f9a1c"),
-             _key("root/v2", "active", "2026-12-01T09:00:00+00:00", 0, "a07b52"))
-    keks = (_key("data/v1", "decrypt-only", "2026-06-02T09:00:00+00:00", 120, "91c4d0", "medium"),
-            _key("data/v2", "active", "2026-09-10T09:00:00+00:00", 880, "5be217", "medium"),
-            _key("backup/v1", "active", "2026-06-02T09:00:00+00:00", 14, "0d66ae", "low"),
-            _key("secrets/v3", "active", "2026-11-20T09:00:00+00:00", 42, "e2f819", "high"))
-    hsm = HsmView(state="ok", token_label="custody", module="/usr/lib/softhsm/libsofthsm2.so",
-                  embedded=True, token=(Field(label="manufacturer", value="SoftHSM project"),
-                                        Field(label="serial", value="0000000000000001")),
-                  root_keys_on_token=("root/v1", "root/v2"))
+    branches = {
+        "data": BranchPolicy(key_class="medium"),
+        "backup": BranchPolicy(key_class="low"),
+        "secrets": BranchPolicy(key_class="high"),
+    }
+    roots = (
+        _key("root/v1", "decrypt-only", "2026-06-01T09:00:00+00:00", 0, "3f9a1c"),
+        _key("root/v2", "active", "2026-12-01T09:00:00+00:00", 0, "a07b52"),
+    )
+    keks = (
+        _key("data/v1", "decrypt-only", "2026-06-02T09:00:00+00:00", 120, "91c4d0", "medium"),
+        _key("data/v2", "active", "2026-09-10T09:00:00+00:00", 880, "5be217", "medium"),
+        _key("backup/v1", "active", "2026-06-02T09:00:00+00:00", 14, "0d66ae", "low"),
+        _key("secrets/v3", "active", "2026-11-20T09:00:00+00:00", 42, "e2f819", "high"),
+    )
+    hsm = HsmView(
+        state="ok",
+        token_label="custody",
+        module="/usr/lib/softhsm/libsofthsm2.so",
+        embedded=True,
+        token=(
+            Field(label="manufacturer", value="SoftHSM project"),
+            Field(label="serial", value="0000000000000001"),
+        ),
+        root_keys_on_token=("root/v1", "root/v2"),
+    )
     rotations = rotation_rows(keks, roots, branches, NOW)
     custodians = (
         CustodianRow(name="alice", role="custodian", last_drill="2027-01-15", status="ok"),
@@ -71,13 +94,26 @@ def sample_view() -> DashboardView:
         CustodianRow(name="dan", role="custodian", last_drill="never", status="drill due"),
         CustodianRow(name="erin", role="custodian", last_drill="2027-02-20", status="ok"),
     )
-    alerts = alerts_for(hsm, rotations, keks, roots, False, custodians) + (
-        Alert(level="warning", text="2 of 5 custodians have no drill within 180 days",
-              hint="Schedule a drill ceremony."),)
-    return DashboardView(deployment_id="5d1e0c3a9b7f4e2c8a6d", home="/srv/custody", now=NOW.isoformat(),
-                         hsm=hsm, roots=roots, keks=keks, rotations=rotations,
-                         custodians=custodians, alerts=alerts,
-                         objects=(("dek", 1000), ("secret", 42), ("backup-key", 14)))
+    alerts = (
+        *alerts_for(hsm, rotations, keks, roots, False, custodians),
+        Alert(
+            level="warning",
+            text="2 of 5 custodians have no drill within 180 days",
+            hint="Schedule a drill ceremony.",
+        ),
+    )
+    return DashboardView(
+        deployment_id="5d1e0c3a9b7f4e2c8a6d",
+        home="/srv/custody",
+        now=NOW.isoformat(),
+        hsm=hsm,
+        roots=roots,
+        keks=keks,
+        rotations=rotations,
+        custodians=custodians,
+        alerts=alerts,
+        objects=(("dek", 1000), ("secret", 42), ("backup-key", 14)),
+    )
 
 
 def app_for(**kw):
@@ -174,7 +210,9 @@ def test_pin_prompt_with_typed_pin(snap_compare, size):
 def test_error_modal(snap_compare, size):
     from custody.errors import PinIncorrect
 
-    err = PinIncorrect("The token refused the PIN", "Check the PIN; the token locks after a few failures.")
+    err = PinIncorrect(
+        "The token refused the PIN", "Check the PIN; the token locks after a few failures."
+    )
 
     async def before(pilot):
         await settled(pilot)
@@ -195,5 +233,7 @@ def test_no_secret_in_any_snapshot():
 
 
 def test_fixed_auditor_fixture_is_what_the_shot_shows():
-    v = verify_bundle_view(str(FIX / "tampered" / "forged-approval"), [str(FIX / "trust" / "dave.json")])
+    v = verify_bundle_view(
+        str(FIX / "tampered" / "forged-approval"), [str(FIX / "trust" / "dave.json")]
+    )
     assert not v.ok and [c.id for c in v.checks if not c.ok] == ["quorum"]

@@ -34,8 +34,14 @@ class CustodyApp(App[None]):
     TITLE = "custody"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     ENABLE_COMMAND_PALETTE = False
-    MODES = {"dashboard": DashboardScreen, "keys": KeysScreen, "auditor": AuditorScreen,
-             "ceremony": CeremonyScreen, "audit-log": AuditLogScreen, "rekey": RekeyScreen}
+    MODES = {
+        "dashboard": DashboardScreen,
+        "keys": KeysScreen,
+        "auditor": AuditorScreen,
+        "ceremony": CeremonyScreen,
+        "audit-log": AuditLogScreen,
+        "rekey": RekeyScreen,
+    }
     DEFAULT_MODE = "dashboard"
 
     BINDINGS = [
@@ -120,7 +126,7 @@ def make_app(settings: Settings, services: Services | None = None) -> CustodyApp
     if settings.deterministic:
         from textual.widgets import Input
 
-        Input.cursor_blink = False  # type: ignore[misc]
+        Input.cursor_blink = False  # type: ignore[assignment]
     return CustodyApp(settings, services if services is not None else HomeServices(settings))
 
 

@@ -63,7 +63,7 @@ class RotationRow:
 class CustodianRow:
     name: str
     role: str
-    last_drill: str  # ISO date or "never"
+    last_drill: str  # ISO date (active epoch), "never", or RETIRED_ONLY
     status: str
 
 
@@ -287,12 +287,21 @@ def _hsm_view(st: dict[str, Any]) -> HsmView:
     )
 
 
+RETIRED_ONLY = "drilled on retired shares"
+
+
 def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
-    """Enrolled custodians with their last passed drill (roster + drills tables).
+    """Enrolled custodians with their last passed drill of the *active* share-set epoch.
+
+    The rule is :func:`ceremonies.runner.steps.drill_status`'s (which raises the T+1
+    alert): a drill counts only on the current shares, within ``drill_period_days``. A
+    custodian whose only drills were on a retired epoch shows :data:`RETIRED_ONLY`: that
+    drill proves nothing about the share they hold now.
 
     Returns None while nobody is enrolled ("no roster yet").
     """
     from ceremonies.participants import Roster
+    from ceremonies.runner.steps import active_share_set
     from custody.store import Store
 
     store = Store.open(db_path)
@@ -301,18 +310,27 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
         members = [m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"]
         if not members:
             return None
+        sset = active_share_set(store)
+        epoch = int(sset["epoch"]) if sset is not None else None
         rows = []
         for m in members:
-            last = store.query("SELECT MAX(passed_at) FROM drills WHERE custodian=?", (m.name,))
+            last = store.query(
+                "SELECT MAX(passed_at) FROM drills WHERE custodian=? AND epoch IS ?",
+                (m.name, epoch),
+            )
             at = last[0][0] if last and last[0][0] is not None else None
             if at is None:
+                old = store.query("SELECT 1 FROM drills WHERE custodian=? LIMIT 1", (m.name,))
                 rows.append(
                     CustodianRow(
-                        name=m.name, role="custodian", last_drill="never", status="drill due"
+                        name=m.name,
+                        role="custodian",
+                        last_drill=RETIRED_ONLY if old else "never",
+                        status="drill due",
                     )
                 )
                 continue
-            fresh = ts - at <= cfg.drill_period_days * 86400
+            fresh = ts - at <= cfg.drill_period_days * 86400  # drill_status: passed_at >= since
             rows.append(
                 CustodianRow(
                     name=m.name,

@@ -138,8 +138,12 @@ class AuditorScreen(ServiceScreen):
         checks = self.query_one("#checks", DataTable)
         checks.clear()
         for c in sorted(v.checks, key=lambda c: c.ok):  # failures first
-            checks.add_row(Text("pass", style="green") if c.ok else Text("FAIL", style="bold red"),
-                           c.id, c.detail, key=f"check-{c.id}")
+            checks.add_row(
+                Text("pass", style="green") if c.ok else Text("FAIL", style="bold red"),
+                c.id,
+                c.detail,
+                key=f"check-{c.id}",
+            )
         q = self.query_one("#quorums", DataTable)
         q.clear()
         for i, line in enumerate(v.quorums or ("no quorum-gated actions",)):
@@ -164,15 +168,31 @@ class AuditorScreen(ServiceScreen):
             return
         if key.startswith("check-"):
             c = next(c for c in self.view.checks if f"check-{c.id}" == key)
-            self.app.push_screen(DetailScreen(f"Check {c.id}", [
-                Field(label="check", value=c.id), Field(label="result", value="pass" if c.ok else "FAIL"),
-                Field(label="detail", value=c.detail)]))
+            self.app.push_screen(
+                DetailScreen(
+                    f"Check {c.id}",
+                    [
+                        Field(label="check", value=c.id),
+                        Field(label="result", value="pass" if c.ok else "FAIL"),
+                        Field(label="detail", value=c.detail),
+                    ],
+                )
+            )
         elif key.startswith("ev-"):
             e = next(e for e in self.view.events if f"ev-{e.seq}" == key)
-            self.app.push_screen(DetailScreen(f"Event {e.seq}", [
-                Field(label="seq", value=str(e.seq)), Field(label="time", value=e.time),
-                Field(label="step", value=e.step), Field(label="kind", value=e.kind),
-                Field(label="actor", value=e.actor), Field(label="body", value=e.body)]))
+            self.app.push_screen(
+                DetailScreen(
+                    f"Event {e.seq}",
+                    [
+                        Field(label="seq", value=str(e.seq)),
+                        Field(label="time", value=e.time),
+                        Field(label="step", value=e.step),
+                        Field(label="kind", value=e.kind),
+                        Field(label="actor", value=e.actor),
+                        Field(label="body", value=e.body),
+                    ],
+                )
+            )
 
     # -- export ----------------------------------------------------------------------------
 
@@ -180,8 +200,12 @@ class AuditorScreen(ServiceScreen):
         if self.view is None:
             from custody.errors import UsageError
 
-            self.app.report_error(UsageError("Nothing to export yet",  # type: ignore[attr-defined]
-                                             "Verify a bundle first (Ctrl+R)."))
+            self.app.report_error(  # type: ignore[attr-defined]
+                UsageError(
+                    "Nothing to export yet",
+                    "Verify a bundle first (Ctrl+R).",
+                )
+            )
             return
         view = self.view
 
@@ -189,7 +213,9 @@ class AuditorScreen(ServiceScreen):
             if path:
                 self.export(self.app.services, view, path)  # type: ignore[attr-defined]
 
-        self.app.push_screen(TextPrompt("Export the report to", f"{view.bundle.rstrip('/')}.report.json"), done)
+        self.app.push_screen(
+            TextPrompt("Export the report to", f"{view.bundle.rstrip('/')}.report.json"), done
+        )
 
     @work(thread=True, exit_on_error=False, group="export")
     def export(self, services: Services, view: AuditView, path: str) -> None:

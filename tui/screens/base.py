@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable
@@ -21,7 +23,7 @@ class ServiceScreen(Screen[None]):
             self.app.report_error(event.worker.error)  # type: ignore[attr-defined]
 
 
-class ItemTable(DataTable):
+class ItemTable(DataTable[Any]):
     """A row-cursor table whose rows open a detail view on Enter."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Open")]

@@ -92,8 +92,10 @@ class CardScreen(ServiceScreen):
         def got(path: str | None) -> None:
             if path:
                 self.export(path)
-        self.app.push_screen(TextPrompt("Export the card to (.png, .svg or .pdf)",
-                                        f"{self.card_name}.card.pdf"), got)
+
+        self.app.push_screen(
+            TextPrompt("Export the card to (.png, .svg or .pdf)", f"{self.card_name}.card.pdf"), got
+        )
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -15,8 +15,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 KINDS = ("recover", "generate", "rotate-root", "reshare", "emergency-rotate", "drill")
-NEEDS = {"generate": ("custodians", "scheme", "out"), "reshare": ("custodians", "scheme", "out"),
-         "emergency-rotate": ("reason",)}
+NEEDS = {
+    "generate": ("custodians", "scheme", "out"),
+    "reshare": ("custodians", "scheme", "out"),
+    "emergency-rotate": ("reason",),
+}
 
 
 class StartModal(ModalScreen[dict[str, Any] | None]):
@@ -24,8 +27,10 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
 
     AUTO_FOCUS = "#start-key"
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"),
-                Binding("ctrl+s", "start", "Start", priority=True)]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "start", "Start", priority=True),
+    ]
 
     def __init__(self, kind: str = "recover") -> None:
         super().__init__(classes="dialog-screen")
@@ -34,8 +39,9 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="start-dialog", classes="dialog"):
             yield Label("Start a ceremony", classes="dialog-title")
-            yield Select([(k, k) for k in KINDS], value=self._kind, allow_blank=False,
-                         id="start-kind")
+            yield Select(
+                [(k, k) for k in KINDS], value=self._kind, allow_blank=False, id="start-kind"
+            )
             yield Input(id="start-key", placeholder="coordinator key file (NAME.key.pem)")
             yield Input(id="start-custodians", placeholder="custodians, in share order")
             yield Input(id="start-scheme", placeholder="scheme: T (T of N) or 2/2,2/2,2/2:2")
@@ -69,8 +75,10 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
             next(i for i in shown if not i.value.strip()).focus()
 
     def action_start(self) -> None:
-        val = {f: self.query_one(f"#start-{f}", Input).value.strip()
-               for f in ("key", "custodians", "scheme", "out", "reason")}
+        val = {
+            f: self.query_one(f"#start-{f}", Input).value.strip()
+            for f in ("key", "custodians", "scheme", "out", "reason")
+        }
         if not val["key"]:
             self.notify("Give the coordinator's key file.", severity="error")
             return

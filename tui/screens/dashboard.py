@@ -6,6 +6,8 @@ from :meth:`tui.services.Services.dashboard` in a thread worker.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -19,11 +21,22 @@ from tui.screens.modals import DetailScreen, PinPrompt
 from tui.services import DashboardView, Field, KeyRow, Services
 
 STATUS_STYLE = {
-    "ok": "green", "active": "green", "upcoming": "yellow",
-    "due": "yellow", "decrypt-only": "yellow", "not checked": "yellow", "warning": "yellow",
-    "drill due": "yellow", "info": "cyan",
-    "overdue": "bold red", "missing": "red", "unreachable": "bold red", "error": "bold red",
-    "disabled": "dim", "destroy-scheduled": "dim", "destroyed": "dim",
+    "ok": "green",
+    "active": "green",
+    "upcoming": "yellow",
+    "due": "yellow",
+    "decrypt-only": "yellow",
+    "not checked": "yellow",
+    "warning": "yellow",
+    "drill due": "yellow",
+    "info": "cyan",
+    "overdue": "bold red",
+    "missing": "red",
+    "unreachable": "bold red",
+    "error": "bold red",
+    "disabled": "dim",
+    "destroy-scheduled": "dim",
+    "destroyed": "dim",
 }
 
 
@@ -32,9 +45,14 @@ def styled(value: str) -> Text:
 
 
 def key_fields(k: KeyRow) -> list[Field]:
-    out = [Field(label="key", value=k.name), Field(label="state", value=k.state),
-           Field(label="class", value=k.key_class), Field(label="KCV", value=k.kcv),
-           Field(label="created", value=k.created), Field(label="age", value=f"{k.age_days} days")]
+    out = [
+        Field(label="key", value=k.name),
+        Field(label="state", value=k.state),
+        Field(label="class", value=k.key_class),
+        Field(label="KCV", value=k.kcv),
+        Field(label="created", value=k.created),
+        Field(label="age", value=f"{k.age_days} days"),
+    ]
     if k.branch != "root":
         out.append(Field(label="objects wrapped", value=str(k.objects)))
     if k.due:
@@ -114,7 +132,9 @@ class DashboardScreen(ServiceScreen):
 
         self.app.push_screen(PinPrompt(), done)
 
-    def _row(self, table: DataTable, key: str, title: str, fields: list[Field], *cells: object) -> None:
+    def _row(
+        self, table: DataTable[Any], key: str, title: str, fields: list[Field], *cells: object
+    ) -> None:
         self._details[key] = (title, fields)
         table.add_row(*cells, key=key)
 
@@ -125,76 +145,176 @@ class DashboardScreen(ServiceScreen):
         root_txt = f"{root.name} ({root.age_days}d old)" if root else "none"
         total = sum(n for _, n in v.objects)
         self.query_one("#dash-summary", Static).update(
-            Text.assemble(("deployment ", "dim"), v.deployment_id[:12], ("  token ", "dim"),
-                          styled(v.hsm.state), ("  root ", "dim"), root_txt,
-                          ("  objects ", "dim"), str(total))
+            Text.assemble(
+                ("deployment ", "dim"),
+                v.deployment_id[:12],
+                ("  token ", "dim"),
+                styled(v.hsm.state),
+                ("  root ", "dim"),
+                root_txt,
+                ("  objects ", "dim"),
+                str(total),
+            )
         )
         t = self.query_one("#hsm", DataTable)
         t.clear()
-        hsm_fields = [Field(label="state", value=v.hsm.state), Field(label="token label", value=v.hsm.token_label),
-                      Field(label="module", value=v.hsm.module),
-                      Field(label="kind", value="embedded SoftHSMv2" if v.hsm.embedded else "external PKCS#11")]
+        hsm_fields = [
+            Field(label="state", value=v.hsm.state),
+            Field(label="token label", value=v.hsm.token_label),
+            Field(label="module", value=v.hsm.module),
+            Field(
+                label="kind", value="embedded SoftHSMv2" if v.hsm.embedded else "external PKCS#11"
+            ),
+        ]
         if v.hsm.detail:
             hsm_fields.append(Field(label="detail", value=v.hsm.detail))
         if v.hsm.hint:
             hsm_fields.append(Field(label="hint", value=v.hsm.hint))
         hsm_fields += list(v.hsm.token)
-        hsm_fields.append(Field(label="root keys on token", value=", ".join(v.hsm.root_keys_on_token) or "-"))
+        hsm_fields.append(
+            Field(label="root keys on token", value=", ".join(v.hsm.root_keys_on_token) or "-")
+        )
         self._row(t, "hsm-state", "Token", hsm_fields, "state", styled(v.hsm.state))
-        self._row(t, "hsm-token", "Token", hsm_fields, "token",
-                  f"{v.hsm.token_label} ({'embedded' if v.hsm.embedded else 'external'})")
+        self._row(
+            t,
+            "hsm-token",
+            "Token",
+            hsm_fields,
+            "token",
+            f"{v.hsm.token_label} ({'embedded' if v.hsm.embedded else 'external'})",
+        )
         if v.hsm.root_keys_on_token:
-            self._row(t, "hsm-keys", "Token", hsm_fields, "keys", ", ".join(v.hsm.root_keys_on_token))
+            self._row(
+                t, "hsm-keys", "Token", hsm_fields, "keys", ", ".join(v.hsm.root_keys_on_token)
+            )
         t.border_subtitle = v.hsm.detail if v.hsm.state != "ok" else ""
 
         t = self.query_one("#roots", DataTable)
         t.clear()
         for r in v.roots:
-            self._row(t, r.name, r.name, key_fields(r), r.name, styled(r.state), r.kcv, f"{r.age_days}d")
+            self._row(
+                t, r.name, r.name, key_fields(r), r.name, styled(r.state), r.kcv, f"{r.age_days}d"
+            )
         if not v.roots:
-            self._row(t, "root-none", "Root key", [Field(label="root", value="none yet")], "none", "-", "-", "-")
+            self._row(
+                t,
+                "root-none",
+                "Root key",
+                [Field(label="root", value="none yet")],
+                "none",
+                "-",
+                "-",
+                "-",
+            )
         t.border_title = f"Root key: {root_txt}"
 
         t = self.query_one("#keks", DataTable)
         t.clear()
         for k in v.keks:
-            self._row(t, k.name, k.name, key_fields(k), k.name, styled(k.state), k.key_class,
-                      f"{k.age_days}d", str(k.objects))
+            self._row(
+                t,
+                k.name,
+                k.name,
+                key_fields(k),
+                k.name,
+                styled(k.state),
+                k.key_class,
+                f"{k.age_days}d",
+                str(k.objects),
+            )
         if not v.keks:
-            self._row(t, "kek-none", "KEKs", [Field(label="KEKs", value="none yet")], "none", "-", "-", "-", "-")
+            self._row(
+                t,
+                "kek-none",
+                "KEKs",
+                [Field(label="KEKs", value="none yet")],
+                "none",
+                "-",
+                "-",
+                "-",
+                "-",
+            )
 
         t = self.query_one("#rotations", DataTable)
         t.clear()
-        for r in v.rotations:
-            fields = [Field(label="key", value=r.key), Field(label="class", value=r.key_class),
-                      Field(label="period", value=f"{r.period_days} days"),
-                      Field(label="last rotation", value=r.last_rotation), Field(label="due", value=r.due),
-                      Field(label="days left", value=str(r.days_left)), Field(label="status", value=r.status)]
-            self._row(t, f"rot-{r.key}", f"Rotation {r.key}", fields, r.key, r.key_class, r.due,
-                      str(r.days_left), styled(r.status))
+        for rot in v.rotations:
+            fields = [
+                Field(label="key", value=rot.key),
+                Field(label="class", value=rot.key_class),
+                Field(label="period", value=f"{rot.period_days} days"),
+                Field(label="last rotation", value=rot.last_rotation),
+                Field(label="due", value=rot.due),
+                Field(label="days left", value=str(rot.days_left)),
+                Field(label="status", value=rot.status),
+            ]
+            self._row(
+                t,
+                f"rot-{rot.key}",
+                f"Rotation {rot.key}",
+                fields,
+                rot.key,
+                rot.key_class,
+                rot.due,
+                str(rot.days_left),
+                styled(rot.status),
+            )
 
         t = self.query_one("#custodians", DataTable)
         t.clear()
         if v.custodians is None:
-            self._row(t, "cust-none", "Custodians",
-                      [Field(label="roster", value="no roster yet"),
-                       Field(label="next", value="custodians appear after the generate ceremony")],
-                      "no roster yet", "-", "-")
+            self._row(
+                t,
+                "cust-none",
+                "Custodians",
+                [
+                    Field(label="roster", value="no roster yet"),
+                    Field(label="next", value="custodians appear after the generate ceremony"),
+                ],
+                "no roster yet",
+                "-",
+                "-",
+            )
         else:
             for c in v.custodians:
-                self._row(t, f"cust-{c.name}", f"Custodian {c.name}",
-                          [Field(label="name", value=c.name), Field(label="role", value=c.role),
-                           Field(label="last drill", value=c.last_drill), Field(label="status", value=c.status)],
-                          c.name, c.last_drill, styled(c.status))
+                self._row(
+                    t,
+                    f"cust-{c.name}",
+                    f"Custodian {c.name}",
+                    [
+                        Field(label="name", value=c.name),
+                        Field(label="role", value=c.role),
+                        Field(label="last drill", value=c.last_drill),
+                        Field(label="status", value=c.status),
+                    ],
+                    c.name,
+                    c.last_drill,
+                    styled(c.status),
+                )
 
         t = self.query_one("#alerts", DataTable)
         t.clear()
         for i, a in enumerate(v.alerts):
-            self._row(t, f"alert-{i}", "Alert", [Field(label="level", value=a.level),
-                                                 Field(label="alert", value=a.text), Field(label="hint", value=a.hint)],
-                      styled(a.level), a.text)
+            self._row(
+                t,
+                f"alert-{i}",
+                "Alert",
+                [
+                    Field(label="level", value=a.level),
+                    Field(label="alert", value=a.text),
+                    Field(label="hint", value=a.hint),
+                ],
+                styled(a.level),
+                a.text,
+            )
         if not v.alerts:
-            self._row(t, "alert-none", "Alerts", [Field(label="alerts", value="none")], styled("ok"), "no alerts")
+            self._row(
+                t,
+                "alert-none",
+                "Alerts",
+                [Field(label="alerts", value="none")],
+                styled("ok"),
+                "no alerts",
+            )
         t.border_title = f"Alerts ({len(v.alerts)})"
         self.app.data_loaded()  # type: ignore[attr-defined]
 

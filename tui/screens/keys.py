@@ -46,7 +46,8 @@ class KeysScreen(ServiceScreen):
 
     def on_mount(self) -> None:
         self.query_one("#inventory", DataTable).add_columns(
-            "key", "class", "state", "last rotation", "due", "objects")
+            "key", "class", "state", "last rotation", "due", "objects"
+        )
         self.query_one("#calendar", DataTable).add_columns("due", "key", "class", "days", "status")
         self.query_one("#inventory", DataTable).focus()
         self.action_refresh()
@@ -63,21 +64,36 @@ class KeysScreen(ServiceScreen):
         self._details.clear()
         inv = self.query_one("#inventory", DataTable)
         inv.clear()
-        rows = sorted(v.roots + v.keks, key=lambda k: (CLASS_ORDER.get(k.key_class, 9), k.branch, -k.version))
+        rows = sorted(
+            v.roots + v.keks, key=lambda k: (CLASS_ORDER.get(k.key_class, 9), k.branch, -k.version)
+        )
         for k in rows:
             self._details[k.name] = (k.name, key_fields(k))
-            inv.add_row(k.name, k.key_class, styled(k.state), k.created[:10], k.due or "-",
-                        "-" if k.branch == "root" else str(k.objects), key=k.name)
+            inv.add_row(
+                k.name,
+                k.key_class,
+                styled(k.state),
+                k.created[:10],
+                k.due or "-",
+                "-" if k.branch == "root" else str(k.objects),
+                key=k.name,
+            )
         cal = self.query_one("#calendar", DataTable)
         cal.clear()
         for r in sorted(v.rotations, key=lambda r: (r.status != "missing", r.due)):
             key = f"cal-{r.key}"
-            self._details[key] = (f"Rotation {r.key}", [
-                Field(label="key", value=r.key), Field(label="class", value=r.key_class),
-                Field(label="period", value=f"{r.period_days} days"),
-                Field(label="last rotation", value=r.last_rotation),
-                Field(label="due", value=r.due), Field(label="days left", value=str(r.days_left)),
-                Field(label="status", value=r.status)])
+            self._details[key] = (
+                f"Rotation {r.key}",
+                [
+                    Field(label="key", value=r.key),
+                    Field(label="class", value=r.key_class),
+                    Field(label="period", value=f"{r.period_days} days"),
+                    Field(label="last rotation", value=r.last_rotation),
+                    Field(label="due", value=r.due),
+                    Field(label="days left", value=str(r.days_left)),
+                    Field(label="status", value=r.status),
+                ],
+            )
             cal.add_row(r.due, r.key, r.key_class, str(r.days_left), styled(r.status), key=key)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

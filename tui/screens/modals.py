@@ -8,6 +8,7 @@ kept on a reactive or logged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -112,7 +113,9 @@ class DetailScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="detail-dialog", classes="dialog"):
             yield Label(self._title, classes="dialog-title")
-            table: DataTable = DataTable(id="detail-table", cursor_type="row", show_header=False)
+            table: DataTable[Any] = DataTable(
+                id="detail-table", cursor_type="row", show_header=False
+            )
             yield table
         yield Footer()
 
@@ -154,7 +157,7 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
-    def __init__(self, under: Screen) -> None:
+    def __init__(self, under: Screen[Any]) -> None:
         super().__init__(classes="dialog-screen")
         self._rows: list[tuple[str, str]] = []
         seen = set()
@@ -169,7 +172,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-dialog", classes="dialog"):
             yield Label("Help", classes="dialog-title")
             yield Static(HELP_TEXT, id="help-text")
-            table: DataTable = DataTable(id="help-keys", cursor_type="none", show_header=True)
+            table: DataTable[Any] = DataTable(id="help-keys", cursor_type="none", show_header=True)
             yield table
         yield Footer()
 
