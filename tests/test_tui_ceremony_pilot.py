@@ -52,8 +52,17 @@ class Home:
         return str(self.root / "shares" / f"{name}.envelope.json")
 
     def coord(self) -> list[str]:
-        return ["--home", str(self.root), "--key", self.key("admin"), "--passphrase-file",
-                str(self.people / "admin.pass"), "--pin-file", str(self.pins), "--json"]
+        return [
+            "--home",
+            str(self.root),
+            "--key",
+            self.key("admin"),
+            "--passphrase-file",
+            str(self.people / "admin.pass"),
+            "--pin-file",
+            str(self.pins),
+            "--json",
+        ]
 
     def verify(self, bundle: str) -> str:
         trust = [a for p in sorted(self.people.glob("*.pub.json")) for a in ("--trust", str(p))]
@@ -77,8 +86,11 @@ def _base(root: Path) -> Home:
     h.pins.chmod(0o600)
     assert run_cli("init", "--home", str(root), "--pin-file", str(h.pins)).returncode == 0
     h.people.mkdir()
-    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST],
-                    ("audrey", "auditor")]:
+    for n, role in [
+        ("admin", "super-admin"),
+        *[(c, "custodian") for c in CUST],
+        ("audrey", "auditor"),
+    ]:
         (h.people / f"{n}.pass").write_text(f"pass-{n}\n")
         create_participant(n, role, f"pass-{n}", h.people)
     adds = [a for p in sorted(h.people.glob("*.pub.json")) for a in ("--add", str(p))]
@@ -90,19 +102,38 @@ def _base(root: Path) -> Home:
 
 def _generate(h: Home) -> None:
     cust = [a for n in CUST for a in ("--custodian", n)]
-    r = run_cli("ceremony", "generate", *h.coord(), *cust, "--threshold", "3", "--out",
-                str(h.root / "shares"))
+    r = run_cli(
+        "ceremony",
+        "generate",
+        *h.coord(),
+        *cust,
+        "--threshold",
+        "3",
+        "--out",
+        str(h.root / "shares"),
+    )
     assert r.returncode == 10, r.stderr
     cid = json.loads(r.stdout)["ceremony_id"]
-    shares = [a for n in ("alice", "bob", "carol") for a in
-              ("--share", str(h.root / "shares" / f"{n}.share.txt"))]
+    shares = [
+        a
+        for n in ("alice", "bob", "carol")
+        for a in ("--share", str(h.root / "shares" / f"{n}.share.txt"))
+    ]
     r = run_cli("ceremony", "resume", cid, *h.coord(), *shares)
     assert r.returncode == 0, r.stderr
     for b in ("data", "backup", "secrets"):
-        assert run_cli("kek", "rotate", "--branch", b, "--home", str(h.root), "--pin-file",
-                       str(h.pins)).returncode == 0
-    assert run_cli("dek", "generate", "--count", "30", "--home", str(h.root), "--pin-file",
-                   str(h.pins)).returncode == 0
+        assert (
+            run_cli(
+                "kek", "rotate", "--branch", b, "--home", str(h.root), "--pin-file", str(h.pins)
+            ).returncode
+            == 0
+        )
+    assert (
+        run_cli(
+            "dek", "generate", "--count", "30", "--home", str(h.root), "--pin-file", str(h.pins)
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +276,9 @@ def test_recover_3_of_5_through_the_tui_rejects_a_tampered_share(generated: Home
     r = run_cli("key", "status", "--home", str(h.root), "--pin-file", str(h.pins), "--json")
     if r.returncode == 0 and r.stdout.strip().startswith("{"):
         assert kcv in r.stdout
-    r = run_cli("dek", "verify", "--all", "--home", str(h.root), "--pin-file", str(h.pins),
-                "--json")
+    r = run_cli(
+        "dek", "verify", "--all", "--home", str(h.root), "--pin-file", str(h.pins), "--json"
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["failed"] == []
     out = h.verify(bundle)
@@ -261,8 +293,9 @@ def test_generate_with_verification_round_and_cards(base: Home, tmp_path):
     async def go():
         app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
-            scr = await start(pilot, "generate", h, custodians=" ".join(CUST), scheme="3",
-                              out=str(out))
+            scr = await start(
+                pilot, "generate", h, custodians=" ".join(CUST), scheme="3", out=str(out)
+            )
             v = scr.view
             assert v.awaiting == "shares" and v.step == "verify-shares"
             assert v.cards == CUST
@@ -339,4 +372,101 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
 
     bundle = asyncio.run(go())
     assert h.active_root()[0] == old[0] + 1
+    h.verify(bundle)
+
+
+async def paste_sealed(pilot, scr: CeremonyScreen, blob: str) -> None:
+    from textual import events
+
+    inp = scr.query_one("#sealed-blob", Input)
+    inp.focus()
+    inp.value = ""
+    inp.post_message(events.Paste(blob))
+    await pilot.pause()
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
+    """carol is far away: the TUI makes an offer (text + QR + expiry), carol seals her share
+    to it with ``custody share send`` (CLI subprocess), the coordinator pastes the blob;
+    the SAS is shown, an altered blob is rejected by name, and the quorum counts carol."""
+    from custody.hsm import softhsm
+    from tui.screens.ceremony_offer import OfferScreen
+
+    h = _copy(generated, tmp_path)
+    version, kcv = h.active_root()
+    conf = h.root / softhsm.CONF_NAME
+    softhsm.delete_token(conf, "custody")
+    softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
+    sas: dict[str, str] = {}
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "recover", h)
+            await hand_in(pilot, scr, h.envelope("alice"), h.share("alice"))
+            await pilot.press("ctrl+r")
+            await settle(pilot)
+            assert app.errors_shown == [], app.errors_shown
+            assert isinstance(app.screen, OfferScreen)
+            offer = app.screen.offer
+            assert offer.text.startswith("custody-offer:")
+            assert offer.session == scr.view.ceremony_id and offer.step == "collect-shares"
+            assert "\u2580" in offer.qr or "\u2584" in offer.qr
+            assert "left)" in str(app.screen.query_one("#offer-head").render())
+            await pilot.press("escape")
+            await settle(pilot)
+            assert app.screen is scr
+            assert "Remote offer" in str(scr.query_one("#cer-offer").render())
+
+            (tmp_path / "offer.txt").write_text(offer.text + "\n")
+            blob = tmp_path / "carol.blob"
+            s = run_cli(
+                "share",
+                "send",
+                str(h.root / "shares" / "carol.share.txt"),
+                "--envelope",
+                h.envelope("carol"),
+                "--offer",
+                str(tmp_path / "offer.txt"),
+                "--trust",
+                str(h.people / "admin.pub.json"),
+                "--out",
+                str(blob),
+                "--json",
+            )
+            assert s.returncode == 0, s.stderr
+            sas["carol"] = json.loads(s.stdout)["sas"]
+            text = blob.read_text().strip()
+
+            bad = text[:60] + ("A" if text[60] != "A" else "B") + text[61:]
+            await paste_sealed(pilot, scr, bad)  # altered in transit: rejected, named
+            assert app.errors_shown == [], app.errors_shown
+            rej = [c for c in scr.view.shares if c.status == "rejected"]
+            assert [c.source for c in rej] == ["remote:sealed-1"] and rej[0].reason
+            assert scr.view.quorum.describe() == "Custodians 1/3"
+
+            await paste_sealed(pilot, scr, text)
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.sas == (("carol", sas["carol"]),)
+            shown = str(scr.query_one("#cer-offer").render())
+            assert f"SAS carol: {sas['carol']}" in shown
+            ok = [c for c in v.shares if c.status == "ok"]
+            assert [c.custodian for c in ok] == ["alice", "carol"]
+            assert v.quorum.describe() == "Custodians 2/3"
+
+            await hand_in(pilot, scr, h.envelope("dave"), h.share("dave"))
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.status == "closed", v
+            assert dict(v.facts)["collect-shares.accepted"] == "alice, carol, dave"
+            assert any(sas["carol"] in m for m in v.messages)
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    assert h.active_root() == (version, kcv)
+    events = (Path(bundle) / "events.jsonl").read_text()
+    assert '"offer.made"' in events and "remote:sealed-1" in events
     h.verify(bundle)

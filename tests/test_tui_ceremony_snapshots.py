@@ -43,53 +43,94 @@ VECTOR = json.loads((VECTORS / "slip39-vectors.json").read_text())[0][1][0]  # p
 
 def recover_view() -> CeremonyView:
     return CeremonyView(
-        ceremony_id=CID, kind="recover", status="awaiting-input", awaiting="shares",
+        ceremony_id=CID,
+        kind="recover",
+        status="awaiting-input",
+        awaiting="shares",
         step="collect-shares",
         steps=step_rows("recover", ("hsm-check",), "collect-shares", "awaiting-input", "shares"),
-        quorum=QuorumView(groups=(GroupProgress(label="Custodians", have=2, need=3),),
-                          group_threshold=1),
-        shares=(ShareCheck(source="share", status="ok", custodian="alice", group=1, member=1),
-                ShareCheck(source="share", status="rejected", custodian="bob",
-                           reason="checksum fails (word 6 is wrong)",
-                           word_errors=((6, "checksum fails here"),)),
-                ShareCheck(source="share", status="ok", custodian="carol", group=1, member=3)),
-        facts=(("hsm-check.token", "custody"),), bundle=f"/srv/custody/transcripts/{CID}",
-        expires_at=T + 3600)
+        quorum=QuorumView(
+            groups=(GroupProgress(label="Custodians", have=2, need=3),), group_threshold=1
+        ),
+        shares=(
+            ShareCheck(source="share", status="ok", custodian="alice", group=1, member=1),
+            ShareCheck(
+                source="share",
+                status="rejected",
+                custodian="bob",
+                reason="checksum fails (word 6 is wrong)",
+                word_errors=((6, "checksum fails here"),),
+            ),
+            ShareCheck(source="share", status="ok", custodian="carol", group=1, member=3),
+        ),
+        facts=(("hsm-check.token", "custody"),),
+        bundle=f"/srv/custody/transcripts/{CID}",
+        expires_at=T + 3600,
+    )
 
 
 def reshare_view() -> CeremonyView:
     done = ("hsm-check",)
     return CeremonyView(
-        ceremony_id=CID, kind="reshare", status="awaiting-input", awaiting="shares",
+        ceremony_id=CID,
+        kind="reshare",
+        status="awaiting-input",
+        awaiting="shares",
         step="collect-shares",
         steps=step_rows("reshare", done, "collect-shares", "awaiting-input", "shares"),
-        quorum=QuorumView(groups=(GroupProgress(label="Security", have=1, need=2),
-                                  GroupProgress(label="Execs", have=2, need=2)),
-                          group_threshold=2),
-        shares=(ShareCheck(source="share", status="ok", custodian="alice", group=1, member=1),
-                ShareCheck(source="share", status="ok", custodian="dave", group=2, member=1),
-                ShareCheck(source="share", status="ok", custodian="erin", group=2, member=2),
-                ShareCheck(source="share", status="rejected", custodian="bob", group=1, member=2,
-                           reason="wrong epoch: from retired epoch 0, the current one is 1")),
-        bundle=f"/srv/custody/transcripts/{CID}", expires_at=T + 3600)
+        quorum=QuorumView(
+            groups=(
+                GroupProgress(label="Security", have=1, need=2),
+                GroupProgress(label="Execs", have=2, need=2),
+            ),
+            group_threshold=2,
+        ),
+        shares=(
+            ShareCheck(source="share", status="ok", custodian="alice", group=1, member=1),
+            ShareCheck(source="share", status="ok", custodian="dave", group=2, member=1),
+            ShareCheck(source="share", status="ok", custodian="erin", group=2, member=2),
+            ShareCheck(
+                source="share",
+                status="rejected",
+                custodian="bob",
+                group=1,
+                member=2,
+                reason="wrong epoch: from retired epoch 0, the current one is 1",
+            ),
+        ),
+        bundle=f"/srv/custody/transcripts/{CID}",
+        expires_at=T + 3600,
+    )
 
 
 def rotate_view() -> CeremonyView:
-    req = {"type": "custody-approval-request", "ceremony_id": CID, "action": "rotate-root",
-           "action_id": "rotate-root/v3", "action_digest": "9f2c4be1" * 8, "role": "custodian",
-           "needed": 3, "window": 600}
+    req = {
+        "type": "custody-approval-request",
+        "ceremony_id": CID,
+        "action": "rotate-root",
+        "action_id": "rotate-root/v3",
+        "action_digest": "9f2c4be1" * 8,
+        "role": "custodian",
+        "needed": 3,
+        "window": 600,
+    }
     return CeremonyView(
-        ceremony_id=CID, kind="rotate-root", status="awaiting-input", awaiting="approvals",
+        ceremony_id=CID,
+        kind="rotate-root",
+        status="awaiting-input",
+        awaiting="approvals",
         step="approve",
         steps=step_rows("rotate-root", ("hsm-check",), "approve", "awaiting-input", "approvals"),
-        approvals=(ApprovalRow(approver="alice", issued_at=T - 60, expires_at=T + 540,
-                               status="valid"),
-                   ApprovalRow(approver="bob", issued_at=T - 525, expires_at=T + 75,
-                               status="valid"),
-                   ApprovalRow(approver="erin", issued_at=T - 700, expires_at=T - 100,
-                               status="expired")),
-        request=req, approvals_needed=3, bundle=f"/srv/custody/transcripts/{CID}",
-        expires_at=T + 3600)
+        approvals=(
+            ApprovalRow(approver="alice", issued_at=T - 60, expires_at=T + 540, status="valid"),
+            ApprovalRow(approver="bob", issued_at=T - 525, expires_at=T + 75, status="valid"),
+            ApprovalRow(approver="erin", issued_at=T - 700, expires_at=T - 100, status="expired"),
+        ),
+        request=req,
+        approvals_needed=3,
+        bundle=f"/srv/custody/transcripts/{CID}",
+        expires_at=T + 3600,
+    )
 
 
 def card():
@@ -100,11 +141,18 @@ def card():
     from custody.shares.slip39 import parse_share
 
     parsed = parse_share(VECTOR, label="vector")
-    env = make_envelope(parsed, ceremony_id=CID, policy_digest="ab" * 32, epoch=0,
-                        custodian="cd" * 32, kcv="0a1b2c",
-                        dealer=Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
-    return Card(name="alice", label=f"custody generate {CID[:8]}", words=tuple(VECTOR.split()),
-                envelope=env)
+    env = make_envelope(
+        parsed,
+        ceremony_id=CID,
+        policy_digest="ab" * 32,
+        epoch=0,
+        custodian="cd" * 32,
+        kcv="0a1b2c",
+        dealer=Ed25519PrivateKey.from_private_bytes(bytes(range(32))),
+    )
+    return Card(
+        name="alice", label=f"custody generate {CID[:8]}", words=tuple(VECTOR.split()), envelope=env
+    )
 
 
 def app_for(view: CeremonyView | None):
@@ -134,8 +182,9 @@ def _svg_has_no_secrets(name: str, *, words_allowed: bool = False) -> None:
         text = svg.read_text().replace("&#160;", " ")
         assert PASSPHRASE not in text
         if not words_allowed:
-            assert not any(f">{w}<" in text or f" {w} " in text for w in VECTOR.split()
-                           if len(w) > 5), svg.name
+            assert not any(
+                f">{w}<" in text or f" {w} " in text for w in VECTOR.split() if len(w) > 5
+            ), svg.name
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -198,7 +247,52 @@ def test_share_card_public_vector(snap_compare, size):
         await pilot.app.push_screen(CardScreen("alice"))
         await settled(pilot)
 
-    view = CeremonyView(**{**recover_view().__dict__} if hasattr(recover_view(), "__dict__")
-                        else {f: getattr(recover_view(), f) for f in recover_view().__slots__})
+    view = CeremonyView(
+        **{**recover_view().__dict__}
+        if hasattr(recover_view(), "__dict__")
+        else {f: getattr(recover_view(), f) for f in recover_view().__slots__}
+    )
     assert snap_compare(app_for(view), terminal_size=size, run_before=before)
     _svg_has_no_secrets("test_share_card_public_vector", words_allowed=True)
+
+
+def remote_view() -> CeremonyView:
+    """recover waiting for shares, with an open transport offer and a remote hand-in
+    opened (dave; its SAS shown for voice comparison). The offer text is fixed, public data."""
+    from dataclasses import replace
+
+    from custody.shares.card import qr_terminal
+    from tui.services_ceremony import OfferView
+
+    text = "custody-offer:" + "eyJ0eXBlIjoiY3VzdG9keS10cmFuc3BvcnQtb2ZmZXIifQ" * 4
+    offer = OfferView(
+        text=text,
+        qr=qr_terminal(text.encode()),
+        expires=T + 840,
+        epoch=1,
+        step="collect-shares",
+        session=CID,
+    )
+    v = recover_view()
+    shares = (
+        *v.shares,
+        ShareCheck(source="remote:sealed-1", status="ok", custodian="dave", group=1, member=3),
+    )
+    return replace(v, offer=offer, sas=(("dave", "amber orbit tundra velvet"),), shares=shares)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_remote_hand_in_sas(snap_compare, size):
+    assert snap_compare(app_for(remote_view()), terminal_size=size, run_before=to_ceremony)
+    _svg_has_no_secrets("test_remote_hand_in_sas")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_remote_offer_qr(snap_compare, size):
+    async def before(pilot):
+        await to_ceremony(pilot)
+        await pilot.press("ctrl+r")
+        await settled(pilot)
+
+    assert snap_compare(app_for(remote_view()), terminal_size=size, run_before=before)
+    _svg_has_no_secrets("test_remote_offer_qr")

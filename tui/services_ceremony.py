@@ -25,348 +25,48 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from custody.errors import CeremonyError, ConfigError, CustodyError, ShareError, UsageError
-
-# ----------------------------------------------------------------------------- steps
-# step -> (who acts, what the step records in the transcript)
-STEP_INFO: dict[str, tuple[str, str]] = {
-    "review": ("coordinator", "the participants to add or revoke"),
-    "enrol": ("super-admins", "approvals and the new roster"),
-    "hsm-check": ("coordinator", "token label, serial, current root"),
-    "generate-root": ("HSM", "new root version and its KCV"),
-    "generate-rk": ("HSM", "the recovery key's KCV (never the key)"),
-    "wrap-blob": ("HSM", "digest of the root-key blob"),
-    "lock-root": ("HSM", "root marked non-extractable"),
-    "split": ("coordinator", "scheme, holders, per-share commitments"),
-    "issue-shares": ("coordinator", "who received a share and card"),
-    "verify-shares": ("custodians", "verification round: who re-entered, RK KCV"),
-    "finalise": ("coordinator", "the commit: new state active"),
-    "collect-shares": ("custodians", "each share accepted or rejected, by name"),
-    "rebuild-rk": ("coordinator", "the rebuilt recovery key's KCV"),
-    "import-root": ("HSM", "root unwrapped into the token, KCV checked"),
-    "verify-keks": ("HSM", "KEKs unwrap under the restored root"),
-    "rewrap": ("HSM", "KEKs rewrapped under the new root"),
-    "retire-epoch": ("coordinator", "old share set retired"),
-    "approve": ("custodians", "signed approvals bound to the action digest"),
-    "seal-blob": ("HSM", "root blob sealed to the share set"),
-    "incident": ("coordinator", "incident, reason, notification list"),
-    "disable-old": ("HSM", "compromised root versions disabled"),
-    "revoke": ("coordinator", "grants and sessions revoked"),
-    "report": ("coordinator", "impact report digest"),
-    "scratch-token": ("HSM", "scratch token created, RK imported"),
-    "compare-kcv": ("HSM", "KCV comparison"),
-    "destroy-scratch": ("HSM", "scratch token destroyed"),
-    "record": ("coordinator", "who passed the drill"),
-}
-INPUT_ASKS = {"collect-shares": "shares", "verify-shares": "shares", "approve": "approvals"}
+from tui.services_ceremony_checks import (
+    GroupProgress,
+    QuorumView,
+    ShareCheck,
+    ShareSet,
+    WordState,
+    check_share,
+    check_words,
+    complete_word,
+    quorum_of,
+)
+from tui.services_ceremony_remote import OfferView, offer_view, read_sealed, sealed_result
+from tui.services_ceremony_static import StaticCeremonyServices
+from tui.services_ceremony_views import (
+    INPUT_ASKS,
+    STEP_INFO,
+    ApprovalRow,
+    CardView,
+    CeremonyView,
+    StepRow,
+    _params,
+    card_view,
+    export_card,
+    public_facts,
+    read_envelope,
+    step_rows,
+)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepRow:
-    number: int
-    name: str
-    status: str  # done | running | waiting | next | pending | aborted
-    actor: str
-    records: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WordState:
-    """One typed word: what was typed (secret), what it expands to, and its error."""
-
-    position: int
-    typed: str = field(repr=False)
-    word: str | None = field(default=None, repr=False)
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShareCheck:
-    """The live check of one share. ``status``: incomplete | ok | rejected."""
-
-    source: str
-    status: str
-    reason: str = ""
-    custodian: str = ""
-    group: int | None = None  # 1-based
-    member: int | None = None
-    word_errors: tuple[tuple[int, str], ...] = ()  # (1-based position, error)
-
-    def line(self) -> str:
-        who = self.custodian or self.source
-        where = f" (group {self.group}, member {self.member})" if self.group else ""
-        if self.status == "ok":
-            return f"{who}{where}: ok"
-        return f"{who}{where}: {self.status}" + (f": {self.reason}" if self.reason else "")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GroupProgress:
-    label: str
-    have: int
-    need: int
-
-    @property
-    def met(self) -> bool:
-        return self.have >= self.need
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QuorumView:
-    groups: tuple[GroupProgress, ...]
-    group_threshold: int
-
-    @property
-    def groups_met(self) -> int:
-        return sum(1 for g in self.groups if g.met)
-
-    @property
-    def met(self) -> bool:
-        return self.groups_met >= self.group_threshold
-
-    def describe(self) -> str:
-        parts = [f"{g.label} {g.have}/{g.need}" for g in self.groups]
-        if len(self.groups) > 1:
-            parts.append(f"groups {self.groups_met}/{self.group_threshold}")
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApprovalRow:
-    approver: str
-    issued_at: int
-    expires_at: int
-    status: str  # valid | expired
-
-    def seconds_left(self, now: int) -> int:
-        return max(0, self.expires_at - now)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CeremonyView:
-    """Everything the ceremony screen shows. Public data only."""
-
-    ceremony_id: str
-    kind: str
-    status: str  # running | awaiting-input | closed | aborted
-    awaiting: str | None
-    step: str | None
-    steps: tuple[StepRow, ...]
-    quorum: QuorumView | None = None
-    shares: tuple[ShareCheck, ...] = ()
-    approvals: tuple[ApprovalRow, ...] = ()
-    request: dict[str, Any] | None = None
-    approvals_needed: int = 0
-    facts: tuple[tuple[str, str], ...] = ()
-    messages: tuple[str, ...] = ()
-    bundle: str = ""
-    cards: tuple[str, ...] = ()  # custodians whose card can be shown (generate/reshare)
-    expires_at: int = 0
-
-    @property
-    def next_actor(self) -> str:
-        for s in self.steps:
-            if s.status in ("running", "waiting", "next"):
-                return s.actor
-        return "nobody: the ceremony is " + self.status
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CardView:
-    """A custodian's share card: shown to that custodian only."""
-
-    name: str
-    words: tuple[str, ...] = field(repr=False)
-    lines: tuple[str, ...]
-    qr: str  # the envelope's QR, rendered with half blocks (qr_terminal)
-
-
-# ------------------------------------------------------------------------ live checks
-def check_words(text: str) -> tuple[WordState, ...]:
-    """Expand each typed word (a unique 4-letter prefix is enough, SLIP-0039) and flag
-    unknown or too-short ones. The word being typed (no trailing space) is not flagged
-    while it is still a prefix of some word."""
-    from custody.shares.slip39 import ShareWordError, expand_words
-
-    toks = text.split()
-    out = []
-    for i, tok in enumerate(toks, start=1):
-        last_open = i == len(toks) and not text[-1:].isspace()
-        try:
-            word = expand_words(tok, label="share")[0]
-            out.append(WordState(position=i, typed=tok, word=word))
-        except ShareWordError as exc:
-            if last_open and len(tok) < 4 and _is_prefix(tok):
-                out.append(WordState(position=i, typed=tok))
-                continue
-            why = "too short" if len(tok) < 4 and _is_prefix(tok) else "unknown word"
-            out.append(WordState(position=i, typed=tok, error=why if exc else why))
-    return tuple(out)
-
-
-def _is_prefix(tok: str) -> bool:
-    from custody.shares.slip39 import WORDLIST
-
-    t = tok.lower()
-    return any(w.startswith(t) for w in WORDLIST)
-
-
-def complete_word(tok: str) -> str | None:
-    """The word a typed prefix stands for, once it is unique (else None)."""
-    from custody.shares.slip39 import WORDLIST
-
-    t = tok.lower()
-    if len(t) < 2:
-        return None
-    hits = [w for w in WORDLIST if w.startswith(t)]
-    return hits[0] if len(hits) == 1 else None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShareSet:
-    """The public facts a share is checked against (store or a ceremony's new set)."""
-
-    epoch: int
-    ceremony_id: str
-    dealer: bytes
-    scheme: dict[str, Any]
-    holders: dict[tuple[int, int], dict[str, str]]
-    retired: tuple[tuple[int, str, dict[tuple[int, int], str]], ...] = ()  # (epoch, cid, idx->commitment)
-
-
-def check_share(source: str, text: str, envelope: bytes | None, sset: ShareSet | None) -> ShareCheck:
-    """Check one share before it is counted. Never raises for a bad share.
-
-    Order: words (unknown, at the word), length and RS1024 checksum (located at the word
-    when one word is wrong), membership of the share set by commitment (wrong set or
-    epoch), then the envelope (signature, ceremony, epoch, commitment, custodian).
-    """
-    from custody.shares import slip39
-    from custody.shares.envelope import commitment, load_envelope, verify_share
-
-    ws = check_words(text)
-    bad = tuple((w.position, w.error) for w in ws if w.error)
-    if bad:
-        return ShareCheck(source=source, status="rejected", word_errors=bad,
-                          reason="; ".join(f"word {p}: {e}" for p, e in bad))
-    if len(ws) not in (20, 33) or (not text[-1:].isspace() and len(ws) < 20):
-        return ShareCheck(source=source, status="incomplete",
-                          reason=f"{len(ws)} of 20 (or 33) words")
-    try:
-        parsed = slip39.parse_share(" ".join(w.word or "" for w in ws), label=source)
-    except slip39.ShareDiagnostic as exc:
-        pos = getattr(exc, "position", None)
-        why = "checksum fails" if isinstance(exc, slip39.ShareChecksumError) else exc.title
-        errs = ((pos, "checksum fails here"),) if pos else ()
-        return ShareCheck(source=source, status="rejected", word_errors=errs,
-                          custodian=_named(envelope, sset),
-                          reason=f"{why}" + (f" (word {pos} is wrong)" if pos else ""))
-    g, m = parsed.group_index, parsed.member_index
-    base = {"source": source, "group": g + 1, "member": m + 1}
-    if sset is None:
-        return ShareCheck(status="ok", **base)
-    holder = sset.holders.get((g, m))
-    mine = commitment(parsed, ceremony_id=sset.ceremony_id, epoch=sset.epoch).hex()
-    if holder is None or holder["commitment"] != mine:
-        for ep, cid, commits in sset.retired:
-            if commits.get((g, m)) == commitment(parsed, ceremony_id=cid, epoch=ep).hex():
-                return ShareCheck(status="rejected", reason=f"wrong epoch: from retired "
-                                  f"epoch {ep}, the current one is {sset.epoch}", **base)
-        return ShareCheck(status="rejected", reason="wrong set: not a share of the current "
-                          f"share set (epoch {sset.epoch})", **base)
-    name = holder["name"]
-    if envelope is None:
-        return ShareCheck(status="incomplete", custodian=name,
-                          reason="matches the share set; now give its envelope (QR text)", **base)
-    try:
-        env = load_envelope(envelope)
-        verify_share(parsed, env, sset.dealer, expected_ceremony=sset.ceremony_id,
-                     expected_epoch=sset.epoch)
-        if env.payload.custodian != holder["fingerprint"]:
-            return ShareCheck(status="rejected", custodian=name,
-                              reason="the envelope was issued to another custodian", **base)
-    except ShareError as exc:
-        return ShareCheck(status="rejected", custodian=name, reason=exc.title, **base)
-    return ShareCheck(status="ok", custodian=name, **base)
-
-
-def _named(envelope: bytes | None, sset: ShareSet | None) -> str:
-    """The custodian an envelope names (by fingerprint in the share set), or ""."""
-    from custody.shares.envelope import load_envelope
-
-    if envelope is None or sset is None:
-        return ""
-    try:
-        fp = load_envelope(envelope).payload.custodian
-    except ShareError:
-        return ""
-    return next((h["name"] for h in sset.holders.values() if h["fingerprint"] == fp), "")
-
-
-def quorum_of(sset: ShareSet, checks: Sequence[ShareCheck]) -> QuorumView:
-    """Progress per group from the shares that passed, by distinct (group, member)."""
-    groups = sset.scheme["groups"]
-    have: dict[int, set[int]] = {}
-    for c in checks:
-        if c.status == "ok" and c.group is not None and c.member is not None:
-            have.setdefault(c.group, set()).add(c.member)
-    label = (lambda i: "Custodians") if len(groups) == 1 else (lambda i: f"Group {i}")
-    return QuorumView(groups=tuple(GroupProgress(label=label(i), have=len(have.get(i, ())),
-                                                 need=t)
-                                   for i, (t, _n) in enumerate(groups, start=1)),
-                      group_threshold=int(sset.scheme["group_threshold"]))
-
-
-def step_rows(kind: str, done: Sequence[str], current: str | None, status: str,
-              awaiting: str | None) -> tuple[StepRow, ...]:
-    from ceremonies.engine import SCRIPTS
-
-    rows = []
-    nxt_seen = False
-    for i, name in enumerate(SCRIPTS[kind], start=1):
-        if name in done:
-            st = "done"
-        elif status == "aborted":
-            st = "aborted"
-        elif name == current and awaiting:
-            st, nxt_seen = "waiting", True
-        elif name == current:
-            st, nxt_seen = "running", True
-        elif not nxt_seen and status not in ("closed",):
-            st, nxt_seen = "next", True
-        else:
-            st = "pending"
-        actor, records = STEP_INFO.get(name, ("coordinator", ""))
-        rows.append(StepRow(number=i, name=name, status=st, actor=actor, records=records))
-    return tuple(rows)
-
-
-def public_facts(facts: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The facts worth showing (all are public by construction; long lists shortened)."""
-    out = []
-    for k in sorted(facts):
-        v = facts[k]
-        if k in ("holders", "dealer_public", "new_rk_public"):
-            continue
-        if isinstance(v, list):
-            v = ", ".join(str(x) for x in v)
-        elif isinstance(v, dict):
-            v = json.dumps(v, sort_keys=True)
-        out.append((k, str(v)))
-    return tuple(out)
-
-
-# ------------------------------------------------------------------------- protocol
 class CeremonyServices(Protocol):
     """What the ceremony screens need. Every method may raise a CustodyError."""
 
     def open_ceremonies(self) -> list[dict[str, Any]]: ...
-    def start(self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]) -> CeremonyView: ...
+    def start(
+        self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]
+    ) -> CeremonyView: ...
     def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView: ...
     def view(self) -> CeremonyView | None: ...
     def check(self, source: str, text: str, envelope: str) -> ShareCheck: ...
@@ -375,28 +75,13 @@ class CeremonyServices(Protocol):
     def sign_approval(self, key_path: str, passphrase: str) -> CeremonyView: ...
     def submit(self) -> CeremonyView: ...
     def abort(self, reason: str) -> CeremonyView: ...
+    def offer(self, ttl: int = 900) -> CeremonyView: ...
+    def hand_in_sealed(self, blob: str) -> CeremonyView: ...
     def card(self, name: str) -> CardView: ...
     def export_card(self, name: str, path: str) -> Path: ...
     def close(self) -> None: ...
 
 
-def read_envelope(text: str) -> bytes | None:
-    """Envelope text as pasted (JSON, e.g. from the QR) or a path to an envelope file."""
-    t = text.strip()
-    if not t:
-        return None
-    if t.startswith("{"):
-        return t.encode()
-    p = Path(t).expanduser()
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the envelope file {p.name}",
-                          "Paste the envelope text (from the QR code) or give the path of "
-                          "NAME.envelope.json.") from exc
-
-
-# ------------------------------------------------------------------ the real services
 class HomeCeremonyServices:
     """Drives one ceremony at a time on a real home (store + token) through the runner.
 
@@ -405,8 +90,12 @@ class HomeCeremonyServices:
     ``Deployment.open`` and never kept here.
     """
 
-    def __init__(self, home: Path, pin: Callable[[], str | None],
-                 clock: Callable[[], int] = lambda: int(time.time())) -> None:
+    def __init__(
+        self,
+        home: Path,
+        pin: Callable[[], str | None],
+        clock: Callable[[], int] = lambda: int(time.time()),
+    ) -> None:
         self.home = Path(home)
         self._pin = pin
         self.clock = clock
@@ -417,14 +106,31 @@ class HomeCeremonyServices:
         self._handins: list[tuple[Any, ShareCheck]] = []  # (ShareInput | None, check)
         self._approvals: list[Any] = []
         self._round: str | None = None
+        self._offer: OfferView | None = None
+        self._sas: list[tuple[str, str]] = []  # (custodian or source, SAS) of remote hand-ins
+        self._sealed_n = 0
         # SQLite connections and the PKCS#11 session belong to the thread that opened
         # them: every call runs on this one thread (the UI's workers just wait on it).
         from concurrent.futures import ThreadPoolExecutor
 
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ceremony")
-        for name in ("open_ceremonies", "start", "resume", "view", "check", "hand_in",
-                     "add_approval_file", "sign_approval", "submit", "abort", "card",
-                     "export_card", "close"):
+        for name in (
+            "open_ceremonies",
+            "start",
+            "resume",
+            "view",
+            "check",
+            "hand_in",
+            "offer",
+            "hand_in_sealed",
+            "add_approval_file",
+            "sign_approval",
+            "submit",
+            "abort",
+            "card",
+            "export_card",
+            "close",
+        ):
             setattr(self, name, self._on_thread(getattr(self, name)))
 
     def _on_thread(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -432,6 +138,7 @@ class HomeCeremonyServices:
             if threading.current_thread().name.startswith("ceremony"):
                 return fn(*args)
             return self._thread.submit(fn, *args).result()
+
         call.__name__ = fn.__name__
         call.__doc__ = fn.__doc__
         return call
@@ -447,9 +154,10 @@ class HomeCeremonyServices:
         self.close()
         pin = self._pin() if need_hsm else None
         if need_hsm and pin is None:
-            raise UsageError("The token PIN is needed for this ceremony",
-                             "Press p on the dashboard to enter it, or start custody tui "
-                             "with --pin-file.")
+            raise UsageError(
+                "The token PIN is needed for this ceremony",
+                "Press p on the dashboard to enter it, or start custody tui with --pin-file.",
+            )
         self._dep = Deployment.open(Home(self.home), pin)
         return self._dep
 
@@ -461,8 +169,9 @@ class HomeCeremonyServices:
         with self._lock, Deployment.open(Home(self.home)) as dep:
             return open_ceremonies(dep)
 
-    def start(self, kind: str, key_path: str, passphrase: str,
-              params: dict[str, Any]) -> CeremonyView:
+    def start(
+        self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]
+    ) -> CeremonyView:
         """Open a new ceremony of *kind* (as ``custody ceremony KIND``) and run it until it
         needs people.
 
@@ -483,10 +192,17 @@ class HomeCeremonyServices:
                 sset = active_share_set(dep.store)
                 if sset is None:
                     raise CeremonyError("No share set", "Run the generate ceremony first.")
-                thresholds = {"rotate-root": Threshold(role="custodian",
-                                                       count=quorum_size(sset["scheme"]))}
-            self._runner = CeremonyRunner.start(dep, kind, signer, params=_params(kind, params),
-                                                thresholds=thresholds, clock=self.clock)
+                thresholds = {
+                    "rotate-root": Threshold(role="custodian", count=quorum_size(sset["scheme"]))
+                }
+            self._runner = CeremonyRunner.start(
+                dep,
+                kind,
+                signer,
+                params=_params(kind, params),
+                thresholds=thresholds,
+                clock=self.clock,
+            )
             return self._run()
 
     def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView:
@@ -509,8 +225,9 @@ class HomeCeremonyServices:
 
     def _need(self) -> Any:
         if self._runner is None:
-            raise UsageError("No ceremony is open on this screen",
-                             "Start one with n, or resume one with o.")
+            raise UsageError(
+                "No ceremony is open on this screen", "Start one with n, or resume one with o."
+            )
         return self._runner
 
     def view(self) -> CeremonyView | None:
@@ -524,22 +241,40 @@ class HomeCeremonyServices:
         step = self._outcome.step if self._outcome is not None else None
         if step == "verify-shares":
             f = r.state.facts
-            return ShareSet(epoch=f["epoch"], ceremony_id=r.ceremony_id,
-                            dealer=bytes.fromhex(f["dealer_public"]), scheme=f["scheme"],
-                            holders={(h["group"] - 1, h["member"] - 1): {
-                                "name": h["custodian"], "fingerprint": h["custodian_fingerprint"],
-                                "commitment": h["commitment"]} for h in f["holders"]})
+            return ShareSet(
+                epoch=f["epoch"],
+                ceremony_id=r.ceremony_id,
+                dealer=bytes.fromhex(f["dealer_public"]),
+                scheme=f["scheme"],
+                holders={
+                    (h["group"] - 1, h["member"] - 1): {
+                        "name": h["custodian"],
+                        "fingerprint": h["custodian_fingerprint"],
+                        "commitment": h["commitment"],
+                    }
+                    for h in f["holders"]
+                },
+            )
         s = active_share_set(r.dep.store)
         if s is None:
             return None
         retired = []
         for ep, cid in r.dep.store.query(
-                "SELECT epoch, ceremony_id FROM share_sets WHERE state!='active'"):
-            rows = r.dep.store.query("SELECT group_index, member_index, commitment FROM "
-                                     "share_holders WHERE epoch=?", (ep,))
+            "SELECT epoch, ceremony_id FROM share_sets WHERE state!='active'"
+        ):
+            rows = r.dep.store.query(
+                "SELECT group_index, member_index, commitment FROM share_holders WHERE epoch=?",
+                (ep,),
+            )
             retired.append((ep, cid, {(g, m): c for g, m, c in rows}))
-        return ShareSet(epoch=s["epoch"], ceremony_id=s["ceremony_id"], dealer=s["dealer"],
-                        scheme=s["scheme"], holders=s["holders"], retired=tuple(retired))
+        return ShareSet(
+            epoch=s["epoch"],
+            ceremony_id=s["ceremony_id"],
+            dealer=s["dealer"],
+            scheme=s["scheme"],
+            holders=s["holders"],
+            retired=tuple(retired),
+        )
 
     def check(self, source: str, text: str, envelope: str) -> ShareCheck:
         """Check a share as typed, without handing it in."""
@@ -562,17 +297,21 @@ class HomeCeremonyServices:
             sset = self._share_set()
             c = check_share(source, text, env, sset)
             if c.status == "incomplete":
-                raise UsageError(f"The share of {c.custodian or source} is incomplete: "
-                                 f"{c.reason}", "Type all its words and give its envelope.")
-            if c.status == "ok" and any(x.custodian == c.custodian and x.status == "ok"
-                                        for _, x in self._handins):
-                c = replace(c, status="rejected", reason="this custodian already handed in "
-                            "a share")
+                raise UsageError(
+                    f"The share of {c.custodian or source} is incomplete: {c.reason}",
+                    "Type all its words and give its envelope.",
+                )
+            if c.status == "ok" and any(
+                x.custodian == c.custodian and x.status == "ok" for _, x in self._handins
+            ):
+                c = replace(c, status="rejected", reason="this custodian already handed in a share")
             words = check_words(text)
             full = " ".join(w.word or w.typed for w in words)
-            si = ShareInput(source=c.custodian or source, text=full, envelope=env) \
-                if env is not None and c.reason != "this custodian already handed in a share" \
+            si = (
+                ShareInput(source=c.custodian or source, text=full, envelope=env)
+                if env is not None and c.reason != "this custodian already handed in a share"
                 else None
+            )
             self._handins.append((si, c))
             if sset is not None and quorum_of(sset, [x for _, x in self._handins]).met:
                 return self._submit_shares()
@@ -581,8 +320,10 @@ class HomeCeremonyServices:
     def _require(self, what: str) -> None:
         o = self._outcome
         if o is None or o.status != "awaiting-input" or o.awaiting != what:
-            raise UsageError(f"The ceremony is not waiting for {what}",
-                             "See the step list for what it needs now.")
+            raise UsageError(
+                f"The ceremony is not waiting for {what}",
+                "See the step list for what it needs now.",
+            )
 
     def _submit_shares(self) -> CeremonyView:
         from ceremonies.runner import Inputs
@@ -601,8 +342,10 @@ class HomeCeremonyServices:
             try:
                 a = Approval.from_json(json.loads(Path(path).expanduser().read_text()))
             except (OSError, ValueError, TranscriptError) as exc:
-                raise ConfigError(f"{Path(path).name} is not an approval file",
-                                  "Use a file written by 'custody ceremony approve'.") from exc
+                raise ConfigError(
+                    f"{Path(path).name} is not an approval file",
+                    "Use a file written by 'custody ceremony approve'.",
+                ) from exc
             return self._add_approval(a)
 
     def sign_approval(self, key_path: str, passphrase: str) -> CeremonyView:
@@ -614,12 +357,20 @@ class HomeCeremonyServices:
             self._require("approvals")
             req = self._outcome.request
             if not req:
-                raise CeremonyError("There is no approval request to sign",
-                                    "Resume the ceremony so that it states its request.")
+                raise CeremonyError(
+                    "There is no approval request to sign",
+                    "Resume the ceremony so that it states its request.",
+                )
             signer = load_signer(Path(key_path).expanduser(), passphrase)
-            a = Approval.create(signer, ceremony_id=req["ceremony_id"], action=req["action"],
-                                action_id=req["action_id"], digest=req["action_digest"],
-                                now=self.clock(), window=int(req.get("window", 600)))
+            a = Approval.create(
+                signer,
+                ceremony_id=req["ceremony_id"],
+                action=req["action"],
+                action_id=req["action_id"],
+                digest=req["action_digest"],
+                now=self.clock(),
+                window=int(req.get("window", 600)),
+            )
             return self._add_approval(a)
 
     def _add_approval(self, a: Any) -> CeremonyView:
@@ -647,6 +398,51 @@ class HomeCeremonyServices:
                 return self._submit_shares()
             return self._run()
 
+    # -- remote sealed hand-in (tui.services_ceremony_remote) ---------------------------
+    def offer(self, ttl: int = 900) -> CeremonyView:
+        """Make a transport offer for this ceremony's waiting share step (the runner seals
+        its private half on the HSM) and show it.
+
+        Raises:
+            UsageError: not waiting for shares, or no token open. CeremonyError, and
+            CeremonyExpired: from :meth:`ceremonies.runner.CeremonyRunner.offer`.
+        """
+        with self._lock:
+            self._require("shares")
+            self._offer = offer_view(self._need().offer(ttl=ttl))
+            return self._view()
+
+    def hand_in_sealed(self, blob: str) -> CeremonyView:
+        """Hand one pasted sealed blob to the runner now (``Inputs.sealed``). The runner
+        opens, checks and records it (held sealed on the HSM until the quorum); its share
+        row and its SAS come back in the view. Shares typed here stay on screen until the
+        quorum, as before, and go in with the last one.
+
+        Raises:
+            UsageError: not waiting for shares, or not a blob. ConfigError: unreadable file.
+        """
+        from ceremonies.runner import Inputs
+
+        with self._lock:
+            self._require("shares")
+            text = read_sealed(blob)
+            self._sealed_n += 1
+            source = f"sealed-{self._sealed_n}"
+            before = len(self._outcome.messages)
+            counted = {c.custodian for _, c in self._handins if c.status == "ok"}
+            sset = self._share_set()
+            view = self._run(Inputs(sealed=[(source, text)]))
+            o = self._outcome
+            check, sas = sealed_result(source, o.messages[before:], sset, dict(o.facts), counted)
+            if sas:
+                self._sas.append((check.custodian or source, sas))
+            self._handins.append((None, check))
+            if view.awaiting == "shares" and sset is not None:
+                pending = [si for si, _ in self._handins if si is not None]
+                if pending and quorum_of(sset, [c for _, c in self._handins]).met:
+                    return self._submit_shares()
+            return self._view()
+
     def abort(self, reason: str) -> CeremonyView:
         with self._lock:
             self._outcome = self._need().abort(reason)
@@ -663,12 +459,18 @@ class HomeCeremonyServices:
             words = tuple((out / f"{name}.share.txt").read_text().split())
             env = load_envelope((out / f"{name}.envelope.json").read_bytes())
         except OSError as exc:
-            raise ConfigError(f"No share card for {name} in this ceremony",
-                              "Cards exist after the issue-shares step.") from exc
+            raise ConfigError(
+                f"No share card for {name} in this ceremony",
+                "Cards exist after the issue-shares step.",
+            ) from exc
         except ShareError:
             raise
-        return Card(name=name, label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
-                    words=words, envelope=env)
+        return Card(
+            name=name,
+            label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
+            words=words,
+            envelope=env,
+        )
 
     def card(self, name: str) -> CardView:
         with self._lock:
@@ -691,29 +493,48 @@ class HomeCeremonyServices:
             self._round = step
         sset = None
         try:
-            sset = self._share_set() if awaiting == "shares" or (
-                self._handins and status != "aborted") else None
+            sset = (
+                self._share_set()
+                if awaiting == "shares" or (self._handins and status != "aborted")
+                else None
+            )
         except CustodyError:
             sset = None
         checks = tuple(c for _, c in self._handins)
         now = self.clock()
         req = o.request if o is not None else None
-        approvals = tuple(ApprovalRow(approver=a.approver, issued_at=a.issued_at,
-                                      expires_at=a.expires_at,
-                                      status="valid" if a.expires_at >= now else "expired")
-                          for a in self._approvals)
+        approvals = tuple(
+            ApprovalRow(
+                approver=a.approver,
+                issued_at=a.issued_at,
+                expires_at=a.expires_at,
+                status="valid" if a.expires_at >= now else "expired",
+            )
+            for a in self._approvals
+        )
         cards: tuple[str, ...] = ()
         if "issue-shares" in st.done and status != "aborted":
             cards = tuple(st.facts.get("issued_to", ()))
         return CeremonyView(
-            ceremony_id=r.ceremony_id, kind=st.kind, status=status, awaiting=awaiting,
-            step=step, steps=step_rows(st.kind, st.done, step, status, awaiting),
-            quorum=quorum_of(sset, checks) if sset is not None else None, shares=checks,
-            approvals=approvals, request=req,
+            ceremony_id=r.ceremony_id,
+            kind=st.kind,
+            status=status,
+            awaiting=awaiting,
+            step=step,
+            steps=step_rows(st.kind, st.done, step, status, awaiting),
+            quorum=quorum_of(sset, checks) if sset is not None else None,
+            shares=checks,
+            approvals=approvals,
+            request=req,
             approvals_needed=int(req.get("needed", 0)) if req else 0,
             facts=public_facts(dict(st.facts)),
-            messages=tuple(o.messages) if o is not None else (), bundle=str(r.bundle),
-            cards=cards, expires_at=st.expires_at)
+            messages=tuple(o.messages) if o is not None else (),
+            bundle=str(r.bundle),
+            cards=cards,
+            expires_at=st.expires_at,
+            offer=self._offer if awaiting == "shares" else None,
+            sas=tuple(self._sas),
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -723,139 +544,7 @@ class HomeCeremonyServices:
                 self._dep.close()
             self._dep = self._runner = self._outcome = None
             self._handins, self._approvals, self._round = [], [], None
-
-
-def _params(kind: str, p: dict[str, Any]) -> dict[str, Any]:
-    """The runner's params from the start form (same rules as ``custody ceremony``).
-
-    Raises:
-        UsageError: a bad scheme or a missing field.
-    """
-    if kind in ("generate", "reshare"):
-        cust = [c.strip() for c in str(p.get("custodians", "")).replace(",", " ").split()]
-        if not cust:
-            raise UsageError("Name the custodians", "For example: alice bob carol dave erin.")
-        if not p.get("out"):
-            raise UsageError("Give the directory for the share files", "For example: ./shares")
-        scheme = str(p.get("scheme", "")).strip()
-        try:
-            if "/" in scheme.split(" of ")[0] or ":" in scheme:
-                gpart, _, gt = scheme.partition(":")
-                groups = [[int(t), int(n)] for t, n in (g.split("/") for g in gpart.split(","))]
-                gthr = int(gt or 1)
-            else:
-                t = int(scheme.split("of")[0])
-                groups, gthr = [[t, len(cust)]], 1
-        except ValueError:
-            raise UsageError(f"Cannot read the scheme {scheme!r}",
-                             "Write T (for T of N), or groups as 2/2,2/2,2/2:2.") from None
-        if sum(n for _, n in groups) != len(cust):
-            raise UsageError("The scheme needs one custodian per share",
-                             f"Name {sum(n for _, n in groups)} custodians.")
-        if any(not 1 <= t <= n for t, n in groups) or (len(groups) == 1 and groups[0][0] == 1
-                                                        and len(cust) > 1):
-            raise UsageError("Each group needs 1 <= T <= N, and 1-of-N is not allowed",
-                             "For example: 3 (3 of 5).")
-        return {"custodians": cust, "out": str(Path(p["out"]).expanduser().resolve()),
-                "groups": groups, "group_threshold": gthr}
-    if kind == "emergency-rotate":
-        if not str(p.get("reason", "")).strip():
-            raise UsageError("Give the reason for the emergency rotation",
-                             "It goes into the incident record.")
-        return {"reason": str(p["reason"]).strip()}
-    return {}
-
-
-def card_view(card: Any) -> CardView:
-    from custody.shares.card import qr_terminal
-
-    return CardView(name=card.name, words=tuple(card.words), lines=tuple(card.lines()),
-                    qr=qr_terminal(card.envelope_bytes))
-
-
-def export_card(card: Any, path: str) -> Path:
-    """Write *card* as PNG, SVG or PDF (by the file's suffix), mode 0600.
-
-    Raises:
-        UsageError: another suffix. ConfigError: the file cannot be written.
-    """
-    import os
-
-    from custody.shares.card import render
-
-    p = Path(path).expanduser()
-    fmt = p.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg", "pdf"):
-        raise UsageError("Export the card as .png, .svg or .pdf",
-                         "End the file name with one of these.")
-    data = render(card, fmt)
-    try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise ConfigError(f"Cannot write {p.name}", "Check the directory exists and is "
-                          "writable.") from exc
-    return p
-
-
-# -------------------------------------------------------------------- fixed data
-@dataclass
-class StaticCeremonyServices:
-    """Fixed views for snapshot tests and screenshots. No disk, no token."""
-
-    current: CeremonyView | None = None
-    cards: dict[str, Any] = field(default_factory=dict)  # name -> custody.shares.card.Card
-    sset: ShareSet | None = None
-    calls: list[str] = field(default_factory=list)
-
-    def open_ceremonies(self) -> list[dict[str, Any]]:
-        return []
-
-    def start(self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]) -> CeremonyView:
-        self.calls.append(f"start {kind}")
-        assert self.current is not None
-        return self.current
-
-    def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def view(self) -> CeremonyView | None:
-        return self.current
-
-    def check(self, source: str, text: str, envelope: str) -> ShareCheck:
-        return check_share(source, text, read_envelope(envelope) if envelope.strip() else None,
-                           self.sset)
-
-    def hand_in(self, source: str, text: str, envelope: str) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def add_approval_file(self, path: str) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def sign_approval(self, key_path: str, passphrase: str) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def submit(self) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def abort(self, reason: str) -> CeremonyView:
-        assert self.current is not None
-        return self.current
-
-    def card(self, name: str) -> CardView:
-        return card_view(self.cards[name])
-
-    def export_card(self, name: str, path: str) -> Path:
-        return export_card(self.cards[name], path)
-
-    def close(self) -> None:
-        pass
+            self._offer, self._sas, self._sealed_n = None, [], 0
 
 
 def ceremony_services(app: Any) -> CeremonyServices:
@@ -867,3 +556,32 @@ def ceremony_services(app: Any) -> CeremonyServices:
         svc = HomeCeremonyServices(app.settings.home, app.services.pin)
         app.ceremony_services = svc
     return svc
+
+
+__all__ = [
+    "INPUT_ASKS",
+    "STEP_INFO",
+    "ApprovalRow",
+    "CardView",
+    "CeremonyServices",
+    "CeremonyView",
+    "GroupProgress",
+    "HomeCeremonyServices",
+    "OfferView",
+    "QuorumView",
+    "ShareCheck",
+    "ShareSet",
+    "StaticCeremonyServices",
+    "StepRow",
+    "WordState",
+    "card_view",
+    "ceremony_services",
+    "check_share",
+    "check_words",
+    "complete_word",
+    "export_card",
+    "public_facts",
+    "quorum_of",
+    "read_envelope",
+    "step_rows",
+]

@@ -33,8 +33,14 @@ from tui.services_ceremony import (
     complete_word,
 )
 
-STEP_STYLE = {"done": "green", "running": "bold yellow", "waiting": "bold yellow",
-              "next": "yellow", "pending": "dim", "aborted": "red"}
+STEP_STYLE = {
+    "done": "green",
+    "running": "bold yellow",
+    "waiting": "bold yellow",
+    "next": "yellow",
+    "pending": "dim",
+    "aborted": "red",
+}
 CHECK_STYLE = {"ok": "green", "rejected": "bold red", "incomplete": "yellow"}
 
 
@@ -47,11 +53,11 @@ class WordSuggester(Suggester):
     async def get_suggestion(self, value: str) -> str | None:
         if not value or value[-1:].isspace():
             return None
-        head, _, tok = value.rpartition(" ")
+        tok = value.rpartition(" ")[2]
         full = complete_word(tok)
         if full is None or full == tok.lower():
             return None
-        return value + full[len(tok):]
+        return value + full[len(tok) :]
 
 
 class CeremonyUpdated(Message):
@@ -98,6 +104,7 @@ class CeremonyScreen(ServiceScreen):
         Binding("ctrl+a", "sign_approval", "Approve", priority=True),
         Binding("ctrl+l", "load_approval", "Approval file", show=False, priority=True),
         Binding("ctrl+o", "card", "Card", priority=True),
+        Binding("ctrl+r", "offer", "Remote offer", priority=True),
         Binding("ctrl+x", "abort", "Abort", priority=True),
     ]
 
@@ -106,28 +113,42 @@ class CeremonyScreen(ServiceScreen):
         self.view: CeremonyView | None = None
         self.last_check: ShareCheck | None = None
         self._countdown: Any = None
+        self._offer_wanted = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static("No ceremony open. n: start one, o: resume one.", id="cer-status")
         with Horizontal(id="cer-body"):
-            steps: DataTable = DataTable(id="cer-steps", cursor_type="row")
+            steps: DataTable[Any] = DataTable(id="cer-steps", cursor_type="row")
             steps.border_title = "Steps"
             yield steps
             with VerticalScroll(id="cer-side"):
                 yield Static("", id="cer-quorum")
-                shares: DataTable = DataTable(id="cer-shares", cursor_type="row")
+                shares: DataTable[Any] = DataTable(id="cer-shares", cursor_type="row")
                 shares.border_title = "Shares handed in"
                 yield shares
-                appr: DataTable = DataTable(id="cer-approvals", cursor_type="row")
+                appr: DataTable[Any] = DataTable(id="cer-approvals", cursor_type="row")
                 appr.border_title = "Approvals"
                 yield appr
+                yield Static("", id="cer-offer")
                 yield Static("", id="cer-facts")
         with Vertical(id="cer-entry"):
-            yield Input(id="share-envelope", compact=True,
-                        placeholder="envelope: paste the QR text, or the path of NAME.envelope.json")
-            yield Input(id="share-words", suggester=WordSuggester(), compact=True,
-                        placeholder="share words (4 letters each are enough); Enter hands in")
+            yield Input(
+                id="share-envelope",
+                compact=True,
+                placeholder="envelope: paste the QR text, or the path of NAME.envelope.json",
+            )
+            yield Input(
+                id="share-words",
+                suggester=WordSuggester(),
+                compact=True,
+                placeholder="share words (4 letters each are enough); Enter hands in",
+            )
+            yield Input(
+                id="sealed-blob",
+                compact=True,
+                placeholder="remote: paste a sealed custody-blob:... (Ctrl+R makes the offer)",
+            )
             yield Static("", id="share-check")
         yield Footer()
 
@@ -169,6 +190,9 @@ class CeremonyScreen(ServiceScreen):
     def on_ceremony_updated(self, msg: CeremonyUpdated) -> None:
         self.view = msg.view
         self.render_view()
+        if self._offer_wanted and self.view is not None and self.view.offer is not None:
+            self._offer_wanted = False
+            self._show_offer()
 
     def render_view(self) -> None:
         v = self.view
@@ -187,20 +211,32 @@ class CeremonyScreen(ServiceScreen):
         if v.awaiting:
             line.append(f"waiting for {v.awaiting} at {v.step}", style="yellow")
         else:
-            line.append(v.status, style="green" if v.status == "closed" else "red"
-                        if v.status == "aborted" else "")
+            line.append(
+                v.status,
+                style="green" if v.status == "closed" else "red" if v.status == "aborted" else "",
+            )
         line.append(f"  next: {v.next_actor}", style="dim")
         status.update(line)
         for s in v.steps:
-            steps.add_row(str(s.number), s.name, Text(s.status, style=STEP_STYLE.get(s.status, "")),
-                          s.actor, Text(s.records, style="dim"), key=s.name)
-        cur = next((i for i, s in enumerate(v.steps) if s.status in ("waiting", "running", "next")),
-                   None)
+            steps.add_row(
+                str(s.number),
+                s.name,
+                Text(s.status, style=STEP_STYLE.get(s.status, "")),
+                s.actor,
+                Text(s.records, style="dim"),
+                key=s.name,
+            )
+        cur = next(
+            (i for i, s in enumerate(v.steps) if s.status in ("waiting", "running", "next")), None
+        )
         if cur is not None:
             steps.move_cursor(row=cur)
         for c in v.shares:
-            shares.add_row(c.custodian or c.source,
-                           Text(c.status, style=CHECK_STYLE.get(c.status, "")), c.reason)
+            shares.add_row(
+                c.custodian or c.source,
+                Text(c.status, style=CHECK_STYLE.get(c.status, "")),
+                c.reason,
+            )
         q = Text()
         if cur is not None:
             s = v.steps[cur]
@@ -214,12 +250,17 @@ class CeremonyScreen(ServiceScreen):
                 q.append("\n")
             valid = len({a.approver for a in v.approvals if a.status == "valid"})
             q.append("Approvals: ", style="bold")
-            q.append(f"{valid}/{v.approvals_needed} custodians",
-                     style="green" if valid >= v.approvals_needed else "yellow")
+            q.append(
+                f"{valid}/{v.approvals_needed} custodians",
+                style="green" if valid >= v.approvals_needed else "yellow",
+            )
             if v.request:
-                q.append(f"  {v.request.get('action_id', '')}  digest "
-                         f"{str(v.request.get('action_digest', ''))[:12]}...  window "
-                         f"{v.request.get('window', '')}s", style="dim")
+                q.append(
+                    f"  {v.request.get('action_id', '')}  digest "
+                    f"{str(v.request.get('action_digest', ''))[:12]}...  window "
+                    f"{v.request.get('window', '')}s",
+                    style="dim",
+                )
         self.query_one("#cer-quorum", Static).update(q)
         self._render_approvals()
         facts = Text()
@@ -233,6 +274,7 @@ class CeremonyScreen(ServiceScreen):
         if v.status in ("closed", "aborted"):
             facts.append(f"transcript: {v.bundle}\n", style="dim")
         self.query_one("#cer-facts", Static).update(facts)
+        self._render_offer()
         self.query_one("#cer-entry").display = v.awaiting == "shares"
         if v.awaiting == "shares" and not isinstance(self.focused, Input):
             self.query_one("#share-envelope", Input).focus()
@@ -249,12 +291,36 @@ class CeremonyScreen(ServiceScreen):
         for a in v.approvals:
             left = a.seconds_left(now)
             style = "red" if left == 0 else ("yellow" if left < 120 else "green")
-            t.add_row(a.approver, Text("expired" if left == 0 else f"{left // 60}:{left % 60:02d} left",
-                                       style=style))
+            t.add_row(
+                a.approver,
+                Text("expired" if left == 0 else f"{left // 60}:{left % 60:02d} left", style=style),
+            )
 
     def _tick(self) -> None:
         if self.view is not None and self.view.approvals:
             self._render_approvals()
+        if self.view is not None and self.view.offer is not None:
+            self._render_offer()
+
+    def _render_offer(self) -> None:
+        """The offer's expiry countdown and the SAS of each remote hand-in opened, for the
+        coordinator to compare by voice with the custodian (the QR: Ctrl+R)."""
+        from tui.screens.ceremony_offer import offer_header
+
+        v, out = self.view, Text()
+        if v is not None:
+            for who, sas in v.sas:
+                out.append(f"SAS {who}: ", style="bold")
+                out.append(sas, style="bold cyan")
+                out.append(
+                    "  (read it aloud with the custodian; stop if theirs differs)\n", style="dim"
+                )
+            if v.offer is not None:
+                out.append_text(offer_header(v.offer, self._now()))
+                out.append("  Ctrl+R shows it with its QR", style="dim")
+        panel = self.query_one("#cer-offer", Static)
+        panel.update(out)
+        panel.display = bool(out)
 
     # ------------------------------------------------------------------ share entry
     @on(Input.Changed, "#share-words")
@@ -284,6 +350,14 @@ class CeremonyScreen(ServiceScreen):
         event.stop()
         self.query_one("#share-words", Input).focus()
 
+    @on(Input.Submitted, "#sealed-blob")
+    def _sealed_given(self, event: Input.Submitted) -> None:
+        event.stop()
+        blob = event.input.value
+        event.input.value = ""
+        if blob.strip():
+            self.do("hand_in_sealed", blob)
+
     @on(Input.Submitted, "#share-words")
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -311,9 +385,11 @@ class CeremonyScreen(ServiceScreen):
 
         def started(form: dict[str, Any] | None) -> None:
             if form:
-                self._with_passphrase("coordinator key passphrase",
-                                      lambda pw: self.do("start", form["kind"], form["key"], pw,
-                                                         form["params"]))
+                self._with_passphrase(
+                    "coordinator key passphrase",
+                    lambda pw: self.do("start", form["kind"], form["key"], pw, form["params"]),
+                )
+
         self.app.push_screen(StartModal(), started)
 
     def action_resume(self) -> None:
@@ -323,15 +399,19 @@ class CeremonyScreen(ServiceScreen):
 
             def got_key(key: str | None) -> None:
                 if key:
-                    self._with_passphrase("coordinator key passphrase",
-                                          lambda pw: self.do("resume", cid, key, pw))
+                    self._with_passphrase(
+                        "coordinator key passphrase", lambda pw: self.do("resume", cid, key, pw)
+                    )
+
             self.app.push_screen(TextPrompt("Coordinator key file (NAME.key.pem)"), got_key)
+
         self.app.push_screen(TextPrompt("Ceremony id to resume"), got_id)
 
     def _with_passphrase(self, what: str, then: Any) -> None:
         def got(pw: str | None) -> None:
             if pw is not None:
                 then(pw)
+
         self.app.push_screen(PinPrompt(what), got)
 
     def action_sign_approval(self) -> None:
@@ -341,15 +421,34 @@ class CeremonyScreen(ServiceScreen):
 
         def got_key(key: str | None) -> None:
             if key:
-                self._with_passphrase("approver's key passphrase",
-                                      lambda pw: self.do("sign_approval", key, pw))
+                self._with_passphrase(
+                    "approver's key passphrase", lambda pw: self.do("sign_approval", key, pw)
+                )
+
         self.app.push_screen(TextPrompt("Approver's key file (NAME.key.pem)"), got_key)
 
     def action_load_approval(self) -> None:
         def got(path: str | None) -> None:
             if path:
                 self.do("add_approval_file", path)
+
         self.app.push_screen(TextPrompt("Approval file (from custody ceremony approve)"), got)
+
+    def action_offer(self) -> None:
+        if self.view is None or self.view.awaiting != "shares":
+            self.notify("The ceremony is not waiting for shares.", severity="warning")
+            return
+        if self.view.offer is not None and self.view.offer.seconds_left(self._now()) > 60:
+            self._show_offer()
+            return
+        self._offer_wanted = True
+        self.do("offer")
+
+    def _show_offer(self) -> None:
+        from tui.screens.ceremony_offer import OfferScreen
+
+        if self.view is not None and self.view.offer is not None:
+            self.app.push_screen(OfferScreen(self.view.offer, self._now))
 
     def action_abort(self) -> None:
         if self.view is None or self.view.status in ("closed", "aborted"):
@@ -358,8 +457,14 @@ class CeremonyScreen(ServiceScreen):
         def answer(yes: bool | None) -> None:
             if yes:
                 self.do("abort", "aborted by the coordinator in the TUI")
-        self.app.push_screen(ConfirmModal(f"Abort {self.view.kind} {self.view.ceremony_id[:8]}?",
-                                          "Everything it created is rolled back."), answer)
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Abort {self.view.kind} {self.view.ceremony_id[:8]}?",
+                "Everything it created is rolled back.",
+            ),
+            answer,
+        )
 
     def action_card(self) -> None:
         from tui.screens.ceremony_card import CardScreen
@@ -371,6 +476,7 @@ class CeremonyScreen(ServiceScreen):
         def got(name: str | None) -> None:
             if name:
                 self.app.push_screen(CardScreen(name))
-        self.app.push_screen(TextPrompt(f"Show the card of ({', '.join(self.view.cards)})",
-                                        self.view.cards[0]), got)
 
+        self.app.push_screen(
+            TextPrompt(f"Show the card of ({', '.join(self.view.cards)})", self.view.cards[0]), got
+        )
