@@ -470,3 +470,118 @@ def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
     events = (Path(bundle) / "events.jsonl").read_text()
     assert '"offer.made"' in events and "remote:sealed-1" in events
     h.verify(bundle)
+
+
+def test_drill_resumed_from_the_open_list(generated: Home, tmp_path):
+    """A drill started in one session is picked from the open ceremonies in the next one
+    (``open_ceremonies``), then three custodians hand in their shares; the transcript
+    verifies and the drill is recorded for the active epoch."""
+    from tui.screens.ceremony_resume import ResumeModal
+
+    h = _copy(generated, tmp_path)
+
+    async def first():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "drill", h)
+            assert scr.view.awaiting == "shares" and scr.view.step == "collect-shares"
+            return scr.view.ceremony_id
+
+    cid = asyncio.run(first())
+
+    async def second():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, CeremonyScreen) and scr.view is None
+            await pilot.press("o")
+            await settle(pilot)
+            picker = app.screen
+            assert isinstance(picker, ResumeModal)
+            assert [r["id"] for r in picker.rows] == [cid]
+            assert picker.query_one("#resume-table").row_count == 1
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, TextPrompt)
+            app.screen.query_one(Input).value = h.key("admin")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, PinPrompt)
+            await pilot.press(*"pass-admin", "enter")
+            await settle(pilot)
+            assert app.errors_shown == [], app.errors_shown
+            assert scr.view.ceremony_id == cid and scr.view.awaiting == "shares"
+            for n in ("alice", "bob", "erin"):
+                await hand_in(pilot, scr, h.envelope(n), h.share(n))
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.status == "closed", v
+            assert all(s.status == "done" for s in v.steps)
+            return v.bundle
+
+    bundle = asyncio.run(second())
+    h.verify(bundle)
+    c = sqlite3.connect(h.root / "custody.db")
+    rows = c.execute("SELECT custodian FROM drills WHERE ceremony_id=?", (cid,)).fetchall()
+    c.close()
+    assert sorted(r[0] for r in rows) == ["alice", "bob", "erin"]
+
+
+def test_emergency_rotate_through_the_tui(generated: Home, tmp_path):
+    h = _copy(generated, tmp_path)
+    old = h.active_root()
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(pilot, "emergency-rotate", h, reason="root key suspected exposed")
+            v = scr.view
+            assert [s.name for s in v.steps][1] == "incident"  # no approvals in its script
+            assert app.errors_shown == [], app.errors_shown
+            assert v.status == "closed", v
+            assert all(s.status == "done" for s in v.steps)
+            return v
+
+    v = asyncio.run(go())
+    new = h.active_root()
+    assert new[0] == old[0] + 1 and new[1] != old[1]
+    assert "root key suspected exposed" in (Path(v.bundle) / "events.jsonl").read_text()
+    h.verify(v.bundle)
+
+
+def test_reshare_through_the_tui(generated: Home, tmp_path):
+    """Three old shares in, a new 3-of-5 set out (verification round with new shares); the
+    old epoch is retired, and the transcript verifies."""
+    h = _copy(generated, tmp_path)
+    out = h.root / "shares2"
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await start(
+                pilot, "reshare", h, custodians=" ".join(CUST), scheme="3", out=str(out)
+            )
+            assert scr.view.awaiting == "shares" and scr.view.step == "collect-shares"
+            for n in ("alice", "bob", "carol"):
+                await hand_in(pilot, scr, h.envelope(n), h.share(n))
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.awaiting == "shares" and v.step == "verify-shares", v
+            assert v.cards == CUST
+            for n in ("bob", "dave", "erin"):
+                new = (out / f"{n}.share.txt").read_text().strip()
+                await hand_in(pilot, scr, str(out / f"{n}.envelope.json"), new)
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view
+            assert v.status == "closed", v
+            assert all(s.status == "done" for s in v.steps)
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    h.verify(bundle)
+    c = sqlite3.connect(h.root / "custody.db")
+    states = dict(c.execute("SELECT epoch, state FROM share_sets").fetchall())
+    c.close()
+    assert sorted(states.values()).count("active") == 1 and len(states) == 2

@@ -296,3 +296,46 @@ def test_remote_offer_qr(snap_compare, size):
 
     assert snap_compare(app_for(remote_view()), terminal_size=size, run_before=before)
     _svg_has_no_secrets("test_remote_offer_qr")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_resume_picker(snap_compare, size):
+    """o lists the open ceremonies (closed ones are left out)."""
+    rows = [
+        {
+            "id": CID,
+            "kind": "recover",
+            "state": "open",
+            "coordinator": "admin",
+            "bundle": "",
+            "created": T - 600,
+            "expires": T + 3000,
+        },
+        {
+            "id": "77e0a2c4d9b81f35",
+            "kind": "drill",
+            "state": "open",
+            "coordinator": "admin",
+            "bundle": "",
+            "created": T - 7200,
+            "expires": T - 3600,
+        },
+        {
+            "id": "0b9d33e1c2a4f607",
+            "kind": "generate",
+            "state": "closed",
+            "coordinator": "admin",
+            "bundle": "",
+            "created": T - 86400,
+            "expires": T - 82800,
+        },
+    ]
+
+    async def before(pilot):
+        await to_ceremony(pilot)
+        await pilot.press("o")
+        await settled(pilot)
+
+    app = app_for(None)
+    app.ceremony_services.ceremonies = rows
+    assert snap_compare(app, terminal_size=size, run_before=before)

@@ -25,6 +25,7 @@ class StaticCeremonyServices:
     cards: dict[str, Any] = field(default_factory=dict)  # name -> custody.shares.card.Card
     sset: ShareSet | None = None
     calls: list[str] = field(default_factory=list)
+    ceremonies: list[dict[str, Any]] = field(default_factory=list)  # open_ceremonies rows
 
     def _current(self) -> CeremonyView:
         if self.current is None:
@@ -32,7 +33,7 @@ class StaticCeremonyServices:
         return self.current
 
     def open_ceremonies(self) -> list[dict[str, Any]]:
-        return []
+        return list(self.ceremonies)
 
     def start(
         self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]

@@ -66,6 +66,12 @@ class CeremonyUpdated(Message):
         self.view = view
 
 
+class OpenCeremonies(Message):
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
 class ShareChecked(Message):
     def __init__(self, check: ShareCheck) -> None:
         super().__init__()
@@ -393,19 +399,35 @@ class CeremonyScreen(ServiceScreen):
         self.app.push_screen(StartModal(), started)
 
     def action_resume(self) -> None:
-        def got_id(cid: str | None) -> None:
-            if not cid:
-                return
+        self.load_open()
 
-            def got_key(key: str | None) -> None:
-                if key:
-                    self._with_passphrase(
-                        "coordinator key passphrase", lambda pw: self.do("resume", cid, key, pw)
-                    )
+    @work(thread=True, exit_on_error=False, group="ceremony-list", exclusive=True)
+    def load_open(self) -> None:
+        self.post_message(OpenCeremonies(self._services().open_ceremonies()))
 
-            self.app.push_screen(TextPrompt("Coordinator key file (NAME.key.pem)"), got_key)
+    def on_open_ceremonies(self, msg: OpenCeremonies) -> None:
+        from tui.screens.ceremony_resume import ResumeModal
 
-        self.app.push_screen(TextPrompt("Ceremony id to resume"), got_id)
+        def picked(cid: str | None) -> None:
+            if cid:
+                self._resume_with_key(cid)
+            elif cid == "":
+                self.app.push_screen(TextPrompt("Ceremony id to resume"), typed)
+
+        def typed(cid: str | None) -> None:
+            if cid:
+                self._resume_with_key(cid)
+
+        self.app.push_screen(ResumeModal(msg.rows, self._now()), picked)
+
+    def _resume_with_key(self, cid: str) -> None:
+        def got_key(key: str | None) -> None:
+            if key:
+                self._with_passphrase(
+                    "coordinator key passphrase", lambda pw: self.do("resume", cid, key, pw)
+                )
+
+        self.app.push_screen(TextPrompt(f"Coordinator key file to resume {cid[:8]}"), got_key)
 
     def _with_passphrase(self, what: str, then: Any) -> None:
         def got(pw: str | None) -> None:
