@@ -1,7 +1,9 @@
 """End to end: ``custody tui`` in a real terminal (tmux), against a real SoftHSMv2 home.
 
 Types the token PIN into the app's prompt, reads the screen with ``capture-pane``, and
-checks that the PIN never appears on it.
+checks that the PIN never appears on it. Every step waits on screen content (poll
+``capture-pane`` until the text appears or leaves, bounded), never on a fixed sleep, so a
+loaded machine only makes it slower.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Tmux:
     def keys(self, *keys: str, literal: bool = False) -> None:
         self.tmux("send-keys", "-t", self.name, *(["-l"] if literal else []), *keys)
 
-    def wait_for(self, *needles: str, timeout: float = 20) -> str:
+    def wait_for(self, *needles: str, timeout: float = 30) -> str:
         end = time.monotonic() + timeout
         text = ""
         while time.monotonic() < end:
@@ -71,6 +73,24 @@ class Tmux:
                 return text
             time.sleep(0.1)
         raise AssertionError(f"screen never showed {needles!r}:\n{text}")
+
+    def wait_gone(self, needle: str, timeout: float = 20) -> str:
+        """Poll until *needle* has left the screen (bounded), e.g. a closed modal."""
+        end = time.monotonic() + timeout
+        text = self.screen()
+        while needle in text:
+            if time.monotonic() >= end:
+                raise AssertionError(f"screen still shows {needle!r}:\n{text}")
+            time.sleep(0.1)
+            text = self.screen()
+        return text
+
+    def wait_exit(self, timeout: float = 20) -> None:
+        end = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() >= end:
+                raise AssertionError(f"custody tui did not quit:\n{self.screen()}")
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         return self.tmux("has-session", "-t", self.name).returncode == 0
@@ -114,14 +134,9 @@ def test_custody_tui_in_tmux(tmp_path: Path):
         t.keys("?")
         t.wait_for("Moving around")
         t.keys("Escape")
-        end = time.monotonic() + 10
-        while "Moving around" in t.screen() and time.monotonic() < end:
-            time.sleep(0.1)
+        t.wait_gone("Moving around")
         t.keys("q")
-        end = time.monotonic() + 10
-        while t.alive() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert not t.alive(), "custody tui did not quit on q"
+        t.wait_exit()  # quits on q
     finally:
         t.kill()
 
@@ -167,9 +182,7 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
         t.keys(" ".join(words[:3]) + " zzzz ", literal=True)
         t.wait_for("word 4: unknown word")
         t.keys("C-u")  # clear the field, then type the whole share again
-        end = time.monotonic() + 10
-        while "word 4: unknown word" in t.screen() and time.monotonic() < end:
-            time.sleep(0.1)
+        t.wait_gone("word 4: unknown word")
         t.keys(" ".join(words) + " ", literal=True)
         screen = t.wait_for("alice (group 1, member 1): ok")
         assert "unknown word" not in screen
@@ -181,9 +194,6 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
         t.keys("y")
         t.wait_for("aborted")
         t.keys("C-q")
-        end = time.monotonic() + 10
-        while t.alive() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert not t.alive(), "custody tui did not quit on ctrl+q"
+        t.wait_exit()  # quits on ctrl+q
     finally:
         t.kill()
