@@ -13,6 +13,7 @@ life of this object); DEKs never make a per-object HSM round trip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -21,7 +22,13 @@ from datetime import UTC, datetime
 
 from custody import envelope
 from custody.canonical import domain_hash
-from custody.errors import CeremonyError, IntegrityError, PolicyError, UsageError
+from custody.errors import (
+    CeremonyError,
+    IntegrityError,
+    KeyNotFound,
+    PolicyError,
+    UsageError,
+)
 from custody.hsm import Hsm, kcv_of_bytes
 from custody.model import BRANCHES, CAN_DECRYPT, KeyState, can_move
 from custody.store import Store
@@ -59,6 +66,7 @@ class RootVersion:
     has_blob: bool
     created: str
     state_changed: str
+    destroy_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +110,10 @@ class KeyHierarchy:
         return f"KeyHierarchy(store={self.store!r}, cached_keks={len(self._kek_cache)})"
 
     @property
+    def has_hsm(self) -> bool:
+        return self._hsm is not None
+
+    @property
     def hsm(self) -> Hsm:
         if self._hsm is None:
             raise UsageError("This operation needs the HSM", "Provide the token PIN.")
@@ -114,8 +126,8 @@ class KeyHierarchy:
     # ------------------------------------------------------------------ roots
     def roots(self) -> list[RootVersion]:
         rows = self.store.query(
-            "SELECT version, state, kcv, epoch, blob IS NOT NULL, created, state_changed "
-            "FROM root_versions ORDER BY version"
+            "SELECT version, state, kcv, epoch, blob IS NOT NULL, created, state_changed, "
+            "destroy_after FROM root_versions ORDER BY version"
         )
         return [
             RootVersion(
@@ -126,6 +138,7 @@ class KeyHierarchy:
                 has_blob=bool(r[4]),
                 created=r[5],
                 state_changed=r[6],
+                destroy_after=r[7],
             )
             for r in rows
         ]
@@ -184,11 +197,19 @@ class KeyHierarchy:
             raise CeremonyError(f"No root-key blob for root/v{version}", "Use the offline copy.")
         return bytes(rows[0][0])
 
-    def set_root_state(self, version: int, state: KeyState) -> None:
+    def set_root_state(
+        self, version: int, state: KeyState, *, destroy_after: str | None = None
+    ) -> None:
         """Move a root version to *state* (staged retirement).
+
+        ``destroy-scheduled`` records *destroy_after*; ``destroyed`` first deletes the key
+        object from the token (C_DestroyObject; an already-absent key is fine) and then
+        erases the root-key blob from the store, so neither copy of that root remains.
 
         Raises:
             PolicyError: the move is not allowed, or a KEK is still wrapped under it.
+            UsageError: no such version, or ``destroyed`` without the HSM.
+            HsmError: the token refused to destroy the key (the state is unchanged).
         """
         rows = self.store.query("SELECT state FROM root_versions WHERE version=?", (version,))
         if not rows:
@@ -209,9 +230,16 @@ class KeyHierarchy:
                         f"root/v{version} still wraps {n} KEK version(s)",
                         "Rewrap the KEKs under the current root first.",
                     )
+            if state is KeyState.DESTROYED:
+                # a replaced token may never have held it (recovery restores the current root)
+                with contextlib.suppress(KeyNotFound):
+                    self.hsm.destroy_key(ROOT_LABEL, version)
+                c.execute("UPDATE root_versions SET blob=NULL WHERE version=?", (version,))
             c.execute(
-                "UPDATE root_versions SET state=?, state_changed=? WHERE version=?",
-                (state, iso(self.clock()), version),
+                "UPDATE root_versions SET state=?, state_changed=?, destroy_after=? "
+                "WHERE version=?",
+                (state, iso(self.clock()),
+                 destroy_after if state is KeyState.DESTROY_SCHEDULED else None, version),
             )
 
     def create_dev_root(self) -> RootVersion:

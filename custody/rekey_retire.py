@@ -18,7 +18,7 @@ from typing import Any
 from custody import policy
 from custody.config import Config
 from custody.errors import CeremonyError, PolicyError, UsageError
-from custody.hierarchy import KekVersion, KeyHierarchy, iso
+from custody.hierarchy import KekVersion, KeyHierarchy, RootVersion, iso
 from custody.model import BRANCHES, KeyState
 from custody.store import Store
 
@@ -80,6 +80,30 @@ def advance_retirement(hierarchy: KeyHierarchy, config: Config, *, now: datetime
                 and policy.parse_time(k.destroy_after) <= now and key not in held):
             hierarchy.set_kek_state(k.branch, k.version, KeyState.DESTROYED, now=now)
             steps.append(f"{k.branch}/v{k.version}: destroyed")
+    if branch is None or branch == "root":
+        steps += _advance_roots(hierarchy, config, now=now, held=held)
+    return steps
+
+
+def _advance_roots(hierarchy: KeyHierarchy, config: Config, *, now: datetime,
+                   held: set[tuple[str, int]]) -> list[str]:
+    """Retired root versions: disabled -> destroy-scheduled -> destroyed (token key deleted,
+    blob erased). Ceremonies disable a root once no KEK is wrapped under it; destruction
+    needs the HSM, so without it a due root simply waits for the next run with the PIN."""
+    steps: list[str] = []
+    for r in hierarchy.roots():
+        key = ("root", r.version)
+        if key in held:
+            continue
+        if r.state is KeyState.DISABLED:
+            after = now + timedelta(days=config.destroy_delay_days)
+            hierarchy.set_root_state(r.version, KeyState.DESTROY_SCHEDULED,
+                                     destroy_after=iso(after))
+            steps.append(f"root/v{r.version}: destroy scheduled after {iso(after)}")
+        elif (r.state is KeyState.DESTROY_SCHEDULED and r.destroy_after is not None
+              and policy.parse_time(r.destroy_after) <= now and hierarchy.has_hsm):
+            hierarchy.set_root_state(r.version, KeyState.DESTROYED)
+            steps.append(f"root/v{r.version}: destroyed")
     return steps
 
 
@@ -96,12 +120,26 @@ def _reload(hierarchy: KeyHierarchy, k: KekVersion) -> KekVersion:
 
 
 def cancel_destroy(hierarchy: KeyHierarchy, branch: str, version: int, *, now: datetime,
-                   reason: str = "cancelled by operator") -> KekVersion:
+                   reason: str = "cancelled by operator") -> KekVersion | RootVersion:
     """Cancel a scheduled destruction: back to ``disabled``, with a hold so no run re-schedules it.
+
+    *branch* is a KEK branch, or ``"root"`` for a retired root version.
 
     Raises:
         UsageError: no such version. PolicyError: it is not destroy-scheduled.
     """
+    if branch == "root":
+        rs = [r for r in hierarchy.roots() if r.version == version]
+        if not rs:
+            raise UsageError(f"No root/v{version}", "See 'custody status'.")
+        if rs[0].state is not KeyState.DESTROY_SCHEDULED:
+            raise PolicyError(f"root/v{version} is {rs[0].state}, not destroy-scheduled",
+                              "Only a scheduled destruction can be cancelled.")
+        with hierarchy.store.tx() as c:
+            c.execute("INSERT OR REPLACE INTO retire_holds(branch, version, reason, created) "
+                      "VALUES(?,?,?,?)", ("root", version, reason, iso(now)))
+        hierarchy.set_root_state(version, KeyState.DISABLED)
+        return next(r for r in hierarchy.roots() if r.version == version)
     ks = [k for k in hierarchy.keks(branch) if k.version == version]
     if not ks:
         raise UsageError(f"No KEK {branch}/v{version}", "See 'custody rekey status'.")

@@ -161,6 +161,10 @@ MIGRATIONS: tuple[str, ...] = (
         report TEXT NOT NULL
     );
     """,
+    # 4: staged destruction of retired root versions
+    """
+    ALTER TABLE root_versions ADD COLUMN destroy_after TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -110,3 +110,42 @@ def test_secret_sources(tmp_path, monkeypatch):
     monkeypatch.delenv("CUSTODY_PIN")
     with pytest.raises(ConfigError):
         read_secret(what="x", env="CUSTODY_PIN", prompt=False)
+
+
+def test_retired_root_is_destroyed_in_stages(hier, hsm):
+    from datetime import timedelta
+
+    from custody.config import Config, HsmConfig
+    from custody.errors import KeyNotFound
+    from custody.hierarchy import utcnow
+    from custody.rekey_retire import advance_retirement, cancel_destroy
+
+    cfg = Config(deployment_id="t", created="2026-01-01T00:00:00+00:00", hsm=HsmConfig())
+    r1 = hier.create_dev_root()
+    hier.create_kek_version("data")
+    uids = hier.generate_deks("data", 5)
+    v2 = hier.next_root_version()
+    ref = hsm.generate_aes_key("root", v2, extractable=False)
+    hier.record_root(v2, ref.kcv, blob=b"\x00" * 40, epoch=None, activate=True)
+    hier.rewrap_keks(v2)
+    hier.set_root_state(r1.version, KeyState.DISABLED)
+    now = utcnow()
+    steps = advance_retirement(hier, cfg, now=now)
+    assert f"root/v{r1.version}: destroy scheduled" in " ".join(steps)
+    hsm.find_key("root", r1.version)  # still on the token during the delay
+    # cancel, then release the hold and let it run out
+    held = cancel_destroy(hier, "root", r1.version, now=now)
+    assert held.state is KeyState.DISABLED
+    assert advance_retirement(hier, cfg, now=now + timedelta(days=30)) == []
+    with hier.store.tx() as c:
+        c.execute("DELETE FROM retire_holds WHERE branch='root'")
+    advance_retirement(hier, cfg, now=now)
+    later = now + timedelta(days=cfg.destroy_delay_days, seconds=1)
+    assert f"root/v{r1.version}: destroyed" in advance_retirement(hier, cfg, now=later)
+    with pytest.raises(KeyNotFound):
+        hsm.find_key("root", r1.version)
+    gone = next(r for r in hier.roots() if r.version == r1.version)
+    assert gone.state is KeyState.DESTROYED and not gone.has_blob
+    hier.forget_keys()
+    assert len(hier.unwrap_object(uids[0])) == 32  # nothing current depended on it
+    assert next(r for r in hier.roots() if r.version == v2).state is KeyState.ACTIVE

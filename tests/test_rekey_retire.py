@@ -22,7 +22,8 @@ def h(tmp_path: Path) -> KeyHierarchy:
     store = Store.open(tmp_path / "c.db", create=True)
     now = iso(T0)
     with store.tx() as c:
-        c.execute("INSERT INTO root_versions VALUES(1,'active','abcdef',NULL,NULL,?,?)", (now, now))
+        c.execute("INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+                  "state_changed) VALUES(1,'active','abcdef',NULL,NULL,?,?)", (now, now))
         for branch in ("data", "backup"):
             c.execute(
                 "INSERT INTO kek_versions VALUES(?,1,'decrypt-only','aaaaaa',1,X'01',?,?,NULL)",

@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_json(p)
     p.set_defaults(func=cmd_status)
 
-    p = ks.add_parser("cancel-destroy", help="cancel a scheduled KEK destruction (adds a hold)")
-    p.add_argument("--branch", required=True, choices=("data", "backup", "secrets"))
+    p = ks.add_parser("cancel-destroy",
+                      help="cancel a scheduled KEK or root destruction (adds a hold)")
+    p.add_argument("--branch", required=True, choices=("data", "backup", "secrets", "root"))
     p.add_argument("--version", required=True, type=int)
     common.add_home(p)
     common.add_json(p)
@@ -226,8 +227,9 @@ def cmd_cancel_destroy(args: argparse.Namespace) -> int:
     with _open(args, pin=False) as dep:
         k = cancel_destroy(dep.hierarchy, args.branch, args.version, now=utcnow())
     if args.json:
-        common.emit_json({"ok": True, "branch": k.branch, "version": k.version,
+        common.emit_json({"ok": True, "branch": args.branch, "version": k.version,
                           "state": k.state.value})
     else:
-        print(f"{k.branch}/v{k.version} is {k.state.value}; its destruction was cancelled (hold)")
+        print(f"{args.branch}/v{k.version} is {k.state.value}; "
+              "its destruction was cancelled (hold)")
     return 0
