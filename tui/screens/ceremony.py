@@ -6,7 +6,11 @@ ceremony is, who acts next, what each step records), the quorum per group with e
 rejected share named and why, the approvals with the countdown of their window, and the
 share entry: an envelope (pasted QR text or a path) and the words, typed with completion
 from a unique 4-letter prefix and checked live (unknown word, checksum, wrong set or
-epoch), errors shown at the word position. Passphrases go through the non-echoing prompt
+epoch), errors shown at the word position (:mod:`tui.screens.ceremony_entry`). A remote
+custodian's sealed hand-in is pasted too: ``Ctrl+R`` shows the ceremony's transport offer
+(:mod:`tui.screens.ceremony_offer`), the blob goes to the runner, and the SAS is shown for
+voice comparison. ``o`` picks the ceremony to resume from the open ones
+(:mod:`tui.screens.ceremony_resume`). Passphrases go through the non-echoing prompt
 straight to a worker; they are never kept on the screen.
 """
 
@@ -19,85 +23,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
-from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui.screens.base import ServiceScreen
-from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
-from tui.services_ceremony import (
-    CeremonyView,
-    ShareCheck,
-    ceremony_services,
-    check_words,
-    complete_word,
+from tui.screens.ceremony_entry import (
+    CHECK_STYLE,
+    STEP_STYLE,
+    CeremonyUpdated,
+    OpenCeremonies,
+    ShareChecked,
+    WordSuggester,
+    word_grid,
 )
-
-STEP_STYLE = {
-    "done": "green",
-    "running": "bold yellow",
-    "waiting": "bold yellow",
-    "next": "yellow",
-    "pending": "dim",
-    "aborted": "red",
-}
-CHECK_STYLE = {"ok": "green", "rejected": "bold red", "incomplete": "yellow"}
-
-
-class WordSuggester(Suggester):
-    """Completes the word being typed once its prefix is unique (SLIP-0039 4-letter rule)."""
-
-    def __init__(self) -> None:
-        super().__init__(use_cache=False, case_sensitive=False)
-
-    async def get_suggestion(self, value: str) -> str | None:
-        if not value or value[-1:].isspace():
-            return None
-        tok = value.rpartition(" ")[2]
-        full = complete_word(tok)
-        if full is None or full == tok.lower():
-            return None
-        return value + full[len(tok) :]
-
-
-class CeremonyUpdated(Message):
-    def __init__(self, view: CeremonyView | None) -> None:
-        super().__init__()
-        self.view = view
-
-
-class OpenCeremonies(Message):
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.rows = rows
-
-
-class ShareChecked(Message):
-    def __init__(self, check: ShareCheck) -> None:
-        super().__init__()
-        self.check = check
-
-
-def word_grid(text: str, check: ShareCheck | None) -> Text:
-    """Word positions with their state: never the words themselves (they stay in the
-    field the custodian is typing in)."""
-    ws = check_words(text)
-    errs = dict(check.word_errors) if check is not None else {}
-    out = Text()
-    for w in ws:
-        err = w.error or errs.get(w.position, "")
-        style = "bold white on red" if err else ("green" if w.word else "yellow")
-        out.append(f"{w.position:>2}", style=style)
-        out.append(" ")
-    for p in range(len(ws) + 1, 21):
-        out.append(f"{p:>2} ", style="dim")
-    if ws and not text[-1:].isspace():
-        last = ws[-1]
-        if last.word and last.word != last.typed.lower():
-            out.append(f"\nword {last.position} completes to a unique word", style="cyan")
-    for pos, err in sorted({**{w.position: w.error for w in ws if w.error}, **errs}.items()):
-        out.append(f"\nword {pos}: {err}", style="red")
-    return out
+from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
+from tui.services_ceremony import CeremonyView, ShareCheck, ceremony_services, check_words
 
 
 class CeremonyScreen(ServiceScreen):
