@@ -43,7 +43,8 @@ def _enrolled(root: Path) -> Dep:
                     ("audrey", "auditor")]:
         (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
         create_participant(n, role, f"pass-{n}", d.people)
-    adds = [a for n in ("admin", *CUST, "audrey") for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    adds = [a for n in ("admin", *CUST, "audrey")
+            for a in ("--add", str(d.people / f"{n}.pub.json"))]
     r = d.ceremony("enrol", *d.coord(pin=False), *adds)
     assert r.returncode == 0, r.stderr
     return d
@@ -181,7 +182,7 @@ def test_token_removed_mid_ceremony_then_back(fresh: Dep, tmp_path: Path):
     tokdir.mkdir(mode=0o700)
     r2 = d.ceremony("resume", cid, *d.coord(), *d.shares("alice", "bob", "carol"))
     assert r2.returncode == 5, r2.stdout + r2.stderr  # HsmError
-    assert r2.out["ok"] is False and "Hsm" in r2.out["error"] or "Token" in r2.out["error"]
+    assert (r2.out["ok"] is False and "Hsm" in r2.out["error"]) or "Token" in r2.out["error"]
     assert "custody" in r2.out["title"] and "token" in r2.out["title"].lower()
     assert _events(bundle) == n and _ceremony_state(d, cid) == "open" and d.roots() == []
     # the token comes back: the ceremony resumes where it stopped
@@ -301,7 +302,7 @@ def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
     assert o.returncode == 0 and o.out["epoch"] == 0 and o.out["step"] == "collect-shares", o.stderr
     assert o.out["offer"].startswith("custody-offer:")
     txt = run_cli("ceremony", "offer", cid, *[a for a in dep.coord() if a != "--json"])
-    assert txt.returncode == 0 and "\u2588" in txt.stderr or "▀" in txt.stderr  # QR
+    assert (txt.returncode == 0 and "\u2588" in txt.stderr) or "▀" in txt.stderr  # QR
     blob = dep.root / "carol.blob"
     sas = _send(dep, o.out["offer"], "carol", blob)
     r = dep.ceremony("resume", cid, *dep.coord(), "--sealed-share", str(blob))
@@ -324,7 +325,7 @@ def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
     r2 = dep.ceremony("resume", cid2, *dep.coord(), "--sealed-share", str(blob))
     assert r2.returncode == 10, r2.stderr
     msg = "\n".join(r2.out["messages"])
-    assert "remote hand-in carol.blob rejected" in msg and "another ceremony" in msg.lower() \
+    assert ("remote hand-in carol.blob rejected" in msg and "another ceremony" in msg.lower()) \
         or "different offer" in msg
     a = dep.ceremony("abort", cid2, *dep.coord())
     assert a.returncode == 0, a.stderr

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -78,7 +78,8 @@ def _build(root: Path) -> Dep:
                     ("frank", "custodian"), ("audrey", "auditor")]:
         (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
         create_participant(n, role, f"pass-{n}", d.people)
-    adds = [a for n in ("admin", *CUST, "audrey") for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    adds = [a for n in ("admin", *CUST, "audrey")
+            for a in ("--add", str(d.people / f"{n}.pub.json"))]
     r = d.ceremony("enrol", *d.coord(pin=False), *adds)
     assert r.returncode == 0, r.stderr
     d.verify(r.out["bundle"])
@@ -127,7 +128,8 @@ def test_recover_rejects_tampered_share_by_name_and_restores(dep: Dep):
     bad.mkdir()
     # a valid share of dave presented with bob's envelope: substituted share
     (bad / "bob.share.txt").write_text((dep.root / "shares" / "dave.share.txt").read_text())
-    (bad / "bob.envelope.json").write_bytes((dep.root / "shares" / "bob.envelope.json").read_bytes())
+    envelope = (dep.root / "shares" / "bob.envelope.json").read_bytes()
+    (bad / "bob.envelope.json").write_bytes(envelope)
     r = dep.ceremony("recover", *dep.coord(), "--share", str(bad / "bob.share.txt"),
                      *dep.shares("alice", "carol", "erin"))
     assert r.returncode == 0, r.stderr
@@ -170,7 +172,8 @@ def test_wrong_pin_is_refused(dep: Dep):
     args = [a if a != str(dep.pin) else str(bad) for a in dep.coord()]
     r = dep.ceremony("rotate-root", *args)
     assert r.returncode == 5 and "PIN" in r.stderr
-    assert json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["kind"] == "generate"
+    listed = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)
+    assert listed[0]["kind"] == "generate"
 
 
 # ------------------------------------------------------------------------- rotate-root

@@ -42,7 +42,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                    "ceremony's offer, see 'custody ceremony offer') (repeat)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("ceremony", help="key ceremonies: generate, recover, reshare, rotate...")
     cs = c.add_subparsers(dest="ceremony_command", metavar="KIND", required=True)
 

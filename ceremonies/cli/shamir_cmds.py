@@ -17,7 +17,7 @@ from custody.errors import ConfigError, UsageError
 from custody.secretsource import read_secret
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("shamir", help="split or combine a secret with SLIP-0039 shares",
                        description="Split a 16- to 32-byte secret into SLIP-0039 mnemonic "
                        "shares, or combine shares back. Compatible with any SLIP-0039 tool.")
@@ -162,7 +162,9 @@ def read_share_lines(files: list[str]) -> tuple[list[str], list[str]]:
     Raises:
         ConfigError: a file cannot be read.
     """
-    sources = [(f, None) for f in files] or [("stdin", sys.stdin.read())]
+    sources: list[tuple[str, str | None]] = [(f, None) for f in files] or [
+        ("stdin", sys.stdin.read())
+    ]
     shares, labels = [], []
     for name, text in sources:
         if text is None:

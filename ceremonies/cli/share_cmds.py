@@ -14,15 +14,21 @@ import secrets
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ceremonies.cli.common import add_home, add_json, add_pin, emit_json
 from custody.errors import ConfigError, UsageError
 from custody.secretsource import read_secret
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody.hsm import Hsm
+
 SEAL_KEY_LABEL = "share-seal"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("share", help="verify, print, seal and hand in a custodian's share",
                        description="A custodian's share: check it against its signed "
                        "envelope, print a card, seal it at rest, hand it in remotely.")
@@ -195,7 +201,7 @@ def _seal_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
                        env="CUSTODY_SHARE_PASSPHRASE", confirm=confirm).encode()
 
 
-def _open_token(args: argparse.Namespace):  # -> custody.hsm.Hsm
+def _open_token(args: argparse.Namespace) -> Hsm:
     from ceremonies.cli.common import home_of, user_pin
     from custody.hsm.pkcs11_adapter import open_hsm
 
@@ -247,7 +253,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _coordinator_key(args: argparse.Namespace, out: Path):  # -> Ed25519PrivateKey
+def _coordinator_key(args: argparse.Namespace, out: Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
