@@ -333,6 +333,62 @@ def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
     dep.verify(a.out["bundle"])
 
 
+def test_recover_reports_structured_handins_in_json(dep: Dep):
+    """``--json`` carries one ``handins`` record per share handed in: a tampered share
+    rejected by custodian with its reason, a duplicate, a share held short of the quorum,
+    an altered blob refused, and a remote hand-in accepted with the SAS the custodian saw.
+    The message lines are derived from the same records; no share words in either."""
+    _lose_token(dep)
+    bad = dep.root / "bad"
+    bad.mkdir()
+    # a valid share of dave presented with bob's envelope: substituted share
+    (bad / "bob.share.txt").write_text((dep.root / "shares" / "dave.share.txt").read_text())
+    (bad / "bob.envelope.json").write_bytes((dep.root / "shares" / "bob.envelope.json")
+                                            .read_bytes())
+    r = dep.ceremony("recover", *dep.coord(), "--share", str(bad / "bob.share.txt"),
+                     *dep.shares("alice", "alice"))
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
+    hs = r.out["handins"]
+    assert [(h["source"], h["custodian"], h["status"], h["reason"], h["remote"]) for h in hs] \
+        == [("bob", "bob", "rejected", "wrong-index", False),
+            ("alice", "alice", "held", None, False),
+            ("alice", "alice", "duplicate", "duplicate-custodian", False)], hs
+    assert hs[0]["detail"] and hs[1]["group"] == 1 and hs[1]["member"] >= 1
+    assert all(h["sas"] is None for h in hs)
+    assert f"share of bob rejected: {hs[0]['detail']}" in r.out["messages"]
+    cid = r.out["ceremony_id"]
+    o = dep.ceremony("offer", cid, *dep.coord())
+    assert o.returncode == 0, o.stderr
+    blob = dep.root / "carol.blob"
+    sas = _send(dep, o.out["offer"], "carol", blob)
+    text = blob.read_text().strip()
+    altered = dep.root / "altered.blob"
+    altered.write_text(text[:60] + ("A" if text[60] != "A" else "B") + text[61:] + "\n")
+    r = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("dave"), "--sealed-share",
+                     str(altered), "--sealed-share", str(blob))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    hs = {h["source"]: h for h in r.out["handins"]}
+    assert set(hs) == {"dave", "altered.blob", "carol.blob"}, hs
+    assert hs["dave"]["status"] == "accepted" and hs["dave"]["custodian"] == "dave"
+    assert hs["altered.blob"]["status"] == "rejected" and hs["altered.blob"]["remote"]
+    assert hs["altered.blob"]["custodian"] is None and hs["altered.blob"]["reason"]
+    assert hs["altered.blob"]["sas"] is None
+    c = hs["carol.blob"]
+    assert (c["status"], c["custodian"], c["remote"], c["sas"], c["reason"]) \
+        == ("accepted", "carol", True, sas, None), c
+    assert c["group"] == 1 and c["member"] >= 1
+    assert any(sas in m for m in r.out["messages"])
+    assert r.out["facts"]["collect-shares.accepted"] == ["alice", "carol", "dave"]
+    for n in ("alice", "bob", "carol", "dave"):  # no share words anywhere in the report
+        words = (dep.root / "shares" / f"{n}.share.txt").read_text().split()
+        assert " ".join(words[4:8]) not in r.stdout
+    ev = [json.loads(x) for x in (Path(r.out["bundle"]) / "events.jsonl").read_text()
+          .splitlines()]
+    rej = [e["body"] for e in ev if e.get("kind") == "share.rejected"]
+    assert [x["custodian"] for x in rej] == ["bob", "alice", "remote:altered.blob"], rej
+    dep.verify(r.out["bundle"])
+
+
 # ------------------------------------------------------------- 6. card formats
 def test_generate_card_formats_png_pdf(fresh: Dep):
     d = fresh

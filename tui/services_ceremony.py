@@ -59,6 +59,8 @@ from tui.services_ceremony_views import (
     step_rows,
 )
 
+DUPLICATE = "this custodian already handed in a share"
+
 
 class CeremonyServices(Protocol):
     """What the ceremony screens need. Every method may raise a CustodyError."""
@@ -304,12 +306,12 @@ class HomeCeremonyServices:
             if c.status == "ok" and any(
                 x.custodian == c.custodian and x.status == "ok" for _, x in self._handins
             ):
-                c = replace(c, status="rejected", reason="this custodian already handed in a share")
+                c = replace(c, status="rejected", reason=DUPLICATE)
             words = check_words(text)
             full = " ".join(w.word or w.typed for w in words)
             si = (
                 ShareInput(source=c.custodian or source, text=full, envelope=env)
-                if env is not None and c.reason != "this custodian already handed in a share"
+                if env is not None and c.reason != DUPLICATE
                 else None
             )
             self._handins.append((si, c))
@@ -428,12 +430,13 @@ class HomeCeremonyServices:
             text = read_sealed(blob)
             self._sealed_n += 1
             source = f"sealed-{self._sealed_n}"
-            before = len(self._outcome.messages)
+            before = len(self._outcome.handins)
             counted = {c.custodian for _, c in self._handins if c.status == "ok"}
             sset = self._share_set()
             view = self._run(Inputs(sealed=[(source, text)]))
-            o = self._outcome
-            check, sas = sealed_result(source, o.messages[before:], sset, dict(o.facts), counted)
+            check, sas = sealed_result(source, self._outcome.handins[before:])
+            if check.status == "ok" and check.custodian in counted:  # typed here, not yet in
+                check = replace(check, status="rejected", reason=DUPLICATE)
             if sas:
                 self._sas.append((check.custodian or source, sas))
             self._handins.append((None, check))
@@ -529,6 +532,7 @@ class HomeCeremonyServices:
             approvals_needed=int(req.get("needed", 0)) if req else 0,
             facts=public_facts(dict(st.facts)),
             messages=tuple(o.messages) if o is not None else (),
+            alerts=tuple(h.refusal for h in (o.handins if o else ()) if h.refusal),
             bundle=str(r.bundle),
             cards=cards,
             expires_at=st.expires_at,

@@ -7,7 +7,9 @@ terminal QR with its expiry (:class:`OfferView`), takes the pasted ``custody-blo
 text, and hands it to the runner as ``Inputs.sealed``: the runner opens it with the
 offer's private half (sealed on the HSM, never here), checks the share like any other,
 records it, and reports the short authentication string (SAS) that both sides read aloud.
-:func:`sealed_result` turns what the runner reported into the screen's share row.
+:func:`sealed_result` turns the runner's structured record of it
+(:class:`ceremonies.runner.HandIn`, in ``Outcome.handins``) into the screen's share row;
+nothing here reads the runner's message lines.
 
 Secrets: the blob is ciphertext; the share inside is opened only by the runner. The offer,
 the SAS and the result are public.
@@ -15,21 +17,18 @@ the SAS and the result are public.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from custody.errors import ConfigError, UsageError
-from tui.services_ceremony_checks import ShareCheck, ShareSet
+from tui.services_ceremony_checks import ShareCheck
+
+if TYPE_CHECKING:
+    from ceremonies.runner import HandIn
 
 BLOB_PREFIX = "custody-blob:"
-_SAS = re.compile(
-    r"remote hand-in (?P<src>.+?) opened; short authentication string: (?P<sas>.+?)"
-    r" \(compare"
-)
-_SO_FAR = re.compile(r"share\(s\) accepted so far \((?P<names>[^)]*)\)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,53 +90,20 @@ def read_sealed(text: str) -> str:
     return t
 
 
-def sealed_result(
-    source: str,
-    messages: Sequence[str],
-    sset: ShareSet | None,
-    facts: dict[str, Any],
-    counted: set[str],
-) -> tuple[ShareCheck, str]:
-    """The share row and the SAS of one remote hand-in, from what the runner reported in
-    the run that opened it (*messages*: that run's new messages only).
-
-    *counted*: custodians already counted on screen (the new one is the one that is not).
-    """
-    sas = next(
-        (m.group("sas") for m in map(_SAS.search, messages) if m and m.group("src") == source), ""
-    )
+def sealed_result(source: str, handins: Sequence[HandIn]) -> tuple[ShareCheck, str]:
+    """The share row and the SAS ("" when it did not open) of one remote hand-in, from the
+    runner's :class:`~ceremonies.runner.HandIn` records of the run that opened it
+    (*handins*: that run's new records; the one for *source* is the remote one of that
+    name)."""
     tag = f"remote:{source}"
-    for msg in messages:
-        head, sep, why = msg.partition(" rejected: ")
-        if not sep:
-            continue
-        if head == f"remote hand-in {source}":
-            return ShareCheck(source=tag, status="rejected", reason=why), sas
-        if sas and head.startswith("share of "):
-            who = head.removeprefix("share of ")
-            name = "" if who == tag else who
-            return ShareCheck(source=tag, status="rejected", custodian=name, reason=why), sas
-    names: set[str] = set()
-    for msg in messages:
-        m = _SO_FAR.search(msg)
-        if m:
-            names = {n.strip() for n in m.group("names").split(",") if n.strip()}
-    for k, v in facts.items():
-        if k.endswith("shares.accepted") and isinstance(v, list):
-            names |= {str(n) for n in v}
-    new = sorted(names - counted - {"none"})
-    if not sas or not new:
+    h = next((x for x in handins if x.remote and x.source == source), None)
+    if h is None:
+        return ShareCheck(source=tag, status="rejected", reason="the runner did not report it"), ""
+    sas = h.sas or ""
+    if not h.counted:
         return ShareCheck(
-            source=tag, status="rejected", reason="the runner did not count it (see the messages)"
+            source=tag, status="rejected", custodian=h.custodian or "", reason=h.detail
         ), sas
-    name = new[0]
-    where = next(
-        ((g, m) for (g, m), h in (sset.holders.items() if sset else ()) if h["name"] == name), None
-    )
     return ShareCheck(
-        source=tag,
-        status="ok",
-        custodian=name,
-        group=where[0] + 1 if where else None,
-        member=where[1] + 1 if where else None,
+        source=tag, status="ok", custodian=h.custodian or "", group=h.group, member=h.member
     ), sas

@@ -90,6 +90,7 @@ class CeremonyView:
     approvals_needed: int = 0
     facts: tuple[tuple[str, str], ...] = ()
     messages: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()  # the messages that report a share refused (from HandIn)
     bundle: str = ""
     cards: tuple[str, ...] = ()  # custodians whose card can be shown (generate/reshare)
     expires_at: int = 0

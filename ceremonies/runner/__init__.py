@@ -69,7 +69,7 @@ from ceremonies.engine import (
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
-from ceremonies.runner.views import ApprovalRequest, ShareCheck
+from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
 from ceremonies.transcript.records import Approval
@@ -114,7 +114,12 @@ class Inputs:
 
 @dataclass(slots=True, kw_only=True)
 class Outcome:
-    """Where a run stopped: ``closed``, ``aborted`` or ``awaiting-input``."""
+    """Where a run stopped: ``closed``, ``aborted`` or ``awaiting-input``.
+
+    ``handins``: one :class:`HandIn` per share handed in to this runner (accepted, held,
+    duplicate or rejected, with the SAS of a remote one); the hand-in lines of
+    ``messages`` are derived from them. Drivers read the records, not the lines.
+    """
 
     ceremony_id: str
     kind: str
@@ -125,12 +130,14 @@ class Outcome:
     facts: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     request: dict[str, Any] | None = None
+    handins: tuple[HandIn, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.status != "aborted", "ceremony_id": self.ceremony_id,
                 "kind": self.kind, "status": self.status, "bundle": self.bundle,
                 "awaiting": self.awaiting, "step": self.step, "facts": self.facts,
-                "messages": self.messages, "request": self.request}
+                "messages": self.messages, "request": self.request,
+                "handins": [h.to_json() for h in self.handins]}
 
 
 def _now() -> int:
@@ -157,6 +164,7 @@ class CeremonyRunner:
         self.clock = clock
         self.pending: dict[str, Any] = {}
         self.messages: list[str] = []
+        self.handins: list[HandIn] = []  # steps.handin.publish appends (with their messages)
         self.request: dict[str, Any] | None = None
         self._secrets: dict[str, Any] = {}  # RK and accepted shares; never persisted
         self._last_step: str | None = None
@@ -377,7 +385,7 @@ class CeremonyRunner:
         return Outcome(ceremony_id=self.ceremony_id, kind=self.state.kind, status=status,
                        bundle=str(self.bundle), awaiting=awaiting, step=step,
                        facts=dict(self.state.facts), messages=list(self.messages),
-                       request=self.request)
+                       request=self.request, handins=tuple(self.handins))
 
     # ------------------------------------------------------------------ queries
     def pending_request(self) -> ApprovalRequest | None:
@@ -510,6 +518,7 @@ __all__ = [
     "CeremonyExpired",
     "CeremonyRunner",
     "CustodyError",
+    "HandIn",
     "Inputs",
     "Outcome",
     "SecretLost",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from ceremonies.runner.views import HandIn
 from custody.errors import CeremonyError, CustodyError, KeyNotFound
 
 if TYPE_CHECKING:
@@ -173,14 +174,23 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
             "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
 
 
-def _open_sealed(r: CeremonyRunner, inputs: Any, step: str) -> list[Any]:
+def _open_sealed(r: CeremonyRunner, inputs: Any,
+                 step: str) -> tuple[list[Any], dict[str, str], list[HandIn]]:
     """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
     them (another ceremony's, a replay, altered, expired) or that was sealed for another
-    session is rejected and recorded with its reason."""
+    session is refused with its reason; the caller records and reports it
+    (:func:`ceremonies.runner.steps.handin.publish`), as it does the shares that opened.
+
+    Returns:
+        (a ShareInput per blob that opened, sourced ``remote:NAME``; the SAS of each by that
+        source; a ``rejected`` :class:`HandIn` per blob that did not open).
+    """
     from ceremonies.runner import ShareInput
     from custody.shares import transport
 
     out: list[Any] = []
+    sas: dict[str, str] = {}
+    refused: list[HandIn] = []
     offers = [o for o in r.pending.get("offers", []) if o["step"] == step]
     for source, text in inputs.sealed:
         last: CustodyError = transport.TransportError(
@@ -198,15 +208,13 @@ def _open_sealed(r: CeremonyRunner, inputs: Any, step: str) -> list[Any]:
         if hand is None or hand.envelope is None:
             reason = getattr(last, "reason", "no-envelope") if hand is None else "no-envelope"
             title = last.title if hand is None else "The hand-in carries no envelope"
-            r.record("share.rejected", {"custodian": f"remote:{source}", "reason": reason,
-                                        "detail": title}, step=step)
-            r.messages.append(f"remote hand-in {source} rejected: {title}")
+            refused.append(HandIn(source=source, status="rejected", reason=reason,
+                                  detail=title, remote=True))
             continue
-        r.messages.append(f"remote hand-in {source} opened; short authentication string: "
-                          f"{hand.sas} (compare it with the custodian)")
-        out.append(ShareInput(source=f"remote:{source}", text=hand.share,
-                              envelope=hand.envelope))
-    return out
+        si = ShareInput(source=f"remote:{source}", text=hand.share, envelope=hand.envelope)
+        sas[si.source] = hand.sas
+        out.append(si)
+    return out, sas, refused
 
 
 __all__ = ["drop_held", "make_offer"]

@@ -3,16 +3,18 @@
 * :class:`ApprovalRequest`: what a quorum-gated step asks approvers to sign
   (:meth:`ceremonies.runner.CeremonyRunner.pending_request`);
 * :class:`ShareCheck`: the result of checking one share against the share set the
-  waiting step collects (:meth:`ceremonies.runner.CeremonyRunner.check_share`).
+  waiting step collects (:meth:`ceremonies.runner.CeremonyRunner.check_share`);
+* :class:`HandIn`: the fate of one share handed in to a run (``Outcome.handins``), from
+  which the run's hand-in messages are derived.
 
-Neither ever holds share words, keys or the recovery key.
+None ever holds share words, keys or the recovery key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 REQUEST_TYPE = "custody-approval-request"
 
@@ -74,4 +76,89 @@ class ShareCheck:
     epoch: int | None = None
 
 
-__all__ = ["REQUEST_TYPE", "ApprovalRequest", "ShareCheck"]
+HandInStatus = Literal["accepted", "rejected", "duplicate", "held"]
+HAND_IN_STATUSES: tuple[str, ...] = get_args(HandInStatus)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandIn:
+    """What the runner decided about one share handed in to a run (no secret in it).
+
+    ``status``:
+
+    * ``accepted``: verified and counted in this run's quorum;
+    * ``held``: verified and accepted, but short of the quorum: sealed on the HSM until a
+      later run brings the rest (:mod:`ceremonies.runner.held`);
+    * ``duplicate``: its custodian already handed in a share (``reason``
+      ``duplicate-custodian``);
+    * ``rejected``: refused; ``reason`` is the short machine reason (as in
+      :class:`ShareCheck`, plus the transport's for a sealed hand-in that did not open:
+      ``wrong-offer``, ``wrong-session``, ``expired``, ...), ``detail`` the error's title.
+
+    ``source`` is the file name the share came from, or for a remote hand-in
+    (``remote``) the name of the sealed blob; ``sas`` is the short authentication string
+    of a remote hand-in that opened (public comparison words, read aloud by both sides),
+    None otherwise. ``custodian`` is the roster name as far as known (None when the
+    envelope could not be read, or the blob did not open); ``group`` and ``member``
+    (1-based) are set for a counted share.
+    """
+
+    source: str
+    custodian: str | None = None
+    status: HandInStatus
+    reason: str | None = None
+    detail: str = ""
+    sas: str | None = None
+    group: int | None = None
+    member: int | None = None
+    remote: bool = False
+
+    def __post_init__(self) -> None:
+        if self.status not in HAND_IN_STATUSES:
+            raise ValueError(f"unknown hand-in status {self.status!r}")
+        if self.counted != (self.reason is None):
+            raise ValueError("a reason is given exactly when the share is not counted")
+        if self.status == "duplicate" and self.reason != "duplicate-custodian":
+            raise ValueError("a duplicate hand-in has reason 'duplicate-custodian'")
+        if self.sas is not None and not self.remote:
+            raise ValueError("only a remote hand-in has a short authentication string")
+
+    @property
+    def counted(self) -> bool:
+        """Whether the share counts towards the quorum (``accepted`` or ``held``)."""
+        return self.status in ("accepted", "held")
+
+    @property
+    def label(self) -> str:
+        """How the hand-in is named when its custodian is unknown (``remote:`` + the blob's
+        name for a remote one), as the transcript's ``share.rejected`` names it."""
+        return f"remote:{self.source}" if self.remote else self.source
+
+    @property
+    def refusal(self) -> str | None:
+        """The line reporting a share that is not counted (None when it is)."""
+        if self.counted:
+            return None
+        if self.remote and self.sas is None:  # the blob itself did not open
+            return f"remote hand-in {self.source} rejected: {self.detail}"
+        return f"share of {self.custodian or self.label} rejected: {self.detail}"
+
+    def messages(self) -> tuple[str, ...]:
+        """The human lines for ``Outcome.messages``: the SAS of a remote hand-in that
+        opened, then the :attr:`refusal` of a share that is not counted."""
+        out: list[str] = []
+        if self.sas is not None:
+            out.append(f"remote hand-in {self.source} opened; short authentication string: "
+                       f"{self.sas} (compare it with the custodian)")
+        if self.refusal is not None:
+            out.append(self.refusal)
+        return tuple(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "custodian": self.custodian, "status": self.status,
+                "reason": self.reason, "detail": self.detail, "sas": self.sas,
+                "group": self.group, "member": self.member, "remote": self.remote}
+
+
+__all__ = ["HAND_IN_STATUSES", "REQUEST_TYPE", "ApprovalRequest", "HandIn", "HandInStatus",
+           "ShareCheck"]

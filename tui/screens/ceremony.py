@@ -210,7 +210,8 @@ class CeremonyScreen(ServiceScreen):
         self._render_approvals()
         facts = Text()
         for m in v.messages:
-            facts.append(m + "\n", style="red" if "rejected" in m or "rolled back" in m else "")
+            alert = m in v.alerts or (v.status == "aborted" and m.startswith("rolled back"))
+            facts.append(m + "\n", style="red" if alert else "")
         for k, val in v.facts:
             facts.append(f"{k}: ", style="bold")
             facts.append(val + "\n")

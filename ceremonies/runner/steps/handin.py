@@ -10,16 +10,21 @@ sealed on the HSM (:mod:`ceremonies.runner.held`) until a later invocation.
 :func:`check_share` (``CeremonyRunner.check_share``) runs the same per-share check
 (:func:`_check_one`) against the set the waiting step expects (:func:`expected_share_set`)
 without recording anything, for live feedback in the TUI.
+
+Each share's fate in a run is decided here once, as a :class:`~ceremonies.runner.views.HandIn`
+(accepted, held, duplicate or rejected; a remote hand-in with its SAS), and
+:func:`publish` reports it: ``Outcome.handins`` and the message lines derived from it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.participants import Roster
 from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
-from ceremonies.runner.views import ShareCheck
+from ceremonies.runner.views import HandIn, ShareCheck
 from custody.errors import CeremonyError, IntegrityError, ShareError
 from custody.hsm import kcv_of_bytes
 from custody.shares import slip39
@@ -46,11 +51,11 @@ def _check_one(si: Any, sset: dict[str, Any], roster: dict[str, str],
     Raises:
         _Rejected: wrapping the ShareError, with the custodian named as far as known.
     """
-    who = si.source
+    custodian: str | None = None
     try:
         env = load_envelope(si.envelope)
-        who = roster.get(env.payload.custodian, who)
-        parsed = slip39.parse_share(si.text, label=who)
+        custodian = roster.get(env.payload.custodian)
+        parsed = slip39.parse_share(si.text, label=custodian or si.source)
         verify_share(parsed, env, sset["dealer"], expected_ceremony=sset["ceremony_id"],
                      expected_epoch=sset["epoch"])
         h = sset["holders"].get((parsed.group_index, parsed.member_index))
@@ -61,37 +66,58 @@ def _check_one(si: Any, sset: dict[str, Any], roster: dict[str, str],
             raise EnvelopeError("The envelope's commitment differs from the generation "
                                 "transcript", "Do not use this share.",
                                 reason="commitment-mismatch")
-        who = h["name"]
-        if who in names:
-            raise EnvelopeError(f"{who} already handed in a share", "One share per "
+        custodian = str(h["name"])
+        if custodian in names:
+            raise EnvelopeError(f"{custodian} already handed in a share", "One share per "
                                 "custodian is counted.", reason="duplicate-custodian")
     except ShareError as exc:
-        raise _Rejected(who, exc) from exc
-    return who, parsed, env
+        raise _Rejected(si.source, custodian, exc) from exc
+    return custodian, parsed, env
 
 
 class _Rejected(Exception):
-    """A share refused by :func:`_check_one`: who handed it in, and the ShareError."""
+    """A share refused by :func:`_check_one`: its source, its custodian as far as known,
+    and the ShareError."""
 
-    def __init__(self, who: str, error: ShareError) -> None:
-        super().__init__(who)
-        self.who, self.error = who, error
+    def __init__(self, source: str, custodian: str | None, error: ShareError) -> None:
+        super().__init__(custodian or source)
+        self.source, self.custodian, self.error = source, custodian, error
+
+    @property
+    def who(self) -> str:
+        return self.custodian or self.source
 
     @property
     def reason(self) -> str:
         return getattr(self.error, "reason", None) or type(self.error).__name__
 
 
+def _hand_in(si: Any, sas: dict[str, str], **verdict: Any) -> HandIn:
+    """The :class:`HandIn` of share *si* (a remote one when *sas* knows its source)."""
+    remote = si.source in sas
+    return HandIn(source=si.source.removeprefix("remote:") if remote else si.source,
+                  remote=remote, sas=sas.get(si.source), **verdict)
+
+
 def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: str, *,
-                  names: set[str] | None = None, record: bool = True) -> list[Any]:
-    """Verify each share (:func:`_check_one`) BEFORE combining; record share.accepted /
-    share.rejected naming the custodian.
+                  names: set[str] | None = None, record: bool = True,
+                  sas: dict[str, str] | None = None) -> tuple[list[Any], list[HandIn]]:
+    """Verify each share (:func:`_check_one`) BEFORE combining; with *record*, record
+    share.accepted / share.rejected naming the custodian and decide each share's
+    :class:`HandIn` (``accepted``, ``duplicate`` or ``rejected``); without, a share that
+    fails raises (shares held from an earlier run were checked then).
 
     Returns:
-        (custodian name, parsed share, ShareInput) of each accepted share.
+        (custodian name, parsed share, ShareInput) of each accepted share; the HandIn of
+        each share when recording (else empty).
+
+    Raises:
+        ShareError: without *record*, the first share that fails.
     """
     roster = _roster_names(r)
+    sas = sas or {}
     accepted: list[Any] = []
+    verdicts: list[HandIn] = []
     names = set() if names is None else names
     for si in shares:
         try:
@@ -99,19 +125,36 @@ def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: st
         except _Rejected as rej:
             if not record:
                 raise rej.error from None
-            r.record("share.rejected", {"custodian": rej.who, "reason": rej.reason,
-                                        "detail": rej.error.title}, step=step)
-            r.messages.append(f"share of {rej.who} rejected: {rej.error.title}")
+            h = _hand_in(si, sas, custodian=rej.custodian, status="duplicate"
+                         if rej.reason == "duplicate-custodian" else "rejected",
+                         reason=rej.reason, detail=rej.error.title)
+            record_rejected(r, h, step)
+            verdicts.append(h)
             continue
         names.add(who)
         accepted.append((who, parsed, si))
         if not record:
             continue
+        group, member = parsed.group_index + 1, parsed.member_index + 1
         r.record("share.accepted", {"custodian": who, "custodian_fingerprint":
                                     env.payload.custodian, "commitment": env.payload.commitment,
-                                    "group": parsed.group_index + 1,
-                                    "member": parsed.member_index + 1}, step=step)
-    return accepted
+                                    "group": group, "member": member}, step=step)
+        verdicts.append(_hand_in(si, sas, custodian=who, status="accepted", group=group,
+                                 member=member))
+    return accepted, verdicts
+
+
+def record_rejected(r: CeremonyRunner, h: HandIn, step: str) -> None:
+    """Record ``share.rejected`` for a refused hand-in (the custodian as far as known)."""
+    r.record("share.rejected", {"custodian": h.custodian or h.label, "reason": h.reason,
+                                "detail": h.detail}, step=step)
+
+
+def publish(r: CeremonyRunner, handins: list[HandIn]) -> None:
+    """Report this run's hand-ins: the records (``Outcome.handins``) and the human lines
+    derived from them (``Outcome.messages``). The one place either is written."""
+    r.handins.extend(handins)
+    r.messages.extend(m for h in handins for m in h.messages())
 
 
 def new_share_set(r: CeremonyRunner) -> dict[str, Any]:
@@ -188,17 +231,26 @@ def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: 
         raise CeremonyError("This deployment has no active share set",
                             "Run the generate ceremony first.")
     held = _unhold(r, step) if _held(r, step) else []
-    fresh = [*inputs.shares, *(_open_sealed(r, inputs, step) if inputs.sealed else [])]
+    opened, sas, refused = _open_sealed(r, inputs, step) if inputs.sealed else ([], {}, [])
+    for h in refused:
+        record_rejected(r, h, step)
+    fresh = [*inputs.shares, *opened]
     if not fresh and not inputs.sealed and not held:
         return WAIT
     names: set[str] = set()
-    old = _check_shares(r, held, sset, step, names=names, record=False)
-    new = _check_shares(r, fresh, sset, step, names=names)
+    old, _ = _check_shares(r, held, sset, step, names=names, record=False)
+    new, verdicts = _check_shares(r, fresh, sset, step, names=names, sas=sas)
     parsed = [p for _n, p, _si in old + new]
-    if not _enough(parsed):
+    short = not _enough(parsed)
+    if short and r.dep.hsm is not None:  # sealed below until a later run brings the rest
+        verdicts = [replace(h, status="held") if h.status == "accepted" else h
+                    for h in verdicts]
+    handins = [*refused, *verdicts]
+    publish(r, handins)
+    if short:
         need = quorum_size(sset["scheme"])
         have = sorted({n for n, _p, _si in old + new})
-        rejected = "; ".join(m for m in r.messages if "rejected" in m)
+        rejected = "; ".join(h.refusal for h in handins if h.refusal)
         if r.dep.hsm is None:  # nowhere to seal shares at rest: all must come at once
             raise ShareError(f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
                              + (f" ({rejected})" if rejected else ""),
@@ -225,8 +277,8 @@ def _holder(sset: dict[str, Any], p: slip39.ParsedShare) -> str:
 def _rebuild(r: CeremonyRunner, sset: dict[str, Any]) -> dict[str, Any]:
     parsed = r._secrets.get("shares")
     if parsed is None and _held(r, "collect-shares"):  # resumed after a crash: still sealed
-        got = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
-                            record=False)
+        got, _ = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
+                               record=False)
         parsed = [p for _n, p, _si in got]
     if parsed is None:
         raise _secret_lost(r, "rebuild-rk")
