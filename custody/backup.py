@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,33 @@ def storage_error(exc: OSError, what: str) -> StorageError:
                             "and the work resumes from its last checkpoint.")
     return StorageError(f"I/O error while {what}: {exc.strerror or type(exc).__name__}",
                         "Check the path and permissions; the original is untouched.")
+
+
+def open_backup(path: Path) -> int:
+    """Open a backup file read-only; an OSError becomes a StorageError."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise storage_error(exc, f"opening {path.name}") from exc
+
+
+@contextmanager
+def _partial_removed_on_failure(part: Path, what: str) -> Iterator[None]:
+    """On any failure inside, remove *part*; an OSError becomes a StorageError (*what*)."""
+    try:
+        yield
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise storage_error(exc, what) from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _info(path: Path, header: bf.Header, chunks: int, plain: int) -> BackupInfo:
+    return BackupInfo(path=str(path), file_id=header.file_id.hex(),
+                      kek_version=header.kek_version, chunk_size=header.chunk_size,
+                      chunks=chunks, plaintext_bytes=plain)
 
 
 def write_all(fd: int, data: bytes | memoryview, write: Write = os.write) -> None:
@@ -173,20 +201,15 @@ def create(hierarchy: KeyHierarchy, src: Path, out: Path, *,
     plain = 0
     chunks = 0
     try:
-        ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            chunks, plain = _encrypt_stream(sfd, ofd, header, key, write, progress)
-            os.fsync(ofd)
-        finally:
-            os.close(ofd)
-        os.replace(part, out)
-        fsync_dir(out.parent)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise storage_error(exc, f"writing {out.name}") from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        with _partial_removed_on_failure(part, f"writing {out.name}"):
+            ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                chunks, plain = _encrypt_stream(sfd, ofd, header, key, write, progress)
+                os.fsync(ofd)
+            finally:
+                os.close(ofd)
+            os.replace(part, out)
+            fsync_dir(out.parent)
     finally:
         os.close(sfd)
     _catalog(hierarchy, header, out, plain)
@@ -225,10 +248,7 @@ def verify(hierarchy: KeyHierarchy, path: Path,
     """
     path = Path(path).resolve()
     recover(hierarchy)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise storage_error(exc, f"opening {path.name}") from exc
+    fd = open_backup(path)
     try:
         header = read_header(fd)
         key = backup_key(hierarchy, header)
@@ -241,9 +261,7 @@ def verify(hierarchy: KeyHierarchy, path: Path,
     finally:
         os.close(fd)
     _catalog(hierarchy, header, path, plain)
-    return BackupInfo(path=str(path), file_id=header.file_id.hex(),
-                      kek_version=header.kek_version, chunk_size=header.chunk_size,
-                      chunks=chunks, plaintext_bytes=plain)
+    return _info(path, header, chunks, plain)
 
 
 def restore(hierarchy: KeyHierarchy, path: Path, out: Path,
@@ -259,37 +277,27 @@ def restore(hierarchy: KeyHierarchy, path: Path, out: Path,
         raise UsageError(f"{out} already exists", "Choose another --out; nothing was changed.")
     recover(hierarchy)
     part = out.with_name(out.name + ".partial")
+    fd = open_backup(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise storage_error(exc, f"opening {path.name}") from exc
-    try:
-        header = read_header(fd)
-        key = backup_key(hierarchy, header)
-        ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        chunks = plain = 0
-        try:
-            for _i, _last, pt in iter_chunks(fd, header, key):
-                write_all(ofd, pt)
-                chunks += 1
-                plain += len(pt)
-                if progress:
-                    progress(len(pt))
-            os.fsync(ofd)
-        finally:
-            os.close(ofd)
-        os.replace(part, out)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise storage_error(exc, f"restoring to {out.name}") from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        with _partial_removed_on_failure(part, f"restoring to {out.name}"):
+            header = read_header(fd)
+            key = backup_key(hierarchy, header)
+            ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            chunks = plain = 0
+            try:
+                for _i, _last, pt in iter_chunks(fd, header, key):
+                    write_all(ofd, pt)
+                    chunks += 1
+                    plain += len(pt)
+                    if progress:
+                        progress(len(pt))
+                os.fsync(ofd)
+            finally:
+                os.close(ofd)
+            os.replace(part, out)
     finally:
         os.close(fd)
-    return BackupInfo(path=str(path), file_id=header.file_id.hex(),
-                      kek_version=header.kek_version, chunk_size=header.chunk_size,
-                      chunks=chunks, plaintext_bytes=plain)
+    return _info(path, header, chunks, plain)
 
 
 # ------------------------------------------------------------------ header rewrap

@@ -53,6 +53,7 @@ from custody.backup import (
     _catalog,
     backup_key,
     fsync_dir,
+    open_backup,
     read_exact,
     read_header,
     recover,
@@ -213,10 +214,7 @@ def rekey_full(hierarchy: KeyHierarchy, path: Path, *,
     path = Path(path).resolve()
     recover(hierarchy)
     tmp, state = _paths(path)
-    try:
-        sfd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise storage_error(exc, f"opening {path.name}") from exc
+    sfd = open_backup(path)
     try:
         src = read_header(sfd)
         key_old = backup_key(hierarchy, src)

@@ -16,13 +16,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from custody.errors import CustodyError, UsageError
-from tui.screens.base import ItemTable, ServiceScreen
+from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
 from tui.services import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
 
@@ -30,28 +29,20 @@ POLL_SECONDS = 1.0
 OUTCOME_STYLE = {"ok": "green", "intent": "cyan", "denied": "yellow", "failed": "bold red"}
 
 
-class TailLoaded(Message):
-    def __init__(self, tail: AuditTail) -> None:
-        super().__init__()
-        self.tail = tail
+class TailLoaded(Payload[AuditTail]):
+    pass
 
 
-class PollFailed(Message):
-    def __init__(self, err: CustodyError) -> None:
-        super().__init__()
-        self.err = err
+class PollFailed(Payload[CustodyError]):
+    pass
 
 
-class ProofReady(Message):
-    def __init__(self, proof: ProofView) -> None:
-        super().__init__()
-        self.proof = proof
+class ProofReady(Payload[ProofView]):
+    pass
 
 
-class ProofExported(Message):
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
+class ProofExported(Payload[str]):
+    pass
 
 
 class AuditLogScreen(ServiceScreen):
@@ -128,11 +119,11 @@ class AuditLogScreen(ServiceScreen):
         self._polling = False
         self.following = False  # report once, not every second
         self._show_status()
-        self._report(msg.err)
+        self._report(msg.value)
 
     def on_tail_loaded(self, msg: TailLoaded) -> None:
         self._polling = False
-        tail = msg.tail
+        tail = msg.value
         self.covered, self.checkpoints = tail.covered, tail.checkpoints
         if tail.size < self.log_size or tail.start > self.log_size:  # a different or truncated log
             self.entries = []
@@ -294,7 +285,7 @@ class AuditLogScreen(ServiceScreen):
             )
 
     def on_proof_ready(self, msg: ProofReady) -> None:
-        p = self.proof = msg.proof
+        p = self.proof = msg.value
         if p.ok:
             line = Text.assemble(("VALID ", "bold green"), p.summary)
         else:
@@ -356,4 +347,4 @@ class AuditLogScreen(ServiceScreen):
         self.post_message(ProofExported(str(services.export_proof(proof, path))))
 
     def on_proof_exported(self, msg: ProofExported) -> None:
-        self.notify(f"Proof written to {msg.path}", timeout=4)
+        self.notify(f"Proof written to {msg.value}", timeout=4)

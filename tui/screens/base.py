@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
+
+T = TypeVar("T")
+
+
+class Payload(Message, Generic[T]):
+    """A message carrying one value, typically a worker's result, as ``value``.
+
+    Subclass it per meaning (``class TailLoaded(Payload[AuditTail])``): Textual routes a
+    message by its class name (``on_tail_loaded``).
+    """
+
+    def __init__(self, value: T) -> None:
+        super().__init__()
+        self.value = value
 
 
 class ServiceScreen(Screen[None]):

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.screens.base import ItemTable, ServiceScreen
 from tui.screens.modals import DetailScreen, PinPrompt
-from tui.services import DashboardView, Field, KeyRow, Services
+from tui.services import DashboardView, Field, KeyRow, RotationRow, Services
 
 STATUS_STYLE = {
     "ok": "green",
@@ -58,6 +58,19 @@ def key_fields(k: KeyRow) -> list[Field]:
     if k.due:
         out.append(Field(label="rotation due", value=f"{k.due} ({k.days_left} days)"))
     return out + list(k.extra)
+
+
+def rotation_fields(r: RotationRow) -> list[Field]:
+    """The detail fields of a rotation-policy row (keys screen calendar, re-key policy)."""
+    return [
+        Field(label="key", value=r.key),
+        Field(label="class", value=r.key_class),
+        Field(label="period", value=f"{r.period_days} days"),
+        Field(label="last rotation", value=r.last_rotation),
+        Field(label="due", value=r.due),
+        Field(label="days left", value=str(r.days_left)),
+        Field(label="status", value=r.status),
+    ]
 
 
 class DashboardLoaded(Message):

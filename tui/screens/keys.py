@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header
 
 from tui.screens.base import ItemTable, ServiceScreen
-from tui.screens.dashboard import key_fields, styled
+from tui.screens.dashboard import key_fields, rotation_fields, styled
 from tui.screens.modals import DetailScreen
 from tui.services import DashboardView, Field, Services
 
@@ -84,15 +84,7 @@ class KeysScreen(ServiceScreen):
             key = f"cal-{r.key}"
             self._details[key] = (
                 f"Rotation {r.key}",
-                [
-                    Field(label="key", value=r.key),
-                    Field(label="class", value=r.key_class),
-                    Field(label="period", value=f"{r.period_days} days"),
-                    Field(label="last rotation", value=r.last_rotation),
-                    Field(label="due", value=r.due),
-                    Field(label="days left", value=str(r.days_left)),
-                    Field(label="status", value=r.status),
-                ],
+                rotation_fields(r),
             )
             cal.add_row(r.due, r.key, r.key_class, str(r.days_left), styled(r.status), key=key)
 

@@ -28,8 +28,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from custody.errors import CustodyError, UsageError
-from tui.screens.base import ItemTable, ServiceScreen
-from tui.screens.dashboard import styled
+from tui.screens.base import ItemTable, Payload, ServiceScreen
+from tui.screens.dashboard import rotation_fields, styled
 from tui.screens.modals import ConfirmModal, DetailScreen, PinPrompt
 from tui.services import Field, JobView, PlanView, RekeyView, RunView, Services
 
@@ -64,16 +64,12 @@ def plan_text(p: PlanView) -> str:
     return "\n".join(lines)
 
 
-class RekeyLoaded(Message):
-    def __init__(self, view: RekeyView) -> None:
-        super().__init__()
-        self.view = view
+class RekeyLoaded(Payload[RekeyView]):
+    pass
 
 
-class JobsPolled(Message):
-    def __init__(self, jobs: tuple[JobView, ...]) -> None:
-        super().__init__()
-        self.jobs = jobs
+class JobsPolled(Payload[tuple[JobView, ...]]):
+    pass
 
 
 class PlanReady(Message):
@@ -82,22 +78,16 @@ class PlanReady(Message):
         self.plan, self.has_pin, self.due = plan, has_pin, due
 
 
-class Progressed(Message):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
+class Progressed(Payload[int]):
+    pass
 
 
-class JobFinished(Message):
-    def __init__(self, report: RunView) -> None:
-        super().__init__()
-        self.report = report
+class JobFinished(Payload[RunView]):
+    pass
 
 
-class Cancelled(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+class Cancelled(Payload[str]):
+    pass
 
 
 class RekeyScreen(ServiceScreen):
@@ -180,10 +170,10 @@ class RekeyScreen(ServiceScreen):
             return
 
     def on_jobs_polled(self, msg: JobsPolled) -> None:
-        if msg.jobs != self.jobs:
+        if msg.value != self.jobs:
             was_running = any(j.state == "running" for j in self.jobs)
-            self._show_jobs(msg.jobs)
-            if was_running and not any(j.state == "running" for j in msg.jobs):
+            self._show_jobs(msg.value)
+            if was_running and not any(j.state == "running" for j in msg.value):
                 self.action_refresh()  # another process finished: stages changed
 
     def _row(
@@ -193,7 +183,7 @@ class RekeyScreen(ServiceScreen):
         table.add_row(*cells, key=key)
 
     def on_rekey_loaded(self, msg: RekeyLoaded) -> None:
-        v = self.view = msg.view
+        v = self.view = msg.value
         pend = ", ".join(f"{b}/v{ver} {n:,}" for b, ver, n in v.pending) or "nothing"
         self.query_one("#rk-summary", Static).update(
             Text.assemble(("to move: ", "dim"), pend, ("  lease: ", "dim"), v.lease or "free")
@@ -229,15 +219,7 @@ class RekeyScreen(ServiceScreen):
                 t,
                 f"p-{r.key}",
                 f"Rotation {r.key}",
-                [
-                    Field(label="key", value=r.key),
-                    Field(label="class", value=r.key_class),
-                    Field(label="period", value=f"{r.period_days} days"),
-                    Field(label="last rotation", value=r.last_rotation),
-                    Field(label="due", value=r.due),
-                    Field(label="days left", value=str(r.days_left)),
-                    Field(label="status", value=r.status),
-                ],
+                rotation_fields(r),
                 r.key,
                 r.key_class,
                 r.due,
@@ -391,7 +373,7 @@ class RekeyScreen(ServiceScreen):
         self.post_message(JobFinished(report))
 
     def on_progressed(self, msg: Progressed) -> None:
-        self._moved += msg.n
+        self._moved += msg.value
         dt = time.monotonic() - self._t0
         rate = self._moved / dt if dt > 0 else None
         eta = (self._total - self._moved) / rate if rate else None
@@ -401,7 +383,7 @@ class RekeyScreen(ServiceScreen):
 
     def on_job_finished(self, msg: JobFinished) -> None:
         self.running = False
-        self.last_run = r = msg.report
+        self.last_run = r = msg.value
         if r.status == "failed":
             self.query_one("#rk-job", Static).update(
                 Text("job failed (see the message)", style="bold red")
@@ -455,5 +437,5 @@ class RekeyScreen(ServiceScreen):
         self.post_message(Cancelled(services.cancel_destroy(branch, version)))
 
     def on_cancelled(self, msg: Cancelled) -> None:
-        self.notify(msg.text, timeout=4)
+        self.notify(msg.value, timeout=4)
         self.action_refresh()
