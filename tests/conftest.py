@@ -66,3 +66,15 @@ def pin_file(tmp_path: Path) -> Path:
     p.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     p.chmod(0o600)
     return p
+
+
+@pytest.fixture
+def hsm(softhsm_token, tmp_path: Path):
+    """The PKCS#11 adapter opened on the session token (closed afterwards)."""
+    from custody.config import HsmConfig
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
+    yield h
+    h.close()

@@ -15,14 +15,20 @@ Against real SoftHSMv2, from templates shared per module (see test_ceremony_kill
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.ceremony_fixtures import (
+    CUST,
+    Dep,
+    build_generated,
+    lose_token,
+    sign_approvals,
+    start_rotate_root,
+)
 from tests.conftest import TEST_PIN, cli_env
-from tests.test_ceremony_flows import CUST, Dep, _build, _lose_token
 from tests.test_ceremony_kills import RESHARE, _copy, _killed, _kind_rows
 
 pytestmark = pytest.mark.hsm
@@ -34,21 +40,7 @@ def _events(bundle: str) -> list[dict[str, Any]]:
 
 def _approval_files(d: Dep, cid: str, names=("alice", "bob", "carol"), tag: str = "") -> list[str]:
     """Approval files for the rotate-root request in d.root/req.json (signed in process)."""
-    from ceremonies.participants import load_signer
-    from ceremonies.transcript.records import Approval
-
-    rq = json.loads((d.root / "req.json").read_text())
-    assert rq["ceremony_id"] == cid
-    out = []
-    for n in names:
-        a = Approval.create(load_signer(d.people / f"{n}.key.pem", f"pass-{n}"),
-                            ceremony_id=cid, action=rq["action"], action_id=rq["action_id"],
-                            digest=rq["action_digest"], now=int(time.time()),
-                            window=int(rq["window"]))
-        f = d.root / f"appr-{n}{tag}.json"
-        f.write_text(json.dumps(a.to_json()))
-        out.append(f.name)
-    return out
+    return [f.name for f in sign_approvals(d, cid, names, tag)]
 
 
 def _args(d: Dep, names: list[str]) -> list[str]:
@@ -82,16 +74,13 @@ def _share(d: Dep, name: str, sub: str = "shares", env_of: str | None = None) ->
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Dep:
-    return _build(tmp_path_factory.mktemp("tpl") / "home")
+    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture(scope="module")
 def rotate_waiting(template: Dep, tmp_path_factory) -> Dep:
     """A rotate-root waiting for its custodian approvals (request in req.json)."""
-    d = _copy(template, tmp_path_factory.mktemp("rrw") / "home")
-    r = d.ceremony("rotate-root", *d.coord(), "--request-out", str(d.root / "req.json"))
-    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stderr
-    return d
+    return start_rotate_root(_copy(template, tmp_path_factory.mktemp("rrw") / "home"))
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +218,7 @@ def test_pending_request_names_approvals_recorded_before_a_crash(approved_killed
 def recover_waiting(template: Dep, tmp_path_factory) -> tuple[Dep, str]:
     """A recover into an emptied token holding alice's share (sealed at rest), waiting."""
     d = _copy(template, tmp_path_factory.mktemp("rcw") / "home")
-    _lose_token(d)
+    lose_token(d)
     r = d.ceremony("recover", *d.coord(), *d.shares("alice"))
     assert r.returncode == 10 and r.out["step"] == "collect-shares", r.stderr
     return d, r.out["ceremony_id"]

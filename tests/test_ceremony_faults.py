@@ -16,58 +16,31 @@ from pathlib import Path
 
 import pytest
 
+from tests.ceremony_fixtures import CUST, Dep, build_enrolled, build_generated, copy_dep, lose_token
 from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, run_cli
-from tests.test_ceremony_flows import CUST, Dep, _build, _lose_token
 
 pytestmark = pytest.mark.hsm
 GEN = [a for n in CUST for a in ("--custodian", n)]
 
 
-def _copy(src: Dep, dst: Path) -> Dep:
-    from custody.hsm import softhsm
-
-    shutil.copytree(src.root, dst)
-    softhsm.write_conf(dst)
-    return Dep(dst)
-
-
-def _enrolled(root: Path) -> Dep:
-    from ceremonies.participants import create_participant
-
-    d = Dep(root)
-    root.mkdir(parents=True)
-    d.pin.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    assert run_cli("init", "--home", str(root), "--pin-file", str(d.pin)).returncode == 0
-    d.people.mkdir()
-    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST],
-                    ("audrey", "auditor")]:
-        (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, role, f"pass-{n}", d.people)
-    adds = [a for n in ("admin", *CUST, "audrey")
-            for a in ("--add", str(d.people / f"{n}.pub.json"))]
-    r = d.ceremony("enrol", *d.coord(pin=False), *adds)
-    assert r.returncode == 0, r.stderr
-    return d
-
-
 @pytest.fixture(scope="module")
 def enrolled_tpl(tmp_path_factory) -> Dep:
-    return _enrolled(tmp_path_factory.mktemp("enr") / "home")
+    return build_enrolled(tmp_path_factory.mktemp("enr") / "home")[0]
 
 
 @pytest.fixture(scope="module")
 def generated_tpl(tmp_path_factory) -> Dep:
-    return _build(tmp_path_factory.mktemp("gen") / "home")
+    return build_generated(tmp_path_factory.mktemp("gen") / "home")
 
 
 @pytest.fixture
 def fresh(enrolled_tpl: Dep, tmp_path: Path) -> Dep:
-    return _copy(enrolled_tpl, tmp_path / "home")
+    return copy_dep(enrolled_tpl, tmp_path / "home")
 
 
 @pytest.fixture
 def dep(generated_tpl: Dep, tmp_path: Path) -> Dep:
-    return _copy(generated_tpl, tmp_path / "home")
+    return copy_dep(generated_tpl, tmp_path / "home")
 
 
 def _db(d: Dep, sql: str, *a) -> list:
@@ -197,7 +170,7 @@ def test_token_removed_mid_ceremony_then_back(fresh: Dep, tmp_path: Path):
 def test_token_deleted_mid_recover_is_named_and_abortable(dep: Dep):
     from custody.hsm import softhsm
 
-    _lose_token(dep)
+    lose_token(dep)
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"))
     assert r.returncode == 10, r.stderr
     cid = r.out["ceremony_id"]
@@ -252,7 +225,7 @@ def test_expired_ceremony_cannot_be_resumed_only_aborted(fresh: Dep):
 
 # ------------------------------------------------- 4. shares over several invocations
 def test_shares_accumulate_across_invocations_sealed_at_rest(dep: Dep):
-    _lose_token(dep)
+    lose_token(dep)
     base = _token_objects(dep)
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice"))
     assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stderr
@@ -293,7 +266,7 @@ def _send(d: Dep, offer: str, name: str, out: Path) -> None:
 
 
 def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
-    _lose_token(dep)
+    lose_token(dep)
     base = _token_objects(dep)
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"))
     assert r.returncode == 10, r.stderr
@@ -338,7 +311,7 @@ def test_recover_reports_structured_handins_in_json(dep: Dep):
     rejected by custodian with its reason, a duplicate, a share held short of the quorum,
     an altered blob refused, and a remote hand-in accepted with the SAS the custodian saw.
     The message lines are derived from the same records; no share words in either."""
-    _lose_token(dep)
+    lose_token(dep)
     bad = dep.root / "bad"
     bad.mkdir()
     # a valid share of dave presented with bob's envelope: substituted share

@@ -8,122 +8,31 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PIN, TEST_SO_PIN, run_cli
+from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.hsm
-CUST = ("alice", "bob", "carol", "dave", "erin")
-
-
-class Dep:
-    def __init__(self, root: Path) -> None:
-        self.root, self.people, self.pin = root, root / "people", root / "pins"
-
-    def coord(self, pin: bool = True) -> list[str]:
-        a = ["--home", str(self.root), "--key", str(self.people / "admin.key.pem"),
-             "--passphrase-file", str(self.people / "admin.pass"), "--json"]
-        return a + (["--pin-file", str(self.pin)] if pin else [])
-
-    def shares(self, *names: str, d: str = "shares") -> list[str]:
-        return [a for n in names for a in ("--share", str(self.root / d / f"{n}.share.txt"))]
-
-    def run(self, *args: str, env: dict[str, str] | None = None):
-        return run_cli(*args, env=env)
-
-    def ceremony(self, *args: str, env: dict[str, str] | None = None):
-        r = run_cli("ceremony", *args, env=env)
-        try:
-            r.out = json.loads(r.stdout) if r.stdout.strip() else {}
-        except ValueError:
-            r.out = {}
-        return r
-
-    def trust(self) -> list[str]:
-        return [a for p in sorted(self.people.glob("*.pub.json")) for a in ("--trust", str(p))]
-
-    def verify(self, bundle: str) -> None:
-        v = run_cli("transcript", "verify", bundle, *self.trust())
-        assert v.returncode == 0, v.stdout + v.stderr
-
-    def deks_ok(self) -> None:
-        r = run_cli("dek", "verify", "--all", "--home", str(self.root), "--pin-file",
-                    str(self.pin), "--json")
-        assert r.returncode == 0, r.stderr
-        out = json.loads(r.stdout)
-        assert out["failed"] == [] and out["checked"] == 50
-
-    def roots(self) -> list[dict]:
-        import sqlite3
-        c = sqlite3.connect(self.root / "custody.db")
-        rows = c.execute("SELECT version, state FROM root_versions ORDER BY version").fetchall()
-        c.close()
-        return rows
-
-
-def _build(root: Path) -> Dep:
-    from ceremonies.participants import create_participant
-
-    d = Dep(root)
-    root.mkdir(parents=True)
-    d.pin.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    assert run_cli("init", "--home", str(root), "--pin-file", str(d.pin)).returncode == 0
-    d.people.mkdir()
-    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST],
-                    ("frank", "custodian"), ("audrey", "auditor")]:
-        (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, role, f"pass-{n}", d.people)
-    adds = [a for n in ("admin", *CUST, "audrey")
-            for a in ("--add", str(d.people / f"{n}.pub.json"))]
-    r = d.ceremony("enrol", *d.coord(pin=False), *adds)
-    assert r.returncode == 0, r.stderr
-    d.verify(r.out["bundle"])
-    cust = [a for n in CUST for a in ("--custodian", n)]
-    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(root / "shares"))
-    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stderr
-    assert d.roots() == []  # not final before the verification round
-    r = d.ceremony("resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol"))
-    assert r.returncode == 0, r.stderr
-    d.verify(r.out["bundle"])
-    for b in ("data", "backup", "secrets"):
-        assert run_cli("kek", "rotate", "--branch", b, "--home", str(root), "--pin-file",
-                       str(d.pin)).returncode == 0
-    assert run_cli("dek", "generate", "--count", "50", "--home", str(root), "--pin-file",
-                   str(d.pin)).returncode == 0
-    return d
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Dep:
-    return _build(tmp_path_factory.mktemp("tpl") / "home")
+    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture
 def dep(template: Dep, tmp_path: Path) -> Dep:
-    from custody.hsm import softhsm
-
-    root = tmp_path / "home"
-    shutil.copytree(template.root, root)
-    softhsm.write_conf(root)
-    return Dep(root)
-
-
-def _lose_token(d: Dep) -> None:
-    from custody.hsm import softhsm
-
-    conf = d.root / softhsm.CONF_NAME
-    softhsm.delete_token(conf, "custody")
-    softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
+    return copy_dep(template, tmp_path / "home")
 
 
 # ----------------------------------------------------------------------------- recover
 def test_recover_rejects_tampered_share_by_name_and_restores(dep: Dep):
-    _lose_token(dep)
+    lose_token(dep)
     bad = dep.root / "bad"
     bad.mkdir()
     # a valid share of dave presented with bob's envelope: substituted share
@@ -140,7 +49,7 @@ def test_recover_rejects_tampered_share_by_name_and_restores(dep: Dep):
 
 
 def test_recover_too_few_and_duplicate_shares_leave_state_unchanged(dep: Dep):
-    _lose_token(dep)
+    lose_token(dep)
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob", "alice"))
     # too few: the ceremony waits for more (the accepted ones are sealed on the HSM)
     assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stderr
@@ -157,8 +66,8 @@ def test_recover_too_few_and_duplicate_shares_leave_state_unchanged(dep: Dep):
 
 
 def test_share_from_another_deployment_is_rejected(dep: Dep, template: Dep, tmp_path: Path):
-    other = _build(tmp_path / "other")
-    _lose_token(dep)
+    other = build_generated(tmp_path / "other")
+    lose_token(dep)
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"),
                      "--share", str(other.root / "shares" / "carol.share.txt"))
     assert r.returncode == 10, r.stderr

@@ -15,8 +15,6 @@ round); each test copies it and rewrites the absolute paths the copy's store hol
 
 from __future__ import annotations
 
-import json
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -24,8 +22,15 @@ from pathlib import Path
 import pytest
 
 from ceremonies.engine import SCRIPTS
+from tests.ceremony_fixtures import (
+    Dep,
+    build_generated,
+    copy_dep,
+    lose_token,
+    sign_approvals,
+    start_rotate_root,
+)
 from tests.conftest import cli_env
-from tests.test_ceremony_flows import Dep, _build, _lose_token
 
 pytestmark = pytest.mark.hsm
 
@@ -36,18 +41,7 @@ def _points(kind: str) -> list[str]:
 
 def _copy(src: Dep, dst: Path) -> Dep:
     """Copy a home, including the paths of in-flight ceremonies (bundle, params, files)."""
-    from custody.hsm import softhsm
-
-    shutil.copytree(src.root, dst)
-    softhsm.write_conf(dst)
-    c = sqlite3.connect(dst / "custody.db")
-    try:
-        with c:
-            c.execute("UPDATE ceremonies SET bundle=replace(bundle, ?, ?), "
-                      "pending=replace(pending, ?, ?)", (str(src.root), str(dst)) * 2)
-    finally:
-        c.close()
-    return Dep(dst)
+    return copy_dep(src, dst, in_flight=True)
 
 
 def _kind_rows(d: Dep, kind: str) -> list[tuple[str, str, str]]:
@@ -59,23 +53,10 @@ def _kind_rows(d: Dep, kind: str) -> list[tuple[str, str, str]]:
         c.close()
 
 
-def _approvals(d: Dep, cid: str, names=("alice", "bob", "carol")) -> list[str]:
-    """Approval files for the rotate-root request of *cid*, signed in process (fast)."""
-    from ceremonies.participants import load_signer
-    from ceremonies.transcript.records import Approval
-
-    rq = json.loads((d.root / "req.json").read_text())
-    assert rq["ceremony_id"] == cid
-    out: list[str] = []
-    for n in names:
-        a = Approval.create(load_signer(d.people / f"{n}.key.pem", f"pass-{n}"),
-                            ceremony_id=cid, action=rq["action"], action_id=rq["action_id"],
-                            digest=rq["action_digest"], now=int(time.time()),
-                            window=int(rq["window"]))
-        f = d.root / f"appr-{n}-{time.monotonic_ns()}.json"
-        f.write_text(json.dumps(a.to_json()))
-        out += ["--approval", str(f)]
-    return out
+def _approvals(d: Dep, cid: str) -> list[str]:
+    """``--approval`` arguments for the rotate-root request of *cid* (fresh file names)."""
+    files = sign_approvals(d, cid, tag=f"-{time.monotonic_ns()}")
+    return [a for f in files for a in ("--approval", str(f))]
 
 
 def _killed(r) -> None:
@@ -105,13 +86,13 @@ def _resume_or_abort(d: Dep, cid: str, more: dict[str, list[str]]):
 # ----------------------------------------------------------------------------- recover
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Dep:
-    return _build(tmp_path_factory.mktemp("tpl") / "home")
+    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture(scope="module")
 def lost_tpl(template: Dep, tmp_path_factory) -> Dep:
     d = _copy(template, tmp_path_factory.mktemp("lost") / "home")
-    _lose_token(d)
+    lose_token(d)
     return d
 
 
@@ -185,10 +166,7 @@ def test_reshare_killed_at_each_step(template: Dep, reshare_waiting: Dep, tmp_pa
 @pytest.fixture(scope="module")
 def rotate_waiting(template: Dep, tmp_path_factory) -> Dep:
     """A rotate-root waiting for its custodian approvals."""
-    d = _copy(template, tmp_path_factory.mktemp("rrw") / "home")
-    r = d.ceremony("rotate-root", *d.coord(), "--request-out", str(d.root / "req.json"))
-    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stderr
-    return d
+    return start_rotate_root(_copy(template, tmp_path_factory.mktemp("rrw") / "home"))
 
 
 @pytest.mark.parametrize("point", _points("rotate-root"))

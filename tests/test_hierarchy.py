@@ -17,16 +17,6 @@ pytestmark = pytest.mark.hsm
 
 
 @pytest.fixture
-def hsm(softhsm_token, tmp_path):
-    from custody.hsm.pkcs11_adapter import open_hsm
-
-    _conf, label, pin = softhsm_token
-    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def hier(hsm, tmp_path):
     store = Store.open(tmp_path / "c.db", create=True)
     h = KeyHierarchy(store, hsm)
@@ -115,7 +105,7 @@ def test_secret_sources(tmp_path, monkeypatch):
 def test_retired_root_is_destroyed_in_stages(hier, hsm):
     from datetime import timedelta
 
-    from custody.config import Config, HsmConfig
+    from custody.config import Config
     from custody.errors import KeyNotFound
     from custody.hierarchy import utcnow
     from custody.rekey_retire import advance_retirement, cancel_destroy

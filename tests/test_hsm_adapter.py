@@ -27,16 +27,6 @@ pytestmark = pytest.mark.hsm
 
 
 @pytest.fixture
-def hsm(softhsm_token, tmp_path):
-    from custody.hsm.pkcs11_adapter import open_hsm
-
-    _conf, label, pin = softhsm_token
-    h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def name(hsm):
     """A key label unique to this test; its versions are destroyed afterwards."""
     label = f"t{uuid.uuid4().hex[:10]}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from textual.widgets import Input
 
+from tests.ceremony_fixtures import CUST, copy_home, create_people, init_home
 from tui.app import make_app
 from tui.screens.ceremony import CeremonyScreen
 from tui.screens.ceremony_card import CardScreen
@@ -34,7 +34,6 @@ from tui.screens.modals import PinPrompt, TextPrompt
 from tui.services import Settings
 
 pytestmark = pytest.mark.hsm
-CUST = ("alice", "bob", "carol", "dave", "erin")
 SIZE = (100, 32)
 
 
@@ -78,21 +77,9 @@ class Home:
 
 
 def _base(root: Path) -> Home:
-    from ceremonies.participants import create_participant
-
     h = Home(root)
-    root.mkdir(parents=True)
-    h.pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    h.pins.chmod(0o600)
-    assert run_cli("init", "--home", str(root), "--pin-file", str(h.pins)).returncode == 0
-    h.people.mkdir()
-    for n, role in [
-        ("admin", "super-admin"),
-        *[(c, "custodian") for c in CUST],
-        ("audrey", "auditor"),
-    ]:
-        (h.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, role, f"pass-{n}", h.people)
+    init_home(root, h.pins, private_pins=True)
+    create_people(h.people)
     adds = [a for p in sorted(h.people.glob("*.pub.json")) for a in ("--add", str(p))]
     coord = [a for a in h.coord() if a not in ("--pin-file", str(h.pins))]
     r = run_cli("ceremony", "enrol", *coord, *adds)
@@ -149,12 +136,8 @@ def generated(base: Home, tmp_path_factory) -> Home:
 
 
 def _copy(src: Home, tmp: Path) -> Home:
-    from custody.hsm import softhsm
-
-    root = tmp / "home"
-    shutil.copytree(src.root, root)
-    softhsm.write_conf(root)
-    return Home(root)
+    copy_home(src.root, tmp / "home")
+    return Home(tmp / "home")
 
 
 async def settle(pilot) -> None:

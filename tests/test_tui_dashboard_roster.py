@@ -19,6 +19,7 @@ from conftest import ROOT, run_cli
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.tui_fixtures import settle
 from tui.app import make_app
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.modals import DetailScreen
@@ -38,12 +39,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, datetime
     finally:
         db.close()
     return h, h / "demo-pin", datetime.fromtimestamp(at, UTC)
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def cells(table) -> list[list[str]]:

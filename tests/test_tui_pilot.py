@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+from conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.tui_fixtures import dev_home, settle
 from tui.app import make_app
 from tui.screens.auditor import AuditorScreen
 from tui.screens.dashboard import DashboardScreen
@@ -30,25 +31,7 @@ SIZE = (100, 32)
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tuihome")
-    pins = d / "pins"
-    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    pins.chmod(0o600)
-    h = d / "home"
-    for args in (
-        ("init", "--dev-root"),
-        ("kek", "rotate", "--branch", "data"),
-        ("dek", "generate", "--count", "20"),
-    ):
-        r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
-        assert r.returncode == 0, r.stderr
-    return h, pins
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    return dev_home(tmp_path_factory.mktemp("tuihome"), 20)
 
 
 def run(coro) -> None:

@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+from conftest import ROOT, TEST_PIN, run_cli
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.tui_fixtures import dev_home, settle
 from tui.app import make_app
 from tui.screens.modals import ConfirmModal, PinPrompt
 from tui.screens.rekey import RekeyScreen, fmt_eta, job_rate
@@ -33,20 +34,7 @@ OBJECTS = 240
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tuirekey")
-    pins = d / "pins"
-    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    pins.chmod(0o600)
-    h = d / "home"
-    for args in (
-        ("init", "--dev-root"),
-        ("kek", "rotate", "--branch", "data"),
-        ("dek", "generate", "--count", str(OBJECTS)),
-        ("kek", "rotate", "--branch", "data"),
-    ):
-        r = run_cli(*args, "--home", str(h), "--pin-file", str(pins))
-        assert r.returncode == 0, r.stderr
-    return h, pins
+    return dev_home(tmp_path_factory.mktemp("tuirekey"), OBJECTS, rotate_after=True)
 
 
 def versions_in_store(h: Path) -> dict[int, int]:
@@ -71,12 +59,6 @@ def audit_ops(h: Path) -> list[tuple[str, str, dict]]:
         return out
     finally:
         db.close()
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def open_rekey(pilot) -> RekeyScreen:
