@@ -47,9 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
 
 
 def _open(args: argparse.Namespace) -> Deployment:

@@ -122,13 +122,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_approve)
 
     p = cs.add_parser("list", help="list ceremonies of this deployment")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_list)
 
     p = cs.add_parser("drill-status", help="who passed a drill within the policy period")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_drill_status)
 
     d = sub.add_parser("demo", help="run the scripted end-to-end ceremony story (no prompts)")

@@ -32,28 +32,35 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
 
+def add_standard(p: argparse.ArgumentParser, *, pin: bool = False) -> None:
+    """``--home``, ``--pin-file`` (for commands that open the token) and ``--json``."""
+    add_home(p)
+    if pin:
+        add_pin(p)
+    add_json(p)
+
+
 def home_of(args: argparse.Namespace) -> Home:
     return Home(resolve_home(getattr(args, "home", None)))
 
 
-def user_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
+def _token_pin(args: argparse.Namespace, what: str, key: str, env: str, confirm: bool) -> str:
+    """A PIN from ``--pin-file`` (its *key* line), else *env*, else a prompt."""
     return read_secret(
-        what="token user PIN",
+        what=what,
         file=getattr(args, "pin_file", None),
-        file_key="pin",
-        env="CUSTODY_PIN",
+        file_key=key,
+        env=env,
         confirm=confirm,
     )
+
+
+def user_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    return _token_pin(args, "token user PIN", "pin", "CUSTODY_PIN", confirm)
 
 
 def so_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    return read_secret(
-        what="token SO PIN",
-        file=getattr(args, "pin_file", None),
-        file_key="so_pin",
-        env="CUSTODY_SO_PIN",
-        confirm=confirm,
-    )
+    return _token_pin(args, "token SO PIN", "so_pin", "CUSTODY_SO_PIN", confirm)
 
 
 def emit_json(obj: Any) -> None:

@@ -31,9 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Exit 0 when every check passes, 5 otherwise."
         ),
     )
-    common.add_home(st)
-    common.add_pin(st)
-    common.add_json(st)
+    common.add_standard(st, pin=True)
     st.set_defaults(func=cmd_selftest)
 
 

@@ -21,13 +21,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "previous version becomes decrypt-only; objects move with 'custody rekey run'.",
     )
     p.add_argument("--branch", required=True, choices=("data", "backup", "secrets"))
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_kek_rotate)
     p = ks.add_parser("list", help="list KEK versions with their states")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_kek_list)
 
     dek = sub.add_parser("dek", help="wrapped data keys")
@@ -41,9 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--branch", default="data", choices=("data", "backup", "secrets"))
     p.add_argument("--count", type=int, default=1, metavar="N")
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_dek_generate)
     p = ds.add_parser("verify", help="decrypt wrapped keys and check them against their digests")
     p.add_argument("--all", action="store_true", help="check every object (default: a sample)")
@@ -54,9 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="how many random objects to check without --all (default 1000)",
     )
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_dek_verify)
 
 

@@ -25,8 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_json(p)
     p.set_defaults(func=cmd_new)
     p = ps.add_parser("list", help="list enrolled participants")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_list)
 
 

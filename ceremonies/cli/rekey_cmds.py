@@ -21,8 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       "Warnings go to the audit log and the alert hook. Exit 0 even when keys "
                       "are due; scripts read --json.")
     p.add_argument("--no-alert", action="store_true", help="do not run the alert hook")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_rotate_due)
 
     rk = sub.add_parser("rekey", help="move wrapped objects to the current KEK versions")
@@ -30,8 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ks.add_parser("plan", help="show what a run would move and how long it should take")
     p.add_argument("--branch", choices=("data", "backup", "secrets"))
     p.add_argument("--due", action="store_true", help="include branches the policy says are due")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_plan)
 
     p = ks.add_parser("run", help="run or resume re-key jobs, then advance retirement",
@@ -47,30 +45,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--verify", choices=("sample", "all", "none"), default="sample",
                    help="check rewrapped objects against their digests afterwards")
     p.add_argument("--sample", type=int, default=1000, metavar="N")
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_run)
 
     p = ks.add_parser("verify", help="decrypt objects and check their recorded digests")
     p.add_argument("--all", action="store_true", help="check every object (default: a sample)")
     p.add_argument("--sample", type=int, default=1000, metavar="N")
-    common.add_home(p)
-    common.add_pin(p)
-    common.add_json(p)
+    common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_verify)
 
     p = ks.add_parser("status", help="versions and retirement stages, jobs, lease, policy")
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_status)
 
     p = ks.add_parser("cancel-destroy",
                       help="cancel a scheduled KEK or root destruction (adds a hold)")
     p.add_argument("--branch", required=True, choices=("data", "backup", "secrets", "root"))
     p.add_argument("--version", required=True, type=int)
-    common.add_home(p)
-    common.add_json(p)
+    common.add_standard(p)
     p.set_defaults(func=cmd_cancel_destroy)
 
 
