@@ -20,8 +20,11 @@ Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
 from __future__ import annotations
 
+import fcntl
 import hmac
+import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -55,6 +58,30 @@ _VERSIONED = re.compile(r"^(?P<label>.+)/v(?P<version>[0-9]+)$")
 _AES_USE = {Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.WRAP: True,
             Attribute.UNWRAP: True, Attribute.SIGN: False, Attribute.VERIFY: False,
             Attribute.DERIVE: False}
+
+
+OPEN_ATTEMPTS = 4
+
+
+@contextmanager
+def softhsm_open_lock(conf: str | None) -> Iterator[None]:
+    """Hold an exclusive lock beside a SoftHSMv2 config while opening a token (see above).
+
+    Other PKCS#11 modules (no SoftHSM config) need no lock.
+    """
+    if not conf:
+        yield
+        return
+    try:
+        fh = open(f"{conf}.custody-lock", "a")  # noqa: SIM115 (held for the block)
+    except OSError:
+        yield  # a read-only config directory: fall back to retries alone
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # releases the lock
 
 
 def open_hsm(config: HsmConfig, home: Path, pin: str, **kwargs: Any) -> Pkcs11Hsm:
@@ -107,8 +134,15 @@ class Pkcs11Hsm(KeyPairMixin):
         self._signing_algorithms = signing_algorithms
         self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
-        self._module = load_module(config.module, conf)
-        self._lock = self._module.lock
+        # SoftHSMv2's file store rewrites token.object on every C_Login (PIN flags) and is not
+        # atomic: a process that reads it meanwhile (C_Initialize, slot scan) may not see the
+        # token at all. Custody processes therefore open SoftHSM tokens one at a time.
+        with softhsm_open_lock(conf or os.environ.get("SOFTHSM2_CONF")):
+            self._module = load_module(config.module, conf)
+            self._lock = self._module.lock
+            self._open(pin)
+
+    def _open(self, pin: str) -> None:
         with self._lock:
             token = self._locate()
             self._token_label = token.label
@@ -125,10 +159,13 @@ class Pkcs11Hsm(KeyPairMixin):
     def _locate(self) -> Any:
         cfg = self._config
         action = f"open token {cfg.token_label!r} in {cfg.module}"
-        for attempt in (1, 2):
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
             # SoftHSMv2 scans its token directory only at C_Initialize, and fails with
-            # CKR_GENERAL_ERROR on a token deleted since; re-initialise once when idle.
-            may_retry = attempt == 1 and not len(self._module.users)
+            # CKR_GENERAL_ERROR on a token deleted since; re-initialise when idle. A token
+            # file that another program is rewriting also reads as absent for a moment.
+            may_retry = attempt < OPEN_ATTEMPTS and not len(self._module.users)
+            if attempt > 1:
+                time.sleep(0.05 * attempt)
             found = []
             try:
                 with translate(action, opening=True):
