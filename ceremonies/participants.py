@@ -1,17 +1,19 @@
 """Participants: their signing identities and the deployment's roster.
 
 A participant (custodian, super-admin, auditor or witness) owns an Ed25519 signing key,
-kept as encrypted PKCS#8 under their passphrase (``NAME.key.pem``), and hands the
-coordinator a public identity file (``NAME.pub.json``)::
+kept either as encrypted PKCS#8 under their passphrase (``NAME.key.pem``) or on their own
+PKCS#11 token (``NAME.token.json``, a non-secret reference: module, token label, slot, key
+label and public key; see :func:`create_token_participant`), and hands the coordinator a
+public identity file (``NAME.pub.json``)::
 
     {"alg": "ed25519", "public": "<64 hex>", "name": ..., "role": ..., "fingerprint": ...}
 
 The same file is a trust-key file for ``custody transcript verify --trust``. The roster
 (table ``participants``) records who is enrolled, in which role, with which key, and for
 how long; enrolment and revocation happen only in an ``enrol`` ceremony
-(:mod:`ceremonies.runner`). Nothing here ever sees a passphrase except
-:func:`create_participant` and :func:`load_signer`, which pass it straight to
-``cryptography``.
+(:mod:`ceremonies.runner`). Nothing here ever sees a passphrase or token PIN except
+:func:`create_participant`, :func:`create_token_participant` and :func:`load_signer`, which
+pass it straight to ``cryptography`` or to the token's C_Login.
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from custody.audit.signers import Ed25519Signer
-from custody.errors import ConfigError, PolicyError, UsageError
+from custody.audit.signers import Ed25519Signer, HsmSigner, verify_signature
+from custody.config import DEFAULT_SOFTHSM_MODULE
+from custody.errors import (
+    ConfigError,
+    IntegrityError,
+    KeyNotFound,
+    MechanismUnsupported,
+    PolicyError,
+    UsageError,
+)
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
 from custody.store import Store
+
+if TYPE_CHECKING:
+    from custody.hsm.pkcs11_adapter import Pkcs11Hsm
 
 ROLES: tuple[str, ...] = ("custodian", "super-admin", "auditor", "witness")
 KEY_VALIDITY_SECONDS = 5 * 365 * 24 * 3600
@@ -122,6 +136,179 @@ def create_participant(name: str, role: str, passphrase: str, out_dir: Path) -> 
     return key_path, pub_path
 
 
+TOKEN_SUFFIX = ".token.json"  # noqa: S105 (a file suffix, not a password)
+_PROBE = b"custody participant token check\x00"
+
+
+def token_key_label(name: str) -> str:
+    """The label of participant *name*'s signing key on their token."""
+    return f"participant/{name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRef:
+    """A participant's token-held key (the ``NAME.token.json`` file). Holds no secret."""
+
+    module: str
+    token_label: str
+    slot: int | None
+    key_label: str
+    public: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "pkcs11", "module": self.module, "token_label": self.token_label,
+                "slot": self.slot, "key_label": self.key_label, "public": self.public.hex()}
+
+
+def is_token_ref(path: Path) -> bool:
+    """True when *path* names a ``NAME.token.json`` reference (not a ``.key.pem``)."""
+    return Path(path).name.endswith(TOKEN_SUFFIX)
+
+
+def load_token_ref(path: Path) -> TokenRef:
+    """Read a ``NAME.token.json`` reference.
+
+    Raises:
+        ConfigError: unreadable, or not a PKCS#11 reference to a 32-byte Ed25519 key.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if doc.get("type") != "pkcs11":
+            raise ValueError("type")
+        slot = doc.get("slot")
+        if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+            raise ValueError("slot")
+        ref = TokenRef(module=str(doc["module"]), token_label=str(doc["token_label"]),
+                       slot=slot, key_label=str(doc["key_label"]),
+                       public=bytes.fromhex(doc["public"]))
+        if len(ref.public) != 32:
+            raise ValueError("public")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path} is not a participant token reference",
+                          "Use the NAME.token.json written by 'custody participant new "
+                          "--token-label'.") from exc
+    return ref
+
+
+def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pkcs11Hsm:
+    from custody.config import HsmConfig
+    from custody.hsm.pkcs11_adapter import open_hsm
+
+    # softhsm_conf stays None: a SoftHSMv2 module reads $SOFTHSM2_CONF (see docs/ceremonies.md)
+    return open_hsm(HsmConfig(module=module, token_label=token_label, slot=slot), Path.cwd(),
+                    pin, signing_algorithms=("ed25519",))
+
+
+def _has_signing_key(hsm: Pkcs11Hsm, label: str) -> bool:
+    try:
+        hsm.sign(label, _PROBE)
+    except KeyNotFound:
+        return False
+    return True
+
+
+def create_token_participant(name: str, role: str, out_dir: Path, *, token_label: str, pin: str,
+                             module: str = DEFAULT_SOFTHSM_MODULE,
+                             slot: int | None = None) -> tuple[Path, Path]:
+    """Generate the participant's Ed25519 key ON their PKCS#11 token; write ``NAME.token.json``
+    (the non-secret reference) and ``NAME.pub.json`` (as :func:`create_participant` does).
+
+    Args:
+        name: the participant's name; the key's label is ``participant/NAME``.
+        role: one of :data:`ROLES`.
+        out_dir: where to write the two files (created if needed).
+        token_label: the participant's token; *slot* picks among tokens with that label.
+        pin: the token user PIN (C_Login only; never written).
+        module: the PKCS#11 library. For SoftHSMv2, ``$SOFTHSM2_CONF`` selects the config.
+
+    Returns:
+        (token reference path, public identity path).
+
+    Raises:
+        UsageError: bad name or role, the files exist, or the token already holds the label.
+        MechanismUnsupported: the token cannot make an Ed25519 key (transcripts verify
+            Ed25519 only; a P-256 key is refused).
+        HsmError: the token is missing, or the PIN is wrong (PinIncorrect) or locked.
+        ConfigError: the directory cannot be written.
+    """
+    check_name(name)
+    if role not in ROLES:
+        raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
+    ref_path, pub_path = out_dir / f"{name}{TOKEN_SUFFIX}", out_dir / f"{name}.pub.json"
+    for p in (ref_path, pub_path):
+        if p.exists():
+            raise UsageError(f"{p} already exists", "Nothing was changed; choose another --out.")
+    label = token_key_label(name)
+    with _open_token(module, token_label, slot, pin) as hsm:
+        if _has_signing_key(hsm, label):
+            raise UsageError(f"Token {token_label!r} already holds a key {label!r}",
+                             "Nothing was changed; use another name or token.")
+        alg, public = hsm.ensure_signing_key(label)
+    if alg != "ed25519" or len(public) != 32:
+        raise MechanismUnsupported(
+            f"Token {token_label!r} made a {alg} key, not Ed25519",
+            "Ceremony transcripts verify Ed25519 only; use a token that offers CKM_EDDSA, or "
+            "a passphrase-protected key.")
+    ref = TokenRef(module=module, token_label=token_label, slot=slot, key_label=label,
+                   public=bytes(public))
+    ident = Identity(name=name, role=role, public=ref.public)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(ref_path, "x", encoding="utf-8") as fh:
+            fh.write(json.dumps(ref.to_json(), sort_keys=True) + "\n")
+        pub_path.write_text(json.dumps(ident.to_json(), sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to {out_dir}", f"{exc.strerror or exc}.") from exc
+    return ref_path, pub_path
+
+
+class TokenSigner(HsmSigner):
+    """A participant's key on their own token; owns the HSM session (close it when done)."""
+
+    def __init__(self, name: str, hsm: Pkcs11Hsm, label: str) -> None:
+        super().__init__(name, hsm, label)
+        self._token = hsm
+
+    def close(self) -> None:
+        self._token.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_token_signer(ref_path: Path, pin: str, *, name: str | None = None) -> TokenSigner:
+    """Open the token a ``NAME.token.json`` names and check it holds that very key.
+
+    Raises:
+        ConfigError: the reference file is bad.
+        HsmError: token missing, wrong PIN (PinIncorrect), locked, or no such key
+            (KeyNotFound).
+        IntegrityError: the token's key is not the one the reference (and so NAME.pub.json)
+            names.
+    """
+    ref = load_token_ref(ref_path)
+    if name is None:
+        name = Path(ref_path).name.removesuffix(TOKEN_SUFFIX)
+    hsm = _open_token(ref.module, ref.token_label, ref.slot, pin)
+    try:
+        probe = _PROBE + os.urandom(32)
+        sig = hsm.sign(ref.key_label, probe)  # KeyNotFound before anything is created
+        signer = TokenSigner(name, hsm, ref.key_label)
+        if (signer.alg != "ed25519" or signer.public != ref.public
+                or not verify_signature("ed25519", ref.public, sig, probe)):
+            raise IntegrityError(
+                f"The key {ref.key_label!r} on token {ref.token_label!r} is not the one "
+                f"{ref_path} names",
+                "Insert the participant's own token, or check the reference file.")
+    except BaseException:
+        hsm.close()
+        raise
+    return signer
+
+
 def load_identity(path: Path) -> Identity:
     """Read a ``.pub.json`` identity file.
 
@@ -144,17 +331,26 @@ def load_identity(path: Path) -> Identity:
     return ident
 
 
-def load_signer(key_path: Path, passphrase: str, *, name: str | None = None) -> Ed25519Signer:
-    """Open a participant's encrypted key as a Signer.
+def load_signer(key_path: Path, passphrase: str, *,
+                name: str | None = None) -> Ed25519Signer | TokenSigner:
+    """Open a participant's key as a Signer.
 
     Args:
-        key_path: the ``NAME.key.pem`` file.
-        passphrase: its passphrase.
-        name: the signer's roster name; default: the file name before ``.key.pem``.
+        key_path: the ``NAME.key.pem`` file, or a ``NAME.token.json`` reference.
+        passphrase: the key's passphrase; for a token-held key, the token user PIN.
+        name: the signer's roster name; default: the file name before ``.key.pem`` (or
+            ``.token.json``).
+
+    Returns:
+        An :class:`Ed25519Signer`, or a :class:`TokenSigner` holding the token open (call
+        its ``close()`` when done).
 
     Raises:
         ConfigError: unreadable file or wrong passphrase.
+        HsmError, IntegrityError: see :func:`load_token_signer`.
     """
+    if is_token_ref(key_path):
+        return load_token_signer(key_path, passphrase, name=name)
     try:
         pem = Path(key_path).read_bytes()
     except OSError as exc:

@@ -25,9 +25,10 @@ def _add_coord(p: argparse.ArgumentParser, *, pin: bool = True) -> None:
     if pin:
         common.add_pin(p)
     p.add_argument("--key", required=True, metavar="FILE",
-                   help="the coordinator's (a super-admin's) NAME.key.pem")
+                   help="the coordinator's (a super-admin's) NAME.key.pem or NAME.token.json")
     p.add_argument("--passphrase-file", metavar="FILE",
-                   help="passphrase of --key; else $CUSTODY_PASSPHRASE, else a prompt")
+                   help="passphrase of --key (the token PIN for a NAME.token.json); else "
+                   "$CUSTODY_PASSPHRASE, else a prompt")
     common.add_json(p)
 
 
@@ -114,8 +115,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = cs.add_parser("approve", help="sign an approval for a ceremony's action request")
     p.add_argument("request", metavar="REQUEST", help="the request file the coordinator gave")
-    p.add_argument("--key", required=True, metavar="FILE", help="your NAME.key.pem")
-    p.add_argument("--passphrase-file", metavar="FILE")
+    p.add_argument("--key", required=True, metavar="FILE",
+                   help="your NAME.key.pem, or NAME.token.json for a key on your token")
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   help="passphrase of --key (the token PIN for a NAME.token.json); else "
+                   "$CUSTODY_PASSPHRASE, else a prompt")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--name", help="your roster name (default: from the key file name)")
     common.add_json(p)
@@ -137,11 +141,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 def _signer(args: argparse.Namespace) -> Any:
-    from ceremonies.participants import load_signer
+    """The --key signer. A NAME.token.json key is on the participant's token: the secret
+    from --passphrase-file / $CUSTODY_PASSPHRASE / the prompt is then the token PIN, and
+    the token is closed when the command exits."""
+    import atexit
+
+    from ceremonies.participants import TokenSigner, is_token_ref, load_signer
     from custody.secretsource import read_secret
 
-    pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
-    return load_signer(Path(args.key), pw, name=getattr(args, "name", None))
+    token = is_token_ref(Path(args.key))
+    pw = read_secret(what="token user PIN" if token else "key passphrase",
+                     file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
+    signer = load_signer(Path(args.key), pw, name=getattr(args, "name", None))
+    if isinstance(signer, TokenSigner):
+        atexit.register(signer.close)
+    return signer
 
 
 def _inputs(args: argparse.Namespace) -> Any:
