@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -197,15 +198,16 @@ class HomeCeremonyServices:
                 thresholds = {
                     "rotate-root": Threshold(role="custodian", count=quorum_size(sset["scheme"]))
                 }
-            self._runner = CeremonyRunner.start(
-                dep,
-                kind,
-                signer,
-                params=_params(kind, params),
-                thresholds=thresholds,
-                clock=self.clock,
-            )
-            return self._run()
+            with self._audit(f"ceremony {kind}", kind):
+                self._runner = CeremonyRunner.start(
+                    dep,
+                    kind,
+                    signer,
+                    params=_params(kind, params),
+                    thresholds=thresholds,
+                    clock=self.clock,
+                )
+                return self._run_unaudited()
 
     def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView:
         from ceremonies.participants import load_signer
@@ -214,11 +216,30 @@ class HomeCeremonyServices:
         with self._lock:
             signer = load_signer(Path(key_path).expanduser(), passphrase)
             dep = self._open(need_hsm=True)
-            self._runner = CeremonyRunner.resume(dep, ceremony_id, signer, clock=self.clock)
-            return self._run()
+            with self._audit("ceremony resume", ceremony_id):
+                self._runner = CeremonyRunner.resume(dep, ceremony_id, signer, clock=self.clock)
+                return self._run_unaudited()
 
     # -- running ----------------------------------------------------------------------
+    @contextmanager
+    def _audit(self, op: str, target: str) -> Iterator[None]:
+        """Record the step in the home's audit log like the CLI does (intent first; an
+        unwritable log refuses the action), marked ``via: tui``."""
+        from ceremonies.cli.audited import actor_name
+        from custody.audit.log import AuditLog
+        from custody.config import Home
+
+        with AuditLog.for_home(Home(self.home)) as log, log.guard(
+            op, target, actor_name(), details={"via": "tui"}
+        ):
+            yield
+
     def _run(self, inputs: Any = None) -> CeremonyView:
+        r = self._need()
+        with self._audit("ceremony resume", r.ceremony_id):
+            return self._run_unaudited(inputs)
+
+    def _run_unaudited(self, inputs: Any = None) -> CeremonyView:
         from ceremonies.runner import Inputs
 
         r = self._need()
@@ -448,7 +469,9 @@ class HomeCeremonyServices:
 
     def abort(self, reason: str) -> CeremonyView:
         with self._lock:
-            self._outcome = self._need().abort(reason)
+            r = self._need()
+            with self._audit("ceremony abort", r.ceremony_id):
+                self._outcome = r.abort(reason)
             return self._view()
 
     # -- cards ----------------------------------------------------------------------
