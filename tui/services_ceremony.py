@@ -105,6 +105,7 @@ class HomeCeremonyServices:
         self._lock = threading.RLock()
         self._dep: Any = None
         self._runner: Any = None
+        self._signer: Any = None  # the coordinator's signer (a TokenSigner is closed with us)
         self._outcome: Any = None
         self._handins: list[tuple[Any, ShareCheck]] = []  # (ShareInput | None, check)
         self._approvals: list[Any] = []
@@ -188,7 +189,7 @@ class HomeCeremonyServices:
         from ceremonies.transcript.model import Threshold
 
         with self._lock:
-            signer = load_signer(Path(key_path).expanduser(), passphrase)
+            signer = self._signer_for(load_signer(Path(key_path).expanduser(), passphrase))
             dep = self._open(need_hsm=kind != "drill")
             thresholds = None
             if kind == "rotate-root":
@@ -214,7 +215,7 @@ class HomeCeremonyServices:
         from ceremonies.runner import CeremonyRunner
 
         with self._lock:
-            signer = load_signer(Path(key_path).expanduser(), passphrase)
+            signer = self._signer_for(load_signer(Path(key_path).expanduser(), passphrase))
             dep = self._open(need_hsm=True)
             with self._audit("ceremony resume", ceremony_id):
                 self._runner = CeremonyRunner.resume(dep, ceremony_id, signer, clock=self.clock)
@@ -385,15 +386,20 @@ class HomeCeremonyServices:
                     "Resume the ceremony so that it states its request.",
                 )
             signer = load_signer(Path(key_path).expanduser(), passphrase)
-            a = Approval.create(
-                signer,
-                ceremony_id=req["ceremony_id"],
-                action=req["action"],
-                action_id=req["action_id"],
-                digest=req["action_digest"],
-                now=self.clock(),
-                window=int(req.get("window", 600)),
-            )
+            try:
+                a = Approval.create(
+                    signer,
+                    ceremony_id=req["ceremony_id"],
+                    action=req["action"],
+                    action_id=req["action_id"],
+                    digest=req["action_digest"],
+                    now=self.clock(),
+                    window=int(req.get("window", 600)),
+                )
+            finally:
+                close = getattr(signer, "close", None)
+                if callable(close):
+                    close()  # a one-shot signature: release a token-held key's session
             return self._add_approval(a)
 
     def _add_approval(self, a: Any) -> CeremonyView:
@@ -563,8 +569,21 @@ class HomeCeremonyServices:
             sas=tuple(self._sas),
         )
 
+    def _signer_for(self, signer: Any) -> Any:
+        """Keep the ceremony's signer so a token-held key's session is closed with us."""
+        self._close_signer()
+        self._signer = signer
+        return signer
+
+    def _close_signer(self) -> None:
+        signer, self._signer = self._signer, None
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()  # a TokenSigner holds the participant's token session
+
     def close(self) -> None:
         with self._lock:
+            self._close_signer()
             if self._runner is not None:
                 self._runner.close_handles()
             if self._dep is not None:
