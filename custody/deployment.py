@@ -66,6 +66,19 @@ class Deployment:
         self.close()
 
 
+def refuse_existing(home: Home) -> None:
+    """Raise before anything is asked or written when *home* already holds a deployment.
+
+    Raises:
+        ConfigError: a config or a store is already there.
+    """
+    if home.exists() or home.db_path.exists():
+        raise ConfigError(
+            f"{home.root} already holds a custody deployment",
+            "Nothing was changed. Use another --home, or remove this one deliberately.",
+        )
+
+
 def init_deployment(
     home: Home,
     *,
@@ -94,11 +107,7 @@ def init_deployment(
     from custody.hsm import softhsm
 
     root = home.root
-    if home.exists() or home.db_path.exists():
-        raise ConfigError(
-            f"{root} already holds a custody deployment",
-            "Nothing was changed. Use another --home, or remove this one deliberately.",
-        )
+    refuse_existing(home)
     created_dir = not root.exists()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     created: list[Path] = []

@@ -199,7 +199,7 @@ def rekey_run(
         AuditError: the intent could not be logged (nothing done). HsmError, PolicyError,
         IntegrityError, StorageError, UsageError: from :func:`custody.rekey.run`.
     """
-    from ceremonies.cli.audited import actor_name
+    from ceremonies.cli.audited import actor_name, warning_sink
     from custody import rekey
     from custody.audit.log import AuditLog
     from custody.config import Home
@@ -213,15 +213,6 @@ def rekey_run(
         details["due"] = True
     actor = actor_name()
 
-    def sink(w: Any) -> None:
-        with AuditLog.for_home(home) as wlog:
-            wlog.append(
-                "rotation.warning",
-                str(w.get("key") or w.get("branch") or "policy"),
-                actor,
-                details={k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))},
-            )
-
     with (
         AuditLog.for_home(home) as log,
         log.guard("rekey run", branch or home.root.name, actor, details=details),
@@ -234,7 +225,7 @@ def rekey_run(
             due=due,
             batch=batch,
             progress=progress,
-            audit=sink,
+            audit=warning_sink(home),
         )
     lines = [f"rotated: {r} is now current" for r in rep.rotated]
     lines += [

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from custody.errors import AuditError, CustodyError, PolicyError
 
@@ -162,3 +163,20 @@ def run_audited(
         return rc
     finally:
         log.close()
+
+
+def warning_sink(home: Any) -> Callable[[Mapping[str, Any]], None]:
+    """An append function that records each rotation-policy warning in *home*'s audit log.
+
+    Raises (when called):
+        AuditError: the warning could not be recorded (fails closed).
+    """
+    from custody.audit.log import AuditLog
+
+    def sink(w: Mapping[str, Any]) -> None:
+        details = {k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))}
+        target = str(w.get("key") or w.get("branch") or "policy")
+        with AuditLog.for_home(home) as log:
+            log.append("rotation.warning", target, actor_name(), details=details)
+
+    return sink

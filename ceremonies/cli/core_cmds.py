@@ -47,17 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from custody.config import HsmConfig
-    from custody.deployment import init_deployment
+    from custody.deployment import init_deployment, refuse_existing
 
     home = common.home_of(args)
-    if home.exists():
-        # Refuse before asking for any PIN.
-        from custody.errors import ConfigError
-
-        raise ConfigError(
-            f"{home.root} already holds a custody deployment",
-            "Nothing was changed. Use another --home, or remove this one deliberately.",
-        )
+    refuse_existing(home)  # before asking for any PIN
     hsm = None
     if args.module:
         if not args.token_label:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ceremonies.cli import common
+from ceremonies.cli.audited import warning_sink
 
 if TYPE_CHECKING:
     from custody.deployment import Deployment
@@ -72,24 +72,6 @@ def _open(args: argparse.Namespace, *, pin: bool) -> Deployment:
     return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
 
 
-def audit_sink(dep: Any) -> Callable[[Mapping[str, Any]], None]:
-    """An append function that records each policy warning in the deployment's audit log.
-
-    Raises (when called):
-        AuditError: the warning could not be recorded (fails closed).
-    """
-    from ceremonies.cli.audited import actor_name
-    from custody.audit.log import AuditLog
-
-    def sink(w: Mapping[str, Any]) -> None:
-        details = {k: v for k, v in w.items() if isinstance(v, (str, int, float, bool))}
-        target = str(w.get("key") or w.get("branch") or "policy")
-        with AuditLog.for_home(dep.home) as log:
-            log.append("rotation.warning", target, actor_name(), details=details)
-
-    return sink
-
-
 def cmd_rotate_due(args: argparse.Namespace) -> int:
     from custody import policy
     from custody.hierarchy import utcnow
@@ -100,7 +82,7 @@ def cmd_rotate_due(args: argparse.Namespace) -> int:
         items = policy.evaluate(key_ages(dep.hierarchy, dep.config), dep.config.branches, now)
         warns = policy.warnings(items, deployment_id=dep.config.deployment_id, now=now)
         hooks = policy.emit_warnings(warns, alert_hook=None if args.no_alert else
-                                     dep.config.alert_hook, audit=audit_sink(dep))
+                                     dep.config.alert_hook, audit=warning_sink(dep.home))
     if args.json:
         common.emit_json({"ok": True, "now": now.isoformat(), "items": [i.to_json() for i in items],
                           "warnings": list(warns),
@@ -147,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with progress_bar("re-keying", max(total, 1), enabled=not args.json) as advance:
             rep = rekey.run(h, dep.config, branch=args.branch, due=args.due, batch=args.batch,
                             wait=args.wait, verify=args.verify, sample=args.sample,
-                            progress=advance, audit=audit_sink(dep))
+                            progress=advance, audit=warning_sink(dep.home))
     if args.json:
         common.emit_json(rep.to_json())
         return 0
