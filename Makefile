@@ -31,6 +31,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
+	$(VENV)/bin/ruff format --check custody ceremonies tui tests bench
 	$(VENV)/bin/ruff check custody ceremonies tui tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         src = work / "src.bin"
         block = os.urandom(64 << 20)
         with open(src, "wb") as fh:
-            fh.writelines(block[:min(64, a.mib - i) << 20] for i in range(0, a.mib, 64))
+            fh.writelines(block[: min(64, a.mib - i) << 20] for i in range(0, a.mib, 64))
         bk = work / "b.cbk"
         backup.create(h, src, bk)
         src.unlink()
         cp_t, rk_t = [], []
         for r in range(a.reps):
-            for which in (("cp", "rekey") if r % 2 == 0 else ("rekey", "cp")):
+            for which in ("cp", "rekey") if r % 2 == 0 else ("rekey", "cp"):
                 cold = drop_caches()
                 if which == "cp":
                     dst = work / "copy.cbk"
@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     backup_rekey.rekey_full(h, bk)
                     rk_t.append(time.perf_counter() - t0)
-                print(f"rep {r}: {which:<5} {(cp_t if which == 'cp' else rk_t)[-1]:.2f} s"
-                      f"{' (cold cache)' if cold else ''}")
+                print(
+                    f"rep {r}: {which:<5} {(cp_t if which == 'cp' else rk_t)[-1]:.2f} s"
+                    f"{' (cold cache)' if cold else ''}"
+                )
         cm, rm = statistics.median(cp_t), statistics.median(rk_t)
         pairs = statistics.median(c / r for c, r in zip(cp_t, rk_t, strict=True))
 
@@ -92,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             rate: float = a.mib / t
             return rate
 
-        print(f"full re-encrypt of {a.mib} MiB: median {rm:.2f} s ({mib_s(rm):,.0f} MiB/s); "
-              f"cp+sync {cm:.2f} s ({mib_s(cm):,.0f} MiB/s); ratio {cm / rm:.2f} "
-              f"of cp+sync throughput (median of per-rep ratios {pairs:.2f}; target >= 0.80)")
+        print(
+            f"full re-encrypt of {a.mib} MiB: median {rm:.2f} s ({mib_s(rm):,.0f} MiB/s); "
+            f"cp+sync {cm:.2f} s ({mib_s(cm):,.0f} MiB/s); ratio {cm / rm:.2f} "
+            f"of cp+sync throughput (median of per-rep ratios {pairs:.2f}; target >= 0.80)"
+        )
         bk.unlink()
         if a.rewraps <= 0:
             shutil.rmtree(work, ignore_errors=True)
@@ -119,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         infos = backup.rewrap(h, paths)
         dt = time.perf_counter() - t0
         assert all(i.kek_version == 2 for i in infos)
-        print(f"header rewrap, one batch of {a.rewraps}: {dt:.2f} s = "
-              f"{dt / a.rewraps * 1e3:.3f} ms per backup (target < 1 ms)")
+        print(
+            f"header rewrap, one batch of {a.rewraps}: {dt:.2f} s = "
+            f"{dt / a.rewraps * 1e3:.3f} ms per backup (target < 1 ms)"
+        )
         h.create_kek_version("backup")
         h.kek_plaintext("backup", 3)
         k = min(1000, a.rewraps)

@@ -58,10 +58,14 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             session = lib.get_token(token_label=LABEL).open(rw=True)
             kek = session.get_key(object_class=ObjectClass.SECRET_KEY, label="kek/v1")
             dek = os.urandom(32)
-            tmpl = {Attribute.CLASS: ObjectClass.SECRET_KEY,
-                    Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
-                    Attribute.VALUE: dek, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
-                    Attribute.EXTRACTABLE: True}
+            tmpl = {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                Attribute.VALUE: dek,
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+            }
             plain, aad = os.urandom(64), b"bench"
 
             def bare_wrap() -> bytes:
@@ -75,10 +79,14 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             blob = bare_wrap()
 
             def bare_unwrap() -> bytes:
-                k = kek.unwrap_key(ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, blob,
-                                   mechanism=Mechanism.AES_KEY_WRAP_PAD, store=False,
-                                   template={Attribute.SENSITIVE: False,
-                                             Attribute.EXTRACTABLE: True})
+                k = kek.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.GENERIC_SECRET,
+                    blob,
+                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                    store=False,
+                    template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+                )
                 try:
                     value: bytes = k[Attribute.VALUE]
                     return value
@@ -87,15 +95,17 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
 
             def bare_encrypt() -> bytes:
                 nonce = session.generate_random(96)
-                sealed: bytes = kek.encrypt(plain, mechanism=Mechanism.AES_GCM,
-                                            mechanism_param=GCMParams(nonce, aad))
+                sealed: bytes = kek.encrypt(
+                    plain, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+                )
                 return sealed
 
             nonce, ct = hsm.encrypt("kek", 1, plain, aad)
 
             def bare_decrypt() -> bytes:
-                opened: bytes = kek.decrypt(ct, mechanism=Mechanism.AES_GCM,
-                                            mechanism_param=GCMParams(nonce, aad))
+                opened: bytes = kek.decrypt(
+                    ct, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+                )
                 return opened
 
             assert bare_unwrap() == dek and hsm.unwrap_bytes("kek", 1, blob) == dek
@@ -110,8 +120,11 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             for name, (adapter_fn, bare_fn) in cases.items():
                 bare = _rate(bare_fn, ops, rounds)
                 adapter = _rate(adapter_fn, ops, rounds)
-                out[name] = {"adapter_ops_s": round(adapter, 1), "bare_ops_s": round(bare, 1),
-                             "ratio": round(adapter / bare, 3)}
+                out[name] = {
+                    "adapter_ops_s": round(adapter, 1),
+                    "bare_ops_s": round(bare, 1),
+                    "ratio": round(adapter / bare, 3),
+                }
             session.close()
             return out
         finally:
@@ -131,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'operation':22} {'adapter ops/s':>14} {'bare ops/s':>12} {'adapter/bare':>13}")
     for name, r in results.items():
-        print(f"{name:22} {r['adapter_ops_s']:>14,.0f} {r['bare_ops_s']:>12,.0f} "
-              f"{r['ratio']:>13.2f}")
+        print(
+            f"{name:22} {r['adapter_ops_s']:>14,.0f} {r['bare_ops_s']:>12,.0f} {r['ratio']:>13.2f}"
+        )
     print(f"(median of {args.rounds} rounds x {args.ops} calls, SoftHSMv2 temp token)")
     return 0
 

@@ -51,12 +51,25 @@ def populate(home: Home, n: int) -> tuple[bytes, bytes]:
             rows = []
             for _ in range(min(step, n - start)):
                 uid, dek = os.urandom(16), os.urandom(32)
-                rows.append((uid, "dek", "data", 1,
-                             envelope.seal(k1, "data", 1, dek, object_context(uid)),
-                             object_digest(uid, dek), None, now, now))
+                rows.append(
+                    (
+                        uid,
+                        "dek",
+                        "data",
+                        1,
+                        envelope.seal(k1, "data", 1, dek, object_context(uid)),
+                        object_digest(uid, dek),
+                        None,
+                        now,
+                        now,
+                    )
+                )
             with dep.store.tx() as c:
-                c.executemany("INSERT INTO objects(uid, kind, branch, kek_version, wrapped, "
-                              "digest, label, created, updated) VALUES(?,?,?,?,?,?,?,?,?)", rows)
+                c.executemany(
+                    "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, "
+                    "digest, label, created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
         h.create_kek_version("data")
         k2 = h.kek_plaintext("data", 2, for_encrypt=True)
         dep.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -75,16 +88,21 @@ def bare(db: Path, k1: bytes, k2: bytes, batch: int) -> tuple[int, float]:
     t0 = time.perf_counter()
     while True:
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute("SELECT id, uid, wrapped FROM objects WHERE branch='data' AND "
-                            "kek_version=1 ORDER BY id LIMIT ?", (batch,)).fetchall()
+        rows = conn.execute(
+            "SELECT id, uid, wrapped FROM objects WHERE branch='data' AND "
+            "kek_version=1 ORDER BY id LIMIT ?",
+            (batch,),
+        ).fetchall()
         if not rows:
             conn.execute("COMMIT")
             break
         nonces = os.urandom(12 * len(rows))
         out = []
         for i, (oid, uid, w) in enumerate(rows):
-            n = nonces[12 * i:12 * i + 12]
-            out.append((h2 + n + enc(n, dec(w[hl:hl + 12], w[hl + 12:], a1 + uid), a2 + uid), oid))
+            n = nonces[12 * i : 12 * i + 12]
+            out.append(
+                (h2 + n + enc(n, dec(w[hl : hl + 12], w[hl + 12 :], a1 + uid), a2 + uid), oid)
+            )
         conn.executemany("UPDATE objects SET wrapped=?, kek_version=2 WHERE id=?", out)
         conn.execute("COMMIT")
         moved += len(rows)
@@ -130,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(snap, home.db_path)
                 n, dt, vt = custody_run(home, a.batch)
                 c_rates.append(n / dt)
-                print(f"rep {r}: custody {n} in {dt:.2f} s = {n / dt:,.0f}/s "
-                      f"(verify sample of 1000: {vt * 1000:.0f} ms)")
+                print(
+                    f"rep {r}: custody {n} in {dt:.2f} s = {n / dt:,.0f}/s "
+                    f"(verify sample of 1000: {vt * 1000:.0f} ms)"
+                )
             else:
                 bdb = work / "bare.db"
                 shutil.copy(snap, bdb)
@@ -139,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 b_rates.append(n / dt)
                 print(f"rep {r}: bare    {n} in {dt:.2f} s = {n / dt:,.0f}/s")
     cm, bm = statistics.median(c_rates), statistics.median(b_rates)
-    print(f"median custody {cm:,.0f} objects/s, bare {bm:,.0f} objects/s, "
-          f"ratio {cm / bm:.2f} (target >= 0.60)")
+    print(
+        f"median custody {cm:,.0f} objects/s, bare {bm:,.0f} objects/s, "
+        f"ratio {cm / bm:.2f} (target >= 0.60)"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

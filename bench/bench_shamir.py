@@ -45,9 +45,7 @@ def run(rounds: int) -> dict[str, dict[str, float]]:
     return {name: _layout(secret, gt, groups, rounds) for name, (gt, groups) in LAYOUTS.items()}
 
 
-def _layout(
-    secret: bytes, gt: int, groups: list[tuple[int, int]], rounds: int
-) -> dict[str, float]:
+def _layout(secret: bytes, gt: int, groups: list[tuple[int, int]], rounds: int) -> dict[str, float]:
     t = groups[0][0]
     ours = [list(g) for g in slip39.split(secret, groups=groups, group_threshold=gt)]
     ref = shamir_mnemonic.generate_mnemonics(gt, groups, secret)
@@ -55,13 +53,15 @@ def _layout(
     assert shamir_mnemonic.combine_mnemonics(_pick(ours, gt, t)) == secret
     r = {
         "custody_split_ms": _median_ms(
-            lambda: slip39.split(secret, groups=groups, group_threshold=gt), rounds),
+            lambda: slip39.split(secret, groups=groups, group_threshold=gt), rounds
+        ),
         "reference_split_ms": _median_ms(
-            lambda: shamir_mnemonic.generate_mnemonics(gt, groups, secret), rounds),
-        "custody_combine_ms": _median_ms(
-            lambda: slip39.combine(_pick(ours, gt, t)), rounds),
+            lambda: shamir_mnemonic.generate_mnemonics(gt, groups, secret), rounds
+        ),
+        "custody_combine_ms": _median_ms(lambda: slip39.combine(_pick(ours, gt, t)), rounds),
         "reference_combine_ms": _median_ms(
-            lambda: shamir_mnemonic.combine_mnemonics(_pick(ref, gt, t)), rounds),
+            lambda: shamir_mnemonic.combine_mnemonics(_pick(ref, gt, t)), rounds
+        ),
     }
     r["split_ratio"] = r["custody_split_ms"] / r["reference_split_ms"]
     r["combine_ratio"] = r["custody_combine_ms"] / r["reference_combine_ms"]
@@ -80,8 +80,10 @@ def main() -> int:
     print(f"{'layout':<15}{'op':<9}{'custody ms':>12}{'reference ms':>14}{'ratio':>8}")
     for name, r in res.items():
         for op in ("split", "combine"):
-            print(f"{name:<15}{op:<9}{r[f'custody_{op}_ms']:>12.2f}"
-                  f"{r[f'reference_{op}_ms']:>14.2f}{r[f'{op}_ratio']:>8.2f}")
+            print(
+                f"{name:<15}{op:<9}{r[f'custody_{op}_ms']:>12.2f}"
+                f"{r[f'reference_{op}_ms']:>14.2f}{r[f'{op}_ratio']:>8.2f}"
+            )
     return 0
 
 

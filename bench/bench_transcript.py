@@ -66,16 +66,31 @@ class MemRecorder(Recorder):
 
 
 def build_bundle(n: int) -> tuple[BundleData, list[TrustKey]]:
-    sk = {name: Ed25519Signer.from_seed(name, hashlib.sha256(name.encode()).digest())
-          for name in ("alice", "bob", "carol", "dave")}
+    sk = {
+        name: Ed25519Signer.from_seed(name, hashlib.sha256(name.encode()).digest())
+        for name in ("alice", "bob", "carol", "dave")
+    }
     t0 = 1_800_000_000
-    roster = tuple(RosterEntry(name=k, role="super-admin" if k == "dave" else "custodian",
-                               public=s.public, valid_from=t0 - 10, valid_until=t0 + 10**7)
-                   for k, s in sk.items())
-    pol = Policy.new(purpose="bench", kind="drill", created_at=t0, roster=roster,
-                     permissions={"super-admin": ("*",), "custodian": ("*",)},
-                     thresholds={"rotate-kek": Threshold(role="custodian", count=3)},
-                     close_quorum={"super-admin": 1}, checkpoint_interval=64)
+    roster = tuple(
+        RosterEntry(
+            name=k,
+            role="super-admin" if k == "dave" else "custodian",
+            public=s.public,
+            valid_from=t0 - 10,
+            valid_until=t0 + 10**7,
+        )
+        for k, s in sk.items()
+    )
+    pol = Policy.new(
+        purpose="bench",
+        kind="drill",
+        created_at=t0,
+        roster=roster,
+        permissions={"super-admin": ("*",), "custodian": ("*",)},
+        thresholds={"rotate-kek": Threshold(role="custodian", count=3)},
+        close_quorum={"super-admin": 1},
+        checkpoint_interval=64,
+    )
     sp = SignedPolicy(policy=pol).signed_by(sk["dave"])
     clock = iter(range(t0, t0 + 10 * n + 100))
     rec = MemRecorder.__new__(MemRecorder)
@@ -90,18 +105,35 @@ def build_bundle(n: int) -> tuple[BundleData, list[TrustKey]]:
             p = {"i": i}
             d = rec.action_digest("rotate-kek", f"a{i}", p)
             now = rec.events[-1].time + 1
-            apps = [Approval.create(sk[x], ceremony_id=pol.ceremony_id, action="rotate-kek",
-                                    action_id=f"a{i}", digest=d, now=now - 1) for x in names]
-            rec.record_action("step", "rotate-kek", sk["dave"], action_id=f"a{i}", params=p,
-                              approvals=apps)
+            apps = [
+                Approval.create(
+                    sk[x],
+                    ceremony_id=pol.ceremony_id,
+                    action="rotate-kek",
+                    action_id=f"a{i}",
+                    digest=d,
+                    now=now - 1,
+                )
+                for x in names
+            ]
+            rec.record_action(
+                "step", "rotate-kek", sk["dave"], action_id=f"a{i}", params=p, approvals=apps
+            )
         else:
             who = sk[names[i % 3]]
-            rec.record("step", "share.commitment", who,
-                       {"custodian": who.name, "commitment": hashlib.sha256(b"%d" % i).hexdigest()})
+            rec.record(
+                "step",
+                "share.commitment",
+                who,
+                {"custodian": who.name, "commitment": hashlib.sha256(b"%d" % i).hexdigest()},
+            )
     rec.close(sk["dave"], [sk["dave"]])
     mem = rec.mem  # type: ignore[attr-defined]
-    data = BundleData(policy=sp.to_bytes(), events=bytes(mem["events.jsonl"]),
-                      checkpoints=bytes(mem["checkpoints.jsonl"]))
+    data = BundleData(
+        policy=sp.to_bytes(),
+        events=bytes(mem["events.jsonl"]),
+        checkpoints=bytes(mem["checkpoints.jsonl"]),
+    )
     return data, [TrustKey.of(sk["dave"])]
 
 
@@ -146,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     sigs = data.events.count(b'"signer"') + data.events.count(b'"approver"')
     res["signatures_verified"] = sigs
     res["verify_vs_ed25519_verify"] = res["verify_events_per_s"] / res["ed25519_verify_per_s"]
-    res["ed25519_share_of_verify_time"] = (
-        (sigs / res["ed25519_verify_per_s"]) / res["verify_s_median"]
-    )
+    res["ed25519_share_of_verify_time"] = (sigs / res["ed25519_verify_per_s"]) / res[
+        "verify_s_median"
+    ]
 
     with tempfile.TemporaryDirectory(dir=ROOT) as d:
         res["raw_fsync_per_s"] = statistics.median(fsync_rate(Path(d), 200) for _ in range(a.runs))
@@ -157,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             log = AuditLog(Path(d) / f"audit{r}.db", audit_key=b"k" * 32, durable=True)
             t = time.perf_counter()
             for i in range(a.appends):
-                log.append("secret.get", "svc/db", "alice", details={"i": i},
-                           sensitive={"name": "x"})
+                log.append(
+                    "secret.get", "svc/db", "alice", details={"i": i}, sensitive={"name": "x"}
+                )
             rates.append(a.appends / (time.perf_counter() - t))
             log.close()
         res["audit_appends_per_s_durable"] = statistics.median(rates)

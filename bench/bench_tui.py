@@ -41,10 +41,17 @@ def make_home(tmp: Path) -> tuple[Path, Path]:
     pins = tmp / "pins"
     pins.write_text(f"pin={PIN}\nso_pin={SO_PIN}\n")
     h = tmp / "home"
-    for args in (("init", "--dev-root"), ("kek", "rotate", "--branch", "data"),
-                 ("dek", "generate", "--count", "1000")):
-        subprocess.run([sys.executable, "-m", "ceremonies", *args, "--home", str(h),
-                        "--pin-file", str(pins)], env=env(), check=True, capture_output=True)
+    for args in (
+        ("init", "--dev-root"),
+        ("kek", "rotate", "--branch", "data"),
+        ("dek", "generate", "--count", "1000"),
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "ceremonies", *args, "--home", str(h), "--pin-file", str(pins)],
+            env=env(),
+            check=True,
+            capture_output=True,
+        )
     return h, pins
 
 
@@ -59,9 +66,14 @@ def tui_once(home: Path, pins: Path, marker: Path) -> tuple[float, float]:
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 32, 100, 0, 0))
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "ceremonies", "tui", "--home", str(home),
-                             "--pin-file", str(pins)], stdin=slave, stdout=slave, stderr=slave,
-                            env=e, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ceremonies", "tui", "--home", str(home), "--pin-file", str(pins)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=e,
+        start_new_session=True,
+    )
     os.close(slave)
     deadline = time.monotonic() + 30
     while proc.poll() is None and time.monotonic() < deadline:
@@ -79,16 +91,25 @@ def tui_once(home: Path, pins: Path, marker: Path) -> tuple[float, float]:
 
 def help_once() -> float:
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "ceremonies", "--help"], env=env(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ceremonies", "--help"], env=env(), check=True, capture_output=True
+    )
     return time.monotonic() - t0
 
 
 def help_imports_textual() -> bool:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
-                       env=env(), check=True, capture_output=True, text=True)
-    mods = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in r.stderr.splitlines()
-            if "|" in line}
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    mods = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in r.stderr.splitlines()
+        if "|" in line
+    }
     return "textual" in mods or "tui" in mods
 
 
@@ -101,8 +122,7 @@ def main() -> int:
         home, pins = make_home(Path(d))
         marker = Path(d) / "marker"
         tui_once(home, pins, marker)  # warm the page cache
-        paints, datas = zip(*(tui_once(home, pins, marker) for _ in range(args.runs)),
-                            strict=True)
+        paints, datas = zip(*(tui_once(home, pins, marker) for _ in range(args.runs)), strict=True)
     helps = [help_once() for _ in range(args.runs)]
     out = {
         "runs": args.runs,
@@ -114,10 +134,14 @@ def main() -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"custody tui: first paint  median {out['tui_first_paint_s'] * 1000:7.1f} ms  "
-              f"({args.runs} runs, 100x32 pty)")
-        print(f"custody tui: data shown   median {out['tui_data_on_screen_s'] * 1000:7.1f} ms  "
-              "(dashboard incl. token login, 1,000 DEKs)")
+        print(
+            f"custody tui: first paint  median {out['tui_first_paint_s'] * 1000:7.1f} ms  "
+            f"({args.runs} runs, 100x32 pty)"
+        )
+        print(
+            f"custody tui: data shown   median {out['tui_data_on_screen_s'] * 1000:7.1f} ms  "
+            "(dashboard incl. token login, 1,000 DEKs)"
+        )
         print(f"custody --help:           median {out['custody_help_s'] * 1000:7.1f} ms")
         print(f"custody --help imports textual: {out['custody_help_imports_textual']}")
     return 1 if out["custody_help_imports_textual"] else 0

@@ -40,12 +40,19 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        res = subprocess.run([sys.executable, "-m", "ceremonies", *args, "--json"], env=env,
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [sys.executable, "-m", "ceremonies", *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode not in ok:
             sub = args[1] if len(args) > 1 else ""
-            raise CeremonyError(f"demo step failed: custody {args[0]} {sub}"
-                                f" exited {res.returncode}", res.stderr.strip()[-400:])
+            raise CeremonyError(
+                f"demo step failed: custody {args[0]} {sub} exited {res.returncode}",
+                res.stderr.strip()[-400:],
+            )
         try:
             return json.loads(res.stdout) if res.stdout.strip() else {}
         except ValueError:
@@ -56,9 +63,16 @@ class Demo:
         self.say(f"{name}: {detail}")
 
     def coord(self) -> list[str]:
-        return ["--home", str(self.home), "--pin-file", str(self.home / "demo-pin"),
-                "--key", str(self.people / "root-admin.key.pem"),
-                "--passphrase-file", str(self.people / "root-admin.pass")]
+        return [
+            "--home",
+            str(self.home),
+            "--pin-file",
+            str(self.home / "demo-pin"),
+            "--key",
+            str(self.people / "root-admin.key.pem"),
+            "--passphrase-file",
+            str(self.people / "root-admin.pass"),
+        ]
 
     def shares(self, d: Path, names: tuple[str, ...] | list[str]) -> list[str]:
         out = []
@@ -98,16 +112,20 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
 
     # 1. participants
     d.people.mkdir(exist_ok=True)
-    roles = [("root-admin", "super-admin")] + [(n, "custodian") for n in NEW_CUSTODIANS] + [
-        ("audrey", "auditor"), ("walter", "witness")]
+    roles = (
+        [("root-admin", "super-admin")]
+        + [(n, "custodian") for n in NEW_CUSTODIANS]
+        + [("audrey", "auditor"), ("walter", "witness")]
+    )
     trust = []
     for name, role in roles:
         pw = secrets.token_hex(12)
         (d.people / f"{name}.pass").write_text(pw + "\n")
         create_participant(name, role, pw, d.people)
         trust.append(str(d.people / f"{name}.pub.json"))
-    enrol = [a for n, _ in roles if n != "frank"
-             for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    enrol = [
+        a for n, _ in roles if n != "frank" for a in ("--add", str(d.people / f"{n}.pub.json"))
+    ]
     coord_nopin = [a for a in d.coord() if a not in ("--pin-file", str(pinf))]
     d.ceremony("enrol", *coord_nopin, *enrol)
     d.step("enrol", "5 custodians, 1 super-admin, 1 auditor and 1 witness enrolled")
@@ -118,14 +136,28 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     res = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(gen_out))
     cid = res["ceremony_id"]
     res = d.ceremony("resume", cid, *d.coord(), *d.shares(gen_out, ("alice", "carol", "erin")))
-    d.step("generate", f"root/v{res['facts']['root_version']} in the HSM, RK split 3-of-5; "
-           f"verification round by {', '.join(res['facts']['verified_by'])}", ceremony=cid)
+    d.step(
+        "generate",
+        f"root/v{res['facts']['root_version']} in the HSM, RK split 3-of-5; "
+        f"verification round by {', '.join(res['facts']['verified_by'])}",
+        ceremony=cid,
+    )
 
     # 3. KEKs and DEKs
     for b in ("data", "backup", "secrets"):
         d.cli("kek", "rotate", "--branch", b, "--home", str(root), "--pin-file", str(pinf))
-    d.cli("dek", "generate", "--branch", "data", "--count", "1000", "--home", str(root),
-          "--pin-file", str(pinf))
+    d.cli(
+        "dek",
+        "generate",
+        "--branch",
+        "data",
+        "--count",
+        "1000",
+        "--home",
+        str(root),
+        "--pin-file",
+        str(pinf),
+    )
     d.step("keys", "KEKs data/backup/secrets v1 and 1,000 wrapped DEKs")
 
     # 4. lose the HSM
@@ -142,17 +174,30 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     words[5] = alt[5] if alt[5] != words[5] else (gen_out / "erin.share.txt").read_text().split()[5]
     (tampered / "bob.share.txt").write_text(" ".join(words) + "\n")
     (tampered / "bob.envelope.json").write_bytes((gen_out / "bob.envelope.json").read_bytes())
-    res = d.ceremony("recover", *d.coord(), "--share", str(gen_out / "alice.share.txt"),
-                     "--share", str(tampered / "bob.share.txt"),
-                     "--share", str(gen_out / "carol.share.txt"),
-                     "--share", str(gen_out / "dave.share.txt"))
+    res = d.ceremony(
+        "recover",
+        *d.coord(),
+        "--share",
+        str(gen_out / "alice.share.txt"),
+        "--share",
+        str(tampered / "bob.share.txt"),
+        "--share",
+        str(gen_out / "carol.share.txt"),
+        "--share",
+        str(gen_out / "dave.share.txt"),
+    )
     rejected = [m for m in res.get("messages", []) if "rejected" in m]
-    d.step("recover", f"root restored into the new token; {'; '.join(rejected)}; "
-           f"accepted {', '.join(res['facts']['collect-shares.accepted'])}",
-           ceremony=res["ceremony_id"])
+    d.step(
+        "recover",
+        f"root restored into the new token; {'; '.join(rejected)}; "
+        f"accepted {', '.join(res['facts']['collect-shares.accepted'])}",
+        ceremony=res["ceremony_id"],
+    )
     v = d.cli("dek", "verify", "--all", "--home", str(root), "--pin-file", str(pinf))
-    d.step("deks", f"all DEKs decrypt: {v.get('checked', v)} checked, "
-           f"{len(v.get('failed', []))} failed")
+    d.step(
+        "deks",
+        f"all DEKs decrypt: {v.get('checked', v)} checked, {len(v.get('failed', []))} failed",
+    )
 
     # 6. rotate-root with approvals
     req = root / "rotate-request.json"
@@ -161,41 +206,77 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     appr = []
     for n in ("alice", "bob", "dave"):
         f = root / f"approval-{n}.json"
-        d.cli("ceremony", "approve", str(req), "--key", str(d.people / f"{n}.key.pem"),
-              "--passphrase-file", str(d.people / f"{n}.pass"), "--out", str(f))
+        d.cli(
+            "ceremony",
+            "approve",
+            str(req),
+            "--key",
+            str(d.people / f"{n}.key.pem"),
+            "--passphrase-file",
+            str(d.people / f"{n}.pass"),
+            "--out",
+            str(f),
+        )
         appr += ["--approval", str(f)]
     res = d.ceremony("resume", rid, *d.coord(), *appr)
-    d.step("rotate-root", f"root/v{res['facts']['root_version']} active after approvals by "
-           f"{', '.join(res['facts']['approved_by'])}; {res['facts']['rewrapped']} KEKs rewrapped",
-           ceremony=rid)
+    d.step(
+        "rotate-root",
+        f"root/v{res['facts']['root_version']} active after approvals by "
+        f"{', '.join(res['facts']['approved_by'])}; {res['facts']['rewrapped']} KEKs rewrapped",
+        ceremony=rid,
+    )
 
     # 7. reshare 3-of-5 -> 2-of-3 groups (frank joins)
     d.ceremony("enrol", *coord_nopin, "--add", str(d.people / "frank.pub.json"))
     new_out = root / "shares-epoch1"
     cust = [a for n in NEW_CUSTODIANS for a in ("--custodian", n)]
-    res = d.ceremony("reshare", *d.coord(), *cust, "--group", "2/2", "--group", "2/2",
-                     "--group", "2/2", "--group-threshold", "2", "--out", str(new_out),
-                     *d.shares(gen_out, ("bob", "carol", "erin")))
+    res = d.ceremony(
+        "reshare",
+        *d.coord(),
+        *cust,
+        "--group",
+        "2/2",
+        "--group",
+        "2/2",
+        "--group",
+        "2/2",
+        "--group-threshold",
+        "2",
+        "--out",
+        str(new_out),
+        *d.shares(gen_out, ("bob", "carol", "erin")),
+    )
     sid = res["ceremony_id"]
-    res = d.ceremony("resume", sid, *d.coord(),
-                     *d.shares(new_out, ("alice", "bob", "erin", "frank")))
-    d.step("reshare", f"epoch {res['facts']['epoch']}: 2 of 3 groups (2/2 each); new root/v"
-           f"{res['facts']['root_version']}; old epoch {res['facts']['old_epoch']} retired",
-           ceremony=sid)
+    res = d.ceremony(
+        "resume", sid, *d.coord(), *d.shares(new_out, ("alice", "bob", "erin", "frank"))
+    )
+    d.step(
+        "reshare",
+        f"epoch {res['facts']['epoch']}: 2 of 3 groups (2/2 each); new root/v"
+        f"{res['facts']['root_version']}; old epoch {res['facts']['old_epoch']} retired",
+        ceremony=sid,
+    )
 
     # 8. drill
     coord_drill = [a for a in d.coord() if a not in ("--pin-file", str(pinf))]
     res = d.ceremony("drill", *coord_drill, *d.shares(new_out, ("carol", "dave", "alice", "bob")))
-    d.step("drill", f"scratch token KCV match; passed: {', '.join(res['facts']['passed'])}"
-           + (f"; {res['facts']['warning']}" if res["facts"].get("warning") else ""),
-           ceremony=res["ceremony_id"])
+    d.step(
+        "drill",
+        f"scratch token KCV match; passed: {', '.join(res['facts']['passed'])}"
+        + (f"; {res['facts']['warning']}" if res["facts"].get("warning") else ""),
+        ceremony=res["ceremony_id"],
+    )
 
     # 9. emergency rotation
     res = d.ceremony("emergency-rotate", *d.coord(), "--reason", "demo: suspected compromise")
-    d.step("emergency-rotate", f"root/v{res['facts']['root_version']} active; "
-           f"{res['facts']['kek_count']} KEKs, {res['facts']['wrapped_objects']} objects, "
-           f"{res['facts']['secrets']} secrets under the compromised roots; report "
-           f"{res['facts']['report']}", ceremony=res["ceremony_id"])
+    d.step(
+        "emergency-rotate",
+        f"root/v{res['facts']['root_version']} active; "
+        f"{res['facts']['kek_count']} KEKs, {res['facts']['wrapped_objects']} objects, "
+        f"{res['facts']['secrets']} secrets under the compromised roots; report "
+        f"{res['facts']['report']}",
+        ceremony=res["ceremony_id"],
+    )
     v = d.cli("dek", "verify", "--all", "--home", str(root), "--pin-file", str(pinf))
     d.step("deks", f"all DEKs still decrypt: {v.get('checked', v)} checked")
 
@@ -204,17 +285,26 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     for b in d.bundles:
         rep = verify_bundle(b, keys)
         if not rep.ok:
-            raise CeremonyError(f"transcript {b} did not verify: {', '.join(rep.failed)}",
-                                  "Run 'custody transcript verify' on it for details.")
-    d.step("verify", f"{len(d.bundles)} transcripts verified offline against "
-           f"{len(trust)} pinned identity files")
+            raise CeremonyError(
+                f"transcript {b} did not verify: {', '.join(rep.failed)}",
+                "Run 'custody transcript verify' on it for details.",
+            )
+    d.step(
+        "verify",
+        f"{len(d.bundles)} transcripts verified offline against {len(trust)} pinned identity files",
+    )
     if as_json:
-        json.dump({"home": str(root), "bundles": d.bundles, "trust_keys": trust,
-                   "steps": d.steps}, sys.stdout, indent=2)
+        json.dump(
+            {"home": str(root), "bundles": d.bundles, "trust_keys": trust, "steps": d.steps},
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
-        print(f"\ndemo finished in {time.monotonic() - d.t0:.1f}s; home {root} (PIN in "
-              f"{pinf}, demo only)")
+        print(
+            f"\ndemo finished in {time.monotonic() - d.t0:.1f}s; home {root} (PIN in "
+            f"{pinf}, demo only)"
+        )
         print("transcript bundles:")
         for b in d.bundles:
             print(f"  {b}")

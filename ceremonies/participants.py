@@ -54,9 +54,10 @@ def check_name(name: str) -> None:
         UsageError: empty, too long, or with characters outside ``[A-Za-z0-9._@-]``.
     """
     if not name or len(name) > 64 or not set(name) <= _NAME_CHARS or not name[0].isalnum():
-        raise UsageError(f"Invalid participant name {name!r}",
-                         "Use 1-64 letters, digits, '.', '_', '@' or '-', starting with a "
-                         "letter or digit.")
+        raise UsageError(
+            f"Invalid participant name {name!r}",
+            "Use 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit.",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,8 +73,13 @@ class Identity:
         return fingerprint(self.public)
 
     def to_json(self) -> dict[str, str]:
-        return {"alg": "ed25519", "public": self.public.hex(), "name": self.name,
-                "role": self.role, "fingerprint": self.fingerprint}
+        return {
+            "alg": "ed25519",
+            "public": self.public.hex(),
+            "name": self.name,
+            "role": self.role,
+            "fingerprint": self.fingerprint,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,8 +162,14 @@ class TokenRef:
     public: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "pkcs11", "module": self.module, "token_label": self.token_label,
-                "slot": self.slot, "key_label": self.key_label, "public": self.public.hex()}
+        return {
+            "type": "pkcs11",
+            "module": self.module,
+            "token_label": self.token_label,
+            "slot": self.slot,
+            "key_label": self.key_label,
+            "public": self.public.hex(),
+        }
 
 
 def is_token_ref(path: Path) -> bool:
@@ -178,15 +190,20 @@ def load_token_ref(path: Path) -> TokenRef:
         slot = doc.get("slot")
         if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
             raise ValueError("slot")
-        ref = TokenRef(module=str(doc["module"]), token_label=str(doc["token_label"]),
-                       slot=slot, key_label=str(doc["key_label"]),
-                       public=bytes.fromhex(doc["public"]))
+        ref = TokenRef(
+            module=str(doc["module"]),
+            token_label=str(doc["token_label"]),
+            slot=slot,
+            key_label=str(doc["key_label"]),
+            public=bytes.fromhex(doc["public"]),
+        )
         if len(ref.public) != 32:
             raise ValueError("public")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path} is not a participant token reference",
-                          "Use the NAME.token.json written by 'custody participant new "
-                          "--token-label'.") from exc
+        raise ConfigError(
+            f"{path} is not a participant token reference",
+            "Use the NAME.token.json written by 'custody participant new --token-label'.",
+        ) from exc
     return ref
 
 
@@ -195,8 +212,12 @@ def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pk
     from custody.hsm.pkcs11_adapter import open_hsm
 
     # softhsm_conf stays None: a SoftHSMv2 module reads $SOFTHSM2_CONF (see docs/ceremonies.md)
-    return open_hsm(HsmConfig(module=module, token_label=token_label, slot=slot), Path.cwd(),
-                    pin, signing_algorithms=("ed25519",))
+    return open_hsm(
+        HsmConfig(module=module, token_label=token_label, slot=slot),
+        Path.cwd(),
+        pin,
+        signing_algorithms=("ed25519",),
+    )
 
 
 def _has_signing_key(hsm: Pkcs11Hsm, label: str) -> bool:
@@ -207,9 +228,16 @@ def _has_signing_key(hsm: Pkcs11Hsm, label: str) -> bool:
     return True
 
 
-def create_token_participant(name: str, role: str, out_dir: Path, *, token_label: str, pin: str,
-                             module: str = DEFAULT_SOFTHSM_MODULE,
-                             slot: int | None = None) -> tuple[Path, Path]:
+def create_token_participant(
+    name: str,
+    role: str,
+    out_dir: Path,
+    *,
+    token_label: str,
+    pin: str,
+    module: str = DEFAULT_SOFTHSM_MODULE,
+    slot: int | None = None,
+) -> tuple[Path, Path]:
     """Generate the participant's Ed25519 key ON their PKCS#11 token; write ``NAME.token.json``
     (the non-secret reference) and ``NAME.pub.json`` (as :func:`create_participant` does).
 
@@ -241,16 +269,20 @@ def create_token_participant(name: str, role: str, out_dir: Path, *, token_label
     label = token_key_label(name)
     with _open_token(module, token_label, slot, pin) as hsm:
         if _has_signing_key(hsm, label):
-            raise UsageError(f"Token {token_label!r} already holds a key {label!r}",
-                             "Nothing was changed; use another name or token.")
+            raise UsageError(
+                f"Token {token_label!r} already holds a key {label!r}",
+                "Nothing was changed; use another name or token.",
+            )
         alg, public = hsm.ensure_signing_key(label)
     if alg != "ed25519" or len(public) != 32:
         raise MechanismUnsupported(
             f"Token {token_label!r} made a {alg} key, not Ed25519",
             "Ceremony transcripts verify Ed25519 only; use a token that offers CKM_EDDSA, or "
-            "a passphrase-protected key.")
-    ref = TokenRef(module=module, token_label=token_label, slot=slot, key_label=label,
-                   public=bytes(public))
+            "a passphrase-protected key.",
+        )
+    ref = TokenRef(
+        module=module, token_label=token_label, slot=slot, key_label=label, public=bytes(public)
+    )
     ident = Identity(name=name, role=role, public=ref.public)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,12 +329,16 @@ def load_token_signer(ref_path: Path, pin: str, *, name: str | None = None) -> T
         probe = _PROBE + os.urandom(32)
         sig = hsm.sign(ref.key_label, probe)  # KeyNotFound before anything is created
         signer = TokenSigner(name, hsm, ref.key_label)
-        if (signer.alg != "ed25519" or signer.public != ref.public
-                or not verify_signature("ed25519", ref.public, sig, probe)):
+        if (
+            signer.alg != "ed25519"
+            or signer.public != ref.public
+            or not verify_signature("ed25519", ref.public, sig, probe)
+        ):
             raise IntegrityError(
                 f"The key {ref.key_label!r} on token {ref.token_label!r} is not the one "
                 f"{ref_path} names",
-                "Insert the participant's own token, or check the reference file.")
+                "Insert the participant's own token, or check the reference file.",
+            )
     except BaseException:
         hsm.close()
         raise
@@ -326,13 +362,16 @@ def load_identity(path: Path) -> Identity:
         if "fingerprint" in doc and doc["fingerprint"] != ident.fingerprint:
             raise ValueError("fingerprint")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path} is not a participant identity file",
-                          "Use the NAME.pub.json written by 'custody participant new'.") from exc
+        raise ConfigError(
+            f"{path} is not a participant identity file",
+            "Use the NAME.pub.json written by 'custody participant new'.",
+        ) from exc
     return ident
 
 
-def load_signer(key_path: Path, passphrase: str, *,
-                name: str | None = None) -> Ed25519Signer | TokenSigner:
+def load_signer(
+    key_path: Path, passphrase: str, *, name: str | None = None
+) -> Ed25519Signer | TokenSigner:
     """Open a participant's key as a Signer.
 
     Args:
@@ -373,10 +412,21 @@ class Roster:
     def members(self, *, include_revoked: bool = True) -> list[Member]:
         rows = self.store.query(
             "SELECT name, role, public, fingerprint, valid_from, valid_until, revoked_at, "
-            "enrolled_by FROM participants ORDER BY role, name")
-        out = [Member(name=r[0], role=r[1], public=bytes(r[2]), fingerprint=r[3],
-                      valid_from=r[4], valid_until=r[5], revoked_at=r[6], enrolled_by=r[7])
-               for r in rows]
+            "enrolled_by FROM participants ORDER BY role, name"
+        )
+        out = [
+            Member(
+                name=r[0],
+                role=r[1],
+                public=bytes(r[2]),
+                fingerprint=r[3],
+                valid_from=r[4],
+                valid_until=r[5],
+                revoked_at=r[6],
+                enrolled_by=r[7],
+            )
+            for r in rows
+        ]
         return [m for m in out if include_revoked or m.revoked_at is None]
 
     def get(self, name: str) -> Member | None:
@@ -387,8 +437,11 @@ class Roster:
 
     def active(self, role: str | None = None, *, now: int) -> list[Member]:
         """Members usable at *now*, optionally only those in *role*."""
-        return [m for m in self.members()
-                if m.usable_at(now) is None and (role is None or m.role == role)]
+        return [
+            m
+            for m in self.members()
+            if m.usable_at(now) is None and (role is None or m.role == role)
+        ]
 
     def require(self, public: bytes, *, now: int, role: str | None = None) -> Member:
         """The enrolled, currently valid member holding *public*.
@@ -398,18 +451,28 @@ class Roster:
         """
         m = self.by_public(public)
         if m is None:
-            raise PolicyError(f"Key {fingerprint(public)[:16]} is not enrolled",
-                              "Enrol the participant first with 'custody ceremony enrol'.")
+            raise PolicyError(
+                f"Key {fingerprint(public)[:16]} is not enrolled",
+                "Enrol the participant first with 'custody ceremony enrol'.",
+            )
         why = m.usable_at(now)
         if why:
             raise PolicyError(why, "Use a currently enrolled participant's key.")
         if role is not None and m.role != role:
-            raise PolicyError(f"{m.name} is a {m.role}, not a {role}",
-                              f"This action needs a {role}.")
+            raise PolicyError(
+                f"{m.name} is a {m.role}, not a {role}", f"This action needs a {role}."
+            )
         return m
 
-    def add(self, ident: Identity, *, now: int, enrolled_by: str, ceremony_id: str | None,
-            validity: int = KEY_VALIDITY_SECONDS) -> None:
+    def add(
+        self,
+        ident: Identity,
+        *,
+        now: int,
+        enrolled_by: str,
+        ceremony_id: str | None,
+        validity: int = KEY_VALIDITY_SECONDS,
+    ) -> None:
         """Insert a member (called by the enrol ceremony only).
 
         Raises:
@@ -417,17 +480,31 @@ class Roster:
         """
         check_name(ident.name)
         if ident.role not in ROLES:
-            raise UsageError(f"{ident.name} has unknown role {ident.role!r}",
-                             f"Use one of: {', '.join(ROLES)}.")
+            raise UsageError(
+                f"{ident.name} has unknown role {ident.role!r}", f"Use one of: {', '.join(ROLES)}."
+            )
         if self.get(ident.name) is not None or self.by_public(ident.public) is not None:
-            raise UsageError(f"{ident.name} (or that key) is already enrolled",
-                             "Revoke the old entry first, or use another name.")
+            raise UsageError(
+                f"{ident.name} (or that key) is already enrolled",
+                "Revoke the old entry first, or use another name.",
+            )
         with self.store.tx() as c:
             c.execute(
                 "INSERT INTO participants(name, role, alg, public, fingerprint, valid_from, "
                 "valid_until, revoked_at, enrolled_by, enrolled_in) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                (ident.name, ident.role, "ed25519", ident.public, ident.fingerprint, now,
-                 now + validity, None, enrolled_by, ceremony_id))
+                (
+                    ident.name,
+                    ident.role,
+                    "ed25519",
+                    ident.public,
+                    ident.fingerprint,
+                    now,
+                    now + validity,
+                    None,
+                    enrolled_by,
+                    ceremony_id,
+                ),
+            )
 
     def revoke(self, name: str, *, now: int) -> None:
         """Mark a member revoked from *now*.
@@ -436,8 +513,12 @@ class Roster:
             UsageError: no such member.
         """
         with self.store.tx() as c:
-            cur = c.execute("UPDATE participants SET revoked_at=? WHERE name=? AND revoked_at "
-                            "IS NULL", (now, name))
+            cur = c.execute(
+                "UPDATE participants SET revoked_at=? WHERE name=? AND revoked_at IS NULL",
+                (now, name),
+            )
             if cur.rowcount != 1:
-                raise UsageError(f"{name} is not an enrolled, unrevoked participant",
-                                 "See 'custody participant list'.")
+                raise UsageError(
+                    f"{name} is not an enrolled, unrevoked participant",
+                    "See 'custody participant list'.",
+                )

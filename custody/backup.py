@@ -53,11 +53,15 @@ class BackupInfo:
 def storage_error(exc: OSError, what: str) -> StorageError:
     """Translate an OSError into a typed StorageError (disk full gets its own title)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"The disk is full while {what}",
-                            "Free space and run the command again; the original is untouched "
-                            "and the work resumes from its last checkpoint.")
-    return StorageError(f"I/O error while {what}: {exc.strerror or type(exc).__name__}",
-                        "Check the path and permissions; the original is untouched.")
+        return StorageError(
+            f"The disk is full while {what}",
+            "Free space and run the command again; the original is untouched "
+            "and the work resumes from its last checkpoint.",
+        )
+    return StorageError(
+        f"I/O error while {what}: {exc.strerror or type(exc).__name__}",
+        "Check the path and permissions; the original is untouched.",
+    )
 
 
 def open_backup(path: Path) -> int:
@@ -82,9 +86,14 @@ def _partial_removed_on_failure(part: Path, what: str) -> Iterator[None]:
 
 
 def _info(path: Path, header: bf.Header, chunks: int, plain: int) -> BackupInfo:
-    return BackupInfo(path=str(path), file_id=header.file_id.hex(),
-                      kek_version=header.kek_version, chunk_size=header.chunk_size,
-                      chunks=chunks, plaintext_bytes=plain)
+    return BackupInfo(
+        path=str(path),
+        file_id=header.file_id.hex(),
+        kek_version=header.kek_version,
+        chunk_size=header.chunk_size,
+        chunks=chunks,
+        plaintext_bytes=plain,
+    )
 
 
 def write_all(fd: int, data: bytes | memoryview, write: Write = os.write) -> None:
@@ -136,8 +145,9 @@ def backup_key(hierarchy: KeyHierarchy, header: bf.Header) -> bytes:
     return bf.unwrap_key(header, kek)
 
 
-def iter_chunks(fd: int, header: bf.Header, key: bytes, *,
-                start: int = 0) -> Iterator[tuple[int, bool, memoryview]]:
+def iter_chunks(
+    fd: int, header: bf.Header, key: bytes, *, start: int = 0
+) -> Iterator[tuple[int, bool, memoryview]]:
     """Decrypt and yield ``(index, last, plaintext)`` for each chunk from *start*.
 
     The plaintext view is reused between chunks: copy it if you keep it.
@@ -158,7 +168,7 @@ def iter_chunks(fd: int, header: bf.Header, key: bytes, *,
         view = memoryview(ct)[:clen]
         read_exact(fd, view, off)
         last = i == n - 1
-        out = memoryview(pt)[:clen - bf.TAG]
+        out = memoryview(pt)[: clen - bf.TAG]
         try:
             aead.decrypt_into(bf.nonce(header.prefix, i, last), view, aad, out)
         except InvalidTag as exc:
@@ -177,9 +187,15 @@ def _catalog(hierarchy: KeyHierarchy, header: bf.Header, path: Path, size: int) 
         )
 
 
-def create(hierarchy: KeyHierarchy, src: Path, out: Path, *,
-           chunk_size: int = bf.DEFAULT_CHUNK, write: Write = os.write,
-           progress: Callable[[int], None] | None = None) -> BackupInfo:
+def create(
+    hierarchy: KeyHierarchy,
+    src: Path,
+    out: Path,
+    *,
+    chunk_size: int = bf.DEFAULT_CHUNK,
+    write: Write = os.write,
+    progress: Callable[[int], None] | None = None,
+) -> BackupInfo:
     """Encrypt *src* into a new backup *out* under the current backup KEK.
 
     Raises:
@@ -213,12 +229,24 @@ def create(hierarchy: KeyHierarchy, src: Path, out: Path, *,
     finally:
         os.close(sfd)
     _catalog(hierarchy, header, out, plain)
-    return BackupInfo(path=str(out), file_id=header.file_id.hex(), kek_version=kek_v,
-                      chunk_size=chunk_size, chunks=chunks, plaintext_bytes=plain)
+    return BackupInfo(
+        path=str(out),
+        file_id=header.file_id.hex(),
+        kek_version=kek_v,
+        chunk_size=chunk_size,
+        chunks=chunks,
+        plaintext_bytes=plain,
+    )
 
 
-def _encrypt_stream(sfd: int, ofd: int, header: bf.Header, key: bytes, write: Write,
-                    progress: Callable[[int], None] | None) -> tuple[int, int]:
+def _encrypt_stream(
+    sfd: int,
+    ofd: int,
+    header: bf.Header,
+    key: bytes,
+    write: Write,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int]:
     write_all(ofd, header.to_bytes(), write)
     aead = AESGCM(key)
     aad = header.digest
@@ -239,8 +267,9 @@ def _encrypt_stream(sfd: int, ofd: int, header: bf.Header, key: bytes, write: Wr
         cur = nxt
 
 
-def verify(hierarchy: KeyHierarchy, path: Path,
-           progress: Callable[[int], None] | None = None) -> BackupInfo:
+def verify(
+    hierarchy: KeyHierarchy, path: Path, progress: Callable[[int], None] | None = None
+) -> BackupInfo:
     """Check every chunk of a backup (and that its tail is the real end).
 
     Raises:
@@ -264,8 +293,9 @@ def verify(hierarchy: KeyHierarchy, path: Path,
     return _info(path, header, chunks, plain)
 
 
-def restore(hierarchy: KeyHierarchy, path: Path, out: Path,
-            progress: Callable[[int], None] | None = None) -> BackupInfo:
+def restore(
+    hierarchy: KeyHierarchy, path: Path, out: Path, progress: Callable[[int], None] | None = None
+) -> BackupInfo:
     """Decrypt a backup to *out*; *out* appears only once every chunk has verified.
 
     Raises:
@@ -342,7 +372,7 @@ def _apply(hierarchy: KeyHierarchy, entries: list[tuple[Path, bytes]]) -> int:
         except OSError as exc:
             raise storage_error(exc, f"rewriting the header of {path.name}") from exc
         try:
-            if os.pread(fd, bf.FIXED_LEN, 0) == hdr[:bf.FIXED_LEN]:
+            if os.pread(fd, bf.FIXED_LEN, 0) == hdr[: bf.FIXED_LEN]:
                 os.pwrite(fd, hdr, 0)
                 os.fdatasync(fd)
                 h = bf.parse_header(hdr)
@@ -381,16 +411,25 @@ def rewrap(hierarchy: KeyHierarchy, paths: Iterable[Path]) -> list[BackupInfo]:
             with open(path, "rb") as fh:
                 header = bf.parse_header(fh.read(4096))
         except OSError as exc:
-            raise UsageError(f"Cannot read {path}",
-                             f"{exc.strerror}; nothing was changed.") from exc
+            raise UsageError(
+                f"Cannot read {path}", f"{exc.strerror}; nothing was changed."
+            ) from exc
         if header.kek_version != cur:
             key = backup_key(hierarchy, header)
             new = bf.wrap_key(header, kek_new, cur, key)
             if new.length != header.length:
                 raise IntegrityError("A rewrapped header changed size", "Report this bug.")
             entries.append((path, new.to_bytes()))
-        infos.append(BackupInfo(path=str(path), file_id=header.file_id.hex(), kek_version=cur,
-                                chunk_size=header.chunk_size, chunks=0, plaintext_bytes=0))
+        infos.append(
+            BackupInfo(
+                path=str(path),
+                file_id=header.file_id.hex(),
+                kek_version=cur,
+                chunk_size=header.chunk_size,
+                chunks=0,
+                plaintext_bytes=0,
+            )
+        )
     if entries:
         body = json.dumps([{"path": str(p), "header": h.hex()} for p, h in entries]).encode()
         jp = _journal_path(hierarchy)

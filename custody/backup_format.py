@@ -48,9 +48,11 @@ BRANCH = "backup"
 
 
 def _bad(what: str) -> IntegrityError:
-    return IntegrityError(f"The backup {what}",
-                          "The file is damaged, truncated, reordered or not a custody backup; "
-                          "restore from another copy.")
+    return IntegrityError(
+        f"The backup {what}",
+        "The file is damaged, truncated, reordered or not a custody backup; "
+        "restore from another copy.",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +72,13 @@ class Header:
 
     @property
     def fixed(self) -> bytes:
-        return (MAGIC + bytes([FORMAT, 0]) + struct.pack(">I", self.chunk_size) + self.file_id
-                + self.prefix)
+        return (
+            MAGIC
+            + bytes([FORMAT, 0])
+            + struct.pack(">I", self.chunk_size)
+            + self.file_id
+            + self.prefix
+        )
 
     @property
     def digest(self) -> bytes:
@@ -95,8 +102,12 @@ class Header:
 
 def new_header(chunk_size: int = DEFAULT_CHUNK, *, file_id: bytes | None = None) -> Header:
     """A header with a fresh file id and nonce prefix, and no wrapped key yet."""
-    return Header(chunk_size=chunk_size, file_id=file_id or os.urandom(16),
-                  prefix=os.urandom(PREFIX_LEN), wrapped=b"")
+    return Header(
+        chunk_size=chunk_size,
+        file_id=file_id or os.urandom(16),
+        prefix=os.urandom(PREFIX_LEN),
+        wrapped=b"",
+    )
 
 
 def wrap_key(header: Header, kek: bytes, kek_version: int, key: bytes) -> Header:
@@ -133,10 +144,10 @@ def parse_header(data: bytes) -> Header:
     if data[8] != FORMAT or data[9] != 0:
         raise _bad(f"has an unknown format version {data[8]}")
     (chunk,) = struct.unpack(">I", data[10:14])
-    (wlen,) = struct.unpack(">H", data[FIXED_LEN:FIXED_LEN + 2])
+    (wlen,) = struct.unpack(">H", data[FIXED_LEN : FIXED_LEN + 2])
     if len(data) < FIXED_LEN + 2 + wlen or not MIN_CHUNK <= chunk <= MAX_CHUNK:
         raise _bad("header is truncated or malformed")
-    wrapped = data[FIXED_LEN + 2:FIXED_LEN + 2 + wlen]
+    wrapped = data[FIXED_LEN + 2 : FIXED_LEN + 2 + wlen]
     envelope.parse(wrapped)  # well-formed, or IntegrityError
     return Header(chunk_size=chunk, file_id=data[14:30], prefix=data[30:37], wrapped=wrapped)
 

@@ -82,7 +82,7 @@ def read_state(state: Path) -> dict[str, object] | None:
         return None
     best: dict[str, object] | None = None
     for k in range(2):
-        body, _, check = raw[k * _SLOT:(k + 1) * _SLOT].rstrip(b" ").rpartition(b"\n")
+        body, _, check = raw[k * _SLOT : (k + 1) * _SLOT].rstrip(b" ").rpartition(b"\n")
         if not body or hashlib.sha256(body).hexdigest().encode() != check:
             continue
         try:
@@ -136,8 +136,9 @@ def _advise(fd: int, offset: int, length: int, advice: int) -> None:
             os.posix_fadvise(fd, offset, length, advice)
 
 
-def _resume_point(hierarchy: KeyHierarchy, src: bf.Header, tmp: Path,
-                  state: Path) -> tuple[bf.Header, bytes, int, dict[str, object]] | None:
+def _resume_point(
+    hierarchy: KeyHierarchy, src: bf.Header, tmp: Path, state: Path
+) -> tuple[bf.Header, bytes, int, dict[str, object]] | None:
     """The temp file's header, key and durable chunk count, if a matching resume exists.
 
     The inherited chunks are authenticated from disk under the new key; any doubt means
@@ -177,20 +178,26 @@ def _check_prefix(fd: int, hdr: bf.Header, key: bytes, done: int) -> None:
     pt = bytearray(hdr.chunk_size)
     for first in range(0, done, per):
         count = min(per, done - first)
-        view = memoryview(buf)[:count * step]
+        view = memoryview(buf)[: count * step]
         read_exact(fd, view, hdr.length + first * step)
         for k in range(count):
             try:
-                aead.decrypt_into(bf.nonce(hdr.prefix, first + k, False),
-                                  view[k * step:(k + 1) * step], aad, pt)
+                aead.decrypt_into(
+                    bf.nonce(hdr.prefix, first + k, False), view[k * step : (k + 1) * step], aad, pt
+                )
             except InvalidTag as exc:
                 raise bf._bad(f"re-key temp chunk {first + k} failed to verify") from exc
 
 
-def rekey_full(hierarchy: KeyHierarchy, path: Path, *,
-               checkpoint_bytes: int = DEFAULT_CHECKPOINT,
-               write: Write = os.write, progress: Callable[[int], None] | None = None,
-               window: int = WINDOW) -> tuple[BackupInfo, int]:
+def rekey_full(
+    hierarchy: KeyHierarchy,
+    path: Path,
+    *,
+    checkpoint_bytes: int = DEFAULT_CHECKPOINT,
+    write: Write = os.write,
+    progress: Callable[[int], None] | None = None,
+    window: int = WINDOW,
+) -> tuple[BackupInfo, int]:
     """Re-encrypt *path* chunk by chunk into a new key; resume a previous attempt if any.
 
     Args:
@@ -224,15 +231,37 @@ def rekey_full(hierarchy: KeyHierarchy, path: Path, *,
         if resume is None:
             cur = hierarchy.current_kek(bf.BRANCH).version
             key_new = os.urandom(32)
-            new = bf.wrap_key(bf.new_header(src.chunk_size, file_id=src.file_id),
-                              hierarchy.kek_plaintext(bf.BRANCH, cur, for_encrypt=True), cur,
-                              key_new)
-            start, doc = 0, {"src_digest": src.digest.hex(), "tmp_digest": new.digest.hex(),
-                             "chunks_done": 0, "seq": 0}
+            new = bf.wrap_key(
+                bf.new_header(src.chunk_size, file_id=src.file_id),
+                hierarchy.kek_plaintext(bf.BRANCH, cur, for_encrypt=True),
+                cur,
+                key_new,
+            )
+            start, doc = (
+                0,
+                {
+                    "src_digest": src.digest.hex(),
+                    "tmp_digest": new.digest.hex(),
+                    "chunks_done": 0,
+                    "seq": 0,
+                },
+            )
         else:
             new, key_new, start, doc = resume
-        job = _Job(sfd=sfd, src=src, key_old=key_old, n=n, size=size, tmp=tmp, state=state,
-                   new=new, key_new=key_new, doc=doc, write=write, progress=progress)
+        job = _Job(
+            sfd=sfd,
+            src=src,
+            key_old=key_old,
+            n=n,
+            size=size,
+            tmp=tmp,
+            state=state,
+            new=new,
+            key_new=key_new,
+            doc=doc,
+            write=write,
+            progress=progress,
+        )
         try:
             job.run(start, checkpoint_bytes, window)
             os.replace(tmp, path)
@@ -244,18 +273,36 @@ def rekey_full(hierarchy: KeyHierarchy, path: Path, *,
     state.unlink(missing_ok=True)
     plain = size - src.length - n * bf.TAG
     _catalog(hierarchy, new, path, plain)
-    info = BackupInfo(path=str(path), file_id=new.file_id.hex(), kek_version=new.kek_version,
-                      chunk_size=new.chunk_size, chunks=n, plaintext_bytes=plain)
+    info = BackupInfo(
+        path=str(path),
+        file_id=new.file_id.hex(),
+        kek_version=new.kek_version,
+        chunk_size=new.chunk_size,
+        chunks=n,
+        plaintext_bytes=plain,
+    )
     return info, start
 
 
 class _Job:
     """One pass of the re-encryption pipeline (read-ahead thread, crypto here, write-behind)."""
 
-    def __init__(self, *, sfd: int, src: bf.Header, key_old: bytes, n: int, size: int,
-                 tmp: Path, state: Path, new: bf.Header, key_new: bytes,
-                 doc: dict[str, object], write: Write,
-                 progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        *,
+        sfd: int,
+        src: bf.Header,
+        key_old: bytes,
+        n: int,
+        size: int,
+        tmp: Path,
+        state: Path,
+        new: bf.Header,
+        key_new: bytes,
+        doc: dict[str, object],
+        write: Write,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         self.sfd, self.src, self.n, self.size = sfd, src, n, size
         self.tmp, self.state, self.new, self.write, self.progress = tmp, state, new, write, progress
         self.dec, self.enc = AESGCM(key_old), AESGCM(key_new)
@@ -286,8 +333,9 @@ class _Job:
                 if self.progress:
                     self.progress(start * self.src.chunk_size)
             os.lseek(self.ofd, new.length + start * self.step, os.SEEK_SET)
-            _advise(self.sfd, self.src.length, self.size - self.src.length,
-                    os.POSIX_FADV_SEQUENTIAL)
+            _advise(
+                self.sfd, self.src.length, self.size - self.src.length, os.POSIX_FADV_SEQUENTIAL
+            )
             # Whole chunks per window, sized so that windows tile a checkpoint interval.
             every = max(1, -(-checkpoint_bytes // self.step))
             per = -(-every // -(-every // max(1, window // self.step)))
@@ -367,14 +415,15 @@ class _Job:
         for pos in range(0, len(inv), step):
             i = first + pos // step
             last = i == self.n - 1
-            cv = inv[pos:pos + step]
-            pv = pt[:len(cv) - bf.TAG]
+            cv = inv[pos : pos + step]
+            pv = pt[: len(cv) - bf.TAG]
             try:
                 self.dec.decrypt_into(bf.nonce(src.prefix, i, last), cv, aad_old, pv)
             except InvalidTag as exc:
-                raise bf._bad(f"chunk {i} of {self.n} failed to verify; nothing was replaced"
-                              ) from exc
-            self.enc.encrypt_into(bf.nonce(new.prefix, i, last), pv, aad_new, out[pos:pos + step])
+                raise bf._bad(
+                    f"chunk {i} of {self.n} failed to verify; nothing was replaced"
+                ) from exc
+            self.enc.encrypt_into(bf.nonce(new.prefix, i, last), pv, aad_new, out[pos : pos + step])
 
     def _check_out(self, out: memoryview, offset: int) -> None:
         """Authenticate new ciphertext about to be written at *offset*, framing from the offset.
@@ -389,15 +438,23 @@ class _Job:
             i, rem = divmod(at, step)
             clen = min(step, self.total - (offset + pos))
             if rem or clen < bf.TAG or pos + clen > len(out):
-                raise IntegrityError("The re-encrypted file's framing is wrong",
-                                     "Nothing was replaced; report this bug.")
+                raise IntegrityError(
+                    "The re-encrypted file's framing is wrong",
+                    "Nothing was replaced; report this bug.",
+                )
             last = offset + pos + clen == self.total
             try:
-                self.enc.decrypt_into(bf.nonce(new.prefix, i, last), out[pos:pos + clen],
-                                      new.digest, pt[:clen - bf.TAG])
+                self.enc.decrypt_into(
+                    bf.nonce(new.prefix, i, last),
+                    out[pos : pos + clen],
+                    new.digest,
+                    pt[: clen - bf.TAG],
+                )
             except InvalidTag as exc:
-                raise IntegrityError(f"Re-encrypted chunk {i} failed to verify before writing",
-                                     "Nothing was replaced; run the command again.") from exc
+                raise IntegrityError(
+                    f"Re-encrypted chunk {i} failed to verify before writing",
+                    "Nothing was replaced; run the command again.",
+                ) from exc
 
     def _write(self, out: memoryview, offset: int) -> None:
         write_all(self.ofd, out, self.write)
@@ -422,19 +479,23 @@ class _Job:
         new, step = self.new, self.step
         fd = os.open(self.tmp, os.O_RDONLY)
         try:
-            if (os.pread(fd, new.length, 0) != new.to_bytes()
-                    or os.fstat(fd).st_size != self.total):
-                raise StorageError("The re-encrypted file's header or size is wrong",
-                                   "Nothing was replaced; run the command again.")
+            if os.pread(fd, new.length, 0) != new.to_bytes() or os.fstat(fd).st_size != self.total:
+                raise StorageError(
+                    "The re-encrypted file's header or size is wrong",
+                    "Nothing was replaced; run the command again.",
+                )
             for i in sorted({0, self.n - 1}):
                 off = new.length + i * step
                 ct = bytearray(min(step, self.total - off))
                 read_exact(fd, memoryview(ct), off)
                 try:
-                    self.enc.decrypt(bf.nonce(new.prefix, i, i == self.n - 1), bytes(ct),
-                                     new.digest)
+                    self.enc.decrypt(
+                        bf.nonce(new.prefix, i, i == self.n - 1), bytes(ct), new.digest
+                    )
                 except InvalidTag as exc:
-                    raise IntegrityError(f"Re-encrypted chunk {i} failed to verify on disk",
-                                         "Nothing was replaced; run the command again.") from exc
+                    raise IntegrityError(
+                        f"Re-encrypted chunk {i} failed to verify on disk",
+                        "Nothing was replaced; run the command again.",
+                    ) from exc
         finally:
             os.close(fd)

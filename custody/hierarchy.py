@@ -238,8 +238,12 @@ class KeyHierarchy:
             c.execute(
                 "UPDATE root_versions SET state=?, state_changed=?, destroy_after=? "
                 "WHERE version=?",
-                (state, iso(self.clock()),
-                 destroy_after if state is KeyState.DESTROY_SCHEDULED else None, version),
+                (
+                    state,
+                    iso(self.clock()),
+                    destroy_after if state is KeyState.DESTROY_SCHEDULED else None,
+                    version,
+                ),
             )
 
     def create_dev_root(self) -> RootVersion:

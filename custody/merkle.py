@@ -167,8 +167,10 @@ class MerkleTree:
 
 
 def _fail(what: str) -> IntegrityError:
-    return IntegrityError(f"Merkle {what} proof does not verify",
-                          "The entry, the proof or the checkpoint was altered or mismatched.")
+    return IntegrityError(
+        f"Merkle {what} proof does not verify",
+        "The entry, the proof or the checkpoint was altered or mismatched.",
+    )
 
 
 def verify_inclusion(

@@ -67,11 +67,15 @@ class DueItem:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "key": self.key, "version": self.version, "class": self.key_class,
-            "period_days": self.period_days, "warn_days": self.warn_days,
+            "key": self.key,
+            "version": self.version,
+            "class": self.key_class,
+            "period_days": self.period_days,
+            "warn_days": self.warn_days,
             "created": self.created.isoformat() if self.created else None,
             "due_at": self.due_at.isoformat() if self.due_at else None,
-            "days_left": self.days_left, "status": self.status,
+            "days_left": self.days_left,
+            "status": self.status,
         }
 
 
@@ -101,9 +105,17 @@ def evaluate_one(age: KeyAge, policy: BranchPolicy, now: datetime) -> DueItem:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if age.created is None:
-        return DueItem(key=age.key, version=None, key_class=policy.key_class,
-                       period_days=policy.period_days, warn_days=policy.warn_days, created=None,
-                       due_at=None, days_left=None, status="missing")
+        return DueItem(
+            key=age.key,
+            version=None,
+            key_class=policy.key_class,
+            period_days=policy.period_days,
+            warn_days=policy.warn_days,
+            created=None,
+            due_at=None,
+            days_left=None,
+            status="missing",
+        )
     due_at = age.created + timedelta(days=policy.period_days)
     days_left = (due_at.astimezone(UTC).date() - now.astimezone(UTC).date()).days
     if days_left < 0:
@@ -114,26 +126,43 @@ def evaluate_one(age: KeyAge, policy: BranchPolicy, now: datetime) -> DueItem:
         status = "upcoming"
     else:
         status = "ok"
-    return DueItem(key=age.key, version=age.version, key_class=policy.key_class,
-                   period_days=policy.period_days, warn_days=policy.warn_days,
-                   created=age.created, due_at=due_at, days_left=days_left, status=status)
+    return DueItem(
+        key=age.key,
+        version=age.version,
+        key_class=policy.key_class,
+        period_days=policy.period_days,
+        warn_days=policy.warn_days,
+        created=age.created,
+        due_at=due_at,
+        days_left=days_left,
+        status=status,
+    )
 
 
-def evaluate(ages: Iterable[KeyAge], branches: Mapping[str, BranchPolicy],
-             now: datetime) -> tuple[DueItem, ...]:
+def evaluate(
+    ages: Iterable[KeyAge], branches: Mapping[str, BranchPolicy], now: datetime
+) -> tuple[DueItem, ...]:
     """Evaluate every key, most urgent first (missing, then fewest days left).
 
     Raises:
         ValueError: *now* is naive.
     """
     items = [evaluate_one(a, policy_for(a.key, branches), now) for a in ages]
-    return tuple(sorted(items, key=lambda i: (i.days_left is not None,
-                                              i.days_left if i.days_left is not None else 0,
-                                              i.key)))
+    return tuple(
+        sorted(
+            items,
+            key=lambda i: (
+                i.days_left is not None,
+                i.days_left if i.days_left is not None else 0,
+                i.key,
+            ),
+        )
+    )
 
 
-def warnings(items: Iterable[DueItem], *, deployment_id: str = "",
-             now: datetime | None = None) -> tuple[dict[str, Any], ...]:
+def warnings(
+    items: Iterable[DueItem], *, deployment_id: str = "", now: datetime | None = None
+) -> tuple[dict[str, Any], ...]:
     """The warnings to raise for *items*: one JSON-ready dict per key that needs attention.
 
     A warning never holds key material: only names, versions, dates and counts.
@@ -150,9 +179,12 @@ def warnings(items: Iterable[DueItem], *, deployment_id: str = "",
             msg = f"{i.key}/v{i.version} is due for rotation today"
         else:
             msg = f"{i.key}/v{i.version} is overdue for rotation by {-(i.days_left or 0)} day(s)"
-        w: dict[str, Any] = {"type": "rotation-warning", "severity":
-                             "warning" if i.status == "upcoming" else "critical",
-                             "message": msg, **i.to_json()}
+        w: dict[str, Any] = {
+            "type": "rotation-warning",
+            "severity": "warning" if i.status == "upcoming" else "critical",
+            "message": msg,
+            **i.to_json(),
+        }
         if deployment_id:
             w["deployment_id"] = deployment_id
         if now is not None:
@@ -169,8 +201,9 @@ class HookResult:
     detail: str
 
 
-def run_alert_hook(command: str, warning: Mapping[str, Any], *,
-                   runner: Callable[..., Any] = subprocess.run) -> HookResult:
+def run_alert_hook(
+    command: str, warning: Mapping[str, Any], *, runner: Callable[..., Any] = subprocess.run
+) -> HookResult:
     """Run the configured alert hook with one warning as JSON on stdin.
 
     The command is split with :func:`shlex.split` and run without a shell. A failing hook is
@@ -186,8 +219,13 @@ def run_alert_hook(command: str, warning: Mapping[str, Any], *,
     """
     try:
         argv = shlex.split(command)
-        proc = runner(argv, input=json.dumps(dict(warning), sort_keys=True).encode(),
-                      capture_output=True, timeout=HOOK_TIMEOUT_S, check=False)
+        proc = runner(
+            argv,
+            input=json.dumps(dict(warning), sort_keys=True).encode(),
+            capture_output=True,
+            timeout=HOOK_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return HookResult(ok=False, detail=f"alert hook failed to start: {type(exc).__name__}")
     if proc.returncode != 0:
@@ -195,8 +233,12 @@ def run_alert_hook(command: str, warning: Mapping[str, Any], *,
     return HookResult(ok=True, detail="delivered")
 
 
-def emit_warnings(warns: Iterable[Mapping[str, Any]], *, alert_hook: str | None,
-                  audit: Callable[[Mapping[str, Any]], None] | None = None) -> list[HookResult]:
+def emit_warnings(
+    warns: Iterable[Mapping[str, Any]],
+    *,
+    alert_hook: str | None,
+    audit: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[HookResult]:
     """Send each warning to the audit sink (when given) and to the alert hook (when set).
 
     Args:

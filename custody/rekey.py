@@ -69,10 +69,14 @@ class RekeyPlan:
         return self.total / self.rate if self.rate > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"items": [vars_of(i) for i in self.items], "rotate": list(self.rotate),
-                "total": self.total, "rate_per_s": round(self.rate),
-                "eta_seconds": round(self.eta_seconds, 1),
-                "due": [d.to_json() for d in self.due]}
+        return {
+            "items": [vars_of(i) for i in self.items],
+            "rotate": list(self.rotate),
+            "total": self.total,
+            "rate_per_s": round(self.rate),
+            "eta_seconds": round(self.eta_seconds, 1),
+            "due": [d.to_json() for d in self.due],
+        }
 
 
 def vars_of(obj: Any) -> dict[str, Any]:
@@ -109,10 +113,13 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": True, "status": self.status,
+            "ok": True,
+            "status": self.status,
             "jobs": [{**vars_of(j), "rate_per_s": round(j.rate)} for j in self.jobs],
-            "moved": sum(j.moved for j in self.jobs), "rotated": list(self.rotated),
-            "retired": list(self.retired), "warnings": list(self.warnings),
+            "moved": sum(j.moved for j in self.jobs),
+            "rotated": list(self.rotated),
+            "retired": list(self.retired),
+            "warnings": list(self.warnings),
             "holder": vars_of(self.holder) if self.holder else None,
         }
 
@@ -120,8 +127,10 @@ class RunReport:
 # ---------------------------------------------------------------------------- planning
 def pending(store: Store, branch: str | None = None) -> list[tuple[str, int, int]]:
     """``(branch, version, objects)`` for every non-active version that still wraps objects."""
-    sql = ("SELECT o.branch, o.kek_version, COUNT(*) FROM objects o JOIN kek_versions k "
-           "ON k.branch=o.branch AND k.version=o.kek_version WHERE k.state!=?")
+    sql = (
+        "SELECT o.branch, o.kek_version, COUNT(*) FROM objects o JOIN kek_versions k "
+        "ON k.branch=o.branch AND k.version=o.kek_version WHERE k.state!=?"
+    )
     params: tuple[str, ...] = (KeyState.ACTIVE,)
     if branch is not None:
         sql += " AND o.branch=?"
@@ -144,15 +153,18 @@ def measure_rate(store: Store, n: int = 2000) -> float:
     k = AESGCM(os.urandom(32))
     rows: list[Any] = list(store.query("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,)))
     if not rows:
-        rows = [(0, os.urandom(16), envelope.seal(os.urandom(32), "data", 1, os.urandom(32),
-                                                   b"x"))] * 200
+        rows = [
+            (0, os.urandom(16), envelope.seal(os.urandom(32), "data", 1, os.urandom(32), b"x"))
+        ] * 200
     sample = [(i, u, k.encrypt(b"\0" * 12, bytes(len(w) - 34), b"h" + u)) for i, u, w in rows]
     t0 = time.perf_counter()
     store.conn.execute("BEGIN IMMEDIATE")
     try:
         store.conn.execute("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,)).fetchall()
-        out = [(k.encrypt(b"\1" * 12, k.decrypt(b"\0" * 12, w, b"h" + u), b"h" + u), i)
-               for i, u, w in sample]
+        out = [
+            (k.encrypt(b"\1" * 12, k.decrypt(b"\0" * 12, w, b"h" + u), b"h" + u), i)
+            for i, u, w in sample
+        ]
         store.conn.executemany("UPDATE objects SET wrapped=? WHERE id=?", out)
     finally:
         store.conn.execute("ROLLBACK")
@@ -160,8 +172,14 @@ def measure_rate(store: Store, n: int = 2000) -> float:
     return len(sample) / dt if dt > 0 else 0.0
 
 
-def plan(hierarchy: KeyHierarchy, config: Config, *, now: datetime, branch: str | None = None,
-         due: bool = False) -> RekeyPlan:
+def plan(
+    hierarchy: KeyHierarchy,
+    config: Config,
+    *,
+    now: datetime,
+    branch: str | None = None,
+    due: bool = False,
+) -> RekeyPlan:
     """What a run would move, which branches it would rotate first, and an estimate.
 
     Needs no PIN: nothing is decrypted.
@@ -180,34 +198,53 @@ def plan(hierarchy: KeyHierarchy, config: Config, *, now: datetime, branch: str 
     for b in rotate:  # everything under the current version moves after rotation
         cur = active.get(b)
         (n,) = hierarchy.store.query(
-            "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?", (b, cur))[0]
+            "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?", (b, cur)
+        )[0]
         if n:
-            items.append(PlanItem(branch=b, from_version=int(cur or 0),
-                                  to_version=(cur or 0) + 1, objects=int(n)))
-    return RekeyPlan(items=tuple(items), rotate=rotate, rate=measure_rate(hierarchy.store),
-                     due=items_due)
+            items.append(
+                PlanItem(
+                    branch=b, from_version=int(cur or 0), to_version=(cur or 0) + 1, objects=int(n)
+                )
+            )
+    return RekeyPlan(
+        items=tuple(items), rotate=rotate, rate=measure_rate(hierarchy.store), due=items_due
+    )
 
 
 def _branches_to_rotate(items: tuple[policy.DueItem, ...], branch: str | None) -> tuple[str, ...]:
-    return tuple(sorted(i.key for i in items
-                        if i.key in BRANCHES and i.status in ("due", "overdue")
-                        and (branch is None or i.key == branch)))
+    return tuple(
+        sorted(
+            i.key
+            for i in items
+            if i.key in BRANCHES
+            and i.status in ("due", "overdue")
+            and (branch is None or i.key == branch)
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ running
-def _open_job(store: Store, branch: str, to_version: int, total: int, batch: int,
-              now: datetime) -> tuple[int, int]:
+def _open_job(
+    store: Store, branch: str, to_version: int, total: int, batch: int, now: datetime
+) -> tuple[int, int]:
     """Resume the branch's running job for *to_version*, or start one. Returns (id, done)."""
     with store.tx() as c:
-        row = c.execute("SELECT id, to_version, done FROM rekey_jobs WHERE branch=? AND "
-                        "state='running' ORDER BY id DESC LIMIT 1", (branch,)).fetchone()
+        row = c.execute(
+            "SELECT id, to_version, done FROM rekey_jobs WHERE branch=? AND "
+            "state='running' ORDER BY id DESC LIMIT 1",
+            (branch,),
+        ).fetchone()
         if row is not None and row[1] == to_version:
-            c.execute("UPDATE rekey_jobs SET owner_pid=?, updated=? WHERE id=?",
-                      (os.getpid(), iso(now), row[0]))
+            c.execute(
+                "UPDATE rekey_jobs SET owner_pid=?, updated=? WHERE id=?",
+                (os.getpid(), iso(now), row[0]),
+            )
             return int(row[0]), int(row[2])
         if row is not None:  # a newer version became current mid-job: start over to it
-            c.execute("UPDATE rekey_jobs SET state='superseded', finished=? WHERE id=?",
-                      (iso(now), row[0]))
+            c.execute(
+                "UPDATE rekey_jobs SET state='superseded', finished=? WHERE id=?",
+                (iso(now), row[0]),
+            )
         cur = c.execute(
             "INSERT INTO rekey_jobs(branch, to_version, state, total, batch, owner_pid, started, "
             "updated) VALUES(?,?,?,?,?,?,?,?)",
@@ -216,9 +253,16 @@ def _open_job(store: Store, branch: str, to_version: int, total: int, batch: int
         return int(cur.lastrowid or 0), 0
 
 
-def rewrap_batch(rows: list[tuple[int, bytes, bytes]], *, branch: str, old_version: int,
-                 new_version: int, dec: AESGCM, enc: AESGCM,
-                 stamp: str) -> list[tuple[bytes, int, str, int, int]]:
+def rewrap_batch(
+    rows: list[tuple[int, bytes, bytes]],
+    *,
+    branch: str,
+    old_version: int,
+    new_version: int,
+    dec: AESGCM,
+    enc: AESGCM,
+    stamp: str,
+) -> list[tuple[bytes, int, str, int, int]]:
     """Rewrap one batch in process: the hot loop of a re-key job.
 
     Args:
@@ -248,27 +292,50 @@ def rewrap_batch(rows: list[tuple[int, bytes, bytes]], *, branch: str, old_versi
     try:
         for oid, uid, blob in rows:
             if blob[:hl] != ho:
-                raise IntegrityError("An object's envelope disagrees with its row",
-                                     f"Object {uid.hex()} is damaged; the job stopped.")
-            n = nonces[i:i + 12]
+                raise IntegrityError(
+                    "An object's envelope disagrees with its row",
+                    f"Object {uid.hex()} is damaged; the job stopped.",
+                )
+            n = nonces[i : i + 12]
             i += 12
-            append((hn + n + encrypt(n, decrypt(blob[hl:body], blob[body:], aad_old + uid),
-                                     aad_new + uid), new_version, stamp, oid, old_version))
+            append(
+                (
+                    hn
+                    + n
+                    + encrypt(n, decrypt(blob[hl:body], blob[body:], aad_old + uid), aad_new + uid),
+                    new_version,
+                    stamp,
+                    oid,
+                    old_version,
+                )
+            )
     except InvalidTag as exc:
-        raise IntegrityError(f"Object {uid.hex()} failed to decrypt under {branch}/v{old_version}",
-                             "The object is damaged or was moved; the job stopped, "
-                             "nothing in this batch was changed.") from exc
+        raise IntegrityError(
+            f"Object {uid.hex()} failed to decrypt under {branch}/v{old_version}",
+            "The object is damaged or was moved; the job stopped, "
+            "nothing in this batch was changed.",
+        ) from exc
     return out
 
 
-_SELECT = ("SELECT id, uid, wrapped FROM objects WHERE branch=? AND kek_version=? "
-           "ORDER BY id LIMIT ?")
-_UPDATE = ("UPDATE objects SET wrapped=?, kek_version=?, updated=? WHERE id=? AND kek_version=?")
+_SELECT = (
+    "SELECT id, uid, wrapped FROM objects WHERE branch=? AND kek_version=? ORDER BY id LIMIT ?"
+)
+_UPDATE = "UPDATE objects SET wrapped=?, kek_version=?, updated=? WHERE id=? AND kek_version=?"
 
 
-def move_version(hierarchy: KeyHierarchy, lease: rekey_lease.Lease, job_id: int, branch: str,
-                 old_version: int, new_version: int, *, batch: int,
-                 clock: Callable[[], datetime], progress: Progress | None = None) -> int:
+def move_version(
+    hierarchy: KeyHierarchy,
+    lease: rekey_lease.Lease,
+    job_id: int,
+    branch: str,
+    old_version: int,
+    new_version: int,
+    *,
+    batch: int,
+    clock: Callable[[], datetime],
+    progress: Progress | None = None,
+) -> int:
     """Move every object of *branch*/v*old_version* to v*new_version*, batch by batch.
 
     Returns:
@@ -290,21 +357,33 @@ def move_version(hierarchy: KeyHierarchy, lease: rekey_lease.Lease, job_id: int,
             rows = c.execute(_SELECT, (branch, old_version, batch)).fetchall()
             if not rows:
                 return moved
-            params = rewrap_batch(rows, branch=branch, old_version=old_version,
-                                  new_version=new_version, dec=dec, enc=enc, stamp=stamp)
+            params = rewrap_batch(
+                rows,
+                branch=branch,
+                old_version=old_version,
+                new_version=new_version,
+                dec=dec,
+                enc=enc,
+                stamp=stamp,
+            )
             cur = c.executemany(_UPDATE, params)
             if cur.rowcount != len(params):
-                raise rekey_lease.LeaseLost("Rows changed under the re-key job",
-                                            "Another writer moved them; this batch was undone.")
-            c.execute("UPDATE rekey_jobs SET done=done+?, last_id=?, updated=? WHERE id=?",
-                      (len(rows), rows[-1][0], stamp, job_id))
+                raise rekey_lease.LeaseLost(
+                    "Rows changed under the re-key job",
+                    "Another writer moved them; this batch was undone.",
+                )
+            c.execute(
+                "UPDATE rekey_jobs SET done=done+?, last_id=?, updated=? WHERE id=?",
+                (len(rows), rows[-1][0], stamp, job_id),
+            )
         moved += len(rows)
         if progress:
             progress(len(rows))
 
 
-def verify_branch(hierarchy: KeyHierarchy, branch: str, version: int, *,
-                  sample: int | None) -> tuple[int, tuple[str, ...]]:
+def verify_branch(
+    hierarchy: KeyHierarchy, branch: str, version: int, *, sample: int | None
+) -> tuple[int, tuple[str, ...]]:
     """Decrypt objects of *branch*/v*version* and compare them to their recorded digests.
 
     Args:
@@ -326,7 +405,7 @@ def verify_branch(hierarchy: KeyHierarchy, branch: str, version: int, *,
         try:
             if blob[:hl] != hdr:
                 raise InvalidTag
-            plain = key.decrypt(blob[hl:hl + 12], blob[hl + 12:], hdr + OBJ_CTX + uid)
+            plain = key.decrypt(blob[hl : hl + 12], blob[hl + 12 :], hdr + OBJ_CTX + uid)
             if object_digest(uid, plain) != digest:
                 failed.append(uid.hex())
         except InvalidTag:
@@ -355,38 +434,66 @@ class _Runner:
         t0 = time.perf_counter()
         moved = 0
         for v, _n in todo:
-            moved += move_version(self.hierarchy, lease, job_id, branch, v, to, batch=self.batch,
-                                  clock=self.clock, progress=self.progress)
+            moved += move_version(
+                self.hierarchy,
+                lease,
+                job_id,
+                branch,
+                v,
+                to,
+                batch=self.batch,
+                clock=self.clock,
+                progress=self.progress,
+            )
         secs = time.perf_counter() - t0
         checked = 0
         failed: tuple[str, ...] = ()
         if self.verify != "none":
-            checked, failed = verify_branch(self.hierarchy, branch, to,
-                                            sample=None if self.verify == "all" else self.sample)
+            checked, failed = verify_branch(
+                self.hierarchy, branch, to, sample=None if self.verify == "all" else self.sample
+            )
         now = iso(self.clock())
         with store.tx() as c:
-            c.execute("UPDATE rekey_jobs SET state=?, finished=?, updated=?, verified=?, "
-                      "verify_failed=? WHERE id=?",
-                      ("verify-failed" if failed else "done", now, now, checked, len(failed),
-                       job_id))
+            c.execute(
+                "UPDATE rekey_jobs SET state=?, finished=?, updated=?, verified=?, "
+                "verify_failed=? WHERE id=?",
+                ("verify-failed" if failed else "done", now, now, checked, len(failed), job_id),
+            )
         if failed:
             raise IntegrityError(
                 f"{len(failed)} of {checked} rewrapped objects failed verification "
                 f"(first: {failed[0]})",
-                "Old versions were not retired. Run 'custody rekey verify --all' and investigate.")
-        return JobReport(job_id=job_id, branch=branch, to_version=to, moved=moved,
-                         total=done + moved, seconds=secs, verified=checked)
+                "Old versions were not retired. Run 'custody rekey verify --all' and investigate.",
+            )
+        return JobReport(
+            job_id=job_id,
+            branch=branch,
+            to_version=to,
+            moved=moved,
+            total=done + moved,
+            seconds=secs,
+            verified=checked,
+        )
 
 
 def done_total(todo: list[tuple[int, int]]) -> int:
     return sum(n for _v, n in todo)
 
 
-def run(hierarchy: KeyHierarchy, config: Config, *, branch: str | None = None, due: bool = False,
-        batch: int = DEFAULT_BATCH, wait: float = 0.0, verify: str = "sample",
-        sample: int = DEFAULT_SAMPLE, progress: Progress | None = None,
-        clock: Callable[[], datetime] | None = None,
-        audit: Callable[[Mapping[str, Any]], None] | None = None) -> RunReport:
+def run(
+    hierarchy: KeyHierarchy,
+    config: Config,
+    *,
+    branch: str | None = None,
+    due: bool = False,
+    batch: int = DEFAULT_BATCH,
+    wait: float = 0.0,
+    verify: str = "sample",
+    sample: int = DEFAULT_SAMPLE,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] | None = None,
+    audit: Callable[[Mapping[str, Any]], None] | None = None,
+) -> RunReport:
     """Run (or resume) re-key jobs, then advance staged retirement.
 
     Args:
@@ -431,8 +538,15 @@ def run(hierarchy: KeyHierarchy, config: Config, *, branch: str | None = None, d
             for b in _branches_to_rotate(items, branch):
                 k = hierarchy.create_kek_version(b)
                 rotated.append(f"{b}/v{k.version}")
-        runner = _Runner(hierarchy=hierarchy, config=config, clock=clock, batch=batch,
-                         verify=verify, sample=sample, progress=progress)
+        runner = _Runner(
+            hierarchy=hierarchy,
+            config=config,
+            clock=clock,
+            batch=batch,
+            verify=verify,
+            sample=sample,
+            progress=progress,
+        )
         branches = [branch] if branch else sorted({b for b, _v, _n in pending(store)})
         jobs = [j for b in branches if (j := runner.job(lease, b)) is not None]
         retired = advance_retirement(hierarchy, config, now=clock(), branch=branch)
@@ -440,5 +554,10 @@ def run(hierarchy: KeyHierarchy, config: Config, *, branch: str | None = None, d
         hierarchy.forget_keys()
         rekey_lease.release(store, lease)
     status = "done" if jobs or rotated or retired else "nothing-to-do"
-    return RunReport(status=status, jobs=tuple(jobs), rotated=tuple(rotated),
-                     retired=tuple(retired), warnings=warns)
+    return RunReport(
+        status=status,
+        jobs=tuple(jobs),
+        rotated=tuple(rotated),
+        retired=tuple(retired),
+        warnings=warns,
+    )

@@ -77,8 +77,14 @@ def holder(store: Store) -> Holder | None:
     return Holder(pid=rows[0][0], host=rows[0][1], acquired=rows[0][2], expires=rows[0][3])
 
 
-def try_acquire(store: Store, *, now: datetime, ttl: int = LEASE_SECONDS,
-                pid: int | None = None, host: str | None = None) -> Lease | Holder:
+def try_acquire(
+    store: Store,
+    *,
+    now: datetime,
+    ttl: int = LEASE_SECONDS,
+    pid: int | None = None,
+    host: str | None = None,
+) -> Lease | Holder:
     """Take the lease if it is free, expired, or held by a dead process on this host.
 
     Returns:
@@ -108,8 +114,14 @@ def try_acquire(store: Store, *, now: datetime, ttl: int = LEASE_SECONDS,
     return Lease(token=token, pid=pid, host=host, ttl=ttl)
 
 
-def acquire(store: Store, *, clock: Callable[[], datetime], wait: float = 0.0,
-            ttl: int = LEASE_SECONDS, poll: float = 0.25) -> Lease | Holder:
+def acquire(
+    store: Store,
+    *,
+    clock: Callable[[], datetime],
+    wait: float = 0.0,
+    ttl: int = LEASE_SECONDS,
+    poll: float = 0.25,
+) -> Lease | Holder:
     """Like :func:`try_acquire`, retrying for up to *wait* seconds while another worker holds it.
 
     Returns:
@@ -138,8 +150,10 @@ def renew(conn: sqlite3.Connection, lease: Lease, now: datetime) -> None:
         (iso(now + timedelta(seconds=lease.ttl)), LEASE_NAME, lease.token),
     )
     if cur.rowcount != 1:
-        raise LeaseLost("This re-key worker lost its lease",
-                        "Another worker took over after it stalled; this batch was not applied.")
+        raise LeaseLost(
+            "This re-key worker lost its lease",
+            "Another worker took over after it stalled; this batch was not applied.",
+        )
 
 
 def release(store: Store, lease: Lease) -> None:

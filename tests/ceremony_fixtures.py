@@ -22,8 +22,15 @@ class Dep:
         self.root, self.people, self.pin = root, root / "people", root / "pins"
 
     def coord(self, pin: bool = True) -> list[str]:
-        a = ["--home", str(self.root), "--key", str(self.people / "admin.key.pem"),
-             "--passphrase-file", str(self.people / "admin.pass"), "--json"]
+        a = [
+            "--home",
+            str(self.root),
+            "--key",
+            str(self.people / "admin.key.pem"),
+            "--passphrase-file",
+            str(self.people / "admin.pass"),
+            "--json",
+        ]
         return a + (["--pin-file", str(self.pin)] if pin else [])
 
     def shares(self, *names: str, d: str = "shares") -> list[str]:
@@ -48,8 +55,16 @@ class Dep:
         assert v.returncode == 0, v.stdout + v.stderr
 
     def deks_ok(self) -> None:
-        r = run_cli("dek", "verify", "--all", "--home", str(self.root), "--pin-file",
-                    str(self.pin), "--json")
+        r = run_cli(
+            "dek",
+            "verify",
+            "--all",
+            "--home",
+            str(self.root),
+            "--pin-file",
+            str(self.pin),
+            "--json",
+        )
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert out["failed"] == [] and out["checked"] == 50
@@ -75,8 +90,12 @@ def create_people(people: Path, *extra: tuple[str, str]) -> None:
     from ceremonies.participants import create_participant
 
     people.mkdir()
-    for n, role in [("admin", "super-admin"), *[(c, "custodian") for c in CUST], *extra,
-                    ("audrey", "auditor")]:
+    for n, role in [
+        ("admin", "super-admin"),
+        *[(c, "custodian") for c in CUST],
+        *extra,
+        ("audrey", "auditor"),
+    ]:
         (people / f"{n}.pass").write_text(f"pass-{n}\n")
         create_participant(n, role, f"pass-{n}", people)
 
@@ -87,8 +106,9 @@ def build_enrolled(root: Path, *extra: tuple[str, str]):
     d = Dep(root)
     init_home(root, d.pin)
     create_people(d.people, *extra)
-    adds = [a for n in ("admin", *CUST, "audrey")
-            for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    adds = [
+        a for n in ("admin", *CUST, "audrey") for a in ("--add", str(d.people / f"{n}.pub.json"))
+    ]
     r = d.ceremony("enrol", *d.coord(pin=False), *adds)
     assert r.returncode == 0, r.stderr
     return d, r
@@ -106,10 +126,18 @@ def build_generated(root: Path) -> Dep:
     assert r.returncode == 0, r.stderr
     d.verify(r.out["bundle"])
     for b in ("data", "backup", "secrets"):
-        assert run_cli("kek", "rotate", "--branch", b, "--home", str(root), "--pin-file",
-                       str(d.pin)).returncode == 0
-    assert run_cli("dek", "generate", "--count", "50", "--home", str(root), "--pin-file",
-                   str(d.pin)).returncode == 0
+        assert (
+            run_cli(
+                "kek", "rotate", "--branch", b, "--home", str(root), "--pin-file", str(d.pin)
+            ).returncode
+            == 0
+        )
+    assert (
+        run_cli(
+            "dek", "generate", "--count", "50", "--home", str(root), "--pin-file", str(d.pin)
+        ).returncode
+        == 0
+    )
     return d
 
 
@@ -129,8 +157,11 @@ def copy_dep(src: Dep, dst: Path, *, in_flight: bool = False) -> Dep:
         c = sqlite3.connect(dst / "custody.db")
         try:
             with c:
-                c.execute("UPDATE ceremonies SET bundle=replace(bundle, ?, ?), "
-                          "pending=replace(pending, ?, ?)", (str(src.root), str(dst)) * 2)
+                c.execute(
+                    "UPDATE ceremonies SET bundle=replace(bundle, ?, ?), "
+                    "pending=replace(pending, ?, ?)",
+                    (str(src.root), str(dst)) * 2,
+                )
         finally:
             c.close()
     return Dep(dst)
@@ -155,10 +186,15 @@ def sign_approvals(d: Dep, cid: str, names=("alice", "bob", "carol"), tag: str =
     assert rq["ceremony_id"] == cid
     out: list[Path] = []
     for n in names:
-        a = Approval.create(load_signer(d.people / f"{n}.key.pem", f"pass-{n}"),
-                            ceremony_id=cid, action=rq["action"], action_id=rq["action_id"],
-                            digest=rq["action_digest"], now=int(time.time()),
-                            window=int(rq["window"]))
+        a = Approval.create(
+            load_signer(d.people / f"{n}.key.pem", f"pass-{n}"),
+            ceremony_id=cid,
+            action=rq["action"],
+            action_id=rq["action_id"],
+            digest=rq["action_digest"],
+            now=int(time.time()),
+            window=int(rq["window"]),
+        )
         f = d.root / f"appr-{n}{tag}.json"
         f.write_text(json.dumps(a.to_json()))
         out.append(f)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 
 TEST_PIN = "test-user-pin-4821"
 TEST_SO_PIN = "test-so-pin-9130"

@@ -54,8 +54,12 @@ class Result:
 def _kill_after(args: list[str], delay: float) -> tuple[bool, float]:
     """Start the CLI, SIGKILL it after *delay* s. Returns (killed, elapsed)."""
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "ceremonies", *args], env=cli_env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "ceremonies", *args],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         p.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -74,13 +78,27 @@ def rekey_crash(work: Path, *, objects: int, kills: int, seed: int, batch: int =
     home, pins = make_deployment(work, data_objects=objects)
     res = Result()
     typical = 0.5
-    base = ["rekey", "run", "--batch", str(batch), "--verify", "sample", "--sample", "200",
-            "--home", str(home), "--pin-file", str(pins)]
+    base = [
+        "rekey",
+        "run",
+        "--batch",
+        str(batch),
+        "--verify",
+        "sample",
+        "--sample",
+        "200",
+        "--home",
+        str(home),
+        "--pin-file",
+        str(pins),
+    ]
     while res.kills < kills:
         with db(home) as c:
-            left = c.execute("SELECT COUNT(*) FROM objects o JOIN kek_versions k ON "
-                             "k.branch=o.branch AND k.version=o.kek_version "
-                             "WHERE k.state!='active'").fetchone()[0]
+            left = c.execute(
+                "SELECT COUNT(*) FROM objects o JOIN kek_versions k ON "
+                "k.branch=o.branch AND k.version=o.kek_version "
+                "WHERE k.state!='active'"
+            ).fetchone()[0]
         if left == 0:
             cli(home, pins, "kek", "rotate", "--branch", "data")
             res.rotations += 1
@@ -104,8 +122,9 @@ def rekey_crash(work: Path, *, objects: int, kills: int, seed: int, batch: int =
     return res
 
 
-def backup_crash(work: Path, *, mib: int, kills: int, seed: int, chunk: int = 1 << 20,
-                 checkpoint_mib: int = 1) -> Result:
+def backup_crash(
+    work: Path, *, mib: int, kills: int, seed: int, chunk: int = 1 << 20, checkpoint_mib: int = 1
+) -> Result:
     """SIGKILL ``backup rekey --full`` *kills* times; the file must always be a whole backup."""
     rng = random.Random(seed)
     home, pins = make_deployment(work, backup_kek=True)
@@ -117,8 +136,19 @@ def backup_crash(work: Path, *, mib: int, kills: int, seed: int, chunk: int = 1 
     cli(home, pins, "backup", "create", str(src), "--out", str(bk), "--chunk-size", str(chunk))
     res = Result()
     typical = 0.5 + mib / 400
-    args = ["backup", "rekey", "--full", str(bk), "--checkpoint-mib", str(checkpoint_mib),
-            "--home", str(home), "--pin-file", str(pins), "--json"]
+    args = [
+        "backup",
+        "rekey",
+        "--full",
+        str(bk),
+        "--checkpoint-mib",
+        str(checkpoint_mib),
+        "--home",
+        str(home),
+        "--pin-file",
+        str(pins),
+        "--json",
+    ]
     while res.kills < kills:
         killed, elapsed = _kill_after(args, rng.uniform(0.0, typical * 1.1))
         if killed:
@@ -157,18 +187,28 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(a.workdir or tempfile.mkdtemp(prefix="custody-crash-"))
     if a.objects and a.kills:
         t0 = time.monotonic()
-        r = rekey_crash(base / "rekey", objects=a.objects, kills=a.kills, seed=a.seed,
-                        batch=a.batch)
-        print(f"rekey: {r.kills} SIGKILLs ({r.resumed} mid-job), {r.completed_runs} completed "
-              f"runs, {r.rotations} rotations; {r.checked}/{a.objects} objects verified; "
-              f"{time.monotonic() - t0:.0f} s")
+        r = rekey_crash(
+            base / "rekey", objects=a.objects, kills=a.kills, seed=a.seed, batch=a.batch
+        )
+        print(
+            f"rekey: {r.kills} SIGKILLs ({r.resumed} mid-job), {r.completed_runs} completed "
+            f"runs, {r.rotations} rotations; {r.checked}/{a.objects} objects verified; "
+            f"{time.monotonic() - t0:.0f} s"
+        )
     if a.backup_mib and a.backup_kills:
         t0 = time.monotonic()
-        r = backup_crash(base / "backup", mib=a.backup_mib, kills=a.backup_kills, seed=a.seed,
-                         checkpoint_mib=max(1, a.backup_mib // 64))
-        print(f"backup: {r.kills} SIGKILLs ({r.resumed} with a checkpoint), {r.completed_runs} "
-              f"completed runs; {a.backup_mib} MiB restored byte for byte; "
-              f"{time.monotonic() - t0:.0f} s")
+        r = backup_crash(
+            base / "backup",
+            mib=a.backup_mib,
+            kills=a.backup_kills,
+            seed=a.seed,
+            checkpoint_mib=max(1, a.backup_mib // 64),
+        )
+        print(
+            f"backup: {r.kills} SIGKILLs ({r.resumed} with a checkpoint), {r.completed_runs} "
+            f"completed runs; {a.backup_mib} MiB restored byte for byte; "
+            f"{time.monotonic() - t0:.0f} s"
+        )
     return 0
 
 

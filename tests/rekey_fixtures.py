@@ -55,4 +55,5 @@ def retired_but_used(home: Path) -> list[tuple[str, int, int]]:
         return c.execute(
             "SELECT k.branch, k.version, COUNT(o.id) FROM kek_versions k JOIN objects o "
             "ON o.branch=k.branch AND o.kek_version=k.version "
-            "WHERE k.state NOT IN ('active','decrypt-only') GROUP BY 1, 2").fetchall()
+            "WHERE k.state NOT IN ('active','decrypt-only') GROUP BY 1, 2"
+        ).fetchall()

@@ -22,8 +22,13 @@ KEY = b"k" * 32
 def filled(tmp_path: Path, n: int = 40) -> AuditLog:
     log = AuditLog(tmp_path / "audit.db", audit_key=KEY, durable=False, clock=lambda: 1_800_000_000)
     for i in range(n):
-        log.append("secret.get", f"svc{i % 3}/db", "alice", details={"i": i},
-                   sensitive={"secret_name": f"name-{i}"})
+        log.append(
+            "secret.get",
+            f"svc{i % 3}/db",
+            "alice",
+            details={"i": i},
+            sensitive={"secret_name": f"name-{i}"},
+        )
         if i in (9, 29):
             log.checkpoint(SIGNER)
     return log
@@ -85,12 +90,15 @@ def test_corrupt_database_refuses(tmp_path: Path) -> None:
         AuditLog(tmp_path / "audit.db").append("a", "b", "c")
 
 
-@pytest.mark.parametrize("tamper", [
-    "UPDATE entries SET line = replace(line, 'svc1', 'svc9') WHERE seq = 4",
-    "DELETE FROM entries WHERE seq = 12",
-    "DELETE FROM entries WHERE seq = 39",
-    "UPDATE checkpoints SET line = replace(line, '\"tree_size\":10', '\"tree_size\":11')",
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE entries SET line = replace(line, 'svc1', 'svc9') WHERE seq = 4",
+        "DELETE FROM entries WHERE seq = 12",
+        "DELETE FROM entries WHERE seq = 39",
+        "UPDATE checkpoints SET line = replace(line, '\"tree_size\":10', '\"tree_size\":11')",
+    ],
+)
 def test_tampering_detected(tmp_path: Path, tamper: str) -> None:
     log = filled(tmp_path)
     log.checkpoint(SIGNER)

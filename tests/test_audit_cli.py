@@ -18,8 +18,13 @@ def _home(tmp_path: Path, n: int = 12) -> Path:
     home.mkdir()
     log = AuditLog(home / "audit.db", audit_key=b"k" * 32)
     for i in range(n):
-        log.append("secret.get", f"svc{i}", "alice", outcome="ok" if i % 4 else "denied",
-                   sensitive={"name": f"n{i}"})
+        log.append(
+            "secret.get",
+            f"svc{i}",
+            "alice",
+            outcome="ok" if i % 4 else "denied",
+            sensitive={"name": f"n{i}"},
+        )
     log.close()
     return home
 
@@ -39,8 +44,18 @@ def test_checkpoint_proof_check_verify_tail(tmp_path: Path) -> None:
     trust = tmp_path / "trust.json"
     r = run_cli("audit", "proof", "--home", str(home), "--entry", "3")
     assert r.returncode == 6 and "audit checkpoint" in r.stderr
-    r = run_cli("audit", "checkpoint", "--home", str(home), "--key-file", str(pem),
-                "--passphrase-file", str(pw), "--trust-out", str(trust))
+    r = run_cli(
+        "audit",
+        "checkpoint",
+        "--home",
+        str(home),
+        "--key-file",
+        str(pem),
+        "--passphrase-file",
+        str(pw),
+        "--trust-out",
+        str(trust),
+    )
     assert r.returncode == 0, r.stderr
     assert "tree size 12" in r.stdout
     proof = tmp_path / "p.json"
@@ -82,11 +97,25 @@ def test_checkpoint_with_hsm_audit_key(softhsm_token, tmp_path: Path, pin_file: 
 
     conf, label, _pin = softhsm_token
     home = _home(tmp_path)
-    Home(home).write_config(Config(deployment_id="t", created="2026-01-01",
-                                   hsm=HsmConfig(token_label=label, softhsm_conf=str(conf))))
+    Home(home).write_config(
+        Config(
+            deployment_id="t",
+            created="2026-01-01",
+            hsm=HsmConfig(token_label=label, softhsm_conf=str(conf)),
+        )
+    )
     trust = tmp_path / "hsm.json"
-    r = run_cli("audit", "checkpoint", "--home", str(home), "--pin-file", str(pin_file),
-                "--trust-out", str(trust), env=cli_env(SOFTHSM2_CONF=str(conf)))
+    r = run_cli(
+        "audit",
+        "checkpoint",
+        "--home",
+        str(home),
+        "--pin-file",
+        str(pin_file),
+        "--trust-out",
+        str(trust),
+        env=cli_env(SOFTHSM2_CONF=str(conf)),
+    )
     assert r.returncode == 0, r.stderr
     proof = tmp_path / "p.json"
     r = run_cli("audit", "proof", "--home", str(home), "--entry", "11", "--out", str(proof))

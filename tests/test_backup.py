@@ -61,22 +61,24 @@ def test_empty_and_exact_multiple_files(dep, tmp_path: Path) -> None:
 
 def _swap(d: bytearray, h: int) -> bytes:
     step = CHUNK + 16
-    a, b = d[h:h + step], d[h + step:h + 2 * step]
-    return bytes(d[:h] + b + a + d[h + 2 * step:])
+    a, b = d[h : h + step], d[h + step : h + 2 * step]
+    return bytes(d[:h] + b + a + d[h + 2 * step :])
 
 
 CASES = {
     "flipped ciphertext byte": lambda d, h: (
-        bytes(d[:h + 10]) + bytes([d[h + 10] ^ 1]) + bytes(d[h + 11:])
+        bytes(d[: h + 10]) + bytes([d[h + 10] ^ 1]) + bytes(d[h + 11 :])
     ),
-    "truncated at a chunk boundary": lambda d, h: bytes(d[:h + 3 * (CHUNK + 16)]),
+    "truncated at a chunk boundary": lambda d, h: bytes(d[: h + 3 * (CHUNK + 16)]),
     "truncated mid chunk": lambda d, h: bytes(d[:-50]),
-    "last chunk dropped": lambda d, h: bytes(d[:h + 5 * (CHUNK + 16)]),
+    "last chunk dropped": lambda d, h: bytes(d[: h + 5 * (CHUNK + 16)]),
     "chunks swapped": _swap,
-    "chunk appended": lambda d, h: bytes(d) + bytes(d[h:h + CHUNK + 16]),
+    "chunk appended": lambda d, h: bytes(d) + bytes(d[h : h + CHUNK + 16]),
     "file id changed": lambda d, h: bytes(d[:14]) + bytes([d[14] ^ 1]) + bytes(d[15:]),
     "chunk size changed": lambda d, h: bytes(d[:10]) + struct.pack(">I", 2 * CHUNK) + bytes(d[14:]),
-    "wrapped key altered": lambda d, h: bytes(d[:h - 3]) + bytes([d[h - 3] ^ 1]) + bytes(d[h - 2:]),
+    "wrapped key altered": lambda d, h: (
+        bytes(d[: h - 3]) + bytes([d[h - 3] ^ 1]) + bytes(d[h - 2 :])
+    ),
     "bad magic": lambda d, h: b"X" + bytes(d[1:]),
     "header only": lambda d, h: bytes(d[:h]),
 }
@@ -92,8 +94,11 @@ def test_tampering_is_detected(dep, name: str) -> None:
 def test_restore_of_tampered_backup_leaves_no_output(dep, tmp_path: Path) -> None:
     home, pins, _src, bk = dep
     bad = tmp_path / "bad.cbk"
-    bad.write_bytes(CASES["last chunk dropped"](bytearray(bk.read_bytes()),
-                                                bf.parse_header(bk.read_bytes()).length))
+    bad.write_bytes(
+        CASES["last chunk dropped"](
+            bytearray(bk.read_bytes()), bf.parse_header(bk.read_bytes()).length
+        )
+    )
     out = tmp_path / "out"
     proc = cli(home, pins, "backup", "restore", str(bad), "--out", str(out), check=False)
     assert proc.returncode == 6
@@ -129,8 +134,11 @@ def test_full_rekey_changes_every_chunk(dep, tmp_path: Path) -> None:
     h = bf.parse_header(after).length
     assert out["files"][0]["mode"] == "full" and len(after) == len(before)
     assert after[14:30] == before[14:30]  # same file id
-    assert all(after[h + i * (CHUNK + 16):h + i * (CHUNK + 16) + 16]
-               != before[h + i * (CHUNK + 16):h + i * (CHUNK + 16) + 16] for i in range(6))
+    assert all(
+        after[h + i * (CHUNK + 16) : h + i * (CHUNK + 16) + 16]
+        != before[h + i * (CHUNK + 16) : h + i * (CHUNK + 16) + 16]
+        for i in range(6)
+    )
     r = tmp_path / "r"
     cli(home, pins, "backup", "restore", str(copy), "--out", str(r))
     assert r.read_bytes() == src.read_bytes()
@@ -140,8 +148,9 @@ def test_full_rekey_changes_every_chunk(dep, tmp_path: Path) -> None:
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     return r.returncode == 0
 
 
@@ -156,8 +165,9 @@ def test_disk_full_mid_rekey_keeps_original_and_resumes(dep, tmp_path: Path) -> 
         bk = mnt / "big.cbk"
         cli(home, pins, "backup", "create", str(src), "--out", str(bk), "--chunk-size", "65536")
         original = bk.read_bytes()
-        proc = cli(home, pins, "backup", "rekey", "--full", str(bk), "--checkpoint-mib", "1",
-                   check=False)
+        proc = cli(
+            home, pins, "backup", "rekey", "--full", str(bk), "--checkpoint-mib", "1", check=False
+        )
         assert proc.returncode == 4 and "disk is full" in proc.stderr
         assert bk.read_bytes() == original  # untouched
         assert bk.with_name("big.cbk.rekey-state").exists()
@@ -170,8 +180,9 @@ def test_disk_full_mid_rekey_keeps_original_and_resumes(dep, tmp_path: Path) -> 
         assert r.read_bytes() == src.read_bytes()
         # create on a full disk leaves nothing behind under the final name
         subprocess.run(["mount", "-o", "remount,size=5m", str(mnt)], check=True)
-        again = cli(home, pins, "backup", "create", str(src), "--out", str(mnt / "b2.cbk"),
-                    check=False)
+        again = cli(
+            home, pins, "backup", "create", str(src), "--out", str(mnt / "b2.cbk"), check=False
+        )
         assert again.returncode == 4
         assert not (mnt / "b2.cbk").exists() and not (mnt / "b2.cbk.partial").exists()
     finally:

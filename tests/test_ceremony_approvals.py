@@ -67,8 +67,11 @@ def _signer(d: Dep) -> Any:
 def _share(d: Dep, name: str, sub: str = "shares", env_of: str | None = None) -> Any:
     from ceremonies.runner import ShareInput
 
-    return ShareInput(source=name, text=(d.root / sub / f"{name}.share.txt").read_text().strip(),
-                      envelope=(d.root / sub / f"{env_of or name}.envelope.json").read_bytes())
+    return ShareInput(
+        source=name,
+        text=(d.root / sub / f"{name}.share.txt").read_text().strip(),
+        envelope=(d.root / sub / f"{env_of or name}.envelope.json").read_bytes(),
+    )
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -90,8 +93,15 @@ def approved_killed(rotate_waiting: Dep, tmp_path_factory) -> tuple[Dep, list[st
     d = _copy(rotate_waiting, tmp_path_factory.mktemp("rrk") / "home")
     [(cid, _st, _b)] = _kind_rows(d, "rotate-root")
     files = _approval_files(d, cid)
-    _killed(d.ceremony("resume", cid, *d.coord(), *_args(d, files),
-                       env=cli_env(CUSTODY_TEST_KILL_AT="approve:done")))
+    _killed(
+        d.ceremony(
+            "resume",
+            cid,
+            *d.coord(),
+            *_args(d, files),
+            env=cli_env(CUSTODY_TEST_KILL_AT="approve:done"),
+        )
+    )
     return d, files
 
 
@@ -129,8 +139,9 @@ def test_resume_with_the_same_approval_files_records_each_once(approved_killed, 
     r = d.ceremony("resume", cid, *d.coord(), *_args(d, files))
     apps = _closed_once(d, r, bundle)
     assert {a["nonce"] for a in apps} == {_nonce(d, f) for f in files}
-    assert sum("already recorded" in m and "not recorded again" in m
-               for m in r.out["messages"]) == 3, r.out["messages"]
+    assert (
+        sum("already recorded" in m and "not recorded again" in m for m in r.out["messages"]) == 3
+    ), r.out["messages"]
     d.deks_ok()
 
 
@@ -141,8 +152,7 @@ def test_resume_with_nothing_completes_when_the_quorum_was_recorded(approved_kil
     assert {a["nonce"] for a in apps} == {_nonce(d, f) for f in files}
 
 
-def test_another_approval_of_a_counted_participant_does_not_count_twice(approved_killed,
-                                                                         tmp_path):
+def test_another_approval_of_a_counted_participant_does_not_count_twice(approved_killed, tmp_path):
     d, files, cid, bundle = _killed_copy(approved_killed, tmp_path)
     again = _approval_files(d, cid, ("alice", "dave"), tag="-2")  # new nonces
     r = d.ceremony("resume", cid, *d.coord(), *_args(d, [*again, files[1]]))
@@ -159,18 +169,34 @@ def test_quorum_counts_distinct_participants_and_keeps_their_first_valid_approva
     from ceremonies.transcript.records import Approval
 
     now = 1_000_000
-    signers = {n: load_signer(template.people / f"{n}.key.pem", f"pass-{n}")
-               for n in ("alice", "bob")}
+    signers = {
+        n: load_signer(template.people / f"{n}.key.pem", f"pass-{n}") for n in ("alice", "bob")
+    }
     members = {n: ("custodian", s.public, None) for n, s in signers.items()}
 
     def appr(n: str, at: int) -> Approval:
-        return Approval.create(signers[n], ceremony_id="c" * 32, action="rotate-root",
-                               action_id="rotate-root/v2", digest="ab" * 32, now=at, window=600)
+        return Approval.create(
+            signers[n],
+            ceremony_id="c" * 32,
+            action="rotate-root",
+            action_id="rotate-root/v2",
+            digest="ab" * 32,
+            now=at,
+            window=600,
+        )
 
     stale, good, second = appr("alice", now - 700), appr("alice", now), appr("alice", now - 1)
-    kw = dict(members=members, role="custodian", needed=2, ceremony_id="c" * 32,
-              action="rotate-root", action_id="rotate-root/v2", digest="ab" * 32, now=now,
-              window=600)
+    kw = dict(
+        members=members,
+        role="custodian",
+        needed=2,
+        ceremony_id="c" * 32,
+        action="rotate-root",
+        action_id="rotate-root/v2",
+        digest="ab" * 32,
+        now=now,
+        window=600,
+    )
     res = count_approvals([stale, good, second], **kw)
     assert res.counted == ("alice",) and not res.met  # one participant, never two
     assert res.accepted == (good,)  # the expired one is not the one recorded
@@ -236,7 +262,8 @@ def test_check_share_against_the_active_set_is_the_steps_verdict(recover_waiting
         runner = CeremonyRunner.resume(dp, cid, _signer(d))
         epoch = runner.check_share(_share(d, "bob")).epoch
         assert runner.check_share(_share(d, "bob")) == ShareCheck(
-            custodian="bob", ok=True, group=1, member=2, epoch=epoch)
+            custodian="bob", ok=True, group=1, member=2, epoch=epoch
+        )
         dup = runner.check_share(_share(d, "alice"))  # alice's share is already held
         assert (dup.custodian, dup.ok, dup.reason) == ("alice", False, "duplicate-custodian")
         bad = runner.check_share(swapped)
@@ -248,8 +275,9 @@ def test_check_share_against_the_active_set_is_the_steps_verdict(recover_waiting
     x.mkdir()
     (x / "bob.share.txt").write_text(swapped.text + "\n")
     (x / "bob.envelope.json").write_bytes(swapped.envelope)
-    r = d.ceremony("resume", cid, *d.coord(), "--share", str(x / "bob.share.txt"),
-                   *d.shares("bob", "carol"))
+    r = d.ceremony(
+        "resume", cid, *d.coord(), "--share", str(x / "bob.share.txt"), *d.shares("bob", "carol")
+    )
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     rej = [e["body"] for e in _events(bundle) if e["kind"] == "share.rejected"]
     assert [(x["custodian"], x["reason"]) for x in rej] == [("carol", bad.reason)]
@@ -263,8 +291,14 @@ def test_check_share_in_a_verification_round_uses_the_new_set(template, tmp_path
     from custody.errors import CeremonyError
 
     d = _copy(template, tmp_path_factory.mktemp("rsv") / "home")
-    r = d.ceremony("reshare", *d.coord(), *RESHARE, "--out", str(d.root / "new"),
-                   *d.shares("carol", "dave", "erin"))
+    r = d.ceremony(
+        "reshare",
+        *d.coord(),
+        *RESHARE,
+        "--out",
+        str(d.root / "new"),
+        *d.shares("carol", "dave", "erin"),
+    )
     assert r.returncode == 10 and r.out["step"] == "verify-shares", r.stderr
     cid = r.out["ceremony_id"]
     with _open(d) as dp:
@@ -273,8 +307,11 @@ def test_check_share_in_a_verification_round_uses_the_new_set(template, tmp_path
         new = runner.check_share(_share(d, "alice", "new"))
         assert new.ok and new.custodian == "alice" and new.epoch == runner.state.facts["epoch"]
         old = runner.check_share(_share(d, "alice"))  # a share of the active (old) set
-        assert not old.ok and old.custodian == "alice" and old.reason in (
-            "wrong-ceremony", "wrong-epoch"), old
+        assert (
+            not old.ok
+            and old.custodian == "alice"
+            and old.reason in ("wrong-ceremony", "wrong-epoch")
+        ), old
     # not at a share step: nothing to check against
     w = d.ceremony("abort", cid, *d.coord())
     assert w.returncode == 0, w.stderr

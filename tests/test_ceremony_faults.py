@@ -68,14 +68,22 @@ def _usable(d: Dep) -> None:
     for args in (("kek", "rotate", "--branch", "data"), ("dek", "generate", "--count", "5")):
         r = run_cli(*args, "--home", str(d.root), "--pin-file", str(d.pin))
         assert r.returncode == 0, r.stderr
-    r = run_cli("dek", "verify", "--all", "--home", str(d.root), "--pin-file", str(d.pin),
-                "--json")
+    r = run_cli("dek", "verify", "--all", "--home", str(d.root), "--pin-file", str(d.pin), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["failed"] == [], r.stdout + r.stderr
 
 
 def _generate(d: Dep, env=None, *extra: str):
-    return d.ceremony("generate", *d.coord(), *GEN, "--threshold", "3", "--out",
-                      str(d.root / "shares"), *extra, env=env)
+    return d.ceremony(
+        "generate",
+        *d.coord(),
+        *GEN,
+        "--threshold",
+        "3",
+        "--out",
+        str(d.root / "shares"),
+        *extra,
+        env=env,
+    )
 
 
 def _only_id(d: Dep) -> str:
@@ -85,8 +93,16 @@ def _only_id(d: Dep) -> str:
 
 
 # ------------------------------------------------------------------ 1. generate SIGKILL
-ROLL_FORWARD = {"hsm-check", "generate-root", "generate-root:done", "generate-rk",
-                "generate-rk:done", "issue-shares:done", "verify-shares", "verify-shares:done"}
+ROLL_FORWARD = {
+    "hsm-check",
+    "generate-root",
+    "generate-root:done",
+    "generate-rk",
+    "generate-rk:done",
+    "issue-shares:done",
+    "verify-shares",
+    "verify-shares:done",
+}
 REFUSED = {"wrap-blob", "lock-root", "lock-root:done", "split", "issue-shares"}
 CLOSED = {"finalise", "finalise:done"}
 
@@ -99,8 +115,9 @@ def test_generate_killed_at_each_step(fresh: Dep, point: str):
     if point.split(":")[0] in ("verify-shares", "finalise"):
         r = _generate(d)
         assert r.returncode == 10, r.stderr
-        k = d.ceremony("resume", r.out["ceremony_id"], *d.coord(),
-                       *d.shares("alice", "bob", "carol"), env=kill)
+        k = d.ceremony(
+            "resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol"), env=kill
+        )
     else:
         k = _generate(d, kill)
     assert k.returncode == -9, k.stderr
@@ -137,7 +154,11 @@ def test_generate_killed_at_each_step(fresh: Dep, point: str):
         assert r.returncode == 0 and r.out["status"] == "closed", r.stderr
     assert [s for _v, s in d.roots()] == ["active"]
     assert sorted(p.name for p in (d.root / "shares").glob("alice.*")) == [
-        "alice.card.pdf", "alice.card.svg", "alice.envelope.json", "alice.share.txt"]
+        "alice.card.pdf",
+        "alice.card.svg",
+        "alice.envelope.json",
+        "alice.share.txt",
+    ]
     _usable(d)
     d.verify(r.out["bundle"])
 
@@ -233,7 +254,11 @@ def test_shares_accumulate_across_invocations_sealed_at_rest(dep: Dep):
     pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
     held = pend["held"]["collect-shares"]
     assert [h["custodian"] for h in held] == ["alice"] and set(held[0]) == {
-        "custodian", "envelope", "nonce", "ct"}
+        "custodian",
+        "envelope",
+        "nonce",
+        "ct",
+    }
     words = (dep.root / "shares" / "alice.share.txt").read_text().split()
     blob = json.dumps(pend) + (Path(bundle) / "events.jsonl").read_text()
     assert not any(w in blob.split('"') for w in words[5:10])  # no words at rest
@@ -258,9 +283,20 @@ def test_shares_accumulate_across_invocations_sealed_at_rest(dep: Dep):
 
 # --------------------------------------------------- 5. remote hand-in via transport
 def _send(d: Dep, offer: str, name: str, out: Path) -> None:
-    s = run_cli("share", "send", str(d.root / "shares" / f"{name}.share.txt"), "--envelope",
-                str(d.root / "shares" / f"{name}.envelope.json"), "--offer", offer, "--trust",
-                str(d.people / "admin.pub.json"), "--out", str(out), "--json")
+    s = run_cli(
+        "share",
+        "send",
+        str(d.root / "shares" / f"{name}.share.txt"),
+        "--envelope",
+        str(d.root / "shares" / f"{name}.envelope.json"),
+        "--offer",
+        offer,
+        "--trust",
+        str(d.people / "admin.pub.json"),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert s.returncode == 0, s.stderr
     return json.loads(s.stdout)["sas"]
 
@@ -298,8 +334,9 @@ def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
     r2 = dep.ceremony("resume", cid2, *dep.coord(), "--sealed-share", str(blob))
     assert r2.returncode == 10, r2.stderr
     msg = "\n".join(r2.out["messages"])
-    assert ("remote hand-in carol.blob rejected" in msg and "another ceremony" in msg.lower()) \
-        or "different offer" in msg
+    assert (
+        "remote hand-in carol.blob rejected" in msg and "another ceremony" in msg.lower()
+    ) or "different offer" in msg
     a = dep.ceremony("abort", cid2, *dep.coord())
     assert a.returncode == 0, a.stderr
     assert len(_token_objects(dep)) == len(base) + 1  # its hold key (offer keys) destroyed
@@ -316,16 +353,23 @@ def test_recover_reports_structured_handins_in_json(dep: Dep):
     bad.mkdir()
     # a valid share of dave presented with bob's envelope: substituted share
     (bad / "bob.share.txt").write_text((dep.root / "shares" / "dave.share.txt").read_text())
-    (bad / "bob.envelope.json").write_bytes((dep.root / "shares" / "bob.envelope.json")
-                                            .read_bytes())
-    r = dep.ceremony("recover", *dep.coord(), "--share", str(bad / "bob.share.txt"),
-                     *dep.shares("alice", "alice"))
+    (bad / "bob.envelope.json").write_bytes(
+        (dep.root / "shares" / "bob.envelope.json").read_bytes()
+    )
+    r = dep.ceremony(
+        "recover",
+        *dep.coord(),
+        "--share",
+        str(bad / "bob.share.txt"),
+        *dep.shares("alice", "alice"),
+    )
     assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
     hs = r.out["handins"]
-    assert [(h["source"], h["custodian"], h["status"], h["reason"], h["remote"]) for h in hs] \
-        == [("bob", "bob", "rejected", "wrong-index", False),
-            ("alice", "alice", "held", None, False),
-            ("alice", "alice", "duplicate", "duplicate-custodian", False)], hs
+    assert [(h["source"], h["custodian"], h["status"], h["reason"], h["remote"]) for h in hs] == [
+        ("bob", "bob", "rejected", "wrong-index", False),
+        ("alice", "alice", "held", None, False),
+        ("alice", "alice", "duplicate", "duplicate-custodian", False),
+    ], hs
     assert hs[0]["detail"] and hs[1]["group"] == 1 and hs[1]["member"] >= 1
     assert all(h["sas"] is None for h in hs)
     assert f"share of bob rejected: {hs[0]['detail']}" in r.out["messages"]
@@ -337,8 +381,16 @@ def test_recover_reports_structured_handins_in_json(dep: Dep):
     text = blob.read_text().strip()
     altered = dep.root / "altered.blob"
     altered.write_text(text[:60] + ("A" if text[60] != "A" else "B") + text[61:] + "\n")
-    r = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("dave"), "--sealed-share",
-                     str(altered), "--sealed-share", str(blob))
+    r = dep.ceremony(
+        "resume",
+        cid,
+        *dep.coord(),
+        *dep.shares("dave"),
+        "--sealed-share",
+        str(altered),
+        "--sealed-share",
+        str(blob),
+    )
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     hs = {h["source"]: h for h in r.out["handins"]}
     assert set(hs) == {"dave", "altered.blob", "carol.blob"}, hs
@@ -347,16 +399,20 @@ def test_recover_reports_structured_handins_in_json(dep: Dep):
     assert hs["altered.blob"]["custodian"] is None and hs["altered.blob"]["reason"]
     assert hs["altered.blob"]["sas"] is None
     c = hs["carol.blob"]
-    assert (c["status"], c["custodian"], c["remote"], c["sas"], c["reason"]) \
-        == ("accepted", "carol", True, sas, None), c
+    assert (c["status"], c["custodian"], c["remote"], c["sas"], c["reason"]) == (
+        "accepted",
+        "carol",
+        True,
+        sas,
+        None,
+    ), c
     assert c["group"] == 1 and c["member"] >= 1
     assert any(sas in m for m in r.out["messages"])
     assert r.out["facts"]["collect-shares.accepted"] == ["alice", "carol", "dave"]
     for n in ("alice", "bob", "carol", "dave"):  # no share words anywhere in the report
         words = (dep.root / "shares" / f"{n}.share.txt").read_text().split()
         assert " ".join(words[4:8]) not in r.stdout
-    ev = [json.loads(x) for x in (Path(r.out["bundle"]) / "events.jsonl").read_text()
-          .splitlines()]
+    ev = [json.loads(x) for x in (Path(r.out["bundle"]) / "events.jsonl").read_text().splitlines()]
     rej = [e["body"] for e in ev if e.get("kind") == "share.rejected"]
     assert [x["custodian"] for x in rej] == ["bob", "alice", "remote:altered.blob"], rej
     dep.verify(r.out["bundle"])
@@ -384,31 +440,47 @@ def test_enrol_needs_two_super_admins(dep: Dep):
 
     for n in ("admin2", "admin3", "zed"):
         (dep.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, "custodian" if n == "zed" else "super-admin", f"pass-{n}",
-                           dep.people)
+        create_participant(n, "custodian" if n == "zed" else "super-admin", f"pass-{n}", dep.people)
     for n in ("admin2", "admin3"):  # with at most two super-admins, one suffices
-        r = dep.ceremony("enrol", *dep.coord(pin=False), "--add",
-                         str(dep.people / f"{n}.pub.json"))
+        r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / f"{n}.pub.json"))
         assert r.returncode == 0, r.stderr
     req = dep.root / "enrol-req.json"
-    r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / "zed.pub.json"),
-                     "--request-out", str(req))
+    r = dep.ceremony(
+        "enrol",
+        *dep.coord(pin=False),
+        "--add",
+        str(dep.people / "zed.pub.json"),
+        "--request-out",
+        str(req),
+    )
     assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stderr
     cid = r.out["ceremony_id"]
     assert json.loads(req.read_text())["needed"] == 2
     appr = {}
     for n in ("alice", "admin2"):
         f = dep.root / f"appr-{n}.json"
-        a = run_cli("ceremony", "approve", str(req), "--key", str(dep.people / f"{n}.key.pem"),
-                    "--passphrase-file", str(dep.people / f"{n}.pass"), "--out", str(f))
+        a = run_cli(
+            "ceremony",
+            "approve",
+            str(req),
+            "--key",
+            str(dep.people / f"{n}.key.pem"),
+            "--passphrase-file",
+            str(dep.people / f"{n}.pass"),
+            "--out",
+            str(f),
+        )
         assert a.returncode == 0, a.stderr
         appr[n] = f
     # a custodian's approval does not count toward a super-admin quorum
     r = dep.ceremony("resume", cid, *dep.coord(pin=False), "--approval", str(appr["alice"]))
     assert r.returncode == 7 and "alice: is a custodian, not a super-admin" in r.stderr
     assert "1/2 super-admins" in r.stderr
-    assert not _db(dep, "SELECT 1 FROM participants WHERE name='zed'") if _has_table(
-        dep, "participants") else True
+    assert (
+        not _db(dep, "SELECT 1 FROM participants WHERE name='zed'")
+        if _has_table(dep, "participants")
+        else True
+    )
     r = dep.ceremony("resume", cid, *dep.coord(pin=False), "--approval", str(appr["admin2"]))
     assert r.returncode == 0 and r.out["status"] == "closed", r.stderr
     assert r.out["facts"]["approved_by"] == ["admin", "admin2"]
@@ -446,8 +518,9 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     cid_b = b.out["ceremony_id"]
     with Deployment.open(Home(dep.root), TEST_PIN) as dp:
         rb = CeremonyRunner.resume(dp, cid_b, signer)
-        rb._save_pending(offers=[{"n": 1, "step": "collect-shares",
-                                  **held._seal(rb, "offer/1", raw)}])
+        rb._save_pending(
+            offers=[{"n": 1, "step": "collect-shares", **held._seal(rb, "offer/1", raw)}]
+        )
         del raw
         out = rb.run(Inputs(sealed=[("carol.blob", blob.read_text().strip())]))
     assert out.status == "awaiting-input", out.messages
@@ -456,8 +529,9 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     assert cid_a in msg and cid_b in msg
     ev = [json.loads(x) for x in (Path(out.bundle) / "events.jsonl").read_text().splitlines()]
     rej = [e["body"] for e in ev if e.get("kind") == "share.rejected"]
-    assert rej == [{"custodian": "remote:carol.blob", "reason": "wrong-session",
-                    "detail": rej[0]["detail"]}]
+    assert rej == [
+        {"custodian": "remote:carol.blob", "reason": "wrong-session", "detail": rej[0]["detail"]}
+    ]
     a2 = dep.ceremony("abort", cid_b, *dep.coord())
     assert a2.returncode == 0, a2.stderr
     dep.verify(a2.out["bundle"])

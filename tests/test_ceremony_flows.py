@@ -39,8 +39,13 @@ def test_recover_rejects_tampered_share_by_name_and_restores(dep: Dep):
     (bad / "bob.share.txt").write_text((dep.root / "shares" / "dave.share.txt").read_text())
     envelope = (dep.root / "shares" / "bob.envelope.json").read_bytes()
     (bad / "bob.envelope.json").write_bytes(envelope)
-    r = dep.ceremony("recover", *dep.coord(), "--share", str(bad / "bob.share.txt"),
-                     *dep.shares("alice", "carol", "erin"))
+    r = dep.ceremony(
+        "recover",
+        *dep.coord(),
+        "--share",
+        str(bad / "bob.share.txt"),
+        *dep.shares("alice", "carol", "erin"),
+    )
     assert r.returncode == 0, r.stderr
     assert any("bob" in m and "rejected" in m for m in r.out["messages"])
     assert r.out["facts"]["collect-shares.accepted"] == ["alice", "carol", "erin"]
@@ -68,8 +73,13 @@ def test_recover_too_few_and_duplicate_shares_leave_state_unchanged(dep: Dep):
 def test_share_from_another_deployment_is_rejected(dep: Dep, template: Dep, tmp_path: Path):
     other = build_generated(tmp_path / "other")
     lose_token(dep)
-    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"),
-                     "--share", str(other.root / "shares" / "carol.share.txt"))
+    r = dep.ceremony(
+        "recover",
+        *dep.coord(),
+        *dep.shares("alice", "bob"),
+        "--share",
+        str(other.root / "shares" / "carol.share.txt"),
+    )
     assert r.returncode == 10, r.stderr
     assert any(m.startswith("share of carol rejected") for m in r.out["messages"])
     assert r.out["facts"].get("collect-shares.accepted") is None
@@ -90,8 +100,17 @@ def _approve(dep: Dep, req: Path, *names: str) -> list[str]:
     out = []
     for n in names:
         f = dep.root / f"appr-{n}-{time.monotonic_ns()}.json"
-        r = run_cli("ceremony", "approve", str(req), "--key", str(dep.people / f"{n}.key.pem"),
-                    "--passphrase-file", str(dep.people / f"{n}.pass"), "--out", str(f))
+        r = run_cli(
+            "ceremony",
+            "approve",
+            str(req),
+            "--key",
+            str(dep.people / f"{n}.key.pem"),
+            "--passphrase-file",
+            str(dep.people / f"{n}.pass"),
+            "--out",
+            str(f),
+        )
         assert r.returncode == 0, r.stderr
         out += ["--approval", str(f)]
     return out
@@ -114,13 +133,20 @@ def test_rotate_root_with_approvals_and_negative_approvals(dep: Dep):
     from ceremonies.transcript.records import Approval
 
     rq = json.loads(req.read_text())
-    old = Approval.create(load_signer(dep.people / "carol.key.pem", "pass-carol"),
-                          ceremony_id=cid, action=rq["action"], action_id=rq["action_id"],
-                          digest=rq["action_digest"], now=int(time.time()) - 1200, window=600)
+    old = Approval.create(
+        load_signer(dep.people / "carol.key.pem", "pass-carol"),
+        ceremony_id=cid,
+        action=rq["action"],
+        action_id=rq["action_id"],
+        digest=rq["action_digest"],
+        now=int(time.time()) - 1200,
+        window=600,
+    )
     f = dep.root / "old.json"
     f.write_text(json.dumps(old.to_json()))
-    r4 = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob"),
-                      "--approval", str(f))
+    r4 = dep.ceremony(
+        "resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob"), "--approval", str(f)
+    )
     assert r4.returncode == 7 and "carol: expired" in r4.stderr
     assert [v for v, s in dep.roots() if s == "active"] == [1]  # unchanged
     ok = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "alice", "bob", "carol"))
@@ -131,8 +157,13 @@ def test_rotate_root_with_approvals_and_negative_approvals(dep: Dep):
     dep.verify(ok.out["bundle"])
     # an approval from that ceremony is not reusable in the next one
     r5 = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(dep.root / "req2.json"))
-    r6 = dep.ceremony("resume", r5.out["ceremony_id"], *dep.coord(), *a,
-                      *_approve(dep, dep.root / "req2.json", "bob", "carol"))
+    r6 = dep.ceremony(
+        "resume",
+        r5.out["ceremony_id"],
+        *dep.coord(),
+        *a,
+        *_approve(dep, dep.root / "req2.json", "bob", "carol"),
+    )
     assert r6.returncode == 7 and "alice: was given for another ceremony" in r6.stderr
 
 
@@ -141,17 +172,27 @@ def test_reshare_then_previous_epoch_share_is_rejected_and_drill(dep: Dep):
     r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / "frank.pub.json"))
     assert r.returncode == 0, r.stderr
     cust = [a for n in ("alice", "bob", "frank") for a in ("--custodian", n)]
-    r = dep.ceremony("reshare", *dep.coord(), *cust, "--threshold", "2", "--out",
-                     str(dep.root / "new"), *dep.shares("carol", "dave", "erin"))
+    r = dep.ceremony(
+        "reshare",
+        *dep.coord(),
+        *cust,
+        "--threshold",
+        "2",
+        "--out",
+        str(dep.root / "new"),
+        *dep.shares("carol", "dave", "erin"),
+    )
     assert r.returncode == 10, r.stderr
-    r = dep.ceremony("resume", r.out["ceremony_id"], *dep.coord(),
-                     *dep.shares("alice", "frank", d="new"))
+    r = dep.ceremony(
+        "resume", r.out["ceremony_id"], *dep.coord(), *dep.shares("alice", "frank", d="new")
+    )
     assert r.returncode == 0, r.stderr
     dep.verify(r.out["bundle"])
     dep.deks_ok()
     # old-epoch shares no longer count
-    r = dep.ceremony("drill", *dep.coord(pin=False), *dep.shares("alice", "bob"),
-                     *dep.shares("alice", d="new"))
+    r = dep.ceremony(
+        "drill", *dep.coord(pin=False), *dep.shares("alice", "bob"), *dep.shares("alice", d="new")
+    )
     assert r.returncode == 6 and "share of alice rejected" in r.stderr
     assert "belongs to ceremony" in r.stderr  # the retired epoch's generating ceremony
     cid = json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)[0]["id"]
@@ -187,10 +228,15 @@ def test_drill_with_the_token_pin_holds_shares_and_builds_the_scratch_token(dep:
     assert r.out["facts"]["kcv_match"] is True
     assert r.out["facts"]["scratch_root_kcv"] == r.out["facts"]["root_kcv"]
     dep.verify(r.out["bundle"])
-    tokens = run_cli("hsm", "selftest", "--home", str(dep.root), "--pin-file", str(dep.pin),
-                     "--json")
+    tokens = run_cli(
+        "hsm", "selftest", "--home", str(dep.root), "--pin-file", str(dep.pin), "--json"
+    )
     assert tokens.returncode == 0, tokens.stderr
-    listing = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True,
-                             env={**os.environ, "SOFTHSM2_CONF": str(dep.root / "softhsm2.conf")},
-                             check=False).stdout
+    listing = subprocess.run(
+        ["softhsm2-util", "--show-slots"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SOFTHSM2_CONF": str(dep.root / "softhsm2.conf")},
+        check=False,
+    ).stdout
     assert "drill-" not in listing  # the scratch token was destroyed

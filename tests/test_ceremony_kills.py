@@ -47,8 +47,9 @@ def _copy(src: Dep, dst: Path) -> Dep:
 def _kind_rows(d: Dep, kind: str) -> list[tuple[str, str, str]]:
     c = sqlite3.connect(d.root / "custody.db")
     try:
-        return c.execute("SELECT id, state, bundle FROM ceremonies WHERE kind=? ORDER BY "
-                         "created, rowid", (kind,)).fetchall()
+        return c.execute(
+            "SELECT id, state, bundle FROM ceremonies WHERE kind=? ORDER BY created, rowid", (kind,)
+        ).fetchall()
     finally:
         c.close()
 
@@ -113,13 +114,19 @@ def test_recover_killed_at_each_step(lost_tpl: Dep, tmp_path: Path, point: str):
 
 
 # ----------------------------------------------------------------------------- reshare
-RESHARE = ("--custodian", "alice", "--custodian", "bob", "--custodian", "carol",
-           "--threshold", "2")
+RESHARE = ("--custodian", "alice", "--custodian", "bob", "--custodian", "carol", "--threshold", "2")
 
 
 def _reshare(d: Dep, env=None):
-    return d.ceremony("reshare", *d.coord(), *RESHARE, "--out", str(d.root / "new"),
-                      *d.shares("carol", "dave", "erin"), env=env)
+    return d.ceremony(
+        "reshare",
+        *d.coord(),
+        *RESHARE,
+        "--out",
+        str(d.root / "new"),
+        *d.shares("carol", "dave", "erin"),
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +138,15 @@ def reshare_waiting(template: Dep, tmp_path_factory) -> Dep:
     return d
 
 
-LATE = {p for s in ("verify-shares", "finalise", "rewrap", "retire-epoch")
-        for p in (s, f"{s}:done")}
+LATE = {
+    p for s in ("verify-shares", "finalise", "rewrap", "retire-epoch") for p in (s, f"{s}:done")
+}
 
 
 @pytest.mark.parametrize("point", _points("reshare"))
-def test_reshare_killed_at_each_step(template: Dep, reshare_waiting: Dep, tmp_path: Path,
-                                     point: str):
+def test_reshare_killed_at_each_step(
+    template: Dep, reshare_waiting: Dep, tmp_path: Path, point: str
+):
     kill = cli_env(CUSTODY_TEST_KILL_AT=point)
     new = lambda d: d.shares("alice", "bob", d="new")  # noqa: E731
     if point in LATE:
@@ -148,8 +157,9 @@ def test_reshare_killed_at_each_step(template: Dep, reshare_waiting: Dep, tmp_pa
         d = _copy(template, tmp_path / "home")
         _killed(_reshare(d, kill))
         [(cid, _st, bundle)] = _kind_rows(d, "reshare")
-    r = _resume_or_abort(d, cid, {"collect-shares": d.shares("carol", "dave", "erin"),
-                                  "verify-shares": new(d)})
+    r = _resume_or_abort(
+        d, cid, {"collect-shares": d.shares("carol", "dave", "erin"), "verify-shares": new(d)}
+    )
     d.verify(bundle)
     d.deks_ok()
     if r.out["status"] == "closed":  # the new state: root/v2 under the new 2-of-3 shares
@@ -170,8 +180,9 @@ def rotate_waiting(template: Dep, tmp_path_factory) -> Dep:
 
 
 @pytest.mark.parametrize("point", _points("rotate-root"))
-def test_rotate_root_killed_at_each_step(template: Dep, rotate_waiting: Dep, tmp_path: Path,
-                                         point: str):
+def test_rotate_root_killed_at_each_step(
+    template: Dep, rotate_waiting: Dep, tmp_path: Path, point: str
+):
     kill = cli_env(CUSTODY_TEST_KILL_AT=point)
     if point == "hsm-check" or point == "hsm-check:done":
         d = _copy(template, tmp_path / "home")

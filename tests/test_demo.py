@@ -19,8 +19,16 @@ def test_demo_json_and_bundles_verify(tmp_path):
     assert out["home"] == str(home)
     assert len(out["bundles"]) == 8 and len(out["trust_keys"]) == 9
     names = [s["step"] for s in out["steps"]]
-    for step in ("enrol", "generate", "recover", "rotate-root", "reshare", "drill",
-                 "emergency-rotate", "verify"):
+    for step in (
+        "enrol",
+        "generate",
+        "recover",
+        "rotate-root",
+        "reshare",
+        "drill",
+        "emergency-rotate",
+        "verify",
+    ):
         assert step in names
     rec = next(s for s in out["steps"] if s["step"] == "recover")
     assert "bob rejected" in rec["detail"]
@@ -28,6 +36,14 @@ def test_demo_json_and_bundles_verify(tmp_path):
     v = run_cli("transcript", "verify", out["bundles"][1], *trust)
     assert v.returncode == 0, v.stdout
     # the home stays usable with the demo PIN
-    s = run_cli("dek", "verify", "--all", "--home", str(home), "--pin-file",
-                str(home / "demo-pin"), "--json")
+    s = run_cli(
+        "dek",
+        "verify",
+        "--all",
+        "--home",
+        str(home),
+        "--pin-file",
+        str(home / "demo-pin"),
+        "--json",
+    )
     assert s.returncode == 0 and json.loads(s.stdout)["failed"] == []

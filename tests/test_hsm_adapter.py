@@ -122,8 +122,13 @@ def test_gcm_round_trip_and_tamper(hsm, name):
     empty_nonce, empty_ct = hsm.encrypt(name, 1, b"", b"")
     assert hsm.decrypt(name, 1, empty_nonce, empty_ct, b"") == b""
     flipped = bytes([ct[0] ^ 1]) + ct[1:]
-    for args in [(nonce, flipped, b"ctx"), (nonce, ct, b"ctX"), (nonce2, ct, b"ctx"),
-                 (nonce, ct[:-1], b"ctx"), (nonce, ct[:4], b"ctx")]:
+    for args in [
+        (nonce, flipped, b"ctx"),
+        (nonce, ct, b"ctX"),
+        (nonce2, ct, b"ctx"),
+        (nonce, ct[:-1], b"ctx"),
+        (nonce, ct[:4], b"ctx"),
+    ]:
         with pytest.raises(IntegrityError) as err:
             hsm.decrypt(name, 1, *args)
         assert err.value.__cause__ is not None and "secret" not in str(err.value)
@@ -139,8 +144,14 @@ def test_gcm_round_trip_and_tamper(hsm, name):
 def test_wrap_bytes_is_rfc5649_and_round_trips(hsm, name):
     kek = bytes(range(100, 132))
     hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek))
-    for dek in (os.urandom(32), os.urandom(16), os.urandom(64), bytes(31) + b"\x01",
-                os.urandom(31) + b"\0", bytes(32)):
+    for dek in (
+        os.urandom(32),
+        os.urandom(16),
+        os.urandom(64),
+        bytes(31) + b"\x01",
+        os.urandom(31) + b"\0",
+        bytes(32),
+    ):
         blob = hsm.wrap_bytes(name, 1, dek)
         assert aes_key_unwrap_with_padding(kek, blob) == dek  # RFC 5649 interop
         assert hsm.unwrap_bytes(name, 1, blob) == dek
@@ -187,8 +198,9 @@ def test_ecdsa_p256_fallback_verifies_with_cryptography(softhsm_token, tmp_path,
     from custody.hsm.pkcs11_adapter import open_hsm
 
     _conf, label, pin = softhsm_token
-    with open_hsm(HsmConfig(token_label=label), tmp_path, pin,
-                  signing_algorithms=("ecdsa-p256",)) as h:
+    with open_hsm(
+        HsmConfig(token_label=label), tmp_path, pin, signing_algorithms=("ecdsa-p256",)
+    ) as h:
         label_ = name + "-ec"
         alg, pub = h.ensure_signing_key(label_)
         assert alg == "ecdsa-p256" and len(pub) == 65 and pub[0] == 4
@@ -251,8 +263,15 @@ def test_selftest_reports_everything_and_leaves_nothing(hsm):
     assert report.ok, report.errors
     assert report.signing_algorithm == "ed25519"
     assert all(report.mechanisms[m] for m in ("AES_GCM", "AES_KEY_WRAP_PAD", "AES_ECB", "EDDSA"))
-    assert set(report.checks) == {"random", "aes_key_gen", "aes_gcm", "aes_kwp", "kcv",
-                                  "sign_verify", "ecdh"}
+    assert set(report.checks) == {
+        "random",
+        "aes_key_gen",
+        "aes_gcm",
+        "aes_kwp",
+        "kcv",
+        "sign_verify",
+        "ecdh",
+    }
     assert hsm.list_keys() == before
 
 

@@ -29,8 +29,9 @@ def home(softhsm_token, tmp_path):
 
 
 def test_selftest_json(home, pin_file):
-    res = run_cli("hsm", "selftest", "--home", str(home.root), "--pin-file", str(pin_file),
-                  "--json")
+    res = run_cli(
+        "hsm", "selftest", "--home", str(home.root), "--pin-file", str(pin_file), "--json"
+    )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["ok"] is True and doc["signing_algorithm"] == "ed25519"
@@ -47,8 +48,14 @@ def test_selftest_text_with_pin_from_env(home):
 
 
 def test_selftest_wrong_pin_exit_5(home):
-    res = run_cli("hsm", "selftest", "--home", str(home.root), "--json",
-                  env=cli_env(CUSTODY_PIN="wrong-pin-canary-5521"))
+    res = run_cli(
+        "hsm",
+        "selftest",
+        "--home",
+        str(home.root),
+        "--json",
+        env=cli_env(CUSTODY_PIN="wrong-pin-canary-5521"),
+    )
     assert res.returncode == 5
     doc = json.loads(res.stdout)
     assert doc["ok"] is False and doc["error"] == "PinIncorrect" and doc["hint"]
@@ -58,8 +65,13 @@ def test_selftest_wrong_pin_exit_5(home):
 def test_selftest_missing_token_exit_5(softhsm_token, tmp_path, pin_file):
     conf, _label, _pin = softhsm_token
     h = Home(tmp_path)
-    h.write_config(Config(deployment_id="x", created="2025-01-01T00:00:00Z",
-                          hsm=HsmConfig(token_label="absent", softhsm_conf=str(conf))))
+    h.write_config(
+        Config(
+            deployment_id="x",
+            created="2025-01-01T00:00:00Z",
+            hsm=HsmConfig(token_label="absent", softhsm_conf=str(conf)),
+        )
+    )
     res = run_cli("hsm", "selftest", "--home", str(tmp_path), "--pin-file", str(pin_file))
     assert res.returncode == 5 and "error: No token labelled 'absent'" in res.stderr
     assert "hint:" in res.stderr

@@ -22,14 +22,32 @@ def test_concurrent_processes_always_find_the_token(tmp_path):
     home = tmp_path / "home"
     init = run_cli("init", "--home", str(home), "--pin-file", str(pins), "--dev-root")
     assert init.returncode == 0, init.stderr
-    assert run_cli("kek", "rotate", "--branch", "data", "--home", str(home),
-                   "--pin-file", str(pins)).returncode == 0
-    cmd = [sys.executable, "-m", "ceremonies", "dek", "verify", "--home", str(home),
-           "--pin-file", str(pins), "--json"]
+    assert (
+        run_cli(
+            "kek", "rotate", "--branch", "data", "--home", str(home), "--pin-file", str(pins)
+        ).returncode
+        == 0
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "ceremonies",
+        "dek",
+        "verify",
+        "--home",
+        str(home),
+        "--pin-file",
+        str(pins),
+        "--json",
+    ]
     failures = []
     for _ in range(8):
-        procs = [subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
         for p in procs:
             _, err = p.communicate(timeout=120)
             if p.returncode != 0:

@@ -23,12 +23,31 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_is_clean():
-    r = subprocess.run([_tool("ruff"), "check", "custody", "ceremonies", "tui", "tests", "bench"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [_tool("ruff"), "check", "custody", "ceremonies", "tui", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_ruff_format_is_applied():
+    r = subprocess.run(
+        [_tool("ruff"), "format", "--check", "custody", "ceremonies", "tui", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-3000:]
 
 
 def test_mypy_strict_is_clean():
-    r = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       check=False)
+    r = subprocess.run(
+        [_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert r.returncode == 0, r.stdout[-3000:]

@@ -42,21 +42,54 @@ def _token(root: Path, label: str = "tina-token") -> dict[str, str]:
 def _new_on_token(out: Path, env: dict[str, str], name: str = "tina") -> Any:
     pin = out.parent / f"{name}.pin"
     pin.write_text(f"pin={TINA_PIN}\n")
-    return run_cli("participant", "new", name, "--role", "custodian", "--out", str(out),
-                   "--token-label", "tina-token", "--pin-file", str(pin), "--json", env=env)
+    return run_cli(
+        "participant",
+        "new",
+        name,
+        "--role",
+        "custodian",
+        "--out",
+        str(out),
+        "--token-label",
+        "tina-token",
+        "--pin-file",
+        str(pin),
+        "--json",
+        env=env,
+    )
 
 
 def _approve(req: Path, key: Path, pw: Path, out: Path, env: dict[str, str]) -> Any:
-    r = run_cli("ceremony", "approve", str(req), "--key", str(key), "--passphrase-file",
-                str(pw), "--out", str(out), "--json", env=env)
+    r = run_cli(
+        "ceremony",
+        "approve",
+        str(req),
+        "--key",
+        str(key),
+        "--passphrase-file",
+        str(pw),
+        "--out",
+        str(out),
+        "--json",
+        env=env,
+    )
     r.out = json.loads(r.stdout) if r.stdout.strip() else {}
     return r
 
 
 def _request(path: Path) -> Path:
-    path.write_text(json.dumps({"type": "custody-approval-request", "ceremony_id": "0123abcd" * 4,
-                                "action": "rotate-root", "action_id": "rotate-root/v2",
-                                "action_digest": "ab" * 32, "window": 600}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "custody-approval-request",
+                "ceremony_id": "0123abcd" * 4,
+                "action": "rotate-root",
+                "action_id": "rotate-root/v2",
+                "action_digest": "ab" * 32,
+                "window": 600,
+            }
+        )
+    )
     return path
 
 
@@ -70,9 +103,14 @@ def test_token_key_reference_has_no_secret_and_refuses_bad_pin_or_key(tmp_path):
     ref = json.loads((people / "tina.token.json").read_text())
     assert ident["alg"] == "ed25519" and len(bytes.fromhex(ident["public"])) == 32
     assert ident["name"] == "tina" and ident["role"] == "custodian"
-    assert ref == {"type": "pkcs11", "module": "/usr/lib/softhsm/libsofthsm2.so",
-                   "token_label": "tina-token", "slot": None, "key_label": "participant/tina",
-                   "public": ident["public"]}
+    assert ref == {
+        "type": "pkcs11",
+        "module": "/usr/lib/softhsm/libsofthsm2.so",
+        "token_label": "tina-token",
+        "slot": None,
+        "key_label": "participant/tina",
+        "public": ident["public"],
+    }
     raw = (people / "tina.token.json").read_text() + (people / "tina.pub.json").read_text()
     assert TINA_PIN not in raw and TEST_SO_PIN not in raw and TINA_PIN not in r.stdout + r.stderr
     # the same name again: refused, nothing overwritten
@@ -104,14 +142,39 @@ def test_token_key_reference_has_no_secret_and_refuses_bad_pin_or_key(tmp_path):
     appr = Approval.from_json(a)
     assert appr.approver == "tina"
     assert TINA_PIN not in out.read_text()
-    assert verify_signature("ed25519", bytes.fromhex(ident["public"]), appr.sig,
-                            appr.signing_input())
+    assert verify_signature(
+        "ed25519", bytes.fromhex(ident["public"]), appr.sig, appr.signing_input()
+    )
     # passphrase-only flags are refused with a token, token flags without one
-    bad_mix = run_cli("participant", "new", "x", "--role", "witness", "--out", str(tmp_path),
-                      "--token-label", "tina-token", "--passphrase-file", str(good), env=env)
+    bad_mix = run_cli(
+        "participant",
+        "new",
+        "x",
+        "--role",
+        "witness",
+        "--out",
+        str(tmp_path),
+        "--token-label",
+        "tina-token",
+        "--passphrase-file",
+        str(good),
+        env=env,
+    )
     assert bad_mix.returncode == 2
-    bad_mix = run_cli("participant", "new", "x", "--role", "witness", "--out", str(tmp_path),
-                      "--token-slot", "3", "--passphrase-file", str(good), env=env)
+    bad_mix = run_cli(
+        "participant",
+        "new",
+        "x",
+        "--role",
+        "witness",
+        "--out",
+        str(tmp_path),
+        "--token-slot",
+        "3",
+        "--passphrase-file",
+        str(good),
+        env=env,
+    )
     assert bad_mix.returncode == 2
 
 
@@ -127,13 +190,15 @@ def test_token_custodian_approval_counts_toward_rotate_root(tmp_path):
     env = _token(tmp_path / "tina-hsm")
     r = _new_on_token(d.people, env)
     assert r.returncode == 0, r.stdout + r.stderr
-    adds = [a for n in ("admin", *CUST, "audrey", "tina")
-            for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    adds = [
+        a
+        for n in ("admin", *CUST, "audrey", "tina")
+        for a in ("--add", str(d.people / f"{n}.pub.json"))
+    ]
     r = d.ceremony("enrol", *d.coord(pin=False), *adds)
     assert r.returncode == 0, r.stdout + r.stderr
     cust = [a for n in CUST for a in ("--custodian", n)]
-    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out",
-                   str(root / "shares"))
+    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(root / "shares"))
     assert r.returncode == 10, r.stdout + r.stderr
     r = d.ceremony("resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -164,8 +229,8 @@ def test_token_custodian_approval_counts_toward_rotate_root(tmp_path):
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     gated = [e for e in _events(bundle) if e["kind"] == "rotate-root"]
     assert len(gated) == 1
-    assert sorted(a["approver"] for a in gated[0]["body"]["approvals"]) == ["alice", "bob",
-                                                                            "tina"]
-    v = run_cli("transcript", "verify", bundle, "--trust", str(d.people / "tina.pub.json"),
-                *d.trust())
+    assert sorted(a["approver"] for a in gated[0]["body"]["approvals"]) == ["alice", "bob", "tina"]
+    v = run_cli(
+        "transcript", "verify", bundle, "--trust", str(d.people / "tina.pub.json"), *d.trust()
+    )
     assert v.returncode == 0, v.stdout + v.stderr

@@ -11,11 +11,21 @@ from tests.conftest import run_cli
 def test_participant_new_writes_encrypted_key_and_identity(tmp_path):
     pw = tmp_path / "pw"
     pw.write_text("correct horse battery\n")
-    r = run_cli("participant", "new", "alice", "--role", "custodian", "--out", str(tmp_path / "p"),
-                "--passphrase-file", str(pw), "--json")
+    r = run_cli(
+        "participant",
+        "new",
+        "alice",
+        "--role",
+        "custodian",
+        "--out",
+        str(tmp_path / "p"),
+        "--passphrase-file",
+        str(pw),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    key = (tmp_path / "p" / "alice.key.pem")
+    key = tmp_path / "p" / "alice.key.pem"
     assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     ident = json.loads((tmp_path / "p" / "alice.pub.json").read_text())
@@ -23,8 +33,17 @@ def test_participant_new_writes_encrypted_key_and_identity(tmp_path):
     assert ident["fingerprint"] == out["fingerprint"] and len(ident["public"]) == 64
     assert "correct horse" not in r.stdout + r.stderr
     # never overwritten
-    r2 = run_cli("participant", "new", "alice", "--role", "custodian", "--out",
-                 str(tmp_path / "p"), "--passphrase-file", str(pw))
+    r2 = run_cli(
+        "participant",
+        "new",
+        "alice",
+        "--role",
+        "custodian",
+        "--out",
+        str(tmp_path / "p"),
+        "--passphrase-file",
+        str(pw),
+    )
     assert r2.returncode == 2 and "already exists" in r2.stderr
 
 

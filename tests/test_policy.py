@@ -50,8 +50,11 @@ ROWS = (
 def test_policy_table(row: Row) -> None:
     created = T0
     now = T0 + timedelta(days=row.age_days)
-    item = policy.evaluate_one(policy.KeyAge(key="data", version=3, created=created),
-                               BranchPolicy(key_class=row.key_class, warn_days=row.warn_days), now)
+    item = policy.evaluate_one(
+        policy.KeyAge(key="data", version=3, created=created),
+        BranchPolicy(key_class=row.key_class, warn_days=row.warn_days),
+        now,
+    )
     assert (item.status, item.days_left) == (row.status, row.days_left)
     days = {"high": 90, "medium": 180, "low": 365}[row.key_class]
     assert item.due_at == created + timedelta(days=days)
@@ -61,12 +64,15 @@ def test_policy_table(row: Row) -> None:
 def test_missing_key_and_ordering_and_root_default() -> None:
     now = T0 + timedelta(days=100)
     items = policy.evaluate(
-        [policy.KeyAge(key="data", version=1, created=T0),
-         policy.KeyAge(key="backup", version=None, created=None),
-         policy.KeyAge(key="secrets", version=2, created=T0 + timedelta(days=95)),
-         policy.KeyAge(key="root", version=1, created=T0)],
+        [
+            policy.KeyAge(key="data", version=1, created=T0),
+            policy.KeyAge(key="backup", version=None, created=None),
+            policy.KeyAge(key="secrets", version=2, created=T0 + timedelta(days=95)),
+            policy.KeyAge(key="root", version=1, created=T0),
+        ],
         {"data": BranchPolicy(key_class="medium"), "secrets": BranchPolicy(key_class="high")},
-        now)
+        now,
+    )
     assert [i.key for i in items] == ["backup", "data", "secrets", "root"]
     assert items[0].status == "missing"
     assert [i.days_left for i in items[1:]] == [80, 85, 265]
@@ -75,10 +81,13 @@ def test_missing_key_and_ordering_and_root_default() -> None:
 
 def test_warnings_only_for_attention_and_hold_no_secret_fields() -> None:
     items = policy.evaluate(
-        [policy.KeyAge(key="data", version=1, created=T0),
-         policy.KeyAge(key="secrets", version=4, created=T0)],
+        [
+            policy.KeyAge(key="data", version=1, created=T0),
+            policy.KeyAge(key="secrets", version=4, created=T0),
+        ],
         {"data": BranchPolicy(key_class="low"), "secrets": BranchPolicy(key_class="high")},
-        T0 + timedelta(days=100))
+        T0 + timedelta(days=100),
+    )
     warns = policy.warnings(items, deployment_id="dep1", now=T0)
     assert [w["key"] for w in warns] == ["secrets"]
     assert warns[0]["severity"] == "critical"
@@ -88,16 +97,19 @@ def test_warnings_only_for_attention_and_hold_no_secret_fields() -> None:
 
 def test_naive_now_is_a_caller_bug() -> None:
     with pytest.raises(ValueError):
-        policy.evaluate_one(policy.KeyAge(key="data", version=1, created=T0),
-                            BranchPolicy(key_class="high"), datetime(2025, 1, 1))
+        policy.evaluate_one(
+            policy.KeyAge(key="data", version=1, created=T0),
+            BranchPolicy(key_class="high"),
+            datetime(2025, 1, 1),
+        )
 
 
 def _hook(tmp_path: Path, rc: int) -> str:
     script = tmp_path / "hook.py"
     out = tmp_path / "alerts.jsonl"
-    script.write_text("import sys\n"
-                      f"open({str(out)!r}, 'a').write(sys.stdin.read() + '\\n')\n"
-                      f"sys.exit({rc})\n")
+    script.write_text(
+        f"import sys\nopen({str(out)!r}, 'a').write(sys.stdin.read() + '\\n')\nsys.exit({rc})\n"
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return f"{sys.executable} {script}"
 
@@ -111,8 +123,9 @@ def test_alert_hook_gets_json_on_stdin(tmp_path: Path) -> None:
 
 def test_alert_hook_failure_is_reported_not_raised(tmp_path: Path) -> None:
     recorded: list[dict] = []
-    res = policy.emit_warnings([{"key": "data"}], alert_hook=_hook(tmp_path, 3),
-                               audit=recorded.append)
+    res = policy.emit_warnings(
+        [{"key": "data"}], alert_hook=_hook(tmp_path, 3), audit=recorded.append
+    )
     assert res[0].ok is False and "exited 3" in res[0].detail
     assert recorded == [{"key": "data"}]
     missing = policy.run_alert_hook("/nonexistent/hook", {"key": "x"})

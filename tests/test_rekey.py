@@ -54,8 +54,9 @@ def test_cancel_destroy_cli(rotated: tuple[Path, Path]) -> None:
     home, _pins = rotated
     out = cli_json(home, None, "rekey", "cancel-destroy", "--branch", "data", "--version", "1")
     assert out["state"] == "disabled"
-    bad = cli(home, None, "rekey", "cancel-destroy", "--branch", "data", "--version", "2",
-              check=False)
+    bad = cli(
+        home, None, "rekey", "cancel-destroy", "--branch", "data", "--version", "2", check=False
+    )
     assert bad.returncode == 7 and "not destroy-scheduled" in bad.stderr
 
 
@@ -90,10 +91,28 @@ def test_second_run_exits_cleanly_while_lease_is_held(rotated: tuple[Path, Path]
 def test_concurrent_runs_never_share_objects(tmp_path: Path) -> None:
     home, pins = make_deployment(tmp_path, data_objects=40_000)
     cli(home, pins, "kek", "rotate", "--branch", "data")
-    cmd = [sys.executable, "-m", "ceremonies", "rekey", "run", "--json", "--batch", "500",
-           "--wait", "120", "--home", str(home), "--pin-file", str(pins)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=cli_env()) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ceremonies",
+        "rekey",
+        "run",
+        "--json",
+        "--batch",
+        "500",
+        "--wait",
+        "120",
+        "--home",
+        str(home),
+        "--pin-file",
+        str(pins),
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
     import json
@@ -111,15 +130,18 @@ def test_damaged_object_stops_job_without_loss(tmp_path: Path) -> None:
     cli(home, pins, "kek", "rotate", "--branch", "data")
     with db(home) as c:
         (oid, blob) = c.execute(
-            "SELECT id, wrapped FROM objects ORDER BY id LIMIT 1 OFFSET 2500").fetchone()
-        c.execute("UPDATE objects SET wrapped=? WHERE id=?",
-                  (blob[:-1] + bytes([blob[-1] ^ 1]), oid))
+            "SELECT id, wrapped FROM objects ORDER BY id LIMIT 1 OFFSET 2500"
+        ).fetchone()
+        c.execute(
+            "UPDATE objects SET wrapped=? WHERE id=?", (blob[:-1] + bytes([blob[-1] ^ 1]), oid)
+        )
     proc = cli(home, pins, "rekey", "run", "--batch", "1000", check=False)
     assert proc.returncode == 6 and "failed to decrypt" in proc.stderr
     with db(home) as c:
         moved = c.execute("SELECT COUNT(*) FROM objects WHERE kek_version=2").fetchone()[0]
-        states = dict(c.execute(
-            "SELECT version, state FROM kek_versions WHERE branch='data'").fetchall())
+        states = dict(
+            c.execute("SELECT version, state FROM kek_versions WHERE branch='data'").fetchall()
+        )
     assert moved == 2000  # the two batches before the damaged one committed; the third did not
     assert states[1] == "decrypt-only"
     assert retired_but_used(home) == []

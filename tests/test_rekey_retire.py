@@ -22,16 +22,25 @@ def h(tmp_path: Path) -> KeyHierarchy:
     store = Store.open(tmp_path / "c.db", create=True)
     now = iso(T0)
     with store.tx() as c:
-        c.execute("INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
-                  "state_changed) VALUES(1,'active','abcdef',NULL,NULL,?,?)", (now, now))
+        c.execute(
+            "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+            "state_changed) VALUES(1,'active','abcdef',NULL,NULL,?,?)",
+            (now, now),
+        )
         for branch in ("data", "backup"):
             c.execute(
                 "INSERT INTO kek_versions VALUES(?,1,'decrypt-only','aaaaaa',1,X'01',?,?,NULL)",
-                (branch, now, now))
-            c.execute("INSERT INTO kek_versions VALUES(?,2,'active','bbbbbb',1,X'02',?,?,NULL)",
-                      (branch, now, now))
-        c.execute("INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, created, "
-                  "updated) VALUES(X'00', 'dek', 'data', 1, X'00', X'00', ?, ?)", (now, now))
+                (branch, now, now),
+            )
+            c.execute(
+                "INSERT INTO kek_versions VALUES(?,2,'active','bbbbbb',1,X'02',?,?,NULL)",
+                (branch, now, now),
+            )
+        c.execute(
+            "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, created, "
+            "updated) VALUES(X'00', 'dek', 'data', 1, X'00', X'00', ?, ?)",
+            (now, now),
+        )
     return KeyHierarchy(store, None, clock=lambda: T0)
 
 
@@ -60,8 +69,10 @@ def test_active_cannot_skip_to_disabled_or_be_doubled(h: KeyHierarchy) -> None:
 
 def test_advance_leaves_used_versions_and_retires_empty_ones(h: KeyHierarchy) -> None:
     steps = advance_retirement(h, cfg(), now=T0)
-    assert steps == ["backup/v1: disabled",
-                     f"backup/v1: destroy scheduled after {iso(T0 + timedelta(days=7))}"]
+    assert steps == [
+        "backup/v1: disabled",
+        f"backup/v1: destroy scheduled after {iso(T0 + timedelta(days=7))}",
+    ]
     assert state(h, "data", 1) is KeyState.DECRYPT_ONLY
     assert state(h, "data", 2) is KeyState.ACTIVE and state(h, "backup", 2) is KeyState.ACTIVE
 
@@ -82,7 +93,8 @@ def test_destroy_only_after_delay_and_erases_the_sealed_key(h: KeyHierarchy) -> 
     assert advance_retirement(h, cfg(), now=T0 + timedelta(days=7)) == ["backup/v1: destroyed"]
     assert state(h, "backup", 1) is KeyState.DESTROYED
     (wrapped,) = h.store.query(
-        "SELECT wrapped FROM kek_versions WHERE branch='backup' AND version=1")[0]
+        "SELECT wrapped FROM kek_versions WHERE branch='backup' AND version=1"
+    )[0]
     assert bytes(wrapped) == b""
     with pytest.raises(PolicyError):
         h.set_kek_state("backup", 1, KeyState.DECRYPT_ONLY)

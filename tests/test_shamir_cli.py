@@ -43,9 +43,22 @@ def assert_failed(r, *needles: str, secret_words=()):
 def test_split_and_combine_with_passphrase_file_and_groups(tmp_path):
     pw = tmp_path / "pw"
     pw.write_text(CANARY_PW + "\n")
-    r = run_cli("shamir", "split", "--group-threshold", "2", "--group", "2/3", "--group", "1/1",
-                "--group", "3/5", "--passphrase-file", str(pw), "--no-extendable",
-                input=SECRET[:32])
+    r = run_cli(
+        "shamir",
+        "split",
+        "--group-threshold",
+        "2",
+        "--group",
+        "2/3",
+        "--group",
+        "1/1",
+        "--group",
+        "3/5",
+        "--passphrase-file",
+        str(pw),
+        "--no-extendable",
+        input=SECRET[:32],
+    )
     assert r.returncode == 0 and CANARY_PW not in r.stdout + r.stderr
     groups = [g.splitlines() for g in r.stdout.strip().split("\n\n")]
     assert [len(g) for g in groups] == [3, 1, 5]
@@ -90,8 +103,11 @@ def test_unknown_word(shares):
 def test_different_sets(shares):
     r = run_cli("shamir", "split", "-t", "3", "-n", "5", input=SECRET)
     other = r.stdout.splitlines()
-    assert_failed(combine(shares[0], other[1], shares[2]),
-                  "stdin:2 is from a different set than stdin:1", secret_words=shares + other)
+    assert_failed(
+        combine(shares[0], other[1], shares[2]),
+        "stdin:2 is from a different set than stdin:1",
+        secret_words=shares + other,
+    )
 
 
 def test_duplicate_member_index(shares, tmp_path):
@@ -103,11 +119,24 @@ def test_duplicate_member_index(shares, tmp_path):
 
 def test_too_few_shares_single_group_and_groups(shares):
     assert_failed(combine(shares[0], shares[4]), "3 are needed, 1 more share required")
-    r = run_cli("shamir", "split", "--group-threshold", "2", "--group", "2/3", "--group", "2/2",
-                input=SECRET)
+    r = run_cli(
+        "shamir",
+        "split",
+        "--group-threshold",
+        "2",
+        "--group",
+        "2/3",
+        "--group",
+        "2/2",
+        input=SECRET,
+    )
     g = [x.splitlines() for x in r.stdout.strip().split("\n\n")]
-    assert_failed(combine(g[0][0], g[0][2], g[1][1]),
-                  "2 of 2 groups are needed", "group 2 needs 1 more (1 of 2)", "group 1 complete")
+    assert_failed(
+        combine(g[0][0], g[0][2], g[1][1]),
+        "2 of 2 groups are needed",
+        "group 2 needs 1 more (1 of 2)",
+        "group 1 complete",
+    )
 
 
 def test_inconsistent_group():
@@ -122,13 +151,19 @@ def test_inconsistent_group():
 
 
 def test_usage_errors_exit_2_with_nothing_on_stdout():
-    for args, inp in ((("-t", "3", "-n", "5"), "zz"), (("-t", "3", "-n", "5"), "00" * 15),
-                      (("-t", "6", "-n", "5"), SECRET), (("--group", "2-3"), SECRET), ((), SECRET)):
+    for args, inp in (
+        (("-t", "3", "-n", "5"), "zz"),
+        (("-t", "3", "-n", "5"), "00" * 15),
+        (("-t", "6", "-n", "5"), SECRET),
+        (("--group", "2-3"), SECRET),
+        ((), SECRET),
+    ):
         r = run_cli("shamir", "split", *args, input=inp)
         assert r.returncode == 2 and r.stdout == "" and "hint:" in r.stderr, args
 
 
 # --- custody share ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory, shares):
@@ -144,16 +179,28 @@ def kit(tmp_path_factory, shares):
     (d / "dealer.pub.json").write_text(ev.public_key_json(public_raw(dealer), "dealer"))
     (d / "share.txt").write_text("# alice\n" + shares[0] + "\n")
     (d / "other.txt").write_text(shares[1] + "\n")
-    env = ev.make_envelope(slip39.parse_share(shares[0]), ceremony_id="gen-1",
-                           policy_digest="00" * 32, epoch=0, custodian="ab" * 16, kcv="123456",
-                           dealer=dealer)
+    env = ev.make_envelope(
+        slip39.parse_share(shares[0]),
+        ceremony_id="gen-1",
+        policy_digest="00" * 32,
+        epoch=0,
+        custodian="ab" * 16,
+        kcv="123456",
+        dealer=dealer,
+    )
     (d / "env.json").write_bytes(env.to_bytes())
     return d
 
 
 def test_share_verify_ok_and_failures(kit):
-    base = ("share", "verify", "--envelope", str(kit / "env.json"),
-            "--trust", str(kit / "dealer.pub.json"))
+    base = (
+        "share",
+        "verify",
+        "--envelope",
+        str(kit / "env.json"),
+        "--trust",
+        str(kit / "dealer.pub.json"),
+    )
     r = run_cli(*base, str(kit / "share.txt"), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ceremony_id"] == "gen-1"
     r = run_cli(*base, str(kit / "other.txt"))
@@ -163,8 +210,15 @@ def test_share_verify_ok_and_failures(kit):
     r = run_cli(*base, str(kit / "share.txt"), "--epoch", "1")
     assert r.returncode == 6 and "epoch 0, not 1" in r.stderr
     (kit / "wrong.pub").write_text("11" * 32 + "\n")
-    r = run_cli("share", "verify", str(kit / "share.txt"), "--envelope", str(kit / "env.json"),
-                "--trust", str(kit / "wrong.pub"))
+    r = run_cli(
+        "share",
+        "verify",
+        str(kit / "share.txt"),
+        "--envelope",
+        str(kit / "env.json"),
+        "--trust",
+        str(kit / "wrong.pub"),
+    )
     assert r.returncode == 6 and "signature does not verify" in r.stderr
 
 
@@ -173,8 +227,21 @@ def test_share_card_png_decodes(kit, tmp_path):
     from PIL import Image
 
     out = tmp_path / "card.png"
-    r = run_cli("share", "card", str(kit / "share.txt"), "--envelope", str(kit / "env.json"),
-                "--format", "png", "--out", str(out), "--name", "Alice", "--label", "Gen 1")
+    r = run_cli(
+        "share",
+        "card",
+        str(kit / "share.txt"),
+        "--envelope",
+        str(kit / "env.json"),
+        "--format",
+        "png",
+        "--out",
+        str(out),
+        "--name",
+        "Alice",
+        "--label",
+        "Gen 1",
+    )
     assert r.returncode == 0, r.stderr
     found = zxingcpp.read_barcodes(Image.open(out))
     assert found[0].bytes == (kit / "env.json").read_bytes()
@@ -186,8 +253,17 @@ def test_share_seal_unseal_wrong_passphrase(kit, tmp_path, shares):
     pw.write_text(CANARY_PW + "\n")
     bad.write_text("nope\n")
     sealed = tmp_path / "share.sealed"
-    r = run_cli("share", "seal", str(kit / "share.txt"), "--out", str(sealed),
-                "--passphrase-file", str(pw), "--envelope", str(kit / "env.json"))
+    r = run_cli(
+        "share",
+        "seal",
+        str(kit / "share.txt"),
+        "--out",
+        str(sealed),
+        "--passphrase-file",
+        str(pw),
+        "--envelope",
+        str(kit / "env.json"),
+    )
     assert r.returncode == 0, r.stderr
     r = run_cli("share", "unseal", str(sealed), "--passphrase-file", str(pw))
     assert r.returncode == 0 and r.stdout.strip() == shares[0]
@@ -198,14 +274,25 @@ def test_share_seal_unseal_wrong_passphrase(kit, tmp_path, shares):
 
 def test_remote_hand_in_end_to_end(kit, tmp_path, shares):
     co = tmp_path / "co"
-    r = run_cli("share", "offer", "--ceremony", "gen-1", "--epoch", "0", "--out", str(co),
-                "--ephemeral-key")
+    r = run_cli(
+        "share", "offer", "--ceremony", "gen-1", "--epoch", "0", "--out", str(co), "--ephemeral-key"
+    )
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE((co / "offer.key").stat().st_mode) == 0o600
     offer, offer_err = r.stdout.strip(), r.stderr
     assert offer.startswith("custody-offer:") and "\u2584" in r.stderr
-    r = run_cli("share", "send", str(kit / "share.txt"), "--offer", offer, "--envelope",
-                str(kit / "env.json"), "--trust", str(co / "coordinator.pub.json"), "--json")
+    r = run_cli(
+        "share",
+        "send",
+        str(kit / "share.txt"),
+        "--offer",
+        offer,
+        "--envelope",
+        str(kit / "env.json"),
+        "--trust",
+        str(co / "coordinator.pub.json"),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     sent = json.loads(r.stdout)
     r = run_cli("share", "receive", "--offer-key", str(co / "offer.key"), sent["blob"], "--json")
@@ -215,24 +302,48 @@ def test_remote_hand_in_end_to_end(kit, tmp_path, shares):
     session = sent["session"]
     assert len(session) == 32 and session != "gen-1" and f"session {session}" in offer_err
     assert got["session"] == session
-    r = run_cli("share", "receive", "--offer-key", str(co / "offer.key"), sent["blob"],
-                "--session", "another-ceremony")
+    r = run_cli(
+        "share",
+        "receive",
+        "--offer-key",
+        str(co / "offer.key"),
+        sent["blob"],
+        "--session",
+        "another-ceremony",
+    )
     assert r.returncode == 6 and r.stdout == ""
     assert "for another ceremony" in r.stderr and shares[0] not in r.stderr
     # replay of the same blob into another ceremony's offer
     co2 = tmp_path / "co2"
-    r = run_cli("share", "offer", "--ceremony", "gen-2", "--out", str(co2), "--ephemeral-key",
-                "--json")
+    r = run_cli(
+        "share", "offer", "--ceremony", "gen-2", "--out", str(co2), "--ephemeral-key", "--json"
+    )
     assert json.loads(r.stdout)["session"] not in (session, "gen-2")  # fresh each time
     r = run_cli("share", "receive", "--offer-key", str(co2 / "offer.key"), sent["blob"])
     assert r.returncode == 6 and r.stdout == "" and "ceremony 'gen-1', not 'gen-2'" in r.stderr
     # the custodian refuses an offer for another ceremony than its envelope
-    r = run_cli("share", "send", str(kit / "share.txt"), "--offer", str(co2 / "offer.txt"),
-                "--envelope", str(kit / "env.json"), "--trust", str(co2 / "coordinator.pub.json"))
+    r = run_cli(
+        "share",
+        "send",
+        str(kit / "share.txt"),
+        "--offer",
+        str(co2 / "offer.txt"),
+        "--envelope",
+        str(kit / "env.json"),
+        "--trust",
+        str(co2 / "coordinator.pub.json"),
+    )
     assert r.returncode == 6 and r.stdout == ""
     # untrusted coordinator key
-    r = run_cli("share", "send", str(kit / "share.txt"), "--offer", offer,
-                "--trust", str(co2 / "coordinator.pub.json"))
+    r = run_cli(
+        "share",
+        "send",
+        str(kit / "share.txt"),
+        "--offer",
+        offer,
+        "--trust",
+        str(co2 / "coordinator.pub.json"),
+    )
     assert r.returncode == 6 and "not signed by the trusted coordinator" in r.stderr
 
 
@@ -240,17 +351,32 @@ def test_expired_offer_via_cli(kit, tmp_path):
     import time
 
     co = tmp_path / "co"
-    r = run_cli("share", "offer", "--ceremony", "gen-1", "--ttl", "1", "--out", str(co),
-                "--ephemeral-key")
+    r = run_cli(
+        "share", "offer", "--ceremony", "gen-1", "--ttl", "1", "--out", str(co), "--ephemeral-key"
+    )
     assert r.returncode == 0
     time.sleep(2.1)
-    r = run_cli("share", "send", str(kit / "share.txt"), "--offer", str(co / "offer.txt"),
-                "--trust", str(co / "coordinator.pub.json"))
+    r = run_cli(
+        "share",
+        "send",
+        str(kit / "share.txt"),
+        "--offer",
+        str(co / "offer.txt"),
+        "--trust",
+        str(co / "coordinator.pub.json"),
+    )
     assert r.returncode == 6 and "expired" in r.stderr and r.stdout == ""
 
 
 def test_help_texts():
-    for args in (("shamir", "split"), ("shamir", "combine"), ("share", "verify"),
-                 ("share", "seal"), ("share", "offer"), ("share", "send"), ("share", "receive")):
+    for args in (
+        ("shamir", "split"),
+        ("shamir", "combine"),
+        ("share", "verify"),
+        ("share", "seal"),
+        ("share", "offer"),
+        ("share", "send"),
+        ("share", "receive"),
+    ):
         r = run_cli(*args, "--help")
         assert r.returncode == 0 and len(r.stdout) > 300, args

@@ -19,17 +19,24 @@ from custody.shares import envelope as ev
 from custody.signing import public_raw
 
 R = random.Random(5)
-SHARES = slip39.split(bytes(range(32)), groups=[(2, 3)], iteration_exponent=0,
-                      rng=lambda n: R.randbytes(n))[0]
+SHARES = slip39.split(
+    bytes(range(32)), groups=[(2, 3)], iteration_exponent=0, rng=lambda n: R.randbytes(n)
+)[0]
 DEALER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 DPUB = public_raw(DEALER)
 FAST = seal.Argon2Params(memory_kib=64, iterations=1, lanes=1)
 
 
 def envelope_for(share: str, *, ceremony="cer-7", epoch=2, dealer=DEALER):
-    return ev.make_envelope(slip39.parse_share(share), ceremony_id=ceremony,
-                            policy_digest="ab" * 32, epoch=epoch, custodian="cd" * 16,
-                            kcv="a1b2c3", dealer=dealer)
+    return ev.make_envelope(
+        slip39.parse_share(share),
+        ceremony_id=ceremony,
+        policy_digest="ab" * 32,
+        epoch=epoch,
+        custodian="cd" * 16,
+        kcv="a1b2c3",
+        dealer=dealer,
+    )
 
 
 def test_envelope_is_canonical_deterministic_and_round_trips():
@@ -44,10 +51,13 @@ def test_envelope_is_canonical_deterministic_and_round_trips():
         assert f'"{w}"' not in raw.decode() and f" {w} " not in raw.decode()
 
 
-@pytest.mark.parametrize(("kwargs", "reason"), [
-    ({"expected_ceremony": "cer-8"}, "wrong-ceremony"),
-    ({"expected_epoch": 3}, "wrong-epoch"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"expected_ceremony": "cer-8"}, "wrong-ceremony"),
+        ({"expected_epoch": 3}, "wrong-epoch"),
+    ],
+)
 def test_envelope_binding_errors(kwargs, reason):
     with pytest.raises(ev.EnvelopeError) as ei:
         ev.verify_share(SHARES[0], envelope_for(SHARES[0]), DPUB, **kwargs)
@@ -83,8 +93,9 @@ def test_public_key_file_forms():
 
 def test_card_png_qr_decodes_to_envelope_bytes():
     e = envelope_for(SHARES[2])
-    c = card.Card(name="Alice Example", label="Generation 2025", words=tuple(SHARES[2].split()),
-                  envelope=e)
+    c = card.Card(
+        name="Alice Example", label="Generation 2025", words=tuple(SHARES[2].split()), envelope=e
+    )
     img = Image.open(io.BytesIO(card.render(c, "png")))
     assert img.size == (card.W, card.H)
     found = zxingcpp.read_barcodes(img)
@@ -109,6 +120,7 @@ def test_card_svg_pdf_and_terminal():
 
 # --- sealing ----------------------------------------------------------------------------
 
+
 def test_passphrase_seal_round_trip_and_wrong_passphrase():
     env = envelope_for(SHARES[0]).to_bytes()
     sealed = seal.seal_with_passphrase(SHARES[0], b"correct horse", envelope=env, params=FAST)
@@ -117,8 +129,9 @@ def test_passphrase_seal_round_trip_and_wrong_passphrase():
     with pytest.raises(seal.SealError, match="Wrong passphrase"):
         seal.unseal_with_passphrase(sealed, b"correct horsf")
     with pytest.raises(seal.SealError, match="different envelope"):
-        seal.unseal_with_passphrase(sealed, b"correct horse",
-                                    envelope=envelope_for(SHARES[1]).to_bytes())
+        seal.unseal_with_passphrase(
+            sealed, b"correct horse", envelope=envelope_for(SHARES[1]).to_bytes()
+        )
     doc = json.loads(sealed)
     doc["header"]["envelope_sha256"] = "00" * 32  # the header is AAD
     with pytest.raises(seal.SealError):
@@ -161,15 +174,22 @@ SESSION = "recover-9"  # the running ceremony that opens the hand-ins
 
 
 def offer(ceremony="cer-7", epoch=2, now=1000):
-    return transport.make_offer(ceremony_id=ceremony, epoch=epoch, session=SESSION,
-                                coordinator=COORD, now=now, ttl=600)
+    return transport.make_offer(
+        ceremony_id=ceremony, epoch=epoch, session=SESSION, coordinator=COORD, now=now, ttl=600
+    )
 
 
 def test_transport_round_trip_with_matching_sas():
     ok = offer()
     env = envelope_for(SHARES[0]).to_bytes()
-    blob, sas = transport.seal_to_offer(ok.offer.to_text(), SHARES[0], trusted_coordinator=CPUB,
-                                        now=1100, expected_session=SESSION, envelope=env)
+    blob, sas = transport.seal_to_offer(
+        ok.offer.to_text(),
+        SHARES[0],
+        trusted_coordinator=CPUB,
+        now=1100,
+        expected_session=SESSION,
+        envelope=env,
+    )
     assert blob.startswith("custody-blob:") and SHARES[0].split()[4] not in blob
     key = transport.load_offer_key(ok.to_json())
     got = transport.open_blob(blob, key, now=1200, expected_session=SESSION)
@@ -180,30 +200,48 @@ def test_transport_round_trip_with_matching_sas():
 def test_offer_checks_signature_expiry_and_envelope_binding():
     ok = offer()
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=DPUB, now=1100,
-                                expected_session=SESSION)
+        transport.seal_to_offer(
+            ok.offer, SHARES[0], trusted_coordinator=DPUB, now=1100, expected_session=SESSION
+        )
     assert ei.value.reason == "bad-signature"
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1601,
-                                expected_session=SESSION)
+        transport.seal_to_offer(
+            ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1601, expected_session=SESSION
+        )
     assert ei.value.reason == "expired"
     env = envelope_for(SHARES[0], ceremony="cer-other").to_bytes()
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                expected_session=SESSION, envelope=env)
+        transport.seal_to_offer(
+            ok.offer,
+            SHARES[0],
+            trusted_coordinator=CPUB,
+            now=1100,
+            expected_session=SESSION,
+            envelope=env,
+        )
     assert ei.value.reason == "wrong-ceremony"
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(ok.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                expected_session=SESSION, expected_epoch=3)
+        transport.seal_to_offer(
+            ok.offer,
+            SHARES[0],
+            trusted_coordinator=CPUB,
+            now=1100,
+            expected_session=SESSION,
+            expected_epoch=3,
+        )
     assert ei.value.reason == "wrong-epoch"
 
 
 def test_blob_replay_into_another_ceremony_or_epoch_or_offer_is_rejected():
     a = offer()
-    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                expected_session=SESSION)
-    for other, reason in ((offer(ceremony="cer-8"), "wrong-ceremony"),
-                          (offer(epoch=3), "wrong-epoch"), (offer(), "wrong-offer")):
+    blob, _ = transport.seal_to_offer(
+        a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100, expected_session=SESSION
+    )
+    for other, reason in (
+        (offer(ceremony="cer-8"), "wrong-ceremony"),
+        (offer(epoch=3), "wrong-epoch"),
+        (offer(), "wrong-offer"),
+    ):
         with pytest.raises(transport.TransportError) as ei:
             transport.open_blob(blob, other, now=1100, expected_session=SESSION)
         assert ei.value.reason == reason
@@ -214,8 +252,9 @@ def test_blob_replay_into_another_ceremony_or_epoch_or_offer_is_rejected():
 
 def test_tampered_blob_is_rejected():
     a = offer()
-    blob, _ = transport.seal_to_offer(a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100,
-                                expected_session=SESSION)
+    blob, _ = transport.seal_to_offer(
+        a.offer, SHARES[0], trusted_coordinator=CPUB, now=1100, expected_session=SESSION
+    )
     body = transport._unarmor(blob, "custody-blob:")
     ct = body["ct"]
     body["ct"] = ("A" if ct[0] != "A" else "B") + ct[1:]

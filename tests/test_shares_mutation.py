@@ -22,8 +22,9 @@ from custody.signing import public_raw
 
 R = random.Random(2024)
 SECRET = bytes(range(100, 132))
-SHARES = slip39.split(SECRET, groups=[(3, 5)], iteration_exponent=0,
-                      rng=lambda n: R.randbytes(n))[0]
+SHARES = slip39.split(SECRET, groups=[(3, 5)], iteration_exponent=0, rng=lambda n: R.randbytes(n))[
+    0
+]
 DEALER = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
 FAST = seal.Argon2Params(memory_kib=64, iterations=1, lanes=1)
 CANARY = "canary-passphrase-913"
@@ -45,7 +46,7 @@ def mutate_bytes(data: bytes, r: random.Random) -> bytes:
             j = r.randrange(len(b))
             b[i], b[j] = b[j], b[i]
         else:
-            del b[r.randrange(len(b) + 1):]
+            del b[r.randrange(len(b) + 1) :]
     return bytes(b)
 
 
@@ -87,8 +88,15 @@ def test_mnemonic_mutations_never_yield_a_wrong_secret():
 def test_envelope_mutations_are_refused_or_unchanged():
     r = random.Random(2)
     parsed = slip39.parse_share(SHARES[0])
-    env = ev.make_envelope(parsed, ceremony_id="c1", policy_digest="ab" * 32, epoch=1,
-                           custodian="cd" * 16, kcv="abcdef", dealer=DEALER)
+    env = ev.make_envelope(
+        parsed,
+        ceremony_id="c1",
+        policy_digest="ab" * 32,
+        epoch=1,
+        custodian="cd" * 16,
+        kcv="abcdef",
+        dealer=DEALER,
+    )
     raw, pub = env.to_bytes(), public_raw(DEALER)
     accepted = 0
     for _ in range(10000):
@@ -126,15 +134,18 @@ def test_sealed_share_mutations_are_refused_or_exact():
 def test_transport_mutations_are_refused_or_exact():
     r = random.Random(4)
     coord = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
-    ok = transport.make_offer(ceremony_id="c1", epoch=1, session="s1", coordinator=coord, now=0,
-                              ttl=100)
+    ok = transport.make_offer(
+        ceremony_id="c1", epoch=1, session="s1", coordinator=coord, now=0, ttl=100
+    )
     text = ok.offer.to_text()
-    blob, sas = transport.seal_to_offer(text, SHARES[2], trusted_coordinator=public_raw(coord),
-                                        now=1, expected_session="s1")
+    blob, sas = transport.seal_to_offer(
+        text, SHARES[2], trusted_coordinator=public_raw(coord), now=1, expected_session="s1"
+    )
     for _ in range(6000):
         try:
-            got = transport.open_blob(mutate_bytes(blob.encode(), r).decode("latin-1"), ok,
-                                      now=2, expected_session="s1")
+            got = transport.open_blob(
+                mutate_bytes(blob.encode(), r).decode("latin-1"), ok, now=2, expected_session="s1"
+            )
         except ShareError:
             continue
         assert (got.share, got.sas) == (SHARES[2], sas)
@@ -145,8 +156,13 @@ def test_transport_mutations_are_refused_or_exact():
         try:
             got = transport.open_blob(bad, ok, now=2, expected_session="s1")
         except ShareError as exc:
-            reached += exc.reason in ("tampered", "wrong-offer", "wrong-ceremony", "wrong-epoch",
-                                      "wrong-session")
+            reached += exc.reason in (
+                "tampered",
+                "wrong-offer",
+                "wrong-ceremony",
+                "wrong-epoch",
+                "wrong-session",
+            )
             continue
         assert (got.share, got.sas) == (SHARES[2], sas)
     assert reached > 1000

@@ -58,14 +58,26 @@ def rng_from(seed: int):
 @pytest.mark.parametrize("size", [16, 32])
 def test_reference_combines_ours_and_we_combine_theirs(ext, size):
     secret = bytes(range(size))
-    ours = slip39.split(secret, groups=[(2, 3), (3, 5)], group_threshold=2, passphrase=b"pw",
-                        extendable=ext, iteration_exponent=0, rng=rng_from(size))
+    ours = slip39.split(
+        secret,
+        groups=[(2, 3), (3, 5)],
+        group_threshold=2,
+        passphrase=b"pw",
+        extendable=ext,
+        iteration_exponent=0,
+        rng=rng_from(size),
+    )
     picked = [ours[0][2], ours[0][0], ours[1][4], ours[1][1], ours[1][3]]
     assert shamir_mnemonic.combine_mnemonics(picked, b"pw") == secret
-    theirs = shamir_mnemonic.generate_mnemonics(2, [(2, 3), (3, 5)], secret, b"pw",
-                                                extendable=ext, iteration_exponent=0)
-    assert slip39.combine([theirs[1][0], theirs[1][2], theirs[1][4], theirs[0][1],
-                           theirs[0][2]], b"pw") == secret
+    theirs = shamir_mnemonic.generate_mnemonics(
+        2, [(2, 3), (3, 5)], secret, b"pw", extendable=ext, iteration_exponent=0
+    )
+    assert (
+        slip39.combine(
+            [theirs[1][0], theirs[1][2], theirs[1][4], theirs[0][1], theirs[0][2]], b"pw"
+        )
+        == secret
+    )
 
 
 def test_seeded_split_is_deterministic_and_reference_decodes_params():
@@ -129,8 +141,9 @@ def test_diagnostics_name_the_share():
 
 
 def test_surplus_share_that_disagrees_is_named():
-    other = slip39.split(bytes(range(32)), groups=[(3, 5)], rng=rng_from(1),
-                         iteration_exponent=0, passphrase=b"x")[0]
+    other = slip39.split(
+        bytes(range(32)), groups=[(3, 5)], rng=rng_from(1), iteration_exponent=0, passphrase=b"x"
+    )[0]
     # same identifier (same seed) but another polynomial: checksum-valid, wrong value
     assert other[4] != SHARES[4]
     with pytest.raises(slip39.ShareDigestError) as ei:
@@ -139,8 +152,13 @@ def test_surplus_share_that_disagrees_is_named():
 
 
 def test_group_diagnostics_say_how_many_more_per_group():
-    g = slip39.split(bytes(16), groups=[(2, 3), (3, 5), (1, 1)], group_threshold=3,
-                     rng=rng_from(3), iteration_exponent=0)
+    g = slip39.split(
+        bytes(16),
+        groups=[(2, 3), (3, 5), (1, 1)],
+        group_threshold=3,
+        rng=rng_from(3),
+        iteration_exponent=0,
+    )
     with pytest.raises(slip39.InsufficientShares) as ei:
         slip39.combine([g[0][0], g[1][0], g[1][1], g[2][0]])
     t = ei.value.title
@@ -149,8 +167,12 @@ def test_group_diagnostics_say_how_many_more_per_group():
 
 
 def test_split_rejects_bad_parameters():
-    for kw in ({"groups": [(3, 2)]}, {"groups": [(1, 3)]}, {"groups": [(2, 3)],
-               "group_threshold": 2}, {"groups": [(2, 17)]}):
+    for kw in (
+        {"groups": [(3, 2)]},
+        {"groups": [(1, 3)]},
+        {"groups": [(2, 3)], "group_threshold": 2},
+        {"groups": [(2, 17)]},
+    ):
         with pytest.raises(ValueError):
             slip39.split(bytes(16), **kw)
     for bad in (bytes(15), bytes(17), bytes(34)):
@@ -164,8 +186,9 @@ def test_any_t_of_n_in_any_order_recovers(data):
     n = data.draw(st.integers(1, 16))
     t = data.draw(st.integers(2, n)) if n > 1 else 1
     secret = data.draw(st.binary(min_size=8, max_size=16)) * 2
-    shares = slip39.split(secret, groups=[(t, n)], rng=rng_from(data.draw(st.integers())),
-                          iteration_exponent=0)[0]
+    shares = slip39.split(
+        secret, groups=[(t, n)], rng=rng_from(data.draw(st.integers())), iteration_exponent=0
+    )[0]
     k = data.draw(st.integers(t, n))
     chosen = data.draw(st.permutations(shares))[:k]
     assert slip39.combine(chosen) == secret
@@ -189,8 +212,13 @@ def arrangements(draw):
 def test_any_group_arrangement_recovers_and_short_sets_fail(arr, data):
     gt, groups = arr
     secret = data.draw(st.binary(min_size=16, max_size=16))
-    out = slip39.split(secret, groups=groups, group_threshold=gt, iteration_exponent=0,
-                       rng=rng_from(data.draw(st.integers())))
+    out = slip39.split(
+        secret,
+        groups=groups,
+        group_threshold=gt,
+        iteration_exponent=0,
+        rng=rng_from(data.draw(st.integers())),
+    )
     order = data.draw(st.permutations(range(len(groups))))
     chosen = []
     for gi in order[:gt]:

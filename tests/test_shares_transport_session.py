@@ -20,13 +20,21 @@ SET, EPOCH = "gen-ceremony", 3
 
 
 def offer(session: str = "recover-A", seed: int = 1) -> transport.OfferKey:
-    return transport.make_offer(ceremony_id=SET, epoch=EPOCH, session=session, coordinator=COORD,
-                                now=1000, ttl=600, rng=lambda n: bytes([seed]) * n)
+    return transport.make_offer(
+        ceremony_id=SET,
+        epoch=EPOCH,
+        session=session,
+        coordinator=COORD,
+        now=1000,
+        ttl=600,
+        rng=lambda n: bytes([seed]) * n,
+    )
 
 
 def seal(ok: transport.OfferKey) -> str:
-    blob, _ = transport.seal_to_offer(ok.offer.to_text(), SHARE, trusted_coordinator=CPUB,
-                                      now=1100, expected_session=None)
+    blob, _ = transport.seal_to_offer(
+        ok.offer.to_text(), SHARE, trusted_coordinator=CPUB, now=1100, expected_session=None
+    )
     return blob
 
 
@@ -46,6 +54,7 @@ def test_offer_names_and_signs_the_session():
     with pytest.raises(transport.TransportError) as ei:
         transport.verify_offer(forged, CPUB, now=1100)
     assert ei.value.reason == "bad-signature"
+
 
 def test_the_session_is_never_implied():
     """make_offer and open_blob require the session; seal_to_offer requires the custodian to
@@ -95,19 +104,22 @@ def test_blob_whose_offer_names_another_session_is_refused():
 def test_custodian_can_pin_the_session():
     a = offer("recover-A")
     with pytest.raises(transport.TransportError) as ei:
-        transport.seal_to_offer(a.offer, SHARE, trusted_coordinator=CPUB, now=1100,
-                                expected_session="recover-Z")
+        transport.seal_to_offer(
+            a.offer, SHARE, trusted_coordinator=CPUB, now=1100, expected_session="recover-Z"
+        )
     assert ei.value.reason == "wrong-session"
-    blob, _ = transport.seal_to_offer(a.offer, SHARE, trusted_coordinator=CPUB, now=1100,
-                                      expected_session="recover-A")
+    blob, _ = transport.seal_to_offer(
+        a.offer, SHARE, trusted_coordinator=CPUB, now=1100, expected_session="recover-A"
+    )
     assert transport._unarmor(blob, transport.BLOB_PREFIX)["header"]["session"] == "recover-A"
 
 
 def test_version_1_offers_without_a_session_are_malformed():
     doc = transport._unarmor(offer().offer.to_text(), transport.OFFER_PREFIX)
     signed = {k: v for k, v in doc["signed"].items() if k != "session"}
-    v1 = transport.OFFER_PREFIX + transport._b64(canonical_bytes(
-        {"signed": {**signed, "version": 1}, "sig": doc["sig"]}))
+    v1 = transport.OFFER_PREFIX + transport._b64(
+        canonical_bytes({"signed": {**signed, "version": 1}, "sig": doc["sig"]})
+    )
     with pytest.raises(transport.TransportError) as ei:
         transport.parse_offer(v1)
     assert ei.value.reason == "malformed"

@@ -19,26 +19,43 @@ def test_verify_golden_exit_0() -> None:
 
 
 def test_verify_archive_with_hex_trust_json() -> None:
-    r = run_cli("transcript", "verify", str(FX / "golden" / "rotate-root.tar"),
-                "--trust", str(FX / "trust" / "dave.hex"),
-                "--trust", str(FX / "trust" / "erin.json"),
-                "--json")
+    r = run_cli(
+        "transcript",
+        "verify",
+        str(FX / "golden" / "rotate-root.tar"),
+        "--trust",
+        str(FX / "trust" / "dave.hex"),
+        "--trust",
+        str(FX / "trust" / "erin.json"),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["ok"] and doc["checks"][0]["id"] == "canonical"
 
 
 def test_verify_tampered_exit_6_names_check() -> None:
-    r = run_cli("transcript", "verify", str(FX / "tampered" / "replayed-approval"), "--trust",
-                DAVE, "--json")
+    r = run_cli(
+        "transcript",
+        "verify",
+        str(FX / "tampered" / "replayed-approval"),
+        "--trust",
+        DAVE,
+        "--json",
+    )
     assert r.returncode == 6
     doc = json.loads(r.stdout)
     assert "quorum" in doc["failed"] and not doc["ok"]
 
 
 def test_verify_wrong_trust_fails() -> None:
-    r = run_cli("transcript", "verify", str(FX / "golden" / "rotate-root"), "--trust",
-                str(FX / "trust" / "erin.json"))
+    r = run_cli(
+        "transcript",
+        "verify",
+        str(FX / "golden" / "rotate-root"),
+        "--trust",
+        str(FX / "trust" / "erin.json"),
+    )
     assert r.returncode == 6
     assert "FAIL  policy-signatures" in r.stdout
 
@@ -56,8 +73,15 @@ def test_verify_bad_inputs(tmp_path: Path) -> None:
 
 def test_show_and_html(tmp_path: Path) -> None:
     out = tmp_path / "t.html"
-    r = run_cli("transcript", "show", str(FX / "golden" / "drill-exception"), "--html", str(out),
-                "--trust", DAVE)
+    r = run_cli(
+        "transcript",
+        "show",
+        str(FX / "golden" / "drill-exception"),
+        "--html",
+        str(out),
+        "--trust",
+        DAVE,
+    )
     assert r.returncode == 0, r.stderr
     assert "resume at destroy-scratch" in r.stdout and "signed by dave, erin" in r.stdout
     page = out.read_text()
@@ -71,8 +95,9 @@ def test_html_escapes(tmp_path: Path) -> None:
 
     d = load_bundle(FX / "golden" / "rotate-root")
     evil = d.events.replace(b"scheduled rotation", b"<script>alert(1)</script>")
-    page = render_html(BundleData(policy=d.policy, events=evil, checkpoints=d.checkpoints,
-                                  artifacts=d.artifacts))
+    page = render_html(
+        BundleData(policy=d.policy, events=evil, checkpoints=d.checkpoints, artifacts=d.artifacts)
+    )
     assert "<script>" not in page and "&lt;script&gt;" in page
 
 

@@ -40,11 +40,26 @@ CASES = [Case(k, v) for k, v in sorted(json.loads((FX / "cases.json").read_text(
 
 def test_every_issue_kind_has_a_fixture() -> None:
     names = {c.name for c in CASES}
-    assert {"flip-event", "flip-policy", "flip-checkpoint", "reordered", "dropped-middle",
-            "duplicated", "truncated-tail", "forged-signature", "double-counted-signature",
-            "spliced-event", "replayed-approval", "stale-approval", "below-threshold",
-            "not-enrolled", "outside-role", "expired-key", "revoked-key",
-            "swapped-artifact"} <= names
+    assert {
+        "flip-event",
+        "flip-policy",
+        "flip-checkpoint",
+        "reordered",
+        "dropped-middle",
+        "duplicated",
+        "truncated-tail",
+        "forged-signature",
+        "double-counted-signature",
+        "spliced-event",
+        "replayed-approval",
+        "stale-approval",
+        "below-threshold",
+        "not-enrolled",
+        "outside-role",
+        "expired-key",
+        "revoked-key",
+        "swapped-artifact",
+    } <= names
     assert {c.check for c in CASES} <= set(CHECK_IDS)
 
 

@@ -39,9 +39,18 @@ def finish(rec: Recorder) -> None:
         rec.record("hsm-selftest", "hsm.selftest", DAVE, {"ok": True})
     p = {"v": 2}
     t = rec.events[-1].time + 10
-    apps = [Approval.create(mt.key(n), ceremony_id=rec.policy.ceremony_id, action="rotate-root",
-                            action_id="a1", digest=rec.action_digest("rotate-root", "a1", p),
-                            now=t - 5, rng=rng.randbytes) for n in ("alice", "bob", "carol")]
+    apps = [
+        Approval.create(
+            mt.key(n),
+            ceremony_id=rec.policy.ceremony_id,
+            action="rotate-root",
+            action_id="a1",
+            digest=rec.action_digest("rotate-root", "a1", p),
+            now=t - 5,
+            rng=rng.randbytes,
+        )
+        for n in ("alice", "bob", "carol")
+    ]
     rec.record_action("rotate-root", "rotate-root", DAVE, action_id="a1", params=p, approvals=apps)
     rec.exception("verify", "no KEK rotation in this run", DAVE, cosigners=[ERIN])
     rec.record("verify", "note", ERIN, {"text": "ok"})
@@ -51,8 +60,13 @@ def finish(rec: Recorder) -> None:
 def test_record_then_act_and_verify(tmp_path: Path) -> None:
     rec = new_recorder(tmp_path / "b", mirror=tmp_path / "m")
     acted = []
-    ev = rec.record("hsm-selftest", "hsm.selftest", DAVE, {"ok": True},
-                    artifacts={"selftest.txt": b"all good\n"})
+    ev = rec.record(
+        "hsm-selftest",
+        "hsm.selftest",
+        DAVE,
+        {"ok": True},
+        artifacts={"selftest.txt": b"all good\n"},
+    )
     acted.append(ev.seq)  # the action runs only after record() returned
     assert (tmp_path / "b" / "events.jsonl").read_bytes().count(b"\n") == 2
     finish(rec)
@@ -92,8 +106,7 @@ def test_resume_after_crash_with_torn_tail(tmp_path: Path) -> None:
     del rec  # crash: no close
     with open(tmp_path / "b" / "events.jsonl", "ab") as fh:
         fh.write(b'{"actor":"dave","body":{"ok":tr')  # a write torn by the crash
-    rec2 = Recorder.resume(tmp_path / "b", signer=DAVE, mirror=tmp_path / "m",
-                           clock=mt.FakeClock())
+    rec2 = Recorder.resume(tmp_path / "b", signer=DAVE, mirror=tmp_path / "m", clock=mt.FakeClock())
     assert rec2.dropped_torn_tail and rec2.size == size
     rec2._clock = lambda: rec2.events[-1].time + 10
     finish(rec2)
@@ -112,11 +125,14 @@ def test_resume_refuses_a_tampered_bundle(tmp_path: Path) -> None:
         Recorder.resume(tmp_path / "b", signer=DAVE)
 
 
-@pytest.mark.parametrize("body", [
-    {"words": "x"},
-    {"note": " ".join(["academic"] * 20)},
-    {"commitment": "ab" * 32, "blob": "cd" * 32},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"words": "x"},
+        {"note": " ".join(["academic"] * 20)},
+        {"commitment": "ab" * 32, "blob": "cd" * 32},
+    ],
+)
 def test_secret_shaped_values_are_refused(tmp_path: Path, body: dict) -> None:
     rec = new_recorder(tmp_path / "b")
     rec.record("hsm-selftest", "hsm.selftest", DAVE, {"ok": True})
@@ -195,8 +211,9 @@ def test_resume_between_close_and_final_checkpoint(tmp_path: Path) -> None:
 def test_policy_rejects_caller_bugs() -> None:
     from ceremonies.transcript import Policy, RosterEntry, Threshold
 
-    e = RosterEntry(name="alice", role="custodian", public=mt.key("alice").public,
-                    valid_from=0, valid_until=10)
+    e = RosterEntry(
+        name="alice", role="custodian", public=mt.key("alice").public, valid_from=0, valid_until=10
+    )
     base: dict = {"purpose": "p", "kind": "k", "created_at": 0, "permissions": {}}
     with pytest.raises(ValueError):  # threshold > enrolled custodians
         Policy.new(roster=(e,), thresholds={"x": Threshold(role="custodian", count=2)}, **base)

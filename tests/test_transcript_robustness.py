@@ -16,8 +16,12 @@ TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 def _flip(data: BundleData, offset: int) -> BundleData:
     raw = bytearray(data.events)
     raw[offset] ^= 1
-    return BundleData(policy=data.policy, events=bytes(raw), checkpoints=data.checkpoints,
-                      artifacts=data.artifacts)
+    return BundleData(
+        policy=data.policy,
+        events=bytes(raw),
+        checkpoints=data.checkpoints,
+        artifacts=data.artifacts,
+    )
 
 
 def _offsets(events: bytes) -> list[int]:

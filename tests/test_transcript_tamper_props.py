@@ -21,8 +21,12 @@ FILES = ("policy", "events", "checkpoints", "artifact")
 def _with(data: BundleData, part: str, raw: bytes) -> BundleData:
     if part == "artifact":
         (name, _), *rest = data.artifacts
-        return BundleData(policy=data.policy, events=data.events, checkpoints=data.checkpoints,
-                          artifacts=((name, raw), *rest))
+        return BundleData(
+            policy=data.policy,
+            events=data.events,
+            checkpoints=data.checkpoints,
+            artifacts=((name, raw), *rest),
+        )
     fields = {"policy": data.policy, "events": data.events, "checkpoints": data.checkpoints}
     fields[part] = raw
     return BundleData(**fields, artifacts=data.artifacts)
@@ -66,8 +70,12 @@ OPS = ("delete", "duplicate", "swap", "move", "truncate", "insert-foreign")
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(sorted(GOLDEN)), st.sampled_from(("events", "checkpoints")),
-       st.sampled_from(OPS), st.data())
+@given(
+    st.sampled_from(sorted(GOLDEN)),
+    st.sampled_from(("events", "checkpoints")),
+    st.sampled_from(OPS),
+    st.data(),
+)
 def test_line_operations_detected(name: str, part: str, op: str, data: st.DataObject) -> None:
     bundle = GOLDEN[name]
     lines = _get(bundle, part).splitlines(keepends=True)

@@ -271,10 +271,16 @@ def test_recover_3_of_5_through_the_tui_rejects_a_tampered_share(generated: Home
     tail = run_cli("audit", "tail", "-n", "200", "--home", str(h.root), "--json")
     doc = json.loads(tail.stdout)
     entries = doc["entries"] if isinstance(doc, dict) else doc
-    intents = {e["seq"]: e["op"] for e in entries
-               if e["outcome"] == "intent" and e["details"].get("via") == "tui"}
-    outcomes = {(intents[e["details"]["intent_seq"]], e["outcome"]) for e in entries
-                if e["details"].get("intent_seq") in intents}
+    intents = {
+        e["seq"]: e["op"]
+        for e in entries
+        if e["outcome"] == "intent" and e["details"].get("via") == "tui"
+    }
+    outcomes = {
+        (intents[e["details"]["intent_seq"]], e["outcome"])
+        for e in entries
+        if e["details"].get("intent_seq") in intents
+    }
     assert "ceremony recover" in intents.values()
     assert ("ceremony recover", "ok") in outcomes or ("ceremony resume", "ok") in outcomes
 

@@ -230,8 +230,9 @@ class HomeCeremonyServices:
         from custody.audit.log import AuditLog
         from custody.config import Home
 
-        with AuditLog.for_home(Home(self.home)) as log, log.guard(
-            op, target, actor_name(), details={"via": "tui"}
+        with (
+            AuditLog.for_home(Home(self.home)) as log,
+            log.guard(op, target, actor_name(), details={"via": "tui"}),
         ):
             yield
 

@@ -32,8 +32,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     v = a.add_parser("verify", help="verify the chain, checkpoints and their signatures")
     add_home(v)
-    v.add_argument("--trust", metavar="PUBKEY", action="append", default=None,
-                   help="pinned audit signing key (JSON or 64 hex); repeatable")
+    v.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=None,
+        help="pinned audit signing key (JSON or 64 hex); repeatable",
+    )
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
@@ -52,8 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = a.add_parser("checkpoint", help="sign a checkpoint over every entry so far")
     add_home(k)
     add_pin(k)
-    k.add_argument("--key-file", metavar="PEM",
-                   help="sign with this Ed25519 key instead of the HSM")
+    k.add_argument(
+        "--key-file", metavar="PEM", help="sign with this Ed25519 key instead of the HSM"
+    )
     k.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key-file")
     k.add_argument("--trust-out", metavar="FILE", help="also write the signer's public key here")
     add_json(k)
@@ -71,8 +77,9 @@ def _log(args: argparse.Namespace) -> AuditLog:
 
     home = home_of(args)
     if not (home.root / AUDIT_DB).exists():
-        raise AuditError(f"No audit log at {home.root / AUDIT_DB}",
-                         "Point --home at a custody deployment.")
+        raise AuditError(
+            f"No audit log at {home.root / AUDIT_DB}", "Point --home at a custody deployment."
+        )
     return AuditLog.for_home(home)
 
 
@@ -94,8 +101,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rep.to_json())
     else:
-        print(("VALID" if rep.ok else "INVALID")
-              + f": {rep.entries} entries, {rep.checkpoints} checkpoints")
+        print(
+            ("VALID" if rep.ok else "INVALID")
+            + f": {rep.entries} entries, {rep.checkpoints} checkpoints"
+        )
         for x in rep.problems:
             print(f"  FAIL {x}")
         for x in rep.notes:
@@ -112,8 +121,10 @@ def cmd_proof(args: argparse.Namespace) -> int:
             Path(args.out).write_text(text)
         except OSError as exc:
             raise UsageError(f"Cannot write {args.out}", "Check the --out path.") from exc
-        print(f"wrote proof of entry {args.entry} "
-              f"(tree size {doc['checkpoint']['tree_size']}) to {args.out}")
+        print(
+            f"wrote proof of entry {args.entry} "
+            f"(tree size {doc['checkpoint']['tree_size']}) to {args.out}"
+        )
     else:
         print(text, end="")
     return 0
@@ -125,8 +136,9 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     try:
         doc = json.loads(Path(args.proof).read_text())
     except (OSError, ValueError) as exc:
-        raise AuditError(f"Cannot read proof {args.proof}",
-                         "Give a file from 'custody audit proof'.") from exc
+        raise AuditError(
+            f"Cannot read proof {args.proof}", "Give a file from 'custody audit proof'."
+        ) from exc
     summary = check_proof(doc, _trust(args.trust))
     if args.json:
         emit_json({"ok": True, "summary": summary})
@@ -141,8 +153,9 @@ def _signer(args: argparse.Namespace, home: Home) -> tuple[Signer, Pkcs11Hsm | N
         from custody.secretsource import read_secret
         from custody.signing import private_from_pem
 
-        pw = read_secret(what="signing key passphrase", file=args.passphrase_file,
-                         env="CUSTODY_PASSPHRASE")
+        pw = read_secret(
+            what="signing key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE"
+        )
         try:
             pem = Path(args.key_file).read_bytes()
         except OSError as exc:
@@ -190,6 +203,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     for e in entries:
         ts = datetime.fromtimestamp(e["time"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         det = " ".join(f"{k}={v}" for k, v in e["details"].items())
-        print(f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} "
-              f"{e['op']} {e['target']} {det}")
+        print(
+            f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} {e['op']} {e['target']} {det}"
+        )
     return 0

@@ -24,10 +24,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     v = tsub.add_parser("verify", help="verify a bundle against pinned trust keys")
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar archive")
-    v.add_argument("--trust", metavar="PUBKEY", action="append", default=[], required=True,
-                   help="trust key file (JSON {alg, public, name} or 64 hex); repeatable")
-    v.add_argument("--min-policy-signatures", type=int, default=1, metavar="N",
-                   help="distinct pinned keys that must have signed the policy (default 1)")
+    v.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=[],
+        required=True,
+        help="trust key file (JSON {alg, public, name} or 64 hex); repeatable",
+    )
+    v.add_argument(
+        "--min-policy-signatures",
+        type=int,
+        default=1,
+        metavar="N",
+        help="distinct pinned keys that must have signed the policy (default 1)",
+    )
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
@@ -39,8 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = tsub.add_parser("show", help="print a readable timeline of a bundle")
     s.add_argument("bundle", metavar="BUNDLE")
     s.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page")
-    s.add_argument("--trust", metavar="PUBKEY", action="append", default=[],
-                   help="include a verification report against these pinned keys")
+    s.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=[],
+        help="include a verification report against these pinned keys",
+    )
     s.set_defaults(func=cmd_show)
 
 
@@ -60,8 +76,9 @@ def _trust(paths: list[str]) -> list[TrustKey]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ceremonies.transcript.verify import verify_bundle
 
-    report = verify_bundle(args.bundle, _trust(args.trust),
-                           min_policy_signatures=args.min_policy_signatures)
+    report = verify_bundle(
+        args.bundle, _trust(args.trust), min_policy_signatures=args.min_policy_signatures
+    )
     if args.json:
         emit_json(report.to_json())
     else:
@@ -91,8 +108,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     data = load_bundle(args.bundle)
     if data.problems:
-        raise IntegrityError(f"Cannot pack {args.bundle}: {data.problems[0]}",
-                             "Verify the bundle; only a well-formed bundle can be packed.")
+        raise IntegrityError(
+            f"Cannot pack {args.bundle}: {data.problems[0]}",
+            "Verify the bundle; only a well-formed bundle can be packed.",
+        )
     try:
         Path(args.out).write_bytes(to_archive(data))
     except OSError as exc:

@@ -24,7 +24,12 @@ from ceremonies.engine.scripts import COMMIT_STEP, INPUT_STEPS, SCRIPTS
 from custody.errors import CeremonyError
 
 RUNNING, AWAITING, COMMITTED, CLOSED, ABORTED = (
-    "running", "awaiting-input", "committed", "closed", "aborted")
+    "running",
+    "awaiting-input",
+    "committed",
+    "closed",
+    "aborted",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,8 +156,9 @@ def open_state(kind: str, ceremony_id: str, *, now: int, expiry_seconds: int) ->
     Raises:
         ValueError: unknown kind or non-positive expiry (a caller's bug).
     """
-    return CeremonyState(kind=kind, ceremony_id=ceremony_id, opened_at=now,
-                         expires_at=now + expiry_seconds)
+    return CeremonyState(
+        kind=kind, ceremony_id=ceremony_id, opened_at=now, expires_at=now + expiry_seconds
+    )
 
 
 def plan(state: CeremonyState, now: int) -> tuple[Effect, ...]:
@@ -173,8 +179,9 @@ def plan(state: CeremonyState, now: int) -> tuple[Effect, ...]:
     return (RunStep(step),)
 
 
-def transition(state: CeremonyState, event: Event,
-               now: int) -> tuple[CeremonyState, tuple[Effect, ...]]:
+def transition(
+    state: CeremonyState, event: Event, now: int
+) -> tuple[CeremonyState, tuple[Effect, ...]]:
     """Apply one observed *event* and return the new state and the next effects.
 
     Raises:
@@ -182,12 +189,13 @@ def transition(state: CeremonyState, event: Event,
             after the commit point, anything after the close).
     """
     if state.finished:
-        raise CeremonyError(f"The ceremony is already {state.status}",
-                            "Start a new ceremony.")
+        raise CeremonyError(f"The ceremony is already {state.status}", "Start a new ceremony.")
     if isinstance(event, Begin):
         if event.step != state.next_step:
-            raise CeremonyError(f"Step {event.step} is out of order (expected "
-                                f"{state.next_step})", "Resume the ceremony from its transcript.")
+            raise CeremonyError(
+                f"Step {event.step} is out of order (expected {state.next_step})",
+                "Resume the ceremony from its transcript.",
+            )
         state = replace(state, in_flight=event.step, status=RUNNING)
     elif isinstance(event, Waiting):
         if event.step != state.next_step or event.step not in INPUT_STEPS:
@@ -197,14 +205,17 @@ def transition(state: CeremonyState, event: Event,
         if event.step != state.next_step:
             raise CeremonyError(f"Step {event.step} finished out of order", "Resume.")
         facts = {**state.facts, **dict(event.facts)}
-        state = replace(state, done=(*state.done, event.step), in_flight=None, facts=facts,
-                        status=RUNNING)
+        state = replace(
+            state, done=(*state.done, event.step), in_flight=None, facts=facts, status=RUNNING
+        )
         if state.committed:
             state = replace(state, status=COMMITTED)
     elif isinstance(event, Abort):
         if state.committed:
-            raise CeremonyError("The ceremony has passed its commit point and cannot be "
-                                "aborted", "Resume it to finish.")
+            raise CeremonyError(
+                "The ceremony has passed its commit point and cannot be aborted",
+                "Resume it to finish.",
+            )
         return replace(state, status=RUNNING), (Rollback(event.reason),)
     elif isinstance(event, Close):
         status = CLOSED if event.outcome == "completed" else ABORTED

@@ -41,11 +41,20 @@ class QuorumResult:
         return s
 
 
-def count_approvals(approvals: Iterable[Approval], *,
-                    members: Mapping[str, tuple[str, bytes, str | None]],
-                    role: str, needed: int, ceremony_id: str, action: str, action_id: str,
-                    digest: str, now: int, window: int,
-                    used_nonces: Iterable[str] = ()) -> QuorumResult:
+def count_approvals(
+    approvals: Iterable[Approval],
+    *,
+    members: Mapping[str, tuple[str, bytes, str | None]],
+    role: str,
+    needed: int,
+    ceremony_id: str,
+    action: str,
+    action_id: str,
+    digest: str,
+    now: int,
+    window: int,
+    used_nonces: Iterable[str] = (),
+) -> QuorumResult:
     """Count approvals toward a quorum of *needed* distinct *role* members.
 
     Args:
@@ -99,8 +108,13 @@ def count_approvals(approvals: Iterable[Approval], *,
         if a.approver not in counted:  # distinct participants: a second approval never counts
             counted.append(a.approver)
             accepted.append(a)
-    return QuorumResult(counted=tuple(counted), rejected=tuple(rejected), needed=needed,
-                        role=role, accepted=tuple(accepted))
+    return QuorumResult(
+        counted=tuple(counted),
+        rejected=tuple(rejected),
+        needed=needed,
+        role=role,
+        accepted=tuple(accepted),
+    )
 
 
 def require_quorum(result: QuorumResult, *, action: str) -> None:
@@ -110,6 +124,8 @@ def require_quorum(result: QuorumResult, *, action: str) -> None:
         PolicyError: naming each approval that did not count and why.
     """
     if not result.met:
-        raise PolicyError(f"Quorum not met for {action}: {result.describe()}",
-                          f"Collect fresh approvals from {result.needed} distinct enrolled "
-                          f"{result.role}s with 'custody ceremony approve', then resume.")
+        raise PolicyError(
+            f"Quorum not met for {action}: {result.describe()}",
+            f"Collect fresh approvals from {result.needed} distinct enrolled "
+            f"{result.role}s with 'custody ceremony approve', then resume.",
+        )

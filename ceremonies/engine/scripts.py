@@ -16,19 +16,69 @@ from __future__ import annotations
 
 SCRIPTS: dict[str, tuple[str, ...]] = {
     "enrol": ("review", "enrol"),
-    "generate": ("hsm-check", "generate-root", "generate-rk", "wrap-blob", "lock-root",
-                 "split", "issue-shares", "verify-shares", "finalise"),
-    "recover": ("hsm-check", "collect-shares", "rebuild-rk", "import-root", "verify-keks",
-                "finalise"),
-    "reshare": ("hsm-check", "collect-shares", "rebuild-rk", "generate-root", "generate-rk",
-                "wrap-blob", "lock-root", "split", "issue-shares", "verify-shares",
-                "finalise", "rewrap", "retire-epoch"),
-    "rotate-root": ("hsm-check", "approve", "generate-root", "seal-blob", "lock-root",
-                    "finalise", "rewrap"),
-    "emergency-rotate": ("hsm-check", "incident", "generate-root", "seal-blob", "lock-root",
-                         "finalise", "rewrap", "disable-old", "revoke", "report"),
-    "drill": ("collect-shares", "rebuild-rk", "scratch-token", "compare-kcv",
-              "destroy-scratch", "record"),
+    "generate": (
+        "hsm-check",
+        "generate-root",
+        "generate-rk",
+        "wrap-blob",
+        "lock-root",
+        "split",
+        "issue-shares",
+        "verify-shares",
+        "finalise",
+    ),
+    "recover": (
+        "hsm-check",
+        "collect-shares",
+        "rebuild-rk",
+        "import-root",
+        "verify-keks",
+        "finalise",
+    ),
+    "reshare": (
+        "hsm-check",
+        "collect-shares",
+        "rebuild-rk",
+        "generate-root",
+        "generate-rk",
+        "wrap-blob",
+        "lock-root",
+        "split",
+        "issue-shares",
+        "verify-shares",
+        "finalise",
+        "rewrap",
+        "retire-epoch",
+    ),
+    "rotate-root": (
+        "hsm-check",
+        "approve",
+        "generate-root",
+        "seal-blob",
+        "lock-root",
+        "finalise",
+        "rewrap",
+    ),
+    "emergency-rotate": (
+        "hsm-check",
+        "incident",
+        "generate-root",
+        "seal-blob",
+        "lock-root",
+        "finalise",
+        "rewrap",
+        "disable-old",
+        "revoke",
+        "report",
+    ),
+    "drill": (
+        "collect-shares",
+        "rebuild-rk",
+        "scratch-token",
+        "compare-kcv",
+        "destroy-scratch",
+        "record",
+    ),
 }
 KINDS: tuple[str, ...] = tuple(SCRIPTS)
 
@@ -49,7 +99,15 @@ COMMIT_STEP: dict[str, str] = {
     "drill": "record",
 }
 
-SECRET_STEPS: frozenset[str] = frozenset({
-    "generate-rk", "wrap-blob", "split", "issue-shares", "rebuild-rk", "import-root",
-    "scratch-token", "compare-kcv",
-})
+SECRET_STEPS: frozenset[str] = frozenset(
+    {
+        "generate-rk",
+        "wrap-blob",
+        "split",
+        "issue-shares",
+        "rebuild-rk",
+        "import-root",
+        "scratch-token",
+        "compare-kcv",
+    }
+)

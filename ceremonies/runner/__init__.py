@@ -133,11 +133,19 @@ class Outcome:
     handins: tuple[HandIn, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.status != "aborted", "ceremony_id": self.ceremony_id,
-                "kind": self.kind, "status": self.status, "bundle": self.bundle,
-                "awaiting": self.awaiting, "step": self.step, "facts": self.facts,
-                "messages": self.messages, "request": self.request,
-                "handins": [h.to_json() for h in self.handins]}
+        return {
+            "ok": self.status != "aborted",
+            "ceremony_id": self.ceremony_id,
+            "kind": self.kind,
+            "status": self.status,
+            "bundle": self.bundle,
+            "awaiting": self.awaiting,
+            "step": self.step,
+            "facts": self.facts,
+            "messages": self.messages,
+            "request": self.request,
+            "handins": [h.to_json() for h in self.handins],
+        }
 
 
 def _now() -> int:
@@ -146,9 +154,18 @@ def _now() -> int:
 
 def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
     """The store roster as transcript roster entries (currently usable members only)."""
-    return tuple(RosterEntry(name=m.name, role=m.role, public=m.public, valid_from=m.valid_from,
-                             valid_until=m.valid_until, revoked_at=m.revoked_at)
-                 for m in roster.members() if m.usable_at(now) is None)
+    return tuple(
+        RosterEntry(
+            name=m.name,
+            role=m.role,
+            public=m.public,
+            valid_from=m.valid_from,
+            valid_until=m.valid_until,
+            revoked_at=m.revoked_at,
+        )
+        for m in roster.members()
+        if m.usable_at(now) is None
+    )
 
 
 class CeremonyRunner:
@@ -157,8 +174,16 @@ class CeremonyRunner:
     Construct with :meth:`start` or :meth:`resume`.
     """
 
-    def __init__(self, dep: Deployment, signer: Any, recorder: Recorder, state: CeremonyState,
-                 params: dict[str, Any], *, clock: Callable[[], int] = _now) -> None:
+    def __init__(
+        self,
+        dep: Deployment,
+        signer: Any,
+        recorder: Recorder,
+        state: CeremonyState,
+        params: dict[str, Any],
+        *,
+        clock: Callable[[], int] = _now,
+    ) -> None:
         self.dep, self.signer, self.rec, self.state = dep, signer, recorder, state
         self.params = params
         self.clock = clock
@@ -174,8 +199,10 @@ class CeremonyRunner:
                 self._last_step = ev.step
 
     def __repr__(self) -> str:
-        return (f"CeremonyRunner(kind={self.state.kind!r}, id={self.state.ceremony_id!r}, "
-                f"status={self.state.status!r}, holds_secret={bool(self._secrets)})")
+        return (
+            f"CeremonyRunner(kind={self.state.kind!r}, id={self.state.ceremony_id!r}, "
+            f"status={self.state.status!r}, holds_secret={bool(self._secrets)})"
+        )
 
     # ------------------------------------------------------------------ construction
     @property
@@ -187,10 +214,18 @@ class CeremonyRunner:
         return self.dep.home.transcripts_dir / self.ceremony_id
 
     @classmethod
-    def start(cls, dep: Deployment, kind: str, signer: Any, *, params: Mapping[str, Any],
-              purpose: str = "", extra_roster: Sequence[RosterEntry] = (),
-              thresholds: Mapping[str, Threshold] | None = None,
-              clock: Callable[[], int] = _now) -> CeremonyRunner:
+    def start(
+        cls,
+        dep: Deployment,
+        kind: str,
+        signer: Any,
+        *,
+        params: Mapping[str, Any],
+        purpose: str = "",
+        extra_roster: Sequence[RosterEntry] = (),
+        thresholds: Mapping[str, Threshold] | None = None,
+        clock: Callable[[], int] = _now,
+    ) -> CeremonyRunner:
         """Open a new ceremony: sign its policy, create its bundle, register it.
 
         Args:
@@ -216,40 +251,60 @@ class CeremonyRunner:
         now = clock()
         store = dep.store
         for cid, k, exp in store.query(
-                "SELECT id, kind, expires FROM ceremonies WHERE state='open'"):
+            "SELECT id, kind, expires FROM ceremonies WHERE state='open'"
+        ):
             raise CeremonyError(
                 f"Ceremony {cid} ({k}) is still open" + (" (expired)" if exp <= now else ""),
                 f"Finish it with 'custody ceremony resume {cid}' or roll it back with "
-                f"'custody ceremony abort {cid}'.")
+                f"'custody ceremony abort {cid}'.",
+            )
         entries = roster_entries(Roster(store), now) + tuple(extra_roster)
         me = next((e for e in entries if e.public == signer.public), None)
         if me is None or me.role != "super-admin":
-            raise PolicyError("The coordinator must be an enrolled super-admin",
-                              "Use the key of an enrolled super-admin (--key).")
+            raise PolicyError(
+                "The coordinator must be an enrolled super-admin",
+                "Use the key of an enrolled super-admin (--key).",
+            )
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
         prev = store.get_meta("last_checkpoint")
         policy = Policy.new(
-            purpose=purpose or f"custody {kind} ceremony", kind=kind, created_at=now,
+            purpose=purpose or f"custody {kind} ceremony",
+            kind=kind,
+            created_at=now,
             roster=entries,
             permissions={"super-admin": ("*",), "custodian": (), "auditor": (), "witness": ()},
-            thresholds=dict(thresholds or {}), script=SCRIPTS[kind],
+            thresholds=dict(thresholds or {}),
+            script=SCRIPTS[kind],
             close_quorum={"super-admin": 1},
             exception_quorum=Threshold(role="super-admin", count=1),
             approval_window=dep.config.approval_window_seconds,
             deployment=dep.config.deployment_id,
-            prev_checkpoint=json.loads(prev) if prev else None)
+            prev_checkpoint=json.loads(prev) if prev else None,
+        )
         signed = SignedPolicy(policy=policy).signed_by(signer)
         path = dep.home.transcripts_dir / policy.ceremony_id
         dep.home.transcripts_dir.mkdir(parents=True, exist_ok=True)
         expiry = dep.config.ceremony_expiry_minutes * 60
         with store.tx() as c:
-            c.execute("INSERT INTO ceremonies(id, kind, state, coordinator, bundle, created, "
-                      "expires, updated, pending) VALUES(?,?,?,?,?,?,?,?,?)",
-                      (policy.ceremony_id, kind, "open", me.name, str(path), now, now + expiry,
-                       now, json.dumps({"params": dict(params)})))
+            c.execute(
+                "INSERT INTO ceremonies(id, kind, state, coordinator, bundle, created, "
+                "expires, updated, pending) VALUES(?,?,?,?,?,?,?,?,?)",
+                (
+                    policy.ceremony_id,
+                    kind,
+                    "open",
+                    me.name,
+                    str(path),
+                    now,
+                    now + expiry,
+                    now,
+                    json.dumps({"params": dict(params)}),
+                ),
+            )
         try:
-            rec = Recorder.create(path, signed, signer=signer, clock=lambda: float(clock()),
-                                  now=now)
+            rec = Recorder.create(
+                path, signed, signer=signer, clock=lambda: float(clock()), now=now
+            )
         except BaseException:
             with store.tx() as c:
                 c.execute("DELETE FROM ceremonies WHERE id=?", (policy.ceremony_id,))
@@ -258,8 +313,9 @@ class CeremonyRunner:
         return cls(dep, signer, rec, state, dict(params), clock=clock)
 
     @classmethod
-    def resume(cls, dep: Deployment, ceremony_id: str, signer: Any, *,
-               clock: Callable[[], int] = _now) -> CeremonyRunner:
+    def resume(
+        cls, dep: Deployment, ceremony_id: str, signer: Any, *, clock: Callable[[], int] = _now
+    ) -> CeremonyRunner:
         """Rebuild an interrupted ceremony from its transcript.
 
         Raises:
@@ -267,11 +323,14 @@ class CeremonyRunner:
             PolicyError: *signer* is not a super-admin of this ceremony's roster.
             TranscriptError: the bundle cannot be resumed (damaged).
         """
-        rows = dep.store.query("SELECT kind, state, bundle, created, expires, pending FROM "
-                               "ceremonies WHERE id=?", (ceremony_id,))
+        rows = dep.store.query(
+            "SELECT kind, state, bundle, created, expires, pending FROM ceremonies WHERE id=?",
+            (ceremony_id,),
+        )
         if not rows:
-            raise CeremonyError(f"No ceremony {ceremony_id} in this deployment",
-                                "See 'custody ceremony list'.")
+            raise CeremonyError(
+                f"No ceremony {ceremony_id} in this deployment", "See 'custody ceremony list'."
+            )
         kind, st, bundle, created, expires, pending = rows[0]
         if st != "open":
             raise CeremonyError(f"Ceremony {ceremony_id} is already {st}", "Start a new one.")
@@ -279,12 +338,15 @@ class CeremonyRunner:
         policy = SignedPolicy.from_json(doc_policy).policy
         me = next((e for e in policy.roster if e.public == signer.public), None)
         if me is None or me.role != "super-admin":
-            raise PolicyError("Only a super-admin on this ceremony's roster can resume it",
-                              "Use an enrolled super-admin's key (--key).")
+            raise PolicyError(
+                "Only a super-admin on this ceremony's roster can resume it",
+                "Use an enrolled super-admin's key (--key).",
+            )
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
         rec = Recorder.resume(bundle, signer=signer, clock=lambda: float(clock()))
-        initial = CeremonyState(kind=kind, ceremony_id=ceremony_id, opened_at=created,
-                                expires_at=expires)
+        initial = CeremonyState(
+            kind=kind, ceremony_id=ceremony_id, opened_at=created, expires_at=expires
+        )
         evs: list[Any] = []
         for ev in rec.events:
             if ev.kind == "step.begin":
@@ -304,12 +366,23 @@ class CeremonyRunner:
     def _save_pending(self, **kv: Any) -> None:
         self.pending.update(kv)
         with self.dep.store.tx() as c:
-            c.execute("UPDATE ceremonies SET pending=?, updated=? WHERE id=?",
-                      (json.dumps({"params": self.params, **self.pending}), self.clock(),
-                       self.ceremony_id))
+            c.execute(
+                "UPDATE ceremonies SET pending=?, updated=? WHERE id=?",
+                (
+                    json.dumps({"params": self.params, **self.pending}),
+                    self.clock(),
+                    self.ceremony_id,
+                ),
+            )
 
-    def record(self, kind: str, body: Mapping[str, Any], *, step: str | None = None,
-               artifacts: Mapping[str, bytes] | None = None) -> None:
+    def record(
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        *,
+        step: str | None = None,
+        artifacts: Mapping[str, bytes] | None = None,
+    ) -> None:
         """Record one event in the current step (fsynced before returning)."""
         step = step or self._last_step or SCRIPTS[self.state.kind][0]
         self.rec.record(step, kind, self.signer, body, artifacts=artifacts, now=self.clock())
@@ -354,8 +427,9 @@ class CeremonyRunner:
                 return self._close()
             step = eff.step
             if isinstance(eff, AwaitInput):
-                have = ([*inputs.shares, *inputs.sealed] if eff.what == "shares"
-                        else inputs.approvals)
+                have = (
+                    [*inputs.shares, *inputs.sealed] if eff.what == "shares" else inputs.approvals
+                )
                 if not have:
                     return self.outcome(awaiting=eff.what, step=step)
             handler = steps.handler(self.state.kind, step)
@@ -378,14 +452,23 @@ class CeremonyRunner:
 
     def outcome(self, *, awaiting: str | None = None, step: str | None = None) -> Outcome:
         status = {"closed": "closed", "aborted": "aborted"}.get(
-            self.state.status, "awaiting-input" if awaiting else self.state.status)
+            self.state.status, "awaiting-input" if awaiting else self.state.status
+        )
         if awaiting == "approvals" and self.request is None:  # resumed while waiting
             req = self.pending_request()
             self.request = req.to_json() if req is not None else None
-        return Outcome(ceremony_id=self.ceremony_id, kind=self.state.kind, status=status,
-                       bundle=str(self.bundle), awaiting=awaiting, step=step,
-                       facts=dict(self.state.facts), messages=list(self.messages),
-                       request=self.request, handins=tuple(self.handins))
+        return Outcome(
+            ceremony_id=self.ceremony_id,
+            kind=self.state.kind,
+            status=status,
+            bundle=str(self.bundle),
+            awaiting=awaiting,
+            step=step,
+            facts=dict(self.state.facts),
+            messages=list(self.messages),
+            request=self.request,
+            handins=tuple(self.handins),
+        )
 
     # ------------------------------------------------------------------ queries
     def pending_request(self) -> ApprovalRequest | None:
@@ -424,8 +507,10 @@ class CeremonyRunner:
 
     def _finish_row(self, state: str) -> None:
         with self.dep.store.tx() as c:
-            c.execute("UPDATE ceremonies SET state=?, updated=? WHERE id=?",
-                      (state, self.clock(), self.ceremony_id))
+            c.execute(
+                "UPDATE ceremonies SET state=?, updated=? WHERE id=?",
+                (state, self.clock(), self.ceremony_id),
+            )
 
     def check_live(self) -> None:
         """Refuse to continue an unfinished ceremony that ran past its expiry.
@@ -438,8 +523,10 @@ class CeremonyRunner:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.state.expires_at))
             raise CeremonyExpired(
                 f"Ceremony {self.ceremony_id} ({self.state.kind}) expired at {when} before it "
-                "was finalised", f"It cannot be resumed. Roll it back with 'custody ceremony "
-                f"abort {self.ceremony_id}', then start a new one.")
+                "was finalised",
+                f"It cannot be resumed. Roll it back with 'custody ceremony "
+                f"abort {self.ceremony_id}', then start a new one.",
+            )
 
     def offer(self, *, ttl: int = 900) -> dict[str, Any]:
         """Make a signed transport offer for a remote share hand-in (see
@@ -467,8 +554,12 @@ class CeremonyRunner:
         cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
         self._apply(Close("completed"))
         self._finish_row("closed")
-        self.dep.store.set_meta("last_checkpoint", json.dumps(
-            {"ceremony": self.ceremony_id, "tree_size": cp.tree_size, "root": cp.root.hex()}))
+        self.dep.store.set_meta(
+            "last_checkpoint",
+            json.dumps(
+                {"ceremony": self.ceremony_id, "tree_size": cp.tree_size, "root": cp.root.hex()}
+            ),
+        )
         self._secrets.clear()
         return self.outcome()
 
@@ -479,8 +570,10 @@ class CeremonyRunner:
             CeremonyError: the ceremony is past its commit point.
         """
         if self.state.committed:
-            raise CeremonyError("The ceremony is past its commit point and cannot be aborted",
-                                f"Finish it with 'custody ceremony resume {self.ceremony_id}'.")
+            raise CeremonyError(
+                "The ceremony is past its commit point and cannot be aborted",
+                f"Finish it with 'custody ceremony resume {self.ceremony_id}'.",
+            )
         return self._rollback(reason)
 
     def _rollback(self, reason: str) -> Outcome:
@@ -492,8 +585,13 @@ class CeremonyRunner:
             self.rolling_back = True
         undone = steps.rollback(self)
         self.record("rollback.done", {"undone": undone})
-        self.rec.close(self.signer, [self.signer], outcome="aborted",
-                       summary={"reason": reason}, now=self.clock())
+        self.rec.close(
+            self.signer,
+            [self.signer],
+            outcome="aborted",
+            summary={"reason": reason},
+            now=self.clock(),
+        )
         self._apply(Close("aborted"))
         self._finish_row("aborted")
         self.messages.append(f"rolled back: {reason}")
@@ -506,10 +604,22 @@ class CeremonyRunner:
 
 def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
     """All ceremonies of the deployment, newest first (for list views)."""
-    rows = dep.store.query("SELECT id, kind, state, coordinator, bundle, created, expires FROM "
-                           "ceremonies ORDER BY created DESC, rowid DESC")  # ties: newest row
-    return [dict(id=r[0], kind=r[1], state=r[2], coordinator=r[3], bundle=r[4], created=r[5],
-                 expires=r[6]) for r in rows]
+    rows = dep.store.query(
+        "SELECT id, kind, state, coordinator, bundle, created, expires FROM "
+        "ceremonies ORDER BY created DESC, rowid DESC"
+    )  # ties: newest row
+    return [
+        dict(
+            id=r[0],
+            kind=r[1],
+            state=r[2],
+            coordinator=r[3],
+            bundle=r[4],
+            created=r[5],
+            expires=r[6],
+        )
+        for r in rows
+    ]
 
 
 __all__ = [

@@ -72,8 +72,15 @@ def _seal(r: CeremonyRunner, what: str, data: bytes) -> dict[str, str]:
 def _unseal(r: CeremonyRunner, what: str, doc: dict[str, str]) -> bytes:
     label = r.pending.get("hold_key") or _hold_label(r)
     try:
-        return bytes(_hsm(r).decrypt(label, HOLD_VERSION, bytes.fromhex(doc["nonce"]),
-                                     bytes.fromhex(doc["ct"]), _aad(r, what)))
+        return bytes(
+            _hsm(r).decrypt(
+                label,
+                HOLD_VERSION,
+                bytes.fromhex(doc["nonce"]),
+                bytes.fromhex(doc["ct"]),
+                _aad(r, what),
+            )
+        )
     except KeyNotFound:
         raise _secret_lost(r) from None
 
@@ -87,8 +94,13 @@ def _hold(r: CeremonyRunner, step: str, items: list[Any]) -> None:
     held = dict(r.pending.get("held", {}))
     rows = list(held.get(step, []))
     for name, si in items:
-        rows.append({"custodian": name, "envelope": si.envelope.hex(),
-                     **_seal(r, f"{step}/{name}", si.text.encode())})
+        rows.append(
+            {
+                "custodian": name,
+                "envelope": si.envelope.hex(),
+                **_seal(r, f"{step}/{name}", si.text.encode()),
+            }
+        )
     held[step] = rows
     r._save_pending(held=held)
 
@@ -96,9 +108,14 @@ def _hold(r: CeremonyRunner, step: str, items: list[Any]) -> None:
 def _unhold(r: CeremonyRunner, step: str) -> list[Any]:
     from ceremonies.runner import ShareInput
 
-    return [ShareInput(source=h["custodian"], envelope=bytes.fromhex(h["envelope"]),
-                       text=_unseal(r, f"{step}/{h['custodian']}", h).decode())
-            for h in _held(r, step)]
+    return [
+        ShareInput(
+            source=h["custodian"],
+            envelope=bytes.fromhex(h["envelope"]),
+            text=_unseal(r, f"{step}/{h['custodian']}", h).decode(),
+        )
+        for h in _held(r, step)
+    ]
 
 
 def drop_held(r: CeremonyRunner, step: str | None) -> list[str]:
@@ -106,7 +123,7 @@ def drop_held(r: CeremonyRunner, step: str | None) -> list[str]:
     is held and no offer is open (always when *step* is None). Returns what was undone."""
     undone: list[str] = []
     held = dict(r.pending.get("held", {}))
-    for k in ([step] if step else list(held)):
+    for k in [step] if step else list(held):
         if held.pop(k, None):
             undone.append(f"forgot the shares held for {k}")
     if step is None:
@@ -137,11 +154,14 @@ def _waiting_epoch(r: CeremonyRunner) -> tuple[str, str, int]:
 
         sset = active_share_set(r.dep.store)
         if sset is None:
-            raise CeremonyError("This deployment has no active share set",
-                                "Run the generate ceremony first.")
+            raise CeremonyError(
+                "This deployment has no active share set", "Run the generate ceremony first."
+            )
         return step, str(sset["ceremony_id"]), int(sset["epoch"])
-    raise CeremonyError(f"Ceremony {r.ceremony_id} is not waiting for shares (next step: "
-                        f"{step})", "Make an offer while the ceremony waits for shares.")
+    raise CeremonyError(
+        f"Ceremony {r.ceremony_id} is not waiting for shares (next step: {step})",
+        "Make an offer while the ceremony waits for shares.",
+    )
 
 
 def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
@@ -156,8 +176,15 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     step, set_ceremony, epoch = _waiting_epoch(r)
     now = r.clock()
     ttl = max(1, min(ttl, r.state.expires_at - now))
-    ok = transport.make_offer(ceremony_id=set_ceremony, epoch=epoch, session=r.ceremony_id,
-                              coordinator=r.signer.key, now=now, ttl=ttl, rng=_hsm(r).random)
+    ok = transport.make_offer(
+        ceremony_id=set_ceremony,
+        epoch=epoch,
+        session=r.ceremony_id,
+        coordinator=r.signer.key,
+        now=now,
+        ttl=ttl,
+        rng=_hsm(r).random,
+    )
     raw = ok.to_json().encode()
     offers = list(r.pending.get("offers", []))
     n = len(offers) + 1
@@ -165,17 +192,35 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     del raw
     r._save_pending(offers=offers)
     o = ok.offer
-    r.record("offer.made", {"offer": n, "share_set": set_ceremony, "epoch": epoch,
-                            "session": o.session, "x25519": o.public.hex(),
-                            "expires": o.expires, "offer_sha256": o.digest().hex(),
-                            "coordinator": o.coordinator}, step=step)
-    return {"offer": o.to_text(), "share_set": set_ceremony, "epoch": epoch,
-            "session": o.session, "expires": o.expires, "step": step,
-            "coordinator": o.coordinator, "offer_sha256": o.digest().hex()}
+    r.record(
+        "offer.made",
+        {
+            "offer": n,
+            "share_set": set_ceremony,
+            "epoch": epoch,
+            "session": o.session,
+            "x25519": o.public.hex(),
+            "expires": o.expires,
+            "offer_sha256": o.digest().hex(),
+            "coordinator": o.coordinator,
+        },
+        step=step,
+    )
+    return {
+        "offer": o.to_text(),
+        "share_set": set_ceremony,
+        "epoch": epoch,
+        "session": o.session,
+        "expires": o.expires,
+        "step": step,
+        "coordinator": o.coordinator,
+        "offer_sha256": o.digest().hex(),
+    }
 
 
-def _open_sealed(r: CeremonyRunner, inputs: Any,
-                 step: str) -> tuple[list[Any], dict[str, str], list[HandIn]]:
+def _open_sealed(
+    r: CeremonyRunner, inputs: Any, step: str
+) -> tuple[list[Any], dict[str, str], list[HandIn]]:
     """Open remote hand-ins with this ceremony's offer keys. A blob that opens with none of
     them (another ceremony's, a replay, altered, expired) or that was sealed for another
     session is refused with its reason; the caller records and reports it
@@ -194,22 +239,25 @@ def _open_sealed(r: CeremonyRunner, inputs: Any,
     offers = [o for o in r.pending.get("offers", []) if o["step"] == step]
     for source, text in inputs.sealed:
         last: CustodyError = transport.TransportError(
-            "No transport offer of this ceremony is open", "Make one with 'custody ceremony "
-            f"offer {r.ceremony_id}' and ask the custodian to seal to it.", reason="wrong-offer")
+            "No transport offer of this ceremony is open",
+            "Make one with 'custody ceremony "
+            f"offer {r.ceremony_id}' and ask the custodian to seal to it.",
+            reason="wrong-offer",
+        )
         hand = None
         for o in reversed(offers):
             key = transport.load_offer_key(_unseal(r, f"offer/{o['n']}", o).decode())
             try:
-                hand = transport.open_blob(text, key, now=r.clock(),
-                                           expected_session=r.ceremony_id)
+                hand = transport.open_blob(text, key, now=r.clock(), expected_session=r.ceremony_id)
                 break
             except transport.TransportError as exc:
                 last = exc
         if hand is None or hand.envelope is None:
             reason = getattr(last, "reason", "no-envelope") if hand is None else "no-envelope"
             title = last.title if hand is None else "The hand-in carries no envelope"
-            refused.append(HandIn(source=source, status="rejected", reason=reason,
-                                  detail=title, remote=True))
+            refused.append(
+                HandIn(source=source, status="rejected", reason=reason, detail=title, remote=True)
+            )
             continue
         si = ShareInput(source=f"remote:{source}", text=hand.share, envelope=hand.envelope)
         sas[si.source] = hand.sas

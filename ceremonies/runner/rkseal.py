@@ -39,23 +39,33 @@ def rk_private(rk: bytes) -> X25519PrivateKey:
 
 def rk_public(rk: bytes) -> bytes:
     """The raw X25519 public key derived from RK (recorded with the share set)."""
-    return rk_private(rk).public_key().public_bytes(serialization.Encoding.Raw,
-                                                    serialization.PublicFormat.Raw)
+    return (
+        rk_private(rk)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
 
 
 def seal_wrapping_key(e_key: bytes, rk_pub: bytes, *, root_version: int, wrapped: bytes) -> bytes:
     """Build a sealed blob: *wrapped* (root under E) plus E sealed to *rk_pub*."""
     eph = X25519PrivateKey.generate()
-    eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw,
-                                            serialization.PublicFormat.Raw)
+    eph_pub = eph.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     shared = eph.exchange(X25519PublicKey.from_public_bytes(rk_pub))
     k = _hkdf(shared + eph_pub + rk_pub, _INFO_SEAL)
     nonce = os.urandom(12)
     aad = f"custody/root/v{root_version}".encode()
     sealed = AESGCM(k).encrypt(nonce, e_key, aad)
-    return SEALED_MAGIC + canonical_bytes({"v": root_version, "epk": eph_pub.hex(),
-                                           "nonce": nonce.hex(), "sealed": sealed.hex(),
-                                           "wrapped": wrapped.hex()})
+    return SEALED_MAGIC + canonical_bytes(
+        {
+            "v": root_version,
+            "epk": eph_pub.hex(),
+            "nonce": nonce.hex(),
+            "sealed": sealed.hex(),
+            "wrapped": wrapped.hex(),
+        }
+    )
 
 
 def is_sealed(blob: bytes) -> bool:
@@ -73,17 +83,23 @@ def open_blob(blob: bytes, rk: bytes, *, root_version: int) -> tuple[bytes, byte
     import json
 
     try:
-        doc = json.loads(blob[len(SEALED_MAGIC):])
+        doc = json.loads(blob[len(SEALED_MAGIC) :])
         eph_pub = bytes.fromhex(doc["epk"])
         priv = rk_private(rk)
-        mine = priv.public_key().public_bytes(serialization.Encoding.Raw,
-                                              serialization.PublicFormat.Raw)
-        k = _hkdf(priv.exchange(X25519PublicKey.from_public_bytes(eph_pub)) + eph_pub + mine,
-                  _INFO_SEAL)
-        e_key = AESGCM(k).decrypt(bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["sealed"]),
-                                  f"custody/root/v{root_version}".encode())
+        mine = priv.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        k = _hkdf(
+            priv.exchange(X25519PublicKey.from_public_bytes(eph_pub)) + eph_pub + mine, _INFO_SEAL
+        )
+        e_key = AESGCM(k).decrypt(
+            bytes.fromhex(doc["nonce"]),
+            bytes.fromhex(doc["sealed"]),
+            f"custody/root/v{root_version}".encode(),
+        )
         return e_key, bytes.fromhex(doc["wrapped"])
     except Exception as exc:  # any failure here means: not openable with this RK
-        raise IntegrityError(f"The blob of root/v{root_version} does not open with this "
-                             "recovery key", "The shares belong to another epoch or the blob "
-                             "was altered.") from exc
+        raise IntegrityError(
+            f"The blob of root/v{root_version} does not open with this recovery key",
+            "The shares belong to another epoch or the blob was altered.",
+        ) from exc

@@ -21,37 +21,61 @@ from typing import Any
 from custody.errors import CustodyError, HsmError
 
 
-def build_scratch(*, home: Path, module: str, softhsm_conf: str, label: str,
-                  root_version: int, wrapping_key: bytes, blob: bytes,
-                  timeout: float = 120.0) -> str:
+def build_scratch(
+    *,
+    home: Path,
+    module: str,
+    softhsm_conf: str,
+    label: str,
+    root_version: int,
+    wrapping_key: bytes,
+    blob: bytes,
+    timeout: float = 120.0,
+) -> str:
     """Provision scratch token *label*, unwrap the root into it, return the root's KCV.
 
     Raises:
         HsmError: the child could not provision the token or unwrap the blob.
         IntegrityError: the blob does not open under the wrapping key.
     """
-    request = {"home": str(home), "module": module, "softhsm_conf": softhsm_conf,
-               "label": label, "root_version": root_version,
-               "key": wrapping_key.hex(), "blob": blob.hex()}
+    request = {
+        "home": str(home),
+        "module": module,
+        "softhsm_conf": softhsm_conf,
+        "label": label,
+        "root_version": root_version,
+        "key": wrapping_key.hex(),
+        "blob": blob.hex(),
+    }
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                         env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "ceremonies.runner.scratch"],
-                          input=json.dumps(request), capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ceremonies.runner.scratch"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     try:
         answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
-        raise HsmError("The scratch token could not be built",
-                       f"The child process exited {proc.returncode}.") from exc
+        raise HsmError(
+            "The scratch token could not be built", f"The child process exited {proc.returncode}."
+        ) from exc
     if not answer.get("ok"):
         from custody import errors
 
         cls = getattr(errors, str(answer.get("error")), HsmError)
         if not (isinstance(cls, type) and issubclass(cls, CustodyError)):
             cls = HsmError
-        raise cls(str(answer.get("title", "The scratch token could not be built")),
-                  str(answer.get("hint", "")))
+        raise cls(
+            str(answer.get("title", "The scratch token could not be built")),
+            str(answer.get("hint", "")),
+        )
     return str(answer["kcv"])
 
 
@@ -65,11 +89,16 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     conf = home / request["softhsm_conf"]
     pin = os.urandom(12).hex()
     softhsm.init_token(conf, request["label"], os.urandom(12).hex(), pin)
-    cfg = HsmConfig(module=request["module"], token_label=request["label"],
-                    softhsm_conf=request["softhsm_conf"])
+    cfg = HsmConfig(
+        module=request["module"], token_label=request["label"], softhsm_conf=request["softhsm_conf"]
+    )
     with open_hsm(cfg, home, pin) as scratch:
-        ref = scratch.import_wrapped(ROOT_LABEL, int(request["root_version"]),
-                                     bytes.fromhex(request["key"]), bytes.fromhex(request["blob"]))
+        ref = scratch.import_wrapped(
+            ROOT_LABEL,
+            int(request["root_version"]),
+            bytes.fromhex(request["key"]),
+            bytes.fromhex(request["blob"]),
+        )
     return {"ok": True, "kcv": ref.kcv}
 
 

@@ -50,11 +50,20 @@ class ApprovalRequest:
 
     def to_json(self) -> dict[str, Any]:
         """The request file ``custody ceremony approve`` reads (``--request-out``)."""
-        return {"type": REQUEST_TYPE, "ceremony_id": self.ceremony_id, "step": self.step,
-                "action": self.action, "action_id": self.action_id,
-                "params": dict(self.params), "action_digest": self.action_digest,
-                "role": self.role, "needed": self.needed, "window": self.window,
-                "eligible": list(self.eligible), "recorded": list(self.recorded)}
+        return {
+            "type": REQUEST_TYPE,
+            "ceremony_id": self.ceremony_id,
+            "step": self.step,
+            "action": self.action,
+            "action_id": self.action_id,
+            "params": dict(self.params),
+            "action_digest": self.action_digest,
+            "role": self.role,
+            "needed": self.needed,
+            "window": self.window,
+            "eligible": list(self.eligible),
+            "recorded": list(self.recorded),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,17 +157,33 @@ class HandIn:
         opened, then the :attr:`refusal` of a share that is not counted."""
         out: list[str] = []
         if self.sas is not None:
-            out.append(f"remote hand-in {self.source} opened; short authentication string: "
-                       f"{self.sas} (compare it with the custodian)")
+            out.append(
+                f"remote hand-in {self.source} opened; short authentication string: "
+                f"{self.sas} (compare it with the custodian)"
+            )
         if self.refusal is not None:
             out.append(self.refusal)
         return tuple(out)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "custodian": self.custodian, "status": self.status,
-                "reason": self.reason, "detail": self.detail, "sas": self.sas,
-                "group": self.group, "member": self.member, "remote": self.remote}
+        return {
+            "source": self.source,
+            "custodian": self.custodian,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+            "sas": self.sas,
+            "group": self.group,
+            "member": self.member,
+            "remote": self.remote,
+        }
 
 
-__all__ = ["HAND_IN_STATUSES", "REQUEST_TYPE", "ApprovalRequest", "HandIn", "HandInStatus",
-           "ShareCheck"]
+__all__ = [
+    "HAND_IN_STATUSES",
+    "REQUEST_TYPE",
+    "ApprovalRequest",
+    "HandIn",
+    "HandInStatus",
+    "ShareCheck",
+]

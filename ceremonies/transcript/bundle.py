@@ -19,7 +19,10 @@ from pathlib import Path
 from custody.errors import TranscriptError
 
 POLICY, EVENTS, CHECKPOINTS, ARTIFACTS = (
-    "policy.json", "events.jsonl", "checkpoints.jsonl", "artifacts"
+    "policy.json",
+    "events.jsonl",
+    "checkpoints.jsonl",
+    "artifacts",
 )
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -39,9 +42,11 @@ class BundleData:
 
 
 def _unreadable(path: Path, exc: Exception | None = None) -> TranscriptError:
-    return TranscriptError(f"Cannot read transcript bundle {path}",
-                           "Give a bundle directory or a bundle .tar archive." +
-                           (f" ({type(exc).__name__})" if exc else ""))
+    return TranscriptError(
+        f"Cannot read transcript bundle {path}",
+        "Give a bundle directory or a bundle .tar archive."
+        + (f" ({type(exc).__name__})" if exc else ""),
+    )
 
 
 def load_bundle(path: str | os.PathLike[str]) -> BundleData:
@@ -81,8 +86,13 @@ def _load_dir(p: Path) -> BundleData:
     for f in sorted(p.iterdir()):
         if f.name not in (POLICY, EVENTS, CHECKPOINTS, ARTIFACTS):
             problems.append(f"unexpected file {f.name}")
-    return BundleData(policy=files[POLICY], events=files[EVENTS], checkpoints=files[CHECKPOINTS],
-                      artifacts=tuple(arts), problems=tuple(problems))
+    return BundleData(
+        policy=files[POLICY],
+        events=files[EVENTS],
+        checkpoints=files[CHECKPOINTS],
+        artifacts=tuple(arts),
+        problems=tuple(problems),
+    )
 
 
 def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
@@ -116,13 +126,22 @@ def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
     for name in (POLICY, EVENTS, CHECKPOINTS):
         if name not in files:
             problems.append(f"{name} is missing")
-    data = BundleData(policy=files.get(POLICY, b""), events=files.get(EVENTS, b""),
-                      checkpoints=files.get(CHECKPOINTS, b""), artifacts=tuple(sorted(arts)),
-                      problems=tuple(problems))
+    data = BundleData(
+        policy=files.get(POLICY, b""),
+        events=files.get(EVENTS, b""),
+        checkpoints=files.get(CHECKPOINTS, b""),
+        artifacts=tuple(sorted(arts)),
+        problems=tuple(problems),
+    )
     if not problems and to_archive(data) != raw:
         problems.append("archive is not in the canonical container form")
-        data = BundleData(policy=data.policy, events=data.events, checkpoints=data.checkpoints,
-                          artifacts=data.artifacts, problems=tuple(problems))
+        data = BundleData(
+            policy=data.policy,
+            events=data.events,
+            checkpoints=data.checkpoints,
+            artifacts=data.artifacts,
+            problems=tuple(problems),
+        )
     return data
 
 

@@ -214,8 +214,9 @@ def check_completeness(rules: Rules, p: Parsed) -> Result:
         problems.append(f"no final checkpoint covering all {n} events")
     else:
         for role, k in pol.close_quorum.items():
-            have = sorted({s.signer for s in fin.signatures
-                           if (m := pol.member(s.signer)) and m.role == role})
+            have = sorted(
+                {s.signer for s in fin.signatures if (m := pol.member(s.signer)) and m.role == role}
+            )
             if len(have) < k:
                 problems.append(f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}")
     outcome = last.body.get("outcome") if last is not None else None
@@ -237,9 +238,7 @@ def check_artifacts(data: BundleData, p: Parsed) -> Result:
             if not isinstance(name, str) or name not in files:
                 problems.append(f"event {ev.seq}: artifact {name!r} is missing")
             elif hashlib.sha256(files[name]).hexdigest() != digest:
-                problems.append(
-                    f"artifact {name} does not match the digest in event {ev.seq}"
-                )
+                problems.append(f"artifact {name} does not match the digest in event {ev.seq}")
             seen[name] = digest
     for name in files:
         if name not in seen:

@@ -20,14 +20,53 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-SECRET_KEYS = frozenset({
-    "share", "shares", "share_value", "mnemonic", "mnemonics", "words", "secret", "secrets",
-    "seed", "pin", "so_pin", "passphrase", "password", "private", "private_key", "privkey",
-    "master_secret", "rk", "recovery_key", "plaintext", "key_bytes", "key_material", "dek",
-})
-PUBLIC_SUFFIXES = ("digest", "commitment", "commitments", "kcv", "fingerprint", "sha256",
-                   "hash", "root", "public", "public_key", "pubkey", "nonce", "sig",
-                   "signature", "_id", "id", "ceremony", "prev")
+SECRET_KEYS = frozenset(
+    {
+        "share",
+        "shares",
+        "share_value",
+        "mnemonic",
+        "mnemonics",
+        "words",
+        "secret",
+        "secrets",
+        "seed",
+        "pin",
+        "so_pin",
+        "passphrase",
+        "password",
+        "private",
+        "private_key",
+        "privkey",
+        "master_secret",
+        "rk",
+        "recovery_key",
+        "plaintext",
+        "key_bytes",
+        "key_material",
+        "dek",
+    }
+)
+PUBLIC_SUFFIXES = (
+    "digest",
+    "commitment",
+    "commitments",
+    "kcv",
+    "fingerprint",
+    "sha256",
+    "hash",
+    "root",
+    "public",
+    "public_key",
+    "pubkey",
+    "nonce",
+    "sig",
+    "signature",
+    "_id",
+    "id",
+    "ceremony",
+    "prev",
+)
 _HEXISH = re.compile(r"^(0x)?[0-9a-fA-F]{32,}$")
 _B64ISH = re.compile(r"^[A-Za-z0-9+/_-]{24,}={0,2}$")
 _WORD = re.compile(r"^[a-z]{3,8}$")
@@ -81,8 +120,10 @@ def secret_findings(kind: str, body: Any) -> list[str]:
         elif isinstance(v, str):
             if looks_like_mnemonic(v):
                 out.append(f"{path} looks like a mnemonic")
-            elif strict and not _public_key_name(key) and (
-                _HEXISH.match(v) or (_B64ISH.match(v) and re.search(r"\d", v))
+            elif (
+                strict
+                and not _public_key_name(key)
+                and (_HEXISH.match(v) or (_B64ISH.match(v) and re.search(r"\d", v)))
             ):
                 out.append(f"{path} holds undeclared key-sized data")
     return out

@@ -47,8 +47,10 @@ class FormatError(TranscriptError):
     """A record is not in the transcript format."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"Malformed transcript record: {what}",
-                         "The bundle was altered or written by an incompatible tool.")
+        super().__init__(
+            f"Malformed transcript record: {what}",
+            "The bundle was altered or written by an incompatible tool.",
+        )
 
 
 def unhex(v: Any, what: str, n: int | None = None) -> bytes:
@@ -73,8 +75,9 @@ def _str(v: Any, what: str) -> str:
     return v
 
 
-def _keys(d: Any, what: str, required: set[str],
-          optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _keys(
+    d: Any, what: str, required: set[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise FormatError(f"{what} must be an object")
     missing, extra = required - d.keys(), d.keys() - required - optional
@@ -110,8 +113,11 @@ class Sig:
     def from_json(cls, d: Any, *, keyed: bool = False) -> Sig:
         req = {"signer", "sig", "keyid"} if keyed else {"signer", "sig"}
         _keys(d, "signature", req)
-        return cls(signer=_str(d["signer"], "signer"), sig=unhex(d["sig"], "sig"),
-                   keyid=_str(d["keyid"], "keyid") if keyed else None)
+        return cls(
+            signer=_str(d["signer"], "signer"),
+            sig=unhex(d["sig"], "sig"),
+            keyid=_str(d["keyid"], "keyid") if keyed else None,
+        )
 
 
 def parse_sigs(v: Any, *, keyed: bool = False) -> tuple[Sig, ...]:
@@ -153,22 +159,45 @@ class RosterEntry:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "alg": self.alg,
-                "public": self.public.hex(), "fingerprint": self.fingerprint,
-                "valid_from": self.valid_from, "valid_until": self.valid_until,
-                "revoked_at": self.revoked_at}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "alg": self.alg,
+            "public": self.public.hex(),
+            "fingerprint": self.fingerprint,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+            "revoked_at": self.revoked_at,
+        }
 
     @classmethod
     def from_json(cls, d: Any) -> RosterEntry:
-        _keys(d, "roster entry", {"name", "role", "alg", "public", "fingerprint",
-                                  "valid_from", "valid_until", "revoked_at"})
+        _keys(
+            d,
+            "roster entry",
+            {
+                "name",
+                "role",
+                "alg",
+                "public",
+                "fingerprint",
+                "valid_from",
+                "valid_until",
+                "revoked_at",
+            },
+        )
         try:
-            e = cls(name=_str(d["name"], "name"), role=_str(d["role"], "role"),
-                    alg=_str(d["alg"], "alg"), public=unhex(d["public"], "public key", 32),
-                    valid_from=_int(d["valid_from"], "valid_from"),
-                    valid_until=_int(d["valid_until"], "valid_until"),
-                    revoked_at=(None if d["revoked_at"] is None
-                                else _int(d["revoked_at"], "revoked_at")))
+            e = cls(
+                name=_str(d["name"], "name"),
+                role=_str(d["role"], "role"),
+                alg=_str(d["alg"], "alg"),
+                public=unhex(d["public"], "public key", 32),
+                valid_from=_int(d["valid_from"], "valid_from"),
+                valid_until=_int(d["valid_until"], "valid_until"),
+                revoked_at=(
+                    None if d["revoked_at"] is None else _int(d["revoked_at"], "revoked_at")
+                ),
+            )
         except ValueError as exc:
             raise FormatError(str(exc)) from exc
         if d["fingerprint"] != e.fingerprint:
@@ -264,12 +293,17 @@ class Policy:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "type": POLICY_TYPE, "ceremony_id": self.ceremony_id, "purpose": self.purpose,
-            "kind": self.kind, "deployment": self.deployment, "created_at": self.created_at,
+            "type": POLICY_TYPE,
+            "ceremony_id": self.ceremony_id,
+            "purpose": self.purpose,
+            "kind": self.kind,
+            "deployment": self.deployment,
+            "created_at": self.created_at,
             "roster": [e.to_json() for e in self.roster],
             "permissions": {r: list(k) for r, k in self.permissions.items()},
             "thresholds": {k: t.to_json() for k, t in self.thresholds.items()},
-            "script": list(self.script), "script_digest": script_digest(self.script),
+            "script": list(self.script),
+            "script_digest": script_digest(self.script),
             "close_quorum": dict(self.close_quorum),
             "exception_quorum": self.exception_quorum.to_json(),
             "approval_window": self.approval_window,
@@ -288,8 +322,20 @@ class Policy:
     @classmethod
     def from_payload(cls, d: Any) -> Policy:
         """Raises FormatError for anything but a well-formed policy payload."""
-        _keys(d, "policy", set(cls(ceremony_id="00" * 16, purpose="", kind="", created_at=0,
-                                   roster=(), permissions={}).payload()))
+        _keys(
+            d,
+            "policy",
+            set(
+                cls(
+                    ceremony_id="00" * 16,
+                    purpose="",
+                    kind="",
+                    created_at=0,
+                    roster=(),
+                    permissions={},
+                ).payload()
+            ),
+        )
         if d["type"] != POLICY_TYPE:
             raise FormatError("unknown policy type")
         if not isinstance(d["script"], list) or not all(isinstance(s, str) for s in d["script"]):
@@ -304,12 +350,14 @@ class Policy:
         try:
             return cls(
                 ceremony_id=_str(d["ceremony_id"], "ceremony_id"),
-                purpose=_str(d["purpose"], "purpose"), kind=_str(d["kind"], "kind"),
+                purpose=_str(d["purpose"], "purpose"),
+                kind=_str(d["kind"], "kind"),
                 deployment=_str(d["deployment"], "deployment"),
                 created_at=_int(d["created_at"], "created_at"),
                 roster=tuple(RosterEntry.from_json(e) for e in d["roster"]),
-                permissions={r: tuple(_str(k, "kind") for k in v)
-                             for r, v in d["permissions"].items()},
+                permissions={
+                    r: tuple(_str(k, "kind") for k in v) for r, v in d["permissions"].items()
+                },
                 thresholds={k: Threshold.from_json(t) for k, t in d["thresholds"].items()},
                 script=tuple(d["script"]),
                 close_quorum={r: _int(n, "close quorum") for r, n in d["close_quorum"].items()},
@@ -331,8 +379,9 @@ class SignedPolicy:
     signatures: tuple[Sig, ...] = ()
 
     def to_bytes(self) -> bytes:
-        return canonical_bytes({"payload": self.policy.payload(),
-                                "signatures": [s.to_json() for s in self.signatures]})
+        return canonical_bytes(
+            {"payload": self.policy.payload(), "signatures": [s.to_json() for s in self.signatures]}
+        )
 
     @staticmethod
     def signing_input(policy: Policy) -> bytes:
@@ -341,12 +390,15 @@ class SignedPolicy:
     def signed_by(self, *signers: Any) -> SignedPolicy:
         """Add signatures of *signers* (objects following the Signer protocol)."""
         data = self.signing_input(self.policy)
-        new = tuple(Sig(signer=s.name, keyid=fingerprint(s.public), sig=s.sign(data))
-                    for s in signers)
+        new = tuple(
+            Sig(signer=s.name, keyid=fingerprint(s.public), sig=s.sign(data)) for s in signers
+        )
         return SignedPolicy(policy=self.policy, signatures=self.signatures + new)
 
     @classmethod
     def from_json(cls, d: Any) -> SignedPolicy:
         _keys(d, "policy.json", {"payload", "signatures"})
-        return cls(policy=Policy.from_payload(d["payload"]),
-                   signatures=parse_sigs(d["signatures"], keyed=True))
+        return cls(
+            policy=Policy.from_payload(d["payload"]),
+            signatures=parse_sigs(d["signatures"], keyed=True),
+        )

@@ -63,8 +63,9 @@ class Recorder:
     Construct with :meth:`create` or :meth:`resume`.
     """
 
-    def __init__(self, dirs: list[Path], signed: SignedPolicy, signer: Any,
-                 clock: Callable[[], float] | None) -> None:
+    def __init__(
+        self, dirs: list[Path], signed: SignedPolicy, signer: Any, clock: Callable[[], float] | None
+    ) -> None:
         self.dirs, self.signed, self.policy = dirs, signed, signed.policy
         self.signer = signer
         self._clock = clock or time.time
@@ -79,9 +80,16 @@ class Recorder:
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike[str], signed: SignedPolicy, *, signer: Any,
-               mirror: str | os.PathLike[str] | None = None,
-               clock: Callable[[], float] | None = None, now: int | None = None) -> Recorder:
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        signed: SignedPolicy,
+        *,
+        signer: Any,
+        mirror: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] | None = None,
+        now: int | None = None,
+    ) -> Recorder:
         """Start a new bundle at *path* and record the ``ceremony.open`` event.
 
         Args:
@@ -100,23 +108,31 @@ class Recorder:
         try:
             for d in dirs:
                 if d.exists() and any(d.iterdir()):
-                    raise TranscriptError(f"Transcript directory {d} is not empty",
-                                          "Resume it with Recorder.resume, or choose a new path.")
+                    raise TranscriptError(
+                        f"Transcript directory {d} is not empty",
+                        "Resume it with Recorder.resume, or choose a new path.",
+                    )
                 (d / ARTIFACTS).mkdir(parents=True, exist_ok=True)
                 _write_new(d / POLICY, signed.to_bytes())
                 _write_new(d / EVENTS, b"")
                 _write_new(d / CHECKPOINTS, b"")
         except OSError as exc:
-            raise TranscriptError(f"Cannot create the transcript at {dirs[0]}; the ceremony "
-                                  "was not started",
-                                  f"Check permissions and free space ({exc.strerror}).") from exc
+            raise TranscriptError(
+                f"Cannot create the transcript at {dirs[0]}; the ceremony was not started",
+                f"Check permissions and free space ({exc.strerror}).",
+            ) from exc
         rec.record("open", KIND_OPEN, signer, open_body(signed.policy), now=now)
         return rec
 
     @classmethod
-    def resume(cls, path: str | os.PathLike[str], *, signer: Any,
-               mirror: str | os.PathLike[str] | None = None,
-               clock: Callable[[], float] | None = None) -> Recorder:
+    def resume(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        signer: Any,
+        mirror: str | os.PathLike[str] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> Recorder:
         """Re-open an interrupted bundle and continue its sequence.
 
         A torn last line (a write interrupted by a crash) is dropped: its action was never
@@ -131,8 +147,10 @@ class Recorder:
             ev_raw = (p / EVENTS).read_bytes()
             cp_raw = (p / CHECKPOINTS).read_bytes()
         except (OSError, ValueError, FormatError) as exc:
-            raise TranscriptError(f"Cannot resume the transcript at {p}",
-                                  "The bundle is missing or damaged; abort the ceremony.") from exc
+            raise TranscriptError(
+                f"Cannot resume the transcript at {p}",
+                "The bundle is missing or damaged; abort the ceremony.",
+            ) from exc
         rec = cls([p] + ([Path(mirror)] if mirror is not None else []), signed, signer, clock)
         try:
             ev_raw, torn1 = rec._drop_torn(p / EVENTS, ev_raw)
@@ -143,13 +161,15 @@ class Recorder:
             for line in cp_raw.splitlines():
                 rec.checkpoints.append(Checkpoint.from_json(json.loads(line)))
         except (ValueError, FormatError, OSError) as exc:
-            raise TranscriptError(f"The transcript at {p} cannot be resumed: {exc}",
-                                  "Verify it with 'custody transcript verify'; "
-                                  "abort if damaged.") from exc
+            raise TranscriptError(
+                f"The transcript at {p} cannot be resumed: {exc}",
+                "Verify it with 'custody transcript verify'; abort if damaged.",
+            ) from exc
         last = rec.checkpoints[-1] if rec.checkpoints else None
         if rec.closed and last is not None and last.final and last.tree_size == rec.size:
-            raise TranscriptError("The ceremony transcript is already closed",
-                                  "Start a new ceremony instead.")
+            raise TranscriptError(
+                "The ceremony transcript is already closed", "Start a new ceremony instead."
+            )
         if mirror is not None:
             rec._resync_mirror(p, Path(mirror), ev_raw, cp_raw)
         return rec
@@ -182,9 +202,10 @@ class Recorder:
             for a in sorted((p / ARTIFACTS).iterdir()):
                 _write_new(m / ARTIFACTS / a.name, a.read_bytes())
         except OSError as exc:
-            raise TranscriptError(f"Cannot re-sync the mirror {m}",
-                                  f"Fix the mirror location ({exc.strerror}) "
-                                  "and resume again.") from exc
+            raise TranscriptError(
+                f"Cannot re-sync the mirror {m}",
+                f"Fix the mirror location ({exc.strerror}) and resume again.",
+            ) from exc
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -202,11 +223,14 @@ class Recorder:
 
     def _usable(self, what: str) -> None:
         if self._broken:
-            raise TranscriptError(f"The recorder failed earlier; {what} was not performed",
-                                  "Fix the cause, then resume the ceremony from its transcript.")
+            raise TranscriptError(
+                f"The recorder failed earlier; {what} was not performed",
+                "Fix the cause, then resume the ceremony from its transcript.",
+            )
         if self.closed:
-            raise TranscriptError(f"The transcript is closed; {what} was not performed",
-                                  "Start a new ceremony.")
+            raise TranscriptError(
+                f"The transcript is closed; {what} was not performed", "Start a new ceremony."
+            )
 
     def _write(self, name: str, data: bytes, what: str, arts: Mapping[str, bytes] = {}) -> None:
         try:
@@ -219,16 +243,25 @@ class Recorder:
             raise TranscriptError(
                 f"Could not record {what}; the action was NOT performed",
                 f"The transcript could not be written ({exc.strerror or exc}). Free space or "
-                "fix permissions, then resume the ceremony.") from exc
+                "fix permissions, then resume the ceremony.",
+            ) from exc
 
     # -- recording --------------------------------------------------------------------
     def action_digest(self, kind: str, action_id: str, params: Mapping[str, Any]) -> str:
         """The digest approvers sign for a quorum-gated action."""
         return action_digest(self.policy.ceremony_id, kind, action_id, params)
 
-    def record(self, step: str, kind: str, actor: Any, body: Mapping[str, Any], *,
-               cosigners: Sequence[Any] = (), artifacts: Mapping[str, bytes] | None = None,
-               now: int | None = None) -> Event:
+    def record(
+        self,
+        step: str,
+        kind: str,
+        actor: Any,
+        body: Mapping[str, Any],
+        *,
+        cosigners: Sequence[Any] = (),
+        artifacts: Mapping[str, bytes] | None = None,
+        now: int | None = None,
+    ) -> Event:
         """Check, sign, append and fsync one event; return it. Act only after this returns.
 
         Args:
@@ -258,10 +291,19 @@ class Recorder:
                 if not ARTIFACT_NAME.match(n):
                     raise ValueError(f"bad artifact name {n!r}")
             body["artifacts"] = list(body.get("artifacts", [])) + [
-                artifact_ref(n, b) for n, b in sorted(arts.items())]
+                artifact_ref(n, b) for n, b in sorted(arts.items())
+            ]
         canonical_bytes(body)  # TypeError/ValueError for a caller's bug, before signing
-        base = Event(seq=self.size, prev=self._head, ceremony=self.policy.ceremony_id,
-                     time=self._now(now), step=step, kind=kind, actor=actor.name, body=body)
+        base = Event(
+            seq=self.size,
+            prev=self._head,
+            ceremony=self.policy.ceremony_id,
+            time=self._now(now),
+            step=step,
+            kind=kind,
+            actor=actor.name,
+            body=body,
+        )
         data = base.signing_input(self.policy.ceremony_id)
         sigs = tuple(Sig(signer=s.name, sig=s.sign(data)) for s in (actor, *cosigners))
         ev = replace(base, signatures=sigs)
@@ -280,13 +322,24 @@ class Recorder:
         problems = self.rules.feed(ev)
         if problems:
             self.rules.restore(snap)
-            raise PolicyError(f"Refused to record {what}: {problems[0][1]}",
-                              "Nothing was recorded or performed. Fix the input and retry.")
+            raise PolicyError(
+                f"Refused to record {what}: {problems[0][1]}",
+                "Nothing was recorded or performed. Fix the input and retry.",
+            )
 
-    def record_action(self, step: str, kind: str, actor: Any, *, action_id: str,
-                      params: Mapping[str, Any], approvals: Iterable[Approval],
-                      body: Mapping[str, Any] | None = None, cosigners: Sequence[Any] = (),
-                      now: int | None = None) -> Event:
+    def record_action(
+        self,
+        step: str,
+        kind: str,
+        actor: Any,
+        *,
+        action_id: str,
+        params: Mapping[str, Any],
+        approvals: Iterable[Approval],
+        body: Mapping[str, Any] | None = None,
+        cosigners: Sequence[Any] = (),
+        now: int | None = None,
+    ) -> Event:
         """Record a quorum-gated action with its approvals (see :meth:`record`).
 
         Raises:
@@ -296,22 +349,37 @@ class Recorder:
         if kind not in self.policy.thresholds:
             raise ValueError(f"{kind} is not a quorum-gated action in this policy")
         full = dict(body or {})
-        full.update(action_id=action_id, params=dict(params),
-                    action_digest=self.action_digest(kind, action_id, params),
-                    approvals=[a.to_json() for a in approvals])
+        full.update(
+            action_id=action_id,
+            params=dict(params),
+            action_digest=self.action_digest(kind, action_id, params),
+            approvals=[a.to_json() for a in approvals],
+        )
         return self.record(step, kind, actor, full, cosigners=cosigners, now=now)
 
-    def exception(self, resume_at: str, reason: str, actor: Any, *,
-                  cosigners: Sequence[Any] = (), now: int | None = None) -> Event:
+    def exception(
+        self,
+        resume_at: str,
+        reason: str,
+        actor: Any,
+        *,
+        cosigners: Sequence[Any] = (),
+        now: int | None = None,
+    ) -> Event:
         """Record a co-signed deviation from the script; the next step may be *resume_at*.
 
         Raises:
             PolicyError: not enough ``exception_quorum`` co-signers, or unknown step.
             TranscriptError: the event could not be durably written.
         """
-        return self.record("exception", KIND_EXCEPTION, actor,
-                           {"reason": reason, "resume_at": resume_at},
-                           cosigners=cosigners, now=now)
+        return self.record(
+            "exception",
+            KIND_EXCEPTION,
+            actor,
+            {"reason": reason, "resume_at": resume_at},
+            cosigners=cosigners,
+            now=now,
+        )
 
     def checkpoint(
         self, signers: Sequence[Any] | None = None, *, now: int | None = None
@@ -326,9 +394,15 @@ class Recorder:
 
     def _checkpoint(self, signers: list[Any], t: int, *, final: bool) -> Checkpoint:
         prev = self.checkpoints[-1].tree_size if self.checkpoints else 0
-        base = Checkpoint(ceremony=self.policy.ceremony_id, tree_size=self.size,
-                          root=self.tree.root(), time=t, prev_size=prev,
-                          consistency=tuple(self.tree.consistency_proof(prev)), final=final)
+        base = Checkpoint(
+            ceremony=self.policy.ceremony_id,
+            tree_size=self.size,
+            root=self.tree.root(),
+            time=t,
+            prev_size=prev,
+            consistency=tuple(self.tree.consistency_proof(prev)),
+            final=final,
+        )
         data = base.signing_input(self.policy.ceremony_id)
         cp = replace(base, signatures=tuple(Sig(signer=s.name, sig=s.sign(data)) for s in signers))
         self._write(CHECKPOINTS, cp.to_line() + b"\n", f"the checkpoint at {self.size}")
@@ -349,8 +423,9 @@ class Recorder:
             PolicyError: the signers do not meet the close quorum.
         """
         if not self.needs_final_checkpoint:
-            raise TranscriptError("There is no unfinished close to complete",
-                                  "Use close() to end an open ceremony.")
+            raise TranscriptError(
+                "There is no unfinished close to complete", "Use close() to end an open ceremony."
+            )
         self._check_close_quorum(signers)
         return self._checkpoint(list(signers), self._now(now), final=True)
 
@@ -358,11 +433,20 @@ class Recorder:
         for role, n in self.policy.close_quorum.items():
             have = {s.name for s in signers if (m := self.policy.member(s.name)) and m.role == role}
             if len(have) < n:
-                raise PolicyError(f"The close needs {n} {plural(role, n)}, got {len(have)}",
-                                  "Nothing was recorded. Have the named roles sign the close.")
+                raise PolicyError(
+                    f"The close needs {n} {plural(role, n)}, got {len(have)}",
+                    "Nothing was recorded. Have the named roles sign the close.",
+                )
 
-    def close(self, actor: Any, signers: Sequence[Any], *, outcome: str = "completed",
-              summary: Mapping[str, Any] | None = None, now: int | None = None) -> Checkpoint:
+    def close(
+        self,
+        actor: Any,
+        signers: Sequence[Any],
+        *,
+        outcome: str = "completed",
+        summary: Mapping[str, Any] | None = None,
+        now: int | None = None,
+    ) -> Checkpoint:
         """Record ``ceremony.close`` and the final checkpoint signed by *signers*.
 
         Args:

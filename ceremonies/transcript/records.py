@@ -72,9 +72,16 @@ class Event:
     unsigned_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     def unsigned(self) -> dict[str, Any]:
-        return {"seq": self.seq, "prev": self.prev.hex(), "ceremony": self.ceremony,
-                "time": self.time, "step": self.step, "kind": self.kind, "actor": self.actor,
-                "body": self.body}
+        return {
+            "seq": self.seq,
+            "prev": self.prev.hex(),
+            "ceremony": self.ceremony,
+            "time": self.time,
+            "step": self.step,
+            "kind": self.kind,
+            "actor": self.actor,
+            "body": self.body,
+        }
 
     def signing_input(self, ceremony_id: str) -> bytes:
         if self.unsigned_bytes is not None:
@@ -95,7 +102,7 @@ class Event:
         j = line.find(b'],"step":', i)
         if i < 0 or j < 0:
             return ev
-        return replace(ev, unsigned_bytes=line[:i] + line[j + 1:])
+        return replace(ev, unsigned_bytes=line[:i] + line[j + 1 :])
 
     def to_line(self) -> bytes:
         d = self.unsigned()
@@ -107,15 +114,30 @@ class Event:
         _keys(d, "event", EVENT_FIELDS)
         if not isinstance(d["body"], dict):
             raise FormatError("event body must be an object")
-        return cls(seq=_int(d["seq"], "seq"), prev=unhex(d["prev"], "prev", 32),
-                   ceremony=_str(d["ceremony"], "ceremony"), time=_int(d["time"], "time"),
-                   step=_str(d["step"], "step"), kind=_str(d["kind"], "kind"),
-                   actor=_str(d["actor"], "actor"), body=d["body"],
-                   signatures=parse_sigs(d["signatures"]))
+        return cls(
+            seq=_int(d["seq"], "seq"),
+            prev=unhex(d["prev"], "prev", 32),
+            ceremony=_str(d["ceremony"], "ceremony"),
+            time=_int(d["time"], "time"),
+            step=_str(d["step"], "step"),
+            kind=_str(d["kind"], "kind"),
+            actor=_str(d["actor"], "actor"),
+            body=d["body"],
+            signatures=parse_sigs(d["signatures"]),
+        )
 
 
-APPROVAL_FIELDS = {"ceremony", "action", "action_id", "action_digest", "approver",
-                   "issued_at", "expires_at", "nonce", "sig"}
+APPROVAL_FIELDS = {
+    "ceremony",
+    "action",
+    "action_id",
+    "action_digest",
+    "approver",
+    "issued_at",
+    "expires_at",
+    "nonce",
+    "sig",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,9 +155,16 @@ class Approval:
     sig: bytes = field(default=b"", repr=False)
 
     def unsigned(self) -> dict[str, Any]:
-        return {"ceremony": self.ceremony, "action": self.action, "action_id": self.action_id,
-                "action_digest": self.action_digest, "approver": self.approver,
-                "issued_at": self.issued_at, "expires_at": self.expires_at, "nonce": self.nonce}
+        return {
+            "ceremony": self.ceremony,
+            "action": self.action,
+            "action_id": self.action_id,
+            "action_digest": self.action_digest,
+            "approver": self.approver,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "nonce": self.nonce,
+        }
 
     def signing_input(self) -> bytes:
         return signing_input(TAG_APPROVAL, self.ceremony, self.unsigned())
@@ -150,30 +179,59 @@ class Approval:
         _keys(d, "approval", APPROVAL_FIELDS)
         unhex(d["action_digest"], "action digest", 32)
         unhex(d["nonce"], "nonce", 16)
-        return cls(ceremony=_str(d["ceremony"], "ceremony"), action=_str(d["action"], "action"),
-                   action_id=_str(d["action_id"], "action_id"),
-                   action_digest=d["action_digest"], approver=_str(d["approver"], "approver"),
-                   issued_at=_int(d["issued_at"], "issued_at"),
-                   expires_at=_int(d["expires_at"], "expires_at"), nonce=d["nonce"],
-                   sig=unhex(d["sig"], "approval sig"))
+        return cls(
+            ceremony=_str(d["ceremony"], "ceremony"),
+            action=_str(d["action"], "action"),
+            action_id=_str(d["action_id"], "action_id"),
+            action_digest=d["action_digest"],
+            approver=_str(d["approver"], "approver"),
+            issued_at=_int(d["issued_at"], "issued_at"),
+            expires_at=_int(d["expires_at"], "expires_at"),
+            nonce=d["nonce"],
+            sig=unhex(d["sig"], "approval sig"),
+        )
 
     @classmethod
-    def create(cls, signer: Any, *, ceremony_id: str, action: str, action_id: str,
-               digest: str, now: int, window: int = 600,
-               rng: Callable[[int], bytes] = os.urandom) -> Approval:
+    def create(
+        cls,
+        signer: Any,
+        *,
+        ceremony_id: str,
+        action: str,
+        action_id: str,
+        digest: str,
+        now: int,
+        window: int = 600,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> Approval:
         """Sign an approval with *signer* (Signer protocol) valid for *window* seconds.
 
         Raises:
             HsmError: from an HSM-backed signer.
         """
-        a = cls(ceremony=ceremony_id, action=action, action_id=action_id, action_digest=digest,
-                approver=signer.name, issued_at=now, expires_at=now + window,
-                nonce=rng(16).hex())
+        a = cls(
+            ceremony=ceremony_id,
+            action=action,
+            action_id=action_id,
+            action_digest=digest,
+            approver=signer.name,
+            issued_at=now,
+            expires_at=now + window,
+            nonce=rng(16).hex(),
+        )
         return cls(**{**a.unsigned(), "sig": signer.sign(a.signing_input())})
 
 
-CHECKPOINT_FIELDS = {"ceremony", "tree_size", "root", "time", "prev_size", "consistency",
-                     "final", "signatures"}
+CHECKPOINT_FIELDS = {
+    "ceremony",
+    "tree_size",
+    "root",
+    "time",
+    "prev_size",
+    "consistency",
+    "final",
+    "signatures",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,9 +248,15 @@ class Checkpoint:
     signatures: tuple[Sig, ...] = ()
 
     def unsigned(self) -> dict[str, Any]:
-        return {"ceremony": self.ceremony, "tree_size": self.tree_size, "root": self.root.hex(),
-                "time": self.time, "prev_size": self.prev_size,
-                "consistency": [c.hex() for c in self.consistency], "final": self.final}
+        return {
+            "ceremony": self.ceremony,
+            "tree_size": self.tree_size,
+            "root": self.root.hex(),
+            "time": self.time,
+            "prev_size": self.prev_size,
+            "consistency": [c.hex() for c in self.consistency],
+            "final": self.final,
+        }
 
     def signing_input(self, ceremony_id: str) -> bytes:
         return signing_input(TAG_CHECKPOINT, ceremony_id, self.unsigned())
@@ -207,8 +271,13 @@ class Checkpoint:
         _keys(d, "checkpoint", CHECKPOINT_FIELDS)
         if not isinstance(d["consistency"], list) or not isinstance(d["final"], bool):
             raise FormatError("checkpoint consistency/final malformed")
-        return cls(ceremony=_str(d["ceremony"], "ceremony"),
-                   tree_size=_int(d["tree_size"], "tree_size"), root=unhex(d["root"], "root", 32),
-                   time=_int(d["time"], "time"), prev_size=_int(d["prev_size"], "prev_size"),
-                   consistency=tuple(unhex(c, "consistency hash", 32) for c in d["consistency"]),
-                   final=d["final"], signatures=parse_sigs(d["signatures"]))
+        return cls(
+            ceremony=_str(d["ceremony"], "ceremony"),
+            tree_size=_int(d["tree_size"], "tree_size"),
+            root=unhex(d["root"], "root", 32),
+            time=_int(d["time"], "time"),
+            prev_size=_int(d["prev_size"], "prev_size"),
+            consistency=tuple(unhex(c, "consistency hash", 32) for c in d["consistency"]),
+            final=d["final"],
+            signatures=parse_sigs(d["signatures"]),
+        )

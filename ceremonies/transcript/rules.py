@@ -141,8 +141,10 @@ class Rules:
                 out += [("quorum", f"{where}: {who} {x}") for x in bad]
             elif a.approver not in good:
                 good.append(a.approver)
-        line = (f"{ev.kind} {aid}: {len(good)}/{t.count} {plural(t.role, t.count)}"
-                f" ({', '.join(good) or 'none'})")
+        line = (
+            f"{ev.kind} {aid}: {len(good)}/{t.count} {plural(t.role, t.count)}"
+            f" ({', '.join(good) or 'none'})"
+        )
         if len(good) < t.count:
             out.append(("quorum", f"{line}: below threshold"))
         else:
@@ -159,14 +161,18 @@ class Rules:
             ok = sorted(n for n in signers if (m := p.member(n)) and m.role == q.role)
             target = ev.body.get("resume_at")
             if len(ok) < q.count:
-                msg = (f"{where}: exception co-signed by {len(ok)}/{q.count} "
-                       f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})")
+                msg = (
+                    f"{where}: exception co-signed by {len(ok)}/{q.count} "
+                    f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})"
+                )
                 return [("script-order", msg)]
             if target not in p.script:
                 return [("script-order", f"{where}: exception resumes at unknown step {target!r}")]
             s.allow_jump = target
-            msg = (f"exception at event {ev.seq}: resume at {target} "
-                   f"({ev.body.get('reason', '')}) by {', '.join(ok)}")
+            msg = (
+                f"exception at event {ev.seq}: resume at {target} "
+                f"({ev.body.get('reason', '')}) by {', '.join(ok)}"
+            )
             self.info.append(("script-order", msg))
             return []
         if ev.kind == KIND_CLOSE:

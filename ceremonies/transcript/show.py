@@ -37,11 +37,16 @@ def _ts(t: int) -> str:
 def _summary(kind: str, body: dict[str, Any]) -> str:
     if "approvals" in body:
         who = ", ".join(str(a.get("approver")) for a in body["approvals"] if isinstance(a, dict))
-        rest = {k: v for k, v in body.items()
-                if k not in ("approvals", "action_id", "params", "action_digest")}
+        rest = {
+            k: v
+            for k, v in body.items()
+            if k not in ("approvals", "action_id", "params", "action_digest")
+        }
         extra = "; " + _summary("", rest) if rest else ""
-        return (f"{body.get('action_id')}: approved by {who or 'nobody'}; "
-                f"params {body.get('params')}{extra}")
+        return (
+            f"{body.get('action_id')}: approved by {who or 'nobody'}; "
+            f"params {body.get('params')}{extra}"
+        )
     if kind == KIND_EXCEPTION:
         return f"resume at {body.get('resume_at')}: {body.get('reason')}"
     parts = []
@@ -61,36 +66,70 @@ def timeline(data: BundleData) -> tuple[dict[str, Any], list[Row]]:
     head: dict[str, Any] = {}
     if p.signed is not None:
         pol = p.signed.policy
-        head = {"ceremony": pol.ceremony_id, "kind": pol.kind, "purpose": pol.purpose,
-                "created": _ts(pol.created_at),
-                "roster": [f"{e.name} ({e.role}, {e.fingerprint[:16]})" for e in pol.roster],
-                "thresholds": {k: f"{t.count} {t.role}" for k, t in pol.thresholds.items()},
-                "script": list(pol.script)}
+        head = {
+            "ceremony": pol.ceremony_id,
+            "kind": pol.kind,
+            "purpose": pol.purpose,
+            "created": _ts(pol.created_at),
+            "roster": [f"{e.name} ({e.role}, {e.fingerprint[:16]})" for e in pol.roster],
+            "thresholds": {k: f"{t.count} {t.role}" for k, t in pol.thresholds.items()},
+            "script": list(pol.script),
+        }
     rows: list[Row] = []
     cps = {cp.tree_size: cp for cp in p.checkpoints}
     for i, ev in enumerate(p.events):
         if ev is None:
-            rows.append(Row(seq=i, time="?", step="?", kind="?", actor="?", signers="",
-                            summary="unreadable line", tag="broken"))
+            rows.append(
+                Row(
+                    seq=i,
+                    time="?",
+                    step="?",
+                    kind="?",
+                    actor="?",
+                    signers="",
+                    summary="unreadable line",
+                    tag="broken",
+                )
+            )
         else:
             tag = {KIND_OPEN: "open", KIND_CLOSE: "close", KIND_EXCEPTION: "exception"}.get(
-                ev.kind, "action" if "approvals" in ev.body else "event")
-            rows.append(Row(seq=ev.seq, time=_ts(ev.time), step=ev.step, kind=ev.kind,
-                            actor=ev.actor, signers=", ".join(s.signer for s in ev.signatures),
-                            summary=_summary(ev.kind, dict(ev.body)), tag=tag))
+                ev.kind, "action" if "approvals" in ev.body else "event"
+            )
+            rows.append(
+                Row(
+                    seq=ev.seq,
+                    time=_ts(ev.time),
+                    step=ev.step,
+                    kind=ev.kind,
+                    actor=ev.actor,
+                    signers=", ".join(s.signer for s in ev.signatures),
+                    summary=_summary(ev.kind, dict(ev.body)),
+                    tag=tag,
+                )
+            )
         cp = cps.get(i + 1)
         if cp is not None:
-            rows.append(Row(seq=None, time=_ts(cp.time), step="", kind="checkpoint", actor="",
-                            signers=", ".join(s.signer for s in cp.signatures),
-                            summary=f"{'final ' if cp.final else ''}tree size {cp.tree_size}, "
-                                    f"root {cp.root.hex()[:16]}...", tag="checkpoint"))
+            rows.append(
+                Row(
+                    seq=None,
+                    time=_ts(cp.time),
+                    step="",
+                    kind="checkpoint",
+                    actor="",
+                    signers=", ".join(s.signer for s in cp.signatures),
+                    summary=f"{'final ' if cp.final else ''}tree size {cp.tree_size}, "
+                    f"root {cp.root.hex()[:16]}...",
+                    tag="checkpoint",
+                )
+            )
     return head, rows
 
 
 def render_text(data: BundleData, report: Report | None = None) -> str:
     head, rows = timeline(data)
-    out = [f"ceremony {head.get('ceremony', '?')}  "
-           f"{head.get('kind', '')}: {head.get('purpose', '')}"]
+    out = [
+        f"ceremony {head.get('ceremony', '?')}  {head.get('kind', '')}: {head.get('purpose', '')}"
+    ]
     if head:
         out.append(f"created {head['created']}; script: {' > '.join(head['script'])}")
         out.append("roster: " + "; ".join(head["roster"]))
@@ -122,27 +161,45 @@ def render_html(data: BundleData, report: Report | None = None) -> str:
     """A self-contained HTML page (all values escaped)."""
     e = html.escape
     head, rows = timeline(data)
-    parts = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\">",
-             f"<title>Ceremony {e(str(head.get('ceremony', '?')))}</title><style>{_CSS}</style>",
-             "</head><body>",
-             f"<h1>Ceremony transcript: {e(str(head.get('kind', '?')))}</h1>"]
+    parts = [
+        '<!DOCTYPE html><html><head><meta charset="utf-8">',
+        f"<title>Ceremony {e(str(head.get('ceremony', '?')))}</title><style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>Ceremony transcript: {e(str(head.get('kind', '?')))}</h1>",
+    ]
     if head:
-        parts.append("<dl>" + "".join(
-            f"<dt>{e(k)}</dt><dd>{e(_head_value(v))}</dd>" for k, v in head.items()) + "</dl>")
+        parts.append(
+            "<dl>"
+            + "".join(f"<dt>{e(k)}</dt><dd>{e(_head_value(v))}</dd>" for k, v in head.items())
+            + "</dl>"
+        )
     if report is not None:
-        parts.append("<h2>Verification</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>")
+        parts.append(
+            "<h2>Verification</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>"
+        )
         for c in report.results:
             cls = "ok" if c.ok else "fail"
             detail = "<br>".join(e(x) for x in (c.notes if c.ok else c.problems))
-            parts.append(f"<tr><td>{e(c.id)}</td><td class=\"{cls}\">{'PASS' if c.ok else 'FAIL'}"
-                         f"</td><td>{detail}</td></tr>")
+            parts.append(
+                f'<tr><td>{e(c.id)}</td><td class="{cls}">{"PASS" if c.ok else "FAIL"}'
+                f"</td><td>{detail}</td></tr>"
+            )
         parts.append("</table>")
-    parts.append("<h2>Timeline</h2><table><tr><th>seq</th><th>time</th><th>step</th><th>kind</th>"
-                 "<th>actor</th><th>signed by</th><th>details</th></tr>")
+    parts.append(
+        "<h2>Timeline</h2><table><tr><th>seq</th><th>time</th><th>step</th><th>kind</th>"
+        "<th>actor</th><th>signed by</th><th>details</th></tr>"
+    )
     for r in rows:
-        cells = ["" if r.seq is None else str(r.seq), r.time, r.step, r.kind, r.actor, r.signers,
-                 r.summary]
+        cells = [
+            "" if r.seq is None else str(r.seq),
+            r.time,
+            r.step,
+            r.kind,
+            r.actor,
+            r.signers,
+            r.summary,
+        ]
         tds = "".join(f"<td>{e(c)}</td>" for c in cells)
-        parts.append(f"<tr class=\"{e(r.tag)}\">" + tds + "</tr>")
+        parts.append(f'<tr class="{e(r.tag)}">' + tds + "</tr>")
     parts.append("</table></body></html>\n")
     return "\n".join(parts)

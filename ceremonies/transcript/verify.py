@@ -31,12 +31,30 @@ from .checks import (
 from .rules import Rules
 
 CHECK_IDS: tuple[str, ...] = (
-    "canonical", "policy-signatures", "ceremony-binding", "chain", "checkpoints",
-    "completeness", "signatures", "enrolment", "role", "key-validity", "quorum",
-    "script-order", "artifacts", "no-secrets",
+    "canonical",
+    "policy-signatures",
+    "ceremony-binding",
+    "chain",
+    "checkpoints",
+    "completeness",
+    "signatures",
+    "enrolment",
+    "role",
+    "key-validity",
+    "quorum",
+    "script-order",
+    "artifacts",
+    "no-secrets",
 )
-RULE_CHECKS = ("signatures", "enrolment", "role", "key-validity", "quorum", "script-order",
-               "no-secrets")
+RULE_CHECKS = (
+    "signatures",
+    "enrolment",
+    "role",
+    "key-validity",
+    "quorum",
+    "script-order",
+    "no-secrets",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,8 +71,12 @@ class CheckResult:
         return "; ".join(self.problems[:5] if not self.ok else self.notes[:3])
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "ok": self.ok, "problems": list(self.problems),
-                "notes": list(self.notes)}
+        return {
+            "id": self.id,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +99,13 @@ class Report:
         return next(r for r in self.results if r.id == check_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "ceremony_id": self.ceremony_id, "events": self.events,
-                "failed": list(self.failed), "checks": [r.to_json() for r in self.results]}
+        return {
+            "ok": self.ok,
+            "ceremony_id": self.ceremony_id,
+            "events": self.events,
+            "failed": list(self.failed),
+            "checks": [r.to_json() for r in self.results],
+        }
 
     def text(self) -> str:
         out = [f"ceremony {self.ceremony_id or '?'}: {self.events} events"]
@@ -88,13 +115,18 @@ class Report:
                 out += [f"          {n}" for n in r.notes]
             if not r.ok and len(r.problems) > 5:
                 out.append(f"          (+{len(r.problems) - 5} more problems)")
-        out.append("verdict: "
-                   + ("VALID" if self.ok else "INVALID (" + ", ".join(self.failed) + ")"))
+        out.append(
+            "verdict: " + ("VALID" if self.ok else "INVALID (" + ", ".join(self.failed) + ")")
+        )
         return "\n".join(out)
 
 
-def verify_bundle(bundle: BundleData | str | os.PathLike[str], trust_keys: Sequence[TrustKey],
-                  *, min_policy_signatures: int = 1) -> Report:
+def verify_bundle(
+    bundle: BundleData | str | os.PathLike[str],
+    trust_keys: Sequence[TrustKey],
+    *,
+    min_policy_signatures: int = 1,
+) -> Report:
     """Run every check on *bundle* against the pinned *trust_keys*.
 
     Args:
@@ -130,8 +162,10 @@ def verify_bundle(bundle: BundleData | str | os.PathLike[str], trust_keys: Seque
         found[cid][0].extend(res[0])
         found[cid][1].extend(res[1])
 
-    put("policy-signatures",
-        lambda: check_policy_signatures(signed, trust_keys, min_policy_signatures))
+    put(
+        "policy-signatures",
+        lambda: check_policy_signatures(signed, trust_keys, min_policy_signatures),
+    )
     put("ceremony-binding", lambda: check_binding(signed, p))
     put("chain", lambda: check_chain(signed, p))
     put("checkpoints", lambda: check_checkpoints(rules, p))
@@ -175,6 +209,13 @@ def _report(cid: str | None, p: Parsed, found: dict[str, tuple[list[str], list[s
     for c, note in _PASS_NOTES.items():
         if not found[c][1]:
             found[c][1].append(note)
-    return Report(ceremony_id=cid, events=len(p.lines), results=tuple(
-        CheckResult(id=c, ok=not found[c][0], problems=tuple(found[c][0]),
-                    notes=tuple(found[c][1])) for c in CHECK_IDS))
+    return Report(
+        ceremony_id=cid,
+        events=len(p.lines),
+        results=tuple(
+            CheckResult(
+                id=c, ok=not found[c][0], problems=tuple(found[c][0]), notes=tuple(found[c][1])
+            )
+            for c in CHECK_IDS
+        ),
+    )

@@ -39,8 +39,21 @@ from custody.errors import AuditError, PolicyError
 from custody.merkle import MerkleTree, leaf_hash
 
 AUDIT_DB = "audit.db"
-FORBIDDEN_DETAIL_KEYS = frozenset({"pin", "so_pin", "passphrase", "password", "secret", "value",
-                                   "plaintext", "share", "mnemonic", "private_key", "key_bytes"})
+FORBIDDEN_DETAIL_KEYS = frozenset(
+    {
+        "pin",
+        "so_pin",
+        "passphrase",
+        "password",
+        "secret",
+        "value",
+        "plaintext",
+        "share",
+        "mnemonic",
+        "private_key",
+        "key_bytes",
+    }
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, line BLOB NOT NULL, chain BLOB NOT NULL);
@@ -54,9 +67,11 @@ def _b(v: Any) -> bytes:
 
 
 def _refused(what: str, exc: BaseException) -> AuditError:
-    return AuditError(f"The audit log could not be written; {what} was refused",
-                      "Fix the audit database (disk space, permissions, locks) and retry "
-                      f"({type(exc).__name__}).")
+    return AuditError(
+        f"The audit log could not be written; {what} was refused",
+        "Fix the audit database (disk space, permissions, locks) and retry "
+        f"({type(exc).__name__}).",
+    )
 
 
 class AuditLog:
@@ -73,9 +88,16 @@ class AuditLog:
         AuditError: the database cannot be opened or initialised.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, audit_key: bytes | None = None,
-                 clock: Callable[[], float] = time.time, durable: bool = True,
-                 rng: Callable[[int], bytes] = os.urandom, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        audit_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        durable: bool = True,
+        rng: Callable[[int], bytes] = os.urandom,
+        timeout: float = 60.0,
+    ) -> None:
         self.path = Path(path)
         self._key = audit_key
         self._clock = clock
@@ -83,19 +105,23 @@ class AuditLog:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            row = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
-            if row is None or self._db.execute(
-                    "SELECT 1 FROM meta WHERE k='log_id'").fetchone() is None:
+            row = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
+            if (
+                row is None
+                or self._db.execute("SELECT 1 FROM meta WHERE k='log_id'").fetchone() is None
+            ):
                 self._db.executescript(_SCHEMA)  # idempotent
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)",
-                                 (rng(16).hex(),))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (rng(16).hex(),)
+                )
                 self._db.execute("COMMIT")
             self.log_id = str(self._db.execute("SELECT v FROM meta WHERE k='log_id'").fetchone()[0])
         except sqlite3.Error as exc:
-            raise AuditError(f"Cannot open the audit log {self.path}",
-                             "Check the path, permissions and free space.") from exc
+            raise AuditError(
+                f"Cannot open the audit log {self.path}",
+                "Check the path, permissions and free space.",
+            ) from exc
 
     @classmethod
     def for_home(cls, home: Any, **kw: Any) -> AuditLog:
@@ -120,10 +146,17 @@ class AuditLog:
         msg = TAG_HMAC.encode() + b"\0" + name.encode() + b"\0" + v
         return hmac.new(self._key, msg, "sha256").hexdigest()
 
-    def append(self, op: str, target: str, actor: str, *, outcome: str = "ok",
-               details: Mapping[str, Any] | None = None,
-               sensitive: Mapping[str, str | bytes] | None = None,
-               now: int | None = None) -> dict[str, Any]:
+    def append(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        *,
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+        sensitive: Mapping[str, str | bytes] | None = None,
+        now: int | None = None,
+    ) -> dict[str, Any]:
         """Commit one entry and return it. Call before the operation it records.
 
         Raises:
@@ -143,15 +176,26 @@ class AuditLog:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
-                    "SELECT seq, chain FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = ((0, genesis(self.log_id)) if row is None
-                             else (row[0] + 1, bytes(row[1])))
-                entry = {"log": self.log_id, "seq": seq, "prev": prev.hex(), "time": t,
-                         "actor": actor, "op": op, "target": target, "outcome": outcome,
-                         "details": det}
+                    "SELECT seq, chain FROM entries ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev = (
+                    (0, genesis(self.log_id)) if row is None else (row[0] + 1, bytes(row[1]))
+                )
+                entry = {
+                    "log": self.log_id,
+                    "seq": seq,
+                    "prev": prev.hex(),
+                    "time": t,
+                    "actor": actor,
+                    "op": op,
+                    "target": target,
+                    "outcome": outcome,
+                    "details": det,
+                }
                 line = canonical_bytes(entry)
-                self._db.execute("INSERT INTO entries VALUES (?, ?, ?)",
-                                 (seq, line, chain_hash(line)))
+                self._db.execute(
+                    "INSERT INTO entries VALUES (?, ?, ?)", (seq, line, chain_hash(line))
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -162,9 +206,15 @@ class AuditLog:
         return entry
 
     @contextmanager
-    def guard(self, op: str, target: str, actor: str, *,
-              details: Mapping[str, Any] | None = None,
-              sensitive: Mapping[str, str | bytes] | None = None) -> Iterator[dict[str, Any]]:
+    def guard(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        sensitive: Mapping[str, str | bytes] | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Log intent, run the block, then log ``ok``, ``denied`` (PolicyError) or ``failed``.
 
         If the intent cannot be logged, AuditError is raised and the block never runs.
@@ -172,8 +222,9 @@ class AuditLog:
         Raises:
             AuditError: the intent entry could not be committed (operation refused).
         """
-        first = self.append(op, target, actor, outcome="intent", details=details,
-                            sensitive=sensitive)
+        first = self.append(
+            op, target, actor, outcome="intent", details=details, sensitive=sensitive
+        )
         ref = {"intent_seq": first["seq"]}
         try:
             yield first
@@ -181,8 +232,9 @@ class AuditLog:
             self.append(op, target, actor, outcome="denied", details={**ref, "error": exc.title})
             raise
         except BaseException as exc:
-            self.append(op, target, actor, outcome="failed",
-                        details={**ref, "error": type(exc).__name__})
+            self.append(
+                op, target, actor, outcome="failed", details={**ref, "error": type(exc).__name__}
+            )
             raise
         self.append(op, target, actor, outcome="ok", details=ref)
 
@@ -220,12 +272,19 @@ class AuditLog:
             leaves = [leaf_hash(ln) for ln in self.lines()]
         finally:
             self._db.execute("COMMIT")
-        payload = {"type": CHECKPOINT_TYPE, "log": self.log_id, "tree_size": len(leaves),
-                   "root": MerkleTree(leaves).root().hex(), "time": t}
+        payload = {
+            "type": CHECKPOINT_TYPE,
+            "log": self.log_id,
+            "tree_size": len(leaves),
+            "root": MerkleTree(leaves).root().hex(),
+            "time": t,
+        }
         cp = sign_checkpoint(payload, signer)
         try:
-            self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
-                             (len(leaves), canonical_bytes(cp)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                (len(leaves), canonical_bytes(cp)),
+            )
         except sqlite3.Error as exc:
             raise _refused("the checkpoint", exc) from exc
         return cp
@@ -241,16 +300,24 @@ class AuditLog:
         import json
 
         cps = [json.loads(c) for c in self.checkpoint_lines()]
-        cps = [c for c in cps if c["tree_size"] > index
-               and (tree_size is None or c["tree_size"] == tree_size)]
+        cps = [
+            c
+            for c in cps
+            if c["tree_size"] > index and (tree_size is None or c["tree_size"] == tree_size)
+        ]
         if index < 0 or index >= self.size():
             raise AuditError(f"No audit entry {index}", f"The log has {self.size()} entries.")
         if not cps:
-            raise AuditError(f"No checkpoint covers entry {index} yet",
-                             "Run 'custody audit checkpoint' first.")
+            raise AuditError(
+                f"No checkpoint covers entry {index} yet", "Run 'custody audit checkpoint' first."
+            )
         cp = cps[-1]
         lines = self.lines(0, cp["tree_size"])
         tree = MerkleTree(leaf_hash(ln) for ln in lines)
-        return {"type": PROOF_TYPE, "leaf_index": index, "entry": json.loads(lines[index]),
-                "inclusion": [h.hex() for h in tree.inclusion_proof(index, cp["tree_size"])],
-                "checkpoint": cp}
+        return {
+            "type": PROOF_TYPE,
+            "leaf_index": index,
+            "entry": json.loads(lines[index]),
+            "inclusion": [h.hex() for h in tree.inclusion_proof(index, cp["tree_size"])],
+            "checkpoint": cp,
+        }

@@ -40,16 +40,26 @@ def chain_hash(line: bytes) -> bytes:
 
 
 def checkpoint_signing_input(payload: Mapping[str, Any]) -> bytes:
-    return domain_hash(TAG_CHECKPOINT, bytes.fromhex(str(payload["log"])),
-                       canonical_bytes(dict(payload)))
+    return domain_hash(
+        TAG_CHECKPOINT, bytes.fromhex(str(payload["log"])), canonical_bytes(dict(payload))
+    )
 
 
 def sign_checkpoint(payload: Mapping[str, Any], signer: Any) -> dict[str, Any]:
     """The stored checkpoint object: payload plus ``signatures`` (Signer protocol)."""
     sig = signer.sign(checkpoint_signing_input(payload))
-    return {**payload, "signatures": [{"signer": signer.name, "alg": signer.alg,
-                                       "keyid": fingerprint(signer.public),
-                                       "public": signer.public.hex(), "sig": sig.hex()}]}
+    return {
+        **payload,
+        "signatures": [
+            {
+                "signer": signer.name,
+                "alg": signer.alg,
+                "keyid": fingerprint(signer.public),
+                "public": signer.public.hex(),
+                "sig": sig.hex(),
+            }
+        ],
+    }
 
 
 def _payload(cp: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,12 +104,21 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries": self.entries, "checkpoints": self.checkpoints,
-                "problems": list(self.problems), "notes": list(self.notes)}
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "checkpoints": self.checkpoints,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
 
 
-def verify_log(log_id: str, lines: Sequence[bytes], cps: Sequence[bytes],
-               trust: Sequence[TrustKey] | None = None) -> AuditReport:
+def verify_log(
+    log_id: str,
+    lines: Sequence[bytes],
+    cps: Sequence[bytes],
+    trust: Sequence[TrustKey] | None = None,
+) -> AuditReport:
     """Verify an audit log's entries and checkpoints (pure).
 
     Checks: canonical entries with contiguous ``seq`` and ``prev`` links from the log's
@@ -138,21 +157,25 @@ def verify_log(log_id: str, lines: Sequence[bytes], cps: Sequence[bytes],
         if root != tree.root(size):
             problems.append(f"checkpoint at size {size}: root does not match the entries")
         try:
-            verify_consistency(prev_size, size, prev_root, root,
-                               tree.consistency_proof(prev_size, size))
+            verify_consistency(
+                prev_size, size, prev_root, root, tree.consistency_proof(prev_size, size)
+            )
         except IntegrityError:
             problems.append(f"checkpoint at size {size} is not consistent with size {prev_size}")
         if not checkpoint_signers(cp, trust):
-            problems.append(f"checkpoint at size {size} has no valid signature"
-                            + (" by a pinned key" if trust is not None else ""))
+            problems.append(
+                f"checkpoint at size {size} has no valid signature"
+                + (" by a pinned key" if trust is not None else "")
+            )
         prev_size, prev_root = size, root
     notes = [f"{len(lines)} entries chained", f"{len(cps)} checkpoints, last at size {prev_size}"]
     if prev_size < len(lines):
         notes.append(f"{len(lines) - prev_size} entries after the last checkpoint")
     if trust is None:
         notes.append("checkpoint keys were not pinned (--trust): signatures are self-asserted")
-    return AuditReport(entries=len(lines), checkpoints=len(cps), problems=tuple(problems),
-                       notes=tuple(notes))
+    return AuditReport(
+        entries=len(lines), checkpoints=len(cps), problems=tuple(problems), notes=tuple(notes)
+    )
 
 
 def check_proof(doc: Mapping[str, Any], trust: Sequence[TrustKey]) -> str:
@@ -172,20 +195,29 @@ def check_proof(doc: Mapping[str, Any], trust: Sequence[TrustKey]) -> str:
         line = canonical_bytes(entry)
         same_log = entry["log"] == cp["log"] and entry["seq"] == index
     except (KeyError, ValueError, TypeError) as exc:
-        raise AuditError("The audit proof is malformed",
-                         f"Re-export it with 'custody audit proof' ({exc}).") from exc
+        raise AuditError(
+            "The audit proof is malformed", f"Re-export it with 'custody audit proof' ({exc})."
+        ) from exc
     signers = checkpoint_signers(cp, trust)
     if not signers:
-        raise AuditError("The proof's checkpoint is not signed by a pinned key",
-                         "Pin the audit signing key of this deployment with --trust.")
+        raise AuditError(
+            "The proof's checkpoint is not signed by a pinned key",
+            "Pin the audit signing key of this deployment with --trust.",
+        )
     if not same_log:
-        raise AuditError("The entry does not belong to the checkpointed log at that index",
-                         "The proof was altered.")
+        raise AuditError(
+            "The entry does not belong to the checkpointed log at that index",
+            "The proof was altered.",
+        )
     try:
         verify_inclusion(leaf_hash(line), index, size, path, root)
     except IntegrityError as exc:
-        raise AuditError("The entry is not included in the signed checkpoint",
-                         "The entry or the proof was altered.") from exc
-    return (f"entry {index} ({entry['op']} {entry['target']} by {entry['actor']}: "
-            f"{entry['outcome']}) is in the log at tree size {size}, "
-            f"signed by {', '.join(signers)}")
+        raise AuditError(
+            "The entry is not included in the signed checkpoint",
+            "The entry or the proof was altered.",
+        ) from exc
+    return (
+        f"entry {index} ({entry['op']} {entry['target']} by {entry['actor']}: "
+        f"{entry['outcome']}) is in the log at tree size {size}, "
+        f"signed by {', '.join(signers)}"
+    )

@@ -124,9 +124,7 @@ class Hsm(Protocol):
         CKM_AES_KEY_WRAP_PAD (RFC 5649). The wrapping key lives only in a session object."""
         ...
 
-    def import_wrapped(
-        self, label: str, version: int, wrapping_key: bytes, blob: bytes
-    ) -> KeyRef:
+    def import_wrapped(self, label: str, version: int, wrapping_key: bytes, blob: bytes) -> KeyRef:
         """Unwrap *blob* under *wrapping_key* straight into a non-extractable token key."""
         ...
 

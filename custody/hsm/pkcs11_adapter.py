@@ -51,13 +51,28 @@ GCM_NONCE_LEN = 12
 WRAPPED_AES256_LEN = 40  # RFC 5649: 8-byte AIV block + 32 bytes
 KWP = Mechanism.AES_KEY_WRAP_PAD  # RFC 5649
 SELFTEST_MECHANISMS = (
-    "AES_KEY_GEN", "AES_GCM", "AES_KEY_WRAP_PAD", "AES_ECB", "EC_EDWARDS_KEY_PAIR_GEN",
-    "EDDSA", "EC_KEY_PAIR_GEN", "ECDSA", "ECDH1_DERIVE", "SHA256", "GENERIC_SECRET_KEY_GEN",
+    "AES_KEY_GEN",
+    "AES_GCM",
+    "AES_KEY_WRAP_PAD",
+    "AES_ECB",
+    "EC_EDWARDS_KEY_PAIR_GEN",
+    "EDDSA",
+    "EC_KEY_PAIR_GEN",
+    "ECDSA",
+    "ECDH1_DERIVE",
+    "SHA256",
+    "GENERIC_SECRET_KEY_GEN",
 )
 _VERSIONED = re.compile(r"^(?P<label>.+)/v(?P<version>[0-9]+)$")
-_AES_USE = {Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.WRAP: True,
-            Attribute.UNWRAP: True, Attribute.SIGN: False, Attribute.VERIFY: False,
-            Attribute.DERIVE: False}
+_AES_USE = {
+    Attribute.ENCRYPT: True,
+    Attribute.DECRYPT: True,
+    Attribute.WRAP: True,
+    Attribute.UNWRAP: True,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+}
 
 
 OPEN_ATTEMPTS = 4
@@ -239,8 +254,11 @@ class Pkcs11Hsm(KeyPairMixin):
         manufacturer, model, serial = self._tok_info
         lib_version = ".".join(str(v) for v in self._module.lib.library_version)
         return TokenInfo(
-            module=self._config.module, slot_id=self._slot_id, label=self._token_label,
-            manufacturer=manufacturer, model=model,
+            module=self._config.module,
+            slot_id=self._slot_id,
+            label=self._token_label,
+            manufacturer=manufacturer,
+            model=model,
             serial=serial.decode(errors="replace") if isinstance(serial, bytes) else str(serial),
             library_version=lib_version,
         )
@@ -287,8 +305,11 @@ class Pkcs11Hsm(KeyPairMixin):
             return cache[lbl]
         objs = list(
             s.get_objects(
-                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: lbl,
-                 Attribute.TOKEN: True}
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.LABEL: lbl,
+                    Attribute.TOKEN: True,
+                }
             )
         )
         if not objs:
@@ -319,11 +340,15 @@ class Pkcs11Hsm(KeyPairMixin):
     def _temp_key(self, s: Any, raw: bytes, key_type: KeyType, **use: bool) -> Iterator[Any]:
         """A session (non-token) secret key holding *raw*, destroyed on exit."""
         template = {
-            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: key_type,
-            Attribute.VALUE: raw, Attribute.TOKEN: False, Attribute.PRIVATE: True,
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: key_type,
+            Attribute.VALUE: raw,
+            Attribute.TOKEN: False,
+            Attribute.PRIVATE: True,
             Attribute.SENSITIVE: not use.get("extractable", False),
             Attribute.EXTRACTABLE: use.get("extractable", False),
-            Attribute.WRAP: use.get("wrap", False), Attribute.UNWRAP: use.get("unwrap", False),
+            Attribute.WRAP: use.get("wrap", False),
+            Attribute.UNWRAP: use.get("unwrap", False),
         }
         key = s.create_object(template)
         try:
@@ -349,9 +374,14 @@ class Pkcs11Hsm(KeyPairMixin):
         """
         with self._op(f"generate {object_label(label, version)}") as s:
             lbl = self._absent(s, label, version)
-            template = {Attribute.TOKEN: True, Attribute.PRIVATE: True,
-                        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: extractable,
-                        Attribute.MODIFIABLE: True, **_AES_USE}
+            template = {
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: extractable,
+                Attribute.MODIFIABLE: True,
+                **_AES_USE,
+            }
             key = s.generate_key(KeyType.AES, 256, label=lbl, store=True, template=template)
             return self._ref(key, label, version)
 
@@ -441,11 +471,23 @@ class Pkcs11Hsm(KeyPairMixin):
             )
         with self._op(f"unwrap {object_label(label, version)}", integrity=True) as s:
             lbl = self._absent(s, label, version)
-            template = {Attribute.TOKEN: True, Attribute.PRIVATE: True,
-                        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, **_AES_USE}
+            template = {
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                **_AES_USE,
+            }
             with self._temp_key(s, wrapping_key, KeyType.AES, unwrap=True) as wk:
-                key = wk.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, blob, label=lbl,
-                                    mechanism=KWP, store=True, template=template)
+                key = wk.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    blob,
+                    label=lbl,
+                    mechanism=KWP,
+                    store=True,
+                    template=template,
+                )
             return self._ref(key, label, version)
 
     def encrypt(
@@ -463,8 +505,9 @@ class Pkcs11Hsm(KeyPairMixin):
         with self._op(f"encrypt with {object_label(label, version)}") as s:
             key = self._secret(s, label, version)
             nonce = bytes(s.generate_random(8 * GCM_NONCE_LEN))
-            ct = key.encrypt(plaintext, mechanism=Mechanism.AES_GCM,
-                             mechanism_param=GCMParams(nonce, aad))
+            ct = key.encrypt(
+                plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+            )
             return nonce, bytes(ct)
 
     def decrypt(
@@ -482,8 +525,11 @@ class Pkcs11Hsm(KeyPairMixin):
             raise ValueError("the AES-GCM nonce must be 12 bytes")
         with self._op(f"decrypt with {object_label(label, version)}", integrity=True) as s:
             key = self._secret(s, label, version)
-            return bytes(key.decrypt(ciphertext, mechanism=Mechanism.AES_GCM,
-                                     mechanism_param=GCMParams(nonce, aad)))
+            return bytes(
+                key.decrypt(
+                    ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+                )
+            )
 
     def wrap_bytes(self, label: str, version: int, key_bytes: bytes) -> bytes:
         """RFC 5649 wrap of raw key bytes under a token key.
@@ -524,10 +570,18 @@ class Pkcs11Hsm(KeyPairMixin):
         """
         with self._op(f"unwrap bytes under {object_label(label, version)}", integrity=True) as s:
             kek = self._secret(s, label, version)
-            tmp = kek.unwrap_key(ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, blob,
-                                 mechanism=KWP, store=False,
-                                 template={Attribute.TOKEN: False, Attribute.SENSITIVE: False,
-                                           Attribute.EXTRACTABLE: True})
+            tmp = kek.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.GENERIC_SECRET,
+                blob,
+                mechanism=KWP,
+                store=False,
+                template={
+                    Attribute.TOKEN: False,
+                    Attribute.SENSITIVE: False,
+                    Attribute.EXTRACTABLE: True,
+                },
+            )
             try:
                 value = bytes(tmp[Attribute.VALUE])
             finally:
@@ -563,7 +617,9 @@ class Pkcs11Hsm(KeyPairMixin):
         return SelftestReport(
             token=self.info(),
             mechanisms={m: m in self._mechs for m in SELFTEST_MECHANISMS},
-            checks=checks, errors=errors, signing_algorithm=alg,
+            checks=checks,
+            errors=errors,
+            signing_algorithm=alg,
         )
 
 

@@ -43,8 +43,11 @@ class KeyPairMixin:
 
     def _pair(self, s: Any, label: str, use: Attribute) -> tuple[Any, Any] | None:
         def one(cls: ObjectClass, attrs: dict[Attribute, bool]) -> Any:
-            objs = list(s.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label,
-                                       Attribute.TOKEN: True, **attrs}))
+            objs = list(
+                s.get_objects(
+                    {Attribute.CLASS: cls, Attribute.LABEL: label, Attribute.TOKEN: True, **attrs}
+                )
+            )
             if len(objs) > 1:
                 raise HsmError(f"Several key pairs are labelled {label!r}", "Remove the duplicate.")
             return objs[0] if objs else None
@@ -157,18 +160,33 @@ class KeyPairMixin:
 def generate_pair(s: Any, label: str | None, alg: str, use: Attribute, store: bool) -> Any:
     """Generate a key pair (*store*: token objects, else session objects); (pub, priv)."""
     curve = ED25519_OID if alg == "ed25519" else P256_OID
-    pub_t = {Attribute.EC_PARAMS: encode_named_curve_parameters(curve),
-             Attribute.TOKEN: store, Attribute.VERIFY: use == Attribute.SIGN,
-             Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.DERIVE: False}
-    priv_t = {Attribute.TOKEN: store, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-              Attribute.EXTRACTABLE: False, Attribute.SIGN: use == Attribute.SIGN,
-              Attribute.DERIVE: use == Attribute.DERIVE, Attribute.DECRYPT: False,
-              Attribute.UNWRAP: False}
-    key_type, mech = ((KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN)
-                      if alg == "ed25519" else (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN))
+    pub_t = {
+        Attribute.EC_PARAMS: encode_named_curve_parameters(curve),
+        Attribute.TOKEN: store,
+        Attribute.VERIFY: use == Attribute.SIGN,
+        Attribute.ENCRYPT: False,
+        Attribute.WRAP: False,
+        Attribute.DERIVE: False,
+    }
+    priv_t = {
+        Attribute.TOKEN: store,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.SIGN: use == Attribute.SIGN,
+        Attribute.DERIVE: use == Attribute.DERIVE,
+        Attribute.DECRYPT: False,
+        Attribute.UNWRAP: False,
+    }
+    key_type, mech = (
+        (KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN)
+        if alg == "ed25519"
+        else (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN)
+    )
     kw = {"label": label} if label else {}
-    return s.generate_keypair(key_type, mechanism=mech, store=store,
-                              public_template=pub_t, private_template=priv_t, **kw)
+    return s.generate_keypair(
+        key_type, mechanism=mech, store=store, public_template=pub_t, private_template=priv_t, **kw
+    )
 
 
 def ec_point(pub: Any) -> bytes:
@@ -212,8 +230,11 @@ def p256_point(peer_public: bytes) -> bytes:
 
 def ecdh_secret(priv: Any, point: bytes) -> bytes:
     secret = priv.derive_key(
-        KeyType.GENERIC_SECRET, 256, mechanism=Mechanism.ECDH1_DERIVE,
-        mechanism_param=(KDF.NULL, None, point), store=False,
+        KeyType.GENERIC_SECRET,
+        256,
+        mechanism=Mechanism.ECDH1_DERIVE,
+        mechanism_param=(KDF.NULL, None, point),
+        store=False,
         template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
     )
     try:

@@ -38,12 +38,18 @@ class _Scratch:
         return objs[0] if len(objs) == 1 else objs
 
     def secret(self, raw: bytes, key_type: KeyType = KeyType.AES, **flags: bool) -> Any:
-        template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: key_type,
-                    Attribute.VALUE: raw, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
-                    Attribute.EXTRACTABLE: True, Attribute.ENCRYPT: key_type == KeyType.AES,
-                    Attribute.DECRYPT: key_type == KeyType.AES,
-                    Attribute.WRAP: flags.get("wrap", False),
-                    Attribute.UNWRAP: flags.get("wrap", False)}
+        template = {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: key_type,
+            Attribute.VALUE: raw,
+            Attribute.TOKEN: False,
+            Attribute.SENSITIVE: False,
+            Attribute.EXTRACTABLE: True,
+            Attribute.ENCRYPT: key_type == KeyType.AES,
+            Attribute.DECRYPT: key_type == KeyType.AES,
+            Attribute.WRAP: flags.get("wrap", False),
+            Attribute.UNWRAP: flags.get("wrap", False),
+        }
         return self.keep(self.s.create_object(template))
 
     def destroy(self) -> None:
@@ -59,9 +65,20 @@ def _random(x: _Scratch) -> bool:
 
 
 def _aes_key_gen(x: _Scratch) -> bool:
-    key = x.keep(x.s.generate_key(KeyType.AES, 256, store=False, template={
-        Attribute.TOKEN: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
-        Attribute.ENCRYPT: True, Attribute.DECRYPT: True}))
+    key = x.keep(
+        x.s.generate_key(
+            KeyType.AES,
+            256,
+            store=False,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: True,
+                Attribute.DECRYPT: True,
+            },
+        )
+    )
     return int(key[Attribute.VALUE_LEN]) == 32
 
 
@@ -71,8 +88,11 @@ def _aes_gcm(x: _Scratch) -> bool:
     ct = key.encrypt(msg, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad))
     ok = key.decrypt(ct, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad))
     try:
-        key.decrypt(bytes([ct[0] ^ 1]) + ct[1:], mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(nonce, aad))
+        key.decrypt(
+            bytes([ct[0] ^ 1]) + ct[1:],
+            mechanism=Mechanism.AES_GCM,
+            mechanism_param=GCMParams(nonce, aad),
+        )
     except px.PKCS11Error:
         return bytes(ok) == msg  # the tampered ciphertext must be rejected
     return False
@@ -85,10 +105,20 @@ def _aes_kwp(x: _Scratch) -> bool:
     kek = x.secret(kek_raw, wrap=True)
     tmp = x.secret(payload, KeyType.GENERIC_SECRET)
     blob = bytes(kek.wrap_key(tmp, mechanism=KWP))
-    back = x.keep(kek.unwrap_key(ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, blob,
-                                 mechanism=KWP, store=False, template={
-                                     Attribute.TOKEN: False, Attribute.SENSITIVE: False,
-                                     Attribute.EXTRACTABLE: True}))
+    back = x.keep(
+        kek.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.GENERIC_SECRET,
+            blob,
+            mechanism=KWP,
+            store=False,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+            },
+        )
+    )
     # RFC 5649 interop: the token's blob opens with an independent implementation.
     return bytes(back[Attribute.VALUE]) == payload == aes_key_unwrap_with_padding(kek_raw, blob)
 
@@ -137,8 +167,12 @@ def run_checks(s: Any, signing_algorithm: str) -> tuple[dict[str, bool], dict[st
         (check name -> passed, check name -> error title for the failed ones).
     """
     checks: dict[str, Callable[[_Scratch], bool]] = {
-        "random": _random, "aes_key_gen": _aes_key_gen, "aes_gcm": _aes_gcm,
-        "aes_kwp": _aes_kwp, "kcv": _kcv, "sign_verify": _sign_verify(signing_algorithm),
+        "random": _random,
+        "aes_key_gen": _aes_key_gen,
+        "aes_gcm": _aes_gcm,
+        "aes_kwp": _aes_kwp,
+        "kcv": _kcv,
+        "sign_verify": _sign_verify(signing_algorithm),
         "ecdh": _ecdh,
     }
     results: dict[str, bool] = {}

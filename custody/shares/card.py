@@ -49,9 +49,12 @@ class Card:
 
     def lines(self) -> list[str]:
         p = self.envelope.payload
-        return [f"Custodian: {self.name}", f"Ceremony: {self.label} ({p.ceremony_id})",
-                f"Group {p.group_index + 1}, member {p.member_index + 1}, epoch {p.epoch}",
-                f"Envelope fingerprint: {self.envelope.short_fingerprint()}"]
+        return [
+            f"Custodian: {self.name}",
+            f"Ceremony: {self.label} ({p.ceremony_id})",
+            f"Group {p.group_index + 1}, member {p.member_index + 1}, epoch {p.epoch}",
+            f"Envelope fingerprint: {self.envelope.short_fingerprint()}",
+        ]
 
 
 def make_qr(data: bytes, *, level: str = "Q") -> qrcode.QRCode[PilImage | PyPNGImage]:
@@ -62,8 +65,9 @@ def make_qr(data: bytes, *, level: str = "Q") -> qrcode.QRCode[PilImage | PyPNGI
     """
     if level not in ("Q", "H"):
         raise ValueError("use level Q or H for printed cards")
-    q = qrcode.QRCode(error_correction=ERROR_CORRECT_Q if level == "Q" else ERROR_CORRECT_H,
-                      box_size=1, border=4)
+    q = qrcode.QRCode(
+        error_correction=ERROR_CORRECT_Q if level == "Q" else ERROR_CORRECT_H, box_size=1, border=4
+    )
     q.add_data(data, optimize=0)
     q.make(fit=True)
     return q
@@ -75,16 +79,22 @@ def qr_terminal(data: bytes, *, level: str = "Q") -> str:
     m = make_qr(data, level=level).get_matrix()
     if len(m) % 2:
         m = [*m, [False] * len(m[0])]
-    glyph = {(False, False): "\u2588", (True, False): "\u2584", (False, True): "\u2580",
-             (True, True): " "}
-    return "\n".join("".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
-                     for r in range(0, len(m), 2))
+    glyph = {
+        (False, False): "\u2588",
+        (True, False): "\u2584",
+        (False, True): "\u2580",
+        (True, True): " ",
+    }
+    return "\n".join(
+        "".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
+        for r in range(0, len(m), 2)
+    )
 
 
 def _columns(words: tuple[str, ...]) -> list[list[tuple[int, str]]]:
     per = -(-len(words) // COLUMNS)
     numbered = list(enumerate(words, start=1))
-    return [numbered[i:i + per] for i in range(0, len(numbered), per)]
+    return [numbered[i : i + per] for i in range(0, len(numbered), per)]
 
 
 def render_png(card: Card, *, dpi: int = 300) -> bytes:
@@ -105,7 +115,6 @@ def _image(card: Card) -> PILImage.Image:
     from PIL import Image, ImageDraw, ImageFont
     from qrcode.image.pil import PilImage
 
-
     img = Image.new("L", (W, H), 255)
     d = ImageDraw.Draw(img)
     f = {s: ImageFont.load_default(size=s) for s in (34, 40, 64)}
@@ -125,22 +134,34 @@ def _image(card: Card) -> PILImage.Image:
     for c, col in enumerate(_columns(card.words)):
         for r, (n, w) in enumerate(col):
             d.text((60 + c * 340, y + r * 48), f"{n:2d}. {w}", font=f[34], fill=0)
-    d.text((W - 760, 60 + side + 10), "QR: signed share envelope (no words)",
-           font=f[34], fill=0)
+    d.text((W - 760, 60 + side + 10), "QR: signed share envelope (no words)", font=f[34], fill=0)
     return img
 
 
 def render_svg(card: Card) -> bytes:
     """The card as SVG (text by hand, QR from qrcode's SVG path factory)."""
-    qr = make_qr(card.envelope_bytes).make_image(
-        image_factory=qrcode.image.svg.SvgPathImage).to_string().decode()
-    qr = re.sub(r'^<\?xml[^>]*>', "", qr)
+    qr = (
+        make_qr(card.envelope_bytes)
+        .make_image(image_factory=qrcode.image.svg.SvgPathImage)
+        .to_string()
+        .decode()
+    )
+    qr = re.sub(r"^<\?xml[^>]*>", "", qr)
     side = 700
-    qr = re.sub(r'<svg width="[^"]*" height="[^"]*"',
-                f'<svg x="{W - side - 60}" y="60" width="{side}" height="{side}"', qr, count=1)
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-            f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif">'),
-           f'<rect width="{W}" height="{H}" fill="white"/>', qr]
+    qr = re.sub(
+        r'<svg width="[^"]*" height="[^"]*"',
+        f'<svg x="{W - side - 60}" y="60" width="{side}" height="{side}"',
+        qr,
+        count=1,
+    )
+    out = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif">'
+        ),
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+        qr,
+    ]
     y = 100
     for line in card.lines():
         out.append(f'<text x="60" y="{y}" font-size="40">{escape(line)}</text>')
@@ -151,8 +172,10 @@ def render_svg(card: Card) -> bytes:
     y += 90
     for c, col in enumerate(_columns(card.words)):
         for r, (n, w) in enumerate(col):
-            out.append(f'<text x="{60 + c * 340}" y="{y + r * 48}" font-size="34" '
-                       f'xml:space="preserve">{n:2d}. {escape(w)}</text>')
+            out.append(
+                f'<text x="{60 + c * 340}" y="{y + r * 48}" font-size="34" '
+                f'xml:space="preserve">{n:2d}. {escape(w)}</text>'
+            )
     out.append("</svg>")
     return "\n".join(out).encode()
 

@@ -69,10 +69,18 @@ class EnvelopePayload:
             raise ValueError("commitment must be 32 bytes")
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": ENVELOPE_TYPE, "version": self.version, "ceremony_id": self.ceremony_id,
-                "policy_digest": self.policy_digest, "epoch": self.epoch,
-                "group_index": self.group_index, "member_index": self.member_index,
-                "custodian": self.custodian, "kcv": self.kcv, "commitment": self.commitment}
+        return {
+            "type": ENVELOPE_TYPE,
+            "version": self.version,
+            "ceremony_id": self.ceremony_id,
+            "policy_digest": self.policy_digest,
+            "epoch": self.epoch,
+            "group_index": self.group_index,
+            "member_index": self.member_index,
+            "custodian": self.custodian,
+            "kcv": self.kcv,
+            "commitment": self.commitment,
+        }
 
     def signing_bytes(self) -> bytes:
         """The exact bytes the dealer signs: context string + RFC 8785 payload."""
@@ -89,8 +97,12 @@ class SignedEnvelope:
 
     def to_bytes(self) -> bytes:
         """Deterministic file/QR form (RFC 8785 JSON)."""
-        return canonical_bytes({"signed": self.payload.to_json(), "signatures": [
-            {"keyid": self.signer, "sig": self.signature.hex()}]})
+        return canonical_bytes(
+            {
+                "signed": self.payload.to_json(),
+                "signatures": [{"keyid": self.signer, "sig": self.signature.hex()}],
+            }
+        )
 
     def short_fingerprint(self) -> str:
         """Four groups of hex over SHA-256 of :meth:`to_bytes`, for people to compare."""
@@ -103,13 +115,25 @@ def commitment(share: ParsedShare, *, ceremony_id: str, epoch: int) -> bytes:
     The share part is the normalised mnemonic, which also binds the SLIP-0039 identifier
     and thresholds. Index is two bytes: group index, member index (0-based, as encoded).
     """
-    return domain_hash(COMMITMENT_DOMAIN, ceremony_id.encode(), epoch.to_bytes(8, "big"),
-                       bytes([share.group_index, share.member_index]),
-                       share.mnemonic.encode())
+    return domain_hash(
+        COMMITMENT_DOMAIN,
+        ceremony_id.encode(),
+        epoch.to_bytes(8, "big"),
+        bytes([share.group_index, share.member_index]),
+        share.mnemonic.encode(),
+    )
 
 
-def make_envelope(share: ParsedShare, *, ceremony_id: str, policy_digest: str, epoch: int,
-                  custodian: str, kcv: str, dealer: Ed25519PrivateKey) -> SignedEnvelope:
+def make_envelope(
+    share: ParsedShare,
+    *,
+    ceremony_id: str,
+    policy_digest: str,
+    epoch: int,
+    custodian: str,
+    kcv: str,
+    dealer: Ed25519PrivateKey,
+) -> SignedEnvelope:
     """Build and sign the envelope of one share.
 
     Args:
@@ -128,16 +152,28 @@ def make_envelope(share: ParsedShare, *, ceremony_id: str, policy_digest: str, e
         ValueError: a field is out of range or not hex (a caller's bug).
     """
     payload = EnvelopePayload(
-        ceremony_id=ceremony_id, policy_digest=policy_digest, epoch=epoch,
-        group_index=share.group_index, member_index=share.member_index, custodian=custodian,
-        kcv=kcv, commitment=commitment(share, ceremony_id=ceremony_id, epoch=epoch).hex())
-    return SignedEnvelope(payload=payload, signer=fingerprint(public_raw(dealer)),
-                          signature=dealer.sign(payload.signing_bytes()))
+        ceremony_id=ceremony_id,
+        policy_digest=policy_digest,
+        epoch=epoch,
+        group_index=share.group_index,
+        member_index=share.member_index,
+        custodian=custodian,
+        kcv=kcv,
+        commitment=commitment(share, ceremony_id=ceremony_id, epoch=epoch).hex(),
+    )
+    return SignedEnvelope(
+        payload=payload,
+        signer=fingerprint(public_raw(dealer)),
+        signature=dealer.sign(payload.signing_bytes()),
+    )
 
 
 def _malformed(why: str) -> EnvelopeError:
-    return EnvelopeError(f"The envelope is malformed: {why}",
-                         "Use the envelope file or QR issued with this share.", reason="malformed")
+    return EnvelopeError(
+        f"The envelope is malformed: {why}",
+        "Use the envelope file or QR issued with this share.",
+        reason="malformed",
+    )
 
 
 def load_envelope(raw: bytes | str) -> SignedEnvelope:
@@ -153,9 +189,20 @@ def load_envelope(raw: bytes | str) -> SignedEnvelope:
             raise _malformed("not a share envelope")
         if not isinstance(sigs, list) or len(sigs) != 1:
             raise _malformed("exactly one signature expected")
-        fields = {k: signed[k] for k in ("ceremony_id", "policy_digest", "epoch", "group_index",
-                                         "member_index", "custodian", "kcv", "commitment",
-                                         "version")}
+        fields = {
+            k: signed[k]
+            for k in (
+                "ceremony_id",
+                "policy_digest",
+                "epoch",
+                "group_index",
+                "member_index",
+                "custodian",
+                "kcv",
+                "commitment",
+                "version",
+            )
+        }
         if set(signed) != set(fields) | {"type"}:
             raise _malformed("unexpected fields")
         for k in ("epoch", "group_index", "member_index", "version"):
@@ -198,9 +245,10 @@ def load_public_key(text: str) -> tuple[bytes, str]:
         if len(raw) != 32:
             raise ValueError("length")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError("The public key file is not an Ed25519 public key",
-                          'Give a JSON {"alg":"ed25519","public":"<64 hex>"} file or one '
-                          "line of 64 hex digits.") from exc
+        raise ConfigError(
+            "The public key file is not an Ed25519 public key",
+            'Give a JSON {"alg":"ed25519","public":"<64 hex>"} file or one line of 64 hex digits.',
+        ) from exc
     return raw, name
 
 
@@ -209,9 +257,14 @@ def public_key_json(public: bytes, name: str = "") -> str:
     return canonical_bytes({"alg": "ed25519", "public": public.hex(), "name": name}).decode()
 
 
-def verify_share(share: ParsedShare | str, envelope: SignedEnvelope, trusted_pubkey: bytes, *,
-                 expected_ceremony: str | None = None,
-                 expected_epoch: int | None = None) -> None:
+def verify_share(
+    share: ParsedShare | str,
+    envelope: SignedEnvelope,
+    trusted_pubkey: bytes,
+    *,
+    expected_ceremony: str | None = None,
+    expected_epoch: int | None = None,
+) -> None:
     """Check a share against its envelope: signature, ceremony, epoch, index, commitment.
 
     Args:
@@ -234,17 +287,23 @@ def verify_share(share: ParsedShare | str, envelope: SignedEnvelope, trusted_pub
     try:
         verify_ed25519(trusted_pubkey, envelope.signature, p.signing_bytes())
     except IntegrityError:
-        raise EnvelopeError("The envelope's signature does not verify with the trusted key",
-                            "The envelope was altered, or it was signed by another dealer.",
-                            reason="bad-signature") from None
+        raise EnvelopeError(
+            "The envelope's signature does not verify with the trusted key",
+            "The envelope was altered, or it was signed by another dealer.",
+            reason="bad-signature",
+        ) from None
     if expected_ceremony is not None and p.ceremony_id != expected_ceremony:
-        raise EnvelopeError(f"The share belongs to ceremony {p.ceremony_id!r}, not "
-                            f"{expected_ceremony!r}", "This share is from another ceremony.",
-                            reason="wrong-ceremony")
+        raise EnvelopeError(
+            f"The share belongs to ceremony {p.ceremony_id!r}, not {expected_ceremony!r}",
+            "This share is from another ceremony.",
+            reason="wrong-ceremony",
+        )
     if expected_epoch is not None and p.epoch != expected_epoch:
-        raise EnvelopeError(f"The share is from epoch {p.epoch}, not {expected_epoch}",
-                            "It was replaced by a reshare; use the current share.",
-                            reason="wrong-epoch")
+        raise EnvelopeError(
+            f"The share is from epoch {p.epoch}, not {expected_epoch}",
+            "It was replaced by a reshare; use the current share.",
+            reason="wrong-epoch",
+        )
     check_commitment(parsed, envelope)
 
 
@@ -259,9 +318,13 @@ def check_commitment(share: ParsedShare, envelope: SignedEnvelope) -> None:
         raise EnvelopeError(
             f"The share is group {parsed.group_index + 1} member {parsed.member_index + 1}, "
             f"but the envelope is for group {p.group_index + 1} member {p.member_index + 1}",
-            "The share and envelope do not belong together.", reason="wrong-index")
+            "The share and envelope do not belong together.",
+            reason="wrong-index",
+        )
     want = commitment(parsed, ceremony_id=p.ceremony_id, epoch=p.epoch)
     if want.hex() != p.commitment:
-        raise EnvelopeError("The share does not match the commitment in its envelope",
-                            "The share was altered or substituted; do not use it.",
-                            reason="commitment-mismatch")
+        raise EnvelopeError(
+            "The share does not match the commitment in its envelope",
+            "The share was altered or substituted; do not use it.",
+            reason="commitment-mismatch",
+        )

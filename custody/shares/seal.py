@@ -57,8 +57,11 @@ class Argon2Params:
     lanes: int = 4
 
     def __post_init__(self) -> None:
-        if not (1 <= self.lanes <= 64 and 1 <= self.iterations <= 64
-                and 8 * self.lanes <= self.memory_kib <= MAX_MEMORY_KIB):
+        if not (
+            1 <= self.lanes <= 64
+            and 1 <= self.iterations <= 64
+            and 8 * self.lanes <= self.memory_kib <= MAX_MEMORY_KIB
+        ):
             raise ValueError("Argon2id parameters out of range")
 
 
@@ -73,8 +76,9 @@ def _unb64(s: str) -> bytes:
 
 
 def _argon(passphrase: bytes, salt: bytes, p: Argon2Params) -> bytes:
-    return Argon2id(salt=salt, length=32, iterations=p.iterations, lanes=p.lanes,
-                    memory_cost=p.memory_kib).derive(passphrase)
+    return Argon2id(
+        salt=salt, length=32, iterations=p.iterations, lanes=p.lanes, memory_cost=p.memory_kib
+    ).derive(passphrase)
 
 
 def _pack(header: dict[str, Any], nonce: bytes, key: bytes, share: str) -> bytes:
@@ -86,9 +90,14 @@ def _envelope_digest(envelope: bytes | None) -> str:
     return hashlib.sha256(envelope).hexdigest() if envelope is not None else ""
 
 
-def seal_with_passphrase(share: str, passphrase: bytes, *, envelope: bytes | None = None,
-                         params: Argon2Params = Argon2Params(),
-                         rng: Any = os.urandom) -> bytes:
+def seal_with_passphrase(
+    share: str,
+    passphrase: bytes,
+    *,
+    envelope: bytes | None = None,
+    params: Argon2Params = Argon2Params(),
+    rng: Any = os.urandom,
+) -> bytes:
     """Seal a share under a passphrase.
 
     Args:
@@ -107,17 +116,32 @@ def seal_with_passphrase(share: str, passphrase: bytes, *, envelope: bytes | Non
     if not passphrase:
         raise ValueError("empty passphrase")
     salt, nonce = rng(16), rng(12)
-    header = {"type": SEALED_TYPE, "version": 1, "mode": "passphrase",
-              "kdf": {"alg": "argon2id", "memory_kib": params.memory_kib,
-                      "iterations": params.iterations, "lanes": params.lanes,
-                      "salt": salt.hex()},
-              "aead": "aes-256-gcm", "nonce": nonce.hex(),
-              "envelope_sha256": _envelope_digest(envelope)}
+    header = {
+        "type": SEALED_TYPE,
+        "version": 1,
+        "mode": "passphrase",
+        "kdf": {
+            "alg": "argon2id",
+            "memory_kib": params.memory_kib,
+            "iterations": params.iterations,
+            "lanes": params.lanes,
+            "salt": salt.hex(),
+        },
+        "aead": "aes-256-gcm",
+        "nonce": nonce.hex(),
+        "envelope_sha256": _envelope_digest(envelope),
+    }
     return _pack(header, nonce, _argon(passphrase, salt, params), share)
 
 
-def seal_to_token(share: str, recipient_public: bytes, *, key_label: str,
-                  envelope: bytes | None = None, rng: Any = os.urandom) -> bytes:
+def seal_to_token(
+    share: str,
+    recipient_public: bytes,
+    *,
+    key_label: str,
+    envelope: bytes | None = None,
+    rng: Any = os.urandom,
+) -> bytes:
     """Seal a share to a P-256 public key whose private half lives on a PKCS#11 token.
 
     Args:
@@ -135,20 +159,30 @@ def seal_to_token(share: str, recipient_public: bytes, *, key_label: str,
     """
     peer = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), recipient_public)
     eph = ec.generate_private_key(ec.SECP256R1())
-    eph_pub = eph.public_key().public_bytes(serialization.Encoding.X962,
-                                            serialization.PublicFormat.UncompressedPoint)
+    eph_pub = eph.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     shared = eph.exchange(ec.ECDH(), peer)
     nonce = rng(12)
-    header = {"type": SEALED_TYPE, "version": 1, "mode": "token", "key_label": key_label,
-              "recipient": recipient_public.hex(), "ephemeral": eph_pub.hex(),
-              "kdf": {"alg": "hkdf-sha256"}, "aead": "aes-256-gcm", "nonce": nonce.hex(),
-              "envelope_sha256": _envelope_digest(envelope)}
+    header = {
+        "type": SEALED_TYPE,
+        "version": 1,
+        "mode": "token",
+        "key_label": key_label,
+        "recipient": recipient_public.hex(),
+        "ephemeral": eph_pub.hex(),
+        "kdf": {"alg": "hkdf-sha256"},
+        "aead": "aes-256-gcm",
+        "nonce": nonce.hex(),
+        "envelope_sha256": _envelope_digest(envelope),
+    }
     return _pack(header, nonce, _token_key(shared, eph_pub, recipient_public), share)
 
 
 def _token_key(shared: bytes, eph_pub: bytes, recipient: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=TOKEN_INFO + eph_pub + recipient).derive(shared)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=TOKEN_INFO + eph_pub + recipient
+    ).derive(shared)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,8 +198,9 @@ class SealedShare:
 
 
 def _damaged(why: str) -> SealError:
-    return SealError(f"The sealed share is damaged: {why}",
-                     "Use an intact copy of the sealed file.")
+    return SealError(
+        f"The sealed share is damaged: {why}", "Use an intact copy of the sealed file."
+    )
 
 
 def load_sealed(raw: bytes | str) -> SealedShare:
@@ -177,8 +212,12 @@ def load_sealed(raw: bytes | str) -> SealedShare:
     try:
         doc = json.loads(raw)
         header, ct = doc["header"], _unb64(doc["ciphertext"])
-        if not isinstance(header, dict) or header.get("type") != SEALED_TYPE \
-                or header.get("version") != 1 or header.get("mode") not in ("passphrase", "token"):
+        if (
+            not isinstance(header, dict)
+            or header.get("type") != SEALED_TYPE
+            or header.get("version") != 1
+            or header.get("mode") not in ("passphrase", "token")
+        ):
             raise _damaged("unknown type, version or mode")
         bytes.fromhex(header["nonce"])
     except SealError:
@@ -191,18 +230,20 @@ def load_sealed(raw: bytes | str) -> SealedShare:
 def _open(sealed: SealedShare, key: bytes, envelope: bytes | None, wrong: SealError) -> str:
     h = sealed.header
     if envelope is not None and h.get("envelope_sha256") != _envelope_digest(envelope):
-        raise SealError("The sealed share belongs to a different envelope",
-                        "Give the envelope that was sealed with this share.")
+        raise SealError(
+            "The sealed share belongs to a different envelope",
+            "Give the envelope that was sealed with this share.",
+        )
     try:
-        pt = AESGCM(key).decrypt(bytes.fromhex(h["nonce"]), sealed.ciphertext,
-                                 canonical_bytes(h))
+        pt = AESGCM(key).decrypt(bytes.fromhex(h["nonce"]), sealed.ciphertext, canonical_bytes(h))
         return pt.decode("utf-8")
     except (InvalidTag, ValueError, TypeError) as exc:
         raise wrong from exc
 
 
-def unseal_with_passphrase(raw: bytes | str, passphrase: bytes, *,
-                           envelope: bytes | None = None) -> str:
+def unseal_with_passphrase(
+    raw: bytes | str, passphrase: bytes, *, envelope: bytes | None = None
+) -> str:
     """Open a passphrase-sealed share.
 
     Args:
@@ -218,8 +259,10 @@ def unseal_with_passphrase(raw: bytes | str, passphrase: bytes, *,
     """
     s = load_sealed(raw)
     if s.mode != "passphrase":
-        raise SealError("This share is sealed to a token, not a passphrase",
-                        "Unseal it with --token and the custodian's token PIN.")
+        raise SealError(
+            "This share is sealed to a token, not a passphrase",
+            "Unseal it with --token and the custodian's token PIN.",
+        )
     try:
         k = s.header["kdf"]
         if k["alg"] != "argon2id":
@@ -227,17 +270,24 @@ def unseal_with_passphrase(raw: bytes | str, passphrase: bytes, *,
         for name in ("memory_kib", "iterations", "lanes"):
             if type(k[name]) is not int:
                 raise TypeError(name)
-        params = Argon2Params(memory_kib=k["memory_kib"], iterations=k["iterations"],
-                              lanes=k["lanes"])
+        params = Argon2Params(
+            memory_kib=k["memory_kib"], iterations=k["iterations"], lanes=k["lanes"]
+        )
         salt = bytes.fromhex(k["salt"])
         if not 8 <= len(salt) <= 64:
             raise ValueError("salt")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _damaged("bad key-derivation parameters") from exc
     key = _argon(passphrase, salt, params)
-    return _open(s, key, envelope, SealError(
-        "Wrong passphrase, or the sealed share was altered",
-        "Try the passphrase again; if it is right, the file is damaged: use another copy."))
+    return _open(
+        s,
+        key,
+        envelope,
+        SealError(
+            "Wrong passphrase, or the sealed share was altered",
+            "Try the passphrase again; if it is right, the file is damaged: use another copy.",
+        ),
+    )
 
 
 def unseal_with_token(raw: bytes | str, hsm: EcdhPort, *, envelope: bytes | None = None) -> str:
@@ -249,18 +299,29 @@ def unseal_with_token(raw: bytes | str, hsm: EcdhPort, *, envelope: bytes | None
     """
     s = load_sealed(raw)
     if s.mode != "token":
-        raise SealError("This share is sealed under a passphrase, not a token",
-                        "Unseal it with a passphrase file or the prompt.")
+        raise SealError(
+            "This share is sealed under a passphrase, not a token",
+            "Unseal it with a passphrase file or the prompt.",
+        )
     try:
         h = s.header
-        eph, rcpt, label = bytes.fromhex(h["ephemeral"]), bytes.fromhex(h["recipient"]), \
-            h["key_label"]
+        eph, rcpt, label = (
+            bytes.fromhex(h["ephemeral"]),
+            bytes.fromhex(h["recipient"]),
+            h["key_label"],
+        )
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), eph)
         if not isinstance(label, str):
             raise TypeError("label")
     except (ValueError, KeyError, TypeError) as exc:
         raise _damaged("bad key-agreement fields") from exc
     shared = hsm.ecdh_derive(label, eph)
-    return _open(s, _token_key(shared, eph, rcpt), envelope, SealError(
-        "The sealed share cannot be opened with this token",
-        "It was sealed to another token key, or the file was altered."))
+    return _open(
+        s,
+        _token_key(shared, eph, rcpt),
+        envelope,
+        SealError(
+            "The sealed share cannot be opened with this token",
+            "It was sealed to another token key, or the file was altered.",
+        ),
+    )

@@ -55,8 +55,9 @@ class ShareDiagnostic(ShareError):
     """A share-level failure. ``share`` is the label of the culprit (None: the whole set),
     ``position`` the 1-based word position when known."""
 
-    def __init__(self, title: str, hint: str = "", *, share: str | None = None,
-                 position: int | None = None) -> None:
+    def __init__(
+        self, title: str, hint: str = "", *, share: str | None = None, position: int | None = None
+    ) -> None:
         super().__init__(title, hint)
         self.share = share
         self.position = position
@@ -152,20 +153,35 @@ def expand_words(text: str, *, label: str = "share") -> list[str]:
             continue
         full = _PREFIX.get(tok[:4]) if len(tok) >= 4 else None
         if full is None or not full.startswith(tok):
-            why = "is too short (type at least 4 letters)" if len(tok) < 4 else \
-                "is not in the SLIP-0039 word list"
+            why = (
+                "is too short (type at least 4 letters)"
+                if len(tok) < 4
+                else "is not in the SLIP-0039 word list"
+            )
             raise ShareWordError(
                 f"{label}: word {pos} {why}",
                 f"Check the spelling of word {pos} against the card.",
-                share=label, position=pos)
+                share=label,
+                position=pos,
+            )
         out.append(full)
     return out
 
 
 def _step(chk: int, v: int) -> int:
     # RS1024 polymod step (SLIP-0039 "Checksum"); linear over GF(2) in (chk, v).
-    gen = (0xE0E040, 0x1C1C080, 0x3838100, 0x7070200, 0xE0E0009,
-           0x1C0C2412, 0x38086C24, 0x3090FC48, 0x21B1F890, 0x3F3F120)
+    gen = (
+        0xE0E040,
+        0x1C1C080,
+        0x3838100,
+        0x7070200,
+        0xE0E0009,
+        0x1C0C2412,
+        0x38086C24,
+        0x3090FC48,
+        0x21B1F890,
+        0x3F3F120,
+    )
     b = chk >> 20
     chk = (chk & 0xFFFFF) << 10 ^ v
     for i in range(10):
@@ -226,7 +242,9 @@ def parse_share(text: str, *, label: str = "share") -> ParsedShare:
         raise ShareLengthError(
             f"{label}: {n} words is not a valid share length",
             "A SLIP-0039 share has 20 words (128-bit secret) or 33 words (256-bit); "
-            "check for missing or extra words.", share=label)
+            "check for missing or extra words.",
+            share=label,
+        )
     indices = [WORD_INDEX_MAP[w] for w in words]
     ext = bool((indices[1] >> 4) & 1)
     cs = CUSTOMIZATION_STRING_EXTENDABLE if ext else CUSTOMIZATION_STRING_ORIG
@@ -235,18 +253,27 @@ def parse_share(text: str, *, label: str = "share") -> ParsedShare:
         where = f"; word {pos} looks wrong" if pos else "; more than one word looks wrong"
         raise ShareChecksumError(
             f"{label}: checksum failure{where}",
-            "Compare the words with the card, in order." if pos is None else
-            f"Compare word {pos} with the card.", share=label, position=pos)
+            "Compare the words with the card, in order."
+            if pos is None
+            else f"Compare word {pos} with the card.",
+            share=label,
+            position=pos,
+        )
     mnemonic = " ".join(words)
     try:
         share = Share.from_mnemonic(mnemonic)
     except MnemonicError as exc:  # padding or group threshold > count; reference text has words
         if "padding" in str(exc):
-            raise ShareLengthError(f"{label}: invalid padding", "The share is damaged or not "
-                                   "a SLIP-0039 share.", share=label) from None
+            raise ShareLengthError(
+                f"{label}: invalid padding",
+                "The share is damaged or not a SLIP-0039 share.",
+                share=label,
+            ) from None
         raise ShareGroupMismatch(
             f"{label}: group threshold is greater than the group count",
-            "The share is malformed; it cannot belong to a valid set.", share=label) from None
+            "The share is malformed; it cannot belong to a valid set.",
+            share=label,
+        ) from None
     return ParsedShare(label=label, mnemonic=mnemonic, share=share)
 
 
@@ -260,33 +287,44 @@ def _check_set(parsed: Sequence[ParsedShare]) -> dict[int, list[ParsedShare]]:
     groups: dict[int, list[ParsedShare]] = {}
     for p in parsed:
         a, b = first.share, p.share
-        if (a.identifier, a.extendable, a.iteration_exponent) != \
-                (b.identifier, b.extendable, b.iteration_exponent):
+        if (a.identifier, a.extendable, a.iteration_exponent) != (
+            b.identifier,
+            b.extendable,
+            b.iteration_exponent,
+        ):
             raise ShareSetMismatch(
                 f"{p.label} is from a different set than {first.label}",
                 "Their identifier words (the first words) differ: this share belongs to "
-                "another split. Remove it.", share=p.label)
+                "another split. Remove it.",
+                share=p.label,
+            )
         if (a.group_threshold, a.group_count) != (b.group_threshold, b.group_count):
             raise ShareGroupMismatch(
                 f"{p.label} disagrees with {first.label} on the groups "
                 f"({b.group_threshold} of {b.group_count} vs {a.group_threshold} of "
-                f"{a.group_count})", "One of the two shares is damaged or from another "
-                "split.", share=p.label)
+                f"{a.group_count})",
+                "One of the two shares is damaged or from another split.",
+                share=p.label,
+            )
         members = groups.setdefault(p.group_index, [])
         for q in members:
             if q.member_threshold != p.member_threshold:
                 raise ShareGroupMismatch(
                     f"{p.label} and {q.label} are in group {p.group_index + 1} but disagree on "
                     f"its threshold ({p.member_threshold} vs {q.member_threshold})",
-                    "One of the two shares is damaged or from another split.", share=p.label)
+                    "One of the two shares is damaged or from another split.",
+                    share=p.label,
+                )
             if q.member_index == p.member_index:
                 same = q.mnemonic == p.mnemonic
                 raise DuplicateShareIndex(
-                    f"{p.label} " + ("is the same share as " if same else
-                                     "has the same member index as ") + q.label +
-                    f" (group {p.group_index + 1}, member {p.member_index + 1})",
+                    f"{p.label} "
+                    + ("is the same share as " if same else "has the same member index as ")
+                    + q.label
+                    + f" (group {p.group_index + 1}, member {p.member_index + 1})",
                     "Each custodian's share must be given once; remove the duplicate.",
-                    share=p.label)
+                    share=p.label,
+                )
         members.append(p)
     return groups
 
@@ -310,7 +348,9 @@ def _check_surplus(pts: Sequence[tuple[str, RawShare]], threshold: int, where: s
             raise ShareDigestError(
                 f"{label} does not agree with the other shares of {where}",
                 "Its checksum is valid but its value is not from this split: verify it "
-                "against its envelope.", share=label)
+                "against its envelope.",
+                share=label,
+            )
 
 
 def combine_parsed(parsed: Sequence[ParsedShare], passphrase: bytes = b"") -> bytes:
@@ -335,21 +375,29 @@ def combine_parsed(parsed: Sequence[ParsedShare], passphrase: bytes = b"") -> by
     gt = first.group_threshold
     complete = {g: m for g, m in groups.items() if len(m) >= m[0].member_threshold}
     if len(complete) < gt:
-        parts = [f"group {g + 1} needs {m[0].member_threshold - len(m)} more "
-                 f"({len(m)} of {m[0].member_threshold})"
-                 for g, m in sorted(groups.items()) if g not in complete]
+        parts = [
+            f"group {g + 1} needs {m[0].member_threshold - len(m)} more "
+            f"({len(m)} of {m[0].member_threshold})"
+            for g, m in sorted(groups.items())
+            if g not in complete
+        ]
         ok = [f"group {g + 1} complete" for g in sorted(complete)]
         missing = gt - len(complete)
-        head = (f"Too few shares: {gt} of {first.group_count} groups are needed, "
-                f"{missing} more group{'s' if missing > 1 else ''} must be completed")
+        head = (
+            f"Too few shares: {gt} of {first.group_count} groups are needed, "
+            f"{missing} more group{'s' if missing > 1 else ''} must be completed"
+        )
         if first.group_count == 1:
             m = groups[first.group_index]
-            head = (f"Too few shares: {m[0].member_threshold} are needed, "
-                    f"{_plural(m[0].member_threshold - len(m), 'more share')} required")
+            head = (
+                f"Too few shares: {m[0].member_threshold} are needed, "
+                f"{_plural(m[0].member_threshold - len(m), 'more share')} required"
+            )
             parts, ok = [], []
-        raise InsufficientShares(head + (" (" + "; ".join(ok + parts) + ")" if ok + parts
-                                        else ""),
-                                 "Ask the missing custodians for their shares.")
+        raise InsufficientShares(
+            head + (" (" + "; ".join(ok + parts) + ")" if ok + parts else ""),
+            "Ask the missing custodians for their shares.",
+        )
     group_pts: list[tuple[str, RawShare]] = []
     try:
         for g, members in sorted(complete.items()):
@@ -362,7 +410,8 @@ def combine_parsed(parsed: Sequence[ParsedShare], passphrase: bytes = b"") -> by
                 raise ShareDigestError(
                     f"The shares of group {g + 1} do not combine (digest check failed)",
                     "A share in this group is wrong although its checksum is valid; verify "
-                    "each against its envelope.") from None
+                    "each against its envelope.",
+                ) from None
             group_pts.append((f"group {g + 1}", RawShare(g, gsecret)))
         _check_surplus(group_pts, gt, "the set")
         try:
@@ -371,19 +420,21 @@ def combine_parsed(parsed: Sequence[ParsedShare], passphrase: bytes = b"") -> by
             raise ShareDigestError(
                 "The groups do not combine (digest check failed)",
                 "A share is wrong although its checksum is valid; verify each share "
-                "against its envelope.") from None
+                "against its envelope.",
+            ) from None
     except MnemonicError as exc:  # pragma: no cover - defensive: reference invariants
         raise ShareDigestError("The shares are inconsistent", "Verify each share.") from exc
     if len(ems) % 2:
-        raise ShareLengthError("The shares encode an odd-length secret",
-                               "The shares are damaged.")
-    e = EncryptedMasterSecret(first.identifier, first.extendable,
-                              first.share.iteration_exponent, ems)
+        raise ShareLengthError("The shares encode an odd-length secret", "The shares are damaged.")
+    e = EncryptedMasterSecret(
+        first.identifier, first.extendable, first.share.iteration_exponent, ems
+    )
     return e.decrypt(passphrase)
 
 
-def combine(mnemonics: Sequence[str], passphrase: bytes = b"", *,
-            labels: Sequence[str] | None = None) -> bytes:
+def combine(
+    mnemonics: Sequence[str], passphrase: bytes = b"", *, labels: Sequence[str] | None = None
+) -> bytes:
     """Parse and combine mnemonics (see :func:`parse_share` and :func:`combine_parsed`).
 
     Args:
@@ -415,14 +466,24 @@ def _split_raw(t: int, n: int, secret: bytes, rng: Rng) -> list[RawShare]:
         return [RawShare(i, secret) for i in range(n)]
     pts = [RawShare(i, rng(len(secret))) for i in range(t - 2)]
     rnd = rng(len(secret) - DIGEST_LENGTH_BYTES)
-    base = [*pts, RawShare(DIGEST_INDEX, _create_digest(rnd, secret) + rnd),
-            RawShare(SECRET_INDEX, secret)]
+    base = [
+        *pts,
+        RawShare(DIGEST_INDEX, _create_digest(rnd, secret) + rnd),
+        RawShare(SECRET_INDEX, secret),
+    ]
     return pts + [RawShare(i, _interpolate(base, i)) for i in range(t - 2, n)]
 
 
-def split(secret: bytes, *, groups: Sequence[tuple[int, int]], group_threshold: int = 1,
-          passphrase: bytes = b"", extendable: bool = True, iteration_exponent: int = 1,
-          rng: Rng = secrets.token_bytes) -> tuple[tuple[str, ...], ...]:
+def split(
+    secret: bytes,
+    *,
+    groups: Sequence[tuple[int, int]],
+    group_threshold: int = 1,
+    passphrase: bytes = b"",
+    extendable: bool = True,
+    iteration_exponent: int = 1,
+    rng: Rng = secrets.token_bytes,
+) -> tuple[tuple[str, ...], ...]:
     """Split *secret* into SLIP-0039 mnemonics, grouped.
 
     Args:
@@ -454,12 +515,25 @@ def split(secret: bytes, *, groups: Sequence[tuple[int, int]], group_threshold: 
         raise ValueError("iteration exponent must be 0..15")
     identifier = int.from_bytes(rng(2), "big") & 0x7FFF
     ems = EncryptedMasterSecret.from_master_secret(
-        secret, passphrase, identifier, extendable, iteration_exponent)
+        secret, passphrase, identifier, extendable, iteration_exponent
+    )
     out = []
     group_shares = _split_raw(group_threshold, len(groups), ems.ciphertext, rng)
     for (t, n), gpt in zip(groups, group_shares, strict=True):  # one share per group
-        out.append(tuple(
-            Share(identifier, extendable, iteration_exponent, gpt.x, group_threshold,
-                  len(groups), m.x, t, m.data).mnemonic()
-            for m in _split_raw(t, n, gpt.data, rng)))
+        out.append(
+            tuple(
+                Share(
+                    identifier,
+                    extendable,
+                    iteration_exponent,
+                    gpt.x,
+                    group_threshold,
+                    len(groups),
+                    m.x,
+                    t,
+                    m.data,
+                ).mnemonic()
+                for m in _split_raw(t, n, gpt.data, rng)
+            )
+        )
     return tuple(out)

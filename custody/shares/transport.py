@@ -76,17 +76,21 @@ def _b64(b: bytes) -> str:
 def _unarmor(text: str, prefix: str) -> dict[str, Any]:
     s = "".join(text.split())
     if not s.startswith(prefix):
-        raise TransportError(f"Not a {prefix.rstrip(':')} text", "Paste the whole text, "
-                             f"starting with '{prefix}'.", reason="malformed")
+        raise TransportError(
+            f"Not a {prefix.rstrip(':')} text",
+            f"Paste the whole text, starting with '{prefix}'.",
+            reason="malformed",
+        )
     try:
-        body = s[len(prefix):]
+        body = s[len(prefix) :]
         doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if not isinstance(doc, dict):
             raise TypeError("doc")
         return doc
     except (ValueError, TypeError, RecursionError) as exc:
-        raise TransportError("The text is damaged", "Copy it again, completely.",
-                             reason="malformed") from exc
+        raise TransportError(
+            "The text is damaged", "Copy it again, completely.", reason="malformed"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +111,16 @@ class Offer:
     signature: bytes = b""
 
     def payload(self) -> dict[str, Any]:
-        return {"type": "custody-transport-offer", "version": FORMAT_VERSION,
-                "ceremony_id": self.ceremony_id, "epoch": self.epoch, "session": self.session,
-                "x25519": self.public.hex(), "expires": self.expires,
-                "coordinator": self.coordinator}
+        return {
+            "type": "custody-transport-offer",
+            "version": FORMAT_VERSION,
+            "ceremony_id": self.ceremony_id,
+            "epoch": self.epoch,
+            "session": self.session,
+            "x25519": self.public.hex(),
+            "expires": self.expires,
+            "coordinator": self.coordinator,
+        }
 
     def signing_bytes(self) -> bytes:
         return OFFER_CONTEXT + canonical_bytes(self.payload())
@@ -120,8 +130,9 @@ class Offer:
 
     def to_text(self) -> str:
         """Armored text (also the QR content)."""
-        return OFFER_PREFIX + _b64(canonical_bytes(
-            {"signed": self.payload(), "sig": self.signature.hex()}))
+        return OFFER_PREFIX + _b64(
+            canonical_bytes({"signed": self.payload(), "sig": self.signature.hex()})
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,11 +143,18 @@ class OfferKey:
     private: X25519PrivateKey = field(repr=False)
 
     def to_json(self) -> str:
-        raw = self.private.private_bytes(serialization.Encoding.Raw,
-                                         serialization.PrivateFormat.Raw,
-                                         serialization.NoEncryption())
-        return json.dumps({"type": "custody-offer-key", "x25519_private": raw.hex(),
-                           "offer": self.offer.to_text()})
+        raw = self.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return json.dumps(
+            {
+                "type": "custody-offer-key",
+                "x25519_private": raw.hex(),
+                "offer": self.offer.to_text(),
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,8 +176,16 @@ def sas(offer_public: bytes, sender_public: bytes) -> str:
     return " ".join(WORDLIST[(n >> (10 * i)) & 1023] for i in range(SAS_WORDS))
 
 
-def make_offer(*, ceremony_id: str, epoch: int, session: str, coordinator: Ed25519PrivateKey,
-               now: int, ttl: int = 900, rng: Rng = os.urandom) -> OfferKey:
+def make_offer(
+    *,
+    ceremony_id: str,
+    epoch: int,
+    session: str,
+    coordinator: Ed25519PrivateKey,
+    now: int,
+    ttl: int = 900,
+    rng: Rng = os.urandom,
+) -> OfferKey:
     """Create and sign an offer valid from *now* for *ttl* seconds.
 
     Args:
@@ -181,16 +207,31 @@ def make_offer(*, ceremony_id: str, epoch: int, session: str, coordinator: Ed255
     if not ceremony_id or not session or epoch < 0 or ttl <= 0:
         raise ValueError("ceremony id, session, epoch >= 0 and ttl > 0 are required")
     priv = X25519PrivateKey.from_private_bytes(rng(32))
-    unsigned = Offer(ceremony_id=ceremony_id, epoch=epoch, session=session,
-                     public=_x_raw(priv.public_key()),
-                     expires=now + ttl, coordinator=fingerprint(public_raw(coordinator)))
+    unsigned = Offer(
+        ceremony_id=ceremony_id,
+        epoch=epoch,
+        session=session,
+        public=_x_raw(priv.public_key()),
+        expires=now + ttl,
+        coordinator=fingerprint(public_raw(coordinator)),
+    )
     sig = coordinator.sign(unsigned.signing_bytes())
     return OfferKey(offer=Offer(**{**_fields(unsigned), "signature": sig}), private=priv)
 
 
 def _fields(o: Offer) -> dict[str, Any]:
-    return {k: getattr(o, k) for k in ("ceremony_id", "epoch", "session", "public", "expires",
-                                       "coordinator", "signature")}
+    return {
+        k: getattr(o, k)
+        for k in (
+            "ceremony_id",
+            "epoch",
+            "session",
+            "public",
+            "expires",
+            "coordinator",
+            "signature",
+        )
+    }
 
 
 def parse_offer(text: str) -> Offer:
@@ -202,8 +243,7 @@ def parse_offer(text: str) -> Offer:
     doc = _unarmor(text, OFFER_PREFIX)
     try:
         p = doc["signed"]
-        if (p["type"] != "custody-transport-offer" or p["version"] != FORMAT_VERSION
-                or len(p) != 8):
+        if p["type"] != "custody-transport-offer" or p["version"] != FORMAT_VERSION or len(p) != 8:
             raise ValueError("type")
         if type(p["epoch"]) is not int or type(p["expires"]) is not int:
             raise TypeError("int")
@@ -212,18 +252,30 @@ def parse_offer(text: str) -> Offer:
         pub = bytes.fromhex(p["x25519"])
         if len(pub) != 32:
             raise ValueError("key")
-        return Offer(ceremony_id=p["ceremony_id"], epoch=p["epoch"], session=p["session"],
-                     public=pub,
-                     expires=p["expires"], coordinator=p["coordinator"],
-                     signature=bytes.fromhex(doc["sig"]))
+        return Offer(
+            ceremony_id=p["ceremony_id"],
+            epoch=p["epoch"],
+            session=p["session"],
+            public=pub,
+            expires=p["expires"],
+            coordinator=p["coordinator"],
+            signature=bytes.fromhex(doc["sig"]),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TransportError("The offer is damaged", "Ask the coordinator for the offer again.",
-                             reason="malformed") from exc
+        raise TransportError(
+            "The offer is damaged", "Ask the coordinator for the offer again.", reason="malformed"
+        ) from exc
 
 
-def verify_offer(offer: Offer, trusted_coordinator: bytes, *, now: int,
-                 expected_ceremony: str | None = None, expected_epoch: int | None = None,
-                 expected_session: str | None = None) -> None:
+def verify_offer(
+    offer: Offer,
+    trusted_coordinator: bytes,
+    *,
+    now: int,
+    expected_ceremony: str | None = None,
+    expected_epoch: int | None = None,
+    expected_session: str | None = None,
+) -> None:
     """Check an offer's signature, expiry, ceremony, epoch and session.
 
     Raises:
@@ -233,45 +285,68 @@ def verify_offer(offer: Offer, trusted_coordinator: bytes, *, now: int,
     try:
         verify_ed25519(trusted_coordinator, offer.signature, offer.signing_bytes())
     except IntegrityError:
-        raise TransportError("The offer is not signed by the trusted coordinator key",
-                             "Do not send your share; call the coordinator.",
-                             reason="bad-signature") from None
+        raise TransportError(
+            "The offer is not signed by the trusted coordinator key",
+            "Do not send your share; call the coordinator.",
+            reason="bad-signature",
+        ) from None
     if now > offer.expires:
-        raise TransportError("The offer has expired", "Ask the coordinator for a fresh offer.",
-                             reason="expired")
+        raise TransportError(
+            "The offer has expired", "Ask the coordinator for a fresh offer.", reason="expired"
+        )
     _check_binding(offer.ceremony_id, offer.epoch, expected_ceremony, expected_epoch)
     _check_session(offer.session, expected_session)
 
 
 def _check_session(session: str, want: str | None) -> None:
     if want is not None and session != want:
-        raise TransportError(f"This hand-in is for another ceremony (session {session!r}, "
-                             f"not {want!r})", "It was sealed for another running ceremony; "
-                             "refuse it and ask the custodian to seal to this ceremony's "
-                             "offer.", reason="wrong-session")
+        raise TransportError(
+            f"This hand-in is for another ceremony (session {session!r}, not {want!r})",
+            "It was sealed for another running ceremony; "
+            "refuse it and ask the custodian to seal to this ceremony's "
+            "offer.",
+            reason="wrong-session",
+        )
 
 
 def _check_binding(cer: str, epoch: int, want_cer: str | None, want_epoch: int | None) -> None:
     if want_cer is not None and cer != want_cer:
-        raise TransportError(f"This is for ceremony {cer!r}, not {want_cer!r}",
-                             "It belongs to another ceremony; refuse it.",
-                             reason="wrong-ceremony")
+        raise TransportError(
+            f"This is for ceremony {cer!r}, not {want_cer!r}",
+            "It belongs to another ceremony; refuse it.",
+            reason="wrong-ceremony",
+        )
     if want_epoch is not None and epoch != want_epoch:
-        raise TransportError(f"This is for epoch {epoch}, not {want_epoch}",
-                             "It belongs to another epoch; refuse it.", reason="wrong-epoch")
+        raise TransportError(
+            f"This is for epoch {epoch}, not {want_epoch}",
+            "It belongs to another epoch; refuse it.",
+            reason="wrong-epoch",
+        )
 
 
 def _key(shared: bytes, offer: Offer, header: dict[str, Any]) -> bytes:
     if shared == bytes(32):
         raise ValueError("low-order point")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=offer.digest(),
-                info=HKDF_INFO + canonical_bytes(header)).derive(shared)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=offer.digest(),
+        info=HKDF_INFO + canonical_bytes(header),
+    ).derive(shared)
 
 
-def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes, now: int,
-                  expected_session: str | None, envelope: bytes | None = None,
-                  expected_ceremony: str | None = None, expected_epoch: int | None = None,
-                  rng: Rng = os.urandom) -> tuple[str, str]:
+def seal_to_offer(
+    offer: Offer | str,
+    share: str,
+    *,
+    trusted_coordinator: bytes,
+    now: int,
+    expected_session: str | None,
+    envelope: bytes | None = None,
+    expected_ceremony: str | None = None,
+    expected_epoch: int | None = None,
+    rng: Rng = os.urandom,
+) -> tuple[str, str]:
     """Seal a share to a verified offer.
 
     Args:
@@ -295,29 +370,44 @@ def seal_to_offer(offer: Offer | str, share: str, *, trusted_coordinator: bytes,
             epoch or session.
     """
     o = parse_offer(offer) if isinstance(offer, str) else offer
-    verify_offer(o, trusted_coordinator, now=now, expected_ceremony=expected_ceremony,
-                 expected_epoch=expected_epoch, expected_session=expected_session)
+    verify_offer(
+        o,
+        trusted_coordinator,
+        now=now,
+        expected_ceremony=expected_ceremony,
+        expected_epoch=expected_epoch,
+        expected_session=expected_session,
+    )
     if envelope is not None:
         from custody.shares.envelope import load_envelope
 
         env = load_envelope(envelope).payload
         _check_binding(o.ceremony_id, o.epoch, env.ceremony_id, env.epoch)
     eph = X25519PrivateKey.from_private_bytes(rng(32))
-    header = {"type": "custody-transport-blob", "version": FORMAT_VERSION,
-              "ceremony_id": o.ceremony_id, "epoch": o.epoch, "session": o.session,
-              "offer_key": o.public.hex(),
-              "sender_key": _x_raw(eph.public_key()).hex(), "offer_sha256": o.digest().hex()}
+    header = {
+        "type": "custody-transport-blob",
+        "version": FORMAT_VERSION,
+        "ceremony_id": o.ceremony_id,
+        "epoch": o.epoch,
+        "session": o.session,
+        "offer_key": o.public.hex(),
+        "sender_key": _x_raw(eph.public_key()).hex(),
+        "offer_sha256": o.digest().hex(),
+    }
     try:
         key = _key(eph.exchange(X25519PublicKey.from_public_bytes(o.public)), o, header)
     except ValueError as exc:
-        raise TransportError("The offer key is invalid", "Ask for a fresh offer.",
-                             reason="malformed") from exc
+        raise TransportError(
+            "The offer key is invalid", "Ask for a fresh offer.", reason="malformed"
+        ) from exc
     nonce = rng(12)
-    body = canonical_bytes({"share": share,
-                            "envelope": envelope.decode() if envelope is not None else None})
+    body = canonical_bytes(
+        {"share": share, "envelope": envelope.decode() if envelope is not None else None}
+    )
     ct = AESGCM(key).encrypt(nonce, body, canonical_bytes(header))
-    blob = BLOB_PREFIX + _b64(canonical_bytes({"header": header, "nonce": nonce.hex(),
-                                               "ct": _b64(ct)}))
+    blob = BLOB_PREFIX + _b64(
+        canonical_bytes({"header": header, "nonce": nonce.hex(), "ct": _b64(ct)})
+    )
     return blob, sas(o.public, _x_raw(eph.public_key()))
 
 
@@ -334,11 +424,13 @@ def load_offer_key(text: str) -> OfferKey:
         priv = X25519PrivateKey.from_private_bytes(bytes.fromhex(doc["x25519_private"]))
         offer = parse_offer(doc["offer"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise TransportError("The offer key file is damaged", "Make a new offer.",
-                             reason="malformed") from exc
+        raise TransportError(
+            "The offer key file is damaged", "Make a new offer.", reason="malformed"
+        ) from exc
     if _x_raw(priv.public_key()) != offer.public:
-        raise TransportError("The offer key file does not match its offer", "Make a new offer.",
-                             reason="malformed")
+        raise TransportError(
+            "The offer key file does not match its offer", "Make a new offer.", reason="malformed"
+        )
     return OfferKey(offer=offer, private=priv)
 
 
@@ -362,23 +454,30 @@ def open_blob(blob: str, key: OfferKey, *, now: int, expected_session: str) -> H
         h, nonce, ct = doc["header"], bytes.fromhex(doc["nonce"]), doc["ct"]
         ct = base64.urlsafe_b64decode(ct + "=" * (-len(ct) % 4))
         sender = bytes.fromhex(h["sender_key"])
-        if (h["type"] != "custody-transport-blob" or h["version"] != FORMAT_VERSION
-                or len(sender) != 32):
+        if (
+            h["type"] != "custody-transport-blob"
+            or h["version"] != FORMAT_VERSION
+            or len(sender) != 32
+        ):
             raise ValueError("type")
         cer, epoch, session = h["ceremony_id"], h["epoch"], h["session"]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TransportError("The blob is damaged", "Ask the custodian to send it again.",
-                             reason="malformed") from exc
+        raise TransportError(
+            "The blob is damaged", "Ask the custodian to send it again.", reason="malformed"
+        ) from exc
     if now > o.expires:
-        raise TransportError("The offer has expired", "Make a fresh offer and ask again.",
-                             reason="expired")
+        raise TransportError(
+            "The offer has expired", "Make a fresh offer and ask again.", reason="expired"
+        )
     _check_binding(cer, epoch, o.ceremony_id, o.epoch)
     _check_session(o.session, expected_session)  # the offer key belongs to another ceremony
     _check_session(session, o.session)  # the blob was sealed for another session
     if h.get("offer_key") != o.public.hex() or h.get("offer_sha256") != o.digest().hex():
-        raise TransportError("The blob was sealed to a different offer",
-                             "It is a replay or meant for another session; refuse it.",
-                             reason="wrong-offer")
+        raise TransportError(
+            "The blob was sealed to a different offer",
+            "It is a replay or meant for another session; refuse it.",
+            reason="wrong-offer",
+        )
     try:
         k = _key(key.private.exchange(X25519PublicKey.from_public_bytes(sender)), o, h)
         body = json.loads(AESGCM(k).decrypt(nonce, ct, canonical_bytes(h)))
@@ -386,8 +485,11 @@ def open_blob(blob: str, key: OfferKey, *, now: int, expected_session: str) -> H
         if not isinstance(share, str) or not (env is None or isinstance(env, str)):
             raise TypeError("body")
     except (InvalidTag, ValueError, KeyError, TypeError) as exc:
-        raise TransportError("The blob was altered or is not for this offer",
-                             "Ask the custodian to send it again; compare the words.",
-                             reason="tampered") from exc
-    return HandIn(share=share, envelope=env.encode() if env is not None else None,
-                  sas=sas(o.public, sender))
+        raise TransportError(
+            "The blob was altered or is not for this offer",
+            "Ask the custodian to send it again; compare the words.",
+            reason="tampered",
+        ) from exc
+    return HandIn(
+        share=share, envelope=env.encode() if env is not None else None, sas=sas(o.public, sender)
+    )

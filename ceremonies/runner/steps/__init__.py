@@ -78,8 +78,7 @@ def precheck(r: CeremonyRunner, step: str) -> None:
         raise _secret_lost(r, step)
     if step == "issue-shares" and "issued" not in r._secrets and not _issued_complete(r):
         raise _secret_lost(r, step)
-    if (step == "rebuild-rk" and "shares" not in r._secrets
-            and not _held(r, "collect-shares")):
+    if step == "rebuild-rk" and "shares" not in r._secrets and not _held(r, "collect-shares"):
         raise _secret_lost(r, step)
 
 

@@ -55,11 +55,15 @@ def recorded_for(r: CeremonyRunner, action: str, action_id: str, digest: str) ->
     """The approvals this transcript already recorded for *action* (id and digest)."""
     for ev in r.rec.events:
         b = ev.body
-        if (ev.kind == action and b.get("action_id") == action_id
-                and b.get("action_digest") == digest):
+        if (
+            ev.kind == action
+            and b.get("action_id") == action_id
+            and b.get("action_digest") == digest
+        ):
             apps = _approvals_of(b)
-            return Recorded(ev.seq, ev.time, tuple(apps),
-                            tuple(dict.fromkeys(a.approver for a in apps)))
+            return Recorded(
+                ev.seq, ev.time, tuple(apps), tuple(dict.fromkeys(a.approver for a in apps))
+            )
     return Recorded(None, None, (), ())
 
 
@@ -69,19 +73,30 @@ def used_nonces(r: CeremonyRunner) -> set[str]:
     return {a.nonce for ev in r.rec.events if ev.kind in gated for a in _approvals_of(ev.body)}
 
 
-def request_for(r: CeremonyRunner, step: str, action: str, action_id: str,
-                params: dict[str, Any]) -> ApprovalRequest:
+def request_for(
+    r: CeremonyRunner, step: str, action: str, action_id: str, params: dict[str, Any]
+) -> ApprovalRequest:
     """The public approval request of *action* (see :class:`ApprovalRequest`)."""
     digest = r.rec.action_digest(action, action_id, params)
     t = r.rec.policy.thresholds[action]
     now = r.clock()
-    eligible = tuple(e.name for e in r.rec.policy.roster
-                     if e.role == t.role and e.valid_at(now) is None)
+    eligible = tuple(
+        e.name for e in r.rec.policy.roster if e.role == t.role and e.valid_at(now) is None
+    )
     rec = recorded_for(r, action, action_id, digest)
-    return ApprovalRequest(ceremony_id=r.ceremony_id, step=step, action=action,
-                           action_id=action_id, params=params, action_digest=digest,
-                           role=t.role, needed=t.count, window=r.rec.policy.approval_window,
-                           eligible=eligible, recorded=rec.approvers)
+    return ApprovalRequest(
+        ceremony_id=r.ceremony_id,
+        step=step,
+        action=action,
+        action_id=action_id,
+        params=params,
+        action_digest=digest,
+        role=t.role,
+        needed=t.count,
+        window=r.rec.policy.approval_window,
+        eligible=eligible,
+        recorded=rec.approvers,
+    )
 
 
 def recognise(r: CeremonyRunner, rec: Recorded, handed: Sequence[Approval]) -> None:
@@ -90,14 +105,17 @@ def recognise(r: CeremonyRunner, rec: Recorded, handed: Sequence[Approval]) -> N
     where = f"event {rec.seq}"
     for a in handed:
         if a.nonce in nonces:
-            r.messages.append(f"approval of {a.approver} is already recorded ({where}); "
-                              "not recorded again")
+            r.messages.append(
+                f"approval of {a.approver} is already recorded ({where}); not recorded again"
+            )
         elif a.approver in rec.approvers:
-            r.messages.append(f"{a.approver} already approved ({where}); their other "
-                              "approval is not counted")
+            r.messages.append(
+                f"{a.approver} already approved ({where}); their other approval is not counted"
+            )
         else:
-            r.messages.append(f"approval of {a.approver} not needed: the quorum was already "
-                              f"recorded ({where})")
+            r.messages.append(
+                f"approval of {a.approver} not needed: the quorum was already recorded ({where})"
+            )
 
 
 __all__ = ["Recorded", "recognise", "recorded_for", "request_for", "used_nonces"]

@@ -28,6 +28,7 @@ def on(kinds: str, step: str) -> Callable[[Handler], Handler]:
         for k in kinds.split():
             _H[(k, step)] = fn
         return fn
+
     return deco
 
 
@@ -54,8 +55,10 @@ def _token_has(r: CeremonyRunner, label: str, version: int) -> Any:
 def _rk(r: CeremonyRunner) -> bytes:
     rk: bytes | None = r._secrets.get("rk")
     if rk is None:
-        raise CeremonyError("The recovery key is no longer in memory (the process was "
-                            "interrupted)", "The ceremony is rolled back; start it again.")
+        raise CeremonyError(
+            "The recovery key is no longer in memory (the process was interrupted)",
+            "The ceremony is rolled back; start it again.",
+        )
     return rk
 
 
@@ -64,29 +67,43 @@ def _secret_lost(r: CeremonyRunner | None = None, step: str | None = None) -> An
 
     cid = r.ceremony_id if r is not None else "ID"
     where = f" (step {step})" if step else ""
-    return SecretLost(f"Ceremony {cid} cannot continue{where}: the recovery key or the shares "
-                      "it needs were only in the memory of the process that stopped",
-                      f"Nothing was changed. Roll it back with 'custody ceremony abort {cid}' "
-                      "(it removes every key, file and row this ceremony created), then start "
-                      "the ceremony again.")
+    return SecretLost(
+        f"Ceremony {cid} cannot continue{where}: the recovery key or the shares "
+        "it needs were only in the memory of the process that stopped",
+        f"Nothing was changed. Roll it back with 'custody ceremony abort {cid}' "
+        "(it removes every key, file and row this ceremony created), then start "
+        "the ceremony again.",
+    )
 
 
 def active_share_set(store: Any) -> dict[str, Any] | None:
-    rows = store.query("SELECT epoch, ceremony_id, policy_digest, dealer_public, rk_kcv, "
-                       "rk_public, scheme FROM share_sets WHERE state='active' ORDER BY epoch DESC")
+    rows = store.query(
+        "SELECT epoch, ceremony_id, policy_digest, dealer_public, rk_kcv, "
+        "rk_public, scheme FROM share_sets WHERE state='active' ORDER BY epoch DESC"
+    )
     if not rows:
         return None
     e = rows[0]
-    holders = store.query("SELECT custodian, fingerprint, group_index, member_index, commitment "
-                          "FROM share_holders WHERE epoch=?", (e[0],))
-    return {"epoch": e[0], "ceremony_id": e[1], "policy_digest": e[2], "dealer": bytes(e[3]),
-            "rk_kcv": e[4], "rk_public": bytes(e[5]), "scheme": json.loads(e[6]),
-            "holders": {(h[2], h[3]): {"name": h[0], "fingerprint": h[1], "commitment": h[4]}
-                        for h in holders}}
+    holders = store.query(
+        "SELECT custodian, fingerprint, group_index, member_index, commitment "
+        "FROM share_holders WHERE epoch=?",
+        (e[0],),
+    )
+    return {
+        "epoch": e[0],
+        "ceremony_id": e[1],
+        "policy_digest": e[2],
+        "dealer": bytes(e[3]),
+        "rk_kcv": e[4],
+        "rk_public": bytes(e[5]),
+        "scheme": json.loads(e[6]),
+        "holders": {
+            (h[2], h[3]): {"name": h[0], "fingerprint": h[1], "commitment": h[4]} for h in holders
+        },
+    }
 
 
 def quorum_size(scheme: dict[str, Any]) -> int:
     """The fewest shares that rebuild RK under *scheme*."""
     ts = sorted(t for t, _n in scheme["groups"])
     return sum(ts[: scheme["group_threshold"]])
-

@@ -38,9 +38,15 @@ def scratch_token(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
     # A child process: this one may hold the deployment's token session, and SoftHSM only
     # sees tokens created before its C_Initialize (see ceremonies.runner.scratch).
-    kcv = build_scratch(home=r.dep.home.root, module=cfg.hsm.module,
-                        softhsm_conf=cfg.hsm.softhsm_conf, label=label,
-                        root_version=cur.version, wrapping_key=key, blob=blob)
+    kcv = build_scratch(
+        home=r.dep.home.root,
+        module=cfg.hsm.module,
+        softhsm_conf=cfg.hsm.softhsm_conf,
+        label=label,
+        root_version=cur.version,
+        wrapping_key=key,
+        blob=blob,
+    )
     r._secrets.pop("rk", None)
     return {"scratch": label, "scratch_root_kcv": kcv, "root_version": cur.version}
 
@@ -53,9 +59,11 @@ def compare_kcv(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, None)
     want = next(x.kcv for x in h.roots() if x.version == f["root_version"])
     if want != f["scratch_root_kcv"]:
-        raise IntegrityError(f"The drill rebuilt root/v{f['root_version']} with KCV "
-                             f"{f['scratch_root_kcv']}, expected {want}",
-                             "The blob or the shares are damaged; investigate now.")
+        raise IntegrityError(
+            f"The drill rebuilt root/v{f['root_version']} with KCV "
+            f"{f['scratch_root_kcv']}, expected {want}",
+            "The blob or the shares are damaged; investigate now.",
+        )
     return {"kcv_match": True, "root_kcv": want}
 
 
@@ -85,14 +93,18 @@ def drill_status(store: Any, *, now: int, period_days: int) -> dict[str, Any]:
     if sset is None:
         return {"ok": False, "passed": [], "needed": 0, "warning": "no share set"}
     since = now - period_days * 86400
-    rows = store.query("SELECT DISTINCT custodian FROM drills WHERE epoch=? AND passed_at>=?",
-                       (sset["epoch"], since))
+    rows = store.query(
+        "SELECT DISTINCT custodian FROM drills WHERE epoch=? AND passed_at>=?",
+        (sset["epoch"], since),
+    )
     passed = sorted(r[0] for r in rows)
     needed = quorum_size(sset["scheme"]) + 1
     warn = None
     if len(passed) < needed:
-        warn = (f"only {len(passed)} custodian(s) passed a drill in the last {period_days} days; "
-                f"policy wants at least {needed} (T+1)")
+        warn = (
+            f"only {len(passed)} custodian(s) passed a drill in the last {period_days} days; "
+            f"policy wants at least {needed} (T+1)"
+        )
     return {"ok": warn is None, "passed": passed, "needed": needed, "warning": warn}
 
 
@@ -102,11 +114,15 @@ def drill_record(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     names = f.get("collect-shares.accepted", [])
     with r.dep.store.tx() as c:
         if not c.execute("SELECT 1 FROM drills WHERE ceremony_id=?", (r.ceremony_id,)).fetchone():
-            c.executemany("INSERT INTO drills(ceremony_id, custodian, epoch, passed_at) "
-                          "VALUES(?,?,?,?)", [(r.ceremony_id, n, f["epoch"], r.clock())
-                                              for n in names])
+            c.executemany(
+                "INSERT INTO drills(ceremony_id, custodian, epoch, passed_at) VALUES(?,?,?,?)",
+                [(r.ceremony_id, n, f["epoch"], r.clock()) for n in names],
+            )
     st = drill_status(r.dep.store, now=r.clock(), period_days=r.dep.config.drill_period_days)
     if st["warning"]:
         r.messages.append("warning: " + st["warning"])
-    return {"passed": names, "drill_status": {k: st[k] for k in ("passed", "needed", "ok")},
-            "warning": st["warning"] or ""}
+    return {
+        "passed": names,
+        "drill_status": {k: st[k] for k in ("passed", "needed", "ok")},
+        "warning": st["warning"] or "",
+    }

@@ -31,14 +31,22 @@ def enrol_review(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     for n in r.params.get("revoke", []):
         if roster.get(n) is None:
             raise UsageError(f"{n} is not enrolled", "See 'custody participant list'.")
-    return {"add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in adds],
-            "revoke": list(r.params.get("revoke", []))}
+    return {
+        "add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in adds],
+        "revoke": list(r.params.get("revoke", [])),
+    }
 
 
 def enrol_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
-    return (f"enrol/{r.ceremony_id[:8]}",
-            {"add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in
-                     r.params.get("add", [])], "revoke": list(r.params.get("revoke", []))})
+    return (
+        f"enrol/{r.ceremony_id[:8]}",
+        {
+            "add": [
+                {k: a[k] for k in ("name", "role", "fingerprint")} for a in r.params.get("add", [])
+            ],
+            "revoke": list(r.params.get("revoke", [])),
+        },
+    )
 
 
 @on("enrol", "enrol")
@@ -53,29 +61,58 @@ def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
         approved_by = list(rec.approvers)
         now = rec.time if rec.time is not None else now
     else:
-        mine = Approval.create(r.signer, ceremony_id=r.ceremony_id, action="enrol",
-                               action_id=action_id, digest=req.action_digest, now=now,
-                               window=req.window)
+        mine = Approval.create(
+            r.signer,
+            ceremony_id=r.ceremony_id,
+            action="enrol",
+            action_id=action_id,
+            digest=req.action_digest,
+            now=now,
+            window=req.window,
+        )
         approvals = [mine, *inputs.approvals]
         members = {e.name: (e.role, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
-        res = count_approvals(approvals, members=members, role=req.role, needed=req.needed,
-                              ceremony_id=r.ceremony_id, action="enrol", action_id=action_id,
-                              digest=req.action_digest, now=now, window=req.window,
-                              used_nonces=used_nonces(r))
+        res = count_approvals(
+            approvals,
+            members=members,
+            role=req.role,
+            needed=req.needed,
+            ceremony_id=r.ceremony_id,
+            action="enrol",
+            action_id=action_id,
+            digest=req.action_digest,
+            now=now,
+            window=req.window,
+            used_nonces=used_nonces(r),
+        )
         if not res.met and not inputs.approvals:
             return WAIT
         require_quorum(res, action="enrol")
-        r.rec.record_action("enrol", "enrol", r.signer, action_id=action_id, params=params,
-                            approvals=res.accepted, now=now)
+        r.rec.record_action(
+            "enrol",
+            "enrol",
+            r.signer,
+            action_id=action_id,
+            params=params,
+            approvals=res.accepted,
+            now=now,
+        )
         approved_by = list(res.counted)
     roster = Roster(r.dep.store)
     for a in r.params.get("add", []):
         if roster.get(a["name"]) is None:
-            roster.add(Identity(name=a["name"], role=a["role"], public=bytes.fromhex(a["public"])),
-                       now=now, enrolled_by=r.signer.name, ceremony_id=r.ceremony_id)
+            roster.add(
+                Identity(name=a["name"], role=a["role"], public=bytes.fromhex(a["public"])),
+                now=now,
+                enrolled_by=r.signer.name,
+                ceremony_id=r.ceremony_id,
+            )
     for n in r.params.get("revoke", []):
         m = roster.get(n)
         if m is not None and m.revoked_at is None:
             roster.revoke(n, now=now)
-    return {"enrolled": [a["name"] for a in r.params.get("add", [])],
-            "revoked": list(r.params.get("revoke", [])), "approved_by": approved_by}
+    return {
+        "enrolled": [a["name"] for a in r.params.get("add", [])],
+        "revoked": list(r.params.get("revoke", [])),
+        "approved_by": approved_by,
+    }

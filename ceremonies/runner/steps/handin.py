@@ -39,8 +39,9 @@ def _roster_names(r: CeremonyRunner) -> dict[str, str]:
     return {m.fingerprint: m.name for m in Roster(r.dep.store).members()}
 
 
-def _check_one(si: Any, sset: dict[str, Any], roster: dict[str, str],
-               names: set[str]) -> tuple[str, slip39.ParsedShare, Any]:
+def _check_one(
+    si: Any, sset: dict[str, Any], roster: dict[str, str], names: set[str]
+) -> tuple[str, slip39.ParsedShare, Any]:
     """Verify one share against its envelope and the share set *sset* (ceremony, epoch,
     holder and the recorded commitment), before any combining. *names* are the custodians
     already counted (a second share of one of them is ``duplicate-custodian``).
@@ -56,20 +57,33 @@ def _check_one(si: Any, sset: dict[str, Any], roster: dict[str, str],
         env = load_envelope(si.envelope)
         custodian = roster.get(env.payload.custodian)
         parsed = slip39.parse_share(si.text, label=custodian or si.source)
-        verify_share(parsed, env, sset["dealer"], expected_ceremony=sset["ceremony_id"],
-                     expected_epoch=sset["epoch"])
+        verify_share(
+            parsed,
+            env,
+            sset["dealer"],
+            expected_ceremony=sset["ceremony_id"],
+            expected_epoch=sset["epoch"],
+        )
         h = sset["holders"].get((parsed.group_index, parsed.member_index))
         if h is None or h["fingerprint"] != env.payload.custodian:
-            raise EnvelopeError("The share was not issued to this custodian",
-                                "Use your own share.", reason="wrong-custodian")
+            raise EnvelopeError(
+                "The share was not issued to this custodian",
+                "Use your own share.",
+                reason="wrong-custodian",
+            )
         if h["commitment"] != env.payload.commitment:
-            raise EnvelopeError("The envelope's commitment differs from the generation "
-                                "transcript", "Do not use this share.",
-                                reason="commitment-mismatch")
+            raise EnvelopeError(
+                "The envelope's commitment differs from the generation transcript",
+                "Do not use this share.",
+                reason="commitment-mismatch",
+            )
         custodian = str(h["name"])
         if custodian in names:
-            raise EnvelopeError(f"{custodian} already handed in a share", "One share per "
-                                "custodian is counted.", reason="duplicate-custodian")
+            raise EnvelopeError(
+                f"{custodian} already handed in a share",
+                "One share per custodian is counted.",
+                reason="duplicate-custodian",
+            )
     except ShareError as exc:
         raise _Rejected(si.source, custodian, exc) from exc
     return custodian, parsed, env
@@ -95,13 +109,24 @@ class _Rejected(Exception):
 def _hand_in(si: Any, sas: dict[str, str], **verdict: Any) -> HandIn:
     """The :class:`HandIn` of share *si* (a remote one when *sas* knows its source)."""
     remote = si.source in sas
-    return HandIn(source=si.source.removeprefix("remote:") if remote else si.source,
-                  remote=remote, sas=sas.get(si.source), **verdict)
+    return HandIn(
+        source=si.source.removeprefix("remote:") if remote else si.source,
+        remote=remote,
+        sas=sas.get(si.source),
+        **verdict,
+    )
 
 
-def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: str, *,
-                  names: set[str] | None = None, record: bool = True,
-                  sas: dict[str, str] | None = None) -> tuple[list[Any], list[HandIn]]:
+def _check_shares(
+    r: CeremonyRunner,
+    shares: Any,
+    sset: dict[str, Any],
+    step: str,
+    *,
+    names: set[str] | None = None,
+    record: bool = True,
+    sas: dict[str, str] | None = None,
+) -> tuple[list[Any], list[HandIn]]:
     """Verify each share (:func:`_check_one`) BEFORE combining; with *record*, record
     share.accepted / share.rejected naming the custodian and decide each share's
     :class:`HandIn` (``accepted``, ``duplicate`` or ``rejected``); without, a share that
@@ -125,9 +150,14 @@ def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: st
         except _Rejected as rej:
             if not record:
                 raise rej.error from None
-            h = _hand_in(si, sas, custodian=rej.custodian, status="duplicate"
-                         if rej.reason == "duplicate-custodian" else "rejected",
-                         reason=rej.reason, detail=rej.error.title)
+            h = _hand_in(
+                si,
+                sas,
+                custodian=rej.custodian,
+                status="duplicate" if rej.reason == "duplicate-custodian" else "rejected",
+                reason=rej.reason,
+                detail=rej.error.title,
+            )
             record_rejected(r, h, step)
             verdicts.append(h)
             continue
@@ -136,18 +166,30 @@ def _check_shares(r: CeremonyRunner, shares: Any, sset: dict[str, Any], step: st
         if not record:
             continue
         group, member = parsed.group_index + 1, parsed.member_index + 1
-        r.record("share.accepted", {"custodian": who, "custodian_fingerprint":
-                                    env.payload.custodian, "commitment": env.payload.commitment,
-                                    "group": group, "member": member}, step=step)
-        verdicts.append(_hand_in(si, sas, custodian=who, status="accepted", group=group,
-                                 member=member))
+        r.record(
+            "share.accepted",
+            {
+                "custodian": who,
+                "custodian_fingerprint": env.payload.custodian,
+                "commitment": env.payload.commitment,
+                "group": group,
+                "member": member,
+            },
+            step=step,
+        )
+        verdicts.append(
+            _hand_in(si, sas, custodian=who, status="accepted", group=group, member=member)
+        )
     return accepted, verdicts
 
 
 def record_rejected(r: CeremonyRunner, h: HandIn, step: str) -> None:
     """Record ``share.rejected`` for a refused hand-in (the custodian as far as known)."""
-    r.record("share.rejected", {"custodian": h.custodian or h.label, "reason": h.reason,
-                                "detail": h.detail}, step=step)
+    r.record(
+        "share.rejected",
+        {"custodian": h.custodian or h.label, "reason": h.reason, "detail": h.detail},
+        step=step,
+    )
 
 
 def publish(r: CeremonyRunner, handins: list[HandIn]) -> None:
@@ -161,12 +203,21 @@ def new_share_set(r: CeremonyRunner) -> dict[str, Any]:
     """The share set this generate/reshare issued (from its ``split`` facts): what its
     verification round checks shares against."""
     f = r.state.facts
-    return {"epoch": f["epoch"], "ceremony_id": r.ceremony_id, "dealer":
-            bytes.fromhex(f["dealer_public"]), "rk_kcv": f["new_rk_kcv"],
-            "scheme": f["scheme"],
-            "holders": {(h["group"] - 1, h["member"] - 1): {"name": h["custodian"], "fingerprint":
-                        h["custodian_fingerprint"], "commitment": h["commitment"]}
-                        for h in f["holders"]}}
+    return {
+        "epoch": f["epoch"],
+        "ceremony_id": r.ceremony_id,
+        "dealer": bytes.fromhex(f["dealer_public"]),
+        "rk_kcv": f["new_rk_kcv"],
+        "scheme": f["scheme"],
+        "holders": {
+            (h["group"] - 1, h["member"] - 1): {
+                "name": h["custodian"],
+                "fingerprint": h["custodian_fingerprint"],
+                "commitment": h["commitment"],
+            }
+            for h in f["holders"]
+        },
+    }
 
 
 SHARE_STEPS = ("collect-shares", "verify-shares")
@@ -181,15 +232,17 @@ def expected_share_set(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
     """
     step = r.state.next_step
     if r.state.finished or step not in SHARE_STEPS:
-        raise CeremonyError(f"Ceremony {r.ceremony_id} is not collecting shares (next step: "
-                            f"{step or 'none'})", "Check shares while the ceremony waits for "
-                            "them (collect-shares or verify-shares).")
+        raise CeremonyError(
+            f"Ceremony {r.ceremony_id} is not collecting shares (next step: {step or 'none'})",
+            "Check shares while the ceremony waits for them (collect-shares or verify-shares).",
+        )
     if step == "verify-shares":
         return step, new_share_set(r)
     sset = active_share_set(r.dep.store)
     if sset is None:
-        raise CeremonyError("This deployment has no active share set",
-                            "Run the generate ceremony first.")
+        raise CeremonyError(
+            "This deployment has no active share set", "Run the generate ceremony first."
+        )
     return step, sset
 
 
@@ -206,10 +259,20 @@ def check_share(r: CeremonyRunner, share: Any) -> ShareCheck:
     try:
         who, parsed, _env = _check_one(share, sset, _roster_names(r), names)
     except _Rejected as rej:
-        return ShareCheck(custodian=rej.who, ok=False, reason=rej.reason,
-                          detail=rej.error.title, epoch=int(sset["epoch"]))
-    return ShareCheck(custodian=who, ok=True, group=parsed.group_index + 1,
-                      member=parsed.member_index + 1, epoch=int(sset["epoch"]))
+        return ShareCheck(
+            custodian=rej.who,
+            ok=False,
+            reason=rej.reason,
+            detail=rej.error.title,
+            epoch=int(sset["epoch"]),
+        )
+    return ShareCheck(
+        custodian=who,
+        ok=True,
+        group=parsed.group_index + 1,
+        member=parsed.member_index + 1,
+        epoch=int(sset["epoch"]),
+    )
 
 
 def _enough(parsed: list[slip39.ParsedShare]) -> bool:
@@ -228,8 +291,9 @@ def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: 
     quorum, the shares go to memory for combining; short of one, the new ones are sealed
     under the hold key and the step waits (exit 10)."""
     if sset is None:
-        raise CeremonyError("This deployment has no active share set",
-                            "Run the generate ceremony first.")
+        raise CeremonyError(
+            "This deployment has no active share set", "Run the generate ceremony first."
+        )
     held = _unhold(r, step) if _held(r, step) else []
     opened, sas, refused = _open_sealed(r, inputs, step) if inputs.sealed else ([], {}, [])
     for h in refused:
@@ -243,8 +307,7 @@ def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: 
     parsed = [p for _n, p, _si in old + new]
     short = not _enough(parsed)
     if short and r.dep.hsm is not None:  # sealed below until a later run brings the rest
-        verdicts = [replace(h, status="held") if h.status == "accepted" else h
-                    for h in verdicts]
+        verdicts = [replace(h, status="held") if h.status == "accepted" else h for h in verdicts]
     handins = [*refused, *verdicts]
     publish(r, handins)
     if short:
@@ -252,22 +315,28 @@ def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: 
         have = sorted({n for n, _p, _si in old + new})
         rejected = "; ".join(h.refusal for h in handins if h.refusal)
         if r.dep.hsm is None:  # nowhere to seal shares at rest: all must come at once
-            raise ShareError(f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
-                             + (f" ({rejected})" if rejected else ""),
-                             "Hand in shares from more custodians in one run, or give "
-                             "--pin-file so that shares can be held between runs.")
+            raise ShareError(
+                f"Not enough valid shares: {len(parsed)} accepted, {need} needed"
+                + (f" ({rejected})" if rejected else ""),
+                "Hand in shares from more custodians in one run, or give "
+                "--pin-file so that shares can be held between runs.",
+            )
         if new:
             _hold(r, step, [(n, si) for n, _p, si in new])
-        r.messages.append(f"{len(have)} share(s) accepted so far ({', '.join(have) or 'none'}); "
-                          f"at least {max(1, need - len(have))} more needed")
+        r.messages.append(
+            f"{len(have)} share(s) accepted so far ({', '.join(have) or 'none'}); "
+            f"at least {max(1, need - len(have))} more needed"
+        )
         return WAIT
     r._secrets["shares"] = parsed
     if step == "collect-shares" and new and r.dep.hsm is not None:
         _hold(r, step, [(n, si) for n, _p, si in new])  # a crash before rebuild-rk resumes
     if step == "verify-shares":
         drop_held(r, step)  # combined right away by the step itself
-    return {f"{step}.accepted": sorted({_holder(sset, p) for p in parsed}),
-            f"{step}.epoch": sset["epoch"]}
+    return {
+        f"{step}.accepted": sorted({_holder(sset, p) for p in parsed}),
+        f"{step}.epoch": sset["epoch"],
+    }
 
 
 def _holder(sset: dict[str, Any], p: slip39.ParsedShare) -> str:
@@ -277,8 +346,9 @@ def _holder(sset: dict[str, Any], p: slip39.ParsedShare) -> str:
 def _rebuild(r: CeremonyRunner, sset: dict[str, Any]) -> dict[str, Any]:
     parsed = r._secrets.get("shares")
     if parsed is None and _held(r, "collect-shares"):  # resumed after a crash: still sealed
-        got, _ = _check_shares(r, _unhold(r, "collect-shares"), sset, "collect-shares",
-                               record=False)
+        got, _ = _check_shares(
+            r, _unhold(r, "collect-shares"), sset, "collect-shares", record=False
+        )
         parsed = [p for _n, p, _si in got]
     if parsed is None:
         raise _secret_lost(r, "rebuild-rk")
@@ -286,8 +356,10 @@ def _rebuild(r: CeremonyRunner, sset: dict[str, Any]) -> dict[str, Any]:
     r._secrets.pop("shares", None)
     drop_held(r, "collect-shares")
     if kcv_of_bytes(rk) != sset["rk_kcv"]:
-        raise IntegrityError("The rebuilt recovery key has the wrong KCV",
-                             "The shares do not belong to this deployment's share set.")
+        raise IntegrityError(
+            "The rebuilt recovery key has the wrong KCV",
+            "The shares do not belong to this deployment's share set.",
+        )
     r._secrets["rk"] = rk
     return {"rk_kcv": sset["rk_kcv"], "epoch": sset["epoch"]}
 

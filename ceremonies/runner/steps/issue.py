@@ -54,13 +54,16 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         raise _secret_lost(r, "split")
     p = r.params
     groups = [tuple(g) for g in p["groups"]]
-    words = slip39.split(_rk(r), groups=groups, group_threshold=p["group_threshold"],
-                         iteration_exponent=0)
+    words = slip39.split(
+        _rk(r), groups=groups, group_threshold=p["group_threshold"], iteration_exponent=0
+    )
     flat = [m for g in words for m in g]
     names = p["custodians"]
     if len(flat) != len(names):
-        raise UsageError(f"The scheme makes {len(flat)} shares for {len(names)} custodians",
-                         "Give one custodian per share.")
+        raise UsageError(
+            f"The scheme makes {len(flat)} shares for {len(names)} custodians",
+            "Give one custodian per share.",
+        )
     roster = Roster(r.dep.store)
     pol_digest = r.rec.policy.digest().hex()
     epoch, kcv = r.state.facts["epoch"], r.state.facts["new_rk_kcv"]
@@ -70,18 +73,31 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         if m is None or m.role != "custodian" or m.usable_at(r.clock()):
             raise UsageError(f"{name} is not an enrolled custodian", "Enrol them first.")
         parsed = slip39.parse_share(mnemonic, label=name)
-        env = make_envelope(parsed, ceremony_id=r.ceremony_id, policy_digest=pol_digest,
-                            epoch=epoch, custodian=m.fingerprint, kcv=kcv, dealer=r.signer.key)
+        env = make_envelope(
+            parsed,
+            ceremony_id=r.ceremony_id,
+            policy_digest=pol_digest,
+            epoch=epoch,
+            custodian=m.fingerprint,
+            kcv=kcv,
+            dealer=r.signer.key,
+        )
         envs[name] = (mnemonic, env)
-        rec = {"custodian": name, "custodian_fingerprint": m.fingerprint,
-               "group": parsed.group_index + 1, "member": parsed.member_index + 1,
-               "commitment": env.payload.commitment}
+        rec = {
+            "custodian": name,
+            "custodian_fingerprint": m.fingerprint,
+            "group": parsed.group_index + 1,
+            "member": parsed.member_index + 1,
+            "commitment": env.payload.commitment,
+        }
         r.record("share.issued", rec, step="split")
         issued.append(rec)
     r._secrets["issued"] = envs
-    return {"holders": issued, "scheme": {"groups": [list(g) for g in groups],
-                                          "group_threshold": p["group_threshold"]},
-            "dealer_public": r.signer.public.hex()}
+    return {
+        "holders": issued,
+        "scheme": {"groups": [list(g) for g in groups], "group_threshold": p["group_threshold"]},
+        "dealer_public": r.signer.public.hex(),
+    }
 
 
 CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print
@@ -117,8 +133,10 @@ def _issued_complete(r: CeremonyRunner) -> bool:
             if not all((out / f"{h['custodian']}{s}").is_file() for s in _suffixes(r)):
                 return False
             env = load_envelope((out / f"{h['custodian']}.envelope.json").read_bytes())
-            if (env.payload.commitment != h["commitment"]
-                    or env.payload.ceremony_id != r.ceremony_id):
+            if (
+                env.payload.commitment != h["commitment"]
+                or env.payload.ceremony_id != r.ceremony_id
+            ):
                 return False
     except (OSError, ShareError):
         return False
@@ -134,8 +152,11 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     if envs is None:
         if _issued_complete(r):  # written before a crash; RK already left memory
             r._secrets.pop("rk", None)
-            return {"issued_to": [h["custodian"] for h in r.state.facts["holders"]],
-                    "out": str(out), "cards": [s[6:] for s in _suffixes(r)[2:]]}
+            return {
+                "issued_to": [h["custodian"] for h in r.state.facts["holders"]],
+                "out": str(out),
+                "cards": [s[6:] for s in _suffixes(r)[2:]],
+            }
         raise _secret_lost(r, "issue-shares")
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -144,8 +165,12 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     for name, (mnemonic, env) in envs.items():
         _write_atomic(out / f"{name}.share.txt", (mnemonic + "\n").encode(), 0o600)
         _write_atomic(out / f"{name}.envelope.json", env.to_bytes())
-        card = Card(name=name, label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
-                    words=tuple(mnemonic.split()), envelope=env)
+        card = Card(
+            name=name,
+            label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
+            words=tuple(mnemonic.split()),
+            envelope=env,
+        )
         for suf in sufs[2:]:
             _write_atomic(out / f"{name}{suf}", render(card, suf[6:]), 0o600)
         files.append(name)
@@ -162,8 +187,10 @@ def verify_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
         return WAIT
     rk = slip39.combine_parsed(r._secrets.pop("shares"))
     if kcv_of_bytes(rk) != sset["rk_kcv"]:
-        raise IntegrityError("The verification round rebuilt a recovery key with the wrong "
-                             "KCV", "Do not finalise; abort the ceremony.")
+        raise IntegrityError(
+            "The verification round rebuilt a recovery key with the wrong KCV",
+            "Do not finalise; abort the ceremony.",
+        )
     del rk
     return {"verified_by": res["verify-shares.accepted"], "verified_rk_kcv": sset["rk_kcv"]}
 
@@ -179,22 +206,48 @@ def finalise_new_set(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     with r.dep.store.tx() as c:
         if c.execute("SELECT 1 FROM root_versions WHERE version=?", (v,)).fetchone():
             return {"root_version": v, "epoch": epoch, "active": True}
-        c.execute("UPDATE root_versions SET state=?, state_changed=? WHERE state=?",
-                  (KeyState.DECRYPT_ONLY, t, KeyState.ACTIVE))
-        c.execute("INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
-                  "state_changed) VALUES(?,?,?,?,?,?,?)",
-                  (v, KeyState.ACTIVE, f["root_kcv"], epoch, blob, t, t))
-        c.execute("UPDATE share_sets SET state='retired', retired_at=? WHERE state='active'",
-                  (now,))
-        c.execute("INSERT INTO share_sets(epoch, ceremony_id, policy_digest, dealer_public, "
-                  "rk_kcv, rk_public, scheme, state, created) VALUES(?,?,?,?,?,?,?,?,?)",
-                  (epoch, r.ceremony_id, r.rec.policy.digest().hex(),
-                   bytes.fromhex(f["dealer_public"]), f["new_rk_kcv"],
-                   bytes.fromhex(f["new_rk_public"]), json.dumps(f["scheme"]), "active", now))
-        c.executemany("INSERT INTO share_holders(epoch, custodian, fingerprint, group_index, "
-                      "member_index, commitment) VALUES(?,?,?,?,?,?)",
-                      [(epoch, h["custodian"], h["custodian_fingerprint"], h["group"] - 1,
-                        h["member"] - 1, h["commitment"]) for h in f["holders"]])
+        c.execute(
+            "UPDATE root_versions SET state=?, state_changed=? WHERE state=?",
+            (KeyState.DECRYPT_ONLY, t, KeyState.ACTIVE),
+        )
+        c.execute(
+            "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+            "state_changed) VALUES(?,?,?,?,?,?,?)",
+            (v, KeyState.ACTIVE, f["root_kcv"], epoch, blob, t, t),
+        )
+        c.execute(
+            "UPDATE share_sets SET state='retired', retired_at=? WHERE state='active'", (now,)
+        )
+        c.execute(
+            "INSERT INTO share_sets(epoch, ceremony_id, policy_digest, dealer_public, "
+            "rk_kcv, rk_public, scheme, state, created) VALUES(?,?,?,?,?,?,?,?,?)",
+            (
+                epoch,
+                r.ceremony_id,
+                r.rec.policy.digest().hex(),
+                bytes.fromhex(f["dealer_public"]),
+                f["new_rk_kcv"],
+                bytes.fromhex(f["new_rk_public"]),
+                json.dumps(f["scheme"]),
+                "active",
+                now,
+            ),
+        )
+        c.executemany(
+            "INSERT INTO share_holders(epoch, custodian, fingerprint, group_index, "
+            "member_index, commitment) VALUES(?,?,?,?,?,?)",
+            [
+                (
+                    epoch,
+                    h["custodian"],
+                    h["custodian_fingerprint"],
+                    h["group"] - 1,
+                    h["member"] - 1,
+                    h["commitment"],
+                )
+                for h in f["holders"]
+            ],
+        )
     return {"root_version": v, "epoch": epoch, "active": True}
 
 

@@ -29,19 +29,28 @@ def recover_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     sset = active_share_set(r.dep.store)
     if sset is None:
         raise CeremonyError("No share set to recover from", "Nothing to recover.")
-    wanted = {h.current_root().version} | {k.root_version for k in h.keks()
-                                           if k.state is not KeyState.DESTROYED}
+    wanted = {h.current_root().version} | {
+        k.root_version for k in h.keks() if k.state is not KeyState.DESTROYED
+    }
     roots = {x.version: x for x in h.roots()}
     present = [v for v in sorted(wanted) if _token_has(r, ROOT_LABEL, v) is not None]
     if present:
-        raise CeremonyError(f"The token already holds root/v{present[0]}",
-                            "Recover into a new or emptied token; this one needs no recovery.")
+        raise CeremonyError(
+            f"The token already holds root/v{present[0]}",
+            "Recover into a new or emptied token; this one needs no recovery.",
+        )
     for v in wanted:
         if not roots[v].has_blob or roots[v].epoch != sset["epoch"]:
-            raise CeremonyError(f"root/v{v} has no blob for the current share set",
-                                "It cannot be recovered with these shares.")
-    return {"token": info.label, "token_serial": info.serial, "restore": sorted(wanted),
-            "epoch": sset["epoch"]}
+            raise CeremonyError(
+                f"root/v{v} has no blob for the current share set",
+                "It cannot be recovered with these shares.",
+            )
+    return {
+        "token": info.label,
+        "token_serial": info.serial,
+        "restore": sorted(wanted),
+        "epoch": sset["epoch"],
+    }
 
 
 @on("recover", "import-root")
@@ -60,11 +69,15 @@ def import_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             imported.append(v)
             r._save_pending(created_keys=sorted(set(r.pending.get("created_keys", [])) | {v}))
         if ref.kcv != roots[v].kcv:
-            raise IntegrityError(f"root/v{v} was restored with KCV {ref.kcv}, expected "
-                                 f"{roots[v].kcv}", "The blob or shares are wrong; abort.")
+            raise IntegrityError(
+                f"root/v{v} was restored with KCV {ref.kcv}, expected {roots[v].kcv}",
+                "The blob or shares are wrong; abort.",
+            )
     r._secrets.pop("rk", None)
-    return {"imported": r.state.facts["restore"],
-            "root_kcvs": {str(v): roots[v].kcv for v in r.state.facts["restore"]}}
+    return {
+        "imported": r.state.facts["restore"],
+        "root_kcvs": {str(v): roots[v].kcv for v in r.state.facts["restore"]},
+    }
 
 
 @on("recover", "verify-keks")

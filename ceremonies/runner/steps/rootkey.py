@@ -32,30 +32,42 @@ def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     kind = r.state.kind
     if kind == "generate":
         if sset is not None:
-            raise CeremonyError("This deployment already has a share set",
-                                "Use 'custody ceremony reshare' to change custodians.")
+            raise CeremonyError(
+                "This deployment already has a share set",
+                "Use 'custody ceremony reshare' to change custodians.",
+            )
         if any(x.state is KeyState.ACTIVE for x in h.roots()):
-            raise CeremonyError("This deployment already has an active root key",
-                                "Use rotate-root or reshare instead of generate.")
+            raise CeremonyError(
+                "This deployment already has an active root key",
+                "Use rotate-root or reshare instead of generate.",
+            )
     elif sset is None:
         raise CeremonyError("This deployment has no share set", "Run the generate ceremony.")
-    facts: dict[str, Any] = {"token": info.label, "token_serial": info.serial,
-                             "root_version": h.next_root_version(),
-                             "epoch": (sset["epoch"] + 1) if sset and kind == "reshare"
-                             else (sset["epoch"] if sset else 0)}
+    facts: dict[str, Any] = {
+        "token": info.label,
+        "token_serial": info.serial,
+        "root_version": h.next_root_version(),
+        "epoch": (sset["epoch"] + 1)
+        if sset and kind == "reshare"
+        else (sset["epoch"] if sset else 0),
+    }
     if kind != "generate":
         cur = h.current_root()
         facts["old_root"] = cur.version
         if _token_has(r, ROOT_LABEL, cur.version) is None:
-            raise HsmError(f"root/v{cur.version} is not on the token",
-                           "Recover the root key first ('custody ceremony recover').")
+            raise HsmError(
+                f"root/v{cur.version} is not on the token",
+                "Recover the root key first ('custody ceremony recover').",
+            )
     if kind in ("generate", "reshare"):
         out = Path(r.params["out"])
         for name in r.params["custodians"]:
             for suffix in (".share.txt", ".envelope.json"):
                 if (out / f"{name}{suffix}").exists():
-                    raise UsageError(f"{out / (name + suffix)} already exists",
-                                     "Choose an empty --out directory.")
+                    raise UsageError(
+                        f"{out / (name + suffix)} already exists",
+                        "Choose an empty --out directory.",
+                    )
     return facts
 
 
@@ -88,8 +100,10 @@ def _verify_keks(r: CeremonyRunner, sample: int | None = 200) -> dict[str, Any]:
     rep = h.verify_objects(sample=sample)
     h.forget_keys()
     if not rep.ok:
-        raise IntegrityError(f"{len(rep.failed)} of {rep.checked} objects failed to decrypt",
-                             "Do not finalise; investigate.")
+        raise IntegrityError(
+            f"{len(rep.failed)} of {rep.checked} objects failed to decrypt",
+            "Do not finalise; investigate.",
+        )
     return {"keks_usable": len(live), "objects_checked": rep.checked}
 
 

@@ -29,9 +29,14 @@ if TYPE_CHECKING:
 
 def rotate_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
     f = r.state.facts
-    return (f"rotate-root/v{f['root_version']}",
-            {"deployment": r.dep.config.deployment_id, "from_root": f["old_root"],
-             "to_root": f["root_version"]})
+    return (
+        f"rotate-root/v{f['root_version']}",
+        {
+            "deployment": r.dep.config.deployment_id,
+            "from_root": f["old_root"],
+            "to_root": f["root_version"],
+        },
+    )
 
 
 @on("rotate-root", "approve")
@@ -46,13 +51,29 @@ def approve(r: CeremonyRunner, inputs: Inputs) -> Any:
     if not inputs.approvals:
         return WAIT
     members = {e.name: (e.role, e.public, e.valid_at(r.clock())) for e in r.rec.policy.roster}
-    res = count_approvals(inputs.approvals, members=members, role=req.role, needed=req.needed,
-                          ceremony_id=r.ceremony_id, action="rotate-root", action_id=action_id,
-                          digest=req.action_digest, now=r.clock(), window=req.window,
-                          used_nonces=used_nonces(r))
+    res = count_approvals(
+        inputs.approvals,
+        members=members,
+        role=req.role,
+        needed=req.needed,
+        ceremony_id=r.ceremony_id,
+        action="rotate-root",
+        action_id=action_id,
+        digest=req.action_digest,
+        now=r.clock(),
+        window=req.window,
+        used_nonces=used_nonces(r),
+    )
     require_quorum(res, action="rotate-root")
-    r.rec.record_action("approve", "rotate-root", r.signer, action_id=action_id, params=params,
-                        approvals=res.accepted, now=r.clock())
+    r.rec.record_action(
+        "approve",
+        "rotate-root",
+        r.signer,
+        action_id=action_id,
+        params=params,
+        approvals=res.accepted,
+        now=r.clock(),
+    )
     return {"approved_by": list(res.counted)}
 
 
@@ -61,8 +82,9 @@ def seal_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     v = r.state.facts["root_version"]
     sset = active_share_set(r.dep.store)
     if sset is None:
-        raise CeremonyError("This deployment has no active share set",
-                            "Run the generate ceremony first.")
+        raise CeremonyError(
+            "This deployment has no active share set", "Run the generate ceremony first."
+        )
     if "blob" in r.pending:
         blob = bytes.fromhex(r.pending["blob"])
     else:
@@ -79,8 +101,13 @@ def rotate_finalise(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     h = KeyHierarchy(r.dep.store, _hsm(r))
     if not any(x.version == f["root_version"] for x in h.roots()):
-        h.record_root(f["root_version"], f["root_kcv"], blob=bytes.fromhex(r.pending["blob"]),
-                      epoch=f["epoch"], activate=True)
+        h.record_root(
+            f["root_version"],
+            f["root_kcv"],
+            blob=bytes.fromhex(r.pending["blob"]),
+            epoch=f["epoch"],
+            activate=True,
+        )
     return {"active_root": f["root_version"], "old_root_state": "decrypt-only"}
 
 
@@ -88,23 +115,47 @@ def rotate_finalise(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
 @on("emergency-rotate", "incident")
 def incident(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     h = KeyHierarchy(r.dep.store, _hsm(r))
-    compromised = sorted({x.version for x in h.roots() if x.state in
-                          (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)})
+    compromised = sorted(
+        {x.version for x in h.roots() if x.state in (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)}
+    )
     keks: list[dict[str, Any]] = [
-        {"kek": f"{k.branch}/v{k.version}", "state": k.state.value, "root": k.root_version,
-         "objects": k.objects} for k in h.keks() if k.root_version in compromised]
+        {
+            "kek": f"{k.branch}/v{k.version}",
+            "state": k.state.value,
+            "root": k.root_version,
+            "objects": k.objects,
+        }
+        for k in h.keks()
+        if k.root_version in compromised
+    ]
     secrets = r.dep.store.query("SELECT COUNT(*) FROM objects WHERE branch='secrets'")[0][0]
     notify = [{"name": m.name, "role": m.role} for m in Roster(r.dep.store).active(now=r.clock())]
-    report = {"ceremony_id": r.ceremony_id, "reason": r.params["reason"],
-              "compromised_roots": compromised, "keks": keks,
-              "wrapped_objects": sum(k["objects"] for k in keks), "secrets": secrets,
-              "notify": notify}
+    report = {
+        "ceremony_id": r.ceremony_id,
+        "reason": r.params["reason"],
+        "compromised_roots": compromised,
+        "keks": keks,
+        "wrapped_objects": sum(k["objects"] for k in keks),
+        "secrets": secrets,
+        "notify": notify,
+    }
     r._save_pending(report=report)
-    r.record("incident.opened", {"reason": r.params["reason"], "compromised_roots": compromised,
-                                 "notify": [n["name"] for n in notify]}, step="incident",
-             artifacts={"impact-report.json": json.dumps(report, sort_keys=True).encode()})
-    return {"compromised_roots": compromised, "kek_count": len(keks),
-            "wrapped_objects": report["wrapped_objects"], "secrets": secrets}
+    r.record(
+        "incident.opened",
+        {
+            "reason": r.params["reason"],
+            "compromised_roots": compromised,
+            "notify": [n["name"] for n in notify],
+        },
+        step="incident",
+        artifacts={"impact-report.json": json.dumps(report, sort_keys=True).encode()},
+    )
+    return {
+        "compromised_roots": compromised,
+        "kek_count": len(keks),
+        "wrapped_objects": report["wrapped_objects"],
+        "secrets": secrets,
+    }
 
 
 @on("emergency-rotate", "disable-old")
@@ -122,8 +173,9 @@ def disable_old(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
 @on("emergency-rotate", "revoke")
 def revoke(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     revoked = {}
-    tables = {row[0] for row in
-              r.dep.store.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = {
+        row[0] for row in r.dep.store.query("SELECT name FROM sqlite_master WHERE type='table'")
+    }
     for t in ("grants", "sessions"):
         if t in tables:
             cols = {row[1] for row in r.dep.store.query(f"PRAGMA table_info({t})")}
@@ -145,7 +197,15 @@ def report(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     path = out / f"{r.ceremony_id}.json"
     path.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
     with r.dep.store.tx() as c:
-        c.execute("INSERT OR REPLACE INTO incidents(id, ceremony_id, reason, created, report) "
-                  "VALUES(?,?,?,?,?)", (r.ceremony_id, r.ceremony_id, r.params["reason"],
-                                        r.clock(), json.dumps(rep, sort_keys=True)))
+        c.execute(
+            "INSERT OR REPLACE INTO incidents(id, ceremony_id, reason, created, report) "
+            "VALUES(?,?,?,?,?)",
+            (
+                r.ceremony_id,
+                r.ceremony_id,
+                r.params["reason"],
+                r.clock(),
+                json.dumps(rep, sort_keys=True),
+            ),
+        )
     return {"report": str(path)}
