@@ -25,14 +25,14 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run: setup
-	@$(PY) -m ceremonies.devhome "$(HOME_DIR)"
+	@$(PY) -m custody_cli.devhome "$(HOME_DIR)"
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
-	$(VENV)/bin/ruff format --check custody ceremonies tui tests bench
-	$(VENV)/bin/ruff check custody ceremonies tui tests bench
+	$(VENV)/bin/ruff format --check custody ceremonies tui custody_cli tests bench
+	$(VENV)/bin/ruff check custody ceremonies tui custody_cli tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custody import backup, backup_rekey
+from custody.backup import archive as backup
+from custody.backup import rekey as backup_rekey
 from custody.config import Home
 from custody.deployment import Deployment, init_deployment
 

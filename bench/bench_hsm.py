@@ -43,7 +43,7 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
 
     from custody.config import HsmConfig
     from custody.hsm import softhsm
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     with tempfile.TemporaryDirectory(prefix="custody-bench-") as tmp:
         root = Path(tmp)

@@ -3,11 +3,11 @@
     python bench/bench_rekey.py [--objects 1000000] [--batch 10000] [--reps 3]
 
 Builds a real deployment (SoftHSMv2 token, dev root, data KEK v1), writes N wrapped DEKs
-straight into SQLite with :func:`custody.envelope.seal` (not through the CLI), rotates to
+straight into SQLite with :func:`custody.keys.wrapped.seal` (not through the CLI), rotates to
 v2, and snapshots that store. Each repetition copies the snapshot twice and runs, in
 alternating order:
 
-* **custody**: :func:`custody.rekey.run` (lease, job checkpoint, envelope checks, retirement;
+* **custody**: :func:`custody.rekey.jobs.run` (lease, job checkpoint, envelope checks, retirement;
   post-job verification off, measured separately);
 * **bare**: the same batch size and durability (WAL, synchronous=FULL, one transaction per
   batch) doing only SELECT, AES-GCM decrypt+encrypt and UPDATE.
@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from custody import envelope, rekey
 from custody.config import Home
 from custody.deployment import Deployment, init_deployment
-from custody.hierarchy import iso, object_context, object_digest, utcnow
+from custody.keys import wrapped as envelope
+from custody.keys.hierarchy import iso, object_context, object_digest, utcnow
+from custody.rekey import jobs as rekey
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 

@@ -47,7 +47,7 @@ def make_home(tmp: Path) -> tuple[Path, Path]:
         ("dek", "generate", "--count", "1000"),
     ):
         subprocess.run(
-            [sys.executable, "-m", "ceremonies", *args, "--home", str(h), "--pin-file", str(pins)],
+            [sys.executable, "-m", "custody_cli", *args, "--home", str(h), "--pin-file", str(pins)],
             env=env(),
             check=True,
             capture_output=True,
@@ -67,7 +67,7 @@ def tui_once(home: Path, pins: Path, marker: Path) -> tuple[float, float]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 32, 100, 0, 0))
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ceremonies", "tui", "--home", str(home), "--pin-file", str(pins)],
+        [sys.executable, "-m", "custody_cli", "tui", "--home", str(home), "--pin-file", str(pins)],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -92,14 +92,14 @@ def tui_once(home: Path, pins: Path, marker: Path) -> tuple[float, float]:
 def help_once() -> float:
     t0 = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "ceremonies", "--help"], env=env(), check=True, capture_output=True
+        [sys.executable, "-m", "custody_cli", "--help"], env=env(), check=True, capture_output=True
     )
     return time.monotonic() - t0
 
 
 def help_imports_textual() -> bool:
     r = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
+        [sys.executable, "-X", "importtime", "-m", "custody_cli", "--help"],
         env=env(),
         check=True,
         capture_output=True,

@@ -37,10 +37,10 @@ from custody.errors import (
     UsageError,
 )
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
-from custody.store import Store
+from custody.store.sqlite import Store
 
 if TYPE_CHECKING:
-    from custody.hsm.pkcs11_adapter import Pkcs11Hsm
+    from custody.hsm.pkcs11.adapter import Pkcs11Hsm
 
 ROLES: tuple[str, ...] = ("custodian", "super-admin", "auditor", "witness")
 KEY_VALIDITY_SECONDS = 5 * 365 * 24 * 3600
@@ -209,7 +209,7 @@ def load_token_ref(path: Path) -> TokenRef:
 
 def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pkcs11Hsm:
     from custody.config import HsmConfig
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     # softhsm_conf stays None: a SoftHSMv2 module reads $SOFTHSM2_CONF (see docs/ceremonies.md)
     return open_hsm(

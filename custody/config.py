@@ -1,7 +1,7 @@
 """The custody home: where a deployment lives, and its TOML config.
 
 A home is a directory holding ``custody.toml`` (this module), ``custody.db`` (the SQLite
-store, :mod:`custody.store`), and for the embedded default a SoftHSMv2 token directory
+store, :mod:`custody.store.sqlite`), and for the embedded default a SoftHSMv2 token directory
 with its own ``softhsm2.conf`` (:mod:`custody.hsm.softhsm`). The home is chosen by
 ``--home``, else ``CUSTODY_HOME``, else ``./.custody-home``.
 """

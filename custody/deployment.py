@@ -15,16 +15,16 @@ from pathlib import Path
 
 from custody.config import Config, Home, HsmConfig
 from custody.errors import ConfigError, CustodyError
-from custody.hierarchy import KeyHierarchy, iso, utcnow
 from custody.hsm import Hsm
-from custody.store import Store
+from custody.keys.hierarchy import KeyHierarchy, iso, utcnow
+from custody.store.sqlite import Store
 
 EMBEDDED_TOKEN_LABEL = "custody"  # noqa: S105 (a token label, not a password)
 
 
 def open_hsm(home: Home, config: Config, pin: str) -> Hsm:
     """Open and log in to the deployment's token (imports the PKCS#11 adapter lazily)."""
-    from custody.hsm.pkcs11_adapter import open_hsm as _open
+    from custody.hsm.pkcs11.adapter import open_hsm as _open
 
     return _open(config.hsm, home.root, pin)
 

@@ -3,7 +3,7 @@
 A version is ``active`` (wraps new objects), then ``decrypt-only`` once a newer version is
 current, then ``disabled`` only when it wraps nothing, then ``destroy-scheduled`` (still
 cancellable) and finally ``destroyed``. The store enforces "wraps nothing" at the moment of
-disabling (:mod:`custody.hierarchy`).
+disabling (:mod:`custody.keys.hierarchy`).
 """
 
 from __future__ import annotations

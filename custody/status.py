@@ -7,7 +7,7 @@ from typing import Any
 
 from custody.config import Home
 from custody.errors import CustodyError
-from custody.hierarchy import KeyHierarchy, utcnow
+from custody.keys.hierarchy import KeyHierarchy, utcnow
 
 
 def _age_days(created: str, now: datetime) -> int:

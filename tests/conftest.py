@@ -30,10 +30,10 @@ def run_cli(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess:
-    """Run ``custody ARGS`` as a real subprocess (``python -m ceremonies``)."""
+    """Run ``custody ARGS`` as a real subprocess (``python -m custody_cli``)."""
     text = not isinstance(input, bytes)
     return subprocess.run(
-        [sys.executable, "-m", "ceremonies", *args],
+        [sys.executable, "-m", "custody_cli", *args],
         input=input,
         env=env if env is not None else cli_env(),
         cwd=cwd,
@@ -71,7 +71,7 @@ def pin_file(tmp_path: Path) -> Path:
 def hsm(softhsm_token, tmp_path: Path):
     """The PKCS#11 adapter opened on the session token (closed afterwards)."""
     from custody.config import HsmConfig
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)

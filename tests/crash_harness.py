@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Imported after the path set-up above: the harness also runs as a script.
-from custody.backup_rekey import read_state  # noqa: E402
+from custody.backup.rekey import read_state  # noqa: E402
 from tests.conftest import cli_env  # noqa: E402
 from tests.rekey_fixtures import (  # noqa: E402
     cli,
@@ -55,7 +55,7 @@ def _kill_after(args: list[str], delay: float) -> tuple[bool, float]:
     """Start the CLI, SIGKILL it after *delay* s. Returns (killed, elapsed)."""
     t0 = time.monotonic()
     p = subprocess.Popen(
-        [sys.executable, "-m", "ceremonies", *args],
+        [sys.executable, "-m", "custody_cli", *args],
         env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

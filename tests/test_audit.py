@@ -128,7 +128,7 @@ def test_tampered_proof_rejected(tmp_path: Path) -> None:
 
 
 def test_hsm_audit_key_signs_checkpoints(softhsm_token, tmp_path: Path) -> None:
-    adapter = pytest.importorskip("custody.hsm.pkcs11_adapter")
+    adapter = pytest.importorskip("custody.hsm.pkcs11.adapter")
     from custody.audit.signers import HsmSigner
     from custody.config import HsmConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from custody import backup_format as bf
+from custody.backup import format as bf
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment
 
 pytestmark = pytest.mark.hsm

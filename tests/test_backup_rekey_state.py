@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from custody.backup_rekey import _SLOT, _State, read_state
+from custody.backup.rekey import _SLOT, _State, read_state
 
 DOC: dict[str, object] = {"src_digest": "aa", "tmp_digest": "bb", "chunks_done": 0}
 

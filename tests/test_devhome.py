@@ -14,7 +14,7 @@ pytestmark = pytest.mark.hsm
 
 def _devhome(home):
     return subprocess.run(
-        [sys.executable, "-m", "ceremonies.devhome", str(home)],
+        [sys.executable, "-m", "custody_cli.devhome", str(home)],
         env=cli_env(),
         capture_output=True,
         text=True,

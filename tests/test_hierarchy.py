@@ -8,10 +8,10 @@ import pytest
 
 from custody.config import HsmConfig
 from custody.errors import CeremonyError, ConfigError, IntegrityError, PolicyError, UsageError
-from custody.hierarchy import KeyHierarchy
+from custody.keys.hierarchy import KeyHierarchy
 from custody.model import KeyState
 from custody.secretsource import read_secret, read_secret_file
-from custody.store import Store
+from custody.store.sqlite import Store
 
 pytestmark = pytest.mark.hsm
 
@@ -107,8 +107,8 @@ def test_retired_root_is_destroyed_in_stages(hier, hsm):
 
     from custody.config import Config
     from custody.errors import KeyNotFound
-    from custody.hierarchy import utcnow
-    from custody.rekey_retire import advance_retirement, cancel_destroy
+    from custody.keys.hierarchy import utcnow
+    from custody.rekey.retire import advance_retirement, cancel_destroy
 
     cfg = Config(deployment_id="t", created="2026-01-01T00:00:00+00:00", hsm=HsmConfig())
     r1 = hier.create_dev_root()

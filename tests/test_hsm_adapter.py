@@ -195,7 +195,7 @@ def test_ed25519_signature_verifies_with_cryptography(hsm, name):
 
 
 def test_ecdsa_p256_fallback_verifies_with_cryptography(softhsm_token, tmp_path, name):
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     with open_hsm(
@@ -276,7 +276,7 @@ def test_selftest_reports_everything_and_leaves_nothing(hsm):
 
 
 def test_closed_adapter_raises_session_closed(softhsm_token, tmp_path):
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
@@ -291,7 +291,7 @@ def test_closed_adapter_raises_session_closed(softhsm_token, tmp_path):
 
 def test_session_lost_mid_use_raises_session_closed(softhsm_token, tmp_path):
     """The PKCS#11 session disappears under the adapter (as on a device reset)."""
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
@@ -306,7 +306,7 @@ def test_session_lost_mid_use_raises_session_closed(softhsm_token, tmp_path):
 
 def test_concurrent_threads_are_serialised(softhsm_token, tmp_path, hsm, name):
     """Two threads, two adapters on one module: without the shared lock SoftHSM fails."""
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     hsm.generate_aes_key(name, 1, extractable=False)

@@ -31,7 +31,7 @@ def test_concurrent_processes_always_find_the_token(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "ceremonies",
+        "custody_cli",
         "dek",
         "verify",
         "--home",

@@ -27,13 +27,13 @@ from custody.errors import (
     TokenNotPresent,
 )
 from custody.hsm import KeyNotExtractable
-from custody.hsm.pkcs11_errors import translate, translate_exception
+from custody.hsm.pkcs11.errors import translate, translate_exception
 
 pytestmark = pytest.mark.hsm
 
 
 def _open(softhsm_token, tmp_path, **overrides):
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     cfg = HsmConfig(**{"token_label": label, **{k: v for k, v in overrides.items() if k != "pin"}})
@@ -120,7 +120,7 @@ def test_gcm_tamper_is_integrity_error(softhsm_token, tmp_path):
 def test_another_softhsm_conf_while_open_then_switch(softhsm_token, tmp_path):
     """One process sees one SoftHSM config; switching works once nothing is open."""
     from custody.hsm import softhsm
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     conf2 = softhsm.write_conf(tmp_path / "second")
     softhsm.init_token(conf2, "second", "so-pin-2222", "user-pin-2222")

@@ -24,7 +24,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_is_clean():
     r = subprocess.run(
-        [_tool("ruff"), "check", "custody", "ceremonies", "tui", "tests", "bench"],
+        [_tool("ruff"), "check", "custody", "ceremonies", "tui", "custody_cli", "tests", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -36,7 +36,17 @@ def test_ruff_is_clean():
 
 def test_ruff_format_is_applied():
     r = subprocess.run(
-        [_tool("ruff"), "format", "--check", "custody", "ceremonies", "tui", "tests", "bench"],
+        [
+            _tool("ruff"),
+            "format",
+            "--check",
+            "custody",
+            "ceremonies",
+            "tui",
+            "custody_cli",
+            "tests",
+            "bench",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

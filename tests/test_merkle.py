@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custody.errors import IntegrityError
-from custody.merkle import (
+from custody.audit.merkle import (
     EMPTY_ROOT,
     Frontier,
     MerkleTree,
@@ -17,6 +16,7 @@ from custody.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from custody.errors import IntegrityError
 
 MAX = 300
 

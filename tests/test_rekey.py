@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from custody import rekey_lease
-from custody.store import Store
+from custody.rekey import lease as rekey_lease
+from custody.store.sqlite import Store
 from tests.conftest import cli_env
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
 
@@ -94,7 +94,7 @@ def test_concurrent_runs_never_share_objects(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "ceremonies",
+        "custody_cli",
         "rekey",
         "run",
         "--json",

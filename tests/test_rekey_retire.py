@@ -9,10 +9,10 @@ import pytest
 
 from custody.config import Config, HsmConfig
 from custody.errors import PolicyError, UsageError
-from custody.hierarchy import KeyHierarchy, iso
+from custody.keys.hierarchy import KeyHierarchy, iso
 from custody.model import KeyState
-from custody.rekey_retire import advance_retirement, cancel_destroy, status
-from custody.store import Store
+from custody.rekey.retire import advance_retirement, cancel_destroy, status
+from custody.store.sqlite import Store
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -147,7 +147,7 @@ def test_default_argon2_parameters_are_rfc9106_second_option():
 
 @pytest.mark.hsm
 def test_token_sealing_against_softhsm(softhsm_token, tmp_path):
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
 
     _conf, label, pin = softhsm_token
     with open_hsm(HsmConfig(token_label=label), tmp_path, pin) as hsm:

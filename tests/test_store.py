@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from custody import envelope
 from custody.errors import IntegrityError, StorageError
-from custody.store import SCHEMA_VERSION, Store
+from custody.keys import wrapped as envelope
+from custody.store.sqlite import SCHEMA_VERSION, Store
 
 
 def test_new_store_is_wal_and_migrated(tmp_path):

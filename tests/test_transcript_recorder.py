@@ -165,7 +165,7 @@ def test_hsm_signer_on_softhsm(softhsm_token, tmp_path: Path) -> None:
     pytest.importorskip("pkcs11")
     from custody.audit.signers import HsmSigner
 
-    adapter = pytest.importorskip("custody.hsm.pkcs11_adapter")
+    adapter = pytest.importorskip("custody.hsm.pkcs11.adapter")
     if not hasattr(adapter, "open_hsm"):
         pytest.skip("adapter without open_hsm")
     hsm = _open_test_hsm(adapter, softhsm_token)

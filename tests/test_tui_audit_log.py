@@ -23,7 +23,7 @@ from tests.tui_fixtures import dev_home, settle
 from tui.app import make_app
 from tui.screens.audit_log import AuditLogScreen
 from tui.screens.modals import DetailScreen, ErrorModal, TextPrompt
-from tui.services import Settings
+from tui.services.home import Settings
 
 pytestmark = pytest.mark.hsm
 SIZE = (100, 32)

@@ -31,7 +31,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.ceremony_card import CardScreen
 from tui.screens.ceremony_start import StartModal
 from tui.screens.modals import PinPrompt, TextPrompt
-from tui.services import Settings
+from tui.services.home import Settings
 
 pytestmark = pytest.mark.hsm
 SIZE = (100, 32)

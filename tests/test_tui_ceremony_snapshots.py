@@ -1,6 +1,6 @@
 """Snapshot tests of the ceremony screens at 80x24 and 120x40, with fixed data.
 
-Views come from :class:`tui.services_ceremony.StaticCeremonyServices` and a fixed clock,
+Views come from :class:`tui.services.ceremony.StaticCeremonyServices` and a fixed clock,
 so the countdowns are fixed too. The only share words in any SVG are the public SLIP-0039
 test vector's, typed into the entry field or shown on the card screen (which shows words to
 its custodian on purpose); the ceremony screen's own panels never show words, and no PIN
@@ -21,8 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
-from tui.services import Settings
-from tui.services_ceremony import (
+from tui.services.ceremony import (
     ApprovalRow,
     CeremonyView,
     GroupProgress,
@@ -31,6 +30,7 @@ from tui.services_ceremony import (
     StaticCeremonyServices,
     step_rows,
 )
+from tui.services.home import Settings
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
@@ -262,7 +262,7 @@ def remote_view() -> CeremonyView:
     from dataclasses import replace
 
     from custody.shares.card import qr_terminal
-    from tui.services_ceremony import OfferView
+    from tui.services.ceremony import OfferView
 
     text = "custody-offer:" + "eyJ0eXBlIjoiY3VzdG9keS10cmFuc3BvcnQtb2ZmZXIifQ" * 4
     offer = OfferView(

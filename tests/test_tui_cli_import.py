@@ -9,7 +9,7 @@ from conftest import ROOT, cli_env
 
 PROBE = """
 import sys
-from ceremonies.cli import main, build_parser
+from custody_cli import main, build_parser
 build_parser()
 try:
     main(["--help"])
@@ -36,7 +36,7 @@ def test_custody_help_does_not_import_textual():
 
 def test_importtime_of_custody_help_has_no_textual():
     r = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "ceremonies", "--help"],
+        [sys.executable, "-X", "importtime", "-m", "custody_cli", "--help"],
         env=cli_env(),
         cwd=ROOT,
         capture_output=True,

@@ -23,7 +23,7 @@ from tests.tui_fixtures import settle
 from tui.app import make_app
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.modals import DetailScreen
-from tui.services import Settings
+from tui.services.home import Settings
 
 pytestmark = pytest.mark.hsm
 
@@ -116,7 +116,7 @@ def test_a_drill_on_retired_shares_counts_neither_in_the_row_nor_in_the_alert(de
     """The row and the T+1 alert share one rule: only drills of the active epoch count."""
     from types import SimpleNamespace
 
-    from tui.services_status import RETIRED_ONLY, custodian_rows, drill_alerts
+    from tui.services.status import RETIRED_ONLY, custodian_rows, drill_alerts
 
     h, _pin, drilled = demo
     db = tmp_path / "custody.db"

@@ -112,7 +112,7 @@ def test_custody_tui_in_tmux(tmp_path: Path):
         assert r.returncode == 0, r.stderr
     cmd = (
         f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui "
+        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m custody_cli tui "
         f"--home {shlex.quote(str(h))}"
     )
     t = Tmux(tmp_path)
@@ -156,7 +156,7 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
     softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
     cmd = (
         f"cd {shlex.quote(str(ROOT))} && env -u CUSTODY_PIN PYTHONPATH={shlex.quote(str(ROOT))} "
-        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m ceremonies tui --home "
+        f"TERM=xterm-256color {shlex.quote(sys.executable)} -m custody_cli tui --home "
         f"{shlex.quote(str(h.root))} --pin-file {shlex.quote(str(h.pins))}"
     )
     t = Tmux(tmp_path)

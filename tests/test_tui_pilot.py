@@ -22,7 +22,7 @@ from tui.screens.auditor import AuditorScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt
-from tui.services import Settings
+from tui.services.home import Settings
 
 pytestmark = pytest.mark.hsm
 FIX = ROOT / "tests" / "fixtures" / "transcripts"

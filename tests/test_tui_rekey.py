@@ -24,7 +24,7 @@ from tests.tui_fixtures import dev_home, settle
 from tui.app import make_app
 from tui.screens.modals import ConfirmModal, PinPrompt
 from tui.screens.rekey import RekeyScreen, fmt_eta, job_rate
-from tui.services import JobView, Settings
+from tui.services.home import JobView, Settings
 
 # The tests share one module-scoped home and build on each other in file order: one worker.
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-rekey")]

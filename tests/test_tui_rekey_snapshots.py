@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
-from tui.services import (
+from tui.services.home import (
     JobView,
     PlanView,
     RekeyView,

@@ -1,6 +1,5 @@
 """custody's Textual terminal app.
 
-``tui`` sits on top of the dependency chain (``tui -> ceremonies -> custody``). Nothing in
-``custody`` or ``ceremonies`` imports it statically: ``custody tui`` loads :mod:`tui.app`
-lazily so that the CLI never pays for (or depends on) importing Textual.
+A front end beside the CLI (:mod:`custody_cli`), over ``ceremonies`` and ``custody``. Nothing
+below imports it; the CLI's ``custody tui`` hands over to ``python -m tui``.
 """

@@ -22,7 +22,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
-from tui.services import HomeServices, Services, Settings
+from tui.services.home import HomeServices, Services, Settings
 
 LIGHT, DARK = "textual-light", "textual-dark"
 

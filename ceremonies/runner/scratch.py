@@ -81,9 +81,9 @@ def build_scratch(
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
     from custody.config import HsmConfig
-    from custody.hierarchy import ROOT_LABEL
     from custody.hsm import softhsm
-    from custody.hsm.pkcs11_adapter import open_hsm
+    from custody.hsm.pkcs11.adapter import open_hsm
+    from custody.keys.hierarchy import ROOT_LABEL
 
     home = Path(request["home"])
     conf = home / request["softhsm_conf"]

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from custody.audit.merkle import MerkleTree, verify_consistency
 from custody.audit.signers import TrustKey, verify_signature
 from custody.canonical import canonical_bytes
 from custody.errors import IntegrityError
-from custody.merkle import MerkleTree, verify_consistency
 
 from .bundle import BundleData
 from .model import KIND_CLOSE, KIND_OPEN, FormatError, SignedPolicy

@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from custody.audit.merkle import MerkleTree
 from custody.canonical import canonical_bytes
 from custody.errors import PolicyError, TranscriptError
-from custody.merkle import MerkleTree
 
 from .bundle import ARTIFACT_NAME, ARTIFACTS, CHECKPOINTS, EVENTS, POLICY
 from .model import KIND_CLOSE, KIND_EXCEPTION, KIND_OPEN, FormatError, Sig, SignedPolicy

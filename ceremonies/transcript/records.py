@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from custody.audit.merkle import leaf_hash
 from custody.canonical import canonical_bytes, domain_hash
-from custody.merkle import leaf_hash
 
 from .model import (
     TAG_ACTION,

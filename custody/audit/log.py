@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from custody.audit.merkle import MerkleTree, leaf_hash
 from custody.audit.records import (
     CHECKPOINT_TYPE,
     OUTCOMES,
@@ -36,7 +37,6 @@ from custody.audit.records import (
 from custody.audit.signers import TrustKey
 from custody.canonical import canonical_bytes
 from custody.errors import AuditError, PolicyError
-from custody.merkle import MerkleTree, leaf_hash
 
 AUDIT_DB = "audit.db"
 FORBIDDEN_DETAIL_KEYS = frozenset(

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from custody.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from custody.audit.signers import TrustKey, verify_signature
 from custody.canonical import canonical_bytes, domain_hash, is_canonical
 from custody.errors import AuditError, IntegrityError
-from custody.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from custody.signing import fingerprint
 
 TAG_GENESIS = "custody/audit/genesis/v1"

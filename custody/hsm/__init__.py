@@ -1,6 +1,6 @@
 """The HSM port: what custody needs from any PKCS#11 token.
 
-Code outside :mod:`custody.hsm.pkcs11_adapter` talks to a token only through the
+Code outside :mod:`custody.hsm.pkcs11.adapter` talks to a token only through the
 :class:`Hsm` protocol below, so the rest of custody never sees ``pkcs11`` types or
 exceptions. Token objects are named ``"{label}/v{version}"`` (for example ``root/v3``);
 signing keys are named by label alone.

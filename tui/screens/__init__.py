@@ -1,1 +1,1 @@
-"""The app's screens. Each one talks only to :mod:`tui.services`, from thread workers."""
+"""The app's screens. Each one talks only to :mod:`tui.services.home`, from thread workers."""

@@ -1,7 +1,7 @@
 """The audit log viewer: follow ``HOME/audit.db`` live, filter it, show an entry, and
 produce and check an inclusion proof for the selected entry.
 
-Following polls :meth:`tui.services.Services.audit_tail` on a timer, in a thread worker
+Following polls :meth:`tui.services.home.Services.audit_tail` on a timer, in a thread worker
 (each call opens its own SQLite connection), and appends only the new entries. The filter
 takes ``op=``, ``actor=``, ``outcome=`` and ``target=`` terms and free text. A proof needs
 a signed checkpoint covering the entry (``custody audit checkpoint``); it is checked
@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 from custody.errors import CustodyError, UsageError
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
-from tui.services import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
+from tui.services.home import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
 
 POLL_SECONDS = 1.0
 OUTCOME_STYLE = {"ok": "green", "intent": "cyan", "denied": "yellow", "failed": "bold red"}

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui.screens.base import ItemTable, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
-from tui.services import AuditView, EventRow, Field, Services
+from tui.services.home import AuditView, EventRow, Field, Services
 
 
 class Verified(Message):

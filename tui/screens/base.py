@@ -26,7 +26,7 @@ class Payload(Message, Generic[T]):
 
 
 class ServiceScreen(Screen[None]):
-    """A screen whose thread workers call :mod:`tui.services`.
+    """A screen whose thread workers call :mod:`tui.services.home`.
 
     Workers are declared ``@work(thread=True, exit_on_error=False)``. They let a
     ``CustodyError`` propagate; this handler hands it to ``App.report_error``, which shows

@@ -1,7 +1,7 @@
 """The ceremony screen: run generate, recover, reshare, rotate-root, emergency-rotate, drill.
 
 Driven by the same :class:`ceremonies.runner.CeremonyRunner` as ``custody ceremony``,
-through :mod:`tui.services_ceremony` in thread workers. It shows the step list (where the
+through :mod:`tui.services.ceremony` in thread workers. It shows the step list (where the
 ceremony is, who acts next, what each step records), the quorum per group with every
 rejected share named and why, the approvals with the countdown of their window, and the
 share entry: an envelope (pasted QR text or a path) and the words, typed with completion
@@ -36,7 +36,7 @@ from tui.screens.ceremony_entry import (
     word_grid,
 )
 from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
-from tui.services_ceremony import CeremonyView, ShareCheck, ceremony_services, check_words
+from tui.services.ceremony import CeremonyView, ShareCheck, ceremony_services, check_words
 
 
 class CeremonyScreen(ServiceScreen):

@@ -17,7 +17,7 @@ from textual.widgets import Footer, Header, Static
 
 from tui.screens.base import ServiceScreen
 from tui.screens.modals import TextPrompt
-from tui.services_ceremony import CardView, ceremony_services
+from tui.services.ceremony import CardView, ceremony_services
 
 
 class CardLoaded(Message):

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.suggester import Suggester
 
-from tui.services_ceremony import CeremonyView, ShareCheck, check_words, complete_word
+from tui.services.ceremony import CeremonyView, ShareCheck, check_words, complete_word
 
 STEP_STYLE = {
     "done": "green",

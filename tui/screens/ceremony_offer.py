@@ -19,7 +19,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from tui.services_ceremony import OfferView
+from tui.services.ceremony import OfferView
 
 
 def offer_header(o: OfferView, now: int) -> Text:

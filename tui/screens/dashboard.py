@@ -1,7 +1,7 @@
 """The dashboard: token health, root and KEK versions, rotations, custodians, alerts.
 
 Each panel is a row-cursor table; Enter on a row opens that item's detail view. Data comes
-from :meth:`tui.services.Services.dashboard` in a thread worker.
+from :meth:`tui.services.home.Services.dashboard` in a thread worker.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.screens.base import ItemTable, ServiceScreen
 from tui.screens.modals import DetailScreen, PinPrompt
-from tui.services import DashboardView, Field, KeyRow, RotationRow, Services
+from tui.services.home import DashboardView, Field, KeyRow, RotationRow, Services
 
 STATUS_STYLE = {
     "ok": "green",

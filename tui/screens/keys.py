@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header
 from tui.screens.base import ItemTable, ServiceScreen
 from tui.screens.dashboard import key_fields, rotation_fields, styled
 from tui.screens.modals import DetailScreen
-from tui.services import DashboardView, Field, Services
+from tui.services.home import DashboardView, Field, Services
 
 CLASS_ORDER = {"high": 0, "medium": 1, "low": 2, "-": 3}
 

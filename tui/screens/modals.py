@@ -17,7 +17,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
-from tui.services import Field
+from tui.services.home import Field
 
 
 class ErrorModal(ModalScreen[None]):

@@ -31,10 +31,10 @@ from custody.errors import CustodyError, UsageError
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.dashboard import rotation_fields, styled
 from tui.screens.modals import ConfirmModal, DetailScreen, PinPrompt
-from tui.services import Field, JobView, PlanView, RekeyView, RunView, Services
+from tui.services.home import Field, JobView, PlanView, RekeyView, RunView, Services
 
 POLL_SECONDS = 1.0
-DEFAULT_BATCH = 10_000  # custody.rekey.DEFAULT_BATCH
+DEFAULT_BATCH = 10_000  # custody.rekey.jobs.DEFAULT_BATCH
 
 
 def fmt_eta(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _secret_lost, active_share_set, on, quorum_size
 from custody.errors import HsmError, IntegrityError
-from custody.hierarchy import KeyHierarchy
+from custody.keys.hierarchy import KeyHierarchy
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs

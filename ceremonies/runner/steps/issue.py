@@ -22,8 +22,8 @@ from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
 from ceremonies.runner.steps.handin import _collect, new_share_set
 from custody.errors import IntegrityError, ShareError, UsageError
-from custody.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.hsm import kcv_of_bytes
+from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
@@ -199,7 +199,7 @@ def verify_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
 def finalise_new_set(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     v, epoch, now = f["root_version"], f["epoch"], r.clock()
-    from custody.hierarchy import iso, utcnow
+    from custody.keys.hierarchy import iso, utcnow
 
     t = iso(utcnow())
     blob = bytes.fromhex(r.pending["blob"])

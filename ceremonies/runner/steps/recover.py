@@ -14,7 +14,7 @@ from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _hsm, _secret_lost, _token_has, active_share_set, on
 from ceremonies.runner.steps.rootkey import _verify_keks
 from custody.errors import CeremonyError, IntegrityError
-from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ceremonies.runner.held import drop_held
 from ceremonies.runner.steps.drill import _delete_scratch
 from custody.errors import HsmError, KeyNotFound
-from custody.hierarchy import ROOT_LABEL
+from custody.keys.hierarchy import ROOT_LABEL
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner

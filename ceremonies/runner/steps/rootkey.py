@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.steps.base import _hsm, _token_has, active_share_set, on
 from custody.errors import CeremonyError, HsmError, IntegrityError, UsageError
-from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from ceremonies.runner import rkseal
 from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
 from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
 from custody.errors import CeremonyError
-from custody.hierarchy import ROOT_LABEL, KeyHierarchy
+from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
 if TYPE_CHECKING:

@@ -1,5 +1,0 @@
-import sys
-
-from ceremonies.cli import main
-
-sys.exit(main())

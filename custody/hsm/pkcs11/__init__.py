@@ -1,0 +1,1 @@
+"""custody.hsm.pkcs11."""

@@ -1,0 +1,162 @@
+"""The re-key lease: at most one re-key worker per store, ever.
+
+A single row in ``rekey_lease`` names the owner (a random token, pid and host) and an
+expiry. A worker acquires it in a write transaction and renews it inside *every* batch
+transaction (:func:`renew`), which fails if the token is no longer the owner's. SQLite
+serialises write transactions, so even a worker that stalls past its expiry and loses the
+lease cannot commit another batch: two workers never touch the same object.
+
+A lease whose owner is a dead process on this host is taken over at once (a SIGKILLed run is
+resumed without waiting for the expiry); a live owner's lease only after it expires.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from custody.errors import StorageError
+from custody.keys.hierarchy import iso
+from custody.store.sqlite import Store
+
+LEASE_NAME = "rekey"
+LEASE_SECONDS = 120
+
+
+class LeaseLost(StorageError):
+    """This worker no longer holds the re-key lease (it expired and was taken over)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    """Who holds the lease (no secrets: the token is not shown)."""
+
+    pid: int
+    host: str
+    acquired: str
+    expires: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A held lease. ``token`` identifies this worker; it is not a secret but is not shown."""
+
+    token: str
+    pid: int
+    host: str
+    ttl: int
+
+    def __repr__(self) -> str:
+        return f"Lease(pid={self.pid}, host={self.host!r})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder(store: Store) -> Holder | None:
+    """The current lease holder, if any (it may have expired)."""
+    rows = store.query(
+        "SELECT owner_pid, owner_host, acquired, expires FROM rekey_lease WHERE name=?",
+        (LEASE_NAME,),
+    )
+    if not rows:
+        return None
+    return Holder(pid=rows[0][0], host=rows[0][1], acquired=rows[0][2], expires=rows[0][3])
+
+
+def try_acquire(
+    store: Store,
+    *,
+    now: datetime,
+    ttl: int = LEASE_SECONDS,
+    pid: int | None = None,
+    host: str | None = None,
+) -> Lease | Holder:
+    """Take the lease if it is free, expired, or held by a dead process on this host.
+
+    Returns:
+        The new :class:`Lease`, or the live :class:`Holder` that keeps it.
+
+    Raises:
+        StorageError: the store cannot be written.
+    """
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname() if host is None else host
+    with store.tx() as c:
+        row = c.execute(
+            "SELECT owner_pid, owner_host, acquired, expires FROM rekey_lease WHERE name=?",
+            (LEASE_NAME,),
+        ).fetchone()
+        if row is not None:
+            expired = datetime.fromisoformat(row[3]) <= now
+            dead = row[1] == host and not _pid_alive(row[0])
+            if not expired and not dead and row[0] != pid:
+                return Holder(pid=row[0], host=row[1], acquired=row[2], expires=row[3])
+        token = secrets.token_hex(16)
+        c.execute(
+            "INSERT OR REPLACE INTO rekey_lease(name, token, owner_pid, owner_host, acquired, "
+            "expires) VALUES(?,?,?,?,?,?)",
+            (LEASE_NAME, token, pid, host, iso(now), iso(now + timedelta(seconds=ttl))),
+        )
+    return Lease(token=token, pid=pid, host=host, ttl=ttl)
+
+
+def acquire(
+    store: Store,
+    *,
+    clock: Callable[[], datetime],
+    wait: float = 0.0,
+    ttl: int = LEASE_SECONDS,
+    poll: float = 0.25,
+) -> Lease | Holder:
+    """Like :func:`try_acquire`, retrying for up to *wait* seconds while another worker holds it.
+
+    Returns:
+        The :class:`Lease`, or the :class:`Holder` that still had it when the wait ran out.
+
+    Raises:
+        StorageError: the store cannot be written.
+    """
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        got = try_acquire(store, now=clock(), ttl=ttl)
+        if isinstance(got, Lease) or time.monotonic() >= deadline:
+            return got
+        time.sleep(poll)
+
+
+def renew(conn: sqlite3.Connection, lease: Lease, now: datetime) -> None:
+    """Extend the lease; call inside each batch's write transaction.
+
+    Raises:
+        LeaseLost: another worker took the lease over (the caller's transaction must roll
+            back, which the exception does inside :meth:`Store.tx`).
+    """
+    cur = conn.execute(
+        "UPDATE rekey_lease SET expires=? WHERE name=? AND token=?",
+        (iso(now + timedelta(seconds=lease.ttl)), LEASE_NAME, lease.token),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLost(
+            "This re-key worker lost its lease",
+            "Another worker took over after it stalled; this batch was not applied.",
+        )
+
+
+def release(store: Store, lease: Lease) -> None:
+    """Give the lease up (only if still ours)."""
+    with store.tx() as c:
+        c.execute("DELETE FROM rekey_lease WHERE name=? AND token=?", (LEASE_NAME, lease.token))

@@ -1,0 +1,108 @@
+"""The ``custody`` command line.
+
+A front end beside the TUI (:mod:`tui`), over ``ceremonies`` and ``custody``. Each command
+group lives in its own module under :mod:`custody_cli` and exposes ``register(subparsers)``.
+Handlers take the parsed ``argparse.Namespace`` and return an exit code. The CLI never
+imports Textual: ``custody tui`` hands over to ``python -m tui``.
+
+Exit codes are documented in ``docs/cli.md`` and come from :mod:`custody.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from custody.errors import CustodyError
+from custody_cli import (
+    audit_cmds,
+    backup_cmds,
+    ceremony_cmds,
+    core_cmds,
+    hsm_cmds,
+    key_cmds,
+    participant_cmds,
+    rekey_cmds,
+    shamir_cmds,
+    share_cmds,
+    transcript_cmds,
+    tui_cmds,
+)
+from custody_cli.audited import run_audited
+
+# Command-group modules, in --help order. Each has register(subparsers).
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    core_cmds,
+    hsm_cmds,
+    key_cmds,
+    shamir_cmds,
+    share_cmds,
+    transcript_cmds,
+    audit_cmds,
+    participant_cmds,
+    ceremony_cmds,
+    rekey_cmds,
+    backup_cmds,
+    tui_cmds,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: '--pin' must never silently mean '--pin-file'."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="custody",
+        description=(
+            "Threshold key custody and recovery ceremonies. PINs and passphrases are read "
+            "from files, the environment or a prompt, never from arguments."
+        ),
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 config, 4 storage, 5 HSM, "
+        "6 integrity, 7 policy, 8 ceremony, 130 interrupted. See docs/cli.md.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        mod.register(sub)
+    return parser
+
+
+def print_error(err: CustodyError) -> None:
+    print(f"error: {err.title}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {err.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI. Returns the process exit code."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(run_audited(argv, args, lambda a: int(func(a) or 0)))
+    except CustodyError as err:
+        if getattr(args, "json", False):
+            print(
+                json.dumps(
+                    {"ok": False, "error": type(err).__name__, "title": err.title, "hint": err.hint}
+                )
+            )
+        print_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

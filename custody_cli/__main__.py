@@ -1,0 +1,5 @@
+import sys
+
+from custody_cli import main
+
+sys.exit(main())

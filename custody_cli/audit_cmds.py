@@ -1,0 +1,209 @@
+"""``custody audit verify|proof|check-proof|checkpoint|tail``: the operational audit log.
+
+``check-proof`` is offline and needs nothing but the proof file and a pinned key. The
+checkpoint signer is the HSM's audit signing key (label ``audit``) by default, or an
+Ed25519 PKCS#8 key with ``--key-file`` (its passphrase from ``--passphrase-file``,
+``$CUSTODY_PASSPHRASE`` or a prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from custody.errors import AuditError, UsageError
+from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of, user_pin
+
+if TYPE_CHECKING:
+    from custody.audit.log import AuditLog
+    from custody.audit.signers import Signer, TrustKey
+    from custody.config import Home
+    from custody.hsm.pkcs11.adapter import Pkcs11Hsm
+
+HSM_AUDIT_LABEL = "audit"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("audit", help="verify, prove and checkpoint the operational audit log")
+    a = p.add_subparsers(dest="audit_cmd", metavar="ACTION", required=True)
+
+    v = a.add_parser("verify", help="verify the chain, checkpoints and their signatures")
+    add_home(v)
+    v.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=None,
+        help="pinned audit signing key (JSON or 64 hex); repeatable",
+    )
+    add_json(v)
+    v.set_defaults(func=cmd_verify)
+
+    pr = a.add_parser("proof", help="export a self-contained inclusion proof of one entry")
+    add_home(pr)
+    pr.add_argument("--entry", type=int, required=True, metavar="N")
+    pr.add_argument("--out", metavar="FILE", help="write the proof here (default: stdout)")
+    pr.set_defaults(func=cmd_proof)
+
+    c = a.add_parser("check-proof", help="check a proof file offline against a pinned key")
+    c.add_argument("proof", metavar="FILE")
+    c.add_argument("--trust", metavar="PUBKEY", action="append", required=True)
+    add_json(c)
+    c.set_defaults(func=cmd_check_proof)
+
+    k = a.add_parser("checkpoint", help="sign a checkpoint over every entry so far")
+    add_home(k)
+    add_pin(k)
+    k.add_argument(
+        "--key-file", metavar="PEM", help="sign with this Ed25519 key instead of the HSM"
+    )
+    k.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key-file")
+    k.add_argument("--trust-out", metavar="FILE", help="also write the signer's public key here")
+    add_json(k)
+    k.set_defaults(func=cmd_checkpoint)
+
+    t = a.add_parser("tail", help="print the last entries")
+    add_home(t)
+    t.add_argument("-n", type=int, default=20, metavar="N")
+    add_json(t)
+    t.set_defaults(func=cmd_tail)
+
+
+def _log(args: argparse.Namespace) -> AuditLog:
+    from custody.audit.log import AUDIT_DB, AuditLog
+
+    home = home_of(args)
+    if not (home.root / AUDIT_DB).exists():
+        raise AuditError(
+            f"No audit log at {home.root / AUDIT_DB}", "Point --home at a custody deployment."
+        )
+    return AuditLog.for_home(home)
+
+
+def _trust(paths: list[str]) -> list[TrustKey]:
+    from custody.audit.signers import parse_trust_key
+
+    out = []
+    for path in paths:
+        try:
+            out.append(parse_trust_key(Path(path).read_bytes(), default_name=Path(path).stem))
+        except OSError as exc:
+            raise UsageError(f"Cannot read trust key {path}", "Check the --trust path.") from exc
+    return out
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _log(args) as log:
+        rep = log.verify(_trust(args.trust) if args.trust is not None else None)
+    if args.json:
+        emit_json(rep.to_json())
+    else:
+        print(
+            ("VALID" if rep.ok else "INVALID")
+            + f": {rep.entries} entries, {rep.checkpoints} checkpoints"
+        )
+        for x in rep.problems:
+            print(f"  FAIL {x}")
+        for x in rep.notes:
+            print(f"  note {x}")
+    return 0 if rep.ok else AuditError.exit_code
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    with _log(args) as log:
+        doc = log.proof(args.entry)
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if args.out:
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {args.out}", "Check the --out path.") from exc
+        print(
+            f"wrote proof of entry {args.entry} "
+            f"(tree size {doc['checkpoint']['tree_size']}) to {args.out}"
+        )
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_check_proof(args: argparse.Namespace) -> int:
+    from custody.audit.records import check_proof
+
+    try:
+        doc = json.loads(Path(args.proof).read_text())
+    except (OSError, ValueError) as exc:
+        raise AuditError(
+            f"Cannot read proof {args.proof}", "Give a file from 'custody audit proof'."
+        ) from exc
+    summary = check_proof(doc, _trust(args.trust))
+    if args.json:
+        emit_json({"ok": True, "summary": summary})
+    else:
+        print(f"VALID: {summary}")
+    return 0
+
+
+def _signer(args: argparse.Namespace, home: Home) -> tuple[Signer, Pkcs11Hsm | None]:
+    if args.key_file:
+        from custody.audit.signers import Ed25519Signer
+        from custody.secretsource import read_secret
+        from custody.signing import private_from_pem
+
+        pw = read_secret(
+            what="signing key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE"
+        )
+        try:
+            pem = Path(args.key_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"Cannot read {args.key_file}", "Check the --key-file path.") from exc
+        return Ed25519Signer(Path(args.key_file).stem, private_from_pem(pem, pw.encode())), None
+    from custody.audit.signers import HsmSigner
+    from custody.hsm.pkcs11.adapter import open_hsm
+
+    hsm = open_hsm(home.load().hsm, home.root, user_pin(args))
+    return HsmSigner("hsm-audit", hsm, HSM_AUDIT_LABEL), hsm
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from custody.audit.signers import TrustKey
+
+    home = home_of(args)
+    with _log(args) as log:
+        signer, hsm = _signer(args, home)
+        try:
+            cp = log.checkpoint(signer)
+        finally:
+            if hsm is not None:
+                hsm.close()
+    tk = TrustKey.of(signer).to_json()
+    if args.trust_out:
+        Path(args.trust_out).write_text(json.dumps(tk, sort_keys=True) + "\n")
+    if args.json:
+        emit_json({"ok": True, "checkpoint": cp, "signer": tk})
+    else:
+        print(f"checkpoint at tree size {cp['tree_size']}, root {cp['root']}")
+        print(f"signed by {tk['name']} ({tk['alg']} {tk['public']})")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    with _log(args) as log:
+        n = log.size()
+        lines = log.lines(max(0, n - args.n), n)
+    entries = [json.loads(x) for x in lines]
+    if args.json:
+        emit_json({"entries": entries, "total": n})
+        return 0
+    from datetime import datetime
+
+    for e in entries:
+        ts = datetime.fromtimestamp(e["time"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        det = " ".join(f"{k}={v}" for k, v in e["details"].items())
+        print(
+            f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} {e['op']} {e['target']} {det}"
+        )
+    return 0

@@ -1,0 +1,164 @@
+"""``custody backup create|restore|verify|rekey``: encrypted backups under the backup branch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from custody_cli import common
+
+if TYPE_CHECKING:
+    from custody.backup.archive import BackupInfo
+    from custody.deployment import Deployment
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bk = sub.add_parser("backup", help="encrypted backup containers (backup KEK branch)")
+    bs = bk.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    p = bs.add_parser(
+        "create",
+        help="encrypt SRC into a new backup FILE",
+        description="Encrypt a file with a fresh per-backup key sealed under the "
+        "current backup KEK (AES-256-GCM STREAM chunks; see docs/backups.md).",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES")
+    _common(p)
+    p.set_defaults(func=cmd_create)
+    p = bs.add_parser("restore", help="decrypt FILE to DST (appears only when fully verified)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DST")
+    _common(p)
+    p.set_defaults(func=cmd_restore)
+    p = bs.add_parser("verify", help="check every chunk of FILE; exit 0 only if all verify")
+    p.add_argument("file", metavar="FILE")
+    _common(p)
+    p.set_defaults(func=cmd_verify)
+    p = bs.add_parser(
+        "rekey",
+        help="move backups to the current backup KEK",
+        description="Default: rewrap only the header (O(1) per file). --full: "
+        "re-encrypt the whole file into a new key, resumable, replacing the "
+        "original only after the new file verifies.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--full", action="store_true", help="re-encrypt every chunk (after compromise)")
+    p.add_argument(
+        "--checkpoint-mib",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="durable progress checkpoint interval (also every 5 s; default 256)",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_rekey)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    common.add_standard(p, pin=True)
+
+
+def _open(args: argparse.Namespace) -> Deployment:
+    from custody.deployment import Deployment
+
+    return Deployment.open(common.home_of(args), common.user_pin(args))
+
+
+def _info(i: BackupInfo) -> dict[str, str | int]:
+    return {
+        "path": i.path,
+        "file_id": i.file_id,
+        "kek_version": i.kek_version,
+        "chunk_size": i.chunk_size,
+        "chunks": i.chunks,
+        "bytes": i.plaintext_bytes,
+    }
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from custody.backup import archive as backup
+    from custody_cli.progress import progress_bar
+
+    size = os.path.getsize(args.src) if os.path.exists(args.src) else 0
+    with _open(args) as dep, progress_bar("encrypting", max(size, 1), enabled=not args.json) as adv:
+        info = backup.create(
+            dep.hierarchy, Path(args.src), Path(args.out), chunk_size=args.chunk_size, progress=adv
+        )
+    if args.json:
+        common.emit_json({"ok": True, **_info(info)})
+    else:
+        print(
+            f"backup {info.path}: {info.plaintext_bytes} bytes in {info.chunks} chunks "
+            f"under backup/v{info.kek_version}"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from custody.backup import archive as backup
+    from custody_cli.progress import progress_bar
+
+    with (
+        _open(args) as dep,
+        progress_bar("restoring", max(os.path.getsize(args.file), 1), enabled=not args.json) as adv,
+    ):
+        info = backup.restore(dep.hierarchy, Path(args.file), Path(args.out), progress=adv)
+    if args.json:
+        common.emit_json({"ok": True, **_info(info), "out": args.out})
+    else:
+        print(
+            f"restored {info.plaintext_bytes} bytes to {args.out} "
+            f"(all {info.chunks} chunks verified)"
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from custody.backup import archive as backup
+    from custody_cli.progress import progress_bar
+
+    with (
+        _open(args) as dep,
+        progress_bar("verifying", max(os.path.getsize(args.file), 1), enabled=not args.json) as adv,
+    ):
+        info = backup.verify(dep.hierarchy, Path(args.file), progress=adv)
+    if args.json:
+        common.emit_json({"ok": True, **_info(info)})
+    else:
+        print(f"ok: {info.chunks} chunks, {info.plaintext_bytes} bytes, backup/v{info.kek_version}")
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from custody.backup import archive as backup
+    from custody.backup import rekey as backup_rekey
+    from custody_cli.progress import progress_bar
+
+    out = []
+    with _open(args) as dep:
+        h = dep.hierarchy
+        if not args.full:
+            infos = backup.rewrap(h, [Path(f) for f in args.files])
+            out = [{**_info(i), "mode": "rewrap"} for i in infos]
+        else:
+            for f in args.files:
+                with progress_bar(
+                    f"re-encrypting {Path(f).name}",
+                    max(os.path.getsize(f), 1),
+                    enabled=not args.json,
+                ) as adv:
+                    info, start = backup_rekey.rekey_full(
+                        h, Path(f), checkpoint_bytes=args.checkpoint_mib << 20, progress=adv
+                    )
+                out.append({**_info(info), "mode": "full", "resumed_from_chunk": start})
+    if args.json:
+        common.emit_json({"ok": True, "files": out})
+    else:
+        for o in out:
+            resumed = o.get("resumed_from_chunk")
+            extra = f", resumed at chunk {o['resumed_from_chunk']}" if resumed else ""
+            print(f"{o['path']}: {o['mode']} done, now under backup/v{o['kek_version']}{extra}")
+    return 0

@@ -1,0 +1,598 @@
+"""``custody ceremony ...`` and ``custody demo``: run key ceremonies from the command line.
+
+Every input can be a file (share files with their envelopes beside them, approval files,
+passphrase and PIN files), so ceremonies run unattended in scripts and tests; at a terminal
+missing shares are prompted for. A ceremony that stops for people (a verification round,
+approvals) prints its id; continue it with ``custody ceremony resume ID``.
+Exit codes: 0 done, 10 waiting for input (resume later), others as in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from custody_cli import common
+
+EXIT_AWAITING = 10
+
+
+def _add_coord(p: argparse.ArgumentParser, *, pin: bool = True) -> None:
+    common.add_home(p)
+    if pin:
+        common.add_pin(p)
+    p.add_argument(
+        "--key",
+        required=True,
+        metavar="FILE",
+        help="the coordinator's (a super-admin's) NAME.key.pem or NAME.token.json",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="passphrase of --key (the token PIN for a NAME.token.json); else "
+        "$CUSTODY_PASSPHRASE, else a prompt",
+    )
+    common.add_json(p)
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--share",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a NAME.share.txt file; its NAME.envelope.json must sit beside it "
+        "(repeat per custodian)",
+    )
+    p.add_argument(
+        "--approval",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a signed approval file from 'custody ceremony approve' (repeat)",
+    )
+    p.add_argument(
+        "--sealed-share",
+        action="append",
+        default=[],
+        metavar="BLOBFILE",
+        help="a remote custodian's hand-in ('custody share send' to this "
+        "ceremony's offer, see 'custody ceremony offer') (repeat)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("ceremony", help="key ceremonies: generate, recover, reshare, rotate...")
+    cs = c.add_subparsers(dest="ceremony_command", metavar="KIND", required=True)
+
+    p = cs.add_parser("enrol", help="add or revoke participants (super-admin quorum)")
+    _add_coord(p, pin=False)
+    p.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="PUBJSON",
+        help="a participant's NAME.pub.json to enrol (repeat)",
+    )
+    p.add_argument("--revoke", action="append", default=[], metavar="NAME")
+    _add_inputs(p)
+    p.add_argument(
+        "--request-out",
+        metavar="FILE",
+        help="write the approval request here (when a second super-admin must approve)",
+    )
+    p.set_defaults(func=cmd_enrol)
+
+    for kind, helptext in (
+        ("generate", "new root key, recovery key and shares"),
+        ("reshare", "new custodians/threshold: new RK and new root"),
+    ):
+        p = cs.add_parser(kind, help=helptext)
+        _add_coord(p)
+        p.add_argument(
+            "--custodian",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="enrolled custodian to receive a share, in share order (repeat)",
+        )
+        p.add_argument("--threshold", type=int, metavar="T", help="T of N (N = custodians)")
+        p.add_argument(
+            "--group",
+            action="append",
+            default=[],
+            metavar="T/N",
+            help="a group of N custodians needing T (repeat); with --group-threshold",
+        )
+        p.add_argument("--group-threshold", type=int, default=1, metavar="G")
+        p.add_argument(
+            "--out",
+            required=True,
+            metavar="DIR",
+            help="where share, envelope and card files are written",
+        )
+        p.add_argument(
+            "--card-format",
+            action="append",
+            default=[],
+            metavar="FMT",
+            choices=("svg", "pdf", "png"),
+            help="share card format: svg, pdf or png (repeat for several; default: svg and pdf)",
+        )
+        _add_inputs(p)
+        p.set_defaults(func=cmd_start, kind=kind)
+
+    for kind, helptext in (
+        ("recover", "restore the root key into a new or emptied token"),
+        ("drill", "custodians prove their shares in a scratch token"),
+        ("rotate-root", "new root version with custodian approvals"),
+    ):
+        p = cs.add_parser(kind, help=helptext)
+        _add_coord(p)  # drill: PIN optional (needed only to hold shares between runs)
+        _add_inputs(p)
+        p.add_argument(
+            "--request-out", metavar="FILE", help="write the approval request here (rotate-root)"
+        )
+        p.set_defaults(func=cmd_start, kind=kind)
+
+    p = cs.add_parser("emergency-rotate", help="immediate rotation after a suspected compromise")
+    _add_coord(p)
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.set_defaults(func=cmd_start, kind="emergency-rotate")
+
+    p = cs.add_parser("resume", help="continue an interrupted or waiting ceremony")
+    p.add_argument("ceremony_id")
+    _add_coord(p)
+    _add_inputs(p)
+    p.add_argument("--request-out", metavar="FILE")
+    p.set_defaults(func=cmd_resume)
+
+    p = cs.add_parser("offer", help="a signed transport offer for a remote share hand-in")
+    p.add_argument("ceremony_id")
+    _add_coord(p)
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=900,
+        metavar="SECONDS",
+        help="validity (default 900, never past the ceremony's expiry)",
+    )
+    p.add_argument("--out", metavar="FILE", help="also write the offer text here")
+    p.set_defaults(func=cmd_offer)
+
+    p = cs.add_parser("abort", help="roll back an unfinished ceremony")
+    p.add_argument("ceremony_id")
+    _add_coord(p)
+    p.add_argument("--reason", default="aborted by the coordinator")
+    p.set_defaults(func=cmd_abort)
+
+    p = cs.add_parser("approve", help="sign an approval for a ceremony's action request")
+    p.add_argument("request", metavar="REQUEST", help="the request file the coordinator gave")
+    p.add_argument(
+        "--key",
+        required=True,
+        metavar="FILE",
+        help="your NAME.key.pem, or NAME.token.json for a key on your token",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="passphrase of --key (the token PIN for a NAME.token.json); else "
+        "$CUSTODY_PASSPHRASE, else a prompt",
+    )
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--name", help="your roster name (default: from the key file name)")
+    common.add_json(p)
+    p.set_defaults(func=cmd_approve)
+
+    p = cs.add_parser("list", help="list ceremonies of this deployment")
+    common.add_standard(p)
+    p.set_defaults(func=cmd_list)
+
+    p = cs.add_parser("drill-status", help="who passed a drill within the policy period")
+    common.add_standard(p)
+    p.set_defaults(func=cmd_drill_status)
+
+    d = sub.add_parser("demo", help="run the scripted end-to-end ceremony story (no prompts)")
+    d.add_argument("--home", metavar="DIR", help="a new directory for the demo deployment")
+    common.add_json(d)
+    d.set_defaults(func=cmd_demo)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _signer(args: argparse.Namespace) -> Any:
+    """The --key signer. A NAME.token.json key is on the participant's token: the secret
+    from --passphrase-file / $CUSTODY_PASSPHRASE / the prompt is then the token PIN, and
+    the token is closed when the command exits."""
+    import atexit
+
+    from ceremonies.participants import TokenSigner, is_token_ref, load_signer
+    from custody.secretsource import read_secret
+
+    token = is_token_ref(Path(args.key))
+    pw = read_secret(
+        what="token user PIN" if token else "key passphrase",
+        file=args.passphrase_file,
+        env="CUSTODY_PASSPHRASE",
+    )
+    signer = load_signer(Path(args.key), pw, name=getattr(args, "name", None))
+    if isinstance(signer, TokenSigner):
+        atexit.register(signer.close)
+    return signer
+
+
+def _inputs(args: argparse.Namespace) -> Any:
+    from ceremonies.runner import Inputs, ShareInput
+    from ceremonies.transcript.records import Approval
+    from custody.errors import ConfigError, TranscriptError
+
+    shares = []
+    for f in getattr(args, "share", []) or []:
+        p = Path(f)
+        name = p.name.removesuffix(".txt").removesuffix(".share")
+        env = p.with_name(f"{name}.envelope.json")
+        try:
+            shares.append(
+                ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot read share {p} or its envelope {env.name}",
+                "Put NAME.envelope.json beside NAME.share.txt.",
+            ) from exc
+    sealed = []
+    for f in getattr(args, "sealed_share", []) or []:
+        try:
+            sealed.append((Path(f).name, Path(f).read_text().strip()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"Cannot read the sealed share {f}",
+                "Give the file written by 'custody share send --out'.",
+            ) from exc
+    approvals = []
+    for f in getattr(args, "approval", []) or []:
+        try:
+            approvals.append(Approval.from_json(json.loads(Path(f).read_text())))
+        except (OSError, ValueError, TranscriptError) as exc:
+            raise ConfigError(
+                f"{f} is not an approval file", "Use a file written by 'custody ceremony approve'."
+            ) from exc
+    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
+
+
+def _interactive_shares(out: Any) -> Any:
+    """At a terminal, ask for share and envelope files for an input step."""
+    from ceremonies.runner import Inputs, ShareInput
+
+    if out.awaiting != "shares" or not sys.stdin.isatty():
+        return None
+    print(
+        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
+        "NAME.share.txt (envelope beside it); empty line to finish.",
+        file=sys.stderr,
+    )
+    shares = []
+    while True:
+        line = input("share file: ").strip()
+        if not line:
+            break
+        p = Path(line)
+        name = p.name.removesuffix(".txt").removesuffix(".share")
+        shares.append(
+            ShareInput(
+                source=name,
+                text=p.read_text().strip(),
+                envelope=p.with_name(f"{name}.envelope.json").read_bytes(),
+            )
+        )
+    return Inputs(shares=shares) if shares else None
+
+
+def _open(args: argparse.Namespace, *, pin: bool) -> Any:
+    from custody.deployment import Deployment
+
+    return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
+
+
+NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
+
+
+def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
+    import os
+
+    if kind not in NO_HSM_KINDS:
+        return True
+    return bool(getattr(args, "pin_file", None) or os.environ.get("CUSTODY_PIN"))
+
+
+def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
+    """Open the deployment for an existing ceremony, with the HSM when its kind needs it."""
+    with _open(args, pin=False) as dep:
+        rows = dep.store.query("SELECT kind FROM ceremonies WHERE id=?", (ceremony_id,))
+    kind = rows[0][0] if rows else "unknown"
+    return _open(args, pin=_wants_pin(args, kind))
+
+
+def _report(args: argparse.Namespace, out: Any) -> int:
+    if getattr(args, "request_out", None) and out.request:
+        Path(args.request_out).write_text(json.dumps(out.request, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        common.emit_json(out.to_json())
+    else:
+        print(
+            f"ceremony {out.ceremony_id} ({out.kind}): {out.status}"
+            + (f", waiting for {out.awaiting} at step {out.step}" if out.awaiting else "")
+        )
+        for m in out.messages:
+            print(f"  {m}")
+        print(f"  transcript: {out.bundle}")
+        if out.awaiting:
+            print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
+    if out.status == "aborted":
+        return 8
+    return EXIT_AWAITING if out.status == "awaiting-input" else 0
+
+
+def _drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
+    out = runner.run(inputs)
+    while out.status == "awaiting-input":
+        more = _interactive_shares(out)
+        if more is None:
+            break
+        out = runner.run(more)
+    return _report(args, out)
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_enrol(args: argparse.Namespace) -> int:
+    from ceremonies.participants import Roster, load_identity
+    from ceremonies.runner import CeremonyRunner, roster_entries
+    from ceremonies.transcript.model import RosterEntry, Threshold
+    from custody.errors import UsageError
+
+    signer = _signer(args)
+    idents = [load_identity(Path(f)) for f in args.add]
+    if not idents and not args.revoke:
+        raise UsageError("Nothing to enrol or revoke", "Give --add PUBJSON or --revoke NAME.")
+    with _open(args, pin=False) as dep:
+        import time
+
+        now = int(time.time())
+        roster = Roster(dep.store)
+        extra: list[RosterEntry] = []
+        if not roster.members():
+            me = next((i for i in idents if i.public == signer.public), None)
+            if me is None or me.role != "super-admin":
+                raise UsageError(
+                    "The first enrolment must include the coordinator as a super-admin",
+                    "Add your own NAME.pub.json with --add.",
+                )
+            extra.append(
+                RosterEntry(
+                    name=me.name,
+                    role=me.role,
+                    public=me.public,
+                    valid_from=now - 60,
+                    valid_until=now + 5 * 365 * 86400,
+                )
+            )
+        admins = len([e for e in roster_entries(roster, now) if e.role == "super-admin"]) or 1
+        q = 1 if admins <= 2 else 2
+        params = {
+            "add": [
+                {
+                    "name": i.name,
+                    "role": i.role,
+                    "public": i.public.hex(),
+                    "fingerprint": i.fingerprint,
+                }
+                for i in idents
+            ],
+            "revoke": list(args.revoke),
+        }
+        runner = CeremonyRunner.start(
+            dep,
+            "enrol",
+            signer,
+            params=params,
+            extra_roster=extra,
+            thresholds={"enrol": Threshold(role="super-admin", count=q)},
+        )
+        return _drive(args, runner, _inputs(args))
+
+
+def _scheme(args: argparse.Namespace) -> dict[str, Any]:
+    from custody.errors import UsageError
+
+    n = len(args.custodian)
+    if args.group:
+        groups = []
+        for g in args.group:
+            t, _, m = g.partition("/")
+            groups.append([int(t), int(m)])
+        if sum(m for _, m in groups) != n:
+            raise UsageError(
+                "The groups need as many --custodian as their sizes add up to",
+                f"Give {sum(m for _, m in groups)} custodians.",
+            )
+        return {"groups": groups, "group_threshold": args.group_threshold}
+    if not args.threshold or not 1 <= args.threshold <= n:
+        raise UsageError(
+            "Give --threshold T with 1 <= T <= number of --custodian",
+            "For example: --threshold 3 with 5 custodians.",
+        )
+    if args.threshold == 1 and n > 1:
+        raise UsageError("1-of-N is not allowed (SLIP-0039)", "Use T >= 2.")
+    return {"groups": [[args.threshold, n]], "group_threshold": 1}
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from ceremonies.runner import CeremonyRunner
+    from ceremonies.runner.steps import active_share_set, quorum_size
+    from ceremonies.transcript.model import Threshold
+    from custody.errors import CeremonyError
+
+    kind = args.kind
+    signer = _signer(args)
+    params: dict[str, Any] = {}
+    thresholds = None
+    if kind in ("generate", "reshare"):
+        params = {
+            "custodians": list(args.custodian),
+            "out": str(Path(args.out).resolve()),
+            "card_formats": list(dict.fromkeys(args.card_format)) or ["svg", "pdf"],
+            **_scheme(args),
+        }
+    if kind == "emergency-rotate":
+        params = {"reason": args.reason}
+    with _open(args, pin=_wants_pin(args, kind)) as dep:
+        if kind == "rotate-root":
+            sset = active_share_set(dep.store)
+            if sset is None:
+                raise CeremonyError("No share set", "Run the generate ceremony first.")
+            thresholds = {
+                "rotate-root": Threshold(role="custodian", count=quorum_size(sset["scheme"]))
+            }
+        runner = CeremonyRunner.start(dep, kind, signer, params=params, thresholds=thresholds)
+        return _drive(args, runner, _inputs(args))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ceremonies.runner import CeremonyRunner
+
+    signer = _signer(args)
+    with _open_for(args, args.ceremony_id) as dep:
+        runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
+        return _drive(args, runner, _inputs(args))
+
+
+def cmd_offer(args: argparse.Namespace) -> int:
+    import time
+
+    from ceremonies.runner import CeremonyRunner
+    from custody.errors import UsageError
+    from custody.shares import card
+
+    if args.ttl <= 0:
+        raise UsageError("--ttl must be positive", "For example --ttl 900.")
+    signer = _signer(args)
+    with _open(args, pin=True) as dep:
+        runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
+        o = runner.offer(ttl=args.ttl)
+    if args.out:
+        Path(args.out).write_text(o["offer"] + "\n")
+    if args.json:
+        common.emit_json({"ok": True, "ceremony_id": args.ceremony_id, **o})
+        return 0
+    print(o["offer"])
+    print(card.qr_terminal(o["offer"].encode()), file=sys.stderr)
+    until = time.strftime("%H:%M:%S", time.localtime(o["expires"]))
+    print(
+        f"offer for session (ceremony) {o['session']}, share set {o['share_set']} epoch "
+        f"{o['epoch']}, step {o['step']}, valid until {until}; coordinator "
+        f"{o['coordinator']}",
+        file=sys.stderr,
+    )
+    print(
+        "The custodian runs 'custody share send SHARE --envelope ENV --offer OFFER --trust "
+        f"COORDINATOR.pub.json --session {o['session']} --out BLOB' and reads out the "
+        "short authentication string; 'custody ceremony resume ID --sealed-share BLOB' "
+        "prints the same words. Stop if they differ.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    from ceremonies.runner import CeremonyRunner
+
+    signer = _signer(args)
+    with _open_for(args, args.ceremony_id) as dep:
+        runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
+        out = runner.abort(args.reason)
+    _report(args, out)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    import time
+
+    from ceremonies.transcript.records import Approval
+    from custody.errors import ConfigError
+
+    try:
+        req = json.loads(Path(args.request).read_text())
+        if req.get("type") != "custody-approval-request":
+            raise ValueError("type")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{args.request} is not an approval request",
+            "Use the request file the coordinator wrote (--request-out).",
+        ) from exc
+    signer = _signer(args)
+    a = Approval.create(
+        signer,
+        ceremony_id=req["ceremony_id"],
+        action=req["action"],
+        action_id=req["action_id"],
+        digest=req["action_digest"],
+        now=int(time.time()),
+        window=int(req.get("window", 600)),
+    )
+    Path(args.out).write_text(json.dumps(a.to_json(), sort_keys=True) + "\n")
+    if args.json:
+        common.emit_json(
+            {
+                "ok": True,
+                "approver": a.approver,
+                "action": a.action,
+                "action_id": a.action_id,
+                "expires_at": a.expires_at,
+                "out": args.out,
+            }
+        )
+    else:
+        print(
+            f"{a.approver} approved {a.action} {a.action_id} (digest {a.action_digest[:16]}...)"
+            f", valid until {a.expires_at}; wrote {args.out}"
+        )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ceremonies.runner import open_ceremonies
+
+    with _open(args, pin=False) as dep:
+        rows = open_ceremonies(dep)
+    if args.json:
+        common.emit_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['id']}\t{r['kind']}\t{r['state']}\t{r['bundle']}")
+    return 0
+
+
+def cmd_drill_status(args: argparse.Namespace) -> int:
+    import time
+
+    from ceremonies.runner.steps import drill_status
+
+    with _open(args, pin=False) as dep:
+        st = drill_status(dep.store, now=int(time.time()), period_days=dep.config.drill_period_days)
+    if args.json:
+        common.emit_json(st)
+    else:
+        print(f"passed: {', '.join(st['passed']) or 'none'} (want {st['needed']})")
+        if st["warning"]:
+            print(f"warning: {st['warning']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from custody_cli.demo import run_demo
+
+    return run_demo(home=args.home, as_json=args.json)

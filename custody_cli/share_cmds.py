@@ -1,0 +1,465 @@
+"""``custody share ...``: what a custodian does with their share.
+
+verify (against the signed envelope), card (PNG/SVG/PDF), seal/unseal (passphrase or the
+custodian's token), and the remote hand-in: offer (coordinator), send (custodian),
+receive (coordinator). File formats are in ``docs/formats.md``; the custodian's guide is
+``docs/shares.md``. Secrets are read from files, the environment or a prompt, never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from custody.errors import ConfigError, UsageError
+from custody.secretsource import read_secret
+from custody_cli.common import add_home, add_json, add_pin, emit_json
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody.hsm import Hsm
+
+SEAL_KEY_LABEL = "share-seal"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "share",
+        help="verify, print, seal and hand in a custodian's share",
+        description="A custodian's share: check it against its signed "
+        "envelope, print a card, seal it at rest, hand it in remotely.",
+    )
+    ss = p.add_subparsers(dest="share_command", metavar="ACTION", required=True)
+
+    v = ss.add_parser(
+        "verify",
+        help="check a share against its signed envelope",
+        description="Check SHARE (a mnemonic text file) against ENV (its "
+        "envelope) signed by the dealer key in PUBKEY. Reports a bad signature, "
+        "wrong ceremony or epoch, or a commitment mismatch.",
+    )
+    v.add_argument("share", metavar="SHARE")
+    v.add_argument("--envelope", required=True, metavar="ENV")
+    v.add_argument(
+        "--trust",
+        required=True,
+        metavar="PUBKEY",
+        help='dealer public key: JSON {"alg":"ed25519","public":hex} or a hex line',
+    )
+    v.add_argument("--ceremony", metavar="ID", help="the ceremony the share must belong to")
+    v.add_argument("--epoch", type=int, metavar="N", help="the epoch it must belong to")
+    add_json(v)
+    v.set_defaults(func=cmd_verify)
+
+    c = ss.add_parser(
+        "card",
+        help="render a printable share card",
+        description="Render the share card: words in numbered columns, the "
+        "identifying words large, a QR code of the envelope (level Q) and a "
+        "short fingerprint. The card holds the words: keep it like the share.",
+    )
+    c.add_argument("share", metavar="SHARE")
+    c.add_argument("--envelope", required=True, metavar="ENV")
+    c.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
+    c.add_argument("--out", required=True, metavar="PATH")
+    c.add_argument("--name", default="", help="custodian name printed on the card")
+    c.add_argument("--label", default="", help="ceremony label printed on the card")
+    c.set_defaults(func=cmd_card)
+
+    for name, helptext in (
+        ("seal", "encrypt a share file at rest"),
+        ("unseal", "decrypt a sealed share file"),
+    ):
+        s = ss.add_parser(
+            name,
+            help=helptext,
+            description=(
+                "Seal a share under a passphrase (Argon2id + AES-256-GCM) or to the custodian's "
+                "token (--token: P-256 ECDH + HKDF + AES-256-GCM)."
+                if name == "seal"
+                else "Open a sealed share; a wrong passphrase or altered file is refused."
+            ),
+        )
+        s.add_argument("input", metavar="SHARE" if name == "seal" else "SEALED")
+        s.add_argument(
+            "--out",
+            metavar="PATH",
+            required=name == "seal",
+            help="output file (mode 0600)" + ("" if name == "seal" else "; default stdout"),
+        )
+        s.add_argument("--envelope", metavar="ENV", help="bind to / check against this envelope")
+        g = s.add_mutually_exclusive_group()
+        g.add_argument(
+            "--passphrase-file",
+            metavar="FILE",
+            help="passphrase file (else $CUSTODY_SHARE_PASSPHRASE, else a prompt)",
+        )
+        g.add_argument("--token", action="store_true", help="use the custodian's token")
+        s.add_argument("--key-label", default=SEAL_KEY_LABEL, help="token ECDH key label")
+        add_home(s)
+        add_pin(s)
+        s.set_defaults(func=cmd_seal if name == "seal" else cmd_unseal)
+
+    o = ss.add_parser(
+        "offer",
+        help="coordinator: make a signed transport offer",
+        description="Make an ephemeral X25519 offer bound to the share set "
+        "(ceremony and epoch) and to the session (the ceremony that will open the "
+        "hand-ins), signed by the coordinator. Writes OUT/offer.txt and "
+        "OUT/offer.key (private, mode 0600) and prints the offer as text and QR.",
+    )
+    o.add_argument(
+        "--ceremony",
+        required=True,
+        metavar="ID",
+        help="the share set's generating ceremony (as in the envelopes)",
+    )
+    o.add_argument("--epoch", type=int, default=0, metavar="N")
+    o.add_argument(
+        "--session",
+        metavar="ID",
+        help="the running ceremony that opens the hand-ins (default: a fresh "
+        "random session id, printed; give it to the custodian and to 'receive')",
+    )
+    o.add_argument("--ttl", type=int, default=900, metavar="SECONDS", help="validity (900)")
+    o.add_argument("--out", required=True, metavar="DIR")
+    k = o.add_mutually_exclusive_group(required=True)
+    k.add_argument("--key", metavar="PEM", help="coordinator key: encrypted PKCS#8 PEM")
+    k.add_argument(
+        "--ephemeral-key",
+        action="store_true",
+        help="generate an unencrypted coordinator key into OUT (tests, drills)",
+    )
+    o.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    add_json(o)
+    o.set_defaults(func=cmd_offer)
+
+    s = ss.add_parser(
+        "send",
+        help="custodian: seal a share to a coordinator's offer",
+        description="Check the offer (signature by --trust, expiry, and the "
+        "envelope's ceremony/epoch), then print the sealed blob and the short "
+        "authentication string to compare with the coordinator by voice.",
+    )
+    s.add_argument("share", metavar="SHARE")
+    s.add_argument("--offer", required=True, metavar="OFFER", help="offer text or file")
+    s.add_argument("--trust", required=True, metavar="PUBKEY", help="coordinator public key")
+    s.add_argument("--envelope", metavar="ENV", help="send the envelope along (recommended)")
+    s.add_argument("--ceremony", metavar="ID")
+    s.add_argument("--epoch", type=int, metavar="N")
+    s.add_argument(
+        "--session",
+        metavar="ID",
+        help="refuse the offer unless it is for this running ceremony (the "
+        "coordinator tells you its id)",
+    )
+    s.add_argument("--out", metavar="PATH", help="write the blob here instead of stdout")
+    add_json(s)
+    s.set_defaults(func=cmd_send)
+
+    r = ss.add_parser(
+        "receive",
+        help="coordinator: open a custodian's blob",
+        description="Open BLOB with the offer's private key; refuses blobs for "
+        "another offer, ceremony, epoch or session, expired offers and altered "
+        "blobs.",
+    )
+    r.add_argument("blob", metavar="BLOB", help="blob text or file")
+    r.add_argument("--offer-key", required=True, metavar="KEYFILE")
+    r.add_argument(
+        "--session",
+        metavar="ID",
+        help="refuse unless the offer was made for this session (ceremony); "
+        "default: the session of --offer-key's own offer (printed)",
+    )
+    r.add_argument("--out", metavar="PATH", help="write the share here (0600), else stdout")
+    add_json(r)
+    r.set_defaults(func=cmd_receive)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {what} {path}", "Check the path.") from exc
+
+
+def _text_or_file(value: str, what: str) -> str:
+    if os.path.exists(value):
+        return _read(value, what).decode("utf-8", "replace")
+    return value
+
+
+def read_share_file(path: str) -> str:
+    """A share file: the mnemonic words, any line breaks; '#' lines are comments."""
+    text = _read(path, "share file").decode("utf-8", "replace")
+    return " ".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+
+
+def _write_private(path: str, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"Cannot write {path}", "Check the directory and permissions.") from exc
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from custody.shares import envelope as ev
+    from custody.shares.slip39 import parse_share
+
+    share = parse_share(read_share_file(args.share), label=args.share)
+    env = ev.load_envelope(_read(args.envelope, "envelope"))
+    pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
+    ev.verify_share(share, env, pub, expected_ceremony=args.ceremony, expected_epoch=args.epoch)
+    p = env.payload
+    info = {
+        "ok": True,
+        "ceremony_id": p.ceremony_id,
+        "epoch": p.epoch,
+        "group": p.group_index + 1,
+        "member": p.member_index + 1,
+        "custodian": p.custodian,
+        "fingerprint": env.short_fingerprint(),
+    }
+    if args.json:
+        emit_json(info)
+    else:
+        print(
+            f"share OK: ceremony {p.ceremony_id}, epoch {p.epoch}, group {info['group']}, "
+            f"member {info['member']}, envelope fingerprint {info['fingerprint']}"
+        )
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from custody.shares import card
+    from custody.shares import envelope as ev
+    from custody.shares.slip39 import parse_share
+
+    share = parse_share(read_share_file(args.share), label=args.share)
+    env = ev.load_envelope(_read(args.envelope, "envelope"))
+    ev.check_commitment(share, env)
+    c = card.Card(
+        name=args.name, label=args.label, words=tuple(share.mnemonic.split()), envelope=env
+    )
+    _write_private(args.out, card.render(c, args.format))
+    print(
+        f"wrote {args.format} card to {args.out} (fingerprint {env.short_fingerprint()})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _seal_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    return read_secret(
+        what="share passphrase",
+        file=args.passphrase_file,
+        env="CUSTODY_SHARE_PASSPHRASE",
+        confirm=confirm,
+    ).encode()
+
+
+def _open_token(args: argparse.Namespace) -> Hsm:
+    from custody.hsm.pkcs11.adapter import open_hsm
+    from custody_cli.common import home_of, user_pin
+
+    home = home_of(args)
+    return open_hsm(home.load().hsm, home.root, user_pin(args))
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from custody.shares import seal
+    from custody.shares.slip39 import parse_share
+
+    share = parse_share(read_share_file(args.input), label=args.input).mnemonic
+    env = _read(args.envelope, "envelope") if args.envelope else None
+    if args.token:
+        hsm = _open_token(args)
+        try:
+            out = seal.seal_to_token(
+                share, hsm.ensure_ecdh_key(args.key_label), key_label=args.key_label, envelope=env
+            )
+        finally:
+            hsm.close()
+    else:
+        out = seal.seal_with_passphrase(share, _seal_passphrase(args, confirm=True), envelope=env)
+    _write_private(args.out, out + b"\n")
+    print(f"sealed share written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_unseal(args: argparse.Namespace) -> int:
+    from custody.shares import seal
+
+    raw = _read(args.input, "sealed share")
+    env = _read(args.envelope, "envelope") if args.envelope else None
+    if seal.load_sealed(raw).mode == "token":
+        hsm = _open_token(args)
+        try:
+            share = seal.unseal_with_token(raw, hsm, envelope=env)
+        finally:
+            hsm.close()
+    else:
+        if args.token:
+            raise UsageError(
+                "This share is sealed under a passphrase", "Drop --token and give the passphrase."
+            )
+        share = seal.unseal_with_passphrase(
+            raw, _seal_passphrase(args, confirm=False), envelope=env
+        )
+    if args.out:
+        _write_private(args.out, share.encode() + b"\n")
+    else:
+        print(share)
+    return 0
+
+
+def _coordinator_key(args: argparse.Namespace, out: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody.shares.envelope import public_key_json
+    from custody.signing import private_from_pem, public_raw
+
+    if args.key:
+        pw = read_secret(
+            what="coordinator key passphrase",
+            file=args.passphrase_file,
+            env="CUSTODY_KEY_PASSPHRASE",
+        )
+        return private_from_pem(_read(args.key, "coordinator key"), pw.encode())
+    key = Ed25519PrivateKey.generate()
+    _write_private(
+        str(out / "coordinator.key.pem"),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    (out / "coordinator.pub.json").write_text(
+        public_key_json(public_raw(key), "coordinator") + "\n"
+    )
+    return key
+
+
+def cmd_offer(args: argparse.Namespace) -> int:
+    from custody.shares import card, transport
+
+    if args.ttl <= 0 or args.epoch < 0:
+        raise UsageError("--ttl must be positive and --epoch not negative", "")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create {out}", "Check the path.") from exc
+    key = _coordinator_key(args, out)
+    if args.session is not None and not args.session:
+        raise UsageError("--session must not be empty", "Give the running ceremony's id.")
+    session = args.session if args.session is not None else secrets.token_hex(16)
+    ok = transport.make_offer(
+        ceremony_id=args.ceremony,
+        epoch=args.epoch,
+        session=session,
+        coordinator=key,
+        now=int(time.time()),
+        ttl=args.ttl,
+    )
+    text = ok.offer.to_text()
+    _write_private(str(out / "offer.key"), ok.to_json().encode())
+    (out / "offer.txt").write_text(text + "\n")
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "offer": text,
+                "expires": ok.offer.expires,
+                "session": ok.offer.session,
+                "key_file": str(out / "offer.key"),
+            }
+        )
+    else:
+        print(text)
+        print(card.qr_terminal(text.encode()), file=sys.stderr)
+        print(
+            f"offer valid until {time.strftime('%H:%M:%S', time.localtime(ok.offer.expires))}; "
+            f"session {ok.offer.session}; private half in {out / 'offer.key'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from custody.shares import envelope as ev
+    from custody.shares import transport
+    from custody.shares.slip39 import parse_share
+
+    share = parse_share(read_share_file(args.share), label=args.share)
+    env = _read(args.envelope, "envelope") if args.envelope else None
+    if env is not None:
+        ev.check_commitment(share, ev.load_envelope(env))
+    pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
+    offer = _text_or_file(args.offer, "offer")
+    blob, words = transport.seal_to_offer(
+        offer,
+        share.mnemonic,
+        trusted_coordinator=pub,
+        now=int(time.time()),
+        envelope=env,
+        expected_ceremony=args.ceremony,
+        expected_epoch=args.epoch,
+        expected_session=args.session,
+    )
+    session = transport.parse_offer(offer).session
+    if args.out:
+        Path(args.out).write_text(blob + "\n")
+    if args.json:
+        emit_json({"ok": True, "blob": blob, "sas": words, "session": session})
+    else:
+        if not args.out:
+            print(blob)
+        print(f"sealed for session (ceremony) {session}", file=sys.stderr)
+        print(f"short authentication string: {words}", file=sys.stderr)
+        print("read these words to the coordinator; stop if theirs differ", file=sys.stderr)
+    return 0
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from custody.shares import transport
+
+    key = transport.load_offer_key(_read(args.offer_key, "offer key").decode("utf-8", "replace"))
+    if args.session is not None and not args.session:
+        raise UsageError("--session must not be empty", "Give the running ceremony's id.")
+    session = args.session if args.session is not None else key.offer.session
+    hand = transport.open_blob(
+        _text_or_file(args.blob, "blob"), key, now=int(time.time()), expected_session=session
+    )
+    if args.out:
+        _write_private(args.out, hand.share.encode() + b"\n")
+        if hand.envelope is not None:
+            Path(args.out + ".envelope.json").write_bytes(hand.envelope)
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "sas": hand.sas,
+                "session": session,
+                "share": None if args.out else hand.share,
+                "envelope": hand.envelope.decode() if hand.envelope else None,
+            }
+        )
+    else:
+        if not args.out:
+            print(hand.share)
+        print(f"opened for session (ceremony) {session}", file=sys.stderr)
+        print(f"short authentication string: {hand.sas}", file=sys.stderr)
+    return 0

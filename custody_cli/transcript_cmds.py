@@ -1,0 +1,120 @@
+"""``custody transcript verify|show``: the auditor's offline commands for ceremony bundles.
+
+``verify`` takes its trust anchors only from ``--trust`` files on the command line and
+exits 0 only when every check passes (6, the integrity exit code, otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from custody.errors import IntegrityError, UsageError
+from custody_cli.common import add_json, emit_json
+
+if TYPE_CHECKING:
+    from custody.audit.signers import TrustKey
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("transcript", help="verify and show ceremony transcript bundles (offline)")
+    tsub = p.add_subparsers(dest="transcript_cmd", metavar="ACTION", required=True)
+
+    v = tsub.add_parser("verify", help="verify a bundle against pinned trust keys")
+    v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar archive")
+    v.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=[],
+        required=True,
+        help="trust key file (JSON {alg, public, name} or 64 hex); repeatable",
+    )
+    v.add_argument(
+        "--min-policy-signatures",
+        type=int,
+        default=1,
+        metavar="N",
+        help="distinct pinned keys that must have signed the policy (default 1)",
+    )
+    add_json(v)
+    v.set_defaults(func=cmd_verify)
+
+    k = tsub.add_parser("pack", help="write a bundle directory as one canonical .tar archive")
+    k.add_argument("bundle", metavar="BUNDLE")
+    k.add_argument("out", metavar="OUT.tar")
+    k.set_defaults(func=cmd_pack)
+
+    s = tsub.add_parser("show", help="print a readable timeline of a bundle")
+    s.add_argument("bundle", metavar="BUNDLE")
+    s.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page")
+    s.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        action="append",
+        default=[],
+        help="include a verification report against these pinned keys",
+    )
+    s.set_defaults(func=cmd_show)
+
+
+def _trust(paths: list[str]) -> list[TrustKey]:
+    from custody.audit.signers import parse_trust_key
+
+    keys = []
+    for path in paths:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"Cannot read trust key {path}", "Check the --trust path.") from exc
+        keys.append(parse_trust_key(raw, default_name=Path(path).stem))
+    return keys
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ceremonies.transcript.verify import verify_bundle
+
+    report = verify_bundle(
+        args.bundle, _trust(args.trust), min_policy_signatures=args.min_policy_signatures
+    )
+    if args.json:
+        emit_json(report.to_json())
+    else:
+        print(report.text())
+    return 0 if report.ok else IntegrityError.exit_code
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ceremonies.transcript.bundle import load_bundle
+    from ceremonies.transcript.show import render_html, render_text
+    from ceremonies.transcript.verify import verify_bundle
+
+    data = load_bundle(args.bundle)
+    report = verify_bundle(data, _trust(args.trust)) if args.trust else None
+    sys.stdout.write(render_text(data, report) + "\n")
+    if args.html:
+        try:
+            Path(args.html).write_text(render_html(data, report), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"Cannot write {args.html}", "Check the --html path.") from exc
+        print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from ceremonies.transcript.bundle import load_bundle, to_archive
+
+    data = load_bundle(args.bundle)
+    if data.problems:
+        raise IntegrityError(
+            f"Cannot pack {args.bundle}: {data.problems[0]}",
+            "Verify the bundle; only a well-formed bundle can be packed.",
+        )
+    try:
+        Path(args.out).write_bytes(to_archive(data))
+    except OSError as exc:
+        raise UsageError(f"Cannot write {args.out}", "Check the output path.") from exc
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,109 @@
+"""Remote sealed hand-in for the ceremony screen: the offer, the pasted blob, the result.
+
+A custodian far away seals their share to a transport offer of the running ceremony
+(``custody share send --offer OFFER SHARE --envelope ENV``; see
+:mod:`custody.shares.transport`). The coordinator's screen shows the offer as text and a
+terminal QR with its expiry (:class:`OfferView`), takes the pasted ``custody-blob:...``
+text, and hands it to the runner as ``Inputs.sealed``: the runner opens it with the
+offer's private half (sealed on the HSM, never here), checks the share like any other,
+records it, and reports the short authentication string (SAS) that both sides read aloud.
+:func:`sealed_result` turns the runner's structured record of it
+(:class:`ceremonies.runner.HandIn`, in ``Outcome.handins``) into the screen's share row;
+nothing here reads the runner's message lines.
+
+Secrets: the blob is ciphertext; the share inside is opened only by the runner. The offer,
+the SAS and the result are public.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from custody.errors import ConfigError, UsageError
+from tui.services.ceremony_checks import ShareCheck
+
+if TYPE_CHECKING:
+    from ceremonies.runner import HandIn
+
+BLOB_PREFIX = "custody-blob:"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferView:
+    """A transport offer of the running ceremony (all public)."""
+
+    text: str  # custody-offer:...
+    qr: str  # qr_terminal(text)
+    expires: int  # Unix seconds
+    epoch: int
+    step: str
+    session: str  # the running ceremony's id
+    digest: str = ""
+
+    def seconds_left(self, now: int) -> int:
+        return max(0, self.expires - now)
+
+
+def offer_view(doc: dict[str, Any]) -> OfferView:
+    """The screen's view of :meth:`ceremonies.runner.CeremonyRunner.offer`'s result."""
+    from custody.shares.card import qr_terminal
+
+    text = str(doc["offer"])
+    return OfferView(
+        text=text,
+        qr=qr_terminal(text.encode()),
+        expires=int(doc["expires"]),
+        epoch=int(doc["epoch"]),
+        step=str(doc["step"]),
+        session=str(doc.get("session", "")),
+        digest=str(doc.get("offer_sha256", "")),
+    )
+
+
+def read_sealed(text: str) -> str:
+    """The blob as pasted (``custody-blob:...``) or the path of a file holding it.
+
+    Raises:
+        UsageError: nothing pasted, or not a sealed hand-in. ConfigError: unreadable file.
+    """
+    t = text.strip()
+    if not t:
+        raise UsageError("Nothing pasted", "Paste the custody-blob:... text the custodian sent.")
+    if not t.startswith(BLOB_PREFIX):
+        p = Path(t).expanduser()
+        try:
+            t = p.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                "That is not a sealed hand-in",
+                "Paste the custody-blob:... text from 'custody share send', or "
+                "the path of the file it wrote.",
+            ) from exc
+        if not t.startswith(BLOB_PREFIX):
+            raise ConfigError(
+                f"{p.name} holds no sealed hand-in",
+                "It must start with custody-blob: (from 'custody share send').",
+            )
+    return t
+
+
+def sealed_result(source: str, handins: Sequence[HandIn]) -> tuple[ShareCheck, str]:
+    """The share row and the SAS ("" when it did not open) of one remote hand-in, from the
+    runner's :class:`~ceremonies.runner.HandIn` records of the run that opened it
+    (*handins*: that run's new records; the one for *source* is the remote one of that
+    name)."""
+    tag = f"remote:{source}"
+    h = next((x for x in handins if x.remote and x.source == source), None)
+    if h is None:
+        return ShareCheck(source=tag, status="rejected", reason="the runner did not report it"), ""
+    sas = h.sas or ""
+    if not h.counted:
+        return ShareCheck(
+            source=tag, status="rejected", custodian=h.custodian or "", reason=h.detail
+        ), sas
+    return ShareCheck(
+        source=tag, status="ok", custodian=h.custodian or "", group=h.group, member=h.member
+    ), sas
