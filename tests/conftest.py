@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "vectors"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 TEST_PIN = "test-user-pin-4821"
 TEST_SO_PIN = "test-so-pin-9130"

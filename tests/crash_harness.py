@@ -1,6 +1,6 @@
 """Crash-safety harness: SIGKILL ``custody rekey run`` and ``custody backup rekey --full``.
 
-Run small from pytest (tests/test_rekey_crash.py) or at full size as a script::
+Run small from pytest (tests/custody/rekey/test_rekey_crash.py) or at full size as a script::
 
     python tests/crash_harness.py --objects 200000 --kills 50 --backup-mib 512 --backup-kills 50
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ceremonies.transcript import BundleData, load_bundle, parse_trust_key, verify_bundle
 from ceremonies.transcript.bundle import load_archive_bytes
 from custody.errors import TranscriptError
+from tests.conftest import FIXTURES
 
-FX = Path(__file__).parent / "fixtures" / "transcripts"
+FX = FIXTURES / "transcripts"
 TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 GOLDEN = {n: load_bundle(FX / "golden" / n) for n in ("rotate-root", "drill-exception")}
 TAR = (FX / "golden" / "rotate-root.tar").read_bytes()

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, run_cli
 
 from custody.audit.log import AuditLog
 from custody.audit.signers import Ed25519Signer
 from custody.signing import private_to_pem
+from tests.conftest import cli_env, run_cli
 
 
 def _home(tmp_path: Path, n: int = 12) -> Path:

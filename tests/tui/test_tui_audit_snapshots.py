@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN
+
+from tests.conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -88,7 +89,7 @@ def sample_proof() -> ProofView:
 
 def app_for():
     settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
-    from tests.test_tui_snapshots import sample_view
+    from tests.tui.test_tui_snapshots import sample_view
 
     return make_app(
         settings,

@@ -16,8 +16,9 @@ from ceremonies.transcript import (
     verify_bundle,
 )
 from custody.errors import PolicyError, TranscriptError
+from tests.conftest import FIXTURES
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+sys.path.insert(0, str(FIXTURES))
 import make_transcripts as mt
 
 DAVE, ERIN = mt.key("dave"), mt.key("erin")

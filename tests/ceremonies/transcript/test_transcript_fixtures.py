@@ -20,8 +20,9 @@ from ceremonies.transcript import (
 )
 from ceremonies.transcript.records import Checkpoint, Event
 from custody.errors import PolicyError
+from tests.conftest import FIXTURES
 
-FX = Path(__file__).parent / "fixtures" / "transcripts"
+FX = FIXTURES / "transcripts"
 sys.path.insert(0, str(FX.parent))
 import make_transcripts  # noqa: E402 - the generator script lives in tests/fixtures
 

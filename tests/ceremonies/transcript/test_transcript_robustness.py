@@ -5,11 +5,10 @@ as a FormatError instead of failing a check (found by the byte-flip property tes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ceremonies.transcript import BundleData, load_bundle, parse_trust_key, verify_bundle
+from tests.conftest import FIXTURES
 
-FX = Path(__file__).parent / "fixtures" / "transcripts"
+FX = FIXTURES / "transcripts"
 TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from tests.conftest import FIXTURES, run_cli
 
-FX = Path(__file__).parent / "fixtures" / "transcripts"
+FX = FIXTURES / "transcripts"
 DAVE = str(FX / "trust" / "dave.json")
 
 

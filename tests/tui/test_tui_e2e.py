@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+
+from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
 
 pytestmark = [
     pytest.mark.hsm,

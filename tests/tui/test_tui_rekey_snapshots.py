@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN
+
+from tests.conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -171,7 +172,7 @@ def sample_plan() -> PlanView:
 
 
 def app_for():
-    from tests.test_tui_snapshots import sample_view
+    from tests.tui.test_tui_snapshots import sample_view
 
     settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
     return make_app(

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN, run_cli
+
+from tests.conftest import ROOT, TEST_PIN, run_cli
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -4,7 +4,7 @@ The state is deterministic: fixed data through :class:`tui.services.home.StaticS
 fixed clock through the settings, no cursor blink, workers finished before the shot. The
 real auditor verification runs on the committed golden fixture (its output is fixed too).
 Textual is pinned (8.2.8) in pyproject, so the SVGs are stable. Regenerate with
-``python -m pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs.
+``python -m pytest tests/tui/test_tui_snapshots.py --snapshot-update`` and review the SVGs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN
+
+from tests.conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

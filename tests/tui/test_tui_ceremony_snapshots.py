@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VECTORS
+
+from tests.conftest import ROOT, VECTORS
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

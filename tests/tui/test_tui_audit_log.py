@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN, run_cli
+
+from tests.conftest import ROOT, TEST_PIN, run_cli
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -176,8 +177,8 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
 
 def test_help_lists_the_log_and_rekey_bindings_at_80x24():
     """Keyboard-only at 80x24: l and j reach the screens; ? lists their keys."""
-    from tests.test_tui_audit_snapshots import app_for
-    from tests.test_tui_rekey_snapshots import sample_plan, sample_rekey
+    from tests.tui.test_tui_audit_snapshots import app_for
+    from tests.tui.test_tui_rekey_snapshots import sample_plan, sample_rekey
     from tui.screens.modals import HelpScreen
     from tui.screens.rekey import RekeyScreen
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, cli_env
+from tests.conftest import ROOT, cli_env
 
 PROBE = """
 import sys

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PIN
+
+from tests.conftest import ROOT, TEST_PIN
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.ceremonies.runner.test_ceremony_kills import RESHARE, _copy, _killed, _kind_rows
 from tests.ceremony_fixtures import (
     CUST,
     Dep,
@@ -29,7 +30,6 @@ from tests.ceremony_fixtures import (
     start_rotate_root,
 )
 from tests.conftest import TEST_PIN, cli_env
-from tests.test_ceremony_kills import RESHARE, _copy, _killed, _kind_rows
 
 pytestmark = pytest.mark.hsm
 
