@@ -24,7 +24,7 @@ POLICY, EVENTS, CHECKPOINTS, ARTIFACTS = (
     "checkpoints.jsonl",
     "artifacts",
 )
-ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,5 +1,6 @@
-"""Structural checks of a bundle: parsing/canonical form, policy signatures, ceremony
-binding, the hash chain, Merkle checkpoints, completeness and artifacts.
+"""Structural checks of a bundle: parsing/canonical form, policy signatures against the
+auditor's pins, roster identities, ceremony binding, the hash chain, Merkle checkpoints,
+completeness, artifacts and the link to the previous ceremony.
 
 Each function is pure: it takes parsed data and returns ``(problems, notes)`` for one
 check id. The authority checks (signatures, roles, quorum, script...) live in
@@ -10,17 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from custody.audit.merkle import MerkleTree, verify_consistency
-from custody.audit.signers import TrustKey, verify_signature
+from custody.audit.signers import verify_signature
 from custody.canonical import canonical_bytes
 from custody.errors import IntegrityError
 
 from .bundle import BundleData
 from .model import KIND_CLOSE, KIND_OPEN, FormatError, SignedPolicy
+from .pins import SUPER_ADMIN, Pins, and_list
 from .records import Checkpoint, Event, chain_hash, event_leaf
 from .rules import Rules, plural
 
@@ -40,6 +41,7 @@ class Parsed:
     events: list[Event | None] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    policy_exact: bool = False
 
 
 def _split(raw: bytes, name: str, problems: list[str]) -> list[bytes]:
@@ -80,6 +82,12 @@ def parse(data: BundleData) -> Parsed:
             out.signed = SignedPolicy.from_json(obj)
         except (FormatError, ValueError, TypeError) as exc:
             out.problems.append(f"policy.json: {exc}")
+        else:
+            # The signatures are checked over the re-serialised payload, so the file must
+            # be exactly that serialisation: no other byte form of policy.json is accepted.
+            out.policy_exact = out.signed.to_bytes() == data.policy
+            if not out.policy_exact:
+                out.problems.append("policy.json is not byte for byte the policy it encodes")
     out.lines = _split(data.events, "events.jsonl", out.problems)
     for i, ln in enumerate(out.lines):
         ev = None
@@ -100,29 +108,94 @@ def parse(data: BundleData) -> Parsed:
     return out
 
 
+def policy_quorum_needed(signed: SignedPolicy, pins: Pins, minimum: int) -> tuple[int, str]:
+    """How many pinned super-admins must have signed the policy, and why that many.
+
+    At least 2 whenever the policy's roster or the auditor's pins hold two or more
+    super-admins (so dropping the others from a forged roster does not lower it).
+    """
+    pol = signed.policy
+    roster = [e for e in pol.roster if e.role == SUPER_ADMIN and e.valid_at(pol.created_at) is None]
+    pinned = pins.with_role(SUPER_ADMIN)
+    floor = 2 if max(len(roster), len(pinned)) >= 2 else 1
+    need = max(pol.policy_quorum, minimum, floor)
+    why = (
+        f"the roster has {len(roster)} super-admin{'s' if len(roster) != 1 else ''}, "
+        f"{len(pinned)} pinned"
+    )
+    if need > floor:
+        why += f", policy quorum {pol.policy_quorum}, --min-policy-signatures {minimum}"
+    return need, why
+
+
 def check_policy_signatures(
-    signed: SignedPolicy, trust: Sequence[TrustKey], minimum: int
+    signed: SignedPolicy,
+    pins: Pins,
+    minimum: int,
+    *,
+    exact: bool = True,
+    counted: list[str] | None = None,
 ) -> Result:
-    if not trust:
+    """Count the policy signatures by pinned super-admins who are super-admins in the
+    policy's own roster; every other signature is ignored, with the reason. The names that
+    counted are appended to *counted* when given."""
+    if not pins:
         return ["no trust keys were pinned (--trust)"], []
-    data = SignedPolicy.signing_input(signed.policy)
-    good: dict[str, str] = {}
-    problems, notes = [], []
+    pol = signed.policy
+    problems: list[str] = []
+    if not exact:
+        problems.append("policy.json is not the exact signed form of its payload (re-encoded?)")
+    data = SignedPolicy.signing_input(pol)
+    counted = [] if counted is None else counted
+    ignored: list[str] = []
     for s in signed.signatures:
-        keys = [k for k in trust if k.fingerprint == s.keyid]
-        if not keys:
-            notes.append(f"ignored signature by {s.signer}: key {s.keyid} is not pinned")
+        k = pins.by_fingerprint(s.keyid)
+        who = f"{s.signer} ({s.keyid})"
+        if k is None:
+            ignored.append(f"{who}: key not pinned")
             continue
-        if any(verify_signature(k.alg, k.public, s.sig, data) for k in keys):
-            good[keys[0].fingerprint] = keys[0].name
+        if not verify_signature(k.alg, k.public, s.sig, data):
+            problems.append(f"signature by {who} does not verify under the key pinned for {k.name}")
+            continue
+        m = next((e for e in pol.roster if e.public == k.public), None)
+        if k.role is None:
+            why: str | None = "pinned without a role"
+        elif k.role != SUPER_ADMIN:
+            why = f"pinned as {k.role}, not super-admin"
+        elif m is None:
+            why = "not in the policy's roster"
+        elif m.name != k.name:
+            why = f"the roster names this key {m.name}, it is pinned as {k.name}"
+        elif m.role != SUPER_ADMIN:
+            why = f"a {m.role} in the policy's roster, not a super-admin"
         else:
-            problems.append(f"signature by {s.signer} does not verify under pinned key {s.keyid}")
-    need = max(signed.policy.policy_quorum, minimum)
-    line = f"{len(good)}/{need} pinned keys ({', '.join(good.values()) or 'none'})"
-    if len(good) < need:
-        problems.append(f"policy signed by {line}")
-    else:
-        notes.insert(0, f"policy signed by {line}")
+            why = m.valid_at(pol.created_at)
+        if why is None and k.name in counted:
+            why = "signed twice (counted once)"
+        if why is not None:
+            ignored.append(f"{k.name}: {why}")
+        else:
+            counted.append(k.name)
+    need, reason = policy_quorum_needed(signed, pins, minimum)
+    who = f"pinned super-admins {and_list(counted)}" if counted else "no pinned super-admin"
+    line = f"policy signed by {who} ({len(counted)}/{need} needed: {reason})"
+    notes = [f"ignored {x}" for x in ignored]
+    if len(counted) < need:
+        problems.append(line)
+        problems += notes
+        return problems, []
+    return problems, [line, *notes]
+
+
+def check_identities(signed: SignedPolicy, pins: Pins) -> Result:
+    """Every roster entry agrees with the auditor's pins (name, key and role)."""
+    roster = signed.policy.roster
+    problems = pins.identity_problems(roster)
+    pinned = [e.name for e in roster if (k := pins.by_key(e.public)) and k.name == e.name]
+    others = [e.name for e in roster if e.name not in pinned]
+    notes = [f"{len(pinned)}/{len(roster)} roster entries pinned ({', '.join(pinned) or 'none'})"]
+    if others:
+        notes.append(f"not pinned, so counted toward no quorum: {', '.join(others)}")
     return problems, notes
 
 
@@ -194,6 +267,8 @@ def check_checkpoints(rules: Rules, p: Parsed) -> Result:
         last = p.events[cp.tree_size - 1]
         if last is not None and cp.time < last.time:
             problems.append(f"{w}: dated before the events it covers")
+        if cp.time < rules.policy.created_at:
+            problems.append(f"{w}: dated before the policy was created")
         if cp.final and i != len(p.checkpoints) - 1:
             problems.append(f"{w}: a final checkpoint is followed by another")
         prev_size, prev_root = cp.tree_size, cp.root
@@ -214,11 +289,23 @@ def check_completeness(rules: Rules, p: Parsed) -> Result:
         problems.append(f"no final checkpoint covering all {n} events")
     else:
         for role, k in pol.close_quorum.items():
-            have = sorted(
-                {s.signer for s in fin.signatures if (m := pol.member(s.signer)) and m.role == role}
-            )
+            have: set[str] = set()
+            ignored: list[str] = []
+            for s in fin.signatures:
+                m = pol.member(s.signer)
+                if m is None or m.role != role:
+                    continue
+                why = rules.counts(m, role)
+                if why is None:
+                    have.add(s.signer)
+                else:
+                    ignored.append(f"{s.signer} ({why})")
             if len(have) < k:
-                problems.append(f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}")
+                problems.append(
+                    f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}"
+                    f" ({', '.join(sorted(have)) or 'none'})"
+                    + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+                )
     outcome = last.body.get("outcome") if last is not None else None
     return problems, [f"{n} events, closed with outcome {outcome}"]
 
@@ -244,3 +331,53 @@ def check_artifacts(data: BundleData, p: Parsed) -> Result:
         if name not in seen:
             problems.append(f"artifact {name} is not bound by any event")
     return problems, [f"{len(seen)} artifacts bound by digest"]
+
+
+def final_checkpoint(p: Parsed) -> Checkpoint | None:
+    """The last checkpoint when it is final and covers every event, else None."""
+    fin = p.checkpoints[-1] if p.checkpoints else None
+    if fin is None or not fin.final or fin.tree_size != len(p.lines):
+        return None
+    return fin
+
+
+def check_prev_link(signed: SignedPolicy, prev: Parsed | None, prev_ok: bool | None) -> Result:
+    """This policy's ``prev_checkpoint`` names the final checkpoint of the previous bundle
+    (a completed ceremony that verifies, closed before this one was created)."""
+    pol = signed.policy
+    link = pol.prev_checkpoint
+    if prev is None:
+        if link is None:
+            return [], ["the first ceremony of its chain (no prev_checkpoint)"]
+        return [], [
+            f"links to ceremony {link['ceremony']} at size {link['tree_size']}; "
+            "not checked (give the previous bundle with --prev)"
+        ]
+    if prev.signed is None:
+        return ["the previous bundle's policy.json is unreadable"], []
+    problems: list[str] = []
+    pid = prev.signed.policy.ceremony_id
+    fin = final_checkpoint(prev)
+    if fin is None:
+        return [f"the previous bundle ({pid}) has no final checkpoint covering its events"], []
+    want = {"ceremony": pid, "tree_size": fin.tree_size, "root": fin.root.hex()}
+    if link is None:
+        problems.append(f"no prev_checkpoint, but the previous ceremony is {pid}")
+    elif dict(link) != want:
+        problems.append(
+            f"prev_checkpoint names ceremony {link['ceremony']} at size {link['tree_size']} "
+            f"root {link['root']}, but the previous bundle ends at ceremony {pid} size "
+            f"{fin.tree_size} root {fin.root.hex()}: a fork or another history"
+        )
+    last = prev.events[-1] if prev.events else None
+    outcome = last.body.get("outcome") if last is not None else None
+    if outcome != "completed":
+        problems.append(f"the previous ceremony {pid} did not complete (outcome {outcome!r})")
+    if fin.time > pol.created_at:
+        problems.append(
+            f"this ceremony was created at {pol.created_at}, before the previous one closed "
+            f"({fin.time})"
+        )
+    if prev_ok is False:
+        problems.append(f"the previous bundle ({pid}) does not verify against your pins")
+    return problems, [] if problems else [f"follows ceremony {pid} at size {fin.tree_size}"]

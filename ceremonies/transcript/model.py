@@ -8,6 +8,11 @@ so a signature from one kind of record, or one ceremony, never verifies as anoth
 
 Parsing raises :class:`FormatError` (a :class:`TranscriptError`) with a description of the
 first problem; serialising a parsed object gives back the same bytes.
+
+Names (participants, signers, approvers), roles, steps, kinds and ids are restricted to the
+strict patterns below when a record is built or parsed, so none of them can carry a
+control character or an escape sequence to a terminal; free text (purpose, bodies) is
+escaped by every renderer instead (:func:`custody.textsafe.printable`).
 """
 
 from __future__ import annotations
@@ -40,7 +45,41 @@ META_KINDS = frozenset({KIND_OPEN, KIND_CLOSE, KIND_EXCEPTION})
 DEFAULT_WINDOW = 600
 
 _HEX = re.compile(r"^[0-9a-f]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# \Z, not $: "$" also matches before a final newline.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")  # participant / signer names
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # roles, steps, kinds
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}\Z")  # action ids, deployment ids
+_HEXID = re.compile(r"^[0-9a-f]{32,128}\Z")  # ceremony ids
+_FP = re.compile(r"^[0-9a-f]{32}\Z")  # key fingerprints (keyid)
+OUTCOMES = ("completed", "aborted")
+
+
+def check_name(v: str, what: str = "participant name") -> str:
+    """*v* when it is a valid participant name, else ValueError (no control characters)."""
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f"bad {what} {v!r}")
+    return v
+
+
+def check_token(v: str, what: str) -> str:
+    """*v* when it is a valid role, step or kind name, else ValueError."""
+    if not isinstance(v, str) or not _TOKEN.match(v):
+        raise ValueError(f"bad {what} {v!r}")
+    return v
+
+
+def check_id(v: str, what: str) -> str:
+    """*v* when it is a valid action or deployment id, else ValueError."""
+    if not isinstance(v, str) or not _ID.match(v):
+        raise ValueError(f"bad {what} {v!r}")
+    return v
+
+
+def check_ceremony_id(v: str, what: str = "ceremony id") -> str:
+    """*v* when it is a lowercase-hex ceremony id of 128 to 512 bits, else ValueError."""
+    if not isinstance(v, str) or not _HEXID.match(v) or len(v) % 2:
+        raise ValueError(f"bad {what} {v!r}")
+    return v
 
 
 class FormatError(TranscriptError):
@@ -103,6 +142,11 @@ class Sig:
     sig: bytes = field(repr=False)
     keyid: str | None = None
 
+    def __post_init__(self) -> None:
+        check_name(self.signer, "signer name")
+        if self.keyid is not None and not _FP.match(self.keyid):
+            raise ValueError(f"bad key id {self.keyid!r}")
+
     def to_json(self) -> dict[str, str]:
         d = {"signer": self.signer, "sig": self.sig.hex()}
         if self.keyid is not None:
@@ -113,11 +157,14 @@ class Sig:
     def from_json(cls, d: Any, *, keyed: bool = False) -> Sig:
         req = {"signer", "sig", "keyid"} if keyed else {"signer", "sig"}
         _keys(d, "signature", req)
-        return cls(
-            signer=_str(d["signer"], "signer"),
-            sig=unhex(d["sig"], "sig"),
-            keyid=_str(d["keyid"], "keyid") if keyed else None,
-        )
+        try:
+            return cls(
+                signer=_str(d["signer"], "signer"),
+                sig=unhex(d["sig"], "sig"),
+                keyid=_str(d["keyid"], "keyid") if keyed else None,
+            )
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc
 
 
 def parse_sigs(v: Any, *, keyed: bool = False) -> tuple[Sig, ...]:
@@ -139,8 +186,12 @@ class RosterEntry:
     alg: str = "ed25519"
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"bad participant name {self.name!r}")
+        check_name(self.name)
+        check_token(self.role, "role")
+        if self.alg != "ed25519":
+            raise ValueError(f"unsupported key algorithm {self.alg!r}")
+        if self.revoked_at is not None and self.revoked_at < self.valid_from:
+            raise ValueError(f"{self.name} is revoked before their key is valid")
         if self.valid_until <= self.valid_from:
             raise ValueError("valid_until must be after valid_from")
 
@@ -213,6 +264,7 @@ class Threshold:
     count: int
 
     def __post_init__(self) -> None:
+        check_token(self.role, "threshold role")
         if self.count < 1:
             raise ValueError("threshold count must be >= 1")
 
@@ -259,8 +311,22 @@ class Policy:
     prev_checkpoint: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if len(cid_bytes(self.ceremony_id)) < 16:
-            raise ValueError("ceremony id must be at least 128 bits")
+        check_ceremony_id(self.ceremony_id)
+        check_token(self.kind, "ceremony kind")
+        if self.deployment:
+            check_id(self.deployment, "deployment id")
+        for step in self.script:
+            check_token(step, "script step")
+        for role, kinds in self.permissions.items():
+            check_token(role, "role")
+            for k in kinds:
+                if k != "*":
+                    check_token(k, "event kind")
+        for kind in self.thresholds:
+            check_token(kind, "gated action kind")
+        for role in self.close_quorum:
+            check_token(role, "close quorum role")
+        _check_prev_checkpoint(self.prev_checkpoint)
         names = [e.name for e in self.roster]
         if len(set(names)) != len(names):
             raise ValueError("duplicate participant in roster")
@@ -329,7 +395,7 @@ class Policy:
                 cls(
                     ceremony_id="00" * 16,
                     purpose="",
-                    kind="",
+                    kind="x",
                     created_at=0,
                     roster=(),
                     permissions={},
@@ -369,6 +435,25 @@ class Policy:
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise FormatError(str(exc)) from exc
+
+
+PREV_FIELDS = frozenset({"ceremony", "tree_size", "root"})
+
+
+def _check_prev_checkpoint(v: Mapping[str, Any] | None) -> None:
+    """``prev_checkpoint`` is null or exactly ``{ceremony, tree_size, root}`` (what the
+    runner stores after each completed ceremony: its final checkpoint)."""
+    if v is None:
+        return
+    if not isinstance(v, Mapping) or set(v) != PREV_FIELDS:
+        raise ValueError(f"prev_checkpoint must be null or an object with {sorted(PREV_FIELDS)}")
+    check_ceremony_id(v["ceremony"], "prev_checkpoint ceremony")
+    n = v["tree_size"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError("prev_checkpoint tree_size must be a positive integer")
+    r = v["root"]
+    if not isinstance(r, str) or not _HEX.match(r) or len(r) != 64:
+        raise ValueError("prev_checkpoint root must be 32 bytes of lowercase hex")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

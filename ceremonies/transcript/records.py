@@ -31,6 +31,10 @@ from .model import (
     _int,
     _keys,
     _str,
+    check_ceremony_id,
+    check_id,
+    check_name,
+    check_token,
     cid_bytes,
     parse_sigs,
     signing_input,
@@ -70,6 +74,12 @@ class Event:
     body: Mapping[str, Any]
     signatures: tuple[Sig, ...] = ()
     unsigned_bytes: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_ceremony_id(self.ceremony, "event ceremony id")
+        check_token(self.step, "step")
+        check_token(self.kind, "event kind")
+        check_name(self.actor, "actor name")
 
     def unsigned(self) -> dict[str, Any]:
         return {
@@ -114,17 +124,20 @@ class Event:
         _keys(d, "event", EVENT_FIELDS)
         if not isinstance(d["body"], dict):
             raise FormatError("event body must be an object")
-        return cls(
-            seq=_int(d["seq"], "seq"),
-            prev=unhex(d["prev"], "prev", 32),
-            ceremony=_str(d["ceremony"], "ceremony"),
-            time=_int(d["time"], "time"),
-            step=_str(d["step"], "step"),
-            kind=_str(d["kind"], "kind"),
-            actor=_str(d["actor"], "actor"),
-            body=d["body"],
-            signatures=parse_sigs(d["signatures"]),
-        )
+        try:
+            return cls(
+                seq=_int(d["seq"], "seq"),
+                prev=unhex(d["prev"], "prev", 32),
+                ceremony=_str(d["ceremony"], "ceremony"),
+                time=_int(d["time"], "time"),
+                step=_str(d["step"], "step"),
+                kind=_str(d["kind"], "kind"),
+                actor=_str(d["actor"], "actor"),
+                body=d["body"],
+                signatures=parse_sigs(d["signatures"]),
+            )
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc
 
 
 APPROVAL_FIELDS = {
@@ -154,6 +167,12 @@ class Approval:
     nonce: str
     sig: bytes = field(default=b"", repr=False)
 
+    def __post_init__(self) -> None:
+        check_ceremony_id(self.ceremony, "approval ceremony id")
+        check_token(self.action, "approved action")
+        check_id(self.action_id, "action id")
+        check_name(self.approver, "approver name")
+
     def unsigned(self) -> dict[str, Any]:
         return {
             "ceremony": self.ceremony,
@@ -179,17 +198,20 @@ class Approval:
         _keys(d, "approval", APPROVAL_FIELDS)
         unhex(d["action_digest"], "action digest", 32)
         unhex(d["nonce"], "nonce", 16)
-        return cls(
-            ceremony=_str(d["ceremony"], "ceremony"),
-            action=_str(d["action"], "action"),
-            action_id=_str(d["action_id"], "action_id"),
-            action_digest=d["action_digest"],
-            approver=_str(d["approver"], "approver"),
-            issued_at=_int(d["issued_at"], "issued_at"),
-            expires_at=_int(d["expires_at"], "expires_at"),
-            nonce=d["nonce"],
-            sig=unhex(d["sig"], "approval sig"),
-        )
+        try:
+            return cls(
+                ceremony=_str(d["ceremony"], "ceremony"),
+                action=_str(d["action"], "action"),
+                action_id=_str(d["action_id"], "action_id"),
+                action_digest=d["action_digest"],
+                approver=_str(d["approver"], "approver"),
+                issued_at=_int(d["issued_at"], "issued_at"),
+                expires_at=_int(d["expires_at"], "expires_at"),
+                nonce=d["nonce"],
+                sig=unhex(d["sig"], "approval sig"),
+            )
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc
 
     @classmethod
     def create(
@@ -247,6 +269,9 @@ class Checkpoint:
     final: bool
     signatures: tuple[Sig, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_ceremony_id(self.ceremony, "checkpoint ceremony id")
+
     def unsigned(self) -> dict[str, Any]:
         return {
             "ceremony": self.ceremony,
@@ -271,13 +296,16 @@ class Checkpoint:
         _keys(d, "checkpoint", CHECKPOINT_FIELDS)
         if not isinstance(d["consistency"], list) or not isinstance(d["final"], bool):
             raise FormatError("checkpoint consistency/final malformed")
-        return cls(
-            ceremony=_str(d["ceremony"], "ceremony"),
-            tree_size=_int(d["tree_size"], "tree_size"),
-            root=unhex(d["root"], "root", 32),
-            time=_int(d["time"], "time"),
-            prev_size=_int(d["prev_size"], "prev_size"),
-            consistency=tuple(unhex(c, "consistency hash", 32) for c in d["consistency"]),
-            final=d["final"],
-            signatures=parse_sigs(d["signatures"]),
-        )
+        try:
+            return cls(
+                ceremony=_str(d["ceremony"], "ceremony"),
+                tree_size=_int(d["tree_size"], "tree_size"),
+                root=unhex(d["root"], "root", 32),
+                time=_int(d["time"], "time"),
+                prev_size=_int(d["prev_size"], "prev_size"),
+                consistency=tuple(unhex(c, "consistency hash", 32) for c in d["consistency"]),
+                final=d["final"],
+                signatures=parse_sigs(d["signatures"]),
+            )
+        except ValueError as exc:
+            raise FormatError(str(exc)) from exc

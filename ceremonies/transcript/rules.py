@@ -2,9 +2,15 @@
 
 One :class:`Rules` object walks a ceremony's events in order and reports, for each event,
 problems under the verifier's check ids: ``signatures``, ``enrolment``, ``role``,
-``key-validity``, ``quorum``, ``script-order`` and ``no-secrets``. The recorder runs the
-very same code on an event before it is written (and refuses it on any problem), so what
-the recorder accepts is exactly what the verifier passes.
+``key-validity``, ``times``, ``quorum``, ``script-order``, ``completeness`` (the close
+event's outcome) and ``no-secrets``. The recorder runs the very same code on an event
+before it is written (and refuses it on any problem), so what the recorder accepts is
+exactly what the verifier passes.
+
+The verifier also gives the auditor's :class:`~ceremonies.transcript.pins.Pins`: then an
+approver or co-signer counts toward a quorum only when pinned under their roster name and
+key with the quorum's role; everyone else is listed as ignored, with the reason. The
+recorder has no pins (it trusts the roster its signed policy carries).
 """
 
 from __future__ import annotations
@@ -16,7 +22,18 @@ from typing import Any
 from custody.audit.signers import verify_signature
 
 from .guard import secret_findings
-from .model import KIND_CLOSE, KIND_EXCEPTION, KIND_OPEN, META_KINDS, FormatError, Policy, Sig
+from .model import (
+    KIND_CLOSE,
+    KIND_EXCEPTION,
+    KIND_OPEN,
+    META_KINDS,
+    OUTCOMES,
+    FormatError,
+    Policy,
+    RosterEntry,
+    Sig,
+)
+from .pins import Pins
 from .records import Approval, Event, action_digest
 
 Finding = tuple[str, str]  # (check id, message)
@@ -36,10 +53,17 @@ class _State:
 class Rules:
     """Stateful walk over events (see module docstring)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, pins: Pins | None = None) -> None:
         self.policy = policy
+        self.pins = pins
         self.state = _State()
         self.info: list[Finding] = []
+
+    def counts(self, m: RosterEntry, role: str) -> str | None:
+        """None when roster member *m* counts toward a quorum of *role*, else why not."""
+        if m.role != role:
+            return f"a {m.role}, not a {role}"
+        return self.pins.standing(m, role) if self.pins is not None else None
 
     def snapshot(self) -> _State:
         s = self.state
@@ -83,11 +107,32 @@ class Rules:
                 out.append(("signatures", f"{where}: actor {ev.actor} did not sign"))
             if not p.may_record(actor.role, ev.kind):
                 out.append(("role", f"{where}: {ev.actor} ({actor.role}) may not record {ev.kind}"))
+        if ev.time < p.created_at:
+            out.append(("times", f"{where}: dated {ev.time}, before the policy ({p.created_at})"))
         for f in secret_findings(ev.kind, ev.body):
             out.append(("no-secrets", f"{where}: {f}"))
+        if ev.kind == KIND_CLOSE:
+            out += self._close(ev, where)
         if ev.kind in p.thresholds:
             out += self._quorum(ev, where)
         out += self._script(ev, where, signers)
+        return out
+
+    def _close(self, ev: Event, where: str) -> list[Finding]:
+        out: list[Finding] = []
+        outcome = ev.body.get("outcome")
+        if not isinstance(outcome, str) or outcome not in OUTCOMES:
+            out.append(
+                ("completeness", f"{where}: outcome {outcome!r} is neither completed nor aborted")
+            )
+        if ev.body.get("events") != ev.seq + 1:
+            out.append(
+                (
+                    "completeness",
+                    f"{where}: the close counts {ev.body.get('events')!r} events, "
+                    f"it is event {ev.seq + 1}",
+                )
+            )
         return out
 
     # -- quorum -----------------------------------------------------------------------
@@ -109,6 +154,7 @@ class Rules:
         if b.get("action_digest") != digest:
             out.append(("quorum", f"{where}: {ev.kind} {aid}: action digest does not match params"))
         good: list[str] = []
+        ignored: list[str] = []
         for a in approvals:
             who = f"{ev.kind} {aid}: {a.approver}'s approval"
             m = p.member(a.approver)
@@ -120,6 +166,8 @@ class Rules:
                 bad.append("has a bad signature")
             if m.role != t.role:
                 bad.append(f"is from a {m.role}, not a {t.role}")
+            if a.issued_at < p.created_at:
+                bad.append(f"was issued before the policy ({a.issued_at} < {p.created_at})")
             if a.ceremony != p.ceremony_id:
                 bad.append("is for another ceremony")
             if a.action != ev.kind or a.action_id != aid or a.action_digest != digest:
@@ -139,12 +187,16 @@ class Rules:
                     break
             if bad:
                 out += [("quorum", f"{where}: {who} {x}") for x in bad]
+            elif (why := self.counts(m, t.role)) is not None:
+                ignored.append(f"{a.approver} ({why})")
             elif a.approver not in good:
                 good.append(a.approver)
         line = (
             f"{ev.kind} {aid}: {len(good)}/{t.count} {plural(t.role, t.count)}"
             f" ({', '.join(good) or 'none'})"
         )
+        if ignored:
+            line += f"; ignored: {', '.join(ignored)}"
         if len(good) < t.count:
             out.append(("quorum", f"{line}: below threshold"))
         else:
@@ -158,12 +210,20 @@ class Rules:
             return []
         if ev.kind == KIND_EXCEPTION:
             q = p.exception_quorum
-            ok = sorted(n for n in signers if (m := p.member(n)) and m.role == q.role)
+            ok, ignored = [], []
+            for n in sorted(signers):
+                m = p.member(n)
+                why = "not enrolled" if m is None else self.counts(m, q.role)
+                if why is None:
+                    ok.append(n)
+                elif m is not None and m.role == q.role:
+                    ignored.append(f"{n} ({why})")
             target = ev.body.get("resume_at")
             if len(ok) < q.count:
                 msg = (
                     f"{where}: exception co-signed by {len(ok)}/{q.count} "
                     f"{plural(q.role, q.count)} ({', '.join(ok) or 'none'})"
+                    + (f"; ignored: {', '.join(ignored)}" if ignored else "")
                 )
                 return [("script-order", msg)]
             if target not in p.script:

@@ -6,8 +6,10 @@ participant's in-process key and :class:`HsmSigner` for a key held in the HSM (t
 the :class:`custody.hsm.Hsm` port, so this module never imports ``pkcs11``).
 
 A :class:`TrustKey` is a public key an auditor pinned on their own command line. Trust
-key files are JSON ``{"alg": "ed25519", "public": "<64 hex>", "name": "..."}`` or a bare
-line of 64 hex digits.
+key files are JSON ``{"alg": "ed25519", "public": "<64 hex>", "name": "...", "role": "..."}``
+(``role`` optional) or a bare line of 64 hex digits (no name, no role). A key pinned
+without a role identifies someone but never counts toward a transcript quorum
+(:mod:`ceremonies.transcript.pins`).
 """
 
 from __future__ import annotations
@@ -118,18 +120,22 @@ def verify_signature(alg: str, public: bytes, signature: bytes, data: bytes) -> 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrustKey:
-    """A public key pinned by the auditor."""
+    """A public key pinned by the auditor, with the role the auditor vouches for (or None)."""
 
     name: str
     alg: str
     public: bytes
+    role: str | None = None
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.public)
 
     def to_json(self) -> dict[str, str]:
-        return {"alg": self.alg, "public": self.public.hex(), "name": self.name}
+        d = {"alg": self.alg, "public": self.public.hex(), "name": self.name}
+        if self.role is not None:
+            d["role"] = self.role
+        return d
 
     @classmethod
     def of(cls, signer: Signer) -> TrustKey:
@@ -150,6 +156,10 @@ def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
         alg = str(doc.get("alg", "ed25519"))
         pub = str(doc["public"]).lower()
         name = str(doc.get("name") or default_name)
+        role = doc.get("role")
+        if role is not None and not isinstance(role, str):
+            raise TypeError("role must be a string")
+        fp = doc.get("fingerprint")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             "Not a trust key file",
@@ -159,4 +169,10 @@ def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
         raise UsageError(
             f"Unsupported trust key ({alg})", "Only raw Ed25519 public keys (64 hex) are accepted."
         )
-    return TrustKey(name=name, alg=alg, public=bytes.fromhex(pub))
+    key = TrustKey(name=name, alg=alg, public=bytes.fromhex(pub), role=role or None)
+    if fp is not None and fp != key.fingerprint:
+        raise UsageError(
+            f"Trust key {name}: the fingerprint does not match the public key",
+            "The file was altered; obtain the key again out of band.",
+        )
+    return key

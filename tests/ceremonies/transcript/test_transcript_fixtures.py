@@ -18,6 +18,7 @@ from ceremonies.transcript import (
     to_archive,
     verify_bundle,
 )
+from ceremonies.transcript.pins import load_pins
 from ceremonies.transcript.records import Checkpoint, Event
 from custody.errors import PolicyError
 from tests.conftest import FIXTURES
@@ -26,8 +27,16 @@ FX = FIXTURES / "transcripts"
 sys.path.insert(0, str(FX.parent))
 import make_transcripts  # noqa: E402 - the generator script lives in tests/fixtures
 
-TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
-GOLDEN = ["rotate-root", "drill-exception", "rotate-root.tar"]
+TRUST = load_pins((FX / "trust" / "pins.json").read_bytes())
+GOLDEN = ["rotate-root", "drill-exception", "two-admins", "rotate-root.tar"]
+CHAINS = json.loads((FX / "chains.json").read_text())
+
+
+def verify_fixture(rel: str, **kw):
+    """Verify a fixture with the pins (and previous bundle) chains.json gives it."""
+    pins, prev = CHAINS.get(rel, ["pins.json", None])
+    trust = load_pins((FX / "trust" / pins).read_bytes())
+    return verify_bundle(FX / rel, trust, prev=FX / prev if prev else None, **kw)
 
 
 @dataclass(frozen=True)
@@ -66,14 +75,14 @@ def test_every_issue_kind_has_a_fixture() -> None:
 
 @pytest.mark.parametrize("name", GOLDEN)
 def test_golden_passes(name: str) -> None:
-    report = verify_bundle(FX / "golden" / name, TRUST)
+    report = verify_fixture(f"golden/{name}")
     assert report.ok, report.text()
     assert [r.id for r in report.results] == list(CHECK_IDS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_tampered_fails_expected_check(case: Case) -> None:
-    report = verify_bundle(FX / "tampered" / case.name, TRUST)
+    report = verify_fixture(f"tampered/{case.name}")
     assert not report.ok
     assert case.check in report.failed, report.text()
     assert report.result(case.check).problems
@@ -85,13 +94,24 @@ def test_quorum_output_names_participants() -> None:
 
 
 def test_only_pinned_keys_count() -> None:
-    erin = parse_trust_key((FX / "trust" / "erin.json").read_bytes())
-    for trust in ([], [erin]):
+    """Issue 11 changed this: a key pinned without a role (bare hex) or in another role no
+    longer makes a policy count, and unpinned approvers count toward no quorum."""
+    others = [k for k in TRUST if k.name != "dave"]
+    for trust in ([], others):
         r = verify_bundle(FX / "golden" / "rotate-root", trust)
-        assert r.failed == ("policy-signatures",)
-    hexkey = parse_trust_key((FX / "trust" / "dave.hex").read_bytes())
-    assert verify_bundle(FX / "golden" / "rotate-root", [hexkey]).ok
+        assert "policy-signatures" in r.failed
+    hexkey = parse_trust_key((FX / "trust" / "dave.hex").read_bytes(), default_name="dave")
+    assert hexkey.role is None
+    r = verify_bundle(FX / "golden" / "rotate-root", [hexkey, *others])
+    assert "policy-signatures" in r.failed, r.text()
+    assert "ignored dave: pinned without a role" in r.result("policy-signatures").problems
     assert not verify_bundle(FX / "golden" / "rotate-root", TRUST, min_policy_signatures=2).ok
+    dave = load_pins((FX / "trust" / "dave.json").read_bytes())
+    r = verify_bundle(FX / "golden" / "rotate-root", dave)
+    assert set(r.failed) == {"quorum", "completeness"}
+    assert "ignored: alice (not pinned), bob (not pinned), carol (not pinned)" in (
+        r.result("quorum").detail
+    )
 
 
 @pytest.mark.parametrize("name", ["rotate-root", "drill-exception"])
@@ -129,6 +149,14 @@ def test_regenerating_reproduces_committed_fixtures(tmp_path: Path) -> None:
             same(sub)
 
     same(cmp)
+
+
+@pytest.mark.parametrize("variant", sorted(make_transcripts.PIN_CASES))
+def test_recorder_without_pins_writes_what_only_pins_reject(variant: str, tmp_path: Path) -> None:
+    """The recorder trusts its own signed policy; only the auditor's pins catch these."""
+    make_transcripts.rotate_ceremony(tmp_path / "b", variant, checked=True)
+    pins = CHAINS.get(f"tampered/{variant}", ["pins.json"])[0]
+    assert not verify_bundle(tmp_path / "b", load_pins((FX / "trust" / pins).read_bytes())).ok
 
 
 @pytest.mark.parametrize("variant", sorted(make_transcripts.SEMANTIC_CASES))

@@ -22,7 +22,10 @@ sys.path.insert(0, str(FIXTURES))
 import make_transcripts as mt
 
 DAVE, ERIN = mt.key("dave"), mt.key("erin")
-TRUST = [TrustKey.of(DAVE)]
+# the auditor's pins: every participant of the fixture roster, in their role
+TRUST = [
+    TrustKey(name=n, alg="ed25519", public=mt.key(n).public, role=r) for n, r in mt.NAMES.items()
+]
 
 
 def new_recorder(path: Path, **kw) -> Recorder:

@@ -5,11 +5,12 @@ as a FormatError instead of failing a check (found by the byte-flip property tes
 
 from __future__ import annotations
 
-from ceremonies.transcript import BundleData, load_bundle, parse_trust_key, verify_bundle
+from ceremonies.transcript import BundleData, load_bundle, verify_bundle
+from ceremonies.transcript.pins import load_pins
 from tests.conftest import FIXTURES
 
 FX = FIXTURES / "transcripts"
-TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
+TRUST = load_pins((FX / "trust" / "pins.json").read_bytes())
 
 
 def _flip(data: BundleData, offset: int) -> BundleData:

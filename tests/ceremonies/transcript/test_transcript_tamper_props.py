@@ -5,13 +5,14 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ceremonies.transcript import BundleData, load_bundle, parse_trust_key, verify_bundle
+from ceremonies.transcript import BundleData, load_bundle, verify_bundle
 from ceremonies.transcript.bundle import load_archive_bytes
+from ceremonies.transcript.pins import load_pins
 from custody.errors import TranscriptError
 from tests.conftest import FIXTURES
 
 FX = FIXTURES / "transcripts"
-TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
+TRUST = load_pins((FX / "trust" / "pins.json").read_bytes())
 GOLDEN = {n: load_bundle(FX / "golden" / n) for n in ("rotate-root", "drill-exception")}
 TAR = (FX / "golden" / "rotate-root.tar").read_bytes()
 FILES = ("policy", "events", "checkpoints", "artifact")
