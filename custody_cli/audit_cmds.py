@@ -1,6 +1,8 @@
 """``custody audit verify|proof|check-proof|checkpoint|tail``: the operational audit log.
 
-``check-proof`` is offline and needs nothing but the proof file and a pinned key. The
+``check-proof`` is offline and needs nothing but the proof file and a pinned key. Every
+string read from the log (actor, op, target, details, problems) is escaped before it is
+printed (:func:`custody.textsafe.printable`), so a log entry cannot drive the terminal. The
 checkpoint signer is the HSM's audit signing key (label ``audit``) by default, or an
 Ed25519 PKCS#8 key with ``--key-file`` (its passphrase from ``--passphrase-file``,
 ``$CUSTODY_PASSPHRASE`` or a prompt).
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from custody.errors import AuditError, UsageError
+from custody.textsafe import printable
 from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of, user_pin
 
 if TYPE_CHECKING:
@@ -101,14 +104,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rep.to_json())
     else:
-        print(
+        for x in rep.problems:
+            print(f"  FAIL {printable(x)}")
+        for x in rep.notes:
+            print(f"  note {printable(x)}")
+        print(  # the verdict last, below everything the log supplied
             ("VALID" if rep.ok else "INVALID")
             + f": {rep.entries} entries, {rep.checkpoints} checkpoints"
         )
-        for x in rep.problems:
-            print(f"  FAIL {x}")
-        for x in rep.notes:
-            print(f"  note {x}")
     return 0 if rep.ok else AuditError.exit_code
 
 
@@ -143,7 +146,7 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"ok": True, "summary": summary})
     else:
-        print(f"VALID: {summary}")
+        print(f"VALID: {printable(summary)}")
     return 0
 
 
@@ -200,10 +203,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 0
     from datetime import datetime
 
+    p = printable
     for e in entries:
         ts = datetime.fromtimestamp(e["time"], UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        det = " ".join(f"{k}={v}" for k, v in e["details"].items())
+        det = " ".join(f"{p(k)}={p(v)}" for k, v in e["details"].items())
         print(
-            f"{e['seq']:>7} {ts} {e['outcome']:<6} {e['actor']:<12} {e['op']} {e['target']} {det}"
+            f"{e['seq']:>7} {ts} {p(e['outcome']):<6} {p(e['actor']):<12} {p(e['op'])} "
+            f"{p(e['target'])} {det}"
         )
     return 0

@@ -1,7 +1,9 @@
 """``custody transcript verify|show``: the auditor's offline commands for ceremony bundles.
 
-``verify`` takes its trust anchors only from ``--trust`` files on the command line and
-exits 0 only when every check passes (6, the integrity exit code, otherwise).
+``verify`` takes its trust anchors only from ``--trust`` pin files on the command line
+(identities with a name and a role: :mod:`ceremonies.transcript.pins`) and exits 0 only
+when every check passes (6, the integrity exit code, otherwise). Every string from a bundle
+is escaped before it is printed, and the verdict is the last line of the output.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from custody.errors import IntegrityError, UsageError
+from custody.textsafe import printable
 from custody_cli.common import add_json, emit_json
 
 if TYPE_CHECKING:
+    from ceremonies.transcript.pins import Pins
     from custody.audit.signers import TrustKey
 
 
@@ -26,11 +30,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar archive")
     v.add_argument(
         "--trust",
-        metavar="PUBKEY",
+        metavar="PINS",
         action="append",
         default=[],
         required=True,
-        help="trust key file (JSON {alg, public, name} or 64 hex); repeatable",
+        help="pin file: an identity JSON {alg, public, name, role}, a pin list, or 64 hex "
+        "(no role: counts toward no quorum); repeatable",
+    )
+    v.add_argument(
+        "--prev",
+        metavar="BUNDLE",
+        help="the previous ceremony's bundle: check that this one follows its final checkpoint",
     )
     v.add_argument(
         "--min-policy-signatures",
@@ -52,37 +62,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--html", metavar="OUT", help="also write a self-contained HTML page")
     s.add_argument(
         "--trust",
-        metavar="PUBKEY",
+        metavar="PINS",
         action="append",
         default=[],
-        help="include a verification report against these pinned keys",
+        help="include a verification report against these pin files",
     )
+    s.add_argument("--prev", metavar="BUNDLE", help="the previous bundle (see verify --prev)")
     s.set_defaults(func=cmd_show)
 
 
-def _trust(paths: list[str]) -> list[TrustKey]:
-    from custody.audit.signers import parse_trust_key
+def _trust(paths: list[str]) -> Pins:
+    from ceremonies.transcript.pins import Pins, load_pins
 
-    keys = []
+    keys: list[TrustKey] = []
     for path in paths:
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"Cannot read trust key {path}", "Check the --trust path.") from exc
-        keys.append(parse_trust_key(raw, default_name=Path(path).stem))
-    return keys
+            raise UsageError(f"Cannot read pin file {path}", "Check the --trust path.") from exc
+        keys += load_pins(raw, default_name=Path(path).name.split(".")[0])
+    return Pins.of(keys)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ceremonies.transcript.verify import verify_bundle
 
     report = verify_bundle(
-        args.bundle, _trust(args.trust), min_policy_signatures=args.min_policy_signatures
+        args.bundle,
+        _trust(args.trust),
+        min_policy_signatures=args.min_policy_signatures,
+        prev=args.prev,
     )
     if args.json:
         emit_json(report.to_json())
     else:
-        print(report.text())
+        sys.stdout.write(report.text() + "\n")
     return 0 if report.ok else IntegrityError.exit_code
 
 
@@ -92,14 +106,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     from ceremonies.transcript.verify import verify_bundle
 
     data = load_bundle(args.bundle)
-    report = verify_bundle(data, _trust(args.trust)) if args.trust else None
-    sys.stdout.write(render_text(data, report) + "\n")
-    if args.html:
+    report = verify_bundle(data, _trust(args.trust), prev=args.prev) if args.trust else None
+    if args.html:  # written first, so that the verdict stays the last line printed
         try:
             Path(args.html).write_text(render_html(data, report), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"Cannot write {args.html}", "Check the --html path.") from exc
-        print(f"wrote {args.html}")
+        print(f"wrote {printable(args.html)}")
+    sys.stdout.write(render_text(data, report) + "\n")
     return 0
 
 

@@ -1,8 +1,11 @@
 """A readable timeline of a transcript: steps, actors, approvals, exceptions, checkpoints.
 
 :func:`timeline` turns a bundle into rows; :func:`render_text` and :func:`render_html`
-print them. The HTML is one self-contained file (inline CSS, no scripts, every value
-escaped) that an auditor can archive next to the bundle.
+print them. Every string from the bundle is passed through
+:func:`custody.textsafe.printable` (no control character or escape sequence reaches the
+terminal), and a verification report comes last, ending with its verdict line. The HTML is
+one self-contained file (inline CSS, no scripts, every value escaped) that an auditor can
+archive next to the bundle.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from custody.textsafe import printable
 
 from .bundle import BundleData
 from .checks import parse
@@ -126,21 +131,26 @@ def timeline(data: BundleData) -> tuple[dict[str, Any], list[Row]]:
 
 
 def render_text(data: BundleData, report: Report | None = None) -> str:
+    """The timeline as text, every bundle string escaped; the report's verdict is last."""
+    e = printable
     head, rows = timeline(data)
     out = [
-        f"ceremony {head.get('ceremony', '?')}  {head.get('kind', '')}: {head.get('purpose', '')}"
+        f"ceremony {e(head.get('ceremony', '?'))}  {e(head.get('kind', ''))}: "
+        f"{e(head.get('purpose', ''))}"
     ]
     if head:
-        out.append(f"created {head['created']}; script: {' > '.join(head['script'])}")
-        out.append("roster: " + "; ".join(head["roster"]))
-        out.append("thresholds: " + ", ".join(f"{k} {v}" for k, v in head["thresholds"].items()))
+        out.append(f"created {head['created']}; script: {e(' > '.join(head['script']))}")
+        out.append("roster: " + e("; ".join(head["roster"])))
+        out.append("thresholds: " + e(", ".join(f"{k} {v}" for k, v in head["thresholds"].items())))
     out.append("")
     for r in rows:
         seq = f"{r.seq:>4}" if r.seq is not None else "   -"
         mark = {"exception": "!", "action": "*", "checkpoint": "#", "broken": "X"}.get(r.tag, " ")
-        out.append(f"{seq} {mark} {r.time}  {r.step:<16} {r.kind:<18} {r.actor:<8} {r.summary}")
+        out.append(
+            f"{seq} {mark} {r.time}  {e(r.step):<16} {e(r.kind):<18} {e(r.actor):<8} {e(r.summary)}"
+        )
         if r.signers and r.tag in ("action", "exception", "checkpoint", "close"):
-            out.append(f"{'':>26}signed by {r.signers}")
+            out.append(f"{'':>26}signed by {e(r.signers)}")
     if report is not None:
         out += ["", report.text()]
     return "\n".join(out)
@@ -158,8 +168,11 @@ def _head_value(v: Any) -> str:
 
 
 def render_html(data: BundleData, report: Report | None = None) -> str:
-    """A self-contained HTML page (all values escaped)."""
-    e = html.escape
+    """A self-contained HTML page (all values escaped, control characters made visible)."""
+
+    def e(s: str) -> str:
+        return html.escape(printable(s))
+
     head, rows = timeline(data)
     parts = [
         '<!DOCTYPE html><html><head><meta charset="utf-8">',
@@ -201,5 +214,8 @@ def render_html(data: BundleData, report: Report | None = None) -> str:
         ]
         tds = "".join(f"<td>{e(c)}</td>" for c in cells)
         parts.append(f'<tr class="{e(r.tag)}">' + tds + "</tr>")
-    parts.append("</table></body></html>\n")
+    parts.append("</table>")
+    if report is not None:  # last, after everything the bundle supplied
+        parts.append(f"<p>proves: {e(report.proves)}</p><p><b>{e(report.verdict())}</b></p>")
+    parts.append("</body></html>\n")
     return "\n".join(parts)

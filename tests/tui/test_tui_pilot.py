@@ -17,6 +17,7 @@ from tests.conftest import ROOT, TEST_PIN
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ceremonies.transcript import CHECK_IDS
 from tests.tui_fixtures import dev_home, settle
 from tui.app import make_app
 from tui.screens.auditor import AuditorScreen
@@ -189,7 +190,7 @@ def test_auditor_verifies_good_bundle_filters_and_exports(home, tmp_path):
         app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            await _verify(pilot, FIX / "golden" / "rotate-root", [FIX / "trust" / "dave.json"])
+            await _verify(pilot, FIX / "golden" / "rotate-root", [FIX / "trust" / "pins.json"])
             scr = _auditor(app)
             assert app.errors_shown == []
             v = scr.view
@@ -217,7 +218,7 @@ def test_auditor_verifies_good_bundle_filters_and_exports(home, tmp_path):
             await pilot.press("enter")
             await settle(pilot)
             rep = json.loads(out.read_text())
-            assert rep["ok"] is True and len(rep["checks"]) == 14
+            assert rep["ok"] is True and len(rep["checks"]) == len(CHECK_IDS)
 
     run(go())
 
@@ -230,7 +231,7 @@ def test_auditor_names_the_failing_check_on_a_tampered_bundle(home):
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
             await _verify(
-                pilot, FIX / "tampered" / "forged-approval", [FIX / "trust" / "dave.json"]
+                pilot, FIX / "tampered" / "forged-approval", [FIX / "trust" / "pins.json"]
             )
             v = _auditor(app).view
             assert not v.ok

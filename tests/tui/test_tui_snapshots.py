@@ -133,7 +133,7 @@ async def open_auditor(pilot) -> None:
     await pilot.press("a")
     await pilot.pause()
     scr = pilot.app.screen
-    scr.pin_trust_key(str((FIX / "trust" / "dave.json").relative_to(ROOT)))
+    scr.pin_trust_key(str((FIX / "trust" / "pins.json").relative_to(ROOT)))
     scr.query_one("#bundle").value = str((FIX / "tampered" / "forged-approval").relative_to(ROOT))
     scr.action_verify()
     await settled(pilot)
@@ -235,6 +235,6 @@ def test_no_secret_in_any_snapshot():
 
 def test_fixed_auditor_fixture_is_what_the_shot_shows():
     v = verify_bundle_view(
-        str(FIX / "tampered" / "forged-approval"), [str(FIX / "trust" / "dave.json")]
+        str(FIX / "tampered" / "forged-approval"), [str(FIX / "trust" / "pins.json")]
     )
     assert not v.ok and [c.id for c in v.checks if not c.ok] == ["quorum"]

@@ -6,7 +6,8 @@ Following polls :meth:`tui.services.home.Services.audit_tail` on a timer, in a t
 takes ``op=``, ``actor=``, ``outcome=`` and ``target=`` terms and free text. A proof needs
 a signed checkpoint covering the entry (``custody audit checkpoint``); it is checked
 (RFC 9162 inclusion, checkpoint signature) against trust keys the user pinned, never
-against the key embedded in the proof.
+against the key embedded in the proof. Log strings arrive escaped from the services and are
+shown as plain :class:`Text`, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from custody.errors import CustodyError, UsageError
+from custody.textsafe import printable
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
 from tui.services.home import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
@@ -181,9 +183,9 @@ class AuditLogScreen(ServiceScreen):
                     str(e.seq),
                     e.when,
                     Text(e.outcome, style=OUTCOME_STYLE.get(e.outcome, "")),
-                    e.actor,
-                    e.op,
-                    e.target,
+                    Text(e.actor),
+                    Text(e.op),
+                    Text(e.target),
                     key=f"e-{e.seq}",
                 )
         if self.following and at_end and t.row_count:
@@ -296,7 +298,9 @@ class AuditLogScreen(ServiceScreen):
         self.query_one("#log-proof", Static).update(line)
         entry = p.doc.get("entry", {})
         what = (
-            f"{entry.get('op', '?')} {entry.get('target', '')} by {entry.get('actor', '?')}"
+            printable(
+                f"{entry.get('op', '?')} {entry.get('target', '')} by {entry.get('actor', '?')}"
+            )
             if entry
             else ""
         )

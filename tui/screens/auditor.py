@@ -3,7 +3,9 @@
 Type a bundle path, pin one or more public-key files (Enter in the trust field adds one),
 then verify (Ctrl+R). Each check shows pass or fail with its names, quorums are listed,
 and the event timeline can be filtered by actor or kind (``actor=alice``, ``kind=approve``
-or any text). Ctrl+S exports the report (``.json`` or text).
+or any text). Ctrl+S exports the report (``.json`` or text). Pin files hold identities
+with a name and a role (``NAME.pub.json`` or a pin list). Strings from the bundle arrive
+escaped from the services and are shown as plain :class:`Text`, never parsed as markup.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class AuditorScreen(ServiceScreen):
             ("PASS" if v.ok else "FAIL", "bold green" if v.ok else "bold red"),
             f"  {passed}/{len(v.checks)} checks passed",
             (f"  ceremony {v.ceremony_id}" if v.ceremony_id else "", "dim"),
+            (f"  proves: {v.proves}" if v.proves else "", ""),
         )
         self.query_one("#verdict", Static).update(verdict)
         checks = self.query_one("#checks", DataTable)
@@ -140,14 +143,14 @@ class AuditorScreen(ServiceScreen):
         for c in sorted(v.checks, key=lambda c: c.ok):  # failures first
             checks.add_row(
                 Text("pass", style="green") if c.ok else Text("FAIL", style="bold red"),
-                c.id,
-                c.detail,
+                Text(c.id),
+                Text(c.detail),
                 key=f"check-{c.id}",
             )
         q = self.query_one("#quorums", DataTable)
         q.clear()
         for i, line in enumerate(v.quorums or ("no quorum-gated actions",)):
-            q.add_row(line, key=f"q-{i}")
+            q.add_row(Text(line), key=f"q-{i}")
         self._fill_timeline()
         checks.focus()
 
@@ -159,7 +162,14 @@ class AuditorScreen(ServiceScreen):
         flt = self.query_one("#filter", Input).value.strip()
         shown = [e for e in self.view.events if event_matches(e, flt)]
         for e in shown:
-            t.add_row(str(e.seq), e.time[:19], e.step, e.kind, e.actor, key=f"ev-{e.seq}")
+            t.add_row(
+                str(e.seq),
+                e.time[:19],
+                Text(e.step),
+                Text(e.kind),
+                Text(e.actor),
+                key=f"ev-{e.seq}",
+            )
         t.border_title = f"Timeline ({len(shown)}/{len(self.view.events)})"
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

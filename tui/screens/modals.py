@@ -123,7 +123,7 @@ class DetailScreen(ModalScreen[None]):
         table = self.query_one("#detail-table", DataTable)
         table.add_columns("field", "value")
         for f in self._fields:
-            table.add_row(Text(f.label, style="bold"), f.value)
+            table.add_row(Text(f.label, style="bold"), Text(f.value))  # plain, never markup
         table.focus()
 
     def action_close(self) -> None:

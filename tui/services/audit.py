@@ -2,7 +2,8 @@
 it, and produce or check an inclusion proof (RFC 9162) of one entry.
 
 Entries never hold a secret value (the log records operations, targets and outcomes);
-proofs are checked against trust keys the user pins.
+proofs are checked against trust keys the user pins. Every string read from the log is
+escaped here (:func:`custody.textsafe.printable`); the screen shows it as plain text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from custody.errors import UsageError
+from custody.textsafe import printable
 from tui.services.common import Field
 
 if TYPE_CHECKING:
@@ -42,19 +44,20 @@ class AuditEntryRow:
     @classmethod
     def of(cls, line: bytes | str) -> AuditEntryRow:
         e = json.loads(line)
+        p = printable
         return cls(
             seq=int(e["seq"]),
             time=int(e["time"]),
-            actor=str(e["actor"]),
-            op=str(e["op"]),
-            target=str(e["target"]),
-            outcome=str(e["outcome"]),
+            actor=p(e["actor"]),
+            op=p(e["op"]),
+            target=p(e["target"]),
+            outcome=p(e["outcome"]),
             details=tuple(
-                (str(k), json.dumps(v) if not isinstance(v, str) else v)
+                (p(k), p(json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v))
                 for k, v in sorted(e.get("details", {}).items())
             ),
-            prev=str(e.get("prev", "")),
-            log=str(e.get("log", "")),
+            prev=p(e.get("prev", "")),
+            log=p(e.get("log", "")),
         )
 
     def fields(self) -> list[Field]:
@@ -211,7 +214,7 @@ def audit_proof(home_root: Path, seq: int, trust_keys: Sequence[str]) -> ProofVi
         doc=doc,
         trust_keys=tuple(trust_keys),
         ok=True,
-        summary=summary,
+        summary=printable(summary),
     )
 
 

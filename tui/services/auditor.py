@@ -2,7 +2,9 @@
 list its events, and export the report.
 
 Verification is offline and read-only (:func:`ceremonies.transcript.verify_bundle`); the
-trust keys are files the auditor obtained independently, never taken from the bundle.
+pins (identities with a name and a role) are files the auditor obtained independently,
+never taken from the bundle. Every string taken from the bundle is escaped here
+(:func:`custody.textsafe.printable`), and the screens show it as plain text, never markup.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError, UsageError
+from custody.textsafe import printable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +48,7 @@ class AuditView:
     quorums: tuple[str, ...]
     events: tuple[EventRow, ...]
     ceremony_id: str = ""
+    proves: str = ""
 
     def to_report(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class AuditView:
             "ceremony_id": self.ceremony_id,
             "trust_keys": list(self.trust_keys),
             "ok": self.ok,
+            "proves": self.proves,
             "checks": [{"id": c.id, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "quorums": list(self.quorums),
         }
@@ -71,8 +76,9 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
             "No trust key pinned",
             "Pin at least one public key file you obtained yourself (never from the bundle).",
         )
-    from ceremonies.transcript import load_bundle, parse_trust_key, verify_bundle
+    from ceremonies.transcript import load_bundle, verify_bundle
     from ceremonies.transcript.checks import parse
+    from ceremonies.transcript.pins import Pins, load_pins
 
     keys = []
     for path in trust_keys:
@@ -81,32 +87,33 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
             raw = p.read_bytes()
         except OSError as exc:
             raise ConfigError(f"Cannot read trust key {p}", "Check the path you pinned.") from exc
-        keys.append(parse_trust_key(raw, default_name=p.stem))
+        keys += load_pins(raw, default_name=p.name.split(".")[0])
     data = load_bundle(Path(bundle).expanduser())
-    report = verify_bundle(data, keys)
+    report = verify_bundle(data, Pins.of(keys))
+    e_ = printable
     events = tuple(
         EventRow(
             seq=e.seq,
             time=_event_time(e.time),
-            step=e.step,
-            kind=e.kind,
-            actor=e.actor,
-            body=json.dumps(dict(e.body), sort_keys=True, default=str),
+            step=e_(e.step),
+            kind=e_(e.kind),
+            actor=e_(e.actor),
+            body=e_(json.dumps(dict(e.body), sort_keys=True, default=str, ensure_ascii=False)),
         )
         for e in parse(data).events
         if e is not None
     )
     quorum = next((r for r in report.results if r.id == "quorum"), None)
+    lines = (quorum.notes if quorum.ok else quorum.problems) if quorum is not None else ()
     return AuditView(
         bundle=bundle,
         trust_keys=tuple(trust_keys),
         ok=report.ok,
         checks=tuple(CheckRow(id=r.id, ok=r.ok, detail=r.detail) for r in report.results),
-        quorums=tuple(quorum.notes)
-        if quorum is not None and quorum.ok
-        else (tuple(quorum.problems) if quorum is not None else ()),
+        quorums=tuple(e_(x) for x in lines),
         events=events,
-        ceremony_id=report.ceremony_id or "",
+        ceremony_id=e_(report.ceremony_id or ""),
+        proves=e_(report.proves),
     )
 
 
