@@ -80,7 +80,7 @@ def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
     from ceremonies.transcript.checks import parse
     from ceremonies.transcript.pins import Pins, load_pins
 
-    keys = []
+    keys: list[Any] = []
     for path in trust_keys:
         p = Path(path).expanduser()
         try:
