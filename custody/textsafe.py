@@ -56,3 +56,8 @@ def printable(value: object) -> str:
 def is_printable(value: str) -> bool:
     """True when :func:`printable` would leave *value* unchanged."""
     return printable(value) == value
+
+
+def printable_lines(text: str) -> str:
+    """*text* with each line made :func:`printable`; its own newlines are kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from custody.errors import CustodyError
+from custody.textsafe import printable_lines
 from custody_cli import (
     audit_cmds,
     backup_cmds,
@@ -76,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def print_error(err: CustodyError) -> None:
-    print(f"error: {err.title}", file=sys.stderr)
+    # An error can quote a bundle or a log: its lines are printed escaped (custody.textsafe).
+    print(f"error: {printable_lines(err.title)}", file=sys.stderr)
     if err.hint:
-        print(f"hint: {err.hint}", file=sys.stderr)
+        print(f"hint: {printable_lines(err.hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from custody.errors import UsageError
 from custody.signing import fingerprint, public_raw
+from custody.textsafe import printable
 
 ALGORITHMS = ("ed25519",)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -167,7 +168,8 @@ def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
         ) from exc
     if alg not in ALGORITHMS or not _HEX64.match(pub):
         raise UsageError(
-            f"Unsupported trust key ({alg})", "Only raw Ed25519 public keys (64 hex) are accepted."
+            f"Unsupported trust key ({printable(alg)})",
+            "Only raw Ed25519 public keys (64 hex) are accepted.",
         )
     key = TrustKey(name=name, alg=alg, public=bytes.fromhex(pub), role=role or None)
     if fp is not None and fp != key.fingerprint:

@@ -17,6 +17,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from custody.textsafe import printable_lines
 from tui.services.home import Field
 
 
@@ -32,8 +33,10 @@ class ErrorModal(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-dialog", classes="dialog"):
-            yield Label(self._title, id="error-title", classes="dialog-title")
-            yield Static(self._hint or "", id="error-hint")
+            # plain text: an error may quote a bundle or a log (never parsed as markup)
+            title, hint = printable_lines(self._title), printable_lines(self._hint or "")
+            yield Label(Text(title), id="error-title", classes="dialog-title")
+            yield Static(Text(hint), id="error-hint")
             yield Button("OK", id="error-ok", variant="error")
         yield Footer()
 
