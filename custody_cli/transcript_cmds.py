@@ -52,6 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
+    e = tsub.add_parser(
+        "endorse", help="add your super-admin signature to a bundle's policy (second signer)"
+    )
+    e.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    e.add_argument("--key", required=True, metavar="KEY", help="your NAME.key.pem (or token ref)")
+    e.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    add_json(e)
+    e.set_defaults(func=cmd_endorse)
+
     k = tsub.add_parser("pack", help="write a bundle directory as one canonical .tar archive")
     k.add_argument("bundle", metavar="BUNDLE")
     k.add_argument("out", metavar="OUT.tar")
@@ -114,6 +123,28 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise UsageError(f"Cannot write {args.html}", "Check the --html path.") from exc
         print(f"wrote {printable(args.html)}")
     sys.stdout.write(render_text(data, report) + "\n")
+    return 0
+
+
+def cmd_endorse(args: argparse.Namespace) -> int:
+    from ceremonies.participants import load_signer
+    from ceremonies.transcript.endorse import endorse_policy
+    from custody.secretsource import read_secret
+
+    pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
+    signer = load_signer(Path(args.key), pw)
+    try:
+        signed, added = endorse_policy(args.bundle, signer)
+    finally:
+        close = getattr(signer, "close", None)
+        if close is not None:
+            close()
+    names = [s.signer for s in signed.signatures]
+    if args.json:
+        emit_json({"ok": True, "added": added, "signers": names})
+    else:
+        what = "endorsed" if added else "already endorsed"
+        print(f"{what}: policy of {signed.policy.ceremony_id} signed by {', '.join(names)}")
     return 0
 
 

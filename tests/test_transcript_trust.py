@@ -362,3 +362,41 @@ def test_prev_must_itself_verify() -> None:
         FX / "golden" / "drill-exception", pins, prev=FX / "tampered" / "flip-checkpoint"
     )
     assert "prev-link" in rep.failed
+
+
+def test_second_super_admin_endorses_the_policy(tmp_path: Path) -> None:
+    """`transcript endorse` adds a super-admin's policy signature; only the policy.json
+    signatures change, and only a super-admin of the roster may add one."""
+    from custody.signing import private_to_pem
+
+    b = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(FX / "tampered" / "one-admin-of-two", b)
+    events = (b / "events.jsonl").read_bytes()
+    assert verify(b, "--trust", PINS).returncode == 6
+    for n in ("frank", "alice"):
+        (tmp_path / f"{n}.key.pem").write_bytes(private_to_pem(mt.key(n).key, b"pw-" + n.encode()))
+        (tmp_path / f"{n}.pass").write_text(f"pw-{n}\n")
+
+    def endorse(n: str):
+        return run_cli(
+            "transcript",
+            "endorse",
+            str(b),
+            "--key",
+            str(tmp_path / f"{n}.key.pem"),
+            "--passphrase-file",
+            str(tmp_path / f"{n}.pass"),
+        )
+
+    r = endorse("alice")
+    assert r.returncode == 7 and "Only a super-admin" in r.stderr
+    r = endorse("frank")
+    assert r.returncode == 0 and "signed by dave, frank" in r.stdout, r.stderr
+    assert (b / "events.jsonl").read_bytes() == events
+    two = str(FX / "trust" / "pins-two-admins.json")
+    ok = verify(b, "--trust", two)
+    assert ok.returncode == 0, ok.stdout
+    assert "proves: signed by pinned super-admins dave and frank;" in ok.stdout
+    assert "already endorsed" in endorse("frank").stdout

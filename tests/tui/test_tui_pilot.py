@@ -24,7 +24,7 @@ from tui.screens.auditor import AuditorScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt
-from tui.services.home import Settings
+from tui.services.home import Field, Settings
 
 pytestmark = pytest.mark.hsm
 FIX = ROOT / "tests" / "fixtures" / "transcripts"
@@ -252,5 +252,35 @@ def test_auditor_without_trust_key_is_a_usage_error(home):
             await _verify(pilot, FIX / "golden" / "rotate-root", [])
             assert isinstance(app.screen, ErrorModal)
             assert app.errors_shown[-1][0] == "No trust key pinned"
+
+    run(go())
+
+
+def test_auditor_shows_bundle_strings_escaped_and_as_plain_text(home):
+    """Issue 11: escape sequences and markup in a bundle are shown, never obeyed."""
+    h, pins = home
+    unsafe = ("\x1b", "\r", "\x07", "\u202e")
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await _verify(
+                pilot, FIX / "tampered" / "escape-sequences", [FIX / "trust" / "pins.json"]
+            )
+            scr = _auditor(app)
+            assert not scr.view.ok
+            cells = []
+            for tid in ("#checks", "#quorums", "#timeline"):
+                t = scr.query_one(tid)
+                cells += [c for i in range(t.row_count) for c in t.get_row_at(i)]
+            shown = [c.plain if hasattr(c, "plain") else str(c) for c in cells]
+            assert any("\\x1b[2J" in s for s in shown)
+            assert any("\\x1b[2J" in e.body for e in scr.view.events)  # a body, escaped
+            assert not any(ch in s for s in shown for ch in unsafe)
+            app.push_screen(DetailScreen("x", [Field(label="v", value="[red]x[/red]")]))
+            await pilot.pause()
+            row = app.screen.query_one("#detail-table").get_row_at(0)
+            assert row[1].plain == "[red]x[/red]"  # markup shown literally
 
     run(go())

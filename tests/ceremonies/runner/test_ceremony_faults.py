@@ -485,6 +485,18 @@ def test_enrol_needs_two_super_admins(dep: Dep):
     assert r.returncode == 0 and r.out["status"] == "closed", r.stderr
     assert r.out["facts"]["approved_by"] == ["admin", "admin2"]
     assert r.out["facts"]["enrolled"] == ["zed"]
+    # issue 11: with two or more super-admins the policy counts only once a second
+    # super-admin has signed it too
+    e = run_cli(
+        "transcript",
+        "endorse",
+        r.out["bundle"],
+        "--key",
+        str(dep.people / "admin2.key.pem"),
+        "--passphrase-file",
+        str(dep.people / "admin2.pass"),
+    )
+    assert e.returncode == 0, e.stderr
     dep.verify(r.out["bundle"])
 
 
