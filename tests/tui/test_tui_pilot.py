@@ -276,7 +276,7 @@ def test_auditor_shows_bundle_strings_escaped_and_as_plain_text(home):
                 cells += [c for i in range(t.row_count) for c in t.get_row_at(i)]
             shown = [c.plain if hasattr(c, "plain") else str(c) for c in cells]
             assert any("\\x1b[2J" in s for s in shown)
-            assert any("\\x1b[2J" in e.body for e in scr.view.events)  # a body, escaped
+            assert any("\\u001b[2J" in e.body for e in scr.view.events)  # a body, JSON-escaped
             assert not any(ch in s for s in shown for ch in unsafe)
             app.push_screen(DetailScreen("x", [Field(label="v", value="[red]x[/red]")]))
             await pilot.pause()

@@ -9,16 +9,19 @@ from tests.conftest import FIXTURES, run_cli
 
 FX = FIXTURES / "transcripts"
 DAVE = str(FX / "trust" / "dave.json")
+PINS = str(FX / "trust" / "pins.json")  # issue 11: every identity whose signature counts
 
 
 def test_verify_golden_exit_0() -> None:
-    r = run_cli("transcript", "verify", str(FX / "golden" / "rotate-root"), "--trust", DAVE)
+    r = run_cli("transcript", "verify", str(FX / "golden" / "rotate-root"), "--trust", PINS)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rotate-root a17: 3/3 custodians (alice, bob, carol)" in r.stdout
     assert "verdict: VALID" in r.stdout
 
 
 def test_verify_archive_with_hex_trust_json() -> None:
+    """Issue 11 changed this: a bare hex key is pinned without a role and counts toward no
+    quorum, so dave.hex alone no longer makes the policy count; a pin list does."""
     r = run_cli(
         "transcript",
         "verify",
@@ -28,6 +31,10 @@ def test_verify_archive_with_hex_trust_json() -> None:
         "--trust",
         str(FX / "trust" / "erin.json"),
         "--json",
+    )
+    assert r.returncode == 6 and "policy-signatures" in json.loads(r.stdout)["failed"]
+    r = run_cli(
+        "transcript", "verify", str(FX / "golden" / "rotate-root.tar"), "--trust", PINS, "--json"
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -40,7 +47,7 @@ def test_verify_tampered_exit_6_names_check() -> None:
         "verify",
         str(FX / "tampered" / "replayed-approval"),
         "--trust",
-        DAVE,
+        PINS,
         "--json",
     )
     assert r.returncode == 6
@@ -80,7 +87,7 @@ def test_show_and_html(tmp_path: Path) -> None:
         "--html",
         str(out),
         "--trust",
-        DAVE,
+        PINS,
     )
     assert r.returncode == 0, r.stderr
     assert "resume at destroy-scratch" in r.stdout and "signed by dave, erin" in r.stdout
