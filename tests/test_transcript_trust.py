@@ -239,8 +239,8 @@ def test_audit_tail_escapes_log_strings(tmp_path: Path) -> None:
 
 
 def test_tui_services_escape_bundle_and_log_strings() -> None:
-    from tui.services_audit import AuditEntryRow
-    from tui.services_auditor import verify_bundle_view
+    from tui.services.audit import AuditEntryRow
+    from tui.services.auditor import verify_bundle_view
 
     v = verify_bundle_view(str(FX / "tampered" / "escape-sequences"), [PINS])
     strings = [v.proves, *v.quorums, *(c.detail for c in v.checks)]
