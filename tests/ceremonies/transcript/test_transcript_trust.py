@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from ceremonies.transcript import (
     Approval,
@@ -27,8 +26,9 @@ from ceremonies.transcript.pins import load_pins
 from custody.errors import PolicyError
 from custody.signing import fingerprint, private_from_pem
 from tests.ceremony_fixtures import build_enrolled
+from tests.conftest import FIXTURES, run_cli
 
-FX = Path(__file__).parent / "fixtures" / "transcripts"
+FX = FIXTURES / "transcripts"
 sys.path.insert(0, str(FX.parent))
 import make_transcripts as mt  # noqa: E402 - the generator script lives in tests/fixtures
 
