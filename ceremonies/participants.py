@@ -36,6 +36,7 @@ from custody.errors import (
     PolicyError,
     UsageError,
 )
+from custody.passphrase import check_strength
 from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
 from custody.store.sqlite import Store
@@ -120,12 +121,15 @@ def create_participant(name: str, role: str, passphrase: str, out_dir: Path) -> 
         (private key path, public identity path).
 
     Raises:
+        WeakPassphrase: zxcvbn estimates fewer than 10^12 guesses for *passphrase*
+            (:func:`custody.passphrase.check_strength`); nothing is written.
         UsageError: bad name or role, or the files already exist (never overwritten).
         StorageError: the directory cannot be written, or others can write to it.
     """
     check_name(name)
     if role not in ROLES:
         raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
+    check_strength(passphrase, what=f"the key passphrase for {name}", user_inputs=(name, role))
     key = Ed25519PrivateKey.generate()
     ident = Identity(name=name, role=role, public=public_raw(key))
     key_path, pub_path = out_dir / f"{name}.key.pem", out_dir / f"{name}.pub.json"
