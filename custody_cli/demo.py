@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import CeremonyError
+from custody.hardening import child_env
 from custody.privatefile import PUBLIC, private_dir, write_private
 
 CUSTODIANS = ("alice", "bob", "carol", "dave", "erin")
@@ -38,7 +39,7 @@ class Demo:
             print(f"[{time.monotonic() - self.t0:5.1f}s] {text}", flush=True)
 
     def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+        env = child_env(python=True)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         res = subprocess.run(
