@@ -101,7 +101,12 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _refuse_odd_target(path: Path) -> None:
+def check_target(path: Path) -> None:
+    """Refuse a target that is a symbolic link or not a regular file (a missing one is fine).
+
+    Raises:
+        StorageError: *path* is a link, a directory, a device...
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -179,7 +184,7 @@ def private_file(
         OSError: from the body, or from the final fsync or rename.
     """
     target = Path(path)
-    _refuse_odd_target(target)
+    check_target(target)
     if exclusive and os.path.lexists(target):
         raise UsageError(f"{target} already exists", "Nothing was changed; choose another path.")
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
@@ -196,7 +201,7 @@ def private_file(
             os.fsync(fd)
         finally:
             os.close(fd)
-        _refuse_odd_target(target)
+        check_target(target)
         _publish(tmp, target, exclusive=exclusive)
         published = True
     finally:

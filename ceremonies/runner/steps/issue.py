@@ -24,7 +24,7 @@ from custody.errors import IntegrityError, ShareError, UsageError
 from custody.hsm import kcv_of_bytes
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
-from custody.privatefile import PUBLIC, private_dir, write_private
+from custody.privatefile import PUBLIC, check_target, private_dir, write_private
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
 
@@ -148,6 +148,9 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     private_dir(out)
     files = []
     sufs = _suffixes(r)
+    for n in envs:  # a planted link refuses the step before any share is written
+        for suf in sufs:
+            check_target(out / f"{n}{suf}")
     r._save_pending(files=[str(out / f"{n}{s}") for n in envs for s in sufs])
     for name, (mnemonic, env) in envs.items():
         write_private(out / f"{name}.share.txt", (mnemonic + "\n").encode())

@@ -1,0 +1,387 @@
+"""Issue 11, item 7 and 8: secrets on disk and in memory.
+
+- One private-file writer (custody/privatefile.py): a leftover ``.tmp`` or a planted
+  symbolic link never receives, redirects or widens a share; files are 0600 from the first
+  instant; output directories custody creates are 0700.
+- PIN and passphrase files that others can read are refused with a ``chmod 600`` hint.
+- Core dumps are off in a real CLI process (RLIMIT_CORE 0, PR_SET_DUMPABLE 0).
+- Child processes get an allow-listed environment.
+- Weak new passphrases are refused with zxcvbn's reason, never the passphrase.
+
+CLI behaviour is tested through real subprocesses; ceremony output through a real
+``generate`` ceremony on a SoftHSMv2 token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from custody.errors import StorageError, UsageError
+from custody.privatefile import PUBLIC, private_dir, private_file, write_private
+from tests.ceremony_fixtures import CUST, build_enrolled
+from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, cli_env, run_cli, write_secret
+
+SHARE_PW = "ochre pylon marsh 4417 velvet"
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+@pytest.fixture(scope="module")
+def share_words() -> str:
+    r = run_cli("shamir", "split", "--threshold", "2", "--shares", "3", input="ab" * 16 + "\n")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()[0]
+
+
+# --- the writer itself ------------------------------------------------------------------
+
+
+def test_writer_is_0600_from_creation_even_with_umask_0(tmp_path):
+    target = tmp_path / "s.txt"
+    old = os.umask(0)
+    try:
+        with private_file(target) as fd:
+            temps = [p for p in tmp_path.iterdir()]
+            assert len(temps) == 1 and temps[0].name.startswith(".s.txt.")
+            assert temps[0].name.endswith(".tmp") and _mode(temps[0]) == 0o600
+            assert not target.exists()  # the name appears only once the file is whole
+            os.write(fd, b"secret words\n")
+        write_private(tmp_path / "pub.json", b"{}\n", mode=PUBLIC)
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"secret words\n" and _mode(target) == 0o600
+    assert _mode(tmp_path / "pub.json") == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pub.json", "s.txt"]
+
+
+def test_writer_ignores_leftover_tmp_files_and_links(tmp_path):
+    loot = tmp_path / "loot"
+    loot.write_bytes(b"")
+    target = tmp_path / "alice.share.txt"
+    # every name the old helpers used: NAME.tmp, as a stale world-readable file and as a link
+    (tmp_path / "alice.share.txt.tmp").write_bytes(b"stale")
+    (tmp_path / "alice.share.txt.tmp").chmod(0o644)
+    (tmp_path / ".alice.share.txt.tmp").symlink_to(loot)
+    write_private(target, b"the share\n")
+    assert target.read_bytes() == b"the share\n" and _mode(target) == 0o600
+    assert not target.is_symlink()
+    assert loot.read_bytes() == b"" and (tmp_path / "alice.share.txt.tmp").read_bytes() == b"stale"
+
+
+def test_writer_refuses_a_link_at_the_target_and_changes_nothing(tmp_path):
+    loot = tmp_path / "loot"
+    loot.write_bytes(b"")
+    target = tmp_path / "bob.share.txt"
+    target.symlink_to(loot)
+    with pytest.raises(StorageError, match="symbolic link"):
+        write_private(target, b"the share\n")
+    assert target.is_symlink() and loot.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bob.share.txt", "loot"]  # no temp
+    dangling = tmp_path / "carol.share.txt"
+    dangling.symlink_to(tmp_path / "not-yet")
+    with pytest.raises(StorageError, match="symbolic link"):
+        write_private(dangling, b"x")
+    assert not (tmp_path / "not-yet").exists()
+
+
+def test_writer_exclusive_and_failure_leave_nothing(tmp_path):
+    target = tmp_path / "k.pem"
+    write_private(target, b"one", exclusive=True)
+    with pytest.raises(UsageError, match="already exists"):
+        write_private(target, b"two", exclusive=True)
+    assert target.read_bytes() == b"one"
+    with pytest.raises(RuntimeError), private_file(tmp_path / "half") as fd:
+        os.write(fd, b"half a share")
+        raise RuntimeError("crash in the middle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem"]
+
+
+def test_private_dir_is_0700_and_refuses_a_dir_others_can_write(tmp_path):
+    old = os.umask(0o022)
+    try:
+        d = private_dir(tmp_path / "a" / "shares")
+    finally:
+        os.umask(old)
+    assert _mode(d) == 0o700
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(StorageError, match="other users") as ei:
+        private_dir(open_dir)
+    assert f"chmod 700 {open_dir}" in ei.value.hint
+    open_dir.chmod(0o1777)  # sticky, like /tmp: others cannot rename our files away
+    assert private_dir(open_dir) == open_dir
+
+
+# --- the CLI and a ceremony ------------------------------------------------------------
+
+
+def test_cli_unseal_never_writes_through_a_link(tmp_path, share_words):
+    from custody.shares import seal
+
+    pw = write_secret(tmp_path / "pw", SHARE_PW + "\n")
+    sealed = tmp_path / "share.sealed"
+    fast = seal.Argon2Params(memory_kib=64, iterations=1, lanes=1)
+    sealed.write_bytes(seal.seal_with_passphrase(share_words, SHARE_PW.encode(), params=fast))
+    loot = tmp_path / "loot"
+    loot.write_bytes(b"")
+    out = tmp_path / "share.txt"
+    out.symlink_to(loot)
+    r = run_cli("share", "unseal", str(sealed), "--passphrase-file", str(pw), "--out", str(out))
+    assert r.returncode == 4, r.stderr
+    assert "symbolic link" in r.stderr and share_words.split()[3] not in r.stdout + r.stderr
+    assert loot.read_bytes() == b"" and out.is_symlink()
+    out.unlink()
+    r = run_cli("share", "unseal", str(sealed), "--passphrase-file", str(pw), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().strip() == share_words and _mode(out) == 0o600
+
+
+@pytest.mark.hsm
+def test_generate_share_files_ignore_leftover_tmp_and_refuse_links(tmp_path):
+    """A real generate ceremony: a stale world-readable ``NAME.share.txt.tmp`` and a link at
+    another ``.tmp`` name neither receive a share nor widen its mode; a link at a final name
+    refuses the step before any share is written."""
+    d, _ = build_enrolled(tmp_path / "dep")
+    attacker = tmp_path / "attacker"
+    attacker.mkdir()
+    cust = [a for n in CUST for a in ("--custodian", n)]
+
+    out = d.root / "shares"
+    out.mkdir(mode=0o700)
+    (out / "alice.share.txt.tmp").write_text("stale\n")
+    (out / "alice.share.txt.tmp").chmod(0o644)
+    (out / "bob.share.txt.tmp").symlink_to(attacker / "bob-loot")
+    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(out))
+    assert r.returncode == 10, r.stderr
+    for n in CUST:
+        share = out / f"{n}.share.txt"
+        assert not share.is_symlink() and _mode(share) == 0o600, n
+        assert len(share.read_text().split()) >= 20
+    assert list(attacker.iterdir()) == []
+    assert (out / "alice.share.txt.tmp").read_text() == "stale\n"
+    assert r.out["ceremony_id"]
+
+    out2 = d.root / "shares2"
+    out2.mkdir(mode=0o700)
+    (out2 / "carol.share.txt").symlink_to(attacker / "carol-loot")
+    abort = d.ceremony("abort", r.out["ceremony_id"], *d.coord())
+    assert abort.returncode == 0, abort.stderr
+    r2 = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(out2))
+    assert r2.returncode == 4, r2.stdout + r2.stderr
+    assert "symbolic link" in r2.stderr
+    assert list(attacker.iterdir()) == []
+    assert sorted(p.name for p in out2.iterdir()) == ["carol.share.txt"]  # nothing written
+
+
+# --- PIN and passphrase files -----------------------------------------------------------
+
+
+def test_world_readable_pin_file_is_refused_with_chmod_hint_and_nothing_changes(tmp_path):
+    pins = tmp_path / "pins"
+    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    pins.chmod(0o644)
+    home = tmp_path / "home"
+    r = run_cli("init", "--home", str(home), "--pin-file", str(pins), "--json")
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stdout)["error"] == "InsecureSecretFile"
+    assert f"chmod 600 {pins}" in r.stderr and TEST_PIN not in r.stdout + r.stderr
+    assert not (home / "custody.toml").exists() and not (home / "tokens").exists()
+    pins.chmod(0o640)  # group-readable is refused too
+    r = run_cli("init", "--home", str(home), "--pin-file", str(pins))
+    assert r.returncode == 3 and "chmod 600" in r.stderr
+    assert not (home / "custody.toml").exists()
+
+
+def test_world_readable_passphrase_file_is_refused(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text(SHARE_PW + "\n")
+    pw.chmod(0o604)
+    r = run_cli(
+        "participant", "new", "alice", "--role", "custodian", "--out", str(tmp_path / "p"),
+        "--passphrase-file", str(pw),
+    )  # fmt: skip
+    assert r.returncode == 3 and f"chmod 600 {pw}" in r.stderr, r.stderr
+    assert SHARE_PW not in r.stdout + r.stderr and not (tmp_path / "p").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_pin_file_owned_by_another_user_is_refused(tmp_path):
+    from custody.secretsource import InsecureSecretFile, read_secret_file
+
+    f = write_secret(tmp_path / "pins", "pin=1234abcd\n")
+    os.chown(f, 65534, 65534)
+    with pytest.raises(InsecureSecretFile, match="another user") as ei:
+        read_secret_file(f)
+    assert "1234abcd" not in str(ei.value) + repr(ei.value)
+
+
+# --- core dumps -------------------------------------------------------------------------
+
+
+def _allow_cores() -> None:  # the child starts with core dumps allowed, as a shell might
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+def test_core_dumps_are_off_in_a_live_cli_process():
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        pytest.skip("this test process cannot allow core dumps, so the check would be vacuous")
+    # `shamir combine` waits for shares on stdin: a live CLI process to look at from outside
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ceremonies", "shamir", "combine"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        preexec_fn=_allow_cores,
+    )
+    try:
+        limits = ""
+        for _ in range(200):
+            limits = Path(f"/proc/{proc.pid}/limits").read_text()
+            line = next(ln for ln in limits.splitlines() if ln.startswith("Max core file size"))
+            if line.split()[4:6] == ["0", "0"]:
+                break
+            time.sleep(0.05)
+        assert line.split()[4:6] == ["0", "0"], line
+        assert proc.poll() is None  # still running: the limit was read from the live process
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_cli_process_is_not_dumpable():
+    """The CLI's main() in a fresh interpreter: afterwards the process reports itself
+    non-dumpable (prctl) with a zero hard core limit. Another process of the same user can
+    then neither ptrace it nor read /proc/PID/mem."""
+    code = (
+        "import ctypes, resource, sys\n"
+        "from ceremonies.cli import main\n"
+        "rc = main([])\n"
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE),"
+        " file=sys.stderr)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=_allow_cores,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "0 (0, 0)"
+
+
+# --- child environments -----------------------------------------------------------------
+
+
+def test_child_env_is_an_allow_list():
+    from custody.hardening import child_env
+
+    parent = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "CUSTODY_PIN": "canary-pin",
+        "CUSTODY_PASSPHRASE": "canary-pw",
+        "LD_PRELOAD": "/tmp/evil.so",
+        "PYTHONPATH": "/src",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }
+    assert child_env(environ=parent) == {"PATH": "/usr/bin", "LANG": "C.UTF-8"}
+    assert child_env(environ=parent, python=True, extra={"SOFTHSM2_CONF": "/c"}) == {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": "/src",
+        "SOFTHSM2_CONF": "/c",
+    }
+
+
+def _env_dumper(d: Path, name: str) -> Path:
+    script = d / name
+    out = d / f"{name}.env"
+    script.write_text(f"#!/bin/sh\nenv > {out}\nexit 1\n")
+    script.chmod(0o700)
+    return out
+
+
+def test_softhsm_util_and_alert_hook_get_no_pin_from_the_environment(tmp_path, monkeypatch):
+    from custody import policy
+    from custody.errors import HsmError
+    from custody.hsm import softhsm
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    dump = _env_dumper(bindir, "softhsm2-util")
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUSTODY_PIN", "canary-pin-8812")
+    monkeypatch.setenv("CUSTODY_PASSPHRASE", "canary-pw-8812")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(HsmError):
+        softhsm.init_token(tmp_path / "softhsm2.conf", "t", "so-pin-1234", "user-pin-1234")
+    env = dict(ln.split("=", 1) for ln in dump.read_text().splitlines() if "=" in ln)
+    assert env["SOFTHSM2_CONF"] == str(tmp_path / "softhsm2.conf")
+    assert not {k for k in env if k.startswith("CUSTODY_")} and "HOME" not in env
+    assert "canary" not in dump.read_text()
+
+    hook_dump = _env_dumper(bindir, "hook")
+    res = policy.run_alert_hook(str(bindir / "hook"), {"key": "data"})
+    assert res.ok is False  # the dumper exits 1
+    text = hook_dump.read_text()
+    assert "canary" not in text and "CUSTODY_" not in text and f"HOME={tmp_path}" in text
+
+
+# --- weak passphrases -------------------------------------------------------------------
+
+
+def test_weak_participant_passphrase_is_refused_with_the_reason(tmp_path):
+    pw = write_secret(tmp_path / "pw", "alice2024\n")
+    out = tmp_path / "p"
+    r = run_cli(
+        "participant", "new", "alice", "--role", "custodian", "--out", str(out),
+        "--passphrase-file", str(pw), "--json",
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["error"] == "WeakPassphrase" and "too weak" in doc["title"]
+    assert "10^12" in doc["title"] and doc["hint"]  # zxcvbn's feedback, in the hint
+    assert "alice2024" not in r.stdout + r.stderr
+    assert not out.exists()
+
+
+def test_weak_share_passphrase_is_refused_and_nothing_is_sealed(tmp_path, share_words):
+    share = tmp_path / "share.txt"
+    share.write_text(share_words + "\n")
+    pw = write_secret(tmp_path / "pw", "password1\n")
+    out = tmp_path / "share.sealed"
+    r = run_cli("share", "seal", str(share), "--out", str(out), "--passphrase-file", str(pw))
+    assert r.returncode == 2, r.stderr
+    assert "too weak" in r.stderr and "common password" in r.stderr  # zxcvbn's warning
+    assert "password1" not in r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pw", "share.txt"]  # nothing sealed
+
+
+def test_strong_passphrases_pass_and_the_bar_is_documented():
+    from custody import passphrase
+
+    for good in ("ochre pylon marsh 4417 velvet", "x7Gq-9pLm-Zw2r-K4vT", "alice-ochre-pylon-marsh"):
+        passphrase.check_strength(good, what="the test passphrase", user_inputs=("alice",))
+    for bad in ("alice-passphrase", "Tr0ub4dor&3", "hunter22", "qwertyuiop1"):
+        with pytest.raises(passphrase.WeakPassphrase):
+            passphrase.check_strength(bad, what="the test passphrase", user_inputs=("alice",))
+    doc = (ROOT / "docs" / "threat-model.md").read_text()
+    assert "10^12" in doc and "zxcvbn" in doc
