@@ -4,10 +4,10 @@ A participant's signing key (``NAME.key.pem``) and a passphrase-sealed share are
 copies one can guess its passphrase offline, as fast as their hardware allows, with no
 lock-out. So custody refuses to *create* either under a passphrase that zxcvbn estimates
 would fall to fewer than :data:`MIN_GUESSES` guesses (10^12; zxcvbn's top score 4 starts at
-10^10). At a billion guesses a second, 10^12 is about a quarter of an hour against a bare
-hash; against the key derivations custody uses (Argon2id for sealed shares, the PKCS#8
-PBKDF2 for keys) it is years of a GPU farm. Four or five random dictionary words, or
-16 random characters, clear it easily.
+10^10). Against a sealed share's Argon2id (64 MiB, memory-hard) that is decades of work;
+against the PKCS#8 key file's PBKDF2 (2,048 iterations) it is days of one GPU, which is why
+``docs/threat-model.md`` lists the key-file derivation as a known limit. Four or five
+random dictionary words, or 16 random characters, clear the bar easily.
 
 zxcvbn looks for dictionary words, names, keyboard walks, dates, repeats and l33t
 substitutions, and it is given the participant's name and role as well, so
