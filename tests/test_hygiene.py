@@ -241,7 +241,7 @@ def test_core_dumps_are_off_in_a_live_cli_process():
         pytest.skip("this test process cannot allow core dumps, so the check would be vacuous")
     # `shamir combine` waits for shares on stdin: a live CLI process to look at from outside
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ceremonies", "shamir", "combine"],
+        [sys.executable, "-m", "custody_cli", "shamir", "combine"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -263,19 +263,30 @@ def test_core_dumps_are_off_in_a_live_cli_process():
         proc.communicate()
 
 
-def test_cli_process_is_not_dumpable():
-    """The CLI's main() in a fresh interpreter: afterwards the process reports itself
-    non-dumpable (prctl) with a zero hard core limit. Another process of the same user can
+ENTRY_POINTS = {
+    "cli": "from custody_cli import main\nmain([])\n",
+    "tui": "from tui.__main__ import main\nmain(['--home', '/nonexistent-custody-home'])\n",
+    "scratch-child": (
+        "import io, sys\nsys.stdin = io.StringIO('{}')\n"
+        "from ceremonies.runner.scratch import main\n"
+        "try:\n    main()\nexcept KeyError:\n    pass\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_cli_process_is_not_dumpable(entry):
+    """Each entry point (the CLI's main, the TUI's main, the drill's scratch child) in a
+    fresh interpreter that starts with core dumps allowed: afterwards the process reports
+    itself non-dumpable (prctl) with a zero core limit. Another process of the same user can
     then neither ptrace it nor read /proc/PID/mem."""
-    code = (
-        "import ctypes, resource, sys\n"
-        "from ceremonies.cli import main\n"
-        "rc = main([])\n"
+    code = ENTRY_POINTS[entry] + (
+        "import ctypes, resource\n"
         "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE),"
         " file=sys.stderr)\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", "import sys\n" + code],
         env=cli_env(),
         capture_output=True,
         text=True,
@@ -284,7 +295,7 @@ def test_cli_process_is_not_dumpable():
         check=False,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == "0 (0, 0)"
+    assert r.stderr.strip().splitlines()[-1] == "0 (0, 0)", r.stderr
 
 
 # --- child environments -----------------------------------------------------------------
