@@ -1,16 +1,9 @@
-"""Issue 11, item 7 and 8: secrets on disk and in memory.
-
-- One private-file writer (custody/privatefile.py): a leftover ``.tmp`` or a planted
-  symbolic link never receives, redirects or widens a share; files are 0600 from the first
-  instant; output directories custody creates are 0700.
-- PIN and passphrase files that others can read are refused with a ``chmod 600`` hint.
-- Core dumps are off in a real CLI process (RLIMIT_CORE 0, PR_SET_DUMPABLE 0).
-- Child processes get an allow-listed environment.
-- Weak new passphrases are refused with zxcvbn's reason, never the passphrase.
-
-CLI behaviour is tested through real subprocesses; ceremony output through a real
-``generate`` ceremony on a SoftHSMv2 token.
-"""
+"""Issue 11, items 7 and 8, through the CLI as a subprocess (and a real generate ceremony
+on a SoftHSMv2 token): a leftover ``.tmp`` or a planted link never receives or redirects a
+share; PIN and passphrase files others can read are refused with a ``chmod 600`` hint;
+core dumps are off in live CLI, TUI and scratch-child processes; weak new passphrases are
+refused with zxcvbn's reason, never the passphrase. The writer itself is tested in
+tests/custody/test_privatefile.py, child environments in tests/custody/test_hardening.py."""
 
 from __future__ import annotations
 
@@ -25,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from custody.errors import StorageError, UsageError
-from custody.privatefile import PUBLIC, private_dir, private_file, write_private
 from tests.ceremony_fixtures import CUST, build_enrolled
 from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, cli_env, run_cli, write_secret
 
@@ -42,89 +33,6 @@ def share_words() -> str:
     r = run_cli("shamir", "split", "--threshold", "2", "--shares", "3", input="ab" * 16 + "\n")
     assert r.returncode == 0, r.stderr
     return r.stdout.splitlines()[0]
-
-
-# --- the writer itself ------------------------------------------------------------------
-
-
-def test_writer_is_0600_from_creation_even_with_umask_0(tmp_path):
-    target = tmp_path / "s.txt"
-    old = os.umask(0)
-    try:
-        with private_file(target) as fd:
-            temps = [p for p in tmp_path.iterdir()]
-            assert len(temps) == 1 and temps[0].name.startswith(".s.txt.")
-            assert temps[0].name.endswith(".tmp") and _mode(temps[0]) == 0o600
-            assert not target.exists()  # the name appears only once the file is whole
-            os.write(fd, b"secret words\n")
-        write_private(tmp_path / "pub.json", b"{}\n", mode=PUBLIC)
-    finally:
-        os.umask(old)
-    assert target.read_bytes() == b"secret words\n" and _mode(target) == 0o600
-    assert _mode(tmp_path / "pub.json") == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pub.json", "s.txt"]
-
-
-def test_writer_ignores_leftover_tmp_files_and_links(tmp_path):
-    loot = tmp_path / "loot"
-    loot.write_bytes(b"")
-    target = tmp_path / "alice.share.txt"
-    # every name the old helpers used: NAME.tmp, as a stale world-readable file and as a link
-    (tmp_path / "alice.share.txt.tmp").write_bytes(b"stale")
-    (tmp_path / "alice.share.txt.tmp").chmod(0o644)
-    (tmp_path / ".alice.share.txt.tmp").symlink_to(loot)
-    write_private(target, b"the share\n")
-    assert target.read_bytes() == b"the share\n" and _mode(target) == 0o600
-    assert not target.is_symlink()
-    assert loot.read_bytes() == b"" and (tmp_path / "alice.share.txt.tmp").read_bytes() == b"stale"
-
-
-def test_writer_refuses_a_link_at_the_target_and_changes_nothing(tmp_path):
-    loot = tmp_path / "loot"
-    loot.write_bytes(b"")
-    target = tmp_path / "bob.share.txt"
-    target.symlink_to(loot)
-    with pytest.raises(StorageError, match="symbolic link"):
-        write_private(target, b"the share\n")
-    assert target.is_symlink() and loot.read_bytes() == b""
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bob.share.txt", "loot"]  # no temp
-    dangling = tmp_path / "carol.share.txt"
-    dangling.symlink_to(tmp_path / "not-yet")
-    with pytest.raises(StorageError, match="symbolic link"):
-        write_private(dangling, b"x")
-    assert not (tmp_path / "not-yet").exists()
-
-
-def test_writer_exclusive_and_failure_leave_nothing(tmp_path):
-    target = tmp_path / "k.pem"
-    write_private(target, b"one", exclusive=True)
-    with pytest.raises(UsageError, match="already exists"):
-        write_private(target, b"two", exclusive=True)
-    assert target.read_bytes() == b"one"
-    with pytest.raises(RuntimeError), private_file(tmp_path / "half") as fd:
-        os.write(fd, b"half a share")
-        raise RuntimeError("crash in the middle")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem"]
-
-
-def test_private_dir_is_0700_and_refuses_a_dir_others_can_write(tmp_path):
-    old = os.umask(0o022)
-    try:
-        d = private_dir(tmp_path / "a" / "shares")
-    finally:
-        os.umask(old)
-    assert _mode(d) == 0o700
-    open_dir = tmp_path / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
-    with pytest.raises(StorageError, match="other users") as ei:
-        private_dir(open_dir)
-    assert f"chmod 700 {open_dir}" in ei.value.hint
-    open_dir.chmod(0o1777)  # sticky, like /tmp: others cannot rename our files away
-    assert private_dir(open_dir) == open_dir
-
-
-# --- the CLI and a ceremony ------------------------------------------------------------
 
 
 def test_cli_unseal_never_writes_through_a_link(tmp_path, share_words):
@@ -185,9 +93,6 @@ def test_generate_share_files_ignore_leftover_tmp_and_refuse_links(tmp_path):
     assert sorted(p.name for p in out2.iterdir()) == ["carol.share.txt"]  # nothing written
 
 
-# --- PIN and passphrase files -----------------------------------------------------------
-
-
 def test_world_readable_pin_file_is_refused_with_chmod_hint_and_nothing_changes(tmp_path):
     pins = tmp_path / "pins"
     pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
@@ -225,9 +130,6 @@ def test_pin_file_owned_by_another_user_is_refused(tmp_path):
     with pytest.raises(InsecureSecretFile, match="another user") as ei:
         read_secret_file(f)
     assert "1234abcd" not in str(ei.value) + repr(ei.value)
-
-
-# --- core dumps -------------------------------------------------------------------------
 
 
 def _allow_cores() -> None:  # the child starts with core dumps allowed, as a shell might
@@ -296,67 +198,6 @@ def test_cli_process_is_not_dumpable(entry):
     )
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "0 (0, 0)", r.stderr
-
-
-# --- child environments -----------------------------------------------------------------
-
-
-def test_child_env_is_an_allow_list():
-    from custody.hardening import child_env
-
-    parent = {
-        "PATH": "/usr/bin",
-        "LANG": "C.UTF-8",
-        "CUSTODY_PIN": "canary-pin",
-        "CUSTODY_PASSPHRASE": "canary-pw",
-        "LD_PRELOAD": "/tmp/evil.so",
-        "PYTHONPATH": "/src",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }
-    assert child_env(environ=parent) == {"PATH": "/usr/bin", "LANG": "C.UTF-8"}
-    assert child_env(environ=parent, python=True, extra={"SOFTHSM2_CONF": "/c"}) == {
-        "PATH": "/usr/bin",
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": "/src",
-        "SOFTHSM2_CONF": "/c",
-    }
-
-
-def _env_dumper(d: Path, name: str) -> Path:
-    script = d / name
-    out = d / f"{name}.env"
-    script.write_text(f"#!/bin/sh\nenv > {out}\nexit 1\n")
-    script.chmod(0o700)
-    return out
-
-
-def test_softhsm_util_and_alert_hook_get_no_pin_from_the_environment(tmp_path, monkeypatch):
-    from custody import policy
-    from custody.errors import HsmError
-    from custody.hsm import softhsm
-
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    dump = _env_dumper(bindir, "softhsm2-util")
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("CUSTODY_PIN", "canary-pin-8812")
-    monkeypatch.setenv("CUSTODY_PASSPHRASE", "canary-pw-8812")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(HsmError):
-        softhsm.init_token(tmp_path / "softhsm2.conf", "t", "so-pin-1234", "user-pin-1234")
-    env = dict(ln.split("=", 1) for ln in dump.read_text().splitlines() if "=" in ln)
-    assert env["SOFTHSM2_CONF"] == str(tmp_path / "softhsm2.conf")
-    assert not {k for k in env if k.startswith("CUSTODY_")} and "HOME" not in env
-    assert "canary" not in dump.read_text()
-
-    hook_dump = _env_dumper(bindir, "hook")
-    res = policy.run_alert_hook(str(bindir / "hook"), {"key": "data"})
-    assert res.ok is False  # the dumper exits 1
-    text = hook_dump.read_text()
-    assert "canary" not in text and "CUSTODY_" not in text and f"HOME={tmp_path}" in text
-
-
-# --- weak passphrases -------------------------------------------------------------------
 
 
 def test_weak_participant_passphrase_is_refused_with_the_reason(tmp_path):
