@@ -36,6 +36,8 @@ from custody.errors import (
     PolicyError,
     UsageError,
 )
+from custody.passphrase import check_strength
+from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
 from custody.store.sqlite import Store
 
@@ -119,27 +121,29 @@ def create_participant(name: str, role: str, passphrase: str, out_dir: Path) -> 
         (private key path, public identity path).
 
     Raises:
+        WeakPassphrase: zxcvbn estimates fewer than 10^12 guesses for *passphrase*
+            (:func:`custody.passphrase.check_strength`); nothing is written.
         UsageError: bad name or role, or the files already exist (never overwritten).
-        ConfigError: the directory cannot be written.
+        StorageError: the directory cannot be written, or others can write to it.
     """
     check_name(name)
     if role not in ROLES:
         raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
+    check_strength(passphrase, what=f"the key passphrase for {name}", user_inputs=(name, role))
     key = Ed25519PrivateKey.generate()
     ident = Identity(name=name, role=role, public=public_raw(key))
     key_path, pub_path = out_dir / f"{name}.key.pem", out_dir / f"{name}.pub.json"
     for p in (key_path, pub_path):
         if p.exists():
             raise UsageError(f"{p} already exists", "Nothing was changed; choose another --out.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(private_to_pem(key, passphrase.encode()))
-        pub_path.write_text(json.dumps(ident.to_json(), sort_keys=True) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot write to {out_dir}", f"{exc.strerror or exc}.") from exc
+    private_dir(out_dir)
+    write_private(key_path, private_to_pem(key, passphrase.encode()), exclusive=True)
+    write_private(pub_path, _ident_bytes(ident), mode=PUBLIC, exclusive=True)
     return key_path, pub_path
+
+
+def _ident_bytes(ident: Identity) -> bytes:
+    return (json.dumps(ident.to_json(), sort_keys=True) + "\n").encode()
 
 
 TOKEN_SUFFIX = ".token.json"  # noqa: S105 (a file suffix, not a password)
@@ -257,7 +261,7 @@ def create_token_participant(
         MechanismUnsupported: the token cannot make an Ed25519 key (transcripts verify
             Ed25519 only; a P-256 key is refused).
         HsmError: the token is missing, or the PIN is wrong (PinIncorrect) or locked.
-        ConfigError: the directory cannot be written.
+        StorageError: the directory cannot be written, or others can write to it.
     """
     check_name(name)
     if role not in ROLES:
@@ -284,13 +288,10 @@ def create_token_participant(
         module=module, token_label=token_label, slot=slot, key_label=label, public=bytes(public)
     )
     ident = Identity(name=name, role=role, public=ref.public)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(ref_path, "x", encoding="utf-8") as fh:
-            fh.write(json.dumps(ref.to_json(), sort_keys=True) + "\n")
-        pub_path.write_text(json.dumps(ident.to_json(), sort_keys=True) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot write to {out_dir}", f"{exc.strerror or exc}.") from exc
+    private_dir(out_dir)
+    ref_bytes = (json.dumps(ref.to_json(), sort_keys=True) + "\n").encode()
+    write_private(ref_path, ref_bytes, mode=PUBLIC, exclusive=True)
+    write_private(pub_path, _ident_bytes(ident), mode=PUBLIC, exclusive=True)
     return ref_path, pub_path
 
 

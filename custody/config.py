@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError
+from custody.privatefile import PUBLIC, write_private
 
 CONFIG_NAME = "custody.toml"
 DB_NAME = "custody.db"
@@ -192,13 +193,13 @@ class Home:
         return Config.from_toml(doc)
 
     def write_config(self, config: Config) -> None:
-        """Write the config atomically (temp file, fsync, rename)."""
+        """Write the config atomically (:func:`custody.privatefile.write_private`: a fresh
+        temporary name, fsync, rename; never through a link).
+
+        Raises:
+            StorageError: the file cannot be written, or ``custody.toml`` is a link.
+        """
         import tomli_w
 
         data = tomli_w.dumps(config.to_toml()).encode()
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.config_path)
+        write_private(self.config_path, data, mode=PUBLIC)

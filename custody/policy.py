@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from custody.config import BranchPolicy
+from custody.hardening import HOOK_ENV, child_env
 
 DEFAULT_ROOT_POLICY = BranchPolicy(key_class="low", warn_days=30)
 ACTION_STATUSES = frozenset({"due", "overdue", "missing"})
@@ -206,7 +207,9 @@ def run_alert_hook(
 ) -> HookResult:
     """Run the configured alert hook with one warning as JSON on stdin.
 
-    The command is split with :func:`shlex.split` and run without a shell. A failing hook is
+    The command is split with :func:`shlex.split` and run without a shell, with an
+    allow-listed environment (:func:`custody.hardening.child_env` with
+    :data:`~custody.hardening.HOOK_ENV`: no PIN or passphrase variables). A failing hook is
     reported, not raised: alerting must never block a re-key job.
 
     Args:
@@ -225,6 +228,7 @@ def run_alert_hook(
             capture_output=True,
             timeout=HOOK_TIMEOUT_S,
             check=False,
+            env=child_env(keep=HOOK_ENV),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return HookResult(ok=False, detail=f"alert hook failed to start: {type(exc).__name__}")

@@ -8,14 +8,43 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from pathlib import Path
 
 from custody.errors import ConfigError
 
 
+class InsecureSecretFile(ConfigError):
+    """A PIN or passphrase file that other users can read (or that another user owns)."""
+
+
+def _check_private(p: Path, st: os.stat_result) -> None:
+    """Refuse a secret file that group or others may read or write, or another user owns.
+
+    The check is made on the opened descriptor (``fstat``), so the file cannot be swapped
+    between the check and the read. Not made on platforms without POSIX modes (Windows).
+    """
+    if os.name != "posix":
+        return
+    if st.st_mode & 0o077:
+        raise InsecureSecretFile(
+            f"Secret file {p} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+            f"Run 'chmod 600 {p}' and check who may have read it; nothing was done.",
+        )
+    if st.st_uid != os.geteuid():
+        raise InsecureSecretFile(
+            f"Secret file {p} belongs to another user (uid {st.st_uid})",
+            f"Use a file you own with mode 0600 ('chmod 600 {p}' after copying it); "
+            "nothing was done.",
+        )
+
+
 def read_secret_file(path: str | os.PathLike[str], *, key: str | None = None) -> str:
     """Read a secret from a file, stripping one trailing newline.
+
+    The file must be private to the user: no permission bits for group or others, and owned
+    by the user who runs custody (see :func:`_check_private`).
 
     A file may hold a single value, or ``name=value`` lines (for example ``pin=...`` and
     ``so_pin=...``) when *key* is given.
@@ -28,14 +57,32 @@ def read_secret_file(path: str | os.PathLike[str], *, key: str | None = None) ->
         The secret.
 
     Raises:
-        ConfigError: the file cannot be read, or holds no value for *key*.
+        InsecureSecretFile: group or others may read or write the file (its mode is not
+            0600 or 0400), or another user owns it; the hint says ``chmod 600 FILE``.
+        ConfigError: the file cannot be read, is not UTF-8, or holds no value for *key*.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(
             f"Cannot read secret file {p}", "Check the path and its permissions."
+        ) from exc
+    try:
+        _check_private(p, os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read secret file {p}", "Check the path and its permissions."
+        ) from exc
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Secret file {p} is not UTF-8 text", "Write the value as plain UTF-8 text."
         ) from exc
     if text.endswith("\n"):
         text = text[:-1]

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from custody.errors import CustodyError
+from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
     audit_cmds,
@@ -84,7 +85,12 @@ def print_error(err: CustodyError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI. Returns the process exit code."""
+    """Run the CLI. Returns the process exit code.
+
+    First of all, core dumps are turned off (:func:`custody.hardening.harden_process`):
+    any command may come to hold a PIN, a share, RK or a KEK in memory.
+    """
+    harden_process()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

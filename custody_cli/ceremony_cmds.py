@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
 
 EXIT_AWAITING = 10
@@ -319,7 +320,8 @@ def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
 
 def _report(args: argparse.Namespace, out: Any) -> int:
     if getattr(args, "request_out", None) and out.request:
-        Path(args.request_out).write_text(json.dumps(out.request, indent=2, sort_keys=True) + "\n")
+        doc = json.dumps(out.request, indent=2, sort_keys=True) + "\n"
+        write_private(args.request_out, doc.encode(), mode=PUBLIC)
     if args.json:
         common.emit_json(out.to_json())
     else:
@@ -484,7 +486,7 @@ def cmd_offer(args: argparse.Namespace) -> int:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
         o = runner.offer(ttl=args.ttl)
     if args.out:
-        Path(args.out).write_text(o["offer"] + "\n")
+        write_private(args.out, (o["offer"] + "\n").encode(), mode=PUBLIC)
     if args.json:
         common.emit_json({"ok": True, "ceremony_id": args.ceremony_id, **o})
         return 0
@@ -543,7 +545,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         now=int(time.time()),
         window=int(req.get("window", 600)),
     )
-    Path(args.out).write_text(json.dumps(a.to_json(), sort_keys=True) + "\n")
+    write_private(args.out, (json.dumps(a.to_json(), sort_keys=True) + "\n").encode(), mode=PUBLIC)
     if args.json:
         common.emit_json(
             {

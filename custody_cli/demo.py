@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import CeremonyError
+from custody.hardening import child_env
+from custody.privatefile import PUBLIC, private_dir, write_private
 
 CUSTODIANS = ("alice", "bob", "carol", "dave", "erin")
 NEW_CUSTODIANS = ("alice", "bob", "carol", "dave", "erin", "frank")
@@ -37,7 +39,7 @@ class Demo:
             print(f"[{time.monotonic() - self.t0:5.1f}s] {text}", flush=True)
 
     def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
+        env = child_env(python=True)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         res = subprocess.run(
@@ -102,16 +104,14 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     if (root / "custody.toml").exists():
         raise ConfigError(f"{root} already holds a deployment", "Give a new --home for the demo.")
     d = Demo(root, as_json)
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     pin, so = secrets.token_hex(8), secrets.token_hex(8)
-    pinf = root / "demo-pin"
-    pinf.write_text(f"pin={pin}\nso_pin={so}\n")
-    pinf.chmod(0o600)
+    pinf = write_private(root / "demo-pin", f"pin={pin}\nso_pin={so}\n".encode())
     d.cli("init", "--home", str(root), "--pin-file", str(pinf))
     d.step("init", f"deployment at {root} with its own SoftHSMv2 token")
 
     # 1. participants
-    d.people.mkdir(exist_ok=True)
+    private_dir(d.people)
     roles = (
         [("root-admin", "super-admin")]
         + [(n, "custodian") for n in NEW_CUSTODIANS]
@@ -120,7 +120,7 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     trust = []
     for name, role in roles:
         pw = secrets.token_hex(12)
-        (d.people / f"{name}.pass").write_text(pw + "\n")
+        write_private(d.people / f"{name}.pass", (pw + "\n").encode())
         create_participant(name, role, pw, d.people)
         trust.append(str(d.people / f"{name}.pub.json"))
     enrol = [
@@ -168,12 +168,13 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
 
     # 5. recover with a tampered share
     tampered = root / "tampered"
-    tampered.mkdir(exist_ok=True)
+    private_dir(tampered)
     words = (gen_out / "bob.share.txt").read_text().split()
     alt = (gen_out / "dave.share.txt").read_text().split()
     words[5] = alt[5] if alt[5] != words[5] else (gen_out / "erin.share.txt").read_text().split()[5]
-    (tampered / "bob.share.txt").write_text(" ".join(words) + "\n")
-    (tampered / "bob.envelope.json").write_bytes((gen_out / "bob.envelope.json").read_bytes())
+    write_private(tampered / "bob.share.txt", (" ".join(words) + "\n").encode())
+    env = (gen_out / "bob.envelope.json").read_bytes()
+    write_private(tampered / "bob.envelope.json", env, mode=PUBLIC)
     res = d.ceremony(
         "recover",
         *d.coord(),

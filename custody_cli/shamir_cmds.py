@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from custody.errors import ConfigError, UsageError
+from custody.privatefile import private_dir, write_private
 from custody.secretsource import read_secret
 from custody_cli.common import add_json, emit_json
 
@@ -180,28 +181,21 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def _write_shares(out: Path, groups: tuple[tuple[str, ...], ...]) -> list[list[Path]]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for gi, g in enumerate(groups, start=1):
-            row = []
-            for mi, m in enumerate(g, start=1):
-                p = out / f"share-g{gi}-m{mi}.txt"
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(m + "\n")
-                row.append(p)
-            paths.append(row)
-        return paths
-    except FileExistsError as exc:
-        raise UsageError(
-            f"{exc.filename} already exists",
-            "Use an empty directory; existing shares are never overwritten.",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot write shares into {out}", "Check the directory and its permissions."
-        ) from exc
+    private_dir(out)
+    paths = [
+        [out / f"share-g{gi}-m{mi}.txt" for mi in range(1, len(g) + 1)]
+        for gi, g in enumerate(groups, start=1)
+    ]
+    for p in (p for row in paths for p in row):
+        if os.path.lexists(p):
+            raise UsageError(
+                f"{p} already exists",
+                "Use an empty directory; existing shares are never overwritten.",
+            )
+    for row, g in zip(paths, groups, strict=True):
+        for p, m in zip(row, g, strict=True):
+            write_private(p, (m + "\n").encode(), exclusive=True)
+    return paths
 
 
 def read_share_lines(files: list[str]) -> tuple[list[str], list[str]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from custody.errors import ConfigError, UsageError
+from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.secretsource import read_secret
 from custody_cli.common import add_home, add_json, add_pin, emit_json
 
@@ -202,16 +203,6 @@ def read_share_file(path: str) -> str:
     return " ".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
 
 
-def _write_private(path: str, data: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(path, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"Cannot write {path}", "Check the directory and permissions.") from exc
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from custody.shares import envelope as ev
     from custody.shares.slip39 import parse_share
@@ -251,7 +242,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     c = card.Card(
         name=args.name, label=args.label, words=tuple(share.mnemonic.split()), envelope=env
     )
-    _write_private(args.out, card.render(c, args.format))
+    write_private(args.out, card.render(c, args.format))
     print(
         f"wrote {args.format} card to {args.out} (fingerprint {env.short_fingerprint()})",
         file=sys.stderr,
@@ -292,7 +283,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
             hsm.close()
     else:
         out = seal.seal_with_passphrase(share, _seal_passphrase(args, confirm=True), envelope=env)
-    _write_private(args.out, out + b"\n")
+    write_private(args.out, out + b"\n")
     print(f"sealed share written to {args.out}", file=sys.stderr)
     return 0
 
@@ -317,7 +308,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
             raw, _seal_passphrase(args, confirm=False), envelope=env
         )
     if args.out:
-        _write_private(args.out, share.encode() + b"\n")
+        write_private(args.out, share.encode() + b"\n")
     else:
         print(share)
     return 0
@@ -338,7 +329,7 @@ def _coordinator_key(args: argparse.Namespace, out: Path) -> Ed25519PrivateKey:
         )
         return private_from_pem(_read(args.key, "coordinator key"), pw.encode())
     key = Ed25519PrivateKey.generate()
-    _write_private(
+    write_private(
         str(out / "coordinator.key.pem"),
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -346,8 +337,10 @@ def _coordinator_key(args: argparse.Namespace, out: Path) -> Ed25519PrivateKey:
             serialization.NoEncryption(),
         ),
     )
-    (out / "coordinator.pub.json").write_text(
-        public_key_json(public_raw(key), "coordinator") + "\n"
+    write_private(
+        out / "coordinator.pub.json",
+        (public_key_json(public_raw(key), "coordinator") + "\n").encode(),
+        mode=PUBLIC,
     )
     return key
 
@@ -358,10 +351,7 @@ def cmd_offer(args: argparse.Namespace) -> int:
     if args.ttl <= 0 or args.epoch < 0:
         raise UsageError("--ttl must be positive and --epoch not negative", "")
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"Cannot create {out}", "Check the path.") from exc
+    private_dir(out)
     key = _coordinator_key(args, out)
     if args.session is not None and not args.session:
         raise UsageError("--session must not be empty", "Give the running ceremony's id.")
@@ -375,8 +365,8 @@ def cmd_offer(args: argparse.Namespace) -> int:
         ttl=args.ttl,
     )
     text = ok.offer.to_text()
-    _write_private(str(out / "offer.key"), ok.to_json().encode())
-    (out / "offer.txt").write_text(text + "\n")
+    write_private(out / "offer.key", ok.to_json().encode())
+    write_private(out / "offer.txt", (text + "\n").encode(), mode=PUBLIC)
     if args.json:
         emit_json(
             {
@@ -421,7 +411,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     )
     session = transport.parse_offer(offer).session
     if args.out:
-        Path(args.out).write_text(blob + "\n")
+        write_private(args.out, (blob + "\n").encode())
     if args.json:
         emit_json({"ok": True, "blob": blob, "sas": words, "session": session})
     else:
@@ -444,9 +434,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
         _text_or_file(args.blob, "blob"), key, now=int(time.time()), expected_session=session
     )
     if args.out:
-        _write_private(args.out, hand.share.encode() + b"\n")
+        write_private(args.out, hand.share.encode() + b"\n")
         if hand.envelope is not None:
-            Path(args.out + ".envelope.json").write_bytes(hand.envelope)
+            write_private(args.out + ".envelope.json", hand.envelope, mode=PUBLIC)
     if args.json:
         emit_json(
             {

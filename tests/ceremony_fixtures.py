@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.conftest import TEST_PIN, TEST_SO_PIN, run_cli
+from tests.conftest import TEST_PIN, TEST_SO_PIN, passphrase_of, run_cli, write_secret
 
 CUST = ("alice", "bob", "carol", "dave", "erin")
 
@@ -76,17 +76,16 @@ class Dep:
         return rows
 
 
-def init_home(root: Path, pins: Path, *, private_pins: bool = False) -> None:
-    """Create *root*, write the test PINs to *pins* and run ``custody init``."""
+def init_home(root: Path, pins: Path) -> None:
+    """Create *root*, write the test PINs to *pins* (0600) and run ``custody init``."""
     root.mkdir(parents=True)
-    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    if private_pins:
-        pins.chmod(0o600)
+    write_secret(pins, f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     assert run_cli("init", "--home", str(root), "--pin-file", str(pins)).returncode == 0
 
 
 def create_people(people: Path, *extra: tuple[str, str]) -> None:
-    """Key pairs (passphrase ``pass-NAME``) for admin, the custodians, *extra* and audrey."""
+    """Key pairs (passphrase ``passphrase_of(NAME)``) for admin, the custodians, *extra*
+    and audrey."""
     from ceremonies.participants import create_participant
 
     people.mkdir()
@@ -96,8 +95,8 @@ def create_people(people: Path, *extra: tuple[str, str]) -> None:
         *extra,
         ("audrey", "auditor"),
     ]:
-        (people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, role, f"pass-{n}", people)
+        write_secret(people / f"{n}.pass", passphrase_of(n) + "\n")
+        create_participant(n, role, passphrase_of(n), people)
 
 
 def build_enrolled(root: Path, *extra: tuple[str, str]):
@@ -187,7 +186,7 @@ def sign_approvals(d: Dep, cid: str, names=("alice", "bob", "carol"), tag: str =
     out: list[Path] = []
     for n in names:
         a = Approval.create(
-            load_signer(d.people / f"{n}.key.pem", f"pass-{n}"),
+            load_signer(d.people / f"{n}.key.pem", passphrase_of(n)),
             ceremony_id=cid,
             action=rq["action"],
             action_id=rq["action_id"],

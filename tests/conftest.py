@@ -17,6 +17,20 @@ TEST_PIN = "test-user-pin-4821"
 TEST_SO_PIN = "test-so-pin-9130"
 
 
+def passphrase_of(name: str) -> str:
+    """The test passphrase of participant *name*: strong enough for custody's bar
+    (custody/passphrase.py: zxcvbn, 10^12 guesses), deterministic so tests can retype it."""
+    return f"{name}-ochre-pylon-marsh-4417"
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write a PIN or passphrase file as custody requires it: mode 0600 (custody refuses a
+    secret file that group or others can read)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -62,10 +76,7 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def pin_file(tmp_path: Path) -> Path:
-    p = tmp_path / "pins"
-    p.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
-    p.chmod(0o600)
-    return p
+    return write_secret(tmp_path / "pins", f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from custody.config import Home, resolve_home
 from custody.errors import CustodyError
+from custody.hardening import harden_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Open the app. Core dumps are turned off first (``custody tui`` hands over here with
+    ``execv``, which resets the non-dumpable flag; the app may hold the PIN).
+
+    Returns:
+        The exit code.
+    """
+    harden_process()
     args = build_parser().parse_args(argv)
     home = Home(resolve_home(args.home))
     try:

@@ -16,6 +16,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from custody.errors import CustodyError
+from custody.hardening import harden_process
 from tui.screens.audit_log import AuditLogScreen
 from tui.screens.auditor import AuditorScreen
 from tui.screens.ceremony import CeremonyScreen
@@ -131,7 +132,9 @@ def make_app(settings: Settings, services: Services | None = None) -> CustodyApp
 
 
 def run(home: Path, pin_file: Path | None) -> int:
-    """Entry point for ``custody tui``."""
+    """Entry point for ``custody tui``. Core dumps are off before the app starts (the CLI
+    has done it already; this covers a direct call)."""
+    harden_process()
     app = make_app(Settings.from_env(home, pin_file))
     app.run()
     return 0

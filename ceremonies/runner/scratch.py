@@ -6,7 +6,9 @@ run with the PIN holds shares on it), a token created afterwards is invisible to
 process. So the scratch work runs in a fresh interpreter: it provisions the throw-away token,
 unwraps the root blob straight into it and prints the KCV. Its inputs (the wrapping key and
 the blob) arrive on stdin as JSON, never in argv; the scratch PINs are random and never leave
-the child. ``python -m ceremonies.runner.scratch`` is the entry point.
+the child. The child gets an allow-listed environment (no ``CUSTODY_PIN`` or passphrase
+variables) and turns off core dumps first. ``python -m ceremonies.runner.scratch`` is the
+entry point.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import CustodyError, HsmError
+from custody.hardening import child_env, harden_process
 
 
 def build_scratch(
@@ -47,7 +50,7 @@ def build_scratch(
         "key": wrapping_key.hex(),
         "blob": blob.hex(),
     }
-    env = dict(os.environ)
+    env = child_env(python=True)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
     )
@@ -103,6 +106,7 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    harden_process()  # the child holds the wrapping key and the root blob: no core dumps
     try:
         answer = _child(json.loads(sys.stdin.read()))
     except CustodyError as err:

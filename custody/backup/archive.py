@@ -7,8 +7,10 @@ known backup still needs it.
 
 Durability rules (see ``docs/backups.md``):
 
-* create and restore write ``DST.partial``, fsync, and rename only after the last chunk is
-  verified: a crash never leaves a half file under the final name;
+* create and restore write a fresh 0600 temporary file beside DST
+  (:func:`custody.privatefile.private_file`: ``O_EXCL|O_NOFOLLOW``, never through a link),
+  fsync, and link it to DST only after the last chunk is verified: a crash never leaves a
+  half file under the final name, and an existing DST is never replaced;
 * header rewrap (:func:`rewrap`) writes a checksummed journal in the custody home, fsyncs
   it, then overwrites the fixed-length headers in place; a crash is repaired by replaying
   the journal (:func:`recover`) before any other backup operation;
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from custody.backup import format as bf
 from custody.errors import IntegrityError, StorageError, UsageError
 from custody.keys.hierarchy import KeyHierarchy, iso
+from custody.privatefile import private_file
 
 JOURNAL_NAME = "backup-rewrap.journal"
 Write = Callable[[int, bytes | memoryview], int]
@@ -73,16 +76,13 @@ def open_backup(path: Path) -> int:
 
 
 @contextmanager
-def _partial_removed_on_failure(part: Path, what: str) -> Iterator[None]:
-    """On any failure inside, remove *part*; an OSError becomes a StorageError (*what*)."""
+def _translated(what: str) -> Iterator[None]:
+    """An OSError inside becomes a StorageError (*what*). The output itself is written with
+    :func:`custody.privatefile.private_file`, which removes its temporary file on failure."""
     try:
         yield
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise storage_error(exc, what) from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
 
 
 def _info(path: Path, header: bf.Header, chunks: int, plain: int) -> BackupInfo:
@@ -209,7 +209,6 @@ def create(
     kek = hierarchy.kek_plaintext(bf.BRANCH, kek_v, for_encrypt=True)
     key = os.urandom(32)
     header = bf.wrap_key(bf.new_header(chunk_size), kek, kek_v, key)
-    part = out.with_name(out.name + ".partial")
     try:
         sfd = os.open(src, os.O_RDONLY)
     except OSError as exc:
@@ -217,15 +216,8 @@ def create(
     plain = 0
     chunks = 0
     try:
-        with _partial_removed_on_failure(part, f"writing {out.name}"):
-            ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                chunks, plain = _encrypt_stream(sfd, ofd, header, key, write, progress)
-                os.fsync(ofd)
-            finally:
-                os.close(ofd)
-            os.replace(part, out)
-            fsync_dir(out.parent)
+        with _translated(f"writing {out.name}"), private_file(out, exclusive=True) as ofd:
+            chunks, plain = _encrypt_stream(sfd, ofd, header, key, write, progress)
     finally:
         os.close(sfd)
     _catalog(hierarchy, header, out, plain)
@@ -306,25 +298,19 @@ def restore(
     if out.exists():
         raise UsageError(f"{out} already exists", "Choose another --out; nothing was changed.")
     recover(hierarchy)
-    part = out.with_name(out.name + ".partial")
     fd = open_backup(path)
     try:
-        with _partial_removed_on_failure(part, f"restoring to {out.name}"):
+        with _translated(f"restoring to {out.name}"):
             header = read_header(fd)
             key = backup_key(hierarchy, header)
-            ofd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             chunks = plain = 0
-            try:
+            with private_file(out, exclusive=True) as ofd:
                 for _i, _last, pt in iter_chunks(fd, header, key):
                     write_all(ofd, pt)
                     chunks += 1
                     plain += len(pt)
                     if progress:
                         progress(len(pt))
-                os.fsync(ofd)
-            finally:
-                os.close(ofd)
-            os.replace(part, out)
     finally:
         os.close(fd)
     return _info(path, header, chunks, plain)

@@ -62,12 +62,15 @@ from custody.backup.archive import (
 )
 from custody.errors import IntegrityError, PolicyError, StorageError
 from custody.keys.hierarchy import KeyHierarchy
+from custody.privatefile import private_file
 
 DEFAULT_CHECKPOINT = 256 << 20
 _SLOT = 512
 CHECKPOINT_SECONDS = 5.0
 WINDOW = 4 << 20
 _DEPTH = 3
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _paths(path: Path) -> tuple[Path, Path]:
@@ -104,12 +107,8 @@ class _State:
     def __init__(self, path: Path, doc: dict[str, object], *, fresh: bool) -> None:
         self.doc = {**doc, "seq": int(str(doc.get("seq", 0)))}
         if fresh:
-            tmp = path.with_name(path.name + ".new")
-            with open(tmp, "wb") as fh:
-                fh.write(self._record() * 2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            with private_file(path) as fd:  # a fresh temp name, never through a link
+                write_all(fd, self._record() * 2)
         self.fd = os.open(path, os.O_RDWR)
 
     def _record(self) -> bytes:
@@ -320,7 +319,8 @@ class _Job:
             IntegrityError, OSError.
         """
         new = self.new
-        self.ofd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        # resumable on purpose (the same name across runs), but never through a link
+        self.ofd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW, 0o600)
         try:
             if start == 0:
                 os.ftruncate(self.ofd, 0)

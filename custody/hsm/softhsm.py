@@ -3,7 +3,9 @@
 custody creates its own token directory and ``softhsm2.conf``, then initialises a token
 with ``softhsm2-util``. The PINs are typed into ``softhsm2-util`` through a pseudo-terminal,
 so they never appear in any process's argv (``softhsm2-util --pin`` would show them in
-``ps``). This module does not import ``pkcs11``.
+``ps``). ``softhsm2-util`` gets only the environment it needs
+(:func:`custody.hardening.child_env` plus ``SOFTHSM2_CONF``). This module does not import
+``pkcs11``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from custody.errors import ConfigError, HsmError
+from custody.hardening import child_env
 
 SOFTHSM_UTIL = "softhsm2-util"
 CONF_NAME = "softhsm2.conf"
@@ -88,14 +91,14 @@ def init_token(conf: Path, label: str, so_pin: str, user_pin: str, timeout: floa
             raise ConfigError(
                 f"The {name} must be 4 to 255 characters on one line", "Choose another."
             )
-    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    env = child_env(extra={"SOFTHSM2_CONF": str(conf)})
     answers = [p.encode() + b"\n" for p in (so_pin, so_pin, user_pin, user_pin)]
     _feed_pty([SOFTHSM_UTIL, "--init-token", "--free", "--label", label], env, answers, timeout)
 
 
 def delete_token(conf: Path, label: str) -> None:
     """Delete token *label* (used for a drill's scratch token and the demo's 'lost HSM')."""
-    env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+    env = child_env(extra={"SOFTHSM2_CONF": str(conf)})
     res = subprocess.run(
         [SOFTHSM_UTIL, "--delete-token", "--token", label],
         env=env,

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from custody.canonical import canonical_bytes
 from custody.errors import ShareError
+from custody.passphrase import check_strength
 
 SEALED_TYPE = "custody-sealed-share"
 TOKEN_INFO = b"custody/sealed-share/token/v1"
@@ -112,9 +113,16 @@ def seal_with_passphrase(
 
     Raises:
         ValueError: empty passphrase.
+        WeakPassphrase: zxcvbn estimates fewer than 10^12 guesses
+            (:func:`custody.passphrase.check_strength`); nothing is sealed.
     """
     if not passphrase:
         raise ValueError("empty passphrase")
+    check_strength(
+        passphrase.decode("utf-8", "replace"),
+        what="the share passphrase",
+        user_inputs=("share", "custodian"),
+    )
     salt, nonce = rng(16), rng(12)
     header = {
         "type": SEALED_TYPE,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.ceremony_fixtures import CUST, Dep, create_people, init_home, sign_approvals
-from tests.conftest import TEST_SO_PIN, cli_env, run_cli
+from tests.conftest import TEST_SO_PIN, cli_env, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 
@@ -41,7 +41,7 @@ def _token(root: Path, label: str = "tina-token") -> dict[str, str]:
 
 def _new_on_token(out: Path, env: dict[str, str], name: str = "tina") -> Any:
     pin = out.parent / f"{name}.pin"
-    pin.write_text(f"pin={TINA_PIN}\n")
+    write_secret(pin, f"pin={TINA_PIN}\n")
     return run_cli(
         "participant",
         "new",
@@ -119,8 +119,8 @@ def test_token_key_reference_has_no_secret_and_refuses_bad_pin_or_key(tmp_path):
 
     req = _request(tmp_path / "req.json")
     good, bad = tmp_path / "tina.pass", tmp_path / "bad.pass"
-    good.write_text(TINA_PIN + "\n")
-    bad.write_text("not-the-pin-0000\n")
+    write_secret(good, TINA_PIN + "\n")
+    write_secret(bad, "not-the-pin-0000\n")
     out = tmp_path / "appr.json"
     r = _approve(req, people / "tina.token.json", bad, out, env)
     assert r.returncode == 5 and r.out["error"] == "PinIncorrect", r.stdout + r.stderr
@@ -212,8 +212,8 @@ def test_token_custodian_approval_counts_toward_rotate_root(tmp_path):
 
     # tina signs on her own machine, with her token; a wrong PIN first: exit 5, nothing
     pw, bad = tmp_path / "tina.pass", tmp_path / "bad.pass"
-    pw.write_text(TINA_PIN + "\n")
-    bad.write_text("wrong-pin-0000\n")
+    write_secret(pw, TINA_PIN + "\n")
+    write_secret(bad, "wrong-pin-0000\n")
     tina_appr = root / "appr-tina.json"
     r = _approve(req, d.people / "tina.token.json", bad, tina_appr, env)
     assert r.returncode == 5 and r.out["error"] == "PinIncorrect", r.stdout + r.stderr

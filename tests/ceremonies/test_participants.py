@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import stat
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_secret
 
 
 def test_participant_new_writes_encrypted_key_and_identity(tmp_path):
     pw = tmp_path / "pw"
-    pw.write_text("correct horse battery\n")
+    write_secret(pw, "correct horse battery ochre pylon\n")
     r = run_cli(
         "participant",
         "new",

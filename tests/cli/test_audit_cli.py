@@ -10,7 +10,7 @@ import pytest
 from custody.audit.log import AuditLog
 from custody.audit.signers import Ed25519Signer
 from custody.signing import private_to_pem
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, passphrase_of, run_cli, write_secret
 
 
 def _home(tmp_path: Path, n: int = 12) -> Path:
@@ -32,9 +32,9 @@ def _home(tmp_path: Path, n: int = 12) -> Path:
 def _key(tmp_path: Path) -> tuple[Path, Path]:
     s = Ed25519Signer.from_seed("auditkey", b"\x05" * 32)
     pem = tmp_path / "auditkey.pem"
-    pem.write_bytes(private_to_pem(s.key, b"pass-phrase-1"))
+    pem.write_bytes(private_to_pem(s.key, passphrase_of("auditkey").encode()))
     pw = tmp_path / "pw"
-    pw.write_text("pass-phrase-1\n")
+    write_secret(pw, passphrase_of("auditkey") + "\n")
     return pem, pw
 
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 
@@ -18,7 +18,7 @@ CANARY = "CANARY-audit-pin-61d2"
 @pytest.fixture
 def home(tmp_path):
     pins = tmp_path / "pins"
-    pins.write_text(f"pin={CANARY}\nso_pin=so-pin-for-audit\n")
+    write_secret(pins, f"pin={CANARY}\nso_pin=so-pin-for-audit\n")
     h = tmp_path / "home"
     r = run_cli("init", "--home", str(h), "--pin-file", str(pins), "--dev-root")
     assert r.returncode == 0, r.stderr
@@ -37,7 +37,7 @@ def test_operations_and_failures_are_logged_before_they_act(home, tmp_path):
     base = ["--home", str(h), "--pin-file", str(pins)]
     assert run_cli("kek", "rotate", "--branch", "data", *base).returncode == 0
     wrong = tmp_path / "wrong"
-    wrong.write_text("pin=not-the-pin-9\n")
+    write_secret(wrong, "pin=not-the-pin-9\n")
     r = run_cli("dek", "generate", "--count", "3", "--home", str(h), "--pin-file", str(wrong))
     assert r.returncode == 5
     got = [(e["op"], e["outcome"]) for e in _entries(h)]

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import stat
 import time
+
+import pytest
 
 from tests.conftest import run_cli
 
 
-def test_demo_json_and_bundles_verify(tmp_path):
-    home = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo-run") / "demo"
     t0 = time.monotonic()
     r = run_cli("demo", "--home", str(home), "--json", timeout=120)
-    took = time.monotonic() - t0
+    return home, r, time.monotonic() - t0
+
+
+def test_demo_json_and_bundles_verify(demo_run):
+    home, r, took = demo_run
     assert r.returncode == 0, r.stderr[-2000:]
     assert took < 60
     out = json.loads(r.stdout)
@@ -47,3 +55,19 @@ def test_demo_json_and_bundles_verify(tmp_path):
         "--json",
     )
     assert s.returncode == 0 and json.loads(s.stdout)["failed"] == []
+
+
+def test_demo_secret_files_are_private(demo_run):
+    """Issue 11: the demo's PIN file, people/*.pass and every share file are 0600, and the
+    directories holding them 0700 (the demo used to write people/*.pass 0644)."""
+    home, r, _took = demo_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    passes = sorted((home / "people").glob("*.pass"))
+    assert len(passes) == 9
+    secrets = [home / "demo-pin", *passes, *home.glob("shares-*/*.share.txt")]
+    secrets += [*home.glob("people/*.key.pem"), *home.glob("tampered/*.share.txt")]
+    assert len(secrets) > 20
+    for p in secrets:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    for d in (home / "people", home / "tampered", *home.glob("shares-*")):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d

@@ -10,7 +10,7 @@ import stat
 import pytest
 from shamir_mnemonic.wordlist import WORDLIST
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_secret
 
 SECRET = "c0ffee00" * 8
 CANARY_PW = "canary-pw-5512"
@@ -42,7 +42,7 @@ def assert_failed(r, *needles: str, secret_words=()):
 
 def test_split_and_combine_with_passphrase_file_and_groups(tmp_path):
     pw = tmp_path / "pw"
-    pw.write_text(CANARY_PW + "\n")
+    write_secret(pw, CANARY_PW + "\n")
     r = run_cli(
         "shamir",
         "split",
@@ -250,8 +250,8 @@ def test_share_card_png_decodes(kit, tmp_path):
 
 def test_share_seal_unseal_wrong_passphrase(kit, tmp_path, shares):
     pw, bad = tmp_path / "pw", tmp_path / "bad"
-    pw.write_text(CANARY_PW + "\n")
-    bad.write_text("nope\n")
+    write_secret(pw, CANARY_PW + "\n")
+    write_secret(bad, "nope\n")
     sealed = tmp_path / "share.sealed"
     r = run_cli(
         "share",

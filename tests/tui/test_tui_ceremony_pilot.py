@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, passphrase_of, run_cli
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -79,7 +79,7 @@ class Home:
 
 def _base(root: Path) -> Home:
     h = Home(root)
-    init_home(root, h.pins, private_pins=True)
+    init_home(root, h.pins)
     create_people(h.people)
     adds = [a for p in sorted(h.people.glob("*.pub.json")) for a in ("--add", str(p))]
     coord = [a for a in h.coord() if a not in ("--pin-file", str(h.pins))]
@@ -171,7 +171,7 @@ async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
     await pilot.press("ctrl+s")
     await settle(pilot)
     assert isinstance(app.screen, PinPrompt)
-    await pilot.press(*"pass-admin", "enter")
+    await pilot.press(*passphrase_of("admin"), "enter")
     await settle(pilot)
     assert app.errors_shown == [], app.errors_shown
     assert app.screen is scr
@@ -356,7 +356,7 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
                 await pilot.press("enter")
                 await settle(pilot)
                 assert isinstance(app.screen, PinPrompt)
-                await pilot.press(*f"pass-{n}", "enter")
+                await pilot.press(*passphrase_of(n), "enter")
                 await settle(pilot)
                 assert app.errors_shown == [], app.errors_shown
                 if i == 0:
@@ -509,7 +509,7 @@ def test_drill_resumed_from_the_open_list(generated: Home, tmp_path):
             await pilot.press("enter")
             await settle(pilot)
             assert isinstance(app.screen, PinPrompt)
-            await pilot.press(*"pass-admin", "enter")
+            await pilot.press(*passphrase_of("admin"), "enter")
             await settle(pilot)
             assert app.errors_shown == [], app.errors_shown
             assert scr.view.ceremony_id == cid and scr.view.awaiting == "shares"

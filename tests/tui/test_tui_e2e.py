@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, run_cli
+from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, passphrase_of, run_cli, write_secret
 
 pytestmark = [
     pytest.mark.hsm,
@@ -102,7 +102,7 @@ class Tmux:
 
 def test_custody_tui_in_tmux(tmp_path: Path):
     pins = tmp_path / "pins"
-    pins.write_text(f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
+    write_secret(pins, f"pin={TEST_PIN}\nso_pin={TEST_SO_PIN}\n")
     h = tmp_path / "home"
     for args in (
         ("init", "--dev-root"),
@@ -172,10 +172,10 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
         t.wait_for("admin.key.pem")
         t.keys("Enter")
         t.wait_for("coordinator key passphrase")
-        t.keys("pass-admin", literal=True)
+        t.keys(passphrase_of("admin"), literal=True)
         t.keys("Enter")
         screen = t.wait_for("waiting for shares at collect-shares", "Custodians 0/3")
-        assert "pass-admin" not in screen
+        assert passphrase_of("admin") not in screen
         t.keys(h.envelope("alice"), literal=True)
         t.wait_for("alice.envelope.json")
         t.keys("Enter")
@@ -189,7 +189,7 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
         assert "unknown word" not in screen
         t.keys("Enter")
         screen = t.wait_for("Custodians 1/3")
-        assert "alice" in screen and "pass-admin" not in screen
+        assert "alice" in screen and passphrase_of("admin") not in screen
         t.keys("C-x")
         t.wait_for("Abort recover")
         t.keys("y")

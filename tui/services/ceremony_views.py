@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.errors import ConfigError, UsageError
+from custody.privatefile import write_private
 from tui.services.ceremony_checks import QuorumView, ShareCheck
 from tui.services.ceremony_remote import OfferView
 
@@ -240,10 +241,9 @@ def export_card(card: Any, path: str) -> Path:
     """Write *card* as PNG, SVG or PDF (by the file's suffix), mode 0600.
 
     Raises:
-        UsageError: another suffix. ConfigError: the file cannot be written.
+        UsageError: another suffix. StorageError: the file cannot be written, or the name is
+            a symbolic link (nothing is written).
     """
-    import os
-
     from custody.shares.card import render
 
     p = Path(path).expanduser()
@@ -253,12 +253,4 @@ def export_card(card: Any, path: str) -> Path:
             "Export the card as .png, .svg or .pdf", "End the file name with one of these."
         )
     data = render(card, fmt)
-    try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot write {p.name}", "Check the directory exists and is writable."
-        ) from exc
-    return p
+    return write_private(p, data)

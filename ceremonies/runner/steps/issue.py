@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from custody.errors import IntegrityError, ShareError, UsageError
 from custody.hsm import kcv_of_bytes
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
+from custody.privatefile import PUBLIC, check_target, private_dir, write_private
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
 
@@ -108,19 +108,6 @@ def _suffixes(r: CeremonyRunner) -> tuple[str, ...]:
     return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file, fsync and rename: a crash leaves the old file or none,
-    never half a share."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _issued_complete(r: CeremonyRunner) -> bool:
     """Whether every custodian's files were written (a crash after the writes, before
     ``step.done``): each envelope must carry the commitment recorded by ``split``."""
@@ -158,13 +145,16 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
                 "cards": [s[6:] for s in _suffixes(r)[2:]],
             }
         raise _secret_lost(r, "issue-shares")
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     files = []
     sufs = _suffixes(r)
+    for n in envs:  # a planted link refuses the step before any share is written
+        for suf in sufs:
+            check_target(out / f"{n}{suf}")
     r._save_pending(files=[str(out / f"{n}{s}") for n in envs for s in sufs])
     for name, (mnemonic, env) in envs.items():
-        _write_atomic(out / f"{name}.share.txt", (mnemonic + "\n").encode(), 0o600)
-        _write_atomic(out / f"{name}.envelope.json", env.to_bytes())
+        write_private(out / f"{name}.share.txt", (mnemonic + "\n").encode())
+        write_private(out / f"{name}.envelope.json", env.to_bytes(), mode=PUBLIC)
         card = Card(
             name=name,
             label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
@@ -172,7 +162,7 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             envelope=env,
         )
         for suf in sufs[2:]:
-            _write_atomic(out / f"{name}{suf}", render(card, suf[6:]), 0o600)
+            write_private(out / f"{name}{suf}", render(card, suf[6:]))
         files.append(name)
     r._secrets.pop("issued", None)
     r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it

@@ -29,7 +29,7 @@ from tests.ceremony_fixtures import (
     sign_approvals,
     start_rotate_root,
 )
-from tests.conftest import TEST_PIN, cli_env
+from tests.conftest import TEST_PIN, cli_env, passphrase_of
 
 pytestmark = pytest.mark.hsm
 
@@ -61,7 +61,7 @@ def _open(d: Dep) -> Any:
 def _signer(d: Dep) -> Any:
     from ceremonies.participants import load_signer
 
-    return load_signer(d.people / "admin.key.pem", "pass-admin")
+    return load_signer(d.people / "admin.key.pem", passphrase_of("admin"))
 
 
 def _share(d: Dep, name: str, sub: str = "shares", env_of: str | None = None) -> Any:
@@ -170,7 +170,7 @@ def test_quorum_counts_distinct_participants_and_keeps_their_first_valid_approva
 
     now = 1_000_000
     signers = {
-        n: load_signer(template.people / f"{n}.key.pem", f"pass-{n}") for n in ("alice", "bob")
+        n: load_signer(template.people / f"{n}.key.pem", passphrase_of(n)) for n in ("alice", "bob")
     }
     members = {n: ("custodian", s.public, None) for n, s in signers.items()}
 

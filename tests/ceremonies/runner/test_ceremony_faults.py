@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.ceremony_fixtures import CUST, Dep, build_enrolled, build_generated, copy_dep, lose_token
-from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, run_cli
+from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, passphrase_of, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 GEN = [a for n in CUST for a in ("--custodian", n)]
@@ -226,7 +226,7 @@ def test_expired_ceremony_cannot_be_resumed_only_aborted(fresh: Dep):
     assert r.returncode == 10, r.stderr
     cid = r.out["ceremony_id"]
     expires = _db(d, "SELECT expires FROM ceremonies WHERE id=?", cid)[0][0]
-    signer = load_signer(d.people / "admin.key.pem", "pass-admin")
+    signer = load_signer(d.people / "admin.key.pem", passphrase_of("admin"))
     with Deployment.open(Home(d.root), TEST_PIN) as dp:
         late = CeremonyRunner.resume(dp, cid, signer, clock=lambda: expires + 1)
         with pytest.raises(CeremonyExpired) as ei:
@@ -439,8 +439,10 @@ def test_enrol_needs_two_super_admins(dep: Dep):
     from ceremonies.participants import create_participant
 
     for n in ("admin2", "admin3", "zed"):
-        (dep.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, "custodian" if n == "zed" else "super-admin", f"pass-{n}", dep.people)
+        write_secret(dep.people / f"{n}.pass", passphrase_of(n) + "\n")
+        create_participant(
+            n, "custodian" if n == "zed" else "super-admin", passphrase_of(n), dep.people
+        )
     for n in ("admin2", "admin3"):  # with at most two super-admins, one suffices
         r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / f"{n}.pub.json"))
         assert r.returncode == 0, r.stderr
@@ -512,7 +514,7 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     from custody.config import Home
     from custody.deployment import Deployment
 
-    signer = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    signer = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     a = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
     assert a.returncode == 10, a.stderr
     cid_a = a.out["ceremony_id"]

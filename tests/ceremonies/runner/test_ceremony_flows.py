@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token
-from tests.conftest import run_cli
+from tests.conftest import passphrase_of, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 
@@ -87,7 +87,7 @@ def test_share_from_another_deployment_is_rejected(dep: Dep, template: Dep, tmp_
 
 def test_wrong_pin_is_refused(dep: Dep):
     bad = dep.root / "badpin"
-    bad.write_text("pin=wrong-pin-000\n")
+    write_secret(bad, "pin=wrong-pin-000\n")
     args = [a if a != str(dep.pin) else str(bad) for a in dep.coord()]
     r = dep.ceremony("rotate-root", *args)
     assert r.returncode == 5 and "PIN" in r.stderr
@@ -134,7 +134,7 @@ def test_rotate_root_with_approvals_and_negative_approvals(dep: Dep):
 
     rq = json.loads(req.read_text())
     old = Approval.create(
-        load_signer(dep.people / "carol.key.pem", "pass-carol"),
+        load_signer(dep.people / "carol.key.pem", passphrase_of("carol")),
         ceremony_id=cid,
         action=rq["action"],
         action_id=rq["action_id"],

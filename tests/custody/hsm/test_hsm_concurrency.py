@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 
 
 def test_concurrent_processes_always_find_the_token(tmp_path):
     pins = tmp_path / "pins"
-    pins.write_text("pin=conc-pin-1234\nso_pin=conc-so-1234\n")
+    write_secret(pins, "pin=conc-pin-1234\nso_pin=conc-so-1234\n")
     home = tmp_path / "home"
     init = run_cli("init", "--home", str(home), "--pin-file", str(pins), "--dev-root")
     assert init.returncode == 0, init.stderr

@@ -12,6 +12,7 @@ from custody.keys.hierarchy import KeyHierarchy
 from custody.model import KeyState
 from custody.secretsource import read_secret, read_secret_file
 from custody.store.sqlite import Store
+from tests.conftest import write_secret
 
 pytestmark = pytest.mark.hsm
 
@@ -87,7 +88,7 @@ def test_tampered_kek_fails_closed(hier):
 
 def test_secret_sources(tmp_path, monkeypatch):
     f = tmp_path / "p"
-    f.write_text("pin=abcd1234\nso_pin=zzzz9999\n")
+    write_secret(f, "pin=abcd1234\nso_pin=zzzz9999\n")
     assert read_secret_file(f, key="pin") == "abcd1234"
     assert read_secret_file(f, key="so_pin") == "zzzz9999"
     f.write_text("only-one\n")

@@ -123,19 +123,24 @@ def test_card_svg_pdf_and_terminal():
 
 def test_passphrase_seal_round_trip_and_wrong_passphrase():
     env = envelope_for(SHARES[0]).to_bytes()
-    sealed = seal.seal_with_passphrase(SHARES[0], b"correct horse", envelope=env, params=FAST)
+    sealed = seal.seal_with_passphrase(
+        SHARES[0], b"correct horse battery staple", envelope=env, params=FAST
+    )
     assert SHARES[0].split()[4].encode() not in sealed
-    assert seal.unseal_with_passphrase(sealed, b"correct horse", envelope=env) == SHARES[0]
+    assert (
+        seal.unseal_with_passphrase(sealed, b"correct horse battery staple", envelope=env)
+        == SHARES[0]
+    )
     with pytest.raises(seal.SealError, match="Wrong passphrase"):
-        seal.unseal_with_passphrase(sealed, b"correct horsf")
+        seal.unseal_with_passphrase(sealed, b"correct horse battery stapla")
     with pytest.raises(seal.SealError, match="different envelope"):
         seal.unseal_with_passphrase(
-            sealed, b"correct horse", envelope=envelope_for(SHARES[1]).to_bytes()
+            sealed, b"correct horse battery staple", envelope=envelope_for(SHARES[1]).to_bytes()
         )
     doc = json.loads(sealed)
     doc["header"]["envelope_sha256"] = "00" * 32  # the header is AAD
     with pytest.raises(seal.SealError):
-        seal.unseal_with_passphrase(canonical_bytes(doc), b"correct horse")
+        seal.unseal_with_passphrase(canonical_bytes(doc), b"correct horse battery staple")
 
 
 def test_default_argon2_parameters_are_rfc9106_second_option():
@@ -161,7 +166,9 @@ def test_token_sealing_against_softhsm(softhsm_token, tmp_path):
         with pytest.raises(seal.SealError):
             seal.unseal_with_token(canonical_bytes(doc), hsm)
         with pytest.raises(seal.SealError, match="passphrase"):
-            seal.unseal_with_token(seal.seal_with_passphrase(SHARES[1], b"p", params=FAST), hsm)
+            seal.unseal_with_token(
+                seal.seal_with_passphrase(SHARES[1], b"ochre pylon marsh 4417", params=FAST), hsm
+            )
 
 
 # --- transport --------------------------------------------------------------------------
