@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from ceremonies.transcript import (
 from ceremonies.transcript.records import Checkpoint, Event
 from custody.errors import PolicyError
 from tests.conftest import FIXTURES
+from tests.fixtures import make_transcripts  # the generator script lives in tests/fixtures
 
 FX = FIXTURES / "transcripts"
-sys.path.insert(0, str(FX.parent))
-import make_transcripts  # noqa: E402 - the generator script lives in tests/fixtures
 
 TRUST = [parse_trust_key((FX / "trust" / "dave.json").read_bytes())]
 GOLDEN = ["rotate-root", "drill-exception", "rotate-root.tar"]
