@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -86,7 +87,7 @@ def tampered(a: Approval, **over: Any) -> Approval:
     return dataclasses.replace(a, **over)
 
 
-def count(approvals: list[Approval], **over: Any):
+def count(approvals: Iterable[Approval], **over: Any):
     kw: dict[str, Any] = {
         "members": MEMBERS,
         "role": "custodian",
@@ -376,7 +377,7 @@ def test_open_state_refuses_a_callers_bug(kind, expiry):
         open_state(kind, "e" * 32, now=T0, expiry_seconds=expiry)
 
 
-RECOVER_SO_FAR = [Begin("hsm-check"), Done("hsm-check", {"token": "ok"})]
+RECOVER_SO_FAR: list[Event] = [Begin("hsm-check"), Done("hsm-check", {"token": "ok"})]
 
 # (id, kind, events so far, event, expected (status, done, in_flight) , expected effects)
 TRANSITIONS: list[tuple[str, str, list[Event], Event, tuple, tuple]] = [
