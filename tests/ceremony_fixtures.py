@@ -42,9 +42,9 @@ class Dep:
     def ceremony(self, *args: str, env: dict[str, str] | None = None):
         r = run_cli("ceremony", *args, env=env)
         try:
-            r.out = json.loads(r.stdout) if r.stdout.strip() else {}
+            r.out = json.loads(r.stdout) if r.stdout.strip() else {}  # type: ignore[attr-defined]
         except ValueError:
-            r.out = {}
+            r.out = {}  # type: ignore[attr-defined]
         return r
 
     def trust(self) -> list[str]:
@@ -69,7 +69,7 @@ class Dep:
         out = json.loads(r.stdout)
         assert out["failed"] == [] and out["checked"] == 50
 
-    def roots(self) -> list[dict]:
+    def roots(self) -> list[tuple[int, str]]:
         c = sqlite3.connect(self.root / "custody.db")
         rows = c.execute("SELECT version, state FROM root_versions ORDER BY version").fetchall()
         c.close()

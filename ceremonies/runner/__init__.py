@@ -69,6 +69,7 @@ from ceremonies.engine import (
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
+from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
@@ -77,14 +78,6 @@ from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
-
-
-class SecretLost(CeremonyError):
-    """A step needs the recovery key, but it died with an earlier process.
-
-    The runner refuses to continue (nothing is recorded or changed); ``custody ceremony
-    abort ID`` then removes everything the ceremony created.
-    """
 
 
 class CeremonyExpired(CeremonyError):

@@ -73,7 +73,7 @@ def _approve(req: Path, key: Path, pw: Path, out: Path, env: dict[str, str]) -> 
         "--json",
         env=env,
     )
-    r.out = json.loads(r.stdout) if r.stdout.strip() else {}
+    r.out = json.loads(r.stdout) if r.stdout.strip() else {}  # type: ignore[attr-defined]
     return r
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,7 +124,7 @@ def test_alert_hook_gets_json_on_stdin(tmp_path: Path) -> None:
 
 
 def test_alert_hook_failure_is_reported_not_raised(tmp_path: Path) -> None:
-    recorded: list[dict] = []
+    recorded: list[Mapping[str, Any]] = []
     res = policy.emit_warnings(
         [{"key": "data"}], alert_hook=_hook(tmp_path, 3), audit=recorded.append
     )

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Input
 
 from tests.conftest import ROOT, TEST_PIN, run_cli
 
@@ -37,7 +38,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def rows(scr: AuditLogScreen) -> list[tuple[str, ...]]:
-    t = scr.query_one("#log-entries")
+    t = scr.query_one("#log-entries", DataTable)
     return [tuple(str(c) for c in t.get_row_at(i)) for i in range(t.row_count)]
 
 
@@ -69,17 +70,17 @@ def test_lists_cli_entries_filters_and_shows_detail(home):
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(app.screen, DetailScreen)
-            t = app.screen.query_one("#detail-table")
+            t = app.screen.query_one("#detail-table", DataTable)
             fields = {str(t.get_row_at(i)[0]): str(t.get_row_at(i)[1]) for i in range(t.row_count)}
             assert fields["op"] == "kek rotate" and fields["outcome"] == "ok"
             assert "intent_seq" in fields and len(fields["prev (chain)"]) == 64
             await pilot.press("escape")
             await pilot.pause()
             # Free text matches details too; a filter with no match shows nothing.
-            scr.query_one("#log-filter").value = "nothing-like-this"
+            scr.query_one("#log-filter", Input).value = "nothing-like-this"
             await pilot.pause()
             assert rows(scr) == []
-            scr.query_one("#log-filter").value = ""
+            scr.query_one("#log-filter", Input).value = ""
             await pilot.pause()
             assert len(rows(scr)) == scr.log_size
 
@@ -96,7 +97,7 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
             scr = await open_log(pilot)
             before = scr.log_size
             # No checkpoint yet: p gives a clear message naming the command to run.
-            scr.query_one("#log-filter").value = "op=kek outcome=ok"
+            scr.query_one("#log-filter", Input).value = "op=kek outcome=ok"
             await pilot.pause()
             scr.pin_trust_key(str(FIX / "trust" / "dave.json"))  # any key; not reached
             await pilot.press("p")
@@ -121,7 +122,7 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
                 str(trust),
             )
             assert r.returncode == 0, r.stderr
-            scr.query_one("#log-filter").value = ""
+            scr.query_one("#log-filter", Input).value = ""
             for _ in range(30):
                 await pilot.pause(0.2)
                 if scr.log_size >= before + 2:
@@ -133,7 +134,7 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
                 ("audit checkpoint", "ok"),
             ]
             # A key that did not sign the checkpoint: the check fails, by name.
-            scr.query_one("#log-filter").value = "op=kek outcome=ok"
+            scr.query_one("#log-filter", Input).value = "op=kek outcome=ok"
             await pilot.pause()
             await pilot.press("p")
             await settle(pilot)
@@ -147,7 +148,7 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
             await pilot.press("ctrl+t")
             await pilot.pause()
             assert isinstance(app.screen, TextPrompt)
-            app.screen.query_one("#text-input").value = str(trust)
+            app.screen.query_one("#text-input", Input).value = str(trust)
             await pilot.press("enter")
             await pilot.pause()
             await pilot.press("p")
@@ -163,7 +164,7 @@ def test_follows_live_then_proves_an_entry_and_exports_it(home, tmp_path):
             out = tmp_path / "proof.json"
             await pilot.press("ctrl+s")
             await pilot.pause()
-            app.screen.query_one("#text-input").value = str(out)
+            app.screen.query_one("#text-input", Input).value = str(out)
             await pilot.press("enter")
             await settle(pilot)
             doc = json.loads(out.read_text())
@@ -196,7 +197,7 @@ def test_help_lists_the_log_and_rekey_bindings_at_80x24():
                 await pilot.press("question_mark")
                 await pilot.pause()
                 assert isinstance(app.screen, HelpScreen)
-                t = app.screen.query_one("#help-keys")
+                t = app.screen.query_one("#help-keys", DataTable)
                 assert wanted <= {str(t.get_row_at(i)[1]) for i in range(t.row_count)}
                 await pilot.press("escape")
                 await pilot.pause()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from tests.conftest import ROOT, TEST_PIN
 
@@ -26,7 +27,9 @@ SIZES = [(80, 24), (120, 40)]
 SNAPDIR = Path(__file__).parent / "__snapshots__" / "test_tui_audit_snapshots"
 LOG = "9c2f4e1a7b3d5f60a1b2c3d4e5f60718"
 
-_SCRIPT = [  # (op, target, actor, outcome, details)
+_SCRIPT: list[
+    tuple[str, str, str, str, dict[str, object]]
+] = [  # (op, target, actor, outcome, details)
     ("status", "custody", "dave", "intent", {}),
     ("status", "custody", "dave", "ok", {"exit": 0, "intent_seq": 0}),
     ("kek rotate", "data", "dave", "intent", {"branch": "data"}),
@@ -136,7 +139,7 @@ def test_audit_log_proof(snap_compare, size):
         await open_log(pilot)
         scr = pilot.app.screen
         scr.pin_trust_key("keys/audit-trust.json")
-        scr.query_one("#log-filter").value = "op=kek outcome=ok"
+        scr.query_one("#log-filter", Input).value = "op=kek outcome=ok"
         await pilot.pause()
         await pilot.press("p")
         await settled(pilot)

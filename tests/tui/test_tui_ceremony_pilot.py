@@ -24,7 +24,7 @@ from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, passphrase_of, run_cli
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from textual.widgets import Input
+from textual.widgets import DataTable, Input, Select
 
 from tests.ceremony_fixtures import CUST, copy_home, create_people, init_home
 from tui.app import make_app
@@ -32,6 +32,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.ceremony_card import CardScreen
 from tui.screens.ceremony_start import StartModal
 from tui.screens.modals import PinPrompt, TextPrompt
+from tui.services.ceremony_views import CeremonyView
 from tui.services.home import Settings
 
 pytestmark = pytest.mark.hsm
@@ -163,7 +164,7 @@ async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
     await settle(pilot)
     modal = app.screen
     assert isinstance(modal, StartModal)
-    modal.query_one("#start-kind").value = kind
+    modal.query_one("#start-kind", Select).value = kind
     await pilot.pause()
     modal.query_one("#start-key", Input).value = h.key("admin")
     for f, v in fields.items():
@@ -174,7 +175,7 @@ async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
     await pilot.press(*passphrase_of("admin"), "enter")
     await settle(pilot)
     assert app.errors_shown == [], app.errors_shown
-    assert app.screen is scr
+    assert app.screen is scr  # type: ignore[comparison-overlap]  # it changed on the await
     return scr
 
 
@@ -199,6 +200,12 @@ def tampered(h: Home) -> str:
     alt = h.share("dave").split()
     words[5] = alt[5] if alt[5] != words[5] else h.share("erin").split()[5]
     return " ".join(words)
+
+
+def view_of(scr: CeremonyScreen) -> CeremonyView:
+    """The screen's view as it is now (it changes across awaits, which mypy cannot see)."""
+    assert scr.view is not None
+    return scr.view
 
 
 def run(coro) -> None:
@@ -323,7 +330,7 @@ def test_generate_with_verification_round_and_cards(base: Home, tmp_path):
             assert (tmp_path / "alice.card.pdf").read_bytes()[:4] == b"%PDF"
             await pilot.press("escape")
             await settle(pilot)
-            assert app.screen is scr
+            assert app.screen is scr  # type: ignore[comparison-overlap]  # it changed on the await
 
             for n in ("alice", "carol", "erin"):
                 await hand_in(pilot, scr, str(out / f"{n}.envelope.json"), h.share(n))
@@ -346,8 +353,9 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
         app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             scr = await start(pilot, "rotate-root", h)
-            v = scr.view
+            v = view_of(scr)
             assert v.awaiting == "approvals" and v.step == "approve"
+            assert v.request is not None
             assert v.approvals_needed == 3 and v.request["action"] == "rotate-root"
             for i, n in enumerate(("alice", "bob", "dave")):
                 await pilot.press("ctrl+a")
@@ -361,11 +369,11 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
                 assert app.errors_shown == [], app.errors_shown
                 if i == 0:
                     assert [a.approver for a in scr.view.approvals] == ["alice"]
-                    t = scr.query_one("#cer-approvals")
+                    t = scr.query_one("#cer-approvals", DataTable)
                     left = str(t.get_row_at(0)[1])
                     assert left.endswith("left") and left.startswith(("10:00", "9:5"))
                     assert "Approvals: 1/3" in str(scr.query_one("#cer-quorum").render())
-            v = scr.view
+            v = view_of(scr)
             assert v.status == "closed", v
             assert dict(v.facts)["approved_by"] == "alice, bob, dave"
             return v.bundle
@@ -417,7 +425,7 @@ def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
             assert "left)" in str(app.screen.query_one("#offer-head").render())
             await pilot.press("escape")
             await settle(pilot)
-            assert app.screen is scr
+            assert app.screen is scr  # type: ignore[comparison-overlap]  # it changed on the await
             assert "Remote offer" in str(scr.query_one("#cer-offer").render())
 
             (tmp_path / "offer.txt").write_text(offer.text + "\n")
@@ -501,7 +509,7 @@ def test_drill_resumed_from_the_open_list(generated: Home, tmp_path):
             picker = app.screen
             assert isinstance(picker, ResumeModal)
             assert [r["id"] for r in picker.rows] == [cid]
-            assert picker.query_one("#resume-table").row_count == 1
+            assert picker.query_one("#resume-table", DataTable).row_count == 1
             await pilot.press("enter")
             await settle(pilot)
             assert isinstance(app.screen, TextPrompt)
@@ -512,11 +520,11 @@ def test_drill_resumed_from_the_open_list(generated: Home, tmp_path):
             await pilot.press(*passphrase_of("admin"), "enter")
             await settle(pilot)
             assert app.errors_shown == [], app.errors_shown
-            assert scr.view.ceremony_id == cid and scr.view.awaiting == "shares"
+            assert view_of(scr).ceremony_id == cid and view_of(scr).awaiting == "shares"
             for n in ("alice", "bob", "erin"):
                 await hand_in(pilot, scr, h.envelope(n), h.share(n))
             assert app.errors_shown == [], app.errors_shown
-            v = scr.view
+            v = view_of(scr)
             assert v.status == "closed", v
             assert all(s.status == "done" for s in v.steps)
             return v.bundle

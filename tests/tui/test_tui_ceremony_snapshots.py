@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from tests.conftest import ROOT, VECTORS
 
@@ -159,7 +160,8 @@ def card():
 def app_for(view: CeremonyView | None):
     settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
     app = make_app(settings, None)
-    app.ceremony_services = StaticCeremonyServices(current=view, cards={"alice": card()})
+    svc = StaticCeremonyServices(current=view, cards={"alice": card()})
+    app.ceremony_services = svc  # type: ignore[attr-defined]  # read by ceremony_services(app)
     return app
 
 
@@ -229,7 +231,7 @@ def test_passphrase_prompt(snap_compare, size):
         await to_ceremony(pilot)
         await pilot.press("n")
         await pilot.pause()
-        pilot.app.screen.query_one("#start-key").value = "/srv/people/admin.key.pem"
+        pilot.app.screen.query_one("#start-key", Input).value = "/srv/people/admin.key.pem"
         await pilot.press("ctrl+s")
         await pilot.pause()
         await pilot.press(*PASSPHRASE)

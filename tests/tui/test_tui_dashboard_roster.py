@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from tests.conftest import ROOT, run_cli
 
@@ -73,13 +74,13 @@ def test_custodian_rows_and_drill_alert(demo):
             drill = [a for a in alerts if a.startswith("Drills:")]
             assert drill == ["Drills: 4 of 5 (T+1) custodians passed in the last 180 days"]
             # The alert opens its detail, which names who passed.
-            t = scr.query_one("#alerts")
+            t = scr.query_one("#alerts", DataTable)
             t.focus()
             t.move_cursor(row=alerts.index(drill[0]))
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(app.screen, DetailScreen)
-            d = app.screen.query_one("#detail-table")
+            d = app.screen.query_one("#detail-table", DataTable)
             hint = next(
                 str(d.get_row_at(i)[1])
                 for i in range(d.row_count)
@@ -104,7 +105,9 @@ def test_drills_expire_after_the_policy_period(demo):
         )
         async with app.run_test(size=(100, 32)) as pilot:
             await settle(pilot)
-            v = app.screen.view
+            scr = app.screen
+            assert isinstance(scr, DashboardScreen)
+            v = scr.view
             assert {c.status for c in v.custodians} == {"drill due"}
             assert [a.text for a in v.alerts if a.text.startswith("Drills:")] == [
                 "Drills: 0 of 5 (T+1) custodians passed in the last 180 days"

@@ -146,9 +146,8 @@ def test_recover_share_words_typed_in_tmux(tmp_path: Path):
     """A custodian types an envelope path and their words as 4-letter prefixes into the
     recover screen of a real ``custody tui``; the live checks and the quorum are read back
     with capture-pane, and the coordinator's passphrase never shows."""
-    from test_tui_ceremony_pilot import _base, _generate, prefixes
-
     from custody.hsm import softhsm
+    from tests.tui.test_tui_ceremony_pilot import _base, _generate, prefixes
 
     h = _base(tmp_path / "home")
     _generate(h)

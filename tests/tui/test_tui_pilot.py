@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Input
 
 from tests.conftest import ROOT, TEST_PIN
 
@@ -63,7 +64,7 @@ def test_dashboard_shows_real_token_root_and_keks(home):
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(app.screen, DetailScreen)
-            table = app.screen.query_one("#detail-table")
+            table = app.screen.query_one("#detail-table", DataTable)
             values = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
             assert "data/v1" in values and "20" in values
             await pilot.press("escape")
@@ -83,7 +84,7 @@ def test_help_theme_and_navigation(home):
             await pilot.press("question_mark")
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)
-            keys = app.screen.query_one("#help-keys")
+            keys = app.screen.query_one("#help-keys", DataTable)
             descs = {str(keys.get_row_at(i)[1]) for i in range(keys.row_count)}
             assert {"Refresh", "PIN", "Quit", "Theme"} <= descs
             await pilot.press("escape")
@@ -95,10 +96,10 @@ def test_help_theme_and_navigation(home):
             await pilot.press("k")
             await settle(pilot)
             assert isinstance(app.screen, KeysScreen)
-            inv = app.screen.query_one("#inventory")
+            inv = app.screen.query_one("#inventory", DataTable)
             names = [str(inv.get_row_at(i)[0]) for i in range(inv.row_count)]
             assert names == ["data/v1", "root/v1"]  # by class: medium, then root
-            cal = app.screen.query_one("#calendar")
+            cal = app.screen.query_one("#calendar", DataTable)
             assert cal.row_count == 4  # data, backup, secrets, root
             await pilot.press("a")
             await pilot.pause()
@@ -118,7 +119,9 @@ def test_pin_prompt_logs_in_without_keeping_the_pin_visible(home, monkeypatch):
         app = make_app(Settings(home=h, pin_file=None, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            assert app.screen.view.hsm.state == "not checked"
+            scr = app.screen
+            assert isinstance(scr, DashboardScreen)
+            assert scr.view.hsm.state == "not checked"
             # A wrong PIN: error modal with title and hint, nothing kept.
             await pilot.press("p")
             await pilot.pause()
@@ -175,10 +178,10 @@ async def _verify(pilot, bundle: Path, trust: list[Path]) -> None:
     # Paths are set as a paste would (typing 80 characters key by key is slow); Enter is real.
     scr.query_one("#trust").focus()
     for t in trust:
-        scr.query_one("#trust").value = str(t)
+        scr.query_one("#trust", Input).value = str(t)
         await pilot.press("enter")
     scr.query_one("#bundle").focus()
-    scr.query_one("#bundle").value = str(bundle)
+    scr.query_one("#bundle", Input).value = str(bundle)
     await pilot.press("enter")
     await settle(pilot)
 
@@ -196,7 +199,7 @@ def test_auditor_verifies_good_bundle_filters_and_exports(home, tmp_path):
             v = scr.view
             assert v.ok and all(c.ok for c in v.checks)
             assert "rotate-root a17: 3/3 custodians (alice, bob, carol)" in v.quorums
-            tl = scr.query_one("#timeline")
+            tl = scr.query_one("#timeline", DataTable)
             assert tl.row_count == len(v.events) == 10
             scr.query_one("#filter").focus()
             await pilot.press(*"actor=carol")
@@ -213,7 +216,7 @@ def test_auditor_verifies_good_bundle_filters_and_exports(home, tmp_path):
             out = tmp_path / "report.json"
             await pilot.press("ctrl+s")
             await pilot.pause()
-            inp = app.screen.query_one("#text-input")
+            inp = app.screen.query_one("#text-input", Input)
             inp.value = str(out)
             await pilot.press("enter")
             await settle(pilot)

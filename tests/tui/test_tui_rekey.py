@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, ProgressBar
 
 from tests.conftest import ROOT, TEST_PIN, run_cli
 
@@ -108,7 +109,7 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             assert app.errors_shown == []
             assert scr.last_run is not None and scr.last_run.status == "done"
             assert scr.last_run.moved == OBJECTS and scr._moved == OBJECTS
-            bar = scr.query_one("#rk-bar")
+            bar = scr.query_one("#rk-bar", ProgressBar)
             assert bar.total == OBJECTS and bar.progress == OBJECTS
             assert f"{OBJECTS}/{OBJECTS} objects" in str(scr.query_one("#rk-rate").render())
             # The job and the retirement stage on screen, after the refresh.
@@ -116,7 +117,7 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             assert stage(scr, "data/v1") == ("destroy-scheduled", 0)
             assert scr.view.pending == ()
             # Cancel the scheduled destruction of data/v1 (x on its row, confirmed).
-            t = scr.query_one("#rk-versions")
+            t = scr.query_one("#rk-versions", DataTable)
             t.focus()
             t.move_cursor(
                 row=[str(t.get_row_at(i)[0]) for i in range(t.row_count)].index("data/v1")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from tests.conftest import ROOT, TEST_PIN
 
@@ -134,7 +135,9 @@ async def open_auditor(pilot) -> None:
     await pilot.pause()
     scr = pilot.app.screen
     scr.pin_trust_key(str((FIX / "trust" / "pins.json").relative_to(ROOT)))
-    scr.query_one("#bundle").value = str((FIX / "tampered" / "forged-approval").relative_to(ROOT))
+    scr.query_one("#bundle", Input).value = str(
+        (FIX / "tampered" / "forged-approval").relative_to(ROOT)
+    )
     scr.action_verify()
     await settled(pilot)
 

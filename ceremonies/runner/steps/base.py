@@ -18,6 +18,15 @@ from custody.errors import CeremonyError, KeyNotFound, UsageError
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner
 
+
+class SecretLost(CeremonyError):
+    """A step needs the recovery key, but it died with an earlier process.
+
+    The runner refuses to continue (nothing is recorded or changed); ``custody ceremony
+    abort ID`` then removes everything the ceremony created.
+    """
+
+
 WAIT = object()
 Handler = Callable[[Any, Any], Any]
 _H: dict[tuple[str, str], Handler] = {}
@@ -63,8 +72,6 @@ def _rk(r: CeremonyRunner) -> bytes:
 
 
 def _secret_lost(r: CeremonyRunner | None = None, step: str | None = None) -> Any:
-    from ceremonies.runner import SecretLost
-
     cid = r.ceremony_id if r is not None else "ID"
     where = f" (step {step})" if step else ""
     return SecretLost(

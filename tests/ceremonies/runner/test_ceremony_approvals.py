@@ -186,7 +186,7 @@ def test_quorum_counts_distinct_participants_and_keeps_their_first_valid_approva
         )
 
     stale, good, second = appr("alice", now - 700), appr("alice", now), appr("alice", now - 1)
-    kw = dict(
+    kw: dict[str, Any] = dict(
         members=members,
         role="custodian",
         needed=2,

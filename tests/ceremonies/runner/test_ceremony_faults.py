@@ -282,7 +282,7 @@ def test_shares_accumulate_across_invocations_sealed_at_rest(dep: Dep):
 
 
 # --------------------------------------------------- 5. remote hand-in via transport
-def _send(d: Dep, offer: str, name: str, out: Path) -> None:
+def _send(d: Dep, offer: str, name: str, out: Path) -> str:
     s = run_cli(
         "share",
         "send",

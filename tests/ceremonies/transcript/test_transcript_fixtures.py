@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +21,9 @@ from ceremonies.transcript.pins import load_pins
 from ceremonies.transcript.records import Checkpoint, Event
 from custody.errors import PolicyError
 from tests.conftest import FIXTURES
+from tests.fixtures import make_transcripts  # the generator script lives in tests/fixtures
 
 FX = FIXTURES / "transcripts"
-sys.path.insert(0, str(FX.parent))
-import make_transcripts  # noqa: E402 - the generator script lives in tests/fixtures
 
 TRUST = load_pins((FX / "trust" / "pins.json").read_bytes())
 GOLDEN = ["rotate-root", "drill-exception", "two-admins", "rotate-root.tar"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,7 @@ from ceremonies.transcript import (
     verify_bundle,
 )
 from custody.errors import PolicyError, TranscriptError
-from tests.conftest import FIXTURES
-
-sys.path.insert(0, str(FIXTURES))
-import make_transcripts as mt
+from tests.fixtures import make_transcripts as mt
 
 DAVE, ERIN = mt.key("dave"), mt.key("erin")
 # the auditor's pins: every participant of the fixture roster, in their role

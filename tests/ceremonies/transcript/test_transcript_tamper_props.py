@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +29,11 @@ def _with(data: BundleData, part: str, raw: bytes) -> BundleData:
             checkpoints=data.checkpoints,
             artifacts=((name, raw), *rest),
         )
-    fields = {"policy": data.policy, "events": data.events, "checkpoints": data.checkpoints}
+    fields: dict[str, Any] = {
+        "policy": data.policy,
+        "events": data.events,
+        "checkpoints": data.checkpoints,
+    }
     fields[part] = raw
     return BundleData(**fields, artifacts=data.artifacts)
 

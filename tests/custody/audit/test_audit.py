@@ -123,8 +123,9 @@ def test_tampered_proof_rejected(tmp_path: Path) -> None:
         check_proof(bad, TRUST)
     with pytest.raises(AuditError):
         check_proof({"type": "nope"}, TRUST)
+    (tmp_path / "x").mkdir()
     with pytest.raises(AuditError):
-        filled(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path, 3).proof(1)
+        filled(tmp_path / "x", 3).proof(1)
 
 
 def test_hsm_audit_key_signs_checkpoints(softhsm_token, tmp_path: Path) -> None:

@@ -187,6 +187,7 @@ def test_token_created_after_initialise_is_found(softhsm_token, tmp_path):
 )
 def test_translation_table(exc, kwargs, expected):
     err = translate_exception(exc(), "do the thing with root/v1", **kwargs)
+    assert err is not None
     assert type(err) is expected
     assert err.title and err.hint
     with pytest.raises(expected) as raised, translate("do the thing", **kwargs):

@@ -155,7 +155,7 @@ def test_transport_mutations_are_refused_or_exact():
         bad = transport.BLOB_PREFIX + transport._b64(mutate_bytes(inner, r))
         try:
             got = transport.open_blob(bad, ok, now=2, expected_session="s1")
-        except ShareError as exc:
+        except transport.TransportError as exc:
             reached += exc.reason in (
                 "tampered",
                 "wrong-offer",
