@@ -11,8 +11,9 @@ from custody.config import Config, HsmConfig
 from custody.errors import PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy, iso
 from custody.model import KeyState
-from custody.rekey.retire import advance_retirement, cancel_destroy, status
-from custody.store.sqlite import Store
+from custody.rekey.retire import advance_retirement, cancel_destroy
+from custody.rekey.status import status
+from custody.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
