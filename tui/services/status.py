@@ -302,9 +302,9 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
     """
     from ceremonies.participants import Roster
     from ceremonies.runner.steps import active_share_set
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
-    store = Store.open(db_path)
+    store = open_store(db_path)
     try:
         ts = int(now.timestamp())
         members = [m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"]
@@ -314,13 +314,9 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
         epoch = int(sset["epoch"]) if sset is not None else None
         rows = []
         for m in members:
-            last = store.query(
-                "SELECT MAX(passed_at) FROM drills WHERE custodian=? AND epoch IS ?",
-                (m.name, epoch),
-            )
-            at = last[0][0] if last and last[0][0] is not None else None
+            at = store.last_drill(m.name, epoch)
             if at is None:
-                old = store.query("SELECT 1 FROM drills WHERE custodian=? LIMIT 1", (m.name,))
+                old = store.has_drilled(m.name)
                 rows.append(
                     CustodianRow(
                         name=m.name,
@@ -352,9 +348,9 @@ def drill_alerts(
     if custodians is None:
         return ()
     from ceremonies.runner.steps import drill_status
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
-    store = Store.open(db_path)
+    store = open_store(db_path)
     try:
         st = drill_status(store, now=int(now.timestamp()), period_days=cfg.drill_period_days)
     finally:
