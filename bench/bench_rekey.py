@@ -31,11 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from custody.clock import iso, utcnow
 from custody.config import Home
 from custody.deployment import Deployment, init_deployment
 from custody.keys import wrapped as envelope
-from custody.keys.hierarchy import iso, object_context, object_digest, utcnow
+from custody.keys.hierarchy import object_context, object_digest
 from custody.rekey import jobs as rekey
+from custody.store.rows import NewObject
+from custody.store.sqlite import SqliteStore
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 
@@ -53,27 +56,21 @@ def populate(home: Home, n: int) -> tuple[bytes, bytes]:
             for _ in range(min(step, n - start)):
                 uid, dek = os.urandom(16), os.urandom(32)
                 rows.append(
-                    (
-                        uid,
-                        "dek",
-                        "data",
-                        1,
-                        envelope.seal(k1, "data", 1, dek, object_context(uid)),
-                        object_digest(uid, dek),
-                        None,
-                        now,
-                        now,
+                    NewObject(
+                        uid=uid,
+                        kind="dek",
+                        branch="data",
+                        kek_version=1,
+                        wrapped=envelope.seal(k1, "data", 1, dek, object_context(uid)),
+                        digest=object_digest(uid, dek),
+                        label=None,
                     )
                 )
-            with dep.store.tx() as c:
-                c.executemany(
-                    "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, "
-                    "digest, label, created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
+            dep.store.add_objects(rows, now=now)
         h.create_kek_version("data")
         k2 = h.kek_plaintext("data", 2, for_encrypt=True)
-        dep.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert isinstance(dep.store, SqliteStore)  # this bench compares against bare SQLite
+        dep.store.query("PRAGMA wal_checkpoint(TRUNCATE)")
     return k1, k2
 
 

@@ -39,7 +39,8 @@ from custody.errors import (
 from custody.passphrase import check_strength
 from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
-from custody.store.sqlite import Store
+from custody.store.port import Store
+from custody.store.rows import ParticipantRow
 
 if TYPE_CHECKING:
     from custody.hsm.pkcs11.adapter import Pkcs11Hsm
@@ -411,22 +412,18 @@ class Roster:
         return f"Roster({self.store!r})"
 
     def members(self, *, include_revoked: bool = True) -> list[Member]:
-        rows = self.store.query(
-            "SELECT name, role, public, fingerprint, valid_from, valid_until, revoked_at, "
-            "enrolled_by FROM participants ORDER BY role, name"
-        )
         out = [
             Member(
-                name=r[0],
-                role=r[1],
-                public=bytes(r[2]),
-                fingerprint=r[3],
-                valid_from=r[4],
-                valid_until=r[5],
-                revoked_at=r[6],
-                enrolled_by=r[7],
+                name=r.name,
+                role=r.role,
+                public=r.public,
+                fingerprint=r.fingerprint,
+                valid_from=r.valid_from,
+                valid_until=r.valid_until,
+                revoked_at=r.revoked_at,
+                enrolled_by=r.enrolled_by,
             )
-            for r in rows
+            for r in self.store.participants()
         ]
         return [m for m in out if include_revoked or m.revoked_at is None]
 
@@ -489,23 +486,20 @@ class Roster:
                 f"{ident.name} (or that key) is already enrolled",
                 "Revoke the old entry first, or use another name.",
             )
-        with self.store.tx() as c:
-            c.execute(
-                "INSERT INTO participants(name, role, alg, public, fingerprint, valid_from, "
-                "valid_until, revoked_at, enrolled_by, enrolled_in) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                (
-                    ident.name,
-                    ident.role,
-                    "ed25519",
-                    ident.public,
-                    ident.fingerprint,
-                    now,
-                    now + validity,
-                    None,
-                    enrolled_by,
-                    ceremony_id,
-                ),
+        self.store.add_participant(
+            ParticipantRow(
+                name=ident.name,
+                role=ident.role,
+                alg="ed25519",
+                public=ident.public,
+                fingerprint=ident.fingerprint,
+                valid_from=now,
+                valid_until=now + validity,
+                revoked_at=None,
+                enrolled_by=enrolled_by,
+                enrolled_in=ceremony_id,
             )
+        )
 
     def revoke(self, name: str, *, now: int) -> None:
         """Mark a member revoked from *now*.
@@ -513,13 +507,8 @@ class Roster:
         Raises:
             UsageError: no such member.
         """
-        with self.store.tx() as c:
-            cur = c.execute(
-                "UPDATE participants SET revoked_at=? WHERE name=? AND revoked_at IS NULL",
-                (now, name),
+        if not self.store.revoke_participant(name, now=now):
+            raise UsageError(
+                f"{name} is not an enrolled, unrevoked participant",
+                "See 'custody participant list'.",
             )
-            if cur.rowcount != 1:
-                raise UsageError(
-                    f"{name} is not an enrolled, unrevoked participant",
-                    "See 'custody participant list'.",
-                )

@@ -13,11 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from custody.clock import iso, utcnow
 from custody.config import Config, Home, HsmConfig
 from custody.errors import ConfigError, CustodyError
 from custody.hsm import Hsm
-from custody.keys.hierarchy import KeyHierarchy, iso, utcnow
-from custody.store.sqlite import Store
+from custody.keys.hierarchy import KeyHierarchy
+from custody.store import Store, open_store
 
 EMBEDDED_TOKEN_LABEL = "custody"  # noqa: S105 (a token label, not a password)
 
@@ -46,7 +47,7 @@ class Deployment:
             ConfigError, StorageError, HsmError.
         """
         config = home.load()
-        store = Store.open(home.db_path)
+        store = open_store(home.db_path)
         hsm = open_hsm(home, config, pin) if pin is not None else None
         return cls(home=home, config=config, store=store, hsm=hsm)
 
@@ -132,7 +133,7 @@ def init_deployment(
             Path(str(home.db_path) + "-wal"),
             Path(str(home.db_path) + "-shm"),
         ]
-        store = Store.open(home.db_path, create=True)
+        store = open_store(home.db_path, create=True)
         try:
             store.set_meta("deployment_id", config.deployment_id)
             token = open_hsm(home, config, user_pin)  # proves the PIN and token work

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from custody import clock
 from custody.config import BranchPolicy
 from custody.hardening import HOOK_ENV, child_env
 
@@ -267,5 +268,4 @@ def emit_warnings(
 
 def parse_time(s: str) -> datetime:
     """Parse an ISO-8601 time from the store; naive values are taken as UTC."""
-    t = datetime.fromisoformat(s)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return clock.parse(s)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from custody.clock import parse, utcnow
 from custody.config import Home
 from custody.errors import CustodyError
-from custody.keys.hierarchy import KeyHierarchy, utcnow
+from custody.keys.hierarchy import KeyHierarchy
 
 
 def _age_days(created: str, now: datetime) -> int:
-    return (now - datetime.fromisoformat(created)).days
+    return (now - parse(created)).days
 
 
 def deployment_status(

@@ -313,8 +313,8 @@ def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
 def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
     """Open the deployment for an existing ceremony, with the HSM when its kind needs it."""
     with _open(args, pin=False) as dep:
-        rows = dep.store.query("SELECT kind FROM ceremonies WHERE id=?", (ceremony_id,))
-    kind = rows[0][0] if rows else "unknown"
+        row = dep.store.ceremony(ceremony_id)
+    kind = row.kind if row is not None else "unknown"
     return _open(args, pin=_wants_pin(args, kind))
 
 

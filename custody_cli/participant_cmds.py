@@ -141,11 +141,11 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ceremonies.participants import Roster
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
     home = common.home_of(args)
     home.load()
-    store = Store.open(home.db_path)
+    store = open_store(home.db_path)
     try:
         members = Roster(store).members()
     finally:

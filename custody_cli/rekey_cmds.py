@@ -95,7 +95,7 @@ def _open(args: argparse.Namespace, *, pin: bool) -> Deployment:
 
 def cmd_rotate_due(args: argparse.Namespace) -> int:
     from custody import policy
-    from custody.keys.hierarchy import utcnow
+    from custody.clock import utcnow
     from custody.rekey.retire import key_ages
 
     now = utcnow()
@@ -130,7 +130,7 @@ def cmd_rotate_due(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from custody.keys.hierarchy import utcnow
+    from custody.clock import utcnow
     from custody.rekey import jobs as rekey
 
     with _open(args, pin=False) as dep:
@@ -219,8 +219,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from custody.keys.hierarchy import utcnow
-    from custody.rekey.retire import status
+    from custody.clock import utcnow
+    from custody.rekey.status import status
 
     with _open(args, pin=False) as dep:
         st = status(dep.hierarchy, dep.config, now=utcnow())
@@ -244,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel_destroy(args: argparse.Namespace) -> int:
-    from custody.keys.hierarchy import utcnow
+    from custody.clock import utcnow
     from custody.rekey.retire import cancel_destroy
 
     with _open(args, pin=False) as dep:

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Imported after the path set-up above: the harness also runs as a script.
-from custody.backup.rekey import read_state  # noqa: E402
+from custody.backup.sidecar import read_state  # noqa: E402
 from tests.conftest import cli_env  # noqa: E402
 from tests.rekey_fixtures import (  # noqa: E402
     cli,

@@ -1,4 +1,5 @@
-"""Dependency direction and the single importer of pkcs11."""
+"""Dependency direction, the single importer of pkcs11 and the store adapter as the single
+importer of sqlite3."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def test_only_the_hsm_adapter_imports_pkcs11():
         for pkg in ("custody", "ceremonies", "tui", "custody_cli")
         for p in (ROOT / pkg).rglob("*.py")
         if "pkcs11" in _imports(p) and p.parent != ROOT / "custody" / "hsm" / "pkcs11"
+    ]
+    assert offenders == []
+
+
+def test_only_the_store_adapter_imports_sqlite3():
+    store = ROOT / "custody" / "store"
+    offenders = [
+        str(p.relative_to(ROOT))
+        for pkg in ("custody", "ceremonies", "tui", "custody_cli")
+        for p in (ROOT / pkg).rglob("*.py")
+        if "sqlite3" in _imports(p) and not (p.parent == store and p.name.startswith("sqlite"))
     ]
     assert offenders == []
 

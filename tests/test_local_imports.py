@@ -24,9 +24,6 @@ KNOWN = {
     # __init__ (ShareInput belongs in a module below both, e.g. runner/views.py).
     "ceremonies/runner/held.py -> ceremonies.runner.steps.base",
     "ceremonies/runner/held.py -> ceremonies.runner",
-    # store-port: retire.status() reads jobs' `pending`, while jobs imports retire at module
-    # level (the re-key read model belongs in a module of its own below both).
-    "custody/rekey/retire.py -> custody.rekey.jobs",
 }
 
 

@@ -76,6 +76,7 @@ from ceremonies.transcript.recorder import Recorder
 from ceremonies.transcript.records import Approval
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
+from custody.store.rows import CeremonyRow
 
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
 
@@ -243,13 +244,12 @@ class CeremonyRunner:
             raise UsageError(f"Unknown ceremony kind {kind!r}", f"Use one of {', '.join(SCRIPTS)}.")
         now = clock()
         store = dep.store
-        for cid, k, exp in store.query(
-            "SELECT id, kind, expires FROM ceremonies WHERE state='open'"
-        ):
+        for o in store.ceremonies(state="open"):
             raise CeremonyError(
-                f"Ceremony {cid} ({k}) is still open" + (" (expired)" if exp <= now else ""),
-                f"Finish it with 'custody ceremony resume {cid}' or roll it back with "
-                f"'custody ceremony abort {cid}'.",
+                f"Ceremony {o.id} ({o.kind}) is still open"
+                + (" (expired)" if o.expires <= now else ""),
+                f"Finish it with 'custody ceremony resume {o.id}' or roll it back with "
+                f"'custody ceremony abort {o.id}'.",
             )
         entries = roster_entries(Roster(store), now) + tuple(extra_roster)
         me = next((e for e in entries if e.public == signer.public), None)
@@ -278,29 +278,25 @@ class CeremonyRunner:
         path = dep.home.transcripts_dir / policy.ceremony_id
         dep.home.transcripts_dir.mkdir(parents=True, exist_ok=True)
         expiry = dep.config.ceremony_expiry_minutes * 60
-        with store.tx() as c:
-            c.execute(
-                "INSERT INTO ceremonies(id, kind, state, coordinator, bundle, created, "
-                "expires, updated, pending) VALUES(?,?,?,?,?,?,?,?,?)",
-                (
-                    policy.ceremony_id,
-                    kind,
-                    "open",
-                    me.name,
-                    str(path),
-                    now,
-                    now + expiry,
-                    now,
-                    json.dumps({"params": dict(params)}),
-                ),
+        store.add_ceremony(
+            CeremonyRow(
+                id=policy.ceremony_id,
+                kind=kind,
+                state="open",
+                coordinator=me.name,
+                bundle=str(path),
+                created=now,
+                expires=now + expiry,
+                updated=now,
+                pending=json.dumps({"params": dict(params)}),
             )
+        )
         try:
             rec = Recorder.create(
                 path, signed, signer=signer, clock=lambda: float(clock()), now=now
             )
         except BaseException:
-            with store.tx() as c:
-                c.execute("DELETE FROM ceremonies WHERE id=?", (policy.ceremony_id,))
+            store.delete_ceremony(policy.ceremony_id)
             raise
         state = open_state(kind, policy.ceremony_id, now=now, expiry_seconds=expiry)
         return cls(dep, signer, rec, state, dict(params), clock=clock)
@@ -316,15 +312,19 @@ class CeremonyRunner:
             PolicyError: *signer* is not a super-admin of this ceremony's roster.
             TranscriptError: the bundle cannot be resumed (damaged).
         """
-        rows = dep.store.query(
-            "SELECT kind, state, bundle, created, expires, pending FROM ceremonies WHERE id=?",
-            (ceremony_id,),
-        )
-        if not rows:
+        row = dep.store.ceremony(ceremony_id)
+        if row is None:
             raise CeremonyError(
                 f"No ceremony {ceremony_id} in this deployment", "See 'custody ceremony list'."
             )
-        kind, st, bundle, created, expires, pending = rows[0]
+        kind, st, bundle, created, expires, pending = (
+            row.kind,
+            row.state,
+            row.bundle,
+            row.created,
+            row.expires,
+            row.pending,
+        )
         if st != "open":
             raise CeremonyError(f"Ceremony {ceremony_id} is already {st}", "Start a new one.")
         doc_policy = json.loads((Path(bundle) / "policy.json").read_bytes())
@@ -358,15 +358,9 @@ class CeremonyRunner:
     # ------------------------------------------------------------------ recording
     def _save_pending(self, **kv: Any) -> None:
         self.pending.update(kv)
-        with self.dep.store.tx() as c:
-            c.execute(
-                "UPDATE ceremonies SET pending=?, updated=? WHERE id=?",
-                (
-                    json.dumps({"params": self.params, **self.pending}),
-                    self.clock(),
-                    self.ceremony_id,
-                ),
-            )
+        self.dep.store.set_ceremony_pending(
+            self.ceremony_id, json.dumps({"params": self.params, **self.pending}), now=self.clock()
+        )
 
     def record(
         self,
@@ -499,11 +493,7 @@ class CeremonyRunner:
         return steps.check_share(self, share)
 
     def _finish_row(self, state: str) -> None:
-        with self.dep.store.tx() as c:
-            c.execute(
-                "UPDATE ceremonies SET state=?, updated=? WHERE id=?",
-                (state, self.clock(), self.ceremony_id),
-            )
+        self.dep.store.set_ceremony_state(self.ceremony_id, state, now=self.clock())
 
     def check_live(self) -> None:
         """Refuse to continue an unfinished ceremony that ran past its expiry.
@@ -597,21 +587,17 @@ class CeremonyRunner:
 
 def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
     """All ceremonies of the deployment, newest first (for list views)."""
-    rows = dep.store.query(
-        "SELECT id, kind, state, coordinator, bundle, created, expires FROM "
-        "ceremonies ORDER BY created DESC, rowid DESC"
-    )  # ties: newest row
-    return [
+    return [  # newest first; ties: newest row
         dict(
-            id=r[0],
-            kind=r[1],
-            state=r[2],
-            coordinator=r[3],
-            bundle=r[4],
-            created=r[5],
-            expires=r[6],
+            id=r.id,
+            kind=r.kind,
+            state=r.state,
+            coordinator=r.coordinator,
+            bundle=r.bundle,
+            created=r.created,
+            expires=r.expires,
         )
-        for r in rows
+        for r in dep.store.ceremonies()
     ]
 
 

@@ -5,7 +5,8 @@ Every operation that touches keys or secrets calls :meth:`AuditLog.append` (or r
 :class:`AuditError` and the operation must be refused. Each append is its own short
 ``BEGIN IMMEDIATE`` transaction that reads the chain head inside the transaction, so any
 number of writer processes serialise on SQLite's write lock and never fork the chain.
-Durable mode (the default) commits with ``synchronous=FULL`` in WAL mode.
+Durable mode (the default) commits with ``synchronous=FULL`` in WAL mode. The SQL lives in
+the log's own storage adapter, :mod:`custody.store.sqlite_audit`.
 
 Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
 stored only as HMAC-SHA256 under the caller's audit key.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,7 +36,8 @@ from custody.audit.records import (
 )
 from custody.audit.signers import TrustKey
 from custody.canonical import canonical_bytes
-from custody.errors import AuditError, PolicyError
+from custody.errors import AuditError, PolicyError, StorageError
+from custody.store.sqlite_audit import Head, SqliteAuditStore
 
 AUDIT_DB = "audit.db"
 FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -54,28 +55,19 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
         "key_bytes",
     }
 )
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, line BLOB NOT NULL, chain BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoints(tree_size INTEGER PRIMARY KEY, line BLOB NOT NULL);
-"""  # noqa: E501 - kept verbatim: SQLite stores this text in sqlite_master
-
-
-def _b(v: Any) -> bytes:
-    """A stored line as bytes (a hand-edited TEXT value still verifies as its UTF-8)."""
-    return v.encode() if isinstance(v, str) else bytes(v)
 
 
 def _refused(what: str, exc: BaseException) -> AuditError:
+    cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
     return AuditError(
         f"The audit log could not be written; {what} was refused",
         "Fix the audit database (disk space, permissions, locks) and retry "
-        f"({type(exc).__name__}).",
+        f"({type(cause).__name__}).",
     )
 
 
 class AuditLog:
-    """A handle on one audit database (one SQLite connection; use one per thread/process).
+    """A handle on one audit database (one connection; use one per thread/process).
 
     Args:
         path: the database file (``HOME/audit.db``).
@@ -102,22 +94,11 @@ class AuditLog:
         self._key = audit_key
         self._clock = clock
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            row = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
-            if (
-                row is None
-                or self._db.execute("SELECT 1 FROM meta WHERE k='log_id'").fetchone() is None
-            ):
-                self._db.executescript(_SCHEMA)  # idempotent
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (rng(16).hex(),)
-                )
-                self._db.execute("COMMIT")
-            self.log_id = str(self._db.execute("SELECT v FROM meta WHERE k='log_id'").fetchone()[0])
-        except sqlite3.Error as exc:
+            self._db = SqliteAuditStore(
+                self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
+            )
+            self.log_id = self._db.log_id
+        except StorageError as exc:
             raise AuditError(
                 f"Cannot open the audit log {self.path}",
                 "Check the path, permissions and free space.",
@@ -172,16 +153,12 @@ class AuditLog:
         for k, v in (sensitive or {}).items():
             det[f"{k}_hmac"] = self.hmac(k, v)
         t = int(self._clock()) if now is None else int(now)
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT seq, chain FROM entries ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq, prev = (
-                    (0, genesis(self.log_id)) if row is None else (row[0] + 1, bytes(row[1]))
-                )
-                entry = {
+        entry: dict[str, Any] = {}
+
+        def build(head: Head) -> tuple[int, bytes, bytes]:
+            seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
+            entry.update(
+                {
                     "log": self.log_id,
                     "seq": seq,
                     "prev": prev.hex(),
@@ -192,16 +169,13 @@ class AuditLog:
                     "outcome": outcome,
                     "details": det,
                 }
-                line = canonical_bytes(entry)
-                self._db.execute(
-                    "INSERT INTO entries VALUES (?, ?, ?)", (seq, line, chain_hash(line))
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
+            )
+            line = canonical_bytes(entry)
+            return seq, line, chain_hash(line)
+
+        try:
+            self._db.append(build)
+        except (StorageError, OSError) as exc:
             raise _refused(f"'{op} {target}'", exc) from exc
         return entry
 
@@ -240,23 +214,19 @@ class AuditLog:
 
     # -- reading ----------------------------------------------------------------------
     def size(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        """Raises StorageError (AuditStoreError) when the database cannot be read."""
+        return self._db.size()
 
     def lines(self, start: int = 0, end: int | None = None) -> list[bytes]:
-        q = "SELECT line FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq"
-        return [_b(r[0]) for r in self._db.execute(q, (start, end if end is not None else 1 << 62))]
+        return self._db.lines(start, end)
 
     def checkpoint_lines(self) -> list[bytes]:
-        rows = self._db.execute("SELECT line FROM checkpoints ORDER BY tree_size")
-        return [_b(r[0]) for r in rows]
+        return self._db.checkpoint_lines()
 
     def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
         """Verify the whole log from one consistent read snapshot."""
-        self._db.execute("BEGIN")
-        try:
+        with self._db.snapshot():
             return verify_log(self.log_id, self.lines(), self.checkpoint_lines(), trust)
-        finally:
-            self._db.execute("COMMIT")
 
     # -- checkpoints and proofs -------------------------------------------------------
     def checkpoint(self, signer: Any, *, now: int | None = None) -> dict[str, Any]:
@@ -267,11 +237,8 @@ class AuditLog:
             HsmError: from an HSM-backed signer.
         """
         t = int(self._clock()) if now is None else int(now)
-        self._db.execute("BEGIN")
-        try:
+        with self._db.snapshot():
             leaves = [leaf_hash(ln) for ln in self.lines()]
-        finally:
-            self._db.execute("COMMIT")
         payload = {
             "type": CHECKPOINT_TYPE,
             "log": self.log_id,
@@ -281,11 +248,8 @@ class AuditLog:
         }
         cp = sign_checkpoint(payload, signer)
         try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
-                (len(leaves), canonical_bytes(cp)),
-            )
-        except sqlite3.Error as exc:
+            self._db.put_checkpoint(len(leaves), canonical_bytes(cp))
+        except StorageError as exc:
             raise _refused("the checkpoint", exc) from exc
         return cp
 

@@ -33,9 +33,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custody.backup import format as bf
+from custody.clock import iso
 from custody.errors import IntegrityError, StorageError, UsageError
-from custody.keys.hierarchy import KeyHierarchy, iso
+from custody.keys.hierarchy import KeyHierarchy
 from custody.privatefile import private_file
+from custody.store.rows import BackupEntry
 
 JOURNAL_NAME = "backup-rewrap.journal"
 Write = Callable[[int, bytes | memoryview], int]
@@ -177,14 +179,10 @@ def iter_chunks(
 
 
 def _catalog(hierarchy: KeyHierarchy, header: bf.Header, path: Path, size: int) -> None:
-    now = iso(hierarchy.clock())
-    with hierarchy.store.tx() as c:
-        c.execute(
-            "INSERT INTO backups(file_id, path, kek_version, size, created, updated) "
-            "VALUES(?,?,?,?,?,?) ON CONFLICT(file_id) DO UPDATE SET path=excluded.path, "
-            "kek_version=excluded.kek_version, size=excluded.size, updated=excluded.updated",
-            (header.file_id, str(path), header.kek_version, size, now, now),
-        )
+    entry = BackupEntry(
+        file_id=header.file_id, path=str(path), kek_version=header.kek_version, size=size
+    )
+    hierarchy.store.catalog_backup(entry, now=iso(hierarchy.clock()))
 
 
 def create(
@@ -362,14 +360,13 @@ def _apply(hierarchy: KeyHierarchy, entries: list[tuple[Path, bytes]]) -> int:
                 os.pwrite(fd, hdr, 0)
                 os.fdatasync(fd)
                 h = bf.parse_header(hdr)
-                cat.append((h.kek_version, iso(hierarchy.clock()), h.file_id))
+                cat.append((h.file_id, h.kek_version, iso(hierarchy.clock())))
                 done += 1
         except OSError as exc:
             raise storage_error(exc, f"rewriting the header of {path.name}") from exc
         finally:
             os.close(fd)
-    with hierarchy.store.tx() as c:
-        c.executemany("UPDATE backups SET kek_version=?, updated=? WHERE file_id=?", cat)
+    hierarchy.store.recatalog_backups(cat)
     return done
 
 

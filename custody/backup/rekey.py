@@ -34,8 +34,6 @@ consumed and writeback of the new file is started early with ``posix_fadvise``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections import deque
@@ -60,12 +58,11 @@ from custody.backup.archive import (
     storage_error,
     write_all,
 )
+from custody.backup.sidecar import Sidecar, read_state
 from custody.errors import IntegrityError, PolicyError, StorageError
 from custody.keys.hierarchy import KeyHierarchy
-from custody.privatefile import private_file
 
 DEFAULT_CHECKPOINT = 256 << 20
-_SLOT = 512
 CHECKPOINT_SECONDS = 5.0
 WINDOW = 4 << 20
 _DEPTH = 3
@@ -75,57 +72,6 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 def _paths(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".rekey-tmp"), path.with_name(path.name + ".rekey-state")
-
-
-def read_state(state: Path) -> dict[str, object] | None:
-    """The newest intact record of a checkpoint sidecar, or ``None`` (missing or torn)."""
-    try:
-        raw = state.read_bytes()
-    except OSError:
-        return None
-    best: dict[str, object] | None = None
-    for k in range(2):
-        body, _, check = raw[k * _SLOT : (k + 1) * _SLOT].rstrip(b" ").rpartition(b"\n")
-        if not body or hashlib.sha256(body).hexdigest().encode() != check:
-            continue
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and (best is None or int(doc["seq"]) > int(str(best["seq"]))):
-            best = doc
-    return best
-
-
-class _State:
-    """The checkpoint sidecar: two fixed-size checksummed slots, overwritten alternately.
-
-    Overwriting in place needs no new disk blocks, so a checkpoint still lands when the disk
-    has just filled up; a torn write spoils only the older slot (:func:`read_state`).
-    """
-
-    def __init__(self, path: Path, doc: dict[str, object], *, fresh: bool) -> None:
-        self.doc = {**doc, "seq": int(str(doc.get("seq", 0)))}
-        if fresh:
-            with private_file(path) as fd:  # a fresh temp name, never through a link
-                write_all(fd, self._record() * 2)
-        self.fd = os.open(path, os.O_RDWR)
-
-    def _record(self) -> bytes:
-        body = json.dumps(self.doc, sort_keys=True).encode()
-        rec = body + b"\n" + hashlib.sha256(body).hexdigest().encode()
-        if len(rec) > _SLOT:
-            raise ValueError("checkpoint record too long")
-        return rec.ljust(_SLOT, b" ")
-
-    def save(self, chunks_done: int) -> None:
-        seq = int(str(self.doc["seq"])) + 1
-        self.doc = {**self.doc, "seq": seq, "chunks_done": chunks_done}
-        os.pwrite(self.fd, self._record(), (seq % 2) * _SLOT)
-        os.fdatasync(self.fd)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def _advise(fd: int, offset: int, length: int, advice: int) -> None:
@@ -308,7 +254,7 @@ class _Job:
         self.step = src.chunk_size + bf.TAG
         self.total = new.length + (size - src.length)  # the new file's exact size
         self.doc = doc
-        self.sidecar: _State | None = None
+        self.sidecar: Sidecar | None = None
         self.scratch = bytearray(src.chunk_size)
         self.ofd = -1
 
@@ -326,9 +272,9 @@ class _Job:
                 os.ftruncate(self.ofd, 0)
                 write_all(self.ofd, new.to_bytes(), self.write)
                 os.fdatasync(self.ofd)
-                self.sidecar = _State(self.state, self.doc, fresh=True)
+                self.sidecar = Sidecar(self.state, self.doc, fresh=True)
             else:
-                self.sidecar = _State(self.state, self.doc, fresh=False)
+                self.sidecar = Sidecar(self.state, self.doc, fresh=False)
                 os.ftruncate(self.ofd, new.length + start * self.step)
                 if self.progress:
                     self.progress(start * self.src.chunk_size)

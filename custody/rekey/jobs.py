@@ -27,14 +27,25 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custody import policy
+from custody.clock import iso
 from custody.config import Config
 from custody.errors import IntegrityError, UsageError
 from custody.keys import wrapped as envelope
-from custody.keys.hierarchy import KeyHierarchy, iso, object_digest
-from custody.model import BRANCHES, KeyState
+from custody.keys.hierarchy import KeyHierarchy, object_digest
+from custody.model import BRANCHES
 from custody.rekey import lease as rekey_lease
+from custody.rekey.plan import (
+    PlanItem,
+    RekeyPlan,
+    branches_to_rotate,
+    measure_rate,
+    pending,
+    plan,
+    vars_of,
+)
 from custody.rekey.retire import advance_retirement, key_ages
-from custody.store.sqlite import Store
+from custody.store.port import Store
+from custody.store.rows import ObjectCipher, ObjectMove
 
 DEFAULT_BATCH = 10_000
 DEFAULT_SAMPLE = 1000
@@ -42,47 +53,19 @@ OBJ_CTX = b"custody/obj/"  # custody.keys.hierarchy.object_context prefix
 
 Progress = Callable[[int], None]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlanItem:
-    """Objects under one old version that a job would move."""
-
-    branch: str
-    from_version: int
-    to_version: int | None
-    objects: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RekeyPlan:
-    """What ``rekey run`` would do, and how long it should take."""
-
-    items: tuple[PlanItem, ...]
-    rotate: tuple[str, ...]
-    rate: float
-    due: tuple[policy.DueItem, ...]
-
-    @property
-    def total(self) -> int:
-        return sum(i.objects for i in self.items)
-
-    @property
-    def eta_seconds(self) -> float:
-        return self.total / self.rate if self.rate > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "items": [vars_of(i) for i in self.items],
-            "rotate": list(self.rotate),
-            "total": self.total,
-            "rate_per_s": round(self.rate),
-            "eta_seconds": round(self.eta_seconds, 1),
-            "due": [d.to_json() for d in self.due],
-        }
-
-
-def vars_of(obj: Any) -> dict[str, Any]:
-    return {k: getattr(obj, k) for k in obj.__slots__}
+__all__ = [
+    "JobReport",
+    "PlanItem",
+    "RekeyPlan",
+    "RunReport",
+    "measure_rate",
+    "move_version",
+    "pending",
+    "plan",
+    "rewrap_batch",
+    "run",
+    "verify_branch",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,137 +109,26 @@ class RunReport:
         }
 
 
-# ---------------------------------------------------------------------------- planning
-def pending(store: Store, branch: str | None = None) -> list[tuple[str, int, int]]:
-    """``(branch, version, objects)`` for every non-active version that still wraps objects."""
-    sql = (
-        "SELECT o.branch, o.kek_version, COUNT(*) FROM objects o JOIN kek_versions k "
-        "ON k.branch=o.branch AND k.version=o.kek_version WHERE k.state!=?"
-    )
-    params: tuple[str, ...] = (KeyState.ACTIVE,)
-    if branch is not None:
-        sql += " AND o.branch=?"
-        params += (branch,)
-    rows = store.query(sql + " GROUP BY o.branch, o.kek_version ORDER BY 1, 2", params)
-    return [(r[0], int(r[1]), int(r[2])) for r in rows]
-
-
-def _active_versions(store: Store) -> dict[str, int]:
-    rows = store.query("SELECT branch, version FROM kek_versions WHERE state=?", (KeyState.ACTIVE,))
-    return {r[0]: int(r[1]) for r in rows}
-
-
-def measure_rate(store: Store, n: int = 2000) -> float:
-    """Measure objects/s of the rewrap pipeline on real rows, changing nothing.
-
-    Reads up to *n* real rows, decrypts and re-encrypts same-sized envelopes under throwaway
-    keys, writes the updates, then rolls the transaction back.
-    """
-    k = AESGCM(os.urandom(32))
-    rows: list[Any] = list(store.query("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,)))
-    if not rows:
-        rows = [
-            (0, os.urandom(16), envelope.seal(os.urandom(32), "data", 1, os.urandom(32), b"x"))
-        ] * 200
-    sample = [(i, u, k.encrypt(b"\0" * 12, bytes(len(w) - 34), b"h" + u)) for i, u, w in rows]
-    t0 = time.perf_counter()
-    store.conn.execute("BEGIN IMMEDIATE")
-    try:
-        store.conn.execute("SELECT id, uid, wrapped FROM objects LIMIT ?", (n,)).fetchall()
-        out = [
-            (k.encrypt(b"\1" * 12, k.decrypt(b"\0" * 12, w, b"h" + u), b"h" + u), i)
-            for i, u, w in sample
-        ]
-        store.conn.executemany("UPDATE objects SET wrapped=? WHERE id=?", out)
-    finally:
-        store.conn.execute("ROLLBACK")
-    dt = time.perf_counter() - t0
-    return len(sample) / dt if dt > 0 else 0.0
-
-
-def plan(
-    hierarchy: KeyHierarchy,
-    config: Config,
-    *,
-    now: datetime,
-    branch: str | None = None,
-    due: bool = False,
-) -> RekeyPlan:
-    """What a run would move, which branches it would rotate first, and an estimate.
-
-    Needs no PIN: nothing is decrypted.
-
-    Raises:
-        UsageError: unknown branch. StorageError: the store cannot be read.
-    """
-    if branch is not None and branch not in BRANCHES:
-        raise UsageError(f"Unknown KEK branch {branch!r}", f"Use one of: {', '.join(BRANCHES)}.")
-    items_due = policy.evaluate(key_ages(hierarchy, config), config.branches, now)
-    rotate = _branches_to_rotate(items_due, branch) if due else ()
-    active = _active_versions(hierarchy.store)
-    items: list[PlanItem] = []
-    for b, v, n in pending(hierarchy.store, branch):
-        items.append(PlanItem(branch=b, from_version=v, to_version=active.get(b), objects=n))
-    for b in rotate:  # everything under the current version moves after rotation
-        cur = active.get(b)
-        (n,) = hierarchy.store.query(
-            "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?", (b, cur)
-        )[0]
-        if n:
-            items.append(
-                PlanItem(
-                    branch=b, from_version=int(cur or 0), to_version=(cur or 0) + 1, objects=int(n)
-                )
-            )
-    return RekeyPlan(
-        items=tuple(items), rotate=rotate, rate=measure_rate(hierarchy.store), due=items_due
-    )
-
-
-def _branches_to_rotate(items: tuple[policy.DueItem, ...], branch: str | None) -> tuple[str, ...]:
-    return tuple(
-        sorted(
-            i.key
-            for i in items
-            if i.key in BRANCHES
-            and i.status in ("due", "overdue")
-            and (branch is None or i.key == branch)
-        )
-    )
-
-
 # ------------------------------------------------------------------------------ running
 def _open_job(
     store: Store, branch: str, to_version: int, total: int, batch: int, now: datetime
 ) -> tuple[int, int]:
     """Resume the branch's running job for *to_version*, or start one. Returns (id, done)."""
-    with store.tx() as c:
-        row = c.execute(
-            "SELECT id, to_version, done FROM rekey_jobs WHERE branch=? AND "
-            "state='running' ORDER BY id DESC LIMIT 1",
-            (branch,),
-        ).fetchone()
-        if row is not None and row[1] == to_version:
-            c.execute(
-                "UPDATE rekey_jobs SET owner_pid=?, updated=? WHERE id=?",
-                (os.getpid(), iso(now), row[0]),
-            )
-            return int(row[0]), int(row[2])
+    with store.transaction():
+        row = store.running_job(branch)
+        if row is not None and row.to_version == to_version:
+            store.take_job(row.id, pid=os.getpid(), now=iso(now))
+            return row.id, row.done
         if row is not None:  # a newer version became current mid-job: start over to it
-            c.execute(
-                "UPDATE rekey_jobs SET state='superseded', finished=? WHERE id=?",
-                (iso(now), row[0]),
-            )
-        cur = c.execute(
-            "INSERT INTO rekey_jobs(branch, to_version, state, total, batch, owner_pid, started, "
-            "updated) VALUES(?,?,?,?,?,?,?,?)",
-            (branch, to_version, "running", total, batch, os.getpid(), iso(now), iso(now)),
+            store.supersede_job(row.id, now=iso(now))
+        job_id = store.start_job(
+            branch, to_version, total=total, batch=batch, pid=os.getpid(), now=iso(now)
         )
-        return int(cur.lastrowid or 0), 0
+        return job_id, 0
 
 
 def rewrap_batch(
-    rows: list[tuple[int, bytes, bytes]],
+    rows: list[ObjectCipher],
     *,
     branch: str,
     old_version: int,
@@ -264,7 +136,7 @@ def rewrap_batch(
     dec: AESGCM,
     enc: AESGCM,
     stamp: str,
-) -> list[tuple[bytes, int, str, int, int]]:
+) -> list[ObjectMove]:
     """Rewrap one batch in process: the hot loop of a re-key job.
 
     Args:
@@ -287,7 +159,7 @@ def rewrap_batch(
     nonces = os.urandom(envelope.NONCE_LEN * len(rows))
     decrypt = dec.decrypt
     encrypt = enc.encrypt
-    out: list[tuple[bytes, int, str, int, int]] = []
+    out: list[ObjectMove] = []
     append = out.append
     i = 0
     uid = b""
@@ -301,7 +173,7 @@ def rewrap_batch(
             n = nonces[i : i + 12]
             i += 12
             append(
-                (
+                ObjectMove(
                     hn
                     + n
                     + encrypt(n, decrypt(blob[hl:body], blob[body:], aad_old + uid), aad_new + uid),
@@ -318,12 +190,6 @@ def rewrap_batch(
             "nothing in this batch was changed.",
         ) from exc
     return out
-
-
-_SELECT = (
-    "SELECT id, uid, wrapped FROM objects WHERE branch=? AND kek_version=? ORDER BY id LIMIT ?"
-)
-_UPDATE = "UPDATE objects SET wrapped=?, kek_version=?, updated=? WHERE id=? AND kek_version=?"
 
 
 def move_version(
@@ -354,9 +220,9 @@ def move_version(
     while True:
         now = clock()
         stamp = iso(now)
-        with store.tx() as c:
-            rekey_lease.renew(c, lease, now)
-            rows = c.execute(_SELECT, (branch, old_version, batch)).fetchall()
+        with store.transaction():
+            rekey_lease.renew(store, lease, now)
+            rows = store.claim_objects(branch, old_version, batch)
             if not rows:
                 return moved
             params = rewrap_batch(
@@ -368,16 +234,12 @@ def move_version(
                 enc=enc,
                 stamp=stamp,
             )
-            cur = c.executemany(_UPDATE, params)
-            if cur.rowcount != len(params):
+            if store.move_objects(params) != len(params):
                 raise rekey_lease.LeaseLost(
                     "Rows changed under the re-key job",
                     "Another writer moved them; this batch was undone.",
                 )
-            c.execute(
-                "UPDATE rekey_jobs SET done=done+?, last_id=?, updated=? WHERE id=?",
-                (len(rows), rows[-1][0], stamp, job_id),
-            )
+            store.advance_job(job_id, moved=len(rows), last_id=rows[-1].id, now=stamp)
         moved += len(rows)
         if progress:
             progress(len(rows))
@@ -394,15 +256,13 @@ def verify_branch(
     Returns:
         ``(checked, failed uids as hex)``.
     """
-    sql = "SELECT uid, wrapped, digest FROM objects WHERE branch=? AND kek_version=?"
-    if sample is not None:
-        sql += f" ORDER BY RANDOM() LIMIT {int(sample)}"
     key = AESGCM(hierarchy.kek_plaintext(branch, version))
     hdr = envelope.header(branch, version)
     hl = len(hdr)
     checked = 0
     failed: list[str] = []
-    for uid, blob, digest in hierarchy.store.conn.execute(sql, (branch, version)):
+    for o in hierarchy.store.iter_objects(branch=branch, kek_version=version, sample=sample):
+        uid, blob, digest = o.uid, o.wrapped, o.digest
         checked += 1
         try:
             if blob[:hl] != hdr:
@@ -455,12 +315,13 @@ class _Runner:
                 self.hierarchy, branch, to, sample=None if self.verify == "all" else self.sample
             )
         now = iso(self.clock())
-        with store.tx() as c:
-            c.execute(
-                "UPDATE rekey_jobs SET state=?, finished=?, updated=?, verified=?, "
-                "verify_failed=? WHERE id=?",
-                ("verify-failed" if failed else "done", now, now, checked, len(failed), job_id),
-            )
+        store.finish_job(
+            job_id,
+            "verify-failed" if failed else "done",
+            now=now,
+            verified=checked,
+            verify_failed=len(failed),
+        )
         if failed:
             raise IntegrityError(
                 f"{len(failed)} of {checked} rewrapped objects failed verification "
@@ -537,7 +398,7 @@ def run(
             items = policy.evaluate(key_ages(hierarchy, config), config.branches, clock())
             warns = policy.warnings(items, deployment_id=config.deployment_id, now=clock())
             policy.emit_warnings(warns, alert_hook=config.alert_hook, audit=audit)
-            for b in _branches_to_rotate(items, branch):
+            for b in branches_to_rotate(items, branch):
                 k = hierarchy.create_kek_version(b)
                 rotated.append(f"{b}/v{k.version}")
         runner = _Runner(

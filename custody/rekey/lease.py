@@ -15,15 +15,15 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from custody.clock import iso, parse
 from custody.errors import StorageError
-from custody.keys.hierarchy import iso
-from custody.store.sqlite import Store
+from custody.store.port import Store
+from custody.store.rows import LeaseRow
 
 LEASE_NAME = "rekey"
 LEASE_SECONDS = 120
@@ -68,13 +68,12 @@ def _pid_alive(pid: int) -> bool:
 
 def holder(store: Store) -> Holder | None:
     """The current lease holder, if any (it may have expired)."""
-    rows = store.query(
-        "SELECT owner_pid, owner_host, acquired, expires FROM rekey_lease WHERE name=?",
-        (LEASE_NAME,),
-    )
-    if not rows:
+    row = store.lease(LEASE_NAME)
+    if row is None:
         return None
-    return Holder(pid=rows[0][0], host=rows[0][1], acquired=rows[0][2], expires=rows[0][3])
+    return Holder(
+        pid=row.owner_pid, host=row.owner_host, acquired=row.acquired, expires=row.expires
+    )
 
 
 def try_acquire(
@@ -95,21 +94,28 @@ def try_acquire(
     """
     pid = os.getpid() if pid is None else pid
     host = socket.gethostname() if host is None else host
-    with store.tx() as c:
-        row = c.execute(
-            "SELECT owner_pid, owner_host, acquired, expires FROM rekey_lease WHERE name=?",
-            (LEASE_NAME,),
-        ).fetchone()
+    with store.transaction():
+        row = store.lease(LEASE_NAME)
         if row is not None:
-            expired = datetime.fromisoformat(row[3]) <= now
-            dead = row[1] == host and not _pid_alive(row[0])
-            if not expired and not dead and row[0] != pid:
-                return Holder(pid=row[0], host=row[1], acquired=row[2], expires=row[3])
+            expired = parse(row.expires) <= now
+            dead = row.owner_host == host and not _pid_alive(row.owner_pid)
+            if not expired and not dead and row.owner_pid != pid:
+                return Holder(
+                    pid=row.owner_pid,
+                    host=row.owner_host,
+                    acquired=row.acquired,
+                    expires=row.expires,
+                )
         token = secrets.token_hex(16)
-        c.execute(
-            "INSERT OR REPLACE INTO rekey_lease(name, token, owner_pid, owner_host, acquired, "
-            "expires) VALUES(?,?,?,?,?,?)",
-            (LEASE_NAME, token, pid, host, iso(now), iso(now + timedelta(seconds=ttl))),
+        store.put_lease(
+            LeaseRow(
+                name=LEASE_NAME,
+                token=token,
+                owner_pid=pid,
+                owner_host=host,
+                acquired=iso(now),
+                expires=iso(now + timedelta(seconds=ttl)),
+            )
         )
     return Lease(token=token, pid=pid, host=host, ttl=ttl)
 
@@ -138,18 +144,16 @@ def acquire(
         time.sleep(poll)
 
 
-def renew(conn: sqlite3.Connection, lease: Lease, now: datetime) -> None:
+def renew(store: Store, lease: Lease, now: datetime) -> None:
     """Extend the lease; call inside each batch's write transaction.
 
     Raises:
         LeaseLost: another worker took the lease over (the caller's transaction must roll
-            back, which the exception does inside :meth:`Store.tx`).
+            back, which the exception does inside :meth:`Store.transaction`).
     """
-    cur = conn.execute(
-        "UPDATE rekey_lease SET expires=? WHERE name=? AND token=?",
-        (iso(now + timedelta(seconds=lease.ttl)), LEASE_NAME, lease.token),
-    )
-    if cur.rowcount != 1:
+    if not store.renew_lease(
+        LEASE_NAME, lease.token, expires=iso(now + timedelta(seconds=lease.ttl))
+    ):
         raise LeaseLost(
             "This re-key worker lost its lease",
             "Another worker took over after it stalled; this batch was not applied.",
@@ -158,5 +162,4 @@ def renew(conn: sqlite3.Connection, lease: Lease, now: datetime) -> None:
 
 def release(store: Store, lease: Lease) -> None:
     """Give the lease up (only if still ours)."""
-    with store.tx() as c:
-        c.execute("DELETE FROM rekey_lease WHERE name=? AND token=?", (LEASE_NAME, lease.token))
+    store.drop_lease(LEASE_NAME, lease.token)

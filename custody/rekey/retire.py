@@ -1,4 +1,5 @@
-"""Staged retirement of KEK versions, and the re-key status the CLI and the TUI show.
+"""Staged retirement of KEK and root versions (the re-key screen's read model is
+:mod:`custody.rekey.status`).
 
 Stages (:class:`custody.model.KeyState`): ``active`` -> ``decrypt-only`` (as soon as a newer
 version is current; :meth:`KeyHierarchy.create_kek_version` does it) -> ``disabled`` (only
@@ -11,16 +12,15 @@ leaves a valid state that the next run continues from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from custody import policy
+from custody.clock import iso, parse
 from custody.config import Config
 from custody.errors import CeremonyError, PolicyError, UsageError
-from custody.keys.hierarchy import KekVersion, KeyHierarchy, RootVersion, iso
+from custody.keys.hierarchy import KekVersion, KeyHierarchy, RootVersion
 from custody.model import BRANCHES, KeyState
-from custody.store.sqlite import Store
+from custody.store.port import Store
 
 
 def key_ages(hierarchy: KeyHierarchy, config: Config) -> list[policy.KeyAge]:
@@ -35,14 +35,12 @@ def key_ages(hierarchy: KeyHierarchy, config: Config) -> list[policy.KeyAge]:
             policy.KeyAge(
                 key=b,
                 version=k.version if k else None,
-                created=policy.parse_time(k.created) if k else None,
+                created=parse(k.created) if k else None,
             )
         )
     try:
         r = hierarchy.current_root()
-        ages.append(
-            policy.KeyAge(key="root", version=r.version, created=policy.parse_time(r.created))
-        )
+        ages.append(policy.KeyAge(key="root", version=r.version, created=parse(r.created)))
     except CeremonyError:
         ages.append(policy.KeyAge(key="root", version=None, created=None))
     return ages
@@ -50,7 +48,7 @@ def key_ages(hierarchy: KeyHierarchy, config: Config) -> list[policy.KeyAge]:
 
 def holds(store: Store) -> set[tuple[str, int]]:
     """Versions whose automatic retirement was cancelled."""
-    return {(r[0], int(r[1])) for r in store.query("SELECT branch, version FROM retire_holds")}
+    return store.holds()
 
 
 def advance_retirement(
@@ -70,7 +68,7 @@ def advance_retirement(
     steps: list[str] = []
     for k in hierarchy.keks(branch):
         key = (k.branch, k.version)
-        if k.state is KeyState.DECRYPT_ONLY and k.objects == 0 and not _backup_users(hierarchy, k):
+        if k.state is KeyState.DECRYPT_ONLY and k.objects == 0 and not backup_users(hierarchy, k):
             try:
                 hierarchy.set_kek_state(k.branch, k.version, KeyState.DISABLED, now=now)
             except PolicyError:
@@ -87,7 +85,7 @@ def advance_retirement(
         if (
             k.state is KeyState.DESTROY_SCHEDULED
             and k.destroy_after is not None
-            and policy.parse_time(k.destroy_after) <= now
+            and parse(k.destroy_after) <= now
             and key not in held
         ):
             hierarchy.set_kek_state(k.branch, k.version, KeyState.DESTROYED, now=now)
@@ -117,7 +115,7 @@ def _advance_roots(
         elif (
             r.state is KeyState.DESTROY_SCHEDULED
             and r.destroy_after is not None
-            and policy.parse_time(r.destroy_after) <= now
+            and parse(r.destroy_after) <= now
             and hierarchy.has_hsm
         ):
             hierarchy.set_root_state(r.version, KeyState.DESTROYED)
@@ -125,13 +123,9 @@ def _advance_roots(
     return steps
 
 
-def _backup_users(hierarchy: KeyHierarchy, k: KekVersion) -> int:
-    if k.branch != "backup":
-        return 0
-    (n,) = hierarchy.store.query("SELECT COUNT(*) FROM backups WHERE kek_version=?", (k.version,))[
-        0
-    ]
-    return int(n)
+def backup_users(hierarchy: KeyHierarchy, k: KekVersion) -> int:
+    """Catalogued backups sealed under *k* (only the ``backup`` branch has any)."""
+    return 0 if k.branch != "backup" else hierarchy.store.count_backups(k.version)
 
 
 def _reload(hierarchy: KeyHierarchy, k: KekVersion) -> KekVersion:
@@ -162,12 +156,7 @@ def cancel_destroy(
                 f"root/v{version} is {rs[0].state}, not destroy-scheduled",
                 "Only a scheduled destruction can be cancelled.",
             )
-        with hierarchy.store.tx() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO retire_holds(branch, version, reason, created) "
-                "VALUES(?,?,?,?)",
-                ("root", version, reason, iso(now)),
-            )
+        hierarchy.store.add_hold("root", version, reason=reason, now=iso(now))
         hierarchy.set_root_state(version, KeyState.DISABLED)
         return next(r for r in hierarchy.roots() if r.version == version)
     ks = [k for k in hierarchy.keks(branch) if k.version == version]
@@ -178,105 +167,5 @@ def cancel_destroy(
             f"KEK {branch}/v{version} is {ks[0].state}, not destroy-scheduled",
             "Only a scheduled destruction can be cancelled.",
         )
-    with hierarchy.store.tx() as c:
-        c.execute(
-            "INSERT OR REPLACE INTO retire_holds(branch, version, reason, created) VALUES(?,?,?,?)",
-            (branch, version, reason, iso(now)),
-        )
+    hierarchy.store.add_hold(branch, version, reason=reason, now=iso(now))
     return hierarchy.set_kek_state(branch, version, KeyState.DISABLED, now=now)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobRow:
-    """A re-key job as recorded in the store (the TUI polls these for live progress)."""
-
-    id: int
-    branch: str
-    to_version: int
-    state: str
-    total: int
-    done: int
-    batch: int
-    owner_pid: int | None
-    started: str
-    updated: str
-    finished: str | None
-    verified: int | None
-    verify_failed: int | None
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__} | {"fraction": self.fraction}
-
-
-def jobs(store: Store, limit: int = 20) -> list[JobRow]:
-    """The most recent re-key jobs, newest first."""
-    rows = store.query(
-        "SELECT id, branch, to_version, state, total, done, batch, owner_pid, started, updated, "
-        "finished, verified, verify_failed FROM rekey_jobs ORDER BY id DESC LIMIT ?",
-        (limit,),
-    )
-    return [
-        JobRow(
-            id=r[0],
-            branch=r[1],
-            to_version=r[2],
-            state=r[3],
-            total=r[4],
-            done=r[5],
-            batch=r[6],
-            owner_pid=r[7],
-            started=r[8],
-            updated=r[9],
-            finished=r[10],
-            verified=r[11],
-            verify_failed=r[12],
-        )
-        for r in rows
-    ]
-
-
-def status(hierarchy: KeyHierarchy, config: Config, *, now: datetime) -> dict[str, Any]:
-    """Everything a re-key screen shows, as plain JSON-ready data (no PIN needed).
-
-    Returns:
-        ``{"versions": [...], "jobs": [...], "lease": {...} | None, "policy": [...],
-        "pending": [...]}``.
-    """
-    from custody.rekey import jobs as rekey
-    from custody.rekey import lease as rekey_lease
-
-    held = holds(hierarchy.store)
-    versions = []
-    for k in hierarchy.keks():
-        users = k.objects + _backup_users(hierarchy, k)
-        versions.append(
-            {
-                "branch": k.branch,
-                "version": k.version,
-                "state": k.state.value,
-                "kcv": k.kcv,
-                "objects": users,
-                "created": k.created,
-                "state_changed": k.state_changed,
-                "destroy_after": k.destroy_after,
-                "hold": (k.branch, k.version) in held,
-            }
-        )
-    h = rekey_lease.holder(hierarchy.store)
-    lease = None
-    if h is not None and policy.parse_time(h.expires) > now:
-        lease = {"pid": h.pid, "host": h.host, "acquired": h.acquired, "expires": h.expires}
-    due = policy.evaluate(key_ages(hierarchy, config), config.branches, now)
-    return {
-        "versions": versions,
-        "jobs": [j.to_json() for j in jobs(hierarchy.store)],
-        "lease": lease,
-        "policy": [d.to_json() for d in due],
-        "pending": [
-            {"branch": b, "version": v, "objects": n} for b, v, n in rekey.pending(hierarchy.store)
-        ],
-    }

@@ -275,7 +275,7 @@ def test_auditor_shows_bundle_strings_escaped_and_as_plain_text(home):
             assert not scr.view.ok
             cells = []
             for tid in ("#checks", "#quorums", "#timeline"):
-                t = scr.query_one(tid)
+                t = scr.query_one(tid, DataTable)
                 cells += [c for i in range(t.row_count) for c in t.get_row_at(i)]
             shown = [c.plain if hasattr(c, "plain") else str(c) for c in cells]
             assert any("\\x1b[2J" in s for s in shown)
@@ -283,7 +283,7 @@ def test_auditor_shows_bundle_strings_escaped_and_as_plain_text(home):
             assert not any(ch in s for s in shown for ch in unsafe)
             app.push_screen(DetailScreen("x", [Field(label="v", value="[red]x[/red]")]))
             await pilot.pause()
-            row = app.screen.query_one("#detail-table").get_row_at(0)
+            row = app.screen.query_one("#detail-table", DataTable).get_row_at(0)
             assert row[1].plain == "[red]x[/red]"  # markup shown literally
 
     run(go())

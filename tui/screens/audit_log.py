@@ -22,10 +22,10 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from custody.errors import CustodyError, UsageError
-from custody.textsafe import printable
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
 from tui.services.home import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
+from tui.services.text import printable
 
 POLL_SECONDS = 1.0
 OUTCOME_STYLE = {"ok": "green", "intent": "cyan", "denied": "yellow", "failed": "bold red"}

@@ -17,8 +17,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
-from custody.textsafe import printable_lines
 from tui.services.home import Field
+from tui.services.text import printable_lines
 
 
 class ErrorModal(ModalScreen[None]):

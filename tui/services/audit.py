@@ -138,9 +138,7 @@ def audit_tail(home_root: Path, start: int, limit: int = 5000) -> AuditTail:
     Raises:
         AuditError: no audit log, or it cannot be read.
     """
-    import sqlite3
-
-    from custody.errors import AuditError
+    from custody.errors import AuditError, StorageError
 
     try:
         with _open_audit(home_root) as log:
@@ -148,7 +146,7 @@ def audit_tail(home_root: Path, start: int, limit: int = 5000) -> AuditTail:
             first = max(start, n - limit, 0)
             lines = log.lines(first, n) if n > first else []
             cps = [json.loads(c) for c in log.checkpoint_lines()]
-    except sqlite3.Error as exc:
+    except StorageError as exc:
         raise AuditError(
             "Cannot read the audit log", "Check the home and its permissions."
         ) from exc

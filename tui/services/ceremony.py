@@ -284,14 +284,9 @@ class HomeCeremonyServices:
         if s is None:
             return None
         retired = []
-        for ep, cid in r.dep.store.query(
-            "SELECT epoch, ceremony_id FROM share_sets WHERE state!='active'"
-        ):
-            rows = r.dep.store.query(
-                "SELECT group_index, member_index, commitment FROM share_holders WHERE epoch=?",
-                (ep,),
-            )
-            retired.append((ep, cid, {(g, m): c for g, m, c in rows}))
+        for old in r.dep.store.retired_share_sets():
+            commitments = {(h.group_index, h.member_index): h.commitment for h in old.holders}
+            retired.append((old.epoch, old.ceremony_id, commitments))
         return ShareSet(
             epoch=s["epoch"],
             ceremony_id=s["ceremony_id"],

@@ -8,16 +8,12 @@ and the clock type, so that the view-model modules (``services_status``,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-Clock = Callable[[], datetime]
+from custody.clock import Clock, utcnow
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["Clock", "Field", "Settings", "utcnow"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -122,12 +122,13 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
     from custody.config import Home
     from custody.deployment import Deployment
     from custody.rekey import retire as rekey_retire
+    from custody.rekey import status as rekey_status
 
     with Deployment.open(Home(home_root)) as dep:
         h, cfg = dep.hierarchy, dep.config
-        st = rekey_retire.status(h, cfg, now=now)
+        st = rekey_status.status(h, cfg, now=now)
         due = policy.evaluate(rekey_retire.key_ages(h, cfg), cfg.branches, now)
-        jobs = tuple(_job_view(j) for j in rekey_retire.jobs(dep.store))
+        jobs = tuple(_job_view(j) for j in rekey_status.jobs(dep.store))
     lease = st["lease"]
     return RekeyView(
         versions=tuple(
@@ -154,12 +155,12 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
 def rekey_jobs(home_root: Path) -> tuple[JobView, ...]:
     """The recent jobs only (cheap; polled for live progress of another process's job)."""
     from custody.config import Home
-    from custody.rekey import retire as rekey_retire
-    from custody.store.sqlite import Store
+    from custody.rekey import status as rekey_status
+    from custody.store import open_store
 
-    store = Store.open(Home(home_root).db_path)
+    store = open_store(Home(home_root).db_path)
     try:
-        return tuple(_job_view(j) for j in rekey_retire.jobs(store))
+        return tuple(_job_view(j) for j in rekey_status.jobs(store))
     finally:
         store.close()
 

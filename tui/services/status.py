@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from custody import clock
 from tui.services.common import Field, _date
 
 
@@ -95,7 +96,7 @@ class DashboardView:
 
 
 def _age_days(created: str, now: datetime) -> int:
-    return (now - datetime.fromisoformat(created)).days
+    return (now - clock.parse(created)).days
 
 
 def rotation_rows(
@@ -112,7 +113,7 @@ def rotation_rows(
             policy.KeyAge(
                 key=key,
                 version=k.version if k else None,
-                created=datetime.fromisoformat(k.created) if k else None,
+                created=clock.parse(k.created) if k else None,
             )
         )
     rows = []
@@ -226,7 +227,7 @@ def _kek_rows(st: dict[str, Any], branches: dict[str, Any], now: datetime) -> tu
         bp = branches.get(k["branch"])
         due, left = "", None
         if bp is not None and k["state"] == "active":
-            d = datetime.fromisoformat(k["created"]) + timedelta(days=bp.period_days)
+            d = clock.parse(k["created"]) + timedelta(days=bp.period_days)
             due, left = _date(d.isoformat()), (d - now).days
         rows.append(
             KeyRow(
@@ -302,11 +303,11 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
     """
     from ceremonies.participants import Roster
     from ceremonies.runner.steps import active_share_set
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
-    store = Store.open(db_path)
+    store = open_store(db_path)
     try:
-        ts = int(now.timestamp())
+        ts = clock.to_seconds(now)
         members = [m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"]
         if not members:
             return None
@@ -314,13 +315,9 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
         epoch = int(sset["epoch"]) if sset is not None else None
         rows = []
         for m in members:
-            last = store.query(
-                "SELECT MAX(passed_at) FROM drills WHERE custodian=? AND epoch IS ?",
-                (m.name, epoch),
-            )
-            at = last[0][0] if last and last[0][0] is not None else None
+            at = store.last_drill(m.name, epoch)
             if at is None:
-                old = store.query("SELECT 1 FROM drills WHERE custodian=? LIMIT 1", (m.name,))
+                old = store.has_drilled(m.name)
                 rows.append(
                     CustodianRow(
                         name=m.name,
@@ -335,7 +332,7 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
                 CustodianRow(
                     name=m.name,
                     role="custodian",
-                    last_drill=datetime.fromtimestamp(at, UTC).date().isoformat(),
+                    last_drill=clock.from_seconds(at).date().isoformat(),
                     status="ok" if fresh else "drill due",
                 )
             )
@@ -352,11 +349,11 @@ def drill_alerts(
     if custodians is None:
         return ()
     from ceremonies.runner.steps import drill_status
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
-    store = Store.open(db_path)
+    store = open_store(db_path)
     try:
-        st = drill_status(store, now=int(now.timestamp()), period_days=cfg.drill_period_days)
+        st = drill_status(store, now=clock.to_seconds(now), period_days=cfg.drill_period_days)
     finally:
         store.close()
     if st["ok"] or st.get("needed", 0) == 0:

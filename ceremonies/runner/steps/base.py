@@ -84,28 +84,24 @@ def _secret_lost(r: CeremonyRunner | None = None, step: str | None = None) -> An
 
 
 def active_share_set(store: Any) -> dict[str, Any] | None:
-    rows = store.query(
-        "SELECT epoch, ceremony_id, policy_digest, dealer_public, rk_kcv, "
-        "rk_public, scheme FROM share_sets WHERE state='active' ORDER BY epoch DESC"
-    )
-    if not rows:
+    e = store.active_share_set()
+    if e is None:
         return None
-    e = rows[0]
-    holders = store.query(
-        "SELECT custodian, fingerprint, group_index, member_index, commitment "
-        "FROM share_holders WHERE epoch=?",
-        (e[0],),
-    )
     return {
-        "epoch": e[0],
-        "ceremony_id": e[1],
-        "policy_digest": e[2],
-        "dealer": bytes(e[3]),
-        "rk_kcv": e[4],
-        "rk_public": bytes(e[5]),
-        "scheme": json.loads(e[6]),
+        "epoch": e.epoch,
+        "ceremony_id": e.ceremony_id,
+        "policy_digest": e.policy_digest,
+        "dealer": e.dealer_public,
+        "rk_kcv": e.rk_kcv,
+        "rk_public": e.rk_public,
+        "scheme": json.loads(e.scheme),
         "holders": {
-            (h[2], h[3]): {"name": h[0], "fingerprint": h[1], "commitment": h[4]} for h in holders
+            (h.group_index, h.member_index): {
+                "name": h.custodian,
+                "fingerprint": h.fingerprint,
+                "commitment": h.commitment,
+            }
+            for h in e.holders
         },
     }
 

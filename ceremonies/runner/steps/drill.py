@@ -93,11 +93,7 @@ def drill_status(store: Any, *, now: int, period_days: int) -> dict[str, Any]:
     if sset is None:
         return {"ok": False, "passed": [], "needed": 0, "warning": "no share set"}
     since = now - period_days * 86400
-    rows = store.query(
-        "SELECT DISTINCT custodian FROM drills WHERE epoch=? AND passed_at>=?",
-        (sset["epoch"], since),
-    )
-    passed = sorted(r[0] for r in rows)
+    passed = sorted(store.drill_passers(sset["epoch"], since=since))
     needed = quorum_size(sset["scheme"]) + 1
     warn = None
     if len(passed) < needed:
@@ -112,12 +108,7 @@ def drill_status(store: Any, *, now: int, period_days: int) -> dict[str, Any]:
 def drill_record(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     names = f.get("collect-shares.accepted", [])
-    with r.dep.store.tx() as c:
-        if not c.execute("SELECT 1 FROM drills WHERE ceremony_id=?", (r.ceremony_id,)).fetchone():
-            c.executemany(
-                "INSERT INTO drills(ceremony_id, custodian, epoch, passed_at) VALUES(?,?,?,?)",
-                [(r.ceremony_id, n, f["epoch"], r.clock()) for n in names],
-            )
+    r.dep.store.record_drill(r.ceremony_id, names, epoch=f["epoch"], at=r.clock())
     st = drill_status(r.dep.store, now=r.clock(), period_days=r.dep.config.drill_period_days)
     if st["warning"]:
         r.messages.append("warning: " + st["warning"])

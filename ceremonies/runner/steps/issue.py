@@ -20,6 +20,7 @@ from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
 from ceremonies.runner.steps.handin import _collect, new_share_set
+from custody.clock import iso, utcnow
 from custody.errors import IntegrityError, ShareError, UsageError
 from custody.hsm import kcv_of_bytes
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
@@ -27,6 +28,7 @@ from custody.model import KeyState
 from custody.privatefile import PUBLIC, check_target, private_dir, write_private
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
+from custody.store.rows import NewRoot, ShareHolderRow, ShareSetRow
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
@@ -189,54 +191,38 @@ def verify_shares(r: CeremonyRunner, inputs: Inputs) -> Any:
 def finalise_new_set(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     f = r.state.facts
     v, epoch, now = f["root_version"], f["epoch"], r.clock()
-    from custody.keys.hierarchy import iso, utcnow
-
     t = iso(utcnow())
     blob = bytes.fromhex(r.pending["blob"])
-    with r.dep.store.tx() as c:
-        if c.execute("SELECT 1 FROM root_versions WHERE version=?", (v,)).fetchone():
+    store = r.dep.store
+    with store.transaction():
+        if store.root_state(v) is not None:
             return {"root_version": v, "epoch": epoch, "active": True}
-        c.execute(
-            "UPDATE root_versions SET state=?, state_changed=? WHERE state=?",
-            (KeyState.DECRYPT_ONLY, t, KeyState.ACTIVE),
+        store.add_root(
+            NewRoot(version=v, kcv=f["root_kcv"], epoch=epoch, blob=blob), activate=True, now=t
         )
-        c.execute(
-            "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
-            "state_changed) VALUES(?,?,?,?,?,?,?)",
-            (v, KeyState.ACTIVE, f["root_kcv"], epoch, blob, t, t),
-        )
-        c.execute(
-            "UPDATE share_sets SET state='retired', retired_at=? WHERE state='active'", (now,)
-        )
-        c.execute(
-            "INSERT INTO share_sets(epoch, ceremony_id, policy_digest, dealer_public, "
-            "rk_kcv, rk_public, scheme, state, created) VALUES(?,?,?,?,?,?,?,?,?)",
-            (
-                epoch,
-                r.ceremony_id,
-                r.rec.policy.digest().hex(),
-                bytes.fromhex(f["dealer_public"]),
-                f["new_rk_kcv"],
-                bytes.fromhex(f["new_rk_public"]),
-                json.dumps(f["scheme"]),
-                "active",
-                now,
+        store.replace_share_set(
+            ShareSetRow(
+                epoch=epoch,
+                ceremony_id=r.ceremony_id,
+                policy_digest=r.rec.policy.digest().hex(),
+                dealer_public=bytes.fromhex(f["dealer_public"]),
+                rk_kcv=f["new_rk_kcv"],
+                rk_public=bytes.fromhex(f["new_rk_public"]),
+                scheme=json.dumps(f["scheme"]),
+                state="active",
+                created=now,
+                holders=tuple(
+                    ShareHolderRow(
+                        custodian=h["custodian"],
+                        fingerprint=h["custodian_fingerprint"],
+                        group_index=h["group"] - 1,
+                        member_index=h["member"] - 1,
+                        commitment=h["commitment"],
+                    )
+                    for h in f["holders"]
+                ),
             ),
-        )
-        c.executemany(
-            "INSERT INTO share_holders(epoch, custodian, fingerprint, group_index, "
-            "member_index, commitment) VALUES(?,?,?,?,?,?)",
-            [
-                (
-                    epoch,
-                    h["custodian"],
-                    h["custodian_fingerprint"],
-                    h["group"] - 1,
-                    h["member"] - 1,
-                    h["commitment"],
-                )
-                for h in f["holders"]
-            ],
+            now=now,
         )
     return {"root_version": v, "epoch": epoch, "active": True}
 

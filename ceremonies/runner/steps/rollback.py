@@ -26,7 +26,7 @@ def rollback(r: CeremonyRunner) -> list[str]:
     if r.state.committed:
         return undone
     hsm = r.dep.hsm
-    recorded = {row[0] for row in r.dep.store.query("SELECT version FROM root_versions")}
+    recorded = {x.version for x in r.dep.store.roots()}
     for v in r.pending.get("created_keys", []):
         if hsm is None:
             continue

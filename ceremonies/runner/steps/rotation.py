@@ -22,6 +22,7 @@ from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
 from custody.errors import CeremonyError
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
+from custody.store.rows import IncidentRow
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
@@ -128,7 +129,7 @@ def incident(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         for k in h.keks()
         if k.root_version in compromised
     ]
-    secrets = r.dep.store.query("SELECT COUNT(*) FROM objects WHERE branch='secrets'")[0][0]
+    secrets = r.dep.store.count_objects("secrets")
     notify = [{"name": m.name, "role": m.role} for m in Roster(r.dep.store).active(now=r.clock())]
     report = {
         "ceremony_id": r.ceremony_id,
@@ -172,19 +173,7 @@ def disable_old(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
 
 @on("emergency-rotate", "revoke")
 def revoke(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    revoked = {}
-    tables = {
-        row[0] for row in r.dep.store.query("SELECT name FROM sqlite_master WHERE type='table'")
-    }
-    for t in ("grants", "sessions"):
-        if t in tables:
-            cols = {row[1] for row in r.dep.store.query(f"PRAGMA table_info({t})")}
-            if "revoked_at" in cols:
-                with r.dep.store.tx() as c:
-                    # t is one of the two fixed table names above, never input
-                    sql = f"UPDATE {t} SET revoked_at=? WHERE revoked_at IS NULL"  # noqa: S608
-                    revoked[t] = c.execute(sql, (r.clock(),)).rowcount
-    return {"revoked": revoked}
+    return {"revoked": r.dep.store.revoke_access(now=r.clock())}
 
 
 @on("emergency-rotate", "report")
@@ -196,16 +185,13 @@ def report(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
     path = out / f"{r.ceremony_id}.json"
     path.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
-    with r.dep.store.tx() as c:
-        c.execute(
-            "INSERT OR REPLACE INTO incidents(id, ceremony_id, reason, created, report) "
-            "VALUES(?,?,?,?,?)",
-            (
-                r.ceremony_id,
-                r.ceremony_id,
-                r.params["reason"],
-                r.clock(),
-                json.dumps(rep, sort_keys=True),
-            ),
+    r.dep.store.put_incident(
+        IncidentRow(
+            id=r.ceremony_id,
+            ceremony_id=r.ceremony_id,
+            reason=r.params["reason"],
+            created=r.clock(),
+            report=json.dumps(rep, sort_keys=True),
         )
+    )
     return {"report": str(path)}

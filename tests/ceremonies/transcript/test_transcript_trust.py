@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,10 +26,9 @@ from custody.errors import PolicyError
 from custody.signing import fingerprint, private_from_pem
 from tests.ceremony_fixtures import build_enrolled
 from tests.conftest import FIXTURES, run_cli
+from tests.fixtures import make_transcripts as mt
 
 FX = FIXTURES / "transcripts"
-sys.path.insert(0, str(FX.parent))
-import make_transcripts as mt  # noqa: E402 - the generator script lives in tests/fixtures
 
 PINS = str(FX / "trust" / "pins.json")
 UNSAFE = ("\x1b", "\r", "\x07", "\u202e", "\x9b")
@@ -66,7 +64,7 @@ def _forge_as_alice(d, out: Path) -> tuple[Ed25519Signer, Ed25519Signer, Ed25519
     now = 1_900_000_000
     roster = tuple(
         RosterEntry(
-            name=s.name, role=r, public=s.public, valid_from=now - 60, valid_until=now + 9e5
+            name=s.name, role=r, public=s.public, valid_from=now - 60, valid_until=now + 900_000
         )
         for s, r in (
             (alice, "custodian"),
@@ -275,7 +273,16 @@ def test_names_steps_kinds_ids_are_restricted_at_parse_time() -> None:
     for bad in ({"actor": "a\nb"}, {"step": "x\x1b[2J"}, {"kind": "k\u202e"}):
         with pytest.raises(ValueError, match="bad"):
             kw = {"step": "s", "kind": "k", "actor": "a"} | bad
-            Event(seq=0, prev=b"\0" * 32, ceremony="00" * 16, time=0, body={}, **kw)
+            Event(
+                seq=0,
+                prev=b"\0" * 32,
+                ceremony="00" * 16,
+                time=0,
+                body={},
+                step=kw["step"],
+                kind=kw["kind"],
+                actor=kw["actor"],
+            )
     with pytest.raises(ValueError, match="bad participant name"):
         RosterEntry(
             name="bob\x1b", role="custodian", public=b"\0" * 32, valid_from=0, valid_until=1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from custody.backup.rekey import _SLOT, _State, read_state
+from custody.backup.sidecar import SLOT as _SLOT
+from custody.backup.sidecar import Sidecar as _State
+from custody.backup.sidecar import read_state
 
 DOC: dict[str, object] = {"src_digest": "aa", "tmp_digest": "bb", "chunks_done": 0}
 

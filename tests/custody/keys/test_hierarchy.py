@@ -11,7 +11,7 @@ from custody.errors import CeremonyError, ConfigError, IntegrityError, PolicyErr
 from custody.keys.hierarchy import KeyHierarchy
 from custody.model import KeyState
 from custody.secretsource import read_secret, read_secret_file
-from custody.store.sqlite import Store
+from custody.store.sqlite import SqliteStore as Store
 from tests.conftest import write_secret
 
 pytestmark = pytest.mark.hsm

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from custody.rekey import lease as rekey_lease
-from custody.store.sqlite import Store
+from custody.store.sqlite import SqliteStore as Store
 from tests.conftest import cli_env
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment, retired_but_used
 

@@ -11,8 +11,9 @@ from custody.config import Config, HsmConfig
 from custody.errors import PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy, iso
 from custody.model import KeyState
-from custody.rekey.retire import advance_retirement, cancel_destroy, status
-from custody.store.sqlite import Store
+from custody.rekey.retire import advance_retirement, cancel_destroy
+from custody.rekey.status import status
+from custody.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -42,6 +43,12 @@ def h(tmp_path: Path) -> KeyHierarchy:
             (now, now),
         )
     return KeyHierarchy(store, None, clock=lambda: T0)
+
+
+def _raw(h: KeyHierarchy) -> Store:
+    """The SQLite adapter under the port, for the test's own raw SQL."""
+    assert isinstance(h.store, Store)
+    return h.store
 
 
 def cfg(delay: int = 7) -> Config:
@@ -78,7 +85,7 @@ def test_advance_leaves_used_versions_and_retires_empty_ones(h: KeyHierarchy) ->
 
 
 def test_backup_catalog_blocks_retirement(h: KeyHierarchy) -> None:
-    with h.store.tx() as c:
+    with _raw(h).tx() as c:
         c.execute("INSERT INTO backups VALUES(X'11', '/b', 1, 10, 'x', 'x')")
     assert advance_retirement(h, cfg(), now=T0) == []
     with pytest.raises(PolicyError, match="still wraps 1"):
@@ -92,7 +99,7 @@ def test_destroy_only_after_delay_and_erases_the_sealed_key(h: KeyHierarchy) -> 
     assert advance_retirement(h, cfg(), now=T0 + timedelta(days=6, hours=23)) == []
     assert advance_retirement(h, cfg(), now=T0 + timedelta(days=7)) == ["backup/v1: destroyed"]
     assert state(h, "backup", 1) is KeyState.DESTROYED
-    (wrapped,) = h.store.query(
+    (wrapped,) = _raw(h).query(
         "SELECT wrapped FROM kek_versions WHERE branch='backup' AND version=1"
     )[0]
     assert bytes(wrapped) == b""

@@ -8,7 +8,8 @@ import pytest
 
 from custody.errors import IntegrityError, StorageError
 from custody.keys import wrapped as envelope
-from custody.store.sqlite import SCHEMA_VERSION, Store
+from custody.store.sqlite import SCHEMA_VERSION
+from custody.store.sqlite import SqliteStore as Store
 
 
 def test_new_store_is_wal_and_migrated(tmp_path):

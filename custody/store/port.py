@@ -1,0 +1,245 @@
+"""The store port: every read and write of a deployment's store, as typed methods.
+
+No SQL crosses this boundary. Callers (the key hierarchy, re-key, backups, ceremonies, the
+TUI and the CLI) call these methods with the row types of :mod:`custody.store.rows`; an
+adapter (:mod:`custody.store.sqlite` today, a PostgreSQL one later, see ``docs/store.md``)
+turns them into its dialect and maps every driver error to
+:class:`~custody.errors.StorageError`.
+
+Transactions: every write method is atomic on its own. :meth:`StoreCore.transaction` groups
+several calls into one unit that commits at the end of the block or rolls back if the block
+raises; a nested ``transaction()`` is a savepoint (its own rollback leaves the outer unit
+intact). Methods that must see their own unit's writes (:meth:`KeyStore.claim_objects`,
+:meth:`KeyStore.kek_users` inside a state change) are called inside one.
+
+Batch claims: :meth:`KeyStore.claim_objects` has ``SELECT ... FOR UPDATE SKIP LOCKED``
+semantics. The rows it returns belong to the calling transaction until that transaction
+ends; no concurrent claimer is handed any of them. PostgreSQL does this with row locks;
+SQLite with its single write lock, held from ``BEGIN IMMEDIATE`` to ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from custody.model import KeyState
+from custody.store.rows import (
+    BackupEntry,
+    CeremonyRow,
+    IncidentRow,
+    JobRow,
+    KekRewrap,
+    KekVersion,
+    LeaseRow,
+    NewKek,
+    NewObject,
+    NewRoot,
+    ObjectCipher,
+    ObjectMove,
+    ParticipantRow,
+    PendingVersion,
+    RootVersion,
+    RunningJob,
+    SampledCipher,
+    SealedKek,
+    ShareSetRow,
+    StoredObject,
+)
+
+
+class StoreCore(Protocol):
+    """Opening, transactions, metadata and integrity."""
+
+    @property
+    def path(self) -> Path:
+        """Where the store lives (its file, or a local directory for state beside it)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic unit of work: commit at the end, roll back on any exception."""
+        ...
+
+    def rehearsal(self) -> AbstractContextManager[None]:
+        """A write transaction that is always rolled back (to time real writes safely)."""
+        ...
+
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def check(self) -> None:
+        """Run the engine's integrity check. Raises StorageError when damaged."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class KeyStore(Protocol):
+    """Root versions, KEK versions and wrapped objects (:mod:`custody.keys`)."""
+
+    # roots
+    def roots(self) -> list[RootVersion]: ...
+    def root_state(self, version: int) -> KeyState | None: ...
+    def root_blob(self, version: int) -> bytes | None: ...
+    def next_root_version(self) -> int: ...
+
+    def add_root(self, root: NewRoot, *, activate: bool, now: str) -> None:
+        """Insert a root version; with *activate* the old active root turns decrypt-only."""
+        ...
+
+    def set_root_state(
+        self, version: int, state: KeyState, *, now: str, destroy_after: str | None
+    ) -> None:
+        """Change a root's state; ``destroyed`` also erases its blob."""
+        ...
+
+    def live_keks_under_root(self, version: int) -> int:
+        """KEK versions (not destroyed) still sealed under root/v*version*."""
+        ...
+
+    # KEKs
+    def keks(self, branch: str | None = None) -> list[KekVersion]: ...
+    def sealed_kek(self, branch: str, version: int) -> SealedKek | None: ...
+    def live_keks_not_under(self, root_version: int) -> list[SealedKek]: ...
+    def rewrap_keks(self, rewraps: Sequence[KekRewrap]) -> None: ...
+    def next_kek_version(self, branch: str) -> int: ...
+
+    def add_kek(self, kek: NewKek, *, now: str) -> None:
+        """Insert the branch's new active version; the old active one turns decrypt-only."""
+        ...
+
+    def active_kek_count(self, branch: str) -> int: ...
+    def active_kek_versions(self) -> dict[str, int]: ...
+
+    def set_kek_state(
+        self, branch: str, version: int, state: KeyState, *, now: str, destroy_after: str | None
+    ) -> None:
+        """Change a KEK's state; ``destroyed`` also erases its sealed bytes."""
+        ...
+
+    def kek_users(self, branch: str, version: int) -> int:
+        """Objects (and, for ``backup``, catalogued backups) under the version."""
+        ...
+
+    # objects
+    def add_objects(self, objects: Sequence[NewObject], *, now: str) -> None: ...
+    def stored_object(self, uid: bytes) -> StoredObject | None: ...
+
+    def iter_objects(
+        self,
+        *,
+        branch: str | None = None,
+        kek_version: int | None = None,
+        sample: int | None = None,
+    ) -> Iterator[StoredObject]:
+        """Objects (of one version, if given); *sample*: that many, chosen at random."""
+        ...
+
+    def object_counts(self) -> dict[str, int]: ...
+    def count_objects(self, branch: str, kek_version: int | None = None) -> int: ...
+
+    def pending_versions(self, branch: str | None = None) -> list[PendingVersion]:
+        """Non-active KEK versions that still wrap objects, by branch and version."""
+        ...
+
+    def claim_objects(self, branch: str, kek_version: int, limit: int) -> list[ObjectCipher]:
+        """Claim up to *limit* objects under the version, lowest id first, for this
+        transaction (``FOR UPDATE SKIP LOCKED``). Must be called inside
+        :meth:`StoreCore.transaction`."""
+        ...
+
+    def move_objects(self, moves: Sequence[ObjectMove]) -> int:
+        """Apply new envelopes, each only if the row is still under its old version.
+        Returns how many rows changed."""
+        ...
+
+    def sample_ciphers(self, limit: int) -> list[SampledCipher]: ...
+
+
+class RekeyStore(Protocol):
+    """Re-key jobs, named leases, retirement holds."""
+
+    def running_job(self, branch: str) -> RunningJob | None: ...
+    def take_job(self, job_id: int, *, pid: int, now: str) -> None: ...
+    def supersede_job(self, job_id: int, *, now: str) -> None: ...
+
+    def start_job(
+        self, branch: str, to_version: int, *, total: int, batch: int, pid: int, now: str
+    ) -> int: ...
+
+    def advance_job(self, job_id: int, *, moved: int, last_id: int, now: str) -> None: ...
+
+    def finish_job(
+        self, job_id: int, state: str, *, now: str, verified: int, verify_failed: int
+    ) -> None: ...
+
+    def recent_jobs(self, limit: int = 20) -> list[JobRow]: ...
+    def lease(self, name: str) -> LeaseRow | None: ...
+    def put_lease(self, lease: LeaseRow) -> None: ...
+
+    def renew_lease(self, name: str, token: str, *, expires: str) -> bool:
+        """Extend the lease if *token* still owns it; False if it was taken over."""
+        ...
+
+    def drop_lease(self, name: str, token: str) -> None: ...
+    def holds(self) -> set[tuple[str, int]]: ...
+    def add_hold(self, branch: str, version: int, *, reason: str, now: str) -> None: ...
+
+
+class BackupStore(Protocol):
+    """The catalogue of backup files (:mod:`custody.backup`)."""
+
+    def catalog_backup(self, entry: BackupEntry, *, now: str) -> None: ...
+
+    def recatalog_backups(self, moves: Sequence[tuple[bytes, int, str]]) -> None:
+        """``(file_id, kek_version, updated)`` after header rewraps."""
+        ...
+
+    def count_backups(self, kek_version: int) -> int: ...
+
+
+class CeremonyStore(Protocol):
+    """Participants, the ceremony registry, share sets, drills and incidents."""
+
+    def participants(self) -> list[ParticipantRow]: ...
+    def add_participant(self, p: ParticipantRow) -> None: ...
+    def revoke_participant(self, name: str, *, now: int) -> bool: ...
+
+    def ceremonies(self, *, state: str | None = None) -> list[CeremonyRow]:
+        """Newest first (ties: the later-inserted row first)."""
+        ...
+
+    def ceremony(self, ceremony_id: str) -> CeremonyRow | None: ...
+    def add_ceremony(self, c: CeremonyRow) -> None: ...
+    def delete_ceremony(self, ceremony_id: str) -> None: ...
+    def set_ceremony_pending(self, ceremony_id: str, pending: str, *, now: int) -> None: ...
+    def set_ceremony_state(self, ceremony_id: str, state: str, *, now: int) -> None: ...
+    def active_share_set(self) -> ShareSetRow | None: ...
+    def retired_share_sets(self) -> list[ShareSetRow]: ...
+
+    def replace_share_set(self, s: ShareSetRow, *, now: int) -> None:
+        """Retire the active share set and record *s* (with its holders) as active."""
+        ...
+
+    def drill_passers(self, epoch: int, *, since: int) -> list[str]: ...
+
+    def record_drill(
+        self, ceremony_id: str, custodians: Sequence[str], *, epoch: int, at: int
+    ) -> bool:
+        """Record the ceremony's passes once; False if it was already recorded."""
+        ...
+
+    def last_drill(self, custodian: str, epoch: int | None) -> int | None: ...
+    def has_drilled(self, custodian: str) -> bool: ...
+    def put_incident(self, incident: IncidentRow) -> None: ...
+
+    def revoke_access(self, *, now: int) -> dict[str, int]:
+        """Revoke every unrevoked grant and session (tables added by later schema
+        versions; absent ones are skipped). Returns how many rows per table."""
+        ...
+
+
+class Store(StoreCore, KeyStore, RekeyStore, BackupStore, CeremonyStore, Protocol):
+    """A deployment's store: everything above, behind one handle."""

@@ -1,0 +1,149 @@
+"""The SQLite adapter's connection core: error mapping, statements, transactions.
+
+Only the store adapter modules (``custody/store/sqlite*.py``) import :mod:`sqlite3`; the
+import-linter contract in ``pyproject.toml`` keeps it so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from custody.errors import StorageError
+
+Params = Sequence[object] | dict[str, object]
+
+
+def storage_error(path: Path, exc: Exception) -> StorageError:
+    """A typed error for a foreign :mod:`sqlite3` error (no SQL or values in the message)."""
+    msg = str(exc).lower()
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return StorageError(
+            f"The store {path.name} is corrupted",
+            "Restore it from a backup; custody will not write to a damaged store.",
+        )
+    if "locked" in msg or "busy" in msg:
+        return StorageError(
+            f"The store {path.name} is busy", "Another custody process holds it; retry."
+        )
+    if "disk" in msg and "full" in msg:
+        return StorageError("The disk is full", "Free space and retry; nothing was changed.")
+    if "readonly" in msg or "read-only" in msg:
+        return StorageError(f"The store {path.name} is read-only", "Check file permissions.")
+    return StorageError(
+        f"Store error in {path.name}: {type(exc).__name__}", "See the logs; nothing was changed."
+    )
+
+
+class SqliteBase:
+    """One SQLite connection (autocommit mode; transactions are explicit)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self.conn = conn
+        self._depth = 0  # open transaction levels (0: none)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- statements ----------------------------------------------------------------
+    def _rows(self, sql: str, params: Params = ()) -> list[Any]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
+    def _one(self, sql: str, params: Params = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self._one(sql, params)
+        return None if row is None else row[0]
+
+    def _iter(self, sql: str, params: Params = ()) -> Iterator[Any]:
+        try:
+            yield from self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
+    def _write(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        """Run one write statement in a transaction (the caller's, or its own)."""
+        with self.transaction():
+            try:
+                return self.conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise storage_error(self._path, exc) from exc
+
+    def _write_many(self, sql: str, rows: Iterable[Params]) -> int:
+        with self.transaction():
+            try:
+                return self.conn.executemany(sql, rows).rowcount
+            except sqlite3.Error as exc:
+                raise storage_error(self._path, exc) from exc
+
+    def _run(self, sql: str) -> None:
+        try:
+            self.conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
+    def _quiet(self, sql: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(sql)
+
+    # -- transactions --------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any exception); nested: a
+        savepoint. Holding the write lock from the start is what makes claims exclusive."""
+        if self._depth:
+            name = f"sp{self._depth}"
+            self._run(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._quiet(f"ROLLBACK TO {name}")
+                self._quiet(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            self._run(f"RELEASE {name}")
+            return
+        self._run("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+            self._run("COMMIT")
+        except BaseException:
+            self._quiet("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    @contextmanager
+    def rehearsal(self) -> Iterator[None]:
+        """A write transaction that always rolls back."""
+        if self._depth:
+            raise StorageError("A rehearsal cannot run inside a transaction", "This is a bug.")
+        self._run("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._quiet("ROLLBACK")
+            self._depth = 0
+
+    def _require_transaction(self, what: str) -> None:
+        if not self._depth:
+            raise StorageError(f"{what} must run inside a transaction", "This is a bug.")

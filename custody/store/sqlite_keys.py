@@ -1,0 +1,314 @@
+"""SQLite adapter: root versions, KEK versions and wrapped objects (:class:`KeyStore`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from custody.model import KeyState
+from custody.store.rows import (
+    KekRewrap,
+    KekVersion,
+    NewKek,
+    NewObject,
+    NewRoot,
+    ObjectCipher,
+    ObjectMove,
+    PendingVersion,
+    RootVersion,
+    SampledCipher,
+    SealedKek,
+    StoredObject,
+)
+from custody.store.sqlite_base import SqliteBase
+
+_KEKS = (
+    "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
+    "k.state_changed, k.destroy_after, "
+    "(SELECT COUNT(*) FROM objects o WHERE o.branch=k.branch AND o.kek_version=k.version) "
+    "FROM kek_versions k"
+)
+_SEALED = (
+    "SELECT branch, version, state, root_version, wrapped, kcv, destroy_after FROM kek_versions"
+)
+
+
+def _sealed(r: Any) -> SealedKek:
+    return SealedKek(
+        branch=r[0],
+        version=r[1],
+        state=KeyState(r[2]),
+        root_version=r[3],
+        wrapped=bytes(r[4]),
+        kcv=r[5],
+        destroy_after=r[6],
+    )
+
+
+def _sample(sql: str, sample: int | None) -> str:
+    return sql if sample is None else sql + f" ORDER BY RANDOM() LIMIT {int(sample)}"
+
+
+class SqliteKeys(SqliteBase):
+    # ------------------------------------------------------------------------ roots
+    def roots(self) -> list[RootVersion]:
+        rows = self._rows(
+            "SELECT version, state, kcv, epoch, blob IS NOT NULL, created, state_changed, "
+            "destroy_after FROM root_versions ORDER BY version"
+        )
+        return [
+            RootVersion(
+                version=r[0],
+                state=KeyState(r[1]),
+                kcv=r[2],
+                epoch=r[3],
+                has_blob=bool(r[4]),
+                created=r[5],
+                state_changed=r[6],
+                destroy_after=r[7],
+            )
+            for r in rows
+        ]
+
+    def root_state(self, version: int) -> KeyState | None:
+        s = self._scalar("SELECT state FROM root_versions WHERE version=?", (version,))
+        return None if s is None else KeyState(s)
+
+    def root_blob(self, version: int) -> bytes | None:
+        b = self._scalar("SELECT blob FROM root_versions WHERE version=?", (version,))
+        return None if b is None else bytes(b)
+
+    def next_root_version(self) -> int:
+        return int(self._scalar("SELECT COALESCE(MAX(version), 0) FROM root_versions")) + 1
+
+    def add_root(self, root: NewRoot, *, activate: bool, now: str) -> None:
+        with self.transaction():
+            if activate:
+                self._write(
+                    "UPDATE root_versions SET state=?, state_changed=? WHERE state=?",
+                    (KeyState.DECRYPT_ONLY, now, KeyState.ACTIVE),
+                )
+            self._write(
+                "INSERT INTO root_versions(version, state, kcv, epoch, blob, created, "
+                "state_changed) VALUES(?,?,?,?,?,?,?)",
+                (
+                    root.version,
+                    KeyState.ACTIVE if activate else KeyState.DECRYPT_ONLY,
+                    root.kcv,
+                    root.epoch,
+                    root.blob,
+                    now,
+                    now,
+                ),
+            )
+
+    def set_root_state(
+        self, version: int, state: KeyState, *, now: str, destroy_after: str | None
+    ) -> None:
+        with self.transaction():
+            if state is KeyState.DESTROYED:
+                self._write("UPDATE root_versions SET blob=NULL WHERE version=?", (version,))
+            self._write(
+                "UPDATE root_versions SET state=?, state_changed=?, destroy_after=? "
+                "WHERE version=?",
+                (state, now, destroy_after, version),
+            )
+
+    def live_keks_under_root(self, version: int) -> int:
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM kek_versions WHERE root_version=? AND state!=?",
+                (version, KeyState.DESTROYED),
+            )
+        )
+
+    # ------------------------------------------------------------------------- KEKs
+    def keks(self, branch: str | None = None) -> list[KekVersion]:
+        sql: str = _KEKS
+        params: tuple[str, ...] = ()
+        if branch is not None:
+            sql, params = sql + " WHERE k.branch=?", (branch,)
+        return [
+            KekVersion(
+                branch=r[0],
+                version=r[1],
+                state=KeyState(r[2]),
+                kcv=r[3],
+                root_version=r[4],
+                created=r[5],
+                state_changed=r[6],
+                destroy_after=r[7],
+                objects=r[8],
+            )
+            for r in self._rows(sql + " ORDER BY k.branch, k.version", params)
+        ]
+
+    def sealed_kek(self, branch: str, version: int) -> SealedKek | None:
+        r = self._one(_SEALED + " WHERE branch=? AND version=?", (branch, version))
+        return None if r is None else _sealed(r)
+
+    def live_keks_not_under(self, root_version: int) -> list[SealedKek]:
+        rows = self._rows(
+            _SEALED + " WHERE state != ? AND root_version != ?", (KeyState.DESTROYED, root_version)
+        )
+        return [_sealed(r) for r in rows]
+
+    def rewrap_keks(self, rewraps: Sequence[KekRewrap]) -> None:
+        self._write_many(
+            "UPDATE kek_versions SET wrapped=?, root_version=? WHERE branch=? AND version=?",
+            [(k.wrapped, k.root_version, k.branch, k.version) for k in rewraps],
+        )
+
+    def next_kek_version(self, branch: str) -> int:
+        n = self._scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM kek_versions WHERE branch=?", (branch,)
+        )
+        return int(n) + 1
+
+    def add_kek(self, kek: NewKek, *, now: str) -> None:
+        with self.transaction():
+            self._write(
+                "UPDATE kek_versions SET state=?, state_changed=? WHERE branch=? AND state=?",
+                (KeyState.DECRYPT_ONLY, now, kek.branch, KeyState.ACTIVE),
+            )
+            self._write(
+                "INSERT INTO kek_versions(branch, version, state, kcv, root_version, wrapped, "
+                "created, state_changed) VALUES(?,?,?,?,?,?,?,?)",
+                (
+                    kek.branch,
+                    kek.version,
+                    KeyState.ACTIVE,
+                    kek.kcv,
+                    kek.root_version,
+                    kek.wrapped,
+                    now,
+                    now,
+                ),
+            )
+
+    def active_kek_count(self, branch: str) -> int:
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM kek_versions WHERE branch=? AND state=?",
+                (branch, KeyState.ACTIVE),
+            )
+        )
+
+    def active_kek_versions(self) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT branch, version FROM kek_versions WHERE state=?", (KeyState.ACTIVE,)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def set_kek_state(
+        self, branch: str, version: int, state: KeyState, *, now: str, destroy_after: str | None
+    ) -> None:
+        with self.transaction():
+            if state is KeyState.DESTROYED:  # erase the sealed key; the row stays as a record
+                self._write(
+                    "UPDATE kek_versions SET wrapped=X'' WHERE branch=? AND version=?",
+                    (branch, version),
+                )
+            self._write(
+                "UPDATE kek_versions SET state=?, state_changed=?, destroy_after=? "
+                "WHERE branch=? AND version=?",
+                (state, now, destroy_after, branch, version),
+            )
+
+    def kek_users(self, branch: str, version: int) -> int:
+        n = int(
+            self._scalar(
+                "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?", (branch, version)
+            )
+        )
+        if branch == "backup":
+            n += int(self._scalar("SELECT COUNT(*) FROM backups WHERE kek_version=?", (version,)))
+        return n
+
+    # ---------------------------------------------------------------------- objects
+    def add_objects(self, objects: Sequence[NewObject], *, now: str) -> None:
+        self._write_many(
+            "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, label, "
+            "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
+            [
+                (o.uid, o.kind, o.branch, o.kek_version, o.wrapped, o.digest, o.label, now, now)
+                for o in objects
+            ],
+        )
+
+    def stored_object(self, uid: bytes) -> StoredObject | None:
+        r = self._one(
+            "SELECT uid, wrapped, branch, kek_version, digest FROM objects WHERE uid=?", (uid,)
+        )
+        if r is None:
+            return None
+        return StoredObject(
+            uid=bytes(r[0]), wrapped=bytes(r[1]), branch=r[2], kek_version=r[3], digest=bytes(r[4])
+        )
+
+    def iter_objects(
+        self,
+        *,
+        branch: str | None = None,
+        kek_version: int | None = None,
+        sample: int | None = None,
+    ) -> Iterator[StoredObject]:
+        sql = "SELECT uid, wrapped, branch, kek_version, digest FROM objects"
+        params: tuple[object, ...] = ()
+        if branch is not None:
+            sql, params = sql + " WHERE branch=? AND kek_version=?", (branch, kek_version)
+        for r in self._iter(_sample(sql, sample), params):
+            yield StoredObject(
+                uid=bytes(r[0]),
+                wrapped=bytes(r[1]),
+                branch=r[2],
+                kek_version=r[3],
+                digest=bytes(r[4]),
+            )
+
+    def object_counts(self) -> dict[str, int]:
+        return dict(self._rows("SELECT kind, COUNT(*) FROM objects GROUP BY kind"))
+
+    def count_objects(self, branch: str, kek_version: int | None = None) -> int:
+        if kek_version is None:
+            return int(self._scalar("SELECT COUNT(*) FROM objects WHERE branch=?", (branch,)))
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM objects WHERE branch=? AND kek_version=?",
+                (branch, kek_version),
+            )
+        )
+
+    def pending_versions(self, branch: str | None = None) -> list[PendingVersion]:
+        sql = (
+            "SELECT o.branch, o.kek_version, COUNT(*) FROM objects o JOIN kek_versions k "
+            "ON k.branch=o.branch AND k.version=o.kek_version WHERE k.state!=?"
+        )
+        params: tuple[str, ...] = (KeyState.ACTIVE,)
+        if branch is not None:
+            sql += " AND o.branch=?"
+            params += (branch,)
+        rows = self._rows(sql + " GROUP BY o.branch, o.kek_version ORDER BY 1, 2", params)
+        return [PendingVersion(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def claim_objects(self, branch: str, kek_version: int, limit: int) -> list[ObjectCipher]:
+        # SQLite has no row locks: the claim is exclusive because this transaction holds
+        # the database's write lock (BEGIN IMMEDIATE) until it commits or rolls back, so no
+        # other claimer can read these rows as claimable before they are moved.
+        self._require_transaction("A batch claim")
+        rows = self._rows(
+            "SELECT id, uid, wrapped FROM objects WHERE branch=? AND kek_version=? "
+            "ORDER BY id LIMIT ?",
+            (branch, kek_version, limit),
+        )
+        return [ObjectCipher(*r) for r in rows]
+
+    def move_objects(self, moves: Sequence[ObjectMove]) -> int:
+        return self._write_many(
+            "UPDATE objects SET wrapped=?, kek_version=?, updated=? WHERE id=? AND kek_version=?",
+            moves,
+        )
+
+    def sample_ciphers(self, limit: int) -> list[SampledCipher]:
+        rows = self._rows("SELECT id, uid, wrapped, kek_version FROM objects LIMIT ?", (limit,))
+        return [SampledCipher(*r) for r in rows]

@@ -1,0 +1,161 @@
+"""The SQLite schema, as numbered migrations (``PRAGMA user_version`` = how many ran).
+
+Kept with the SQLite adapter: its DDL is SQLite's dialect (``INTEGER PRIMARY KEY`` row ids,
+``BLOB``). A PostgreSQL adapter carries the same numbered steps in its own dialect, so a
+store of either kind at version *n* has the same tables and columns (docs/store.md).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: key hierarchy and wrapped objects
+    """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE root_versions(
+        version INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        kcv TEXT NOT NULL,
+        epoch INTEGER,
+        blob BLOB,
+        created TEXT NOT NULL,
+        state_changed TEXT NOT NULL
+    );
+    CREATE TABLE kek_versions(
+        branch TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        kcv TEXT NOT NULL,
+        root_version INTEGER NOT NULL REFERENCES root_versions(version),
+        wrapped BLOB NOT NULL,
+        created TEXT NOT NULL,
+        state_changed TEXT NOT NULL,
+        destroy_after TEXT,
+        PRIMARY KEY(branch, version)
+    );
+    CREATE TABLE objects(
+        id INTEGER PRIMARY KEY,
+        uid BLOB NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        kek_version INTEGER NOT NULL,
+        wrapped BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        label TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE INDEX objects_by_version ON objects(branch, kek_version);
+    """,
+    # 2: re-key jobs (durable checkpoint), the job lease, retirement holds, backup catalog
+    """
+    CREATE TABLE rekey_jobs(
+        id INTEGER PRIMARY KEY,
+        branch TEXT NOT NULL,
+        to_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        last_id INTEGER NOT NULL DEFAULT 0,
+        batch INTEGER NOT NULL,
+        owner_pid INTEGER,
+        started TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        finished TEXT,
+        verified INTEGER,
+        verify_failed INTEGER,
+        error TEXT
+    );
+    CREATE INDEX rekey_jobs_by_state ON rekey_jobs(state, branch);
+    CREATE TABLE rekey_lease(
+        name TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        owner_host TEXT NOT NULL,
+        acquired TEXT NOT NULL,
+        expires TEXT NOT NULL
+    );
+    CREATE TABLE retire_holds(
+        branch TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY(branch, version)
+    );
+    CREATE TABLE backups(
+        file_id BLOB PRIMARY KEY,
+        path TEXT NOT NULL,
+        kek_version INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE INDEX backups_by_version ON backups(kek_version);
+    """,
+    # 3: ceremonies: participant roster, ceremony registry, share sets, drills, incidents
+    """
+    CREATE TABLE participants(
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        alg TEXT NOT NULL,
+        public BLOB NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        valid_from INTEGER NOT NULL,
+        valid_until INTEGER NOT NULL,
+        revoked_at INTEGER,
+        enrolled_by TEXT NOT NULL,
+        enrolled_in TEXT
+    );
+    CREATE TABLE ceremonies(
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        coordinator TEXT,
+        bundle TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        pending TEXT
+    );
+    CREATE TABLE share_sets(
+        epoch INTEGER PRIMARY KEY,
+        ceremony_id TEXT NOT NULL,
+        policy_digest TEXT NOT NULL,
+        dealer_public BLOB NOT NULL,
+        rk_kcv TEXT NOT NULL,
+        rk_public BLOB NOT NULL,
+        scheme TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        retired_at INTEGER
+    );
+    CREATE TABLE share_holders(
+        epoch INTEGER NOT NULL REFERENCES share_sets(epoch),
+        custodian TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        group_index INTEGER NOT NULL,
+        member_index INTEGER NOT NULL,
+        commitment TEXT NOT NULL,
+        PRIMARY KEY(epoch, group_index, member_index)
+    );
+    CREATE TABLE drills(
+        id INTEGER PRIMARY KEY,
+        ceremony_id TEXT NOT NULL,
+        custodian TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        passed_at INTEGER NOT NULL
+    );
+    CREATE TABLE incidents(
+        id TEXT PRIMARY KEY,
+        ceremony_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    """,
+    # 4: staged destruction of retired root versions
+    """
+    ALTER TABLE root_versions ADD COLUMN destroy_after TEXT;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
