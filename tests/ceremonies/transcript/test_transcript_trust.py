@@ -25,7 +25,7 @@ from ceremonies.transcript.pins import load_pins
 from custody.errors import PolicyError
 from custody.signing import fingerprint, private_from_pem
 from tests.ceremony_fixtures import build_enrolled
-from tests.conftest import FIXTURES, run_cli
+from tests.conftest import FIXTURES, passphrase_of, run_cli, write_secret
 from tests.fixtures import make_transcripts as mt
 
 FX = FIXTURES / "transcripts"
@@ -56,7 +56,7 @@ def _forge_as_alice(d, out: Path) -> tuple[Ed25519Signer, Ed25519Signer, Ed25519
     """Alice, a custodian, writes and signs a rotate-root transcript on her own: a roster
     with her real key, fake bob and carol, and a fake super-admin 'ops' to run it."""
     pem = (d.people / "alice.key.pem").read_bytes()
-    alice = Ed25519Signer("alice", private_from_pem(pem, b"pass-alice"))
+    alice = Ed25519Signer("alice", private_from_pem(pem, passphrase_of("alice").encode()))
     bob, carol, ops = (
         Ed25519Signer.from_seed(n, bytes([i]) * 32)
         for i, n in enumerate(("bob", "carol", "ops"), 1)
@@ -383,8 +383,9 @@ def test_second_super_admin_endorses_the_policy(tmp_path: Path) -> None:
     events = (b / "events.jsonl").read_bytes()
     assert verify(b, "--trust", PINS).returncode == 6
     for n in ("frank", "alice"):
-        (tmp_path / f"{n}.key.pem").write_bytes(private_to_pem(mt.key(n).key, b"pw-" + n.encode()))
-        (tmp_path / f"{n}.pass").write_text(f"pw-{n}\n")
+        pw = passphrase_of(n)
+        (tmp_path / f"{n}.key.pem").write_bytes(private_to_pem(mt.key(n).key, pw.encode()))
+        write_secret(tmp_path / f"{n}.pass", pw + "\n")
 
     def endorse(n: str):
         return run_cli(
