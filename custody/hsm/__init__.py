@@ -11,11 +11,12 @@ Every method may raise a subclass of :class:`custody.errors.HsmError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from custody.errors import HsmError
 
 KCV_LEN = 3  # bytes of AES-ECB(key, 0^128) shown as the key check value (6 hex digits)
+KeyUse = Literal["seal", "wrap"]  # AES-GCM only, or RFC 5649 key wrap only
 
 
 class KeyNotExtractable(HsmError):
@@ -66,6 +67,20 @@ class KeyRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SealedKey:
+    """A token key wrapped inside the token for a P-256 public key (:meth:`Hsm.seal_to_public`).
+
+    *wrapped* is RFC 5649 under the ECDH (null KDF) secret of the ephemeral key pair whose
+    public point is *ephemeral_public* and the recipient's key; *kcv* is the wrapped key's.
+    None of it is secret.
+    """
+
+    ephemeral_public: bytes
+    wrapped: bytes
+    kcv: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TokenInfo:
     """What a status screen shows about the token."""
 
@@ -103,8 +118,13 @@ class Hsm(Protocol):
     def random(self, n: int) -> bytes: ...
 
     # --- AES-256 secret keys held on the token -------------------------------------
-    def generate_aes_key(self, label: str, version: int, *, extractable: bool) -> KeyRef:
-        """Generate a sensitive AES-256 token key with ENCRYPT/DECRYPT/WRAP/UNWRAP."""
+    def generate_aes_key(
+        self, label: str, version: int, *, extractable: bool, use: KeyUse = "seal"
+    ) -> KeyRef:
+        """Generate a sensitive AES-256 key whose CKA_ALLOWED_MECHANISMS is *use*'s alone
+        (``seal``: AES-GCM; ``wrap``: RFC 5649). An *extractable* key is volatile: a session
+        object of this login until :meth:`set_non_extractable` stores a locked token copy;
+        a crash or a closed session drops it."""
         ...
 
     def find_key(self, label: str, version: int) -> KeyRef:
@@ -116,16 +136,33 @@ class Hsm(Protocol):
     def destroy_key(self, label: str, version: int) -> None: ...
 
     def set_non_extractable(self, label: str, version: int) -> None:
-        """Clear CKA_EXTRACTABLE on the key (one-way, PKCS#11 v3.0 §4.4)."""
+        """Lock the key: a volatile key becomes a non-extractable token object; a token
+        key has CKA_EXTRACTABLE cleared (one-way, PKCS#11 v3.0 §4.4)."""
+        ...
+
+    def seal_to_public(self, label: str, version: int, recipient_public: bytes) -> SealedKey:
+        """Wrap the key inside the token for a P-256 public key (ephemeral ECDH in the
+        token, a derived non-extractable AES key, RFC 5649), checked by an in-token
+        round trip. No wrapping key and no key bytes reach the host."""
         ...
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
         """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with
-        CKM_AES_KEY_WRAP_PAD (RFC 5649). The wrapping key lives only in a session object."""
+        CKM_AES_KEY_WRAP_PAD (RFC 5649), checked by an in-token round trip. The wrapping key
+        lives only in a session object."""
         ...
 
-    def import_wrapped(self, label: str, version: int, wrapping_key: bytes, blob: bytes) -> KeyRef:
-        """Unwrap *blob* under *wrapping_key* straight into a non-extractable token key."""
+    def import_wrapped(
+        self,
+        label: str,
+        version: int,
+        wrapping_key: bytes,
+        blob: bytes,
+        *,
+        use: KeyUse = "seal",
+    ) -> KeyRef:
+        """Unwrap *blob* under *wrapping_key* straight into a non-extractable token key
+        limited to *use*."""
         ...
 
     def encrypt(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
 import threading
 import weakref
 from collections.abc import Iterator
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pkcs11
-from pkcs11 import TokenFlag
+from pkcs11 import Attribute, Mechanism, TokenFlag
+from pkcs11.attributes import AttributeMapper
 from pkcs11 import exceptions as px
 
 from custody.errors import HsmError, TokenNotPresent
@@ -76,7 +78,7 @@ class LoadedModule:
                 if token.flags & TokenFlag.USER_PIN_LOCKED:
                     raise px.PinLocked()
                 try:
-                    session = token.open(rw=True, user_pin=pin)
+                    session = token.open(rw=True, user_pin=pin, attribute_mapper=attribute_mapper())
                 except px.UserAlreadyLoggedIn as exc:
                     raise HsmError(
                         "The token is already logged in by other code in this process",
@@ -104,6 +106,28 @@ class LoadedModule:
             self.logins.clear()  # C_Finalize ends every session
             self.lib.reinitialize()
         self.conf = conf
+
+
+_ULONG = struct.Struct("L")  # CK_ULONG, as python-pkcs11 packs it
+
+
+def attribute_mapper() -> AttributeMapper:
+    """python-pkcs11's attribute mapper, plus CKA_ALLOWED_MECHANISMS (a CK_MECHANISM_TYPE
+    array, PKCS#11 v3.0 §4.4), which python-pkcs11 0.10.1 cannot pack on its own."""
+    m = AttributeMapper()
+    m.register_handler(
+        Attribute.ALLOWED_MECHANISMS,
+        lambda mechs: b"".join(_ULONG.pack(int(x)) for x in mechs),
+        lambda raw: [_mechanism(x) for (x,) in _ULONG.iter_unpack(raw)],
+    )
+    return m
+
+
+def _mechanism(x: int) -> Mechanism | int:
+    try:
+        return Mechanism(x)
+    except ValueError:  # a vendor mechanism python-pkcs11 has no name for
+        return x
 
 
 @dataclass(eq=False)

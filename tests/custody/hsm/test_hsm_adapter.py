@@ -143,7 +143,7 @@ def test_gcm_round_trip_and_tamper(hsm, name):
 
 def test_wrap_bytes_is_rfc5649_and_round_trips(hsm, name):
     kek = bytes(range(100, 132))
-    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek))
+    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek), use="wrap")
     for dek in (
         os.urandom(32),
         os.urandom(16),
@@ -170,7 +170,7 @@ def test_wrap_bytes_is_rfc5649_and_round_trips(hsm, name):
 def test_unwrap_bytes_refuses_lengths_softhsm_cannot_reproduce(hsm, name):
     """SoftHSM 2.6.1 keeps KWP padding on unwrap; a 20-byte key must not come back as 24."""
     kek = bytes(range(32))
-    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek))
+    hsm.import_wrapped(name, 1, b"r" * 32, aes_key_wrap_with_padding(b"r" * 32, kek), use="wrap")
     blob = aes_key_wrap_with_padding(kek, b"k" * 20)
     try:
         assert hsm.unwrap_bytes(name, 1, blob) == b"k" * 20  # a token that gets it right
@@ -310,6 +310,7 @@ def test_concurrent_threads_are_serialised(softhsm_token, tmp_path, hsm, name):
 
     _conf, label, pin = softhsm_token
     hsm.generate_aes_key(name, 1, extractable=False)
+    hsm.generate_aes_key(name, 2, extractable=False, use="wrap")  # a key does GCM or KWP
     other = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
     errors: list[BaseException] = []
 
@@ -318,7 +319,7 @@ def test_concurrent_threads_are_serialised(softhsm_token, tmp_path, hsm, name):
             for i in range(150):
                 msg = f"m{i:07d}".encode()
                 assert h.decrypt(name, 1, *h.encrypt(name, 1, msg, b"a"), b"a") == msg
-                assert h.unwrap_bytes(name, 1, h.wrap_bytes(name, 1, msg * 4)) == msg * 4
+                assert h.unwrap_bytes(name, 2, h.wrap_bytes(name, 2, msg * 4)) == msg * 4
         except BaseException as exc:  # reported below
             errors.append(exc)
 
