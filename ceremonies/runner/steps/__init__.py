@@ -67,6 +67,9 @@ def pending_request(r: CeremonyRunner) -> ApprovalRequest | None:
     return request_for(r, step, action, action_id, params)
 
 
+ROOT_STEPS = ("generate-rk", "wrap-blob", "lock-root")  # need generate-root's volatile root
+
+
 def precheck(r: CeremonyRunner, step: str) -> None:
     """Refuse, before anything is recorded, a step whose in-memory secret is gone.
 
@@ -76,6 +79,8 @@ def precheck(r: CeremonyRunner, step: str) -> None:
     need = {"wrap-blob": "rk", "split": "rk", "scratch-token": "rk"}.get(step)
     if need and need not in r._secrets:
         raise _secret_lost(r, step)
+    if step in ROOT_STEPS and r.state.kind in ("generate", "reshare") and "root" not in r._secrets:
+        raise _secret_lost(r, step)  # the volatile new root died with the process (rootkey)
     if step == "issue-shares" and "issued" not in r._secrets and not _issued_complete(r):
         raise _secret_lost(r, step)
     if step == "rebuild-rk" and "shares" not in r._secrets and not _held(r, "collect-shares"):

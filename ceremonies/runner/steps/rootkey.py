@@ -1,9 +1,9 @@
 """Root-key steps shared by generate, reshare, rotate-root and emergency-rotate.
 
 Owns ``hsm-check`` (the token is there, the deployment is in the state the kind expects,
-the next root version), ``generate-root`` (a new AES-256 root in the HSM, still
-extractable so that its blob can be made), ``lock-root`` (non-extractable from then on,
-PKCS#11 v3.0 CKA_EXTRACTABLE) and ``rewrap`` (every live KEK rewrapped under the new root,
+the next root version), ``generate-root`` (generate and reshare: a new AES-256 root as a
+volatile session object, extractable so that wrap-blob can wrap it under RK),
+``lock-root`` (stored on the token non-extractable, PKCS#11 v3.0 CKA_EXTRACTABLE) and ``rewrap`` (every live KEK rewrapped under the new root,
 then a sample of wrapped objects decrypted). The recover kind has its own ``hsm-check``
 (:mod:`ceremonies.runner.steps.recover`).
 """
@@ -71,14 +71,32 @@ def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     return facts
 
 
-@on("generate reshare rotate-root emergency-rotate", "generate-root")
+@on("generate reshare", "generate-root")
 def generate_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
+    """The new root as a *volatile* key: an extractable session object of this process's
+    token login (``Hsm.generate_aes_key``), never an extractable token object. wrap-blob
+    wraps it under RK and lock-root stores the non-extractable token copy; a crash before
+    that drops it with the process, and resume refuses (``SecretLost``) as it does for RK.
+    rotate-root and emergency-rotate do all of it in this one step
+    (:mod:`ceremonies.runner.steps.rotation`)."""
     v = r.state.facts["root_version"]
     ref = _token_has(r, ROOT_LABEL, v)
+    if ref is not None and r._secrets.get("root") != v:
+        raise unrecorded_root(v)
+    r._save_pending(created_keys=[v])
     if ref is None:
         ref = _hsm(r).generate_aes_key(ROOT_LABEL, v, extractable=True)
-    r._save_pending(created_keys=[v])
+    r._secrets["root"] = v
     return {"root_kcv": ref.kcv}
+
+
+def unrecorded_root(v: int) -> HsmError:
+    """A root/vN on the token that no record and no step of this ceremony accounts for."""
+    return HsmError(
+        f"root/v{v} is already on the token, but nothing records it",
+        "Another ceremony made it: abort that one ('custody ceremony abort ID'), "
+        "or destroy the key if no ceremony is open.",
+    )
 
 
 @on("generate reshare rotate-root emergency-rotate", "lock-root")
@@ -89,6 +107,10 @@ def lock_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         raise HsmError(f"root/v{v} vanished from the token", "Abort the ceremony.")
     if ref.extractable:
         _hsm(r).set_non_extractable(ROOT_LABEL, v)
+    r._secrets.pop("root", None)
+    ref = _hsm(r).find_key(ROOT_LABEL, v)
+    if ref.extractable or ref.kcv != r.state.facts["root_kcv"]:
+        raise HsmError(f"root/v{v} on the token is not the root this ceremony made", "Abort.")
     return {"root_extractable": False}
 
 

@@ -1,11 +1,12 @@
 """Root rotation without the shares: rotate-root and emergency-rotate.
 
 Owns rotate-root's ``approve`` (a custodian quorum of signed approvals bound to the
-action digest), ``seal-blob`` (the new root wrapped under a one-time key sealed to the
-share set's RK-derived public key, :mod:`ceremonies.runner.rkseal`, so the same shares
-still recover it) and ``finalise``, and emergency-rotate's ``incident`` (impact report),
+action digest), ``generate-root`` (the new root made and sealed inside the token to the
+share set's RK-derived P-256 key, :mod:`ceremonies.runner.rkseal`, so the same shares still
+recover it, then stored locked), ``seal-blob`` (the blob checked against the token's root
+and the share set) and ``finalise``, and emergency-rotate's ``incident`` (impact report),
 ``disable-old``, ``revoke`` (grants and sessions) and ``report``. The shared root-key steps
-are in :mod:`ceremonies.runner.steps.rootkey`.
+(``hsm-check``, ``lock-root``, ``rewrap``) are in :mod:`ceremonies.runner.steps.rootkey`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from ceremonies.engine.quorum import count_approvals, require_quorum
 from ceremonies.participants import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
-from ceremonies.runner.steps.base import WAIT, _hsm, active_share_set, on
-from custody.errors import CeremonyError
+from ceremonies.runner.steps.base import WAIT, _hsm, _token_has, active_share_set, on
+from ceremonies.runner.steps.rootkey import unrecorded_root
+from custody.errors import CeremonyError, HsmError, IntegrityError
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 from custody.store.rows import IncidentRow
@@ -78,22 +80,71 @@ def approve(r: CeremonyRunner, inputs: Inputs) -> Any:
     return {"approved_by": list(res.counted)}
 
 
-@on("rotate-root emergency-rotate", "seal-blob")
-def seal_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
+@on("rotate-root emergency-rotate", "generate-root")
+def generate_sealed_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
+    """The new root, sealed to the share set inside the token, in one step.
+
+    The root is made as a volatile session object (extractable), sealed to the share set's
+    RK-derived P-256 key inside the token (:func:`rkseal.seal_root`: ephemeral ECDH in the
+    token, a non-extractable derived AES key, in-token round trip), the blob is saved, and
+    the root is stored on the token non-extractable. It is extractable only inside this
+    step and only as a session object: a crash drops it. No key material reaches the host:
+    no one-time key, no ECDH secret, no root bytes, only the blob and the ephemeral public
+    point.
+    """
     v = r.state.facts["root_version"]
     sset = active_share_set(r.dep.store)
     if sset is None:
         raise CeremonyError(
             "This deployment has no active share set", "Run the generate ceremony first."
         )
-    if "blob" in r.pending:
-        blob = bytes.fromhex(r.pending["blob"])
-    else:
-        e_key = _hsm(r).random(32)
-        wrapped = _hsm(r).export_wrapped(ROOT_LABEL, v, e_key)
-        blob = rkseal.seal_wrapping_key(e_key, sset["rk_public"], root_version=v, wrapped=wrapped)
-        del e_key
-        r._save_pending(blob=blob.hex())
+    hsm = _hsm(r)
+    ref = _token_has(r, ROOT_LABEL, v)
+    if ref is not None:
+        # resumed after a crash that followed the lock: keep it only if its blob was saved
+        if ref.extractable or "blob" not in r.pending or r.pending.get("blob_kcv") != ref.kcv:
+            raise unrecorded_root(v)
+        return {"root_kcv": ref.kcv}
+    r._save_pending(created_keys=[v])  # before the key exists: abort removes it
+    hsm.generate_aes_key(ROOT_LABEL, v, extractable=True)  # a session object only
+    try:
+        blob, kcv = rkseal.seal_root(hsm, ROOT_LABEL, v, sset["rk_public"])
+        r._save_pending(blob=blob.hex(), blob_kcv=kcv)
+        hsm.set_non_extractable(ROOT_LABEL, v)  # the token copy is locked; session copy gone
+    finally:
+        ref = _token_has(r, ROOT_LABEL, v)
+        if ref is not None and ref.extractable:  # a failure before the lock
+            hsm.destroy_key(ROOT_LABEL, v)
+    ref = hsm.find_key(ROOT_LABEL, v)
+    if ref.extractable or ref.kcv != kcv:
+        raise HsmError(f"root/v{v} was not stored locked", "Abort the ceremony.")
+    return {"root_kcv": ref.kcv}
+
+
+@on("rotate-root emergency-rotate", "seal-blob")
+def seal_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
+    """Check the blob generate-root saved: sealed to the active share set's key, for the
+    root now on the token (its KCV), before finalise relies on it."""
+    v = r.state.facts["root_version"]
+    sset = active_share_set(r.dep.store)
+    if sset is None:
+        raise CeremonyError(
+            "This deployment has no active share set", "Run the generate ceremony first."
+        )
+    if "blob" not in r.pending:
+        raise CeremonyError(f"root/v{v} has no sealed blob", "Abort the ceremony.")
+    blob = bytes.fromhex(r.pending["blob"])
+    ref = _token_has(r, ROOT_LABEL, v)
+    if (
+        ref is None
+        or ref.kcv != r.pending.get("blob_kcv")
+        or ref.kcv != r.state.facts["root_kcv"]
+        or rkseal.sealed_to(blob) != hashlib.sha256(sset["rk_public"]).hexdigest()
+    ):
+        raise IntegrityError(
+            f"The sealed blob of root/v{v} does not belong to the root on the token",
+            "Abort the ceremony; nothing was finalised.",
+        )
     return {"blob_digest": hashlib.sha256(blob).hexdigest(), "sealed_to_epoch": sset["epoch"]}
 
 

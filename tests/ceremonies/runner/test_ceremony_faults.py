@@ -96,14 +96,22 @@ def _only_id(d: Dep) -> str:
 ROLL_FORWARD = {
     "hsm-check",
     "generate-root",
-    "generate-root:done",
-    "generate-rk",
-    "generate-rk:done",
     "issue-shares:done",
     "verify-shares",
     "verify-shares:done",
 }
-REFUSED = {"wrap-blob", "lock-root", "lock-root:done", "split", "issue-shares"}
+# The new root is a volatile session object until lock-root stores it locked (issue 11):
+# from generate-root's effect to lock-root it dies with the process, like RK.
+REFUSED = {
+    "generate-root:done",
+    "generate-rk",
+    "generate-rk:done",
+    "wrap-blob",
+    "lock-root",
+    "lock-root:done",
+    "split",
+    "issue-shares",
+}
 CLOSED = {"finalise", "finalise:done"}
 
 

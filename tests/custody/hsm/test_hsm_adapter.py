@@ -6,6 +6,8 @@ Every test uses its own key labels, so tests can share the session token of a wo
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
     aes_key_unwrap_with_padding,
     aes_key_wrap_with_padding,
 )
@@ -330,3 +333,134 @@ def test_concurrent_threads_are_serialised(softhsm_token, tmp_path, hsm, name):
         t.join()
     other.close()
     assert not errors, errors
+
+
+# --- issue 11: mechanisms, volatile keys, in-token sealing ---------------------------------
+def _raw(hsm, name, version, op):
+    """Run *op(key)* on the real token object through the adapter's own session."""
+    with hsm._op("probe") as s:
+        return op(hsm._secret(s, name, version))
+
+
+def test_keys_allow_exactly_their_mechanisms_and_refuse_ecb(hsm, name):
+    from pkcs11 import Attribute, Mechanism
+    from pkcs11 import exceptions as px
+
+    def refused_by_token(op):
+        with pytest.raises(HsmError) as err:
+            op()
+        assert isinstance(err.value.__cause__, px.MechanismInvalid), err.value.__cause__
+
+    def ecb(k):
+        return k.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+
+    def allowed(k):
+        return k[Attribute.ALLOWED_MECHANISMS]
+
+    def widen(k):
+        k[Attribute.ALLOWED_MECHANISMS] = [Mechanism.AES_GCM, Mechanism.AES_ECB]
+
+    seal = hsm.generate_aes_key(name, 1, extractable=False)  # roots, hold keys
+    wrap = hsm.generate_aes_key(name, 2, extractable=False, use="wrap")
+    kek = os.urandom(32)
+    imported = hsm.import_wrapped(name, 3, kek, aes_key_wrap_with_padding(kek, os.urandom(32)))
+    volatile = hsm.generate_aes_key(name, 4, extractable=True)
+    for v in (1, 3, 4):
+        assert _raw(hsm, name, v, allowed) == [Mechanism.AES_GCM]
+        refused_by_token(lambda v=v: _raw(hsm, name, v, ecb))  # the token refuses AES-ECB
+        with pytest.raises(HsmError):  # and no sealing key wraps
+            hsm.wrap_bytes(name, v, os.urandom(32))
+        assert hsm.decrypt(name, v, *hsm.encrypt(name, v, b"m", b"a"), b"a") == b"m"
+    assert _raw(hsm, name, 2, allowed) == [Mechanism.AES_KEY_WRAP_PAD]
+    assert _raw(hsm, name, 2, lambda k: (k[Attribute.ENCRYPT], k[Attribute.DECRYPT])) == (
+        False,
+        False,
+    )
+    with pytest.raises(HsmError):
+        hsm.encrypt(name, 2, b"m", b"a")
+    # KCVs still come out, without ECB on the key (CKA_CHECK_VALUE / the import-time KCV)
+    assert hsm.find_key(name, 1).kcv == seal.kcv and hsm.find_key(name, 2).kcv == wrap.kcv
+    assert hsm.find_key(name, 3).kcv == imported.kcv
+    hsm.set_non_extractable(name, 4)  # the locked token copy keeps the restriction
+    assert hsm.find_key(name, 4) == KeyRef(label=name, version=4, kcv=volatile.kcv)
+    assert _raw(hsm, name, 4, allowed) == [Mechanism.AES_GCM]
+    # the restriction cannot be widened afterwards: CKR_ATTRIBUTE_READ_ONLY, or
+    # CKR_ACTION_PROHIBITED (0x1b) since the locked keys are also non-modifiable
+    for v in (1, 3, 4):
+        with pytest.raises(HsmError) as err:
+            _raw(hsm, name, v, widen)
+        cause = err.value.__cause__
+        assert isinstance(cause, px.AttributeReadOnly) or "0x1b" in str(cause), cause
+        assert _raw(hsm, name, v, allowed) == [Mechanism.AES_GCM]
+
+
+def _p256():
+    priv = ec.generate_private_key(ec.SECP256R1())
+    pub = priv.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return priv, pub
+
+
+def test_seal_to_public_wraps_inside_the_token_for_the_private_key_holder(hsm, name):
+    root = hsm.generate_aes_key(name, 1, extractable=True)
+    priv, pub = _p256()
+    sealed = hsm.seal_to_public(name, 1, pub)
+    assert sealed.kcv == root.kcv and len(sealed.wrapped) == 40
+    # the holder of the private key (and only they) derives the wrapping key: ECDH, null KDF
+    eph = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sealed.ephemeral_public)
+    k = priv.exchange(ec.ECDH(), eph)
+    assert kcv_of_bytes(aes_key_unwrap_with_padding(k, sealed.wrapped)) == root.kcv
+    other, _ = _p256()
+    with pytest.raises(InvalidUnwrap):
+        aes_key_unwrap_with_padding(other.exchange(ec.ECDH(), eph), sealed.wrapped)
+    # and lands it in a token, non-extractable
+    assert hsm.import_wrapped(name, 2, k, sealed.wrapped).kcv == root.kcv
+    # a fresh ephemeral key each time
+    assert hsm.seal_to_public(name, 1, pub).ephemeral_public != sealed.ephemeral_public
+    with pytest.raises(IntegrityError):
+        hsm.seal_to_public(name, 1, b"\x04" + bytes(64))  # not a point on P-256
+    hsm.set_non_extractable(name, 1)
+    with pytest.raises(KeyNotExtractable):
+        hsm.seal_to_public(name, 1, pub)
+
+
+_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from custody.config import HsmConfig
+from custody.hsm.pkcs11.adapter import open_hsm
+label, name, pin, stage = sys.argv[1:5]
+h = open_hsm(HsmConfig(token_label=label), Path("."), pin)
+if stage == "list":
+    print(sorted((k.version, k.extractable) for k in h.list_keys(name)))
+    sys.exit(0)
+h.generate_aes_key(name, 1, extractable=True)
+if stage in ("sealed", "locked"):
+    h.seal_to_public(name, 1, bytes.fromhex(sys.argv[5]))
+if stage == "locked":
+    h.set_non_extractable(name, 1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("stage", ["generated", "sealed", "locked"])
+def test_a_crash_never_leaves_an_extractable_key(softhsm_token, name, stage):
+    """The extractable window is a session object: SIGKILL inside it leaves nothing, and
+    after the lock only the non-extractable token copy."""
+    _conf, label, pin = softhsm_token
+    _priv, pub = _p256()
+
+    def child(st: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", _CHILD, label, name, pin, st, pub.hex()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert child(stage).returncode == -9
+    seen = child("list")
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.strip() == ("[(1, False)]" if stage == "locked" else "[]")
