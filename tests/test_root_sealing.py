@@ -10,6 +10,7 @@ recover ceremony. A kill at any point of a rotation leaves no extractable root o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -109,10 +110,8 @@ def assert_host_saw_no_root(d: Dep, rec: Path, versions: set[int]) -> None:
     opened = []
     for k in keys:
         for blob in blobs:
-            try:
+            with contextlib.suppress(InvalidUnwrap, ValueError):
                 opened.append(kcv_of_bytes(aes_key_unwrap_with_padding(k, blob)))
-            except (InvalidUnwrap, ValueError):
-                pass
     assert not set(opened) & kcvs, "a key the host saw unwraps a root blob"
     # 3. no token RNG output comes back in as key material (a host-side wrapping key)
     rng = {b for x in records if x["method"] == "random" for b in _bytes_in(x["result"])}

@@ -163,7 +163,9 @@ def _open_legacy(blob: bytes, rk: bytes, root_version: int) -> tuple[bytes, byte
     mine = priv.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    k = _hkdf(priv.exchange(X25519PublicKey.from_public_bytes(eph_pub)) + eph_pub + mine, _INFO_SEAL)
+    k = _hkdf(
+        priv.exchange(X25519PublicKey.from_public_bytes(eph_pub)) + eph_pub + mine, _INFO_SEAL
+    )
     e_key = AESGCM(k).decrypt(
         bytes.fromhex(doc["nonce"]),
         bytes.fromhex(doc["sealed"]),

@@ -3,8 +3,9 @@
 Owns ``hsm-check`` (the token is there, the deployment is in the state the kind expects,
 the next root version), ``generate-root`` (generate and reshare: a new AES-256 root as a
 volatile session object, extractable so that wrap-blob can wrap it under RK),
-``lock-root`` (stored on the token non-extractable, PKCS#11 v3.0 CKA_EXTRACTABLE) and ``rewrap`` (every live KEK rewrapped under the new root,
-then a sample of wrapped objects decrypted). The recover kind has its own ``hsm-check``
+``lock-root`` (stored on the token non-extractable, PKCS#11 v3.0 CKA_EXTRACTABLE) and
+``rewrap`` (every live KEK rewrapped under the new root, then a sample of wrapped objects
+decrypted). The recover kind has its own ``hsm-check``
 (:mod:`ceremonies.runner.steps.recover`).
 """
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute, Mechanism, TokenFlag
-from pkcs11.attributes import AttributeMapper
 from pkcs11 import exceptions as px
+from pkcs11.attributes import AttributeMapper
 
 from custody.errors import HsmError, TokenNotPresent
 from custody.hsm.pkcs11.errors import translate, translate_pkcs11
