@@ -3,7 +3,8 @@
 This module owns the list of checks a token must pass before custody trusts it: the RNG,
 AES-256 key generation, AES-GCM (including tag rejection), RFC 5649 key wrap with padding
 (checked against ``cryptography``, so blobs are portable), the key check value, token
-signing, and ECDH. Every object it makes is a session object (CKA_TOKEN=false) and is
+signing, ECDH, CKA_ALLOWED_MECHANISMS being enforced, and the in-token ECDH wrap that seals
+a rotated root. Every object it makes is a session object (CKA_TOKEN=false) and is
 destroyed before it returns, so nothing is left on the token. It is one of the
 ``custody.hsm.pkcs11_*`` modules, the only ones that import ``pkcs11``.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass
+from pkcs11 import KDF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
 from custody.errors import CustodyError
@@ -156,6 +157,74 @@ def _ecdh(x: _Scratch) -> bool:
     return ecdh_secret(priv, peer_pub) == peer.exchange(ec.ECDH(), mine)
 
 
+def _allowed_mechanisms(x: _Scratch) -> bool:
+    """CKA_ALLOWED_MECHANISMS is honoured: a GCM-only key seals, and refuses AES-ECB."""
+    key = x.keep(
+        x.s.generate_key(
+            KeyType.AES,
+            256,
+            store=False,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: True,
+                Attribute.DECRYPT: True,
+                Attribute.ALLOWED_MECHANISMS: [Mechanism.AES_GCM],
+            },
+        )
+    )
+    nonce = os.urandom(12)
+    key.encrypt(b"m", mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, b""))
+    try:
+        key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+    except px.PKCS11Error:
+        return True
+    return False
+
+
+def _ecdh_wrap(x: _Scratch) -> bool:
+    """The in-token seal of a rotated root: an ephemeral P-256 pair, CKM_ECDH1_DERIVE (null
+    KDF) into a non-extractable AES key, RFC 5649 wrap; the blob opens in ``cryptography``
+    with the peer's private key to a key with the token's KCV."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from custody.hsm.pkcs11_keypairs import ec_point
+
+    target = x.secret(os.urandom(32))
+    want = bytes(target.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:KCV_LEN].hex()
+    pub, priv = x.keep(*generate_pair(x.s, None, "ecdsa-p256", Attribute.DERIVE, False))
+    peer = ec.generate_private_key(ec.SECP256R1())
+    k = x.keep(
+        priv.derive_key(
+            KeyType.AES,
+            256,
+            mechanism=Mechanism.ECDH1_DERIVE,
+            mechanism_param=(
+                KDF.NULL,
+                None,
+                peer.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint),
+            ),
+            store=False,
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.WRAP: True,
+                Attribute.UNWRAP: True,
+                Attribute.ALLOWED_MECHANISMS: [KWP],
+            },
+        )
+    )
+    blob = bytes(k.wrap_key(target, mechanism=KWP))
+    eph = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ec_point(pub))
+    return kcv_of_bytes(aes_key_unwrap_with_padding(peer.exchange(ec.ECDH(), eph), blob)) == want
+
+
 def run_checks(s: Any, signing_algorithm: str) -> tuple[dict[str, bool], dict[str, str]]:
     """Run every check on session *s* (the caller holds the module lock).
 
@@ -174,6 +243,8 @@ def run_checks(s: Any, signing_algorithm: str) -> tuple[dict[str, bool], dict[st
         "kcv": _kcv,
         "sign_verify": _sign_verify(signing_algorithm),
         "ecdh": _ecdh,
+        "allowed_mechanisms": _allowed_mechanisms,
+        "ecdh_wrap": _ecdh_wrap,
     }
     results: dict[str, bool] = {}
     errors: dict[str, str] = {}

@@ -274,6 +274,8 @@ def test_selftest_reports_everything_and_leaves_nothing(hsm):
         "kcv",
         "sign_verify",
         "ecdh",
+        "allowed_mechanisms",
+        "ecdh_wrap",
     }
     assert hsm.list_keys() == before
 
