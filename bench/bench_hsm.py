@@ -51,12 +51,14 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
         softhsm.init_token(conf, LABEL, SO_PIN, PIN)
         hsm = open_hsm(HsmConfig(token_label=LABEL, softhsm_conf=str(conf)), root, PIN)
         try:
-            hsm.generate_aes_key("kek", 1, extractable=False)
+            hsm.generate_aes_key("kek", 1, extractable=False)  # AES-GCM only
+            hsm.generate_aes_key("kekw", 1, extractable=False, use="wrap")  # RFC 5649 only
             # Bare python-pkcs11 on the same module and token, sharing the adapter's login
             # (PKCS#11 login is per application and token).
             lib = hsm._module.lib
             session = lib.get_token(token_label=LABEL).open(rw=True)
             kek = session.get_key(object_class=ObjectClass.SECRET_KEY, label="kek/v1")
+            kekw = session.get_key(object_class=ObjectClass.SECRET_KEY, label="kekw/v1")
             dek = os.urandom(32)
             tmpl = {
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -71,7 +73,7 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             def bare_wrap() -> bytes:
                 k = session.create_object(tmpl)
                 try:
-                    wrapped: bytes = kek.wrap_key(k, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+                    wrapped: bytes = kekw.wrap_key(k, mechanism=Mechanism.AES_KEY_WRAP_PAD)
                     return wrapped
                 finally:
                     k.destroy()
@@ -79,7 +81,7 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
             blob = bare_wrap()
 
             def bare_unwrap() -> bytes:
-                k = kek.unwrap_key(
+                k = kekw.unwrap_key(
                     ObjectClass.SECRET_KEY,
                     KeyType.GENERIC_SECRET,
                     blob,
@@ -108,11 +110,11 @@ def run(rounds: int = 5, ops: int = 300) -> dict[str, dict[str, float]]:
                 )
                 return opened
 
-            assert bare_unwrap() == dek and hsm.unwrap_bytes("kek", 1, blob) == dek
+            assert bare_unwrap() == dek and hsm.unwrap_bytes("kekw", 1, blob) == dek
             assert bare_decrypt() == plain
             cases = {
-                "wrap (KWP)": (lambda: hsm.wrap_bytes("kek", 1, dek), bare_wrap),
-                "unwrap (KWP)": (lambda: hsm.unwrap_bytes("kek", 1, blob), bare_unwrap),
+                "wrap (KWP)": (lambda: hsm.wrap_bytes("kekw", 1, dek), bare_wrap),
+                "unwrap (KWP)": (lambda: hsm.unwrap_bytes("kekw", 1, blob), bare_unwrap),
                 "encrypt (GCM 64 B)": (lambda: hsm.encrypt("kek", 1, plain, aad), bare_encrypt),
                 "decrypt (GCM 64 B)": (lambda: hsm.decrypt("kek", 1, nonce, ct, aad), bare_decrypt),
             }
