@@ -65,6 +65,15 @@ def can_seal(rk_pub: bytes) -> bool:
     return len(rk_pub) == P256_POINT_LEN and rk_pub[:1] == b"\x04"
 
 
+def require_sealable(rk_pub: bytes) -> None:
+    """Raises CeremonyError unless the token can seal to *rk_pub* (see :func:`can_seal`)."""
+    if not can_seal(rk_pub):
+        raise CeremonyError(
+            "The share set's recovery public key is not a P-256 key",
+            "It predates in-token sealing; run 'custody ceremony reshare' first, then rotate.",
+        )
+
+
 def seal_root(hsm: Hsm, label: str, version: int, rk_pub: bytes) -> tuple[bytes, str]:
     """Seal token key *label*/v*version* to *rk_pub* inside the token; return (blob, kcv).
 
@@ -75,11 +84,7 @@ def seal_root(hsm: Hsm, label: str, version: int, rk_pub: bytes) -> tuple[bytes,
         CeremonyError: *rk_pub* is not a P-256 key (a share set made before in-token sealing).
         IntegrityError: the token's answer does not survive the round trip.
     """
-    if not can_seal(rk_pub):
-        raise CeremonyError(
-            "The share set's recovery public key is not a P-256 key",
-            "It predates in-token sealing; run 'custody ceremony reshare' first, then rotate.",
-        )
+    require_sealable(rk_pub)
     sealed = hsm.seal_to_public(label, version, rk_pub)
     blob = SEALED_MAGIC + canonical_bytes(
         {

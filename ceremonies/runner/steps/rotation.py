@@ -11,6 +11,7 @@ and the share set) and ``finalise``, and emergency-rotate's ``incident`` (impact
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
@@ -105,16 +106,19 @@ def generate_sealed_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         if ref.extractable or "blob" not in r.pending or r.pending.get("blob_kcv") != ref.kcv:
             raise unrecorded_root(v)
         return {"root_kcv": ref.kcv}
+    rkseal.require_sealable(sset["rk_public"])
     r._save_pending(created_keys=[v])  # before the key exists: abort removes it
     hsm.generate_aes_key(ROOT_LABEL, v, extractable=True)  # a session object only
     try:
         blob, kcv = rkseal.seal_root(hsm, ROOT_LABEL, v, sset["rk_public"])
         r._save_pending(blob=blob.hex(), blob_kcv=kcv)
         hsm.set_non_extractable(ROOT_LABEL, v)  # the token copy is locked; session copy gone
-    finally:
-        ref = _token_has(r, ROOT_LABEL, v)
-        if ref is not None and ref.extractable:  # a failure before the lock
-            hsm.destroy_key(ROOT_LABEL, v)
+    except BaseException:
+        with contextlib.suppress(HsmError):  # the original error is the one to report
+            left = _token_has(r, ROOT_LABEL, v)
+            if left is not None and left.extractable:  # failed before the lock
+                hsm.destroy_key(ROOT_LABEL, v)
+        raise
     ref = hsm.find_key(ROOT_LABEL, v)
     if ref.extractable or ref.kcv != kcv:
         raise HsmError(f"root/v{v} was not stored locked", "Abort the ceremony.")
