@@ -205,3 +205,20 @@ def test_a_kill_during_rotation_leaves_no_extractable_root(
     assert [v for v, s in d.roots() if s == "active"] == [2]
     assert [k for k in token_keys(d) if k[2]] == []
     d.deks_ok()
+
+
+def test_a_share_set_without_a_p256_key_is_refused_before_any_key_is_made(
+    template: Dep, tmp_path: Path
+):
+    """A share set recorded before in-token sealing (X25519 rk_public): no rotation falls
+    back to wrapping in host memory; it is refused with a hint to reshare."""
+    d = copy_dep(template, tmp_path / "home")
+    c = sqlite3.connect(d.root / "custody.db")
+    with c:
+        c.execute("UPDATE share_sets SET rk_public=? WHERE state='active'", (os.urandom(32),))
+    c.close()
+    r = d.ceremony("emergency-rotate", *d.coord(), "--reason", "laptop stolen")
+    assert r.returncode != 0 and r.out["error"] == "CeremonyError", r.stdout + r.stderr
+    assert "reshare" in r.out["hint"]
+    assert [k for k in token_keys(d) if k[0] == "root"] == [("root", 1, False)]
+    assert d.roots() == [(1, "active")]

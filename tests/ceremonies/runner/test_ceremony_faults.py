@@ -96,14 +96,14 @@ def _only_id(d: Dep) -> str:
 ROLL_FORWARD = {
     "hsm-check",
     "generate-root",
+    "generate-root:done",  # not recorded done: redone, with a new root
     "issue-shares:done",
     "verify-shares",
     "verify-shares:done",
 }
 # The new root is a volatile session object until lock-root stores it locked (issue 11):
-# from generate-root's effect to lock-root it dies with the process, like RK.
+# once generate-root is recorded done, up to lock-root, it dies with the process, like RK.
 REFUSED = {
-    "generate-root:done",
     "generate-rk",
     "generate-rk:done",
     "wrap-blob",
