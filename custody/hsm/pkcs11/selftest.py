@@ -191,7 +191,7 @@ def _ecdh_wrap(x: _Scratch) -> bool:
     from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from custody.hsm.pkcs11_keypairs import ec_point
+    from custody.hsm.pkcs11.keypairs import ec_point
 
     target = x.secret(os.urandom(32))
     want = bytes(target.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:KCV_LEN].hex()
