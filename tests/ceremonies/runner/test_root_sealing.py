@@ -28,7 +28,7 @@ from tests.conftest import ROOT, TEST_PIN, cli_env
 
 pytestmark = pytest.mark.hsm
 
-RECORDER = ROOT / "tests" / "hsm_recorder"
+RECORDER = ROOT / "tests" / "fixtures" / "hsm_recorder"
 
 
 @pytest.fixture(scope="module")
