@@ -212,11 +212,16 @@ def largest_files(root: Path, n: int = 10) -> list[tuple[str, int]]:
 
 def pkcs11_importers(root: Path) -> list[str]:
     """The modules that import python-pkcs11."""
+    return importers_of(root, "pkcs11")
+
+
+def importers_of(root: Path, top: str) -> list[str]:
+    """The first-party modules that import the top-level package *top* (or a submodule)."""
     out = []
     for src in _sources(root):
         for node in ast.walk(src.tree):
             if isinstance(node, ast.Import | ast.ImportFrom) and any(
-                t == "pkcs11" or t.startswith("pkcs11.")
+                t == top or t.startswith(top + ".")
                 for t in (
                     [a.name for a in node.names]
                     if isinstance(node, ast.Import)
@@ -277,6 +282,7 @@ def report(root: Path) -> dict[str, object]:
             if (why := runs_back_up(i, graph))
         ],
         "pkcs11_importers": pkcs11_importers(root),
+        "sqlite3_importers": importers_of(root, "sqlite3"),
         "token_doors": token_doors(root),
     }
 
