@@ -12,9 +12,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system venv
 
 system:
-	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 || { \
-	  echo "installing softhsm2 and tmux with apt-get"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux >/dev/null; }
+	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 || { \
+	  echo "installing softhsm2, tmux and poppler-utils with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux poppler-utils >/dev/null; }
 
 venv: $(VENV)/.installed
 

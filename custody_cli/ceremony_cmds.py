@@ -124,6 +124,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             choices=("svg", "pdf", "png"),
             help="share card format: svg, pdf or png (repeat for several; default: svg and pdf)",
         )
+        p.add_argument(
+            "--card-size",
+            choices=("a6", "a4", "letter"),
+            default="a6",
+            help="share card page: a6 (default; prints at 100%% on A4 or Letter), a4, letter",
+        )
         _add_inputs(p)
         p.set_defaults(func=cmd_start, kind=kind)
 
@@ -447,6 +453,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             "custodians": list(args.custodian),
             "out": str(Path(args.out).resolve()),
             "card_formats": list(dict.fromkeys(args.card_format)) or ["svg", "pdf"],
+            "card_size": args.card_size,
             **_scheme(args),
         }
     if kind == "emergency-rotate":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from custody.errors import ConfigError, UsageError
 from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.secretsource import read_secret
-from custody_cli.common import add_home, add_json, add_pin, emit_json
+from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -61,16 +61,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = ss.add_parser(
         "card",
         help="render a printable share card",
-        description="Render the share card: words in numbered columns, the "
-        "identifying words large, a QR code of the envelope (level Q) and a "
-        "short fingerprint. The card holds the words: keep it like the share.",
+        description="Render the share card: the custodian, 'k of n', the deployment, "
+        "the full ceremony id, epoch, date, KCV and envelope fingerprint, the words in "
+        "numbered columns with the identifying words large, a QR code of the envelope "
+        "(level Q) and what to do with the card. The card holds the words: keep it like "
+        "the share.",
     )
     c.add_argument("share", metavar="SHARE")
     c.add_argument("--envelope", required=True, metavar="ENV")
     c.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
+    c.add_argument(
+        "--size",
+        choices=("a6", "a4", "letter"),
+        default="a6",
+        help="page: a6 (default; prints at 100%% on A4 or Letter paper), a4, letter",
+    )
     c.add_argument("--out", required=True, metavar="PATH")
     c.add_argument("--name", default="", help="custodian name printed on the card")
-    c.add_argument("--label", default="", help="ceremony label printed on the card")
+    c.add_argument("--label", default="", help="a label printed on the card")
+    c.add_argument(
+        "--deployment",
+        default="",
+        metavar="ID",
+        help="deployment id printed on the card (default: the home's, if there is one)",
+    )
+    c.add_argument(
+        "--group-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many shares the card's group has, printed as 'k of N' "
+        "(the share itself states only k)",
+    )
+    c.add_argument(
+        "--kind", default="", metavar="KIND", help="the ceremony that issued it: generate, reshare"
+    )
+    add_home(c)
     c.set_defaults(func=cmd_card)
 
     for name, helptext in (
@@ -239,10 +265,25 @@ def cmd_card(args: argparse.Namespace) -> int:
     share = parse_share(read_share_file(args.share), label=args.share)
     env = ev.load_envelope(_read(args.envelope, "envelope"))
     ev.check_commitment(share, env)
-    c = card.Card(
-        name=args.name, label=args.label, words=tuple(share.mnemonic.split()), envelope=env
-    )
-    write_private(args.out, card.render(c, args.format))
+    deployment = args.deployment
+    if not deployment:
+        home = home_of(args)
+        if home.exists():
+            deployment = home.load().deployment_id
+    try:
+        c = card.Card(
+            name=args.name,
+            label=args.label,
+            words=tuple(share.mnemonic.split()),
+            envelope=env,
+            facts=card.CardFacts(
+                deployment=deployment, kind=args.kind, group_size=args.group_size
+            ),
+        )
+        data = card.render(c, args.format, size=args.size)
+    except ValueError as exc:
+        raise UsageError(f"Cannot print this card: {exc}", "Check --group-size and --name.") from exc
+    write_private(args.out, data)
     print(
         f"wrote {args.format} card to {args.out} (fingerprint {env.short_fingerprint()})",
         file=sys.stderr,

@@ -78,14 +78,14 @@ QR_CAPTION = "QR: the signed envelope (no words). 'custody share verify' checks 
 class CardFacts:
     """Public facts a card prints beside what the share and its envelope already say.
 
-    ``group_sizes`` is the number of shares in each group, from the scheme (a share says
-    its group's threshold and the group count, but not how many shares its group has).
-    Empty fields print as "not given"; ``printed`` defaults to today (UTC).
+    ``group_size`` is the number of shares in the card's group, from the scheme (a share
+    states its group's threshold and the group count, but not how many shares its group
+    has). Empty fields print as "not given"; ``printed`` defaults to today (UTC).
     """
 
     deployment: str = ""
     kind: str = ""  # the ceremony that issued the share: generate, reshare
-    group_sizes: tuple[int, ...] = ()
+    group_size: int = 0  # 0: not given
     printed: date | None = None
 
 
@@ -100,9 +100,9 @@ class Card:
     facts: CardFacts = field(default_factory=CardFacts)
 
     def __post_init__(self) -> None:
-        n, gs = self._share(), self.facts.group_sizes
-        if gs and (len(gs) != n.group_count or gs[n.group_index] < n.member_threshold):
-            raise ValueError("group sizes do not match the share's scheme")
+        n = self.facts.group_size
+        if n and not self._share().member_threshold <= n <= 16:
+            raise ValueError("the group size must be at least the share's threshold, and <= 16")
 
     def _share(self) -> ParsedShare:
         return parse_share(" ".join(self.words), label="card")
@@ -124,8 +124,7 @@ class Card:
         """The short "k of n" and the sentence that explains it."""
         s, p = self._share(), self.envelope.payload
         k, g = s.member_threshold, p.group_index
-        sizes = self.facts.group_sizes
-        n = str(sizes[g]) if sizes else "?"
+        n = str(self.facts.group_size or "?")
         short = f"{k} of {n} needed"
         who = f"Share {p.member_index + 1} of group {g + 1}"
         if s.group_count == 1:
@@ -137,25 +136,23 @@ class Card:
                 f"{who} (of {gc} groups): any {k} of its {n} shares complete the group; "
                 f"{gt} of the {gc} groups rebuild the recovery key."
             )
-        if not sizes:
+        if not self.facts.group_size:
             long += " (Group size not given.)"
         return short, long
 
-    def fields(self) -> list[tuple[str, str]]:
-        """The labelled facts, in print order."""
+    def fields(self) -> list[list[tuple[str, str]]]:
+        """The labelled facts, in print order: rows of one or two (label, value) cells."""
         p, f = self.envelope.payload, self.facts
         printed = f.printed or datetime.now(UTC).date()
         ceremony = f"{f.kind} {p.ceremony_id}" if f.kind else p.ceremony_id
         rows = [
-            ("Deployment", f.deployment or "not given"),
-            ("Ceremony", ceremony),
-            ("Epoch", str(p.epoch)),
-            ("Printed", printed.isoformat()),
-            ("KCV", p.kcv),
-            ("Fingerprint", self.envelope.short_fingerprint()),
+            [("Deployment", f.deployment or "not given")],
+            [("Ceremony", ceremony)],
+            [("Epoch", str(p.epoch)), ("Printed", printed.isoformat())],
+            [("KCV", p.kcv), ("Fingerprint", self.envelope.short_fingerprint())],
         ]
         if self.label:
-            rows.insert(2, ("Label", self.label))
+            rows.insert(2, [("Label", self.label)])
         return rows
 
 
@@ -359,10 +356,19 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
     for ql in _wrap(long, u(7.5), width):
         line(ql, 7.5)
 
-    # Facts: label column and wrapped values.
+    # Facts: label column and wrapped values; short facts two to a row.
     y += u(4)
-    lab_w = u(52)
-    for lab, val in card.fields():
+    lab_w, half = u(46), width / 2
+    for row in card.fields():
+        if len(row) == 2:
+            y += u(7)
+            for j, (lab, val) in enumerate(row):
+                x = left + j * half
+                items.append(Text(x, y, u(6.5), lab, True))
+                items.append(Text(x + (lab_w if j == 0 else u(44)), y, u(7), val))
+            y += u(2)
+            continue
+        ((lab, val),) = row
         for i, vl in enumerate(_wrap(val, u(7), width - lab_w)):
             y += u(7)
             if i == 0:
@@ -373,30 +379,32 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
     items.append(Box(left, y, width, u(0.4)))
     y += u(4)
 
-    # The identifying words large, then every word numbered in columns.
+    # The identifying words large, then every word numbered in columns, as tall as the
+    # room above the QR allows (up to 9 pt on 11.2 pt lines).
     g = card.envelope.payload.group_index + 1
     line(f"Words 1\u2013{LARGE_WORDS}, the same on every share of group {g}:", 6.5, lead=1.1)
     big = "  ".join(card.words[:LARGE_WORDS]).upper()
     line(big, _fit(big, 13, width / k, bold=True), bold=True, lead=1.35)
-    cols = 3 if len(card.words) > 20 else 4
-    per = -(-len(card.words) // cols)
-    col_w = width / cols
-    wsize = 9.0
-    for i, w in enumerate(card.words):
-        c, r = divmod(i, per)
-        yy = y + u(wsize + r * 11.2)
-        n = f"{i + 1}."
-        items.append(Text(left + c * col_w + u(14), yy, u(wsize * 0.8), n, False, True))
-        items.append(Text(left + c * col_w + u(17), yy, u(wsize), w, i < LARGE_WORDS))
-    y += u(wsize + (per - 1) * 11.2)
-
-    # Bottom: the QR on the right, the caption and what to do on its left.
     q = make_qr(card.envelope_bytes)
     mx = q.get_matrix()
     qside = u(124)
     qx, qy = right - qside, oy + u(a6.height - m) - qside
-    if y > qy - u(4):
+    cols = 3 if len(card.words) > 20 else 4
+    per = -(-len(card.words) // cols)
+    col_w = width / cols
+    room = (qy - u(4) - y) / k  # in A6 points
+    lead = min(11.2, (room - 9.0) / max(per - 1, 1))
+    wsize = min(9.0, lead / 1.12)
+    if wsize < 6.5:
         raise ValueError("the card's text does not fit above the QR (name or label too long)")
+    for i, w in enumerate(card.words):
+        c, r = divmod(i, per)
+        yy = y + u(wsize + r * lead)
+        n = f"{i + 1}."
+        items.append(Text(left + c * col_w + u(14), yy, u(wsize * 0.8), n, False, True))
+        items.append(Text(left + c * col_w + u(17), yy, u(wsize), w, i < LARGE_WORDS))
+
+    # Bottom: the QR on the right, the caption and what to do on its left.
     items.append(Qr(qx, qy, qside / len(mx), len(mx), _runs(mx)))
     ty = qy + u(6)
     tw = qx - left - u(6)
@@ -418,7 +426,9 @@ def render_pdf(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
     lay = layout(card, size)
     ph = lay.page.height
     buf = io.BytesIO()
-    c = Canvas(buf, pagesize=(lay.page.width, ph), pageCompression=1)
+    c = Canvas(
+        buf, pagesize=(lay.page.width, ph), pageCompression=1, initialFontName=FONT
+    )  # no unused, unembedded Helvetica
     c.setTitle("custody share card")
     c.setCreator("custody")
     c.setFillGray(0)

@@ -478,7 +478,7 @@ class HomeCeremonyServices:
 
     # -- cards ----------------------------------------------------------------------
     def _card(self, name: str) -> Any:
-        from custody.shares.card import Card
+        from custody.shares.card import Card, CardFacts
         from custody.shares.envelope import load_envelope
 
         r = self._need()
@@ -498,6 +498,13 @@ class HomeCeremonyServices:
             label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
             words=words,
             envelope=env,
+            facts=CardFacts(
+                deployment=r.dep.config.deployment_id,
+                kind=r.state.kind,
+                group_size=dict(enumerate(r.params.get("groups") or [])).get(
+                    env.payload.group_index, (0, 0)
+                )[1],
+            ),
         )
 
     def card(self, name: str) -> CardView:

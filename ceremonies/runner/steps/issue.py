@@ -134,7 +134,9 @@ def _issued_complete(r: CeremonyRunner) -> bool:
 
 @on("generate reshare", "issue-shares")
 def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    from custody.shares.card import Card, render
+    from datetime import UTC, datetime
+
+    from custody.shares.card import DEFAULT_SIZE, Card, CardFacts, render
 
     envs = r._secrets.get("issued")
     out = Path(r.params["out"])
@@ -159,12 +161,18 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         write_private(out / f"{name}.envelope.json", env.to_bytes(), mode=PUBLIC)
         card = Card(
             name=name,
-            label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
             words=tuple(mnemonic.split()),
             envelope=env,
+            facts=CardFacts(
+                deployment=r.dep.config.deployment_id,
+                kind=r.state.kind,
+                group_size=r.params["groups"][env.payload.group_index][1],
+                printed=datetime.fromtimestamp(r.clock(), UTC).date(),
+            ),
         )
+        size = r.params.get("card_size") or DEFAULT_SIZE
         for suf in sufs[2:]:
-            write_private(out / f"{name}{suf}", render(card, suf[6:]))
+            write_private(out / f"{name}{suf}", render(card, suf[6:], size=size))
         files.append(name)
     r._secrets.pop("issued", None)
     r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it
