@@ -358,14 +358,14 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
 
     # Facts: label column and wrapped values; short facts two to a row.
     y += u(4)
-    lab_w, half = u(46), width / 2
+    lab_w, half = u(52), width / 2
     for row in card.fields():
         if len(row) == 2:
             y += u(7)
             for j, (lab, val) in enumerate(row):
                 x = left + j * half
                 items.append(Text(x, y, u(6.5), lab, True))
-                items.append(Text(x + (lab_w if j == 0 else u(44)), y, u(7), val))
+                items.append(Text(x + (lab_w if j == 0 else u(46)), y, u(7), val))
             y += u(2)
             continue
         ((lab, val),) = row
@@ -389,7 +389,7 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
     mx = q.get_matrix()
     qside = u(124)
     qx, qy = right - qside, oy + u(a6.height - m) - qside
-    cols = 3 if len(card.words) > 20 else 4
+    cols = 3  # 4 columns leave too little room between the longest words
     per = -(-len(card.words) // cols)
     col_w = width / cols
     room = (qy - u(4) - y) / k  # in A6 points
@@ -400,9 +400,9 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
     for i, w in enumerate(card.words):
         c, r = divmod(i, per)
         yy = y + u(wsize + r * lead)
-        n = f"{i + 1}."
-        items.append(Text(left + c * col_w + u(14), yy, u(wsize * 0.8), n, False, True))
-        items.append(Text(left + c * col_w + u(17), yy, u(wsize), w, i < LARGE_WORDS))
+        # Two spaces are one digit wide in Vera (and DejaVu), so the numbers line up.
+        pad = "  " if i < 9 else ""
+        items.append(Text(left + c * col_w, yy, u(wsize), f"{pad}{i + 1}. {w}", i < LARGE_WORDS))
 
     # Bottom: the QR on the right, the caption and what to do on its left.
     items.append(Qr(qx, qy, qside / len(mx), len(mx), _runs(mx)))

@@ -250,8 +250,9 @@ def _bbox(t: card.Text) -> tuple[float, float, float, float]:
     return (x0, t.y - 0.75 * t.size, x0 + w, t.y + 0.22 * t.size)
 
 
-def _overlap(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _overlap(a, b, gap: float = 3.0) -> bool:
+    """Whether two boxes come closer than *gap* points (so labels never touch values)."""
+    return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] and b[1] < a[3]
 
 
 WORST = [
