@@ -276,13 +276,13 @@ def cmd_card(args: argparse.Namespace) -> int:
             label=args.label,
             words=tuple(share.mnemonic.split()),
             envelope=env,
-            facts=card.CardFacts(
-                deployment=deployment, kind=args.kind, group_size=args.group_size
-            ),
+            facts=card.CardFacts(deployment=deployment, kind=args.kind, group_size=args.group_size),
         )
         data = card.render(c, args.format, size=args.size)
     except ValueError as exc:
-        raise UsageError(f"Cannot print this card: {exc}", "Check --group-size and --name.") from exc
+        raise UsageError(
+            f"Cannot print this card: {exc}", "Check --group-size and --name."
+        ) from exc
     write_private(args.out, data)
     print(
         f"wrote {args.format} card to {args.out} (fingerprint {env.short_fingerprint()})",

@@ -402,7 +402,7 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
         yy = y + u(wsize + r * lead)
         # Two spaces are one digit wide in Vera (and DejaVu), so the numbers line up.
         pad = "  " if i < 9 else ""
-        items.append(Text(left + c * col_w, yy, u(wsize), f"{pad}{i + 1}. {w}", i < LARGE_WORDS))
+        items.append(Text(left + c * col_w, yy, u(wsize), f"{pad}{i + 1}. {w}"))
 
     # Bottom: the QR on the right, the caption and what to do on its left.
     items.append(Qr(qx, qy, qside / len(mx), len(mx), _runs(mx)))
@@ -426,9 +426,9 @@ def render_pdf(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
     lay = layout(card, size)
     ph = lay.page.height
     buf = io.BytesIO()
-    c = Canvas(
-        buf, pagesize=(lay.page.width, ph), pageCompression=1, initialFontName=FONT
-    )  # no unused, unembedded Helvetica
+    # initialFontName: else the page names an unused, unembedded Helvetica. (types-reportlab
+    # types it as a float; reportlab takes a font name.)
+    c = Canvas(buf, pagesize=(lay.page.width, ph), pageCompression=1, initialFontName=FONT)  # type: ignore[arg-type]
     c.setTitle("custody share card")
     c.setCreator("custody")
     c.setFillGray(0)
@@ -450,7 +450,10 @@ def render_pdf(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
             p = c.beginPath()
             for r, col, n in it.runs:
                 p.rect(
-                    it.x + col * it.module, ph - it.y - (r + 1) * it.module, n * it.module, it.module
+                    it.x + col * it.module,
+                    ph - it.y - (r + 1) * it.module,
+                    n * it.module,
+                    it.module,
                 )
             c.drawPath(p, stroke=0, fill=1)
     c.showPage()
@@ -531,7 +534,12 @@ def render_png(card: Card, *, size: str = DEFAULT_SIZE, dpi: int = DEFAULT_DPI) 
             y0 = round(it.y * s + (it.module * s - mod) * it.count / 2)
             for r, col, n in it.runs:
                 d.rectangle(
-                    (x0 + col * mod, y0 + r * mod, x0 + (col + n) * mod - 1, y0 + (r + 1) * mod - 1),
+                    (
+                        x0 + col * mod,
+                        y0 + r * mod,
+                        x0 + (col + n) * mod - 1,
+                        y0 + (r + 1) * mod - 1,
+                    ),
                     fill=0,
                 )
     buf = io.BytesIO()

@@ -105,7 +105,7 @@ def test_pdf_is_vector_with_embedded_fonts_at_the_page_size(size):
     xobjects = res.get("/XObject")
     assert xobjects is None or len(xobjects.get_object()) == 0
     images = []
-    for gen, objs in reader.xref.items():
+    for objs in reader.xref.values():
         for num in objs:
             o = reader.get_object(num)
             if hasattr(o, "get") and o.get("/Subtype") == "/Image":
