@@ -112,10 +112,12 @@ class Card:
         return self.envelope.to_bytes()
 
     def lines(self) -> list[str]:
-        p = self.envelope.payload
+        """The public facts as text lines (the TUI's card screen)."""
+        p, kind = self.envelope.payload, self.facts.kind
+        ceremony = f"{kind} {p.ceremony_id}" if kind else p.ceremony_id
         return [
             f"Custodian: {self.name}",
-            f"Ceremony: {self.label} ({p.ceremony_id})",
+            f"Ceremony: {self.label} ({p.ceremony_id})" if self.label else f"Ceremony: {ceremony}",
             f"Group {p.group_index + 1}, member {p.member_index + 1}, epoch {p.epoch}",
             f"Envelope fingerprint: {self.envelope.short_fingerprint()}",
         ]

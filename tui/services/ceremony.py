@@ -495,7 +495,6 @@ class HomeCeremonyServices:
             raise
         return Card(
             name=name,
-            label=f"custody {r.state.kind} {r.ceremony_id[:8]}",
             words=words,
             envelope=env,
             facts=CardFacts(

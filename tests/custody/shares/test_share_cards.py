@@ -306,3 +306,4 @@ def test_card_refuses_a_group_size_below_the_threshold_and_unknown_sizes():
     with pytest.raises(ValueError, match="format"):
         card.render(c, "gif")
     assert ONE_GROUP[0].split()[5] not in repr(c)
+    assert f"Ceremony: generate {CID}" in c.lines()  # the TUI's card screen: the full id
