@@ -20,7 +20,7 @@ import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image, ImageDraw
 from pypdf import PdfReader
-from pypdf.generic import ContentStream
+from pypdf.generic import ContentStream, DictionaryObject
 
 from custody.shares import card, slip39
 from custody.shares import envelope as ev
@@ -102,6 +102,7 @@ def test_pdf_is_vector_with_embedded_fonts_at_the_page_size(size):
 
     # No image anywhere: not in the page's resources, not as any object in the file ...
     res = page["/Resources"].get_object()
+    assert isinstance(res, DictionaryObject)
     xobjects = res.get("/XObject")
     assert xobjects is None or len(xobjects.get_object()) == 0
     images = []
@@ -121,6 +122,7 @@ def test_pdf_is_vector_with_embedded_fonts_at_the_page_size(size):
     # The text is real text, in fonts embedded in the file (TrueType subsets).
     assert ops.count(b"Tj") >= len(c.words)
     fonts = res["/Font"].get_object()
+    assert isinstance(fonts, DictionaryObject)
     assert len(fonts) >= 2
     for f in fonts.values():
         f = f.get_object()
@@ -213,7 +215,9 @@ def _svg_qr_image(root: ET.Element) -> Image.Image:
     """Paint the SVG's QR path (``M x y h n v1 h-n z`` in module units) into an image."""
     ns = "{http://www.w3.org/2000/svg}"
     (path,) = root.iter(f"{ns}path")
-    cells = [tuple(map(int, m)) for m in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path.get("d"))]
+    cells = [
+        tuple(map(int, m)) for m in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path.get("d", ""))
+    ]
     assert cells, "the QR is not a path of module runs"
     side = max(r for _, r, _ in cells) + 1 + 4
     px = 6
@@ -230,10 +234,10 @@ def test_svg_has_real_units_a_view_box_and_a_decodable_qr(size):
     svg = card.render(c, "svg", size=size).decode()
     root = ET.fromstring(svg)
     unit = "in" if size == "letter" else "mm"
-    wv, hv = (root.get(a) for a in ("width", "height"))
+    wv, hv = (root.get(a, "") for a in ("width", "height"))
     assert wv.endswith(unit) and hv.endswith(unit)
     per_unit = 72 if unit == "in" else 72 / 25.4
-    vb = [float(v) for v in root.get("viewBox").split()]
+    vb = [float(v) for v in root.get("viewBox", "").split()]
     assert vb[:2] == [0, 0]
     assert float(wv[:-2]) * per_unit == pytest.approx(vb[2], rel=1e-3)
     assert float(hv[:-2]) * per_unit == pytest.approx(vb[3], rel=1e-3)
