@@ -293,12 +293,6 @@ def _interactive_shares(out: Any) -> Any:
     return Inputs(shares=shares) if shares else None
 
 
-def _open(args: argparse.Namespace, *, pin: bool) -> Any:
-    from custody.deployment import Deployment
-
-    return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
-
-
 NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
 
 
@@ -311,11 +305,17 @@ def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
 
 
 def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
-    """Open the deployment for an existing ceremony, with the HSM when its kind needs it."""
-    with _open(args, pin=False) as dep:
+    """Open the deployment for an existing ceremony, logged in to the token when its kind
+    needs it (the one door; the kind is read from the store before any PIN is asked)."""
+    dep = common.open_home(args, pin=False)
+    try:
         row = dep.store.ceremony(ceremony_id)
-    kind = row.kind if row is not None else "unknown"
-    return _open(args, pin=_wants_pin(args, kind))
+        if _wants_pin(args, row.kind if row is not None else "unknown"):
+            dep.login(lambda: common.user_pin(args))
+    except BaseException:
+        dep.close()
+        raise
+    return dep
 
 
 def _report(args: argparse.Namespace, out: Any) -> int:
@@ -360,7 +360,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     idents = [load_identity(Path(f)) for f in args.add]
     if not idents and not args.revoke:
         raise UsageError("Nothing to enrol or revoke", "Give --add PUBJSON or --revoke NAME.")
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         import time
 
         now = int(time.time())
@@ -451,7 +451,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         }
     if kind == "emergency-rotate":
         params = {"reason": args.reason}
-    with _open(args, pin=_wants_pin(args, kind)) as dep:
+    with common.open_home(args, pin=_wants_pin(args, kind)) as dep:
         if kind == "rotate-root":
             sset = active_share_set(dep.store)
             if sset is None:
@@ -482,7 +482,7 @@ def cmd_offer(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         raise UsageError("--ttl must be positive", "For example --ttl 900.")
     signer = _signer(args)
-    with _open(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
         o = runner.offer(ttl=args.ttl)
     if args.out:
@@ -568,7 +568,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from ceremonies.runner import open_ceremonies
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         rows = open_ceremonies(dep)
     if args.json:
         common.emit_json(rows)
@@ -583,7 +583,7 @@ def cmd_drill_status(args: argparse.Namespace) -> int:
 
     from ceremonies.runner.steps import drill_status
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         st = drill_status(dep.store, now=int(time.time()), period_days=dep.config.drill_period_days)
     if args.json:
         common.emit_json(st)

@@ -6,7 +6,7 @@ The ceremony screens never open the store, the token or a file. They call a
 :class:`HomeCeremonyServices`, opens the deployment and drives
 :class:`ceremonies.runner.CeremonyRunner` through its public API only (``start``,
 ``resume``, ``run``, ``abort``), exactly as ``custody ceremony`` does; the snapshot tests
-inject :class:`StaticCeremonyServices` with fixed data.
+inject :class:`tui.fakes.StaticCeremonyServices` with fixed data.
 
 Share hand-in. Custodians hand in shares one by one; each is checked live *before* it is
 counted (:func:`check_words`, :func:`check_share`): unknown words and a failing RS1024
@@ -44,7 +44,6 @@ from tui.services.ceremony_checks import (
     quorum_of,
 )
 from tui.services.ceremony_remote import OfferView, offer_view, read_sealed, sealed_result
-from tui.services.ceremony_static import StaticCeremonyServices
 from tui.services.ceremony_views import (
     INPUT_ASKS,
     STEP_INFO,
@@ -90,7 +89,7 @@ class HomeCeremonyServices:
 
     Not thread-safe by itself: every method takes :attr:`_lock`, so workers queue up. The
     token PIN comes from ``pin()`` (the app's session PIN); it is passed straight to
-    ``Deployment.open`` and never kept here.
+    ``open_deployment`` and never kept here.
     """
 
     def __init__(
@@ -153,7 +152,7 @@ class HomeCeremonyServices:
     # -- opening --------------------------------------------------------------------
     def _open(self, need_hsm: bool) -> Any:
         from custody.config import Home
-        from custody.deployment import Deployment
+        from custody.deployment import open_deployment
 
         self.close()
         pin = self._pin() if need_hsm else None
@@ -162,15 +161,15 @@ class HomeCeremonyServices:
                 "The token PIN is needed for this ceremony",
                 "Press p on the dashboard to enter it, or start custody tui with --pin-file.",
             )
-        self._dep = Deployment.open(Home(self.home), pin)
+        self._dep = open_deployment(Home(self.home), pin)
         return self._dep
 
     def open_ceremonies(self) -> list[dict[str, Any]]:
         from ceremonies.runner import open_ceremonies
         from custody.config import Home
-        from custody.deployment import Deployment
+        from custody.deployment import open_deployment
 
-        with self._lock, Deployment.open(Home(self.home)) as dep:
+        with self._lock, open_deployment(Home(self.home)) as dep:
             return open_ceremonies(dep)
 
     def start(
@@ -613,7 +612,6 @@ __all__ = [
     "QuorumView",
     "ShareCheck",
     "ShareSet",
-    "StaticCeremonyServices",
     "StepRow",
     "WordState",
     "card_view",
