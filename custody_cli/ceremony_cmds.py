@@ -17,8 +17,12 @@ from typing import Any
 
 from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
-
-EXIT_AWAITING = 10
+from custody_cli.ceremony_drive import drive as _drive
+from custody_cli.ceremony_drive import inputs_of as _inputs
+from custody_cli.ceremony_drive import open_for as _open_for
+from custody_cli.ceremony_drive import report as _report
+from custody_cli.ceremony_drive import signer_of as _signer
+from custody_cli.ceremony_drive import wants_pin as _wants_pin
 
 
 def _add_coord(p: argparse.ArgumentParser, *, pin: bool = True) -> None:
@@ -202,151 +206,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--home", metavar="DIR", help="a new directory for the demo deployment")
     common.add_json(d)
     d.set_defaults(func=cmd_demo)
-
-
-# ----------------------------------------------------------------------------- helpers
-def _signer(args: argparse.Namespace) -> Any:
-    """The --key signer. A NAME.token.json key is on the participant's token: the secret
-    from --passphrase-file / $CUSTODY_PASSPHRASE / the prompt is then the token PIN, and
-    the token is closed when the command exits."""
-    import atexit
-
-    from ceremonies.participants import TokenSigner, is_token_ref, load_signer
-    from custody.secretsource import read_secret
-
-    token = is_token_ref(Path(args.key))
-    pw = read_secret(
-        what="token user PIN" if token else "key passphrase",
-        file=args.passphrase_file,
-        env="CUSTODY_PASSPHRASE",
-    )
-    signer = load_signer(Path(args.key), pw, name=getattr(args, "name", None))
-    if isinstance(signer, TokenSigner):
-        atexit.register(signer.close)
-    return signer
-
-
-def _inputs(args: argparse.Namespace) -> Any:
-    from ceremonies.runner import Inputs, ShareInput
-    from ceremonies.transcript.records import Approval
-    from custody.errors import ConfigError, TranscriptError
-
-    shares = []
-    for f in getattr(args, "share", []) or []:
-        p = Path(f)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
-        env = p.with_name(f"{name}.envelope.json")
-        try:
-            shares.append(
-                ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"Cannot read share {p} or its envelope {env.name}",
-                "Put NAME.envelope.json beside NAME.share.txt.",
-            ) from exc
-    sealed = []
-    for f in getattr(args, "sealed_share", []) or []:
-        try:
-            sealed.append((Path(f).name, Path(f).read_text().strip()))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"Cannot read the sealed share {f}",
-                "Give the file written by 'custody share send --out'.",
-            ) from exc
-    approvals = []
-    for f in getattr(args, "approval", []) or []:
-        try:
-            approvals.append(Approval.from_json(json.loads(Path(f).read_text())))
-        except (OSError, ValueError, TranscriptError) as exc:
-            raise ConfigError(
-                f"{f} is not an approval file", "Use a file written by 'custody ceremony approve'."
-            ) from exc
-    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
-
-
-def _interactive_shares(out: Any) -> Any:
-    """At a terminal, ask for share and envelope files for an input step."""
-    from ceremonies.runner import Inputs, ShareInput
-
-    if out.awaiting != "shares" or not sys.stdin.isatty():
-        return None
-    print(
-        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
-        "NAME.share.txt (envelope beside it); empty line to finish.",
-        file=sys.stderr,
-    )
-    shares = []
-    while True:
-        line = input("share file: ").strip()
-        if not line:
-            break
-        p = Path(line)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
-        shares.append(
-            ShareInput(
-                source=name,
-                text=p.read_text().strip(),
-                envelope=p.with_name(f"{name}.envelope.json").read_bytes(),
-            )
-        )
-    return Inputs(shares=shares) if shares else None
-
-
-NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
-
-
-def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
-    import os
-
-    if kind not in NO_HSM_KINDS:
-        return True
-    return bool(getattr(args, "pin_file", None) or os.environ.get("CUSTODY_PIN"))
-
-
-def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
-    """Open the deployment for an existing ceremony, logged in to the token when its kind
-    needs it (the one door; the kind is read from the store before any PIN is asked)."""
-    dep = common.open_home(args, pin=False)
-    try:
-        row = dep.store.ceremony(ceremony_id)
-        if _wants_pin(args, row.kind if row is not None else "unknown"):
-            dep.login(lambda: common.user_pin(args))
-    except BaseException:
-        dep.close()
-        raise
-    return dep
-
-
-def _report(args: argparse.Namespace, out: Any) -> int:
-    if getattr(args, "request_out", None) and out.request:
-        doc = json.dumps(out.request, indent=2, sort_keys=True) + "\n"
-        write_private(args.request_out, doc.encode(), mode=PUBLIC)
-    if args.json:
-        common.emit_json(out.to_json())
-    else:
-        print(
-            f"ceremony {out.ceremony_id} ({out.kind}): {out.status}"
-            + (f", waiting for {out.awaiting} at step {out.step}" if out.awaiting else "")
-        )
-        for m in out.messages:
-            print(f"  {m}")
-        print(f"  transcript: {out.bundle}")
-        if out.awaiting:
-            print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
-    if out.status == "aborted":
-        return 8
-    return EXIT_AWAITING if out.status == "awaiting-input" else 0
-
-
-def _drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
-    out = runner.run(inputs)
-    while out.status == "awaiting-input":
-        more = _interactive_shares(out)
-        if more is None:
-            break
-        out = runner.run(more)
-    return _report(args, out)
 
 
 # ----------------------------------------------------------------------------- commands

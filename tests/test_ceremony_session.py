@@ -260,3 +260,47 @@ def test_no_pin_is_a_typed_error_and_nothing_is_opened(base: H, tmp_path: Path) 
     with pytest.raises(UsageError, match="No ceremony is open"):
         s.submit()
     assert listed() == before  # no ceremony was opened
+
+
+def test_cli_interactive_hand_in_goes_through_the_session(generated: H, tmp_path: Path) -> None:
+    """``custody ceremony drill`` at a terminal, with no share files: the custodians give
+    their share files one by one; each is checked by the session as it is given (a share
+    under another custodian's envelope is refused by name) and the drill runs at the
+    quorum."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, cli_env
+
+    h = _copy(generated, tmp_path)
+    sh = h.root / "shares"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "bob.share.txt").write_text(h.share("bob"))
+    (mixed / "bob.envelope.json").write_bytes(h.envelope("carol"))
+    answers = [mixed / "bob.share.txt", *(sh / f"{n}.share.txt" for n in ("alice", "bob", "dave"))]
+    master, slave = os.openpty()
+    try:
+        os.write(master, "".join(f"{p}\n" for p in answers).encode())
+        coord = ["--home", str(h.root), "--key", str(h.people / "admin.key.pem")]
+        coord += ["--passphrase-file", str(h.people / "admin.pass"), "--json"]
+        p = subprocess.run(
+            [sys.executable, "-m", "custody_cli", "ceremony", "drill", *coord],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [x.strip() for x in p.stderr.splitlines()]
+    assert any(x.startswith("carol") and "rejected" in x for x in lines), p.stderr
+    assert "alice (group 1, member 1): ok" in lines, p.stderr
+    out = json.loads(p.stdout[p.stdout.index("{") :])
+    assert out["status"] == "closed" and out["kind"] == "drill", out
+    h.verify(out["bundle"])
