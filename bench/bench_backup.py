@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from custody.backup import archive as backup
 from custody.backup import rekey as backup_rekey
 from custody.config import Home
-from custody.deployment import Deployment, init_deployment
+from custody.deployment import init_deployment, open_deployment
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"only {free} MiB free: using a {a.mib} MiB file")
     home = Home(work / "home")
     init_deployment(home, user_pin=PIN, so_pin=SO_PIN, dev_root=True)
-    with Deployment.open(home, PIN) as dep:
+    with open_deployment(home, PIN) as dep:
         h = dep.hierarchy
         h.create_kek_version("backup")
         src = work / "src.bin"

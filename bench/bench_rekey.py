@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custody.clock import iso, utcnow
 from custody.config import Home
-from custody.deployment import Deployment, init_deployment
+from custody.deployment import init_deployment, open_deployment
 from custody.keys import wrapped as envelope
 from custody.keys.hierarchy import object_context, object_digest
 from custody.rekey import jobs as rekey
@@ -45,7 +45,7 @@ PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 
 def populate(home: Home, n: int) -> tuple[bytes, bytes]:
     init_deployment(home, user_pin=PIN, so_pin=SO_PIN, dev_root=True)
-    with Deployment.open(home, PIN) as dep:
+    with open_deployment(home, PIN) as dep:
         h = dep.hierarchy
         h.create_kek_version("data")
         k1 = h.kek_plaintext("data", 1, for_encrypt=True)
@@ -110,7 +110,7 @@ def bare(db: Path, k1: bytes, k2: bytes, batch: int) -> tuple[int, float]:
 
 
 def custody_run(home: Home, batch: int) -> tuple[int, float, float]:
-    with Deployment.open(home, PIN) as dep:
+    with open_deployment(home, PIN) as dep:
         h = dep.hierarchy
         t0 = time.perf_counter()
         rep = rekey.run(h, dep.config, branch="data", batch=batch, verify="none")

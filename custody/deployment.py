@@ -1,4 +1,15 @@
-"""A deployment: one home's config, store and HSM, opened together.
+"""The one door to a deployment: a home's config, store and token, opened together.
+
+:func:`open_deployment` is how every front end (CLI, TUI) and every library caller opens a
+home: it loads the config, opens the store and, given a PIN source, logs in to the home's
+token. It opens them in that order (so a missing home is reported before any PIN is asked
+for) and closes whatever it opened when a later part fails, so a bad PIN, a missing token
+or a missing home is a typed error with nothing left open. :meth:`Deployment.login` logs an
+already opened deployment in to its token (for callers that decide only after reading the
+store, e.g. a ceremony's kind, or that report a token failure instead of raising).
+:func:`open_token` logs in to a home's token alone (commands that need no
+store), and :func:`open_audit_log` opens an existing home's audit log. A participant's own
+token (a token-held signing key) is a different, named door in :mod:`ceremonies.participants`.
 
 :func:`init_deployment` creates a home (config, store, and for the embedded default a
 SoftHSMv2 token it provisions itself). It refuses an existing home and leaves nothing
@@ -10,61 +21,149 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from custody.audit.log import AUDIT_DB, AuditLog
 from custody.clock import iso, utcnow
 from custody.config import Config, Home, HsmConfig
-from custody.errors import ConfigError, CustodyError
+from custody.errors import AuditError, ConfigError, CustodyError, UsageError
 from custody.hsm import Hsm
 from custody.keys.hierarchy import KeyHierarchy
 from custody.store import Store, open_store
 
 EMBEDDED_TOKEN_LABEL = "custody"  # noqa: S105 (a token label, not a password)
 
+PinSource = str | Callable[[], str]
+"""A token user PIN, or a function that asks for it (called once, only when the home and
+its store have opened). The PIN is used for C_Login and never kept."""
 
-def open_hsm(home: Home, config: Config, pin: str) -> Hsm:
-    """Open and log in to the deployment's token (imports the PKCS#11 adapter lazily)."""
-    from custody.hsm.pkcs11.adapter import open_hsm as _open
 
-    return _open(config.hsm, home.root, pin)
+def _login(home: Home, hsm: HsmConfig, pin: PinSource) -> Hsm:
+    """Log in to the token *hsm* names (the PKCS#11 adapter is imported only here, lazily,
+    so commands that never touch the token do not load it)."""
+    from custody.hsm.pkcs11.adapter import open_hsm
+
+    return open_hsm(hsm, home.root, pin() if callable(pin) else pin)
 
 
 @dataclass
 class Deployment:
-    """An opened home. The HSM is opened only when a PIN is supplied."""
+    """An opened home: its config and store, and its token once logged in (:attr:`hsm`).
+
+    Open one with :func:`open_deployment`; close it (or use it as a context manager).
+    """
 
     home: Home
     config: Config
     store: Store
     hsm: Hsm | None = field(default=None, repr=False)
 
-    @classmethod
-    def open(cls, home: Home, pin: str | None = None) -> Deployment:
-        """Open a home's config and store, and the HSM if *pin* is given.
+    def login(self, pin: PinSource) -> Hsm:
+        """Log in to the home's token and keep the session on this deployment.
+
+        On failure nothing is kept (the store stays open: the caller still owns it).
 
         Raises:
-            ConfigError, StorageError, HsmError.
+            ConfigError: the PIN source has no PIN. TokenNotPresent: no such token.
+            PinIncorrect, PinLocked, HsmError: the token refused or failed.
         """
-        config = home.load()
-        store = open_store(home.db_path)
-        hsm = open_hsm(home, config, pin) if pin is not None else None
-        return cls(home=home, config=config, store=store, hsm=hsm)
+        if self.hsm is None:
+            self.hsm = _login(self.home, self.config.hsm, pin)
+        return self.hsm
+
+    @property
+    def token(self) -> Hsm:
+        """The logged-in token.
+
+        Raises:
+            UsageError: the deployment was opened without a PIN.
+        """
+        if self.hsm is None:
+            raise UsageError(
+                "The token is not open", "Give the token PIN (--pin-file or CUSTODY_PIN)."
+            )
+        return self.hsm
 
     @property
     def hierarchy(self) -> KeyHierarchy:
         return KeyHierarchy(self.store, self.hsm)
 
     def close(self) -> None:
-        if self.hsm is not None:
-            self.hsm.close()
-        self.store.close()
+        hsm, self.hsm = self.hsm, None
+        try:
+            if hsm is not None:
+                hsm.close()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Deployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_deployment(home: Home | Path, pin: PinSource | None = None) -> Deployment:
+    """Open *home*: its config, its store and, when *pin* is given, its token.
+
+    The PIN source is consulted only after the config and the store have opened. When any
+    part fails, what was opened before it is closed again: the caller gets a typed error
+    and nothing stays open.
+
+    Raises:
+        ConfigError: no deployment at *home*, an unreadable config, or no PIN from *pin*.
+        StorageError: the store is missing or unreadable.
+        TokenNotPresent, PinIncorrect, PinLocked, HsmError: the token part failed.
+    """
+    home = home if isinstance(home, Home) else Home(Path(home))
+    config = home.load()
+    dep = Deployment(home=home, config=config, store=open_store(home.db_path))
+    if pin is not None:
+        try:
+            dep.login(pin)
+        except BaseException:
+            dep.close()
+            raise
+    return dep
+
+
+def open_token(home: Home | Path, pin: PinSource) -> Hsm:
+    """Log in to *home*'s token alone, without its store (``custody hsm selftest``, sealing
+    a share to the token, an audit checkpoint signed on the token, the TUI's PIN check).
+
+    The same door as :func:`open_deployment` without the store: the config is loaded first,
+    so a missing home is reported before any PIN is asked for. Close the token when done.
+
+    Raises:
+        ConfigError: no deployment at *home*, or no PIN from *pin*.
+        TokenNotPresent, PinIncorrect, PinLocked, HsmError: the token refused or failed.
+    """
+    home = home if isinstance(home, Home) else Home(Path(home))
+    return _login(home, home.load().hsm, pin)
+
+
+AUDIT_LOG_HINT = "Point --home at a custody deployment."
+
+
+def open_audit_log(
+    home: Home | Path, *, hint: str = AUDIT_LOG_HINT, timeout: float = 60.0
+) -> AuditLog:
+    """Open the audit log of an existing home (never creates one).
+
+    Args:
+        home: the custody home.
+        hint: the error's hint when there is no log (front ends word it for their users).
+        timeout: how long to wait for a busy log (seconds).
+
+    Raises:
+        AuditError: the home has no audit log.
+    """
+    root = home.root if isinstance(home, Home) else Path(home)
+    if not (root / AUDIT_DB).exists():
+        raise AuditError(f"No audit log at {root / AUDIT_DB}", hint)
+    return AuditLog(root / AUDIT_DB, timeout=timeout)
 
 
 def refuse_existing(home: Home) -> None:
@@ -136,7 +235,7 @@ def init_deployment(
         store = open_store(home.db_path, create=True)
         try:
             store.set_meta("deployment_id", config.deployment_id)
-            token = open_hsm(home, config, user_pin)  # proves the PIN and token work
+            token = _login(home, config.hsm, user_pin)  # proves the PIN and token work
             try:
                 if dev_root:
                     KeyHierarchy(store, token).create_dev_root()

@@ -7,6 +7,7 @@ from typing import Any
 
 from custody.clock import parse, utcnow
 from custody.config import Home
+from custody.deployment import open_deployment
 from custody.errors import CustodyError
 from custody.keys.hierarchy import KeyHierarchy
 
@@ -24,9 +25,7 @@ def deployment_status(
         ConfigError: no deployment. StorageError: the store cannot be read.
         (HSM failures are reported in the result, not raised.)
     """
-    from custody.deployment import Deployment, open_hsm
-
-    dep = Deployment.open(home)
+    dep = open_deployment(home)
     now = now or utcnow()
     out: dict[str, Any] = {
         "home": str(home.root),
@@ -45,7 +44,7 @@ def deployment_status(
             out["hsm"]["note"] = "no PIN given; token not checked"
         else:
             try:
-                hsm = open_hsm(home, dep.config, pin)
+                hsm = dep.login(pin)
             except CustodyError as err:
                 out["hsm"].update(reachable=False, error=err.title, hint=err.hint)
             else:
@@ -64,6 +63,7 @@ def deployment_status(
                 except CustodyError as err:
                     out["hsm"].update(reachable=False, error=err.title, hint=err.hint)
                 finally:
+                    dep.hsm = None
                     hsm.close()
         h = KeyHierarchy(dep.store, None)
         out["roots"] = [

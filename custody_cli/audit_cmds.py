@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING
 
 from custody.errors import AuditError, UsageError
 from custody.textsafe import printable
-from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of, user_pin
+from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of
 
 if TYPE_CHECKING:
     from custody.audit.log import AuditLog
     from custody.audit.signers import Signer, TrustKey
-    from custody.config import Home
-    from custody.hsm.pkcs11.adapter import Pkcs11Hsm
+    from custody.hsm import Hsm
 
 HSM_AUDIT_LABEL = "audit"
 
@@ -76,14 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _log(args: argparse.Namespace) -> AuditLog:
-    from custody.audit.log import AUDIT_DB, AuditLog
+    from custody.deployment import open_audit_log
 
-    home = home_of(args)
-    if not (home.root / AUDIT_DB).exists():
-        raise AuditError(
-            f"No audit log at {home.root / AUDIT_DB}", "Point --home at a custody deployment."
-        )
-    return AuditLog.for_home(home)
+    return open_audit_log(home_of(args), hint="Point --home at a custody deployment.")
 
 
 def _trust(paths: list[str]) -> list[TrustKey]:
@@ -150,7 +144,7 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signer(args: argparse.Namespace, home: Home) -> tuple[Signer, Pkcs11Hsm | None]:
+def _signer(args: argparse.Namespace) -> tuple[Signer, Hsm | None]:
     if args.key_file:
         from custody.audit.signers import Ed25519Signer
         from custody.secretsource import read_secret
@@ -165,18 +159,17 @@ def _signer(args: argparse.Namespace, home: Home) -> tuple[Signer, Pkcs11Hsm | N
             raise UsageError(f"Cannot read {args.key_file}", "Check the --key-file path.") from exc
         return Ed25519Signer(Path(args.key_file).stem, private_from_pem(pem, pw.encode())), None
     from custody.audit.signers import HsmSigner
-    from custody.hsm.pkcs11.adapter import open_hsm
+    from custody_cli.common import open_home_token
 
-    hsm = open_hsm(home.load().hsm, home.root, user_pin(args))
+    hsm = open_home_token(args)
     return HsmSigner("hsm-audit", hsm, HSM_AUDIT_LABEL), hsm
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     from custody.audit.signers import TrustKey
 
-    home = home_of(args)
     with _log(args) as log:
-        signer, hsm = _signer(args, home)
+        signer, hsm = _signer(args)
         try:
             cp = log.checkpoint(signer)
         finally:

@@ -11,7 +11,6 @@ from custody_cli import common
 
 if TYPE_CHECKING:
     from custody.backup.archive import BackupInfo
-    from custody.deployment import Deployment
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,12 +60,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     common.add_standard(p, pin=True)
 
 
-def _open(args: argparse.Namespace) -> Deployment:
-    from custody.deployment import Deployment
-
-    return Deployment.open(common.home_of(args), common.user_pin(args))
-
-
 def _info(i: BackupInfo) -> dict[str, str | int]:
     return {
         "path": i.path,
@@ -83,7 +76,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
     size = os.path.getsize(args.src) if os.path.exists(args.src) else 0
-    with _open(args) as dep, progress_bar("encrypting", max(size, 1), enabled=not args.json) as adv:
+    with (
+        common.open_home(args, pin=True) as dep,
+        progress_bar("encrypting", max(size, 1), enabled=not args.json) as adv,
+    ):
         info = backup.create(
             dep.hierarchy, Path(args.src), Path(args.out), chunk_size=args.chunk_size, progress=adv
         )
@@ -102,7 +98,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
     with (
-        _open(args) as dep,
+        common.open_home(args, pin=True) as dep,
         progress_bar("restoring", max(os.path.getsize(args.file), 1), enabled=not args.json) as adv,
     ):
         info = backup.restore(dep.hierarchy, Path(args.file), Path(args.out), progress=adv)
@@ -121,7 +117,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
     with (
-        _open(args) as dep,
+        common.open_home(args, pin=True) as dep,
         progress_bar("verifying", max(os.path.getsize(args.file), 1), enabled=not args.json) as adv,
     ):
         info = backup.verify(dep.hierarchy, Path(args.file), progress=adv)
@@ -138,7 +134,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
     out = []
-    with _open(args) as dep:
+    with common.open_home(args, pin=True) as dep:
         h = dep.hierarchy
         if not args.full:
             infos = backup.rewrap(h, [Path(f) for f in args.files])

@@ -17,8 +17,12 @@ from typing import Any
 
 from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
-
-EXIT_AWAITING = 10
+from custody_cli.ceremony_drive import drive as _drive
+from custody_cli.ceremony_drive import inputs_of as _inputs
+from custody_cli.ceremony_drive import open_for as _open_for
+from custody_cli.ceremony_drive import report as _report
+from custody_cli.ceremony_drive import signer_of as _signer
+from custody_cli.ceremony_drive import wants_pin as _wants_pin
 
 
 def _add_coord(p: argparse.ArgumentParser, *, pin: bool = True) -> None:
@@ -210,151 +214,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-# ----------------------------------------------------------------------------- helpers
-def _signer(args: argparse.Namespace) -> Any:
-    """The --key signer. A NAME.token.json key is on the participant's token: the secret
-    from --passphrase-file / $CUSTODY_PASSPHRASE / the prompt is then the token PIN, and
-    the token is closed when the command exits."""
-    import atexit
-
-    from ceremonies.participants import TokenSigner, is_token_ref, load_signer
-    from custody.secretsource import read_secret
-
-    token = is_token_ref(Path(args.key))
-    pw = read_secret(
-        what="token user PIN" if token else "key passphrase",
-        file=args.passphrase_file,
-        env="CUSTODY_PASSPHRASE",
-    )
-    signer = load_signer(Path(args.key), pw, name=getattr(args, "name", None))
-    if isinstance(signer, TokenSigner):
-        atexit.register(signer.close)
-    return signer
-
-
-def _inputs(args: argparse.Namespace) -> Any:
-    from ceremonies.runner import Inputs, ShareInput
-    from ceremonies.transcript.records import Approval
-    from custody.errors import ConfigError, TranscriptError
-
-    shares = []
-    for f in getattr(args, "share", []) or []:
-        p = Path(f)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
-        env = p.with_name(f"{name}.envelope.json")
-        try:
-            shares.append(
-                ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"Cannot read share {p} or its envelope {env.name}",
-                "Put NAME.envelope.json beside NAME.share.txt.",
-            ) from exc
-    sealed = []
-    for f in getattr(args, "sealed_share", []) or []:
-        try:
-            sealed.append((Path(f).name, Path(f).read_text().strip()))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"Cannot read the sealed share {f}",
-                "Give the file written by 'custody share send --out'.",
-            ) from exc
-    approvals = []
-    for f in getattr(args, "approval", []) or []:
-        try:
-            approvals.append(Approval.from_json(json.loads(Path(f).read_text())))
-        except (OSError, ValueError, TranscriptError) as exc:
-            raise ConfigError(
-                f"{f} is not an approval file", "Use a file written by 'custody ceremony approve'."
-            ) from exc
-    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
-
-
-def _interactive_shares(out: Any) -> Any:
-    """At a terminal, ask for share and envelope files for an input step."""
-    from ceremonies.runner import Inputs, ShareInput
-
-    if out.awaiting != "shares" or not sys.stdin.isatty():
-        return None
-    print(
-        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
-        "NAME.share.txt (envelope beside it); empty line to finish.",
-        file=sys.stderr,
-    )
-    shares = []
-    while True:
-        line = input("share file: ").strip()
-        if not line:
-            break
-        p = Path(line)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
-        shares.append(
-            ShareInput(
-                source=name,
-                text=p.read_text().strip(),
-                envelope=p.with_name(f"{name}.envelope.json").read_bytes(),
-            )
-        )
-    return Inputs(shares=shares) if shares else None
-
-
-def _open(args: argparse.Namespace, *, pin: bool) -> Any:
-    from custody.deployment import Deployment
-
-    return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
-
-
-NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
-
-
-def _wants_pin(args: argparse.Namespace, kind: str) -> bool:
-    import os
-
-    if kind not in NO_HSM_KINDS:
-        return True
-    return bool(getattr(args, "pin_file", None) or os.environ.get("CUSTODY_PIN"))
-
-
-def _open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
-    """Open the deployment for an existing ceremony, with the HSM when its kind needs it."""
-    with _open(args, pin=False) as dep:
-        row = dep.store.ceremony(ceremony_id)
-    kind = row.kind if row is not None else "unknown"
-    return _open(args, pin=_wants_pin(args, kind))
-
-
-def _report(args: argparse.Namespace, out: Any) -> int:
-    if getattr(args, "request_out", None) and out.request:
-        doc = json.dumps(out.request, indent=2, sort_keys=True) + "\n"
-        write_private(args.request_out, doc.encode(), mode=PUBLIC)
-    if args.json:
-        common.emit_json(out.to_json())
-    else:
-        print(
-            f"ceremony {out.ceremony_id} ({out.kind}): {out.status}"
-            + (f", waiting for {out.awaiting} at step {out.step}" if out.awaiting else "")
-        )
-        for m in out.messages:
-            print(f"  {m}")
-        print(f"  transcript: {out.bundle}")
-        if out.awaiting:
-            print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
-    if out.status == "aborted":
-        return 8
-    return EXIT_AWAITING if out.status == "awaiting-input" else 0
-
-
-def _drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
-    out = runner.run(inputs)
-    while out.status == "awaiting-input":
-        more = _interactive_shares(out)
-        if more is None:
-            break
-        out = runner.run(more)
-    return _report(args, out)
-
-
 # ----------------------------------------------------------------------------- commands
 def cmd_enrol(args: argparse.Namespace) -> int:
     from ceremonies.participants import Roster, load_identity
@@ -366,7 +225,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     idents = [load_identity(Path(f)) for f in args.add]
     if not idents and not args.revoke:
         raise UsageError("Nothing to enrol or revoke", "Give --add PUBJSON or --revoke NAME.")
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         import time
 
         now = int(time.time())
@@ -458,7 +317,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         }
     if kind == "emergency-rotate":
         params = {"reason": args.reason}
-    with _open(args, pin=_wants_pin(args, kind)) as dep:
+    with common.open_home(args, pin=_wants_pin(args, kind)) as dep:
         if kind == "rotate-root":
             sset = active_share_set(dep.store)
             if sset is None:
@@ -489,7 +348,7 @@ def cmd_offer(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         raise UsageError("--ttl must be positive", "For example --ttl 900.")
     signer = _signer(args)
-    with _open(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
         o = runner.offer(ttl=args.ttl)
     if args.out:
@@ -575,7 +434,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from ceremonies.runner import open_ceremonies
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         rows = open_ceremonies(dep)
     if args.json:
         common.emit_json(rows)
@@ -590,7 +449,7 @@ def cmd_drill_status(args: argparse.Namespace) -> int:
 
     from ceremonies.runner.steps import drill_status
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         st = drill_status(dep.store, now=int(time.time()), period_days=dep.config.drill_period_days)
     if args.json:
         common.emit_json(st)

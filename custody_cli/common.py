@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from custody.config import Home, resolve_home
 from custody.secretsource import read_secret
+
+if TYPE_CHECKING:
+    from custody.deployment import Deployment
+    from custody.hsm import Hsm
 
 
 def add_home(p: argparse.ArgumentParser) -> None:
@@ -61,6 +65,31 @@ def user_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
 
 def so_pin(args: argparse.Namespace, *, confirm: bool = False) -> str:
     return _token_pin(args, "token SO PIN", "so_pin", "CUSTODY_SO_PIN", confirm)
+
+
+def open_home(args: argparse.Namespace, *, pin: bool) -> Deployment:
+    """Open ``--home`` through the one door (:func:`custody.deployment.open_deployment`),
+    logged in to its token when *pin*: the PIN (``--pin-file``, ``$CUSTODY_PIN``, else a
+    prompt) is read only once the home and its store have opened.
+
+    Raises:
+        ConfigError, StorageError, HsmError: see :func:`~custody.deployment.open_deployment`.
+    """
+    from custody.deployment import open_deployment
+
+    return open_deployment(home_of(args), (lambda: user_pin(args)) if pin else None)
+
+
+def open_home_token(args: argparse.Namespace) -> Hsm:
+    """Log in to ``--home``'s token alone (no store) through
+    :func:`custody.deployment.open_token`; the PIN is read once the config has loaded.
+
+    Raises:
+        ConfigError, HsmError: see :func:`~custody.deployment.open_token`.
+    """
+    from custody.deployment import open_token
+
+    return open_token(home_of(args), lambda: user_pin(args))
 
 
 def emit_json(obj: Any) -> None:

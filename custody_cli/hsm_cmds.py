@@ -7,6 +7,7 @@ The PKCS#11 adapter is imported inside the handler, so ``custody --help`` never 
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from dataclasses import asdict
 
 from custody_cli import common
@@ -51,12 +52,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         HsmError: the token could not be reached or logged into.
     """
     from custody.errors import HsmError
-    from custody.hsm.pkcs11.adapter import open_hsm
 
-    home = common.home_of(args)
-    cfg = home.load()
-    pin = common.user_pin(args)
-    with open_hsm(cfg.hsm, home.root, pin) as hsm:
+    with closing(common.open_home_token(args)) as hsm:
         report = hsm.selftest()
     if args.json:
         common.emit_json({"ok": report.ok, **asdict(report)})

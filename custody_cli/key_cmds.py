@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from custody_cli import common
-
-if TYPE_CHECKING:
-    from custody.deployment import Deployment
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,14 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_dek_verify)
 
 
-def _open(args: argparse.Namespace, *, pin: bool = True) -> Deployment:
-    from custody.deployment import Deployment
-
-    return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
-
-
 def cmd_kek_rotate(args: argparse.Namespace) -> int:
-    with _open(args) as dep:
+    with common.open_home(args, pin=True) as dep:
         k = dep.hierarchy.create_kek_version(args.branch)
     if args.json:
         common.emit_json(
@@ -78,7 +68,7 @@ def cmd_kek_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_kek_list(args: argparse.Namespace) -> int:
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         keks = dep.hierarchy.keks()
     if args.json:
         common.emit_json(
@@ -109,7 +99,7 @@ def cmd_kek_list(args: argparse.Namespace) -> int:
 def cmd_dek_generate(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
-    with _open(args) as dep:
+    with common.open_home(args, pin=True) as dep:
         with progress_bar("wrapping data keys", args.count, enabled=not args.json) as advance:
             uids = dep.hierarchy.generate_deks(args.branch, args.count, progress=advance)
         kek = dep.hierarchy.current_kek(args.branch)
@@ -131,7 +121,7 @@ def cmd_dek_generate(args: argparse.Namespace) -> int:
 def cmd_dek_verify(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
-    with _open(args) as dep:
+    with common.open_home(args, pin=True) as dep:
         total = sum(dep.hierarchy.object_counts().values())
         n = total if args.all else min(args.sample, total)
         with progress_bar("verifying", n, enabled=not args.json) as advance:

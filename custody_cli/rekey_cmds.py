@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from custody.audit.scope import warning_sink
 from custody_cli import common
-
-if TYPE_CHECKING:
-    from custody.deployment import Deployment
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,19 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_cancel_destroy)
 
 
-def _open(args: argparse.Namespace, *, pin: bool) -> Deployment:
-    from custody.deployment import Deployment
-
-    return Deployment.open(common.home_of(args), common.user_pin(args) if pin else None)
-
-
 def cmd_rotate_due(args: argparse.Namespace) -> int:
     from custody import policy
     from custody.clock import utcnow
     from custody.rekey.retire import key_ages
 
     now = utcnow()
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         items = policy.evaluate(key_ages(dep.hierarchy, dep.config), dep.config.branches, now)
         warns = policy.warnings(items, deployment_id=dep.config.deployment_id, now=now)
         hooks = policy.emit_warnings(
@@ -133,7 +123,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from custody.clock import utcnow
     from custody.rekey import jobs as rekey
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         p = rekey.plan(dep.hierarchy, dep.config, now=utcnow(), branch=args.branch, due=args.due)
     if args.json:
         common.emit_json({"ok": True, **p.to_json()})
@@ -155,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from custody.rekey import jobs as rekey
     from custody_cli.progress import progress_bar
 
-    with _open(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep:
         h = dep.hierarchy
         total = sum(n for _b, _v, n in rekey.pending(dep.store, args.branch))
         with progress_bar("re-keying", max(total, 1), enabled=not args.json) as advance:
@@ -199,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
-    with _open(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep:
         h = dep.hierarchy
         total = sum(h.object_counts().values())
         n = total if args.all else min(args.sample, total)
@@ -222,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from custody.clock import utcnow
     from custody.rekey.status import status
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         st = status(dep.hierarchy, dep.config, now=utcnow())
     if args.json:
         common.emit_json({"ok": True, **st})
@@ -247,7 +237,7 @@ def cmd_cancel_destroy(args: argparse.Namespace) -> int:
     from custody.clock import utcnow
     from custody.rekey.retire import cancel_destroy
 
-    with _open(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep:
         k = cancel_destroy(dep.hierarchy, args.branch, args.version, now=utcnow())
     if args.json:
         common.emit_json(

@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -301,11 +302,9 @@ def _seal_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
 
 
 def _open_token(args: argparse.Namespace) -> Hsm:
-    from custody.hsm.pkcs11.adapter import open_hsm
-    from custody_cli.common import home_of, user_pin
+    from custody_cli.common import open_home_token
 
-    home = home_of(args)
-    return open_hsm(home.load().hsm, home.root, user_pin(args))
+    return open_home_token(args)
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
@@ -315,13 +314,13 @@ def cmd_seal(args: argparse.Namespace) -> int:
     share = parse_share(read_share_file(args.input), label=args.input).mnemonic
     env = _read(args.envelope, "envelope") if args.envelope else None
     if args.token:
-        hsm = _open_token(args)
-        try:
+        with closing(_open_token(args)) as hsm:
             out = seal.seal_to_token(
-                share, hsm.ensure_ecdh_key(args.key_label), key_label=args.key_label, envelope=env
+                share,
+                hsm.ensure_ecdh_key(args.key_label),
+                key_label=args.key_label,
+                envelope=env,
             )
-        finally:
-            hsm.close()
     else:
         out = seal.seal_with_passphrase(share, _seal_passphrase(args, confirm=True), envelope=env)
     write_private(args.out, out + b"\n")
@@ -335,11 +334,8 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     raw = _read(args.input, "sealed share")
     env = _read(args.envelope, "envelope") if args.envelope else None
     if seal.load_sealed(raw).mode == "token":
-        hsm = _open_token(args)
-        try:
+        with closing(_open_token(args)) as hsm:
             share = seal.unseal_with_token(raw, hsm, envelope=env)
-        finally:
-            hsm.close()
     else:
         if args.token:
             raise UsageError(

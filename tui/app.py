@@ -15,7 +15,6 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from custody.errors import CustodyError
 from custody.hardening import harden_process
 from tui.screens.audit_log import AuditLogScreen
 from tui.screens.auditor import AuditorScreen
@@ -23,6 +22,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
+from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
 
 LIGHT, DARK = "textual-light", "textual-dark"

@@ -1,6 +1,6 @@
 """Snapshot tests of the audit log viewer at 80x24 and 120x40, on fixed data.
 
-:class:`tui.services.home.StaticServices` serves fixed entries (fixed times, no live clock) and
+:class:`tui.fakes.StaticServices` serves fixed entries (fixed times, no live clock) and
 a fixed, already checked proof; the live-follow timer polls the same data, so nothing
 moves. Regenerate with ``--snapshot-update`` and review the SVGs.
 """
@@ -20,7 +20,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
-from tui.services.home import AuditEntryRow, ProofView, Settings, StaticServices
+from tui.fakes import StaticServices
+from tui.services.home import AuditEntryRow, ProofView, Settings
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 SIZES = [(80, 24), (120, 40)]

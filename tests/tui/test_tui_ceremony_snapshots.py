@@ -1,6 +1,6 @@
 """Snapshot tests of the ceremony screens at 80x24 and 120x40, with fixed data.
 
-Views come from :class:`tui.services.ceremony.StaticCeremonyServices` and a fixed clock,
+Views come from :class:`tui.fakes.StaticCeremonyServices` and a fixed clock,
 so the countdowns are fixed too. The only share words in any SVG are the public SLIP-0039
 test vector's, typed into the entry field or shown on the card screen (which shows words to
 its custodian on purpose); the ceremony screen's own panels never show words, and no PIN
@@ -23,13 +23,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
+from tui.fakes import StaticCeremonyServices
 from tui.services.ceremony import (
     ApprovalRow,
     CeremonyView,
     GroupProgress,
     QuorumView,
     ShareCheck,
-    StaticCeremonyServices,
     step_rows,
 )
 from tui.services.home import Settings

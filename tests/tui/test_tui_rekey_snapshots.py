@@ -19,13 +19,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
+from tui.fakes import StaticServices
 from tui.services.home import (
     JobView,
     PlanView,
     RekeyView,
     RotationRow,
     Settings,
-    StaticServices,
     VersionRow,
 )
 

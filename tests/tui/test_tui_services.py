@@ -10,8 +10,9 @@ from tests.conftest import ROOT, TEST_PIN
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tui.fakes import StaticServices
 from tui.services.ceremony import HomeCeremonyServices, ceremony_services
-from tui.services.home import HomeServices, Settings, StaticServices
+from tui.services.home import HomeServices, Settings
 
 
 def test_ceremony_services_read_the_pin_through_the_public_accessor(tmp_path, monkeypatch):

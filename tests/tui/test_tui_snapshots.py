@@ -1,6 +1,6 @@
 """Snapshot tests (pytest-textual-snapshot) of each main screen, at 80x24 and 120x40.
 
-The state is deterministic: fixed data through :class:`tui.services.home.StaticServices`, a
+The state is deterministic: fixed data through :class:`tui.fakes.StaticServices`, a
 fixed clock through the settings, no cursor blink, workers finished before the shot. The
 real auditor verification runs on the committed golden fixture (its output is fixed too).
 Textual is pinned (8.2.8) in pyproject, so the SVGs are stable. Regenerate with
@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tui.app import make_app
+from tui.fakes import StaticServices
 from tui.services.home import (
     Alert,
     CustodianRow,
@@ -30,7 +31,6 @@ from tui.services.home import (
     HsmView,
     KeyRow,
     Settings,
-    StaticServices,
     alerts_for,
     rotation_rows,
     verify_bundle_view,

@@ -21,9 +21,9 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
-from custody.errors import CustodyError, UsageError
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
+from tui.services.errors import CustodyError, UsageError
 from tui.services.home import AuditEntryRow, AuditTail, Field, ProofView, Services, entry_matches
 from tui.services.text import printable
 

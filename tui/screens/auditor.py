@@ -208,7 +208,7 @@ class AuditorScreen(ServiceScreen):
 
     def action_export(self) -> None:
         if self.view is None:
-            from custody.errors import UsageError
+            from tui.services.errors import UsageError
 
             self.app.report_error(  # type: ignore[attr-defined]
                 UsageError(

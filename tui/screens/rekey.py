@@ -27,10 +27,10 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
-from custody.errors import CustodyError, UsageError
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.dashboard import rotation_fields, styled
 from tui.screens.modals import ConfirmModal, DetailScreen, PinPrompt
+from tui.services.errors import CustodyError, UsageError
 from tui.services.home import Field, JobView, PlanView, RekeyView, RunView, Services
 
 POLL_SECONDS = 1.0

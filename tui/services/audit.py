@@ -120,16 +120,13 @@ def entry_matches(e: AuditEntryRow, flt: str) -> bool:
     return True
 
 
-def _open_audit(home_root: Path) -> AuditLog:
-    from custody.audit.log import AUDIT_DB, AuditLog
-    from custody.errors import AuditError
+NO_AUDIT_LOG = "It is created by the first audited command (custody status, kek rotate ...)."
 
-    if not (home_root / AUDIT_DB).exists():
-        raise AuditError(
-            f"No audit log at {home_root / AUDIT_DB}",
-            "It is created by the first audited command (custody status, kek rotate ...).",
-        )
-    return AuditLog(home_root / AUDIT_DB, timeout=5.0)
+
+def _open_audit(home_root: Path) -> AuditLog:
+    from custody.deployment import open_audit_log
+
+    return open_audit_log(home_root, hint=NO_AUDIT_LOG, timeout=5.0)
 
 
 def audit_tail(home_root: Path, start: int, limit: int = 5000) -> AuditTail:

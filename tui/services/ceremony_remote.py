@@ -7,9 +7,9 @@ terminal QR with its expiry (:class:`OfferView`), takes the pasted ``custody-blo
 text, and hands it to the runner as ``Inputs.sealed``: the runner opens it with the
 offer's private half (sealed on the HSM, never here), checks the share like any other,
 records it, and reports the short authentication string (SAS) that both sides read aloud.
-:func:`sealed_result` turns the runner's structured record of it
-(:class:`ceremonies.runner.HandIn`, in ``Outcome.handins``) into the screen's share row;
-nothing here reads the runner's message lines.
+The session (:meth:`ceremonies.session.CeremonySession.hand_in_sealed`) turns the runner's
+structured record of it (:class:`ceremonies.runner.HandIn`) into the share row; nothing
+reads the runner's message lines.
 
 Secrets: the blob is ciphertext; the share inside is opened only by the runner. The offer,
 the SAS and the result are public.
@@ -17,16 +17,11 @@ the SAS and the result are public.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from custody.errors import ConfigError, UsageError
-from tui.services.ceremony_checks import ShareCheck
-
-if TYPE_CHECKING:
-    from ceremonies.runner import HandIn
 
 BLOB_PREFIX = "custody-blob:"
 
@@ -88,22 +83,3 @@ def read_sealed(text: str) -> str:
                 "It must start with custody-blob: (from 'custody share send').",
             )
     return t
-
-
-def sealed_result(source: str, handins: Sequence[HandIn]) -> tuple[ShareCheck, str]:
-    """The share row and the SAS ("" when it did not open) of one remote hand-in, from the
-    runner's :class:`~ceremonies.runner.HandIn` records of the run that opened it
-    (*handins*: that run's new records; the one for *source* is the remote one of that
-    name)."""
-    tag = f"remote:{source}"
-    h = next((x for x in handins if x.remote and x.source == source), None)
-    if h is None:
-        return ShareCheck(source=tag, status="rejected", reason="the runner did not report it"), ""
-    sas = h.sas or ""
-    if not h.counted:
-        return ShareCheck(
-            source=tag, status="rejected", custodian=h.custodian or "", reason=h.detail
-        ), sas
-    return ShareCheck(
-        source=tag, status="ok", custodian=h.custodian or "", group=h.group, member=h.member
-    ), sas

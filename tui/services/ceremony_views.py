@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ceremonies.sharecheck import LiveCheck, QuorumView
 from custody.errors import ConfigError, UsageError
 from custody.privatefile import write_private
-from tui.services.ceremony_checks import QuorumView, ShareCheck
 from tui.services.ceremony_remote import OfferView
+
+ShareCheck = LiveCheck
+"""The screen's row of one share: the session's live check (:mod:`ceremonies.sharecheck`)."""
 
 # ----------------------------------------------------------------------------- steps
 # step -> (who acts, what the step records in the transcript)

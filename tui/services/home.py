@@ -3,13 +3,14 @@
 Screens never touch the store, the token or a file. They call a :class:`Services`
 object from a thread worker and get back plain, frozen view models (``DashboardView``,
 ``KeyRow``, ``AuditView`` ...). That keeps the screens testable with fixed data (the
-snapshot tests inject :class:`StaticServices`), and keeps blocking work off the UI thread.
+snapshot tests inject :class:`tui.fakes.StaticServices`), and keeps blocking work off the UI thread.
 
 This module owns the :class:`Services` protocol, the PIN and :class:`HomeServices`; the
 view models and their loaders live by concern and are re-exported here:
 ``services_status`` (dashboard, inventory, drills), ``services_auditor`` (transcript
 bundles), ``services_audit`` (the audit log viewer), ``services_rekey`` (the re-key
-screen), ``services_static`` (fixed data) and ``services_common`` (settings, fields).
+screen) and ``services_common`` (settings, fields); the fixed-data fakes live in
+:mod:`tui.fakes`.
 
 Secrets: the token PIN comes from ``--pin-file``, ``CUSTODY_PIN`` or the PIN modal. It is
 held by :class:`_PinBox` (masked ``repr``), never on a reactive, never in a view model.
@@ -55,7 +56,6 @@ from tui.services.rekey import (
     rekey_run,
     rekey_view,
 )
-from tui.services.static import StaticServices
 from tui.services.status import (
     Alert,
     CustodianRow,
@@ -164,7 +164,7 @@ class HomeServices:
         """The session's token PIN, for a worker that opens the token (the ceremonies).
 
         From ``--pin-file`` or ``CUSTODY_PIN`` on first use, else what :meth:`login`
-        accepted; None when none was given. Hand it straight to ``Deployment.open``: never
+        accepted; None when none was given. Hand it straight to ``open_deployment``: never
         keep it on a reactive, a view model or a log line.
 
         Raises:
@@ -187,11 +187,9 @@ class HomeServices:
         """
         if not pin:
             raise UsageError("No PIN entered", "Type the token user PIN, or press Escape.")
-        from custody.deployment import open_hsm
+        from custody.deployment import open_token
 
-        home = self._home()
-        hsm = open_hsm(home, home.load(), pin)
-        hsm.close()
+        open_token(self._home(), pin).close()  # proves the PIN; the token is closed again
         self._pin.set(pin)
         self._pin_loaded = True
 
@@ -317,7 +315,6 @@ __all__ = [
     "RunView",
     "Services",
     "Settings",
-    "StaticServices",
     "VersionRow",
     "alerts_for",
     "audit_proof",

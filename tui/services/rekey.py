@@ -120,11 +120,11 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
     """
     from custody import policy
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
     from custody.rekey import retire as rekey_retire
     from custody.rekey import status as rekey_status
 
-    with Deployment.open(Home(home_root)) as dep:
+    with open_deployment(Home(home_root)) as dep:
         h, cfg = dep.hierarchy, dep.config
         st = rekey_status.status(h, cfg, now=now)
         due = policy.evaluate(rekey_retire.key_ages(h, cfg), cfg.branches, now)
@@ -155,14 +155,11 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
 def rekey_jobs(home_root: Path) -> tuple[JobView, ...]:
     """The recent jobs only (cheap; polled for live progress of another process's job)."""
     from custody.config import Home
+    from custody.deployment import open_deployment
     from custody.rekey import status as rekey_status
-    from custody.store import open_store
 
-    store = open_store(Home(home_root).db_path)
-    try:
-        return tuple(_job_view(j) for j in rekey_status.jobs(store))
-    finally:
-        store.close()
+    with open_deployment(Home(home_root)) as dep:
+        return tuple(_job_view(j) for j in rekey_status.jobs(dep.store))
 
 
 def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = False) -> PlanView:
@@ -172,10 +169,10 @@ def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = F
         UsageError: unknown branch. ConfigError, StorageError.
     """
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
     from custody.rekey import jobs as rekey
 
-    with Deployment.open(Home(home_root)) as dep:
+    with open_deployment(Home(home_root)) as dep:
         p = rekey.plan(dep.hierarchy, dep.config, now=now, branch=branch, due=due)
     return PlanView(
         branch=branch,
@@ -204,7 +201,7 @@ def rekey_run(
     from custody.audit.log import AuditLog
     from custody.audit.scope import actor_name, warning_sink
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
     from custody.rekey import jobs as rekey
 
     home = Home(home_root)
@@ -218,7 +215,7 @@ def rekey_run(
     with (
         AuditLog.for_home(home) as log,
         log.guard("rekey run", branch or home.root.name, actor, details=details),
-        Deployment.open(home, pin) as dep,
+        open_deployment(home, pin) as dep,
     ):
         rep = rekey.run(
             dep.hierarchy,
@@ -250,7 +247,7 @@ def cancel_destroy(home_root: Path, branch: str, version: int, now: datetime) ->
     from custody.audit.log import AuditLog
     from custody.audit.scope import actor_name
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
     from custody.rekey import retire as rekey_retire
 
     home = Home(home_root)
@@ -262,7 +259,7 @@ def cancel_destroy(home_root: Path, branch: str, version: int, now: datetime) ->
             actor_name(),
             details={"branch": branch, "version": version, "via": "tui"},
         ),
-        Deployment.open(home) as dep,
+        open_deployment(home) as dep,
     ):
         k = rekey_retire.cancel_destroy(
             dep.hierarchy, branch, version, now=now, reason="cancelled in custody tui"

@@ -8,8 +8,8 @@ and the ceremony continues with the others. Short of a quorum, accepted shares a
 sealed on the HSM (:mod:`ceremonies.runner.held`) until a later invocation.
 
 :func:`check_share` (``CeremonyRunner.check_share``) runs the same per-share check
-(:func:`_check_one`) against the set the waiting step expects (:func:`expected_share_set`)
-without recording anything, for live feedback in the TUI.
+(:func:`_check_one`: :func:`ceremonies.sharecheck.verify`, the one share checker) against
+the set the waiting step expects (:func:`expected_share_set`) without recording anything.
 
 Each share's fate in a run is decided here once, as a :class:`~ceremonies.runner.views.HandIn`
 (accepted, held, duplicate or rejected; a remote hand-in with its SAS), and
@@ -25,10 +25,11 @@ from ceremonies.participants import Roster
 from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
 from ceremonies.runner.views import HandIn, ShareCheck
+from ceremonies.sharecheck import Rejected as _Rejected
+from ceremonies.sharecheck import ShareSet, verify
 from custody.errors import CeremonyError, IntegrityError, ShareError
 from custody.hsm import kcv_of_bytes
 from custody.shares import slip39
-from custody.shares.envelope import EnvelopeError, load_envelope, verify_share
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
@@ -42,9 +43,9 @@ def _roster_names(r: CeremonyRunner) -> dict[str, str]:
 def _check_one(
     si: Any, sset: dict[str, Any], roster: dict[str, str], names: set[str]
 ) -> tuple[str, slip39.ParsedShare, Any]:
-    """Verify one share against its envelope and the share set *sset* (ceremony, epoch,
-    holder and the recorded commitment), before any combining. *names* are the custodians
-    already counted (a second share of one of them is ``duplicate-custodian``).
+    """Verify one share with the one share checker (:func:`ceremonies.sharecheck.verify`):
+    envelope, ceremony, epoch, holder and the recorded commitment, before any combining.
+    *names* are the custodians already counted (a second share is ``duplicate-custodian``).
 
     Returns:
         (custodian name, parsed share, envelope).
@@ -52,58 +53,8 @@ def _check_one(
     Raises:
         _Rejected: wrapping the ShareError, with the custodian named as far as known.
     """
-    custodian: str | None = None
-    try:
-        env = load_envelope(si.envelope)
-        custodian = roster.get(env.payload.custodian)
-        parsed = slip39.parse_share(si.text, label=custodian or si.source)
-        verify_share(
-            parsed,
-            env,
-            sset["dealer"],
-            expected_ceremony=sset["ceremony_id"],
-            expected_epoch=sset["epoch"],
-        )
-        h = sset["holders"].get((parsed.group_index, parsed.member_index))
-        if h is None or h["fingerprint"] != env.payload.custodian:
-            raise EnvelopeError(
-                "The share was not issued to this custodian",
-                "Use your own share.",
-                reason="wrong-custodian",
-            )
-        if h["commitment"] != env.payload.commitment:
-            raise EnvelopeError(
-                "The envelope's commitment differs from the generation transcript",
-                "Do not use this share.",
-                reason="commitment-mismatch",
-            )
-        custodian = str(h["name"])
-        if custodian in names:
-            raise EnvelopeError(
-                f"{custodian} already handed in a share",
-                "One share per custodian is counted.",
-                reason="duplicate-custodian",
-            )
-    except ShareError as exc:
-        raise _Rejected(si.source, custodian, exc) from exc
-    return custodian, parsed, env
-
-
-class _Rejected(Exception):
-    """A share refused by :func:`_check_one`: its source, its custodian as far as known,
-    and the ShareError."""
-
-    def __init__(self, source: str, custodian: str | None, error: ShareError) -> None:
-        super().__init__(custodian or source)
-        self.source, self.custodian, self.error = source, custodian, error
-
-    @property
-    def who(self) -> str:
-        return self.custodian or self.source
-
-    @property
-    def reason(self) -> str:
-        return getattr(self.error, "reason", None) or type(self.error).__name__
+    v = verify(si.source, si.text, si.envelope, ShareSet.of(sset), roster, names)
+    return v.custodian, v.parsed, v.envelope
 
 
 def _hand_in(si: Any, sas: dict[str, str], **verdict: Any) -> HandIn:

@@ -53,9 +53,9 @@ def _nonce(d: Dep, name: str) -> str:
 
 def _open(d: Dep) -> Any:
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
 
-    return Deployment.open(Home(d.root), TEST_PIN)
+    return open_deployment(Home(d.root), TEST_PIN)
 
 
 def _signer(d: Dep) -> Any:

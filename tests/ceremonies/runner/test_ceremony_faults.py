@@ -226,7 +226,7 @@ def test_expired_ceremony_cannot_be_resumed_only_aborted(fresh: Dep):
     from ceremonies.participants import load_signer
     from ceremonies.runner import CeremonyExpired, CeremonyRunner
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
 
     d = fresh
     before = _token_objects(d)
@@ -235,7 +235,7 @@ def test_expired_ceremony_cannot_be_resumed_only_aborted(fresh: Dep):
     cid = r.out["ceremony_id"]
     expires = _db(d, "SELECT expires FROM ceremonies WHERE id=?", cid)[0][0]
     signer = load_signer(d.people / "admin.key.pem", passphrase_of("admin"))
-    with Deployment.open(Home(d.root), TEST_PIN) as dp:
+    with open_deployment(Home(d.root), TEST_PIN) as dp:
         late = CeremonyRunner.resume(dp, cid, signer, clock=lambda: expires + 1)
         with pytest.raises(CeremonyExpired) as ei:
             late.run()
@@ -520,7 +520,7 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     from ceremonies.participants import load_signer
     from ceremonies.runner import CeremonyRunner, Inputs, held
     from custody.config import Home
-    from custody.deployment import Deployment
+    from custody.deployment import open_deployment
 
     signer = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     a = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
@@ -530,7 +530,7 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     assert o.returncode == 0 and o.out["session"] == cid_a, o.stderr
     blob = dep.root / "carol.blob"
     _send(dep, o.out["offer"], "carol", blob)
-    with Deployment.open(Home(dep.root), TEST_PIN) as dp:  # B gets A's offer key somehow
+    with open_deployment(Home(dep.root), TEST_PIN) as dp:  # B gets A's offer key somehow
         ra = CeremonyRunner.resume(dp, cid_a, signer)
         sealed = ra.pending["offers"][0]
         raw = held._unseal(ra, f"offer/{sealed['n']}", sealed)
@@ -538,7 +538,7 @@ def test_sealed_hand_in_refused_by_another_ceremony_holding_its_offer_key(dep: D
     b = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))
     assert b.returncode == 10, b.stderr
     cid_b = b.out["ceremony_id"]
-    with Deployment.open(Home(dep.root), TEST_PIN) as dp:
+    with open_deployment(Home(dep.root), TEST_PIN) as dp:
         rb = CeremonyRunner.resume(dp, cid_b, signer)
         rb._save_pending(
             offers=[{"n": 1, "step": "collect-shares", **held._seal(rb, "offer/1", raw)}]

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ceremonies.sharecheck import ShareSet, check_typed
 from custody.errors import UsageError
-from tui.services.ceremony_checks import ShareCheck, ShareSet, check_share
 from tui.services.ceremony_views import (
     CardView,
     CeremonyView,
+    ShareCheck,
     card_view,
     export_card,
     read_envelope,
@@ -48,7 +49,7 @@ class StaticCeremonyServices:
         return self.current
 
     def check(self, source: str, text: str, envelope: str) -> ShareCheck:
-        return check_share(
+        return check_typed(
             source, text, read_envelope(envelope) if envelope.strip() else None, self.sset
         )
 

@@ -1,0 +1,183 @@
+"""Driving a ceremony from the command line: the coordinator's key, the inputs given as
+files, opening the home for an existing ceremony, the interactive hand-in at a terminal
+and the report with its exit code.
+
+At a terminal, shares are handed in one by one through the same headless ceremony session
+the TUI uses (:class:`ceremonies.session.CeremonySession`): each share file is checked as
+it is given (the one share checker, :mod:`ceremonies.sharecheck`) and the step runs at the
+quorum. Exit codes: 0 done, 10 waiting for input (resume later), 8 aborted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from custody.privatefile import PUBLIC, write_private
+from custody_cli import common
+
+EXIT_AWAITING = 10
+
+
+def signer_of(args: argparse.Namespace) -> Any:
+    """The --key signer. A NAME.token.json key is on the participant's token: the secret
+    from --passphrase-file / $CUSTODY_PASSPHRASE / the prompt is then the token PIN, and
+    the token is closed when the command exits."""
+    import atexit
+
+    from ceremonies.participants import TokenSigner, is_token_ref, load_signer
+    from custody.secretsource import read_secret
+
+    token = is_token_ref(Path(args.key))
+    pw = read_secret(
+        what="token user PIN" if token else "key passphrase",
+        file=args.passphrase_file,
+        env="CUSTODY_PASSPHRASE",
+    )
+    signer = load_signer(Path(args.key), pw, name=getattr(args, "name", None))
+    if isinstance(signer, TokenSigner):
+        atexit.register(signer.close)
+    return signer
+
+
+def inputs_of(args: argparse.Namespace) -> Any:
+    from ceremonies.runner import Inputs, ShareInput
+    from ceremonies.transcript.records import Approval
+    from custody.errors import ConfigError, TranscriptError
+
+    shares = []
+    for f in getattr(args, "share", []) or []:
+        p = Path(f)
+        name = p.name.removesuffix(".txt").removesuffix(".share")
+        env = p.with_name(f"{name}.envelope.json")
+        try:
+            shares.append(
+                ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot read share {p} or its envelope {env.name}",
+                "Put NAME.envelope.json beside NAME.share.txt.",
+            ) from exc
+    sealed = []
+    for f in getattr(args, "sealed_share", []) or []:
+        try:
+            sealed.append((Path(f).name, Path(f).read_text().strip()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"Cannot read the sealed share {f}",
+                "Give the file written by 'custody share send --out'.",
+            ) from exc
+    approvals = []
+    for f in getattr(args, "approval", []) or []:
+        try:
+            approvals.append(Approval.from_json(json.loads(Path(f).read_text())))
+        except (OSError, ValueError, TranscriptError) as exc:
+            raise ConfigError(
+                f"{f} is not an approval file", "Use a file written by 'custody ceremony approve'."
+            ) from exc
+    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
+
+
+def _interactive_shares(session: Any) -> bool:
+    """At a terminal, hand in share files one by one through the ceremony session (as the
+    TUI does): each is checked as it is given and its verdict printed; at the quorum the
+    runner runs, else an empty line hands in those given. False when none was given."""
+    from custody.errors import CustodyError
+
+    out = session.outcome
+    if out is None or out.status != "awaiting-input" or out.awaiting != "shares":
+        return False
+    if not sys.stdin.isatty():
+        return False
+    print(
+        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
+        "NAME.share.txt (envelope beside it); empty line to finish.",
+        file=sys.stderr,
+    )
+    given = False
+    while True:
+        line = input("share file: ").strip()
+        if not line:
+            break
+        p = Path(line)
+        name = p.name.removesuffix(".txt").removesuffix(".share")
+        try:
+            text = p.read_text().strip()
+            env = p.with_name(f"{name}.envelope.json").read_bytes()
+            st = session.hand_in(name, text, env)
+        except OSError as exc:
+            print(f"  cannot read {p}: {exc.strerror or exc}", file=sys.stderr)
+            continue
+        except CustodyError as err:
+            print(f"  {err.title}", file=sys.stderr)
+            continue
+        given = True
+        if st.checks:
+            print(f"  {st.checks[-1].line()}", file=sys.stderr)
+        if session.outcome.awaiting != "shares":
+            return True  # the quorum was met: the runner ran
+    if given:
+        session.submit()
+    return given
+
+
+NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
+
+
+def wants_pin(args: argparse.Namespace, kind: str) -> bool:
+    import os
+
+    if kind not in NO_HSM_KINDS:
+        return True
+    return bool(getattr(args, "pin_file", None) or os.environ.get("CUSTODY_PIN"))
+
+
+def open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
+    """Open the deployment for an existing ceremony, logged in to the token when its kind
+    needs it (the one door; the kind is read from the store before any PIN is asked)."""
+    dep = common.open_home(args, pin=False)
+    try:
+        row = dep.store.ceremony(ceremony_id)
+        if wants_pin(args, row.kind if row is not None else "unknown"):
+            dep.login(lambda: common.user_pin(args))
+    except BaseException:
+        dep.close()
+        raise
+    return dep
+
+
+def report(args: argparse.Namespace, out: Any) -> int:
+    if getattr(args, "request_out", None) and out.request:
+        doc = json.dumps(out.request, indent=2, sort_keys=True) + "\n"
+        write_private(args.request_out, doc.encode(), mode=PUBLIC)
+    if args.json:
+        common.emit_json(out.to_json())
+    else:
+        print(
+            f"ceremony {out.ceremony_id} ({out.kind}): {out.status}"
+            + (f", waiting for {out.awaiting} at step {out.step}" if out.awaiting else "")
+        )
+        for m in out.messages:
+            print(f"  {m}")
+        print(f"  transcript: {out.bundle}")
+        if out.awaiting:
+            print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
+    if out.status == "aborted":
+        return 8
+    return EXIT_AWAITING if out.status == "awaiting-input" else 0
+
+
+def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
+    """Run with the files given; at a terminal, go on with shares handed in one by one
+    through the same ceremony session the TUI uses (:mod:`ceremonies.session`)."""
+    from ceremonies.session import CeremonySession
+
+    session = CeremonySession.adopt(runner)
+    session.run(inputs)
+    while _interactive_shares(session):
+        pass
+    return report(args, session.outcome)
