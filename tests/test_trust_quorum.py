@@ -1,0 +1,367 @@
+"""Issue 11, items 2 and 4: no single insider meets a quorum alone, and abort destroys what
+it promises. Every attack runs through the CLI as a subprocess against a real SoftHSMv2
+token, from a generated 3-of-5 template with ONE super-admin (admin), five custodians, an
+auditor and a witness (wendy):
+
+* "One super-admin meets the custodian quorum alone": sock-puppet enrolment by the admin
+  alone is refused (also when the runner is driven directly with a weaker threshold); sock
+  puppets enrolled with a custodian majority still never count toward a rotate-root, which
+  counts only holders of the active share set, by key fingerprint;
+* emergency-rotate needs a second person (a witness or a second super-admin) whose
+  approval the transcript records and the verifier checks; a forged transcript that skips
+  it does not verify;
+* an approval of a participant revoked during the ceremony does not count;
+* "An aborted ceremony keeps its secrets": aborting without the token is refused and
+  nothing is recorded; after a real abort the held ciphertexts are gone from the store's
+  bytes and the hold key from the token.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ceremony_fixtures import (
+    CUST,
+    Dep,
+    approval_args,
+    build_generated,
+    copy_dep,
+    enrol_with_quorum,
+    sign_approvals,
+)
+from tests.conftest import TEST_PIN, run_cli
+
+pytestmark = pytest.mark.hsm
+
+PUPPETS = ("sock1", "sock2", "sock3")
+
+
+def _copy(src: Dep, dst: Path) -> Dep:
+    return copy_dep(src, dst, in_flight=True)
+
+
+def _db(d: Dep, sql: str, *args: Any) -> list[Any]:
+    c = sqlite3.connect(d.root / "custody.db")
+    try:
+        return c.execute(sql, args).fetchall()
+    finally:
+        c.close()
+
+
+def _events(bundle: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (Path(bundle) / "events.jsonl").read_text().splitlines()]
+
+
+def _people(d: Dep, *names: tuple[str, str]) -> None:
+    from ceremonies.participants import create_participant
+
+    for n, role in names:
+        (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
+        create_participant(n, role, f"pass-{n}", d.people)
+
+
+def _pubs(d: Dep, *names: str) -> list[str]:
+    return [a for n in names for a in ("--add", str(d.people / f"{n}.pub.json"))]
+
+
+def _verify(d: Dep, bundle: str) -> Any:
+    trust = [a for p in sorted(d.people.glob("*.pub.json")) for a in ("--trust", str(p))]
+    return run_cli("transcript", "verify", bundle, *trust)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Dep:
+    return build_generated(tmp_path_factory.mktemp("tq") / "home")
+
+
+@pytest.fixture
+def dep(template: Dep, tmp_path: Path) -> Dep:
+    return _copy(template, tmp_path / "home")
+
+
+# ----------------------------------------------- 1. one super-admin, sock-puppet enrolment
+def test_one_admin_cannot_enrol_sock_puppets_alone(dep: Dep):
+    _people(dep, *((p, "custodian") for p in PUPPETS))
+    req = dep.root / "enrol-req.json"
+    r = dep.ceremony(
+        "enrol", *dep.coord(pin=False), *_pubs(dep, *PUPPETS), "--request-out", str(req)
+    )
+    # the coordinator's own approval is not a quorum: it waits for a custodian majority
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stdout + r.stderr
+    rq = json.loads(req.read_text())
+    assert (rq["role"], rq["needed"]) == ("custodian", 3) and rq["eligible"] == list(CUST)
+    assert not _db(dep, "SELECT name FROM participants WHERE name LIKE 'sock%'")
+    # the puppets cannot approve their own enrolment: they are not enrolled
+    files = sign_approvals(dep, rq["ceremony_id"], PUPPETS, tag="-self", req=req)
+    r = dep.ceremony("resume", rq["ceremony_id"], *dep.coord(pin=False), *approval_args(files))
+    assert r.returncode == 7 and "0/3 custodians" in r.stderr, r.stdout + r.stderr
+    assert "sock1: is not enrolled" in r.stderr
+    assert not _db(dep, "SELECT name FROM participants WHERE name LIKE 'sock%'")
+
+
+def test_the_runner_refuses_a_lowered_enrolment_quorum(dep: Dep):
+    """Not only the CLI: a driver that asks the runner for an enrolment approved by one
+    super-admin is refused before anything is recorded."""
+    from ceremonies.participants import load_signer
+    from ceremonies.runner import CeremonyRunner
+    from ceremonies.transcript.model import Threshold
+    from custody.config import Home
+    from custody.deployment import Deployment
+    from custody.errors import PolicyError
+
+    _people(dep, ("sock1", "custodian"))
+    pub = json.loads((dep.people / "sock1.pub.json").read_text())
+    signer = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    with Deployment.open(Home(dep.root)) as dp:
+        with pytest.raises(PolicyError) as ei:
+            CeremonyRunner.start(
+                dp,
+                "enrol",
+                signer,
+                params={"add": [{k: pub[k] for k in ("name", "role", "public", "fingerprint")}]},
+                thresholds={"enrol": Threshold(role="super-admin", count=1)},
+            )
+        assert "cannot be lowered" in ei.value.title and ei.value.hint
+    assert _db(dep, "SELECT COUNT(*) FROM ceremonies WHERE kind='enrol'") == [(1,)]  # bootstrap
+
+
+def test_two_super_admins_approve_a_roster_change(dep: Dep):
+    """With two super-admins, adding or revoking anyone needs both; custodians do not count."""
+    _people(dep, ("admin2", "super-admin"), ("sock1", "custodian"))
+    enrol_with_quorum(dep, *_pubs(dep, "admin2"))  # one super-admin: a custodian majority
+    req = dep.root / "r2.json"
+    r = dep.ceremony("enrol", *dep.coord(pin=False), "--revoke", "erin", "--request-out", str(req))
+    assert r.returncode == 10, r.stdout + r.stderr
+    rq = json.loads(req.read_text())
+    assert (rq["role"], rq["needed"]) == ("super-admin", 2)
+    cust = sign_approvals(dep, rq["ceremony_id"], ("alice", "bob", "carol"), tag="-c", req=req)
+    r = dep.ceremony("resume", rq["ceremony_id"], *dep.coord(pin=False), *approval_args(cust))
+    assert r.returncode == 7 and "1/2 super-admins" in r.stderr, r.stdout + r.stderr
+    assert _db(dep, "SELECT revoked_at FROM participants WHERE name='erin'") == [(None,)]
+    a2 = sign_approvals(dep, rq["ceremony_id"], ("admin2",), tag="-a", req=req)
+    r = dep.ceremony("resume", rq["ceremony_id"], *dep.coord(pin=False), *approval_args(a2))
+    assert r.returncode == 0 and r.out["facts"]["approved_by"] == ["admin", "admin2"], r.stderr
+    assert _verify(dep, r.out["bundle"]).returncode == 0
+
+
+# ------------------------------------------------------- 2. sock puppets and rotate-root
+def test_sock_puppets_never_count_toward_rotate_root(dep: Dep):
+    _people(dep, *((p, "custodian") for p in PUPPETS))
+    req = dep.root / "enrol-req.json"
+    r = dep.ceremony(
+        "enrol", *dep.coord(pin=False), *_pubs(dep, *PUPPETS), "--request-out", str(req)
+    )
+    if r.returncode == 10:  # enrolled for real, with a custodian majority
+        files = sign_approvals(dep, r.out["ceremony_id"], ("alice", "bob", "carol"), req=req)
+        r = dep.ceremony(
+            "resume", r.out["ceremony_id"], *dep.coord(pin=False), *approval_args(files)
+        )
+    assert r.returncode == 0 and r.out["facts"]["enrolled"] == list(PUPPETS), r.stderr
+    r = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(dep.root / "req.json"))
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stderr
+    cid = r.out["ceremony_id"]
+    rq = json.loads((dep.root / "req.json").read_text())
+    assert rq["eligible"] == list(CUST) and rq["needed"] == 3  # holders of the share set only
+    puppets = sign_approvals(dep, cid, PUPPETS, tag="-p")
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(puppets))
+    assert r.returncode == 7 and "0/3 custodians" in r.stderr, r.stdout + r.stderr
+    assert dep.roots() == [(1, "active")]
+    # two real holders and a puppet are still short of the quorum
+    mixed = sign_approvals(dep, cid, ("alice", "bob"), tag="-h") + puppets[:1]
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(mixed))
+    assert r.returncode == 7 and "2/3 custodians" in r.stderr, r.stdout + r.stderr
+    assert dep.roots() == [(1, "active")]
+    ok = sign_approvals(dep, cid, ("alice", "bob", "dave"), tag="-ok")
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(ok))
+    assert r.returncode == 0 and r.out["facts"]["approved_by"] == ["alice", "bob", "dave"]
+    assert _verify(dep, r.out["bundle"]).returncode == 0
+
+
+# ------------------------------------------------------- 3. emergency-rotate, second person
+def _emergency(d: Dep) -> tuple[str, str, Path]:
+    req = d.root / "em-req.json"
+    r = d.ceremony(
+        "emergency-rotate", *d.coord(), "--reason", "laptop stolen", "--request-out", str(req)
+    )
+    assert r.returncode == 10 and r.out["step"] == "second-person", r.stdout + r.stderr
+    return r.out["ceremony_id"], r.out["bundle"], req
+
+
+def test_emergency_rotate_by_one_person_is_refused(dep: Dep):
+    cid, bundle, req = _emergency(dep)
+    assert dep.roots() == [(1, "active")]  # nothing rotated yet
+    rq = json.loads(req.read_text())
+    assert rq["role"] == "second-person" and rq["needed"] == 1 and rq["eligible"] == ["wendy"]
+    for who, why in (("admin", "is the coordinator"), ("alice", "is a custodian")):
+        files = sign_approvals(dep, cid, (who,), tag=f"-{who}", req=req)
+        r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
+        assert r.returncode == 7 and why in r.stderr, r.stdout + r.stderr
+        assert "second person" in r.stderr and dep.roots() == [(1, "active")]
+    kinds = [e["kind"] for e in _events(bundle)]
+    assert "emergency-rotate" not in kinds and "hsm.generate" not in kinds
+
+
+def test_emergency_rotate_with_a_witness_verifies(dep: Dep):
+    cid, bundle, req = _emergency(dep)
+    files = sign_approvals(dep, cid, ("wendy",), tag="-w", req=req)
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    assert r.out["facts"]["second_person"] == ["wendy"]
+    assert dep.roots() == [(1, "disabled"), (2, "active")]
+    [ev] = [e for e in _events(bundle) if e["kind"] == "emergency-rotate"]
+    assert ev["step"] == "second-person" and [a["approver"] for a in ev["body"]["approvals"]] == [
+        "wendy"
+    ]
+    v = _verify(dep, bundle)
+    assert v.returncode == 0 and "second person wendy (witness)" in v.stdout, v.stdout
+
+
+def test_emergency_rotate_with_a_second_super_admin_verifies(dep: Dep):
+    _people(dep, ("admin2", "super-admin"))
+    enrol_with_quorum(dep, *_pubs(dep, "admin2"))
+    cid, bundle, req = _emergency(dep)
+    files = sign_approvals(dep, cid, ("admin2",), tag="-a2", req=req)
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
+    assert r.returncode == 0 and r.out["facts"]["second_person"] == ["admin2"], r.stderr
+    v = _verify(dep, bundle)
+    assert v.returncode == 0 and "second person admin2 (super-admin)" in v.stdout, v.stdout
+
+
+def test_a_forged_emergency_rotate_without_the_second_person_does_not_verify(dep, tmp_path):
+    """The coordinator writes the bundle alone, every event signed by their own key, and
+    leaves the second person out: the verifier refuses it (the recorder would have)."""
+    from ceremonies.participants import load_signer
+    from ceremonies.transcript.model import SignedPolicy
+    from ceremonies.transcript.recorder import Recorder
+
+    class Forger(Recorder):  # the insider's own writer: no policy checks before writing
+        def _precheck(self, ev: Any, what: str) -> None:
+            return None
+
+    cid, bundle, req = _emergency(dep)
+    files = sign_approvals(dep, cid, ("wendy",), tag="-w", req=req)
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
+    assert r.returncode == 0, r.stderr
+    real = _events(bundle)
+    signed = SignedPolicy.from_json(json.loads((Path(bundle) / "policy.json").read_bytes()))
+    admin = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    forged = tmp_path / cid
+    rec = Forger.create(forged, signed, signer=admin, now=real[0]["time"])
+    for e in real[1:-1]:
+        if e["step"] == "second-person":
+            continue
+        body = {k: v for k, v in e["body"].items() if k != "artifacts"}
+        rec.record(e["step"], e["kind"], admin, body, now=e["time"])
+    rec.close(admin, [admin], outcome="completed", now=real[-1]["time"])
+    v = _verify(dep, str(forged))
+    assert v.returncode != 0 and "before the emergency-rotate action" in v.stdout, v.stdout
+    assert _verify(dep, bundle).returncode == 0  # the real one does
+
+
+# ---------------------------------------------------- 4. revoked during the ceremony
+def test_an_approver_revoked_during_the_ceremony_does_not_count(dep: Dep):
+    r = dep.ceremony("rotate-root", *dep.coord(), "--request-out", str(dep.root / "req.json"))
+    assert r.returncode == 10, r.stderr
+    cid, bundle = r.out["ceremony_id"], r.out["bundle"]
+    files = sign_approvals(dep, cid, ("alice", "bob", "carol"))
+    # carol's key is revoked in the store's roster while the ceremony waits (the policy,
+    # signed at the start, still lists her as valid)
+    c = sqlite3.connect(dep.root / "custody.db")
+    with c:
+        c.execute(
+            "UPDATE participants SET revoked_at=? WHERE name='carol'", (int(time.time()) - 1,)
+        )
+    c.close()
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
+    assert r.returncode == 7 and "2/3 custodians" in r.stderr, r.stdout + r.stderr
+    assert dep.roots() == [(1, "active")]
+    [rev] = [e for e in _events(bundle) if e["kind"] == "roster.revoked"]
+    assert rev["body"]["name"] == "carol"
+    more = sign_approvals(dep, cid, ("dave",), tag="-d")
+    r = dep.ceremony("resume", cid, *dep.coord(), *approval_args([*files, *more]))
+    assert r.returncode == 0 and r.out["facts"]["approved_by"] == ["alice", "bob", "dave"]
+    assert any("approval of carol not counted" in m for m in r.out["messages"])
+    assert len([e for e in _events(bundle) if e["kind"] == "roster.revoked"]) == 1
+    assert _verify(dep, bundle).returncode == 0
+
+
+# ------------------------------------------------------------ 5. abort destroys its secrets
+def _drill_holding(d: Dep) -> tuple[str, str, list[str]]:
+    """A drill with the PIN, alice's share held (sealed under the hold key) between runs."""
+    r = d.ceremony("drill", *d.coord(), *d.shares("alice"))
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stderr
+    cid = r.out["ceremony_id"]
+    pend = json.loads(_db(d, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
+    assert pend["hold_key"] and len(pend["held"]["collect-shares"]) == 1
+    return cid, r.out["bundle"], [h["ct"] for h in pend["held"]["collect-shares"]]
+
+
+def test_abort_without_the_token_is_refused_and_records_nothing(dep: Dep):
+    cid, bundle, _ct = _drill_holding(dep)
+    n = len(_events(bundle))
+    a = dep.ceremony("abort", cid, *dep.coord(pin=False))
+    assert a.returncode == 8 and "without the token" in a.stderr, a.stdout + a.stderr
+    assert "hold key" in a.stderr and "--pin-file" in a.stderr
+    assert _db(dep, "SELECT state FROM ceremonies WHERE id=?", cid) == [("open",)]
+    assert len(_events(bundle)) == n  # no rollback, no close: nothing recorded as aborted
+    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
+    assert pend["hold_key"] and pend["held"]["collect-shares"]  # nothing dropped
+    a = dep.ceremony("abort", cid, *dep.coord())
+    assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
+    done = [e for e in _events(bundle) if e["kind"] == "rollback.done"]
+    assert any("hold key" in u for u in done[0]["body"]["undone"])
+    assert done[0]["body"]["not_destroyed"] == []
+    assert _verify(dep, bundle).returncode == 0
+
+
+def test_after_abort_the_held_ciphertexts_are_gone_and_cannot_be_decrypted(dep: Dep):
+    from custody.config import Home
+    from custody.deployment import Deployment
+    from custody.errors import HsmError
+
+    cid, _bundle, cts = _drill_holding(dep)
+    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
+    held = pend["held"]["collect-shares"][0]
+    a = dep.ceremony("abort", cid, *dep.coord())
+    assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
+    raw = b"".join(
+        p.read_bytes() for p in dep.root.glob("custody.db*") if p.is_file()
+    )  # the database, and its write-ahead log if one is left
+    for ct in cts:
+        assert ct.encode() not in raw and bytes.fromhex(ct) not in raw
+        assert ct[:64].encode() not in raw
+    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
+    assert "held" not in pend and "hold_key" not in pend and "offers" not in pend
+    aad = f"custody/held/v1\n{cid}\ncollect-shares/alice".encode()
+    with Deployment.open(Home(dep.root), TEST_PIN) as dp:
+        assert dp.hsm is not None
+        with pytest.raises(HsmError):  # the hold key is gone from the token
+            dp.hsm.decrypt(
+                pend.get("hold_key") or _hold_label(cid),
+                1,
+                bytes.fromhex(held["nonce"]),
+                bytes.fromhex(held["ct"]),
+                aad,
+            )
+
+
+def _hold_label(cid: str) -> str:
+    import hashlib
+
+    return "hold-" + hashlib.sha256(cid.encode()).hexdigest()[:16]
+
+
+def test_the_store_zeroes_deleted_content(tmp_path: Path):
+    from custody.store import Store
+
+    s = Store.open(tmp_path / "x.db", create=True)
+    try:
+        assert s.query("PRAGMA secure_delete")[0][0] == 1
+    finally:
+        s.close()
