@@ -320,48 +320,66 @@ def test_abort_without_the_token_is_refused_and_records_nothing(dep: Dep):
     assert _verify(dep, bundle).returncode == 0
 
 
-def test_after_abort_the_held_ciphertexts_are_gone_and_cannot_be_decrypted(dep: Dep):
+def _decrypt_held(d: Dep, cid: str, held: dict[str, str]) -> bytes:
     from custody.config import Home
     from custody.deployment import Deployment
-    from custody.errors import HsmError
 
-    cid, _bundle, cts = _drill_holding(dep)
-    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
-    held = pend["held"]["collect-shares"][0]
-    a = dep.ceremony("abort", cid, *dep.coord())
-    assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
-    raw = b"".join(
-        p.read_bytes() for p in dep.root.glob("custody.db*") if p.is_file()
-    )  # the database, and its write-ahead log if one is left
-    for ct in cts:
-        assert ct.encode() not in raw and bytes.fromhex(ct) not in raw
-        assert ct[:64].encode() not in raw
-    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
-    assert "held" not in pend and "hold_key" not in pend and "offers" not in pend
-    aad = f"custody/held/v1\n{cid}\ncollect-shares/alice".encode()
-    with Deployment.open(Home(dep.root), TEST_PIN) as dp:
+    aad = f"custody/held/v1\n{cid}\ncollect-shares/{held['custodian']}".encode()
+    with Deployment.open(Home(d.root), TEST_PIN) as dp:
         assert dp.hsm is not None
-        with pytest.raises(HsmError):  # the hold key is gone from the token
+        return bytes(
             dp.hsm.decrypt(
-                pend.get("hold_key") or _hold_label(cid),
+                _hold_label(cid),
                 1,
                 bytes.fromhex(held["nonce"]),
                 bytes.fromhex(held["ct"]),
                 aad,
             )
+        )
+
+
+def test_the_held_shares_cannot_be_decrypted_after_any_abort(dep: Dep):
+    """The finding: an abort without the PIN recorded "aborted" and left the hold key, so a
+    copy of the held ciphertext still decrypted with the PIN. Now that abort is refused,
+    and after the real one the ciphertext no longer decrypts."""
+    from custody.errors import HsmError
+
+    cid, _bundle, _cts = _drill_holding(dep)
+    pend = json.loads(_db(dep, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
+    held = pend["held"]["collect-shares"][0]  # what the operator with the disk copied
+    words = (dep.root / "shares" / "alice.share.txt").read_text().strip()
+    assert _decrypt_held(dep, cid, held).decode() == words
+    dep.ceremony("abort", cid, *dep.coord(pin=False))
+    if _db(dep, "SELECT state FROM ceremonies WHERE id=?", cid) == [("open",)]:
+        a = dep.ceremony("abort", cid, *dep.coord())  # refused above: abort with the token
+        assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
+    assert _db(dep, "SELECT state FROM ceremonies WHERE id=?", cid) == [("aborted",)]
+    with pytest.raises(HsmError):  # the hold key is gone from the token
+        _decrypt_held(dep, cid, held)
+
+
+def test_after_abort_the_held_ciphertexts_are_gone_from_the_store_file(dep: Dep):
+    """Read the bytes of custody.db and its write-ahead log after a real abort, while
+    another process (a TUI, a reader) keeps the store open, so the log is not removed at
+    exit: the ciphertexts of the held shares are nowhere in them."""
+    cid, _bundle, cts = _drill_holding(dep)
+    reader = sqlite3.connect(dep.root / "custody.db")  # idle: no open read transaction
+    try:
+        assert reader.execute("SELECT COUNT(*) FROM ceremonies").fetchone()[0] >= 1
+        a = dep.ceremony("abort", cid, *dep.coord())
+        assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
+        raw = b"".join(p.read_bytes() for p in sorted(dep.root.glob("custody.db*")))
+        for ct in cts:
+            assert ct[:64].encode() not in raw and bytes.fromhex(ct)[:32] not in raw
+        pend = json.loads(
+            reader.execute("SELECT pending FROM ceremonies WHERE id=?", (cid,)).fetchone()[0]
+        )
+        assert "held" not in pend and "hold_key" not in pend and "offers" not in pend
+    finally:
+        reader.close()
 
 
 def _hold_label(cid: str) -> str:
     import hashlib
 
     return "hold-" + hashlib.sha256(cid.encode()).hexdigest()[:16]
-
-
-def test_the_store_zeroes_deleted_content(tmp_path: Path):
-    from custody.store import Store
-
-    s = Store.open(tmp_path / "x.db", create=True)
-    try:
-        assert s.query("PRAGMA secure_delete")[0][0] == 1
-    finally:
-        s.close()
