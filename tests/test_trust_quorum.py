@@ -150,6 +150,71 @@ def test_two_super_admins_approve_a_roster_change(dep: Dep):
     assert _verify(dep, r.out["bundle"]).returncode == 0
 
 
+def _forger() -> Any:
+    from ceremonies.transcript.recorder import Recorder
+
+    class Forger(Recorder):  # the insider's own writer: no policy checks before writing
+        def _precheck(self, ev: Any, what: str) -> None:
+            return None
+
+    return Forger
+
+
+def test_a_forged_enrolment_approved_by_one_admin_does_not_verify(dep: Dep, tmp_path: Path):
+    """The single super-admin writes an enrolment policy that names themselves as the
+    quorum, signs it and every event, and enrols a sock puppet: the verifier holds the
+    policy to the floor (a custodian majority) whatever the policy says."""
+    from ceremonies.participants import Roster, load_signer
+    from ceremonies.runner import roster_entries
+    from ceremonies.transcript.model import Policy, SignedPolicy, Threshold
+    from ceremonies.transcript.records import Approval
+    from custody.store import Store
+
+    admin = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    now = int(time.time())
+    store = Store.open(dep.root / "custody.db")
+    try:
+        roster = roster_entries(Roster(store), now)
+    finally:
+        store.close()
+    base = Policy.new(
+        purpose="enrol",
+        kind="enrol",
+        created_at=now,
+        roster=roster,
+        permissions={"super-admin": ("*",), "custodian": (), "auditor": (), "witness": ()},
+        thresholds={"enrol": Threshold(role="super-admin", count=1)},
+        script=("review", "enrol"),
+        close_quorum={"super-admin": 1},
+        prev_checkpoint={"ceremony": "00" * 16, "tree_size": 1, "root": "00" * 32},
+    )
+    signed = SignedPolicy(policy=base).signed_by(admin)
+    out = tmp_path / base.ceremony_id
+    rec = _forger().create(out, signed, signer=admin, now=now)
+    params = {"add": [{"name": "sock1", "role": "custodian", "fingerprint": "ab" * 8}]}
+    aid = f"enrol/{base.ceremony_id[:8]}"
+    digest = rec.action_digest("enrol", aid, params)
+    mine = Approval.create(
+        admin,
+        ceremony_id=base.ceremony_id,
+        action="enrol",
+        action_id=aid,
+        digest=digest,
+        now=now,
+        window=600,
+    )
+    for step in ("review", "enrol"):
+        rec.record(step, "step.begin", admin, {}, now=now)
+        if step == "enrol":
+            rec.record_action(
+                "enrol", "enrol", admin, action_id=aid, params=params, approvals=[mine], now=now
+            )
+        rec.record(step, "step.done", admin, {"facts": {}}, now=now)
+    rec.close(admin, [admin], outcome="completed", now=now)
+    v = _verify(dep, str(out))
+    assert v.returncode != 0 and "enrol needs 3 custodian(s)" in v.stdout, v.stdout
+
+
 # ------------------------------------------------------- 2. sock puppets and rotate-root
 def test_sock_puppets_never_count_toward_rotate_root(dep: Dep):
     _people(dep, *((p, "custodian") for p in PUPPETS))
@@ -238,12 +303,8 @@ def test_a_forged_emergency_rotate_without_the_second_person_does_not_verify(dep
     leaves the second person out: the verifier refuses it (the recorder would have)."""
     from ceremonies.participants import load_signer
     from ceremonies.transcript.model import SignedPolicy
-    from ceremonies.transcript.recorder import Recorder
 
-    class Forger(Recorder):  # the insider's own writer: no policy checks before writing
-        def _precheck(self, ev: Any, what: str) -> None:
-            return None
-
+    Forger = _forger()
     cid, bundle, req = _emergency(dep)
     files = sign_approvals(dep, cid, ("wendy",), tag="-w", req=req)
     r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
