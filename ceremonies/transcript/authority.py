@@ -12,7 +12,9 @@ the very walk the recorder (before writing) and the verifier (afterwards) share:
   custodians. The bootstrap is the first enrolment: no previous checkpoint and a roster
   of the coordinator alone; the report says so.
 * **Gates** (:data:`GATES`): the gated action of a ceremony kind must be recorded before
-  its gate step is done and before any later step, whatever exception was recorded.
+  its gate step is done and before any later step, whatever exception was recorded; an
+  enrol or emergency-rotate script must hold its gate step, and never closes
+  ``completed`` without the action (:data:`STRICT_GATES`).
 * **A second person** for ``emergency-rotate``: an ``emergency-rotate`` event carrying a
   valid approval, bound to its action digest, from a witness or a super-admin who is
   neither the coordinator (the ``ceremony.open`` actor) nor the event's actor.
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 from custody.audit.signers import verify_signature
 
-from .model import KIND_OPEN, FormatError, Policy, RosterEntry, Threshold
+from .model import KIND_CLOSE, KIND_OPEN, FormatError, Policy, RosterEntry, Threshold
 from .records import Approval, Event, action_digest
 
 Finding = tuple[str, str]
@@ -41,6 +43,11 @@ GATES: dict[str, tuple[str, str]] = {
     "emergency-rotate": ("emergency-rotate", "second-person"),
 }
 """ceremony kind -> (gated action kind, gate step)."""
+
+STRICT_GATES = frozenset({"enrol", "emergency-rotate"})
+"""Kinds whose script must hold the gate step, and which never close ``completed`` without
+the gated action. (rotate-root is held to its gate step only when its script has one:
+older transcripts, and the golden fixtures, name their steps differently.)"""
 
 SECOND_PERSON_ACTION = "emergency-rotate"
 SECOND_PERSON_ROLES: tuple[str, ...] = ("witness", "super-admin")
@@ -141,9 +148,21 @@ class Authority:
                 s.revoked.setdefault(name, ev.seq)
         out += self._revoked_approvals(ev, where)
         gate = GATES.get(p.kind)
-        if gate is None or gate[1] not in p.script:
+        if gate is None:
             return out
         action, gate_step = gate
+        strict = p.kind in STRICT_GATES
+        if strict and ev.kind == KIND_OPEN and gate_step not in p.script:
+            out.append(("quorum", f"{where}: the {p.kind} script has no {gate_step} step"))
+        if (
+            strict
+            and ev.kind == KIND_CLOSE
+            and ev.body.get("outcome") == "completed"
+            and s.gated_at is None
+        ):
+            out.append(("quorum", f"{where}: completed without an approved {action} action"))
+        if gate_step not in p.script:
+            return out
         if ev.kind == action:
             if action == SECOND_PERSON_ACTION and action not in p.thresholds:
                 found = self._second_person(ev, where, nonces)
