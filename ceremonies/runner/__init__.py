@@ -10,7 +10,16 @@ the shares) that died with the process is refused with :class:`SecretLost` befor
 is recorded, and an unfinished ceremony past its expiry with :class:`CeremonyExpired`;
 both can then only be aborted (:meth:`CeremonyRunner.abort`), which rolls back everything
 the ceremony created (token keys, the hold key with its sealed shares and offer keys,
-pending rows, issued files) and closes the transcript as ``aborted``.
+pending rows, issued files) and closes the transcript as ``aborted``. A ceremony holding
+token objects is never aborted or closed without the token (:class:`TokenNeeded`, nothing
+recorded); what the token fails to destroy is recorded in the transcript.
+
+Who must approve is the runner's to decide (:func:`required_thresholds`), not the front
+end's: after the bootstrap, an enrolment needs two super-admins (with a single one, a
+majority of the custodians); rotate-root counts only holders of the active share set, by
+key fingerprint; emergency-rotate waits for a second person (a witness, or another
+super-admin). Approvals of participants revoked in the store since the policy was signed
+never count.
 
 Drive it step by step (the TUI does)::
 
