@@ -80,7 +80,7 @@ from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
 from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
-from ceremonies.transcript.authority import roster_change_quorum
+from ceremonies.transcript.authority import SECOND_PERSON_ROLES, roster_change_quorum
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
 from ceremonies.transcript.records import Approval
@@ -324,7 +324,7 @@ class CeremonyRunner:
             CeremonyError: another ceremony is still open; rotate-root without a share set.
             PolicyError: the coordinator is not an enrolled super-admin; extra roster entries
                 outside the bootstrap enrolment; a threshold below the required quorum, or
-                one nobody can meet.
+                one nobody can meet; an emergency-rotate with no second person enrolled.
             TranscriptError: the bundle could not be created.
         """
         if kind not in SCRIPTS:
@@ -358,6 +358,13 @@ class CeremonyRunner:
             holders = {h["fingerprint"] for h in (sset or {"holders": {}})["holders"].values()}
             entries = _holders_only(entries, holders)
         gated = required_thresholds(dep, kind, entries, bootstrap=bootstrap, given=thresholds)
+        if kind == "emergency-rotate" and not any(
+            e.role in SECOND_PERSON_ROLES and e.name != me.name for e in entries
+        ):
+            raise PolicyError(
+                "emergency-rotate needs a second person, and none is enrolled",
+                "Enrol a witness or a second super-admin first ('custody ceremony enrol').",
+            )
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
         prev = store.get_meta("last_checkpoint")
         policy = Policy.new(

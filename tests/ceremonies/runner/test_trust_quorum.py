@@ -168,7 +168,7 @@ def test_a_forged_enrolment_approved_by_one_admin_does_not_verify(dep: Dep, tmp_
     from ceremonies.runner import roster_entries
     from ceremonies.transcript.model import Policy, SignedPolicy, Threshold
     from ceremonies.transcript.records import Approval
-    from custody.store import Store
+    from custody.store.sqlite import Store
 
     admin = load_signer(dep.people / "admin.key.pem", "pass-admin")
     now = int(time.time())
@@ -296,6 +296,14 @@ def test_emergency_rotate_with_a_second_super_admin_verifies(dep: Dep):
     assert r.returncode == 0 and r.out["facts"]["second_person"] == ["admin2"], r.stderr
     v = _verify(dep, bundle)
     assert v.returncode == 0 and "second person admin2 (super-admin)" in v.stdout, v.stdout
+
+
+def test_emergency_rotate_with_nobody_to_co_sign_is_refused_at_start(dep: Dep):
+    enrol_with_quorum(dep, "--revoke", "wendy")  # the only witness; admin is alone
+    n = len(_db(dep, "SELECT id FROM ceremonies"))
+    r = dep.ceremony("emergency-rotate", *dep.coord(), "--reason", "laptop stolen")
+    assert r.returncode == 7 and "needs a second person" in r.stderr, r.stdout + r.stderr
+    assert len(_db(dep, "SELECT id FROM ceremonies")) == n and dep.roots() == [(1, "active")]
 
 
 def test_a_forged_emergency_rotate_without_the_second_person_does_not_verify(dep, tmp_path):
