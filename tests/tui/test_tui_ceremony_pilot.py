@@ -549,6 +549,7 @@ def test_emergency_rotate_through_the_tui(generated: Home, tmp_path):
             assert [s.name for s in v.steps][1:3] == ["incident", "second-person"]
             # issue 11: a second person (here the witness wendy) approves before the rotation
             assert v.awaiting == "approvals" and v.step == "second-person", v
+            assert v.request is not None
             assert v.approvals_needed == 1 and v.request["action"] == "emergency-rotate"
             assert h.active_root() == old  # nothing rotated by the coordinator alone
             await pilot.press("ctrl+a")
@@ -557,7 +558,7 @@ def test_emergency_rotate_through_the_tui(generated: Home, tmp_path):
             await pilot.press("enter")
             await settle(pilot)
             assert isinstance(app.screen, PinPrompt)
-            await pilot.press(*"pass-wendy", "enter")
+            await pilot.press(*passphrase_of("wendy"), "enter")
             await settle(pilot)
             assert app.errors_shown == [], app.errors_shown
             v = scr.view

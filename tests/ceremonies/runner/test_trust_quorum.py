@@ -35,7 +35,7 @@ from tests.ceremony_fixtures import (
     enrol_with_quorum,
     sign_approvals,
 )
-from tests.conftest import TEST_PIN, run_cli
+from tests.conftest import TEST_PIN, passphrase_of, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
 
@@ -62,8 +62,8 @@ def _people(d: Dep, *names: tuple[str, str]) -> None:
     from ceremonies.participants import create_participant
 
     for n, role in names:
-        (d.people / f"{n}.pass").write_text(f"pass-{n}\n")
-        create_participant(n, role, f"pass-{n}", d.people)
+        write_secret(d.people / f"{n}.pass", passphrase_of(n) + "\n")
+        create_participant(n, role, passphrase_of(n), d.people)
 
 
 def _pubs(d: Dep, *names: str) -> list[str]:
@@ -117,7 +117,7 @@ def test_the_runner_refuses_a_lowered_enrolment_quorum(dep: Dep):
 
     _people(dep, ("sock1", "custodian"))
     pub = json.loads((dep.people / "sock1.pub.json").read_text())
-    signer = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    signer = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     with Deployment.open(Home(dep.root)) as dp:
         with pytest.raises(PolicyError) as ei:
             CeremonyRunner.start(
@@ -170,7 +170,7 @@ def test_a_forged_enrolment_approved_by_one_admin_does_not_verify(dep: Dep, tmp_
     from ceremonies.transcript.records import Approval
     from custody.store.sqlite import Store
 
-    admin = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    admin = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     now = int(time.time())
     store = Store.open(dep.root / "custody.db")
     try:
@@ -319,7 +319,7 @@ def test_a_forged_emergency_rotate_without_the_second_person_does_not_verify(dep
     assert r.returncode == 0, r.stderr
     real = _events(bundle)
     signed = SignedPolicy.from_json(json.loads((Path(bundle) / "policy.json").read_bytes()))
-    admin = load_signer(dep.people / "admin.key.pem", "pass-admin")
+    admin = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     forged = tmp_path / cid
     rec = Forger.create(forged, signed, signer=admin, now=real[0]["time"])
     for e in real[1:-1]:
