@@ -168,11 +168,11 @@ def test_a_forged_enrolment_approved_by_one_admin_does_not_verify(dep: Dep, tmp_
     from ceremonies.runner import roster_entries
     from ceremonies.transcript.model import Policy, SignedPolicy, Threshold
     from ceremonies.transcript.records import Approval
-    from custody.store.sqlite import Store
+    from custody.store import open_store
 
     admin = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
     now = int(time.time())
-    store = Store.open(dep.root / "custody.db")
+    store = open_store(dep.root / "custody.db")
     try:
         roster = roster_entries(Roster(store), now)
     finally:
