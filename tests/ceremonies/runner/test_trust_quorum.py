@@ -70,6 +70,21 @@ def _pubs(d: Dep, *names: str) -> list[str]:
     return [a for n in names for a in ("--add", str(d.people / f"{n}.pub.json"))]
 
 
+def _endorse(d: Dep, bundle: str, who: str) -> None:
+    """A second super-admin signs the bundle's policy (a roster with two super-admins needs
+    two pinned policy signatures: issue 11 item 1)."""
+    e = run_cli(
+        "transcript",
+        "endorse",
+        bundle,
+        "--key",
+        str(d.people / f"{who}.key.pem"),
+        "--passphrase-file",
+        str(d.people / f"{who}.pass"),
+    )
+    assert e.returncode == 0, e.stdout + e.stderr
+
+
 def _verify(d: Dep, bundle: str) -> Any:
     trust = [a for p in sorted(d.people.glob("*.pub.json")) for a in ("--trust", str(p))]
     return run_cli("transcript", "verify", bundle, *trust)
@@ -147,6 +162,7 @@ def test_two_super_admins_approve_a_roster_change(dep: Dep):
     a2 = sign_approvals(dep, rq["ceremony_id"], ("admin2",), tag="-a", req=req)
     r = dep.ceremony("resume", rq["ceremony_id"], *dep.coord(pin=False), *approval_args(a2))
     assert r.returncode == 0 and r.out["facts"]["approved_by"] == ["admin", "admin2"], r.stderr
+    _endorse(dep, r.out["bundle"], "admin2")
     assert _verify(dep, r.out["bundle"]).returncode == 0
 
 
@@ -294,6 +310,7 @@ def test_emergency_rotate_with_a_second_super_admin_verifies(dep: Dep):
     files = sign_approvals(dep, cid, ("admin2",), tag="-a2", req=req)
     r = dep.ceremony("resume", cid, *dep.coord(), *approval_args(files))
     assert r.returncode == 0 and r.out["facts"]["second_person"] == ["admin2"], r.stderr
+    _endorse(dep, bundle, "admin2")
     v = _verify(dep, bundle)
     assert v.returncode == 0 and "second person admin2 (super-admin)" in v.stdout, v.stdout
 
