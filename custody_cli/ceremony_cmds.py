@@ -74,7 +74,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("ceremony", help="key ceremonies: generate, recover, reshare, rotate...")
     cs = c.add_subparsers(dest="ceremony_command", metavar="KIND", required=True)
 
-    p = cs.add_parser("enrol", help="add or revoke participants (super-admin quorum)")
+    p = cs.add_parser(
+        "enrol",
+        help="add or revoke participants (after the bootstrap: two super-admins, or with "
+        "one super-admin a majority of the custodians, approve)",
+    )
     _add_coord(p, pin=False)
     p.add_argument(
         "--add",
@@ -88,7 +92,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--request-out",
         metavar="FILE",
-        help="write the approval request here (when a second super-admin must approve)",
+        help="write the approval request here (for the super-admins or custodians who "
+        "must approve)",
     )
     p.set_defaults(func=cmd_enrol)
 
@@ -150,9 +155,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         p.set_defaults(func=cmd_start, kind=kind)
 
-    p = cs.add_parser("emergency-rotate", help="immediate rotation after a suspected compromise")
+    p = cs.add_parser(
+        "emergency-rotate",
+        help="immediate rotation after a suspected compromise (a witness or a second "
+        "super-admin approves)",
+    )
     _add_coord(p)
     p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument(
+        "--request-out",
+        metavar="FILE",
+        help="write the second person's approval request here",
+    )
     p.set_defaults(func=cmd_start, kind="emergency-rotate")
 
     p = cs.add_parser("resume", help="continue an interrupted or waiting ceremony")
@@ -217,8 +231,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_enrol(args: argparse.Namespace) -> int:
     from ceremonies.participants import Roster, load_identity
-    from ceremonies.runner import CeremonyRunner, roster_entries
-    from ceremonies.transcript.model import RosterEntry, Threshold
+    from ceremonies.runner import CeremonyRunner
+    from ceremonies.transcript.model import RosterEntry
     from custody.errors import UsageError
 
     signer = _signer(args)
@@ -247,8 +261,6 @@ def cmd_enrol(args: argparse.Namespace) -> int:
                     valid_until=now + 5 * 365 * 86400,
                 )
             )
-        admins = len([e for e in roster_entries(roster, now) if e.role == "super-admin"]) or 1
-        q = 1 if admins <= 2 else 2
         params = {
             "add": [
                 {
@@ -266,8 +278,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
             "enrol",
             signer,
             params=params,
-            extra_roster=extra,
-            thresholds={"enrol": Threshold(role="super-admin", count=q)},
+            extra_roster=extra,  # the quorum is the runner's (required_thresholds)
         )
         return _drive(args, runner, _inputs(args))
 
@@ -299,14 +310,10 @@ def _scheme(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from ceremonies.runner import CeremonyRunner
-    from ceremonies.runner.steps import active_share_set, quorum_size
-    from ceremonies.transcript.model import Threshold
-    from custody.errors import CeremonyError
 
     kind = args.kind
     signer = _signer(args)
     params: dict[str, Any] = {}
-    thresholds = None
     if kind in ("generate", "reshare"):
         params = {
             "custodians": list(args.custodian),
@@ -318,14 +325,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     if kind == "emergency-rotate":
         params = {"reason": args.reason}
     with common.open_home(args, pin=_wants_pin(args, kind)) as dep:
-        if kind == "rotate-root":
-            sset = active_share_set(dep.store)
-            if sset is None:
-                raise CeremonyError("No share set", "Run the generate ceremony first.")
-            thresholds = {
-                "rotate-root": Threshold(role="custodian", count=quorum_size(sset["scheme"]))
-            }
-        runner = CeremonyRunner.start(dep, kind, signer, params=params, thresholds=thresholds)
+        # the runner sets rotate-root's custodian quorum (the active share set's holders)
+        runner = CeremonyRunner.start(dep, kind, signer, params=params)
         return _drive(args, runner, _inputs(args))
 
 

@@ -88,6 +88,37 @@ class Demo:
             self.bundles.append(res["bundle"])
         return res
 
+    def approve(self, req: Path, names: tuple[str, ...], *, cli: bool = True) -> list[str]:
+        """Each of *names* signs the approval request *req* with their own key: with
+        ``custody ceremony approve`` (*cli*), or in this process (the same signature, one
+        subprocess less each, to keep the story short)."""
+        from ceremonies.participants import load_signer
+        from ceremonies.transcript.records import Approval
+
+        out: list[str] = []
+        for n in names:
+            f = self.home / f"approval-{req.stem}-{n}.json"
+            key, pw = self.people / f"{n}.key.pem", self.people / f"{n}.pass"
+            if cli:
+                self.cli(
+                    "ceremony", "approve", str(req), "--key", str(key),
+                    "--passphrase-file", str(pw), "--out", str(f),
+                )  # fmt: skip
+            else:
+                rq = json.loads(req.read_text())
+                a = Approval.create(
+                    load_signer(key, pw.read_text().strip()),
+                    ceremony_id=rq["ceremony_id"],
+                    action=rq["action"],
+                    action_id=rq["action_id"],
+                    digest=rq["action_digest"],
+                    now=int(time.time()),
+                    window=int(rq["window"]),
+                )
+                f.write_text(json.dumps(a.to_json(), sort_keys=True) + "\n")
+            out += ["--approval", str(f)]
+        return out
+
 
 def run_demo(*, home: str | None, as_json: bool) -> int:
     """Run the story; print progress (or one JSON object). Returns the exit code.
@@ -204,21 +235,7 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     req = root / "rotate-request.json"
     res = d.ceremony("rotate-root", *d.coord(), "--request-out", str(req))
     rid = res["ceremony_id"]
-    appr = []
-    for n in ("alice", "bob", "dave"):
-        f = root / f"approval-{n}.json"
-        d.cli(
-            "ceremony",
-            "approve",
-            str(req),
-            "--key",
-            str(d.people / f"{n}.key.pem"),
-            "--passphrase-file",
-            str(d.people / f"{n}.pass"),
-            "--out",
-            str(f),
-        )
-        appr += ["--approval", str(f)]
+    appr = d.approve(req, ("alice", "bob", "dave"))
     res = d.ceremony("resume", rid, *d.coord(), *appr)
     d.step(
         "rotate-root",
@@ -228,7 +245,22 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     )
 
     # 7. reshare 3-of-5 -> 2-of-3 groups (frank joins)
-    d.ceremony("enrol", *coord_nopin, "--add", str(d.people / "frank.pub.json"))
+    # after the bootstrap, the single super-admin needs a majority of the custodians
+    ereq = root / "enrol-request.json"
+    res = d.ceremony(
+        "enrol", *coord_nopin, "--add", str(d.people / "frank.pub.json"), "--request-out", str(ereq)
+    )
+    res = d.ceremony(
+        "resume",
+        res["ceremony_id"],
+        *coord_nopin,
+        *d.approve(ereq, ("alice", "carol", "erin"), cli=False),
+    )
+    d.step(
+        "enrol",
+        f"frank enrolled, approved by {', '.join(res['facts']['approved_by'])}",
+        ceremony=res["ceremony_id"],
+    )
     new_out = root / "shares-epoch1"
     cust = [a for n in NEW_CUSTODIANS for a in ("--custodian", n)]
     res = d.ceremony(
@@ -269,7 +301,19 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     )
 
     # 9. emergency rotation
-    res = d.ceremony("emergency-rotate", *d.coord(), "--reason", "demo: suspected compromise")
+    xreq = root / "emergency-request.json"
+    res = d.ceremony(
+        "emergency-rotate",
+        *d.coord(),
+        "--reason",
+        "demo: suspected compromise",
+        "--request-out",
+        str(xreq),
+    )
+    # a second person: walter, the witness, approves the emergency rotation
+    res = d.ceremony(
+        "resume", res["ceremony_id"], *d.coord(), *d.approve(xreq, ("walter",), cli=False)
+    )
     d.step(
         "emergency-rotate",
         f"root/v{res['facts']['root_version']} active; "

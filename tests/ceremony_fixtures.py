@@ -1,7 +1,8 @@
 """Shared helpers for the CLI ceremony tests (flows, faults, kills, approvals) and the TUI
 ceremony pilot: the ``Dep`` handle on a deployment home, template builders (an enrolled
 roster; a generated 3-of-5 root with KEKs and DEKs), copying a template per test, losing the
-token, and signing rotate-root approvals in process.
+token, and signing approvals in process (rotate-root's custodians, a later enrolment's
+custodian majority, emergency-rotate's witness ``wendy``).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def init_home(root: Path, pins: Path) -> None:
 
 
 def create_people(people: Path, *extra: tuple[str, str]) -> None:
-    """Key pairs (passphrase ``passphrase_of(NAME)``) for admin, the custodians, *extra*
-    and audrey."""
+    """Key pairs (passphrase ``passphrase_of(NAME)``) for admin, the custodians, *extra*,
+    audrey (an auditor) and wendy (a witness: emergency-rotate's second person)."""
     from ceremonies.participants import create_participant
 
     people.mkdir()
@@ -94,19 +95,23 @@ def create_people(people: Path, *extra: tuple[str, str]) -> None:
         *[(c, "custodian") for c in CUST],
         *extra,
         ("audrey", "auditor"),
+        ("wendy", "witness"),
     ]:
         write_secret(people / f"{n}.pass", passphrase_of(n) + "\n")
         create_participant(n, role, passphrase_of(n), people)
 
 
 def build_enrolled(root: Path, *extra: tuple[str, str]):
-    """An initialised home whose roster (admin, the custodians, audrey) is enrolled; *extra*
-    participants get key pairs but are not enrolled. Returns the Dep and the enrol result."""
+    """An initialised home whose roster (admin, the custodians, audrey, wendy) is enrolled;
+    *extra* participants get key pairs but are not enrolled. Returns the Dep and the enrol
+    result."""
     d = Dep(root)
     init_home(root, d.pin)
     create_people(d.people, *extra)
     adds = [
-        a for n in ("admin", *CUST, "audrey") for a in ("--add", str(d.people / f"{n}.pub.json"))
+        a
+        for n in ("admin", *CUST, "audrey", "wendy")
+        for a in ("--add", str(d.people / f"{n}.pub.json"))
     ]
     r = d.ceremony("enrol", *d.coord(pin=False), *adds)
     assert r.returncode == 0, r.stderr
@@ -175,13 +180,15 @@ def lose_token(d: Dep) -> None:
     softhsm.init_token(conf, "custody", TEST_SO_PIN, TEST_PIN)
 
 
-def sign_approvals(d: Dep, cid: str, names=("alice", "bob", "carol"), tag: str = "") -> list[Path]:
-    """Approval files (appr-NAME{tag}.json) for the rotate-root request of *cid* in
-    d.root/req.json, signed in process (fast)."""
+def sign_approvals(
+    d: Dep, cid: str, names=("alice", "bob", "carol"), tag: str = "", req: Path | None = None
+) -> list[Path]:
+    """Approval files (appr-NAME{tag}.json) for the request of *cid* in *req* (default
+    d.root/req.json: rotate-root's), signed in process (fast)."""
     from ceremonies.participants import load_signer
     from ceremonies.transcript.records import Approval
 
-    rq = json.loads((d.root / "req.json").read_text())
+    rq = json.loads((req or d.root / "req.json").read_text())
     assert rq["ceremony_id"] == cid
     out: list[Path] = []
     for n in names:
@@ -205,3 +212,34 @@ def start_rotate_root(d: Dep) -> Dep:
     r = d.ceremony("rotate-root", *d.coord(), "--request-out", str(d.root / "req.json"))
     assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stderr
     return d
+
+
+def approval_args(files: list[Path]) -> list[str]:
+    return [a for f in files for a in ("--approval", str(f))]
+
+
+def enrol_with_quorum(d: Dep, *args: str, approvers=("alice", "bob", "carol")):
+    """An enrolment after the bootstrap (``--add PUB`` / ``--revoke NAME`` in *args*): with
+    the single super-admin of these fixtures, a majority of the five custodians approves.
+    Returns the closing result."""
+    req = d.root / "enrol-req.json"
+    r = d.ceremony("enrol", *d.coord(pin=False), *args, "--request-out", str(req))
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    files = sign_approvals(d, cid, approvers, tag="-enrol", req=req)
+    r = d.ceremony("resume", cid, *d.coord(pin=False), *approval_args(files))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    return r
+
+
+def emergency_rotate(d: Dep, reason: str, *, second: str = "wendy"):
+    """An emergency-rotate co-signed by *second* (the witness by default). Returns the
+    closing result."""
+    req = d.root / "emergency-req.json"
+    r = d.ceremony("emergency-rotate", *d.coord(), "--reason", reason, "--request-out", str(req))
+    assert r.returncode == 10 and r.out["step"] == "second-person", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    files = sign_approvals(d, cid, (second,), tag="-emergency", req=req)
+    r = d.ceremony("resume", cid, *d.coord(), *approval_args(files))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    return r

@@ -4,7 +4,9 @@ Each script is the ordered list of step names a transcript must follow (the reco
 ``custody transcript verify`` enforce the order). ``open`` and ``close`` are the
 transcript's own meta events and are not steps.
 
-* :data:`INPUT_STEPS` wait for people: shares handed in, or signed approvals.
+* :data:`INPUT_STEPS` wait for people: shares handed in, or signed approvals (the
+  custodian quorum of rotate-root's ``approve``, the super-admin or custodian quorum of an
+  enrolment, and emergency-rotate's ``second-person``: a witness or a second super-admin).
 * :data:`COMMIT_STEP` is the single store transaction after which a ceremony rolls
   *forward* on resume; before it, an interrupted ceremony that lost its in-memory secret
   rolls *back* (nothing half-done is kept).
@@ -62,6 +64,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "emergency-rotate": (
         "hsm-check",
         "incident",
+        "second-person",
         "generate-root",
         "seal-blob",
         "lock-root",
@@ -87,6 +90,7 @@ INPUT_STEPS: dict[str, str] = {
     "verify-shares": "shares",
     "approve": "approvals",
     "enrol": "approvals",  # waits only when the coordinator alone is not a quorum
+    "second-person": "approvals",  # emergency-rotate: a witness or a second super-admin
 }
 
 COMMIT_STEP: dict[str, str] = {

@@ -10,7 +10,16 @@ the shares) that died with the process is refused with :class:`SecretLost` befor
 is recorded, and an unfinished ceremony past its expiry with :class:`CeremonyExpired`;
 both can then only be aborted (:meth:`CeremonyRunner.abort`), which rolls back everything
 the ceremony created (token keys, the hold key with its sealed shares and offer keys,
-pending rows, issued files) and closes the transcript as ``aborted``.
+pending rows, issued files) and closes the transcript as ``aborted``. A ceremony holding
+token objects is never aborted or closed without the token (:class:`TokenNeeded`, nothing
+recorded); what the token fails to destroy is recorded in the transcript.
+
+Who must approve is the runner's to decide (:func:`required_thresholds`), not the front
+end's: after the bootstrap, an enrolment needs two super-admins (with a single one, a
+majority of the custodians); rotate-root counts only holders of the active share set, by
+key fingerprint; emergency-rotate waits for a second person (a witness, or another
+super-admin). Approvals of participants revoked in the store since the policy was signed
+never count.
 
 Drive it step by step (the TUI does)::
 
@@ -71,6 +80,7 @@ from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
 from ceremonies.participants import Roster
 from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
+from ceremonies.transcript.authority import SECOND_PERSON_ROLES, roster_change_quorum
 from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
 from ceremonies.transcript.records import Approval
@@ -84,6 +94,12 @@ KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a s
 class CeremonyExpired(CeremonyError):
     """An unfinished ceremony ran past its ``ceremony_expiry_minutes``; it can only be
     aborted."""
+
+
+class TokenNeeded(CeremonyError):
+    """The ceremony holds objects on the deployment's token (its hold key, root versions it
+    created) that only the token can destroy: it is not aborted or closed without it.
+    Nothing was recorded or changed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +178,73 @@ def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
     )
 
 
+def _holders_only(entries: tuple[RosterEntry, ...], holders: set[str]) -> tuple[RosterEntry, ...]:
+    """*entries* without the custodians whose key (by fingerprint) holds no share of the
+    active set: only share holders may approve a rotate-root, never a custodian enrolled
+    later, whatever their name."""
+    return tuple(e for e in entries if e.role != "custodian" or e.fingerprint in holders)
+
+
+def required_thresholds(
+    dep: Deployment,
+    kind: str,
+    entries: Sequence[RosterEntry],
+    *,
+    bootstrap: bool,
+    given: Mapping[str, Threshold] | None,
+) -> dict[str, Threshold]:
+    """The quorum-gated actions of a new *kind* ceremony: the caller's, but never below
+    what the trust model requires (see docs/ceremonies.md, "Who must approve").
+
+    * enrol: the coordinator alone only for the bootstrap enrolment (an empty roster);
+      after it, two super-admins, or with a single super-admin a majority of the
+      custodians (:func:`ceremonies.transcript.authority.roster_change_quorum`);
+    * rotate-root: the active share set's quorum of its holders.
+
+    Raises:
+        PolicyError: a caller's threshold is weaker than required, or nobody can approve.
+        CeremonyError: rotate-root without an active share set.
+    """
+    from ceremonies.runner.steps.base import active_share_set, quorum_size
+
+    out = dict(given or {})
+    need: dict[str, Threshold] = {}
+    if kind == "enrol":
+        if bootstrap:
+            need["enrol"] = Threshold(role="super-admin", count=1)
+        else:
+            q = roster_change_quorum(entries)
+            if q is None:
+                raise PolicyError(
+                    "Nobody can approve this enrolment: the deployment has a single "
+                    "super-admin and no custodian",
+                    "Only the bootstrap enrolment is done by one super-admin alone; enrol "
+                    "every participant in it, or start a new deployment.",
+                )
+            need["enrol"] = q
+    elif kind == "rotate-root":
+        sset = active_share_set(dep.store)
+        if sset is None:
+            raise CeremonyError("No share set", "Run the generate ceremony first.")
+        need["rotate-root"] = Threshold(role="custodian", count=quorum_size(sset["scheme"]))
+    for action, t in need.items():
+        g = out.get(action)
+        if g is not None and (g.role != t.role or g.count < t.count):
+            raise PolicyError(
+                f"The {action} quorum cannot be lowered to {g.count} {g.role}(s)",
+                f"It needs at least {t.count} {t.role}(s); leave the threshold to the runner.",
+            )
+        out[action] = g or t
+        have = sum(1 for e in entries if e.role == out[action].role)
+        if have < out[action].count:
+            raise PolicyError(
+                f"The {action} quorum needs {out[action].count} {out[action].role}(s) but "
+                f"only {have} can take part",
+                "Enrol (or, for rotate-root, issue shares to) enough participants first.",
+            )
+    return out
+
+
 class CeremonyRunner:
     """Runs one ceremony (see module docstring). Not thread-safe.
 
@@ -188,6 +271,7 @@ class CeremonyRunner:
         self._secrets: dict[str, Any] = {}  # RK and accepted shares; never persisted
         self._last_step: str | None = None
         self.rolling_back = False  # an abort was recorded; finish the rollback
+        self.not_destroyed: list[str] = []  # what a rollback or close could not destroy
         for ev in recorder.events:
             if ev.step in SCRIPTS[state.kind]:
                 self._last_step = ev.step
@@ -228,16 +312,19 @@ class CeremonyRunner:
             signer: the coordinator's Signer (an enrolled super-admin).
             params: public parameters of the ceremony (scheme, out dir, reason...).
             purpose: free text for the policy.
-            extra_roster: roster entries not yet in the store (enrol bootstrap).
-            thresholds: quorum-gated actions of this ceremony.
+            extra_roster: roster entries not yet in the store (the bootstrap enrolment only).
+            thresholds: quorum-gated actions of this ceremony; never below
+                :func:`required_thresholds`, which also fills in enrol's and rotate-root's.
             clock: returns Unix seconds.
 
         Returns:
             The runner, with ``ceremony.open`` recorded.
 
         Raises:
-            CeremonyError: another ceremony is still open.
-            PolicyError: the coordinator is not an enrolled super-admin.
+            CeremonyError: another ceremony is still open; rotate-root without a share set.
+            PolicyError: the coordinator is not an enrolled super-admin; extra roster entries
+                outside the bootstrap enrolment; a threshold below the required quorum, or
+                one nobody can meet; an emergency-rotate with no second person enrolled.
             TranscriptError: the bundle could not be created.
         """
         if kind not in SCRIPTS:
@@ -251,12 +338,32 @@ class CeremonyRunner:
                 f"Finish it with 'custody ceremony resume {o.id}' or roll it back with "
                 f"'custody ceremony abort {o.id}'.",
             )
+        bootstrap = kind == "enrol" and not Roster(store).members()
+        if extra_roster and not bootstrap:
+            raise PolicyError(
+                "Only the bootstrap enrolment may name participants who are not enrolled",
+                "Enrol them with 'custody ceremony enrol' (a quorum approves it).",
+            )
         entries = roster_entries(Roster(store), now) + tuple(extra_roster)
         me = next((e for e in entries if e.public == signer.public), None)
         if me is None or me.role != "super-admin":
             raise PolicyError(
                 "The coordinator must be an enrolled super-admin",
                 "Use the key of an enrolled super-admin (--key).",
+            )
+        if kind == "rotate-root":
+            from ceremonies.runner.steps.base import active_share_set
+
+            sset = active_share_set(store)
+            holders = {h["fingerprint"] for h in (sset or {"holders": {}})["holders"].values()}
+            entries = _holders_only(entries, holders)
+        gated = required_thresholds(dep, kind, entries, bootstrap=bootstrap, given=thresholds)
+        if kind == "emergency-rotate" and not any(
+            e.role in SECOND_PERSON_ROLES and e.name != me.name for e in entries
+        ):
+            raise PolicyError(
+                "emergency-rotate needs a second person, and none is enrolled",
+                "Enrol a witness or a second super-admin first ('custody ceremony enrol').",
             )
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
         prev = store.get_meta("last_checkpoint")
@@ -266,7 +373,7 @@ class CeremonyRunner:
             created_at=now,
             roster=entries,
             permissions={"super-admin": ("*",), "custodian": (), "auditor": (), "witness": ()},
-            thresholds=dict(thresholds or {}),
+            thresholds=gated,
             script=SCRIPTS[kind],
             close_quorum={"super-admin": 1},
             exception_quorum=Threshold(role="super-admin", count=1),
@@ -426,6 +533,8 @@ class CeremonyRunner:
                 self.record("step.begin", {}, step=step)
                 self._apply(Begin(step))
             self._kill_hook(step)
+            if INPUT_STEPS.get(step) == "approvals":
+                inputs = steps.screen_approvals(self, step, inputs)  # revoked since: not counted
             facts = handler(self, inputs)  # SecretLost propagates: resume refuses, abort undoes
             if facts is steps.WAIT:
                 self.record("step.waiting", {"needs": INPUT_STEPS[step]}, step=step)
@@ -530,10 +639,46 @@ class CeremonyRunner:
         self.check_live()
         return held.make_offer(self, ttl=ttl)
 
+    def needs_token(self, *, rollback: bool) -> list[str]:
+        """What this ceremony holds on the deployment's token that a close (or, with
+        *rollback*, an abort) must destroy: public descriptions, empty when nothing."""
+        held = self.pending.get("held", {})
+        out = []
+        if self.pending.get("hold_key"):
+            n = sum(len(v) for v in held.values())
+            m = len(self.pending.get("offers", []))
+            out.append(
+                f"its hold key {self.pending['hold_key']} ({n} held share(s), {m} offer key(s))"
+            )
+        if rollback and not self.state.committed:
+            from ceremonies.runner.steps.rollback import keys_to_destroy
+
+            out += [f"root/v{v}, which it created" for v in keys_to_destroy(self)]
+        return out
+
+    def _require_token(self, *, rollback: bool) -> None:
+        """Refuse to abort (or close) without the token what only the token can destroy.
+
+        Raises:
+            TokenNeeded: the HSM is not open and the ceremony holds token objects.
+        """
+        need = self.needs_token(rollback=rollback)
+        if need and self.dep.hsm is None:
+            what = "aborted" if rollback else "closed"
+            raise TokenNeeded(
+                f"Ceremony {self.ceremony_id} cannot be {what} without the token: it holds "
+                + "; ".join(need),
+                "Only the token can destroy them, so nothing was recorded or changed. Give "
+                "the token PIN (--pin-file or $CUSTODY_PIN) and run the command again.",
+            )
+
     def _close(self) -> Outcome:
         from ceremonies.runner import held
 
-        held.drop_held(self, None)
+        self._require_token(rollback=False)
+        undone = held.drop_held(self, None)
+        if undone or self.not_destroyed:
+            self.record("cleanup", {"undone": undone, "not_destroyed": list(self.not_destroyed)})
         cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
         self._apply(Close("completed"))
         self._finish_row("closed")
@@ -551,6 +696,7 @@ class CeremonyRunner:
 
         Raises:
             CeremonyError: the ceremony is past its commit point.
+            TokenNeeded: it holds token objects and the HSM is not open (nothing recorded).
         """
         if self.state.committed:
             raise CeremonyError(
@@ -562,12 +708,13 @@ class CeremonyRunner:
     def _rollback(self, reason: str) -> Outcome:
         from ceremonies.runner import steps
 
+        self._require_token(rollback=True)  # before anything is recorded
         self._secrets.clear()
         if not self.rolling_back:
             self.record("rollback", {"reason": reason})
             self.rolling_back = True
         undone = steps.rollback(self)
-        self.record("rollback.done", {"undone": undone})
+        self.record("rollback.done", {"undone": undone, "not_destroyed": list(self.not_destroyed)})
         self.rec.close(
             self.signer,
             [self.signer],
@@ -613,6 +760,8 @@ __all__ = [
     "SecretLost",
     "ShareCheck",
     "ShareInput",
+    "TokenNeeded",
     "open_ceremonies",
+    "required_thresholds",
     "roster_entries",
 ]

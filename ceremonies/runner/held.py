@@ -16,6 +16,7 @@ which crypto-shreds everything sealed under it. See docs/ceremonies.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
@@ -119,28 +120,64 @@ def _unhold(r: CeremonyRunner, step: str) -> list[Any]:
 
 
 def drop_held(r: CeremonyRunner, step: str | None) -> list[str]:
-    """Forget the held shares of *step* (all when None); destroy the hold key once nothing
-    is held and no offer is open (always when *step* is None). Returns what was undone."""
+    """Forget the held shares of *step* (all, and every offer key, when None); destroy the
+    hold key once nothing is held and no offer is open (always when *step* is None).
+
+    The ciphertexts are deleted from the ceremony's store row first (the store runs with
+    ``PRAGMA secure_delete``, and its write-ahead log is truncated after), then the key is
+    destroyed on the token: a key that could not be destroyed is named in
+    ``r.not_destroyed`` (recorded in the transcript by the runner), never dropped silently.
+
+    Returns:
+        What was undone (public text).
+
+    Raises:
+        TokenNeeded: a hold key exists and the HSM is not open (nothing was changed).
+    """
+    from ceremonies.runner import TokenNeeded
+
     undone: list[str] = []
     held = dict(r.pending.get("held", {}))
+    label = r.pending.get("hold_key")
+    left = {k: v for k, v in held.items() if step is not None and k != step and v}
+    destroys = bool(label) and not left and (step is None or not r.pending.get("offers"))
+    if destroys and r.dep.hsm is None:
+        raise TokenNeeded(
+            f"Ceremony {r.ceremony_id} holds its hold key {label} on the token",
+            "Only the token can destroy it; give the token PIN (--pin-file) and retry.",
+        )
     for k in [step] if step else list(held):
         if held.pop(k, None):
-            undone.append(f"forgot the shares held for {k}")
-    if step is None:
-        r.pending.pop("offers", None)
-    label = r.pending.get("hold_key")
-    if label and not held and (step is None or not r.pending.get("offers")):
-        try:
-            if r.dep.hsm is not None:
-                r.dep.hsm.destroy_key(label, HOLD_VERSION)
-                undone.append("destroyed the ceremony's hold key (held shares and offer keys)")
-        except KeyNotFound:
-            pass
-        r.pending.pop("hold_key", None)
+            undone.append(f"deleted the shares held for {k} from the store")
+    if step is None and r.pending.pop("offers", None):
+        undone.append("deleted the sealed offer keys from the store")
     if held or "held" in r.pending or undone:
         r.pending.pop("held", None)
-        r._save_pending(**({"held": held} if held else {}))
+        r._save_pending(**({"held": held} if held else {}))  # ciphertexts out of the row
+        _truncate_wal(r)
+    if destroys:
+        try:
+            _hsm(r).destroy_key(label, HOLD_VERSION)
+            undone.append("destroyed the ceremony's hold key (held shares and offer keys)")
+        except KeyNotFound:
+            pass
+        except CustodyError as exc:  # HsmError: the token failed; say so in the transcript
+            r.not_destroyed.append(f"the hold key {label}: {exc.title}")
+        r.pending.pop("hold_key", None)
+        r._save_pending()
     return undone
+
+
+def _truncate_wal(r: CeremonyRunner) -> None:
+    """Checkpoint and truncate the store's write-ahead log, so that the pages which held the
+    deleted ciphertexts do not linger in ``custody.db-wal`` (secure_delete zeroes them in
+    the database file). Best effort: a reader holding the log open only delays it."""
+    # The store port has no such operation yet; the SQLite adapter's raw access does it.
+    # TODO(store owner): a port method (e.g. ``shred_deleted()``) instead of this.
+    raw = getattr(r.dep.store, "query", None)
+    if callable(raw):
+        with contextlib.suppress(CustodyError):
+            raw("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 # --------------------------------------------------------------------- remote hand-in

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from ceremonies.runner import CeremonyRunner, Inputs, Outcome, ShareInput, open_ceremonies
-from ceremonies.runner.steps import active_share_set, quorum_size
 from ceremonies.session.reads import issued_card, sealed_result, share_set_for
 from ceremonies.session.state import SessionState
 from ceremonies.sharecheck import (
@@ -164,8 +163,8 @@ class CeremonySession:
         thresholds: Mapping[str, Threshold] | None = None,
     ) -> SessionState:
         """Open a new ceremony of *kind* with the coordinator's *signer* (the session closes
-        it) and run it until it needs people. A rotate-root takes the active set's quorum
-        of custodians unless *thresholds* say otherwise.
+        it) and run it until it needs people. The runner sets each gate's quorum, never below
+        what the trust model requires (:func:`ceremonies.runner.required_thresholds`).
 
         Raises:
             UsageError: no PIN. PolicyError: the key is not a super-admin's.
@@ -173,13 +172,6 @@ class CeremonySession:
             raises.
         """
         dep = self._open_for(signer, need_hsm=kind not in TOKENLESS_KINDS)
-        if kind == "rotate-root" and thresholds is None:
-            sset = active_share_set(dep.store)
-            if sset is None:
-                raise CeremonyError("No share set", "Run the generate ceremony first.")
-            thresholds = {
-                "rotate-root": Threshold(role="custodian", count=quorum_size(sset["scheme"]))
-            }
         with self._audit(f"ceremony {kind}", kind):
             self._runner = CeremonyRunner.start(
                 dep,

@@ -21,6 +21,7 @@ from typing import Any
 
 from custody.audit.signers import verify_signature
 
+from .authority import Authority
 from .guard import secret_findings
 from .model import (
     KIND_CLOSE,
@@ -48,6 +49,7 @@ class _State:
     cursor: int = -1
     allow_jump: str | None = None
     nonces: dict[str, int] = field(default_factory=dict)
+    authority: Any = None  # AuthorityState of the trust-model checks (.authority)
 
 
 class Rules:
@@ -58,6 +60,7 @@ class Rules:
         self.pins = pins
         self.state = _State()
         self.info: list[Finding] = []
+        self.authority = Authority(policy, self.info)
 
     def counts(self, m: RosterEntry, role: str) -> str | None:
         """None when roster member *m* counts toward a quorum of *role*, else why not."""
@@ -67,10 +70,17 @@ class Rules:
 
     def snapshot(self) -> _State:
         s = self.state
-        return _State(cursor=s.cursor, allow_jump=s.allow_jump, nonces=dict(s.nonces))
+        return _State(
+            cursor=s.cursor,
+            allow_jump=s.allow_jump,
+            nonces=dict(s.nonces),
+            authority=self.authority.snapshot(),
+        )
 
     def restore(self, s: _State) -> None:
         self.state = s
+        if s.authority is not None:
+            self.authority.restore(s.authority)
 
     # -- signatures -------------------------------------------------------------------
     def check_sigs(self, where: str, sigs: Iterable[Sig], data: bytes, t: int) -> list[Finding]:
@@ -115,6 +125,7 @@ class Rules:
             out += self._close(ev, where)
         if ev.kind in p.thresholds:
             out += self._quorum(ev, where)
+        out += self.authority.feed(ev, where, self.state.nonces)  # floors, gates (issue 11)
         out += self._script(ev, where, signers)
         return out
 

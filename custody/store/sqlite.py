@@ -2,7 +2,8 @@
 state, and the schema migrations.
 
 One file per deployment (``HOME/custody.db``) in WAL mode with ``synchronous=FULL``, so a
-committed transaction survives a crash or power loss. Schema changes are numbered
+committed transaction survives a crash or power loss, and ``secure_delete=ON`` (deleted
+content is zeroed in the file). Schema changes are numbered
 migrations (:mod:`custody.store.sqlite_migrations`) applied in order inside a transaction;
 ``PRAGMA user_version`` records the last one applied. Every foreign ``sqlite3`` error is
 translated into :class:`StorageError` here.
@@ -55,6 +56,9 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # deleted rows (held share ciphertexts, old pending state) are overwritten with
+            # zeros, not left in free pages for whoever reads the file
+            conn.execute("PRAGMA secure_delete=ON")
             store = cls(path, conn)
             store._migrate()
             return store

@@ -546,8 +546,22 @@ def test_emergency_rotate_through_the_tui(generated: Home, tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             scr = await start(pilot, "emergency-rotate", h, reason="root key suspected exposed")
             v = scr.view
-            assert [s.name for s in v.steps][1] == "incident"  # no approvals in its script
+            assert [s.name for s in v.steps][1:3] == ["incident", "second-person"]
+            # issue 11: a second person (here the witness wendy) approves before the rotation
+            assert v.awaiting == "approvals" and v.step == "second-person", v
+            assert v.request is not None
+            assert v.approvals_needed == 1 and v.request["action"] == "emergency-rotate"
+            assert h.active_root() == old  # nothing rotated by the coordinator alone
+            await pilot.press("ctrl+a")
+            await settle(pilot)
+            app.screen.query_one(Input).value = h.key("wendy")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, PinPrompt)
+            await pilot.press(*passphrase_of("wendy"), "enter")
+            await settle(pilot)
             assert app.errors_shown == [], app.errors_shown
+            v = scr.view
             assert v.status == "closed", v
             assert all(s.status == "done" for s in v.steps)
             return v

@@ -16,6 +16,7 @@ The handlers live in one module per concern, each registering itself with
 * :mod:`.issue`: a new RK and share set (generate, reshare) up to ``finalise``;
 * :mod:`.recover`: the root back into a new token;
 * :mod:`.rotation`: rotate-root and emergency-rotate;
+* :mod:`.cosign`: emergency-rotate's ``second-person`` (a witness or a second super-admin);
 * :mod:`.drill`, :mod:`.enrol`, :mod:`.rollback`.
 
 This package is what the runner calls (:func:`handler`, :func:`precheck`,
@@ -30,9 +31,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.held import _held
-from ceremonies.runner.steps import drill, enrol, handin, issue, recover, rootkey, rotation
-from ceremonies.runner.steps.approvals import request_for
+from ceremonies.runner.steps import (
+    cosign,
+    drill,
+    enrol,
+    handin,
+    issue,
+    recover,
+    rootkey,
+    rotation,
+)
+from ceremonies.runner.steps.approvals import request_for, screen_approvals
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, handler, quorum_size
+from ceremonies.runner.steps.cosign import second_person_action
 from ceremonies.runner.steps.drill import drill_status
 from ceremonies.runner.steps.enrol import enrol_action
 from ceremonies.runner.steps.handin import check_share, expected_share_set
@@ -45,12 +56,13 @@ if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner
     from ceremonies.runner.views import ApprovalRequest
 
-_MODULES = (drill, enrol, handin, issue, recover, rootkey, rotation)  # each registers handlers
+_MODULES = (cosign, drill, enrol, handin, issue, recover, rootkey, rotation)  # register handlers
 
 
 APPROVAL_STEPS: dict[tuple[str, str], tuple[str, Callable[[Any], tuple[str, dict[str, Any]]]]] = {
     ("rotate-root", "approve"): ("rotate-root", rotate_action),
     ("enrol", "enrol"): ("enrol", enrol_action),
+    ("emergency-rotate", "second-person"): ("emergency-rotate", second_person_action),
 }
 """(ceremony kind, step) -> (gated action, its ``(action_id, params)``) of every step that
 collects approvals."""
@@ -102,4 +114,6 @@ __all__ = [
     "quorum_size",
     "rollback",
     "rotate_action",
+    "screen_approvals",
+    "second_person_action",
 ]

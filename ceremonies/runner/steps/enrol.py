@@ -1,8 +1,12 @@
-"""The enrol ceremony: add or revoke participants with a quorum of super-admins.
+"""The enrol ceremony: add or revoke participants with a quorum.
 
-Owns ``review`` (names are new, revocations exist) and ``enrol`` (the coordinator's own
-approval plus any handed in; waits when they are not a quorum, then applies the roster
-change in the store). An ``enrol`` action already recorded before an interruption is not
+Owns ``review`` (names are new, revocations exist) and ``enrol`` (the approvals handed in,
+plus the coordinator's own when super-admins approve; waits when they are not a quorum,
+then applies the roster change in the store). The quorum is the policy's ``enrol``
+threshold, which the runner never sets below the trust model's
+(:func:`ceremonies.runner.required_thresholds`): the coordinator alone only for the
+bootstrap enrolment; after it two super-admins, or with a single super-admin a majority of
+the custodians. An ``enrol`` action already recorded before an interruption is not
 recorded again on resume (:mod:`.approvals`); the roster change is applied idempotently.
 """
 
@@ -61,16 +65,18 @@ def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
         approved_by = list(rec.approvers)
         now = rec.time if rec.time is not None else now
     else:
-        mine = Approval.create(
-            r.signer,
-            ceremony_id=r.ceremony_id,
-            action="enrol",
-            action_id=action_id,
-            digest=req.action_digest,
-            now=now,
-            window=req.window,
-        )
-        approvals = [mine, *inputs.approvals]
+        approvals = list(inputs.approvals)
+        if req.role == "super-admin":  # the coordinator's own approval counts once
+            mine = Approval.create(
+                r.signer,
+                ceremony_id=r.ceremony_id,
+                action="enrol",
+                action_id=action_id,
+                digest=req.action_digest,
+                now=now,
+                window=req.window,
+            )
+            approvals = [mine, *approvals]
         members = {e.name: (e.role, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
         res = count_approvals(
             approvals,

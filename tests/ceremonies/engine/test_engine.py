@@ -688,6 +688,7 @@ PINNED_SCRIPTS = {
     "emergency-rotate": (
         "hsm-check",
         "incident",
+        "second-person",  # issue 11: a witness or a second super-admin approves
         "generate-root",
         "seal-blob",
         "lock-root",
@@ -737,4 +738,5 @@ def test_input_commit_and_secret_steps_name_real_steps():
         "verify-shares": "shares",
         "approve": "approvals",
         "enrol": "approvals",
+        "second-person": "approvals",
     }

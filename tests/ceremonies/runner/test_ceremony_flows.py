@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token
+from tests.ceremony_fixtures import (
+    Dep,
+    build_generated,
+    copy_dep,
+    emergency_rotate,
+    enrol_with_quorum,
+    lose_token,
+)
 from tests.conftest import passphrase_of, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
@@ -169,8 +176,7 @@ def test_rotate_root_with_approvals_and_negative_approvals(dep: Dep):
 
 # ----------------------------------------------------------------- reshare, old epoch
 def test_reshare_then_previous_epoch_share_is_rejected_and_drill(dep: Dep):
-    r = dep.ceremony("enrol", *dep.coord(pin=False), "--add", str(dep.people / "frank.pub.json"))
-    assert r.returncode == 0, r.stderr
+    enrol_with_quorum(dep, "--add", str(dep.people / "frank.pub.json"))
     cust = [a for n in ("alice", "bob", "frank") for a in ("--custodian", n)]
     r = dep.ceremony(
         "reshare",
@@ -204,8 +210,7 @@ def test_reshare_then_previous_epoch_share_is_rejected_and_drill(dep: Dep):
 
 
 def test_emergency_rotate_reports_impact(dep: Dep):
-    r = dep.ceremony("emergency-rotate", *dep.coord(), "--reason", "laptop stolen")
-    assert r.returncode == 0, r.stderr
+    r = emergency_rotate(dep, "laptop stolen")  # co-signed by the witness wendy
     rep = json.loads(Path(r.out["facts"]["report"]).read_text())
     assert rep["compromised_roots"] == [1] and rep["wrapped_objects"] == 50
     assert {n["name"] for n in rep["notify"]} >= {"admin", "alice", "audrey"}
