@@ -23,7 +23,14 @@ import pytest
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 
 from custody.hsm import kcv_of_bytes
-from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token, sign_approvals
+from tests.ceremony_fixtures import (
+    Dep,
+    approval_args,
+    build_generated,
+    copy_dep,
+    lose_token,
+    sign_approvals,
+)
 from tests.conftest import ROOT, TEST_PIN, cli_env
 
 pytestmark = pytest.mark.hsm
@@ -82,8 +89,27 @@ def _rotate_root(d: Dep, env: dict[str, str]) -> dict[str, Any]:
     return r.out
 
 
+def _emergency_approved(d: Dep, env: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Start an emergency-rotate and have wendy (the witness) co-sign it: (id, --approval
+    arguments for the resume that carries out the rotation)."""
+    req = d.root / "emergency-req.json"
+    r = d.ceremony(
+        "emergency-rotate",
+        *d.coord(),
+        "--reason",
+        "laptop stolen",
+        "--request-out",
+        str(req),
+        env=env,
+    )
+    assert r.returncode == 10 and r.out["step"] == "second-person", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    return cid, approval_args(sign_approvals(d, cid, ("wendy",), tag="-emergency", req=req))
+
+
 def _emergency(d: Dep, env: dict[str, str]) -> dict[str, Any]:
-    r = d.ceremony("emergency-rotate", *d.coord(), "--reason", "laptop stolen", env=env)
+    cid, appr = _emergency_approved(d, env)
+    r = d.ceremony("resume", cid, *d.coord(), *appr, env=env)
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     return r.out
 
@@ -154,9 +180,9 @@ _LIST_KEYS = """
 import json, sys
 from pathlib import Path
 from custody.config import Home
-from custody.deployment import Deployment
-dep = Deployment.open(Home(Path(sys.argv[1])), sys.argv[2])
-print(json.dumps([[k.label, k.version, k.extractable] for k in dep.hsm.list_keys()]))
+from custody.deployment import open_deployment
+dep = open_deployment(Home(Path(sys.argv[1])), sys.argv[2])
+print(json.dumps([[k.label, k.version, k.extractable] for k in dep.token.list_keys()]))
 """
 
 
@@ -190,15 +216,11 @@ def test_a_kill_during_rotation_leaves_no_extractable_root(
         appr = [a for f in sign_approvals(d, cid) for a in ("--approval", str(f))]
         k = d.ceremony("resume", cid, *d.coord(), *appr, env=kill)
     else:
-        k = d.ceremony("emergency-rotate", *d.coord(), "--reason", "laptop stolen", env=kill)
-        cid = None
+        cid, appr = _emergency_approved(d)
+        k = d.ceremony("resume", cid, *d.coord(), *appr, env=kill)
     assert k.returncode == -9, k.stdout + k.stderr
     keys = token_keys(d)
     assert [k for k in keys if k[2]] == [], keys  # nothing extractable survives the kill
-    if cid is None:
-        c = sqlite3.connect(d.root / "custody.db")
-        (cid,) = c.execute("SELECT id FROM ceremonies WHERE kind=?", (kind,)).fetchone()
-        c.close()
     r = d.ceremony("resume", cid, *d.coord())
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     d.verify(r.out["bundle"])
@@ -217,7 +239,8 @@ def test_a_share_set_without_a_p256_key_is_refused_before_any_key_is_made(
     with c:
         c.execute("UPDATE share_sets SET rk_public=? WHERE state='active'", (os.urandom(32),))
     c.close()
-    r = d.ceremony("emergency-rotate", *d.coord(), "--reason", "laptop stolen")
+    cid, appr = _emergency_approved(d)
+    r = d.ceremony("resume", cid, *d.coord(), *appr)
     assert r.returncode != 0 and r.out["error"] == "CeremonyError", r.stdout + r.stderr
     assert "reshare" in r.out["hint"]
     assert [k for k in token_keys(d) if k[0] == "root"] == [("root", 1, False)]
