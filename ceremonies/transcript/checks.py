@@ -137,8 +137,10 @@ def check_policy_signatures(
     counted: list[str] | None = None,
 ) -> Result:
     """Count the policy signatures by pinned super-admins who are super-admins in the
-    policy's own roster; every other signature is ignored, with the reason. The names that
-    counted are appended to *counted* when given."""
+    policy's own roster; every other valid signature is ignored, with the reason. A
+    signature entry whose key is not in the roster, whose name is not the roster's for that
+    key, or that does not verify under it, fails the check. The names that counted are
+    appended to *counted* when given."""
     if not pins:
         return ["no trust keys were pinned (--trust)"], []
     pol = signed.policy
@@ -149,8 +151,20 @@ def check_policy_signatures(
     counted = [] if counted is None else counted
     ignored: list[str] = []
     for s in signed.signatures:
-        k = pins.by_fingerprint(s.keyid)
         who = f"{s.signer} ({s.keyid})"
+        # Every byte of a signature entry is checked against the policy's own roster, pinned
+        # or not: a damaged or forged entry fails, it is never silently ignored.
+        r = next((e for e in pol.roster if e.fingerprint == s.keyid), None)
+        if r is None:
+            problems.append(f"signature entry {who}: its key is not in the policy's roster")
+            continue
+        if r.name != s.signer:
+            problems.append(f"signature entry {who}: the roster names this key {r.name}")
+            continue
+        if not verify_signature(r.alg, r.public, s.sig, data):
+            problems.append(f"signature by {who} does not verify under its roster key")
+            continue
+        k = pins.by_fingerprint(s.keyid)
         if k is None:
             ignored.append(f"{who}: key not pinned")
             continue

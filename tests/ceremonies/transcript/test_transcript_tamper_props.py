@@ -105,3 +105,29 @@ def test_line_operations_detected(name: str, part: str, op: str, data: st.DataOb
         foreign = _get(other, part).splitlines(keepends=True)
         lines.insert(i, foreign[data.draw(st.integers(0, len(foreign) - 1), label="f")])
     assert not verify_bundle(_with(bundle, part, b"".join(lines)), TRUST).ok
+
+
+def test_every_policy_signature_entry_is_checked() -> None:
+    """A policy signature entry whose name, key id or bytes changed fails the bundle, even
+    when the entry would not have counted anyway (found by the byte-flip property above: a
+    flipped signer label in an ignored entry used to leave the bundle VALID)."""
+    import json
+
+    from custody.canonical import canonical_bytes
+
+    for name, bundle in GOLDEN.items():
+        doc = json.loads(bundle.policy)
+        assert doc["signatures"], name
+        for i in range(len(doc["signatures"])):
+            for field, value in (
+                ("signer", "mallory"),
+                ("keyid", "0" * len(doc["signatures"][i]["keyid"])),
+                ("sig", "00" * (len(doc["signatures"][i]["sig"]) // 2)),
+            ):
+                bad = json.loads(bundle.policy)
+                bad["signatures"][i][field] = value
+                raw = canonical_bytes(bad)
+                if bundle.policy.endswith(b"\n"):
+                    raw += b"\n"
+                rep = verify_bundle(_with(bundle, "policy", raw), TRUST)
+                assert not rep.ok, (name, i, field)
