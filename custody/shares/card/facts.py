@@ -15,7 +15,7 @@ import qrcode
 from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_Q
 
 from custody.shares.envelope import SignedEnvelope
-from custody.shares.slip39 import ParsedShare, parse_share
+from custody.shares.slip39_parse import ParsedShare, parse_share
 
 if TYPE_CHECKING:
     from qrcode.image.pil import PilImage
