@@ -234,7 +234,7 @@ def check_words(text: str) -> tuple[WordState, ...]:
 
 def _is_prefix(tok: str) -> bool:
     t = tok.lower()
-    return any(w.startswith(t) for w in slip39.WORDLIST)  # type: ignore[attr-defined]
+    return any(w.startswith(t) for w in slip39.WORDLIST)
 
 
 def complete_word(tok: str) -> str | None:
@@ -242,7 +242,7 @@ def complete_word(tok: str) -> str | None:
     t = tok.lower()
     if len(t) < 2:
         return None
-    hits = [w for w in slip39.WORDLIST if w.startswith(t)]  # type: ignore[attr-defined]
+    hits = [w for w in slip39.WORDLIST if w.startswith(t)]
     return hits[0] if len(hits) == 1 else None
 
 

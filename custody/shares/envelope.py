@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from custody.canonical import canonical_bytes, domain_hash
 from custody.errors import ConfigError, IntegrityError, ShareError
-from custody.shares.slip39 import ParsedShare, parse_share
+from custody.shares.slip39_parse import ParsedShare, parse_share
 from custody.signing import fingerprint, public_raw, short_fingerprint, verify_ed25519
 
 ENVELOPE_TYPE = "custody-share-envelope"
@@ -137,7 +137,7 @@ def make_envelope(
     """Build and sign the envelope of one share.
 
     Args:
-        share: the share (see :func:`custody.shares.slip39.parse_share`).
+        share: the share (see :func:`custody.shares.slip39_parse.parse_share`).
         ceremony_id: the generating ceremony's id.
         policy_digest: hex digest of the signed ceremony policy.
         epoch: 0 at generation, +1 at each reshare.

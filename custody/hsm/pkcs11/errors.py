@@ -6,7 +6,7 @@ the adapter has a single ``with translate(...)`` instead of copy-pasted ``try``/
 blocks. Titles name the action and the object label (labels are not secret); they never
 carry a PIN, key bytes, or the PKCS#11 library's own message (which can echo templates).
 
-Along with :mod:`custody.hsm.pkcs11.adapter` it is the only module that imports ``pkcs11``.
+It is one of the ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 
 Measured on SoftHSM 2.6.1: a failed AES-GCM tag check and a tampered RFC 5649 blob both
 come back as ``CKR_GENERAL_ERROR`` rather than ``CKR_ENCRYPTED_DATA_INVALID`` /

@@ -2,7 +2,7 @@
 
 This module owns the PKCS#11 templates and mechanisms of custody's asymmetric token keys,
 as a mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`. It is one of the
-``custody.hsm.pkcs11_*`` modules, the only ones that import ``pkcs11``.
+``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 
 - Ed25519 is CKM_EC_EDWARDS_KEY_PAIR_GEN with the RFC 8410 OID in CKA_EC_PARAMS, signed
   with CKM_EDDSA (PKCS#11 v3.0 §2.3.14). Its CKA_EC_POINT is a DER OCTET STRING wrapping

@@ -1,7 +1,7 @@
 """Loading PKCS#11 modules once per process, and the lock that serialises each one.
 
 This module owns the process-wide registry of loaded PKCS#11 libraries. It is one of the
-``custody.hsm.pkcs11_*`` modules, the only ones that import ``pkcs11``.
+``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 
 - ``pkcs11.lib(path)`` is a per-path singleton in python-pkcs11 0.10.1: a second call
   returns the same object and never re-reads the environment.

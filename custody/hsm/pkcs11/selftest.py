@@ -6,7 +6,7 @@ AES-256 key generation, AES-GCM (including tag rejection), RFC 5649 key wrap wit
 signing, ECDH, CKA_ALLOWED_MECHANISMS being enforced, and the in-token ECDH wrap that seals
 a rotated root. Every object it makes is a session object (CKA_TOKEN=false) and is
 destroyed before it returns, so nothing is left on the token. It is one of the
-``custody.hsm.pkcs11_*`` modules, the only ones that import ``pkcs11``.
+``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pypdf.generic import ContentStream, DictionaryObject
 
 from custody.shares import card, slip39
 from custody.shares import envelope as ev
+from custody.shares.card import geometry
 
 SIZES = ("a6", "a4", "letter")
 PAGE_PT = {"a6": (297.64, 419.53), "a4": (595.28, 841.89), "letter": (612.0, 792.0)}
@@ -117,7 +118,7 @@ def test_pdf_is_vector_with_embedded_fonts_at_the_page_size(size):
     ops = [op for _, op in ContentStream(page.get_contents(), reader).operations]
     assert b"Do" not in ops and b"INLINE IMAGE" not in ops and b"BI" not in ops
     # The QR is filled rectangles: at least one per dark run of modules, filled once.
-    runs = len(card._runs(card.make_qr(c.envelope_bytes).get_matrix()))
+    runs = len(geometry._runs(card.make_qr(c.envelope_bytes).get_matrix()))
     assert ops.count(b"re") >= runs and ({b"f", b"f*"} & set(ops))
     # The text is real text, in fonts embedded in the file (TrueType subsets).
     assert ops.count(b"Tj") >= len(c.words)

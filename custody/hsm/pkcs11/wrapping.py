@@ -1,0 +1,300 @@
+"""Wrapping and sealing under token keys: AES-GCM, RFC 5649 export/import, sealing to a
+recovery public key, and RFC 5649 of raw key bytes.
+
+A mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`, built on the secret-key helpers
+of :mod:`custody.hsm.pkcs11.secretkeys`. It is one of the ``custody.hsm.pkcs11`` modules,
+the only ones that import ``pkcs11``.
+
+- SoftHSM rejects CKM_AES_KEY_WRAP_PAD in C_Encrypt (CKR_MECHANISM_INVALID).
+  ``wrap_bytes`` therefore loads the bytes as a temporary session generic-secret key and
+  uses C_WrapKey / C_UnwrapKey; the output is plain RFC 5649.
+- SoftHSM answers a bad GCM tag or a bad KWP blob with CKR_GENERAL_ERROR; operations that
+  authenticate input translate that to IntegrityError (:mod:`custody.hsm.pkcs11.errors`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import suppress
+from typing import Any
+
+from pkcs11 import KDF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as px
+
+from custody.errors import IntegrityError
+from custody.hsm import KeyRef, KeyUse, SealedKey, object_label
+from custody.hsm.pkcs11.keypairs import ec_point, generate_pair, p256_point
+from custody.hsm.pkcs11.secretkeys import KCV_ID_PREFIX, KWP, NO_USE, USES, SecretKeyMixin
+
+GCM_NONCE_LEN = 12
+WRAPPED_AES256_LEN = 40  # RFC 5649: 8-byte AIV block + 32 bytes
+
+
+class WrappingMixin(SecretKeyMixin):
+    """Encrypt/decrypt, wrap/unwrap and sealing operations under token keys."""
+
+    def seal_to_public(self, label: str, version: int, recipient_public: bytes) -> SealedKey:
+        """Wrap a key for the holder of a P-256 private key, entirely inside the token.
+
+        An ephemeral P-256 key pair is generated as session objects; CKM_ECDH1_DERIVE (null
+        KDF) with *recipient_public* derives a session AES-256 key that is sensitive,
+        non-extractable and limited to CKM_AES_KEY_WRAP_PAD; it wraps the key (RFC 5649).
+        The blob is then unwrapped again inside the token and its KCV compared (a
+        known-answer round trip). The ephemeral private key and the derived key are
+        destroyed; only the ephemeral public point and the blob leave the token.
+
+        Args:
+            label, version: the key to wrap (it must be extractable).
+            recipient_public: the recipient's X9.62 uncompressed P-256 point.
+
+        Returns:
+            The ephemeral public point, the blob and the key's KCV.
+
+        Raises:
+            IntegrityError: *recipient_public* is not a valid P-256 point, or the blob did
+                not unwrap to the same key.
+            KeyNotFound: no such key.
+            KeyNotExtractable: the key is non-extractable.
+            HsmError: the token failed (a subclass says why).
+        """
+        point = p256_point(recipient_public)
+        lbl = object_label(label, version)
+        with self._op(f"seal {lbl} to the recovery public key") as s:
+            target = self._secret(s, label, version)
+            kcv = self._kcv(target)
+            pub, priv = generate_pair(s, None, "ecdsa-p256", Attribute.DERIVE, False)
+            try:
+                eph = ec_point(pub)
+                k = priv.derive_key(
+                    KeyType.AES,
+                    256,
+                    mechanism=Mechanism.ECDH1_DERIVE,
+                    mechanism_param=(KDF.NULL, None, point),
+                    store=False,
+                    template={
+                        Attribute.TOKEN: False,
+                        Attribute.PRIVATE: True,
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        **NO_USE,
+                        Attribute.WRAP: True,
+                        Attribute.UNWRAP: True,
+                        Attribute.ALLOWED_MECHANISMS: [KWP],
+                    },
+                )
+                try:
+                    wrapped = bytes(k.wrap_key(target, mechanism=KWP))
+                    if self._kcv_of_blob(k, wrapped) != kcv:
+                        raise IntegrityError(
+                            f"The sealed blob of {lbl} does not unwrap to the same key",
+                            "The token is faulty; do not rely on this blob.",
+                        )
+                finally:
+                    with suppress(px.PKCS11Error):
+                        k.destroy()
+            finally:
+                for obj in (priv, pub):
+                    with suppress(px.PKCS11Error):
+                        obj.destroy()
+            return SealedKey(ephemeral_public=eph, wrapped=wrapped, kcv=kcv)
+
+    def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
+        """Wrap a token key under raw AES key bytes (RK) with RFC 5649 (CKM_AES_KEY_WRAP_PAD).
+
+        The wrapping key exists only as a session object for the duration of the call. The
+        blob is unwrapped again inside the token and its KCV compared before it is returned
+        (a known-answer round trip).
+
+        Raises:
+            ValueError: *wrapping_key* is not 16, 24 or 32 bytes.
+            KeyNotFound: no such key.
+            KeyNotExtractable: the key is non-extractable.
+            IntegrityError: the blob did not unwrap to the same key.
+            HsmError: the token failed.
+        """
+        _check_aes(wrapping_key)
+        lbl = object_label(label, version)
+        with self._op(f"wrap {lbl} for export") as s:
+            target = self._secret(s, label, version)
+            with self._temp_key(s, wrapping_key, KeyType.AES, wrap=True, unwrap=True) as wk:
+                blob = bytes(wk.wrap_key(target, mechanism=KWP))
+                if self._kcv_of_blob(wk, blob) != self._kcv(target):
+                    raise IntegrityError(
+                        f"The blob of {lbl} does not unwrap to the same key",
+                        "The token is faulty; do not rely on this blob.",
+                    )
+                return blob
+
+    def import_wrapped(
+        self,
+        label: str,
+        version: int,
+        wrapping_key: bytes,
+        blob: bytes,
+        *,
+        use: KeyUse = "seal",
+    ) -> KeyRef:
+        """Unwrap an RFC 5649 *blob* under raw AES key bytes straight into a token key that
+        is sensitive, non-extractable, non-modifiable and limited to *use*.
+
+        Its KCV is taken first on an ECB-only session copy (:meth:`_kcv_of_blob`) and kept
+        in CKA_ID, since SoftHSM 2.6.1 computes no CKA_CHECK_VALUE for unwrapped keys.
+
+        Raises:
+            ValueError: *wrapping_key* is not 16, 24 or 32 bytes.
+            KeyExists: that version is already on the token.
+            IntegrityError: the blob is not 40 bytes, or does not unwrap under this key.
+            HsmError: the token failed.
+        """
+        _check_aes(wrapping_key)
+        if len(blob) != WRAPPED_AES256_LEN:
+            # SoftHSM reports CKA_VALUE_LEN=0 after C_UnwrapKey and refuses it in the
+            # template, so the length is checked on the blob: RFC 5649 of 32 bytes is 40.
+            raise IntegrityError(
+                f"The blob for {object_label(label, version)} is not a wrapped AES-256 key",
+                f"A wrapped root key is {WRAPPED_AES256_LEN} bytes; check the blob's source.",
+            )
+        attrs, mechs = USES[use]
+        with self._op(f"unwrap {object_label(label, version)}", integrity=True) as s:
+            lbl = self._absent(s, label, version)
+            with self._temp_key(s, wrapping_key, KeyType.AES, unwrap=True) as wk:
+                kcv = self._kcv_of_blob(wk, blob)
+                # SoftHSM refuses CKA_MODIFIABLE=false in an unwrap template, so the key
+                # is unwrapped as a session object and copied to a locked token object.
+                tmp = wk.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    blob,
+                    label=lbl,
+                    mechanism=KWP,
+                    store=False,
+                    template={
+                        Attribute.TOKEN: False,
+                        Attribute.PRIVATE: True,
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.ID: KCV_ID_PREFIX + bytes.fromhex(kcv),
+                        Attribute.ALLOWED_MECHANISMS: mechs,
+                        **attrs,
+                    },
+                )
+                try:
+                    key = tmp.copy({Attribute.TOKEN: True, Attribute.MODIFIABLE: False})
+                finally:
+                    with suppress(px.PKCS11Error):
+                        tmp.destroy()
+            return self._ref(key, label, version)
+
+    def encrypt(
+        self, label: str, version: int, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
+        """AES-256-GCM under a token key with a fresh 12-byte nonce from the token's RNG.
+
+        Returns:
+            (nonce, ciphertext || 16-byte tag).
+
+        Raises:
+            KeyNotFound: no such key.
+            HsmError: the token failed.
+        """
+        with self._op(f"encrypt with {object_label(label, version)}") as s:
+            key = self._usable(self._secret(s, label, version), Attribute.ENCRYPT, label, version)
+            nonce = bytes(s.generate_random(8 * GCM_NONCE_LEN))
+            ct = key.encrypt(
+                plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+            )
+            return nonce, bytes(ct)
+
+    def decrypt(
+        self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes
+    ) -> bytes:
+        """AES-256-GCM decryption under a token key.
+
+        Raises:
+            ValueError: the nonce is not 12 bytes.
+            KeyNotFound: no such key.
+            IntegrityError: the tag does not verify (data, aad, nonce or key differ).
+            HsmError: the token failed.
+        """
+        if len(nonce) != GCM_NONCE_LEN:
+            raise ValueError("the AES-GCM nonce must be 12 bytes")
+        with self._op(f"decrypt with {object_label(label, version)}", integrity=True) as s:
+            key = self._usable(self._secret(s, label, version), Attribute.DECRYPT, label, version)
+            return bytes(
+                key.decrypt(
+                    ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
+                )
+            )
+
+    def wrap_bytes(self, label: str, version: int, key_bytes: bytes) -> bytes:
+        """RFC 5649 wrap of raw key bytes under a token key.
+
+        SoftHSM refuses CKM_AES_KEY_WRAP_PAD in C_Encrypt, so the bytes become a temporary
+        session generic-secret key that C_WrapKey wraps; the output is plain RFC 5649.
+        SoftHSM 2.6.1 zero-pads the key to a multiple of 8 bytes *before* wrapping (so the
+        blob's length indicator is wrong), hence only multiples of 8 bytes are accepted;
+        every key custody wraps is 16 or 32 bytes.
+
+        Raises:
+            ValueError: *key_bytes* is empty or not a multiple of 8 bytes.
+            KeyNotFound: no such key.
+            HsmError: the token failed.
+        """
+        if not key_bytes or len(key_bytes) % 8:
+            raise ValueError("key_bytes must be a non-empty multiple of 8 bytes")
+        with self._op(f"wrap bytes under {object_label(label, version)}") as s:
+            kek = self._usable(self._secret(s, label, version), Attribute.WRAP, label, version)
+            return self._wrap_raw(s, kek, key_bytes)
+
+    def _wrap_raw(self, s: Any, kek: Any, raw: bytes) -> bytes:
+        with self._temp_key(s, raw, KeyType.GENERIC_SECRET, extractable=True) as tmp:
+            return bytes(kek.wrap_key(tmp, mechanism=KWP))
+
+    def unwrap_bytes(self, label: str, version: int, blob: bytes) -> bytes:
+        """Undo :meth:`wrap_bytes`: RFC 5649 unwrap under a token key, return the bytes.
+
+        SoftHSM 2.6.1's C_UnwrapKey keeps the RFC 5649 zero padding (a 20-byte key comes
+        back as 24 bytes). A value that could carry padding (ending in a zero byte) is
+        accepted only if it re-wraps to *blob* (RFC 5649 is deterministic), so a wrong
+        length is refused rather than returned.
+
+        Raises:
+            KeyNotFound: no such key.
+            IntegrityError: the blob fails the RFC 5649 integrity check, or holds a key
+                whose length the token cannot reproduce exactly.
+            HsmError: the token failed.
+        """
+        with self._op(f"unwrap bytes under {object_label(label, version)}", integrity=True) as s:
+            kek = self._usable(self._secret(s, label, version), Attribute.UNWRAP, label, version)
+            tmp = kek.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.GENERIC_SECRET,
+                blob,
+                mechanism=KWP,
+                store=False,
+                template={
+                    Attribute.TOKEN: False,
+                    Attribute.SENSITIVE: False,
+                    Attribute.EXTRACTABLE: True,
+                },
+            )
+            try:
+                value = bytes(tmp[Attribute.VALUE])
+            finally:
+                tmp.destroy()
+            # A trailing zero could be RFC 5649 padding that the token kept; a genuine
+            # value re-wraps to the same blob (RFC 5649 is deterministic).
+            maybe_padded = len(value) % 8 == 0 and value[-1:] == b"\0"
+            if maybe_padded and not hmac.compare_digest(self._wrap_raw(s, kek, value), blob):
+                raise IntegrityError(
+                    f"The token cannot unwrap this blob under {object_label(label, version)}"
+                    " to its exact length",
+                    "Its key is not a multiple of 8 bytes, which SoftHSM 2.6 mishandles; "
+                    "unwrap it with another RFC 5649 implementation.",
+                )
+            return value
+
+
+def _check_aes(raw: bytes) -> None:
+    if len(raw) not in (16, 24, 32):
+        raise ValueError("a wrapping key must be 16, 24 or 32 bytes of AES key")
