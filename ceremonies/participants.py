@@ -9,9 +9,9 @@ public identity file (``NAME.pub.json``)::
     {"alg": "ed25519", "public": "<64 hex>", "name": ..., "role": ..., "fingerprint": ...}
 
 The same file is a trust-key file for ``custody transcript verify --trust``. The roster
-(table ``participants``) records who is enrolled, in which role, with which key, and for
-how long; enrolment and revocation happen only in an ``enrol`` ceremony
-(:mod:`ceremonies.runner`). Nothing here ever sees a passphrase or token PIN except
+(:mod:`ceremonies.roster`, table ``participants``) records who is enrolled, in which role,
+with which key, and for how long; enrolment and revocation happen only in an ``enrol``
+ceremony (:mod:`ceremonies.runner`). Nothing here ever sees a passphrase or token PIN except
 :func:`create_participant`, :func:`create_token_participant` and :func:`load_signer`, which
 pass it straight to ``cryptography`` or to the token's C_Login.
 """
@@ -33,14 +33,11 @@ from custody.errors import (
     IntegrityError,
     KeyNotFound,
     MechanismUnsupported,
-    PolicyError,
     UsageError,
 )
 from custody.passphrase import check_strength
 from custody.privatefile import PUBLIC, private_dir, write_private
 from custody.signing import fingerprint, private_from_pem, private_to_pem, public_raw
-from custody.store.port import Store
-from custody.store.rows import ParticipantRow
 
 if TYPE_CHECKING:
     from custody.hsm.pkcs11.adapter import Pkcs11Hsm
@@ -400,115 +397,3 @@ def load_signer(
     if name is None:
         name = Path(key_path).name.removesuffix(".pem").removesuffix(".key")
     return Ed25519Signer(name, key)
-
-
-class Roster:
-    """The enrolled participants of one deployment (table ``participants``)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def __repr__(self) -> str:
-        return f"Roster({self.store!r})"
-
-    def members(self, *, include_revoked: bool = True) -> list[Member]:
-        out = [
-            Member(
-                name=r.name,
-                role=r.role,
-                public=r.public,
-                fingerprint=r.fingerprint,
-                valid_from=r.valid_from,
-                valid_until=r.valid_until,
-                revoked_at=r.revoked_at,
-                enrolled_by=r.enrolled_by,
-            )
-            for r in self.store.participants()
-        ]
-        return [m for m in out if include_revoked or m.revoked_at is None]
-
-    def get(self, name: str) -> Member | None:
-        return next((m for m in self.members() if m.name == name), None)
-
-    def by_public(self, public: bytes) -> Member | None:
-        return next((m for m in self.members() if m.public == public), None)
-
-    def active(self, role: str | None = None, *, now: int) -> list[Member]:
-        """Members usable at *now*, optionally only those in *role*."""
-        return [
-            m
-            for m in self.members()
-            if m.usable_at(now) is None and (role is None or m.role == role)
-        ]
-
-    def require(self, public: bytes, *, now: int, role: str | None = None) -> Member:
-        """The enrolled, currently valid member holding *public*.
-
-        Raises:
-            PolicyError: not enrolled, revoked/expired, or not in *role*.
-        """
-        m = self.by_public(public)
-        if m is None:
-            raise PolicyError(
-                f"Key {fingerprint(public)[:16]} is not enrolled",
-                "Enrol the participant first with 'custody ceremony enrol'.",
-            )
-        why = m.usable_at(now)
-        if why:
-            raise PolicyError(why, "Use a currently enrolled participant's key.")
-        if role is not None and m.role != role:
-            raise PolicyError(
-                f"{m.name} is a {m.role}, not a {role}", f"This action needs a {role}."
-            )
-        return m
-
-    def add(
-        self,
-        ident: Identity,
-        *,
-        now: int,
-        enrolled_by: str,
-        ceremony_id: str | None,
-        validity: int = KEY_VALIDITY_SECONDS,
-    ) -> None:
-        """Insert a member (called by the enrol ceremony only).
-
-        Raises:
-            UsageError: bad role, or the name or key is already enrolled.
-        """
-        check_name(ident.name)
-        if ident.role not in ROLES:
-            raise UsageError(
-                f"{ident.name} has unknown role {ident.role!r}", f"Use one of: {', '.join(ROLES)}."
-            )
-        if self.get(ident.name) is not None or self.by_public(ident.public) is not None:
-            raise UsageError(
-                f"{ident.name} (or that key) is already enrolled",
-                "Revoke the old entry first, or use another name.",
-            )
-        self.store.add_participant(
-            ParticipantRow(
-                name=ident.name,
-                role=ident.role,
-                alg="ed25519",
-                public=ident.public,
-                fingerprint=ident.fingerprint,
-                valid_from=now,
-                valid_until=now + validity,
-                revoked_at=None,
-                enrolled_by=enrolled_by,
-                enrolled_in=ceremony_id,
-            )
-        )
-
-    def revoke(self, name: str, *, now: int) -> None:
-        """Mark a member revoked from *now*.
-
-        Raises:
-            UsageError: no such member.
-        """
-        if not self.store.revoke_participant(name, now=now):
-            raise UsageError(
-                f"{name} is not an enrolled, unrevoked participant",
-                "See 'custody participant list'.",
-            )

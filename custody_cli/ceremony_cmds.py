@@ -230,7 +230,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_enrol(args: argparse.Namespace) -> int:
-    from ceremonies.participants import Roster, load_identity
+    from ceremonies.participants import load_identity
+    from ceremonies.roster import Roster
     from ceremonies.runner import CeremonyRunner
     from ceremonies.transcript.model import RosterEntry
     from custody.errors import UsageError

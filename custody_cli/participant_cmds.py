@@ -140,7 +140,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ceremonies.participants import Roster
+    from ceremonies.roster import Roster
     from custody.store import open_store
 
     home = common.home_of(args)

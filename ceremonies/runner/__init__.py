@@ -58,7 +58,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,6 @@ from ceremonies.engine import (
     AwaitInput,
     Begin,
     CeremonyState,
-    Close,
     CloseTranscript,
     Done,
     Rollback,
@@ -77,13 +75,25 @@ from ceremonies.engine import (
     transition,
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
-from ceremonies.participants import Roster
+from ceremonies.runner import closing, held, steps
+from ceremonies.runner.io import (
+    CeremonyExpired,
+    Inputs,
+    Outcome,
+    ShareInput,
+    TokenNeeded,
+)
+from ceremonies.runner.opening import (
+    admit,
+    ceremony_policy,
+    open_ceremonies,
+    required_thresholds,
+    roster_entries,
+)
 from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
-from ceremonies.transcript.authority import SECOND_PERSON_ROLES, roster_change_quorum
-from ceremonies.transcript.model import Policy, RosterEntry, SignedPolicy, Threshold
+from ceremonies.transcript.model import RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
-from ceremonies.transcript.records import Approval
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 from custody.store.rows import CeremonyRow
@@ -91,158 +101,8 @@ from custody.store.rows import CeremonyRow
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
 
 
-class CeremonyExpired(CeremonyError):
-    """An unfinished ceremony ran past its ``ceremony_expiry_minutes``; it can only be
-    aborted."""
-
-
-class TokenNeeded(CeremonyError):
-    """The ceremony holds objects on the deployment's token (its hold key, root versions it
-    created) that only the token can destroy: it is not aborted or closed without it.
-    Nothing was recorded or changed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShareInput:
-    """One share handed in: where it came from, its words, and its envelope bytes."""
-
-    source: str
-    text: str = field(repr=False)
-    envelope: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Inputs:
-    """What people hand in for this run of the ceremony."""
-
-    shares: Sequence[ShareInput] = ()
-    approvals: Sequence[Approval] = ()
-    sealed: Sequence[tuple[str, str]] = field(default=(), repr=False)
-    """Remote hand-ins: (source, ``custody-blob:...`` text) sealed to one of this
-    ceremony's transport offers (:meth:`CeremonyRunner.offer`)."""
-
-
-@dataclass(slots=True, kw_only=True)
-class Outcome:
-    """Where a run stopped: ``closed``, ``aborted`` or ``awaiting-input``.
-
-    ``handins``: one :class:`HandIn` per share handed in to this runner (accepted, held,
-    duplicate or rejected, with the SAS of a remote one); the hand-in lines of
-    ``messages`` are derived from them. Drivers read the records, not the lines.
-    """
-
-    ceremony_id: str
-    kind: str
-    status: str
-    bundle: str
-    awaiting: str | None = None
-    step: str | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-    request: dict[str, Any] | None = None
-    handins: tuple[HandIn, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.status != "aborted",
-            "ceremony_id": self.ceremony_id,
-            "kind": self.kind,
-            "status": self.status,
-            "bundle": self.bundle,
-            "awaiting": self.awaiting,
-            "step": self.step,
-            "facts": self.facts,
-            "messages": self.messages,
-            "request": self.request,
-            "handins": [h.to_json() for h in self.handins],
-        }
-
-
 def _now() -> int:
     return int(time.time())
-
-
-def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
-    """The store roster as transcript roster entries (currently usable members only)."""
-    return tuple(
-        RosterEntry(
-            name=m.name,
-            role=m.role,
-            public=m.public,
-            valid_from=m.valid_from,
-            valid_until=m.valid_until,
-            revoked_at=m.revoked_at,
-        )
-        for m in roster.members()
-        if m.usable_at(now) is None
-    )
-
-
-def _holders_only(entries: tuple[RosterEntry, ...], holders: set[str]) -> tuple[RosterEntry, ...]:
-    """*entries* without the custodians whose key (by fingerprint) holds no share of the
-    active set: only share holders may approve a rotate-root, never a custodian enrolled
-    later, whatever their name."""
-    return tuple(e for e in entries if e.role != "custodian" or e.fingerprint in holders)
-
-
-def required_thresholds(
-    dep: Deployment,
-    kind: str,
-    entries: Sequence[RosterEntry],
-    *,
-    bootstrap: bool,
-    given: Mapping[str, Threshold] | None,
-) -> dict[str, Threshold]:
-    """The quorum-gated actions of a new *kind* ceremony: the caller's, but never below
-    what the trust model requires (see docs/ceremonies.md, "Who must approve").
-
-    * enrol: the coordinator alone only for the bootstrap enrolment (an empty roster);
-      after it, two super-admins, or with a single super-admin a majority of the
-      custodians (:func:`ceremonies.transcript.authority.roster_change_quorum`);
-    * rotate-root: the active share set's quorum of its holders.
-
-    Raises:
-        PolicyError: a caller's threshold is weaker than required, or nobody can approve.
-        CeremonyError: rotate-root without an active share set.
-    """
-    from ceremonies.runner.steps.base import active_share_set, quorum_size
-
-    out = dict(given or {})
-    need: dict[str, Threshold] = {}
-    if kind == "enrol":
-        if bootstrap:
-            need["enrol"] = Threshold(role="super-admin", count=1)
-        else:
-            q = roster_change_quorum(entries)
-            if q is None:
-                raise PolicyError(
-                    "Nobody can approve this enrolment: the deployment has a single "
-                    "super-admin and no custodian",
-                    "Only the bootstrap enrolment is done by one super-admin alone; enrol "
-                    "every participant in it, or start a new deployment.",
-                )
-            need["enrol"] = q
-    elif kind == "rotate-root":
-        sset = active_share_set(dep.store)
-        if sset is None:
-            raise CeremonyError("No share set", "Run the generate ceremony first.")
-        need["rotate-root"] = Threshold(role="custodian", count=quorum_size(sset["scheme"]))
-    for action, t in need.items():
-        g = out.get(action)
-        if g is not None and (g.role != t.role or g.count < t.count):
-            raise PolicyError(
-                f"The {action} quorum cannot be lowered to {g.count} {g.role}(s)",
-                f"It needs at least {t.count} {t.role}(s); leave the threshold to the runner.",
-            )
-        out[action] = g or t
-        have = sum(1 for e in entries if e.role == out[action].role)
-        if have < out[action].count:
-            raise PolicyError(
-                f"The {action} quorum needs {out[action].count} {out[action].role}(s) but "
-                f"only {have} can take part",
-                "Enrol (or, for rotate-root, issue shares to) enough participants first.",
-            )
-    return out
 
 
 class CeremonyRunner:
@@ -331,56 +191,11 @@ class CeremonyRunner:
             raise UsageError(f"Unknown ceremony kind {kind!r}", f"Use one of {', '.join(SCRIPTS)}.")
         now = clock()
         store = dep.store
-        for o in store.ceremonies(state="open"):
-            raise CeremonyError(
-                f"Ceremony {o.id} ({o.kind}) is still open"
-                + (" (expired)" if o.expires <= now else ""),
-                f"Finish it with 'custody ceremony resume {o.id}' or roll it back with "
-                f"'custody ceremony abort {o.id}'.",
-            )
-        bootstrap = kind == "enrol" and not Roster(store).members()
-        if extra_roster and not bootstrap:
-            raise PolicyError(
-                "Only the bootstrap enrolment may name participants who are not enrolled",
-                "Enrol them with 'custody ceremony enrol' (a quorum approves it).",
-            )
-        entries = roster_entries(Roster(store), now) + tuple(extra_roster)
-        me = next((e for e in entries if e.public == signer.public), None)
-        if me is None or me.role != "super-admin":
-            raise PolicyError(
-                "The coordinator must be an enrolled super-admin",
-                "Use the key of an enrolled super-admin (--key).",
-            )
-        if kind == "rotate-root":
-            from ceremonies.runner.steps.base import active_share_set
-
-            sset = active_share_set(store)
-            holders = {h["fingerprint"] for h in (sset or {"holders": {}})["holders"].values()}
-            entries = _holders_only(entries, holders)
-        gated = required_thresholds(dep, kind, entries, bootstrap=bootstrap, given=thresholds)
-        if kind == "emergency-rotate" and not any(
-            e.role in SECOND_PERSON_ROLES and e.name != me.name for e in entries
-        ):
-            raise PolicyError(
-                "emergency-rotate needs a second person, and none is enrolled",
-                "Enrol a witness or a second super-admin first ('custody ceremony enrol').",
-            )
-        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
-        prev = store.get_meta("last_checkpoint")
-        policy = Policy.new(
-            purpose=purpose or f"custody {kind} ceremony",
-            kind=kind,
-            created_at=now,
-            roster=entries,
-            permissions={"super-admin": ("*",), "custodian": (), "auditor": (), "witness": ()},
-            thresholds=gated,
-            script=SCRIPTS[kind],
-            close_quorum={"super-admin": 1},
-            exception_quorum=Threshold(role="super-admin", count=1),
-            approval_window=dep.config.approval_window_seconds,
-            deployment=dep.config.deployment_id,
-            prev_checkpoint=json.loads(prev) if prev else None,
+        me, entries, gated = admit(
+            dep, kind, signer, extra_roster=extra_roster, thresholds=thresholds, now=now
         )
+        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        policy = ceremony_policy(dep, kind, entries, gated, purpose=purpose, now=now)
         signed = SignedPolicy(policy=policy).signed_by(signer)
         path = dep.home.transcripts_dir / policy.ceremony_id
         dep.home.transcripts_dir.mkdir(parents=True, exist_ok=True)
@@ -504,8 +319,6 @@ class CeremonyRunner:
             CustodyError: a step failed; what it recorded stays in the transcript, and the
                 ceremony can be resumed (or aborted) later.
         """
-        from ceremonies.runner import steps
-
         if self.rolling_back:
             return self._rollback("finishing an interrupted abort")
         while True:
@@ -579,8 +392,6 @@ class CeremonyRunner:
             The :class:`ApprovalRequest` (public), or None when the ceremony is finished or
             not at a step that collects approvals.
         """
-        from ceremonies.runner import steps
-
         return steps.pending_request(self)
 
     def check_share(self, share: ShareInput) -> ShareCheck:
@@ -597,8 +408,6 @@ class CeremonyRunner:
         Raises:
             CeremonyError: the ceremony is not at a share step (nothing to check against).
         """
-        from ceremonies.runner import steps
-
         return steps.check_share(self, share)
 
     def _finish_row(self, state: str) -> None:
@@ -634,62 +443,16 @@ class CeremonyRunner:
             CeremonyExpired: the ceremony expired.
             UsageError: the HSM is not open (no PIN).
         """
-        from ceremonies.runner import held
-
         self.check_live()
         return held.make_offer(self, ttl=ttl)
 
     def needs_token(self, *, rollback: bool) -> list[str]:
         """What this ceremony holds on the deployment's token that a close (or, with
         *rollback*, an abort) must destroy: public descriptions, empty when nothing."""
-        held = self.pending.get("held", {})
-        out = []
-        if self.pending.get("hold_key"):
-            n = sum(len(v) for v in held.values())
-            m = len(self.pending.get("offers", []))
-            out.append(
-                f"its hold key {self.pending['hold_key']} ({n} held share(s), {m} offer key(s))"
-            )
-        if rollback and not self.state.committed:
-            from ceremonies.runner.steps.rollback import keys_to_destroy
-
-            out += [f"root/v{v}, which it created" for v in keys_to_destroy(self)]
-        return out
-
-    def _require_token(self, *, rollback: bool) -> None:
-        """Refuse to abort (or close) without the token what only the token can destroy.
-
-        Raises:
-            TokenNeeded: the HSM is not open and the ceremony holds token objects.
-        """
-        need = self.needs_token(rollback=rollback)
-        if need and self.dep.hsm is None:
-            what = "aborted" if rollback else "closed"
-            raise TokenNeeded(
-                f"Ceremony {self.ceremony_id} cannot be {what} without the token: it holds "
-                + "; ".join(need),
-                "Only the token can destroy them, so nothing was recorded or changed. Give "
-                "the token PIN (--pin-file or $CUSTODY_PIN) and run the command again.",
-            )
+        return closing.needs_token(self, rollback=rollback)
 
     def _close(self) -> Outcome:
-        from ceremonies.runner import held
-
-        self._require_token(rollback=False)
-        undone = held.drop_held(self, None)
-        if undone or self.not_destroyed:
-            self.record("cleanup", {"undone": undone, "not_destroyed": list(self.not_destroyed)})
-        cp = self.rec.close(self.signer, [self.signer], outcome="completed", now=self.clock())
-        self._apply(Close("completed"))
-        self._finish_row("closed")
-        self.dep.store.set_meta(
-            "last_checkpoint",
-            json.dumps(
-                {"ceremony": self.ceremony_id, "tree_size": cp.tree_size, "root": cp.root.hex()}
-            ),
-        )
-        self._secrets.clear()
-        return self.outcome()
+        return closing.close(self)
 
     def abort(self, reason: str) -> Outcome:
         """Roll back and close as aborted (refused after the commit step).
@@ -703,49 +466,14 @@ class CeremonyRunner:
                 "The ceremony is past its commit point and cannot be aborted",
                 f"Finish it with 'custody ceremony resume {self.ceremony_id}'.",
             )
-        return self._rollback(reason)
+        return closing.rollback(self, reason)
 
     def _rollback(self, reason: str) -> Outcome:
-        from ceremonies.runner import steps
-
-        self._require_token(rollback=True)  # before anything is recorded
-        self._secrets.clear()
-        if not self.rolling_back:
-            self.record("rollback", {"reason": reason})
-            self.rolling_back = True
-        undone = steps.rollback(self)
-        self.record("rollback.done", {"undone": undone, "not_destroyed": list(self.not_destroyed)})
-        self.rec.close(
-            self.signer,
-            [self.signer],
-            outcome="aborted",
-            summary={"reason": reason},
-            now=self.clock(),
-        )
-        self._apply(Close("aborted"))
-        self._finish_row("aborted")
-        self.messages.append(f"rolled back: {reason}")
-        return self.outcome()
+        return closing.rollback(self, reason)
 
     def close_handles(self) -> None:
         """Forget secrets (the deployment is closed by its owner)."""
         self._secrets.clear()
-
-
-def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
-    """All ceremonies of the deployment, newest first (for list views)."""
-    return [  # newest first; ties: newest row
-        dict(
-            id=r.id,
-            kind=r.kind,
-            state=r.state,
-            coordinator=r.coordinator,
-            bundle=r.bundle,
-            created=r.created,
-            expires=r.expires,
-        )
-        for r in dep.store.ceremonies()
-    ]
 
 
 __all__ = [

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from ceremonies.runner.io import ShareInput, TokenNeeded
 from ceremonies.runner.views import HandIn
 from custody.errors import CeremonyError, CustodyError, KeyNotFound
 
@@ -107,8 +108,6 @@ def _hold(r: CeremonyRunner, step: str, items: list[Any]) -> None:
 
 
 def _unhold(r: CeremonyRunner, step: str) -> list[Any]:
-    from ceremonies.runner import ShareInput
-
     return [
         ShareInput(
             source=h["custodian"],
@@ -134,8 +133,6 @@ def drop_held(r: CeremonyRunner, step: str | None) -> list[str]:
     Raises:
         TokenNeeded: a hold key exists and the HSM is not open (nothing was changed).
     """
-    from ceremonies.runner import TokenNeeded
-
     undone: list[str] = []
     held = dict(r.pending.get("held", {}))
     label = r.pending.get("hold_key")
@@ -267,7 +264,6 @@ def _open_sealed(
         (a ShareInput per blob that opened, sourced ``remote:NAME``; the SAS of each by that
         source; a ``rejected`` :class:`HandIn` per blob that did not open).
     """
-    from ceremonies.runner import ShareInput
     from custody.shares import transport
 
     out: list[Any] = []

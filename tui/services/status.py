@@ -301,7 +301,7 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
 
     Returns None while nobody is enrolled ("no roster yet").
     """
-    from ceremonies.participants import Roster
+    from ceremonies.roster import Roster
     from ceremonies.runner.steps import active_share_set
     from custody.store import open_store
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ceremonies.participants import Roster
+from ceremonies.roster import Roster
 from ceremonies.runner.views import ApprovalRequest
 from ceremonies.transcript.authority import KIND_REVOKED, SECOND_PERSON_ACTION, SECOND_PERSON_ROLES
 from ceremonies.transcript.records import Approval

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
-from ceremonies.participants import Identity, Roster
+from ceremonies.participants import Identity
+from ceremonies.roster import Roster
 from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
 from ceremonies.runner.steps.base import WAIT, on
 from ceremonies.transcript.records import Approval

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ceremonies.participants import Roster
+from ceremonies.roster import Roster
 from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
 from ceremonies.runner.views import HandIn, ShareCheck

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ceremonies.participants import Roster
+from ceremonies.roster import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
 from ceremonies.runner.steps.handin import _collect, new_share_set

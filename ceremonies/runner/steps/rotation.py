@@ -17,7 +17,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
-from ceremonies.participants import Roster
+from ceremonies.roster import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.approvals import recognise, recorded_for, request_for, used_nonces
 from ceremonies.runner.steps.base import WAIT, _hsm, _token_has, active_share_set, on

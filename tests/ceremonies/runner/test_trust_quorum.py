@@ -180,7 +180,8 @@ def test_a_forged_enrolment_approved_by_one_admin_does_not_verify(dep: Dep, tmp_
     """The single super-admin writes an enrolment policy that names themselves as the
     quorum, signs it and every event, and enrols a sock puppet: the verifier holds the
     policy to the floor (a custodian majority) whatever the policy says."""
-    from ceremonies.participants import Roster, load_signer
+    from ceremonies.participants import load_signer
+    from ceremonies.roster import Roster
     from ceremonies.runner import roster_entries
     from ceremonies.transcript.model import Policy, SignedPolicy, Threshold
     from ceremonies.transcript.records import Approval
