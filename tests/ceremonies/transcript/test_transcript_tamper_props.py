@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -131,3 +132,18 @@ def test_every_policy_signature_entry_is_checked() -> None:
                     raw += b"\n"
                 rep = verify_bundle(_with(bundle, "policy", raw), TRUST)
                 assert not rep.ok, (name, i, field)
+
+
+@pytest.mark.slow
+def test_every_single_bit_flip_of_a_policy_is_detected() -> None:
+    """Exhaustive, not sampled: flipping the low bit of any byte of either golden policy
+    fails the bundle (every byte of policy.json is signed, or checked against the roster)."""
+    for name, bundle in GOLDEN.items():
+        raw = bundle.policy
+        missed = []
+        for i in range(len(raw)):
+            bad = bytearray(raw)
+            bad[i] ^= 0x01
+            if verify_bundle(_with(bundle, "policy", bytes(bad)), TRUST).ok:
+                missed.append(i)
+        assert missed == [], (name, missed[:10])
