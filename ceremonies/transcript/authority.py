@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from custody.audit.signers import verify_signature
 
 from .model import KIND_CLOSE, KIND_OPEN, FormatError, Policy, RosterEntry, Threshold
-from .records import Approval, Event, action_digest
+from .records import Event, binding_problems, gated_approvals
 
 Finding = tuple[str, str]
 
@@ -203,15 +203,10 @@ class Authority:
 
     def _second_person(self, ev: Event, where: str, nonces: dict[str, int]) -> list[Finding]:
         p, b = self.policy, ev.body
-        aid = b.get("action_id")
         try:
-            if not isinstance(aid, str) or not isinstance(b.get("params"), dict):
-                raise FormatError("the second person's approval needs action_id and params")
-            digest = action_digest(p.ceremony_id, ev.kind, aid, b["params"])
-            raw = b.get("approvals")
-            if not isinstance(raw, list):
-                raise FormatError("the second person's approval needs approvals")
-            approvals = [Approval.from_json(a) for a in raw]
+            aid, digest, approvals = gated_approvals(
+                ev, p.ceremony_id, "the second person's approval"
+            )
         except (FormatError, ValueError, TypeError) as exc:
             return [("quorum", f"{where}: {ev.kind}: {exc}")]
         out: list[Finding] = []
@@ -232,17 +227,15 @@ class Authority:
                 bad.append(f"is from a {m.role}, not a witness or a super-admin")
             if a.approver in excluded:
                 bad.append("is the coordinator's own, not a second person's")
-            if a.ceremony != p.ceremony_id:
-                bad.append("is for another ceremony")
-            if a.action != ev.kind or a.action_id != aid or a.action_digest != digest:
-                bad.append("is bound to a different action digest")
-            if not a.issued_at <= ev.time <= a.expires_at:
-                bad.append(f"is outside its window (issued {a.issued_at}, used {ev.time})")
-            if a.expires_at - a.issued_at > p.approval_window:
-                bad.append(f"outlives the {p.approval_window}s approval window")
-            if a.nonce in nonces:
-                bad.append(f"was already used at event {nonces[a.nonce]}")
-            nonces[a.nonce] = ev.seq
+            bad += binding_problems(
+                a,
+                ev,
+                aid,
+                digest,
+                ceremony_id=p.ceremony_id,
+                window=p.approval_window,
+                nonces=nonces,
+            )
             for at in (a.issued_at, ev.time):
                 if m.valid_at(at):
                     bad.append("was signed with an invalid key")

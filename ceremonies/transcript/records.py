@@ -309,3 +309,49 @@ class Checkpoint:
             )
         except ValueError as exc:
             raise FormatError(str(exc)) from exc
+
+
+def gated_approvals(ev: Event, ceremony_id: str, what: str) -> tuple[str, str, list[Approval]]:
+    """The action id, the action digest recomputed for *ceremony_id* (the policy's), and the
+    approvals a gated event carries.
+
+    Raises:
+        FormatError, ValueError, TypeError: the body lacks them or they do not parse
+        (*what* names the event in the message).
+    """
+    b = ev.body
+    aid = b.get("action_id")
+    if not isinstance(aid, str) or not isinstance(b.get("params"), dict):
+        raise FormatError(f"{what} needs action_id and params")
+    digest = action_digest(ceremony_id, ev.kind, aid, b["params"])
+    raw = b.get("approvals")
+    if not isinstance(raw, list):
+        raise FormatError(f"{what} needs approvals")
+    return aid, digest, [Approval.from_json(a) for a in raw]
+
+
+def binding_problems(
+    a: Approval,
+    ev: Event,
+    aid: str,
+    digest: str,
+    *,
+    ceremony_id: str,
+    window: int,
+    nonces: dict[str, int],
+) -> list[str]:
+    """What binds *a* to this use, and fails: ceremony, action digest, validity window, the
+    policy's approval window, and single use (its nonce is recorded in *nonces*)."""
+    bad = []
+    if a.ceremony != ceremony_id:
+        bad.append("is for another ceremony")
+    if a.action != ev.kind or a.action_id != aid or a.action_digest != digest:
+        bad.append("is bound to a different action digest")
+    if not a.issued_at <= ev.time <= a.expires_at:
+        bad.append(f"is outside its window (issued {a.issued_at}, used {ev.time})")
+    if a.expires_at - a.issued_at > window:
+        bad.append(f"outlives the {window}s approval window")
+    if a.nonce in nonces:
+        bad.append(f"was already used at event {nonces[a.nonce]}")
+    nonces[a.nonce] = ev.seq
+    return bad

@@ -35,7 +35,7 @@ from .model import (
     Sig,
 )
 from .pins import Pins
-from .records import Approval, Event, action_digest
+from .records import Event, binding_problems, gated_approvals
 
 Finding = tuple[str, str]  # (check id, message)
 
@@ -150,15 +150,8 @@ class Rules:
     def _quorum(self, ev: Event, where: str) -> list[Finding]:
         p, t = self.policy, self.policy.thresholds[ev.kind]
         b = ev.body
-        aid = b.get("action_id")
         try:
-            if not isinstance(aid, str) or not isinstance(b.get("params"), dict):
-                raise FormatError("gated action needs action_id and params")
-            digest = action_digest(p.ceremony_id, ev.kind, aid, b["params"])
-            raw = b.get("approvals")
-            if not isinstance(raw, list):
-                raise FormatError("gated action needs approvals")
-            approvals = [Approval.from_json(a) for a in raw]
+            aid, digest, approvals = gated_approvals(ev, p.ceremony_id, "gated action")
         except (FormatError, ValueError, TypeError) as exc:
             return [("quorum", f"{where}: {ev.kind}: {exc}")]
         out: list[Finding] = []
@@ -179,17 +172,15 @@ class Rules:
                 bad.append(f"is from a {m.role}, not a {t.role}")
             if a.issued_at < p.created_at:
                 bad.append(f"was issued before the policy ({a.issued_at} < {p.created_at})")
-            if a.ceremony != p.ceremony_id:
-                bad.append("is for another ceremony")
-            if a.action != ev.kind or a.action_id != aid or a.action_digest != digest:
-                bad.append("is bound to a different action digest")
-            if not a.issued_at <= ev.time <= a.expires_at:
-                bad.append(f"is outside its window (issued {a.issued_at}, used {ev.time})")
-            if a.expires_at - a.issued_at > p.approval_window:
-                bad.append(f"outlives the {p.approval_window}s approval window")
-            if a.nonce in self.state.nonces:
-                bad.append(f"was already used at event {self.state.nonces[a.nonce]}")
-            self.state.nonces[a.nonce] = ev.seq
+            bad += binding_problems(
+                a,
+                ev,
+                aid,
+                digest,
+                ceremony_id=p.ceremony_id,
+                window=p.approval_window,
+                nonces=self.state.nonces,
+            )
             for at in (a.issued_at, ev.time):
                 why = m.valid_at(at)
                 if why:
