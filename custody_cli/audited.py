@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from custody.audit.scope import actor_name, warning_sink
 from custody.audit.scope import run_audited as run_audited_op
 from custody.config import Home, resolve_home
-
-__all__ = ["AUDITED", "actor_name", "command_name", "run_audited", "warning_sink"]
 
 # "group action" (or "group" alone) of commands that touch keys, tokens or ceremonies.
 AUDITED: frozenset[str] = frozenset(

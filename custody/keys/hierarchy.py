@@ -12,7 +12,6 @@ All state is in the store (:mod:`custody.store.port`); times come from :mod:`cus
 
 from __future__ import annotations
 
-from custody.clock import iso, utcnow
 from custody.keys.keks import check_branch
 from custody.keys.objects import ObjectKeys, VerifyReport, object_context, object_digest
 from custody.keys.roots import ROOT_LABEL, kek_context
@@ -30,9 +29,7 @@ __all__ = [
     "RootVersion",
     "VerifyReport",
     "check_branch",
-    "iso",
     "kek_context",
     "object_context",
     "object_digest",
-    "utcnow",
 ]

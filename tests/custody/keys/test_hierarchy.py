@@ -106,9 +106,9 @@ def test_secret_sources(tmp_path, monkeypatch):
 def test_retired_root_is_destroyed_in_stages(hier, hsm):
     from datetime import timedelta
 
+    from custody.clock import utcnow
     from custody.config import Config
     from custody.errors import KeyNotFound
-    from custody.keys.hierarchy import utcnow
     from custody.rekey.retire import advance_retirement, cancel_destroy
 
     cfg = Config(deployment_id="t", created="2026-01-01T00:00:00+00:00", hsm=HsmConfig())

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from custody.clock import iso
 from custody.config import Config, HsmConfig
 from custody.errors import PolicyError, UsageError
-from custody.keys.hierarchy import KeyHierarchy, iso
+from custody.keys.hierarchy import KeyHierarchy
 from custody.model import KeyState
 from custody.rekey.retire import advance_retirement, cancel_destroy
 from custody.rekey.status import status
