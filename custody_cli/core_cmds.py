@@ -77,7 +77,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  token: {cfg.hsm.token_label!r} on the {kind}")
         if args.dev_root:
             print("  WARNING: development root key with no recovery shares")
-        print("Next: 'custody ceremony generate' to create the root key and custodian shares.")
+        if not args.dev_root:
+            print("Next:")
+            print("  1. each participant: 'custody participant new NAME --role ROLE --out DIR'")
+            print("  2. 'custody ceremony enrol --key CO.key.pem --add NAME.pub.json ...'")
+            print("     (the bootstrap enrols the first super-admins and custodians)")
+            print("  3. 'custody ceremony generate' to create the root key and custodian shares")
     return 0
 
 

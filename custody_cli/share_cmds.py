@@ -362,7 +362,7 @@ def _coordinator_key(args: argparse.Namespace, out: Path) -> Ed25519PrivateKey:
         pw = read_secret(
             what="coordinator key passphrase",
             file=args.passphrase_file,
-            env="CUSTODY_KEY_PASSPHRASE",
+            env="CUSTODY_PASSPHRASE",
         )
         return private_from_pem(_read(args.key, "coordinator key"), pw.encode())
     key = Ed25519PrivateKey.generate()
