@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from custody.audit.signers import Ed25519Signer, HsmSigner, verify_signature
+from custody.canonical import load_json
 from custody.config import DEFAULT_SOFTHSM_MODULE
 from custody.errors import (
     ConfigError,
@@ -186,7 +187,7 @@ def load_token_ref(path: Path) -> TokenRef:
         ConfigError: unreadable, or not a PKCS#11 reference to a 32-byte Ed25519 key.
     """
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = load_json(Path(path).read_text(encoding="utf-8"))
         if doc.get("type") != "pkcs11":
             raise ValueError("type")
         slot = doc.get("slot")
@@ -351,7 +352,7 @@ def load_identity(path: Path) -> Identity:
         ConfigError: unreadable, not an Ed25519 identity, or its fingerprint disagrees.
     """
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = load_json(Path(path).read_text(encoding="utf-8"))
         if doc.get("alg") != "ed25519":
             raise ValueError("alg")
         public = bytes.fromhex(doc["public"])

@@ -37,3 +37,52 @@ def domain_hash(domain: str, *parts: bytes) -> bytes:
     for p in parts:
         h.update(len(p).to_bytes(8, "big") + p)
     return h.digest()
+
+
+def _unique_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if k in out:
+            raise ValueError("duplicate key in a JSON object")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """:func:`json.loads` without duplicate keys, ``NaN``/``Infinity`` or a RecursionError.
+
+    Raises:
+        ValueError: not strict JSON (see :func:`load_json`, which also checks that the
+            document can be canonicalised).
+    """
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+    except TypeError as exc:  # not str/bytes
+        raise ValueError("not JSON text") from exc
+
+
+def load_json(raw: bytes | str) -> Any:
+    """Parse JSON that someone else wrote (a file, a QR code, a peer's blob), strictly.
+
+    Everything custody reads back is signed or hashed in canonical form, so a document that
+    cannot be canonicalised is refused here, at the door, rather than deep inside a check:
+    duplicate keys (two readers could see two values), ``NaN``/``Infinity``, strings with
+    lone surrogates, integers outside the I-JSON range (beyond 2^53), and nesting deeper
+    than the interpreter can follow.
+
+    Raises:
+        ValueError: one of the above, or not JSON at all. Callers map it to their typed
+            error (title and hint).
+    """
+    doc = strict_loads(raw)
+    try:
+        canonical_bytes(doc)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+    return doc

@@ -10,13 +10,12 @@ check id. The authority checks (signatures, roles, quorum, script...) live in
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from custody.audit.merkle import MerkleTree, verify_consistency
 from custody.audit.signers import verify_signature
-from custody.canonical import canonical_bytes
+from custody.canonical import canonical_bytes, strict_loads
 from custody.errors import IntegrityError
 
 from .bundle import BundleData
@@ -60,14 +59,16 @@ def _split(raw: bytes, name: str, problems: list[str]) -> list[bytes]:
 
 def _load(line: bytes, what: str, problems: list[str]) -> tuple[Any, bool]:
     try:
-        obj = json.loads(line)
-    except ValueError:
-        problems.append(f"{what} is not JSON")
+        obj = strict_loads(line)
+    except ValueError as exc:
+        problems.append(f"{what} is not JSON ({exc})")
         return None, False
     try:
         canonical = canonical_bytes(obj) == line
-    except (ValueError, TypeError):
-        canonical = False
+    except (ValueError, TypeError, RecursionError) as exc:
+        # a lone surrogate, an integer beyond 2^53: nothing downstream may re-encode it
+        problems.append(f"{what} cannot be canonicalised ({exc})")
+        return None, False
     if not canonical:
         problems.append(f"{what} is not RFC 8785 canonical")
     return obj, canonical

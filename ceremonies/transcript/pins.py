@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from custody.audit.signers import TrustKey, parse_trust_key
+from custody.canonical import load_json
 from custody.errors import UsageError
 from custody.textsafe import printable
 
@@ -60,11 +61,14 @@ def load_pins(raw: bytes, *, default_name: str = "pinned") -> tuple[TrustKey, ..
         UsageError: the file is in none of the forms, a name or role is not allowed, or a
             fingerprint does not match its key.
     """
-    text = raw.decode("utf-8", "replace").strip()
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:  # read as it is, never with replacement characters
+        raise _bad("not UTF-8 text") from exc
     doc = None
     if text.startswith("{"):
         try:
-            doc = json.loads(text)
+            doc = load_json(text)
         except ValueError as exc:
             raise _bad("not JSON") from exc
     if isinstance(doc, dict) and doc.get("type") == PINS_TYPE:

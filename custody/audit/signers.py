@@ -14,7 +14,6 @@ without a role identifies someone but never counts toward a transcript quorum
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -22,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from custody.canonical import load_json
 from custody.errors import UsageError
 from custody.signing import fingerprint, public_raw
 from custody.textsafe import printable
@@ -149,18 +149,25 @@ def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
     Raises:
         UsageError: the file holds neither form, or an unsupported algorithm.
     """
-    text = raw.decode("utf-8", "replace").strip()
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:  # read as it is, never with replacement characters
+        raise UsageError(
+            "Not a trust key file (not UTF-8 text)", "Obtain the key file again out of band."
+        ) from exc
     if _HEX64.match(text.lower()):
         return TrustKey(name=default_name, alg="ed25519", public=bytes.fromhex(text.lower()))
     try:
-        doc = json.loads(text)
-        alg = str(doc.get("alg", "ed25519"))
-        pub = str(doc["public"]).lower()
-        name = str(doc.get("name") or default_name)
-        role = doc.get("role")
-        if role is not None and not isinstance(role, str):
-            raise TypeError("role must be a string")
-        fp = doc.get("fingerprint")
+        doc = load_json(text)
+        alg, pub = doc.get("alg", "ed25519"), doc["public"]
+        name, role, fp = doc.get("name"), doc.get("role"), doc.get("fingerprint")
+        # every field is read as what it is: a number where a name belongs is refused, not
+        # turned into the name "1"
+        if not all(isinstance(v, str) for v in (alg, pub)) or not all(
+            v is None or isinstance(v, str) for v in (name, role, fp)
+        ):
+            raise TypeError("trust key fields must be strings")
+        pub, name = pub.lower(), name or default_name
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             "Not a trust key file",

@@ -12,14 +12,13 @@ Verification returns None or raises :class:`EnvelopeError` with a machine ``reas
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from custody.canonical import canonical_bytes, domain_hash
+from custody.canonical import canonical_bytes, domain_hash, load_json
 from custody.errors import ConfigError, IntegrityError, ShareError
 from custody.shares.slip39_parse import ParsedShare, parse_share
 from custody.signing import fingerprint, public_raw, short_fingerprint, verify_ed25519
@@ -183,7 +182,7 @@ def load_envelope(raw: bytes | str) -> SignedEnvelope:
         EnvelopeError: reason ``malformed``.
     """
     try:
-        doc = json.loads(raw)
+        doc = load_json(raw)
         signed, sigs = doc["signed"], doc["signatures"]
         if not isinstance(signed, dict) or signed.get("type") != ENVELOPE_TYPE:
             raise _malformed("not a share envelope")
@@ -236,10 +235,12 @@ def load_public_key(text: str) -> tuple[bytes, str]:
     s = text.strip()
     try:
         if s.startswith("{"):
-            doc = json.loads(s)
+            doc = load_json(s)
             if doc.get("alg") != "ed25519":
                 raise ValueError("alg")
-            raw, name = bytes.fromhex(doc["public"]), str(doc.get("name", ""))
+            raw, name = bytes.fromhex(doc["public"]), doc.get("name", "")
+            if not isinstance(name, str):
+                raise TypeError("name")
         else:
             raw, name = bytes.fromhex(s), ""
         if len(raw) != 32:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from custody.canonical import canonical_bytes
+from custody.canonical import canonical_bytes, load_json
 from custody.errors import ShareError
 from custody.passphrase import check_strength
 
@@ -218,7 +217,7 @@ def load_sealed(raw: bytes | str) -> SealedShare:
         SealError: not a sealed share, or malformed.
     """
     try:
-        doc = json.loads(raw)
+        doc = load_json(raw)
         header, ct = doc["header"], _unb64(doc["ciphertext"])
         if (
             not isinstance(header, dict)

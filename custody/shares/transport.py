@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from shamir_mnemonic.wordlist import WORDLIST
 
-from custody.canonical import canonical_bytes, domain_hash
+from custody.canonical import canonical_bytes, domain_hash, load_json
 from custody.errors import IntegrityError, ShareError
 from custody.signing import fingerprint, public_raw, verify_ed25519
 
@@ -74,6 +74,10 @@ def _b64(b: bytes) -> str:
 
 
 def _unarmor(text: str, prefix: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise TransportError(
+            "The text is damaged", "Copy it again, completely.", reason="malformed"
+        )
     s = "".join(text.split())
     if not s.startswith(prefix):
         raise TransportError(
@@ -83,7 +87,7 @@ def _unarmor(text: str, prefix: str) -> dict[str, Any]:
         )
     try:
         body = s[len(prefix) :]
-        doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        doc = load_json(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if not isinstance(doc, dict):
             raise TypeError("doc")
         return doc
@@ -418,7 +422,7 @@ def load_offer_key(text: str) -> OfferKey:
         TransportError: ``malformed``.
     """
     try:
-        doc = json.loads(text)
+        doc = load_json(text)
         if doc["type"] != "custody-offer-key":
             raise ValueError("type")
         priv = X25519PrivateKey.from_private_bytes(bytes.fromhex(doc["x25519_private"]))
