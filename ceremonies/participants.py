@@ -8,6 +8,13 @@ public identity file (``NAME.pub.json``)::
 
     {"alg": "ed25519", "public": "<64 hex>", "name": ..., "role": ..., "fingerprint": ...}
 
+A participant created with a passphrase also owns an X25519 encryption key
+(``NAME.enc.pem``, encrypted PKCS#8 under the same passphrase). Its public half sits in
+``NAME.pub.json`` as ``x25519``, with ``x25519_endorsement``: their signing key's signature
+over it (:func:`endorsement_digest`). generate and reshare seal each share to it, so the
+coordinator's disk never holds a share in plain text; a coordinator cannot swap in a key of
+their own, because only the custodian's signing key endorses one.
+
 The same file is a trust-key file for ``custody transcript verify --trust``. The roster
 (:mod:`ceremonies.roster`, table ``participants``) records who is enrolled, in which role,
 with which key, and for how long; enrolment and revocation happen only in an ``enrol``
@@ -24,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from custody.audit.signers import Ed25519Signer, HsmSigner, verify_signature
-from custody.canonical import load_json
+from custody.canonical import domain_hash, load_json
 from custody.config import DEFAULT_SOFTHSM_MODULE
 from custody.errors import (
     ConfigError,
@@ -68,19 +77,76 @@ class Identity:
     name: str
     role: str
     public: bytes
+    x25519: bytes | None = None
+    x25519_endorsement: bytes | None = None
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.public)
 
     def to_json(self) -> dict[str, str]:
-        return {
+        d = {
             "alg": "ed25519",
             "public": self.public.hex(),
             "name": self.name,
             "role": self.role,
             "fingerprint": self.fingerprint,
         }
+        if self.x25519 is not None and self.x25519_endorsement is not None:
+            d["x25519"] = self.x25519.hex()
+            d["x25519_endorsement"] = self.x25519_endorsement.hex()
+        return d
+
+    def encryption_key(self) -> bytes | None:
+        """The X25519 key shares are sealed to, if endorsed by this identity's signing key.
+
+        Raises:
+            IntegrityError: an encryption key is present but its endorsement does not
+                verify (a swapped or altered key: never seal to it).
+        """
+        if self.x25519 is None:
+            return None
+        sig = self.x25519_endorsement or b""
+        if not verify_signature(
+            "ed25519", self.public, sig, endorsement_digest(self.public, self.x25519)
+        ):
+            raise IntegrityError(
+                f"{self.name}'s encryption key is not endorsed by their signing key",
+                "Ask the custodian for their NAME.pub.json again, out of band.",
+            )
+        return self.x25519
+
+
+ENC_SUFFIX = ".enc.pem"
+
+
+def endorsement_digest(signing_public: bytes, x25519_public: bytes) -> bytes:
+    """What a participant's signing key signs to endorse their X25519 encryption key."""
+    return domain_hash("custody/encryption-key/v1", signing_public, x25519_public)
+
+
+def _x_raw(k: X25519PrivateKey) -> bytes:
+    return k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_encryption_key(path: Path, passphrase: str) -> X25519PrivateKey:
+    """Open a participant's ``NAME.enc.pem``.
+
+    Raises:
+        ConfigError: unreadable, wrong passphrase, or not an X25519 key.
+    """
+    try:
+        key = serialization.load_pem_private_key(
+            Path(path).read_bytes(), password=passphrase.encode()
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"Cannot open the encryption key {path}",
+            "Check the path and the passphrase (the same as the signing key's).",
+        ) from exc
+    if not isinstance(key, X25519PrivateKey):
+        raise ConfigError(f"{path} is not an X25519 key", "Use the NAME.enc.pem of the custodian.")
+    return key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,13 +196,28 @@ def create_participant(name: str, role: str, passphrase: str, out_dir: Path) -> 
         raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
     check_strength(passphrase, what=f"the key passphrase for {name}", user_inputs=(name, role))
     key = Ed25519PrivateKey.generate()
-    ident = Identity(name=name, role=role, public=public_raw(key))
+    enc = X25519PrivateKey.generate()
+    x_pub = _x_raw(enc)
+    ident = Identity(
+        name=name,
+        role=role,
+        public=public_raw(key),
+        x25519=x_pub,
+        x25519_endorsement=key.sign(endorsement_digest(public_raw(key), x_pub)),
+    )
     key_path, pub_path = out_dir / f"{name}.key.pem", out_dir / f"{name}.pub.json"
-    for p in (key_path, pub_path):
+    enc_path = out_dir / f"{name}{ENC_SUFFIX}"
+    for p in (key_path, pub_path, enc_path):
         if p.exists():
             raise UsageError(f"{p} already exists", "Nothing was changed; choose another --out.")
     private_dir(out_dir)
     write_private(key_path, private_to_pem(key, passphrase.encode()), exclusive=True)
+    enc_pem = enc.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    write_private(enc_path, enc_pem, exclusive=True)
     write_private(pub_path, _ident_bytes(ident), mode=PUBLIC, exclusive=True)
     return key_path, pub_path
 
@@ -358,7 +439,16 @@ def load_identity(path: Path) -> Identity:
         public = bytes.fromhex(doc["public"])
         if len(public) != 32:
             raise ValueError("length")
-        ident = Identity(name=str(doc["name"]), role=str(doc.get("role", "")), public=public)
+        x, xs = doc.get("x25519"), doc.get("x25519_endorsement")
+        ident = Identity(
+            name=str(doc["name"]),
+            role=str(doc.get("role", "")),
+            public=public,
+            x25519=None if x is None else bytes.fromhex(x),
+            x25519_endorsement=None if xs is None else bytes.fromhex(xs),
+        )
+        if ident.x25519 is not None and len(ident.x25519) != 32:
+            raise ValueError("x25519 length")
         if "fingerprint" in doc and doc["fingerprint"] != ident.fingerprint:
             raise ValueError("fingerprint")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

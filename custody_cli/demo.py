@@ -76,6 +76,18 @@ class Demo:
             str(self.people / "root-admin.pass"),
         ]
 
+    def open_shares(self, d: Path, names: tuple[str, ...] | list[str]) -> None:
+        """Each custodian opens the share sealed to them (on their own machine, in real
+        life) into ``NAME.share.txt``: generate and reshare never wrote the words."""
+        for n in names:
+            self.cli(
+                "share", "open", str(d / f"{n}.share.sealed"),
+                "--envelope", str(d / f"{n}.envelope.json"),
+                "--key", str(self.people / f"{n}.enc.pem"),
+                "--passphrase-file", str(self.people / f"{n}.pass"),
+                "--out", str(d / f"{n}.share.txt"), "--json",
+            )  # fmt: skip
+
     def shares(self, d: Path, names: tuple[str, ...] | list[str]) -> list[str]:
         out = []
         for n in names:
@@ -164,8 +176,12 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
     # 2. generate 3-of-5 with verification round
     gen_out = root / "shares-epoch0"
     cust = [a for n in CUSTODIANS for a in ("--custodian", n)]
-    res = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(gen_out))
+    res = d.ceremony(
+        "generate", *d.coord(), *cust, "--threshold", "3", "--out", str(gen_out),
+        "--seal-to", str(d.people),
+    )  # fmt: skip
     cid = res["ceremony_id"]
+    d.open_shares(gen_out, CUSTODIANS)
     res = d.ceremony("resume", cid, *d.coord(), *d.shares(gen_out, ("alice", "carol", "erin")))
     d.step(
         "generate",
@@ -277,9 +293,12 @@ def run_demo(*, home: str | None, as_json: bool) -> int:
         "2",
         "--out",
         str(new_out),
+        "--seal-to",
+        str(d.people),
         *d.shares(gen_out, ("bob", "carol", "erin")),
     )
     sid = res["ceremony_id"]
+    d.open_shares(new_out, NEW_CUSTODIANS)
     res = d.ceremony(
         "resume", sid, *d.coord(), *d.shares(new_out, ("alice", "bob", "erin", "frank"))
     )

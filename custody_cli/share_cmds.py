@@ -134,6 +134,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         add_pin(s)
         s.set_defaults(func=cmd_seal if name == "seal" else cmd_unseal)
 
+    op = ss.add_parser(
+        "open",
+        help="open the share sealed to you at issue (on your own machine)",
+        description="Open NAME.share.sealed, the share generate or reshare sealed to your "
+        "encryption key, with your NAME.enc.pem and its passphrase (the same as your signing "
+        "key's). Checks that the share is the one its envelope commits to (and, with "
+        "--trust, the dealer's signature), then shows the words, or writes them to --out, "
+        "and prints your card with --card.",
+    )
+    op.add_argument("sealed", metavar="SEALED", help="your NAME.share.sealed")
+    op.add_argument("--envelope", required=True, metavar="ENV", help="your NAME.envelope.json")
+    op.add_argument(
+        "--key", required=True, metavar="FILE", help="your NAME.enc.pem (from participant new)"
+    )
+    op.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
+    )
+    op.add_argument(
+        "--trust", metavar="PUBKEY", help="the dealer's public key: also check its signature"
+    )
+    op.add_argument("--out", metavar="PATH", help="write the words here (mode 0600), not stdout")
+    op.add_argument("--card", metavar="PATH", help="also print your share card here (0600)")
+    op.add_argument("--card-format", choices=("png", "svg", "pdf"), default="pdf")
+    op.add_argument("--card-size", choices=("a6", "a4", "letter"), default="a6")
+    add_json(op)
+    op.set_defaults(func=cmd_open)
+
     o = ss.add_parser(
         "offer",
         help="coordinator: make a signed transport offer",
@@ -348,6 +377,64 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         write_private(args.out, share.encode() + b"\n")
     else:
         print(share)
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from ceremonies.participants import load_encryption_key
+    from custody.shares import card, seal
+    from custody.shares import envelope as ev
+    from custody.shares.slip39 import parse_share
+
+    raw = _read(args.sealed, "sealed share")
+    env_raw = _read(args.envelope, "envelope")
+    env = ev.load_envelope(env_raw)
+    pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
+    key = load_encryption_key(Path(args.key), pw)
+    words = seal.unseal_with_recipient_key(raw, key, envelope=env_raw)
+    share = parse_share(words, label=args.sealed)
+    if args.trust:
+        pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
+        ev.verify_share(share, env, pub)
+    else:
+        ev.check_commitment(share, env)
+    p = env.payload
+    name = str(seal.load_sealed(raw).header.get("custodian", ""))
+    if args.card:
+        c = card.Card(
+            name=name,
+            words=tuple(share.mnemonic.split()),
+            envelope=env,
+            facts=card.CardFacts(deployment="", kind="", group_size=0),
+        )
+        write_private(args.card, card.render(c, args.card_format, size=args.card_size))
+    if args.out:
+        write_private(args.out, (share.mnemonic + "\n").encode())
+    info = {
+        "ok": True,
+        "custodian": name,
+        "ceremony_id": p.ceremony_id,
+        "epoch": p.epoch,
+        "group": p.group_index + 1,
+        "member": p.member_index + 1,
+        "fingerprint": env.short_fingerprint(),
+        "dealer_checked": bool(args.trust),
+        "out": args.out,
+        "card": args.card,
+    }
+    if args.json:
+        emit_json(info)  # never the words: those go to the terminal or to --out only
+        if not args.out:
+            print(share.mnemonic, file=sys.stderr)
+        return 0
+    print(
+        f"share OK: {name}, group {info['group']} member {info['member']}, ceremony "
+        f"{p.ceremony_id}, envelope fingerprint {info['fingerprint']}",
+        file=sys.stderr,
+    )
+    if not args.out:
+        for i, w in enumerate(share.mnemonic.split(), start=1):
+            print(f"{i:2d} {w}")
     return 0
 
 

@@ -230,6 +230,7 @@ def verify_bundle(
             found[cid][0].append(msg)
     for cid, msg in rules.info:
         found[cid][1].append(msg)
+    found["no-secrets"][1].extend(_delivery_notes(p))
     n_sigs = sum(len(e.signatures) for e in p.events if e)
     found["signatures"][1].append(f"{n_sigs} event signatures")
     if prev_data is None:
@@ -239,6 +240,27 @@ def verify_bundle(
         put("prev-link", lambda: check_prev_link(signed, parse(prev_data), prev_ok))
     signers = tuple(counted) if not found["policy-signatures"][0] else ()
     return _report(signed.policy.ceremony_id, p, found, signers)
+
+
+def _delivery_notes(p: Parsed) -> list[str]:
+    """How the shares of a generate or reshare left the coordinator: sealed to each
+    custodian, or in plain text (``--plain-shares``, or a bundle from before sealed issue)."""
+    kinds: dict[str, int] = {}
+    for ev in p.events:
+        if ev is not None and ev.kind == "share.issued":
+            d = ev.body.get("delivery")
+            k = d if isinstance(d, str) else "plain"
+            kinds[k] = kinds.get(k, 0) + 1
+    out = []
+    if kinds.get("sealed-x25519"):
+        out.append(f"{kinds['sealed-x25519']} shares sealed to their custodians at issue")
+    plain = sum(n for k, n in kinds.items() if k != "sealed-x25519")
+    if plain:
+        out.append(
+            f"NOTE: {plain} shares were issued in plain text (--plain-shares): the "
+            "coordinator's disk held their words"
+        )
+    return out
 
 
 def _describe(exc: BaseException) -> str:

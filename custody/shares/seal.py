@@ -10,6 +10,11 @@ turns the shared secret into the AES-256-GCM key. Unsealing asks the token for t
 shared secret through the :class:`EcdhPort` (``Hsm.ecdh_derive``); the private key never
 leaves the token.
 
+Recipient mode (sealed at issue): an ephemeral X25519 key agrees with the custodian's
+enrolled encryption key (:mod:`ceremonies.participants`: ``NAME.enc.pem``, endorsed by their
+signing key), HKDF-SHA256 gives the AES-256-GCM key. The coordinator writes only this
+ciphertext; the custodian opens it on their own machine (``custody share open``).
+
 A wrong passphrase or a damaged file gives :class:`SealError`; decryption never returns
 unauthenticated bytes. Format: ``docs/formats.md`` "Sealed share".
 """
@@ -25,6 +30,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -35,6 +41,8 @@ from custody.passphrase import check_strength
 
 SEALED_TYPE = "custody-sealed-share"
 TOKEN_INFO = b"custody/sealed-share/token/v1"
+RECIPIENT_INFO = b"custody/sealed-share/x25519/v1"
+MODES = ("passphrase", "token", "x25519")
 MAX_MEMORY_KIB = 1 << 20  # refuse to spend more than 1 GiB on a (possibly forged) header
 
 
@@ -223,7 +231,7 @@ def load_sealed(raw: bytes | str) -> SealedShare:
             not isinstance(header, dict)
             or header.get("type") != SEALED_TYPE
             or header.get("version") != 1
-            or header.get("mode") not in ("passphrase", "token")
+            or header.get("mode") not in MODES
         ):
             raise _damaged("unknown type, version or mode")
         bytes.fromhex(header["nonce"])
@@ -330,5 +338,101 @@ def unseal_with_token(raw: bytes | str, hsm: EcdhPort, *, envelope: bytes | None
         SealError(
             "The sealed share cannot be opened with this token",
             "It was sealed to another token key, or the file was altered.",
+        ),
+    )
+
+
+def _x_raw(k: X25519PublicKey) -> bytes:
+    return k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _recipient_key(shared: bytes, eph_pub: bytes, recipient: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=RECIPIENT_INFO + eph_pub + recipient
+    ).derive(shared)
+
+
+def seal_to_recipient(
+    share: str,
+    recipient_public: bytes,
+    *,
+    custodian: str,
+    ceremony_id: str,
+    envelope: bytes | None = None,
+    rng: Any = os.urandom,
+) -> bytes:
+    """Seal a share to a custodian's X25519 encryption key (sealed at issue).
+
+    Args:
+        share: the mnemonic text.
+        recipient_public: the custodian's raw 32-byte X25519 public key, endorsed by their
+            enrolled signing key (checked by the caller).
+        custodian: the custodian's roster name, bound into the AAD.
+        ceremony_id: the issuing ceremony, bound into the AAD.
+        envelope: the share's envelope bytes, bound into the AAD.
+        rng: random bytes source (nonce).
+
+    Raises:
+        ValueError: the public key is not 32 bytes.
+    """
+    peer = X25519PublicKey.from_public_bytes(recipient_public)
+    eph = X25519PrivateKey.generate()
+    eph_pub = _x_raw(eph.public_key())
+    shared = eph.exchange(peer)
+    nonce = rng(12)
+    header = {
+        "type": SEALED_TYPE,
+        "version": 1,
+        "mode": "x25519",
+        "custodian": custodian,
+        "ceremony_id": ceremony_id,
+        "recipient": recipient_public.hex(),
+        "ephemeral": eph_pub.hex(),
+        "kdf": {"alg": "hkdf-sha256"},
+        "aead": "aes-256-gcm",
+        "nonce": nonce.hex(),
+        "envelope_sha256": _envelope_digest(envelope),
+    }
+    return _pack(header, nonce, _recipient_key(shared, eph_pub, recipient_public), share)
+
+
+def unseal_with_recipient_key(
+    raw: bytes | str, private: X25519PrivateKey, *, envelope: bytes | None = None
+) -> str:
+    """Open a share sealed at issue with the custodian's X25519 private key.
+
+    Raises:
+        SealError: another recipient's file, an altered file, a wrong envelope, or a file
+            sealed another way.
+    """
+    s = load_sealed(raw)
+    if s.mode != "x25519":
+        raise SealError(
+            f"This share is sealed with mode {s.mode!r}, not to an encryption key",
+            "Open it with 'custody share unseal' (passphrase or token).",
+        )
+    mine = _x_raw(private.public_key())
+    try:
+        h = s.header
+        eph, rcpt = bytes.fromhex(h["ephemeral"]), bytes.fromhex(h["recipient"])
+        peer = X25519PublicKey.from_public_bytes(eph)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _damaged("bad key-agreement fields") from exc
+    if rcpt != mine:
+        raise SealError(
+            "This share is sealed to another custodian's encryption key",
+            "Open it with the NAME.enc.pem of the custodian it was issued to.",
+        )
+    try:
+        shared = private.exchange(peer)
+    except ValueError as exc:  # a low-order point gives the all-zero secret
+        raise _damaged("bad ephemeral key") from exc
+    return _open(
+        s,
+        _recipient_key(shared, eph, rcpt),
+        envelope,
+        SealError(
+            "The sealed share was altered",
+            "Ask the coordinator for the ciphertext again; it was damaged on the way.",
         ),
     )

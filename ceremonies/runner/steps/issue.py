@@ -2,11 +2,13 @@
 
 Owns ``generate-rk`` (RK from the HSM's RNG, kept only in memory), ``wrap-blob`` (the root
 wrapped under RK, RFC 5649), ``split`` (SLIP-0039 shares and signed envelopes, recorded as
-``share.issued`` with their commitments), ``issue-shares`` (share, envelope and card files,
-written atomically), ``verify-shares`` (the verification round: a quorum re-enters its
-shares and the rebuilt RK must match the KCV), ``finalise`` (the commit point: one store
-transaction activates the root version and the new share set and retires the old one) and
-reshare's ``retire-epoch``.
+``share.issued`` with their commitments and how each was delivered), ``issue-shares``
+(each share sealed to its custodian's endorsed X25519 key, beside its envelope; only with
+``--plain-shares``, share, envelope and card files in plain text; written atomically),
+``verify-shares`` (the verification round: a quorum re-enters its shares and the rebuilt
+RK must match the KCV), ``finalise`` (the commit point: one store transaction activates the
+root version and the new share set and retires the old one) and reshare's
+``retire-epoch``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ceremonies.participants import endorsement_digest
 from ceremonies.roster import Roster
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
 from ceremonies.runner.steps.handin import _collect, new_share_set
+from custody.audit.signers import verify_signature
 from custody.clock import iso, utcnow
 from custody.errors import IntegrityError, ShareError, UsageError
 from custody.hsm import kcv_of_bytes
@@ -28,6 +32,8 @@ from custody.model import KeyState
 from custody.privatefile import PUBLIC, check_target, private_dir, write_private
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
+from custody.shares.seal import seal_to_recipient
+from custody.signing import fingerprint
 from custody.store.rows import NewRoot, ShareHolderRow, ShareSetRow
 
 if TYPE_CHECKING:
@@ -85,9 +91,12 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             dealer=r.signer.key,
         )
         envs[name] = (mnemonic, env)
+        x25519 = sealed_to(r, name, m.public)
         rec = {
             "custodian": name,
             "custodian_fingerprint": m.fingerprint,
+            "delivery": "plain" if x25519 is None else "sealed-x25519",
+            "sealed_to_fingerprint": None if x25519 is None else fingerprint(x25519),
             "group": parsed.group_index + 1,
             "member": parsed.member_index + 1,
             "commitment": env.payload.commitment,
@@ -103,9 +112,47 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
 
 
 CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print
+SEALED_SUFFIX = ".share.sealed"
+
+
+def plain_shares(r: CeremonyRunner) -> bool:
+    """Whether this ceremony writes shares in plain text (only with ``--plain-shares``)."""
+    return bool(r.params.get("plain_shares")) or "seal_to" not in r.params
+
+
+def sealed_to(r: CeremonyRunner, name: str, signing_public: bytes) -> bytes | None:
+    """The X25519 key *name*'s share is sealed to, checked against their enrolled signing
+    key here as well as at the door: a key the custodian did not endorse is never used.
+
+    Raises:
+        UsageError: sealed issue, but no key for *name*.
+        IntegrityError: the endorsement does not verify under the enrolled key.
+    """
+    if plain_shares(r):
+        return None
+    entry = r.params["seal_to"].get(name)
+    if entry is None:
+        raise UsageError(
+            f"No encryption key for {name}",
+            "Give their NAME.pub.json in --seal-to, or issue with --plain-shares.",
+        )
+    x25519 = bytes.fromhex(entry["x25519"])
+    if not verify_signature(
+        "ed25519",
+        signing_public,
+        bytes.fromhex(entry["endorsement"]),
+        endorsement_digest(signing_public, x25519),
+    ):
+        raise IntegrityError(
+            f"{name}'s encryption key is not endorsed by their enrolled signing key",
+            "Ask the custodian for their NAME.pub.json again, out of band; abort this ceremony.",
+        )
+    return x25519
 
 
 def _suffixes(r: CeremonyRunner) -> tuple[str, ...]:
+    if not plain_shares(r):  # sealed at issue: no words, so no card, on this machine
+        return (SEALED_SUFFIX, ".envelope.json")
     fmts = r.params.get("card_formats") or list(CARD_FORMATS)
     return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
 
@@ -156,7 +203,21 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         for suf in sufs:
             check_target(out / f"{n}{suf}")
     r._save_pending(files=[str(out / f"{n}{s}") for n in envs for s in sufs])
+    roster = Roster(r.dep.store)
     for name, (mnemonic, env) in envs.items():
+        if not plain_shares(r):
+            m = roster.get(name)
+            x25519 = sealed_to(r, name, m.public) if m is not None else None
+            if x25519 is None:
+                raise UsageError(f"{name} is not an enrolled custodian", "Abort the ceremony.")
+            env_bytes = env.to_bytes()
+            blob = seal_to_recipient(
+                mnemonic, x25519, custodian=name, ceremony_id=r.ceremony_id, envelope=env_bytes
+            )
+            write_private(out / f"{name}{SEALED_SUFFIX}", blob)
+            write_private(out / f"{name}.envelope.json", env_bytes, mode=PUBLIC)
+            files.append(name)
+            continue
         write_private(out / f"{name}.share.txt", (mnemonic + "\n").encode())
         write_private(out / f"{name}.envelope.json", env.to_bytes(), mode=PUBLIC)
         card = Card(
@@ -176,7 +237,12 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         files.append(name)
     r._secrets.pop("issued", None)
     r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it
-    return {"issued_to": files, "out": str(out), "cards": [s[6:] for s in sufs[2:]]}
+    return {
+        "issued_to": files,
+        "out": str(out),
+        "cards": [s[6:] for s in sufs[2:]],
+        "delivery": "plain" if plain_shares(r) else "sealed-x25519",
+    }
 
 
 @on("generate reshare", "verify-shares")
