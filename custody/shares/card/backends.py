@@ -18,6 +18,7 @@ from custody.shares.card.geometry import (
     _font_files,
     _register_fonts,
     layout,
+    text_width,
 )
 
 
@@ -66,7 +67,9 @@ def render_pdf(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
 
 
 def render_svg(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
-    """The card as SVG: width and height in mm (or in for Letter), viewBox in points."""
+    """The card as SVG: width and height in mm (or in for Letter), viewBox in points; each
+    line of text states its measured length (``textLength``), so the layout holds in
+    whatever font the viewer has."""
     lay = layout(card, size)
     pg = lay.page
     out = [
@@ -81,6 +84,10 @@ def render_svg(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
         if isinstance(it, Text):
             attrs = ' font-weight="bold"' if it.bold else ""
             attrs += ' text-anchor="end"' if it.end else ""
+            # The width the layout measured in Vera: a viewer that falls back to another
+            # font stretches or squeezes the line to it, so no line runs into the next.
+            if w := text_width(it.s, it.size, bold=it.bold):
+                attrs += f' textLength="{w:.2f}" lengthAdjust="spacingAndGlyphs"'
             out.append(
                 f'<text x="{it.x:.2f}" y="{it.y:.2f}" font-size="{it.size:.2f}"{attrs} '
                 f'xml:space="preserve">{escape(it.s)}</text>'
