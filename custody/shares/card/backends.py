@@ -139,17 +139,19 @@ def render_png(card: Card, *, size: str = DEFAULT_SIZE, dpi: int = DEFAULT_DPI) 
             else:
                 d.rectangle(box, fill=0)
         else:
-            # Whole pixels per module, so every module prints the same size.
-            mod = max(1, int(it.module * s))
-            x0 = round(it.x * s + (it.module * s - mod) * it.count / 2)
-            y0 = round(it.y * s + (it.module * s - mod) * it.count / 2)
+            # Module edges on the nearest pixel, as a printer rasterises the PDF: the code
+            # keeps the layout's size (whole pixels per module shrank it by up to a fifth),
+            # and modules differ by at most one pixel.
+            def edge(origin: float, n: int, m: float = it.module) -> int:
+                return round((origin + n * m) * s)
+
             for r, col, n in it.runs:
                 d.rectangle(
                     (
-                        x0 + col * mod,
-                        y0 + r * mod,
-                        x0 + (col + n) * mod - 1,
-                        y0 + (r + 1) * mod - 1,
+                        edge(it.x, col),
+                        edge(it.y, r),
+                        edge(it.x, col + n) - 1,
+                        edge(it.y, r + 1) - 1,
                     ),
                     fill=0,
                 )

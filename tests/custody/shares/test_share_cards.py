@@ -209,6 +209,29 @@ def test_png_at_300_dpi_and_its_qr_decodes(size):
     assert img.size == (round(w / 72 * 300), round(h / 72 * 300))
     assert img.info["dpi"] == pytest.approx((300, 300), abs=0.01)
     assert decode(img) == [c.envelope_bytes]
+    # At 150 dpi (a screen, the docs' picture) modules are 2 or 3 pixels; it still decodes,
+    # and the code keeps the layout's size instead of shrinking to whole pixels per module.
+    low = Image.open(io.BytesIO(card.render_png(c, size=size, dpi=150)))
+    assert decode(low) == [c.envelope_bytes]
+    qr = next(i for i in card.layout(c, size).items if isinstance(i, card.Qr))
+    s = 150 / 72
+    dark = (
+        low.crop(
+            (
+                round(qr.x * s),
+                round(qr.y * s),
+                round((qr.x + qr.module * qr.count) * s),
+                round((qr.y + qr.module * qr.count) * s),
+            )
+        )
+        .point(lambda v: 255 if v < 128 else 0)
+        .getbbox()
+    )
+    assert dark is not None
+    quiet = 4 * qr.module * s
+    assert dark[0] == pytest.approx(quiet, abs=1.5) and dark[1] == pytest.approx(quiet, abs=1.5)
+    side = (qr.count - 8) * qr.module * s
+    assert dark[2] - dark[0] == pytest.approx(side, abs=1.5)
 
 
 # --------------------------------------------------------------------------- SVG
