@@ -331,18 +331,18 @@ def _largest_blank_band(lay: card.Layout) -> tuple[float, float]:
     """The tallest horizontal band inside the frame with nothing drawn in it, in points,
     and as a share of the frame's height."""
     frame = next(i for i in lay.items if isinstance(i, card.Box) and i.stroke)
-    spans = []
+    spans: list[tuple[float, float]] = []
     for it in lay.items:
         if isinstance(it, card.Text):
-            b = _bbox(it)
-            spans.append((b[1], b[3]))
+            box = _bbox(it)
+            spans.append((box[1], box[3]))
         elif isinstance(it, card.Qr):
             spans.append((it.y, it.y + it.module * it.count))
         elif not it.stroke:
             spans.append((it.y, it.y + it.h))
     cur, worst = frame.y, 0.0
-    for a, b in sorted(spans):
-        worst, cur = max(worst, a - cur), max(cur, b)
+    for start, end in sorted(spans):
+        worst, cur = max(worst, start - cur), max(cur, end)
     worst = max(worst, frame.y + frame.h - cur)
     return worst, worst / frame.h
 
