@@ -70,7 +70,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     c.add_argument("share", metavar="SHARE")
     c.add_argument("--envelope", required=True, metavar="ENV")
-    c.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
+    c.add_argument(
+        "--format",
+        choices=("png", "svg", "pdf"),
+        default=None,
+        help="pdf (vector, for printing), svg or png (300 dpi); default: from the --out "
+        "suffix (.pdf, .svg, .png), else pdf",
+    )
     c.add_argument(
         "--size",
         choices=("a6", "a4", "letter"),
@@ -292,6 +298,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     from custody.shares import envelope as ev
     from custody.shares.slip39 import parse_share
 
+    fmt = _card_format(args.format, args.out)
     share = parse_share(read_share_file(args.share), label=args.share)
     env = ev.load_envelope(_read(args.envelope, "envelope"))
     ev.check_commitment(share, env)
@@ -308,17 +315,36 @@ def cmd_card(args: argparse.Namespace) -> int:
             envelope=env,
             facts=card.CardFacts(deployment=deployment, kind=args.kind, group_size=args.group_size),
         )
-        data = card.render(c, args.format, size=args.size)
+        data = card.render(c, fmt, size=args.size)
     except ValueError as exc:
         raise UsageError(
             f"Cannot print this card: {exc}", "Check --group-size and --name."
         ) from exc
     write_private(args.out, data)
     print(
-        f"wrote {args.format} card to {args.out} (fingerprint {env.short_fingerprint()})",
+        f"wrote {fmt} {args.size} card to {args.out} (fingerprint {env.short_fingerprint()})",
         file=sys.stderr,
     )
     return 0
+
+
+def _card_format(fmt: str | None, out: str) -> str:
+    """The card's format: --format, else the --out suffix, else pdf. A suffix that names
+    another format is refused: a PNG saved as card.pdf would not open or print.
+
+    Raises:
+        UsageError: --format and the suffix disagree.
+    """
+    suffix = Path(out).suffix.lower().lstrip(".")
+    known = suffix in ("png", "svg", "pdf")
+    if fmt is None:
+        return suffix if known else "pdf"
+    if known and suffix != fmt:
+        raise UsageError(
+            f"--format {fmt} but --out ends in .{suffix}",
+            f"Name the file .{fmt}, or drop --format to write {suffix}.",
+        )
+    return fmt
 
 
 def _seal_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:

@@ -102,3 +102,18 @@ def test_share_card_refuses_a_group_smaller_than_its_threshold_and_a_bad_size(ki
     r = card(kit, out, "--format", "pdf", "--size", "a5")
     assert r.returncode != 0 and "invalid choice" in r.stderr and not out.exists()
     assert kit[1].split()[4] not in r.stderr
+
+
+def test_share_card_takes_its_format_from_the_out_suffix_and_refuses_a_mismatch(kit, tmp_path):
+    # A PNG saved as card.pdf would neither open nor print: the suffix decides, else PDF.
+    for name, magic in (("card.pdf", b"%PDF-"), ("card.svg", b"<svg"), ("card.png", b"\x89PNG")):
+        r = card(kit, tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    r = card(kit, tmp_path / "card")
+    assert r.returncode == 0 and (tmp_path / "card").read_bytes().startswith(b"%PDF-")
+    assert "wrote pdf a6 card" in r.stderr
+    r = card(kit, tmp_path / "other.pdf", "--format", "png")
+    assert r.returncode == 2 and "--format png but --out ends in .pdf" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "other.pdf").exists()
+    assert kit[1].split()[4] not in r.stderr + r.stdout

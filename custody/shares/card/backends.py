@@ -18,6 +18,7 @@ from custody.shares.card.geometry import (
     _font_files,
     _register_fonts,
     layout,
+    text_width,
 )
 
 
@@ -66,7 +67,9 @@ def render_pdf(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
 
 
 def render_svg(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
-    """The card as SVG: width and height in mm (or in for Letter), viewBox in points."""
+    """The card as SVG: width and height in mm (or in for Letter), viewBox in points; each
+    line of text states its measured length (``textLength``), so the layout holds in
+    whatever font the viewer has."""
     lay = layout(card, size)
     pg = lay.page
     out = [
@@ -81,6 +84,10 @@ def render_svg(card: Card, *, size: str = DEFAULT_SIZE) -> bytes:
         if isinstance(it, Text):
             attrs = ' font-weight="bold"' if it.bold else ""
             attrs += ' text-anchor="end"' if it.end else ""
+            # The width the layout measured in Vera: a viewer that falls back to another
+            # font stretches or squeezes the line to it, so no line runs into the next.
+            if w := text_width(it.s, it.size, bold=it.bold):
+                attrs += f' textLength="{w:.2f}" lengthAdjust="spacingAndGlyphs"'
             out.append(
                 f'<text x="{it.x:.2f}" y="{it.y:.2f}" font-size="{it.size:.2f}"{attrs} '
                 f'xml:space="preserve">{escape(it.s)}</text>'
@@ -132,17 +139,19 @@ def render_png(card: Card, *, size: str = DEFAULT_SIZE, dpi: int = DEFAULT_DPI) 
             else:
                 d.rectangle(box, fill=0)
         else:
-            # Whole pixels per module, so every module prints the same size.
-            mod = max(1, int(it.module * s))
-            x0 = round(it.x * s + (it.module * s - mod) * it.count / 2)
-            y0 = round(it.y * s + (it.module * s - mod) * it.count / 2)
+            # Module edges on the nearest pixel, as a printer rasterises the PDF: the code
+            # keeps the layout's size (whole pixels per module shrank it by up to a fifth),
+            # and modules differ by at most one pixel.
+            def edge(origin: float, n: int, m: float = it.module) -> int:
+                return round((origin + n * m) * s)
+
             for r, col, n in it.runs:
                 d.rectangle(
                     (
-                        x0 + col * mod,
-                        y0 + r * mod,
-                        x0 + (col + n) * mod - 1,
-                        y0 + (r + 1) * mod - 1,
+                        edge(it.x, col),
+                        edge(it.y, r),
+                        edge(it.x, col + n) - 1,
+                        edge(it.y, r + 1) - 1,
                     ),
                     fill=0,
                 )

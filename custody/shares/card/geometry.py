@@ -212,24 +212,30 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
     items.append(Box(left, y, width, u(0.4)))
     y += u(4)
 
-    # The identifying words large, then every word numbered in columns, as tall as the
-    # room above the QR allows (up to 9 pt on 11.2 pt lines).
+    # The identifying words large, then every word numbered in columns (9 pt on 11.2 pt
+    # lines), then the QR as large as the room left allows, with the caption and what to do
+    # beside it; on a short share the words grow a little (to 10.5 pt) instead of leaving
+    # a blank band. Sizes are chosen in A6 points, so every page size wraps alike.
     g = card.envelope.payload.group_index + 1
     line(f"Words 1\u2013{LARGE_WORDS}, the same on every share of group {g}:", 6.5, lead=1.1)
     big = "  ".join(card.words[:LARGE_WORDS]).upper()
     line(big, _fit(big, 13, width / k, bold=True), bold=True, lead=1.35)
     q = make_qr(card.envelope_bytes)
     mx = q.get_matrix()
-    qside = u(124)
-    qx, qy = right - qside, oy + u(a6.height - m) - qside
     cols = 3  # 4 columns leave too little room between the longest words
     per = -(-len(card.words) // cols)
-    col_w = width / cols
-    room = (qy - u(4) - y) / k  # in A6 points
-    lead = min(11.2, (room - 9.0) / max(per - 1, 1))
-    wsize = min(9.0, lead / 1.12)
+    top, bottom, span = (y - oy) / k, a6.height - QR_BOTTOM, width / k  # A6 points
+    qs = _qr_side(span, bottom - top - WORDS_GAP - (WORD_SIZE + (per - 1) * WORD_LEAD))
+    # The code's quiet zone (4 modules, part of the matrix) may reach into the right margin,
+    # so its dark modules line up with the text's right edge.
+    quiet = qs * 4 / len(mx)
+    qx, qy = right - u(qs - quiet), oy + u(bottom - qs)
+    room = bottom - qs - WORDS_GAP - top
+    lead = min(WORD_LEAD_MAX, (room - WORD_SIZE) / max(per - 1, 1))
+    wsize = min(WORD_SIZE_MAX, lead / 1.12)
     if wsize < 6.5:
         raise ValueError("the card's text does not fit above the QR (name or label too long)")
+    col_w = width / cols
     for i, w in enumerate(card.words):
         c, r = divmod(i, per)
         yy = y + u(wsize + r * lead)
@@ -238,12 +244,42 @@ def layout(card: Card, size: str = DEFAULT_SIZE) -> Layout:
         items.append(Text(left + c * col_w, yy, u(wsize), f"{pad}{i + 1}. {w}"))
 
     # Bottom: the QR on the right, the caption and what to do on its left.
-    items.append(Qr(qx, qy, qside / len(mx), len(mx), _runs(mx)))
-    ty = qy + u(6)
-    tw = qx - left - u(6)
-    for para, sz in ((QR_CAPTION, 6.2), (WHAT_TO_DO, 6.6)):
-        for pl in _wrap(para, u(sz), tw, bold=para is WHAT_TO_DO):
-            ty += u(sz * 1.22)
-            items.append(Text(left, ty, u(sz), pl, para is WHAT_TO_DO))
-        ty += u(5)
+    items.append(Qr(qx, qy, u(qs) / len(mx), len(mx), _runs(mx)))
+    ty = qy + u(SIDE_TOP)
+    for text, sz, bold in _side_paragraphs(span - qs + quiet - SIDE_GAP):
+        for pl in text:
+            ty += u(sz * SIDE_LEAD)
+            items.append(Text(left, ty, u(sz), pl, bold))
+        ty += u(SIDE_PARA)
     return Layout(page, tuple(items))
+
+
+# The lower half of the card, in A6 points.
+WORD_SIZE, WORD_LEAD = 9.0, 11.2  # the words' preferred size and line spacing
+WORD_SIZE_MAX, WORD_LEAD_MAX = 10.5, 13.0  # a short (20-word) share grows to this
+WORDS_GAP = 4.0  # between the last word row and the QR
+QR_MIN, QR_MAX = 124.0, 0.64  # the QR's side: at least 124 pt, at most 64 % of the text width
+QR_BOTTOM = 14.0  # the QR's lower edge (with its quiet zone) above the page's bottom edge
+SIDE_TOP, SIDE_LEAD, SIDE_PARA, SIDE_GAP = 6.0, 1.22, 5.0, 6.0
+SIDE_TEXT = ((QR_CAPTION, 6.2, False), (WHAT_TO_DO, 6.6, True))
+
+
+def _side_paragraphs(width: float) -> list[tuple[list[str], float, bool]]:
+    """The caption and what to do, wrapped to *width* (A6 points)."""
+    return [(_wrap(t, sz, width, bold=b), sz, b) for t, sz, b in SIDE_TEXT]
+
+
+def _side_height(width: float) -> float:
+    return SIDE_TOP + sum(
+        len(ls) * sz * SIDE_LEAD + SIDE_PARA for ls, sz, _ in _side_paragraphs(width)
+    )
+
+
+def _qr_side(span: float, free: float) -> float:
+    """The QR's side in A6 points: what *free* leaves below the words at their preferred
+    size, between QR_MIN and QR_MAX of the text width *span*, and no larger than the
+    caption and what-to-do text beside it need to fit in its height."""
+    qs = max(QR_MIN, min(QR_MAX * span, free))
+    while qs > QR_MIN and _side_height(span - qs - SIDE_GAP) > qs:
+        qs -= 1.0
+    return qs

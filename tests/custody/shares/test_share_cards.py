@@ -209,6 +209,29 @@ def test_png_at_300_dpi_and_its_qr_decodes(size):
     assert img.size == (round(w / 72 * 300), round(h / 72 * 300))
     assert img.info["dpi"] == pytest.approx((300, 300), abs=0.01)
     assert decode(img) == [c.envelope_bytes]
+    # At 150 dpi (a screen, the docs' picture) modules are 2 or 3 pixels; it still decodes,
+    # and the code keeps the layout's size instead of shrinking to whole pixels per module.
+    low = Image.open(io.BytesIO(card.render_png(c, size=size, dpi=150)))
+    assert decode(low) == [c.envelope_bytes]
+    qr = next(i for i in card.layout(c, size).items if isinstance(i, card.Qr))
+    s = 150 / 72
+    dark = (
+        low.crop(
+            (
+                round(qr.x * s),
+                round(qr.y * s),
+                round((qr.x + qr.module * qr.count) * s),
+                round((qr.y + qr.module * qr.count) * s),
+            )
+        )
+        .point(lambda v: 255 if v < 128 else 0)
+        .getbbox()
+    )
+    assert dark is not None
+    quiet = 4 * qr.module * s
+    assert dark[0] == pytest.approx(quiet, abs=1.5) and dark[1] == pytest.approx(quiet, abs=1.5)
+    side = (qr.count - 8) * qr.module * s
+    assert dark[2] - dark[0] == pytest.approx(side, abs=1.5)
 
 
 # --------------------------------------------------------------------------- SVG
@@ -244,6 +267,15 @@ def test_svg_has_real_units_a_view_box_and_a_decodable_qr(size):
     assert float(hv[:-2]) * per_unit == pytest.approx(vb[3], rel=1e-3)
     assert (vb[2], vb[3]) == pytest.approx(PAGE_PT[size], abs=0.01)
     assert "A &amp; B &lt;x&gt;" in svg and c.envelope.short_fingerprint() in svg
+    # Every line states the length the layout measured, so another font cannot overflow it.
+    texts = list(root.iter("{http://www.w3.org/2000/svg}text"))
+    assert len(texts) > len(c.words)
+    for t in texts:
+        want = card.text_width(
+            t.text or "", float(t.get("font-size", "")), bold=bool(t.get("font-weight"))
+        )
+        assert float(t.get("textLength", "0")) == pytest.approx(want, rel=1e-3)
+        assert t.get("lengthAdjust") == "spacingAndGlyphs"
     assert CID in svg and DEPLOYMENT in svg and "3 of 5 needed" in svg
     assert decode(_svg_qr_image(root)) == [c.envelope_bytes]
 
@@ -293,6 +325,45 @@ def test_layout_keeps_text_inside_the_frame_and_off_the_qr(size, case):
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             assert not _overlap(boxes[i], boxes[j]), (texts[i], texts[j])
+
+
+def _largest_blank_band(lay: card.Layout) -> tuple[float, float]:
+    """The tallest horizontal band inside the frame with nothing drawn in it, in points,
+    and as a share of the frame's height."""
+    frame = next(i for i in lay.items if isinstance(i, card.Box) and i.stroke)
+    spans: list[tuple[float, float]] = []
+    for it in lay.items:
+        if isinstance(it, card.Text):
+            box = _bbox(it)
+            spans.append((box[1], box[3]))
+        elif isinstance(it, card.Qr):
+            spans.append((it.y, it.y + it.module * it.count))
+        elif not it.stroke:
+            spans.append((it.y, it.y + it.h))
+    cur, worst = frame.y, 0.0
+    for start, end in sorted(spans):
+        worst, cur = max(worst, start - cur), max(cur, end)
+    worst = max(worst, frame.y + frame.h - cur)
+    return worst, worst / frame.h
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("case", range(len(WORST)))
+def test_no_large_blank_band_and_a_qr_big_enough_to_scan(size, case):
+    """The QR takes the room the words leave (a 20-word share's card once had a blank
+    band of 14 % of its height) and its modules stay at least 0.4 mm at A6, scaled with
+    the page (they were 0.36 mm on every card)."""
+    c = make_card(**WORST[case])
+    lay = card.layout(c, size)
+    band, share = _largest_blank_band(lay)
+    assert share < 0.045, f"a blank band of {band:.0f} pt ({share:.0%} of the card)"
+    qr = next(i for i in lay.items if isinstance(i, card.Qr))
+    frame = next(i for i in lay.items if isinstance(i, card.Box) and i.stroke)
+    scale = frame.w / next(i for i in card.layout(c, "a6").items if isinstance(i, card.Box)).w
+    # The worst case (a two-line name, a label and a three-line id above 33 words) keeps
+    # the floor of 124 pt; every other card gets a larger code.
+    floor = 0.36 if case == 1 else 0.4
+    assert qr.module / card.MM >= floor * scale * 0.999
 
 
 def test_the_printed_text_is_the_same_at_every_size():
