@@ -1,4 +1,10 @@
-"""A deployment's status as plain data, for ``custody status`` and the TUI dashboard."""
+"""A deployment's status as plain data, for ``custody status`` and the TUI dashboard.
+
+When the token is checked, its root keys are compared with the store (:func:`token_alarms`):
+a live root the store needs but the token lacks, a root on the token the store does not
+know, or a KCV that differs is an *alarm*, with the command that fixes it. ``custody status``
+exits 6 (:data:`ALARM_EXIT`) when there is one; the dashboard shows it as an error.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,75 @@ from custody.config import Home
 from custody.deployment import open_deployment
 from custody.errors import CustodyError
 from custody.keys.hierarchy import KeyHierarchy
+from custody.model import CAN_DECRYPT, KeyState
+from custody.store.rows import KekVersion, RootVersion
+
+ALARM_EXIT = 6
+"""``custody status``'s exit code when the token and the store disagree (IntegrityError's)."""
+
+RECOVER_FIX = "custody ceremony recover"
+
+
+def token_alarms(
+    roots: list[RootVersion], keks: list[KekVersion], on_token: dict[int, str]
+) -> list[dict[str, str]]:
+    """Compare the root keys on the token (*on_token*: version -> KCV) with the store.
+
+    A root the store needs (the active one, and any root a live KEK is sealed under) must
+    be on the token with the stored KCV; a root on the token must be one the store knows.
+    Each alarm is ``{"key", "problem", "text", "fix"}``: *fix* is the command (or the
+    runbook section) that resolves it.
+    """
+    out: list[dict[str, str]] = []
+    known = {r.version: r for r in roots}
+    needed = {r.version for r in roots if r.state is KeyState.ACTIVE} | {
+        k.root_version for k in keks if k.state is not KeyState.DESTROYED
+    }
+    for v in sorted(needed):
+        r = known.get(v)
+        name = f"root/v{v}"
+        if r is None:
+            continue
+        if v not in on_token:
+            if r.has_blob:
+                fix = RECOVER_FIX
+                text = f"{name} is not on this token: run `{fix}`"
+            else:
+                fix = "docs/recovery.md#lost-token"
+                text = (
+                    f"{name} is not on this token and has no recovery blob (a development "
+                    "root): it cannot be recovered; see docs/recovery.md"
+                )
+            out.append({"key": name, "problem": "missing", "text": text, "fix": fix})
+    for v, kcv in sorted(on_token.items()):
+        name = f"root/v{v}"
+        r = known.get(v)
+        if r is None:
+            fix = "custody store restore FILE"
+            out.append(
+                {
+                    "key": name,
+                    "problem": "unknown",
+                    "text": f"{name} is on this token but not in the store: the store is older "
+                    f"than the token or belongs to another deployment; restore the latest "
+                    f"snapshot (`{fix}`) or import the offline export (`custody root import "
+                    "DIR`)",
+                    "fix": fix,
+                }
+            )
+        elif r.state in CAN_DECRYPT and kcv != r.kcv:
+            fix = "docs/recovery.md#suspected-compromise"
+            out.append(
+                {
+                    "key": name,
+                    "problem": "kcv-mismatch",
+                    "text": f"{name} on this token has KCV {kcv}, the store expects {r.kcv}: "
+                    "this is not the deployment's key; stop using the token and follow "
+                    "docs/recovery.md (suspected compromise)",
+                    "fix": fix,
+                }
+            )
+    return out
 
 
 def _age_days(created: str, now: datetime) -> int:
@@ -39,6 +114,7 @@ def deployment_status(
         },
         "dev_root": dep.store.get_meta("dev_root") == "1",
     }
+    token_roots: dict[int, str] = {}
     try:
         if pin is None:
             out["hsm"]["note"] = "no PIN given; token not checked"
@@ -56,9 +132,8 @@ def deployment_status(
                         "serial": info.serial,
                         "slot_id": info.slot_id,
                     }
-                    out["hsm"]["root_keys_on_token"] = sorted(
-                        f"{k.label}/v{k.version}" for k in hsm.list_keys("root")
-                    )
+                    token_roots = {k.version: k.kcv for k in hsm.list_keys("root")}
+                    out["hsm"]["root_keys_on_token"] = [f"root/v{v}" for v in sorted(token_roots)]
                     out["hsm"]["reachable"] = True
                 except CustodyError as err:
                     out["hsm"].update(reachable=False, error=err.title, hint=err.hint)
@@ -66,6 +141,9 @@ def deployment_status(
                     dep.hsm = None
                     hsm.close()
         h = KeyHierarchy(dep.store, None)
+        out["alarms"] = (
+            token_alarms(h.roots(), h.keks(), token_roots) if out["hsm"]["reachable"] else []
+        )
         out["roots"] = [
             {
                 "version": r.version,
