@@ -14,7 +14,7 @@ from typing import Any
 from custody.clock import parse, utcnow
 from custody.config import Home
 from custody.deployment import open_deployment
-from custody.errors import CustodyError
+from custody.errors import CustodyError, TokenNotPresent
 from custody.keys.hierarchy import KeyHierarchy
 from custody.model import CAN_DECRYPT, KeyState
 from custody.store.rows import KekVersion, RootVersion
@@ -122,7 +122,13 @@ def deployment_status(
             try:
                 hsm = dep.login(pin)
             except CustodyError as err:
-                out["hsm"].update(reachable=False, error=err.title, hint=err.hint)
+                hint = err.hint
+                if isinstance(err, TokenNotPresent) and dep.config.hsm.embedded:
+                    hint = (
+                        "The embedded token is gone: run `custody hsm provision`, then "
+                        "`custody ceremony recover` (docs/recovery.md, lost token)."
+                    )
+                out["hsm"].update(reachable=False, error=err.title, hint=hint)
             else:
                 try:
                     info = hsm.info()

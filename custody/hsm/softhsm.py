@@ -56,6 +56,7 @@ def ensure_conf(root: Path) -> Path:
     so that a copy of a home uses its own tokens and never the original's."""
     if not conf_matches(root):
         return write_conf(root)
+    (root / "tokens").mkdir(mode=0o700, exist_ok=True)  # a lost token directory
     return root / CONF_NAME
 
 
