@@ -273,3 +273,104 @@ def test_a_tampered_export_or_snapshot_is_refused(dep: Dep, tmp_path: Path):
     r = run_cli("store", "restore", str(snap), *_h(dep), *trust)
     assert r.returncode == 6 and "SHA-256" in r.stderr
     assert not (dep.root / "custody.db").exists()
+
+
+# ------------------------------------------------------------------- lost custodian
+def _approve(d: Dep, req: Path, *names: str) -> list[str]:
+    out = []
+    for n in names:
+        f = d.root.parent / f"appr-{n}.json"
+        r = run_cli(
+            "ceremony",
+            "approve",
+            str(req),
+            "--key",
+            str(d.people / f"{n}.key.pem"),
+            "--passphrase-file",
+            str(d.people / f"{n}.pass"),
+            "--out",
+            str(f),
+        )
+        assert r.returncode == 0, r.stderr
+        out += ["--approval", str(f)]
+    return out
+
+
+def test_lost_custodian(dep: Dep, tmp_path: Path):
+    new = tmp_path / "new-shares"
+    # 1. reshare to the custodians who still hold their shares (erin lost hers)
+    cust = [a for n in ("alice", "bob", "carol", "dave") for a in ("--custodian", n)]
+    r = dep.ceremony(
+        "reshare",
+        *dep.coord(),
+        *cust,
+        "--threshold",
+        "3",
+        "--out",
+        str(new),
+        *dep.shares("alice", "bob", "carol"),
+    )
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    new_shares = [
+        a for n in ("alice", "bob", "carol") for a in ("--share", str(new / f"{n}.share.txt"))
+    ]
+    r = dep.ceremony("resume", cid, *dep.coord(), *new_shares)
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    dep.verify(r.out["bundle"])
+    dep.deks_ok()
+    # 2. revoke erin's enrolment: a majority of the custodians approves
+    req = tmp_path / "REQ.json"
+    r = dep.ceremony("enrol", *dep.coord(pin=False), "--revoke", "erin", "--request-out", str(req))
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stdout + r.stderr
+    eid = r.out["ceremony_id"]
+    r = dep.ceremony(
+        "resume", eid, *dep.coord(pin=False), *_approve(dep, req, "alice", "bob", "carol")
+    )
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    # 3. new offline copies: the new export names the new share set, without erin
+    trust = ["--trust", str(dep.people / "admin.pub.json")]
+    out = tmp_path / "export-2"
+    r = run_cli("root", "export", *_h(dep), "--out", str(out), *_admin(dep))
+    assert r.returncode == 0, r.stderr
+    v = run_cli("root", "verify-export", str(out), *trust, "--json")
+    assert v.returncode == 0, v.stderr
+    now = json.loads(v.stdout)
+    old = json.loads(
+        run_cli("root", "verify-export", str(_offline(dep) / "export"), *trust, "--json").stdout
+    )
+    assert now["epoch"] > old["epoch"] and now["custodians"] == ["alice", "bob", "carol", "dave"]
+    # erin's old share no longer counts
+    r = dep.ceremony("drill", *dep.coord(pin=False), *new_shares[:4], *dep.shares("erin"))
+    assert r.returncode == 6 and "share of erin rejected" in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------- suspected compromise
+def test_suspected_compromise(dep: Dep, tmp_path: Path):
+    req = tmp_path / "REQ.json"
+    # 2. emergency-rotate: the impact report, then it waits for a second person
+    r = dep.ceremony(
+        "emergency-rotate", *dep.coord(), "--reason", "laptop stolen", "--request-out", str(req)
+    )
+    assert r.returncode == 10 and r.out["step"] == "second-person", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    # 3. the witness signs, 4. the coordinator resumes with it
+    r = dep.ceremony("resume", cid, *dep.coord(), *_approve(dep, req, "wendy"))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    assert (dep.root / r.out["facts"]["report"]).is_file()
+    dep.verify(r.out["bundle"])
+    assert dep.roots()[-1] == (2, "active") and dep.roots()[0][1] != "active"
+    # 5. rotate the KEKs, re-key; status is clean
+    for b in ("data", "backup", "secrets"):
+        r = run_cli("kek", "rotate", *_h(dep), "--pin-file", str(dep.pin), "--branch", b)
+        assert r.returncode == 0, r.stderr
+    r = run_cli("rekey", "run", *_h(dep), "--pin-file", str(dep.pin))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r, st = _status(dep.root, dep.pin)
+    assert r.returncode == 0 and st["alarms"] == []
+    dep.deks_ok()
+    # 6. new offline copies: only the new root is in the export
+    out = tmp_path / "export-2"
+    r = run_cli("root", "export", *_h(dep), "--out", str(out), *_admin(dep), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["roots"] == ["root/v2"]
