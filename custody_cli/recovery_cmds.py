@@ -12,7 +12,10 @@ The formats and the choice of signing key are in :mod:`ceremonies.offline`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -341,13 +344,25 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from ceremonies.offline import check_manifest, check_snapshot_signer
-    from custody.store import backup, open_store
+    from ceremonies.offline import manifest_path
 
     home = common.home_of(args)
     cfg = home.load()
     snap = Path(args.file)
-    doc, sig = check_manifest(snap)
+    with tempfile.TemporaryDirectory(dir=home.root, prefix=".restore-") as tmp:
+        # checked and copied from one private copy: the medium cannot change in between
+        local = Path(tmp) / snap.name
+        for src, dst in ((snap, local), (manifest_path(snap), manifest_path(local))):
+            with contextlib.suppress(OSError):  # check_manifest reports a missing file
+                shutil.copyfile(src, dst)
+        return _restore(args, home, cfg, snap, local)
+
+
+def _restore(args: argparse.Namespace, home: Any, cfg: Any, snap: Path, local: Path) -> int:
+    from ceremonies.offline import check_manifest, check_snapshot_signer
+    from custody.store import backup, open_store
+
+    doc, sig = check_manifest(local)
     current = _open_store_if_any(home)
     fresh = True
     try:
@@ -363,7 +378,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     finally:
         if current is not None:
             current.close()
-    stage = backup.stage_restore(snap, home.db_path)
+    stage = backup.stage_restore(local, home.db_path)
     try:
         staged = open_store(stage)
         try:
