@@ -259,6 +259,19 @@ def export_document(store: Store, deployment_id: str) -> dict[str, Any]:
     }
 
 
+def export_marker(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the store remembers of its last export (``meta.root_export``), so that
+    ``custody status`` can say when the offline copy is out of date."""
+    return {
+        "at": doc["exported_at"],
+        "keys": sorted(
+            [f"root/v{r['version']}" for r in doc["roots"]]
+            + [f"{k['branch']}/v{k['version']}" for k in doc["keks"]]
+        ),
+        "epoch": doc["share_set"]["epoch"],
+    }
+
+
 def write_export(out: Path, doc: dict[str, Any], signer: Signer) -> list[Path]:
     """Write *doc* and its signature into the new or empty directory *out*.
 
@@ -346,6 +359,7 @@ def import_export(store: Store, exp: RootExport) -> None:
             if d.get("last_checkpoint"):
                 store.set_meta("last_checkpoint", str(d["last_checkpoint"]))
             store.set_meta("root_import", exp.digest)
+            store.set_meta("root_export", json.dumps(export_marker(d), sort_keys=True))
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad("root export", "a record is malformed") from exc
 

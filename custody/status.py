@@ -8,6 +8,7 @@ exits 6 (:data:`ALARM_EXIT`) when there is one; the dashboard shows it as an err
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ ALARM_EXIT = 6
 """``custody status``'s exit code when the token and the store disagree (IntegrityError's)."""
 
 RECOVER_FIX = "custody ceremony recover"
+LIVE = {s.value for s in CAN_DECRYPT}
 
 
 def token_alarms(
@@ -89,6 +91,26 @@ def token_alarms(
 
 def _age_days(created: str, now: datetime) -> int:
     return (now - parse(created)).days
+
+
+def _export_state(marker: str | None, st: dict[str, Any]) -> dict[str, Any] | None:
+    """How the last ``custody root export`` compares with the live roots and KEKs (None when
+    there is nothing to export: no root with a recovery blob)."""
+    live = {
+        *(f"root/v{r['version']}" for r in st["roots"] if r["state"] in LIVE and r["has_blob"]),
+        *(f"{k['branch']}/v{k['version']}" for k in st["keks"] if k["state"] in LIVE),
+    }
+    if not any(k.startswith("root/") for k in live):
+        return None
+    if marker is None:
+        return {"at": None, "current": False, "missing": sorted(live)}
+    try:
+        doc = json.loads(marker)
+        done = set(doc["keys"])
+    except (ValueError, KeyError, TypeError):
+        return {"at": None, "current": False, "missing": sorted(live)}
+    missing = sorted(live - done)
+    return {"at": doc.get("at"), "current": not missing, "missing": missing}
 
 
 def deployment_status(
@@ -176,6 +198,7 @@ def deployment_status(
             for k in h.keks()
         ]
         out["objects"] = h.object_counts()
+        out["offline_export"] = _export_state(dep.store.get_meta("root_export"), out)
     finally:
         dep.close()
     return out

@@ -143,6 +143,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"ALARM       {a['text']}")
     if st["dev_root"]:
         print("WARNING     development root key: no recovery shares exist")
+    exp = st.get("offline_export")
+    if exp is not None and not exp["current"]:
+        since = f"last one {exp['at']}" if exp["at"] else "none yet"
+        print(
+            f"WARNING     the offline root export lacks {', '.join(exp['missing'])} ({since}): "
+            "run `custody root export` (docs/recovery.md)"
+        )
     if not st["roots"]:
         print("root        none yet (run 'custody ceremony generate')")
     for r in st["roots"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -225,12 +226,13 @@ def _store_is_empty(store: Store) -> bool:
 
 # ------------------------------------------------------------------------- root export
 def cmd_export(args: argparse.Namespace) -> int:
-    from ceremonies.offline import export_document, write_export
+    from ceremonies.offline import export_document, export_marker, write_export
 
     with common.open_home(args, pin=False) as dep:
         signer = _signing_admin(args, dep.store)
         doc = export_document(dep.store, dep.config.deployment_id)
         files = write_export(Path(args.out), doc, signer)
+        dep.store.set_meta("root_export", json.dumps(export_marker(doc), sort_keys=True))
     roots = [f"root/v{r['version']}" for r in doc["roots"]]
     if args.json:
         common.emit_json(

@@ -121,6 +121,7 @@ def test_lost_token(dep: Dep):
     # 5. custody status is clean; every DEK opens
     r, st = _status(dep.root, dep.pin)
     assert r.returncode == 0 and st["alarms"] == []
+    assert st["offline_export"]["current"] is True
     dep.deks_ok()
 
 
@@ -225,7 +226,7 @@ def test_lost_both_from_the_offline_export_only(dep: Dep, tmp_path: Path):
     rec = _recover(dep, new)
     assert rec.out["facts"]["imported"] == [1]
     r, st = _status(new, pins)
-    assert r.returncode == 0 and st["alarms"] == []
+    assert r.returncode == 0 and st["alarms"] == [] and st["offline_export"]["current"]
     # the KEKs came back with the root: a backup made before the loss can be opened again
     r = run_cli("kek", "rotate", "--branch", "backup", "--home", str(new), "--pin-file", str(pins))
     assert r.returncode == 0, r.stderr
@@ -368,9 +369,14 @@ def test_suspected_compromise(dep: Dep, tmp_path: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     r, st = _status(dep.root, dep.pin)
     assert r.returncode == 0 and st["alarms"] == []
+    assert st["offline_export"]["current"] is False and "root/v2" in st["offline_export"]["missing"]
+    t = run_cli("status", *_h(dep), "--pin-file", str(dep.pin))
+    warn = [ln for ln in t.stdout.splitlines() if "the offline root export lacks" in ln]
+    assert warn and "root/v2" in warn[0] and "custody root export" in warn[0]
     dep.deks_ok()
     # 6. new offline copies: only the new root is in the export
     out = tmp_path / "export-2"
     r = run_cli("root", "export", *_h(dep), "--out", str(out), *_admin(dep), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["roots"] == ["root/v2"]
+    assert _status(dep.root, dep.pin)[1]["offline_export"]["current"] is True
