@@ -145,9 +145,14 @@ def test_lost_store_restored_from_the_snapshot(dep: Dep):
     r, st = _status(dep.root, dep.pin)
     assert r.returncode == 0 and st["alarms"] == [], st
     dep.deks_ok()
-    # restoring over a store that holds keys needs --replace
+    # restoring over a store that holds keys needs --replace, which keeps the old file
     r = run_cli("store", "restore", str(snap), *_h(dep), *trust)
     assert r.returncode == 2 and "--replace" in r.stderr
+    assert not (dep.root / "custody.db.before-restore").exists()
+    r = run_cli("store", "restore", str(snap), *_h(dep), *trust, "--replace")
+    assert r.returncode == 0, r.stderr
+    assert (dep.root / "custody.db.before-restore").is_file()
+    dep.deks_ok()
 
 
 def test_lost_store_without_a_snapshot_imports_the_root_export(dep: Dep):
