@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from custody.audit.signers import Signer, TrustKey, verify_signature
-from custody.canonical import canonical_bytes, domain_hash
+from custody.canonical import canonical_bytes, domain_hash, load_json
 from custody.clock import iso, utcnow
 from custody.errors import CeremonyError, IntegrityError, UsageError
 from custody.model import CAN_DECRYPT, KeyState
@@ -83,6 +83,10 @@ def _check_signature(
     try:
         alg, public = str(sig["alg"]), bytes.fromhex(sig["public"])
         signature = bytes.fromhex(sig["signature"])
+        if set(sig) != {"signer", "alg", "public", "signature"}:
+            raise ValueError("fields")
+        if sig["public"] != public.hex() or sig["signature"] != signature.hex():
+            raise ValueError("not lower-case hex")
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(what, "the signature file is malformed") from exc
     if not verify_signature(alg, public, signature, domain_hash(domain, body)):
@@ -92,6 +96,8 @@ def _check_signature(
     member = next((p for p in roster if p.public == public), None)
     if member is None or member.role != SUPER_ADMIN or member.revoked_at is not None:
         raise _bad(what, "its signer is not an enrolled super-admin of its roster")
+    if sig["signer"] != member.name:
+        raise _bad(what, "the signer's name does not match the roster")
     return member.name
 
 
@@ -297,12 +303,20 @@ def read_export(src: Path, trust: Sequence[TrustKey]) -> RootExport:
     """
     try:
         raw = (src / EXPORT_NAME).read_bytes()
-        sig = json.loads((src / EXPORT_SIG).read_bytes())
-    except (OSError, ValueError) as exc:
+        sig_raw = (src / EXPORT_SIG).read_bytes()
+    except OSError as exc:
         raise _bad("root export", f"{EXPORT_NAME} or {EXPORT_SIG} is missing") from exc
-    body = raw.removesuffix(b"\n")
     try:
-        doc = json.loads(body)
+        sig = load_json(sig_raw)
+        if canonical_bytes(sig) + b"\n" != sig_raw:
+            raise ValueError("not canonical")
+    except ValueError as exc:
+        raise _bad("root export", f"{EXPORT_SIG} is malformed") from exc
+    if not raw.endswith(b"\n"):
+        raise _bad("root export", f"{EXPORT_NAME} is truncated")
+    body = raw[:-1]
+    try:
+        doc = load_json(body)
         if not isinstance(doc, dict) or doc.get("type") != EXPORT_TYPE:
             raise ValueError("type")
         if canonical_bytes(doc) != body:
@@ -407,7 +421,7 @@ def check_manifest(snapshot: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         IntegrityError: no manifest, or the snapshot does not match it.
     """
     try:
-        outer = json.loads(manifest_path(snapshot).read_bytes())
+        outer = load_json(manifest_path(snapshot).read_bytes())
         doc, sig = outer["manifest"], outer["signature"]
         if doc.get("type") != SNAPSHOT_TYPE:
             raise ValueError("type")
