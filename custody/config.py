@@ -173,6 +173,24 @@ class Home:
     def exists(self) -> bool:
         return self.config_path.exists()
 
+    def rel(self, path: str | os.PathLike[str]) -> str:
+        """*path* as it is stored (in the store or a transcript): relative to the home when
+        it lies inside the home, so that a copied home refers to its own files; absolute
+        when it is outside (an ``--out`` on removable media belongs to no home)."""
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.resolve().relative_to(self.root.resolve()).as_posix() or "."
+        except ValueError:
+            return str(p)
+
+    def resolve(self, stored: str) -> Path:
+        """A stored path (see :meth:`rel`) as a path on disk: relative ones are inside the
+        home."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.root / p
+
     def load(self) -> Config:
         """Load the config.
 

@@ -29,7 +29,7 @@ from custody.audit.log import AUDIT_DB, AuditLog
 from custody.clock import iso, utcnow
 from custody.config import Config, Home, HsmConfig
 from custody.errors import AuditError, ConfigError, CustodyError, UsageError
-from custody.hsm import Hsm
+from custody.hsm import Hsm, softhsm
 from custody.keys.hierarchy import KeyHierarchy
 from custody.store import Store, open_store
 
@@ -45,6 +45,8 @@ def _login(home: Home, hsm: HsmConfig, pin: PinSource) -> Hsm:
     so commands that never touch the token do not load it)."""
     from custody.hsm.pkcs11.adapter import open_hsm
 
+    if hsm.softhsm_conf == softhsm.CONF_NAME:
+        softhsm.ensure_conf(home.root)  # a copied home uses its own tokens, never the original's
     return open_hsm(hsm, home.root, pin() if callable(pin) else pin)
 
 
@@ -204,8 +206,6 @@ def init_deployment(
         HsmError: the token could not be provisioned or reached.
         StorageError: the store could not be created.
     """
-    from custody.hsm import softhsm
-
     root = home.root
     refuse_existing(home)
     created_dir = not root.exists()

@@ -28,6 +28,7 @@ from custody_cli import (
     hsm_cmds,
     key_cmds,
     participant_cmds,
+    recovery_cmds,
     rekey_cmds,
     shamir_cmds,
     share_cmds,
@@ -49,6 +50,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     ceremony_cmds,
     rekey_cmds,
     backup_cmds,
+    recovery_cmds,
     tui_cmds,
 )
 

@@ -20,6 +20,11 @@ AUDITED: frozenset[str] = frozenset(
     {
         "status",
         "hsm selftest",
+        "hsm provision",
+        "root export",
+        "root import",
+        "store snapshot",
+        "store restore",
         "kek rotate",
         "dek generate",
         "dek verify",

@@ -36,7 +36,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "status",
         help="show the home, the token, root and KEK versions, object counts",
-        description="Show the deployment. The token is checked when a PIN is available.",
+        description=(
+            "Show the deployment. The token is checked when a PIN is available: its root keys "
+            "are compared with the store, and a missing, unknown or mismatched root is an "
+            "ALARM naming the command that fixes it. Exit 0 when all is well, 5 when the "
+            "token is unreachable, 6 on an alarm."
+        ),
     )
     common.add_home(p)
     common.add_pin(p)
@@ -105,11 +110,20 @@ def gather_status(args: argparse.Namespace) -> dict[str, Any]:
     return deployment_status(common.home_of(args), pin)
 
 
+def _status_exit(st: dict[str, Any]) -> int:
+    from custody.errors import HsmError
+    from custody.status import ALARM_EXIT
+
+    if st["hsm"]["reachable"] is False:
+        return HsmError.exit_code
+    return ALARM_EXIT if st.get("alarms") else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     st = gather_status(args)
     if args.json:
         common.emit_json(st)
-        return 0
+        return _status_exit(st)
     hsm = st["hsm"]
     print(f"home        {st['home']}")
     print(f"deployment  {st['deployment_id']}")
@@ -120,11 +134,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         False: f"UNREACHABLE: {hsm.get('error')}",
         None: hsm.get("note", "not checked"),
     }
+    if hsm["reachable"] and st["alarms"]:
+        reach[True] = f"reachable, but it does not match the store ({len(st['alarms'])} alarm(s))"
     print(f"token       {hsm['token_label']}: {reach[hsm['reachable']]}")
     if hsm.get("hint") and hsm["reachable"] is False:
         print(f"            hint: {hsm['hint']}")
+    for a in st["alarms"]:
+        print(f"ALARM       {a['text']}")
     if st["dev_root"]:
         print("WARNING     development root key: no recovery shares exist")
+    exp = st.get("offline_export")
+    if exp is not None and not exp["current"]:
+        since = f"last one {exp['at']}" if exp["at"] else "none yet"
+        print(
+            f"WARNING     the offline root export lacks {', '.join(exp['missing'])} ({since}): "
+            "run `custody root export` (docs/recovery.md)"
+        )
     if not st["roots"]:
         print("root        none yet (run 'custody ceremony generate')")
     for r in st["roots"]:
@@ -139,4 +164,4 @@ def cmd_status(args: argparse.Namespace) -> int:
     total = sum(st["objects"].values())
     detail = ", ".join(f"{n} {kind}" for kind, n in sorted(st["objects"].items())) or "none"
     print(f"objects     {total} wrapped ({detail})")
-    return 0 if hsm["reachable"] is not False else 5
+    return _status_exit(st)

@@ -94,6 +94,7 @@ from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
 from ceremonies.transcript.model import RosterEntry, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
+from custody.config import Home
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 from custody.store.rows import CeremonyRow
@@ -103,6 +104,15 @@ KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a s
 
 def _now() -> int:
     return int(time.time())
+
+
+def _stored_params(home: Home, params: Mapping[str, Any]) -> dict[str, Any]:
+    """*params* as the store keeps them: an ``out`` inside the home relative to it
+    (:meth:`custody.config.Home.rel`), so that a copied home writes into its own files."""
+    out = dict(params)
+    if isinstance(out.get("out"), str):
+        out["out"] = home.rel(out["out"])
+    return out
 
 
 class CeremonyRunner:
@@ -206,11 +216,11 @@ class CeremonyRunner:
                 kind=kind,
                 state="open",
                 coordinator=me.name,
-                bundle=str(path),
+                bundle=dep.home.rel(path),
                 created=now,
                 expires=now + expiry,
                 updated=now,
-                pending=json.dumps({"params": dict(params)}),
+                pending=json.dumps({"params": _stored_params(dep.home, params)}),
             )
         )
         try:
@@ -249,6 +259,9 @@ class CeremonyRunner:
         )
         if st != "open":
             raise CeremonyError(f"Ceremony {ceremony_id} is already {st}", "Start a new one.")
+        # A ceremony's bundle is always HOME/transcripts/ID: the stored path (relative since
+        # the copy-safe homes; absolute in older stores) never leads out of this home.
+        bundle = str(dep.home.transcripts_dir / ceremony_id)
         doc_policy = json.loads((Path(bundle) / "policy.json").read_bytes())
         policy = SignedPolicy.from_json(doc_policy).policy
         me = next((e for e in policy.roster if e.public == signer.public), None)
@@ -272,17 +285,23 @@ class CeremonyRunner:
                 evs.append(Waiting(ev.step))
         state = fold(initial, evs, clock())
         doc = json.loads(pending or "{}")
-        r = cls(dep, signer, rec, state, dict(doc.get("params", {})), clock=clock)
+        params = dict(doc.get("params", {}))
+        if isinstance(params.get("out"), str):
+            params["out"] = str(dep.home.resolve(params["out"]))
+        r = cls(dep, signer, rec, state, params, clock=clock)
         r.pending = {k: v for k, v in doc.items() if k != "params"}
+        if isinstance(r.pending.get("files"), list):
+            r.pending["files"] = [str(dep.home.resolve(f)) for f in r.pending["files"]]
         r.rolling_back = any(ev.kind == "rollback" for ev in rec.events)
         return r
 
     # ------------------------------------------------------------------ recording
     def _save_pending(self, **kv: Any) -> None:
         self.pending.update(kv)
-        self.dep.store.set_ceremony_pending(
-            self.ceremony_id, json.dumps({"params": self.params, **self.pending}), now=self.clock()
-        )
+        doc = {"params": _stored_params(self.dep.home, self.params), **self.pending}
+        if isinstance(doc.get("files"), list):
+            doc["files"] = [self.dep.home.rel(f) for f in doc["files"]]
+        self.dep.store.set_ceremony_pending(self.ceremony_id, json.dumps(doc), now=self.clock())
 
     def record(
         self,

@@ -194,7 +194,7 @@ def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
             kind=r.kind,
             state=r.state,
             coordinator=r.coordinator,
-            bundle=r.bundle,
+            bundle=str(dep.home.transcripts_dir / r.id),  # the store keeps it home-relative
             created=r.created,
             expires=r.expires,
         )

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custody.backup import format as bf
 from custody.clock import iso
+from custody.config import Home
 from custody.errors import IntegrityError, StorageError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
 from custody.privatefile import private_file
@@ -178,9 +179,16 @@ def iter_chunks(
         yield i, last, out
 
 
+def _home_of(hierarchy: KeyHierarchy) -> Home:
+    return Home(hierarchy.store.path.parent)
+
+
 def _catalog(hierarchy: KeyHierarchy, header: bf.Header, path: Path, size: int) -> None:
     entry = BackupEntry(
-        file_id=header.file_id, path=str(path), kek_version=header.kek_version, size=size
+        file_id=header.file_id,
+        path=_home_of(hierarchy).rel(path),  # inside the home: relative (a copy is its own)
+        kek_version=header.kek_version,
+        size=size,
     )
     hierarchy.store.catalog_backup(entry, now=iso(hierarchy.clock()))
 
@@ -340,7 +348,10 @@ def recover(hierarchy: KeyHierarchy) -> int:
         jp.unlink(missing_ok=True)
         return 0
     entries = json.loads(body)
-    done = _apply(hierarchy, [(Path(e["path"]), bytes.fromhex(e["header"])) for e in entries])
+    home = _home_of(hierarchy)
+    done = _apply(
+        hierarchy, [(home.resolve(e["path"]), bytes.fromhex(e["header"])) for e in entries]
+    )
     jp.unlink(missing_ok=True)
     return done
 
@@ -414,7 +425,8 @@ def rewrap(hierarchy: KeyHierarchy, paths: Iterable[Path]) -> list[BackupInfo]:
             )
         )
     if entries:
-        body = json.dumps([{"path": str(p), "header": h.hex()} for p, h in entries]).encode()
+        home = _home_of(hierarchy)
+        body = json.dumps([{"path": home.rel(p), "header": h.hex()} for p, h in entries]).encode()
         jp = _journal_path(hierarchy)
         try:
             with open(jp, "wb") as fh:

@@ -37,6 +37,56 @@ def write_conf(root: Path) -> Path:
     return conf
 
 
+def conf_matches(root: Path) -> bool:
+    """Whether ``root/softhsm2.conf`` points at ``root/tokens`` (a copied or moved home's
+    config still names the original's token directory)."""
+    try:
+        text = (root / CONF_NAME).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "directories.tokendir":
+            return Path(value.strip()).resolve() == (root / "tokens").resolve()
+    return False
+
+
+def ensure_conf(root: Path) -> Path:
+    """The home's SoftHSMv2 config, rewritten when it names another home's token directory,
+    so that a copy of a home uses its own tokens and never the original's."""
+    if not conf_matches(root):
+        return write_conf(root)
+    (root / "tokens").mkdir(mode=0o700, exist_ok=True)  # a lost token directory
+    return root / CONF_NAME
+
+
+def token_labels(conf: Path) -> list[str]:
+    """The labels of the initialised tokens under *conf* (``softhsm2-util --show-slots``;
+    no PIN needed).
+
+    Raises:
+        ConfigError: ``softhsm2-util`` is not installed. HsmError: it failed.
+    """
+    if shutil.which(SOFTHSM_UTIL) is None:
+        raise ConfigError(
+            "softhsm2-util is not installed", "Install SoftHSMv2 ('apt-get install -y softhsm2')."
+        )
+    env = child_env(extra={"SOFTHSM2_CONF": str(conf)})
+    res = subprocess.run(
+        [SOFTHSM_UTIL, "--show-slots"], env=env, capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        raise HsmError("softhsm2-util could not list the slots", res.stderr.strip()[:200])
+    labels, initialised = [], False
+    for raw in res.stdout.splitlines():
+        line = raw.strip()
+        if line.startswith("Initialized:"):
+            initialised = line.endswith("yes")
+        elif line.startswith("Label:") and initialised:
+            labels.append(line.split(":", 1)[1].strip())
+    return labels
+
+
 def _feed_pty(argv: list[str], env: dict[str, str], answers: list[bytes], timeout: float) -> str:
     master, slave = pty.openpty()
     try:

@@ -173,10 +173,21 @@ class RootKeys(KeyContext):
         return len(updates)
 
     # -- sealing KEKs under a root (inside the HSM) ---------------------------------------
+    @staticmethod
+    def _root_missing(root_version: int) -> KeyNotFound:
+        return KeyNotFound(
+            f"root/v{root_version} is not on the token",
+            "The token was replaced or emptied. 'custody status' shows the alarm; restore the "
+            "root with 'custody ceremony recover' (docs/recovery.md, lost token).",
+        )
+
     def seal_kek(self, branch: str, version: int, root_version: int, plain: bytes) -> bytes:
         ctx = kek_context(branch, version)
         aad = envelope.header(ROOT_LABEL, root_version) + ctx
-        nonce, body = self.hsm.encrypt(ROOT_LABEL, root_version, plain, aad)
+        try:
+            nonce, body = self.hsm.encrypt(ROOT_LABEL, root_version, plain, aad)
+        except KeyNotFound as exc:
+            raise self._root_missing(root_version) from exc
         return envelope.header(ROOT_LABEL, root_version) + nonce + body
 
     def open_kek(self, branch: str, version: int, root_version: int, wrapped: bytes) -> bytes:
@@ -184,4 +195,7 @@ class RootKeys(KeyContext):
         if env.key_id != ROOT_LABEL or env.key_version != root_version:
             raise IntegrityError(f"KEK {branch}/v{version} names the wrong root", "Store damaged.")
         ctx = kek_context(branch, version)
-        return self.hsm.decrypt(ROOT_LABEL, root_version, env.nonce, env.body, env.aad(ctx))
+        try:
+            return self.hsm.decrypt(ROOT_LABEL, root_version, env.nonce, env.body, env.aad(ctx))
+        except KeyNotFound as exc:
+            raise self._root_missing(root_version) from exc

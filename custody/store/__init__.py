@@ -1,11 +1,13 @@
 """The store: a typed port (:mod:`custody.store.port`, rows in :mod:`custody.store.rows`)
 and its adapters (SQLite: :mod:`custody.store.sqlite`; the audit log's own database:
-:mod:`custody.store.sqlite_audit`). See docs/store.md."""
+:mod:`custody.store.sqlite_audit`; snapshots: :mod:`custody.store.sqlite_backup`, as
+``custody.store.backup``). See docs/store.md."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from custody.store import sqlite_backup as backup
 from custody.store.port import Store
 from custody.store.sqlite import SqliteStore
 
@@ -22,4 +24,4 @@ def open_store(location: Path, *, create: bool = False) -> Store:
     return SqliteStore.open(Path(location), create=create)
 
 
-__all__ = ["SqliteStore", "Store", "open_store"]
+__all__ = ["SqliteStore", "Store", "backup", "open_store"]

@@ -50,7 +50,11 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies):
             StorageError: the file is missing, corrupted, locked or unwritable.
         """
         if not create and not path.exists():
-            raise StorageError(f"The store {path} does not exist", "Run 'custody init' first.")
+            raise StorageError(
+                f"The store {path} does not exist",
+                "Run 'custody init' first. A home that lost its store: 'custody store restore "
+                "FILE' or 'custody root import DIR' (docs/recovery.md).",
+            )
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")

@@ -21,7 +21,7 @@ from tui.services.common import Field, _date
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HsmView:
-    state: str  # "ok" | "unreachable" | "not checked"
+    state: str  # "ok" | "alarm" (reachable, but it does not match the store) | ...
     token_label: str
     module: str
     embedded: bool
@@ -29,6 +29,8 @@ class HsmView:
     hint: str = ""
     token: tuple[Field, ...] = ()
     root_keys_on_token: tuple[str, ...] = ()
+    # custody.status.token_alarms: (text, fix) per root the token and the store disagree on
+    alarms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,7 +142,10 @@ def alerts_for(
     dev_root: bool,
     custodians: Any,
 ) -> tuple[Alert, ...]:
-    out: list[Alert] = []
+    out: list[Alert] = [
+        Alert(level="error", text=text, hint=f"Fix: {fix} (see docs/recovery.md).")
+        for text, fix in view_hsm.alarms
+    ]
     if view_hsm.state == "unreachable":
         out.append(
             Alert(level="error", text=f"Token unreachable: {view_hsm.detail}", hint=view_hsm.hint)
@@ -275,16 +280,20 @@ def _root_rows(st: dict[str, Any], now: datetime) -> tuple[KeyRow, ...]:
 def _hsm_view(st: dict[str, Any]) -> HsmView:
     h = st["hsm"]
     state = {True: "ok", False: "unreachable", None: "not checked"}[h.get("reachable")]
+    alarms = tuple((a["text"], a["fix"]) for a in st.get("alarms", ()))
+    if state == "ok" and alarms:
+        state = "alarm"
     tok = h.get("token") or {}
     return HsmView(
         state=state,
         token_label=h["token_label"],
         module=h["module"],
         embedded=h["embedded"],
-        detail=h.get("error") or h.get("note", ""),
+        detail=h.get("error") or h.get("note", "") or (alarms[0][0] if alarms else ""),
         hint=h.get("hint", ""),
         token=tuple(Field(label=k, value=str(v)) for k, v in tok.items()),
         root_keys_on_token=tuple(h.get("root_keys_on_token", ())),
+        alarms=alarms,
     )
 
 

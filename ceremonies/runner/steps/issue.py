@@ -192,7 +192,7 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             r._secrets.pop("rk", None)
             return {
                 "issued_to": [h["custodian"] for h in r.state.facts["holders"]],
-                "out": str(out),
+                "out": r.dep.home.rel(out),
                 "cards": [s[6:] for s in _suffixes(r)[2:]],
             }
         raise _secret_lost(r, "issue-shares")
@@ -239,7 +239,7 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     r._secrets.pop("rk", None)  # RK leaves memory: the verification round must rebuild it
     return {
         "issued_to": files,
-        "out": str(out),
+        "out": r.dep.home.rel(out),
         "cards": [s[6:] for s in sufs[2:]],
         "delivery": "plain" if plain_shares(r) else "sealed-x25519",
     }

@@ -249,4 +249,4 @@ def report(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             report=json.dumps(rep, sort_keys=True),
         )
     )
-    return {"report": str(path)}
+    return {"report": r.dep.home.rel(path)}

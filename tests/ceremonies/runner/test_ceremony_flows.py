@@ -211,7 +211,7 @@ def test_reshare_then_previous_epoch_share_is_rejected_and_drill(dep: Dep):
 
 def test_emergency_rotate_reports_impact(dep: Dep):
     r = emergency_rotate(dep, "laptop stolen")  # co-signed by the witness wendy
-    rep = json.loads(Path(r.out["facts"]["report"]).read_text())
+    rep = json.loads((dep.root / r.out["facts"]["report"]).read_text())  # relative to the home
     assert rep["compromised_roots"] == [1] and rep["wrapped_objects"] == 50
     assert {n["name"] for n in rep["notify"]} >= {"admin", "alice", "audrey"}
     assert dep.roots() == [(1, "disabled"), (2, "active")]

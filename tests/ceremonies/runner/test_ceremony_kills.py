@@ -47,11 +47,12 @@ def _copy(src: Dep, dst: Path) -> Dep:
 def _kind_rows(d: Dep, kind: str) -> list[tuple[str, str, str]]:
     c = sqlite3.connect(d.root / "custody.db")
     try:
-        return c.execute(
+        rows = c.execute(
             "SELECT id, state, bundle FROM ceremonies WHERE kind=? ORDER BY created, rowid", (kind,)
         ).fetchall()
     finally:
         c.close()
+    return [(i, st, str(d.root / b)) for i, st, b in rows]  # the store keeps it home-relative
 
 
 def _approvals(d: Dep, cid: str) -> list[str]:
