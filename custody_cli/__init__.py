@@ -29,6 +29,7 @@ from custody_cli import (
     key_cmds,
     participant_cmds,
     rekey_cmds,
+    secret_cmds,
     shamir_cmds,
     share_cmds,
     transcript_cmds,
@@ -49,6 +50,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     ceremony_cmds,
     rekey_cmds,
     backup_cmds,
+    secret_cmds,
     tui_cmds,
 )
 
