@@ -52,6 +52,7 @@ AUDITED: frozenset[str] = frozenset(
         "secret restore",
         "secret destroy",
         "secret due",
+        "secret rotate",
     }
 )
 

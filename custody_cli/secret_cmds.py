@@ -10,6 +10,7 @@ everywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -97,6 +98,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     common.add_standard(p)
     p.set_defaults(func=cmd_destroy)
+
+    p = ss.add_parser(
+        "rotate",
+        help="rotate a secret: stage, update, verify, promote with an overlap; signed record",
+        description="Rotate PATH: a new value (made to its standard, or --value-file/--stdin) "
+        "goes into 'pending'; --update-cmd and --verify-cmd get it in $CUSTODY_SECRET_VALUE "
+        "and in the 0600 file $CUSTODY_SECRET_FILE, never in argv; on success it becomes "
+        "'current' and the old value stays 'previous' for --overlap. Each step is recorded "
+        "in a transcript bundle signed with --key ('custody transcript verify'). With --due: "
+        "rotate every secret at or past expiry (not paused) and revoke every 'previous' "
+        "whose overlap has ended (for cron).",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("--env", metavar="ENV")
+    p.add_argument("--due", action="store_true", help="every due secret, and ended overlaps")
+    p.add_argument("--verify-cmd", metavar="CMD", help="must exit 0 with the new value")
+    p.add_argument("--update-cmd", metavar="CMD", help="updates the service with the new value")
+    p.add_argument("--overlap", default="24h", metavar="DURATION", help="e.g. 1h, 7d (24h)")
+    p.add_argument(
+        "--emergency",
+        action="store_true",
+        help="no overlap: revoke the old value at once and record who read it",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why (required with --emergency)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--value-file", metavar="FILE", help="a supplied new value (mode 0600)")
+    g.add_argument("--stdin", action="store_true", help="read a supplied new value from stdin")
+    p.add_argument(
+        "--key", required=True, metavar="FILE", help="an enrolled super-admin's key: signs"
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
+    )
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_rotate)
 
     p = ss.add_parser("due", help="secrets that expire within --within days, or are overdue")
     common.add_standard(p)
@@ -308,3 +346,92 @@ def cmd_due(args: argparse.Namespace) -> int:
         when = f"overdue by {-i['days_left']} d" if i["overdue"] else f"in {i['days_left']} d"
         print(f"{i['env']}:{i['path']}\t{i['class']}\texpires {when}\towner {i['owner']}")
     return 0
+
+
+def _outcome(o: Any) -> dict[str, Any]:
+    return {
+        "env": o.env,
+        "path": o.path,
+        "ok": o.ok,
+        "bundle": o.bundle,
+        "new_version": o.new_version,
+        "old_version": o.old_version,
+        "failures": o.failures,
+        "paused": o.paused,
+        "detail": o.detail,
+    }
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from ceremonies.secret_rotation import parse_duration, revoke_ended, rotate
+    from custody.audit.log import AuditLog
+    from custody.secretsource import read_secret
+    from custody_cli.ceremony_drive import signer_of
+
+    if args.due == bool(args.path) or (args.path and not args.env):
+        raise UsageError("Give PATH --env ENV, or --due", "See 'custody secret rotate --help'.")
+    if args.due and (args.stdin or args.value_file or args.emergency):
+        raise UsageError("--due makes new values itself", "Drop --stdin/--value-file/--emergency.")
+    overlap = parse_duration(args.overlap)
+    value = None
+    if args.stdin:
+        value = sys.stdin.read().removesuffix("\n")
+    elif args.value_file:
+        value = read_secret(what="secret value", file=args.value_file, prompt=False)
+    signer = signer_of(args)
+    home = common.home_of(args)
+
+    def entries() -> list[dict[str, Any]]:
+        log = AuditLog.for_home(home)
+        try:
+            return [json.loads(line) for line in log.lines()]
+        finally:
+            log.close()
+
+    with common.open_home(args, pin=True) as dep:
+        v = _vault(dep, args)
+        if args.due:
+            results = []
+            for row in v.rotations_due():
+                o = rotate(
+                    dep,
+                    v,
+                    row.env,
+                    row.path,
+                    signer,
+                    verify_cmd=args.verify_cmd,
+                    update_cmd=args.update_cmd,
+                    overlap_seconds=overlap,
+                )
+                results.append(_outcome(o))
+            revoked = revoke_ended(dep, v, signer)
+            out: dict[str, Any] = {"rotated": results, "revoked": revoked}
+            failed = any(not r["ok"] for r in results)
+        else:
+            o = rotate(
+                dep,
+                v,
+                args.env,
+                args.path,
+                signer,
+                verify_cmd=args.verify_cmd,
+                update_cmd=args.update_cmd,
+                overlap_seconds=overlap,
+                value=value,
+                emergency=args.emergency,
+                reason=args.reason or "",
+                audit_entries=entries,
+            )
+            out = _outcome(o)
+            failed = not o.ok
+    if args.json:
+        common.emit_json(out)
+    elif args.due:
+        print(
+            f"rotated {sum(r['ok'] for r in out['rotated'])} of {len(out['rotated'])} due; "
+            f"revoked {len(out['revoked'])} previous versions"
+        )
+    else:
+        print(("rotated: " if out["ok"] else "NOT rotated: ") + out["detail"])
+        print(f"record: {out['bundle']} (custody transcript verify)")
+    return 1 if failed else 0

@@ -132,6 +132,7 @@ class SecretPolicy:
     recovery_window_days: int = 7
     destroy_delay_days: int = 1
     warn_days: tuple[int, ...] = (30, 14, 7, 1, 0)
+    max_rotation_failures: int = 3
 
     def class_of(self, category: Category) -> SecurityClass:
         return self.category_class[category]

@@ -421,6 +421,90 @@ class Vault:
             ]
         return d
 
+    # -- rotation (the steps; ceremonies.secret_rotation records them) --------------
+    def value_digest(self, env: str, path: str, version: int) -> str | None:
+        """The version's keyed digest (HMAC under its own DEK), hex: what a rotation record
+        carries instead of the value. Without the DEK it tells nothing about the value."""
+        ver = self.store.secret_version(env, path, version)
+        return None if ver is None or ver.value_mac is None else ver.value_mac.hex()
+
+    def promote(self, env: str, path: str, *, overlap_seconds: int) -> dict[str, Any]:
+        """``pending`` becomes ``current``; the old ``current`` stays readable as
+        ``previous`` until the overlap window ends (then :meth:`revoke_previous`)."""
+        row = self._row(env, path)
+        if row.pending_version is None:
+            raise UsageError(f"{env}:{path} has no pending version", "Stage one first.")
+        now = self._clock()
+        pol = self.policy
+        until = iso(now + timedelta(seconds=max(0, overlap_seconds)))
+        with self.store.transaction():
+            if row.previous_version is not None:  # an older previous is revoked now
+                self._revoke(env, path, row.previous_version)
+            self.store.update_secret(
+                env, path, current_version=row.pending_version, pending_version=None,
+                previous_version=row.current_version, previous_until=until, state="active",
+                rotation_failures=0, updated=iso(now),
+                expires=iso(now + timedelta(days=pol.period_days(Category(row.category)))),
+            )  # fmt: skip
+        return {"current": row.pending_version, "previous": row.current_version, "until": until}
+
+    def _revoke(self, env: str, path: str, version: int) -> None:
+        self.store.shred_secret_version(env, path, version)
+        self.store.set_version_state(env, path, version, "revoked")
+
+    def revoke_previous(self, env: str, path: str) -> int | None:
+        """Revoke (and shred) ``previous``: it is no longer served. Returns its version."""
+        row = self._row(env, path)
+        v = row.previous_version
+        if v is None:
+            return None
+        with self.store.transaction():
+            self._revoke(env, path, v)
+            self.store.update_secret(
+                env, path, previous_version=None, previous_until=None, updated=iso(self._clock())
+            )
+        return v
+
+    def discard_pending(self, env: str, path: str) -> tuple[int | None, int]:
+        """A failed rotation: ``pending`` is shredded, ``current`` unchanged. Returns the
+        discarded version and the count of failures in a row."""
+        row = self._row(env, path)
+        v = row.pending_version
+        with self.store.transaction():
+            if v is not None:
+                self.store.shred_secret_version(env, path, v)
+                self.store.set_version_state(env, path, v, "discarded")
+            self.store.update_secret(
+                env, path, pending_version=None, state="active",
+                rotation_failures=row.rotation_failures + 1, updated=iso(self._clock()),
+            )  # fmt: skip
+        return v, row.rotation_failures + 1
+
+    def paused(self, row: SecretRow) -> bool:
+        return row.rotation_failures >= self.policy.max_rotation_failures
+
+    def rotations_due(self) -> list[SecretRow]:
+        """Active secrets at or past expiry whose automatic rotation is not paused."""
+        now = self._clock()
+        return [
+            r
+            for r in self.store.secrets()
+            if r.state == "active" and now >= parse(r.expires) and not self.paused(r)
+        ]
+
+    def overlaps_ended(self) -> list[SecretRow]:
+        now = self._clock()
+        return [
+            r
+            for r in self.store.secrets()
+            if r.previous_version is not None
+            and r.previous_until is not None
+            and now >= parse(r.previous_until)
+        ]
+
+    def alert(self, kind: str, row: SecretRow, **extra: Any) -> None:
+        self._emit(kind, row, **extra)
+
     # -- lifecycle -----------------------------------------------------------------
     def delete(self, env: str, path: str) -> dict[str, Any]:
         """Soft-delete: reads refused (and reported) until restored or destroyed."""

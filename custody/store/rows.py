@@ -297,6 +297,7 @@ class SecretRow:
     destroy_after: str | None = None
     rotation_failures: int = 0
     prefix: str | None = None
+    previous_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -177,6 +177,7 @@ MIGRATIONS: tuple[str, ...] = (
         destroy_after TEXT,
         rotation_failures INTEGER NOT NULL DEFAULT 0,
         prefix TEXT,
+        previous_until TEXT,
         PRIMARY KEY(env, path)
     );
     CREATE TABLE secret_versions(

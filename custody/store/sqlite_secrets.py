@@ -14,12 +14,13 @@ from custody.store.sqlite_base import SqliteBase, storage_error
 _SELECT_SECRETS = (
     "SELECT env, path, category, class, owner, state, current_version, pending_version, "
     "previous_version, next_version, expires, created, updated, deleted_at, destroy_after, "
-    "rotation_failures, prefix FROM secrets"
+    "rotation_failures, prefix, previous_until FROM secrets"
 )
 _INSERT_META = (
     "INSERT INTO secrets(env, path, category, class, owner, state, current_version, "
     "pending_version, previous_version, next_version, expires, created, updated, deleted_at, "
-    "destroy_after, rotation_failures, prefix) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "destroy_after, rotation_failures, prefix, previous_until) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SELECT_VERSIONS = (
     "SELECT env, path, version, state, dek_uid, ciphertext, value_mac, lookup, source, "
@@ -41,6 +42,7 @@ _UPDATABLE = {
     "deleted_at",
     "destroy_after",
     "rotation_failures",
+    "previous_until",
 }
 
 
@@ -63,6 +65,7 @@ def _secret(r: Any) -> SecretRow:
         destroy_after=r[14],
         rotation_failures=r[15],
         prefix=r[16],
+        previous_until=r[17],
     )
 
 
@@ -107,6 +110,7 @@ class SqliteSecrets(SqliteBase):
                     row.destroy_after,
                     row.rotation_failures,
                     row.prefix,
+                    row.previous_until,
                 ),
             )
         except sqlite3.IntegrityError as exc:
