@@ -30,6 +30,7 @@ from custody_cli import (
     participant_cmds,
     recovery_cmds,
     rekey_cmds,
+    secret_cmds,
     shamir_cmds,
     share_cmds,
     transcript_cmds,
@@ -51,6 +52,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     rekey_cmds,
     backup_cmds,
     recovery_cmds,
+    secret_cmds,
     tui_cmds,
 )
 

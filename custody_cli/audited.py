@@ -47,6 +47,17 @@ AUDITED: frozenset[str] = frozenset(
         "ceremony approve",
         "ceremony offer",
         "audit checkpoint",
+        "secret put",
+        "secret generate",
+        "secret get",
+        "secret list",
+        "secret show",
+        "secret versions",
+        "secret delete",
+        "secret restore",
+        "secret destroy",
+        "secret due",
+        "secret rotate",
     }
 )
 
@@ -67,6 +78,15 @@ _RECORDED_ARGS = (
     "file",
     "out",
     "scheme",
+    "env",
+    "path",
+    "label",
+    "category",
+    "owner",
+    "cas",
+    "prefix",
+    "within",
+    "notify",
 )
 
 
@@ -103,7 +123,8 @@ def run_audited(
         return func(args)  # the command reports the missing deployment itself
     details = _details(args)
     target = str(
-        details.get("branch")
+        (f"{details['env']}:{details['path']}" if "env" in details and "path" in details else "")
+        or details.get("branch")
         or details.get("ceremony_id")
         or details.get("file")
         or details.get("src")

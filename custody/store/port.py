@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from custody.model import KeyState
 from custody.store.rows import (
@@ -45,6 +45,8 @@ from custody.store.rows import (
     RunningJob,
     SampledCipher,
     SealedKek,
+    SecretRow,
+    SecretVersionRow,
     ShareSetRow,
     StoredObject,
 )
@@ -241,5 +243,43 @@ class CeremonyStore(Protocol):
         ...
 
 
-class Store(StoreCore, KeyStore, RekeyStore, BackupStore, CeremonyStore, Protocol):
+class SecretStore(Protocol):
+    """Secrets (path, environment, category) and their versions (docs/secrets.md).
+
+    Writes run inside :meth:`StoreCore.transaction`. Metadata never needs a decrypt."""
+
+    def add_secret(self, row: SecretRow) -> None:
+        """Insert a new secret. Raises StorageError when (env, path) exists."""
+        ...
+
+    def secret(self, env: str, path: str) -> SecretRow | None: ...
+
+    def secrets(self, env: str | None = None, prefix: str = "") -> list[SecretRow]:
+        """Secrets of *env* (every environment when None) whose path starts with *prefix*."""
+        ...
+
+    def update_secret(self, env: str, path: str, **fields: Any) -> None:
+        """Change metadata columns (state, labels, owner, expiry, windows, failures)."""
+        ...
+
+    def add_secret_version(self, row: SecretVersionRow) -> None:
+        """Insert a version. Raises StorageError when its ``lookup`` is already held."""
+        ...
+
+    def secret_versions(self, env: str, path: str) -> list[SecretVersionRow]: ...
+
+    def secret_version(self, env: str, path: str, version: int) -> SecretVersionRow | None: ...
+
+    def lookup_exists(self, lookup: bytes) -> bool:
+        """Whether any version holds this uniqueness tag (API keys are globally unique)."""
+        ...
+
+    def set_version_state(self, env: str, path: str, version: int, state: str) -> None: ...
+
+    def shred_secret_version(self, env: str, path: str, version: int) -> None:
+        """Delete the version's DEK object and ciphertext; keep its metadata row."""
+        ...
+
+
+class Store(StoreCore, KeyStore, RekeyStore, BackupStore, CeremonyStore, SecretStore, Protocol):
     """A deployment's store: everything above, behind one handle."""

@@ -11,7 +11,7 @@ of 10,000 rows unpacks at tuple speed: :class:`ObjectCipher` and :data:`ObjectMo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from custody.model import KeyState
@@ -273,3 +273,45 @@ class IncidentRow:
     reason: str
     created: int
     report: str
+
+
+# ------------------------------------------------------------------------------- secrets
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRow:
+    """A secret's metadata: everything but the values (readable without decrypting)."""
+
+    env: str
+    path: str
+    category: str
+    security_class: str
+    owner: str
+    state: str
+    current_version: int | None
+    pending_version: int | None
+    previous_version: int | None
+    next_version: int
+    expires: str
+    created: str
+    updated: str
+    deleted_at: str | None = None
+    destroy_after: str | None = None
+    rotation_failures: int = 0
+    prefix: str | None = None
+    previous_until: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretVersionRow:
+    """One version: its value sealed under its own DEK (``dek_uid``, an objects row). A
+    destroyed version keeps its row with ``dek_uid``, ``ciphertext`` and ``value_mac`` gone."""
+
+    env: str
+    path: str
+    version: int
+    state: str
+    dek_uid: bytes | None
+    ciphertext: bytes | None = field(repr=False)
+    value_mac: bytes | None
+    lookup: bytes | None
+    source: str
+    created: str

@@ -27,12 +27,13 @@ from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
 from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
+from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies):
+class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:

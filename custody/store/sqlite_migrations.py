@@ -156,6 +156,45 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE root_versions ADD COLUMN destroy_after TEXT;
     """,
+    # 5: typed, versioned secrets (docs/secrets.md): metadata readable without decrypting,
+    # each version's value sealed under its own DEK (an objects row, branch 'secrets')
+    """
+    CREATE TABLE secrets(
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        category TEXT NOT NULL,
+        class TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        current_version INTEGER,
+        pending_version INTEGER,
+        previous_version INTEGER,
+        next_version INTEGER NOT NULL,
+        expires TEXT NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        deleted_at TEXT,
+        destroy_after TEXT,
+        rotation_failures INTEGER NOT NULL DEFAULT 0,
+        prefix TEXT,
+        previous_until TEXT,
+        PRIMARY KEY(env, path)
+    );
+    CREATE TABLE secret_versions(
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        dek_uid BLOB,
+        ciphertext BLOB,
+        value_mac BLOB,
+        lookup BLOB UNIQUE,
+        source TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY(env, path, version),
+        FOREIGN KEY(env, path) REFERENCES secrets(env, path)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,437 @@
+"""``custody secret ...``: typed, versioned secrets (docs/secrets.md).
+
+put (a value from a 0600 file, stdin or a hidden prompt; never argv), generate (to the
+category's standard, from the HSM's RNG), get (the value to stdout only, or to a 0600 file),
+list, show, versions, delete (soft), restore, destroy (crypto-shred) and due. Every command
+is audited (``custody_cli.audited``) with the environment and path, never a value; ``--json``
+everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from custody.errors import UsageError
+from custody.privatefile import write_private
+from custody_cli import common
+
+
+def _add_target(p: argparse.ArgumentParser, *, pin: bool) -> None:
+    p.add_argument("path", metavar="PATH", help="the secret's path, e.g. payments/stripe/api-key")
+    p.add_argument("--env", required=True, metavar="ENV", help="environment: dev, staging, prod...")
+    common.add_standard(p, pin=pin)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser(
+        "secret",
+        help="typed, versioned secrets: put, generate, get, rotate-ready labels, soft delete",
+        description="Secrets by environment and path. Each version is sealed under its own "
+        "DEK, wrapped under the 'secrets' KEK branch. Values never come from or go to argv.",
+    )
+    ss = s.add_subparsers(dest="secret_command", metavar="ACTION", required=True)
+
+    def writer(name: str, helptext: str) -> argparse.ArgumentParser:
+        p = ss.add_parser(name, help=helptext)
+        _add_target(p, pin=True)
+        p.add_argument("--category", metavar="CATEGORY", help="required for a new secret")
+        p.add_argument("--owner", metavar="WHO", help="required for a new secret")
+        p.add_argument("--prefix", metavar="PREFIX", help="API key prefix, e.g. pay_live")
+        p.add_argument(
+            "--cas",
+            type=int,
+            metavar="N",
+            help="check-and-set: the current version you saw (0: the secret must not exist)",
+        )
+        p.add_argument(
+            "--label",
+            choices=("current", "pending"),
+            default="current",
+            help="promote now (current, default) or stage for a rotation (pending)",
+        )
+        return p
+
+    p = writer("put", "store a value you supply (from --value-file, --stdin or a prompt)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--value-file", metavar="FILE", help="a file holding the value (mode 0600)")
+    g.add_argument("--stdin", action="store_true", help="read the value from standard input")
+    p.set_defaults(func=cmd_put)
+    p = writer("generate", "make a new value to the category's standard")
+    p.set_defaults(func=cmd_generate)
+
+    p = ss.add_parser("get", help="print a value (stdout only) or write it to a 0600 file")
+    _add_target(p, pin=True)
+    p.add_argument("--version", type=int, metavar="N")
+    p.add_argument("--label", choices=("current", "pending", "previous"))
+    p.add_argument("--out", metavar="FILE", help="write the value here (mode 0600)")
+    p.set_defaults(func=cmd_get)
+
+    p = ss.add_parser("list", help="secrets of an environment (metadata only)")
+    common.add_standard(p)
+    p.add_argument("--env", metavar="ENV", help="one environment (default: all)")
+    p.add_argument("--prefix", default="", metavar="PATH", help="paths starting with this")
+    p.set_defaults(func=cmd_list)
+
+    for name, helptext, func in (
+        ("show", "a secret's metadata: labels, class, owner, expiry, state", "show"),
+        ("versions", "a secret's versions and their states", "versions"),
+        ("delete", "soft-delete: reads refused and reported; restore works", "delete"),
+        ("restore", "undo a soft delete within its recovery window", "restore"),
+    ):
+        p = ss.add_parser(name, help=helptext)
+        _add_target(p, pin=False)
+        p.set_defaults(func=cmd_meta, action=func)
+
+    p = ss.add_parser(
+        "destroy",
+        help="crypto-shred a deleted secret after its window, or one unlabelled version",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("--env", metavar="ENV")
+    p.add_argument("--version", type=int, metavar="N", help="only this unlabelled version")
+    p.add_argument(
+        "--due", action="store_true", help="every deleted secret whose window has ended (cron)"
+    )
+    common.add_standard(p)
+    p.set_defaults(func=cmd_destroy)
+
+    p = ss.add_parser(
+        "rotate",
+        help="rotate a secret: stage, update, verify, promote with an overlap; signed record",
+        description="Rotate PATH: a new value (made to its standard, or --value-file/--stdin) "
+        "goes into 'pending'; --update-cmd and --verify-cmd get it in $CUSTODY_SECRET_VALUE "
+        "and in the 0600 file $CUSTODY_SECRET_FILE, never in argv; on success it becomes "
+        "'current' and the old value stays 'previous' for --overlap. Each step is recorded "
+        "in a transcript bundle signed with --key ('custody transcript verify'). With --due: "
+        "rotate every secret at or past expiry (not paused) and revoke every 'previous' "
+        "whose overlap has ended (for cron).",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("--env", metavar="ENV")
+    p.add_argument("--due", action="store_true", help="every due secret, and ended overlaps")
+    p.add_argument("--verify-cmd", metavar="CMD", help="must exit 0 with the new value")
+    p.add_argument("--update-cmd", metavar="CMD", help="updates the service with the new value")
+    p.add_argument("--overlap", default="24h", metavar="DURATION", help="e.g. 1h, 7d (24h)")
+    p.add_argument(
+        "--emergency",
+        action="store_true",
+        help="no overlap: revoke the old value at once and record who read it",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why (required with --emergency)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--value-file", metavar="FILE", help="a supplied new value (mode 0600)")
+    g.add_argument("--stdin", action="store_true", help="read a supplied new value from stdin")
+    p.add_argument(
+        "--key", required=True, metavar="FILE", help="an enrolled super-admin's key: signs"
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
+    )
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_rotate)
+
+    p = ss.add_parser("due", help="secrets that expire within --within days, or are overdue")
+    common.add_standard(p)
+    p.add_argument("--within", type=int, default=30, metavar="DAYS")
+    p.add_argument(
+        "--notify",
+        action="store_true",
+        help="send expiry warnings (30, 14, 7, 1 days, on the day) to the audit log and hook",
+    )
+    p.set_defaults(func=cmd_due)
+
+
+def _vault(dep: Any, args: argparse.Namespace) -> Any:
+    from custody.audit.log import AuditLog
+    from custody.audit.scope import actor_name
+    from custody.policy import emit_warnings
+    from custody.secrets import SecretPolicy, Vault
+
+    home = common.home_of(args)
+    actor = actor_name()
+
+    def alert(w: Mapping[str, Any]) -> None:
+        def record(x: Mapping[str, Any]) -> None:
+            log = AuditLog.for_home(home)
+            try:
+                log.append(
+                    "secret alert",
+                    f"{x['env']}:{x['path']}",
+                    actor,
+                    details={k: v for k, v in x.items() if k in ("kind", "days_left", "class")},
+                )
+            finally:
+                log.close()
+
+        emit_warnings([w], alert_hook=dep.config.alert_hook, audit=record)
+
+    rng = dep.hsm.random if dep.hsm is not None else None
+    return Vault(
+        dep.store,
+        dep.hierarchy,
+        policy=SecretPolicy.for_home(home.config_path),
+        actor=actor,
+        alert=alert,
+        rng=rng,
+    )
+
+
+def _category(args: argparse.Namespace) -> Any:
+    from custody.secrets import parse_category
+
+    return parse_category(args.category) if args.category else None
+
+
+def _written(args: argparse.Namespace, w: Any) -> int:
+    info = {
+        "ok": True,
+        "env": w.env,
+        "path": w.path,
+        "version": w.version,
+        "created": w.created,
+        "source": w.source,
+        "expires": w.expires,
+        "label": args.label,
+    }
+    if args.json:
+        common.emit_json(info)
+    else:
+        what = "created" if w.created else "new version"
+        print(f"{w.env}:{w.path} {what} v{w.version} ({args.label}), expires {w.expires}")
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    from custody.secretsource import read_secret
+
+    if args.stdin:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    else:
+        value = read_secret(
+            what="secret value", file=args.value_file, env=None, prompt=True, confirm=True
+        )
+    with common.open_home(args, pin=True) as dep:
+        w = _vault(dep, args).put(
+            args.env,
+            args.path,
+            value,
+            category=_category(args),
+            owner=args.owner,
+            prefix=args.prefix,
+            cas=args.cas,
+            label=args.label,
+        )
+    return _written(args, w)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    with common.open_home(args, pin=True) as dep:
+        w = _vault(dep, args).generate(
+            args.env,
+            args.path,
+            category=_category(args),
+            owner=args.owner,
+            prefix=args.prefix,
+            cas=args.cas,
+            label=args.label,
+        )
+    return _written(args, w)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with common.open_home(args, pin=True) as dep:
+        r = _vault(dep, args).get(args.env, args.path, version=args.version, label=args.label)
+    if args.out:
+        write_private(args.out, r.value.encode("utf-8"))
+        if args.json:
+            common.emit_json({"ok": True, "env": r.env, "path": r.path, "version": r.version})
+        else:
+            print(f"wrote v{r.version} of {r.env}:{r.path} to {args.out}", file=sys.stderr)
+        return 0
+    if args.json:  # the value is the point of 'get': in --json it is the one field with it
+        common.emit_json({"env": r.env, "path": r.path, "version": r.version, "value": r.value})
+    else:
+        sys.stdout.write(r.value)
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with common.open_home(args, pin=False) as dep:
+        items = _vault(dep, args).list_secrets(args.env, args.prefix)
+    if args.json:
+        common.emit_json(items)
+        return 0
+    if not items:
+        print("no secrets")
+    for i in items:
+        lab = i["labels"]
+        print(
+            f"{i['env']}:{i['path']}\t{i['category']}\t{i['class']}\t{i['state']}\t"
+            f"v{lab['current']}\texpires in {i['days_left']} d\towner {i['owner']}"
+        )
+    return 0
+
+
+def cmd_meta(args: argparse.Namespace) -> int:
+    with common.open_home(args, pin=False) as dep:
+        v = _vault(dep, args)
+        if args.action in ("show", "versions"):
+            out = v.show(args.env, args.path)
+            if args.action == "versions":
+                out = {"env": out["env"], "path": out["path"], "versions": out["versions"]}
+        elif args.action == "delete":
+            out = v.delete(args.env, args.path)
+        else:
+            out = v.restore(args.env, args.path)
+    if args.json:
+        common.emit_json(out)
+    elif args.action == "versions":
+        for x in out["versions"]:
+            print(f"v{x['version']}\t{x['state']}\t{x['source']}\t{x['created']}")
+    elif args.action == "show":
+        for k in ("env", "path", "category", "class", "owner", "state", "expires", "days_left"):
+            print(f"{k:10} {out[k]}")
+        print(f"{'labels':10} " + ", ".join(f"{k}=v{n}" for k, n in out["labels"].items() if n))
+        if out["destroy_after"]:
+            print(f"{'deleted':10} recoverable until {out['destroy_after']}")
+    elif args.action == "delete":
+        print(
+            f"{out['env']}:{out['path']} deleted; reads are refused and reported; "
+            f"'custody secret restore' works until {out['destroy_after']}"
+        )
+    else:
+        print(f"{out['env']}:{out['path']} restored")
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    if args.due == bool(args.path):
+        raise UsageError("Give PATH --env ENV, or --due", "See 'custody secret destroy --help'.")
+    if args.path and not args.env:
+        raise UsageError("Give --env with PATH", "Environments never share secrets.")
+    with common.open_home(args, pin=False) as dep:
+        v = _vault(dep, args)
+        out = (
+            {"destroyed": v.destroy_due()}
+            if args.due
+            else v.destroy(args.env, args.path, version=args.version)
+        )
+    if args.json:
+        common.emit_json(out)
+    elif args.due:
+        print(f"destroyed {len(out['destroyed'])} secrets whose recovery window had ended")
+    else:
+        print(f"{out['env']}:{out['path']}: destroyed versions {out['destroyed']}")
+    return 0
+
+
+def cmd_due(args: argparse.Namespace) -> int:
+    with common.open_home(args, pin=False) as dep:
+        items = _vault(dep, args).due(within_days=args.within, notify=args.notify)
+    if args.json:
+        common.emit_json(items)
+        return 0
+    if not items:
+        print(f"nothing expires within {args.within} days")
+    for i in items:
+        when = f"overdue by {-i['days_left']} d" if i["overdue"] else f"in {i['days_left']} d"
+        print(f"{i['env']}:{i['path']}\t{i['class']}\texpires {when}\towner {i['owner']}")
+    return 0
+
+
+def _outcome(o: Any) -> dict[str, Any]:
+    return {
+        "env": o.env,
+        "path": o.path,
+        "ok": o.ok,
+        "bundle": o.bundle,
+        "new_version": o.new_version,
+        "old_version": o.old_version,
+        "failures": o.failures,
+        "paused": o.paused,
+        "detail": o.detail,
+    }
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from ceremonies.secret_rotation import parse_duration, revoke_ended, rotate
+    from custody.audit.log import AuditLog
+    from custody.secretsource import read_secret
+    from custody_cli.ceremony_drive import signer_of
+
+    if args.due == bool(args.path) or (args.path and not args.env):
+        raise UsageError("Give PATH --env ENV, or --due", "See 'custody secret rotate --help'.")
+    if args.due and (args.stdin or args.value_file or args.emergency):
+        raise UsageError("--due makes new values itself", "Drop --stdin/--value-file/--emergency.")
+    overlap = parse_duration(args.overlap)
+    value = None
+    if args.stdin:
+        value = sys.stdin.read().removesuffix("\n")
+    elif args.value_file:
+        value = read_secret(what="secret value", file=args.value_file, prompt=False)
+    signer = signer_of(args)
+    home = common.home_of(args)
+
+    def entries() -> list[dict[str, Any]]:
+        log = AuditLog.for_home(home)
+        try:
+            return [json.loads(line) for line in log.lines()]
+        finally:
+            log.close()
+
+    with common.open_home(args, pin=True) as dep:
+        v = _vault(dep, args)
+        if args.due:
+            results = []
+            for row in v.rotations_due():
+                o = rotate(
+                    dep,
+                    v,
+                    row.env,
+                    row.path,
+                    signer,
+                    verify_cmd=args.verify_cmd,
+                    update_cmd=args.update_cmd,
+                    overlap_seconds=overlap,
+                )
+                results.append(_outcome(o))
+            revoked = revoke_ended(dep, v, signer)
+            out: dict[str, Any] = {"rotated": results, "revoked": revoked}
+            failed = any(not r["ok"] for r in results)
+        else:
+            o = rotate(
+                dep,
+                v,
+                args.env,
+                args.path,
+                signer,
+                verify_cmd=args.verify_cmd,
+                update_cmd=args.update_cmd,
+                overlap_seconds=overlap,
+                value=value,
+                emergency=args.emergency,
+                reason=args.reason or "",
+                audit_entries=entries,
+            )
+            out = _outcome(o)
+            failed = not o.ok
+    if args.json:
+        common.emit_json(out)
+    elif args.due:
+        print(
+            f"rotated {sum(r['ok'] for r in out['rotated'])} of {len(out['rotated'])} due; "
+            f"revoked {len(out['revoked'])} previous versions"
+        )
+    else:
+        print(("rotated: " if out["ok"] else "NOT rotated: ") + out["detail"])
+        print(f"record: {out['bundle']} (custody transcript verify)")
+    return 1 if failed else 0
