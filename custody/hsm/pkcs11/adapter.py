@@ -38,6 +38,7 @@ from custody.errors import (
     TokenNotPresent,
 )
 from custody.hsm import SelftestReport, TokenInfo
+from custody.hsm.pkcs11 import probe
 from custody.hsm.pkcs11.errors import translate
 from custody.hsm.pkcs11.keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
 from custody.hsm.pkcs11.module import SharedLogin, load_module
@@ -47,7 +48,9 @@ from custody.hsm.pkcs11.wrapping import WrappingMixin
 SELFTEST_MECHANISMS = (
     "AES_KEY_GEN",
     "AES_GCM",
+    "AES_KEY_WRAP_KWP",
     "AES_KEY_WRAP_PAD",
+    "AES_KEY_WRAP",
     "AES_ECB",
     "EC_EDWARDS_KEY_PAIR_GEN",
     "EDDSA",
@@ -138,6 +141,7 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         with softhsm_open_lock(conf or os.environ.get("SOFTHSM2_CONF")):
             self._module = load_module(config.module, conf)
             self._lock = self._module.lock
+            self._gcm_raw_slots = self._module.gcm_raw
             self._open(pin)
 
     def _open(self, pin: str) -> None:
@@ -278,28 +282,86 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         with self._op("generate random bytes") as s:
             return bytes(s.generate_random(8 * n))
 
-    # --- selftest ---------------------------------------------------------------------
-    def selftest(self) -> SelftestReport:
-        """Report the mechanisms custody uses and run functional checks on session objects
-        only (nothing is left on the token).
+    # --- known-answer tests, preflight, selftest --------------------------------------
+    def _profile(self, s: Any) -> probe.TokenProfile:
+        """The token's profile (:mod:`custody.hsm.pkcs11.probe`), tested once per slot and
+        module initialisation; the caller holds the module lock."""
+        prof = self._module.profiles.get(self._slot_id)
+        if prof is None:
+            prof = self._module.profiles[self._slot_id] = probe.profile(
+                s, self._slot_id, self._mechs
+            )
+        return prof
 
-        Raises:
-            SessionClosed: the adapter is closed.
-        """
+    def _checks(self) -> tuple[str, dict[str, str], dict[str, str], probe.TokenProfile]:
         from custody.hsm.pkcs11 import selftest as pkcs11_selftest
 
-        with self._op("run the selftest") as s:
+        with self._op("run the known-answer tests") as s:
             try:
                 alg = self.signing_algorithm()
             except MechanismUnsupported:
                 alg = ""
-            checks, errors = pkcs11_selftest.run_checks(s, alg)
+            prof = self._profile(s)
+            results, errors = pkcs11_selftest.run_checks(s, alg, prof, self._mechs)
+        return alg, results, errors, prof
+
+    @staticmethod
+    def _choices(prof: probe.TokenProfile, alg: str) -> dict[str, str]:
+        return {
+            "key_wrap": prof.wrap.describe() if prof.wrap else "none",
+            "unwrap": ", ".join(f"{f} (CKM_{m.name})" for f, m in sorted(prof.unwrap.items()))
+            or "none",
+            "aes_gcm": {"native": "in token", "raw": "in token (raw call, see docs/hsm.md)"}.get(
+                prof.gcm or "", "none"
+            ),
+            "allowed_mechanisms": "enforced" if prof.allowed_enforced else "not enforced",
+            "signing": alg or "none",
+        }
+
+    def preflight(self, needs: tuple[str, ...] = ()) -> dict[str, str]:
+        """Refuse a token that cannot do what custody needs, before anything is created.
+
+        Runs the known-answer tests (session objects only, nothing stays on the token).
+
+        Args:
+            needs: check names (:data:`custody.hsm.pkcs11.probe.NEEDS`); default: the core
+                checks and the in-token sealing of a rotated root.
+
+        Returns:
+            What custody uses on this token (wrap format and mechanism, GCM, signing).
+
+        Raises:
+            MechanismUnsupported: a needed check is missing or failed; the title names each.
+        """
+        alg, results, errors, prof = self._checks()
+        wanted = needs or (*probe.NEEDS["core"], *probe.NEEDS["seal"])
+        bad = probe.preflight_failures(results, errors, wanted)
+        if bad:
+            raise MechanismUnsupported(
+                f"Token {self._token_label!r} is not suitable for custody: " + "; ".join(bad),
+                "Nothing was created. custody needs AES key generation, in-token AES-GCM, "
+                "an AES key wrap (RFC 5649 or RFC 3394), AES-ECB for key check values and "
+                "P-256 ECDH; 'custody hsm selftest' shows each check.",
+            )
+        return self._choices(prof, alg)
+
+    def selftest(self) -> SelftestReport:
+        """Report the mechanisms custody uses and run functional checks on session objects
+        only (nothing is left on the token). Every check is pass, fail or missing; none
+        raises.
+
+        Raises:
+            SessionClosed: the adapter is closed.
+        """
+        alg, results, errors, prof = self._checks()
         return SelftestReport(
             token=self.info(),
             mechanisms={m: m in self._mechs for m in SELFTEST_MECHANISMS},
-            checks=checks,
+            checks={k: v == probe.PASS for k, v in results.items()},
+            results=results,
             errors=errors,
             signing_algorithm=alg,
+            choices=self._choices(prof, alg),
         )
 
 
