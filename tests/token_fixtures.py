@@ -19,10 +19,10 @@ rights; ``make system`` installs them.
 from __future__ import annotations
 
 import os
-import sys
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +36,7 @@ SOFTOKN = "/usr/lib/x86_64-linux-gnu/libsoftokn3.so"
 MODULES_DIR = Path("/etc/pkcs11/modules")
 OPENCRYPTOKI = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
 OCK_SLOT = 3  # the soft token (swtok) in opencryptoki's default config
-OCK_DEFAULT_SO_PIN = "87654321"  # noqa: S105 (opencryptoki's documented factory SO PIN)
+OCK_DEFAULT_SO_PIN = "87654321"
 
 
 def _need(paths: tuple[str, ...], tools: tuple[str, ...]) -> None:

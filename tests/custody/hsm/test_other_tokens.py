@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("other-tokens")]
 
 
 # opencryptoki's soft token takes PINs of at most 8 characters
-OCK_SO_PIN, OCK_PIN = "so-9130x", "us-4821x"  # noqa: S105 (throwaway test PINs)
+OCK_SO_PIN, OCK_PIN = "so-9130x", "us-4821x"
 
 
 def _init(tmp_path, module, label, pin=TEST_PIN):
@@ -69,7 +69,7 @@ def test_nss_softokn_passes_preflight_and_selftest_names_its_mechanisms(tmp_path
 
 def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
     with opencryptoki_token(OCK_SO_PIN, OCK_PIN) as label:
-        home, pins, r = _init(tmp_path, OPENCRYPTOKI, label, OCK_PIN)
+        home, _pins, r = _init(tmp_path, OPENCRYPTOKI, label, OCK_PIN)
         assert r.returncode == 5, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["error"] == "MechanismUnsupported"
