@@ -48,6 +48,7 @@ def recover_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     return {
         "token": info.label,
         "token_serial": info.serial,
+        "token_mechanisms": hsm.preflight(),  # what the known-answer tests chose (cached)
         "restore": sorted(wanted),
         "epoch": sset["epoch"],
     }
