@@ -244,9 +244,12 @@ class Hsm(Protocol):
     def unwrap_bytes(self, label: str, version: int, blob: bytes) -> bytes: ...
 
     # --- signing keys --------------------------------------------------------------
-    def ensure_signing_key(self, label: str) -> tuple[str, bytes]:
+    def ensure_signing_key(
+        self, label: str, algorithms: tuple[str, ...] | None = None
+    ) -> tuple[str, bytes]:
         """Create the signing key pair if absent; return (algorithm, public key bytes).
-        algorithm is "ed25519" (raw 32 bytes) or "ecdsa-p256" (X9.62 uncompressed point)."""
+        algorithm is "ed25519" (raw 32 bytes) or "ecdsa-p256" (X9.62 uncompressed point);
+        with *algorithms*, any other is refused (MechanismUnsupported) before creation."""
         ...
 
     def sign(self, label: str, data: bytes) -> bytes: ...

@@ -65,6 +65,12 @@ def test_nss_softokn_passes_preflight_and_selftest_names_its_mechanisms(tmp_path
         assert "key_wrap" in text.stdout and "rfc5649" in text.stdout
         assert token_objects(P11KIT_PROXY, label, TEST_PIN) == []  # nothing left behind
         assert TEST_PIN not in st.stdout + st.stderr + text.stdout + text.stderr
+        # No EdDSA: the HSM audit key is refused before a key exists, never created as an
+        # ECDSA key that 'audit verify' could not check.
+        cp = run_cli("audit", "checkpoint", "--home", str(home), "--pin-file", str(pins))
+        assert cp.returncode == 5, cp.stdout + cp.stderr
+        assert "CKM_EDDSA" in cp.stderr and "Traceback" not in cp.stderr
+        assert token_objects(P11KIT_PROXY, label, TEST_PIN) == []
 
 
 def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
