@@ -92,7 +92,8 @@ def open_hsm(config: HsmConfig, home: Path, pin: str, **kwargs: Any) -> Pkcs11Hs
         config: the ``[hsm]`` section of custody.toml.
         home: the custody home; ``config.softhsm_conf`` is resolved relative to it.
         pin: the token user PIN. It is used for C_Login and not kept.
-        **kwargs: passed on to :class:`Pkcs11Hsm` (``signing_algorithms``).
+        **kwargs: passed on to :class:`Pkcs11Hsm` (``signing_algorithms``,
+            ``wrap_formats``).
 
     Returns:
         A logged-in adapter. Close it (or use it as a context manager) when done.
@@ -115,6 +116,8 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         pin: the user PIN, used once for C_Login and not stored.
         signing_algorithms: preference order for new signing keys; the first one whose
             mechanisms the token offers is used.
+        wrap_formats: preference order of key-wrap formats for new blobs (default RFC 5649,
+            then RFC 3394); blobs of every format the token unwraps still open.
 
     Raises:
         See :func:`open_hsm`.
@@ -127,12 +130,16 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         pin: str,
         *,
         signing_algorithms: tuple[str, ...] = SIGNING_ALGORITHMS,
+        wrap_formats: tuple[str, ...] = probe.WRAP_FORMATS,
     ) -> None:
         unknown = set(signing_algorithms) - set(SIGN_MECHS)
         if unknown or not signing_algorithms:
             raise ValueError(f"signing_algorithms must be drawn from {SIGNING_ALGORITHMS}")
         self._config = config
         self._signing_algorithms = signing_algorithms
+        if not wrap_formats or set(wrap_formats) - set(probe.WRAP_FORMATS):
+            raise ValueError(f"wrap_formats must be drawn from {probe.WRAP_FORMATS}")
+        self._wrap_formats = wrap_formats
         self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
         # SoftHSMv2's file store rewrites token.object on every C_Login (PIN flags) and is not
@@ -286,10 +293,11 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
     def _profile(self, s: Any) -> probe.TokenProfile:
         """The token's profile (:mod:`custody.hsm.pkcs11.probe`), tested once per slot and
         module initialisation; the caller holds the module lock."""
-        prof = self._module.profiles.get(self._slot_id)
+        key = (self._slot_id, self._wrap_formats)
+        prof = self._module.profiles.get(key)
         if prof is None:
-            prof = self._module.profiles[self._slot_id] = probe.profile(
-                s, self._slot_id, self._mechs
+            prof = self._module.profiles[key] = probe.profile(
+                s, self._slot_id, self._mechs, self._wrap_formats
             )
         return prof
 

@@ -49,7 +49,7 @@ class LoadedModule:
     lock: Any = field(default_factory=threading.RLock)
     users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     logins: dict[int, SharedLogin] = field(default_factory=dict)
-    profiles: dict[int, Any] = field(default_factory=dict)  # slot -> probe.TokenProfile
+    profiles: dict[Any, Any] = field(default_factory=dict)  # (slot, formats) -> TokenProfile
     gcm_raw: set[int] = field(default_factory=set)  # slots whose GCM encrypt needs raw.py
     _pin_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 

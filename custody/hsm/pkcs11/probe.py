@@ -108,10 +108,16 @@ def _expected(fmt: str, kek: bytes, payload: bytes) -> bytes:
     )
 
 
-def _probe_wrap(s: Any, slot_id: int, mechs: frozenset[str], prof: TokenProfile) -> None:
+def _probe_wrap(
+    s: Any, slot_id: int, mechs: frozenset[str], prof: TokenProfile, formats: tuple[str, ...]
+) -> None:
     kek_raw, payload = os.urandom(32), os.urandom(32)
     tried: list[str] = []
-    for fmt, mech in WRAP_CANDIDATES:
+
+    def rank(c: tuple[str, Mechanism]) -> int:
+        return formats.index(c[0]) if c[0] in formats else len(formats)
+
+    for fmt, mech in sorted(WRAP_CANDIDATES, key=rank):  # stable: KWP before WRAP_PAD
         if mech.name not in mechs:
             continue
         want = _expected(fmt, kek_raw, payload)
@@ -126,7 +132,7 @@ def _probe_wrap(s: Any, slot_id: int, mechs: frozenset[str], prof: TokenProfile)
                     raise
                 choice = WrapChoice(fmt, mech, raw_call=True)
                 got = wrap_with(s, slot_id, choice, kek, target, 32)
-            if got == want and prof.wrap is None:
+            if got == want and prof.wrap is None and fmt in formats:
                 prof.wrap = choice
             elif got != want:
                 tried.append(f"CKM_{mech.name} is not {fmt}")
@@ -232,11 +238,20 @@ def _probe_allowed(s: Any) -> bool:
     return False
 
 
-def profile(s: Any, slot_id: int, mechs: frozenset[str]) -> TokenProfile:
-    """Run the known-answer tests on session *s* (the caller holds the module lock)."""
+WRAP_FORMATS = (WRAP_RFC5649, WRAP_RFC3394)  # preference for new blobs
+
+
+def profile(
+    s: Any, slot_id: int, mechs: frozenset[str], wrap_formats: tuple[str, ...] = WRAP_FORMATS
+) -> TokenProfile:
+    """Run the known-answer tests on session *s* (the caller holds the module lock).
+
+    *wrap_formats* orders (and limits) the formats new blobs may use; every format a
+    mechanism unwraps correctly is still recorded, so old blobs of any format open.
+    """
     prof = TokenProfile()
     steps: tuple[tuple[str, Callable[[], None]], ...] = (
-        ("key_wrap", lambda: _probe_wrap(s, slot_id, mechs, prof)),
+        ("key_wrap", lambda: _probe_wrap(s, slot_id, mechs, prof, wrap_formats)),
         ("aes_gcm", lambda: _probe_gcm(s, slot_id, mechs, prof)),
     )
     for name, step in steps:

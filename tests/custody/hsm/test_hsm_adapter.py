@@ -471,3 +471,40 @@ def test_a_crash_never_leaves_an_extractable_key(softhsm_token, name, stage):
     seen = child("list")
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout.strip() == ("[(1, False)]" if stage == "locked" else "[]")
+
+
+# --- issue 13: the key wrap is chosen by a known-answer test; blobs record their format ---
+def test_rfc3394_blobs_record_their_format_and_open_on_an_rfc5649_adapter(
+    softhsm_token, tmp_path, hsm, name
+):
+    """The RFC 3394 fallback (a token whose RFC 5649 fails its known-answer test), forced
+    on SoftHSM: the blob is tagged, opens in a session object, and a default adapter (which
+    wraps RFC 5649) imports it; a cryptography-made RFC 3394 blob imports to its KCV; a
+    tampered one is refused."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    from custody.hsm import RFC3394_TAG, decode_wrapped, kcv_of_bytes
+    from custody.hsm.pkcs11.adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    kw = open_hsm(HsmConfig(token_label=label), tmp_path, pin, wrap_formats=("rfc3394",))
+    try:
+        assert kw.preflight()["key_wrap"] == "rfc3394 (CKM_AES_KEY_WRAP)"
+        ref = kw.generate_aes_key(name, 1, extractable=True)
+        rk = os.urandom(32)
+        blob = kw.export_wrapped(name, 1, rk)
+        assert blob.startswith(RFC3394_TAG) and len(blob) == 44
+        assert decode_wrapped(blob)[0] == "rfc3394"
+        assert kw.check_wrapped(rk, blob) == ref.kcv
+    finally:
+        kw.close()
+    assert hsm.preflight()["key_wrap"] == "rfc5649 (CKM_AES_KEY_WRAP_PAD)"
+    assert hsm.import_wrapped(name, 2, rk, blob).kcv == ref.kcv
+    raw = os.urandom(32)
+    made = RFC3394_TAG + aes_key_wrap(rk, raw)
+    assert hsm.import_wrapped(name, 3, rk, made).kcv == kcv_of_bytes(raw)
+    bad = made[:-1] + bytes([made[-1] ^ 1])
+    with pytest.raises(IntegrityError):
+        hsm.import_wrapped(name, 4, rk, bad)
+    with pytest.raises(IntegrityError):
+        hsm.check_wrapped(os.urandom(32), blob)  # another key: the blob does not open
