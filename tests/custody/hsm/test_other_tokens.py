@@ -85,3 +85,38 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert not home.exists()  # no home, no store, no config
         assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []  # no key on the token
         assert OCK_PIN not in r.stdout + r.stderr
+
+
+def test_a_ceremony_on_an_unsuitable_token_is_refused_before_it_is_recorded(tmp_path):
+    """The ceremony hook (not only init): a home whose [hsm] now names opencryptoki's soft
+    token refuses generate at preflight: no open ceremony, no bundle, no key, no file."""
+    from dataclasses import replace
+
+    from custody.config import Home
+    from tests.ceremony_fixtures import CUST, Dep, create_people, init_home
+
+    d = Dep(tmp_path / "home")
+    init_home(d.root, d.pin)
+    create_people(d.people)
+    adds = [a for n in ("admin", *CUST) for a in ("--add", str(d.people / f"{n}.pub.json"))]
+    assert d.ceremony("enrol", *d.coord(pin=False), *adds).returncode == 0
+    bundles = sorted(p.name for p in (d.root / "transcripts").iterdir())
+    with opencryptoki_token(OCK_SO_PIN, OCK_PIN) as label:
+        home = Home(d.root)
+        cfg = home.load()
+        home.write_config(
+            replace(
+                cfg, hsm=replace(cfg.hsm, module=OPENCRYPTOKI, token_label=label, softhsm_conf=None)
+            )
+        )
+        write_secret(d.pin, f"pin={OCK_PIN}\n")
+        cust = [a for n in CUST for a in ("--custodian", n)]
+        out = d.root / "shares"
+        r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(out))
+        assert r.returncode == 5, r.stdout + r.stderr
+        assert "not suitable for custody" in r.stderr and "key_wrap missing" in r.stderr
+        listed = run_cli("ceremony", "list", "--home", str(d.root), "--json")
+        assert [c for c in json.loads(listed.stdout) if c["state"] == "open"] == []
+        assert sorted(p.name for p in (d.root / "transcripts").iterdir()) == bundles
+        assert not out.exists()
+        assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []
