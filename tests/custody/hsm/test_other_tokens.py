@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from custody.config import Config, Home, HsmConfig
 from tests.conftest import TEST_PIN, run_cli, write_secret
 from tests.token_fixtures import (
     OPENCRYPTOKI,
@@ -75,7 +76,7 @@ def test_nss_softokn_passes_preflight_and_selftest_names_its_mechanisms(tmp_path
 
 def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
     with opencryptoki_token(OCK_SO_PIN, OCK_PIN) as label:
-        home, _pins, r = _init(tmp_path, OPENCRYPTOKI, label, OCK_PIN)
+        home, pins, r = _init(tmp_path, OPENCRYPTOKI, label, OCK_PIN)
         assert r.returncode == 5, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["error"] == "MechanismUnsupported"
@@ -85,6 +86,27 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert not home.exists()  # no home, no store, no config
         assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []  # no key on the token
         assert OCK_PIN not in r.stdout + r.stderr
+        # the selftest on it does not crash: each check is pass, fail or missing
+        h = Home(tmp_path / "st")
+        h.root.mkdir()
+        h.write_config(
+            Config(
+                deployment_id="ock-selftest",
+                created="2025-01-01T00:00:00Z",
+                hsm=HsmConfig(module=OPENCRYPTOKI, token_label=label),
+            )
+        )
+        st = run_cli("hsm", "selftest", "--home", str(h.root), "--pin-file", str(pins), "--json")
+        assert st.returncode == 5 and "Traceback" not in st.stderr, st.stderr
+        doc = json.loads(st.stdout)
+        assert doc["ok"] is False
+        assert doc["results"]["random"] == "pass" and doc["results"]["aes_key_gen"] == "pass"
+        for name in ("aes_gcm", "key_wrap", "ecdh", "ecdh_wrap", "sign_verify"):
+            assert doc["results"][name] == "missing", (name, doc["results"], doc["errors"])
+        assert doc["choices"]["key_wrap"] == "none"
+        text = run_cli("hsm", "selftest", "--home", str(h.root), "--pin-file", str(pins))
+        assert text.returncode == 5 and "Traceback" not in text.stderr
+        assert "missing" in text.stdout and "selftest FAILED" in text.stdout
 
 
 def test_a_ceremony_on_an_unsuitable_token_is_refused_before_it_is_recorded(tmp_path):
