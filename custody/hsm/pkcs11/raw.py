@@ -9,8 +9,8 @@ second call with CKR_BUFFER_TOO_SMALL, and python-pkcs11 raises
 python-pkcs11 (grow the buffer and retry); until then these helpers make the same call
 with a buffer of the length the mechanism defines (GCM: input + tag; RFC 5649: the input
 rounded up to 8 bytes, plus 8), on the session and object handles python-pkcs11 already
-holds. They reach the module through its own ``C_GetFunctionList`` (``dlopen`` of the same
-path returns the library python-pkcs11 loaded, so handles are shared). See docs/hsm.md.
+holds, through python-pkcs11's own CK_FUNCTION_LIST (see :func:`_functions`). See
+docs/hsm.md.
 
 It is one of the ``custody.hsm.pkcs11`` modules; it does not import ``pkcs11`` itself.
 """
@@ -77,10 +77,30 @@ _GET_SESSION_INFO = 15
 _FUNCLIST_OFFSET = 2 * ctypes.sizeof(ctypes.c_void_p)
 
 
+# The layout above is python-pkcs11 0.10.1's (pinned in pyproject.toml); another version
+# gets no raw call (its GCM/KWP then fails the known-answer test, and preflight says so).
+LAYOUT_VERSION = "0.10.1"
+
+
+def _layout_known() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("python-pkcs11") == LAYOUT_VERSION
+    except PackageNotFoundError:
+        return False
+
+
 def _functions(session: Any, slot_id: int) -> Any:
-    """The CK_FUNCTION_LIST python-pkcs11 uses for *session*, checked: its version is the
-    module's and C_GetSessionInfo through it names the session's slot."""
+    """The CK_FUNCTION_LIST python-pkcs11 uses for *session*, checked: python-pkcs11 is the
+    version whose layout this reads, the pointer is the one its token object holds too, and
+    C_GetSessionInfo through it names the session's slot."""
+    if not _layout_known():
+        raise RawCallError("the raw call (unknown python-pkcs11 layout)", 0x5)
     addr = ctypes.c_void_p.from_address(id(session) + _FUNCLIST_OFFSET).value
+    same = ctypes.c_void_p.from_address(id(session.token) + _FUNCLIST_OFFSET).value
+    if addr != same:
+        raise RawCallError("locate the function list", 0x5)
     if not addr:
         raise RawCallError("locate the function list", 0x5)
     fl = _FunctionList.from_address(addr)

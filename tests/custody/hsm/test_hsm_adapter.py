@@ -508,3 +508,31 @@ def test_rfc3394_blobs_record_their_format_and_open_on_an_rfc5649_adapter(
         hsm.import_wrapped(name, 4, rk, bad)
     with pytest.raises(IntegrityError):
         hsm.check_wrapped(os.urandom(32), blob)  # another key: the blob does not open
+
+
+def test_the_raw_gcm_and_wrap_calls_match_cryptography_on_softhsm(hsm):
+    """The ctypes workaround for python-pkcs11's output-length bug (used on NSS softokn)
+    gives standard AES-GCM and RFC 5649 on SoftHSM too, through python-pkcs11's own
+    function list and handles."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+    from pkcs11 import KeyType, Mechanism
+
+    from custody.hsm.pkcs11 import probe, raw
+
+    key_raw, payload, nonce = os.urandom(32), os.urandom(32), os.urandom(12)
+    with hsm._op("raw call test") as s:
+        slot = int(s.token.slot.slot_id)
+        key = probe._secret(s, key_raw, encrypt=True, wrap=True)
+        target = probe._secret(s, payload, KeyType.GENERIC_SECRET)
+        try:
+            ct = raw.gcm_encrypt(s, slot, key.handle, nonce, b"aad", b"m" * 33)
+            wrapped = raw.wrap_key(
+                s, slot, int(Mechanism.AES_KEY_WRAP_PAD), key.handle, target.handle, 40
+            )
+            with pytest.raises(raw.RawCallError):  # a wrong slot: the pointer check refuses
+                raw.gcm_encrypt(s, slot + 1000, key.handle, nonce, b"", b"m")
+        finally:
+            probe._destroy(target, key)
+    assert AESGCM(key_raw).decrypt(nonce, ct, b"aad") == b"m" * 33
+    assert wrapped == aes_key_wrap_with_padding(key_raw, payload)
