@@ -170,6 +170,10 @@ class Hsm(Protocol):
         """
         ...
 
+    def unwrap_formats(self) -> frozenset[str]:
+        """The key-wrap formats whose blobs this token opens (by known-answer test)."""
+        ...
+
     def check_wrapped(self, wrapping_key: bytes, blob: bytes) -> str:
         """Open a wrapped-key *blob* under *wrapping_key* into a short-lived session object
         (nothing is stored) and return its KCV."""

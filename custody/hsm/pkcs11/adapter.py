@@ -353,6 +353,12 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
             )
         return self._choices(prof, alg)
 
+    def unwrap_formats(self) -> frozenset[str]:
+        """The key-wrap formats (``rfc5649``, ``rfc3394``) whose blobs this token opens, by
+        the known-answer test."""
+        with self._op("run the known-answer tests") as s:
+            return frozenset(self._profile(s).unwrap)
+
     def selftest(self) -> SelftestReport:
         """Report the mechanisms custody uses and run functional checks on session objects
         only (nothing is left on the token). Every check is pass, fail or missing; none
