@@ -187,8 +187,8 @@ def run_checks(
         ),
         "ecdh": (("EC_KEY_PAIR_GEN", "ECDH1_DERIVE"), _ecdh),
         "ecdh_wrap": (
-            ("EC_KEY_PAIR_GEN", "ECDH1_DERIVE") if choice else ("a working AES key wrap",),
-            (lambda x: _ecdh_wrap(x, choice, slot_id)) if choice else None,
+            ("EC_KEY_PAIR_GEN", "ECDH1_DERIVE", *(() if choice else ("a working AES key wrap",))),
+            (lambda x: _ecdh_wrap(x, choice, slot_id)) if choice else (lambda x: False),
         ),
     }
     results: dict[str, str] = {}

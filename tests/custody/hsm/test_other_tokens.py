@@ -80,8 +80,9 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert r.returncode == 5, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["error"] == "MechanismUnsupported"
-        for name in ("aes_gcm missing", "key_wrap missing", "ecdh missing"):
+        for name in ("aes_gcm missing", "key_wrap missing", "ecdh missing", "ecdh_wrap missing"):
             assert name in doc["title"], doc["title"]
+        assert "CKM_AES_GCM is not offered" in doc["title"]  # each one says why
         assert "Nothing was created" in doc["hint"]
         assert not home.exists()  # no home, no store, no config
         assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []  # no key on the token
