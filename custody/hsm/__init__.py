@@ -95,8 +95,9 @@ class KeyRef:
 class SealedKey:
     """A token key wrapped inside the token for a P-256 public key (:meth:`Hsm.seal_to_public`).
 
-    *wrapped* is RFC 5649 under the ECDH (null KDF) secret of the ephemeral key pair whose
-    public point is *ephemeral_public* and the recipient's key; *kcv* is the wrapped key's.
+    *wrapped* is the token's key wrap (RFC 5649, or tagged RFC 3394: :func:`encode_wrapped`)
+    under the ECDH (null KDF) secret of the ephemeral key pair whose public point is
+    *ephemeral_public* and the recipient's key; *kcv* is the wrapped key's.
     None of it is secret.
     """
 
@@ -211,9 +212,10 @@ class Hsm(Protocol):
         ...
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
-        """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with
-        CKM_AES_KEY_WRAP_PAD (RFC 5649), checked by an in-token round trip. The wrapping key
-        lives only in a session object."""
+        """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with the
+        token's key wrap (RFC 5649, else RFC 3394, by known-answer test; the blob records
+        which), checked by an in-token round trip. The wrapping key lives only in a session
+        object."""
         ...
 
     def import_wrapped(

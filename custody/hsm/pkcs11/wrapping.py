@@ -1,5 +1,10 @@
-"""Wrapping and sealing under token keys: AES-GCM, RFC 5649 export/import, sealing to a
-recovery public key, and RFC 5649 of raw key bytes.
+"""Wrapping and sealing under token keys: AES-GCM, key-wrap export/import (the token's
+RFC 5649 or RFC 3394, chosen by :mod:`custody.hsm.pkcs11.probe`), sealing to a recovery
+public key, and RFC 5649 of raw key bytes.
+
+- On NSS softokn, python-pkcs11 0.10.1 cannot make a GCM encryption or a
+  CKM_AES_KEY_WRAP_KWP wrap (the module under-reports the output length); those calls go
+  through :mod:`custody.hsm.pkcs11.raw` when that exact error comes back.
 
 A mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`, built on the secret-key helpers
 of :mod:`custody.hsm.pkcs11.secretkeys`. It is one of the ``custody.hsm.pkcs11`` modules,
@@ -43,7 +48,8 @@ class WrappingMixin(SecretKeyMixin):
 
         An ephemeral P-256 key pair is generated as session objects; CKM_ECDH1_DERIVE (null
         KDF) with *recipient_public* derives a session AES-256 key that is sensitive,
-        non-extractable and limited to CKM_AES_KEY_WRAP_PAD; it wraps the key (RFC 5649).
+        non-extractable and limited to key wrap; it wraps the key with the token's key wrap
+        (RFC 5649, else RFC 3394; the blob records which).
         The blob is then unwrapped again inside the token and its KCV compared (a
         known-answer round trip). The ephemeral private key and the derived key are
         destroyed; only the ephemeral public point and the blob leave the token.
@@ -146,7 +152,9 @@ class WrappingMixin(SecretKeyMixin):
                 return self._kcv_of_blob(s, wk, body, mech)
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
-        """Wrap a token key under raw AES key bytes (RK) with RFC 5649 (CKM_AES_KEY_WRAP_PAD).
+        """Wrap a token key under raw AES key bytes (RK) with the token's key wrap (RFC 5649,
+        else RFC 3394, chosen by the known-answer test; the blob records which, see
+        :func:`custody.hsm.encode_wrapped`).
 
         The wrapping key exists only as a session object for the duration of the call. The
         blob is unwrapped again inside the token and its KCV compared before it is returned
@@ -183,8 +191,9 @@ class WrappingMixin(SecretKeyMixin):
         *,
         use: KeyUse = "seal",
     ) -> KeyRef:
-        """Unwrap an RFC 5649 *blob* under raw AES key bytes straight into a token key that
-        is sensitive, non-extractable, non-modifiable and limited to *use*.
+        """Unwrap a stored *blob* (RFC 5649, or tagged RFC 3394) under raw AES key bytes
+        straight into a token key that is sensitive, non-extractable, non-modifiable and
+        limited to *use*.
 
         Its KCV is taken first on an ECB-only session copy (:meth:`_kcv_of_blob`) and kept
         in CKA_ID, since SoftHSM 2.6.1 computes no CKA_CHECK_VALUE for unwrapped keys.
