@@ -11,10 +11,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: system venv
 
+# The second and third PKCS#11 tokens of the portability tests: NSS softokn (certutil from
+# libnss3-tools, reached through the p11-kit proxy) and opencryptoki's soft token.
 system:
-	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 || { \
-	  echo "installing softhsm2, tmux and poppler-utils with apt-get"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux poppler-utils >/dev/null; }
+	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 \
+	  && command -v certutil >/dev/null 2>&1 && test -e /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so \
+	  && command -v pkcsslotd >/dev/null 2>&1 || { \
+	  echo "installing softhsm2, tmux, poppler-utils, libnss3-tools, p11-kit and opencryptoki with apt-get"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux poppler-utils \
+	    libnss3-tools p11-kit p11-kit-modules opencryptoki >/dev/null; }
 
 venv: $(VENV)/.installed
 

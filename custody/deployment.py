@@ -237,6 +237,7 @@ def init_deployment(
             store.set_meta("deployment_id", config.deployment_id)
             token = _login(home, config.hsm, user_pin)  # proves the PIN and token work
             try:
+                token.preflight()  # refuses an unsuitable token; everything is removed
                 if dev_root:
                     KeyHierarchy(store, token).create_dev_root()
                     store.set_meta("dev_root", "1")

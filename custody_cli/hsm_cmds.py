@@ -29,8 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Log in to the token named in custody.toml [hsm], report which mechanisms custody "
             "needs are offered, and run functional checks (random, AES key generation, "
-            "AES-GCM, RFC 5649 key wrap, KCV, signing, ECDH) on temporary session objects. "
-            "Exit 0 when every check passes, 5 otherwise."
+            "AES-GCM, AES key wrap, KCV, signing, ECDH) on temporary session objects. Each "
+            "check reports pass, fail or missing, and the mechanisms custody chose for the "
+            "token by these known-answer tests are listed. Exit 0 when every check custody "
+            "needs passes, 5 otherwise."
         ),
     )
     common.add_standard(st, pin=True)
@@ -83,9 +85,14 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         for name, offered in report.mechanisms.items():
             print(f"  {'yes' if offered else 'no ':3}  CKM_{name}")
         print("checks")
-        for name, passed in report.checks.items():
+        results = report.results or {k: "pass" if v else "fail" for k, v in report.checks.items()}
+        for name, status in results.items():
             note = f"  ({report.errors[name]})" if name in report.errors else ""
-            print(f"  {'ok' if passed else 'FAIL':4} {name}{note}")
+            print(f"  {status:7} {name}{note}")
+        if report.choices:
+            print("uses")
+            for what, how in report.choices.items():
+                print(f"  {what:18} {how}")
         print("selftest passed" if report.ok else "selftest FAILED")
     return 0 if report.ok else HsmError.exit_code
 

@@ -90,6 +90,7 @@ from ceremonies.runner.opening import (
     required_thresholds,
     roster_entries,
 )
+from ceremonies.runner.preflight import check_token
 from ceremonies.runner.steps.base import SecretLost
 from ceremonies.runner.views import ApprovalRequest, HandIn, ShareCheck
 from ceremonies.transcript.model import RosterEntry, SignedPolicy, Threshold
@@ -205,6 +206,7 @@ class CeremonyRunner:
             dep, kind, signer, extra_roster=extra_roster, thresholds=thresholds, now=now
         )
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        check_token(dep, kind)  # an unsuitable token is refused before anything exists
         policy = ceremony_policy(dep, kind, entries, gated, purpose=purpose, now=now)
         signed = SignedPolicy(policy=policy).signed_by(signer)
         path = dep.home.transcripts_dir / policy.ceremony_id

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from custody.canonical import canonical_bytes
 from custody.errors import CeremonyError, IntegrityError
-from custody.hsm import Hsm
+from custody.hsm import Hsm, decode_wrapped
 
 SEALED_MAGIC = b"CSB2"
 LEGACY_MAGIC = b"CSB1"
@@ -112,6 +112,18 @@ def sealed_to(blob: bytes) -> str | None:
         return str(json.loads(blob[len(SEALED_MAGIC) :])["rk"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def wrap_format(blob: bytes) -> str:
+    """The key-wrap format (``rfc5649`` or ``rfc3394``) a token needs to import the root of
+    *blob*: the blob's own, or for a sealed blob that of the wrapped root inside it."""
+    inner = blob
+    if is_sealed(blob):
+        try:
+            inner = bytes.fromhex(str(json.loads(blob[len(SEALED_MAGIC) :])["wrapped"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError("A root-key blob is damaged", "Use the offline copy.") from exc
+    return decode_wrapped(inner)[0]
 
 
 def is_sealed(blob: bytes) -> bool:

@@ -73,7 +73,9 @@ class Ed25519Signer:
 class SigningHsm(Protocol):
     """The part of the :class:`custody.hsm.Hsm` port an :class:`HsmSigner` uses."""
 
-    def ensure_signing_key(self, label: str) -> tuple[str, bytes]: ...
+    def ensure_signing_key(
+        self, label: str, algorithms: tuple[str, ...] | None = None
+    ) -> tuple[str, bytes]: ...
 
     def sign(self, label: str, data: bytes) -> bytes: ...
 
@@ -81,12 +83,16 @@ class SigningHsm(Protocol):
 class HsmSigner:
     """A signing key held in the HSM under *label* (e.g. the audit key).
 
+    Only algorithms :func:`verify_signature` checks (:data:`ALGORITHMS`, Ed25519) are
+    accepted: a token without CKM_EDDSA is refused before a key is created
+    (MechanismUnsupported), never given a key whose signatures no verifier accepts.
+
     Raises (from the constructor and :meth:`sign`): HsmError subclasses from the port.
     """
 
     def __init__(self, name: str, hsm: SigningHsm, label: str) -> None:
         self._name, self._hsm, self._label = name, hsm, label
-        alg, pub = hsm.ensure_signing_key(label)
+        alg, pub = hsm.ensure_signing_key(label, ALGORITHMS)
         self._alg, self._public = str(alg), bytes(pub)
 
     @property

@@ -18,6 +18,31 @@ from custody.errors import HsmError
 KCV_LEN = 3  # bytes of AES-ECB(key, 0^128) shown as the key check value (6 hex digits)
 KeyUse = Literal["seal", "wrap"]  # AES-GCM only, or RFC 5649 key wrap only
 
+# Key-wrap formats of a wrapped key blob (chosen per token by a known-answer test, see
+# custody.hsm.pkcs11.probe). An RFC 5649 blob is stored as it is (40 bytes for an AES-256
+# key, the format custody always wrote); an RFC 3394 blob carries a 4-byte tag, so that the
+# format is recorded in the blob and any token that does that format can open it.
+WRAP_RFC5649 = "rfc5649"
+WRAP_RFC3394 = "rfc3394"
+RFC3394_TAG = b"CKW3"
+
+
+def encode_wrapped(fmt: str, raw: bytes) -> bytes:
+    """The stored form of a key wrapped in format *fmt* (see :data:`RFC3394_TAG`)."""
+    if fmt == WRAP_RFC5649:
+        return raw
+    if fmt == WRAP_RFC3394:
+        return RFC3394_TAG + raw
+    raise ValueError(f"unknown key-wrap format {fmt!r}")
+
+
+def decode_wrapped(blob: bytes) -> tuple[str, bytes]:
+    """(format, raw wrapped bytes) of a stored wrapped key."""
+    body = blob[len(RFC3394_TAG) :]
+    if blob.startswith(RFC3394_TAG) and len(body) >= 24 and len(body) % 8 == 0:
+        return WRAP_RFC3394, body
+    return WRAP_RFC5649, blob
+
 
 class KeyNotExtractable(HsmError):
     """The token refuses to wrap a key out: CKA_EXTRACTABLE is false (PKCS#11 v3.0 §4.4)."""
@@ -70,8 +95,9 @@ class KeyRef:
 class SealedKey:
     """A token key wrapped inside the token for a P-256 public key (:meth:`Hsm.seal_to_public`).
 
-    *wrapped* is RFC 5649 under the ECDH (null KDF) secret of the ephemeral key pair whose
-    public point is *ephemeral_public* and the recipient's key; *kcv* is the wrapped key's.
+    *wrapped* is the token's key wrap (RFC 5649, or tagged RFC 3394: :func:`encode_wrapped`)
+    under the ECDH (null KDF) secret of the ephemeral key pair whose public point is
+    *ephemeral_public* and the recipient's key; *kcv* is the wrapped key's.
     None of it is secret.
     """
 
@@ -93,6 +119,17 @@ class TokenInfo:
     library_version: str
 
 
+REQUIRED_CHECKS = (
+    "random",
+    "aes_key_gen",
+    "aes_gcm",
+    "key_wrap",
+    "kcv",
+    "ecdh",
+    "ecdh_wrap",
+)  # what every ceremony needs (custody.hsm.pkcs11.probe.NEEDS)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SelftestReport:
     """Outcome of :meth:`Hsm.selftest`: per mechanism, whether it is offered and works."""
@@ -102,10 +139,18 @@ class SelftestReport:
     checks: dict[str, bool] = field(default_factory=dict)
     signing_algorithm: str = ""
     errors: dict[str, str] = field(default_factory=dict)  # check name -> error title
+    results: dict[str, str] = field(default_factory=dict)  # check -> pass / fail / missing
+    choices: dict[str, str] = field(default_factory=dict)  # what custody uses on this token
 
     @property
     def ok(self) -> bool:
-        return all(self.checks.values())
+        """Every check custody relies on passed, and no other check failed (a check the
+        token merely lacks, such as enforcing CKA_ALLOWED_MECHANISMS, is not a failure)."""
+        if not self.results:
+            return all(self.checks.values())
+        return all(self.results.get(k) == "pass" for k in REQUIRED_CHECKS) and all(
+            v != "fail" for v in self.results.values()
+        )
 
 
 class Hsm(Protocol):
@@ -114,6 +159,26 @@ class Hsm(Protocol):
     def info(self) -> TokenInfo: ...
 
     def selftest(self) -> SelftestReport: ...
+
+    def preflight(self, needs: tuple[str, ...] = ()) -> dict[str, str]:
+        """Run the known-answer tests (session objects only) and refuse an unsuitable token.
+
+        Returns what custody will use on this token (e.g. ``{"key_wrap": "rfc5649 ..."}``).
+
+        Raises:
+            MechanismUnsupported: a needed mechanism is missing or fails its test; the
+                title names each one.
+        """
+        ...
+
+    def unwrap_formats(self) -> frozenset[str]:
+        """The key-wrap formats whose blobs this token opens (by known-answer test)."""
+        ...
+
+    def check_wrapped(self, wrapping_key: bytes, blob: bytes) -> str:
+        """Open a wrapped-key *blob* under *wrapping_key* into a short-lived session object
+        (nothing is stored) and return its KCV."""
+        ...
 
     def random(self, n: int) -> bytes: ...
 
@@ -147,9 +212,10 @@ class Hsm(Protocol):
         ...
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
-        """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with
-        CKM_AES_KEY_WRAP_PAD (RFC 5649), checked by an in-token round trip. The wrapping key
-        lives only in a session object."""
+        """Wrap the token key under *wrapping_key* (raw AES-256 bytes, e.g. RK) with the
+        token's key wrap (RFC 5649, else RFC 3394, by known-answer test; the blob records
+        which), checked by an in-token round trip. The wrapping key lives only in a session
+        object."""
         ...
 
     def import_wrapped(
@@ -184,9 +250,12 @@ class Hsm(Protocol):
     def unwrap_bytes(self, label: str, version: int, blob: bytes) -> bytes: ...
 
     # --- signing keys --------------------------------------------------------------
-    def ensure_signing_key(self, label: str) -> tuple[str, bytes]:
+    def ensure_signing_key(
+        self, label: str, algorithms: tuple[str, ...] | None = None
+    ) -> tuple[str, bytes]:
         """Create the signing key pair if absent; return (algorithm, public key bytes).
-        algorithm is "ed25519" (raw 32 bytes) or "ecdsa-p256" (X9.62 uncompressed point)."""
+        algorithm is "ed25519" (raw 32 bytes) or "ecdsa-p256" (X9.62 uncompressed point);
+        with *algorithms*, any other is refused (MechanismUnsupported) before creation."""
         ...
 
     def sign(self, label: str, data: bytes) -> bytes: ...

@@ -1,7 +1,8 @@
 """The drill: custodians prove their shares without touching the deployment's token.
 
 Owns ``scratch-token`` (RK rebuilt from the shares opens the current root's blob into a
-throw-away SoftHSM token), ``compare-kcv``, ``destroy-scratch`` and ``record`` (who passed,
+throw-away SoftHSM token, or on any other module into a session object of the deployment's
+token), ``compare-kcv``, ``destroy-scratch`` and ``record`` (who passed,
 per epoch), and :func:`drill_status`, the T+1 check the dashboard and ``custody ceremony
 drill-status`` show.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner import rkseal
-from ceremonies.runner.steps.base import _secret_lost, active_share_set, on, quorum_size
+from ceremonies.runner.steps.base import _hsm, _secret_lost, active_share_set, on, quorum_size
 from custody.errors import HsmError, IntegrityError
 from custody.keys.hierarchy import KeyHierarchy
 
@@ -31,11 +32,16 @@ def scratch_token(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     cfg = r.dep.config
     h = KeyHierarchy(r.dep.store, None)
     cur = h.current_root()
-    if cfg.hsm.softhsm_conf is None:  # not the embedded SoftHSM: no scratch token
-        return {"scratch": None, "note": "no embedded SoftHSM; RK KCV compared only"}
+    key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
+    if cfg.hsm.softhsm_conf is None:
+        # Not the embedded SoftHSM: no scratch token can be made, so the root is rebuilt
+        # from its blob into a short-lived session object of the deployment's own token
+        # (ECB-only, destroyed at once; nothing is stored) and its KCV compared next.
+        kcv = _hsm(r).check_wrapped(key, blob)
+        r._secrets.pop("rk", None)
+        return {"scratch": "session", "scratch_root_kcv": kcv, "root_version": cur.version}
     label = SCRATCH_PREFIX + r.ceremony_id[:8]
     r._save_pending(scratch=label)
-    key, blob = rkseal.open_blob(h.root_blob(cur.version), rk, root_version=cur.version)
     # A child process: this one may hold the deployment's token session, and SoftHSM only
     # sees tokens created before its C_Initialize (see ceremonies.runner.scratch).
     kcv = build_scratch(

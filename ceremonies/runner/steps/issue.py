@@ -51,9 +51,17 @@ def generate_rk(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
 def wrap_blob(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     if "rk" not in r._secrets:
         raise _secret_lost(r, "wrap-blob")
-    blob = _hsm(r).export_wrapped(ROOT_LABEL, r.state.facts["root_version"], _rk(r))
+    v = r.state.facts["root_version"]
+    blob = _hsm(r).export_wrapped(ROOT_LABEL, v, _rk(r))
+    # Before lock-root: the blob must open under RK, in a session object, to this root.
+    kcv = _hsm(r).check_wrapped(_rk(r), blob)
+    if kcv != r.state.facts["root_kcv"]:
+        raise IntegrityError(
+            f"The blob of root/v{v} opens to KCV {kcv}, not the root's {r.state.facts['root_kcv']}",
+            "Nothing is locked yet: abort the ceremony ('custody ceremony abort ID').",
+        )
     r._save_pending(blob=blob.hex())
-    return {"blob_digest": hashlib.sha256(blob).hexdigest()}
+    return {"blob_digest": hashlib.sha256(blob).hexdigest(), "blob_kcv": kcv}
 
 
 @on("generate reshare", "split")

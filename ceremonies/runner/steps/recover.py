@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _hsm, _secret_lost, _token_has, active_share_set, on
 from ceremonies.runner.steps.rootkey import _verify_keks
-from custody.errors import CeremonyError, IntegrityError
+from custody.errors import CeremonyError, IntegrityError, MechanismUnsupported
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
@@ -45,9 +45,20 @@ def recover_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
                 f"root/v{v} has no blob for the current share set",
                 "It cannot be recovered with these shares.",
             )
+    # Before any share is asked for: this token must open the blobs' key-wrap format.
+    opens = hsm.unwrap_formats()
+    for v in sorted(wanted):
+        fmt = rkseal.wrap_format(h.root_blob(v))
+        if fmt not in opens:
+            raise MechanismUnsupported(
+                f"This token cannot open the {fmt} blob of root/v{v}",
+                "Recover into a token whose key unwrap passes the known-answer test for "
+                f"{fmt} ('custody hsm selftest').",
+            )
     return {
         "token": info.label,
         "token_serial": info.serial,
+        "token_mechanisms": hsm.preflight(),  # what the known-answer tests chose (cached)
         "restore": sorted(wanted),
         "epoch": sset["epoch"],
     }

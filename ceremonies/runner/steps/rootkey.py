@@ -47,6 +47,7 @@ def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "token": info.label,
         "token_serial": info.serial,
+        "token_mechanisms": hsm.preflight(),  # what the known-answer tests chose (cached)
         "root_version": h.next_root_version(),
         "epoch": (sset["epoch"] + 1)
         if sset and kind == "reshare"

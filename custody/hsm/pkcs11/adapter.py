@@ -38,6 +38,7 @@ from custody.errors import (
     TokenNotPresent,
 )
 from custody.hsm import SelftestReport, TokenInfo
+from custody.hsm.pkcs11 import probe
 from custody.hsm.pkcs11.errors import translate
 from custody.hsm.pkcs11.keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
 from custody.hsm.pkcs11.module import SharedLogin, load_module
@@ -47,7 +48,9 @@ from custody.hsm.pkcs11.wrapping import WrappingMixin
 SELFTEST_MECHANISMS = (
     "AES_KEY_GEN",
     "AES_GCM",
+    "AES_KEY_WRAP_KWP",
     "AES_KEY_WRAP_PAD",
+    "AES_KEY_WRAP",
     "AES_ECB",
     "EC_EDWARDS_KEY_PAIR_GEN",
     "EDDSA",
@@ -89,7 +92,8 @@ def open_hsm(config: HsmConfig, home: Path, pin: str, **kwargs: Any) -> Pkcs11Hs
         config: the ``[hsm]`` section of custody.toml.
         home: the custody home; ``config.softhsm_conf`` is resolved relative to it.
         pin: the token user PIN. It is used for C_Login and not kept.
-        **kwargs: passed on to :class:`Pkcs11Hsm` (``signing_algorithms``).
+        **kwargs: passed on to :class:`Pkcs11Hsm` (``signing_algorithms``,
+            ``wrap_formats``).
 
     Returns:
         A logged-in adapter. Close it (or use it as a context manager) when done.
@@ -112,6 +116,8 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         pin: the user PIN, used once for C_Login and not stored.
         signing_algorithms: preference order for new signing keys; the first one whose
             mechanisms the token offers is used.
+        wrap_formats: preference order of key-wrap formats for new blobs (default RFC 5649,
+            then RFC 3394); blobs of every format the token unwraps still open.
 
     Raises:
         See :func:`open_hsm`.
@@ -124,12 +130,16 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         pin: str,
         *,
         signing_algorithms: tuple[str, ...] = SIGNING_ALGORITHMS,
+        wrap_formats: tuple[str, ...] = probe.WRAP_FORMATS,
     ) -> None:
         unknown = set(signing_algorithms) - set(SIGN_MECHS)
         if unknown or not signing_algorithms:
             raise ValueError(f"signing_algorithms must be drawn from {SIGNING_ALGORITHMS}")
         self._config = config
         self._signing_algorithms = signing_algorithms
+        if not wrap_formats or set(wrap_formats) - set(probe.WRAP_FORMATS):
+            raise ValueError(f"wrap_formats must be drawn from {probe.WRAP_FORMATS}")
+        self._wrap_formats = wrap_formats
         self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
         # SoftHSMv2's file store rewrites token.object on every C_Login (PIN flags) and is not
@@ -138,6 +148,7 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         with softhsm_open_lock(conf or os.environ.get("SOFTHSM2_CONF")):
             self._module = load_module(config.module, conf)
             self._lock = self._module.lock
+            self._gcm_raw_slots = self._module.gcm_raw
             self._open(pin)
 
     def _open(self, pin: str) -> None:
@@ -278,28 +289,93 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
         with self._op("generate random bytes") as s:
             return bytes(s.generate_random(8 * n))
 
-    # --- selftest ---------------------------------------------------------------------
-    def selftest(self) -> SelftestReport:
-        """Report the mechanisms custody uses and run functional checks on session objects
-        only (nothing is left on the token).
+    # --- known-answer tests, preflight, selftest --------------------------------------
+    def _profile(self, s: Any) -> probe.TokenProfile:
+        """The token's profile (:mod:`custody.hsm.pkcs11.probe`), tested once per slot and
+        module initialisation; the caller holds the module lock."""
+        key = (self._slot_id, self._wrap_formats)
+        prof = self._module.profiles.get(key)
+        if prof is None:
+            prof = self._module.profiles[key] = probe.profile(
+                s, self._slot_id, self._mechs, self._wrap_formats
+            )
+        return prof
 
-        Raises:
-            SessionClosed: the adapter is closed.
-        """
+    def _checks(self) -> tuple[str, dict[str, str], dict[str, str], probe.TokenProfile]:
         from custody.hsm.pkcs11 import selftest as pkcs11_selftest
 
-        with self._op("run the selftest") as s:
+        with self._op("run the known-answer tests") as s:
             try:
                 alg = self.signing_algorithm()
             except MechanismUnsupported:
                 alg = ""
-            checks, errors = pkcs11_selftest.run_checks(s, alg)
+            prof = self._profile(s)
+            results, errors = pkcs11_selftest.run_checks(s, alg, prof, self._mechs)
+        return alg, results, errors, prof
+
+    @staticmethod
+    def _choices(prof: probe.TokenProfile, alg: str) -> dict[str, str]:
+        return {
+            "key_wrap": prof.wrap.describe() if prof.wrap else "none",
+            "unwrap": ", ".join(f"{f} (CKM_{m.name})" for f, m in sorted(prof.unwrap.items()))
+            or "none",
+            "aes_gcm": {"native": "in token", "raw": "in token (raw call, see docs/hsm.md)"}.get(
+                prof.gcm or "", "none"
+            ),
+            "allowed_mechanisms": "enforced" if prof.allowed_enforced else "not enforced",
+            "signing": alg or "none",
+        }
+
+    def preflight(self, needs: tuple[str, ...] = ()) -> dict[str, str]:
+        """Refuse a token that cannot do what custody needs, before anything is created.
+
+        Runs the known-answer tests (session objects only, nothing stays on the token).
+
+        Args:
+            needs: check names (:data:`custody.hsm.pkcs11.probe.NEEDS`); default: the core
+                checks and the in-token sealing of a rotated root.
+
+        Returns:
+            What custody uses on this token (wrap format and mechanism, GCM, signing).
+
+        Raises:
+            MechanismUnsupported: a needed check is missing or failed; the title names each.
+        """
+        alg, results, errors, prof = self._checks()
+        wanted = needs or (*probe.NEEDS["core"], *probe.NEEDS["seal"])
+        bad = probe.preflight_failures(results, errors, wanted)
+        if bad:
+            raise MechanismUnsupported(
+                f"Token {self._token_label!r} is not suitable for custody: " + "; ".join(bad),
+                "Nothing was created. custody needs AES key generation, in-token AES-GCM, "
+                "an AES key wrap (RFC 5649 or RFC 3394), AES-ECB for key check values and "
+                "P-256 ECDH; 'custody hsm selftest' shows each check.",
+            )
+        return self._choices(prof, alg)
+
+    def unwrap_formats(self) -> frozenset[str]:
+        """The key-wrap formats (``rfc5649``, ``rfc3394``) whose blobs this token opens, by
+        the known-answer test."""
+        with self._op("run the known-answer tests") as s:
+            return frozenset(self._profile(s).unwrap)
+
+    def selftest(self) -> SelftestReport:
+        """Report the mechanisms custody uses and run functional checks on session objects
+        only (nothing is left on the token). Every check is pass, fail or missing; none
+        raises.
+
+        Raises:
+            SessionClosed: the adapter is closed.
+        """
+        alg, results, errors, prof = self._checks()
         return SelftestReport(
             token=self.info(),
             mechanisms={m: m in self._mechs for m in SELFTEST_MECHANISMS},
-            checks=checks,
+            checks={k: v == probe.PASS for k, v in results.items()},
+            results=results,
             errors=errors,
             signing_algorithm=alg,
+            choices=self._choices(prof, alg),
         )
 
 

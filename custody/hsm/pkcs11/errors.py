@@ -124,7 +124,7 @@ def translate_pkcs11(
         return MechanismUnsupported(
             f"The token does not support the mechanism needed to {action}",
             "Run 'custody hsm selftest' to see what the token offers; custody needs AES-GCM, "
-            "AES key wrap with padding (RFC 5649) and AES-ECB.",
+            "an AES key wrap (RFC 5649 or RFC 3394), AES-ECB and P-256 ECDH.",
         )
     if isinstance(exc, _NO_KEY):
         return KeyNotFound(
@@ -145,8 +145,9 @@ def translate_pkcs11(
     if isinstance(exc, px.GeneralError):
         return HsmError(
             f"The token reported a general error during: {action}",
-            "PKCS#11 modules are not thread-safe as custody loads them; run parallel HSM work "
-            "in separate processes. If it persists, check the token's logs.",
+            "custody serialises its own calls to the token, so this is the token's own "
+            "failure: run 'custody hsm selftest' to see which mechanisms work on it, and "
+            "check the token's logs.",
         )
     if isinstance(exc, (px.TokenWriteProtected, px.SessionReadOnly)):
         return HsmError(f"The token is read-only: {action}", "Use a writable token or slot.")

@@ -58,36 +58,61 @@ class KeyPairMixin:
             return None
         return pub, priv
 
-    def signing_algorithm(self) -> str:
-        """The algorithm a new signing key gets on this token: ``ed25519`` or ``ecdsa-p256``.
+    def signing_algorithm(self, algorithms: tuple[str, ...] | None = None) -> str:
+        """The algorithm a new signing key gets on this token: the first of *algorithms*
+        (default: the adapter's preference, ``ed25519`` then ``ecdsa-p256``) it offers.
 
         Raises:
-            MechanismUnsupported: the token offers neither.
+            MechanismUnsupported: the token offers none of them.
         """
-        for alg in self._signing_algorithms:
+        algorithms = algorithms or self._signing_algorithms
+        for alg in algorithms:
             if all(m.name in self._mechs for m in SIGN_MECHS[alg]):
                 return alg
+        names = " nor ".join("CKM_" + SIGN_MECHS[a][1].name for a in algorithms)
         raise MechanismUnsupported(
-            "The token offers neither CKM_EDDSA nor CKM_ECDSA",
-            "custody needs a token-held signing key; use a token with Ed25519 or P-256.",
+            f"The token offers no {names}"
+            if len(algorithms) == 1
+            else f"The token offers neither {names}",
+            "Nothing was created. This key must be "
+            + " or ".join(algorithms)
+            + "; use a token that offers it, or a passphrase-protected key.",
         )
 
-    def ensure_signing_key(self, label: str) -> tuple[str, bytes]:
+    def ensure_signing_key(
+        self, label: str, algorithms: tuple[str, ...] | None = None
+    ) -> tuple[str, bytes]:
         """Create the signing key pair *label* if absent (Ed25519 if offered, else P-256).
+
+        Args:
+            label: the key pair's label.
+            algorithms: the only algorithms the caller can verify (default: the adapter's
+                preference). A token offering none of them is refused before anything is
+                created, and an existing key of another algorithm is refused too: no
+                silent fallback to a key whose signatures nobody checks.
 
         Returns:
             (algorithm, public key): ``("ed25519", raw 32 bytes)`` or
             ``("ecdsa-p256", X9.62 uncompressed point)``.
 
         Raises:
-            MechanismUnsupported: the token offers neither algorithm.
+            MechanismUnsupported: the token offers none of *algorithms*, or *label* exists
+                with another algorithm.
             HsmError: the token failed.
         """
+        allowed = algorithms or self._signing_algorithms
         with self._op(f"create signing key {label!r}") as s:
             pair = self._pair(s, label, Attribute.SIGN)
             if pair is None:
-                pair = generate_pair(s, label, self.signing_algorithm(), Attribute.SIGN, True)
-            return alg_of(pair[0]), ec_point(pair[0])
+                alg = self.signing_algorithm(allowed)
+                pair = generate_pair(s, label, alg, Attribute.SIGN, True)
+            alg = alg_of(pair[0])
+            if alg not in allowed:
+                raise MechanismUnsupported(
+                    f"Signing key {label!r} on the token is {alg}, not {' or '.join(allowed)}",
+                    "Its signatures could not be verified; remove it, or use another label.",
+                )
+            return alg, ec_point(pair[0])
 
     def _signer(self, s: Any, label: str) -> tuple[Any, Any]:
         pair = self._pair(s, label, Attribute.SIGN)

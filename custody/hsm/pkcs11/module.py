@@ -49,6 +49,8 @@ class LoadedModule:
     lock: Any = field(default_factory=threading.RLock)
     users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     logins: dict[int, SharedLogin] = field(default_factory=dict)
+    profiles: dict[Any, Any] = field(default_factory=dict)  # (slot, formats) -> TokenProfile
+    gcm_raw: set[int] = field(default_factory=set)  # slots whose GCM encrypt needs raw.py
     _pin_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 
     def login(self, token: Any, pin: str) -> SharedLogin:
@@ -104,6 +106,7 @@ class LoadedModule:
         action = "re-initialise the PKCS#11 module"
         with self.lock, _softhsm_conf(conf), translate(action, opening=True):
             self.logins.clear()  # C_Finalize ends every session
+            self.profiles.clear()
             self.lib.reinitialize()
         self.conf = conf
 

@@ -16,15 +16,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from pkcs11 import KDF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
 from custody.errors import CustodyError
-from custody.hsm import KCV_LEN, kcv_of_bytes
+from custody.hsm import KCV_LEN, WRAP_RFC5649, kcv_of_bytes
 from custody.hsm.pkcs11.errors import translate_exception
 from custody.hsm.pkcs11.keypairs import ecdh_secret, generate_pair, sign_with, verify_with
-
-KWP = Mechanism.AES_KEY_WRAP_PAD
+from custody.hsm.pkcs11.probe import FAIL, MISSING, PASS, TokenProfile, WrapChoice, wrap_with
 
 
 class _Scratch:
@@ -83,47 +82,6 @@ def _aes_key_gen(x: _Scratch) -> bool:
     return int(key[Attribute.VALUE_LEN]) == 32
 
 
-def _aes_gcm(x: _Scratch) -> bool:
-    key = x.secret(os.urandom(32))
-    nonce, aad, msg = os.urandom(12), b"custody selftest", b"a message to seal"
-    ct = key.encrypt(msg, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad))
-    ok = key.decrypt(ct, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad))
-    try:
-        key.decrypt(
-            bytes([ct[0] ^ 1]) + ct[1:],
-            mechanism=Mechanism.AES_GCM,
-            mechanism_param=GCMParams(nonce, aad),
-        )
-    except px.PKCS11Error:
-        return bytes(ok) == msg  # the tampered ciphertext must be rejected
-    return False
-
-
-def _aes_kwp(x: _Scratch) -> bool:
-    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
-
-    kek_raw, payload = os.urandom(32), os.urandom(32)
-    kek = x.secret(kek_raw, wrap=True)
-    tmp = x.secret(payload, KeyType.GENERIC_SECRET)
-    blob = bytes(kek.wrap_key(tmp, mechanism=KWP))
-    back = x.keep(
-        kek.unwrap_key(
-            ObjectClass.SECRET_KEY,
-            KeyType.GENERIC_SECRET,
-            blob,
-            mechanism=KWP,
-            store=False,
-            template={
-                Attribute.TOKEN: False,
-                Attribute.SENSITIVE: False,
-                Attribute.EXTRACTABLE: True,
-            },
-        )
-    )
-    # RFC 5649 interop: the token's blob opens with an independent implementation.
-    return bytes(back[Attribute.VALUE]) == payload == aes_key_unwrap_with_padding(kek_raw, blob)
-
-
 def _kcv(x: _Scratch) -> bool:
     raw = bytes(range(32))
     key = x.secret(raw)
@@ -157,38 +115,12 @@ def _ecdh(x: _Scratch) -> bool:
     return ecdh_secret(priv, peer_pub) == peer.exchange(ec.ECDH(), mine)
 
 
-def _allowed_mechanisms(x: _Scratch) -> bool:
-    """CKA_ALLOWED_MECHANISMS is honoured: a GCM-only key seals, and refuses AES-ECB."""
-    key = x.keep(
-        x.s.generate_key(
-            KeyType.AES,
-            256,
-            store=False,
-            template={
-                Attribute.TOKEN: False,
-                Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: False,
-                Attribute.ENCRYPT: True,
-                Attribute.DECRYPT: True,
-                Attribute.ALLOWED_MECHANISMS: [Mechanism.AES_GCM],
-            },
-        )
-    )
-    nonce = os.urandom(12)
-    key.encrypt(b"m", mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, b""))
-    try:
-        key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
-    except px.PKCS11Error:
-        return True
-    return False
-
-
-def _ecdh_wrap(x: _Scratch) -> bool:
+def _ecdh_wrap(x: _Scratch, choice: WrapChoice, slot_id: int) -> bool:
     """The in-token seal of a rotated root: an ephemeral P-256 pair, CKM_ECDH1_DERIVE (null
-    KDF) into a non-extractable AES key, RFC 5649 wrap; the blob opens in ``cryptography``
-    with the peer's private key to a key with the token's KCV."""
+    KDF) into a non-extractable AES key, the token's key wrap; the blob opens in
+    ``cryptography`` with the peer's private key to a key with the token's KCV."""
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_unwrap_with_padding
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from custody.hsm.pkcs11.keypairs import ec_point
@@ -216,48 +148,78 @@ def _ecdh_wrap(x: _Scratch) -> bool:
                 Attribute.DECRYPT: False,
                 Attribute.WRAP: True,
                 Attribute.UNWRAP: True,
-                Attribute.ALLOWED_MECHANISMS: [KWP],
             },
         )
     )
-    blob = bytes(k.wrap_key(target, mechanism=KWP))
+    blob = wrap_with(x.s, slot_id, choice, k, target, 32)
     eph = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ec_point(pub))
-    return kcv_of_bytes(aes_key_unwrap_with_padding(peer.exchange(ec.ECDH(), eph), blob)) == want
+    secret = peer.exchange(ec.ECDH(), eph)
+    unwrap = aes_key_unwrap_with_padding if choice.fmt == WRAP_RFC5649 else aes_key_unwrap
+    return kcv_of_bytes(unwrap(secret, blob)) == want
 
 
-def run_checks(s: Any, signing_algorithm: str) -> tuple[dict[str, bool], dict[str, str]]:
-    """Run every check on session *s* (the caller holds the module lock).
+def run_checks(
+    s: Any, signing_algorithm: str, prof: TokenProfile, mechs: frozenset[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Run every check on session *s* (the caller holds the module lock). Never raises for
+    a token failure: each check is ``pass``, ``fail`` or ``missing``.
 
     Args:
         s: a logged-in python-pkcs11 session.
         signing_algorithm: "ed25519", "ecdsa-p256", or "" when the token offers neither.
+        prof: the token's known-answer profile (:func:`custody.hsm.pkcs11.probe.profile`).
+        mechs: the names of the mechanisms the token offers.
 
     Returns:
-        (check name -> passed, check name -> error title for the failed ones).
+        (check name -> pass/fail/missing, check name -> why, for the others).
     """
-    checks: dict[str, Callable[[_Scratch], bool]] = {
-        "random": _random,
-        "aes_key_gen": _aes_key_gen,
-        "aes_gcm": _aes_gcm,
-        "aes_kwp": _aes_kwp,
-        "kcv": _kcv,
-        "sign_verify": _sign_verify(signing_algorithm),
-        "ecdh": _ecdh,
-        "allowed_mechanisms": _allowed_mechanisms,
-        "ecdh_wrap": _ecdh_wrap,
+    slot_id = int(s.token.slot.slot_id)
+    choice = prof.wrap
+    checks: dict[str, tuple[tuple[str, ...], Callable[[_Scratch], bool] | None]] = {
+        "random": ((), _random),
+        "aes_key_gen": (("AES_KEY_GEN",), _aes_key_gen),
+        "aes_gcm": ((), None),
+        "key_wrap": ((), None),
+        "kcv": (("AES_ECB",), _kcv),
+        "sign_verify": (
+            () if signing_algorithm else ("EDDSA or ECDSA",),
+            _sign_verify(signing_algorithm),
+        ),
+        "ecdh": (("EC_KEY_PAIR_GEN", "ECDH1_DERIVE"), _ecdh),
+        "ecdh_wrap": (
+            ("EC_KEY_PAIR_GEN", "ECDH1_DERIVE", *(() if choice else ("a working AES key wrap",))),
+            (lambda x: _ecdh_wrap(x, choice, slot_id)) if choice else (lambda x: False),
+        ),
     }
-    results: dict[str, bool] = {}
+    results: dict[str, str] = {}
     errors: dict[str, str] = {}
-    for name, check in checks.items():
+    for name, (needs, check) in checks.items():
+        if check is None:  # decided by the known-answer profile
+            results[name] = prof.results.get(name, MISSING)
+            if name in prof.errors:
+                errors[name] = prof.errors[name]
+            continue
+        missing = [m for m in needs if m not in mechs]
+        if missing:
+            results[name] = MISSING
+            errors[name] = "not offered: " + ", ".join(
+                m if " " in m else f"CKM_{m}" for m in missing
+            )
+            continue
         scratch = _Scratch(s)
         try:
-            results[name] = bool(check(scratch))
-            if not results[name]:
+            results[name] = PASS if check(scratch) else FAIL
+            if results[name] == FAIL:
                 errors[name] = "the check gave a wrong result"
-        except (px.PKCS11Error, CustodyError, ValueError) as exc:
-            results[name] = False
+        except Exception as exc:  # noqa: BLE001 (a check reports; it never crashes the selftest)
+            results[name] = FAIL
             err = translate_exception(exc, f"run the {name} check")
+            if err is None and isinstance(exc, CustodyError):
+                err = exc
             errors[name] = err.title if err is not None else type(exc).__name__
         finally:
             scratch.destroy()
+    results["allowed_mechanisms"] = PASS if prof.allowed_enforced else MISSING
+    if not prof.allowed_enforced:
+        errors["allowed_mechanisms"] = "CKA_ALLOWED_MECHANISMS is not enforced (advisory)"
     return results, errors

@@ -1,5 +1,10 @@
-"""Wrapping and sealing under token keys: AES-GCM, RFC 5649 export/import, sealing to a
-recovery public key, and RFC 5649 of raw key bytes.
+"""Wrapping and sealing under token keys: AES-GCM, key-wrap export/import (the token's
+RFC 5649 or RFC 3394, chosen by :mod:`custody.hsm.pkcs11.probe`), sealing to a recovery
+public key, and RFC 5649 of raw key bytes.
+
+- On NSS softokn, python-pkcs11 0.10.1 cannot make a GCM encryption or a
+  CKM_AES_KEY_WRAP_KWP wrap (the module under-reports the output length); those calls go
+  through :mod:`custody.hsm.pkcs11.raw` when that exact error comes back.
 
 A mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`, built on the secret-key helpers
 of :mod:`custody.hsm.pkcs11.secretkeys`. It is one of the ``custody.hsm.pkcs11`` modules,
@@ -21,9 +26,11 @@ from typing import Any
 from pkcs11 import KDF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
-from custody.errors import IntegrityError
-from custody.hsm import KeyRef, KeyUse, SealedKey, object_label
+from custody.errors import HsmError, IntegrityError, MechanismUnsupported
+from custody.hsm import KeyRef, KeyUse, SealedKey, decode_wrapped, encode_wrapped, object_label
+from custody.hsm.pkcs11 import raw
 from custody.hsm.pkcs11.keypairs import ec_point, generate_pair, p256_point
+from custody.hsm.pkcs11.probe import WrapChoice, buffer_too_small, wrap_with
 from custody.hsm.pkcs11.secretkeys import KCV_ID_PREFIX, KWP, NO_USE, USES, SecretKeyMixin
 
 GCM_NONCE_LEN = 12
@@ -33,12 +40,16 @@ WRAPPED_AES256_LEN = 40  # RFC 5649: 8-byte AIV block + 32 bytes
 class WrappingMixin(SecretKeyMixin):
     """Encrypt/decrypt, wrap/unwrap and sealing operations under token keys."""
 
+    _slot_id: int
+    _gcm_raw_slots: set[int]  # the module's slots whose GCM encrypt needs raw.py
+
     def seal_to_public(self, label: str, version: int, recipient_public: bytes) -> SealedKey:
         """Wrap a key for the holder of a P-256 private key, entirely inside the token.
 
         An ephemeral P-256 key pair is generated as session objects; CKM_ECDH1_DERIVE (null
         KDF) with *recipient_public* derives a session AES-256 key that is sensitive,
-        non-extractable and limited to CKM_AES_KEY_WRAP_PAD; it wraps the key (RFC 5649).
+        non-extractable and limited to key wrap; it wraps the key with the token's key wrap
+        (RFC 5649, else RFC 3394; the blob records which).
         The blob is then unwrapped again inside the token and its KCV compared (a
         known-answer round trip). The ephemeral private key and the derived key are
         destroyed; only the ephemeral public point and the blob leave the token.
@@ -60,6 +71,7 @@ class WrappingMixin(SecretKeyMixin):
         point = p256_point(recipient_public)
         lbl = object_label(label, version)
         with self._op(f"seal {lbl} to the recovery public key") as s:
+            choice, unwrap_mech = self._wrap_choice(s)
             target = self._secret(s, label, version)
             kcv = self._kcv(target)
             pub, priv = generate_pair(s, None, "ecdsa-p256", Attribute.DERIVE, False)
@@ -79,12 +91,12 @@ class WrappingMixin(SecretKeyMixin):
                         **NO_USE,
                         Attribute.WRAP: True,
                         Attribute.UNWRAP: True,
-                        Attribute.ALLOWED_MECHANISMS: [KWP],
+                        **self._allowed(s, sorted({choice.mechanism, unwrap_mech})),
                     },
                 )
                 try:
-                    wrapped = bytes(k.wrap_key(target, mechanism=KWP))
-                    if self._kcv_of_blob(k, wrapped) != kcv:
+                    wrapped = wrap_with(s, self._slot_id, choice, k, target, 32)
+                    if self._kcv_of_blob(s, k, wrapped, unwrap_mech) != kcv:
                         raise IntegrityError(
                             f"The sealed blob of {lbl} does not unwrap to the same key",
                             "The token is faulty; do not rely on this blob.",
@@ -96,10 +108,53 @@ class WrappingMixin(SecretKeyMixin):
                 for obj in (priv, pub):
                     with suppress(px.PKCS11Error):
                         obj.destroy()
-            return SealedKey(ephemeral_public=eph, wrapped=wrapped, kcv=kcv)
+            return SealedKey(
+                ephemeral_public=eph, wrapped=encode_wrapped(choice.fmt, wrapped), kcv=kcv
+            )
+
+    def _wrap_choice(self, s: Any) -> tuple[WrapChoice, Mechanism]:
+        """The key wrap for new blobs on this token and the mechanism that opens them."""
+        prof = self._profile(s)
+        if prof.wrap is None or prof.wrap.fmt not in prof.unwrap:
+            raise MechanismUnsupported(
+                "The token has no AES key wrap that passed the known-answer test",
+                "custody needs RFC 5649 or RFC 3394 key wrap; 'custody hsm selftest' shows "
+                "what failed.",
+            )
+        return prof.wrap, prof.unwrap[prof.wrap.fmt]
+
+    def _unwrap_mech(self, s: Any, fmt: str) -> Mechanism:
+        mech: Mechanism | None = self._profile(s).unwrap.get(fmt)
+        if mech is None:
+            raise MechanismUnsupported(
+                f"The token cannot open {fmt} key-wrap blobs",
+                "Its unwrap mechanisms failed the known-answer test; use a token that "
+                "unwraps this format ('custody hsm selftest').",
+            )
+        return mech
+
+    def check_wrapped(self, wrapping_key: bytes, blob: bytes) -> str:
+        """Open a stored wrapped-key *blob* (either format, :func:`custody.hsm.decode_wrapped`)
+        under *wrapping_key* into a short-lived ECB-only session object, and return its KCV.
+        Nothing is stored on the token.
+
+        Raises:
+            ValueError: *wrapping_key* is not 16, 24 or 32 bytes.
+            MechanismUnsupported: the token cannot unwrap that format.
+            IntegrityError: the blob does not open under the key.
+            HsmError: the token failed.
+        """
+        _check_aes(wrapping_key)
+        fmt, body = decode_wrapped(blob)
+        with self._op("open a wrapped key to check it", integrity=True) as s:
+            mech = self._unwrap_mech(s, fmt)
+            with self._temp_key(s, wrapping_key, KeyType.AES, (mech,), unwrap=True) as wk:
+                return self._kcv_of_blob(s, wk, body, mech)
 
     def export_wrapped(self, label: str, version: int, wrapping_key: bytes) -> bytes:
-        """Wrap a token key under raw AES key bytes (RK) with RFC 5649 (CKM_AES_KEY_WRAP_PAD).
+        """Wrap a token key under raw AES key bytes (RK) with the token's key wrap (RFC 5649,
+        else RFC 3394, chosen by the known-answer test; the blob records which, see
+        :func:`custody.hsm.encode_wrapped`).
 
         The wrapping key exists only as a session object for the duration of the call. The
         blob is unwrapped again inside the token and its KCV compared before it is returned
@@ -115,15 +170,17 @@ class WrappingMixin(SecretKeyMixin):
         _check_aes(wrapping_key)
         lbl = object_label(label, version)
         with self._op(f"wrap {lbl} for export") as s:
+            choice, unwrap_mech = self._wrap_choice(s)
             target = self._secret(s, label, version)
-            with self._temp_key(s, wrapping_key, KeyType.AES, wrap=True, unwrap=True) as wk:
-                blob = bytes(wk.wrap_key(target, mechanism=KWP))
-                if self._kcv_of_blob(wk, blob) != self._kcv(target):
+            mechs = tuple(sorted({choice.mechanism, unwrap_mech}))
+            with self._temp_key(s, wrapping_key, KeyType.AES, mechs, wrap=True, unwrap=True) as wk:
+                blob = wrap_with(s, self._slot_id, choice, wk, target, 32)
+                if self._kcv_of_blob(s, wk, blob, unwrap_mech) != self._kcv(target):
                     raise IntegrityError(
                         f"The blob of {lbl} does not unwrap to the same key",
                         "The token is faulty; do not rely on this blob.",
                     )
-                return blob
+                return encode_wrapped(choice.fmt, blob)
 
     def import_wrapped(
         self,
@@ -134,8 +191,9 @@ class WrappingMixin(SecretKeyMixin):
         *,
         use: KeyUse = "seal",
     ) -> KeyRef:
-        """Unwrap an RFC 5649 *blob* under raw AES key bytes straight into a token key that
-        is sensitive, non-extractable, non-modifiable and limited to *use*.
+        """Unwrap a stored *blob* (RFC 5649, or tagged RFC 3394) under raw AES key bytes
+        straight into a token key that is sensitive, non-extractable, non-modifiable and
+        limited to *use*.
 
         Its KCV is taken first on an ECB-only session copy (:meth:`_kcv_of_blob`) and kept
         in CKA_ID, since SoftHSM 2.6.1 computes no CKA_CHECK_VALUE for unwrapped keys.
@@ -147,6 +205,7 @@ class WrappingMixin(SecretKeyMixin):
             HsmError: the token failed.
         """
         _check_aes(wrapping_key)
+        fmt, blob = decode_wrapped(blob)
         if len(blob) != WRAPPED_AES256_LEN:
             # SoftHSM reports CKA_VALUE_LEN=0 after C_UnwrapKey and refuses it in the
             # template, so the length is checked on the blob: RFC 5649 of 32 bytes is 40.
@@ -157,8 +216,9 @@ class WrappingMixin(SecretKeyMixin):
         attrs, mechs = USES[use]
         with self._op(f"unwrap {object_label(label, version)}", integrity=True) as s:
             lbl = self._absent(s, label, version)
-            with self._temp_key(s, wrapping_key, KeyType.AES, unwrap=True) as wk:
-                kcv = self._kcv_of_blob(wk, blob)
+            mech = self._unwrap_mech(s, fmt)
+            with self._temp_key(s, wrapping_key, KeyType.AES, (mech,), unwrap=True) as wk:
+                kcv = self._kcv_of_blob(s, wk, blob, mech)
                 # SoftHSM refuses CKA_MODIFIABLE=false in an unwrap template, so the key
                 # is unwrapped as a session object and copied to a locked token object.
                 tmp = wk.unwrap_key(
@@ -166,7 +226,7 @@ class WrappingMixin(SecretKeyMixin):
                     KeyType.AES,
                     blob,
                     label=lbl,
-                    mechanism=KWP,
+                    mechanism=mech,
                     store=False,
                     template={
                         Attribute.TOKEN: False,
@@ -174,7 +234,7 @@ class WrappingMixin(SecretKeyMixin):
                         Attribute.SENSITIVE: True,
                         Attribute.EXTRACTABLE: False,
                         Attribute.ID: KCV_ID_PREFIX + bytes.fromhex(kcv),
-                        Attribute.ALLOWED_MECHANISMS: mechs,
+                        **self._allowed(s, mechs),
                         **attrs,
                     },
                 )
@@ -200,10 +260,26 @@ class WrappingMixin(SecretKeyMixin):
         with self._op(f"encrypt with {object_label(label, version)}") as s:
             key = self._usable(self._secret(s, label, version), Attribute.ENCRYPT, label, version)
             nonce = bytes(s.generate_random(8 * GCM_NONCE_LEN))
-            ct = key.encrypt(
-                plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
-            )
-            return nonce, bytes(ct)
+            if self._slot_id not in self._gcm_raw_slots:
+                try:
+                    ct = key.encrypt(
+                        plaintext,
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=GCMParams(nonce, aad),
+                    )
+                    return nonce, bytes(ct)
+                except px.PKCS11Error as exc:
+                    if not buffer_too_small(exc):
+                        raise
+                    self._gcm_raw_slots.add(self._slot_id)  # see custody.hsm.pkcs11.raw
+            try:
+                return nonce, raw.gcm_encrypt(s, self._slot_id, key.handle, nonce, aad, plaintext)
+            except raw.RawCallError as exc:
+                raise HsmError(
+                    f"The token failed to encrypt with {object_label(label, version)} "
+                    f"(CKR 0x{exc.rv:x})",
+                    "See the token's logs; 'custody hsm selftest' checks AES-GCM.",
+                ) from exc
 
     def decrypt(
         self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes

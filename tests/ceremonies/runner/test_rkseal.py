@@ -107,3 +107,18 @@ def test_a_blob_under_rk_is_returned_as_is():
     rk = os.urandom(32)
     raw = aes_key_wrap_with_padding(rk, os.urandom(32))
     assert rkseal.open_blob(raw, rk, root_version=1) == (rk, raw)
+
+
+def test_wrap_format_names_what_a_token_must_unwrap_to_recover_the_root():
+    """recover's hsm-check refuses a token that cannot open the blobs' format before any
+    share is asked for; the format comes from the blob (or the root inside a sealed one)."""
+    from custody.hsm import RFC3394_TAG
+
+    raw = os.urandom(40)
+    assert rkseal.wrap_format(raw) == "rfc5649"
+    assert rkseal.wrap_format(RFC3394_TAG + raw) == "rfc3394"
+    for inner, fmt in ((raw, "rfc5649"), (RFC3394_TAG + raw, "rfc3394")):
+        doc = {"v": 2, "curve": "p256", "epk": "04", "rk": "00", "wrapped": inner.hex()}
+        assert rkseal.wrap_format(rkseal.SEALED_MAGIC + canonical_bytes(doc)) == fmt
+    with pytest.raises(IntegrityError):
+        rkseal.wrap_format(rkseal.SEALED_MAGIC + b"{not json")

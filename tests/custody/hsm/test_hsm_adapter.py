@@ -270,13 +270,18 @@ def test_selftest_reports_everything_and_leaves_nothing(hsm):
         "random",
         "aes_key_gen",
         "aes_gcm",
-        "aes_kwp",
+        "key_wrap",
         "kcv",
         "sign_verify",
         "ecdh",
         "allowed_mechanisms",
         "ecdh_wrap",
     }
+    assert set(report.results.values()) == {"pass"}
+    # SoftHSM 2.6.1: CKM_AES_KEY_WRAP_PAD is RFC 5649 byte for byte (checked against
+    # cryptography by the known-answer test), and GCM works through python-pkcs11 itself.
+    assert report.choices["key_wrap"] == "rfc5649 (CKM_AES_KEY_WRAP_PAD)"
+    assert report.choices["aes_gcm"] == "in token"
     assert hsm.list_keys() == before
 
 
@@ -466,3 +471,68 @@ def test_a_crash_never_leaves_an_extractable_key(softhsm_token, name, stage):
     seen = child("list")
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout.strip() == ("[(1, False)]" if stage == "locked" else "[]")
+
+
+# --- issue 13: the key wrap is chosen by a known-answer test; blobs record their format ---
+def test_rfc3394_blobs_record_their_format_and_open_on_an_rfc5649_adapter(
+    softhsm_token, tmp_path, hsm, name
+):
+    """The RFC 3394 fallback (a token whose RFC 5649 fails its known-answer test), forced
+    on SoftHSM: the blob is tagged, opens in a session object, and a default adapter (which
+    wraps RFC 5649) imports it; a cryptography-made RFC 3394 blob imports to its KCV; a
+    tampered one is refused."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    from custody.hsm import RFC3394_TAG, decode_wrapped, kcv_of_bytes
+    from custody.hsm.pkcs11.adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    kw = open_hsm(HsmConfig(token_label=label), tmp_path, pin, wrap_formats=("rfc3394",))
+    try:
+        assert kw.preflight()["key_wrap"] == "rfc3394 (CKM_AES_KEY_WRAP)"
+        ref = kw.generate_aes_key(name, 1, extractable=True)
+        rk = os.urandom(32)
+        blob = kw.export_wrapped(name, 1, rk)
+        assert blob.startswith(RFC3394_TAG) and len(blob) == 44
+        assert decode_wrapped(blob)[0] == "rfc3394"
+        assert kw.check_wrapped(rk, blob) == ref.kcv
+    finally:
+        kw.close()
+    assert hsm.preflight()["key_wrap"] == "rfc5649 (CKM_AES_KEY_WRAP_PAD)"
+    assert hsm.import_wrapped(name, 2, rk, blob).kcv == ref.kcv
+    raw = os.urandom(32)
+    made = RFC3394_TAG + aes_key_wrap(rk, raw)
+    assert hsm.import_wrapped(name, 3, rk, made).kcv == kcv_of_bytes(raw)
+    bad = made[:-1] + bytes([made[-1] ^ 1])
+    with pytest.raises(IntegrityError):
+        hsm.import_wrapped(name, 4, rk, bad)
+    with pytest.raises(IntegrityError):
+        hsm.check_wrapped(os.urandom(32), blob)  # another key: the blob does not open
+
+
+def test_the_raw_gcm_and_wrap_calls_match_cryptography_on_softhsm(hsm):
+    """The ctypes workaround for python-pkcs11's output-length bug (used on NSS softokn)
+    gives standard AES-GCM and RFC 5649 on SoftHSM too, through python-pkcs11's own
+    function list and handles."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+    from pkcs11 import KeyType, Mechanism
+
+    from custody.hsm.pkcs11 import probe, raw
+
+    key_raw, payload, nonce = os.urandom(32), os.urandom(32), os.urandom(12)
+    with hsm._op("raw call test") as s:
+        slot = int(s.token.slot.slot_id)
+        key = probe._secret(s, key_raw, encrypt=True, wrap=True)
+        target = probe._secret(s, payload, KeyType.GENERIC_SECRET)
+        try:
+            ct = raw.gcm_encrypt(s, slot, key.handle, nonce, b"aad", b"m" * 33)
+            wrapped = raw.wrap_key(
+                s, slot, int(Mechanism.AES_KEY_WRAP_PAD), key.handle, target.handle, 40
+            )
+            with pytest.raises(raw.RawCallError):  # a wrong slot: the pointer check refuses
+                raw.gcm_encrypt(s, slot + 1000, key.handle, nonce, b"", b"m")
+        finally:
+            probe._destroy(target, key)
+    assert AESGCM(key_raw).decrypt(nonce, ct, b"aad") == b"m" * 33
+    assert wrapped == aes_key_wrap_with_padding(key_raw, payload)
