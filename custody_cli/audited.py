@@ -58,6 +58,7 @@ AUDITED: frozenset[str] = frozenset(
         "secret destroy",
         "secret due",
         "secret rotate",
+        "scan",
     }
 )
 

@@ -136,6 +136,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_rotate)
 
+    sc = sub.add_parser(
+        "scan",
+        help="find leaked secrets in files, directories or a git history",
+        description="Find custody-format API keys (by prefix and checksum, no store needed) "
+        "and the values of the home's secrets (by keyed hash under a key made for this scan; "
+        "needs the token PIN) in PATHs. --git scans every commit of the repository at PATH; "
+        "--staged only its staged changes (a pre-commit hook). Exits 1 on a hit, with "
+        "each hit's file, line and commit, an alert, and the emergency rotation to run.",
+    )
+    sc.add_argument("paths", nargs="+", metavar="PATH")
+    mode = sc.add_mutually_exclusive_group()
+    mode.add_argument("--git", action="store_true", help="scan the whole history of a git repo")
+    mode.add_argument("--staged", action="store_true", help="scan a repo's staged changes")
+    sc.add_argument(
+        "--keys-only",
+        action="store_true",
+        help="look only for custody-format keys (no home, no PIN)",
+    )
+    common.add_standard(sc, pin=True)
+    sc.set_defaults(func=cmd_scan)
+
     p = ss.add_parser("due", help="secrets that expire within --within days, or are overdue")
     common.add_standard(p)
     p.add_argument("--within", type=int, default=30, metavar="DAYS")
@@ -435,3 +456,47 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         print(("rotated: " if out["ok"] else "NOT rotated: ") + out["detail"])
         print(f"record: {out['bundle']} (custody transcript verify)")
     return 1 if failed else 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from custody.secrets import scan
+
+    known = None
+    home = common.home_of(args)
+    alert: Any = None
+    if not args.keys_only and home.exists():
+        with common.open_home(args, pin=True) as dep:
+            v = _vault(dep, args)
+            known = v.known_values()
+            alert = v._alert
+    hits: list[Any] = []
+    for p in args.paths:
+        if args.git:
+            hits += scan.scan_git_history(p, known)
+        elif args.staged:
+            hits += scan.scan_staged(p, known)
+        else:
+            hits += scan.scan_paths([p], known)
+    if alert is not None:
+        for h in hits:
+            env, _, path = (h.secret or "::").partition(":")
+            alert({"kind": "leak-found", "env": env, "path": path, "owner": "", "class": "",
+                   "file": h.file, "line": h.line, "commit": h.commit})  # fmt: skip
+    if args.json:
+        common.emit_json({"hits": [h.to_json() for h in hits], "known_values": len(known or ())})
+    else:
+        for h in hits:
+            where = f"{h.file}:{h.line}" + (f" (commit {h.commit[:12]})" if h.commit else "")
+            if h.kind == "known-value":
+                env, _, path = (h.secret or "").partition(":")
+                print(f"LEAK {where}: the value of {h.secret}")
+                print(
+                    f"  rotate it now: custody secret rotate {path} --env {env} --emergency "
+                    "--reason 'found in a repository' --key ADMIN.key.pem"
+                )
+            else:
+                print(f"LEAK {where}: a custody API key ({h.prefix}_...)")
+                print("  find its secret by prefix and rotate it with --emergency")
+        if not hits:
+            print(f"no leaks found ({len(known or ())} known values, custody key format)")
+    return 1 if hits else 0

@@ -34,6 +34,7 @@ from custody.errors import IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
 from custody.secrets import standards
 from custody.secrets.categories import Category, SecretPolicy, check_path
+from custody.secrets.scan import KnownValues
 from custody.store.port import Store
 from custody.store.rows import SecretRow, SecretVersionRow
 
@@ -504,6 +505,24 @@ class Vault:
 
     def alert(self, kind: str, row: SecretRow, **extra: Any) -> None:
         self._emit(kind, row, **extra)
+
+    def known_values(self) -> KnownValues:
+        """A :class:`~custody.secrets.scan.KnownValues` index of every live version's value
+        (keyed hashes under a key made for this scan; the values leave memory at once)."""
+        known = KnownValues()
+        for row in self.store.secrets():
+            if row.state not in ("active", "rotating", "deprecated"):
+                continue
+            for ver in self.store.secret_versions(row.env, row.path):
+                if ver.state == "live" and ver.dek_uid is not None and ver.ciphertext:
+                    dek = self.hierarchy.unwrap_object(ver.dek_uid)
+                    data = AESGCM(dek).decrypt(
+                        ver.ciphertext[:12],
+                        ver.ciphertext[12:],
+                        _aad(row.env, row.path, ver.version, ver.dek_uid),
+                    )
+                    known.add(data.decode("utf-8"), f"{row.env}:{row.path}")
+        return known
 
     # -- lifecycle -----------------------------------------------------------------
     def delete(self, env: str, path: str) -> dict[str, Any]:
