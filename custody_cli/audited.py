@@ -59,6 +59,8 @@ AUDITED: frozenset[str] = frozenset(
         "secret due",
         "secret rotate",
         "scan",
+        "secret export",
+        "secret import",
     }
 )
 

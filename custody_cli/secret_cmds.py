@@ -136,6 +136,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_rotate)
 
+    p = ss.add_parser(
+        "export",
+        help="write secrets to a file signed by you and encrypted to one recipient",
+        description="Export the current values of PATHs in --env, encrypted to the "
+        "recipient's X25519 key (their NAME.pub.json, endorsed by their signing key) and "
+        "signed with --key. Only that recipient can open it; nothing is written in plain.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--env", required=True, metavar="ENV")
+    p.add_argument("--to", required=True, metavar="PUBJSON", help="the recipient's NAME.pub.json")
+    p.add_argument("--out", required=True, metavar="FILE", help="the export file (mode 0600)")
+    p.add_argument("--key", required=True, metavar="FILE", help="your signing key")
+    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_export)
+    p = ss.add_parser(
+        "import",
+        help="verify and load an export made for you",
+        description="Check FILE's signature against a pinned sender (--trust), check it is "
+        "encrypted to your key (--key NAME.enc.pem), decrypt it in memory and store each "
+        "secret (a new secret, or a new version of one with the same category).",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--key", required=True, metavar="FILE", help="your NAME.enc.pem")
+    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    p.add_argument(
+        "--trust", required=True, action="append", metavar="PUBJSON", help="the sender (repeat)"
+    )
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_import)
+
     sc = sub.add_parser(
         "scan",
         help="find leaked secrets in files, directories or a git history",
@@ -500,3 +531,75 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not hits:
             print(f"no leaks found ({len(known or ())} known values, custody key format)")
     return 1 if hits else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from ceremonies.participants import load_identity
+    from custody.secrets.transfer import ExportItem, seal_export
+    from custody_cli.ceremony_drive import signer_of
+
+    ident = load_identity(Path(args.to))
+    recipient = ident.encryption_key()
+    if recipient is None:
+        raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
+    signer = signer_of(args)
+    with common.open_home(args, pin=True) as dep:
+        v = _vault(dep, args)
+        items = []
+        for path in args.paths:
+            meta = v.show(args.env, path)
+            r = v.get(args.env, path)
+            items.append(
+                ExportItem(env=args.env, path=path, category=meta["category"],
+                           owner=meta["owner"], value=r.value,
+                           prefix=dep.store.secret(args.env, path).prefix)  # type: ignore[union-attr]
+            )  # fmt: skip
+        blob = seal_export(items, recipient, sender_public=signer.public, sign=signer.sign,
+                           now=int(time.time()))  # fmt: skip
+    write_private(args.out, blob)
+    info = {"ok": True, "count": len(items), "to": ident.name, "out": args.out}
+    if args.json:
+        common.emit_json(info)
+    else:
+        print(f"exported {len(items)} secrets for {ident.name} to {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ceremonies.participants import load_encryption_key, load_identity
+    from custody.secrets import parse_category
+    from custody.secrets.transfer import open_export
+    from custody.secretsource import read_secret
+
+    trusted = [load_identity(Path(t)).public for t in args.trust]
+    pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
+    key = load_encryption_key(Path(args.key), pw)
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
+    header, items = open_export(raw, key, trusted_senders=trusted)
+    done = []
+    with common.open_home(args, pin=True) as dep:
+        v = _vault(dep, args)
+        for it in items:
+            w = v.put(
+                it.env,
+                it.path,
+                it.value,
+                category=parse_category(it.category),
+                owner=it.owner,
+                prefix=it.prefix,
+                source=f"import:{header['sender'][:16]}",
+            )
+            done.append({"env": it.env, "path": it.path, "version": w.version})
+    if args.json:
+        common.emit_json({"ok": True, "imported": done})
+    else:
+        print(f"imported {len(done)} secrets")
+    return 0
