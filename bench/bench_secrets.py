@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +61,7 @@ def setup(root: Path, n: int) -> tuple[Path, Path]:
     return home, pins
 
 
-def _custody_worker(home: str, n: int, seconds: float, q: mp.Queue) -> None:
+def _custody_worker(home: str, n: int, seconds: float, q: Any) -> None:
     from custody.audit.scope import run_audited
     from custody.config import Home
     from custody.deployment import open_deployment
@@ -71,14 +73,18 @@ def _custody_worker(home: str, n: int, seconds: float, q: mp.Queue) -> None:
         count, i, end = 0, 0, time.perf_counter() + seconds
         while time.perf_counter() < end:
             path = f"bench/s{i % n}"
-            run_audited(h, "secret get", f"prod:{path}", {"env": "prod", "path": path},
-                        lambda p=path: len(v.get("prod", p).value) and 0)  # fmt: skip
+
+            def read(p: str = path) -> int:
+                v.get("prod", p)
+                return 0
+
+            run_audited(h, "secret get", f"prod:{path}", {"env": "prod", "path": path}, read)
             count += 1
             i += 1
     q.put(count / seconds)
 
 
-def _bare_worker(home: str, n: int, seconds: float, q: mp.Queue) -> None:
+def _bare_worker(home: str, n: int, seconds: float, q: Any) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from custody.deployment import open_deployment
@@ -100,13 +106,13 @@ def _bare_worker(home: str, n: int, seconds: float, q: mp.Queue) -> None:
     q.put(count / seconds)
 
 
-def _measure(worker, home: Path, n: int, procs: int, seconds: float) -> float:
+def _measure(worker: Callable[..., None], home: Path, n: int, procs: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()
+    q: Any = ctx.Queue()
     ps = [ctx.Process(target=worker, args=(str(home), n, seconds, q)) for _ in range(procs)]
     for p in ps:
         p.start()
-    rates = [q.get(timeout=600) for _ in ps]
+    rates = [float(q.get(timeout=600)) for _ in ps]
     for p in ps:
         p.join()
     return sum(rates)
@@ -119,7 +125,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    out = {}
+    out: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="custody-bench-") as tmp:
         os.environ["SOFTHSM2_CONF"] = str(Path(tmp) / "home" / "softhsm2.conf")
         home, _ = setup(Path(tmp), a.secrets)
