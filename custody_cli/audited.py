@@ -35,6 +35,7 @@ AUDITED: frozenset[str] = frozenset(
         "backup restore",
         "backup verify",
         "backup rekey",
+        "backup test-restore",
         "ceremony generate",
         "ceremony recover",
         "ceremony reshare",
