@@ -100,6 +100,58 @@ def seal(
     return header(key_id, key_version) + n + AESGCM(key).encrypt(n, plaintext, aad)
 
 
+class Sealer:
+    """:func:`seal` under one key and key version, many times: the header and the ``AESGCM``
+    object are built once (the bulk path of ``dek generate``)."""
+
+    __slots__ = ("_aead", "_header")
+
+    def __init__(self, key: bytes, key_id: str, key_version: int) -> None:
+        self._aead = AESGCM(key)
+        self._header = header(key_id, key_version)
+
+    def __repr__(self) -> str:
+        return "Sealer(...)"
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        n = os.urandom(NONCE_LEN)
+        return self._header + n + self._aead.encrypt(n, plaintext, self._header + context)
+
+
+class Opener:
+    """Opens envelopes under one key and key version, many times (``dek verify``): the
+    header, its length and the ``AESGCM`` object are built once.
+
+    :meth:`open` checks exactly what :func:`parse` then :func:`open_sealed` check for an
+    envelope that must be under *key_id*/v*key_version*: the format version, key id and key
+    version (the whole header, byte for byte), the nonce and tag lengths, and the GCM tag over
+    the header and *context*.
+    """
+
+    __slots__ = ("_decrypt", "_header", "_hl", "_min")
+
+    def __init__(self, key: bytes, key_id: str, key_version: int) -> None:
+        self._decrypt = AESGCM(key).decrypt
+        self._header = header(key_id, key_version)
+        self._hl = len(self._header)
+        self._min = self._hl + NONCE_LEN + TAG_LEN
+
+    def __repr__(self) -> str:
+        return "Opener(...)"
+
+    def open(self, blob: bytes, context: bytes) -> bytes | None:
+        """The plaintext, or ``None`` if *blob* is not a valid envelope under this key."""
+        hl = self._hl
+        if type(blob) is not bytes or len(blob) < self._min or blob[:hl] != self._header:
+            return None
+        try:
+            return self._decrypt(
+                blob[hl : hl + NONCE_LEN], blob[hl + NONCE_LEN :], self._header + context
+            )
+        except InvalidTag:
+            return None
+
+
 def open_sealed(key: bytes, env: Envelope, context: bytes) -> bytes:
     """Decrypt an envelope under a raw key.
 

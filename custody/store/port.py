@@ -37,6 +37,7 @@ from custody.store.rows import (
     NewKek,
     NewObject,
     NewRoot,
+    ObjectCheck,
     ObjectCipher,
     ObjectMove,
     ParticipantRow,
@@ -137,7 +138,16 @@ class KeyStore(Protocol):
         """Objects (of one version, if given); *sample*: that many, chosen at random."""
         ...
 
-    def object_counts(self) -> dict[str, int]: ...
+    def object_batches(
+        self, *, sample: int | None = None, batch: int = 10_000
+    ) -> Iterator[Sequence[ObjectCheck]]:
+        """Every object (or *sample* chosen at random), in lists of up to *batch* rows."""
+        ...
+
+    def object_counts(self) -> dict[str, int]:
+        """Objects by kind, from counters kept with every write (O(1) in the object count)."""
+        ...
+
     def count_objects(self, branch: str, kek_version: int | None = None) -> int: ...
 
     def pending_versions(self, branch: str | None = None) -> list[PendingVersion]:

@@ -26,7 +26,7 @@ from custody.errors import StorageError
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
-from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
+from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from custody.store.sqlite_work import SqliteWork
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
@@ -75,9 +75,8 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies):
         for n in range(current, SCHEMA_VERSION):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in MIGRATIONS[n].split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
+                for stmt in statements(MIGRATIONS[n]):
+                    self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version={n + 1}")
                 self.conn.execute("COMMIT")
             except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from custody.store.rows import (
     NewKek,
     NewObject,
     NewRoot,
+    ObjectCheck,
     ObjectCipher,
     ObjectMove,
     PendingVersion,
@@ -20,12 +22,13 @@ from custody.store.rows import (
     SealedKek,
     StoredObject,
 )
-from custody.store.sqlite_base import SqliteBase
+from custody.store.sqlite_base import SqliteBase, storage_error
 
 _KEKS = (
     "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
     "k.state_changed, k.destroy_after, "
-    "(SELECT COUNT(*) FROM objects o WHERE o.branch=k.branch AND o.kek_version=k.version) "
+    "(SELECT COALESCE(SUM(t.n), 0) FROM object_tally t "
+    "WHERE t.branch=k.branch AND t.kek_version=k.version) "
     "FROM kek_versions k"
 )
 _SEALED = (
@@ -266,8 +269,22 @@ class SqliteKeys(SqliteBase):
                 digest=bytes(r[4]),
             )
 
+    def object_batches(
+        self, *, sample: int | None = None, batch: int = 10_000
+    ) -> Iterator[Sequence[ObjectCheck]]:
+        sql = _sample("SELECT uid, wrapped, branch, kek_version, digest FROM objects", sample)
+        try:
+            cur = self.conn.execute(sql)
+            while rows := cur.fetchmany(batch):
+                yield rows
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
     def object_counts(self) -> dict[str, int]:
-        return dict(self._rows("SELECT kind, COUNT(*) FROM objects GROUP BY kind"))
+        # object_tally is kept by triggers on objects (migration 5), in the same transaction
+        return dict(
+            self._rows("SELECT kind, SUM(n) FROM object_tally GROUP BY kind HAVING SUM(n) > 0")
+        )
 
     def count_objects(self, branch: str, kek_version: int | None = None) -> int:
         if kek_version is None:

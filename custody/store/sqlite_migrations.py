@@ -7,6 +7,8 @@ store of either kind at version *n* has the same tables and columns (docs/store.
 
 from __future__ import annotations
 
+import sqlite3
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: key hierarchy and wrapped objects
     """
@@ -156,6 +158,57 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE root_versions ADD COLUMN destroy_after TEXT;
     """,
+    # 5: object counters by (branch, KEK version, kind), kept by triggers in the writing
+    # transaction (so a rollback undoes them too), so status reads them in O(1); seeded
+    # from the objects already stored. Rows whose count falls to 0 stay, read as absent.
+    """
+    CREATE TABLE object_tally(
+        branch TEXT NOT NULL,
+        kek_version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY(branch, kek_version, kind)
+    ) WITHOUT ROWID;
+    INSERT INTO object_tally(branch, kek_version, kind, n)
+        SELECT branch, kek_version, kind, COUNT(*) FROM objects
+        GROUP BY branch, kek_version, kind;
+    CREATE TRIGGER object_tally_insert AFTER INSERT ON objects BEGIN
+        INSERT INTO object_tally(branch, kek_version, kind, n)
+            VALUES(NEW.branch, NEW.kek_version, NEW.kind, 1)
+            ON CONFLICT(branch, kek_version, kind) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER object_tally_delete AFTER DELETE ON objects BEGIN
+        UPDATE object_tally SET n = n - 1
+            WHERE branch = OLD.branch AND kek_version = OLD.kek_version AND kind = OLD.kind;
+    END;
+    CREATE TRIGGER object_tally_update AFTER UPDATE OF branch, kek_version, kind ON objects
+    WHEN OLD.branch IS NOT NEW.branch OR OLD.kek_version IS NOT NEW.kek_version
+        OR OLD.kind IS NOT NEW.kind
+    BEGIN
+        UPDATE object_tally SET n = n - 1
+            WHERE branch = OLD.branch AND kek_version = OLD.kek_version AND kind = OLD.kind;
+        INSERT INTO object_tally(branch, kek_version, kind, n)
+            VALUES(NEW.branch, NEW.kek_version, NEW.kind, 1)
+            ON CONFLICT(branch, kek_version, kind) DO UPDATE SET n = n + 1;
+    END;
+    """,
 )
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration into statements at the semicolons that end one (a trigger body's
+    inner semicolons do not: :func:`sqlite3.complete_statement` decides)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\n;"):
+        raise ValueError("a migration ends inside a statement")
+    return out
+
 
 SCHEMA_VERSION = len(MIGRATIONS)
