@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+
 from custody.errors import IntegrityError, PolicyError, UsageError
 from custody.keys import wrapped as envelope
 from custody.keys.keks import KekKeys
@@ -189,29 +191,37 @@ class ObjectKeys(KekKeys):
         failed: list[str] = []
         openers: dict[tuple[str, int], envelope.Opener | None] = {}
         prefix = _DIGEST_PREFIX
-        for rows in self.store.object_batches(sample=sample):
-            for uid, blob, branch, version, digest in rows:
-                key = (branch, version)
-                if key in openers:
-                    op = openers[key]
-                else:
-                    op = openers[key] = self._opener(branch, version)
-                plain = None if op is None else op.open(blob, _OBJ_CTX + uid)
-                if plain is None:
+        for branch, version, rows in self.store.object_groups(sample=sample):
+            key = (branch, version)
+            op = openers[key] if key in openers else openers.setdefault(key, self._opener(*key))
+            checked += len(rows)
+            if op is None:
+                failed.extend(uid.hex() for uid, _, _ in rows)
+                continue
+            # envelope.Opener.open, inlined: this loop runs once per stored object
+            hdr, aad, decrypt = op.header, op.aad_prefix, op.decrypt
+            hl, min_len = len(hdr), op.min_len
+            for uid, blob, digest in rows:
+                if type(blob) is not bytes or len(blob) < min_len or blob[:hl] != hdr:
+                    failed.append(uid.hex())
+                    continue
+                try:
+                    plain = decrypt(blob[hl : hl + 12], blob[hl + 12 :], aad + uid)
+                except InvalidTag:
                     failed.append(uid.hex())
                     continue
                 h = prefix.copy()
                 h.update(len(uid).to_bytes(8, "big") + uid + len(plain).to_bytes(8, "big") + plain)
                 if h.digest() != digest:
                     failed.append(uid.hex())
-            checked += len(rows)
             if progress:
                 progress(len(rows))
         return VerifyReport(checked=checked, failed=tuple(failed))
 
     def _opener(self, branch: str, version: int) -> envelope.Opener | None:
         try:
-            return envelope.Opener(self.kek_plaintext(branch, version), branch, version)
+            key = self.kek_plaintext(branch, version)
+            return envelope.Opener(key, branch, version, context_prefix=_OBJ_CTX)
         except (IntegrityError, PolicyError):
             return None
 

@@ -124,29 +124,34 @@ class Opener:
 
     :meth:`open` checks exactly what :func:`parse` then :func:`open_sealed` check for an
     envelope that must be under *key_id*/v*key_version*: the format version, key id and key
-    version (the whole header, byte for byte), the nonce and tag lengths, and the GCM tag over
-    the header and *context*.
+    version (the whole header, byte for byte; the tag covers the *expected* header, so a
+    changed stored one would otherwise go unseen), the nonce and tag lengths, and the GCM tag
+    over the header and *context*. A hot loop may inline it from :attr:`header`,
+    :attr:`min_len`, :attr:`aad_prefix` and :attr:`decrypt` (which raises ``InvalidTag``).
     """
 
-    __slots__ = ("_decrypt", "_header", "_hl", "_min")
+    __slots__ = ("aad_prefix", "decrypt", "header", "min_len")
 
-    def __init__(self, key: bytes, key_id: str, key_version: int) -> None:
-        self._decrypt = AESGCM(key).decrypt
-        self._header = header(key_id, key_version)
-        self._hl = len(self._header)
-        self._min = self._hl + NONCE_LEN + TAG_LEN
+    def __init__(
+        self, key: bytes, key_id: str, key_version: int, *, context_prefix: bytes = b""
+    ) -> None:
+        self.decrypt = AESGCM(key).decrypt
+        self.header = header(key_id, key_version)
+        self.min_len = len(self.header) + NONCE_LEN + TAG_LEN
+        self.aad_prefix = self.header + context_prefix
 
     def __repr__(self) -> str:
         return "Opener(...)"
 
-    def open(self, blob: bytes, context: bytes) -> bytes | None:
-        """The plaintext, or ``None`` if *blob* is not a valid envelope under this key."""
-        hl = self._hl
-        if type(blob) is not bytes or len(blob) < self._min or blob[:hl] != self._header:
+    def open(self, blob: object, context_suffix: bytes) -> bytes | None:
+        """The plaintext of *blob* under context ``context_prefix + context_suffix``, or
+        ``None`` if *blob* is not a valid envelope under this key and key version."""
+        hl = len(self.header)
+        if type(blob) is not bytes or len(blob) < self.min_len or blob[:hl] != self.header:
             return None
         try:
-            return self._decrypt(
-                blob[hl : hl + NONCE_LEN], blob[hl + NONCE_LEN :], self._header + context
+            return self.decrypt(
+                blob[hl : hl + NONCE_LEN], blob[hl + NONCE_LEN :], self.aad_prefix + context_suffix
             )
         except InvalidTag:
             return None

@@ -138,10 +138,12 @@ class KeyStore(Protocol):
         """Objects (of one version, if given); *sample*: that many, chosen at random."""
         ...
 
-    def object_batches(
+    def object_groups(
         self, *, sample: int | None = None, batch: int = 10_000
-    ) -> Iterator[Sequence[ObjectCheck]]:
-        """Every object (or *sample* chosen at random), in lists of up to *batch* rows."""
+    ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:
+        """Every object (or *sample* chosen at random) as ``(branch, kek_version, rows)``:
+        grouped by the branch and version its row names, in lists of up to *batch*, all read
+        from one snapshot. Do not write through this store while iterating."""
         ...
 
     def object_counts(self) -> dict[str, int]:

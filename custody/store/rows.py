@@ -118,9 +118,9 @@ class StoredObject:
     digest: bytes
 
 
-ObjectCheck = tuple[bytes, bytes, str, int, bytes]
-"""``(uid, wrapped, branch, kek_version, digest)`` of an object read for verification: a
-plain tuple, as the driver returns it, so a million of them cost no per-row object."""
+ObjectCheck = tuple[bytes, bytes, bytes]
+"""``(uid, wrapped, digest)`` of an object read for verification: a plain tuple, as the
+driver returns it, so a million of them cost no per-row object."""
 
 
 class ObjectCipher(NamedTuple):

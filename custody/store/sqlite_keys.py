@@ -269,16 +269,42 @@ class SqliteKeys(SqliteBase):
                 digest=bytes(r[4]),
             )
 
-    def object_batches(
+    def object_groups(
         self, *, sample: int | None = None, batch: int = 10_000
-    ) -> Iterator[Sequence[ObjectCheck]]:
-        sql = _sample("SELECT uid, wrapped, branch, kek_version, digest FROM objects", sample)
+    ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:
+        # One read transaction (a WAL snapshot) over all statements, so an object moved by a
+        # concurrent re-key is seen exactly once; the per-version queries walk the
+        # objects_by_version index, in row order within a version.
+        own = not self.conn.in_transaction
         try:
-            cur = self.conn.execute(sql)
-            while rows := cur.fetchmany(batch):
-                yield rows
+            if own:
+                self.conn.execute("BEGIN")
+            if sample is not None:
+                sampled: dict[tuple[str, int], list[ObjectCheck]] = {}
+                for r in self.conn.execute(
+                    "SELECT branch, kek_version, uid, wrapped, digest FROM objects "
+                    "ORDER BY RANDOM() LIMIT ?",
+                    (int(sample),),
+                ):
+                    sampled.setdefault((r[0], r[1]), []).append((r[2], r[3], r[4]))
+                for (branch, version), rows in sampled.items():
+                    yield branch, version, rows
+                return
+            groups = self.conn.execute(
+                "SELECT DISTINCT branch, kek_version FROM objects ORDER BY 1, 2"
+            ).fetchall()
+            for branch, version in groups:
+                cur = self.conn.execute(
+                    "SELECT uid, wrapped, digest FROM objects WHERE branch=? AND kek_version=?",
+                    (branch, version),
+                )
+                while rows := cur.fetchmany(batch):
+                    yield branch, version, rows
         except sqlite3.Error as exc:
             raise storage_error(self._path, exc) from exc
+        finally:
+            if own and self.conn.in_transaction:
+                self._quiet("COMMIT")  # read only: nothing to keep or undo
 
     def object_counts(self) -> dict[str, int]:
         # object_tally is kept by triggers on objects (migration 5), in the same transaction
