@@ -26,10 +26,26 @@ from custody.errors import StorageError
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
-from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_work import SqliteWork
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "statements"]
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration into statements at the semicolons that end one (a trigger body's
+    inner semicolons do not: :func:`sqlite3.complete_statement` decides)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\n;"):
+        raise ValueError("a migration ends inside a statement")
+    return out
 
 
 class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies):

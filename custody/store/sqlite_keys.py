@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from custody.store.rows import (
     SealedKek,
     StoredObject,
 )
-from custody.store.sqlite_base import SqliteBase, storage_error
+from custody.store.sqlite_base import SqliteBase
 
 _KEKS = (
     "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
@@ -275,13 +274,10 @@ class SqliteKeys(SqliteBase):
         # One read transaction (a WAL snapshot) over all statements, so an object moved by a
         # concurrent re-key is seen exactly once; the per-version queries walk the
         # objects_by_version index, in row order within a version.
-        own = not self.conn.in_transaction
-        try:
-            if own:
-                self.conn.execute("BEGIN")
+        with self._read_snapshot():
             if sample is not None:
                 sampled: dict[tuple[str, int], list[ObjectCheck]] = {}
-                for r in self.conn.execute(
+                for r in self._rows(
                     "SELECT branch, kek_version, uid, wrapped, digest FROM objects "
                     "ORDER BY RANDOM() LIMIT ?",
                     (int(sample),),
@@ -290,21 +286,14 @@ class SqliteKeys(SqliteBase):
                 for (branch, version), rows in sampled.items():
                     yield branch, version, rows
                 return
-            groups = self.conn.execute(
-                "SELECT DISTINCT branch, kek_version FROM objects ORDER BY 1, 2"
-            ).fetchall()
+            groups = self._rows("SELECT DISTINCT branch, kek_version FROM objects ORDER BY 1, 2")
             for branch, version in groups:
-                cur = self.conn.execute(
+                for rows in self._batches(
                     "SELECT uid, wrapped, digest FROM objects WHERE branch=? AND kek_version=?",
                     (branch, version),
-                )
-                while rows := cur.fetchmany(batch):
+                    batch,
+                ):
                     yield branch, version, rows
-        except sqlite3.Error as exc:
-            raise storage_error(self._path, exc) from exc
-        finally:
-            if own and self.conn.in_transaction:
-                self._quiet("COMMIT")  # read only: nothing to keep or undo
 
     def object_counts(self) -> dict[str, int]:
         # object_tally is kept by triggers on objects (migration 5), in the same transaction

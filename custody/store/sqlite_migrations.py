@@ -7,8 +7,6 @@ store of either kind at version *n* has the same tables and columns (docs/store.
 
 from __future__ import annotations
 
-import sqlite3
-
 MIGRATIONS: tuple[str, ...] = (
     # 1: key hierarchy and wrapped objects
     """
@@ -193,22 +191,6 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     """,
 )
-
-
-def statements(script: str) -> list[str]:
-    """Split a migration into statements at the semicolons that end one (a trigger body's
-    inner semicolons do not: :func:`sqlite3.complete_statement` decides)."""
-    out: list[str] = []
-    buf = ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \t\n;"):
-                out.append(buf.strip())
-            buf = ""
-    if buf.strip(" \t\n;"):
-        raise ValueError("a migration ends inside a statement")
-    return out
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

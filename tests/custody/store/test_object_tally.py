@@ -15,8 +15,8 @@ import pytest
 
 from custody.errors import StorageError
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
+from custody.store.sqlite import MIGRATIONS, SCHEMA_VERSION, statements
 from custody.store.sqlite import SqliteStore as Store
-from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from tests.conftest import ROOT, cli_env
 
 NOW = "2026-01-01T00:00:00+00:00"
