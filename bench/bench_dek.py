@@ -5,7 +5,9 @@ side in one run (issue 14, item 4).
 
 For each size N it builds a real deployment (SoftHSMv2 token, dev root, data KEK v1) and fills
 it with ``custody dek generate --count N`` run as a subprocess, recording that process's peak
-RSS (``wait4``). Then, interleaved over ``--runs`` repetitions, medians and [min-max]:
+RSS (``VmHWM`` of the CLI process itself, read as it exits: ``wait4``'s ``ru_maxrss`` would
+include the benchmark's own memory, copied into the child by ``fork`` before ``exec``).
+Then, interleaved over ``--runs`` repetitions, medians and [min-max]:
 
 * **dek verify --all (CLI)**: ``custody dek verify --all`` as a subprocess, wall time
   (interpreter start, imports, token login, audit entries, HSM unwrap of the KEK included);
@@ -55,6 +57,19 @@ from custody.status import deployment_status
 
 PIN, SO_PIN = "bench-pin-1234", "bench-so-5678"
 ROOT = Path(__file__).resolve().parents[1]
+# runs custody_cli.main() as ``python -m custody_cli`` does, then writes its own VmHWM (peak RSS
+# of this process image, after exec) to $BENCH_HWM_FILE
+_CLI = (
+    "import sys\n"
+    "from custody_cli import main\n"
+    "try:\n"
+    "    rc = main()\n"
+    "finally:\n"
+    "    import os\n"
+    "    hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM:')][0]\n"
+    "    open(os.environ['BENCH_HWM_FILE'], 'w').write(hwm.split()[1])\n"
+    "sys.exit(rc)\n"
+)
 
 
 def make_home(path: Path) -> Home:
@@ -68,11 +83,12 @@ def make_home(path: Path) -> Home:
 def cli(*args: str) -> tuple[float, float, str, float]:
     """Run ``python -m custody_cli ARGS``: (wall s, peak RSS in MB, stdout, CPU s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
-    env.update(CUSTODY_PIN=PIN, PYTHONPATH=str(ROOT))
+    hwm = Path(tempfile.mkstemp(prefix="bench-hwm-")[1])
+    env.update(CUSTODY_PIN=PIN, PYTHONPATH=str(ROOT), BENCH_HWM_FILE=str(hwm))
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
         p = subprocess.Popen(
-            [sys.executable, "-m", "custody_cli", *args],
+            [sys.executable, "-c", _CLI, *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -86,7 +102,9 @@ def cli(*args: str) -> tuple[float, float, str, float]:
             raise SystemExit(f"custody {' '.join(args[:2])} exited {p.returncode}: {err}")
         out.seek(0)
         text = out.read(4096).decode(errors="replace")
-    return dt, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime
+    peak_kb = int(hwm.read_text())
+    hwm.unlink()
+    return dt, peak_kb / 1024, text, usage.ru_utime + usage.ru_stime
 
 
 def kek_key(home: Home) -> bytes:
