@@ -19,6 +19,7 @@ FULL: dict[str, list[str]] = {
     "bench_backup.py": [],
     "bench_tui.py": [],
     "bench_secrets.py": [],
+    "bench_dek.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_hsm.py": ["--rounds", "3", "--ops", "100"],
@@ -28,6 +29,7 @@ QUICK: dict[str, list[str]] = {
     "bench_backup.py": ["--mib", "64", "--reps", "1", "--rewraps", "500"],
     "bench_tui.py": ["--runs", "3"],
     "bench_secrets.py": ["--secrets", "20", "--seconds", "1", "--rounds", "1"],
+    "bench_dek.py": ["--sizes", "2000,20000", "--runs", "1", "--status-runs", "3"],
 }
 
 

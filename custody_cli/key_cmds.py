@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from custody_cli import common
 
@@ -99,23 +101,40 @@ def cmd_kek_list(args: argparse.Namespace) -> int:
 def cmd_dek_generate(args: argparse.Namespace) -> int:
     from custody_cli.progress import progress_bar
 
+    # Streamed in committed batches: text output keeps only a count; --json keeps the raw
+    # 16-byte uids in one bytearray (not a list of objects) and writes them out at the end.
+    ids = bytearray()
+    count = 0
     with common.open_home(args, pin=True) as dep:
+        batches = dep.hierarchy.iter_generate_deks(args.branch, args.count)
         with progress_bar("wrapping data keys", args.count, enabled=not args.json) as advance:
-            uids = dep.hierarchy.generate_deks(args.branch, args.count, progress=advance)
+            for uids in batches:
+                count += len(uids)
+                if args.json:
+                    ids.extend(b"".join(uids))
+                advance(len(uids))
         kek = dep.hierarchy.current_kek(args.branch)
     if args.json:
-        common.emit_json(
-            {
-                "ok": True,
-                "branch": args.branch,
-                "kek_version": kek.version,
-                "count": len(uids),
-                "ids": [u.hex() for u in uids],
-            }
-        )
+        head = {"ok": True, "branch": args.branch, "kek_version": kek.version, "count": count}
+        _emit_with_ids(head, ids)
     else:
-        print(f"created {len(uids)} data keys under {args.branch}/v{kek.version}")
+        print(f"created {count} data keys under {args.branch}/v{kek.version}")
     return 0
+
+
+def _emit_with_ids(head: dict[str, object], ids: bytearray, width: int = 16) -> None:
+    """What ``common.emit_json({**head, "ids": [hex, ...]})`` prints, without building the
+    list: the document is printed around a placeholder and the ids written in between."""
+    doc = json.dumps({**head, "ids": [0]}, indent=2, sort_keys=True, default=str)
+    before, after = doc.rsplit("    0\n", 1)
+    out = sys.stdout
+    out.write(before)
+    n = len(ids) // width
+    for i in range(n):
+        u = ids[i * width : (i + 1) * width].hex()
+        out.write(f'    "{u}",\n' if i < n - 1 else f'    "{u}"\n')
+    out.write(after)
+    out.write("\n")
 
 
 def cmd_dek_verify(args: argparse.Namespace) -> int:

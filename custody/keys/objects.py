@@ -5,24 +5,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from custody.canonical import domain_hash
+from cryptography.exceptions import InvalidTag
+
 from custody.errors import IntegrityError, PolicyError, UsageError
 from custody.keys import wrapped as envelope
 from custody.keys.keks import KekKeys
 from custody.store.rows import NewObject
 
+_OBJ_CTX = b"custody/obj/"
+_DIGEST_DOMAIN = "custody/object-digest/v1"
+# domain_hash's prefix for the object digest, hashed once and copied per object
+_DIGEST_PREFIX = hashlib.sha256(
+    len(_DIGEST_DOMAIN.encode()).to_bytes(2, "big") + _DIGEST_DOMAIN.encode()
+)
+
 
 def object_context(uid: bytes) -> bytes:
-    return b"custody/obj/" + uid
+    return _OBJ_CTX + uid
 
 
 def object_digest(uid: bytes, plaintext: bytes) -> bytes:
-    """Digest recorded for an object's plaintext, to check a later decrypt against."""
-    return domain_hash("custody/object-digest/v1", uid, plaintext)
+    """Digest recorded for an object's plaintext, to check a later decrypt against:
+    ``domain_hash("custody/object-digest/v1", uid, plaintext)``, computed from a copy of the
+    domain's hashed prefix."""
+    h = _DIGEST_PREFIX.copy()
+    h.update(len(uid).to_bytes(8, "big") + uid + len(plaintext).to_bytes(8, "big") + plaintext)
+    return h.digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,37 +63,71 @@ class ObjectKeys(KekKeys):
         """Create *count* random 256-bit data keys wrapped under the active KEK of *branch*.
 
         Like a KMS GenerateDataKey, but the plaintexts are not returned: only a digest of
-        each is recorded, to verify later decrypts against. Returns the new objects' uids.
+        each is recorded, to verify later decrypts against. Returns the new objects' uids
+        (all in memory: for large counts iterate :meth:`iter_generate_deks`).
+        """
+        uids: list[bytes] = []
+        for batch in self.iter_generate_deks(branch, count, kind=kind, label=label):
+            uids.extend(batch)
+            if progress:
+                progress(len(batch))
+        return uids
+
+    def iter_generate_deks(
+        self,
+        branch: str,
+        count: int,
+        *,
+        kind: str = "dek",
+        label: str | None = None,
+        batch: int = 5000,
+    ) -> Iterator[list[bytes]]:
+        """:meth:`generate_deks` in committed batches: yields the uids of each batch once it
+        is stored, and keeps nothing else, so memory stays flat whatever *count* is.
+
+        Raises:
+            UsageError: *count* < 1 (at the call, before any key is made).
+            CeremonyError: the branch has no active KEK.
         """
         if count < 1:
             raise UsageError("--count must be at least 1", "Ask for one or more keys.")
         kek = self.current_kek(branch)
-        key = self.kek_plaintext(branch, kek.version, for_encrypt=True)
+        sealer = envelope.Sealer(
+            self.kek_plaintext(branch, kek.version, for_encrypt=True), branch, kek.version
+        )
+        return self._generate(sealer, branch, kek.version, count, kind, label, batch)
+
+    def _generate(
+        self,
+        sealer: envelope.Sealer,
+        branch: str,
+        version: int,
+        count: int,
+        kind: str,
+        label: str | None,
+        batch: int,
+    ) -> Iterator[list[bytes]]:
         now = self._now()
-        uids: list[bytes] = []
-        batch = 5000
         for start in range(0, count, batch):
             rows = []
+            uids = []
             for _ in range(min(batch, count - start)):
                 uid = os.urandom(16)
                 dek = os.urandom(32)
-                wrapped = envelope.seal(key, branch, kek.version, dek, object_context(uid))
                 rows.append(
                     NewObject(
                         uid=uid,
                         kind=kind,
                         branch=branch,
-                        kek_version=kek.version,
-                        wrapped=wrapped,
+                        kek_version=version,
+                        wrapped=sealer.seal(dek, _OBJ_CTX + uid),
                         digest=object_digest(uid, dek),
                         label=label,
                     )
                 )
                 uids.append(uid)
             self.store.add_objects(rows, now=now)
-            if progress:
-                progress(len(rows))
-        return uids
+            yield uids
 
     def store_object(
         self, branch: str, plaintext: bytes, *, kind: str, label: str | None = None
@@ -131,22 +178,52 @@ class ObjectKeys(KekKeys):
     ) -> VerifyReport:
         """Decrypt objects and compare each to its recorded digest.
 
+        Each object gets the checks of :meth:`open_object` (envelope header names the row's
+        branch and version, GCM tag over header and uid) and the digest compare; the KEK of
+        each version is looked up (state, HSM unwrap, KCV) once per call, not per object,
+        and its ``AESGCM`` object is reused. Objects under a KEK version that cannot decrypt
+        (missing, disabled, destroyed, failing its KCV) all fail.
+
         Args:
             sample: check this many random objects; ``None`` checks all.
         """
         checked = 0
         failed: list[str] = []
-        for uid, wrapped, branch, version, digest in self.iter_objects(sample):
-            checked += 1
-            try:
-                plain = self.open_object(uid, wrapped, branch, version)
-                if object_digest(uid, plain) != digest:
+        openers: dict[tuple[str, int], envelope.Opener | None] = {}
+        prefix = _DIGEST_PREFIX
+        for branch, version, rows in self.store.object_groups(sample=sample):
+            key = (branch, version)
+            op = openers[key] if key in openers else openers.setdefault(key, self._opener(*key))
+            checked += len(rows)
+            if op is None:
+                failed.extend(uid.hex() for uid, _, _ in rows)
+                continue
+            # envelope.Opener.open, inlined: this loop runs once per stored object
+            hdr, aad, decrypt = op.header, op.aad_prefix, op.decrypt
+            hl, min_len = len(hdr), op.min_len
+            for uid, blob, digest in rows:
+                if type(blob) is not bytes or len(blob) < min_len or blob[:hl] != hdr:
                     failed.append(uid.hex())
-            except (IntegrityError, PolicyError):
-                failed.append(uid.hex())
-            if progress and checked % 1000 == 0:
-                progress(1000)
+                    continue
+                try:
+                    plain = decrypt(blob[hl : hl + 12], blob[hl + 12 :], aad + uid)
+                except InvalidTag:
+                    failed.append(uid.hex())
+                    continue
+                h = prefix.copy()
+                h.update(len(uid).to_bytes(8, "big") + uid + len(plain).to_bytes(8, "big") + plain)
+                if h.digest() != digest:
+                    failed.append(uid.hex())
+            if progress:
+                progress(len(rows))
         return VerifyReport(checked=checked, failed=tuple(failed))
+
+    def _opener(self, branch: str, version: int) -> envelope.Opener | None:
+        try:
+            key = self.kek_plaintext(branch, version)
+            return envelope.Opener(key, branch, version, context_prefix=_OBJ_CTX)
+        except (IntegrityError, PolicyError):
+            return None
 
     def object_counts(self) -> dict[str, int]:
         return self.store.object_counts()

@@ -100,6 +100,63 @@ def seal(
     return header(key_id, key_version) + n + AESGCM(key).encrypt(n, plaintext, aad)
 
 
+class Sealer:
+    """:func:`seal` under one key and key version, many times: the header and the ``AESGCM``
+    object are built once (the bulk path of ``dek generate``)."""
+
+    __slots__ = ("_aead", "_header")
+
+    def __init__(self, key: bytes, key_id: str, key_version: int) -> None:
+        self._aead = AESGCM(key)
+        self._header = header(key_id, key_version)
+
+    def __repr__(self) -> str:
+        return "Sealer(...)"
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        n = os.urandom(NONCE_LEN)
+        return self._header + n + self._aead.encrypt(n, plaintext, self._header + context)
+
+
+class Opener:
+    """Opens envelopes under one key and key version, many times (``dek verify``): the
+    header, its length and the ``AESGCM`` object are built once.
+
+    :meth:`open` checks exactly what :func:`parse` then :func:`open_sealed` check for an
+    envelope that must be under *key_id*/v*key_version*: the format version, key id and key
+    version (the whole header, byte for byte; the tag covers the *expected* header, so a
+    changed stored one would otherwise go unseen), the nonce and tag lengths, and the GCM tag
+    over the header and *context*. A hot loop may inline it from :attr:`header`,
+    :attr:`min_len`, :attr:`aad_prefix` and :attr:`decrypt` (which raises ``InvalidTag``).
+    """
+
+    __slots__ = ("aad_prefix", "decrypt", "header", "min_len")
+
+    def __init__(
+        self, key: bytes, key_id: str, key_version: int, *, context_prefix: bytes = b""
+    ) -> None:
+        self.decrypt = AESGCM(key).decrypt
+        self.header = header(key_id, key_version)
+        self.min_len = len(self.header) + NONCE_LEN + TAG_LEN
+        self.aad_prefix = self.header + context_prefix
+
+    def __repr__(self) -> str:
+        return "Opener(...)"
+
+    def open(self, blob: object, context_suffix: bytes) -> bytes | None:
+        """The plaintext of *blob* under context ``context_prefix + context_suffix``, or
+        ``None`` if *blob* is not a valid envelope under this key and key version."""
+        hl = len(self.header)
+        if type(blob) is not bytes or len(blob) < self.min_len or blob[:hl] != self.header:
+            return None
+        try:
+            return self.decrypt(
+                blob[hl : hl + NONCE_LEN], blob[hl + NONCE_LEN :], self.aad_prefix + context_suffix
+            )
+        except InvalidTag:
+            return None
+
+
 def open_sealed(key: bytes, env: Envelope, context: bytes) -> bytes:
     """Decrypt an envelope under a raw key.
 

@@ -37,6 +37,7 @@ from custody.store.rows import (
     NewKek,
     NewObject,
     NewRoot,
+    ObjectCheck,
     ObjectCipher,
     ObjectMove,
     ParticipantRow,
@@ -139,7 +140,18 @@ class KeyStore(Protocol):
         """Objects (of one version, if given); *sample*: that many, chosen at random."""
         ...
 
-    def object_counts(self) -> dict[str, int]: ...
+    def object_groups(
+        self, *, sample: int | None = None, batch: int = 10_000
+    ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:
+        """Every object (or *sample* chosen at random) as ``(branch, kek_version, rows)``:
+        grouped by the branch and version its row names, in lists of up to *batch*, all read
+        from one snapshot. Do not write through this store while iterating."""
+        ...
+
+    def object_counts(self) -> dict[str, int]:
+        """Objects by kind, from counters kept with every write (O(1) in the object count)."""
+        ...
+
     def count_objects(self, branch: str, kek_version: int | None = None) -> int: ...
 
     def pending_versions(self, branch: str | None = None) -> list[PendingVersion]:

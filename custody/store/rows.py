@@ -118,6 +118,11 @@ class StoredObject:
     digest: bytes
 
 
+ObjectCheck = tuple[bytes, bytes, bytes]
+"""``(uid, wrapped, digest)`` of an object read for verification: a plain tuple, as the
+driver returns it, so a million of them cost no per-row object."""
+
+
 class ObjectCipher(NamedTuple):
     """``(id, uid, wrapped)`` of an object claimed by a re-key batch."""
 

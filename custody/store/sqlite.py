@@ -30,7 +30,23 @@ from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "statements"]
+
+
+def statements(script: str) -> list[str]:
+    """Split a migration into statements at the semicolons that end one (a trigger body's
+    inner semicolons do not: :func:`sqlite3.complete_statement` decides)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\n;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \t\n;"):
+        raise ValueError("a migration ends inside a statement")
+    return out
 
 
 class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
@@ -80,9 +96,8 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
         for n in range(current, SCHEMA_VERSION):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in MIGRATIONS[n].split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
+                for stmt in statements(MIGRATIONS[n]):
+                    self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version={n + 1}")
                 self.conn.execute("COMMIT")
             except BaseException:

@@ -72,6 +72,28 @@ class SqliteBase:
         except sqlite3.Error as exc:
             raise storage_error(self._path, exc) from exc
 
+    def _batches(self, sql: str, params: Params = (), size: int = 10_000) -> Iterator[list[Any]]:
+        """The rows of one query, in lists of up to *size* (``fetchmany``)."""
+        try:
+            cur = self.conn.execute(sql, params)
+            while rows := cur.fetchmany(size):
+                yield rows
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """One deferred read transaction (a WAL snapshot) around several reads, unless a
+        transaction is already open (then its own view holds)."""
+        own = not self.conn.in_transaction
+        if own:
+            self._run("BEGIN")
+        try:
+            yield
+        finally:
+            if own and self.conn.in_transaction:
+                self._quiet("COMMIT")  # read only: nothing to keep or undo
+
     def _write(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one write statement in a transaction (the caller's, or its own)."""
         with self.transaction():

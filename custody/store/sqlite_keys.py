@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from custody.errors import StorageError
 from custody.model import KeyState
 from custody.store.rows import (
     KekRewrap,
@@ -12,6 +14,7 @@ from custody.store.rows import (
     NewKek,
     NewObject,
     NewRoot,
+    ObjectCheck,
     ObjectCipher,
     ObjectMove,
     PendingVersion,
@@ -25,7 +28,8 @@ from custody.store.sqlite_base import SqliteBase
 _KEKS = (
     "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
     "k.state_changed, k.destroy_after, "
-    "(SELECT COUNT(*) FROM objects o WHERE o.branch=k.branch AND o.kek_version=k.version) "
+    "(SELECT COALESCE(SUM(t.n), 0) FROM object_tally t "
+    "WHERE t.branch=k.branch AND t.kek_version=k.version) "
     "FROM kek_versions k"
 )
 _SEALED = (
@@ -227,13 +231,24 @@ class SqliteKeys(SqliteBase):
 
     # ---------------------------------------------------------------------- objects
     def add_objects(self, objects: Sequence[NewObject], *, now: str) -> None:
+        with self.transaction():
+            self._write_many(
+                "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, label, "
+                "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
+                [
+                    (o.uid, o.kind, o.branch, o.kek_version, o.wrapped, o.digest, o.label, now, now)
+                    for o in objects
+                ],
+            )
+            counts = Counter((o.branch, o.kek_version, o.kind) for o in objects)
+            self._bump_tally([(b, v, k, n) for (b, v, k), n in counts.items()])
+
+    def _bump_tally(self, deltas: Sequence[tuple[str, int, str, int]]) -> None:
+        """Add to the object counters (migration 5), inside the caller's transaction."""
         self._write_many(
-            "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, label, "
-            "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
-            [
-                (o.uid, o.kind, o.branch, o.kek_version, o.wrapped, o.digest, o.label, now, now)
-                for o in objects
-            ],
+            "INSERT INTO object_tally(branch, kek_version, kind, n) VALUES(?,?,?,?) "
+            "ON CONFLICT(branch, kek_version, kind) DO UPDATE SET n = n + excluded.n",
+            deltas,
         )
 
     def stored_object(self, uid: bytes) -> StoredObject | None:
@@ -266,8 +281,38 @@ class SqliteKeys(SqliteBase):
                 digest=bytes(r[4]),
             )
 
+    def object_groups(
+        self, *, sample: int | None = None, batch: int = 10_000
+    ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:
+        # One read transaction (a WAL snapshot) over all statements, so an object moved by a
+        # concurrent re-key is seen exactly once; the per-version queries walk the
+        # objects_by_version index, in row order within a version.
+        with self._read_snapshot():
+            if sample is not None:
+                sampled: dict[tuple[str, int], list[ObjectCheck]] = {}
+                for r in self._rows(
+                    "SELECT branch, kek_version, uid, wrapped, digest FROM objects "
+                    "ORDER BY RANDOM() LIMIT ?",
+                    (int(sample),),
+                ):
+                    sampled.setdefault((r[0], r[1]), []).append((r[2], r[3], r[4]))
+                for (branch, version), rows in sampled.items():
+                    yield branch, version, rows
+                return
+            groups = self._rows("SELECT DISTINCT branch, kek_version FROM objects ORDER BY 1, 2")
+            for branch, version in groups:
+                for rows in self._batches(
+                    "SELECT uid, wrapped, digest FROM objects WHERE branch=? AND kek_version=?",
+                    (branch, version),
+                    batch,
+                ):
+                    yield branch, version, rows
+
     def object_counts(self) -> dict[str, int]:
-        return dict(self._rows("SELECT kind, COUNT(*) FROM objects GROUP BY kind"))
+        # object_tally is kept by triggers on objects (migration 5), in the same transaction
+        return dict(
+            self._rows("SELECT kind, SUM(n) FROM object_tally GROUP BY kind HAVING SUM(n) > 0")
+        )
 
     def count_objects(self, branch: str, kek_version: int | None = None) -> int:
         if kek_version is None:
@@ -304,10 +349,51 @@ class SqliteKeys(SqliteBase):
         return [ObjectCipher(*r) for r in rows]
 
     def move_objects(self, moves: Sequence[ObjectMove]) -> int:
-        return self._write_many(
-            "UPDATE objects SET wrapped=?, kek_version=?, updated=? WHERE id=? AND kek_version=?",
-            moves,
-        )
+        # Moves are staged in a temp table and applied by one UPDATE ... FROM, whose changes
+        # are first counted by (branch, kind, old, new) for the counters. Moves of the same id
+        # go in successive rounds, so the result is that of applying them one by one.
+        rounds: list[list[ObjectMove]] = []
+        seen: dict[int, int] = {}
+        for m in moves:
+            k = seen.get(m.id, 0)
+            seen[m.id] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(m)
+        moved = 0
+        with self.transaction():
+            self._run(
+                "CREATE TEMP TABLE IF NOT EXISTS object_moves(id INTEGER PRIMARY KEY, "
+                "wrapped BLOB, new_version INTEGER, updated TEXT, old_version INTEGER)"
+            )
+            for batch in rounds:
+                self._run("DELETE FROM temp.object_moves")
+                self._write_many(
+                    "INSERT INTO temp.object_moves(wrapped, new_version, updated, id, "
+                    "old_version) VALUES(?,?,?,?,?)",
+                    batch,
+                )
+                changes = self._rows(
+                    "SELECT o.branch, o.kind, m.old_version, m.new_version, COUNT(*) "
+                    "FROM objects o JOIN temp.object_moves m "
+                    "ON o.id = m.id AND o.kek_version = m.old_version GROUP BY 1, 2, 3, 4"
+                )
+                n = self._write(
+                    "UPDATE objects SET wrapped=m.wrapped, kek_version=m.new_version, "
+                    "updated=m.updated FROM temp.object_moves AS m "
+                    "WHERE objects.id = m.id AND objects.kek_version = m.old_version"
+                ).rowcount
+                if n != sum(c[4] for c in changes):
+                    raise StorageError(
+                        "The objects changed while they were being moved", "Retry the batch."
+                    )
+                self._bump_tally(
+                    [(b, old, k, -c) for b, k, old, new, c in changes if old != new]
+                    + [(b, new, k, c) for b, k, old, new, c in changes if old != new]
+                )
+                moved += n
+            self._run("DELETE FROM temp.object_moves")
+        return moved
 
     def sample_ciphers(self, limit: int) -> list[SampledCipher]:
         rows = self._rows("SELECT id, uid, wrapped, kek_version FROM objects LIMIT ?", (limit,))
