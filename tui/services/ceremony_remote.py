@@ -83,3 +83,27 @@ def read_sealed(text: str) -> str:
                 "It must start with custody-blob: (from 'custody share send').",
             )
     return t
+
+
+def offer_lines(text: str, width: int = 64) -> list[str]:
+    """The offer text in lines of *width* characters, to copy from the screen: the reader
+    (``custody share send --offer``) ignores the line breaks, and the lines are drawn
+    without any wrapping or scrollbar glyph beside them."""
+    return [text[i : i + width] for i in range(0, len(text), width)] or [""]
+
+
+def write_offer(text: str, path: str) -> Path:
+    """Write the (public) offer text to *path*, for ``custody share send --offer PATH``.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    p = Path(path).expanduser()
+    try:
+        p.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write the offer to {p.name}",
+            "Give a path in a directory you can write to.",
+        ) from exc
+    return p
