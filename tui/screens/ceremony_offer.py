@@ -23,6 +23,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from tui.screens.base import ServiceScreen
 from tui.services.ceremony import OfferView
 from tui.services.ceremony_remote import offer_lines, write_offer
 
@@ -44,7 +45,7 @@ def qr_size(qr: str) -> tuple[int, int]:
     return (max((len(r) for r in rows), default=0), len(rows))
 
 
-class OfferScreen(Screen[None]):
+class OfferScreen(ServiceScreen):
     """Shows one offer; Escape returns to the ceremony (paste the blob there)."""
 
     BINDINGS = [
@@ -120,11 +121,7 @@ class OfferScreen(Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="offer-write")
     def _write(self, path: str) -> None:
-        try:
-            p = write_offer(self.offer.text, path)
-        except Exception as exc:  # a CustodyError: the app's error modal shows it
-            self.app.call_from_thread(self.app.report_error, exc)  # type: ignore[attr-defined]
-            return
+        p = write_offer(self.offer.text, path)  # a ConfigError goes to the error modal
         self.written = str(p)
         self.app.call_from_thread(
             self.notify, f"Offer written to {p}: custody share send --offer {p.name} ..."
