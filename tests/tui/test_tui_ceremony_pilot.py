@@ -381,6 +381,63 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
     bundle = asyncio.run(go())
     assert h.active_root()[0] == old[0] + 1
     h.verify(bundle)
+    _rekey_names_and_cancels_the_old_root(h, old[0])
+
+
+def _rekey_names_and_cancels_the_old_root(h: Home, old: int) -> None:
+    """issue 12: after rotate-root, a re-key run with nothing to move schedules the old
+    root's destruction. The confirmation names it, the root is in the re-key inventory,
+    and x on its row cancels the scheduled destruction."""
+    from custody.config import Home as CustodyHome
+    from custody.deployment import open_deployment
+    from custody.model import KeyState
+    from tui.screens.modals import ConfirmModal
+    from tui.screens.rekey import RekeyScreen
+
+    # rotate-root rewrapped every KEK under the new root; the old one is retired (what a
+    # later ceremony does once nothing is wrapped under it, through the same door)
+    with open_deployment(CustodyHome(h.root)) as dep:
+        dep.hierarchy.set_root_state(old, KeyState.DISABLED)
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("j")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, RekeyScreen) and scr.view is not None
+            names = {v.name: v.state for v in scr.view.versions}
+            assert names.get(f"root/v{old}") == "disabled", names
+            await pilot.press("s")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            shown = " ".join(str(w.render()) for w in app.screen.query(".dialog Static"))
+            assert f"root/v{old}" in shown and "schedules for destruction" in shown, shown
+            await pilot.press("y")
+            await settle(pilot)
+            await settle(pilot)
+            assert app.errors_shown == [], app.errors_shown
+            root = next(v for v in scr.view.versions if v.name == f"root/v{old}")
+            assert root.state == "destroy-scheduled"
+            t = scr.query_one("#rk-versions", DataTable)
+            t.focus()
+            rows = [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
+            t.move_cursor(row=rows.index(f"root/v{old}"))
+            await pilot.press("x")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")
+            await settle(pilot)
+            await settle(pilot)
+            root = next(v for v in scr.view.versions if v.name == f"root/v{old}")
+            assert (root.state, root.hold) == ("disabled", True)
+
+    asyncio.run(go())
+    c = sqlite3.connect(h.root / "custody.db")
+    state = c.execute("SELECT state FROM root_versions WHERE version=?", (old,)).fetchone()
+    c.close()
+    assert state[0] == "disabled"
 
 
 async def paste_sealed(pilot, scr: CeremonyScreen, blob: str) -> None:
