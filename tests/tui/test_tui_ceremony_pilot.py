@@ -664,3 +664,41 @@ def test_reshare_through_the_tui(generated: Home, tmp_path):
     states = dict(c.execute("SELECT epoch, state FROM share_sets").fetchall())
     c.close()
     assert sorted(states.values()).count("active") == 1 and len(states) == 2
+
+
+def test_auditor_lists_the_homes_bundles_and_verifies_one(base: Home, tmp_path):
+    """issue 12: the auditor view lists the home's transcript bundles; Enter on one puts
+    its path in the bundle field and verifies it."""
+    from tui.screens.auditor import AuditorScreen
+
+    hh = _copy(base, tmp_path)
+    h, pins = hh.root, hh.pins
+    c = sqlite3.connect(h / "custody.db")
+    cid = c.execute("SELECT id FROM ceremonies ORDER BY created DESC LIMIT 1").fetchone()[0]
+    c.close()
+    trust = sorted(hh.people.glob("*.pub.json"))
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("a")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, AuditorScreen)
+            t = scr.query_one("#bundles", DataTable)
+            assert t.display and t.row_count >= 1
+            row = [str(c) for c in t.get_row_at(0)]
+            assert row[0] == cid, row
+            for k in trust:
+                scr.query_one("#trust", Input).value = str(k)
+                scr.query_one("#trust").focus()
+                await pilot.press("enter")
+                await settle(pilot)
+            t.focus()
+            await pilot.press("enter")
+            await settle(pilot)
+            assert scr.view is not None and scr.view.ceremony_id == cid
+            assert app.errors_shown == [], app.errors_shown
+
+    asyncio.run(go())
