@@ -150,7 +150,7 @@ class CeremonyScreen(ServiceScreen):
 
     def on_unmount(self) -> None:
         if getattr(self.app, "ceremony_screen", None) is self:
-            self.app.ceremony_screen = None  # type: ignore[attr-defined]
+            self.app.ceremony_screen = None
         svc = getattr(self.app, "ceremony_services", None)
         if svc is not None:
             svc.close()  # closes the token session and the store (the app is leaving)

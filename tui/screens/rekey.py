@@ -59,15 +59,15 @@ def plan_text(p: PlanView) -> str:
         lines.append(f"{b}: {n:,} objects  v{frm} -> {'v' + str(to) if to else 'new version'}")
     if not p.items:
         lines.append("nothing to move")
-    sched = [n for n, what in p.retire if what == "destroy scheduled"]
+    sched = [name for name, what in p.retire if what == "destroy scheduled"]
     if sched:
         lines.append(
             f"schedules for destruction after {p.destroy_delay_days} days: {', '.join(sched)}"
             " (x on a destroy-scheduled row cancels it)"
         )
-    for n, what in p.retire:
+    for name, what in p.retire:
         if what != "destroy scheduled":
-            lines.append(f"{n}: {what}")
+            lines.append(f"{name}: {what}")
     if not p.retire:
         lines.append("no version changes retirement stage")
     lines.append(f"total {p.total:,} objects at ~{p.rate:,.0f}/s: about {fmt_eta(p.eta_seconds)}")

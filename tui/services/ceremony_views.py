@@ -145,7 +145,7 @@ def step_rows(
 
 def public_facts(facts: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The facts worth showing (all are public by construction; long lists shortened)."""
-    out = []
+    out: list[tuple[str, str]] = []
     for k in sorted(facts):
         v = facts[k]
         if k in ("holders", "dealer_public", "new_rk_public"):
