@@ -15,6 +15,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -702,3 +703,62 @@ def test_auditor_lists_the_homes_bundles_and_verifies_one(base: Home, tmp_path):
             assert app.errors_shown == [], app.errors_shown
 
     asyncio.run(go())
+
+
+def test_expired_ceremony_whose_resume_fails_is_aborted_from_the_tui(generated: Home, tmp_path):
+    """A drill opened with the CLI and left past its expiry: resuming it in the TUI fails
+    (CeremonyExpired, whose hint says to roll it back). The screen shows the ceremony
+    after the error, and Ctrl+X aborts it (before, the screen stayed empty and the TUI
+    could not abort it). The TUI's clock is moved two days on; all else is real."""
+    from tui.screens.modals import ConfirmModal, ErrorModal
+    from tui.services.ceremony import HomeCeremonyServices
+
+    h = _copy(generated, tmp_path)
+    r = run_cli("ceremony", "drill", *h.coord())
+    assert r.returncode == 10, r.stderr
+    cid = json.loads(r.stdout)["ceremony_id"]
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        app.ceremony_services = HomeCeremonyServices(  # type: ignore[attr-defined]
+            h.root, app.services.pin, clock=lambda: int(time.time()) + 2 * 86400
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, CeremonyScreen)
+            await pilot.press("o")
+            await settle(pilot)
+            await pilot.press("i")  # the list leaves out nothing here, but type the id
+            await settle(pilot)
+            app.screen.query_one(Input).value = cid
+            await pilot.press("enter")
+            await settle(pilot)
+            app.screen.query_one(Input).value = h.key("admin")
+            await pilot.press("enter")
+            await settle(pilot)
+            await pilot.press(*passphrase_of("admin"), "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ErrorModal), (app.screen, scr.view)
+            assert "expired" in app.errors_shown[-1][0], app.errors_shown
+            while isinstance(app.screen, ErrorModal):
+                await pilot.press("escape")
+                await settle(pilot)
+            assert app.screen is scr  # type: ignore[comparison-overlap]
+            assert view_of(scr).ceremony_id == cid
+            assert cid in str(scr.query_one("#cer-status").render())
+            await pilot.press("ctrl+x")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")
+            await settle(pilot)
+            assert view_of(scr).status == "aborted", view_of(scr)
+            return list(app.errors_shown)
+
+    errors = asyncio.run(go())
+    assert len(errors) == 1, errors
+    c = sqlite3.connect(h.root / "custody.db")
+    state = c.execute("SELECT state FROM ceremonies WHERE id=?", (cid,)).fetchone()
+    c.close()
+    assert state[0] == "aborted"

@@ -140,7 +140,7 @@ class CeremonyScreen(ServiceScreen):
         return out + " Resume the ceremony later with o, or abort it with Ctrl+X."
 
     def on_worker_state_changed(self, event: Any) -> None:
-        super().on_worker_state_changed(event)
+        # (Textual also runs ServiceScreen's handler, which reports the error: not again)
         from textual.worker import WorkerState
 
         if event.state is WorkerState.ERROR and event.worker.name == "do":
