@@ -745,7 +745,7 @@ def test_expired_ceremony_whose_resume_fails_is_aborted_from_the_tui(generated: 
             while isinstance(app.screen, ErrorModal):
                 await pilot.press("escape")
                 await settle(pilot)
-            assert app.screen is scr  # type: ignore[comparison-overlap]
+            assert app.screen is scr
             assert view_of(scr).ceremony_id == cid
             assert cid in str(scr.query_one("#cer-status").render())
             await pilot.press("ctrl+x")
