@@ -46,16 +46,20 @@ class CustodyApp(App[None]):
     DEFAULT_MODE = "dashboard"
 
     BINDINGS = [
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("f1", "help", "Help", show=False, priority=True),
-        Binding("d", "switch_mode('dashboard')", "Dash"),
-        Binding("k", "switch_mode('keys')", "Keys"),
-        Binding("a", "switch_mode('auditor')", "Audit"),
-        Binding("c", "switch_mode('ceremony')", "Ceremony"),
-        Binding("l", "switch_mode('audit-log')", "Log"),
-        Binding("j", "switch_mode('rekey')", "Re-key"),
-        Binding("t", "toggle_theme", "Theme"),
+        # The footer shows one key per action, the first not swallowed by a text field:
+        # "? Help" and "q Quit" normally, "F1 Help" and "^q Quit" while typing. The screen
+        # keys are listed in Help (?), so the footer fits 80 columns with the screen's own.
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", key_display="^q"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1", "help", "Help", key_display="F1"),
+        Binding("d", "switch_mode('dashboard')", "Dashboard", show=False),
+        Binding("k", "switch_mode('keys')", "Keys", show=False),
+        Binding("a", "switch_mode('auditor')", "Auditor", show=False),
+        Binding("c", "switch_mode('ceremony')", "Ceremonies", show=False),
+        Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
+        Binding("j", "switch_mode('rekey')", "Re-key", show=False),
+        Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
     def __init__(self, settings: Settings, services: Services) -> None:
@@ -98,6 +102,25 @@ class CustodyApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK
+
+    async def action_quit(self) -> None:
+        """Quit, after asking when a ceremony is open on the ceremony screen (what it
+        would drop is named: the shares handed in this session and the words typed)."""
+        from tui.screens.modals import ConfirmModal
+
+        cer = getattr(self, "ceremony_screen", None)
+        warning = cer.quit_warning() if cer is not None else None
+        if warning is None:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmModal):
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmModal("Quit with a ceremony open?", warning), answer)
 
     def action_help(self) -> None:
         from tui.screens.modals import HelpScreen

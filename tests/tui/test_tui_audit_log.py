@@ -188,7 +188,11 @@ def test_help_lists_the_log_and_rekey_bindings_at_80x24():
         app.services.rekey, app.services.plan = sample_rekey(), sample_plan()
         async with app.run_test(size=(80, 24)) as pilot:
             for key, screen, wanted in (
-                ("l", AuditLogScreen, {"Follow", "Filter", "Proof", "Pin key", "Export", "Log"}),
+                (
+                    "l",
+                    AuditLogScreen,
+                    {"Follow", "Filter", "Proof", "Pin key", "Export", "Audit log"},
+                ),
                 ("j", RekeyScreen, {"Start job", "Run due", "Cancel destroy", "Re-key"}),
             ):
                 await pilot.press(key)

@@ -15,6 +15,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -382,6 +383,63 @@ def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
     bundle = asyncio.run(go())
     assert h.active_root()[0] == old[0] + 1
     h.verify(bundle)
+    _rekey_names_and_cancels_the_old_root(h, old[0])
+
+
+def _rekey_names_and_cancels_the_old_root(h: Home, old: int) -> None:
+    """issue 12: after rotate-root, a re-key run with nothing to move schedules the old
+    root's destruction. The confirmation names it, the root is in the re-key inventory,
+    and x on its row cancels the scheduled destruction."""
+    from custody.config import Home as CustodyHome
+    from custody.deployment import open_deployment
+    from custody.model import KeyState
+    from tui.screens.modals import ConfirmModal
+    from tui.screens.rekey import RekeyScreen
+
+    # rotate-root rewrapped every KEK under the new root; the old one is retired (what a
+    # later ceremony does once nothing is wrapped under it, through the same door)
+    with open_deployment(CustodyHome(h.root)) as dep:
+        dep.hierarchy.set_root_state(old, KeyState.DISABLED)
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("j")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, RekeyScreen) and scr.view is not None
+            names = {v.name: v.state for v in scr.view.versions}
+            assert names.get(f"root/v{old}") == "disabled", names
+            await pilot.press("s")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            shown = " ".join(str(w.render()) for w in app.screen.query(".dialog Static"))
+            assert f"root/v{old}" in shown and "schedules for destruction" in shown, shown
+            await pilot.press("y")
+            await settle(pilot)
+            await settle(pilot)
+            assert app.errors_shown == [], app.errors_shown
+            root = next(v for v in scr.view.versions if v.name == f"root/v{old}")
+            assert root.state == "destroy-scheduled"
+            t = scr.query_one("#rk-versions", DataTable)
+            t.focus()
+            rows = [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
+            t.move_cursor(row=rows.index(f"root/v{old}"))
+            await pilot.press("x")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")
+            await settle(pilot)
+            await settle(pilot)
+            root = next(v for v in scr.view.versions if v.name == f"root/v{old}")
+            assert (root.state, root.hold) == ("disabled", True)
+
+    asyncio.run(go())
+    c = sqlite3.connect(h.root / "custody.db")
+    state = c.execute("SELECT state FROM root_versions WHERE version=?", (old,)).fetchone()
+    c.close()
+    assert state[0] == "disabled"
 
 
 async def paste_sealed(pilot, scr: CeremonyScreen, blob: str) -> None:
@@ -608,3 +666,100 @@ def test_reshare_through_the_tui(generated: Home, tmp_path):
     states = dict(c.execute("SELECT epoch, state FROM share_sets").fetchall())
     c.close()
     assert sorted(states.values()).count("active") == 1 and len(states) == 2
+
+
+def test_auditor_lists_the_homes_bundles_and_verifies_one(base: Home, tmp_path):
+    """issue 12: the auditor view lists the home's transcript bundles; Enter on one puts
+    its path in the bundle field and verifies it."""
+    from tui.screens.auditor import AuditorScreen
+
+    hh = _copy(base, tmp_path)
+    h, pins = hh.root, hh.pins
+    c = sqlite3.connect(h / "custody.db")
+    cid = c.execute("SELECT id FROM ceremonies ORDER BY created DESC LIMIT 1").fetchone()[0]
+    c.close()
+    trust = sorted(hh.people.glob("*.pub.json"))
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("a")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, AuditorScreen)
+            t = scr.query_one("#bundles", DataTable)
+            assert t.display and t.row_count >= 1
+            row = [str(c) for c in t.get_row_at(0)]
+            assert row[0] == cid, row
+            for k in trust:
+                scr.query_one("#trust", Input).value = str(k)
+                scr.query_one("#trust").focus()
+                await pilot.press("enter")
+                await settle(pilot)
+            t.focus()
+            await pilot.press("enter")
+            await settle(pilot)
+            assert scr.view is not None and scr.view.ceremony_id == cid
+            assert app.errors_shown == [], app.errors_shown
+
+    asyncio.run(go())
+
+
+def test_expired_ceremony_whose_resume_fails_is_aborted_from_the_tui(generated: Home, tmp_path):
+    """A drill opened with the CLI and left past its expiry: resuming it in the TUI fails
+    (CeremonyExpired, whose hint says to roll it back). The screen shows the ceremony
+    after the error, and Ctrl+X aborts it (before, the screen stayed empty and the TUI
+    could not abort it). The TUI's clock is moved two days on; all else is real."""
+    from tui.screens.modals import ConfirmModal, ErrorModal
+    from tui.services.ceremony import HomeCeremonyServices
+
+    h = _copy(generated, tmp_path)
+    r = run_cli("ceremony", "drill", *h.coord())
+    assert r.returncode == 10, r.stderr
+    cid = json.loads(r.stdout)["ceremony_id"]
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        app.ceremony_services = HomeCeremonyServices(  # type: ignore[attr-defined]
+            h.root, app.services.pin, clock=lambda: int(time.time()) + 2 * 86400
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("c")
+            await settle(pilot)
+            scr = app.screen
+            assert isinstance(scr, CeremonyScreen)
+            await pilot.press("o")
+            await settle(pilot)
+            await pilot.press("i")  # the list leaves out nothing here, but type the id
+            await settle(pilot)
+            app.screen.query_one(Input).value = cid
+            await pilot.press("enter")
+            await settle(pilot)
+            app.screen.query_one(Input).value = h.key("admin")
+            await pilot.press("enter")
+            await settle(pilot)
+            await pilot.press(*passphrase_of("admin"), "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ErrorModal), (app.screen, scr.view)
+            assert "expired" in app.errors_shown[-1][0], app.errors_shown
+            while isinstance(app.screen, ErrorModal):
+                await pilot.press("escape")
+                await settle(pilot)
+            assert app.screen is scr
+            assert view_of(scr).ceremony_id == cid
+            assert cid in str(scr.query_one("#cer-status").render())
+            await pilot.press("ctrl+x")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")
+            await settle(pilot)
+            assert view_of(scr).status == "aborted", view_of(scr)
+            return list(app.errors_shown)
+
+    errors = asyncio.run(go())
+    assert len(errors) == 1, errors
+    c = sqlite3.connect(h.root / "custody.db")
+    state = c.execute("SELECT state FROM ceremonies WHERE id=?", (cid,)).fetchone()
+    c.close()
+    assert state[0] == "aborted"

@@ -342,3 +342,45 @@ def test_resume_picker(snap_compare, size):
     app = app_for(None)
     app.ceremony_services.ceremonies = rows
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_remote_offer_qr_alone(snap_compare, size):
+    """z: the offer's QR alone on the whole terminal (with a note when it does not fit)."""
+
+    async def before(pilot):
+        await to_ceremony(pilot)
+        await pilot.press("ctrl+r")
+        await settled(pilot)
+        await pilot.press("z")
+        await settled(pilot)
+
+    assert snap_compare(app_for(remote_view()), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_generate_form(snap_compare, size):
+    """The start form for generate: every field and the Start button on screen."""
+    from textual.widgets import Select
+
+    async def before(pilot):
+        await to_ceremony(pilot)
+        await pilot.press("n")
+        await settled(pilot)
+        pilot.app.screen.query_one("#start-kind", Select).value = "generate"
+        await settled(pilot)
+
+    assert snap_compare(app_for(None), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_quit_confirmation(snap_compare, size):
+    """q with a ceremony open asks first, naming the shares it would drop."""
+
+    async def before(pilot):
+        await to_ceremony(pilot)
+        await pilot.press("ctrl+q")
+        await settled(pilot)
+
+    assert snap_compare(app_for(recover_view()), terminal_size=size, run_before=before)
+    _svg_has_no_secrets("test_quit_confirmation")

@@ -180,6 +180,7 @@ async def _verify(pilot, bundle: Path, trust: list[Path]) -> None:
     for t in trust:
         scr.query_one("#trust", Input).value = str(t)
         await pilot.press("enter")
+        await settle(pilot)  # the key is read as it is pinned
     scr.query_one("#bundle").focus()
     scr.query_one("#bundle", Input).value = str(bundle)
     await pilot.press("enter")
@@ -287,3 +288,38 @@ def test_auditor_shows_bundle_strings_escaped_and_as_plain_text(home):
             assert row[1].plain == "[red]x[/red]"  # markup shown literally
 
     run(go())
+
+
+def test_auditor_refuses_a_directory_or_pin_file_as_trust_key(home, tmp_path):
+    """issue 12: a trust key is validated as it is pinned: a directory and a PIN file are
+    refused with a typed error and not pinned; a real key shows its name and role."""
+    h, pins = home
+
+    async def go():
+        app = make_app(Settings(home=h, pin_file=pins, deterministic=True))
+        async with app.run_test(size=(100, 32)) as pilot:
+            await settle(pilot)
+            await pilot.press("a")
+            await settle(pilot)
+            scr = _auditor(app)
+            for bad in (tmp_path, pins):
+                scr.query_one("#trust").focus()
+                scr.query_one("#trust", Input).value = str(bad)
+                await pilot.press("enter")
+                await settle(pilot)
+                assert scr.trust_keys == [], bad
+                await pilot.press("escape")
+                await settle(pilot)
+            titles = [t for t, _ in app.errors_shown]
+            assert titles[0].endswith("is not a file"), titles
+            assert len(titles) == 2, titles
+            assert TEST_PIN not in " ".join(t + h_ for t, h_ in app.errors_shown)
+            scr.query_one("#trust").focus()
+            scr.query_one("#trust", Input).value = str(FIX / "trust" / "pins.json")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert scr.trust_keys == [str(FIX / "trust" / "pins.json")]
+            shown = str(scr.query_one("#pinned").render())
+            assert "(custodian)" in shown or "(super-admin)" in shown, shown
+
+    asyncio.run(go())

@@ -87,6 +87,7 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             assert app.errors_shown == []
             assert stage(scr, "data/v1") == ("decrypt-only", OBJECTS)
             assert stage(scr, "data/v2") == ("active", 0)
+            assert stage(scr, "root/v1") == ("active", 0)  # roots are in the inventory
             assert scr.view.pending == (("data", 1, OBJECTS),)
             assert {r.key: r.status for r in scr.view.policy}["data/v2"] == "ok"
             # Declining the dialog changes nothing.
@@ -103,6 +104,8 @@ def test_starts_a_job_after_confirmation_and_moves_every_object(home):
             assert isinstance(app.screen, ConfirmModal)
             shown = " ".join(str(w.render()) for w in app.screen.query(".dialog Static"))
             assert f"data: {OBJECTS} objects  v1 -> v2" in shown and f"total {OBJECTS}" in shown
+            # issue 12: every version the run will schedule for destruction is named
+            assert "schedules for destruction after 7 days: data/v1" in shown, shown
             await pilot.press("y")
             await settle(pilot)
             await settle(pilot)

@@ -37,6 +37,14 @@ SNAPDIR = Path(__file__).parent / "__snapshots__" / "test_tui_rekey_snapshots"
 def sample_rekey() -> RekeyView:
     v = VersionRow
     versions = (
+        v(  # issue 12: retired roots are in the table, their destruction cancellable (x)
+            branch="root",
+            version=1,
+            state="destroy-scheduled",
+            objects=0,
+            created="2026-01-05T09:00:00+00:00",
+            destroy_after="2027-03-08T12:00:00+00:00",
+        ),
         v(
             branch="backup",
             version=1,
@@ -168,6 +176,8 @@ def sample_plan() -> PlanView:
         total=90_042,
         rate=112_000.0,
         eta_seconds=90_042 / 112_000,
+        retire=(("data/v3", "destroy scheduled"), ("root/v2", "destroy scheduled")),
+        destroy_delay_days=7,
     )
 
 

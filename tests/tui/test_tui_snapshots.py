@@ -135,6 +135,7 @@ async def open_auditor(pilot) -> None:
     await pilot.pause()
     scr = pilot.app.screen
     scr.pin_trust_key(str((FIX / "trust" / "pins.json").relative_to(ROOT)))
+    await settled(pilot)
     scr.query_one("#bundle", Input).value = str(
         (FIX / "tampered" / "forged-approval").relative_to(ROOT)
     )

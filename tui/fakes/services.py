@@ -12,7 +12,13 @@ from pathlib import Path
 
 from custody.errors import ConfigError, CustodyError, UsageError
 from tui.services.audit import AuditEntryRow, AuditTail, ProofView, export_proof
-from tui.services.auditor import AuditView, export_report, verify_bundle_view
+from tui.services.auditor import (
+    AuditView,
+    BundleRow,
+    export_report,
+    trust_key_names,
+    verify_bundle_view,
+)
 from tui.services.common import Settings
 from tui.services.rekey import JobView, PlanView, RekeyView, RunView
 from tui.services.status import DashboardView, KeyRow
@@ -32,6 +38,7 @@ class StaticServices:
     rekey: RekeyView | None = None
     plan: PlanView | None = None
     logins: list[str] = field(default_factory=list, repr=False)
+    bundle_rows: tuple[BundleRow, ...] = ()
 
     def has_pin(self) -> bool:
         return self.view is not None and self.view.hsm.state == "ok"
@@ -62,6 +69,12 @@ class StaticServices:
 
     def export_report(self, view: AuditView, path: str) -> Path:
         return export_report(view, path)
+
+    def trust_key_names(self, path: str) -> tuple[str, ...]:
+        return trust_key_names(path)  # reads the file: tests pin real fixture keys
+
+    def bundles(self) -> tuple[BundleRow, ...]:
+        return self.bundle_rows
 
     def audit_tail(self, start: int) -> AuditTail:
         n = len(self.log_entries)

@@ -20,13 +20,26 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui.screens.base import ItemTable, ServiceScreen
 from tui.screens.modals import DetailScreen, TextPrompt
-from tui.services.home import AuditView, EventRow, Field, Services
+from tui.services.home import AuditView, BundleRow, EventRow, Field, Services
 
 
 class Verified(Message):
     def __init__(self, view: AuditView) -> None:
         super().__init__()
         self.view = view
+
+
+class Pinned(Message):
+    def __init__(self, path: str, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.path = path
+        self.names = names
+
+
+class BundlesListed(Message):
+    def __init__(self, rows: tuple[BundleRow, ...]) -> None:
+        super().__init__()
+        self.rows = rows
 
 
 class Exported(Message):
@@ -63,6 +76,7 @@ class AuditorScreen(ServiceScreen):
     def __init__(self) -> None:
         super().__init__()
         self.trust_keys: list[str] = []
+        self.pinned_names: dict[str, tuple[str, ...]] = {}
         self.view: AuditView | None = None
 
     def compose(self) -> ComposeResult:
@@ -72,6 +86,7 @@ class AuditorScreen(ServiceScreen):
                 yield Input(id="bundle", placeholder="bundle path (dir or archive)")
                 yield Input(id="trust", placeholder="trust key file, Enter to pin")
             yield Static("pinned: none", id="pinned")
+            yield ItemTable(id="bundles", title="Bundles in this home (Enter verifies)")
             yield Static("not verified yet", id="verdict")
             yield ItemTable(id="checks", title="Checks")
             yield ItemTable(id="quorums", title="Quorums")
@@ -80,6 +95,9 @@ class AuditorScreen(ServiceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#bundles", DataTable).add_columns("ceremony", "kind", "state", "bundle")
+        self.query_one("#bundles").display = False
+        self.list_bundles(self.app.services)  # type: ignore[attr-defined]
         self.query_one("#checks", DataTable).add_columns("result", "check", "detail")
         self.query_one("#quorums", DataTable).add_columns("quorum")
         self.query_one("#timeline", DataTable).add_columns("seq", "time", "step", "kind", "actor")
@@ -87,15 +105,41 @@ class AuditorScreen(ServiceScreen):
 
     # -- inputs --------------------------------------------------------------------------
 
+    @work(thread=True, exit_on_error=False, group="bundles")
+    def list_bundles(self, services: Services) -> None:
+        self.post_message(BundlesListed(services.bundles()))
+
+    def on_bundles_listed(self, msg: BundlesListed) -> None:
+        t = self.query_one("#bundles", DataTable)
+        t.clear()
+        for r in msg.rows:
+            t.add_row(
+                Text(r.ceremony_id), Text(r.kind), Text(r.state), Text(r.bundle), key=r.bundle
+            )
+        t.display = bool(msg.rows)
+
     def _show_pinned(self) -> None:
-        names = ", ".join(self.trust_keys) if self.trust_keys else "none"
-        self.query_one("#pinned", Static).update(f"pinned: {names}")
+        names = [
+            f"{p} ({', '.join(self.pinned_names.get(p, ()))})" if p in self.pinned_names else p
+            for p in self.trust_keys
+        ]
+        self.query_one("#pinned", Static).update(Text(f"pinned: {'; '.join(names) or 'none'}"))
 
     def pin_trust_key(self, path: str) -> None:
-        """Pin a public-key file (the auditor's own copy, never one from the bundle)."""
+        """Pin a public-key file (the auditor's own copy, never one from the bundle). It is
+        read at once: a directory, a PIN file or any non-key is refused and not pinned."""
         path = path.strip()
         if path and path not in self.trust_keys:
-            self.trust_keys.append(path)
+            self.check_trust_key(self.app.services, path)  # type: ignore[attr-defined]
+
+    @work(thread=True, exit_on_error=False, group="pin")
+    def check_trust_key(self, services: Services, path: str) -> None:
+        self.post_message(Pinned(path, services.trust_key_names(path)))
+
+    def on_pinned(self, msg: Pinned) -> None:
+        if msg.path not in self.trust_keys:
+            self.trust_keys.append(msg.path)
+        self.pinned_names[msg.path] = msg.names
         self._show_pinned()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -112,6 +156,7 @@ class AuditorScreen(ServiceScreen):
 
     def action_unpin(self) -> None:
         self.trust_keys.clear()
+        self.pinned_names.clear()
         self._show_pinned()
 
     def action_leave_field(self) -> None:
@@ -174,6 +219,10 @@ class AuditorScreen(ServiceScreen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         key = str(event.row_key.value)
+        if event.data_table.id == "bundles":
+            self.query_one("#bundle", Input).value = key
+            self.action_verify()
+            return
         if self.view is None:
             return
         if key.startswith("check-"):

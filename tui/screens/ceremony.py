@@ -49,7 +49,7 @@ class CeremonyScreen(ServiceScreen):
         Binding("ctrl+a", "sign_approval", "Approve", priority=True),
         Binding("ctrl+l", "load_approval", "Approval file", show=False, priority=True),
         Binding("ctrl+o", "card", "Card", priority=True),
-        Binding("ctrl+r", "offer", "Remote offer", priority=True),
+        Binding("ctrl+r", "offer", "Offer", priority=True),
         Binding("ctrl+x", "abort", "Abort", priority=True),
     ]
 
@@ -98,6 +98,7 @@ class CeremonyScreen(ServiceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.app.ceremony_screen = self  # type: ignore[attr-defined]  # asked by action_quit
         t = self.query_one("#cer-steps", DataTable)
         t.add_columns("#", "step", "state", "who acts", "records")
         self.query_one("#cer-shares", DataTable).add_columns("custodian", "check", "reason")
@@ -106,7 +107,50 @@ class CeremonyScreen(ServiceScreen):
         self.render_view()
         self.load_current()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the keys that do something now are live (and shown in the footer)."""
+        v = self.view
+        live = v is not None and v.status not in ("closed", "aborted")
+        if action in ("submit", "offer"):
+            return live and v is not None and v.awaiting in ("shares", "approvals")
+        if action in ("sign_approval", "load_approval"):
+            return live and v is not None and v.awaiting == "approvals"
+        if action == "card":
+            return v is not None and bool(v.cards)
+        if action == "abort":
+            return live
+        return True
+
+    def quit_warning(self) -> str | None:
+        """What quitting now would drop, or None when no ceremony is open here."""
+        v = self.view
+        if v is None or v.status in ("closed", "aborted"):
+            return None
+        held = [c.custodian or c.source for c in v.shares if c.status == "ok"]
+        typed = bool(self.query_one("#share-words", Input).value.strip())
+        out = f"{v.kind} {v.ceremony_id} is still open"
+        out += f" (waiting for {v.awaiting})." if v.awaiting else "."
+        if v.awaiting == "shares" and held:
+            out += (
+                f" The {len(held)} share(s) handed in this session ({', '.join(held)}) are "
+                "not combined yet and are dropped: they must be handed in again."
+            )
+        if typed:
+            out += " The share words typed in the field are dropped."
+        return out + " Resume the ceremony later with o, or abort it with Ctrl+X."
+
+    def on_worker_state_changed(self, event: Any) -> None:
+        # (Textual also runs ServiceScreen's handler, which reports the error: not again)
+        from textual.worker import WorkerState
+
+        if event.state is WorkerState.ERROR and event.worker.name == "do":
+            # a failed resume may leave the ceremony open in the session (SecretLost,
+            # a failing step): show it, so that it can be aborted with Ctrl+X
+            self.load_current()
+
     def on_unmount(self) -> None:
+        if getattr(self.app, "ceremony_screen", None) is self:
+            self.app.ceremony_screen = None
         svc = getattr(self.app, "ceremony_services", None)
         if svc is not None:
             svc.close()  # closes the token session and the store (the app is leaving)
@@ -149,10 +193,12 @@ class CeremonyScreen(ServiceScreen):
         if v is None:
             status.update("No ceremony open. n: start one, o: resume one.")
             self.query_one("#cer-approvals", DataTable).clear()
+            self._leave_entry()
             for w in ("#cer-entry", "#cer-shares", "#cer-approvals"):
                 self.query_one(w).display = False
+            self.refresh_bindings()
             return
-        line = Text(f"{v.kind} {v.ceremony_id[:8]}  ", style="bold")
+        line = Text(f"{v.kind} {v.ceremony_id}  ", style="bold")
         if v.awaiting:
             line.append(f"waiting for {v.awaiting} at {v.step}", style="yellow")
         else:
@@ -221,11 +267,23 @@ class CeremonyScreen(ServiceScreen):
             facts.append(f"transcript: {v.bundle}\n", style="dim")
         self.query_one("#cer-facts", Static).update(facts)
         self._render_offer()
+        if v.awaiting != "shares":
+            self._leave_entry()
         self.query_one("#cer-entry").display = v.awaiting == "shares"
         if v.awaiting == "shares" and not isinstance(self.focused, Input):
             self.query_one("#share-envelope", Input).focus()
         self.query_one("#cer-shares").display = bool(v.shares) or v.awaiting == "shares"
         self.query_one("#cer-approvals").display = bool(v.approvals) or bool(v.approvals_needed)
+        self.refresh_bindings()
+
+    def _leave_entry(self) -> None:
+        """No share is wanted: the hidden entry fields give up the focus (else n, o, d, q
+        and ? would type into them), and the words typed there are cleared."""
+        entry = self.query_one("#cer-entry")
+        for inp in entry.query(Input):
+            inp.value = ""
+        if self.focused is not None and entry in self.focused.ancestors_with_self:
+            self.query_one("#cer-steps", DataTable).focus()
 
     def _render_approvals(self) -> None:
         v = self.view
@@ -367,7 +425,7 @@ class CeremonyScreen(ServiceScreen):
                     "coordinator key passphrase", lambda pw: self.do("resume", cid, key, pw)
                 )
 
-        self.app.push_screen(TextPrompt(f"Coordinator key file to resume {cid[:8]}"), got_key)
+        self.app.push_screen(TextPrompt(f"Coordinator key file to resume {cid}"), got_key)
 
     def _with_passphrase(self, what: str, then: Any) -> None:
         def got(pw: str | None) -> None:
@@ -422,7 +480,7 @@ class CeremonyScreen(ServiceScreen):
 
         self.app.push_screen(
             ConfirmModal(
-                f"Abort {self.view.kind} {self.view.ceremony_id[:8]}?",
+                f"Abort {self.view.kind} {self.view.ceremony_id}?",
                 "Everything it created is rolled back.",
             ),
             answer,

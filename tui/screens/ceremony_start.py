@@ -39,16 +39,24 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="start-dialog", classes="dialog"):
             yield Label("Start a ceremony", classes="dialog-title")
+            # compact fields: the whole form, Start included, fits 80x24
             yield Select(
-                [(k, k) for k in KINDS], value=self._kind, allow_blank=False, id="start-kind"
+                [(k, k) for k in KINDS],
+                value=self._kind,
+                allow_blank=False,
+                id="start-kind",
+                compact=True,
             )
-            yield Input(id="start-key", placeholder="coordinator key file (NAME.key.pem)")
-            yield Input(id="start-custodians", placeholder="custodians, in share order")
-            yield Input(id="start-scheme", placeholder="scheme: T (T of N) or 2/2,2/2,2/2:2")
-            yield Input(id="start-out", placeholder="directory for share files and cards")
-            yield Input(id="start-reason", placeholder="reason (emergency rotation)")
-            yield Static("Ctrl+S starts; the key's passphrase is asked next.", classes="dim")
-            yield Button("Start", id="start-go", variant="primary")
+            for f, hint in (
+                ("key", "coordinator key file (NAME.key.pem)"),
+                ("custodians", "custodians, in share order"),
+                ("scheme", "scheme: T (T of N) or 2/2,2/2,2/2:2"),
+                ("out", "directory for share files and cards"),
+                ("reason", "reason (emergency rotation)"),
+            ):
+                yield Input(id=f"start-{f}", placeholder=hint, compact=True)
+            yield Static("Ctrl+S or Start; the key's passphrase is asked next.", classes="dim")
+            yield Button("Start", id="start-go", variant="primary", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:

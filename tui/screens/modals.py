@@ -63,7 +63,8 @@ class PinPrompt(ModalScreen[str | None]):
         with Vertical(id="pin-dialog", classes="dialog"):
             yield Label(f"Enter the {self._what}", classes="dialog-title")
             yield Static("It is not echoed, stored or logged.", classes="dim")
-            yield Input(password=True, id="pin-input", placeholder="PIN")
+            secret = "passphrase" if "passphrase" in self._what else "PIN"
+            yield Input(password=True, id="pin-input", placeholder=secret)
         yield Footer()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -145,11 +146,14 @@ HELP_TEXT = """\
   d  Dashboard: token, root and KEK versions, rotations, custodians, alerts
   k  Keys: inventory by class, and the rotation calendar
   a  Auditor: verify a transcript bundle offline against pinned keys
+  c  Ceremonies: start (n), resume (o) or abort (Ctrl+X) a ceremony, hand in
+     shares, sign approvals, show the remote offer (Ctrl+R) and share cards
   l  Audit log: follow it live (f), filter (/), entry detail (Enter),
      inclusion proof of the selected entry (p), pin a trust key (Ctrl+T),
      export the proof (Ctrl+S)
   j  Re-key: jobs with live progress, KEK retirement stages, due dates;
      start a job (s) or rotate due KEKs first (u), after confirming the plan
+  t  switch the light/dark theme      q or Ctrl+Q  quit
 
 Secrets: PINs are typed into prompts that never echo and are never stored on screen.
 """

@@ -58,7 +58,18 @@ def plan_text(p: PlanView) -> str:
     for b, frm, to, n in p.items:
         lines.append(f"{b}: {n:,} objects  v{frm} -> {'v' + str(to) if to else 'new version'}")
     if not p.items:
-        lines.append("nothing to move; retirement stages still advance")
+        lines.append("nothing to move")
+    sched = [name for name, what in p.retire if what == "destroy scheduled"]
+    if sched:
+        lines.append(
+            f"schedules for destruction after {p.destroy_delay_days} days: {', '.join(sched)}"
+            " (x on a destroy-scheduled row cancels it)"
+        )
+    for name, what in p.retire:
+        if what != "destroy scheduled":
+            lines.append(f"{name}: {what}")
+    if not p.retire:
+        lines.append("no version changes retirement stage")
     lines.append(f"total {p.total:,} objects at ~{p.rate:,.0f}/s: about {fmt_eta(p.eta_seconds)}")
     lines.append("Needs the token PIN; the KEK is unwrapped once, for the job's life.")
     return "\n".join(lines)
@@ -205,7 +216,7 @@ class RekeyScreen(ServiceScreen):
             self._row(
                 t,
                 f"v-{k.name}",
-                f"KEK {k.name}",
+                f"Root {k.name}" if k.branch == "root" else f"KEK {k.name}",
                 fields,
                 k.name,
                 stage,
@@ -414,7 +425,7 @@ class RekeyScreen(ServiceScreen):
             self._report(
                 UsageError(
                     "Select a destroy-scheduled version",
-                    "Move to a KEK version in stage destroy-scheduled (in the versions table).",
+                    "Move to a KEK or root version in stage destroy-scheduled (versions table).",
                 )
             )
             return

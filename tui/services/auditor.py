@@ -62,6 +62,67 @@ class AuditView:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleRow:
+    """One ceremony transcript bundle of the home (public: the store's ceremonies table)."""
+
+    ceremony_id: str
+    kind: str
+    state: str
+    created: int
+    bundle: str
+
+
+def home_bundles(home_root: Path) -> tuple[BundleRow, ...]:
+    """The home's ceremony bundles, newest first (no PIN; an absent home has none)."""
+    from ceremonies.runner import open_ceremonies
+    from custody.config import Home
+    from custody.deployment import open_deployment
+
+    home = Home(home_root)
+    if not home.db_path.exists():
+        return ()
+    with open_deployment(home) as dep:
+        rows = open_ceremonies(dep)
+    return tuple(
+        BundleRow(
+            ceremony_id=printable(str(r["id"])),
+            kind=printable(str(r["kind"])),
+            state=printable(str(r["state"])),
+            created=int(r.get("created") or 0),
+            bundle=printable(str(r.get("bundle") or "")),
+        )
+        for r in rows
+        if r.get("bundle") and Path(str(r["bundle"])).exists()
+    )
+
+
+def trust_key_names(path: str) -> tuple[str, ...]:
+    """Validate a trust-key file as it is pinned: the identities it holds, as
+    ``NAME (ROLE)``.
+
+    Raises:
+        ConfigError: not a readable file (a directory, a missing path).
+        UsageError: not a public key, identity or pin list (a PIN file, for one).
+    """
+    from ceremonies.transcript.pins import load_pins
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(
+            f"{p.name or p} is not a file",
+            "Pin a public-key file: NAME.pub.json, a pin list, or a line of 64 hex digits.",
+        )
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read trust key {p.name}", "Check the path.") from exc
+    keys = load_pins(raw, default_name=p.name.split(".")[0])
+    if not keys:
+        raise UsageError(f"{p.name} holds no key", "Pin a file with at least one public key.")
+    return tuple(printable(f"{k.name} ({k.role or 'no role'})") for k in keys)
+
+
 def verify_bundle_view(bundle: str, trust_keys: Sequence[str]) -> AuditView:
     """Verify *bundle* offline against the pinned *trust_keys* files.
 

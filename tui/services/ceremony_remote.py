@@ -44,17 +44,40 @@ class OfferView:
 
 def offer_view(doc: dict[str, Any]) -> OfferView:
     """The screen's view of :meth:`ceremonies.runner.CeremonyRunner.offer`'s result."""
-    from custody.shares.card import qr_terminal
-
     text = str(doc["offer"])
     return OfferView(
         text=text,
-        qr=qr_terminal(text.encode()),
+        qr=screen_qr(text),
         expires=int(doc["expires"]),
         epoch=int(doc["epoch"]),
         step=str(doc["step"]),
         session=str(doc.get("session", "")),
         digest=str(doc.get("offer_sha256", "")),
+    )
+
+
+def screen_qr(text: str) -> str:
+    """The offer as a terminal QR: level L and a 2-module quiet zone (it is read off a
+    lit screen, not printed), in half blocks, so it is as small as the offer allows (a
+    570-character offer: 85 columns by 43 rows, against 117 by 57 at the cards' level Q)."""
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_L
+
+    q = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=1, border=2)
+    q.add_data(text.encode(), optimize=0)
+    q.make(fit=True)
+    m = q.get_matrix()
+    if len(m) % 2:
+        m = [*m, [False] * len(m[0])]
+    glyph = {
+        (False, False): "\u2588",
+        (True, False): "\u2584",
+        (False, True): "\u2580",
+        (True, True): " ",
+    }
+    return "\n".join(
+        "".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
+        for r in range(0, len(m), 2)
     )
 
 
@@ -83,3 +106,27 @@ def read_sealed(text: str) -> str:
                 "It must start with custody-blob: (from 'custody share send').",
             )
     return t
+
+
+def offer_lines(text: str, width: int = 64) -> list[str]:
+    """The offer text in lines of *width* characters, to copy from the screen: the reader
+    (``custody share send --offer``) ignores the line breaks, and the lines are drawn
+    without any wrapping or scrollbar glyph beside them."""
+    return [text[i : i + width] for i in range(0, len(text), width)] or [""]
+
+
+def write_offer(text: str, path: str) -> Path:
+    """Write the (public) offer text to *path*, for ``custody share send --offer PATH``.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    p = Path(path).expanduser()
+    try:
+        p.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write the offer to {p.name}",
+            "Give a path in a directory you can write to.",
+        ) from exc
+    return p

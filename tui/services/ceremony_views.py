@@ -9,7 +9,6 @@ to its custodian alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,17 +145,28 @@ def step_rows(
 
 def public_facts(facts: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The facts worth showing (all are public by construction; long lists shortened)."""
-    out = []
+    out: list[tuple[str, str]] = []
     for k in sorted(facts):
         v = facts[k]
         if k in ("holders", "dealer_public", "new_rk_public"):
             continue
-        if isinstance(v, list):
-            v = ", ".join(str(x) for x in v)
-        elif isinstance(v, dict):
-            v = json.dumps(v, sort_keys=True)
-        out.append((k, str(v)))
+        if isinstance(v, dict):  # one line per field, never raw JSON
+            out.extend((f"{k}.{sk}", _readable(sv)) for sk, sv in sorted(v.items()))
+        else:
+            out.append((k, _readable(v)))
     return tuple(out)
+
+
+def _readable(v: Any) -> str:
+    """A fact value as a person reads it: lists joined, mappings as ``key=value``."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_readable(x)}" for k, x in sorted(v.items()))
+    if isinstance(v, list | tuple):
+        parts = [_readable(x) for x in v]
+        return ("; " if any(isinstance(x, dict) for x in v) else ", ").join(parts)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return "-" if v is None else str(v)
 
 
 def read_envelope(text: str) -> bytes | None:

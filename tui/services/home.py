@@ -38,9 +38,12 @@ from tui.services.audit import (
 )
 from tui.services.auditor import (
     AuditView,
+    BundleRow,
     CheckRow,
     EventRow,
     export_report,
+    home_bundles,
+    trust_key_names,
     verify_bundle_view,
 )
 from tui.services.common import Clock, Field, Settings, utcnow
@@ -88,6 +91,8 @@ class Services(Protocol):
     def inventory(self) -> tuple[KeyRow, ...]: ...
     def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView: ...
     def export_report(self, view: AuditView, path: str) -> Path: ...
+    def trust_key_names(self, path: str) -> tuple[str, ...]: ...
+    def bundles(self) -> tuple[BundleRow, ...]: ...
     def audit_tail(self, start: int) -> AuditTail: ...
     def audit_proof(self, seq: int, trust_keys: Sequence[str]) -> ProofView: ...
     def export_proof(self, proof: ProofView, path: str) -> Path: ...
@@ -257,6 +262,12 @@ class HomeServices:
     def verify_bundle(self, bundle: str, trust_keys: Sequence[str]) -> AuditView:
         return verify_bundle_view(bundle, trust_keys)
 
+    def trust_key_names(self, path: str) -> tuple[str, ...]:
+        return trust_key_names(path)
+
+    def bundles(self) -> tuple[BundleRow, ...]:
+        return home_bundles(self.settings.home)
+
     def export_report(self, view: AuditView, path: str) -> Path:
         return export_report(view, path)
 
@@ -298,6 +309,7 @@ __all__ = [
     "AuditEntryRow",
     "AuditTail",
     "AuditView",
+    "BundleRow",
     "CheckRow",
     "Clock",
     "CustodianRow",

@@ -73,6 +73,9 @@ class PlanView:
     total: int
     rate: float
     eta_seconds: float
+    # what the run's retirement step then does, named: ("root/v1", "destroy scheduled")
+    retire: tuple[tuple[str, str], ...] = ()
+    destroy_delay_days: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +132,19 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
         st = rekey_status.status(h, cfg, now=now)
         due = policy.evaluate(rekey_retire.key_ages(h, cfg), cfg.branches, now)
         jobs = tuple(_job_view(j) for j in rekey_status.jobs(dep.store))
+        held = rekey_retire.holds(dep.store)
+        roots = tuple(  # retired roots too: their destruction can be cancelled here
+            VersionRow(
+                branch="root",
+                version=r.version,
+                state=r.state.value,
+                objects=0,
+                created=r.created or "",
+                destroy_after=r.destroy_after or "",
+                hold=("root", r.version) in held,
+            )
+            for r in h.roots()
+        )
     lease = st["lease"]
     return RekeyView(
         versions=tuple(
@@ -142,7 +158,8 @@ def rekey_view(home_root: Path, now: datetime) -> RekeyView:
                 hold=bool(v["hold"]),
             )
             for v in st["versions"]
-        ),
+        )
+        + roots,
         jobs=jobs,
         policy=_due_rows(due),
         pending=tuple((p["branch"], p["version"], p["objects"]) for p in st["pending"]),
@@ -174,7 +191,12 @@ def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = F
 
     with open_deployment(Home(home_root)) as dep:
         p = rekey.plan(dep.hierarchy, dep.config, now=now, branch=branch, due=due)
+        moved = {(i.branch, i.from_version) for i in p.items}
+        retire = retirement_preview(dep.hierarchy, now=now, branch=branch, emptied=moved)
+        delay = dep.config.destroy_delay_days
     return PlanView(
+        retire=retire,
+        destroy_delay_days=delay,
         branch=branch,
         items=tuple((i.branch, i.from_version, i.to_version, i.objects) for i in p.items),
         rotate=p.rotate,
@@ -182,6 +204,49 @@ def rekey_plan(home_root: Path, now: datetime, branch: str | None, due: bool = F
         rate=p.rate,
         eta_seconds=p.eta_seconds,
     )
+
+
+def retirement_preview(
+    hierarchy: Any, *, now: datetime, branch: str | None, emptied: set[tuple[str, int]]
+) -> tuple[tuple[str, str], ...]:
+    """What :func:`custody.rekey.retire.advance_retirement` would do after the job, without
+    doing it (the same rules, read only): each version it would disable, schedule for
+    destruction or destroy. *emptied*: the versions the job moves everything off."""
+    from custody.clock import parse
+    from custody.model import KeyState
+    from custody.rekey import retire as rekey_retire
+
+    held = rekey_retire.holds(hierarchy.store)
+    out: list[tuple[str, str]] = []
+    for k in hierarchy.keks(branch):
+        key, state = (k.branch, k.version), k.state
+        empty = (k.objects == 0 or key in emptied) and not rekey_retire.backup_users(hierarchy, k)
+        if state is KeyState.DECRYPT_ONLY and empty:
+            state = KeyState.DISABLED
+            if key in held:
+                out.append((f"{k.branch}/v{k.version}", "disabled (held: not scheduled)"))
+        if state is KeyState.DISABLED and key not in held:
+            out.append((f"{k.branch}/v{k.version}", "destroy scheduled"))
+        elif (
+            state is KeyState.DESTROY_SCHEDULED
+            and k.destroy_after is not None
+            and parse(k.destroy_after) <= now
+            and key not in held
+        ):
+            out.append((f"{k.branch}/v{k.version}", "destroyed now"))
+    if branch is None or branch == "root":
+        for r in hierarchy.roots():
+            if ("root", r.version) in held:
+                continue
+            if r.state is KeyState.DISABLED:
+                out.append((f"root/v{r.version}", "destroy scheduled"))
+            elif (
+                r.state is KeyState.DESTROY_SCHEDULED
+                and r.destroy_after is not None
+                and parse(r.destroy_after) <= now
+            ):
+                out.append((f"root/v{r.version}", "destroyed now (with the token)"))
+    return tuple(out)
 
 
 def rekey_run(
