@@ -294,8 +294,8 @@ def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
         if not _interactive_shares(session):
             break
     out = session.outcome
-    assert out is not None  # run() set it
-    return report(args, out, runner.sas_waiting() if out.status == "awaiting-input" else [])
+    waiting = runner.sas_waiting() if out is not None and out.status == "awaiting-input" else []
+    return report(args, out, waiting)
 
 
 def _awaits_shares(session: Any) -> bool:

@@ -1,0 +1,348 @@
+"""Issue 12, items 2 and 3, through the CLI as a subprocess against real SoftHSMv2 tokens:
+custodians type their share's words at a hidden prompt through a real pty (echo off: the
+words never reach the terminal), a wrong word is named by position, a mistyped path
+rejects only that input, progress is shown per group, ``custody ceremony status`` says who
+handed in, who is missing and what to run next; and a remote hand-in is held, not
+counted, until the coordinator confirms its short authentication string (SAS) at the
+prompt or with ``--confirm-sas``, while a wrong SAS rejects the share and is recorded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import sqlite3
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token
+from tests.conftest import cli_env, run_cli
+
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("handin-cli")]
+
+
+@pytest.fixture(scope="module")
+def generated_tpl(tmp_path_factory) -> Dep:
+    return build_generated(tmp_path_factory.mktemp("gen") / "home")
+
+
+@pytest.fixture
+def dep(generated_tpl: Dep, tmp_path: Path) -> Dep:
+    d = copy_dep(generated_tpl, tmp_path / "home")
+    lose_token(d)  # recover into an emptied token
+    return d
+
+
+class Pty:
+    """``custody ARGS`` on a real pseudo-terminal that is its controlling terminal (so
+    that getpass turns echo off on it, as on a custodian's screen)."""
+
+    def __init__(self, *args: str) -> None:
+        master, slave = os.openpty()
+
+        def ctty() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "custody_cli", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=cli_env(),
+            preexec_fn=ctty,
+            close_fds=True,
+        )
+        os.close(slave)
+        self.fd = master
+        self.out = b""
+        self.pos = 0
+
+    def _read(self, timeout: float) -> bool:
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return True
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        if not data:
+            return False
+        self.out += data
+        return True
+
+    def expect(self, needle: str, timeout: float = 90) -> str:
+        """Wait for *needle* after what was already consumed; return the text up to it."""
+        end = time.monotonic() + timeout
+        want = needle.encode()
+        while want not in self.out[self.pos :]:
+            if time.monotonic() > end or not self._read(0.2):
+                raise AssertionError(f"{needle!r} not seen; output:\n{self.text}")
+        i = self.out.index(want, self.pos) + len(want)
+        got, self.pos = self.out[self.pos : i].decode(errors="replace"), i
+        return got
+
+    def send(self, line: str) -> None:
+        os.write(self.fd, (line + "\n").encode())
+
+    def finish(self, timeout: float = 120) -> int:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self._read(0.2):
+            if self.proc.poll() is not None and not select.select([self.fd], [], [], 0.2)[0]:
+                break
+        code = self.proc.wait(timeout=max(1.0, end - time.monotonic()))
+        os.close(self.fd)
+        return code
+
+    @property
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+
+def _coord(d: Dep) -> list[str]:
+    return [a for a in d.coord() if a != "--json"]
+
+
+def _words(d: Dep, name: str) -> list[str]:
+    return (d.root / "shares" / f"{name}.share.txt").read_text().split()
+
+
+def _env(d: Dep, name: str) -> str:
+    return str(d.root / "shares" / f"{name}.envelope.json")
+
+
+def _events(bundle: str) -> list[dict]:
+    return [json.loads(x) for x in (Path(bundle) / "events.jsonl").read_text().splitlines()]
+
+
+def _combined(d: Dep, cid: str) -> bool:
+    """Whether the ceremony got as far as combining shares (rebuild-rk begun)."""
+    return any(e.get("step") == "rebuild-rk" for e in _events(str(d.root / "transcripts" / cid)))
+
+
+def _status(d: Dep, cid: str) -> dict:
+    s = run_cli("ceremony", "status", cid, "--home", str(d.root), "--json")
+    assert s.returncode == 0, s.stderr
+    return json.loads(s.stdout)
+
+
+def _no_words_shown(text: str, *shares: list[str]) -> None:
+    """No two consecutive words of any share appear (the words never reach the screen)."""
+    low = " ".join(text.lower().split())
+    for words in shares:
+        for i in range(len(words) - 1):
+            assert f"{words[i]} {words[i + 1]}" not in low, (i, low[-2000:])
+            assert f"{words[i][:4]} {words[i + 1][:4]}" not in low, (i, low[-2000:])
+
+
+def test_typed_words_are_hidden_checked_by_word_and_a_bad_input_rejects_only_itself(dep: Dep):
+    """At the prompt, alice types 4-letter prefixes with echo off, one wrong word named by
+    position; a mistyped path is refused with a typed error and nothing else is lost; bob's
+    share with one wrong (but valid) word is caught by the checksum at that position; the
+    progress per group is shown; the two shares stay held for a later run, which finishes
+    the recovery. ``ceremony status`` shows who handed in, who is missing and what next."""
+    alice, bob = _words(dep, "alice"), _words(dep, "bob")
+    t = Pty("ceremony", "recover", *_coord(dep))
+    t.expect("progress: group 1: 0 of 3")
+    t.expect("share (words or file): ")
+    t.send(" ".join(w[:4] for w in alice[:10]))  # unique 4-letter prefixes
+    t.expect("words 1-10 ok")
+    t.expect("word 11: ")
+    t.send("zzzq")  # not a word: named by its position, asked again
+    t.expect("word 11: unknown word; type word 11 again")
+    t.expect("word 11: ")
+    t.send(" ".join(alice[10:]))
+    t.expect("words 11-33 ok")
+    t.expect("the words match alice (group 1, member 1); now its envelope")
+    t.expect("envelope of alice")
+    t.send(_env(dep, "alice"))
+    t.expect("alice (group 1, member 1): ok")
+    t.expect("progress: group 1: 1 of 3")
+
+    t.expect("share (words or file): ")
+    t.send(str(dep.root / "shares" / "bbo.share.txt"))  # mistyped path
+    t.expect("error: Cannot read the share file")
+    t.expect("only this share is rejected; the others stay counted")
+    t.expect("progress: group 1: 1 of 3")  # alice is still counted
+
+    t.expect("share (words or file): ")
+    wrong = list(bob)
+    wrong[6] = "academic" if bob[6] != "academic" else "acid"  # a valid word, the wrong one
+    t.send(" ".join(wrong))
+    t.expect("the checksum fails: word 7 is wrong; type word 7 again")
+    t.expect("word 7: ")
+    t.send(bob[6])
+    t.expect("the words match bob (group 1, member 2)")
+    t.expect("envelope of bob")
+    t.send(_env(dep, "bob"))
+    t.expect("bob (group 1, member 2): ok")
+    t.expect("progress: group 1: 2 of 3")
+    t.expect("share (words or file): ")
+    t.send("")  # finish: both are held sealed for a later run
+    t.expect("next: custody ceremony resume")
+    assert t.finish() == 10, t.text
+    assert "Traceback" not in t.text
+    _no_words_shown(t.text, alice, bob)
+    assert "zzzq" not in t.text  # not even a wrong word is echoed
+
+    cid = next(
+        r["id"]
+        for r in json.loads(run_cli("ceremony", "list", "--home", str(dep.root), "--json").stdout)
+    )
+    st = _status(dep, cid)
+    assert st["awaiting"] == "shares" and st["step"] == "collect-shares"
+    assert [h["custodian"] for h in st["handed_in"]] == ["alice", "bob"]
+    assert [h["custodian"] for h in st["missing"]] == ["carol", "dave", "erin"]
+    assert st["progress"] == "group 1: 2 of 3" and not st["quorum_met"]
+    assert st["expires_at"] > time.time() and st["waiting_sas"] == []
+    assert st["next"].startswith(f"custody ceremony resume {cid}")
+    txt = run_cli("ceremony", "status", cid, "--home", str(dep.root))
+    assert txt.returncode == 0 and "handed in: alice (group 1), bob (group 1)" in txt.stdout
+    assert "missing: carol (group 1), dave (group 1), erin (group 1)" in txt.stdout
+    assert "expires: " in txt.stdout and "next: custody ceremony resume" in txt.stdout
+
+    r = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("dave"))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    assert r.out["facts"]["collect-shares.accepted"] == ["alice", "bob", "dave"]
+    dep.verify(r.out["bundle"])
+    dep.deks_ok()
+    assert _status(dep, cid)["state"] == "closed"
+
+
+def _offer_and_send(d: Dep, cid: str, name: str, out: Path) -> str:
+    o = d.ceremony("offer", cid, *d.coord())
+    assert o.returncode == 0, o.stderr
+    s = run_cli(
+        "share",
+        "send",
+        str(d.root / "shares" / f"{name}.share.txt"),
+        "--envelope",
+        _env(d, name),
+        "--offer",
+        o.out["offer"],
+        "--trust",
+        str(d.people / "admin.pub.json"),
+        "--session",
+        cid,
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert s.returncode == 0, s.stderr
+    return str(json.loads(s.stdout)["sas"])
+
+
+def _other_words(sas: str) -> str:
+    """Four valid SLIP-0039 words that are not *sas* (one word changed)."""
+    w = sas.split()
+    w[2] = "academic" if w[2] != "academic" else "acid"
+    return " ".join(w)
+
+
+def test_a_remote_hand_in_is_held_until_its_sas_is_confirmed(dep: Dep):
+    """SAS before use: ``resume --sealed-share`` opens and checks carol's share but holds
+    it (exit 11, the next command named, the SAS not shown to the coordinator); the root is
+    not restored. A wrong SAS rejects the share and the transcript records it
+    (``sas-mismatch``); carol sends again and the coordinator types the words she reads out
+    at the prompt (a pty): only then is the share counted and the recovery finished."""
+    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"))
+    assert r.returncode == 10, r.stderr
+    cid = r.out["ceremony_id"]
+    blob = dep.root / "carol.blob"
+    sas = _offer_and_send(dep, cid, "carol", blob)
+
+    r = dep.ceremony("resume", cid, *dep.coord(), "--sealed-share", str(blob))
+    assert r.returncode == 11, r.stdout + r.stderr
+    assert r.out["status"] == "awaiting-input" and r.out["awaiting"] == "shares"
+    assert [w["custodian"] for w in r.out["sas_waiting"]] == ["carol"]
+    assert "--confirm-sas" in r.out["next"]
+    (h,) = r.out["handins"]
+    assert (h["custodian"], h["status"], h["reason"], h["sas"]) == (
+        "carol",
+        "unconfirmed",
+        "sas-unconfirmed",
+        None,
+    )
+    assert sas not in r.stdout + r.stderr  # nothing to copy instead of listening
+    assert not _combined(dep, cid)  # nothing combined: root/v1 is not restored
+    st = _status(dep, cid)
+    assert [w["custodian"] for w in st["waiting_sas"]] == ["carol"]
+    assert st["progress"] == "group 1: 2 of 3"
+    assert "carol" not in [m["custodian"] for m in st["missing"]]
+    assert "--confirm-sas" in st["next"]
+    # the held share is sealed: no word of carol's share in the store
+    c = sqlite3.connect(dep.root / "custody.db")
+    pend = c.execute("SELECT pending FROM ceremonies WHERE id=?", (cid,)).fetchone()[0]
+    c.close()
+    carol = _words(dep, "carol")
+    assert " ".join(carol[3:6]) not in pend and sas not in pend
+
+    # a plain run does not count it either, and a confirmation naming nobody waiting fails
+    again = dep.ceremony("resume", cid, *dep.coord())
+    assert again.returncode == 11 and not _combined(dep, cid), again.stdout + again.stderr
+    bad = dep.ceremony("resume", cid, *dep.coord(), "--confirm-sas", f"dave={sas}")
+    assert bad.returncode == 2 and "No remote hand-in of dave" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    # the wrong words: rejected and recorded
+    r = dep.ceremony("resume", cid, *dep.coord(), "--confirm-sas", _other_words(sas))
+    assert r.returncode == 10, r.stdout + r.stderr
+    (h,) = r.out["handins"]
+    assert (h["custodian"], h["status"], h["reason"]) == ("carol", "rejected", "sas-mismatch")
+    assert r.out["sas_waiting"] == [] and not _combined(dep, cid)
+    rej = [e["body"] for e in _events(r.out["bundle"]) if e["kind"] == "share.rejected"]
+    assert rej[-1]["custodian"] == "carol" and rej[-1]["reason"] == "sas-mismatch"
+    st = _status(dep, cid)
+    assert {"custodian": "carol", "reason": "sas-mismatch"} in st["rejected"]
+    assert "carol" in [m["custodian"] for m in st["missing"]] and st["waiting_sas"] == []
+
+    # carol sends again; the coordinator types the words she reads out at the prompt
+    blob2 = dep.root / "carol2.blob"
+    sas2 = _offer_and_send(dep, cid, "carol", blob2)
+    t = Pty("ceremony", "resume", cid, *_coord(dep), "--sealed-share", str(blob2))
+    t.expect("held, NOT counted, until you confirm its short authentication string")
+    t.expect("SAS of carol: ")
+    assert sas2 not in t.text
+    t.send(" ".join(w[:4] for w in sas2.split()))  # prefixes are enough
+    t.expect("SAS confirmed: carol's share is counted")
+    t.expect("(recover): closed")
+    assert t.finish() == 0, t.text
+    assert _combined(dep, cid)
+    ev = _events(str(dep.root / "transcripts" / cid))
+    assert [e["body"]["custodian"] for e in ev if e["kind"] == "sas.confirmed"] == ["carol"]
+    acc = [e["body"]["custodian"] for e in ev if e["kind"] == "share.accepted"]
+    assert acc == ["alice", "bob", "carol"]
+    dep.verify(str(dep.root / "transcripts" / cid))
+    dep.deks_ok()
+
+
+def test_a_wrong_sas_at_the_prompt_rejects_the_share_and_is_recorded(dep: Dep):
+    """At the interactive prompt, words that differ reject carol's remote share, the
+    rejection is in the transcript, and the ceremony waits on (exit 10) with alice and bob
+    still held."""
+    r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"))
+    assert r.returncode == 10, r.stderr
+    cid = r.out["ceremony_id"]
+    blob = dep.root / "carol.blob"
+    sas = _offer_and_send(dep, cid, "carol", blob)
+    t = Pty("ceremony", "resume", cid, *_coord(dep), "--sealed-share", str(blob))
+    t.expect("SAS of carol: ")
+    t.send(_other_words(sas))
+    t.expect("the SAS differs: carol's remote hand-in is rejected")
+    t.expect("share (words or file): ")
+    t.send("")
+    assert t.finish() == 10, t.text
+    st = _status(dep, cid)
+    assert {"custodian": "carol", "reason": "sas-mismatch"} in st["rejected"]
+    assert [h["custodian"] for h in st["handed_in"]] == ["alice", "bob"]
+    assert not _combined(dep, cid)
+    a = dep.ceremony("abort", cid, *dep.coord())
+    assert a.returncode == 0, a.stderr
+    dep.verify(a.out["bundle"])
