@@ -457,6 +457,14 @@ def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
 
             await paste_sealed(pilot, scr, text)
             assert app.errors_shown == [], app.errors_shown
+            v = scr.view  # SAS before use: opened and checked, held, not counted
+            held = [c for c in v.shares if c.custodian == "carol"]
+            assert [c.status for c in held] == ["incomplete"] and v.sas == ()
+            assert v.quorum.describe() == "Custodians 1/3"
+            # TODO(tui): a screen action to type the SAS; the service call it will make:
+            scr.do("confirm_sas", "carol", sas["carol"])
+            await settle(pilot)
+            assert app.errors_shown == [], app.errors_shown
             v = scr.view
             assert v.sas == (("carol", sas["carol"]),)
             shown = str(scr.query_one("#cer-offer").render())

@@ -80,6 +80,7 @@ class CeremonyServices(Protocol):
     def abort(self, reason: str) -> CeremonyView: ...
     def offer(self, ttl: int = 900) -> CeremonyView: ...
     def hand_in_sealed(self, blob: str) -> CeremonyView: ...
+    def confirm_sas(self, custodian: str, words: str) -> CeremonyView: ...
     def card(self, name: str) -> CardView: ...
     def export_card(self, name: str, path: str) -> Path: ...
     def close(self) -> None: ...
@@ -121,6 +122,7 @@ class HomeCeremonyServices:
             "hand_in",
             "offer",
             "hand_in_sealed",
+            "confirm_sas",
             "add_approval_file",
             "sign_approval",
             "submit",
@@ -227,6 +229,15 @@ class HomeCeremonyServices:
         """
         self.session.require("shares")
         return self._view(self.session.hand_in_sealed(read_sealed(blob)))
+
+    def confirm_sas(self, custodian: str, words: str) -> CeremonyView:
+        """SAS before use: count *custodian*'s remote hand-in once the coordinator types
+        the words the custodian reads out; words that differ reject it (recorded).
+
+        Raises:
+            UsageError: not waiting for shares, or no remote hand-in of *custodian* waits.
+        """
+        return self._view(self.session.confirm_sas(custodian, words))
 
     def abort(self, reason: str) -> CeremonyView:
         return self._view(self.session.abort(reason))
