@@ -149,7 +149,6 @@ def _interactive_shares(session: Any) -> bool:
     share file's path. Each share is checked as it is given and its verdict printed; with
     the token open it is sealed on the HSM right away, so a later mistake loses nothing.
     True when the runner moved on to another step (ask again), else False."""
-    from custody.errors import CustodyError
 
     out = session.outcome
     if out is None or out.status != "awaiting-input" or out.awaiting != "shares":
@@ -164,6 +163,13 @@ def _interactive_shares(session: Any) -> bool:
         "enough; one word, a few or all on a line), or the path of a NAME.share.txt "
         "(envelope beside it). An empty line at 'share' finishes."
     )
+    with prompt.echo_off():
+        return _share_loop(session, step, holds)
+
+
+def _share_loop(session: Any, step: str, holds: bool) -> bool:
+    from custody.errors import CustodyError
+
     given = False
     while True:
         prompt.say(f"progress: {_progress(session)}")

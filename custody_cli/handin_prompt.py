@@ -1,12 +1,13 @@
 """The hand-in at a terminal: share words typed with echo off, checked word by word.
 
-A custodian types their share's words at a hidden prompt (``getpass``: the terminal does
-not echo them), a line at a time: one word, a few, or all of them. Each word is checked as
-it is given (a unique 4-letter prefix is enough, SLIP-0039) and a wrong one is named by its
-position and asked again; once all words are in, the RS1024 checksum names the wrong word
-when it can, and the share is matched against the share set before its envelope is asked
-for (:func:`ceremonies.sharecheck.check_typed`, the one share checker the TUI uses too).
-An input that looks like a path is read as a ``NAME.share.txt`` file (envelope beside it).
+A custodian types their share's words at a hidden prompt (the terminal's echo is off for
+the whole hand-in, as ``getpass`` does for one line), a line at a time: one word, a few,
+or all of them. Each word is checked as it is given (a unique 4-letter prefix is enough,
+SLIP-0039) and a wrong one is named by its position and asked again; once all words are
+in, the RS1024 checksum names the wrong word when it can, and the share is matched
+against the share set before its envelope is asked for
+(:func:`ceremonies.sharecheck.check_typed`, the one share checker the TUI uses too). An
+input that looks like a path is read as a ``NAME.share.txt`` file (envelope beside it).
 A mistyped path or a bad share rejects only that share, with a typed error; the shares
 given before it stay counted.
 
@@ -18,9 +19,10 @@ Nothing here prints a share word: feedback names positions, custodians and group
 
 from __future__ import annotations
 
-import getpass
 import sys
-from collections.abc import Callable
+import termios
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +44,49 @@ def say_error(err: CustodyError, indent: str = "  ") -> None:
         say(f"{indent}hint: {err.hint}")
 
 
+def echo_off() -> Any:
+    """Turn the terminal's echo off for the whole hand-in (restored on any exit, Ctrl-C
+    included). Set with TCSANOW, not getpass's TCSAFLUSH: lines a custodian pastes at
+    once all arrive hidden and none is thrown away."""
+    return _echo(False)
+
+
+@contextmanager
+def _echo(on: bool) -> Iterator[None]:
+    fd = sys.stdin.fileno()
+    try:
+        old = termios.tcgetattr(fd)
+    except termios.error:
+        yield
+        return
+    new = termios.tcgetattr(fd)
+    new[3] = (new[3] | termios.ECHO) if on else (new[3] & ~termios.ECHO)
+    termios.tcsetattr(fd, termios.TCSANOW, new)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, old)
+
+
+def _readline(prompt: str, *, echo: bool) -> str | None:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    with _echo(echo):
+        line = sys.stdin.readline()
+    if not echo:
+        sys.stderr.write("\n")  # the Enter the terminal did not echo
+        sys.stderr.flush()
+    return line.rstrip("\r\n") if line else None
+
+
 def hidden(prompt: str) -> str | None:
     """One line read with echo off (None at end of input)."""
-    try:
-        return getpass.getpass(prompt)
-    except EOFError:
-        return None
+    return _readline(prompt, echo=False)
 
 
 def visible(prompt: str) -> str | None:
-    try:
-        return input(prompt)
-    except EOFError:
-        return None
+    """One line read with echo on (public answers: an envelope path, SAS words)."""
+    return _readline(prompt, echo=True)
 
 
 def looks_like_path(line: str) -> bool:
@@ -227,6 +259,7 @@ def confirm_sas(session: Any, asked: set[str]) -> None:
 __all__ = [
     "ask_envelope",
     "confirm_sas",
+    "echo_off",
     "hidden",
     "looks_like_path",
     "read_share_file",
