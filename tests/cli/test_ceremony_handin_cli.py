@@ -324,9 +324,9 @@ def test_a_remote_hand_in_is_held_until_its_sas_is_confirmed(dep: Dep):
 
 
 def test_a_wrong_sas_at_the_prompt_rejects_the_share_and_is_recorded(dep: Dep):
-    """At the interactive prompt, words that differ reject carol's remote share, the
-    rejection is in the transcript, and the ceremony waits on (exit 10) with alice and bob
-    still held."""
+    """At the interactive prompt, words that differ reject carol's remote share and the
+    rejection is in the transcript; the ceremony goes on: dave pastes his share as three
+    lines at once (none is lost, none is echoed) and the recovery finishes without carol."""
     r = dep.ceremony("recover", *dep.coord(), *dep.shares("alice", "bob"))
     assert r.returncode == 10, r.stderr
     cid = r.out["ceremony_id"]
@@ -336,13 +336,22 @@ def test_a_wrong_sas_at_the_prompt_rejects_the_share_and_is_recorded(dep: Dep):
     t.expect("SAS of carol: ")
     t.send(_other_words(sas))
     t.expect("the SAS differs: carol's remote hand-in is rejected")
+    t.expect("progress: group 1: 2 of 3")  # alice and bob are still held
     t.expect("share (words or file): ")
-    t.send("")
-    assert t.finish() == 10, t.text
-    st = _status(dep, cid)
-    assert {"custodian": "carol", "reason": "sas-mismatch"} in st["rejected"]
-    assert [h["custodian"] for h in st["handed_in"]] == ["alice", "bob"]
-    assert not _combined(dep, cid)
-    a = dep.ceremony("abort", cid, *dep.coord())
-    assert a.returncode == 0, a.stderr
-    dep.verify(a.out["bundle"])
+    dave = _words(dep, "dave")
+    os.write(t.fd, ("\n".join(" ".join(dave[i : i + 11]) for i in (0, 11, 22)) + "\n").encode())
+    t.expect("words 23-33 ok")
+    t.expect("the words match dave (group 1, member 4)")
+    t.send(_env(dep, "dave"))
+    t.expect("dave (group 1, member 4): ok")
+    t.expect("(recover): closed")
+    assert t.finish() == 0, t.text
+    _no_words_shown(t.text, dave)
+    ev = _events(str(dep.root / "transcripts" / cid))
+    rej = [e["body"] for e in ev if e["kind"] == "share.rejected"]
+    assert [(x["custodian"], x["reason"]) for x in rej] == [("carol", "sas-mismatch")]
+    acc = [e["body"]["custodian"] for e in ev if e["kind"] == "share.accepted"]
+    assert acc == ["alice", "bob", "dave"]
+    assert _status(dep, cid)["state"] == "closed"
+    dep.verify(str(dep.root / "transcripts" / cid))
+    dep.deks_ok()
