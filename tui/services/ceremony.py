@@ -42,7 +42,8 @@ from ceremonies.sharecheck import (
 from ceremonies.sharecheck import check_typed as check_share
 from ceremonies.transcript.records import Approval
 from custody.errors import CeremonyError, ConfigError, TranscriptError
-from tui.services.ceremony_remote import OfferView, offer_view, read_sealed
+from custody.shares.transport import SAS_WORDS
+from tui.services.ceremony_remote import BLOB_PREFIX, OfferView, offer_view, read_sealed
 from tui.services.ceremony_views import (
     INPUT_ASKS,
     STEP_INFO,
@@ -224,10 +225,21 @@ class HomeCeremonyServices:
     def hand_in_sealed(self, blob: str) -> CeremonyView:
         """Hand one pasted sealed blob (or the file holding it) to the runner now.
 
+        While a remote hand-in waits for its SAS (SAS before use), the same field takes
+        the 4 words the custodian reads out (``NAME=WORDS`` when several wait): they go
+        to :meth:`confirm_sas`.
+
         Raises:
             UsageError: not waiting for shares, or not a blob. ConfigError: unreadable file.
         """
         self.session.require("shares")
+        t = blob.strip()
+        if not t.startswith(BLOB_PREFIX) and self.session.sas_waiting():
+            who, sep, words = t.partition("=")
+            if not sep:
+                who, words = "", t
+            if len(words.split()) == SAS_WORDS:  # the SAS the custodian reads out
+                return self.confirm_sas(who.strip(), words)
         return self._view(self.session.hand_in_sealed(read_sealed(blob)))
 
     def confirm_sas(self, custodian: str, words: str) -> CeremonyView:
