@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ceremony_fixtures import Dep, build_generated, copy_dep, lose_token
+from tests.ceremony_fixtures import Dep, build_enrolled, build_generated, copy_dep, lose_token
 from tests.conftest import cli_env, run_cli
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("handin-cli")]
@@ -355,3 +355,44 @@ def test_a_wrong_sas_at_the_prompt_rejects_the_share_and_is_recorded(dep: Dep):
     assert _status(dep, cid)["state"] == "closed"
     dep.verify(str(dep.root / "transcripts" / cid))
     dep.deks_ok()
+
+
+@pytest.fixture(scope="module")
+def enrolled_tpl(tmp_path_factory) -> Dep:
+    return build_enrolled(tmp_path_factory.mktemp("enr") / "home")[0]
+
+
+def test_status_of_a_verification_round_with_groups(enrolled_tpl: Dep, tmp_path: Path):
+    """``ceremony status`` in generate's verification round with two groups: progress per
+    group ("group 1: 1 of 2; group 2: 0 of 2; groups met: 0 of 2"), who handed in, who is
+    missing by group, the expiry and the next command; a closed ceremony has no next step.
+    """
+    d = copy_dep(enrolled_tpl, tmp_path / "home")
+    cust = [a for n in ("alice", "bob", "carol", "dave", "erin") for a in ("--custodian", n)]
+    groups = ["--group", "2/3", "--group", "2/2", "--group-threshold", "2"]
+    r = d.ceremony("generate", *d.coord(), *cust, *groups, "--out", str(d.root / "shares"))
+    assert r.returncode == 10 and r.out["step"] == "verify-shares", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    st = _status(d, cid)
+    assert st["progress"] == "group 1: 0 of 2; group 2: 0 of 2; groups met: 0 of 2"
+    assert st["handed_in"] == [] and len(st["missing"]) == 5
+    r = d.ceremony("resume", cid, *d.coord(), *d.shares("alice"))
+    assert r.returncode == 10, r.stdout + r.stderr
+    st = _status(d, cid)
+    assert st["step"] == "verify-shares" and st["awaiting"] == "shares"
+    assert st["progress"] == "group 1: 1 of 2; group 2: 0 of 2; groups met: 0 of 2"
+    assert st["handed_in"] == [{"custodian": "alice", "group": 1, "member": 1}]
+    assert [(m["custodian"], m["group"]) for m in st["missing"]] == [
+        ("bob", 1),
+        ("carol", 1),
+        ("dave", 2),
+        ("erin", 2),
+    ]
+    assert st["next"].startswith(f"custody ceremony resume {cid}") and not st["expired"]
+    r = d.ceremony("resume", cid, *d.coord(), *d.shares("bob", "dave", "erin"))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    st = _status(d, cid)
+    assert st["state"] == "closed" and st["next"] == "none: the ceremony is closed"
+    missing = run_cli("ceremony", "status", "0" * 32, "--home", str(d.root))
+    assert missing.returncode == 8 and "No ceremony" in missing.stderr
+    assert "Traceback" not in missing.stderr
