@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ceremony_fixtures import Dep, build_enrolled, build_generated, copy_dep, lose_token
+from tests.ceremony_fixtures import CUST, Dep, build_enrolled, build_generated, copy_dep, lose_token
 from tests.conftest import cli_env, run_cli
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("handin-cli")]
@@ -396,3 +396,100 @@ def test_status_of_a_verification_round_with_groups(enrolled_tpl: Dep, tmp_path:
     missing = run_cli("ceremony", "status", "0" * 32, "--home", str(d.root))
     assert missing.returncode == 8 and "No ceremony" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def _type_share(t: Pty, name: str, words: list[str], envelope: Path, member: int) -> None:
+    t.expect("share (words or file): ")
+    t.send(" ".join(w[:4] for w in words))
+    t.expect(f"the words match {name} (group 1, member {member})")
+    t.expect(f"envelope of {name}")
+    t.send(str(envelope))
+    t.expect(f"{name} (group 1, member {member}): ok")
+
+
+def test_acceptance_sealed_issue_typed_hand_in_and_a_remote_share_with_its_sas(
+    enrolled_tpl: Dep, tmp_path: Path
+):
+    """Issue 12's acceptance path: a 3-of-5 generate sealed to the custodians; each opens
+    their own share on their own machine; the verification round takes three shares typed
+    at the hidden prompt (a pty); after the token is lost, a recover takes two typed shares
+    and carol's remote hand-in, counted only once the coordinator types the SAS she reads
+    out. No file the coordinator's side wrote holds three consecutive words of any share."""
+    d = copy_dep(enrolled_tpl, tmp_path / "home")
+    out = tmp_path / "issued"
+    cust = [a for n in CUST for a in ("--custodian", n)]
+    r = run_cli(
+        "ceremony", "generate", *d.coord(), *cust, "--threshold", "3", "--out", str(out),
+        "--seal-to", str(d.people),
+    )  # fmt: skip
+    assert r.returncode == 10, r.stderr
+    cid = json.loads(r.stdout)["ceremony_id"]
+    mine = tmp_path / "custodians"  # each custodian's own machine
+    mine.mkdir()
+    words: dict[str, list[str]] = {}
+    for n in CUST:
+        o = run_cli(
+            "share", "open", str(out / f"{n}.share.sealed"),
+            "--envelope", str(out / f"{n}.envelope.json"),
+            "--key", str(d.people / f"{n}.enc.pem"),
+            "--passphrase-file", str(d.people / f"{n}.pass"),
+            "--trust", str(d.people / "admin.pub.json"),
+            "--out", str(mine / f"{n}.share.txt"), "--json",
+        )  # fmt: skip
+        assert o.returncode == 0, o.stderr
+        words[n] = (mine / f"{n}.share.txt").read_text().split()
+
+    t = Pty("ceremony", "resume", cid, *_coord(d))  # the verification round, typed
+    for i, n in enumerate(("alice", "bob", "carol"), start=1):
+        t.expect(f"progress: group 1: {i - 1} of 3")
+        _type_share(t, n, words[n], out / f"{n}.envelope.json", i)
+    t.expect("(generate): closed")
+    assert t.finish() == 0, t.text
+    _no_words_shown(t.text, *words.values())
+    k = run_cli(
+        "kek", "rotate", "--branch", "data", "--home", str(d.root), "--pin-file", str(d.pin)
+    )
+    assert k.returncode == 0, k.stderr
+
+    lose_token(d)
+    t = Pty("ceremony", "recover", *_coord(d))
+    _type_share(t, "alice", words["alice"], out / "alice.envelope.json", 1)
+    _type_share(t, "bob", words["bob"], out / "bob.envelope.json", 2)
+    t.expect("progress: group 1: 2 of 3")
+    t.expect("share (words or file): ")
+    t.send("")
+    assert t.finish() == 10, t.text
+    _no_words_shown(t.text, *words.values())
+    rid = next(
+        x["id"]
+        for x in json.loads(run_cli("ceremony", "list", "--home", str(d.root), "--json").stdout)
+        if x["kind"] == "recover"
+    )
+    o = d.ceremony("offer", rid, *d.coord())
+    assert o.returncode == 0, o.stderr
+    blob = tmp_path / "carol.blob"
+    s = run_cli(
+        "share", "send", str(mine / "carol.share.txt"),
+        "--envelope", str(out / "carol.envelope.json"), "--offer", o.out["offer"],
+        "--trust", str(d.people / "admin.pub.json"), "--session", rid,
+        "--out", str(blob), "--json",
+    )  # fmt: skip
+    assert s.returncode == 0, s.stderr
+    sas = json.loads(s.stdout)["sas"]
+    t = Pty("ceremony", "resume", rid, *_coord(d), "--sealed-share", str(blob))
+    t.expect("SAS of carol: ")
+    t.send(sas)
+    t.expect("SAS confirmed: carol's share is counted")
+    t.expect("(recover): closed")
+    assert t.finish() == 0, t.text
+    ev = _events(str(d.root / "transcripts" / rid))
+    assert [e["body"]["custodian"] for e in ev if e["kind"] == "share.accepted"] == [
+        "alice",
+        "bob",
+        "carol",
+    ]
+    d.verify(str(d.root / "transcripts" / rid))
+
+    runs = {" ".join(w[i : i + 3]).encode() for w in words.values() for i in range(len(w) - 2)}
+    written = [Path(dp) / f for root in (out, d.root) for dp, _, fs in os.walk(root) for f in fs]
+    assert [str(f) for f in written if any(x in f.read_bytes() for x in runs)] == []
