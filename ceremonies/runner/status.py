@@ -103,7 +103,7 @@ def handin_status(dep: Deployment, ceremony_id: str, *, now: int) -> dict[str, A
     }
     if row.state != "open":
         return out
-    events = _events(row.bundle)
+    events = _events(str(dep.home.transcripts_dir / row.id))  # always HOME/transcripts/ID
     st = _state(row, events, now)
     step = st.next_step
     out["step"] = step
