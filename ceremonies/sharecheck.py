@@ -363,6 +363,14 @@ class QuorumView:
     def met(self) -> bool:
         return self.groups_met >= self.group_threshold
 
+    def progress(self) -> str:
+        """Per group, as a custodian reads it: ``group 1: 2 of 3; group 2: 0 of 2`` (and,
+        with several groups, how many groups are met of those needed)."""
+        parts = [f"group {i}: {g.have} of {g.need}" for i, g in enumerate(self.groups, start=1)]
+        if len(self.groups) > 1:
+            parts.append(f"groups met: {self.groups_met} of {self.group_threshold}")
+        return "; ".join(parts)
+
     def describe(self) -> str:
         parts = [f"{g.label} {g.have}/{g.need}" for g in self.groups]
         if len(self.groups) > 1:

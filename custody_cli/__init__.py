@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 config, 4 storage, 5 HSM, "
         "6 integrity, 7 policy, 8 ceremony, 10 ceremony waiting for others (not an "
-        "error), 130 interrupted. See docs/cli.md.",
+        "error), 11 a remote hand-in waiting for its SAS to be confirmed (not an error), "
+        "130 interrupted. See docs/cli.md.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:

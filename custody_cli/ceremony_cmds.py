@@ -4,7 +4,8 @@ Every input can be a file (share files with their envelopes beside them, approva
 passphrase and PIN files), so ceremonies run unattended in scripts and tests; at a terminal
 missing shares are prompted for. A ceremony that stops for people (a verification round,
 approvals) prints its id; continue it with ``custody ceremony resume ID``.
-Exit codes: 0 done, 10 waiting for input (resume later), others as in docs/cli.md.
+Exit codes: 0 done, 10 waiting for input (resume later), 11 waiting for the SAS of a remote
+hand-in (``--confirm-sas``), others as in docs/cli.md.
 """
 
 from __future__ import annotations
@@ -67,7 +68,16 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="BLOBFILE",
         help="a remote custodian's hand-in ('custody share send' to this "
-        "ceremony's offer, see 'custody ceremony offer') (repeat)",
+        "ceremony's offer, see 'custody ceremony offer') (repeat); it is held, not "
+        "counted, until its SAS is confirmed",
+    )
+    p.add_argument(
+        "--confirm-sas",
+        action="append",
+        default=[],
+        metavar="WORDS",
+        help="confirm a remote hand-in with the 4 words its custodian reads out "
+        "('NAME=WORDS' when several wait; repeat); words that differ reject that share",
     )
 
 
@@ -190,6 +200,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_inputs(p)
     p.add_argument("--request-out", metavar="FILE")
     p.set_defaults(func=cmd_resume)
+
+    p = cs.add_parser(
+        "status",
+        help="who has handed in, who is missing, what waits for its SAS, the expiry and "
+        "the next command (no key or PIN needed)",
+    )
+    p.add_argument("ceremony_id")
+    common.add_standard(p)
+    p.set_defaults(func=cmd_status)
 
     p = cs.add_parser("offer", help="a signed transport offer for a remote share hand-in")
     p.add_argument("ceremony_id")
@@ -404,6 +423,53 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return _drive(args, runner, _inputs(args))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from ceremonies.runner.status import handin_status
+    from custody_cli.ceremony_drive import next_command
+
+    now = int(time.time())
+    with common.open_home(args, pin=False) as dep:
+        st = handin_status(dep, args.ceremony_id, now=now)
+    st["next"] = next_command(args.ceremony_id, st)
+    if args.json:
+        common.emit_json(st)
+        return 0
+
+    def who(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{h['custodian']} (group {h['group']})" for h in rows) or "none"
+
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st["expires_at"]))
+    left = st["expires_at"] - now
+    print(
+        f"ceremony {st['ceremony_id']} ({st['kind']}): {st['state']}"
+        + (f", waiting for {st['awaiting']} at step {st['step']}" if st["awaiting"] else "")
+        + (f", at step {st['step']}" if st["step"] and not st["awaiting"] else "")
+    )
+    if st["state"] == "open":
+        print(
+            f"  expires: {until} "
+            + ("(expired)" if st["expired"] else f"(in {left // 60} min {left % 60} s)")
+        )
+    if "progress" in st:
+        print(f"  progress: {st['progress']}" + (" (quorum met)" if st["quorum_met"] else ""))
+        print(f"  handed in: {who(st['handed_in'])}")
+        if st["waiting_sas"]:
+            print(
+                "  held until their SAS is confirmed (not counted): "
+                + ", ".join(f"{w['custodian']} ({w['source']})" for w in st["waiting_sas"])
+            )
+        print(f"  missing: {who(st['missing'])}")
+        if st["rejected"]:
+            print(
+                "  rejected in this step: "
+                + ", ".join(f"{r['custodian']} ({r['reason']})" for r in st["rejected"])
+            )
+    print(f"  next: {st['next']}")
+    return 0
+
+
 def cmd_offer(args: argparse.Namespace) -> int:
     import time
 
@@ -434,8 +500,9 @@ def cmd_offer(args: argparse.Namespace) -> int:
     print(
         "The custodian runs 'custody share send SHARE --envelope ENV --offer OFFER --trust "
         f"COORDINATOR.pub.json --session {o['session']} --out BLOB' and reads out the "
-        "short authentication string; 'custody ceremony resume ID --sealed-share BLOB' "
-        "prints the same words. Stop if they differ.",
+        "short authentication string (4 words). 'custody ceremony resume ID "
+        "--sealed-share BLOB' holds the share until you type those words (or give "
+        "--confirm-sas 'WORDS'); words that differ reject it.",
         file=sys.stderr,
     )
     return 0

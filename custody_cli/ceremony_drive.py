@@ -3,9 +3,13 @@ files, opening the home for an existing ceremony, the interactive hand-in at a t
 and the report with its exit code.
 
 At a terminal, shares are handed in one by one through the same headless ceremony session
-the TUI uses (:class:`ceremonies.session.CeremonySession`): each share file is checked as
-it is given (the one share checker, :mod:`ceremonies.sharecheck`) and the step runs at the
-quorum. Exit codes: 0 done, 10 waiting for input (resume later), 8 aborted.
+the TUI uses (:class:`ceremonies.session.CeremonySession`): custodians type their words
+with echo off, checked word by word (:mod:`custody_cli.handin_prompt`), or give a share
+file's path; each share is checked as it is given (the one share checker,
+:mod:`ceremonies.sharecheck`) and the step runs at the quorum. A remote hand-in is held,
+not counted, until the coordinator confirms its short authentication string (typed at the
+prompt, or ``--confirm-sas``). Exit codes: 0 done, 10 waiting for input (resume later),
+11 waiting for the SAS of a remote hand-in, 8 aborted.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
+from custody_cli import handin_prompt as prompt
 
 EXIT_AWAITING = 10
+EXIT_SAS = 11  # waiting: a remote hand-in is held until its SAS is confirmed
 
 
 def signer_of(args: argparse.Namespace) -> Any:
@@ -71,6 +78,10 @@ def inputs_of(args: argparse.Namespace) -> Any:
                 f"Cannot read the sealed share {f}",
                 "Give the file written by 'custody share send --out'.",
             ) from exc
+    confirms = []
+    for c in getattr(args, "confirm_sas", []) or []:
+        who, sep, words = c.partition("=")
+        confirms.append((who.strip(), words) if sep and " " not in who.strip() else ("", c))
     approvals = []
     for f in getattr(args, "approval", []) or []:
         try:
@@ -79,50 +90,114 @@ def inputs_of(args: argparse.Namespace) -> Any:
             raise ConfigError(
                 f"{f} is not an approval file", "Use a file written by 'custody ceremony approve'."
             ) from exc
-    return Inputs(shares=shares, approvals=approvals, sealed=sealed)
+    return Inputs(shares=shares, approvals=approvals, sealed=sealed, confirm_sas=confirms)
+
+
+def _progress(session: Any) -> str:
+    """Per group, the shares counted so far: held from earlier runs and typed here."""
+    from ceremonies.runner.status import handin_status
+    from ceremonies.sharecheck import LiveCheck, quorum_of
+
+    st = session.state_now()
+    if st.share_set is None:
+        return ""
+    r = session.runner
+    held = handin_status(r.dep, r.ceremony_id, now=r.clock()).get("handed_in", [])
+    checks = [
+        *st.checks,
+        *(
+            LiveCheck(source=h["custodian"], status="ok", group=h["group"], member=h["member"])
+            for h in held
+        ),
+    ]
+    return str(quorum_of(st.share_set, checks).progress())
+
+
+def _hand_in_one(session: Any, line: str) -> Any:
+    """Hand in one share given at the prompt: a file path, or typed words (then its
+    envelope). None when the custodian abandoned it or it was rejected before its envelope.
+
+    Raises:
+        CustodyError: the file cannot be read, or the session refuses the share.
+    """
+    from ceremonies.sharecheck import full_text
+
+    if prompt.looks_like_path(line):
+        name, text, envelope = prompt.read_share_file(line)
+        return session.hand_in(name, text, envelope)
+    got = prompt.type_words(line, session.share_set())
+    if got is None:
+        return None
+    words, c = got
+    prompt.say(
+        f"  the words match {c.custodian or 'a share'}"
+        + (f" (group {c.group}, member {c.member})" if c.group else "")
+        + "; now its envelope"
+    )
+    env = prompt.ask_envelope(c.custodian or "this share")
+    if env is None:
+        prompt.say("  share abandoned; the words typed for it are forgotten")
+        return None
+    text = full_text(" ".join(words))
+    del words
+    return session.hand_in(c.custodian or "typed", text, env)
 
 
 def _interactive_shares(session: Any) -> bool:
-    """At a terminal, hand in share files one by one through the ceremony session (as the
-    TUI does): each is checked as it is given and its verdict printed; at the quorum the
-    runner runs, else an empty line hands in those given. False when none was given."""
-    from custody.errors import CustodyError
+    """At a terminal, custodians hand in their shares one by one through the ceremony
+    session (as the TUI does): words typed with echo off and checked word by word, or a
+    share file's path. Each share is checked as it is given and its verdict printed; with
+    the token open it is sealed on the HSM right away, so a later mistake loses nothing.
+    True when the runner moved on to another step (ask again), else False."""
 
     out = session.outcome
     if out is None or out.status != "awaiting-input" or out.awaiting != "shares":
         return False
     if not sys.stdin.isatty():
         return False
-    print(
-        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
-        "NAME.share.txt (envelope beside it); empty line to finish.",
-        file=sys.stderr,
+    step = out.step
+    holds = session.runner is not None and session.runner.dep.hsm is not None
+    prompt.say(
+        f"step {step}: custodians, hand in your shares one by one. Type your share's "
+        "words at the hidden prompt (echo is off; the first 4 letters of a word are "
+        "enough; one word, a few or all on a line), or the path of a NAME.share.txt "
+        "(envelope beside it). An empty line at 'share' finishes."
     )
+    with prompt.echo_off():
+        return _share_loop(session, step, holds)
+
+
+def _share_loop(session: Any, step: str, holds: bool) -> bool:
+    from custody.errors import CustodyError
+
     given = False
     while True:
-        line = input("share file: ").strip()
-        if not line:
+        prompt.say(f"progress: {_progress(session)}")
+        line = prompt.hidden("share (words or file): ")
+        if line is None or not line.strip():
             break
-        p = Path(line)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
         try:
-            text = p.read_text().strip()
-            env = p.with_name(f"{name}.envelope.json").read_bytes()
-            st = session.hand_in(name, text, env)
-        except OSError as exc:
-            print(f"  cannot read {p}: {exc.strerror or exc}", file=sys.stderr)
-            continue
+            st = _hand_in_one(session, line)
+            if st is None:
+                continue
+            given = True
+            if st.checks:
+                c = st.checks[-1]
+                prompt.say(f"  {c.line()}" + ("" if c.status == "ok" else "; not counted"))
+            if holds and session.outcome.awaiting == "shares":
+                session.submit()  # sealed on the HSM now (a rejected one is recorded)
         except CustodyError as err:
-            print(f"  {err.title}", file=sys.stderr)
+            prompt.say_error(err)
+            prompt.say("  only this share is rejected; the others stay counted")
             continue
-        given = True
-        if st.checks:
-            print(f"  {st.checks[-1].line()}", file=sys.stderr)
-        if session.outcome.awaiting != "shares":
-            return True  # the quorum was met: the runner ran
-    if given:
+        o = session.outcome
+        if o.awaiting != "shares" or o.step != step:
+            return bool(o.status == "awaiting-input")
+    if given and not holds:
         session.submit()
-    return given
+        o = session.outcome
+        return bool(o.status == "awaiting-input" and o.step != step)
+    return False
 
 
 NO_HSM_KINDS = ("enrol", "drill")  # run without the deployment token unless a PIN is given
@@ -150,12 +225,44 @@ def open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
     return dep
 
 
-def report(args: argparse.Namespace, out: Any) -> int:
+def next_command(cid: str, st: dict[str, Any]) -> str:
+    """What to run next for a ceremony in status *st* (``ceremonies.runner.status``)."""
+    key = "--key CO.key.pem"
+    if st.get("state", "open") != "open":
+        return f"none: the ceremony is {st['state']}"
+    if st.get("expired"):
+        return f"custody ceremony abort {cid} {key}"
+    if st.get("waiting_sas"):
+        who = st["waiting_sas"][0]["custodian"]
+        return (
+            f"custody ceremony resume {cid} {key} --confirm-sas "
+            + ("'WORDS'" if len(st["waiting_sas"]) == 1 else f"'{who}=WORDS'")
+            + f" (the words {who} reads out)"
+        )
+    if st.get("awaiting") == "shares":
+        return (
+            f"custody ceremony resume {cid} {key} (custodians type their words at the "
+            f"prompt, or --share NAME.share.txt; remote: custody ceremony offer {cid} {key})"
+        )
+    if st.get("awaiting") == "approvals":
+        return f"custody ceremony resume {cid} {key} --approval NAME.approval.json"
+    return f"custody ceremony resume {cid} {key}"
+
+
+def report(
+    args: argparse.Namespace, out: Any, sas_waiting: Sequence[Mapping[str, Any]] = ()
+) -> int:
+    waiting = list(sas_waiting) if out.status == "awaiting-input" else []
+    nxt = ""
+    if out.status == "awaiting-input":
+        nxt = next_command(
+            out.ceremony_id, {"awaiting": out.awaiting, "waiting_sas": waiting, "state": "open"}
+        )
     if getattr(args, "request_out", None) and out.request:
         doc = json.dumps(out.request, indent=2, sort_keys=True) + "\n"
         write_private(args.request_out, doc.encode(), mode=PUBLIC)
     if args.json:
-        common.emit_json(out.to_json())
+        common.emit_json({**out.to_json(), "sas_waiting": waiting, "next": nxt or None})
     else:
         print(
             f"ceremony {out.ceremony_id} ({out.kind}): {out.status}"
@@ -163,21 +270,40 @@ def report(args: argparse.Namespace, out: Any) -> int:
         )
         for m in out.messages:
             print(f"  {m}")
+        for w in waiting:
+            print(
+                f"  held until its SAS is confirmed: {w['custodian']}'s remote hand-in "
+                f"{w['source']} (not counted)"
+            )
         print(f"  transcript: {out.bundle}")
-        if out.awaiting:
-            print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
+        if nxt:
+            print(f"  next: {nxt}")
     if out.status == "aborted":
         return 8
+    if waiting:
+        return EXIT_SAS
     return EXIT_AWAITING if out.status == "awaiting-input" else 0
 
 
 def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
-    """Run with the files given; at a terminal, go on with shares handed in one by one
-    through the same ceremony session the TUI uses (:mod:`ceremonies.session`)."""
+    """Run with the files given; at a terminal, ask the coordinator to confirm the SAS of
+    each remote hand-in and go on with shares handed in one by one through the same
+    ceremony session the TUI uses (:mod:`ceremonies.session`)."""
     from ceremonies.session import CeremonySession
 
     session = CeremonySession.adopt(runner)
     session.run(inputs)
-    while _interactive_shares(session):
-        pass
-    return report(args, session.outcome)
+    asked: set[str] = set()
+    while True:
+        if sys.stdin.isatty() and _awaits_shares(session):
+            prompt.confirm_sas(session, asked)
+        if not _interactive_shares(session):
+            break
+    out = session.outcome
+    waiting = runner.sas_waiting() if out is not None and out.status == "awaiting-input" else []
+    return report(args, out, waiting)
+
+
+def _awaits_shares(session: Any) -> bool:
+    o = session.outcome
+    return o is not None and o.status == "awaiting-input" and o.awaiting == "shares"

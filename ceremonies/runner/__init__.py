@@ -356,7 +356,9 @@ class CeremonyRunner:
             step = eff.step
             if isinstance(eff, AwaitInput):
                 have = (
-                    [*inputs.shares, *inputs.sealed] if eff.what == "shares" else inputs.approvals
+                    [*inputs.shares, *inputs.sealed, *inputs.confirm_sas]
+                    if eff.what == "shares"
+                    else inputs.approvals
                 )
                 if not have:
                     return self.outcome(awaiting=eff.what, step=step)
@@ -430,6 +432,13 @@ class CeremonyRunner:
             CeremonyError: the ceremony is not at a share step (nothing to check against).
         """
         return steps.check_share(self, share)
+
+    def sas_waiting(self) -> list[dict[str, Any]]:
+        """The remote hand-ins of the waiting share step that are held, not counted, until
+        the coordinator confirms their short authentication string (``Inputs.confirm_sas``):
+        ``{custodian, source, received}`` each (public; the shares and SAS stay sealed)."""
+        step = self.state.next_step
+        return held.sas_waiting(self, step) if step and not self.state.finished else []
 
     def _finish_row(self, state: str) -> None:
         self.dep.store.set_ceremony_state(self.ceremony_id, state, now=self.clock())

@@ -8,7 +8,11 @@ owns what must survive between those invocations, and its destruction:
   per-ceremony, non-extractable token key ``hold-<id>/v1`` (additional data: ceremony id,
   step, custodian), kept in the ceremony's ``pending`` row, never in the transcript;
 * the private halves of this ceremony's transport offers (:mod:`custody.shares.transport`),
-  sealed the same way.
+  sealed the same way;
+* remote hand-ins that opened and passed the check but whose short authentication string
+  (SAS) the coordinator has not yet confirmed: the share and its SAS sealed together (rows
+  under ``STEP/sas`` beside the step's held shares). They are not counted until confirmed
+  (:func:`confirm_sas`); words that differ reject the share.
 
 The key is destroyed once the shares are combined and, in any case, at close and abort,
 which crypto-shreds everything sealed under it. See docs/ceremonies.md.
@@ -18,11 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
+import json
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.io import ShareInput, TokenNeeded
 from ceremonies.runner.views import HandIn
 from custody.errors import CeremonyError, CustodyError, KeyNotFound
+from custody.shares import slip39
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner
@@ -298,4 +305,74 @@ def _open_sealed(
     return out, sas, refused
 
 
-__all__ = ["drop_held", "make_offer"]
+# ------------------------------------------------------- remote hand-ins awaiting their SAS
+def _sas_key(step: str) -> str:
+    return f"{step}/sas"
+
+
+def sas_waiting(r: CeremonyRunner, step: str) -> list[dict[str, Any]]:
+    """The remote hand-ins of *step* held until their SAS is confirmed (public rows:
+    ``custodian``, ``source``, ``received``; the share and its SAS are sealed)."""
+    return [
+        {"custodian": h["custodian"], "source": h["source"], "received": h.get("received", 0)}
+        for h in r.pending.get("held", {}).get(_sas_key(step), [])
+    ]
+
+
+def hold_for_sas(r: CeremonyRunner, step: str, name: str, si: ShareInput, sas: str) -> None:
+    """Seal a remote share that passed the check, with its SAS, until it is confirmed."""
+    held = dict(r.pending.get("held", {}))
+    rows = [h for h in held.get(_sas_key(step), []) if h["custodian"] != name]
+    doc = json.dumps({"text": si.text, "sas": sas}).encode()
+    rows.append(
+        {
+            "custodian": name,
+            "source": si.source.removeprefix("remote:"),
+            "received": r.clock(),
+            "envelope": si.envelope.hex(),
+            **_seal(r, f"{_sas_key(step)}/{name}", doc),
+        }
+    )
+    del doc
+    held[_sas_key(step)] = rows
+    r._save_pending(held=held)
+
+
+def take_for_sas(r: CeremonyRunner, step: str, name: str) -> tuple[ShareInput, str]:
+    """Unseal and forget the remote share of *name* awaiting its SAS: (share, its SAS)."""
+    held = dict(r.pending.get("held", {}))
+    rows = list(held.get(_sas_key(step), []))
+    row = next(h for h in rows if h["custodian"] == name)
+    doc = json.loads(_unseal(r, f"{_sas_key(step)}/{name}", row))
+    si = ShareInput(
+        source=f"remote:{row['source']}", text=doc["text"], envelope=bytes.fromhex(row["envelope"])
+    )
+    rest = [h for h in rows if h["custodian"] != name]
+    if rest:
+        held[_sas_key(step)] = rest
+    else:
+        held.pop(_sas_key(step), None)
+    r.pending.pop("held", None)
+    r._save_pending(**({"held": held} if held else {}))
+    _truncate_wal(r)
+    return si, str(doc["sas"])
+
+
+def same_sas(typed: str, sas: str) -> bool:
+    """Whether the words the coordinator typed are the SAS (unique 4-letter prefixes and
+    any case or spacing accepted), compared in constant time."""
+    try:
+        words = slip39.expand_words(" ".join(typed.split()), label="SAS")
+    except slip39.ShareWordError:
+        words = typed.lower().split()
+    return hmac.compare_digest(" ".join(words).encode(), " ".join(sas.split()).encode())
+
+
+__all__ = [
+    "drop_held",
+    "hold_for_sas",
+    "make_offer",
+    "same_sas",
+    "sas_waiting",
+    "take_for_sas",
+]

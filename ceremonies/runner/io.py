@@ -41,6 +41,11 @@ class Inputs:
     sealed: Sequence[tuple[str, str]] = field(default=(), repr=False)
     """Remote hand-ins: (source, ``custody-blob:...`` text) sealed to one of this
     ceremony's transport offers (:meth:`CeremonyRunner.offer`)."""
+    confirm_sas: Sequence[tuple[str, str]] = field(default=(), repr=False)
+    """The coordinator's confirmations of remote hand-ins: (custodian, the words the
+    custodian read out), the custodian "" for the one remote hand-in waiting. A remote
+    share is held, not counted, until its short authentication string is confirmed
+    (:mod:`ceremonies.runner.held`); words that differ reject it (``sas-mismatch``)."""
 
 
 @dataclass(slots=True, kw_only=True)

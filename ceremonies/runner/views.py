@@ -85,7 +85,7 @@ class ShareCheck:
     epoch: int | None = None
 
 
-HandInStatus = Literal["accepted", "rejected", "duplicate", "held"]
+HandInStatus = Literal["accepted", "rejected", "duplicate", "held", "unconfirmed"]
 HAND_IN_STATUSES: tuple[str, ...] = get_args(HandInStatus)
 
 
@@ -98,6 +98,9 @@ class HandIn:
     * ``accepted``: verified and counted in this run's quorum;
     * ``held``: verified and accepted, but short of the quorum: sealed on the HSM until a
       later run brings the rest (:mod:`ceremonies.runner.held`);
+    * ``unconfirmed``: a remote hand-in that opened and passed the check, held sealed on the
+      HSM and NOT counted until the coordinator confirms its short authentication string
+      (``reason`` ``sas-unconfirmed``; words that differ reject it as ``sas-mismatch``);
     * ``duplicate``: its custodian already handed in a share (``reason``
       ``duplicate-custodian``);
     * ``rejected``: refused; ``reason`` is the short machine reason (as in
@@ -146,9 +149,9 @@ class HandIn:
     @property
     def refusal(self) -> str | None:
         """The line reporting a share that is not counted (None when it is)."""
-        if self.counted:
+        if self.counted or self.status == "unconfirmed":
             return None
-        if self.remote and self.sas is None:  # the blob itself did not open
+        if self.remote and self.sas is None and self.custodian is None:  # it did not open
             return f"remote hand-in {self.source} rejected: {self.detail}"
         return f"share of {self.custodian or self.label} rejected: {self.detail}"
 
@@ -156,10 +159,16 @@ class HandIn:
         """The human lines for ``Outcome.messages``: the SAS of a remote hand-in that
         opened, then the :attr:`refusal` of a share that is not counted."""
         out: list[str] = []
-        if self.sas is not None:
+        if self.status == "unconfirmed":
             out.append(
-                f"remote hand-in {self.source} opened; short authentication string: "
-                f"{self.sas} (compare it with the custodian)"
+                f"remote hand-in {self.source} of {self.custodian} is held, not counted, "
+                "until its short authentication string is confirmed (ask the custodian to "
+                "read out their words; --confirm-sas)"
+            )
+        if self.sas is not None and self.status != "rejected":
+            out.append(
+                f"remote hand-in {self.source} of {self.custodian}: short authentication "
+                f"string {self.sas} confirmed"
             )
         if self.refusal is not None:
             out.append(self.refusal)

@@ -4,7 +4,8 @@
   step checks shares against (the new set in a verification round; else the active set,
   with the retired ones so that an old epoch's share is named as such);
 * :func:`sealed_result`: the live check and the SAS of one remote hand-in, from the
-  runner's :class:`~ceremonies.runner.HandIn` records (never from its message lines);
+  runner's :class:`~ceremonies.runner.HandIn` records (never from its message lines); a
+  hand-in held until its SAS is confirmed is ``incomplete`` (not counted);
 * :func:`issued_card`: the share card the ceremony issued to a custodian.
 """
 
@@ -64,6 +65,13 @@ def sealed_result(source: str, handins: Iterable[HandIn]) -> tuple[LiveCheck, st
     if h is None:
         return LiveCheck(source=tag, status="rejected", reason="the runner did not report it"), ""
     sas = h.sas or ""
+    if h.status == "unconfirmed":  # SAS before use: not counted until it is confirmed
+        return LiveCheck(
+            source=tag,
+            status="incomplete",
+            custodian=h.custodian or "",
+            reason="held until its short authentication string is confirmed",
+        ), sas
     if not h.counted:
         return LiveCheck(
             source=tag, status="rejected", custodian=h.custodian or "", reason=h.detail

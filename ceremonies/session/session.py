@@ -327,6 +327,45 @@ class CeremonySession:
                 return self._submit_shares()
         return self.state_now()
 
+    def sas_waiting(self) -> list[dict[str, Any]]:
+        """The remote hand-ins held until their SAS is confirmed (``{custodian, source,
+        received}``; :meth:`ceremonies.runner.CeremonyRunner.sas_waiting`)."""
+        return self._need().sas_waiting()
+
+    def confirm_sas(self, custodian: str, words: str) -> SessionState:
+        """Confirm the short authentication string of *custodian*'s remote hand-in with the
+        *words* the custodian read out (SAS before use). Matching words count the share
+        (and, at the quorum, the step runs); words that differ reject it, and the runner
+        records the rejection (``share.rejected``, ``sas-mismatch``).
+
+        Raises:
+            UsageError: not waiting for shares, or no remote hand-in of *custodian* waits.
+        """
+        o = self.require("shares")
+        waiting = [w["custodian"] for w in self.sas_waiting()]
+        if not custodian and len(waiting) == 1:
+            custodian = waiting[0]
+        before = len(o.handins)
+        counted = {c.custodian for _, c in self._handins if c.status == "ok"}
+        sset = self.share_set()
+        state = self.run(Inputs(confirm_sas=[(custodian, words)]))
+        new = self._outcome.handins[before:] if self._outcome else ()
+        h = next((x for x in new if x.remote and x.custodian == custodian), None)
+        if h is not None:
+            check, sas = sealed_result(h.source, [h])
+            if check.status == "ok" and check.custodian in counted:
+                check = replace(check, status="rejected", reason=DUPLICATE)
+            if sas and check.status == "ok":
+                self._sas.append((custodian, sas))
+            tag = f"remote:{h.source}"
+            self._handins = [(si, c) for si, c in self._handins if c.source != tag]
+            self._handins.append((None, check))
+        if state.awaiting == "shares" and sset is not None:
+            pending = [si for si, _ in self._handins if si is not None]
+            if pending and quorum_of(sset, [c for _, c in self._handins]).met:
+                return self._submit_shares()
+        return self.state_now()
+
     def offer(self, ttl: int = 900) -> SessionState:
         """Make a transport offer for the waiting share step (the runner seals its private
         half on the HSM); it is in the state's ``offer`` while the step waits.

@@ -489,23 +489,27 @@ def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
 
             (tmp_path / "offer.txt").write_text(offer.text + "\n")
             blob = tmp_path / "carol.blob"
-            s = run_cli(
-                "share",
-                "send",
-                str(h.root / "shares" / "carol.share.txt"),
-                "--envelope",
-                h.envelope("carol"),
-                "--offer",
-                str(tmp_path / "offer.txt"),
-                "--trust",
-                str(h.people / "admin.pub.json"),
-                "--out",
-                str(blob),
-                "--json",
-            )
-            assert s.returncode == 0, s.stderr
-            sas["carol"] = json.loads(s.stdout)["sas"]
-            text = blob.read_text().strip()
+
+            def send() -> str:
+                s = run_cli(
+                    "share",
+                    "send",
+                    str(h.root / "shares" / "carol.share.txt"),
+                    "--envelope",
+                    h.envelope("carol"),
+                    "--offer",
+                    str(tmp_path / "offer.txt"),
+                    "--trust",
+                    str(h.people / "admin.pub.json"),
+                    "--out",
+                    str(blob),
+                    "--json",
+                )
+                assert s.returncode == 0, s.stderr
+                sas["carol"] = json.loads(s.stdout)["sas"]
+                return blob.read_text().strip()
+
+            text = send()
 
             bad = text[:60] + ("A" if text[60] != "A" else "B") + text[61:]
             await paste_sealed(pilot, scr, bad)  # altered in transit: rejected, named
@@ -515,6 +519,30 @@ def test_recover_with_a_sealed_remote_hand_in(generated: Home, tmp_path):
             assert scr.view.quorum.describe() == "Custodians 1/3"
 
             await paste_sealed(pilot, scr, text)
+            assert app.errors_shown == [], app.errors_shown
+            v = scr.view  # SAS before use: opened and checked, held, not counted
+            held = [c for c in v.shares if c.custodian == "carol"]
+            assert [c.status for c in held] == ["incomplete"] and v.sas == ()
+            assert v.quorum.describe() == "Custodians 1/3"
+            await paste_sealed(pilot, scr, "amber orbit tundra velvet")  # not carol's SAS
+            assert app.errors_shown == [], app.errors_shown
+            rej = [c for c in scr.view.shares if c.custodian == "carol"]
+            assert [(c.status, c.reason) for c in rej] == [
+                (
+                    "rejected",
+                    "The short authentication string differs from the words the "
+                    "custodian read out: the hand-in may have been replaced in transit",
+                )
+            ]
+            assert scr.view.sas == () and scr.view.quorum.describe() == "Custodians 1/3"
+            blob.unlink()
+            text = send()  # carol sends again; this time the words match
+            await paste_sealed(pilot, scr, text)
+            assert [c.status for c in scr.view.shares if c.custodian == "carol"] == [
+                "rejected",
+                "incomplete",
+            ]
+            await paste_sealed(pilot, scr, sas["carol"])  # typed in the same field
             assert app.errors_shown == [], app.errors_shown
             v = scr.view
             assert v.sas == (("carol", sas["carol"]),)

@@ -42,7 +42,8 @@ from ceremonies.sharecheck import (
 from ceremonies.sharecheck import check_typed as check_share
 from ceremonies.transcript.records import Approval
 from custody.errors import CeremonyError, ConfigError, TranscriptError
-from tui.services.ceremony_remote import OfferView, offer_view, read_sealed
+from custody.shares.transport import SAS_WORDS
+from tui.services.ceremony_remote import BLOB_PREFIX, OfferView, offer_view, read_sealed
 from tui.services.ceremony_views import (
     INPUT_ASKS,
     STEP_INFO,
@@ -80,6 +81,7 @@ class CeremonyServices(Protocol):
     def abort(self, reason: str) -> CeremonyView: ...
     def offer(self, ttl: int = 900) -> CeremonyView: ...
     def hand_in_sealed(self, blob: str) -> CeremonyView: ...
+    def confirm_sas(self, custodian: str, words: str) -> CeremonyView: ...
     def card(self, name: str) -> CardView: ...
     def export_card(self, name: str, path: str) -> Path: ...
     def close(self) -> None: ...
@@ -121,6 +123,7 @@ class HomeCeremonyServices:
             "hand_in",
             "offer",
             "hand_in_sealed",
+            "confirm_sas",
             "add_approval_file",
             "sign_approval",
             "submit",
@@ -222,11 +225,31 @@ class HomeCeremonyServices:
     def hand_in_sealed(self, blob: str) -> CeremonyView:
         """Hand one pasted sealed blob (or the file holding it) to the runner now.
 
+        While a remote hand-in waits for its SAS (SAS before use), the same field takes
+        the 4 words the custodian reads out (``NAME=WORDS`` when several wait): they go
+        to :meth:`confirm_sas`.
+
         Raises:
             UsageError: not waiting for shares, or not a blob. ConfigError: unreadable file.
         """
         self.session.require("shares")
+        t = blob.strip()
+        if not t.startswith(BLOB_PREFIX) and self.session.sas_waiting():
+            who, sep, words = t.partition("=")
+            if not sep:
+                who, words = "", t
+            if len(words.split()) == SAS_WORDS:  # the SAS the custodian reads out
+                return self.confirm_sas(who.strip(), words)
         return self._view(self.session.hand_in_sealed(read_sealed(blob)))
+
+    def confirm_sas(self, custodian: str, words: str) -> CeremonyView:
+        """SAS before use: count *custodian*'s remote hand-in once the coordinator types
+        the words the custodian reads out; words that differ reject it (recorded).
+
+        Raises:
+            UsageError: not waiting for shares, or no remote hand-in of *custodian* waits.
+        """
+        return self._view(self.session.confirm_sas(custodian, words))
 
     def abort(self, reason: str) -> CeremonyView:
         return self._view(self.session.abort(reason))

@@ -22,12 +22,22 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.roster import Roster
-from ceremonies.runner.held import _held, _hold, _open_sealed, _unhold, drop_held
+from ceremonies.runner.held import (
+    _held,
+    _hold,
+    _open_sealed,
+    _unhold,
+    drop_held,
+    hold_for_sas,
+    same_sas,
+    sas_waiting,
+    take_for_sas,
+)
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, on, quorum_size
 from ceremonies.runner.views import HandIn, ShareCheck
 from ceremonies.sharecheck import Rejected as _Rejected
 from ceremonies.sharecheck import ShareSet, verify
-from custody.errors import CeremonyError, IntegrityError, ShareError
+from custody.errors import CeremonyError, IntegrityError, ShareError, UsageError
 from custody.hsm import kcv_of_bytes
 from custody.shares import slip39
 
@@ -236,30 +246,141 @@ def _enough(parsed: list[slip39.ParsedShare]) -> bool:
     return sum(1 for g, m in groups.items() if len(m) >= mt[g]) >= gt
 
 
+def _resolve_confirms(r: CeremonyRunner, inputs: Any, pool: list[str]) -> list[tuple[str, str]]:
+    """(custodian, typed words) of each SAS confirmation; "" names the one waiting.
+
+    Raises:
+        UsageError: a confirmation names no remote hand-in waiting for its SAS, or names
+            none while several wait (nothing was recorded).
+    """
+    picks: list[tuple[str, str]] = []
+    for who, words in inputs.confirm_sas:
+        if not who:
+            if len(pool) != 1:
+                raise UsageError(
+                    "No remote hand-in is waiting for its short authentication string"
+                    if not pool
+                    else f"Several remote hand-ins wait for their SAS ({', '.join(pool)})",
+                    "Give --confirm-sas after a remote hand-in (--sealed-share), naming the "
+                    "custodian when several wait: --confirm-sas 'NAME=WORDS'.",
+                )
+            who = pool[0]
+        if who not in pool:
+            raise UsageError(
+                f"No remote hand-in of {who} is waiting for its short authentication string",
+                "See 'custody ceremony status "
+                f"{r.ceremony_id}' for the remote hand-ins that wait ("
+                + (", ".join(pool) or "none")
+                + ").",
+            )
+        picks.append((who, words))
+    return picks
+
+
+SAS_MISMATCH = (
+    "The short authentication string differs from the words the custodian read out: "
+    "the hand-in may have been replaced in transit"
+)
+
+
+def _remote(
+    r: CeremonyRunner,
+    inputs: Any,
+    sset: dict[str, Any],
+    step: str,
+    names: set[str],
+) -> tuple[list[Any], dict[str, str], list[HandIn]]:
+    """SAS before use. Open this run's remote hand-ins and check each (nothing combined);
+    a share that passes is counted only once the coordinator confirms its SAS (in this run
+    or a later one, ``Inputs.confirm_sas``), else it is sealed until then. Words that
+    differ reject the share (``sas-mismatch``, recorded).
+
+    Returns:
+        (the confirmed remote ShareInputs, the SAS of each by source, the HandIns of the
+        remote hand-ins not counted in this run: refused, rejected, mismatched, waiting).
+    """
+    opened, sas, refused = _open_sealed(r, inputs, step) if inputs.sealed else ([], {}, [])
+    roster = _roster_names(r)
+    waiting = {h["custodian"] for h in sas_waiting(r, step)}
+    fresh: dict[str, tuple[Any, str]] = {}
+    early: list[HandIn] = list(refused)
+    for si in opened:
+        try:
+            who, _p, _e = _check_one(si, sset, roster, names | waiting | set(fresh))
+        except _Rejected as rej:
+            dup = rej.reason == "duplicate-custodian"
+            early.append(
+                _hand_in(
+                    si,
+                    sas,
+                    custodian=rej.custodian,
+                    status="duplicate" if dup else "rejected",
+                    reason=rej.reason,
+                    detail=rej.error.title,
+                )
+            )
+            continue
+        fresh[who] = (si, sas[si.source])
+    picks = _resolve_confirms(r, inputs, sorted(waiting | set(fresh)))
+    for h in early:
+        record_rejected(r, h, step)
+    confirmed: list[Any] = []
+    for who, words in picks:
+        si, want = fresh.pop(who) if who in fresh else take_for_sas(r, step, who)
+        src = si.source.removeprefix("remote:")
+        if same_sas(words, want):
+            r.record("sas.confirmed", {"custodian": who, "source": src}, step=step)
+            sas[si.source] = want
+            confirmed.append(si)
+            continue
+        h = HandIn(
+            source=src,
+            custodian=who,
+            status="rejected",
+            reason="sas-mismatch",
+            detail=SAS_MISMATCH,
+            remote=True,
+        )
+        record_rejected(r, h, step)
+        early.append(h)
+    for who, (si, want) in fresh.items():
+        hold_for_sas(r, step, who, si, want)
+        src = si.source.removeprefix("remote:")
+        r.record("share.unconfirmed", {"custodian": who, "source": src}, step=step)
+        early.append(
+            HandIn(
+                source=src,
+                custodian=who,
+                status="unconfirmed",
+                reason="sas-unconfirmed",
+                remote=True,
+            )
+        )
+    return confirmed, sas, early
+
+
 def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: str) -> Any:
-    """Collect shares for *step*: from this invocation (files and remote hand-ins) and
-    those held, sealed, from earlier invocations. Each is verified on arrival. With a
-    quorum, the shares go to memory for combining; short of one, the new ones are sealed
-    under the hold key and the step waits (exit 10)."""
+    """Collect shares for *step*: from this invocation (files and remote hand-ins whose SAS
+    is confirmed) and those held, sealed, from earlier invocations. Each is verified on
+    arrival. With a quorum, the shares go to memory for combining; short of one, the new
+    ones are sealed under the hold key and the step waits (exit 10)."""
     if sset is None:
         raise CeremonyError(
             "This deployment has no active share set", "Run the generate ceremony first."
         )
     held = _unhold(r, step) if _held(r, step) else []
-    opened, sas, refused = _open_sealed(r, inputs, step) if inputs.sealed else ([], {}, [])
-    for h in refused:
-        record_rejected(r, h, step)
-    fresh = [*inputs.shares, *opened]
-    if not fresh and not inputs.sealed and not held:
+    if not inputs.shares and not inputs.sealed and not inputs.confirm_sas and not held:
         return WAIT
     names: set[str] = set()
     old, _ = _check_shares(r, held, sset, step, names=names, record=False)
+    confirmed, sas, early = _remote(r, inputs, sset, step, names)
+    fresh = [*inputs.shares, *confirmed]
     new, verdicts = _check_shares(r, fresh, sset, step, names=names, sas=sas)
     parsed = [p for _n, p, _si in old + new]
     short = not _enough(parsed)
     if short and r.dep.hsm is not None:  # sealed below until a later run brings the rest
         verdicts = [replace(h, status="held") if h.status == "accepted" else h for h in verdicts]
-    handins = [*refused, *verdicts]
+    handins = [*early, *verdicts]
     publish(r, handins)
     if short:
         need = quorum_size(sset["scheme"])
@@ -274,9 +395,11 @@ def _collect(r: CeremonyRunner, inputs: Any, sset: dict[str, Any] | None, step: 
             )
         if new:
             _hold(r, step, [(n, si) for n, _p, si in new])
+        wait = [h["custodian"] for h in sas_waiting(r, step)]
         r.messages.append(
             f"{len(have)} share(s) accepted so far ({', '.join(have) or 'none'}); "
             f"at least {max(1, need - len(have))} more needed"
+            + (f"; waiting for the SAS of {', '.join(wait)}" if wait else "")
         )
         return WAIT
     r._secrets["shares"] = parsed

@@ -330,7 +330,7 @@ def test_recover_with_remote_hand_in_and_replay_rejected(dep: Dep):
     assert (txt.returncode == 0 and "\u2588" in txt.stderr) or "▀" in txt.stderr  # QR
     blob = dep.root / "carol.blob"
     sas = _send(dep, o.out["offer"], "carol", blob)
-    r = dep.ceremony("resume", cid, *dep.coord(), "--sealed-share", str(blob))
+    r = dep.ceremony("resume", cid, *dep.coord(), "--sealed-share", str(blob), "--confirm-sas", sas)
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     assert r.out["facts"]["collect-shares.accepted"] == ["alice", "bob", "carol"]
     assert any(sas in m for m in r.out["messages"])  # both sides show the same words
@@ -406,6 +406,8 @@ def test_recover_reports_structured_handins_in_json(dep: Dep):
         str(altered),
         "--sealed-share",
         str(blob),
+        "--confirm-sas",
+        sas,
     )
     assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
     hs = {h["source"]: h for h in r.out["handins"]}
