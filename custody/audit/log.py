@@ -2,11 +2,20 @@
 
 Every operation that touches keys or secrets calls :meth:`AuditLog.append` (or runs inside
 :meth:`AuditLog.guard`) *before* it acts; if the entry cannot be committed the call raises
-:class:`AuditError` and the operation must be refused. Each append is its own short
-``BEGIN IMMEDIATE`` transaction that reads the chain head inside the transaction, so any
-number of writer processes serialise on SQLite's write lock and never fork the chain.
-Durable mode (the default) commits with ``synchronous=FULL`` in WAL mode. The SQL lives in
-the log's own storage adapter, :mod:`custody.store.sqlite_audit`.
+:class:`AuditError` and the operation must be refused.
+
+Group commit. Appends from every thread sharing one :class:`AuditLog` are batched: the first
+caller to find no batch being written becomes the leader, takes the write lock, drains
+every entry queued by then (its own and the other threads'), chains the whole batch and
+inserts it in one ``BEGIN IMMEDIATE`` transaction that reads the chain head inside the
+transaction, so any number of writer processes serialise on SQLite's write lock and never
+fork the chain. Then the leader hands the write role on (the next batch is written while
+this one is flushed) and flushes the WAL with the store's group fsync, which one fsync
+shares between all writers, threads or processes, that committed before it began. Only
+then does any caller of the batch return. If the transaction fails (a constraint, a full
+disk, a trigger) it rolls back whole and every caller of the batch gets
+:class:`AuditError`; nothing of the batch is written. The SQL lives in the log's own storage
+adapter, :mod:`custody.store.sqlite_audit`.
 
 Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
 stored only as HMAC-SHA256 under the caller's audit key.
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +67,22 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 
+_QUEUED, _TAKEN, _DONE = 0, 1, 2
+
+
+class _Pending:
+    """One caller's entry waiting in the batch queue; the leader fills in the rest."""
+
+    __slots__ = ("entry", "error", "fixed", "state", "what")
+
+    def __init__(self, entry: dict[str, Any], fixed: tuple[bytes, ...], what: str) -> None:
+        self.entry = entry  # without log/seq/prev until its batch is chained
+        self.fixed = fixed  # canonical bytes of actor, details, outcome, target, time
+        self.what = what
+        self.state = _QUEUED
+        self.error: AuditError | None = None
+
+
 def _refused(what: str, exc: BaseException) -> AuditError:
     cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
     return AuditError(
@@ -67,7 +93,8 @@ def _refused(what: str, exc: BaseException) -> AuditError:
 
 
 class AuditLog:
-    """A handle on one audit database (one connection; use one per thread/process).
+    """A handle on one audit database. Threads may share one handle: their appends are
+    batched into group commits (see the module doc). Processes each open their own.
 
     Args:
         path: the database file (``HOME/audit.db``).
@@ -93,6 +120,10 @@ class AuditLog:
         self.path = Path(path)
         self._key = audit_key
         self._clock = clock
+        self._io = threading.RLock()  # the connection: one batch or one read at a time
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: list[_Pending] = []
+        self._writing = False  # a leader holds the write role
         try:
             self._db = SqliteAuditStore(
                 self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
@@ -153,31 +184,106 @@ class AuditLog:
         for k, v in (sensitive or {}).items():
             det[f"{k}_hmac"] = self.hmac(k, v)
         t = int(self._clock()) if now is None else int(now)
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = {
+            "actor": actor,
+            "details": det,
+            "op": op,
+            "outcome": outcome,
+            "target": target,
+            "time": t,
+        }
+        # Canonical bytes of everything but log/seq/prev, made here in the caller's thread
+        # (a value that cannot be canonicalised is the caller's ValueError, before queueing);
+        # the leader only splices in the chain fields, in RFC 8785 key order.
+        fixed = tuple(canonical_bytes(entry[k]) for k in ("actor", "details", "op", "outcome"))
+        fixed += (canonical_bytes(target), canonical_bytes(t))
+        req = _Pending(entry, fixed, f"'{op} {target}'")
+        lead = False
+        with self._cv:
+            self._queue.append(req)
+            while req.state != _DONE:
+                if req.state == _QUEUED and not self._writing:
+                    self._writing = lead = True
+                    break
+                self._cv.wait()
+        if lead:
+            self._lead()
+        if req.error is not None:
+            raise req.error
+        return req.entry
 
-        def build(head: Head) -> tuple[int, bytes, bytes]:
+    def _lead(self) -> None:
+        """Write one batch: everything queued once the write lock is held; then flush it."""
+        batch: list[_Pending] = []
+
+        def build(head: Head) -> list[tuple[int, bytes, bytes]]:
+            with self._cv:
+                batch.extend(self._queue)
+                self._queue.clear()
+                for r in batch:
+                    r.state = _TAKEN
             seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
-            entry.update(
-                {
-                    "log": self.log_id,
-                    "seq": seq,
-                    "prev": prev.hex(),
-                    "time": t,
-                    "actor": actor,
-                    "op": op,
-                    "target": target,
-                    "outcome": outcome,
-                    "details": det,
-                }
-            )
-            line = canonical_bytes(entry)
-            return seq, line, chain_hash(line)
+            rows = []
+            log = b'"log":' + canonical_bytes(self.log_id)
+            for r in batch:
+                actor, details, op, outcome, target, t = r.fixed
+                line = b"".join(
+                    (
+                        b'{"actor":',
+                        actor,
+                        b',"details":',
+                        details,
+                        b",",
+                        log,
+                        b',"op":',
+                        op,
+                        b',"outcome":',
+                        outcome,
+                        b',"prev":"',
+                        prev.hex().encode(),
+                        b'","seq":',
+                        str(seq).encode(),
+                        b',"target":',
+                        target,
+                        b',"time":',
+                        t,
+                        b"}",
+                    )
+                )
+                r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
+                prev = chain_hash(line)
+                rows.append((seq, line, prev))
+                seq += 1
+            return rows
 
+        failure: BaseException | None = None
+        last = None
         try:
-            self._db.append(build)
-        except (StorageError, OSError) as exc:
-            raise _refused(f"'{op} {target}'", exc) from exc
-        return entry
+            with self._io:
+                last = self._db.append_batch(build)
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+            failure = exc
+        finally:
+            with self._cv:  # hand the write role on: the next batch goes in while we flush
+                self._writing = False
+                self._cv.notify_all()
+        if failure is not None and not batch:  # it failed before draining (lock, BEGIN)
+            with self._cv:
+                batch.extend(self._queue)
+                self._queue.clear()
+        if failure is None and last is not None:
+            try:
+                self._db.sync(last)
+            except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+                failure = exc
+        with self._cv:
+            for r in batch:
+                if failure is not None:
+                    r.error = _refused(r.what, failure)
+                r.state = _DONE
+            self._cv.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt and the like still stop the leader
 
     @contextmanager
     def guard(
@@ -215,17 +321,20 @@ class AuditLog:
     # -- reading ----------------------------------------------------------------------
     def size(self) -> int:
         """Raises StorageError (AuditStoreError) when the database cannot be read."""
-        return self._db.size()
+        with self._io:
+            return self._db.size()
 
     def lines(self, start: int = 0, end: int | None = None) -> list[bytes]:
-        return self._db.lines(start, end)
+        with self._io:
+            return self._db.lines(start, end)
 
     def checkpoint_lines(self) -> list[bytes]:
-        return self._db.checkpoint_lines()
+        with self._io:
+            return self._db.checkpoint_lines()
 
     def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
         """Verify the whole log from one consistent read snapshot."""
-        with self._db.snapshot():
+        with self._io, self._db.snapshot():
             return verify_log(self.log_id, self.lines(), self.checkpoint_lines(), trust)
 
     # -- checkpoints and proofs -------------------------------------------------------
@@ -237,7 +346,7 @@ class AuditLog:
             HsmError: from an HSM-backed signer.
         """
         t = int(self._clock()) if now is None else int(now)
-        with self._db.snapshot():
+        with self._io, self._db.snapshot():
             leaves = [leaf_hash(ln) for ln in self.lines()]
         payload = {
             "type": CHECKPOINT_TYPE,
