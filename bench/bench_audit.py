@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=ROOT) as d:
         dd = Path(d)
         res["sqlite_group_commit_per_s"] = sqlite_group_commit(str(dd / "gc.db"), a.seconds)
-        for w in map(int, a.writers.split(",")):
+        for w in (int(x) for x in a.writers.split(",") if x):
             raw = _procs(_raw_writer, str(dd / f"raw{w}.bin"), w, a.seconds)
             naive = _procs(_naive_writer, naive_db(str(dd / f"naive{w}.db")), w, a.seconds)
             cp = str(dd / f"cp{w}.db")

@@ -1,5 +1,10 @@
 """``custody audit verify|proof|check-proof|checkpoint|tail``: the operational audit log.
 
+``verify --trust`` fails unless a checkpoint signed by a pinned key exists; ``--witness DIR``
+and ``--known-checkpoint FILE`` hold the log to checkpoints kept off the database (written
+by ``checkpoint --export DIR``), so deleting checkpoints, truncating the tail or rewriting
+and re-chaining entries is seen.
+
 ``check-proof`` is offline and needs nothing but the proof file and a pinned key. Every
 string read from the log (actor, op, target, details, problems) is escaped before it is
 printed (:func:`custody.textsafe.printable`), so a log entry cannot drive the terminal. The
@@ -39,7 +44,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PUBKEY",
         action="append",
         default=None,
-        help="pinned audit signing key (JSON or 64 hex); repeatable",
+        help="pinned audit signing key (JSON or 64 hex); repeatable; then at least one "
+        "checkpoint signed by a pinned key must exist",
+    )
+    v.add_argument(
+        "--witness",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="hold the log to every checkpoint in DIR (from 'audit checkpoint --export')",
+    )
+    v.add_argument(
+        "--known-checkpoint",
+        metavar="FILE",
+        help="the last checkpoint you hold: the log must be an append-only extension of it",
+    )
+    v.add_argument(
+        "--max-age",
+        metavar="AGE",
+        type=_duration,
+        help="warn when the newest pinned checkpoint is older (e.g. 3600, 90m, 36h, 7d)",
+    )
+    v.add_argument(
+        "--max-behind",
+        metavar="N",
+        type=int,
+        help="warn when more than N entries follow the newest pinned checkpoint",
     )
     add_json(v)
     v.set_defaults(func=cmd_verify)
@@ -64,6 +94,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     k.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key-file")
     k.add_argument("--trust-out", metavar="FILE", help="also write the signer's public key here")
+    k.add_argument(
+        "--export",
+        metavar="DIR",
+        help="also write each signed checkpoint (this one and any stored one missing there) "
+        "to DIR, a witness directory or WORM path, one file each, never overwritten",
+    )
     add_json(k)
     k.set_defaults(func=cmd_checkpoint)
 
@@ -92,14 +128,75 @@ def _trust(paths: list[str]) -> list[TrustKey]:
     return out
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    t = text.strip().lower()
+    mult = _UNITS.get(t[-1:], 0)
+    num = t[:-1] if mult else t
+    if not num.isdigit():
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90m, 36h, 7d)")
+    return int(num) * (mult or 1)
+
+
+def _read_json(path: Path, what: str) -> dict[str, object]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {what} {path}", "Give a checkpoint file.") from exc
+    if isinstance(doc, dict) and isinstance(doc.get("checkpoint"), dict):
+        doc = doc["checkpoint"]  # the --json output of 'custody audit checkpoint'
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path} is not a checkpoint", "Give a checkpoint file.")
+    return doc
+
+
+def _witnesses(dirs: list[str]) -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise UsageError(f"No witness directory {d}", "Give the --export directory.")
+        for f in sorted(p.glob("*.json")):
+            out.append((f.name, _read_json(f, "witness checkpoint")))
+    return out
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from custody_cli.progress import progress_bar
+
+    trust = _trust(args.trust) if args.trust is not None else None
+    witnesses = _witnesses(args.witness)
+    known = (
+        _read_json(Path(args.known_checkpoint), "known checkpoint")
+        if args.known_checkpoint
+        else None
+    )
     with _log(args) as log:
-        rep = log.verify(_trust(args.trust) if args.trust is not None else None)
+        total = log.size()
+        with progress_bar("verifying", total, enabled=total >= 200_000) as advance:
+            done = [0]
+
+            def tick(n: int) -> None:
+                advance(n - done[0])
+                done[0] = n
+
+            rep = log.verify(
+                trust,
+                witnesses=witnesses,
+                known=known,
+                max_age=args.max_age,
+                max_behind=args.max_behind,
+                progress=tick,
+            )
     if args.json:
         emit_json(rep.to_json())
     else:
         for x in rep.problems:
             print(f"  FAIL {printable(x)}")
+        for x in rep.warnings:
+            print(f"  WARN {printable(x)}")
         for x in rep.notes:
             print(f"  note {printable(x)}")
         print(  # the verdict last, below everything the log supplied
@@ -175,14 +272,17 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         finally:
             if hsm is not None:
                 hsm.close()
+        exported = log.export_checkpoints(Path(args.export)) if args.export else []
     tk = TrustKey.of(signer).to_json()
     if args.trust_out:
         Path(args.trust_out).write_text(json.dumps(tk, sort_keys=True) + "\n")
     if args.json:
-        emit_json({"ok": True, "checkpoint": cp, "signer": tk})
+        emit_json({"ok": True, "checkpoint": cp, "signer": tk, "exported": exported})
     else:
         print(f"checkpoint at tree size {cp['tree_size']}, root {cp['root']}")
         print(f"signed by {tk['name']} ({tk['alg']} {tk['public']})")
+        for name in exported:
+            print(f"exported {printable(name)} to {printable(args.export)}")
     return 0
 
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from custody.audit.merkle import MerkleTree, leaf_hash
+from custody.audit.merkle import Frontier, MerkleTree, leaf_hash
 from custody.audit.records import (
     CHECKPOINT_TYPE,
     OUTCOMES,
@@ -42,9 +42,9 @@ from custody.audit.records import (
     chain_hash,
     genesis,
     sign_checkpoint,
-    verify_log,
 )
 from custody.audit.signers import TrustKey
+from custody.audit.verify import audit_report
 from custody.canonical import canonical_bytes
 from custody.errors import AuditError, PolicyError, StorageError
 from custody.store.sqlite_audit import Head, SqliteAuditStore
@@ -332,10 +332,39 @@ class AuditLog:
         with self._io:
             return self._db.checkpoint_lines()
 
-    def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
-        """Verify the whole log from one consistent read snapshot."""
+    def iter_lines(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream entry lines (hold :meth:`snapshot` around it for one consistent read)."""
+        return self._db.iter_lines(start, end)
+
+    def verify(
+        self,
+        trust: Sequence[TrustKey] | None = None,
+        *,
+        witnesses: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        known: Mapping[str, Any] | None = None,
+        max_age: int | None = None,
+        max_behind: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        now: int | None = None,
+    ) -> AuditReport:
+        """Verify the whole log, streamed from one consistent read snapshot (flat memory).
+
+        See :func:`custody.audit.verify.audit_report` for what is checked.
+        """
+        t = int(self._clock()) if now is None else int(now)
         with self._io, self._db.snapshot():
-            return verify_log(self.log_id, self.lines(), self.checkpoint_lines(), trust)
+            return audit_report(
+                self.log_id,
+                self._db.iter_lines(),
+                self._db.checkpoint_lines(),
+                trust,
+                witnesses=witnesses,
+                known=known,
+                now=t,
+                max_age=max_age,
+                max_behind=max_behind,
+                progress=progress,
+            )
 
     # -- checkpoints and proofs -------------------------------------------------------
     def checkpoint(self, signer: Any, *, now: int | None = None) -> dict[str, Any]:
@@ -346,21 +375,69 @@ class AuditLog:
             HsmError: from an HSM-backed signer.
         """
         t = int(self._clock()) if now is None else int(now)
+        frontier = Frontier()
         with self._io, self._db.snapshot():
-            leaves = [leaf_hash(ln) for ln in self.lines()]
+            for ln in self._db.iter_lines():
+                frontier.append_hash(leaf_hash(ln))
         payload = {
             "type": CHECKPOINT_TYPE,
             "log": self.log_id,
-            "tree_size": len(leaves),
-            "root": MerkleTree(leaves).root().hex(),
+            "tree_size": frontier.size,
+            "root": frontier.root().hex(),
             "time": t,
         }
         cp = sign_checkpoint(payload, signer)
         try:
-            self._db.put_checkpoint(len(leaves), canonical_bytes(cp))
+            with self._io:
+                self._db.put_checkpoint(frontier.size, canonical_bytes(cp))
         except StorageError as exc:
             raise _refused("the checkpoint", exc) from exc
         return cp
+
+    def export_checkpoints(self, directory: Path) -> list[str]:
+        """Write every stored checkpoint not yet in *directory* (a witness directory or WORM
+        path) as ``<log id>-<tree size>.json``; never overwrite one. Returns the new names.
+
+        Raises:
+            AuditError: the directory cannot be written, or it holds a *different*
+                checkpoint of the same size (a forked or rewritten log).
+        """
+        import json
+
+        written = []
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for raw in self.checkpoint_lines():
+                size = int(json.loads(raw)["tree_size"])
+                name = f"{self.log_id}-{size:012d}.json"
+                dest = directory / name
+                if dest.exists():
+                    if dest.read_bytes().rstrip(b"\n") != raw:
+                        raise AuditError(
+                            f"{dest} holds a different checkpoint at tree size {size}",
+                            "The log was rewritten or forked; audit it with 'custody audit "
+                            f"verify --witness {directory}'.",
+                        )
+                    continue
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                try:
+                    os.write(fd, raw + b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                written.append(name)
+            if written:
+                dfd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuditError(
+                f"Cannot export checkpoints to {directory}",
+                f"Check the directory and its permissions ({type(exc).__name__}).",
+            ) from exc
+        return written
 
     def proof(self, index: int, *, tree_size: int | None = None) -> dict[str, Any]:
         """A self-contained inclusion proof of entry *index* under a stored checkpoint.
