@@ -158,20 +158,25 @@ def check_log(path: str) -> int:
 
 # -- verify ---------------------------------------------------------------------------
 def fill(path: Path, n: int) -> None:
-    """A log of *n* entries written the way AuditLog writes them, in big batches."""
+    """A log of *n* entries written the way AuditLog writes them, in big batches, with a
+    signed checkpoint at n/2 and at n (so verify recomputes Merkle roots, not just the
+    chain)."""
+    from custody.audit.signers import Ed25519Signer
+
+    signer = Ed25519Signer.from_seed("bench", b"\x01" * 32)
     log = AuditLog(path, durable=False)
     step = 20_000
     for lo in range(0, n, step):
-        threads = []
-        for i in range(lo, min(n, lo + step)):
-            # enqueue without waiting: one leader batches everything queued (see _lead)
-            threads.append(i)
-        _bulk(log, threads)
+        _bulk(log, list(range(lo, min(n, lo + step))))
+        if lo < n // 2 <= lo + step:
+            log.checkpoint(signer)
+    log.checkpoint(signer)
     log.close()
 
 
 def _bulk(log: AuditLog, idx: list[int]) -> None:
-    # Many threads would batch naturally; for speed, queue directly through one leader.
+    # Many threads would batch naturally; for speed, queue directly through one leader
+    # (the entries' bytes are exactly what append() makes: same _Pending, same _lead).
     from custody.audit import log as logmod
 
     reqs = []

@@ -27,7 +27,8 @@ from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of
 
 if TYPE_CHECKING:
     from custody.audit.log import AuditLog
-    from custody.audit.signers import Signer, TrustKey
+    from custody.audit.records import AuditReport
+    from custody.audit.signers import Sealer, Signer, TrustKey
     from custody.hsm import Hsm
 
 HSM_AUDIT_LABEL = "audit"
@@ -71,6 +72,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         help="warn when more than N entries follow the newest pinned checkpoint",
     )
+    v.add_argument(
+        "--seal",
+        action="store_true",
+        help="also check the newest seal with the token's MAC key (logs in to the token)",
+    )
+    add_pin(v)
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
@@ -99,6 +106,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="also write each signed checkpoint (this one and any stored one missing there) "
         "to DIR, a witness directory or WORM path, one file each, never overwritten",
+    )
+    k.add_argument(
+        "--seal",
+        action="store_true",
+        help="also seal the chain head with the token's MAC key (created if absent)",
     )
     add_json(k)
     k.set_defaults(func=cmd_checkpoint)
@@ -163,8 +175,38 @@ def _witnesses(dirs: list[str]) -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _verify(
+    args: argparse.Namespace,
+    log: AuditLog,
+    trust: list[TrustKey] | None,
+    witnesses: list[tuple[str, dict[str, object]]],
+    known: dict[str, object] | None,
+    sealer: Sealer | None,
+) -> AuditReport:
     from custody_cli.progress import progress_bar
+
+    total = log.size()
+    with progress_bar("verifying", total, enabled=total >= 200_000) as advance:
+        done = [0]
+
+        def tick(n: int) -> None:
+            advance(n - done[0])
+            done[0] = n
+
+        return log.verify(
+            trust,
+            witnesses=witnesses,
+            known=known,
+            max_age=args.max_age,
+            max_behind=args.max_behind,
+            progress=tick,
+            sealer=sealer,
+        )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from custody.audit.signers import HsmSealer
+    from custody_cli.common import open_home_token
 
     trust = _trust(args.trust) if args.trust is not None else None
     witnesses = _witnesses(args.witness)
@@ -173,23 +215,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.known_checkpoint
         else None
     )
-    with _log(args) as log:
-        total = log.size()
-        with progress_bar("verifying", total, enabled=total >= 200_000) as advance:
-            done = [0]
-
-            def tick(n: int) -> None:
-                advance(n - done[0])
-                done[0] = n
-
-            rep = log.verify(
-                trust,
-                witnesses=witnesses,
-                known=known,
-                max_age=args.max_age,
-                max_behind=args.max_behind,
-                progress=tick,
-            )
+    hsm = open_home_token(args) if args.seal else None
+    try:
+        sealer = HsmSealer(hsm) if hsm is not None else None
+        with _log(args) as log:
+            rep = _verify(args, log, trust, witnesses, known, sealer)
+    finally:
+        if hsm is not None:
+            hsm.close()
     if args.json:
         emit_json(rep.to_json())
     else:
@@ -263,12 +296,21 @@ def _signer(args: argparse.Namespace) -> tuple[Signer, Hsm | None]:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from custody.audit.signers import TrustKey
+    from custody.audit.signers import HsmSealer, TrustKey
+    from custody_cli.common import open_home_token
 
+    sealed = None
     with _log(args) as log:
         signer, hsm = _signer(args)
         try:
             cp = log.checkpoint(signer)
+            if args.seal:
+                token = hsm if hsm is not None else open_home_token(args)
+                try:
+                    sealed = log.seal(HsmSealer(token, create=True))
+                finally:
+                    if token is not hsm:
+                        token.close()
         finally:
             if hsm is not None:
                 hsm.close()
@@ -277,10 +319,14 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     if args.trust_out:
         Path(args.trust_out).write_text(json.dumps(tk, sort_keys=True) + "\n")
     if args.json:
-        emit_json({"ok": True, "checkpoint": cp, "signer": tk, "exported": exported})
+        emit_json(
+            {"ok": True, "checkpoint": cp, "signer": tk, "exported": exported, "sealed": sealed}
+        )
     else:
         print(f"checkpoint at tree size {cp['tree_size']}, root {cp['root']}")
         print(f"signed by {tk['name']} ({tk['alg']} {tk['public']})")
+        if sealed is not None:
+            print(f"sealed the chain up to entry {sealed} with the token's MAC key")
         for name in exported:
             print(f"exported {printable(name)} to {printable(args.export)}")
     return 0

@@ -41,9 +41,10 @@ from custody.audit.records import (
     AuditReport,
     chain_hash,
     genesis,
+    seal_input,
     sign_checkpoint,
 )
-from custody.audit.signers import TrustKey
+from custody.audit.signers import Sealer, TrustKey
 from custody.audit.verify import audit_report
 from custody.canonical import canonical_bytes
 from custody.errors import AuditError, PolicyError, StorageError
@@ -102,6 +103,8 @@ class AuditLog:
         clock: returns Unix time; ``now=`` on each call overrides it.
         durable: ``synchronous=FULL`` (each commit fsynced); False only for scratch logs.
         timeout: seconds to wait for another writer's lock before refusing.
+        sealer: seals each batch's chain head with an HMAC under a token-held key
+            (:class:`custody.audit.signers.HsmSealer`), for writers that hold the token.
 
     Raises:
         AuditError: the database cannot be opened or initialised.
@@ -116,8 +119,10 @@ class AuditLog:
         durable: bool = True,
         rng: Callable[[int], bytes] = os.urandom,
         timeout: float = 60.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.path = Path(path)
+        self._sealer = sealer
         self._key = audit_key
         self._clock = clock
         self._io = threading.RLock()  # the connection: one batch or one read at a time
@@ -212,6 +217,33 @@ class AuditLog:
             raise req.error
         return req.entry
 
+    def _seal_fn(self) -> Callable[[int, bytes], bytes] | None:
+        sealer = self._sealer
+        if sealer is None:
+            return None
+        return lambda seq, chain: sealer.mac(seal_input(self.log_id, seq, chain))
+
+    def seal(self, sealer: Sealer) -> int | None:
+        """Seal the current chain head under *sealer* (e.g. from ``audit checkpoint
+        --seal``). Returns the sealed seq (None for an empty log).
+
+        Raises:
+            AuditError: the seal could not be stored.
+            HsmError: from the sealer.
+        """
+        with self._io, self._db.snapshot():
+            n = self._db.size()
+            last = self._db.lines(n - 1, n) if n else []
+        if not last:
+            return None
+        mac = sealer.mac(seal_input(self.log_id, n - 1, chain_hash(last[0])))
+        try:
+            with self._io:
+                self._db.put_seal(n - 1, mac)
+        except StorageError as exc:
+            raise _refused("the seal", exc) from exc
+        return n - 1
+
     def _lead(self) -> None:
         """Write one batch: everything queued once the write lock is held; then flush it."""
         batch: list[_Pending] = []
@@ -260,7 +292,7 @@ class AuditLog:
         last = None
         try:
             with self._io:
-                last = self._db.append_batch(build)
+                last = self._db.append_batch(build, self._seal_fn())
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
             failure = exc
         finally:
@@ -346,6 +378,7 @@ class AuditLog:
         max_behind: int | None = None,
         progress: Callable[[int], None] | None = None,
         now: int | None = None,
+        sealer: Sealer | None = None,
     ) -> AuditReport:
         """Verify the whole log, streamed from one consistent read snapshot (flat memory).
 
@@ -353,6 +386,7 @@ class AuditLog:
         """
         t = int(self._clock()) if now is None else int(now)
         with self._io, self._db.snapshot():
+            seal = self._db.last_seal() if sealer is not None else None
             return audit_report(
                 self.log_id,
                 self._db.iter_lines(),
@@ -364,6 +398,8 @@ class AuditLog:
                 max_age=max_age,
                 max_behind=max_behind,
                 progress=progress,
+                sealer=sealer,
+                seal=seal,
             )
 
     # -- checkpoints and proofs -------------------------------------------------------

@@ -24,6 +24,7 @@ TAG_GENESIS = "custody/audit/genesis/v1"
 TAG_CHAIN = "custody/audit/chain/v1"
 TAG_CHECKPOINT = "custody/audit/checkpoint/v1"
 TAG_HMAC = "custody/audit/hmac/v1"
+TAG_SEAL = "custody/audit/seal/v1"
 CHECKPOINT_TYPE = "custody.audit.checkpoint/v1"
 PROOF_TYPE = "custody.audit.proof/v1"
 OUTCOMES = ("intent", "ok", "denied", "failed")
@@ -36,6 +37,11 @@ def genesis(log_id: str) -> bytes:
 
 def chain_hash(line: bytes) -> bytes:
     return domain_hash(TAG_CHAIN, line)
+
+
+def seal_input(log_id: str, seq: int, chain: bytes) -> bytes:
+    """What a seal MACs: the chain hash of entry *seq*, which commits to every entry up to it."""
+    return domain_hash(TAG_SEAL, log_id.encode(), seq.to_bytes(8, "big"), chain)
 
 
 def checkpoint_signing_input(payload: Mapping[str, Any]) -> bytes:

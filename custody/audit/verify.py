@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -41,8 +42,9 @@ from custody.audit.records import (
     AuditReport,
     checkpoint_signers,
     genesis,
+    seal_input,
 )
-from custody.audit.signers import TrustKey
+from custody.audit.signers import Sealer, TrustKey
 from custody.canonical import is_canonical
 
 MAX_PROBLEMS = 50  # problems listed one by one; beyond that only counted (flat memory)
@@ -134,6 +136,7 @@ class LogVerifier:
         self.problems: list[str] = []
         self.more_problems = 0
         self.roots: dict[int, bytes] = {}
+        self.heads: dict[int, bytes] = {}  # chain head after the first *size* entries
         self._want = sorted({s for s in sizes if s >= 0})
         self._head = genesis(log_id)
         self._frontier = Frontier()
@@ -186,6 +189,7 @@ class LogVerifier:
             if i == nxt:
                 frontier.size = i
                 self.roots[i] = frontier.root()
+                self.heads[i] = head
                 nxt = want.pop() if want else -1
             if progress is not None and i % every == 0:
                 progress(i)
@@ -260,6 +264,8 @@ def audit_report(
     max_age: int | None = None,
     max_behind: int | None = None,
     progress: Callable[[int], None] | None = None,
+    sealer: Sealer | None = None,
+    seal: tuple[int, bytes] | None = None,
 ) -> AuditReport:
     """Verify an audit log and hold it to its checkpoints.
 
@@ -272,6 +278,9 @@ def audit_report(
     match the root of its first ``tree_size`` entries; a witnessed checkpoint missing from
     the database fails too. Warnings (not failures): the newest pinned checkpoint is older
     than *max_age* seconds before *now*, or more than *max_behind* entries behind the log.
+    With *sealer* (the token's MAC key), the newest *seal* ``(seq, mac)`` must exist and
+    match the chain head recomputed from the entries up to it: a log rewritten and
+    re-chained by someone without the token fails.
     """
     stored = [Anchor("database", _load(raw)) for raw in cps]
     wit = [Anchor(f"witness {name}", cp) for name, cp in witnesses]
@@ -280,6 +289,8 @@ def audit_report(
     for a in (*stored, *wit, *kn):
         with suppress(KeyError, ValueError, TypeError):
             sizes.append(int(a.raw["tree_size"]))
+    if seal is not None:
+        sizes.append(seal[0] + 1)
     v = LogVerifier(log_id, sizes, progress=progress)
     v.feed(lines)
     notes: list[str] = []
@@ -335,6 +346,8 @@ def audit_report(
             warnings.append(
                 f"the newest pinned checkpoint is {now - newest_t} s old (more than {max_age} s)"
             )
+    if sealer is not None:
+        _check_seal(v, sealer, seal, notes)
     problems = list(v.problems)
     if v.more_problems:
         problems.append(f"... and {v.more_problems} more problems")
@@ -345,3 +358,29 @@ def audit_report(
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
+
+
+def _check_seal(
+    v: LogVerifier, sealer: Sealer, seal: tuple[int, bytes] | None, notes: list[str]
+) -> None:
+    if seal is None:
+        if v.entries:
+            v.problem(
+                "no seal: the chain was never sealed with the token's MAC key, or the "
+                "seals were deleted"
+            )
+        return
+    seq, mac = seal
+    head = v.heads.get(seq + 1)
+    if head is None:
+        v.problem(f"the newest seal (entry {seq}) is beyond the log's {v.entries} entries")
+        return
+    if not hmac.compare_digest(sealer.mac(seal_input(v.log_id, seq, head)), mac):
+        v.problem(
+            f"the newest seal (entry {seq}) does not match the entries: history was "
+            "rewritten by someone without the token"
+        )
+        return
+    notes.append(f"sealed by the token's MAC key up to entry {seq}")
+    if v.entries > seq + 1:
+        notes.append(f"{v.entries - seq - 1} entries after the newest seal")

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, line BLOB NOT NULL, 
 CREATE TABLE IF NOT EXISTS checkpoints(tree_size INTEGER PRIMARY KEY, line BLOB NOT NULL);
 """  # noqa: E501 - kept verbatim: SQLite stores this text in sqlite_master
 
+_SEALS = "CREATE TABLE IF NOT EXISTS seals(seq INTEGER PRIMARY KEY, mac BLOB NOT NULL)"
+"""Seals of the chain (HMAC under a token key), one per sealed batch; added beside the
+original schema on first use, so older audit databases need no migration."""
+
 Head = tuple[int, bytes] | None
 """``(seq, chain hash)`` of the newest entry, or ``None`` for an empty log."""
 
@@ -133,12 +137,18 @@ class SqliteAuditStore:
         Durable only after :meth:`sync` of its seq."""
         self.append_batch(lambda head: [build(head)])
 
-    def append_batch(self, build: Callable[[Head], Sequence[Row]]) -> int | None:
+    def append_batch(
+        self,
+        build: Callable[[Head], Sequence[Row]],
+        seal: Callable[[int, bytes], bytes] | None = None,
+    ) -> int | None:
         """Insert a batch of entries in one transaction; return the newest seq (None when
         *build* returned nothing). ``build(head)`` runs inside the write transaction, after
         the write lock is held, so a caller can gather its batch as late as possible. Any
         error, from *build* or SQLite (a constraint, a trigger, a full disk), rolls the
-        whole batch back: nothing of it is written. Durable only after :meth:`sync`."""
+        whole batch back: nothing of it is written. With *seal*, ``seal(seq, chain)`` of the
+        batch's last entry is stored in ``seals`` in the same transaction. Durable only after
+        :meth:`sync`."""
         try:
             with _flocked(self._lock_fd):
                 self._db.execute("BEGIN IMMEDIATE")
@@ -151,6 +161,12 @@ class SqliteAuditStore:
                         self._db.execute("ROLLBACK")
                         return None
                     self._db.executemany("INSERT INTO entries VALUES (?, ?, ?)", rows)
+                    if seal is not None:
+                        mac = seal(rows[-1][0], rows[-1][2])
+                        self._db.execute(_SEALS)
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO seals VALUES (?, ?)", (rows[-1][0], mac)
+                        )
                     self._db.execute("COMMIT")
                     return int(rows[-1][0])
                 except BaseException:
@@ -242,6 +258,26 @@ class SqliteAuditStore:
         try:
             rows = self._db.execute("SELECT line FROM checkpoints ORDER BY tree_size")
             return [_b(r[0]) for r in rows]
+        except sqlite3.Error as exc:
+            raise _err(self.path, exc) from exc
+
+    def put_seal(self, seq: int, mac: bytes) -> None:
+        try:
+            self._db.execute(_SEALS)
+            self._db.execute("INSERT OR REPLACE INTO seals VALUES (?, ?)", (seq, mac))
+        except sqlite3.Error as exc:
+            raise _err(self.path, exc) from exc
+
+    def last_seal(self) -> tuple[int, bytes] | None:
+        """The newest ``(seq, mac)`` seal, or None (no seal, or no seals table yet)."""
+        try:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name='seals'").fetchone():
+                row = self._db.execute(
+                    "SELECT seq, mac FROM seals ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                if row is not None:
+                    return int(row[0]), _b(row[1])
+            return None
         except sqlite3.Error as exc:
             raise _err(self.path, exc) from exc
 
