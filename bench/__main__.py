@@ -18,6 +18,7 @@ FULL: dict[str, list[str]] = {
     "bench_rekey.py": [],
     "bench_backup.py": [],
     "bench_tui.py": [],
+    "bench_audit.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_hsm.py": ["--rounds", "3", "--ops", "100"],
@@ -26,6 +27,7 @@ QUICK: dict[str, list[str]] = {
     "bench_rekey.py": ["--objects", "50000", "--reps", "1"],
     "bench_backup.py": ["--mib", "64", "--reps", "1", "--rewraps", "500"],
     "bench_tui.py": ["--runs", "3"],
+    "bench_audit.py": ["--seconds", "0.5", "--rounds", "1", "--verify", "5000"],
 }
 
 

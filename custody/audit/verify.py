@@ -76,7 +76,7 @@ def _entry_re(log_id: str) -> re.Pattern[bytes]:
 def _keys_sorted(d: bytes, cache: dict[tuple[bytes, ...], bool]) -> bool:
     """True when the keys of *d* (a flat object the entry expression accepted) strictly
     increase, as RFC 8785 orders them (bytewise equals UTF-16 order for ASCII)."""
-    if d == b"{}":
+    if d.count(b'":') < 2:  # "{}" or one key (a plain string cannot hold '"')
         return True
     keys = tuple(_KEY.findall(d))
     ok = cache.get(keys)
@@ -179,18 +179,19 @@ class LogVerifier:
                 if p is not None:
                     self.problem(p)
             head = sha(chain_prefix + len(line).to_bytes(8, "big") + line).digest()
-            # Frontier.append_hash, inlined
-            h, height = sha(b"\x00" + line).digest(), 0
-            while stack and stack[-1][0] == height:
-                h = sha(b"\x01" + stack.pop()[1] + h).digest()
-                height += 1
-            stack.append((height, h))
             i += 1
-            if i == nxt:
-                frontier.size = i
-                self.roots[i] = frontier.root()
-                self.heads[i] = head
-                nxt = want.pop() if want else -1
+            if nxt >= 0:  # past the largest wanted size, no Merkle leaf is needed
+                # Frontier.append_hash, inlined
+                h, height = sha(b"\x00" + line).digest(), 0
+                while stack and stack[-1][0] == height:
+                    h = sha(b"\x01" + stack.pop()[1] + h).digest()
+                    height += 1
+                stack.append((height, h))
+                if i == nxt:
+                    frontier.size = i
+                    self.roots[i] = frontier.root()
+                    self.heads[i] = head
+                    nxt = want.pop() if want else -1
             if progress is not None and i % every == 0:
                 progress(i)
         frontier.size = i
@@ -200,9 +201,6 @@ class LogVerifier:
     def head(self) -> bytes:
         """The chain hash of the last entry fed (the genesis when none)."""
         return self._head
-
-    def root(self) -> bytes:
-        return self._frontier.root()
 
     def check_anchor(self, a: Anchor, trust: Sequence[TrustKey] | None) -> list[str]:
         """Hold the log to one checkpoint; returns the names of its valid signers."""

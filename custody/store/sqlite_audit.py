@@ -201,7 +201,7 @@ class SqliteAuditStore:
                     )
                 row = self._top.execute("SELECT MAX(seq) FROM entries").fetchone()
                 top = seq if row is None or row[0] is None else max(seq, int(row[0]))
-                os.fsync(self._wal())
+                os.fdatasync(self._wal())  # as SQLite syncs its WAL: data and size
                 _write_horizon(self._sync_fd, self.log_id, top)
         except sqlite3.Error as exc:
             raise _err(self.path, exc) from exc
