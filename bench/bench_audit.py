@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from custody.audit.log import AuditLog  # noqa: E402
+from custody.canonical import canonical_bytes  # noqa: E402
 
 REC = b"x" * 250
 WRITERS = (1, 4, 16)
@@ -104,7 +105,7 @@ def _procs(target: Any, path: str, w: int, seconds: float) -> float:
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"a writer failed ({p.exitcode})")
-    return total / seconds
+    return float(total) / seconds
 
 
 def custody_threads(path: str, w: int, seconds: float) -> float:
@@ -194,7 +195,7 @@ def _bulk(log: AuditLog, idx: list[int]) -> None:
             "time": 1_800_000_000 + i,
         }
         fixed = tuple(
-            logmod.canonical_bytes(entry[k])
+            canonical_bytes(entry[k])
             for k in ("actor", "details", "op", "outcome", "target", "time")
         )
         reqs.append(logmod._Pending(entry, fixed, "bench"))
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     res: dict[str, Any] = {"appends": {}, "verify": {}}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     with tempfile.TemporaryDirectory(dir=ROOT) as d:
         dd = Path(d)
         # The disk is shared: run every configuration once per round, round-robin, and

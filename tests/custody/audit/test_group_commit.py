@@ -64,8 +64,8 @@ def test_threads_share_durable_commits(tmp_path: Path) -> None:
     assert not errors, errors[:1]
     es = _entries(log)
     assert [e["seq"] for e in es] == list(range(n * each))
-    for t in range(n):
-        assert [e["details"]["i"] for e in es if e["actor"] == f"t{t}"] == list(range(each))
+    for k in range(n):
+        assert [e["details"]["i"] for e in es if e["actor"] == f"t{k}"] == list(range(each))
     rep = log.verify()
     assert rep.ok, rep.problems[:3]
     log.close()
