@@ -186,3 +186,22 @@ def test_warns_when_the_pinned_checkpoint_is_far_behind(dep: dict[str, Path]) ->
     assert rc == 0 and "WARN" not in out
     r = run_cli("audit", "verify", "--home", str(home), "--max-age", "soon")
     assert r.returncode == 2
+
+
+@pytest.mark.hsm
+def test_checkpoint_seal_and_verify_seal_through_the_token(tmp_path: Path) -> None:
+    pins = tmp_path / "pins"
+    write_secret(pins, "pin=pin-for-seal-1\nso_pin=so-pin-for-seal-1\n")
+    h = tmp_path / "home"
+    r = run_cli("init", "--home", str(h), "--pin-file", str(pins), "--dev-root")
+    assert r.returncode == 0, r.stderr
+    base = ["--home", str(h), "--pin-file", str(pins)]
+    r = run_cli("audit", "checkpoint", *base, "--seal", "--trust-out", str(tmp_path / "t.json"))
+    assert r.returncode == 0 and "sealed the chain up to entry" in r.stdout, r.stderr
+    r = run_cli("audit", "verify", *base, "--seal", "--trust", str(tmp_path / "t.json"))
+    assert r.returncode == 0 and "sealed by the token's MAC key" in r.stdout, r.stdout + r.stderr
+    _rechain(h, 0, actor="mallory")  # no token needed to recompute the unkeyed chain...
+    _sql(h, "DELETE FROM checkpoints")
+    assert run_cli("audit", "verify", "--home", str(h)).returncode == 0
+    r = run_cli("audit", "verify", *base, "--seal")  # ...but the seal needs the token
+    assert r.returncode == 6 and "without the token" in r.stdout, r.stdout + r.stderr
