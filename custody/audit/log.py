@@ -101,7 +101,8 @@ class AuditLog:
         path: the database file (``HOME/audit.db``).
         audit_key: key for HMACs of sensitive values; required only when they are given.
         clock: returns Unix time; ``now=`` on each call overrides it.
-        durable: ``synchronous=FULL`` (each commit fsynced); False only for scratch logs.
+        durable: each append returns only once its entry is on stable storage (the group
+            flush of the WAL); False only for scratch logs.
         timeout: seconds to wait for another writer's lock before refusing.
         sealer: seals each batch's chain head with an HMAC under a token-held key
             (:class:`custody.audit.signers.HsmSealer`), for writers that hold the token.

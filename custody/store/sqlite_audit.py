@@ -8,14 +8,16 @@ would take an advisory lock or use one sequencer transaction; docs/store.md).
 
 Group commit. In durable mode the connection commits with ``synchronous=NORMAL`` (the WAL is
 written but not fsynced inside the write lock) and :meth:`SqliteAuditStore.sync` then makes
-the WAL durable with a *group flush*: under an exclusive ``flock`` on ``audit.db-sync`` it
-reads the durable horizon (the highest seq already fsynced, kept in that file), and only if
-the caller's seq is above it does it fsync the WAL and raise the horizon to the newest
-committed seq. Writers that committed while another was fsyncing find themselves covered
-and return without an fsync of their own, so one fsync serves every writer, thread or
-process, that committed before it began. The write transaction itself is serialised by a
-blocking ``flock`` on ``audit.db-lock`` (kernel-woken, FIFO-ish), so writers queue instead of
-sleeping in SQLite's busy handler; SQLite's own lock remains what guarantees exclusion.
+the WAL durable with a *group flush*: it reads the durable horizon (the highest seq already
+flushed, kept in ``audit.db-sync`` under a shared ``flock``) and returns at once if the
+caller's seq is at or below it; otherwise it reads the newest committed seq, fdatasyncs the
+WAL *outside* any lock (so the kernel folds concurrent writers' flushes into one journal
+commit) and raises the horizon to that seq under an exclusive ``flock``. Writers that
+committed before a flush began find themselves covered and return without one of their
+own, so one flush serves every writer, thread or process, that committed before it. The
+write transaction itself is serialised by a blocking ``flock`` on ``audit.db-lock``
+(kernel-woken), so writers queue instead of sleeping in SQLite's busy handler; SQLite's own
+lock remains what guarantees exclusion.
 
 Every :mod:`sqlite3` error is raised as :class:`AuditStoreError` (a StorageError), with the
 driver's error as its ``__cause__``.
@@ -74,7 +76,8 @@ class SqliteAuditStore:
 
     Args:
         path: the database file.
-        durable: ``synchronous=FULL`` (each commit fsynced); False only for scratch logs.
+        durable: every append is flushed (:meth:`sync`) before it returns; False only for
+            scratch logs.
         timeout: seconds to wait for another writer's lock.
         new_log_id: makes the log id of a new database.
 
@@ -89,6 +92,7 @@ class SqliteAuditStore:
         self.durable = durable
         self._timeout = timeout
         self._wal_fd = -1
+        self._old_fds: list[int] = []
         self._lock_fd = self._sync_fd = -1
         self._sync_mutex = threading.Lock()  # flock does not exclude threads sharing an fd
         self._top: sqlite3.Connection | None = None  # sync()'s own reader (see there)
@@ -126,10 +130,11 @@ class SqliteAuditStore:
         self._db.close()
         if self._top is not None:
             self._top.close()
-        for fd in (self._wal_fd, self._lock_fd, self._sync_fd):
+        for fd in (self._wal_fd, self._lock_fd, self._sync_fd, *self._old_fds):
             if fd >= 0:
                 os.close(fd)
         self._wal_fd = self._lock_fd = self._sync_fd = -1
+        self._old_fds.clear()
 
     def append(self, build: Callable[[Head], Row]) -> None:
         """Append one entry: ``build(head)`` returns ``(seq, line, chain)`` for the head it
@@ -187,9 +192,10 @@ class SqliteAuditStore:
         if not self.durable:
             return
         try:
-            with self._sync_mutex, _flocked(self._sync_fd):
-                if _read_horizon(self._sync_fd, self.log_id) >= seq:
-                    return  # another writer's fsync already covered it
+            with self._sync_mutex:
+                with _flocked(self._sync_fd, fcntl.LOCK_SH):
+                    if _read_horizon(self._sync_fd, self.log_id) >= seq:
+                        return  # another writer's flush already covered it
                 # The newest *committed* seq, read on a connection of its own: the main one
                 # may be inside another thread's open batch, whose rows must not count.
                 if self._top is None:
@@ -201,8 +207,13 @@ class SqliteAuditStore:
                     )
                 row = self._top.execute("SELECT MAX(seq) FROM entries").fetchone()
                 top = seq if row is None or row[0] is None else max(seq, int(row[0]))
-                os.fdatasync(self._wal())  # as SQLite syncs its WAL: data and size
-                _write_horizon(self._sync_fd, self.log_id, top)
+                wal = self._wal()
+            # Outside every lock: writers of other processes flush at the same time and the
+            # kernel folds their flushes into one journal commit.
+            os.fdatasync(wal)  # as SQLite syncs its WAL: data and size
+            with self._sync_mutex, _flocked(self._sync_fd, fcntl.LOCK_EX):
+                if _read_horizon(self._sync_fd, self.log_id) < top:
+                    _write_horizon(self._sync_fd, self.log_id, top)
         except sqlite3.Error as exc:
             raise _err(self.path, exc) from exc
         except OSError as exc:
@@ -216,8 +227,8 @@ class SqliteAuditStore:
         wal = f"{self.path}-wal"
         if self._wal_fd >= 0 and os.fstat(self._wal_fd).st_ino == os.stat(wal).st_ino:
             return self._wal_fd
-        if self._wal_fd >= 0:
-            os.close(self._wal_fd)
+        if self._wal_fd >= 0:  # another thread may be flushing it: close it with the store
+            self._old_fds.append(self._wal_fd)
             self._wal_fd = -1
         self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
         dfd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
@@ -305,8 +316,8 @@ def _open_lock(path: Path) -> int:
 
 
 @contextmanager
-def _flocked(fd: int) -> Iterator[None]:
-    fcntl.flock(fd, fcntl.LOCK_EX)
+def _flocked(fd: int, how: int = fcntl.LOCK_EX) -> Iterator[None]:
+    fcntl.flock(fd, how)
     try:
         yield
     finally:
