@@ -181,3 +181,46 @@ def test_unopenable_lock_files_refuse(tmp_path: Path) -> None:
     (tmp_path / "audit.db-lock").mkdir()  # cannot be opened as a lock file
     with pytest.raises(AuditError):
         AuditLog(tmp_path / "audit.db")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "plain text/with:punct,{}[]",
+        "tab\there",
+        "del\x7f",
+        'q"uote',
+        "back\\slash",
+        "ünï",
+        "\u2028",
+        0,
+        -1,
+        2**53 - 1,
+        -(2**53) + 1,
+        True,
+        None,
+        {},
+        {"b": 1, "a": "x", "c": None, "d": False, "e": True},
+        {"é": 1},
+        {"a": {"nested": 1}},
+        {"a": [1, 2]},
+        {"a": 1.5},
+        {"a": 'q"uote'},
+        {"b": 1, "B": 2, "_": 3, "~": 4},
+    ],
+)
+def test_fast_canonical_parts_match_rfc8785(value: object) -> None:
+    from custody.audit.log import _canon
+
+    assert _canon(value) == canonical_bytes(value)
+
+
+def test_unsafe_integers_are_refused_like_rfc8785() -> None:
+    from custody.audit.log import _canon
+
+    for v in (2**53, -(2**53), 10**20, {"a": 2**60}):
+        with pytest.raises(ValueError):
+            canonical_bytes(v)
+        with pytest.raises(ValueError):
+            _canon(v)
