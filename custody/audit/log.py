@@ -81,7 +81,7 @@ def _canon(v: Any) -> bytes:
     """``canonical_bytes(v)``, without the pure-Python encoder for the common shapes: plain
     strings, safe integers, booleans, null, and flat objects of those with plain keys."""
     t = type(v)
-    if t is str and _plain(v):
+    if isinstance(v, str) and t is str and _plain(v):
         return b'"' + v.encode() + b'"'
     if t is int and -_SAFE_INT < v < _SAFE_INT:
         return str(v).encode()
