@@ -119,12 +119,23 @@ class SqliteAuditStore:
         try:
             self._lock_fd = _open_lock(Path(f"{path}-lock"))
             self._sync_fd = _open_lock(Path(f"{path}-sync"))
-        except OSError as exc:
+            if durable:
+                self._clamp_horizon()
+        except (OSError, sqlite3.Error) as exc:
             self.close()
             raise AuditStoreError(
                 f"The audit database's lock files beside {path.name} cannot be opened",
                 "Check the directory's permissions and free space.",
             ) from exc
+
+    def _clamp_horizon(self) -> None:
+        """A horizon above the newest entry (a database restored or rolled back beside a
+        newer ``-sync`` file) would let new entries skip their flush: lower it."""
+        with _flocked(self._sync_fd, fcntl.LOCK_EX):
+            row = self._db.execute("SELECT MAX(seq) FROM entries").fetchone()
+            top = -1 if row is None or row[0] is None else int(row[0])
+            if _read_horizon(self._sync_fd, self.log_id) > top:
+                _write_horizon(self._sync_fd, self.log_id, top)
 
     def close(self) -> None:
         self._db.close()

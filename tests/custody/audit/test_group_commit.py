@@ -224,3 +224,18 @@ def test_unsafe_integers_are_refused_like_rfc8785() -> None:
             canonical_bytes(v)
         with pytest.raises(ValueError):
             _canon(v)
+
+
+def test_a_rolled_back_database_does_not_inherit_the_flush_horizon(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    log = AuditLog(path)
+    for i in range(5):
+        log.append("secret.get", "svc", "alice", details={"i": i})
+    log.close()
+    _sql(path, "DELETE FROM entries WHERE seq >= 2")  # e.g. an older copy restored
+    assert _horizon(path) == 4
+    log = AuditLog(path)  # the horizon is lowered to the newest entry on open...
+    assert _horizon(path) == 1
+    e = log.append("secret.get", "svc", "alice")  # ...so seq 2 is flushed, not skipped
+    assert e["seq"] == 2 and _horizon(path) == 2
+    log.close()
