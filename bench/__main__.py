@@ -20,6 +20,7 @@ FULL: dict[str, list[str]] = {
     "bench_tui.py": [],
     "bench_secrets.py": [],
     "bench_dek.py": [],
+    "bench_audit.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_hsm.py": ["--rounds", "3", "--ops", "100"],
@@ -30,6 +31,7 @@ QUICK: dict[str, list[str]] = {
     "bench_tui.py": ["--runs", "3"],
     "bench_secrets.py": ["--secrets", "20", "--seconds", "1", "--rounds", "1"],
     "bench_dek.py": ["--sizes", "2000,20000", "--runs", "1", "--status-runs", "3"],
+    "bench_audit.py": ["--seconds", "0.5", "--rounds", "1", "--verify", "5000"],
 }
 
 

@@ -1,5 +1,10 @@
 """``custody audit verify|proof|check-proof|checkpoint|tail``: the operational audit log.
 
+``verify --trust`` fails unless a checkpoint signed by a pinned key exists; ``--witness DIR``
+and ``--known-checkpoint FILE`` hold the log to checkpoints kept off the database (written
+by ``checkpoint --export DIR``), so deleting checkpoints, truncating the tail or rewriting
+and re-chaining entries is seen.
+
 ``check-proof`` is offline and needs nothing but the proof file and a pinned key. Every
 string read from the log (actor, op, target, details, problems) is escaped before it is
 printed (:func:`custody.textsafe.printable`), so a log entry cannot drive the terminal. The
@@ -22,7 +27,8 @@ from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of
 
 if TYPE_CHECKING:
     from custody.audit.log import AuditLog
-    from custody.audit.signers import Signer, TrustKey
+    from custody.audit.records import AuditReport
+    from custody.audit.signers import Sealer, Signer, TrustKey
     from custody.hsm import Hsm
 
 HSM_AUDIT_LABEL = "audit"
@@ -39,8 +45,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PUBKEY",
         action="append",
         default=None,
-        help="pinned audit signing key (JSON or 64 hex); repeatable",
+        help="pinned audit signing key (JSON or 64 hex); repeatable; then at least one "
+        "checkpoint signed by a pinned key must exist",
     )
+    v.add_argument(
+        "--witness",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="hold the log to every checkpoint in DIR (from 'audit checkpoint --export')",
+    )
+    v.add_argument(
+        "--known-checkpoint",
+        metavar="FILE",
+        help="the last checkpoint you hold: the log must be an append-only extension of it",
+    )
+    v.add_argument(
+        "--max-age",
+        metavar="AGE",
+        type=_duration,
+        help="warn when the newest pinned checkpoint is older (e.g. 3600, 90m, 36h, 7d)",
+    )
+    v.add_argument(
+        "--max-behind",
+        metavar="N",
+        type=int,
+        help="warn when more than N entries follow the newest pinned checkpoint",
+    )
+    v.add_argument(
+        "--seal",
+        action="store_true",
+        help="also check the newest seal with the token's MAC key (logs in to the token)",
+    )
+    add_pin(v)
     add_json(v)
     v.set_defaults(func=cmd_verify)
 
@@ -64,6 +101,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     k.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key-file")
     k.add_argument("--trust-out", metavar="FILE", help="also write the signer's public key here")
+    k.add_argument(
+        "--export",
+        metavar="DIR",
+        help="also write each signed checkpoint (this one and any stored one missing there) "
+        "to DIR, a witness directory or WORM path, one file each, never overwritten",
+    )
+    k.add_argument(
+        "--seal",
+        action="store_true",
+        help="also seal the chain head with the token's MAC key (created if absent)",
+    )
     add_json(k)
     k.set_defaults(func=cmd_checkpoint)
 
@@ -92,14 +140,96 @@ def _trust(paths: list[str]) -> list[TrustKey]:
     return out
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    t = text.strip().lower()
+    mult = _UNITS.get(t[-1:], 0)
+    num = t[:-1] if mult else t
+    if not num.isdigit():
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 90m, 36h, 7d)")
+    return int(num) * (mult or 1)
+
+
+def _read_json(path: Path, what: str) -> dict[str, object]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {what} {path}", "Give a checkpoint file.") from exc
+    if isinstance(doc, dict) and isinstance(doc.get("checkpoint"), dict):
+        doc = doc["checkpoint"]  # the --json output of 'custody audit checkpoint'
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path} is not a checkpoint", "Give a checkpoint file.")
+    return doc
+
+
+def _witnesses(dirs: list[str]) -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise UsageError(f"No witness directory {d}", "Give the --export directory.")
+        for f in sorted(p.glob("*.json")):
+            out.append((f.name, _read_json(f, "witness checkpoint")))
+    return out
+
+
+def _verify(
+    args: argparse.Namespace,
+    log: AuditLog,
+    trust: list[TrustKey] | None,
+    witnesses: list[tuple[str, dict[str, object]]],
+    known: dict[str, object] | None,
+    sealer: Sealer | None,
+) -> AuditReport:
+    from custody_cli.progress import progress_bar
+
+    total = log.size()
+    with progress_bar("verifying", total, enabled=total >= 200_000) as advance:
+        done = [0]
+
+        def tick(n: int) -> None:
+            advance(n - done[0])
+            done[0] = n
+
+        return log.verify(
+            trust,
+            witnesses=witnesses,
+            known=known,
+            max_age=args.max_age,
+            max_behind=args.max_behind,
+            progress=tick,
+            sealer=sealer,
+        )
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    with _log(args) as log:
-        rep = log.verify(_trust(args.trust) if args.trust is not None else None)
+    from custody.audit.signers import HsmSealer
+    from custody_cli.common import open_home_token
+
+    trust = _trust(args.trust) if args.trust is not None else None
+    witnesses = _witnesses(args.witness)
+    known = (
+        _read_json(Path(args.known_checkpoint), "known checkpoint")
+        if args.known_checkpoint
+        else None
+    )
+    hsm = open_home_token(args) if args.seal else None
+    try:
+        sealer = HsmSealer(hsm) if hsm is not None else None
+        with _log(args) as log:
+            rep = _verify(args, log, trust, witnesses, known, sealer)
+    finally:
+        if hsm is not None:
+            hsm.close()
     if args.json:
         emit_json(rep.to_json())
     else:
         for x in rep.problems:
             print(f"  FAIL {printable(x)}")
+        for x in rep.warnings:
+            print(f"  WARN {printable(x)}")
         for x in rep.notes:
             print(f"  note {printable(x)}")
         print(  # the verdict last, below everything the log supplied
@@ -166,23 +296,39 @@ def _signer(args: argparse.Namespace) -> tuple[Signer, Hsm | None]:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from custody.audit.signers import TrustKey
+    from custody.audit.signers import HsmSealer, TrustKey
+    from custody_cli.common import open_home_token
 
+    sealed = None
     with _log(args) as log:
         signer, hsm = _signer(args)
         try:
             cp = log.checkpoint(signer)
+            if args.seal:
+                token = hsm if hsm is not None else open_home_token(args)
+                try:
+                    sealed = log.seal(HsmSealer(token, create=True))
+                finally:
+                    if token is not hsm:
+                        token.close()
         finally:
             if hsm is not None:
                 hsm.close()
+        exported = log.export_checkpoints(Path(args.export)) if args.export else []
     tk = TrustKey.of(signer).to_json()
     if args.trust_out:
         Path(args.trust_out).write_text(json.dumps(tk, sort_keys=True) + "\n")
     if args.json:
-        emit_json({"ok": True, "checkpoint": cp, "signer": tk})
+        emit_json(
+            {"ok": True, "checkpoint": cp, "signer": tk, "exported": exported, "sealed": sealed}
+        )
     else:
         print(f"checkpoint at tree size {cp['tree_size']}, root {cp['root']}")
         print(f"signed by {tk['name']} ({tk['alg']} {tk['public']})")
+        if sealed is not None:
+            print(f"sealed the chain up to entry {sealed} with the token's MAC key")
+        for name in exported:
+            print(f"exported {printable(name)} to {printable(args.export)}")
     return 0
 
 

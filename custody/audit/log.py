@@ -2,11 +2,20 @@
 
 Every operation that touches keys or secrets calls :meth:`AuditLog.append` (or runs inside
 :meth:`AuditLog.guard`) *before* it acts; if the entry cannot be committed the call raises
-:class:`AuditError` and the operation must be refused. Each append is its own short
-``BEGIN IMMEDIATE`` transaction that reads the chain head inside the transaction, so any
-number of writer processes serialise on SQLite's write lock and never fork the chain.
-Durable mode (the default) commits with ``synchronous=FULL`` in WAL mode. The SQL lives in
-the log's own storage adapter, :mod:`custody.store.sqlite_audit`.
+:class:`AuditError` and the operation must be refused.
+
+Group commit. Appends from every thread sharing one :class:`AuditLog` are batched: the first
+caller to find no batch being written becomes the leader, takes the write lock, drains
+every entry queued by then (its own and the other threads'), chains the whole batch and
+inserts it in one ``BEGIN IMMEDIATE`` transaction that reads the chain head inside the
+transaction, so any number of writer processes serialise on SQLite's write lock and never
+fork the chain. Then the leader hands the write role on (the next batch is written while
+this one is flushed) and flushes the WAL with the store's group fsync, which one fsync
+shares between all writers, threads or processes, that committed before it began. Only
+then does any caller of the batch return. If the transaction fails (a constraint, a full
+disk, a trigger) it rolls back whole and every caller of the batch gets
+:class:`AuditError`; nothing of the batch is written. The SQL lives in the log's own storage
+adapter, :mod:`custody.store.sqlite_audit`.
 
 Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
 stored only as HMAC-SHA256 under the caller's audit key.
@@ -16,13 +25,14 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from custody.audit.merkle import MerkleTree, leaf_hash
+from custody.audit.merkle import Frontier, MerkleTree, leaf_hash
 from custody.audit.records import (
     CHECKPOINT_TYPE,
     OUTCOMES,
@@ -31,10 +41,11 @@ from custody.audit.records import (
     AuditReport,
     chain_hash,
     genesis,
+    seal_input,
     sign_checkpoint,
-    verify_log,
 )
-from custody.audit.signers import TrustKey
+from custody.audit.signers import Sealer, TrustKey
+from custody.audit.verify import audit_report
 from custody.canonical import canonical_bytes
 from custody.errors import AuditError, PolicyError, StorageError
 from custody.store.sqlite_audit import Head, SqliteAuditStore
@@ -57,6 +68,56 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 
+_QUEUED, _TAKEN, _DONE = 0, 1, 2
+_SAFE_INT = 2**53
+
+
+def _plain(v: str) -> bool:
+    """A string RFC 8785 writes as it stands: printable ASCII without quote or backslash."""
+    return v.isascii() and v.isprintable() and '"' not in v and "\\" not in v
+
+
+def _canon(v: Any) -> bytes:
+    """``canonical_bytes(v)``, without the pure-Python encoder for the common shapes: plain
+    strings, safe integers, booleans, null, and flat objects of those with plain keys."""
+    t = type(v)
+    if isinstance(v, str) and t is str and _plain(v):
+        return b'"' + v.encode() + b'"'
+    if t is int and -_SAFE_INT < v < _SAFE_INT:
+        return str(v).encode()
+    if t is dict and all(type(k) is str and _plain(k) for k in v):
+        parts = []
+        for k in sorted(v):
+            x = v[k]
+            tx = type(x)
+            if tx is str and _plain(x):
+                parts.append(b'"' + k.encode() + b'":"' + x.encode() + b'"')
+            elif tx is int and -_SAFE_INT < x < _SAFE_INT:
+                parts.append(b'"' + k.encode() + b'":' + str(x).encode())
+            elif x is None or tx is bool:
+                parts.append(b'"' + k.encode() + b'":' + _LITERALS[x])
+            else:
+                return canonical_bytes(v)
+        return b"{" + b",".join(parts) + b"}"
+    return canonical_bytes(v)
+
+
+_LITERALS = {None: b"null", True: b"true", False: b"false"}
+
+
+class _Pending:
+    """One caller's entry waiting in the batch queue; the leader fills in the rest."""
+
+    __slots__ = ("entry", "error", "fixed", "state", "what")
+
+    def __init__(self, entry: dict[str, Any], fixed: tuple[bytes, ...], what: str) -> None:
+        self.entry = entry  # without log/seq/prev until its batch is chained
+        self.fixed = fixed  # canonical bytes of actor, details, outcome, target, time
+        self.what = what
+        self.state = _QUEUED
+        self.error: AuditError | None = None
+
+
 def _refused(what: str, exc: BaseException) -> AuditError:
     cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
     return AuditError(
@@ -67,14 +128,18 @@ def _refused(what: str, exc: BaseException) -> AuditError:
 
 
 class AuditLog:
-    """A handle on one audit database (one connection; use one per thread/process).
+    """A handle on one audit database. Threads may share one handle: their appends are
+    batched into group commits (see the module doc). Processes each open their own.
 
     Args:
         path: the database file (``HOME/audit.db``).
         audit_key: key for HMACs of sensitive values; required only when they are given.
         clock: returns Unix time; ``now=`` on each call overrides it.
-        durable: ``synchronous=FULL`` (each commit fsynced); False only for scratch logs.
+        durable: each append returns only once its entry is on stable storage (the group
+            flush of the WAL); False only for scratch logs.
         timeout: seconds to wait for another writer's lock before refusing.
+        sealer: seals each batch's chain head with an HMAC under a token-held key
+            (:class:`custody.audit.signers.HsmSealer`), for writers that hold the token.
 
     Raises:
         AuditError: the database cannot be opened or initialised.
@@ -89,10 +154,16 @@ class AuditLog:
         durable: bool = True,
         rng: Callable[[int], bytes] = os.urandom,
         timeout: float = 60.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.path = Path(path)
+        self._sealer = sealer
         self._key = audit_key
         self._clock = clock
+        self._io = threading.RLock()  # the connection: one batch or one read at a time
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: list[_Pending] = []
+        self._writing = False  # a leader holds the write role
         try:
             self._db = SqliteAuditStore(
                 self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
@@ -153,31 +224,133 @@ class AuditLog:
         for k, v in (sensitive or {}).items():
             det[f"{k}_hmac"] = self.hmac(k, v)
         t = int(self._clock()) if now is None else int(now)
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = {
+            "actor": actor,
+            "details": det,
+            "op": op,
+            "outcome": outcome,
+            "target": target,
+            "time": t,
+        }
+        # Canonical bytes of everything but log/seq/prev, made here in the caller's thread
+        # (a value that cannot be canonicalised is the caller's ValueError, before queueing);
+        # the leader only splices in the chain fields, in RFC 8785 key order.
+        fixed = tuple(_canon(entry[k]) for k in ("actor", "details", "op", "outcome"))
+        fixed += (_canon(target), _canon(t))
+        req = _Pending(entry, fixed, f"'{op} {target}'")
+        lead = False
+        with self._cv:
+            self._queue.append(req)
+            while req.state != _DONE:
+                if req.state == _QUEUED and not self._writing:
+                    self._writing = lead = True
+                    break
+                self._cv.wait()
+        if lead:
+            self._lead()
+        if req.error is not None:
+            raise req.error
+        return req.entry
 
-        def build(head: Head) -> tuple[int, bytes, bytes]:
-            seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
-            entry.update(
-                {
-                    "log": self.log_id,
-                    "seq": seq,
-                    "prev": prev.hex(),
-                    "time": t,
-                    "actor": actor,
-                    "op": op,
-                    "target": target,
-                    "outcome": outcome,
-                    "details": det,
-                }
-            )
-            line = canonical_bytes(entry)
-            return seq, line, chain_hash(line)
+    def _seal_fn(self) -> Callable[[int, bytes], bytes] | None:
+        sealer = self._sealer
+        if sealer is None:
+            return None
+        return lambda seq, chain: sealer.mac(seal_input(self.log_id, seq, chain))
 
+    def seal(self, sealer: Sealer) -> int | None:
+        """Seal the current chain head under *sealer* (e.g. from ``audit checkpoint
+        --seal``). Returns the sealed seq (None for an empty log).
+
+        Raises:
+            AuditError: the seal could not be stored.
+            HsmError: from the sealer.
+        """
+        with self._io, self._db.snapshot():
+            n = self._db.size()
+            last = self._db.lines(n - 1, n) if n else []
+        if not last:
+            return None
+        mac = sealer.mac(seal_input(self.log_id, n - 1, chain_hash(last[0])))
         try:
-            self._db.append(build)
-        except (StorageError, OSError) as exc:
-            raise _refused(f"'{op} {target}'", exc) from exc
-        return entry
+            with self._io:
+                self._db.put_seal(n - 1, mac)
+        except StorageError as exc:
+            raise _refused("the seal", exc) from exc
+        return n - 1
+
+    def _lead(self) -> None:
+        """Write one batch: everything queued once the write lock is held; then flush it."""
+        batch: list[_Pending] = []
+
+        def build(head: Head) -> list[tuple[int, bytes, bytes]]:
+            with self._cv:
+                batch.extend(self._queue)
+                self._queue.clear()
+                for r in batch:
+                    r.state = _TAKEN
+            seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
+            rows = []
+            log = b'"log":' + canonical_bytes(self.log_id)
+            for r in batch:
+                actor, details, op, outcome, target, t = r.fixed
+                line = b"".join(
+                    (
+                        b'{"actor":',
+                        actor,
+                        b',"details":',
+                        details,
+                        b",",
+                        log,
+                        b',"op":',
+                        op,
+                        b',"outcome":',
+                        outcome,
+                        b',"prev":"',
+                        prev.hex().encode(),
+                        b'","seq":',
+                        str(seq).encode(),
+                        b',"target":',
+                        target,
+                        b',"time":',
+                        t,
+                        b"}",
+                    )
+                )
+                r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
+                prev = chain_hash(line)
+                rows.append((seq, line, prev))
+                seq += 1
+            return rows
+
+        failure: BaseException | None = None
+        last = None
+        try:
+            with self._io:
+                last = self._db.append_batch(build, self._seal_fn())
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+            failure = exc
+        finally:
+            with self._cv:  # hand the write role on: the next batch goes in while we flush
+                self._writing = False
+                self._cv.notify_all()
+        if failure is not None and not batch:  # it failed before draining (lock, BEGIN)
+            with self._cv:
+                batch.extend(self._queue)
+                self._queue.clear()
+        if failure is None and last is not None:
+            try:
+                self._db.sync(last)
+            except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+                failure = exc
+        with self._cv:
+            for r in batch:
+                if failure is not None:
+                    r.error = _refused(r.what, failure)
+                r.state = _DONE
+            self._cv.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt and the like still stop the leader
 
     @contextmanager
     def guard(
@@ -215,18 +388,54 @@ class AuditLog:
     # -- reading ----------------------------------------------------------------------
     def size(self) -> int:
         """Raises StorageError (AuditStoreError) when the database cannot be read."""
-        return self._db.size()
+        with self._io:
+            return self._db.size()
 
     def lines(self, start: int = 0, end: int | None = None) -> list[bytes]:
-        return self._db.lines(start, end)
+        with self._io:
+            return self._db.lines(start, end)
 
     def checkpoint_lines(self) -> list[bytes]:
-        return self._db.checkpoint_lines()
+        with self._io:
+            return self._db.checkpoint_lines()
 
-    def verify(self, trust: Sequence[TrustKey] | None = None) -> AuditReport:
-        """Verify the whole log from one consistent read snapshot."""
-        with self._db.snapshot():
-            return verify_log(self.log_id, self.lines(), self.checkpoint_lines(), trust)
+    def iter_lines(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream entry lines (hold :meth:`snapshot` around it for one consistent read)."""
+        return self._db.iter_lines(start, end)
+
+    def verify(
+        self,
+        trust: Sequence[TrustKey] | None = None,
+        *,
+        witnesses: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        known: Mapping[str, Any] | None = None,
+        max_age: int | None = None,
+        max_behind: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        now: int | None = None,
+        sealer: Sealer | None = None,
+    ) -> AuditReport:
+        """Verify the whole log, streamed from one consistent read snapshot (flat memory).
+
+        See :func:`custody.audit.verify.audit_report` for what is checked.
+        """
+        t = int(self._clock()) if now is None else int(now)
+        with self._io, self._db.snapshot():
+            seal = self._db.last_seal() if sealer is not None else None
+            return audit_report(
+                self.log_id,
+                self._db.iter_lines(),
+                self._db.checkpoint_lines(),
+                trust,
+                witnesses=witnesses,
+                known=known,
+                now=t,
+                max_age=max_age,
+                max_behind=max_behind,
+                progress=progress,
+                sealer=sealer,
+                seal=seal,
+            )
 
     # -- checkpoints and proofs -------------------------------------------------------
     def checkpoint(self, signer: Any, *, now: int | None = None) -> dict[str, Any]:
@@ -237,21 +446,69 @@ class AuditLog:
             HsmError: from an HSM-backed signer.
         """
         t = int(self._clock()) if now is None else int(now)
-        with self._db.snapshot():
-            leaves = [leaf_hash(ln) for ln in self.lines()]
+        frontier = Frontier()
+        with self._io, self._db.snapshot():
+            for ln in self._db.iter_lines():
+                frontier.append_hash(leaf_hash(ln))
         payload = {
             "type": CHECKPOINT_TYPE,
             "log": self.log_id,
-            "tree_size": len(leaves),
-            "root": MerkleTree(leaves).root().hex(),
+            "tree_size": frontier.size,
+            "root": frontier.root().hex(),
             "time": t,
         }
         cp = sign_checkpoint(payload, signer)
         try:
-            self._db.put_checkpoint(len(leaves), canonical_bytes(cp))
+            with self._io:
+                self._db.put_checkpoint(frontier.size, canonical_bytes(cp))
         except StorageError as exc:
             raise _refused("the checkpoint", exc) from exc
         return cp
+
+    def export_checkpoints(self, directory: Path) -> list[str]:
+        """Write every stored checkpoint not yet in *directory* (a witness directory or WORM
+        path) as ``<log id>-<tree size>.json``; never overwrite one. Returns the new names.
+
+        Raises:
+            AuditError: the directory cannot be written, or it holds a *different*
+                checkpoint of the same size (a forked or rewritten log).
+        """
+        import json
+
+        written = []
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for raw in self.checkpoint_lines():
+                size = int(json.loads(raw)["tree_size"])
+                name = f"{self.log_id}-{size:012d}.json"
+                dest = directory / name
+                if dest.exists():
+                    if dest.read_bytes().rstrip(b"\n") != raw:
+                        raise AuditError(
+                            f"{dest} holds a different checkpoint at tree size {size}",
+                            "The log was rewritten or forked; audit it with 'custody audit "
+                            f"verify --witness {directory}'.",
+                        )
+                    continue
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                try:
+                    os.write(fd, raw + b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                written.append(name)
+            if written:
+                dfd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuditError(
+                f"Cannot export checkpoints to {directory}",
+                f"Check the directory and its permissions ({type(exc).__name__}).",
+            ) from exc
+        return written
 
     def proof(self, index: int, *, tree_size: int | None = None) -> dict[str, Any]:
         """A self-contained inclusion proof of entry *index* under a stored checkpoint.

@@ -10,14 +10,13 @@ checkpoint, checkable with :func:`check_proof` and a pinned key only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from custody.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
+from custody.audit.merkle import leaf_hash, verify_inclusion
 from custody.audit.signers import TrustKey, verify_signature
-from custody.canonical import canonical_bytes, domain_hash, is_canonical
+from custody.canonical import canonical_bytes, domain_hash
 from custody.errors import AuditError, IntegrityError
 from custody.signing import fingerprint
 
@@ -25,6 +24,7 @@ TAG_GENESIS = "custody/audit/genesis/v1"
 TAG_CHAIN = "custody/audit/chain/v1"
 TAG_CHECKPOINT = "custody/audit/checkpoint/v1"
 TAG_HMAC = "custody/audit/hmac/v1"
+TAG_SEAL = "custody/audit/seal/v1"
 CHECKPOINT_TYPE = "custody.audit.checkpoint/v1"
 PROOF_TYPE = "custody.audit.proof/v1"
 OUTCOMES = ("intent", "ok", "denied", "failed")
@@ -37,6 +37,11 @@ def genesis(log_id: str) -> bytes:
 
 def chain_hash(line: bytes) -> bytes:
     return domain_hash(TAG_CHAIN, line)
+
+
+def seal_input(log_id: str, seq: int, chain: bytes) -> bytes:
+    """What a seal MACs: the chain hash of entry *seq*, which commits to every entry up to it."""
+    return domain_hash(TAG_SEAL, log_id.encode(), seq.to_bytes(8, "big"), chain)
 
 
 def checkpoint_signing_input(payload: Mapping[str, Any]) -> bytes:
@@ -92,12 +97,13 @@ def checkpoint_signers(cp: Mapping[str, Any], trust: Sequence[TrustKey] | None) 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditReport:
-    """Outcome of :func:`verify_log`."""
+    """Outcome of :func:`custody.audit.verify.audit_report`."""
 
     entries: int
     checkpoints: int
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -109,73 +115,9 @@ class AuditReport:
             "entries": self.entries,
             "checkpoints": self.checkpoints,
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
             "notes": list(self.notes),
         }
-
-
-def verify_log(
-    log_id: str,
-    lines: Sequence[bytes],
-    cps: Sequence[bytes],
-    trust: Sequence[TrustKey] | None = None,
-) -> AuditReport:
-    """Verify an audit log's entries and checkpoints (pure).
-
-    Checks: canonical entries with contiguous ``seq`` and ``prev`` links from the log's
-    genesis; every checkpoint's root against the entries; RFC 9162 consistency between
-    successive checkpoints; checkpoint signatures (pinned keys when *trust* is given).
-    """
-    problems: list[str] = []
-    head = genesis(log_id)
-    tree = MerkleTree()
-    for i, line in enumerate(lines):
-        try:
-            e = json.loads(line)
-            if not is_canonical(line) or tuple(sorted(e)) != tuple(sorted(ENTRY_FIELDS)):
-                problems.append(f"entry {i} is not a canonical audit entry")
-            elif e["seq"] != i or e["log"] != log_id or e["prev"] != head.hex():
-                problems.append(f"entry {i} breaks the chain (seq {e['seq']})")
-            elif e["outcome"] not in OUTCOMES:
-                problems.append(f"entry {i} has unknown outcome {e['outcome']!r}")
-        except (ValueError, TypeError, KeyError):
-            problems.append(f"entry {i} is unreadable")
-        head = chain_hash(line)
-        tree.append(leaf_hash(line))
-    prev_size, prev_root = 0, tree.root(0)
-    for raw in cps:
-        try:
-            cp = json.loads(raw)
-            size, root = int(cp["tree_size"]), bytes.fromhex(cp["root"])
-            if cp["type"] != CHECKPOINT_TYPE or cp["log"] != log_id:
-                raise ValueError("foreign checkpoint")
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"unreadable checkpoint ({exc})")
-            continue
-        if not prev_size <= size <= tree.size:
-            problems.append(f"checkpoint at size {size} is beyond the log or out of order")
-            continue
-        if root != tree.root(size):
-            problems.append(f"checkpoint at size {size}: root does not match the entries")
-        try:
-            verify_consistency(
-                prev_size, size, prev_root, root, tree.consistency_proof(prev_size, size)
-            )
-        except IntegrityError:
-            problems.append(f"checkpoint at size {size} is not consistent with size {prev_size}")
-        if not checkpoint_signers(cp, trust):
-            problems.append(
-                f"checkpoint at size {size} has no valid signature"
-                + (" by a pinned key" if trust is not None else "")
-            )
-        prev_size, prev_root = size, root
-    notes = [f"{len(lines)} entries chained", f"{len(cps)} checkpoints, last at size {prev_size}"]
-    if prev_size < len(lines):
-        notes.append(f"{len(lines) - prev_size} entries after the last checkpoint")
-    if trust is None:
-        notes.append("checkpoint keys were not pinned (--trust): signatures are self-asserted")
-    return AuditReport(
-        entries=len(lines), checkpoints=len(cps), problems=tuple(problems), notes=tuple(notes)
-    )
 
 
 def check_proof(doc: Mapping[str, Any], trust: Sequence[TrustKey]) -> str:

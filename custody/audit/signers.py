@@ -114,6 +114,41 @@ class HsmSigner:
         return f"HsmSigner(name={self._name!r}, label={self._label!r})"
 
 
+class Sealer(Protocol):
+    """Something that MACs data under a key the log's writers cannot read."""
+
+    def mac(self, data: bytes) -> bytes: ...
+
+
+class MacHsm(Protocol):
+    """The part of the :class:`custody.hsm.Hsm` port an :class:`HsmSealer` uses."""
+
+    def ensure_mac_key(self, label: str) -> None: ...
+
+    def mac(self, label: str, data: bytes) -> bytes: ...
+
+
+class HsmSealer:
+    """Seals the audit chain with HMAC-SHA256 under a token-held key (label ``audit-mac``).
+
+    Whoever can write ``audit.db`` but does not hold the token cannot make a seal, so a
+    rewritten and re-chained log no longer matches its newest seal.
+
+    Raises (from the constructor with ``create=True`` and from :meth:`mac`): HsmError.
+    """
+
+    def __init__(self, hsm: MacHsm, label: str = "audit-mac", *, create: bool = False) -> None:
+        self._hsm, self.label = hsm, label
+        if create:
+            hsm.ensure_mac_key(label)
+
+    def mac(self, data: bytes) -> bytes:
+        return bytes(self._hsm.mac(self.label, data))
+
+    def __repr__(self) -> str:
+        return f"HsmSealer(label={self.label!r})"
+
+
 def verify_signature(alg: str, public: bytes, signature: bytes, data: bytes) -> bool:
     """True when *signature* is a valid *alg* signature of *data* under *public*."""
     if alg != "ed25519" or len(public) != 32 or len(signature) != 64:

@@ -264,6 +264,15 @@ class Hsm(Protocol):
         """Raises IntegrityError on a bad signature."""
         ...
 
+    # --- MAC keys (HMAC-SHA256 under a token-held generic secret) ------------------
+    def ensure_mac_key(self, label: str) -> None:
+        """Create the non-extractable HMAC-SHA256 key *label* if absent."""
+        ...
+
+    def mac(self, label: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of *data* under the token key *label*. Raises KeyNotFound."""
+        ...
+
     # --- key agreement (sealing a share to a custodian's own token) ---------------
     def ensure_ecdh_key(self, label: str) -> bytes:
         """Create a P-256 ECDH key pair if absent; return the X9.62 uncompressed public point."""

@@ -3,9 +3,9 @@
 This module owns opening the token, one logged-in R/W user session per adapter and the
 serialisation of every call. :class:`Pkcs11Hsm` gets its operations from mixins beside
 it in ``custody.hsm.pkcs11``: ``secretkeys`` (AES key templates, lookup, lifecycle),
-``wrapping`` (AES-GCM, RFC 5649, sealing to a public key) and ``keypairs`` (signing,
-ECDH); ``module`` (library loading), ``errors`` (error translation) and ``selftest``
-help. These are the only modules in custody that import ``pkcs11``.
+``wrapping`` (AES-GCM, RFC 5649, sealing to a public key), ``keypairs`` (signing,
+ECDH) and ``mackeys`` (HMAC-SHA256); ``module`` (library loading), ``errors`` (error
+translation) and ``selftest`` help. These are the only modules in custody that import ``pkcs11``.
 
 Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
@@ -41,6 +41,7 @@ from custody.hsm import SelftestReport, TokenInfo
 from custody.hsm.pkcs11 import probe
 from custody.hsm.pkcs11.errors import translate
 from custody.hsm.pkcs11.keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
+from custody.hsm.pkcs11.mackeys import MacKeyMixin
 from custody.hsm.pkcs11.module import SharedLogin, load_module
 from custody.hsm.pkcs11.secretkeys import SecretKeyMixin
 from custody.hsm.pkcs11.wrapping import WrappingMixin
@@ -107,7 +108,7 @@ def open_hsm(config: HsmConfig, home: Path, pin: str, **kwargs: Any) -> Pkcs11Hs
     return Pkcs11Hsm(config, home, pin, **kwargs)
 
 
-class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin):
+class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
     """A logged-in PKCS#11 token: one R/W user session, every call serialised by a lock.
 
     Args:

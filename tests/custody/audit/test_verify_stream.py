@@ -1,0 +1,179 @@
+"""Streaming verification: the fast canonical path agrees with the full check, progress,
+bounded problem lists, the checkpoint rules with --trust, and age/behind warnings."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from custody.audit import verify as V
+from custody.audit.log import AuditLog
+from custody.audit.records import chain_hash, genesis
+from custody.audit.signers import Ed25519Signer, TrustKey
+from custody.canonical import canonical_bytes
+
+SIGNER = Ed25519Signer.from_seed("audit-key", b"\x07" * 32)
+TRUST = [TrustKey.of(SIGNER)]
+LOG = "0123456789abcdef" * 2
+
+
+def _line(seq: int, prev: bytes, **kw: object) -> bytes:
+    e = {
+        "actor": "alice",
+        "details": {"i": seq, "kind": "read"},
+        "log": LOG,
+        "op": "secret.get",
+        "outcome": "ok",
+        "prev": prev.hex(),
+        "seq": seq,
+        "target": "svc/db",
+        "time": 1_800_000_000,
+    }
+    e.update(kw)
+    return canonical_bytes(e)
+
+
+def _fast_accepts(line: bytes, seq: int = 0, prev: bytes | None = None) -> bool:
+    """Whether the verifier found no problem without calling the full check."""
+    v = V.LogVerifier(LOG)
+    if seq:
+        v.entries, v._head = seq, prev or genesis(LOG)
+    calls = []
+    orig = V.entry_problem
+
+    def counting(*a: object) -> str | None:
+        calls.append(a)
+        return orig(*a)  # type: ignore[arg-type]
+
+    V.entry_problem = counting  # type: ignore[assignment]
+    try:
+        v.feed([line])
+    finally:
+        V.entry_problem = orig
+    return not calls and not v.problems
+
+
+def test_fast_path_takes_plain_entries_and_leaves_the_rest() -> None:
+    g = genesis(LOG)
+    assert _fast_accepts(_line(0, g))
+    assert _fast_accepts(_line(0, g, details={}))
+    assert _fast_accepts(_line(0, g, details={"a": None, "b": True, "c": -5, "d": "x:,{}"}))
+    assert _fast_accepts(_line(7, b"\x01" * 32), 7, b"\x01" * 32)
+    assert _fast_accepts(_line(0, g, time=-1))
+    for odd in (
+        {"actor": "ünï"},
+        {"actor": 'a"b'},
+        {"target": "a\\b"},
+        {"details": {"n": {"nested": 1}}},
+        {"details": {"f": 1.5}},
+        {"details": {"big": 10**15}},
+    ):
+        assert not _fast_accepts(_line(0, g, **odd)), odd  # full check instead
+
+
+CASES = [
+    {},
+    {"details": {}},
+    {"details": {"a": "", "ab": 1, "b": False}},
+    {"actor": 'ünï "q" \\ \n', "details": {"z": [1, {"b": None}]}},
+    {"details": {"f": 1.5, "e": 1e21}},
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fast_path_never_accepts_what_the_full_check_rejects(case: int) -> None:
+    rnd = random.Random(case)
+    g = genesis(LOG)
+    base = _line(0, g, **CASES[case])  # type: ignore[arg-type]
+    alphabet = b' "\\{}[],:0123456789-.eE+abfnrtu\x00\x1f\x7f\xc3\xa9'
+    tried = 0
+    for pos in range(len(base)):
+        for _ in range(3):
+            mut = bytearray(base)
+            op = rnd.randrange(3)
+            if op == 0:
+                mut[pos] = rnd.choice(alphabet)
+            elif op == 1:
+                mut.insert(pos, rnd.choice(alphabet))
+            else:
+                del mut[pos]
+            line = bytes(mut)
+            full = V.entry_problem(line, 0, LOG, g.hex())
+            v = V.LogVerifier(LOG)
+            v.feed([line])
+            assert bool(v.problems) == (full is not None), (line, full, v.problems)
+            tried += 1
+    assert tried > 300
+
+
+def _filled(tmp_path: Path, n: int) -> AuditLog:
+    log = AuditLog(tmp_path / "audit.db", durable=False, clock=lambda: 1_800_000_000)
+    for i in range(n):
+        log.append("secret.get", f"svc/{i % 5}", "alice", details={"i": i})
+    return log
+
+
+def test_progress_problem_cap_and_roots(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 300)
+    seen: list[int] = []
+    v = V.LogVerifier(log.log_id, [0, 1, 100, 299, 300], progress=seen.append, every=100)
+    v.feed(log.iter_lines())
+    assert seen == [100, 200, 300] and not v.problems
+    log.checkpoint(SIGNER)
+    cp = json.loads(log.checkpoint_lines()[-1])
+    assert v.roots[300].hex() == cp["root"] and set(v.roots) == {0, 1, 100, 299, 300}
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    db.execute("UPDATE entries SET line = CAST(line || ' ' AS BLOB) WHERE seq % 2 = 0")
+    db.close()
+    rep = log.verify(TRUST)
+    assert not rep.ok and len(rep.problems) <= V.MAX_PROBLEMS + 2
+    assert any("more problems" in p for p in rep.problems)
+
+
+def test_trust_requires_a_pinned_checkpoint_and_warns(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 10)
+    rep = log.verify(TRUST)
+    assert not rep.ok and "no checkpoint signed by a pinned key" in rep.problems[0]
+    assert log.verify(None).ok  # without --trust: a note, not a failure
+    log.checkpoint(SIGNER, now=1_800_000_000)
+    for i in range(5):
+        log.append("secret.get", "svc", "bob", details={"i": i})
+    rep = log.verify(TRUST, max_age=3600, max_behind=4, now=1_800_000_000 + 7200)
+    assert rep.ok and len(rep.warnings) == 2, rep
+    assert "5 entries behind" in rep.warnings[0] and "7200 s old" in rep.warnings[1]
+    assert not log.verify(TRUST, max_age=3600, max_behind=5, now=1_800_003_600).warnings
+    other = [TrustKey.of(Ed25519Signer.from_seed("x", b"\x01" * 32))]
+    assert not log.verify(other).ok
+
+
+def test_known_checkpoint_must_be_an_ancestor(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 10)
+    known = log.checkpoint(SIGNER)
+    for i in range(5):
+        log.append("secret.get", "svc", "bob", details={"i": i})
+    assert log.verify(TRUST, known=known).ok
+    forged = {**known, "root": "00" * 32}
+    rep = log.verify(TRUST, known=forged)
+    assert not rep.ok  # the signature no longer verifies, and the root does not match
+    assert any("history was rewritten" in p for p in rep.problems)
+    # re-chain entry 3 (as an attacker with write access would): the known root catches it
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    rows = db.execute("SELECT seq, line FROM entries ORDER BY seq").fetchall()
+    prev = genesis(log.log_id)
+    for s, line in rows:
+        e = json.loads(line)
+        e["prev"] = prev.hex()
+        if s == 3:
+            e["actor"] = "mallory"
+        new = canonical_bytes(e)
+        prev = chain_hash(new)
+        db.execute("UPDATE entries SET line = ?, chain = ? WHERE seq = ?", (new, prev, s))
+    db.execute("DELETE FROM checkpoints")
+    db.close()
+    assert log.verify(None).ok  # the unkeyed chain verifies again...
+    rep = log.verify(TRUST, known=known)
+    assert not rep.ok and any("history was rewritten" in p for p in rep.problems)
