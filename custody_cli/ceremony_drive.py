@@ -57,7 +57,7 @@ def inputs_of(args: argparse.Namespace) -> Any:
             shares.append(
                 ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing, a directory, not text
             raise ConfigError(
                 f"Cannot read share {p} or its envelope {env.name}",
                 "Put NAME.envelope.json beside NAME.share.txt.",
@@ -82,11 +82,44 @@ def inputs_of(args: argparse.Namespace) -> Any:
     return Inputs(shares=shares, approvals=approvals, sealed=sealed)
 
 
+def _read_typed_path(line: str) -> tuple[str, str, bytes]:
+    """(name, share text, envelope) of the share file a person typed at the prompt.
+
+    Raises:
+        ConfigError: the file or its envelope cannot be read as a share (missing, a
+            directory, not text, a name that is not a path).
+    """
+    from custody.errors import ConfigError
+
+    line = line.strip()
+    if len(line) > 1 and line[0] == line[-1] and line[0] in "'\"":  # a pasted, quoted path
+        line = line[1:-1]
+    p = Path(line).expanduser()
+    name = p.name.removesuffix(".txt").removesuffix(".share")
+    env = p.with_name(f"{name}.envelope.json")
+    try:
+        text = p.read_text().strip()
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a share file"
+        raise ConfigError(
+            f"Cannot read {p}: {why}", "Type the path of a NAME.share.txt file."
+        ) from None
+    try:
+        return name, text, env.read_bytes()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise ConfigError(
+            f"Cannot read its envelope {env}: {why}", "Put NAME.envelope.json beside it."
+        ) from None
+
+
 def _interactive_shares(session: Any) -> bool:
     """At a terminal, hand in share files one by one through the ceremony session (as the
     TUI does): each is checked as it is given and its verdict printed; at the quorum the
-    runner runs, else an empty line hands in those given. False when none was given."""
-    from custody.errors import CustodyError
+    runner runs, else an empty line (or end of input) hands in those given. A path that
+    cannot be read, or a share that is incomplete, is refused alone, with its reason, and
+    the prompt goes on. False when none was given."""
+    from custody.errors import ConfigError
 
     out = session.outcome
     if out is None or out.status != "awaiting-input" or out.awaiting != "shares":
@@ -94,27 +127,29 @@ def _interactive_shares(session: Any) -> bool:
     if not sys.stdin.isatty():
         return False
     print(
-        f"step {out.step}: custodians, hand in your shares. Enter the path of each "
-        "NAME.share.txt (envelope beside it); empty line to finish.",
+        f"ceremony {out.ceremony_id} ({out.kind}), step {out.step}: custodians, hand in your "
+        "shares. Enter the path of each NAME.share.txt (envelope beside it); empty line to "
+        "finish, Ctrl-C to stop.",
         file=sys.stderr,
     )
     given = False
     while True:
-        line = input("share file: ").strip()
+        try:
+            line = input("share file: ").strip()
+        except EOFError:
+            line = ""
         if not line:
             break
-        p = Path(line)
-        name = p.name.removesuffix(".txt").removesuffix(".share")
         try:
-            text = p.read_text().strip()
-            env = p.with_name(f"{name}.envelope.json").read_bytes()
-            st = session.hand_in(name, text, env)
-        except OSError as exc:
-            print(f"  cannot read {p}: {exc.strerror or exc}", file=sys.stderr)
+            name, text, env = _read_typed_path(line)
+        except ConfigError as err:
+            print(f"  refused: {err.title}. {err.hint}", file=sys.stderr)
             continue
-        except CustodyError as err:
-            print(f"  {err.title}", file=sys.stderr)
+        check = session.check(name, text, env)
+        if check.status == "incomplete":
+            print(f"  refused: the share of {name} is incomplete: {check.reason}", file=sys.stderr)
             continue
+        st = session.hand_in(name, text, env)  # at the quorum the step runs: errors stop us
         given = True
         if st.checks:
             print(f"  {st.checks[-1].line()}", file=sys.stderr)
@@ -166,6 +201,7 @@ def report(args: argparse.Namespace, out: Any) -> int:
         print(f"  transcript: {out.bundle}")
         if out.awaiting:
             print(f"  continue with: custody ceremony resume {out.ceremony_id} ...")
+            print(f"  or roll it back with: custody ceremony abort {out.ceremony_id}")
     if out.status == "aborted":
         return 8
     return EXIT_AWAITING if out.status == "awaiting-input" else 0
@@ -177,7 +213,45 @@ def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
     from ceremonies.session import CeremonySession
 
     session = CeremonySession.adopt(runner)
-    session.run(inputs)
-    while _interactive_shares(session):
-        pass
+    try:
+        session.run(inputs)
+        while _interactive_shares(session):
+            pass
+    except KeyboardInterrupt:
+        return interrupted(args, runner)
     return report(args, session.outcome)
+
+
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(args: argparse.Namespace, runner: Any) -> int:
+    """Ctrl-C during a ceremony command: say which ceremony, in what state, and what to run
+    next. A ceremony that has changed nothing yet is closed as aborted first (the runner
+    does it when the interrupt hits one of its steps); any other stays open, consistent
+    (a step begun is redone on resume). Exit 130."""
+    if not runner.state.finished and runner.untouched():
+        runner.stopped(KeyboardInterrupt())  # closes it as aborted
+    cid, kind = runner.ceremony_id, runner.state.kind
+    if runner.state.status == "aborted":
+        hint = (
+            f"Nothing was changed: ceremony {cid} ({kind}) was closed as aborted. Start a new "
+            "one when ready."
+        )
+    else:
+        hint = (
+            f"Ceremony {cid} ({kind}) is still open ({runner.done_so_far()}). {runner.next_steps()}"
+        )
+    if getattr(args, "json", False):
+        doc = {
+            "ok": False,
+            "error": "Interrupted",
+            "title": "interrupted",
+            "hint": hint,
+            "ceremony_id": cid,
+            "status": runner.state.status,
+        }
+        common.emit_json(doc)
+    print("error: interrupted", file=sys.stderr)
+    print(f"hint: {hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED
