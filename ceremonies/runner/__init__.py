@@ -47,6 +47,12 @@ Approvals survive a crash: a gated step whose action the transcript already reco
 (killed after recording it) goes on with the recorded approvers on resume and records
 nothing again; approvals handed in again are recognised, never counted twice.
 
+A refused step changes nothing: :meth:`CeremonyRunner.start` runs the checks of the
+kind's first steps before it records anything (:func:`ceremonies.runner.steps.preflight`),
+and a run that fails while the ceremony has changed nothing (:meth:`CeremonyRunner.untouched`)
+closes it as aborted at once (:meth:`CeremonyRunner.stopped`); any other failure leaves it
+open and its error names it, what it did and the commands that resume or abort it.
+
 Test hook: ``CUSTODY_TEST_KILL_AT=STEP`` (or ``STEP:done``) makes the process SIGKILL
 itself right after recording that step's begin (or after its effect, before its done).
 """
@@ -324,8 +330,10 @@ class CeremonyRunner:
             The :class:`Outcome`.
 
         Raises:
-            CustodyError: a step failed; what it recorded stays in the transcript, and the
-                ceremony can be resumed (or aborted) later.
+            CustodyError: a step failed; what it recorded stays in the transcript. A
+                ceremony that had changed nothing (:meth:`untouched`) is then closed as
+                aborted, and the hint says so; any other can be resumed (or aborted) later,
+                and the hint names it, what it did and both commands (:meth:`stopped`).
         """
         try:
             return self._run(inputs)
@@ -428,6 +436,12 @@ class CeremonyRunner:
         once (the transcript records why) and the error says that nothing was changed;
         any other one stays open, and the error names it, what it did and the commands
         that resume or abort it. Never raises: a failing rollback leaves it open."""
+        try:
+            self._stopped(exc)
+        except Exception:  # noqa: BLE001 - the store or token failed too: keep the first error
+            return
+
+    def _stopped(self, exc: BaseException) -> None:
         if self.state.finished:
             return
         if isinstance(exc, CustodyError):
@@ -437,17 +451,13 @@ class CeremonyRunner:
         else:
             reason = type(exc).__name__
         if self.untouched():
-            try:
-                closing.rollback(self, f"stopped before it changed anything: {reason}")
-            except Exception:  # noqa: BLE001 - keep the first error; it stays open
-                self.rolling_back = False
-            else:
-                if isinstance(exc, CustodyError):
-                    exc.hint = (f"{exc.hint} " if exc.hint else "") + (
-                        f"Nothing was changed: ceremony {self.ceremony_id} "
-                        f"({self.state.kind}) was closed as aborted, and a new one can start."
-                    )
-                return
+            closing.rollback(self, f"stopped before it changed anything: {reason}")
+            if isinstance(exc, CustodyError):
+                exc.hint = (f"{exc.hint} " if exc.hint else "") + (
+                    f"Nothing was changed: ceremony {self.ceremony_id} "
+                    f"({self.state.kind}) was closed as aborted, and a new one can start."
+                )
+            return
         if isinstance(exc, CustodyError) and self.ceremony_id not in exc.title + exc.hint:
             exc.hint = (f"{exc.hint} " if exc.hint else "") + (
                 f"Ceremony {self.ceremony_id} ({self.state.kind}) is still open "
