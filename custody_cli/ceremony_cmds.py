@@ -248,8 +248,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_json(p)
     p.set_defaults(func=cmd_approve)
 
-    p = cs.add_parser("list", help="list ceremonies of this deployment")
+    p = cs.add_parser(
+        "list",
+        help="list ceremonies of this deployment, newest first, with their age and expiry",
+    )
     common.add_standard(p)
+    p.add_argument("--open", action="store_true", help="only the open ones")
     p.set_defaults(func=cmd_list)
 
     p = cs.add_parser("drill-status", help="who passed a drill within the policy period")
@@ -308,6 +312,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
             ],
             "revoke": list(args.revoke),
         }
+        inputs = _inputs(args)  # an unreadable file is refused before the ceremony opens
         runner = CeremonyRunner.start(
             dep,
             "enrol",
@@ -315,7 +320,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
             params=params,
             extra_roster=extra,  # the quorum is the runner's (required_thresholds)
         )
-        return _drive(args, runner, _inputs(args))
+        return _drive(args, runner, inputs)
 
 
 def _scheme(args: argparse.Namespace) -> dict[str, Any]:
@@ -326,7 +331,12 @@ def _scheme(args: argparse.Namespace) -> dict[str, Any]:
         groups = []
         for g in args.group:
             t, _, m = g.partition("/")
-            groups.append([int(t), int(m)])
+            try:
+                groups.append([int(t), int(m)])
+            except ValueError:
+                raise UsageError(
+                    f"--group {g} is not T/N", "For example --group 2/3 (2 of 3 custodians)."
+                ) from None
         if sum(m for _, m in groups) != n:
             raise UsageError(
                 "The groups need as many --custodian as their sizes add up to",
@@ -406,21 +416,23 @@ def cmd_start(args: argparse.Namespace) -> int:
         }
     if kind == "emergency-rotate":
         params = {"reason": args.reason}
+    inputs = _inputs(args)  # an unreadable file is refused before the ceremony opens
     with common.open_home(args, pin=_wants_pin(args, kind)) as dep:
         if kind in ("generate", "reshare"):
             params.update(_delivery(args, dep))
         # the runner sets rotate-root's custodian quorum (the active share set's holders)
         runner = CeremonyRunner.start(dep, kind, signer, params=params)
-        return _drive(args, runner, _inputs(args))
+        return _drive(args, runner, inputs)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from ceremonies.runner import CeremonyRunner
 
     signer = _signer(args)
+    inputs = _inputs(args)
     with _open_for(args, args.ceremony_id) as dep:
         runner = CeremonyRunner.resume(dep, args.ceremony_id, signer)
-        return _drive(args, runner, _inputs(args))
+        return _drive(args, runner, inputs)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -564,16 +576,40 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(seconds: int) -> str:
+    """A duration for people: 45s, 12m, 3h05m, 2d04h."""
+    s = abs(int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from ceremonies.runner import open_ceremonies
 
     with common.open_home(args, pin=False) as dep:
         rows = open_ceremonies(dep)
+    if args.open:
+        rows = [r for r in rows if r["state"] == "open"]
     if args.json:
         common.emit_json(rows)
-    else:
-        for r in rows:
-            print(f"{r['id']}\t{r['kind']}\t{r['state']}\t{r['bundle']}")
+        return 0
+    if not rows:
+        print("no open ceremony" if args.open else "no ceremony yet")
+        return 0
+    print("ID\tKIND\tSTATE\tAGE\tEXPIRES\tTRANSCRIPT")
+    for r in rows:
+        if r["expires_in"] is None:
+            exp = "-"
+        elif r["expired"]:
+            exp = f"expired {_span(r['expires_in'])} ago"
+        else:
+            exp = f"in {_span(r['expires_in'])}"
+        print(f"{r['id']}\t{r['kind']}\t{r['state']}\t{_span(r['age'])}\t{exp}\t{r['bundle']}")
     return 0
 
 

@@ -64,7 +64,7 @@ def inputs_of(args: argparse.Namespace) -> Any:
             shares.append(
                 ShareInput(source=name, text=p.read_text().strip(), envelope=env.read_bytes())
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing, a directory, not text
             raise ConfigError(
                 f"Cannot read share {p} or its envelope {env.name}",
                 "Put NAME.envelope.json beside NAME.share.txt.",
@@ -123,7 +123,7 @@ def _hand_in_one(session: Any, line: str) -> Any:
     from ceremonies.sharecheck import full_text
 
     if prompt.looks_like_path(line):
-        name, text, envelope = prompt.read_share_file(line)
+        name, text, envelope = _read_typed_path(line)
         return session.hand_in(name, text, envelope)
     got = prompt.type_words(line, session.share_set())
     if got is None:
@@ -141,6 +141,37 @@ def _hand_in_one(session: Any, line: str) -> Any:
     text = full_text(" ".join(words))
     del words
     return session.hand_in(c.custodian or "typed", text, env)
+
+
+def _read_typed_path(line: str) -> tuple[str, str, bytes]:
+    """(name, share text, envelope) of the share file a person typed at the prompt.
+
+    Raises:
+        ConfigError: the file or its envelope cannot be read as a share (missing, a
+            directory, not text, a name that is not a path).
+    """
+    from custody.errors import ConfigError
+
+    line = line.strip()
+    if len(line) > 1 and line[0] == line[-1] and line[0] in "'\"":  # a pasted, quoted path
+        line = line[1:-1]
+    p = Path(line).expanduser()
+    name = p.name.removesuffix(".txt").removesuffix(".share")
+    env = p.with_name(f"{name}.envelope.json")
+    try:
+        text = p.read_text().strip()
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a share file"
+        raise ConfigError(
+            f"Cannot read {p}: {why}", "Type the path of a NAME.share.txt file."
+        ) from None
+    try:
+        return name, text, env.read_bytes()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise ConfigError(
+            f"Cannot read its envelope {env}: {why}", "Put NAME.envelope.json beside it."
+        ) from None
 
 
 def _interactive_shares(session: Any) -> bool:
@@ -187,6 +218,8 @@ def _share_loop(session: Any, step: str, holds: bool) -> bool:
             if holds and session.outcome.awaiting == "shares":
                 session.submit()  # sealed on the HSM now (a rejected one is recorded)
         except CustodyError as err:
+            if session.runner is not None and session.runner.state.finished:
+                raise  # the run at the quorum closed the ceremony: not one share's fault
             prompt.say_error(err)
             prompt.say("  only this share is rejected; the others stay counted")
             continue
@@ -278,6 +311,8 @@ def report(
         print(f"  transcript: {out.bundle}")
         if nxt:
             print(f"  next: {nxt}")
+        if out.awaiting:
+            print(f"  or roll it back with: custody ceremony abort {out.ceremony_id}")
     if out.status == "aborted":
         return 8
     if waiting:
@@ -292,13 +327,16 @@ def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
     from ceremonies.session import CeremonySession
 
     session = CeremonySession.adopt(runner)
-    session.run(inputs)
-    asked: set[str] = set()
-    while True:
-        if sys.stdin.isatty() and _awaits_shares(session):
-            prompt.confirm_sas(session, asked)
-        if not _interactive_shares(session):
-            break
+    try:
+        session.run(inputs)
+        asked: set[str] = set()
+        while True:
+            if sys.stdin.isatty() and _awaits_shares(session):
+                prompt.confirm_sas(session, asked)
+            if not _interactive_shares(session):
+                break
+    except KeyboardInterrupt:
+        return interrupted(args, runner)
     out = session.outcome
     waiting = runner.sas_waiting() if out is not None and out.status == "awaiting-input" else []
     return report(args, out, waiting)
@@ -307,3 +345,38 @@ def drive(args: argparse.Namespace, runner: Any, inputs: Any) -> int:
 def _awaits_shares(session: Any) -> bool:
     o = session.outcome
     return o is not None and o.status == "awaiting-input" and o.awaiting == "shares"
+
+
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(args: argparse.Namespace, runner: Any) -> int:
+    """Ctrl-C during a ceremony command: say which ceremony, in what state, and what to run
+    next. A ceremony that has changed nothing yet is closed as aborted first (the runner
+    does it when the interrupt hits one of its steps); any other stays open, consistent
+    (a step begun is redone on resume). Exit 130."""
+    if not runner.state.finished and runner.untouched():
+        runner.stopped(KeyboardInterrupt())  # closes it as aborted
+    cid, kind = runner.ceremony_id, runner.state.kind
+    if runner.state.status == "aborted":
+        hint = (
+            f"Nothing was changed: ceremony {cid} ({kind}) was closed as aborted. Start a new "
+            "one when ready."
+        )
+    else:
+        hint = (
+            f"Ceremony {cid} ({kind}) is still open ({runner.done_so_far()}). {runner.next_steps()}"
+        )
+    if getattr(args, "json", False):
+        doc = {
+            "ok": False,
+            "error": "Interrupted",
+            "title": "interrupted",
+            "hint": hint,
+            "ceremony_id": cid,
+            "status": runner.state.status,
+        }
+        common.emit_json(doc)
+    print("error: interrupted", file=sys.stderr)
+    print(f"hint: {hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED

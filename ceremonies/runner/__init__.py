@@ -47,6 +47,12 @@ Approvals survive a crash: a gated step whose action the transcript already reco
 (killed after recording it) goes on with the recorded approvers on resume and records
 nothing again; approvals handed in again are recognised, never counted twice.
 
+A refused step changes nothing: :meth:`CeremonyRunner.start` runs the checks of the
+kind's first steps before it records anything (:func:`ceremonies.runner.steps.preflight`),
+and a run that fails while the ceremony has changed nothing (:meth:`CeremonyRunner.untouched`)
+closes it as aborted at once (:meth:`CeremonyRunner.stopped`); any other failure leaves it
+open and its error names it, what it did and the commands that resume or abort it.
+
 Test hook: ``CUSTODY_TEST_KILL_AT=STEP`` (or ``STEP:done``) makes the process SIGKILL
 itself right after recording that step's begin (or after its effect, before its done).
 """
@@ -101,6 +107,10 @@ from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 from custody.store.rows import CeremonyRow
 
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
+# transcript events of a ceremony that has changed nothing yet (see CeremonyRunner.untouched)
+_UNTOUCHED_EVENTS = frozenset(
+    {"ceremony.open", "step.begin", "step.done", "share.accepted", "share.rejected"}
+)
 
 
 def _now() -> int:
@@ -143,6 +153,7 @@ class CeremonyRunner:
         self._last_step: str | None = None
         self.rolling_back = False  # an abort was recorded; finish the rollback
         self.not_destroyed: list[str] = []  # what a rollback or close could not destroy
+        self.fresh = False  # opened by start() in this process, not resumed
         for ev in recorder.events:
             if ev.step in SCRIPTS[state.kind]:
                 self._last_step = ev.step
@@ -205,6 +216,7 @@ class CeremonyRunner:
         me, entries, gated = admit(
             dep, kind, signer, extra_roster=extra_roster, thresholds=thresholds, now=now
         )
+        steps.preflight(dep, kind, params, now=now)  # refuses before anything is recorded
         signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
         check_token(dep, kind)  # an unsuitable token is refused before anything exists
         policy = ceremony_policy(dep, kind, entries, gated, purpose=purpose, now=now)
@@ -233,7 +245,9 @@ class CeremonyRunner:
             store.delete_ceremony(policy.ceremony_id)
             raise
         state = open_state(kind, policy.ceremony_id, now=now, expiry_seconds=expiry)
-        return cls(dep, signer, rec, state, dict(params), clock=clock)
+        runner = cls(dep, signer, rec, state, dict(params), clock=clock)
+        runner.fresh = True
+        return runner
 
     @classmethod
     def resume(
@@ -337,9 +351,18 @@ class CeremonyRunner:
             The :class:`Outcome`.
 
         Raises:
-            CustodyError: a step failed; what it recorded stays in the transcript, and the
-                ceremony can be resumed (or aborted) later.
+            CustodyError: a step failed; what it recorded stays in the transcript. A
+                ceremony that had changed nothing (:meth:`untouched`) is then closed as
+                aborted, and the hint says so; any other can be resumed (or aborted) later,
+                and the hint names it, what it did and both commands (:meth:`stopped`).
         """
+        try:
+            return self._run(inputs)
+        except BaseException as exc:
+            self.stopped(exc)
+            raise
+
+    def _run(self, inputs: Inputs) -> Outcome:
         if self.rolling_back:
             return self._rollback("finishing an interrupted abort")
         while True:
@@ -381,6 +404,88 @@ class CeremonyRunner:
             self._apply(Done(step, facts))
             if step in INPUT_STEPS:
                 inputs = Inputs()  # inputs are consumed by the step that asked for them
+
+    # ------------------------------------------------------------------ failures
+    def untouched(self) -> bool:
+        """Whether this ceremony has changed nothing a person would miss: opened by
+        :meth:`start` in this process, not committed, nothing in its store row that a
+        rollback must undo (no token key, held share, offer key, file, scratch token or
+        blob: every effect is recorded there *before* it happens), and nothing in its
+        transcript beyond its steps, the shares it checked and a wait for shares (no approval
+        request handed out, no approval recorded: approvals are bound to this ceremony).
+        Such a ceremony is closed as aborted when it fails (:meth:`stopped`), so that a
+        refused step leaves nothing open; shares can be handed in again to the next one."""
+        if not self.fresh or self.state.committed or self.state.finished or self.rolling_back:
+            return False
+        row = self.dep.store.ceremony(self.ceremony_id)
+        if row is None or row.state != "open":
+            return False
+        doc = json.loads(row.pending or "{}")
+        if self.pending or any(k != "params" for k in doc):
+            return False
+        if self.request is not None:  # an approval request went out: approvals are bound to it
+            return False
+        return all(
+            ev.kind in _UNTOUCHED_EVENTS
+            or (ev.kind == "step.waiting" and ev.body.get("needs") == "shares")
+            for ev in self.rec.events
+        )
+
+    def done_so_far(self) -> str:
+        """What this ceremony has done, in words (public): its steps done, what it holds."""
+        done = [s for s in SCRIPTS[self.state.kind] if s in self.state.done]
+        held_now = closing.needs_token(self, rollback=True)
+        files = self.pending.get("files", [])
+        parts = [f"steps done: {', '.join(done) if done else 'none'}"]
+        if self.state.in_flight:
+            parts.append(f"step {self.state.in_flight} begun")
+        parts += [f"it holds {h}" for h in held_now]
+        if files:
+            parts.append(f"it wrote {len(files)} file(s) in {Path(files[0]).parent}")
+        return "; ".join(parts)
+
+    def next_steps(self) -> str:
+        """The commands that go on from here (public)."""
+        cid = self.ceremony_id
+        if self.state.committed:
+            return f"Finish it with 'custody ceremony resume {cid}'."
+        return (
+            f"Continue with 'custody ceremony resume {cid}' once the cause is fixed, or roll "
+            f"it back with 'custody ceremony abort {cid}'."
+        )
+
+    def stopped(self, exc: BaseException) -> None:
+        """A run failed with *exc*. An :meth:`untouched` ceremony is closed as aborted at
+        once (the transcript records why) and the error says that nothing was changed;
+        any other one stays open, and the error names it, what it did and the commands
+        that resume or abort it. Never raises: a failing rollback leaves it open."""
+        try:
+            self._stopped(exc)
+        except Exception:  # noqa: BLE001 - the store or token failed too: keep the first error
+            return
+
+    def _stopped(self, exc: BaseException) -> None:
+        if self.state.finished:
+            return
+        if isinstance(exc, CustodyError):
+            reason = exc.title
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (Ctrl-C)"
+        else:
+            reason = type(exc).__name__
+        if self.untouched():
+            closing.rollback(self, f"stopped before it changed anything: {reason}")
+            if isinstance(exc, CustodyError):
+                exc.hint = (f"{exc.hint} " if exc.hint else "") + (
+                    f"Nothing was changed: ceremony {self.ceremony_id} "
+                    f"({self.state.kind}) was closed as aborted, and a new one can start."
+                )
+            return
+        if isinstance(exc, CustodyError) and self.ceremony_id not in exc.title + exc.hint:
+            exc.hint = (f"{exc.hint} " if exc.hint else "") + (
+                f"Ceremony {self.ceremony_id} ({self.state.kind}) is still open "
+                f"({self.done_so_far()}). {self.next_steps()}"
+            )
 
     def outcome(self, *, awaiting: str | None = None, step: str | None = None) -> Outcome:
         status = {"closed": "closed", "aborted": "aborted"}.get(

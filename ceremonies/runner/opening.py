@@ -9,6 +9,7 @@ emergency-rotate needs a second person enrolled.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -186,8 +187,15 @@ def ceremony_policy(
     return policy
 
 
-def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
-    """All ceremonies of the deployment, newest first (for list views)."""
+def open_ceremonies(dep: Deployment, *, now: int | None = None) -> list[dict[str, Any]]:
+    """All ceremonies of the deployment, newest first (for list views).
+
+    Each row: ``id``, ``kind``, ``state``, ``coordinator``, ``bundle``, ``created``,
+    ``expires``, ``updated`` (Unix seconds), ``age`` (seconds since it was opened) and, for
+    an open ceremony, ``expires_in`` (seconds; negative once it expired) and ``expired``
+    (None for a finished one).
+    """
+    t = int(time.time()) if now is None else now
     return [  # newest first; ties: newest row
         dict(
             id=r.id,
@@ -197,6 +205,10 @@ def open_ceremonies(dep: Deployment) -> list[dict[str, Any]]:
             bundle=str(dep.home.transcripts_dir / r.id),  # the store keeps it home-relative
             created=r.created,
             expires=r.expires,
+            updated=r.updated,
+            age=t - r.created,
+            expires_in=(r.expires - t) if r.state == "open" else None,
+            expired=(r.expires <= t) if r.state == "open" else None,
         )
         for r in dep.store.ceremonies()
     ]

@@ -216,7 +216,13 @@ class CeremonySession:
             return self._run_unaudited(inputs)
 
     def _run_unaudited(self, inputs: Inputs | None = None) -> SessionState:
-        self._outcome = self._need().run(inputs if inputs is not None else Inputs())
+        r = self._need()
+        try:
+            self._outcome = r.run(inputs if inputs is not None else Inputs())
+        except BaseException:
+            if r.state.finished:  # refused before it changed anything: closed as aborted
+                self._outcome = r.outcome()
+            raise
         return self.state_now()
 
     def _need(self) -> CeremonyRunner:

@@ -68,6 +68,7 @@ __all__ = [
     "ShareLengthError",
     "ShareSetMismatch",
     "ShareWordError",
+    "check_scheme",
     "combine",
     "combine_parsed",
     "expand_words",
@@ -277,6 +278,23 @@ def _split_raw(t: int, n: int, secret: bytes, rng: Rng) -> list[RawShare]:
     return pts + [RawShare(i, _interpolate(base, i)) for i in range(t - 2, n)]
 
 
+def check_scheme(groups: Sequence[tuple[int, int]], group_threshold: int) -> None:
+    """Refuse a scheme :func:`split` cannot make (the one rule, checked before a ceremony
+    records anything as well as by :func:`split` itself).
+
+    Raises:
+        ValueError: at most 16 groups, 1 <= group threshold <= groups, and per group
+            1 <= threshold <= count <= 16, never 1-of-n with n > 1 (SLIP-0039).
+    """
+    if not 1 <= len(groups) <= 16 or not 1 <= group_threshold <= len(groups):
+        raise ValueError("need 1 <= group threshold <= number of groups <= 16")
+    for t, n in groups:
+        if not 1 <= t <= n <= 16:
+            raise ValueError("each group needs 1 <= threshold <= count <= 16")
+        if t == 1 and n > 1:
+            raise ValueError("a 1-of-n group (n > 1) is not allowed by SLIP-0039; use 1/1")
+
+
 def split(
     secret: bytes,
     *,
@@ -307,13 +325,7 @@ def split(
     _check_passphrase(passphrase)
     if not 16 <= len(secret) <= 32 or len(secret) % 2:
         raise ValueError("the secret must be 16 to 32 bytes, an even number")
-    if not 1 <= len(groups) <= 16 or not 1 <= group_threshold <= len(groups):
-        raise ValueError("need 1 <= group threshold <= number of groups <= 16")
-    for t, n in groups:
-        if not 1 <= t <= n <= 16:
-            raise ValueError("each group needs 1 <= threshold <= count <= 16")
-        if t == 1 and n > 1:
-            raise ValueError("a 1-of-n group (n > 1) is not allowed by SLIP-0039; use 1/1")
+    check_scheme(groups, group_threshold)
     if not 0 <= iteration_exponent <= 15:
         raise ValueError("iteration exponent must be 0..15")
     identifier = int.from_bytes(rng(2), "big") & 0x7FFF

@@ -27,7 +27,7 @@ re-exports the queries the CLI and the TUI use (:func:`active_share_set`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.held import _held
@@ -45,16 +45,19 @@ from ceremonies.runner.steps.approvals import request_for, screen_approvals
 from ceremonies.runner.steps.base import WAIT, _secret_lost, active_share_set, handler, quorum_size
 from ceremonies.runner.steps.cosign import second_person_action
 from ceremonies.runner.steps.drill import drill_status
-from ceremonies.runner.steps.enrol import enrol_action
+from ceremonies.runner.steps.enrol import check_roster_change, enrol_action
 from ceremonies.runner.steps.handin import check_share, expected_share_set
-from ceremonies.runner.steps.issue import _issued_complete
+from ceremonies.runner.steps.issue import _issued_complete, check_new_set
+from ceremonies.runner.steps.recover import recover_state
 from ceremonies.runner.steps.rollback import rollback
+from ceremonies.runner.steps.rootkey import token_state
 from ceremonies.runner.steps.rotation import rotate_action
-from custody.errors import ConfigError, CustodyError
+from custody.errors import CeremonyError, ConfigError, CustodyError
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner
     from ceremonies.runner.views import ApprovalRequest
+    from custody.deployment import Deployment
 
 _MODULES = (cosign, drill, enrol, handin, issue, recover, rootkey, rotation)  # register handlers
 
@@ -77,6 +80,32 @@ def pending_request(r: CeremonyRunner) -> ApprovalRequest | None:
     action, make = APPROVAL_STEPS[(r.state.kind, step)]
     action_id, params = make(r)
     return request_for(r, step, action, action_id, params)
+
+
+def preflight(dep: Deployment, kind: str, params: Mapping[str, Any], *, now: int) -> None:
+    """Refuse, before the ceremony is recorded, what its steps would refuse later from what
+    is known at the start: the parameters (share scheme, custodians, ``--out``, roster
+    changes) and the state of the token and the store that the kind starts from. The
+    steps run the very same checks again (``review``, ``hsm-check``), so the two never
+    disagree. Reads only: a ceremony refused here leaves nothing behind, no row, no
+    transcript, no token object, no file.
+
+    Raises:
+        UsageError, StorageError, CeremonyError, HsmError: what the first steps would raise.
+    """
+    if kind == "enrol":
+        check_roster_change(dep, params)
+    elif kind == "recover":
+        recover_state(dep)
+    elif kind == "drill":
+        if active_share_set(dep.store) is None:
+            raise CeremonyError(
+                "This deployment has no active share set", "Run the generate ceremony first."
+            )
+    else:
+        token_state(dep, kind)
+        if kind in ("generate", "reshare"):
+            check_new_set(dep, params, now=now)
 
 
 ROOT_STEPS = ("generate-rk", "wrap-blob", "lock-root")  # need generate-root's volatile root
@@ -111,6 +140,7 @@ __all__ = [
     "expected_share_set",
     "handler",
     "pending_request",
+    "preflight",
     "quorum_size",
     "rollback",
     "rotate_action",

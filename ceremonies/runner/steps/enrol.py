@@ -12,6 +12,7 @@ recorded again on resume (:mod:`.approvals`); the roster change is applied idemp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.engine.quorum import count_approvals, require_quorum
@@ -24,18 +25,34 @@ from custody.errors import UsageError
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
+    from custody.deployment import Deployment
+
+
+def check_roster_change(dep: Deployment, params: Mapping[str, Any]) -> None:
+    """Refuse an enrolment that ``review`` would refuse (the runner also calls it before it
+    records the ceremony): a name enrolled already, or added twice; a revocation of a name
+    that is not enrolled.
+
+    Raises:
+        UsageError: which name, and why.
+    """
+    roster = Roster(dep.store)
+    seen: set[str] = set()
+    for a in params.get("add", []):
+        if roster.get(a["name"]) is not None:
+            raise UsageError(f"{a['name']} is already enrolled", "Revoke first, or rename.")
+        if a["name"] in seen:
+            raise UsageError(f"{a['name']} is added twice", "Give each participant once.")
+        seen.add(a["name"])
+    for n in params.get("revoke", []):
+        if roster.get(n) is None:
+            raise UsageError(f"{n} is not enrolled", "See 'custody participant list'.")
 
 
 @on("enrol", "review")
 def enrol_review(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    roster = Roster(r.dep.store)
+    check_roster_change(r.dep, r.params)
     adds = r.params.get("add", [])
-    for a in adds:
-        if roster.get(a["name"]) is not None:
-            raise UsageError(f"{a['name']} is already enrolled", "Revoke first, or rename.")
-    for n in r.params.get("revoke", []):
-        if roster.get(n) is None:
-            raise UsageError(f"{n} is not enrolled", "See 'custody participant list'.")
     return {
         "add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in adds],
         "revoke": list(r.params.get("revoke", [])),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +27,17 @@ from ceremonies.runner.steps.base import WAIT, _hsm, _rk, _secret_lost, on
 from ceremonies.runner.steps.handin import _collect, new_share_set
 from custody.audit.signers import verify_signature
 from custody.clock import iso, utcnow
-from custody.errors import IntegrityError, ShareError, UsageError
+from custody.errors import IntegrityError, ShareError, StorageError, UsageError
 from custody.hsm import kcv_of_bytes
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
-from custody.privatefile import PUBLIC, check_target, private_dir, write_private
+from custody.privatefile import (
+    PUBLIC,
+    check_output_dir,
+    check_target,
+    private_dir,
+    write_private,
+)
 from custody.shares import slip39
 from custody.shares.envelope import load_envelope, make_envelope
 from custody.shares.seal import seal_to_recipient
@@ -38,6 +46,63 @@ from custody.store.rows import NewRoot, ShareHolderRow, ShareSetRow
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
+    from custody.deployment import Deployment
+
+
+def check_new_set(dep: Deployment, params: Mapping[str, Any], *, now: int) -> None:
+    """Refuse, before anything is made, a new share set that ``split`` or ``issue-shares``
+    would refuse later: a scheme SLIP-0039 cannot make, a share count that is not the
+    number of custodians, a custodian named twice or not an enrolled, usable custodian,
+    and an ``--out`` directory that cannot take the files (a file already at one of their
+    names, a link, a directory others can write to). Reads only.
+
+    Raises:
+        UsageError: the scheme or the custodians. StorageError: the ``--out`` directory.
+    """
+    names = list(params.get("custodians", []))
+    groups = [tuple(g) for g in params.get("groups", [])]
+    try:
+        slip39.check_scheme(groups, int(params.get("group_threshold", 1)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"This share scheme cannot be made: {exc}",
+            "For example --threshold 3 with 5 custodians (2 <= T <= N), or --group T/N "
+            "groups with --group-threshold G.",
+        ) from None
+    n = sum(int(m) for _t, m in groups)
+    if n != len(names):
+        raise UsageError(
+            f"The scheme makes {n} shares for {len(names)} custodians",
+            "Give one --custodian per share.",
+        )
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise UsageError(f"{', '.join(twice)} named more than once", "Give each custodian once.")
+    roster = Roster(dep.store)
+    for name in names:
+        m = roster.get(name)
+        if m is None or m.role != "custodian" or m.usable_at(now):
+            raise UsageError(f"{name} is not an enrolled custodian", "Enrol them first.")
+    out = Path(params["out"])
+    probe = out
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if probe == out:
+        check_output_dir(out)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"{out} cannot take the share files: {probe} is not a directory you can write to",
+            "Choose another --out directory.",
+        )
+    for name in names:
+        for suffix in _suffixes_of(params):
+            target = out / f"{name}{suffix}"
+            check_target(target)
+            if target.exists():
+                raise UsageError(
+                    f"{target} already exists",
+                    "Choose an empty --out directory; custody never replaces a share file.",
+                )
 
 
 @on("generate reshare", "generate-rk")
@@ -159,9 +224,13 @@ def sealed_to(r: CeremonyRunner, name: str, signing_public: bytes) -> bytes | No
 
 
 def _suffixes(r: CeremonyRunner) -> tuple[str, ...]:
-    if not plain_shares(r):  # sealed at issue: no words, so no card, on this machine
-        return (SEALED_SUFFIX, ".envelope.json")
-    fmts = r.params.get("card_formats") or list(CARD_FORMATS)
+    return _suffixes_of(r.params)
+
+
+def _suffixes_of(params: Mapping[str, Any]) -> tuple[str, ...]:
+    if not (bool(params.get("plain_shares")) or "seal_to" not in params):
+        return (SEALED_SUFFIX, ".envelope.json")  # sealed at issue: no words, no card here
+    fmts = params.get("card_formats") or list(CARD_FORMATS)
     return (".share.txt", ".envelope.json", *(f".card.{f}" for f in fmts))
 
 

@@ -12,32 +12,48 @@ from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner import rkseal
 from ceremonies.runner.steps.base import _hsm, _secret_lost, _token_has, active_share_set, on
-from ceremonies.runner.steps.rootkey import _verify_keks
-from custody.errors import CeremonyError, IntegrityError, MechanismUnsupported
+from ceremonies.runner.steps.rootkey import _on_token, _verify_keks
+from custody.errors import CeremonyError, IntegrityError, MechanismUnsupported, UsageError
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
+    from custody.deployment import Deployment
 
 
 @on("recover", "hsm-check")
 def recover_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    hsm = _hsm(r)
+    return recover_state(r.dep)
+
+
+def recover_state(dep: Deployment) -> dict[str, Any]:
+    """The token and the store are in the state a recover starts from: the ``hsm-check``
+    facts. Reads only; the runner also calls it before it records the ceremony, so a
+    recover refused here (the token already holds the root) leaves nothing behind.
+
+    Raises:
+        UsageError: the HSM is not open. CeremonyError: no share set; the token already
+        holds a root to restore; a root has no blob for the current share set.
+    """
+    if dep.hsm is None:
+        raise UsageError("This ceremony needs the HSM", "Provide the token PIN (--pin-file).")
+    hsm = dep.hsm
     info = hsm.info()
-    h = KeyHierarchy(r.dep.store, hsm)
-    sset = active_share_set(r.dep.store)
+    h = KeyHierarchy(dep.store, hsm)
+    sset = active_share_set(dep.store)
     if sset is None:
         raise CeremonyError("No share set to recover from", "Nothing to recover.")
     wanted = {h.current_root().version} | {
         k.root_version for k in h.keks() if k.state is not KeyState.DESTROYED
     }
     roots = {x.version: x for x in h.roots()}
-    present = [v for v in sorted(wanted) if _token_has(r, ROOT_LABEL, v) is not None]
+    present = [v for v in sorted(wanted) if _on_token(hsm, ROOT_LABEL, v) is not None]
     if present:
         raise CeremonyError(
             f"The token already holds root/v{present[0]}",
-            "Recover into a new or emptied token; this one needs no recovery.",
+            "Recover into a new or emptied token; this one needs no recovery "
+            "(see 'custody status').",
         )
     for v in wanted:
         if not roots[v].has_blob or roots[v].epoch != sset["epoch"]:
@@ -76,9 +92,10 @@ def import_root(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             if rk is None:
                 raise _secret_lost(r, "import-root")
             key, blob = rkseal.open_blob(h.root_blob(v), rk, root_version=v)
+            # recorded before the key exists, so that an abort destroys it
+            r._save_pending(created_keys=sorted(set(r.pending.get("created_keys", [])) | {v}))
             ref = _hsm(r).import_wrapped(ROOT_LABEL, v, key, blob)
             imported.append(v)
-            r._save_pending(created_keys=sorted(set(r.pending.get("created_keys", [])) | {v}))
         if ref.kcv != roots[v].kcv:
             raise IntegrityError(
                 f"root/v{v} was restored with KCV {ref.kcv}, expected {roots[v].kcv}",

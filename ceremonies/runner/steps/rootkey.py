@@ -11,26 +11,45 @@ decrypted). The recover kind has its own ``hsm-check``
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.steps.base import _hsm, _token_has, active_share_set, on
-from custody.errors import CeremonyError, HsmError, IntegrityError, UsageError
+from ceremonies.runner.steps.issue import check_new_set
+from custody.errors import CeremonyError, HsmError, IntegrityError, KeyNotFound, UsageError
 from custody.keys.hierarchy import ROOT_LABEL, KeyHierarchy
 from custody.model import KeyState
 
 if TYPE_CHECKING:
     from ceremonies.runner import CeremonyRunner, Inputs
+    from custody.deployment import Deployment
 
 
 @on("generate reshare", "hsm-check")
 @on("rotate-root emergency-rotate", "hsm-check")
 def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
-    hsm = _hsm(r)
+    facts = token_state(r.dep, r.state.kind)
+    if r.state.kind in ("generate", "reshare"):
+        check_new_set(r.dep, r.params, now=r.clock())
+    return facts
+
+
+def token_state(dep: Deployment, kind: str) -> dict[str, Any]:
+    """The token and the store are in the state a *kind* ceremony (generate, reshare,
+    rotate-root, emergency-rotate) starts from: the ``hsm-check`` facts. Reads only; the
+    runner also calls it before it records the ceremony (:func:`ceremonies.runner.steps.
+    preflight`), so a ceremony refused here leaves nothing behind.
+
+    Raises:
+        UsageError: the HSM is not open. CeremonyError: generate on a deployment that has a
+        share set or an active root; another kind without a share set. HsmError: the
+        current root is not on the token, or the next root version already is.
+    """
+    if dep.hsm is None:
+        raise UsageError("This ceremony needs the HSM", "Provide the token PIN (--pin-file).")
+    hsm = dep.hsm
     info = hsm.info()
-    h = KeyHierarchy(r.dep.store, hsm)
-    sset = active_share_set(r.dep.store)
-    kind = r.state.kind
+    h = KeyHierarchy(dep.store, hsm)
+    sset = active_share_set(dep.store)
     if kind == "generate":
         if sset is not None:
             raise CeremonyError(
@@ -53,24 +72,33 @@ def hsm_check(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         if sset and kind == "reshare"
         else (sset["epoch"] if sset else 0),
     }
+    check_fresh_root(dep, facts["root_version"])
     if kind != "generate":
         cur = h.current_root()
         facts["old_root"] = cur.version
-        if _token_has(r, ROOT_LABEL, cur.version) is None:
+        if _on_token(hsm, ROOT_LABEL, cur.version) is None:
             raise HsmError(
                 f"root/v{cur.version} is not on the token",
                 "Recover the root key first ('custody ceremony recover').",
             )
-    if kind in ("generate", "reshare"):
-        out = Path(r.params["out"])
-        for name in r.params["custodians"]:
-            for suffix in (".share.txt", ".envelope.json"):
-                if (out / f"{name}{suffix}").exists():
-                    raise UsageError(
-                        f"{out / (name + suffix)} already exists",
-                        "Choose an empty --out directory.",
-                    )
     return facts
+
+
+def check_fresh_root(dep: Deployment, version: int) -> None:
+    """Refuse a new root version that is already on the token (nothing records it).
+
+    Raises:
+        HsmError: root/v*version* is on the token (:func:`unrecorded_root`).
+    """
+    if dep.hsm is not None and _on_token(dep.hsm, ROOT_LABEL, version) is not None:
+        raise unrecorded_root(version)
+
+
+def _on_token(hsm: Any, label: str, version: int) -> Any:
+    try:
+        return hsm.find_key(label, version)
+    except KeyNotFound:
+        return None
 
 
 @on("generate reshare", "generate-root")
