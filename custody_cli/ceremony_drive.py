@@ -163,7 +163,8 @@ def _read_typed_path(line: str) -> tuple[str, str, bytes]:
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a share file"
         raise ConfigError(
-            f"Cannot read {p}: {why}", "Type the path of a NAME.share.txt file."
+            f"Cannot read the share file {p}: {why}",
+            "Check the path (typed with echo off), or type the share's words instead.",
         ) from None
     try:
         return name, text, env.read_bytes()
