@@ -83,6 +83,15 @@ def _aad(env: str, path: str, version: int, dek_uid: bytes) -> bytes:
     )
 
 
+def _open(dek: bytes, ciphertext: bytes, env: str, path: str, version: int, uid: bytes) -> bytes:
+    """Decrypt one version's value (nonce || AES-256-GCM) under its DEK and its binding.
+
+    Raises:
+        InvalidTag: altered, or bound to another environment, path, version or DEK.
+    """
+    return AESGCM(dek).decrypt(ciphertext[:12], ciphertext[12:], _aad(env, path, version, uid))
+
+
 def _mac(dek: bytes, value: bytes) -> bytes:
     return hmac.new(dek, b"custody/secret-digest/v1" + value, hashlib.sha256).digest()
 
@@ -370,9 +379,7 @@ class Vault:
             raise SecretUnavailable(f"Version {v} of {env}:{path} is {ver.state}", "")
         dek = self.hierarchy.unwrap_object(ver.dek_uid)
         try:
-            data = AESGCM(dek).decrypt(
-                ver.ciphertext[:12], ver.ciphertext[12:], _aad(env, path, v, ver.dek_uid)
-            )
+            data = _open(dek, ver.ciphertext, env, path, v, ver.dek_uid)
         except InvalidTag:
             raise IntegrityError(
                 f"Version {v} of {env}:{path} does not decrypt",
@@ -516,11 +523,7 @@ class Vault:
             for ver in self.store.secret_versions(row.env, row.path):
                 if ver.state == "live" and ver.dek_uid is not None and ver.ciphertext:
                     dek = self.hierarchy.unwrap_object(ver.dek_uid)
-                    data = AESGCM(dek).decrypt(
-                        ver.ciphertext[:12],
-                        ver.ciphertext[12:],
-                        _aad(row.env, row.path, ver.version, ver.dek_uid),
-                    )
+                    data = _open(dek, ver.ciphertext, row.env, row.path, ver.version, ver.dek_uid)
                     known.add(data.decode("utf-8"), f"{row.env}:{row.path}")
         return known
 
@@ -574,9 +577,7 @@ class Vault:
                         uid, bytes.fromhex(v["wrapped"]), BRANCH, int(v["kek_version"])
                     )
                     ct = bytes.fromhex(v["ciphertext"])
-                    data_ = AESGCM(dek).decrypt(
-                        ct[:12], ct[12:], _aad(s["env"], s["path"], v["version"], uid)
-                    )
+                    data_ = _open(dek, ct, s["env"], s["path"], v["version"], uid)
                     if not hmac.compare_digest(_mac(dek, data_), bytes.fromhex(v["mac"])):
                         raise ValueError("digest")
                 except (CustodyError, InvalidTag, ValueError, KeyError, TypeError):
