@@ -28,6 +28,7 @@ from custody_cli import (
     hsm_cmds,
     key_cmds,
     participant_cmds,
+    principal_cmds,
     recovery_cmds,
     rekey_cmds,
     secret_cmds,
@@ -53,6 +54,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    principal_cmds,
     tui_cmds,
 )
 
