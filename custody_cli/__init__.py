@@ -21,6 +21,7 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    access_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
@@ -55,6 +56,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     recovery_cmds,
     secret_cmds,
     principal_cmds,
+    access_cmds,
     tui_cmds,
 )
 
