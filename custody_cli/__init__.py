@@ -21,6 +21,7 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    access_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
@@ -28,6 +29,7 @@ from custody_cli import (
     hsm_cmds,
     key_cmds,
     participant_cmds,
+    principal_cmds,
     recovery_cmds,
     rekey_cmds,
     secret_cmds,
@@ -53,6 +55,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    principal_cmds,
+    access_cmds,
     tui_cmds,
 )
 
