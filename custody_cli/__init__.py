@@ -27,6 +27,7 @@ from custody_cli import (
     core_cmds,
     hsm_cmds,
     key_cmds,
+    mfa_cmds,
     participant_cmds,
     recovery_cmds,
     rekey_cmds,
@@ -53,6 +54,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    mfa_cmds,
     tui_cmds,
 )
 
