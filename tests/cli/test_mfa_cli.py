@@ -105,6 +105,16 @@ def test_enrol_verify_replay_list_and_reset(tmp_path: Path):
     assert [
         e["details"]["reason"] for e in ents if e["op"] == "mfa verify" and e["outcome"] == "denied"
     ] == ["reused"]
+    # re-keying the secrets branch moves bob's TOTP secret to the new KEK; it still works
+    r = mfa(home, pins, "enrol", "bob", "--png", str(tmp_path / "bob2.png"), "--json")
+    bob = base64.b32decode(json.loads(r.stdout)["secret_b32"])
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    moved = json.loads(
+        cli(home, pins, "rekey", "run", "--branch", "secrets", "--verify", "all", "--json").stdout
+    )
+    assert moved["ok"] and moved["moved"] == 1 and moved["jobs"][0]["verified"] == 1, moved
+    r = mfa(home, pins, "verify", "bob", "--stdin", input=now_code(bob) + "\n")
+    assert r.returncode == 0, r.stderr
     # the secret is nowhere but in the enrolment's own output and PNG
     forms = [secret, secret.lower(), key.hex(), doc["uri"]]
     for text in (listed.stdout, tail.stdout, r.stdout, r.stderr):
