@@ -31,6 +31,7 @@ from custody_cli import (
     participant_cmds,
     recovery_cmds,
     rekey_cmds,
+    report_cmds,
     secret_cmds,
     shamir_cmds,
     share_cmds,
@@ -55,6 +56,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     recovery_cmds,
     secret_cmds,
     mfa_cmds,
+    report_cmds,
     tui_cmds,
 )
 
