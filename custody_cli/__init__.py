@@ -28,10 +28,12 @@ from custody_cli import (
     core_cmds,
     hsm_cmds,
     key_cmds,
+    mfa_cmds,
     participant_cmds,
     principal_cmds,
     recovery_cmds,
     rekey_cmds,
+    report_cmds,
     secret_cmds,
     shamir_cmds,
     share_cmds,
@@ -57,6 +59,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     secret_cmds,
     principal_cmds,
     access_cmds,
+    mfa_cmds,
+    report_cmds,
     tui_cmds,
 )
 

@@ -283,8 +283,8 @@ class GrantFlow:
                 self.store.set_access_request_state(r.id, "granted", now=now)
             elif len(good) >= r.needed:
                 self.store.set_access_request_state(r.id, "approved", now=now)
-        self.ac.audit.append("access approve", target, approver.name,
-                             details={**det, "approvals": len(good), "needed": r.needed})  # fmt: skip
+        approved = {**det, "approvals": len(good), "needed": r.needed}
+        self.ac.audit.append("access approve", target, approver.name, details=approved)
         if grant is not None:
             self.ac.audit.append(
                 "access grant", target, r.requester,
