@@ -21,6 +21,7 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    alerts_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
@@ -53,6 +54,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    alerts_cmds,
     tui_cmds,
 )
 
