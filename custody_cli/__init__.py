@@ -22,6 +22,7 @@ from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
     access_cmds,
+    alerts_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
@@ -61,6 +62,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     access_cmds,
     mfa_cmds,
     report_cmds,
+    alerts_cmds,
     tui_cmds,
 )
 
