@@ -113,6 +113,9 @@ def resolve_password(password_file: Path | None) -> str | None:
 def storage_error(where: str, exc: Exception) -> StorageError:
     """A typed error for a foreign :mod:`psycopg` error (no SQL or values in the message)."""
     state = getattr(exc, "sqlstate", None) or ""
+    msg = str(exc).lower()
+    if not state and ("authentication failed" in msg or "no password supplied" in msg):
+        state = "28P01"  # a failed connection carries no SQLSTATE: read libpq's message
     if isinstance(exc, psycopg.OperationalError) and not state:
         return StorageError(
             f"Cannot reach the store {where}",
