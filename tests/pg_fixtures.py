@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 PG_USER = "custody"
-PG_PASSWORD = "pg-test-password-5531"  # noqa: S105 - the throwaway test server's own
+PG_PASSWORD = "pg-test-password-5531"
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 

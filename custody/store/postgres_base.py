@@ -34,7 +34,6 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 
 from custody.errors import ConfigError, StorageError
-from custody.store.postgres_dialect import is_postgres_location
 
 Params = Sequence[object] | dict[str, object]
 

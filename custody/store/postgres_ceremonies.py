@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from custody.store.postgres_base import PostgresBase
 from custody.store.rows import (
     CeremonyRow,
     IncidentRow,
@@ -12,7 +13,6 @@ from custody.store.rows import (
     ShareHolderRow,
     ShareSetRow,
 )
-from custody.store.postgres_base import PostgresBase
 
 _CEREMONY = (
     "SELECT id, kind, state, coordinator, bundle, created, expires, updated, pending "
@@ -65,7 +65,8 @@ class PostgresCeremonies(PostgresBase):
     def add_participant(self, p: ParticipantRow) -> None:
         self._write(
             "INSERT INTO participants(name, role, alg, public, fingerprint, valid_from, "
-            "valid_until, revoked_at, enrolled_by, enrolled_in) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            "valid_until, revoked_at, enrolled_by, enrolled_in) "
+            "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (
                 p.name,
                 p.role,
@@ -85,7 +86,7 @@ class PostgresCeremonies(PostgresBase):
             "UPDATE participants SET revoked_at=%s WHERE name=%s AND revoked_at IS NULL",
             (now, name),
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     # ---------------------------------------------------------------- the registry
     def ceremonies(self, *, state: str | None = None) -> list[CeremonyRow]:
@@ -226,7 +227,8 @@ class PostgresCeremonies(PostgresBase):
 
     def last_drill(self, custodian: str, epoch: int | None) -> int | None:
         at = self._scalar(
-            "SELECT MAX(passed_at) FROM drills WHERE custodian=%s AND epoch IS NOT DISTINCT FROM %s",
+            "SELECT MAX(passed_at) FROM drills WHERE custodian=%s "
+            "AND epoch IS NOT DISTINCT FROM %s",
             (custodian, epoch),
         )
         return None if at is None else int(at)
@@ -238,8 +240,9 @@ class PostgresCeremonies(PostgresBase):
     def put_incident(self, incident: IncidentRow) -> None:
         self._write(
             "INSERT INTO incidents(id, ceremony_id, reason, created, report) "
-            "VALUES(%s,%s,%s,%s,%s) ON CONFLICT(id) DO UPDATE SET ceremony_id=excluded.ceremony_id, "
-            "reason=excluded.reason, created=excluded.created, report=excluded.report",
+            "VALUES(%s,%s,%s,%s,%s) ON CONFLICT(id) DO UPDATE SET "
+            "ceremony_id=excluded.ceremony_id, reason=excluded.reason, "
+            "created=excluded.created, report=excluded.report",
             (
                 incident.id,
                 incident.ceremony_id,
@@ -260,9 +263,8 @@ class PostgresCeremonies(PostgresBase):
                     (t,),
                 )
             }
-            if cols:
-                if "revoked_at" in cols:
-                    # t is one of the fixed table names above, never input
-                    sql = f"UPDATE {t} SET revoked_at=%s WHERE revoked_at IS NULL"  # noqa: S608
-                    revoked[t] = self._write(sql, (now,)).rowcount
+            if "revoked_at" in cols:
+                # t is one of the fixed table names above, never input
+                sql = f"UPDATE {t} SET revoked_at=%s WHERE revoked_at IS NULL"  # noqa: S608
+                revoked[t] = self._write(sql, (now,)).rowcount
         return revoked

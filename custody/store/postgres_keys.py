@@ -8,6 +8,7 @@ from typing import Any
 
 from custody.errors import StorageError
 from custody.model import KeyState
+from custody.store.postgres_base import PostgresBase
 from custody.store.rows import (
     KekRewrap,
     KekVersion,
@@ -23,7 +24,6 @@ from custody.store.rows import (
     SealedKek,
     StoredObject,
 )
-from custody.store.postgres_base import PostgresBase
 
 _KEKS = (
     "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
@@ -153,7 +153,8 @@ class PostgresKeys(PostgresBase):
 
     def live_keks_not_under(self, root_version: int) -> list[SealedKek]:
         rows = self._rows(
-            _SEALED + " WHERE state != %s AND root_version != %s", (KeyState.DESTROYED, root_version)
+            _SEALED + " WHERE state != %s AND root_version != %s",
+            (KeyState.DESTROYED, root_version),
         )
         return [_sealed(r) for r in rows]
 

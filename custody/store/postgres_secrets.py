@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import psycopg
 from typing import Any
 
+import psycopg
+
 from custody.errors import StorageError
-from custody.store.rows import SecretRow, SecretVersionRow
 from custody.store.postgres_base import PostgresBase, storage_error
+from custody.store.rows import SecretRow, SecretVersionRow
 
 # the column lists are literals: no statement is built from input (update_secret's column
 # names come from the _UPDATABLE allow-list)

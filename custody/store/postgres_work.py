@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from custody.store.rows import BackupEntry, JobRow, LeaseRow, RunningJob
 from custody.store.postgres_base import PostgresBase
+from custody.store.rows import BackupEntry, JobRow, LeaseRow, RunningJob
 
 
 class PostgresWork(PostgresBase):
@@ -19,7 +19,9 @@ class PostgresWork(PostgresBase):
         return None if r is None else RunningJob(id=int(r[0]), to_version=r[1], done=int(r[2]))
 
     def take_job(self, job_id: int, *, pid: int, now: str) -> None:
-        self._write("UPDATE rekey_jobs SET owner_pid=%s, updated=%s WHERE id=%s", (pid, now, job_id))
+        self._write(
+            "UPDATE rekey_jobs SET owner_pid=%s, updated=%s WHERE id=%s", (pid, now, job_id)
+        )
 
     def supersede_job(self, job_id: int, *, now: str) -> None:
         self._write(
@@ -109,7 +111,7 @@ class PostgresWork(PostgresBase):
         cur = self._write(
             "UPDATE rekey_lease SET expires=%s WHERE name=%s AND token=%s", (expires, name, token)
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     def drop_lease(self, name: str, token: str) -> None:
         self._write("DELETE FROM rekey_lease WHERE name=%s AND token=%s", (name, token))
@@ -142,4 +144,6 @@ class PostgresWork(PostgresBase):
         )
 
     def count_backups(self, kek_version: int) -> int:
-        return int(self._scalar("SELECT COUNT(*) FROM backups WHERE kek_version=%s", (kek_version,)))
+        return int(
+            self._scalar("SELECT COUNT(*) FROM backups WHERE kek_version=%s", (kek_version,))
+        )

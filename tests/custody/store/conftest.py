@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from custody.store import Store, open_store
+from custody.store import open_store
+from custody.store.postgres import PostgresStore
+from custody.store.sqlite import SqliteStore
+
+RawStore = SqliteStore | PostgresStore
+"""An adapter with its raw access (``query``, ``tx``) for tests, beside the port."""
 
 
 @dataclass(frozen=True)
@@ -20,9 +25,11 @@ class Backend:
     location: str  # a file path or a password-less URL
     home: Path
 
-    def open(self, *, create: bool = False) -> Store:
+    def open(self, *, create: bool = False) -> RawStore:
         loc: str | Path = self.location if self.kind == "postgresql" else Path(self.location)
-        return open_store(loc, create=create, local=self.home / "custody.db")
+        s = open_store(loc, create=create, local=self.home / "custody.db")
+        assert isinstance(s, SqliteStore | PostgresStore)
+        return s
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -4,9 +4,9 @@ on both adapters."""
 
 from __future__ import annotations
 
-from custody.store import Store
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
 from tests.custody.store.conftest import Backend
+from tests.custody.store.conftest import RawStore as Store
 
 NOW = "2026-01-01T00:00:00+00:00"
 
@@ -54,7 +54,7 @@ def test_groups_cover_every_row_once_with_its_own_version(backend: Backend) -> N
     assert seen == truth
     sample = [u for _, _, rows in s.object_groups(sample=50) for u, _, _ in rows]
     assert len(sample) == len(set(sample)) == 50
-    assert not s.in_transaction  # type: ignore[attr-defined] # the read snapshot ended with the iteration
+    assert not s.in_transaction  # the read snapshot ended with the iteration
     s.close()
 
 

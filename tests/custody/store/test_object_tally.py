@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from custody.errors import StorageError
-from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
-from custody.store.sqlite import MIGRATIONS, SCHEMA_VERSION, statements
-from custody.store import Store
 from custody.store.postgres_dialect import translate
-from custody.store.sqlite import SqliteStore
+from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
+from custody.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, statements
 from tests.conftest import ROOT, cli_env
 from tests.custody.store.conftest import Backend
+from tests.custody.store.conftest import RawStore as Store
 
 NOW = "2026-01-01T00:00:00+00:00"
 # the counters' migration, found by content (its number is the lead's to assign at merge)
@@ -241,18 +240,24 @@ def test_counters_migration_seeds_from_existing_objects_on_postgresql(pg_url: st
                 "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, created, "
                 "updated) VALUES(%s, %s, %s, %s, %s, %s, 't', 't')",
                 [
-                    (i.to_bytes(16, "big"), "dek" if i % 3 else "secret", "data", 1 + i % 2)
-                    + (b"\0", b"\0")
+                    (
+                        i.to_bytes(16, "big"),
+                        "dek" if i % 3 else "secret",
+                        "data",
+                        1 + i % 2,
+                        b"\0",
+                        b"\0",
+                    )
                     for i in range(99)
                 ],
             )
     s = Backend("postgresql", pg_url, Path("/nonexistent")).open()
     try:
-        assert s.schema_version() == SCHEMA_VERSION  # type: ignore[attr-defined]
+        assert s.schema_version() == SCHEMA_VERSION
         assert_counts_match(s)
         assert s.object_counts() == {"dek": 66, "secret": 33}
         s.add_objects([_obj(1000)], now=NOW)
-        with s.tx() as c:  # type: ignore[attr-defined]
+        with s.tx() as c:
             c.execute("DELETE FROM objects WHERE id < 10")  # the translated trigger counts it
         assert_counts_match(s)
         assert sum(s.object_counts().values()) == 100 - 9

@@ -1,5 +1,6 @@
-"""The store port against both adapters (SQLite on disk, PostgreSQL on the test server): transactions, savepoints, rehearsals,
-the batch claim (two real processes), and the audit log's own storage adapter."""
+"""The store port against both adapters (SQLite on disk, PostgreSQL on the test server):
+transactions, savepoints, rehearsals, the batch claim (two real processes), and the audit
+log's own storage adapter."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from custody.errors import StorageError
 from custody.model import KeyState
-from custody.store import Store, open_store
+from custody.store import Store
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
 from custody.store.sqlite_audit import SqliteAuditStore
 from tests.conftest import ROOT, cli_env
