@@ -131,7 +131,7 @@ def _grant(g: Any, now: int) -> dict[str, Any]:
 
 
 def _grants_dir(dep: Any) -> Path:
-    d = dep.home.root / "grants"
+    d = Path(dep.home.root) / "grants"
     d.mkdir(exist_ok=True)
     return d
 

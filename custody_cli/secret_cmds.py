@@ -17,13 +17,30 @@ from typing import Any
 
 from custody.errors import UsageError
 from custody.privatefile import write_private
-from custody_cli import common
+from custody_cli import access_session, common
 
 
 def _add_target(p: argparse.ArgumentParser, *, pin: bool) -> None:
     p.add_argument("path", metavar="PATH", help="the secret's path, e.g. payments/stripe/api-key")
     p.add_argument("--env", required=True, metavar="ENV", help="environment: dev, staging, prod...")
     common.add_standard(p, pin=pin)
+    access_session.add_principal_args(p)
+
+
+def _authorize(
+    dep: Any, args: argparse.Namespace, action: str, env: str, path: str, **kw: Any
+) -> Any:
+    """Ask access control whether the acting principal (the local operator, super-admin,
+    by default; ``--as`` or a service token otherwise) may *action* (env, path); the
+    decision is audited. Returns the principal.
+
+    Raises:
+        AccessDenied: denied (exit 7), with the reason; AuthError: a refused token.
+    """
+    with access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        ac.authorize(who, action, env, path, mfa_code=access_session.mfa_code(args), **kw)
+    return who
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_standard(p)
     p.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     p.add_argument("--prefix", default="", metavar="PATH", help="paths starting with this")
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_list)
 
     for name, helptext, func in (
@@ -97,6 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--due", action="store_true", help="every deleted secret whose window has ended (cron)"
     )
     common.add_standard(p)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_destroy)
 
     p = ss.add_parser(
@@ -134,6 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
     )
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_rotate)
 
     p = ss.add_parser(
@@ -150,6 +170,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", required=True, metavar="FILE", help="your signing key")
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_export)
     p = ss.add_parser(
         "import",
@@ -165,6 +186,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trust", required=True, action="append", metavar="PUBJSON", help="the sender (repeat)"
     )
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_import)
 
     sc = sub.add_parser(
@@ -191,6 +213,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ss.add_parser("due", help="secrets that expire within --within days, or are overdue")
     common.add_standard(p)
     p.add_argument("--within", type=int, default=30, metavar="DAYS")
+    access_session.add_principal_args(p)
     p.add_argument(
         "--notify",
         action="store_true",
@@ -270,6 +293,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             what="secret value", file=args.value_file, env=None, prompt=True, confirm=True
         )
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "write", args.env, args.path, category=args.category)
         w = _vault(dep, args).put(
             args.env,
             args.path,
@@ -285,6 +309,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "write", args.env, args.path, category=args.category)
         w = _vault(dep, args).generate(
             args.env,
             args.path,
@@ -299,6 +324,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "read", args.env, args.path)
         r = _vault(dep, args).get(args.env, args.path, version=args.version, label=args.label)
     if args.out:
         write_private(args.out, r.value.encode("utf-8"))
@@ -319,6 +345,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
         items = _vault(dep, args).list_secrets(args.env, args.prefix)
+        with access_session.opened(dep, args) as ac:
+            who = access_session.acting(ac, args)
+            rows = dep.store.secrets(args.env, args.prefix)
+            seen = ac.visible(who, "list", rows, scope=f"{args.env or '*'}:{args.prefix}",
+                              mfa_code=access_session.mfa_code(args))  # fmt: skip
+        keep = {(r.env, r.path) for r in seen}
+        items = [i for i in items if (i["env"], i["path"]) in keep]
     if args.json:
         common.emit_json(items)
         return 0
@@ -335,6 +368,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_meta(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
+        action = "metadata" if args.action in ("show", "versions") else "delete"
+        _authorize(dep, args, action, args.env, args.path)
         v = _vault(dep, args)
         if args.action in ("show", "versions"):
             out = v.show(args.env, args.path)
@@ -371,6 +406,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     if args.path and not args.env:
         raise UsageError("Give --env with PATH", "Environments never share secrets.")
     with common.open_home(args, pin=False) as dep:
+        _authorize(dep, args, "destroy", args.env or "*", args.path or "")
         v = _vault(dep, args)
         out = (
             {"destroyed": v.destroy_due()}
@@ -389,6 +425,13 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 def cmd_due(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
         items = _vault(dep, args).due(within_days=args.within, notify=args.notify)
+        with access_session.opened(dep, args) as ac:
+            who = access_session.acting(ac, args)
+            rows = dep.store.secrets()
+            seen = ac.visible(who, "metadata", rows, scope="*:",
+                              mfa_code=access_session.mfa_code(args))  # fmt: skip
+        keep = {(r.env, r.path) for r in seen}
+        items = [i for i in items if (i["env"], i["path"]) in keep]
     if args.json:
         common.emit_json(items)
         return 0
@@ -441,6 +484,11 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             log.close()
 
     with common.open_home(args, pin=True) as dep:
+        who = _authorize(dep, args, "rotate", args.env or "*", args.path or "")
+        if args.emergency and who.role != "super-admin":
+            with access_session.opened(dep, args) as ac:
+                ac.refuse(who, "rotate", args.env, args.path,
+                          "an emergency rotation is a super-admin's")  # fmt: skip
         v = _vault(dep, args)
         if args.due:
             results = []
@@ -550,6 +598,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         v = _vault(dep, args)
         items = []
         for path in args.paths:
+            _authorize(dep, args, "read", args.env, path)
             meta = v.show(args.env, path)
             r = v.get(args.env, path)
             items.append(
@@ -588,6 +637,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep:
         v = _vault(dep, args)
         for it in items:
+            _authorize(dep, args, "write", it.env, it.path, category=it.category)
             w = v.put(
                 it.env,
                 it.path,
