@@ -157,7 +157,9 @@ class GrantFlow:
     def get(self, request_id: str) -> AccessRequestRow:
         r = self.store.access_request(request_id)
         if r is None:
-            raise UsageError(f"No request {request_id[:40]!r}", "See 'custody access requests'.")
+            raise UsageError(
+                f"No request {request_id[:40]!r}", "See 'custody access requests'."
+            )
         return r
 
     def approver_of(self, key: ApproverKey) -> Principal:
@@ -281,8 +283,8 @@ class GrantFlow:
                 self.store.set_access_request_state(r.id, "granted", now=now)
             elif len(good) >= r.needed:
                 self.store.set_access_request_state(r.id, "approved", now=now)
-        done = {**det, "approvals": len(good), "needed": r.needed}
-        self.ac.audit.append("access approve", target, approver.name, details=done)
+        approved = {**det, "approvals": len(good), "needed": r.needed}
+        self.ac.audit.append("access approve", target, approver.name, details=approved)
         if grant is not None:
             self.ac.audit.append(
                 "access grant", target, r.requester,

@@ -37,6 +37,7 @@ from custody.store.rows import (
     KekRewrap,
     KekVersion,
     LeaseRow,
+    MfaRow,
     NewKek,
     NewObject,
     NewRoot,
@@ -371,6 +372,34 @@ class AccessStore(Protocol):
         self, request_id: str, *, version: int, sealed_sha256: str, now: int
     ) -> bool:
         """Mark the release as delivered; False if it already was (a replay)."""
+
+
+class MfaStore(Protocol):
+    """TOTP enrolments (docs/mfa.md). No secret is in these rows: the TOTP secret is an
+    object (:meth:`KeyStore.add_objects`) wrapped under the ``secrets`` KEK branch."""
+
+    def mfa_enrolment(self, principal: str) -> MfaRow | None: ...
+    def mfa_enrolments(self) -> list[MfaRow]: ...
+
+    def add_mfa_enrolment(self, row: MfaRow) -> None:
+        """Insert (inside a transaction). Raises StorageError when one exists."""
+        ...
+
+    def delete_mfa_enrolment(self, principal: str) -> MfaRow | None:
+        """Delete the enrolment and its secret's object (inside a transaction); the row
+        that was deleted, or None."""
+        ...
+
+    def use_mfa_step(self, principal: str, step: int, *, now: str) -> bool:
+        """Record *step* as used, only if it is later than the last used step (atomic:
+        one of two concurrent callers with the same step gets False). Resets the failure
+        count and any lockout, and confirms the enrolment."""
+        ...
+
+    def fail_mfa(self, principal: str, *, limit: int, locked_until: str) -> tuple[int, bool]:
+        """Count one refused code (inside a transaction). At *limit* consecutive failures
+        the count restarts and the principal is locked until *locked_until*. Returns the
+        count reached and whether this failure locked the principal."""
         ...
 
 
@@ -382,6 +411,7 @@ class Store(
     CeremonyStore,
     SecretStore,
     AccessStore,
+    MfaStore,
     Protocol,
 ):
     """A deployment's store: everything above, behind one handle."""

@@ -397,3 +397,25 @@ class GrantRow:
     revoked_at: int | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+
+
+# ----------------------------------------------------------------------------------- MFA
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MfaRow:
+    """One principal's TOTP enrolment (docs/mfa.md). The secret itself is not here: it is
+    an objects row (``object_uid``) wrapped under the ``secrets`` KEK branch.
+
+    ``last_step`` is the last TOTP time step accepted (a code is used once); ``failures``
+    counts consecutive refused codes; ``locked_until`` (ISO-8601) ends a lockout."""
+
+    principal: str
+    object_uid: bytes
+    digits: int
+    period: int
+    algorithm: str
+    enrolled_at: str
+    confirmed_at: str | None = None
+    last_step: int | None = None
+    last_used: str | None = None
+    failures: int = 0
+    locked_until: str | None = None

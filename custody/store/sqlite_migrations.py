@@ -296,6 +296,24 @@ MIGRATIONS: tuple[str, ...] = (
         delivered_at INTEGER NOT NULL
     );
     """,
+    # 8: TOTP enrolments (docs/mfa.md): one row per principal. The TOTP secret is an objects
+    # row wrapped under the 'secrets' KEK branch (object_uid); last_step makes each code
+    # single-use; failures and locked_until carry the lockout.
+    """
+    CREATE TABLE mfa_enrolments(
+        principal TEXT PRIMARY KEY,
+        object_uid BLOB NOT NULL,
+        digits INTEGER NOT NULL,
+        period INTEGER NOT NULL,
+        algorithm TEXT NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        confirmed_at TEXT,
+        last_step INTEGER,
+        last_used TEXT,
+        failures INTEGER NOT NULL,
+        locked_until TEXT
+    );
+    """,
 )
 
 
