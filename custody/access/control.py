@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from custody.access import tokens
-from custody.access.policy import decide
+from custody.access.policy import decide, needs_mfa
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
 from custody.clock import to_seconds, utcnow
 from custody.errors import PolicyError, UsageError
@@ -113,6 +113,7 @@ class AccessControl:
         self._mfa = mfa
         self._mfa_mode = mfa_mode
         self._rng = rng
+        self._verified: set[str] = set()
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -320,6 +321,8 @@ class AccessControl:
     ) -> tuple[bool, PolicyError | None]:
         """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
         in the ``enrolled`` mode for a principal that is not enrolled."""
+        if principal.name in self._verified:
+            return True, None  # one code per command: it is single-use
         if mfa_code is None:
             return self._mfa_mode == "enrolled" and not principal.mfa, None
         if self._mfa is None:
@@ -328,6 +331,7 @@ class AccessControl:
             self._mfa.verify(principal.name, mfa_code, now=self._clock())
         except PolicyError as err:
             return False, err
+        self._verified.add(principal.name)
         return True, None
 
     def authorize(
@@ -356,7 +360,8 @@ class AccessControl:
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
             category, security_class = row.category, row.security_class
-        mfa_ok, mfa_error = self._mfa_check(principal, mfa_code)
+        wants = needs_mfa(principal, action, security_class)
+        mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
         self.lapse()
         d = decide(
             principal,

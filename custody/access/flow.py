@@ -157,9 +157,7 @@ class GrantFlow:
     def get(self, request_id: str) -> AccessRequestRow:
         r = self.store.access_request(request_id)
         if r is None:
-            raise UsageError(
-                f"No request {request_id[:40]!r}", "See 'custody access requests'."
-            )
+            raise UsageError(f"No request {request_id[:40]!r}", "See 'custody access requests'.")
         return r
 
     def approver_of(self, key: ApproverKey) -> Principal:
