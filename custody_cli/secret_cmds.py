@@ -222,6 +222,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_due)
 
 
+def vault_of(dep: Any, args: argparse.Namespace) -> Any:
+    """The vault of *dep*, with the CLI's alert sink (for other command groups)."""
+    return _vault(dep, args)
+
+
 def _vault(dep: Any, args: argparse.Namespace) -> Any:
     from custody.audit.log import AuditLog
     from custody.audit.scope import actor_name
@@ -508,6 +513,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             out: dict[str, Any] = {"rotated": results, "revoked": revoked}
             failed = any(not r["ok"] for r in results)
         else:
+            ended: list[Any] = []
+            if args.emergency:  # every grant on it ends before the new value exists
+                ended = _emergency_revoke(dep, args, who)
             o = rotate(
                 dep,
                 v,
@@ -524,6 +532,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             )
             out = _outcome(o)
             failed = not o.ok
+            if args.emergency:
+                out["incident"] = _incident(dep, args, v, who, ended, entries(), o)
     if args.json:
         common.emit_json(out)
     elif args.due:
@@ -534,7 +544,54 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     else:
         print(("rotated: " if out["ok"] else "NOT rotated: ") + out["detail"])
         print(f"record: {out['bundle']} (custody transcript verify)")
+        if "incident" in out:
+            inc = out["incident"]
+            print(f"incident: {inc['file']}: {len(inc['revoked_grants'])} grants revoked, "
+                  f"{len(inc['readers'])} readers")  # fmt: skip
     return 1 if failed else 0
+
+
+def _emergency_revoke(dep: Any, args: argparse.Namespace, who: Any) -> list[Any]:
+    from custody.access.emergency import revoke_grants
+    from custody.access.flow import GrantFlow
+
+    with access_session.opened(dep, args) as ac:
+        flow = GrantFlow(ac, dep.config.deployment_id)
+        return revoke_grants(flow, args.env, args.path, by=who.name, reason=args.reason or "")
+
+
+def _incident(
+    dep: Any, args: argparse.Namespace, v: Any, who: Any, revoked: list[Any], log: Any, o: Any
+) -> dict[str, Any]:
+    """The incident record of an emergency rotation: written to HOME/incidents/, kept in
+    the store, and sent through the alert hook to the secret's owner and consumers."""
+    import time
+    from pathlib import Path
+
+    from custody.access.emergency import incident
+    from custody.access.flow import GrantFlow
+    from custody.canonical import canonical_bytes
+    from custody.store.rows import IncidentRow
+
+    with access_session.opened(dep, args) as ac:
+        flow = GrantFlow(ac, dep.config.deployment_id)
+        rec = incident(flow, args.env, args.path, by=who.name, reason=args.reason or "",
+                       revoked=revoked, entries=log, bundle=Path(o.bundle).name)  # fmt: skip
+    now = int(time.time())
+    iid = f"secret-{now}-{args.env}-{args.path.replace('/', '_')}"
+    d = Path(dep.home.root) / "incidents"
+    d.mkdir(exist_ok=True)
+    f = d / f"{iid}.json"
+    f.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    dep.store.put_incident(IncidentRow(id=iid, ceremony_id=Path(o.bundle).name,
+                                       reason=(args.reason or "")[:200], created=now,
+                                       report=canonical_bytes(rec).decode()))  # fmt: skip
+    row = dep.store.secret(args.env, args.path)
+    if row is not None:
+        holders = sorted(set(rec["held_access"]["by_grant"]) | set(rec["held_access"]["by_role"]))
+        v.alert("access-incident", row, incident=str(f), revoked_grants=len(revoked),
+                readers=rec["readers"], consumers=holders)  # fmt: skip
+    return {**rec, "file": str(f)}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

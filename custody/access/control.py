@@ -360,6 +360,11 @@ class AccessControl:
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
             category, security_class = row.category, row.security_class
+        if action == "read" and row is not None and self.store.release_rule(env, path):
+            self.refuse(
+                principal, action, env, path,
+                "released only by quorum ('custody access request PATH --release')",
+            )  # fmt: skip
         wants = needs_mfa(principal, action, security_class)
         mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
         self.lapse()
