@@ -114,3 +114,108 @@ def test_request_two_signed_approvals_read_verify_revoke(tmp_path: Path):
     for f in ("custody.db", "audit.db"):
         data = (home / f).read_bytes()
         assert token.encode() not in data and CANARY.encode() not in data
+
+
+def _setup(tmp_path: Path, *names: str) -> tuple[Path, Path, Path]:
+    """A home with a secrets KEK, the enrolled people (admin, *names*) and their keys."""
+    home, pins = make_deployment(tmp_path / "d")
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    people = tmp_path / "people"
+    people.mkdir()
+    roster = (("admin", "super-admin"), *((n, "custodian") for n in names))
+    for n, role in roster:
+        write_secret(people / f"{n}.pass", passphrase_of(n) + "\n")
+        create_participant(n, role, passphrase_of(n), people)
+    adds = [a for n, _r in roster for a in ("--add", str(people / f"{n}.pub.json"))]
+    r = run_cli("ceremony", "enrol", "--home", str(home), "--key", str(people / "admin.key.pem"),
+                "--passphrase-file", str(people / "admin.pass"), *adds, "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        cli(home, pins, "principal", "add", n, "--role", "service-admin", "--key",
+            str(people / f"{n}.pub.json"), "--service", "billing")  # fmt: skip
+    return home, pins, people
+
+
+def _key(people: Path, n: str) -> list[str]:
+    return ["--key", str(people / f"{n}.key.pem"), "--passphrase-file", str(people / f"{n}.pass")]
+
+
+def test_quorum_release_once_sealed_to_the_requester(tmp_path: Path):
+    home, pins, people = _setup(tmp_path, "alice", "bob", "dave")
+    h = ["--home", str(home)]
+    r = run_cli("secret", "put", PATH, "--env", "prod", "--stdin", "--category",
+                "database-credential", "--owner", "billing", *h, "--pin-file", str(pins),
+                input=CANARY)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert run_cli("access", "release-rule", PATH, "--env", "prod", "--quorum", "2",
+                   *h).returncode == 0  # fmt: skip
+    r = run_cli("secret", "get", PATH, "--env", "prod", *h, "--pin-file", str(pins))
+    assert r.returncode == 7 and "released only by quorum" in r.stderr and CANARY not in r.stdout
+    r = run_cli("access", "request", PATH, "--env", "prod", "--for", "30m", "--why", "rotate "
+                "the replica by hand", "--release", "--as", "dave", *h, "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rid = json.loads(r.stdout)["id"]
+    for n in ("alice", "bob"):
+        a = run_cli("access", "approve", rid, *_key(people, n), *h, "--json")
+        assert a.returncode == 0, a.stderr
+    out = tmp_path / "sealed.json"
+    rel = ["access", "release", rid, "--as", "dave", *h, "--pin-file", str(pins), "--out"]
+    r = run_cli(*rel, str(out))
+    assert r.returncode == 0, r.stderr
+    assert CANARY.encode() not in out.read_bytes() and out.stat().st_mode & 0o077 == 0
+    again = run_cli(*rel, str(tmp_path / "again.json"))  # replayed: refused
+    assert again.returncode == 7 and "already delivered" in again.stderr
+    assert not (tmp_path / "again.json").exists()
+
+    def open_with(n: str):
+        return run_cli("access", "open", str(out), "--key", str(people / f"{n}.enc.pem"),
+                       "--passphrase-file", str(people / f"{n}.pass"))  # fmt: skip
+
+    mine = open_with("dave")
+    assert mine.returncode == 0 and mine.stdout == CANARY, mine.stderr
+    theirs = open_with("alice")
+    assert theirs.returncode == 6 and "another principal's key" in theirs.stderr
+
+
+def test_an_emergency_rotation_revokes_grants_and_records_who_read(tmp_path: Path):
+    home, pins, people = _setup(tmp_path, "alice")
+    hook_out = tmp_path / "hook.jsonl"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat >> {hook_out}\necho >> {hook_out}\n")
+    hook.chmod(0o700)
+    conf = home / "custody.toml"
+    text = conf.read_text()
+    assert "[policy]" in text
+    conf.write_text(text.replace("[policy]\n", f'[policy]\nalert_hook = "{hook}"\n', 1))
+    h = ["--home", str(home)]
+    api = "billing/stripe/api-key"
+    r = run_cli("secret", "generate", api, "--env", "prod", "--category", "external-api-key",
+                "--owner", "billing", "--prefix", "bill_live", *h, "--pin-file", str(pins))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    tok = tmp_path / "svc.token"
+    cli(home, pins, "principal", "add", "billing-svc", "--role", "service-user",
+        "--service-account", "--service", "billing", "--token-out", str(tok))  # fmt: skip
+    svc = [*h, "--token-file", str(tok)]
+    r = run_cli("access", "request", api, "--env", "prod", "--for", "2h", "--why", "deploy",
+                *svc, "--json")  # fmt: skip
+    rid = json.loads(r.stdout)["id"]
+    g = run_cli("access", "approve", rid, *_key(people, "alice"), *h, "--json")
+    assert g.returncode == 0 and json.loads(g.stdout)["grant"], g.stderr
+    assert run_cli("secret", "get", api, "--env", "prod", *svc, "--pin-file",
+                   str(pins)).returncode == 0  # fmt: skip
+    r = run_cli("secret", "rotate", api, "--env", "prod", "--emergency", "--reason",
+                "key found in a public repo", *_key(people, "admin"), *h, "--pin-file",
+                str(pins), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    inc = json.loads(r.stdout)["incident"]
+    assert [x["principal"] for x in inc["revoked_grants"]] == ["billing-svc"]
+    assert "billing-svc" in inc["readers"] and "billing-svc" in inc["held_access"]["by_grant"]
+    assert "alice" in inc["held_access"]["by_role"]  # the service's admin could read it
+    assert json.loads(Path(inc["file"]).read_text())["readers"] == inc["readers"]
+    r = run_cli("secret", "get", api, "--env", "prod", *svc, "--pin-file", str(pins))
+    assert r.returncode == 7 and "revoked" in r.stderr
+    alerts = [json.loads(x) for x in hook_out.read_text().split("\n") if x.strip()]
+    kinds = {a["kind"] for a in alerts}
+    assert "access-incident" in kinds, kinds
+    sent = next(a for a in alerts if a["kind"] == "access-incident")
+    assert sent["owner"] == "billing" and "billing-svc" in sent["consumers"]
