@@ -190,7 +190,8 @@ def test_an_emergency_rotation_revokes_grants_and_records_who_read(tmp_path: Pat
     h = ["--home", str(home)]
     api = "billing/stripe/api-key"
     r = run_cli("secret", "generate", api, "--env", "prod", "--category", "external-api-key",
-                "--owner", "billing", "--prefix", "bill_live", *h, "--pin-file", str(pins))  # fmt: skip
+                "--owner", "billing", "--prefix", "bill_live", *h, "--pin-file",
+                str(pins))  # fmt: skip
     assert r.returncode == 0, r.stderr
     tok = tmp_path / "svc.token"
     cli(home, pins, "principal", "add", "billing-svc", "--role", "service-user",

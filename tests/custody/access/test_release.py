@@ -47,7 +47,8 @@ def world(tmp_path: Path):
                                    security_class="high", owner="payments", state="active",
                                    current_version=1, pending_version=None,
                                    previous_version=None, next_version=2,
-                                   expires="2028-01-01T00:00:00+00:00", created=t, updated=t))  # fmt: skip
+                                   expires="2028-01-01T00:00:00+00:00", created=t,
+                                   updated=t))  # fmt: skip
     for n in NAMES:
         store.add_participant(ParticipantRow(name=n, role="custodian", public=KEYS[n].public,
                               fingerprint=n * 4, valid_from=T0 - 10, valid_until=T0 + 10**8,
