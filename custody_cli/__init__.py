@@ -21,6 +21,8 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    access_cmds,
+    alerts_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
@@ -29,6 +31,7 @@ from custody_cli import (
     key_cmds,
     mfa_cmds,
     participant_cmds,
+    principal_cmds,
     recovery_cmds,
     rekey_cmds,
     report_cmds,
@@ -55,8 +58,11 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    principal_cmds,
+    access_cmds,
     mfa_cmds,
     report_cmds,
+    alerts_cmds,
     tui_cmds,
 )
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from custody.errors import StorageError
+from custody.store.sqlite_access import SqliteAccess
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
@@ -50,7 +51,7 @@ def statements(script: str) -> list[str]:
     return out
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets, SqliteMfa):
+class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets, SqliteAccess, SqliteMfa):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
