@@ -127,11 +127,13 @@ class Rule:
         raise NotImplementedError
 
     def cooling(self, key: str, t: int, seconds: int) -> bool:
-        """True while *key* is inside its cooldown; otherwise starts a new one."""
-        if t < self.cooldown.get(key, -1):
+        """True within *seconds* of *key*'s last alert (either side: clocks of writers may
+        disagree); otherwise this is *key*'s new last alert."""
+        last = self.cooldown.get(key)
+        if last is not None and abs(t - last) < seconds:
             return True
         if seconds:
-            self.cooldown[key] = t + seconds
+            self.cooldown[key] = t
         return False
 
     def alert(
@@ -361,6 +363,8 @@ class FirstHigh(Rule):
         cls = sh.class_of(ev)
         if cls not in self.spec["classes"] or ev.target in sh.seen.get(ev.actor, ()):
             return None
+        if self.cooling(ev.actor, ev.time, self.spec["cooldown"]):
+            return None
         return self.alert(
             ev, ev.seqs, 1.0, f"first read of {cls}-class {ev.target}", security_class=cls
         )
@@ -407,6 +411,8 @@ class SoftDeleteRead(Rule):
         if ev.kind != "read" or ev.target not in sh.deleted:
             return None
         notes = sh.notices.pop(ev.target, [])
+        if self.cooling(f"{ev.actor}|{ev.target}", ev.time, self.spec["cooldown"]):
+            return None
         return self.alert(
             ev,
             [*ev.seqs, *notes],
