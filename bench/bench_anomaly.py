@@ -310,11 +310,12 @@ class _Gen:
                     add(t + k * r.randint(30, 300), "secret list", "prod:")
             else:
                 fresh = [x for x in self.all_paths if x not in known]
-                for k, target in enumerate(r.sample(fresh, r.randint(9, 25))):
+                for k, target in enumerate(r.sample(fresh, min(len(fresh), r.randint(9, 25)))):
                     add(t + k * r.randint(10, 120), "secret get", target)
         elif kind == "first-high":
-            fresh = [x for x in self.high if x not in known and x not in self.people[actor]["pool"]]
-            add(t, "secret get", r.choice(fresh))
+            pool = self.people[actor]["pool"]
+            fresh = [x for x in self.high if x not in known and x not in pool]
+            add(t, "secret get", r.choice(fresh or [x for x in self.high if x not in known]))
         elif kind == "old-version":
             add(t, "secret get", r.choice(known), label="previous")
         elif kind == "revoked-credential":
