@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from bench.bench_anomaly import DAY, KINDS, T0, Params, detect, evaluate, generate
+from bench.bench_anomaly import DAY, T0, Params, detect, evaluate, generate
 from custody.audit.log import AuditLog
-from custody.monitor import MonitorConfig, list_alerts, parse_config, scan
+from custody.monitor import KINDS, MonitorConfig, list_alerts, parse_config, scan
 
 SMALL = Params(seed=3, weeks=4, train_weeks=2, services=3, people=8, per_kind=2)
 
