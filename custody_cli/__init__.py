@@ -21,6 +21,7 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    access_cmds,
     alerts_cmds,
     audit_cmds,
     backup_cmds,
@@ -28,9 +29,12 @@ from custody_cli import (
     core_cmds,
     hsm_cmds,
     key_cmds,
+    mfa_cmds,
     participant_cmds,
+    principal_cmds,
     recovery_cmds,
     rekey_cmds,
+    report_cmds,
     secret_cmds,
     shamir_cmds,
     share_cmds,
@@ -54,6 +58,10 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    principal_cmds,
+    access_cmds,
+    mfa_cmds,
+    report_cmds,
     alerts_cmds,
     tui_cmds,
 )
