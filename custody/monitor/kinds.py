@@ -173,13 +173,16 @@ class FailedBurst(Rule):
             return None
         window, need = self.spec["window"], self.spec["threshold"]
         dq = self.win.setdefault(ev.actor, deque())
-        dq.append([ev.time, *ev.seqs])
+        if dq and dq[-1][1] == ev.target and abs(ev.time - dq[-1][0]) <= 2:
+            dq[-1].extend(ev.seqs)  # one attempt refused twice (the access layer, the op)
+            return None
+        dq.append([ev.time, ev.target, *ev.seqs])
         while ev.time - dq[0][0] > window:
             dq.popleft()
         if len(dq) < need:
             return None
         span = ev.time - dq[0][0]
-        seqs = [s for item in dq for s in item[1:]]
+        seqs = [s for item in dq for s in item[2:]]
         n = len(dq)
         dq.clear()
         return self.alert(

@@ -28,13 +28,13 @@ from custody.audit.signers import TrustKey
 from custody.audit.verify import audit_report
 from custody.clock import parse, to_seconds
 from custody.config import BranchPolicy
+from custody.monitor.records import SCAN, from_entries
 from custody.report.evidence import Evidence
 
 REPORT_TYPE = "custody.compliance-report/v1"
 MFA_ROLES = ("super-admin",)  # whose actions always need a second factor (issue 16 item 4)
 ALERTS_UNAVAILABLE = (
-    "this custody has no monitoring rules yet (issue 16 item 5: custody.monitor); "
-    "no alert can be open"
+    "no monitoring scan has run on this audit log yet ('custody alerts scan', from cron)"
 )
 
 
@@ -184,7 +184,47 @@ def drills(ev: Evidence) -> dict[str, Any]:
 
 
 def alerts(ev: Evidence) -> dict[str, Any]:
-    return _unavailable("alerts", "Open alerts", ALERTS_UNAVAILABLE)
+    """Alerts the audit log records as raised (``alert.raised``) and not acknowledged, and
+    how far the monitor's scans have read (entries after its last scan are unchecked)."""
+    title = "Open alerts"
+    marker = b'"op":"alert.'
+    scan_marker = b'"op":"' + SCAN.encode() + b'"'
+    last_scan: dict[str, Any] | None = None
+    raised = []
+    for ln in ev.lines:
+        if marker in ln:
+            raised.append(json.loads(ln))
+        elif scan_marker in ln:
+            e = json.loads(ln)
+            if e.get("op") == SCAN:
+                last_scan = e
+    if last_scan is None:
+        return _unavailable("alerts", title, ALERTS_UNAVAILABLE)
+    items = [
+        {
+            "id": r.id,
+            "rule": r.rule,
+            "kind": r.kind,
+            "principal": r.principal,
+            "target": r.target,
+            "time": r.time,
+            "seqs": list(r.seqs),
+            "summary": r.summary,
+        }
+        for r in from_entries(raised)
+        if r.open
+    ]
+    scanned_to = int((last_scan.get("details") or {}).get("to", 0))
+    return _section(
+        "alerts",
+        title,
+        items,
+        last_scan_seq=last_scan.get("seq"),
+        last_scan_time=last_scan.get("time"),
+        unscanned_entries=sum(  # the monitor's own entries need no scan
+            1 for ln in ev.lines[scanned_to:] if marker not in ln and scan_marker not in ln
+        ),
+    )
 
 
 def checkpoint(
