@@ -161,7 +161,7 @@ class FailedBurst(Rule):
 
     def load(self, state: Mapping[str, Any]) -> None:
         super().load(state)
-        self.win: dict[str, deque[list[int]]] = {
+        self.win: dict[str, deque[list[Any]]] = {
             a: deque(v) for a, v in state.get("win", {}).items()
         }
 
