@@ -222,3 +222,14 @@ def test_requests_are_checked(world):
     clock.t += 600
     with pytest.raises(PolicyError, match="expired"):
         flow.approve(r.id, KEYS["alice"])
+
+
+def test_an_emergency_root_rotation_revokes_every_grant(world):
+    flow, ac, store, _log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    gid = flow.approve(r.id, KEYS["alice"])["grant"]
+    assert store.revoke_access(now=T0 + 1)["grants"] == 1  # the emergency-rotate step
+    assert store.grant(gid).revoked_at == T0 + 1
+    with pytest.raises(AccessDenied, match="revoked"):
+        ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)
