@@ -26,6 +26,7 @@ from typing import Any
 
 from custody.errors import StorageError
 from custody.store.migrate import migrate
+from custody.store.postgres_access import PostgresAccess
 from custody.store.postgres_base import Params, connect
 from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
@@ -39,7 +40,9 @@ __all__ = ["PostgresStore"]
 _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NULL)"
 
 
-class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets):
+class PostgresStore(
+    PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets, PostgresAccess
+):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
