@@ -59,7 +59,9 @@ def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]
     try:
         rng = dep.hsm.random if dep.hsm is not None else os.urandom
         mode = AccessSettings.for_home(home.config_path).mfa_mode
-        yield AccessControl(dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng)
+        yield AccessControl(
+            dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng, command_scope=True
+        )
     finally:
         log.close()
 

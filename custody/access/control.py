@@ -93,6 +93,10 @@ class AccessControl:
             where the policy asks for one; ``always``: so must one that is not (it is
             denied until enrolled).
         rng: random bytes for tokens (the HSM's RNG when the token is logged in).
+        command_scope: this instance serves ONE command (the CLI): a code verified once
+            stands for the command's later decisions, so a command that decides several
+            times asks for one code. Never for a long-lived caller (the server, the TUI):
+            there every code is checked, and a replayed one is refused.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class AccessControl:
         mfa: MfaVerifier | None = None,
         mfa_mode: str = "enrolled",
         rng: Callable[[int], bytes] = os.urandom,
+        command_scope: bool = False,
     ) -> None:
         if mfa_mode not in MFA_MODES:
             raise ValueError(f"mfa_mode must be one of {MFA_MODES}")
@@ -113,7 +118,8 @@ class AccessControl:
         self._mfa = mfa
         self._mfa_mode = mfa_mode
         self._rng = rng
-        self._verified: set[str] = set()
+        self._command_scope = command_scope
+        self._verified: set[str] = set()  # only with command_scope
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -321,7 +327,7 @@ class AccessControl:
     ) -> tuple[bool, PolicyError | None]:
         """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
         in the ``enrolled`` mode for a principal that is not enrolled."""
-        if principal.name in self._verified:
+        if self._command_scope and principal.name in self._verified:
             return True, None  # one code per command: it is single-use
         if mfa_code is None:
             return self._mfa_mode == "enrolled" and not principal.mfa, None
@@ -331,7 +337,8 @@ class AccessControl:
             self._mfa.verify(principal.name, mfa_code, now=self._clock())
         except PolicyError as err:
             return False, err
-        self._verified.add(principal.name)
+        if self._command_scope:
+            self._verified.add(principal.name)
         return True, None
 
     def authorize(
