@@ -165,6 +165,12 @@ def _grant(g: Any, now: int) -> dict[str, Any]:
     }
 
 
+def _when(t: int) -> str:
+    from custody.clock import from_seconds, iso
+
+    return iso(from_seconds(t))
+
+
 def _grants_dir(dep: Any) -> Path:
     d = Path(dep.home.root) / "grants"
     d.mkdir(exist_ok=True)
@@ -246,7 +252,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         print("no grants")
     for i in items:
         print(f"{i['id']}\t{i['state']}\t{i['principal']}\t{i['env']}:{i['path']}\t"
-              f"{','.join(i['actions'])}\tuntil {i['not_after']}")  # fmt: skip
+              f"{','.join(i['actions'])}\tuntil {_when(i['not_after'])}")  # fmt: skip
     return 0
 
 
@@ -306,7 +312,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"VALID grant {summary['grant']}: {summary['requester']} may "
             f"{','.join(summary['actions'])} {summary['env']}:{summary['path']} from "
-            f"{summary['window']['not_before']} to {summary['window']['not_after']}; "
+            f"{_when(summary['window']['not_before'])} to {_when(summary['window']['not_after'])}; "
             f"approved by {', '.join(summary['approvers'])} ({summary['needed']} needed)"
         )
     return 0
