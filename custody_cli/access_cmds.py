@@ -224,7 +224,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
     items = [_req(r) for r in rows]
     if args.json:

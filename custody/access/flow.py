@@ -169,6 +169,19 @@ class GrantFlow:
             raise UsageError(f"No request {request_id[:40]!r}", "See 'custody access requests'.")
         return r
 
+    def expire_requests(self) -> list[AccessRequestRow]:
+        """Mark pending (or approved, undelivered) requests whose window has passed as
+        ``expired``, each audited once (``access request expire``)."""
+        now = self.ac.now()
+        out = []
+        for r in self.store.access_requests():
+            if r.state in ("pending", "approved") and now >= r.not_after:
+                self.store.set_access_request_state(r.id, "expired", now=now)
+                self.ac.audit.append("access request expire", f"{r.env}:{r.path}",
+                                     r.requester, details={"request": r.id})  # fmt: skip
+                out.append(r)
+        return out
+
     def approver_of(self, key: ApproverKey) -> Principal:
         """The live person principal whose participant key *key* is.
 

@@ -219,9 +219,14 @@ def test_requests_are_checked(world):
     with pytest.raises(AccessDenied):  # a super-admin needs no grant, an auditor gets none
         flow.request(ac.principal("root"), "prod", MEDIUM, seconds=600, why="x")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    r2 = flow.request(svc, "prod", MEDIUM, seconds=900, why="y")
     clock.t += 600
     with pytest.raises(PolicyError, match="expired"):
         flow.approve(r.id, KEYS["alice"])
+    assert flow.expire_requests() == []  # r was marked by the refused approval; r2 is live
+    clock.t += 300
+    assert [x.id for x in flow.expire_requests()] == [r2.id]
+    assert flow.expire_requests() == [] and flow.get(r2.id).state == "expired"
 
 
 def test_an_emergency_root_rotation_revokes_every_grant(world):
