@@ -31,6 +31,7 @@ from custody.store.postgres_base import Params, connect
 from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
 from custody.store.postgres_keys import PostgresKeys
+from custody.store.postgres_mfa import PostgresMfa
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
 from custody.store.sqlite_migrations import SCHEMA_VERSION
@@ -41,7 +42,12 @@ _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NU
 
 
 class PostgresStore(
-    PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets, PostgresAccess
+    PostgresKeys,
+    PostgresWork,
+    PostgresCeremonies,
+    PostgresSecrets,
+    PostgresAccess,
+    PostgresMfa,
 ):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 

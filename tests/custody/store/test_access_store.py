@@ -88,3 +88,23 @@ def test_grants_lapse_once_and_revoke(store):
     assert not store.revoke_grant("g2", now=T, by="x", reason="again")
     assert store.revoke_access(now=T + 40)["grants"] == 1  # the emergency root rotation
     assert store.grant("g3").revoked_at == T + 40
+
+
+def test_mfa_enrolments_single_use_and_lockout(store):
+    from custody.store.rows import MfaRow
+
+    row = MfaRow(principal="svc", object_uid=b"u" * 16, digits=6, period=30, algorithm="SHA1",
+                 enrolled_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+    with store.transaction():
+        store.add_mfa_enrolment(row)
+    assert store.mfa_enrolment("svc") == row and store.mfa_enrolments() == [row]
+    assert store.use_mfa_step("svc", 10, now="t1")
+    assert not store.use_mfa_step("svc", 10, now="t2")  # the same step again: refused
+    assert store.mfa_enrolment("svc").confirmed_at == "t1"
+    with store.transaction():
+        assert store.fail_mfa("svc", limit=2, locked_until="later") == (1, False)
+        assert store.fail_mfa("svc", limit=2, locked_until="later") == (2, True)
+    assert store.mfa_enrolment("svc").locked_until == "later"
+    with store.transaction():
+        assert store.delete_mfa_enrolment("svc") is not None
+    assert store.mfa_enrolment("svc") is None
