@@ -67,7 +67,8 @@ _PNG_SCALE = 8
 
 class MfaError(PolicyError):
     """A TOTP code was refused. ``reason``: ``wrong``, ``reused``, ``locked``,
-    ``not-enrolled`` or ``enrolled`` (enrolling twice)."""
+    ``not-enrolled``, ``enrolled`` (enrolling twice) or ``revoked`` (enrolling a revoked
+    principal)."""
 
     def __init__(self, title: str, hint: str = "", *, reason: str) -> None:
         super().__init__(title, hint)
@@ -242,8 +243,8 @@ class Mfa:
         that a stolen credential cannot re-enrol a second factor of its own.
 
         Raises:
-            UsageError: a bad name, or no token (no RNG).
-            MfaError: *name* already has a confirmed enrolment.
+            UsageError: a bad name, no such principal, or no token (no RNG).
+            MfaError: *name* is revoked, or already has a confirmed enrolment.
             AuditError: the intent could not be logged (nothing changed).
             CeremonyError: the ``secrets`` branch has no active KEK.
         """
@@ -255,6 +256,15 @@ class Mfa:
             self.audit.guard("mfa enrol", name, who, details=details),
             self.store.transaction(),
         ):
+            who_row = self.store.principal(name)
+            if who_row is None:
+                raise UsageError(
+                    f"No principal {name}", "Add it first: 'custody principal add NAME'."
+                )
+            if who_row.revoked_at is not None:
+                raise MfaError(
+                    f"{name} is revoked", "A revoked principal has no MFA.", reason="revoked"
+                )
             old = self.store.mfa_enrolment(name)
             if old is not None and old.confirmed_at is not None:
                 raise MfaError(

@@ -33,6 +33,12 @@ def now_code(key: bytes) -> str:
 def test_enrol_verify_replay_list_and_reset(tmp_path: Path):
     home, pins = make_deployment(tmp_path / "d")
     cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    r = mfa(home, pins, "enrol", "alice", "--png", str(tmp_path / "no.png"))
+    assert r.returncode == 2 and "No principal alice" in r.stderr  # principals come first
+    assert not (tmp_path / "no.png").exists()
+    for n in ("alice", "bob"):
+        cli(home, pins, "principal", "add", n, "--role", "service-user", "--service-account",
+            "--service", "billing", "--token-out", str(tmp_path / f"{n}.token"))  # fmt: skip
     png = tmp_path / "alice.png"
     r = mfa(home, pins, "enrol", "alice", "--png", str(png), "--json")
     assert r.returncode == 0, r.stderr

@@ -34,7 +34,7 @@ from custody.deployment import Deployment, open_deployment
 from custody.errors import AuditError, HsmError, IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
 from custody.store import open_store
-from custody.store.rows import ParticipantRow
+from custody.store.rows import ParticipantRow, PrincipalRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
 
@@ -94,6 +94,16 @@ def make(dep, log, clock, **kw) -> Mfa:
     return Mfa(dep.store, dep.hierarchy, log, clock, **kw)
 
 
+def principal(dep, name: str) -> str:
+    """Add service principal *name* through the store port (docs/access.md)."""
+    if dep.store.principal(name) is None:
+        dep.store.add_principal(
+            PrincipalRow(name=name, kind="service", role="service-user", services=("svc",),
+                         envs=(), created=T0, created_by="test")
+        )  # fmt: skip
+    return name
+
+
 def key_of(enrolment) -> bytes:
     return base64.b32decode(enrolment.secret_b32)
 
@@ -123,7 +133,7 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
         assert totp_code(RFC_SEED, t // 30) == expected8[-6:]  # 6 digits: the low six
     # enrolment with the RFC seed as its "random" secret, then the RFC's own code at its time
     mfa = make(dep, log, clock, rng=InsecureFixedRng(RFC_SEED))
-    e = mfa.enrol("rfc")
+    e = mfa.enrol(principal(dep, "rfc"))
     assert key_of(e) == RFC_SEED
     assert e.uri.startswith("otpauth://totp/custody:rfc?")
     for part in (
@@ -142,8 +152,8 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
 def test_the_secret_is_random_wrapped_under_secrets_and_never_in_the_clear(env, tmp_path):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    e1 = mfa.enrol("disk-alice")
-    e2 = mfa.enrol("disk-bob")
+    e1 = mfa.enrol(principal(dep, "disk-alice"))
+    e2 = mfa.enrol(principal(dep, "disk-bob"))
     k1, k2 = key_of(e1), key_of(e2)
     assert len(k1) >= 20 and k1 != k2
     row = dep.store.mfa_enrolment("disk-alice")
@@ -182,7 +192,7 @@ def test_the_secret_is_random_wrapped_under_secrets_and_never_in_the_clear(env, 
 def test_a_code_is_used_once_and_earlier_codes_are_dead(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("replay"))
+    k = key_of(mfa.enrol(principal(dep, "replay")))
     code = code_at(k, T0)
     mfa.verify("replay", code)
     # the insider who saw the code over a shoulder replays it in the same window
@@ -203,7 +213,7 @@ def test_a_code_is_used_once_and_earlier_codes_are_dead(env):
 def test_two_uses_of_one_step_race_and_only_one_wins(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    mfa.enrol("race")
+    mfa.enrol(principal(dep, "race"))
     step = T0 // 30
     with dep.store.transaction():
         first = dep.store.use_mfa_step("race", step, now="2027-01-15T08:00:00+00:00")
@@ -220,7 +230,7 @@ def test_one_step_of_drift_either_way_and_no_more(env, offsets, accepted):
     _, dep, log, clock = env
     name = "drift" + "".join(f"{o:+d}" for o in offsets).replace("+", "p").replace("-", "m")
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol(name))
+    k = key_of(mfa.enrol(principal(dep, name)))
     for off in offsets:  # earlier step first: a later step's use kills the earlier ones
         if accepted:
             mfa.verify(name, code_at(k, T0, off))
@@ -234,7 +244,7 @@ def test_one_step_of_drift_either_way_and_no_more(env, offsets, accepted):
 def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("brute"))
+    k = key_of(mfa.enrol(principal(dep, "brute")))
     right = code_at(k, T0)
     wrong = [
         c
@@ -275,7 +285,7 @@ def test_lockout_threshold_and_period_are_config(env, tmp_path):
     pol = MfaPolicy.for_home(conf)
     assert (pol.max_failures, pol.lockout_seconds) == (2, 60)
     mfa = make(dep, log, clock, policy=pol)
-    k = key_of(mfa.enrol("strict"))
+    k = key_of(mfa.enrol(principal(dep, "strict")))
     bad = "000000" if code_at(k, T0) != "000000" else "111111"
     for _ in range(2):
         with pytest.raises(MfaError):
@@ -291,8 +301,8 @@ def test_lockout_threshold_and_period_are_config(env, tmp_path):
 def test_a_row_pointed_at_another_principals_secret_is_refused(env):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    ka = key_of(mfa.enrol("swap-alice"))
-    mfa.enrol("swap-mallory")
+    ka = key_of(mfa.enrol(principal(dep, "swap-alice")))
+    mfa.enrol(principal(dep, "swap-mallory"))
     # the insider with write access to the store points mallory's row at alice's secret,
     # hoping alice's codes (or mallory's copy of them) pass as mallory's
     alice = dep.store.mfa_enrolment("swap-alice")
@@ -312,8 +322,10 @@ def test_a_row_pointed_at_another_principals_secret_is_refused(env):
 def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock, actor="root-admin")
-    e1 = mfa.enrol("twice")
-    e2 = mfa.enrol("twice")  # not confirmed yet: replaced, the first secret is shredded
+    e1 = mfa.enrol(principal(dep, "twice"))
+    e2 = mfa.enrol(
+        principal(dep, "twice")
+    )  # not confirmed yet: replaced, the first secret is shredded
     assert e1.secret_b32 != e2.secret_b32
     assert objects_of(dep.home.root, "mfa:twice") == [(KIND, BRANCH)]
     with pytest.raises(MfaError):
@@ -321,7 +333,7 @@ def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
     mfa.verify("twice", code_at(key_of(e2), T0))
     # confirmed: a stolen credential cannot enrol a second factor of its own
     with pytest.raises(MfaError) as ei:
-        mfa.enrol("twice")
+        mfa.enrol(principal(dep, "twice"))
     assert ei.value.reason == "enrolled"
 
     def not_admin() -> None:
@@ -347,7 +359,7 @@ def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
 def test_an_unwritable_audit_log_refuses_the_code_and_records_nothing(env, tmp_path):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("noaudit"))
+    k = key_of(mfa.enrol(principal(dep, "noaudit")))
     blocker = sqlite3.connect(home / "audit.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     slow = AuditLog.for_home(dep.home, timeout=0.2)
@@ -373,6 +385,13 @@ def test_unknown_and_bad_names(env):
     for bad in ("", "a b", "-x", "x" * 65, "a\nb"):
         with pytest.raises(UsageError):
             mfa.enrol(bad)
+    with pytest.raises(UsageError, match="No principal"):
+        mfa.enrol("ghost")  # no principal of that name: no enrolment waiting for one
+    assert dep.store.mfa_enrolment("ghost") is None
+    dep.store.revoke_principal(principal(dep, "gone"), now=T0)
+    with pytest.raises(MfaError) as ei:
+        mfa.enrol("gone")
+    assert ei.value.reason == "revoked" and dep.store.mfa_enrolment("gone") is None
 
 
 def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
@@ -390,7 +409,7 @@ def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
         )  # fmt: skip
     ac = AccessControl(dep.store, log, clock=clock, mfa=mfa)
     ac.add_principal("mfa-root", kind="person", role="super-admin", public=key.public, by="test")
-    k = key_of(mfa.enrol("mfa-root"))
+    k = key_of(mfa.enrol(principal(dep, "mfa-root")))
     mfa.verify("mfa-root", code_at(k, T0))  # confirms the enrolment
     clock.t = T0 + 30
     p = ac.principal("mfa-root")
