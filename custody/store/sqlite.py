@@ -4,7 +4,8 @@ state, and the schema migrations.
 One file per deployment (``HOME/custody.db``) in WAL mode with ``synchronous=FULL``, so a
 committed transaction survives a crash or power loss, and ``secure_delete=ON`` (deleted
 content is zeroed in the file). Schema changes are numbered
-migrations (:mod:`custody.store.sqlite_migrations`) applied in order inside a transaction;
+migrations (:mod:`custody.store.sqlite_migrations`, run by :mod:`custody.store.migrate`)
+applied in order inside a transaction;
 ``PRAGMA user_version`` records the last one applied. Every foreign ``sqlite3`` error is
 translated into :class:`StorageError` here.
 
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from custody.errors import StorageError
+from custody.store.migrate import migrate
 from custody.store.sqlite_access import SqliteAccess
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
@@ -89,22 +91,22 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets, Sqlit
             raise storage_error(path, exc) from exc
 
     def _migrate(self) -> None:
+        migrate(self)
+
+    def schema_version(self) -> int:
         (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        if current > SCHEMA_VERSION:
-            raise StorageError(
-                f"The store schema v{current} is newer than this custody (v{SCHEMA_VERSION})",
-                "Upgrade custody.",
-            )
-        for n in range(current, SCHEMA_VERSION):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in statements(MIGRATIONS[n]):
-                    self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version={n + 1}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        return int(current)
+
+    def apply_migration(self, n: int, script: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in statements(script):
+                self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA user_version={n + 1}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     # -- metadata and integrity -------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
