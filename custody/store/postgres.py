@@ -12,7 +12,8 @@ exactly once. Every foreign :mod:`psycopg` error is translated into
 
 :class:`PostgresStore` implements :class:`custody.store.port.Store`; the methods live in
 :mod:`~custody.store.postgres_keys`, :mod:`~custody.store.postgres_work`,
-:mod:`~custody.store.postgres_ceremonies` and :mod:`~custody.store.postgres_secrets`, which
+:mod:`~custody.store.postgres_ceremonies`, :mod:`~custody.store.postgres_secrets` and
+:mod:`~custody.store.postgres_mfa`, which
 mirror their SQLite counterparts statement by statement (``%s`` parameters, ``ON CONFLICT``
 for ``INSERT OR REPLACE``, ``RETURNING id`` for ``lastrowid``, row locks for batch claims).
 """
@@ -30,6 +31,7 @@ from custody.store.postgres_base import Params, connect
 from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
 from custody.store.postgres_keys import PostgresKeys
+from custody.store.postgres_mfa import PostgresMfa
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
 from custody.store.sqlite_migrations import SCHEMA_VERSION
@@ -39,7 +41,7 @@ __all__ = ["PostgresStore"]
 _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NULL)"
 
 
-class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets):
+class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets, PostgresMfa):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
