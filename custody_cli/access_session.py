@@ -39,12 +39,13 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
 
 
 def _mfa(dep: Deployment, log: Any) -> Any:
-    """The TOTP verifier, when this custody has one (custody.access.mfa)."""
-    try:
-        from custody.access import mfa as mfa_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return mfa_mod.Mfa(dep.store, dep.hierarchy, log, mfa_mod.utcnow)  # pragma: no cover
+    """The TOTP verifier (custody.access.mfa), with the home's ``[mfa]`` lockout policy. It
+    unwraps a TOTP secret only when a code is checked, which needs the token (the PIN)."""
+    from custody.access.mfa import Mfa, MfaPolicy
+
+    rng = dep.hsm.random if dep.hsm is not None else None
+    policy = MfaPolicy.for_home(dep.home.config_path)
+    return Mfa(dep.store, dep.hierarchy, log, policy=policy, rng=rng)
 
 
 @contextmanager
