@@ -19,10 +19,7 @@ _COLUMNS = (
     "last_used, failures, locked_until"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM mfa_enrolments"  # noqa: S608 (a literal column list)
-_INSERT = (
-    f"INSERT INTO mfa_enrolments({_COLUMNS}) "
-    "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-)
+_INSERT = f"INSERT INTO mfa_enrolments({_COLUMNS}) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 
 
 def _row(r: Any) -> MfaRow:
