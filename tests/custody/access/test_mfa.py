@@ -33,6 +33,7 @@ from custody.clock import from_seconds
 from custody.deployment import Deployment, open_deployment
 from custody.errors import AuditError, HsmError, IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
+from custody.monitor import parse_config, scan
 from custody.store import open_store
 from custody.store.rows import ParticipantRow, PrincipalRow
 from tests.conftest import TEST_PIN
@@ -241,7 +242,7 @@ def test_one_step_of_drift_either_way_and_no_more(env, offsets, accepted):
     assert mfa.enrolled(name) is accepted
 
 
-def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code(env):
+def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code(env, tmp_path):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
     k = key_of(mfa.enrol(principal(dep, "brute")))
@@ -264,6 +265,10 @@ def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code
     lock = [e for e in ent if e["op"] == "mfa lockout"]
     assert len(lock) == 1 and lock[0]["outcome"] == "denied"
     assert lock[0]["details"]["locked_until"] == "2027-01-15T08:15:00+00:00"
+    # the monitoring rules see the burst of denials too (custody.monitor's failed-burst)
+    res = scan(log, tmp_path / "monitor.state", parse_config({}), actor="monitor", full=True)
+    burst = [a for a in res.alerts if a.kind == "failed-burst" and a.actor == "brute"]
+    assert len(burst) == 1 and set(burst[0].seqs) >= {e["seq"] for e in fails}
     # locked: even the right code is refused, audited, and the lockout is not extended
     with pytest.raises(MfaError) as ei:
         mfa.verify("brute", right)
