@@ -43,6 +43,10 @@ def _headline(s: Mapping[str, Any]) -> str:
         return (
             f"no usable checkpoint; {s['entries']} entries; log verifies: {_fmt(s['log_verifies'])}"
         )
+    if sid == "grants":
+        return f"{len(s['items'])} of {s['live']} live grants"
+    if sid == "alerts":
+        return f"{len(s['items'])} open"
     if sid == "mfa":
         return f"{len(s['items'])} of {s['principals']} current principals without MFA"
     if sid == "drills" and s["status"] != "not-available":
