@@ -8,6 +8,7 @@ disk. Times come from a fixed clock, never a patched ``datetime``."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from PIL import Image
 
 from custody.access import AccessControl, AccessDenied
 from custody.access.mfa import (
@@ -34,6 +36,7 @@ from custody.deployment import Deployment, open_deployment
 from custody.errors import AuditError, HsmError, IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
 from custody.monitor import parse_config, scan
+from custody.shares.card import make_qr
 from custody.store import open_store
 from custody.store.rows import ParticipantRow, PrincipalRow
 from tests.conftest import TEST_PIN
@@ -146,6 +149,14 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
     ):
         assert part in e.uri
     assert e.png.startswith(b"\x89PNG") and len(e.qr_text.splitlines()) > 10
+    # the PNG is the QR code of exactly that URI, module for module (8 px each)
+    img = Image.open(io.BytesIO(e.png)).convert("1")
+    m = make_qr(e.uri.encode()).get_matrix()
+    assert img.size == (len(m) * 8, len(m) * 8)
+    got = [
+        [img.getpixel((x * 8 + 4, y * 8 + 4)) == 0 for x in range(len(m))] for y in range(len(m))
+    ]
+    assert got == m
     mfa.verify("rfc", "081804", now=from_seconds(1111111109))
     assert mfa.enrolled("rfc")
 
