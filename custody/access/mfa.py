@@ -369,7 +369,18 @@ class Mfa:
                 "Too many wrong codes. Wait, or ask a super-admin to reset it.",
                 reason="locked",
             )
-        key = self._key(row)
+        try:
+            key = self._key(row)
+        except IntegrityError as err:  # a store altered under this principal: on the record
+            self.audit.append(
+                "mfa verify",
+                name,
+                who,
+                outcome="failed",
+                details={"error": type(err).__name__, "title": err.title},
+                now=secs,
+            )
+            raise
         step = secs // PERIOD
         given = code.strip().replace(" ", "") if isinstance(code, str) else ""
         matched = None

@@ -333,6 +333,10 @@ def test_a_row_pointed_at_another_principals_secret_is_refused(env):
     with pytest.raises(IntegrityError):
         mfa.verify("swap-mallory", code_at(ka, T0))
     assert not mfa.enrolled("swap-mallory")
+    last = entries(log, "swap-mallory")[-1]
+    assert (last["op"], last["outcome"], last["details"]["error"]) == (
+        "mfa verify", "failed", "IntegrityError"
+    )  # fmt: skip
 
 
 def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
