@@ -28,11 +28,14 @@ from custody.audit.signers import TrustKey
 from custody.audit.verify import audit_report
 from custody.clock import parse, to_seconds
 from custody.config import BranchPolicy
-from custody.monitor.records import from_entries
+from custody.monitor.records import SCAN, from_entries
 from custody.report.evidence import Evidence
 
 REPORT_TYPE = "custody.compliance-report/v1"
 MFA_ROLES = ("super-admin",)  # whose actions always need a second factor (issue 16 item 4)
+ALERTS_UNAVAILABLE = (
+    "no monitoring scan has run on this audit log yet ('custody alerts scan', from cron)"
+)
 
 
 def _section(sid: str, title: str, items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -240,23 +243,48 @@ def drills(ev: Evidence) -> dict[str, Any]:
     return _section("drills", title, items, epoch=ss["epoch"], custodians=len(ss["holders"]))
 
 
-def alerts(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Alerts raised by the monitoring rules (``alert.raised``) and not acknowledged."""
-    recs = [r for r in from_entries(entries) if r.open]
+def alerts(ev: Evidence) -> dict[str, Any]:
+    """Alerts the audit log records as raised (``alert.raised``) and not acknowledged, and
+    how far the monitor's scans have read (entries after its last scan are unchecked)."""
+    title = "Open alerts"
+    marker = b'"op":"alert.'
+    scan_marker = b'"op":"' + SCAN.encode() + b'"'
+    last_scan: dict[str, Any] | None = None
+    raised = []
+    for ln in ev.lines:
+        if marker in ln:
+            raised.append(json.loads(ln))
+        elif scan_marker in ln:
+            e = json.loads(ln)
+            if e.get("op") == SCAN:
+                last_scan = e
+    if last_scan is None:
+        return _unavailable("alerts", title, ALERTS_UNAVAILABLE)
     items = [
         {
             "id": r.id,
             "rule": r.rule,
             "kind": r.kind,
             "principal": r.principal,
-            "name": r.target,
-            "raised_at": r.raised_at,
-            "entries": len(r.seqs),
+            "target": r.target,
+            "time": r.time,
+            "seqs": list(r.seqs),
             "summary": r.summary,
         }
-        for r in sorted(recs, key=lambda r: r.seq)
+        for r in from_entries(raised)
+        if r.open
     ]
-    return _section("alerts", "Open alerts", items)
+    scanned_to = int((last_scan.get("details") or {}).get("to", 0))
+    return _section(
+        "alerts",
+        title,
+        items,
+        last_scan_seq=last_scan.get("seq"),
+        last_scan_time=last_scan.get("time"),
+        unscanned_entries=sum(  # the monitor's own entries need no scan
+            1 for ln in ev.lines[scanned_to:] if marker not in ln and scan_marker not in ln
+        ),
+    )
 
 
 def checkpoint(
@@ -334,7 +362,7 @@ def compliance_report(
         grants(ev, now, entries),
         mfa(ev),
         drills(ev),
-        alerts(entries),
+        alerts(ev),
         checkpoint(ev, now, trust=trust, max_age=max_age),
     ]
     findings = sum(len(s["items"]) for s in sections)

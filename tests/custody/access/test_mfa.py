@@ -442,3 +442,32 @@ def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
         ac.authorize(p, "keys", "prod", "", mfa_code=code)
     assert getattr(ei.value, "reason", None) == "reused"
     assert entries(log, "mfa-root")[-1]["outcome"] == "denied"
+
+
+def test_one_code_stands_for_one_command_only_with_command_scope(env):
+    """The CLI's AccessControl serves one command (command_scope): its code stands for the
+    command's later decisions. A long-lived one (the server's worker) checks every code, so
+    one verified code never unlocks a principal for the rest of the process."""
+    _, dep, log, clock = env
+    mfa = make(dep, log, clock)
+    key = Ed25519Signer.from_seed("mfa-cli", b"c" * 32)
+    with dep.store.transaction():
+        dep.store.add_participant(
+            ParticipantRow(
+                name="mfa-cli", role="super-admin", public=key.public, fingerprint="e" * 64,
+                valid_from=T0 - 10, valid_until=T0 + 10**8, revoked_at=None, enrolled_by="test",
+            )
+        )  # fmt: skip
+    server = AccessControl(dep.store, log, clock=clock, mfa=mfa)
+    server.add_principal("mfa-cli", kind="person", role="super-admin", public=key.public, by="t")
+    k = key_of(mfa.enrol("mfa-cli"))
+    mfa.verify("mfa-cli", code_at(k, T0))
+    clock.t = T0 + 30
+    p = server.principal("mfa-cli")
+    assert server.authorize(p, "keys", "prod", "", mfa_code=code_at(k, clock.t)).allow
+    with pytest.raises(AccessDenied, match="TOTP"):  # no code: the earlier one does not carry
+        server.authorize(p, "keys", "prod", "")
+    clock.t = T0 + 60
+    cli = AccessControl(dep.store, log, clock=clock, mfa=mfa, command_scope=True)
+    assert cli.authorize(p, "keys", "prod", "", mfa_code=code_at(k, clock.t)).allow
+    assert cli.authorize(p, "keys", "prod", "").allow  # the same command's next decision

@@ -228,7 +228,7 @@ def test_open_alerts_until_acknowledged(gen):
     s = report(d, trust)["alerts"]
     assert s["status"] == "findings"
     (alert,) = [i for i in s["items"] if i["kind"] == "soft-delete-read"]
-    assert alert["name"] == "prod:billing/db/old" and alert["entries"] >= 1
+    assert alert["target"] == "prod:billing/db/old" and len(alert["seqs"]) >= 1
     r = run_cli("alerts", "ack", alert["id"], "--note", "test read", "--home", str(d.root),
                 env=cli_env(CUSTODY_ACTOR="audrey"))  # fmt: skip
     assert r.returncode == 0, r.stderr
