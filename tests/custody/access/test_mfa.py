@@ -263,10 +263,14 @@ def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code
         for c in (f"{i:06d}" for i in range(100))
         if c not in {code_at(k, T0, o) for o in (-1, 0, 1)}
     ]
+    # guesses 3 s apart (custody.monitor's failed-burst takes denials of one target within
+    # 2 s of each other as one attempt refused by two layers)
     for i in range(4):
+        clock.t = T0 + 3 * i
         with pytest.raises(MfaError):
             mfa.verify("brute", wrong[i])
     assert not {s["principal"]: s for s in mfa.status()}["brute"]["locked"]
+    clock.t = T0 + 12
     with pytest.raises(MfaError) as ei:
         mfa.verify("brute", wrong[4])
     assert ei.value.reason == "wrong"
@@ -275,7 +279,7 @@ def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code
     assert [e["details"]["failures"] for e in fails] == [1, 2, 3, 4, 5]
     lock = [e for e in ent if e["op"] == "mfa lockout"]
     assert len(lock) == 1 and lock[0]["outcome"] == "denied"
-    assert lock[0]["details"]["locked_until"] == "2027-01-15T08:15:00+00:00"
+    assert lock[0]["details"]["locked_until"] == "2027-01-15T08:15:12+00:00"
     # the monitoring rules see the burst of denials too (custody.monitor's failed-burst)
     res = scan(log, tmp_path / "monitor.state", parse_config({}), actor="monitor", full=True)
     burst = [a for a in res.alerts if a.kind == "failed-burst" and a.actor == "brute"]
@@ -286,9 +290,12 @@ def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code
     assert ei.value.reason == "locked"
     assert entries(log, "brute")[-1]["details"]["reason"] == "locked"
     st = {s["principal"]: s for s in mfa.status()}["brute"]
-    assert st["locked"] and st["locked_until"] == "2027-01-15T08:15:00+00:00"
+    assert st["locked"] and st["locked_until"] == "2027-01-15T08:15:12+00:00"
     # after the lockout period the right code works, and the count starts again
-    clock.t = T0 + 900
+    clock.t = T0 + 911
+    with pytest.raises(MfaError):
+        mfa.verify("brute", code_at(k, clock.t))  # one second before the end
+    clock.t = T0 + 912
     mfa.verify("brute", code_at(k, clock.t))
     st = {s["principal"]: s for s in mfa.status()}["brute"]
     assert (st["locked"], st["failures"]) == (False, 0)
