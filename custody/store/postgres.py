@@ -12,8 +12,8 @@ exactly once. Every foreign :mod:`psycopg` error is translated into
 
 :class:`PostgresStore` implements :class:`custody.store.port.Store`; the methods live in
 :mod:`~custody.store.postgres_keys`, :mod:`~custody.store.postgres_work`,
-:mod:`~custody.store.postgres_ceremonies`, :mod:`~custody.store.postgres_secrets` and
-:mod:`~custody.store.postgres_mfa`, which
+:mod:`~custody.store.postgres_ceremonies`, :mod:`~custody.store.postgres_secrets`,
+:mod:`~custody.store.postgres_access` and :mod:`~custody.store.postgres_mfa`, which
 mirror their SQLite counterparts statement by statement (``%s`` parameters, ``ON CONFLICT``
 for ``INSERT OR REPLACE``, ``RETURNING id`` for ``lastrowid``, row locks for batch claims).
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 from custody.errors import StorageError
 from custody.store.migrate import migrate
+from custody.store.postgres_access import PostgresAccess
 from custody.store.postgres_base import Params, connect
 from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
@@ -41,7 +42,9 @@ __all__ = ["PostgresStore"]
 _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NULL)"
 
 
-class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets, PostgresMfa):
+class PostgresStore(
+    PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets, PostgresAccess, PostgresMfa
+):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
