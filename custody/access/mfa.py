@@ -401,6 +401,16 @@ class Mfa:
                         now=secs,
                     )
                     return
+            # refused by the store: an earlier or equal step was used, or a concurrent
+            # verification has just locked the principal out
+            now_row = self.store.mfa_enrolment(name)
+            if now_row is not None and now_row.locked_until and t < parse(now_row.locked_until):
+                self._deny(name, who, secs, "locked", {"locked_until": now_row.locked_until})
+                raise MfaError(
+                    f"{name} is locked out of MFA until {now_row.locked_until}",
+                    "Too many wrong codes. Wait, or ask a super-admin to reset it.",
+                    reason="locked",
+                )
         reason = "wrong" if matched is None else "reused"
         self._fail(name, who, t, reason)
         if reason == "reused":

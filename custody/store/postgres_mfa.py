@@ -82,8 +82,9 @@ class PostgresMfa(PostgresBase):
         cur = self._write(
             "UPDATE mfa_enrolments SET last_step=%s, last_used=%s, failures=0, "
             "locked_until=NULL, confirmed_at=COALESCE(confirmed_at, %s) "
-            "WHERE principal=%s AND (last_step IS NULL OR last_step < %s)",
-            (step, now, now, principal, step),
+            "WHERE principal=%s AND (last_step IS NULL OR last_step < %s) "
+            "AND (locked_until IS NULL OR locked_until <= %s)",
+            (step, now, now, principal, step, now),
         )
         return int(cur.rowcount) == 1
 

@@ -164,7 +164,8 @@ def test_mfa_and_the_compliance_report_on_a_postgresql_store(tmp_path: Path, pg_
         obj = c.execute(
             "SELECT branch, kind, wrapped FROM objects WHERE uid=%s", (row[0],)
         ).fetchone()
-        assert obj[:2] == ("secrets", "mfa-totp") and key not in bytes(obj[2])
+        assert obj is not None and obj[:2] == ("secrets", "mfa-totp")
+        assert key not in bytes(obj[2])
         dump = " ".join(
             str(r) for t in ("objects", "mfa_enrolments") for r in c.execute(f"SELECT * FROM {t}")
         )

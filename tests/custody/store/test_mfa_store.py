@@ -46,17 +46,29 @@ def test_a_step_is_used_once_and_never_an_earlier_one(store) -> None:
     assert not store.use_mfa_step("nobody", 1, now=NOW)
 
 
+def test_a_step_is_refused_while_locked_even_if_the_lock_came_in_between(store) -> None:
+    """A right code checked before a concurrent run of failures locked the principal
+    (the lock committed between the check and the use) is not accepted."""
+    _enrol(store, "erin")
+    with store.transaction():
+        assert store.fail_mfa("erin", limit=1, locked_until="2027-01-15T08:15:00+00:00")[1]
+    assert not store.use_mfa_step("erin", 10, now=NOW)
+    row = store.mfa_enrolment("erin")
+    assert (row.last_step, row.locked_until) == (None, "2027-01-15T08:15:00+00:00")
+    assert store.use_mfa_step("erin", 10, now="2027-01-15T08:15:00+00:00")  # it has ended
+
+
 def test_failures_lock_at_the_limit_and_a_good_step_clears_them(store) -> None:
     _enrol(store, "bob")
     for n in (1, 2):
         with store.transaction():
-            assert store.fail_mfa("bob", limit=3, locked_until="L") == (n, False)
+            assert store.fail_mfa("bob", limit=3, locked_until=NOW) == (n, False)
     with store.transaction():
-        assert store.fail_mfa("bob", limit=3, locked_until="L") == (3, True)
+        assert store.fail_mfa("bob", limit=3, locked_until=NOW) == (3, True)
     row = store.mfa_enrolment("bob")
-    assert (row.failures, row.locked_until) == (0, "L")
+    assert (row.failures, row.locked_until) == (0, NOW)
     with store.transaction():
-        store.fail_mfa("bob", limit=3, locked_until="L")
+        store.fail_mfa("bob", limit=3, locked_until=NOW)
     assert store.use_mfa_step("bob", 7, now=NOW)
     row = store.mfa_enrolment("bob")
     assert (row.failures, row.locked_until) == (0, None)
