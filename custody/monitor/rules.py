@@ -141,7 +141,9 @@ class MonitorConfig:
         return {op: kind for kind, ops in self.ops.items() for op in ops}
 
     def digest(self) -> str:
-        return domain_hash("custody/monitor/config/v1", canonical_bytes(self.to_json())).hex()
+        """A digest of what decides the alerts (rules, ops, learning; not where they go)."""
+        doc = {k: v for k, v in self.to_json().items() if k != "alert_file"}
+        return domain_hash("custody/monitor/config/v1", canonical_bytes(doc)).hex()
 
     def to_json(self) -> dict[str, Any]:
         return {
