@@ -87,6 +87,8 @@ class Shared:
         elif ev.kind == "write" and ok:
             for k in ("new_version", "version"):
                 self._version(ev.target, ev.details.get(k))
+            self.deleted.pop(ev.target, None)  # written again: a live secret
+            self.notices.pop(ev.target, None)
         elif ev.kind == "delete" and ok:
             self.deleted[ev.target] = ev.time
         elif ok and (

@@ -162,6 +162,9 @@ def test_any_read_during_a_soft_delete_window(tr):
     )
     tr.op("secret restore", "admin", "prod:web/session", MON + 11 * HOUR)
     tr.read("alice", "prod:web/session", MON + 12 * HOUR)  # restored: an ordinary read
+    tr.op("secret delete", "admin", "prod:web/api-key", MON + 13 * HOUR)
+    tr.op("secret put", "admin", "prod:web/api-key", MON + 14 * HOUR)  # written anew
+    tr.read("alice", "prod:web/api-key", MON + 15 * HOUR)
     [a] = fired(tr, "soft-delete-read")
     assert a.seqs == tuple(win)  # the intent, the vault's own notice, the denial
     assert [e["op"] for e in entries(tr.log, a.seqs)] == [
