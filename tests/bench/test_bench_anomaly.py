@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from bench.bench_anomaly import DAY, T0, Params, detect, evaluate, generate
+from bench.bench_anomaly import DAY, OUT_KINDS, T0, Params, detect, evaluate, generate
 from custody.audit.log import AuditLog
 from custody.monitor import KINDS, MonitorConfig, list_alerts, parse_config, scan
 
-SMALL = Params(seed=3, weeks=4, train_weeks=2, services=3, people=8, per_kind=2)
+SMALL = Params(seed=3, weeks=4, train_weeks=2, services=3, people=8, per_kind=2, out_of_family=2)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def test_the_generator_is_seeded_and_its_labels_name_the_planted_entries(hist):
     assert list(generate(replace(SMALL, seed=4)).entries()) != list(hist.entries())
     entries = {e["seq"]: e for e in hist.entries()}
     test_start = T0 + SMALL.train_weeks * 7 * DAY
-    assert sorted({p.kind for p in hist.planted}) == sorted(KINDS)
-    assert len(hist.planted) == len(KINDS) * SMALL.per_kind
+    assert sorted({p.kind for p in hist.planted}) == sorted((*KINDS, *OUT_KINDS))
+    assert len(hist.planted) == (len(KINDS) + len(OUT_KINDS)) * 2
     for p in hist.planted:
         es = [entries[s] for s in sorted(p.seqs)]
         assert es and all(e["time"] >= test_start - DAY for e in es)
