@@ -86,8 +86,16 @@ COMMON_PARAMS: Mapping[str, Any] = {"enabled": True, "exempt": []}
 
 DEFAULT_OPS: Mapping[str, tuple[str, ...]] = {
     "read": ("secret get", "secret.get", "secret.read", "access.read"),
-    "list": ("secret list", "secret.list", "access.list"),
-    "write": ("secret put", "secret generate", "secret rotate", "secret.put", "secret.rotate"),
+    # lists, and bulk reads whose entries do not name each path (an export to a file)
+    "list": ("secret list", "secret.list", "access.list", "secret export"),
+    "write": (
+        "secret put",
+        "secret generate",
+        "secret rotate",
+        "secret import",
+        "secret.put",
+        "secret.rotate",
+    ),
     "delete": ("secret delete", "secret.delete"),
     "restore": ("secret restore", "secret.restore"),
     "destroy": ("secret destroy", "secret.destroy"),
