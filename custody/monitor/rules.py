@@ -143,6 +143,7 @@ class MonitorConfig:
     learn_days: int = 7
     alert_file: str | None = None
     max_seqs: int = 200
+    unfinished_after: int = 600  # seconds before an intent without an outcome counts as done
 
     def op_kinds(self) -> dict[str, str]:
         """op name -> its kind (read, list, write, delete, restore, destroy, notice)."""
@@ -158,6 +159,7 @@ class MonitorConfig:
             "learn_days": self.learn_days,
             "alert_file": self.alert_file,
             "max_seqs": self.max_seqs,
+            "unfinished_after": self.unfinished_after,
             "ops": {k: list(v) for k, v in self.ops.items()},
             "rules": [r.to_json() for r in self.rules],
         }
@@ -233,6 +235,9 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         max_seqs = doc.get("max_seqs", 200)
         if type(max_seqs) is not int or not 1 <= max_seqs <= 10000:
             raise ValueError("max_seqs must be 1..10000")
+        unfinished = doc.get("unfinished_after", 600)
+        if type(unfinished) is not int or not 1 <= unfinished <= 86400:
+            raise ValueError("unfinished_after must be 1..86400 seconds")
         alert_file = doc.get("alert_file")
         if alert_file is not None and (not isinstance(alert_file, str) or not alert_file):
             raise ValueError("alert_file must be a path")
@@ -247,6 +252,7 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         learn_days=learn,
         alert_file=alert_file,
         max_seqs=max_seqs,
+        unfinished_after=unfinished,
     )
 
 

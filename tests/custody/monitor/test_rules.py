@@ -219,3 +219,18 @@ def test_one_attempt_refused_by_the_access_layer_and_the_op_counts_once(tr):
     tr.read("bob", "prod:x/9", t + 60, outcome="denied")
     [a] = fired(tr, "failed-burst")
     assert a.facts["count"] == 5 and len(a.seqs) == 4 * 3 + 2
+
+
+def test_a_read_killed_before_its_outcome_still_counts(tr):
+    """The reader kills the command once the value is printed, before 'ok' is written."""
+    t = MON + 11 * HOUR
+    intent = tr.log.append(
+        "secret get", "prod:payroll/db", "alice", outcome="intent",
+        details={"env": "prod", "path": "payroll/db"}, now=t,
+    )  # fmt: skip
+    assert fired(tr, "first-high") == []  # no later entry yet: it may still finish
+    tr.read("billing-svc", "prod:billing/db", t + 700)  # the log moves on
+    [a] = fired(tr, "first-high")
+    assert a.actor == "alice" and a.seqs == (intent["seq"],)
+    cfg = parse_config({"unfinished_after": 900})
+    assert fired(tr, "first-high", cfg) == []
