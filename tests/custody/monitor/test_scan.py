@@ -211,3 +211,16 @@ def test_an_insider_who_exempts_themselves_shows_in_the_audit_log(tr):
     back = do_scan(tr)
     assert back.start == 0 and back.rules_changed
     assert {a.kind for a in back.alerts} == {"first-high", "off-hours"}
+
+
+def test_a_link_planted_at_the_alert_file_is_not_followed(tr, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    link = tmp_path / "alerts.jsonl"
+    link.symlink_to(victim)
+    do_scan(tr)
+    anomaly(tr)
+    res = do_scan(tr, alert_file=link)
+    assert res.alerts and any("alert file" in p for p in res.deliveries)
+    assert victim.read_text() == "keep\n"
+    assert {r.id for r in list_alerts(tr.log)} == {a.id for a in res.alerts}  # still recorded
