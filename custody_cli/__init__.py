@@ -31,6 +31,7 @@ from custody_cli import (
     recovery_cmds,
     rekey_cmds,
     secret_cmds,
+    serve_cmds,
     shamir_cmds,
     share_cmds,
     transcript_cmds,
@@ -53,6 +54,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    serve_cmds,
     tui_cmds,
 )
 
