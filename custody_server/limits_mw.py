@@ -1,7 +1,8 @@
 """Request size limits, as plain ASGI middleware in front of the application.
 
 Headers are bounded by the HTTP parser (uvicorn's ``h11_max_incomplete_event_size``: a
-request whose head is larger is answered 400 and closed) and here by count. A body larger
+head that arrives in pieces and grows past it is answered 400 and closed) and here, by count
+and total size (431). A body larger
 than ``max_body`` bytes is refused with 413: at once when ``Content-Length`` says so, else as
 soon as the streamed body passes the limit; the application never sees the rest.
 """
@@ -37,20 +38,25 @@ async def _refuse(send: Send, status: int, message: str) -> None:
 
 
 class SizeLimits:
-    """Refuse bodies over *max_body* bytes (413) and more than *max_headers* headers (431)."""
+    """Refuse bodies over *max_body* bytes (413), and more than *max_headers* headers or
+    *max_header_bytes* of them (431)."""
 
-    def __init__(self, app: App, *, max_body: int, max_headers: int = 64) -> None:
+    def __init__(
+        self, app: App, *, max_body: int, max_headers: int = 64, max_header_bytes: int = 16384
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = scope.get("headers") or []
-        if len(headers) > self.max_headers:
-            await _refuse(send, 431, "too many request headers")
+        size = sum(len(k) + len(v) for k, v in headers) + len(scope.get("raw_path") or b"")
+        if len(headers) > self.max_headers or size > self.max_header_bytes:
+            await _refuse(send, 431, "request headers too large")
             return
         for k, v in headers:
             if k == b"content-length":

@@ -172,3 +172,41 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._err.close()
+
+
+def server_home(root: Path, people: dict[str, tuple[str, tuple[str, ...]]]):
+    """A home with a dev root and a secrets KEK, and principals *people* (name -> role,
+    services) with bearer tokens: (home, pins, tokens by name, the server's environment)."""
+    import hashlib
+    import json
+    import secrets
+
+    from tests.rekey_fixtures import cli, make_deployment
+
+    home, pins = make_deployment(root / "d")
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    tokens = {name: secrets.token_urlsafe(32) for name in people}
+    stub = root / "access-stub.json"
+    stub.write_text(
+        json.dumps(
+            {
+                "tokens": {hashlib.sha256(t.encode()).hexdigest(): n for n, t in tokens.items()},
+                "principals": {
+                    n: {"kind": "service", "role": r, "services": list(s)}
+                    for n, (r, s) in people.items()
+                },
+            }
+        )
+    )
+    return home, pins, tokens, cli_env(CUSTODY_ACCESS_STUB=str(stub))
+
+
+def audit_entries(home: Path) -> list[dict]:
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(home / "audit.db", timeout=30)
+    try:
+        return [json.loads(r[0]) for r in con.execute("SELECT line FROM entries ORDER BY seq")]
+    finally:
+        con.close()
