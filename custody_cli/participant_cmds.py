@@ -141,11 +141,10 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ceremonies.roster import Roster
-    from custody.store import open_store
+    from custody.deployment import open_home_store
 
     home = common.home_of(args)
-    home.load()
-    store = open_store(home.db_path)
+    store = open_home_store(home)
     try:
         members = Roster(store).members()
     finally:

@@ -1,0 +1,102 @@
+"""Who is acting, for the commands that ask access control (secret, access, principal).
+
+The local operator, who holds the token PIN, is super-admin by default. ``--as NAME`` acts
+as a named principal instead (a person, or a service for testing its policy); a service
+authenticates with its token from ``--token-file F`` (mode 0600) or ``$CUSTODY_TOKEN``, never
+from argv. A TOTP code, where the policy asks for one, comes from ``--mfa-code-file`` or
+``$CUSTODY_MFA_CODE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from custody.errors import UsageError
+from custody_cli import common
+
+if TYPE_CHECKING:
+    from custody.access import AccessControl, Principal
+    from custody.deployment import Deployment
+
+
+def add_principal_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("acting principal (default: the local operator, super-admin)")
+    g.add_argument("--as", dest="as_principal", metavar="NAME", help="act as this principal")
+    g.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a service principal's API token (mode 0600); else $CUSTODY_TOKEN",
+    )
+    g.add_argument(
+        "--mfa-code-file",
+        metavar="FILE",
+        help="a file holding the current TOTP code; else $CUSTODY_MFA_CODE",
+    )
+
+
+def _mfa(dep: Deployment, log: Any) -> Any:
+    """The TOTP verifier, when this custody has one (custody.access.mfa)."""
+    try:
+        from custody.access import mfa as mfa_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return mfa_mod.Mfa(dep.store, dep.hierarchy, log, mfa_mod.utcnow)  # pragma: no cover
+
+
+@contextmanager
+def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
+    """Access control over *dep*'s store, auditing to its home's log (closed after)."""
+    from custody.access import AccessControl
+    from custody.audit.log import AuditLog
+
+    log = AuditLog.for_home(common.home_of(args))
+    try:
+        rng = dep.hsm.random if dep.hsm is not None else os.urandom
+        yield AccessControl(dep.store, log, mfa=_mfa(dep, log), rng=rng)
+    finally:
+        log.close()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    from custody.secretsource import read_secret_file
+
+    f = getattr(args, "token_file", None)
+    if f:
+        return read_secret_file(f)
+    return os.environ.get("CUSTODY_TOKEN") or None
+
+
+def mfa_code(args: argparse.Namespace) -> str | None:
+    from custody.secretsource import read_secret_file
+
+    f = getattr(args, "mfa_code_file", None)
+    if f:
+        return read_secret_file(f).strip()
+    return os.environ.get("CUSTODY_MFA_CODE") or None
+
+
+def acting(ac: AccessControl, args: argparse.Namespace) -> Principal:
+    """The principal this command acts as.
+
+    Raises:
+        UsageError: both --as and a token.
+        AuthError: an unknown or revoked principal, or a refused token.
+    """
+    from custody.audit.scope import actor_name
+
+    name = getattr(args, "as_principal", None)
+    token = _token(args)
+    if name and token:
+        raise UsageError("Give --as or a token, not both", "A token names its principal.")
+    if token:
+        return ac.authenticate_token(token)
+    if name:
+        return ac.principal(name)
+    return ac.operator(actor_name())
+
+
+__all__ = ["acting", "add_principal_args", "mfa_code", "opened"]
