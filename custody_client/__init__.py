@@ -154,7 +154,7 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _wait(base: float) -> Any:
-    backoff = wait_exponential_jitter(initial=base, max=5.0)
+    backoff = wait_exponential_jitter(multiplier=base, max=5.0, jitter=base)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -31,7 +31,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from custody.access import AccessDenied, AuthError, Principal
+from custody.access import AccessDenied, AuthError, Principal, decide
 from custody.audit.log import AuditLog
 from custody.errors import (
     AuditError,
@@ -268,7 +268,27 @@ class Api:
         return JSONResponse(body, status_code=err.status, headers=headers)
 
 
-_ANON = Principal(name="anonymous", kind="service", role="none", services=(), mfa=False)
+# The caller of a public route (health, OpenAPI): those handlers never ask access control,
+# and no route that does is public. The least role, with no services and every env denied.
+_ANON = Principal(name="anonymous", kind="service", role="auditor", envs=("-",))
+
+
+def permitted(
+    ctx: Context, principal: Principal, action: str, env: str, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The listed secrets (:meth:`custody.secrets.Vault.list_secrets` items) on which the
+    policy (:func:`custody.access.decide`, with the principal's grants) allows *action*.
+    A listing carries no TOTP code: an MFA-enrolled principal (or any, in ``always`` mode)
+    sees only what needs none."""
+    grants = ctx.access.grants_of(principal.name)
+    now = ctx.access.now()
+    mfa_ok = ctx.mfa_mode == "enrolled" and not principal.mfa
+    return [
+        i
+        for i in items
+        if decide(principal, action, env, i["path"], security_class=i["class"], grants=grants,
+                  now=now, mfa_ok=mfa_ok, category=i["category"]).allow
+    ]  # fmt: skip
 
 
 def _template(request: Request) -> str:

@@ -29,11 +29,15 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from custody.access import decide
-from custody.clock import utcnow
-from custody.secrets import Category, Revealed, SecretUnavailable, parse_category
+from custody.secrets import (
+    Category,
+    Revealed,
+    SecretNotFound,
+    SecretUnavailable,
+    parse_category,
+)
 from custody.secrets.standards import RULES
-from custody_server.api import Api, ApiError, Call, json_body
+from custody_server.api import Api, ApiError, Call, json_body, permitted
 
 LIST_METHODS = ["GET", "LIST"]
 
@@ -156,19 +160,27 @@ def routes(api: Api) -> list[Route]:
         data = body.get("data")
         p, mfa = call.principal, call.mfa
 
+        new_cat = parse_category(cat_name) if cat_name else Category.CONFIGURATION_SECRET
+
         def authorize(c: Any) -> str | None:
-            c.access.authorize(p, "write", env, path, mfa_code=mfa)
-            row = c.dep.store.secret(env, path)
-            return None if row is None else str(row.category)
+            # a new secret is decided with the category and class it will have (a
+            # service-admin may not create an encryption key by naming it here)
+            cls = c.vault.policy.class_of(new_cat).value
+            c.access.authorize(p, "write", env, path, mfa_code=mfa, category=new_cat.value,
+                               security_class=cls)  # fmt: skip
+            try:
+                return str(c.vault.show(env, path)["category"])
+            except SecretNotFound:
+                return None
 
         existing = await api.backend.run(authorize)
-        category = existing or (parse_category(cat_name).value if cat_name else None)
-        value = encode(data, category or Category.CONFIGURATION_SECRET.value)
+        category = existing or new_cat.value
+        value = encode(data, category)
 
         def op(c: Any) -> Any:
             kw: dict[str, Any] = {}
             if existing is None:
-                kw["category"] = Category(category or Category.CONFIGURATION_SECRET.value)
+                kw["category"] = new_cat
                 kw["owner"] = str(owner) if owner else (p.services[0] if p.services else p.name)
             w = c.vault.put(env, path, value, cas=cas, source=f"api:{p.name}", **kw)
             return w.version, c.vault.show(env, path)
@@ -274,16 +286,11 @@ def routes(api: Api) -> list[Route]:
     async def listing(call: Call) -> Response:
         env, path = _env_path(call)
         prefix = f"{path}/" if path else ""
-        p, mfa = call.principal, call.mfa
+        p = call.principal
 
         def op(c: Any) -> list[str]:
-            c.access.authorize(p, "list", env, path, mfa_code=mfa)
-            now = utcnow()
             keys: set[str] = set()
-            for i in c.vault.list_secrets(env, prefix):
-                if not decide(p, "list", env, i["path"], security_class=i["class"], grants=(),
-                              now=now, mfa_ok=False).allow:  # fmt: skip
-                    continue
+            for i in permitted(c, p, "list", env, c.vault.list_secrets(env, prefix)):
                 head, sep, _ = i["path"][len(prefix) :].partition("/")
                 keys.add(head + sep)
             return sorted(keys)

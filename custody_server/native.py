@@ -2,8 +2,8 @@
 
 - ``GET /api/v1/health``: ``{"status": "ok"}`` and nothing else (no version, no counts).
 - ``GET /api/v1/whoami``: the caller's principal (name, kind, role, services).
-- ``GET /api/v1/secrets/{env}?prefix=P``: the secrets of *env* the caller may read
-  (metadata only).
+- ``GET /api/v1/secrets/{env}?prefix=P``: the secrets of *env* the caller may list and
+  read (metadata only; each decided by the policy with the caller's grants).
 - ``GET /api/v1/secrets/{env}/{path}?version=N|label=L``: one value (``current`` by
   default), audited as ``secret get`` like the CLI's reads.
 - ``GET /api/v1/metadata/{env}/{path}``: labels, versions, class, owner, expiry; no value.
@@ -20,10 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from custody.access import decide
-from custody.clock import utcnow
 from custody.secrets import Revealed
-from custody_server.api import Api, ApiError, Call, json_body
+from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
 from custody_server.tls import App, Receive, Scope, Send
 
@@ -89,17 +87,11 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
     async def listing(call: Call) -> Response:
         env = call.request.path_params["env"]
         prefix = call.request.query_params.get("prefix", "")
-        p, mfa = call.principal, call.mfa
+        p = call.principal
 
         def op(c: Any) -> list[dict[str, Any]]:
-            c.access.authorize(p, "list", env, prefix or "", mfa_code=mfa)
-            now = utcnow()
-            return [
-                i
-                for i in c.vault.list_secrets(env, prefix)
-                if decide(p, "read", env, i["path"], security_class=i["class"], grants=(),
-                          now=now, mfa_ok=False).allow
-            ]  # fmt: skip
+            items = permitted(c, p, "list", env, c.vault.list_secrets(env, prefix))
+            return permitted(c, p, "read", env, items)
 
         items = await api.disclosed(call, "secret list", f"{env}:{prefix}", op)
         keep = ("path", "category", "class", "owner", "state", "labels", "expires")

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES")
     p.add_argument("--lockout-after", type=int, default=5, metavar="N")
     p.add_argument("--lockout-seconds", type=int, default=300, metavar="S")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="backend threads (2)")
     p.add_argument(
         "--bare-endpoint",
         action="store_true",
@@ -98,7 +99,11 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--lockout-after and --max-body must be positive", "")
     audit = AuditLog.for_home(home)
     pin = read_secret(what="token user PIN", file=args.pin_file, file_key="pin", env="CUSTODY_PIN")
-    backend = Backend(home, pin, audit, alert=_alerts(home, audit, config.alert_hook))
+    if not 1 <= args.workers <= 32:
+        raise UsageError("--workers must be 1..32", "")
+    backend = Backend(
+        home, pin, audit, alert=_alerts(home, audit, config.alert_hook), workers=args.workers
+    )
     del pin
     limits = ServerLimits(
         max_body=args.max_body,

@@ -176,29 +176,51 @@ class Server:
 
 def server_home(root: Path, people: dict[str, tuple[str, tuple[str, ...]]]):
     """A home with a dev root and a secrets KEK, and principals *people* (name -> role,
-    services) with bearer tokens: (home, pins, tokens by name, the server's environment)."""
-    import hashlib
-    import json
-    import secrets
+    services) made through :class:`custody.access.AccessControl` on the home's store: a
+    super-admin is a person (an enrolled participant key; they authenticate with a client
+    certificate), every other one a service with a bearer token.
 
+    Returns:
+        (home, pins, tokens by service name, the server's environment)
+    """
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from custody.access import AccessControl
+    from custody.audit.log import AuditLog
+    from custody.store import open_store
+    from custody.store.rows import ParticipantRow
     from tests.rekey_fixtures import cli, make_deployment
 
     home, pins = make_deployment(root / "d")
     cli(home, pins, "kek", "rotate", "--branch", "secrets")
-    tokens = {name: secrets.token_urlsafe(32) for name in people}
-    stub = root / "access-stub.json"
-    stub.write_text(
-        json.dumps(
-            {
-                "tokens": {hashlib.sha256(t.encode()).hexdigest(): n for n, t in tokens.items()},
-                "principals": {
-                    n: {"kind": "service", "role": r, "services": list(s)}
-                    for n, (r, s) in people.items()
-                },
-            }
-        )
-    )
-    return home, pins, tokens, cli_env(CUSTODY_ACCESS_STUB=str(stub))
+    store = open_store(home / "custody.db")
+    log = AuditLog(home / "audit.db")
+    tokens: dict[str, str] = {}
+    try:
+        ac = AccessControl(store, log)
+        now = int(time.time())
+        for name, (role, services) in people.items():
+            public = None
+            if role == "super-admin":
+                public = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+                store.add_participant(
+                    ParticipantRow(name=name, role="custodian", public=public,
+                                   fingerprint=public.hex()[:16], valid_from=now - 60,
+                                   valid_until=now + 86400, revoked_at=None,
+                                   enrolled_by="test")
+                )  # fmt: skip
+            kind = "person" if public is not None else "service"
+            _p, tok = ac.add_principal(
+                name, kind=kind, role=role, by="test", services=services, public=public
+            )
+            if tok is not None:
+                tokens[name] = tok
+    finally:
+        log.close()
+        store.close()
+    return home, pins, tokens, cli_env()
 
 
 def audit_entries(home: Path) -> list[dict]:

@@ -42,7 +42,7 @@ def srv(tmp_path_factory):
     s.stop()
 
 
-def connect(s, who="cl-svc", **kw) -> CustodyClient:
+def connect(s, who="cl-admin", **kw) -> CustodyClient:
     return CustodyClient(s.url, token=s.tokens[who], ca=str(s.pki.ca), backoff=0.05, **kw)
 
 
@@ -87,10 +87,13 @@ def test_each_refusal_is_a_typed_error(srv):
     with connect(srv) as c:
         with pytest.raises(NotFound):
             c.get("prod", "payments/nothing-here")
+        with pytest.raises(Forbidden):  # outside its services
+            c.get("prod", "billing/key")
+    with connect(srv, "cl-svc") as c:
         with pytest.raises(Forbidden):  # a service user may not rotate
             c.rotate("prod", "payments/db")
-        with pytest.raises(Forbidden):
-            c.get("prod", "billing/key")
+        with pytest.raises(Forbidden):  # nor read without a grant
+            c.get("prod", "payments/db")
     bad = CustodyClient(srv.url, token="z" * 43, ca=str(srv.pki.ca), retries=1)
     with bad, pytest.raises(AuthenticationFailed) as err:
         bad.whoami()
@@ -102,9 +105,12 @@ def test_idempotent_reads_are_retried_and_rotation_is_not(srv):
         t0 = time.monotonic()
         assert c.get("prod", "payments/db").value == VALUE  # 503s, then served
         assert time.monotonic() - t0 >= 0.3
-    with connect(srv, "cl-admin", retries=6) as admin, _AuditBlocked(srv.home, for_s=0.4):
-        with pytest.raises(AuditUnavailable):
-            admin.rotate("prod", "payments/db", overlap_seconds=60)
+    with (
+        connect(srv, "cl-admin", retries=6) as admin,
+        _AuditBlocked(srv.home, for_s=0.4),
+        pytest.raises(AuditUnavailable),
+    ):
+        admin.rotate("prod", "payments/db", overlap_seconds=60)
     with connect(srv, "cl-admin") as admin:
         assert admin.get("prod", "payments/db").version == 1  # the refused rotation did nothing
 

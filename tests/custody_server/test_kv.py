@@ -11,6 +11,7 @@ from tests.server_fixtures import Server, audit_entries, make_pki, server_home
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("custody-serve-kv")]
 PEOPLE = {
+    "kv-root": ("super-admin", ()),
     "kv-admin": ("service-admin", ("payments",)),
     "kv-reader": ("service-user", ("payments",)),
 }
@@ -27,8 +28,11 @@ def srv(tmp_path_factory):
     s.stop()
 
 
-def vault(s, who: str, **kw) -> hvac.Client:
-    return hvac.Client(url=s.url, token=s.tokens[who], verify=str(s.pki.ca), **kw)
+def vault(s, who: str) -> hvac.Client:
+    if who in s.tokens:
+        return hvac.Client(url=s.url, token=s.tokens[who], verify=str(s.pki.ca))
+    # a person: mutual TLS with a certificate of the custody CA (hvac's own cert= option)
+    return hvac.Client(url=s.url, verify=str(s.pki.ca), cert=s.pki.client(who))
 
 
 def test_hvac_kv_v2_lifecycle(srv):
@@ -59,14 +63,18 @@ def test_hvac_kv_v2_lifecycle(srv):
     kv.create_or_update_secret("payments/stripe/key", {"value": "sk-not-real"}, mount_point=m)
     assert kv.list_secrets("payments", mount_point=m)["data"]["keys"] == ["cfg", "stripe/"]
     assert kv.list_secrets("payments/stripe", mount_point=m)["data"]["keys"] == ["key"]
-    # destroy an old, unlabelled version; a labelled one is refused
-    kv.destroy_secret_versions("payments/cfg", versions=[1], mount_point=m)
+    # destroying is a super-admin's: the service-admin is refused, the person (over mTLS)
+    # destroys an old, unlabelled version; a labelled one is refused even to them
+    with pytest.raises(hvac.exceptions.Forbidden):
+        kv.destroy_secret_versions("payments/cfg", versions=[1], mount_point=m)
+    root = vault(srv, "kv-root").secrets.kv.v2
+    root.destroy_secret_versions("payments/cfg", versions=[1], mount_point=m)
     meta = kv.read_secret_metadata("payments/cfg", mount_point=m)["data"]
     assert (
         meta["versions"]["1"]["destroyed"] is True and meta["versions"]["3"]["destroyed"] is False
     )
     with pytest.raises(hvac.exceptions.Forbidden):
-        kv.destroy_secret_versions("payments/cfg", versions=[3], mount_point=m)
+        root.destroy_secret_versions("payments/cfg", versions=[3], mount_point=m)
     # delete the latest version: reads refused; undelete brings it back
     kv.delete_latest_version_of_secret("payments/cfg", mount_point=m)
     with pytest.raises(hvac.exceptions.InvalidPath):
@@ -86,21 +94,30 @@ def test_hvac_kv_v2_lifecycle(srv):
     assert ("secret get", "ok") in ops
 
 
-def test_hvac_reader_reads_but_may_not_write_and_environments_are_mounts(srv):
+def test_environments_are_mounts_and_a_reader_without_a_grant_gets_nothing(srv):
     admin = vault(srv, "kv-admin").secrets.kv.v2
     admin.create_or_update_secret(
         "payments/token", {"value": "staging-only"}, mount_point="staging"
     )
-    kv = vault(srv, "kv-reader").secrets.kv.v2
-    got = kv.read_secret_version(
+    got = admin.read_secret_version(
         "payments/token", mount_point="staging", raise_on_deleted_version=True
     )
     assert got["data"]["data"] == {"value": "staging-only"}
     with pytest.raises(hvac.exceptions.InvalidPath):  # environments never share secrets
-        kv.read_secret_version("payments/token", mount_point="prod", raise_on_deleted_version=True)
+        admin.read_secret_version(
+            "payments/token", mount_point="prod", raise_on_deleted_version=True
+        )
+    kv = vault(srv, "kv-reader").secrets.kv.v2
+    with pytest.raises(hvac.exceptions.Forbidden):  # a service-user reads only with a grant
+        kv.read_secret_version(
+            "payments/token", mount_point="staging", raise_on_deleted_version=True
+        )
     with pytest.raises(hvac.exceptions.Forbidden):
         kv.create_or_update_secret("payments/token", {"value": "x" * 20}, mount_point="staging")
+    with pytest.raises(hvac.exceptions.InvalidPath):  # it may list nothing either
+        kv.list_secrets("payments", mount_point="staging")
     with pytest.raises(hvac.exceptions.Forbidden):
-        vault(srv, "kv-reader").secrets.kv.v2.destroy_secret_versions(
-            "payments/token", versions=[1], mount_point="staging"
-        )
+        kv.delete_latest_version_of_secret("payments/token", mount_point="staging")
+    assert admin.read_secret_version(
+        "payments/token", mount_point="staging", raise_on_deleted_version=True
+    )["data"]["data"] == {"value": "staging-only"}

@@ -109,37 +109,48 @@ def test_reads_and_rotation_are_authorised_and_audited(srv):
             json={"data": {"value": CANARY}, "options": {"category": "database-credential"}},
         )
         assert w.status_code == 200, w.text
+        r = admin.get("/api/v1/secrets/prod/payments/db")
+        assert r.status_code == 200 and r.json() == {
+            "env": "prod", "path": "payments/db", "version": 1, "value": CANARY
+        }  # fmt: skip
+        # outside its services, and an encryption key inside them: denied
+        assert admin.get("/api/v1/secrets/prod/billing/key").status_code == 403
+        dek = admin.post(
+            "/v1/prod/data/payments/dek",
+            json={"data": {"value": "ab" * 32}, "options": {"category": "data-encryption-key"}},
+        )
+        assert dek.status_code == 403
+    with client(srv, cert=srv.pki.client("root-admin")) as root:
+        assert root.post("/v1/prod/data/billing/key", json={"data": {"value": "b" * 40}}).is_success
+        assert {i["path"] for i in root.get("/api/v1/secrets/prod").json()["secrets"]} >= {
+            "payments/db", "billing/key"
+        }  # fmt: skip
     with client(srv, "pay-svc") as svc:
-        r = svc.get("/api/v1/secrets/prod/payments/db")
-        assert r.status_code == 200 and r.json()["value"] == CANARY
-        # a service user may not rotate, nor read outside its services
+        # a service user reads only with a grant; it may never rotate
+        assert svc.get("/api/v1/secrets/prod/payments/db").status_code == 403
         assert svc.post("/api/v1/rotate/prod/payments/db", json={}).status_code == 403
-        assert svc.get("/api/v1/secrets/prod/billing/key").status_code == 403
-        listed = svc.get("/api/v1/secrets/prod").json()["secrets"]
-        assert {i["path"] for i in listed} <= {
-            p for p in _all_paths(srv) if p.startswith("payments/")
-        }
+        assert svc.get("/api/v1/secrets/prod").json()["secrets"] == []
     with client(srv, "pay-admin") as admin:
+        assert [i["path"] for i in admin.get("/api/v1/secrets/prod").json()["secrets"]] == [
+            "payments/db"
+        ]
         rot = admin.post("/api/v1/rotate/prod/payments/db", json={"overlap_seconds": 60})
         assert rot.status_code == 200, rot.text
         assert (rot.json()["current"], rot.json()["previous"]) == (2, 1)
         prev = admin.get("/api/v1/secrets/prod/payments/db", params={"label": "previous"})
         assert prev.json()["value"] == CANARY
+        assert admin.get("/api/v1/secrets/prod/payments/db").json()["version"] == 2
     log = audit_entries(srv.home)
     reads = [e for e in log if e["op"] == "secret get" and e["target"] == "prod:payments/db"]
-    assert {e["actor"] for e in reads} >= {"pay-svc", "pay-admin"}
+    assert {e["actor"] for e in reads} == {"pay-admin"}
     assert all(e["details"]["via"] == "native" for e in reads)
-    assert any(e["outcome"] == "denied" and e["actor"] == "pay-svc" for e in log)
+    decided = [e for e in log if e["op"] == "access decide" and e["actor"] == "pay-svc"]
+    assert decided and all(e["outcome"] == "denied" for e in decided)
     assert [e["outcome"] for e in log if e["op"] == "secret rotate"] == ["intent", "ok"]
 
 
-def _all_paths(s):
-    with client(s, "root-admin") as c:
-        return {i["path"] for i in c.get("/api/v1/secrets/prod").json()["secrets"]}
-
-
 def test_oversized_bodies_are_refused(srv):
-    with client(srv, "root-admin") as c:
+    with client(srv, "pay-admin") as c:
         big = {"data": {"value": "a" * (70 * 1024)}}
         r = c.post("/v1/prod/data/payments/big", json=big)
         assert r.status_code == 413
@@ -157,8 +168,10 @@ def test_oversized_bodies_are_refused(srv):
 
 
 def test_an_unwritable_audit_log_refuses_reads(srv):
-    with client(srv, "root-admin") as c:
-        assert c.post("/v1/prod/data/ops/flag", json={"data": {"value": "on"}}).status_code == 200
+    with client(srv, "pay-admin") as c:
+        assert (
+            c.post("/v1/prod/data/payments/flag", json={"data": {"value": "on"}}).status_code == 200
+        )
         con = sqlite3.connect(srv.home / "audit.db", timeout=30)
         try:
             con.execute(
@@ -166,18 +179,18 @@ def test_an_unwritable_audit_log_refuses_reads(srv):
                 "BEGIN SELECT RAISE(ABORT, 'full'); END"
             )
             con.commit()
-            r = c.get("/api/v1/secrets/prod/ops/flag")
+            r = c.get("/api/v1/secrets/prod/payments/flag")
             assert r.status_code == 503 and "value" not in r.json()
         finally:
             con.execute("DROP TRIGGER no_more")
             con.commit()
             con.close()
-        assert c.get("/api/v1/secrets/prod/ops/flag").json()["value"] == "on"
+        assert c.get("/api/v1/secrets/prod/payments/flag").json()["value"] == "on"
 
 
 def test_the_canary_never_reaches_logs_error_bodies_or_the_audit_log(srv):
     bodies = []
-    with client(srv, "root-admin") as c:
+    with client(srv, "pay-admin") as c:
         c.post(
             "/v1/prod/data/payments/canary",
             json={"data": {"value": CANARY}, "options": {"category": "database-credential"}},
