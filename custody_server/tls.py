@@ -19,6 +19,7 @@ handshake verified against the client CA) and hands the application a scope with
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -98,6 +99,11 @@ class PeerCertProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # a response is two TLS records (head, body): without NODELAY the second waits
+            # for the client's delayed ACK (40 ms on Linux)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sslobj = transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
         version = sslobj.version() if sslobj is not None else None
