@@ -93,6 +93,21 @@ def status_of(exc: CustodyError) -> int:
     return 500
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request presented: its client address, a bearer token or a verified
+    certificate's CN. ``repr`` never shows the token."""
+
+    client: str
+    token: str | None = field(repr=False)
+    cn: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthFailed:
+    error: str
+
+
 @dataclass
 class Call:
     """One authenticated request on its way through :meth:`Api.handle`."""
@@ -176,7 +191,12 @@ class Api:
         return out
 
     # -- authentication ----------------------------------------------------------------
-    async def authenticate(self, request: Request) -> Principal:
+    def credential(self, request: Request) -> Credential:
+        """The request's credential (on the event loop: no store access).
+
+        Raises:
+            Refused: the client is locked out, or sent no credential.
+        """
         client = request.client.host if request.client else "unknown"
         self.guard.check_locked(client)
         token = token_of(request.headers)
@@ -187,41 +207,91 @@ class Api:
                 "Send a token (X-Vault-Token or Authorization: Bearer) or a client certificate.",
                 status=401,
             )
+        return Credential(client=client, token=token, cn=cn)
+
+    def resolve(self, c: Context, cred: Credential) -> Principal | _AuthFailed:
+        """On a worker: the credential's principal, rate limited (Refused 429 when over);
+        a refused credential is returned as :class:`_AuthFailed` for :meth:`failed_auth`."""
         try:
-            if token is not None:
-                return await self.backend.run(lambda c: c.access.authenticate_token(token))
-            name = str(cn)
-            return await self.backend.run(lambda c: c.access.principal(name))
-        except (AuthError, UsageError, PolicyError) as exc:
-            how = "token" if token is not None else "certificate"
+            if cred.token is not None:
+                p = c.access.authenticate_token(cred.token)
+            else:
+                p = c.access.principal(str(cred.cn))
+        except (AuthError, UsageError) as exc:
+            return _AuthFailed(type(exc).__name__)
+        self.guard.admit(p)
+        return p
+
+    async def failed_auth(self, cred: Credential, failed: _AuthFailed) -> AuthError:
+        """Audit a refused credential, count it towards the client's lockout (audited when
+        it engages), and return the error to raise."""
+        how = "token" if cred.token is not None else "certificate"
+        await self.record(
+            "api authenticate", cred.client, "anonymous", "denied",
+            {"by": how, "error": failed.error},
+        )  # fmt: skip
+        if self.guard.failed(cred.client):
+            g = self.guard.limits
             await self.record(
-                "api authenticate",
-                client,
-                "anonymous",
-                "denied",
-                {"by": how, "error": type(exc).__name__},
-            )
-            if self.guard.failed(client):
-                g = self.guard.limits
-                await self.record(
-                    "api lockout",
-                    client,
-                    "anonymous",
-                    "denied",
-                    {"failures": g.lockout_after, "seconds": g.lockout_seconds},
-                )
-            raise AuthError("Authentication failed", "Check the token or certificate.") from None
+                "api lockout", cred.client, "anonymous", "denied",
+                {"failures": g.lockout_after, "seconds": g.lockout_seconds},
+            )  # fmt: skip
+        return AuthError("Authentication failed", "Check the token or certificate.")
+
+    async def authenticate(self, request: Request) -> Principal:
+        cred = self.credential(request)
+        got = await self.backend.run(lambda c: self.resolve(c, cred))
+        if isinstance(got, _AuthFailed):
+            raise await self.failed_auth(cred, got)
+        return got
+
+    async def read_once(
+        self, call: Call, op: str, target: str, fn: Op, details: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A read in one trip to a worker: authenticate, rate-limit, run *fn* (which asks
+        access control), and write its audit entry there, before the answer leaves. For a
+        route made with ``deferred=True``; ``call.principal`` is set before *fn* runs."""
+        cred = self.credential(call.request)
+        det = {"via": call.surface, **(details or {})}
+
+        def job(c: Context) -> Any:
+            got = self.resolve(c, cred)
+            if isinstance(got, _AuthFailed):
+                return got
+            call.principal = got
+            try:
+                out = fn(c)
+            except (AccessDenied, AuthError, Refused):
+                raise
+            except CustodyError as exc:
+                self.audit.append(op, target, got.name, outcome="failed",
+                                  details={**det, "error": type(exc).__name__})  # fmt: skip
+                raise
+            version = getattr(out, "version", None)
+            extra = {"version": version} if isinstance(version, int) else {}
+            self.audit.append(op, target, got.name, outcome="ok", details={**det, **extra})
+            return out
+
+        out = await self.backend.run(job)
+        if isinstance(out, _AuthFailed):
+            raise await self.failed_auth(cred, out)
+        return out
 
     # -- the request path ------------------------------------------------------------
     def route(
-        self, surface: str, handler: Handler, *, public: bool = False
+        self, surface: str, handler: Handler, *, public: bool = False, deferred: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint for *handler*: authenticated first, unless *public* (no credential)
+        or *deferred* (the handler authenticates through :meth:`read_once`)."""
+
         async def endpoint(request: Request) -> Response:
             t0 = time.perf_counter()
             who = "-"
             try:
-                if public:
-                    resp = await handler(Call(request, _ANON, surface))
+                if public or deferred:
+                    call = Call(request, _ANON, surface)
+                    resp = await handler(call)
+                    who = call.principal.name if deferred else who
                 else:
                     principal = await self.authenticate(request)
                     who = principal.name

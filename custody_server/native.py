@@ -75,13 +75,13 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         path = call.request.path_params["path"]
         version = _int_param(call.request, "version")
         label = call.request.query_params.get("label") or None
-        p, mfa = call.principal, call.mfa
+        mfa = call.mfa
 
         def op(c: Any) -> Revealed:
-            c.access.authorize(p, "read", env, path, mfa_code=mfa)
+            c.access.authorize(call.principal, "read", env, path, mfa_code=mfa)
             return c.vault.get(env, path, version=version, label=label)  # type: ignore[no-any-return]
 
-        r = await api.disclosed(call, "secret get", f"{env}:{path}", op, _lab(label))
+        r = await api.read_once(call, "secret get", f"{env}:{path}", op, _lab(label))
         return JSONResponse({"env": r.env, "path": r.path, "version": r.version, "value": r.value})
 
     async def listing(call: Call) -> Response:
@@ -143,7 +143,11 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         Route("/api/v1/openapi.json", r("native", openapi, public=True), methods=["GET"]),
         Route("/api/v1/whoami", r("native", whoami), methods=["GET"]),
         Route("/api/v1/secrets/{env}", r("native", listing), methods=["GET"]),
-        Route("/api/v1/secrets/{env}/{path:path}", r("native", read), methods=["GET"]),
+        Route(
+            "/api/v1/secrets/{env}/{path:path}",
+            r("native", read, deferred=True),
+            methods=["GET"],
+        ),
         Route("/api/v1/metadata/{env}/{path:path}", r("native", metadata), methods=["GET"]),
         Route("/api/v1/rotate/{env}/{path:path}", r("native", rotate), methods=["POST"]),
     ]
