@@ -27,6 +27,7 @@ from custody_cli import (
     backup_cmds,
     ceremony_cmds,
     core_cmds,
+    exec_cmds,
     hsm_cmds,
     key_cmds,
     mfa_cmds,
@@ -65,6 +66,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     report_cmds,
     alerts_cmds,
     serve_cmds,
+    exec_cmds,
     tui_cmds,
 )
 
