@@ -181,11 +181,11 @@ def main() -> int:
     print(hdr)
     print("-" * len(hdr))
     for n, m in rows:
-        b, c = m["bare"], m["custody"]
+        bare, cus = m["bare"], m["custody"]
         print(
-            f"{n:>7} | {b['rps']:>9.0f} {b['p50']:>7.2f} {b['p99']:>7.2f} | "
-            f"{c['rps']:>11.0f} {c['p50']:>7.2f} {c['p99']:>7.2f} | "
-            f"{c['rps'] / b['rps']:>9.2f} {c['p99'] / b['p99']:>9.2f}"
+            f"{n:>7} | {bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
+            f"{cus['rps']:>11.0f} {cus['p50']:>7.2f} {cus['p99']:>7.2f} | "
+            f"{cus['rps'] / bare['rps']:>9.2f} {cus['p99'] / bare['p99']:>9.2f}"
         )
     errs = sum(m[k]["errors"] for _, m in rows for k in m)
     print(f"errors: {errs:g}; audit verify: exit {verify.returncode}; value leaked: {leaked}")

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,8 @@ class Server:
     """``custody serve`` running as a subprocess; its stderr goes to :attr:`log`."""
 
     def __init__(self, home: Path, pins: Path, pki: Pki, *extra: str, env: dict | None = None):
+        self.home, self.pins, self.pki = home, pins, pki
+        self.tokens: dict[str, str] = {}  # the tests' principals' tokens, by name
         self.log = home.parent / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
         argv = [
             sys.executable, "-m", "custody_cli", "serve", "--home", str(home),
@@ -174,7 +177,7 @@ class Server:
         self._err.close()
 
 
-def server_home(root: Path, people: dict[str, tuple[str, tuple[str, ...]]]):
+def server_home(root: Path, people: Mapping[str, tuple[str, tuple[str, ...]]]):
     """A home with a dev root and a secrets KEK, and principals *people* (name -> role,
     services) made through :class:`custody.access.AccessControl` on the home's store: a
     super-admin is a person (an enrolled participant key; they authenticate with a client

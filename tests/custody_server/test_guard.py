@@ -22,7 +22,7 @@ def srv(tmp_path_factory):
     pki = make_pki(root / "pki")
     extra = ("--lockout-after", "3", "--lockout-seconds", "2", "--rate", "10/second")
     s = Server(home, pins, pki, *extra, env=env)
-    s.home, s.pki, s.tokens = home, pki, tokens
+    s.tokens = tokens
     yield s
     s.stop()
 

@@ -23,7 +23,7 @@ def srv(tmp_path_factory):
     home, pins, tokens, env = server_home(root, PEOPLE)
     pki = make_pki(root / "pki")
     s = Server(home, pins, pki, env=env)
-    s.home, s.pki, s.tokens = home, pki, tokens
+    s.tokens = tokens
     yield s
     s.stop()
 

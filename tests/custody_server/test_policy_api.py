@@ -61,7 +61,7 @@ def srv(tmp_path_factory):
             ))  # fmt: skip
     pki = make_pki(root / "pki")
     s = Server(home, pins, pki, "--rate", "100000/second", env=env)
-    s.home, s.pki, s.tokens = home, pki, tokens
+    s.tokens = tokens
     yield s
     s.stop()
 
