@@ -38,25 +38,30 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _mfa(dep: Deployment, log: Any) -> Any:
-    """The TOTP verifier, when this custody has one (custody.access.mfa)."""
-    try:
-        from custody.access import mfa as mfa_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return mfa_mod.Mfa(dep.store, dep.hierarchy, log, mfa_mod.utcnow)  # pragma: no cover
+def _mfa(dep: Deployment, log: Any, args: argparse.Namespace) -> Any:
+    """The TOTP verifier (custody.access.mfa), on *dep*'s store and key hierarchy."""
+    from custody.access.mfa import Mfa, MfaPolicy
+
+    rng = dep.hsm.random if dep.hsm is not None else None
+    policy = MfaPolicy.for_home(common.home_of(args).config_path)
+    return Mfa(dep.store, dep.hierarchy, log, policy=policy, rng=rng)
 
 
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
     """Access control over *dep*'s store, auditing to its home's log (closed after)."""
     from custody.access import AccessControl
-    from custody.audit.log import AuditLog
+    from custody.access.settings import AccessSettings
+    from custody.deployment import open_audit_log
 
-    log = AuditLog.for_home(common.home_of(args))
+    home = common.home_of(args)
+    log = open_audit_log(home)
     try:
         rng = dep.hsm.random if dep.hsm is not None else os.urandom
-        yield AccessControl(dep.store, log, mfa=_mfa(dep, log), rng=rng)
+        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        yield AccessControl(
+            dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng, command_scope=True
+        )
     finally:
         log.close()
 

@@ -111,7 +111,16 @@ class GrantFlow:
                 f"A grant lasts 1 minute to {self.settings.max_grant_seconds // 3600} hours",
                 "Use a shorter --for ([access] max_grant_seconds).",
             )
-        if principal.role not in ("service-admin", "service-user"):
+        holders: tuple[str, ...] = ("service-admin", "service-user")
+        if kind == "release":
+            rule = self.store.release_rule(env, path)
+            if rule is None:
+                raise UsageError(
+                    f"{env}:{path} is not marked for quorum release",
+                    "Ask for a grant instead (without --release).",
+                )
+            needed, actions, holders = rule[1], ("read",), ("super-admin", *holders)
+        if principal.role not in holders:
             self.ac.audit.append(
                 "access request", f"{env}:{path}", principal.name, outcome="denied",
                 details={"reason": f"a {principal.role} does not hold grants"},
@@ -157,9 +166,7 @@ class GrantFlow:
     def get(self, request_id: str) -> AccessRequestRow:
         r = self.store.access_request(request_id)
         if r is None:
-            raise UsageError(
-                f"No request {request_id[:40]!r}", "See 'custody access requests'."
-            )
+            raise UsageError(f"No request {request_id[:40]!r}", "See 'custody access requests'.")
         return r
 
     def approver_of(self, key: ApproverKey) -> Principal:

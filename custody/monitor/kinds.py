@@ -127,11 +127,13 @@ class Rule:
         raise NotImplementedError
 
     def cooling(self, key: str, t: int, seconds: int) -> bool:
-        """True while *key* is inside its cooldown; otherwise starts a new one."""
-        if t < self.cooldown.get(key, -1):
+        """True within *seconds* of *key*'s last alert (either side: clocks of writers may
+        disagree); otherwise this is *key*'s new last alert."""
+        last = self.cooldown.get(key)
+        if last is not None and abs(t - last) < seconds:
             return True
         if seconds:
-            self.cooldown[key] = t + seconds
+            self.cooldown[key] = t
         return False
 
     def alert(
@@ -159,7 +161,7 @@ class FailedBurst(Rule):
 
     def load(self, state: Mapping[str, Any]) -> None:
         super().load(state)
-        self.win: dict[str, deque[list[int]]] = {
+        self.win: dict[str, deque[list[Any]]] = {
             a: deque(v) for a, v in state.get("win", {}).items()
         }
 
@@ -171,13 +173,16 @@ class FailedBurst(Rule):
             return None
         window, need = self.spec["window"], self.spec["threshold"]
         dq = self.win.setdefault(ev.actor, deque())
-        dq.append([ev.time, *ev.seqs])
+        if dq and dq[-1][1] == ev.target and abs(ev.time - dq[-1][0]) <= 2:
+            dq[-1].extend(ev.seqs)  # one attempt refused twice (the access layer, the op)
+            return None
+        dq.append([ev.time, ev.target, *ev.seqs])
         while ev.time - dq[0][0] > window:
             dq.popleft()
         if len(dq) < need:
             return None
         span = ev.time - dq[0][0]
-        seqs = [s for item in dq for s in item[1:]]
+        seqs = [s for item in dq for s in item[2:]]
         n = len(dq)
         dq.clear()
         return self.alert(
@@ -361,6 +366,8 @@ class FirstHigh(Rule):
         cls = sh.class_of(ev)
         if cls not in self.spec["classes"] or ev.target in sh.seen.get(ev.actor, ()):
             return None
+        if self.cooling(ev.actor, ev.time, self.spec["cooldown"]):
+            return None
         return self.alert(
             ev, ev.seqs, 1.0, f"first read of {cls}-class {ev.target}", security_class=cls
         )
@@ -407,6 +414,8 @@ class SoftDeleteRead(Rule):
         if ev.kind != "read" or ev.target not in sh.deleted:
             return None
         notes = sh.notices.pop(ev.target, [])
+        if self.cooling(f"{ev.actor}|{ev.target}", ev.time, self.spec["cooldown"]):
+            return None
         return self.alert(
             ev,
             [*ev.seqs, *notes],

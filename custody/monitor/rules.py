@@ -38,7 +38,7 @@ KINDS = (
 # Parameters per kind, with their defaults (the types are checked against these).
 KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
     # >= threshold denied/failed entries by one principal within window seconds.
-    "failed-burst": {"window": 300, "threshold": 5, "weight": 3.0},
+    "failed-burst": {"window": 300, "threshold": 5, "weight": 2.5},
     # Today's successful reads above max(min_reads, ratio * median, median + z * 1.4826 *
     # MAD) of the principal's last history_days active days (needs min_days of them).
     "volume": {
@@ -47,7 +47,7 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "ratio": 3.0,
         "z": 6.0,
         "min_reads": 20,
-        "weight": 2.0,
+        "weight": 3.5,
     },
     # An access in an hour of the week (UTC) whose share of the principal's history,
     # with its neighbours on each side, is below min_fraction; after min_events entries
@@ -56,14 +56,15 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "min_events": 60,
         "min_days": 14,
         "min_fraction": 0.004,
-        "neighbours": 1,
+        "neighbours": 3,
         "cooldown": 3600,
         "weight": 1.5,
     },
     # new_paths never-before-read paths, or list_ops list ops, within window seconds.
-    "enumeration": {"window": 3600, "new_paths": 8, "list_ops": 4, "weight": 2.5},
-    # The first successful read of a secret of one of classes by a principal.
-    "first-high": {"classes": ["high"], "weight": 2.0},
+    "enumeration": {"window": 3600, "new_paths": 8, "list_ops": 4, "weight": 3.0},
+    # The first successful read of a secret of one of classes by a principal (one alert per
+    # principal per cooldown seconds: an enumeration through high secrets is one alert).
+    "first-high": {"classes": ["high"], "cooldown": 3600, "weight": 2.0},
     # A read of a version by label (labels), by state (states), or by a number below the
     # newest the monitor knows for that secret.
     "old-version": {
@@ -77,8 +78,9 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "cooldown": 600,
         "weight": 5.0,
     },
-    # Any read of a secret between its soft delete and its restore or destruction.
-    "soft-delete-read": {"weight": 6.0},
+    # Any read of a secret between its soft delete and its restore or destruction (one
+    # alert per principal and secret per cooldown seconds).
+    "soft-delete-read": {"cooldown": 3600, "weight": 6.0},
 }
 COMMON_PARAMS: Mapping[str, Any] = {"enabled": True, "exempt": []}
 

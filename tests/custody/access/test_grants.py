@@ -76,7 +76,7 @@ def _ops(log: AuditLog) -> list[tuple[str, str, str]]:
 
 
 def test_two_approvers_activate_a_high_grant_that_lapses(world):
-    flow, ac, store, log, clock = world
+    flow, ac, _store, log, clock = world
     svc = ac.principal("svc")
     with pytest.raises(AccessDenied):
         ac.authorize(svc, "read", "prod", HIGH)
@@ -114,7 +114,7 @@ def test_two_approvers_activate_a_high_grant_that_lapses(world):
 
 
 def test_a_medium_grant_needs_one_and_can_be_revoked_early(world):
-    flow, ac, store, log, _clock = world
+    flow, ac, _store, log, _clock = world
     svc = ac.principal("svc")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="deploy", actions=("read",))
     assert r.needed == 1
@@ -182,7 +182,7 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
     with pytest.raises(AuthError, match="not enrolled"):
         flow.approve(r.id, root)
     doc = build_record(r, "dep-1", rows, grant_id="grant-f")
-    with pytest.raises(IntegrityError, match="pinned as root|not pinned"):
+    with pytest.raises(IntegrityError, match=r"pinned as root|not pinned"):
         verify_record(doc, _pins("alice", "bob", "root"))
     # 3) and a record whose request was edited after signing (another path) is refused
     good = flow.request(svc, "prod", MEDIUM, seconds=600, why="y")

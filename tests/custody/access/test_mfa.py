@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
+from custody.access import AccessControl, AccessDenied
 from custody.access.mfa import (
     BRANCH,
     KIND,
@@ -27,11 +28,13 @@ from custody.access.mfa import (
     totp_code,
 )
 from custody.audit.log import AuditLog
+from custody.audit.signers import Ed25519Signer
 from custody.clock import from_seconds
 from custody.deployment import Deployment, open_deployment
 from custody.errors import AuditError, HsmError, IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
 from custody.store import open_store
+from custody.store.rows import ParticipantRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
 
@@ -370,3 +373,62 @@ def test_unknown_and_bad_names(env):
     for bad in ("", "a b", "-x", "x" * 65, "a\nb"):
         with pytest.raises(UsageError):
             mfa.enrol(bad)
+
+
+def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
+    """The shared interface end to end: AccessControl with this Mfa. An enrolled
+    super-admin's key action is refused without a code and with a replayed one."""
+    _, dep, log, clock = env
+    mfa = make(dep, log, clock)
+    key = Ed25519Signer.from_seed("mfa-root", b"m" * 32)
+    with dep.store.transaction():
+        dep.store.add_participant(
+            ParticipantRow(
+                name="mfa-root", role="super-admin", public=key.public, fingerprint="f" * 64,
+                valid_from=T0 - 10, valid_until=T0 + 10**8, revoked_at=None, enrolled_by="test",
+            )
+        )  # fmt: skip
+    ac = AccessControl(dep.store, log, clock=clock, mfa=mfa)
+    ac.add_principal("mfa-root", kind="person", role="super-admin", public=key.public, by="test")
+    k = key_of(mfa.enrol("mfa-root"))
+    mfa.verify("mfa-root", code_at(k, T0))  # confirms the enrolment
+    clock.t = T0 + 30
+    p = ac.principal("mfa-root")
+    assert p.mfa
+    with pytest.raises(AccessDenied, match="TOTP"):
+        ac.authorize(p, "keys", "prod", "")
+    code = code_at(k, clock.t)
+    assert ac.authorize(p, "keys", "prod", "", mfa_code=code).allow
+    with pytest.raises(PolicyError) as ei:  # the same code again: refused and audited
+        ac.authorize(p, "keys", "prod", "", mfa_code=code)
+    assert getattr(ei.value, "reason", None) == "reused"
+    assert entries(log, "mfa-root")[-1]["outcome"] == "denied"
+
+
+def test_one_code_stands_for_one_command_only_with_command_scope(env):
+    """The CLI's AccessControl serves one command (command_scope): its code stands for the
+    command's later decisions. A long-lived one (the server's worker) checks every code, so
+    one verified code never unlocks a principal for the rest of the process."""
+    _, dep, log, clock = env
+    mfa = make(dep, log, clock)
+    key = Ed25519Signer.from_seed("mfa-cli", b"c" * 32)
+    with dep.store.transaction():
+        dep.store.add_participant(
+            ParticipantRow(
+                name="mfa-cli", role="super-admin", public=key.public, fingerprint="e" * 64,
+                valid_from=T0 - 10, valid_until=T0 + 10**8, revoked_at=None, enrolled_by="test",
+            )
+        )  # fmt: skip
+    server = AccessControl(dep.store, log, clock=clock, mfa=mfa)
+    server.add_principal("mfa-cli", kind="person", role="super-admin", public=key.public, by="t")
+    k = key_of(mfa.enrol("mfa-cli"))
+    mfa.verify("mfa-cli", code_at(k, T0))
+    clock.t = T0 + 30
+    p = server.principal("mfa-cli")
+    assert server.authorize(p, "keys", "prod", "", mfa_code=code_at(k, clock.t)).allow
+    with pytest.raises(AccessDenied, match="TOTP"):  # no code: the earlier one does not carry
+        server.authorize(p, "keys", "prod", "")
+    clock.t = T0 + 60
+    cli = AccessControl(dep.store, log, clock=clock, mfa=mfa, command_scope=True)
+    assert cli.authorize(p, "keys", "prod", "", mfa_code=code_at(k, clock.t)).allow
+    assert cli.authorize(p, "keys", "prod", "").allow  # the same command's next decision

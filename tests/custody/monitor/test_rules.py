@@ -204,3 +204,15 @@ def test_rules_are_data_thresholds_exemptions_and_extra_rules(tr):
 def test_a_bad_rule_table_is_a_config_error(table):
     with pytest.raises(ConfigError):
         parse_config(table)
+
+
+def test_one_attempt_refused_by_the_access_layer_and_the_op_counts_once(tr):
+    t = MON + 11 * HOUR
+    for i in range(4):  # four attempts, each denied twice: below the threshold of five
+        tr.log.append("access decide", f"prod:x/{i}", "bob", outcome="denied",
+                      details={"reason": "outside bob's services"}, now=t + i * 10)  # fmt: skip
+        tr.read("bob", f"prod:x/{i}", t + i * 10, outcome="denied")
+    assert fired(tr, "failed-burst") == []
+    tr.read("bob", "prod:x/9", t + 60, outcome="denied")
+    [a] = fired(tr, "failed-burst")
+    assert a.facts["count"] == 5 and len(a.seqs) == 4 * 3 + 2
