@@ -7,12 +7,15 @@ the secret's state, which is not the policy's answer."""
 
 from __future__ import annotations
 
+import base64
 import ssl
 import time
 
 import httpx
 import pytest
 
+from custody.access.mfa import Mfa, totp_code
+from custody.audit.log import AuditLog
 from custody.config import Home
 from custody.deployment import open_deployment
 from custody.secrets import Category, SecretPolicy, Vault
@@ -33,7 +36,9 @@ PEOPLE = {
     "t-pay-admin": ("service-admin", ("payments",)),
     "t-pay-svc": ("service-user", ("payments",)),
     "t-audrey": ("auditor", ()),
+    "t-mfa-admin": ("service-admin", ("payments",)),  # enrolled in TOTP
 }
+MFA_HIGH, MFA_MEDIUM = "payments/mfa/db-password", "payments/mfa/token"
 # API actions in an order that keeps each secret readable for as long as possible
 ACTIONS = ("read", "metadata", "write", "rotate", "destroy", "delete")
 
@@ -53,15 +58,25 @@ def srv(tmp_path_factory):
                     continue
                 vault.generate(e, path, category=Category(cat), owner="payments",
                                prefix="pay_live" if "api-key" in cat else None)  # fmt: skip
+        for path, cat in (MFA_HIGH, "database-credential"), (MFA_MEDIUM, "service-token"):
+            vault.generate(OTHER_ENV, path, category=Category(cat), owner="payments")
         for i, (path, _c, _k) in enumerate(SECRETS.values()):
             dep.store.add_grant(GrantRow(
                 id=f"g{i}", request_id=f"req-g{i}", principal="t-pay-svc", env=GRANT_ENV,
                 path=path, actions=("read", "metadata", "list"), not_before=now - 3600,
                 not_after=now + 3600, created=now - 3600, record="{}",
             ))  # fmt: skip
+        audit = AuditLog.for_home(Home(home))
+        try:
+            mfa = Mfa(dep.store, dep.hierarchy, audit, rng=dep.token.random)
+            key = base64.b32decode(mfa.enrol("t-mfa-admin").secret_b32)
+            mfa.verify("t-mfa-admin", totp_code(key, now // 30 - 1))  # confirms the enrolment
+        finally:
+            audit.close()
     pki = make_pki(root / "pki")
     s = Server(home, pins, pki, "--rate", "100000/second", env=env)
     s.tokens = tokens
+    s.mfa_key = key
     yield s
     s.stop()
 
@@ -120,3 +135,26 @@ def test_api_decisions_match_the_policy_table(srv):
     assert {e["outcome"] for e in decided} == {"ok", "denied"}
     grant_uses = [e for e in log if e["op"] == "access grant use"]
     assert {e["actor"] for e in grant_uses} == {"t-pay-svc"}
+
+
+def test_mfa_where_the_policy_asks_for_it_one_code_once(srv):
+    """A principal enrolled in TOTP reads a high-class secret only with a code in
+    X-Custody-MFA; a medium one without; a replayed or wrong code is refused."""
+    high, medium = MFA_HIGH, MFA_MEDIUM
+    with httpx.Client(
+        base_url=srv.url,
+        verify=ssl.create_default_context(cafile=str(srv.pki.ca)),
+        headers={"Authorization": f"Bearer {srv.tokens['t-mfa-admin']}"},
+        timeout=30,
+    ) as c:
+        assert c.get(f"/api/v1/secrets/{OTHER_ENV}/{medium}").status_code == 200
+        bare = c.get(f"/api/v1/secrets/{OTHER_ENV}/{high}")
+        assert bare.status_code == 403 and "TOTP" in bare.json()["error"]
+        code = totp_code(srv.mfa_key, int(time.time()) // 30)
+        ok = c.get(f"/api/v1/secrets/{OTHER_ENV}/{high}", headers={"X-Custody-MFA": code})
+        assert ok.status_code == 200 and ok.json()["path"] == high
+        again = c.get(f"/api/v1/secrets/{OTHER_ENV}/{high}", headers={"X-Custody-MFA": code})
+        assert again.status_code == 403  # single use, even inside its 30 seconds
+        wrong = c.get(f"/api/v1/secrets/{OTHER_ENV}/{high}", headers={"X-Custody-MFA": "000000"})
+        assert wrong.status_code == 403
+    assert "X-Custody-MFA" not in srv.output() and code not in srv.output()
