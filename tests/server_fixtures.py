@@ -136,6 +136,7 @@ class Server:
     def __init__(self, home: Path, pins: Path, pki: Pki, *extra: str, env: dict | None = None):
         self.home, self.pins, self.pki = home, pins, pki
         self.tokens: dict[str, str] = {}  # the tests' principals' tokens, by name
+        self.mfa_key: bytes = b""  # a TOTP key, for tests that enrol a principal
         self.log = home.parent / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
         argv = [
             sys.executable, "-m", "custody_cli", "serve", "--home", str(home),
