@@ -90,8 +90,11 @@ def _as_user() -> tuple[list[str], int | None, int | None]:
     return prefix, pw.pw_uid, pw.pw_gid
 
 
-def start_server(base: Path) -> Iterator[PgServer]:
-    """Start a server under *base* (a fresh directory); yields it; stops it after."""
+def start_server(base: Path, *, durable: bool = False) -> Iterator[PgServer]:
+    """Start a server under *base* (a fresh directory); yields it; stops it after.
+
+    *durable* keeps PostgreSQL's defaults (``fsync=on``, ``synchronous_commit=on``), for
+    benchmarks of commits; the tests run without them."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         if os.environ.get("CUSTODY_REQUIRE_PG"):
@@ -136,9 +139,10 @@ def start_server(base: Path) -> Iterator[PgServer]:
     port = _free_port()
     opts = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-        "-c shared_buffers=32MB"
+        "-c max_connections=200 -c shared_buffers=64MB"
     )
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     log = base / "server.log"
     subprocess.run(
         [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
