@@ -32,6 +32,7 @@ from custody.store.postgres_dialect import translate
 from custody.store.postgres_keys import PostgresKeys
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
+from custody.store.postgres_workers import PostgresWorkers
 from custody.store.sqlite_migrations import SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
@@ -39,7 +40,9 @@ __all__ = ["PostgresStore"]
 _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NULL)"
 
 
-class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets):
+class PostgresStore(
+    PostgresKeys, PostgresWork, PostgresWorkers, PostgresCeremonies, PostgresSecrets
+):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:

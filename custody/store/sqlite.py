@@ -31,6 +31,7 @@ from custody.store.sqlite_keys import SqliteKeys
 from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
+from custody.store.sqlite_workers import SqliteWorkers
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "statements"]
 
@@ -51,7 +52,7 @@ def statements(script: str) -> list[str]:
     return out
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
+class SqliteStore(SqliteKeys, SqliteWork, SqliteWorkers, SqliteCeremonies, SqliteSecrets):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
