@@ -25,6 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from custody.store import open_store
+from custody.store.postgres import PostgresStore
+from custody.store.sqlite import SqliteStore
+
 PG_USER = "custody"
 PG_PASSWORD = "pg-test-password-5531"
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -175,3 +179,32 @@ def pg_server() -> Iterator[PgServer]:
 def pg_url(pg_server: PgServer) -> str:
     """A fresh, empty database on the session's server, as a password-less URL."""
     return pg_server.url(pg_server.new_database())
+
+
+# -- one store fixture over both adapters ------------------------------------------------
+RawStore = SqliteStore | PostgresStore
+"""An adapter with its raw access (``query``, ``tx``) for tests, beside the port."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's store lives, and how to open it (again)."""
+
+    kind: str  # "sqlite" | "postgresql"
+    location: str  # a file path or a password-less URL
+    home: Path
+
+    def open(self, *, create: bool = False) -> RawStore:
+        loc: str | Path = self.location if self.kind == "postgresql" else Path(self.location)
+        s = open_store(loc, create=create, local=self.home / "custody.db")
+        assert isinstance(s, SqliteStore | PostgresStore)
+        return s
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The test's store on each adapter in turn: a SQLite file, then a fresh database on
+    the session's PostgreSQL server (those cases carry the ``postgres`` marker)."""
+    if request.param == "postgresql":
+        return Backend("postgresql", request.getfixturevalue("pg_url"), tmp_path)
+    return Backend("sqlite", str(tmp_path / "c.db"), tmp_path)

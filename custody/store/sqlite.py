@@ -25,9 +25,11 @@ from pathlib import Path
 
 from custody.errors import StorageError
 from custody.store.migrate import migrate
+from custody.store.sqlite_access import SqliteAccess
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
+from custody.store.sqlite_mfa import SqliteMfa
 from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
@@ -52,7 +54,9 @@ def statements(script: str) -> list[str]:
     return out
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteWorkers, SqliteCeremonies, SqliteSecrets):
+class SqliteStore(
+    SqliteKeys, SqliteWork, SqliteWorkers, SqliteCeremonies, SqliteSecrets, SqliteAccess, SqliteMfa
+):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
