@@ -13,7 +13,12 @@ Side by side, for W concurrent writer processes, appends per second in total:
   * custody ``AuditLog`` with W threads sharing one handle in one process (the log's
     in-process group commit: one transaction and one flush per batch of waiting threads).
 The custody log is verified after every run (entries contiguous, chain intact).
-Configurations run round-robin for ``--rounds`` rounds; figures are medians.
+
+Re-key (``--rekey N``, 0 to skip): one home on PostgreSQL and one on SQLite, each with N
+DEKs; every measured run rotates the data KEK and runs ``custody rekey run --verify none``
+(``--workers W`` on PostgreSQL for W = 1 and 2), and reports the move phase's objects/s
+from ``--json``. The ratios (2 workers / 1 worker; PostgreSQL 1 worker / SQLite) are taken
+within one run. Configurations run round-robin for ``--rounds`` rounds; figures are medians.
 """
 
 from __future__ import annotations
@@ -132,11 +137,48 @@ def _check(url: str, total: int) -> None:
         log.close()
 
 
+def _rekey_home(root: Path, store: str | None, n: int) -> tuple[Path, Path]:
+    from tests.conftest import run_cli
+    from tests.rekey_fixtures import cli, write_pins
+
+    root.mkdir(parents=True)
+    pins = write_pins(root / "pins")
+    home = root / "home"
+    extra = ("--store", store) if store else ()
+    r = run_cli("init", "--home", str(home), "--pin-file", str(pins), "--dev-root", *extra)
+    assert r.returncode == 0, r.stderr
+    cli(home, pins, "kek", "rotate", "--branch", "data")
+    cli(home, pins, "dek", "generate", "--count", str(n), timeout=1200)
+    return home, pins
+
+
+def _rekey_rate(home: Path, pins: Path, workers: int) -> float:
+    from tests.rekey_fixtures import cli, cli_json
+
+    cli(home, pins, "kek", "rotate", "--branch", "data")
+    out = cli_json(home, pins, "rekey", "run", "--verify", "none", "--workers", str(workers))
+    (job,) = out["jobs"]
+    return float(job["rate_per_s"])
+
+
+def rekey_bench(server: PgServer, n: int, rounds: int) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="custody-bench-rekey-"))
+    pg_home = _rekey_home(base / "pg", server.url(server.new_database()), n)
+    sq_home = _rekey_home(base / "sqlite", None, n)
+    runs: dict[str, list[float]] = {"sqlite": [], "pg1": [], "pg2": []}
+    for _ in range(rounds):
+        runs["sqlite"].append(_rekey_rate(*sq_home, 1))
+        runs["pg1"].append(_rekey_rate(*pg_home, 1))
+        runs["pg2"].append(_rekey_rate(*pg_home, 2))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--writers", default="1,4,8")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rekey", type=int, default=100_000, metavar="N")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     writers = [int(w) for w in args.writers.split(",")]
@@ -144,7 +186,10 @@ def main() -> int:
     gen = start_server(base / "pg", durable=True)
     server = next(gen)
     results: dict[tuple[str, int], list[float]] = {}
+    rekey: dict[str, float] = {}
     try:
+        if args.rekey:
+            rekey = rekey_bench(server, args.rekey, args.rounds)
         for _ in range(args.rounds):
             for w in writers:
                 for kind in ("bare", "custody", "threads"):
@@ -161,8 +206,17 @@ def main() -> int:
             {"writers": w, "bare": bare, "custody": cust, "threads": thr, "ratio": cust / bare}
         )
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"audit": rows, "rekey": rekey}))
         return 0
+    if rekey:
+        print(f"re-key, {args.rekey:,} objects, objects/s (move phase), medians")
+        print(f"  SQLite, 1 worker       {rekey['sqlite']:>9,.0f}")
+        print(
+            f"  PostgreSQL, 1 worker   {rekey['pg1']:>9,.0f}  ({rekey['pg1'] / rekey['sqlite']:.2f}x SQLite)"
+        )
+        print(
+            f"  PostgreSQL, 2 workers  {rekey['pg2']:>9,.0f}  ({rekey['pg2'] / rekey['pg1']:.2f}x 1 worker)"
+        )
     print("durable audit appends on PostgreSQL (fsync=on), appends/s, medians")
     print(
         f"{'writers':>7} {'bare psycopg':>13} {'custody procs':>14} {'ratio':>6} "
