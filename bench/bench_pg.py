@@ -212,10 +212,12 @@ def main() -> int:
         print(f"re-key, {args.rekey:,} objects, objects/s (move phase), medians")
         print(f"  SQLite, 1 worker       {rekey['sqlite']:>9,.0f}")
         print(
-            f"  PostgreSQL, 1 worker   {rekey['pg1']:>9,.0f}  ({rekey['pg1'] / rekey['sqlite']:.2f}x SQLite)"
+            f"  PostgreSQL, 1 worker   {rekey['pg1']:>9,.0f}  "
+            f"({rekey['pg1'] / rekey['sqlite']:.2f}x SQLite)"
         )
         print(
-            f"  PostgreSQL, 2 workers  {rekey['pg2']:>9,.0f}  ({rekey['pg2'] / rekey['pg1']:.2f}x 1 worker)"
+            f"  PostgreSQL, 2 workers  {rekey['pg2']:>9,.0f}  "
+            f"({rekey['pg2'] / rekey['pg1']:.2f}x 1 worker)"
         )
     print("durable audit appends on PostgreSQL (fsync=on), appends/s, medians")
     print(

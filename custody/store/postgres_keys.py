@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from custody.errors import StorageError
 from custody.model import KeyState
 from custody.store.postgres_base import PostgresBase
 from custody.store.rows import (
@@ -35,6 +34,11 @@ _KEKS = (
 )
 _SEALED = (
     "SELECT branch, version, state, root_version, wrapped, kcv, destroy_after FROM kek_versions"
+)
+
+
+_CLAIM = (
+    "SELECT id, uid, wrapped FROM objects WHERE branch=%s AND kek_version=%s ORDER BY id LIMIT %s"
 )
 
 
@@ -346,10 +350,8 @@ class PostgresKeys(PostgresBase):
         # own coordinator holds, and every move is guarded by the old version anyway), and
         # locking 10,000 rows writes each of their tuple headers once more.
         self._require_transaction("A batch claim")
-        lock = "" if self._locked else " FOR UPDATE SKIP LOCKED"
         rows = self._rows(
-            "SELECT id, uid, wrapped FROM objects WHERE branch=%s AND kek_version=%s "
-            "ORDER BY id LIMIT %s" + lock,
+            _CLAIM if self._locked else _CLAIM + " FOR UPDATE SKIP LOCKED",
             (branch, kek_version, limit),
             binary=True,
         )
