@@ -144,20 +144,21 @@ class PostgresAuditStore:
         Durable only after :meth:`sync`."""
         db = self._db
         try:
-            # three round trips while the lock is held: BEGIN with the lock; the head (a
-            # statement of its own, so its snapshot is taken after the lock is granted);
-            # the inserts and COMMIT, pipelined
-            db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({AUDIT_LOCK})")
             try:
-                row = db.execute(
-                    "SELECT seq, chain FROM audit_entries ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                rows = build(None if row is None else (int(row[0]), bytes(row[1])))
-                if not rows:
-                    db.execute("ROLLBACK")
-                    return None
-                mac = None if seal is None else seal(rows[-1][0], rows[-1][2])
+                # two round trips while the lock is held, both pipelined: BEGIN, the lock
+                # and the head (a statement of its own, executed after the lock is granted,
+                # so its snapshot sees the newest committed entry); then the inserts and
+                # COMMIT
                 with db.pipeline(), db.cursor() as cur:
+                    cur.execute("BEGIN")
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+                    cur.execute("SELECT seq, chain FROM audit_entries ORDER BY seq DESC LIMIT 1")
+                    row = cur.fetchone()
+                    rows = build(None if row is None else (int(row[0]), bytes(row[1])))
+                    if not rows:
+                        cur.execute("ROLLBACK")
+                        return None
+                    mac = None if seal is None else seal(rows[-1][0], rows[-1][2])
                     cur.executemany("INSERT INTO audit_entries VALUES (%s, %s, %s)", rows)
                     if mac is not None:
                         cur.execute(
