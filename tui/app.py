@@ -22,6 +22,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
+from tui.screens.secrets import SecretsScreen
 from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
 
@@ -42,6 +43,7 @@ class CustodyApp(App[None]):
         "ceremony": CeremonyScreen,
         "audit-log": AuditLogScreen,
         "rekey": RekeyScreen,
+        "secrets": SecretsScreen,
     }
     DEFAULT_MODE = "dashboard"
 
@@ -59,6 +61,7 @@ class CustodyApp(App[None]):
         Binding("c", "switch_mode('ceremony')", "Ceremonies", show=False),
         Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
         Binding("j", "switch_mode('rekey')", "Re-key", show=False),
+        Binding("e", "switch_mode('secrets')", "Secrets", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
