@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -71,6 +72,7 @@ class CustodyApp(App[None]):
         self.services = services
         self.theme = settings.theme
         self.errors_shown: list[tuple[str, str]] = []  # (title, hint): for tests
+        self.secret_services: Any = None  # tui.services.secrets, made on first use
         self._painted = False
 
     def __repr__(self) -> str:

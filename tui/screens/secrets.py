@@ -450,7 +450,8 @@ class SecretsScreen(ServiceScreen):
         due = item.due
         if due:
             t.append(f"{due}: rotate it (r)", style="bold red" if item.days_left < 0 else "yellow")
-        return t.rstrip() or t
+        t.rstrip()
+        return t
 
     # ------------------------------------------------------------------ reveal
     def _show_value(self) -> None:

@@ -15,14 +15,15 @@ show it; the screen shows it masked until asked, and drops it on a timer and on 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from custody.errors import UsageError
 
+T = TypeVar("T")
 MASK = "\u2022" * 12  # the same width whatever the value: the mask does not tell its length
 
 # short category names for the 80-column table (the detail pane shows the full name)
@@ -209,7 +210,14 @@ class HomeSecretServices:
     def __repr__(self) -> str:
         return f"HomeSecretServices(home={str(self.home)!r})"
 
-    def _run(self, op: str, where: str, details: dict[str, object], token: bool, act: Any) -> Any:
+    def _run(
+        self,
+        op: str,
+        where: str,
+        details: Mapping[str, object],
+        token: bool,
+        act: Callable[[Any, Any], T],
+    ) -> T:
         """Audit *op* before opening the deployment (logged in to the token when *token*),
         then run ``act(vault, deployment)`` as the operator; the deployment is closed after.
 
@@ -225,7 +233,7 @@ class HomeSecretServices:
         if token and pin is None:
             raise UsageError("No token PIN", "Give --pin-file, or type the PIN when asked.")
 
-        def run() -> Any:
+        def run() -> T:
             with open_deployment(home, pin) as dep:
                 return act(operator_vault(dep, home, clock=self._clock), dep)
 
@@ -248,7 +256,7 @@ class HomeSecretServices:
                 categories=tuple(c.value for c in Category),
             )
 
-        return self._run("secret list", home_name, {"prefix": ""}, False, act)  # type: ignore[no-any-return]
+        return self._run("secret list", home_name, {"prefix": ""}, False, act)
 
     def detail(self, env: str, path: str) -> SecretDetail:
         """One secret's labels and versions (no decrypt), audited as ``secret show``."""
@@ -260,7 +268,7 @@ class HomeSecretServices:
             return detail_of(v.show(env, path), until)
 
         details = {"env": env, "path": path}
-        return self._run("secret show", target(env, path), details, False, act)  # type: ignore[no-any-return]
+        return self._run("secret show", target(env, path), details, False, act)
 
     def reveal(self, env: str, path: str, version: int | None) -> RevealedValue:
         """Decrypt one version (``current`` when *version* is None): an audited
@@ -278,7 +286,7 @@ class HomeSecretServices:
         details: dict[str, object] = {"env": env, "path": path}
         if version is not None:
             details["version"] = version
-        return self._run("secret get", target(env, path), details, True, act)  # type: ignore[no-any-return]
+        return self._run("secret get", target(env, path), details, True, act)
 
     def _written(self, w: Any) -> str:
         what = "created" if w.created else "new version"
@@ -301,7 +309,7 @@ class HomeSecretServices:
             w = v.put(env, path, value, category=cat, owner=owner or None, prefix=prefix or None)
             return self._written(w)
 
-        return self._run("secret put", target(env, path), details, True, act)  # type: ignore[no-any-return]
+        return self._run("secret put", target(env, path), details, True, act)
 
     def generate(self, env: str, path: str, category: str, owner: str, prefix: str) -> str:
         """A new version made to the category's standard from the token's RNG: an audited
@@ -316,7 +324,7 @@ class HomeSecretServices:
             w = v.generate(env, path, category=cat, owner=owner or None, prefix=prefix or None)
             return self._written(w)
 
-        return self._run("secret generate", target(env, path), details, True, act)  # type: ignore[no-any-return]
+        return self._run("secret generate", target(env, path), details, True, act)
 
     def rotate(
         self,
@@ -363,8 +371,8 @@ class HomeSecretServices:
             return f"{head}{o.detail} (record {Path(o.bundle).name})"
 
         try:
-            return self._run(  # type: ignore[no-any-return]
-                "secret rotate", target(env, path), {"env": env, "path": path}, True, act
+            return str(
+                self._run("secret rotate", target(env, path), {"env": env, "path": path}, True, act)
             )
         finally:
             if isinstance(signer, TokenSigner):
@@ -378,7 +386,9 @@ class HomeSecretServices:
             out = v.delete(env, path)
             return f"{env}:{path} deleted; restore works until {str(out['destroy_after'])[:16]}"
 
-        return self._run("secret delete", target(env, path), {"env": env, "path": path}, False, act)  # type: ignore[no-any-return]
+        return str(
+            self._run("secret delete", target(env, path), {"env": env, "path": path}, False, act)
+        )
 
     def restore(self, env: str, path: str) -> str:
         from custody.secrets.operator import target
@@ -389,7 +399,7 @@ class HomeSecretServices:
 
         return self._run(
             "secret restore", target(env, path), {"env": env, "path": path}, False, act
-        )  # type: ignore[no-any-return]
+        )
 
 
 def _write_details(
@@ -409,7 +419,7 @@ def secret_services(app: Any) -> SecretServices:
     if svc is None:
         svc = HomeSecretServices(app.settings.home, app.settings.clock, app.services.pin)
         app.secret_services = svc
-    return svc  # type: ignore[no-any-return]
+    return svc
 
 
 __all__ = [
