@@ -72,30 +72,6 @@ class CeremonyServices(Protocol):
     def start(
         self, kind: str, key_path: str, passphrase: str, params: dict[str, Any]
     ) -> CeremonyView: ...
-    def _delivery(self, custodians: list[str], params: dict[str, Any]) -> dict[str, Any]:
-        """Sealed issue to each custodian's endorsed X25519 key (the form's "seal to":
-        their NAME.pub.json files or a directory of them, as ``--seal-to``), or plain
-        shares only when the form's switch asks for them; checked against the roster
-        before the ceremony opens (:func:`ceremonies.delivery.delivery_params`).
-
-        Raises:
-            UsageError: neither or both; a custodian without an identity, an identity that
-                is not the enrolled key, or one without an encryption key.
-            ConfigError, IntegrityError: an unreadable or forged identity file.
-        """
-        from ceremonies.delivery import delivery_params
-        from custody.deployment import open_deployment
-
-        seal = shlex.split(str(params.get("seal_to") or ""))
-        with open_deployment(self.home) as dep:
-            return delivery_params(
-                dep.store,
-                custodians,
-                seal,
-                plain=bool(params.get("plain_shares")),
-                words=("the 'seal to' field", "'plain shares'"),
-            )
-
     def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView: ...
     def view(self) -> CeremonyView | None: ...
     def check(self, source: str, text: str, envelope: str) -> ShareCheck: ...
