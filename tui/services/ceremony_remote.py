@@ -31,12 +31,13 @@ class OfferView:
     """A transport offer of the running ceremony (all public)."""
 
     text: str  # custody-offer:...
-    qr: str  # qr_terminal(text)
+    qr: str  # the QR of qr_text, in half blocks (screen_qr)
     expires: int  # Unix seconds
     epoch: int
     step: str
     session: str  # the running ceremony's id
     digest: str = ""
+    qr_text: str = ""  # what the QR holds: the compact digits (or the text, if it cannot)
 
     def seconds_left(self, now: int) -> int:
         return max(0, self.expires - now)
@@ -45,9 +46,11 @@ class OfferView:
 def offer_view(doc: dict[str, Any]) -> OfferView:
     """The screen's view of :meth:`ceremonies.runner.CeremonyRunner.offer`'s result."""
     text = str(doc["offer"])
+    content = qr_content(text)
     return OfferView(
         text=text,
-        qr=screen_qr(text),
+        qr=screen_qr(content),
+        qr_text=content,
         expires=int(doc["expires"]),
         epoch=int(doc["epoch"]),
         step=str(doc["step"]),
@@ -56,29 +59,60 @@ def offer_view(doc: dict[str, Any]) -> OfferView:
     )
 
 
-def screen_qr(text: str) -> str:
-    """The offer as a terminal QR: level L and a 2-module quiet zone (it is read off a
-    lit screen, not printed), in half blocks, so it is as small as the offer allows (a
-    570-character offer: 85 columns by 43 rows, against 117 by 57 at the cards' level Q)."""
+def qr_content(text: str) -> str:
+    """What the offer's QR holds: its compact form (322 decimal digits for a hand-in
+    offer, :meth:`custody.shares.transport.Offer.to_compact`), which ``custody share send
+    --offer`` reads like the text; the text itself when the compact form cannot carry the
+    offer (or the text is not an offer)."""
+    from custody.shares.transport import TransportError, parse_offer
+
+    try:
+        return parse_offer(text).to_compact()
+    except (TransportError, ValueError):
+        return text
+
+
+def qr_matrix(content: str) -> list[list[bool]]:
+    """The QR's modules (True: dark) at level L, the lowest: it is read off a lit screen,
+    not printed, and L is what lets a hand-in offer fit 80x24. Digits go in numeric mode
+    (10 bits per 3 digits), anything else as bytes; a 2-module quiet zone."""
     import qrcode
     from qrcode.constants import ERROR_CORRECT_L
 
     q = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=1, border=2)
-    q.add_data(text.encode(), optimize=0)
+    q.add_data(content if content.isascii() and content.isdigit() else content.encode(), optimize=0)
     q.make(fit=True)
-    m = q.get_matrix()
+    return [list(row) for row in q.get_matrix()]
+
+
+# The screens draw a QR "black on white" (tui.screens.ceremony_offer): the foreground is a
+# dark module, so a cell's upper (\u2580) or lower (\u2584) half block is a dark module on
+# top or at the bottom, a full block two dark ones, a space two light ones. The light quiet
+# zone is then the screen's own white, on a dark terminal theme too.
+QR_STYLE = "black on white"
+_GLYPH = {
+    (True, True): "\u2588",
+    (True, False): "\u2580",
+    (False, True): "\u2584",
+    (False, False): " ",
+}
+
+
+def half_blocks(m: list[list[bool]]) -> str:
+    """A QR's modules (True: dark) as text, two modules a row, for :data:`QR_STYLE`."""
     if len(m) % 2:
         m = [*m, [False] * len(m[0])]
-    glyph = {
-        (False, False): "\u2588",
-        (True, False): "\u2584",
-        (False, True): "\u2580",
-        (True, True): " ",
-    }
     return "\n".join(
-        "".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
+        "".join(_GLYPH[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
         for r in range(0, len(m), 2)
     )
+
+
+def screen_qr(content: str) -> str:
+    """The QR of *content* (see :func:`qr_content`) in half blocks for :data:`QR_STYLE`:
+    a hand-in offer's 322 digits are a version 6 QR, 45 columns by 23 rows with its quiet
+    zone, where its 606-character text was 85 by 43 (and 117 by 57 at the cards' level Q)."""
+    return half_blocks(qr_matrix(content))
 
 
 def read_sealed(text: str) -> str:
