@@ -47,6 +47,7 @@ def half_block_image(lines: list[str], *, module: int = 4, surround: int = 0):
     pad = 6 * module
     img = Image.new("L", (w * module + 2 * pad, len(lines) * 2 * module + 2 * pad), surround)
     px = img.load()
+    assert px is not None
     for y, line in enumerate(lines):
         for x, ch in enumerate(line.ljust(w)):
             halves = (ch in "\u2588\u2580", ch in "\u2588\u2584")  # (top dark, bottom dark)
