@@ -462,7 +462,8 @@ def cmd_offer(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, "ceremony_id": args.ceremony_id, **o})
         return 0
     print(o["offer"])
-    print(card.qr_terminal(o["offer"].encode()), file=sys.stderr)
+    qr = card.screen_qr_matrix(card.offer_qr_content(o["offer"]))  # the compact form, level L
+    print(card.half_blocks(qr, dark_foreground=False), file=sys.stderr)
     until = time.strftime("%H:%M:%S", time.localtime(o["expires"]))
     print(
         f"offer for session (ceremony) {o['session']}, share set {o['share_set']} epoch "

@@ -60,52 +60,32 @@ def offer_view(doc: dict[str, Any]) -> OfferView:
 
 
 def qr_content(text: str) -> str:
-    """What the offer's QR holds: its compact form (322 decimal digits for a hand-in
-    offer, :meth:`custody.shares.transport.Offer.to_compact`), which ``custody share send
-    --offer`` reads like the text; the text itself when the compact form cannot carry the
-    offer (or the text is not an offer)."""
-    from custody.shares.transport import TransportError, parse_offer
+    """What the offer's QR holds: its compact form, or the text when the compact form
+    cannot carry it (:func:`custody.shares.card.offer_qr_content`)."""
+    from custody.shares.card import offer_qr_content
 
-    try:
-        return parse_offer(text).to_compact()
-    except (TransportError, ValueError):
-        return text
+    return offer_qr_content(text)
 
 
 def qr_matrix(content: str) -> list[list[bool]]:
-    """The QR's modules (True: dark) at level L, the lowest: it is read off a lit screen,
-    not printed, and L is what lets a hand-in offer fit 80x24. Digits go in numeric mode
-    (10 bits per 3 digits), anything else as bytes; a 2-module quiet zone."""
-    import qrcode
-    from qrcode.constants import ERROR_CORRECT_L
+    """The QR's modules at level L, numeric mode for digits, a 2-module quiet zone
+    (:func:`custody.shares.card.screen_qr_matrix`)."""
+    from custody.shares.card import screen_qr_matrix
 
-    q = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=1, border=2)
-    q.add_data(content if content.isascii() and content.isdigit() else content.encode(), optimize=0)
-    q.make(fit=True)
-    return [list(row) for row in q.get_matrix()]
+    return screen_qr_matrix(content)
 
 
-# The screens draw a QR "black on white" (tui.screens.ceremony_offer): the foreground is a
-# dark module, so a cell's upper (\u2580) or lower (\u2584) half block is a dark module on
-# top or at the bottom, a full block two dark ones, a space two light ones. The light quiet
-# zone is then the screen's own white, on a dark terminal theme too.
+# The screens draw a QR "black on white" (tui.screens.ceremony_offer): a half or full
+# block is a dark module, a space a light one, so the light quiet zone is the screen's
+# own white, on a dark terminal theme too.
 QR_STYLE = "black on white"
-_GLYPH = {
-    (True, True): "\u2588",
-    (True, False): "\u2580",
-    (False, True): "\u2584",
-    (False, False): " ",
-}
 
 
 def half_blocks(m: list[list[bool]]) -> str:
     """A QR's modules (True: dark) as text, two modules a row, for :data:`QR_STYLE`."""
-    if len(m) % 2:
-        m = [*m, [False] * len(m[0])]
-    return "\n".join(
-        "".join(_GLYPH[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
-        for r in range(0, len(m), 2)
-    )
+    from custody.shares.card import half_blocks as blocks
+
+    return blocks(m, dark_foreground=True)
 
 
 def screen_qr(content: str) -> str:
