@@ -12,14 +12,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system venv
 
 # The second and third PKCS#11 tokens of the portability tests: NSS softokn (certutil from
-# libnss3-tools, reached through the p11-kit proxy) and opencryptoki's soft token.
+# libnss3-tools, reached through the p11-kit proxy) and opencryptoki's soft token; and the
+# PostgreSQL server binaries (initdb, pg_ctl) for the throwaway server of the PostgreSQL
+# store tests (tests/pg_fixtures.py; CUSTODY_REQUIRE_PG makes them fail, not skip, without).
 system:
 	@command -v softhsm2-util >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 \
 	  && command -v certutil >/dev/null 2>&1 && test -e /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so \
-	  && command -v pkcsslotd >/dev/null 2>&1 || { \
-	  echo "installing softhsm2, tmux, poppler-utils, libnss3-tools, p11-kit and opencryptoki with apt-get"; \
+	  && command -v pkcsslotd >/dev/null 2>&1 && compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+	  || { \
+	  echo "installing softhsm2, tmux, poppler-utils, libnss3-tools, p11-kit, opencryptoki and postgresql with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 tmux poppler-utils \
-	    libnss3-tools p11-kit p11-kit-modules opencryptoki >/dev/null; }
+	    libnss3-tools p11-kit p11-kit-modules opencryptoki postgresql >/dev/null; }
 
 venv: $(VENV)/.installed
 
@@ -33,7 +36,7 @@ run: setup
 	@$(PY) -m custody_cli.devhome "$(HOME_DIR)"
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	CUSTODY_REQUIRE_PG=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
 	$(VENV)/bin/ruff format --check custody ceremonies tui custody_cli tests bench

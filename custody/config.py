@@ -89,6 +89,11 @@ class Config:
     approval_window_seconds: int = 600
     drill_period_days: int = 180
     alert_hook: str | None = None
+    store: str | None = None
+    """``None``: the embedded SQLite file ``HOME/custody.db``; else a password-less
+    ``postgresql://USER@HOST[:PORT]/DB[?sslmode=...]`` URL (docs/store.md)."""
+    store_password_file: str | None = None
+    """A 0600 file holding the PostgreSQL store's password (relative to the home)."""
 
     def to_toml(self) -> dict[str, Any]:
         hsm: dict[str, Any] = {"module": self.hsm.module, "token_label": self.hsm.token_label}
@@ -96,7 +101,12 @@ class Config:
             hsm["slot"] = self.hsm.slot
         if self.hsm.softhsm_conf is not None:
             hsm["softhsm_conf"] = self.hsm.softhsm_conf
-        doc: dict[str, Any] = {
+        doc: dict[str, Any] = {}
+        if self.store is not None:
+            doc["store"] = self.store
+        if self.store_password_file is not None:
+            doc["store_password_file"] = self.store_password_file
+        doc |= {
             "deployment": {"id": self.deployment_id, "created": self.created},
             "hsm": hsm,
             "policy": {
@@ -140,6 +150,12 @@ class Config:
                 approval_window_seconds=int(pol.get("approval_window_seconds", 600)),
                 drill_period_days=int(pol.get("drill_period_days", 180)),
                 alert_hook=pol.get("alert_hook"),
+                store=None if doc.get("store") is None else str(doc["store"]),
+                store_password_file=(
+                    None
+                    if doc.get("store_password_file") is None
+                    else str(doc["store_password_file"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -161,6 +177,14 @@ class Home:
     @property
     def db_path(self) -> Path:
         return self.root / DB_NAME
+
+    def store_location(self, config: Config) -> Path | str:
+        """Where *config*'s store lives: ``HOME/custody.db``, or its PostgreSQL URL."""
+        return config.store if config.store is not None else self.db_path
+
+    def store_password_file(self, config: Config) -> Path | None:
+        f = config.store_password_file
+        return None if f is None else self.resolve(f)
 
     @property
     def transcripts_dir(self) -> Path:

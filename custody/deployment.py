@@ -107,6 +107,23 @@ class Deployment:
         self.close()
 
 
+def open_home_store(home: Home, config: Config | None = None, *, create: bool = False) -> Store:
+    """Open the store *config* names for *home* (the embedded SQLite file, or the
+    PostgreSQL URL of ``store =`` with its password source).
+
+    Raises:
+        ConfigError: no deployment at *home*, or a bad store URL or password file.
+        StorageError: the store is missing, unreachable or unreadable.
+    """
+    config = home.load() if config is None else config
+    return open_store(
+        home.store_location(config),
+        create=create,
+        local=home.db_path,
+        password_file=home.store_password_file(config),
+    )
+
+
 def open_deployment(home: Home | Path, pin: PinSource | None = None) -> Deployment:
     """Open *home*: its config, its store and, when *pin* is given, its token.
 
@@ -121,7 +138,7 @@ def open_deployment(home: Home | Path, pin: PinSource | None = None) -> Deployme
     """
     home = home if isinstance(home, Home) else Home(Path(home))
     config = home.load()
-    dep = Deployment(home=home, config=config, store=open_store(home.db_path))
+    dep = Deployment(home=home, config=config, store=open_home_store(home, config))
     if pin is not None:
         try:
             dep.login(pin)
@@ -188,6 +205,8 @@ def init_deployment(
     so_pin: str | None,
     hsm: HsmConfig | None = None,
     dev_root: bool = False,
+    store: str | None = None,
+    store_password_file: str | None = None,
 ) -> Config:
     """Create a new deployment in *home*.
 
@@ -197,6 +216,9 @@ def init_deployment(
         so_pin: the token SO PIN (embedded default only).
         hsm: a real HSM to use instead of provisioning the embedded SoftHSMv2 token.
         dev_root: also generate a root key with no recovery shares (development only).
+        store: a PostgreSQL URL (no password) instead of the embedded SQLite file; its
+            database must exist and hold no custody store yet.
+        store_password_file: a 0600 file with that store's password.
 
     Returns:
         The new config.
@@ -226,25 +248,38 @@ def init_deployment(
             conf = softhsm.write_conf(root)
             softhsm.init_token(conf, EMBEDDED_TOKEN_LABEL, so_pin, user_pin)
             hsm = HsmConfig(token_label=EMBEDDED_TOKEN_LABEL, softhsm_conf=softhsm.CONF_NAME)
-        config = Config(deployment_id=uuid.uuid4().hex, created=iso(utcnow()), hsm=hsm)
+        config = Config(
+            deployment_id=uuid.uuid4().hex,
+            created=iso(utcnow()),
+            hsm=hsm,
+            store=store,
+            store_password_file=store_password_file,
+        )
         created += [
             home.db_path,
             Path(str(home.db_path) + "-wal"),
             Path(str(home.db_path) + "-shm"),
         ]
-        store = open_store(home.db_path, create=True)
+        store_ = open_home_store(home, config, create=True)
+        if store is not None and store_.get_meta("deployment_id") is not None:
+            store_.close()
+            raise ConfigError(
+                "That PostgreSQL store already holds a custody deployment",
+                "Nothing was changed. Give an empty database, or point the config of an "
+                "existing home at it.",
+            )
         try:
-            store.set_meta("deployment_id", config.deployment_id)
+            store_.set_meta("deployment_id", config.deployment_id)
             token = _login(home, config.hsm, user_pin)  # proves the PIN and token work
             try:
                 token.preflight()  # refuses an unsuitable token; everything is removed
                 if dev_root:
-                    KeyHierarchy(store, token).create_dev_root()
-                    store.set_meta("dev_root", "1")
+                    KeyHierarchy(store_, token).create_dev_root()
+                    store_.set_meta("dev_root", "1")
             finally:
                 token.close()
         finally:
-            store.close()
+            store_.close()
         home.transcripts_dir.mkdir(exist_ok=True)
         home.write_config(config)
         return config

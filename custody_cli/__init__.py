@@ -21,15 +21,20 @@ from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
+    access_cmds,
+    alerts_cmds,
     audit_cmds,
     backup_cmds,
     ceremony_cmds,
     core_cmds,
     hsm_cmds,
     key_cmds,
+    mfa_cmds,
     participant_cmds,
+    principal_cmds,
     recovery_cmds,
     rekey_cmds,
+    report_cmds,
     secret_cmds,
     shamir_cmds,
     share_cmds,
@@ -53,6 +58,11 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     backup_cmds,
     recovery_cmds,
     secret_cmds,
+    principal_cmds,
+    access_cmds,
+    mfa_cmds,
+    report_cmds,
+    alerts_cmds,
     tui_cmds,
 )
 

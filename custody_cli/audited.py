@@ -62,6 +62,8 @@ AUDITED: frozenset[str] = frozenset(
         "scan",
         "secret export",
         "secret import",
+        "report compliance",
+        "report export",
     }
 )
 
@@ -91,6 +93,8 @@ _RECORDED_ARGS = (
     "prefix",
     "within",
     "notify",
+    "bundle",
+    "dir",
 )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from custody.errors import CustodyError
 from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
 from custody_cli import handin_prompt as prompt
@@ -252,7 +253,18 @@ def open_for(args: argparse.Namespace, ceremony_id: str) -> Any:
     try:
         row = dep.store.ceremony(ceremony_id)
         if wants_pin(args, row.kind if row is not None else "unknown"):
-            dep.login(lambda: common.user_pin(args))
+            try:
+                dep.login(lambda: common.user_pin(args))
+            except CustodyError as err:
+                if row is None or row.state != "open":
+                    raise
+                # the token would not open: the ceremony is untouched; say how to go on
+                err.hint = (
+                    f"{err.hint} Ceremony {ceremony_id} ({row.kind}) is still open and "
+                    f"unchanged: fix the token and run 'custody ceremony resume {ceremony_id}' "
+                    f"again, or 'custody ceremony abort {ceremony_id} --key CO.key.pem'."
+                ).strip()
+                raise
     except BaseException:
         dep.close()
         raise

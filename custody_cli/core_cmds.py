@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from custody.errors import CustodyError
@@ -25,6 +26,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--module", metavar="PATH", help="PKCS#11 module of a real HSM")
     p.add_argument("--token-label", metavar="LABEL", help="token label on that HSM")
     p.add_argument("--slot", type=int, metavar="N", help="slot id on that HSM")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="a PostgreSQL store, postgresql://USER@HOST[:PORT]/DB[?sslmode=verify-full] "
+        "(no password in the URL), instead of the embedded SQLite file",
+    )
+    p.add_argument(
+        "--store-password-file",
+        metavar="FILE",
+        help="a 0600 file with the PostgreSQL store's password (else CUSTODY_STORE_PASSWORD, "
+        "PGPASSWORD, ~/.pgpass or a prompt)",
+    )
     p.add_argument(
         "--dev-root",
         action="store_true",
@@ -65,7 +78,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         hsm = HsmConfig(module=args.module, token_label=args.token_label, slot=args.slot)
     user_pin = common.user_pin(args, confirm=True)
     so_pin = None if hsm else common.so_pin(args, confirm=True)
-    cfg = init_deployment(home, user_pin=user_pin, so_pin=so_pin, hsm=hsm, dev_root=args.dev_root)
+    pwfile = args.store_password_file
+    cfg = init_deployment(
+        home,
+        user_pin=user_pin,
+        so_pin=so_pin,
+        hsm=hsm,
+        dev_root=args.dev_root,
+        store=args.store,
+        store_password_file=None if pwfile is None else home.rel(Path(pwfile).resolve()),
+    )
     if args.json:
         common.emit_json(
             {
@@ -80,6 +102,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         kind = "embedded SoftHSMv2 token" if cfg.hsm.embedded else f"HSM module {cfg.hsm.module}"
         print(f"Created deployment {cfg.deployment_id} in {home.root}")
         print(f"  token: {cfg.hsm.token_label!r} on the {kind}")
+        if cfg.store is not None:
+            print(f"  store: PostgreSQL {cfg.store}")
         if args.dev_root:
             print("  WARNING: development root key with no recovery shares")
         if not args.dev_root:

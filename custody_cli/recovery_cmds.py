@@ -186,14 +186,15 @@ def _trust(args: argparse.Namespace, store: Store | None) -> list[TrustKey]:
 
 
 def _open_store_if_any(home: Any) -> Store | None:
-    from custody.errors import StorageError
-    from custody.store import open_store
+    from custody.deployment import open_home_store
+    from custody.errors import CustodyError
 
-    if not home.db_path.exists():
+    cfg = home.load() if home.exists() else None
+    if (cfg is None or cfg.store is None) and not home.db_path.exists():
         return None
     try:
-        return open_store(home.db_path)
-    except StorageError:
+        return open_home_store(home, cfg)
+    except CustodyError:
         return None  # a damaged store vouches for nothing
 
 
@@ -296,12 +297,12 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ceremonies.offline import import_export, read_export
-    from custody.store import open_store
+    from custody.deployment import open_home_store
 
     home = common.home_of(args)
-    home.load()  # a home made by 'custody init'
+    cfg = home.load()  # a home made by 'custody init'
     exp = read_export(Path(args.dir), _pins(args.trust) or _refuse_without_trust())
-    store = open_store(home.db_path, create=True)
+    store = open_home_store(home, cfg, create=True)
     try:
         import_export(store, exp)
     finally:
@@ -327,11 +328,22 @@ def _refuse_without_trust() -> list[TrustKey]:
 
 
 # -------------------------------------------------------------------- store snapshots
+def _refuse_postgres(store: str | None, what: str) -> None:
+    if store is not None:
+        raise UsageError(
+            f"'custody store {what}' copies the embedded SQLite file; this home's store is "
+            "PostgreSQL",
+            "Use the server's backups (pg_dump, base backups with WAL archiving); "
+            "docs/store.md. Nothing was changed.",
+        )
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from ceremonies.offline import write_manifest
     from custody.store import backup
 
     out = Path(args.out)
+    _refuse_postgres(common.home_of(args).load().store, "snapshot")
     with common.open_home(args, pin=False) as dep:
         signer = _signing_admin(args, dep.store)
         if backup.staging_path(dep.home.db_path).exists():
@@ -350,6 +362,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     home = common.home_of(args)
     cfg = home.load()
+    _refuse_postgres(cfg.store, "restore")
     snap = Path(args.file)
     with tempfile.TemporaryDirectory(dir=home.root, prefix=".restore-") as tmp:
         # checked and copied from one private copy: the medium cannot change in between

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg_fixtures import pg_server, pg_url  # noqa: F401 - shared fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "vectors"
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -1,5 +1,5 @@
-"""Dependency direction, the single importer of pkcs11 and the store adapter as the single
-importer of sqlite3."""
+"""Dependency direction, the single importer of pkcs11 and the store adapters as the single
+importers of their drivers (sqlite3, psycopg and psycopg_pool)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,18 @@ def test_only_the_store_adapter_imports_sqlite3():
         for pkg in ("custody", "ceremonies", "tui", "custody_cli")
         for p in (ROOT / pkg).rglob("*.py")
         if "sqlite3" in _imports(p) and not (p.parent == store and p.name.startswith("sqlite"))
+    ]
+    assert offenders == []
+
+
+def test_only_the_postgres_store_adapter_imports_psycopg():
+    store = ROOT / "custody" / "store"
+    offenders = [
+        str(p.relative_to(ROOT))
+        for pkg in ("custody", "ceremonies", "tui", "custody_cli")
+        for p in (ROOT / pkg).rglob("*.py")
+        if _imports(p) & {"psycopg", "psycopg_pool"}
+        and not (p.parent == store and p.name.startswith("postgres"))
     ]
     assert offenders == []
 

@@ -9,18 +9,33 @@ from pathlib import Path
 
 from custody.store import sqlite_backup as backup
 from custody.store.port import Store
+from custody.store.postgres_dialect import is_postgres_location
 from custody.store.sqlite import SqliteStore
 
 
-def open_store(location: Path, *, create: bool = False) -> Store:
-    """Open a deployment's store at *location* (today: a SQLite file).
+def open_store(
+    location: Path | str,
+    *,
+    create: bool = False,
+    local: Path | None = None,
+    password_file: Path | None = None,
+) -> Store:
+    """Open a deployment's store at *location*: a SQLite file, or a ``postgresql://`` URL
+    (:class:`custody.store.postgres.PostgresStore`; *local* is a path in the home and
+    *password_file* a 0600 password file, docs/store.md).
 
-    This is the one place that picks an adapter; a PostgreSQL location (``postgresql://``)
-    would be dispatched here (docs/store.md).
+    This is the one place that picks an adapter.
 
     Raises:
-        StorageError: missing, corrupted, locked or unwritable.
+        ConfigError: a PostgreSQL URL that holds a password, or a bad password file.
+        StorageError: missing, corrupted, locked, unreachable or unwritable.
     """
+    if is_postgres_location(location):
+        from custody.store.postgres import PostgresStore  # psycopg only for such stores
+
+        return PostgresStore.open(
+            str(location), create=create, local=local, password_file=password_file
+        )
     return SqliteStore.open(Path(location), create=create)
 
 

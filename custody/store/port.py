@@ -27,13 +27,17 @@ from typing import Any, Protocol
 
 from custody.model import KeyState
 from custody.store.rows import (
+    AccessApprovalRow,
+    AccessRequestRow,
     BackupEntry,
     CeremonyRow,
+    GrantRow,
     IncidentRow,
     JobRow,
     KekRewrap,
     KekVersion,
     LeaseRow,
+    MfaRow,
     NewKek,
     NewObject,
     NewRoot,
@@ -42,6 +46,7 @@ from custody.store.rows import (
     ObjectMove,
     ParticipantRow,
     PendingVersion,
+    PrincipalRow,
     RootVersion,
     RunningJob,
     SampledCipher,
@@ -293,5 +298,122 @@ class SecretStore(Protocol):
         ...
 
 
-class Store(StoreCore, KeyStore, RekeyStore, BackupStore, CeremonyStore, SecretStore, Protocol):
+class AccessStore(Protocol):
+    """Principals, grant and release requests, approvals, grants (docs/access.md).
+
+    Times are Unix seconds. Writes are atomic on their own; a request's approval and the
+    grant it completes are written in one :meth:`StoreCore.transaction`."""
+
+    def add_principal(self, row: PrincipalRow) -> None:
+        """Insert a principal. Raises StorageError when the name is taken."""
+        ...
+
+    def principal(self, name: str) -> PrincipalRow | None: ...
+    def principals(self) -> list[PrincipalRow]: ...
+    def principal_by_token_id(self, token_id: str) -> PrincipalRow | None: ...
+
+    def set_principal_token(
+        self, name: str, *, token_id: str, salt: bytes, digest: bytes, now: int
+    ) -> None:
+        """Replace the principal's token (the old one stops working at once)."""
+        ...
+
+    def revoke_principal(self, name: str, *, now: int) -> bool:
+        """Revoke the principal (and its token); False if unknown or already revoked."""
+        ...
+
+    def revoke_principal_token(self, name: str, *, now: int) -> bool: ...
+
+    def add_access_request(self, row: AccessRequestRow) -> None: ...
+    def access_request(self, request_id: str) -> AccessRequestRow | None: ...
+
+    def access_requests(self, *, state: str | None = None) -> list[AccessRequestRow]:
+        """Newest first."""
+        ...
+
+    def set_access_request_state(self, request_id: str, state: str, *, now: int) -> None: ...
+
+    def add_access_approval(self, row: AccessApprovalRow) -> bool:
+        """Record one approval; False when this approver already approved the request."""
+        ...
+
+    def access_approvals(self, request_id: str) -> list[AccessApprovalRow]: ...
+    def add_grant(self, row: GrantRow) -> None: ...
+    def grant(self, grant_id: str) -> GrantRow | None: ...
+
+    def grants(self, *, principal: str | None = None, env: str | None = None) -> list[GrantRow]:
+        """Grants (every state), newest first."""
+        ...
+
+    def revoke_grant(self, grant_id: str, *, now: int, by: str, reason: str) -> bool:
+        """Revoke one unrevoked grant; False if unknown or already revoked."""
+        ...
+
+    def lapse_grants(self, *, now: int) -> list[GrantRow]:
+        """Mark every unrevoked grant whose window ended by *now* as lapsed (once each);
+        returns the grants newly lapsed, so each expiry is audited exactly once."""
+        ...
+
+    def revoke_grants_on(
+        self, env: str, path: str, *, now: int, by: str, reason: str
+    ) -> list[GrantRow]:
+        """Revoke every unrevoked grant that covers (env, path); returns them as they were."""
+        ...
+
+    def release_rule(self, env: str, path: str) -> tuple[str, int] | None:
+        """``(mode, needed)`` for a secret marked for quorum release, else None."""
+        ...
+
+    def set_release_rule(
+        self, env: str, path: str, *, mode: str, needed: int, by: str, now: int
+    ) -> None: ...
+
+    def record_release(
+        self, request_id: str, *, version: int, sealed_sha256: str, now: int
+    ) -> bool:
+        """Mark the release as delivered; False if it already was (a replay)."""
+
+
+class MfaStore(Protocol):
+    """TOTP enrolments (docs/mfa.md). No secret is in these rows: the TOTP secret is an
+    object (:meth:`KeyStore.add_objects`) wrapped under the ``secrets`` KEK branch."""
+
+    def mfa_enrolment(self, principal: str) -> MfaRow | None: ...
+    def mfa_enrolments(self) -> list[MfaRow]: ...
+
+    def add_mfa_enrolment(self, row: MfaRow) -> None:
+        """Insert (inside a transaction). Raises StorageError when one exists."""
+        ...
+
+    def delete_mfa_enrolment(self, principal: str) -> MfaRow | None:
+        """Delete the enrolment and its secret's object (inside a transaction); the row
+        that was deleted, or None."""
+        ...
+
+    def use_mfa_step(self, principal: str, step: int, *, now: str) -> bool:
+        """Record *step* as used, only if it is later than the last used step and the
+        principal is not locked out at *now* (ISO-8601, as ``locked_until``); atomic: one of
+        two concurrent callers with the same step gets False, and so does a caller that a
+        concurrent failure has just locked out. Resets the failure count and an ended
+        lockout, and confirms the enrolment."""
+        ...
+
+    def fail_mfa(self, principal: str, *, limit: int, locked_until: str) -> tuple[int, bool]:
+        """Count one refused code (inside a transaction). At *limit* consecutive failures
+        the count restarts and the principal is locked until *locked_until*. Returns the
+        count reached and whether this failure locked the principal."""
+        ...
+
+
+class Store(
+    StoreCore,
+    KeyStore,
+    RekeyStore,
+    BackupStore,
+    CeremonyStore,
+    SecretStore,
+    AccessStore,
+    MfaStore,
+    Protocol,
+):
     """A deployment's store: everything above, behind one handle."""

@@ -320,3 +320,102 @@ class SecretVersionRow:
     lookup: bytes | None
     source: str
     created: str
+
+
+# ------------------------------------------------------------------------- access control
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrincipalRow:
+    """A principal (docs/access.md). A person has ``public`` (their participant signing key)
+    and maybe ``x25519`` (the key sealed releases are made to); a service has a token, kept
+    only as ``token_id`` (public lookup part), ``token_salt`` and ``token_hash``."""
+
+    name: str
+    kind: str
+    role: str
+    services: tuple[str, ...]
+    envs: tuple[str, ...]
+    created: int
+    created_by: str
+    public: bytes | None = None
+    x25519: bytes | None = None
+    token_id: str | None = None
+    token_salt: bytes | None = field(default=None, repr=False)
+    token_hash: bytes | None = field(default=None, repr=False)
+    token_created: int | None = None
+    token_revoked_at: int | None = None
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRequestRow:
+    """A request for a time-limited grant (``kind='grant'``) or a quorum release
+    (``kind='release'``): what approvers sign is the digest of these fields."""
+
+    id: str
+    kind: str
+    requester: str
+    env: str
+    path: str
+    actions: tuple[str, ...]
+    not_before: int
+    not_after: int
+    nonce: str
+    reason: str
+    security_class: str
+    needed: int
+    digest: str
+    state: str
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessApprovalRow:
+    """One approver's Ed25519 signature over a request's digest."""
+
+    request_id: str
+    approver: str
+    public: bytes
+    sig: bytes
+    approved_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantRow:
+    """An active (or lapsed, or revoked) grant, with its signed record (JSON text)."""
+
+    id: str
+    request_id: str
+    principal: str
+    env: str
+    path: str
+    actions: tuple[str, ...]
+    not_before: int
+    not_after: int
+    created: int
+    record: str
+    revoked_at: int | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+
+# ----------------------------------------------------------------------------------- MFA
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MfaRow:
+    """One principal's TOTP enrolment (docs/mfa.md). The secret itself is not here: it is
+    an objects row (``object_uid``) wrapped under the ``secrets`` KEK branch.
+
+    ``last_step`` is the last TOTP time step accepted (a code is used once); ``failures``
+    counts consecutive refused codes; ``locked_until`` (ISO-8601) ends a lockout."""
+
+    principal: str
+    object_uid: bytes
+    digits: int
+    period: int
+    algorithm: str
+    enrolled_at: str
+    confirmed_at: str | None = None
+    last_step: int | None = None
+    last_used: str | None = None
+    failures: int = 0
+    locked_until: str | None = None

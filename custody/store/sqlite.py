@@ -4,7 +4,8 @@ state, and the schema migrations.
 One file per deployment (``HOME/custody.db``) in WAL mode with ``synchronous=FULL``, so a
 committed transaction survives a crash or power loss, and ``secure_delete=ON`` (deleted
 content is zeroed in the file). Schema changes are numbered
-migrations (:mod:`custody.store.sqlite_migrations`) applied in order inside a transaction;
+migrations (:mod:`custody.store.sqlite_migrations`, run by :mod:`custody.store.migrate`)
+applied in order inside a transaction;
 ``PRAGMA user_version`` records the last one applied. Every foreign ``sqlite3`` error is
 translated into :class:`StorageError` here.
 
@@ -23,9 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from custody.errors import StorageError
+from custody.store.migrate import migrate
+from custody.store.sqlite_access import SqliteAccess
 from custody.store.sqlite_base import Params, storage_error
 from custody.store.sqlite_ceremonies import SqliteCeremonies
 from custody.store.sqlite_keys import SqliteKeys
+from custody.store.sqlite_mfa import SqliteMfa
 from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
@@ -49,7 +53,7 @@ def statements(script: str) -> list[str]:
     return out
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
+class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets, SqliteAccess, SqliteMfa):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:
@@ -87,22 +91,22 @@ class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets):
             raise storage_error(path, exc) from exc
 
     def _migrate(self) -> None:
+        migrate(self)
+
+    def schema_version(self) -> int:
         (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        if current > SCHEMA_VERSION:
-            raise StorageError(
-                f"The store schema v{current} is newer than this custody (v{SCHEMA_VERSION})",
-                "Upgrade custody.",
-            )
-        for n in range(current, SCHEMA_VERSION):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in statements(MIGRATIONS[n]):
-                    self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version={n + 1}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        return int(current)
+
+    def apply_migration(self, n: int, script: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in statements(script):
+                self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA user_version={n + 1}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     # -- metadata and integrity -------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

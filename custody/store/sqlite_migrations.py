@@ -216,6 +216,104 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE branch = OLD.branch AND kek_version = OLD.kek_version AND kind = OLD.kind;
     END;
     """,
+    # 7: access control (docs/access.md): principals (a person's participant key, a service's
+    # salted token hash), grant and release requests, their signed approvals, and grants
+    # (revoked_at: an emergency rotation revokes every grant). Times are Unix seconds.
+    """
+    CREATE TABLE principals(
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        role TEXT NOT NULL,
+        services TEXT NOT NULL,
+        envs TEXT NOT NULL,
+        public BLOB,
+        x25519 BLOB,
+        token_id TEXT UNIQUE,
+        token_salt BLOB,
+        token_hash BLOB,
+        token_created INTEGER,
+        token_revoked_at INTEGER,
+        created INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE access_requests(
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        actions TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        nonce TEXT NOT NULL UNIQUE,
+        reason TEXT NOT NULL,
+        security_class TEXT NOT NULL,
+        needed INTEGER NOT NULL,
+        digest TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE TABLE access_approvals(
+        request_id TEXT NOT NULL REFERENCES access_requests(id),
+        approver TEXT NOT NULL,
+        public BLOB NOT NULL,
+        sig BLOB NOT NULL,
+        approved_at INTEGER NOT NULL,
+        PRIMARY KEY(request_id, approver)
+    );
+    CREATE TABLE grants(
+        id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        principal TEXT NOT NULL,
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        actions TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        revoked_at INTEGER,
+        revoked_by TEXT,
+        revoke_reason TEXT,
+        lapsed_at INTEGER
+    );
+    CREATE INDEX grants_by_principal ON grants(principal, env);
+    CREATE TABLE release_rules(
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        needed INTEGER NOT NULL,
+        set_by TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY(env, path)
+    );
+    CREATE TABLE releases(
+        request_id TEXT PRIMARY KEY REFERENCES access_requests(id),
+        version INTEGER NOT NULL,
+        sealed_sha256 TEXT NOT NULL,
+        delivered_at INTEGER NOT NULL
+    );
+    """,
+    # 8: TOTP enrolments (docs/mfa.md): one row per principal. The TOTP secret is an objects
+    # row wrapped under the 'secrets' KEK branch (object_uid); last_step makes each code
+    # single-use; failures and locked_until carry the lockout.
+    """
+    CREATE TABLE mfa_enrolments(
+        principal TEXT PRIMARY KEY,
+        object_uid BLOB NOT NULL,
+        digits INTEGER NOT NULL,
+        period INTEGER NOT NULL,
+        algorithm TEXT NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        confirmed_at TEXT,
+        last_step INTEGER,
+        last_used TEXT,
+        failures INTEGER NOT NULL,
+        locked_until TEXT
+    );
+    """,
 )
 
 

@@ -393,3 +393,24 @@ def test_ceremony_list_shows_age_and_expiry(fresh: Dep):
     assert a.returncode == 0, a.stderr
     empty = run_cli("ceremony", "list", "--home", str(fresh.root), "--open")
     assert empty.stdout.strip() == "no open ceremony"
+
+
+def test_a_resume_whose_token_will_not_open_names_the_open_ceremony(dep: Dep, tmp_path: Path):
+    r = dep.ceremony("drill", *dep.coord(), *dep.shares("alice"))  # held on the token
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    before = Snapshot(dep)
+    bad = tmp_path / "wrong.pin"
+    bad.write_text("pin=not-the-pin-0000\n")
+    bad.chmod(0o600)
+    args = [a if a != str(dep.pin) else str(bad) for a in dep.coord()]
+    r = dep.ceremony("resume", cid, *args, *dep.shares("bob", "carol"))
+    assert r.returncode == 5, r.stdout + r.stderr  # HsmError: the PIN was refused
+    hint = r.out["hint"]
+    assert f"Ceremony {cid} (drill) is still open and unchanged" in hint, hint
+    assert f"'custody ceremony resume {cid}'" in hint and f"custody ceremony abort {cid}" in hint
+    assert "not-the-pin" not in r.stdout + r.stderr
+    assert [c["id"] for c in _listed(dep, "--open")] == [cid]
+    assert _objects(dep) == before.tokens and dep.roots() == before.roots
+    r = dep.ceremony("resume", cid, *dep.coord(), *dep.shares("bob", "carol"))
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr

@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from custody.hsm import softhsm
+from tui.screens.dashboard import STATUS_STYLE, styled
 from tui.services.home import HomeServices, Settings
 
 pytestmark = pytest.mark.hsm
@@ -36,3 +37,5 @@ def test_an_emptied_token_is_an_alarm_on_the_dashboard(tmp_path: Path, monkeypat
     assert errors and errors[0].text.startswith("root/v1 is not on this token")
     assert "docs/recovery.md" in errors[0].hint
     assert v.hsm.detail == errors[0].text
+    # and the dashboard shows that state as an error, never in the default (unstyled) colour
+    assert styled(v.hsm.state).style == STATUS_STYLE["unreachable"] == "bold red"

@@ -33,6 +33,7 @@ STATUS_STYLE = {
     "overdue": "bold red",
     "missing": "red",
     "unreachable": "bold red",
+    "alarm": "bold red",  # reachable, but the token and the store disagree
     "error": "bold red",
     "disabled": "dim",
     "destroy-scheduled": "dim",

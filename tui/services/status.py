@@ -312,9 +312,10 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
     """
     from ceremonies.roster import Roster
     from ceremonies.runner.steps import active_share_set
-    from custody.store import open_store
+    from custody.config import Home
+    from custody.deployment import open_home_store
 
-    store = open_store(db_path)
+    store = open_home_store(Home(db_path.parent))
     try:
         ts = clock.to_seconds(now)
         members = [m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"]
@@ -358,9 +359,10 @@ def drill_alerts(
     if custodians is None:
         return ()
     from ceremonies.runner.steps import drill_status
-    from custody.store import open_store
+    from custody.config import Home
+    from custody.deployment import open_home_store
 
-    store = open_store(db_path)
+    store = open_home_store(Home(db_path.parent))
     try:
         st = drill_status(store, now=clock.to_seconds(now), period_days=cfg.drill_period_days)
     finally:

@@ -1,18 +1,18 @@
 """``object_groups`` (what ``dek verify`` reads) on disk: every row exactly once, grouped by
-the branch and version its row names, from one snapshot while a second connection re-keys."""
+the branch and version its row names, from one snapshot while a second connection re-keys;
+on both adapters."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
-from custody.store.sqlite import SqliteStore as Store
+from tests.custody.store.conftest import Backend
+from tests.custody.store.conftest import RawStore as Store
 
 NOW = "2026-01-01T00:00:00+00:00"
 
 
-def _store(path: Path, n: int) -> Store:
-    s = Store.open(path, create=True)
+def _store(backend: Backend, n: int) -> Store:
+    s = backend.open(create=True)
     s.add_root(NewRoot(version=1, kcv="aaaaaa", epoch=None, blob=None), activate=True, now=NOW)
     for v in (1, 2):
         s.add_kek(NewKek(branch="data", version=v, kcv="b", root_version=1, wrapped=b"k"), now=NOW)
@@ -34,8 +34,8 @@ def _store(path: Path, n: int) -> Store:
     return s
 
 
-def test_groups_cover_every_row_once_with_its_own_version(tmp_path: Path) -> None:
-    s = _store(tmp_path / "c.db", 2500)
+def test_groups_cover_every_row_once_with_its_own_version(backend: Backend) -> None:
+    s = _store(backend, 2500)
     with s.tx() as c:  # odd rows a raw writer left behind: still read, under what they name
         c.execute("UPDATE objects SET kek_version=7 WHERE uid=?", ((5).to_bytes(16, "big"),))
         c.execute("UPDATE objects SET branch='other' WHERE uid=?", ((7).to_bytes(16, "big"),))
@@ -54,13 +54,13 @@ def test_groups_cover_every_row_once_with_its_own_version(tmp_path: Path) -> Non
     assert seen == truth
     sample = [u for _, _, rows in s.object_groups(sample=50) for u, _, _ in rows]
     assert len(sample) == len(set(sample)) == 50
-    assert not s.conn.in_transaction  # the read snapshot ended with the iteration
+    assert not s.in_transaction  # the read snapshot ended with the iteration
     s.close()
 
 
-def test_one_snapshot_while_another_connection_rekeys(tmp_path: Path) -> None:
-    s = _store(tmp_path / "c.db", 3000)
-    other = Store.open(s.path)
+def test_one_snapshot_while_another_connection_rekeys(backend: Backend) -> None:
+    s = _store(backend, 3000)
+    other = backend.open()
     it = s.object_groups(batch=100)
     first = next(it)  # the snapshot is taken; now every v1 row moves to v2 and commits
     with other.transaction():

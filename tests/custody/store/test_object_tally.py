@@ -1,7 +1,8 @@
 """The object counters of migration 5 (``object_tally``: kept by the adapter's inserts and
 moves, and by a trigger for deletes) against ``COUNT(*)``, on disk: inserts, re-key moves
 (also repeated and stale ones), deletes, a rolled-back transaction, a savepoint, a process
-killed mid-transaction, and a store from before the counters migrated with objects in it."""
+killed mid-transaction, and a store from before the counters migrated with objects in it; on
+both adapters (PostgreSQL runs the same migrations through its translation)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from custody.errors import StorageError
+from custody.store.postgres_dialect import translate
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
-from custody.store.sqlite import MIGRATIONS, SCHEMA_VERSION, statements
-from custody.store.sqlite import SqliteStore as Store
+from custody.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, statements
 from tests.conftest import ROOT, cli_env
+from tests.custody.store.conftest import Backend
+from tests.custody.store.conftest import RawStore as Store
 
 NOW = "2026-01-01T00:00:00+00:00"
 # the counters' migration, found by content (its number is the lead's to assign at merge)
@@ -60,8 +63,8 @@ def assert_counts_match(s: Store) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = Store.open(tmp_path / "c.db", create=True)
+def store(backend: Backend):
+    s = backend.open(create=True)
     s.add_root(NewRoot(version=1, kcv="aaaaaa", epoch=None, blob=None), activate=True, now=NOW)
     for branch in ("data", "secrets"):
         for v in (1, 2):
@@ -153,14 +156,16 @@ def test_rolled_back_transaction_and_savepoint_leave_counters_exact(store: Store
     assert store.object_counts() == {"dek": 55}
 
 
-def test_process_killed_mid_transaction_leaves_counters_exact(store: Store) -> None:
+def test_process_killed_mid_transaction_leaves_counters_exact(store: Store, backend) -> None:
     store.add_objects([_obj(i) for i in range(40)], now=NOW)
     code = textwrap.dedent(
         f"""
         import os, sys
-        from custody.store.sqlite import SqliteStore
+        from pathlib import Path
+        from custody.store import open_store
         from custody.store.rows import NewObject, ObjectMove
-        s = SqliteStore.open(__import__("pathlib").Path({str(store.path)!r}))
+        loc = {backend.location!r}
+        s = open_store(loc if loc.startswith("postgresql:") else Path(loc))
         tx = s.transaction()  # kept referenced: never exited
         tx.__enter__()
         s.add_objects([NewObject(uid=(5000 + i).to_bytes(16, "big"), kind="dek", branch="data",
@@ -184,7 +189,7 @@ def test_process_killed_mid_transaction_leaves_counters_exact(store: Store) -> N
     )
     assert r.returncode == 9, r.stderr
     assert r.stdout.strip() == "61"  # 40 + 25 - 4 inside the doomed transaction
-    fresh = Store.open(store.path)
+    fresh = backend.open()
     try:
         assert_counts_match(fresh)
         assert fresh.object_counts() == {"dek": 40}
@@ -209,12 +214,52 @@ def test_counters_migration_seeds_from_existing_objects(tmp_path: Path) -> None:
         ],
     )
     conn.close()
-    s = Store.open(db)
+    s = SqliteStore.open(db)
     try:
         assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert_counts_match(s)
         assert s.object_counts() == {"dek": 66, "secret": 33}
         s.add_objects([_obj(1000)], now=NOW)  # and the triggers run from then on
         assert_counts_match(s)
+    finally:
+        s.close()
+
+
+@pytest.mark.postgres
+def test_counters_migration_seeds_from_existing_objects_on_postgresql(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE custody_schema(version BIGINT NOT NULL)")
+        for script in MIGRATIONS[:TALLY]:
+            for stmt in translate(script):
+                conn.execute(stmt)
+        conn.execute("INSERT INTO custody_schema VALUES (%s)", (TALLY,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO objects(uid, kind, branch, kek_version, wrapped, digest, created, "
+                "updated) VALUES(%s, %s, %s, %s, %s, %s, 't', 't')",
+                [
+                    (
+                        i.to_bytes(16, "big"),
+                        "dek" if i % 3 else "secret",
+                        "data",
+                        1 + i % 2,
+                        b"\0",
+                        b"\0",
+                    )
+                    for i in range(99)
+                ],
+            )
+    s = Backend("postgresql", pg_url, Path("/nonexistent")).open()
+    try:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert_counts_match(s)
+        assert s.object_counts() == {"dek": 66, "secret": 33}
+        s.add_objects([_obj(1000)], now=NOW)
+        with s.tx() as c:
+            c.execute("DELETE FROM objects WHERE id < 10")  # the translated trigger counts it
+        assert_counts_match(s)
+        assert sum(s.object_counts().values()) == 100 - 9
     finally:
         s.close()

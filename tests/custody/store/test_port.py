@@ -1,5 +1,6 @@
-"""The store port against its SQLite adapter, on disk: transactions, savepoints, rehearsals,
-the batch claim (two real processes), and the audit log's own storage adapter."""
+"""The store port against both adapters (SQLite on disk, PostgreSQL on the test server):
+transactions, savepoints, rehearsals, the batch claim (two real processes), and the audit
+log's own storage adapter."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 
 from custody.errors import StorageError
 from custody.model import KeyState
-from custody.store import Store, open_store
+from custody.store import Store
 from custody.store.rows import NewKek, NewObject, NewRoot, ObjectMove
 from custody.store.sqlite_audit import SqliteAuditStore
 from tests.conftest import ROOT, cli_env
+from tests.custody.store.conftest import Backend
 
 NOW = "2026-01-01T00:00:00+00:00"
 
@@ -45,26 +47,27 @@ def _seed(store: Store, objects: int = 0) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = open_store(tmp_path / "c.db", create=True)
+def store(backend: Backend):
+    s = backend.open(create=True)
     yield s
     s.close()
 
 
-def _reopened(store: Store) -> Store:
+@pytest.fixture
+def reopen(backend: Backend):
     """A second connection: sees only what was committed."""
-    return open_store(store.path)
+    return backend.open
 
 
-def test_transaction_commits_several_calls_as_one(store: Store) -> None:
+def test_transaction_commits_several_calls_as_one(store: Store, reopen) -> None:
     with store.transaction():
         _seed(store, objects=3)
-        other = _reopened(store)
+        other = reopen()
         try:
             assert other.roots() == [] and other.keks() == []  # not visible before commit
         finally:
             other.close()
-    other = _reopened(store)
+    other = reopen()
     try:
         assert [r.version for r in other.roots()] == [1]
         assert [(k.branch, k.version, k.objects) for k in other.keks()] == [("data", 1, 3)]
@@ -150,8 +153,8 @@ _CLAIMER = textwrap.dedent(
     from custody.store import open_store
     from custody.store.rows import ObjectMove
 
-    db, go, out, name = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-    store = open_store(db)
+    loc, go, out, name = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    store = open_store(loc if loc.startswith("postgresql:") else Path(loc))
     while not go.exists():
         time.sleep(0.005)
     claimed, short = [], []
@@ -174,9 +177,9 @@ _CLAIMER = textwrap.dedent(
 )
 
 
-def test_two_processes_never_claim_the_same_row(tmp_path: Path) -> None:
-    db = tmp_path / "c.db"
-    s = open_store(db, create=True)
+def test_two_processes_never_claim_the_same_row(tmp_path: Path, backend: Backend) -> None:
+    db = backend.location
+    s = backend.open(create=True)
     total = 280
     _seed(s, objects=total)
     ids = {o.uid for o in s.iter_objects()}
@@ -184,7 +187,7 @@ def test_two_processes_never_claim_the_same_row(tmp_path: Path) -> None:
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _CLAIMER, str(db), str(go), str(tmp_path / f"{n}.json"), n],
+            [sys.executable, "-c", _CLAIMER, db, str(go), str(tmp_path / f"{n}.json"), n],
             cwd=ROOT,
             env=cli_env(),
         )

@@ -1,0 +1,474 @@
+"""Access control over a deployment's store: principals, tokens, and audited decisions.
+
+:class:`AccessControl` is the one place front ends (CLI, TUI, server) ask. It loads the
+principal (a service by its token, a person by name), gathers their grants, calls the pure
+:func:`custody.access.policy.decide`, and records the answer in the audit log before anything
+acts on it: ``access decide`` with outcome ``ok`` or ``denied`` and the reason, and ``access
+grant use`` when a grant allowed it. A denial raises :class:`AccessDenied`; an unknown,
+revoked or wrong token raises :class:`AuthError` (audited too, without the token).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from custody.access import tokens
+from custody.access.policy import decide, needs_mfa
+from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
+from custody.clock import to_seconds, utcnow
+from custody.errors import PolicyError, UsageError
+from custody.store.port import Store
+from custody.store.rows import GrantRow, PrincipalRow
+
+MFA_MODES = ("enrolled", "always")
+
+
+class AuthError(PolicyError):
+    """The credential was refused: unknown, revoked or wrong token, or no such principal."""
+
+
+class AccessDenied(PolicyError):
+    """The policy denied the action (the reason is in the title and in the audit log)."""
+
+    def __init__(self, title: str, hint: str = "", *, decision: Decision | None = None) -> None:
+        super().__init__(title, hint)
+        self.decision = decision
+
+
+class AuditSink(Protocol):
+    """The part of :class:`custody.audit.log.AuditLog` access control writes to."""
+
+    def append(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        *,
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class MfaVerifier(Protocol):
+    """The part of :class:`custody.access.mfa.Mfa` access control uses."""
+
+    def verify(self, name: str, code: str, *, now: datetime | None = None) -> None: ...
+    def enrolled(self, name: str) -> bool: ...
+
+
+def to_grant(g: GrantRow) -> Grant:
+    return Grant(
+        id=g.id,
+        principal=g.principal,
+        env=g.env,
+        path=g.path,
+        actions=g.actions,
+        not_before=g.not_before,
+        not_after=g.not_after,
+        revoked_at=g.revoked_at,
+        request_id=g.request_id,
+    )
+
+
+def _check_services(items: tuple[str, ...], what: str) -> tuple[str, ...]:
+    for s in items:
+        segs = s.split("/")
+        if not s or "," in s or any(not x or x in (".", "..") for x in segs):
+            raise UsageError(f"Not a {what}: {s[:60]!r}", "Use e.g. payments or payments/api.")
+    return tuple(items)
+
+
+class AccessControl:
+    """Principals and decisions of one deployment.
+
+    Args:
+        store: the deployment's store.
+        audit_log: where every decision is recorded (an unwritable log refuses the action).
+        clock: the current time.
+        mfa: TOTP verification (:mod:`custody.access.mfa`), when set up.
+        mfa_mode: ``enrolled`` (default): a principal enrolled in TOTP must give a code
+            where the policy asks for one; ``always``: so must one that is not (it is
+            denied until enrolled).
+        rng: random bytes for tokens (the HSM's RNG when the token is logged in).
+        command_scope: this instance serves ONE command (the CLI): a code verified once
+            stands for the command's later decisions, so a command that decides several
+            times asks for one code. Never for a long-lived caller (the server, the TUI):
+            there every code is checked, and a replayed one is refused.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        audit_log: AuditSink,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        mfa: MfaVerifier | None = None,
+        mfa_mode: str = "enrolled",
+        rng: Callable[[int], bytes] = os.urandom,
+        command_scope: bool = False,
+    ) -> None:
+        if mfa_mode not in MFA_MODES:
+            raise ValueError(f"mfa_mode must be one of {MFA_MODES}")
+        self.store = store
+        self.audit = audit_log
+        self._clock = clock
+        self._mfa = mfa
+        self._mfa_mode = mfa_mode
+        self._rng = rng
+        self._command_scope = command_scope
+        self._verified: set[str] = set()  # only with command_scope
+
+    def __repr__(self) -> str:
+        return f"AccessControl({self.store!r})"
+
+    def now(self) -> int:
+        return to_seconds(self._clock())
+
+    # -- principals -------------------------------------------------------------------
+    def _to_principal(self, row: PrincipalRow) -> Principal:
+        enrolled = self._mfa.enrolled(row.name) if self._mfa is not None else False
+        return Principal(
+            name=row.name,
+            kind=row.kind,
+            role=row.role,
+            services=row.services,
+            mfa=enrolled,
+            envs=row.envs,
+        )
+
+    def principal(self, name: str) -> Principal:
+        """The live principal *name*.
+
+        Raises:
+            AuthError: unknown or revoked.
+        """
+        row = self.store.principal(name)
+        if row is None or row.revoked_at is not None:
+            state = "unknown" if row is None else "revoked"
+            raise AuthError(f"Principal {name[:64]!r} is {state}", "See 'custody principal list'.")
+        return self._to_principal(row)
+
+    @staticmethod
+    def operator(actor: str) -> Principal:
+        """The local operator who holds the token PIN: super-admin (the default when no
+        principal is named)."""
+        name = actor if valid_name(actor) else "operator"
+        return Principal(name=name, kind="person", role="super-admin")
+
+    def add_principal(
+        self,
+        name: str,
+        *,
+        kind: str,
+        role: str,
+        by: str,
+        services: tuple[str, ...] = (),
+        envs: tuple[str, ...] = (),
+        public: bytes | None = None,
+        x25519: bytes | None = None,
+    ) -> tuple[Principal, str | None]:
+        """Add a principal; a service gets a token, returned once (never stored).
+
+        A person must be an enrolled participant (the roster), and *public* their key.
+
+        Returns:
+            The principal, and the service's token (None for a person).
+
+        Raises:
+            UsageError: bad name, kind, role, services or environments; a person without an
+                enrolled participant key; a service-admin or service-user without services.
+            StorageError: the name is taken.
+        """
+        if not valid_name(name):
+            raise UsageError(f"Invalid principal name {name[:64]!r}", "Use [A-Za-z0-9._@-].")
+        if role not in ROLES:
+            raise UsageError(f"Unknown role {role!r}", f"Use one of: {', '.join(ROLES)}.")
+        if kind not in ("person", "service"):
+            raise UsageError(f"Unknown kind {kind!r}", "Use person or service.")
+        _check_services(services, "service path")
+        _check_services(envs, "environment")
+        if role in ("service-admin", "service-user") and not services:
+            raise UsageError(
+                f"A {role} needs --service", "Name the service path prefixes it works on."
+            )
+        if kind == "service" and role == "super-admin":
+            raise UsageError(
+                "A service cannot be a super-admin", "Super-admins are people with keys and MFA."
+            )
+        now = self.now()
+        minted = None
+        if kind == "person":
+            if public is None:
+                raise UsageError(
+                    f"A person principal needs their participant key ({name}.pub.json)",
+                    "Use --key NAME.pub.json of an enrolled participant.",
+                )
+            member = next((p for p in self.store.participants() if p.name == name), None)
+            if member is None or member.public != public:
+                raise UsageError(
+                    f"{name} is not an enrolled participant with this key",
+                    "Enrol them first ('custody ceremony enrol --add NAME.pub.json').",
+                )
+            if member.revoked_at is not None or not member.valid_from <= now < member.valid_until:
+                raise UsageError(
+                    f"{name}'s participant key is revoked or not valid now", "Enrol a new key."
+                )
+        else:
+            minted = tokens.mint(self._rng)
+        row = PrincipalRow(
+            name=name,
+            kind=kind,
+            role=role,
+            services=services,
+            envs=envs,
+            created=now,
+            created_by=by,
+            public=public,
+            x25519=x25519 if kind == "person" else None,
+            token_id=minted.token_id if minted else None,
+            token_salt=minted.salt if minted else None,
+            token_hash=minted.digest if minted else None,
+            token_created=now if minted else None,
+        )
+        details = {"kind": kind, "role": role, "services": list(services), "envs": list(envs)}
+        self.audit.append("principal add", name, by, outcome="intent", details=details)
+        self.store.add_principal(row)
+        self.audit.append("principal add", name, by, details=details)
+        return self._to_principal(row), (minted.token if minted else None)
+
+    def new_token(self, name: str, *, by: str) -> str:
+        """Replace *name*'s token (a service) and return the new one, once.
+
+        Raises:
+            AuthError: unknown or revoked principal.
+            UsageError: a person (people authenticate with their key, not a token).
+        """
+        p = self.principal(name)
+        if p.kind != "service":
+            raise UsageError(f"{name} is a person", "People sign with their participant key.")
+        minted = tokens.mint(self._rng)
+        self.audit.append("principal token", name, by, outcome="intent")
+        self.store.set_principal_token(
+            name, token_id=minted.token_id, salt=minted.salt, digest=minted.digest, now=self.now()
+        )
+        self.audit.append("principal token", name, by, details={"token_id": minted.token_id})
+        return minted.token
+
+    def revoke(self, name: str, *, by: str, token_only: bool = False) -> bool:
+        """Revoke the principal (and its token), or only its token; audited. The
+        principal's grants are revoked with it."""
+        now = self.now()
+        op = "principal revoke-token" if token_only else "principal revoke"
+        self.audit.append(op, name, by, outcome="intent")
+        if token_only:
+            done = self.store.revoke_principal_token(name, now=now)
+        else:
+            done = self.store.revoke_principal(name, now=now)
+            for g in self.store.grants(principal=name):
+                if g.revoked_at is None:
+                    self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
+        self.audit.append(op, name, by, outcome="ok" if done else "failed")
+        return done
+
+    # -- authentication ---------------------------------------------------------------
+    def authenticate_token(self, token: str) -> Principal:
+        """The service principal holding *token*.
+
+        Raises:
+            AuthError: malformed, unknown, wrong, or revoked (each audited; the token never
+                appears in the entry, only its public id when it has one).
+        """
+        parsed = tokens.parse(token)
+        row = self.store.principal_by_token_id(parsed[0]) if parsed else None
+        why = None
+        if parsed is None:
+            why = "malformed token"
+        elif row is None or row.token_salt is None or row.token_hash is None:
+            why = "unknown token"
+        elif not tokens.matches(parsed[1], row.token_salt, row.token_hash):
+            why = "wrong token"
+        elif row.revoked_at is not None:
+            why = "revoked principal"
+        elif row.token_revoked_at is not None:
+            why = "revoked token"
+        if why is not None or row is None:
+            who = row.name if row is not None else "unknown"
+            self.audit.append(
+                "access authenticate",
+                who,
+                who,
+                outcome="denied",
+                details={"reason": why, "token_id": parsed[0] if parsed else None},
+            )
+            raise AuthError("The token was refused", "Ask a super-admin for a new token.")
+        return self._to_principal(row)
+
+    # -- decisions --------------------------------------------------------------------
+    def grants_of(self, name: str) -> list[Grant]:
+        return [to_grant(g) for g in self.store.grants(principal=name)]
+
+    def lapse(self) -> list[GrantRow]:
+        """Audit every grant whose window has ended since the last look (once each)."""
+        lapsed = self.store.lapse_grants(now=self.now())
+        for g in lapsed:
+            self.audit.append(
+                "access grant expire",
+                f"{g.env}:{g.path}",
+                g.principal,
+                details={"grant": g.id, "not_after": g.not_after},
+            )
+        return lapsed
+
+    def mfa_check(
+        self, principal: Principal, mfa_code: str | None
+    ) -> tuple[bool, PolicyError | None]:
+        """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
+        in the ``enrolled`` mode for a principal that is not enrolled."""
+        if self._command_scope and principal.name in self._verified:
+            return True, None  # one code per command: it is single-use
+        if mfa_code is None:
+            return self._mfa_mode == "enrolled" and not principal.mfa, None
+        if self._mfa is None:
+            return False, None
+        try:
+            self._mfa.verify(principal.name, mfa_code, now=self._clock())
+        except PolicyError as err:
+            return False, err
+        if self._command_scope:
+            self._verified.add(principal.name)
+        return True, None
+
+    def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        env: str,
+        path: str,
+        *,
+        mfa_code: str | None = None,
+        now: int | datetime | None = None,
+        category: str | None = None,
+        security_class: str | None = None,
+    ) -> Decision:
+        """Decide and audit; return the allowing :class:`Decision`.
+
+        The secret's category and class come from the store (*category* and
+        *security_class* are for a secret that does not exist yet).
+
+        Raises:
+            AccessDenied: the policy denied it (audited with the reason first).
+            MfaError: from the TOTP check (wrong, reused, locked out), audited as a denial.
+            AuditError: the decision could not be recorded (nothing may act on it).
+        """
+        t = self.now() if now is None else (to_seconds(now) if isinstance(now, datetime) else now)
+        row = self.store.secret(env, path) if path and not path.startswith("@") else None
+        if row is not None:
+            category, security_class = row.category, row.security_class
+        if action == "read" and row is not None and self.store.release_rule(env, path):
+            self.refuse(
+                principal, action, env, path,
+                "released only by quorum ('custody access request PATH --release')",
+            )  # fmt: skip
+        wants = needs_mfa(principal, action, security_class)
+        mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
+        self.lapse()
+        d = decide(
+            principal,
+            action,
+            env,
+            path,
+            security_class=security_class,
+            grants=self.grants_of(principal.name),
+            now=t,
+            mfa_ok=mfa_ok,
+            category=category,
+        )
+        reason = d.reason if mfa_error is None or d.allow else f"{d.reason}: {mfa_error.title}"
+        details: dict[str, Any] = {
+            "action": action,
+            "role": principal.role,
+            "kind": principal.kind,
+            "reason": reason,
+            "class": security_class,
+            "mfa": bool(mfa_ok and mfa_code is not None),
+        }
+        if d.grant:
+            details["grant"] = d.grant
+        target = f"{env}:{path}"
+        self.audit.append(
+            "access decide",
+            target,
+            principal.name,
+            outcome="ok" if d.allow else "denied",
+            details=details,
+        )
+        if not d.allow:
+            if mfa_error is not None:
+                raise mfa_error
+            hint = (
+                "Give a TOTP code (--mfa-code-file or $CUSTODY_MFA_CODE)."
+                if d.needs_mfa and "TOTP" in d.reason
+                else "Ask for a grant: 'custody access request PATH --env ENV --for 1h --why ...'."
+            )
+            raise AccessDenied(
+                f"{principal.name} may not {action} {target}: {d.reason}", hint, decision=d
+            )
+        if d.grant:
+            self.audit.append(
+                "access grant use", target, principal.name, details={"grant": d.grant,
+                                                                      "action": action}
+            )  # fmt: skip
+        return d
+
+    def refuse(self, principal: Principal, action: str, env: str, path: str, reason: str) -> None:
+        """Deny outright, for a rule the front end applies on top of the table (e.g. only a
+        super-admin runs an emergency rotation); audited like any denial.
+
+        Raises:
+            AccessDenied: always.
+        """
+        self.audit.append(
+            "access decide",
+            f"{env}:{path}",
+            principal.name,
+            outcome="denied",
+            details={"action": action, "role": principal.role, "kind": principal.kind,
+                     "reason": reason},
+        )  # fmt: skip
+        raise AccessDenied(f"{principal.name} may not {action} {env}:{path}: {reason}", "")
+
+    def visible(
+        self,
+        principal: Principal,
+        action: str,
+        rows: list[Any],
+        *,
+        scope: str,
+        mfa_code: str | None = None,
+    ) -> list[Any]:
+        """The secret rows (``env``, ``path``, ``category``, ``security_class``) *principal*
+        may *action* (``list``, ``metadata``), decided row by row, audited as one entry."""
+        t = self.now()
+        self.lapse()
+        grants = self.grants_of(principal.name)
+        mfa_ok, _err = self.mfa_check(principal, mfa_code)
+        out = [
+            r
+            for r in rows
+            if decide(principal, action, r.env, r.path, security_class=r.security_class,
+                      grants=grants, now=t, mfa_ok=mfa_ok, category=r.category).allow
+        ]  # fmt: skip
+        self.audit.append(
+            "access decide",
+            scope,
+            principal.name,
+            details={"action": action, "role": principal.role, "kind": principal.kind,
+                     "reason": f"{len(out)} of {len(rows)} visible", "filtered": True},
+        )  # fmt: skip
+        return out
+
+
+__all__ = ["MFA_MODES", "AccessControl", "AccessDenied", "AuthError", "MfaVerifier", "to_grant"]

@@ -1,0 +1,107 @@
+"""Who is acting, for the commands that ask access control (secret, access, principal).
+
+The local operator, who holds the token PIN, is super-admin by default. ``--as NAME`` acts
+as a named principal instead (a person, or a service for testing its policy); a service
+authenticates with its token from ``--token-file F`` (mode 0600) or ``$CUSTODY_TOKEN``, never
+from argv. A TOTP code, where the policy asks for one, comes from ``--mfa-code-file`` or
+``$CUSTODY_MFA_CODE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from custody.errors import UsageError
+from custody_cli import common
+
+if TYPE_CHECKING:
+    from custody.access import AccessControl, Principal
+    from custody.deployment import Deployment
+
+
+def add_principal_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("acting principal (default: the local operator, super-admin)")
+    g.add_argument("--as", dest="as_principal", metavar="NAME", help="act as this principal")
+    g.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a service principal's API token (mode 0600); else $CUSTODY_TOKEN",
+    )
+    g.add_argument(
+        "--mfa-code-file",
+        metavar="FILE",
+        help="a file holding the current TOTP code; else $CUSTODY_MFA_CODE",
+    )
+
+
+def _mfa(dep: Deployment, log: Any, args: argparse.Namespace) -> Any:
+    """The TOTP verifier (custody.access.mfa), on *dep*'s store and key hierarchy."""
+    from custody.access.mfa import Mfa, MfaPolicy
+
+    rng = dep.hsm.random if dep.hsm is not None else None
+    policy = MfaPolicy.for_home(common.home_of(args).config_path)
+    return Mfa(dep.store, dep.hierarchy, log, policy=policy, rng=rng)
+
+
+@contextmanager
+def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
+    """Access control over *dep*'s store, auditing to its home's log (closed after)."""
+    from custody.access import AccessControl
+    from custody.access.settings import AccessSettings
+    from custody.deployment import open_audit_log
+
+    home = common.home_of(args)
+    log = open_audit_log(home)
+    try:
+        rng = dep.hsm.random if dep.hsm is not None else os.urandom
+        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        yield AccessControl(
+            dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng, command_scope=True
+        )
+    finally:
+        log.close()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    from custody.secretsource import read_secret_file
+
+    f = getattr(args, "token_file", None)
+    if f:
+        return read_secret_file(f)
+    return os.environ.get("CUSTODY_TOKEN") or None
+
+
+def mfa_code(args: argparse.Namespace) -> str | None:
+    from custody.secretsource import read_secret_file
+
+    f = getattr(args, "mfa_code_file", None)
+    if f:
+        return read_secret_file(f).strip()
+    return os.environ.get("CUSTODY_MFA_CODE") or None
+
+
+def acting(ac: AccessControl, args: argparse.Namespace) -> Principal:
+    """The principal this command acts as.
+
+    Raises:
+        UsageError: both --as and a token.
+        AuthError: an unknown or revoked principal, or a refused token.
+    """
+    from custody.audit.scope import actor_name
+
+    name = getattr(args, "as_principal", None)
+    token = _token(args)
+    if name and token:
+        raise UsageError("Give --as or a token, not both", "A token names its principal.")
+    if token:
+        return ac.authenticate_token(token)
+    if name:
+        return ac.principal(name)
+    return ac.operator(actor_name())
+
+
+__all__ = ["acting", "add_principal_args", "mfa_code", "opened"]

@@ -1,0 +1,173 @@
+"""A throwaway PostgreSQL server for the tests: ``initdb`` in a temporary directory, run as
+a non-root user (PostgreSQL refuses to run as root), listening on a Unix socket in that
+directory and on a free loopback port, with ``fsync=off`` (the data dies with the test run).
+
+The server starts once per test session (per xdist worker) and stops at the end. Each test
+that asks for :func:`pg_url` gets a database of its own. Tests that need the server carry
+the ``postgres`` marker, so ``pytest -m postgres`` runs them alone. When the binaries are
+missing the tests are skipped, unless ``CUSTODY_REQUIRE_PG`` is set (CI sets it through
+``make test``, which installs ``postgresql``): then they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_USER = "custody"
+PG_PASSWORD = "pg-test-password-5531"
+_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def pg_bin(name: str) -> str | None:
+    """The path of a PostgreSQL server binary (Debian keeps them off PATH)."""
+    for d in _BIN_DIRS:
+        if (d / name).exists():
+            return str(d / name)
+    return shutil.which(name)
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """A running throwaway server: its socket directory, loopback port and superuser."""
+
+    datadir: Path
+    socket_dir: Path
+    port: int
+    user: str = PG_USER
+    password: str = PG_PASSWORD
+
+    def url(self, db: str = "postgres", *, tcp: bool = False) -> str:
+        """A password-less URL (the password is never in a URL custody sees)."""
+        if tcp:
+            return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
+        return f"postgresql://{self.user}@/{db}?host={self.socket_dir}&port={self.port}"
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(sql)
+
+    def new_database(self) -> str:
+        name = "t_" + uuid.uuid4().hex[:16]
+        self.admin(f'CREATE DATABASE "{name}"')
+        return name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_user() -> tuple[list[str], int | None, int | None]:
+    """How to run the server binaries: directly when not root, else as ``postgres`` (or a
+    ``custody-pg`` user created for the purpose) through ``setpriv``."""
+    if os.geteuid() != 0:
+        return [], None, None
+    for name in ("postgres", "custody-pg"):
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(name)
+            break
+    else:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "custody-pg"], check=True, timeout=30
+        )
+        pw = pwd.getpwnam("custody-pg")
+    prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--"]
+    return prefix, pw.pw_uid, pw.pw_gid
+
+
+def start_server(base: Path) -> Iterator[PgServer]:
+    """Start a server under *base* (a fresh directory); yields it; stops it after."""
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        if os.environ.get("CUSTODY_REQUIRE_PG"):
+            pytest.fail("CUSTODY_REQUIRE_PG is set but initdb/pg_ctl are missing")
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    prefix, uid, gid = _as_user()
+    base.mkdir(parents=True, exist_ok=True)
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    pwfile = base / "pw"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    if uid is not None and gid is not None:
+        for p in (base, sock, pwfile):
+            os.chown(p, uid, gid)
+        base.chmod(0o700)
+        # the parents must be traversable by the server's user
+        p = base.parent
+        while p != p.parent:
+            p.chmod(p.stat().st_mode | 0o111)
+            p = p.parent
+    subprocess.run(
+        [
+            *prefix,
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pwfile.unlink()
+    port = _free_port()
+    opts = (
+        f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+        "-c shared_buffers=32MB"
+    )
+    log = base / "server.log"
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    try:
+        yield PgServer(datadir=data, socket_dir=sock, port=port)
+    finally:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL server (one per xdist worker)."""
+    base = Path(tempfile.mkdtemp(prefix="custody-pg-"))
+    try:
+        yield from start_server(base / "pg")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh, empty database on the session's server, as a password-less URL."""
+    return pg_server.url(pg_server.new_database())
