@@ -216,14 +216,22 @@ class HomeSecretServices:
         where: str,
         details: Mapping[str, object],
         token: bool,
-        act: Callable[[Any, Any], T],
+        act: Callable[[Any, Any, Any, Any], T],
+        *,
+        check: tuple[str, str, str, dict[str, Any]] | None = None,
     ) -> T:
         """Audit *op* before opening the deployment (logged in to the token when *token*),
-        then run ``act(vault, deployment)`` as the operator; the deployment is closed after.
+        then, as the CLI does, ask access control (:func:`custody.access.local.local_access`)
+        whether the local operator may *check* = (action, env, path, extra) (the decision is
+        audited), then run ``act(vault, deployment, access, operator)``. The deployment is
+        closed afterwards.
 
         Raises:
             UsageError: *token* and no PIN is known (the screen asks for it first).
+            AccessDenied: access control refused (with its reason). AuditError.
         """
+        from custody.access.local import local_access
+        from custody.audit.scope import actor_name
         from custody.config import Home
         from custody.deployment import open_deployment
         from custody.secrets.operator import audited, operator_vault
@@ -234,8 +242,12 @@ class HomeSecretServices:
             raise UsageError("No token PIN", "Give --pin-file, or type the PIN when asked.")
 
         def run() -> T:
-            with open_deployment(home, pin) as dep:
-                return act(operator_vault(dep, home, clock=self._clock), dep)
+            with open_deployment(home, pin) as dep, local_access(dep, home) as ac:
+                who = ac.operator(actor_name())
+                if check is not None:
+                    action, env, path, extra = check
+                    ac.authorize(who, action, env, path, mfa_code=None, **extra)
+                return act(operator_vault(dep, home, clock=self._clock), dep, ac, who)
 
         return audited(home, op, where, {**details, "via": "tui"}, run)
 
@@ -249,10 +261,13 @@ class HomeSecretServices:
 
         home_name = Path(self.home).name
 
-        def act(v: Any, dep: Any) -> SecretsView:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> SecretsView:
+            seen = ac.visible(who, "list", dep.store.secrets(None, ""), scope="*:")
+            keep = {(r.env, r.path) for r in seen}
+            items = [m for m in v.list_secrets() if (m["env"], m["path"]) in keep]
             return SecretsView(
                 environments=tuple(v.policy.environments),
-                items=tuple(item_of(m) for m in v.list_secrets()),
+                items=tuple(item_of(m) for m in items),
                 categories=tuple(c.value for c in Category),
             )
 
@@ -262,13 +277,16 @@ class HomeSecretServices:
         """One secret's labels and versions (no decrypt), audited as ``secret show``."""
         from custody.secrets.operator import target
 
-        def act(v: Any, dep: Any) -> SecretDetail:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> SecretDetail:
             row = dep.store.secret(env, path)
             until = (row.previous_until or "") if row is not None else ""
             return detail_of(v.show(env, path), until)
 
         details = {"env": env, "path": path}
-        return self._run("secret show", target(env, path), details, False, act)
+        return self._run(
+            "secret show", target(env, path), details, False, act,
+            check=("metadata", env, path, {}),
+        )  # fmt: skip
 
     def reveal(self, env: str, path: str, version: int | None) -> RevealedValue:
         """Decrypt one version (``current`` when *version* is None): an audited
@@ -279,14 +297,16 @@ class HomeSecretServices:
         """
         from custody.secrets.operator import target
 
-        def act(v: Any, dep: Any) -> RevealedValue:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> RevealedValue:
             r = v.get(env, path, version=version)
             return RevealedValue(r.env, r.path, r.version, r.value)
 
         details: dict[str, object] = {"env": env, "path": path}
         if version is not None:
             details["version"] = version
-        return self._run("secret get", target(env, path), details, True, act)
+        return self._run(
+            "secret get", target(env, path), details, True, act, check=("read", env, path, {})
+        )
 
     def _written(self, w: Any) -> str:
         what = "created" if w.created else "new version"
@@ -305,11 +325,14 @@ class HomeSecretServices:
         cat = parse_category(category) if category else None
         details = _write_details(env, path, category, owner, prefix)
 
-        def act(v: Any, dep: Any) -> str:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
             w = v.put(env, path, value, category=cat, owner=owner or None, prefix=prefix or None)
             return self._written(w)
 
-        return self._run("secret put", target(env, path), details, True, act)
+        return self._run(
+            "secret put", target(env, path), details, True, act,
+            check=("write", env, path, {"category": category or None}),
+        )  # fmt: skip
 
     def generate(self, env: str, path: str, category: str, owner: str, prefix: str) -> str:
         """A new version made to the category's standard from the token's RNG: an audited
@@ -320,11 +343,14 @@ class HomeSecretServices:
         cat = parse_category(category) if category else None
         details = _write_details(env, path, category, owner, prefix)
 
-        def act(v: Any, dep: Any) -> str:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
             w = v.generate(env, path, category=cat, owner=owner or None, prefix=prefix or None)
             return self._written(w)
 
-        return self._run("secret generate", target(env, path), details, True, act)
+        return self._run(
+            "secret generate", target(env, path), details, True, act,
+            check=("write", env, path, {"category": category or None}),
+        )  # fmt: skip
 
     def rotate(
         self,
@@ -362,7 +388,7 @@ class HomeSecretServices:
             finally:
                 log.close()
 
-        def act(v: Any, dep: Any) -> str:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
             o = rotate(
                 dep, v, env, path, signer, verify_cmd=verify_cmd or None,
                 overlap_seconds=seconds, audit_entries=entries,
@@ -372,7 +398,14 @@ class HomeSecretServices:
 
         try:
             return str(
-                self._run("secret rotate", target(env, path), {"env": env, "path": path}, True, act)
+                self._run(
+                    "secret rotate",
+                    target(env, path),
+                    {"env": env, "path": path},
+                    True,
+                    act,
+                    check=("rotate", env, path, {}),
+                )
             )
         finally:
             if isinstance(signer, TokenSigner):
@@ -382,24 +415,32 @@ class HomeSecretServices:
         """Soft delete: reads refused and reported; restore works in the window."""
         from custody.secrets.operator import target
 
-        def act(v: Any, dep: Any) -> str:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
             out = v.delete(env, path)
             return f"{env}:{path} deleted; restore works until {str(out['destroy_after'])[:16]}"
 
         return str(
-            self._run("secret delete", target(env, path), {"env": env, "path": path}, False, act)
+            self._run(
+                "secret delete",
+                target(env, path),
+                {"env": env, "path": path},
+                False,
+                act,
+                check=("delete", env, path, {}),
+            )
         )
 
     def restore(self, env: str, path: str) -> str:
         from custody.secrets.operator import target
 
-        def act(v: Any, dep: Any) -> str:
+        def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
             v.restore(env, path)
             return f"{env}:{path} restored"
 
         return self._run(
-            "secret restore", target(env, path), {"env": env, "path": path}, False, act
-        )
+            "secret restore", target(env, path), {"env": env, "path": path}, False, act,
+            check=("delete", env, path, {}),  # as the CLI: restoring is the delete right
+        )  # fmt: skip
 
 
 def _write_details(
