@@ -244,7 +244,7 @@ def test_the_number_of_high_approvers_is_config(world, tmp_path: Path):
     from custody.access.settings import AccessSettings
     from custody.errors import ConfigError
 
-    flow, ac, _store, _log, _clock = world
+    _flow, ac, _store, _log, _clock = world
     conf = tmp_path / "custody.toml"
     conf.write_text("[access]\nhigh_approvers = 3\nmax_grant_seconds = 3600\n")
     settings = AccessSettings.for_home(conf)
