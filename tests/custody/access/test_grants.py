@@ -219,6 +219,22 @@ def test_requests_are_checked(world):
     with pytest.raises(AccessDenied):  # a super-admin needs no grant, an auditor gets none
         flow.request(ac.principal("root"), "prod", MEDIUM, seconds=600, why="x")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    r2 = flow.request(svc, "prod", MEDIUM, seconds=900, why="y")
     clock.t += 600
     with pytest.raises(PolicyError, match="expired"):
         flow.approve(r.id, KEYS["alice"])
+    assert flow.expire_requests() == []  # r was marked by the refused approval; r2 is live
+    clock.t += 300
+    assert [x.id for x in flow.expire_requests()] == [r2.id]
+    assert flow.expire_requests() == [] and flow.get(r2.id).state == "expired"
+
+
+def test_an_emergency_root_rotation_revokes_every_grant(world):
+    flow, ac, store, _log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    gid = flow.approve(r.id, KEYS["alice"])["grant"]
+    assert store.revoke_access(now=T0 + 1)["grants"] == 1  # the emergency-rotate step
+    assert store.grant(gid).revoked_at == T0 + 1
+    with pytest.raises(AccessDenied, match="revoked"):
+        ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)
