@@ -58,9 +58,15 @@ def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]
     log = open_audit_log(home)
     try:
         rng = dep.hsm.random if dep.hsm is not None else os.urandom
-        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        settings = AccessSettings.for_home(home.config_path)
         yield AccessControl(
-            dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng, command_scope=True
+            dep.store,
+            log,
+            mfa=_mfa(dep, log, args),
+            mfa_mode=settings.mfa_mode,
+            rng=rng,
+            command_scope=True,
+            high_approvers=settings.high_approvers,
         )
     finally:
         log.close()
