@@ -448,11 +448,6 @@ class AccessControl:
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
             category, security_class = row.category, row.security_class
-        if action == "read" and row is not None and self.store.release_rule(env, path):
-            self.refuse(
-                principal, action, env, path,
-                "released only by quorum ('custody access request PATH --release')",
-            )  # fmt: skip
         wants = needs_mfa(principal, action, security_class)
         mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
         self.lapse()
@@ -467,6 +462,13 @@ class AccessControl:
             mfa_ok=mfa_ok,
             category=category,
         )
+        if d.allow and action == "read" and row is not None and self.store.release_rule(env, path):
+            # only for one the policy would let read: to others, a marked secret looks like
+            # any other secret out of reach
+            self.refuse(
+                principal, action, env, path,
+                "released only by quorum ('custody access request PATH --release')",
+            )  # fmt: skip
         reason = d.reason if mfa_error is None or d.allow else f"{d.reason}: {mfa_error.title}"
         details: dict[str, Any] = {
             "action": action,
