@@ -408,7 +408,12 @@ class AccessControl:
         if self._command_scope and principal.name in self._verified:
             return True, None  # one code per command: it is single-use
         if mfa_code is None:
-            return self._mfa_mode == "enrolled" and not principal.mfa, None
+            # enrolled now, in the store: not the flag of a Principal loaded earlier (a
+            # long-lived caller's copy from before the enrolment was confirmed)
+            enrolled = principal.mfa or (
+                self._mfa is not None and self._mfa.enrolled(principal.name)
+            )
+            return self._mfa_mode == "enrolled" and not enrolled, None
         if self._mfa is None:
             return False, None
         try:
