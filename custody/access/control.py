@@ -388,6 +388,12 @@ class AccessControl:
             out.append(g)
         return out
 
+    def honoured(self, name: str) -> list[Grant]:
+        """*name*'s grants as the policy may count them (:meth:`grants_of` without any live
+        grant whose signed record does not check): what a front end that calls
+        :func:`~custody.access.policy.decide` itself must pass it."""
+        return self._honoured(name, self.now())
+
     def lapse(self) -> list[GrantRow]:
         """Audit every grant whose window has ended since the last look (once each)."""
         lapsed = self.store.lapse_grants(now=self.now())
@@ -400,7 +406,7 @@ class AccessControl:
             )
         return lapsed
 
-    def _mfa_check(
+    def mfa_check(
         self, principal: Principal, mfa_code: str | None
     ) -> tuple[bool, PolicyError | None]:
         """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
@@ -454,7 +460,7 @@ class AccessControl:
         if row is not None:
             category, security_class = row.category, row.security_class
         wants = needs_mfa(principal, action, security_class)
-        mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
+        mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
         d = decide(
             principal,
@@ -542,7 +548,7 @@ class AccessControl:
         t = self.now()
         self.lapse()
         grants = self._honoured(principal.name, t)
-        mfa_ok, _err = self._mfa_check(principal, mfa_code)
+        mfa_ok, _err = self.mfa_check(principal, mfa_code)
         out = [
             r
             for r in rows

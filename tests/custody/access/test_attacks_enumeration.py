@@ -64,7 +64,8 @@ def test_a_quorum_mark_is_invisible_to_whoever_may_not_read_anyway(probe):
 def test_a_service_user_cannot_tell_which_environment_holds_a_path(probe):
     _flow, ac, store, _log, _clock = probe
     svc = ac.principal("svc")
-    store.conn.execute("DELETE FROM secrets WHERE env='dev' AND path=?", (MEDIUM,))
+    with store.tx() as c:  # raw SQL, on either adapter
+        c.execute("DELETE FROM secrets WHERE env='dev' AND path=?", (MEDIUM,))
     # prod holds both, dev only HIGH: with no grant the answers are the same everywhere
     titles = {_title(ac, svc, "read", env, p) for env in ("prod", "dev", "qa")
               for p in (HIGH, MEDIUM)}  # fmt: skip

@@ -68,20 +68,21 @@ def test_a_real_grant_edited_in_the_store_is_not_honoured(world):
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="deploy")
     gid = flow.approve(r.id, KEYS["carol"])["grant"]
     assert ac.authorize(svc, "read", "prod", MEDIUM).grant == gid
-    conn = store.conn
     # widen it to the whole service, move it to dev, or stretch its window: each is refused
-    for sql in ("UPDATE grants SET path='payments/' WHERE id=?",
-                "UPDATE grants SET env='dev' WHERE id=?",
-                "UPDATE grants SET not_after=not_after+86400 WHERE id=?"):  # fmt: skip
-        with store.transaction():
-            conn.execute("SAVEPOINT s")
-            conn.execute(sql, (gid,))
-            for env, path in (("prod", HIGH), ("dev", MEDIUM), ("prod", MEDIUM)):
-                g = to_grant(store.grant(gid))
-                if g.env == env and g.covers(path):
-                    with pytest.raises(AccessDenied):
-                        ac.authorize(svc, "read", env, path, now=g.not_before + 1)
-            conn.execute("ROLLBACK TO s")
+    edits = (("path='payments/'", "path=?", MEDIUM), ("env='dev'", "env=?", "prod"),
+             ("not_after=not_after+86400", "not_after=not_after-86400", None))  # fmt: skip
+    for edit, undo, arg in edits:
+        with store.tx() as c:  # raw SQL, on either adapter
+            c.execute(f"UPDATE grants SET {edit} WHERE id=?", (gid,))
+        for env, path in (("prod", HIGH), ("dev", MEDIUM), ("prod", MEDIUM)):
+            g = to_grant(store.grant(gid))
+            if g.env == env and g.covers(path):
+                with pytest.raises(AccessDenied):
+                    ac.authorize(svc, "read", env, path, now=g.not_before + 1)
+        with store.tx() as c:
+            c.execute(
+                f"UPDATE grants SET {undo} WHERE id=?", (*(() if arg is None else (arg,)), gid)
+            )
     assert ac.authorize(svc, "read", "prod", MEDIUM).grant == gid  # the real one still works
 
 
@@ -105,8 +106,8 @@ def test_lowering_the_approvers_needed_in_the_store_does_not_make_a_one_approver
     # the disk operator sets needed=1 and recomputes the (unsigned) digest before anyone signs
     low = replace(r, needed=1)
     low = replace(low, digest=body_digest(request_body(low, "dep-1")))
-    store.conn.execute("UPDATE access_requests SET needed=1, digest=? WHERE id=?",
-                       (low.digest, r.id))  # fmt: skip
+    with store.tx() as c:
+        c.execute("UPDATE access_requests SET needed=1, digest=? WHERE id=?", (low.digest, r.id))
     out = flow.approve(r.id, KEYS["alice"])
     assert out["grant"] is None
     with pytest.raises(AccessDenied):

@@ -86,6 +86,8 @@ def test_no_code_or_secret_in_errors_entries_or_repr(world):
         ac.authorize(ac.principal("atk-a"), "read", "prod", HIGH, mfa_code=wrong)
     assert exc.value.reason == "wrong"
     assert wrong not in f"{exc.value.title} {exc.value.hint} {exc.value!r}"
+    ac.add_principal("atk-c", kind="service", role="service-user", services=("attack",),
+                     by="root")  # fmt: skip
     enrolment = mfa.enrol("atk-c")
     right = code_at(base64.b32decode(enrolment.secret_b32), clock.t)
     assert enrolment.secret_b32 not in repr(enrolment) and enrolment.secret_b32 not in repr(mfa)
@@ -100,7 +102,7 @@ def test_the_disk_operator_deleting_an_enrolment_does_not_waive_the_code(world):
     _home, dep, _log, clock, mfa, ac = world
     if mfa.store.mfa_enrolment("atk-a") is None:
         _enrol(mfa, clock, "atk-a")
-    dep.store.conn.execute("DELETE FROM mfa_enrolments WHERE principal='atk-a'")
-    dep.store.conn.commit()
+    with dep.store.tx() as c:  # raw SQL
+        c.execute("DELETE FROM mfa_enrolments WHERE principal='atk-a'")
     with pytest.raises(AccessDenied):
         ac.authorize(ac.principal("atk-a"), "read", "prod", HIGH)

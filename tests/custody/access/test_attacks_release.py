@@ -23,8 +23,8 @@ def test_lowering_needed_in_the_store_does_not_shrink_the_quorum(world):
     r = flow.request(dave, "prod", PATH, seconds=600, why="renew", kind="release")
     one = replace(r, needed=1)
     one = replace(one, digest=body_digest(request_body(one, "dep-1")))
-    store.conn.execute("UPDATE access_requests SET needed=1, digest=? WHERE id=?",
-                       (one.digest, r.id))  # fmt: skip
+    with store.tx() as c:  # raw SQL, on either adapter
+        c.execute("UPDATE access_requests SET needed=1, digest=? WHERE id=?", (one.digest, r.id))
     assert flow.approve(r.id, KEYS["alice"])["needed"] == 2
     store.set_access_request_state(r.id, "approved", now=r.created)  # and forces the state
     with pytest.raises(PolicyError, match="1 of 2"):
@@ -51,7 +51,8 @@ def test_the_disk_operator_swapping_the_requesters_key_cannot_open_the_release(w
     r = flow.request(dave, "prod", PATH, seconds=600, why="renew", kind="release")
     flow.approve(r.id, KEYS["alice"])
     flow.approve(r.id, KEYS["bob"])
-    store.conn.execute("UPDATE principals SET x25519=? WHERE name='dave'", (_xpub(ENC["root"]),))
+    with store.tx() as c:
+        c.execute("UPDATE principals SET x25519=? WHERE name='dave'", (_xpub(ENC["root"]),))
     try:
         sealed, _info = deliver(flow, r.id, dave, reveal)
     except PolicyError:
@@ -63,6 +64,7 @@ def test_the_disk_operator_swapping_the_requesters_key_cannot_open_the_release(w
 @pytest.mark.xfail(strict=True, reason="open: release rules are store rows, not authenticated")
 def test_the_disk_operator_dropping_the_mark_does_not_open_direct_reads(world):
     _flow, ac, store, _log = world
-    store.conn.execute("DELETE FROM release_rules")
+    with store.tx() as c:
+        c.execute("DELETE FROM release_rules")
     with pytest.raises(AccessDenied):
         ac.authorize(ac.principal("root"), "read", "prod", PATH)

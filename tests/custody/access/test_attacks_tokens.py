@@ -34,13 +34,17 @@ def test_only_a_salted_hash_of_256_random_bits_is_stored_or_logged(world, tmp_pa
     assert ac.authenticate_token(token).name == "svc-a"
     k = len(token) - 20  # one character of the secret changed: a wrong token
     _refused(ac, token[:k] + ("B" if token[k] == "A" else "A") + token[k + 1 :])
-    store.conn.commit()
     b64 = token.rsplit("_", 1)[1]
     row = store.principal("svc-a")
-    for f in tmp_path.iterdir():
-        if f.is_file():
-            raw = f.read_bytes()
-            assert secret not in raw and b64.encode() not in raw and token.encode() not in raw
+    stored = b"\0".join(  # every column of every principal, raw
+        bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode()
+        for r in store.query("SELECT * FROM principals")
+        for v in r
+    )
+    assert row.token_hash in stored and row.token_salt in stored  # the query saw the columns
+    files = [f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()]
+    for raw in (stored, *files):
+        assert secret not in raw and b64.encode() not in raw and token.encode() not in raw
     assert row.token_hash != secret and len(row.token_salt) == 16
     for text in (repr(row), repr(tk.mint()), b"\n".join(log.lines()).decode()):
         assert b64 not in text and row.token_hash.hex() not in text
