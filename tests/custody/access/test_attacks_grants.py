@@ -15,8 +15,8 @@ import pytest
 from custody.access import AccessDenied
 from custody.access.control import to_grant
 from custody.access.records import approval_input, body_digest, build_record, request_body
-from custody.errors import PolicyError
-from custody.store.rows import AccessApprovalRow, GrantRow
+from custody.errors import PolicyError, StorageError, UsageError
+from custody.store.rows import AccessApprovalRow, GrantRow, ParticipantRow
 from tests.custody.access.test_grants import HIGH, KEYS, MEDIUM, T0, _ops, _secret, world
 
 __all__ = ["world"]  # the fixture, shared with test_grants
@@ -187,3 +187,17 @@ def test_a_service_admin_cannot_open_an_encryption_key_to_a_user_by_a_prefix_gra
     r2 = flow.request(svc, "prod", "payments/keys/dek", seconds=600, why="y")
     gid = flow.approve(r2.id, KEYS["root"])["grant"]
     assert ac.authorize(svc, "read", "prod", "payments/keys/dek").grant == gid
+
+
+def test_the_requester_cannot_get_a_second_name_with_the_same_key(world):
+    """A twin principal would let a requester approve under another name: the roster holds
+    one participant per key, and a person principal must be that participant."""
+    _flow, ac, store, _log, _clock = world
+    k = KEYS["carol"]
+    with pytest.raises(StorageError):
+        store.add_participant(ParticipantRow(name="carol2", role="custodian", public=k.public,
+                              fingerprint="c2c2", valid_from=T0 - 10, valid_until=T0 + 10**8,
+                              revoked_at=None, enrolled_by="root"))  # fmt: skip
+    with pytest.raises(UsageError, match="not an enrolled participant"):
+        ac.add_principal("carol2", kind="person", role="service-admin", services=("payments",),
+                         public=k.public, by="root")  # fmt: skip
