@@ -17,6 +17,12 @@ from tests.custody.access.test_grants import T0, world
 __all__ = ["world"]
 
 
+def _parse(token: str | None) -> tuple[str, bytes]:
+    parsed = tk.parse(token or "")
+    assert parsed is not None
+    return parsed
+
+
 def _refused(ac, token: str) -> str:
     with pytest.raises(AuthError) as exc:
         ac.authenticate_token(token)
@@ -29,8 +35,8 @@ def test_only_a_salted_hash_of_256_random_bits_is_stored_or_logged(world, tmp_pa
                                  services=("payments",), by="root")  # fmt: skip
     _p, token_b = ac.add_principal("svc-b", kind="service", role="service-user",
                                    services=("payments",), by="root")  # fmt: skip
-    _tid, secret = tk.parse(token)
-    assert len(secret) * 8 == 256 and tk.parse(token_b)[1] != secret
+    _tid, secret = _parse(token)
+    assert len(secret) * 8 == 256 and _parse(token_b)[1] != secret
     assert ac.authenticate_token(token).name == "svc-a"
     k = len(token) - 20  # one character of the secret changed: a wrong token
     _refused(ac, token[:k] + ("B" if token[k] == "A" else "A") + token[k + 1 :])
@@ -56,8 +62,8 @@ def test_a_refusal_says_the_same_whatever_was_wrong(world):
                                  services=("payments",), by="root")  # fmt: skip
     _p, other = ac.add_principal("svc-b", kind="service", role="service-user",
                                  services=("payments",), by="root")  # fmt: skip
-    tid, _secret = tk.parse(token)
-    _oid, osecret = tk.parse(other)
+    tid, _secret = _parse(token)
+    _oid, osecret = _parse(other)
     swapped = f"cst_{tid}_" + base64.urlsafe_b64encode(osecret).decode().rstrip("=")
     ac.revoke("svc-b", by="root", token_only=True)
     answers = {
