@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from custody.access import tokens
 from custody.access.policy import decide, needs_mfa
-from custody.access.records import DEFAULT_HIGH_APPROVERS, verify_record
+from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
 from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
@@ -336,12 +336,21 @@ class AccessControl:
                 out[p.public] = p.name
         return out
 
-    def _record_check(self, g: GrantRow, now: int, path: str, category: str | None) -> str | None:
+    def _record_check(
+        self,
+        g: GrantRow,
+        now: int,
+        path: str,
+        category: str | None,
+        security_class: str | None = None,
+    ) -> str | None:
         """Why *g*'s signed record does not stand for it on *path* (None: it does). The row
         alone is store state anyone with the disk can write: a grant is honoured only when
         its record names exactly this grant and enough live approvers signed that very
         request, each of whom may approve *path* itself (a prefix grant signed by a
-        service-admin never opens an encryption key under it)."""
+        service-admin never opens an encryption key under it), as many as *path*'s class
+        needs (a prefix approved while all under it was low never opens a high secret put
+        there later)."""
         try:
             doc = strict_loads(g.record)
             got = verify_record(doc, self._approvers(g.env, path, category, now),
@@ -350,6 +359,12 @@ class AccessControl:
             return err.title
         except ValueError:
             return "the grant record is not JSON"
+        if security_class is not None:
+            need = needed_for(security_class, high_approvers=self._high_approvers)
+            if len(got["approvers"]) < need:
+                return (
+                    f"{len(got['approvers'])} approvers, and a {security_class} secret needs {need}"
+                )
         window = {"not_before": g.not_before, "not_after": g.not_after}
         same = (
             got["grant"] == g.id
@@ -368,6 +383,7 @@ class AccessControl:
         env: str | None = None,
         path: str | None = None,
         category: str | None = None,
+        security_class: str | None = None,
     ) -> list[Grant]:
         """*name*'s grants, without any live one whose signed record does not check for
         *env*:*path* (each such refusal audited). *path* None: each grant for its own path.
@@ -378,7 +394,8 @@ class AccessControl:
             g = to_grant(row)
             here = path is None or (g.env == env and g.covers(path))
             if g.live_at(now) and here:
-                why = self._record_check(row, now, g.path if path is None else path, category)
+                at = g.path if path is None else path
+                why = self._record_check(row, now, at, category, security_class)
                 if why is not None:
                     self.audit.append(
                         "access grant use", f"{g.env}:{g.path}", name, outcome="denied",
@@ -468,7 +485,7 @@ class AccessControl:
             env,
             path,
             security_class=security_class,
-            grants=self._honoured(principal.name, t, env, path, category),
+            grants=self._honoured(principal.name, t, env, path, category, security_class),
             now=t,
             mfa_ok=mfa_ok,
             category=category,

@@ -201,3 +201,20 @@ def test_the_requester_cannot_get_a_second_name_with_the_same_key(world):
     with pytest.raises(UsageError, match="not an enrolled participant"):
         ac.add_principal("carol2", kind="person", role="service-admin", services=("payments",),
                          public=k.public, by="root")  # fmt: skip
+
+
+def test_a_prefix_approved_while_low_never_opens_a_high_secret_put_under_it(world):
+    flow, ac, store, _log, _clock = world
+    with store.transaction():
+        store.add_secret(_secret("payments/config/flags", "configuration-secret", "low"))
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", "payments/config/", seconds=600, why="read the flags")
+    assert r.needed == 1
+    gid = flow.approve(r.id, KEYS["alice"])["grant"]
+    assert ac.authorize(svc, "read", "prod", "payments/config/flags").grant == gid
+    # later a high-class secret lands under the prefix: one approval does not open it
+    with store.transaction():
+        store.add_secret(_secret("payments/config/db-root", "database-credential", "high"))
+    with pytest.raises(AccessDenied):
+        ac.authorize(svc, "read", "prod", "payments/config/db-root")
+    assert ac.authorize(svc, "read", "prod", "payments/config/flags").grant == gid
