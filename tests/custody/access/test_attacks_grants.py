@@ -218,3 +218,21 @@ def test_a_prefix_approved_while_low_never_opens_a_high_secret_put_under_it(worl
     with pytest.raises(AccessDenied):
         ac.authorize(svc, "read", "prod", "payments/config/db-root")
     assert ac.authorize(svc, "read", "prod", "payments/config/flags").grant == gid
+
+
+OPEN_REVOCATION = (
+    "open: a revocation is a store row (the audit log has it; decisions do not read it)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN_REVOCATION)
+def test_a_revocation_undone_in_the_store_does_not_revive_the_grant(world):
+    flow, ac, store, _log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="deploy")
+    gid = flow.approve(r.id, KEYS["carol"])["grant"]
+    flow.revoke(gid, ac.principal("alice"), reason="incident")
+    with store.tx() as c:  # the disk operator clears the revocation
+        c.execute("UPDATE grants SET revoked_at=NULL, revoked_by=NULL WHERE id=?", (gid,))
+    with pytest.raises(AccessDenied):
+        ac.authorize(svc, "read", "prod", MEDIUM)
