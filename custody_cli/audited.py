@@ -63,6 +63,8 @@ AUDITED: frozenset[str] = frozenset(
         "secret export",
         "secret import",
         "exec",
+        "ca init",
+        "ca issue",
         "report compliance",
         "report export",
     }
@@ -96,6 +98,8 @@ _RECORDED_ARGS = (
     "notify",
     "bundle",
     "dir",
+    "name",
+    "days",
 )
 
 
