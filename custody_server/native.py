@@ -10,6 +10,10 @@
 - ``POST /api/v1/rotate/{env}/{path}``: a new version (made to the category's standard,
   or ``{"value": ...}``) becomes ``current``; the old one stays ``previous`` for
   ``overlap_seconds`` (default 86400).
+- ``POST /api/v1/access/requests`` ``{"env", "path", "seconds", "why", "actions"}``: ask
+  for a time-limited read-only grant (:class:`custody.access.flow.GrantFlow`); people
+  approve it by signing with their participant keys (``custody access approve``), and
+  ``GET /api/v1/access/requests/{id}`` shows the requester its state.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from custody.access.flow import GrantFlow
+from custody.access.settings import AccessSettings
+from custody.errors import UsageError
 from custody.secrets import Revealed
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
@@ -137,6 +144,37 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         )
         return JSONResponse({"env": env, "path": path, **out})
 
+    async def request_access(call: Call) -> Response:
+        body = await json_body(call.request)
+        env, path, why = body.get("env"), body.get("path"), body.get("why")
+        seconds, actions = body.get("seconds", 3600), body.get("actions", ["read"])
+        if not (isinstance(env, str) and isinstance(path, str) and isinstance(why, str)):
+            raise ApiError(400, "Give env, path and why as strings")
+        if type(seconds) is not int or not isinstance(actions, list):
+            raise ApiError(400, "seconds must be an integer and actions a list")
+        p = call.principal
+
+        def op(c: Any) -> Any:
+            return _flow(c).request(p, env, path, seconds=seconds, why=why,
+                                actions=tuple(str(a) for a in actions))  # fmt: skip
+
+        return JSONResponse(_request_view(await api.backend.run(op)))
+
+    async def request_status(call: Call) -> Response:
+        rid = call.request.path_params["rid"]
+        p = call.principal
+
+        def op(c: Any) -> Any:
+            try:
+                r = _flow(c).get(rid)
+            except UsageError:
+                r = None
+            if r is None or r.requester != p.name:  # only the requester sees it here
+                raise ApiError(404, "No such request of yours")
+            return r
+
+        return JSONResponse(_request_view(await api.backend.run(op)))
+
     r = api.route
     out = [
         Route("/api/v1/health", r("native", health, public=True), methods=["GET"]),
@@ -150,10 +188,28 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         ),
         Route("/api/v1/metadata/{env}/{path:path}", r("native", metadata), methods=["GET"]),
         Route("/api/v1/rotate/{env}/{path:path}", r("native", rotate), methods=["POST"]),
+        Route("/api/v1/access/requests", r("native", request_access), methods=["POST"]),
+        Route("/api/v1/access/requests/{rid}", r("native", request_status), methods=["GET"]),
     ]
     if bare_endpoint:
         bare: App = BareEndpoint()
         out.append(Route("/api/v1/bare", bare, methods=["GET"]))
+    return out
+
+
+def _flow(c: Any) -> GrantFlow:
+    home = c.dep.home
+    return GrantFlow(
+        c.access, c.dep.config.deployment_id, AccessSettings.for_home(home.config_path)
+    )
+
+
+def _request_view(r: Any) -> dict[str, Any]:
+    keep = ("id", "kind", "requester", "env", "path", "actions", "not_before", "not_after",
+            "security_class", "needed", "digest", "state")  # fmt: skip
+    out = {k: getattr(r, k) for k in keep}
+    out["actions"] = list(out["actions"])
+    out["approve_with"] = f"custody access approve {r.id} --key NAME.key.pem"
     return out
 
 
