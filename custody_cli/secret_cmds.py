@@ -651,11 +651,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
     signer = signer_of(args)
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         items = []
-        for path in args.paths:
-            _authorize(dep, args, "read", args.env, path)
+        for path in args.paths:  # one access control for the command: one TOTP code
+            ac.authorize(who, "read", args.env, path, mfa_code=code)
             meta = v.show(args.env, path)
             r = v.get(args.env, path)
             items.append(
@@ -691,10 +693,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
     header, items = open_export(raw, key, trusted_senders=trusted)
     done = []
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         for it in items:
-            _authorize(dep, args, "write", it.env, it.path, category=it.category)
+            ac.authorize(who, "write", it.env, it.path, category=it.category, mfa_code=code)
             w = v.put(
                 it.env,
                 it.path,

@@ -322,7 +322,7 @@ class AccessControl:
             )
         return lapsed
 
-    def _mfa_check(
+    def mfa_check(
         self, principal: Principal, mfa_code: str | None
     ) -> tuple[bool, PolicyError | None]:
         """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
@@ -373,7 +373,7 @@ class AccessControl:
                 "released only by quorum ('custody access request PATH --release')",
             )  # fmt: skip
         wants = needs_mfa(principal, action, security_class)
-        mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
+        mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
         d = decide(
             principal,
@@ -454,7 +454,7 @@ class AccessControl:
         t = self.now()
         self.lapse()
         grants = self.grants_of(principal.name)
-        mfa_ok, _err = self._mfa_check(principal, mfa_code)
+        mfa_ok, _err = self.mfa_check(principal, mfa_code)
         out = [
             r
             for r in rows

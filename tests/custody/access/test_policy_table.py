@@ -203,6 +203,14 @@ def test_grant_edges(edge: Edge):
     assert edge.reason in d.reason
 
 
+def test_an_encryption_key_needs_a_grant_on_its_exact_path():
+    dek = "payments/keys/dek"
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path="payments/")], category="data-encryption-key")
+    assert not d.allow and "prefix grant never covers an encryption key" in d.reason
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path=dek)], category="data-encryption-key")
+    assert d.allow
+
+
 def test_an_auditor_never_gets_a_value_even_with_a_grant():
     d = _d(AUDITOR, "read", "prod", "payments/stripe/api-key", [_g(principal="audrey")])
     assert not d.allow and "may never read" in d.reason
