@@ -36,6 +36,7 @@ from custody_server.guard import GuardLimits
 from custody_server.tls import PeerCertProtocol, server_context
 
 MAX_HEAD_BYTES = 16 * 1024
+MAX_CONNECTIONS = 512
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         server_header=False,
         timeout_keep_alive=30,
+        limit_concurrency=MAX_CONNECTIONS,  # beyond it: 503, so a flood cannot exhaust the host
     )
     server = uvicorn.Server(cfg)
     print(f"custody serve: listening on https://{host}:{bound} (TLS 1.3 only)", file=sys.stderr)
