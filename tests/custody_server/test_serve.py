@@ -144,6 +144,12 @@ def test_reads_and_rotation_are_authorised_and_audited(srv):
     reads = [e for e in log if e["op"] == "secret get" and e["target"] == "prod:payments/db"]
     assert {e["actor"] for e in reads} == {"pay-admin"}
     assert all(e["details"]["via"] == "native" for e in reads)
+    for i, e in enumerate(log):  # each read's decision and disclosure: one commit, in order
+        if e["op"] == "secret get":
+            before = log[i - 1]
+            assert (before["op"], before["outcome"], before["target"], before["actor"]) == (
+                "access decide", "ok", e["target"], e["actor"]
+            )  # fmt: skip
     decided = [e for e in log if e["op"] == "access decide" and e["actor"] == "pay-svc"]
     assert decided and all(e["outcome"] == "denied" for e in decided)
     assert [e["outcome"] for e in log if e["op"] == "secret rotate"] == ["intent", "ok"]
