@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES")
     p.add_argument("--lockout-after", type=int, default=5, metavar="N")
     p.add_argument("--lockout-seconds", type=int, default=300, metavar="S")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="backend threads (2)")
+    p.add_argument("--workers", type=int, default=4, metavar="N", help="backend threads (4)")
     p.add_argument(
         "--bare-endpoint",
         action="store_true",
