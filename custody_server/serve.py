@@ -126,6 +126,9 @@ def serve(args: argparse.Namespace) -> int:
         http=PeerCertProtocol,
         ssl_context_factory=ssl_factory,
         access_log=False,
+        # no X-Forwarded-For: uvicorn trusts it from 127.0.0.1 by default, which would let a
+        # local client pick its own address and walk out of a lockout
+        proxy_headers=False,
         log_config=None,
         lifespan="off",
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,

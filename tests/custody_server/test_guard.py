@@ -64,6 +64,9 @@ def test_lockout_after_n_failures_is_audited_and_ends(srv):
         assert len(lockouts) == 1 and lockouts[0]["target"] == "127.0.0.1"
         assert lockouts[0]["outcome"] == "denied" and lockouts[0]["details"]["failures"] == 3
         assert len([e for e in log if e["op"] == "api authenticate"]) >= 3
+        # a forwarded-for header does not make the same client someone else
+        spoof = {**_as(srv, "svc-a"), "X-Forwarded-For": "203.0.113.9", "Forwarded": "for=x"}
+        assert c.get("/api/v1/whoami", headers=spoof).status_code == 403
         time.sleep(2.2)
         assert c.get("/api/v1/whoami", headers=_as(srv, "svc-a")).status_code == 200
 
