@@ -129,6 +129,7 @@ def serve(args: argparse.Namespace) -> int:
         # no X-Forwarded-For: uvicorn trusts it from 127.0.0.1 by default, which would let a
         # local client pick its own address and walk out of a lockout
         proxy_headers=False,
+        ws="none",  # no WebSocket upgrades
         log_config=None,
         lifespan="off",
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
