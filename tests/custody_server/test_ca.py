@@ -100,3 +100,10 @@ def test_the_insider_cannot_mint_or_forge_an_identity(srv):
     crt, key = forged.client("ca-root")
     with pytest.raises(httpx.HTTPError):
         _whoami(srv, crt, key)
+
+
+def test_a_revoked_principal_s_certificate_stops_working(srv):
+    crt, key = srv.certs / "ca-svc.crt", srv.certs / "mine.key"
+    assert _whoami(srv, crt, key).status_code == 200
+    cli(srv.home, srv.pins, "principal", "revoke", "ca-svc")
+    assert _whoami(srv, crt, key).status_code == 401  # the CN must name a live principal
