@@ -10,6 +10,10 @@
 - ``POST /api/v1/rotate/{env}/{path}``: a new version (made to the category's standard,
   or ``{"value": ...}``) becomes ``current``; the old one stays ``previous`` for
   ``overlap_seconds`` (default 86400).
+- ``POST /api/v1/ack/{env}/{path}`` ``{"version": N}``: a registered consumer (a service
+  that read the secret here) acknowledges the version it now uses; once every consumer
+  acknowledged ``current``, ``previous`` is revoked at once, not at the window's end.
+  ``GET /api/v1/consumers/{env}/{path}``: who consumes it and at which version.
 - ``POST /api/v1/access/requests`` ``{"env", "path", "seconds", "why", "actions"}``: ask
   for a time-limited read-only grant (:class:`custody.access.flow.GrantFlow`); people
   approve it by signing with their participant keys (``custody access approve``), and
@@ -28,6 +32,7 @@ from custody.access.flow import GrantFlow
 from custody.access.settings import AccessSettings
 from custody.errors import UsageError
 from custody.secrets import Revealed
+from custody.secrets.consumers import Consumers
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
 from custody_server.tls import App, Receive, Scope, Send
@@ -86,7 +91,10 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
 
         def op(c: Any) -> Revealed:
             c.access.authorize(call.principal, "read", env, path, mfa_code=mfa)
-            return c.vault.get(env, path, version=version, label=label)  # type: ignore[no-any-return]
+            got: Revealed = c.vault.get(env, path, version=version, label=label)
+            if call.principal.kind == "service":  # a service that reads is a consumer
+                Consumers(c.vault).register(env, path, call.principal.name)
+            return got
 
         r = await api.read_once(call, "secret get", f"{env}:{path}", op, _lab(label))
         return JSONResponse({"env": r.env, "path": r.path, "version": r.version, "value": r.value})
@@ -144,6 +152,45 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         )
         return JSONResponse({"env": env, "path": path, **out})
 
+    async def ack(call: Call) -> Response:
+        env = call.request.path_params["env"]
+        path = call.request.path_params["path"]
+        body = await json_body(call.request)
+        version = body.get("version")
+        if type(version) is not int or version < 1:
+            raise ApiError(400, "version must be a version number")
+        p = call.principal
+
+        def check(c: Any) -> None:
+            st = Consumers(c.vault).state(env, path)
+            if p.name not in st["consumers"]:
+                raise ApiError(403, "Only a registered consumer acknowledges",
+                               "Read the secret through the API first.")  # fmt: skip
+            if version not in (st["current"], st["previous"]):
+                raise ApiError(400, f"Version {version} is neither current nor previous")
+
+        def op(c: Any) -> dict[str, Any]:
+            cons = Consumers(c.vault)
+            cons.ack(env, path, p.name, version)
+            revoked = cons.settle(env, path)
+            return {**cons.state(env, path), "revoked": revoked}
+
+        await api.backend.run(check)
+        out = await api.audited(call, "secret ack", f"{env}:{path}", op, {"version": version})
+        return JSONResponse({"env": env, "path": path, **out})
+
+    async def acks(call: Call) -> Response:
+        env = call.request.path_params["env"]
+        path = call.request.path_params["path"]
+        p, mfa = call.principal, call.mfa
+
+        def op(c: Any) -> dict[str, Any]:
+            c.access.authorize(p, "metadata", env, path, mfa_code=mfa)
+            return Consumers(c.vault).state(env, path)
+
+        out = await api.disclosed(call, "secret consumers", f"{env}:{path}", op)
+        return JSONResponse({"env": env, "path": path, **out})
+
     async def request_access(call: Call) -> Response:
         body = await json_body(call.request)
         env, path, why = body.get("env"), body.get("path"), body.get("why")
@@ -188,6 +235,8 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         ),
         Route("/api/v1/metadata/{env}/{path:path}", r("native", metadata), methods=["GET"]),
         Route("/api/v1/rotate/{env}/{path:path}", r("native", rotate), methods=["POST"]),
+        Route("/api/v1/ack/{env}/{path:path}", r("native", ack), methods=["POST"]),
+        Route("/api/v1/consumers/{env}/{path:path}", r("native", acks), methods=["GET"]),
         Route("/api/v1/access/requests", r("native", request_access), methods=["POST"]),
         Route("/api/v1/access/requests/{rid}", r("native", request_status), methods=["GET"]),
     ]

@@ -130,6 +130,38 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/ack/{env}/{path}": {
+            "post": {
+                "summary": "a consumer acknowledges the version it uses; previous is revoked "
+                "once every consumer acknowledged current",
+                "parameters": [_ENV, _PATH],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version"],
+                                "properties": {"version": {"type": "integer"}},
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    **_ok({"type": "object"}, "consumers, stragglers, revoked"),
+                    **_refusals(400, 401, 403, 404, 429, 503),
+                },
+            }
+        },
+        "/api/v1/consumers/{env}/{path}": {
+            "get": {
+                "summary": "registered consumers and the version each acknowledged",
+                "parameters": [_ENV, _PATH, _MFA],
+                "responses": {
+                    **_ok({"type": "object"}, "consumers"),
+                    **_refusals(401, 403, 404, 429, 503),
+                },
+            }
+        },
         "/api/v1/access/requests": {
             "post": {
                 "summary": "ask for a time-limited read-only grant (approved by people's keys)",
