@@ -96,6 +96,7 @@ _RECORDED_ARGS = (
     "prefix",
     "within",
     "notify",
+    "as_principal",
     "bundle",
     "dir",
     "name",
