@@ -122,10 +122,13 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=20000, help="per client, at most")
     ap.add_argument("--clients", default="1,4,16", help="concurrent client processes")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians")
-    ap.add_argument("--workers", type=int, default=2, help="the server's backend threads")
+    ap.add_argument("--workers", type=int, default=4, help="the server's backend threads (4)")
+    ap.add_argument(
+        "--dir", default=None, help="where the home goes (e.g. /dev/shm: fsync nearly free)"
+    )
     a = ap.parse_args()
     clients = [int(x) for x in a.clients.split(",")]
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-api-", dir=a.dir) as tmp:
         root = Path(tmp)
         home, pins, tokens, env = server_home(root, {"bench-svc": ("service-admin", ("payments",))})
         pki = make_pki(root / "pki")
@@ -171,7 +174,8 @@ def main() -> int:
         )
         leaked = VALUE in srv.output() or VALUE.encode() in (home / "audit.db").read_bytes()
     print(
-        f"custody serve, TLS 1.3, {a.workers} backend workers, auditing on; "
+        f"custody serve, TLS 1.3, {a.workers} backend workers, auditing on, home in "
+        f"{a.dir or tempfile.gettempdir()}; "
         f"{a.seconds:g} s per run, medians of {a.rounds} alternating rounds"
     )
     hdr = (

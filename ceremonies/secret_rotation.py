@@ -46,6 +46,7 @@ from custody.hardening import HOOK_ENV, child_env
 from custody.privatefile import write_private
 from custody.secrets import standards
 from custody.secrets.categories import Category
+from custody.secrets.consumers import Consumers
 from custody.secrets.vault import Vault
 
 SCRIPT = ("stage", "update", "verify", "promote")
@@ -296,9 +297,13 @@ def rotate(
 
 def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, Any]]:
     """Revoke ``previous`` of every secret whose overlap window has ended, each recorded in a
-    small bundle of its own."""
+    small bundle of its own with the consumers' acknowledgements
+    (:mod:`custody.secrets.consumers`); consumers that never acknowledged ``current`` are
+    named in the record and in a ``rotation-stragglers`` alert."""
     out = []
+    consumers = Consumers(vault)
     for row in vault.overlaps_ended():
+        acks = consumers.state(row.env, row.path)
         signed = _policy(
             dep, signer, "secret-revoke", REVOKE_SCRIPT, f"secret-revoke {row.env}:{row.path}"
         )
@@ -312,8 +317,13 @@ def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, A
                 "path": row.path,
                 "revoked_version": row.previous_version,
                 "window_ended": row.previous_until,
+                "acknowledged": acks["consumers"],
+                "stragglers": acks["stragglers"],
             },
         )
+        if acks["stragglers"]:
+            vault.alert("rotation-stragglers", row, stragglers=acks["stragglers"],
+                        revoked_version=row.previous_version)  # fmt: skip
         v = vault.revoke_previous(row.env, row.path)
         rec.close(signer, [signer], summary={"revoked": v})
         out.append({"env": row.env, "path": row.path, "revoked": v, "bundle": str(bundle)})

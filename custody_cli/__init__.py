@@ -25,6 +25,7 @@ from custody_cli import (
     alerts_cmds,
     audit_cmds,
     backup_cmds,
+    ca_cmds,
     ceremony_cmds,
     core_cmds,
     exec_cmds,
@@ -66,6 +67,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     report_cmds,
     alerts_cmds,
     serve_cmds,
+    ca_cmds,
     exec_cmds,
     tui_cmds,
 )

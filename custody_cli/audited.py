@@ -63,6 +63,8 @@ AUDITED: frozenset[str] = frozenset(
         "secret export",
         "secret import",
         "exec",
+        "ca init",
+        "ca issue",
         "report compliance",
         "report export",
     }
@@ -97,6 +99,8 @@ _RECORDED_ARGS = (
     "as_principal",
     "bundle",
     "dir",
+    "name",
+    "days",
 )
 
 

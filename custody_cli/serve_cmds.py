@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--lockout-after", type=int, default=5, metavar="N", help="failed authentications (5)"
     )
     p.add_argument("--lockout-seconds", type=int, default=300, metavar="S", help="(300)")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="backend threads (2)")
+    p.add_argument("--workers", type=int, default=4, metavar="N", help="backend threads (4)")
     p.add_argument(
         "--bare-endpoint",
         action="store_true",

@@ -17,6 +17,10 @@ It imports no other custody package, so a service can ship it alone::
   :class:`LockedOut`, :class:`NotFound`, :class:`BadRequest`, :class:`RateLimited`,
   :class:`AuditUnavailable`, :class:`ServerError`, :class:`Unreachable`), all
   :class:`CustodyClientError`; messages carry the server's title, never a value.
+- :meth:`CustodyClient.ack` acknowledges the version a service now uses after a rotation
+  (a service that reads through the API is a registered consumer); when every consumer has
+  acknowledged ``current``, the server revokes ``previous`` without waiting for the overlap
+  window to end.
 - :meth:`CustodyClient.cached` keeps a value for ``ttl`` seconds; a given *version* never
   changes, so it is kept until evicted; when the server cannot be reached, a cached value no
   older than ``max_stale`` seconds is served (the overlap window in which a rotated
@@ -269,6 +273,24 @@ class CustodyClient:
         if value is not None:
             body["value"] = value
         return dict(self._once("POST", f"/api/v1/rotate/{env}/{path}", json=body))
+
+    def ack(self, env: str, path: str, version: int) -> dict[str, Any]:
+        """Acknowledge that this service now uses *version* (after a rotation). Once every
+        consumer has, the server revokes ``previous`` at once. Idempotent: retried."""
+        for attempt in Retrying(
+            stop=stop_after_attempt(self._retries),
+            wait=_wait(self._backoff),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                return dict(self._once("POST", f"/api/v1/ack/{env}/{path}",
+                                       json={"version": version}))  # fmt: skip
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def consumers(self, env: str, path: str) -> dict[str, Any]:
+        """Who consumes (env, path) and the version each acknowledged."""
+        return dict(self._idempotent(f"/api/v1/consumers/{env}/{path}"))
 
     def cached(
         self,

@@ -249,7 +249,8 @@ class Api:
         self, call: Call, op: str, target: str, fn: Op, details: Mapping[str, Any] | None = None
     ) -> Any:
         """A read in one trip to a worker: authenticate, rate-limit, run *fn* (which asks
-        access control), and write its audit entry there, before the answer leaves. For a
+        access control), then commit access control's entries and the read's own in one
+        batch before the answer leaves (:class:`custody_server.backend.Staging`). For a
         route made with ``deferred=True``; ``call.principal`` is set before *fn* runs."""
         cred = self.credential(call.request)
         det = {"via": call.surface, **(details or {})}
@@ -259,17 +260,28 @@ class Api:
             if isinstance(got, _AuthFailed):
                 return got
             call.principal = got
-            try:
-                out = fn(c)
-            except (AccessDenied, AuthError, Refused):
-                raise
-            except CustodyError as exc:
-                self.audit.append(op, target, got.name, outcome="failed",
-                                  details={**det, "error": type(exc).__name__})  # fmt: skip
-                raise
+            failure: BaseException | None = None
+            with c.staging.held() as staged:  # access control's entries, held back
+                try:
+                    out = fn(c)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    failure = exc
+            entries = list(staged)
+            if failure is not None:
+                if isinstance(failure, CustodyError) and not isinstance(
+                    failure, (AccessDenied, AuthError, Refused)
+                ):
+                    why = {**det, "error": type(failure).__name__}
+                    entries.append({"op": op, "target": target, "actor": got.name,
+                                    "outcome": "failed", "details": why})  # fmt: skip
+                if entries:
+                    c.audit.append_all(entries)  # the denial is on record before the answer
+                raise failure
             version = getattr(out, "version", None)
             extra = {"version": version} if isinstance(version, int) else {}
-            self.audit.append(op, target, got.name, outcome="ok", details={**det, **extra})
+            entries.append({"op": op, "target": target, "actor": got.name, "outcome": "ok",
+                            "details": {**det, **extra}})  # fmt: skip
+            c.audit.append_all(entries)  # decision and disclosure: one commit, before the value
             return out
 
         out = await self.backend.run(job)

@@ -15,7 +15,8 @@ import asyncio
 import os
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +31,44 @@ from custody.secrets import SecretPolicy, Vault
 T = TypeVar("T")
 
 
+class Staging:
+    """The audit sink the server's access control writes to: entries go straight to the
+    log, except inside :meth:`held`, where this thread's entries are kept back and handed
+    to the caller, who commits them in one batch with the request's own entry
+    (:meth:`custody.audit.log.AuditLog.append_all`) before any answer leaves. A read then
+    costs one durable commit, not two; nothing is answered until both are written."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._local = threading.local()
+
+    def append(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        *,
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        staged: list[dict[str, Any]] | None = getattr(self._local, "staged", None)
+        if staged is None:
+            return self.log.append(op, target, actor, outcome=outcome, details=details)
+        e = {"op": op, "target": target, "actor": actor, "outcome": outcome,
+             "details": dict(details or {})}  # fmt: skip
+        staged.append(e)
+        return e
+
+    @contextmanager
+    def held(self) -> Iterator[list[dict[str, Any]]]:
+        staged: list[dict[str, Any]] = []
+        self._local.staged = staged
+        try:
+            yield staged
+        finally:
+            self._local.staged = None
+
+
 @dataclass
 class Context:
     """What a worker call gets: the opened deployment, its vault and access control."""
@@ -38,6 +77,7 @@ class Context:
     vault: Vault
     access: AccessControl
     audit: AuditLog
+    staging: Staging
     mfa_mode: str = "enrolled"
 
 
@@ -72,12 +112,19 @@ def open_context(
         )
         settings = AccessSettings.for_home(home.config_path)
         mode = settings.mfa_mode
-        access = AccessControl(dep.store, audit, mfa=mfa, mfa_mode=mode, rng=rng or os.urandom,
-                               high_approvers=settings.high_approvers)  # fmt: skip
+        staging = Staging(audit)
+        access = AccessControl(
+            dep.store,
+            staging,
+            mfa=mfa,
+            mfa_mode=mode,
+            rng=rng or os.urandom,
+            high_approvers=settings.high_approvers,
+        )
     except BaseException:
         dep.close()
         raise
-    return Context(dep=dep, vault=vault, access=access, audit=audit, mfa_mode=mode)
+    return Context(dep=dep, vault=vault, access=access, audit=audit, staging=staging, mfa_mode=mode)
 
 
 class Backend:

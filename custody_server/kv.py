@@ -24,6 +24,7 @@ caller), unless ``options`` names a ``category`` and an ``owner`` (a custody ext
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -40,6 +41,13 @@ from custody.secrets.standards import RULES
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 
 LIST_METHODS = ["GET", "LIST"]
+
+
+@dataclass(frozen=True, slots=True)
+class _KvRead:
+    version: int
+    revealed: Revealed = field(repr=False)
+    meta: dict[str, Any] = field(repr=False)
 
 
 def _env_path(call: Call) -> tuple[str, str]:
@@ -111,8 +119,9 @@ def _versions(body: dict[str, Any]) -> list[int]:
 
 
 def routes(api: Api) -> list[Route]:
-    async def read(call: Call) -> Response:
+    async def read(call: Call) -> Response:  # a deferred route: read_once authenticates
         if call.request.query_params.get("list") == "true":
+            call.principal = await api.authenticate(call.request)
             return await listing(call)
         env, path = _env_path(call)
         raw = call.request.query_params.get("version")
@@ -121,10 +130,10 @@ def routes(api: Api) -> list[Route]:
             if not raw.isdigit() or len(raw) > 9:
                 raise ApiError(400, "'version' must be a positive integer")
             version = int(raw)
-        p, mfa = call.principal, call.mfa
+        mfa = call.mfa
 
-        def op(c: Any) -> tuple[Revealed, dict[str, Any]]:
-            c.access.authorize(p, "read", env, path, mfa_code=mfa)
+        def op(c: Any) -> _KvRead:
+            c.access.authorize(call.principal, "read", env, path, mfa_code=mfa)
             try:
                 r = c.vault.get(env, path, version=version)
             except SecretUnavailable as exc:
@@ -132,9 +141,10 @@ def routes(api: Api) -> list[Route]:
                 v = version or meta["labels"]["current"] or 0
                 exc.kv_body = {"data": {"data": None, "metadata": _version_meta(meta, v)}}  # type: ignore[attr-defined]
                 raise
-            return r, c.vault.show(env, path)
+            return _KvRead(r.version, r, c.vault.show(env, path))
 
-        r, meta = await api.disclosed(call, "secret get", f"{env}:{path}", op)
+        got = await api.read_once(call, "secret get", f"{env}:{path}", op)
+        r, meta = got.revealed, got.meta
         return JSONResponse(
             {
                 "data": {
@@ -304,7 +314,7 @@ def routes(api: Api) -> list[Route]:
     base = "/v1/{mount}"
     return [
         Route("/v1/sys/health", r("kv2", _sys_health, public=True), methods=["GET", "HEAD"]),
-        Route(base + "/data/{path:path}", r("kv2", read), methods=["GET"]),
+        Route(base + "/data/{path:path}", r("kv2", read, deferred=True), methods=["GET"]),
         Route(base + "/data/{path:path}", r("kv2", write), methods=["POST", "PUT"]),
         Route(base + "/data/{path:path}", r("kv2", delete_latest), methods=["DELETE"]),
         Route(base + "/delete/{path:path}", r("kv2", delete_versions), methods=["POST", "PUT"]),

@@ -10,6 +10,14 @@
 - ``POST /api/v1/rotate/{env}/{path}``: a new version (made to the category's standard,
   or ``{"value": ...}``) becomes ``current``; the old one stays ``previous`` for
   ``overlap_seconds`` (default 86400).
+- ``POST /api/v1/ack/{env}/{path}`` ``{"version": N}``: a registered consumer (a service
+  that read the secret here) acknowledges the version it now uses; once every consumer
+  acknowledged ``current``, ``previous`` is revoked at once, not at the window's end.
+  ``GET /api/v1/consumers/{env}/{path}``: who consumes it and at which version.
+- ``POST /api/v1/access/requests`` ``{"env", "path", "seconds", "why", "actions"}``: ask
+  for a time-limited read-only grant (:class:`custody.access.flow.GrantFlow`); people
+  approve it by signing with their participant keys (``custody access approve``), and
+  ``GET /api/v1/access/requests/{id}`` shows the requester its state.
 """
 
 from __future__ import annotations
@@ -20,7 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from custody.access.flow import GrantFlow
+from custody.access.settings import AccessSettings
+from custody.errors import UsageError
 from custody.secrets import Revealed
+from custody.secrets.consumers import Consumers
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
 from custody_server.tls import App, Receive, Scope, Send
@@ -79,7 +91,10 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
 
         def op(c: Any) -> Revealed:
             c.access.authorize(call.principal, "read", env, path, mfa_code=mfa)
-            return c.vault.get(env, path, version=version, label=label)  # type: ignore[no-any-return]
+            got: Revealed = c.vault.get(env, path, version=version, label=label)
+            if call.principal.kind == "service":  # a service that reads is a consumer
+                Consumers(c.vault).register(env, path, call.principal.name)
+            return got
 
         r = await api.read_once(call, "secret get", f"{env}:{path}", op, _lab(label))
         return JSONResponse({"env": r.env, "path": r.path, "version": r.version, "value": r.value})
@@ -137,6 +152,76 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         )
         return JSONResponse({"env": env, "path": path, **out})
 
+    async def ack(call: Call) -> Response:
+        env = call.request.path_params["env"]
+        path = call.request.path_params["path"]
+        body = await json_body(call.request)
+        version = body.get("version")
+        if type(version) is not int or version < 1:
+            raise ApiError(400, "version must be a version number")
+        p = call.principal
+
+        def check(c: Any) -> None:
+            st = Consumers(c.vault).state(env, path)
+            if p.name not in st["consumers"]:
+                raise ApiError(403, "Only a registered consumer acknowledges",
+                               "Read the secret through the API first.")  # fmt: skip
+            if version not in (st["current"], st["previous"]):
+                raise ApiError(400, f"Version {version} is neither current nor previous")
+
+        def op(c: Any) -> dict[str, Any]:
+            cons = Consumers(c.vault)
+            cons.ack(env, path, p.name, version)
+            revoked = cons.settle(env, path)
+            return {**cons.state(env, path), "revoked": revoked}
+
+        await api.backend.run(check)
+        out = await api.audited(call, "secret ack", f"{env}:{path}", op, {"version": version})
+        return JSONResponse({"env": env, "path": path, **out})
+
+    async def acks(call: Call) -> Response:
+        env = call.request.path_params["env"]
+        path = call.request.path_params["path"]
+        p, mfa = call.principal, call.mfa
+
+        def op(c: Any) -> dict[str, Any]:
+            c.access.authorize(p, "metadata", env, path, mfa_code=mfa)
+            return Consumers(c.vault).state(env, path)
+
+        out = await api.disclosed(call, "secret consumers", f"{env}:{path}", op)
+        return JSONResponse({"env": env, "path": path, **out})
+
+    async def request_access(call: Call) -> Response:
+        body = await json_body(call.request)
+        env, path, why = body.get("env"), body.get("path"), body.get("why")
+        seconds, actions = body.get("seconds", 3600), body.get("actions", ["read"])
+        if not (isinstance(env, str) and isinstance(path, str) and isinstance(why, str)):
+            raise ApiError(400, "Give env, path and why as strings")
+        if type(seconds) is not int or not isinstance(actions, list):
+            raise ApiError(400, "seconds must be an integer and actions a list")
+        p = call.principal
+
+        def op(c: Any) -> Any:
+            return _flow(c).request(p, env, path, seconds=seconds, why=why,
+                                actions=tuple(str(a) for a in actions))  # fmt: skip
+
+        return JSONResponse(_request_view(await api.backend.run(op)))
+
+    async def request_status(call: Call) -> Response:
+        rid = call.request.path_params["rid"]
+        p = call.principal
+
+        def op(c: Any) -> Any:
+            try:
+                r = _flow(c).get(rid)
+            except UsageError:
+                r = None
+            if r is None or r.requester != p.name:  # only the requester sees it here
+                raise ApiError(404, "No such request of yours")
+            return r
+
+        return JSONResponse(_request_view(await api.backend.run(op)))
+
     r = api.route
     out = [
         Route("/api/v1/health", r("native", health, public=True), methods=["GET"]),
@@ -150,10 +235,30 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         ),
         Route("/api/v1/metadata/{env}/{path:path}", r("native", metadata), methods=["GET"]),
         Route("/api/v1/rotate/{env}/{path:path}", r("native", rotate), methods=["POST"]),
+        Route("/api/v1/ack/{env}/{path:path}", r("native", ack), methods=["POST"]),
+        Route("/api/v1/consumers/{env}/{path:path}", r("native", acks), methods=["GET"]),
+        Route("/api/v1/access/requests", r("native", request_access), methods=["POST"]),
+        Route("/api/v1/access/requests/{rid}", r("native", request_status), methods=["GET"]),
     ]
     if bare_endpoint:
         bare: App = BareEndpoint()
         out.append(Route("/api/v1/bare", bare, methods=["GET"]))
+    return out
+
+
+def _flow(c: Any) -> GrantFlow:
+    home = c.dep.home
+    return GrantFlow(
+        c.access, c.dep.config.deployment_id, AccessSettings.for_home(home.config_path)
+    )
+
+
+def _request_view(r: Any) -> dict[str, Any]:
+    keep = ("id", "kind", "requester", "env", "path", "actions", "not_before", "not_after",
+            "security_class", "needed", "digest", "state")  # fmt: skip
+    out = {k: getattr(r, k) for k in keep}
+    out["actions"] = list(out["actions"])
+    out["approve_with"] = f"custody access approve {r.id} --key NAME.key.pem"
     return out
 
 

@@ -130,6 +130,73 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/ack/{env}/{path}": {
+            "post": {
+                "summary": "a consumer acknowledges the version it uses; previous is revoked "
+                "once every consumer acknowledged current",
+                "parameters": [_ENV, _PATH],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version"],
+                                "properties": {"version": {"type": "integer"}},
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    **_ok({"type": "object"}, "consumers, stragglers, revoked"),
+                    **_refusals(400, 401, 403, 404, 429, 503),
+                },
+            }
+        },
+        "/api/v1/consumers/{env}/{path}": {
+            "get": {
+                "summary": "registered consumers and the version each acknowledged",
+                "parameters": [_ENV, _PATH, _MFA],
+                "responses": {
+                    **_ok({"type": "object"}, "consumers"),
+                    **_refusals(401, 403, 404, 429, 503),
+                },
+            }
+        },
+        "/api/v1/access/requests": {
+            "post": {
+                "summary": "ask for a time-limited read-only grant (approved by people's keys)",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["env", "path", "why"],
+                                "properties": {
+                                    "env": {"type": "string"},
+                                    "path": {"type": "string"},
+                                    "why": {"type": "string"},
+                                    "seconds": {"type": "integer"},
+                                    "actions": {"type": "array", "items": {"type": "string"}},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    **_ok({"type": "object"}, "the pending request and its digest"),
+                    **_refusals(400, 401, 403, 429, 503),
+                },
+            }
+        },
+        "/api/v1/access/requests/{id}": {
+            "get": {
+                "summary": "the state of one of the caller's requests",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {**_ok({"type": "object"}, "request"), **_refusals(401, 404)},
+            }
+        },
         "/api/v1/rotate/{env}/{path}": {
             "post": {
                 "summary": "rotate: a new current, the old one previous for the overlap",

@@ -36,6 +36,7 @@ from custody_server.guard import GuardLimits
 from custody_server.tls import PeerCertProtocol, server_context
 
 MAX_HEAD_BYTES = 16 * 1024
+MAX_CONNECTIONS = 512
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES")
     p.add_argument("--lockout-after", type=int, default=5, metavar="N")
     p.add_argument("--lockout-seconds", type=int, default=300, metavar="S")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="backend threads (2)")
+    p.add_argument("--workers", type=int, default=4, metavar="N", help="backend threads (4)")
     p.add_argument(
         "--bare-endpoint",
         action="store_true",
@@ -125,11 +126,16 @@ def serve(args: argparse.Namespace) -> int:
         http=PeerCertProtocol,
         ssl_context_factory=ssl_factory,
         access_log=False,
+        # no X-Forwarded-For: uvicorn trusts it from 127.0.0.1 by default, which would let a
+        # local client pick its own address and walk out of a lockout
+        proxy_headers=False,
+        ws="none",  # no WebSocket upgrades
         log_config=None,
         lifespan="off",
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         server_header=False,
         timeout_keep_alive=30,
+        limit_concurrency=MAX_CONNECTIONS,  # beyond it: 503, so a flood cannot exhaust the host
     )
     server = uvicorn.Server(cfg)
     print(f"custody serve: listening on https://{host}:{bound} (TLS 1.3 only)", file=sys.stderr)

@@ -266,6 +266,37 @@ class AuditLog:
             AuditError: the entry could not be committed; the operation must not run.
             ValueError: a caller's bug (unknown outcome, a value-like detail key, no key).
         """
+        req = self._pending(op, target, actor, outcome, details, sensitive, now)
+        self._commit([req])
+        return req.entry
+
+    def append_all(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Commit several entries in one batch (one transaction, one flush), in order, and
+        return them. Each is a mapping of :meth:`append`'s arguments (``op``, ``target``,
+        ``actor``, ``outcome``, ``details``). All are written, or none.
+
+        Raises:
+            AuditError: the batch could not be committed.
+            ValueError: as :meth:`append`, before anything is queued.
+        """
+        reqs = [
+            self._pending(e["op"], e["target"], e["actor"], e.get("outcome", "ok"),
+                          e.get("details"), None, None)
+            for e in entries
+        ]  # fmt: skip
+        self._commit(reqs)
+        return [r.entry for r in reqs]
+
+    def _pending(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        outcome: str,
+        details: Mapping[str, Any] | None,
+        sensitive: Mapping[str, str | bytes] | None,
+        now: int | None,
+    ) -> _Pending:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
         det = dict(details or {})
@@ -288,20 +319,27 @@ class AuditLog:
         # the leader only splices in the chain fields, in RFC 8785 key order.
         fixed = tuple(_canon(entry[k]) for k in ("actor", "details", "op", "outcome"))
         fixed += (_canon(target), _canon(t))
-        req = _Pending(entry, fixed, f"'{op} {target}'")
+        return _Pending(entry, fixed, f"'{op} {target}'")
+
+    def _commit(self, reqs: list[_Pending]) -> None:
+        """Queue *reqs* together (so one leader drains them into one batch) and wait until
+        every one is written, leading a batch when none is being written."""
         lead = False
         with self._cv:
-            self._queue.append(req)
-            while req.state != _DONE:
-                if req.state == _QUEUED and not self._writing:
+            self._queue.extend(reqs)
+            while any(r.state != _DONE for r in reqs):
+                if any(r.state == _QUEUED for r in reqs) and not self._writing:
                     self._writing = lead = True
                     break
                 self._cv.wait()
         if lead:
             self._lead()
-        if req.error is not None:
-            raise req.error
-        return req.entry
+            with self._cv:  # a batch drained them all; wait for its flush if another led
+                while any(r.state != _DONE for r in reqs):
+                    self._cv.wait()
+        for r in reqs:
+            if r.error is not None:
+                raise r.error
 
     def _seal_fn(self) -> Callable[[int, bytes], bytes] | None:
         sealer = self._sealer

@@ -48,7 +48,7 @@ OPS = (
     "secret rotate",
 )
 # the alert fields that go to the audit log (never a value; env and path are the target)
-_ALERT_FIELDS = ("kind", "days_left", "class")
+_ALERT_FIELDS = ("kind", "days_left", "class", "stragglers")
 
 
 def target(env: str, path: str) -> str:

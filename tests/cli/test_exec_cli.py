@@ -143,3 +143,37 @@ def test_bad_usage_changes_nothing(dep):
             capture_output=True, text=True, env=cli_env(), check=False,
         )  # fmt: skip
         assert r.returncode == 2 and "error:" in r.stderr
+
+
+SIGNALLED = r"""
+import os, signal, sys, time
+out = sys.argv[1]
+def report(*_):
+    with open(out, "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "value": open(os.environ["DB_PW"]).read()}) + "\n")
+import json
+signal.signal(signal.SIGUSR1, report)
+report()
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_on_rotate_signal_rewrites_the_file_and_signals_the_same_cmd(dep, tmp_path):
+    home, pins = dep
+    out = tmp_path / "signalled.jsonl"
+    argv = [sys.executable, "-m", "custody_cli", "exec", "--home", str(home), "--pin-file",
+            str(pins), "--env", "prod", "--secret", "DB_PW=payments/db", "--files",
+            "--on-rotate", "signal", "--signal", "USR1", "--poll", "0.2", "--",
+            sys.executable, "-c", SIGNALLED, str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = _lines(out, 1)[0]
+        put(home, pins, V2)
+        second = _lines(out, 2)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _o, stderr = proc.communicate(timeout=60)
+    assert (first["value"], second["value"]) == (V1, V2)
+    assert second["pid"] == first["pid"]  # the same process, told to reload
+    assert "sending SIGUSR1" in stderr.decode()

@@ -18,10 +18,14 @@ from custody_client import (
     NotFound,
     Unreachable,
 )
-from tests.server_fixtures import Server, make_pki, server_home
+from tests.server_fixtures import Server, audit_entries, make_pki, server_home
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("custody-client")]
-PEOPLE = {"cl-admin": ("service-admin", ("payments",)), "cl-svc": ("service-user", ("payments",))}
+PEOPLE = {
+    "cl-admin": ("service-admin", ("payments",)),
+    "cl-admin2": ("service-admin", ("payments",)),
+    "cl-svc": ("service-user", ("payments",)),
+}
 VALUE = "Client-Canary-2b!Rq7#Vn4@Kp9$Hs"
 
 
@@ -141,3 +145,25 @@ def test_cache_honours_ttl_versions_and_max_stale(srv):
         c.cached("prod", "payments/db", ttl=60)
         c.forget()
         assert c.cached("prod", "payments/db", ttl=0).version == 2
+
+
+def test_previous_is_revoked_once_every_consumer_acknowledged(srv):
+    with connect(srv) as a, connect(srv, "cl-admin2") as b:
+        a._once("POST", "/v1/prod/data/payments/acked", json={"data": {"value": "one"}})
+        assert a.get("prod", "payments/acked").version == 1  # both read: both consumers
+        assert b.get("prod", "payments/acked").version == 1
+        a.rotate("prod", "payments/acked", value="two", overlap_seconds=3600)
+        st = a.ack("prod", "payments/acked", 2)
+        assert st["stragglers"] == ["cl-admin2"] and st["revoked"] is None
+        assert b.get("prod", "payments/acked", label="previous").value == "one"  # still served
+        st = b.ack("prod", "payments/acked", 2)
+        assert st["stragglers"] == [] and st["revoked"] == 1
+        with pytest.raises(NotFound):  # revoked at once, long before the window's end
+            b.get("prod", "payments/acked", label="previous")
+        assert a.consumers("prod", "payments/acked")["consumers"] == {"cl-admin": 2, "cl-admin2": 2}
+    with connect(srv, "cl-svc") as c, pytest.raises(Forbidden):  # never read it: not a consumer
+        c.ack("prod", "payments/acked", 2)
+    acks = [e for e in audit_entries(srv.home) if e["op"] == "secret ack"]
+    assert [(e["actor"], e["outcome"]) for e in acks] == [
+        ("cl-admin", "intent"), ("cl-admin", "ok"), ("cl-admin2", "intent"), ("cl-admin2", "ok")
+    ]  # fmt: skip

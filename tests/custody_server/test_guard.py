@@ -64,5 +64,26 @@ def test_lockout_after_n_failures_is_audited_and_ends(srv):
         assert len(lockouts) == 1 and lockouts[0]["target"] == "127.0.0.1"
         assert lockouts[0]["outcome"] == "denied" and lockouts[0]["details"]["failures"] == 3
         assert len([e for e in log if e["op"] == "api authenticate"]) >= 3
+        # a forwarded-for header does not make the same client someone else
+        spoof = {**_as(srv, "svc-a"), "X-Forwarded-For": "203.0.113.9", "Forwarded": "for=x"}
+        assert c.get("/api/v1/whoami", headers=spoof).status_code == 403
         time.sleep(2.2)
         assert c.get("/api/v1/whoami", headers=_as(srv, "svc-a")).status_code == 200
+
+
+def test_bad_start_up_input_is_a_typed_error_and_nothing_listens(tmp_path):
+    from tests.conftest import run_cli, write_secret
+    from tests.rekey_fixtures import make_deployment
+
+    home, pins = make_deployment(tmp_path / "d")
+    pki = make_pki(tmp_path / "pki")
+    tls = ("--cert", str(pki.server_cert), "--key", str(pki.server_key), "--bind", "127.0.0.1:0")
+    r = run_cli("serve", "--home", str(tmp_path / "nowhere"), "--pin-file", str(pins), *tls)
+    assert r.returncode == 3 and "error:" in r.stderr and "Traceback" not in r.stderr
+    wrong = write_secret(tmp_path / "wrong", "pin=not-the-pin-0000\n")
+    r = run_cli("serve", "--home", str(home), "--pin-file", str(wrong), *tls)
+    assert r.returncode == 5 and "error:" in r.stderr and "Traceback" not in r.stderr
+    assert "not-the-pin" not in r.stderr and "listening" not in r.stderr
+    bad = ("--cert", str(pki.ca), "--key", str(pki.server_key), "--bind", "127.0.0.1:0")
+    r = run_cli("serve", "--home", str(home), "--pin-file", str(pins), *bad)
+    assert r.returncode == 3 and "TLS certificate" in r.stderr

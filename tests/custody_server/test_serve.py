@@ -144,6 +144,12 @@ def test_reads_and_rotation_are_authorised_and_audited(srv):
     reads = [e for e in log if e["op"] == "secret get" and e["target"] == "prod:payments/db"]
     assert {e["actor"] for e in reads} == {"pay-admin"}
     assert all(e["details"]["via"] == "native" for e in reads)
+    for i, e in enumerate(log):  # each read's decision and disclosure: one commit, in order
+        if e["op"] == "secret get":
+            before = log[i - 1]
+            assert (before["op"], before["outcome"], before["target"], before["actor"]) == (
+                "access decide", "ok", e["target"], e["actor"]
+            )  # fmt: skip
     decided = [e for e in log if e["op"] == "access decide" and e["actor"] == "pay-svc"]
     assert decided and all(e["outcome"] == "denied" for e in decided)
     assert [e["outcome"] for e in log if e["op"] == "secret rotate"] == ["intent", "ok"]
@@ -217,3 +223,35 @@ def test_the_canary_never_reaches_logs_error_bodies_or_the_audit_log(srv):
         assert CANARY not in b.text and CANARY[:6] not in b.text
     assert CANARY not in srv.output() and CANARY[:6] not in srv.output()
     assert CANARY.encode() not in (srv.home / "audit.db").read_bytes()
+
+
+def test_a_service_requests_access_and_only_it_sees_the_request(srv):
+    with client(srv, "pay-admin") as admin:
+        admin.post("/v1/prod/data/payments/grantable", json={"data": {"value": "cfg"}})
+    with client(srv, "pay-svc") as svc:
+        r = svc.post(
+            "/api/v1/access/requests",
+            json={"env": "prod", "path": "payments/grantable", "seconds": 600, "why": "incident 7"},
+        )
+        assert r.status_code == 200, r.text
+        req = r.json()
+        assert (req["state"], req["requester"], req["actions"]) == ("pending", "pay-svc", ["read"])
+        assert req["needed"] >= 1 and len(req["digest"]) == 64
+        assert svc.get(f"/api/v1/access/requests/{req['id']}").json()["state"] == "pending"
+        # pending is not granted: the read is still refused
+        assert svc.get("/api/v1/secrets/prod/payments/grantable").status_code == 403
+        # a grant gives only read-only actions
+        bad = svc.post(
+            "/api/v1/access/requests",
+            json={"env": "prod", "path": "payments/grantable", "why": "x", "actions": ["write"]},
+        )
+        assert bad.status_code == 400
+    with client(srv, "ops-auditor") as aud:
+        assert aud.get(f"/api/v1/access/requests/{req['id']}").status_code == 404
+        no = aud.post(
+            "/api/v1/access/requests",
+            json={"env": "prod", "path": "payments/grantable", "why": "curious"},
+        )
+        assert no.status_code == 403  # an auditor never holds a grant
+    ops = [(e["op"], e["outcome"]) for e in audit_entries(srv.home) if e["op"] == "access request"]
+    assert ("access request", "ok") in ops and ("access request", "denied") in ops

@@ -1,0 +1,58 @@
+"""At the end of a rotation's overlap window, ``custody secret rotate --due`` records the
+consumers' acknowledgements in the signed revoke record and names the stragglers in an
+alert (the API's consumers, custody.secrets.consumers)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from custody.keys.hierarchy import KeyHierarchy
+from custody.secrets import Vault
+from custody.secrets.consumers import Consumers
+from custody.store import open_store
+from tests.cli.test_secret_rotation import PATH, dep, rotate, verify_record
+from tests.server_fixtures import audit_entries
+
+pytestmark = pytest.mark.hsm
+__all__ = ["dep"]  # the fixture, shared with the rotation tests
+
+
+def test_window_end_records_acks_and_alerts_the_stragglers(dep):
+    home, pins, key, people, tmp = dep
+    hook = tmp / "alerts.jsonl"
+    conf = home / "custody.toml"
+    conf.write_text(
+        conf.read_text().replace("[policy]", f'[policy]\nalert_hook = "tee -a {hook}"', 1)
+    )
+    r = rotate(home, pins, key, PATH, "--env", "prod", "--overlap", "1h")
+    assert r.returncode == 0, r.stderr
+    store = open_store(home / "custody.db")
+    try:
+        cons = Consumers(Vault(store, KeyHierarchy(store, None)))
+        cons.register("prod", PATH, "billing-api")  # read v1, never moved
+        cons.ack("prod", PATH, "billing-worker", 2)
+        assert cons.settle("prod", PATH) is None  # a straggler: previous is kept
+    finally:
+        store.close()
+    c = sqlite3.connect(home / "custody.db")
+    c.execute("UPDATE secrets SET previous_until='2000-01-01T00:00:00Z'")
+    c.commit()
+    c.close()
+    d = rotate(home, pins, key, "--due")
+    assert d.returncode == 0, d.stderr
+    bundle = json.loads(d.stdout)["revoked"][0]["bundle"]
+    assert verify_record(bundle, people).returncode == 0
+    events = [json.loads(x) for x in (Path(bundle) / "events.jsonl").read_text().splitlines()]
+    revokes = [e for e in events if "secret.revoke" in json.dumps(e)]
+    assert len(revokes) == 1
+    text = json.dumps(revokes[0])
+    assert '"billing-worker": 2' in text and '"stragglers": ["billing-api"]' in text
+    alerts = [json.loads(x) for x in hook.read_text().splitlines()]
+    assert any(a.get("kind") == "rotation-stragglers" and a.get("stragglers") == ["billing-api"]
+               for a in alerts)  # fmt: skip
+    logged = [e for e in audit_entries(home) if e["op"] == "secret alert"]
+    assert any(e["details"].get("stragglers") == ["billing-api"] for e in logged)
