@@ -264,3 +264,22 @@ def test_a_reveal_that_needs_a_totp_code_asks_for_it_and_a_wrong_one_shows_nothi
             ]
 
     run(go())
+
+
+def test_an_unmasked_value_with_control_characters_is_shown_escaped():
+    """A value is data, never terminal control: an escape sequence in it is drawn escaped."""
+
+    async def go():
+        app = app_for()
+        app.secret_services.values[DUE] = "Ab1!\x1b[2J\x1b]0;owned\x07zz"
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_due(pilot)
+            await pilot.press("v", "y")
+            await settled(pilot)
+            await pilot.press("m")
+            await pilot.pause()
+            shown = text_of(app)
+            assert "Ab1!\\x1b[2J\\x1b]0;owned\\x07zz" in shown
+            assert "\x1b" not in shown and "\x07" not in shown
+
+    run(go())

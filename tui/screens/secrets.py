@@ -475,7 +475,7 @@ class SecretsScreen(ServiceScreen):
         t = Text()
         t.append(f"value v{r.version} ", style="bold")
         if self._unmasked:
-            t.append(r.value, style="reverse")
+            t.append(printable(r.value), style="reverse")  # control characters escaped
             t.append("\nm masks it; it is cleared in a few seconds and on leaving.", style="dim")
         else:
             t.append(MASK)
