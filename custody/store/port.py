@@ -207,6 +207,27 @@ class RekeyStore(Protocol):
     def add_hold(self, branch: str, version: int, *, reason: str, now: str) -> None: ...
 
 
+class WorkerStore(Protocol):
+    """Parallel re-key workers (``custody rekey run --workers N``): batch transactions that
+    may run beside each other, each checking the coordinator's lease without taking it.
+
+    On PostgreSQL a batch transaction does not take the store's write lock, its rows are
+    claimed with ``FOR UPDATE SKIP LOCKED`` (:meth:`KeyStore.claim_objects`), so N workers
+    move N batches at once. On SQLite it is an ordinary write transaction (one writer at a
+    time; workers then overlap only their rewrapping)."""
+
+    def batch_transaction(self) -> AbstractContextManager[None]:
+        """A write transaction for one re-key batch (see the class doc)."""
+        ...
+
+    def lease_holds(self, name: str, token: str, *, now: str) -> bool:
+        """Inside a batch transaction: whether *token* still holds the unexpired lease
+        *name*. The row stays share-locked until the batch ends, so a takeover
+        (:meth:`RekeyStore.put_lease`) waits for the batch and every later batch of the
+        old owner sees it lost."""
+        ...
+
+
 class BackupStore(Protocol):
     """The catalogue of backup files (:mod:`custody.backup`)."""
 
@@ -409,6 +430,7 @@ class Store(
     StoreCore,
     KeyStore,
     RekeyStore,
+    WorkerStore,
     BackupStore,
     CeremonyStore,
     SecretStore,

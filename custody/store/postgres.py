@@ -34,6 +34,7 @@ from custody.store.postgres_keys import PostgresKeys
 from custody.store.postgres_mfa import PostgresMfa
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
+from custody.store.postgres_workers import PostgresWorkers
 from custody.store.sqlite_migrations import SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
@@ -44,6 +45,7 @@ _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NU
 class PostgresStore(
     PostgresKeys,
     PostgresWork,
+    PostgresWorkers,
     PostgresCeremonies,
     PostgresSecrets,
     PostgresAccess,

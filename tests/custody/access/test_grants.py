@@ -19,7 +19,6 @@ from custody.audit.log import AuditLog
 from custody.audit.signers import Ed25519Signer
 from custody.errors import IntegrityError, PolicyError
 from custody.store.rows import AccessApprovalRow, ParticipantRow, SecretRow
-from custody.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000
 HIGH, MEDIUM = "payments/db/password", "payments/stripe/api-key"
@@ -44,8 +43,8 @@ def _secret(path: str, cat: str, cls: str, env: str = "prod") -> SecretRow:
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+def world(tmp_path: Path, backend):
+    store = backend.open(create=True)  # on each adapter (tests/pg_fixtures.py)
     log = AuditLog(tmp_path / "audit.db", durable=False)
     clock = Clock()
     ac = AccessControl(store, log, clock=clock)
@@ -170,8 +169,8 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
     # 2) root rebinds alice's and bob's principals to root's key in the store and signs "as
     #    alice" and "as bob": online the roster (participant keys) still refuses root's key,
     #    and offline the pinned keys are not fooled either
-    store.conn.execute("UPDATE principals SET public=? WHERE name IN ('alice','bob')",
-                       (root.public,))  # fmt: skip
+    with store.tx() as c:  # raw SQL, on either adapter
+        c.execute("UPDATE principals SET public=? WHERE name IN ('alice','bob')", (root.public,))
     from custody.access.records import approval_input
 
     rows = [AccessApprovalRow(request_id=r.id, approver=n, public=root.public,
@@ -198,7 +197,8 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
 def test_a_request_altered_in_the_store_is_not_approved(world):
     flow, ac, store, _log, _clock = world
     r = flow.request(ac.principal("svc"), "prod", MEDIUM, seconds=600, why="z")
-    store.conn.execute("UPDATE access_requests SET path=? WHERE id=?", ("payments/", r.id))
+    with store.tx() as c:
+        c.execute("UPDATE access_requests SET path=? WHERE id=?", ("payments/", r.id))
     with pytest.raises(PolicyError, match="altered"):
         flow.approve(r.id, KEYS["alice"])
 
@@ -238,3 +238,26 @@ def test_an_emergency_root_rotation_revokes_every_grant(world):
     assert store.grant(gid).revoked_at == T0 + 1
     with pytest.raises(AccessDenied, match="revoked"):
         ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)
+
+
+def test_the_number_of_high_approvers_is_config(world, tmp_path: Path):
+    from custody.access.settings import AccessSettings
+    from custody.errors import ConfigError
+
+    _flow, ac, _store, _log, _clock = world
+    conf = tmp_path / "custody.toml"
+    conf.write_text("[access]\nhigh_approvers = 3\nmax_grant_seconds = 3600\n")
+    settings = AccessSettings.for_home(conf)
+    three = GrantFlow(ac, "dep-1", settings)
+    svc = ac.principal("svc")
+    assert three.request(svc, "prod", HIGH, seconds=600, why="x").needed == 3
+    assert three.request(svc, "prod", MEDIUM, seconds=600, why="x").needed == 1
+    from custody.errors import UsageError
+
+    with pytest.raises(UsageError):  # longer than max_grant_seconds
+        three.request(svc, "prod", MEDIUM, seconds=7200, why="x")
+    for bad in ({"high_approvers": 0}, {"high_approvers": "2"}, {"max_grant_seconds": 10},
+                {"mfa_mode": "never"}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            AccessSettings.from_mapping(bad)
+    assert AccessSettings.for_home(tmp_path / "missing.toml") == AccessSettings()

@@ -21,7 +21,6 @@ from custody.audit.log import AuditLog
 from custody.audit.signers import Ed25519Signer
 from custody.errors import IntegrityError, PolicyError
 from custody.store.rows import ParticipantRow, SecretRow
-from custody.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000
 PATH = "payments/keys/root-cert"
@@ -36,8 +35,8 @@ def _xpub(k: X25519PrivateKey) -> bytes:
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+def world(tmp_path: Path, backend):
+    store = backend.open(create=True)  # on each adapter (tests/pg_fixtures.py)
     log = AuditLog(tmp_path / "audit.db", durable=False)
     clock = datetime.fromtimestamp(T0, UTC)
     ac = AccessControl(store, log, clock=lambda: clock)
