@@ -32,7 +32,7 @@ from tui.app import make_app
 from tui.screens.ceremony import CeremonyScreen
 from tui.screens.ceremony_card import CardScreen
 from tui.screens.ceremony_start import StartModal
-from tui.screens.modals import PinPrompt, TextPrompt
+from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
 from tui.services.ceremony_views import CeremonyView
 from tui.services.home import Settings
 
@@ -178,6 +178,10 @@ async def start(
         await pilot.pause()
     await pilot.press("ctrl+s")
     await settle(pilot)
+    if plain:  # asked twice: the words of every share land on this machine
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        await settle(pilot)
     assert isinstance(app.screen, PinPrompt)
     await pilot.press(*passphrase_of("admin"), "enter")
     await settle(pilot)

@@ -367,3 +367,31 @@ def test_rotate_through_the_form_with_a_verify_command(home, tmp_path):
     assert bundles  # the signed record
     raw = json.dumps(audit(h))
     assert passphrase_of("admin") not in raw and passphrase_of("mallory") not in raw
+
+
+def test_access_control_in_mfa_always_mode_hides_the_list_from_a_codeless_operator(home):
+    """With ``[access] mfa_mode = "always"`` a super-admin acts only with a TOTP code, as
+    in the CLI: without one, the list access control returns is empty, and the screen says
+    how many secrets it holds back (the TOTP prompt for reveals: the fixed-data tests)."""
+    h, pins = home
+    conf = h / "custody.toml"
+    saved = conf.read_text()
+    conf.write_text(saved + '\n[access]\nmfa_mode = "always"\n')
+    before = len(audit(h))
+    try:
+
+        async def go():
+            app = app_for(h, pins)
+            async with app.run_test(size=(80, 24)) as pilot:
+                scr = await to_secrets(pilot)
+                assert scr.view is not None and scr.view.items == ()
+                assert scr.view.hidden >= len(PLANTED)
+                assert f"{scr.view.hidden} hidden by access control" in text_of(app)
+                assert CANARY not in text_of(app)
+
+        asyncio.run(go())
+    finally:
+        conf.write_text(saved)
+    new = audit(h)[before:]
+    lists = [e for e in new if e["op"] == "access decide" and e["details"].get("filtered")]
+    assert lists and lists[0]["details"]["reason"].startswith("0 of ")

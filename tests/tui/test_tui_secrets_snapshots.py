@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Input
 from tui.app import make_app
 from tui.fakes import StaticServices
 from tui.fakes.secrets import StaticSecretServices, sample_secrets
-from tui.screens.modals import ConfirmModal, HelpScreen
+from tui.screens.modals import ConfirmModal, HelpScreen, PinPrompt
 from tui.screens.secrets import REVEAL_SECONDS, SecretForm, SecretsScreen
 from tui.services.home import Settings
 from tui.services.secrets import MASK, RevealedValue
@@ -230,5 +230,56 @@ def test_delete_and_restore_ask_first_and_the_put_form_hides_the_value():
             await settled(pilot)
             assert not isinstance(app.screen, SecretForm)
             assert all(not i.value for i in form.query(Input) if i.password)
+
+    run(go())
+
+
+def test_a_reveal_that_needs_a_totp_code_asks_for_it_and_a_wrong_one_shows_nothing():
+    async def go():
+        app = app_for()
+        app.secret_services.totp = "424242"
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_due(pilot)
+            scr = app.screen
+            await pilot.press("v", "y")
+            await settled(pilot)
+            assert isinstance(app.screen, PinPrompt) and app.errors_shown == []
+            await pilot.press(*"111111", "enter")  # wrong: refused, named, nothing shown
+            await settled(pilot)
+            assert app.errors_shown and "wrong TOTP code" in app.errors_shown[-1][0]
+            assert scr._revealed is None
+            await pilot.press("escape")
+            await settled(pilot)
+            await pilot.press("v", "y")
+            await settled(pilot)
+            await pilot.press(*"424242", "enter")
+            await settled(pilot)
+            assert scr._revealed is not None and MASK in text_of(app)
+            assert CANARY not in text_of(app) and "424242" not in text_of(app)
+            assert app.secret_services.calls == [
+                f"reveal {DUE}",
+                f"reveal {DUE} with a code",
+                f"reveal {DUE}",
+                f"reveal {DUE} with a code",
+            ]
+
+    run(go())
+
+
+def test_an_unmasked_value_with_control_characters_is_shown_escaped():
+    """A value is data, never terminal control: an escape sequence in it is drawn escaped."""
+
+    async def go():
+        app = app_for()
+        app.secret_services.values[DUE] = "Ab1!\x1b[2J\x1b]0;owned\x07zz"
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_due(pilot)
+            await pilot.press("v", "y")
+            await settled(pilot)
+            await pilot.press("m")
+            await pilot.pause()
+            shown = text_of(app)
+            assert "Ab1!\\x1b[2J\\x1b]0;owned\\x07zz" in shown
+            assert "\x1b" not in shown and "\x07" not in shown
 
     run(go())

@@ -195,6 +195,15 @@ def test_generate_form_seals_unless_plain_is_ticked():
                 assert modal.query_one("#start-seal_to", Input).disabled is plain
                 await pilot.press("ctrl+s")
                 await settled(pilot)
+                if plain:  # plain shares are confirmed first; declining keeps the form
+                    assert isinstance(app.screen, ConfirmModal)
+                    await pilot.press("n")
+                    await settled(pilot)
+                    assert app.screen is modal and len(got) == 1  # type: ignore[comparison-overlap]
+                    await pilot.press("ctrl+s")
+                    await settled(pilot)
+                    await pilot.press("y")
+                    await settled(pilot)
             sealed, plain_ = got[0]["params"], got[1]["params"]
             assert sealed["seal_to"] == "people" and sealed["plain_shares"] is False
             assert plain_["seal_to"] == "" and plain_["plain_shares"] is True

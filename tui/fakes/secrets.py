@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from custody.access.control import AccessDenied
+from custody.access.roles import Decision
 from custody.errors import UsageError
 from custody.secrets.categories import Category
 from tui.services.secrets import (
@@ -28,6 +30,7 @@ class StaticSecretServices:
     details: dict[str, SecretDetail] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict, repr=False)
     calls: list[str] = field(default_factory=list)  # what was asked, never a value
+    totp: str | None = field(default=None, repr=False)  # a reveal needs this code, if set
 
     def view(self) -> SecretsView:
         return self.view_
@@ -52,9 +55,18 @@ class StaticSecretServices:
             ),
         )
 
-    def reveal(self, env: str, path: str, version: int | None) -> RevealedValue:
+    def reveal(
+        self, env: str, path: str, version: int | None, *, mfa_code: str | None = None
+    ) -> RevealedValue:
         key = f"{env}:{path}"
-        self.calls.append(f"reveal {key}")
+        self.calls.append(f"reveal {key}" + (" with a code" if mfa_code else ""))
+        if self.totp is not None and mfa_code != self.totp:
+            reason = "read needs a TOTP code as well" if mfa_code is None else "wrong TOTP code"
+            raise AccessDenied(
+                f"operator may not read {key}: {reason}",
+                "",
+                decision=Decision(allow=False, reason=reason, needs_mfa=True),
+            )
         item = next(i for i in self.view_.items if i.key == key)
         return RevealedValue(env, path, version or item.version or 1, self.values.get(key, ""))
 
@@ -71,7 +83,16 @@ class StaticSecretServices:
         self.calls.append(f"put {env}:{path}")
         return f"{env}:{path} (fixed data: nothing stored)"
 
-    def generate(self, env: str, path: str, category: str, owner: str, prefix: str) -> str:
+    def generate(
+        self,
+        env: str,
+        path: str,
+        category: str,
+        owner: str,
+        prefix: str,
+        *,
+        mfa_code: str | None = None,
+    ) -> str:
         self.calls.append(f"generate {env}:{path}")
         return f"{env}:{path} (fixed data: nothing stored)"
 
@@ -83,13 +104,15 @@ class StaticSecretServices:
         passphrase: str,
         verify_cmd: str,
         overlap: str,
+        *,
+        mfa_code: str | None = None,
     ) -> str:
         raise UsageError("Fixed data", "StaticSecretServices does not rotate.")
 
-    def delete(self, env: str, path: str) -> str:
+    def delete(self, env: str, path: str, *, mfa_code: str | None = None) -> str:
         return self._change("deleted", env, path, state="deprecated")
 
-    def restore(self, env: str, path: str) -> str:
+    def restore(self, env: str, path: str, *, mfa_code: str | None = None) -> str:
         return self._change("restored", env, path, state="active")
 
 

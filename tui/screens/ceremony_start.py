@@ -16,6 +16,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
+from tui.screens.modals import ConfirmModal
+
 KINDS = ("recover", "generate", "rotate-root", "reshare", "emergency-rotate", "drill")
 NEEDS = {
     "generate": ("custodians", "scheme", "out", "seal_to"),
@@ -116,18 +118,38 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
             self.notify("Give the coordinator's key file.", severity="error")
             return
         params: dict[str, Any] = {k: val[k] for k in NEEDS.get(self._kind, ())}
+        result = {"kind": self._kind, "key": val["key"], "params": params}
         if self._kind in SEALED:
             params["plain_shares"] = bool(self.query_one("#start-plain", Checkbox).value)
             if params["plain_shares"]:
                 params["seal_to"] = ""
-            elif not params["seal_to"]:
+                self._confirm_plain(result)
+                return
+            if not params["seal_to"]:
                 self.notify(
                     "Give the custodians' NAME.pub.json (seal to), or tick plain shares.",
                     severity="error",
                 )
                 self.query_one("#start-seal_to").focus()
                 return
-        self.dismiss({"kind": self._kind, "key": val["key"], "params": params})
+        self.dismiss(result)
+
+    def _confirm_plain(self, result: dict[str, Any]) -> None:
+        """Plain shares are asked for twice: the words of every share would land here."""
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.dismiss(result)
+
+        self.app.push_screen(
+            ConfirmModal(
+                "Issue plain shares?",
+                "Every share's words and card are written to the output directory on this "
+                "machine, and the transcript records it. Sealing to the custodians' "
+                "NAME.pub.json (the 'seal to' field) keeps them off it.",
+            ),
+            answer,
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -63,7 +63,7 @@ class PinPrompt(ModalScreen[str | None]):
         with Vertical(id="pin-dialog", classes="dialog"):
             yield Label(f"Enter the {self._what}", classes="dialog-title")
             yield Static("It is not echoed, stored or logged.", classes="dim")
-            secret = "passphrase" if "passphrase" in self._what else "PIN"
+            secret = next((w for w in ("passphrase", "code") if w in self._what), "PIN")
             yield Input(password=True, id="pin-input", placeholder=secret)
         yield Footer()
 

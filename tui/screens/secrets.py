@@ -27,6 +27,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sel
 
 from tui.screens.base import Payload, ServiceScreen
 from tui.screens.modals import ConfirmModal, PinPrompt
+from tui.services.errors import AccessDenied, needs_totp
 from tui.services.secrets import (
     MASK,
     SHORT_CATEGORY,
@@ -63,6 +64,10 @@ class ValueRevealed(Payload[RevealedValue]):
 
 class ActionDone(Payload[str]):
     pass
+
+
+class NeedsTotp(Payload[tuple[str, tuple[Any, ...]]]):
+    """Access control asks a TOTP code of this call: (what, args), to run again with it."""
 
 
 def short_path(path: str, width: int = PATH_WIDTH) -> str:
@@ -338,6 +343,8 @@ class SecretsScreen(ServiceScreen):
             summary.append(f" \u00b7 {due} due or overdue", style="yellow")
         if deleted:
             summary.append(f" \u00b7 {deleted} deleted (recoverable)", style="yellow")
+        if v.hidden:
+            summary.append(f" \u00b7 {v.hidden} hidden by access control", style="red")
         self.query_one("#sec-summary", Static).update(summary)
         for env in v.environments:
             items = [i for i in v.items if i.env == env]
@@ -468,7 +475,7 @@ class SecretsScreen(ServiceScreen):
         t = Text()
         t.append(f"value v{r.version} ", style="bold")
         if self._unmasked:
-            t.append(r.value, style="reverse")
+            t.append(printable(r.value), style="reverse")  # control characters escaped
             t.append("\nm masks it; it is cleared in a few seconds and on leaving.", style="dim")
         else:
             t.append(MASK)
@@ -500,11 +507,8 @@ class SecretsScreen(ServiceScreen):
             answer,
         )
 
-    @work(thread=True, exit_on_error=False, exclusive=True, group="secret-reveal")
     def reveal(self, env: str, path: str, version: int | None, pin: str | None) -> None:
-        self._login(pin)
-        del pin
-        self.post_message(ValueRevealed(self._svc().reveal(env, path, version)))
+        self.act("reveal", (env, path, version), pin)
 
     def on_value_revealed(self, msg: ValueRevealed) -> None:
         item = self.selected()
@@ -562,12 +566,37 @@ class SecretsScreen(ServiceScreen):
             self.app.services.login(pin)  # type: ignore[attr-defined]
 
     @work(thread=True, exit_on_error=False, group="secret-action")
-    def act(self, what: str, args: tuple[Any, ...], pin: str | None) -> None:
+    def act(
+        self, what: str, args: tuple[Any, ...], pin: str | None, totp: str | None = None
+    ) -> None:
+        """Run the service call *what*. Where access control asks a TOTP code of this
+        action (super-admin actions in the ``always`` MFA mode, or an enrolled operator)
+        and none was given, the code is asked for and the call made again with it; the
+        denial is in the audit log, as the CLI's would be."""
         self._login(pin)
         del pin
-        msg = getattr(self._svc(), what)(*args)
-        del args
-        self.post_message(ActionDone(msg))
+        try:
+            out = getattr(self._svc(), what)(*args, mfa_code=totp)
+        except AccessDenied as err:
+            if totp is None and needs_totp(err):
+                self.post_message(NeedsTotp((what, args)))
+                return
+            raise
+        finally:
+            del totp
+        if what == "reveal":
+            self.post_message(ValueRevealed(out))
+        else:
+            self.post_message(ActionDone(out))
+
+    def on_needs_totp(self, msg: NeedsTotp) -> None:
+        what, args = msg.value
+
+        def got(code: str | None) -> None:
+            if code:
+                self.act(what, args, None, code.strip())
+
+        self.app.push_screen(PinPrompt("TOTP code from your authenticator"), got)
 
     def on_action_done(self, msg: ActionDone) -> None:
         self.notify(printable(msg.value))

@@ -108,6 +108,7 @@ class SecretsView:
     environments: tuple[str, ...]
     items: tuple[SecretItem, ...]
     categories: tuple[str, ...]
+    hidden: int = 0  # secrets access control keeps from this operator's list
 
 
 class RevealedValue:
@@ -138,11 +139,30 @@ class SecretServices(Protocol):
 
     def view(self) -> SecretsView: ...
     def detail(self, env: str, path: str) -> SecretDetail: ...
-    def reveal(self, env: str, path: str, version: int | None) -> RevealedValue: ...
+    def reveal(
+        self, env: str, path: str, version: int | None, *, mfa_code: str | None = None
+    ) -> RevealedValue: ...
     def put(
-        self, env: str, path: str, value: str, category: str, owner: str, prefix: str
+        self,
+        env: str,
+        path: str,
+        value: str,
+        category: str,
+        owner: str,
+        prefix: str,
+        *,
+        mfa_code: str | None = None,
     ) -> str: ...
-    def generate(self, env: str, path: str, category: str, owner: str, prefix: str) -> str: ...
+    def generate(
+        self,
+        env: str,
+        path: str,
+        category: str,
+        owner: str,
+        prefix: str,
+        *,
+        mfa_code: str | None = None,
+    ) -> str: ...
     def rotate(
         self,
         env: str,
@@ -151,9 +171,11 @@ class SecretServices(Protocol):
         passphrase: str,
         verify_cmd: str,
         overlap: str,
+        *,
+        mfa_code: str | None = None,
     ) -> str: ...
-    def delete(self, env: str, path: str) -> str: ...
-    def restore(self, env: str, path: str) -> str: ...
+    def delete(self, env: str, path: str, *, mfa_code: str | None = None) -> str: ...
+    def restore(self, env: str, path: str, *, mfa_code: str | None = None) -> str: ...
 
 
 def item_of(meta: dict[str, Any]) -> SecretItem:
@@ -219,11 +241,13 @@ class HomeSecretServices:
         act: Callable[[Any, Any, Any, Any], T],
         *,
         check: tuple[str, str, str, dict[str, Any]] | None = None,
+        mfa_code: str | None = None,
     ) -> T:
         """Audit *op* before opening the deployment (logged in to the token when *token*),
         then, as the CLI does, ask access control (:func:`custody.access.local.local_access`)
         whether the local operator may *check* = (action, env, path, extra) (the decision is
-        audited), then run ``act(vault, deployment, access, operator)``. The deployment is
+        audited; *mfa_code*: a TOTP code, where the policy asks for one), then run
+        ``act(vault, deployment, access, operator)``. The deployment is
         closed afterwards.
 
         Raises:
@@ -246,7 +270,7 @@ class HomeSecretServices:
                 who = ac.operator(actor_name())
                 if check is not None:
                     action, env, path, extra = check
-                    ac.authorize(who, action, env, path, mfa_code=None, **extra)
+                    ac.authorize(who, action, env, path, mfa_code=mfa_code, **extra)
                 return act(operator_vault(dep, home, clock=self._clock), dep, ac, who)
 
         return audited(home, op, where, {**details, "via": "tui"}, run)
@@ -266,6 +290,7 @@ class HomeSecretServices:
             keep = {(r.env, r.path) for r in seen}
             items = [m for m in v.list_secrets() if (m["env"], m["path"]) in keep]
             return SecretsView(
+                hidden=len(v.list_secrets()) - len(items),
                 environments=tuple(v.policy.environments),
                 items=tuple(item_of(m) for m in items),
                 categories=tuple(c.value for c in Category),
@@ -288,7 +313,9 @@ class HomeSecretServices:
             check=("metadata", env, path, {}),
         )  # fmt: skip
 
-    def reveal(self, env: str, path: str, version: int | None) -> RevealedValue:
+    def reveal(
+        self, env: str, path: str, version: int | None, *, mfa_code: str | None = None
+    ) -> RevealedValue:
         """Decrypt one version (``current`` when *version* is None): an audited
         ``secret get``. A soft-deleted secret is refused and raises its alert.
 
@@ -305,14 +332,30 @@ class HomeSecretServices:
         if version is not None:
             details["version"] = version
         return self._run(
-            "secret get", target(env, path), details, True, act, check=("read", env, path, {})
+            "secret get",
+            target(env, path),
+            details,
+            True,
+            act,
+            check=("read", env, path, {}),
+            mfa_code=mfa_code,
         )
 
     def _written(self, w: Any) -> str:
         what = "created" if w.created else "new version"
         return f"{w.env}:{w.path} {what} v{w.version}, expires {w.expires[:10]}"
 
-    def put(self, env: str, path: str, value: str, category: str, owner: str, prefix: str) -> str:
+    def put(
+        self,
+        env: str,
+        path: str,
+        value: str,
+        category: str,
+        owner: str,
+        prefix: str,
+        *,
+        mfa_code: str | None = None,
+    ) -> str:
         """Store a value the operator typed (checked against its category's rule): an
         audited ``secret put``.
 
@@ -331,10 +374,19 @@ class HomeSecretServices:
 
         return self._run(
             "secret put", target(env, path), details, True, act,
-            check=("write", env, path, {"category": category or None}),
+            check=("write", env, path, {"category": category or None}), mfa_code=mfa_code,
         )  # fmt: skip
 
-    def generate(self, env: str, path: str, category: str, owner: str, prefix: str) -> str:
+    def generate(
+        self,
+        env: str,
+        path: str,
+        category: str,
+        owner: str,
+        prefix: str,
+        *,
+        mfa_code: str | None = None,
+    ) -> str:
         """A new version made to the category's standard from the token's RNG: an audited
         ``secret generate``. The value is never returned."""
         from custody.secrets import parse_category
@@ -349,7 +401,7 @@ class HomeSecretServices:
 
         return self._run(
             "secret generate", target(env, path), details, True, act,
-            check=("write", env, path, {"category": category or None}),
+            check=("write", env, path, {"category": category or None}), mfa_code=mfa_code,
         )  # fmt: skip
 
     def rotate(
@@ -360,6 +412,8 @@ class HomeSecretServices:
         passphrase: str,
         verify_cmd: str,
         overlap: str,
+        *,
+        mfa_code: str | None = None,
     ) -> str:
         """The verified rotation of ``custody secret rotate`` (:mod:`ceremonies.secret_rotation`):
         signed by the super-admin key at *key_path*, recorded in a transcript bundle, audited
@@ -405,13 +459,14 @@ class HomeSecretServices:
                     True,
                     act,
                     check=("rotate", env, path, {}),
+                    mfa_code=mfa_code,
                 )
             )
         finally:
             if isinstance(signer, TokenSigner):
                 signer.close()
 
-    def delete(self, env: str, path: str) -> str:
+    def delete(self, env: str, path: str, *, mfa_code: str | None = None) -> str:
         """Soft delete: reads refused and reported; restore works in the window."""
         from custody.secrets.operator import target
 
@@ -427,10 +482,11 @@ class HomeSecretServices:
                 False,
                 act,
                 check=("delete", env, path, {}),
+                mfa_code=mfa_code,
             )
         )
 
-    def restore(self, env: str, path: str) -> str:
+    def restore(self, env: str, path: str, *, mfa_code: str | None = None) -> str:
         from custody.secrets.operator import target
 
         def act(v: Any, dep: Any, ac: Any, who: Any) -> str:
@@ -439,7 +495,8 @@ class HomeSecretServices:
 
         return self._run(
             "secret restore", target(env, path), {"env": env, "path": path}, False, act,
-            check=("delete", env, path, {}),  # as the CLI: restoring is the delete right
+            # as the CLI: restoring is the delete right
+            check=("delete", env, path, {}), mfa_code=mfa_code,
         )  # fmt: skip
 
 
