@@ -13,7 +13,7 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from custody.errors import UsageError
 from custody_cli import common
@@ -38,27 +38,14 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _mfa(dep: Deployment, log: Any) -> Any:
-    """The TOTP verifier, when this custody has one (custody.access.mfa)."""
-    try:
-        from custody.access import mfa as mfa_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return mfa_mod.Mfa(dep.store, dep.hierarchy, log, mfa_mod.utcnow)  # pragma: no cover
-
-
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to its home's log (closed after)."""
-    from custody.access import AccessControl
-    from custody.audit.log import AuditLog
+    """Access control over *dep*'s store, auditing to its home's log (closed after):
+    :func:`custody.access.session.opened`."""
+    from custody.access.session import opened as opened_access
 
-    log = AuditLog.for_home(common.home_of(args))
-    try:
-        rng = dep.hsm.random if dep.hsm is not None else os.urandom
-        yield AccessControl(dep.store, log, mfa=_mfa(dep, log), rng=rng)
-    finally:
-        log.close()
+    with opened_access(dep, common.home_of(args)) as ac:
+        yield ac
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -16,9 +16,12 @@ from textual.app import App
 from textual.binding import Binding
 
 from custody.hardening import harden_process
+from tui.screens.access import AccessScreen
+from tui.screens.alerts import AlertsScreen
 from tui.screens.audit_log import AuditLogScreen
 from tui.screens.auditor import AuditorScreen
 from tui.screens.ceremony import CeremonyScreen
+from tui.screens.compliance import ComplianceScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
@@ -42,6 +45,9 @@ class CustodyApp(App[None]):
         "ceremony": CeremonyScreen,
         "audit-log": AuditLogScreen,
         "rekey": RekeyScreen,
+        "access": AccessScreen,
+        "alerts": AlertsScreen,
+        "compliance": ComplianceScreen,
     }
     DEFAULT_MODE = "dashboard"
 
@@ -59,6 +65,10 @@ class CustodyApp(App[None]):
         Binding("c", "switch_mode('ceremony')", "Ceremonies", show=False),
         Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
         Binding("j", "switch_mode('rekey')", "Re-key", show=False),
+        # issue 16: upper case and "!", so that no screen's own keys shadow them
+        Binding("G", "switch_mode('access')", "Access", show=False),
+        Binding("exclamation_mark", "switch_mode('alerts')", "Alerts", show=False, key_display="!"),
+        Binding("C", "switch_mode('compliance')", "Compliance", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 

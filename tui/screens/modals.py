@@ -153,6 +153,10 @@ HELP_TEXT = """\
      export the proof (Ctrl+S)
   j  Re-key: jobs with live progress, KEK retirement stages, due dates;
      start a job (s) or rotate due KEKs first (u), after confirming the plan
+  G  Access: requests with their countdowns, sign one with your key (s),
+     request (n); grants, revoke one (x, after confirming)
+  !  Alerts, with the audit entries behind each; acknowledge (x)
+  C  Compliance report: sections and their findings
   t  switch the light/dark theme      q or Ctrl+Q  quit
 
 Secrets: PINs are typed into prompts that never echo and are never stored on screen.
