@@ -45,6 +45,9 @@ STATE_STYLE = {
 }
 
 
+ACTION_SHORT = {"metadata": "meta"}  # the 80-column table; the detail says it in full
+
+
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
@@ -203,13 +206,15 @@ class AccessScreen(ServiceScreen):
         self.query_one("#acc-summary", Static).update(
             Text(f"{pending} pending request(s), {live} live grant(s) of {len(v.grants)}")
         )
+        extra = max(0, self.app.size.width - 80)  # a wider terminal shows more of each name
+        who_w, target_w = 10 + extra // 5, 22 + extra // 2
         req = self.query_one("#acc-requests", DataTable)
         req.clear()
         for r in v.requests:
             req.add_row(
-                _short(r.id, 12),
-                _short(r.requester, 12),
-                _short(r.target, 26),
+                _short(r.id, 11 + extra // 8),
+                _short(r.requester, who_w),
+                _short(r.target, target_w),
                 f"{len(r.approvers)}/{r.needed}",
                 self._left(r, now),
                 _styled(self._state(r, now)),
@@ -219,10 +224,10 @@ class AccessScreen(ServiceScreen):
         grants.clear()
         for g in v.grants:
             grants.add_row(
-                _short(g.id, 14),
-                _short(g.principal, 12),
-                _short(g.target, 26),
-                _short(",".join(g.actions), 13),
+                _short(g.id, 11 + extra // 8),
+                _short(g.principal, who_w),
+                _short(g.target, target_w),
+                _short(",".join(ACTION_SHORT.get(a, a) for a in g.actions), 9),
                 countdown(g.not_after - now) if g.state == "live" else "-",
                 _styled(g.state),
                 key=g.id,

@@ -102,14 +102,15 @@ class AlertsScreen(ServiceScreen):
         )
         table = self.query_one("#al-alerts", DataTable)
         table.clear()
+        room = max(16, self.app.size.width - 66)  # the summary takes what the others leave
         for a in shown:
             table.add_row(
                 a.id[:8],
                 a.when[5:],
-                _short(a.rule, 16),
-                _short(a.principal, 12),
-                Text(_short(a.state, 14), style="bold yellow" if a.open else "dim"),
-                _short(a.summary, 40),
+                _short(a.rule, 14),
+                _short(a.principal, 11),
+                Text("open" if a.open else "acked", style="bold yellow" if a.open else "dim"),
+                _short(a.summary, room),
                 key=a.id,
             )
         if shown:
@@ -149,13 +150,14 @@ class AlertsScreen(ServiceScreen):
         table = self.query_one("#al-entries", DataTable)
         table.border_title = f"Audit entries behind {aid[:8]} ({len(entries)})"
         table.clear()
+        target_w = 18 + max(0, self.app.size.width - 80) // 2
         for e in entries:
             table.add_row(
                 str(e.seq),
                 e.when[5:16],
-                _short(e.actor, 12),
-                _short(e.op, 18),
-                _short(e.target, 22),
+                _short(e.actor, 11),
+                _short(e.op, 14),
+                _short(e.target, target_w),
                 e.outcome,
                 key=f"seq-{e.seq}",
             )
