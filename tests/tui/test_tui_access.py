@@ -352,3 +352,28 @@ def test_compliance_screen_shows_every_section(world):
             canary_free(app)
 
     asyncio.run(go())
+
+
+def test_no_screen_shows_the_canary(world):
+    """Every screen, on the home that holds the canary (and an audit log of its writes,
+    the grant's use and the alerts): the value is never rendered."""
+
+    async def go():
+        app = app_for(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            for key in ("d", "k", "l", "j", "G", "exclamation_mark", "C"):
+                await pilot.press(key)
+                await settle(pilot)
+                canary_free(app)
+                if key == "G":  # the check can see text: the secret's path is on screen
+                    assert HIGH in screen_text(app)
+                await pilot.press("enter")  # the first row's detail, where there is one
+                await settle(pilot)
+                canary_free(app)
+                if isinstance(app.screen, DetailScreen):
+                    await pilot.press("escape")
+                    await settle(pilot)
+            assert app.errors_shown == []
+
+    asyncio.run(go())
