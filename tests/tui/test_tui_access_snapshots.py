@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,7 +127,7 @@ def sample_alerts() -> tuple[tuple[AlertItem, ...], tuple[AuditEntryRow, ...]]:
 
 
 def sample_report():
-    sec = [
+    sec: list[dict[str, Any]] = [
         {"id": "rotations", "title": "Overdue and soon-due rotations (keys and secrets)",
          "status": "findings", "items": [
              {"kind": "key", "name": "data", "version": 2, "class": "medium",
