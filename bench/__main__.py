@@ -21,6 +21,7 @@ FULL: dict[str, list[str]] = {
     "bench_secrets.py": [],
     "bench_dek.py": [],
     "bench_audit.py": [],
+    "bench_anomaly.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_hsm.py": ["--rounds", "3", "--ops", "100"],
@@ -32,6 +33,7 @@ QUICK: dict[str, list[str]] = {
     "bench_secrets.py": ["--secrets", "20", "--seconds", "1", "--rounds", "1"],
     "bench_dek.py": ["--sizes", "2000,20000", "--runs", "1", "--status-runs", "3"],
     "bench_audit.py": ["--seconds", "0.5", "--rounds", "1", "--verify", "5000"],
+    "bench_anomaly.py": ["--weeks", "6", "--services", "20", "--people", "30", "--per-kind", "5"],
 }
 
 

@@ -129,12 +129,30 @@ def _x_raw(k: X25519PrivateKey) -> bytes:
     return k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+TOKEN_ENC_SUFFIX = ".enc.token.json"  # noqa: S105 (a file suffix, not a password)
+TOKEN_ENC_TYPE = "custody/participant-encryption-key/token/v1"  # noqa: S105 (a type tag)
+
+
+def token_enc_label(name: str) -> str:
+    """The label of the AES key on participant *name*'s token that seals their X25519 key."""
+    return f"participant-enc/{name}"
+
+
+def _enc_aad(name: str, x25519_public: bytes) -> bytes:
+    return TOKEN_ENC_TYPE.encode() + b"\0" + name.encode() + b"\0" + x25519_public
+
+
 def load_encryption_key(path: Path, passphrase: str) -> X25519PrivateKey:
-    """Open a participant's ``NAME.enc.pem``.
+    """Open a participant's ``NAME.enc.pem``, or the ``NAME.enc.token.json`` of a
+    participant whose keys live on their token (then *passphrase* is the token user PIN).
 
     Raises:
         ConfigError: unreadable, wrong passphrase, or not an X25519 key.
+        HsmError: the token is missing or refuses the PIN.
+        IntegrityError: the token does not open the sealed key (another token, or edited).
     """
+    if str(path).endswith(TOKEN_ENC_SUFFIX):
+        return _load_token_encryption_key(Path(path), passphrase)
     try:
         key = serialization.load_pem_private_key(
             Path(path).read_bytes(), password=passphrase.encode()
@@ -146,6 +164,35 @@ def load_encryption_key(path: Path, passphrase: str) -> X25519PrivateKey:
         ) from exc
     if not isinstance(key, X25519PrivateKey):
         raise ConfigError(f"{path} is not an X25519 key", "Use the NAME.enc.pem of the custodian.")
+    return key
+
+
+def _load_token_encryption_key(path: Path, pin: str) -> X25519PrivateKey:
+    try:
+        doc = load_json(path.read_text(encoding="utf-8"))
+        if doc.get("type") != TOKEN_ENC_TYPE:
+            raise ValueError("type")
+        name, x_pub = str(doc["name"]), bytes.fromhex(doc["x25519"])
+        nonce, sealed = bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["sealed"])
+        module, token_label = str(doc["module"]), str(doc["token_label"])
+        slot = doc.get("slot")
+        if slot is not None and not isinstance(slot, int):
+            raise ValueError("slot")
+        if len(x_pub) != 32 or len(nonce) != 12:
+            raise ValueError("length")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is not a token-held encryption key",
+            "Use the NAME.enc.token.json written by 'custody participant new --token-label'.",
+        ) from exc
+    with _open_token(module, token_label, slot, pin) as hsm:
+        raw = hsm.decrypt(token_enc_label(name), 1, nonce, sealed, _enc_aad(name, x_pub))
+    key = X25519PrivateKey.from_private_bytes(raw)
+    if _x_raw(key) != x_pub:
+        raise IntegrityError(
+            f"The key sealed in {path} is not the one it names",
+            "The file was edited; use the one 'custody participant new' wrote.",
+        )
     return key
 
 
@@ -304,6 +351,20 @@ def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pk
     )
 
 
+def _has_secret_key(hsm: Pkcs11Hsm, label: str) -> bool:
+    try:
+        hsm.find_key(label, 1)
+    except KeyNotFound:
+        return False
+    return True
+
+
+def _x_private_raw(k: X25519PrivateKey) -> bytes:
+    return k.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 def _has_signing_key(hsm: Pkcs11Hsm, label: str) -> bool:
     try:
         hsm.sign(label, _PROBE)
@@ -324,6 +385,12 @@ def create_token_participant(
 ) -> tuple[Path, Path]:
     """Generate the participant's Ed25519 key ON their PKCS#11 token; write ``NAME.token.json``
     (the non-secret reference) and ``NAME.pub.json`` (as :func:`create_participant` does).
+
+    When the token offers AES-GCM, the participant also gets an X25519 encryption key (so
+    generate and reshare can seal their share to them): it is sealed under a
+    non-extractable AES key made on the token (``participant-enc/NAME``) into
+    ``NAME.enc.token.json`` (mode 0600), and its public half, endorsed by the token's signing
+    key, goes into ``NAME.pub.json``. :func:`load_encryption_key` opens it with the token PIN.
 
     Args:
         name: the participant's name; the key's label is ``participant/NAME``.
@@ -350,27 +417,67 @@ def create_token_participant(
     for p in (ref_path, pub_path):
         if p.exists():
             raise UsageError(f"{p} already exists", "Nothing was changed; choose another --out.")
-    label = token_key_label(name)
+    enc_path = out_dir / f"{name}{TOKEN_ENC_SUFFIX}"
+    if enc_path.exists():
+        raise UsageError(f"{enc_path} already exists", "Nothing was changed; choose another --out.")
+    label, enc_label = token_key_label(name), token_enc_label(name)
+    enc_doc: dict[str, Any] | None = None
+    x_pub: bytes | None = None
+    endorsement: bytes | None = None
     with _open_token(module, token_label, slot, pin) as hsm:
-        if _has_signing_key(hsm, label):
+        if _has_signing_key(hsm, label) or _has_secret_key(hsm, enc_label):
             raise UsageError(
-                f"Token {token_label!r} already holds a key {label!r}",
+                f"Token {token_label!r} already holds a key for {name!r}",
                 "Nothing was changed; use another name or token.",
             )
+        sealing = "AES_GCM" in hsm.mechanisms()
         alg, public = hsm.ensure_signing_key(label)
-    if alg != "ed25519" or len(public) != 32:
-        raise MechanismUnsupported(
-            f"Token {token_label!r} made a {alg} key, not Ed25519",
-            "Ceremony transcripts verify Ed25519 only; use a token that offers CKM_EDDSA, or "
-            "a passphrase-protected key.",
-        )
+        if alg != "ed25519" or len(public) != 32:
+            raise MechanismUnsupported(
+                f"Token {token_label!r} made a {alg} key, not Ed25519",
+                "Ceremony transcripts verify Ed25519 only; use a token that offers CKM_EDDSA, "
+                "or a passphrase-protected key.",
+            )
+        if sealing:
+            # The X25519 key shares are sealed to is made here and kept only sealed under a
+            # non-extractable AES key on the token, so opening a share needs the token and
+            # its PIN, like signing; the signing key on the token endorses its public half.
+            enc = X25519PrivateKey.generate()
+            x_pub = _x_raw(enc)
+            hsm.generate_aes_key(enc_label, 1, extractable=False, use="seal")
+            nonce, sealed = hsm.encrypt(enc_label, 1, _x_private_raw(enc), _enc_aad(name, x_pub))
+            del enc
+            endorsement = bytes(hsm.sign(label, endorsement_digest(bytes(public), x_pub)))
+            if not verify_signature(
+                "ed25519", bytes(public), endorsement, endorsement_digest(bytes(public), x_pub)
+            ):
+                raise IntegrityError(
+                    f"Token {token_label!r} signed the encryption key's endorsement wrongly",
+                    "Do not use this token for custody; see 'custody hsm selftest'.",
+                )
+            enc_doc = {
+                "type": TOKEN_ENC_TYPE,
+                "name": name,
+                "module": module,
+                "token_label": token_label,
+                "slot": slot,
+                "key_label": enc_label,
+                "x25519": x_pub.hex(),
+                "nonce": nonce.hex(),
+                "sealed": sealed.hex(),
+            }
     ref = TokenRef(
         module=module, token_label=token_label, slot=slot, key_label=label, public=bytes(public)
     )
-    ident = Identity(name=name, role=role, public=ref.public)
+    ident = Identity(
+        name=name, role=role, public=ref.public, x25519=x_pub, x25519_endorsement=endorsement
+    )
     private_dir(out_dir)
     ref_bytes = (json.dumps(ref.to_json(), sort_keys=True) + "\n").encode()
     write_private(ref_path, ref_bytes, mode=PUBLIC, exclusive=True)
+    if enc_doc is not None:
+        enc_bytes = (json.dumps(enc_doc, sort_keys=True) + "\n").encode()
+        write_private(enc_path, enc_bytes, exclusive=True)
     write_private(pub_path, _ident_bytes(ident), mode=PUBLIC, exclusive=True)
     return ref_path, pub_path
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from custody.audit.log import AUDIT_DB, AuditLog
+from custody.audit.log import AuditLog, audit_location
 from custody.clock import iso, utcnow
 from custody.config import Config, Home, HsmConfig
 from custody.errors import AuditError, ConfigError, CustodyError, UsageError
@@ -180,9 +180,10 @@ def open_audit_log(
         AuditError: the home has no audit log.
     """
     root = home.root if isinstance(home, Home) else Path(home)
-    if not (root / AUDIT_DB).exists():
-        raise AuditError(f"No audit log at {root / AUDIT_DB}", hint)
-    return AuditLog(root / AUDIT_DB, timeout=timeout)
+    loc, pwfile = audit_location(root)
+    if isinstance(loc, Path) and not loc.exists():
+        raise AuditError(f"No audit log at {loc}", hint)
+    return AuditLog(loc, timeout=timeout, password_file=pwfile)
 
 
 def refuse_existing(home: Home) -> None:

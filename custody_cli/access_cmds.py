@@ -37,14 +37,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--why", required=True, metavar="TEXT", help="the justification (recorded)")
     p.add_argument("--action", action="append", choices=("read", "metadata", "list"),
                    help="what the grant gives (repeat; default: read and metadata)")  # fmt: skip
+    p.add_argument("--release", action="store_true",
+                   help="a quorum release (one sealed delivery)")  # fmt: skip
     access_session.add_principal_args(p)
     common.add_standard(p)
     p.set_defaults(func=cmd_request)
+
+    p = s.add_parser(
+        "release-rule",
+        help="mark a secret for quorum release (m approvers per read), or back to normal",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--env", required=True, metavar="ENV")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--quorum", type=int, metavar="M", help="approvers each release needs")
+    g.add_argument("--normal", action="store_true", help="remove the mark")
+    access_session.add_principal_args(p)
+    common.add_standard(p)
+    p.set_defaults(func=cmd_release_rule)
+
+    p = s.add_parser(
+        "release",
+        help="deliver an approved quorum release once, sealed to the requester's key",
+    )
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--out", required=True, metavar="FILE", help="the sealed file (mode 0600)")
+    access_session.add_principal_args(p)
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_release)
+
+    p = s.add_parser("open", help="open a sealed release with your NAME.enc.pem (offline)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--key", required=True, metavar="FILE", help="your NAME.enc.pem")
+    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    p.add_argument("--out", metavar="FILE", help="write the value here (mode 0600)")
+    common.add_json(p)
+    p.set_defaults(func=cmd_open)
 
     p = s.add_parser("approve", help="sign a request with your participant key")
     p.add_argument("request_id", metavar="REQUEST_ID")
     p.add_argument("--key", required=True, metavar="FILE", help="your NAME.key.pem")
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    p.add_argument("--mfa-code-file", metavar="FILE",
+                   help="your TOTP code if enrolled; else $CUSTODY_MFA_CODE")  # fmt: skip
     common.add_standard(p)
     p.set_defaults(func=cmd_approve)
 
@@ -106,6 +141,12 @@ def _grant(g: Any, now: int) -> dict[str, Any]:
     return grant_doc(g, now)
 
 
+def _when(t: int) -> str:
+    from custody.clock import from_seconds, iso
+
+    return iso(from_seconds(t))
+
+
 def cmd_request(args: argparse.Namespace) -> int:
     from ceremonies.secret_rotation import parse_duration
 
@@ -114,7 +155,13 @@ def cmd_request(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         r = _flow(dep, ac).request(
-            who, args.env, args.path, seconds=seconds, why=args.why, actions=actions
+            who,
+            args.env,
+            args.path,
+            seconds=seconds,
+            why=args.why,
+            actions=("read",) if args.release else actions,
+            kind="release" if args.release else "grant",
         )
     out = {"ok": True, **_req(r)}
     if args.json:
@@ -130,7 +177,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     signer = signer_of(args)
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
-        out = _flow(dep, ac).approve(args.request_id, signer)
+        code = access_session.mfa_code(args)
+        out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
         if out["record"] is not None:
             from custody.access.session import save_record
 
@@ -146,7 +194,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
     items = [_req(r) for r in rows]
     if args.json:
@@ -174,7 +223,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         print("no grants")
     for i in items:
         print(f"{i['id']}\t{i['state']}\t{i['principal']}\t{i['env']}:{i['path']}\t"
-              f"{','.join(i['actions'])}\tuntil {i['not_after']}")  # fmt: skip
+              f"{','.join(i['actions'])}\tuntil {_when(i['not_after'])}")  # fmt: skip
     return 0
 
 
@@ -204,7 +253,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
-        g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason)
+        g = _flow(dep, ac).revoke(
+            args.grant_id, who, reason=args.reason, mfa_code=access_session.mfa_code(args)
+        )
     if args.json:
         common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name})
     else:
@@ -232,7 +283,77 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"VALID grant {summary['grant']}: {summary['requester']} may "
             f"{','.join(summary['actions'])} {summary['env']}:{summary['path']} from "
-            f"{summary['window']['not_before']} to {summary['window']['not_after']}; "
+            f"{_when(summary['window']['not_before'])} to {_when(summary['window']['not_after'])}; "
             f"approved by {', '.join(summary['approvers'])} ({summary['needed']} needed)"
         )
+    return 0
+
+
+def cmd_release_rule(args: argparse.Namespace) -> int:
+    from custody.access.release import set_rule
+
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        set_rule(_flow(dep, ac), who, args.env, args.path,
+                 needed=0 if args.normal else args.quorum,
+                 mfa_code=access_session.mfa_code(args))  # fmt: skip
+    mode = "normal reads" if args.normal else f"quorum release by {args.quorum} approvers"
+    if args.json:
+        common.emit_json({"ok": True, "env": args.env, "path": args.path, "quorum": args.quorum})
+    else:
+        print(f"{args.env}:{args.path}: {mode}")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from custody.access.release import deliver
+    from custody.privatefile import write_private
+    from custody_cli.secret_cmds import vault_of
+
+    if Path(args.out).exists():
+        raise UsageError(f"{args.out} already exists", "Nothing was changed.")
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        v = vault_of(dep, args)
+
+        def reveal(env: str, path: str) -> tuple[int, str]:
+            r = v.get(env, path)
+            return r.version, r.value
+
+        sealed, info = deliver(_flow(dep, ac), args.request_id, who, reveal,
+                               mfa_code=access_session.mfa_code(args))  # fmt: skip
+    write_private(Path(args.out), sealed, exclusive=True)
+    if args.json:
+        common.emit_json({"ok": True, **info, "out": args.out})
+    else:
+        print(f"released v{info['version']} of {info['env']}:{info['path']} once, sealed to "
+              f"{who.name}: {args.out} (custody access open FILE --key NAME.enc.pem)")  # fmt: skip
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    import sys
+
+    from ceremonies.participants import load_encryption_key
+    from custody.access.release import open_release
+    from custody.privatefile import write_private
+    from custody.secretsource import read_secret
+
+    pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
+    key = load_encryption_key(Path(args.key), pw)
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
+    header, value = open_release(raw, key)
+    if args.out:
+        write_private(Path(args.out), value.encode("utf-8"))
+        if args.json:
+            common.emit_json({"ok": True, **header, "out": args.out})
+        return 0
+    if args.json:
+        common.emit_json({"env": header["env"], "path": header["path"],
+                          "version": header["version"], "value": value})  # fmt: skip
+    else:
+        sys.stdout.write(value)
     return 0

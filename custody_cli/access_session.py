@@ -40,11 +40,11 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to its home's log (closed after):
-    :func:`custody.access.session.opened`."""
+    """Access control over *dep*'s store, auditing to its home's log (closed after), for
+    this one command: :func:`custody.access.session.opened` with ``command_scope``."""
     from custody.access.session import opened as opened_access
 
-    with opened_access(dep, common.home_of(args)) as ac:
+    with opened_access(dep, common.home_of(args), command_scope=True) as ac:
         yield ac
 
 

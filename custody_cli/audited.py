@@ -62,6 +62,7 @@ AUDITED: frozenset[str] = frozenset(
         "scan",
         "secret export",
         "secret import",
+        "exec",
         "report compliance",
         "report export",
     }

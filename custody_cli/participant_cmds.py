@@ -58,7 +58,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _new_on_token(args: argparse.Namespace) -> int:
-    from ceremonies.participants import create_token_participant, load_identity
+    from ceremonies.participants import (
+        TOKEN_ENC_SUFFIX,
+        create_token_participant,
+        load_identity,
+    )
     from custody.config import DEFAULT_SOFTHSM_MODULE
     from custody.errors import UsageError
 
@@ -78,6 +82,7 @@ def _new_on_token(args: argparse.Namespace) -> int:
         slot=args.token_slot,
     )
     ident = load_identity(pub)
+    enc = Path(args.out) / f"{ident.name}{TOKEN_ENC_SUFFIX}"
     if args.json:
         common.emit_json(
             {
@@ -88,6 +93,7 @@ def _new_on_token(args: argparse.Namespace) -> int:
                 "token": str(ref),
                 "token_label": args.token_label,
                 "identity": str(pub),
+                "encryption_key": str(enc) if ident.x25519 is not None else None,
             }
         )
     else:
@@ -96,6 +102,10 @@ def _new_on_token(args: argparse.Namespace) -> int:
             f"on token {args.token_label!r}"
         )
         print(f"  token ref   : {ref}  (use it as --key; the secret is the token PIN)")
+        if ident.x25519 is not None:
+            print(f"  encryption  : {enc}  (open sealed shares with it; the token PIN again)")
+        else:
+            print("  encryption  : none (the token has no AES-GCM; shares go to you in plain)")
         print(f"  identity    : {pub}  (hand this to the coordinator)")
     return 0
 

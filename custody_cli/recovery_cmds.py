@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from custody.errors import IntegrityError, PolicyError, UsageError
+from custody.errors import CustodyError, IntegrityError, PolicyError, UsageError
 from custody_cli import common
 
 if TYPE_CHECKING:
@@ -150,6 +150,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rr.add_argument("--replace", action="store_true", help="replace a store that still holds keys")
     common.add_json(rr)
     rr.set_defaults(func=cmd_restore)
+
+    mg = ss.add_parser(
+        "migrate",
+        help="copy this home's SQLite store and audit log into PostgreSQL, then switch",
+        description=(
+            "Copy every table of the home's SQLite store and audit log into the PostgreSQL "
+            "database at --to (a password-less postgresql:// URL; the password comes from "
+            "--store-password-file, CUSTODY_STORE_PASSWORD, PGPASSWORD or a prompt), verify "
+            "every row (counts and a SHA-256 per table, and the audit chain read back from "
+            "PostgreSQL), and only then set store = URL in custody.toml. Writers to the "
+            "SQLite files are held off meanwhile. Resumable and idempotent: run it again "
+            "after any failure. See docs/store.md."
+        ),
+    )
+    common.add_home(mg)
+    mg.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
+    mg.add_argument(
+        "--store-password-file",
+        metavar="FILE",
+        help="a 0600 file with the store's password (recorded in the config)",
+    )
+    common.add_json(mg)
+    mg.set_defaults(func=cmd_migrate)
 
 
 def _help(p: argparse.ArgumentParser) -> int:
@@ -354,6 +377,61 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, "file": str(out), "manifest": str(manifest), "size": size})
     else:
         print(f"Wrote {out} ({size} bytes) and {manifest.name} (signed by {signer.name})")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from custody.audit.log import AuditLog
+    from custody.audit.scope import actor_name
+    from custody.store_migrate import describe, migrate
+
+    home = common.home_of(args)
+    home.load()
+    pw = None if args.store_password_file is None else Path(args.store_password_file).resolve()
+    target = describe(args.to)
+    who = actor_name()
+    if home.load().store == args.to:
+        if args.json:
+            common.emit_json({"ok": True, "to": target, "already": True, "switched": False})
+        else:
+            print(f"this home's store is already {target}; nothing to do")
+        return 0
+    with AuditLog.for_home(home) as log:  # the old log: the intent is part of the copy
+        intent = log.append("store migrate", target, who, outcome="intent", details={"to": target})
+    try:
+        rep = migrate(
+            home,
+            args.to,
+            password_file=pw,
+            store_password_file=None if pw is None else home.rel(pw),
+        )
+    except CustodyError as err:
+        with AuditLog.for_home(home) as log:  # still the old log: nothing was switched
+            log.append(
+                "store migrate",
+                target,
+                who,
+                outcome="failed",
+                details={"intent_seq": intent["seq"], "error": type(err).__name__},
+            )
+        raise
+    with AuditLog.for_home(home) as log:  # now the PostgreSQL chain, which continues the old
+        log.append(
+            "store migrate",
+            target,
+            who,
+            outcome="ok",
+            details={"intent_seq": intent["seq"], "tables": len(rep.tables)},
+        )
+    if args.json:
+        common.emit_json(rep.to_json())
+        return 0
+    for t in rep.tables:
+        print(f"  {t.target:<20} {t.rows:>9} rows  sha256 {t.digest[:16]}")
+    print(f"copied and verified {len(rep.tables)} tables; audit chain: {rep.audit_entries} entries")
+    if rep.pruned:
+        print(f"  removed {rep.pruned} target rows the source no longer has")
+    print(f"custody.toml now names the store {target}; the SQLite files are kept, unused")
     return 0
 
 

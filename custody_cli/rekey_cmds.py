@@ -61,6 +61,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="check rewrapped objects against their digests afterwards",
     )
     p.add_argument("--sample", type=int, default=1000, metavar="N")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes that claim batches side by side (PostgreSQL: SELECT ... FOR "
+        "UPDATE SKIP LOCKED; SQLite: one writer at a time); a killed worker loses nothing",
+    )
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_run)
 
@@ -142,6 +150,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from custody.deployment import open_home_store
     from custody.rekey import jobs as rekey
     from custody_cli.progress import progress_bar
 
@@ -160,6 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sample=args.sample,
                 progress=advance,
                 audit=warning_sink(dep.home),
+                workers=args.workers,
+                reopen=partial(open_home_store, dep.home, dep.config),
             )
     if args.json:
         common.emit_json(rep.to_json())

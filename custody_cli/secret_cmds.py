@@ -17,13 +17,30 @@ from typing import Any
 
 from custody.errors import UsageError
 from custody.privatefile import write_private
-from custody_cli import common
+from custody_cli import access_session, common
 
 
 def _add_target(p: argparse.ArgumentParser, *, pin: bool) -> None:
     p.add_argument("path", metavar="PATH", help="the secret's path, e.g. payments/stripe/api-key")
     p.add_argument("--env", required=True, metavar="ENV", help="environment: dev, staging, prod...")
     common.add_standard(p, pin=pin)
+    access_session.add_principal_args(p)
+
+
+def _authorize(
+    dep: Any, args: argparse.Namespace, action: str, env: str, path: str, **kw: Any
+) -> Any:
+    """Ask access control whether the acting principal (the local operator, super-admin,
+    by default; ``--as`` or a service token otherwise) may *action* (env, path); the
+    decision is audited. Returns the principal.
+
+    Raises:
+        AccessDenied: denied (exit 7), with the reason; AuthError: a refused token.
+    """
+    with access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        ac.authorize(who, action, env, path, mfa_code=access_session.mfa_code(args), **kw)
+    return who
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common.add_standard(p)
     p.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     p.add_argument("--prefix", default="", metavar="PATH", help="paths starting with this")
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_list)
 
     for name, helptext, func in (
@@ -97,6 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--due", action="store_true", help="every deleted secret whose window has ended (cron)"
     )
     common.add_standard(p)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_destroy)
 
     p = ss.add_parser(
@@ -134,6 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
     )
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_rotate)
 
     p = ss.add_parser(
@@ -150,6 +170,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key", required=True, metavar="FILE", help="your signing key")
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_export)
     p = ss.add_parser(
         "import",
@@ -165,6 +186,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trust", required=True, action="append", metavar="PUBJSON", help="the sender (repeat)"
     )
     common.add_standard(p, pin=True)
+    access_session.add_principal_args(p)
     p.set_defaults(func=cmd_import)
 
     sc = sub.add_parser(
@@ -191,12 +213,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ss.add_parser("due", help="secrets that expire within --within days, or are overdue")
     common.add_standard(p)
     p.add_argument("--within", type=int, default=30, metavar="DAYS")
+    access_session.add_principal_args(p)
     p.add_argument(
         "--notify",
         action="store_true",
         help="send expiry warnings (30, 14, 7, 1 days, on the day) to the audit log and hook",
     )
     p.set_defaults(func=cmd_due)
+
+
+def vault_of(dep: Any, args: argparse.Namespace) -> Any:
+    """The vault of *dep*, with the CLI's alert sink (for other command groups)."""
+    return _vault(dep, args)
 
 
 def _vault(dep: Any, args: argparse.Namespace) -> Any:
@@ -270,6 +298,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             what="secret value", file=args.value_file, env=None, prompt=True, confirm=True
         )
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "write", args.env, args.path, category=args.category)
         w = _vault(dep, args).put(
             args.env,
             args.path,
@@ -285,6 +314,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "write", args.env, args.path, category=args.category)
         w = _vault(dep, args).generate(
             args.env,
             args.path,
@@ -299,6 +329,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep:
+        _authorize(dep, args, "read", args.env, args.path)
         r = _vault(dep, args).get(args.env, args.path, version=args.version, label=args.label)
     if args.out:
         write_private(args.out, r.value.encode("utf-8"))
@@ -319,6 +350,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
         items = _vault(dep, args).list_secrets(args.env, args.prefix)
+        with access_session.opened(dep, args) as ac:
+            who = access_session.acting(ac, args)
+            rows = dep.store.secrets(args.env, args.prefix)
+            seen = ac.visible(who, "list", rows, scope=f"{args.env or '*'}:{args.prefix}",
+                              mfa_code=access_session.mfa_code(args))  # fmt: skip
+        keep = {(r.env, r.path) for r in seen}
+        items = [i for i in items if (i["env"], i["path"]) in keep]
     if args.json:
         common.emit_json(items)
         return 0
@@ -335,6 +373,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_meta(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
+        action = "metadata" if args.action in ("show", "versions") else "delete"
+        _authorize(dep, args, action, args.env, args.path)
         v = _vault(dep, args)
         if args.action in ("show", "versions"):
             out = v.show(args.env, args.path)
@@ -371,6 +411,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     if args.path and not args.env:
         raise UsageError("Give --env with PATH", "Environments never share secrets.")
     with common.open_home(args, pin=False) as dep:
+        _authorize(dep, args, "destroy", args.env or "*", args.path or "")
         v = _vault(dep, args)
         out = (
             {"destroyed": v.destroy_due()}
@@ -389,6 +430,13 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 def cmd_due(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
         items = _vault(dep, args).due(within_days=args.within, notify=args.notify)
+        with access_session.opened(dep, args) as ac:
+            who = access_session.acting(ac, args)
+            rows = dep.store.secrets()
+            seen = ac.visible(who, "metadata", rows, scope="*:",
+                              mfa_code=access_session.mfa_code(args))  # fmt: skip
+        keep = {(r.env, r.path) for r in seen}
+        items = [i for i in items if (i["env"], i["path"]) in keep]
     if args.json:
         common.emit_json(items)
         return 0
@@ -441,6 +489,11 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             log.close()
 
     with common.open_home(args, pin=True) as dep:
+        who = _authorize(dep, args, "rotate", args.env or "*", args.path or "")
+        if args.emergency and who.role != "super-admin":
+            with access_session.opened(dep, args) as ac:
+                ac.refuse(who, "rotate", args.env, args.path,
+                          "an emergency rotation is a super-admin's")  # fmt: skip
         v = _vault(dep, args)
         if args.due:
             results = []
@@ -460,6 +513,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             out: dict[str, Any] = {"rotated": results, "revoked": revoked}
             failed = any(not r["ok"] for r in results)
         else:
+            ended: list[Any] = []
+            if args.emergency:  # every grant on it ends before the new value exists
+                ended = _emergency_revoke(dep, args, who)
             o = rotate(
                 dep,
                 v,
@@ -476,6 +532,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             )
             out = _outcome(o)
             failed = not o.ok
+            if args.emergency:
+                out["incident"] = _incident(dep, args, v, who, ended, entries(), o)
     if args.json:
         common.emit_json(out)
     elif args.due:
@@ -486,7 +544,54 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     else:
         print(("rotated: " if out["ok"] else "NOT rotated: ") + out["detail"])
         print(f"record: {out['bundle']} (custody transcript verify)")
+        if "incident" in out:
+            inc = out["incident"]
+            print(f"incident: {inc['file']}: {len(inc['revoked_grants'])} grants revoked, "
+                  f"{len(inc['readers'])} readers")  # fmt: skip
     return 1 if failed else 0
+
+
+def _emergency_revoke(dep: Any, args: argparse.Namespace, who: Any) -> list[Any]:
+    from custody.access.emergency import revoke_grants
+    from custody.access.flow import GrantFlow
+
+    with access_session.opened(dep, args) as ac:
+        flow = GrantFlow(ac, dep.config.deployment_id)
+        return revoke_grants(flow, args.env, args.path, by=who.name, reason=args.reason or "")
+
+
+def _incident(
+    dep: Any, args: argparse.Namespace, v: Any, who: Any, revoked: list[Any], log: Any, o: Any
+) -> dict[str, Any]:
+    """The incident record of an emergency rotation: written to HOME/incidents/, kept in
+    the store, and sent through the alert hook to the secret's owner and consumers."""
+    import time
+    from pathlib import Path
+
+    from custody.access.emergency import incident
+    from custody.access.flow import GrantFlow
+    from custody.canonical import canonical_bytes
+    from custody.store.rows import IncidentRow
+
+    with access_session.opened(dep, args) as ac:
+        flow = GrantFlow(ac, dep.config.deployment_id)
+        rec = incident(flow, args.env, args.path, by=who.name, reason=args.reason or "",
+                       revoked=revoked, entries=log, bundle=Path(o.bundle).name)  # fmt: skip
+    now = int(time.time())
+    iid = f"secret-{now}-{args.env}-{args.path.replace('/', '_')}"
+    d = Path(dep.home.root) / "incidents"
+    d.mkdir(exist_ok=True)
+    f = d / f"{iid}.json"
+    f.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    dep.store.put_incident(IncidentRow(id=iid, ceremony_id=Path(o.bundle).name,
+                                       reason=(args.reason or "")[:200], created=now,
+                                       report=canonical_bytes(rec).decode()))  # fmt: skip
+    row = dep.store.secret(args.env, args.path)
+    if row is not None:
+        holders = sorted(set(rec["held_access"]["by_grant"]) | set(rec["held_access"]["by_role"]))
+        v.alert("access-incident", row, incident=str(f), revoked_grants=len(revoked),
+                readers=rec["readers"], consumers=holders)  # fmt: skip
+    return {**rec, "file": str(f)}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -546,10 +651,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
     signer = signer_of(args)
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         items = []
-        for path in args.paths:
+        for path in args.paths:  # one access control for the command: one TOTP code
+            ac.authorize(who, "read", args.env, path, mfa_code=code)
             meta = v.show(args.env, path)
             r = v.get(args.env, path)
             items.append(
@@ -585,9 +693,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
     header, items = open_export(raw, key, trusted_senders=trusted)
     done = []
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         for it in items:
+            ac.authorize(who, "write", it.env, it.path, category=it.category, mfa_code=code)
             w = v.put(
                 it.env,
                 it.path,

@@ -152,7 +152,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     op.add_argument("sealed", metavar="SEALED", help="your NAME.share.sealed")
     op.add_argument("--envelope", required=True, metavar="ENV", help="your NAME.envelope.json")
     op.add_argument(
-        "--key", required=True, metavar="FILE", help="your NAME.enc.pem (from participant new)"
+        "--key",
+        required=True,
+        metavar="FILE",
+        help="your NAME.enc.pem (from participant new), or NAME.enc.token.json when your keys "
+        "are on your token (then the passphrase is the token PIN)",
     )
     op.add_argument(
         "--passphrase-file",

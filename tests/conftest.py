@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg_fixtures import pg_server, pg_url  # noqa: F401 - shared fixtures
+from tests.pg_fixtures import backend, pg_server, pg_url  # noqa: F401 - shared fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests" / "vectors"

@@ -25,6 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from custody.store import open_store
+from custody.store.postgres import PostgresStore
+from custody.store.sqlite import SqliteStore
+
 PG_USER = "custody"
 PG_PASSWORD = "pg-test-password-5531"
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -90,8 +94,11 @@ def _as_user() -> tuple[list[str], int | None, int | None]:
     return prefix, pw.pw_uid, pw.pw_gid
 
 
-def start_server(base: Path) -> Iterator[PgServer]:
-    """Start a server under *base* (a fresh directory); yields it; stops it after."""
+def start_server(base: Path, *, durable: bool = False) -> Iterator[PgServer]:
+    """Start a server under *base* (a fresh directory); yields it; stops it after.
+
+    *durable* keeps PostgreSQL's defaults (``fsync=on``, ``synchronous_commit=on``), for
+    benchmarks of commits; the tests run without them."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         if os.environ.get("CUSTODY_REQUIRE_PG"):
@@ -136,9 +143,10 @@ def start_server(base: Path) -> Iterator[PgServer]:
     port = _free_port()
     opts = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-        "-c shared_buffers=32MB"
+        "-c max_connections=200 -c shared_buffers=64MB"
     )
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     log = base / "server.log"
     subprocess.run(
         [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
@@ -171,3 +179,32 @@ def pg_server() -> Iterator[PgServer]:
 def pg_url(pg_server: PgServer) -> str:
     """A fresh, empty database on the session's server, as a password-less URL."""
     return pg_server.url(pg_server.new_database())
+
+
+# -- one store fixture over both adapters ------------------------------------------------
+RawStore = SqliteStore | PostgresStore
+"""An adapter with its raw access (``query``, ``tx``) for tests, beside the port."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's store lives, and how to open it (again)."""
+
+    kind: str  # "sqlite" | "postgresql"
+    location: str  # a file path or a password-less URL
+    home: Path
+
+    def open(self, *, create: bool = False) -> RawStore:
+        loc: str | Path = self.location if self.kind == "postgresql" else Path(self.location)
+        s = open_store(loc, create=create, local=self.home / "custody.db")
+        assert isinstance(s, SqliteStore | PostgresStore)
+        return s
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The test's store on each adapter in turn: a SQLite file, then a fresh database on
+    the session's PostgreSQL server (those cases carry the ``postgres`` marker)."""
+    if request.param == "postgresql":
+        return Backend("postgresql", request.getfixturevalue("pg_url"), tmp_path)
+    return Backend("sqlite", str(tmp_path / "c.db"), tmp_path)

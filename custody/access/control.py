@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from custody.access import tokens
-from custody.access.policy import decide
+from custody.access.policy import decide, needs_mfa
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
 from custody.clock import to_seconds, utcnow
 from custody.errors import PolicyError, UsageError
@@ -93,6 +93,10 @@ class AccessControl:
             where the policy asks for one; ``always``: so must one that is not (it is
             denied until enrolled).
         rng: random bytes for tokens (the HSM's RNG when the token is logged in).
+        command_scope: this instance serves ONE command (the CLI): a code verified once
+            stands for the command's later decisions, so a command that decides several
+            times asks for one code. Never for a long-lived caller (the server, the TUI):
+            there every code is checked, and a replayed one is refused.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class AccessControl:
         mfa: MfaVerifier | None = None,
         mfa_mode: str = "enrolled",
         rng: Callable[[int], bytes] = os.urandom,
+        command_scope: bool = False,
     ) -> None:
         if mfa_mode not in MFA_MODES:
             raise ValueError(f"mfa_mode must be one of {MFA_MODES}")
@@ -113,6 +118,8 @@ class AccessControl:
         self._mfa = mfa
         self._mfa_mode = mfa_mode
         self._rng = rng
+        self._command_scope = command_scope
+        self._verified: set[str] = set()  # only with command_scope
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -315,6 +322,25 @@ class AccessControl:
             )
         return lapsed
 
+    def mfa_check(
+        self, principal: Principal, mfa_code: str | None
+    ) -> tuple[bool, PolicyError | None]:
+        """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
+        in the ``enrolled`` mode for a principal that is not enrolled."""
+        if self._command_scope and principal.name in self._verified:
+            return True, None  # one code per command: it is single-use
+        if mfa_code is None:
+            return self._mfa_mode == "enrolled" and not principal.mfa, None
+        if self._mfa is None:
+            return False, None
+        try:
+            self._mfa.verify(principal.name, mfa_code, now=self._clock())
+        except PolicyError as err:
+            return False, err
+        if self._command_scope:
+            self._verified.add(principal.name)
+        return True, None
+
     def authorize(
         self,
         principal: Principal,
@@ -341,17 +367,13 @@ class AccessControl:
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
             category, security_class = row.category, row.security_class
-        mfa_ok = self._mfa_mode == "enrolled" and not principal.mfa
-        mfa_error: PolicyError | None = None
-        if mfa_code is not None:
-            if self._mfa is None:
-                mfa_ok = False
-            else:
-                try:
-                    self._mfa.verify(principal.name, mfa_code, now=self._clock())
-                    mfa_ok = True
-                except PolicyError as err:
-                    mfa_ok, mfa_error = False, err
+        if action == "read" and row is not None and self.store.release_rule(env, path):
+            self.refuse(
+                principal, action, env, path,
+                "released only by quorum ('custody access request PATH --release')",
+            )  # fmt: skip
+        wants = needs_mfa(principal, action, security_class)
+        mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
         d = decide(
             principal,
@@ -400,6 +422,53 @@ class AccessControl:
                                                                       "action": action}
             )  # fmt: skip
         return d
+
+    def refuse(self, principal: Principal, action: str, env: str, path: str, reason: str) -> None:
+        """Deny outright, for a rule the front end applies on top of the table (e.g. only a
+        super-admin runs an emergency rotation); audited like any denial.
+
+        Raises:
+            AccessDenied: always.
+        """
+        self.audit.append(
+            "access decide",
+            f"{env}:{path}",
+            principal.name,
+            outcome="denied",
+            details={"action": action, "role": principal.role, "kind": principal.kind,
+                     "reason": reason},
+        )  # fmt: skip
+        raise AccessDenied(f"{principal.name} may not {action} {env}:{path}: {reason}", "")
+
+    def visible(
+        self,
+        principal: Principal,
+        action: str,
+        rows: list[Any],
+        *,
+        scope: str,
+        mfa_code: str | None = None,
+    ) -> list[Any]:
+        """The secret rows (``env``, ``path``, ``category``, ``security_class``) *principal*
+        may *action* (``list``, ``metadata``), decided row by row, audited as one entry."""
+        t = self.now()
+        self.lapse()
+        grants = self.grants_of(principal.name)
+        mfa_ok, _err = self.mfa_check(principal, mfa_code)
+        out = [
+            r
+            for r in rows
+            if decide(principal, action, r.env, r.path, security_class=r.security_class,
+                      grants=grants, now=t, mfa_ok=mfa_ok, category=r.category).allow
+        ]  # fmt: skip
+        self.audit.append(
+            "access decide",
+            scope,
+            principal.name,
+            details={"action": action, "role": principal.role, "kind": principal.kind,
+                     "reason": f"{len(out)} of {len(rows)} visible", "filtered": True},
+        )  # fmt: skip
+        return out
 
 
 __all__ = ["MFA_MODES", "AccessControl", "AccessDenied", "AuthError", "MfaVerifier", "to_grant"]

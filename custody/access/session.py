@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from custody.access.control import AccessControl
 from custody.access.flow import GrantFlow
-from custody.access.mfa import Mfa
+from custody.access.mfa import Mfa, MfaPolicy
 from custody.access.settings import AccessSettings
-from custody.audit.log import AuditLog
 from custody.clock import utcnow
+from custody.deployment import open_audit_log
 from custody.privatefile import write_private
 from custody.store.rows import AccessRequestRow, GrantRow
 
@@ -34,19 +34,36 @@ if TYPE_CHECKING:
 
 @contextmanager
 def opened(
-    dep: Deployment, home: Home, *, clock: Callable[[], datetime] = utcnow
+    dep: Deployment,
+    home: Home,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    command_scope: bool = False,
 ) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to *home*'s log (closed after), on
-    *clock* (the TUI passes its settings' clock).
+    """Access control over *dep*'s store, auditing to *home*'s log (closed after), with
+    TOTP checks under the home's ``[mfa]`` policy and its ``[access] mfa_mode``, on *clock*
+    (the TUI passes its settings' clock). *command_scope*: one CLI command (see
+    :class:`AccessControl`); a long-lived caller such as the TUI leaves it off.
 
     Raises:
-        AuditError: the audit log cannot be opened (nothing is decided without it).
+        AuditError: the home has no audit log (nothing is decided without it).
+        ConfigError: a bad ``[mfa]`` or ``[access]`` table.
     """
-    log = AuditLog.for_home(home)
+    log = open_audit_log(home)
     try:
-        rng = dep.hsm.random if dep.hsm is not None else os.urandom
-        mfa = Mfa(dep.store, dep.hierarchy, log, clock)
-        yield AccessControl(dep.store, log, clock=clock, mfa=mfa, rng=rng)
+        hsm_rng = dep.hsm.random if dep.hsm is not None else None
+        policy = MfaPolicy.for_home(home.config_path)
+        mfa = Mfa(dep.store, dep.hierarchy, log, clock, policy=policy, rng=hsm_rng)
+        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        yield AccessControl(
+            dep.store,
+            log,
+            clock=clock,
+            mfa=mfa,
+            mfa_mode=mode,
+            rng=hsm_rng or os.urandom,
+            command_scope=command_scope,
+        )
     finally:
         log.close()
 

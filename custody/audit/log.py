@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from custody.audit.merkle import Frontier, MerkleTree, leaf_hash
 from custody.audit.records import (
@@ -47,10 +47,39 @@ from custody.audit.records import (
 from custody.audit.signers import Sealer, TrustKey
 from custody.audit.verify import audit_report
 from custody.canonical import canonical_bytes
+from custody.config import Home
 from custody.errors import AuditError, PolicyError, StorageError
+from custody.store.postgres_dialect import is_postgres_location
 from custody.store.sqlite_audit import Head, SqliteAuditStore
 
+if TYPE_CHECKING:
+    from custody.store.postgres_audit import PostgresAuditStore
+
 AUDIT_DB = "audit.db"
+
+
+def audit_location(root: Path) -> tuple[str | Path, Path | None]:
+    """Where the audit log of the home at *root* lives, and the password file of a
+    PostgreSQL one: the home's PostgreSQL store if its config names one, else
+    ``root / "audit.db"``. A home with no config yet (``custody init`` in progress) has its
+    file log.
+
+    Raises:
+        ConfigError: the config exists but cannot be read.
+    """
+    home = Home(root)
+    if home.exists():
+        cfg = home.load()
+        if cfg.store is not None:
+            return cfg.store, home.store_password_file(cfg)
+    return root / AUDIT_DB, None
+
+
+def describe_location(url: str) -> str:
+    """A PostgreSQL URL without its query (socket paths, TLS files) for messages."""
+    return url.split("?", 1)[0]
+
+
 FORBIDDEN_DETAIL_KEYS = frozenset(
     {
         "pin",
@@ -155,8 +184,11 @@ class AuditLog:
         rng: Callable[[int], bytes] = os.urandom,
         timeout: float = 60.0,
         sealer: Sealer | None = None,
+        password_file: Path | None = None,
     ) -> None:
-        self.path = Path(path)
+        pg = is_postgres_location(path)
+        self.path = Path(describe_location(str(path)) if pg else path)
+        where = describe_location(str(path)) if pg else str(self.path)
         self._sealer = sealer
         self._key = audit_key
         self._clock = clock
@@ -164,21 +196,40 @@ class AuditLog:
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[_Pending] = []
         self._writing = False  # a leader holds the write role
+        self._db: SqliteAuditStore | PostgresAuditStore
         try:
-            self._db = SqliteAuditStore(
-                self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
-            )
+            if pg:
+                from custody.store.postgres_audit import PostgresAuditStore  # psycopg: lazily
+
+                self._db = PostgresAuditStore(
+                    str(path),
+                    durable=durable,
+                    timeout=timeout,
+                    new_log_id=lambda: rng(16).hex(),
+                    password_file=password_file,
+                )
+            else:
+                self._db = SqliteAuditStore(
+                    self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
+                )
             self.log_id = self._db.log_id
         except StorageError as exc:
             raise AuditError(
-                f"Cannot open the audit log {self.path}",
+                f"Cannot open the audit log {where}",
                 "Check the path, permissions and free space.",
             ) from exc
 
     @classmethod
     def for_home(cls, home: Any, **kw: Any) -> AuditLog:
-        """The log of a custody home (``home.root / "audit.db"``)."""
-        return cls(Path(home.root) / AUDIT_DB, **kw)
+        """The log of a custody home: ``home.root / "audit.db"``, or the ``audit_*`` tables
+        of its PostgreSQL store when its config names one (``store = "postgresql://..."``),
+        so that every replica and worker writes one chain.
+
+        Raises:
+            AuditError: the log cannot be opened. ConfigError: the config is unreadable.
+        """
+        loc, pwfile = audit_location(Path(home.root))
+        return cls(loc, password_file=pwfile, **kw)
 
     def close(self) -> None:
         self._db.close()

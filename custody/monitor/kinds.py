@@ -22,6 +22,8 @@ from custody.monitor.rules import READ_DURING_WINDOW, RuleSpec
 DAY = 86400
 ACCESS = frozenset({"read", "list", "write", "delete", "restore", "destroy"})
 FAILED = frozenset({"denied", "failed"})
+# A read that ended well, or whose outcome never came (the value may have been shown).
+READ_OK = frozenset({"ok", "unfinished"})
 
 
 def hour_of_week(t: int) -> int:
@@ -80,13 +82,15 @@ class Shared:
 
     def after(self, ev: Event) -> None:
         ok = ev.outcome == "ok"
-        if ev.kind == "read" and ok:
+        if ev.kind == "read" and ev.outcome in READ_OK:
             self.seen.setdefault(ev.actor, set()).add(ev.target)
             if ev.details.get("label") == "current":
                 self._version(ev.target, ev.details.get("version"))
         elif ev.kind == "write" and ok:
             for k in ("new_version", "version"):
                 self._version(ev.target, ev.details.get(k))
+            self.deleted.pop(ev.target, None)  # written again: a live secret
+            self.notices.pop(ev.target, None)
         elif ev.kind == "delete" and ok:
             self.deleted[ev.target] = ev.time
         elif ok and (
@@ -127,11 +131,13 @@ class Rule:
         raise NotImplementedError
 
     def cooling(self, key: str, t: int, seconds: int) -> bool:
-        """True while *key* is inside its cooldown; otherwise starts a new one."""
-        if t < self.cooldown.get(key, -1):
+        """True within *seconds* of *key*'s last alert (either side: clocks of writers may
+        disagree); otherwise this is *key*'s new last alert."""
+        last = self.cooldown.get(key)
+        if last is not None and abs(t - last) < seconds:
             return True
         if seconds:
-            self.cooldown[key] = t + seconds
+            self.cooldown[key] = t
         return False
 
     def alert(
@@ -159,7 +165,7 @@ class FailedBurst(Rule):
 
     def load(self, state: Mapping[str, Any]) -> None:
         super().load(state)
-        self.win: dict[str, deque[list[int]]] = {
+        self.win: dict[str, deque[list[Any]]] = {
             a: deque(v) for a, v in state.get("win", {}).items()
         }
 
@@ -171,13 +177,16 @@ class FailedBurst(Rule):
             return None
         window, need = self.spec["window"], self.spec["threshold"]
         dq = self.win.setdefault(ev.actor, deque())
-        dq.append([ev.time, *ev.seqs])
+        if dq and dq[-1][1] == ev.target and abs(ev.time - dq[-1][0]) <= 2:
+            dq[-1].extend(ev.seqs)  # one attempt refused twice (the access layer, the op)
+            return None
+        dq.append([ev.time, ev.target, *ev.seqs])
         while ev.time - dq[0][0] > window:
             dq.popleft()
         if len(dq) < need:
             return None
         span = ev.time - dq[0][0]
-        seqs = [s for item in dq for s in item[1:]]
+        seqs = [s for item in dq for s in item[2:]]
         n = len(dq)
         dq.clear()
         return self.alert(
@@ -218,7 +227,7 @@ class Volume(Rule):
         )
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok":
+        if ev.kind != "read" or ev.outcome not in READ_OK:
             return None
         day = ev.time // DAY
         a = self.act.get(ev.actor)
@@ -332,7 +341,7 @@ class Enumeration(Rule):
                     lists=len(items),
                 )
             return None
-        if ev.kind != "read" or ev.outcome != "ok" or sh.learning(ev.time):
+        if ev.kind != "read" or ev.outcome not in READ_OK or sh.learning(ev.time):
             return None
         if ev.target in sh.seen.get(ev.actor, ()):
             return None
@@ -356,10 +365,12 @@ class FirstHigh(Rule):
     kind = "first-high"
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok" or sh.learning(ev.time):
+        if ev.kind != "read" or ev.outcome not in READ_OK or sh.learning(ev.time):
             return None
         cls = sh.class_of(ev)
         if cls not in self.spec["classes"] or ev.target in sh.seen.get(ev.actor, ()):
+            return None
+        if self.cooling(ev.actor, ev.time, self.spec["cooldown"]):
             return None
         return self.alert(
             ev, ev.seqs, 1.0, f"first read of {cls}-class {ev.target}", security_class=cls
@@ -370,7 +381,7 @@ class OldVersion(Rule):
     kind = "old-version"
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok":
+        if ev.kind != "read" or ev.outcome not in READ_OK:
             return None
         d = ev.details
         label, state, ver = d.get("label"), d.get("version_state"), d.get("version")
@@ -407,6 +418,8 @@ class SoftDeleteRead(Rule):
         if ev.kind != "read" or ev.target not in sh.deleted:
             return None
         notes = sh.notices.pop(ev.target, [])
+        if self.cooling(f"{ev.actor}|{ev.target}", ev.time, self.spec["cooldown"]):
+            return None
         return self.alert(
             ev,
             [*ev.seqs, *notes],

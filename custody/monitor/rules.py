@@ -38,7 +38,7 @@ KINDS = (
 # Parameters per kind, with their defaults (the types are checked against these).
 KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
     # >= threshold denied/failed entries by one principal within window seconds.
-    "failed-burst": {"window": 300, "threshold": 5, "weight": 3.0},
+    "failed-burst": {"window": 300, "threshold": 5, "weight": 2.5},
     # Today's successful reads above max(min_reads, ratio * median, median + z * 1.4826 *
     # MAD) of the principal's last history_days active days (needs min_days of them).
     "volume": {
@@ -47,7 +47,7 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "ratio": 3.0,
         "z": 6.0,
         "min_reads": 20,
-        "weight": 2.0,
+        "weight": 3.5,
     },
     # An access in an hour of the week (UTC) whose share of the principal's history,
     # with its neighbours on each side, is below min_fraction; after min_events entries
@@ -56,14 +56,15 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "min_events": 60,
         "min_days": 14,
         "min_fraction": 0.004,
-        "neighbours": 1,
+        "neighbours": 3,
         "cooldown": 3600,
         "weight": 1.5,
     },
     # new_paths never-before-read paths, or list_ops list ops, within window seconds.
-    "enumeration": {"window": 3600, "new_paths": 8, "list_ops": 4, "weight": 2.5},
-    # The first successful read of a secret of one of classes by a principal.
-    "first-high": {"classes": ["high"], "weight": 2.0},
+    "enumeration": {"window": 3600, "new_paths": 8, "list_ops": 4, "weight": 3.0},
+    # The first successful read of a secret of one of classes by a principal (one alert per
+    # principal per cooldown seconds: an enumeration through high secrets is one alert).
+    "first-high": {"classes": ["high"], "cooldown": 3600, "weight": 2.0},
     # A read of a version by label (labels), by state (states), or by a number below the
     # newest the monitor knows for that secret.
     "old-version": {
@@ -77,15 +78,24 @@ KIND_PARAMS: Mapping[str, Mapping[str, Any]] = {
         "cooldown": 600,
         "weight": 5.0,
     },
-    # Any read of a secret between its soft delete and its restore or destruction.
-    "soft-delete-read": {"weight": 6.0},
+    # Any read of a secret between its soft delete and its restore or destruction (one
+    # alert per principal and secret per cooldown seconds).
+    "soft-delete-read": {"cooldown": 3600, "weight": 6.0},
 }
 COMMON_PARAMS: Mapping[str, Any] = {"enabled": True, "exempt": []}
 
 DEFAULT_OPS: Mapping[str, tuple[str, ...]] = {
     "read": ("secret get", "secret.get", "secret.read", "access.read"),
-    "list": ("secret list", "secret.list", "access.list"),
-    "write": ("secret put", "secret generate", "secret rotate", "secret.put", "secret.rotate"),
+    # lists, and bulk reads whose entries do not name each path (an export to a file)
+    "list": ("secret list", "secret.list", "access.list", "secret export"),
+    "write": (
+        "secret put",
+        "secret generate",
+        "secret rotate",
+        "secret import",
+        "secret.put",
+        "secret.rotate",
+    ),
     "delete": ("secret delete", "secret.delete"),
     "restore": ("secret restore", "secret.restore"),
     "destroy": ("secret destroy", "secret.destroy"),
@@ -133,19 +143,23 @@ class MonitorConfig:
     learn_days: int = 7
     alert_file: str | None = None
     max_seqs: int = 200
+    unfinished_after: int = 600  # seconds before an intent without an outcome counts as done
 
     def op_kinds(self) -> dict[str, str]:
         """op name -> its kind (read, list, write, delete, restore, destroy, notice)."""
         return {op: kind for kind, ops in self.ops.items() for op in ops}
 
     def digest(self) -> str:
-        return domain_hash("custody/monitor/config/v1", canonical_bytes(self.to_json())).hex()
+        """A digest of what decides the alerts (rules, ops, learning; not where they go)."""
+        doc = {k: v for k, v in self.to_json().items() if k != "alert_file"}
+        return domain_hash("custody/monitor/config/v1", canonical_bytes(doc)).hex()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "learn_days": self.learn_days,
             "alert_file": self.alert_file,
             "max_seqs": self.max_seqs,
+            "unfinished_after": self.unfinished_after,
             "ops": {k: list(v) for k, v in self.ops.items()},
             "rules": [r.to_json() for r in self.rules],
         }
@@ -221,6 +235,9 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         max_seqs = doc.get("max_seqs", 200)
         if type(max_seqs) is not int or not 1 <= max_seqs <= 10000:
             raise ValueError("max_seqs must be 1..10000")
+        unfinished = doc.get("unfinished_after", 600)
+        if type(unfinished) is not int or not 1 <= unfinished <= 86400:
+            raise ValueError("unfinished_after must be 1..86400 seconds")
         alert_file = doc.get("alert_file")
         if alert_file is not None and (not isinstance(alert_file, str) or not alert_file):
             raise ValueError("alert_file must be a path")
@@ -235,6 +252,7 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         learn_days=learn,
         alert_file=alert_file,
         max_seqs=max_seqs,
+        unfinished_after=unfinished,
     )
 
 

@@ -44,6 +44,7 @@ from custody.rekey.plan import (
     vars_of,
 )
 from custody.rekey.retire import advance_retirement, key_ages
+from custody.rekey.workers import Reopen, move_version_parallel
 from custody.store.port import Store
 from custody.store.rows import ObjectCipher, ObjectMove
 
@@ -284,6 +285,8 @@ class _Runner:
     verify: str
     sample: int
     progress: Progress | None
+    workers: int = 1
+    reopen: Reopen | None = None
     reports: list[JobReport] = field(default_factory=list)
 
     def job(self, lease: rekey_lease.Lease, branch: str) -> JobReport | None:
@@ -296,6 +299,26 @@ class _Runner:
         t0 = time.perf_counter()
         moved = 0
         for v, _n in todo:
+            if self.workers > 1 and self.reopen is not None:
+                moved += move_version_parallel(
+                    store,
+                    self.reopen,
+                    lease,
+                    job_id,
+                    branch,
+                    v,
+                    to,
+                    keys=(
+                        self.hierarchy.kek_plaintext(branch, v),
+                        self.hierarchy.kek_plaintext(branch, to, for_encrypt=True),
+                    ),
+                    rewrap=rewrap_batch,
+                    workers=self.workers,
+                    batch=self.batch,
+                    clock=self.clock,
+                    progress=self.progress,
+                )
+                continue
             moved += move_version(
                 self.hierarchy,
                 lease,
@@ -356,6 +379,8 @@ def run(
     progress: Progress | None = None,
     clock: Callable[[], datetime] | None = None,
     audit: Callable[[Mapping[str, Any]], None] | None = None,
+    workers: int = 1,
+    reopen: Reopen | None = None,
 ) -> RunReport:
     """Run (or resume) re-key jobs, then advance staged retirement.
 
@@ -371,6 +396,9 @@ def run(
         progress: called with the number of objects moved after each batch.
         clock: the time source (defaults to the hierarchy's).
         audit: records each policy warning durably (see :func:`policy.emit_warnings`).
+        workers: worker processes per version (:mod:`custody.rekey.workers`); more than
+            one needs *reopen*.
+        reopen: opens another connection to the store, for each worker.
 
     Returns:
         A :class:`RunReport`; ``status="busy"`` when another live worker kept the lease.
@@ -381,6 +409,8 @@ def run(
     """
     if batch < 1:
         raise UsageError("--batch must be at least 1", "Use a batch of 1000 to 50000.")
+    if not 1 <= workers <= 64 or (workers > 1 and reopen is None):
+        raise UsageError("--workers must be 1 to 64", "Use about one worker per core.")
     if verify not in ("sample", "all", "none"):
         raise UsageError(f"Unknown verify mode {verify!r}", "Use sample, all or none.")
     if branch is not None and branch not in BRANCHES:
@@ -409,6 +439,8 @@ def run(
             verify=verify,
             sample=sample,
             progress=progress,
+            workers=workers,
+            reopen=reopen,
         )
         branches = [branch] if branch else sorted({b for b, _v, _n in pending(store)})
         jobs = [j for b in branches if (j := runner.job(lease, b)) is not None]

@@ -28,13 +28,13 @@ from custody.audit.signers import TrustKey
 from custody.audit.verify import audit_report
 from custody.clock import parse, to_seconds
 from custody.config import BranchPolicy
+from custody.monitor.records import SCAN, from_entries
 from custody.report.evidence import Evidence
 
 REPORT_TYPE = "custody.compliance-report/v1"
 MFA_ROLES = ("super-admin",)  # whose actions always need a second factor (issue 16 item 4)
 ALERTS_UNAVAILABLE = (
-    "this custody has no monitoring rules yet (issue 16 item 5: custody.monitor); "
-    "no alert can be open"
+    "no monitoring scan has run on this audit log yet ('custody alerts scan', from cron)"
 )
 
 
@@ -130,26 +130,86 @@ def ownership(ev: Evidence) -> dict[str, Any]:
     return _section("ownership", "Secrets without an owner or an expiry", items)
 
 
-def grants(ev: Evidence) -> dict[str, Any]:
-    if ev.store.get("grants") is None:
-        return _unavailable(
-            "grants",
-            "Grants that have outlived their need",
-            str(ev.store.get("grants_unavailable") or "no grant records in this evidence"),
-        )
-    return _section("grants", "Grants that have outlived their need", [])
+def _entries(ev: Evidence) -> list[dict[str, Any]]:
+    out = []
+    for raw in ev.lines:
+        try:
+            e = json.loads(raw)
+        except ValueError:
+            continue  # the checkpoint section reports a damaged log
+        if isinstance(e, dict):
+            out.append(e)
+    return out
 
 
-def mfa(ev: Evidence, now: datetime) -> dict[str, Any]:
-    """Current principals without a confirmed TOTP enrolment (``required``: their role's
-    actions always need one)."""
+def grants(ev: Evidence, now: datetime, entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Live grants (not revoked, inside their window) that have outlived their need:
+
+    * ``never used``: no ``access grant use`` in the audit log, and half its window is gone;
+    * ``idle``: used, but not in the last half-window, and half its window is gone;
+    * ``principal revoked``: its principal is revoked or gone (the grant should have ended
+      with it);
+    * ``secret deleted``: the secret it names (an exact path) is soft-deleted, destroyed or
+      absent.
+    """
     secs = to_seconds(now)
+    last_use: dict[str, int] = {}
+    uses: dict[str, int] = {}
+    for e in entries:
+        if e.get("op") == "access grant use" and e.get("outcome") == "ok":
+            gid = str((e.get("details") or {}).get("grant", ""))
+            uses[gid] = uses.get(gid, 0) + 1
+            last_use[gid] = max(last_use.get(gid, 0), int(e.get("time", 0)))
+    principals = {p["name"]: p for p in ev.store["principals"]}
+    secrets = {(s["env"], s["path"]): s for s in ev.store["secrets"]}
+    items = []
+    live = 0
+    for g in ev.store["grants"]:
+        if g["revoked_at"] is not None or not g["not_before"] <= secs < g["not_after"]:
+            continue
+        live += 1
+        window = g["not_after"] - g["not_before"]
+        half_gone = secs - g["not_before"] >= window / 2
+        why = []
+        if g["id"] not in uses:
+            if half_gone:
+                why.append("never used")
+        elif half_gone and secs - last_use[g["id"]] >= window / 2:
+            why.append("idle")
+        p = principals.get(g["principal"])
+        if p is None or p["revoked_at"] is not None:
+            why.append("principal revoked")
+        if not g["path"].endswith("/"):
+            s = secrets.get((g["env"], g["path"]))
+            if s is None or s["state"] in ("deprecated", "destroyed"):
+                why.append("secret deleted")
+        if why:
+            items.append(
+                {
+                    "grant": g["id"],
+                    "principal": g["principal"],
+                    "name": f"{g['env']}:{g['path']}",
+                    "actions": g["actions"],
+                    "why": why,
+                    "uses": uses.get(g["id"], 0),
+                    "last_use": last_use.get(g["id"]),
+                    "expires_in": g["not_after"] - secs,
+                }
+            )
+    return _section("grants", "Grants that have outlived their need", items, live=live)
+
+
+def mfa(ev: Evidence) -> dict[str, Any]:
+    """Principals (not revoked) without a confirmed TOTP enrolment. ``required``: every
+    action of their role needs a code (super-admin); the others need one to read a
+    high-class secret, and in the default ``enrolled`` MFA mode an unenrolled principal is
+    not asked for one, which is why this list matters."""
     confirmed = {m["principal"] for m in ev.store["mfa"] if m["confirmed_at"]}
     pending = {m["principal"] for m in ev.store["mfa"] if not m["confirmed_at"]}
     items = []
     current = 0
     for p in ev.store["principals"]:
-        if p["revoked_at"] is not None or p["valid_until"] <= secs:
+        if p["revoked_at"] is not None:
             continue
         current += 1
         if p["name"] in confirmed:
@@ -184,7 +244,47 @@ def drills(ev: Evidence) -> dict[str, Any]:
 
 
 def alerts(ev: Evidence) -> dict[str, Any]:
-    return _unavailable("alerts", "Open alerts", ALERTS_UNAVAILABLE)
+    """Alerts the audit log records as raised (``alert.raised``) and not acknowledged, and
+    how far the monitor's scans have read (entries after its last scan are unchecked)."""
+    title = "Open alerts"
+    marker = b'"op":"alert.'
+    scan_marker = b'"op":"' + SCAN.encode() + b'"'
+    last_scan: dict[str, Any] | None = None
+    raised = []
+    for ln in ev.lines:
+        if marker in ln:
+            raised.append(json.loads(ln))
+        elif scan_marker in ln:
+            e = json.loads(ln)
+            if e.get("op") == SCAN:
+                last_scan = e
+    if last_scan is None:
+        return _unavailable("alerts", title, ALERTS_UNAVAILABLE)
+    items = [
+        {
+            "id": r.id,
+            "rule": r.rule,
+            "kind": r.kind,
+            "principal": r.principal,
+            "target": r.target,
+            "time": r.time,
+            "seqs": list(r.seqs),
+            "summary": r.summary,
+        }
+        for r in from_entries(raised)
+        if r.open
+    ]
+    scanned_to = int((last_scan.get("details") or {}).get("to", 0))
+    return _section(
+        "alerts",
+        title,
+        items,
+        last_scan_seq=last_scan.get("seq"),
+        last_scan_time=last_scan.get("time"),
+        unscanned_entries=sum(  # the monitor's own entries need no scan
+            1 for ln in ev.lines[scanned_to:] if marker not in ln and scan_marker not in ln
+        ),
+    )
 
 
 def checkpoint(
@@ -255,11 +355,12 @@ def compliance_report(
     """
     if within_days < 0 or max_age < 0:
         raise ValueError("within_days and max_age must not be negative")
+    entries = _entries(ev)
     sections = [
         rotations(ev, now, within_days),
         ownership(ev),
-        grants(ev),
-        mfa(ev, now),
+        grants(ev, now, entries),
+        mfa(ev),
         drills(ev),
         alerts(ev),
         checkpoint(ev, now, trust=trust, max_age=max_age),

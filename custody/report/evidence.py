@@ -8,8 +8,9 @@ answer (``custody report export DIR``, then ``custody report compliance --bundle
 A bundle (docs/compliance.md) is four files, each 0600 in a 0700 directory:
 
 * ``store.json``: the store's read model, canonical JSON: key versions and the rotation
-  policy, secrets' metadata (no value, no ciphertext, no DEK), principals, MFA enrolment
-  states (no TOTP secret), the active share set's holders and their drills;
+  policy, secrets' metadata (no value, no ciphertext, no DEK), principals (no token hash),
+  grants (no signed record), MFA enrolment states (no TOTP secret), the active share set's
+  holders and their drills;
 * ``audit.jsonl``: every audit entry line, byte for byte (the hash chain verifies);
 * ``checkpoints.jsonl``: every signed checkpoint line;
 * ``manifest.json``: the log id, the deployment, when it was collected, and the SHA-256 of
@@ -44,10 +45,6 @@ from custody.store.port import Store
 BUNDLE_TYPE = "custody.compliance-evidence/v1"
 FILES = ("store.json", "audit.jsonl", "checkpoints.jsonl")
 MANIFEST = "manifest.json"
-GRANTS_UNAVAILABLE = (
-    "this custody has no time-limited grants yet (issue 16 item 2: custody.access); "
-    "nothing to check"
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,13 +92,28 @@ def _store_model(
     principals = [
         {
             "name": p.name,
-            "kind": "person",
+            "kind": p.kind,
             "role": p.role,
-            "source": "roster",
-            "valid_until": p.valid_until,
+            "services": list(p.services),
+            "envs": list(p.envs),
+            "created": p.created,
             "revoked_at": p.revoked_at,
         }
-        for p in store.participants()
+        for p in store.principals()
+    ]
+    grants = [
+        {
+            "id": g.id,
+            "principal": g.principal,
+            "env": g.env,
+            "path": g.path,
+            "actions": list(g.actions),
+            "not_before": g.not_before,
+            "not_after": g.not_after,
+            "created": g.created,
+            "revoked_at": g.revoked_at,
+        }
+        for g in store.grants()
     ]
     mfa = [
         {
@@ -137,8 +149,7 @@ def _store_model(
         "principals": principals,
         "mfa": mfa,
         "share_set": share_set,
-        "grants": None,
-        "grants_unavailable": GRANTS_UNAVAILABLE,
+        "grants": grants,
     }
 
 

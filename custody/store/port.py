@@ -207,6 +207,27 @@ class RekeyStore(Protocol):
     def add_hold(self, branch: str, version: int, *, reason: str, now: str) -> None: ...
 
 
+class WorkerStore(Protocol):
+    """Parallel re-key workers (``custody rekey run --workers N``): batch transactions that
+    may run beside each other, each checking the coordinator's lease without taking it.
+
+    On PostgreSQL a batch transaction does not take the store's write lock, its rows are
+    claimed with ``FOR UPDATE SKIP LOCKED`` (:meth:`KeyStore.claim_objects`), so N workers
+    move N batches at once. On SQLite it is an ordinary write transaction (one writer at a
+    time; workers then overlap only their rewrapping)."""
+
+    def batch_transaction(self) -> AbstractContextManager[None]:
+        """A write transaction for one re-key batch (see the class doc)."""
+        ...
+
+    def lease_holds(self, name: str, token: str, *, now: str) -> bool:
+        """Inside a batch transaction: whether *token* still holds the unexpired lease
+        *name*. The row stays share-locked until the batch ends, so a takeover
+        (:meth:`RekeyStore.put_lease`) waits for the batch and every later batch of the
+        old owner sees it lost."""
+        ...
+
+
 class BackupStore(Protocol):
     """The catalogue of backup files (:mod:`custody.backup`)."""
 
@@ -391,9 +412,11 @@ class MfaStore(Protocol):
         ...
 
     def use_mfa_step(self, principal: str, step: int, *, now: str) -> bool:
-        """Record *step* as used, only if it is later than the last used step (atomic:
-        one of two concurrent callers with the same step gets False). Resets the failure
-        count and any lockout, and confirms the enrolment."""
+        """Record *step* as used, only if it is later than the last used step and the
+        principal is not locked out at *now* (ISO-8601, as ``locked_until``); atomic: one of
+        two concurrent callers with the same step gets False, and so does a caller that a
+        concurrent failure has just locked out. Resets the failure count and an ended
+        lockout, and confirms the enrolment."""
         ...
 
     def fail_mfa(self, principal: str, *, limit: int, locked_until: str) -> tuple[int, bool]:
@@ -407,6 +430,7 @@ class Store(
     StoreCore,
     KeyStore,
     RekeyStore,
+    WorkerStore,
     BackupStore,
     CeremonyStore,
     SecretStore,

@@ -26,12 +26,15 @@ from typing import Any
 
 from custody.errors import StorageError
 from custody.store.migrate import migrate
+from custody.store.postgres_access import PostgresAccess
 from custody.store.postgres_base import Params, connect
 from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
 from custody.store.postgres_keys import PostgresKeys
+from custody.store.postgres_mfa import PostgresMfa
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
+from custody.store.postgres_workers import PostgresWorkers
 from custody.store.sqlite_migrations import SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
@@ -39,7 +42,15 @@ __all__ = ["PostgresStore"]
 _SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS custody_schema(version BIGINT NOT NULL)"
 
 
-class PostgresStore(PostgresKeys, PostgresWork, PostgresCeremonies, PostgresSecrets):
+class PostgresStore(
+    PostgresKeys,
+    PostgresWork,
+    PostgresWorkers,
+    PostgresCeremonies,
+    PostgresSecrets,
+    PostgresAccess,
+    PostgresMfa,
+):
     """An open PostgreSQL store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:

@@ -174,6 +174,7 @@ class PostgresBase:
         self._where = describe(url)
         self._local = local
         self._depth = 0
+        self._locked = False  # the open transaction holds the store's write lock
 
     @property
     def path(self) -> Path:
@@ -181,14 +182,14 @@ class PostgresBase:
         return self._local
 
     # -- statements ----------------------------------------------------------------
-    def _cur(self, sql: str, params: Params | None = ()) -> Any:
+    def _cur(self, sql: str, params: Params | None = (), *, binary: bool = False) -> Any:
         try:
-            return self.conn.execute(sql, params or None)
+            return self.conn.execute(sql, params or None, binary=binary)
         except psycopg.Error as exc:
             raise storage_error(self._where, exc) from exc
 
-    def _rows(self, sql: str, params: Params = ()) -> list[Any]:
-        cur = self._cur(sql, params)
+    def _rows(self, sql: str, params: Params = (), *, binary: bool = False) -> list[Any]:
+        cur = self._cur(sql, params, binary=binary)
         try:
             return cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
@@ -254,11 +255,16 @@ class PostgresBase:
             except psycopg.Error as exc:
                 raise storage_error(self._where, exc) from exc
 
-    def _copy(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        """``COPY ... FROM STDIN`` of *rows*, inside the caller's transaction."""
+    def _copy(
+        self, sql: str, rows: Iterable[Sequence[object]], *, types: Sequence[str] = ()
+    ) -> None:
+        """``COPY ... FROM STDIN`` of *rows*, inside the caller's transaction (*types*: the
+        column types, for ``FORMAT BINARY``)."""
         self._require_transaction("A bulk copy")
         try:
             with self.conn.cursor() as cur, cur.copy(sql) as cp:
+                if types:
+                    cp.set_types(list(types))
                 for r in rows:
                     cp.write_row(r)
         except psycopg.Error as exc:
@@ -297,6 +303,7 @@ class PostgresBase:
         try:
             if lock:
                 self._cur("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                self._locked = True
             yield
             if rollback:
                 self._quiet("ROLLBACK")
@@ -307,6 +314,7 @@ class PostgresBase:
             raise
         finally:
             self._depth = 0
+            self._locked = False
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """``BEGIN`` and the store's write lock ... ``COMMIT`` (rolled back on any

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from custody.errors import StorageError
 from custody.model import KeyState
 from custody.store.postgres_base import PostgresBase
 from custody.store.rows import (
@@ -34,6 +34,11 @@ _KEKS = (
 )
 _SEALED = (
     "SELECT branch, version, state, root_version, wrapped, kcv, destroy_after FROM kek_versions"
+)
+
+
+_CLAIM = (
+    "SELECT id, uid, wrapped FROM objects WHERE branch=%s AND kek_version=%s ORDER BY id LIMIT %s"
 )
 
 
@@ -339,19 +344,24 @@ class PostgresKeys(PostgresBase):
 
     def claim_objects(self, branch: str, kek_version: int, limit: int) -> list[ObjectCipher]:
         # Row locks: the rows are this transaction's until it ends; a concurrent claimer
-        # skips them (and takes the next ones) instead of waiting or taking them twice.
+        # skips them (and takes the next ones) instead of waiting or taking them twice. A
+        # transaction that holds the store's write lock needs none: no other claimer or
+        # mover of objects runs beside it (batch transactions run only under the lease its
+        # own coordinator holds, and every move is guarded by the old version anyway), and
+        # locking 10,000 rows writes each of their tuple headers once more.
         self._require_transaction("A batch claim")
         rows = self._rows(
-            "SELECT id, uid, wrapped FROM objects WHERE branch=%s AND kek_version=%s "
-            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            _CLAIM if self._locked else _CLAIM + " FOR UPDATE SKIP LOCKED",
             (branch, kek_version, limit),
+            binary=True,
         )
         return [ObjectCipher(*r) for r in rows]
 
     def move_objects(self, moves: Sequence[ObjectMove]) -> int:
-        # Moves are staged in a temp table and applied by one UPDATE ... FROM, whose changes
-        # are first counted by (branch, kind, old, new) for the counters. Moves of the same id
-        # go in successive rounds, so the result is that of applying them one by one.
+        # Moves are staged with a binary COPY into a temp table and applied by one
+        # UPDATE ... FROM whose RETURNING rows are counted by (branch, kind, old, new) for
+        # the counters, in the same statement. Moves of the same id go in successive rounds,
+        # so the result is that of applying them one by one.
         rounds: list[list[ObjectMove]] = []
         seen: dict[int, int] = {}
         for m in moves:
@@ -361,39 +371,33 @@ class PostgresKeys(PostgresBase):
                 rounds.append([])
             rounds[k].append(m)
         moved = 0
-        with self.transaction():
+        with self.transaction() if not self._depth else contextlib.nullcontext():
             self._run(
                 "CREATE TEMP TABLE IF NOT EXISTS object_moves(id BIGINT PRIMARY KEY, "
                 "wrapped BYTEA, new_version BIGINT, updated TEXT, old_version BIGINT) "
                 "ON COMMIT DELETE ROWS"
             )
             for batch in rounds:
-                self._run("DELETE FROM pg_temp.object_moves")
+                self._run("TRUNCATE pg_temp.object_moves")
                 self._copy(
                     "COPY pg_temp.object_moves(wrapped, new_version, updated, id, old_version) "
-                    "FROM STDIN",
+                    "FROM STDIN (FORMAT BINARY)",
                     batch,
+                    types=("bytea", "int8", "text", "int8", "int8"),
                 )
                 changes = self._rows(
-                    "SELECT o.branch, o.kind, m.old_version, m.new_version, COUNT(*) "
-                    "FROM objects o JOIN pg_temp.object_moves m "
-                    "ON o.id = m.id AND o.kek_version = m.old_version GROUP BY 1, 2, 3, 4"
-                )
-                n = self._write(
-                    "UPDATE objects SET wrapped=m.wrapped, kek_version=m.new_version, "
+                    "WITH u AS (UPDATE objects SET wrapped=m.wrapped, kek_version=m.new_version, "
                     "updated=m.updated FROM pg_temp.object_moves AS m "
-                    "WHERE objects.id = m.id AND objects.kek_version = m.old_version"
-                ).rowcount
-                if n != sum(c[4] for c in changes):
-                    raise StorageError(
-                        "The objects changed while they were being moved", "Retry the batch."
-                    )
+                    "WHERE objects.id = m.id AND objects.kek_version = m.old_version "
+                    "RETURNING objects.branch, objects.kind, m.old_version, m.new_version) "
+                    "SELECT branch, kind, old_version, new_version, COUNT(*) FROM u "
+                    "GROUP BY 1, 2, 3, 4"
+                )
                 self._bump_tally(
                     [(b, old, k, -c) for b, k, old, new, c in changes if old != new]
                     + [(b, new, k, c) for b, k, old, new, c in changes if old != new]
                 )
-                moved += n
-            self._run("DELETE FROM pg_temp.object_moves")
+                moved += sum(int(c[4]) for c in changes)
         return moved
 
     def sample_ciphers(self, limit: int) -> list[SampledCipher]:

@@ -33,6 +33,7 @@ from custody.store.sqlite_mfa import SqliteMfa
 from custody.store.sqlite_migrations import MIGRATIONS, SCHEMA_VERSION
 from custody.store.sqlite_secrets import SqliteSecrets
 from custody.store.sqlite_work import SqliteWork
+from custody.store.sqlite_workers import SqliteWorkers
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "statements"]
 
@@ -53,7 +54,9 @@ def statements(script: str) -> list[str]:
     return out
 
 
-class SqliteStore(SqliteKeys, SqliteWork, SqliteCeremonies, SqliteSecrets, SqliteAccess, SqliteMfa):
+class SqliteStore(
+    SqliteKeys, SqliteWork, SqliteWorkers, SqliteCeremonies, SqliteSecrets, SqliteAccess, SqliteMfa
+):
     """An open SQLite store (one connection; use one per thread or process)."""
 
     def __repr__(self) -> str:

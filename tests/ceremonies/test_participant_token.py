@@ -237,3 +237,58 @@ def test_token_custodian_approval_counts_toward_rotate_root(tmp_path):
         "transcript", "verify", bundle, "--trust", str(d.people / "tina.pub.json"), *d.trust()
     )
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_a_token_participant_gets_an_encryption_key_that_only_their_token_opens(tmp_path):
+    """Issue 12: a custodian whose keys live on a token can be sealed to at issue. Their
+    X25519 key exists only sealed under a non-extractable AES key on their token, endorsed
+    by the token's signing key; opening it needs that token and its PIN."""
+    import os
+    import stat
+
+    from ceremonies.participants import load_encryption_key, load_identity
+    from custody.errors import CustodyError, IntegrityError, KeyNotFound
+    from custody.shares import seal
+
+    env = _token(tmp_path / "hsm")
+    people = tmp_path / "people"
+    r = _new_on_token(people, env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    enc = people / "tina.enc.token.json"
+    assert json.loads(r.stdout)["encryption_key"] == str(enc)
+    assert stat.S_IMODE(enc.stat().st_mode) == 0o600
+    ident = load_identity(people / "tina.pub.json")
+    x_pub = ident.encryption_key()  # endorsed by the token-held signing key
+    assert x_pub is not None and json.loads(enc.read_text())["x25519"] == x_pub.hex()
+
+    sealed = seal.seal_to_recipient(
+        "alpha bravo charlie", x_pub, custodian="tina", ceremony_id="c" * 32
+    )
+    os.environ["SOFTHSM2_CONF"], before = env["SOFTHSM2_CONF"], os.environ.get("SOFTHSM2_CONF")
+    try:
+        key = load_encryption_key(enc, TINA_PIN)
+        assert seal.unseal_with_recipient_key(sealed, key) == "alpha bravo charlie"
+        with pytest.raises(CustodyError) as e:  # a wrong PIN opens nothing
+            load_encryption_key(enc, "not-the-pin-0000")
+        assert type(e.value).__name__ == "PinIncorrect"
+        # someone who swaps in their own public key (to have shares sealed to it) is caught
+        # by the endorsement; an edited file that names another key does not open
+        doc = json.loads(enc.read_text())
+        edited = tmp_path / "edited.enc.token.json"
+        edited.write_text(json.dumps(dict(doc, x25519="22" * 32)))
+        with pytest.raises(IntegrityError):
+            load_encryption_key(edited, TINA_PIN)
+        # the sealed key moved to another token with the same label: that token cannot open it
+        from custody.hsm import softhsm
+
+        other = softhsm.write_conf(tmp_path / "other")
+        softhsm.init_token(other, "tina-token", TEST_SO_PIN, TINA_PIN)
+        os.environ["SOFTHSM2_CONF"] = str(other)
+        with pytest.raises(KeyNotFound):  # no participant-enc/tina AES key on it
+            load_encryption_key(enc, TINA_PIN)
+    finally:
+        if before is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = before
+    assert TINA_PIN not in enc.read_text() and "alpha" not in enc.read_text()

@@ -54,6 +54,13 @@ def test_a_deployment_on_postgresql_end_to_end(tmp_path: Path, pg_url: str) -> N
         ).fetchall()
         assert rows == [(2, 40)]
         assert c.execute("SELECT state FROM kek_versions WHERE branch='data' AND version=1")
+    # the audit chain is in the same PostgreSQL store, not in a file of the home
+    assert not (home / "audit.db").exists()
+    ver = cli(home, None, "audit", "verify")
+    assert "VALID" in ver.stdout, ver.stdout
+    with psycopg.connect(pg_url) as c:
+        ops = [r[0] for r in c.execute("SELECT line FROM audit_entries ORDER BY seq")]
+        assert any(b'"op":"rekey.run"' in bytes(x) or b"rekey" in bytes(x) for x in ops)
     # a snapshot of the embedded SQLite file is refused, with the way to back up instead
     snap = cli(
         *(home, None, "store", "snapshot", "--out", str(tmp_path / "s.db")),

@@ -141,7 +141,7 @@ async def sign(pilot, scr: AccessScreen, request_id: str, key: Path, passphrase:
     prompt.query_one(Input).value = ""
     await type_into(pilot, str(key))
     await pilot.press("enter")
-    await pilot.pause()
+    await settle(pilot)  # a worker asks whether this approver must give a TOTP code
     assert isinstance(pilot.app.screen, PinPrompt)
     await type_into(pilot, passphrase)
     canary_free(pilot.app)

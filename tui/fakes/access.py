@@ -31,7 +31,12 @@ class StaticAccessServices:
         self.calls.append("request")
         raise UsageError(*FIXED)
 
-    def approve(self, request_id: str, key_path: str, passphrase: str) -> ApproveOutcome:
+    def approve_needs_code(self, request_id: str, key_path: str) -> bool:
+        return False
+
+    def approve(
+        self, request_id: str, key_path: str, passphrase: str, mfa_code: str | None = None
+    ) -> ApproveOutcome:
         self.calls.append("approve <passphrase>")
         raise UsageError(*FIXED)
 

@@ -72,6 +72,10 @@ class Revoked(Payload[GrantItem]):
     pass
 
 
+class SignAsked(Payload[tuple[str, str, bool]]):
+    """(request id, key path, whether a TOTP code is needed): no secret."""
+
+
 FORM = (
     ("principal", "requesting principal (a service or person)"),
     ("env", "environment, e.g. prod"),
@@ -310,8 +314,11 @@ class AccessScreen(ServiceScreen):
         )
 
     @work(thread=True, exit_on_error=False, group="access-op")
-    def run_approve(self, request_id: str, key_path: str, passphrase: str) -> None:
-        self.post_message(Approved(self._services().approve(request_id, key_path, passphrase)))
+    def run_approve(
+        self, request_id: str, key_path: str, passphrase: str, mfa_code: str | None
+    ) -> None:
+        svc = self._services()
+        self.post_message(Approved(svc.approve(request_id, key_path, passphrase, mfa_code)))
 
     @work(thread=True, exit_on_error=False, group="access-op")
     def run_revoke(self, grant_id: str, reason: str) -> None:
@@ -339,21 +346,40 @@ class AccessScreen(ServiceScreen):
             return
 
         def got_key(path: str | None) -> None:
-            if not path:
-                return
-            self.last_key = path
-            what = "participant token PIN" if path.endswith(".token.json") else "key passphrase"
-
-            def got_secret(secret: str | None) -> None:
-                if secret is not None:
-                    self.run_approve(r.id, path, secret)
-
-            self.app.push_screen(PinPrompt(what), got_secret)
+            if path:
+                self.last_key = path
+                self.check_code(r.id, path)
 
         self.app.push_screen(
             TextPrompt(f"Sign {r.id}: your participant key (NAME.key.pem)", self.last_key),
             got_key,
         )
+
+    @work(thread=True, exit_on_error=False, group="access-op")
+    def check_code(self, request_id: str, key_path: str) -> None:
+        needs = self._services().approve_needs_code(request_id, key_path)
+        self.post_message(SignAsked((request_id, key_path, needs)))
+
+    def on_sign_asked(self, msg: SignAsked) -> None:
+        """The key's passphrase, then (for an approver who must give one) the TOTP code;
+        both in non-echoing prompts, handed straight to the worker."""
+        request_id, path, needs_code = msg.value
+        what = "participant token PIN" if path.endswith(".token.json") else "key passphrase"
+
+        def got_secret(secret: str | None) -> None:
+            if secret is None:
+                return
+            if not needs_code:
+                self.run_approve(request_id, path, secret, None)
+                return
+
+            def got_code(code: str | None) -> None:
+                if code:
+                    self.run_approve(request_id, path, secret, code)
+
+            self.app.push_screen(PinPrompt("approver's TOTP code (authenticator app)"), got_code)
+
+        self.app.push_screen(PinPrompt(what), got_secret)
 
     def on_approved(self, msg: Approved) -> None:
         self.notify(msg.value.message)

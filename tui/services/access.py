@@ -24,7 +24,9 @@ from typing import Any, Protocol, TypeVar
 
 from ceremonies.participants import TokenSigner, load_signer
 from ceremonies.secret_rotation import parse_duration
+from custody.access.policy import needs_mfa
 from custody.access.session import grant_flow, grant_state, opened, save_record
+from custody.access.settings import AccessSettings
 from custody.audit.scope import actor_name
 from custody.clock import to_seconds
 from custody.config import Home
@@ -166,7 +168,10 @@ class AccessServices(Protocol):
     def request(
         self, principal: str, env: str, path: str, duration: str, why: str, actions: str
     ) -> RequestItem: ...
-    def approve(self, request_id: str, key_path: str, passphrase: str) -> ApproveOutcome: ...
+    def approve_needs_code(self, request_id: str, key_path: str) -> bool: ...
+    def approve(
+        self, request_id: str, key_path: str, passphrase: str, mfa_code: str | None = None
+    ) -> ApproveOutcome: ...
     def revoke(self, grant_id: str, reason: str) -> GrantItem: ...
 
 
@@ -245,8 +250,9 @@ class HomeAccessServices:
     def view(self) -> AccessView:
         def act(dep: Any, ac: Any) -> AccessView:
             ac.lapse()  # audits each grant that lapsed since the last look, once
-            now = ac.now()
             flow = grant_flow(dep, ac)
+            flow.expire_requests()  # and each request whose window passed unapproved
+            now = ac.now()
             rows = sorted(
                 dep.store.access_requests(state=None),
                 key=lambda r: (r.state != "pending", -r.created, r.id),
@@ -282,14 +288,37 @@ class HomeAccessServices:
 
         return self._run(act)
 
-    def approve(self, request_id: str, key_path: str, passphrase: str) -> ApproveOutcome:
-        """``custody access approve REQUEST --key FILE``: the passphrase (or a token key's
-        PIN) unlocks the key for this one signature."""
+    def approve_needs_code(self, request_id: str, key_path: str) -> bool:
+        """Whether to ask the approver for a TOTP code before signing: the principal named
+        by the key file (``NAME.key.pem``, ``NAME.token.json``) must give one for this
+        request (a super-admin enrolled in MFA, or anyone under ``mfa_mode = "always"``).
+        Only the prompt depends on this guess; the library checks the code either way."""
+        name = Path(key_path).name.removesuffix(".key.pem").removesuffix(".token.json")
+
+        def act(dep: Any, ac: Any) -> bool:
+            r = dep.store.access_request(request_id)
+            row = dep.store.principal(name)
+            if r is None or row is None or row.revoked_at is not None:
+                return False
+            who = ac.principal(name)
+            if not needs_mfa(who, "approve", r.security_class):
+                return False
+            mode = AccessSettings.for_home(dep.home.config_path).mfa_mode
+            return bool(who.mfa) or mode == "always"
+
+        return self._run(act)
+
+    def approve(
+        self, request_id: str, key_path: str, passphrase: str, mfa_code: str | None = None
+    ) -> ApproveOutcome:
+        """``custody access approve REQUEST --key FILE [--mfa-code-file F]``: the passphrase
+        (or a token key's PIN) unlocks the key for this one signature."""
         signer = load_signer(Path(key_path).expanduser(), passphrase)
         try:
 
             def act(dep: Any, ac: Any) -> ApproveOutcome:
-                out = grant_flow(dep, ac).approve(request_id, signer)
+                code = mfa_code.strip() if mfa_code else None
+                out = grant_flow(dep, ac).approve(request_id, signer, mfa_code=code)
                 record = ""
                 if out["record"] is not None:
                     record = str(save_record(dep.home, out["grant"], out["record"]))

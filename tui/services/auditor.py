@@ -80,8 +80,8 @@ def home_bundles(home_root: Path) -> tuple[BundleRow, ...]:
     from custody.deployment import open_deployment
 
     home = Home(home_root)
-    if not home.db_path.exists():
-        return ()
+    if not home.exists() or (home.load().store is None and not home.db_path.exists()):
+        return ()  # no store (a PostgreSQL store has no file in the home)
     with open_deployment(home) as dep:
         rows = open_ceremonies(dep)
     return tuple(

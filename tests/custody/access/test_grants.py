@@ -19,7 +19,6 @@ from custody.audit.log import AuditLog
 from custody.audit.signers import Ed25519Signer
 from custody.errors import IntegrityError, PolicyError
 from custody.store.rows import AccessApprovalRow, ParticipantRow, SecretRow
-from custody.store.sqlite import SqliteStore
 
 T0 = 1_800_000_000
 HIGH, MEDIUM = "payments/db/password", "payments/stripe/api-key"
@@ -44,8 +43,8 @@ def _secret(path: str, cat: str, cls: str, env: str = "prod") -> SecretRow:
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+def world(tmp_path: Path, backend):
+    store = backend.open(create=True)  # on each adapter (tests/pg_fixtures.py)
     log = AuditLog(tmp_path / "audit.db", durable=False)
     clock = Clock()
     ac = AccessControl(store, log, clock=clock)
@@ -76,7 +75,7 @@ def _ops(log: AuditLog) -> list[tuple[str, str, str]]:
 
 
 def test_two_approvers_activate_a_high_grant_that_lapses(world):
-    flow, ac, store, log, clock = world
+    flow, ac, _store, log, clock = world
     svc = ac.principal("svc")
     with pytest.raises(AccessDenied):
         ac.authorize(svc, "read", "prod", HIGH)
@@ -114,7 +113,7 @@ def test_two_approvers_activate_a_high_grant_that_lapses(world):
 
 
 def test_a_medium_grant_needs_one_and_can_be_revoked_early(world):
-    flow, ac, store, log, _clock = world
+    flow, ac, _store, log, _clock = world
     svc = ac.principal("svc")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="deploy", actions=("read",))
     assert r.needed == 1
@@ -170,8 +169,8 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
     # 2) root rebinds alice's and bob's principals to root's key in the store and signs "as
     #    alice" and "as bob": online the roster (participant keys) still refuses root's key,
     #    and offline the pinned keys are not fooled either
-    store.conn.execute("UPDATE principals SET public=? WHERE name IN ('alice','bob')",
-                       (root.public,))  # fmt: skip
+    with store.tx() as c:  # raw SQL, on either adapter
+        c.execute("UPDATE principals SET public=? WHERE name IN ('alice','bob')", (root.public,))
     from custody.access.records import approval_input
 
     rows = [AccessApprovalRow(request_id=r.id, approver=n, public=root.public,
@@ -182,7 +181,7 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
     with pytest.raises(AuthError, match="not enrolled"):
         flow.approve(r.id, root)
     doc = build_record(r, "dep-1", rows, grant_id="grant-f")
-    with pytest.raises(IntegrityError, match="pinned as root|not pinned"):
+    with pytest.raises(IntegrityError, match=r"pinned as root|not pinned"):
         verify_record(doc, _pins("alice", "bob", "root"))
     # 3) and a record whose request was edited after signing (another path) is refused
     good = flow.request(svc, "prod", MEDIUM, seconds=600, why="y")
@@ -198,7 +197,8 @@ def test_a_super_admin_forging_approvals_in_the_store_fails_offline(world):
 def test_a_request_altered_in_the_store_is_not_approved(world):
     flow, ac, store, _log, _clock = world
     r = flow.request(ac.principal("svc"), "prod", MEDIUM, seconds=600, why="z")
-    store.conn.execute("UPDATE access_requests SET path=? WHERE id=?", ("payments/", r.id))
+    with store.tx() as c:
+        c.execute("UPDATE access_requests SET path=? WHERE id=?", ("payments/", r.id))
     with pytest.raises(PolicyError, match="altered"):
         flow.approve(r.id, KEYS["alice"])
 
@@ -219,6 +219,22 @@ def test_requests_are_checked(world):
     with pytest.raises(AccessDenied):  # a super-admin needs no grant, an auditor gets none
         flow.request(ac.principal("root"), "prod", MEDIUM, seconds=600, why="x")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    r2 = flow.request(svc, "prod", MEDIUM, seconds=900, why="y")
     clock.t += 600
     with pytest.raises(PolicyError, match="expired"):
         flow.approve(r.id, KEYS["alice"])
+    assert flow.expire_requests() == []  # r was marked by the refused approval; r2 is live
+    clock.t += 300
+    assert [x.id for x in flow.expire_requests()] == [r2.id]
+    assert flow.expire_requests() == [] and flow.get(r2.id).state == "expired"
+
+
+def test_an_emergency_root_rotation_revokes_every_grant(world):
+    flow, ac, store, _log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    gid = flow.approve(r.id, KEYS["alice"])["grant"]
+    assert store.revoke_access(now=T0 + 1)["grants"] == 1  # the emergency-rotate step
+    assert store.grant(gid).revoked_at == T0 + 1
+    with pytest.raises(AccessDenied, match="revoked"):
+        ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)

@@ -203,6 +203,14 @@ def test_grant_edges(edge: Edge):
     assert edge.reason in d.reason
 
 
+def test_an_encryption_key_needs_a_grant_on_its_exact_path():
+    dek = "payments/keys/dek"
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path="payments/")], category="data-encryption-key")
+    assert not d.allow and "prefix grant never covers an encryption key" in d.reason
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path=dek)], category="data-encryption-key")
+    assert d.allow
+
+
 def test_an_auditor_never_gets_a_value_even_with_a_grant():
     d = _d(AUDITOR, "read", "prod", "payments/stripe/api-key", [_g(principal="audrey")])
     assert not d.allow and "may never read" in d.reason
@@ -331,3 +339,34 @@ def test_a_token_whose_secret_holds_underscores_parses():
     parsed = tokens.parse(m.token)
     assert parsed is not None and tokens.matches(parsed[1], m.salt, m.digest)
     assert not tokens.matches(b"\x00" * 32, m.salt, m.digest)
+
+
+def test_self_approval_is_denied_and_audited(tmp_path: Path):
+    from custody.access.flow import GrantFlow
+    from custody.audit.signers import Ed25519Signer
+    from custody.errors import PolicyError
+
+    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+    log = AuditLog(tmp_path / "audit.db", durable=False)
+    try:
+        ac = AccessControl(store, log, clock=lambda: CLOCK)
+        path, cat, cls = SECRETS["medium"]
+        with store.transaction():
+            store.add_secret(_secret("prod", path, cat, cls))
+        key = Ed25519Signer.from_seed("pat", b"p" * 32)
+        store.add_participant(ParticipantRow(name="pat", role="custodian", public=key.public,
+                              fingerprint="p" * 32, valid_from=NOW - 10, valid_until=NOW + 10**8,
+                              revoked_at=None, enrolled_by="root"))  # fmt: skip
+        ac.add_principal("pat", kind="person", role="service-admin", services=("payments",),
+                         public=key.public, by="root")  # fmt: skip
+        flow = GrantFlow(ac, "dep")
+        r = flow.request(ac.principal("pat"), "prod", path, seconds=600, why="self")
+        with pytest.raises(PolicyError, match="cannot approve their own request"):
+            flow.approve(r.id, key)
+        e = [json.loads(x) for x in log.lines()][-1]
+        assert (e["op"], e["outcome"], e["actor"]) == ("access approve", "denied", "pat")
+        assert "cannot approve their own request" in e["details"]["reason"]
+        assert store.access_approvals(r.id) == [] and store.grants() == []
+    finally:
+        log.close()
+        store.close()

@@ -1,0 +1,168 @@
+"""A leader lease in the store, so that schedulers run on exactly one replica at a time.
+
+Modelled on OpenBao's HA lock: every replica runs :class:`Leader`; the one that holds the
+named lease row is the active one and runs the scheduled work, the others stand by and
+try again every ``ttl / 3`` seconds. The leader renews the lease every ``ttl / 3``; a
+renewal that fails (the lease expired and another replica took it) makes it step down at
+once, before it runs anything more. A leader that dies (SIGKILL, a lost host) stops
+renewing, and another replica takes over once the lease has expired, within ``ttl``
+(sooner on the same host, where a dead owner pid is seen at once).
+
+The lease is a row of the store's lease table (``rekey_lease``, by name; the re-key job's
+own lease is the row ``rekey``): acquiring reads and writes it inside one
+:meth:`~custody.store.port.StoreCore.transaction`, which holds the store's write lock on
+both adapters, so two replicas never both win. Work that must never run twice also takes
+its own guard (``custody rekey run`` its re-key lease); the leader lease decides who *tries*.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from custody.clock import iso, parse
+from custody.store.port import Store
+from custody.store.rows import LeaseRow
+
+SCHEDULER = "scheduler"
+DEFAULT_TTL = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """This replica's hold on the lease (the token is not shown)."""
+
+    name: str
+    token: str
+    ttl: int
+
+    def __repr__(self) -> str:
+        return f"Held({self.name!r}, ttl={self.ttl})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def try_acquire(
+    store: Store,
+    name: str,
+    *,
+    now: datetime,
+    ttl: int = DEFAULT_TTL,
+    pid: int | None = None,
+    host: str | None = None,
+) -> Held | None:
+    """Take the lease *name* if it is free, expired, or held by a dead process on this
+    host; None while another live replica holds it.
+
+    Raises:
+        StorageError: the store cannot be written.
+    """
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname() if host is None else host
+    with store.transaction():
+        row = store.lease(name)
+        if row is not None:
+            expired = parse(row.expires) <= now
+            dead = row.owner_host == host and not _pid_alive(row.owner_pid)
+            if not expired and not dead:
+                return None
+        token = secrets.token_hex(16)
+        store.put_lease(
+            LeaseRow(
+                name=name,
+                token=token,
+                owner_pid=pid,
+                owner_host=host,
+                acquired=iso(now),
+                expires=iso(now + timedelta(seconds=ttl)),
+            )
+        )
+    return Held(name=name, token=token, ttl=ttl)
+
+
+def renew(store: Store, held: Held, now: datetime) -> bool:
+    """Extend the lease; False when it was taken over (then this replica must step down)."""
+    with store.transaction():
+        return store.renew_lease(
+            held.name, held.token, expires=iso(now + timedelta(seconds=held.ttl))
+        )
+
+
+def release(store: Store, held: Held) -> None:
+    store.drop_lease(held.name, held.token)
+
+
+class Leader:
+    """Run *work* on whichever replica holds the lease *name*.
+
+    Args:
+        store: this replica's store connection (one per thread: give the leader its own).
+        work: called about every *every* seconds while this replica leads.
+        clock: the time source (UTC datetimes).
+        on_change: called with True when this replica becomes the leader, False when it
+            steps down.
+        host: the replica's host name as recorded in the lease (default: this machine's).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        work: Callable[[], None],
+        *,
+        clock: Callable[[], datetime],
+        name: str = SCHEDULER,
+        ttl: int = DEFAULT_TTL,
+        every: float = 1.0,
+        on_change: Callable[[bool], None] | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.store = store
+        self.work = work
+        self.clock = clock
+        self.name = name
+        self.ttl = ttl
+        self.every = every
+        self.on_change = on_change
+        self.host = host  # None: this machine's name
+        self.held: Held | None = None
+
+    def step(self) -> bool:
+        """One round: renew or try to take the lease, then run the work if leading.
+        Returns whether this replica leads."""
+        now = self.clock()
+        if self.held is not None and not renew(self.store, self.held, now):
+            self.held = None  # taken over: step down before doing anything more
+            if self.on_change:
+                self.on_change(False)
+        if self.held is None:
+            self.held = try_acquire(self.store, self.name, now=now, ttl=self.ttl, host=self.host)
+            if self.held is not None and self.on_change:
+                self.on_change(True)
+        if self.held is not None:
+            self.work()
+        return self.held is not None
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until *stop* is set; give the lease up on the way out."""
+        interval = min(self.every, self.ttl / 3)
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(interval)
+        finally:
+            if self.held is not None:
+                release(self.store, self.held)
+                self.held = None
