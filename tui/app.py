@@ -25,6 +25,7 @@ from tui.screens.compliance import ComplianceScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
+from tui.screens.service_accounts import ServiceAccountsScreen
 from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
 
@@ -48,6 +49,7 @@ class CustodyApp(App[None]):
         "access": AccessScreen,
         "alerts": AlertsScreen,
         "compliance": ComplianceScreen,
+        "services": ServiceAccountsScreen,
     }
     DEFAULT_MODE = "dashboard"
 
@@ -69,6 +71,7 @@ class CustodyApp(App[None]):
         Binding("G", "switch_mode('access')", "Access", show=False),
         Binding("exclamation_mark", "switch_mode('alerts')", "Alerts", show=False, key_display="!"),
         Binding("C", "switch_mode('compliance')", "Compliance", show=False),
+        Binding("S", "switch_mode('services')", "Services", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 

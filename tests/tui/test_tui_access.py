@@ -39,6 +39,7 @@ from tui.screens.access import AccessScreen, RequestModal
 from tui.screens.alerts import AlertsScreen
 from tui.screens.compliance import ComplianceScreen
 from tui.screens.modals import ConfirmModal, DetailScreen, ErrorModal, PinPrompt, TextPrompt
+from tui.screens.service_accounts import ServiceAccountsScreen
 from tui.services.home import Settings
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-access")]
@@ -362,7 +363,7 @@ def test_no_screen_shows_the_canary(world):
         app = app_for(world)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
-            for key in ("d", "k", "l", "j", "G", "exclamation_mark", "C"):
+            for key in ("d", "k", "l", "j", "G", "exclamation_mark", "C", "S"):
                 await pilot.press(key)
                 await settle(pilot)
                 canary_free(app)
@@ -375,5 +376,52 @@ def test_no_screen_shows_the_canary(world):
                     await pilot.press("escape")
                     await settle(pilot)
             assert app.errors_shown == []
+
+    asyncio.run(go())
+
+
+def test_services_screen_shows_each_service_its_use_and_versions(world):
+    """A new grant through the CLI, one read by the service under it: the services screen
+    shows the service, its credential, the read and the refusals the log holds, and the
+    secret under its prefix with the version it read and its rotation status."""
+    home, pins, people = world["home"], world["pins"], world["people"]
+
+    def run(*args: str) -> dict:
+        r = run_cli(*args, "--home", str(home), "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    rid = run("access", "request", HIGH, "--env", "prod", "--for", "30m", "--why", "deploy 9",
+              "--as", "svc")["id"]  # fmt: skip
+    for who in ("alice", "bob"):
+        run("access", "approve", rid, "--key", str(people / f"{who}.key.pem"),
+            "--passphrase-file", str(people / f"{who}.pass"))  # fmt: skip
+    got = run("secret", "get", HIGH, "--env", "prod", "--as", "svc", "--pin-file", str(pins))
+    assert got["value"] == CANARY
+
+    async def go():
+        app = app_for(world)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("S")
+            await settle(pilot)
+            scr = pilot.app.screen
+            assert isinstance(scr, ServiceAccountsScreen)
+            assert [s.name for s in scr.items] == ["svc"]  # people are not services
+            svc = scr.items[0]
+            assert svc.prefixes == ("payments",) and svc.credential.startswith("token ")
+            assert svc.reads >= 1 and svc.refused >= 1  # the read now, the refusals before
+            assert svc.last_op in ("access decide", "access grant use")
+            assert svc.last_outcome == "ok"
+            (sec,) = svc.secrets
+            assert sec.target == f"prod:{HIGH}" and sec.current == 1
+            assert sec.last_read == svc.last_time and sec.rotation == "ok"
+            table = scr.query_one("#svc-secrets", DataTable)
+            assert table.row_count == 1
+            assert table.get_cell_at((0, 5)).plain == "ok"
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(pilot.app.screen, DetailScreen)
+            canary_free(app)
 
     asyncio.run(go())

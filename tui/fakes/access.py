@@ -1,4 +1,4 @@
-"""Fixed data for the access, alerts and compliance screens' snapshot tests.
+"""Fixed data for the access, alerts, compliance and services screens' snapshot tests.
 
 :class:`StaticAccessServices` and :class:`StaticMonitorServices` implement
 :class:`tui.services.access.AccessServices` and :class:`tui.services.monitor.MonitorServices`
@@ -13,6 +13,7 @@ from custody.errors import UsageError
 from tui.services.access import AccessView, ApproveOutcome, GrantItem, RequestItem
 from tui.services.audit import AuditEntryRow
 from tui.services.monitor import AlertItem, ComplianceView
+from tui.services.service_accounts import ServiceItem
 
 FIXED = ("Fixed data", "The static services change nothing.")
 
@@ -66,4 +67,12 @@ class StaticMonitorServices:
         return self.report
 
 
-__all__ = ["StaticAccessServices", "StaticMonitorServices"]
+@dataclass
+class StaticServiceAccountServices:
+    items: tuple[ServiceItem, ...] = ()
+
+    def services(self) -> tuple[ServiceItem, ...]:
+        return self.items
+
+
+__all__ = ["StaticAccessServices", "StaticMonitorServices", "StaticServiceAccountServices"]

@@ -157,6 +157,7 @@ HELP_TEXT = """\
      request (n); grants, revoke one (x, after confirming)
   !  Alerts, with the audit entries behind each; acknowledge (x)
   C  Compliance report: sections and their findings
+  S  Services: service principals, last access, versions read, rotation
   t  switch the light/dark theme      q or Ctrl+Q  quit
 
 Secrets: PINs are typed into prompts that never echo and are never stored on screen.
