@@ -23,11 +23,16 @@ if str(ROOT) not in sys.path:
 
 from tui.app import make_app
 from tui.fakes import StaticServices
-from tui.fakes.access import StaticAccessServices, StaticMonitorServices
+from tui.fakes.access import (
+    StaticAccessServices,
+    StaticMonitorServices,
+    StaticServiceAccountServices,
+)
 from tui.services.access import AccessView, GrantItem, RequestItem
 from tui.services.audit import AuditEntryRow
 from tui.services.home import Settings
 from tui.services.monitor import AlertItem, compliance_view
+from tui.services.service_accounts import ServiceItem, ServiceSecret
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
@@ -166,6 +171,34 @@ def sample_report():
     )
 
 
+def sample_services() -> tuple[ServiceItem, ...]:
+    def sec(target: str, cls: str, cur: int, read: tuple[int, ...], days: int) -> ServiceSecret:
+        return ServiceSecret(target=target, security_class=cls, state="active", current=cur,
+                             read_versions=read, last_read=T - 900 if read else 0,
+                             days_left=days)  # fmt: skip
+
+    def svc(name: str, prefixes: tuple[str, ...], cred: str, reads: int, refused: int,
+            secrets: tuple[ServiceSecret, ...]) -> ServiceItem:  # fmt: skip
+        return ServiceItem(name=name, role="service-user", prefixes=prefixes, envs=("prod",),
+                           credential=cred, last_time=T - 900 if reads else 0,
+                           last_op="secret.read" if reads else "",
+                           last_target=secrets[0].target if reads else "",
+                           last_outcome="ok" if reads else "", reads=reads, refused=refused,
+                           secrets=secrets)  # fmt: skip
+
+    return (
+        svc("billing-svc", ("payments",), "token 2af7513f", 1240, 3, (
+            sec("prod:payments/db/password", "high", 4, (3, 4), 12),
+            sec("prod:payments/stripe/api-key", "medium", 2, (2,), -2),
+            sec("prod:payments/webhook", "low", 1, (), 75),
+        )),
+        svc("reports", ("reports", "payments/db"), "token 91c4d05b", 88, 0, (
+            sec("prod:payments/db/replica", "high", 2, (2,), 40),
+        )),
+        svc("old-batch", ("batch",), "token revoked", 0, 12, ()),
+    )  # fmt: skip
+
+
 def app_for():
     from tests.tui.test_tui_snapshots import sample_view
 
@@ -175,6 +208,9 @@ def app_for():
     app.access_services = StaticAccessServices(sample_access())  # type: ignore[attr-defined]
     app.monitor_services = StaticMonitorServices(  # type: ignore[attr-defined]
         alert_items=alerts, entries=entries, report=sample_report()
+    )
+    app.service_account_services = StaticServiceAccountServices(  # type: ignore[attr-defined]
+        sample_services()
     )
     return app
 
@@ -249,9 +285,14 @@ def test_compliance_section_detail(snap_compare, size):
     assert snap_compare(app_for(), terminal_size=size, run_before=run)
 
 
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_services(snap_compare, size):
+    assert snap_compare(app_for(), terminal_size=size, run_before=opener("S"))
+
+
 def test_no_secret_in_the_access_snapshots():
     svgs = sorted(SNAPDIR.glob("*.svg"))
-    assert len(svgs) >= 16, "run with --snapshot-update first"
+    assert len(svgs) >= 18, "run with --snapshot-update first"
     for svg in svgs:
         text = svg.read_text(encoding="utf-8")
         for secret in (CANARY, passphrase_of("alice"), TEST_PIN):

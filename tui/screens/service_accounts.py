@@ -56,7 +56,7 @@ class ServiceAccountsScreen(ServiceScreen):
             "service", "prefixes", "credential", "last access", "reads", "refused"
         )
         self.query_one("#svc-secrets", DataTable).add_columns(
-            "secret", "class", "current", "in use", "last read", "rotation"
+            "secret", "class", "cur", "in use", "last read", "rotation"
         )
         self.query_one("#svc-services", DataTable).focus()
         self.action_refresh()
@@ -107,7 +107,7 @@ class ServiceAccountsScreen(ServiceScreen):
             rot = x.rotation
             style = "bold red" if rot.startswith("overdue") else ("yellow" if "due" in rot else "")
             table.add_row(
-                _short(x.target, 26 + extra // 2),
+                _short(x.target, 24 + extra // 2),
                 x.security_class,
                 f"v{x.current}" if x.current else "-",
                 Text(x.in_use, style="bold yellow" if x.in_use.endswith("old") else ""),
