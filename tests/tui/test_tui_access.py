@@ -418,7 +418,7 @@ def test_services_screen_shows_each_service_its_use_and_versions(world):
             assert sec.last_read == svc.last_time and sec.rotation == "ok"
             table = scr.query_one("#svc-secrets", DataTable)
             assert table.row_count == 1
-            assert table.get_cell_at((0, 5)).plain == "ok"
+            assert table.get_cell(sec.target, table.ordered_columns[5].key).plain == "ok"
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(pilot.app.screen, DetailScreen)
