@@ -124,57 +124,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _flow(dep: Any, ac: Any) -> Any:
-    from custody.access.flow import GrantFlow
-    from custody.access.settings import AccessSettings
+    from custody.access.session import grant_flow
 
-    home = dep.home
-    return GrantFlow(ac, dep.config.deployment_id, AccessSettings.for_home(home.config_path))
+    return grant_flow(dep, ac)
 
 
 def _req(r: Any) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "kind": r.kind,
-        "requester": r.requester,
-        "env": r.env,
-        "path": r.path,
-        "actions": list(r.actions),
-        "not_before": r.not_before,
-        "not_after": r.not_after,
-        "reason": r.reason,
-        "class": r.security_class,
-        "needed": r.needed,
-        "digest": r.digest,
-        "state": r.state,
-    }
+    from custody.access.session import request_doc
+
+    return request_doc(r)
 
 
 def _grant(g: Any, now: int) -> dict[str, Any]:
-    state = "revoked" if g.revoked_at is not None else ("live" if now < g.not_after else "lapsed")
-    return {
-        "id": g.id,
-        "request": g.request_id,
-        "principal": g.principal,
-        "env": g.env,
-        "path": g.path,
-        "actions": list(g.actions),
-        "not_before": g.not_before,
-        "not_after": g.not_after,
-        "state": state,
-        "revoked_by": g.revoked_by,
-    }
+    from custody.access.session import grant_doc
+
+    return grant_doc(g, now)
 
 
 def _when(t: int) -> str:
     from custody.clock import from_seconds, iso
 
     return iso(from_seconds(t))
-
-
-def _grants_dir(dep: Any) -> Path:
-    d = Path(dep.home.root) / "grants"
-    d.mkdir(exist_ok=True)
-    return d
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -210,9 +180,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
         code = access_session.mfa_code(args)
         out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
         if out["record"] is not None:
-            f = _grants_dir(dep) / f"{out['grant']}.json"
-            f.write_text(out["record"] + "\n", encoding="utf-8")
-            out["record"] = str(f)
+            from custody.access.session import save_record
+
+            out["record"] = str(save_record(dep.home, out["grant"], out["record"]))
     if args.json:
         common.emit_json({"ok": True, **out})
     elif out["grant"]:

@@ -96,24 +96,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _gather(args: argparse.Namespace, now: datetime) -> Any:
-    from custody.deployment import open_audit_log
-    from custody.report import gather
-    from custody.secrets import SecretPolicy
+    from custody.report.home import gather_home
 
-    home = common.home_of(args)
-    with common.open_home(args, pin=False) as dep:
-        log = open_audit_log(home)
-        try:
-            return gather(
-                dep.store,
-                log,
-                dep.config,
-                SecretPolicy.for_home(home.config_path),
-                now=now,
-                source=f"home {home.root}",
-            )
-        finally:
-            log.close()
+    return gather_home(common.home_of(args), now)
 
 
 def _trust(paths: list[str]) -> Any:

@@ -17,13 +17,17 @@ from textual.app import App
 from textual.binding import Binding
 
 from custody.hardening import harden_process
+from tui.screens.access import AccessScreen
+from tui.screens.alerts import AlertsScreen
 from tui.screens.audit_log import AuditLogScreen
 from tui.screens.auditor import AuditorScreen
 from tui.screens.ceremony import CeremonyScreen
+from tui.screens.compliance import ComplianceScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
 from tui.screens.secrets import SecretsScreen
+from tui.screens.service_accounts import ServiceAccountsScreen
 from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
 
@@ -45,6 +49,10 @@ class CustodyApp(App[None]):
         "audit-log": AuditLogScreen,
         "rekey": RekeyScreen,
         "secrets": SecretsScreen,
+        "access": AccessScreen,
+        "alerts": AlertsScreen,
+        "compliance": ComplianceScreen,
+        "services": ServiceAccountsScreen,
     }
     DEFAULT_MODE = "dashboard"
 
@@ -63,6 +71,11 @@ class CustodyApp(App[None]):
         Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
         Binding("j", "switch_mode('rekey')", "Re-key", show=False),
         Binding("e", "switch_mode('secrets')", "Secrets", show=False),
+        # issue 16: upper case and "!", so that no screen's own keys shadow them
+        Binding("G", "switch_mode('access')", "Access", show=False),
+        Binding("exclamation_mark", "switch_mode('alerts')", "Alerts", show=False, key_display="!"),
+        Binding("C", "switch_mode('compliance')", "Compliance", show=False),
+        Binding("S", "switch_mode('services')", "Services", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 

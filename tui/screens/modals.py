@@ -156,6 +156,11 @@ HELP_TEXT = """\
   e  Secrets: by environment, with due dates; reveal a value (v, audited;
      m shows it masked), put (p), generate (g), rotate (r), delete (x),
      restore (u)
+  G  Access: requests with their countdowns, sign one with your key (s),
+     request (n); grants, revoke one (x, after confirming)
+  !  Alerts, with the audit entries behind each; acknowledge (x)
+  C  Compliance report: sections and their findings
+  S  Services: service principals, last access, versions read, rotation
   t  switch the light/dark theme      q or Ctrl+Q  quit
 
 Secrets: PINs are typed into prompts that never echo and are never stored on screen.
