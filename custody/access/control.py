@@ -546,6 +546,37 @@ class AccessControl:
             )  # fmt: skip
         return d
 
+    def audit_view(
+        self, principal: Principal, *, mfa_code: str | None = None
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        """Which audit entries *principal* may read: the whole log (super-admin, auditor), its
+        services' entries and its own (service-admin), or its own (service-user). The
+        decision is audited (``access decide``, action ``audit``).
+
+        Raises:
+            AccessDenied: a super-admin enrolled in TOTP without a code.
+        """
+        if principal.role in ("super-admin", "auditor"):
+            self.authorize(principal, "audit", "*", "", mfa_code=mfa_code)
+            return lambda e: True
+        services = principal.services if principal.role == "service-admin" else ()
+        scope = "its services' and its own entries" if services else "its own entries"
+        self.audit.append(
+            "access decide",
+            f"*:@{principal.name}",
+            principal.name,
+            details={"action": "audit", "role": principal.role, "kind": principal.kind,
+                     "reason": f"{principal.role} reads {scope}", "filtered": True},
+        )  # fmt: skip
+
+        def visible(e: Mapping[str, Any]) -> bool:
+            if e.get("actor") == principal.name:
+                return True
+            path = str(e.get("target", "")).partition(":")[2]
+            return any(path == x or path.startswith(x.rstrip("/") + "/") for x in services)
+
+        return visible
+
     def refuse(self, principal: Principal, action: str, env: str, path: str, reason: str) -> None:
         """Deny outright, for a rule the front end applies on top of the table (e.g. only a
         super-admin runs an emergency rotation); audited like any denial.

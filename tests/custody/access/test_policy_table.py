@@ -373,3 +373,26 @@ def test_self_approval_is_denied_and_audited(tmp_path: Path):
     finally:
         log.close()
         store.close()
+
+
+def test_audit_views_by_role(tmp_path: Path):
+    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+    log = AuditLog(tmp_path / "audit.db", durable=False)
+    try:
+        ac = AccessControl(store, log, clock=lambda: CLOCK)
+        entries = [
+            {"actor": "pay-svc", "target": "prod:billing/x"},
+            {"actor": "bob", "target": "prod:payments/db"},
+            {"actor": "bob", "target": "prod:payments-evil/db"},
+            {"actor": "bob", "target": "prod:other/z"},
+        ]
+        views = {p.role: ac.audit_view(p) for p in PRINCIPALS.values()}
+        seen = {role: [e for e in entries if v(e)] for role, v in views.items()}
+        assert seen["super-admin"] == entries and seen["auditor"] == entries
+        assert seen["service-admin"] == [entries[1]]  # its services' entries
+        assert seen["service-user"] == [entries[0]]  # its own entries
+        logged = [json.loads(x) for x in log.lines()]
+        assert [e["details"]["action"] for e in logged] == ["audit"] * 4
+    finally:
+        log.close()
+        store.close()
