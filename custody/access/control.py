@@ -316,18 +316,25 @@ class AccessControl:
     def grants_of(self, name: str) -> list[Grant]:
         return [to_grant(g) for g in self.store.grants(principal=name)]
 
-    def _approvers(self, env: str, path: str, category: str | None, now: int) -> dict[bytes, str]:
-        """Key -> name of the live person principals whose key is their enrolled, valid
-        participant key and who may ``approve`` *env*:*path* (of *category*) now."""
-        members = {m.name: m for m in self.store.participants()}
+    def _approvers(
+        self, names: set[str], env: str, path: str, category: str | None, now: int
+    ) -> dict[bytes, str]:
+        """Key -> name of those of *names* who are live person principals whose key is their
+        enrolled, valid participant key and who may ``approve`` *env*:*path* (of *category*)
+        now."""
+        members = [m for m in self.store.participants() if m.name in names]
         out: dict[bytes, str] = {}
-        for p in self.store.principals():
-            m = members.get(p.name)
-            if p.kind != "person" or p.revoked_at is not None or p.public is None or m is None:
+        for name in sorted({m.name for m in members}):
+            p = self.store.principal(name)
+            if p is None or p.kind != "person" or p.revoked_at is not None or p.public is None:
                 continue
-            if m.public != p.public or m.revoked_at is not None:
-                continue
-            if not m.valid_from <= now < m.valid_until:
+            if not any(
+                m.name == name
+                and m.public == p.public
+                and m.revoked_at is None
+                and m.valid_from <= now < m.valid_until
+                for m in members
+            ):
                 continue
             who = Principal(name=p.name, kind=p.kind, role=p.role, services=p.services,
                             envs=p.envs)  # fmt: skip
@@ -353,8 +360,13 @@ class AccessControl:
         there later)."""
         try:
             doc = strict_loads(g.record)
-            got = verify_record(doc, self._approvers(g.env, path, category, now),
-                                high_approvers=self._high_approvers)  # fmt: skip
+            names = {
+                str(a.get("approver")) for a in doc.get("approvals", []) if isinstance(a, dict)
+            }
+            pinned = self._approvers(names, g.env, path, category, now)
+            got = verify_record(doc, pinned, high_approvers=self._high_approvers)
+        except (AttributeError, TypeError):
+            return "the grant record is malformed"
         except IntegrityError as err:
             return err.title
         except ValueError:

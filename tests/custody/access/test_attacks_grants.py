@@ -236,3 +236,18 @@ def test_a_revocation_undone_in_the_store_does_not_revive_the_grant(world):
         c.execute("UPDATE grants SET revoked_at=NULL, revoked_by=NULL WHERE id=?", (gid,))
     with pytest.raises(AccessDenied):
         ac.authorize(svc, "read", "prod", MEDIUM)
+
+
+JUNK = ["[]", '{"approvals": 5}', '{"approvals": [1, "x"]}', "nope",
+        '{"type": "custody/grant-record/v1", "request": []}']  # fmt: skip
+
+
+@pytest.mark.parametrize("record", JUNK)
+def test_a_malformed_record_is_refused_not_a_crash(world, record):
+    flow, ac, store, log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    store.add_grant(_forged(r, "grant-junk", record))
+    with pytest.raises(AccessDenied):
+        ac.authorize(svc, "read", "prod", MEDIUM)
+    assert ("access grant use", "denied", "svc") in _ops(log)
