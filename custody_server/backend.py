@@ -219,21 +219,6 @@ class Backend:
         self._jobs.put((fn, done))
         return await fut
 
-    def call(self, fn: Callable[[Context], T]) -> T:
-        """Run ``fn(context)`` on the worker from a plain thread (start-up, tests)."""
-        box: dict[str, Any] = {}
-        ev = threading.Event()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            box.update(result=result, exc=exc)
-            ev.set()
-
-        self._jobs.put((fn, done))
-        ev.wait()
-        if box["exc"] is not None:
-            raise box["exc"]
-        return box["result"]  # type: ignore[no-any-return]
-
     def close(self) -> None:
         alive = [t for t in self._threads if t.is_alive()]
         for _ in alive:

@@ -17,7 +17,6 @@ answered 429 with ``Retry-After``. Tokens never reach a log, an audit entry or a
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -113,10 +112,4 @@ def token_of(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def token_tag(token: str) -> str:
-    """A short, non-reversible tag of a token for correlating audit entries (never the
-    token): 8 hex digits of its SHA-256."""
-    return hashlib.sha256(b"custody/server-token-tag/v1" + token.encode()).hexdigest()[:8]
-
-
-__all__ = ["AuthError", "Guard", "GuardLimits", "Refused", "token_of", "token_tag"]
+__all__ = ["AuthError", "Guard", "GuardLimits", "Refused", "token_of"]
