@@ -323,6 +323,7 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
     """
     from ceremonies.roster import Roster
     from ceremonies.runner.steps import active_share_set
+
     store = _open_store(db_path)
     try:
         ts = clock.to_seconds(now)
@@ -367,6 +368,7 @@ def drill_alerts(
     if custodians is None:
         return ()
     from ceremonies.runner.steps import drill_status
+
     store = _open_store(db_path)
     try:
         st = drill_status(store, now=clock.to_seconds(now), period_days=cfg.drill_period_days)
