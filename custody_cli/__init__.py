@@ -27,6 +27,7 @@ from custody_cli import (
     backup_cmds,
     ceremony_cmds,
     core_cmds,
+    exec_cmds,
     hsm_cmds,
     key_cmds,
     mfa_cmds,
@@ -36,6 +37,7 @@ from custody_cli import (
     rekey_cmds,
     report_cmds,
     secret_cmds,
+    serve_cmds,
     shamir_cmds,
     share_cmds,
     transcript_cmds,
@@ -63,6 +65,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     mfa_cmds,
     report_cmds,
     alerts_cmds,
+    serve_cmds,
+    exec_cmds,
     tui_cmds,
 )
 

@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("request_id", metavar="REQUEST_ID")
     p.add_argument("--key", required=True, metavar="FILE", help="your NAME.key.pem")
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
+    p.add_argument("--mfa-code-file", metavar="FILE",
+                   help="your TOTP code if enrolled; else $CUSTODY_MFA_CODE")  # fmt: skip
     common.add_standard(p)
     p.set_defaults(func=cmd_approve)
 
@@ -163,6 +165,12 @@ def _grant(g: Any, now: int) -> dict[str, Any]:
     }
 
 
+def _when(t: int) -> str:
+    from custody.clock import from_seconds, iso
+
+    return iso(from_seconds(t))
+
+
 def _grants_dir(dep: Any) -> Path:
     d = Path(dep.home.root) / "grants"
     d.mkdir(exist_ok=True)
@@ -199,7 +207,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     signer = signer_of(args)
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
-        out = _flow(dep, ac).approve(args.request_id, signer)
+        code = access_session.mfa_code(args)
+        out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
         if out["record"] is not None:
             f = _grants_dir(dep) / f"{out['grant']}.json"
             f.write_text(out["record"] + "\n", encoding="utf-8")
@@ -215,7 +224,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
     items = [_req(r) for r in rows]
     if args.json:
@@ -243,7 +253,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         print("no grants")
     for i in items:
         print(f"{i['id']}\t{i['state']}\t{i['principal']}\t{i['env']}:{i['path']}\t"
-              f"{','.join(i['actions'])}\tuntil {i['not_after']}")  # fmt: skip
+              f"{','.join(i['actions'])}\tuntil {_when(i['not_after'])}")  # fmt: skip
     return 0
 
 
@@ -273,7 +283,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
-        g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason)
+        g = _flow(dep, ac).revoke(
+            args.grant_id, who, reason=args.reason, mfa_code=access_session.mfa_code(args)
+        )
     if args.json:
         common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name})
     else:
@@ -301,7 +313,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"VALID grant {summary['grant']}: {summary['requester']} may "
             f"{','.join(summary['actions'])} {summary['env']}:{summary['path']} from "
-            f"{summary['window']['not_before']} to {summary['window']['not_after']}; "
+            f"{_when(summary['window']['not_before'])} to {_when(summary['window']['not_after'])}; "
             f"approved by {', '.join(summary['approvers'])} ({summary['needed']} needed)"
         )
     return 0
@@ -312,7 +324,9 @@ def cmd_release_rule(args: argparse.Namespace) -> int:
 
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
-        set_rule(_flow(dep, ac), who, args.env, args.path, needed=0 if args.normal else args.quorum)
+        set_rule(_flow(dep, ac), who, args.env, args.path,
+                 needed=0 if args.normal else args.quorum,
+                 mfa_code=access_session.mfa_code(args))  # fmt: skip
     mode = "normal reads" if args.normal else f"quorum release by {args.quorum} approvers"
     if args.json:
         common.emit_json({"ok": True, "env": args.env, "path": args.path, "quorum": args.quorum})
@@ -336,7 +350,8 @@ def cmd_release(args: argparse.Namespace) -> int:
             r = v.get(env, path)
             return r.version, r.value
 
-        sealed, info = deliver(_flow(dep, ac), args.request_id, who, reveal)
+        sealed, info = deliver(_flow(dep, ac), args.request_id, who, reveal,
+                               mfa_code=access_session.mfa_code(args))  # fmt: skip
     write_private(Path(args.out), sealed, exclusive=True)
     if args.json:
         common.emit_json({"ok": True, **info, "out": args.out})

@@ -13,7 +13,7 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from custody.errors import UsageError
 from custody_cli import common
@@ -38,32 +38,14 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _mfa(dep: Deployment, log: Any, args: argparse.Namespace) -> Any:
-    """The TOTP verifier (custody.access.mfa), on *dep*'s store and key hierarchy."""
-    from custody.access.mfa import Mfa, MfaPolicy
-
-    rng = dep.hsm.random if dep.hsm is not None else None
-    policy = MfaPolicy.for_home(common.home_of(args).config_path)
-    return Mfa(dep.store, dep.hierarchy, log, policy=policy, rng=rng)
-
-
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to its home's log (closed after)."""
-    from custody.access import AccessControl
-    from custody.access.settings import AccessSettings
-    from custody.deployment import open_audit_log
+    """Access control over *dep*'s store, auditing to its home's log (closed after):
+    :func:`custody.access.local.local_access`, shared with the TUI."""
+    from custody.access.local import local_access
 
-    home = common.home_of(args)
-    log = open_audit_log(home)
-    try:
-        rng = dep.hsm.random if dep.hsm is not None else os.urandom
-        mode = AccessSettings.for_home(home.config_path).mfa_mode
-        yield AccessControl(
-            dep.store, log, mfa=_mfa(dep, log, args), mfa_mode=mode, rng=rng, command_scope=True
-        )
-    finally:
-        log.close()
+    with local_access(dep, common.home_of(args)) as ac:
+        yield ac
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -1,16 +1,18 @@
-"""``custody alerts [scan|ack|rules]``: monitoring rules over the audit log (docs/monitoring.md).
+"""``custody alerts [scan|ack|show|rules]``: monitoring rules over the audit log.
 
 ``alerts`` lists the alerts the audit log records (``--since``, ``--rule``, ``--open``);
 ``alerts scan`` runs the rules over the entries added since the last scan, records each
 new alert in the audit log (``alert.raised``) and delivers it to the alert hook
 (``[policy] alert_hook``) and to ``[monitor] alert_file``; ``alerts ack ID`` records an
-acknowledgement (never by the principal the alert is about); ``alerts rules`` prints the
-rules in force. Every string read from the log is escaped before it is printed.
+acknowledgement (never by the principal the alert is about); ``alerts show ID`` prints one
+alert with the audit entries behind it; ``alerts rules`` prints the rules in force. Every
+string read from the log is escaped before it is printed. See docs/monitoring.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("--note", default="", metavar="TEXT", help="why it is closed")
     common.add_standard(k)
     k.set_defaults(func=cmd_ack)
+
+    w = a.add_parser("show", help="one alert and the audit entries behind it")
+    w.add_argument("id", metavar="ID", help="the alert id (or its first 6+ characters)")
+    common.add_standard(w)
+    w.set_defaults(func=cmd_show)
 
     r = a.add_parser("rules", help="the rules in force: kinds, thresholds, windows")
     common.add_standard(r)
@@ -178,6 +185,37 @@ def cmd_ack(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, **rec.to_json()})
     else:
         print(f"acknowledged {rec.id} ({printable(rec.rule)}, {printable(rec.principal)})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from custody.monitor import evidence, find, list_alerts
+
+    log = _log(args)
+    try:
+        rec = find(list_alerts(log), args.id.strip())
+        entries = evidence(log, rec)
+    finally:
+        log.close()
+    if args.json:
+        common.emit_json({**rec.to_json(), "entries": entries})
+        return 0
+    j = rec.to_json()
+    for k in ("id", "rule", "kind", "principal", "target", "summary", "state", "score"):
+        print(f"{k:10} {printable(str(j[k]))}")
+    print(f"{'time':10} {_when(rec.time)}")
+    if rec.ack:
+        print(
+            f"{'ack':10} {printable(str(rec.ack.get('by')))}: {printable(str(rec.ack.get('note')))}"
+        )
+    print("entries:")
+    for e in entries:
+        det = json.dumps(e.get("details", {}), sort_keys=True)[:160]
+        print(
+            f"  {e['seq']}\t{_when(int(e['time']))}\t{printable(str(e['actor']))}\t"
+            f"{printable(str(e['op']))}\t{printable(str(e['target']))}\t"
+            f"{printable(str(e['outcome']))}\t{printable(det)}"
+        )
     return 0
 
 

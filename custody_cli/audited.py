@@ -62,6 +62,7 @@ AUDITED: frozenset[str] = frozenset(
         "scan",
         "secret export",
         "secret import",
+        "exec",
         "report compliance",
         "report export",
     }
@@ -93,6 +94,7 @@ _RECORDED_ARGS = (
     "prefix",
     "within",
     "notify",
+    "as_principal",
     "bundle",
     "dir",
 )

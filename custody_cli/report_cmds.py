@@ -139,7 +139,7 @@ def cmd_compliance(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError("--at is not an ISO-8601 time", "e.g. 2026-12-03T08:00:00Z") from exc
     trust = _trust(args.trust)
-    ev = load_bundle(Path(args.bundle)) if args.bundle else _gather(args, now)
+    ev = load_bundle(Path(args.bundle)) if args.bundle else _gather(args, utcnow())
     rep = compliance_report(ev, now=now, within_days=args.within, trust=trust, max_age=args.max_age)
     if args.json:
         import json

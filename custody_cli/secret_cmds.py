@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from custody.errors import UsageError
@@ -228,38 +227,10 @@ def vault_of(dep: Any, args: argparse.Namespace) -> Any:
 
 
 def _vault(dep: Any, args: argparse.Namespace) -> Any:
-    from custody.audit.log import AuditLog
-    from custody.audit.scope import actor_name
-    from custody.policy import emit_warnings
-    from custody.secrets import SecretPolicy, Vault
+    """The operator's vault (shared with the TUI: :mod:`custody.secrets.operator`)."""
+    from custody.secrets.operator import operator_vault
 
-    home = common.home_of(args)
-    actor = actor_name()
-
-    def alert(w: Mapping[str, Any]) -> None:
-        def record(x: Mapping[str, Any]) -> None:
-            log = AuditLog.for_home(home)
-            try:
-                log.append(
-                    "secret alert",
-                    f"{x['env']}:{x['path']}",
-                    actor,
-                    details={k: v for k, v in x.items() if k in ("kind", "days_left", "class")},
-                )
-            finally:
-                log.close()
-
-        emit_warnings([w], alert_hook=dep.config.alert_hook, audit=record)
-
-    rng = dep.hsm.random if dep.hsm is not None else None
-    return Vault(
-        dep.store,
-        dep.hierarchy,
-        policy=SecretPolicy.for_home(home.config_path),
-        actor=actor,
-        alert=alert,
-        rng=rng,
-    )
+    return operator_vault(dep, common.home_of(args))
 
 
 def _category(args: argparse.Namespace) -> Any:
@@ -651,11 +622,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
     signer = signer_of(args)
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         items = []
-        for path in args.paths:
-            _authorize(dep, args, "read", args.env, path)
+        for path in args.paths:  # one access control for the command: one TOTP code
+            ac.authorize(who, "read", args.env, path, mfa_code=code)
             meta = v.show(args.env, path)
             r = v.get(args.env, path)
             items.append(
@@ -691,10 +664,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
     header, items = open_export(raw, key, trusted_senders=trusted)
     done = []
-    with common.open_home(args, pin=True) as dep:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        code = access_session.mfa_code(args)
         v = _vault(dep, args)
         for it in items:
-            _authorize(dep, args, "write", it.env, it.path, category=it.category)
+            ac.authorize(who, "write", it.env, it.path, category=it.category, mfa_code=code)
             w = v.put(
                 it.env,
                 it.path,

@@ -30,11 +30,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = ("custody", "ceremonies", "tui", "custody_cli")
+PACKAGES = ("custody", "ceremonies", "tui", "custody_cli", "custody_server", "custody_client")
 
 # Higher number = higher layer. The longest prefix wins (ceremonies.cli was the CLI before
 # issue 10 moved it to custody_cli).
-LAYERS = {"custody": 0, "ceremonies": 1, "ceremonies.cli": 2, "tui": 2, "custody_cli": 2}
+LAYERS = {
+    "custody": 0,
+    "ceremonies": 1,
+    "ceremonies.cli": 2,
+    "tui": 2,
+    "custody_cli": 2,
+    "custody_server": 2,
+    "custody_client": 2,
+}
 
 
 @dataclass(frozen=True)

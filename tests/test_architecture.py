@@ -25,10 +25,14 @@ def _imports(path: Path) -> set[str]:
     return mods
 
 
+ALL = ("custody", "ceremonies", "tui", "custody_cli", "custody_server", "custody_client")
+FRONT = {"tui", "custody_cli", "custody_server"}
+
+
 def test_only_the_hsm_adapter_imports_pkcs11():
     offenders = [
         str(p.relative_to(ROOT))
-        for pkg in ("custody", "ceremonies", "tui", "custody_cli")
+        for pkg in ALL
         for p in (ROOT / pkg).rglob("*.py")
         if "pkcs11" in _imports(p) and p.parent != ROOT / "custody" / "hsm" / "pkcs11"
     ]
@@ -39,7 +43,7 @@ def test_only_the_store_adapter_imports_sqlite3():
     store = ROOT / "custody" / "store"
     offenders = [
         str(p.relative_to(ROOT))
-        for pkg in ("custody", "ceremonies", "tui", "custody_cli")
+        for pkg in ALL
         for p in (ROOT / pkg).rglob("*.py")
         if "sqlite3" in _imports(p) and not (p.parent == store and p.name.startswith("sqlite"))
     ]
@@ -61,9 +65,11 @@ def test_only_the_postgres_store_adapter_imports_psycopg():
 @pytest.mark.parametrize(
     ("pkg", "forbidden"),
     [
-        ("custody", {"ceremonies", "tui", "custody_cli", "textual"}),
-        ("ceremonies", {"tui", "custody_cli", "textual"}),
-        ("custody_cli", {"tui", "textual"}),
+        ("custody", {"ceremonies", "textual", "custody_client"} | FRONT),
+        ("ceremonies", {"textual", "custody_client"} | FRONT),
+        ("custody_cli", {"tui", "textual", "custody_server", "custody_client"}),
+        ("custody_server", {"tui", "textual", "custody_cli", "custody_client"}),
+        ("custody_client", {"custody", "ceremonies", "starlette", "uvicorn"} | FRONT),
     ],
 )
 def test_layers_point_one_way(pkg, forbidden):

@@ -17,7 +17,7 @@ from custody_cli import build_parser, ceremony_drive
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-CODE_DIRS = ["custody", "custody_cli", "ceremonies", "tui"]
+CODE_DIRS = ["custody", "custody_cli", "ceremonies", "tui", "custody_server", "custody_client"]
 ENV_RE = re.compile(r"\bCUSTODY_[A-Z][A-Z0-9_]*[A-Z0-9]\b")
 
 

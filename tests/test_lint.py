@@ -24,7 +24,18 @@ def _tool(name: str) -> str:
 
 def test_ruff_is_clean():
     r = subprocess.run(
-        [_tool("ruff"), "check", "custody", "ceremonies", "tui", "custody_cli", "tests", "bench"],
+        [
+            _tool("ruff"),
+            "check",
+            "custody",
+            "ceremonies",
+            "tui",
+            "custody_cli",
+            "custody_server",
+            "custody_client",
+            "tests",
+            "bench",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -44,6 +55,8 @@ def test_ruff_format_is_applied():
             "ceremonies",
             "tui",
             "custody_cli",
+            "custody_server",
+            "custody_client",
             "tests",
             "bench",
         ],

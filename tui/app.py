@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -22,6 +23,7 @@ from tui.screens.ceremony import CeremonyScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
+from tui.screens.secrets import SecretsScreen
 from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
 
@@ -42,6 +44,7 @@ class CustodyApp(App[None]):
         "ceremony": CeremonyScreen,
         "audit-log": AuditLogScreen,
         "rekey": RekeyScreen,
+        "secrets": SecretsScreen,
     }
     DEFAULT_MODE = "dashboard"
 
@@ -59,6 +62,7 @@ class CustodyApp(App[None]):
         Binding("c", "switch_mode('ceremony')", "Ceremonies", show=False),
         Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
         Binding("j", "switch_mode('rekey')", "Re-key", show=False),
+        Binding("e", "switch_mode('secrets')", "Secrets", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -68,6 +72,7 @@ class CustodyApp(App[None]):
         self.services = services
         self.theme = settings.theme
         self.errors_shown: list[tuple[str, str]] = []  # (title, hint): for tests
+        self.secret_services: Any = None  # tui.services.secrets, made on first use
         self._painted = False
 
     def __repr__(self) -> str:

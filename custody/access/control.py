@@ -322,7 +322,7 @@ class AccessControl:
             )
         return lapsed
 
-    def _mfa_check(
+    def mfa_check(
         self, principal: Principal, mfa_code: str | None
     ) -> tuple[bool, PolicyError | None]:
         """(mfa_ok, the MFA error if a code was refused). Without a code, mfa_ok holds only
@@ -373,7 +373,7 @@ class AccessControl:
                 "released only by quorum ('custody access request PATH --release')",
             )  # fmt: skip
         wants = needs_mfa(principal, action, security_class)
-        mfa_ok, mfa_error = self._mfa_check(principal, mfa_code if wants else None)
+        mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
         d = decide(
             principal,
@@ -423,6 +423,37 @@ class AccessControl:
             )  # fmt: skip
         return d
 
+    def audit_view(
+        self, principal: Principal, *, mfa_code: str | None = None
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        """Which audit entries *principal* may read: the whole log (super-admin, auditor), its
+        services' entries and its own (service-admin), or its own (service-user). The
+        decision is audited (``access decide``, action ``audit``).
+
+        Raises:
+            AccessDenied: a super-admin enrolled in TOTP without a code.
+        """
+        if principal.role in ("super-admin", "auditor"):
+            self.authorize(principal, "audit", "*", "", mfa_code=mfa_code)
+            return lambda e: True
+        services = principal.services if principal.role == "service-admin" else ()
+        scope = "its services' and its own entries" if services else "its own entries"
+        self.audit.append(
+            "access decide",
+            f"*:@{principal.name}",
+            principal.name,
+            details={"action": "audit", "role": principal.role, "kind": principal.kind,
+                     "reason": f"{principal.role} reads {scope}", "filtered": True},
+        )  # fmt: skip
+
+        def visible(e: Mapping[str, Any]) -> bool:
+            if e.get("actor") == principal.name:
+                return True
+            path = str(e.get("target", "")).partition(":")[2]
+            return any(path == x or path.startswith(x.rstrip("/") + "/") for x in services)
+
+        return visible
+
     def refuse(self, principal: Principal, action: str, env: str, path: str, reason: str) -> None:
         """Deny outright, for a rule the front end applies on top of the table (e.g. only a
         super-admin runs an emergency rotation); audited like any denial.
@@ -454,7 +485,7 @@ class AccessControl:
         t = self.now()
         self.lapse()
         grants = self.grants_of(principal.name)
-        mfa_ok, _err = self._mfa_check(principal, mfa_code)
+        mfa_ok, _err = self.mfa_check(principal, mfa_code)
         out = [
             r
             for r in rows

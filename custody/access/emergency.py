@@ -3,9 +3,9 @@
 When a secret is rotated in an emergency, every grant on it is revoked at once (before the
 new value exists, so nobody holding a grant reads during the rotation), and an incident
 record says who held access (by a grant, live or past, and by role) and who read it, from
-the audit log: ``access decide`` entries that allowed a ``read`` of it, ``secret get``
-commands, and quorum releases. The front end delivers the record through the alert hook to
-the secret's owner and consumers.
+the audit log: the principals of ``access decide`` entries that allowed a ``read`` of it and
+of quorum releases, and the OS users who ran ``secret get`` on it. The front end delivers
+the record through the alert hook to the secret's owner and consumers.
 """
 
 from __future__ import annotations
@@ -26,21 +26,22 @@ def revoke_grants(flow: GrantFlow, env: str, path: str, *, by: str, reason: str)
     return flow.revoke_all_on(env, path, by=by, reason=f"emergency rotation: {reason}"[:200])
 
 
-def readers_of(entries: Iterable[Mapping[str, Any]], env: str, path: str) -> list[str]:
-    """Everyone the audit log shows reading (env, path): allowed ``read`` decisions, ``secret
-    get`` commands that succeeded, and delivered quorum releases."""
+def readers_of(entries: Iterable[Mapping[str, Any]], env: str, path: str) -> dict[str, list[str]]:
+    """Who the audit log shows reading (env, path): ``principals`` (allowed ``read``
+    decisions and delivered quorum releases) and ``operators`` (the OS users who ran a
+    ``secret get`` that succeeded, which also covers reads from before access control)."""
     target = f"{env}:{path}"
-    who: set[str] = set()
+    principals: set[str] = set()
+    operators: set[str] = set()
     for e in entries:
         if e.get("target") != target or e.get("outcome") != "ok":
             continue
         op, det = e.get("op"), e.get("details") or {}
-        if (op == "access decide" and det.get("action") == "read") or op in (
-            "secret get",
-            "access release",
-        ):
-            who.add(str(e.get("actor")))
-    return sorted(who)
+        if (op == "access decide" and det.get("action") == "read") or op == "access release":
+            principals.add(str(e.get("actor")))
+        elif op == "secret get":
+            operators.add(str(e.get("actor")))
+    return {"principals": sorted(principals), "operators": sorted(operators)}
 
 
 def incident(
@@ -99,11 +100,12 @@ def incident(
             "by_grant": sorted({g.principal for g in covering}),
             "by_role": sorted(by_role),
         },
-        "readers": readers,
+        "readers": readers["principals"],
+        "operators": readers["operators"],
     }
     flow.ac.audit.append(
         "access incident", f"{env}:{path}", by,
-        details={"revoked_grants": len(revoked), "readers": len(readers),
+        details={"revoked_grants": len(revoked), "readers": len(record["readers"]),
                  "held_by_grant": len(record["held_access"]["by_grant"]), "bundle": bundle},
     )  # fmt: skip
     return record

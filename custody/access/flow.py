@@ -169,6 +169,19 @@ class GrantFlow:
             raise UsageError(f"No request {request_id[:40]!r}", "See 'custody access requests'.")
         return r
 
+    def expire_requests(self) -> list[AccessRequestRow]:
+        """Mark pending (or approved, undelivered) requests whose window has passed as
+        ``expired``, each audited once (``access request expire``)."""
+        now = self.ac.now()
+        out = []
+        for r in self.store.access_requests():
+            if r.state in ("pending", "approved") and now >= r.not_after:
+                self.store.set_access_request_state(r.id, "expired", now=now)
+                self.ac.audit.append("access request expire", f"{r.env}:{r.path}",
+                                     r.requester, details={"request": r.id})  # fmt: skip
+                out.append(r)
+        return out
+
     def approver_of(self, key: ApproverKey) -> Principal:
         """The live person principal whose participant key *key* is.
 
@@ -216,7 +229,9 @@ class GrantFlow:
         )  # fmt: skip
         return PolicyError(title, hint)
 
-    def approve(self, request_id: str, key: ApproverKey) -> dict[str, Any]:
+    def approve(
+        self, request_id: str, key: ApproverKey, *, mfa_code: str | None = None
+    ) -> dict[str, Any]:
         """Sign *request_id* with *key*; activate the grant once enough have signed.
 
         Returns:
@@ -247,7 +262,7 @@ class GrantFlow:
                 r, approver.name, f"Request {r.id} was altered in the store",
                 "Do not approve it; investigate who changed it.",
             )  # fmt: skip
-        self.ac.authorize(approver, "approve", r.env, r.path)
+        self.ac.authorize(approver, "approve", r.env, r.path, mfa_code=mfa_code)
         sig = key.sign(approval_input(r.digest, approver.name, now))
         if not verify_signature("ed25519", key.public, sig, approval_input(r.digest,
                                 approver.name, now)):  # fmt: skip
@@ -307,7 +322,9 @@ class GrantFlow:
             "record": record,
         }
 
-    def revoke(self, grant_id: str, by: Principal, *, reason: str) -> GrantRow:
+    def revoke(
+        self, grant_id: str, by: Principal, *, reason: str, mfa_code: str | None = None
+    ) -> GrantRow:
         """Revoke a grant early (audited); *by* needs ``grant`` on its path.
 
         Raises:
@@ -318,7 +335,7 @@ class GrantFlow:
         if g is None:
             raise UsageError(f"No grant {grant_id[:40]!r}", "See 'custody access grants'.")
         if by.name != g.principal:  # giving up one's own grant needs no permission
-            self.ac.authorize(by, "grant", g.env, g.path)
+            self.ac.authorize(by, "grant", g.env, g.path, mfa_code=mfa_code)
         target = f"{g.env}:{g.path}"
         self.ac.audit.append("access grant revoke", target, by.name, outcome="intent",
                              details={"grant": g.id, "reason": reason[:200]})  # fmt: skip

@@ -67,7 +67,8 @@ _PNG_SCALE = 8
 
 class MfaError(PolicyError):
     """A TOTP code was refused. ``reason``: ``wrong``, ``reused``, ``locked``,
-    ``not-enrolled`` or ``enrolled`` (enrolling twice)."""
+    ``not-enrolled``, ``enrolled`` (enrolling twice) or ``revoked`` (enrolling a revoked
+    principal)."""
 
     def __init__(self, title: str, hint: str = "", *, reason: str) -> None:
         super().__init__(title, hint)
@@ -242,8 +243,8 @@ class Mfa:
         that a stolen credential cannot re-enrol a second factor of its own.
 
         Raises:
-            UsageError: a bad name, or no token (no RNG).
-            MfaError: *name* already has a confirmed enrolment.
+            UsageError: a bad name, no such principal, or no token (no RNG).
+            MfaError: *name* is revoked, or already has a confirmed enrolment.
             AuditError: the intent could not be logged (nothing changed).
             CeremonyError: the ``secrets`` branch has no active KEK.
         """
@@ -255,6 +256,15 @@ class Mfa:
             self.audit.guard("mfa enrol", name, who, details=details),
             self.store.transaction(),
         ):
+            who_row = self.store.principal(name)
+            if who_row is None:
+                raise UsageError(
+                    f"No principal {name}", "Add it first: 'custody principal add NAME'."
+                )
+            if who_row.revoked_at is not None:
+                raise MfaError(
+                    f"{name} is revoked", "A revoked principal has no MFA.", reason="revoked"
+                )
             old = self.store.mfa_enrolment(name)
             if old is not None and old.confirmed_at is not None:
                 raise MfaError(
@@ -359,7 +369,18 @@ class Mfa:
                 "Too many wrong codes. Wait, or ask a super-admin to reset it.",
                 reason="locked",
             )
-        key = self._key(row)
+        try:
+            key = self._key(row)
+        except IntegrityError as err:  # a store altered under this principal: on the record
+            self.audit.append(
+                "mfa verify",
+                name,
+                who,
+                outcome="failed",
+                details={"error": type(err).__name__, "title": err.title},
+                now=secs,
+            )
+            raise
         step = secs // PERIOD
         given = code.strip().replace(" ", "") if isinstance(code, str) else ""
         matched = None
@@ -380,6 +401,16 @@ class Mfa:
                         now=secs,
                     )
                     return
+            # refused by the store: an earlier or equal step was used, or a concurrent
+            # verification has just locked the principal out
+            now_row = self.store.mfa_enrolment(name)
+            if now_row is not None and now_row.locked_until and t < parse(now_row.locked_until):
+                self._deny(name, who, secs, "locked", {"locked_until": now_row.locked_until})
+                raise MfaError(
+                    f"{name} is locked out of MFA until {now_row.locked_until}",
+                    "Too many wrong codes. Wait, or ask a super-admin to reset it.",
+                    reason="locked",
+                )
         reason = "wrong" if matched is None else "reused"
         self._fail(name, who, t, reason)
         if reason == "reused":

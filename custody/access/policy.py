@@ -109,10 +109,22 @@ def needs_mfa(p: Principal, action: str, security_class: str | None) -> bool:
 
 
 def _by_grant(
-    p: Principal, action: str, env: str, path: str, grants: Iterable[Grant], now: int
+    p: Principal,
+    action: str,
+    env: str,
+    path: str,
+    grants: Iterable[Grant],
+    now: int,
+    category: str | None,
 ) -> tuple[Grant | None, str]:
-    """The live grant that allows *action*, or None and the reason none does."""
+    """The live grant that allows *action*, or None and the reason none does. An
+    encryption key is reached only by a grant on its exact path, never by a prefix (a key
+    added under the prefix later would otherwise come with it)."""
     mine = [g for g in grants if g.principal == p.name and g.covers(path)]
+    if category in ENCRYPTION_KEY_CATEGORIES:
+        if any(g.path.endswith("/") for g in mine) and not any(g.path == path for g in mine):
+            return None, f"a prefix grant never covers an encryption key ({category})"
+        mine = [g for g in mine if g.path == path]
     for g in mine:
         if g.env == env and action in g.actions and g.live_at(now):
             return g, f"grant {g.id} allows {action} until {g.not_after}"
@@ -188,7 +200,7 @@ def decide(
     elif scope == "self" and path == f"@{p.name}":
         allow, reason = True, f"{p.role} may {action} its own entries"
     elif action in GRANTABLE and p.role in GRANT_ROLES:
-        g, reason = _by_grant(p, action, env, path, grants, now)
+        g, reason = _by_grant(p, action, env, path, grants, now, category)
         if g is not None:
             allow, grant_id = True, g.id
         elif scope == "own":

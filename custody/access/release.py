@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from custody.access.flow import GrantFlow
+from custody.access.policy import needs_mfa
 from custody.access.records import body_digest, request_body
 from custody.access.roles import Principal
 from custody.canonical import canonical_bytes, load_json
@@ -106,7 +107,15 @@ def open_release(raw: bytes | str, private: X25519PrivateKey) -> tuple[dict[str,
     return h, pt.decode("utf-8")
 
 
-def set_rule(flow: GrantFlow, who: Principal, env: str, path: str, *, needed: int) -> None:
+def set_rule(
+    flow: GrantFlow,
+    who: Principal,
+    env: str,
+    path: str,
+    *,
+    needed: int,
+    mfa_code: str | None = None,
+) -> None:
     """Mark (env, path) for quorum release by *needed* approvers (0: back to normal reads);
     a super-admin's decision (action ``keys``), audited.
 
@@ -118,7 +127,7 @@ def set_rule(flow: GrantFlow, who: Principal, env: str, path: str, *, needed: in
         raise UsageError(f"No secret {env}:{path}", "Check the environment and path.")
     if needed and not 1 <= needed <= 16:
         raise UsageError("--quorum must be 1..16", "")
-    flow.ac.authorize(who, "keys", env, path)
+    flow.ac.authorize(who, "keys", env, path, mfa_code=mfa_code)
     mode = QUORUM if needed else "normal"
     det = {"mode": mode, "needed": needed}
     flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, outcome="intent",
@@ -133,6 +142,8 @@ def deliver(
     request_id: str,
     who: Principal,
     reveal: Callable[[str, str], tuple[int, str]],
+    *,
+    mfa_code: str | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Deliver an approved release once, sealed to the requester.
 
@@ -173,6 +184,13 @@ def deliver(
     good = flow.valid_approvals(r)
     if len(good) < r.needed or r.state != "approved":
         raise refuse(f"{len(good)} of {r.needed} approvals bound to this request")
+    if needs_mfa(who, "read", r.security_class):
+        ok, err = flow.ac.mfa_check(who, mfa_code)
+        if not ok:
+            raise refuse(
+                "a TOTP code is needed" + (f" ({err.title})" if err else ""),
+                "Give it with --mfa-code-file or $CUSTODY_MFA_CODE.",
+            )
     row = flow.store.principal(r.requester)
     if row is None or row.x25519 is None:
         raise UsageError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from custody.monitor.detect import Detector
 from custody.monitor.model import Alert
-from custody.monitor.records import AlertRecord, ack, list_alerts
+from custody.monitor.records import AlertRecord, ack, evidence, find, list_alerts
 from custody.monitor.rules import KINDS, MonitorConfig, RuleSpec, load_config, parse_config
 from custody.monitor.scanner import STATE_FILE, ScanResult, scan
 
@@ -26,6 +26,8 @@ __all__ = [
     "RuleSpec",
     "ScanResult",
     "ack",
+    "evidence",
+    "find",
     "list_alerts",
     "load_config",
     "parse_config",

@@ -38,7 +38,7 @@ class Detector:
     ) -> None:
         st = state or {}
         self.config = config
-        self.joiner = Joiner(config.op_kinds(), st.get("pending"))
+        self.joiner = Joiner(config.op_kinds(), st.get("pending"), config.unfinished_after)
         self.shared = Shared(config.learn_days, classes or {}, versions or {}, st.get("shared"))
         saved = st.get("rules", {})
         self.rules: list[Rule] = [
@@ -51,17 +51,15 @@ class Detector:
     def feed(self, entry: Mapping[str, Any]) -> list[Alert]:
         """The alerts completed by one audit entry (parsed JSON), usually none."""
         self.entries += 1
-        ev = self.joiner.feed(entry)
-        if ev is None:
-            return []
-        sh = self.shared
-        sh.before(ev)
         out = []
-        for rule in self.rules:
-            a = rule.feed(ev, sh)
-            if a is not None:
-                out.append(a)
-        sh.after(ev)
+        sh = self.shared
+        for ev in self.joiner.feed(entry):
+            sh.before(ev)
+            for rule in self.rules:
+                a = rule.feed(ev, sh)
+                if a is not None:
+                    out.append(a)
+            sh.after(ev)
         return out
 
     def run(self, entries: Iterable[Mapping[str, Any]]) -> Iterator[Alert]:

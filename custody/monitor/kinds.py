@@ -22,6 +22,8 @@ from custody.monitor.rules import READ_DURING_WINDOW, RuleSpec
 DAY = 86400
 ACCESS = frozenset({"read", "list", "write", "delete", "restore", "destroy"})
 FAILED = frozenset({"denied", "failed"})
+# A read that ended well, or whose outcome never came (the value may have been shown).
+READ_OK = frozenset({"ok", "unfinished"})
 
 
 def hour_of_week(t: int) -> int:
@@ -80,13 +82,15 @@ class Shared:
 
     def after(self, ev: Event) -> None:
         ok = ev.outcome == "ok"
-        if ev.kind == "read" and ok:
+        if ev.kind == "read" and ev.outcome in READ_OK:
             self.seen.setdefault(ev.actor, set()).add(ev.target)
             if ev.details.get("label") == "current":
                 self._version(ev.target, ev.details.get("version"))
         elif ev.kind == "write" and ok:
             for k in ("new_version", "version"):
                 self._version(ev.target, ev.details.get(k))
+            self.deleted.pop(ev.target, None)  # written again: a live secret
+            self.notices.pop(ev.target, None)
         elif ev.kind == "delete" and ok:
             self.deleted[ev.target] = ev.time
         elif ok and (
@@ -223,7 +227,7 @@ class Volume(Rule):
         )
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok":
+        if ev.kind != "read" or ev.outcome not in READ_OK:
             return None
         day = ev.time // DAY
         a = self.act.get(ev.actor)
@@ -337,7 +341,7 @@ class Enumeration(Rule):
                     lists=len(items),
                 )
             return None
-        if ev.kind != "read" or ev.outcome != "ok" or sh.learning(ev.time):
+        if ev.kind != "read" or ev.outcome not in READ_OK or sh.learning(ev.time):
             return None
         if ev.target in sh.seen.get(ev.actor, ()):
             return None
@@ -361,7 +365,7 @@ class FirstHigh(Rule):
     kind = "first-high"
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok" or sh.learning(ev.time):
+        if ev.kind != "read" or ev.outcome not in READ_OK or sh.learning(ev.time):
             return None
         cls = sh.class_of(ev)
         if cls not in self.spec["classes"] or ev.target in sh.seen.get(ev.actor, ()):
@@ -377,7 +381,7 @@ class OldVersion(Rule):
     kind = "old-version"
 
     def check(self, ev: Event, sh: Shared) -> Alert | None:
-        if ev.kind != "read" or ev.outcome != "ok":
+        if ev.kind != "read" or ev.outcome not in READ_OK:
             return None
         d = ev.details
         label, state, ver = d.get("label"), d.get("version_state"), d.get("version")

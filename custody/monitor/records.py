@@ -151,6 +151,20 @@ def find(records: Iterable[AlertRecord], alert_id: str) -> AlertRecord:
     return hits[0]
 
 
+def evidence(log: AuditLog, rec: AlertRecord) -> list[dict[str, Any]]:
+    """The audit entries an alert names (its seqs), in seq order.
+
+    Raises:
+        StorageError: the audit log cannot be read.
+    """
+    out = []
+    for s in sorted(set(rec.seqs)):
+        lines = log.lines(s, s + 1)
+        if lines:
+            out.append(json.loads(lines[0]))
+    return out
+
+
 def ack(log: AuditLog, alert_id: str, actor: str, *, note: str = "") -> AlertRecord:
     """Acknowledge an open alert: one ``alert.ack`` entry naming it, the actor and *note*.
 

@@ -86,8 +86,16 @@ COMMON_PARAMS: Mapping[str, Any] = {"enabled": True, "exempt": []}
 
 DEFAULT_OPS: Mapping[str, tuple[str, ...]] = {
     "read": ("secret get", "secret.get", "secret.read", "access.read"),
-    "list": ("secret list", "secret.list", "access.list"),
-    "write": ("secret put", "secret generate", "secret rotate", "secret.put", "secret.rotate"),
+    # lists, and bulk reads whose entries do not name each path (an export to a file)
+    "list": ("secret list", "secret.list", "access.list", "secret export"),
+    "write": (
+        "secret put",
+        "secret generate",
+        "secret rotate",
+        "secret import",
+        "secret.put",
+        "secret.rotate",
+    ),
     "delete": ("secret delete", "secret.delete"),
     "restore": ("secret restore", "secret.restore"),
     "destroy": ("secret destroy", "secret.destroy"),
@@ -135,19 +143,43 @@ class MonitorConfig:
     learn_days: int = 7
     alert_file: str | None = None
     max_seqs: int = 200
+    unfinished_after: int = 600  # seconds before an intent without an outcome counts as done
 
     def op_kinds(self) -> dict[str, str]:
         """op name -> its kind (read, list, write, delete, restore, destroy, notice)."""
         return {op: kind for kind, ops in self.ops.items() for op in ops}
 
+    def deviations(self) -> dict[str, Any]:
+        """Everything that differs from the defaults: per rule its changed parameters
+        (``enabled``, ``exempt`` included), added rules whole, and the top-level settings;
+        what a scan records when the rules change, so a weakened rule shows in the log."""
+        base = {r.name: r.to_json() for r in default_rules()}
+        out: dict[str, Any] = {}
+        for r in self.rules:
+            mine, ref = r.to_json(), base.get(r.name)
+            if ref is None or ref["kind"] != mine["kind"]:
+                out[f"rules.{r.name}"] = mine
+                continue
+            for k, v in mine.items():
+                if ref.get(k) != v:
+                    out[f"rules.{r.name}.{k}"] = v
+        defaults = MonitorConfig().to_json()
+        for k, v in self.to_json().items():
+            if k not in ("rules", "alert_file") and defaults[k] != v:
+                out[k] = v
+        return out
+
     def digest(self) -> str:
-        return domain_hash("custody/monitor/config/v1", canonical_bytes(self.to_json())).hex()
+        """A digest of what decides the alerts (rules, ops, learning; not where they go)."""
+        doc = {k: v for k, v in self.to_json().items() if k != "alert_file"}
+        return domain_hash("custody/monitor/config/v1", canonical_bytes(doc)).hex()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "learn_days": self.learn_days,
             "alert_file": self.alert_file,
             "max_seqs": self.max_seqs,
+            "unfinished_after": self.unfinished_after,
             "ops": {k: list(v) for k, v in self.ops.items()},
             "rules": [r.to_json() for r in self.rules],
         }
@@ -223,6 +255,9 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         max_seqs = doc.get("max_seqs", 200)
         if type(max_seqs) is not int or not 1 <= max_seqs <= 10000:
             raise ValueError("max_seqs must be 1..10000")
+        unfinished = doc.get("unfinished_after", 600)
+        if type(unfinished) is not int or not 1 <= unfinished <= 86400:
+            raise ValueError("unfinished_after must be 1..86400 seconds")
         alert_file = doc.get("alert_file")
         if alert_file is not None and (not isinstance(alert_file, str) or not alert_file):
             raise ValueError("alert_file must be a path")
@@ -237,6 +272,7 @@ def parse_config(doc: Mapping[str, Any]) -> MonitorConfig:
         learn_days=learn,
         alert_file=alert_file,
         max_seqs=max_seqs,
+        unfinished_after=unfinished,
     )
 
 

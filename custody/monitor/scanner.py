@@ -7,6 +7,10 @@ names the range scanned and the digest of the detector state reached, and only t
 writes that state to the state file (``HOME/monitor-state.json``, 0600), with the seq of
 its ``monitor.scan`` entry.
 
+The alerts are a function of the log and the rules: when the rules in ``custody.toml``
+differ from those of the last scan, the scan starts again from seq 0 with the new rules,
+and its ``monitor.scan`` entry names the rules that are off and whom each exempts.
+
 The state file is a cache, not a record. On load it must match the log: the same log id,
 and a ``monitor.scan`` entry at its ``scan_seq`` whose digest and range are the file's.
 A file that is missing, unreadable or edited (an insider who moves ``next_seq`` past their
@@ -49,6 +53,7 @@ class ScanResult:
     rescan: str  # why the scan started again from seq 0 ("" when it resumed)
     scan_seq: int | None  # the monitor.scan entry (None when nothing was scanned)
     deliveries: tuple[str, ...] = ()  # problems delivering (hook, file); empty when fine
+    rules_changed: bool = False  # the rules differ from the last scan's (recorded)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +62,7 @@ class ScanResult:
             "scanned": {"from": self.start, "to": self.end},
             "rescan": self.rescan,
             "scan_seq": self.scan_seq,
+            "rules_changed": self.rules_changed,
             "delivery_problems": list(self.deliveries),
         }
 
@@ -90,6 +96,20 @@ def _load_state(path: Path, log: AuditLog) -> tuple[dict[str, Any] | None, str]:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None, "the state file is not valid"
     return doc, ""
+
+
+def _rules_record(config: MonitorConfig, changed: bool) -> dict[str, Any]:
+    """What a scan entry says about the rules: their digest, and, when they changed since
+    the last scan, which rules are off, whom each exempts, and every setting that is not
+    the default (so a principal who exempts themselves in custody.toml, or raises a
+    threshold, shows in the audit log)."""
+    out: dict[str, Any] = {"rules": config.digest()[:32]}
+    if changed:
+        out["rules_changed"] = True
+        out["disabled"] = [r.name for r in config.rules if not r.enabled]
+        out["exempt"] = {r.name: list(r.exempt) for r in config.rules if r.exempt}
+        out["not_default"] = config.deviations()
+    return out
 
 
 def _deliver(
@@ -200,6 +220,9 @@ def _scan_locked(
     runner: Callable[..., Any] | None,
 ) -> ScanResult:
     state, why = (None, "a full scan was asked for") if full else _load_state(state_path, log)
+    changed = state is not None and state.get("config") != config.digest()
+    if changed:  # the alerts are a function of the log and the rules: recompute them all
+        state, why = None, "the rules changed since the last scan"
     start = int(state["next_seq"]) if state else 0
     det = Detector(
         config, classes=classes, versions=versions, state=state["detector"] if state else None
@@ -240,6 +263,7 @@ def _scan_locked(
             "alerts": len(new),
             "state": state_digest(core),
             "rescan": why[:120],
+            **_rules_record(config, changed),
         },
     )
     write_private(state_path, json.dumps({**core, "scan_seq": rec["seq"]}).encode())
@@ -247,5 +271,11 @@ def _scan_locked(
         new, hook=hook, alert_file=alert_file, deployment_id=deployment_id, runner=runner
     )
     return ScanResult(
-        alerts=new, start=start, end=end, rescan=why, scan_seq=rec["seq"], deliveries=problems
+        alerts=new,
+        start=start,
+        end=end,
+        rescan=why,
+        scan_seq=rec["seq"],
+        deliveries=problems,
+        rules_changed=changed,
     )

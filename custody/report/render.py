@@ -32,6 +32,8 @@ def _fmt(v: Any) -> str:
 
 def _headline(s: Mapping[str, Any]) -> str:
     sid = s["id"]
+    if s["status"] == "not-available":
+        return ""
     if sid == "checkpoint" and s.get("last"):
         last = s["last"]
         pin = "pinned" if s["pinned"] else "not pinned (no --trust)"
@@ -43,11 +45,15 @@ def _headline(s: Mapping[str, Any]) -> str:
         return (
             f"no usable checkpoint; {s['entries']} entries; log verifies: {_fmt(s['log_verifies'])}"
         )
+    if sid == "grants":
+        return f"{len(s['items'])} of {s['live']} live grants"
+    if sid == "alerts":
+        return f"{len(s['items'])} open; {s['unscanned_entries']} entries not yet scanned"
     if sid == "mfa":
         return f"{len(s['items'])} of {s['principals']} current principals without MFA"
-    if sid == "drills" and s["status"] != "not-available":
+    if sid == "drills":
         return f"{len(s['items'])} of {s['custodians']} custodians, epoch {s['epoch']}"
-    return f"{len(s['items'])} finding(s)" if s["status"] != "not-available" else ""
+    return f"{len(s['items'])} finding(s)"
 
 
 def to_text(report: Mapping[str, Any]) -> str:

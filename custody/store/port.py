@@ -412,9 +412,11 @@ class MfaStore(Protocol):
         ...
 
     def use_mfa_step(self, principal: str, step: int, *, now: str) -> bool:
-        """Record *step* as used, only if it is later than the last used step (atomic:
-        one of two concurrent callers with the same step gets False). Resets the failure
-        count and any lockout, and confirms the enrolment."""
+        """Record *step* as used, only if it is later than the last used step and the
+        principal is not locked out at *now* (ISO-8601, as ``locked_until``); atomic: one of
+        two concurrent callers with the same step gets False, and so does a caller that a
+        concurrent failure has just locked out. Resets the failure count and an ended
+        lockout, and confirms the enrolment."""
         ...
 
     def fail_mfa(self, principal: str, *, limit: int, locked_until: str) -> tuple[int, bool]:

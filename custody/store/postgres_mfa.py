@@ -1,8 +1,9 @@
 """PostgreSQL adapter: TOTP enrolments (:class:`custody.store.port.MfaStore`, docs/mfa.md).
 
-The table holds no secret: the TOTP secret is an objects row wrapped under the ``secrets``
-KEK branch, named by ``object_uid``. :meth:`PostgresMfa.use_mfa_step` is the single-use rule
-as one conditional ``UPDATE``: of two concurrent verifications of the same code, one wins.
+Statement for statement :mod:`custody.store.sqlite_mfa`. The single-use rule is the same
+conditional ``UPDATE``: under READ COMMITTED a second writer of the same step waits for the
+first one's row lock, re-checks ``last_step < step`` against the committed row, and updates
+nothing.
 """
 
 from __future__ import annotations
@@ -79,20 +80,22 @@ class PostgresMfa(PostgresBase):
 
     def use_mfa_step(self, principal: str, step: int, *, now: str) -> bool:
         cur = self._write(
-            "UPDATE mfa_enrolments SET last_step=%s, last_used=%s, failures=0, locked_until=NULL,"
-            " confirmed_at=COALESCE(confirmed_at, %s)"
-            " WHERE principal=%s AND (last_step IS NULL OR last_step < %s)",
-            (step, now, now, principal, step),
+            "UPDATE mfa_enrolments SET last_step=%s, last_used=%s, failures=0, "
+            "locked_until=NULL, confirmed_at=COALESCE(confirmed_at, %s) "
+            "WHERE principal=%s AND (last_step IS NULL OR last_step < %s) "
+            "AND (locked_until IS NULL OR locked_until <= %s)",
+            (step, now, now, principal, step, now),
         )
-        return bool(cur.rowcount == 1)
+        return int(cur.rowcount) == 1
 
     def fail_mfa(self, principal: str, *, limit: int, locked_until: str) -> tuple[int, bool]:
         self._require_transaction("fail_mfa")
-        self._write(
-            "UPDATE mfa_enrolments SET failures=failures+1 WHERE principal=%s", (principal,)
-        )
         n = int(
-            self._scalar("SELECT failures FROM mfa_enrolments WHERE principal=%s", (principal,))
+            self._scalar(
+                "UPDATE mfa_enrolments SET failures=failures+1 WHERE principal=%s "
+                "RETURNING failures",
+                (principal,),
+            )
         )
         if n < limit:
             return n, False

@@ -81,8 +81,9 @@ class SqliteMfa(SqliteBase):
         cur = self._write(
             "UPDATE mfa_enrolments SET last_step=?, last_used=?, failures=0, locked_until=NULL,"
             " confirmed_at=COALESCE(confirmed_at, ?)"
-            " WHERE principal=? AND (last_step IS NULL OR last_step < ?)",
-            (step, now, now, principal, step),
+            " WHERE principal=? AND (last_step IS NULL OR last_step < ?)"
+            " AND (locked_until IS NULL OR locked_until <= ?)",
+            (step, now, now, principal, step, now),
         )
         return cur.rowcount == 1
 

@@ -104,6 +104,25 @@ def test_request_two_signed_approvals_read_verify_revoke(tmp_path: Path):
                 str(pins), env=env)  # fmt: skip
     assert r.returncode == 7 and "revoked" in r.stderr
 
+    # principals: listed without any token; a new token retires the old; revoking ends it
+    r = run_cli("principal", "list", "--home", str(home), "--json")
+    listed = {p["name"]: p for p in json.loads(r.stdout)}
+    assert listed["billing-svc"]["token"]["id"] == token.split("_")[1] and token not in r.stdout
+    assert listed["alice"]["fingerprint"] and listed["alice"]["kind"] == "person"
+    new = tmp_path / "svc2.token"
+    cli(home, pins, "principal", "token", "billing-svc", "--token-out", str(new))
+    r = run_cli("access", "revoke", out["grant"], *as_svc)  # the old token: refused
+    assert r.returncode == 7 and "token was refused" in r.stderr
+    cli(home, pins, "principal", "revoke", "billing-svc", "--token-only")
+    r = run_cli("access", "revoke", out["grant"], "--home", str(home), "--token-file", str(new))
+    assert r.returncode == 7 and "token was refused" in r.stderr
+
+    # the service reads only its own audit entries (its token was revoked: use --as)
+    r = run_cli("audit", "tail", "-n", "50", "--home", str(home), "--as", "billing-svc", "--json")
+    assert r.returncode == 0, r.stderr
+    own = json.loads(r.stdout)["entries"]
+    assert own and {e["actor"] for e in own} == {"billing-svc"}
+
     entries = _audit(home)
     ops = {(e["op"], e["outcome"]) for e in entries}
     for op in ("access request", "access approve", "access grant", "access grant use",

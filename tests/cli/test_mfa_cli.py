@@ -11,12 +11,13 @@ import stat
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ceremonies.participants import create_participant
 from custody.access.mfa import totp_code
 from tests.conftest import passphrase_of, run_cli, write_secret
-from tests.rekey_fixtures import cli, make_deployment
+from tests.rekey_fixtures import cli, make_deployment, write_pins
 
 pytestmark = pytest.mark.hsm
 
@@ -33,6 +34,12 @@ def now_code(key: bytes) -> str:
 def test_enrol_verify_replay_list_and_reset(tmp_path: Path):
     home, pins = make_deployment(tmp_path / "d")
     cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    r = mfa(home, pins, "enrol", "alice", "--png", str(tmp_path / "no.png"))
+    assert r.returncode == 2 and "No principal alice" in r.stderr  # principals come first
+    assert not (tmp_path / "no.png").exists()
+    for n in ("alice", "bob"):
+        cli(home, pins, "principal", "add", n, "--role", "service-user", "--service-account",
+            "--service", "billing", "--token-out", str(tmp_path / f"{n}.token"))  # fmt: skip
     png = tmp_path / "alice.png"
     r = mfa(home, pins, "enrol", "alice", "--png", str(png), "--json")
     assert r.returncode == 0, r.stderr
@@ -123,3 +130,45 @@ def test_enrol_verify_replay_list_and_reset(tmp_path: Path):
         if f.is_file():
             raw = f.read_bytes()
             assert not any(x.encode() in raw for x in forms) and key not in raw, f.name
+
+
+@pytest.mark.postgres
+def test_mfa_and_the_compliance_report_on_a_postgresql_store(tmp_path: Path, pg_url: str):
+    """The same commands on a home whose store is PostgreSQL: the enrolment row and the
+    wrapped secret are on the server, the secret is not in any of its rows in the clear,
+    a replay is refused, and the report reads the principals and enrolments there."""
+    pins = write_pins(tmp_path / "pins")
+    home = tmp_path / "home"
+    r = run_cli(
+        "init", "--home", str(home), "--pin-file", str(pins), "--dev-root", "--store", pg_url
+    )
+    assert r.returncode == 0, r.stderr
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    cli(home, pins, "principal", "add", "carol", "--role", "service-admin", "--service-account",
+        "--service", "billing", "--token-out", str(tmp_path / "carol.token"))  # fmt: skip
+    rep = json.loads(run_cli("report", "compliance", "--home", str(home), "--json").stdout)
+    mfa_sec = {s["id"]: s for s in rep["sections"]}["mfa"]
+    assert [i["name"] for i in mfa_sec["items"]] == ["carol"]
+    r = mfa(home, pins, "enrol", "carol", "--png", str(tmp_path / "c.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    secret = json.loads(r.stdout)["secret_b32"]
+    key = base64.b32decode(secret)
+    code = now_code(key)
+    r = mfa(home, pins, "verify", "carol", "--stdin", input=code + "\n")
+    assert r.returncode == 0, r.stderr
+    r = mfa(home, pins, "verify", "carol", "--stdin", input=code + "\n")
+    assert r.returncode == 7
+    with psycopg.connect(pg_url) as c:
+        row = c.execute("SELECT object_uid, confirmed_at, failures FROM mfa_enrolments").fetchone()
+        assert row is not None and row[1] is not None and row[2] == 1
+        obj = c.execute(
+            "SELECT branch, kind, wrapped FROM objects WHERE uid=%s", (row[0],)
+        ).fetchone()
+        assert obj is not None and obj[:2] == ("secrets", "mfa-totp")
+        assert key not in bytes(obj[2])
+        dump = " ".join(
+            str(r) for t in ("objects", "mfa_enrolments") for r in c.execute(f"SELECT * FROM {t}")
+        )
+        assert secret not in dump and key.hex() not in dump
+    rep = json.loads(run_cli("report", "compliance", "--home", str(home), "--json").stdout)
+    assert {s["id"]: s for s in rep["sections"]}["mfa"]["items"] == []

@@ -124,6 +124,7 @@ def test_a_drill_on_retired_shares_counts_neither_in_the_row_nor_in_the_alert(de
 
     h, _pin, drilled = demo
     db = tmp_path / "custody.db"
+    (tmp_path / "custody.toml").write_bytes((h / "custody.toml").read_bytes())  # its store
     src = sqlite3.connect(h / "custody.db")
     dst = sqlite3.connect(db)
     src.backup(dst)

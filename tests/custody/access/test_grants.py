@@ -219,6 +219,45 @@ def test_requests_are_checked(world):
     with pytest.raises(AccessDenied):  # a super-admin needs no grant, an auditor gets none
         flow.request(ac.principal("root"), "prod", MEDIUM, seconds=600, why="x")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    r2 = flow.request(svc, "prod", MEDIUM, seconds=900, why="y")
     clock.t += 600
     with pytest.raises(PolicyError, match="expired"):
         flow.approve(r.id, KEYS["alice"])
+    assert flow.expire_requests() == []  # r was marked by the refused approval; r2 is live
+    clock.t += 300
+    assert [x.id for x in flow.expire_requests()] == [r2.id]
+    assert flow.expire_requests() == [] and flow.get(r2.id).state == "expired"
+
+
+def test_an_emergency_root_rotation_revokes_every_grant(world):
+    flow, ac, store, _log, _clock = world
+    svc = ac.principal("svc")
+    r = flow.request(svc, "prod", MEDIUM, seconds=600, why="x")
+    gid = flow.approve(r.id, KEYS["alice"])["grant"]
+    assert store.revoke_access(now=T0 + 1)["grants"] == 1  # the emergency-rotate step
+    assert store.grant(gid).revoked_at == T0 + 1
+    with pytest.raises(AccessDenied, match="revoked"):
+        ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)
+
+
+def test_the_number_of_high_approvers_is_config(world, tmp_path: Path):
+    from custody.access.settings import AccessSettings
+    from custody.errors import ConfigError
+
+    _flow, ac, _store, _log, _clock = world
+    conf = tmp_path / "custody.toml"
+    conf.write_text("[access]\nhigh_approvers = 3\nmax_grant_seconds = 3600\n")
+    settings = AccessSettings.for_home(conf)
+    three = GrantFlow(ac, "dep-1", settings)
+    svc = ac.principal("svc")
+    assert three.request(svc, "prod", HIGH, seconds=600, why="x").needed == 3
+    assert three.request(svc, "prod", MEDIUM, seconds=600, why="x").needed == 1
+    from custody.errors import UsageError
+
+    with pytest.raises(UsageError):  # longer than max_grant_seconds
+        three.request(svc, "prod", MEDIUM, seconds=7200, why="x")
+    for bad in ({"high_approvers": 0}, {"high_approvers": "2"}, {"max_grant_seconds": 10},
+                {"mfa_mode": "never"}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            AccessSettings.from_mapping(bad)
+    assert AccessSettings.for_home(tmp_path / "missing.toml") == AccessSettings()

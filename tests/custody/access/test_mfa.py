@@ -8,6 +8,7 @@ disk. Times come from a fixed clock, never a patched ``datetime``."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from PIL import Image
 
 from custody.access import AccessControl, AccessDenied
 from custody.access.mfa import (
@@ -33,8 +35,10 @@ from custody.clock import from_seconds
 from custody.deployment import Deployment, open_deployment
 from custody.errors import AuditError, HsmError, IntegrityError, PolicyError, UsageError
 from custody.keys.hierarchy import KeyHierarchy
+from custody.monitor import parse_config, scan
+from custody.shares.card import make_qr
 from custody.store import open_store
-from custody.store.rows import ParticipantRow
+from custody.store.rows import ParticipantRow, PrincipalRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
 
@@ -94,6 +98,16 @@ def make(dep, log, clock, **kw) -> Mfa:
     return Mfa(dep.store, dep.hierarchy, log, clock, **kw)
 
 
+def principal(dep, name: str) -> str:
+    """Add service principal *name* through the store port (docs/access.md)."""
+    if dep.store.principal(name) is None:
+        dep.store.add_principal(
+            PrincipalRow(name=name, kind="service", role="service-user", services=("svc",),
+                         envs=(), created=T0, created_by="test")
+        )  # fmt: skip
+    return name
+
+
 def key_of(enrolment) -> bytes:
     return base64.b32decode(enrolment.secret_b32)
 
@@ -123,7 +137,7 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
         assert totp_code(RFC_SEED, t // 30) == expected8[-6:]  # 6 digits: the low six
     # enrolment with the RFC seed as its "random" secret, then the RFC's own code at its time
     mfa = make(dep, log, clock, rng=InsecureFixedRng(RFC_SEED))
-    e = mfa.enrol("rfc")
+    e = mfa.enrol(principal(dep, "rfc"))
     assert key_of(e) == RFC_SEED
     assert e.uri.startswith("otpauth://totp/custody:rfc?")
     for part in (
@@ -135,6 +149,14 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
     ):
         assert part in e.uri
     assert e.png.startswith(b"\x89PNG") and len(e.qr_text.splitlines()) > 10
+    # the PNG is the QR code of exactly that URI, module for module (8 px each)
+    img = Image.open(io.BytesIO(e.png)).convert("1")
+    m = make_qr(e.uri.encode()).get_matrix()
+    assert img.size == (len(m) * 8, len(m) * 8)
+    got = [
+        [img.getpixel((x * 8 + 4, y * 8 + 4)) == 0 for x in range(len(m))] for y in range(len(m))
+    ]
+    assert got == m
     mfa.verify("rfc", "081804", now=from_seconds(1111111109))
     assert mfa.enrolled("rfc")
 
@@ -142,8 +164,8 @@ def test_rfc6238_vectors_match_cryptography_and_verify_end_to_end(env):
 def test_the_secret_is_random_wrapped_under_secrets_and_never_in_the_clear(env, tmp_path):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    e1 = mfa.enrol("disk-alice")
-    e2 = mfa.enrol("disk-bob")
+    e1 = mfa.enrol(principal(dep, "disk-alice"))
+    e2 = mfa.enrol(principal(dep, "disk-bob"))
     k1, k2 = key_of(e1), key_of(e2)
     assert len(k1) >= 20 and k1 != k2
     row = dep.store.mfa_enrolment("disk-alice")
@@ -182,7 +204,7 @@ def test_the_secret_is_random_wrapped_under_secrets_and_never_in_the_clear(env, 
 def test_a_code_is_used_once_and_earlier_codes_are_dead(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("replay"))
+    k = key_of(mfa.enrol(principal(dep, "replay")))
     code = code_at(k, T0)
     mfa.verify("replay", code)
     # the insider who saw the code over a shoulder replays it in the same window
@@ -203,7 +225,7 @@ def test_a_code_is_used_once_and_earlier_codes_are_dead(env):
 def test_two_uses_of_one_step_race_and_only_one_wins(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    mfa.enrol("race")
+    mfa.enrol(principal(dep, "race"))
     step = T0 // 30
     with dep.store.transaction():
         first = dep.store.use_mfa_step("race", step, now="2027-01-15T08:00:00+00:00")
@@ -220,7 +242,7 @@ def test_one_step_of_drift_either_way_and_no_more(env, offsets, accepted):
     _, dep, log, clock = env
     name = "drift" + "".join(f"{o:+d}" for o in offsets).replace("+", "p").replace("-", "m")
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol(name))
+    k = key_of(mfa.enrol(principal(dep, name)))
     for off in offsets:  # earlier step first: a later step's use kills the earlier ones
         if accepted:
             mfa.verify(name, code_at(k, T0, off))
@@ -231,20 +253,24 @@ def test_one_step_of_drift_either_way_and_no_more(env, offsets, accepted):
     assert mfa.enrolled(name) is accepted
 
 
-def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code(env):
+def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code(env, tmp_path):
     _, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("brute"))
+    k = key_of(mfa.enrol(principal(dep, "brute")))
     right = code_at(k, T0)
     wrong = [
         c
         for c in (f"{i:06d}" for i in range(100))
         if c not in {code_at(k, T0, o) for o in (-1, 0, 1)}
     ]
+    # guesses 3 s apart (custody.monitor's failed-burst takes denials of one target within
+    # 2 s of each other as one attempt refused by two layers)
     for i in range(4):
+        clock.t = T0 + 3 * i
         with pytest.raises(MfaError):
             mfa.verify("brute", wrong[i])
     assert not {s["principal"]: s for s in mfa.status()}["brute"]["locked"]
+    clock.t = T0 + 12
     with pytest.raises(MfaError) as ei:
         mfa.verify("brute", wrong[4])
     assert ei.value.reason == "wrong"
@@ -253,16 +279,23 @@ def test_lockout_after_five_failures_is_audited_and_holds_against_the_right_code
     assert [e["details"]["failures"] for e in fails] == [1, 2, 3, 4, 5]
     lock = [e for e in ent if e["op"] == "mfa lockout"]
     assert len(lock) == 1 and lock[0]["outcome"] == "denied"
-    assert lock[0]["details"]["locked_until"] == "2027-01-15T08:15:00+00:00"
+    assert lock[0]["details"]["locked_until"] == "2027-01-15T08:15:12+00:00"
+    # the monitoring rules see the burst of denials too (custody.monitor's failed-burst)
+    res = scan(log, tmp_path / "monitor.state", parse_config({}), actor="monitor", full=True)
+    burst = [a for a in res.alerts if a.kind == "failed-burst" and a.actor == "brute"]
+    assert len(burst) == 1 and set(burst[0].seqs) >= {e["seq"] for e in fails}
     # locked: even the right code is refused, audited, and the lockout is not extended
     with pytest.raises(MfaError) as ei:
         mfa.verify("brute", right)
     assert ei.value.reason == "locked"
     assert entries(log, "brute")[-1]["details"]["reason"] == "locked"
     st = {s["principal"]: s for s in mfa.status()}["brute"]
-    assert st["locked"] and st["locked_until"] == "2027-01-15T08:15:00+00:00"
+    assert st["locked"] and st["locked_until"] == "2027-01-15T08:15:12+00:00"
     # after the lockout period the right code works, and the count starts again
-    clock.t = T0 + 900
+    clock.t = T0 + 911
+    with pytest.raises(MfaError):
+        mfa.verify("brute", code_at(k, clock.t))  # one second before the end
+    clock.t = T0 + 912
     mfa.verify("brute", code_at(k, clock.t))
     st = {s["principal"]: s for s in mfa.status()}["brute"]
     assert (st["locked"], st["failures"]) == (False, 0)
@@ -275,7 +308,7 @@ def test_lockout_threshold_and_period_are_config(env, tmp_path):
     pol = MfaPolicy.for_home(conf)
     assert (pol.max_failures, pol.lockout_seconds) == (2, 60)
     mfa = make(dep, log, clock, policy=pol)
-    k = key_of(mfa.enrol("strict"))
+    k = key_of(mfa.enrol(principal(dep, "strict")))
     bad = "000000" if code_at(k, T0) != "000000" else "111111"
     for _ in range(2):
         with pytest.raises(MfaError):
@@ -291,8 +324,8 @@ def test_lockout_threshold_and_period_are_config(env, tmp_path):
 def test_a_row_pointed_at_another_principals_secret_is_refused(env):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    ka = key_of(mfa.enrol("swap-alice"))
-    mfa.enrol("swap-mallory")
+    ka = key_of(mfa.enrol(principal(dep, "swap-alice")))
+    mfa.enrol(principal(dep, "swap-mallory"))
     # the insider with write access to the store points mallory's row at alice's secret,
     # hoping alice's codes (or mallory's copy of them) pass as mallory's
     alice = dep.store.mfa_enrolment("swap-alice")
@@ -307,13 +340,19 @@ def test_a_row_pointed_at_another_principals_secret_is_refused(env):
     with pytest.raises(IntegrityError):
         mfa.verify("swap-mallory", code_at(ka, T0))
     assert not mfa.enrolled("swap-mallory")
+    last = entries(log, "swap-mallory")[-1]
+    assert (last["op"], last["outcome"], last["details"]["error"]) == (
+        "mfa verify", "failed", "IntegrityError"
+    )  # fmt: skip
 
 
 def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
     _, dep, log, clock = env
     mfa = make(dep, log, clock, actor="root-admin")
-    e1 = mfa.enrol("twice")
-    e2 = mfa.enrol("twice")  # not confirmed yet: replaced, the first secret is shredded
+    e1 = mfa.enrol(principal(dep, "twice"))
+    e2 = mfa.enrol(
+        principal(dep, "twice")
+    )  # not confirmed yet: replaced, the first secret is shredded
     assert e1.secret_b32 != e2.secret_b32
     assert objects_of(dep.home.root, "mfa:twice") == [(KIND, BRANCH)]
     with pytest.raises(MfaError):
@@ -321,7 +360,7 @@ def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
     mfa.verify("twice", code_at(key_of(e2), T0))
     # confirmed: a stolen credential cannot enrol a second factor of its own
     with pytest.raises(MfaError) as ei:
-        mfa.enrol("twice")
+        mfa.enrol(principal(dep, "twice"))
     assert ei.value.reason == "enrolled"
 
     def not_admin() -> None:
@@ -347,7 +386,7 @@ def test_enrolling_twice_needs_a_reset_and_both_are_audited(env):
 def test_an_unwritable_audit_log_refuses_the_code_and_records_nothing(env, tmp_path):
     home, dep, log, clock = env
     mfa = make(dep, log, clock)
-    k = key_of(mfa.enrol("noaudit"))
+    k = key_of(mfa.enrol(principal(dep, "noaudit")))
     blocker = sqlite3.connect(home / "audit.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     slow = AuditLog.for_home(dep.home, timeout=0.2)
@@ -373,6 +412,13 @@ def test_unknown_and_bad_names(env):
     for bad in ("", "a b", "-x", "x" * 65, "a\nb"):
         with pytest.raises(UsageError):
             mfa.enrol(bad)
+    with pytest.raises(UsageError, match="No principal"):
+        mfa.enrol("ghost")  # no principal of that name: no enrolment waiting for one
+    assert dep.store.mfa_enrolment("ghost") is None
+    dep.store.revoke_principal(principal(dep, "gone"), now=T0)
+    with pytest.raises(MfaError) as ei:
+        mfa.enrol("gone")
+    assert ei.value.reason == "revoked" and dep.store.mfa_enrolment("gone") is None
 
 
 def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
@@ -390,7 +436,7 @@ def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
         )  # fmt: skip
     ac = AccessControl(dep.store, log, clock=clock, mfa=mfa)
     ac.add_principal("mfa-root", kind="person", role="super-admin", public=key.public, by="test")
-    k = key_of(mfa.enrol("mfa-root"))
+    k = key_of(mfa.enrol(principal(dep, "mfa-root")))
     mfa.verify("mfa-root", code_at(k, T0))  # confirms the enrolment
     clock.t = T0 + 30
     p = ac.principal("mfa-root")

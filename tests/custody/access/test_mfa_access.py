@@ -96,3 +96,41 @@ def test_a_high_class_read_needs_a_fresh_code(deployment):
         assert key.hex() not in (home / "audit.db").read_bytes().hex()
     finally:
         log.close()
+
+
+def test_an_enrolled_super_admin_approves_only_with_a_code(deployment):
+    from custody.access.flow import GrantFlow
+    from custody.audit.signers import Ed25519Signer
+    from custody.store.rows import ParticipantRow
+
+    _home, dep = deployment
+    log = AuditLog.for_home(dep.home)
+    clock = Clock(T0 + 600)
+    try:
+        mfa = Mfa(dep.store, dep.hierarchy, log, clock)
+        ac = AccessControl(dep.store, log, clock=clock, mfa=mfa)
+        key = Ed25519Signer.from_seed("boss", b"b" * 32)
+        dep.store.add_participant(ParticipantRow(name="boss", role="super-admin",
+                                  public=key.public, fingerprint="b" * 32, valid_from=T0 - 10,
+                                  valid_until=T0 + 10**8, revoked_at=None,
+                                  enrolled_by="x"))  # fmt: skip
+        ac.add_principal("boss", kind="person", role="super-admin", public=key.public, by="x")
+        totp = base64.b32decode(mfa.enrol("boss").secret_b32)
+        clock.t -= 60
+        mfa.verify("boss", totp_code(totp, clock.t // 30))  # confirms the enrolment
+        clock.t += 60
+        if dep.store.secret("prod", MEDIUM) is None:  # this test may run alone
+            with dep.store.transaction():
+                dep.store.add_secret(_secret(MEDIUM, "external-api-key", "medium"))
+        if dep.store.principal("svc") is None:
+            ac.add_principal("svc", kind="service", role="service-user",
+                             services=("payments",), by="x")  # fmt: skip
+        flow = GrantFlow(ac, "dep")
+        r = flow.request(ac.principal("svc"), "prod", MEDIUM, seconds=600, why="deploy")
+        with pytest.raises(AccessDenied, match="TOTP"):
+            flow.approve(r.id, key)
+        again = GrantFlow(AccessControl(dep.store, log, clock=clock, mfa=mfa), "dep")
+        out = again.approve(r.id, key, mfa_code=totp_code(totp, clock.t // 30))
+        assert out["grant"] and out["approvals"] == 1
+    finally:
+        log.close()

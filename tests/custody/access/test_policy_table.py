@@ -203,6 +203,14 @@ def test_grant_edges(edge: Edge):
     assert edge.reason in d.reason
 
 
+def test_an_encryption_key_needs_a_grant_on_its_exact_path():
+    dek = "payments/keys/dek"
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path="payments/")], category="data-encryption-key")
+    assert not d.allow and "prefix grant never covers an encryption key" in d.reason
+    d = _d(SVC_USER, "read", "prod", dek, [_g(path=dek)], category="data-encryption-key")
+    assert d.allow
+
+
 def test_an_auditor_never_gets_a_value_even_with_a_grant():
     d = _d(AUDITOR, "read", "prod", "payments/stripe/api-key", [_g(principal="audrey")])
     assert not d.allow and "may never read" in d.reason
@@ -359,6 +367,29 @@ def test_self_approval_is_denied_and_audited(tmp_path: Path):
         assert (e["op"], e["outcome"], e["actor"]) == ("access approve", "denied", "pat")
         assert "cannot approve their own request" in e["details"]["reason"]
         assert store.access_approvals(r.id) == [] and store.grants() == []
+    finally:
+        log.close()
+        store.close()
+
+
+def test_audit_views_by_role(tmp_path: Path):
+    store = SqliteStore.open(tmp_path / "custody.db", create=True)
+    log = AuditLog(tmp_path / "audit.db", durable=False)
+    try:
+        ac = AccessControl(store, log, clock=lambda: CLOCK)
+        entries = [
+            {"actor": "pay-svc", "target": "prod:billing/x"},
+            {"actor": "bob", "target": "prod:payments/db"},
+            {"actor": "bob", "target": "prod:payments-evil/db"},
+            {"actor": "bob", "target": "prod:other/z"},
+        ]
+        views = {p.role: ac.audit_view(p) for p in PRINCIPALS.values()}
+        seen = {role: [e for e in entries if v(e)] for role, v in views.items()}
+        assert seen["super-admin"] == entries and seen["auditor"] == entries
+        assert seen["service-admin"] == [entries[1]]  # its services' entries
+        assert seen["service-user"] == [entries[0]]  # its own entries
+        logged = [json.loads(x) for x in log.lines()]
+        assert [e["details"]["action"] for e in logged] == ["audit"] * 4
     finally:
         log.close()
         store.close()

@@ -162,6 +162,9 @@ def test_any_read_during_a_soft_delete_window(tr):
     )
     tr.op("secret restore", "admin", "prod:web/session", MON + 11 * HOUR)
     tr.read("alice", "prod:web/session", MON + 12 * HOUR)  # restored: an ordinary read
+    tr.op("secret delete", "admin", "prod:web/api-key", MON + 13 * HOUR)
+    tr.op("secret put", "admin", "prod:web/api-key", MON + 14 * HOUR)  # written anew
+    tr.read("alice", "prod:web/api-key", MON + 15 * HOUR)
     [a] = fired(tr, "soft-delete-read")
     assert a.seqs == tuple(win)  # the intent, the vault's own notice, the denial
     assert [e["op"] for e in entries(tr.log, a.seqs)] == [
@@ -187,6 +190,22 @@ def test_rules_are_data_thresholds_exemptions_and_extra_rules(tr):
     assert [a.rule for a in fired(tr, "failed-burst", cfg)] == ["failed-burst"]
     exempt = parse_config({"rules": {"failed-burst": {"exempt": ["bob"], "threshold": 3}}})
     assert fired(tr, "failed-burst", exempt) == []
+
+
+def test_deviations_from_the_defaults_are_listed():
+    assert MonitorConfig().deviations() == {}
+    cfg = parse_config(
+        {
+            "learn_days": 365,
+            "rules": {
+                "volume": {"ratio": 50},
+                "extra": {"kind": "failed-burst", "threshold": 2},
+            },
+        }
+    )
+    dev = cfg.deviations()
+    assert dev["learn_days"] == 365 and dev["rules.volume.ratio"] == 50.0
+    assert dev["rules.extra"]["threshold"] == 2 and len(dev) == 3
 
 
 @pytest.mark.parametrize(
@@ -216,3 +235,18 @@ def test_one_attempt_refused_by_the_access_layer_and_the_op_counts_once(tr):
     tr.read("bob", "prod:x/9", t + 60, outcome="denied")
     [a] = fired(tr, "failed-burst")
     assert a.facts["count"] == 5 and len(a.seqs) == 4 * 3 + 2
+
+
+def test_a_read_killed_before_its_outcome_still_counts(tr):
+    """The reader kills the command once the value is printed, before 'ok' is written."""
+    t = MON + 11 * HOUR
+    intent = tr.log.append(
+        "secret get", "prod:payroll/db", "alice", outcome="intent",
+        details={"env": "prod", "path": "payroll/db"}, now=t,
+    )  # fmt: skip
+    assert fired(tr, "first-high") == []  # no later entry yet: it may still finish
+    tr.read("billing-svc", "prod:billing/db", t + 700)  # the log moves on
+    [a] = fired(tr, "first-high")
+    assert a.actor == "alice" and a.seqs == (intent["seq"],)
+    cfg = parse_config({"unfinished_after": 900})
+    assert fired(tr, "first-high", cfg) == []

@@ -15,7 +15,7 @@ import pytest
 
 from custody.audit.log import AuditLog
 from custody.errors import PolicyError, UsageError
-from custody.monitor import Detector, MonitorConfig, ack, list_alerts, scan
+from custody.monitor import Detector, MonitorConfig, ack, list_alerts, parse_config, scan
 from custody.monitor.records import RAISED, SCAN
 from tests.custody.monitor.traffic import CLASSES, DAY, HOUR, T0, Traffic, baseline, copy_log
 
@@ -189,3 +189,42 @@ def test_the_compliance_report_lists_open_alerts_from_the_log_alone(tr):
     assert sorted(i["id"] for i in s["items"]) == sorted(a.id for a in raised)
     ack(tr.log, raised[0].id, "carol")
     assert [i["id"] for i in section()["items"]] == [raised[1].id]
+
+
+def test_an_insider_who_exempts_themselves_shows_in_the_audit_log(tr):
+    do_scan(tr)
+    state = tr.log.path.parent / "monitor-state.json"
+    quiet = parse_config(
+        {"rules": {"first-high": {"exempt": ["alice"]}, "off-hours": {"enabled": False}}}
+    )
+    anomaly(tr)
+    res = scan(tr.log, state, quiet, actor="alice", classes=CLASSES)
+    assert res.alerts == () and res.rules_changed  # the rules they changed are silent...
+    assert res.start == 0 and "rules changed" in res.rescan
+    [entry] = [e for e in ops(tr.log, SCAN) if e["seq"] == res.scan_seq]
+    assert entry["details"]["rules_changed"] and entry["actor"] == "alice"
+    assert entry["details"]["exempt"] == {"first-high": ["alice"]}
+    assert entry["details"]["disabled"] == ["off-hours"]  # ...and the log says so
+    assert entry["details"]["not_default"] == {
+        "rules.first-high.exempt": ["alice"],
+        "rules.off-hours.enabled": False,
+    }
+    again = scan(tr.log, state, quiet, actor="alice", classes=CLASSES)
+    assert not again.rules_changed and again.scan_seq is None
+    # back to the real rules: the scan starts again and raises what was hidden
+    back = do_scan(tr)
+    assert back.start == 0 and back.rules_changed
+    assert {a.kind for a in back.alerts} == {"first-high", "off-hours"}
+
+
+def test_a_link_planted_at_the_alert_file_is_not_followed(tr, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    link = tmp_path / "alerts.jsonl"
+    link.symlink_to(victim)
+    do_scan(tr)
+    anomaly(tr)
+    res = do_scan(tr, alert_file=link)
+    assert res.alerts and any("alert file" in p for p in res.deliveries)
+    assert victim.read_text() == "keep\n"
+    assert {r.id for r in list_alerts(tr.log)} == {a.id for a in res.alerts}  # still recorded

@@ -1,0 +1,85 @@
+"""``custody serve``: hand over to the API server's own entry point (``python -m custody_server``).
+
+The CLI and the server are front ends side by side; neither imports the other. This command
+checks the home and the options, then replaces the process with the server (same
+interpreter, same environment, so ``$CUSTODY_PIN`` reaches it; a ``--pin-file`` is passed
+as an absolute path). See docs/api.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from custody_cli import common
+
+_PATHS = ("pin_file", "cert", "key", "client_ca")
+_VALUES = ("bind", "rate", "max_body", "lockout_after", "lockout_seconds", "workers")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the HTTPS API (TLS 1.3 only; native API and Vault KV v2 surface)",
+        description="Serve --home's secrets over HTTPS, TLS 1.3 only: the native API under "
+        "/api/v1 and a Vault KV v2-compatible surface under /v1 (hvac works unchanged). "
+        "Callers authenticate with a bearer token or a client certificate (--client-ca); "
+        "every request is authorised by custody's access control and audited. The token "
+        "PIN comes from --pin-file or $CUSTODY_PIN. See docs/api.md.",
+    )
+    common.add_home(p)
+    common.add_pin(p)
+    p.add_argument("--cert", required=True, metavar="PEM", help="the server certificate chain")
+    p.add_argument("--key", required=True, metavar="PEM", help="the server's private key")
+    p.add_argument(
+        "--client-ca",
+        metavar="PEM",
+        help="CA for client certificates (mutual TLS; the certificate's CN names the principal)",
+    )
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1:8200",
+        metavar="HOST:PORT",
+        help="(127.0.0.1:8200; port 0: any)",
+    )
+    p.add_argument(
+        "--rate", default="200/second", metavar="LIMIT", help="per principal (200/second)"
+    )
+    p.add_argument("--max-body", type=int, default=64 * 1024, metavar="BYTES", help="(65536)")
+    p.add_argument(
+        "--lockout-after", type=int, default=5, metavar="N", help="failed authentications (5)"
+    )
+    p.add_argument("--lockout-seconds", type=int, default=300, metavar="S", help="(300)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="backend threads (2)")
+    p.add_argument(
+        "--bare-endpoint",
+        action="store_true",
+        help="also serve GET /api/v1/bare, a constant (the load test's baseline)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def server_argv(args: argparse.Namespace) -> list[str]:
+    """The ``python -m custody_server`` argument list for parsed ``custody serve`` args."""
+    home = common.home_of(args)
+    argv = [sys.executable, "-m", "custody_server", "--home", str(home.root)]
+    for name in _PATHS:
+        v = getattr(args, name, None)
+        if v:
+            argv += ["--" + name.replace("_", "-"), str(Path(v).expanduser().resolve())]
+    for name in _VALUES:
+        argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    if args.bare_endpoint:
+        argv.append("--bare-endpoint")
+    return argv
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    home = common.home_of(args)
+    home.load()  # fail here, before handing over, if there is no deployment
+    argv = server_argv(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, an argument list

@@ -1,0 +1,193 @@
+"""The server's hold on the deployment: worker threads that own the store and the token.
+
+SQLite connections belong to the thread that opened them, so every store or token operation
+of the server runs on one of ``workers`` dedicated threads (:class:`Backend`). Each opens the
+home with the PIN at start-up (its own store connection; the token adapters share one
+logged-in session and python-pkcs11 serialises their calls) and keeps it for the server's
+life; the PIN itself is not kept. The event loop hands work to whichever worker is free
+(:meth:`Backend.run`) and awaits the result. Access control audits every decision, so with
+several workers the decisions of concurrent requests share the audit log's group commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from custody.access import AccessControl
+from custody.access.mfa import Mfa, MfaPolicy
+from custody.access.settings import AccessSettings
+from custody.audit.log import AuditLog
+from custody.config import Home
+from custody.deployment import Deployment, open_deployment
+from custody.secrets import SecretPolicy, Vault
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    """What a worker call gets: the opened deployment, its vault and access control."""
+
+    dep: Deployment
+    vault: Vault
+    access: AccessControl
+    audit: AuditLog
+    mfa_mode: str = "enrolled"
+
+
+_STOP = object()
+
+
+def open_context(
+    home: Home,
+    pin: str,
+    audit: AuditLog,
+    alert: Callable[[Mapping[str, Any]], None] | None = None,
+) -> Context:
+    """Open *home* with *pin* and build its vault and access control (with TOTP checks and
+    the home's MFA mode), all auditing to *audit*.
+
+    Raises:
+        CustodyError: from :func:`~custody.deployment.open_deployment` or the config.
+    """
+    dep = open_deployment(home, pin)
+    try:
+        rng = dep.hsm.random if dep.hsm is not None else None
+        vault = Vault(
+            dep.store,
+            dep.hierarchy,
+            policy=SecretPolicy.for_home(home.config_path),
+            actor="custody-server",
+            alert=alert,
+            rng=rng,
+        )
+        mfa = Mfa(
+            dep.store, dep.hierarchy, audit, policy=MfaPolicy.for_home(home.config_path), rng=rng
+        )
+        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        access = AccessControl(dep.store, audit, mfa=mfa, mfa_mode=mode, rng=rng or os.urandom)
+    except BaseException:
+        dep.close()
+        raise
+    return Context(dep=dep, vault=vault, access=access, audit=audit, mfa_mode=mode)
+
+
+class Backend:
+    """Worker threads, each owning its own opening of *home*'s deployment.
+
+    Args:
+        home: the custody home.
+        pin: the token user PIN (used to log in at start, then dropped).
+        audit: the shared audit log (thread-safe; group commit).
+        alert: called on a worker with each vault alert.
+        workers: how many worker threads.
+
+    Raises:
+        CustodyError: from :func:`open_context` (bad home or PIN).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        pin: str,
+        audit: AuditLog,
+        *,
+        alert: Callable[[Mapping[str, Any]], None] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        for i in range(max(1, workers)):
+            ready = threading.Event()
+            box: dict[str, BaseException] = {}
+            t = threading.Thread(
+                target=self._main,
+                args=(home, pin, audit, alert, ready, box),
+                name=f"custody-backend-{i}",
+                daemon=True,
+            )
+            t.start()
+            ready.wait()
+            if "error" in box:
+                self.close()
+                raise box["error"]
+            self._threads.append(t)
+
+    def _main(
+        self,
+        home: Home,
+        pin: str,
+        audit: AuditLog,
+        alert: Callable[[Mapping[str, Any]], None] | None,
+        ready: threading.Event,
+        box: dict[str, BaseException],
+    ) -> None:
+        try:
+            ctx = open_context(home, pin, audit, alert)
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            box["error"] = exc
+            ready.set()
+            return
+        del pin
+        ready.set()
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP:
+                    break
+                fn, done = job
+                try:
+                    result = fn(ctx)
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+                    done(None, exc)
+                else:
+                    done(result, None)
+        finally:
+            ctx.dep.close()
+
+    async def run(self, fn: Callable[[Context], T]) -> T:
+        """Run ``fn(context)`` on the worker thread and return its result (or raise)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            def settle() -> None:
+                if fut.cancelled():
+                    return
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+
+            loop.call_soon_threadsafe(settle)
+
+        self._jobs.put((fn, done))
+        return await fut
+
+    def call(self, fn: Callable[[Context], T]) -> T:
+        """Run ``fn(context)`` on the worker from a plain thread (start-up, tests)."""
+        box: dict[str, Any] = {}
+        ev = threading.Event()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            box.update(result=result, exc=exc)
+            ev.set()
+
+        self._jobs.put((fn, done))
+        ev.wait()
+        if box["exc"] is not None:
+            raise box["exc"]
+        return box["result"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:
+            self._jobs.put(_STOP)
+        for t in alive:
+            t.join(timeout=30)
