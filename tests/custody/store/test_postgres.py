@@ -206,3 +206,28 @@ def test_processes_opening_a_new_store_at_once_run_each_migration_once(
             "SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'object_tally_delete'"
         ).fetchone()
         assert n == (1,)
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_between_transactions_is_reopened(pg_url: str) -> None:
+    s = open_store(pg_url, create=True)
+    try:
+        s.set_meta("k", "v")
+
+        def kill_its_backend() -> None:
+            pid = s.conn.info.backend_pid  # type: ignore[attr-defined]
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        kill_its_backend()  # a server restart or failover, between two calls
+        assert s.get_meta("k") == "v"  # a read: reconnected once, transparently
+        kill_its_backend()
+        s.set_meta("k", "w")  # a write: its BEGIN ran on a fresh connection
+        assert s.get_meta("k") == "w"
+        with pytest.raises(StorageError), s.transaction():  # inside a transaction:
+            s.set_meta("k", "x")
+            kill_its_backend()  # the outcome is unknown to the store: it must not retry
+            s.set_meta("k", "y")
+        assert s.get_meta("k") == "w"  # neither write of the broken transaction landed
+    finally:
+        s.close()
