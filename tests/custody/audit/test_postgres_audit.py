@@ -4,8 +4,8 @@ checkpoints and proofs as on SQLite; and what an insider who bypasses the log ac
 
 from __future__ import annotations
 
-import itertools
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import time
