@@ -86,8 +86,12 @@ def _as_user() -> tuple[list[str], int | None, int | None]:
             pw = pwd.getpwnam(name)
             break
     else:
+        # two xdist workers may both get here: the loser's useradd fails, the user exists
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "custody-pg"], check=True, timeout=30
+            ["useradd", "--system", "--no-create-home", "custody-pg"],
+            check=False,
+            capture_output=True,
+            timeout=30,
         )
         pw = pwd.getpwnam("custody-pg")
     prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--"]
