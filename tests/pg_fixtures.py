@@ -17,6 +17,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -68,6 +69,20 @@ class PgServer:
         name = "t_" + uuid.uuid4().hex[:16]
         self.admin(f'CREATE DATABASE "{name}"')
         return name
+
+
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, base, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1.0)
+subprocess.run(stop, capture_output=True, timeout=60, check=False)
+shutil.rmtree(base, ignore_errors=True)
+"""
 
 
 def _free_port() -> int:
@@ -158,15 +173,22 @@ def start_server(base: Path, *, durable: bool = False) -> Iterator[PgServer]:
         capture_output=True,
         timeout=90,
     )
+    stop = [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]
+    # pg_ctl detaches the server: if this process dies without its teardown (a killed
+    # pytest, a timeout), a watchdog of ours stops the server and removes its files
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(base), *stop],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield PgServer(datadir=data, socket_dir=sock, port=port)
     finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        subprocess.run(stop, capture_output=True, timeout=60, check=False)
+        watchdog.kill()
+        watchdog.wait(10)
 
 
 @pytest.fixture(scope="session")
