@@ -129,17 +129,55 @@ def test_password_from_a_0600_file_or_the_environment(
 
 
 @pytest.mark.postgres
-def test_sslmode_is_passed_to_libpq(pg_server: PgServer) -> None:
-    url = pg_server.url(pg_server.new_database(), tcp=True) + "?sslmode=require"
+def test_tls_verify_full_against_the_servers_ca(pg_server: PgServer, tmp_path: Path) -> None:
+    assert pg_server.ca is not None
+    url = pg_server.url(pg_server.new_database(), tcp=True)
     os.environ[PASSWORD_ENV] = pg_server.password
     try:
-        # the test server has no TLS: a client that requires it must refuse to go on
+        s = open_store(f"{url}?sslmode=verify-full&sslrootcert={pg_server.ca}", create=True)
+        try:
+            (on,) = s.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0]
+            assert on is True  # the connection really is TLS
+        finally:
+            s.close()
+        # a man in the middle with another CA's certificate: verify-full refuses to go on
+        other = tmp_path / "other-ca.pem"
+        other.write_text(_other_ca())
         with pytest.raises(StorageError, match="Cannot reach"):
-            open_store(url, create=True)
-        s = open_store(url.replace("require", "disable"), create=True)
-        s.close()
+            open_store(f"{url}?sslmode=verify-full&sslrootcert={other}")
+        # and verify-full checks the name: the certificate is for 127.0.0.1, not localhost
+        with pytest.raises(StorageError, match="Cannot reach"):
+            open_store(
+                url.replace("127.0.0.1", "localhost")
+                + f"?sslmode=verify-full&sslrootcert={pg_server.ca}"
+            )
     finally:
         del os.environ[PASSWORD_ENV]
+
+
+def _other_ca() -> str:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the store's CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 # -- the schema ----------------------------------------------------------------------
