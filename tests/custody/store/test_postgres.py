@@ -136,7 +136,7 @@ def test_tls_verify_full_against_the_servers_ca(pg_server: PgServer, tmp_path: P
     try:
         s = open_store(f"{url}?sslmode=verify-full&sslrootcert={pg_server.ca}", create=True)
         try:
-            (on,) = s.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0]
+            (on,) = s.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0]  # type: ignore[attr-defined]
             assert on is True  # the connection really is TLS
         finally:
             s.close()
