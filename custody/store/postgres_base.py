@@ -178,6 +178,7 @@ class PostgresBase:
         self._local = local
         self._depth = 0
         self._locked = False  # the open transaction holds the store's write lock
+        self._scans = 0
 
     @property
     def path(self) -> Path:
@@ -228,7 +229,8 @@ class PostgresBase:
         twice)."""
         with self._read_snapshot():
             try:
-                with self.conn.cursor(name=f"scan{id(self)}{self._depth}") as cur:
+                self._scans += 1  # a name of its own: scans may nest
+                with self.conn.cursor(name=f"scan{self._scans}") as cur:
                     cur.itersize = size
                     cur.execute(sql, params or None)
                     while rows := cur.fetchmany(size):
