@@ -17,6 +17,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ class PgServer:
     port: int
     user: str = PG_USER
     password: str = PG_PASSWORD
+    ca: Path | None = None  # the CA that signed the server's TLS certificate (127.0.0.1)
 
     def url(self, db: str = "postgres", *, tcp: bool = False) -> str:
         """A password-less URL (the password is never in a URL custody sees)."""
@@ -70,6 +72,78 @@ class PgServer:
         return name
 
 
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, base, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1.0)
+subprocess.run(stop, capture_output=True, timeout=60, check=False)
+shutil.rmtree(base, ignore_errors=True)
+"""
+
+
+def _tls(base: Path, data: Path, uid: int | None, gid: int | None) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 (TLS tests: sslmode=verify-full)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "custody test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = base / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_file.chmod(0o644)
+    (data / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kf = data / "server.key"
+    kf.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    kf.chmod(0o600)  # the server refuses a key others can read
+    if uid is not None and gid is not None:
+        for f in (data / "server.crt", kf, ca_file):
+            os.chown(f, uid, gid)
+    return ca_file
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,8 +160,12 @@ def _as_user() -> tuple[list[str], int | None, int | None]:
             pw = pwd.getpwnam(name)
             break
     else:
+        # two xdist workers may both get here: the loser's useradd fails, the user exists
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "custody-pg"], check=True, timeout=30
+            ["useradd", "--system", "--no-create-home", "custody-pg"],
+            check=False,
+            capture_output=True,
+            timeout=30,
         )
         pw = pwd.getpwnam("custody-pg")
     prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--"]
@@ -140,10 +218,14 @@ def start_server(base: Path, *, durable: bool = False) -> Iterator[PgServer]:
         timeout=120,
     )
     pwfile.unlink()
+    ca = _tls(base, data, uid, gid)
     port = _free_port()
     opts = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
         "-c max_connections=200 -c shared_buffers=64MB"
+    )
+    opts += (
+        f" -c ssl=on -c ssl_cert_file={data / 'server.crt'} -c ssl_key_file={data / 'server.key'}"
     )
     if not durable:
         opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -154,15 +236,22 @@ def start_server(base: Path, *, durable: bool = False) -> Iterator[PgServer]:
         capture_output=True,
         timeout=90,
     )
+    stop = [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]
+    # pg_ctl detaches the server: if this process dies without its teardown (a killed
+    # pytest, a timeout), a watchdog of ours stops the server and removes its files
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(base), *stop],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        yield PgServer(datadir=data, socket_dir=sock, port=port)
+        yield PgServer(datadir=data, socket_dir=sock, port=port, ca=ca)
     finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        subprocess.run(stop, capture_output=True, timeout=60, check=False)
+        watchdog.kill()
+        watchdog.wait(10)
 
 
 @pytest.fixture(scope="session")

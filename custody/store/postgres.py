@@ -79,7 +79,12 @@ class PostgresStore(
             StorageError: unreachable, refused, not a custody store, or newer than this.
         """
         conn = connect(url, password_file=password_file)
-        store = cls(url, conn, local if local is not None else Path.cwd() / "custody.pg")
+        store = cls(
+            url,
+            conn,
+            local if local is not None else Path.cwd() / "custody.pg",
+            password_file=password_file,
+        )
         try:
             if not create and store._schema_version() is None:
                 raise StorageError(

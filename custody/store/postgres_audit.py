@@ -57,6 +57,10 @@ _SCHEMA = (
 )
 
 
+class _Dropped(Exception):
+    """The connection was gone before a batch read the head (internal: it is retried)."""
+
+
 def _lsn(text: str) -> int:
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
@@ -91,10 +95,10 @@ class PostgresAuditStore:
         self._where = describe(url)
         self._flush_mutex = threading.Lock()
         try:
-            self._db = connect(url, password_file=password_file)
+            self._password_file = password_file
+            self._timeout = timeout
+            self._db = self._open_writer()
             self._flush = connect(url, password_file=password_file) if durable else None
-            self._db.execute(f"SET lock_timeout = {int(timeout * 1000)}")
-            self._db.execute("SET synchronous_commit = off")  # sync() makes it durable
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
                 for stmt in _SCHEMA:
@@ -114,6 +118,20 @@ class PostgresAuditStore:
                 f"The audit log in {self._where} cannot be opened",
                 "Check the store URL, its password source and the server.",
             ) from exc
+
+    def _open_writer(self) -> Any:
+        db = connect(self.url, password_file=self._password_file, prompt=False)
+        db.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
+        db.execute("SET synchronous_commit = off")  # sync() makes each batch durable
+        return db
+
+    def _alive(self) -> None:
+        """Reconnect a connection the server dropped since the last call (a restart or a
+        failover): a long-lived log keeps working; the call that saw the failure failed."""
+        if self._db.closed or self._db.broken:
+            self._db = self._open_writer()
+        if self._flush is not None and (self._flush.closed or self._flush.broken):
+            self._flush = connect(self.url, password_file=self._password_file, prompt=False)
 
     def _err(self, exc: BaseException) -> AuditStoreError:
         state = getattr(exc, "sqlstate", None) or ""
@@ -142,39 +160,66 @@ class PostgresAuditStore:
         seq (None when *build* returned nothing). ``build(head)`` runs after the lock is
         held, with the newest committed head. Any error rolls the whole batch back.
         Durable only after :meth:`sync`."""
-        db = self._db
         try:
+            self._alive()
             try:
-                # two round trips while the lock is held, both pipelined: BEGIN, the lock
-                # and the head (a statement of its own, executed after the lock is granted,
-                # so its snapshot sees the newest committed entry); then the inserts and
-                # COMMIT
-                with db.pipeline(), db.cursor() as cur:
-                    cur.execute("BEGIN")
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
-                    cur.execute("SELECT seq, chain FROM audit_entries ORDER BY seq DESC LIMIT 1")
-                    row = cur.fetchone()
-                    rows = build(None if row is None else (int(row[0]), bytes(row[1])))
-                    if not rows:
-                        cur.execute("ROLLBACK")
-                        return None
-                    mac = None if seal is None else seal(rows[-1][0], rows[-1][2])
-                    cur.executemany("INSERT INTO audit_entries VALUES (%s, %s, %s)", rows)
-                    if mac is not None:
-                        cur.execute(
-                            "INSERT INTO audit_seals VALUES (%s, %s) "
-                            "ON CONFLICT(seq) DO UPDATE SET mac=excluded.mac",
-                            (rows[-1][0], mac),
-                        )
-                    cur.execute("COMMIT")
-            except BaseException:
-                if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    with contextlib.suppress(psycopg.Error):
-                        db.execute("ROLLBACK")
-                raise
-            return int(rows[-1][0])
+                return self._append(build, seal)
+            except _Dropped:
+                # the server dropped the connection before the head was read (a restart
+                # or failover since the last call): nothing was written and *build* was
+                # not called, so the batch goes in once more on a new connection
+                self._db = self._open_writer()
+                return self._append(build, seal)
+        except _Dropped as exc:
+            raise self._err(exc.__cause__ or exc) from exc
         except psycopg.Error as exc:
             raise self._err(exc) from exc
+
+    def _append(
+        self, build: Callable[[Head], Sequence[Row]], seal: Callable[[int, bytes], bytes] | None
+    ) -> int | None:
+        db = self._db
+        built = False
+        try:
+            # two round trips while the lock is held, both pipelined: BEGIN, the lock and
+            # the head (a statement of its own, executed after the lock is granted, so its
+            # snapshot sees the newest committed entry); then the inserts and COMMIT
+            with db.pipeline(), db.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+                cur.execute("SELECT seq, chain FROM audit_entries ORDER BY seq DESC LIMIT 1")
+                row = cur.fetchone()
+                built = True
+                rows = build(None if row is None else (int(row[0]), bytes(row[1])))
+                if not rows:
+                    cur.execute("ROLLBACK")
+                    return None
+                mac = None if seal is None else seal(rows[-1][0], rows[-1][2])
+                cur.executemany("INSERT INTO audit_entries VALUES (%s, %s, %s)", rows)
+                if mac is not None:
+                    cur.execute(
+                        "INSERT INTO audit_seals VALUES (%s, %s) "
+                        "ON CONFLICT(seq) DO UPDATE SET mac=excluded.mac",
+                        (rows[-1][0], mac),
+                    )
+                cur.execute("COMMIT")
+        except psycopg.OperationalError as exc:
+            if not built:  # the connection failed before the head was read
+                with contextlib.suppress(psycopg.Error):
+                    db.close()
+                raise _Dropped from exc
+            self._rollback(db)
+            raise
+        except BaseException:
+            self._rollback(db)
+            raise
+        return int(rows[-1][0])
+
+    @staticmethod
+    def _rollback(db: Any) -> None:
+        if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                db.execute("ROLLBACK")
 
     def sync(self, seq: int) -> None:
         """Return once entry *seq* (committed by anyone) is flushed to the server's WAL:
@@ -188,6 +233,7 @@ class PostgresAuditStore:
             return
         try:
             with self._flush_mutex:
+                self._alive()
                 c = self._flush
                 insert, flushed = c.execute(
                     "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text"
@@ -203,6 +249,8 @@ class PostgresAuditStore:
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
+            if self._db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._alive()  # never inside a snapshot: its reads must stay one view
             return list(self._db.execute(sql, params or None).fetchall())
         except psycopg.Error as exc:
             raise self._err(exc) from exc

@@ -168,13 +168,17 @@ def connect(url: str, *, password_file: Path | None = None, prompt: bool = True)
 class PostgresBase:
     """One PostgreSQL connection (autocommit mode; transactions are explicit)."""
 
-    def __init__(self, url: str, conn: Any, local: Path) -> None:
+    def __init__(
+        self, url: str, conn: Any, local: Path, *, password_file: Path | None = None
+    ) -> None:
         self.url = url
         self.conn = conn
+        self._password_file = password_file
         self._where = describe(url)
         self._local = local
         self._depth = 0
         self._locked = False  # the open transaction holds the store's write lock
+        self._scans = 0
 
     @property
     def path(self) -> Path:
@@ -185,6 +189,18 @@ class PostgresBase:
     def _cur(self, sql: str, params: Params | None = (), *, binary: bool = False) -> Any:
         try:
             return self.conn.execute(sql, params or None, binary=binary)
+        except psycopg.OperationalError as exc:
+            if self._depth or not (self.conn.closed or self.conn.broken):
+                raise storage_error(self._where, exc) from exc
+            # The connection died between transactions (a server restart or failover, an
+            # idle timeout): nothing of ours was in flight, so connect again and run the
+            # statement (a read, or the BEGIN of a new transaction) once more. Inside a
+            # transaction the error stands: its outcome is the caller's to decide.
+            self.conn = connect(self.url, password_file=self._password_file, prompt=False)
+            try:
+                return self.conn.execute(sql, params or None, binary=binary)
+            except psycopg.Error as exc2:
+                raise storage_error(self._where, exc2) from exc2
         except psycopg.Error as exc:
             raise storage_error(self._where, exc) from exc
 
@@ -213,7 +229,8 @@ class PostgresBase:
         twice)."""
         with self._read_snapshot():
             try:
-                with self.conn.cursor(name=f"scan{id(self)}{self._depth}") as cur:
+                self._scans += 1  # a name of its own: scans may nest
+                with self.conn.cursor(name=f"scan{self._scans}") as cur:
                     cur.itersize = size
                     cur.execute(sql, params or None)
                     while rows := cur.fetchmany(size):

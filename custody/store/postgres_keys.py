@@ -28,7 +28,7 @@ from custody.store.rows import (
 _KEKS = (
     "SELECT k.branch, k.version, k.state, k.kcv, k.root_version, k.created, "
     "k.state_changed, k.destroy_after, "
-    "(SELECT COALESCE(SUM(t.n), 0) FROM object_tally t "
+    "(SELECT COALESCE(SUM(t.n), 0)::bigint FROM object_tally t "
     "WHERE t.branch=k.branch AND t.kek_version=k.version) "
     "FROM kek_versions k"
 )
@@ -317,7 +317,9 @@ class PostgresKeys(PostgresBase):
     def object_counts(self) -> dict[str, int]:
         # object_tally is kept by triggers on objects (migration 5), in the same transaction
         return dict(
-            self._rows("SELECT kind, SUM(n) FROM object_tally GROUP BY kind HAVING SUM(n) > 0")
+            self._rows(
+                "SELECT kind, SUM(n)::bigint FROM object_tally GROUP BY kind HAVING SUM(n) > 0"
+            )
         )
 
     def count_objects(self, branch: str, kek_version: int | None = None) -> int:

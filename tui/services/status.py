@@ -300,6 +300,17 @@ def _hsm_view(st: dict[str, Any]) -> HsmView:
 RETIRED_ONLY = "drilled on retired shares"
 
 
+def _open_store(db_path: Path) -> Any:
+    """The store of the home around *db_path* (its PostgreSQL store when the config names
+    one), or the SQLite file itself when there is no config beside it (a copied store)."""
+    from custody.config import Home
+    from custody.deployment import open_home_store
+    from custody.store import open_store
+
+    home = Home(db_path.parent)
+    return open_home_store(home) if home.exists() else open_store(db_path)
+
+
 def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow, ...] | None:
     """Enrolled custodians with their last passed drill of the *active* share-set epoch.
 
@@ -312,10 +323,8 @@ def custodian_rows(db_path: Path, cfg: Any, now: datetime) -> tuple[CustodianRow
     """
     from ceremonies.roster import Roster
     from ceremonies.runner.steps import active_share_set
-    from custody.config import Home
-    from custody.deployment import open_home_store
 
-    store = open_home_store(Home(db_path.parent))
+    store = _open_store(db_path)
     try:
         ts = clock.to_seconds(now)
         members = [m for m in Roster(store).members(include_revoked=False) if m.role == "custodian"]
@@ -359,10 +368,8 @@ def drill_alerts(
     if custodians is None:
         return ()
     from ceremonies.runner.steps import drill_status
-    from custody.config import Home
-    from custody.deployment import open_home_store
 
-    store = open_home_store(Home(db_path.parent))
+    store = _open_store(db_path)
     try:
         st = drill_status(store, now=clock.to_seconds(now), period_days=cfg.drill_period_days)
     finally:

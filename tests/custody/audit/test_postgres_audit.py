@@ -4,6 +4,7 @@ checkpoints and proofs as on SQLite; and what an insider who bypasses the log ac
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing as mp
@@ -91,3 +92,26 @@ def test_an_unreachable_store_refuses_the_append(pg_url: str) -> None:
     bad = pg_url.replace("port=", "port=1")  # nothing listens there
     with pytest.raises(AuditError):
         AuditLog(bad)
+
+
+def test_a_long_lived_log_survives_a_dropped_connection(pg_url: str) -> None:
+    log = AuditLog(pg_url)
+    try:
+        log.append("kek.rotate", "data", "alice")
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # a failover drops them all
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        # The first append after the drop may be refused: its flush cannot be confirmed on a
+        # connection that died (after a server crash an unflushed entry may be gone), and a
+        # refused append refuses its operation. The log then reconnects by itself.
+        with contextlib.suppress(AuditError):
+            log.append("kek.rotate", "data", "bob")
+        log.append("kek.rotate", "data", "carol")  # reconnected, the same chain
+        entries = [json.loads(x) for x in log.lines()]
+        assert [e["seq"] for e in entries] == list(range(len(entries)))
+        assert entries[0]["actor"] == "alice" and entries[-1]["actor"] == "carol"
+        assert log.verify().ok
+    finally:
+        log.close()

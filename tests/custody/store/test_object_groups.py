@@ -76,3 +76,16 @@ def test_one_snapshot_while_another_connection_rekeys(backend: Backend) -> None:
     assert [v for _, v, _ in s.object_groups(batch=100)] == [2] * 30  # and afterwards, the move
     other.close()
     s.close()
+
+
+def test_two_scans_at_once(backend: Backend) -> None:
+    s = _store(backend, 300)
+    try:
+        outer = s.iter_objects()
+        first = next(iter(outer))
+        inner = list(s.iter_objects())  # a second scan while the first is open
+        rest = list(outer)
+        assert len(inner) == 300 and len(rest) + 1 == 300
+        assert {o.uid for o in inner} == {first.uid, *(o.uid for o in rest)}
+    finally:
+        s.close()
