@@ -19,10 +19,11 @@ import argparse
 import json
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from custody.errors import AuditError, UsageError
 from custody.textsafe import printable
+from custody_cli import access_session
 from custody_cli.common import add_home, add_json, add_pin, emit_json, home_of
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_home(t)
     t.add_argument("-n", type=int, default=20, metavar="N")
     add_json(t)
+    access_session.add_principal_args(t)
     t.set_defaults(func=cmd_tail)
 
 
@@ -332,11 +334,27 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visible(args: argparse.Namespace) -> Any:
+    """The acting principal's view of the log (None: the local operator, who sees it all)."""
+    import os
+
+    from custody_cli import common
+
+    if not (args.as_principal or args.token_file or os.environ.get("CUSTODY_TOKEN")):
+        return None
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        return ac.audit_view(who, mfa_code=access_session.mfa_code(args))
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
+    visible = _visible(args)
     with _log(args) as log:
         n = log.size()
-        lines = log.lines(max(0, n - args.n), n)
+        lines = log.lines(max(0, n - args.n), n) if visible is None else log.lines()
     entries = [json.loads(x) for x in lines]
+    if visible is not None:  # a principal's own view: its last N entries
+        entries = [e for e in entries if visible(e)][-args.n :] if args.n > 0 else []
     if args.json:
         emit_json({"entries": entries, "total": n})
         return 0

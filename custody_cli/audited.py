@@ -94,6 +94,7 @@ _RECORDED_ARGS = (
     "prefix",
     "within",
     "notify",
+    "as_principal",
     "bundle",
     "dir",
 )

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from custody.errors import UsageError
 from custody.privatefile import PUBLIC, write_private
 from custody_cli import common
 from custody_cli.ceremony_drive import drive as _drive
@@ -355,49 +354,11 @@ def _scheme(args: argparse.Namespace) -> dict[str, Any]:
 
 def _delivery(args: argparse.Namespace, dep: Any) -> dict[str, Any]:
     """How shares leave this machine: sealed to each custodian (the default, needs
-    ``--seal-to``) or, only with ``--plain-shares``, in plain text. Checked before the
-    ceremony starts: every custodian's key must be the enrolled one and endorse its
-    encryption key."""
-    from ceremonies.participants import load_identity
-    from ceremonies.roster import Roster
+    ``--seal-to``) or, only with ``--plain-shares``, in plain text
+    (:func:`ceremonies.delivery.delivery_params`, shared with the TUI)."""
+    from ceremonies.delivery import delivery_params
 
-    if args.plain_shares:
-        if args.seal_to:
-            raise UsageError("Give --seal-to or --plain-shares, not both", "Prefer --seal-to.")
-        return {"plain_shares": True}
-    if not args.seal_to:
-        raise UsageError(
-            "Shares are sealed to their custodians at issue: give --seal-to",
-            "Give --seal-to DIR holding each custodian's NAME.pub.json (from 'custody "
-            "participant new'), or --plain-shares to write them in plain text (recorded).",
-        )
-    files: list[Path] = []
-    for s in args.seal_to:
-        p = Path(s)
-        files += sorted(p.glob("*.pub.json")) if p.is_dir() else [p]
-    idents = {i.name: i for i in (load_identity(f) for f in files)}
-    roster, out = Roster(dep.store), {}
-    for name in args.custodian:
-        ident, member = idents.get(name), roster.get(name)
-        if ident is None:
-            raise UsageError(
-                f"No NAME.pub.json for {name} in --seal-to",
-                "Give every custodian's public identity file, or --plain-shares.",
-            )
-        if member is None or member.public != ident.public:
-            raise UsageError(
-                f"{name}'s NAME.pub.json is not the key enrolled for {name}",
-                "Use the file they enrolled with ('custody participant list' shows it).",
-            )
-        x25519 = ident.encryption_key()  # IntegrityError when the endorsement is forged
-        if x25519 is None or ident.x25519_endorsement is None:
-            raise UsageError(
-                f"{name} has no encryption key to seal to",
-                "A token-held identity has none yet: issue with --plain-shares, or ask them "
-                "for a passphrase identity from 'custody participant new'.",
-            )
-        out[name] = {"x25519": x25519.hex(), "endorsement": ident.x25519_endorsement.hex()}
-    return {"seal_to": out}
+    return delivery_params(dep.store, args.custodian, args.seal_to, plain=args.plain_shares)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -501,7 +462,8 @@ def cmd_offer(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, "ceremony_id": args.ceremony_id, **o})
         return 0
     print(o["offer"])
-    print(card.qr_terminal(o["offer"].encode()), file=sys.stderr)
+    qr = card.screen_qr_matrix(card.offer_qr_content(o["offer"]))  # the compact form, level L
+    print(card.half_blocks(qr, dark_foreground=False), file=sys.stderr)
     until = time.strftime("%H:%M:%S", time.localtime(o["expires"]))
     print(
         f"offer for session (ceremony) {o['session']}, share set {o['share_set']} epoch "

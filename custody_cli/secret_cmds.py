@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from custody.errors import UsageError
@@ -228,38 +227,10 @@ def vault_of(dep: Any, args: argparse.Namespace) -> Any:
 
 
 def _vault(dep: Any, args: argparse.Namespace) -> Any:
-    from custody.audit.log import AuditLog
-    from custody.audit.scope import actor_name
-    from custody.policy import emit_warnings
-    from custody.secrets import SecretPolicy, Vault
+    """The operator's vault (shared with the TUI: :mod:`custody.secrets.operator`)."""
+    from custody.secrets.operator import operator_vault
 
-    home = common.home_of(args)
-    actor = actor_name()
-
-    def alert(w: Mapping[str, Any]) -> None:
-        def record(x: Mapping[str, Any]) -> None:
-            log = AuditLog.for_home(home)
-            try:
-                log.append(
-                    "secret alert",
-                    f"{x['env']}:{x['path']}",
-                    actor,
-                    details={k: v for k, v in x.items() if k in ("kind", "days_left", "class")},
-                )
-            finally:
-                log.close()
-
-        emit_warnings([w], alert_hook=dep.config.alert_hook, audit=record)
-
-    rng = dep.hsm.random if dep.hsm is not None else None
-    return Vault(
-        dep.store,
-        dep.hierarchy,
-        policy=SecretPolicy.for_home(home.config_path),
-        actor=actor,
-        alert=alert,
-        rng=rng,
-    )
+    return operator_vault(dep, common.home_of(args))
 
 
 def _category(args: argparse.Namespace) -> Any:

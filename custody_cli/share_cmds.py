@@ -533,7 +533,8 @@ def cmd_offer(args: argparse.Namespace) -> int:
         )
     else:
         print(text)
-        print(card.qr_terminal(text.encode()), file=sys.stderr)
+        qr = card.screen_qr_matrix(card.offer_qr_content(text))  # the compact form, level L
+        print(card.half_blocks(qr, dark_foreground=False), file=sys.stderr)
         print(
             f"offer valid until {time.strftime('%H:%M:%S', time.localtime(ok.offer.expires))}; "
             f"session {ok.offer.session}; private half in {out / 'offer.key'}",

@@ -33,3 +33,36 @@ async def settle(pilot) -> None:
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+def half_block_image(lines: list[str], *, module: int = 4, surround: int = 0):
+    """What a terminal shows for a half-block QR drawn black on white (the TUI's style):
+    each character cell is one module wide and two high, its foreground (black) in the
+    upper half for the upper half block, the lower half for the lower one, both for a
+    full block; the background (white) elsewhere. *surround*: the grey level around it
+    (0: a dark terminal theme, the worst case for the quiet zone)."""
+    from PIL import Image
+
+    w = max(len(ln) for ln in lines)
+    pad = 6 * module
+    img = Image.new("L", (w * module + 2 * pad, len(lines) * 2 * module + 2 * pad), surround)
+    px = img.load()
+    assert px is not None
+    for y, line in enumerate(lines):
+        for x, ch in enumerate(line.ljust(w)):
+            halves = (ch in "\u2588\u2580", ch in "\u2588\u2584")  # (top dark, bottom dark)
+            for half, dark in enumerate(halves):
+                for dy in range(module):
+                    for dx in range(module):
+                        px[pad + x * module + dx, pad + (2 * y + half) * module + dy] = (
+                            0 if dark else 255
+                        )
+    return img
+
+
+def decode_qr(img, *, try_invert: bool = False) -> list[str]:
+    """The texts of the QR codes zxing-cpp finds in *img* (not inverted by default: a
+    QR drawn in reverse video is a bug)."""
+    import zxingcpp
+
+    return [b.text for b in zxingcpp.read_barcodes(img, try_invert=try_invert)]

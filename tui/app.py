@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -25,6 +26,7 @@ from tui.screens.compliance import ComplianceScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.keys import KeysScreen
 from tui.screens.rekey import RekeyScreen
+from tui.screens.secrets import SecretsScreen
 from tui.screens.service_accounts import ServiceAccountsScreen
 from tui.services.errors import CustodyError
 from tui.services.home import HomeServices, Services, Settings
@@ -46,6 +48,7 @@ class CustodyApp(App[None]):
         "ceremony": CeremonyScreen,
         "audit-log": AuditLogScreen,
         "rekey": RekeyScreen,
+        "secrets": SecretsScreen,
         "access": AccessScreen,
         "alerts": AlertsScreen,
         "compliance": ComplianceScreen,
@@ -67,6 +70,7 @@ class CustodyApp(App[None]):
         Binding("c", "switch_mode('ceremony')", "Ceremonies", show=False),
         Binding("l", "switch_mode('audit-log')", "Audit log", show=False),
         Binding("j", "switch_mode('rekey')", "Re-key", show=False),
+        Binding("e", "switch_mode('secrets')", "Secrets", show=False),
         # issue 16: upper case and "!", so that no screen's own keys shadow them
         Binding("G", "switch_mode('access')", "Access", show=False),
         Binding("exclamation_mark", "switch_mode('alerts')", "Alerts", show=False, key_display="!"),
@@ -81,6 +85,7 @@ class CustodyApp(App[None]):
         self.services = services
         self.theme = settings.theme
         self.errors_shown: list[tuple[str, str]] = []  # (title, hint): for tests
+        self.secret_services: Any = None  # tui.services.secrets, made on first use
         self._painted = False
 
     def __repr__(self) -> str:

@@ -149,6 +149,26 @@ class MonitorConfig:
         """op name -> its kind (read, list, write, delete, restore, destroy, notice)."""
         return {op: kind for kind, ops in self.ops.items() for op in ops}
 
+    def deviations(self) -> dict[str, Any]:
+        """Everything that differs from the defaults: per rule its changed parameters
+        (``enabled``, ``exempt`` included), added rules whole, and the top-level settings;
+        what a scan records when the rules change, so a weakened rule shows in the log."""
+        base = {r.name: r.to_json() for r in default_rules()}
+        out: dict[str, Any] = {}
+        for r in self.rules:
+            mine, ref = r.to_json(), base.get(r.name)
+            if ref is None or ref["kind"] != mine["kind"]:
+                out[f"rules.{r.name}"] = mine
+                continue
+            for k, v in mine.items():
+                if ref.get(k) != v:
+                    out[f"rules.{r.name}.{k}"] = v
+        defaults = MonitorConfig().to_json()
+        for k, v in self.to_json().items():
+            if k not in ("rules", "alert_file") and defaults[k] != v:
+                out[k] = v
+        return out
+
     def digest(self) -> str:
         """A digest of what decides the alerts (rules, ops, learning; not where they go)."""
         doc = {k: v for k, v in self.to_json().items() if k != "alert_file"}

@@ -100,13 +100,15 @@ def _load_state(path: Path, log: AuditLog) -> tuple[dict[str, Any] | None, str]:
 
 def _rules_record(config: MonitorConfig, changed: bool) -> dict[str, Any]:
     """What a scan entry says about the rules: their digest, and, when they changed since
-    the last scan, which rules are off and whom each exempts (so a principal who exempts
-    themselves in custody.toml shows in the audit log)."""
+    the last scan, which rules are off, whom each exempts, and every setting that is not
+    the default (so a principal who exempts themselves in custody.toml, or raises a
+    threshold, shows in the audit log)."""
     out: dict[str, Any] = {"rules": config.digest()[:32]}
     if changed:
         out["rules_changed"] = True
         out["disabled"] = [r.name for r in config.rules if not r.enabled]
         out["exempt"] = {r.name: list(r.exempt) for r in config.rules if r.exempt}
+        out["not_default"] = config.deviations()
     return out
 
 

@@ -50,6 +50,7 @@ from custody.errors import IntegrityError, ShareError
 from custody.signing import fingerprint, public_raw, verify_ed25519
 
 OFFER_PREFIX = "custody-offer:"
+COMPACT_MARK = "8"  # the first digit of a compact offer (format 1 of the digit form)
 BLOB_PREFIX = "custody-blob:"
 FORMAT_VERSION = 2
 OFFER_CONTEXT = b"custody/transport-offer/v2\n"
@@ -113,6 +114,9 @@ class Offer:
     expires: int
     coordinator: str
     signature: bytes = b""
+    # read from the compact form, which leaves out the fingerprint: only then does
+    # verify_offer restore it from the pinned key (a text offer must carry its own)
+    compact: bool = field(default=False, compare=False, repr=False)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -133,10 +137,26 @@ class Offer:
         return hashlib.sha256(self.signing_bytes()).digest()
 
     def to_text(self) -> str:
-        """Armored text (also the QR content)."""
+        """Armored text (``custody-offer:...``): what is copied and pasted."""
         return OFFER_PREFIX + _b64(
             canonical_bytes({"signed": self.payload(), "sig": self.signature.hex()})
         )
+
+    def to_compact(self) -> str:
+        """The same signed offer as a string of decimal digits, for a QR in numeric mode
+        (3.3 bits a digit, as dense as binary, and it survives any scanner and any
+        copy): ``8`` and then the packed fields (:func:`pack_compact`) as one zero-padded
+        number. It leaves out the coordinator's fingerprint, which the custodian's pinned
+        coordinator key gives back (:func:`verify_offer` restores it before it checks the
+        signature), so a 3-of-5 hand-in offer is 322 digits: a version 6 QR at level L,
+        41 modules, which fits 80x24 in half blocks.
+
+        Raises:
+            ValueError: a field the compact form cannot carry (ids that are not 32 hex
+                digits, an epoch over 127, an expiry after 2106): use :meth:`to_text`.
+        """
+        raw = pack_compact(self)
+        return COMPACT_MARK + str(int.from_bytes(raw, "big")).zfill(_digits(len(raw)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,12 +258,91 @@ def _fields(o: Offer) -> dict[str, Any]:
     }
 
 
+def _digits(n: int) -> int:
+    """Decimal digits that hold any *n*-byte number (strictly increasing in *n*)."""
+    return len(str(256**n - 1))
+
+
+_ID_HEX = set("0123456789abcdef")
+
+
+def _id_bytes(text: str) -> bytes:
+    if len(text) != 32 or not set(text) <= _ID_HEX:
+        raise ValueError("the compact form carries ids of 32 lowercase hex digits")
+    return bytes.fromhex(text)
+
+
+def pack_compact(o: Offer) -> bytes:
+    """The compact offer's bytes: ``(epoch << 1) | same_session`` (1 byte), the ceremony
+    id (16), the session unless it is the ceremony id (16), the expiry (4, big-endian),
+    the X25519 key (32) and the signature (64).
+
+    Raises:
+        ValueError: see :meth:`Offer.to_compact`.
+    """
+    if not 0 <= o.epoch <= 127:
+        raise ValueError("the compact form carries epochs 0..127")
+    if not 0 <= o.expires < 2**32:
+        raise ValueError("the compact form carries expiries before 2106")
+    if len(o.public) != 32 or len(o.signature) != 64:
+        raise ValueError("key or signature length")
+    same = o.session == o.ceremony_id
+    return b"".join(
+        (
+            bytes([(o.epoch << 1) | int(same)]),
+            _id_bytes(o.ceremony_id),
+            b"" if same else _id_bytes(o.session),
+            o.expires.to_bytes(4, "big"),
+            o.public,
+            o.signature,
+        )
+    )
+
+
+def _parse_compact(s: str) -> Offer:
+    """Raises ValueError when *s* (digits after the mark) is not a compact offer."""
+    n = next((k for k in (133, 117) if _digits(k) == len(s)), None)
+    if n is None:
+        raise ValueError("length")
+    raw = int(s).to_bytes(n, "big")  # OverflowError: more than n bytes (the caller catches it)
+    same = bool(raw[0] & 1)
+    if same != (n == 117):
+        raise ValueError("flag")
+    cid = raw[1:17].hex()
+    rest = raw[17:] if same else raw[33:]
+    return Offer(
+        ceremony_id=cid,
+        epoch=raw[0] >> 1,
+        session=cid if same else raw[17:33].hex(),
+        public=rest[4:36],
+        expires=int.from_bytes(rest[:4], "big"),
+        coordinator="",  # restored from the pinned key by verify_offer
+        signature=rest[36:100],
+        compact=True,
+    )
+
+
 def parse_offer(text: str) -> Offer:
-    """Parse an armored offer (no signature check: see :func:`verify_offer`).
+    """Parse an offer: the armored text (``custody-offer:...``) or the compact digits
+    (:meth:`Offer.to_compact`, the QR's content). No signature check: see
+    :func:`verify_offer`. A compact offer's ``coordinator`` is empty until
+    :func:`verify_offer` restores it from the pinned key (its :meth:`Offer.digest` is the
+    signed one only then).
 
     Raises:
         TransportError: ``malformed``.
     """
+    if isinstance(text, str):
+        digits = "".join(text.split())
+        if digits.isascii() and digits.isdigit() and digits.startswith(COMPACT_MARK):
+            try:
+                return _parse_compact(digits[1:])
+            except (ValueError, OverflowError) as exc:
+                raise TransportError(
+                    "The offer is damaged",
+                    "Scan or copy the offer again, completely.",
+                    reason="malformed",
+                ) from exc
     doc = _unarmor(text, OFFER_PREFIX)
     try:
         p = doc["signed"]
@@ -279,13 +378,20 @@ def verify_offer(
     expected_ceremony: str | None = None,
     expected_epoch: int | None = None,
     expected_session: str | None = None,
-) -> None:
+) -> Offer:
     """Check an offer's signature, expiry, ceremony, epoch and session.
+
+    Returns:
+        The offer, with the coordinator's fingerprint restored from *trusted_coordinator*
+        when it came in the compact form (which leaves it out): the signature is checked
+        over exactly what the coordinator signed, fingerprint included.
 
     Raises:
         TransportError: ``bad-signature``, ``expired``, ``wrong-ceremony``, ``wrong-epoch``,
             ``wrong-session``.
     """
+    if offer.compact and not offer.coordinator:
+        offer = Offer(**{**_fields(offer), "coordinator": fingerprint(trusted_coordinator)})
     try:
         verify_ed25519(trusted_coordinator, offer.signature, offer.signing_bytes())
     except IntegrityError:
@@ -300,6 +406,7 @@ def verify_offer(
         )
     _check_binding(offer.ceremony_id, offer.epoch, expected_ceremony, expected_epoch)
     _check_session(offer.session, expected_session)
+    return offer
 
 
 def _check_session(session: str, want: str | None) -> None:
@@ -374,7 +481,7 @@ def seal_to_offer(
             epoch or session.
     """
     o = parse_offer(offer) if isinstance(offer, str) else offer
-    verify_offer(
+    o = verify_offer(
         o,
         trusted_coordinator,
         now=now,

@@ -117,6 +117,12 @@ def test_request_two_signed_approvals_read_verify_revoke(tmp_path: Path):
     r = run_cli("access", "revoke", out["grant"], "--home", str(home), "--token-file", str(new))
     assert r.returncode == 7 and "token was refused" in r.stderr
 
+    # the service reads only its own audit entries (its token was revoked: use --as)
+    r = run_cli("audit", "tail", "-n", "50", "--home", str(home), "--as", "billing-svc", "--json")
+    assert r.returncode == 0, r.stderr
+    own = json.loads(r.stdout)["entries"]
+    assert own and {e["actor"] for e in own} == {"billing-svc"}
+
     entries = _audit(home)
     ops = {(e["op"], e["outcome"]) for e in entries}
     for op in ("access request", "access approve", "access grant", "access grant use",

@@ -94,7 +94,11 @@ def test_scan_records_delivers_lists_and_acknowledges(tmp_path):
     assert {r["kind"] for r in rules["rules"]} >= {"soft-delete-read", "off-hours"}
     everything = hook.read_text() + (home / "alerts.jsonl").read_text()
     everything += (home / "monitor-state.json").read_text()
-    assert CANARY not in everything
+    for args in ((), ("show", a["id"]), ("show", a["id"], "--json"), ("rules",), ("--json",)):
+        out = custody(home, "alerts", *args)
+        assert out.returncode == 0
+        everything += out.stdout + out.stderr
+    assert CANARY not in everything and a["id"][:12] in everything
     # a bad rule table is a config error, and nothing is scanned
     conf.write_text(conf.read_text() + '[monitor.rules.volume]\nratio = "lots"\n')
     r = custody(home, "alerts", "scan")

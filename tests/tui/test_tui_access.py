@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 from ceremonies.participants import create_participant
 from custody.access import AccessDenied
+from custody.access.local import local_access
 from custody.access.mfa import totp_code
-from custody.access.session import opened
 from custody.config import Home
 from custody.deployment import open_deployment
 from tests.rekey_fixtures import cli, make_deployment
@@ -95,7 +95,7 @@ def svc_reads(home: Path):
     """Ask access control whether the service may read the secret (audited, as every
     front end asks it before a read)."""
     h = Home(home)
-    with open_deployment(h, None) as dep, opened(dep, h) as ac:
+    with open_deployment(h, None) as dep, local_access(dep, h) as ac:
         return ac.authorize(ac.principal("svc"), "read", "prod", HIGH)
 
 

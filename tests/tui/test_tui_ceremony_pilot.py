@@ -25,7 +25,7 @@ from tests.conftest import ROOT, TEST_PIN, TEST_SO_PIN, passphrase_of, run_cli
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from textual.widgets import DataTable, Input, Select
+from textual.widgets import Checkbox, DataTable, Input, Select
 
 from tests.ceremony_fixtures import CUST, copy_home, create_people, init_home
 from tui.app import make_app
@@ -156,7 +156,9 @@ def prefixes(words: str) -> str:
     return " ".join(w[:4] for w in words.split())
 
 
-async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
+async def start(
+    pilot, kind: str, h: Home, *, plain: bool = False, ok: bool = True, **fields: str
+) -> CeremonyScreen:
     app = pilot.app
     await pilot.press("c")
     await settle(pilot)
@@ -171,11 +173,16 @@ async def start(pilot, kind: str, h: Home, **fields: str) -> CeremonyScreen:
     modal.query_one("#start-key", Input).value = h.key("admin")
     for f, v in fields.items():
         modal.query_one(f"#start-{f}", Input).value = v
+    if plain:  # explicit: the generate form seals to the custodians unless told otherwise
+        modal.query_one("#start-plain", Checkbox).value = True
+        await pilot.pause()
     await pilot.press("ctrl+s")
     await settle(pilot)
     assert isinstance(app.screen, PinPrompt)
     await pilot.press(*passphrase_of("admin"), "enter")
     await settle(pilot)
+    if not ok:
+        return scr
     assert app.errors_shown == [], app.errors_shown
     assert app.screen is scr  # type: ignore[comparison-overlap]  # it changed on the await
     return scr
@@ -303,7 +310,13 @@ def test_generate_with_verification_round_and_cards(base: Home, tmp_path):
         app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             scr = await start(
-                pilot, "generate", h, custodians=" ".join(CUST), scheme="3", out=str(out)
+                pilot,
+                "generate",
+                h,
+                plain=True,
+                custodians=" ".join(CUST),
+                scheme="3",
+                out=str(out),
             )
             v = scr.view
             assert v.awaiting == "shares" and v.step == "verify-shares"
@@ -345,6 +358,121 @@ def test_generate_with_verification_round_and_cards(base: Home, tmp_path):
     bundle = asyncio.run(go())
     assert h.active_root()[0] == 1
     h.verify(bundle)
+
+
+def _all_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_generate_seals_each_share_to_its_custodian(base: Home, tmp_path):
+    """issue 12: the TUI's generate seals every share to its custodian's enrolled X25519
+    key (as --seal-to). The coordinator's screen and disk never hold a share's words: no
+    share.txt, no card, nothing in any file of the home. Each custodian opens their own
+    sealed file with their key and types the words in the verification round."""
+    from ceremonies.participants import load_encryption_key
+    from custody.shares.seal import unseal_with_recipient_key
+
+    h = _copy(base, tmp_path)
+    out = h.root / "shares"
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=(80, 24)) as pilot:
+            scr = await start(
+                pilot,
+                "generate",
+                h,
+                custodians=" ".join(CUST),
+                scheme="3",
+                out=str(out),
+                seal_to=str(h.people),
+            )
+            v = view_of(scr)
+            assert v.awaiting == "shares" and v.step == "verify-shares"
+            assert not v.cards  # nothing to show: sealed at issue
+            assert sorted(p.name for p in out.iterdir()) == sorted(
+                f"{n}{suf}" for n in CUST for suf in (".envelope.json", ".share.sealed")
+            )
+            words = {}
+            for n in CUST:  # on each custodian's own machine
+                key = load_encryption_key(h.people / f"{n}.enc.pem", passphrase_of(n))
+                env = (out / f"{n}.envelope.json").read_bytes()
+                words[n] = unseal_with_recipient_key(
+                    (out / f"{n}.share.sealed").read_bytes(), key, envelope=env
+                )
+            disk = _all_bytes(h.root)
+            for n, w in words.items():
+                assert w.encode() not in disk, n  # the coordinator's disk: no plain share
+                assert " ".join(w.split()[:4]).encode() not in disk, n
+            shown = "\n".join(st.text for st in app.screen._compositor.render_strips())
+            assert all(w.split()[3] not in shown.split() for w in words.values())
+            for n in ("alice", "carol", "erin"):
+                await hand_in(pilot, scr, str(out / f"{n}.envelope.json"), words[n])
+            assert app.errors_shown == [], app.errors_shown
+            v = view_of(scr)
+            assert v.status == "closed"
+            return v.bundle
+
+    bundle = asyncio.run(go())
+    assert h.active_root()[0] == 1
+    assert "plain" not in h.verify(bundle).lower()
+
+
+def test_generate_refuses_a_swapped_identity_and_a_missing_choice(base: Home, tmp_path):
+    """An insider who puts their own NAME.pub.json under a custodian's name (to receive
+    that custodian's share) is refused before the ceremony opens, as is a form with
+    neither "seal to" nor "plain shares"."""
+    import shutil
+
+    h = _copy(base, tmp_path)
+    out = h.root / "shares"
+    rigged = tmp_path / "rigged"
+    shutil.copytree(h.people, rigged)
+    doc = json.loads((rigged / "wendy.pub.json").read_text())
+    doc["name"] = "bob"  # wendy's own keys, under bob's name
+    (rigged / "bob.pub.json").write_text(json.dumps(doc))
+
+    async def go():
+        app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("c")
+            await settle(pilot)
+            await pilot.press("n")
+            await settle(pilot)
+            modal = app.screen
+            assert isinstance(modal, StartModal)
+            modal.query_one("#start-kind", Select).value = "generate"
+            await pilot.pause()
+            for f, val in (("key", h.key("admin")), ("custodians", " ".join(CUST)),
+                           ("scheme", "3"), ("out", str(out))):  # fmt: skip
+                modal.query_one(f"#start-{f}", Input).value = val
+            await pilot.press("ctrl+s")
+            await settle(pilot)
+            assert app.screen is modal  # neither: the form stays, nothing started
+            assert isinstance(app.focused, Input) and app.focused.id == "start-seal_to"
+            await pilot.press("escape")
+            await settle(pilot)
+            scr = await start(
+                pilot,
+                "generate",
+                h,
+                ok=False,
+                custodians=" ".join(CUST),
+                scheme="3",
+                out=str(out),
+                seal_to=str(rigged),
+            )
+            assert app.errors_shown, "a swapped identity must be refused"
+            title = app.errors_shown[-1][0]
+            assert "bob's NAME.pub.json is not the key enrolled for bob" in title, title
+            assert scr.view is None or scr.view.status != "awaiting-input"
+
+    asyncio.run(go())
+    assert not out.exists() or not any(out.iterdir())
+    c = sqlite3.connect(h.root / "custody.db")
+    kinds = [k for (k,) in c.execute("SELECT kind FROM ceremonies")]
+    c.close()
+    assert "generate" not in kinds  # refused before any ceremony opened
 
 
 def test_rotate_root_with_approvals_and_countdown(generated: Home, tmp_path):
@@ -670,7 +798,13 @@ def test_reshare_through_the_tui(generated: Home, tmp_path):
         app = make_app(Settings(home=h.root, pin_file=h.pins, deterministic=True))
         async with app.run_test(size=SIZE) as pilot:
             scr = await start(
-                pilot, "reshare", h, custodians=" ".join(CUST), scheme="3", out=str(out)
+                pilot,
+                "reshare",
+                h,
+                plain=True,
+                custodians=" ".join(CUST),
+                scheme="3",
+                out=str(out),
             )
             assert scr.view.awaiting == "shares" and scr.view.step == "collect-shares"
             for n in ("alice", "bob", "carol"):

@@ -259,22 +259,47 @@ def test_share_card_public_vector(snap_compare, size):
     _svg_has_no_secrets("test_share_card_public_vector", words_allowed=True)
 
 
+OFFER_SESSION = "5e551017c3a1f09e5b7d4e21a0b1c2d3"  # the running recover's full id
+GENERATED_BY = "9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"  # the share set's generate ceremony
+
+
+def coordinator_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def sample_offer():
+    """A real hand-in offer (a recover collecting the shares of another ceremony's set)."""
+    from custody.shares.transport import make_offer
+
+    return make_offer(
+        ceremony_id=GENERATED_BY,
+        epoch=1,
+        session=OFFER_SESSION,
+        coordinator=coordinator_key(),
+        now=T - 60,
+        ttl=900,
+        rng=lambda n: bytes((7 * i + 3) % 256 for i in range(n)),
+    )
+
+
 def remote_view() -> CeremonyView:
     """recover waiting for shares, with an open transport offer and a remote hand-in
-    opened (dave; its SAS shown for voice comparison). The offer text is fixed, public data."""
+    opened (dave; its SAS shown for voice comparison). The offer is a real one, signed by
+    a fixed coordinator key with fixed randomness (public data, deterministic)."""
     from dataclasses import replace
 
-    from custody.shares.card import qr_terminal
-    from tui.services.ceremony import OfferView
+    from tui.services.ceremony_remote import offer_view
 
-    text = "custody-offer:" + "eyJ0eXBlIjoiY3VzdG9keS10cmFuc3BvcnQtb2ZmZXIifQ" * 4
-    offer = OfferView(
-        text=text,
-        qr=qr_terminal(text.encode()),
-        expires=T + 840,
-        epoch=1,
-        step="collect-shares",
-        session=CID,
+    offer = offer_view(
+        {
+            "offer": sample_offer().offer.to_text(),
+            "expires": T + 840,
+            "epoch": 1,
+            "step": "collect-shares",
+            "session": CID,
+        }
     )
     v = recover_view()
     shares = (

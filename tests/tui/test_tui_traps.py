@@ -162,9 +162,42 @@ def test_generate_form_start_button_visible_at_80x24():
             r = button.region
             assert r.height >= 1 and r.y + r.height <= 23, r  # above the footer
             assert "Start" in screen_text(app)[r.y]
-            for f in ("key", "custodians", "scheme", "out"):
-                inp = app.screen.query_one(f"#start-{f}", Input)
-                assert inp.region.height >= 1 and inp.region.y + inp.region.height <= 23
+            for f in ("key", "custodians", "scheme", "out", "seal_to", "plain"):
+                w = app.screen.query_one(f"#start-{f}")
+                assert w.region.height >= 1 and w.region.y + w.region.height <= 23, f
+            # issue 12: sealed issue is the default; plain shares only when ticked
+            from textual.widgets import Checkbox
+
+            assert app.screen.query_one("#start-plain", Checkbox).value is False
+            assert "seal to" in screen_text(app)[app.screen.query_one("#start-seal_to").region.y]
+
+    run(go())
+
+
+def test_generate_form_seals_unless_plain_is_ticked():
+    from textual.widgets import Checkbox, Select
+
+    async def go():
+        app = app_for(None)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await to_ceremony(pilot)
+            got: list = []
+            for plain in (False, True):
+                modal = StartModal("generate")
+                app.push_screen(modal, got.append)
+                await settled(pilot)
+                modal.query_one("#start-kind", Select).value = "generate"
+                for f, v in (("key", "admin.key.pem"), ("custodians", "a b c"), ("scheme", "2"),
+                             ("out", "shares"), ("seal_to", "people")):  # fmt: skip
+                    modal.query_one(f"#start-{f}", Input).value = v
+                modal.query_one("#start-plain", Checkbox).value = plain
+                await settled(pilot)
+                assert modal.query_one("#start-seal_to", Input).disabled is plain
+                await pilot.press("ctrl+s")
+                await settled(pilot)
+            sealed, plain_ = got[0]["params"], got[1]["params"]
+            assert sealed["seal_to"] == "people" and sealed["plain_shares"] is False
+            assert plain_["seal_to"] == "" and plain_["plain_shares"] is True
 
     run(go())
 
@@ -222,14 +255,14 @@ def test_offer_text_copies_undamaged_and_writes_to_a_file(tmp_path):
 
 
 def test_offer_qr_alone_fits_at_120x40_and_decodes():
-    """The terminal QR is level L with a small quiet zone; alone on the screen (z) it fits
-    120x40 for this offer."""
+    """The terminal QR is level L with a small quiet zone, of the offer's compact form;
+    alone on the screen (z) it fits 120x40 (and 80x24: tests/tui/test_tui_offer_qr.py)."""
     from tui.services.ceremony_remote import screen_qr
 
     offer = remote_view().offer
-    assert offer is not None
-    qr = screen_qr(offer.text)
-    assert len(qr.splitlines()) < len(offer.qr.splitlines())  # smaller than level Q
+    assert offer is not None and offer.qr_text.isdigit()
+    qr = offer.qr
+    assert len(qr.splitlines()) < len(screen_qr(offer.text).splitlines())  # the text's is larger
 
     async def go():
         app = app_for(replace(remote_view(), offer=replace(offer, qr=qr)))

@@ -18,6 +18,7 @@ from textual.widgets import Footer, Header, Static
 from tui.screens.base import ServiceScreen
 from tui.screens.modals import TextPrompt
 from tui.services.ceremony import CardView, ceremony_services
+from tui.services.ceremony_remote import QR_STYLE
 
 
 class CardLoaded(Message):
@@ -82,7 +83,7 @@ class CardScreen(ServiceScreen):
         self.card = msg.card
         self.query_one("#card-words", Static).update(words_text(msg.card.words))
         self.query_one("#card-lines", Static).update("\n".join(msg.card.lines))
-        self.query_one("#card-qr", Static).update(Text(msg.card.qr, style="black on white"))
+        self.query_one("#card-qr", Static).update(Text(msg.card.qr, style=QR_STYLE))
 
     def on_card_exported(self, msg: CardExported) -> None:
         self.exported.append(msg.path)

@@ -25,7 +25,7 @@ from textual.widgets import Footer, Header, Static
 
 from tui.screens.base import ServiceScreen
 from tui.services.ceremony import OfferView
-from tui.services.ceremony_remote import offer_lines, write_offer
+from tui.services.ceremony_remote import QR_STYLE, offer_lines, write_offer
 
 
 def offer_header(o: OfferView, now: int) -> Text:
@@ -78,7 +78,7 @@ class OfferScreen(ServiceScreen):
                 id="offer-text",
             )
             yield Static("", id="offer-qr-note")
-            yield Static(Text(self.offer.qr, style="black on white", no_wrap=True), id="offer-qr")
+            yield Static(Text(self.offer.qr, style=QR_STYLE, no_wrap=True), id="offer-qr")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -93,7 +93,8 @@ class OfferScreen(ServiceScreen):
         """The QR below the text only when all of it fits; else z shows it alone."""
         w, h = qr_size(self.offer.qr)
         lines = len(offer_lines(self.offer.text))
-        room_w, room_h = self.size.width, self.size.height - 1 - 1 - 1 - 2 - lines - 3
+        # header, countdown, session, two lines of help, a blank line, the text, the footer
+        room_w, room_h = self.size.width, self.size.height - 1 - 1 - 1 - 2 - 1 - lines - 1
         fits = w + 2 <= room_w and h <= room_h
         self.query_one("#offer-qr").display = fits
         note = self.query_one("#offer-qr-note", Static)
@@ -139,7 +140,7 @@ class QRScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="qr-note")
-        yield Static(Text(self.offer.qr, style="black on white", no_wrap=True), id="qr-alone")
+        yield Static(Text(self.offer.qr, style=QR_STYLE, no_wrap=True), id="qr-alone")
 
     def on_mount(self) -> None:
         self.on_resize()

@@ -1,7 +1,9 @@
 """The form that starts a ceremony: kind, coordinator key, and the kind's parameters.
 
 Only public parameters are typed here; the coordinator's passphrase is asked next, in the
-non-echoing prompt.
+non-echoing prompt. A generate or reshare seals each share to its custodian's enrolled
+X25519 key (the custodians' ``NAME.pub.json`` files or their directory, as ``--seal-to``);
+plain shares need the explicit "plain shares" switch, which the transcript records.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 KINDS = ("recover", "generate", "rotate-root", "reshare", "emergency-rotate", "drill")
 NEEDS = {
-    "generate": ("custodians", "scheme", "out"),
-    "reshare": ("custodians", "scheme", "out"),
+    "generate": ("custodians", "scheme", "out", "seal_to"),
+    "reshare": ("custodians", "scheme", "out", "seal_to"),
     "emergency-rotate": ("reason",),
 }
+FIELDS = ("key", "custodians", "scheme", "out", "seal_to", "reason")
+SEALED = ("generate", "reshare")
 
 
 class StartModal(ModalScreen[dict[str, Any] | None]):
@@ -51,10 +55,16 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
                 ("key", "coordinator key file (NAME.key.pem)"),
                 ("custodians", "custodians, in share order"),
                 ("scheme", "scheme: T (T of N) or 2/2,2/2,2/2:2"),
-                ("out", "directory for share files and cards"),
+                ("out", "directory for the sealed shares"),
+                ("seal_to", "seal to: custodians' NAME.pub.json (a directory or files)"),
                 ("reason", "reason (emergency rotation)"),
             ):
                 yield Input(id=f"start-{f}", placeholder=hint, compact=True)
+            yield Checkbox(
+                "plain shares instead (not sealed; recorded)",
+                id="start-plain",
+                compact=True,
+            )
             yield Static("Ctrl+S or Start; the key's passphrase is asked next.", classes="dim")
             yield Button("Start", id="start-go", variant="primary", compact=True)
         yield Footer()
@@ -68,29 +78,55 @@ class StartModal(ModalScreen[dict[str, Any] | None]):
 
     def _fields(self) -> None:
         need = NEEDS.get(self._kind, ())
-        for f in ("custodians", "scheme", "out", "reason"):
+        for f in FIELDS[1:]:
             self.query_one(f"#start-{f}", Input).display = f in need
+        self.query_one("#start-plain", Checkbox).display = self._kind in SEALED
+        self._plain_changed()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._plain_changed()
+
+    def _plain_changed(self) -> None:
+        """Plain shares: no seal-to field (the two are exclusive), and the out directory
+        then receives the words and cards."""
+        plain = self.query_one("#start-plain", Checkbox).value
+        seal = self.query_one("#start-seal_to", Input)
+        seal.disabled = plain
+        out = self.query_one("#start-out", Input)
+        out.placeholder = (
+            "directory for share files and cards (plain)"
+            if plain
+            else "directory for the sealed shares"
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_start()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        shown = [i for i in self.query(Input) if i.display]
+        shown = [i for i in self.query(Input) if i.display and not i.disabled]
         if all(i.value.strip() for i in shown):
             self.action_start()  # Enter in the last missing field starts
         else:
             next(i for i in shown if not i.value.strip()).focus()
 
     def action_start(self) -> None:
-        val = {
-            f: self.query_one(f"#start-{f}", Input).value.strip()
-            for f in ("key", "custodians", "scheme", "out", "reason")
-        }
+        val = {f: self.query_one(f"#start-{f}", Input).value.strip() for f in FIELDS}
         if not val["key"]:
             self.notify("Give the coordinator's key file.", severity="error")
             return
-        params = {k: val[k] for k in NEEDS.get(self._kind, ())}
+        params: dict[str, Any] = {k: val[k] for k in NEEDS.get(self._kind, ())}
+        if self._kind in SEALED:
+            params["plain_shares"] = bool(self.query_one("#start-plain", Checkbox).value)
+            if params["plain_shares"]:
+                params["seal_to"] = ""
+            elif not params["seal_to"]:
+                self.notify(
+                    "Give the custodians' NAME.pub.json (seal to), or tick plain shares.",
+                    severity="error",
+                )
+                self.query_one("#start-seal_to").focus()
+                return
         self.dismiss({"kind": self._kind, "key": val["key"], "params": params})
 
     def action_cancel(self) -> None:

@@ -153,6 +153,9 @@ HELP_TEXT = """\
      export the proof (Ctrl+S)
   j  Re-key: jobs with live progress, KEK retirement stages, due dates;
      start a job (s) or rotate due KEKs first (u), after confirming the plan
+  e  Secrets: by environment, with due dates; reveal a value (v, audited;
+     m shows it masked), put (p), generate (g), rotate (r), delete (x),
+     restore (u)
   G  Access: requests with their countdowns, sign one with your key (s),
      request (n); grants, revoke one (x, after confirming)
   !  Alerts, with the audit entries behind each; acknowledge (x)

@@ -24,8 +24,9 @@ from typing import Any, Protocol, TypeVar
 
 from ceremonies.participants import TokenSigner, load_signer
 from ceremonies.secret_rotation import parse_duration
+from custody.access.local import local_access
 from custody.access.policy import needs_mfa
-from custody.access.session import grant_flow, grant_state, opened, save_record
+from custody.access.session import grant_flow, grant_state, save_record
 from custody.access.settings import AccessSettings
 from custody.audit.scope import actor_name
 from custody.clock import to_seconds
@@ -255,7 +256,7 @@ class HomeAccessServices:
             pin = self._pin()
             if pin is None:
                 raise UsageError("Checking a TOTP code needs the token PIN", PIN_HINT)
-        with open_deployment(home, pin) as dep, opened(dep, home, clock=self.clock) as ac:
+        with open_deployment(home, pin) as dep, local_access(dep, home, clock=self.clock) as ac:
             return act(dep, ac)
 
     def view(self) -> AccessView:

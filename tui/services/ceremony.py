@@ -22,6 +22,7 @@ the runner takes them); passphrases and PINs are arguments, never attributes.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -165,10 +166,36 @@ class HomeCeremonyServices:
         signer = load_signer(Path(key_path).expanduser(), passphrase)
         try:
             runner_params = _params(kind, params)
+            if kind in ("generate", "reshare"):
+                runner_params.update(self._delivery(runner_params["custodians"], params))
         except BaseException:
             _close(signer)
             raise
         return self._view(self.session.start(kind, signer, runner_params))
+
+    def _delivery(self, custodians: list[str], params: dict[str, Any]) -> dict[str, Any]:
+        """Sealed issue to each custodian's endorsed X25519 key (the form's "seal to":
+        their NAME.pub.json files or a directory of them, as ``--seal-to``), or plain
+        shares only when the form's switch asks for them; checked against the roster
+        before the ceremony opens (:func:`ceremonies.delivery.delivery_params`).
+
+        Raises:
+            UsageError: neither or both; a custodian without an identity, an identity that
+                is not the enrolled key, or one without an encryption key.
+            ConfigError, IntegrityError: an unreadable or forged identity file.
+        """
+        from ceremonies.delivery import delivery_params
+        from custody.deployment import open_deployment
+
+        seal = shlex.split(str(params.get("seal_to") or ""))
+        with open_deployment(self.home) as dep:
+            return delivery_params(
+                dep.store,
+                custodians,
+                seal,
+                plain=bool(params.get("plain_shares")),
+                words=("the 'seal to' field", "'plain shares'"),
+            )
 
     def resume(self, ceremony_id: str, key_path: str, passphrase: str) -> CeremonyView:
         signer = load_signer(Path(key_path).expanduser(), passphrase)

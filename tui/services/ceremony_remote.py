@@ -31,12 +31,13 @@ class OfferView:
     """A transport offer of the running ceremony (all public)."""
 
     text: str  # custody-offer:...
-    qr: str  # qr_terminal(text)
+    qr: str  # the QR of qr_text, in half blocks (screen_qr)
     expires: int  # Unix seconds
     epoch: int
     step: str
     session: str  # the running ceremony's id
     digest: str = ""
+    qr_text: str = ""  # what the QR holds: the compact digits (or the text, if it cannot)
 
     def seconds_left(self, now: int) -> int:
         return max(0, self.expires - now)
@@ -45,9 +46,11 @@ class OfferView:
 def offer_view(doc: dict[str, Any]) -> OfferView:
     """The screen's view of :meth:`ceremonies.runner.CeremonyRunner.offer`'s result."""
     text = str(doc["offer"])
+    content = qr_content(text)
     return OfferView(
         text=text,
-        qr=screen_qr(text),
+        qr=screen_qr(content),
+        qr_text=content,
         expires=int(doc["expires"]),
         epoch=int(doc["epoch"]),
         step=str(doc["step"]),
@@ -56,29 +59,40 @@ def offer_view(doc: dict[str, Any]) -> OfferView:
     )
 
 
-def screen_qr(text: str) -> str:
-    """The offer as a terminal QR: level L and a 2-module quiet zone (it is read off a
-    lit screen, not printed), in half blocks, so it is as small as the offer allows (a
-    570-character offer: 85 columns by 43 rows, against 117 by 57 at the cards' level Q)."""
-    import qrcode
-    from qrcode.constants import ERROR_CORRECT_L
+def qr_content(text: str) -> str:
+    """What the offer's QR holds: its compact form, or the text when the compact form
+    cannot carry it (:func:`custody.shares.card.offer_qr_content`)."""
+    from custody.shares.card import offer_qr_content
 
-    q = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=1, border=2)
-    q.add_data(text.encode(), optimize=0)
-    q.make(fit=True)
-    m = q.get_matrix()
-    if len(m) % 2:
-        m = [*m, [False] * len(m[0])]
-    glyph = {
-        (False, False): "\u2588",
-        (True, False): "\u2584",
-        (False, True): "\u2580",
-        (True, True): " ",
-    }
-    return "\n".join(
-        "".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
-        for r in range(0, len(m), 2)
-    )
+    return offer_qr_content(text)
+
+
+def qr_matrix(content: str) -> list[list[bool]]:
+    """The QR's modules at level L, numeric mode for digits, a 2-module quiet zone
+    (:func:`custody.shares.card.screen_qr_matrix`)."""
+    from custody.shares.card import screen_qr_matrix
+
+    return screen_qr_matrix(content)
+
+
+# The screens draw a QR "black on white" (tui.screens.ceremony_offer): a half or full
+# block is a dark module, a space a light one, so the light quiet zone is the screen's
+# own white, on a dark terminal theme too.
+QR_STYLE = "black on white"
+
+
+def half_blocks(m: list[list[bool]]) -> str:
+    """A QR's modules (True: dark) as text, two modules a row, for :data:`QR_STYLE`."""
+    from custody.shares.card import half_blocks as blocks
+
+    return blocks(m, dark_foreground=True)
+
+
+def screen_qr(content: str) -> str:
+    """The QR of *content* (see :func:`qr_content`) in half blocks for :data:`QR_STYLE`:
+    a hand-in offer's 322 digits are a version 6 QR, 45 columns by 23 rows with its quiet
+    zone, where its 606-character text was 85 by 43 (and 117 by 57 at the cards' level Q)."""
+    return half_blocks(qr_matrix(content))
 
 
 def read_sealed(text: str) -> str:

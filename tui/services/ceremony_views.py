@@ -17,7 +17,7 @@ from typing import Any
 from ceremonies.sharecheck import LiveCheck, QuorumView
 from custody.errors import ConfigError, UsageError
 from custody.privatefile import write_private
-from tui.services.ceremony_remote import OfferView
+from tui.services.ceremony_remote import OfferView, half_blocks
 
 ShareCheck = LiveCheck
 """The screen's row of one share: the session's live check (:mod:`ceremonies.sharecheck`)."""
@@ -240,13 +240,15 @@ def _params(kind: str, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def card_view(card: Any) -> CardView:
-    from custody.shares.card import qr_terminal
+    """The card's view; its QR (the envelope, level Q as printed) in half blocks for the
+    screen's black-on-white style (:func:`tui.services.ceremony_remote.half_blocks`)."""
+    from custody.shares.card import make_qr
 
     return CardView(
         name=card.name,
         words=tuple(card.words),
         lines=tuple(card.lines()),
-        qr=qr_terminal(card.envelope_bytes),
+        qr=half_blocks([list(r) for r in make_qr(card.envelope_bytes).get_matrix()]),
     )
 
 

@@ -35,8 +35,11 @@ from custody.shares.card.facts import (
     H,
     PageSize,
     W,
+    half_blocks,
     make_qr,
+    offer_qr_content,
     qr_terminal,
+    screen_qr_matrix,
 )
 from custody.shares.card.geometry import Box, Layout, Qr, Text, layout, text_width
 
@@ -58,12 +61,15 @@ __all__ = [
     "Qr",
     "Text",
     "W",
+    "half_blocks",
     "layout",
     "make_qr",
+    "offer_qr_content",
     "qr_terminal",
     "render",
     "render_pdf",
     "render_png",
     "render_svg",
+    "screen_qr_matrix",
     "text_width",
 ]

@@ -12,10 +12,11 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import qrcode
-from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_Q
+from qrcode.constants import ERROR_CORRECT_H, ERROR_CORRECT_L, ERROR_CORRECT_Q
 
 from custody.shares.envelope import SignedEnvelope
 from custody.shares.slip39_parse import ParsedShare, parse_share
+from custody.shares.transport import TransportError, parse_offer
 
 if TYPE_CHECKING:
     from qrcode.image.pil import PilImage
@@ -158,19 +159,50 @@ def make_qr(data: bytes, *, level: str = "Q") -> qrcode.QRCode[PilImage | PyPNGI
     return q
 
 
-def qr_terminal(data: bytes, *, level: str = "Q") -> str:
-    """Render the QR as text with half-block characters (two modules per character row),
-    dark modules as spaces on a light background so it scans on dark terminals too."""
-    m = make_qr(data, level=level).get_matrix()
+def half_blocks(m: list[list[bool]], *, dark_foreground: bool) -> str:
+    """A QR's modules (True: dark) as text, two modules a character row. With
+    *dark_foreground* a half or full block is dark (for a screen that draws the QR dark on
+    light, like the TUI); without, a block is light and a dark module a space (a plain
+    terminal, light text on dark), so it scans either way."""
     if len(m) % 2:
         m = [*m, [False] * len(m[0])]
-    glyph = {
-        (False, False): "\u2588",
-        (True, False): "\u2584",
-        (False, True): "\u2580",
-        (True, True): " ",
-    }
+    up, low, full, blank = "\u2580", "\u2584", "\u2588", " "
+    if dark_foreground:
+        glyph = {(True, True): full, (True, False): up, (False, True): low, (False, False): blank}
+    else:
+        glyph = {(False, False): full, (True, False): low, (False, True): up, (True, True): blank}
     return "\n".join(
         "".join(glyph[(top, bot)] for top, bot in zip(m[r], m[r + 1], strict=True))
         for r in range(0, len(m), 2)
     )
+
+
+def qr_terminal(data: bytes, *, level: str = "Q") -> str:
+    """Render the QR as text with half-block characters (two modules per character row),
+    dark modules as spaces on a light background so it scans on dark terminals too."""
+    return half_blocks(
+        [list(r) for r in make_qr(data, level=level).get_matrix()], dark_foreground=False
+    )
+
+
+def offer_qr_content(text: str) -> str:
+    """What an offer's QR holds: its compact form (322 decimal digits for a hand-in offer,
+    :meth:`custody.shares.transport.Offer.to_compact`), which ``custody share send
+    --offer`` reads like the text; the text itself when the compact form cannot carry the
+    offer (or the text is not an offer)."""
+    try:
+        return parse_offer(text).to_compact()
+    except (TransportError, ValueError):
+        return text
+
+
+def screen_qr_matrix(content: str) -> list[list[bool]]:
+    """The modules (True: dark) of a QR read off a lit screen, not printed: level L, the
+    lowest (it is what lets a hand-in offer fit 80x24), and a 2-module quiet zone. Digits
+    go in numeric mode (10 bits per 3 digits), anything else as bytes. A compact hand-in
+    offer is version 6: 45x23 in half blocks, where its 606-character text is 85x43."""
+    q = qrcode.QRCode(error_correction=ERROR_CORRECT_L, box_size=1, border=2)
+    numeric = content.isascii() and content.isdigit()
+    q.add_data(content if numeric else content.encode(), optimize=0)
+    q.make(fit=True)
+    return [list(row) for row in q.get_matrix()]

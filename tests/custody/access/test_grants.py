@@ -238,3 +238,26 @@ def test_an_emergency_root_rotation_revokes_every_grant(world):
     assert store.grant(gid).revoked_at == T0 + 1
     with pytest.raises(AccessDenied, match="revoked"):
         ac.authorize(svc, "read", "prod", MEDIUM, now=T0 + 2)
+
+
+def test_the_number_of_high_approvers_is_config(world, tmp_path: Path):
+    from custody.access.settings import AccessSettings
+    from custody.errors import ConfigError
+
+    _flow, ac, _store, _log, _clock = world
+    conf = tmp_path / "custody.toml"
+    conf.write_text("[access]\nhigh_approvers = 3\nmax_grant_seconds = 3600\n")
+    settings = AccessSettings.for_home(conf)
+    three = GrantFlow(ac, "dep-1", settings)
+    svc = ac.principal("svc")
+    assert three.request(svc, "prod", HIGH, seconds=600, why="x").needed == 3
+    assert three.request(svc, "prod", MEDIUM, seconds=600, why="x").needed == 1
+    from custody.errors import UsageError
+
+    with pytest.raises(UsageError):  # longer than max_grant_seconds
+        three.request(svc, "prod", MEDIUM, seconds=7200, why="x")
+    for bad in ({"high_approvers": 0}, {"high_approvers": "2"}, {"max_grant_seconds": 10},
+                {"mfa_mode": "never"}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            AccessSettings.from_mapping(bad)
+    assert AccessSettings.for_home(tmp_path / "missing.toml") == AccessSettings()

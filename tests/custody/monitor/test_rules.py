@@ -192,6 +192,22 @@ def test_rules_are_data_thresholds_exemptions_and_extra_rules(tr):
     assert fired(tr, "failed-burst", exempt) == []
 
 
+def test_deviations_from_the_defaults_are_listed():
+    assert MonitorConfig().deviations() == {}
+    cfg = parse_config(
+        {
+            "learn_days": 365,
+            "rules": {
+                "volume": {"ratio": 50},
+                "extra": {"kind": "failed-burst", "threshold": 2},
+            },
+        }
+    )
+    dev = cfg.deviations()
+    assert dev["learn_days"] == 365 and dev["rules.volume.ratio"] == 50.0
+    assert dev["rules.extra"]["threshold"] == 2 and len(dev) == 3
+
+
 @pytest.mark.parametrize(
     "table",
     [

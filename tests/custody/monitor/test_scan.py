@@ -205,6 +205,10 @@ def test_an_insider_who_exempts_themselves_shows_in_the_audit_log(tr):
     assert entry["details"]["rules_changed"] and entry["actor"] == "alice"
     assert entry["details"]["exempt"] == {"first-high": ["alice"]}
     assert entry["details"]["disabled"] == ["off-hours"]  # ...and the log says so
+    assert entry["details"]["not_default"] == {
+        "rules.first-high.exempt": ["alice"],
+        "rules.off-hours.enabled": False,
+    }
     again = scan(tr.log, state, quiet, actor="alice", classes=CLASSES)
     assert not again.rules_changed and again.scan_seq is None
     # back to the real rules: the scan starts again and raises what was hidden

@@ -47,11 +47,17 @@ OWNER_HTML = '<script>alert("owner")</script>'
 OWNER_ANSI = "ops\x1b[31mred"
 
 
-def put(d: Dep, path: str, owner: str, value: str = CANARY) -> None:
-    r = run_cli("secret", "put", path, "--env", "prod", "--stdin", "--category",
-                "database-credential", "--owner", owner, "--home", str(d.root), "--pin-file",
-                str(d.pin), input=value)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+def put_all(d: Dep, items: list[tuple[str, str, str]]) -> None:
+    """``secret put`` of (path, owner, value) in prod, in process (one token login)."""
+    from custody.secrets import Category, Vault
+
+    dep = open_deployment(d.root, TEST_PIN)
+    try:
+        v = Vault(dep.store, dep.hierarchy, rng=dep.token.random)
+        for path, owner, value in items:
+            v.put("prod", path, value, category=Category.DATABASE_CREDENTIAL, owner=owner)
+    finally:
+        dep.close()
 
 
 GRANTED = ("billing/db/password", "billing/db/replica", "billing/db/old", "billing/db/spare")
@@ -62,11 +68,12 @@ def gen(tmp_path_factory: pytest.TempPathFactory):
     d = build_generated(tmp_path_factory.mktemp("compliance") / "home")
     r = d.ceremony("drill", *d.coord(pin=False), *d.shares("alice", "bob", "carol"))
     assert r.returncode == 0, r.stderr
-    for path in GRANTED:
-        put(d, path, "billing", f"{CANARY}-{path}")
-    put(d, "ops/db/password", " ", CANARY + "2")  # an owner that is only a space
-    put(d, "web/db/password", OWNER_HTML, CANARY + "3")
-    put(d, "term/db/password", OWNER_ANSI, CANARY + "4")
+    put_all(d, [
+        *((path, "billing", f"{CANARY}-{path}") for path in GRANTED),
+        ("ops/db/password", " ", CANARY + "2"),  # an owner that is only a space
+        ("web/db/password", OWNER_HTML, CANARY + "3"),
+        ("term/db/password", OWNER_ANSI, CANARY + "4"),
+    ])  # fmt: skip
     grants = make_grants(d)
     # a read during the soft-delete window of billing/db/old, found by the monitoring rules
     assert run_cli("secret", "delete", "billing/db/old", "--env", "prod", "--home",
@@ -303,9 +310,9 @@ def test_offline_from_a_bundle_equals_live_and_a_doctored_bundle_is_caught(gen, 
     # damage: a file that no longer matches its digest is refused
     audit = tmp_path / "b" / "audit.jsonl"
     lines = audit.read_bytes().splitlines()
-    # the exporter hides what happened: the first 'secret put' becomes a 'secret list' ...
-    idx = next(i for i, ln in enumerate(lines) if b'"op":"secret put"' in ln)
-    doctored = [*lines[:idx], lines[idx].replace(b"secret put", b"secret lis"), *lines[idx + 1 :]]
+    # the exporter hides what happened: the grant's use becomes something else ...
+    idx = next(i for i, ln in enumerate(lines) if b'"op":"access grant use"' in ln)
+    doctored = [*lines[:idx], lines[idx].replace(b"grant use", b"grant see"), *lines[idx + 1 :]]
     audit.write_bytes(b"\n".join(doctored) + b"\n")
     with pytest.raises(IntegrityError):
         load_bundle(tmp_path / "b")

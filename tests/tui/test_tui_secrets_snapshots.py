@@ -1,0 +1,234 @@
+"""Snapshot and Pilot tests of the secrets screen on fixed data (no disk, no token).
+
+:class:`tui.fakes.secrets.StaticSecretServices` holds the secrets of
+:func:`tui.fakes.secrets.sample_secrets` (due, overdue, rotating and deleted ones in three
+environments) and a canary value that a reveal returns. The shots are at 80x24 and 120x40:
+the list with a due secret's detail, the value revealed (masked), and the put form. No
+snapshot may contain the canary; the footer shows every action key, ``q Quit`` and
+``? Help`` at 80 columns. Regenerate with ``--snapshot-update`` and review the SVGs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TEST_PIN
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from textual.widgets import DataTable, Input
+
+from tui.app import make_app
+from tui.fakes import StaticServices
+from tui.fakes.secrets import StaticSecretServices, sample_secrets
+from tui.screens.modals import ConfirmModal, HelpScreen
+from tui.screens.secrets import REVEAL_SECONDS, SecretForm, SecretsScreen
+from tui.services.home import Settings
+from tui.services.secrets import MASK, RevealedValue
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+SIZES = [(80, 24), (120, 40)]
+SNAPDIR = Path(__file__).parent / "__snapshots__" / "test_tui_secrets_snapshots"
+CANARY = "Snap-Canary-4b1d!Kx8#Ty3@"
+DUE = "prod:payments/db/password"
+
+
+def app_for():
+    from tests.tui.test_tui_snapshots import sample_view
+
+    settings = Settings(home=Path("/srv/custody"), clock=lambda: NOW, deterministic=True)
+    app = make_app(settings, StaticServices(settings=settings, view=sample_view()))
+    app.secret_services = StaticSecretServices(
+        sample_secrets(), values={DUE: CANARY, "prod:payments/stripe/api-key": CANARY}
+    )
+    return app
+
+
+def text_of(app) -> str:
+    return "\n".join(s.text for s in app.screen._compositor.render_strips())
+
+
+async def settled(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def open_due(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("e")
+    await settled(pilot)
+    scr = pilot.app.screen
+    t = scr.query_one("#sec-table", DataTable)
+    t.move_cursor(row=t.get_row_index(DUE))
+    await settled(pilot)
+
+
+async def revealed(pilot) -> None:
+    await open_due(pilot)
+    await pilot.press("v")
+    await settled(pilot)
+    await pilot.press("y")
+    await settled(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_secrets(snap_compare, size):
+    assert snap_compare(app_for(), terminal_size=size, run_before=open_due)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_secret_revealed_masked(snap_compare, size):
+    assert snap_compare(app_for(), terminal_size=size, run_before=revealed)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_secret_put_form(snap_compare, size):
+    async def before(pilot):
+        await open_due(pilot)
+        await pilot.press("p")
+        await settled(pilot)
+        for ch in "typed-but-hidden":  # typed into the value field: shown as dots only
+            await pilot.press(ch)
+        await settled(pilot)
+
+    assert snap_compare(app_for(), terminal_size=size, run_before=before)
+
+
+def test_no_secret_in_the_secrets_snapshots():
+    svgs = sorted(SNAPDIR.glob("*.svg"))
+    assert len(svgs) >= 6, "run with --snapshot-update first"
+    for svg in svgs:
+        text = svg.read_text(encoding="utf-8")
+        for secret in (CANARY, TEST_PIN, "typed-but-hidden"):
+            assert secret not in text, (svg.name, secret)
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_footer_fits_with_every_action_and_quit(size):
+    async def go():
+        app = app_for()
+        async with app.run_test(size=size) as pilot:
+            await open_due(pilot)
+            footer = text_of(app).splitlines()[-1]
+            for key in ("v Reveal", "p Put", "g Generate", "r Rotate", "x Delete", "u Restore",
+                        "q Quit", "? Help"):  # fmt: skip
+                assert key in footer, (key, footer)
+            assert len(footer.rstrip()) <= size[0]
+            # the table's columns fit: nothing cut at the right border
+            rows = [r for r in text_of(app).splitlines() if r.startswith("\u2502   payments/db/")]
+            assert len(rows) == 2 and "deleted   -" in rows[0] and "due in 8 d" in rows[1], rows
+
+    run(go())
+
+
+def test_help_names_the_secrets_screen_and_its_keys():
+    async def go():
+        app = app_for()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_due(pilot)
+            await pilot.press("question_mark")
+            await settled(pilot)
+            assert isinstance(app.screen, HelpScreen)
+            assert "e  Secrets" in text_of(app)
+            keys = dict(app.screen._rows)  # the screen's own keys, in the table below
+            assert keys["m"] == "Show/mask value" and keys["v"] == "Reveal", keys
+
+    run(go())
+
+
+def test_reveal_is_asked_masked_then_cleared_by_timer_selection_and_escape():
+    async def go():
+        app = app_for()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_due(pilot)
+            scr = app.screen
+            assert isinstance(scr, SecretsScreen)
+            svc = app.secret_services
+            await pilot.press("v")
+            await settled(pilot)
+            assert isinstance(app.screen, ConfirmModal) and svc.calls == []
+            await pilot.press("y")
+            await settled(pilot)
+            assert svc.calls == [f"reveal {DUE}"]
+            assert MASK in text_of(app) and CANARY not in text_of(app)
+            await pilot.press("m")
+            await pilot.pause()
+            assert CANARY in text_of(app)
+            # the timer clears it
+            held = scr._revealed
+            assert isinstance(held, RevealedValue) and CANARY not in repr(held)
+            assert scr._timer is not None
+            scr._timer.stop()
+            scr.action_hide_value()  # what the timer calls after REVEAL_SECONDS
+            await pilot.pause()
+            assert CANARY not in text_of(app) and held.value == "" and scr._revealed is None
+            # reveal again; moving the selection clears it
+            await pilot.press("v", "y")
+            await settled(pilot)
+            await pilot.press("m")
+            await pilot.pause()
+            assert CANARY in text_of(app)
+            await pilot.press("down")
+            await settled(pilot)
+            assert CANARY not in text_of(app) and scr._revealed is None
+            # and Escape hides it
+            await pilot.press("up")
+            await settled(pilot)
+            await pilot.press("v", "y")
+            await settled(pilot)
+            await pilot.press("m")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+            assert CANARY not in text_of(app) and scr._revealed is None
+            assert 0 < REVEAL_SECONDS <= 30
+
+    run(go())
+
+
+def test_delete_and_restore_ask_first_and_the_put_form_hides_the_value():
+    async def go():
+        app = app_for()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_due(pilot)
+            scr = app.screen
+            svc = app.secret_services
+            await pilot.press("x")
+            await settled(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("n")
+            await settled(pilot)
+            assert scr._items[DUE].state == "active"
+            await pilot.press("x", "y")
+            await settled(pilot)
+            await settled(pilot)
+            assert scr._items[DUE].state == "deprecated"
+            await pilot.press("u", "y")
+            await settled(pilot)
+            await settled(pilot)
+            assert scr._items[DUE].state == "active"
+            assert svc.calls == [f"deleted {DUE}", f"restored {DUE}"]
+            await pilot.press("p")
+            await settled(pilot)
+            form = app.screen
+            assert isinstance(form, SecretForm) and "hidden" in repr(form)
+            for ch in CANARY[:10]:
+                await pilot.press(ch)
+            assert CANARY[:10] not in text_of(app)
+            await pilot.press("escape")
+            await settled(pilot)
+            assert not isinstance(app.screen, SecretForm)
+            assert all(not i.value for i in form.query(Input) if i.password)
+
+    run(go())
