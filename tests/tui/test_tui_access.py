@@ -142,8 +142,7 @@ async def sign(pilot, scr: AccessScreen, request_id: str, key: Path, passphrase:
     await pilot.pause()
     prompt = pilot.app.screen
     assert isinstance(prompt, TextPrompt)
-    prompt.query_one(Input).value = ""
-    await type_into(pilot, str(key))
+    prompt.query_one(Input).value = str(key)  # a path, not a secret: no need to type it
     await pilot.press("enter")
     await settle(pilot)  # a worker asks whether this approver must give a TOTP code
     assert isinstance(pilot.app.screen, PinPrompt)
