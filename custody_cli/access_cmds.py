@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
     p.add_argument("--mfa-code-file", metavar="FILE",
                    help="your TOTP code if enrolled; else $CUSTODY_MFA_CODE")  # fmt: skip
-    common.add_standard(p)
+    common.add_standard(p, pin=True)  # the token checks a TOTP code (its secret is wrapped)
     p.set_defaults(func=cmd_approve)
 
     p = s.add_parser("requests", help="requests (pending by default)")
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("grant_id", metavar="GRANT_ID")
     p.add_argument("--reason", default="revoked early", metavar="TEXT")
     access_session.add_principal_args(p)
-    common.add_standard(p)
+    common.add_standard(p, pin=True)  # only used with a TOTP code
     p.set_defaults(func=cmd_revoke)
 
     p = s.add_parser(
@@ -176,8 +176,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from custody_cli.ceremony_drive import signer_of
 
     signer = signer_of(args)
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
-        code = access_session.mfa_code(args)
+    code = access_session.mfa_code(args)
+    # a TOTP code is checked against its secret, wrapped under the token's secrets KEK
+    with (
+        common.open_home(args, pin=code is not None) as dep,
+        access_session.opened(dep, args) as ac,
+    ):
         out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
         if out["record"] is not None:
             from custody.access.session import save_record
@@ -251,11 +255,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+    code = access_session.mfa_code(args)
+    with (
+        common.open_home(args, pin=code is not None) as dep,
+        access_session.opened(dep, args) as ac,
+    ):
         who = access_session.acting(ac, args)
-        g = _flow(dep, ac).revoke(
-            args.grant_id, who, reason=args.reason, mfa_code=access_session.mfa_code(args)
-        )
+        g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason, mfa_code=code)
     if args.json:
         common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name})
     else:

@@ -40,11 +40,11 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to its home's log (closed after), for
-    this one command: :func:`custody.access.session.opened` with ``command_scope``."""
-    from custody.access.session import opened as opened_access
+    """Access control over *dep*'s store, auditing to its home's log (closed after):
+    :func:`custody.access.local.local_access`, shared with the TUI."""
+    from custody.access.local import local_access
 
-    with opened_access(dep, common.home_of(args), command_scope=True) as ac:
+    with local_access(dep, common.home_of(args)) as ac:
         yield ac
 
 

@@ -1,8 +1,7 @@
-"""Access control over an opened deployment, shared by the front ends (CLI and TUI).
+"""The grant flow of an opened deployment, shared by the front ends (CLI and TUI).
 
-:func:`opened` builds :class:`~custody.access.AccessControl` over a deployment's store,
-auditing to its home's log, with TOTP checks (:class:`custody.access.mfa.Mfa`) and the
-token's RNG when the token is open; :func:`grant_flow` the deployment's
+Access control itself is opened by :func:`custody.access.local.local_access`;
+:func:`grant_flow` builds the deployment's
 :class:`~custody.access.flow.GrantFlow` with the home's ``[access]`` settings. The JSON
 forms of requests and grants (:func:`request_doc`, :func:`grant_doc`) and where a new grant's
 signed record is written (:func:`save_record`, ``HOME/grants/GRANT.json``) live here too, so
@@ -11,62 +10,18 @@ signed record is written (:func:`save_record`, ``HOME/grants/GRANT.json``) live 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from custody.access.control import AccessControl
 from custody.access.flow import GrantFlow
-from custody.access.mfa import Mfa, MfaPolicy
 from custody.access.settings import AccessSettings
-from custody.clock import utcnow
-from custody.deployment import open_audit_log
 from custody.privatefile import write_private
 from custody.store.rows import AccessRequestRow, GrantRow
 
 if TYPE_CHECKING:
     from custody.config import Home
     from custody.deployment import Deployment
-
-
-@contextmanager
-def opened(
-    dep: Deployment,
-    home: Home,
-    *,
-    clock: Callable[[], datetime] = utcnow,
-    command_scope: bool = False,
-) -> Iterator[AccessControl]:
-    """Access control over *dep*'s store, auditing to *home*'s log (closed after), with
-    TOTP checks under the home's ``[mfa]`` policy and its ``[access] mfa_mode``, on *clock*
-    (the TUI passes its settings' clock). *command_scope*: one CLI command (see
-    :class:`AccessControl`); a long-lived caller such as the TUI leaves it off.
-
-    Raises:
-        AuditError: the home has no audit log (nothing is decided without it).
-        ConfigError: a bad ``[mfa]`` or ``[access]`` table.
-    """
-    log = open_audit_log(home)
-    try:
-        hsm_rng = dep.hsm.random if dep.hsm is not None else None
-        policy = MfaPolicy.for_home(home.config_path)
-        mfa = Mfa(dep.store, dep.hierarchy, log, clock, policy=policy, rng=hsm_rng)
-        settings = AccessSettings.for_home(home.config_path)
-        yield AccessControl(
-            dep.store,
-            log,
-            clock=clock,
-            mfa=mfa,
-            mfa_mode=settings.mfa_mode,
-            rng=hsm_rng or os.urandom,
-            command_scope=command_scope,
-            high_approvers=settings.high_approvers,
-        )
-    finally:
-        log.close()
 
 
 def grant_flow(dep: Deployment, ac: AccessControl) -> GrantFlow:
@@ -126,4 +81,4 @@ def save_record(home: Home, grant_id: str, record: str) -> Path:
     return f
 
 
-__all__ = ["grant_doc", "grant_flow", "grant_state", "opened", "request_doc", "save_record"]
+__all__ = ["grant_doc", "grant_flow", "grant_state", "request_doc", "save_record"]

@@ -14,9 +14,11 @@ acknowledging it. The canary value is never on any screen.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,8 @@ if str(ROOT) not in sys.path:
 
 from ceremonies.participants import create_participant
 from custody.access import AccessDenied
-from custody.access.session import opened
+from custody.access.local import local_access
+from custody.access.mfa import totp_code
 from custody.config import Home
 from custody.deployment import open_deployment
 from tests.rekey_fixtures import cli, make_deployment
@@ -92,7 +95,7 @@ def svc_reads(home: Path):
     """Ask access control whether the service may read the secret (audited, as every
     front end asks it before a read)."""
     h = Home(home)
-    with open_deployment(h, None) as dep, opened(dep, h) as ac:
+    with open_deployment(h, None) as dep, local_access(dep, h) as ac:
         return ac.authorize(ac.principal("svc"), "read", "prod", HIGH)
 
 
@@ -139,8 +142,7 @@ async def sign(pilot, scr: AccessScreen, request_id: str, key: Path, passphrase:
     await pilot.pause()
     prompt = pilot.app.screen
     assert isinstance(prompt, TextPrompt)
-    prompt.query_one(Input).value = ""
-    await type_into(pilot, str(key))
+    prompt.query_one(Input).value = str(key)  # a path, not a secret: no need to type it
     await pilot.press("enter")
     await settle(pilot)  # a worker asks whether this approver must give a TOTP code
     assert isinstance(pilot.app.screen, PinPrompt)
@@ -425,3 +427,65 @@ def test_services_screen_shows_each_service_its_use_and_versions(world):
             canary_free(app)
 
     asyncio.run(go())
+
+
+def test_an_approver_enrolled_in_mfa_gives_a_totp_code_in_a_hidden_prompt(world):
+    """A super-admin approver enrolled in TOTP: the screen asks for the code after the
+    passphrase (both hidden). A wrong code is refused and audited, nothing is signed; the
+    right one signs."""
+    home, pins, people = world["home"], world["pins"], world["people"]
+    cli(home, pins, "principal", "add", "admin", "--role", "super-admin", "--key",
+        str(people / "admin.pub.json"))  # fmt: skip
+    r = run_cli("mfa", "enrol", "admin", "--png", str(people / "admin.png"), "--home",
+                str(home), "--pin-file", str(pins), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    key = base64.b32decode(json.loads(r.stdout)["secret_b32"])
+    step = int(time.time()) // 30
+    r = run_cli("mfa", "verify", "admin", "--stdin", "--home", str(home), "--pin-file",
+                str(pins), input=totp_code(key, step) + "\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr  # confirmed: admin's approvals now need a code
+    wrong = f"{(int(totp_code(key, step + 1)) + 1) % 1_000_000:06d}"
+
+    async def go():
+        app = app_for(world)
+        async with app.run_test(size=SIZE) as pilot:
+            scr = await open_access(pilot)
+            await request_via_form(pilot, "svc", "incident 8: rotate the consumer")
+            rid = next(
+                r.id for r in scr.view.requests if r.state == "pending" and r.requester == "svc"
+            )
+            for code in (wrong, totp_code(key, step + 1)):
+                await sign(pilot, scr, rid, people / "admin.key.pem", passphrase_of("admin"))
+                assert isinstance(pilot.app.screen, PinPrompt)  # the code, not echoed
+                await type_into(pilot, code)
+                assert code not in screen_text(app).replace(rid, "")
+                await pilot.press("enter")
+                await settle(pilot)
+                if code == wrong:
+                    assert isinstance(pilot.app.screen, ErrorModal)
+                    await pilot.press("escape")
+                    await settle(pilot)
+                    assert next(r for r in scr.view.requests if r.id == rid).approvers == ()
+            assert next(r for r in scr.view.requests if r.id == rid).approvers == ("admin",), (
+                app.errors_shown
+            )
+            assert len(app.errors_shown) == 1
+
+    asyncio.run(go())
+    ents = [e for e in audit(home) if e["actor"] == "admin"]
+    assert ("mfa verify", "denied") in [(e["op"], e["outcome"]) for e in ents] or any(
+        e["op"] == "access decide" and e["outcome"] == "denied" for e in ents
+    )
+    assert ("access approve", "ok") in [(e["op"], e["outcome"]) for e in ents]
+    # the CLI checks an approver's code against the token too: a wrong code is a refusal
+    # (exit 7), never "the store was altered"
+    r = run_cli("access", "request", HIGH, "--env", "prod", "--for", "10m", "--why", "cli",
+                "--as", "svc", "--home", str(home), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    code_file = write_secret(people / "admin.code", wrong + "\n")
+    r = run_cli("access", "approve", json.loads(r.stdout)["id"], "--key",
+                str(people / "admin.key.pem"), "--passphrase-file", str(people / "admin.pass"),
+                "--mfa-code-file", str(code_file), "--home", str(home),
+                "--pin-file", str(pins))  # fmt: skip
+    assert r.returncode == 7, r.stderr
+    assert "does not check" not in r.stderr and wrong not in r.stdout + r.stderr

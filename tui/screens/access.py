@@ -4,7 +4,8 @@ Two tables: the requests (pending first, each with a countdown to the end of its
 its approvals so far out of those needed) and the grants (live first, then lapsed and
 revoked). ``n`` records a new request for a named principal (``custody access request ...
 --as NAME``); ``s`` signs the highlighted request with your participant key, whose
-passphrase is typed into the non-echoing prompt (``custody access approve``); ``x`` revokes
+passphrase is typed into the non-echoing prompt, then the TOTP code for an approver who
+must give one (``custody access approve``); ``x`` revokes
 the highlighted grant after a confirmation (``custody access revoke``). Enter opens the
 detail of a row. Every operation goes through :mod:`tui.services.access`, the same library
 calls and audit entries as the CLI.

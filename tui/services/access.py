@@ -24,8 +24,9 @@ from typing import Any, Protocol, TypeVar
 
 from ceremonies.participants import TokenSigner, load_signer
 from ceremonies.secret_rotation import parse_duration
+from custody.access.local import local_access
 from custody.access.policy import needs_mfa
-from custody.access.session import grant_flow, grant_state, opened, save_record
+from custody.access.session import grant_flow, grant_state, save_record
 from custody.access.settings import AccessSettings
 from custody.audit.scope import actor_name
 from custody.clock import to_seconds
@@ -37,6 +38,7 @@ from tui.services.common import Clock, Field
 
 T = TypeVar("T")
 GRANTABLE = ("read", "metadata", "list")
+PIN_HINT = "Press p on the dashboard to enter it, or start custody tui with --pin-file."
 
 
 def _when(t: int) -> str:
@@ -235,16 +237,26 @@ def parse_actions(text: str) -> tuple[str, ...]:
 class HomeAccessServices:
     """The access screen's services on a real home (no token, no PIN)."""
 
-    def __init__(self, home: Path, clock: Clock) -> None:
+    def __init__(
+        self, home: Path, clock: Clock, pin: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.home = Path(home)
         self.clock = clock
+        self._pin = pin  # the app's PIN box (Services.pin): read per operation, never kept
 
     def __repr__(self) -> str:
         return f"HomeAccessServices(home={str(self.home)!r})"
 
-    def _run(self, act: Callable[[Any, Any], T]) -> T:
+    def _run(self, act: Callable[[Any, Any], T], *, token: bool = False) -> T:
+        """Run *act* on the opened deployment; with *token*, logged in with the session's
+        PIN (a TOTP code is checked against its secret, wrapped under the token's KEK)."""
         home = Home(self.home)
-        with open_deployment(home, None) as dep, opened(dep, home, clock=self.clock) as ac:
+        pin = None
+        if token:
+            pin = self._pin()
+            if pin is None:
+                raise UsageError("Checking a TOTP code needs the token PIN", PIN_HINT)
+        with open_deployment(home, pin) as dep, local_access(dep, home, clock=self.clock) as ac:
             return act(dep, ac)
 
     def view(self) -> AccessView:
@@ -331,7 +343,7 @@ class HomeAccessServices:
                     record=record,
                 )
 
-            return self._run(act)
+            return self._run(act, token=bool(mfa_code))
         finally:
             if isinstance(signer, TokenSigner):
                 signer.close()
@@ -353,7 +365,7 @@ def access_services(app: Any) -> AccessServices:
     ``app.access_services``)."""
     svc = getattr(app, "access_services", None)
     if svc is None:
-        svc = HomeAccessServices(app.settings.home, app.settings.clock)
+        svc = HomeAccessServices(app.settings.home, app.settings.clock, app.services.pin)
         app.access_services = svc
     return svc
 

@@ -244,7 +244,7 @@ class HomeSecretServices:
         mfa_code: str | None = None,
     ) -> T:
         """Audit *op* before opening the deployment (logged in to the token when *token*),
-        then, as the CLI does, ask access control (:func:`custody.access.session.opened`)
+        then, as the CLI does, ask access control (:func:`custody.access.local.local_access`)
         whether the local operator may *check* = (action, env, path, extra) (the decision is
         audited; *mfa_code*: a TOTP code, where the policy asks for one), then run
         ``act(vault, deployment, access, operator)``. The deployment is
@@ -254,7 +254,7 @@ class HomeSecretServices:
             UsageError: *token* and no PIN is known (the screen asks for it first).
             AccessDenied: access control refused (with its reason). AuditError.
         """
-        from custody.access.session import opened as opened_access
+        from custody.access.local import local_access
         from custody.audit.scope import actor_name
         from custody.config import Home
         from custody.deployment import open_deployment
@@ -268,7 +268,7 @@ class HomeSecretServices:
         def run() -> T:
             with (
                 open_deployment(home, pin) as dep,
-                opened_access(dep, home, command_scope=True) as ac,
+                local_access(dep, home) as ac,
             ):
                 who = ac.operator(actor_name())
                 if check is not None:
