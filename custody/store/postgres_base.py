@@ -192,9 +192,9 @@ class PostgresBase:
 
     # -- statements ----------------------------------------------------------------
     def _cur(self, sql: str, params: Params | None = (), *, binary: bool = False) -> Any:
+        if params:
+            sql = _placeholders(sql)
         try:
-            if params:
-                sql = _placeholders(sql)
             return self.conn.execute(sql, params or None, binary=binary)
         except psycopg.Error as exc:
             raise storage_error(self._where, exc) from exc
