@@ -2,18 +2,18 @@
 (:class:`custody.store.port.AccessStore`, docs/access.md).
 
 The statements are the portable subset (no engine-only function), written with ``?``
-placeholders; an adapter whose driver wants ``%s`` sets :attr:`AccessQueries.PLACEHOLDER`.
-Lists (services, environments, actions) are kept as comma-joined text: their items are
-names and paths, which hold no comma. No driver is imported here: each adapter's base
-class runs the statements and maps its driver's errors.
+placeholders. Lists (services, environments, actions) are kept as comma-joined text: their
+items are names and paths, which hold no comma. No driver is imported here: each adapter's
+base class runs the statements, turns ``?`` into its driver's placeholder and maps its
+driver's errors (:mod:`custody.store.queries`).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any
 
 from custody.errors import StorageError
+from custody.store.queries import Runners
 from custody.store.rows import AccessApprovalRow, AccessRequestRow, GrantRow, PrincipalRow
 
 _P_COLS = (
@@ -110,36 +110,9 @@ def _grant(r: Any) -> GrantRow:
     )
 
 
-class AccessQueries:
+class AccessQueries(Runners):
     """The ``principals``, ``access_requests``, ``access_approvals``, ``grants``,
     ``release_rules`` and ``releases`` tables, over an adapter base's statement runners."""
-
-    PLACEHOLDER = "?"
-
-    # provided by the adapter's base class (SqliteBase, PostgresBase), first in the MRO
-    def _rows(self, sql: str, params: Any = ()) -> list[Any]:
-        raise NotImplementedError
-
-    def _one(self, sql: str, params: Any = ()) -> Any:
-        raise NotImplementedError
-
-    def _write(self, sql: str, params: Any = ()) -> Any:
-        raise NotImplementedError
-
-    def transaction(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
-
-    def _q(self, sql: str) -> str:
-        return sql if self.PLACEHOLDER == "?" else sql.replace("?", self.PLACEHOLDER)
-
-    def _get(self, sql: str, params: Any = ()) -> list[Any]:
-        return self._rows(self._q(sql), params)
-
-    def _first(self, sql: str, params: Any = ()) -> Any:
-        return self._one(self._q(sql), params)
-
-    def _put(self, sql: str, params: Any = ()) -> Any:
-        return self._write(self._q(sql), params)
 
     # -- principals -------------------------------------------------------------------
     def add_principal(self, row: PrincipalRow) -> None:
@@ -148,7 +121,7 @@ class AccessQueries:
                 raise StorageError(
                     f"A principal {row.name!r} already exists", "Choose another name."
                 )
-            self._put(
+            self._write(
                 f"INSERT INTO principals({_P_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     row.name,
@@ -170,15 +143,15 @@ class AccessQueries:
             )
 
     def principal(self, name: str) -> PrincipalRow | None:
-        r = self._first(f"SELECT {_P_COLS} FROM principals WHERE name=?", (name,))  # noqa: S608
+        r = self._one(f"SELECT {_P_COLS} FROM principals WHERE name=?", (name,))  # noqa: S608
         return None if r is None else _principal(r)
 
     def principals(self) -> list[PrincipalRow]:
-        rows = self._get(f"SELECT {_P_COLS} FROM principals ORDER BY name")  # noqa: S608
+        rows = self._rows(f"SELECT {_P_COLS} FROM principals ORDER BY name")  # noqa: S608
         return [_principal(r) for r in rows]
 
     def principal_by_token_id(self, token_id: str) -> PrincipalRow | None:
-        r = self._first(
+        r = self._one(
             f"SELECT {_P_COLS} FROM principals WHERE token_id=?",  # noqa: S608
             (token_id,),
         )
@@ -187,7 +160,7 @@ class AccessQueries:
     def set_principal_token(
         self, name: str, *, token_id: str, salt: bytes, digest: bytes, now: int
     ) -> None:
-        cur = self._put(
+        cur = self._write(
             "UPDATE principals SET token_id=?, token_salt=?, token_hash=?, token_created=?, "
             "token_revoked_at=NULL WHERE name=? AND revoked_at IS NULL",
             (token_id, salt, digest, now, name),
@@ -196,7 +169,7 @@ class AccessQueries:
             raise StorageError(f"No live principal {name!r}", "See 'custody principal list'.")
 
     def revoke_principal(self, name: str, *, now: int) -> bool:
-        cur = self._put(
+        cur = self._write(
             "UPDATE principals SET revoked_at=?, token_revoked_at=COALESCE(token_revoked_at, ?) "
             "WHERE name=? AND revoked_at IS NULL",
             (now, now, name),
@@ -204,7 +177,7 @@ class AccessQueries:
         return bool(cur.rowcount == 1)
 
     def revoke_principal_token(self, name: str, *, now: int) -> bool:
-        cur = self._put(
+        cur = self._write(
             "UPDATE principals SET token_revoked_at=? WHERE name=? AND token_id IS NOT NULL "
             "AND token_revoked_at IS NULL",
             (now, name),
@@ -213,7 +186,7 @@ class AccessQueries:
 
     # -- requests and approvals -------------------------------------------------------
     def add_access_request(self, row: AccessRequestRow) -> None:
-        self._put(
+        self._write(
             f"INSERT INTO access_requests({_R_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.id,
@@ -236,7 +209,7 @@ class AccessQueries:
         )
 
     def access_request(self, request_id: str) -> AccessRequestRow | None:
-        r = self._first(
+        r = self._one(
             f"SELECT {_R_COLS} FROM access_requests WHERE id=?",  # noqa: S608
             (request_id,),
         )
@@ -245,31 +218,31 @@ class AccessQueries:
     def access_requests(self, *, state: str | None = None) -> list[AccessRequestRow]:
         base = f"SELECT {_R_COLS} FROM access_requests"  # noqa: S608
         if state is None:
-            rows = self._get(base + " ORDER BY created DESC, id")
+            rows = self._rows(base + " ORDER BY created DESC, id")
         else:
-            rows = self._get(base + " WHERE state=? ORDER BY created DESC, id", (state,))
+            rows = self._rows(base + " WHERE state=? ORDER BY created DESC, id", (state,))
         return [_request(r) for r in rows]
 
     def set_access_request_state(self, request_id: str, state: str, *, now: int) -> None:
-        self._put(
+        self._write(
             "UPDATE access_requests SET state=?, updated=? WHERE id=?", (state, now, request_id)
         )
 
     def add_access_approval(self, row: AccessApprovalRow) -> bool:
         with self.transaction():
-            if self._first(
+            if self._one(
                 "SELECT 1 FROM access_approvals WHERE request_id=? AND approver=?",
                 (row.request_id, row.approver),
             ):
                 return False
-            self._put(
+            self._write(
                 f"INSERT INTO access_approvals({_A_COLS}) VALUES(?,?,?,?,?)",
                 (row.request_id, row.approver, row.public, row.sig, row.approved_at),
             )
             return True
 
     def access_approvals(self, request_id: str) -> list[AccessApprovalRow]:
-        rows = self._get(
+        rows = self._rows(
             f"SELECT {_A_COLS} FROM access_approvals WHERE request_id=? "  # noqa: S608
             "ORDER BY approved_at, approver",
             (request_id,),
@@ -278,7 +251,7 @@ class AccessQueries:
 
     # -- grants -----------------------------------------------------------------------
     def add_grant(self, row: GrantRow) -> None:
-        self._put(
+        self._write(
             f"INSERT INTO grants({_G_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.id,
@@ -298,7 +271,7 @@ class AccessQueries:
         )
 
     def grant(self, grant_id: str) -> GrantRow | None:
-        r = self._first(f"SELECT {_G_COLS} FROM grants WHERE id=?", (grant_id,))  # noqa: S608
+        r = self._one(f"SELECT {_G_COLS} FROM grants WHERE id=?", (grant_id,))  # noqa: S608
         return None if r is None else _grant(r)
 
     def grants(self, *, principal: str | None = None, env: str | None = None) -> list[GrantRow]:
@@ -312,10 +285,10 @@ class AccessQueries:
         sql = f"SELECT {_G_COLS} FROM grants"  # noqa: S608
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [_grant(r) for r in self._get(sql + " ORDER BY created DESC, id", params)]
+        return [_grant(r) for r in self._rows(sql + " ORDER BY created DESC, id", params)]
 
     def revoke_grant(self, grant_id: str, *, now: int, by: str, reason: str) -> bool:
-        cur = self._put(
+        cur = self._write(
             "UPDATE grants SET revoked_at=?, revoked_by=?, revoke_reason=? "
             "WHERE id=? AND revoked_at IS NULL",
             (now, by, reason[:200], grant_id),
@@ -324,12 +297,12 @@ class AccessQueries:
 
     def lapse_grants(self, *, now: int) -> list[GrantRow]:
         with self.transaction():
-            rows = self._get(
+            rows = self._rows(
                 f"SELECT {_G_COLS} FROM grants WHERE revoked_at IS NULL AND lapsed_at IS NULL "  # noqa: S608
                 "AND not_after <= ? ORDER BY not_after, id",
                 (now,),
             )
-            self._put(
+            self._write(
                 "UPDATE grants SET lapsed_at=? WHERE revoked_at IS NULL AND lapsed_at IS NULL "
                 "AND not_after <= ?",
                 (now, now),
@@ -352,18 +325,16 @@ class AccessQueries:
 
     # -- quorum release ---------------------------------------------------------------
     def release_rule(self, env: str, path: str) -> tuple[str, int] | None:
-        r = self._first(
-            "SELECT mode, needed FROM release_rules WHERE env=? AND path=?", (env, path)
-        )
+        r = self._one("SELECT mode, needed FROM release_rules WHERE env=? AND path=?", (env, path))
         return None if r is None else (str(r[0]), int(r[1]))
 
     def set_release_rule(
         self, env: str, path: str, *, mode: str, needed: int, by: str, now: int
     ) -> None:
         with self.transaction():
-            self._put("DELETE FROM release_rules WHERE env=? AND path=?", (env, path))
+            self._write("DELETE FROM release_rules WHERE env=? AND path=?", (env, path))
             if mode != "normal":
-                self._put(
+                self._write(
                     "INSERT INTO release_rules(env, path, mode, needed, set_by, created) "
                     "VALUES(?,?,?,?,?,?)",
                     (env, path, mode, needed, by, now),
@@ -373,9 +344,9 @@ class AccessQueries:
         self, request_id: str, *, version: int, sealed_sha256: str, now: int
     ) -> bool:
         with self.transaction():
-            if self._first("SELECT 1 FROM releases WHERE request_id=?", (request_id,)):
+            if self._one("SELECT 1 FROM releases WHERE request_id=?", (request_id,)):
                 return False
-            self._put(
+            self._write(
                 "INSERT INTO releases(request_id, version, sealed_sha256, delivered_at) "
                 "VALUES(?,?,?,?)",
                 (request_id, version, sealed_sha256, now),

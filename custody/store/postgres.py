@@ -11,10 +11,13 @@ exactly once. Every foreign :mod:`psycopg` error is translated into
 :class:`~custody.errors.StorageError` (:func:`custody.store.postgres_base.storage_error`).
 
 :class:`PostgresStore` implements :class:`custody.store.port.Store`; the methods live in
-:mod:`~custody.store.postgres_keys`, :mod:`~custody.store.postgres_work`,
-:mod:`~custody.store.postgres_ceremonies` and :mod:`~custody.store.postgres_secrets`, which
-mirror their SQLite counterparts statement by statement (``%s`` parameters, ``ON CONFLICT``
-for ``INSERT OR REPLACE``, ``RETURNING id`` for ``lastrowid``, row locks for batch claims).
+:mod:`~custody.store.postgres_keys`, :mod:`~custody.store.postgres_ceremonies`,
+:mod:`~custody.store.postgres_secrets`, :mod:`~custody.store.postgres_mfa` and
+:mod:`~custody.store.postgres_access`, which run the statements shared with the SQLite
+adapter (``custody/store/*_sql.py``; row locks and a binary ``COPY`` for the re-key batch
+are their own), and in :mod:`~custody.store.postgres_work` and
+:mod:`~custody.store.postgres_workers`, which mirror their SQLite counterparts statement by
+statement (``%s`` parameters, ``RETURNING id`` for ``lastrowid``).
 """
 
 from __future__ import annotations

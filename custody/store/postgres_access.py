@@ -1,6 +1,6 @@
 """PostgreSQL adapter: principals, access requests, approvals, grants and quorum releases
 (:class:`custody.store.port.AccessStore`): the shared statements of
-:mod:`custody.store.access_sql` with psycopg's ``%s`` placeholders, run through
+:mod:`custody.store.access_sql`, run through
 :class:`~custody.store.postgres_base.PostgresBase` (which maps psycopg's errors)."""
 
 from __future__ import annotations
@@ -11,5 +11,3 @@ from custody.store.postgres_base import PostgresBase
 
 class PostgresAccess(PostgresBase, AccessQueries):
     """The access-control tables on PostgreSQL."""
-
-    PLACEHOLDER = "%s"

@@ -21,6 +21,7 @@ whose rows are claimed with ``FOR UPDATE SKIP LOCKED``) runs beside other writer
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import stat
@@ -140,6 +141,14 @@ def storage_error(where: str, exc: Exception) -> StorageError:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _placeholders(sql: str) -> str:
+    """*sql* with ``?`` placeholders written as psycopg's ``%s``: the statements shared with
+    the SQLite adapter (``custody/store/*_sql.py``) are written once with ``?`` and hold no
+    literal ``?`` or ``%``; a statement already written with ``%s`` is unchanged."""
+    return sql.replace("?", "%s")
+
+
 def connect(url: str, *, password_file: Path | None = None, prompt: bool = True) -> Any:
     """An autocommit connection to *url* (transactions are explicit).
 
@@ -187,6 +196,8 @@ class PostgresBase:
 
     # -- statements ----------------------------------------------------------------
     def _cur(self, sql: str, params: Params | None = (), *, binary: bool = False) -> Any:
+        if params:
+            sql = _placeholders(sql)
         try:
             return self.conn.execute(sql, params or None, binary=binary)
         except psycopg.OperationalError as exc:
@@ -232,7 +243,7 @@ class PostgresBase:
                 self._scans += 1  # a name of its own: scans may nest
                 with self.conn.cursor(name=f"scan{self._scans}") as cur:
                     cur.itersize = size
-                    cur.execute(sql, params or None)
+                    cur.execute(_placeholders(sql) if params else sql, params or None)
                     while rows := cur.fetchmany(size):
                         yield rows
             except psycopg.Error as exc:
@@ -267,10 +278,20 @@ class PostgresBase:
         with self.transaction() if not self._depth else contextlib.nullcontext():
             try:
                 with self.conn.cursor() as cur:
-                    cur.executemany(sql, rows)
+                    cur.executemany(_placeholders(sql), rows)
                     return int(cur.rowcount)
             except psycopg.Error as exc:
                 raise storage_error(self._where, exc) from exc
+
+    def _insert_unique(self, sql: str, params: Params, taken: StorageError) -> None:
+        """Run one write in the caller's transaction; if it breaks a constraint (a row with
+        the same key or unique value), raise *taken* instead of the generic error."""
+        try:
+            self.conn.execute(_placeholders(sql), params)
+        except psycopg.IntegrityError as exc:
+            raise taken from exc
+        except psycopg.Error as exc:
+            raise storage_error(self._where, exc) from exc
 
     def _copy(
         self, sql: str, rows: Iterable[Sequence[object]], *, types: Sequence[str] = ()

@@ -109,6 +109,16 @@ class SqliteBase:
             except sqlite3.Error as exc:
                 raise storage_error(self._path, exc) from exc
 
+    def _insert_unique(self, sql: str, params: Params, taken: StorageError) -> None:
+        """Run one write in the caller's transaction; if it breaks a constraint (a row with
+        the same key or unique value), raise *taken* instead of the generic error."""
+        try:
+            self.conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise taken from exc
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+
     def _run(self, sql: str) -> None:
         try:
             self.conn.execute(sql)
