@@ -170,6 +170,15 @@ _CLAIMER = textwrap.dedent(
             if n != len(rows):
                 short.append([len(rows), n])
             claimed.append([r.id for r in rows])
+        if len(claimed) == 1:
+            # both workers must take part whatever the machine's load: after its first
+            # batch each waits (outside any transaction) until the other has one too, so the
+            # rest of the run is a real race for the same rows
+            (out.parent / f"{name}.first").touch()
+            other = out.parent / f"{'b' if name == 'a' else 'a'}.first"
+            deadline = time.monotonic() + 60
+            while not other.exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
         time.sleep(0.003)  # let the other worker in between batches
     store.close()
     out.write_text(json.dumps({"batches": claimed, "short": short}))
