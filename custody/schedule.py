@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from custody.clock import iso, parse
@@ -77,6 +77,11 @@ class JobRun:
             outcome=str(doc.get("outcome", "running")),
             detail=str(doc.get("detail", "")),
         )
+
+
+def _exact(t: datetime) -> str:
+    """*t* to the microsecond: a job's period may be shorter than a second in tests."""
+    return t.astimezone(UTC).isoformat()
 
 
 def last_run(store: Store, job: str) -> JobRun | None:
@@ -159,7 +164,7 @@ class Scheduler:
             last = last_run(self.store, job.name)
             if last is not None and parse(last.started) + timedelta(seconds=self.period) > now:
                 return None
-            run = JobRun(job=job.name, replica=self.replica, started=iso(now))
+            run = JobRun(job=job.name, replica=self.replica, started=_exact(now))
             _put(self.store, run)
         return run
 
@@ -181,7 +186,7 @@ class Scheduler:
             job=job.name,
             replica=self.replica,
             started=run.started,
-            finished=iso(self.clock()),
+            finished=_exact(self.clock()),
             outcome=outcome,
             detail=detail[:200],
         )
