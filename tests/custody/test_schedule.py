@@ -60,7 +60,8 @@ def sched(store: Store, jobs: tuple[Job, ...], clock: Clock, host: str, **kw: An
 
 def test_only_the_leader_runs_each_job_once_per_period(backend: Backend) -> None:
     a_store, b_store = backend.open(create=True), backend.open()
-    clock, ran, audit = Clock(), [], Audit()
+    clock, audit = Clock(), Audit()
+    ran: list[str] = []
     names = ("one", "two")
     a = sched(a_store, tuple(job(n, ran, "a") for n in names), clock, "host-a",
               audited=audit, period=60, ttl=10)  # fmt: skip
@@ -95,7 +96,8 @@ def test_only_the_leader_runs_each_job_once_per_period(backend: Backend) -> None
 
 def test_a_failing_job_is_recorded_and_the_others_still_run(backend: Backend) -> None:
     store = backend.open(create=True)
-    clock, ran, audit = Clock(), [], Audit()
+    clock, audit = Clock(), Audit()
+    ran: list[str] = []
 
     def broken() -> Mapping[str, Any]:
         raise StorageError("The store is read-only", "Check the disk.")
@@ -126,7 +128,8 @@ def test_a_leader_that_loses_the_lease_mid_tick_runs_nothing_more(backend: Backe
     fails on the lease token, so it runs none of the remaining jobs, and the new leader
     does not run again the job the old one already ran in this period."""
     a_store, b_store = backend.open(create=True), backend.open()
-    clock, ran = Clock(), []
+    clock = Clock()
+    ran: list[str] = []
     b = sched(b_store, tuple(job(n, ran, "b") for n in ("one", "two")), clock, "host-b",
               period=60, ttl=10)  # fmt: skip
 
@@ -155,7 +158,8 @@ def test_a_stale_leader_cannot_renew_with_a_forged_record(backend: Backend) -> N
     """An insider replica that rewrites the job record to make a job look never-run still
     cannot run it while another replica holds the lease: claims go through the lease."""
     a_store, b_store = backend.open(create=True), backend.open()
-    clock, ran = Clock(), []
+    clock = Clock()
+    ran: list[str] = []
     a = sched(a_store, (job("one", ran, "a"),), clock, "host-a", period=60, ttl=10)
     b = sched(b_store, (job("one", ran, "b"),), clock, "host-b", period=60, ttl=10)
     try:
