@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run only this job (repeatable): key-rotation, secret-rotation, checkpoint, "
         "expiry-warnings",
     )
+    p.add_argument(
+        "--host-name",
+        metavar="NAME",
+        help="the host name this replica records in the lease (default: this machine's); "
+        "give one per host where containers share a name",
+    )
     p.add_argument("--export", metavar="DIR", help="the checkpoint job also writes to DIR")
     p.add_argument("--key", metavar="FILE", help="signs secret-rotation records")
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of --key")
@@ -110,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         clock=utcnow,
         period=args.interval,
         ttl=args.lease_seconds,
+        host=args.host_name,
     )
     leading = [False]
 
