@@ -17,8 +17,9 @@ from typing import Any
 
 from ceremonies.secret_rotation import revoke_ended, rotate
 from custody import policy
+from custody.access.local import local_access
 from custody.audit.log import AuditLog
-from custody.audit.scope import warning_sink
+from custody.audit.scope import actor_name, warning_sink
 from custody.audit.signers import HsmSigner
 from custody.clock import utcnow
 from custody.config import Home
@@ -75,6 +76,8 @@ def jobs(
                 "Give 'custody schedule run' --key (and --passphrase-file).",
             )
         with open_deployment(home, pin) as dep:
+            with local_access(dep, dep.home) as ac:  # decided and audited as the CLI does
+                ac.authorize(ac.operator(actor_name()), "rotate", "*", "")
             v = operator_vault(dep, dep.home)
             outs = [
                 rotate(dep, v, r.env, r.path, signer, overlap_seconds=overlap_seconds)
