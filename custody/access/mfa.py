@@ -220,6 +220,7 @@ class Mfa:
             f"The MFA secret of {row.principal} does not check",
             "The store was altered; reset the principal's MFA and enrol again.",
         )
+        self.hierarchy.hsm  # noqa: B018 - no token is a UsageError of its own, not damage
         try:
             plain = self.hierarchy.unwrap_object(row.object_uid)
         except UsageError:
