@@ -300,3 +300,35 @@ def test_no_canary_in_alerts_reports_bundles_or_records(world: World):
     hook = world.files[world.files.index(world.tmp / "hook.jsonl")].read_text()
     assert '"monitor-alert"' in hook  # the hook did run: the check above saw its output
     assert b"compliance" in (world.tmp / "report.html").read_bytes().lower()
+
+
+def test_alerts_are_scoped_to_the_acting_principal(world: World):
+    """``custody alerts --as/--token-file``: an auditor sees every alert, a service's admin
+    those about its services, a service-user its own; what one may not see is "no such
+    alert" to them, and a service-user acknowledges nothing."""
+    h = ("--home", str(world.home))
+    pins = world.home.parent / "pins"
+    everything = json.loads(world.run("alerts", *h, "--json").stdout)["alerts"]
+    about = {a["principal"] for a in everything}
+    assert "billing-svc" in about, about
+    aud = world.tmp / "aud.token"
+    seen = {
+        who: {a["id"] for a in json.loads(world.run("alerts", *h, *how, "--json").stdout)["alerts"]}
+        for who, how in (("aud", ("--token-file", str(aud))), ("alice", ("--as", "alice")),
+                         ("svc", ("--as", "billing-svc")))
+    }  # fmt: skip
+    assert seen["aud"] == {a["id"] for a in everything}
+    mine = {a["id"] for a in everything if a["principal"] == "billing-svc"}
+    assert seen["svc"] == mine and mine <= seen["alice"]
+    world.run("principal", "add", "ops-svc", "--role", "service-user", "--service-account",
+              "--service", "ops", "--token-out", str(world.tmp / "ops.token"), *h,
+              "--pin-file", str(pins))  # fmt: skip
+    ops = json.loads(world.run("alerts", *h, "--as", "ops-svc", "--json").stdout)["alerts"]
+    assert ops == []
+    one = sorted(mine)[0]
+    r = world.run("alerts", "show", one, *h, "--as", "ops-svc", ok=False)
+    assert r.rc == 2 and "No alert matches" in r.stderr
+    shown = json.loads(world.run("alerts", "show", one, *h, "--as", "billing-svc", "--json").stdout)
+    assert shown["entries"] and all(e["actor"] == "billing-svc" for e in shown["entries"])
+    r = world.run("alerts", "ack", one, *h, "--as", "billing-svc", ok=False)
+    assert r.rc == 7 and "cannot acknowledge" in r.stderr
