@@ -16,11 +16,14 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from custody.errors import PolicyError, UsageError
 from custody.textsafe import printable
 from custody_cli import access_session, common
+
+if TYPE_CHECKING:
+    from custody.monitor import AlertRecord
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -242,7 +245,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _visible_one(log: Any, ident: str, scope: _Scope) -> Any:
+def _visible_one(log: Any, ident: str, scope: _Scope) -> AlertRecord:
     """The alert *ident* if *scope* may see it; an alert it may not see is "no such
     alert", as if it did not exist (its existence says something too).
 
@@ -260,8 +263,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     scope = _scope(args)
     log = _log(args)
     try:
-        rec = find(list_alerts(log), args.id.strip()) if scope is None else None
-        if scope is not None:
+        if scope is None:
+            rec = find(list_alerts(log), args.id.strip())
+        else:
             rec = _visible_one(log, args.id, scope)
         entries = evidence(log, rec)
     finally:

@@ -170,9 +170,9 @@ class Joiner:
         seqs: tuple[int, ...] = (seq,)
         ref = details.get("intent_seq")
         if type(ref) is int:
-            first = self.pending.pop(ref, None)
-            if first is not None:
-                seqs, actor, details = self._folded(ref, first, details, seq)
+            head = self.pending.pop(ref, None)
+            if head is not None:
+                seqs, actor, details = self._folded(ref, head, details, seq)
         elif op in ACCESS_OPS:
             who = _principal_of(entry, op)
             if who and who != actor:
