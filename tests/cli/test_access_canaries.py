@@ -332,3 +332,24 @@ def test_alerts_are_scoped_to_the_acting_principal(world: World):
     assert shown["entries"] and all(e["actor"] == "billing-svc" for e in shown["entries"])
     r = world.run("alerts", "ack", one, *h, "--as", "billing-svc", ok=False)
     assert r.rc == 7 and "cannot acknowledge" in r.stderr
+
+
+def test_a_revoked_principal_loses_its_enrolment_and_cannot_enrol(world: World):
+    h = ("--home", str(world.home))
+    hp = (*h, "--pin-file", str(world.home.parent / "pins"))
+    before = {i["principal"] for i in world.both("mfa", "list", *h)}
+    assert "bob" in before  # enrolled in the fixture (not yet confirmed)
+    world.run("principal", "revoke", "bob", *hp)
+    assert "bob" not in {i["principal"] for i in world.both("mfa", "list", *h)}
+    r = world.run("mfa", "enrol", "bob", "--png", str(world.tmp / "bob-again.png"), *hp, ok=False)
+    assert r.rc == 7 and "revoked" in r.stderr and not (world.tmp / "bob-again.png").exists()
+    with AuditLog(world.home / "audit.db") as log:
+        mine = [json.loads(x) for x in log.lines() if b'"target":"bob"' in x]
+    assert [(e["op"], e["outcome"]) for e in mine[-6:]] == [
+        ("principal revoke", "intent"),
+        ("mfa reset", "intent"),
+        ("mfa reset", "ok"),
+        ("principal revoke", "ok"),
+        ("mfa enrol", "intent"),
+        ("mfa enrol", "denied"),
+    ]
