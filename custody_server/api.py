@@ -350,7 +350,7 @@ def permitted(
     policy (:func:`custody.access.decide`, with the principal's grants) allows *action*.
     A listing carries no TOTP code: an MFA-enrolled principal (or any, in ``always`` mode)
     sees only what needs none."""
-    grants = ctx.access.grants_of(principal.name)
+    grants = ctx.access.honoured(principal.name)  # a bare grant row is not a grant
     now = ctx.access.now()
     mfa_ok = ctx.mfa_mode == "enrolled" and not principal.mfa
     return [

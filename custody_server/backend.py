@@ -70,8 +70,10 @@ def open_context(
         mfa = Mfa(
             dep.store, dep.hierarchy, audit, policy=MfaPolicy.for_home(home.config_path), rng=rng
         )
-        mode = AccessSettings.for_home(home.config_path).mfa_mode
-        access = AccessControl(dep.store, audit, mfa=mfa, mfa_mode=mode, rng=rng or os.urandom)
+        settings = AccessSettings.for_home(home.config_path)
+        mode = settings.mfa_mode
+        access = AccessControl(dep.store, audit, mfa=mfa, mfa_mode=mode, rng=rng or os.urandom,
+                               high_approvers=settings.high_approvers)  # fmt: skip
     except BaseException:
         dep.close()
         raise

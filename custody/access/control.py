@@ -17,9 +17,11 @@ from typing import Any, Protocol
 
 from custody.access import tokens
 from custody.access.policy import decide, needs_mfa
+from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
+from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
-from custody.errors import PolicyError, UsageError
+from custody.errors import IntegrityError, PolicyError, UsageError
 from custody.store.port import Store
 from custody.store.rows import GrantRow, PrincipalRow
 
@@ -97,6 +99,8 @@ class AccessControl:
             stands for the command's later decisions, so a command that decides several
             times asks for one code. Never for a long-lived caller (the server, the TUI):
             there every code is checked, and a replayed one is refused.
+        high_approvers: the fewest approvers a live high-class grant's signed record must
+            carry to be honoured (``[access] high_approvers``).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class AccessControl:
         mfa_mode: str = "enrolled",
         rng: Callable[[int], bytes] = os.urandom,
         command_scope: bool = False,
+        high_approvers: int = DEFAULT_HIGH_APPROVERS,
     ) -> None:
         if mfa_mode not in MFA_MODES:
             raise ValueError(f"mfa_mode must be one of {MFA_MODES}")
@@ -120,6 +125,7 @@ class AccessControl:
         self._rng = rng
         self._command_scope = command_scope
         self._verified: set[str] = set()  # only with command_scope
+        self._high_approvers = high_approvers
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -324,6 +330,101 @@ class AccessControl:
     def grants_of(self, name: str) -> list[Grant]:
         return [to_grant(g) for g in self.store.grants(principal=name)]
 
+    def _approvers(self, env: str, path: str, category: str | None, now: int) -> dict[bytes, str]:
+        """Key -> name of the live person principals whose key is their enrolled, valid
+        participant key and who may ``approve`` *env*:*path* (of *category*) now."""
+        members = {m.name: m for m in self.store.participants()}
+        out: dict[bytes, str] = {}
+        for p in self.store.principals():
+            m = members.get(p.name)
+            if p.kind != "person" or p.revoked_at is not None or p.public is None or m is None:
+                continue
+            if m.public != p.public or m.revoked_at is not None:
+                continue
+            if not m.valid_from <= now < m.valid_until:
+                continue
+            who = Principal(name=p.name, kind=p.kind, role=p.role, services=p.services,
+                            envs=p.envs)  # fmt: skip
+            if decide(who, "approve", env, path, security_class=None, grants=(), now=now,
+                      mfa_ok=True, category=category).allow:  # fmt: skip
+                out[p.public] = p.name
+        return out
+
+    def _record_check(
+        self,
+        g: GrantRow,
+        now: int,
+        path: str,
+        category: str | None,
+        security_class: str | None = None,
+    ) -> str | None:
+        """Why *g*'s signed record does not stand for it on *path* (None: it does). The row
+        alone is store state anyone with the disk can write: a grant is honoured only when
+        its record names exactly this grant and enough live approvers signed that very
+        request, each of whom may approve *path* itself (a prefix grant signed by a
+        service-admin never opens an encryption key under it), as many as *path*'s class
+        needs (a prefix approved while all under it was low never opens a high secret put
+        there later)."""
+        try:
+            doc = strict_loads(g.record)
+            got = verify_record(doc, self._approvers(g.env, path, category, now),
+                                high_approvers=self._high_approvers)  # fmt: skip
+        except IntegrityError as err:
+            return err.title
+        except ValueError:
+            return "the grant record is not JSON"
+        if security_class is not None:
+            need = needed_for(security_class, high_approvers=self._high_approvers)
+            if len(got["approvers"]) < need:
+                return (
+                    f"{len(got['approvers'])} approvers, and a {security_class} secret needs {need}"
+                )
+        window = {"not_before": g.not_before, "not_after": g.not_after}
+        same = (
+            got["grant"] == g.id
+            and doc["request"].get("id") == g.request_id
+            and doc["request"].get("kind") == "grant"
+            and (got["requester"], got["env"], got["path"]) == (g.principal, g.env, g.path)
+            and sorted(got["actions"]) == sorted(g.actions)
+            and got["window"] == window
+        )
+        return None if same else "the grant row differs from its signed record"
+
+    def _honoured(
+        self,
+        name: str,
+        now: int,
+        env: str | None = None,
+        path: str | None = None,
+        category: str | None = None,
+        security_class: str | None = None,
+    ) -> list[Grant]:
+        """*name*'s grants, without any live one whose signed record does not check for
+        *env*:*path* (each such refusal audited). *path* None: each grant for its own path.
+        Grants that cannot allow anything there (lapsed, elsewhere) are kept unchecked, for
+        the reasons they give."""
+        out = []
+        for row in self.store.grants(principal=name):
+            g = to_grant(row)
+            here = path is None or (g.env == env and g.covers(path))
+            if g.live_at(now) and here:
+                at = g.path if path is None else path
+                why = self._record_check(row, now, at, category, security_class)
+                if why is not None:
+                    self.audit.append(
+                        "access grant use", f"{g.env}:{g.path}", name, outcome="denied",
+                        details={"grant": g.id, "reason": f"not honoured: {why}"},
+                    )  # fmt: skip
+                    continue
+            out.append(g)
+        return out
+
+    def honoured(self, name: str) -> list[Grant]:
+        """*name*'s grants as the policy may count them (:meth:`grants_of` without any live
+        grant whose signed record does not check): what a front end that calls
+        :func:`~custody.access.policy.decide` itself must pass it."""
+        return self._honoured(name, self.now())
+
     def lapse(self) -> list[GrantRow]:
         """Audit every grant whose window has ended since the last look (once each)."""
         lapsed = self.store.lapse_grants(now=self.now())
@@ -344,7 +445,12 @@ class AccessControl:
         if self._command_scope and principal.name in self._verified:
             return True, None  # one code per command: it is single-use
         if mfa_code is None:
-            return self._mfa_mode == "enrolled" and not principal.mfa, None
+            # enrolled now, in the store: not the flag of a Principal loaded earlier (a
+            # long-lived caller's copy from before the enrolment was confirmed)
+            enrolled = principal.mfa or (
+                self._mfa is not None and self._mfa.enrolled(principal.name)
+            )
+            return self._mfa_mode == "enrolled" and not enrolled, None
         if self._mfa is None:
             return False, None
         try:
@@ -378,14 +484,12 @@ class AccessControl:
             AuditError: the decision could not be recorded (nothing may act on it).
         """
         t = self.now() if now is None else (to_seconds(now) if isinstance(now, datetime) else now)
+        held = self.store.principal(principal.name)
+        if held is not None and held.revoked_at is not None:
+            self.refuse(principal, action, env, path, f"{principal.name} is revoked")
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
             category, security_class = row.category, row.security_class
-        if action == "read" and row is not None and self.store.release_rule(env, path):
-            self.refuse(
-                principal, action, env, path,
-                "released only by quorum ('custody access request PATH --release')",
-            )  # fmt: skip
         wants = needs_mfa(principal, action, security_class)
         mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
@@ -395,11 +499,18 @@ class AccessControl:
             env,
             path,
             security_class=security_class,
-            grants=self.grants_of(principal.name),
+            grants=self._honoured(principal.name, t, env, path, category, security_class),
             now=t,
             mfa_ok=mfa_ok,
             category=category,
         )
+        if d.allow and action == "read" and row is not None and self.store.release_rule(env, path):
+            # only for one the policy would let read: to others, a marked secret looks like
+            # any other secret out of reach
+            self.refuse(
+                principal, action, env, path,
+                "released only by quorum ('custody access request PATH --release')",
+            )  # fmt: skip
         reason = d.reason if mfa_error is None or d.allow else f"{d.reason}: {mfa_error.title}"
         details: dict[str, Any] = {
             "action": action,
@@ -498,7 +609,7 @@ class AccessControl:
         may *action* (``list``, ``metadata``), decided row by row, audited as one entry."""
         t = self.now()
         self.lapse()
-        grants = self.grants_of(principal.name)
+        grants = self._honoured(principal.name, t)
         mfa_ok, _err = self.mfa_check(principal, mfa_code)
         out = [
             r

@@ -222,6 +222,21 @@ class GrantFlow:
                 seen.add(a.approver)
         return out
 
+    def needed(self, r: AccessRequestRow) -> int:
+        """Approvers *r* needs: what it says, but never fewer than its class needs under this
+        deployment's settings, or a release rule's quorum (the row's ``needed`` and its
+        digest are store state: lowering both before anyone signs must not lower the bar)."""
+        try:
+            now_cls = self._class_of(r.env, r.path)
+        except UsageError:
+            now_cls = r.security_class
+        cls = max(r.security_class, now_cls, key=lambda c: _CLASS_RANK.get(c, 2))
+        n = max(r.needed, needed_for(cls, high_approvers=self.settings.high_approvers))
+        if r.kind == "release":
+            rule = self.store.release_rule(r.env, r.path)
+            n = max(n, rule[1] if rule is not None else n)
+        return n
+
     def _refuse(self, r: AccessRequestRow, who: str, title: str, hint: str) -> PolicyError:
         self.ac.audit.append(
             "access approve", f"{r.env}:{r.path}", who, outcome="denied",
@@ -285,7 +300,8 @@ class GrantFlow:
             good = self.valid_approvals(r)
             grant = None
             record = None
-            if len(good) >= r.needed and r.kind == "grant":
+            needed = self.needed(r)
+            if len(good) >= needed and r.kind == "grant":
                 gid = "grant-" + self._rng(8).hex()
                 doc = build_record(r, self.deployment, good, grant_id=gid)
                 record = canonical_bytes(doc).decode()
@@ -303,9 +319,9 @@ class GrantFlow:
                 )
                 self.store.add_grant(grant)
                 self.store.set_access_request_state(r.id, "granted", now=now)
-            elif len(good) >= r.needed:
+            elif len(good) >= needed:
                 self.store.set_access_request_state(r.id, "approved", now=now)
-        approved = {**det, "approvals": len(good), "needed": r.needed}
+        approved = {**det, "approvals": len(good), "needed": needed}
         self.ac.audit.append("access approve", target, approver.name, details=approved)
         if grant is not None:
             self.ac.audit.append(
@@ -317,7 +333,7 @@ class GrantFlow:
             "request": r.id,
             "approver": approver.name,
             "approvals": len(good),
-            "needed": r.needed,
+            "needed": needed,
             "grant": grant.id if grant else None,
             "record": record,
         }

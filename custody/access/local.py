@@ -35,9 +35,15 @@ def local_access(dep: Deployment, home: Home) -> Iterator[AccessControl]:
         mfa = Mfa(
             dep.store, dep.hierarchy, log, policy=MfaPolicy.for_home(home.config_path), rng=rng
         )
-        mode = AccessSettings.for_home(home.config_path).mfa_mode
+        settings = AccessSettings.for_home(home.config_path)
         yield AccessControl(
-            dep.store, log, mfa=mfa, mfa_mode=mode, rng=rng or os.urandom, command_scope=True
+            dep.store,
+            log,
+            mfa=mfa,
+            mfa_mode=settings.mfa_mode,
+            rng=rng or os.urandom,
+            command_scope=True,
+            high_approvers=settings.high_approvers,
         )
     finally:
         log.close()

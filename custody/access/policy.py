@@ -185,12 +185,6 @@ def decide(
         return Decision(
             allow=False, reason=f"{p.name} may act only in {', '.join(p.envs)}", needs_mfa=mfa
         )
-    if p.role == "service-admin" and category in ENCRYPTION_KEY_CATEGORIES:
-        return Decision(
-            allow=False,
-            reason=f"service-admins have no access to encryption keys ({category})",
-            needs_mfa=mfa,
-        )
     scope = RULES[p.role][action]
     allow, grant_id = False, None
     if scope == "any":
@@ -209,6 +203,13 @@ def decide(
         reason = f"{p.role} may never {action}"
     else:
         reason = f"{path or 'this'} is outside {p.name}'s services"
+    if allow and p.role == "service-admin" and category in ENCRYPTION_KEY_CATEGORIES:
+        # only once the path is within reach: a denial outside it never tells what is there
+        return Decision(
+            allow=False,
+            reason=f"service-admins have no access to encryption keys ({category})",
+            needs_mfa=mfa,
+        )
     if allow and mfa and not mfa_ok:
         return Decision(allow=False, reason=f"{action} needs a TOTP code as well", needs_mfa=True)
     return Decision(allow=allow, reason=reason, needs_mfa=mfa, grant=grant_id)

@@ -182,8 +182,9 @@ def deliver(
     if body_digest(request_body(r, flow.deployment)) != r.digest:
         raise refuse("the request was altered in the store")
     good = flow.valid_approvals(r)
-    if len(good) < r.needed or r.state != "approved":
-        raise refuse(f"{len(good)} of {r.needed} approvals bound to this request")
+    needed = flow.needed(r)
+    if len(good) < needed or r.state != "approved":
+        raise refuse(f"{len(good)} of {needed} approvals bound to this request")
     if needs_mfa(who, "read", r.security_class):
         ok, err = flow.ac.mfa_check(who, mfa_code)
         if not ok:

@@ -56,8 +56,10 @@ def parse(token: str) -> tuple[str, bytes] | None:
         secret = base64.urlsafe_b64decode(parts[2] + "=")
     except ValueError:
         return None
-    if len(secret) != SECRET_BYTES:
+    if len(secret) != SECRET_BYTES or parts[1] != parts[1].lower():
         return None
+    if base64.urlsafe_b64encode(secret).decode().rstrip("=") != parts[2]:
+        return None  # one spelling per token: no skipped junk, padding or unused low bits
     return parts[1], secret
 
 

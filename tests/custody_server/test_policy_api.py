@@ -19,8 +19,8 @@ from custody.audit.log import AuditLog
 from custody.config import Home
 from custody.deployment import open_deployment
 from custody.secrets import Category, SecretPolicy, Vault
-from custody.store.rows import GrantRow
 from tests.conftest import TEST_PIN
+from tests.custody.access.grant_fixtures import add_approvers, add_signed_grant
 from tests.custody.access.test_policy_table import GRANT_ENV, OTHER_ENV, SECRETS, expected
 from tests.server_fixtures import Server, audit_entries, make_pki, server_home
 
@@ -60,12 +60,11 @@ def srv(tmp_path_factory):
                                prefix="pay_live" if "api-key" in cat else None)  # fmt: skip
         for path, cat in (MFA_HIGH, "database-credential"), (MFA_MEDIUM, "service-token"):
             vault.generate(OTHER_ENV, path, category=Category(cat), owner="payments")
+        add_approvers(dep.store, now)  # real grants, signed (a bare row is not honoured)
         for i, (path, _c, _k) in enumerate(SECRETS.values()):
-            dep.store.add_grant(GrantRow(
-                id=f"g{i}", request_id=f"req-g{i}", principal="t-pay-svc", env=GRANT_ENV,
-                path=path, actions=("read", "metadata", "list"), not_before=now - 3600,
-                not_after=now + 3600, created=now - 3600, record="{}",
-            ))  # fmt: skip
+            add_signed_grant(dep.store, f"g{i}", "t-pay-svc", GRANT_ENV, path,
+                             actions=("read", "metadata", "list"), not_before=now - 3600,
+                             not_after=now + 3600)  # fmt: skip
         audit = AuditLog.for_home(Home(home))
         try:
             mfa = Mfa(dep.store, dep.hierarchy, audit, rng=dep.token.random)

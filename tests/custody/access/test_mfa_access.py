@@ -17,8 +17,9 @@ from custody.access.mfa import Mfa, MfaError, totp_code
 from custody.audit.log import AuditLog
 from custody.clock import from_seconds
 from custody.deployment import Deployment, open_deployment
-from custody.store.rows import GrantRow, SecretRow
+from custody.store.rows import SecretRow
 from tests.conftest import TEST_PIN
+from tests.custody.access.grant_fixtures import add_approvers, add_signed_grant
 from tests.rekey_fixtures import cli, make_deployment
 
 pytestmark = pytest.mark.hsm
@@ -63,11 +64,10 @@ def test_a_high_class_read_needs_a_fresh_code(deployment):
             dep.store.add_secret(_secret(MEDIUM, "external-api-key", "medium"))
         ac.add_principal("svc", kind="service", role="service-user", services=("payments",),
                          by="root")  # fmt: skip
-        for i, path in enumerate((HIGH, MEDIUM)):
-            dep.store.add_grant(GrantRow(id=f"g{i}", request_id=f"r{i}", principal="svc",
-                                         env="prod", path=path, actions=("read",),
-                                         not_before=T0 - 60, not_after=T0 + 3600, created=T0,
-                                         record="{}"))  # fmt: skip
+        add_approvers(dep.store, T0)
+        for i, path in enumerate((HIGH, MEDIUM)):  # real grants, signed by two super-admins
+            add_signed_grant(dep.store, f"g{i}", "svc", "prod", path, actions=("read",),
+                             not_before=T0 - 60, not_after=T0 + 3600)  # fmt: skip
         key = base64.b32decode(mfa.enrol("svc").secret_b32)
         assert not ac.principal("svc").mfa  # enrolment is confirmed by its first code
         clock.t = T0 - 90

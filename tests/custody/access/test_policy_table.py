@@ -18,6 +18,7 @@ from custody.access.roles import Grant
 from custody.audit.log import AuditLog
 from custody.store.rows import GrantRow, ParticipantRow, SecretRow
 from custody.store.sqlite import SqliteStore
+from tests.custody.access.grant_fixtures import add_approvers, add_signed_grant
 
 NOW = 1_800_000_000
 CLOCK = datetime.fromtimestamp(NOW, UTC)
@@ -86,10 +87,11 @@ def _secret(env: str, path: str, category: str, cls: str) -> SecretRow:
                      created=t, updated=t)  # fmt: skip
 
 
-def _grant(gid: str, principal: str, env: str, path: str) -> GrantRow:
-    return GrantRow(id=gid, request_id="req-" + gid, principal=principal, env=env, path=path,
-                    actions=("read", "metadata", "list"), not_before=NOW - HOUR,
-                    not_after=NOW + HOUR, created=NOW - HOUR, record="{}")  # fmt: skip
+def _grant(store: SqliteStore, gid: str, principal: str, env: str, path: str) -> GrantRow:
+    # a real grant: approved by two super-admins' signatures (a bare row is not honoured)
+    return add_signed_grant(store, gid, principal, env, path,
+                            actions=("read", "metadata", "list"), not_before=NOW - HOUR,
+                            not_after=NOW + HOUR)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +103,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         for env in (GRANT_ENV, OTHER_ENV):
             for path, cat, cls in SECRETS.values():
                 store.add_secret(_secret(env, path, cat, cls))
+    add_approvers(store, NOW)
     for i, (path, _c, _k) in enumerate(SECRETS.values()):
-        store.add_grant(_grant(f"g{i}", SVC_USER.name, GRANT_ENV, path))
+        _grant(store, f"g{i}", SVC_USER.name, GRANT_ENV, path)
     ac = AccessControl(store, log, clock=lambda: CLOCK)
     yield ac, store, log
     log.close()

@@ -1,0 +1,103 @@
+"""Attacks on how the CLI picks its principal (--as, $CUSTODY_TOKEN, --token-file), as real
+subprocesses on one SoftHSMv2 deployment: a token file others can read, a wrong or revoked
+token, --as a revoked principal, a token bound to prod reading dev, and whether any output,
+error or listing carries a token, its hash or a value."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, run_cli
+from tests.rekey_fixtures import cli, make_deployment
+
+pytestmark = pytest.mark.hsm
+CANARY = "Attack-Canary-3k8!Vb5#Qm2@Zx"
+PATH = "billing/db/password"
+
+
+@pytest.fixture(scope="module")
+def dep(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("attack-cli")
+    home, pins = make_deployment(root / "d")
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    for env in ("prod", "dev"):
+        r = run_cli("secret", "put", PATH, "--env", env, "--stdin", "--category",
+                    "database-credential", "--owner", "billing", "--home", str(home),
+                    "--pin-file", str(pins), input=CANARY + env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    tok = root / "svc.token"
+    cli(home, pins, "principal", "add", "billing-svc", "--role", "service-admin",
+        "--service-account", "--service", "billing", "--env", "prod",
+        "--token-out", str(tok))  # fmt: skip
+    return home, pins, tok, tok.read_text().strip()
+
+
+def _get(home: Path, pins: Path, env: str, *who: str, environ: dict | None = None):
+    return run_cli("secret", "get", PATH, "--env", env, "--home", str(home), "--pin-file",
+                   str(pins), *who, env=environ)  # fmt: skip
+
+
+def _clean(r, token: str) -> None:
+    secret = token.rsplit("_", 1)[1]
+    for text in (r.stdout, r.stderr):
+        assert secret not in text and CANARY not in text
+
+
+def test_a_token_bound_to_prod_reads_prod_only_and_never_says_what_dev_holds(dep):
+    home, pins, tok, token = dep
+    ok = _get(home, pins, "prod", "--token-file", str(tok))
+    assert ok.returncode == 0 and ok.stdout == CANARY + "prod", ok.stderr
+    there = _get(home, pins, "dev", "--token-file", str(tok))
+    nothing = run_cli("secret", "get", "billing/none", "--env", "dev", "--home", str(home),
+                      "--pin-file", str(pins), "--token-file", str(tok))  # fmt: skip
+    assert there.returncode == nothing.returncode == 7
+    assert there.stderr.replace(PATH, "P") == nothing.stderr.replace("billing/none", "P")
+    _clean(there, token)
+    r = run_cli("secret", "list", "--home", str(home), "--token-file", str(tok), "--json")
+    assert r.returncode == 0, r.stderr
+    assert {(i["env"], i["path"]) for i in json.loads(r.stdout)} == {("prod", PATH)}
+
+
+def test_a_token_file_others_can_read_is_refused_and_nothing_is_read(dep, tmp_path):
+    home, pins, _tok, token = dep
+    loose = tmp_path / "loose.token"
+    loose.write_text(token + "\n")
+    os.chmod(loose, 0o644)
+    r = _get(home, pins, "prod", "--token-file", str(loose))
+    assert r.returncode != 0 and "chmod 600" in r.stderr
+    _clean(r, token)
+
+
+def test_a_wrong_token_in_the_environment_is_refused_without_echo(dep):
+    home, pins, _tok, token = dep
+    bad = token[:-5] + ("AAAAA" if not token.endswith("AAAAA") else "BBBBA")
+    r = _get(home, pins, "prod", environ=cli_env(CUSTODY_TOKEN=bad))
+    assert r.returncode == 7 and "token was refused" in r.stderr
+    _clean(r, bad)
+    both = _get(home, pins, "prod", "--as", "billing-svc",
+                environ=cli_env(CUSTODY_TOKEN=token))  # fmt: skip
+    assert both.returncode != 0 and "not both" in both.stderr
+    _clean(both, token)
+
+
+def test_listings_never_show_a_token_or_its_hash(dep):
+    home, _pins, _tok, token = dep
+    secret = token.rsplit("_", 1)[1]
+    for args in (("principal", "list", "--json"), ("principal", "show", "billing-svc", "--json")):
+        r = run_cli(*args, "--home", str(home))
+        assert r.returncode == 0, r.stderr
+        assert secret not in r.stdout and "hash" not in r.stdout and "salt" not in r.stdout
+
+
+def test_a_revoked_principal_is_refused_by_token_and_by_name(dep):
+    home, pins, tok, token = dep
+    cli(home, pins, "principal", "revoke", "billing-svc")
+    r = _get(home, pins, "prod", "--token-file", str(tok))
+    assert r.returncode == 7 and CANARY not in r.stdout
+    r = _get(home, pins, "prod", "--as", "billing-svc")
+    assert r.returncode == 7 and "revoked" in r.stderr and CANARY not in r.stdout
+    _clean(r, token)
