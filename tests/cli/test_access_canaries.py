@@ -91,8 +91,7 @@ def world(tmp_path_factory) -> World:
     cli(home, pins, "kek", "rotate", "--branch", "secrets")
     people = tmp / "people"
     people.mkdir()
-    roster = (("admin", "super-admin"), ("alice", "custodian"), ("bob", "custodian"))
-    roster += (("dave", "custodian"),)
+    roster = [("admin", "super-admin"), *((n, "custodian") for n in ("alice", "bob", "dave"))]
     for n, role in roster:
         write_secret(people / f"{n}.pass", passphrase_of(n) + "\n")
         create_participant(n, role, passphrase_of(n), people)
