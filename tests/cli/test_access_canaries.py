@@ -145,6 +145,10 @@ def world(tmp_path_factory) -> World:
     assert r.rc == 7
     codefile = write_secret(tmp / "code", _code(w.totp_key) + "\n")
     w.codes.append(codefile.read_text().strip())
+    # a code from a file in an audited read (carol holds no grant: refused, and audited)
+    r = w.run("secret", "get", PATH, "--env", "prod", *hp, "--token-file", str(carol),
+              "--mfa-code-file", str(codefile), ok=False)  # fmt: skip
+    assert r.rc == 7 and VALUE not in r.stdout
     # 'secret list' opens no token: a code cannot be checked there, and it says so
     r = w.run("secret", "list", "--env", "prod", *h, "--token-file", str(carol),
               "--mfa-code-file", str(codefile), ok=False)  # fmt: skip
