@@ -203,7 +203,7 @@ class FailedBurst(Rule):
             ev,
             seqs,
             1.0 + (window - span) / max(window, 1),
-            f"{n} denied or failed operations in {span} s",
+            f"{n} denied or failed attempts in {span} s",
             target="",
             count=n,
             span=span,
