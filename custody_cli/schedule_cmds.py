@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "warnings), each once per --interval, each audited. Run one per replica: if the "
         "leader dies, another takes over within --lease-seconds.",
     )
-    p.add_argument("--once", action="store_true", help="one tick, then exit (for cron)")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="one tick, then exit (for cron): exit 1 when a job it ran failed",
+    )
     p.add_argument(
         "--interval",
         type=float,
@@ -140,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 report(rep)
             sched.close()
-            return 0
+            return 1 if any(r.outcome != "ok" for r in rep.ran) else 0
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
