@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 from collections.abc import Mapping
@@ -100,9 +101,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         signer = signer_of(args)
     home = common.home_of(args)
     config = home.load()
+    pin: Any = lambda: common.user_pin(args)  # noqa: E731 -- re-read per run (a rotated file)
+    if not args.pin_file and not os.environ.get("CUSTODY_PIN"):
+        pin = common.user_pin(args)  # a prompt: asked once, not at every run
     todo = jobs(
         home,
-        pin=lambda: common.user_pin(args),
+        pin=pin,
         signer=signer,
         export=Path(args.export) if args.export else None,
         overlap_seconds=overlap,
@@ -125,12 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     leading = [False]
 
     def report(rep: TickReport) -> None:
-        if args.json:
-            doc = {"leader": rep.leader, "ran": [r.to_json() for r in rep.ran]}
-            print(json.dumps(doc, sort_keys=True), flush=True)
+        changed = rep.leader != leading[0]
+        leading[0] = rep.leader
+        if args.json:  # one line per tick that ran a job or changed the leadership
+            if changed or rep.ran or args.once:
+                doc = {"leader": rep.leader, "ran": [r.to_json() for r in rep.ran]}
+                print(json.dumps(doc, sort_keys=True), flush=True)
             return
-        if rep.leader != leading[0]:
-            leading[0] = rep.leader
+        if changed:
             state = "leader: running the jobs" if rep.leader else "standby: another replica leads"
             print(f"{sched.replica}: {state}", flush=True)
         for r in rep.ran:
@@ -143,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print("another replica holds the scheduler lease; nothing run")
             else:
                 report(rep)
+                if not args.json and not rep.ran:
+                    print(f"no job is due (each runs once per {args.interval:g} s)")
             sched.close()
             return 1 if any(r.outcome != "ok" for r in rep.ran) else 0
         stop = threading.Event()
