@@ -14,7 +14,8 @@ import os
 import sys
 
 _VALUES = (
-    "config", "url", "ca", "token_file", "cert", "key", "poll", "signal", "pid", "pid_file",
+    "config", "url", "ca", "token_file", "cert", "key", "poll", "reload_command", "signal",
+    "pid", "pid_file",
 )  # fmt: skip
 _LISTS = ("secret", "template")
 _FLAGS = ("once", "json")
@@ -46,9 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument("--poll", metavar="SECONDS", help="check period (30)")
     p.add_argument(
-        "--reload-command", nargs="+", metavar="ARG",
-        help="run this argument list after a file changed (put it last)",
-    )  # fmt: skip
+        "--reload-command", metavar="CMD",
+        help="run CMD (split like a shell would, but no shell) after a file changed",
+    )
     p.add_argument("--signal", metavar="SIG", help="send SIG (e.g. HUP) after a change")
     p.add_argument("--pid", metavar="PID", help="the process to signal")
     p.add_argument("--pid-file", metavar="FILE", help="file holding the process id to signal")
@@ -68,8 +69,6 @@ def agent_argv(args: argparse.Namespace) -> list[str]:
         for v in getattr(args, name):
             argv += ["--" + name, v]
     argv += ["--" + name for name in _FLAGS if getattr(args, name)]
-    if args.reload_command:
-        argv += ["--reload-command", *args.reload_command]
     return argv
 
 

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -312,7 +313,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     if args.reload_command:
         command = args.reload_command
     if isinstance(command, str):
-        command = (command,)
+        try:
+            command = tuple(shlex.split(command))
+        except ValueError as exc:
+            raise AgentConfigError(f"Cannot split the reload command ({exc})") from None
     if not isinstance(command, (list, tuple)) or not all(
         isinstance(c, str) and c for c in command
     ):
@@ -602,9 +606,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--poll", type=float, metavar="SECONDS", help="check period (30)")
     p.add_argument(
-        "--reload-command", nargs="+", metavar="ARG",
-        help="run this argument list after a file changed (put it last)",
-    )  # fmt: skip
+        "--reload-command", metavar="CMD",
+        help="run CMD (split like a shell would, but no shell) after a file changed",
+    )
     p.add_argument("--signal", metavar="SIG", help="send SIG (e.g. HUP) after a change")
     p.add_argument("--pid", type=int, metavar="PID", help="the process to signal")
     p.add_argument("--pid-file", metavar="FILE", help="file holding the process id to signal")

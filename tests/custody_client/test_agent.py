@@ -31,7 +31,9 @@ from tests.server_fixtures import Server, audit_entries, make_pki, server_home
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("custody-agent")]
 PEOPLE = {
     "ag-admin": ("service-admin", ("payments",)),
-    "ag-svc": ("service-user", ("payments",)),
+    "ag-svc": ("service-admin", ("payments",)),  # the service's own identity
+    "ag-other": ("service-admin", ("billing",)),
+    "ag-root": ("super-admin", ()),
 }
 VALUE = "Agent-Canary-7q!Wx3#Lm8@Zt5$Rb"
 PATH = "payments/agentdb"
@@ -49,7 +51,8 @@ def srv(tmp_path_factory):
     s = Server(home, pins, pki, env=env)
     s.tokens = tokens
     with admin(s) as c:
-        for p, v in ((PATH, VALUE), ("payments/agentcfg", "cfg-" + VALUE)):
+        for p, v in ((PATH, VALUE), ("payments/agentcfg", "cfg-" + VALUE),
+                     ("payments/agentreload", "r-" + VALUE)):  # fmt: skip
             c._once("POST", f"/v1/prod/data/{p}", json={"data": {"value": v}})
     yield s
     s.stop()
@@ -284,3 +287,50 @@ def _wait(cond, proc, log, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"timed out: {log.read_text()}")
+
+
+def test_another_service_may_not_render_our_secret(srv, tmp_path):
+    """An insider with a valid token for billing points an agent at payments' secret."""
+    run = private_dir(tmp_path)
+    tok = token_file(tmp_path, srv.tokens["ag-other"])
+    r = subprocess.run(
+        agent_cmd("--once", "--url", srv.url, "--ca", str(srv.pki.ca), "--token-file",
+                  str(tok), "--secret", f"custody://prod/{PATH}={run}/stolen"),
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 7, r.stderr
+    assert "may not read" in r.stderr
+    assert list(run.iterdir()) == []
+    assert VALUE not in r.stdout + r.stderr
+    denied = [e for e in audit_entries(srv.home)
+              if e["actor"] == "ag-other" and e["outcome"] == "denied"]  # fmt: skip
+    assert denied
+
+
+def test_mutual_tls_and_no_ack_when_the_reload_fails(srv, tmp_path):
+    run = private_dir(tmp_path)
+    crt, key = srv.pki.client("ag-root")
+    target = run / "reload"
+    args = build_parser().parse_args(
+        ["--url", srv.url, "--ca", str(srv.pki.ca), "--cert", crt, "--key", key,
+         "--secret", f"custody://prod/payments/agentreload={target}",
+         "--reload-command", f"{sys.executable} -c 'raise SystemExit(3)'"]
+    )  # fmt: skip
+    cfg = load_config(args, {})
+    assert cfg.token is None and cfg.cert == (crt, key)
+    lines: list[tuple[str, dict]] = []
+    a = Agent(cfg, log=lambda msg, **kw: lines.append((msg, kw)))
+    try:
+        assert a.render(force=True) == [str(target)]
+        assert target.read_text() == "r-" + VALUE
+        assert a.served and a.acked == {}  # the service did not take it: not acknowledged
+        assert ("reloaded", {"exit": 3}) in lines
+        with admin(srv) as c:
+            assert c.consumers("prod", "payments/agentreload")["consumers"].get("ag-root") != 1
+        ino = target.stat().st_ino
+        assert a.render() == []  # nothing changed: not rewritten
+        assert target.stat().st_ino == ino
+    finally:
+        a.close()
+    assert all(VALUE not in repr(kw) for _m, kw in lines)
+    assert VALUE not in repr(cfg) and VALUE not in repr(a)
