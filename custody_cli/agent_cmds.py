@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     p.add_argument("--poll", metavar="SECONDS", help="check period (30)")
     p.add_argument(
-        "--reload-command", metavar="CMD",
+        "--reload-command",
+        metavar="CMD",
         help="run CMD (split like a shell would, but no shell) after a file changed",
     )
     p.add_argument("--signal", metavar="SIG", help="send SIG (e.g. HUP) after a change")

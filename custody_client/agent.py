@@ -21,6 +21,7 @@ exception message or a repr; the token comes from a 0600 file or ``$CUSTODY_TOKE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -43,7 +44,6 @@ from custody_client import (
     CustodyClient,
     CustodyClientError,
     Forbidden,
-    NotFound,
 )
 
 __all__ = ["Agent", "AgentConfig", "AgentConfigError", "AgentError", "UnsafeTarget", "main"]
@@ -286,18 +286,18 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     for item in args.template:
         src, out = _pair(item, "TEMPLATE")
         pairs.append((Path(src).expanduser().absolute(), Path(out).expanduser().absolute()))
-    for src, out in pairs:
+    for src_p, out_p in pairs:
         try:
-            text = src.read_text(encoding="utf-8")
+            text = src_p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise AgentConfigError(f"Cannot read the template {src} ({exc})") from None
+            raise AgentConfigError(f"Cannot read the template {src_p} ({exc})") from None
         refs = tuple(dict.fromkeys(Ref(m.group(1), m.group(2)) for m in REF.finditer(text)))
         if not refs:
             raise AgentConfigError(
-                f"The template {src} has no custody://ENV/PATH reference",
+                f"The template {src_p} has no custody://ENV/PATH reference",
                 "Without one there is nothing to keep fresh.",
             )
-        outputs.append(Output(out, refs, template=text))
+        outputs.append(Output(out_p, refs, template=text))
     if not outputs:
         raise AgentConfigError(
             "Nothing to render", "Give --secret REF=FILE, --template SRC=FILE or a config."
@@ -317,11 +317,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
             command = tuple(shlex.split(command))
         except ValueError as exc:
             raise AgentConfigError(f"Cannot split the reload command ({exc})") from None
-    if not isinstance(command, (list, tuple)) or not all(
-        isinstance(c, str) and c for c in command
-    ):
+    if not isinstance(command, (list, tuple)) or not all(isinstance(c, str) and c for c in command):
         raise AgentConfigError(
-            "reload command must be an argument list", 'e.g. command = ["systemctl", "reload", "app"]'
+            "reload command must be an argument list",
+            'e.g. command = ["systemctl", "reload", "app"]',
         )
     sig_name = args.signal or reload.get("signal")
     sig = _signal(sig_name) if sig_name is not None else None
@@ -417,10 +416,8 @@ def write_atomic(target: Path, data: str) -> None:
         os.fsync(dfd)
     finally:
         if tmp:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
         os.close(dfd)
 
 
@@ -515,9 +512,9 @@ class Agent:
                 continue
             try:
                 self.client.ack(r.env, r.path, v)
-            except (NotFound, CustodyClientError) as exc:
-                if isinstance(exc, AuthenticationFailed):
-                    raise
+            except AuthenticationFailed:
+                raise
+            except CustodyClientError as exc:  # e.g. a version no longer current nor previous
                 self.log("ack failed", secret=str(r), version=v, error=exc.title)
                 continue
             self.acked[r] = v
@@ -529,7 +526,7 @@ class Agent:
         if c.reload_command:
             env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTODY_")}
             try:
-                rc = subprocess.run(  # noqa: S603 - an argument list from the config
+                rc = subprocess.run(  # an argument list from the config, no shell
                     list(c.reload_command), env=env, timeout=RELOAD_TIMEOUT_S,
                     stdin=subprocess.DEVNULL, check=False,
                 ).returncode  # fmt: skip
@@ -606,7 +603,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--poll", type=float, metavar="SECONDS", help="check period (30)")
     p.add_argument(
-        "--reload-command", metavar="CMD",
+        "--reload-command",
+        metavar="CMD",
         help="run CMD (split like a shell would, but no shell) after a file changed",
     )
     p.add_argument("--signal", metavar="SIG", help="send SIG (e.g. HUP) after a change")

@@ -154,7 +154,7 @@ def test_an_open_directory_or_a_non_file_target_is_refused_before_any_read(srv, 
     a.close()
     # the dir itself a symlink to a private dir: refused as well (it could be re-pointed)
     (tmp_path / "link").symlink_to(private_dir(tmp_path, "real"))
-    with pytest.raises(UnsafeTarget, match="directory .* is a symlink"):
+    with pytest.raises(UnsafeTarget, match=r"directory .* is a symlink"):
         write_atomic(tmp_path / "link" / "db", "x")
     assert list((tmp_path / "real").iterdir()) == []
 
