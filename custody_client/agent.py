@@ -421,6 +421,31 @@ def write_atomic(target: Path, data: str) -> None:
         os.close(dfd)
 
 
+def read_pid_file(path: Path) -> int:
+    """The process id in *path*, a regular file that only its owner (us or root) may write:
+    a pid file others could write would let them choose whom the agent signals.
+
+    Raises:
+        UnsafeTarget: missing, a symlink, writable by others, someone else's, not a pid.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafeTarget(f"Cannot open the pid file {path} ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
+            raise UnsafeTarget(f"The pid file {path} is not a file only its owner may write")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise UnsafeTarget(f"The pid file {path} belongs to another user")
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit() or int(text) < 2:
+        raise UnsafeTarget(f"The pid file {path} holds no process id")
+    return int(text)
+
+
 # -- the agent --------------------------------------------------------------------------
 def _log(msg: str, **fields: Any) -> None:
     line = json.dumps({"time": round(time.time(), 3), "msg": msg, **fields}, sort_keys=True)
@@ -451,6 +476,7 @@ class Agent:
         self.served: dict[Ref, int] = {}  # the versions now in the files
         self.acked: dict[Ref, int] = {}
         self._metadata_ok = True
+        self._reload_due = False
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
@@ -482,6 +508,9 @@ class Agent:
         if not force and self.served:
             now = self.current_versions()
             if all(self.served.get(r) == v for r, v in now.items()):
+                if self._reload_due and not self._reload():
+                    return []  # the service still has not taken it: no acknowledgement
+                self._reload_due = False
                 self._ack_pending()
                 return []
         for o in self.config.outputs:  # refuse before reading any value
@@ -502,7 +531,9 @@ class Agent:
         del values
         self.served = versions
         if written and not self._reload():
+            self._reload_due = True  # tried again at the next poll
             return written  # not acknowledged: the service may still use the old value
+        self._reload_due = False
         self._ack_pending()
         return written
 
@@ -539,9 +570,9 @@ class Agent:
             pid = c.pid
             if c.pid_file is not None:
                 try:
-                    pid = int(c.pid_file.read_text().strip())
-                except (OSError, ValueError):
-                    self.log("signal failed", error="cannot read the pid file")
+                    pid = read_pid_file(c.pid_file)
+                except UnsafeTarget as exc:
+                    self.log("signal failed", error=exc.title)
                     return False
             if pid is None or pid < 2:
                 self.log("signal failed", error="no pid")

@@ -4,6 +4,8 @@ open directory refused, the token never in argv or the logs, a typed error on ba
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -19,10 +21,12 @@ from custody_client import CustodyClient
 from custody_client.agent import (
     Agent,
     AgentConfigError,
+    Ref,
     UnsafeTarget,
     build_parser,
     load_config,
     main,
+    read_pid_file,
     write_atomic,
 )
 from tests.conftest import cli_env
@@ -33,7 +37,6 @@ PEOPLE = {
     "ag-admin": ("service-admin", ("payments",)),
     "ag-svc": ("service-admin", ("payments",)),  # the service's own identity
     "ag-other": ("service-admin", ("billing",)),
-    "ag-root": ("super-admin", ()),
 }
 VALUE = "Agent-Canary-7q!Wx3#Lm8@Zt5$Rb"
 PATH = "payments/agentdb"
@@ -266,7 +269,9 @@ def test_poll_mode_follows_rotations_atomically_acks_and_signals(srv, tmp_path):
     assert bad == []  # a reader never saw a partial or foreign file
     texts = [x for _i, x in seen]
     assert texts == ["cfg-" + VALUE, value_of(1), value_of(2), value_of(3)]
-    assert len({i for i, _x in seen}) == 4  # each version a new inode: renamed in whole
+    # each version arrived as another inode (renamed in whole over the old one; a freed
+    # inode number may come back later, so only neighbours are compared)
+    assert all(a[0] != b[0] for a, b in itertools.pairwise(seen))
     assert target.stat().st_mode & 0o777 == 0o600
     assert len(hups) >= 4  # the first render and each rotation
     out = log.read_text()
@@ -309,7 +314,7 @@ def test_another_service_may_not_render_our_secret(srv, tmp_path):
 
 def test_mutual_tls_and_no_ack_when_the_reload_fails(srv, tmp_path):
     run = private_dir(tmp_path)
-    crt, key = srv.pki.client("ag-root")
+    crt, key = srv.pki.client("ag-svc")  # a service with a client certificate
     target = run / "reload"
     args = build_parser().parse_args(
         ["--url", srv.url, "--ca", str(srv.pki.ca), "--cert", crt, "--key", key,
@@ -326,11 +331,45 @@ def test_mutual_tls_and_no_ack_when_the_reload_fails(srv, tmp_path):
         assert a.served and a.acked == {}  # the service did not take it: not acknowledged
         assert ("reloaded", {"exit": 3}) in lines
         with admin(srv) as c:
-            assert c.consumers("prod", "payments/agentreload")["consumers"].get("ag-root") != 1
+            assert c.consumers("prod", "payments/agentreload")["consumers"].get("ag-svc") != 1
         ino = target.stat().st_ino
         assert a.render() == []  # nothing changed: not rewritten
         assert target.stat().st_ino == ino
+        assert a.acked == {}  # the reload failed again: still not acknowledged
+        a.config = dataclasses.replace(cfg, reload_command=(sys.executable, "-c", "pass"))
+        assert a.render() == []  # the reload works now: acknowledged, still not rewritten
+        assert a.acked == a.served == {Ref("prod", "payments/agentreload"): 1}
+        assert target.stat().st_ino == ino
+        with admin(srv) as c:
+            assert c.consumers("prod", "payments/agentreload")["consumers"]["ag-svc"] == 1
     finally:
         a.close()
     assert all(VALUE not in repr(kw) for _m, kw in lines)
     assert VALUE not in repr(cfg) and VALUE not in repr(a)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
+def test_files_of_another_user_are_refused(tmp_path):
+    """Another local user pre-creates the target, owns the directory, or writes the pid file
+    (to choose whom the agent signals)."""
+    run = private_dir(tmp_path)
+    (run / "db").write_text("planted")
+    os.chown(run / "db", 12345, 12345)
+    with pytest.raises(UnsafeTarget, match="belongs to another user"):
+        write_atomic(run / "db", "x")
+    assert (run / "db").read_text() == "planted"
+    theirs = private_dir(tmp_path, "theirs")
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(UnsafeTarget, match="belongs to another user"):
+        write_atomic(theirs / "db", "x")
+    pid = tmp_path / "app.pid"
+    pid.write_text(f"{os.getpid()}\n")
+    pid.chmod(0o600)
+    assert read_pid_file(pid) == os.getpid()
+    pid.chmod(0o666)
+    with pytest.raises(UnsafeTarget, match="only its owner may write"):
+        read_pid_file(pid)
+    pid.chmod(0o644)
+    os.chown(pid, 12345, 12345)
+    with pytest.raises(UnsafeTarget, match="another user"):
+        read_pid_file(pid)
