@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import json
 import os
 import re
@@ -379,6 +380,27 @@ def check_target(target: Path) -> None:
         raise UnsafeTarget(f"The target {target} belongs to another user")
 
 
+def holds(target: Path, data: str) -> bool:
+    """Whether *target* is already a 0600 regular file (not a symlink) holding *data*."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o777 != 0o600:
+            return False
+        want = data.encode("utf-8")
+        if st.st_size != len(want):
+            return False
+        got = b""
+        while len(got) < len(want) and (chunk := os.read(fd, len(want) - len(got))):
+            got += chunk
+        return hmac.compare_digest(got, want)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(target: Path, data: str) -> None:
     """Replace *target* with *data* so a reader sees the old file or the new one, whole.
 
@@ -522,7 +544,11 @@ class Agent:
         for o in self.config.outputs:
             if not force and all(self.served.get(r) == versions[r] for r in o.refs):
                 continue
-            write_atomic(o.target, o.render(values))
+            data = o.render(values)
+            if force and holds(o.target, data):  # e.g. --once from cron: nothing changed
+                continue
+            write_atomic(o.target, data)
+            del data
             written.append(str(o.target))
             self.log(
                 "wrote", file=str(o.target),

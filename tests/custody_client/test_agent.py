@@ -105,8 +105,14 @@ def test_once_writes_0600_files_and_acknowledges(srv, tmp_path):
     for f in (db, conf):
         assert f.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in run.iterdir()) == ["app.conf", "db_password"]  # no temp left
+    assert r.stderr.count('"msg": "wrote"') == 2
     for text in (r.stdout, r.stderr, srv.output()):
         assert VALUE not in text and srv.tokens["ag-svc"] not in text
+    inodes = (db.stat().st_ino, conf.stat().st_ino)
+    again = subprocess.run(r.args, capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert '"msg": "wrote"' not in again.stderr  # same versions: nothing rewritten (cron)
+    assert (db.stat().st_ino, conf.stat().st_ino) == inodes
     with admin(srv) as c:
         assert c.consumers("prod", PATH)["consumers"]["ag-svc"] == 1
     acks = [e for e in audit_entries(srv.home) if e["op"] == "secret ack"]
