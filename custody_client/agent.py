@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import stat
@@ -715,5 +716,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def harden() -> None:
+    """The agent's process: files it creates are private, and no core dump (with values
+    in it) is written."""
+    os.umask(0o077)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 if __name__ == "__main__":
+    harden()
     sys.exit(main())

@@ -42,6 +42,11 @@ VALUE = "Agent-Canary-7q!Wx3#Lm8@Zt5$Rb"
 PATH = "payments/agentdb"
 
 
+ENV_DUMP = (
+    "import os, sys; f = open(sys.argv[1], 'a'); f.write(' '.join(sorted(os.environ)) + '\\n')"
+)
+
+
 def value_of(n: int) -> str:
     return f"Agent-Rotated-{n:02d}-Kx9#Qv2@Tn6$"
 
@@ -216,10 +221,12 @@ def test_poll_mode_follows_rotations_atomically_acks_and_signals(srv, tmp_path):
     run = private_dir(tmp_path)
     target = run / "cfg"
     conf = tmp_path / "agent.toml"
+    envs = tmp_path / "reload-envs"
     conf.write_text(
         f'url = "{srv.url}"\nca = "{srv.pki.ca}"\npoll = 0.3\n'
         f'[[secret]]\nref = "custody://prod/payments/agentcfg"\nout = "{target}"\n'
         f'[reload]\nsignal = "HUP"\npid = {os.getpid()}\n'
+        f"command = [{json.dumps(sys.executable)}, '-c', {json.dumps(ENV_DUMP)}, '{envs}']\n"
     )
     hups: list[float] = []
     old = signal.signal(signal.SIGHUP, lambda *_: hups.append(time.time()))
@@ -280,6 +287,9 @@ def test_poll_mode_follows_rotations_atomically_acks_and_signals(srv, tmp_path):
     assert all(a[0] != b[0] for a, b in itertools.pairwise(seen))
     assert target.stat().st_mode & 0o777 == 0o600
     assert len(hups) >= 4  # the first render and each rotation
+    runs = envs.read_text().splitlines()
+    assert len(runs) == 4  # the reload command ran after each write
+    assert all("PATH" in r.split() and "CUSTODY_TOKEN" not in r for r in runs)  # no token
     out = log.read_text()
     assert out.count('"msg": "wrote"') == 4
     assert token not in out and all(v not in out for v in valid)
