@@ -614,8 +614,11 @@ class Agent:
 
     # the loop ----------------------------------------------------------------------
     def run(self, *, once: bool = False) -> int:
-        """Render once (``once``), or render and keep polling until :meth:`stop`."""
-        self.render(force=True)
+        """Render once (``once``), or render and keep polling until :meth:`stop`. The first
+        round's errors end it (the caller exits non-zero); later ones are logged and the next
+        poll tries again."""
+        if not self.served:
+            self.render(force=True)
         if once:
             return 0
         while not self._stop.wait(self.config.poll):

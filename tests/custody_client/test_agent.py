@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,7 +61,8 @@ def srv(tmp_path_factory):
     s.tokens = tokens
     with admin(s) as c:
         for p, v in ((PATH, VALUE), ("payments/agentcfg", "cfg-" + VALUE),
-                     ("payments/agentreload", "r-" + VALUE)):  # fmt: skip
+                     ("payments/agentreload", "r-" + VALUE),
+                     ("payments/agentflaky", "f-" + VALUE)):  # fmt: skip
             c._once("POST", f"/v1/prod/data/{p}", json={"data": {"value": v}})
     yield s
     s.stop()
@@ -389,3 +391,43 @@ def test_files_of_another_user_are_refused(tmp_path):
     os.chown(pid, 12345, 12345)
     with pytest.raises(UnsafeTarget, match="another user"):
         read_pid_file(pid)
+
+
+def test_an_unreachable_server_keeps_the_files_and_the_agent_recovers(srv, tmp_path):
+    run = private_dir(tmp_path)
+    target = run / "flaky"
+    args = build_parser().parse_args(
+        ["--url", srv.url, "--ca", str(srv.pki.ca), "--poll", "0.2",
+         "--secret", f"custody://prod/payments/agentflaky={target}"]
+    )  # fmt: skip
+    cfg = load_config(args, {"CUSTODY_TOKEN": srv.tokens["ag-svc"]})
+    lines: list[str] = []
+    a = Agent(cfg, log=lambda msg, **kw: lines.append(msg))
+    live = a.client
+    a.render(force=True)
+    assert target.read_text() == "f-" + VALUE
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    a.client = CustodyClient(f"https://127.0.0.1:{dead_port}", token="x" * 43, retries=1)
+    t = threading.Thread(target=a.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "poll failed" not in lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "poll failed" in lines and t.is_alive()  # it keeps going
+        assert target.read_text() == "f-" + VALUE  # and the file stays
+        with admin(srv) as c:
+            c.rotate("prod", "payments/agentflaky", value=value_of(9), overlap_seconds=600)
+            a.client.close()
+            a.client = live  # the server is back
+            while target.read_text() != value_of(9) and time.monotonic() < deadline + 10:
+                time.sleep(0.05)
+            assert target.read_text() == value_of(9)
+    finally:
+        a.stop()
+        t.join(timeout=10)
+        live.close()
+    assert not t.is_alive()
+    assert a.acked == {Ref("prod", "payments/agentflaky"): 2}
