@@ -519,10 +519,18 @@ class Agent:
         for r in self.config.refs:
             if self._metadata_ok:
                 try:
-                    out[r] = int(self.client.metadata(r.env, r.path)["labels"]["current"])
-                    continue
+                    labels = self.client.metadata(r.env, r.path)["labels"]
                 except Forbidden:
                     self._metadata_ok = False
+                else:
+                    out[r] = int(labels["current"])
+                    served = self.served.get(r)
+                    if served is not None and served not in (out[r], labels["previous"]):
+                        # the overlap window ended before this poll saw the rotation
+                        hint = "poll more often than the rotations' overlap window"
+                        self.log("revoked before the switch", secret=str(r), version=served,
+                                 hint=hint)  # fmt: skip
+                    continue
             out[r] = self.client.get(r.env, r.path).version
         return out
 

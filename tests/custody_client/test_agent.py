@@ -431,3 +431,15 @@ def test_an_unreachable_server_keeps_the_files_and_the_agent_recovers(srv, tmp_p
         live.close()
     assert not t.is_alive()
     assert a.acked == {Ref("prod", "payments/agentflaky"): 2}
+    assert "revoked before the switch" not in lines  # v1 was still previous when it switched
+    with admin(srv) as c:  # two rotations with no overlap while the agent is not looking
+        for n in (10, 11):
+            c.rotate("prod", "payments/agentflaky", value=value_of(n), overlap_seconds=0)
+    a = Agent(cfg, log=lambda msg, **kw: lines.append(msg))
+    a.served = {Ref("prod", "payments/agentflaky"): 2}
+    try:
+        a.render()
+    finally:
+        a.close()
+    assert "revoked before the switch" in lines  # v2 is neither current nor previous now
+    assert target.read_text() == value_of(11)
