@@ -22,6 +22,7 @@ from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
     access_cmds,
+    agent_cmds,
     alerts_cmds,
     audit_cmds,
     backup_cmds,
@@ -71,6 +72,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     serve_cmds,
     ca_cmds,
     exec_cmds,
+    agent_cmds,
     tui_cmds,
 )
 
