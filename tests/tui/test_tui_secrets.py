@@ -24,7 +24,7 @@ from tests.conftest import ROOT, TEST_PIN, passphrase_of, run_cli, write_secret
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from custody.config import Home
 from custody.deployment import open_deployment
@@ -90,9 +90,8 @@ async def to_secrets(pilot) -> SecretsScreen:
 
 
 async def select(pilot, scr: SecretsScreen, key: str) -> None:
-    t = scr.query_one("#sec-table", DataTable)
-    t.focus()
-    t.move_cursor(row=t.get_row_index(key))
+    scr.query_one("#sec-tree").focus()
+    assert scr.select_key(key), key
     await settle(pilot)
     assert scr.selected() is not None and scr.selected().key == key
 

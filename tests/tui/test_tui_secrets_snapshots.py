@@ -22,7 +22,7 @@ from tests.conftest import ROOT, TEST_PIN
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from tui.app import make_app
 from tui.fakes import StaticServices
@@ -65,8 +65,7 @@ async def open_due(pilot) -> None:
     await pilot.press("e")
     await settled(pilot)
     scr = pilot.app.screen
-    t = scr.query_one("#sec-table", DataTable)
-    t.move_cursor(row=t.get_row_index(DUE))
+    assert scr.select_key(DUE)
     await settled(pilot)
 
 

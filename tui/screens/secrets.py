@@ -1,9 +1,11 @@
 """Secrets: every environment's secrets, a detail pane, and the vault's audited actions.
 
-The table lists the secrets grouped by environment (environments never share secrets),
-each with its category, class, owner, current version, state and due date; expiry
-warnings (30 days ahead) and overdue secrets stand out. The detail pane shows the
-selected secret's labels, versions and rotation state. Nothing on this screen decrypts a
+The tree holds the secrets by environment (environments never share secrets) and path
+(``prod`` > ``payments`` > ``stripe`` > ``api-key``), each leaf with its category, current
+version, state and due date; expiry warnings (30 days ahead) and overdue secrets stand
+out, and a branch holding one is marked. Arrows move (left/right fold and unfold),
+Enter or space folds a branch; the highlighted leaf is the selected secret, whose labels,
+versions and rotation state the detail pane shows. Nothing on this screen decrypts a
 value except the explicit reveal (``v``): it asks first, is audited as ``secret get``,
 shows the value masked (``m`` shows it), and drops it after :data:`REVEAL_SECONDS`, on
 any other selection and when the screen is left.
@@ -23,7 +25,8 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.timer import Timer
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static, Tree
+from textual.widgets.tree import TreeNode
 
 from tui.screens.base import Payload, ServiceScreen
 from tui.screens.modals import ConfirmModal, PinPrompt
@@ -40,14 +43,17 @@ from tui.services.secrets import (
 from tui.services.text import printable
 
 REVEAL_SECONDS = 20.0
-PATH_WIDTH = 24
-COLUMNS = (("category", 10), ("class", 7), ("owner", 9), ("v", 4), ("state", 10), ("due", 12))
-REST = 1 + sum(w for _, w in COLUMNS) + 3  # the other columns, the border and the scrollbar
+NAME_WIDTH = 40
+INFO = ((" ", 9), (" ", 4), (" ", 10), (" ", 12))  # category, version, state, due
+INFO_WIDTH = sum(w for _, w in INFO)
+GUIDE = 2  # the tree's indent per level
+REST = 2 + 1 + 1  # the border, the scrollbar and a spare column
 
 
-def path_width(screen_width: int) -> int:
-    """The path column: 24 at 80 columns, wider (to 56) on a wider terminal."""
-    return max(PATH_WIDTH, min(56, screen_width - REST - 1))
+def name_width(screen_width: int) -> int:
+    """Where a leaf's facts start: column 40 at 80 columns, further right (to 72) on a
+    wider terminal."""
+    return max(24, min(72, screen_width - REST - INFO_WIDTH))
 
 
 class ViewLoaded(Payload[SecretsView]):
@@ -70,9 +76,58 @@ class NeedsTotp(Payload[tuple[str, tuple[Any, ...]]]):
     """Access control asks a TOTP code of this call: (what, args), to run again with it."""
 
 
-def short_path(path: str, width: int = PATH_WIDTH) -> str:
-    """The path as the table shows it: its tail, when longer than the column."""
-    return path if len(path) <= width else "\u2026" + path[-(width - 1) :]
+def short_name(name: str, width: int) -> str:
+    """A path segment as the tree shows it: its tail, when longer than its room."""
+    width = max(width, 4)
+    return name if len(name) <= width else "\u2026" + name[-(width - 1) :]
+
+
+class _Branch:
+    """A node of the tree being built: its children by segment, and the secret that
+    ends at it (a path can be both a secret and the prefix of others)."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Branch] = {}
+        self.item: SecretItem | None = None
+
+    def items(self) -> list[SecretItem]:
+        out = [self.item] if self.item is not None else []
+        for c in self.children.values():
+            out.extend(c.items())
+        return out
+
+
+def due_mark(items: list[SecretItem]) -> Text:
+    """The marker on a branch that holds something due (red when overdue)."""
+    due = [i for i in items if i.due]
+    if not due:
+        return Text("")
+    overdue = any(i.days_left < 0 for i in due)
+    return Text(f" \u25cf {len(due)} due", style="bold red" if overdue else "yellow")
+
+
+class SecretTree(Tree[str]):
+    """The secrets tree: arrows move; left folds (or goes to the parent), right unfolds;
+    Enter or space folds and unfolds a branch."""
+
+    BINDINGS = [
+        Binding("left", "fold", "Fold", show=False),
+        Binding("right", "unfold", "Unfold", show=False),
+    ]
+
+    def action_fold(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.allow_expand and node.is_expanded:
+            node.collapse()
+        elif node.parent is not None and not node.parent.is_root:
+            self.move_cursor(node.parent)
+
+    def action_unfold(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand and not node.is_expanded:
+            node.expand()
 
 
 def due_text(item: SecretItem) -> Text:
@@ -275,14 +330,20 @@ class SecretsScreen(ServiceScreen):
         self._revealed: RevealedValue | None = None
         self._unmasked = False
         self._timer: Timer | None = None
+        self._tree_nodes: dict[str, TreeNode[str]] = {}  # by secret key, or @env[:prefix]
+        self._folded: set[str] = set()  # the branches the operator folded, kept on reload
+        self._name_w = NAME_WIDTH
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield Static("", id="sec-summary")
         with Vertical(id="sec-body"):
-            table: DataTable[Any] = DataTable(id="sec-table", cursor_type="row", cell_padding=0)
-            table.border_title = "Secrets by environment"
-            yield table
+            tree = SecretTree("secrets", id="sec-tree")
+            tree.show_root = False
+            tree.guide_depth = GUIDE
+            tree.auto_expand = True
+            tree.border_title = "Secrets by environment and path"
+            yield tree
             with VerticalScroll(id="sec-detail"):
                 yield Static(Text("Select a secret.", style="dim"), id="sec-facts")
                 yield Static("", id="sec-value")
@@ -290,28 +351,17 @@ class SecretsScreen(ServiceScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._columns()
-        t = self.query_one("#sec-table", DataTable)
+        self._name_w = name_width(self.app.size.width)
         vt = self.query_one("#sec-versions", DataTable)
         vt.border_title = "Versions"
         vt.add_columns("v", "state", "labels", "source", "created")
         vt.display = False
-        t.focus()
+        self.query_one("#sec-tree", SecretTree).focus()
         self.action_refresh()
 
-    def _columns(self) -> None:
-        """(Re)build the table's columns for the terminal's width: no cell padding, each
-        cell starts with one space, so the seven columns fit 80 columns."""
-        self._path_w = path_width(self.app.size.width)
-        t = self.query_one("#sec-table", DataTable)
-        t.clear(columns=True)
-        t.add_column(" secret", width=self._path_w + 1, key="secret")
-        for name, width in COLUMNS:
-            t.add_column(" " + name, width=width, key=name)
-
     def on_resize(self) -> None:
-        if path_width(self.app.size.width) != getattr(self, "_path_w", None):
-            self._columns()
+        if name_width(self.app.size.width) != self._name_w:
+            self._name_w = name_width(self.app.size.width)
             if self.view is not None:
                 self.on_view_loaded(ViewLoaded(self.view))
 
@@ -332,9 +382,8 @@ class SecretsScreen(ServiceScreen):
 
     def on_view_loaded(self, msg: ViewLoaded) -> None:
         v = self.view = msg.value
-        t = self.query_one("#sec-table", DataTable)
+        tree = self.query_one("#sec-tree", SecretTree)
         keep = self._selected_key()
-        t.clear()
         self._items = {i.key: i for i in v.items}
         due = sum(1 for i in v.items if i.due)
         deleted = sum(1 for i in v.items if i.state == "deprecated")
@@ -346,44 +395,103 @@ class SecretsScreen(ServiceScreen):
         if v.hidden:
             summary.append(f" \u00b7 {v.hidden} hidden by access control", style="red")
         self.query_one("#sec-summary", Static).update(summary)
+        tree.clear()
+        self._tree_nodes = {}
         for env in v.environments:
-            items = [i for i in v.items if i.env == env]
-            count = f"{len(items)} secret" + ("" if len(items) == 1 else "s")
-            t.add_row(
-                Text(f" \u25be {env}", style="bold"),
-                Text(" " + count, style="dim"),
-                key=f"@{env}",
-            )
-            for i in sorted(items, key=lambda i: i.path):
-                cells = (
-                    Text("   " + short_path(i.path, self._path_w - 2)),
-                    Text(" " + SHORT_CATEGORY.get(i.category, i.category[:9])),
-                    Text(" " + i.security_class),
-                    Text(" " + printable(i.owner)[:8]),
-                    Text(f" v{i.version}" if i.version else " -"),
-                    state_text(i.state),
-                    due_text(i),
-                )
-                t.add_row(*cells, key=i.key)
-        if keep is not None and keep in self._items:
-            t.move_cursor(row=t.get_row_index(keep))
+            top = _Branch()
+            for i in v.items:
+                if i.env != env:
+                    continue
+                b = top
+                for seg in i.path.split("/"):
+                    b = b.children.setdefault(seg, _Branch())
+                b.item = i
+            n = len(top.items())
+            label = Text(env, style="bold")
+            label.append(f"  {n} secret" + ("" if n == 1 else "s"), style="dim")
+            label.append_text(due_mark(top.items()))
+            node = tree.root.add(label, data=f"@{env}", expand=f"@{env}" not in self._folded)
+            self._tree_nodes[f"@{env}"] = node
+            self._grow(node, top, env, "", 1)
+        tree.root.expand()
+        _ = tree.last_line  # lay the lines out, so that the nodes know their lines
+        target = self._tree_nodes.get(keep) if keep is not None else None
+        if target is not None:
+            tree.move_cursor(target)
+        elif tree.root.children:
+            tree.move_cursor(tree.root.children[0])
         self._selected()
 
+    def _grow(
+        self, parent: TreeNode[str], branch: _Branch, env: str, prefix: str, depth: int
+    ) -> None:
+        """Add *branch*'s children under *parent*: a secret is a leaf (or, when it is also
+        the prefix of others, a branch that is itself selectable)."""
+        for seg in sorted(branch.children):
+            b = branch.children[seg]
+            path = f"{prefix}/{seg}" if prefix else seg
+            room = self._name_w - depth * GUIDE - (2 if b.children else 0)
+            label = Text(short_name(printable(seg), room))
+            if b.item is not None:
+                label.pad_right(max(1, room - len(label)))
+                label.append_text(self._info(b.item))
+            if b.children:
+                if b.item is None:
+                    label.append(f"  {len(b.items())}", style="dim")
+                label.append_text(due_mark(b.items()))
+                key = b.item.key if b.item is not None else f"@{env}:{path}"
+                node = parent.add(label, data=key, expand=key not in self._folded)
+                self._grow(node, b, env, path, depth + 1)
+            elif b.item is not None:
+                key = b.item.key
+                node = parent.add_leaf(label, data=key)
+            self._tree_nodes[key] = node
+
+    def _info(self, i: SecretItem) -> Text:
+        """A leaf's facts after its name: category, version, state, due date."""
+        t = Text(" " + SHORT_CATEGORY.get(i.category, i.category[:8])[:8], style="dim")
+        t.pad_right(INFO[0][1] - len(t))
+        t.append(f" v{i.version}" if i.version else " -")
+        t.pad_right(INFO[0][1] + INFO[1][1] - len(t))
+        t.append_text(state_text(i.state))
+        t.pad_right(INFO[0][1] + INFO[1][1] + INFO[2][1] - len(t))
+        t.append_text(due_text(i))
+        return t
+
+    def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[str]) -> None:
+        if event.node.data:
+            self._folded.add(event.node.data)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[str]) -> None:
+        if event.node.data:
+            self._folded.discard(event.node.data)
+
     def _selected_key(self) -> str | None:
-        t = self.query_one("#sec-table", DataTable)
-        if not t.row_count:
-            return None
-        try:
-            return str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
-        except Exception:  # noqa: BLE001 - an empty or changing table has no selection
-            return None
+        tree = self.query_one("#sec-tree", SecretTree)
+        node = tree.cursor_node
+        return node.data if node is not None else None
 
     def selected(self) -> SecretItem | None:
         key = self._selected_key()
         return self._items.get(key) if key else None
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "sec-table":
+    def select_key(self, key: str) -> bool:
+        """Move the tree's cursor to *key* (a secret's ``env:path``), unfolding its
+        branches; False if the tree does not hold it."""
+        node = self._tree_nodes.get(key)
+        if node is None:
+            return False
+        tree = self.query_one("#sec-tree", SecretTree)
+        up = node.parent
+        while up is not None and not up.is_root:
+            up.expand()
+            up = up.parent
+        _ = tree.last_line
+        tree.move_cursor(node)
+        return True
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        if event.control.id == "sec-tree":
             self._selected()
 
     def _selected(self) -> None:
@@ -393,12 +501,19 @@ class SecretsScreen(ServiceScreen):
         facts = self.query_one("#sec-facts", Static)
         if item is None:
             vt.display = False
-            key = self._selected_key()
-            env = key[1:] if key and key.startswith("@") else ""
-            n = sum(1 for i in self._items.values() if i.env == env)
+            key = self._selected_key() or ""
+            where = key[1:] if key.startswith("@") else ""
+            env, _, prefix = where.partition(":")
+            n = sum(
+                1
+                for i in self._items.values()
+                if i.env == env and (not prefix or i.path.startswith(prefix + "/"))
+            )
             facts.update(
                 Text(
-                    f"Environment {env}: {n} secrets. p puts a value, g generates one."
+                    f"{'Environment ' + env if not prefix else where}: {n} secret"
+                    + ("" if n == 1 else "s")
+                    + ". Enter or space folds it; p puts a value, g generates one."
                     if env
                     else "No secrets yet: p puts a value, g generates one.",
                     style="dim",
