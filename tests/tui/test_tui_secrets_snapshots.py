@@ -22,7 +22,7 @@ from tests.conftest import ROOT, TEST_PIN
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from textual.widgets import Input
+from textual.widgets import Input, Tree
 
 from tui.app import make_app
 from tui.fakes import StaticServices
@@ -124,9 +124,107 @@ def test_footer_fits_with_every_action_and_quit(size):
                         "q Quit", "? Help"):  # fmt: skip
                 assert key in footer, (key, footer)
             assert len(footer.rstrip()) <= size[0]
-            # the table's columns fit: nothing cut at the right border
-            rows = [r for r in text_of(app).splitlines() if r.startswith("\u2502   payments/db/")]
-            assert len(rows) == 2 and "deleted   -" in rows[0] and "due in 8 d" in rows[1], rows
+            # the leaves' facts fit: nothing cut at the right border
+            rows = [r for r in text_of(app).splitlines() if "\u2514 password " in r]
+            assert rows and all(len(r) <= size[0] and r.endswith("\u2502") for r in rows)
+            assert any("due in 8 d" in r and "v7" in r for r in rows), rows
+            if size == (120, 40):  # everything fits: the deleted staging copy too
+                assert any("deleted   -" in r for r in rows), rows
+
+    run(go())
+
+
+def lines_of(app) -> list[str]:
+    tree = app.screen.query_one("#sec-tree", Tree)
+    return [
+        str(tree.get_node_at_line(n).label).split()[0] + f"@{len(tree._tree_lines[n].path)}"
+        for n in range(tree.last_line + 1)
+    ]
+
+
+def test_the_tree_nests_env_and_path_and_a_leaf_shows_its_detail_by_keyboard():
+    """prod > payments > stripe > api-key: driven by the arrows, Enter and space only; a
+    branch shows no secret and no value line, a leaf its detail with versions and labels,
+    and the branch holding something due is marked."""
+
+    async def go():
+        app = app_for()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await pilot.press("e")
+            await settled(pilot)
+            scr = app.screen
+            assert isinstance(scr, SecretsScreen)
+            tree = scr.query_one("#sec-tree", Tree)
+            assert app.focused is tree
+            shown = lines_of(app)
+            # the nesting: each segment one level under its parent
+            i = shown.index("prod@1")
+            assert shown[i:].index("payments@2") < shown[i:].index("stripe@3")
+            j = i + shown[i:].index("stripe@3")
+            assert shown[j + 1] == "api-key@4"
+            node = lambda key: scr._tree_nodes[key]  # noqa: E731
+            assert node("@prod").data == "@prod" and node("@prod:payments").parent is node("@prod")
+            assert node("prod:payments/stripe/api-key").parent is node("@prod:payments/stripe")
+            assert not node("prod:payments/stripe/api-key").allow_expand
+            assert "1 due" in str(node("@prod:payments").label)  # the due marker
+            assert "due" not in str(node("@prod:payments/stripe").label)
+            # walk down with the arrows to the leaf; the branches on the way select nothing
+            await pilot.press("home")
+            for _ in range(tree.last_line):
+                if tree.cursor_node is node("prod:payments/stripe/api-key"):
+                    break
+                here = tree.cursor_node
+                if here is not None and str(here.data).startswith("@"):
+                    assert scr.selected() is None and "v reveals it" not in text_of(app)
+                await pilot.press("down")
+                await settled(pilot)
+            sel = scr.selected()
+            assert sel is not None and sel.key == "prod:payments/stripe/api-key"
+            await settled(pilot)
+            assert scr.detail is not None and scr.detail.item.key == sel.key
+            text = text_of(app)
+            assert "prod:payments/stripe/api-key" in text and "Versions" in text
+            assert "current=v3" in text and "v reveals it" in text
+            assert CANARY not in text
+            await pilot.press("enter")  # Enter on a leaf keeps it selected
+            await settled(pilot)
+            assert scr.selected() is sel
+            # up to the branch: no secret selected; space folds it, hiding the leaf
+            await pilot.press("up")
+            await settled(pilot)
+            assert tree.cursor_node is node("@prod:payments/stripe") and scr.selected() is None
+            assert "v reveals it" not in text_of(app) and "@prod:payments/stripe" not in text_of(
+                app
+            )
+            await pilot.press("space")
+            await settled(pilot)
+            assert "api-key@4" not in lines_of(app)
+            await pilot.press("v")  # nothing to reveal on a branch
+            await settled(pilot)
+            assert app.secret_services.calls == []
+            await pilot.press("enter")  # Enter unfolds it again
+            await settled(pilot)
+            assert "api-key@4" in lines_of(app)
+            await pilot.press("left")  # left folds, right unfolds
+            await pilot.pause()
+            assert "api-key@4" not in lines_of(app)
+            await pilot.press("right")
+            await pilot.pause()
+            assert "api-key@4" in lines_of(app)
+            # a fold survives a reload (after an action, say)
+            await pilot.press("space")
+            scr.action_refresh()
+            await settled(pilot)
+            assert "api-key@4" not in lines_of(app)
+            assert tree.cursor_node is node("@prod:payments/stripe")
+            await pilot.press("space", "down")
+            await settled(pilot)
+            assert scr.selected() is not None and scr.selected().key == sel.key
+            await pilot.press("v", "y")  # the actions work on the selected leaf
+            await settled(pilot)
+            assert app.secret_services.calls == [f"reveal {sel.key}"]
+            assert MASK in text_of(app) and CANARY not in text_of(app)
 
     run(go())
 

@@ -501,6 +501,7 @@ class SecretsScreen(ServiceScreen):
         facts = self.query_one("#sec-facts", Static)
         if item is None:
             vt.display = False
+            self.query_one("#sec-value", Static).update("")
             key = self._selected_key() or ""
             where = key[1:] if key.startswith("@") else ""
             env, _, prefix = where.partition(":")
