@@ -51,9 +51,9 @@ REST = 2 + 1 + 1  # the border, the scrollbar and a spare column
 
 
 def name_width(screen_width: int) -> int:
-    """Where a leaf's facts start: column 40 at 80 columns, further right (to 72) on a
+    """Where a leaf's facts start: column 40 at 80 columns, further right (to 56) on a
     wider terminal."""
-    return max(24, min(72, screen_width - REST - INFO_WIDTH))
+    return max(24, min(56, screen_width - REST - INFO_WIDTH))
 
 
 class ViewLoaded(Payload[SecretsView]):
@@ -594,8 +594,8 @@ class SecretsScreen(ServiceScreen):
             t.append(printable(r.value), style="reverse")  # control characters escaped
             t.append("\nm masks it; it is cleared in a few seconds and on leaving.", style="dim")
         else:
-            t.append(MASK)
-            t.append("\nm shows it; Escape hides it; cleared on leaving.", style="dim")
+            t.append(MASK)  # one line, so that the pane fits 80x24
+            t.append("  m shows it \u00b7 Esc hides it", style="dim")
         box.update(t)
 
     def action_reveal(self) -> None:
