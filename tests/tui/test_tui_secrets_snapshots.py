@@ -380,3 +380,38 @@ def test_an_unmasked_value_with_control_characters_is_shown_escaped():
             assert "\x1b" not in shown and "\x07" not in shown
 
     run(go())
+
+
+def test_a_secret_that_is_also_a_prefix_is_a_selectable_branch_and_names_are_escaped():
+    """``prod:payments/stripe`` next to ``prod:payments/stripe/api-key``: one node, both a
+    secret (selecting it shows its detail) and the branch of the other; a path segment with
+    terminal control in it is drawn escaped."""
+    from dataclasses import replace
+
+    async def go():
+        app = app_for()
+        view = app.secret_services.view_
+        extra = (
+            replace(view.items[0], path="payments/stripe", version=1),
+            replace(view.items[0], path="evil\x1b[2J/key", version=1),
+        )
+        app.secret_services.view_ = replace(view, items=view.items + extra)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await pilot.press("e")
+            await settled(pilot)
+            scr = app.screen
+            both = scr._tree_nodes["prod:payments/stripe"]
+            assert both.allow_expand and "@prod:payments/stripe" not in scr._tree_nodes
+            assert scr._tree_nodes["prod:payments/stripe/api-key"].parent is both
+            assert scr.select_key("prod:payments/stripe")
+            await settled(pilot)
+            assert scr.selected() is not None and scr.selected().key == "prod:payments/stripe"
+            assert scr.detail is not None and scr.detail.item.key == "prod:payments/stripe"
+            assert "prod:payments/stripe" in [r.strip() for r in text_of(app).splitlines()]
+            assert scr.select_key("prod:evil\x1b[2J/key")
+            await settled(pilot)
+            shown = text_of(app)
+            assert "\x1b" not in shown and "evil\\x1b[2J" in shown
+
+    run(go())

@@ -271,7 +271,7 @@ class RotateForm(ModalScreen[dict[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="rotate-form", classes="dialog"):
-            yield Label(Text(f"Rotate {self.item.key}"), classes="dialog-title")
+            yield Label(Text(f"Rotate {printable(self.item.key)}"), classes="dialog-title")
             yield Input(id="rf-key", placeholder="super-admin key (NAME.key.pem)", compact=True)
             yield Input(password=True, id="rf-pass", placeholder="its passphrase", compact=True)
             yield Input(id="rf-verify", placeholder="verify command (optional)", compact=True)
@@ -548,7 +548,7 @@ class SecretsScreen(ServiceScreen):
 
     def _facts(self, item: SecretItem, d: SecretDetail | None) -> Text:
         t = Text()
-        t.append(f"{item.env}:{item.path}\n", style="bold")
+        t.append(printable(f"{item.env}:{item.path}") + "\n", style="bold")
         state = "deleted (soft)" if item.state == "deprecated" else item.state
         rows = [
             ("category", f"{item.category} \u00b7 {item.security_class}"),
@@ -615,7 +615,7 @@ class SecretsScreen(ServiceScreen):
 
         self.app.push_screen(
             ConfirmModal(
-                f"Reveal {item.key} ({which})?",
+                f"Reveal {printable(item.key)} ({which})?",
                 "The read is audited as 'secret get'. The value is shown masked (m shows "
                 f"it) and cleared after {int(REVEAL_SECONDS)} s, on another selection, and "
                 "when you leave this screen.",
@@ -780,7 +780,7 @@ class SecretsScreen(ServiceScreen):
 
             self.app.push_screen(
                 ConfirmModal(
-                    f"Rotate {item.key} now?",
+                    f"Rotate {printable(item.key)} now?",
                     f"A new value, {check}, becomes current; the old one stays previous "
                     f"for {f['overlap'] or '24h'}. Signed record; audited.",
                 ),
@@ -801,7 +801,7 @@ class SecretsScreen(ServiceScreen):
 
         self.app.push_screen(
             ConfirmModal(
-                f"Delete {item.key}?",
+                f"Delete {printable(item.key)}?",
                 "A soft delete: reads are refused and reported, and u restores it until "
                 "its recovery window ends; then it is crypto-shredded. Audited.",
             ),
@@ -819,6 +819,8 @@ class SecretsScreen(ServiceScreen):
                 self.act("restore", (item.env, item.path), None)
 
         self.app.push_screen(
-            ConfirmModal(f"Restore {item.key}?", "Its versions are served again. Audited."),
+            ConfirmModal(
+                f"Restore {printable(item.key)}?", "Its versions are served again. Audited."
+            ),
             answer,
         )
