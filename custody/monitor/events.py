@@ -21,8 +21,9 @@ shows no link: once an entry carries ``details.attempt``, a decision without one
 written outside any audited command (the server, a library caller such as the TUI) and is
 that principal's own attempt, never folded into another actor's command that happens to
 be pending on the same target (and a decision held on a command that then links its own
-entries is released as an event of its own). An access-layer entry that serves no pending command stands on its own, attributed
-to its principal (a TOTP check to the principal whose code it is).
+entries is released as an event of its own). An access-layer entry that serves no pending
+command stands on its own, attributed to its principal (a TOTP check to the principal
+whose code it is).
 """
 
 from __future__ import annotations
