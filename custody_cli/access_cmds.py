@@ -179,7 +179,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     code = access_session.mfa_code(args)
     # a TOTP code is checked against its secret, wrapped under the token's secrets KEK
     with (
-        common.open_home(args, pin=code is not None) as dep,
+        common.open_home(args, pin=True) as dep,
         access_session.opened(dep, args) as ac,
     ):
         out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
@@ -257,7 +257,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     code = access_session.mfa_code(args)
     with (
-        common.open_home(args, pin=code is not None) as dep,
+        common.open_home(args, pin=True) as dep,
         access_session.opened(dep, args) as ac,
     ):
         who = access_session.acting(ac, args)
@@ -298,7 +298,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_release_rule(args: argparse.Namespace) -> int:
     from custody.access.release import set_rule
 
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         set_rule(_flow(dep, ac), who, args.env, args.path,
                  needed=0 if args.normal else args.quorum,

@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _mfa(dep: Any, args: argparse.Namespace, *, actor: str | None = None) -> Any:
+    from custody.access.local import access_seal
     from custody.access.mfa import Mfa, MfaPolicy
     from custody.deployment import open_audit_log
 
@@ -93,6 +94,7 @@ def _mfa(dep: Any, args: argparse.Namespace, *, actor: str | None = None) -> Any
         policy=MfaPolicy.for_home(home.config_path),
         rng=rng,
         actor=actor,
+        seal=access_seal(dep, log),
     )
 
 

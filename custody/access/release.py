@@ -132,7 +132,8 @@ def set_rule(
     det = {"mode": mode, "needed": needed}
     flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, outcome="intent",
                          details=det)  # fmt: skip
-    flow.store.set_release_rule(env, path, mode=mode, needed=needed, by=who.name,
+    with flow.ac.sealed():
+        flow.store.set_release_rule(env, path, mode=mode, needed=needed, by=who.name,
                                 now=flow.ac.now())  # fmt: skip
     flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, details=det)
 
