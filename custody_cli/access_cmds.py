@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--quorum", type=int, metavar="M", help="approvers each release needs")
     g.add_argument("--normal", action="store_true", help="remove the mark")
     access_session.add_principal_args(p)
-    common.add_standard(p)
+    common.add_standard(p, pin=True)  # the access seal is on the token
     p.set_defaults(func=cmd_release_rule)
 
     p = s.add_parser(
@@ -179,7 +179,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     code = access_session.mfa_code(args)
     # a TOTP code is checked against its secret, wrapped under the token's secrets KEK
     with (
-        common.open_home(args, pin=True) as dep,
+        common.open_home(args, pin=code is not None) as dep,
         access_session.opened(dep, args) as ac,
     ):
         out = _flow(dep, ac).approve(args.request_id, signer, mfa_code=code)
@@ -257,7 +257,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     code = access_session.mfa_code(args)
     with (
-        common.open_home(args, pin=True) as dep,
+        common.open_home(args, pin=code is not None) as dep,
         access_session.opened(dep, args) as ac,
     ):
         who = access_session.acting(ac, args)

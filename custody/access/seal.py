@@ -13,7 +13,11 @@ over a canonical digest of the whole access state, kept in the store's meta tabl
 - every MFA enrolment's existence and principal binding (principal, object_uid; not the
   counters a code check moves: last_step, failures, lockout);
 - every release rule (env, path, mode, needed);
-- every revoked grant's id, principal, revoked_at and revoked_by.
+- the revoked grants: the list of ``(grant id, revoked_at)`` sealed last (kept beside the
+  seal in meta ``access_seal_revoked``). A sealed revocation must still be in the store,
+  unchanged; a revocation made since (``custody access revoke`` by a service with its token,
+  without the PIN) only takes access away, so it is accepted and absorbed into the seal by
+  the next token-open check.
 
 Because it is ONE seal over the whole set, an inserted, edited or deleted row changes the
 digest: deletion is caught the same way as an edit, with no per-row MAC and no counter.
@@ -42,6 +46,7 @@ from custody.errors import IntegrityError, KeyNotFound
 from custody.store.port import Store
 
 SEAL_META = "access_seal"
+REVOKED_META = "access_seal_revoked"
 DOMAIN = b"custody/access-seal/v1\0"
 
 
@@ -73,6 +78,11 @@ def _hex(b: bytes | memoryview | None) -> str | None:
     return None if b is None else bytes(b).hex()
 
 
+def revoked_now(store: Store) -> list[list[Any]]:
+    """``[grant id, revoked_at]`` of every revoked grant, sorted."""
+    return sorted([g.id, g.revoked_at] for g in store.grants() if g.revoked_at is not None)
+
+
 def access_state(store: Store) -> list[Any]:
     """The canonical access state the seal covers (see the module docstring)."""
     principals = [
@@ -94,16 +104,16 @@ def access_state(store: Store) -> list[Any]:
     ]
     mfa = sorted([m.principal, _hex(m.object_uid)] for m in store.mfa_enrolments())
     rules = [list(r) for r in store.release_rules()]
-    revoked = sorted(
-        [g.id, g.principal, g.revoked_at, g.revoked_by]
-        for g in store.grants()
-        if g.revoked_at is not None
-    )
-    return [["principals", principals], ["mfa", mfa], ["release", rules], ["revoked", revoked]]
+    return [["principals", principals], ["mfa", mfa], ["release", rules]]
 
 
-def state_digest(store: Store) -> bytes:
-    doc = json.dumps(access_state(store), separators=(",", ":"), sort_keys=True)
+def _canon(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def state_digest(store: Store, revoked: str) -> bytes:
+    """The digest sealed: the access state and the sealed revocation list (*revoked*, JSON)."""
+    doc = _canon([*access_state(store), ["revoked", revoked]])
     return hashlib.sha256(doc.encode("utf-8")).digest()
 
 
@@ -148,7 +158,8 @@ class AccessSeal:
             HsmError: the token failed.
         """
         stored = self.store.get_meta(SEAL_META)
-        mac = self._mac(state_digest(self.store))
+        revoked = self.store.get_meta(REVOKED_META) or "[]"
+        mac = self._mac(state_digest(self.store, revoked))
         if mac is None:
             if stored is not None:
                 raise self._refuse("the token holds no access-seal key for this deployment")
@@ -158,13 +169,23 @@ class AccessSeal:
             raise self._refuse("the seal is missing")
         if not hmac.compare_digest(stored, mac.hex()):
             raise self._refuse("the rows do not match the seal")
+        sealed = json.loads(revoked)  # authenticated by the seal just checked
+        now = revoked_now(self.store)
+        current = {g: t for g, t in now}
+        if any(current.get(g) != t for g, t in sealed):
+            raise self._refuse("a sealed grant revocation was undone or changed")
+        if len(now) != len(sealed):  # revocations made without the token: absorb them
+            with self.store.transaction():
+                self.reseal()
 
     def reseal(self, *, first_use: bool = False, by: str = "custody") -> None:
-        """Seal the current rows (creating the token key if absent)."""
+        """Seal the current rows and revocations (creating the token key if absent)."""
         self._token.ensure_mac_key(self.label)
-        mac = self._mac(state_digest(self.store))
+        revoked = _canon(revoked_now(self.store))
+        mac = self._mac(state_digest(self.store, revoked))
         if mac is None:  # pragma: no cover - ensure_mac_key just made it
             raise IntegrityError("The access-seal key could not be created", "Check the token.")
+        self.store.set_meta(REVOKED_META, revoked)
         self.store.set_meta(SEAL_META, mac.hex())
         if first_use:
             self._audit.append(
@@ -180,4 +201,12 @@ class AccessSeal:
             self.reseal()
 
 
-__all__ = ["SEAL_META", "AccessSeal", "MacToken", "access_state", "seal_label", "state_digest"]
+__all__ = [
+    "REVOKED_META",
+    "SEAL_META",
+    "AccessSeal",
+    "MacToken",
+    "access_state",
+    "seal_label",
+    "state_digest",
+]
