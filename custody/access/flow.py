@@ -258,7 +258,9 @@ class GrantFlow:
             PolicyError: the requester approving their own request; the request is not
                 pending or its window has passed; this approver already approved.
             AccessDenied: the approver may not approve on this path (audited).
+            IntegrityError: access-control rows fail their seal (with the token).
         """
+        self.ac.check_rows()  # the approver's principal row and the release rule are sealed
         r = self.get(request_id)
         approver = self.approver_of(key)
         now = self.ac.now()

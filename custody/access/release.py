@@ -162,6 +162,7 @@ def deliver(
             request); expired; already delivered (a replay); the request was altered.
         UsageError: not a release request; the requester has no encryption key.
     """
+    flow.ac.check_rows()  # the requester's x25519 key, the approvers, the rule: sealed
     r = flow.get(request_id)
     target = f"{r.env}:{r.path}"
     audit = flow.ac.audit
