@@ -218,11 +218,11 @@ def test_a_revocation_made_without_the_token_is_kept_and_absorbed(world):
 def test_a_deleted_or_replayed_seal_is_refused(world, meta):
     ac, store, log, token = world
     old = store.get_meta(meta)
-    ac.add_principal("late", kind="service", role="service-user", services=("payments",),
-                     by="root")  # fmt: skip
+    GrantFlow(ac, "dep-1").revoke("g-live", ac.principal("root"), reason="sealed")
+    assert store.get_meta(meta) != old  # the revocation renewed the seal and its list
     _raw(store, "DELETE FROM meta WHERE key=?", (meta,))
     _refused(ac, log, token)
-    store.set_meta(meta, old)  # the seal from before 'late': replayed
+    store.set_meta(meta, old)  # the seal (or list) from before the revocation: replayed
     with pytest.raises(IntegrityError):
         ac.authenticate_token(token)
 
