@@ -1,7 +1,7 @@
 """Attacks on the second factor through access control, on a real deployment (SoftHSMv2
 token, SQLite store, audit log): a principal object loaded before its enrolment, a code of
 one principal standing for another, codes and secrets in what is logged or raised, and the
-disk operator deleting an enrolment (open: store rows are not authenticated)."""
+disk operator deleting an enrolment (refused by the access seal when the token is open)."""
 
 from __future__ import annotations
 

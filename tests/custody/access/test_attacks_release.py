@@ -1,6 +1,7 @@
 """Attacks on quorum release by a single insider, on a real store and audit log: fewer
 approvals than the quorum by editing the request, the requester approving themselves, and
-(open) the disk operator swapping the requester's encryption key or dropping the mark."""
+the disk operator swapping the requester's encryption key or dropping the mark (refused by
+the access seal when the token is open)."""
 
 from __future__ import annotations
 
