@@ -22,6 +22,7 @@ from custody.hardening import harden_process
 from custody.textsafe import printable_lines
 from custody_cli import (
     access_cmds,
+    agent_cmds,
     alerts_cmds,
     audit_cmds,
     backup_cmds,
@@ -37,6 +38,7 @@ from custody_cli import (
     recovery_cmds,
     rekey_cmds,
     report_cmds,
+    schedule_cmds,
     secret_cmds,
     serve_cmds,
     shamir_cmds,
@@ -66,9 +68,11 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     mfa_cmds,
     report_cmds,
     alerts_cmds,
+    schedule_cmds,
     serve_cmds,
     ca_cmds,
     exec_cmds,
+    agent_cmds,
     tui_cmds,
 )
 

@@ -16,11 +16,14 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custody.errors import UsageError
+from custody.errors import PolicyError, UsageError
 from custody.textsafe import printable
-from custody_cli import common
+from custody_cli import access_session, common
+
+if TYPE_CHECKING:
+    from custody.monitor import AlertRecord
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -53,11 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k.add_argument("id", metavar="ID", help="the alert id (or its first 6+ characters)")
     k.add_argument("--note", default="", metavar="TEXT", help="why it is closed")
     common.add_standard(k)
+    access_session.add_principal_args(k)
     k.set_defaults(func=cmd_ack)
 
     w = a.add_parser("show", help="one alert and the audit entries behind it")
     w.add_argument("id", metavar="ID", help="the alert id (or its first 6+ characters)")
     common.add_standard(w)
+    access_session.add_principal_args(w)
     w.set_defaults(func=cmd_show)
 
     r = a.add_parser("rules", help="the rules in force: kinds, thresholds, windows")
@@ -74,6 +79,7 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", metavar="NAME", help="only this rule (or kind)")
     p.add_argument("--open", action="store_true", help="only alerts not yet acknowledged")
     common.add_standard(p)
+    access_session.add_principal_args(p)
 
 
 def _since(text: str | None, now: float) -> int | None:
@@ -100,6 +106,45 @@ def _log(args: argparse.Namespace) -> Any:
     return open_audit_log(home)
 
 
+class _Scope:
+    """What the acting principal may see (``--as NAME``, ``--token-file``, $CUSTODY_TOKEN):
+    a super-admin or an auditor every alert; a service-admin the alerts about its services
+    (a target under them, or a principal whose services all lie under them) and about
+    itself; a service-user only the alerts about itself. Entries behind an alert are those
+    the principal's audit view shows (``custody audit tail --as``)."""
+
+    def __init__(self, name: str, role: str, services: tuple[str, ...], owners: Any, entry: Any):
+        self.name, self.role, self.services = name, role, services
+        self._owners = owners  # principal name -> its services (None: not a principal)
+        self.entry = entry
+
+    def _under(self, path: str) -> bool:
+        return any(path == x or path.startswith(x.rstrip("/") + "/") for x in self.services)
+
+    def alert(self, rec: Any) -> bool:
+        if self.role in ("super-admin", "auditor") or rec.principal == self.name:
+            return True
+        if self.role != "service-admin":
+            return False
+        if rec.target and self._under(str(rec.target).partition(":")[2]):
+            return True
+        theirs = self._owners(rec.principal)
+        return bool(theirs) and all(self._under(s) for s in theirs)
+
+
+def _scope(args: argparse.Namespace) -> _Scope | None:
+    """None: the local operator (super-admin), who sees every alert."""
+    import os
+
+    if not (args.as_principal or args.token_file or os.environ.get("CUSTODY_TOKEN")):
+        return None
+    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        entry = ac.audit_view(who, mfa_code=access_session.mfa_code(args))
+        rows = {r.name: r.services for r in dep.store.principals()}
+    return _Scope(who.name, who.role, who.services, rows.get, entry)
+
+
 def _when(t: int) -> str:
     return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M")
 
@@ -108,11 +153,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from custody.monitor import list_alerts
 
     since = _since(args.since, time.time())
+    scope = _scope(args)
     log = _log(args)
     try:
         recs = list_alerts(log, since=since, rule=args.rule)
     finally:
         log.close()
+    if scope is not None:
+        recs = [r for r in recs if scope.alert(r)]
     if args.open:
         recs = [r for r in recs if r.open]
     if args.json:
@@ -176,9 +224,18 @@ def cmd_ack(args: argparse.Namespace) -> int:
     from custody.audit.scope import actor_name
     from custody.monitor import ack
 
+    scope = _scope(args)
     log = _log(args)
     try:
-        rec = ack(log, args.id.strip(), actor_name(), note=args.note[:300])
+        if scope is not None:
+            _visible_one(log, args.id, scope)
+            if scope.role == "service-user":
+                raise PolicyError(
+                    f"{scope.name} (service-user) cannot acknowledge alerts",
+                    "An auditor, a super-admin or the service's admin can.",
+                )
+        who = scope.name if scope is not None else actor_name()
+        rec = ack(log, args.id.strip(), who, note=args.note[:300])
     finally:
         log.close()
     if args.json:
@@ -188,15 +245,33 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visible_one(log: Any, ident: str, scope: _Scope) -> AlertRecord:
+    """The alert *ident* if *scope* may see it; an alert it may not see is "no such
+    alert", as if it did not exist (its existence says something too).
+
+    Raises:
+        UsageError: no such alert visible to the principal.
+    """
+    from custody.monitor import find, list_alerts
+
+    return find([r for r in list_alerts(log) if scope.alert(r)], ident.strip())
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from custody.monitor import evidence, find, list_alerts
 
+    scope = _scope(args)
     log = _log(args)
     try:
-        rec = find(list_alerts(log), args.id.strip())
+        if scope is None:
+            rec = find(list_alerts(log), args.id.strip())
+        else:
+            rec = _visible_one(log, args.id, scope)
         entries = evidence(log, rec)
     finally:
         log.close()
+    if scope is not None:
+        entries = [e for e in entries if scope.entry(e)]
     if args.json:
         common.emit_json({**rec.to_json(), "entries": entries})
         return 0

@@ -297,11 +297,13 @@ class AccessControl:
 
     def revoke(self, name: str, *, by: str, token_only: bool = False) -> bool:
         """Revoke the principal (and its token), or only its token; audited. The
-        principal's grants are revoked with it."""
+        principal's grants are revoked with it, and its TOTP enrolment is removed with its
+        wrapped secret (audited as ``mfa reset``, reason ``principal revoked``): a revoked
+        principal keeps no second factor that a later mix-up could bring back."""
         now = self.now()
         op = "principal revoke-token" if token_only else "principal revoke"
         self.audit.append(op, name, by, outcome="intent")
-        with self.sealed():
+        with self.sealed():  # the enrolment dropped with it is re-sealed in the same step
             if token_only:
                 done = self.store.revoke_principal_token(name, now=now)
             else:
@@ -309,8 +311,20 @@ class AccessControl:
                 for g in self.store.grants(principal=name):
                     if g.revoked_at is None:
                         self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
+                if done:
+                    self._drop_mfa(name, by)
         self.audit.append(op, name, by, outcome="ok" if done else "failed")
         return done
+
+    def _drop_mfa(self, name: str, by: str) -> None:
+        """Remove *name*'s TOTP enrolment and shred its wrapped secret (audited first)."""
+        if self.store.mfa_enrolment(name) is None:
+            return
+        details = {"reason": "principal revoked"}
+        self.audit.append("mfa reset", name, by, outcome="intent", details=details)
+        with self.store.transaction():
+            self.store.delete_mfa_enrolment(name)
+        self.audit.append("mfa reset", name, by, details=details)
 
     # -- authentication ---------------------------------------------------------------
     def authenticate_token(self, token: str) -> Principal:

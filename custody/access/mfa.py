@@ -228,10 +228,7 @@ class Mfa:
             f"The MFA secret of {row.principal} does not check",
             "The store was altered; reset the principal's MFA and enrol again.",
         )
-        if self.hierarchy.hsm is None:  # not a damaged store: the KEK is on the token
-            raise UsageError(
-                "Checking a TOTP code needs the token", "Give the token PIN (--pin-file)."
-            )
+        self.hierarchy.hsm  # noqa: B018 - no token is a UsageError of its own, not damage
         try:
             plain = self.hierarchy.unwrap_object(row.object_uid)
         except UsageError:

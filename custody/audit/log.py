@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -95,6 +96,24 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
         "key_bytes",
     }
 )
+
+
+# The intent seq of the audited command running in this context (see :func:`attempt`).
+_ATTEMPT: ContextVar[int | None] = ContextVar("custody_audit_attempt", default=None)
+
+
+@contextmanager
+def attempt(intent_seq: int) -> Iterator[None]:
+    """Inside, every entry appended in this context that is not an intent and not an
+    outcome (no ``intent_seq``) names *intent_seq* as ``details.attempt``: the access
+    decisions, token checks and TOTP checks a command makes are linked to the command's
+    own entries, so the monitor counts one attempt once and knows which principal it was
+    (docs/monitoring.md)."""
+    tok = _ATTEMPT.set(int(intent_seq))
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(tok)
 
 
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
@@ -305,6 +324,9 @@ class AuditLog:
             raise ValueError(f"detail keys {bad} look like values; pass them as sensitive=")
         for k, v in (sensitive or {}).items():
             det[f"{k}_hmac"] = self.hmac(k, v)
+        link = _ATTEMPT.get()
+        if link is not None and outcome != "intent" and "intent_seq" not in det:
+            det.setdefault("attempt", link)
         t = int(self._clock()) if now is None else int(now)
         entry: dict[str, Any] = {
             "actor": actor,

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from custody.audit.log import AuditLog
+from custody.audit.log import AuditLog, attempt
 from custody.config import Home
 from custody.errors import AuditError, CustodyError, PolicyError
 
@@ -59,7 +59,8 @@ def run_audited(
         first = log.append(op, target, who, outcome="intent", details=dict(details))
         ref = {"intent_seq": first["seq"]}
         try:
-            rc = func()
+            with attempt(first["seq"]):
+                rc = func()
         except PolicyError as err:
             log.append(
                 op,

@@ -7,6 +7,17 @@ outcome's result, and the seqs of both, so :class:`Joiner` holds intents until t
 outcome arrives (a bounded map, kept in the monitor's state across scans). An entry with
 no ``intent_seq`` (a library caller that writes one entry) is an event on its own; an
 intent that never gets its outcome becomes an ``unfinished`` event (see :class:`Joiner`).
+
+Who acted is the *principal*, not the OS user who ran the command: the access layer's
+entries a command writes on its way (``access decide``, ``access authenticate``, ``mfa
+verify``, ``access grant use``) name the command's intent (``details.attempt``, see
+:func:`custody.audit.log.attempt`), and are folded into that command's event: its actor
+becomes the principal they name (a service by its token, ``--as NAME``), its seqs take
+theirs, and its details take the decision's action, reason and class. An intent with
+``as_principal`` (``--as``) names its principal too. Entries without the link (older logs)
+fall back to pairing an ``access decide`` with the pending intent on the same target
+within :data:`LINK_SECONDS`. An access-layer entry that serves no pending command stands
+on its own, attributed to its principal (a TOTP check to the principal whose code it is).
 """
 
 from __future__ import annotations
@@ -19,6 +30,11 @@ from typing import Any
 from custody.monitor.rules import INTERNAL_OPS
 
 MAX_PENDING = 20000
+# Entries the access layer writes on behalf of a command (folded into its event).
+ACCESS_OPS = frozenset({"access decide", "access authenticate", "mfa verify", "access grant use"})
+LINK_SECONDS = 2
+# The decision's details a folded command event takes.
+_DECISION_KEYS = ("action", "reason", "class", "role", "kind", "grant", "title", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +66,13 @@ class Joiner:
     ) -> None:
         self._kinds = dict(op_kinds)
         self._after = unfinished_after
-        # seq -> [time, actor, op, target, details]
+        # seq -> [time, actor, op, target, details, link]; link: {"principal", "seqs",
+        # "details"} of the access-layer entries folded in (absent in older state)
         self.pending: OrderedDict[int, list[Any]] = OrderedDict()
         for item in pending or ():
-            self.pending[int(item[0])] = list(item[1:])
+            v = list(item[1:6])
+            v.append(dict(item[6]) if len(item) > 6 and isinstance(item[6], Mapping) else {})
+            self.pending[int(item[0])] = v
 
     def dump(self) -> list[list[Any]]:
         return [[s, *v] for s, v in self.pending.items()]
@@ -72,15 +91,58 @@ class Joiner:
             details=details,
         )
 
+    def _folded(
+        self, seq: int, first: list[Any], details: Mapping[str, Any] | None, end: int | None
+    ) -> tuple[tuple[int, ...], str, dict[str, Any]]:
+        """(seqs, actor, details) of the command whose intent is *first* (at *seq*), with
+        the access-layer entries folded into it, ended by the entry at *end* (if any)."""
+        actor, det, link = first[1], first[4], first[5]
+        merged = {**det, **link.get("details", {}), **(details or {})}
+        who = link.get("principal") or det.get("as_principal") or actor
+        if who != actor:
+            merged["os_actor"] = actor
+        seqs = sorted({seq, *link.get("seqs", ()), *(() if end is None else (end,))})
+        return tuple(seqs), str(who), merged
+
     def _expired(self, now: int) -> list[Event]:
         out = []
         while self.pending:
-            seq, (t, actor, op, target, det) = next(iter(self.pending.items()))
+            seq, first = next(iter(self.pending.items()))
+            t, _actor, op, target = first[:4]
             if now - t <= self._after:
                 break
             del self.pending[seq]
-            out.append(self._event((seq,), t, actor, op, target, "unfinished", det))
+            seqs, who, det = self._folded(seq, first, None, None)
+            out.append(self._event(seqs, t, who, op, target, "unfinished", det))
         return out
+
+    def _link(self, entry: Mapping[str, Any], op: str, details: Mapping[str, Any]) -> bool:
+        """Fold an access-layer entry into the pending command it serves; False if none."""
+        ref = details.get("attempt")
+        first = self.pending.get(ref) if type(ref) is int else None
+        target = str(entry.get("target", ""))
+        if first is None and op == "access decide" and "attempt" not in details:
+            t = int(entry.get("time", 0))
+            first = next(
+                (
+                    v
+                    for v in reversed(self.pending.values())
+                    if v[3] == target and abs(t - v[0]) <= LINK_SECONDS
+                    and not v[5].get("principal")
+                ),
+                None,
+            )  # fmt: skip
+        if first is None:
+            return False
+        link = first[5]
+        link.setdefault("seqs", []).append(int(entry["seq"]))
+        who = _principal_of(entry, op)
+        if who and not link.get("principal"):
+            link["principal"] = who
+        if op in ("access decide", "access authenticate"):
+            got = link.setdefault("details", {})
+            got.update({k: details[k] for k in _DECISION_KEYS if k in details})
+        return True
 
     def feed(self, entry: Mapping[str, Any]) -> list[Event]:
         """The events an entry completes (usually one, none for an intent or an internal
@@ -96,17 +158,33 @@ class Joiner:
         outcome = str(entry.get("outcome", ""))
         actor, target = str(entry.get("actor", "")), str(entry.get("target", ""))
         if outcome == "intent":
-            self.pending[seq] = [t, actor, op, target, details]
+            self.pending[seq] = [t, actor, op, target, details, {}]
             if len(self.pending) > MAX_PENDING:
-                old, (t0, a0, o0, g0, d0) = self.pending.popitem(last=False)
-                out.append(self._event((old,), t0, a0, o0, g0, "unfinished", d0))
+                old, first = self.pending.popitem(last=False)
+                seqs0, who0, det0 = self._folded(old, first, None, None)
+                out.append(self._event(seqs0, first[0], who0, first[2], first[3],
+                                       "unfinished", det0))  # fmt: skip
+            return out
+        if op in ACCESS_OPS and self._link(entry, op, details):
             return out
         seqs: tuple[int, ...] = (seq,)
         ref = details.get("intent_seq")
         if type(ref) is int:
-            first = self.pending.pop(ref, None)
-            if first is not None:
-                details = {**first[4], **details}
-                seqs = (ref, seq)
+            head = self.pending.pop(ref, None)
+            if head is not None:
+                seqs, actor, details = self._folded(ref, head, details, seq)
+        elif op in ACCESS_OPS:
+            who = _principal_of(entry, op)
+            if who and who != actor:
+                details = {**details, "os_actor": actor}
+                actor = who
         out.append(self._event(seqs, t, actor, op, target, outcome, details))
         return out
+
+
+def _principal_of(entry: Mapping[str, Any], op: str) -> str:
+    """The principal an access-layer entry is about ('' when it names none)."""
+    if op == "mfa verify":  # written by whoever runs the check; the code is the target's
+        return str(entry.get("target", ""))
+    who = str(entry.get("actor", ""))
+    return "" if who in ("", "unknown", "anonymous") else who

@@ -160,6 +160,16 @@ class Rule:
         )
 
 
+def _same_attempt(ev: Event, seqs: list[Any]) -> bool:
+    """Whether *ev* is part of the attempt whose entries are *seqs*: they share an entry,
+    or *ev* names one of them as its command's intent (``intent_seq``, ``attempt``). Not
+    "the same target a moment later": a scripted burst of guesses is many attempts."""
+    if set(ev.seqs) & set(seqs):
+        return True
+    links = (ev.details.get("intent_seq"), ev.details.get("attempt"))
+    return any(type(x) is int and x in seqs for x in links)
+
+
 class FailedBurst(Rule):
     kind = "failed-burst"
 
@@ -177,7 +187,7 @@ class FailedBurst(Rule):
             return None
         window, need = self.spec["window"], self.spec["threshold"]
         dq = self.win.setdefault(ev.actor, deque())
-        if dq and dq[-1][1] == ev.target and abs(ev.time - dq[-1][0]) <= 2:
+        if dq and _same_attempt(ev, dq[-1][2:]):
             dq[-1].extend(ev.seqs)  # one attempt refused twice (the access layer, the op)
             return None
         dq.append([ev.time, ev.target, *ev.seqs])
@@ -193,7 +203,7 @@ class FailedBurst(Rule):
             ev,
             seqs,
             1.0 + (window - span) / max(window, 1),
-            f"{n} denied or failed operations in {span} s",
+            f"{n} denied or failed attempts in {span} s",
             target="",
             count=n,
             span=span,

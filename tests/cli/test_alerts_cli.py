@@ -69,6 +69,7 @@ def test_scan_records_delivers_lists_and_acknowledges(tmp_path):
         raised = [json.loads(x) for x in log.lines() if b'"op":"alert.raised"' in x]
     assert [(e["op"], e["outcome"]) for e in behind] == [
         ("secret get", "intent"),
+        ("access decide", "ok"),  # the decision the command asked for (details.attempt)
         ("secret alert", "ok"),
         ("secret get", "denied"),
     ]

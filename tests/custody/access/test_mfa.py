@@ -421,6 +421,38 @@ def test_unknown_and_bad_names(env):
     assert ei.value.reason == "revoked" and dep.store.mfa_enrolment("gone") is None
 
 
+def test_revoking_a_principal_removes_its_enrolment_and_shreds_its_secret(env):
+    """The leaver: revoked, their TOTP secret goes with them (audited), and neither they
+    nor an admin can enrol them again; a token-only revocation keeps the enrolment."""
+    _home, dep, log, clock = env
+    mfa = make(dep, log, clock)
+    ac = AccessControl(dep.store, log, clock=clock, mfa=mfa)
+    ac.add_principal("rotated", kind="service", role="service-user", services=("svc",), by="r")
+    for n in ("leaver", "rotated"):
+        key = key_of(mfa.enrol(principal(dep, n)))
+        clock.t += 30
+        mfa.verify(n, code_at(key, clock.t))
+    uid = dep.store.mfa_enrolment("leaver").object_uid
+    assert dep.store.stored_object(uid) is not None
+    assert ac.revoke("rotated", by="root", token_only=True)
+    assert mfa.enrolled("rotated")  # a new token is not a new person
+    assert ac.revoke("leaver", by="root")
+    assert dep.store.mfa_enrolment("leaver") is None and not mfa.enrolled("leaver")
+    assert dep.store.stored_object(uid) is None  # the wrapped secret is shredded
+    got = [(e["op"], e["outcome"], e["details"].get("reason")) for e in entries(log, "leaver")]
+    assert got[-4:] == [
+        ("principal revoke", "intent", None),
+        ("mfa reset", "intent", "principal revoked"),
+        ("mfa reset", "ok", "principal revoked"),
+        ("principal revoke", "ok", None),
+    ]
+    with pytest.raises(MfaError) as ei:
+        mfa.enrol("leaver")
+    assert ei.value.reason == "revoked" and dep.store.mfa_enrolment("leaver") is None
+    with pytest.raises(MfaError):
+        mfa.verify("leaver", "123456")
+
+
 def test_access_control_asks_this_mfa_for_a_super_admin_action(env):
     """The shared interface end to end: AccessControl with this Mfa. An enrolled
     super-admin's key action is refused without a code and with a replayed one."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from custody.audit.log import attempt
 from custody.errors import ConfigError
 from custody.monitor import Detector, MonitorConfig, parse_config
 from custody.monitor.kinds import hour_of_week
@@ -228,9 +229,13 @@ def test_a_bad_rule_table_is_a_config_error(table):
 def test_one_attempt_refused_by_the_access_layer_and_the_op_counts_once(tr):
     t = MON + 11 * HOUR
     for i in range(4):  # four attempts, each denied twice: below the threshold of five
-        tr.log.append("access decide", f"prod:x/{i}", "bob", outcome="denied",
-                      details={"reason": "outside bob's services"}, now=t + i * 10)  # fmt: skip
-        tr.read("bob", f"prod:x/{i}", t + i * 10, outcome="denied")
+        first = tr.log.append("secret get", f"prod:x/{i}", "bob", outcome="intent",
+                              details={"path": f"x/{i}"}, now=t + i * 10)  # fmt: skip
+        with attempt(first["seq"]):  # as custody.audit.scope.run_audited runs the command
+            tr.log.append("access decide", f"prod:x/{i}", "bob", outcome="denied",
+                          details={"reason": "outside bob's services"}, now=t + i * 10)  # fmt: skip
+        tr.log.append("secret get", f"prod:x/{i}", "bob", outcome="denied",
+                      details={"intent_seq": first["seq"]}, now=t + i * 10)  # fmt: skip
     assert fired(tr, "failed-burst") == []
     tr.read("bob", "prod:x/9", t + 60, outcome="denied")
     [a] = fired(tr, "failed-burst")
