@@ -38,7 +38,9 @@ class Detector:
     ) -> None:
         st = state or {}
         self.config = config
-        self.joiner = Joiner(config.op_kinds(), st.get("pending"), config.unfinished_after)
+        self.joiner = Joiner(
+            config.op_kinds(), st.get("pending"), config.unfinished_after, st.get("linked") is True
+        )
         self.shared = Shared(config.learn_days, classes or {}, versions or {}, st.get("shared"))
         saved = st.get("rules", {})
         self.rules: list[Rule] = [
@@ -70,6 +72,7 @@ class Detector:
         return {
             "entries": self.entries,
             "pending": self.joiner.dump(),
+            "linked": self.joiner.linked,
             "shared": self.shared.dump(),
             "rules": {r.name: r.dump() for r in self.rules},
         }

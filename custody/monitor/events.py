@@ -16,8 +16,14 @@ becomes the principal they name (a service by its token, ``--as NAME``), its seq
 theirs, and its details take the decision's action, reason and class. An intent with
 ``as_principal`` (``--as``) names its principal too. Entries without the link (older logs)
 fall back to pairing an ``access decide`` with the pending intent on the same target
-within :data:`LINK_SECONDS`. An access-layer entry that serves no pending command stands
-on its own, attributed to its principal (a TOTP check to the principal whose code it is).
+within :data:`LINK_SECONDS` (held there, folded at its outcome), but only while the log
+shows no link: once an entry carries ``details.attempt``, a decision without one was
+written outside any audited command (the server, a library caller such as the TUI) and is
+that principal's own attempt, never folded into another actor's command that happens to
+be pending on the same target (and a decision held on a command that then links its own
+entries is released as an event of its own). An access-layer entry that serves no pending
+command stands on its own, attributed to its principal (a TOTP check to the principal
+whose code it is).
 """
 
 from __future__ import annotations
@@ -62,10 +68,17 @@ class Joiner:
     """
 
     def __init__(
-        self, op_kinds: Mapping[str, str], pending: Any = None, unfinished_after: int = 600
+        self,
+        op_kinds: Mapping[str, str],
+        pending: Any = None,
+        unfinished_after: int = 600,
+        linked: bool = False,
     ) -> None:
         self._kinds = dict(op_kinds)
         self._after = unfinished_after
+        # the log carries details.attempt (written by a version that links): no more
+        # pairing by target and time (state, like the pending intents)
+        self.linked = bool(linked)
         # seq -> [time, actor, op, target, details, link]; link: {"principal", "seqs",
         # "details"} of the access-layer entries folded in (absent in older state)
         self.pending: OrderedDict[int, list[Any]] = OrderedDict()
@@ -97,6 +110,9 @@ class Joiner:
         """(seqs, actor, details) of the command whose intent is *first* (at *seq*), with
         the access-layer entries folded into it, ended by the entry at *end* (if any)."""
         actor, det, link = first[1], first[4], first[5]
+        for g in link.pop("guess", ()):  # paired by target and time (an older log)
+            gd = g.get("details")
+            self._fold(link, g, str(g.get("op", "")), gd if isinstance(gd, Mapping) else {})
         merged = {**det, **link.get("details", {}), **(details or {})}
         who = link.get("principal") or det.get("as_principal") or actor
         if who != actor:
@@ -116,25 +132,9 @@ class Joiner:
             out.append(self._event(seqs, t, who, op, target, "unfinished", det))
         return out
 
-    def _link(self, entry: Mapping[str, Any], op: str, details: Mapping[str, Any]) -> bool:
-        """Fold an access-layer entry into the pending command it serves; False if none."""
-        ref = details.get("attempt")
-        first = self.pending.get(ref) if type(ref) is int else None
-        target = str(entry.get("target", ""))
-        if first is None and op == "access decide" and "attempt" not in details:
-            t = int(entry.get("time", 0))
-            first = next(
-                (
-                    v
-                    for v in reversed(self.pending.values())
-                    if v[3] == target and abs(t - v[0]) <= LINK_SECONDS
-                    and not v[5].get("principal")
-                ),
-                None,
-            )  # fmt: skip
-        if first is None:
-            return False
-        link = first[5]
+    def _fold(self, link: dict[str, Any], entry: Mapping[str, Any], op: str,
+              details: Mapping[str, Any]) -> None:  # fmt: skip
+        """Fold an access-layer entry into a pending command's *link*."""
         link.setdefault("seqs", []).append(int(entry["seq"]))
         who = _principal_of(entry, op)
         if who and not link.get("principal"):
@@ -142,7 +142,53 @@ class Joiner:
         if op in ("access decide", "access authenticate"):
             got = link.setdefault("details", {})
             got.update({k: details[k] for k in _DECISION_KEYS if k in details})
-        return True
+
+    def _alone(self, entry: Mapping[str, Any]) -> Event:
+        """An access-layer entry that serves no command: an event of its principal."""
+        op, actor = str(entry.get("op", "")), str(entry.get("actor", ""))
+        det = entry.get("details")
+        details: dict[str, Any] = dict(det) if isinstance(det, Mapping) else {}
+        who = _principal_of(entry, op)
+        if who and who != actor:
+            details["os_actor"] = actor
+            actor = who
+        return self._event((int(entry["seq"]),), int(entry.get("time", 0)), actor, op,
+                           str(entry.get("target", "")), str(entry.get("outcome", "")),
+                           details)  # fmt: skip
+
+    def _link(
+        self, entry: Mapping[str, Any], op: str, details: Mapping[str, Any]
+    ) -> list[Event] | None:
+        """Fold an access-layer entry into the pending command it serves (None if none).
+
+        An entry that names its command (``attempt``) is folded, and any decision that
+        was only paired with that command by target and time is released as an event of
+        its own (the command links its own entries: that one was someone else's). A
+        decision without the link, while the log has shown none, is held on the pending
+        intent on the same target within :data:`LINK_SECONDS` and folded at its outcome.
+        """
+        ref = details.get("attempt")
+        first = self.pending.get(ref) if type(ref) is int else None
+        if first is not None:
+            released = [self._alone(g) for g in first[5].pop("guess", ())]
+            self._fold(first[5], entry, op, details)
+            return released
+        if op != "access decide" or self.linked:
+            return None
+        target, t = str(entry.get("target", "")), int(entry.get("time", 0))
+        first = next(
+            (
+                v
+                for v in reversed(self.pending.values())
+                if v[3] == target and abs(t - v[0]) <= LINK_SECONDS
+                and not v[5].get("principal") and not v[5].get("guess")
+            ),
+            None,
+        )  # fmt: skip
+        if first is None:
+            return None
+        first[5].setdefault("guess", []).append(dict(entry))
+        return []
 
     def feed(self, entry: Mapping[str, Any]) -> list[Event]:
         """The events an entry completes (usually one, none for an intent or an internal
@@ -165,8 +211,12 @@ class Joiner:
                 out.append(self._event(seqs0, first[0], who0, first[2], first[3],
                                        "unfinished", det0))  # fmt: skip
             return out
-        if op in ACCESS_OPS and self._link(entry, op, details):
-            return out
+        if "attempt" in details:
+            self.linked = True
+        if op in ACCESS_OPS:
+            done = self._link(entry, op, details)
+            if done is not None:
+                return out + done
         seqs: tuple[int, ...] = (seq,)
         ref = details.get("intent_seq")
         if type(ref) is int:
@@ -174,10 +224,8 @@ class Joiner:
             if head is not None:
                 seqs, actor, details = self._folded(ref, head, details, seq)
         elif op in ACCESS_OPS:
-            who = _principal_of(entry, op)
-            if who and who != actor:
-                details = {**details, "os_actor": actor}
-                actor = who
+            out.append(self._alone(entry))
+            return out
         out.append(self._event(seqs, t, actor, op, target, outcome, details))
         return out
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from custody.access import AccessControl
+from custody.access import AccessControl, AccessDenied
 from custody.access.mfa import Mfa
 from custody.audit.log import AuditLog, attempt
 from custody.clock import from_seconds
 from custody.deployment import Deployment, open_deployment
 from custody.errors import PolicyError
 from custody.monitor import Detector, MonitorConfig
+from custody.monitor.usage import usage_of
 from custody.store.rows import SecretRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
@@ -157,13 +158,12 @@ def test_token_reads_are_the_services_and_every_rule_sees_them(world: World):
 
 
 def test_as_principal_and_a_decision_without_the_link_are_attributed(world: World):
-    """``--as NAME`` (as_principal in the intent), and a log written before the link
-    existed: the decision on the same target a moment after the intent names the actor."""
+    """A log written before the link existed: the decision on the same target a moment
+    after the intent names the actor; then (the log now carries links) ``--as NAME``
+    (as_principal in the intent)."""
     _service(world, "svc-b")
     who = world.ac.principal("svc-b")
-    world.cli(T0, "billing/y", lambda: world.ac.refuse(who, "read", "prod", "billing/y", "x"),
-              as_principal="svc-b")  # fmt: skip
-    for i in range(1, 5):
+    for i in range(4):
         world.clock.t = T0 + i
         first = world.log.append("secret get", "prod:billing/x", "ops", outcome="intent",
                                  details={"env": "prod", "path": "billing/x"})  # fmt: skip
@@ -171,6 +171,9 @@ def test_as_principal_and_a_decision_without_the_link_are_attributed(world: Worl
                          details={"action": "read", "reason": "no such secret"})  # fmt: skip
         world.log.append("secret get", "prod:billing/x", "ops", outcome="denied",
                          details={"intent_seq": first["seq"], "error": "AccessDenied"})  # fmt: skip
+    world.cli(T0 + 4, "billing/y",
+              lambda: world.ac.refuse(who, "read", "prod", "billing/y", "x"),
+              as_principal="svc-b")  # fmt: skip
     [a] = [a for a in world.alerts() if a.kind == "failed-burst"]
     assert a.actor == "svc-b" and a.facts["count"] == 5 and len(a.seqs) == 5 * 3
 
@@ -197,3 +200,47 @@ def test_a_fast_burst_of_wrong_totp_codes_raises_the_alert(world: World):
             world.mfa.verify("svc-d", f"{i:06d}" if i else "abcdef")
     got = [a for a in world.alerts() if a.kind == "failed-burst"]
     assert [(a.actor, a.facts["count"]) for a in got] == [("svc-d", 5), ("svc-d", 5)]
+
+
+def test_a_server_denial_beside_another_actors_command_is_its_own_attempt(world: World):
+    """The server (or a library caller: the TUI) asks access control with no audited
+    command around it, so its ``access decide`` carries no link. Written while another
+    actor's audited command on the same target is pending, it must not be folded into
+    that command (hiding the refusal and naming the wrong principal): the insider who
+    times their guesses to an operator's reads still raises failed-burst, even in a fresh
+    log whose first entries are these."""
+    good = _service(world, "svc-f")  # reads billing/app/key0 through the CLI with its token
+    if world.ac.store.principal("svc-e") is None:
+        world.ac.add_principal("svc-e", kind="service", role="service-user",
+                               services=("payments",), by="root")  # fmt: skip
+    intruder = world.ac.principal("svc-e")  # not a member of billing: every read refused
+    target = f"prod:{PATHS[0]}"
+    server: list[int] = []
+    for i in range(5):
+        world.clock.t = T0 + 300 + i
+        first = world.log.append("secret get", target, "ops", outcome="intent",
+                                 details={"env": "prod", "path": PATHS[0]})  # fmt: skip
+        with pytest.raises(AccessDenied):  # the server, meanwhile, outside any command
+            world.ac.authorize(intruder, "read", "prod", PATHS[0])
+        server.append(len(world.log.lines()) - 1)
+        with attempt(first["seq"]):
+            world.ac.authorize(world.ac.authenticate_token(good), "read", "prod", PATHS[0])
+        world.log.append("secret get", target, "ops",
+                         details={"intent_seq": first["seq"], "exit": 0})  # fmt: skip
+    entries = [json.loads(x) for x in world.log.lines()]
+    assert [(entries[s]["op"], entries[s]["actor"], entries[s]["outcome"]) for s in server] == [
+        ("access decide", "svc-e", "denied")
+    ] * 5
+    assert all("attempt" not in entries[s]["details"] for s in server)
+    [a] = [a for a in world.alerts() if a.kind == "failed-burst"]
+    assert a.actor == "svc-e" and a.facts["count"] == 5 and sorted(a.seqs) == server
+    # the operator's commands stay the service's reads, without the intruder's entries
+    det = Detector(MonitorConfig())
+    events = [ev for e in entries for ev in det.joiner.feed(e)]
+    reads = [ev for ev in events if ev.op == "secret get"]
+    assert [(ev.actor, ev.outcome, len(ev.seqs)) for ev in reads] == [("svc-f", "ok", 3)] * 5
+    assert not {s for ev in reads for s in ev.seqs} & set(server)
+    # and the services screen's fold counts the refusals as the intruder's
+    use = usage_of(entries, {"svc-e", "svc-f"})
+    assert (use["svc-e"].refused, use["svc-e"].reads) == (5, 0)
+    assert (use["svc-f"].refused, use["svc-f"].reads) == (0, 5)
