@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from custody.errors import UsageError
+from custody.errors import PolicyError, UsageError
 from custody_cli import access_session, common
 
 
@@ -44,6 +44,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_request)
 
     p = s.add_parser(
+        "seal",
+        help="seal the access-control rows as they are now, under the token (super-admin)",
+        description="Re-seal principals, MFA enrolments, release rules and grant "
+        "revocations with the token's access-seal key (docs/access.md). Decisions with the "
+        "token open refuse rows that fail their seal; run this only after checking 'custody "
+        "principal list' and the audit log, e.g. once rows were restored.",
+    )
+    access_session.add_principal_args(p)
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_seal)
+
+    p = s.add_parser(
         "release-rule",
         help="mark a secret for quorum release (m approvers per read), or back to normal",
     )
@@ -53,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--quorum", type=int, metavar="M", help="approvers each release needs")
     g.add_argument("--normal", action="store_true", help="remove the mark")
     access_session.add_principal_args(p)
-    common.add_standard(p)
+    common.add_standard(p, pin=True)  # the access seal is on the token
     p.set_defaults(func=cmd_release_rule)
 
     p = s.add_parser(
@@ -295,10 +307,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seal(args: argparse.Namespace) -> int:
+    from custody.access.seal import access_state
+
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        if who.role != "super-admin" or ac.seal is None:
+            raise PolicyError(
+                f"{who.name} may not seal access-control rows", "Only a super-admin may."
+            )
+        state = dict(access_state(dep.store))
+        counts = {k: len(v) for k, v in state.items()}
+        ac.audit.append("access seal", "access", who.name, outcome="intent", details=counts)
+        with dep.store.transaction():
+            ac.seal.reseal(by=who.name)
+        ac.audit.append("access seal", "access", who.name, details=counts)
+    if args.json:
+        common.emit_json({"ok": True, "sealed": counts, "by": who.name})
+    else:
+        print("sealed " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
 def cmd_release_rule(args: argparse.Namespace) -> int:
     from custody.access.release import set_rule
 
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         set_rule(_flow(dep, ac), who, args.env, args.path,
                  needed=0 if args.normal else args.quorum,

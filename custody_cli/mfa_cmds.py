@@ -75,11 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="passphrase of --key (else $CUSTODY_PASSPHRASE, else a prompt)",
     )
     p.add_argument("--reason", default="", metavar="TEXT", help="why (recorded)")
-    common.add_standard(p)
+    common.add_standard(p, pin=True)  # the access seal is on the token
     p.set_defaults(func=cmd_reset)
 
 
 def _mfa(dep: Any, args: argparse.Namespace, *, actor: str | None = None) -> Any:
+    from custody.access.local import access_seal
     from custody.access.mfa import Mfa, MfaPolicy
     from custody.deployment import open_audit_log
 
@@ -93,6 +94,7 @@ def _mfa(dep: Any, args: argparse.Namespace, *, actor: str | None = None) -> Any
         policy=MfaPolicy.for_home(home.config_path),
         rng=rng,
         actor=actor,
+        seal=access_seal(dep, log),
     )
 
 
@@ -180,7 +182,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
     name = check_name(args.principal)
     signer = signer_of(args)  # (the positional is dest 'principal': signer_of reads args.name)
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=True) as dep:
         mfa = _mfa(dep, args, actor=signer.name)
 
         def authorize() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from custody.access import AccessControl
+from custody.access.local import access_seal
 from custody.access.mfa import Mfa, MfaPolicy
 from custody.access.settings import AccessSettings
 from custody.audit.log import AuditLog
@@ -107,8 +108,14 @@ def open_context(
             alert=alert,
             rng=rng,
         )
+        seal = access_seal(dep, audit)
         mfa = Mfa(
-            dep.store, dep.hierarchy, audit, policy=MfaPolicy.for_home(home.config_path), rng=rng
+            dep.store,
+            dep.hierarchy,
+            audit,
+            policy=MfaPolicy.for_home(home.config_path),
+            rng=rng,
+            seal=seal,
         )
         settings = AccessSettings.for_home(home.config_path)
         mode = settings.mfa_mode
@@ -120,6 +127,7 @@ def open_context(
             mfa_mode=mode,
             rng=rng or os.urandom,
             high_approvers=settings.high_approvers,
+            seal=seal,
         )
     except BaseException:
         dep.close()

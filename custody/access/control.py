@@ -11,7 +11,8 @@ revoked or wrong token raises :class:`AuthError` (audited too, without the token
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from custody.access import tokens
 from custody.access.policy import decide, needs_mfa
 from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
+from custody.access.seal import AccessSeal
 from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
 from custody.errors import IntegrityError, PolicyError, UsageError
@@ -101,6 +103,9 @@ class AccessControl:
             there every code is checked, and a replayed one is refused.
         high_approvers: the fewest approvers a live high-class grant's signed record must
             carry to be honoured (``[access] high_approvers``).
+        seal: the access seal (:mod:`custody.access.seal`) where the token is open: every
+            decision first checks the access-control rows against it (IntegrityError on a
+            mismatch) and every write re-seals them. None (no token): not checked.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class AccessControl:
         rng: Callable[[int], bytes] = os.urandom,
         command_scope: bool = False,
         high_approvers: int = DEFAULT_HIGH_APPROVERS,
+        seal: AccessSeal | None = None,
     ) -> None:
         if mfa_mode not in MFA_MODES:
             raise ValueError(f"mfa_mode must be one of {MFA_MODES}")
@@ -126,6 +132,25 @@ class AccessControl:
         self._command_scope = command_scope
         self._verified: set[str] = set()  # only with command_scope
         self._high_approvers = high_approvers
+        self.seal = seal
+
+    def check_rows(self) -> None:
+        """Refuse if the access-control rows fail their seal (no-op without the token).
+
+        Raises:
+            IntegrityError: a row was added, changed or deleted without the token (audited).
+        """
+        if self.seal is not None:
+            self.seal.check()
+
+    @contextmanager
+    def sealed(self) -> Iterator[None]:
+        """A write to access-control rows: checked first, re-sealed in its transaction."""
+        if self.seal is None:
+            yield
+            return
+        with self.seal.write():
+            yield
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -151,6 +176,7 @@ class AccessControl:
         Raises:
             AuthError: unknown or revoked.
         """
+        self.check_rows()
         row = self.store.principal(name)
         if row is None or row.revoked_at is not None:
             state = "unknown" if row is None else "revoked"
@@ -241,7 +267,8 @@ class AccessControl:
         )
         details = {"kind": kind, "role": role, "services": list(services), "envs": list(envs)}
         self.audit.append("principal add", name, by, outcome="intent", details=details)
-        self.store.add_principal(row)
+        with self.sealed():
+            self.store.add_principal(row)
         self.audit.append("principal add", name, by, details=details)
         return self._to_principal(row), (minted.token if minted else None)
 
@@ -257,9 +284,14 @@ class AccessControl:
             raise UsageError(f"{name} is a person", "People sign with their participant key.")
         minted = tokens.mint(self._rng)
         self.audit.append("principal token", name, by, outcome="intent")
-        self.store.set_principal_token(
-            name, token_id=minted.token_id, salt=minted.salt, digest=minted.digest, now=self.now()
-        )
+        with self.sealed():
+            self.store.set_principal_token(
+                name,
+                token_id=minted.token_id,
+                salt=minted.salt,
+                digest=minted.digest,
+                now=self.now(),
+            )
         self.audit.append("principal token", name, by, details={"token_id": minted.token_id})
         return minted.token
 
@@ -271,15 +303,16 @@ class AccessControl:
         now = self.now()
         op = "principal revoke-token" if token_only else "principal revoke"
         self.audit.append(op, name, by, outcome="intent")
-        if token_only:
-            done = self.store.revoke_principal_token(name, now=now)
-        else:
-            done = self.store.revoke_principal(name, now=now)
-            for g in self.store.grants(principal=name):
-                if g.revoked_at is None:
-                    self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
-            if done:
-                self._drop_mfa(name, by)
+        with self.sealed():  # the enrolment dropped with it is re-sealed in the same step
+            if token_only:
+                done = self.store.revoke_principal_token(name, now=now)
+            else:
+                done = self.store.revoke_principal(name, now=now)
+                for g in self.store.grants(principal=name):
+                    if g.revoked_at is None:
+                        self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
+                if done:
+                    self._drop_mfa(name, by)
         self.audit.append(op, name, by, outcome="ok" if done else "failed")
         return done
 
@@ -301,6 +334,7 @@ class AccessControl:
             AuthError: malformed, unknown, wrong, or revoked (each audited; the token never
                 appears in the entry, only its public id when it has one).
         """
+        self.check_rows()
         parsed = tokens.parse(token)
         row = self.store.principal_by_token_id(parsed[0]) if parsed else None
         why = None
@@ -496,6 +530,7 @@ class AccessControl:
             AuditError: the decision could not be recorded (nothing may act on it).
         """
         t = self.now() if now is None else (to_seconds(now) if isinstance(now, datetime) else now)
+        self.check_rows()
         held = self.store.principal(principal.name)
         if held is not None and held.revoked_at is not None:
             self.refuse(principal, action, env, path, f"{principal.name} is revoked")

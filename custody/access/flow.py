@@ -258,7 +258,9 @@ class GrantFlow:
             PolicyError: the requester approving their own request; the request is not
                 pending or its window has passed; this approver already approved.
             AccessDenied: the approver may not approve on this path (audited).
+            IntegrityError: access-control rows fail their seal (with the token).
         """
+        self.ac.check_rows()  # the approver's principal row and the release rule are sealed
         r = self.get(request_id)
         approver = self.approver_of(key)
         now = self.ac.now()
@@ -355,7 +357,9 @@ class GrantFlow:
         target = f"{g.env}:{g.path}"
         self.ac.audit.append("access grant revoke", target, by.name, outcome="intent",
                              details={"grant": g.id, "reason": reason[:200]})  # fmt: skip
-        if not self.store.revoke_grant(g.id, now=self.ac.now(), by=by.name, reason=reason):
+        with self.ac.sealed():
+            done = self.store.revoke_grant(g.id, now=self.ac.now(), by=by.name, reason=reason)
+        if not done:
             raise UsageError(f"Grant {g.id} is already revoked", "Nothing was changed.")
         self.ac.audit.append("access grant revoke", target, by.name,
                              details={"grant": g.id, "principal": g.principal})  # fmt: skip
@@ -366,7 +370,8 @@ class GrantFlow:
         target = f"{env}:{path}"
         self.ac.audit.append("access grant revoke", target, by, outcome="intent",
                              details={"all": True, "reason": reason[:200]})  # fmt: skip
-        hit = self.store.revoke_grants_on(env, path, now=self.ac.now(), by=by, reason=reason)
+        with self.ac.sealed():
+            hit = self.store.revoke_grants_on(env, path, now=self.ac.now(), by=by, reason=reason)
         for g in hit:
             self.ac.audit.append("access grant revoke", target, by,
                                  details={"grant": g.id, "principal": g.principal,

@@ -18,10 +18,19 @@ from datetime import datetime
 
 from custody.access.control import AccessControl
 from custody.access.mfa import Mfa, MfaPolicy
+from custody.access.seal import AccessSeal, SealAudit, seal_label
 from custody.access.settings import AccessSettings
 from custody.clock import utcnow
 from custody.config import Home
 from custody.deployment import Deployment, open_audit_log
+
+
+def access_seal(dep: Deployment, log: SealAudit) -> AccessSeal | None:
+    """The access seal of *dep* when its token is open (:mod:`custody.access.seal`), else
+    None: without the PIN nothing can check (or renew) the seal."""
+    if dep.hsm is None:
+        return None
+    return AccessSeal(dep.store, dep.hsm, seal_label(dep.config.deployment_id), log)
 
 
 @contextmanager
@@ -38,6 +47,7 @@ def local_access(
     log = open_audit_log(home)
     try:
         rng = dep.hsm.random if dep.hsm is not None else None
+        seal = access_seal(dep, log)
         mfa = Mfa(
             dep.store,
             dep.hierarchy,
@@ -45,6 +55,7 @@ def local_access(
             clock,
             policy=MfaPolicy.for_home(home.config_path),
             rng=rng,
+            seal=seal,
         )
         settings = AccessSettings.for_home(home.config_path)
         yield AccessControl(
@@ -56,6 +67,7 @@ def local_access(
             rng=rng or os.urandom,
             command_scope=True,
             high_approvers=settings.high_approvers,
+            seal=seal,
         )
     finally:
         log.close()

@@ -34,6 +34,7 @@ import io
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from PIL import Image
 
+from custody.access.seal import AccessSeal
 from custody.audit.log import AuditLog
 from custody.audit.scope import actor_name
 from custody.canonical import canonical_bytes, strict_loads
@@ -188,14 +190,20 @@ class Mfa:
         policy: MfaPolicy | None = None,
         rng: Callable[[int], bytes] | None = None,
         actor: str | None = None,
+        seal: AccessSeal | None = None,
     ) -> None:
         self.store = store
+        self.seal = seal
         self.hierarchy = hierarchy
         self.audit = audit_log
         self._clock = clock
         self.policy = policy or MfaPolicy()
         self._rng = rng
         self._actor = actor
+
+    def _sealed(self) -> AbstractContextManager[None]:
+        """An enrolment write: checked against the access seal and re-sealed (with the token)."""
+        return self.seal.write() if self.seal is not None else nullcontext()
 
     def __repr__(self) -> str:
         return f"Mfa({self.store!r})"
@@ -255,6 +263,7 @@ class Mfa:
         details = {"digits": DIGITS, "period": PERIOD, "algorithm": ALGORITHM}
         with (
             self.audit.guard("mfa enrol", name, who, details=details),
+            self._sealed(),
             self.store.transaction(),
         ):
             who_row = self.store.principal(name)
@@ -336,7 +345,7 @@ class Mfa:
         with self.audit.guard("mfa reset", name, who, details={"reason": reason[:200]}):
             if authorize is not None:
                 authorize()
-            with self.store.transaction():
+            with self._sealed(), self.store.transaction():
                 if self.store.delete_mfa_enrolment(name) is None:
                     raise UsageError(f"{name} has no MFA enrolment", "See 'custody mfa list'.")
 

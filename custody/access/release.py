@@ -132,7 +132,8 @@ def set_rule(
     det = {"mode": mode, "needed": needed}
     flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, outcome="intent",
                          details=det)  # fmt: skip
-    flow.store.set_release_rule(env, path, mode=mode, needed=needed, by=who.name,
+    with flow.ac.sealed():
+        flow.store.set_release_rule(env, path, mode=mode, needed=needed, by=who.name,
                                 now=flow.ac.now())  # fmt: skip
     flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, details=det)
 
@@ -161,6 +162,7 @@ def deliver(
             request); expired; already delivered (a replay); the request was altered.
         UsageError: not a release request; the requester has no encryption key.
     """
+    flow.ac.check_rows()  # the requester's x25519 key, the approvers, the rule: sealed
     r = flow.get(request_id)
     target = f"{r.env}:{r.path}"
     audit = flow.ac.audit

@@ -328,6 +328,14 @@ class AccessQueries(Runners):
         r = self._one("SELECT mode, needed FROM release_rules WHERE env=? AND path=?", (env, path))
         return None if r is None else (str(r[0]), int(r[1]))
 
+    def release_rules(self) -> list[tuple[str, str, str, int]]:
+        return [
+            (str(r[0]), str(r[1]), str(r[2]), int(r[3]))
+            for r in self._rows(
+                "SELECT env, path, mode, needed FROM release_rules ORDER BY env, path", ()
+            )
+        ]
+
     def set_release_rule(
         self, env: str, path: str, *, mode: str, needed: int, by: str, now: int
     ) -> None:

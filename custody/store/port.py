@@ -385,6 +385,10 @@ class AccessStore(Protocol):
         """``(mode, needed)`` for a secret marked for quorum release, else None."""
         ...
 
+    def release_rules(self) -> list[tuple[str, str, str, int]]:
+        """Every release rule as ``(env, path, mode, needed)``, sorted (the access seal)."""
+        ...
+
     def set_release_rule(
         self, env: str, path: str, *, mode: str, needed: int, by: str, now: int
     ) -> None: ...

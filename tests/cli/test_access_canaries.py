@@ -197,7 +197,7 @@ def world(tmp_path_factory) -> World:
     assert r.rc == 7 and "revoked" in r.stderr
 
     # quorum release: rule, request (as dave), approvals, release sealed, open with dave's key
-    w.run("access", "release-rule", QPATH, "--env", "prod", "--quorum", "2", *h)
+    w.run("access", "release-rule", QPATH, "--env", "prod", "--quorum", "2", *hp)
     rq = json.loads(w.run("access", "request", QPATH, "--env", "prod", "--for", "30m",
                           "--why", "by hand", "--release", "--as", "dave", *h,
                           "--json").stdout)  # fmt: skip
@@ -209,7 +209,7 @@ def world(tmp_path_factory) -> World:
     enc = ("--key", str(people / "dave.enc.pem"), "--passphrase-file", str(people / "dave.pass"))
     w.run("access", "open", str(sealed), *enc, shows=(OTHER,))
     w.run("access", "open", str(sealed), *enc, "--json", shows=(OTHER,))
-    w.run("access", "release-rule", QPATH, "--env", "prod", "--normal", *h, "--json")
+    w.run("access", "release-rule", QPATH, "--env", "prod", "--normal", *hp, "--json")
 
     # alerts: scan, list, show, rules, ack (as an auditor; the token from a file)
     scan = json.loads(w.run("alerts", "scan", *h, "--json").stdout)
@@ -239,7 +239,7 @@ def world(tmp_path_factory) -> World:
     w.files += [f for f in ex.rglob("*") if f.is_file()]
 
     # the end of it: a reset (an enrolled super-admin's key), revocations
-    w.run("mfa", "reset", "carol", *key["admin"], "--reason", "lost phone", *h, "--json")
+    w.run("mfa", "reset", "carol", *key["admin"], "--reason", "lost phone", *hp, "--json")
     w.run("principal", "revoke", "billing-svc", "--token-only", *hp)
     w.run("principal", "revoke", "carol", *hp, "--json")
     w.both("principal", "list", *h)

@@ -167,7 +167,7 @@ def test_quorum_release_once_sealed_to_the_requester(tmp_path: Path):
                 input=CANARY)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert run_cli("access", "release-rule", PATH, "--env", "prod", "--quorum", "2",
-                   *h).returncode == 0  # fmt: skip
+                   *h, "--pin-file", str(pins)).returncode == 0  # fmt: skip
     r = run_cli("secret", "get", PATH, "--env", "prod", *h, "--pin-file", str(pins))
     assert r.returncode == 7 and "released only by quorum" in r.stderr and CANARY not in r.stdout
     r = run_cli("access", "request", PATH, "--env", "prod", "--for", "30m", "--why", "rotate "

@@ -101,3 +101,44 @@ def test_a_revoked_principal_is_refused_by_token_and_by_name(dep):
     r = _get(home, pins, "prod", "--as", "billing-svc")
     assert r.returncode == 7 and "revoked" in r.stderr and CANARY not in r.stdout
     _clean(r, token)
+
+
+def test_a_principal_written_into_custody_db_is_refused_until_resealed(tmp_path: Path):
+    """The disk operator (no PIN) writes a service principal with a token of their own
+    into custody.db: every command that opens the token refuses (exit 6, audited); the PIN
+    holder's 'custody access seal' is what would accept the rows as they are."""
+    import sqlite3
+
+    from custody.access import tokens as tk
+
+    home, pins = make_deployment(tmp_path / "d")
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    r = run_cli("secret", "put", PATH, "--env", "prod", "--stdin", "--category",
+                "database-credential", "--owner", "billing", "--home", str(home),
+                "--pin-file", str(pins), input=CANARY)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cli(home, pins, "principal", "add", "billing-svc", "--role", "service-user",
+        "--service-account", "--service", "billing",
+        "--token-out", str(tmp_path / "t"))  # fmt: skip
+    m = tk.mint()
+    db = sqlite3.connect(home / "custody.db")
+    with db:
+        db.execute(
+            "INSERT INTO principals(name, kind, role, services, envs, token_id, token_salt, "
+            "token_hash, token_created, created, created_by) VALUES('ghost', 'service', "
+            "'service-admin', 'billing', '', ?, ?, ?, 0, 0, 'root')",
+            (m.token_id, m.salt, m.digest),
+        )
+    db.close()
+    ghost = tmp_path / "ghost.token"
+    ghost.write_text(m.token)
+    ghost.chmod(0o600)
+    r = _get(home, pins, "prod", "--token-file", str(ghost))
+    assert r.returncode == 6 and "fail their seal" in r.stderr and CANARY not in r.stdout
+    r = _get(home, pins, "prod")  # the operator's own reads are refused too: nothing decides
+    assert r.returncode == 6 and CANARY not in r.stdout
+    log = run_cli("audit", "tail", "--home", str(home), "--json")
+    assert '"access seal"' in log.stdout and '"failed"' in log.stdout
+    r = run_cli("access", "seal", "--home", str(home), "--pin-file", str(pins), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["sealed"]["principals"] == 2, r.stderr
+    assert _get(home, pins, "prod", "--token-file", str(ghost)).returncode == 0

@@ -87,7 +87,7 @@ def test_enrol_verify_replay_list_and_reset(tmp_path: Path):
     assert r.returncode == 0, r.stderr
 
     def reset(who: str):
-        return mfa(home, None, "reset", "alice", "--key", str(people / f"{who}.key.pem"),
+        return mfa(home, pins, "reset", "alice", "--key", str(people / f"{who}.key.pem"),
                    "--passphrase-file", str(people / f"{who}.pass"), "--reason", "lost phone",
                    "--json")  # fmt: skip
 

@@ -14,9 +14,11 @@ import pytest
 
 from custody.access import AccessDenied
 from custody.access.control import to_grant
+from custody.access.flow import GrantFlow
 from custody.access.records import approval_input, body_digest, build_record, request_body
-from custody.errors import PolicyError, StorageError, UsageError
+from custody.errors import IntegrityError, PolicyError, StorageError, UsageError
 from custody.store.rows import AccessApprovalRow, GrantRow, ParticipantRow
+from tests.custody.access.seal_fixtures import sealed_copy
 from tests.custody.access.test_grants import HIGH, KEYS, MEDIUM, T0, _ops, _secret, world
 
 __all__ = ["world"]  # the fixture, shared with test_grants
@@ -220,21 +222,18 @@ def test_a_prefix_approved_while_low_never_opens_a_high_secret_put_under_it(worl
     assert ac.authorize(svc, "read", "prod", "payments/config/flags").grant == gid
 
 
-OPEN_REVOCATION = (
-    "open: a revocation is a store row (the audit log has it; decisions do not read it)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OPEN_REVOCATION)
-def test_a_revocation_undone_in_the_store_does_not_revive_the_grant(world):
+@pytest.mark.hsm
+def test_a_revocation_undone_in_the_store_does_not_revive_the_grant(world, hsm):
     flow, ac, store, _log, _clock = world
+    ac = sealed_copy(ac, hsm)  # the token is open (the server, a CLI command with the PIN)
+    flow = GrantFlow(ac, "dep-1")
     svc = ac.principal("svc")
     r = flow.request(svc, "prod", MEDIUM, seconds=600, why="deploy")
     gid = flow.approve(r.id, KEYS["carol"])["grant"]
     flow.revoke(gid, ac.principal("alice"), reason="incident")
     with store.tx() as c:  # the disk operator clears the revocation
         c.execute("UPDATE grants SET revoked_at=NULL, revoked_by=NULL WHERE id=?", (gid,))
-    with pytest.raises(AccessDenied):
+    with pytest.raises(IntegrityError, match="fail their seal"):
         ac.authorize(svc, "read", "prod", MEDIUM)
 
 

@@ -1,7 +1,7 @@
 """Attacks on the second factor through access control, on a real deployment (SoftHSMv2
 token, SQLite store, audit log): a principal object loaded before its enrolment, a code of
 one principal standing for another, codes and secrets in what is logged or raised, and the
-disk operator deleting an enrolment (open: store rows are not authenticated)."""
+disk operator deleting an enrolment (refused by the access seal when the token is open)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 
 from custody.access import AccessControl, AccessDenied
 from custody.access.mfa import MfaError
+from custody.errors import IntegrityError
 from tests.custody.access.grant_fixtures import add_approvers, add_signed_grant
+from tests.custody.access.seal_fixtures import sealed_copy
 from tests.custody.access.test_mfa import T0, Clock, code_at, deployment, make
 from tests.custody.access.test_mfa_access import _secret
 
@@ -97,12 +99,13 @@ def test_no_code_or_secret_in_errors_entries_or_repr(world):
     assert f'"{right}"'.encode() not in raw and f'"{wrong}"'.encode() not in raw
 
 
-@pytest.mark.xfail(strict=True, reason="open: MFA enrolment rows are not authenticated (docs)")
 def test_the_disk_operator_deleting_an_enrolment_does_not_waive_the_code(world):
     _home, dep, _log, clock, mfa, ac = world
     if mfa.store.mfa_enrolment("atk-a") is None:
         _enrol(mfa, clock, "atk-a")
+    atk = ac.principal("atk-a")
+    ac = sealed_copy(ac, dep.hsm, mfa=mfa)  # the deployment is open with the PIN
     with dep.store.tx() as c:  # raw SQL
         c.execute("DELETE FROM mfa_enrolments WHERE principal='atk-a'")
-    with pytest.raises(AccessDenied):
-        ac.authorize(ac.principal("atk-a"), "read", "prod", HIGH)
+    with pytest.raises(IntegrityError, match="fail their seal"):
+        ac.authorize(atk, "read", "prod", HIGH)

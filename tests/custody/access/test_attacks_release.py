@@ -1,6 +1,7 @@
 """Attacks on quorum release by a single insider, on a real store and audit log: fewer
 approvals than the quorum by editing the request, the requester approving themselves, and
-(open) the disk operator swapping the requester's encryption key or dropping the mark."""
+the disk operator swapping the requester's encryption key or dropping the mark (refused by
+the access seal when the token is open)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from custody.access import AccessDenied
+from custody.access.flow import GrantFlow
 from custody.access.records import body_digest, request_body
-from custody.access.release import deliver, open_release
+from custody.access.release import deliver
 from custody.errors import IntegrityError, PolicyError
+from tests.custody.access.seal_fixtures import sealed_copy
 from tests.custody.access.test_release import ENC, KEYS, PATH, _xpub, reveal, world
 
 __all__ = ["world"]
@@ -43,28 +45,27 @@ def test_the_requester_cannot_approve_their_own_release(world):
     assert [a.approver for a in store.access_approvals(r.id)] == ["alice"]
 
 
-@pytest.mark.xfail(strict=True, reason="open: principal rows (the X25519 key) are not "
-                   "authenticated; the endorsement is not kept with the principal")  # fmt: skip
-def test_the_disk_operator_swapping_the_requesters_key_cannot_open_the_release(world):
+@pytest.mark.hsm
+def test_the_disk_operator_swapping_the_requesters_key_cannot_open_the_release(world, hsm):
     flow, ac, store, _log = world
+    ac = sealed_copy(ac, hsm)  # the token is open (the server, a CLI command with the PIN)
+    flow = GrantFlow(ac, "dep-1")
     dave = ac.principal("dave")
     r = flow.request(dave, "prod", PATH, seconds=600, why="renew", kind="release")
     flow.approve(r.id, KEYS["alice"])
     flow.approve(r.id, KEYS["bob"])
     with store.tx() as c:
         c.execute("UPDATE principals SET x25519=? WHERE name='dave'", (_xpub(ENC["root"]),))
-    try:
-        sealed, _info = deliver(flow, r.id, dave, reveal)
-    except PolicyError:
-        return  # refused: the attack failed
-    with pytest.raises(IntegrityError):
-        open_release(sealed, ENC["root"])
+    with pytest.raises(IntegrityError, match="fail their seal"):
+        deliver(flow, r.id, dave, reveal)  # nothing is sealed to the swapped key
 
 
-@pytest.mark.xfail(strict=True, reason="open: release rules are store rows, not authenticated")
-def test_the_disk_operator_dropping_the_mark_does_not_open_direct_reads(world):
+@pytest.mark.hsm
+def test_the_disk_operator_dropping_the_mark_does_not_open_direct_reads(world, hsm):
     _flow, ac, store, _log = world
+    root = ac.principal("root")
+    ac = sealed_copy(ac, hsm)  # the token is open (the server, a CLI command with the PIN)
     with store.tx() as c:
         c.execute("DELETE FROM release_rules")
-    with pytest.raises(AccessDenied):
-        ac.authorize(ac.principal("root"), "read", "prod", PATH)
+    with pytest.raises(IntegrityError, match="fail their seal"):
+        ac.authorize(root, "read", "prod", PATH)

@@ -11,7 +11,9 @@ import pytest
 
 from custody.access import AuthError
 from custody.access import tokens as tk
+from custody.errors import IntegrityError
 from custody.store.rows import PrincipalRow
+from tests.custody.access.seal_fixtures import sealed_copy
 from tests.custody.access.test_grants import T0, world
 
 __all__ = ["world"]
@@ -117,13 +119,14 @@ def test_a_token_is_accepted_only_in_its_one_canonical_spelling(world):
     assert ac.authenticate_token(f"  {token}\n").name == "svc-a"  # read from a file
 
 
-@pytest.mark.xfail(strict=True, reason="open: principal rows are not authenticated (docs)")
-def test_a_principal_row_written_by_the_disk_operator_is_not_honoured(world):
+@pytest.mark.hsm
+def test_a_principal_row_written_by_the_disk_operator_is_not_honoured(world, hsm):
     _flow, ac, store, _log, _clock = world
+    ac = sealed_copy(ac, hsm)  # the token is open (the server, a CLI command with the PIN)
     m = tk.mint()  # the operator mints a token of their own and writes its hash
     store.add_principal(PrincipalRow(name="ghost", kind="service", role="service-admin",
                         services=("payments",), envs=(), created=T0, created_by="root",
                         token_id=m.token_id, token_salt=m.salt, token_hash=m.digest,
                         token_created=T0))  # fmt: skip
-    with pytest.raises(AuthError):
+    with pytest.raises(IntegrityError, match="fail their seal"):
         ac.authenticate_token(m.token)
