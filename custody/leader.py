@@ -55,6 +55,49 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def claim(
+    store: Store,
+    name: str,
+    *,
+    now: datetime,
+    ttl: int,
+    pid: int | None = None,
+    host: str | None = None,
+    own_pid_retakes: bool = False,
+) -> tuple[LeaseRow, bool]:
+    """Take the lease row *name* if it is free, expired, or held by a dead process on this
+    host (with *own_pid_retakes*, also one this very process holds), in one store
+    transaction. The one take-over rule of every named lease (the scheduler's, and the
+    re-key job's in :mod:`custody.rekey.lease`).
+
+    Returns:
+        (the new row, True), or (the live holder's row, False).
+
+    Raises:
+        StorageError: the store cannot be written.
+    """
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname() if host is None else host
+    with store.transaction():
+        row = store.lease(name)
+        if row is not None:
+            expired = parse(row.expires) <= now
+            dead = row.owner_host == host and not _pid_alive(row.owner_pid)
+            mine = own_pid_retakes and row.owner_pid == pid
+            if not expired and not dead and not mine:
+                return row, False
+        row = LeaseRow(
+            name=name,
+            token=secrets.token_hex(16),
+            owner_pid=pid,
+            owner_host=host,
+            acquired=iso(now),
+            expires=iso(now + timedelta(seconds=ttl)),
+        )
+        store.put_lease(row)
+    return row, True
+
+
 def try_acquire(
     store: Store,
     name: str,
@@ -70,27 +113,8 @@ def try_acquire(
     Raises:
         StorageError: the store cannot be written.
     """
-    pid = os.getpid() if pid is None else pid
-    host = socket.gethostname() if host is None else host
-    with store.transaction():
-        row = store.lease(name)
-        if row is not None:
-            expired = parse(row.expires) <= now
-            dead = row.owner_host == host and not _pid_alive(row.owner_pid)
-            if not expired and not dead:
-                return None
-        token = secrets.token_hex(16)
-        store.put_lease(
-            LeaseRow(
-                name=name,
-                token=token,
-                owner_pid=pid,
-                owner_host=host,
-                acquired=iso(now),
-                expires=iso(now + timedelta(seconds=ttl)),
-            )
-        )
-    return Held(name=name, token=token, ttl=ttl)
+    row, won = claim(store, name, now=now, ttl=ttl, pid=pid, host=host)
+    return Held(name=name, token=row.token, ttl=ttl) if won else None
 
 
 def renew(store: Store, held: Held, now: datetime) -> bool:

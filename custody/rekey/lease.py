@@ -12,18 +12,15 @@ resumed without waiting for the expiry); a live owner's lease only after it expi
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from custody.clock import iso, parse
+from custody.clock import iso
 from custody.errors import StorageError
+from custody.leader import claim
 from custody.store.port import Store
-from custody.store.rows import LeaseRow
 
 LEASE_NAME = "rekey"
 LEASE_SECONDS = 120
@@ -56,16 +53,6 @@ class Lease:
         return f"Lease(pid={self.pid}, host={self.host!r})"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def holder(store: Store) -> Holder | None:
     """The current lease holder, if any (it may have expired)."""
     row = store.lease(LEASE_NAME)
@@ -84,7 +71,8 @@ def try_acquire(
     pid: int | None = None,
     host: str | None = None,
 ) -> Lease | Holder:
-    """Take the lease if it is free, expired, or held by a dead process on this host.
+    """Take the lease if it is free, expired, held by a dead process on this host, or by
+    this very process (:func:`custody.leader.claim`).
 
     Returns:
         The new :class:`Lease`, or the live :class:`Holder` that keeps it.
@@ -92,32 +80,12 @@ def try_acquire(
     Raises:
         StorageError: the store cannot be written.
     """
-    pid = os.getpid() if pid is None else pid
-    host = socket.gethostname() if host is None else host
-    with store.transaction():
-        row = store.lease(LEASE_NAME)
-        if row is not None:
-            expired = parse(row.expires) <= now
-            dead = row.owner_host == host and not _pid_alive(row.owner_pid)
-            if not expired and not dead and row.owner_pid != pid:
-                return Holder(
-                    pid=row.owner_pid,
-                    host=row.owner_host,
-                    acquired=row.acquired,
-                    expires=row.expires,
-                )
-        token = secrets.token_hex(16)
-        store.put_lease(
-            LeaseRow(
-                name=LEASE_NAME,
-                token=token,
-                owner_pid=pid,
-                owner_host=host,
-                acquired=iso(now),
-                expires=iso(now + timedelta(seconds=ttl)),
-            )
+    row, won = claim(store, LEASE_NAME, now=now, ttl=ttl, pid=pid, host=host, own_pid_retakes=True)
+    if not won:
+        return Holder(
+            pid=row.owner_pid, host=row.owner_host, acquired=row.acquired, expires=row.expires
         )
-    return Lease(token=token, pid=pid, host=host, ttl=ttl)
+    return Lease(token=row.token, pid=row.owner_pid, host=row.owner_host, ttl=ttl)
 
 
 def acquire(
