@@ -129,6 +129,9 @@ class AccessSeal:
 
     def __init__(self, store: Store, token: MacToken, label: str, audit: SealAudit) -> None:
         self.store, self._token, self.label, self._audit = store, token, label, audit
+        # (digest, stored seal) last checked against the token: the same pair needs no new
+        # HMAC on the token (a long-lived caller checks before every decision)
+        self._checked: tuple[bytes, str] | None = None
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
@@ -159,16 +162,19 @@ class AccessSeal:
         """
         stored = self.store.get_meta(SEAL_META)
         revoked = self.store.get_meta(REVOKED_META) or "[]"
-        mac = self._mac(state_digest(self.store, revoked))
-        if mac is None:
-            if stored is not None:
-                raise self._refuse("the token holds no access-seal key for this deployment")
-            self.reseal(first_use=True)
-            return
-        if stored is None:
-            raise self._refuse("the seal is missing")
-        if not hmac.compare_digest(stored, mac.hex()):
-            raise self._refuse("the rows do not match the seal")
+        digest = state_digest(self.store, revoked)
+        if stored is None or self._checked != (digest, stored):
+            mac = self._mac(digest)
+            if mac is None:
+                if stored is not None:
+                    raise self._refuse("the token holds no access-seal key for this deployment")
+                self.reseal(first_use=True)
+                return
+            if stored is None:
+                raise self._refuse("the seal is missing")
+            if not hmac.compare_digest(stored, mac.hex()):
+                raise self._refuse("the rows do not match the seal")
+            self._checked = (digest, stored)
         sealed = json.loads(revoked)  # authenticated by the seal just checked
         now = revoked_now(self.store)
         current = {g: t for g, t in now}
