@@ -20,7 +20,7 @@ from custody.access import tokens
 from custody.access.policy import decide, needs_mfa
 from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
-from custody.access.seal import AccessSeal
+from custody.access.seal import AccessSeal, SealAudit
 from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
 from custody.errors import IntegrityError, PolicyError, UsageError
@@ -42,18 +42,9 @@ class AccessDenied(PolicyError):
         self.decision = decision
 
 
-class AuditSink(Protocol):
-    """The part of :class:`custody.audit.log.AuditLog` access control writes to."""
-
-    def append(
-        self,
-        op: str,
-        target: str,
-        actor: str,
-        *,
-        outcome: str = "ok",
-        details: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]: ...
+#: The part of :class:`custody.audit.log.AuditLog` access control writes to: the
+#: same audit port the seal writes to, declared once in :mod:`custody.access.seal`.
+AuditSink = SealAudit
 
 
 class MfaVerifier(Protocol):
