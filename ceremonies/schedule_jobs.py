@@ -27,7 +27,7 @@ from custody.deployment import PinSource, open_deployment
 from custody.errors import ConfigError
 from custody.rekey import jobs as rekey
 from custody.rekey.retire import key_ages
-from custody.schedule import Job
+from custody.schedule import Fence, Job
 from custody.secrets.operator import operator_vault
 
 JOBS = ("key-rotation", "secret-rotation", "checkpoint", "expiry-warnings")
@@ -61,15 +61,22 @@ def jobs(
     if unknown:
         raise ValueError(f"unknown jobs: {sorted(unknown)}")
 
-    def key_rotation() -> Mapping[str, Any]:
+    def key_rotation(fence: Fence) -> Mapping[str, Any]:
+        fence.check()
         with open_deployment(home, pin) as dep:
-            rep = rekey.run(dep.hierarchy, dep.config, due=True, audit=warning_sink(dep.home))
+            rep = rekey.run(
+                dep.hierarchy,
+                dep.config,
+                due=True,
+                audit=warning_sink(dep.home),
+                progress=lambda _n: fence.check(),  # before each next batch
+            )
         moved = sum(j.moved for j in rep.jobs)
         return {
             "detail": f"{rep.status}; rotated {list(rep.rotated)}; moved {moved} objects",
         }
 
-    def secret_rotation() -> Mapping[str, Any]:
+    def secret_rotation(fence: Fence) -> Mapping[str, Any]:
         if signer is None:
             raise ConfigError(
                 "Secret rotation needs a signing key",
@@ -79,10 +86,11 @@ def jobs(
             with local_access(dep, dep.home) as ac:  # decided and audited as the CLI does
                 ac.authorize(ac.operator(actor_name()), "rotate", "*", "")
             v = operator_vault(dep, dep.home)
-            outs = [
-                rotate(dep, v, r.env, r.path, signer, overlap_seconds=overlap_seconds)
-                for r in v.rotations_due()
-            ]
+            outs = []
+            for r in v.rotations_due():
+                fence.check()  # before each rotation
+                outs.append(rotate(dep, v, r.env, r.path, signer, overlap_seconds=overlap_seconds))
+            fence.check()
             revoked = revoke_ended(dep, v, signer)
         ok = sum(o.ok for o in outs)
         return {
@@ -90,17 +98,19 @@ def jobs(
             "detail": f"rotated {ok} of {len(outs)} due; revoked {len(revoked)} previous",
         }
 
-    def checkpoint() -> Mapping[str, Any]:
+    def checkpoint(fence: Fence) -> Mapping[str, Any]:
         with open_deployment(home, pin) as dep, AuditLog.for_home(dep.home) as log:
+            fence.check()
             cp = log.checkpoint(HsmSigner("hsm-audit", dep.token, HSM_AUDIT_LABEL))
             exported = log.export_checkpoints(export) if export is not None else []
         return {"detail": f"tree size {cp['tree_size']}; exported {len(exported)}"}
 
-    def expiry_warnings() -> Mapping[str, Any]:
+    def expiry_warnings(fence: Fence) -> Mapping[str, Any]:
         now = utcnow()
         with open_deployment(home) as dep:
             items = policy.evaluate(key_ages(dep.hierarchy, dep.config), dep.config.branches, now)
             warns = policy.warnings(items, deployment_id=dep.config.deployment_id, now=now)
+            fence.check()  # before the hooks and the audited warnings
             hooks = policy.emit_warnings(
                 warns, alert_hook=dep.config.alert_hook, audit=warning_sink(dep.home)
             )

@@ -17,20 +17,27 @@ its own guard (``custody rekey run`` its re-key lease); the leader lease decides
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from custody.clock import iso, parse
+from custody.errors import CustodyError, StorageError
 from custody.store.port import Store
 from custody.store.rows import LeaseRow
 
 SCHEDULER = "scheduler"
 DEFAULT_TTL = 15
+
+
+class LeaseLost(StorageError):
+    """This holder no longer holds its lease (it expired and may have been taken over)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +197,115 @@ class Leader:
             if self.held is not None:
                 release(self.store, self.held)
                 self.held = None
+
+
+class Heartbeat:
+    """Renew a held lease from a thread (and a store connection) of its own while the holder
+    works, and tell the holder at once when the lease is gone.
+
+    A long job (a re-key round, a scheduled rotation) would otherwise outlive its lease and
+    let another replica take over while it still works. The heartbeat renews every
+    ``ttl / 3`` seconds by the lease token. It counts the lease lost when a renewal is
+    refused (another holder took it), and also, by this process's own monotonic clock, once
+    the lease time has passed since the last renewal that succeeded (less a second, since
+    the store keeps expiries to the second): the store cannot be reached, so another
+    replica may be about to take over. The lease is then never renewed
+    again, and :meth:`check` raises :class:`LeaseLost`. The holder calls it before each
+    effect. This is the fence: a holder that lost its lease stops before its next effect.
+
+    Args:
+        reopen: opens the heartbeat's own store connection (in its thread; SQLite
+            connections belong to the thread that opened them).
+        renew: ``renew(store, now)`` extends the lease by its token, inside a transaction;
+            False when the token is no longer the owner's.
+        ttl: the lease time in seconds.
+        clock: the time source for the new expiry (UTC datetimes).
+        what: names the lease in the error (``scheduler lease``, ``re-key lease``).
+    """
+
+    def __init__(
+        self,
+        reopen: Callable[[], Store],
+        renew: Callable[[Store, datetime], bool],
+        *,
+        ttl: float,
+        clock: Callable[[], datetime],
+        what: str = "lease",
+    ) -> None:
+        self._reopen, self._renew, self.ttl, self.clock, self.what = reopen, renew, ttl, clock, what
+        self.every = ttl / 3
+        # how long a renewal is trusted here: the store keeps expiries to the second (up to
+        # 1 s less than ttl), so count a little less than ttl from the moment it was sent
+        self._trust = max(ttl - 1.0, ttl / 2)
+        self._until = time.monotonic() + self._trust
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self.renewals = 0
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Heartbeat({self.what!r}, ttl={self.ttl}, lost={self.lost})"
+
+    def start(self) -> Heartbeat:
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-{self.what}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        store: Store | None = None
+        try:
+            while not self._stop.wait(self.every) and not self._lost.is_set():
+                ok: bool | None = None
+                sent = time.monotonic()
+                try:
+                    if store is None:
+                        store = self._reopen()
+                        sent = time.monotonic()  # the renewal counts from here, not the connect
+                    ok = self._renew(store, self.clock())
+                except CustodyError:
+                    ok = None  # the store is unreachable: retry until the lease runs out
+                    if store is not None:
+                        with contextlib.suppress(Exception):
+                            store.close()
+                    store = None
+                if ok:
+                    self._until = sent + self._trust
+                    self.renewals += 1
+                elif ok is False or time.monotonic() >= self._until:
+                    self._lost.set()
+        finally:
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    store.close()
+
+    @property
+    def lost(self) -> bool:
+        if not self._lost.is_set() and time.monotonic() >= self._until:
+            self._lost.set()
+        return self._lost.is_set()
+
+    def check(self) -> None:
+        """Raise unless the lease is still held (call before each effect).
+
+        Raises:
+            LeaseLost: a renewal was refused, or none succeeded within the lease time.
+        """
+        if self.lost:
+            raise LeaseLost(
+                f"This process lost its {self.what}",
+                "Another replica may hold it now; nothing more was done. The work resumes "
+                "on whichever replica holds the lease.",
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, self.ttl))
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -10,6 +10,16 @@ the lease and another replica takes over meanwhile. Each run is audited (intent,
 ok or failed) and its outcome is recorded in the store, where :func:`status` reads it; a
 job that fails is recorded and the next job still runs.
 
+While a job runs, a :class:`~custody.leader.Heartbeat` (given *reopen*, its own store
+connection) renews the lease every ``ttl / 3`` seconds, so a job longer than the lease
+time does not hand the leadership over while it still works. Each job is given a
+:class:`Fence`, and calls :meth:`Fence.check` before each of its effects (each re-key
+batch, each secret rotated, the checkpoint signed). The check renews the lease by its
+token in the store and raises :class:`~custody.leader.LeaseLost` once the lease is gone,
+so a holder that lost its lease stops before its next effect. The outcome of a run is
+recorded only over the holder's own claim, never over a newer claim by the replica that
+took over.
+
 The jobs themselves (key rotation, secret rotation, checkpoint export, expiry warnings)
 are built by :mod:`ceremonies.schedule_jobs`; this module only decides who runs what when.
 """
@@ -27,7 +37,7 @@ from typing import Any
 
 from custody.clock import iso, parse
 from custody.errors import CustodyError
-from custody.leader import SCHEDULER, Held, release, renew, try_acquire
+from custody.leader import SCHEDULER, Heartbeat, Held, LeaseLost, release, renew, try_acquire
 from custody.store.port import Store
 
 META = "schedule:job:"
@@ -38,12 +48,46 @@ DEFAULT_LEASE = 15
 Audited = Callable[[str, str, Mapping[str, object], Callable[[], int]], int]
 
 
+class Fence:
+    """What a running job calls before each effect: :meth:`check` raises
+    :class:`~custody.leader.LeaseLost` once this replica no longer holds the scheduler lease.
+
+    Each check renews the lease by its token in the store (one short transaction on the
+    scheduler's own connection), after the heartbeat, when there is one, has not already
+    seen the lease lost.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        held: Held,
+        clock: Callable[[], datetime],
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        self._store, self._held, self._clock, self.heartbeat = store, held, clock, heartbeat
+        self.checks = 0
+
+    def __repr__(self) -> str:
+        return f"Fence({self._held!r})"
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.heartbeat is not None:
+            self.heartbeat.check()
+        if not renew(self._store, self._held, self._clock()):
+            raise LeaseLost(
+                "This replica lost the scheduler lease",
+                "Another replica leads now; this job stopped before its next step.",
+            )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """One periodic job: *run* does the work and returns a short summary (no secrets)."""
+    """One periodic job: ``run(fence)`` does the work and returns a short summary (no
+    secrets), calling ``fence.check()`` before each of its effects."""
 
     name: str
-    run: Callable[[], Mapping[str, Any]] = field(repr=False)
+    run: Callable[[Fence], Mapping[str, Any]] = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +160,9 @@ class Scheduler:
         period: seconds between two runs of the same job.
         ttl: the lease time in seconds; a dead leader is replaced within it.
         host: the replica's host name as recorded in the lease (default: this machine's).
+        reopen: opens another connection to the store, for the heartbeat that renews the
+            lease while a job runs (without it, the lease is renewed only at each fence
+            check and between jobs).
     """
 
     def __init__(
@@ -128,6 +175,7 @@ class Scheduler:
         period: float = DEFAULT_PERIOD,
         ttl: int = DEFAULT_LEASE,
         host: str | None = None,
+        reopen: Callable[[], Store] | None = None,
     ) -> None:
         if ttl < 1 or period <= 0:
             raise ValueError("ttl must be >= 1 and period > 0")
@@ -139,7 +187,9 @@ class Scheduler:
         self.ttl = ttl
         self.host = host
         self.replica = replica_name(host)
+        self.reopen = reopen
         self.held: Held | None = None
+        self.lost_in_job = False  # the last job's heartbeat saw the lease lost
 
     def _lead(self) -> tuple[bool, bool]:
         """Renew or take the lease; (leading, stepped_down)."""
@@ -168,20 +218,39 @@ class Scheduler:
             _put(self.store, run)
         return run
 
-    def _run(self, job: Job, run: JobRun) -> JobRun:
+    def _heartbeat(self, held: Held) -> Heartbeat | None:
+        if self.reopen is None:
+            return None
+        return Heartbeat(
+            self.reopen,
+            lambda st, now: renew(st, held, now),
+            ttl=self.ttl,
+            clock=self.clock,
+            what="scheduler lease",
+        )
+
+    def _run(self, job: Job, run: JobRun, held: Held) -> JobRun:
         summary: dict[str, Any] = {}
+        beat = self._heartbeat(held)
+        fence = Fence(self.store, held, self.clock, beat)
 
         def body() -> int:
-            summary.update(job.run())
+            summary.update(job.run(fence))
             return 0 if summary.get("ok", True) else 1
 
         try:
+            if beat is not None:
+                beat.start()
             rc = self.audited("schedule.run", job.name, {"replica": self.replica}, body)
             outcome, detail = ("ok" if rc == 0 else "failed"), str(summary.get("detail", ""))
         except CustodyError as err:
             outcome, detail = "failed", err.title
         except Exception as exc:  # noqa: BLE001 -- one job's bug must not stop the others
             outcome, detail = "failed", type(exc).__name__
+        finally:
+            if beat is not None:
+                beat.stop()
+        self.lost_in_job = beat is not None and beat.lost
         done = JobRun(
             job=job.name,
             replica=self.replica,
@@ -191,7 +260,10 @@ class Scheduler:
             detail=detail[:200],
         )
         with self.store.transaction():
-            _put(self.store, done)
+            mine = last_run(self.store, job.name)
+            # only over our own claim: a replica that took over may have claimed it again
+            if mine is not None and mine.started == run.started and mine.replica == self.replica:
+                _put(self.store, done)
         return done
 
     def tick(self) -> TickReport:
@@ -206,7 +278,11 @@ class Scheduler:
                 self.held = None
                 return TickReport(leader=False, ran=tuple(ran), stepped_down=True)
             if isinstance(claim, JobRun):
-                ran.append(self._run(job, claim))
+                if self.held is not None:  # _claim just renewed it
+                    ran.append(self._run(job, claim, self.held))
+                if self.lost_in_job:  # the heartbeat saw the lease go: step down now
+                    self.held = None
+                    return TickReport(leader=False, ran=tuple(ran), stepped_down=True)
         return TickReport(leader=True, ran=tuple(ran), stepped_down=stepped)
 
     def run(
@@ -248,4 +324,4 @@ def status(store: Store, jobs: tuple[str, ...], now: datetime) -> dict[str, Any]
     return {"now": iso(now), "leader": leader, "jobs": runs}
 
 
-__all__ = ["Job", "JobRun", "Scheduler", "TickReport", "last_run", "status"]
+__all__ = ["Fence", "Job", "JobRun", "Scheduler", "TickReport", "last_run", "status"]

@@ -18,16 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from custody.clock import iso
-from custody.errors import StorageError
-from custody.leader import claim
+from custody.leader import LeaseLost, claim
 from custody.store.port import Store
 
 LEASE_NAME = "rekey"
 LEASE_SECONDS = 120
-
-
-class LeaseLost(StorageError):
-    """This worker no longer holds the re-key lease (it expired and was taken over)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

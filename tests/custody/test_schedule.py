@@ -5,15 +5,20 @@ took over does not run again what the old leader already ran in that period."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from custody.clock import iso, utcnow
 from custody.errors import StorageError
-from custody.schedule import Job, Scheduler, last_run, status
+from custody.leader import SCHEDULER, Heartbeat, LeaseLost, renew, try_acquire
+from custody.schedule import Fence, Job, Scheduler, last_run, status
+from custody.store import open_store
 from custody.store.port import Store
+from custody.store.rows import LeaseRow
 from tests.pg_fixtures import Backend
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,7 +52,7 @@ class Audit:
 
 
 def job(name: str, ran: list[str], who: str) -> Job:
-    def run() -> Mapping[str, Any]:
+    def run(_fence: Fence) -> Mapping[str, Any]:
         ran.append(f"{who}:{name}")
         return {"detail": f"{name} done"}
 
@@ -99,10 +104,10 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(backend: Backend) ->
     clock, audit = Clock(), Audit()
     ran: list[str] = []
 
-    def broken() -> Mapping[str, Any]:
+    def broken(_fence: Fence) -> Mapping[str, Any]:
         raise StorageError("The store is read-only", "Check the disk.")
 
-    def buggy() -> Mapping[str, Any]:
+    def buggy(_fence: Fence) -> Mapping[str, Any]:
         raise KeyError("a bug")
 
     jobs = (Job(name="broken", run=broken), Job(name="buggy", run=buggy), job("fine", ran, "a"))
@@ -133,7 +138,7 @@ def test_a_leader_that_loses_the_lease_mid_tick_runs_nothing_more(backend: Backe
     b = sched(b_store, tuple(job(n, ran, "b") for n in ("one", "two")), clock, "host-b",
               period=60, ttl=10)  # fmt: skip
 
-    def stall() -> Mapping[str, Any]:
+    def stall(_fence: Fence) -> Mapping[str, Any]:
         ran.append("a:one")
         clock.now += timedelta(seconds=11)  # the lease expires while a is stuck here
         assert b.tick().leader  # b takes over, and runs "two" (due) but not "one"
@@ -179,5 +184,116 @@ def test_bad_settings_are_refused(backend: Backend) -> None:
     try:
         with pytest.raises(ValueError):
             Scheduler(store, (), audited=Audit(), clock=Clock(), ttl=0)
+    finally:
+        store.close()
+
+
+# -- heartbeat and fence: a job longer than the lease -------------------------------------
+def test_the_heartbeat_keeps_the_lease_through_a_job_longer_than_the_lease(
+    backend: Backend,
+) -> None:
+    """A job runs 2 lease times (real time, ttl 2 s; the store keeps expiries to the
+    second). The heartbeat, on its own store connection, renews the lease meanwhile, so
+    the other replica stays a standby all along and the job's fence check at the end
+    passes; without the heartbeat the lease would lapse after 2 s and b would lead."""
+    a_store, b_store = backend.open(create=True), backend.open()
+    ran: list[str] = []
+    b = Scheduler(b_store, (job("long", ran, "b"),), audited=Audit(), clock=utcnow,
+                  host="host-b", period=60, ttl=2)  # fmt: skip
+    b_led: list[bool] = []
+
+    def long(fence: Fence) -> Mapping[str, Any]:
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:  # no fence check in here: only the heartbeat renews
+            b_led.append(b.tick().leader)
+            time.sleep(0.2)
+        fence.check()
+        ran.append("a:long")
+        return {"detail": "long done"}
+
+    a = Scheduler(a_store, (Job(name="long", run=long),), audited=Audit(), clock=utcnow,
+                  host="host-a", period=60, ttl=2, reopen=backend.open)  # fmt: skip
+    try:
+        rep = a.tick()
+        assert rep.leader and [(r.job, r.outcome) for r in rep.ran] == [("long", "ok")]
+        assert len(b_led) >= 12 and not any(b_led)  # b never led while a worked
+        assert ran == ["a:long"]
+        assert a.tick().leader and not b.tick().leader
+    finally:
+        a.close()
+        a_store.close()
+        b_store.close()
+
+
+def test_a_holder_that_lost_its_lease_mid_job_stops_before_its_next_effect(
+    backend: Backend,
+) -> None:
+    """The fence: while a's job works, the lease row is taken over (another replica's
+    token, as after an expiry). a's next ``fence.check()`` raises LeaseLost, so the
+    effect after it never happens; the run is recorded as failed and a steps down; the
+    heartbeat does not win the lease back."""
+    a_store, b_store = backend.open(create=True), backend.open()
+    effects: list[int] = []
+
+    def work(fence: Fence) -> Mapping[str, Any]:
+        for i in range(5):
+            fence.check()
+            effects.append(i)
+            if i == 1:
+                with b_store.transaction():  # another replica's claim replaces a's
+                    later = iso(utcnow() + timedelta(seconds=60))
+                    b_store.put_lease(LeaseRow(
+                        name=SCHEDULER, token="b" * 32, owner_pid=1, owner_host="host-b",
+                        acquired=iso(utcnow()), expires=later))  # fmt: skip
+        return {}
+
+    audit = Audit()
+    a = Scheduler(a_store, (Job(name="work", run=work), job("after", [], "a")), audited=audit,
+                  clock=utcnow, host="host-a", period=60, ttl=5, reopen=backend.open)  # fmt: skip
+    try:
+        rep = a.tick()
+        assert effects == [0, 1]  # stopped before effect 2
+        assert rep.stepped_down and not rep.leader
+        assert [(r.job, r.outcome, r.detail) for r in rep.ran] == [
+            ("work", "failed", "This replica lost the scheduler lease")]  # fmt: skip
+        assert ("schedule.run", "work", "failed") in audit.entries
+        assert ("schedule.run", "after", "intent") not in audit.entries  # nothing more ran
+        row = b_store.lease(SCHEDULER)
+        assert row is not None and row.owner_host == "host-b" and row.token == "b" * 32
+        assert not a.tick().leader
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_a_heartbeat_that_cannot_reach_the_store_counts_the_lease_lost_in_time(
+    backend: Backend,
+) -> None:
+    """A holder cut off from the store cannot learn that another replica took over; by its
+    own clock it counts the lease lost once the lease time has passed since its last
+    renewal, so it stops before the others could take over."""
+    store = backend.open(create=True)
+    held = try_acquire(store, SCHEDULER, now=utcnow(), ttl=1)
+    assert held is not None
+    bad = "postgresql://custody@127.0.0.1:1/none" if backend.kind == "postgresql" else None
+
+    def unreachable() -> Store:
+        if bad is not None:
+            return open_store(bad)  # a closed port: StorageError
+        return open_store(backend.home / "missing" / "c.db")  # no such store: StorageError
+
+    beat = Heartbeat(unreachable, lambda st, now: renew(st, held, now), ttl=1, clock=utcnow)
+    try:
+        with beat:
+            beat.check()  # fresh: held
+            time.sleep(1.3)
+            assert beat.lost and beat.renewals == 0
+            with pytest.raises(LeaseLost):
+                beat.check()
+        ok = Heartbeat(backend.open, lambda st, now: renew(st, held, now), ttl=2, clock=utcnow)
+        with ok:
+            time.sleep(1.6)
+            ok.check()  # a reachable store: renewed, still held
+            assert ok.renewals >= 2
     finally:
         store.close()
