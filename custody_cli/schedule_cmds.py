@@ -125,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         period=args.interval,
         ttl=args.lease_seconds,
         host=args.host_name,
+        reopen=lambda: open_home_store(home, config),  # the heartbeat's own connection
     )
     leading = [False]
 

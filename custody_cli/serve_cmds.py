@@ -58,7 +58,51 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="also serve GET /api/v1/bare, a constant (the load test's baseline)",
     )
+    _add_schedule(p)
     p.set_defaults(func=cmd_serve)
+
+
+# the scheduler's options, mirrored from custody_server.scheduler (the CLI cannot import it)
+_SCHEDULE_PATHS = ("schedule_export", "schedule_key", "schedule_passphrase_file")
+_SCHEDULE_VALUES = ("schedule_interval", "schedule_lease_seconds", "schedule_overlap", "host_name")
+
+
+def _add_schedule(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scheduler (one replica at a time, under the leader lease)")
+    g.add_argument(
+        "--schedule",
+        action="store_true",
+        help="also run the periodic jobs (key rotation, checkpoint, expiry warnings; secret "
+        "rotation with --schedule-key) while this replica holds the scheduler lease",
+    )
+    g.add_argument("--schedule-interval", type=float, default=3600.0, metavar="S",
+                   help="seconds between two runs of the same job (3600)")  # fmt: skip
+    g.add_argument("--schedule-lease-seconds", type=int, default=15, metavar="N",
+                   help="the leader lease; a dead leader is replaced within it (15)")  # fmt: skip
+    g.add_argument("--schedule-job", action="append", metavar="NAME",
+                   help="run only this job (repeatable)")  # fmt: skip
+    g.add_argument("--schedule-export", metavar="DIR", help="the checkpoint job also writes to DIR")
+    g.add_argument("--schedule-key", metavar="FILE", help="signs secret-rotation records")
+    g.add_argument("--schedule-passphrase-file", metavar="FILE", help="passphrase of the key")
+    g.add_argument("--schedule-overlap", default="24h", metavar="DURATION", help="(24h)")
+    g.add_argument("--host-name", metavar="NAME", help="the host name recorded in the lease")
+
+
+def _schedule_argv(args: argparse.Namespace) -> list[str]:
+    if not args.schedule:
+        return []
+    argv = ["--schedule"]
+    for name in _SCHEDULE_PATHS:
+        v = getattr(args, name, None)
+        if v:
+            argv += ["--" + name.replace("_", "-"), str(Path(v).expanduser().resolve())]
+    for name in _SCHEDULE_VALUES:
+        v = getattr(args, name, None)
+        if v is not None:
+            argv += ["--" + name.replace("_", "-"), str(v)]
+    for job in args.schedule_job or ():
+        argv += ["--schedule-job", job]
+    return argv
 
 
 def server_argv(args: argparse.Namespace) -> list[str]:
@@ -73,7 +117,7 @@ def server_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     if args.bare_endpoint:
         argv.append("--bare-endpoint")
-    return argv
+    return argv + _schedule_argv(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import ssl
 import sys
@@ -29,6 +30,7 @@ from custody.hardening import harden_process
 from custody.policy import emit_warnings
 from custody.secretsource import read_secret
 from custody.textsafe import printable_lines
+from custody_server import scheduler
 from custody_server.api import ServerLimits
 from custody_server.app import make_app
 from custody_server.backend import Backend
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve GET /api/v1/bare, a constant (the load test's baseline)",
     )
+    scheduler.add_arguments(p)
     return p
 
 
@@ -89,6 +92,10 @@ def _alerts(home: Home, audit: AuditLog, hook: str | None) -> Callable[[Mapping[
     return alert
 
 
+def _exit_on_term(_sig: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(args: argparse.Namespace) -> int:
     home = Home(resolve_home(args.home))
     config = home.load()
@@ -105,6 +112,11 @@ def serve(args: argparse.Namespace) -> int:
     backend = Backend(
         home, pin, audit, alert=_alerts(home, audit, config.alert_hook), workers=args.workers
     )
+    try:
+        sched = scheduler.start(home, args, pin)  # --schedule: the jobs, under the lease
+    except BaseException:
+        backend.close()
+        raise
     del pin
     limits = ServerLimits(
         max_body=args.max_body,
@@ -140,9 +152,14 @@ def serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(cfg)
     print(f"custody serve: listening on https://{host}:{bound} (TLS 1.3 only)", file=sys.stderr)
     sys.stderr.flush()
+    # uvicorn re-raises the SIGTERM it caught once it has shut down: exit through the
+    # finally below then (the scheduler's lease released, the backend closed), not by the signal
+    signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
+        if sched is not None:
+            sched.stop()
         backend.close()
         audit.close()
         sock.close()

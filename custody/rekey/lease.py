@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from custody.clock import iso
-from custody.leader import LeaseLost, claim
+from custody.leader import LeaseLost as LeaseLost  # re-exported: the re-key code raises it
+from custody.leader import claim
 from custody.store.port import Store
 
 LEASE_NAME = "rekey"
