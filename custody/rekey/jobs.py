@@ -12,6 +12,10 @@ Why this shape (see ``docs/rekey.md``):
   it. Resuming simply continues: rows still under an old version are exactly the work left.
 * Retirement follows the job (:mod:`custody.rekey.retire`): a version is disabled only inside
   a transaction that sees it wraps nothing.
+* The lease fences every effect: each batch renews it in its own transaction, the job is
+  marked done only in a transaction that renews it, and retirement starts only after one
+  more renewal. A worker that stalled (a long verification) and lost the lease to another
+  raises :class:`~custody.leader.LeaseLost` before its next effect.
 """
 
 from __future__ import annotations
@@ -337,14 +341,15 @@ class _Runner:
             checked, failed = verify_branch(
                 self.hierarchy, branch, to, sample=None if self.verify == "all" else self.sample
             )
-        now = iso(self.clock())
-        store.finish_job(
-            job_id,
-            "verify-failed" if failed else "done",
-            now=now,
-            verified=checked,
-            verify_failed=len(failed),
-        )
+        with store.transaction():  # the fence: only while this worker still holds the lease
+            rekey_lease.renew(store, lease, self.clock())
+            store.finish_job(
+                job_id,
+                "verify-failed" if failed else "done",
+                now=iso(self.clock()),
+                verified=checked,
+                verify_failed=len(failed),
+            )
         if failed:
             raise IntegrityError(
                 f"{len(failed)} of {checked} rewrapped objects failed verification "
@@ -444,6 +449,8 @@ def run(
         )
         branches = [branch] if branch else sorted({b for b, _v, _n in pending(store)})
         jobs = [j for b in branches if (j := runner.job(lease, b)) is not None]
+        with store.transaction():  # the fence: retire nothing after the lease was lost
+            rekey_lease.renew(store, lease, clock())
         retired = advance_retirement(hierarchy, config, now=clock(), branch=branch)
     finally:
         hierarchy.forget_keys()
