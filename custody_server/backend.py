@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 from custody.access import AccessControl
 from custody.access.local import access_seal
 from custody.access.mfa import Mfa, MfaPolicy
+from custody.access.seal import AccessSeal
 from custody.access.settings import AccessSettings
 from custody.audit.log import AuditLog
 from custody.config import Home
 from custody.deployment import Deployment, open_deployment
 from custody.secrets import SecretPolicy, Vault
+from custody.store.port import Watch
 
 T = TypeVar("T")
 
@@ -80,6 +82,7 @@ class Context:
     audit: AuditLog
     staging: Staging
     mfa_mode: str = "enrolled"
+    seal: AccessSeal | None = None
 
 
 _STOP = object()
@@ -132,7 +135,9 @@ def open_context(
     except BaseException:
         dep.close()
         raise
-    return Context(dep=dep, vault=vault, access=access, audit=audit, staging=staging, mfa_mode=mode)
+    return Context(
+        dep=dep, vault=vault, access=access, audit=audit, staging=staging, mfa_mode=mode, seal=seal
+    )
 
 
 class Backend:
@@ -160,6 +165,9 @@ class Backend:
     ) -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._seals: list[AccessSeal] = []
+        self._watch: Watch | None = None
+        self._watch_lock = threading.Lock()
         for i in range(max(1, workers)):
             ready = threading.Event()
             box: dict[str, BaseException] = {}
@@ -192,6 +200,7 @@ class Backend:
             ready.set()
             return
         del pin
+        self._watch_changes(ctx)
         ready.set()
         try:
             while True:
@@ -207,6 +216,21 @@ class Backend:
                     done(result, None)
         finally:
             ctx.dep.close()
+
+    def _watch_changes(self, ctx: Context) -> None:
+        """On PostgreSQL, one LISTEN connection per server: when any replica commits a
+        change to the access rows, every worker's seal drops its checked pair at once."""
+        with self._watch_lock:
+            if ctx.seal is not None:
+                self._seals.append(ctx.seal)
+            if self._watch is None:
+                self._watch = ctx.dep.store.watch_access(self._changed)
+
+    def _changed(self, table: str) -> None:
+        with self._watch_lock:
+            seals = list(self._seals)
+        for seal in seals:
+            seal.invalidate(table)
 
     async def run(self, fn: Callable[[Context], T]) -> T:
         """Run ``fn(context)`` on the worker thread and return its result (or raise)."""
@@ -228,6 +252,9 @@ class Backend:
         return await fut
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         alive = [t for t in self._threads if t.is_alive()]
         for _ in alive:
             self._jobs.put(_STOP)

@@ -132,9 +132,19 @@ class AccessSeal:
         # (digest, stored seal) last checked against the token: the same pair needs no new
         # HMAC on the token (a long-lived caller checks before every decision)
         self._checked: tuple[bytes, str] | None = None
+        self.invalidations = 0
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
+
+    def invalidate(self, _table: str = "*") -> None:
+        """Forget the (digest, seal) pair last checked, so that the next check asks the
+        token again. Called when another replica changed the access rows (PostgreSQL's
+        NOTIFY, :meth:`custody.store.port.StoreCore.watch_access`). The pair is keyed by
+        the rows' digest, so a stale pair could never pass changed rows; dropping it is a
+        prompt, not what makes the check sound."""
+        self._checked = None
+        self.invalidations += 1
 
     def _mac(self, digest: bytes) -> bytes | None:
         try:

@@ -20,7 +20,7 @@ SQLite with its single write lock, held from ``BEGIN IMMEDIATE`` to ``COMMIT``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,6 +80,18 @@ class StoreCore(Protocol):
     def check(self) -> None:
         """Run the engine's integrity check. Raises StorageError when damaged."""
         ...
+
+    def close(self) -> None: ...
+
+    def watch_access(self, on_change: Callable[[str], None]) -> Watch | None:
+        """Call *on_change* (on another thread) whenever any process commits a change to
+        the access-control rows: PostgreSQL's LISTEN/NOTIFY, so that replicas drop what
+        they cached at once. None where the adapter has no notifications (SQLite)."""
+        ...
+
+
+class Watch(Protocol):
+    """A running change watch (:meth:`StoreCore.watch_access`)."""
 
     def close(self) -> None: ...
 

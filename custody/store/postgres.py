@@ -22,7 +22,7 @@ statement (``%s`` parameters, ``RETURNING id`` for ``lastrowid``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from custody.store.postgres_ceremonies import PostgresCeremonies
 from custody.store.postgres_dialect import translate
 from custody.store.postgres_keys import PostgresKeys
 from custody.store.postgres_mfa import PostgresMfa
+from custody.store.postgres_notify import AccessWatch
 from custody.store.postgres_secrets import PostgresSecrets
 from custody.store.postgres_work import PostgresWork
 from custody.store.postgres_workers import PostgresWorkers
@@ -152,6 +153,13 @@ class PostgresStore(
 
     def close(self) -> None:
         self.conn.close()
+
+    def watch_access(self, on_change: Callable[[str], None]) -> AccessWatch:
+        """Call *on_change* (on a thread of its own, with a connection of its own) whenever
+        any replica commits a change to the access-control rows (LISTEN/NOTIFY; see
+        :mod:`custody.store.postgres_notify`). Close the returned watch to stop."""
+        url, pw = self.url, self._password_file
+        return AccessWatch(lambda: connect(url, password_file=pw, prompt=False), on_change)
 
     # -- raw access (adapter and tests only; not part of the port) --------------------
     def query(self, sql: str, params: Params = ()) -> list[Any]:

@@ -35,6 +35,7 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 
 from custody.errors import ConfigError, StorageError
+from custody.store.postgres_notify import notify_if_access
 
 Params = Sequence[object] | dict[str, object]
 
@@ -265,11 +266,18 @@ class PostgresBase:
             self._depth = 0
 
     def _write(self, sql: str, params: Params = ()) -> Any:
-        """Run one write statement in a transaction (the caller's, or its own)."""
-        if self._depth:
-            return self._cur(sql, params)
-        with self.transaction():
-            return self._cur(sql, params)
+        """Run one write statement in a transaction (the caller's, or its own); a write of
+        an access-control table also notifies the other replicas on commit."""
+        with self.transaction() if not self._depth else contextlib.nullcontext():
+            cur = self._cur(sql, params)
+            self._notify(sql)
+            return cur
+
+    def _notify(self, sql: str) -> None:
+        try:
+            notify_if_access(self.conn, sql)
+        except psycopg.Error as exc:
+            raise storage_error(self._where, exc) from exc
 
     def _write_many(self, sql: str, rows: Iterable[Params]) -> int:
         rows = list(rows)
@@ -279,7 +287,9 @@ class PostgresBase:
             try:
                 with self.conn.cursor() as cur:
                     cur.executemany(_placeholders(sql), rows)
-                    return int(cur.rowcount)
+                    n = int(cur.rowcount)
+                notify_if_access(self.conn, sql)
+                return n
             except psycopg.Error as exc:
                 raise storage_error(self._where, exc) from exc
 
@@ -288,6 +298,7 @@ class PostgresBase:
         the same key or unique value), raise *taken* instead of the generic error."""
         try:
             self.conn.execute(_placeholders(sql), params)
+            notify_if_access(self.conn, sql)
         except psycopg.IntegrityError as exc:
             raise taken from exc
         except psycopg.Error as exc:

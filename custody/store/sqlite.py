@@ -19,7 +19,7 @@ for tests that damage a store on purpose, and are not part of the port.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,6 +134,10 @@ class SqliteStore(
 
     def close(self) -> None:
         self.conn.close()
+
+    def watch_access(self, on_change: Callable[[str], None]) -> None:
+        """No change notifications on SQLite (one host; every decision reads the file)."""
+        return None
 
     # -- raw access (adapter and tests only; not part of the port) --------------------
     def query(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
