@@ -27,10 +27,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
-from custody.errors import CustodyError
-
 CHANNEL = "custody_access"
 ACCESS_TABLES = (
     "principals",
@@ -102,7 +98,7 @@ class AccessWatch:
                     for n in self._conn.notifies(timeout=0.5):
                         self.received += 1
                         self._call(str(n.payload) or "*")
-            except (psycopg.Error, CustodyError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 -- the driver's error, a StorageError, OSError
                 if self._stop.is_set():
                     break
                 self.listening.clear()

@@ -16,7 +16,8 @@ from custody.leader import LeaseLost
 from custody.rekey import jobs as rekey
 from custody.rekey import lease as rekey_lease
 from custody.store.rows import LeaseRow
-from tests.rekey_fixtures import TEST_PIN, cli, cli_json, make_deployment
+from tests.conftest import TEST_PIN
+from tests.rekey_fixtures import cli, cli_json, make_deployment
 
 pytestmark = pytest.mark.hsm
 N = 1500
