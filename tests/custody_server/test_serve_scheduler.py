@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from ceremonies.schedule_jobs import JOBS
@@ -37,6 +38,13 @@ def wait_for(pred, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def _listeners(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as c:
+        row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND query LIKE 'LISTEN custody_access%'").fetchone()  # fmt: skip
+    return int(row[0]) if row else 0
 
 
 class Watch:
@@ -151,3 +159,41 @@ def test_a_bad_schedule_setting_is_refused_before_serving(tmp_path: Path, pg_url
                 "--schedule", "--schedule-job", "reboot-the-world")  # fmt: skip
     assert r.returncode == 2 and "Unknown job 'reboot-the-world'" in r.stderr
     assert "listening" not in r.stderr
+
+
+def test_a_revocation_is_refused_by_every_server_at_its_next_request(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two servers and a revoking CLI, three processes over one PostgreSQL store: both
+    servers answer the service's token (each has checked the seal and cached its pair);
+    ``custody principal revoke --token-only`` commits; the very next request on each
+    server is refused."""
+    pins = write_pins(tmp_path / "pins")
+    home = tmp_path / "home"
+    r = run_cli("init", "--home", str(home), "--pin-file", str(pins), "--dev-root", "--store",
+                pg_url)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    tok = tmp_path / "svc.token"
+    cli(home, pins, "principal", "add", "pay-svc", "--role", "service-user",
+        "--service-account", "--service", "payments", "--env", "prod",
+        "--token-out", str(tok))  # fmt: skip
+    token = tok.read_text().strip()
+    pki = make_pki(tmp_path / "pki")
+    servers = [Server(home, pins, pki), Server(home, pins, pki)]
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    try:
+        with httpx.Client(
+            verify=ctx, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        ) as c:
+            for s in servers:
+                for _ in range(3):
+                    w = c.get(f"{s.url}/api/v1/whoami")
+                    assert w.status_code == 200 and w.json()["name"] == "pay-svc", w.text
+            assert wait_for(lambda: _listeners(pg_url) == 2, 10)  # one LISTEN per server
+            cli(home, pins, "principal", "revoke", "pay-svc", "--token-only")
+            for s in servers:
+                assert c.get(f"{s.url}/api/v1/whoami").status_code == 401
+    finally:
+        for s in servers:
+            s.stop()
