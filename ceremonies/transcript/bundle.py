@@ -207,6 +207,10 @@ class BundleSource:
     def artifact_map(self) -> dict[str, bytes]:
         return dict(self.artifacts)
 
+    def unreadable(self, exc: OSError) -> TranscriptError:
+        """The error for a read that failed part way (the bundle cannot be checked)."""
+        return _unreadable(self._root or Path("bundle"), exc)
+
     def _open(self, name: str, blob: bytes) -> BinaryIO:
         if self._root is None:
             return io.BytesIO(blob)

@@ -204,6 +204,19 @@ def _verify(
     prev: BundleSource | None,
     progress: Callable[[int], None] | None,
 ) -> tuple[Report, Summary]:
+    try:
+        return _verify_source(src, pins, minimum, prev, progress)
+    except OSError as exc:  # a read error part way through a file of the directory
+        raise src.unreadable(exc) from exc
+
+
+def _verify_source(
+    src: BundleSource,
+    pins: Pins,
+    minimum: int,
+    prev: BundleSource | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[Report, Summary]:
     found: dict[str, tuple[list[str], list[str]]] = {c: ([], []) for c in CHECK_IDS}
     canonical = found["canonical"][0]
     canonical.extend(src.problems)

@@ -96,6 +96,7 @@ def _entry_re(log_id: str) -> re.Pattern[bytes]:
 
 
 _PREV, _SEQ = _MAX_KEYS + 1, _MAX_KEYS + 2
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
 _GROUPS = tuple(range(1, _MAX_KEYS + 3))
 
 
@@ -153,7 +154,11 @@ class _Worker:
             raise OSError("no pipe to the chain worker")
         self.proc, self._in, self._out = proc, proc.stdin, proc.stdout
         cfg = {"genesis": genesis.hex(), "sizes": list(sizes), "start": start}
-        self.send(json.dumps(cfg).encode())
+        try:
+            self.send(json.dumps(cfg).encode())
+        except OSError:
+            self.kill()
+            raise
 
     def send(self, payload: bytes) -> None:
         self._in.write(chainwork.frame(payload))
@@ -326,7 +331,9 @@ class LogVerifier:
                 else:
                     p, e = _check(line, i, self.log_id)
                     prev = e["prev"].encode() if e is not None and type(e["prev"]) is str else b""
-                    if p is None and len(prev) != 64:
+                    if p is None and _HEX64.fullmatch(prev) is None:
+                        # not a chain hash as the worker spells it (it could even be SKIP):
+                        # the link is broken, and reported here
                         p = f"entry {i} breaks the chain (seq {i})"
                     if p is not None:
                         self.problem(p, i)

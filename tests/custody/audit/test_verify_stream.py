@@ -243,9 +243,11 @@ def test_two_processes_agree_with_one_on_every_tampering() -> None:
     badprev = list(good)
     badprev[15] = _line(15, b"\x00" * 32)
     variants.append(badprev)
-    short = json.loads(good[0])
-    short["prev"] = "ab"
-    variants.append([canonical_bytes(short)])  # prev of the wrong length
+    for bad in ("ab", "*" * 64, genesis(LOG).hex().upper(), "é" * 32):
+        # the wrong length; the worker's own "already reported" marker; not as it is spelt
+        odd = json.loads(good[0])
+        odd["prev"] = bad
+        variants.append([canonical_bytes(odd), *good[1:]])
     unsorted = list(good)
     unsorted[2] = unsorted[2].replace(b'{"i":2,"kind":"read"}', b'{"kind":"read","i":2}')
     variants.append(unsorted)
