@@ -30,11 +30,11 @@ the same problems, in the same order, as one process does.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import custody
 from custody.audit import chainwork
 from custody.audit.merkle import EMPTY_ROOT, Frontier
 from custody.audit.records import (
@@ -134,6 +133,11 @@ def entry_problem(
     return p
 
 
+@functools.cache
+def _worker_source() -> str:
+    return Path(chainwork.__file__).read_text(encoding="utf-8")
+
+
 class _Worker:
     """The chain and Merkle half of the verifier in a second process
     (:mod:`custody.audit.chainwork`). Fails closed: any fault of the process is a problem."""
@@ -141,14 +145,13 @@ class _Worker:
     BATCH = 4096
 
     def __init__(self, genesis: bytes, sizes: Sequence[int], start: int) -> None:
-        root = str(Path(custody.__file__).resolve().parents[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+        # Isolated (-I): no current directory, PYTHONPATH or user site on its path, so a
+        # module planted where the auditor runs the command cannot stand in for the worker;
+        # it needs the standard library only, and runs from its own source.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "custody.audit.chainwork"],
+            [sys.executable, "-I", "-c", _worker_source()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
         )
         if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE gives both
             raise OSError("no pipe to the chain worker")

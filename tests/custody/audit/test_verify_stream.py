@@ -306,3 +306,33 @@ def test_the_real_worker_process_verifies_and_fails_closed(tmp_path: Path) -> No
     v.feed(log.iter_lines())
     v.join()
     assert any("hashing process" in p for p in v.problems)
+
+
+def test_a_worker_module_planted_in_the_working_directory_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk operator plants custody/audit/chainwork.py where the auditor runs verify,
+    answering "no problems" for any log: the worker runs isolated from its own source, so
+    a rewritten entry is still found."""
+    log = _filled(tmp_path, 300)
+    fake = tmp_path / "cwd" / "custody" / "audit"
+    fake.mkdir(parents=True)
+    for d in (fake.parent, fake):
+        (d / "__init__.py").write_text("")
+    (fake / "chainwork.py").write_text(
+        "import sys, json\n"
+        "sys.stdin.buffer.read()\n"
+        "r = json.dumps({'entries': 300, 'head': '00' * 32, 'roots': {}, 'heads': {},"
+        " 'problems': [], 'more': 0}).encode()\n"
+        "sys.stdout.buffer.write(len(r).to_bytes(4, 'big') + r)\n"
+    )
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "cwd"))
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    line = db.execute("SELECT line FROM entries WHERE seq = 7").fetchone()[0]
+    db.execute(
+        "UPDATE entries SET line = ? WHERE seq = 7", (bytes(line).replace(b"alice", b"malle"),)
+    )
+    db.close()
+    rep = log.verify(parallel=True)
+    assert not rep.ok and any("entry 8 breaks the chain" in p for p in rep.problems), rep
