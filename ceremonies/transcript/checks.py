@@ -334,7 +334,7 @@ class EventChecks:
         self.last = ev
         self.n = i + 1
         self._run("ceremony-binding", self._binding, ev)
-        self._chain(i, ln, ev)
+        self._run("chain", self._chain, i, ln, ev)
         self.frontier.append_hash(event_leaf(ln))
         if self.n in self.sizes:
             self.roots[self.n] = self.frontier.root()
