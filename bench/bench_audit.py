@@ -11,9 +11,10 @@ Side by side, in one run, on the same disk:
       - custody ``AuditLog`` with W processes (each its own log handle);
       - custody ``AuditLog`` with W threads sharing one handle (one process);
     and, as the ceiling, SQLite group commit (one process, 1,000 entries per transaction);
-  * ``custody audit verify`` (the library call the command makes, and the command itself as
-    a subprocess with its peak RSS) at N entries against the raw SHA-256 chain over the
-    same lines streamed from the same database (``h = SHA-256(h || line)``).
+  * ``custody audit verify`` (the library call the command makes, in one process and with
+    the hashing on a second process, and the command itself as a subprocess with its peak
+    RSS) at N entries against the raw SHA-256 chain over the same lines streamed from the
+    same database (``h = SHA-256(h || line)``), round-robin over ``--rounds`` rounds.
 Every custody log is verified after its run (entries contiguous, chain intact). The append
 configurations run round-robin for ``--rounds`` rounds and report medians, since the disk
 is shared with whatever else runs. Peak RSS of the command is its VmHWM.
@@ -221,11 +222,15 @@ def raw_chain(path: Path) -> float:
     return dt
 
 
-def verify_lib(path: Path) -> tuple[float, bool]:
+def verify_lib(path: Path, parallel: bool) -> tuple[float, bool]:
     t = time.perf_counter()
     with AuditLog(path) as log:
-        ok = log.verify().ok
+        ok = log.verify(parallel=parallel).ok
     return time.perf_counter() - t, ok
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} s [{min(xs):.2f}-{max(xs):.2f}]"
 
 
 def verify_cli(home: Path) -> tuple[float, float, int]:
@@ -302,17 +307,30 @@ def main(argv: list[str] | None = None) -> int:
             home = dd / f"home{n}"
             home.mkdir()
             fill(home / "audit.db", n)
-            raw_s = min(raw_chain(home / "audit.db") for _ in range(2))
-            lib_s, ok = verify_lib(home / "audit.db")
+            # round-robin, as for the appends: raw chain, one process, two processes
+            raws: list[float] = []
+            ones: list[float] = []
+            twos: list[float] = []
+            for _ in range(max(1, a.rounds)):
+                raws.append(raw_chain(home / "audit.db"))
+                for par, out in ((False, ones), (True, twos)):
+                    dt, ok = verify_lib(home / "audit.db", par)
+                    if not ok:
+                        raise SystemExit(f"verify of {n} entries failed")
+                    out.append(dt)
             cli_s, rss, rc = verify_cli(home)
-            if not ok or rc != 0:
+            if rc != 0:
                 raise SystemExit(f"verify of {n} entries failed (exit {rc})")
+            raw_s = statistics.median(raws)
             res["verify"][n] = {
-                "raw_chain_s": raw_s,
-                "verify_lib_s": lib_s,
+                "raw_chain_s": raws,
+                "verify_lib_one_process_s": ones,
+                "verify_lib_two_processes_s": twos,
                 "verify_cli_s": cli_s,
                 "verify_cli_peak_rss_mib": rss,
-                "rate_vs_raw": raw_s / lib_s,
+                "rate_vs_raw_one_process": raw_s / statistics.median(ones),
+                "rate_vs_raw_two_processes": raw_s / statistics.median(twos),
+                "load_average": os.getloadavg(),
             }
     res["bench_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if a.json:
@@ -330,11 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{w:>7} {raw:>10,.0f} {naive:>10,.0f} {procs:>10,.0f} {threads:>10,.0f} "
             f"{procs / naive:>7.2f}x {threads / naive:>7.2f}x {procs / raw:>5.2f}x"
         )
+    print("verify, medians [min-max] over the rounds (the machine's load average is shown;")
+    print("two processes help only when a second core is free):")
     for n, v in res["verify"].items():
         print(
-            f"verify {n:>9,} entries: library {v['verify_lib_s']:.2f} s, command "
-            f"{v['verify_cli_s']:.2f} s / {v['verify_cli_peak_rss_mib']:.0f} MiB peak; "
-            f"raw SHA-256 chain {v['raw_chain_s']:.2f} s; rate {v['rate_vs_raw']:.2f}x raw"
+            f"verify {n:>9,} entries: raw SHA-256 chain {_spread(v['raw_chain_s'])}; "
+            f"library, one process {_spread(v['verify_lib_one_process_s'])} = "
+            f"{v['rate_vs_raw_one_process']:.2f}x raw; two processes "
+            f"{_spread(v['verify_lib_two_processes_s'])} = "
+            f"{v['rate_vs_raw_two_processes']:.2f}x raw; command {v['verify_cli_s']:.2f} s / "
+            f"{v['verify_cli_peak_rss_mib']:.0f} MiB peak; load {v['load_average'][0]:.1f}"
         )
     return 0
 

@@ -6,7 +6,10 @@ Measures, in one process and one run:
   * raw SHA-256 (300-byte messages), Ed25519 sign and verify, and raw write+fsync rates;
   * ``verify_bundle`` on an in-memory bundle of N events (every event signed, a
     quorum-gated action with 3 approvals every 100 events, a checkpoint every 64 events);
-  * audit-log appends per second with durable commits (WAL, synchronous=FULL).
+  * audit-log appends per second with durable commits (WAL, synchronous=FULL);
+  * with ``--memory N1,N2,...``: ``custody transcript verify`` as a subprocess on a bundle
+    directory of each size, its time and peak RSS (VmHWM), to show that memory stays flat
+    as the transcript grows (the events are streamed from the disk).
 Prints medians and ratios (and ``--json`` for machines).
 """
 
@@ -17,6 +20,7 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,13 +152,87 @@ def fsync_rate(d: Path, n: int) -> float:
         return n / (time.perf_counter() - t)
 
 
+def verify_cli_rss(bundle: Path, pins: Path) -> tuple[float, float, int]:
+    """(seconds, peak RSS MiB, exit code) of ``custody transcript verify`` as a subprocess
+    (of the code in ``$BENCH_CODE``, a checkout to compare with, when set)."""
+    code_root = os.environ.get("BENCH_CODE", str(ROOT))
+    code = (
+        "import runpy, sys; sys.argv = ['custody', 'transcript', 'verify', "
+        f"{str(bundle)!r}, '--trust', {str(pins)!r}]\n"
+        "try:\n    runpy.run_module('custody_cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    rc = e.code\n"
+        "else:\n    rc = 0\n"
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+        "sys.stderr.write(f'RSS {hwm[0].split()[1]}\\n')\n"
+        "sys.exit(rc)\n"
+    )
+    t = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=code_root,
+        env=dict(os.environ, PYTHONPATH=code_root),
+        check=False,
+    )
+    dt = time.perf_counter() - t
+    rss = [ln for ln in r.stderr.splitlines() if ln.startswith("RSS ")]
+    return dt, int(rss[-1].split()[1]) / 1024 if rss else float("nan"), r.returncode
+
+
+def memory(sizes: list[int]) -> list[dict[str, float]]:
+    from ceremonies.transcript.bundle import write_dir
+
+    out = []
+    with tempfile.TemporaryDirectory(dir=ROOT) as d:
+        pins = Path(d) / "pins.json"
+        pins.write_text(
+            json.dumps(
+                {
+                    "type": "custody.transcript.pins/v1",
+                    "pins": [
+                        {
+                            "alg": "ed25519",
+                            "name": n,
+                            "public": Ed25519Signer.from_seed(
+                                n, hashlib.sha256(n.encode()).digest()
+                            ).public.hex(),
+                            "role": "super-admin" if n == "dave" else "custodian",
+                        }
+                        for n in ("alice", "bob", "carol", "dave")
+                    ],
+                }
+            )
+        )
+        for n in sizes:
+            data, _ = build_bundle(n)
+            b = Path(d) / f"b{n}"
+            write_dir(data, b)
+            mb = (len(data.events) + len(data.checkpoints)) / 1e6
+            del data
+            dt, rss, rc = verify_cli_rss(b, pins)
+            if rc != 0:
+                raise SystemExit(f"transcript verify of {n} events failed (exit {rc})")
+            out.append({"events": n, "bundle_mb": mb, "verify_s": dt, "peak_rss_mib": rss})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--appends", type=int, default=500)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--memory", default="", help="bundle sizes for the RSS run, e.g. 20000,100000")
     a = ap.parse_args(argv)
+    if a.memory:
+        rows = memory([int(x) for x in a.memory.split(",") if x])
+        for row in rows:
+            print(
+                f"transcript verify {int(row['events']):>9,} events ({row['bundle_mb']:.0f} MB): "
+                f"{row['verify_s']:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB"
+            )
+        return 0
     key = Ed25519Signer.from_seed("k", b"\x01" * 32)
     sig = key.sign(MSG)
     pub = key.key.public_key()

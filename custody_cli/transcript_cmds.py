@@ -93,15 +93,31 @@ def _trust(paths: list[str]) -> Pins:
     return Pins.of(keys)
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from ceremonies.transcript.verify import verify_bundle
+PROGRESS_FROM = 16 << 20  # bytes of events.jsonl from which a progress bar is drawn
 
-    report = verify_bundle(
-        args.bundle,
-        _trust(args.trust),
-        min_policy_signatures=args.min_policy_signatures,
-        prev=args.prev,
-    )
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ceremonies.transcript.bundle import open_bundle
+    from ceremonies.transcript.verify import verify_bundle
+    from custody_cli.progress import progress_bar
+
+    pins = _trust(args.trust)
+    src = open_bundle(args.bundle)
+    total = src.events_size()
+    with progress_bar("verifying", total, enabled=total >= PROGRESS_FROM) as advance:
+        done = [0]
+
+        def tick(n: int) -> None:
+            advance(n - done[0])
+            done[0] = n
+
+        report = verify_bundle(
+            src,
+            pins,
+            min_policy_signatures=args.min_policy_signatures,
+            prev=args.prev,
+            progress=tick,
+        )
     if args.json:
         emit_json(report.to_json())
     else:

@@ -15,6 +15,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from custody.errors import TranscriptError
 
@@ -75,6 +76,20 @@ def _load_dir(p: Path) -> BundleData:
         else:
             problems.append(f"{name} is missing")
             files[name] = b""
+    arts, extra = _artifacts_of(p)
+    problems += extra
+    return BundleData(
+        policy=files[POLICY],
+        events=files[EVENTS],
+        checkpoints=files[CHECKPOINTS],
+        artifacts=tuple(arts),
+        problems=tuple(problems),
+    )
+
+
+def _artifacts_of(p: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """A bundle directory's artifacts, and its unexpected entries as problems."""
+    problems: list[str] = []
     arts: list[tuple[str, bytes]] = []
     adir = p / ARTIFACTS
     if adir.is_dir():
@@ -86,13 +101,7 @@ def _load_dir(p: Path) -> BundleData:
     for f in sorted(p.iterdir()):
         if f.name not in (POLICY, EVENTS, CHECKPOINTS, ARTIFACTS):
             problems.append(f"unexpected file {f.name}")
-    return BundleData(
-        policy=files[POLICY],
-        events=files[EVENTS],
-        checkpoints=files[CHECKPOINTS],
-        artifacts=tuple(arts),
-        problems=tuple(problems),
-    )
+    return arts, problems
 
 
 def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
@@ -175,3 +184,78 @@ def write_dir(data: BundleData, path: str | os.PathLike[str]) -> None:
             (p / ARTIFACTS / name).write_bytes(blob)
     except OSError as exc:
         raise TranscriptError(f"Cannot write bundle {p}", "Check the path and free space.") from exc
+
+
+class BundleSource:
+    """A bundle opened for one streaming pass: ``policy``, ``problems`` and ``artifacts``
+    are read up front (small); ``events()`` and ``checkpoints()`` give the raw lines of the
+    two logs, from the disk for a directory (so the verifier's memory does not grow with
+    the transcript), from memory for :class:`BundleData` and archives."""
+
+    def __init__(
+        self,
+        policy: bytes,
+        problems: tuple[str, ...],
+        artifacts: tuple[tuple[str, bytes], ...],
+        *,
+        data: BundleData | None = None,
+        root: Path | None = None,
+    ) -> None:
+        self.policy, self.problems, self.artifacts = policy, problems, artifacts
+        self._data, self._root = data, root
+
+    def artifact_map(self) -> dict[str, bytes]:
+        return dict(self.artifacts)
+
+    def unreadable(self, exc: OSError) -> TranscriptError:
+        """The error for a read that failed part way (the bundle cannot be checked)."""
+        return _unreadable(self._root or Path("bundle"), exc)
+
+    def _open(self, name: str, blob: bytes) -> BinaryIO:
+        if self._root is None:
+            return io.BytesIO(blob)
+        p = self._root / name
+        try:
+            return open(p, "rb") if p.is_file() else io.BytesIO(b"")
+        except OSError as exc:
+            raise _unreadable(self._root, exc) from exc
+
+    def events(self) -> BinaryIO:
+        """``events.jsonl`` as a binary file (iterate it for raw lines; close it after)."""
+        return self._open(EVENTS, self._data.events if self._data else b"")
+
+    def checkpoints(self) -> BinaryIO:
+        return self._open(CHECKPOINTS, self._data.checkpoints if self._data else b"")
+
+    def events_size(self) -> int:
+        if self._root is None:
+            return len(self._data.events) if self._data else 0
+        try:
+            return (self._root / EVENTS).stat().st_size
+        except OSError:
+            return 0
+
+
+def open_bundle(bundle: BundleData | str | os.PathLike[str]) -> BundleSource:
+    """Open a bundle (a :class:`BundleData`, a directory or an archive) for streaming.
+
+    Raises:
+        TranscriptError: a path was given and it cannot be read at all.
+    """
+    if isinstance(bundle, BundleData):
+        return BundleSource(bundle.policy, bundle.problems, bundle.artifacts, data=bundle)
+    p = Path(bundle)
+    try:
+        if not p.is_dir():
+            data = load_archive_bytes(p.read_bytes(), where=str(p))
+            return BundleSource(data.policy, data.problems, data.artifacts, data=data)
+        problems: list[str] = []
+        for name in (POLICY, EVENTS, CHECKPOINTS):
+            if not (p / name).is_file():
+                problems.append(f"{name} is missing")
+        policy = (p / POLICY).read_bytes() if (p / POLICY).is_file() else b""
+        arts, extra = _artifacts_of(p)
+        problems += extra
+    except OSError as exc:
+        raise _unreadable(p, exc) from exc
+    return BundleSource(policy, tuple(problems), tuple(arts), root=p)

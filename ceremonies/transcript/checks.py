@@ -10,13 +10,16 @@ check id. The authority checks (signatures, roles, quorum, script...) live in
 from __future__ import annotations
 
 import hashlib
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from custody.audit.merkle import MerkleTree, verify_consistency
+from custody.audit.merkle import EMPTY_ROOT, Frontier, verify_consistency
 from custody.audit.signers import verify_signature
 from custody.canonical import canonical_bytes, strict_loads
-from custody.errors import IntegrityError
+from custody.errors import IntegrityError, TranscriptError
 
 from .bundle import BundleData
 from .model import KIND_CLOSE, KIND_OPEN, FormatError, SignedPolicy
@@ -43,18 +46,42 @@ class Parsed:
     policy_exact: bool = False
 
 
+MALFORMED = (TranscriptError, ValueError, KeyError, TypeError)
+
+
+class Lines:
+    """The lines of a ``.jsonl`` file read as raw lines (a binary file or ``BytesIO``), as
+    ``raw.split(b"\\n")`` without its trailing empty piece. ``problems()`` (after the last
+    line) names a missing final newline and every empty line, in that order; ``read`` is
+    the number of bytes consumed so far (for progress)."""
+
+    def __init__(self, raw_lines: Iterable[bytes], name: str) -> None:
+        self._it, self.name = raw_lines, name
+        self.unterminated = False
+        self.empty: list[str] = []
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i, raw in enumerate(self._it):
+            self.read += len(raw)
+            if raw.endswith(b"\n"):
+                ln = raw[:-1]
+            else:
+                ln, self.unterminated = raw, True
+            if not ln:
+                self.empty.append(f"{self.name} line {i + 1} is empty")
+            yield ln
+
+    def problems(self) -> list[str]:
+        head = [f"{self.name} does not end with a newline (truncated write?)"]
+        return (head if self.unterminated else []) + self.empty
+
+
 def _split(raw: bytes, name: str, problems: list[str]) -> list[bytes]:
-    if not raw:
-        return []
-    if not raw.endswith(b"\n"):
-        problems.append(f"{name} does not end with a newline (truncated write?)")
-    lines = raw.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    for i, ln in enumerate(lines):
-        if not ln:
-            problems.append(f"{name} line {i + 1} is empty")
-    return lines
+    lines = Lines(io.BytesIO(raw), name)
+    out = list(lines)
+    problems.extend(lines.problems())
+    return out
 
 
 def _load(line: bytes, what: str, problems: list[str]) -> tuple[Any, bool]:
@@ -74,38 +101,69 @@ def _load(line: bytes, what: str, problems: list[str]) -> tuple[Any, bool]:
     return obj, canonical
 
 
+def parse_policy(raw: bytes, problems: list[str]) -> tuple[SignedPolicy | None, bool]:
+    """The signed policy of ``policy.json`` (None when unreadable) and whether the file is
+    exactly its serialisation; defects land in *problems*."""
+    obj, _ = _load(raw, "policy.json", problems)
+    if obj is None:
+        return None, False
+    try:
+        signed = SignedPolicy.from_json(obj)
+    except (FormatError, ValueError, TypeError) as exc:
+        problems.append(f"policy.json: {exc}")
+        return None, False
+    # The signatures are checked over the re-serialised payload, so the file must be
+    # exactly that serialisation: no other byte form of policy.json is accepted.
+    exact = signed.to_bytes() == raw
+    if not exact:
+        problems.append("policy.json is not byte for byte the policy it encodes")
+    return signed, exact
+
+
+def parse_event(i: int, ln: bytes, problems: list[str]) -> Event | None:
+    """Line *i* of ``events.jsonl`` parsed once (None when it does not parse)."""
+    o, canonical = _load(ln, f"events.jsonl line {i + 1}", problems)
+    if o is None:
+        return None
+    try:
+        return Event.from_canonical_line(ln, o) if canonical else Event.from_json(o)
+    except (FormatError, ValueError, TypeError) as exc:
+        problems.append(f"events.jsonl line {i + 1}: {exc}")
+        return None
+
+
+def parse_checkpoints(lines: Iterable[bytes], problems: list[str]) -> Iterator[Checkpoint]:
+    """The readable checkpoints of ``checkpoints.jsonl``, one at a time."""
+    for i, ln in enumerate(lines):
+        o, _ = _load(ln, f"checkpoints.jsonl line {i + 1}", problems)
+        if o is not None:
+            try:
+                yield Checkpoint.from_json(o)
+            except (FormatError, ValueError, TypeError) as exc:
+                problems.append(f"checkpoints.jsonl line {i + 1}: {exc}")
+
+
+_TREE_SIZE = re.compile(rb'"tree_size":(0|[1-9][0-9]{0,15})[,}]')
+
+
+def checkpoint_sizes(raw_lines: Iterable[bytes]) -> set[int]:
+    """Every tree size the checkpoints name, found without parsing them (so the event pass
+    records roots only there). A size in a non-canonical spelling may be missed; such a
+    line fails the canonical check, and its root is reported as not recomputed."""
+    out: set[int] = set()
+    for raw in raw_lines:
+        out.update(int(m) for m in _TREE_SIZE.findall(raw))
+    return out
+
+
 def parse(data: BundleData) -> Parsed:
     """Parse a bundle; never raises, every defect lands in ``problems`` (check canonical)."""
     out = Parsed(problems=list(data.problems))
-    obj, _ = _load(data.policy, "policy.json", out.problems)
-    if obj is not None:
-        try:
-            out.signed = SignedPolicy.from_json(obj)
-        except (FormatError, ValueError, TypeError) as exc:
-            out.problems.append(f"policy.json: {exc}")
-        else:
-            # The signatures are checked over the re-serialised payload, so the file must
-            # be exactly that serialisation: no other byte form of policy.json is accepted.
-            out.policy_exact = out.signed.to_bytes() == data.policy
-            if not out.policy_exact:
-                out.problems.append("policy.json is not byte for byte the policy it encodes")
+    out.signed, out.policy_exact = parse_policy(data.policy, out.problems)
     out.lines = _split(data.events, "events.jsonl", out.problems)
-    for i, ln in enumerate(out.lines):
-        ev = None
-        o, canonical = _load(ln, f"events.jsonl line {i + 1}", out.problems)
-        if o is not None:
-            try:
-                ev = Event.from_canonical_line(ln, o) if canonical else Event.from_json(o)
-            except (FormatError, ValueError, TypeError) as exc:
-                out.problems.append(f"events.jsonl line {i + 1}: {exc}")
-        out.events.append(ev)
-    for i, ln in enumerate(_split(data.checkpoints, "checkpoints.jsonl", out.problems)):
-        o, _ = _load(ln, f"checkpoints.jsonl line {i + 1}", out.problems)
-        if o is not None:
-            try:
-                out.checkpoints.append(Checkpoint.from_json(o))
-            except (FormatError, ValueError, TypeError) as exc:
-                out.problems.append(f"checkpoints.jsonl line {i + 1}: {exc}")
+    out.events = [parse_event(i, ln, out.problems) for i, ln in enumerate(out.lines)]
+    cps = _split(data.checkpoints, "checkpoints.jsonl", out.problems)
+    out.checkpoints = list(parse_checkpoints(cps, out.problems))
     return out
 
 
@@ -214,60 +272,147 @@ def check_identities(signed: SignedPolicy, pins: Pins) -> Result:
     return problems, notes
 
 
-def check_binding(signed: SignedPolicy, p: Parsed) -> Result:
-    pol, problems = signed.policy, []
-    for ev in p.events:
-        if ev is not None and ev.ceremony != pol.ceremony_id:
-            problems.append(f"event {ev.seq} belongs to ceremony {ev.ceremony}")
-    for cp in p.checkpoints:
-        if cp.ceremony != pol.ceremony_id:
-            problems.append(f"checkpoint at {cp.tree_size} belongs to ceremony {cp.ceremony}")
-    first = p.events[0] if p.events else None
-    if first is None:
-        problems.append("no readable ceremony.open event")
-    else:
-        if first.kind != KIND_OPEN:
-            problems.append("the first event is not ceremony.open")
-        if first.prev != pol.genesis():
-            problems.append("the first event does not link to this policy (genesis hash)")
-        if first.body.get("policy_digest") != pol.digest().hex():
-            problems.append("the open event names a different policy digest")
-    opens = [e.seq for e in p.events if e is not None and e.kind == KIND_OPEN]
-    if len(opens) > 1:
-        problems.append(f"ceremony.open recorded more than once (events {opens})")
-    return problems, [f"ceremony {pol.ceremony_id} ({pol.kind}: {pol.purpose})"]
+class Dead(Exception):
+    """A per-event check met a record it cannot read: the check fails as malformed."""
 
 
-def check_chain(signed: SignedPolicy, p: Parsed) -> Result:
-    problems = []
-    head, last_t = signed.policy.genesis(), None
-    # parse() appends one event (or None) per line, so the lengths always agree.
-    for i, (ln, ev) in enumerate(zip(p.lines, p.events, strict=True)):
+class EventChecks:
+    """Every check that reads the events, fed one line at a time (flat memory).
+
+    ``feed(i, line, ev)`` takes line *i* of ``events.jsonl`` and its parsed event (None when
+    it does not parse); ``binding``, ``chain``, ``checkpoints``, ``completeness`` and
+    ``artifacts`` then give each check's ``(problems, notes)``. The Merkle tree is an RFC 9162
+    frontier that records the root (and the last event's time) only at the tree sizes
+    *sizes* the checkpoints name. A check whose input raised records the exception in
+    ``dead`` and takes no further events (the verifier reports it as malformed input).
+    """
+
+    def __init__(
+        self,
+        signed: SignedPolicy,
+        sizes: set[int],
+        artifacts: dict[str, bytes],
+        dead: dict[str, BaseException],
+    ) -> None:
+        self.pol = signed.policy
+        self.n = 0
+        self.dead = dead
+        self.first: Event | None = None
+        self.last: Event | None = None
+        self.opens: list[int] = []
+        self.closes: list[int] = []
+        self.bind_p: list[str] = []
+        self.chain_p: list[str] = []
+        self.head = self.pol.genesis()
+        self.last_t: int | None = None
+        self.frontier = Frontier()
+        self.sizes = sizes
+        self.roots: dict[int, bytes] = {0: EMPTY_ROOT}
+        self.time_at: dict[int, int | None] = {}
+        self.files = artifacts
+        self.art_p: list[str] = []
+        self.seen: dict[Any, Any] = {}
+        self.sigs = 0
+        self.kinds: dict[str, int] = {}
+        self.bind_cp: list[str] = []
+        self.cp_p: list[str] = []
+        self.cps = 0
+        self.fin: Checkpoint | None = None
+        self.prev_size, self.prev_root = 0, EMPTY_ROOT
+
+    def _run(self, cid: str, fn: Callable[..., None], *args: Any) -> None:
+        if cid in self.dead:
+            return
+        try:
+            fn(*args)
+        except MALFORMED as exc:
+            self.dead[cid] = exc
+
+    def feed(self, i: int, ln: bytes, ev: Event | None) -> None:
+        if i == 0:
+            self.first = ev
+        self.last = ev
+        self.n = i + 1
+        self._run("ceremony-binding", self._binding, ev)
+        self._run("chain", self._chain, i, ln, ev)
+        self.frontier.append_hash(event_leaf(ln))
+        if self.n in self.sizes:
+            self.roots[self.n] = self.frontier.root()
+            self.time_at[self.n] = ev.time if ev is not None else None
+        if ev is not None:
+            self.sigs += len(ev.signatures)
+            if ev.kind == KIND_CLOSE:
+                self.closes.append(ev.seq)
+            if ev.kind == "share.issued":
+                d = ev.body.get("delivery")
+                k = d if isinstance(d, str) else "plain"
+                self.kinds[k] = self.kinds.get(k, 0) + 1
+            self._run("artifacts", self._artifacts, ev)
+
+    def _binding(self, ev: Event | None) -> None:
+        if ev is not None:
+            if ev.ceremony != self.pol.ceremony_id:
+                self.bind_p.append(f"event {ev.seq} belongs to ceremony {ev.ceremony}")
+            if ev.kind == KIND_OPEN:
+                self.opens.append(ev.seq)
+
+    def _chain(self, i: int, ln: bytes, ev: Event | None) -> None:
+        problems = self.chain_p
         if ev is None:
             problems.append(f"line {i + 1} is unreadable")
         else:
             if ev.seq != i:
                 problems.append(f"line {i + 1} carries seq {ev.seq}, expected {i}")
-            if ev.prev != head:
+            if ev.prev != self.head:
                 problems.append(f"event at line {i + 1} does not link to the previous event")
-            if last_t is not None and ev.time < last_t:
+            if self.last_t is not None and ev.time < self.last_t:
                 problems.append(f"event {ev.seq} is earlier than the event before it")
-            last_t = ev.time
-        head = chain_hash(ln)
-    return problems, [f"{len(p.lines)} events linked from the policy genesis"]
+            self.last_t = ev.time
+        self.head = chain_hash(ln)
 
+    def _artifacts(self, ev: Event) -> None:
+        files, problems, seen = self.files, self.art_p, self.seen
+        refs = ev.body.get("artifacts", [])
+        if not isinstance(refs, list):
+            problems.append(f"event {ev.seq}: artifacts is not a list")
+            return
+        for r in refs:
+            name = r.get("name") if isinstance(r, dict) else None
+            digest = r.get("sha256") if isinstance(r, dict) else None
+            if not isinstance(name, str) or name not in files:
+                problems.append(f"event {ev.seq}: artifact {name!r} is missing")
+            elif hashlib.sha256(files[name]).hexdigest() != digest:
+                problems.append(f"artifact {name} does not match the digest in event {ev.seq}")
+            seen[name] = digest
 
-def check_checkpoints(rules: Rules, p: Parsed) -> Result:
-    cid = rules.policy.ceremony_id
-    tree = MerkleTree(event_leaf(ln) for ln in p.lines)
-    problems: list[str] = []
-    prev_size, prev_root = 0, tree.root(0)
-    for i, cp in enumerate(p.checkpoints):
+    # -- the results, after the last event ----------------------------------------------
+    def feed_checkpoints(self, rules: Rules, checkpoints: Iterable[Checkpoint]) -> None:
+        """The checkpoint pass, one checkpoint at a time (one of look-ahead); the results
+        are in ``binding()``, ``checkpoints()`` and ``completeness()``."""
+        it = iter(checkpoints)
+        cur = next(it, None)
+        i = 0
+        while cur is not None:
+            nxt = next(it, None)
+            cp = cur
+            if cp.ceremony != self.pol.ceremony_id:
+                self.bind_cp.append(
+                    f"checkpoint at {cp.tree_size} belongs to ceremony {cp.ceremony}"
+                )
+            self._run("checkpoints", self._checkpoint, rules, i, cp, nxt is None)
+            self.cps, self.fin = i + 1, cp
+            cur, i = nxt, i + 1
+
+    def _checkpoint(self, rules: Rules, i: int, cp: Checkpoint, is_last: bool) -> None:
+        problems, prev_size, prev_root = self.cp_p, self.prev_size, self.prev_root
         w = f"checkpoint {i + 1} (size {cp.tree_size})"
-        if not prev_size < cp.tree_size <= tree.size:
+        if not prev_size < cp.tree_size <= self.n:
             problems.append(f"{w}: size is not after the previous checkpoint within the log")
-            continue
-        if cp.root != tree.root(cp.tree_size):
+            return
+        root = self.roots.get(cp.tree_size)
+        if root is None:  # its size was not found by the scan: a non-canonical line
+            problems.append(f"{w}: its root could not be recomputed (unreadable size)")
+        elif cp.root != root:
             problems.append(f"{w}: root does not match the events")
         if cp.prev_size != prev_size:
             problems.append(f"{w}: names previous size {cp.prev_size}, expected {prev_size}")
@@ -277,86 +422,110 @@ def check_checkpoints(rules: Rules, p: Parsed) -> Result:
             problems.append(f"{w}: not consistent with checkpoint at size {prev_size}")
         if not cp.signatures:
             problems.append(f"{w}: unsigned")
+        cid = rules.policy.ceremony_id
         for _cid, msg in rules.check_sigs(w, cp.signatures, cp.signing_input(cid), cp.time):
             problems.append(msg)
-        last = p.events[cp.tree_size - 1]
-        if last is not None and cp.time < last.time:
+        last_t = self.time_at.get(cp.tree_size)
+        if last_t is not None and cp.time < last_t:
             problems.append(f"{w}: dated before the events it covers")
         if cp.time < rules.policy.created_at:
             problems.append(f"{w}: dated before the policy was created")
-        if cp.final and i != len(p.checkpoints) - 1:
+        if cp.final and not is_last:
             problems.append(f"{w}: a final checkpoint is followed by another")
-        prev_size, prev_root = cp.tree_size, cp.root
-    return problems, [f"{len(p.checkpoints)} checkpoints, last at size {prev_size}"]
+        self.prev_size, self.prev_root = cp.tree_size, cp.root
+
+    # -- the results, after the last event and checkpoint ----------------------------------
+    def binding(self) -> Result:
+        pol, problems = self.pol, [*self.bind_p, *self.bind_cp]
+        first = self.first
+        if first is None:
+            problems.append("no readable ceremony.open event")
+        else:
+            if first.kind != KIND_OPEN:
+                problems.append("the first event is not ceremony.open")
+            if first.prev != pol.genesis():
+                problems.append("the first event does not link to this policy (genesis hash)")
+            if first.body.get("policy_digest") != pol.digest().hex():
+                problems.append("the open event names a different policy digest")
+        if len(self.opens) > 1:
+            problems.append(f"ceremony.open recorded more than once (events {self.opens})")
+        return problems, [f"ceremony {pol.ceremony_id} ({pol.kind}: {pol.purpose})"]
+
+    def chain(self) -> Result:
+        return self.chain_p, [f"{self.n} events linked from the policy genesis"]
+
+    def checkpoints(self) -> Result:
+        return self.cp_p, [f"{self.cps} checkpoints, last at size {self.prev_size}"]
+
+    def completeness(self, rules: Rules) -> Result:
+        pol, problems, n, fin = rules.policy, [], self.n, self.fin
+        last = self.last
+        if last is None or last.kind != KIND_CLOSE:
+            problems.append(
+                "the transcript does not end with ceremony.close (truncated or unfinished)"
+            )
+        if len(self.closes) > 1:
+            problems.append(f"ceremony.close recorded more than once (events {self.closes})")
+        if fin is None or not fin.final or fin.tree_size != n:
+            problems.append(f"no final checkpoint covering all {n} events")
+        else:
+            for role, k in pol.close_quorum.items():
+                have: set[str] = set()
+                ignored: list[str] = []
+                for s in fin.signatures:
+                    m = pol.member(s.signer)
+                    if m is None or m.role != role:
+                        continue
+                    why = rules.counts(m, role)
+                    if why is None:
+                        have.add(s.signer)
+                    else:
+                        ignored.append(f"{s.signer} ({why})")
+                if len(have) < k:
+                    problems.append(
+                        f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}"
+                        f" ({', '.join(sorted(have)) or 'none'})"
+                        + (f"; ignored: {', '.join(ignored)}" if ignored else "")
+                    )
+        outcome = last.body.get("outcome") if last is not None else None
+        return problems, [f"{n} events, closed with outcome {outcome}"]
+
+    def artifacts(self) -> Result:
+        problems = list(self.art_p)
+        for name in self.files:
+            if name not in self.seen:
+                problems.append(f"artifact {name} is not bound by any event")
+        return problems, [f"{len(self.seen)} artifacts bound by digest"]
 
 
-def check_completeness(rules: Rules, p: Parsed) -> Result:
-    pol, problems = rules.policy, []
-    n = len(p.events)
-    closes = [e.seq for e in p.events if e is not None and e.kind == KIND_CLOSE]
-    last = p.events[-1] if p.events else None
-    if last is None or last.kind != KIND_CLOSE:
-        problems.append("the transcript does not end with ceremony.close (truncated or unfinished)")
-    if len(closes) > 1:
-        problems.append(f"ceremony.close recorded more than once (events {closes})")
-    fin = p.checkpoints[-1] if p.checkpoints else None
-    if fin is None or not fin.final or fin.tree_size != n:
-        problems.append(f"no final checkpoint covering all {n} events")
-    else:
-        for role, k in pol.close_quorum.items():
-            have: set[str] = set()
-            ignored: list[str] = []
-            for s in fin.signatures:
-                m = pol.member(s.signer)
-                if m is None or m.role != role:
-                    continue
-                why = rules.counts(m, role)
-                if why is None:
-                    have.add(s.signer)
-                else:
-                    ignored.append(f"{s.signer} ({why})")
-            if len(have) < k:
-                problems.append(
-                    f"final checkpoint signed by {len(have)}/{k} {plural(role, k)}"
-                    f" ({', '.join(sorted(have)) or 'none'})"
-                    + (f"; ignored: {', '.join(ignored)}" if ignored else "")
-                )
-    outcome = last.body.get("outcome") if last is not None else None
-    return problems, [f"{n} events, closed with outcome {outcome}"]
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What the next ceremony's ``prev-link`` check needs of a bundle."""
+
+    signed: SignedPolicy | None
+    lines: int
+    last_event: Event | None
+    last_checkpoint: Checkpoint | None
+
+    @classmethod
+    def of(cls, p: Parsed) -> Summary:
+        return cls(
+            p.signed,
+            len(p.lines),
+            p.events[-1] if p.events else None,
+            p.checkpoints[-1] if p.checkpoints else None,
+        )
 
 
-def check_artifacts(data: BundleData, p: Parsed) -> Result:
-    files, problems, seen = data.artifact_map(), [], {}
-    for ev in p.events:
-        if ev is None:  # an unparsable line: reported by the event checks, binds nothing
-            continue
-        refs = ev.body.get("artifacts", [])
-        if not isinstance(refs, list):
-            problems.append(f"event {ev.seq}: artifacts is not a list")
-            continue
-        for r in refs:
-            name = r.get("name") if isinstance(r, dict) else None
-            digest = r.get("sha256") if isinstance(r, dict) else None
-            if not isinstance(name, str) or name not in files:
-                problems.append(f"event {ev.seq}: artifact {name!r} is missing")
-            elif hashlib.sha256(files[name]).hexdigest() != digest:
-                problems.append(f"artifact {name} does not match the digest in event {ev.seq}")
-            seen[name] = digest
-    for name in files:
-        if name not in seen:
-            problems.append(f"artifact {name} is not bound by any event")
-    return problems, [f"{len(seen)} artifacts bound by digest"]
-
-
-def final_checkpoint(p: Parsed) -> Checkpoint | None:
+def final_checkpoint(p: Summary) -> Checkpoint | None:
     """The last checkpoint when it is final and covers every event, else None."""
-    fin = p.checkpoints[-1] if p.checkpoints else None
-    if fin is None or not fin.final or fin.tree_size != len(p.lines):
+    fin = p.last_checkpoint
+    if fin is None or not fin.final or fin.tree_size != p.lines:
         return None
     return fin
 
 
-def check_prev_link(signed: SignedPolicy, prev: Parsed | None, prev_ok: bool | None) -> Result:
+def check_prev_link(signed: SignedPolicy, prev: Summary | None, prev_ok: bool | None) -> Result:
     """This policy's ``prev_checkpoint`` names the final checkpoint of the previous bundle
     (a completed ceremony that verifies, closed before this one was created)."""
     pol = signed.policy
@@ -384,7 +553,7 @@ def check_prev_link(signed: SignedPolicy, prev: Parsed | None, prev_ok: bool | N
             f"root {link['root']}, but the previous bundle ends at ceremony {pid} size "
             f"{fin.tree_size} root {fin.root.hex()}: a fork or another history"
         )
-    last = prev.events[-1] if prev.events else None
+    last = prev.last_event
     outcome = last.body.get("outcome") if last is not None else None
     if outcome != "completed":
         problems.append(f"the previous ceremony {pid} did not complete (outcome {outcome!r})")

@@ -19,23 +19,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from custody.audit.signers import TrustKey
-from custody.errors import TranscriptError
 from custody.textsafe import printable
 
-from .bundle import BundleData, load_bundle
+from .bundle import BundleData, BundleSource, open_bundle
 from .checks import (
-    Parsed,
-    check_artifacts,
-    check_binding,
-    check_chain,
-    check_checkpoints,
-    check_completeness,
+    MALFORMED,
+    EventChecks,
+    Lines,
+    Summary,
     check_identities,
     check_policy_signatures,
     check_prev_link,
-    parse,
+    checkpoint_sizes,
+    parse_checkpoints,
+    parse_event,
+    parse_policy,
 )
 from .pins import Pins, and_list
+from .records import Event
 from .rules import Rules
 
 CHECK_IDS: tuple[str, ...] = (
@@ -155,16 +156,21 @@ class Report:
 
 
 def verify_bundle(
-    bundle: BundleData | str | os.PathLike[str],
+    bundle: BundleData | BundleSource | str | os.PathLike[str],
     trust_keys: Sequence[TrustKey] | Pins,
     *,
     min_policy_signatures: int = 1,
     prev: BundleData | str | os.PathLike[str] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Run every check on *bundle* against the pinned identities *trust_keys*.
 
+    One streaming pass over the events (each line parsed once; a directory bundle is read
+    from the disk as it goes, so memory stays flat), then one over the checkpoints.
+
     Args:
-        bundle: a bundle directory/archive path, or its bytes as :class:`BundleData`.
+        bundle: a bundle directory/archive path, its bytes as :class:`BundleData`, or a
+            :func:`~ceremonies.transcript.bundle.open_bundle` source.
         trust_keys: the identities the auditor pinned (name, key, role). The policy counts
             only when signed by enough pinned super-admins; approvals and co-signatures
             count only from pinned identities in the quorum's role.
@@ -172,6 +178,8 @@ def verify_bundle(
             (the policy's ``policy_quorum`` and the two-super-admin floor apply too).
         prev: the previous ceremony's bundle; then ``prev-link`` checks that this policy's
             ``prev_checkpoint`` is its final checkpoint, and that it verifies.
+        progress: called with the bytes of ``events.jsonl`` read so far, every
+            ``PROGRESS_EVERY`` events (see :meth:`BundleSource.events_size` for the total).
 
     Returns:
         The report; it never raises for a bad bundle, which simply fails checks.
@@ -181,24 +189,92 @@ def verify_bundle(
         UsageError: the pins contradict each other (one name, two keys).
     """
     pins = trust_keys if isinstance(trust_keys, Pins) else Pins.of(trust_keys)
-    data = bundle if isinstance(bundle, BundleData) else load_bundle(bundle)
-    prev_data = (
-        None if prev is None else prev if isinstance(prev, BundleData) else load_bundle(prev)
-    )
-    p = parse(data)
+    src = bundle if isinstance(bundle, BundleSource) else open_bundle(bundle)
+    prev_src = None if prev is None else open_bundle(prev)
+    return _verify(src, pins, min_policy_signatures, prev_src, progress)[0]
+
+
+PROGRESS_EVERY = 10_000
+
+
+def _verify(
+    src: BundleSource,
+    pins: Pins,
+    minimum: int,
+    prev: BundleSource | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[Report, Summary]:
+    try:
+        return _verify_source(src, pins, minimum, prev, progress)
+    except OSError as exc:  # a read error part way through a file of the directory
+        raise src.unreadable(exc) from exc
+
+
+def _verify_source(
+    src: BundleSource,
+    pins: Pins,
+    minimum: int,
+    prev: BundleSource | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[Report, Summary]:
     found: dict[str, tuple[list[str], list[str]]] = {c: ([], []) for c in CHECK_IDS}
-    found["canonical"][0].extend(p.problems)
-    if p.signed is None:
+    canonical = found["canonical"][0]
+    canonical.extend(src.problems)
+    signed, exact = parse_policy(src.policy, canonical)
+    rules = Rules(signed.policy, pins) if signed is not None else None
+    with src.checkpoints() as fh:
+        sizes = checkpoint_sizes(fh)
+    dead: dict[str, BaseException] = {}
+    ev = EventChecks(signed, sizes, src.artifact_map(), dead) if signed is not None else None
+    fed: list[tuple[str, str]] = []  # the rules' findings, in event order
+    malformed: list[str] = []  # events the rules could not read (check canonical, last)
+    ev_problems: list[str] = []
+    last: Event | None = None
+    n = 0
+    with src.events() as fh:
+        lines = Lines(fh, "events.jsonl")
+        for i, ln in enumerate(lines):
+            e = parse_event(i, ln, ev_problems)
+            last, n = e, i + 1
+            if ev is not None:
+                ev.feed(i, ln, e)
+            if rules is not None and e is not None:
+                try:
+                    fed += rules.feed(e)
+                except MALFORMED as exc:
+                    malformed.append(f"event seq {e.seq}: malformed ({_describe(exc)})")
+            if progress is not None and n % PROGRESS_EVERY == 0:
+                progress(lines.read)
+        if progress is not None:
+            progress(lines.read)
+    canonical += lines.problems()
+    canonical += ev_problems
+    with src.checkpoints() as fh:
+        cp_lines = Lines(fh, "checkpoints.jsonl")
+        cp_problems: list[str] = []
+        cps = parse_checkpoints(cp_lines, cp_problems)
+        fin = None
+        if ev is not None and rules is not None:
+            ev.feed_checkpoints(rules, cps)
+            fin = ev.fin
+        else:
+            for fin in cps:  # noqa: B007 - parsed for their problems; the last is kept
+                pass
+    canonical += cp_lines.problems()
+    canonical += cp_problems
+    summary = Summary(signed, n, last, fin)
+    if signed is None or rules is None or ev is None:
         for c in CHECK_IDS[1:]:
             found[c][0].append("policy.json is unreadable, nothing can be checked against it")
-        return _report(None, p, found)
-    signed = p.signed
-    rules = Rules(signed.policy, pins)
+        return _report(None, n, found), summary
 
     def put(cid: str, check: Callable[[], tuple[list[str], list[str]]]) -> None:
+        if cid in dead:
+            found[cid][0].append(f"malformed input: {_describe(dead[cid])}")
+            return
         try:
             res = check()
-        except (TranscriptError, ValueError, KeyError, TypeError) as exc:
+        except MALFORMED as exc:
             # A damaged record must fail its check, never crash the verifier.
             found[cid][0].append(f"malformed input: {_describe(exc)}")
             return
@@ -208,49 +284,33 @@ def verify_bundle(
     counted: list[str] = []
     put(
         "policy-signatures",
-        lambda: check_policy_signatures(
-            signed, pins, min_policy_signatures, exact=p.policy_exact, counted=counted
-        ),
+        lambda: check_policy_signatures(signed, pins, minimum, exact=exact, counted=counted),
     )
     put("identities", lambda: check_identities(signed, pins))
-    put("ceremony-binding", lambda: check_binding(signed, p))
-    put("chain", lambda: check_chain(signed, p))
-    put("checkpoints", lambda: check_checkpoints(rules, p))
-    put("completeness", lambda: check_completeness(rules, p))
-    put("artifacts", lambda: check_artifacts(data, p))
-    for ev in p.events:
-        if ev is None:
-            continue
-        try:
-            fed = rules.feed(ev)
-        except (TranscriptError, ValueError, KeyError, TypeError) as exc:
-            found["canonical"][0].append(f"event seq {ev.seq}: malformed ({_describe(exc)})")
-            continue
-        for cid, msg in fed:
-            found[cid][0].append(msg)
+    put("ceremony-binding", ev.binding)
+    put("chain", ev.chain)
+    put("checkpoints", ev.checkpoints)
+    put("completeness", lambda: ev.completeness(rules))
+    put("artifacts", ev.artifacts)
+    canonical += malformed
+    for cid, msg in fed:
+        found[cid][0].append(msg)
     for cid, msg in rules.info:
         found[cid][1].append(msg)
-    found["no-secrets"][1].extend(_delivery_notes(p))
-    n_sigs = sum(len(e.signatures) for e in p.events if e)
-    found["signatures"][1].append(f"{n_sigs} event signatures")
-    if prev_data is None:
+    found["no-secrets"][1].extend(_delivery_notes(ev.kinds))
+    found["signatures"][1].append(f"{ev.sigs} event signatures")
+    if prev is None:
         put("prev-link", lambda: check_prev_link(signed, None, None))
     else:
-        prev_ok = verify_bundle(prev_data, pins).ok
-        put("prev-link", lambda: check_prev_link(signed, parse(prev_data), prev_ok))
+        prev_report, prev_summary = _verify(prev, pins, 1, None, None)
+        put("prev-link", lambda: check_prev_link(signed, prev_summary, prev_report.ok))
     signers = tuple(counted) if not found["policy-signatures"][0] else ()
-    return _report(signed.policy.ceremony_id, p, found, signers)
+    return _report(signed.policy.ceremony_id, n, found, signers), summary
 
 
-def _delivery_notes(p: Parsed) -> list[str]:
+def _delivery_notes(kinds: dict[str, int]) -> list[str]:
     """How the shares of a generate or reshare left the coordinator: sealed to each
     custodian, or in plain text (``--plain-shares``, or a bundle from before sealed issue)."""
-    kinds: dict[str, int] = {}
-    for ev in p.events:
-        if ev is not None and ev.kind == "share.issued":
-            d = ev.body.get("delivery")
-            k = d if isinstance(d, str) else "plain"
-            kinds[k] = kinds.get(k, 0) + 1
     out = []
     if kinds.get("sealed-x25519"):
         out.append(f"{kinds['sealed-x25519']} shares sealed to their custodians at issue")
@@ -283,7 +343,7 @@ _PASS_NOTES = {
 
 def _report(
     cid: str | None,
-    p: Parsed,
+    events: int,
     found: dict[str, tuple[list[str], list[str]]],
     signers: tuple[str, ...] = (),
 ) -> Report:
@@ -293,7 +353,7 @@ def _report(
     return Report(
         ceremony_id=cid,
         policy_signers=signers,
-        events=len(p.lines),
+        events=events,
         results=tuple(
             CheckResult(
                 id=c, ok=not found[c][0], problems=tuple(found[c][0]), notes=tuple(found[c][1])

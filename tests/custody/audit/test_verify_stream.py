@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from custody.audit import chainwork
 from custody.audit import verify as V
 from custody.audit.log import AuditLog
 from custody.audit.records import chain_hash, genesis
@@ -106,6 +107,8 @@ def test_fast_path_never_accepts_what_the_full_check_rejects(case: int) -> None:
             v = V.LogVerifier(LOG)
             v.feed([line])
             assert bool(v.problems) == (full is not None), (line, full, v.problems)
+            _, two = _both([line], [1])
+            assert two.problems == v.problems, (line, v.problems, two.problems)
             tried += 1
     assert tried > 300
 
@@ -177,3 +180,159 @@ def test_known_checkpoint_must_be_an_ancestor(tmp_path: Path) -> None:
     assert log.verify(None).ok  # the unkeyed chain verifies again...
     rep = log.verify(TRUST, known=known)
     assert not rep.ok and any("history was rewritten" in p for p in rep.problems)
+
+
+# -- the two-process verifier (hashing in custody.audit.chainwork) -----------------------
+class _InProcess:
+    """custody.audit.chainwork's half run in this process, through the same frames the
+    real worker reads (for the many-case fuzz below, where a process per case is slow)."""
+
+    BATCH = 7  # small, so the cases cross batch boundaries
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.work = chainwork.ChainWork(genesis(LOG), sizes)
+
+    def send(self, payload: bytes) -> None:
+        self.work.batch(payload)
+
+    def result(self) -> dict[str, object]:
+        return json.loads(json.dumps(self.work.result()))
+
+    def kill(self) -> None:
+        pass
+
+
+def _both(lines: list[bytes], sizes: list[int]) -> tuple[V.LogVerifier, V.LogVerifier]:
+    one = V.LogVerifier(LOG, sizes)
+    one.feed(lines)
+    two = V.LogVerifier(LOG, sizes)
+    w = _InProcess(sizes)
+    two._worker = w  # type: ignore[assignment]
+    two.feed(lines)
+    two.join()
+    return one, two
+
+
+def _chain(n: int, **kw: object) -> list[bytes]:
+    out, prev = [], genesis(LOG)
+    for i in range(n):
+        line = _line(i, prev, **kw)
+        out.append(line)
+        prev = chain_hash(line)
+    return out
+
+
+def test_two_processes_agree_with_one_on_every_tampering() -> None:
+    good = _chain(40)
+    rnd = random.Random(5)
+    variants: list[list[bytes]] = [good, good[:0], good[:1], good[:7], good[:8]]
+    swapped = list(good)
+    swapped[9], swapped[10] = swapped[10], swapped[9]
+    variants.append(swapped)  # reordered
+    variants.append(good[:12] + good[13:])  # one removed
+    variants.append([*good[:12], good[12], *good[12:]])  # one repeated
+    edited = list(good)
+    edited[20] = edited[20].replace(b'"alice"', b'"mallo"')  # same length, chain breaks
+    variants.append(edited)
+    spaced = list(good)
+    spaced[3] = spaced[3].replace(b'"op":', b'"op": ')  # not canonical
+    variants.append(spaced)
+    badseq = list(good)
+    badseq[30] = _line(31, chain_hash(good[29]))
+    variants.append(badseq)
+    badprev = list(good)
+    badprev[15] = _line(15, b"\x00" * 32)
+    variants.append(badprev)
+    for bad in ("ab", "*" * 64, genesis(LOG).hex().upper(), "é" * 32):
+        # the wrong length; the worker's own "already reported" marker; not as it is spelt
+        odd = json.loads(good[0])
+        odd["prev"] = bad
+        variants.append([canonical_bytes(odd), *good[1:]])
+    unsorted = list(good)
+    unsorted[2] = unsorted[2].replace(b'{"i":2,"kind":"read"}', b'{"kind":"read","i":2}')
+    variants.append(unsorted)
+    for _ in range(30):  # random byte edits
+        mut = list(good)
+        k = rnd.randrange(len(mut))
+        b = bytearray(mut[k])
+        b[rnd.randrange(len(b))] = rnd.choice(b' "\\{}0aZ\x00\xc3')
+        mut[k] = bytes(b)
+        variants.append(mut)
+    sizes = [0, 1, 7, 8, 20, 40]
+    for lines in variants:
+        one, two = _both(lines, sizes)
+        assert one.problems == two.problems, (one.problems, two.problems)
+        assert one.entries == two.entries == len(lines)
+        assert one.head() == two.head()
+        assert one.roots == two.roots and one.heads == two.heads
+        assert bool(one.problems) == (lines != good[: len(lines)])
+
+
+def test_fast_path_keys_are_checked_in_order_up_to_the_limit() -> None:
+    g = genesis(LOG)
+    six = {k: 1 for k in "abcdef"}
+    seven = {k: 1 for k in "abcdefg"}
+    assert _fast_accepts(_line(0, g, details=six))
+    assert not _fast_accepts(_line(0, g, details=seven))  # full check, still valid
+    v = V.LogVerifier(LOG)
+    v.feed([_line(0, g, details=seven)])
+    assert not v.problems
+    for keys in (("a", "a "), ("ab", "b"), ("A", "a", "b")):  # sorted: fast and valid
+        assert _fast_accepts(_line(0, g, details=dict.fromkeys(keys, 0)))
+    raw = _line(0, g, details={"a": 1, "a ": 2}).replace(b'"a":1,"a ":2', b'"a ":2,"a":1')
+    v = V.LogVerifier(LOG)
+    v.feed([raw])
+    assert v.problems == ["entry 0 is not a canonical audit entry"]
+    one, two = _both([raw], [1])
+    assert one.problems == two.problems
+
+
+def test_the_real_worker_process_verifies_and_fails_closed(tmp_path: Path) -> None:
+    log = _filled(tmp_path, 5000)
+    log.checkpoint(SIGNER)
+    one = log.verify(TRUST, parallel=False)
+    two = log.verify(TRUST, parallel=True)
+    assert one.ok and two.ok and one.notes == two.notes
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    db.execute("DELETE FROM entries WHERE seq = 4321")
+    db.close()
+    one = log.verify(TRUST, parallel=False)
+    two = log.verify(TRUST, parallel=True)
+    assert not two.ok and one.problems == two.problems
+    # the worker dies mid-run: the run fails, it does not pass unchecked
+    v = V.LogVerifier(log.log_id, parallel=True)
+    assert v.parallel and v._worker is not None
+    v._worker.proc.kill()
+    v.feed(log.iter_lines())
+    v.join()
+    assert any("hashing process" in p for p in v.problems)
+
+
+def test_a_worker_module_planted_in_the_working_directory_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk operator plants custody/audit/chainwork.py where the auditor runs verify,
+    answering "no problems" for any log: the worker runs isolated from its own source, so
+    a rewritten entry is still found."""
+    log = _filled(tmp_path, 300)
+    fake = tmp_path / "cwd" / "custody" / "audit"
+    fake.mkdir(parents=True)
+    for d in (fake.parent, fake):
+        (d / "__init__.py").write_text("")
+    (fake / "chainwork.py").write_text(
+        "import sys, json\n"
+        "sys.stdin.buffer.read()\n"
+        "r = json.dumps({'entries': 300, 'head': '00' * 32, 'roots': {}, 'heads': {},"
+        " 'problems': [], 'more': 0}).encode()\n"
+        "sys.stdout.buffer.write(len(r).to_bytes(4, 'big') + r)\n"
+    )
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "cwd"))
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    line = db.execute("SELECT line FROM entries WHERE seq = 7").fetchone()[0]
+    db.execute(
+        "UPDATE entries SET line = ? WHERE seq = 7", (bytes(line).replace(b"alice", b"malle"),)
+    )
+    db.close()
+    rep = log.verify(parallel=True)
+    assert not rep.ok and any("entry 8 breaks the chain" in p for p in rep.problems), rep
