@@ -80,9 +80,11 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert r.returncode == 5, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["error"] == "MechanismUnsupported"
-        for name in ("aes_gcm missing", "key_wrap missing", "ecdh missing", "ecdh_wrap missing"):
+        for name in ("key_wrap missing", "ecdh missing", "ecdh_wrap missing"):
             assert name in doc["title"], doc["title"]
-        assert "CKM_AES_GCM is not offered" in doc["title"]  # each one says why
+        assert "no AES key-wrap mechanism offered" in doc["title"]  # each one says why
+        # no GCM is no longer a reason: the AES-CBC-PAD + HMAC fallback seals KEKs there
+        assert "kek_seal" not in doc["title"] and "aes_gcm" not in doc["title"]
         assert "Nothing was created" in doc["hint"]
         assert not home.exists()  # no home, no store, no config
         assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []  # no key on the token
@@ -104,7 +106,9 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert doc["results"]["random"] == "pass" and doc["results"]["aes_key_gen"] == "pass"
         for name in ("aes_gcm", "key_wrap", "ecdh", "ecdh_wrap", "sign_verify"):
             assert doc["results"][name] == "missing", (name, doc["results"], doc["errors"])
+        assert doc["results"]["cbc_hmac"] == "pass" and doc["results"]["kek_seal"] == "pass"
         assert doc["choices"]["key_wrap"] == "none"
+        assert doc["choices"]["kek_seal"] == "aes-cbc-hmac"
         text = run_cli("hsm", "selftest", "--home", str(h.root), "--pin-file", str(pins))
         assert text.returncode == 5 and "Traceback" not in text.stderr
         assert "missing" in text.stdout and "selftest FAILED" in text.stdout
