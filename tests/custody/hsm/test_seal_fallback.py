@@ -63,6 +63,8 @@ def _assert_fallback_holds(out: dict) -> None:
     for attack in ("flipped_ct", "own_r", "spliced_r", "moved_branch", "gcm_shaped"):
         assert out[attack] == "IntegrityError", (attack, out)
     assert out["root_gcm_decrypt"] == "MechanismUnsupported"  # the root decrypts no data
+    assert out["hold_format"] == "CKS1" and out["hold_ok"]  # a ceremony's hold key too
+    assert out["hold_other_aad"] == "IntegrityError"
     # a home whose record says AES-GCM is refused on this token: no silent switch
     assert out["gcm_record"] == "KekSealMismatch"  # an IntegrityError (exit 6)
     assert "records KEK sealing 'aes-gcm'" in out["gcm_record_title"]
@@ -151,3 +153,23 @@ def test_a_home_recorded_as_gcm_cannot_be_switched_to_the_fallback(tmp_path):
     r = run_cli("dek", "generate", "--branch", "data", "--count", "1", *base)
     assert r.returncode == 6 and "Authentication failed" in r.stderr, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_record_that_differs_from_the_token_is_refused_at_preflight(softhsm_token, tmp_path):
+    """Every ceremony runs preflight first: a home whose record names the fallback (or
+    anything else) on a token whose GCM works is refused there, before anything exists."""
+    from custody.config import HsmConfig
+    from custody.hsm import KekSealMismatch
+    from custody.hsm.pkcs11.adapter import open_hsm
+
+    _conf, label, pin = softhsm_token
+    for recorded in ("aes-cbc-hmac", "none", "AES-GCM"):
+        with open_hsm(HsmConfig(token_label=label, kek_seal=recorded), tmp_path, pin) as h:
+            before = h.list_keys()
+            with pytest.raises(KekSealMismatch, match=f"records KEK sealing '{recorded}'"):
+                h.preflight()
+            with pytest.raises(KekSealMismatch):
+                h.seal("root", 1, bytes(32), b"aad")
+            assert h.list_keys() == before
+    with open_hsm(HsmConfig(token_label=label, kek_seal="aes-gcm"), tmp_path, pin) as h:
+        assert h.preflight()["kek_seal"] == "aes-gcm" and h.kek_seal() == "aes-gcm"
