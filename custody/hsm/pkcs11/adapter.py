@@ -3,8 +3,8 @@
 This module owns opening the token, one logged-in R/W user session per adapter and the
 serialisation of every call. :class:`Pkcs11Hsm` gets its operations from mixins beside
 it in ``custody.hsm.pkcs11``: ``secretkeys`` (AES key templates, lookup, lifecycle),
-``wrapping`` (AES-GCM, RFC 5649, sealing to a public key), ``keypairs`` (signing,
-ECDH) and ``mackeys`` (HMAC-SHA256); ``module`` (library loading), ``errors`` (error
+``wrapping`` (AES-GCM, seal/unseal with the ``sealing`` fallback, RFC 5649, sealing to a
+public key), ``keypairs`` (signing, ECDH) and ``mackeys`` (HMAC-SHA256); ``module`` (library loading), ``errors`` (error
 translation) and ``selftest`` help. These are the only modules in custody that import ``pkcs11``.
 
 Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
@@ -53,6 +53,8 @@ SELFTEST_MECHANISMS = (
     "AES_KEY_WRAP_PAD",
     "AES_KEY_WRAP",
     "AES_ECB",
+    "AES_CBC_PAD",
+    "SHA256_HMAC",
     "EC_EDWARDS_KEY_PAIR_GEN",
     "EDDSA",
     "EC_KEY_PAIR_GEN",
