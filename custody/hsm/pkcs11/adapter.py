@@ -4,8 +4,9 @@ This module owns opening the token, one logged-in R/W user session per adapter a
 serialisation of every call. :class:`Pkcs11Hsm` gets its operations from mixins beside
 it in ``custody.hsm.pkcs11``: ``secretkeys`` (AES key templates, lookup, lifecycle),
 ``wrapping`` (AES-GCM, seal/unseal with the ``sealing`` fallback, RFC 5649, sealing to a
-public key), ``keypairs`` (signing, ECDH) and ``mackeys`` (HMAC-SHA256); ``module`` (library loading), ``errors`` (error
-translation) and ``selftest`` help. These are the only modules in custody that import ``pkcs11``.
+public key), ``keypairs`` (signing, ECDH) and ``mackeys`` (HMAC-SHA256); ``module``
+(library loading), ``errors`` (error translation) and ``selftest`` help. These are the only
+modules in custody that import ``pkcs11``.
 
 Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
