@@ -486,7 +486,7 @@ class TokenSigner(HsmSigner):
     """A participant's key on their own token; owns the HSM session (close it when done)."""
 
     def __init__(self, name: str, hsm: Pkcs11Hsm, label: str) -> None:
-        super().__init__(name, hsm, label)
+        super().__init__(name, hsm, label, ("ed25519",))  # roster keys are Ed25519 only
         self._token = hsm
 
     def close(self) -> None:

@@ -48,6 +48,11 @@ class HsmConfig:
     token_label: str = "custody"  # noqa: S105 (a token label, not a password)
     slot: int | None = None
     softhsm_conf: str | None = None
+    kek_seal: str | None = None
+    """How KEKs are sealed under the root on this token (``aes-gcm`` or ``aes-cbc-hmac``),
+    recorded at init from the known-answer test; ``None`` (a home from before the record)
+    means ``aes-gcm``. The token adapter refuses a record that differs from what the token
+    does (docs/keys.md, "Sealing KEKs under the root")."""
 
     @property
     def embedded(self) -> bool:
@@ -101,6 +106,8 @@ class Config:
             hsm["slot"] = self.hsm.slot
         if self.hsm.softhsm_conf is not None:
             hsm["softhsm_conf"] = self.hsm.softhsm_conf
+        if self.hsm.kek_seal is not None:
+            hsm["kek_seal"] = self.hsm.kek_seal
         doc: dict[str, Any] = {}
         if self.store is not None:
             doc["store"] = self.store
@@ -143,6 +150,7 @@ class Config:
                     token_label=str(hsm.get("token_label", "custody")),
                     slot=int(hsm["slot"]) if "slot" in hsm else None,
                     softhsm_conf=hsm.get("softhsm_conf"),
+                    kek_seal=None if hsm.get("kek_seal") is None else str(hsm["kek_seal"]),
                 ),
                 branches=branches,
                 destroy_delay_days=int(pol.get("destroy_delay_days", 7)),

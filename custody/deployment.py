@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from custody.audit.log import AuditLog, audit_location
@@ -273,7 +273,9 @@ def init_deployment(
             store_.set_meta("deployment_id", config.deployment_id)
             token = _login(home, config.hsm, user_pin)  # proves the PIN and token work
             try:
-                token.preflight()  # refuses an unsuitable token; everything is removed
+                choices = token.preflight()  # refuses an unsuitable token; all is removed
+                # how this token seals KEKs, by its known-answer test: fixed for the home
+                config = replace(config, hsm=replace(config.hsm, kek_seal=choices["kek_seal"]))
                 if dev_root:
                     KeyHierarchy(store_, token).create_dev_root()
                     store_.set_meta("dev_root", "1")

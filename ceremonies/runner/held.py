@@ -74,22 +74,16 @@ def _aad(r: CeremonyRunner, what: str) -> bytes:
 
 
 def _seal(r: CeremonyRunner, what: str, data: bytes) -> dict[str, str]:
-    nonce, ct = _hsm(r).encrypt(_hold_key(r), HOLD_VERSION, data, _aad(r, what))
-    return {"nonce": nonce.hex(), "ct": ct.hex()}
+    sealed = _hsm(r).seal(_hold_key(r), HOLD_VERSION, data, _aad(r, what))
+    return {"sealed": sealed.hex()}
 
 
 def _unseal(r: CeremonyRunner, what: str, doc: dict[str, str]) -> bytes:
     label = r.pending.get("hold_key") or _hold_label(r)
     try:
-        return bytes(
-            _hsm(r).decrypt(
-                label,
-                HOLD_VERSION,
-                bytes.fromhex(doc["nonce"]),
-                bytes.fromhex(doc["ct"]),
-                _aad(r, what),
-            )
-        )
+        # {"nonce", "ct"}: held by a custody from before Hsm.seal (AES-GCM, nonce || ct)
+        sealed = doc["sealed"] if "sealed" in doc else doc["nonce"] + doc["ct"]
+        return bytes(_hsm(r).unseal(label, HOLD_VERSION, bytes.fromhex(sealed), _aad(r, what)))
     except KeyNotFound:
         raise _secret_lost(r) from None
 

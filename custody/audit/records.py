@@ -90,7 +90,13 @@ def checkpoint_signers(cp: Mapping[str, Any], trust: Sequence[TrustKey] | None) 
                 names.append(f"{s.get('signer')} (self-asserted key {fingerprint(pub)[:16]})")
             continue
         for k in trust:
-            if k.fingerprint == s.get("keyid") and verify_signature(k.alg, k.public, sig, data):
+            # the pinned key's algorithm only, and the signature must say the same: no key
+            # is ever read as another algorithm
+            if (
+                k.fingerprint == s.get("keyid")
+                and s.get("alg", "ed25519") == k.alg
+                and verify_signature(k.alg, k.public, sig, data)
+            ):
                 names.append(k.name)
     return names
 

@@ -10,6 +10,15 @@ key files are JSON ``{"alg": "ed25519", "public": "<64 hex>", "name": "...", "ro
 (``role`` optional) or a bare line of 64 hex digits (no name, no role). A key pinned
 without a role identifies someone but never counts toward a transcript quorum
 (:mod:`ceremonies.transcript.pins`).
+
+Two algorithms verify (:data:`ALGORITHMS`), each with one encoding, so that a key can be
+read as one algorithm only: ``ed25519`` (a raw 32-byte key, 64-byte signature) and
+``ecdsa-p256`` (an X9.62 uncompressed point, 65 bytes starting 0x04 and on the curve; a
+raw r||s signature of 64 bytes over SHA-256), the form a token without CKM_EDDSA (NSS
+softokn) signs with. A pinned key carries its algorithm; a signature is checked with the
+pinned key's algorithm only, and one whose recorded ``alg`` differs is not counted
+(:func:`custody.audit.records.checkpoint_signers`). An ``ecdsa-p256`` key needs JSON: a
+bare hex line is always Ed25519.
 """
 
 from __future__ import annotations
@@ -19,15 +28,21 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from custody.canonical import load_json
 from custody.errors import UsageError
 from custody.signing import fingerprint, public_raw
 from custody.textsafe import printable
 
-ALGORITHMS = ("ed25519",)
+ED25519, ECDSA_P256 = "ed25519", "ecdsa-p256"
+ALGORITHMS = (ED25519, ECDSA_P256)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_PUBLIC_HEX = {ED25519: re.compile(r"^[0-9a-f]{64}$"), ECDSA_P256: re.compile(r"^04[0-9a-f]{128}$")}
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 @runtime_checkable
@@ -83,16 +98,23 @@ class SigningHsm(Protocol):
 class HsmSigner:
     """A signing key held in the HSM under *label* (e.g. the audit key).
 
-    Only algorithms :func:`verify_signature` checks (:data:`ALGORITHMS`, Ed25519) are
-    accepted: a token without CKM_EDDSA is refused before a key is created
-    (MechanismUnsupported), never given a key whose signatures no verifier accepts.
+    Only algorithms :func:`verify_signature` checks are accepted (*algorithms*, by
+    default :data:`ALGORITHMS`: Ed25519, else ECDSA P-256 on a token without CKM_EDDSA); a
+    token with none of them is refused before a key is created (MechanismUnsupported),
+    never given a key whose signatures no verifier accepts.
 
     Raises (from the constructor and :meth:`sign`): HsmError subclasses from the port.
     """
 
-    def __init__(self, name: str, hsm: SigningHsm, label: str) -> None:
+    def __init__(
+        self, name: str, hsm: SigningHsm, label: str, algorithms: tuple[str, ...] = ALGORITHMS
+    ) -> None:
+        if not algorithms or set(algorithms) - set(ALGORITHMS):
+            raise ValueError(f"algorithms must be drawn from {ALGORITHMS}")
         self._name, self._hsm, self._label = name, hsm, label
-        alg, pub = hsm.ensure_signing_key(label, ALGORITHMS)
+        alg, pub = hsm.ensure_signing_key(label, algorithms)
+        if str(alg) not in algorithms or not public_key_ok(str(alg), bytes(pub)):
+            raise ValueError(f"the token returned a {alg} key this verifier cannot check")
         self._alg, self._public = str(alg), bytes(pub)
 
     @property
@@ -149,12 +171,37 @@ class HsmSealer:
         return f"HsmSealer(label={self.label!r})"
 
 
+def public_key_ok(alg: str, public: bytes) -> bool:
+    """Whether *public* is a key of *alg* in its one accepted encoding (see the module
+    docstring): Ed25519 32 bytes; ECDSA P-256 an uncompressed point on the curve."""
+    if alg == ED25519:
+        return len(public) == 32
+    if alg == ECDSA_P256 and len(public) == 65 and public[0] == 4:
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
 def verify_signature(alg: str, public: bytes, signature: bytes, data: bytes) -> bool:
-    """True when *signature* is a valid *alg* signature of *data* under *public*."""
-    if alg != "ed25519" or len(public) != 32 or len(signature) != 64:
+    """True when *signature* is a valid *alg* signature of *data* under *public*.
+
+    ``ed25519``: RFC 8032 over *data*. ``ecdsa-p256``: raw r||s (64 bytes, 0 < r, s < n)
+    over SHA-256(*data*). Anything else, or a key or signature of the wrong form, is False.
+    """
+    if len(signature) != 64 or not public_key_ok(alg, public):
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+        if alg == ED25519:
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+            return True
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+            return False
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
+        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -214,10 +261,12 @@ def parse_trust_key(raw: bytes, *, default_name: str = "pinned") -> TrustKey:
             "Not a trust key file",
             'Give JSON {"alg": "ed25519", "public": "<64 hex>", "name": "..."} or 64 hex digits.',
         ) from exc
-    if alg not in ALGORITHMS or not _HEX64.match(pub):
+    pattern = _PUBLIC_HEX.get(alg)
+    if pattern is None or not pattern.match(pub) or not public_key_ok(alg, bytes.fromhex(pub)):
         raise UsageError(
             f"Unsupported trust key ({printable(alg)})",
-            "Only raw Ed25519 public keys (64 hex) are accepted.",
+            "Accepted: raw Ed25519 public keys (alg ed25519, 64 hex) and ECDSA P-256 "
+            "uncompressed points on the curve (alg ecdsa-p256, 130 hex starting 04).",
         )
     key = TrustKey(name=name, alg=alg, public=bytes.fromhex(pub), role=role or None)
     if fp is not None and fp != key.fingerprint:

@@ -13,10 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from custody.errors import HsmError
+from custody.errors import HsmError, IntegrityError
 
 KCV_LEN = 3  # bytes of AES-ECB(key, 0^128) shown as the key check value (6 hex digits)
-KeyUse = Literal["seal", "wrap"]  # AES-GCM only, or RFC 5649 key wrap only
+KeyUse = Literal["seal", "wrap"]  # sealing only (see KEK_SEALS), or key wrap only
+
+# How data is sealed under a token "seal" key (roots, hold keys), chosen per token by a
+# known-answer test (custody.hsm.pkcs11.probe) and recorded in the home ([hsm] kek_seal):
+# in-token AES-256-GCM where it works, else AES-256-CBC-PAD + HMAC-SHA256 (encrypt then
+# MAC) under two session keys that the token unwraps from random bytes under the seal key
+# with AES-ECB, so that neither key's value is ever outside the token (docs/keys.md).
+KEK_SEAL_GCM = "aes-gcm"
+KEK_SEAL_CBC_HMAC = "aes-cbc-hmac"
+KEK_SEALS = (KEK_SEAL_GCM, KEK_SEAL_CBC_HMAC)  # preference order
 
 # Key-wrap formats of a wrapped key blob (chosen per token by a known-answer test, see
 # custody.hsm.pkcs11.probe). An RFC 5649 blob is stored as it is (40 bytes for an AES-256
@@ -46,6 +55,11 @@ def decode_wrapped(blob: bytes) -> tuple[str, bytes]:
 
 class KeyNotExtractable(HsmError):
     """The token refuses to wrap a key out: CKA_EXTRACTABLE is false (PKCS#11 v3.0 §4.4)."""
+
+
+class KekSealMismatch(IntegrityError):
+    """The home records another way of sealing than the token does (an edited record, or a
+    token of another kind): nothing is sealed or opened, whatever the caller would skip."""
 
 
 class KeyExists(HsmError):
@@ -122,7 +136,7 @@ class TokenInfo:
 REQUIRED_CHECKS = (
     "random",
     "aes_key_gen",
-    "aes_gcm",
+    "kek_seal",
     "key_wrap",
     "kcv",
     "ecdh",
@@ -241,6 +255,31 @@ class Hsm(Protocol):
         self, label: str, version: int, nonce: bytes, ciphertext: bytes, aad: bytes
     ) -> bytes:
         """Raises IntegrityError when the tag does not verify."""
+        ...
+
+    def kek_seal(self) -> str:
+        """How this token seals (:data:`KEK_SEALS`), by the known-answer test, checked
+        against the home's record.
+
+        Raises:
+            MechanismUnsupported: neither way works on this token.
+            IntegrityError: the home records another way than the token does.
+        """
+        ...
+
+    def seal(self, label: str, version: int, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal *plaintext* under the token key ``label/vN`` the way :meth:`kek_seal`
+        names: ``aes-gcm``: nonce (12) || ciphertext || tag (16), as :meth:`encrypt`;
+        ``aes-cbc-hmac``: a self-describing blob (``CKS1`` ...). Both bind *aad*."""
+        ...
+
+    def unseal(self, label: str, version: int, sealed: bytes, aad: bytes) -> bytes:
+        """Undo :meth:`seal`. Only the way the home records is tried (no downgrade).
+
+        Raises:
+            IntegrityError: the blob, *aad* or the key differ, or the blob is of the
+                other way.
+        """
         ...
 
     def wrap_bytes(self, label: str, version: int, key_bytes: bytes) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 
 from custody.errors import IntegrityError, PolicyError, UsageError
+from custody.hsm import KekSealMismatch
 from custody.keys import wrapped as envelope
 from custody.keys.keks import KekKeys
 from custody.store.rows import NewObject
@@ -222,6 +223,8 @@ class ObjectKeys(KekKeys):
         try:
             key = self.kek_plaintext(branch, version)
             return envelope.Opener(key, branch, version, context_prefix=_OBJ_CTX)
+        except KekSealMismatch:
+            raise  # the home's record, not this KEK: refuse the whole run
         except (IntegrityError, PolicyError):
             return None
 

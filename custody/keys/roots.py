@@ -182,20 +182,30 @@ class RootKeys(KeyContext):
         )
 
     def seal_kek(self, branch: str, version: int, root_version: int, plain: bytes) -> bytes:
-        ctx = kek_context(branch, version)
-        aad = envelope.header(ROOT_LABEL, root_version) + ctx
+        """Seal a KEK under root/v*root_version* inside the HSM, the token's way
+        (:meth:`custody.hsm.Hsm.seal`: AES-GCM, or the AES-CBC-PAD + HMAC fallback)."""
+        hdr = envelope.header(ROOT_LABEL, root_version)
         try:
-            nonce, body = self.hsm.encrypt(ROOT_LABEL, root_version, plain, aad)
+            return hdr + self.hsm.seal(
+                ROOT_LABEL, root_version, plain, hdr + kek_context(branch, version)
+            )
         except KeyNotFound as exc:
             raise self._root_missing(root_version) from exc
-        return envelope.header(ROOT_LABEL, root_version) + nonce + body
 
     def open_kek(self, branch: str, version: int, root_version: int, wrapped: bytes) -> bytes:
+        """Open a sealed KEK; only the home's recorded way is tried (no downgrade).
+
+        Raises:
+            IntegrityError: the blob names another root, or does not verify.
+            KeyNotFound: the root is not on the token.
+        """
         env = envelope.parse(wrapped)
         if env.key_id != ROOT_LABEL or env.key_version != root_version:
             raise IntegrityError(f"KEK {branch}/v{version} names the wrong root", "Store damaged.")
-        ctx = kek_context(branch, version)
+        hdr = envelope.header(ROOT_LABEL, root_version)
         try:
-            return self.hsm.decrypt(ROOT_LABEL, root_version, env.nonce, env.body, env.aad(ctx))
+            return self.hsm.unseal(
+                ROOT_LABEL, root_version, wrapped[len(hdr) :], hdr + kek_context(branch, version)
+            )
         except KeyNotFound as exc:
             raise self._root_missing(root_version) from exc

@@ -3,9 +3,10 @@
 This module owns opening the token, one logged-in R/W user session per adapter and the
 serialisation of every call. :class:`Pkcs11Hsm` gets its operations from mixins beside
 it in ``custody.hsm.pkcs11``: ``secretkeys`` (AES key templates, lookup, lifecycle),
-``wrapping`` (AES-GCM, RFC 5649, sealing to a public key), ``keypairs`` (signing,
-ECDH) and ``mackeys`` (HMAC-SHA256); ``module`` (library loading), ``errors`` (error
-translation) and ``selftest`` help. These are the only modules in custody that import ``pkcs11``.
+``wrapping`` (AES-GCM, seal/unseal with the ``sealing`` fallback, RFC 5649, sealing to a
+public key), ``keypairs`` (signing, ECDH) and ``mackeys`` (HMAC-SHA256); ``module``
+(library loading), ``errors`` (error translation) and ``selftest`` help. These are the only
+modules in custody that import ``pkcs11``.
 
 Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
@@ -37,7 +38,7 @@ from custody.errors import (
     SessionClosed,
     TokenNotPresent,
 )
-from custody.hsm import SelftestReport, TokenInfo
+from custody.hsm import KEK_SEALS, SelftestReport, TokenInfo
 from custody.hsm.pkcs11 import probe
 from custody.hsm.pkcs11.errors import translate
 from custody.hsm.pkcs11.keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
@@ -53,6 +54,8 @@ SELFTEST_MECHANISMS = (
     "AES_KEY_WRAP_PAD",
     "AES_KEY_WRAP",
     "AES_ECB",
+    "AES_CBC_PAD",
+    "SHA256_HMAC",
     "EC_EDWARDS_KEY_PAIR_GEN",
     "EDDSA",
     "EC_KEY_PAIR_GEN",
@@ -119,6 +122,9 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
             mechanisms the token offers is used.
         wrap_formats: preference order of key-wrap formats for new blobs (default RFC 5649,
             then RFC 3394); blobs of every format the token unwraps still open.
+        kek_seals: preference order of the ways of sealing (:data:`custody.hsm.KEK_SEALS`,
+            default AES-GCM, then the CBC-PAD + HMAC fallback); the first that passes its
+            known-answer test is the token's, and must be the one the home records.
 
     Raises:
         See :func:`open_hsm`.
@@ -132,6 +138,7 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
         *,
         signing_algorithms: tuple[str, ...] = SIGNING_ALGORITHMS,
         wrap_formats: tuple[str, ...] = probe.WRAP_FORMATS,
+        kek_seals: tuple[str, ...] = KEK_SEALS,
     ) -> None:
         unknown = set(signing_algorithms) - set(SIGN_MECHS)
         if unknown or not signing_algorithms:
@@ -141,6 +148,9 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
         if not wrap_formats or set(wrap_formats) - set(probe.WRAP_FORMATS):
             raise ValueError(f"wrap_formats must be drawn from {probe.WRAP_FORMATS}")
         self._wrap_formats = wrap_formats
+        if not kek_seals or set(kek_seals) - set(KEK_SEALS):
+            raise ValueError(f"kek_seals must be drawn from {KEK_SEALS}")
+        self._kek_seals = kek_seals
         self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
         # SoftHSMv2's file store rewrites token.object on every C_Login (PIN flags) and is not
@@ -294,11 +304,11 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
     def _profile(self, s: Any) -> probe.TokenProfile:
         """The token's profile (:mod:`custody.hsm.pkcs11.probe`), tested once per slot and
         module initialisation; the caller holds the module lock."""
-        key = (self._slot_id, self._wrap_formats)
+        key = (self._slot_id, self._wrap_formats, self._kek_seals)
         prof = self._module.profiles.get(key)
         if prof is None:
             prof = self._module.profiles[key] = probe.profile(
-                s, self._slot_id, self._mechs, self._wrap_formats
+                s, self._slot_id, self._mechs, self._wrap_formats, self._kek_seals
             )
         return prof
 
@@ -323,6 +333,7 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
             "aes_gcm": {"native": "in token", "raw": "in token (raw call, see docs/hsm.md)"}.get(
                 prof.gcm or "", "none"
             ),
+            "kek_seal": prof.seal or "none",
             "allowed_mechanisms": "enforced" if prof.allowed_enforced else "not enforced",
             "signing": alg or "none",
         }
@@ -348,10 +359,13 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
         if bad:
             raise MechanismUnsupported(
                 f"Token {self._token_label!r} is not suitable for custody: " + "; ".join(bad),
-                "Nothing was created. custody needs AES key generation, in-token AES-GCM, "
+                "Nothing was created. custody needs AES key generation, in-token AES-GCM "
+                "(or AES-ECB unwrap, AES-CBC-PAD and HMAC-SHA256 for its fallback), "
                 "an AES key wrap (RFC 5649 or RFC 3394), AES-ECB for key check values and "
                 "P-256 ECDH; 'custody hsm selftest' shows each check.",
             )
+        if self._config.kek_seal is not None:
+            self.kek_seal()  # a home's record must match the token (IntegrityError)
         return self._choices(prof, alg)
 
     def unwrap_formats(self) -> frozenset[str]:

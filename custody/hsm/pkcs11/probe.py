@@ -2,8 +2,10 @@
 
 This module owns the token *profile*: which key-wrap mechanism custody uses for new blobs,
 which mechanism opens each blob format, whether in-token AES-GCM works (natively, or only
-through the raw call of :mod:`custody.hsm.pkcs11.raw`), and whether the token enforces
-CKA_ALLOWED_MECHANISMS. Each answer comes from a functional test on session objects
+through the raw call of :mod:`custody.hsm.pkcs11.raw`), whether the AES-CBC-PAD +
+HMAC-SHA256 sealing fallback works (:mod:`custody.hsm.pkcs11.sealing`), which of the two
+seals KEKs, and whether the token enforces CKA_ALLOWED_MECHANISMS. Each answer comes from a
+functional test on session objects
 (CKA_TOKEN=false, destroyed at once) whose result is compared with an independent
 implementation (``cryptography``), never from a mechanism's name: NSS softokn 3.87 offers
 CKM_AES_KEY_WRAP_PAD, but it is PKCS#7 padding plus RFC 3394 (a 48-byte blob), not RFC 5649.
@@ -24,8 +26,8 @@ from typing import Any
 from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
-from custody.hsm import WRAP_RFC3394, WRAP_RFC5649
-from custody.hsm.pkcs11 import raw
+from custody.hsm import KEK_SEAL_CBC_HMAC, KEK_SEAL_GCM, KEK_SEALS, WRAP_RFC3394, WRAP_RFC5649
+from custody.hsm.pkcs11 import raw, sealing
 
 # Candidates in order of preference (PKCS#11 v3.0 §2.14): the standard RFC 5649 id, the
 # vendor-era RFC 5649 id (SoftHSM), then RFC 3394, which a 32-byte key needs no padding for.
@@ -62,6 +64,8 @@ class TokenProfile:
     wrap: WrapChoice | None = None  # for new blobs; None: no mechanism wraps correctly
     unwrap: dict[str, Mechanism] = field(default_factory=dict)  # blob format -> mechanism
     gcm: str | None = None  # "native", "raw", or None when in-token AES-GCM does not work
+    cbc_hmac: bool = False  # the AES-CBC-PAD + HMAC-SHA256 fallback passed its test
+    seal: str | None = None  # KEK_SEAL_GCM or KEK_SEAL_CBC_HMAC: how seal keys seal
     allowed_enforced: bool = False
     results: dict[str, str] = field(default_factory=dict)  # check -> pass/fail/missing
     errors: dict[str, str] = field(default_factory=dict)  # check -> why it failed
@@ -211,6 +215,76 @@ def _probe_gcm(s: Any, slot_id: int, mechs: frozenset[str], prof: TokenProfile) 
         _destroy(key)
 
 
+def _probe_cbc_hmac(s: Any, mechs: frozenset[str], prof: TokenProfile) -> None:
+    """The sealing fallback (:mod:`custody.hsm.pkcs11.sealing`) against ``cryptography``:
+    the two keys unwrapped under a known seal key by AES-ECB, CBC-PAD and HMAC outputs, a
+    decryption, and a tampered tag refused."""
+    import hmac
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    missing = [m for m in sealing.MECHANISMS if m.name not in mechs]
+    if missing:
+        prof.results["cbc_hmac"] = MISSING
+        prof.errors["cbc_hmac"] = "not offered: " + ", ".join(f"CKM_{m.name}" for m in missing)
+        return
+    seal_raw, aad, msg = os.urandom(32), b"custody kat", os.urandom(32)
+    root = s.create_object(
+        {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.VALUE: seal_raw,
+            Attribute.TOKEN: False,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.UNWRAP: True,
+        }
+    )
+    try:
+        blob = sealing.seal(s, root, msg, aad, enforced=False)
+        r, iv, ct, tag = sealing.split(blob)
+        dec = Cipher(algorithms.AES(seal_raw), modes.ECB()).decryptor()  # noqa: S305
+        k = dec.update(r) + dec.finalize()
+        k_enc, k_mac = k[: sealing.KEY_LEN], k[sealing.KEY_LEN :]
+        pad = padding.PKCS7(128).padder()
+        enc = Cipher(algorithms.AES(k_enc), modes.CBC(iv)).encryptor()
+        want_ct = enc.update(pad.update(msg) + pad.finalize()) + enc.finalize()
+        want_tag = hmac.new(k_mac, sealing.mac_input(aad, blob[: -sealing.TAG_LEN]), "sha256")
+        if ct != want_ct or tag != want_tag.digest():
+            raise ValueError("AES-CBC-PAD or HMAC-SHA256 output differs from the standard")
+        if sealing.unseal(s, root, blob, aad, enforced=False) != msg:
+            raise ValueError("the sealed blob did not open to the same bytes")
+        try:
+            sealing.unseal(s, root, blob[:-1] + bytes([blob[-1] ^ 1]), aad, enforced=False)
+        except sealing.TagMismatch:
+            prof.cbc_hmac = True
+            prof.results["cbc_hmac"] = PASS
+            return
+        raise ValueError("a tampered tag was accepted")
+    except (px.MechanismInvalid, px.FunctionNotSupported) as exc:  # SoftHSM 2.6: no ECB unwrap
+        prof.results["cbc_hmac"] = MISSING
+        prof.errors["cbc_hmac"] = f"AES-ECB unwrap or CBC-PAD/HMAC refused ({type(exc).__name__})"
+    except (px.PKCS11Error, ValueError) as exc:
+        prof.results["cbc_hmac"] = FAIL
+        prof.errors["cbc_hmac"] = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+    finally:
+        _destroy(root)
+
+
+def _choose_seal(prof: TokenProfile, seals: tuple[str, ...]) -> None:
+    works = {KEK_SEAL_GCM: prof.gcm is not None, KEK_SEAL_CBC_HMAC: prof.cbc_hmac}
+    prof.seal = next((m for m in seals if works[m]), None)
+    if prof.seal is not None:
+        prof.results["kek_seal"] = PASS
+        return
+    tried = [m for m in seals if m in works]
+    prof.results["kek_seal"] = (
+        MISSING if all(prof.results.get(c) == MISSING for c in ("aes_gcm", "cbc_hmac")) else FAIL
+    )
+    prof.errors["kek_seal"] = "neither " + " nor ".join(tried) + " works on this token"
+
+
 def _probe_allowed(s: Any) -> bool:
     """Whether CKA_ALLOWED_MECHANISMS is enforced: a GCM-only key must refuse AES-ECB."""
     try:
@@ -242,17 +316,24 @@ WRAP_FORMATS = (WRAP_RFC5649, WRAP_RFC3394)  # preference for new blobs
 
 
 def profile(
-    s: Any, slot_id: int, mechs: frozenset[str], wrap_formats: tuple[str, ...] = WRAP_FORMATS
+    s: Any,
+    slot_id: int,
+    mechs: frozenset[str],
+    wrap_formats: tuple[str, ...] = WRAP_FORMATS,
+    kek_seals: tuple[str, ...] = KEK_SEALS,
 ) -> TokenProfile:
     """Run the known-answer tests on session *s* (the caller holds the module lock).
 
     *wrap_formats* orders (and limits) the formats new blobs may use; every format a
     mechanism unwraps correctly is still recorded, so old blobs of any format open.
+    *kek_seals* orders (and limits) the ways of sealing (:data:`custody.hsm.KEK_SEALS`):
+    the first that passes is the token's.
     """
     prof = TokenProfile()
     steps: tuple[tuple[str, Callable[[], None]], ...] = (
         ("key_wrap", lambda: _probe_wrap(s, slot_id, mechs, prof, wrap_formats)),
         ("aes_gcm", lambda: _probe_gcm(s, slot_id, mechs, prof)),
+        ("cbc_hmac", lambda: _probe_cbc_hmac(s, mechs, prof)),
     )
     for name, step in steps:
         try:
@@ -260,6 +341,7 @@ def profile(
         except Exception as exc:  # noqa: BLE001 (a KAT reports, it never crashes)
             prof.results[name] = FAIL
             prof.errors[name] = type(exc).__name__
+    _choose_seal(prof, kek_seals)
     try:
         prof.allowed_enforced = _probe_allowed(s)
     except Exception:  # noqa: BLE001
@@ -269,7 +351,7 @@ def profile(
 
 # What each use of the token needs (check names of the selftest).
 NEEDS: dict[str, tuple[str, ...]] = {
-    "core": ("random", "aes_key_gen", "aes_gcm", "key_wrap", "kcv"),
+    "core": ("random", "aes_key_gen", "kek_seal", "key_wrap", "kcv"),
     "seal": ("ecdh", "ecdh_wrap"),  # sealing a rotated root to the share set's P-256 key
 }
 

@@ -17,7 +17,8 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
 from custody.errors import HsmError, KeyNotFound, MechanismUnsupported
-from custody.hsm import KCV_LEN, KeyExists, KeyRef, KeyUse, object_label
+from custody.hsm import KCV_LEN, KEK_SEAL_CBC_HMAC, KeyExists, KeyRef, KeyUse, object_label
+from custody.hsm.pkcs11 import sealing
 from custody.hsm.pkcs11.module import SharedLogin
 
 KWP = Mechanism.AES_KEY_WRAP_PAD  # RFC 5649
@@ -33,6 +34,9 @@ NO_USE = {
 }
 # What a token AES key may do, by use: the usage flags and CKA_ALLOWED_MECHANISMS (PKCS#11
 # v3.0 §4.4). "seal" keys (roots, hold keys) only do AES-GCM; "wrap" keys only RFC 5649.
+# On a token that seals with the AES-CBC-PAD + HMAC fallback, a "seal" key only unwraps
+# the two session keys of a blob and takes its KCV, both by AES-ECB (SEAL_FALLBACK,
+# custody.hsm.pkcs11.sealing).
 # No custody key allows AES-ECB: a KCV is CKA_CHECK_VALUE, or computed at import on a
 # short-lived ECB-only session copy (see _kcv_of_blob).
 USES: dict[str, tuple[dict[Attribute, bool], list[Mechanism]]] = {
@@ -42,6 +46,10 @@ USES: dict[str, tuple[dict[Attribute, bool], list[Mechanism]]] = {
     ),
     "wrap": ({**NO_USE, Attribute.WRAP: True, Attribute.UNWRAP: True}, [KWP]),
 }
+SEAL_FALLBACK = (
+    {**NO_USE, Attribute.UNWRAP: True, Attribute.ENCRYPT: True},
+    sealing.SEAL_KEY_MECHANISMS,
+)
 KCV_ID_PREFIX = b"kcv:"  # CKA_ID of an unwrapped key: the KCV the token computed at import
 
 
@@ -58,6 +66,12 @@ class SecretKeyMixin:
         (CKR_GENERAL_ERROR), so it is left out where the known-answer test found it not
         enforced."""
         return {Attribute.ALLOWED_MECHANISMS: mechs} if self._profile(s).allowed_enforced else {}
+
+    def _use(self, s: Any, use: KeyUse) -> tuple[dict[Attribute, bool], list[Mechanism]]:
+        """The usage flags and allowed mechanisms of a new key for *use* on this token."""
+        if use == "seal" and self._profile(s).seal == KEK_SEAL_CBC_HMAC:
+            return SEAL_FALLBACK
+        return USES[use]
 
     def _secret(self, s: Any, label: str, version: int) -> Any:
         """The key ``label/vN``: a token object, or a volatile session object of this login
@@ -195,7 +209,8 @@ class SecretKeyMixin:
             label: key name (``root``, ``data`` ...); the object label is ``label/vN``.
             version: key version.
             extractable: whether it may be wrapped out (once, for its backup blob).
-            use: ``"seal"`` (AES-GCM encrypt/decrypt only) or ``"wrap"`` (RFC 5649 only).
+            use: ``"seal"`` (AES-GCM encrypt/decrypt only; on a token that seals with the
+                fallback, AES-ECB unwrap and KCV only) or ``"wrap"`` (RFC 5649 only).
 
         Returns:
             A reference with the key check value.
@@ -204,8 +219,8 @@ class SecretKeyMixin:
             KeyExists: that version is already on the token.
             HsmError: the token failed (a subclass says why).
         """
-        attrs, mechs = USES[use]
         with self._op(f"generate {object_label(label, version)}") as s:
+            attrs, mechs = self._use(s, use)
             lbl = self._absent(s, label, version)
             template = {
                 Attribute.TOKEN: not extractable,

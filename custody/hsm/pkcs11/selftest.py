@@ -179,6 +179,8 @@ def run_checks(
         "random": ((), _random),
         "aes_key_gen": (("AES_KEY_GEN",), _aes_key_gen),
         "aes_gcm": ((), None),
+        "cbc_hmac": ((), None),
+        "kek_seal": ((), None),
         "key_wrap": ((), None),
         "kcv": (("AES_ECB",), _kcv),
         "sign_verify": (

@@ -26,12 +26,22 @@ from typing import Any
 from pkcs11 import KDF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as px
 
+from custody.config import HsmConfig
 from custody.errors import HsmError, IntegrityError, MechanismUnsupported
-from custody.hsm import KeyRef, KeyUse, SealedKey, decode_wrapped, encode_wrapped, object_label
-from custody.hsm.pkcs11 import raw
+from custody.hsm import (
+    KEK_SEAL_GCM,
+    KekSealMismatch,
+    KeyRef,
+    KeyUse,
+    SealedKey,
+    decode_wrapped,
+    encode_wrapped,
+    object_label,
+)
+from custody.hsm.pkcs11 import raw, sealing
 from custody.hsm.pkcs11.keypairs import ec_point, generate_pair, p256_point
 from custody.hsm.pkcs11.probe import WrapChoice, buffer_too_small, wrap_with
-from custody.hsm.pkcs11.secretkeys import KCV_ID_PREFIX, KWP, NO_USE, USES, SecretKeyMixin
+from custody.hsm.pkcs11.secretkeys import KCV_ID_PREFIX, KWP, NO_USE, SecretKeyMixin
 
 GCM_NONCE_LEN = 12
 WRAPPED_AES256_LEN = 40  # RFC 5649: 8-byte AIV block + 32 bytes
@@ -42,6 +52,102 @@ class WrappingMixin(SecretKeyMixin):
 
     _slot_id: int
     _gcm_raw_slots: set[int]  # the module's slots whose GCM encrypt needs raw.py
+    _config: HsmConfig
+    _token_label: str
+
+    # --- sealing under a seal key: AES-GCM, or the CBC-PAD + HMAC fallback -------------
+    def _seal_mode(self, s: Any) -> str:
+        """The token's way of sealing, checked against the home's record (None: a home
+        from before the record, which was always AES-GCM)."""
+        prof = self._profile(s)
+        if prof.seal is None:
+            raise MechanismUnsupported(
+                f"Token {self._token_label!r} can seal neither with AES-GCM nor with "
+                "AES-CBC-PAD + HMAC-SHA256",
+                "'custody hsm selftest' shows the aes_gcm and cbc_hmac checks.",
+            )
+        recorded = self._config.kek_seal or KEK_SEAL_GCM
+        mode: str = prof.seal
+        if recorded != mode:
+            raise KekSealMismatch(
+                f"This home records KEK sealing {recorded!r}, but token "
+                f"{self._token_label!r} seals with {mode!r}",
+                "Nothing was sealed or opened. The record ([hsm] kek_seal in custody.toml) "
+                "is set when the home is made, from the token's known-answer test; an edited "
+                "record or a token of another kind is refused, so that sealing is never "
+                "switched silently. Restore custody.toml, or use the kind of token the home "
+                "was made on (docs/keys.md, 'Sealing KEKs under the root').",
+            )
+        return mode
+
+    def kek_seal(self) -> str:
+        """How this token seals (``aes-gcm`` or ``aes-cbc-hmac``), by the known-answer
+        test, checked against the home's record.
+
+        Raises:
+            MechanismUnsupported: neither works on this token.
+            IntegrityError: the home records the other one.
+        """
+        with self._op("choose how to seal") as s:
+            return self._seal_mode(s)
+
+    def seal(self, label: str, version: int, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal under the token key ``label/vN`` (see :meth:`custody.hsm.Hsm.seal`).
+
+        Raises:
+            MechanismUnsupported, IntegrityError: see :meth:`kek_seal`.
+            KeyNotFound: no such key.
+            HsmError: the token failed.
+        """
+        lbl = object_label(label, version)
+        with self._op(f"seal under {lbl}") as s:
+            mode = self._seal_mode(s)
+            if mode != KEK_SEAL_GCM:
+                key = self._usable(
+                    self._secret(s, label, version), Attribute.UNWRAP, label, version
+                )
+                try:
+                    return sealing.seal(
+                        s, key, plaintext, aad, enforced=self._profile(s).allowed_enforced
+                    )
+                except sealing.TagMismatch as exc:
+                    raise HsmError(f"The token failed to seal under {lbl}", str(exc)) from exc
+        nonce, ct = self.encrypt(label, version, plaintext, aad)
+        return nonce + ct
+
+    def unseal(self, label: str, version: int, sealed: bytes, aad: bytes) -> bytes:
+        """Open what :meth:`seal` made, the home's way only (no downgrade).
+
+        Raises:
+            IntegrityError: the blob, *aad* or the key differ, or the blob is not of the
+                home's way; or the home's record differs from the token.
+            KeyNotFound: no such key.
+            HsmError: the token failed.
+        """
+        lbl = object_label(label, version)
+        with self._op(f"open sealed data under {lbl}", integrity=True) as s:
+            mode = self._seal_mode(s)
+            if mode != KEK_SEAL_GCM:
+                key = self._usable(
+                    self._secret(s, label, version), Attribute.UNWRAP, label, version
+                )
+                try:
+                    return sealing.unseal(
+                        s, key, sealed, aad, enforced=self._profile(s).allowed_enforced
+                    )
+                except sealing.TagMismatch as exc:
+                    raise IntegrityError(
+                        f"The data sealed under {lbl} does not verify ({exc})",
+                        f"Nothing was opened. This home seals with {mode}; the blob was "
+                        "changed, or sealed under another key, for another purpose or another "
+                        "way.",
+                    ) from exc
+        if len(sealed) < GCM_NONCE_LEN + 16:
+            raise IntegrityError(
+                f"The data sealed under {lbl} is too short for AES-GCM",
+                "Nothing was opened; the stored blob is damaged.",
+            )
+        return self.decrypt(label, version, sealed[:GCM_NONCE_LEN], sealed[GCM_NONCE_LEN:], aad)
 
     def seal_to_public(self, label: str, version: int, recipient_public: bytes) -> SealedKey:
         """Wrap a key for the holder of a P-256 private key, entirely inside the token.
@@ -213,8 +319,8 @@ class WrappingMixin(SecretKeyMixin):
                 f"The blob for {object_label(label, version)} is not a wrapped AES-256 key",
                 f"A wrapped root key is {WRAPPED_AES256_LEN} bytes; check the blob's source.",
             )
-        attrs, mechs = USES[use]
         with self._op(f"unwrap {object_label(label, version)}", integrity=True) as s:
+            attrs, mechs = self._use(s, use)
             lbl = self._absent(s, label, version)
             mech = self._unwrap_mech(s, fmt)
             with self._temp_key(s, wrapping_key, KeyType.AES, (mech,), unwrap=True) as wk:

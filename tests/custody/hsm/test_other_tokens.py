@@ -66,12 +66,35 @@ def test_nss_softokn_passes_preflight_and_selftest_names_its_mechanisms(tmp_path
         assert "key_wrap" in text.stdout and "rfc5649" in text.stdout
         assert token_objects(P11KIT_PROXY, label, TEST_PIN) == []  # nothing left behind
         assert TEST_PIN not in st.stdout + st.stderr + text.stdout + text.stderr
-        # No EdDSA: the HSM audit key is refused before a key exists, never created as an
-        # ECDSA key that 'audit verify' could not check.
-        cp = run_cli("audit", "checkpoint", "--home", str(home), "--pin-file", str(pins))
-        assert cp.returncode == 5, cp.stdout + cp.stderr
-        assert "CKM_EDDSA" in cp.stderr and "Traceback" not in cp.stderr
-        assert token_objects(P11KIT_PROXY, label, TEST_PIN) == []
+        # No EdDSA: the HSM audit key is ECDSA P-256, and 'audit verify' checks its
+        # checkpoints with the key the auditor pinned (its algorithm recorded in the pin)
+        pinned = tmp_path / "hsm-audit.json"
+        cp = run_cli(
+            "audit", "checkpoint", "--home", str(home), "--pin-file", str(pins),
+            "--trust-out", str(pinned), "--json",
+        )  # fmt: skip
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        signer = json.loads(cp.stdout)["signer"]
+        assert signer["alg"] == "ecdsa-p256" and len(signer["public"]) == 130
+        assert json.loads(pinned.read_text())["alg"] == "ecdsa-p256"
+        v = run_cli("audit", "verify", "--home", str(home), "--trust", str(pinned), "--json")
+        assert v.returncode == 0 and json.loads(v.stdout)["ok"] is True, v.stdout + v.stderr
+        assert token_objects(P11KIT_PROXY, label, TEST_PIN) == ["audit", "audit"]  # the pair
+        # another P-256 key pinned under that name counts for nothing: refused
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        other = ec.generate_private_key(ec.SECP256R1()).public_key()
+        point = other.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        wrong = tmp_path / "other.json"
+        wrong.write_text(json.dumps({**signer, "public": point.hex()}))
+        v = run_cli("audit", "verify", "--home", str(home), "--trust", str(wrong), "--json")
+        assert v.returncode == 6 and json.loads(v.stdout)["ok"] is False, v.stdout + v.stderr
+        # the same point pinned as Ed25519 is not a key at all
+        relabelled = tmp_path / "relabelled.json"
+        relabelled.write_text(json.dumps({**signer, "alg": "ed25519"}))
+        v = run_cli("audit", "verify", "--home", str(home), "--trust", str(relabelled))
+        assert v.returncode == 2 and "Unsupported trust key" in v.stderr, v.stdout + v.stderr
 
 
 def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
@@ -80,9 +103,11 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert r.returncode == 5, r.stdout + r.stderr
         doc = json.loads(r.stdout)
         assert doc["error"] == "MechanismUnsupported"
-        for name in ("aes_gcm missing", "key_wrap missing", "ecdh missing", "ecdh_wrap missing"):
+        for name in ("key_wrap missing", "ecdh missing", "ecdh_wrap missing"):
             assert name in doc["title"], doc["title"]
-        assert "CKM_AES_GCM is not offered" in doc["title"]  # each one says why
+        assert "no AES key-wrap mechanism offered" in doc["title"]  # each one says why
+        # no GCM is no longer a reason: the AES-CBC-PAD + HMAC fallback seals KEKs there
+        assert "kek_seal" not in doc["title"] and "aes_gcm" not in doc["title"]
         assert "Nothing was created" in doc["hint"]
         assert not home.exists()  # no home, no store, no config
         assert token_objects(OPENCRYPTOKI, label, OCK_PIN) == []  # no key on the token
@@ -104,7 +129,9 @@ def test_opencryptoki_is_refused_at_preflight_and_nothing_is_created(tmp_path):
         assert doc["results"]["random"] == "pass" and doc["results"]["aes_key_gen"] == "pass"
         for name in ("aes_gcm", "key_wrap", "ecdh", "ecdh_wrap", "sign_verify"):
             assert doc["results"][name] == "missing", (name, doc["results"], doc["errors"])
+        assert doc["results"]["cbc_hmac"] == "pass" and doc["results"]["kek_seal"] == "pass"
         assert doc["choices"]["key_wrap"] == "none"
+        assert doc["choices"]["kek_seal"] == "aes-cbc-hmac"
         text = run_cli("hsm", "selftest", "--home", str(h.root), "--pin-file", str(pins))
         assert text.returncode == 5 and "Traceback" not in text.stderr
         assert "missing" in text.stdout and "selftest FAILED" in text.stdout
