@@ -318,9 +318,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
             )
         state = dict(access_state(dep.store))
         counts = {k: len(v) for k, v in state.items()}
+        counts.update(participants=len(dep.store.participants()), secrets=len(dep.store.secrets()))
         ac.audit.append("access seal", "access", who.name, outcome="intent", details=counts)
         with dep.store.transaction():
-            ac.seal.reseal(by=who.name)
+            ac.seal.reseal(by=who.name, everything=True)
+        ac.seal.advance()
         ac.audit.append("access seal", "access", who.name, details=counts)
     if args.json:
         common.emit_json({"ok": True, "sealed": counts, "by": who.name})

@@ -228,9 +228,11 @@ def vault_of(dep: Any, args: argparse.Namespace) -> Any:
 
 def _vault(dep: Any, args: argparse.Namespace) -> Any:
     """The operator's vault (shared with the TUI: :mod:`custody.secrets.operator`)."""
+    from custody.access.local import home_seal
     from custody.secrets.operator import operator_vault
 
-    return operator_vault(dep, common.home_of(args))
+    home = common.home_of(args)
+    return operator_vault(dep, home, seal=home_seal(dep, home))
 
 
 def _category(args: argparse.Namespace) -> Any:

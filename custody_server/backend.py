@@ -103,6 +103,7 @@ def open_context(
     dep = open_deployment(home, pin)
     try:
         rng = dep.hsm.random if dep.hsm is not None else None
+        seal = access_seal(dep, audit)
         vault = Vault(
             dep.store,
             dep.hierarchy,
@@ -110,8 +111,8 @@ def open_context(
             actor="custody-server",
             alert=alert,
             rng=rng,
+            seal=seal,
         )
-        seal = access_seal(dep, audit)
         mfa = Mfa(
             dep.store,
             dep.hierarchy,

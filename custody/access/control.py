@@ -11,7 +11,7 @@ revoked or wrong token raises :class:`AuthError` (audited too, without the token
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
 from custody.errors import IntegrityError, PolicyError, UsageError
 from custody.store.port import Store
-from custody.store.rows import GrantRow, PrincipalRow
+from custody.store.rows import GrantRow, ParticipantRow, PrincipalRow, SecretRow
 
 MFA_MODES = ("enrolled", "always")
 
@@ -135,13 +135,29 @@ class AccessControl:
             self.seal.check()
 
     @contextmanager
-    def sealed(self) -> Iterator[None]:
-        """A write to access-control rows: checked first, re-sealed in its transaction."""
+    def sealed(self, *, participants: Collection[str] = ()) -> Iterator[None]:
+        """A write to access-control rows: checked first, re-sealed in its transaction
+        (*participants*: roster entries the writer vouches for, see
+        :meth:`~custody.access.seal.AccessSeal.reseal`)."""
         if self.seal is None:
             yield
             return
-        with self.seal.write():
+        with self.seal.write(participants=participants):
             yield
+
+    def class_of(self, row: SecretRow) -> str:
+        """*row*'s security class as decisions may trust it: the sealed one (an unsealed
+        secret counts as ``high``); the row's own without the token."""
+        return self.seal.trusted_class(row) if self.seal is not None else row.security_class
+
+    def participants(self) -> list[ParticipantRow]:
+        """The roster as decisions may trust it: the sealed participants (one enrolled since
+        the last seal approves nothing until sealed); every row without the token."""
+        rows = self.store.participants()
+        if self.seal is None:
+            return rows
+        names = self.seal.trusted_participants()
+        return [m for m in rows if m.name in names]
 
     def __repr__(self) -> str:
         return f"AccessControl({self.store!r})"
@@ -258,7 +274,7 @@ class AccessControl:
         )
         details = {"kind": kind, "role": role, "services": list(services), "envs": list(envs)}
         self.audit.append("principal add", name, by, outcome="intent", details=details)
-        with self.sealed():
+        with self.sealed(participants=(name,) if kind == "person" else ()):
             self.store.add_principal(row)
         self.audit.append("principal add", name, by, details=details)
         return self._to_principal(row), (minted.token if minted else None)
@@ -361,7 +377,7 @@ class AccessControl:
         """Key -> name of those of *names* who are live person principals whose key is their
         enrolled, valid participant key and who may ``approve`` *env*:*path* (of *category*)
         now."""
-        members = [m for m in self.store.participants() if m.name in names]
+        members = [m for m in self.participants() if m.name in names]
         out: dict[bytes, str] = {}
         for name in sorted({m.name for m in members}):
             p = self.store.principal(name)
@@ -527,7 +543,7 @@ class AccessControl:
             self.refuse(principal, action, env, path, f"{principal.name} is revoked")
         row = self.store.secret(env, path) if path and not path.startswith("@") else None
         if row is not None:
-            category, security_class = row.category, row.security_class
+            category, security_class = row.category, self.class_of(row)
         wants = needs_mfa(principal, action, security_class)
         mfa_ok, mfa_error = self.mfa_check(principal, mfa_code if wants else None)
         self.lapse()
@@ -652,7 +668,7 @@ class AccessControl:
         out = [
             r
             for r in rows
-            if decide(principal, action, r.env, r.path, security_class=r.security_class,
+            if decide(principal, action, r.env, r.path, security_class=self.class_of(r),
                       grants=grants, now=t, mfa_ok=mfa_ok, category=r.category).allow
         ]  # fmt: skip
         self.audit.append(

@@ -71,11 +71,11 @@ class GrantFlow:
             rows = self.store.secrets(env, path)
             if not rows:
                 return "high"
-            return max((r.security_class for r in rows), key=lambda c: _CLASS_RANK.get(c, 2))
+            return max((self.ac.class_of(r) for r in rows), key=lambda c: _CLASS_RANK.get(c, 2))
         row = self.store.secret(env, path)
         if row is None:
             raise UsageError(f"No secret {env}:{path}", "Check the environment and path.")
-        return row.security_class
+        return self.ac.class_of(row)
 
     def request(
         self,
@@ -198,7 +198,7 @@ class GrantFlow:
                 "This key is not a live person principal's",
                 "Add the approver with 'custody principal add NAME --key NAME.pub.json'.",
             )
-        member = next((m for m in self.store.participants() if m.name == row.name), None)
+        member = next((m for m in self.ac.participants() if m.name == row.name), None)
         if member is None or member.public != key.public or member.revoked_at is not None:
             raise AuthError(f"{row.name}'s participant key is not enrolled", "Enrol it again.")
         if not member.valid_from <= now < member.valid_until:

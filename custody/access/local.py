@@ -12,9 +12,10 @@ home's ``[access]`` MFA mode. ``custody_cli.access_session`` and the TUI's servi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from custody.access.control import AccessControl
 from custody.access.mfa import Mfa, MfaPolicy
@@ -31,6 +32,34 @@ def access_seal(dep: Deployment, log: SealAudit) -> AccessSeal | None:
     if dep.hsm is None:
         return None
     return AccessSeal(dep.store, dep.hsm, seal_label(dep.config.deployment_id), log)
+
+
+class _HomeLog:
+    """The seal's audit port on *home*'s log, opened only for an entry (a refusal)."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def append(
+        self,
+        op: str,
+        target: str,
+        actor: str,
+        *,
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        log = open_audit_log(self.home)
+        try:
+            return log.append(op, target, actor, outcome=outcome, details=details)
+        finally:
+            log.close()
+
+
+def home_seal(dep: Deployment, home: Home) -> AccessSeal | None:
+    """:func:`access_seal` auditing to *home*'s log (opened only when it records), for a
+    vault that creates secrets (:func:`custody.secrets.operator.operator_vault`)."""
+    return access_seal(dep, _HomeLog(home))
 
 
 @contextmanager

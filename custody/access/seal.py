@@ -2,11 +2,12 @@
 
 Access-control rows are plain store rows, so whoever can write ``custody.db`` but does not
 hold the token PIN could add a principal with a token hash of their own, drop an MFA
-enrolment, a release rule or a grant's revocation, or swap a key. The seal closes that:
-one HMAC-SHA256 (under the non-extractable token key ``access-seal-<deployment id>``,
-:mod:`custody.hsm.pkcs11.mackeys`, a separate key from the audit seal's ``audit-mac``)
-over a canonical digest of the whole access state, kept in the store's meta table
-(``access_seal``). The digest covers:
+enrolment, a release rule or a grant's revocation, swap a key, un-revoke a custodian's
+participant key, downgrade a secret from high to low class, or put back an older copy of
+the whole database. The seal closes that: one HMAC-SHA256 (under the non-extractable token
+key ``access-seal-<deployment id>``, :mod:`custody.hsm.pkcs11.mackeys`, a separate key from
+the audit seal's ``audit-mac``) over a canonical digest of the whole access state, kept in
+the store's meta table (``access_seal``). The digest covers:
 
 - every principal: name, kind, role, services, envs, public, x25519, token_id, token_salt,
   token_hash, token_revoked_at, revoked_at;
@@ -17,20 +18,49 @@ over a canonical digest of the whole access state, kept in the store's meta tabl
   seal in meta ``access_seal_revoked``). A sealed revocation must still be in the store,
   unchanged; a revocation made since (``custody access revoke`` by a service with its token,
   without the PIN) only takes access away, so it is accepted and absorbed into the seal by
-  the next token-open check.
+  the next token-open check;
+- the sealed participants roster (meta ``access_seal_roster``): each sealed participant's
+  name, role, alg, public key, fingerprint, validity and revocation. A sealed participant
+  must still be in the store, unchanged, except that a revocation made since (the enrol
+  ceremony revokes without the PIN) is accepted and absorbed. A participant enrolled since
+  the last seal is not trusted by access control (:meth:`AccessSeal.trusted_participants`:
+  it approves nothing) until a super-admin with the token adds its principal
+  (``custody principal add --key``, which vouches for it) or re-seals everything after review
+  (``custody access seal``);
+- the sealed secrets (meta ``access_seal_secrets``): each sealed secret's env, path,
+  category and security class, which decide how many approvers a grant or release needs.
+  A sealed secret's row must keep them; a secret created through the vault with the token
+  is sealed in the same transaction (:meth:`AccessSeal.write` with ``secrets=``); one that
+  is not sealed is treated as ``high`` class (:meth:`AccessSeal.trusted_class`);
+- the seal's generation (meta ``access_seal_gen``), the rollback guard below.
 
 Because it is ONE seal over the whole set, an inserted, edited or deleted row changes the
-digest: deletion is caught the same way as an edit, with no per-row MAC and no counter.
+digest: deletion is caught the same way as an edit, with no per-row MAC.
 Every token-open write that changes these rows re-seals in the same store transaction
 (:meth:`AccessSeal.write`); every token-open decision recomputes and compares
 (:meth:`AccessSeal.check`), refusing with :class:`~custody.errors.IntegrityError`
 (audited as ``access seal`` ``failed``) on a mismatch.
 
-First use: when the token has no ``access-seal-<id>`` key yet (a home made before the seal
-existed), the first token-open check creates it and seals the rows as they are
-(audited ``access seal`` ``ok`` with ``first_use``). Once the key exists, a missing seal is
-refused, not re-made. ``custody access seal`` re-seals deliberately (after the PIN holder
-has reviewed ``custody principal list``).
+Rollback guard: each re-seal raises the generation by one, and the newest generation is
+also kept on the token, as a monotonic counter (``<seal label>/generation``,
+:mod:`custody.hsm.pkcs11.counters`) that only a logged-in user can advance. A check reads
+the token's counter first and refuses a seal whose generation is below it: an older
+``custody.db`` put back with the seal it had then (bringing back a revoked grant or
+principal) is refused. The store commits first and the token is advanced right after
+(:meth:`write`); a seal exactly one generation ahead of the token (a process that stopped
+between the two) is accepted and the token is brought forward, so a crash never locks the
+home, and the one state that can still be put back is the one just before such a crash,
+until the next check advances the token.
+
+First use: when the token has no ``access-seal-<id>`` key and no counter yet and the store
+no seal (a home made before the seal existed), the first token-open check creates the key
+and seals the rows as they are (audited ``access seal`` ``ok`` with ``first_use``). A seal
+made before the roster, the secrets and the generation were covered (no
+``access_seal_gen``) is checked as it was made and then re-sealed with them (audited with
+``upgraded``), but only while the token has no counter: once it has one, such a seal is
+refused. Once the key exists, a missing seal is refused, not re-made. ``custody access
+seal`` re-seals deliberately (after the PIN holder has reviewed ``custody principal list``
+and ``custody participant list``), also after a refused rollback.
 """
 
 from __future__ import annotations
@@ -38,16 +68,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from custody.errors import IntegrityError, KeyNotFound
 from custody.store.port import Store
+from custody.store.rows import SecretRow
 
 SEAL_META = "access_seal"
 REVOKED_META = "access_seal_revoked"
-DOMAIN = b"custody/access-seal/v1\0"
+ROSTER_META = "access_seal_roster"
+SECRETS_META = "access_seal_secrets"
+GEN_META = "access_seal_gen"
+DOMAIN_V1 = b"custody/access-seal/v1\0"
+DOMAIN = b"custody/access-seal/v2\0"
+#: the class an unsealed secret is treated as (the strictest)
+UNSEALED_CLASS = "high"
 
 
 class MacToken(Protocol):
@@ -56,6 +93,10 @@ class MacToken(Protocol):
     def ensure_mac_key(self, label: str) -> None: ...
 
     def mac(self, label: str, data: bytes) -> bytes: ...
+
+    def counter(self, label: str) -> int | None: ...
+
+    def advance_counter(self, label: str, value: int) -> int: ...
 
 
 class SealAudit(Protocol):
@@ -74,6 +115,11 @@ def seal_label(deployment_id: str) -> str:
     return f"access-seal-{deployment_id}"
 
 
+def counter_label(label: str) -> str:
+    """The token counter that holds the newest generation of the seal keyed *label*."""
+    return f"{label}/generation"
+
+
 def _hex(b: bytes | memoryview | None) -> str | None:
     return None if b is None else bytes(b).hex()
 
@@ -83,8 +129,35 @@ def revoked_now(store: Store) -> list[list[Any]]:
     return sorted([g.id, g.revoked_at] for g in store.grants() if g.revoked_at is not None)
 
 
+def roster_now(store: Store) -> list[list[Any]]:
+    """Every participant as sealed: ``[name, role, alg, public, fingerprint, valid_from,
+    valid_until, revoked_at]``, sorted by name (``revoked_at`` last)."""
+    return sorted(
+        [
+            p.name,
+            p.role,
+            p.alg,
+            _hex(p.public),
+            p.fingerprint,
+            p.valid_from,
+            p.valid_until,
+            p.revoked_at,
+        ]
+        for p in store.participants()
+    )
+
+
+def _secret_entry(r: SecretRow) -> list[str]:
+    return [r.env, r.path, r.category, r.security_class]
+
+
+def secrets_now(store: Store) -> list[list[str]]:
+    """Every secret as sealed: ``[env, path, category, security_class]``, sorted."""
+    return sorted(_secret_entry(r) for r in store.secrets())
+
+
 def access_state(store: Store) -> list[Any]:
-    """The canonical access state the seal covers (see the module docstring)."""
+    """The canonical access rows the seal covers directly (see the module docstring)."""
     principals = [
         [
             p.name,
@@ -111,9 +184,24 @@ def _canon(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
-def state_digest(store: Store, revoked: str) -> bytes:
-    """The digest sealed: the access state and the sealed revocation list (*revoked*, JSON)."""
+def state_digest_v1(store: Store, revoked: str) -> bytes:
+    """The digest a seal made before the roster, secrets and generation were covered."""
     doc = _canon([*access_state(store), ["revoked", revoked]])
+    return hashlib.sha256(doc.encode("utf-8")).digest()
+
+
+def state_digest(store: Store, revoked: str, roster: str, secrets: str, gen: int) -> bytes:
+    """The digest sealed: the access rows, the sealed revocation list, roster and secrets
+    (each the JSON kept in meta) and the generation."""
+    doc = _canon(
+        [
+            *access_state(store),
+            ["revoked", revoked],
+            ["roster", roster],
+            ["secrets", secrets],
+            ["generation", gen],
+        ]
+    )
     return hashlib.sha256(doc.encode("utf-8")).digest()
 
 
@@ -122,17 +210,21 @@ class AccessSeal:
 
     Args:
         store: the deployment's store.
-        token: the logged-in token (the HMAC key never leaves it).
+        token: the logged-in token (the HMAC key never leaves it; it keeps the counter).
         label: the MAC key label, :func:`seal_label` of the deployment id.
         audit: where a refused seal (and the first seal) is recorded.
     """
 
     def __init__(self, store: Store, token: MacToken, label: str, audit: SealAudit) -> None:
         self.store, self._token, self.label, self._audit = store, token, label, audit
+        self.counter = counter_label(label)
         # (digest, stored seal) last checked against the token: the same pair needs no new
-        # HMAC on the token (a long-lived caller checks before every decision)
+        # HMAC on the token (a long-lived caller checks before every decision). The token
+        # counter is still read on every check: a rollback to a pair checked before fails.
         self._checked: tuple[bytes, str] | None = None
         self.invalidations = 0
+        self._pending: int | None = None  # a generation sealed, for the token after commit
+        self._secrets_seen: tuple[str, set[tuple[Any, ...]]] | None = None
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
@@ -146,9 +238,9 @@ class AccessSeal:
         self._checked = None
         self.invalidations += 1
 
-    def _mac(self, digest: bytes) -> bytes | None:
+    def _mac(self, domain: bytes, digest: bytes) -> bytes | None:
         try:
-            return bytes(self._token.mac(self.label, DOMAIN + digest))
+            return bytes(self._token.mac(self.label, domain + digest))
         except KeyNotFound:
             return None
 
@@ -158,71 +250,226 @@ class AccessSeal:
         )
         return IntegrityError(
             f"Access-control rows fail their seal ({reason})",
-            "A principal, MFA enrolment, release rule or grant revocation was changed "
-            "without the token. Nothing was decided. Compare 'custody principal list' with "
-            "the audit log; after restoring the rows, 'custody access seal' re-seals them.",
+            "A principal, MFA enrolment, release rule, grant revocation, participant or "
+            "secret class was changed without the token, or an older store was put back. "
+            "Nothing was decided. Compare 'custody principal list' and 'custody participant "
+            "list' with the audit log; after restoring the rows, 'custody access seal' "
+            "re-seals them.",
         )
 
+    def _meta_list(self, key: str) -> tuple[str, list[Any]]:
+        raw = self.store.get_meta(key) or "[]"
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise self._refuse(f"{key} is not JSON") from None
+        if not isinstance(doc, list):
+            raise self._refuse(f"{key} is not a list")
+        return raw, doc
+
+    # -- check ------------------------------------------------------------------------
     def check(self) -> None:
-        """Refuse unless the stored seal matches the current rows (first use: seal them).
+        """Refuse unless the stored seal matches the current rows and is not older than the
+        token's generation (first use: seal them).
 
         Raises:
-            IntegrityError: a mismatch, or a missing seal once the key exists (audited).
+            IntegrityError: a mismatch, a rollback, or a missing seal once the key exists
+                (audited).
             HsmError: the token failed.
         """
+        # the token first, then the store: a writer commits the store before the token
+        on_token = self._token.counter(self.counter)
         stored = self.store.get_meta(SEAL_META)
-        revoked = self.store.get_meta(REVOKED_META) or "[]"
-        digest = state_digest(self.store, revoked)
-        if stored is None or self._checked != (digest, stored):
-            mac = self._mac(digest)
-            if mac is None:
-                if stored is not None:
-                    raise self._refuse("the token holds no access-seal key for this deployment")
-                self.reseal(first_use=True)
+        gen_raw = self.store.get_meta(GEN_META)
+        revoked, sealed_revoked = self._meta_list(REVOKED_META)
+        if stored is None:
+            if on_token is None and self._mac(DOMAIN, b"") is None:  # no key: first use
+                with self.store.transaction():
+                    self.reseal(first_use=True, everything=True)
+                self.advance()
                 return
-            if stored is None:
-                raise self._refuse("the seal is missing")
+            raise self._refuse("the seal is missing")
+        if gen_raw is None:
+            self._check_v1(stored, revoked, on_token)
+            return
+        try:
+            gen = int(gen_raw)
+        except ValueError:
+            raise self._refuse("the seal generation is not a number") from None
+        roster, sealed_roster = self._meta_list(ROSTER_META)
+        secrets, sealed_secrets = self._meta_list(SECRETS_META)
+        digest = state_digest(self.store, revoked, roster, secrets, gen)
+        if self._checked != (digest, stored):
+            mac = self._mac(DOMAIN, digest)
+            if mac is None:
+                raise self._refuse("the token holds no access-seal key for this deployment")
             if not hmac.compare_digest(stored, mac.hex()):
                 raise self._refuse("the rows do not match the seal")
             self._checked = (digest, stored)
-        sealed = json.loads(revoked)  # authenticated by the seal just checked
+        if on_token is None:
+            raise self._refuse("the token holds no generation counter for this seal")
+        if gen < on_token:
+            raise self._refuse(
+                f"the store was rolled back: its seal is generation {gen}, the token's {on_token}"
+            )
+        if gen > on_token + 1:
+            raise self._refuse(f"the seal's generation {gen} is ahead of the token's {on_token}")
+        if gen == on_token + 1:  # committed by a process that stopped before the token
+            self._token.advance_counter(self.counter, gen)
+        absorb = self._check_revoked(sealed_revoked)
+        absorb = self._check_roster(sealed_roster) or absorb
+        self._check_secrets(sealed_secrets)
+        if absorb:  # revocations made without the token: absorb them
+            with self.store.transaction():
+                self.reseal()
+            self.advance()
+
+    def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> None:
+        if on_token is not None:
+            raise self._refuse("the seal has no generation, and the token has a counter")
+        mac = self._mac(DOMAIN_V1, state_digest_v1(self.store, revoked))
+        if mac is None:
+            raise self._refuse("the token holds no access-seal key for this deployment")
+        if not hmac.compare_digest(stored, mac.hex()):
+            raise self._refuse("the rows do not match the seal")
+        self._check_revoked(json.loads(revoked))
+        with self.store.transaction():
+            self.reseal(everything=True)
+        self.advance()
+        self._audit.append(
+            "access seal", "access", "custody", outcome="ok", details={"upgraded": True}
+        )
+
+    def _check_revoked(self, sealed: list[Any]) -> bool:
         now = revoked_now(self.store)
         current = {g: t for g, t in now}
         if any(current.get(g) != t for g, t in sealed):
             raise self._refuse("a sealed grant revocation was undone or changed")
-        if len(now) != len(sealed):  # revocations made without the token: absorb them
-            with self.store.transaction():
-                self.reseal()
+        return len(now) != len(sealed)
 
-    def reseal(self, *, first_use: bool = False, by: str = "custody") -> None:
-        """Seal the current rows and revocations (creating the token key if absent)."""
+    def _check_roster(self, sealed: list[Any]) -> bool:
+        current = {e[0]: e for e in roster_now(self.store)}
+        absorb = False
+        for e in sealed:
+            c = current.get(e[0])
+            if c is None:
+                raise self._refuse(f"sealed participant {e[0]} was deleted")
+            if c[:-1] != e[:-1] or (e[-1] is not None and c[-1] != e[-1]):
+                raise self._refuse(f"sealed participant {e[0]} was changed")
+            absorb = absorb or (e[-1] is None and c[-1] is not None)
+        return absorb
+
+    def _check_secrets(self, sealed: list[Any]) -> None:
+        current = {(e[0], e[1]): e for e in secrets_now(self.store)}
+        for e in sealed:
+            c = current.get((e[0], e[1]))
+            if c is None:
+                raise self._refuse(f"sealed secret {e[0]}:{e[1]} was deleted")
+            if c != e:
+                raise self._refuse(f"sealed secret {e[0]}:{e[1]} changed its class or category")
+
+    # -- what a decision may trust (after check) ----------------------------------------
+    def trusted_participants(self) -> set[str]:
+        """The names of the sealed participants (a participant enrolled since the last
+        seal, by whoever could write the store, is not among them)."""
+        _raw, doc = self._meta_list(ROSTER_META)
+        return {str(e[0]) for e in doc}
+
+    def trusted_class(self, row: SecretRow) -> str:
+        """*row*'s security class when the secret is sealed with it, else ``high``."""
+        raw = self.store.get_meta(SECRETS_META) or "[]"
+        if self._secrets_seen is None or self._secrets_seen[0] != raw:
+            _raw, doc = self._meta_list(SECRETS_META)
+            self._secrets_seen = (raw, {tuple(e) for e in doc})
+        sealed = tuple(_secret_entry(row)) in self._secrets_seen[1]
+        return row.security_class if sealed else UNSEALED_CLASS
+
+    # -- renew --------------------------------------------------------------------------
+    def reseal(
+        self,
+        *,
+        first_use: bool = False,
+        by: str = "custody",
+        everything: bool = False,
+        participants: Collection[str] = (),
+        secrets: Collection[tuple[str, str]] = (),
+    ) -> None:
+        """Seal the current rows, revocations, roster and secrets at the next generation
+        (creating the token key if absent), inside the caller's store transaction; then
+        :meth:`advance` the token once that transaction has committed.
+
+        Args:
+            everything: seal every participant and secret as they are (first use, and
+                ``custody access seal``); otherwise only those sealed before (with the
+                revocations made since), and:
+            participants: names of participants to add to the sealed roster.
+            secrets: ``(env, path)`` of secrets to add to the sealed secrets.
+        """
         self._token.ensure_mac_key(self.label)
-        revoked = _canon(revoked_now(self.store))
-        mac = self._mac(state_digest(self.store, revoked))
+        on_token = self._token.counter(self.counter) or 0
+        gen_raw = self.store.get_meta(GEN_META)
+        stored_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
+        if on_token < stored_gen:  # a committed generation the token missed: bring it on
+            on_token = self._token.advance_counter(self.counter, stored_gen)
+        gen = max(on_token, stored_gen) + 1
+        roster_rows, secret_rows = roster_now(self.store), secrets_now(self.store)
+        if not everything:
+            names = self.trusted_participants() | set(participants)
+            roster_rows = [e for e in roster_rows if e[0] in names]
+            _raw, sealed = self._meta_list(SECRETS_META)
+            keep = {(e[0], e[1]) for e in sealed} | set(secrets)
+            secret_rows = [e for e in secret_rows if (e[0], e[1]) in keep]
+        revoked, roster, sec = (
+            _canon(revoked_now(self.store)),
+            _canon(roster_rows),
+            _canon(secret_rows),
+        )
+        mac = self._mac(DOMAIN, state_digest(self.store, revoked, roster, sec, gen))
         if mac is None:  # pragma: no cover - ensure_mac_key just made it
             raise IntegrityError("The access-seal key could not be created", "Check the token.")
         self.store.set_meta(REVOKED_META, revoked)
+        self.store.set_meta(ROSTER_META, roster)
+        self.store.set_meta(SECRETS_META, sec)
+        self.store.set_meta(GEN_META, str(gen))
         self.store.set_meta(SEAL_META, mac.hex())
+        self._pending = gen
         if first_use:
             self._audit.append(
                 "access seal", "access", by, outcome="ok", details={"first_use": True}
             )
 
+    def advance(self) -> None:
+        """Raise the token's counter to the generation last sealed (after its commit)."""
+        gen, self._pending = self._pending, None
+        if gen is not None:
+            self._token.advance_counter(self.counter, gen)
+
     @contextmanager
-    def write(self) -> Iterator[None]:
-        """Check, then run the write and re-seal in one store transaction."""
+    def write(
+        self,
+        *,
+        participants: Collection[str] = (),
+        secrets: Collection[tuple[str, str]] = (),
+    ) -> Iterator[None]:
+        """Check, then run the write and re-seal in one store transaction, then advance the
+        token's counter (*participants* and *secrets*: see :meth:`reseal`)."""
         self.check()
         with self.store.transaction():
             yield
-            self.reseal()
+            self.reseal(participants=participants, secrets=secrets)
+        self.advance()
 
 
 __all__ = [
+    "GEN_META",
     "REVOKED_META",
+    "ROSTER_META",
     "SEAL_META",
+    "SECRETS_META",
     "AccessSeal",
     "MacToken",
     "access_state",
+    "counter_label",
     "seal_label",
     "state_digest",
 ]

@@ -312,6 +312,15 @@ class Hsm(Protocol):
         """HMAC-SHA256 of *data* under the token key *label*. Raises KeyNotFound."""
         ...
 
+    # --- monotonic counters (token objects only a logged-in user can write) --------
+    def counter(self, label: str) -> int | None:
+        """The counter *label*'s value, None when the token holds none."""
+        ...
+
+    def advance_counter(self, label: str, value: int) -> int:
+        """Raise the counter *label* to *value* (never lower it); return its value after."""
+        ...
+
     # --- key agreement (sealing a share to a custodian's own token) ---------------
     def ensure_ecdh_key(self, label: str) -> bytes:
         """Create a P-256 ECDH key pair if absent; return the X9.62 uncompressed public point."""

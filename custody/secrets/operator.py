@@ -30,7 +30,7 @@ from custody.deployment import Deployment
 from custody.errors import UsageError
 from custody.policy import emit_warnings
 from custody.secrets.categories import SecretPolicy
-from custody.secrets.vault import Vault
+from custody.secrets.vault import CreationSeal, Vault
 
 T = TypeVar("T")
 
@@ -62,12 +62,15 @@ def operator_vault(
     *,
     actor: str | None = None,
     clock: Callable[[], datetime] = utcnow,
+    seal: CreationSeal | None = None,
 ) -> Vault:
     """The vault of *dep* as the local operator (named *actor*, default
     :func:`~custody.audit.scope.actor_name`) acts on it.
 
     Alerts are appended to *home*'s audit log (``secret alert``, target ``ENV:PATH``, the
-    kind, days left and class only) and run the configured alert hook.
+    kind, days left and class only) and run the configured alert hook. *seal*: the access
+    seal, where the token is open, so that a secret created here has its class sealed
+    (:func:`custody.access.local.home_seal`); without it a new secret counts as ``high``.
 
     Raises:
         ConfigError: the home's ``[secrets]`` table is invalid.
@@ -98,6 +101,7 @@ def operator_vault(
         alert=alert,
         rng=rng,
         clock=clock,
+        seal=seal,
     )
 
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,6 +42,15 @@ from custody.store.rows import SecretRow, SecretVersionRow
 BRANCH = "secrets"
 LABELS = ("current", "pending", "previous")
 Alert = Callable[[Mapping[str, Any]], None]
+
+
+class CreationSeal(Protocol):
+    """The access seal (:class:`custody.access.seal.AccessSeal`) as the vault uses it: a
+    new secret's category and class are sealed in the transaction that creates it."""
+
+    def write(
+        self, *, secrets: Collection[tuple[str, str]] = ()
+    ) -> AbstractContextManager[None]: ...
 
 
 class SecretNotFound(UsageError):
@@ -127,8 +137,10 @@ class Vault:
         alert: Alert | None = None,
         rng: Callable[[int], bytes] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        seal: CreationSeal | None = None,
     ) -> None:
         self.store = store
+        self.seal = seal
         self.hierarchy = hierarchy
         self.policy = policy or SecretPolicy()
         self.actor = actor
@@ -172,6 +184,14 @@ class Vault:
                 }
             )
 
+    def _writing(self, env: str, path: str) -> AbstractContextManager[None]:
+        """The transaction of a write to (env, path): one that creates the secret (rows are
+        never deleted, so a row seen now stays) also seals its category and class, with
+        the access seal checked first (:mod:`custody.access.seal`)."""
+        if self.seal is not None and self.store.secret(env, path) is None:
+            return self.seal.write(secrets=[(env, path)])
+        return self.store.transaction()
+
     # -- writes --------------------------------------------------------------------
     def put(
         self,
@@ -205,7 +225,7 @@ class Vault:
         if label not in ("current", "pending"):
             raise UsageError("A write goes to 'current' or 'pending'", "Use --label pending.")
         now = self._clock()
-        with self.store.transaction():
+        with self._writing(env, path):
             row = self.store.secret(env, path)
             seen = 0 if row is None else (row.current_version or 0)
             if cas is not None and cas != seen:

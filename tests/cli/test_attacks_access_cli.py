@@ -142,3 +142,53 @@ def test_a_principal_written_into_custody_db_is_refused_until_resealed(tmp_path:
     r = run_cli("access", "seal", "--home", str(home), "--pin-file", str(pins), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["sealed"]["principals"] == 2, r.stderr
     assert _get(home, pins, "prod", "--token-file", str(ghost)).returncode == 0
+
+
+def _home_with_secret(tmp_path: Path) -> tuple[Path, Path]:
+    home, pins = make_deployment(tmp_path / "d")
+    cli(home, pins, "kek", "rotate", "--branch", "secrets")
+    r = run_cli("secret", "put", PATH, "--env", "prod", "--stdin", "--category",
+                "database-credential", "--owner", "billing", "--home", str(home),
+                "--pin-file", str(pins), input=CANARY)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return home, pins
+
+
+def test_a_secret_downgraded_in_custody_db_is_refused(tmp_path: Path):
+    """The disk operator lowers a secret's class (fewer approvers, no TOTP to read it):
+    the class was sealed when 'secret put' created it, so every decision refuses."""
+    import sqlite3
+
+    home, pins = _home_with_secret(tmp_path)
+    db = sqlite3.connect(home / "custody.db")
+    (cls,) = db.execute("SELECT class FROM secrets WHERE path=?", (PATH,)).fetchone()
+    assert cls == "high"
+    with db:
+        db.execute("UPDATE secrets SET class='low' WHERE path=?", (PATH,))
+    db.close()
+    r = _get(home, pins, "prod")
+    assert r.returncode == 6 and "changed its class" in r.stderr and CANARY not in r.stdout
+
+
+def test_custody_db_put_back_from_a_copy_after_a_revocation_is_refused(tmp_path: Path):
+    """Copy custody.db (with the seal it holds), revoke a service principal with the PIN,
+    put the copy back: the revoked token must not work again (the token's generation
+    counter is ahead of the copy's seal)."""
+    import shutil
+
+    home, pins = _home_with_secret(tmp_path)
+    tok = tmp_path / "svc.token"
+    cli(home, pins, "principal", "add", "billing-svc", "--role", "service-admin",
+        "--service-account", "--service", "billing", "--token-out", str(tok))  # fmt: skip
+    assert _get(home, pins, "prod", "--token-file", str(tok)).returncode == 0
+    copy = tmp_path / "custody.db.copy"
+    shutil.copy2(home / "custody.db", copy)
+    cli(home, pins, "principal", "revoke", "billing-svc")
+    assert _get(home, pins, "prod", "--token-file", str(tok)).returncode == 7
+    for extra in ("-wal", "-shm"):
+        (home / f"custody.db{extra}").unlink(missing_ok=True)
+    shutil.copy2(copy, home / "custody.db")
+    r = _get(home, pins, "prod", "--token-file", str(tok))
+    assert r.returncode == 6 and "rolled back" in r.stderr and CANARY not in r.stdout
+    log = run_cli("audit", "tail", "--home", str(home), "--json")
+    assert '"access seal"' in log.stdout and "rolled back" in log.stdout

@@ -274,7 +274,8 @@ class HomeSecretServices:
                 if check is not None:
                     action, env, path, extra = check
                     ac.authorize(who, action, env, path, mfa_code=mfa_code, **extra)
-                return act(operator_vault(dep, home, clock=self._clock), dep, ac, who)
+                vault = operator_vault(dep, home, clock=self._clock, seal=ac.seal)
+                return act(vault, dep, ac, who)
 
         return audited(home, op, where, {**details, "via": "tui"}, run)
 

@@ -4,9 +4,9 @@ This module owns opening the token, one logged-in R/W user session per adapter a
 serialisation of every call. :class:`Pkcs11Hsm` gets its operations from mixins beside
 it in ``custody.hsm.pkcs11``: ``secretkeys`` (AES key templates, lookup, lifecycle),
 ``wrapping`` (AES-GCM, seal/unseal with the ``sealing`` fallback, RFC 5649, sealing to a
-public key), ``keypairs`` (signing, ECDH) and ``mackeys`` (HMAC-SHA256); ``module``
-(library loading), ``errors`` (error translation) and ``selftest`` help. These are the only
-modules in custody that import ``pkcs11``.
+public key), ``keypairs`` (signing, ECDH), ``mackeys`` (HMAC-SHA256) and ``counters``
+(monotonic counters); ``module`` (library loading), ``errors`` (error translation) and
+``selftest`` help. These are the only modules in custody that import ``pkcs11``.
 
 Facts it is built around (SoftHSM 2.6.1, python-pkcs11 0.10.1):
 
@@ -40,6 +40,7 @@ from custody.errors import (
 )
 from custody.hsm import KEK_SEALS, SelftestReport, TokenInfo
 from custody.hsm.pkcs11 import probe
+from custody.hsm.pkcs11.counters import CounterMixin
 from custody.hsm.pkcs11.errors import translate
 from custody.hsm.pkcs11.keypairs import SIGN_MECHS, SIGNING_ALGORITHMS, KeyPairMixin
 from custody.hsm.pkcs11.mackeys import MacKeyMixin
@@ -111,7 +112,7 @@ def open_hsm(config: HsmConfig, home: Path, pin: str, **kwargs: Any) -> Pkcs11Hs
     return Pkcs11Hsm(config, home, pin, **kwargs)
 
 
-class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin):
+class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin, CounterMixin):
     """A logged-in PKCS#11 token: one R/W user session, every call serialised by a lock.
 
     Args:
