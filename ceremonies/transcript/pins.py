@@ -49,6 +49,13 @@ def _checked(k: TrustKey) -> TrustKey:
         check_name(k.name, "pinned name")
     except ValueError as exc:
         raise _bad(f"the name {printable(k.name)!r} is not a participant name") from exc
+    if k.alg != "ed25519":
+        # roster keys are Ed25519 only (RosterEntry); a P-256 pin (an HSM audit key, which
+        # 'custody audit verify --trust' takes) could never name a participant here
+        raise _bad(
+            f"{printable(k.alg)} key pinned: transcripts verify Ed25519 participant keys only "
+            "(pin an ECDSA P-256 audit key with 'custody audit verify --trust')"
+        )
     if k.role is not None and k.role not in ROLES:
         raise _bad(f"unknown role {printable(k.role)!r} (use one of {', '.join(ROLES)})")
     return k

@@ -194,6 +194,19 @@ def test_conflicting_or_altered_pins_are_usage_errors(tmp_path: Path) -> None:
     f.write_text(json.dumps(dict(doc["pins"][0], role="god")))
     r = verify(FX / "golden" / "rotate-root", "--trust", str(f))
     assert r.returncode == 2 and "unknown role" in r.stderr
+    # a P-256 key (what an HSM audit key on a token without EdDSA is) is not a participant
+    # key: refused by name, never matched against the roster under another algorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    )
+    f.write_text(json.dumps({**doc["pins"][0], "alg": "ecdsa-p256", "public": point.hex()}))
+    r = verify(FX / "golden" / "rotate-root", "--trust", str(f))
+    assert r.returncode == 2 and "transcripts verify Ed25519 participant keys only" in r.stderr
 
 
 # -- 2. safe rendering ---------------------------------------------------------------------
