@@ -37,6 +37,7 @@ from custody_server.tls import PeerCertProtocol, server_context
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_CONNECTIONS = 512
+_ALERT_FIELDS = ("kind", "days_left", "class", "stragglers", "revoked_version")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +82,7 @@ def _bind(text: str) -> tuple[str, int]:
 def _alerts(home: Home, audit: AuditLog, hook: str | None) -> Callable[[Mapping[str, Any]], None]:
     def alert(w: Mapping[str, Any]) -> None:
         def record(x: Mapping[str, Any]) -> None:
-            det = {k: v for k, v in x.items() if k in ("kind", "days_left", "class")}
+            det = {k: v for k, v in x.items() if k in _ALERT_FIELDS}
             audit.append("secret alert", f"{x['env']}:{x['path']}", "custody-server", details=det)
 
         emit_warnings([w], alert_hook=hook, audit=record)

@@ -27,6 +27,7 @@ from custody.signing import fingerprint, public_raw
 from custody.textsafe import printable
 
 ALGORITHMS = ("ed25519",)
+AUDIT_KEY_LABEL = "audit"  # the token's audit signing key (checkpoints, server records)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
