@@ -25,6 +25,7 @@ import secrets as pysecrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -41,6 +42,7 @@ from custody.errors import (
     UsageError,
 )
 from custody.secrets import CasMismatch, SecretNotFound, SecretUnavailable
+from custody.store.sqlite_guard import GuardDb
 from custody_server.backend import Backend, Context
 from custody_server.guard import Guard, GuardLimits, Refused, token_of
 from custody_server.limits_mw import BodyTooLarge
@@ -56,6 +58,8 @@ class ServerLimits:
     max_body: int = 64 * 1024
     max_headers: int = 64
     guard: GuardLimits = field(default_factory=GuardLimits)
+    guard_db: Path | None = None  # shared lockout and rate state (HOME/guard.db)
+    processes: int = 1  # how many server processes share it
 
 
 class ApiError(Exception):
@@ -131,7 +135,8 @@ class Api:
         self.backend = backend
         self.audit = audit
         self.limits = limits
-        self.guard = Guard(limits.guard)
+        state = GuardDb(limits.guard_db) if limits.guard_db is not None else None
+        self.guard = Guard(limits.guard, state=state, processes=limits.processes)
 
     # -- audit -------------------------------------------------------------------------
     async def record(
