@@ -132,6 +132,9 @@ class AccessSeal:
         # (digest, stored seal) last checked against the token: the same pair needs no new
         # HMAC on the token (a long-lived caller checks before every decision)
         self._checked: tuple[bytes, str] | None = None
+        # the store's change counter when the rows last passed the whole check: while it
+        # stays the same nothing in the store changed, so the rows need no new digest
+        self._clean_at: object | None = None
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
@@ -160,6 +163,10 @@ class AccessSeal:
             IntegrityError: a mismatch, or a missing seal once the key exists (audited).
             HsmError: the token failed.
         """
+        counter = self.store.change_counter()
+        if counter is not None and counter == self._clean_at:
+            return
+        self._clean_at = None
         stored = self.store.get_meta(SEAL_META)
         revoked = self.store.get_meta(REVOKED_META) or "[]"
         digest = state_digest(self.store, revoked)
@@ -183,6 +190,8 @@ class AccessSeal:
         if len(now) != len(sealed):  # revocations made without the token: absorb them
             with self.store.transaction():
                 self.reseal()
+            return  # written: the counter moved, the next check reads again
+        self._clean_at = counter
 
     def reseal(self, *, first_use: bool = False, by: str = "custody") -> None:
         """Seal the current rows and revocations (creating the token key if absent)."""

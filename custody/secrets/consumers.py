@@ -75,6 +75,7 @@ class Consumers:
         self.store = vault.store
         self.signer = signer
         self.trust = trust if trust is not None else (signer.public if signer else None)
+        self._seen: dict[str, tuple[str, dict[str, dict[str, Any]], bool, Any]] = {}
 
     # -- the signed document ---------------------------------------------------------
     def _load(self, env: str, path: str) -> tuple[dict[str, dict[str, Any]], bool, Any]:
@@ -83,6 +84,14 @@ class Consumers:
         raw = self.store.get_meta(_key(env, path))
         if not raw:
             return {}, True, None
+        hit = self._seen.get(_key(env, path))
+        if hit is not None and hit[0] == raw:  # checked already (a read's hot path)
+            return {n: dict(d) for n, d in hit[1].items()}, hit[2], hit[3]
+        got = self._check(env, path, raw)
+        self._seen[_key(env, path)] = (raw, *got)
+        return {n: dict(d) for n, d in got[0].items()}, got[1], got[2]
+
+    def _check(self, env: str, path: str, raw: str) -> tuple[dict[str, dict[str, Any]], bool, Any]:
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -136,17 +145,19 @@ class Consumers:
         entries, ok, _d = self._load(env, path)
         if ok and name in entries:
             return False
-        entries, distrusted = self._writable(env, path)
-        new = name not in entries
-        entries.setdefault(name, {"version": None, "at": None})
-        self._save(env, path, entries, distrusted)
+        with self.store.transaction():  # read and write under the write lock: no lost update
+            entries, distrusted = self._writable(env, path)
+            new = name not in entries
+            entries.setdefault(name, {"version": None, "at": None})
+            self._save(env, path, entries, distrusted)
         return new
 
     def ack(self, env: str, path: str, name: str, version: int) -> dict[str, Any]:
         """Record that consumer *name* now uses *version* (registering it if need be)."""
-        entries, distrusted = self._writable(env, path)
-        entries[name] = {"version": version, "at": iso(utcnow())}
-        self._save(env, path, entries, distrusted)
+        with self.store.transaction():  # another process's ack is not overwritten
+            entries, distrusted = self._writable(env, path)
+            entries[name] = {"version": version, "at": iso(utcnow())}
+            self._save(env, path, entries, distrusted)
         return self.state(env, path)
 
     def state(self, env: str, path: str) -> dict[str, Any]:
