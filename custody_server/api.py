@@ -197,16 +197,17 @@ class Api:
 
     # -- authentication ----------------------------------------------------------------
     def credential(self, request: Request) -> Credential:
-        """The request's credential (on the event loop: no store access).
+        """The request's credential (on the event loop; the lockout is checked by
+        :meth:`resolve` on a worker, here only for a request without any credential).
 
         Raises:
             Refused: the client is locked out, or sent no credential.
         """
         client = request.client.host if request.client else "unknown"
-        self.guard.check_locked(client)
         token = token_of(request.headers)
         cn = peer_identity(request.scope)
         if token is None and cn is None:
+            self.guard.check_locked(client)
             raise Refused(
                 "No credentials",
                 "Send a token (X-Vault-Token or Authorization: Bearer) or a client certificate.",
@@ -216,7 +217,10 @@ class Api:
 
     def resolve(self, c: Context, cred: Credential) -> Principal | _AuthFailed:
         """On a worker: the credential's principal, rate limited (Refused 429 when over);
-        a refused credential is returned as :class:`_AuthFailed` for :meth:`failed_auth`."""
+        a refused credential is returned as :class:`_AuthFailed` for :meth:`failed_auth`.
+        A locked-out client is refused first (Refused 403), its credential not looked at;
+        the lockout state is read here, off the event loop (it may be the shared file)."""
+        self.guard.check_locked(cred.client)
         try:
             if cred.token is not None:
                 p = c.access.authenticate_token(cred.token)
@@ -235,7 +239,7 @@ class Api:
             "api authenticate", cred.client, "anonymous", "denied",
             {"by": how, "error": failed.error},
         )  # fmt: skip
-        if self.guard.failed(cred.client):
+        if await anyio.to_thread.run_sync(self.guard.failed, cred.client):  # off the loop
             g = self.guard.limits
             await self.record(
                 "api lockout", cred.client, "anonymous", "denied",
@@ -310,9 +314,8 @@ class Api:
                     resp = await handler(call)
                     who = call.principal.name if deferred else who
                 else:
-                    principal = await self.authenticate(request)
+                    principal = await self.authenticate(request)  # rate limited there
                     who = principal.name
-                    self.guard.admit(principal)
                     resp = await handler(Call(request, principal, surface))
             except BodyTooLarge:
                 resp = self.error(surface, ApiError(413, "Request body too large"))
