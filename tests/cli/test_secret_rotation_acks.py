@@ -57,3 +57,29 @@ def test_window_end_records_acks_and_alerts_the_stragglers(dep):
                for a in alerts)  # fmt: skip
     logged = [e for e in audit_entries(home) if e["op"] == "secret alert"]
     assert any(e["details"].get("stragglers") == ["billing-api"] for e in logged)
+
+
+def test_a_second_rotation_names_the_consumers_of_the_previous_it_revokes(dep):
+    """Acks are per version: billing-api never acked v2, so the rotation to v3 (which revokes
+    v1) names it in its signed promote step; billing-worker's ack of v2 is stale for v3."""
+    home, pins, key, people, _tmp = dep
+    r = rotate(home, pins, key, PATH, "--env", "prod", "--overlap", "1h")
+    assert r.returncode == 0, r.stderr
+    with open_deployment(Home(home), TEST_PIN) as d:
+        cons = Consumers(Vault(d.store, d.hierarchy),
+                         HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL))  # fmt: skip
+        cons.register("prod", PATH, "billing-api")
+        cons.ack("prod", PATH, "billing-worker", 2)
+    second = rotate(home, pins, key, PATH, "--env", "prod", "--overlap", "1h")
+    assert second.returncode == 0, second.stderr
+    bundle = json.loads(second.stdout)["bundle"]
+    assert verify_record(bundle, people).returncode == 0
+    events = [json.loads(x) for x in (Path(bundle) / "events.jsonl").read_text().splitlines()]
+    (promote,) = [e for e in events if "secret.promote" in json.dumps(e)]
+    text = json.dumps(promote)
+    assert '"revoked_version": 1' in text and '"stragglers": ["billing-api"]' in text
+    with open_deployment(Home(home), TEST_PIN) as d:
+        signer = HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL)
+        st = Consumers(Vault(d.store, d.hierarchy), signer).state("prod", PATH)
+    assert st["current"] == 3 and st["verified"]
+    assert st["stragglers"] == ["billing-api", "billing-worker"]  # v2's ack is no ack of v3
