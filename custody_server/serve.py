@@ -7,10 +7,11 @@ the CLI; it logs the backend in to the token once and is not kept. uvicorn is gi
 scope). Its access log is off; the server's own log lines carry method, route, status,
 principal and time, never a header, a body or a value.
 
-``--workers N`` runs N server processes on one listening socket (pre-fork: the socket is
-bound and the PIN read once, then N children are forked, each opening the deployment with
-its own token session, store connections and ``--threads`` backend threads; the kernel
-hands each connection to one of them). They share lockout and rate-limit state through
+``--workers N`` runs N server processes on one port (pre-fork: the port is bound and the PIN
+read once, then N children are forked one after the other, each binding its own socket to
+the port with ``SO_REUSEPORT`` and opening the deployment with its own token session, store
+connections and ``--threads`` backend threads; the kernel spreads the connections over
+them). They share lockout and rate-limit state through
 ``HOME/guard.db`` (:class:`custody.store.sqlite_guard.GuardDb`) and the audit log's chain
 through the store. The parent only supervises: SIGTERM or SIGINT stops every child; a child
 that dies stops the others and the server exits non-zero (run it under a supervisor).
@@ -37,7 +38,7 @@ import uvicorn
 from custody.audit.log import AuditLog
 from custody.config import Home, resolve_home
 from custody.errors import CustodyError, UsageError
-from custody.hardening import harden_process
+from custody.hardening import die_with_parent, harden_process
 from custody.policy import emit_warnings
 from custody.secretsource import read_secret
 from custody.textsafe import printable_lines
@@ -143,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
         held.clear()  # logged in: the PIN is not kept
         app = make_app(backend, audit, limits=limits, bare_endpoint=args.bare_endpoint)
         server = uvicorn.Server(_uvicorn_config(app, ctx))
+        sock.listen(2048)  # connections queue from now on: "listening" is true when printed
         ready()
         try:
             asyncio.run(server.serve(sockets=[sock]))
@@ -163,7 +165,6 @@ def serve(args: argparse.Namespace) -> int:
 
         def child(ready: Callable[[], None]) -> None:
             own = _socket(host, bound, reuse_port=True)  # this process's accept queue
-            own.listen(2048)
             try:
                 run(ready, own)
             finally:
@@ -218,6 +219,7 @@ def _prefork(
     status); then supervise. Nothing touches the token or the store before the fork."""
     children: list[int] = []
     stopping = False
+    parent = os.getpid()
 
     def stop(_sig: int = 0, _frame: Any = None) -> None:
         nonlocal stopping
@@ -232,8 +234,11 @@ def _prefork(
     for _ in range(n):
         r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: serve until told to stop
+        if pid == 0:  # the child: serve until told to stop, or until the parent is gone
             os.close(r)
+            die_with_parent(signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
