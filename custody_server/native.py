@@ -32,6 +32,7 @@ from custody.access.flow import GrantFlow
 from custody.access.settings import AccessSettings
 from custody.errors import UsageError
 from custody.secrets import Revealed
+from custody.secrets.consumers import record_name
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
 from custody_server.tls import App, Receive, Scope, Send
@@ -188,6 +189,11 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
 
         await api.backend.run(check)
         out = await api.audited(call, "secret ack", f"{env}:{path}", op, {"version": version})
+        if out["revoked"] is not None:  # the last ack: previous was revoked early, on record
+            rec = record_name(env, path, out["revoked"])
+            await api.record("secret revoke", f"{env}:{path}", p.name, "ok",
+                             {"via": call.surface, "early": True, "revoked_version": out["revoked"],
+                              "record": rec})  # fmt: skip
         return JSONResponse({"env": env, "path": path, **out})
 
     async def acks(call: Call) -> Response:

@@ -30,6 +30,7 @@ detected, as with the access seal.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -208,8 +209,7 @@ class Consumers:
                 raise UsageError("A signed record needs the token's audit key", "")
             rec = early_revoke_record(self.signer, deployment, env, path, st)
             record_dir.mkdir(parents=True, exist_ok=True)
-            name = f"early-revoke-{env}-{path.replace('/', '_')}-v{st['previous']}.json"
-            out = record_dir / name
+            out = record_dir / record_name(env, path, st["previous"])
             write_private(out, canonical_bytes(rec) + b"\n")
         try:
             return self.vault.revoke_previous(env, path)
@@ -217,6 +217,13 @@ class Consumers:
             if out is not None:
                 out.unlink(missing_ok=True)
             raise
+
+
+def record_name(env: str, path: str, version: int) -> str:
+    """The file name of the early-revocation record of (env, path) version *version* (the
+    path made flat, and a short digest of both so that two paths never share a name)."""
+    tag = hashlib.sha256(f"{env}\0{path}".encode()).hexdigest()[:8]
+    return f"early-revoke-{env}-{path.replace('/', '_')}-{tag}-v{version}.json"
 
 
 def _hex(v: str) -> bool:

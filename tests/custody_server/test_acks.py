@@ -105,6 +105,9 @@ def test_the_last_ack_revokes_previous_with_a_record_the_auditor_verifies(srv):
     assert read(srv, "svc-a", path, label="previous").status_code != 200  # revoked
     (rec,) = [p for p in records(srv) if "payments_acked" in p.name]
     assert rec.stat().st_mode & 0o777 == 0o600
+    (audited,) = [e for e in audit_entries(srv.home)
+                  if e["op"] == "secret revoke" and e["target"] == f"prod:{path}"]  # fmt: skip
+    assert audited["details"]["early"] is True and audited["details"]["record"] == rec.name
     v = verify_acks(srv, rec)
     assert v.returncode == 0, v.stderr
     out = json.loads(v.stdout)
