@@ -24,8 +24,8 @@ its window, the safe default. An early revocation writes a **signed record** fir
 (:func:`early_revoke_record`, ``custody secret verify-acks FILE --trust KEY`` checks it
 offline against the pinned audit key): who acknowledged which version and when, the version
 revoked, and that it was revoked because every registered consumer acknowledged
-``current``. Known limit: putting back a whole older signed document (a rollback) is not
-detected, as with the access seal.
+``current``. Known limit: deleting the whole document, or putting back an older signed
+one (a rollback), is not detected, as with the access seal.
 """
 
 from __future__ import annotations
