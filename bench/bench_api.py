@@ -1,6 +1,7 @@
 """Benchmark: reads through ``custody serve`` against a bare endpoint of the same stack.
 
-Run: ``.venv/bin/python bench/bench_api.py [--seconds 3] [--clients 1,4,16] [--rounds 2]``.
+Run: ``.venv/bin/python bench/bench_api.py [--seconds 3] [--clients 1,4,16] [--rounds 2]
+[--workers 1,2] [--threads 4]`` (one server per ``--workers`` value, in turn).
 
 One ``custody serve`` (TLS 1.3, uvicorn h11, Starlette, auditing on with group commit) on
 loopback, started with ``--bare-endpoint``. For C = 1, 4, 16 concurrent clients, each a
@@ -116,25 +117,22 @@ def run(
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0, help="per client run (3)")
-    ap.add_argument("--max-requests", type=int, default=20000, help="per client, at most")
-    ap.add_argument("--clients", default="1,4,16", help="concurrent client processes")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians")
-    ap.add_argument("--workers", type=int, default=4, help="the server's backend threads (4)")
-    ap.add_argument(
-        "--dir", default=None, help="where the home goes (e.g. /dev/shm: fsync nearly free)"
-    )
-    a = ap.parse_args()
-    clients = [int(x) for x in a.clients.split(",")]
+def _spread(v: list[dict[str, float]], m: str) -> str:
+    xs = [r[m] for r in v]
+    return f"{min(xs):.0f}-{max(xs):.0f}"
+
+
+def measure(a: argparse.Namespace, workers: int, clients: list[int]) -> tuple[list[Any], bool]:
+    """One server with *workers* processes: rounds of bare and custody runs per client
+    count; then the audit log is verified and the value looked for in the output and log.
+    Returns the rows and whether all was well."""
     with tempfile.TemporaryDirectory(prefix="bench-api-", dir=a.dir) as tmp:
         root = Path(tmp)
         home, pins, tokens, env = server_home(root, {"bench-svc": ("service-admin", ("payments",))})
         pki = make_pki(root / "pki")
         srv = Server(
             home, pins, pki, "--bare-endpoint", "--rate", "1000000/second",
-            "--workers", str(a.workers), env=env,
+            "--threads", str(a.threads), "--workers", str(workers), env=env,
         )  # fmt: skip
         try:
             import httpx
@@ -162,7 +160,7 @@ def main() -> int:
                 med = {
                     k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in res.items()
                 }
-                rows.append((n, med))
+                rows.append((n, med, res))
         finally:
             srv.stop()
         verify = subprocess.run(
@@ -173,27 +171,50 @@ def main() -> int:
             check=False,
         )
         leaked = VALUE in srv.output() or VALUE.encode() in (home / "audit.db").read_bytes()
+    errs = sum(m[k]["errors"] for _, m, _r in rows for k in m)
     print(
-        f"custody serve, TLS 1.3, {a.workers} backend workers, auditing on, home in "
-        f"{a.dir or tempfile.gettempdir()}; "
-        f"{a.seconds:g} s per run, medians of {a.rounds} alternating rounds"
+        f"custody serve --workers {workers} --threads {a.threads}, TLS 1.3, auditing on, home "
+        f"in {a.dir or tempfile.gettempdir()}; {a.seconds:g} s per run, medians of {a.rounds} "
+        "alternating rounds (spread: min-max r/s over the rounds)"
     )
     hdr = (
-        f"{'clients':>7} | {'bare r/s':>9} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'custody r/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'r/s ratio':>9} {'p99 ratio':>9}"
+        f"{'clients':>7} | {'bare r/s':>9} {'spread':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'custody r/s':>11} {'spread':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'r/s ratio':>9} {'p99 ratio':>9}"
     )
     print(hdr)
     print("-" * len(hdr))
-    for n, m in rows:
+    for n, m, r in rows:
         bare, cus = m["bare"], m["custody"]
         print(
-            f"{n:>7} | {bare['rps']:>9.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f} | "
-            f"{cus['rps']:>11.0f} {cus['p50']:>7.2f} {cus['p99']:>7.2f} | "
+            f"{n:>7} | {bare['rps']:>9.0f} {_spread(r['bare'], 'rps'):>11} {bare['p50']:>7.2f} "
+            f"{bare['p99']:>7.2f} | {cus['rps']:>11.0f} {_spread(r['custody'], 'rps'):>11} "
+            f"{cus['p50']:>7.2f} {cus['p99']:>7.2f} | "
             f"{cus['rps'] / bare['rps']:>9.2f} {cus['p99'] / bare['p99']:>9.2f}"
         )
-    errs = sum(m[k]["errors"] for _, m in rows for k in m)
-    print(f"errors: {errs:g}; audit verify: exit {verify.returncode}; value leaked: {leaked}")
-    return 0 if verify.returncode == 0 and not errs and not leaked else 1
+    print(f"errors: {errs:g}; audit verify: exit {verify.returncode}; value leaked: {leaked}\n")
+    return rows, verify.returncode == 0 and not errs and not leaked
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="per client run (3)")
+    ap.add_argument("--max-requests", type=int, default=20000, help="per client, at most")
+    ap.add_argument("--clients", default="1,4,16", help="concurrent client processes")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians")
+    ap.add_argument(
+        "--workers", default="1", help="server processes, a list: one server each (1; e.g. 1,2)"
+    )
+    ap.add_argument("--threads", type=int, default=4, help="backend threads per process (4)")
+    ap.add_argument(
+        "--dir", default=None, help="where the home goes (e.g. /dev/shm: fsync nearly free)"
+    )
+    a = ap.parse_args()
+    clients = [int(x) for x in a.clients.split(",")]
+    ok = True
+    for w in (int(x) for x in a.workers.split(",")):
+        ok = measure(a, w, clients)[1] and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

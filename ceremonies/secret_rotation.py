@@ -40,6 +40,7 @@ from ceremonies.roster import Roster
 from ceremonies.runner.opening import roster_entries
 from ceremonies.transcript.model import Policy, SignedPolicy, Threshold
 from ceremonies.transcript.recorder import Recorder
+from custody.audit.signers import AUDIT_KEY_LABEL, HsmSigner
 from custody.deployment import Deployment
 from custody.errors import CustodyError, PolicyError, UsageError
 from custody.hardening import HOOK_ENV, child_env
@@ -250,13 +251,20 @@ def rotate(
                 },
             )
         overlap = 0 if emergency else overlap_seconds
+        # an older previous is revoked by the promotion; consumers that had not acked the
+        # old current may still use it: they are named (acks are per version)
+        drop = consumers_of(dep, vault).on_promote(env, path)
         rec.record(
             "promote",
             "secret.promote",
             signer,
-            {"new_version": w.version, "previous_version": old, "overlap_seconds": overlap},
-        )
+            {"new_version": w.version, "previous_version": old, "overlap_seconds": overlap,
+             "revoked_version": drop["dropped"], "stragglers": drop["stragglers"]},
+        )  # fmt: skip
         promoted = vault.promote(env, path, overlap_seconds=overlap)
+        if drop["stragglers"]:
+            vault.alert("rotation-stragglers", vault._row(env, path),
+                        stragglers=drop["stragglers"], revoked_version=drop["dropped"])  # fmt: skip
         if emergency:
             rec.record("revoke", "secret.revoke", signer, {"revoked_version": old, "at_once": True})
             vault.revoke_previous(env, path)
@@ -295,13 +303,20 @@ def rotate(
         raise
 
 
+def consumers_of(dep: Deployment, vault: Vault) -> Consumers:
+    """The consumers' state, read-only, checked against the token's audit key (the key that
+    signs it in custody serve); an unsigned or edited state counts no acknowledgement."""
+    trust = HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL).public if dep.hsm else None
+    return Consumers(vault, trust=trust)
+
+
 def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, Any]]:
     """Revoke ``previous`` of every secret whose overlap window has ended, each recorded in a
     small bundle of its own with the consumers' acknowledgements
     (:mod:`custody.secrets.consumers`); consumers that never acknowledged ``current`` are
     named in the record and in a ``rotation-stragglers`` alert."""
     out = []
-    consumers = Consumers(vault)
+    consumers = consumers_of(dep, vault)
     for row in vault.overlaps_ended():
         acks = consumers.state(row.env, row.path)
         signed = _policy(
@@ -319,6 +334,7 @@ def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, A
                 "window_ended": row.previous_until,
                 "acknowledged": acks["consumers"],
                 "stragglers": acks["stragglers"],
+                "acks_verified": acks["verified"],
             },
         )
         if acks["stragglers"]:
@@ -343,4 +359,4 @@ def parse_duration(text: str) -> int:
     return n
 
 
-__all__ = ["Outcome", "parse_duration", "readers_since", "revoke_ended", "rotate"]
+__all__ = ["Outcome", "consumers_of", "parse_duration", "readers_since", "revoke_ended", "rotate"]

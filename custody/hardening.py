@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
+PR_SET_PDEATHSIG = 1
 
 BASE_ENV: tuple[str, ...] = (
     "PATH",
@@ -99,6 +100,20 @@ def _set_not_dumpable() -> str | None:
     if prctl(PR_GET_DUMPABLE, zero, zero, zero, zero) != 0:
         return "prctl(PR_SET_DUMPABLE, 0) did not take effect"
     return None
+
+
+def die_with_parent(sig: int) -> bool:
+    """Linux: have the kernel send *sig* to this process when its parent dies, so that a
+    pre-forked server child does not outlive its supervisor. False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.restype = ctypes.c_int
+    zero = ctypes.c_ulong(0)
+    return bool(prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), zero, zero, zero) == 0)
 
 
 def harden_process() -> Hardening:

@@ -220,6 +220,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(func=cmd_due)
 
+    p = ss.add_parser(
+        "verify-acks",
+        help="check an early-revocation record offline against the pinned audit key",
+        description="FILE is the record custody serve writes (home/transcripts/"
+        "early-revoke-*.json) when every registered consumer acknowledged current and "
+        "previous was revoked before its window ended. --trust is the token's audit key "
+        "('custody audit checkpoint --trust-out FILE'), obtained out of band.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--trust", required=True, metavar="PUBKEY", help="the pinned audit key")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_verify_acks)
+
+
+def cmd_verify_acks(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from custody.audit.signers import parse_trust_key
+    from custody.secrets.consumers import verify_early_revoke
+    from custody.textsafe import printable
+
+    try:
+        raw = Path(args.file).read_bytes()
+        key = parse_trust_key(Path(args.trust).read_bytes(), default_name="audit")
+    except OSError as exc:
+        raise UsageError("Cannot read the record or the trust key", "Check the paths.") from exc
+    out = verify_early_revoke(raw, key.public)
+    if args.json:
+        common.emit_json({"ok": True, **out})
+    else:
+        print(
+            f"VALID: {printable(out['env'])}:{printable(out['path'])} v{out['revoked_version']} "
+            f"revoked early at {printable(out['at'])}; every consumer acknowledged "
+            f"v{out['current']}: {printable(', '.join(out['acknowledged']))}"
+        )
+    return 0
+
 
 def vault_of(dep: Any, args: argparse.Namespace) -> Any:
     """The vault of *dep*, with the CLI's alert sink (for other command groups)."""

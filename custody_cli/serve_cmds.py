@@ -16,7 +16,7 @@ from pathlib import Path
 from custody_cli import common
 
 _PATHS = ("pin_file", "cert", "key", "client_ca")
-_VALUES = ("bind", "rate", "max_body", "lockout_after", "lockout_seconds", "workers")
+_VALUES = ("bind", "rate", "max_body", "lockout_after", "lockout_seconds", "workers", "threads")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +52,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--lockout-after", type=int, default=5, metavar="N", help="failed authentications (5)"
     )
     p.add_argument("--lockout-seconds", type=int, default=300, metavar="S", help="(300)")
-    p.add_argument("--workers", type=int, default=4, metavar="N", help="backend threads (4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes on one socket, sharing lockout and rate state (1)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=4, metavar="N", help="backend threads per process (4)"
+    )
     p.add_argument(
         "--bare-endpoint",
         action="store_true",

@@ -25,6 +25,7 @@ import secrets as pysecrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -41,6 +42,7 @@ from custody.errors import (
     UsageError,
 )
 from custody.secrets import CasMismatch, SecretNotFound, SecretUnavailable
+from custody.store.sqlite_guard import GuardDb
 from custody_server.backend import Backend, Context
 from custody_server.guard import Guard, GuardLimits, Refused, token_of
 from custody_server.limits_mw import BodyTooLarge
@@ -56,6 +58,8 @@ class ServerLimits:
     max_body: int = 64 * 1024
     max_headers: int = 64
     guard: GuardLimits = field(default_factory=GuardLimits)
+    guard_db: Path | None = None  # shared lockout and rate state (HOME/guard.db)
+    processes: int = 1  # how many server processes share it
 
 
 class ApiError(Exception):
@@ -131,7 +135,8 @@ class Api:
         self.backend = backend
         self.audit = audit
         self.limits = limits
-        self.guard = Guard(limits.guard)
+        state = GuardDb(limits.guard_db) if limits.guard_db is not None else None
+        self.guard = Guard(limits.guard, state=state, processes=limits.processes)
 
     # -- audit -------------------------------------------------------------------------
     async def record(
@@ -192,16 +197,17 @@ class Api:
 
     # -- authentication ----------------------------------------------------------------
     def credential(self, request: Request) -> Credential:
-        """The request's credential (on the event loop: no store access).
+        """The request's credential (on the event loop; the lockout is checked by
+        :meth:`resolve` on a worker, here only for a request without any credential).
 
         Raises:
             Refused: the client is locked out, or sent no credential.
         """
         client = request.client.host if request.client else "unknown"
-        self.guard.check_locked(client)
         token = token_of(request.headers)
         cn = peer_identity(request.scope)
         if token is None and cn is None:
+            self.guard.check_locked(client)
             raise Refused(
                 "No credentials",
                 "Send a token (X-Vault-Token or Authorization: Bearer) or a client certificate.",
@@ -211,7 +217,10 @@ class Api:
 
     def resolve(self, c: Context, cred: Credential) -> Principal | _AuthFailed:
         """On a worker: the credential's principal, rate limited (Refused 429 when over);
-        a refused credential is returned as :class:`_AuthFailed` for :meth:`failed_auth`."""
+        a refused credential is returned as :class:`_AuthFailed` for :meth:`failed_auth`.
+        A locked-out client is refused first (Refused 403), its credential not looked at;
+        the lockout state is read here, off the event loop (it may be the shared file)."""
+        self.guard.check_locked(cred.client)
         try:
             if cred.token is not None:
                 p = c.access.authenticate_token(cred.token)
@@ -230,7 +239,7 @@ class Api:
             "api authenticate", cred.client, "anonymous", "denied",
             {"by": how, "error": failed.error},
         )  # fmt: skip
-        if self.guard.failed(cred.client):
+        if await anyio.to_thread.run_sync(self.guard.failed, cred.client):  # off the loop
             g = self.guard.limits
             await self.record(
                 "api lockout", cred.client, "anonymous", "denied",
@@ -305,9 +314,8 @@ class Api:
                     resp = await handler(call)
                     who = call.principal.name if deferred else who
                 else:
-                    principal = await self.authenticate(request)
+                    principal = await self.authenticate(request)  # rate limited there
                     who = principal.name
-                    self.guard.admit(principal)
                     resp = await handler(Call(request, principal, surface))
             except BodyTooLarge:
                 resp = self.error(surface, ApiError(413, "Request body too large"))

@@ -26,9 +26,11 @@ from custody.access.mfa import Mfa, MfaPolicy
 from custody.access.seal import AccessSeal
 from custody.access.settings import AccessSettings
 from custody.audit.log import AuditLog
+from custody.audit.signers import AUDIT_KEY_LABEL, HsmSigner
 from custody.config import Home
 from custody.deployment import Deployment, open_deployment
 from custody.secrets import SecretPolicy, Vault
+from custody.secrets.consumers import Consumers
 from custody.store.port import Watch
 
 T = TypeVar("T")
@@ -81,6 +83,7 @@ class Context:
     access: AccessControl
     audit: AuditLog
     staging: Staging
+    consumers: Consumers
     mfa_mode: str = "enrolled"
     seal: AccessSeal | None = None
 
@@ -133,12 +136,16 @@ def open_context(
             high_approvers=settings.high_approvers,
             seal=seal,
         )
+        # the consumers' state and early-revocation records are signed by the token's
+        # audit key (custody.secrets.consumers): the disk operator cannot forge an ack
+        consumers = Consumers(vault, HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL))
     except BaseException:
         dep.close()
         raise
     return Context(
-        dep=dep, vault=vault, access=access, audit=audit, staging=staging, mfa_mode=mode, seal=seal
-    )
+        dep=dep, vault=vault, access=access, audit=audit, staging=staging,
+        consumers=consumers, mfa_mode=mode, seal=seal,
+    )  # fmt: skip
 
 
 class Backend:

@@ -13,6 +13,15 @@ refused for ``lockout_seconds`` without being looked at, and the lockout is writ
 audit log. Each failed authentication is audited too. Authenticated principals are rate
 limited (the ``limits`` library, a moving window per principal); a refused request is
 answered 429 with ``Retry-After``. Tokens never reach a log, an audit entry or an error.
+
+With a shared *state* (:class:`custody.store.sqlite_guard.GuardDb`, ``HOME/guard.db``, what
+``custody serve`` uses) the failures, lockouts and rate windows are counted across every
+server process (``--workers N``): a token spray spread over the processes is locked out at
+the same count. The rate is then a fixed window of the limit's period (``200/second``: each
+wall-clock second), shared by leases: a process takes a slice of the window's remaining
+requests at a time (1/8 of the limit per process, at least one) and serves from it without
+going to the file, so the sum admitted never passes the limit; a slice left unused when the
+window ends is lost, so under load a principal may get a little less than the limit.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from custody.access import AuthError, Principal
 from custody.errors import PolicyError
+from custody.store.sqlite_guard import GuardDb
 
 
 class Refused(PolicyError):
@@ -49,9 +59,17 @@ class GuardLimits:
 
 
 class Guard:
-    """Lockout and rate-limit state for one server process (in memory)."""
+    """Lockout and rate-limit state: in memory for one process, or in *state* for all the
+    processes that share it (*processes* of them: the size of a rate lease)."""
 
-    def __init__(self, limits: GuardLimits, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limits: GuardLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        state: GuardDb | None = None,
+        processes: int = 1,
+    ):
         self.limits = limits
         self._clock = clock
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -59,9 +77,23 @@ class Guard:
         self._fail = parse(f"{limits.lockout_after - 1}/{limits.lockout_window} seconds")
         self._locked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._state = state
+        self._slice = max(1, self._rate.amount // (8 * max(1, processes)))
+        self._leases: dict[str, tuple[int, int]] = {}  # principal -> (window, requests left)
 
     def check_locked(self, client: str) -> None:
         """Raises Refused (403) while *client* is locked out."""
+        if self._state is not None:
+            now = time.time()
+            until = self._state.locked_until(client, now)
+            if until is not None:
+                raise Refused(
+                    "Too many failed authentications: this client is locked out",
+                    "Wait for the lockout to end; the attempts were audited.",
+                    status=403,
+                    retry_after=int(until - now) + 1,
+                )
+            return
         with self._lock:
             until = self._locked.get(client)
             if until is None:
@@ -80,6 +112,10 @@ class Guard:
     def failed(self, client: str) -> bool:
         """Count a failed authentication from *client*. Returns True when this failure
         engages a lockout (the caller audits it)."""
+        if self._state is not None:
+            g = self.limits
+            return self._state.fail(client, time.time(), window=g.lockout_window,
+                                    after=g.lockout_after, seconds=g.lockout_seconds)  # fmt: skip
         if self.limits.lockout_after <= 1 or not self._limiter.hit(self._fail, "authfail", client):
             with self._lock:
                 self._locked[client] = self._clock() + self.limits.lockout_seconds
@@ -89,6 +125,9 @@ class Guard:
 
     def admit(self, principal: Principal) -> None:
         """Raises Refused (429) when *principal* is over its rate."""
+        if self._state is not None:
+            self._admit_shared(principal.name)
+            return
         if not self._limiter.hit(self._rate, "principal", principal.name):
             stats = self._limiter.get_window_stats(self._rate, "principal", principal.name)
             raise Refused(
@@ -97,6 +136,26 @@ class Guard:
                 status=429,
                 retry_after=max(1, int(stats.reset_time - time.time()) + 1),
             )
+
+    def _admit_shared(self, name: str) -> None:
+        period = self._rate.get_expiry()
+        now = time.time()
+        win = int(now // period)
+        with self._lock:
+            w, left = self._leases.get(name, (-1, 0))
+            if w == win and left > 0:
+                self._leases[name] = (w, left - 1)
+                return
+        got = self._state.lease(name, win, self._slice, self._rate.amount)  # type: ignore[union-attr]
+        if got == 0:
+            raise Refused(
+                "Rate limit exceeded",
+                "Slow down and retry after the time in Retry-After.",
+                status=429,
+                retry_after=max(1, int((win + 1) * period - now) + 1),
+            )
+        with self._lock:
+            self._leases[name] = (win, got - 1)
 
 
 def token_of(headers: Mapping[str, str]) -> str | None:

@@ -32,7 +32,7 @@ from custody.access.flow import GrantFlow
 from custody.access.settings import AccessSettings
 from custody.errors import UsageError
 from custody.secrets import Revealed
-from custody.secrets.consumers import Consumers
+from custody.secrets.consumers import record_name
 from custody_server.api import Api, ApiError, Call, json_body, permitted
 from custody_server.openapi import OPENAPI
 from custody_server.tls import App, Receive, Scope, Send
@@ -93,7 +93,7 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
             c.access.authorize(call.principal, "read", env, path, mfa_code=mfa)
             got: Revealed = c.vault.get(env, path, version=version, label=label)
             if call.principal.kind == "service":  # a service that reads is a consumer
-                Consumers(c.vault).register(env, path, call.principal.name)
+                c.consumers.register(env, path, call.principal.name)
             return got
 
         r = await api.read_once(call, "secret get", f"{env}:{path}", op, _lab(label))
@@ -144,7 +144,18 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
                 v.generate(env, path, label="pending")
             else:
                 v.put(env, path, value, label="pending", source=f"api:{p.name}")
-            return v.promote(env, path, overlap_seconds=overlap)  # type: ignore[no-any-return]
+            # promote revokes an older previous: whoever had not acknowledged the old
+            # current may still use it, and is named (acks are per version)
+            drop = c.consumers.on_promote(env, path)
+            out: dict[str, Any] = v.promote(env, path, overlap_seconds=overlap)
+            if drop["dropped"] is not None:
+                out["revoked"] = drop["dropped"]
+                out["stragglers"] = drop["stragglers"]
+                if drop["stragglers"]:
+                    row = v._row(env, path)
+                    v.alert("rotation-stragglers", row, stragglers=drop["stragglers"],
+                            revoked_version=drop["dropped"])  # fmt: skip
+            return out
 
         await api.backend.run(authorize)
         out = await api.audited(
@@ -162,7 +173,7 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
         p = call.principal
 
         def check(c: Any) -> None:
-            st = Consumers(c.vault).state(env, path)
+            st = c.consumers.state(env, path)
             if p.name not in st["consumers"]:
                 raise ApiError(403, "Only a registered consumer acknowledges",
                                "Read the secret through the API first.")  # fmt: skip
@@ -170,13 +181,19 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
                 raise ApiError(400, f"Version {version} is neither current nor previous")
 
         def op(c: Any) -> dict[str, Any]:
-            cons = Consumers(c.vault)
+            cons = c.consumers
             cons.ack(env, path, p.name, version)
-            revoked = cons.settle(env, path)
-            return {**cons.state(env, path), "revoked": revoked}
+            revoked = cons.settle(env, path, record_dir=c.dep.home.transcripts_dir,
+                                  deployment=c.dep.config.deployment_id)  # fmt: skip
+            return {**_public(cons.state(env, path)), "revoked": revoked}
 
         await api.backend.run(check)
         out = await api.audited(call, "secret ack", f"{env}:{path}", op, {"version": version})
+        if out["revoked"] is not None:  # the last ack: previous was revoked early, on record
+            rec = record_name(env, path, out["revoked"])
+            await api.record("secret revoke", f"{env}:{path}", p.name, "ok",
+                             {"via": call.surface, "early": True, "revoked_version": out["revoked"],
+                              "record": rec})  # fmt: skip
         return JSONResponse({"env": env, "path": path, **out})
 
     async def acks(call: Call) -> Response:
@@ -186,7 +203,7 @@ def routes(api: Api, *, bare_endpoint: bool = False) -> list[Route]:
 
         def op(c: Any) -> dict[str, Any]:
             c.access.authorize(p, "metadata", env, path, mfa_code=mfa)
-            return Consumers(c.vault).state(env, path)
+            return _public(c.consumers.state(env, path))
 
         out = await api.disclosed(call, "secret consumers", f"{env}:{path}", op)
         return JSONResponse({"env": env, "path": path, **out})
@@ -260,6 +277,10 @@ def _request_view(r: Any) -> dict[str, Any]:
     out["actions"] = list(out["actions"])
     out["approve_with"] = f"custody access approve {r.id} --key NAME.key.pem"
     return out
+
+
+def _public(st: dict[str, Any]) -> dict[str, Any]:
+    return {k: st[k] for k in ("current", "previous", "consumers", "stragglers", "verified")}
 
 
 def _lab(label: str | None) -> dict[str, Any]:

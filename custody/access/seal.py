@@ -225,6 +225,11 @@ class AccessSeal:
         self.invalidations = 0
         self._pending: int | None = None  # a generation sealed, for the token after commit
         self._secrets_seen: tuple[str, set[tuple[Any, ...]]] | None = None
+        # (the store's change counter, the token's counter, the stored seal and generation)
+        # when the rows last passed the whole check: while all four stay the same nothing
+        # in the store changed, so the rows need no new digest. The token counter and the
+        # seal's generation are still read on every check, so a rollback is still refused.
+        self._clean_at: tuple[object, ...] | None = None
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
@@ -236,6 +241,7 @@ class AccessSeal:
         the rows' digest, so a stale pair could never pass changed rows; dropping it is a
         prompt, not what makes the check sound."""
         self._checked = None
+        self._clean_at = None
         self.invalidations += 1
 
     def _mac(self, domain: bytes, digest: bytes) -> bytes | None:
@@ -279,8 +285,13 @@ class AccessSeal:
         """
         # the token first, then the store: a writer commits the store before the token
         on_token = self._token.counter(self.counter)
+        counter = self.store.change_counter()
         stored = self.store.get_meta(SEAL_META)
         gen_raw = self.store.get_meta(GEN_META)
+        clean = (counter, on_token, stored, gen_raw)
+        if counter is not None and stored is not None and clean == self._clean_at:
+            return
+        self._clean_at = None
         revoked, sealed_revoked = self._meta_list(REVOKED_META)
         if stored is None:
             if on_token is None and self._mac(DOMAIN, b"") is None:  # no key: first use
@@ -323,6 +334,8 @@ class AccessSeal:
             with self.store.transaction():
                 self.reseal()
             self.advance()
+            return  # written: the counters moved, the next check reads again
+        self._clean_at = clean
 
     def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> None:
         if on_token is not None:

@@ -40,6 +40,7 @@ from custody.textsafe import printable
 
 ED25519, ECDSA_P256 = "ed25519", "ecdsa-p256"
 ALGORITHMS = (ED25519, ECDSA_P256)
+AUDIT_KEY_LABEL = "audit"  # the token's audit signing key (checkpoints, server records)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PUBLIC_HEX = {ED25519: re.compile(r"^[0-9a-f]{64}$"), ECDSA_P256: re.compile(r"^04[0-9a-f]{128}$")}
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -77,6 +77,13 @@ class StoreCore(Protocol):
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def change_counter(self) -> object | None:
+        """A value that differs whenever the stored rows may have changed since it was last
+        read (another connection committed, or this one wrote), or None when the engine
+        offers none. A long-lived caller may skip re-checking rows it checked while the
+        value stays the same; with None it checks every time."""
+        ...
+
     def check(self) -> None:
         """Run the engine's integrity check. Raises StorageError when damaged."""
         ...

@@ -131,6 +131,9 @@ class PostgresStore(
         v = self._scalar("SELECT value FROM meta WHERE key=%s", (key,))
         return None if v is None else str(v)
 
+    def change_counter(self) -> object | None:
+        return None  # no cheap equivalent of SQLite's data_version: callers check each time
+
     def set_meta(self, key: str, value: str) -> None:
         self._write(
             "INSERT INTO meta(key, value) VALUES(%s, %s) "

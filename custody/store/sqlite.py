@@ -119,6 +119,11 @@ class SqliteStore(
     def set_meta(self, key: str, value: str) -> None:
         self._write("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
+    def change_counter(self) -> object | None:
+        """``PRAGMA data_version`` (changes when another connection, in any process, commits
+        to the file) with this connection's ``total_changes`` (its own writes)."""
+        return (self._scalar("PRAGMA data_version"), self.conn.total_changes)
+
     def check(self) -> None:
         """Run SQLite's integrity check.
 

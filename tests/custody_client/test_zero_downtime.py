@@ -39,7 +39,7 @@ def test_reads_never_fail_while_the_secret_rotates(tmp_path_factory):
     root = tmp_path_factory.mktemp("rotation")
     home, pins, tokens, env = server_home(root, {"rot-admin": ("service-admin", ("payments",))})
     pki = make_pki(root / "pki")
-    srv = Server(home, pins, pki, "--rate", "100000/second", "--workers", "4", env=env)
+    srv = Server(home, pins, pki, "--rate", "100000/second", "--threads", "4", env=env)
     tok, ca = tokens["rot-admin"], str(pki.ca)
     try:
         with CustodyClient(srv.url, token=tok, ca=ca) as admin:
