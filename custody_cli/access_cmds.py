@@ -308,6 +308,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
+    from custody.access.auditing import intended
     from custody.access.seal import access_state
 
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
@@ -319,11 +320,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
         state = dict(access_state(dep.store))
         counts = {k: len(v) for k, v in state.items()}
         counts.update(participants=len(dep.store.participants()), secrets=len(dep.store.secrets()))
-        ac.audit.append("access seal", "access", who.name, outcome="intent", details=counts)
-        with dep.store.transaction():
-            ac.seal.reseal(by=who.name, everything=True)
-        ac.seal.advance()
-        ac.audit.append("access seal", "access", who.name, details=counts)
+        with intended(ac.audit, "access seal", "access", who.name, counts) as ref:
+            with dep.store.transaction():
+                ac.seal.reseal(by=who.name, everything=True)
+            ac.seal.advance()
+        ac.audit.append("access seal", "access", who.name, details={**counts, **ref})
     if args.json:
         common.emit_json({"ok": True, "sealed": counts, "by": who.name})
     else:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from custody.access import tokens
+from custody.access.auditing import intended
 from custody.access.policy import decide, needs_mfa
 from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
@@ -273,10 +274,13 @@ class AccessControl:
             token_created=now if minted else None,
         )
         details = {"kind": kind, "role": role, "services": list(services), "envs": list(envs)}
-        self.audit.append("principal add", name, by, outcome="intent", details=details)
-        with self.sealed(participants=(name,) if kind == "person" else ()):
+        vouched = (name,) if kind == "person" else ()
+        with (
+            intended(self.audit, "principal add", name, by, details) as ref,
+            self.sealed(participants=vouched),
+        ):
             self.store.add_principal(row)
-        self.audit.append("principal add", name, by, details=details)
+        self.audit.append("principal add", name, by, details={**details, **ref})
         return self._to_principal(row), (minted.token if minted else None)
 
     def new_token(self, name: str, *, by: str) -> str:
@@ -290,8 +294,7 @@ class AccessControl:
         if p.kind != "service":
             raise UsageError(f"{name} is a person", "People sign with their participant key.")
         minted = tokens.mint(self._rng)
-        self.audit.append("principal token", name, by, outcome="intent")
-        with self.sealed():
+        with intended(self.audit, "principal token", name, by) as ref, self.sealed():
             self.store.set_principal_token(
                 name,
                 token_id=minted.token_id,
@@ -299,7 +302,8 @@ class AccessControl:
                 digest=minted.digest,
                 now=self.now(),
             )
-        self.audit.append("principal token", name, by, details={"token_id": minted.token_id})
+        self.audit.append("principal token", name, by,
+                          details={"token_id": minted.token_id, **ref})  # fmt: skip
         return minted.token
 
     def revoke(self, name: str, *, by: str, token_only: bool = False) -> bool:
@@ -309,8 +313,8 @@ class AccessControl:
         principal keeps no second factor that a later mix-up could bring back."""
         now = self.now()
         op = "principal revoke-token" if token_only else "principal revoke"
-        self.audit.append(op, name, by, outcome="intent")
-        with self.sealed():  # the enrolment dropped with it is re-sealed in the same step
+        # the enrolment dropped with it is re-sealed in the same step
+        with intended(self.audit, op, name, by) as ref, self.sealed():
             if token_only:
                 done = self.store.revoke_principal_token(name, now=now)
             else:
@@ -320,7 +324,7 @@ class AccessControl:
                         self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
                 if done:
                     self._drop_mfa(name, by)
-        self.audit.append(op, name, by, outcome="ok" if done else "failed")
+        self.audit.append(op, name, by, outcome="ok" if done else "failed", details=ref)
         return done
 
     def _drop_mfa(self, name: str, by: str) -> None:
@@ -328,10 +332,12 @@ class AccessControl:
         if self.store.mfa_enrolment(name) is None:
             return
         details = {"reason": "principal revoked"}
-        self.audit.append("mfa reset", name, by, outcome="intent", details=details)
-        with self.store.transaction():
+        with (
+            intended(self.audit, "mfa reset", name, by, details) as ref,
+            self.store.transaction(),
+        ):
             self.store.delete_mfa_enrolment(name)
-        self.audit.append("mfa reset", name, by, details=details)
+        self.audit.append("mfa reset", name, by, details={**details, **ref})
 
     # -- authentication ---------------------------------------------------------------
     def authenticate_token(self, token: str) -> Principal:
