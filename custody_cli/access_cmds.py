@@ -175,7 +175,8 @@ def cmd_request(args: argparse.Namespace) -> int:
             actions=("read",) if args.release else actions,
             kind="release" if args.release else "grant",
         )
-    out = {"ok": True, **_req(r)}
+        note = access_session.seal_note(dep)
+    out = {"ok": True, **_req(r), **note}
     if args.json:
         common.emit_json(out)
     else:
@@ -199,8 +200,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
             from custody.access.session import save_record
 
             out["record"] = str(save_record(dep.home, out["grant"], out["record"]))
+        note = access_session.seal_note(dep)
     if args.json:
-        common.emit_json({"ok": True, **out})
+        common.emit_json({"ok": True, **out, **note})
     elif out["grant"]:
         print(f"grant {out['grant']} is active ({out['approvals']} of {out['needed']} approvals)")
         print(f"record: {out['record']} (custody access verify RECORD --trust NAME.pub.json)")
@@ -213,6 +215,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
+        access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     items = [_req(r) for r in rows]
     if args.json:
         common.emit_json(items)
@@ -232,6 +235,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         ac.lapse()
         now = ac.now()
         items = [_grant(g, now) for g in dep.store.grants(principal=args.principal, env=args.env)]
+        access_session.seal_note(dep)
     if args.json:
         common.emit_json(items)
         return 0
@@ -262,6 +266,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     for a in dep.store.access_approvals(r.id)
                 ],
             }
+        out.update(access_session.seal_note(dep))
     common.emit_json(out)  # a request or grant is a small structured document, always JSON
     return 0
 
@@ -274,8 +279,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     ):
         who = access_session.acting(ac, args)
         g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason, mfa_code=code)
+        note = access_session.seal_note(dep)
     if args.json:
-        common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name})
+        common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name, **note})
     else:
         print(f"revoked {g.id} ({g.principal} on {g.env}:{g.path})")
     return 0

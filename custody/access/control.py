@@ -668,6 +668,7 @@ class AccessControl:
         """The secret rows (``env``, ``path``, ``category``, ``security_class``) *principal*
         may *action* (``list``, ``metadata``), decided row by row, audited as one entry."""
         t = self.now()
+        self.check_rows()
         self.lapse()
         grants = self._honoured(principal.name, t)
         mfa_ok, _err = self.mfa_check(principal, mfa_code)
