@@ -56,6 +56,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_seal)
 
     p = s.add_parser(
+        "local-mfa",
+        help="require a principal's TOTP code from the local PIN holder for super-admin actions",
+        description="Bind the local operator (who holds the token PIN and is super-admin by "
+        "default) to PRINCIPAL's confirmed TOTP enrolment: from then on every super-admin "
+        "action needs PRINCIPAL's current code (--mfa-code-file or $CUSTODY_MFA_CODE), "
+        "whatever $CUSTODY_ACTOR says. The binding is under the access seal. --off lifts it "
+        "(with the bound principal's code). docs/access.md.",
+    )
+    p.add_argument("principal", nargs="?", metavar="PRINCIPAL")
+    p.add_argument("--off", action="store_true", help="lift the binding")
+    access_session.add_principal_args(p)
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_local_mfa)
+
+    p = s.add_parser(
         "release-rule",
         help="mark a secret for quorum release (m approvers per read), or back to normal",
     )
@@ -335,6 +350,23 @@ def cmd_seal(args: argparse.Namespace) -> int:
         common.emit_json({"ok": True, "sealed": counts, "by": who.name})
     else:
         print("sealed " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def cmd_local_mfa(args: argparse.Namespace) -> int:
+    if bool(args.off) == bool(args.principal):
+        raise UsageError("Give PRINCIPAL or --off", "One of the two.")
+    code = access_session.mfa_code(args)
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        ac.bind_local_mfa(None if args.off else args.principal, by=who, mfa_code=code)
+    out = {"ok": True, "local_operator_mfa": None if args.off else args.principal}
+    if args.json:
+        common.emit_json(out)
+    elif args.off:
+        print("the local operator no longer needs a TOTP code")
+    else:
+        print(f"the local operator now needs {args.principal}'s TOTP code for super-admin actions")
     return 0
 
 
