@@ -56,6 +56,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_seal)
 
     p = s.add_parser(
+        "local-mfa",
+        help="require a principal's TOTP code from the local PIN holder for super-admin actions",
+        description="Bind the local operator (who holds the token PIN and is super-admin by "
+        "default) to PRINCIPAL's confirmed TOTP enrolment: from then on every super-admin "
+        "action needs PRINCIPAL's current code (--mfa-code-file or $CUSTODY_MFA_CODE), "
+        "whatever $CUSTODY_ACTOR says. The binding is under the access seal. --off lifts it "
+        "(with the bound principal's code). docs/access.md.",
+    )
+    p.add_argument("principal", nargs="?", metavar="PRINCIPAL")
+    p.add_argument("--off", action="store_true", help="lift the binding")
+    access_session.add_principal_args(p)
+    common.add_standard(p, pin=True)
+    p.set_defaults(func=cmd_local_mfa)
+
+    p = s.add_parser(
         "release-rule",
         help="mark a secret for quorum release (m approvers per read), or back to normal",
     )
@@ -175,7 +190,8 @@ def cmd_request(args: argparse.Namespace) -> int:
             actions=("read",) if args.release else actions,
             kind="release" if args.release else "grant",
         )
-    out = {"ok": True, **_req(r)}
+        note = access_session.seal_note(dep)
+    out = {"ok": True, **_req(r), **note}
     if args.json:
         common.emit_json(out)
     else:
@@ -199,8 +215,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
             from custody.access.session import save_record
 
             out["record"] = str(save_record(dep.home, out["grant"], out["record"]))
+        note = access_session.seal_note(dep)
     if args.json:
-        common.emit_json({"ok": True, **out})
+        common.emit_json({"ok": True, **out, **note})
     elif out["grant"]:
         print(f"grant {out['grant']} is active ({out['approvals']} of {out['needed']} approvals)")
         print(f"record: {out['record']} (custody access verify RECORD --trust NAME.pub.json)")
@@ -213,6 +230,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
         _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
+        access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     items = [_req(r) for r in rows]
     if args.json:
         common.emit_json(items)
@@ -232,6 +250,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         ac.lapse()
         now = ac.now()
         items = [_grant(g, now) for g in dep.store.grants(principal=args.principal, env=args.env)]
+        access_session.seal_note(dep)
     if args.json:
         common.emit_json(items)
         return 0
@@ -262,6 +281,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     for a in dep.store.access_approvals(r.id)
                 ],
             }
+        out.update(access_session.seal_note(dep))
     common.emit_json(out)  # a request or grant is a small structured document, always JSON
     return 0
 
@@ -274,8 +294,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     ):
         who = access_session.acting(ac, args)
         g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason, mfa_code=code)
+        note = access_session.seal_note(dep)
     if args.json:
-        common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name})
+        common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name, **note})
     else:
         print(f"revoked {g.id} ({g.principal} on {g.env}:{g.path})")
     return 0
@@ -308,6 +329,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
+    from custody.access.auditing import intended
     from custody.access.seal import access_state
 
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
@@ -319,15 +341,32 @@ def cmd_seal(args: argparse.Namespace) -> int:
         state = dict(access_state(dep.store))
         counts = {k: len(v) for k, v in state.items()}
         counts.update(participants=len(dep.store.participants()), secrets=len(dep.store.secrets()))
-        ac.audit.append("access seal", "access", who.name, outcome="intent", details=counts)
-        with dep.store.transaction():
-            ac.seal.reseal(by=who.name, everything=True)
-        ac.seal.advance()
-        ac.audit.append("access seal", "access", who.name, details=counts)
+        with intended(ac.audit, "access seal", "access", who.name, counts) as ref:
+            with dep.store.transaction():
+                ac.seal.reseal(by=who.name, everything=True)
+            ac.seal.advance()
+        ac.audit.append("access seal", "access", who.name, details={**counts, **ref})
     if args.json:
         common.emit_json({"ok": True, "sealed": counts, "by": who.name})
     else:
         print("sealed " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def cmd_local_mfa(args: argparse.Namespace) -> int:
+    if bool(args.off) == bool(args.principal):
+        raise UsageError("Give PRINCIPAL or --off", "One of the two.")
+    code = access_session.mfa_code(args)
+    with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        who = access_session.acting(ac, args)
+        ac.bind_local_mfa(None if args.off else args.principal, by=who, mfa_code=code)
+    out = {"ok": True, "local_operator_mfa": None if args.off else args.principal}
+    if args.json:
+        common.emit_json(out)
+    elif args.off:
+        print("the local operator no longer needs a TOTP code")
+    else:
+        print(f"the local operator now needs {args.principal}'s TOTP code for super-admin actions")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -21,6 +22,24 @@ from custody_cli import common
 if TYPE_CHECKING:
     from custody.access import AccessControl, Principal
     from custody.deployment import Deployment
+
+
+UNVERIFIED = (
+    "warning: access-control rows NOT verified: this command ran without the token PIN, so "
+    "the access seal was not checked and what it shows or records may rest on rows altered "
+    "on disk (docs/access.md, 'Sealed access-control rows'); give --pin-file to check it"
+)
+
+
+def seal_note(dep: Deployment) -> dict[str, str]:
+    """Say whether this command's access-control rows are checked against the access seal:
+    ``checked`` with the token open (every decision checks it), else ``unverified``, with
+    :data:`UNVERIFIED` on stderr (in text and JSON mode alike). Returns the
+    ``{"access_seal": ...}`` field for a command's JSON document."""
+    if dep.hsm is not None:
+        return {"access_seal": "checked"}
+    print(UNVERIFIED, file=sys.stderr)
+    return {"access_seal": "unverified"}
 
 
 def add_principal_args(p: argparse.ArgumentParser) -> None:
@@ -86,4 +105,4 @@ def acting(ac: AccessControl, args: argparse.Namespace) -> Principal:
     return ac.operator(actor_name())
 
 
-__all__ = ["acting", "add_principal_args", "mfa_code", "opened"]
+__all__ = ["UNVERIFIED", "acting", "add_principal_args", "mfa_code", "opened", "seal_note"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from custody.errors import UsageError
 from custody.privatefile import write_private
-from custody_cli import common
+from custody_cli import access_session, common
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -159,6 +159,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             items = mfa.status()
         finally:
             mfa.audit.close()
+        access_session.seal_note(dep)
     if args.json:
         common.emit_json(items)
         return 0

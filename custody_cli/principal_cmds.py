@@ -164,6 +164,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=False) as dep:
         items = [_info(r) for r in dep.store.principals()]
+        access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     if args.json:
         common.emit_json(items)
         return 0
@@ -190,6 +191,7 @@ def cmd_show(args: argparse.Namespace) -> int:
              "not_after": g.not_after, "revoked_at": g.revoked_at}
             for g in dep.store.grants(principal=args.name)
         ]  # fmt: skip
+        info.update(access_session.seal_note(dep))
     if args.json:
         common.emit_json(info)
         return 0

@@ -367,6 +367,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                               mfa_code=access_session.mfa_code(args))  # fmt: skip
         keep = {(r.env, r.path) for r in seen}
         items = [i for i in items if (i["env"], i["path"]) in keep]
+        access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     if args.json:
         common.emit_json(items)
         return 0

@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from custody.access import tokens
+from custody.access.auditing import intended
 from custody.access.policy import decide, needs_mfa
 from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
-from custody.access.seal import AccessSeal, SealAudit
+from custody.access.seal import LOCAL_MFA_META, AccessSeal, SealAudit
 from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
 from custody.errors import IntegrityError, PolicyError, UsageError
@@ -190,12 +191,61 @@ class AccessControl:
             raise AuthError(f"Principal {name[:64]!r} is {state}", "See 'custody principal list'.")
         return self._to_principal(row)
 
-    @staticmethod
-    def operator(actor: str) -> Principal:
+    def operator(self, actor: str) -> Principal:
         """The local operator who holds the token PIN: super-admin (the default when no
-        principal is named)."""
+        principal is named), named *actor*.
+
+        Once a super-admin has bound the local operator to a TOTP enrolment
+        (:meth:`bind_local_mfa`, kept under the access seal), the local operator is that
+        principal's second factor: named after it whatever *actor* says, and marked
+        enrolled, so every super-admin action needs its current TOTP code."""
+        bound = self.store.get_meta(LOCAL_MFA_META) if self.seal is not None else None
+        if bound:
+            return Principal(name=bound, kind="person", role="super-admin", mfa=True)
         name = actor if valid_name(actor) else "operator"
         return Principal(name=name, kind="person", role="super-admin")
+
+    def bind_local_mfa(self, name: str | None, *, by: Principal, mfa_code: str | None) -> None:
+        """Require *name*'s TOTP code from the local PIN holder for super-admin actions
+        (None: lift that). Needs the token (the binding is sealed), a super-admin, a
+        confirmed enrolment of *name* and its current code (checked here: it proves the
+        binder holds that factor, and it is single-use).
+
+        Raises:
+            PolicyError: no token, not a super-admin, no confirmed enrolment, or no/bad code.
+        """
+        if self.seal is None or self._mfa is None:
+            raise PolicyError("Binding the local operator's TOTP needs the token",
+                              "Give the token PIN (--pin-file).")  # fmt: skip
+        if by.role != "super-admin":
+            raise PolicyError(f"{by.name} may not bind the local operator", "A super-admin may.")
+        bound = self.store.get_meta(LOCAL_MFA_META) or None
+        if name is not None and bound is not None and name != bound:
+            raise PolicyError(
+                f"The local operator is bound to {bound}'s TOTP",
+                "Lift it first ('custody access local-mfa --off' with its code).",
+            )
+        if name is not None and not self._mfa.enrolled(name):
+            raise PolicyError(
+                f"{name} has no confirmed TOTP enrolment",
+                "Enrol and verify it first ('custody mfa enrol/verify').",
+            )
+        who = name if name is not None else bound
+        if who is not None:  # the code of the factor bound now, or about to be
+            factor = Principal(name=who, kind="person", role="super-admin", mfa=True)
+            ok, err = self.mfa_check(factor, mfa_code)
+            if not ok:
+                raise PolicyError(
+                    f"{who}'s current TOTP code is needed" + (f" ({err.title})" if err else ""),
+                    "Give it with --mfa-code-file or $CUSTODY_MFA_CODE.",
+                )
+        det = {"principal": name or bound, "on": name is not None}
+        with (
+            intended(self.audit, "access local-mfa", "access", by.name, det) as ref,
+            self.sealed(),
+        ):
+            self.store.set_meta(LOCAL_MFA_META, name or "")
+        self.audit.append("access local-mfa", "access", by.name, details={**det, **ref})
 
     def add_principal(
         self,
@@ -273,10 +323,13 @@ class AccessControl:
             token_created=now if minted else None,
         )
         details = {"kind": kind, "role": role, "services": list(services), "envs": list(envs)}
-        self.audit.append("principal add", name, by, outcome="intent", details=details)
-        with self.sealed(participants=(name,) if kind == "person" else ()):
+        vouched = (name,) if kind == "person" else ()
+        with (
+            intended(self.audit, "principal add", name, by, details) as ref,
+            self.sealed(participants=vouched),
+        ):
             self.store.add_principal(row)
-        self.audit.append("principal add", name, by, details=details)
+        self.audit.append("principal add", name, by, details={**details, **ref})
         return self._to_principal(row), (minted.token if minted else None)
 
     def new_token(self, name: str, *, by: str) -> str:
@@ -290,8 +343,7 @@ class AccessControl:
         if p.kind != "service":
             raise UsageError(f"{name} is a person", "People sign with their participant key.")
         minted = tokens.mint(self._rng)
-        self.audit.append("principal token", name, by, outcome="intent")
-        with self.sealed():
+        with intended(self.audit, "principal token", name, by) as ref, self.sealed():
             self.store.set_principal_token(
                 name,
                 token_id=minted.token_id,
@@ -299,7 +351,8 @@ class AccessControl:
                 digest=minted.digest,
                 now=self.now(),
             )
-        self.audit.append("principal token", name, by, details={"token_id": minted.token_id})
+        self.audit.append("principal token", name, by,
+                          details={"token_id": minted.token_id, **ref})  # fmt: skip
         return minted.token
 
     def revoke(self, name: str, *, by: str, token_only: bool = False) -> bool:
@@ -309,8 +362,8 @@ class AccessControl:
         principal keeps no second factor that a later mix-up could bring back."""
         now = self.now()
         op = "principal revoke-token" if token_only else "principal revoke"
-        self.audit.append(op, name, by, outcome="intent")
-        with self.sealed():  # the enrolment dropped with it is re-sealed in the same step
+        # the enrolment dropped with it is re-sealed in the same step
+        with intended(self.audit, op, name, by) as ref, self.sealed():
             if token_only:
                 done = self.store.revoke_principal_token(name, now=now)
             else:
@@ -320,7 +373,7 @@ class AccessControl:
                         self.store.revoke_grant(g.id, now=now, by=by, reason="principal revoked")
                 if done:
                     self._drop_mfa(name, by)
-        self.audit.append(op, name, by, outcome="ok" if done else "failed")
+        self.audit.append(op, name, by, outcome="ok" if done else "failed", details=ref)
         return done
 
     def _drop_mfa(self, name: str, by: str) -> None:
@@ -328,10 +381,12 @@ class AccessControl:
         if self.store.mfa_enrolment(name) is None:
             return
         details = {"reason": "principal revoked"}
-        self.audit.append("mfa reset", name, by, outcome="intent", details=details)
-        with self.store.transaction():
+        with (
+            intended(self.audit, "mfa reset", name, by, details) as ref,
+            self.store.transaction(),
+        ):
             self.store.delete_mfa_enrolment(name)
-        self.audit.append("mfa reset", name, by, details=details)
+        self.audit.append("mfa reset", name, by, details={**details, **ref})
 
     # -- authentication ---------------------------------------------------------------
     def authenticate_token(self, token: str) -> Principal:
@@ -662,6 +717,7 @@ class AccessControl:
         """The secret rows (``env``, ``path``, ``category``, ``security_class``) *principal*
         may *action* (``list``, ``metadata``), decided row by row, audited as one entry."""
         t = self.now()
+        self.check_rows()
         self.lapse()
         grants = self._honoured(principal.name, t)
         mfa_ok, _err = self.mfa_check(principal, mfa_code)

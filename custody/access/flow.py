@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from custody.access.auditing import intended
 from custody.access.control import AccessControl, AccessDenied, AuthError
 from custody.access.records import (
     approval_input,
@@ -157,10 +158,10 @@ class GrantFlow:
                    "not_after": row.not_after, "class": cls, "needed": row.needed,
                    "digest": digest, "why": why}  # fmt: skip
         target = f"{env}:{path}"
-        self.ac.audit.append("access request", target, principal.name, outcome="intent",
-                             details=details)  # fmt: skip
-        self.store.add_access_request(row)
-        self.ac.audit.append("access request", target, principal.name, details=details)
+        with intended(self.ac.audit, "access request", target, principal.name, details) as ref:
+            self.store.add_access_request(row)
+        self.ac.audit.append("access request", target, principal.name,
+                             details={**details, **ref})  # fmt: skip
         return row
 
     def get(self, request_id: str) -> AccessRequestRow:
@@ -286,9 +287,10 @@ class GrantFlow:
             raise self._refuse(r, approver.name, "The approval signature does not verify", "")
         target = f"{r.env}:{r.path}"
         det = {"request": r.id, "digest": r.digest}
-        self.ac.audit.append("access approve", target, approver.name, outcome="intent",
-                             details=det)  # fmt: skip
-        with self.store.transaction():
+        with (
+            intended(self.ac.audit, "access approve", target, approver.name, det) as ref,
+            self.store.transaction(),
+        ):
             if not self.store.add_access_approval(
                 AccessApprovalRow(
                     request_id=r.id,
@@ -323,7 +325,7 @@ class GrantFlow:
                 self.store.set_access_request_state(r.id, "granted", now=now)
             elif len(good) >= needed:
                 self.store.set_access_request_state(r.id, "approved", now=now)
-        approved = {**det, "approvals": len(good), "needed": needed}
+        approved = {**det, "approvals": len(good), "needed": needed, **ref}
         self.ac.audit.append("access approve", target, approver.name, details=approved)
         if grant is not None:
             self.ac.audit.append(
@@ -355,27 +357,33 @@ class GrantFlow:
         if by.name != g.principal:  # giving up one's own grant needs no permission
             self.ac.authorize(by, "grant", g.env, g.path, mfa_code=mfa_code)
         target = f"{g.env}:{g.path}"
-        self.ac.audit.append("access grant revoke", target, by.name, outcome="intent",
-                             details={"grant": g.id, "reason": reason[:200]})  # fmt: skip
-        with self.ac.sealed():
-            done = self.store.revoke_grant(g.id, now=self.ac.now(), by=by.name, reason=reason)
-        if not done:
-            raise UsageError(f"Grant {g.id} is already revoked", "Nothing was changed.")
+        det = {"grant": g.id, "reason": reason[:200]}
+        with intended(self.ac.audit, "access grant revoke", target, by.name, det) as ref:
+            with self.ac.sealed():
+                done = self.store.revoke_grant(g.id, now=self.ac.now(), by=by.name,
+                                               reason=reason)  # fmt: skip
+            if not done:
+                raise UsageError(f"Grant {g.id} is already revoked", "Nothing was changed.")
         self.ac.audit.append("access grant revoke", target, by.name,
-                             details={"grant": g.id, "principal": g.principal})  # fmt: skip
+                             details={"grant": g.id, "principal": g.principal, **ref})  # fmt: skip
         return g
 
     def revoke_all_on(self, env: str, path: str, *, by: str, reason: str) -> list[GrantRow]:
         """Revoke every grant on (env, path) at once (an emergency rotation), audited."""
         target = f"{env}:{path}"
-        self.ac.audit.append("access grant revoke", target, by, outcome="intent",
-                             details={"all": True, "reason": reason[:200]})  # fmt: skip
-        with self.ac.sealed():
+        det = {"all": True, "reason": reason[:200]}
+        with (
+            intended(self.ac.audit, "access grant revoke", target, by, det) as ref,
+            self.ac.sealed(),
+        ):
             hit = self.store.revoke_grants_on(env, path, now=self.ac.now(), by=by, reason=reason)
         for g in hit:
             self.ac.audit.append("access grant revoke", target, by,
                                  details={"grant": g.id, "principal": g.principal,
-                                          "reason": reason[:200]})  # fmt: skip
+                                          "reason": reason[:200], **ref})  # fmt: skip
+        if not hit:  # the intent's outcome, when there was nothing to revoke
+            self.ac.audit.append("access grant revoke", target, by,
+                                 details={"all": True, "revoked": 0, **ref})  # fmt: skip
         return hit
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from custody.access.auditing import intended
 from custody.access.flow import GrantFlow
 from custody.access.policy import needs_mfa
 from custody.access.records import body_digest, request_body
@@ -130,12 +131,14 @@ def set_rule(
     flow.ac.authorize(who, "keys", env, path, mfa_code=mfa_code)
     mode = QUORUM if needed else "normal"
     det = {"mode": mode, "needed": needed}
-    flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, outcome="intent",
-                         details=det)  # fmt: skip
-    with flow.ac.sealed():
+    target = f"{env}:{path}"
+    with (
+        intended(flow.ac.audit, "access release-rule", target, who.name, det) as ref,
+        flow.ac.sealed(),
+    ):
         flow.store.set_release_rule(env, path, mode=mode, needed=needed, by=who.name,
                                 now=flow.ac.now())  # fmt: skip
-    flow.ac.audit.append("access release-rule", f"{env}:{path}", who.name, details=det)
+    flow.ac.audit.append("access release-rule", target, who.name, details={**det, **ref})
 
 
 def deliver(
@@ -200,9 +203,8 @@ def deliver(
             f"{r.requester} has no encryption key to seal to",
             "Add them with their NAME.pub.json (with its endorsed x25519 key).",
         )
-    audit.append("access release", target, who.name, outcome="intent",
-                 details={"request": r.id, "approvers": [a.approver for a in good]})  # fmt: skip
-    with flow.store.transaction():
+    det = {"request": r.id, "approvers": [a.approver for a in good]}
+    with intended(audit, "access release", target, who.name, det) as ref, flow.store.transaction():
         version, value = reveal(r.env, r.path)
         header = {"request": r.id, "digest": r.digest, "env": r.env, "path": r.path,
                   "version": version, "requester": r.requester}  # fmt: skip
@@ -213,7 +215,7 @@ def deliver(
         flow.store.set_access_request_state(r.id, "released", now=now)
     info = {"request": r.id, "env": r.env, "path": r.path, "version": version,
             "sealed_sha256": digest, "approvers": [a.approver for a in good]}  # fmt: skip
-    audit.append("access release", target, who.name, details=info)
+    audit.append("access release", target, who.name, details={**info, **ref})
     return sealed, info
 
 

@@ -14,6 +14,8 @@ the store's meta table (``access_seal``). The digest covers:
 - every MFA enrolment's existence and principal binding (principal, object_uid; not the
   counters a code check moves: last_step, failures, lockout);
 - every release rule (env, path, mode, needed);
+- the local operator's TOTP binding (meta ``access_local_operator``, when set: see
+  :meth:`custody.access.control.AccessControl.operator`);
 - the revoked grants: the list of ``(grant id, revoked_at)`` sealed last (kept beside the
   seal in meta ``access_seal_revoked``). A sealed revocation must still be in the store,
   unchanged; a revocation made since (``custody access revoke`` by a service with its token,
@@ -81,6 +83,8 @@ REVOKED_META = "access_seal_revoked"
 ROSTER_META = "access_seal_roster"
 SECRETS_META = "access_seal_secrets"
 GEN_META = "access_seal_gen"
+#: the principal whose TOTP the local PIN holder must give for super-admin actions
+LOCAL_MFA_META = "access_local_operator"
 DOMAIN_V1 = b"custody/access-seal/v1\0"
 DOMAIN = b"custody/access-seal/v2\0"
 #: the class an unsealed secret is treated as (the strictest)
@@ -177,7 +181,11 @@ def access_state(store: Store) -> list[Any]:
     ]
     mfa = sorted([m.principal, _hex(m.object_uid)] for m in store.mfa_enrolments())
     rules = [list(r) for r in store.release_rules()]
-    return [["principals", principals], ["mfa", mfa], ["release", rules]]
+    state: list[Any] = [["principals", principals], ["mfa", mfa], ["release", rules]]
+    local = store.get_meta(LOCAL_MFA_META)
+    if local:  # absent or lifted (""): the digest a seal without the binding had
+        state.append(["local operator", local])
+    return state
 
 
 def _canon(doc: Any) -> str:
@@ -475,6 +483,7 @@ class AccessSeal:
 
 __all__ = [
     "GEN_META",
+    "LOCAL_MFA_META",
     "REVOKED_META",
     "ROSTER_META",
     "SEAL_META",
