@@ -25,7 +25,9 @@ import pytest
 from tests.ceremony_fixtures import CUST, Dep, build_enrolled, copy_dep, generated_copy, lose_token
 from tests.conftest import cli_env, run_cli
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("refused-ceremonies")]
 GEN = [a for n in CUST for a in ("--custodian", n)]
 
 

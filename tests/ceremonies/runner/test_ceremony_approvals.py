@@ -31,7 +31,9 @@ from tests.ceremony_fixtures import (
 )
 from tests.conftest import TEST_PIN, cli_env, passphrase_of
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("ceremony-approvals")]
 
 
 def _events(bundle: str) -> list[dict[str, Any]]:
