@@ -11,6 +11,7 @@ Exit codes are documented in ``docs/cli.md`` and come from :mod:`custody.errors`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -20,99 +21,74 @@ from typing import Any
 from custody.errors import CustodyError
 from custody.hardening import harden_process
 from custody.textsafe import printable_lines
-from custody_cli import (
-    access_cmds,
-    agent_cmds,
-    alerts_cmds,
-    audit_cmds,
-    backup_cmds,
-    ca_cmds,
-    ceremony_cmds,
-    core_cmds,
-    exec_cmds,
-    hsm_cmds,
-    key_cmds,
-    mfa_cmds,
-    participant_cmds,
-    principal_cmds,
-    recovery_cmds,
-    rekey_cmds,
-    report_cmds,
-    schedule_cmds,
-    secret_cmds,
-    serve_cmds,
-    shamir_cmds,
-    share_cmds,
-    transcript_cmds,
-    tui_cmds,
-)
 from custody_cli.audited import run_audited
 
-# Command-group modules, in --help order. Each has register(subparsers).
-COMMAND_MODULES: tuple[ModuleType, ...] = (
-    core_cmds,
-    hsm_cmds,
-    key_cmds,
-    shamir_cmds,
-    share_cmds,
-    transcript_cmds,
-    audit_cmds,
-    participant_cmds,
-    ceremony_cmds,
-    rekey_cmds,
-    backup_cmds,
-    recovery_cmds,
-    secret_cmds,
-    principal_cmds,
-    access_cmds,
-    mfa_cmds,
-    report_cmds,
-    alerts_cmds,
-    schedule_cmds,
-    serve_cmds,
-    ca_cmds,
-    exec_cmds,
-    agent_cmds,
-    tui_cmds,
+# Command-group modules (custody_cli.NAME), in --help order. Each has register(subparsers).
+# They are imported when a parser needs them: a command imports only its own group.
+COMMAND_MODULES: tuple[str, ...] = (
+    "core_cmds",
+    "hsm_cmds",
+    "key_cmds",
+    "shamir_cmds",
+    "share_cmds",
+    "transcript_cmds",
+    "audit_cmds",
+    "participant_cmds",
+    "ceremony_cmds",
+    "rekey_cmds",
+    "backup_cmds",
+    "recovery_cmds",
+    "secret_cmds",
+    "principal_cmds",
+    "access_cmds",
+    "mfa_cmds",
+    "report_cmds",
+    "alerts_cmds",
+    "schedule_cmds",
+    "serve_cmds",
+    "ca_cmds",
+    "exec_cmds",
+    "agent_cmds",
+    "tui_cmds",
 )
 
 
 # The command-group module that registers each top-level command. ``main`` registers only
-# that module's commands when argv names one of them, so a command does not pay for
-# building the other modules' parsers (about 9 ms of argparse set-up per run). Anything
+# that module's commands when argv names one of them, so a command neither imports the
+# other modules nor builds their parsers (about 55 ms CPU of every run). Anything
 # else (no command, -h, an unknown name) gets the whole parser. tests/cli/
 # test_parser_commands.py checks that this table is exactly what the modules register.
-COMMAND_OF: dict[str, ModuleType] = {
-    "init": core_cmds,
-    "status": core_cmds,
-    "hsm": hsm_cmds,
-    "kek": key_cmds,
-    "dek": key_cmds,
-    "shamir": shamir_cmds,
-    "share": share_cmds,
-    "transcript": transcript_cmds,
-    "audit": audit_cmds,
-    "participant": participant_cmds,
-    "ceremony": ceremony_cmds,
-    "demo": ceremony_cmds,
-    "rotate": rekey_cmds,
-    "rekey": rekey_cmds,
-    "backup": backup_cmds,
-    "root": recovery_cmds,
-    "store": recovery_cmds,
-    "secret": secret_cmds,
-    "scan": secret_cmds,
-    "principal": principal_cmds,
-    "access": access_cmds,
-    "mfa": mfa_cmds,
-    "report": report_cmds,
-    "alerts": alerts_cmds,
-    "schedule": schedule_cmds,
-    "serve": serve_cmds,
-    "ca": ca_cmds,
-    "exec": exec_cmds,
-    "agent": agent_cmds,
-    "tui": tui_cmds,
+COMMAND_OF: dict[str, str] = {
+    "init": "core_cmds",
+    "status": "core_cmds",
+    "hsm": "hsm_cmds",
+    "kek": "key_cmds",
+    "dek": "key_cmds",
+    "shamir": "shamir_cmds",
+    "share": "share_cmds",
+    "transcript": "transcript_cmds",
+    "audit": "audit_cmds",
+    "participant": "participant_cmds",
+    "ceremony": "ceremony_cmds",
+    "demo": "ceremony_cmds",
+    "rotate": "rekey_cmds",
+    "rekey": "rekey_cmds",
+    "backup": "backup_cmds",
+    "root": "recovery_cmds",
+    "store": "recovery_cmds",
+    "secret": "secret_cmds",
+    "scan": "secret_cmds",
+    "principal": "principal_cmds",
+    "access": "access_cmds",
+    "mfa": "mfa_cmds",
+    "report": "report_cmds",
+    "alerts": "alerts_cmds",
+    "schedule": "schedule_cmds",
+    "serve": "serve_cmds",
+    "ca": "ca_cmds",
+    "exec": "exec_cmds",
+    "agent": "agent_cmds",
+    "tui": "tui_cmds",
 }
 
 
@@ -139,10 +115,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "130 interrupted. See docs/cli.md.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mod = COMMAND_OF.get(command) if command is not None else None
-    for m in COMMAND_MODULES if mod is None else (mod,):
-        m.register(sub)
+    group = COMMAND_OF.get(command) if command is not None else None
+    for name in COMMAND_MODULES if group is None else (group,):
+        command_module(name).register(sub)
     return parser
+
+
+def command_module(name: str) -> ModuleType:
+    """The command-group module ``custody_cli.NAME`` (one of :data:`COMMAND_MODULES`)."""
+    if name not in COMMAND_MODULES:
+        raise ValueError(f"not a command group: {name!r}")
+    return importlib.import_module(f"custody_cli.{name}")
 
 
 def print_error(err: CustodyError) -> None:

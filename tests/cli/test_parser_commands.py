@@ -5,11 +5,14 @@ reduced parser must parse and explain each command exactly as the whole parser d
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
 import custody_cli
-from custody_cli import COMMAND_MODULES, COMMAND_OF, build_parser, main
+from custody_cli import COMMAND_MODULES, COMMAND_OF, build_parser, command_module, main
+from tests.conftest import cli_env
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -29,12 +32,12 @@ def _helps(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
 
 def test_the_table_is_what_each_module_registers_in_help_order():
     registered: dict[str, str] = {}
-    for mod in COMMAND_MODULES:
+    for group in COMMAND_MODULES:
         parser = custody_cli._Parser(prog="custody")
-        mod.register(parser.add_subparsers(dest="command"))
+        command_module(group).register(parser.add_subparsers(dest="command"))
         for name in _commands(parser):
-            registered[name] = mod.__name__
-    assert {k: m.__name__ for k, m in COMMAND_OF.items()} == registered
+            registered[name] = group
+    assert registered == COMMAND_OF
     assert list(COMMAND_OF) == list(_commands(build_parser()))
 
 
@@ -72,3 +75,18 @@ def test_a_bare_or_bad_action_is_the_same_outcome(command, capsys):
     for argv in ([command], [command, "nosuch"], [command, "--nosuch"]):
         reduced = _outcome(build_parser(command), argv, capsys)
         assert reduced == _outcome(build_parser(), argv, capsys), argv
+
+
+def test_a_command_imports_only_its_own_group():
+    """Run as the CLI runs: a fresh interpreter, ``custody kek --help``."""
+    code = (
+        "import sys, custody_cli\n"
+        "try:\n    custody_cli.main(['kek', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.endswith('_cmds')))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True,
+                       text=True, timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "['custody_cli.key_cmds']"
+    with pytest.raises(ValueError):
+        command_module("os")
