@@ -148,6 +148,15 @@ def build_generated(root: Path) -> Dep:
     return d
 
 
+def generated_copy(master: Dep, root: Path) -> Dep:
+    """A generated deployment at *root*: a copy of the session's *master* (the
+    ``generated_master`` fixture of tests/conftest.py, one :func:`build_generated` per test
+    process) instead of a new build (ten CLI runs, nine key pairs). The stored ceremony paths are
+    rewritten to *root*, so the copy is used exactly like a deployment built there."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    return copy_dep(master, root, in_flight=True)
+
+
 def copy_home(src: Path, dst: Path) -> None:
     """Copy a home and rewrite its SoftHSMv2 config for the copy."""
     from custody.hsm import softhsm

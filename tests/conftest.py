@@ -91,3 +91,12 @@ def hsm(softhsm_token, tmp_path: Path):
     h = open_hsm(HsmConfig(token_label=label), tmp_path, pin)
     yield h
     h.close()
+
+
+@pytest.fixture(scope="session")
+def generated_master(tmp_path_factory: pytest.TempPathFactory):
+    """One generated deployment per test process (tests/ceremony_fixtures.build_generated),
+    never used in place: modules take a copy of it with ``generated_copy``."""
+    from tests.ceremony_fixtures import build_generated
+
+    return build_generated(tmp_path_factory.mktemp("generated-master") / "home")

@@ -29,7 +29,9 @@ from custody.audit.log import AuditLog
 from tests.conftest import cli_env, passphrase_of, run_cli, write_secret
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("access-canaries")]
 VALUE = "Access-Canary-Value-5k3!Rz8#Qm1@Tw"
 OTHER = "Access-Canary-Other-2j7!Hx4#Lp9@Vn"
 PATH = "billing/db/password"

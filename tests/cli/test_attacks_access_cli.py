@@ -14,7 +14,9 @@ import pytest
 from tests.conftest import cli_env, run_cli
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("attacks-access-cli")]
 CANARY = "Attack-Canary-3k8!Vb5#Qm2@Zx"
 PATH = "billing/db/password"
 

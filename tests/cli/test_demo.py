@@ -10,6 +10,10 @@ import pytest
 
 from tests.conftest import run_cli
 
+# One xdist worker runs the whole module, so its module-scoped demo home is built once,
+# not once on each worker.
+pytestmark = pytest.mark.xdist_group("demo")
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

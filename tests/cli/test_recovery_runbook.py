@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ceremony_fixtures import Dep, build_generated, copy_dep
+from tests.ceremony_fixtures import Dep, copy_dep, generated_copy
 from tests.conftest import TEST_PIN, TEST_SO_PIN, run_cli, write_secret
 
 pytestmark = pytest.mark.hsm
@@ -23,8 +23,8 @@ ALARM_EXIT = 6
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    d = build_generated(tmp_path_factory.mktemp("tpl") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    d = generated_copy(generated_master, tmp_path_factory.mktemp("tpl") / "home")
     offline = d.root.parent / "offline"
     # "Before anything is lost", steps 1 and 2
     r = run_cli(

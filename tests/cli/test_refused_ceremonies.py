@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ceremony_fixtures import CUST, Dep, build_enrolled, build_generated, copy_dep, lose_token
+from tests.ceremony_fixtures import CUST, Dep, build_enrolled, copy_dep, generated_copy, lose_token
 from tests.conftest import cli_env, run_cli
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("refused-ceremonies")]
 GEN = [a for n in CUST for a in ("--custodian", n)]
 
 
@@ -35,8 +37,8 @@ def enrolled_tpl(tmp_path_factory) -> Dep:
 
 
 @pytest.fixture(scope="module")
-def generated_tpl(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("gen") / "home")
+def generated_tpl(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("gen") / "home")
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("scan-cli")]
 VALUE = "Scan-Canary-" + "3c9d!Hw4#Pn7@Yt"  # never whole in this file: it is scanned too
 
 

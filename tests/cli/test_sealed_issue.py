@@ -19,7 +19,9 @@ import pytest
 from tests.ceremony_fixtures import CUST, Dep, build_enrolled, copy_dep
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("sealed-issue")]
 
 
 @pytest.fixture(scope="module")

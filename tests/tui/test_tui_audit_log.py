@@ -27,7 +27,9 @@ from tui.screens.audit_log import AuditLogScreen
 from tui.screens.modals import DetailScreen, ErrorModal, TextPrompt
 from tui.services.home import Settings
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-audit-log")]
 SIZE = (100, 32)
 FIX = ROOT / "tests" / "fixtures" / "transcripts"
 

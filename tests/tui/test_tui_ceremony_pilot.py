@@ -36,7 +36,10 @@ from tui.screens.modals import ConfirmModal, PinPrompt, TextPrompt
 from tui.services.ceremony_views import CeremonyView
 from tui.services.home import Settings
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module: its module-scoped homes are built once, not on
+# both workers, and its long pilot tests (up to 30 s each) start with the groups at the
+# beginning of the run (groups are scheduled first) instead of ending it on one worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-ceremony-pilot")]
 SIZE = (100, 32)
 
 

@@ -27,7 +27,9 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.modals import DetailScreen
 from tui.services.home import Settings
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-dashboard-roster")]
 
 
 @pytest.fixture(scope="module")

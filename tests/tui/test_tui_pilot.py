@@ -27,7 +27,9 @@ from tui.screens.keys import KeysScreen
 from tui.screens.modals import DetailScreen, ErrorModal, HelpScreen, PinPrompt
 from tui.services.home import Field, Settings
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-pilot")]
 FIX = ROOT / "tests" / "fixtures" / "transcripts"
 SIZE = (100, 32)
 

@@ -24,14 +24,16 @@ from tests.ceremonies.runner.test_ceremony_kills import RESHARE, _copy, _killed,
 from tests.ceremony_fixtures import (
     CUST,
     Dep,
-    build_generated,
+    generated_copy,
     lose_token,
     sign_approvals,
     start_rotate_root,
 )
 from tests.conftest import TEST_PIN, cli_env, passphrase_of
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("ceremony-approvals")]
 
 
 def _events(bundle: str) -> list[dict[str, Any]]:
@@ -76,8 +78,8 @@ def _share(d: Dep, name: str, sub: str = "shares", env_of: str | None = None) ->
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture(scope="module")

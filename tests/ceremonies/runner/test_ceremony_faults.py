@@ -21,9 +21,9 @@ from tests.ceremony_fixtures import (
     CUST,
     Dep,
     build_enrolled,
-    build_generated,
     copy_dep,
     enrol_with_quorum,
+    generated_copy,
     lose_token,
 )
 from tests.conftest import TEST_PIN, TEST_SO_PIN, cli_env, passphrase_of, run_cli, write_secret
@@ -38,8 +38,8 @@ def enrolled_tpl(tmp_path_factory) -> Dep:
 
 
 @pytest.fixture(scope="module")
-def generated_tpl(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("gen") / "home")
+def generated_tpl(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("gen") / "home")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tests.ceremony_fixtures import (
     copy_dep,
     emergency_rotate,
     enrol_with_quorum,
+    generated_copy,
     lose_token,
 )
 from tests.conftest import passphrase_of, run_cli, write_secret
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.hsm
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture

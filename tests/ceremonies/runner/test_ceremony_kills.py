@@ -24,8 +24,8 @@ import pytest
 from ceremonies.engine import SCRIPTS
 from tests.ceremony_fixtures import (
     Dep,
-    build_generated,
     copy_dep,
+    generated_copy,
     lose_token,
     sign_approvals,
     start_rotate_root,
@@ -87,8 +87,8 @@ def _resume_or_abort(d: Dep, cid: str, more: dict[str, list[str]]):
 
 # ----------------------------------------------------------------------------- recover
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("tpl") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("tpl") / "home")
 
 
 @pytest.fixture(scope="module")

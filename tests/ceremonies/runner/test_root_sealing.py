@@ -26,8 +26,8 @@ from custody.hsm import kcv_of_bytes
 from tests.ceremony_fixtures import (
     Dep,
     approval_args,
-    build_generated,
     copy_dep,
+    generated_copy,
     lose_token,
     sign_approvals,
 )
@@ -39,8 +39,8 @@ RECORDER = ROOT / "tests" / "fixtures" / "hsm_recorder"
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("seal") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("seal") / "home")
 
 
 def recording_env(rec: Path, **extra: str) -> dict[str, str]:

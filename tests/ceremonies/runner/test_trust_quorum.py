@@ -30,9 +30,9 @@ from tests.ceremony_fixtures import (
     CUST,
     Dep,
     approval_args,
-    build_generated,
     copy_dep,
     enrol_with_quorum,
+    generated_copy,
     sign_approvals,
 )
 from tests.conftest import TEST_PIN, passphrase_of, run_cli, write_secret
@@ -91,8 +91,8 @@ def _verify(d: Dep, bundle: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Dep:
-    return build_generated(tmp_path_factory.mktemp("tq") / "home")
+def template(generated_master: Dep, tmp_path_factory) -> Dep:
+    return generated_copy(generated_master, tmp_path_factory.mktemp("tq") / "home")
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ from custody.errors import UsageError
 from tests.ceremony_fixtures import CUST, copy_home, create_people, init_home, lose_token
 from tests.conftest import TEST_PIN, passphrase_of, run_cli
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("ceremony-session")]
 
 
 class H:

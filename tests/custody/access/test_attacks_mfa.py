@@ -19,7 +19,9 @@ from tests.custody.access.test_mfa_access import _secret
 
 __all__ = ["deployment"]
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("attacks-mfa")]
 
 HIGH = "attack/db/password"
 

@@ -42,7 +42,9 @@ from custody.store.rows import ParticipantRow, PrincipalRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("mfa")]
 
 RFC_SEED = b"12345678901234567890"  # RFC 6238 appendix B, the SHA-1 seed
 # (time, 8-digit TOTP) from RFC 6238 appendix B, SHA-1 column

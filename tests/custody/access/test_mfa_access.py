@@ -22,7 +22,9 @@ from tests.conftest import TEST_PIN
 from tests.custody.access.grant_fixtures import add_approvers, add_signed_grant
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("mfa-access")]
 T0 = 1_800_000_000
 HIGH, MEDIUM = "payments/db/password", "payments/stripe/api-key"
 

@@ -12,7 +12,9 @@ import pytest
 from custody.backup import format as bf
 from tests.rekey_fixtures import cli, cli_json, db, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("backup")]
 CHUNK = 4096
 
 

@@ -32,7 +32,9 @@ from custody.store.rows import SecretRow
 from tests.conftest import TEST_PIN
 from tests.rekey_fixtures import cli, make_deployment
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("monitor-principals")]
 T0 = 1767571200  # Monday 2026-01-05 00:00 UTC
 DAY, HOUR = 86400, 3600
 PATHS = [f"billing/app/key{i}" for i in range(12)]

@@ -37,10 +37,12 @@ from custody.report import (
     write_bundle,
 )
 from custody.secrets import SecretPolicy
-from tests.ceremony_fixtures import Dep, build_generated
+from tests.ceremony_fixtures import Dep, generated_copy
 from tests.conftest import TEST_PIN, cli_env, passphrase_of, run_cli
 
-pytestmark = pytest.mark.hsm
+# One xdist worker runs the whole module, so its module-scoped deployment is built once,
+# not once on each worker.
+pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("compliance")]
 
 CANARY = "Compliance-Canary-3e9d!Lp7#Wq2@Xz"
 OWNER_HTML = '<script>alert("owner")</script>'
@@ -64,8 +66,8 @@ GRANTED = ("billing/db/password", "billing/db/replica", "billing/db/old", "billi
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory: pytest.TempPathFactory):
-    d = build_generated(tmp_path_factory.mktemp("compliance") / "home")
+def gen(generated_master: Dep, tmp_path_factory: pytest.TempPathFactory):
+    d = generated_copy(generated_master, tmp_path_factory.mktemp("compliance") / "home")
     r = d.ceremony("drill", *d.coord(pin=False), *d.shares("alice", "bob", "carol"))
     assert r.returncode == 0, r.stderr
     put_all(d, [
