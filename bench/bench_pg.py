@@ -161,7 +161,11 @@ def _rekey_rate(home: Path, pins: Path, workers: int) -> float:
     return float(job["rate_per_s"])
 
 
-def rekey_bench(server: PgServer, n: int, rounds: int) -> dict[str, float]:
+def _spread(xs: list[float]) -> str:
+    return f"{min(xs):,.2f}-{max(xs):,.2f}" if max(xs) < 100 else f"{min(xs):,.0f}-{max(xs):,.0f}"
+
+
+def rekey_bench(server: PgServer, n: int, rounds: int) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="custody-bench-rekey-"))
     pg_home = _rekey_home(base / "pg", server.url(server.new_database()), n)
     sq_home = _rekey_home(base / "sqlite", None, n)
@@ -170,7 +174,12 @@ def rekey_bench(server: PgServer, n: int, rounds: int) -> dict[str, float]:
         runs["sqlite"].append(_rekey_rate(*sq_home, 1))
         runs["pg1"].append(_rekey_rate(*pg_home, 1))
         runs["pg2"].append(_rekey_rate(*pg_home, 2))
-    return {k: statistics.median(v) for k, v in runs.items()}
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in runs.items()}
+    out["runs"] = runs
+    # ratios within each round (the same load on the shared machine), then their spread
+    out["pg1_vs_sqlite"] = [a / b for a, b in zip(runs["pg1"], runs["sqlite"], strict=True)]
+    out["pg2_vs_pg1"] = [a / b for a, b in zip(runs["pg2"], runs["pg1"], strict=True)]
+    return out
 
 
 def main() -> int:
@@ -186,7 +195,7 @@ def main() -> int:
     gen = start_server(base / "pg", durable=True)
     server = next(gen)
     results: dict[tuple[str, int], list[float]] = {}
-    rekey: dict[str, float] = {}
+    rekey: dict[str, Any] = {}
     try:
         if args.rekey:
             rekey = rekey_bench(server, args.rekey, args.rounds)
@@ -197,14 +206,15 @@ def main() -> int:
     finally:
         for _ in gen:
             pass
-    rows = []
+    rows: list[dict[str, Any]] = []
     for w in writers:
         bare = statistics.median(results[("bare", w)])
         cust = statistics.median(results[("custody", w)])
         thr = statistics.median(results[("threads", w)])
         rows.append(
-            {"writers": w, "bare": bare, "custody": cust, "threads": thr, "ratio": cust / bare}
-        )
+            {"writers": w, "bare": bare, "custody": cust, "threads": thr, "ratio": cust / bare,
+             "runs": {k: results[(k, w)] for k in ("bare", "custody", "threads")}}
+        )  # fmt: skip
     if args.json:
         print(json.dumps({"audit": rows, "rekey": rekey}))
         return 0
@@ -219,6 +229,11 @@ def main() -> int:
             f"  PostgreSQL, 2 workers  {rekey['pg2']:>9,.0f}  "
             f"({rekey['pg2'] / rekey['pg1']:.2f}x 1 worker)"
         )
+        for k, label in (("sqlite", "SQLite 1"), ("pg1", "PG 1"), ("pg2", "PG 2")):
+            print(f"  spread {label:<9} {_spread(rekey['runs'][k])} objects/s")
+        for k, label in (("pg1_vs_sqlite", "PG 1 / SQLite"), ("pg2_vs_pg1", "PG 2 / PG 1")):
+            xs = rekey[k]
+            print(f"  per-round {label}: median {statistics.median(xs):.2f}, {_spread(xs)}")
     print("durable audit appends on PostgreSQL (fsync=on), appends/s, medians")
     print(
         f"{'writers':>7} {'bare psycopg':>13} {'custody procs':>14} {'ratio':>6} "
@@ -229,6 +244,9 @@ def main() -> int:
             f"{r['writers']:>7} {r['bare']:>13,.0f} {r['custody']:>14,.0f} {r['ratio']:>6.2f} "
             f"{r['threads']:>16,.0f} {r['threads'] / r['bare']:>6.2f}"
         )
+    for r in rows:
+        sp = ", ".join(f"{k} {_spread(v)}" for k, v in r["runs"].items())
+        print(f"  spread, {r['writers']} writers: {sp}")
     one = rows[0]["bare"]
     for r in rows:
         print(
