@@ -34,7 +34,8 @@ def test_window_end_records_acks_and_alerts_the_stragglers(dep):
     assert r.returncode == 0, r.stderr
     with open_deployment(Home(home), TEST_PIN) as d:  # as custody serve records them
         signer = HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL)
-        cons = Consumers(Vault(d.store, d.hierarchy), signer)
+        cons = Consumers(Vault(d.store, d.hierarchy), signer, token=d.token,
+                         deployment=d.config.deployment_id)  # fmt: skip
         cons.register("prod", PATH, "billing-api")  # read v1, never moved
         cons.ack("prod", PATH, "billing-worker", 2)
         assert cons.settle("prod", PATH) is None  # a straggler: previous is kept
@@ -67,7 +68,8 @@ def test_a_second_rotation_names_the_consumers_of_the_previous_it_revokes(dep):
     assert r.returncode == 0, r.stderr
     with open_deployment(Home(home), TEST_PIN) as d:
         cons = Consumers(Vault(d.store, d.hierarchy),
-                         HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL))  # fmt: skip
+                         HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL), token=d.token,
+                         deployment=d.config.deployment_id)  # fmt: skip
         cons.register("prod", PATH, "billing-api")
         cons.ack("prod", PATH, "billing-worker", 2)
     second = rotate(home, pins, key, PATH, "--env", "prod", "--overlap", "1h")
@@ -80,6 +82,7 @@ def test_a_second_rotation_names_the_consumers_of_the_previous_it_revokes(dep):
     assert '"revoked_version": 1' in text and '"stragglers": ["billing-api"]' in text
     with open_deployment(Home(home), TEST_PIN) as d:
         signer = HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL)
-        st = Consumers(Vault(d.store, d.hierarchy), signer).state("prod", PATH)
+        st = Consumers(Vault(d.store, d.hierarchy), signer, token=d.token,
+                       deployment=d.config.deployment_id).state("prod", PATH)  # fmt: skip
     assert st["current"] == 3 and st["verified"]
     assert st["stragglers"] == ["billing-api", "billing-worker"]  # v2's ack is no ack of v3
