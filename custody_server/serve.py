@@ -53,7 +53,13 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_CONNECTIONS = 512
 GUARD_DB = "guard.db"
 _ALERT_FIELDS = (
-    "kind", "days_left", "class", "stragglers", "revoked_version", "reason", "distrusted"
+    "kind",
+    "days_left",
+    "class",
+    "stragglers",
+    "revoked_version",
+    "reason",
+    "distrusted",
 )
 
 

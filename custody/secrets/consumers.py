@@ -19,13 +19,30 @@ The state is one JSON document per secret in the store's ``meta`` table, **signe
 server's token key (the audit signing key, :data:`custody.audit.signers.AUDIT_KEY_LABEL`):
 the disk operator can edit the row but cannot re-sign it. An unsigned or edited document
 counts no acknowledgement (every consumer in it is a straggler), and from then on early
-revocation is off for that rotation (``distrusted``); ``previous`` then lives to the end of
-its window, the safe default. An early revocation writes a **signed record** first
-(:func:`early_revoke_record`, ``custody secret verify-acks FILE --trust KEY`` checks it
-offline against the pinned audit key): who acknowledged which version and when, the version
-revoked, and that it was revoked because every registered consumer acknowledged
-``current``. Known limit: deleting the whole document, or putting back an older signed
-one (a rollback), is not detected, as with the access seal.
+revocation is off for every version the secret has then (``distrusted``, see the anchor
+below); ``previous`` then lives to the end of its window, the safe default. An early
+revocation writes a **signed record** first (:func:`early_revoke_record`, ``custody secret
+verify-acks FILE --trust KEY`` checks it offline against the pinned audit key): who
+acknowledged which version and when, the version revoked, and that it was revoked because
+every registered consumer acknowledged ``current``.
+
+Anchor: signatures do not show that a row is the newest (the disk operator could delete a
+secret's row, so that the next consumer to read starts a set of one, or put back an older
+signed one). So each write also signs an index (meta ``secret-consumers-index``) of every
+row's generation, one generation higher, and the newest generation is kept on the token as
+a monotonic counter (:func:`counter_label`, :mod:`custody.hsm.pkcs11.counters`; the same
+guard as the access seal's, :mod:`custody.access.seal`): the store commits first, the
+token is advanced right after, and an index one generation ahead of the token (a process
+that stopped between the two) is accepted and the token brought forward. A row counts only
+when its signature verifies for this deployment and secret, the index names its
+generation and the index is not older than the token. Otherwise the next write re-signs it
+with its names, no versions, and ``distrusted`` set to the highest version the secret has:
+early revocation stays off for every version up to it (a consumer lost with the row can
+only use one of those), and a ``consumers-distrusted`` alert names the reason. A lost or
+rolled-back index makes every secret without a row in the new index count as lost (the
+index's ``floor``). What remains: the state just before a process stopped between commit
+and advance can be put back until the next check advances the token; its lost write, if a
+registration, answered no read (:meth:`Consumers.register` returns only after the token).
 """
 
 from __future__ import annotations

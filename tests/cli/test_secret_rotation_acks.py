@@ -124,6 +124,7 @@ def test_a_crash_between_commit_and_counter_is_recovered_and_then_anchored(dep):
         cons = _cons(d)
         cons.register("prod", PATH, "billing-api")
         on_token = d.token.counter(label)
+        assert on_token is not None  # the registration advanced it
         before = (d.store.get_meta(ROW), d.store.get_meta(INDEX_KEY))
         with pytest.raises(SystemExit):  # so register raised: the server served no value
             _cons(d, _StopsAfterCommit).register("prod", PATH, "billing-worker")

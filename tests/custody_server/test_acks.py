@@ -233,7 +233,11 @@ def _set_row(s, path: str, value: str | None) -> None:
 
 
 def _distrust_alerts(s, path: str) -> list[dict]:
-    return [a for a in hook_alerts(s) if a.get("kind") == "consumers-distrusted" and a.get("path") == path]
+    return [
+        a
+        for a in hook_alerts(s)
+        if a.get("kind") == "consumers-distrusted" and a.get("path") == path
+    ]
 
 
 def _no_early_revocation(s, path: str, why: str, floor: int = 2) -> None:
@@ -249,7 +253,8 @@ def _no_early_revocation(s, path: str, why: str, floor: int = 2) -> None:
     (alert,) = _distrust_alerts(s, path)
     assert why in alert["reason"] and alert["distrusted"] == floor
     logged = [e for e in audit_entries(s.home) if e["op"] == "secret alert"
-              and e["target"] == f"prod:{path}" and e["details"].get("kind") == "consumers-distrusted"]  # fmt: skip
+              and e["target"] == f"prod:{path}"
+              and e["details"].get("kind") == "consumers-distrusted"]  # fmt: skip
     assert len(logged) == 1 and why in logged[0]["details"]["reason"]
 
 
