@@ -394,10 +394,9 @@ class Consumers:
 
     # -- operations --------------------------------------------------------------------
     def register(self, env: str, path: str, name: str) -> bool:
-        """Make *name* a consumer of (env, path). Returns True when it is new (or its
-        row had to be re-signed). When this returns, the registration is on the token's
-        generation: a caller serves the value only after it (a crash before means no
-        value was served)."""
+        """Make *name* a consumer of (env, path). Returns True when it is new. When this
+        returns, the registration is on the token's generation: a caller serves the value
+        only after it (a crash before means no value was served)."""
         doc = self._doc(env, path)
         if doc is not None and doc.signed and name in doc.entries:
             return False  # the hot path: the anchor is checked where acks count (settle)
