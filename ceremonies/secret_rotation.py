@@ -305,9 +305,11 @@ def rotate(
 
 def consumers_of(dep: Deployment, vault: Vault) -> Consumers:
     """The consumers' state, read-only, checked against the token's audit key (the key that
-    signs it in custody serve); an unsigned or edited state counts no acknowledgement."""
+    signs it in custody serve) and the token's generation counter; an unsigned, edited,
+    deleted or rolled-back state counts no acknowledgement."""
     trust = HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL).public if dep.hsm else None
-    return Consumers(vault, trust=trust)
+    token = dep.token if dep.hsm else None
+    return Consumers(vault, trust=trust, token=token, deployment=dep.config.deployment_id)
 
 
 def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, Any]]:

@@ -137,8 +137,15 @@ def open_context(
             seal=seal,
         )
         # the consumers' state and early-revocation records are signed by the token's
-        # audit key (custody.secrets.consumers): the disk operator cannot forge an ack
-        consumers = Consumers(vault, HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL))
+        # audit key (custody.secrets.consumers): the disk operator cannot forge an ack; the
+        # token's counter anchors the state's generation, so a row deleted or put back is
+        # caught too
+        consumers = Consumers(
+            vault,
+            HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL),
+            token=dep.token,
+            deployment=dep.config.deployment_id,
+        )
     except BaseException:
         dep.close()
         raise

@@ -52,7 +52,15 @@ from custody_server.tls import PeerCertProtocol, server_context
 MAX_HEAD_BYTES = 16 * 1024
 MAX_CONNECTIONS = 512
 GUARD_DB = "guard.db"
-_ALERT_FIELDS = ("kind", "days_left", "class", "stragglers", "revoked_version")
+_ALERT_FIELDS = (
+    "kind",
+    "days_left",
+    "class",
+    "stragglers",
+    "revoked_version",
+    "reason",
+    "distrusted",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

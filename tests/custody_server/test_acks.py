@@ -3,8 +3,9 @@ certificates, SoftHSMv2 token, SQLite store): the consumers' acks are signed by 
 audit key, an early revocation writes a signed record an auditor checks offline
 (``custody secret verify-acks``), and acks are per version across two rotations.
 
-The attacker is the operator with the disk: they write an ack into the ``meta`` row, or a
-record of their own, and neither makes ``previous`` die early or verifies."""
+The attacker is the operator with the disk: they write an ack into the ``meta`` row, delete
+the row, put back an older one or one signed for another secret, or write a
+record of their own; none makes ``previous`` die early or verifies."""
 
 from __future__ import annotations
 
@@ -81,6 +82,19 @@ def ack(s, who: str, path: str, version: int) -> dict:
         r = c.post(f"/api/v1/ack/prod/{path}", json={"version": version})
         assert r.status_code == 200, r.text
         return r.json()
+
+
+def hook_alerts(s) -> list[dict]:
+    """The alerts the hook received (``tee -a``: JSON objects one after another)."""
+    text = s.hook.read_text() if s.hook.exists() else ""
+    out, i, dec = [], 0, json.JSONDecoder()
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        obj, i = dec.raw_decode(text, i)
+        out.append(obj)
+    return out
 
 
 def verify_acks(s, record: Path):
@@ -177,7 +191,7 @@ def test_acks_are_per_version_across_a_second_rotation(srv):
     second = rotate(srv, path)  # before svc-b acked: v1 goes, svc-b is named
     assert (second["current"], second["previous"]) == (3, 2)
     assert second["revoked"] == 1 and second["stragglers"] == ["svc-b"]
-    alerts = [json.loads(x) for x in srv.hook.read_text().splitlines()]
+    alerts = hook_alerts(srv)
     assert any(a.get("kind") == "rotation-stragglers" and a.get("stragglers") == ["svc-b"]
                and a.get("path") == path for a in alerts)  # fmt: skip
     assert any(e["op"] == "secret alert" and e["target"] == f"prod:{path}"
@@ -197,20 +211,116 @@ def test_acks_are_per_version_across_a_second_rotation(srv):
     assert (out["revoked_version"], out["current"]) == (2, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: a whole consumers row deleted (or an older signed one put back) by "
-    "the disk operator is not detected; the next consumer to register starts a new set",
-)
+def _row(s, path: str) -> str | None:
+    con = sqlite3.connect(s.home / "custody.db", timeout=30)
+    try:
+        got = con.execute("SELECT value FROM meta WHERE key=?",
+                          (f"secret-consumers:prod:{path}",)).fetchone()  # fmt: skip
+    finally:
+        con.close()
+    return None if got is None else str(got[0])
+
+
+def _set_row(s, path: str, value: str | None) -> None:
+    con = sqlite3.connect(s.home / "custody.db", timeout=30)
+    key = f"secret-consumers:prod:{path}"
+    if value is None:
+        con.execute("DELETE FROM meta WHERE key=?", (key,))
+    else:
+        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+    con.commit()
+    con.close()
+
+
+def _distrust_alerts(s, path: str) -> list[dict]:
+    return [
+        a
+        for a in hook_alerts(s)
+        if a.get("kind") == "consumers-distrusted" and a.get("path") == path
+    ]
+
+
+def _no_early_revocation(s, path: str, why: str, floor: int = 2) -> None:
+    """svc-a's ack alone, then svc-b's too: previous lives to its window end, and the alert
+    and the audit log say why."""
+    out = ack(s, "svc-a", path, 2)
+    assert out["revoked"] is None and out["verified"] is True
+    assert read(s, "svc-b", path, label="previous").status_code == 200  # still served
+    # even when both acked: early revocation is off for every version the secret had
+    assert ack(s, "svc-b", path, 2)["revoked"] is None
+    assert read(s, "svc-b", path, label="previous").status_code == 200
+    assert not [p for p in records(s) if path.replace("/", "_") + "-" in p.name]
+    (alert,) = _distrust_alerts(s, path)
+    assert why in alert["reason"] and alert["distrusted"] == floor
+    logged = [e for e in audit_entries(s.home) if e["op"] == "secret alert"
+              and e["target"] == f"prod:{path}"
+              and e["details"].get("kind") == "consumers-distrusted"]  # fmt: skip
+    assert len(logged) == 1 and why in logged[0]["details"]["reason"]
+
+
 def test_a_deleted_consumers_row_does_not_let_one_ack_revoke_previous(srv):
     path = "payments/deleted"
     put(srv, path, "Deleted-Value-1-zQ8#pLm2@wR7!kT4")
     assert read(srv, "svc-a", path).status_code == 200
     assert read(srv, "svc-b", path).status_code == 200
     assert rotate(srv, path)["current"] == 2
-    con = sqlite3.connect(srv.home / "custody.db", timeout=30)
-    con.execute("DELETE FROM meta WHERE key=?", (f"secret-consumers:prod:{path}",))
-    con.commit()
-    con.close()
+    _set_row(srv, path, None)  # the disk operator deletes the whole row
+    with client(srv, "acks-admin") as c:
+        st = c.get(f"/api/v1/consumers/prod/{path}").json()
+    assert st["verified"] is False  # the signed index still names the row
     assert read(srv, "svc-a", path).status_code == 200  # registers again, alone
-    assert ack(srv, "svc-a", path, 2)["revoked"] is None  # svc-b still uses v1
+    _no_early_revocation(srv, path, "deleted")
+
+
+def test_a_row_deleted_before_the_next_consumer_registered_is_caught(srv):
+    """svc-b registers, the row is deleted, then svc-a's first read writes what looks like
+    a fresh set of one: the index still names the deleted row."""
+    path = "payments/predeleted"
+    put(srv, path, "Predeleted-Value-1-zQ8#pLm2@wR7!kT4")
+    assert read(srv, "svc-b", path).status_code == 200
+    _set_row(srv, path, None)
+    assert read(srv, "svc-a", path).status_code == 200
+    assert rotate(srv, path)["current"] == 2
+    _no_early_revocation(srv, path, "deleted", floor=1)  # caught at svc-a's read, on v1
+
+
+def test_an_older_signed_row_put_back_is_caught(srv):
+    path = "payments/older"
+    put(srv, path, "Older-Value-1-zQ8#pLm2@wR7!kT4")
+    assert read(srv, "svc-a", path).status_code == 200
+    old = _row(srv, path)  # signed, svc-a alone
+    assert old is not None
+    assert read(srv, "svc-b", path).status_code == 200
+    assert rotate(srv, path)["current"] == 2
+    _set_row(srv, path, old)
+    _no_early_revocation(srv, path, "older")
+
+
+def test_a_row_signed_for_another_secret_is_not_believed(srv):
+    """A row where svc-a is the only consumer, signed for another secret, copied over."""
+    other, path = "payments/donor", "payments/replayed"
+    put(srv, other, "Donor-Value-1-zQ8#pLm2@wR7!kT4")
+    assert read(srv, "svc-a", other).status_code == 200
+    put(srv, path, "Replayed-Value-1-zQ8#pLm2@wR7!kT4")
+    assert read(srv, "svc-a", path).status_code == 200
+    assert read(srv, "svc-b", path).status_code == 200
+    assert rotate(srv, path)["current"] == 2
+    donor = _row(srv, other)
+    assert donor is not None
+    _set_row(srv, path, donor)
+    with client(srv, "acks-admin") as c:
+        st = c.get(f"/api/v1/consumers/prod/{path}").json()
+    assert st["verified"] is False and st["consumers"] == {"svc-a": None}
+    _no_early_revocation(srv, path, "another secret")
+
+
+def test_a_row_created_without_deletion_still_revokes_early(srv):
+    """No false alarm: a secret whose row nobody touched revokes previous on the last ack."""
+    path = "payments/clean"
+    put(srv, path, "Clean-Value-1-zQ8#pLm2@wR7!kT4")
+    assert read(srv, "svc-a", path).status_code == 200
+    assert read(srv, "svc-b", path).status_code == 200
+    assert rotate(srv, path)["current"] == 2
+    assert ack(srv, "svc-a", path, 2)["revoked"] is None
+    assert ack(srv, "svc-b", path, 2)["revoked"] == 1
+    assert not _distrust_alerts(srv, path)
