@@ -309,7 +309,9 @@ def consumers_of(dep: Deployment, vault: Vault) -> Consumers:
     deleted or rolled-back state counts no acknowledgement."""
     trust = HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL).public if dep.hsm else None
     token = dep.token if dep.hsm else None
-    return Consumers(vault, trust=trust, token=token, deployment=dep.config.deployment_id)
+    return Consumers(
+        vault, trust=trust, token=token, deployment=dep.config.deployment_id, exclusive=True
+    )
 
 
 def revoke_ended(dep: Deployment, vault: Vault, signer: Any) -> list[dict[str, Any]]:

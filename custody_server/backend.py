@@ -145,6 +145,7 @@ def open_context(
             HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL),
             token=dep.token,
             deployment=dep.config.deployment_id,
+            exclusive=True,  # the home's own token
         )
     except BaseException:
         dep.close()

@@ -31,7 +31,8 @@ def access_seal(dep: Deployment, log: SealAudit) -> AccessSeal | None:
     None: without the PIN nothing can check (or renew) the seal."""
     if dep.hsm is None:
         return None
-    return AccessSeal(dep.store, dep.hsm, seal_label(dep.config.deployment_id), log)
+    # a home's token serves that home alone: a first use beside another seal is refused
+    return AccessSeal(dep.store, dep.hsm, seal_label(dep.config.deployment_id), log, exclusive=True)
 
 
 class _HomeLog:

@@ -54,15 +54,17 @@ between the two) is accepted and the token is brought forward, so a crash never 
 home, and the one state that can still be put back is the one just before such a crash,
 until the next check advances the token.
 
-First use: when the token has no ``access-seal-<id>`` key and no counter yet and the store
-no seal (a home made before the seal existed), the first token-open check creates the key
-and seals the rows as they are (audited ``access seal`` ``ok`` with ``first_use``). A seal
-made before the roster, the secrets and the generation were covered (no
-``access_seal_gen``) is checked as it was made and then re-sealed with them (audited with
-``upgraded``), but only while the token has no counter: once it has one, such a seal is
-refused. Once the key exists, a missing seal is refused, not re-made. ``custody access
-seal`` re-seals deliberately (after the PIN holder has reviewed ``custody principal list``
-and ``custody participant list``), also after a refused rollback.
+First use: refused while a home's own token (``exclusive``) holds the counter of another
+``access-seal-*`` label (the id is on the disk: changed, with the seal deleted, it would
+otherwise look like a first use). Otherwise, when the token has no ``access-seal-<id>`` key
+and no counter yet and the store no seal (a home made before the seal existed), the first
+token-open check creates the key and seals the rows as they are (audited ``access seal``
+``ok`` with ``first_use``). A seal made before the roster, the secrets and the generation
+were covered (no ``access_seal_gen``) is checked as it was made and then re-sealed with them
+(audited with ``upgraded``), but only while the token has no counter: once it has one, such
+a seal is refused. Once the key exists, a missing seal is refused, not re-made. ``custody
+access seal`` re-seals deliberately (after the PIN holder has reviewed ``custody principal
+list`` and ``custody participant list``), also after a refused rollback.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class MacToken(Protocol):
 
     def advance_counter(self, label: str, value: int) -> int: ...
 
+    def counter_labels(self) -> list[str]: ...
+
 
 class SealAudit(Protocol):
     def append(
@@ -115,8 +119,11 @@ class SealAudit(Protocol):
     ) -> dict[str, Any]: ...
 
 
+SEAL_LABEL_PREFIX = "access-seal-"
+
+
 def seal_label(deployment_id: str) -> str:
-    return f"access-seal-{deployment_id}"
+    return f"{SEAL_LABEL_PREFIX}{deployment_id}"
 
 
 def counter_label(label: str) -> str:
@@ -223,8 +230,23 @@ class AccessSeal:
         audit: where a refused seal (and the first seal) is recorded.
     """
 
-    def __init__(self, store: Store, token: MacToken, label: str, audit: SealAudit) -> None:
+    def __init__(
+        self,
+        store: Store,
+        token: MacToken,
+        label: str,
+        audit: SealAudit,
+        *,
+        exclusive: bool = False,
+    ) -> None:
+        """Args:
+        exclusive: the token serves this deployment alone (a home's own token): a first
+            use is refused while the token holds another seal's counter. The label comes
+            from the deployment id in ``custody.toml``, on the disk: without this, whoever
+            can write the disk could change the id, delete the seal and have the rows as
+            they are sealed as new at the next token-open command."""
         self.store, self._token, self.label, self._audit = store, token, label, audit
+        self.exclusive = exclusive
         self.counter = counter_label(label)
         # (digest, stored seal) last checked against the token: the same pair needs no new
         # HMAC on the token (a long-lived caller checks before every decision). The token
@@ -303,6 +325,12 @@ class AccessSeal:
         revoked, sealed_revoked = self._meta_list(REVOKED_META)
         if stored is None:
             if on_token is None and self._mac(DOMAIN, b"") is None:  # no key: first use
+                if self.exclusive and self._other_seals():
+                    raise self._refuse(
+                        "the token already anchors the access seal of another deployment id "
+                        "(was the id in custody.toml or the store changed?); nothing was "
+                        "sealed"
+                    )
                 with self.store.transaction():
                     self.reseal(first_use=True, everything=True)
                 self.advance()
@@ -344,6 +372,13 @@ class AccessSeal:
             self.advance()
             return  # written: the counters moved, the next check reads again
         self._clean_at = clean
+
+    def _other_seals(self) -> list[str]:
+        return [
+            c
+            for c in self._token.counter_labels()
+            if c.startswith(SEAL_LABEL_PREFIX) and c != self.counter
+        ]
 
     def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> None:
         if on_token is not None:

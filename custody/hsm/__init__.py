@@ -321,6 +321,10 @@ class Hsm(Protocol):
         """Raise the counter *label* to *value* (never lower it); return its value after."""
         ...
 
+    def counter_labels(self) -> list[str]:
+        """The labels of every counter the token holds (each once, sorted)."""
+        ...
+
     # --- key agreement (sealing a share to a custodian's own token) ---------------
     def ensure_ecdh_key(self, label: str) -> bytes:
         """Create a P-256 ECDH key pair if absent; return the X9.62 uncompressed public point."""

@@ -77,11 +77,16 @@ class CounterToken(Protocol):
 
     def advance_counter(self, label: str, value: int) -> int: ...
 
+    def counter_labels(self) -> list[str]: ...
+
+
+COUNTER_PREFIX = "secret-consumers-"
+
 
 def counter_label(deployment: str) -> str:
     """The token counter that holds the newest generation of *deployment*'s consumers'
     state."""
-    return f"secret-consumers-{deployment}/generation"
+    return f"{COUNTER_PREFIX}{deployment}/generation"
 
 
 def _key(env: str, path: str) -> str:
@@ -164,6 +169,10 @@ class Consumers:
         token: the logged-in token that keeps the generation counter (the anchor off the
             disk); without it no state is verified and nothing is written.
         deployment: the deployment id (names the counter and is signed into the state).
+        exclusive: the token serves this deployment alone (a home's own token): no state
+            and no counter of this id while the token holds another deployment's counter
+            is not a fresh start but a lost state (the id comes from ``custody.toml``, on
+            the disk: changed, with the state deleted, it would otherwise pass as new).
     """
 
     def __init__(
@@ -174,8 +183,10 @@ class Consumers:
         trust: bytes | None = None,
         token: CounterToken | None = None,
         deployment: str = "",
+        exclusive: bool = False,
     ) -> None:
         self.vault = vault
+        self.exclusive = exclusive
         self.store = vault.store
         self.signer = signer
         self.trust = trust if trust is not None else (signer.public if signer else None)
@@ -245,8 +256,15 @@ class Consumers:
         raw = self.store.get_meta(INDEX_KEY)
         t = first or 0
         if raw is None:
-            if first is None:
+            if first is None and not (self.exclusive and self._other_counters()):
                 return _Anchor({}, 0, 0, None, True, 0)
+            if first is None:
+                return self._untrusted(
+                    "the consumers' index is missing and the token holds the counter of "
+                    "another deployment id (was the id in custody.toml changed?)",
+                    0,
+                    0,
+                )
             return self._untrusted(
                 f"the consumers' index is missing (the token is at generation {t})", 0, t
             )
@@ -270,6 +288,15 @@ class Consumers:
         if gen == t + 1:  # committed by a process that stopped before the token
             t = self.token.advance_counter(self.label, gen)
         return _Anchor(dict(secrets), gen, floor, None, False, t)
+
+    def _other_counters(self) -> list[str]:
+        if self.token is None:  # pragma: no cover - _anchor returns before, without one
+            return []
+        return [
+            c
+            for c in self.token.counter_labels()
+            if c.startswith(COUNTER_PREFIX) and c != self.label
+        ]
 
     def _index(self, raw: str) -> tuple[int, int, dict[str, int]] | None:
         if self._index_seen is not None and self._index_seen[0] == raw:

@@ -194,3 +194,49 @@ def test_custody_db_put_back_from_a_copy_after_a_revocation_is_refused(tmp_path:
     assert r.returncode == 6 and "rolled back" in r.stderr and CANARY not in r.stdout
     log = run_cli("audit", "tail", "--home", str(home), "--json")
     assert '"access seal"' in log.stdout and "rolled back" in log.stdout
+
+
+def test_a_changed_deployment_id_with_the_seal_deleted_is_not_a_first_use(tmp_path: Path):
+    """The seal's token key and counter are named after the deployment id, which lives on
+    the disk (custody.toml and the store). The disk operator writes a principal of their
+    own, changes the id in both places and deletes the seal's rows, so that the next
+    token-open command would take the home for one never sealed and seal the rows as they
+    are. The home's token already anchors a seal: that is refused, and the ghost's token
+    never works."""
+    import re
+    import sqlite3
+
+    from custody.access import tokens as tk
+
+    home, pins = _home_with_secret(tmp_path)
+    cli(home, pins, "principal", "add", "billing-svc", "--role", "service-user",
+        "--service-account", "--service", "billing",
+        "--token-out", str(tmp_path / "t"))  # fmt: skip
+    m = tk.mint()
+    new_id = "f" * 32
+    db = sqlite3.connect(home / "custody.db")
+    with db:
+        db.execute(
+            "INSERT INTO principals(name, kind, role, services, envs, token_id, token_salt, "
+            "token_hash, token_created, created, created_by) VALUES('ghost', 'service', "
+            "'service-admin', 'billing', '', ?, ?, ?, 0, 0, 'root')",
+            (m.token_id, m.salt, m.digest),
+        )
+        db.execute("DELETE FROM meta WHERE key LIKE 'access_seal%'")
+        db.execute("UPDATE meta SET value=? WHERE key='deployment_id'", (new_id,))
+    db.close()
+    conf = home / "custody.toml"
+    text, n = re.subn(r'(?m)^id = "[0-9a-f]+"', f'id = "{new_id}"', conf.read_text())
+    assert n == 1
+    conf.write_text(text)
+    ghost = tmp_path / "ghost.token"
+    ghost.write_text(m.token)
+    ghost.chmod(0o600)
+    for _ in range(2):  # refused, and nothing was sealed by the refusal
+        r = _get(home, pins, "prod", "--token-file", str(ghost))
+        assert r.returncode == 6 and "another deployment id" in r.stderr, r.stderr
+        assert CANARY not in r.stdout
+    r = _get(home, pins, "prod")
+    assert r.returncode == 6 and CANARY not in r.stdout
+    log = run_cli("audit", "tail", "--home", str(home), "--json")
+    assert '"access seal"' in log.stdout and "another deployment id" in log.stdout

@@ -89,9 +89,11 @@ def test_a_second_rotation_names_the_consumers_of_the_previous_it_revokes(dep):
 
 
 # -- the anchor: the token's counter (the disk operator alone; a crash) ----------------
-def _cons(d, cls=Consumers):
+def _cons(d, cls=Consumers, deployment: str | None = None, exclusive: bool = True):
+    """As the server and the CLI make it (the home's own token: exclusive)."""
     return cls(Vault(d.store, d.hierarchy), HsmSigner("hsm-audit", d.token, AUDIT_KEY_LABEL),
-               token=d.token, deployment=d.config.deployment_id)  # fmt: skip
+               token=d.token, deployment=deployment or d.config.deployment_id,
+               exclusive=exclusive)  # fmt: skip
 
 
 def _meta(home: Path, key: str, value: str | None) -> None:
@@ -190,3 +192,33 @@ def test_a_fresh_state_with_no_tampering_revokes_on_the_last_ack(dep):
         bare = Consumers(Vault(d.store, d.hierarchy), trust=cons.trust,
                          deployment=d.config.deployment_id)  # fmt: skip
         assert bare.state("prod", PATH)["verified"] is False
+
+
+def test_a_changed_deployment_id_with_the_state_deleted_is_not_a_fresh_start(dep):
+    """The counter is named after the deployment id, which lives in custody.toml, on the
+    disk. The disk operator deletes the state (row and index) and changes the id: the
+    token has no counter of the new id, but it holds the old one, so the state is lost,
+    not new, and one consumer's ack revokes nothing early."""
+    home, pins, key, _people, _tmp = dep
+    assert rotate(home, pins, key, PATH, "--env", "prod", "--overlap", "1h").returncode == 0
+    with open_deployment(Home(home), TEST_PIN) as d:
+        cons = _cons(d)
+        cons.register("prod", PATH, "billing-api")
+        cons.register("prod", PATH, "billing-worker")
+        _meta(home, ROW, None)
+        _meta(home, INDEX_KEY, None)
+        new_id = "f" * 32
+        assert d.token.counter(counter_label(new_id)) is None
+        st = _cons(d, deployment=new_id).state("prod", PATH)
+        assert not st["verified"] and "another deployment id" in st["reason"]
+        cons = _cons(d, deployment=new_id)
+        cons.ack("prod", PATH, "billing-worker", 2)  # alone, billing-api cut off
+        assert cons.settle("prod", PATH) is None
+        assert d.store.secret("prod", PATH).previous_version == 1
+        # the same steps on a token shared with other deployments (not exclusive) would
+        # have started afresh: what the exclusive check is for
+        _meta(home, ROW, None)
+        _meta(home, INDEX_KEY, None)
+        other = "e" * 32
+        shared = _cons(d, deployment=other, exclusive=False)
+        assert shared.state("prod", PATH)["verified"]

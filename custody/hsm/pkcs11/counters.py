@@ -54,6 +54,23 @@ class CounterMixin:
             held = self._counter_objects(s, label)
             return max(v for v, _o in held) if held else None
 
+    def counter_labels(self) -> list[str]:
+        """The labels of every counter the token holds (each once, sorted): whether the
+        token already anchors some other deployment's state (a first use is refused then).
+
+        Raises:
+            HsmError: the token failed.
+        """
+        with self._op("list counters") as s:
+            objs = s.get_objects(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.APPLICATION: APPLICATION,
+                    Attribute.TOKEN: True,
+                }
+            )
+            return sorted({str(o[Attribute.LABEL]) for o in objs})
+
     def advance_counter(self, label: str, value: int) -> int:
         """Raise the counter *label* to *value* (created if absent); never lowers it.
 
