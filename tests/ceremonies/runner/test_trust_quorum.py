@@ -386,7 +386,7 @@ def _drill_holding(d: Dep) -> tuple[str, str, list[str]]:
     cid = r.out["ceremony_id"]
     pend = json.loads(_db(d, "SELECT pending FROM ceremonies WHERE id=?", cid)[0][0])
     assert pend["hold_key"] and len(pend["held"]["collect-shares"]) == 1
-    return cid, r.out["bundle"], [h["ct"] for h in pend["held"]["collect-shares"]]
+    return cid, r.out["bundle"], [h["sealed"] for h in pend["held"]["collect-shares"]]
 
 
 def test_abort_without_the_token_is_refused_and_records_nothing(dep: Dep):
@@ -414,15 +414,7 @@ def _decrypt_held(d: Dep, cid: str, held: dict[str, str]) -> bytes:
     aad = f"custody/held/v1\n{cid}\ncollect-shares/{held['custodian']}".encode()
     with open_deployment(Home(d.root), TEST_PIN) as dp:
         assert dp.hsm is not None
-        return bytes(
-            dp.hsm.decrypt(
-                _hold_label(cid),
-                1,
-                bytes.fromhex(held["nonce"]),
-                bytes.fromhex(held["ct"]),
-                aad,
-            )
-        )
+        return bytes(dp.hsm.unseal(_hold_label(cid), 1, bytes.fromhex(held["sealed"]), aad))
 
 
 def test_the_held_shares_cannot_be_decrypted_after_any_abort(dep: Dep):
@@ -457,7 +449,8 @@ def test_after_abort_the_held_ciphertexts_are_gone_from_the_store_file(dep: Dep)
         assert a.returncode == 0 and a.out["status"] == "aborted", a.stderr
         raw = b"".join(p.read_bytes() for p in sorted(dep.root.glob("custody.db*")))
         for ct in cts:
-            assert ct[:64].encode() not in raw and bytes.fromhex(ct)[:32] not in raw
+            # the blob's tail (ciphertext and tag; its head is a fixed header)
+            assert ct[-64:].encode() not in raw and bytes.fromhex(ct)[-32:] not in raw
         pend = json.loads(
             reader.execute("SELECT pending FROM ceremonies WHERE id=?", (cid,)).fetchone()[0]
         )
