@@ -334,10 +334,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
-        if who.role != "super-admin" or ac.seal is None:
-            raise PolicyError(
-                f"{who.name} may not seal access-control rows", "Only a super-admin may."
-            )
+        if ac.seal is None:
+            raise PolicyError("Sealing access-control rows needs the token", "Give --pin-file.")
+        # a super-admin, with its code once enrolled: re-sealing blesses the rows as they
+        # are, so the PIN alone must not (it would bless a binding deleted on disk)
+        ac.require_admin(who, "access seal", "access", access_session.mfa_code(args), check=False)
         state = dict(access_state(dep.store))
         counts = {k: len(v) for k, v in state.items()}
         counts.update(participants=len(dep.store.participants()), secrets=len(dep.store.secrets()))

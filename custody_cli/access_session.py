@@ -57,6 +57,23 @@ def add_principal_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_mfa_code_arg(p: argparse.ArgumentParser) -> None:
+    """``--mfa-code-file`` alone, for the super-admin actions gated by
+    :meth:`~custody.access.control.AccessControl.require_admin` (mfa, principal)."""
+    p.add_argument(
+        "--mfa-code-file",
+        metavar="FILE",
+        help="the acting super-admin's current TOTP code (needed once the local operator is "
+        "bound: 'custody access local-mfa'); else $CUSTODY_MFA_CODE",
+    )
+
+
+def require_admin(ac: AccessControl, args: argparse.Namespace, op: str, target: str) -> None:
+    """Refuse *op* on *target* unless the acting principal is a super-admin and gives its
+    TOTP code when enrolled (the bound local operator is): audited, nothing changed."""
+    ac.require_admin(acting(ac, args), op, target, mfa_code(args))
+
+
 @contextmanager
 def opened(dep: Deployment, args: argparse.Namespace) -> Iterator[AccessControl]:
     """Access control over *dep*'s store, auditing to its home's log (closed after):
@@ -101,8 +118,17 @@ def acting(ac: AccessControl, args: argparse.Namespace) -> Principal:
     if token:
         return ac.authenticate_token(token)
     if name:
-        return ac.principal(name)
+        return ac.acting_as(name)
     return ac.operator(actor_name())
 
 
-__all__ = ["UNVERIFIED", "acting", "add_principal_args", "mfa_code", "opened", "seal_note"]
+__all__ = [
+    "UNVERIFIED",
+    "acting",
+    "add_mfa_code_arg",
+    "add_principal_args",
+    "mfa_code",
+    "opened",
+    "require_admin",
+    "seal_note",
+]

@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--png", metavar="FILE", help="write the QR code here, mode 0600 (default NAME-totp.png)"
     )
+    access_session.add_mfa_code_arg(p)
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_enrol)
 
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("principal", metavar="NAME", help="the principal")
     p.add_argument("--stdin", action="store_true", help="read the code from standard input")
+    access_session.add_mfa_code_arg(p)
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_verify)
 
@@ -106,6 +108,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     if png.exists():
         raise UsageError(f"{png} already exists", "Give another --png FILE; nothing was changed.")
     with common.open_home(args, pin=True) as dep:
+        with access_session.opened(dep, args) as ac:  # a bound local operator gives its code
+            access_session.require_admin(ac, args, "mfa enrol", name)
         mfa = _mfa(dep, args)
         try:
             e = mfa.enrol(name)
@@ -140,6 +144,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     name = check_name(args.principal)
     code = _read_code(args)
     with common.open_home(args, pin=True) as dep:
+        row = dep.store.mfa_enrolment(name)
+        if row is not None and row.confirmed_at is None:  # this code confirms an enrolment
+            with access_session.opened(dep, args) as ac:
+                access_session.require_admin(ac, args, "mfa confirm", name)
         mfa = _mfa(dep, args)
         try:
             mfa.verify(name, code)

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--env", action="append", default=[], metavar="ENV", help="only these environments"
     )
     p.add_argument("--token-out", metavar="FILE", help="write the token here (mode 0600)")
+    access_session.add_mfa_code_arg(p)
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_add)
 
@@ -63,11 +64,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ps.add_parser("revoke", help="revoke a principal (its token and grants with it)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--token-only", action="store_true", help="revoke only its API token")
+    access_session.add_mfa_code_arg(p)
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_revoke)
     p = ps.add_parser("token", help="issue a new API token for a service (the old one stops)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--token-out", metavar="FILE", help="write the token here (mode 0600)")
+    access_session.add_mfa_code_arg(p)
     common.add_standard(p, pin=True)
     p.set_defaults(func=cmd_token)
 
@@ -140,6 +143,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     elif args.token_out and Path(args.token_out).exists():
         raise UsageError(f"{args.token_out} already exists", "Nothing was changed.")
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        access_session.require_admin(ac, args, "principal add", args.name)
         p, token = ac.add_principal(
             args.name,
             kind="person" if args.key else "service",
@@ -204,6 +208,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        op = "principal revoke-token" if args.token_only else "principal revoke"
+        access_session.require_admin(ac, args, op, args.name)
         done = ac.revoke(args.name, by=_by(), token_only=args.token_only)
     if not done:
         raise UsageError(
@@ -221,6 +227,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.token_out and Path(args.token_out).exists():
         raise UsageError(f"{args.token_out} already exists", "Nothing was changed.")
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
+        access_session.require_admin(ac, args, "principal token", args.name)
         token = ac.new_token(args.name, by=_by())
         info = _info(dep.store.principal(args.name))
     _emit_token(args, token, {"ok": True, **info})

@@ -41,7 +41,9 @@ class Staging:
     log, except inside :meth:`held`, where this thread's entries are kept back and handed
     to the caller, who commits them in one batch with the request's own entry
     (:meth:`custody.audit.log.AuditLog.append_all`) before any answer leaves. A read then
-    costs one durable commit, not two; nothing is answered until both are written."""
+    costs one durable commit, not two; nothing is answered until both are written. An
+    ``intent`` is never held: it is committed at once (with the entries held before it),
+    so it has its seq and its outcome is linked to it by ``intent_seq``."""
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
@@ -61,6 +63,13 @@ class Staging:
             return self.log.append(op, target, actor, outcome=outcome, details=details)
         e = {"op": op, "target": target, "actor": actor, "outcome": outcome,
              "details": dict(details or {})}  # fmt: skip
+        if outcome == "intent":
+            # an intent is on record before its operation acts, and numbered, so that its
+            # outcome names it (details.intent_seq, custody.access.auditing.intended) as in
+            # the CLI: it goes now, with what this request staged before it (in order)
+            done = self.log.append_all([*staged, e])
+            staged.clear()
+            return done[-1]
         staged.append(e)
         return e
 

@@ -5,10 +5,10 @@ An audited operation writes an ``intent`` entry before it acts and an outcome en
 its intent's seq as ``details.intent_seq`` (as :func:`custody.audit.scope.run_audited`
 does), so the log and the monitor (:mod:`custody.monitor.events`) join the two into one
 operation. :func:`intended` writes the intent and, when the operation raises, its outcome;
-the caller writes the ``ok`` outcome with the ``ref`` it yields. An audit sink that holds
-entries back without numbering them (the server's staging of one request) gives no seq:
-then the outcome carries no link, and the request's own entries (``custody_server.api``)
-are what tie it together.
+the caller writes the ``ok`` outcome with the ``ref`` it yields. An audit sink must give
+an intent its seq: the server's staging of one request (``custody_server.backend.Staging``)
+holds other entries back but commits an intent at once. A sink that gave none would leave
+the outcome without a link (``intent_ref`` returns {}).
 """
 
 from __future__ import annotations

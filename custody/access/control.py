@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -246,6 +247,73 @@ class AccessControl:
         ):
             self.store.set_meta(LOCAL_MFA_META, name or "")
         self.audit.append("access local-mfa", "access", by.name, details={**det, **ref})
+
+    def local_bound(self) -> str | None:
+        """The principal whose TOTP the local PIN holder is bound to (:meth:`bind_local_mfa`),
+        or None: not bound, or no token (the binding is read only under the seal)."""
+        if self.seal is None:
+            return None
+        return self.store.get_meta(LOCAL_MFA_META) or None
+
+    def acting_as(self, name: str) -> Principal:
+        """The live principal *name*, as the local PIN holder names it (``--as NAME``).
+
+        Once the local operator is bound to a TOTP enrolment, naming a super-admin does
+        not escape it: that super-admin is marked enrolled, so each super-admin action
+        needs its own current code (refused outright when it has no confirmed enrolment).
+
+        Raises:
+            AuthError: unknown or revoked.
+        """
+        p = self.principal(name)
+        if p.role == "super-admin" and not p.mfa and self.local_bound() is not None:
+            p = replace(p, mfa=True)
+        return p
+
+    def require_admin(
+        self, by: Principal, op: str, target: str, mfa_code: str | None, *, check: bool = True
+    ) -> None:
+        """Gate a super-admin action that the policy table does not cover (enrolling a
+        second factor, adding or revoking a principal, re-sealing the rows): *by* must be a
+        super-admin and, when enrolled (the bound local operator is), give its current
+        TOTP code. A refusal is audited (``access decide``, denied, with the reason) and
+        nothing changes. *check* False: skip the seal check (``access seal`` itself, which
+        re-seals rows that fail it).
+
+        Raises:
+            IntegrityError: the rows fail their seal.
+            AccessDenied: not a super-admin, or no code. MfaError: a wrong or reused code.
+        """
+        if check:
+            self.check_rows()
+        if by.role != "super-admin":
+            self._deny_admin(by, op, target, f"{op} is a super-admin action")
+            raise AccessDenied(f"{by.name} may not {op} {target}", "Only a super-admin may.")
+        enrolled = by.mfa or (self._mfa is not None and self._mfa.enrolled(by.name))
+        if not enrolled:
+            return
+        if mfa_code is None:
+            self._deny_admin(by, op, target, "a super-admin action needs a TOTP code")
+            raise AccessDenied(
+                f"{by.name}'s current TOTP code is needed to {op} {target}",
+                "Give it with --mfa-code-file or $CUSTODY_MFA_CODE.",
+            )
+        ok, err = self.mfa_check(by, mfa_code)
+        if not ok:
+            why = err.title if err is not None else "MFA unavailable"
+            self._deny_admin(by, op, target, f"a super-admin action needs a TOTP code: {why}")
+            if err is not None:
+                raise err
+            raise AccessDenied(f"{by.name} may not {op} {target}: {why}", "")
+
+    def _deny_admin(self, by: Principal, op: str, target: str, reason: str) -> None:
+        self.audit.append(
+            "access decide",
+            target,
+            by.name,
+            outcome="denied",
+            details={"action": op, "role": by.role, "kind": by.kind, "reason": reason},
+        )
 
     def add_principal(
         self,

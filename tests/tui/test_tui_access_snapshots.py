@@ -84,6 +84,7 @@ def sample_access() -> AccessView:
                 revoke_reason="incident closed",
             ),
         ),
+        verified=True,
     )
 
 

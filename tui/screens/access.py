@@ -27,6 +27,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import ConfirmModal, DetailScreen, PinPrompt, TextPrompt
 from tui.services.access import (
+    UNVERIFIED_NOTE,
     AccessView,
     ApproveOutcome,
     GrantItem,
@@ -151,6 +152,9 @@ class AccessScreen(ServiceScreen):
         yield Header(show_clock=False)
         with VerticalScroll(id="access"):
             yield Static("loading ...", id="acc-summary")
+            seal = Static(Text(UNVERIFIED_NOTE, style="bold red"), id="acc-unverified")
+            seal.display = False  # shown once a view read without the token says so
+            yield seal
             yield ItemTable(id="acc-requests", title="Requests")
             yield ItemTable(id="acc-grants", title="Grants")
         yield Footer()
@@ -211,6 +215,7 @@ class AccessScreen(ServiceScreen):
         self.query_one("#acc-summary", Static).update(
             Text(f"{pending} pending request(s), {live} live grant(s) of {len(v.grants)}")
         )
+        self.query_one("#acc-unverified", Static).display = not v.verified
         extra = max(0, self.app.size.width - 80)  # a wider terminal shows more of each name
         who_w, target_w = 10 + extra // 5, 22 + extra // 2
         req = self.query_one("#acc-requests", DataTable)

@@ -136,10 +136,17 @@ class GrantItem:
         return out
 
 
+UNVERIFIED_NOTE = "! access rows NOT verified: no token PIN this session (p on the dashboard)"
+"""The access screen's notice when its rows were read without the token (as the CLI's
+``access_seal: unverified``): the seal was not checked, so they may rest on rows altered on
+disk. Fits one line of an 80-column terminal."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessView:
     requests: tuple[RequestItem, ...]  # pending first, then the rest, newest first
     grants: tuple[GrantItem, ...]  # live first
+    verified: bool  # the rows were checked against the access seal (the token was open)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,7 +267,13 @@ class HomeAccessServices:
             return act(dep, ac)
 
     def view(self) -> AccessView:
+        """Requests and grants; with the session's PIN the rows are checked against the
+        access seal first (IntegrityError on tampering), else the view says unverified."""
+
         def act(dep: Any, ac: Any) -> AccessView:
+            verified = dep.hsm is not None
+            if verified:
+                ac.check_rows()
             ac.lapse()  # audits each grant that lapsed since the last look, once
             flow = grant_flow(dep, ac)
             flow.expire_requests()  # and each request whose window passed unapproved
@@ -278,9 +291,9 @@ class HomeAccessServices:
                 (grant_item(g, now) for g in dep.store.grants()),
                 key=lambda g: (g.state != "live", -g.not_after, g.id),
             )
-            return AccessView(requests=reqs, grants=tuple(grants))
+            return AccessView(requests=reqs, grants=tuple(grants), verified=verified)
 
-        return self._run(act)
+        return self._run(act, token=self._pin() is not None)
 
     def request(
         self, principal: str, env: str, path: str, duration: str, why: str, actions: str
@@ -376,6 +389,7 @@ def now_seconds(app: Any) -> int:
 
 
 __all__ = [
+    "UNVERIFIED_NOTE",
     "AccessServices",
     "AccessView",
     "ApproveOutcome",
