@@ -1,12 +1,19 @@
 """Participants: their signing identities and the deployment's roster.
 
-A participant (custodian, super-admin, auditor or witness) owns an Ed25519 signing key,
-kept either as encrypted PKCS#8 under their passphrase (``NAME.key.pem``) or on their own
-PKCS#11 token (``NAME.token.json``, a non-secret reference: module, token label, slot, key
-label and public key; see :func:`create_token_participant`), and hands the coordinator a
-public identity file (``NAME.pub.json``)::
+A participant (custodian, super-admin, auditor or witness) owns a signing key, kept either
+as encrypted PKCS#8 under their passphrase (``NAME.key.pem``, always Ed25519) or on their
+own PKCS#11 token (``NAME.token.json``, a non-secret reference: module, token label, slot,
+key label, algorithm and public key; see :func:`create_token_participant`), and hands the
+coordinator a public identity file (``NAME.pub.json``)::
 
     {"alg": "ed25519", "public": "<64 hex>", "name": ..., "role": ..., "fingerprint": ...}
+
+A token key is Ed25519 when the token offers CKM_EDDSA, else ECDSA P-256 when it offers
+CKM_ECDSA (NSS softokn): then ``alg`` is ``ecdsa-p256`` and ``public`` the X9.62
+uncompressed point (130 hex, starting ``04``); its signatures are raw r||s (64 bytes) over
+SHA-256 of the signed data, exactly as PKCS#11's CKM_ECDSA returns them. The algorithm is
+always written, and read back as written, never guessed from the key's length; a token
+with neither mechanism is refused before anything is created.
 
 A participant created with a passphrase also owns an X25519 encryption key
 (``NAME.enc.pem``, encrypted PKCS#8 under the same passphrase). Its public half sits in
@@ -35,7 +42,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from custody.audit.signers import Ed25519Signer, HsmSigner, verify_signature
+from custody.audit.signers import (
+    ALGORITHMS,
+    ECDSA_P256,
+    ED25519,
+    Ed25519Signer,
+    HsmSigner,
+    public_key_ok,
+    verify_signature,
+)
 from custody.canonical import domain_hash, load_json
 from custody.config import DEFAULT_SOFTHSM_MODULE
 from custody.errors import (
@@ -79,6 +94,11 @@ class Identity:
     public: bytes
     x25519: bytes | None = None
     x25519_endorsement: bytes | None = None
+    alg: str = ED25519
+
+    def __post_init__(self) -> None:
+        if not public_key_ok(self.alg, self.public):
+            raise ValueError(f"not an {self.alg} public key")
 
     @property
     def fingerprint(self) -> str:
@@ -86,7 +106,7 @@ class Identity:
 
     def to_json(self) -> dict[str, str]:
         d = {
-            "alg": "ed25519",
+            "alg": self.alg,
             "public": self.public.hex(),
             "name": self.name,
             "role": self.role,
@@ -108,13 +128,28 @@ class Identity:
             return None
         sig = self.x25519_endorsement or b""
         if not verify_signature(
-            "ed25519", self.public, sig, endorsement_digest(self.public, self.x25519)
+            self.alg, self.public, sig, endorsement_digest(self.public, self.x25519)
         ):
             raise IntegrityError(
                 f"{self.name}'s encryption key is not endorsed by their signing key",
                 "Ask the custodian for their NAME.pub.json again, out of band.",
             )
         return self.x25519
+
+
+def require_ed25519(alg: str, name: str, what: str) -> None:
+    """Refuse a non-Ed25519 participant key where *what* (access approvals, secret
+    transfers) verifies Ed25519 only, up front and by name, never by a failed signature.
+
+    Raises:
+        UsageError: *alg* is not ``ed25519``.
+    """
+    if alg != ED25519:
+        raise UsageError(
+            f"{name}'s key is {alg}: {what} verify Ed25519 keys only",
+            "Use a passphrase-protected key or a token with CKM_EDDSA for this; ECDSA P-256 "
+            "participant keys sign ceremony steps and approvals (docs/hsm.md).",
+        )
 
 
 ENC_SUFFIX = ".enc.pem"
@@ -208,6 +243,7 @@ class Member:
     valid_until: int
     revoked_at: int | None
     enrolled_by: str
+    alg: str = ED25519
 
     def usable_at(self, now: int) -> str | None:
         """None when the key may sign at *now*, else the reason it may not."""
@@ -282,15 +318,25 @@ def token_key_label(name: str) -> str:
     return f"participant/{name}"
 
 
+TOKEN_ALGORITHMS: tuple[str, ...] = ("auto", *ALGORITHMS)
+"""``--token-alg`` choices: ``auto`` is Ed25519 where the token offers CKM_EDDSA, else ECDSA
+P-256 where it offers CKM_ECDSA (said in the output and recorded in the files)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenRef:
-    """A participant's token-held key (the ``NAME.token.json`` file). Holds no secret."""
+    """A participant's token-held key (the ``NAME.token.json`` file). Holds no secret.
+
+    ``alg`` is written into the file; a file without it predates ECDSA support and is read
+    as Ed25519 (the only algorithm such files held), and its key must then be one.
+    """
 
     module: str
     token_label: str
     slot: int | None
     key_label: str
     public: bytes
+    alg: str = ED25519
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -299,6 +345,7 @@ class TokenRef:
             "token_label": self.token_label,
             "slot": self.slot,
             "key_label": self.key_label,
+            "alg": self.alg,
             "public": self.public.hex(),
         }
 
@@ -312,7 +359,8 @@ def load_token_ref(path: Path) -> TokenRef:
     """Read a ``NAME.token.json`` reference.
 
     Raises:
-        ConfigError: unreadable, or not a PKCS#11 reference to a 32-byte Ed25519 key.
+        ConfigError: unreadable, or not a PKCS#11 reference to an Ed25519 key (32 bytes) or
+            an ECDSA P-256 key (an uncompressed point on the curve) as its ``alg`` says.
     """
     try:
         doc = load_json(Path(path).read_text(encoding="utf-8"))
@@ -321,14 +369,18 @@ def load_token_ref(path: Path) -> TokenRef:
         slot = doc.get("slot")
         if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
             raise ValueError("slot")
+        alg = doc.get("alg", ED25519)  # absent: a file from before ECDSA, Ed25519 only
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise ValueError("alg")
         ref = TokenRef(
             module=str(doc["module"]),
             token_label=str(doc["token_label"]),
             slot=slot,
             key_label=str(doc["key_label"]),
             public=bytes.fromhex(doc["public"]),
+            alg=alg,
         )
-        if len(ref.public) != 32:
+        if not public_key_ok(ref.alg, ref.public):
             raise ValueError("public")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
@@ -338,7 +390,13 @@ def load_token_ref(path: Path) -> TokenRef:
     return ref
 
 
-def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pkcs11Hsm:
+def _open_token(
+    module: str,
+    token_label: str,
+    slot: int | None,
+    pin: str,
+    algorithms: tuple[str, ...] = (ED25519,),
+) -> Pkcs11Hsm:
     from custody.config import HsmConfig
     from custody.hsm.pkcs11.adapter import open_hsm
 
@@ -347,8 +405,19 @@ def _open_token(module: str, token_label: str, slot: int | None, pin: str) -> Pk
         HsmConfig(module=module, token_label=token_label, slot=slot),
         Path.cwd(),
         pin,
-        signing_algorithms=("ed25519",),
+        signing_algorithms=algorithms,
     )
+
+
+def _token_algorithms(choice: str) -> tuple[str, ...]:
+    """The algorithms a new token key may get, in order of preference (Ed25519 first)."""
+    if choice == "auto":
+        return (ED25519, ECDSA_P256)
+    if choice not in ALGORITHMS:
+        raise UsageError(
+            f"Unknown signing algorithm {choice!r}", f"Use one of: {', '.join(TOKEN_ALGORITHMS)}."
+        )
+    return (choice,)
 
 
 def _has_secret_key(hsm: Pkcs11Hsm, label: str) -> bool:
@@ -382,9 +451,18 @@ def create_token_participant(
     pin: str,
     module: str = DEFAULT_SOFTHSM_MODULE,
     slot: int | None = None,
+    algorithm: str = "auto",
 ) -> tuple[Path, Path]:
-    """Generate the participant's Ed25519 key ON their PKCS#11 token; write ``NAME.token.json``
-    (the non-secret reference) and ``NAME.pub.json`` (as :func:`create_participant` does).
+    """Generate the participant's signing key ON their PKCS#11 token (sensitive,
+    non-extractable); write ``NAME.token.json`` (the non-secret reference) and
+    ``NAME.pub.json`` (as :func:`create_participant` does), both recording the key's
+    algorithm.
+
+    The key is Ed25519 when the token offers CKM_EDDSA; with *algorithm* ``auto`` (the
+    default) a token without it but with CKM_ECDSA gets an ECDSA P-256 key instead (NSS
+    softokn). Before anything is written, a fresh probe signed by the token is verified in
+    process (``cryptography``) under the recorded algorithm, so a key whose signatures no
+    verifier accepts is never handed out.
 
     When the token offers AES-GCM, the participant also gets an X25519 encryption key (so
     generate and reshare can seal their share to them): it is sealed under a
@@ -399,14 +477,18 @@ def create_token_participant(
         token_label: the participant's token; *slot* picks among tokens with that label.
         pin: the token user PIN (C_Login only; never written).
         module: the PKCS#11 library. For SoftHSMv2, ``$SOFTHSM2_CONF`` selects the config.
+        algorithm: ``auto`` (Ed25519, else ECDSA P-256), ``ed25519`` or ``ecdsa-p256``.
 
     Returns:
         (token reference path, public identity path).
 
     Raises:
-        UsageError: bad name or role, the files exist, or the token already holds the label.
-        MechanismUnsupported: the token cannot make an Ed25519 key (transcripts verify
-            Ed25519 only; a P-256 key is refused).
+        UsageError: bad name, role or algorithm, the files exist, or the token already
+            holds the label.
+        MechanismUnsupported: the token offers none of the allowed algorithms (for
+            ``auto``: neither CKM_EDDSA nor CKM_ECDSA); nothing is created.
+        IntegrityError: the token's signature over the probe does not verify (the key
+            stays on the token under ``participant/NAME``; no file is written).
         HsmError: the token is missing, or the PIN is wrong (PinIncorrect) or locked.
         StorageError: the directory cannot be written, or others can write to it.
     """
@@ -420,23 +502,31 @@ def create_token_participant(
     enc_path = out_dir / f"{name}{TOKEN_ENC_SUFFIX}"
     if enc_path.exists():
         raise UsageError(f"{enc_path} already exists", "Nothing was changed; choose another --out.")
+    allowed = _token_algorithms(algorithm)
     label, enc_label = token_key_label(name), token_enc_label(name)
     enc_doc: dict[str, Any] | None = None
     x_pub: bytes | None = None
     endorsement: bytes | None = None
-    with _open_token(module, token_label, slot, pin) as hsm:
+    with _open_token(module, token_label, slot, pin, allowed) as hsm:
+        hsm.signing_algorithm(allowed)  # MechanismUnsupported before anything is created
         if _has_signing_key(hsm, label) or _has_secret_key(hsm, enc_label):
             raise UsageError(
                 f"Token {token_label!r} already holds a key for {name!r}",
                 "Nothing was changed; use another name or token.",
             )
         sealing = "AES_GCM" in hsm.mechanisms()
-        alg, public = hsm.ensure_signing_key(label)
-        if alg != "ed25519" or len(public) != 32:
-            raise MechanismUnsupported(
-                f"Token {token_label!r} made a {alg} key, not Ed25519",
-                "Ceremony transcripts verify Ed25519 only; use a token that offers CKM_EDDSA, "
-                "or a passphrase-protected key.",
+        alg, public = hsm.ensure_signing_key(label, allowed)
+        if alg not in allowed or not public_key_ok(alg, bytes(public)):
+            raise MechanismUnsupported(  # pragma: no cover - ensure_signing_key refuses it
+                f"Token {token_label!r} made a {alg} key, not {' or '.join(allowed)}",
+                "Use a token that offers CKM_EDDSA or CKM_ECDSA, or a passphrase-protected key.",
+            )
+        probe = _PROBE + os.urandom(32)
+        if not verify_signature(alg, bytes(public), bytes(hsm.sign(label, probe)), probe):
+            raise IntegrityError(
+                f"Token {token_label!r} made an {alg} key whose signatures do not verify",
+                f"No file was written; the key {label!r} stays on the token. Do not use this "
+                "token for custody; see 'custody hsm selftest'.",
             )
         if sealing:
             # The X25519 key shares are sealed to is made here and kept only sealed under a
@@ -449,7 +539,7 @@ def create_token_participant(
             del enc
             endorsement = bytes(hsm.sign(label, endorsement_digest(bytes(public), x_pub)))
             if not verify_signature(
-                "ed25519", bytes(public), endorsement, endorsement_digest(bytes(public), x_pub)
+                alg, bytes(public), endorsement, endorsement_digest(bytes(public), x_pub)
             ):
                 raise IntegrityError(
                     f"Token {token_label!r} signed the encryption key's endorsement wrongly",
@@ -467,10 +557,20 @@ def create_token_participant(
                 "sealed": sealed.hex(),
             }
     ref = TokenRef(
-        module=module, token_label=token_label, slot=slot, key_label=label, public=bytes(public)
+        module=module,
+        token_label=token_label,
+        slot=slot,
+        key_label=label,
+        public=bytes(public),
+        alg=alg,
     )
     ident = Identity(
-        name=name, role=role, public=ref.public, x25519=x_pub, x25519_endorsement=endorsement
+        name=name,
+        role=role,
+        public=ref.public,
+        x25519=x_pub,
+        x25519_endorsement=endorsement,
+        alg=alg,
     )
     private_dir(out_dir)
     ref_bytes = (json.dumps(ref.to_json(), sort_keys=True) + "\n").encode()
@@ -483,10 +583,14 @@ def create_token_participant(
 
 
 class TokenSigner(HsmSigner):
-    """A participant's key on their own token; owns the HSM session (close it when done)."""
+    """A participant's key on their own token; owns the HSM session (close it when done).
 
-    def __init__(self, name: str, hsm: Pkcs11Hsm, label: str) -> None:
-        super().__init__(name, hsm, label, ("ed25519",))  # roster keys are Ed25519 only
+    *alg* is the algorithm the participant's reference records: a key of another algorithm
+    under *label* is refused (MechanismUnsupported), never used under a guessed one.
+    """
+
+    def __init__(self, name: str, hsm: Pkcs11Hsm, label: str, alg: str = ED25519) -> None:
+        super().__init__(name, hsm, label, (alg,))
         self._token = hsm
 
     def close(self) -> None:
@@ -512,15 +616,22 @@ def load_token_signer(ref_path: Path, pin: str, *, name: str | None = None) -> T
     ref = load_token_ref(ref_path)
     if name is None:
         name = Path(ref_path).name.removesuffix(TOKEN_SUFFIX)
-    hsm = _open_token(ref.module, ref.token_label, ref.slot, pin)
+    hsm = _open_token(ref.module, ref.token_label, ref.slot, pin, (ref.alg,))
     try:
         probe = _PROBE + os.urandom(32)
         sig = hsm.sign(ref.key_label, probe)  # KeyNotFound before anything is created
-        signer = TokenSigner(name, hsm, ref.key_label)
+        try:
+            signer = TokenSigner(name, hsm, ref.key_label, ref.alg)
+        except MechanismUnsupported as exc:
+            raise IntegrityError(
+                f"The key {ref.key_label!r} on token {ref.token_label!r} is not the "
+                f"{ref.alg} key {ref_path} names",
+                "Insert the participant's own token, or check the reference file.",
+            ) from exc
         if (
-            signer.alg != "ed25519"
+            signer.alg != ref.alg
             or signer.public != ref.public
-            or not verify_signature("ed25519", ref.public, sig, probe)
+            or not verify_signature(ref.alg, ref.public, sig, probe)
         ):
             raise IntegrityError(
                 f"The key {ref.key_label!r} on token {ref.token_label!r} is not the one "
@@ -536,16 +647,21 @@ def load_token_signer(ref_path: Path, pin: str, *, name: str | None = None) -> T
 def load_identity(path: Path) -> Identity:
     """Read a ``.pub.json`` identity file.
 
+    The ``alg`` member is required and read as written (``ed25519``: 64 hex; ``ecdsa-p256``:
+    the 130-hex uncompressed point on the curve); the key must be of that algorithm.
+
     Raises:
-        ConfigError: unreadable, not an Ed25519 identity, or its fingerprint disagrees.
+        ConfigError: unreadable, no or an unknown ``alg``, a key not of that algorithm, or
+            its fingerprint disagrees.
     """
     try:
         doc = load_json(Path(path).read_text(encoding="utf-8"))
-        if doc.get("alg") != "ed25519":
+        alg = doc.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise ValueError("alg")
         public = bytes.fromhex(doc["public"])
-        if len(public) != 32:
-            raise ValueError("length")
+        if not public_key_ok(alg, public):
+            raise ValueError("public key")
         x, xs = doc.get("x25519"), doc.get("x25519_endorsement")
         ident = Identity(
             name=str(doc["name"]),
@@ -553,6 +669,7 @@ def load_identity(path: Path) -> Identity:
             public=public,
             x25519=None if x is None else bytes.fromhex(x),
             x25519_endorsement=None if xs is None else bytes.fromhex(xs),
+            alg=alg,
         )
         if ident.x25519 is not None and len(ident.x25519) != 32:
             raise ValueError("x25519 length")

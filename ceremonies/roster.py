@@ -33,6 +33,7 @@ class Roster:
                 valid_until=r.valid_until,
                 revoked_at=r.revoked_at,
                 enrolled_by=r.enrolled_by,
+                alg=r.alg,
             )
             for r in self.store.participants()
         ]
@@ -101,7 +102,7 @@ class Roster:
             ParticipantRow(
                 name=ident.name,
                 role=ident.role,
-                alg="ed25519",
+                alg=ident.alg,
                 public=ident.public,
                 fingerprint=ident.fingerprint,
                 valid_from=now,

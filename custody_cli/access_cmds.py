@@ -303,13 +303,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ceremonies.participants import load_identity
+    from ceremonies.participants import load_identity, require_ed25519
     from custody.access.records import verify_record
     from custody.canonical import load_json
 
     pinned = {}
     for t in args.trust:
         ident = load_identity(Path(t))
+        require_ed25519(ident.alg, ident.name, "access records")
         pinned[ident.public] = ident.name
     try:
         doc = load_json(Path(args.record).read_text(encoding="utf-8"))

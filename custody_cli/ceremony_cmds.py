@@ -284,7 +284,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         roster = Roster(dep.store)
         extra: list[RosterEntry] = []
         if not roster.members():
-            me = next((i for i in idents if i.public == signer.public), None)
+            me = next(
+                (i for i in idents if i.public == signer.public and i.alg == signer.alg), None
+            )
             if me is None or me.role != "super-admin":
                 raise UsageError(
                     "The first enrolment must include the coordinator as a super-admin",
@@ -297,6 +299,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
                     public=me.public,
                     valid_from=now - 60,
                     valid_until=now + 5 * 365 * 86400,
+                    alg=me.alg,
                 )
             )
         params = {
@@ -306,6 +309,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
                     "role": i.role,
                     "public": i.public.hex(),
                     "fingerprint": i.fingerprint,
+                    # recorded (and approved, in the enrol action) when not the default
+                    **({} if i.alg == "ed25519" else {"alg": i.alg}),
                 }
                 for i in idents
             ],

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ps = p0.add_subparsers(dest="participant_command", metavar="ACTION", required=True)
     p = ps.add_parser(
         "new",
-        help="create a participant's Ed25519 signing key",
+        help="create a participant's signing key (Ed25519; on a token without EdDSA, P-256)",
         description="Create NAME.key.pem (encrypted PKCS#8 under the passphrase) "
         "and NAME.pub.json (the public identity; also a trust-key file for "
         "'custody transcript verify --trust'). With --token-label, the key is "
@@ -49,6 +49,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="slot of that token (when several share the label)",
     )
+    p.add_argument(
+        "--token-alg",
+        choices=("auto", "ed25519", "ecdsa-p256"),
+        default=None,
+        help="algorithm of the key made on the token: auto (default: Ed25519 where the "
+        "token offers CKM_EDDSA, else ECDSA P-256 where it offers CKM_ECDSA), ed25519 or "
+        "ecdsa-p256; a token with neither is refused before anything is created",
+    )
     common.add_pin(p)
     common.add_json(p)
     p.set_defaults(func=cmd_new)
@@ -80,6 +88,7 @@ def _new_on_token(args: argparse.Namespace) -> int:
         pin=pin,
         module=args.token_module or DEFAULT_SOFTHSM_MODULE,
         slot=args.token_slot,
+        algorithm=args.token_alg or "auto",
     )
     ident = load_identity(pub)
     enc = Path(args.out) / f"{ident.name}{TOKEN_ENC_SUFFIX}"
@@ -90,6 +99,7 @@ def _new_on_token(args: argparse.Namespace) -> int:
                 "name": ident.name,
                 "role": ident.role,
                 "fingerprint": ident.fingerprint,
+                "alg": ident.alg,
                 "token": str(ref),
                 "token_label": args.token_label,
                 "identity": str(pub),
@@ -101,6 +111,7 @@ def _new_on_token(args: argparse.Namespace) -> int:
             f"created {ident.role} {ident.name} (fingerprint {ident.fingerprint}) "
             f"on token {args.token_label!r}"
         )
+        print(f"  algorithm   : {ident.alg}" + _alg_note(ident.alg, args.token_alg))
         print(f"  token ref   : {ref}  (use it as --key; the secret is the token PIN)")
         if ident.x25519 is not None:
             print(f"  encryption  : {enc}  (open sealed shares with it; the token PIN again)")
@@ -110,6 +121,12 @@ def _new_on_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alg_note(alg: str, asked: str | None) -> str:
+    if alg == "ecdsa-p256" and asked != "ecdsa-p256":
+        return "  (the token has no CKM_EDDSA; recorded in NAME.pub.json and NAME.token.json)"
+    return ""
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from ceremonies.participants import create_participant, load_identity
     from custody.errors import UsageError
@@ -117,9 +134,9 @@ def cmd_new(args: argparse.Namespace) -> int:
 
     if args.token_label:
         return _new_on_token(args)
-    if args.token_module or args.token_slot is not None or args.pin_file:
+    if args.token_module or args.token_slot is not None or args.pin_file or args.token_alg:
         raise UsageError(
-            "--token-module, --token-slot and --pin-file need --token-label",
+            "--token-module, --token-slot, --token-alg and --pin-file need --token-label",
             "Add --token-label LABEL, or drop them for a passphrase key.",
         )
     pw = read_secret(
@@ -163,6 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         {
             "name": m.name,
             "role": m.role,
+            "alg": m.alg,
             "fingerprint": m.fingerprint,
             "valid_from": m.valid_from,
             "valid_until": m.valid_until,
@@ -178,5 +196,5 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no participants enrolled")
     for r in rows:
         state = "revoked" if r["revoked_at"] else "active"
-        print(f"{r['name']}\t{r['role']}\t{r['fingerprint']}\t{state}")
+        print(f"{r['name']}\t{r['role']}\t{r['alg']}\t{r['fingerprint']}\t{state}")
     return 0

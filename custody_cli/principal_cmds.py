@@ -131,9 +131,10 @@ def _emit_token(args: argparse.Namespace, token: str, info: dict[str, Any]) -> N
 def cmd_add(args: argparse.Namespace) -> int:
     public = x25519 = None
     if args.key:
-        from ceremonies.participants import load_identity
+        from ceremonies.participants import load_identity, require_ed25519
 
         ident = load_identity(Path(args.key))
+        require_ed25519(ident.alg, ident.name, "access approvals")
         if ident.name != args.name:
             raise UsageError(
                 f"{args.key} is {ident.name}'s identity, not {args.name}'s",

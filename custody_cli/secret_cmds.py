@@ -653,7 +653,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ceremonies.participants import load_identity
+    from ceremonies.participants import load_identity, require_ed25519
     from custody.secrets.transfer import ExportItem, seal_export
     from custody_cli.ceremony_drive import signer_of
 
@@ -661,7 +661,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     recipient = ident.encryption_key()
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
+    require_ed25519(ident.alg, ident.name, "secret transfers")
     signer = signer_of(args)
+    require_ed25519(signer.alg, signer.name, "secret transfers")
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         code = access_session.mfa_code(args)
@@ -690,12 +692,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ceremonies.participants import load_encryption_key, load_identity
+    from ceremonies.participants import load_encryption_key, load_identity, require_ed25519
     from custody.secrets import parse_category
     from custody.secrets.transfer import open_export
     from custody.secretsource import read_secret
 
-    trusted = [load_identity(Path(t)).public for t in args.trust]
+    idents = [load_identity(Path(t)) for t in args.trust]
+    for i in idents:
+        require_ed25519(i.alg, i.name, "secret transfers")
+    trusted = [i.public for i in idents]
     pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
     key = load_encryption_key(Path(args.key), pw)
     try:

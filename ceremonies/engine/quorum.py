@@ -44,7 +44,7 @@ class QuorumResult:
 def count_approvals(
     approvals: Iterable[Approval],
     *,
-    members: Mapping[str, tuple[str, bytes, str | None]],
+    members: Mapping[str, tuple[str, str, bytes, str | None]],
     role: str,
     needed: int,
     ceremony_id: str,
@@ -59,7 +59,9 @@ def count_approvals(
 
     Args:
         approvals: the signed approvals handed in.
-        members: roster name -> (role, raw public key, reason the key is unusable now or None).
+        members: roster name -> (role, key algorithm, raw public key, reason the key is
+            unusable now or None); the algorithm is the roster's (``ed25519`` or
+            ``ecdsa-p256``), never read from the approval.
         role: the role that must approve.
         needed: how many distinct participants.
         ceremony_id, action, action_id, digest: what the approvals must be bound to.
@@ -82,8 +84,8 @@ def count_approvals(
         if m is None:
             why = "is not enrolled"
         else:
-            m_role, public, unusable = m
-            if not verify_signature("ed25519", public, a.sig, a.signing_input()):
+            m_role, alg, public, unusable = m
+            if not verify_signature(alg, public, a.sig, a.signing_input()):
                 why = "has a bad signature"
             elif unusable:
                 why = unusable

@@ -32,6 +32,7 @@ def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
             valid_from=m.valid_from,
             valid_until=m.valid_until,
             revoked_at=m.revoked_at,
+            alg=m.alg,
         )
         for m in roster.members()
         if m.usable_at(now) is None

@@ -239,6 +239,8 @@ def check_policy_signatures(
             why = "not in the policy's roster"
         elif m.name != k.name:
             why = f"the roster names this key {m.name}, it is pinned as {k.name}"
+        elif m.alg != k.alg:
+            why = f"the roster records an {m.alg} key, it is pinned as {k.alg}"
         elif m.role != SUPER_ADMIN:
             why = f"a {m.role} in the policy's roster, not a super-admin"
         else:
@@ -264,7 +266,7 @@ def check_identities(signed: SignedPolicy, pins: Pins) -> Result:
     """Every roster entry agrees with the auditor's pins (name, key and role)."""
     roster = signed.policy.roster
     problems = pins.identity_problems(roster)
-    pinned = [e.name for e in roster if (k := pins.by_key(e.public)) and k.name == e.name]
+    pinned = [e.name for e in roster if (k := pins.for_entry(e)) and k.name == e.name]
     others = [e.name for e in roster if e.name not in pinned]
     notes = [f"{len(pinned)}/{len(roster)} roster entries pinned ({', '.join(pinned) or 'none'})"]
     if others:

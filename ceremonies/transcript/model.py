@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from custody.audit.signers import ALGORITHMS, public_key_ok
 from custody.canonical import canonical_bytes, domain_hash
 from custody.errors import TranscriptError
 from custody.signing import fingerprint
@@ -175,7 +176,13 @@ def parse_sigs(v: Any, *, keyed: bool = False) -> tuple[Sig, ...]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RosterEntry:
-    """An enrolled participant: name, role and public key with its validity window."""
+    """An enrolled participant: name, role and public key with its validity window.
+
+    ``alg`` is recorded with the key, never inferred from it: ``ed25519`` (a raw 32-byte
+    key) or ``ecdsa-p256`` (an X9.62 uncompressed point, for a participant whose token has
+    no CKM_EDDSA); every signature by the participant is checked under this algorithm only
+    (:func:`custody.audit.signers.verify_signature`).
+    """
 
     name: str
     role: str
@@ -188,8 +195,10 @@ class RosterEntry:
     def __post_init__(self) -> None:
         check_name(self.name)
         check_token(self.role, "role")
-        if self.alg != "ed25519":
+        if self.alg not in ALGORITHMS:
             raise ValueError(f"unsupported key algorithm {self.alg!r}")
+        if not public_key_ok(self.alg, self.public):
+            raise ValueError(f"{self.name}'s public key is not an {self.alg} key")
         if self.revoked_at is not None and self.revoked_at < self.valid_from:
             raise ValueError(f"{self.name} is revoked before their key is valid")
         if self.valid_until <= self.valid_from:
@@ -242,7 +251,7 @@ class RosterEntry:
                 name=_str(d["name"], "name"),
                 role=_str(d["role"], "role"),
                 alg=_str(d["alg"], "alg"),
-                public=unhex(d["public"], "public key", 32),
+                public=unhex(d["public"], "public key"),
                 valid_from=_int(d["valid_from"], "valid_from"),
                 valid_until=_int(d["valid_until"], "valid_until"),
                 revoked_at=(

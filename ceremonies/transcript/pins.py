@@ -12,7 +12,13 @@ Pin files (``--trust FILE``, repeatable) hold one of:
   "role": "super-admin"}`` (a participant's ``NAME.pub.json`` has this form; a
   ``fingerprint`` member, when present, must match the key);
 * a list: JSON ``{"type": "custody.transcript.pins/v1", "pins": [identity, ...]}``;
-* a bare line of 64 hex digits: a key with no role, named after the file.
+* a bare line of 64 hex digits: an Ed25519 key with no role, named after the file.
+
+Every pin carries its key's algorithm (``alg``): ``ed25519`` or ``ecdsa-p256`` (a
+participant whose token has no CKM_EDDSA; ``public`` is then the 130-hex uncompressed
+point). A pin counts for a roster entry only when both the key and the algorithm match
+(:meth:`Pins.standing`): an Ed25519 pin never vouches for a P-256 roster key, nor the
+reverse, and a roster entry whose algorithm differs from its pin's is an identity problem.
 
 The role in a pin is the auditor's statement, not the participant's: pin a role only after
 checking it against the enrolment record.
@@ -24,7 +30,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from custody.audit.signers import TrustKey, parse_trust_key
+from custody.audit.signers import ALGORITHMS, TrustKey, parse_trust_key
 from custody.canonical import load_json
 from custody.errors import UsageError
 from custody.textsafe import printable
@@ -49,13 +55,8 @@ def _checked(k: TrustKey) -> TrustKey:
         check_name(k.name, "pinned name")
     except ValueError as exc:
         raise _bad(f"the name {printable(k.name)!r} is not a participant name") from exc
-    if k.alg != "ed25519":
-        # roster keys are Ed25519 only (RosterEntry); a P-256 pin (an HSM audit key, which
-        # 'custody audit verify --trust' takes) could never name a participant here
-        raise _bad(
-            f"{printable(k.alg)} key pinned: transcripts verify Ed25519 participant keys only "
-            "(pin an ECDSA P-256 audit key with 'custody audit verify --trust')"
-        )
+    if k.alg not in ALGORITHMS:  # pragma: no cover - parse_trust_key refuses others
+        raise _bad(f"unsupported key algorithm {printable(k.alg)}")
     if k.role is not None and k.role not in ROLES:
         raise _bad(f"unknown role {printable(k.role)!r} (use one of {', '.join(ROLES)})")
     return k
@@ -126,6 +127,11 @@ class Pins:
     def by_key(self, public: bytes) -> TrustKey | None:
         return next((k for k in self.keys if k.public == public), None)
 
+    def for_entry(self, entry: RosterEntry) -> TrustKey | None:
+        """The pin of *entry*'s key under *entry*'s own algorithm (None otherwise)."""
+        k = self.by_key(entry.public)
+        return k if k is not None and k.alg == entry.alg else None
+
     def by_fingerprint(self, fp: str | None) -> TrustKey | None:
         return next((k for k in self.keys if k.fingerprint == fp), None)
 
@@ -140,6 +146,8 @@ class Pins:
         k = self.by_key(entry.public)
         if k is None:
             return "not pinned"
+        if k.alg != entry.alg:
+            return f"pinned as an {k.alg} key, the roster records {entry.alg}"
         if k.name != entry.name:
             return f"key pinned for {k.name}"
         if k.role is None:
@@ -160,6 +168,11 @@ class Pins:
                 out.append(
                     f"roster entry {e.name} has key {e.fingerprint}, but {e.name} is pinned "
                     f"with key {named.fingerprint}"
+                )
+            if keyed is not None and keyed.alg != e.alg:
+                out.append(
+                    f"roster entry {e.name} records its key {e.fingerprint} as {e.alg}, but it "
+                    f"is pinned as {keyed.alg}"
                 )
             if keyed is not None and keyed.name != e.name:
                 out.append(

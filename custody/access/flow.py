@@ -202,6 +202,11 @@ class GrantFlow:
         member = next((m for m in self.ac.participants() if m.name == row.name), None)
         if member is None or member.public != key.public or member.revoked_at is not None:
             raise AuthError(f"{row.name}'s participant key is not enrolled", "Enrol it again.")
+        if member.alg != "ed25519":  # access approvals verify Ed25519 only
+            raise AuthError(
+                f"{row.name}'s participant key is {member.alg}: access approvals are Ed25519 only",
+                "Approve with an Ed25519 participant key.",
+            )
         if not member.valid_from <= now < member.valid_until:
             raise AuthError(f"{row.name}'s participant key is not valid now", "Enrol a new key.")
         return self.ac.principal(row.name)

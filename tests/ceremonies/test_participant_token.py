@@ -109,6 +109,7 @@ def test_token_key_reference_has_no_secret_and_refuses_bad_pin_or_key(tmp_path):
         "token_label": "tina-token",
         "slot": None,
         "key_label": "participant/tina",
+        "alg": "ed25519",
         "public": ident["public"],
     }
     raw = (people / "tina.token.json").read_text() + (people / "tina.pub.json").read_text()
@@ -132,6 +133,17 @@ def test_token_key_reference_has_no_secret_and_refuses_bad_pin_or_key(tmp_path):
     r = _approve(req, forged, good, out, env)
     assert r.returncode == 6 and r.out["error"] == "IntegrityError", r.stdout + r.stderr
     assert not out.exists()
+    # a reference written before ECDSA support (no "alg") is read as Ed25519 and still signs
+    legacy = tmp_path / "legacy" / "tina.token.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({k: v for k, v in ref.items() if k != "alg"}))
+    r = _approve(req, legacy, good, out, env)
+    assert r.returncode == 0 and r.out["approver"] == "tina", r.stdout + r.stderr
+    out.unlink()
+    # the same reference claiming the key is ECDSA P-256: refused, nothing written
+    legacy.write_text(json.dumps(dict(ref, alg="ecdsa-p256")))
+    r = _approve(req, legacy, good, out, env)
+    assert r.returncode != 0 and not out.exists(), r.stdout + r.stderr
     # the right PIN signs, with the key NAME.pub.json names
     r = _approve(req, people / "tina.token.json", good, out, env)
     assert r.returncode == 0 and r.out["approver"] == "tina", r.stdout + r.stderr

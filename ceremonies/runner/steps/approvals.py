@@ -136,19 +136,26 @@ def coordinators(r: CeremonyRunner) -> set[str]:
     return {first, r.signer.name}
 
 
-def second_person_members(r: CeremonyRunner, now: int) -> dict[str, tuple[str, bytes, str | None]]:
+def second_person_members(
+    r: CeremonyRunner, now: int
+) -> dict[str, tuple[str, str, bytes, str | None]]:
     """count_approvals members for the second person: witnesses and super-admins other than
     the coordinator count as role ``second-person``; anyone else keeps their own role."""
     coord = coordinators(r)
-    out: dict[str, tuple[str, bytes, str | None]] = {}
+    out: dict[str, tuple[str, str, bytes, str | None]] = {}
     for e in r.rec.policy.roster:
         why = e.valid_at(now)
         if e.role in SECOND_PERSON_ROLES and e.name in coord:
-            out[e.name] = (e.role, e.public, why or "is the coordinator, not a second person")
+            out[e.name] = (
+                e.role,
+                e.alg,
+                e.public,
+                why or "is the coordinator, not a second person",
+            )
         elif e.role in SECOND_PERSON_ROLES:
-            out[e.name] = ("second-person", e.public, why)
+            out[e.name] = ("second-person", e.alg, e.public, why)
         else:
-            out[e.name] = (e.role, e.public, why)
+            out[e.name] = (e.role, e.alg, e.public, why)
     return out
 
 

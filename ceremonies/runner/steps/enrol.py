@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from custody.deployment import Deployment
 
 
+def _added(a: Mapping[str, Any]) -> dict[str, Any]:
+    """What the enrol action (and so every approval of it) names of one added participant:
+    name, role and fingerprint, and the key's algorithm when it is not Ed25519 (absent is
+    Ed25519, as in every enrolment before ECDSA P-256 keys; those digests are unchanged)."""
+    out = {k: a[k] for k in ("name", "role", "fingerprint")}
+    if a.get("alg", "ed25519") != "ed25519":
+        out["alg"] = a["alg"]
+    return out
+
+
 def check_roster_change(dep: Deployment, params: Mapping[str, Any]) -> None:
     """Refuse an enrolment that ``review`` would refuse (the runner also calls it before it
     records the ceremony): a name enrolled already, or added twice; a revocation of a name
@@ -54,7 +64,7 @@ def enrol_review(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     check_roster_change(r.dep, r.params)
     adds = r.params.get("add", [])
     return {
-        "add": [{k: a[k] for k in ("name", "role", "fingerprint")} for a in adds],
+        "add": [_added(a) for a in adds],
         "revoke": list(r.params.get("revoke", [])),
     }
 
@@ -63,9 +73,7 @@ def enrol_action(r: CeremonyRunner) -> tuple[str, dict[str, Any]]:
     return (
         f"enrol/{r.ceremony_id[:8]}",
         {
-            "add": [
-                {k: a[k] for k in ("name", "role", "fingerprint")} for a in r.params.get("add", [])
-            ],
+            "add": [_added(a) for a in r.params.get("add", [])],
             "revoke": list(r.params.get("revoke", [])),
         },
     )
@@ -95,7 +103,7 @@ def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
                 window=req.window,
             )
             approvals = [mine, *approvals]
-        members = {e.name: (e.role, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
+        members = {e.name: (e.role, e.alg, e.public, e.valid_at(now)) for e in r.rec.policy.roster}
         res = count_approvals(
             approvals,
             members=members,
@@ -126,7 +134,12 @@ def enrol_apply(r: CeremonyRunner, inputs: Inputs) -> Any:
     for a in r.params.get("add", []):
         if roster.get(a["name"]) is None:
             roster.add(
-                Identity(name=a["name"], role=a["role"], public=bytes.fromhex(a["public"])),
+                Identity(
+                    name=a["name"],
+                    role=a["role"],
+                    public=bytes.fromhex(a["public"]),
+                    alg=a.get("alg", "ed25519"),
+                ),
                 now=now,
                 enrolled_by=r.signer.name,
                 ceremony_id=r.ceremony_id,

@@ -164,7 +164,7 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             dealer=r.signer.key,
         )
         envs[name] = (mnemonic, env)
-        x25519 = sealed_to(r, name, m.public)
+        x25519 = sealed_to(r, name, m.alg, m.public)
         rec = {
             "custodian": name,
             "custodian_fingerprint": m.fingerprint,
@@ -193,9 +193,10 @@ def plain_shares(r: CeremonyRunner) -> bool:
     return bool(r.params.get("plain_shares")) or "seal_to" not in r.params
 
 
-def sealed_to(r: CeremonyRunner, name: str, signing_public: bytes) -> bytes | None:
+def sealed_to(r: CeremonyRunner, name: str, alg: str, signing_public: bytes) -> bytes | None:
     """The X25519 key *name*'s share is sealed to, checked against their enrolled signing
     key here as well as at the door: a key the custodian did not endorse is never used.
+    *alg* is the enrolled key's recorded algorithm (the endorsement is checked under it).
 
     Raises:
         UsageError: sealed issue, but no key for *name*.
@@ -211,7 +212,7 @@ def sealed_to(r: CeremonyRunner, name: str, signing_public: bytes) -> bytes | No
         )
     x25519 = bytes.fromhex(entry["x25519"])
     if not verify_signature(
-        "ed25519",
+        alg,
         signing_public,
         bytes.fromhex(entry["endorsement"]),
         endorsement_digest(signing_public, x25519),
@@ -284,7 +285,7 @@ def issue_shares(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
     for name, (mnemonic, env) in envs.items():
         if not plain_shares(r):
             m = roster.get(name)
-            x25519 = sealed_to(r, name, m.public) if m is not None else None
+            x25519 = sealed_to(r, name, m.alg, m.public) if m is not None else None
             if x25519 is None:
                 raise UsageError(f"{name} is not an enrolled custodian", "Abort the ceremony.")
             env_bytes = env.to_bytes()

@@ -54,7 +54,9 @@ def approve(r: CeremonyRunner, inputs: Inputs) -> Any:
         return {"approved_by": list(rec.approvers)}
     if not inputs.approvals:
         return WAIT
-    members = {e.name: (e.role, e.public, e.valid_at(r.clock())) for e in r.rec.policy.roster}
+    members = {
+        e.name: (e.role, e.alg, e.public, e.valid_at(r.clock())) for e in r.rec.policy.roster
+    }
     res = count_approvals(
         inputs.approvals,
         members=members,

@@ -54,12 +54,12 @@ SIGNERS = {
     n: Ed25519Signer.from_seed(n, hashlib.sha256(n.encode()).digest())
     for n in ("alice", "bob", "carol", "dave", "erin", "mallory")
 }
-MEMBERS: dict[str, tuple[str, bytes, str | None]] = {
-    "alice": ("custodian", SIGNERS["alice"].public, None),
-    "bob": ("custodian", SIGNERS["bob"].public, None),
-    "carol": ("custodian", SIGNERS["carol"].public, None),
-    "dave": ("admin", SIGNERS["dave"].public, None),
-    "erin": ("custodian", SIGNERS["erin"].public, "its key was revoked"),
+MEMBERS: dict[str, tuple[str, str, bytes, str | None]] = {
+    "alice": ("custodian", "ed25519", SIGNERS["alice"].public, None),
+    "bob": ("custodian", "ed25519", SIGNERS["bob"].public, None),
+    "carol": ("custodian", "ed25519", SIGNERS["carol"].public, None),
+    "dave": ("admin", "ed25519", SIGNERS["dave"].public, None),
+    "erin": ("custodian", "ed25519", SIGNERS["erin"].public, "its key was revoked"),
     # mallory is not enrolled
 }
 

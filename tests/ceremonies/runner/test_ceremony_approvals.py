@@ -174,7 +174,7 @@ def test_quorum_counts_distinct_participants_and_keeps_their_first_valid_approva
     signers = {
         n: load_signer(template.people / f"{n}.key.pem", passphrase_of(n)) for n in ("alice", "bob")
     }
-    members = {n: ("custodian", s.public, None) for n, s in signers.items()}
+    members = {n: ("custodian", s.alg, s.public, None) for n, s in signers.items()}
 
     def appr(n: str, at: int) -> Approval:
         return Approval.create(

@@ -194,8 +194,10 @@ def test_conflicting_or_altered_pins_are_usage_errors(tmp_path: Path) -> None:
     f.write_text(json.dumps(dict(doc["pins"][0], role="god")))
     r = verify(FX / "golden" / "rotate-root", "--trust", str(f))
     assert r.returncode == 2 and "unknown role" in r.stderr
-    # a P-256 key (what an HSM audit key on a token without EdDSA is) is not a participant
-    # key: refused by name, never matched against the roster under another algorithm
+    # a P-256 key pinned under the name of an Ed25519 roster entry (a participant on a token
+    # without EdDSA has one; so has an HSM audit key): accepted as a pin, but it names
+    # another key than the roster's, so the transcript is INVALID (exit 6), never matched
+    # against the roster under another algorithm
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -206,7 +208,8 @@ def test_conflicting_or_altered_pins_are_usage_errors(tmp_path: Path) -> None:
     )
     f.write_text(json.dumps({**doc["pins"][0], "alg": "ecdsa-p256", "public": point.hex()}))
     r = verify(FX / "golden" / "rotate-root", "--trust", str(f))
-    assert r.returncode == 2 and "transcripts verify Ed25519 participant keys only" in r.stderr
+    assert r.returncode == 6 and "INVALID" in r.stdout, r.stdout + r.stderr
+    assert "is pinned with key" in r.stdout, r.stdout
 
 
 # -- 2. safe rendering ---------------------------------------------------------------------
