@@ -260,3 +260,136 @@ def test_p256_token_participants_sign_ceremony_steps_and_approvals_that_verify_o
     v = _verify(rbundle, *rest, "--trust", str(pin))
     assert v.returncode == 6 and "INVALID" in v.stdout, v.stdout + v.stderr
     assert tina_doc["alg"] == "ecdsa-p256"
+
+
+def _key_attributes(module: str, label: str, pin: str, key_label: str) -> dict[str, Any]:
+    """The private key's type and protection, read in a child process (see
+    tests/token_fixtures.py: the test process keeps to SoftHSM)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, pkcs11\n"
+        "from pkcs11 import Attribute, ObjectClass\n"
+        "lib = pkcs11.lib(sys.argv[1])\n"
+        "tok = lib.get_token(token_label=sys.argv[2])\n"
+        "with tok.open(user_pin=sys.stdin.read().strip()) as s:\n"
+        "    k = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=sys.argv[3])\n"
+        "    print(json.dumps({'key_type': int(k[Attribute.KEY_TYPE]),\n"
+        "        'sensitive': bool(k[Attribute.SENSITIVE]),\n"
+        "        'extractable': bool(k[Attribute.EXTRACTABLE])}))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, module, label, key_label],
+        input=pin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(r.stdout))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("other-tokens")
+def test_a_participant_on_nss_softokn_gets_a_p256_key_that_signs_a_verified_ceremony(tmp_path):
+    """The real token without EdDSA: NSS softokn through p11-kit. Asked for Ed25519 it is
+    refused with nothing created; by default its participant gets a P-256 key on the token
+    (non-extractable), coordinates an enrolment, and the transcript verifies offline."""
+    from custody.audit.signers import verify_signature
+    from tests.token_fixtures import P11KIT_PROXY, nss_token, token_objects
+
+    root = tmp_path / "home"
+    d = Dep(root)
+    init_home(root, d.pin)
+    create_people(d.people, ("zed", "witness"))
+    with nss_token(tmp_path / "nss", TPIN) as label:
+        env = cli_env()
+        tok = ("--token-module", P11KIT_PROXY)
+        r = _new_on_token(
+            d.people, env, "tess", "super-admin", *tok, "--token-alg", "ed25519", label=label
+        )
+        assert r.returncode == 5, r.stdout + r.stderr
+        err = json.loads(r.stdout)
+        assert err["error"] == "MechanismUnsupported" and "CKM_EDDSA" in err["title"], err
+        assert not list(d.people.glob("tess.*")) and token_objects(P11KIT_PROXY, label, TPIN) == []
+
+        r = _new_on_token(d.people, env, "tess", "super-admin", *tok, label=label)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.out["alg"] == "ecdsa-p256" and r.out["encryption_key"], r.out
+        text = run_cli(
+            "participant", "new", "tara", "--role", "witness", "--out", str(tmp_path / "t"),
+            "--token-label", label, "--token-module", P11KIT_PROXY,
+            "--pin-file", str(d.people.parent / "tess.tokenpin"), env=env,
+        )  # fmt: skip
+        assert text.returncode == 0 and "the token has no CKM_EDDSA" in text.stdout, text.stdout
+        attrs = _key_attributes(P11KIT_PROXY, label, TPIN, "participant/tess")
+        assert attrs == {"key_type": 3, "sensitive": True, "extractable": False}  # CKK_EC
+        ident = json.loads((d.people / "tess.pub.json").read_text())
+        assert ident["alg"] == "ecdsa-p256"
+        # the X25519 key's endorsement is a P-256 signature by the token key
+        from ceremonies.participants import endorsement_digest, load_identity
+
+        li = load_identity(d.people / "tess.pub.json")
+        assert li.encryption_key() is not None and li.x25519 is not None
+        assert verify_signature(
+            "ecdsa-p256",
+            li.public,
+            li.x25519_endorsement or b"",
+            endorsement_digest(li.public, li.x25519),
+        )
+
+        adds = [
+            a
+            for n in ("admin", *CUST, "audrey", "wendy", "tess")
+            for a in ("--add", str(d.people / f"{n}.pub.json"))
+        ]
+        r = d.ceremony("enrol", *d.coord(pin=False), *adds)
+        assert r.returncode == 0, r.stdout + r.stderr
+        req = root / "enrol-req.json"
+        r = d.ceremony(
+            "enrol", *_coord(d, "tess"), "--add", str(d.people / "zed.pub.json"),
+            "--request-out", str(req), env=env,
+        )  # fmt: skip
+        assert r.returncode == 10, r.stdout + r.stderr
+        cid, bundle = r.out["ceremony_id"], Path(r.out["bundle"])
+        files = sign_approvals(d, cid, ("admin",), tag="-enrol", req=req)
+        r = d.ceremony("resume", cid, *_coord(d, "tess"), "--approval", str(files[0]), env=env)
+        assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    # offline: the NSS token is gone, the pins and cryptography are enough
+    _endorse(bundle, d.people / "admin.key.pem", d.people / "admin.pass")
+    v = _verify(bundle, *d.trust())
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    from ceremonies.transcript.records import Event
+
+    for e in _events(bundle):
+        for s in e["signatures"]:
+            assert s["signer"] == "tess"
+            assert _p256_ok(ident["public"], s["sig"], Event.from_json(e).signing_input(cid))
+    gated = next(e for e in _events(bundle) if e["kind"] == "enrol")
+    assert sorted(a["approver"] for a in gated["body"]["approvals"]) == ["admin", "tess"]
+    assert TPIN not in (bundle / "events.jsonl").read_text()
+
+
+@pytest.mark.xdist_group("other-tokens")
+def test_a_token_with_neither_eddsa_nor_ecdsa_is_refused_with_nothing_created(tmp_path):
+    """opencryptoki's soft token offers no EC at all: no participant key, no file."""
+    from tests.token_fixtures import OPENCRYPTOKI, opencryptoki_token, token_objects
+
+    ock_so, ock_pin = "so-9130x", "us-4821x"  # its PINs are at most 8 characters
+    people = tmp_path / "people"
+    with opencryptoki_token(ock_so, ock_pin) as label:
+        pin = tmp_path / "ock.pin"
+        write_secret(pin, f"pin={ock_pin}\n")
+        r = run_cli(
+            "participant", "new", "oscar", "--role", "custodian", "--out", str(people),
+            "--token-label", label, "--token-module", OPENCRYPTOKI, "--pin-file", str(pin),
+            "--json",
+        )  # fmt: skip
+        assert r.returncode == 5, r.stdout + r.stderr
+        err = json.loads(r.stdout)
+        assert err["error"] == "MechanismUnsupported", err
+        assert "neither CKM_EDDSA nor CKM_ECDSA" in err["title"], err
+        assert "Nothing was created" in err["hint"]
+        assert not people.exists() or not list(people.iterdir())
+        assert token_objects(OPENCRYPTOKI, label, ock_pin) == []
+        assert ock_pin not in r.stdout + r.stderr

@@ -171,7 +171,9 @@ def request_for(
         members = second_person_members(r, now)
         role, needed = "second-person", 1
         eligible = tuple(
-            n for n, (ro, _p, why) in members.items() if ro == role and not why and n not in gone
+            n
+            for n, (ro, _alg, _p, why) in members.items()
+            if ro == role and not why and n not in gone
         )
     else:
         t = r.rec.policy.thresholds[action]
