@@ -91,11 +91,15 @@ def _check_signature(
         raise _bad(what, "the signature file is malformed") from exc
     if not verify_signature(alg, public, signature, domain_hash(domain, body)):
         raise _bad(what, "the signature does not match the contents")
-    if not any(t.public == public for t in trust):
+    # the algorithm the file names must be the pinned key's and the roster's: a key is
+    # never checked under an algorithm that only the signature file claims
+    if not any(t.public == public and t.alg == alg for t in trust):
         raise _bad(what, "it is not signed by a pinned key (--trust)")
     member = next((p for p in roster if p.public == public), None)
     if member is None or member.role != SUPER_ADMIN or member.revoked_at is not None:
         raise _bad(what, "its signer is not an enrolled super-admin of its roster")
+    if member.alg != alg:
+        raise _bad(what, f"its roster records an {member.alg} key, the signature says {alg}")
     if sig["signer"] != member.name:
         raise _bad(what, "the signer's name does not match the roster")
     return member.name

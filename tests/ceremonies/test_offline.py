@@ -165,3 +165,52 @@ def test_a_snapshot_must_match_its_signed_manifest(tmp_path: Path):
     manifest_path(snap).write_text("[]")
     with pytest.raises(IntegrityError):
         check_manifest(snap)
+
+
+def test_a_p256_super_admin_signs_an_export_checked_under_the_pinned_algorithm(tmp_path: Path):
+    """A super-admin whose token has no EdDSA signs with ECDSA P-256: the export verifies
+    under their pinned P-256 key; the algorithm the signature file names must be the pin's
+    and the roster's (issue 13)."""
+    import dataclasses
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    class P256:
+        name, alg = "tess", "ecdsa-p256"
+        public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+        def sign(self, data: bytes) -> bytes:
+            r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    tess = P256()
+    st = _store(tmp_path / "a.db")
+    row = dataclasses.replace(_member(ADMIN, "super-admin"), name="tess", public=tess.public)
+    st.add_participant(
+        dataclasses.replace(row, alg="ecdsa-p256", fingerprint=fingerprint(tess.public))
+    )
+    doc = export_document(st, "dep1")
+    st.close()
+    write_export(tmp_path / "x", doc, tess)
+    pinned = TrustKey(name="tess", alg="ecdsa-p256", public=tess.public, role="super-admin")
+    assert read_export(tmp_path / "x", [pinned]).signer == "tess"
+    sig = json.loads((tmp_path / "x" / EXPORT_SIG).read_text())
+    assert sig["alg"] == "ecdsa-p256" and len(sig["signature"]) == 128
+    with pytest.raises(IntegrityError, match="pinned"):  # the same bytes pinned as Ed25519
+        read_export(tmp_path / "x", [dataclasses.replace(pinned, alg="ed25519")])
+    # the exported roster relabels her key as Ed25519 (and is re-signed by her): refused
+    relabelled = dict(
+        doc,
+        participants=[
+            dict(p, alg="ed25519") if p["name"] == "tess" else p for p in doc["participants"]
+        ],
+    )
+    write_export(tmp_path / "y", relabelled, tess)
+    with pytest.raises(IntegrityError, match="roster records an ed25519 key"):
+        read_export(tmp_path / "y", [pinned])
