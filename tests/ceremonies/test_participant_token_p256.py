@@ -220,17 +220,38 @@ def test_p256_token_participants_sign_ceremony_steps_and_approvals_that_verify_o
     # tina's P-256 token approval counts toward a rotate-root's custodian quorum
     holders = (*CUST[:4], "tina")
     cust = [a for n in holders for a in ("--custodian", n)]
-    r = d.ceremony("generate", *d.coord(), *cust, "--threshold", "3", "--out", str(root / "shares"))
+    # (sealed issue: tina's share is sealed to her X25519 key, whose endorsement is a P-256
+    # signature checked under her enrolled key's algorithm)
+    out = root / "shares"
+    r = d.ceremony(
+        "generate", *d.coord(), *cust, "--threshold", "3", "--out", str(out),
+        "--seal-to", str(d.people),
+    )  # fmt: skip
     assert r.returncode == 10, r.stdout + r.stderr
-    r = d.ceremony("resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol"))
+    gcid, gbundle = r.out["ceremony_id"], r.out["bundle"]
+    issued = {e["body"]["custodian"]: e for e in _events(gbundle) if e["kind"] == "share.issued"}
+    assert issued["tina"]["body"]["delivery"] == "sealed-x25519", issued["tina"]
+    tina_pw = root / "tina.pass"
+    write_secret(tina_pw, TPIN + "\n")
+    for n, key, pw, e in (
+        *((n, d.people / f"{n}.enc.pem", d.people / f"{n}.pass", None) for n in CUST[:3]),
+        ("tina", d.people / "tina.enc.token.json", tina_pw, env),
+    ):
+        o = run_cli(
+            "share", "open", str(out / f"{n}.share.sealed"),
+            "--envelope", str(out / f"{n}.envelope.json"), "--key", str(key),
+            "--passphrase-file", str(pw), "--trust", str(d.people / "admin.pub.json"),
+            "--out", str(out / f"{n}.share.txt"), "--json", env=e,
+        )  # fmt: skip
+        assert o.returncode == 0 and json.loads(o.stdout)["custodian"] == n, o.stdout + o.stderr
+    r = d.ceremony("resume", gcid, *d.coord(), *d.shares("alice", "bob", "carol"))
     assert r.returncode == 0, r.stdout + r.stderr
     rreq = root / "req.json"
     r = d.ceremony("rotate-root", *d.coord(), "--request-out", str(rreq))
     assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stdout + r.stderr
     rcid, rbundle = r.out["ceremony_id"], r.out["bundle"]
     tina_appr = root / "appr-tina.json"
-    pw = root / "tina.pass"
-    write_secret(pw, TPIN + "\n")
+    pw = tina_pw
     r = run_cli(
         "ceremony", "approve", str(rreq), "--key", str(d.people / "tina.token.json"),
         "--passphrase-file", str(pw), "--out", str(tina_appr), "--json", env=env,
