@@ -310,7 +310,6 @@ def _key_attributes(module: str, label: str, pin: str, key_label: str) -> dict[s
     return dict(json.loads(r.stdout))
 
 
-@pytest.mark.slow
 @pytest.mark.xdist_group("other-tokens")
 def test_a_participant_on_nss_softokn_gets_a_p256_key_that_signs_a_verified_ceremony(tmp_path):
     """The real token without EdDSA: NSS softokn through p11-kit. Asked for Ed25519 it is
