@@ -67,7 +67,7 @@ def delivery_params(
                 f"No NAME.pub.json for {name} in {seal}",
                 f"Give every custodian's public identity file, or {plain_word}.",
             )
-        if member is None or member.public != ident.public:
+        if member is None or member.public != ident.public or member.alg != ident.alg:
             raise UsageError(
                 f"{name}'s NAME.pub.json is not the key enrolled for {name}",
                 "Use the file they enrolled with ('custody participant list' shows it).",
