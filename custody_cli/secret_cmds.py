@@ -658,10 +658,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from custody_cli.ceremony_drive import signer_of
 
     ident = load_identity(Path(args.to))
+    require_ed25519(ident.alg, ident.name, "secret transfers")
     recipient = ident.encryption_key()
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
-    require_ed25519(ident.alg, ident.name, "secret transfers")
     signer = signer_of(args)
     require_ed25519(signer.alg, signer.name, "secret transfers")
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:

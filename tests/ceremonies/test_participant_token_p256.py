@@ -413,3 +413,65 @@ def test_a_token_with_neither_eddsa_nor_ecdsa_is_refused_with_nothing_created(tm
         assert not people.exists() or not list(people.iterdir())
         assert token_objects(OPENCRYPTOKI, label, ock_pin) == []
         assert ock_pin not in r.stdout + r.stderr
+
+
+def test_access_and_secret_transfers_refuse_a_p256_participant_up_front(tmp_path):
+    """Access approvals, access records and secret transfers verify Ed25519 only: a P-256
+    identity is refused by name (exit 2) before anything is opened or written, never
+    taken and then failed as a bad signature."""
+    from ceremonies.participants import Identity
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    pub = tmp_path / "pat.pub.json"
+    pub.write_text(
+        json.dumps(
+            Identity(name="pat", role="super-admin", public=point, alg="ecdsa-p256").to_json()
+        )
+    )
+    root = tmp_path / "home"
+    d = Dep(root)
+    init_home(root, d.pin)
+    home = ("--home", str(root), "--pin-file", str(d.pin))
+    runs = {
+        "access approvals": run_cli(
+            "principal", "add", "pat", "--role", "super-admin", "--key", str(pub), *home
+        ),
+        "access records": run_cli(
+            "access", "verify", str(tmp_path / "no-record.json"), "--trust", str(pub)
+        ),
+        "secret transfers": run_cli(
+            "secret",
+            "export",
+            "db/pw",
+            "--env",
+            "prod",
+            "--to",
+            str(pub),
+            "--out",
+            str(tmp_path / "x.export"),
+            "--key",
+            str(tmp_path / "none.key.pem"),
+            *home,
+        ),
+        "secret transfers ": run_cli(
+            "secret",
+            "import",
+            str(tmp_path / "x.export"),
+            "--key",
+            str(tmp_path / "k.enc.pem"),
+            "--trust",
+            str(pub),
+            "--home",
+            str(root),
+        ),
+    }
+    for what, r in runs.items():
+        assert r.returncode == 2, (what, r.stdout + r.stderr)
+        assert f"pat's key is ecdsa-p256: {what.strip()} verify Ed25519 keys only" in r.stderr, (
+            what,
+            r.stderr,
+        )
+    assert not (tmp_path / "x.export").exists()
