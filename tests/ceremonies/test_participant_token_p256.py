@@ -233,15 +233,16 @@ def test_p256_token_participants_sign_ceremony_steps_and_approvals_that_verify_o
     assert issued["tina"]["body"]["delivery"] == "sealed-x25519", issued["tina"]
     tina_pw = root / "tina.pass"
     write_secret(tina_pw, TPIN + "\n")
-    for n, key, pw, e in (
+    opens: list[tuple[str, Path, Path, dict[str, str] | None]] = [
         *((n, d.people / f"{n}.enc.pem", d.people / f"{n}.pass", None) for n in CUST[:3]),
         ("tina", d.people / "tina.enc.token.json", tina_pw, env),
-    ):
+    ]
+    for n, key, pw, cenv in opens:
         o = run_cli(
             "share", "open", str(out / f"{n}.share.sealed"),
             "--envelope", str(out / f"{n}.envelope.json"), "--key", str(key),
             "--passphrase-file", str(pw), "--trust", str(d.people / "admin.pub.json"),
-            "--out", str(out / f"{n}.share.txt"), "--json", env=e,
+            "--out", str(out / f"{n}.share.txt"), "--json", env=cenv,
         )  # fmt: skip
         assert o.returncode == 0 and json.loads(o.stdout)["custodian"] == n, o.stdout + o.stderr
     r = d.ceremony("resume", gcid, *d.coord(), *d.shares("alice", "bob", "carol"))
