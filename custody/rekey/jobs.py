@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -50,7 +51,7 @@ from custody.rekey.plan import (
 from custody.rekey.retire import advance_retirement, key_ages
 from custody.rekey.workers import Reopen, move_version_parallel
 from custody.store.port import Store
-from custody.store.rows import ObjectCipher, ObjectMove
+from custody.store.rows import ObjectCipher, ObjectMove, StoredObject
 
 DEFAULT_BATCH = 10_000
 DEFAULT_SAMPLE = 1000
@@ -250,33 +251,62 @@ def move_version(
             progress(len(rows))
 
 
+VERIFY_BEAT = 20_000  # objects verified between two lease renewals (well under a second)
+
+
 def verify_branch(
-    hierarchy: KeyHierarchy, branch: str, version: int, *, sample: int | None
+    hierarchy: KeyHierarchy,
+    branch: str,
+    version: int,
+    *,
+    sample: int | None,
+    beat: Callable[[], None] | None = None,
+    beat_every: int = VERIFY_BEAT,
 ) -> tuple[int, tuple[str, ...]]:
     """Decrypt objects of *branch*/v*version* and compare them to their recorded digests.
 
     Args:
         sample: how many random objects; ``None`` checks them all.
+        beat: called after every *beat_every* objects. The re-key job renews its lease
+            there (a ``--verify all`` of millions of objects outlasts the lease's TTL) and
+            lets the scheduler's fence stop a leader that lost its lease, mid-verify.
 
     Returns:
         ``(checked, failed uids as hex)``.
+
+    Raises:
+        whatever *beat* raises (LeaseLost), at once: the verification stops there.
     """
     key = AESGCM(hierarchy.kek_plaintext(branch, version))
     hdr = envelope.header(branch, version)
     hl = len(hdr)
+    store = hierarchy.store
     checked = 0
     failed: list[str] = []
-    for o in hierarchy.store.iter_objects(branch=branch, kek_version=version, sample=sample):
-        uid, blob, digest = o.uid, o.wrapped, o.digest
-        checked += 1
-        try:
-            if blob[:hl] != hdr:
-                raise InvalidTag
-            plain = key.decrypt(blob[hl : hl + 12], blob[hl + 12 :], hdr + OBJ_CTX + uid)
-            if object_digest(uid, plain) != digest:
+
+    def pages() -> Iterator[Iterable[StoredObject]]:
+        if sample is not None:  # a bounded random pick, read at once
+            yield list(store.iter_objects(branch=branch, kek_version=version, sample=sample))
+            return
+        after = 0
+        while page := store.object_page(branch, version, after=after, limit=beat_every):
+            after = page[-1][0]
+            yield (o for _id, o in page)
+            if beat is not None and len(page) == beat_every:
+                beat()  # between pages: no read is open across the write
+
+    for objects in pages():
+        for o in objects:
+            uid, blob, digest = o.uid, o.wrapped, o.digest
+            checked += 1
+            try:
+                if blob[:hl] != hdr:
+                    raise InvalidTag
+                plain = key.decrypt(blob[hl : hl + 12], blob[hl + 12 :], hdr + OBJ_CTX + uid)
+                if object_digest(uid, plain) != digest:
+                    failed.append(uid.hex())
+            except InvalidTag:
                 failed.append(uid.hex())
-        except InvalidTag:
-            failed.append(uid.hex())
     return checked, tuple(failed)
 
 
@@ -292,6 +322,15 @@ class _Runner:
     workers: int = 1
     reopen: Reopen | None = None
     reports: list[JobReport] = field(default_factory=list)
+
+    def _beat(self, lease: rekey_lease.Lease) -> None:
+        """During the verify step: keep the lease (LeaseLost when another worker took it
+        over), then tell the caller (the scheduler's fence checks its own lease there)."""
+        store = self.hierarchy.store
+        with store.transaction():
+            rekey_lease.renew(store, lease, self.clock())
+        if self.progress:
+            self.progress(0)
 
     def job(self, lease: rekey_lease.Lease, branch: str) -> JobReport | None:
         store = self.hierarchy.store
@@ -339,7 +378,12 @@ class _Runner:
         failed: tuple[str, ...] = ()
         if self.verify != "none":
             checked, failed = verify_branch(
-                self.hierarchy, branch, to, sample=None if self.verify == "all" else self.sample
+                self.hierarchy,
+                branch,
+                to,
+                sample=None if self.verify == "all" else self.sample,
+                beat=partial(self._beat, lease),
+                beat_every=VERIFY_BEAT,
             )
         with store.transaction():  # the fence: only while this worker still holds the lease
             rekey_lease.renew(store, lease, self.clock())

@@ -304,6 +304,29 @@ class KeyQueries(Runners):
                 digest=bytes(r[4]),
             )
 
+    def object_page(
+        self, branch: str, kek_version: int, *, after: int, limit: int
+    ) -> list[tuple[int, StoredObject]]:
+        # objects_by_version is (branch, kek_version, id) since migration 9: an index range
+        rows = self._rows(
+            "SELECT id, uid, wrapped, digest FROM objects "
+            "WHERE branch=? AND kek_version=? AND id>? ORDER BY id LIMIT ?",
+            (branch, kek_version, int(after), int(limit)),
+        )
+        return [
+            (
+                int(r[0]),
+                StoredObject(
+                    uid=bytes(r[1]),
+                    wrapped=bytes(r[2]),
+                    branch=branch,
+                    kek_version=kek_version,
+                    digest=bytes(r[3]),
+                ),
+            )
+            for r in rows
+        ]
+
     def object_groups(
         self, *, sample: int | None = None, batch: int = 10_000
     ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:

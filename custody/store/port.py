@@ -164,6 +164,14 @@ class KeyStore(Protocol):
         """Objects (of one version, if given); *sample*: that many, chosen at random."""
         ...
 
+    def object_page(
+        self, branch: str, kek_version: int, *, after: int, limit: int
+    ) -> list[tuple[int, StoredObject]]:
+        """Up to *limit* objects of *branch*/v*kek_version* with a row id above *after*, as
+        ``(id, object)`` in id order: one short read each, so a long scan can write between
+        pages (the re-key verify step renews its lease there)."""
+        ...
+
     def object_groups(
         self, *, sample: int | None = None, batch: int = 10_000
     ) -> Iterator[tuple[str, int, Sequence[ObjectCheck]]]:

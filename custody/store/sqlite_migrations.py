@@ -314,6 +314,13 @@ MIGRATIONS: tuple[str, ...] = (
         locked_until TEXT
     );
     """,
+    # 9: the objects of one KEK version in id order, from the index alone: re-key claims
+    # (ORDER BY id LIMIT n) and the verify step's pages (id > last) no longer scan past the
+    # rows already moved (SQLite's index held the rowid already; PostgreSQL's did not)
+    """
+    DROP INDEX objects_by_version;
+    CREATE INDEX objects_by_version ON objects(branch, kek_version, id);
+    """,
 )
 
 
