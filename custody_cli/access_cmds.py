@@ -331,14 +331,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     from custody.access.auditing import intended
+    from custody.access.local import logged_binding
     from custody.access.seal import access_state
 
+    home = common.home_of(args)
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         if ac.seal is None:
             raise PolicyError("Sealing access-control rows needs the token", "Give --pin-file.")
+        # rows that fail their seal may have had the binding deleted or renamed: whom to
+        # ask comes from the token's anchor, not from those rows
+        who = ac.resealer(who, logged=lambda: logged_binding(home))
         # a super-admin, with its code once enrolled: re-sealing blesses the rows as they
-        # are, so the PIN alone must not (it would bless a binding deleted on disk)
+        # are, so the PIN alone must not
         ac.require_admin(who, "access seal", "access", access_session.mfa_code(args), check=False)
         state = dict(access_state(dep.store))
         counts = {k: len(v) for k, v in state.items()}

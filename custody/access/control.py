@@ -22,7 +22,7 @@ from custody.access.auditing import intended
 from custody.access.policy import decide, needs_mfa
 from custody.access.records import DEFAULT_HIGH_APPROVERS, needed_for, verify_record
 from custody.access.roles import ROLES, Decision, Grant, Principal, valid_name
-from custody.access.seal import LOCAL_MFA_META, AccessSeal, SealAudit
+from custody.access.seal import LOCAL_MFA_META, AccessSeal, Binding, SealAudit
 from custody.canonical import strict_loads
 from custody.clock import to_seconds, utcnow
 from custody.errors import IntegrityError, PolicyError, UsageError
@@ -245,6 +245,12 @@ class AccessControl:
             intended(self.audit, "access local-mfa", "access", by.name, det) as ref,
             self.sealed(),
         ):
+            if name is not None and self.seal is not None:
+                # the token learns the new binding before the store commits it: whoever
+                # stops this process in between is left with the stricter anchor
+                row = self.store.mfa_enrolment(name)
+                uid = None if row is None else bytes(row.object_uid)
+                self.seal.anchor(Binding(name, uid))
             self.store.set_meta(LOCAL_MFA_META, name or "")
         self.audit.append("access local-mfa", "access", by.name, details={**det, **ref})
 
@@ -254,6 +260,45 @@ class AccessControl:
         if self.seal is None:
             return None
         return self.store.get_meta(LOCAL_MFA_META) or None
+
+    def resealer(self, by: Principal, *, logged: Callable[[], str | None]) -> Principal:
+        """Whom ``custody access seal`` asks for a code: *by* while the rows pass their
+        seal (the sealed binding already named it); else the binding the token anchors
+        (:meth:`~custody.access.seal.AccessSeal.anchored_binding`), never the binding row on
+        disk, which may be the very row deleted or renamed. Its enrolment must be the one
+        anchored (not an older secret put back by the disk operator). *logged*: the binding
+        the home's audit log last recorded, asked only when the token anchors none (a home
+        bound before the anchor existed and not checked since; a truncated log defeats it).
+
+        Raises:
+            IntegrityError: the bound principal's enrolment is not the anchored one (audited).
+            HsmError: the token failed.
+        """
+        if self.seal is None:
+            return by
+        try:
+            self.seal.check()
+            return by
+        except IntegrityError:
+            pass
+        anchored = self.seal.anchored_binding()
+        bound = anchored.principal if anchored is not None else logged()
+        if bound is None:
+            return by
+        row = self.store.mfa_enrolment(bound)
+        uid = None if row is None else bytes(row.object_uid)
+        if anchored is not None and uid != anchored.object_uid:
+            reason = f"the TOTP enrolment of {bound} is not the one sealed"
+            self.audit.append(
+                "access seal", "access", bound, outcome="failed", details={"reason": reason}
+            )
+            raise IntegrityError(
+                f"Cannot re-seal: {reason}",
+                f"The local operator is bound to {bound}'s TOTP, and its enrolment in "
+                "custody.db was replaced or deleted. Restore custody.db from a backup; "
+                "nothing was sealed.",
+            )
+        return Principal(name=bound, kind="person", role="super-admin", mfa=True)
 
     def acting_as(self, name: str) -> Principal:
         """The live principal *name*, as the local PIN holder names it (``--as NAME``).

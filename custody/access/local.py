@@ -11,6 +11,7 @@ home's ``[access]`` MFA mode. ``custody_cli.access_session`` and the TUI's servi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Any
 
 from custody.access.control import AccessControl
 from custody.access.mfa import Mfa, MfaPolicy
+from custody.access.roles import valid_name
 from custody.access.seal import AccessSeal, SealAudit, seal_label
 from custody.access.settings import AccessSettings
 from custody.clock import utcnow
@@ -61,6 +63,31 @@ def home_seal(dep: Deployment, home: Home) -> AccessSeal | None:
     """:func:`access_seal` auditing to *home*'s log (opened only when it records), for a
     vault that creates secrets (:func:`custody.secrets.operator.operator_vault`)."""
     return access_seal(dep, _HomeLog(home))
+
+
+def logged_binding(home: Home) -> str | None:
+    """The local operator's TOTP binding as *home*'s audit log last recorded it (the last
+    ``access local-mfa`` outcome ``ok``): the principal, or None when never bound or lifted.
+
+    For ``custody access seal`` on rows that fail their seal: the binding row on disk is
+    then no evidence (it may be the very row deleted or renamed), the hash-chained log is.
+
+    Raises:
+        AuditError: the audit log cannot be opened.
+    """
+    log = open_audit_log(home)
+    try:
+        bound: object = None
+        for line in log.iter_lines():
+            if b"access local-mfa" not in line:
+                continue
+            e = json.loads(line)
+            if e.get("op") == "access local-mfa" and e.get("outcome") == "ok":
+                d = e.get("details") or {}
+                bound = d.get("principal") if d.get("on") else None
+    finally:
+        log.close()
+    return bound if isinstance(bound, str) and valid_name(bound) else None
 
 
 @contextmanager

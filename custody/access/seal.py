@@ -36,6 +36,18 @@ the store's meta table (``access_seal``). The digest covers:
   is not sealed is treated as ``high`` class (:meth:`AccessSeal.trusted_class`);
 - the seal's generation (meta ``access_seal_gen``), the rollback guard below.
 
+Local-operator binding anchor: the binding (meta ``access_local_operator``) is under the
+seal, but a re-seal after tampering (``custody access seal``) must not learn from the
+tampered rows whose TOTP code to ask for (the row could be deleted, renamed to a principal
+whose code the disk operator knows, or the bound principal's enrolment pointed at an older
+secret the disk operator kept). So the token also holds the binding as it was last sealed:
+a counter labelled ``<seal label>/local-mfa:<principal>:<enrolment object uid hex>`` (or
+``<seal label>/local-mfa:`` when lifted) whose value is an epoch; the label with the
+highest epoch is the binding (:meth:`AccessSeal.anchored_binding`). It is written by every
+token-open check the rows pass and after every sealed write, whenever it differs from the
+sealed rows (:meth:`AccessSeal.sync_binding`), so only rows that passed their seal ever
+move it.
+
 Because it is ONE seal over the whole set, an inserted, edited or deleted row changes the
 digest: deletion is caught the same way as an edit, with no per-row MAC.
 Every token-open write that changes these rows re-seals in the same store transaction
@@ -74,6 +86,7 @@ import hmac
 import json
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from custody.errors import IntegrityError, KeyNotFound
@@ -120,6 +133,42 @@ class SealAudit(Protocol):
 
 
 SEAL_LABEL_PREFIX = "access-seal-"
+#: after the seal label: the token counters anchoring the local-operator binding
+BINDING_INFIX = "/local-mfa:"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The local operator's TOTP binding: the principal (None: not bound) and the object
+    uid of that principal's enrolment when it was sealed."""
+
+    principal: str | None
+    object_uid: bytes | None = None
+
+    def anchor(self, label: str) -> str:
+        if self.principal is None:
+            return f"{label}{BINDING_INFIX}"
+        uid = (self.object_uid or b"").hex()
+        return f"{label}{BINDING_INFIX}{self.principal}:{uid}"
+
+    @classmethod
+    def parse(cls, label: str, counter: str) -> Binding | None:
+        """The binding named by the token counter *counter* of the seal *label*, or None
+        (another counter, or a malformed one)."""
+        prefix = f"{label}{BINDING_INFIX}"
+        if not counter.startswith(prefix):
+            return None
+        rest = counter[len(prefix) :]
+        if not rest:
+            return cls(None)
+        name, sep, uid = rest.partition(":")
+        try:
+            raw = bytes.fromhex(uid)
+        except ValueError:
+            return None
+        if not sep or not name:
+            return None
+        return cls(name, raw or None)
 
 
 def seal_label(deployment_id: str) -> str:
@@ -260,6 +309,8 @@ class AccessSeal:
         # in the store changed, so the rows need no new digest. The token counter and the
         # seal's generation are still read on every check, so a rollback is still refused.
         self._clean_at: tuple[object, ...] | None = None
+        # (epoch, binding) the token anchored when last read or written
+        self._anchor_seen: tuple[int, Binding] | None = None
 
     def __repr__(self) -> str:
         return f"AccessSeal(label={self.label!r})"
@@ -334,6 +385,7 @@ class AccessSeal:
                 with self.store.transaction():
                     self.reseal(first_use=True, everything=True)
                 self.advance()
+                self.sync_binding()
                 return
             raise self._refuse("the seal is missing")
         if gen_raw is None:
@@ -370,14 +422,18 @@ class AccessSeal:
             with self.store.transaction():
                 self.reseal()
             self.advance()
+            self.sync_binding()
             return  # written: the counters moved, the next check reads again
+        self.sync_binding()
         self._clean_at = clean
 
     def _other_seals(self) -> list[str]:
         return [
             c
             for c in self._token.counter_labels()
-            if c.startswith(SEAL_LABEL_PREFIX) and c != self.counter
+            if c.startswith(SEAL_LABEL_PREFIX)
+            and c != self.counter
+            and not c.startswith(self.label + BINDING_INFIX)
         ]
 
     def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> None:
@@ -392,6 +448,7 @@ class AccessSeal:
         with self.store.transaction():
             self.reseal(everything=True)
         self.advance()
+        self.sync_binding()
         self._audit.append(
             "access seal", "access", "custody", outcome="ok", details={"upgraded": True}
         )
@@ -514,9 +571,66 @@ class AccessSeal:
             yield
             self.reseal(participants=participants, secrets=secrets)
         self.advance()
+        self.sync_binding()
+
+    # -- the local-operator binding on the token ----------------------------------------
+    def sealed_binding(self) -> Binding:
+        """The binding as the store has it (trust it only once :meth:`check` passed)."""
+        name = self.store.get_meta(LOCAL_MFA_META) or None
+        if name is None:
+            return Binding(None)
+        row = self.store.mfa_enrolment(name)
+        return Binding(name, None if row is None else bytes(row.object_uid))
+
+    def anchored_binding(self) -> Binding | None:
+        """The binding the token anchors (its highest epoch), or None when the token
+        anchors none for this seal (a home bound before the anchor and not checked since).
+
+        Raises:
+            HsmError: the token failed.
+        """
+        best: tuple[int, Binding] | None = None
+        for c in self._token.counter_labels():
+            b = Binding.parse(self.label, c)
+            if b is not None:
+                epoch = self._token.counter(c) or 0
+                if best is None or epoch > best[0]:
+                    best = (epoch, b)
+        self._anchor_seen = best
+        return None if best is None else best[1]
+
+    def anchor(self, binding: Binding) -> None:
+        """Anchor *binding* on the token now, ahead of the store transaction that will
+        commit it (a new binding: a process stopped between the two leaves the stricter
+        anchor, which the next check the rows pass brings back in line with the store).
+
+        Raises:
+            HsmError: the token failed.
+        """
+        if self.anchored_binding() == binding:
+            return
+        epoch = 1 + (self._anchor_seen[0] if self._anchor_seen is not None else 0)
+        self._token.advance_counter(binding.anchor(self.label), epoch)
+        self._anchor_seen = (epoch, binding)
+
+    def sync_binding(self) -> None:
+        """Make the token's anchor the binding of the store's rows, which have just passed
+        their seal or been sealed (nothing to do while they agree). The store is read again
+        after the anchor is written, so that a binding another process committed meanwhile
+        is not left behind a stale one.
+
+        Raises:
+            HsmError: the token failed.
+        """
+        for _ in range(3):
+            want = self.sealed_binding()
+            if self._anchor_seen is not None and self._anchor_seen[1] == want:
+                return
+            self.anchor(want)
 
 
 __all__ = [
+    "BINDING_INFIX",
     "GEN_META",
     "LOCAL_MFA_META",
     "REVOKED_META",
@@ -524,6 +638,7 @@ __all__ = [
     "SEAL_META",
     "SECRETS_META",
     "AccessSeal",
+    "Binding",
     "MacToken",
     "access_state",
     "counter_label",
