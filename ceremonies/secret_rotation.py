@@ -307,10 +307,14 @@ def consumers_of(dep: Deployment, vault: Vault) -> Consumers:
     """The consumers' state, read-only, checked against the token's audit key (the key that
     signs it in custody serve) and the token's generation counter; an unsigned, edited,
     deleted or rolled-back state counts no acknowledgement."""
-    trust = HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL).public if dep.hsm else None
-    token = dep.token if dep.hsm else None
+    key = HsmSigner("hsm-audit", dep.token, AUDIT_KEY_LABEL) if dep.hsm else None
     return Consumers(
-        vault, trust=trust, token=token, deployment=dep.config.deployment_id, exclusive=True
+        vault,
+        trust=key.public if key is not None else None,
+        trust_alg=key.alg if key is not None else None,  # ecdsa-p256 without CKM_EDDSA
+        token=dep.token if dep.hsm else None,
+        deployment=dep.config.deployment_id,
+        exclusive=True,
     )
 
 

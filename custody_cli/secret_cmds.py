@@ -246,7 +246,7 @@ def cmd_verify_acks(args: argparse.Namespace) -> int:
         key = parse_trust_key(Path(args.trust).read_bytes(), default_name="audit")
     except OSError as exc:
         raise UsageError("Cannot read the record or the trust key", "Check the paths.") from exc
-    out = verify_early_revoke(raw, key.public)
+    out = verify_early_revoke(raw, key.public, alg=key.alg)
     if args.json:
         common.emit_json({"ok": True, **out})
     else:

@@ -42,6 +42,7 @@ from custody.errors import (
     UsageError,
 )
 from custody.secrets import CasMismatch, SecretNotFound, SecretUnavailable
+from custody.store import open_lockout
 from custody.store.sqlite_guard import GuardDb
 from custody_server.backend import Backend, Context
 from custody_server.guard import Guard, GuardLimits, Refused, token_of
@@ -60,6 +61,10 @@ class ServerLimits:
     guard: GuardLimits = field(default_factory=GuardLimits)
     guard_db: Path | None = None  # shared lockout and rate state (HOME/guard.db)
     processes: int = 1  # how many server processes share it
+    # the store's location: a PostgreSQL store keeps the lockout state for every replica
+    # (custody.store.postgres_guard); the rate stays in guard_db, per host
+    lockout_store: Path | str | None = None
+    lockout_password_file: Path | None = None
 
 
 class ApiError(Exception):
@@ -136,7 +141,12 @@ class Api:
         self.audit = audit
         self.limits = limits
         state = GuardDb(limits.guard_db) if limits.guard_db is not None else None
-        self.guard = Guard(limits.guard, state=state, processes=limits.processes)
+        lockout = (
+            open_lockout(limits.lockout_store, password_file=limits.lockout_password_file)
+            if limits.lockout_store is not None
+            else None
+        )
+        self.guard = Guard(limits.guard, state=state, processes=limits.processes, lockout=lockout)
 
     # -- audit -------------------------------------------------------------------------
     async def record(

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from limits import parse
 from limits.storage import MemoryStorage
@@ -38,6 +39,19 @@ from limits.strategies import MovingWindowRateLimiter
 from custody.access import AuthError, Principal
 from custody.errors import PolicyError
 from custody.store.sqlite_guard import GuardDb
+
+
+class LockoutState(Protocol):
+    """Failed authentications and lockouts shared by several server processes:
+    :class:`custody.store.sqlite_guard.GuardDb` (one host) or
+    :class:`custody.store.postgres_guard.PostgresLockout` (every replica of a PostgreSQL
+    store)."""
+
+    def locked_until(self, client: str, now: float) -> float | None: ...
+
+    def fail(
+        self, client: str, now: float, *, window: float, after: int, seconds: float
+    ) -> bool: ...
 
 
 class Refused(PolicyError):
@@ -60,7 +74,9 @@ class GuardLimits:
 
 class Guard:
     """Lockout and rate-limit state: in memory for one process, or in *state* for all the
-    processes that share it (*processes* of them: the size of a rate lease)."""
+    processes that share it (*processes* of them: the size of a rate lease). *lockout*,
+    when given, keeps the failures and lockouts instead of *state* (the PostgreSQL store
+    shared by replicas on several hosts); the rate stays in *state* (per host)."""
 
     def __init__(
         self,
@@ -69,6 +85,7 @@ class Guard:
         clock: Callable[[], float] = time.monotonic,
         state: GuardDb | None = None,
         processes: int = 1,
+        lockout: LockoutState | None = None,
     ):
         self.limits = limits
         self._clock = clock
@@ -78,14 +95,15 @@ class Guard:
         self._locked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._state = state
+        self._lockout: LockoutState | None = lockout if lockout is not None else state
         self._slice = max(1, self._rate.amount // (8 * max(1, processes)))
         self._leases: dict[str, tuple[int, int]] = {}  # principal -> (window, requests left)
 
     def check_locked(self, client: str) -> None:
         """Raises Refused (403) while *client* is locked out."""
-        if self._state is not None:
+        if self._lockout is not None:
             now = time.time()
-            until = self._state.locked_until(client, now)
+            until = self._lockout.locked_until(client, now)
             if until is not None:
                 raise Refused(
                     "Too many failed authentications: this client is locked out",
@@ -112,9 +130,9 @@ class Guard:
     def failed(self, client: str) -> bool:
         """Count a failed authentication from *client*. Returns True when this failure
         engages a lockout (the caller audits it)."""
-        if self._state is not None:
+        if self._lockout is not None:
             g = self.limits
-            return self._state.fail(client, time.time(), window=g.lockout_window,
+            return self._lockout.fail(client, time.time(), window=g.lockout_window,
                                     after=g.lockout_after, seconds=g.lockout_seconds)  # fmt: skip
         if self.limits.lockout_after <= 1 or not self._limiter.hit(self._fail, "authfail", client):
             with self._lock:
@@ -171,4 +189,4 @@ def token_of(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-__all__ = ["AuthError", "Guard", "GuardLimits", "Refused", "token_of"]
+__all__ = ["AuthError", "Guard", "GuardLimits", "LockoutState", "Refused", "token_of"]

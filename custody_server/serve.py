@@ -13,8 +13,11 @@ the port with ``SO_REUSEPORT`` and opening the deployment with its own token ses
 connections and ``--threads`` backend threads; the kernel spreads the connections over
 them). They share lockout and rate-limit state through
 ``HOME/guard.db`` (:class:`custody.store.sqlite_guard.GuardDb`) and the audit log's chain
-through the store. The parent only supervises: SIGTERM or SIGINT stops every child; a child
-that dies stops the others and the server exits non-zero (run it under a supervisor).
+through the store. With a PostgreSQL store the lockout state is in the store instead
+(:class:`custody.store.postgres_guard.PostgresLockout`), so replicas on several hosts count
+failed authentications together; the rate windows stay per host (docs/scaling.md). The
+parent only supervises: SIGTERM or SIGINT stops every child; a child that dies stops the
+others and the server exits non-zero (run it under a supervisor).
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ def serve(args: argparse.Namespace) -> int:
         ),
         guard_db=home.root / GUARD_DB,
         processes=args.workers,
+        lockout_store=home.store_location(config),  # PostgreSQL: shared by every replica
+        lockout_password_file=home.store_password_file(config),
     )
 
     def run(ready: Callable[[], None], sock: socket.socket) -> None:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from custody.audit.signers import Signer, verify_signature
+from custody.audit.signers import ALGORITHMS, ED25519, Signer, verify_signature
 from custody.canonical import canonical_bytes, load_json
 from custody.clock import iso, utcnow
 from custody.errors import IntegrityError, UsageError
@@ -166,6 +166,10 @@ class Consumers:
             read-only (register, ack and settle need it).
         trust: the public key the state must verify under (default: the signer's). It
             comes from the token or the auditor's pin, never from the store.
+        trust_alg: *trust*'s algorithm (:data:`custody.audit.signers.ALGORITHMS`; default:
+            the signer's, else ``ed25519``). A signature is checked under this algorithm
+            only: the token's audit key is ECDSA P-256 on a token without CKM_EDDSA (NSS
+            softokn), and a key is never read as another algorithm.
         token: the logged-in token that keeps the generation counter (the anchor off the
             disk); without it no state is verified and nothing is written.
         deployment: the deployment id (names the counter and is signed into the state).
@@ -181,10 +185,17 @@ class Consumers:
         signer: Signer | None = None,
         *,
         trust: bytes | None = None,
+        trust_alg: str | None = None,
         token: CounterToken | None = None,
         deployment: str = "",
         exclusive: bool = False,
     ) -> None:
+        alg = trust_alg or (signer.alg if signer is not None else ED25519)
+        if alg not in ALGORITHMS:
+            raise ValueError(f"trust_alg must be one of {ALGORITHMS}")
+        if signer is not None and signer.alg != alg:
+            raise ValueError("the signer's algorithm differs from trust_alg")
+        self.alg = alg
         self.vault = vault
         self.exclusive = exclusive
         self.store = vault.store
@@ -239,7 +250,7 @@ class Consumers:
             self.trust is not None
             and clean == entries
             and (gen is None or type(gen) is int)
-            and verify_signature("ed25519", self.trust, raw_sig, data)
+            and verify_signature(self.alg, self.trust, raw_sig, data)
         )
         return _Doc(clean, ok, distrusted, gen if type(gen) is int else None)
 
@@ -314,7 +325,7 @@ class Consumers:
                 and _hex(sig)
                 and self.trust is not None
                 and verify_signature(
-                    "ed25519",
+                    self.alg,
                     self.trust,
                     bytes.fromhex(sig),
                     _index_input(self.deployment, gen, floor, secrets),
@@ -551,12 +562,15 @@ def early_revoke_record(
     return {**body, "signature": sig.hex()}
 
 
-def verify_early_revoke(raw: bytes, trust: bytes) -> dict[str, Any]:
-    """Check an early-revocation record offline against the pinned public key *trust*.
+def verify_early_revoke(raw: bytes, trust: bytes, *, alg: str) -> dict[str, Any]:
+    """Check an early-revocation record offline against the pinned public key *trust* of
+    algorithm *alg* (``ed25519``, or ``ecdsa-p256`` for a token without CKM_EDDSA).
 
-    It verifies when the signature is the pinned key's over the whole record, and the
-    record itself shows the rule was kept: at least one consumer, every consumer's ack
-    names ``current``, and the revoked version is an older one.
+    It verifies when the record names *alg* as its signer's algorithm, the signature is the
+    pinned key's under *alg* over the whole record, and the record itself shows the rule
+    was kept: at least one consumer, every consumer's ack names ``current``, and the
+    revoked version is an older one. The signature is never checked under another
+    algorithm than the pin's (no algorithm confusion).
 
     Raises:
         IntegrityError: it does not verify or does not show the rule.
@@ -568,9 +582,18 @@ def verify_early_revoke(raw: bytes, trust: bytes) -> dict[str, Any]:
         body = {k: v for k, v in doc.items() if k != "signature"}
         sig = bytes.fromhex(str(doc["signature"]))
         acks, cur, old = doc["acks"], doc["current"], doc["revoked_version"]
+        signed_alg = doc["signer"]["alg"]
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError("Not an early-revocation record", "Give the file as written.") from exc
-    if not verify_signature("ed25519", trust, sig, RECORD_TAG + canonical_bytes(body)):
+    if alg not in ALGORITHMS:
+        raise IntegrityError(f"Unsupported pinned key algorithm {alg!r}", "Pin the audit key.")
+    if signed_alg != alg:
+        raise IntegrityError(
+            "The early-revocation record's signing algorithm is not the pinned key's",
+            f"It names {str(signed_alg)[:20]!r}, the pinned key is {alg}; pin the token's "
+            "audit key obtained out of band ('custody audit checkpoint --trust-out').",
+        )
+    if not verify_signature(alg, trust, sig, RECORD_TAG + canonical_bytes(body)):
         raise IntegrityError(
             "The early-revocation record does not verify under the pinned key",
             "It was altered or signed by another key; pin the audit key obtained out of band.",

@@ -6,6 +6,7 @@ and its adapters (SQLite: :mod:`custody.store.sqlite`; the audit log's own datab
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from custody.store import sqlite_backup as backup
 from custody.store.port import Store
@@ -39,4 +40,21 @@ def open_store(
     return SqliteStore.open(Path(location), create=create)
 
 
-__all__ = ["SqliteStore", "Store", "backup", "open_store"]
+def open_lockout(location: Path | str, *, password_file: Path | None = None) -> Any | None:
+    """The lockout state ``custody serve`` shares across replicas of the store at
+    *location*: for a PostgreSQL store a :class:`custody.store.postgres_guard.PostgresLockout`
+    on a connection of its own; None for a SQLite store (its ``HOME/guard.db`` is already
+    shared by the processes of the one host that can open the file).
+
+    Raises:
+        ConfigError: a PostgreSQL URL that holds a password, or a bad password file.
+        StorageError: unreachable or refused.
+    """
+    if not is_postgres_location(location):
+        return None
+    from custody.store.postgres_guard import PostgresLockout  # psycopg only for such stores
+
+    return PostgresLockout(str(location), password_file=password_file)
+
+
+__all__ = ["SqliteStore", "Store", "backup", "open_lockout", "open_store"]

@@ -321,6 +321,23 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX objects_by_version;
     CREATE INDEX objects_by_version ON objects(branch, kek_version, id);
     """,
+    # 10: lockout counters of custody serve shared by every replica of one PostgreSQL store
+    # (custody.store.postgres_guard, docs/scaling.md): failed authentications per client
+    # address (at: Unix seconds) and the lockouts they engaged. A SQLite home keeps them in
+    # HOME/guard.db (custody.store.sqlite_guard) and leaves these tables empty. Client
+    # addresses only, never a token.
+    """
+    CREATE TABLE guard_fails(
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX guard_fails_by_client ON guard_fails(client, at);
+    CREATE TABLE guard_locks(
+        client TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from tests.conftest import ROOT, passphrase_of, run_cli, write_secret
 
@@ -44,6 +44,7 @@ from tui.screens.compliance import ComplianceScreen
 from tui.screens.modals import ConfirmModal, DetailScreen, ErrorModal, PinPrompt, TextPrompt
 from tui.screens.service_accounts import ServiceAccountsScreen
 from tui.services.home import Settings
+from tui.services.service_accounts import ACK_NOTE
 
 pytestmark = [pytest.mark.hsm, pytest.mark.xdist_group("tui-access")]
 CANARY = "Canary-Value-7f3a!Qx9#Lm2@Zr8$Wt"
@@ -418,6 +419,19 @@ def test_services_screen_shows_each_service_its_use_and_versions(world):
             (sec,) = svc.secrets
             assert sec.target == f"prod:{HIGH}" and sec.current == 1
             assert sec.last_read == svc.last_time and sec.rotation == "ok"
+            # the note says what custody.secrets.consumers does, not the stale "not recorded"
+            summary = str(scr.query_one("#svc-summary", Static).render())
+            assert summary == f"1 service(s); {ACK_NOTE}"
+            assert "not recorded" not in ACK_NOTE
+            for fact in (
+                "per version",
+                "signed consumers' state",
+                "token counter",
+                "every registered consumer acked current",
+                "stragglers named",
+            ):
+                assert fact in ACK_NOTE, fact
+            assert ("acknowledgements", ACK_NOTE) in [(f.label, f.value) for f in svc.fields()]
             table = scr.query_one("#svc-secrets", DataTable)
             assert table.row_count == 1
             assert table.get_cell(sec.target, table.ordered_columns[5].key).plain == "ok"

@@ -4,8 +4,10 @@ rotation status.
 
 The principals come from the store (as ``custody principal list``), the use from the audit
 log (:func:`custody.monitor.usage.usage_of`), the secrets' metadata from the store (no
-value is decrypted). Consumer acknowledgements are not recorded by this custody yet: the
-view says so rather than showing a made-up state. No token, no PIN.
+value is decrypted). No token, no PIN, so the view does not show each consumer's
+acknowledgement (that state is checked against the token: ``custody serve`` and
+``custody secret rotate --due`` read it); :data:`ACK_NOTE` says how acknowledgements work
+(:mod:`custody.secrets.consumers`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from custody.textsafe import printable
 from tui.services.common import Clock, Field
 
 WARN_DAYS = 30
-ACK_NOTE = "consumer acknowledgements: not recorded by this custody yet"
+# what custody.secrets.consumers does (kept in step with it: tests/tui/test_tui_access.py)
+ACK_NOTE = (
+    "acks are per version, in a signed consumers' state anchored on a token counter; "
+    "previous is revoked early only when every registered consumer acked current, "
+    "else at the end of the overlap window with the stragglers named"
+)
 
 
 def _when(t: int) -> str:
