@@ -70,6 +70,7 @@ class StaticMonitorServices:
 @dataclass
 class StaticServiceAccountServices:
     items: tuple[ServiceItem, ...] = ()
+    verified: bool = True
 
     def services(self) -> tuple[ServiceItem, ...]:
         return self.items

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.screens.base import ItemTable, Payload, ServiceScreen
 from tui.screens.modals import DetailScreen
+from tui.services.access import UNVERIFIED_NOTE
 from tui.services.service_accounts import ACK_NOTE, ServiceItem, service_account_services
 
 
@@ -29,8 +30,8 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-class ServicesLoaded(Payload[tuple[ServiceItem, ...]]):
-    pass
+class ServicesLoaded(Payload[tuple[tuple[ServiceItem, ...], bool]]):
+    """The services, and whether their rows were checked against the access seal."""
 
 
 class ServiceAccountsScreen(ServiceScreen):
@@ -47,6 +48,9 @@ class ServiceAccountsScreen(ServiceScreen):
         yield Header(show_clock=False)
         with VerticalScroll(id="svc-view"):
             yield Static("loading ...", id="svc-summary")
+            seal = Static(Text(UNVERIFIED_NOTE, style="bold red"), id="svc-unverified")
+            seal.display = False  # shown once a load without the token says so
+            yield seal
             yield ItemTable(id="svc-services", title="Services")
             yield ItemTable(id="svc-secrets", title="Secrets")
         yield Footer()
@@ -69,10 +73,13 @@ class ServiceAccountsScreen(ServiceScreen):
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="svc-load")
     def load(self) -> None:
-        self.post_message(ServicesLoaded(self._services().services()))
+        svc = self._services()
+        items = svc.services()
+        self.post_message(ServicesLoaded((items, svc.verified)))
 
     def on_services_loaded(self, msg: ServicesLoaded) -> None:
-        self.items = msg.value
+        self.items, verified = msg.value
+        self.query_one("#svc-unverified", Static).display = not verified
         extra = max(0, self.app.size.width - 80)
         self.query_one("#svc-summary", Static).update(
             Text(f"{len(self.items)} service(s); {ACK_NOTE}")

@@ -4,7 +4,10 @@ rotation status.
 
 The principals come from the store (as ``custody principal list``), the use from the audit
 log (:func:`custody.monitor.usage.usage_of`), the secrets' metadata from the store (no
-value is decrypted). No token, no PIN, so the view does not show each consumer's
+value is decrypted). With the session's token PIN the access-control rows (the principals
+shown here) are first checked against the access seal, as on the access screen: a tampered
+row is refused with an IntegrityError; without it :attr:`verified` is False and the screen
+says "access rows NOT verified". The view does not show each consumer's
 acknowledgement (that state is checked against the token: ``custody serve`` and
 ``custody secret rotate --due`` read it); :data:`ACK_NOTE` says how acknowledgements work
 (:mod:`custody.secrets.consumers`).
@@ -12,11 +15,13 @@ acknowledgement (that state is checked against the token: ``custody serve`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from custody.access.local import local_access
 from custody.clock import parse
 from custody.config import Home
 from custody.deployment import open_audit_log, open_deployment
@@ -117,6 +122,9 @@ class ServiceItem:
 
 
 class ServiceAccountServices(Protocol):
+    #: whether the last :meth:`services` checked the rows against the access seal
+    verified: bool
+
     def services(self) -> tuple[ServiceItem, ...]: ...
 
 
@@ -133,18 +141,32 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 
 class HomeServiceAccountServices:
-    def __init__(self, home: Path, clock: Clock) -> None:
+    def __init__(
+        self, home: Path, clock: Clock, pin: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.home = Path(home)
         self.clock = clock
+        self._pin = pin  # the app's PIN box (Services.pin): read per load, never kept
+        self.verified = False
 
     def __repr__(self) -> str:
         return f"HomeServiceAccountServices(home={str(self.home)!r})"
 
     def services(self) -> tuple[ServiceItem, ...]:
-        """Every service principal (live first), with its use and its secrets."""
+        """Every service principal (live first), with its use and its secrets; with the
+        session's PIN, after the access rows passed their seal.
+
+        Raises:
+            IntegrityError: the access rows fail their seal (audited; nothing is shown).
+        """
         home = Home(self.home)
         now = self.clock()
-        with open_deployment(home, None) as dep:
+        pin = self._pin()
+        with open_deployment(home, pin) as dep:
+            verified = dep.hsm is not None
+            if verified:
+                with local_access(dep, home, clock=self.clock) as ac:
+                    ac.check_rows()
             rows = [p for p in dep.store.principals() if p.kind == "service"]
             secrets = [s for s in dep.store.secrets() if s.deleted_at is None]
         log = open_audit_log(home)
@@ -191,6 +213,7 @@ class HomeServiceAccountServices:
                     secrets=tuple(sorted(mine, key=lambda s: s.target)),
                 )
             )
+        self.verified = verified
         return tuple(out)
 
 
@@ -199,7 +222,7 @@ def service_account_services(app: Any) -> ServiceAccountServices:
     ``app.service_account_services``)."""
     svc = getattr(app, "service_account_services", None)
     if svc is None:
-        svc = HomeServiceAccountServices(app.settings.home, app.settings.clock)
+        svc = HomeServiceAccountServices(app.settings.home, app.settings.clock, app.services.pin)
         app.service_account_services = svc
     return svc
 
