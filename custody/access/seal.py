@@ -84,7 +84,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -322,6 +322,8 @@ class AccessSeal:
         the rows' digest, so a stale pair could never pass changed rows; dropping it is a
         prompt, not what makes the check sound."""
         self._checked = None
+        # refusals met inside the read snapshot, audited once it has ended
+        self._deferred: list[str] | None = None
         self._clean_at = None
         self.invalidations += 1
 
@@ -331,10 +333,16 @@ class AccessSeal:
         except KeyNotFound:
             return None
 
-    def _refuse(self, reason: str) -> IntegrityError:
+    def _audit_refusal(self, reason: str) -> None:
         self._audit.append(
             "access seal", "access", "custody", outcome="failed", details={"reason": reason}
         )
+
+    def _refuse(self, reason: str) -> IntegrityError:
+        if self._deferred is not None:
+            self._deferred.append(reason)  # audited once the read snapshot has ended
+        else:
+            self._audit_refusal(reason)
         return IntegrityError(
             f"Access-control rows fail their seal ({reason})",
             "A principal, MFA enrolment, release rule, grant revocation, participant or "
@@ -366,12 +374,36 @@ class AccessSeal:
         """
         # the token first, then the store: a writer commits the store before the token
         on_token = self._token.counter(self.counter)
+        # every row and meta value from ONE snapshot: read statement by statement, a check
+        # racing a concurrent sealed write (another process, another replica) could see
+        # the rows of one generation and the seal of the next, and refuse healthy rows
+        with self._reading():
+            then = self._verify(on_token)
+        if then is not None:  # a write the check decided on, after the snapshot
+            then()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The store's read snapshot; refusals are audited once it has ended (the audit
+        port may write through a connection of its own, never inside this one's view)."""
+        self._deferred = []
+        try:
+            with self.store.read_snapshot():
+                yield
+        finally:
+            deferred, self._deferred = self._deferred, None
+            for reason in deferred or ():
+                self._audit_refusal(reason)
+
+    def _verify(self, on_token: int | None) -> Callable[[], None] | None:
+        """:meth:`check` inside the snapshot: raises on a mismatch, returns what to write
+        afterwards (first use, an upgrade, absorbed revocations) or None."""
         counter = self.store.change_counter()
         stored = self.store.get_meta(SEAL_META)
         gen_raw = self.store.get_meta(GEN_META)
         clean = (counter, on_token, stored, gen_raw)
         if counter is not None and stored is not None and clean == self._clean_at:
-            return
+            return None
         self._clean_at = None
         revoked, sealed_revoked = self._meta_list(REVOKED_META)
         if stored is None:
@@ -382,15 +414,17 @@ class AccessSeal:
                         "(was the id in custody.toml or the store changed?); nothing was "
                         "sealed"
                     )
-                with self.store.transaction():
-                    self.reseal(first_use=True, everything=True)
-                self.advance()
-                self.sync_binding()
-                return
+
+                def first_use() -> None:
+                    with self.store.transaction():
+                        self.reseal(first_use=True, everything=True)
+                    self.advance()
+                    self.sync_binding()
+
+                return first_use
             raise self._refuse("the seal is missing")
         if gen_raw is None:
-            self._check_v1(stored, revoked, on_token)
-            return
+            return self._check_v1(stored, revoked, on_token)
         try:
             gen = int(gen_raw)
         except ValueError:
@@ -411,21 +445,27 @@ class AccessSeal:
             raise self._refuse(
                 f"the store was rolled back: its seal is generation {gen}, the token's {on_token}"
             )
-        if gen > on_token + 1:
-            raise self._refuse(f"the seal's generation {gen} is ahead of the token's {on_token}")
-        if gen == on_token + 1:  # committed by a process that stopped before the token
+        if gen > on_token:
+            # committed by writers that have not advanced the token yet (each commits the
+            # store first): one that stopped in between, or several at once on a shared
+            # store. Only the token's key makes a seal that verifies, so a generation ahead
+            # was written by custody with the token; bring the token up to it.
             self._token.advance_counter(self.counter, gen)
         absorb = self._check_revoked(sealed_revoked)
         absorb = self._check_roster(sealed_roster) or absorb
         self._check_secrets(sealed_secrets)
         if absorb:  # revocations made without the token: absorb them
-            with self.store.transaction():
-                self.reseal()
-            self.advance()
-            self.sync_binding()
-            return  # written: the counters moved, the next check reads again
-        self.sync_binding()
+
+            def absorbed() -> None:
+                with self.store.transaction():
+                    self.reseal()
+                self.advance()
+                self.sync_binding()
+                # written: the counters moved, the next check reads again
+
+            return absorbed
         self._clean_at = clean
+        return self.sync_binding
 
     def _other_seals(self) -> list[str]:
         return [
@@ -436,7 +476,7 @@ class AccessSeal:
             and not c.startswith(self.label + BINDING_INFIX)
         ]
 
-    def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> None:
+    def _check_v1(self, stored: str, revoked: str, on_token: int | None) -> Callable[[], None]:
         if on_token is not None:
             raise self._refuse("the seal has no generation, and the token has a counter")
         mac = self._mac(DOMAIN_V1, state_digest_v1(self.store, revoked))
@@ -445,13 +485,17 @@ class AccessSeal:
         if not hmac.compare_digest(stored, mac.hex()):
             raise self._refuse("the rows do not match the seal")
         self._check_revoked(json.loads(revoked))
-        with self.store.transaction():
-            self.reseal(everything=True)
-        self.advance()
-        self.sync_binding()
-        self._audit.append(
-            "access seal", "access", "custody", outcome="ok", details={"upgraded": True}
-        )
+
+        def upgrade() -> None:
+            with self.store.transaction():
+                self.reseal(everything=True)
+            self.advance()
+            self.sync_binding()
+            self._audit.append(
+                "access seal", "access", "custody", outcome="ok", details={"upgraded": True}
+            )
+
+        return upgrade
 
     def _check_revoked(self, sealed: list[Any]) -> bool:
         now = revoked_now(self.store)

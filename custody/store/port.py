@@ -77,6 +77,12 @@ class StoreCore(Protocol):
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def read_snapshot(self) -> AbstractContextManager[None]:
+        """One consistent view around several reads (REPEATABLE READ on PostgreSQL, a WAL
+        read transaction on SQLite), or the open transaction's own view inside one. No
+        write may run inside it (outside a transaction)."""
+        ...
+
     def change_counter(self) -> object | None:
         """A value that differs whenever the stored rows may have changed since it was last
         read (another connection committed, or this one wrote), or None when the engine

@@ -250,6 +250,10 @@ class PostgresBase:
             except psycopg.Error as exc:
                 raise storage_error(self._where, exc) from exc
 
+    def read_snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """:meth:`custody.store.port.StoreCore.read_snapshot`."""
+        return self._read_snapshot()
+
     @contextmanager
     def _read_snapshot(self) -> Iterator[None]:
         """One REPEATABLE READ transaction around several reads, unless a transaction is

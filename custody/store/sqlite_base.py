@@ -81,6 +81,10 @@ class SqliteBase:
         except sqlite3.Error as exc:
             raise storage_error(self._path, exc) from exc
 
+    def read_snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """:meth:`custody.store.port.StoreCore.read_snapshot`."""
+        return self._read_snapshot()
+
     @contextmanager
     def _read_snapshot(self) -> Iterator[None]:
         """One deferred read transaction (a WAL snapshot) around several reads, unless a

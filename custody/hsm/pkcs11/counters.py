@@ -13,15 +13,22 @@ every object of that label holding less. The counter's value is the largest held
 crash between the create and the destroys leaves the right value, and two processes
 advancing at once never move it backwards (each destroys only smaller values). One of the
 ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
+
+Several processes share one token (CLI commands beside ``custody serve``, replicas of one
+PostgreSQL store): an object found by one may be destroyed by another's advance before its
+value is read or before this one destroys it. Such an object held a smaller value than one
+still on the token, so it is skipped (CKR_OBJECT_HANDLE_INVALID), never an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from pkcs11 import Attribute, ObjectClass
+from pkcs11.exceptions import ObjectHandleInvalid
 
 APPLICATION = "custody-counter"
 WIDTH = 8
@@ -34,15 +41,21 @@ class CounterMixin:
 
     @staticmethod
     def _counter_objects(s: Any, label: str) -> list[tuple[int, Any]]:
-        objs = s.get_objects(
-            {
-                Attribute.CLASS: ObjectClass.DATA,
-                Attribute.LABEL: label,
-                Attribute.APPLICATION: APPLICATION,
-                Attribute.TOKEN: True,
-            }
-        )
-        return [(int.from_bytes(bytes(o[Attribute.VALUE]), "big"), o) for o in objs]
+        template = {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.LABEL: label,
+            Attribute.APPLICATION: APPLICATION,
+            Attribute.TOKEN: True,
+        }
+        for _ in range(8):  # a search that met an object destroyed meanwhile: search again
+            held = []
+            try:
+                for o in s.get_objects(template):
+                    held.append((int.from_bytes(bytes(o[Attribute.VALUE]), "big"), o))
+            except ObjectHandleInvalid:  # destroyed by another process's advance
+                continue
+            return held
+        raise ObjectHandleInvalid()
 
     def counter(self, label: str) -> int | None:
         """The value of the counter *label* (None: the token holds no such counter).
@@ -101,5 +114,6 @@ class CounterMixin:
                 top = value
             for v, o in held:
                 if v < top:
-                    o.destroy()
+                    with contextlib.suppress(ObjectHandleInvalid):
+                        o.destroy()  # unless another process's advance destroyed it
             return top
