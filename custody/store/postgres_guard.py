@@ -1,6 +1,6 @@
 """Lockout state of ``custody serve`` shared by every replica of one PostgreSQL store
-(:class:`PostgresLockout`; the tables ``guard_fails`` and ``guard_locks`` of the ninth
-migration, ``MIGRATIONS[8]``).
+(:class:`PostgresLockout`; the tables ``guard_fails`` and ``guard_locks`` of the tenth
+migration, ``MIGRATIONS[9]``).
 
 ``HOME/guard.db`` (:class:`custody.store.sqlite_guard.GuardDb`) is one file per host: two
 ``custody serve`` on two hosts over one PostgreSQL store would each allow the full number
