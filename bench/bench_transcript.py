@@ -217,7 +217,13 @@ def memory(sizes: list[int]) -> list[dict[str, Any]]:
                 if rc != 0:
                     raise SystemExit(f"transcript verify of {n} events ({form}) failed (exit {rc})")
                 out.append(
-                    {"events": n, "form": form, "bundle_mb": mb, "verify_s": dt, "peak_rss_mib": rss}
+                    {
+                        "events": n,
+                        "form": form,
+                        "bundle_mb": mb,
+                        "verify_s": dt,
+                        "peak_rss_mib": rss,
+                    }
                 )
     return out
 

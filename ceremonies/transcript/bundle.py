@@ -5,6 +5,9 @@ A bundle holds ``policy.json``, ``events.jsonl``, ``checkpoints.jsonl`` and
 :class:`BundleData` of raw bytes (the verifier never touches the disk again). An archive
 must be exactly what :func:`to_archive` writes for its contents (ustar, sorted names,
 mtime 0, uid/gid 0, mode 0644), so even a flipped padding byte is detected.
+:func:`open_bundle` (the verifier's entry) streams both forms: an archive is scanned
+member by member by :func:`scan_archive`, with the same canonical check, and its logs are
+read from their place in the file.
 """
 
 from __future__ import annotations

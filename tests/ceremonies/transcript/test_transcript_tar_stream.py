@@ -40,7 +40,9 @@ def _members(data: BundleData) -> list[tuple[str, bytes]]:
     return sorted(out + [(f"artifacts/{n}", b) for n, b in data.artifacts])
 
 
-def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, mtime: int = 0) -> bytes:
+def _tar(
+    members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, mtime: int = 0
+) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:", format=fmt) as tf:
         for name, blob in members:
