@@ -276,10 +276,11 @@ class _Member:
 
 
 class _Region(io.RawIOBase):
-    """``size`` bytes of an open file from ``start``, as a raw binary file."""
+    """``size`` bytes of an open file from ``start``, as a raw binary file; at the end it
+    checks that the file still has the *stamp* it had when it was scanned."""
 
-    def __init__(self, fh: BinaryIO, start: int, size: int) -> None:
-        self._fh, self._pos, self._left = fh, start, size
+    def __init__(self, fh: BinaryIO, start: int, size: int, stamp: Stamp) -> None:
+        self._fh, self._pos, self._left, self._stamp = fh, start, size, stamp
 
     def readable(self) -> bool:
         return True
@@ -287,6 +288,8 @@ class _Region(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         n = min(len(b), self._left)
         if n <= 0:
+            if _stamp(os.fstat(self._fh.fileno())) != self._stamp:
+                raise OSError("the archive changed while it was being verified")
             return 0
         self._fh.seek(self._pos)
         got = self._fh.readinto(memoryview(b)[:n])  # type: ignore[attr-defined]
@@ -300,8 +303,12 @@ class _Region(io.RawIOBase):
         super().close()
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    """What must not change between the scan of an archive and the reads of its logs."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class ArchiveSource(BundleSource):
@@ -311,7 +318,7 @@ class ArchiveSource(BundleSource):
     def __init__(
         self,
         path: Path,
-        stamp: tuple[int, int, int, int],
+        stamp: Stamp,
         policy: bytes,
         problems: tuple[str, ...],
         artifacts: tuple[tuple[str, bytes], ...],
@@ -334,7 +341,7 @@ class ArchiveSource(BundleSource):
                 raise OSError(f"{self._path} changed while it was being verified")
         except OSError as exc:
             raise _unreadable(self._path, exc) from exc
-        return cast(BinaryIO, io.BufferedReader(_Region(fh, start, size), 1 << 16))
+        return cast(BinaryIO, io.BufferedReader(_Region(fh, start, size, self._stamp), 1 << 16))
 
     def events(self) -> BinaryIO:
         return self._log(EVENTS)

@@ -199,3 +199,18 @@ def test_archive_rewritten_during_verify_is_refused(tmp_path: Path) -> None:
     f.write_bytes(_flip(TAR, TAR.index(DATA.events) + 10))  # same size, new content
     with pytest.raises(TranscriptError):
         src.events()
+
+
+def test_archive_rewritten_while_its_events_are_read_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "b.tar"
+    f.write_bytes(TAR)
+    src = open_bundle(f)
+    with src.events() as ev:
+        ev.read(10)
+        with open(f, "r+b") as fh:  # in place: same inode and size
+            fh.seek(TAR.index(DATA.events) + 20)
+            fh.write(b"X")
+        with pytest.raises(OSError, match="changed"):
+            ev.read()
+    with pytest.raises(TranscriptError):
+        verify_bundle(src, TRUST)
