@@ -8,8 +8,9 @@ Measures, in one process and one run:
     quorum-gated action with 3 approvals every 100 events, a checkpoint every 64 events);
   * audit-log appends per second with durable commits (WAL, synchronous=FULL);
   * with ``--memory N1,N2,...``: ``custody transcript verify`` as a subprocess on a bundle
-    directory of each size, its time and peak RSS (VmHWM), to show that memory stays flat
-    as the transcript grows (the events are streamed from the disk).
+    of each size, both as a directory and as its ``.tar`` archive, its time and peak RSS
+    (VmHWM), to show that memory stays flat as the transcript grows (both forms are
+    streamed from the disk).
 Prints medians and ratios (and ``--json`` for machines).
 """
 
@@ -180,8 +181,8 @@ def verify_cli_rss(bundle: Path, pins: Path) -> tuple[float, float, int]:
     return dt, int(rss[-1].split()[1]) / 1024 if rss else float("nan"), r.returncode
 
 
-def memory(sizes: list[int]) -> list[dict[str, float]]:
-    from ceremonies.transcript.bundle import write_dir
+def memory(sizes: list[int]) -> list[dict[str, Any]]:
+    from ceremonies.transcript.bundle import to_archive, write_dir
 
     out = []
     with tempfile.TemporaryDirectory(dir=ROOT) as d:
@@ -208,12 +209,22 @@ def memory(sizes: list[int]) -> list[dict[str, float]]:
             data, _ = build_bundle(n)
             b = Path(d) / f"b{n}"
             write_dir(data, b)
+            (Path(d) / f"b{n}.tar").write_bytes(to_archive(data))
             mb = (len(data.events) + len(data.checkpoints)) / 1e6
             del data
-            dt, rss, rc = verify_cli_rss(b, pins)
-            if rc != 0:
-                raise SystemExit(f"transcript verify of {n} events failed (exit {rc})")
-            out.append({"events": n, "bundle_mb": mb, "verify_s": dt, "peak_rss_mib": rss})
+            for form, path in (("dir", b), ("tar", Path(d) / f"b{n}.tar")):
+                dt, rss, rc = verify_cli_rss(path, pins)
+                if rc != 0:
+                    raise SystemExit(f"transcript verify of {n} events ({form}) failed (exit {rc})")
+                out.append(
+                    {
+                        "events": n,
+                        "form": form,
+                        "bundle_mb": mb,
+                        "verify_s": dt,
+                        "peak_rss_mib": rss,
+                    }
+                )
     return out
 
 
@@ -229,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = memory([int(x) for x in a.memory.split(",") if x])
         for row in rows:
             print(
-                f"transcript verify {int(row['events']):>9,} events ({row['bundle_mb']:.0f} MB): "
+                f"transcript verify {int(row['events']):>9,} events, {row['form']} "
+                f"({row['bundle_mb']:.0f} MB): "
                 f"{row['verify_s']:.1f} s, peak RSS {row['peak_rss_mib']:.0f} MiB"
             )
         return 0

@@ -5,6 +5,9 @@ A bundle holds ``policy.json``, ``events.jsonl``, ``checkpoints.jsonl`` and
 :class:`BundleData` of raw bytes (the verifier never touches the disk again). An archive
 must be exactly what :func:`to_archive` writes for its contents (ustar, sorted names,
 mtime 0, uid/gid 0, mode 0644), so even a flipped padding byte is detected.
+:func:`open_bundle` (the verifier's entry) streams both forms: an archive is scanned
+member by member by :func:`scan_archive`, with the same canonical check, and its logs are
+read from their place in the file.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from custody.errors import TranscriptError
 
@@ -239,6 +242,9 @@ class BundleSource:
 def open_bundle(bundle: BundleData | str | os.PathLike[str]) -> BundleSource:
     """Open a bundle (a :class:`BundleData`, a directory or an archive) for streaming.
 
+    An archive is scanned once, member by member (:func:`scan_archive`); its two logs are
+    then read from their places in the file, so memory does not grow with the transcript.
+
     Raises:
         TranscriptError: a path was given and it cannot be read at all.
     """
@@ -247,8 +253,7 @@ def open_bundle(bundle: BundleData | str | os.PathLike[str]) -> BundleSource:
     p = Path(bundle)
     try:
         if not p.is_dir():
-            data = load_archive_bytes(p.read_bytes(), where=str(p))
-            return BundleSource(data.policy, data.problems, data.artifacts, data=data)
+            return scan_archive(p)
         problems: list[str] = []
         for name in (POLICY, EVENTS, CHECKPOINTS):
             if not (p / name).is_file():
@@ -259,3 +264,185 @@ def open_bundle(bundle: BundleData | str | os.PathLike[str]) -> BundleSource:
     except OSError as exc:
         raise _unreadable(p, exc) from exc
     return BundleSource(policy, tuple(problems), tuple(arts), root=p)
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    offset: int  # of its header block
+    offset_data: int
+    size: int
+    blob: bytes | None  # read for policy and artifacts; None for the two logs
+
+
+class _Region(io.RawIOBase):
+    """``size`` bytes of an open file from ``start``, as a raw binary file; at the end it
+    checks that the file still has the *stamp* it had when it was scanned."""
+
+    def __init__(self, fh: BinaryIO, start: int, size: int, stamp: Stamp) -> None:
+        self._fh, self._pos, self._left, self._stamp = fh, start, size, stamp
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._left)
+        if n <= 0:
+            if _stamp(os.fstat(self._fh.fileno())) != self._stamp:
+                raise OSError("the archive changed while it was being verified")
+            return 0
+        self._fh.seek(self._pos)
+        got = self._fh.readinto(memoryview(b)[:n])  # type: ignore[attr-defined]
+        if not got:
+            raise OSError(f"{self._left} bytes missing at offset {self._pos}")
+        self._pos, self._left = self._pos + got, self._left - got
+        return int(got)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    """What must not change between the scan of an archive and the reads of its logs."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class ArchiveSource(BundleSource):
+    """An archive bundle after :func:`scan_archive`: ``events()`` and ``checkpoints()``
+    read each log from its place in the file (refused if the file changed since the scan)."""
+
+    def __init__(
+        self,
+        path: Path,
+        stamp: Stamp,
+        policy: bytes,
+        problems: tuple[str, ...],
+        artifacts: tuple[tuple[str, bytes], ...],
+        logs: dict[str, tuple[int, int]],
+    ) -> None:
+        super().__init__(policy, problems, artifacts)
+        self._path, self._stamp, self._logs = path, stamp, logs
+
+    def unreadable(self, exc: OSError) -> TranscriptError:
+        return _unreadable(self._path, exc)
+
+    def _log(self, name: str) -> BinaryIO:
+        if name not in self._logs:
+            return io.BytesIO(b"")
+        start, size = self._logs[name]
+        try:
+            fh = open(self._path, "rb")  # noqa: SIM115 - closed by the returned reader
+            if _stamp(os.fstat(fh.fileno())) != self._stamp:
+                fh.close()
+                raise OSError(f"{self._path} changed while it was being verified")
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
+        return cast(BinaryIO, io.BufferedReader(_Region(fh, start, size, self._stamp), 1 << 16))
+
+    def events(self) -> BinaryIO:
+        return self._log(EVENTS)
+
+    def checkpoints(self) -> BinaryIO:
+        return self._log(CHECKPOINTS)
+
+    def events_size(self) -> int:
+        return self._logs.get(EVENTS, (0, 0))[1]
+
+
+def scan_archive(path: str | os.PathLike[str]) -> ArchiveSource:
+    """Read an archive bundle member by member (tarfile's streaming mode), keeping only
+    ``policy.json`` and the artifacts, and check that the file is exactly what
+    :func:`to_archive` writes for its members: the same problems as
+    :func:`load_archive_bytes` on the whole file, without holding it.
+
+    Raises:
+        TranscriptError: the file is not a tar archive, or cannot be read.
+    """
+    p = Path(path)
+    problems: list[str] = []
+    members: list[_Member] = []
+    try:
+        with open(p, "rb") as fh:
+            stamp = _stamp(os.fstat(fh.fileno()))
+            try:
+                with tarfile.open(fileobj=fh, mode="r|") as tf:
+                    for m in tf:
+                        if not m.isfile():
+                            problems.append(f"archive member {m.name} is not a regular file")
+                            continue
+                        keep = m.name == POLICY or m.name.startswith(ARTIFACTS + "/")
+                        blob = None
+                        if keep:
+                            got = tf.extractfile(m)
+                            assert got is not None  # a regular file  # noqa: S101
+                            blob = got.read()
+                            if len(blob) != m.size:
+                                raise tarfile.ReadError("unexpected end of data")
+                        members.append(_Member(m.name, m.offset, m.offset_data, m.size, blob))
+                end = fh.seek(0, os.SEEK_END)
+                files: dict[str, _Member] = {}
+                arts: list[tuple[str, bytes]] = []
+                for mb in members:
+                    if mb.name in (POLICY, EVENTS, CHECKPOINTS):
+                        files[mb.name] = mb
+                    elif mb.name.startswith(ARTIFACTS + "/") and ARTIFACT_NAME.match(mb.name[10:]):
+                        arts.append((mb.name[10:], mb.blob or b""))
+                    else:
+                        problems.append(f"unexpected archive member {mb.name}")
+                for name in (POLICY, EVENTS, CHECKPOINTS):
+                    if name not in files:
+                        problems.append(f"{name} is missing")
+                if not problems and not _canonical(fh, members, end):
+                    problems.append("archive is not in the canonical container form")
+            except (tarfile.TarError, EOFError) as exc:
+                raise _unreadable(p, exc) from exc
+    except OSError as exc:
+        raise _unreadable(p, exc) from exc
+    pol = files.get(POLICY)
+    logs = {n: (files[n].offset_data, files[n].size) for n in (EVENTS, CHECKPOINTS) if n in files}
+    return ArchiveSource(
+        p, stamp, (pol.blob or b"") if pol else b"", tuple(problems), tuple(sorted(arts)), logs
+    )
+
+
+def _canonical(fh: BinaryIO, members: list[_Member], end: int) -> bool:
+    """Whether the file is byte for byte what :func:`to_archive` writes for *members*
+    (regular files, each log once): their order, each header block, the zero padding,
+    the two end blocks and the zero fill to a whole record. Only headers and padding are
+    read; a member's content is its own by construction."""
+    key = [(m.name, m.blob or b"") for m in members]
+    if key != sorted(key):
+        return False
+    if sum(m.name in (POLICY, EVENTS, CHECKPOINTS) for m in members) != 3:
+        return False
+    pos = 0
+    for m in members:
+        ti = tarfile.TarInfo(m.name)
+        ti.size, ti.mtime, ti.mode, ti.uid, ti.gid = m.size, 0, 0o644, 0, 0
+        ti.uname = ti.gname = ""
+        head = ti.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+        if m.offset != pos or m.offset_data != pos + len(head):
+            return False
+        fh.seek(pos)
+        if fh.read(len(head)) != head:
+            return False
+        pad = -m.size % tarfile.BLOCKSIZE
+        fh.seek(m.offset_data + m.size)
+        if fh.read(pad) != bytes(pad):
+            return False
+        pos = m.offset_data + m.size + pad
+    total = pos + 2 * tarfile.BLOCKSIZE
+    total += -total % tarfile.RECORDSIZE
+    if end != total:
+        return False
+    fh.seek(pos)
+    while pos < end:
+        chunk = fh.read(min(1 << 16, end - pos))
+        if not chunk or chunk.count(0) != len(chunk):
+            return False
+        pos += len(chunk)
+    return True
