@@ -107,6 +107,18 @@ def _artifacts_of(p: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
     return arts, problems
 
 
+def _twice(arts: list[tuple[str, bytes]]) -> list[str]:
+    """An artifact name held by more than one member: readers that keep the last (or the
+    first) would see different artifacts, so the archive is refused, whatever the order."""
+    seen: set[str] = set()
+    out = []
+    for name, _blob in arts:
+        if name in seen:
+            out.append(f"archive member {ARTIFACTS}/{name} appears more than once")
+        seen.add(name)
+    return out
+
+
 def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
     """Parse an archive produced by :func:`to_archive`.
 
@@ -138,6 +150,7 @@ def load_archive_bytes(raw: bytes, *, where: str = "archive") -> BundleData:
     for name in (POLICY, EVENTS, CHECKPOINTS):
         if name not in files:
             problems.append(f"{name} is missing")
+    problems += _twice(arts)
     data = BundleData(
         policy=files.get(POLICY, b""),
         events=files.get(EVENTS, b""),
@@ -396,6 +409,7 @@ def scan_archive(path: str | os.PathLike[str]) -> ArchiveSource:
                 for name in (POLICY, EVENTS, CHECKPOINTS):
                     if name not in files:
                         problems.append(f"{name} is missing")
+                problems += _twice(arts)
                 if not problems and not _canonical(fh, members, end):
                     problems.append("archive is not in the canonical container form")
             except (tarfile.TarError, EOFError) as exc:

@@ -214,3 +214,23 @@ def test_archive_rewritten_while_its_events_are_read_is_refused(tmp_path: Path) 
             ev.read()
     with pytest.raises(TranscriptError):
         verify_bundle(src, TRUST)
+
+
+@pytest.mark.parametrize("second", ["same", "other"])
+def test_an_artifact_name_held_twice_is_refused_by_both_readers(
+    tmp_path: Path, second: str
+) -> None:
+    """Two members ``artifacts/NAME`` in sorted order were once canonical (``to_archive``
+    wrote them both) and the later one won: a reader keeping the first would see another
+    artifact. Both readers now refuse the archive, whatever the second one holds."""
+    assert DATA.artifacts, "the golden bundle has artifacts"
+    name, blob = DATA.artifacts[0]
+    twin = blob if second == "same" else blob + b"\n"
+    raw = _tar(sorted([*_members(DATA), (f"artifacts/{name}", twin)]))
+    want = f"archive member artifacts/{name} appears more than once"
+    assert want in load_archive_bytes(raw).problems
+    f = tmp_path / "b.tar"
+    f.write_bytes(raw)
+    assert want in open_bundle(f).problems
+    streamed, whole = _verdicts(tmp_path, raw)
+    assert streamed == whole and want in streamed
