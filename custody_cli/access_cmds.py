@@ -114,18 +114,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--state", default="pending", metavar="STATE",
                    help="pending, granted, approved, released, expired, or all")  # fmt: skip
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_requests)
 
     p = s.add_parser("grants", help="grants and their state (live, lapsed, revoked)")
     p.add_argument("--principal", metavar="NAME")
     p.add_argument("--env", metavar="ENV")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_grants)
 
     p = s.add_parser("show", help="one request or grant, with its approvals")
     p.add_argument("id", metavar="ID", help="a request id (req-...) or a grant id (grant-...)")
     p.add_argument("--record-out", metavar="FILE", help="write a grant's signed record here")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_show)
 
     p = s.add_parser("revoke", help="end a grant early")
@@ -227,7 +230,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+    with (
+        common.open_home(args, pin=common.pin_given(args)) as dep,
+        access_session.opened(dep, args) as ac,
+    ):
         _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
         access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
@@ -246,7 +252,10 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_grants(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep, access_session.opened(dep, args) as ac:
+    with (
+        common.open_home(args, pin=common.pin_given(args)) as dep,
+        access_session.opened(dep, args) as ac,
+    ):
         ac.lapse()
         now = ac.now()
         items = [_grant(g, now) for g in dep.store.grants(principal=args.principal, env=args.env)]
@@ -263,7 +272,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=common.pin_given(args)) as dep:
         now = int(time.time())
         g = dep.store.grant(args.id)
         if g is not None:

@@ -33,10 +33,19 @@ UNVERIFIED = (
 
 def seal_note(dep: Deployment) -> dict[str, str]:
     """Say whether this command's access-control rows are checked against the access seal:
-    ``checked`` with the token open (every decision checks it), else ``unverified``, with
-    :data:`UNVERIFIED` on stderr (in text and JSON mode alike). Returns the
-    ``{"access_seal": ...}`` field for a command's JSON document."""
+    ``checked`` with the token open (they are checked here, whatever the command decided
+    through access control), else ``unverified``, with :data:`UNVERIFIED` on stderr (in
+    text and JSON mode alike). Returns the ``{"access_seal": ...}`` field for a command's
+    JSON document.
+
+    Raises:
+        IntegrityError: the rows fail their seal (audited; the caller shows nothing).
+    """
     if dep.hsm is not None:
+        from custody.access.local import local_access
+
+        with local_access(dep, dep.home) as ac:
+            ac.check_rows()
         return {"access_seal": "checked"}
     print(UNVERIFIED, file=sys.stderr)
     return {"access_seal": "unverified"}

@@ -32,6 +32,22 @@ def add_pin(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_check_pin(p: argparse.ArgumentParser) -> None:
+    """An optional ``--pin-file`` for a read-only command: given, the token is opened and
+    the access-control rows are checked against the access seal before they are shown."""
+    p.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="file holding the token PIN: open the token and check the access seal first "
+        "(without it the access-control rows shown are NOT verified)",
+    )
+
+
+def pin_given(args: argparse.Namespace) -> bool:
+    """Whether a read-only command was given ``--pin-file`` (:func:`add_check_pin`)."""
+    return getattr(args, "pin_file", None) is not None
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 

@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = ms.add_parser("list", help="enrolments: confirmed, last use, failures, lockouts")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_list)
 
     p = ms.add_parser(
@@ -161,7 +162,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=common.pin_given(args)) as dep:
         mfa = _mfa(dep, args)
         try:
             items = mfa.status()

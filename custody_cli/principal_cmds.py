@@ -56,10 +56,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = ps.add_parser("list", help="principals, roles, services, token state")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_list)
     p = ps.add_parser("show", help="one principal, with its live grants")
     p.add_argument("name", metavar="NAME")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.set_defaults(func=cmd_show)
     p = ps.add_parser("revoke", help="revoke a principal (its token and grants with it)")
     p.add_argument("name", metavar="NAME")
@@ -167,7 +169,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=common.pin_given(args)) as dep:
         items = [_info(r) for r in dep.store.principals()]
         access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     if args.json:
@@ -186,7 +188,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=common.pin_given(args)) as dep:
         row = dep.store.principal(args.name)
         if row is None:
             raise UsageError(f"No principal {args.name[:64]!r}", "See 'custody principal list'.")

@@ -88,6 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = ss.add_parser("list", help="secrets of an environment (metadata only)")
     common.add_standard(p)
+    common.add_check_pin(p)
     p.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     p.add_argument("--prefix", default="", metavar="PATH", help="paths starting with this")
     access_session.add_principal_args(p)
@@ -358,7 +359,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with common.open_home(args, pin=False) as dep:
+    with common.open_home(args, pin=common.pin_given(args)) as dep:
         items = _vault(dep, args).list_secrets(args.env, args.prefix)
         with access_session.opened(dep, args) as ac:
             who = access_session.acting(ac, args)

@@ -32,6 +32,19 @@ def dep(tmp_path_factory: pytest.TempPathFactory):
     return home, pins
 
 
+def test_listings_given_the_pin_check_the_rows_and_say_so(dep):
+    home, pins = dep
+    for args in (("principal", "show", "billing-svc"), ("principal", "list"),
+                 ("access", "grants"), ("access", "requests"), ("mfa", "list"),
+                 ("secret", "list")):  # fmt: skip
+        r = run_cli(*args, "--json", "--home", str(home), "--pin-file", str(pins))
+        assert r.returncode == 0, (args, r.stderr)
+        assert "NOT verified" not in r.stderr, args
+        doc = json.loads(r.stdout)
+        if isinstance(doc, dict):
+            assert doc["access_seal"] == "checked", args
+
+
 def test_commands_without_the_pin_say_the_rows_are_unverified(dep):
     home, _pins = dep
     h = ("--home", str(home))
@@ -69,6 +82,13 @@ def test_an_edited_role_is_flagged_unverified_without_the_pin_and_refused_with_i
         got = run_cli("secret", "get", PATH, "--env", "prod", "--home", str(home),
                       "--pin-file", str(pins), "--as", "billing-svc")  # fmt: skip
         assert got.returncode == 6 and "fail their seal" in got.stderr
+        # the listings given --pin-file check the rows before they show them
+        for args in (("principal", "show", "billing-svc"), ("principal", "list"),
+                     ("access", "grants"), ("access", "requests"), ("mfa", "list"),
+                     ("secret", "list")):  # fmt: skip
+            r = run_cli(*args, "--json", "--home", str(home), "--pin-file", str(pins))
+            assert r.returncode == 6 and "fail their seal" in r.stderr, (args, r.stderr)
+            assert "service-admin" not in r.stdout, args
     finally:
         db = sqlite3.connect(home / "custody.db")
         with db:

@@ -14,6 +14,19 @@ crash between the create and the destroys leaves the right value, and two proces
 advancing at once never move it backwards (each destroys only smaller values). One of the
 ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 
+NSS softokn (3.87, through p11-kit) keeps no CKO_DATA token object at all: every template is
+refused with CKR_ATTRIBUTE_VALUE_INVALID, while session data objects work. On such a token a
+counter value is held instead by a CKK_GENERIC_SECRET token key labelled
+``custody-counter:LABEL`` whose CKA_ID is the 8-byte big-endian value followed by the first 16 bytes
+of SHA-256(LABEL): private, sensitive, non-extractable, non-modifiable and usable for
+nothing (every usage flag false). The label's digest is in the id because NSS treats a new
+token key of the same class and CKA_ID as an existing one and overwrites its label (seen:
+the counter ``.../local-mfa:`` at value 1 replaced ``.../generation`` at 1); an id whose
+digest is not its label's is ignored. Creating either object needs the logged-in user, as
+before. Both forms are always read (the largest value held wins), so a token that moved from
+one form to the other never loses its highest value; the key form is used once a data object
+was refused.
+
 Several processes share one token (CLI commands beside ``custody serve``, replicas of one
 PostgreSQL store): an object found by one may be destroyed by another's advance before its
 value is read or before this one destroys it. Such an object held a smaller value than one
@@ -23,39 +36,96 @@ still on the token, so it is skipped (CKR_OBJECT_HANDLE_INVALID), never an error
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from pkcs11 import Attribute, ObjectClass
-from pkcs11.exceptions import ObjectHandleInvalid
+from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11.exceptions import (
+    AttributeTypeInvalid,
+    AttributeValueInvalid,
+    ObjectHandleInvalid,
+    TemplateInconsistent,
+)
+
+from custody.hsm.pkcs11.secretkeys import NO_USE
 
 APPLICATION = "custody-counter"
+KEY_PREFIX = APPLICATION + ":"  # the label of a key-held value: KEY_PREFIX + label
 WIDTH = 8
+KEY_BITS = 128
+# How a token that keeps no CKO_DATA token object refuses one (NSS softokn).
+NO_DATA_OBJECTS = (AttributeValueInvalid, AttributeTypeInvalid, TemplateInconsistent)
 
 
 class CounterMixin:
     """Monotonic counters on the token; the adapter supplies the session and the lock."""
 
     _op: Callable[..., AbstractContextManager[Any]]
+    _counters_as_keys: bool = False  # set once this token refused a data object
 
     @staticmethod
     def _counter_objects(s: Any, label: str) -> list[tuple[int, Any]]:
-        template = {
+        data = {
             Attribute.CLASS: ObjectClass.DATA,
             Attribute.LABEL: label,
             Attribute.APPLICATION: APPLICATION,
             Attribute.TOKEN: True,
         }
+        keys = {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.LABEL: KEY_PREFIX + label,
+            Attribute.TOKEN: True,
+        }
         for _ in range(8):  # a search that met an object destroyed meanwhile: search again
             held = []
             try:
-                for o in s.get_objects(template):
-                    held.append((int.from_bytes(bytes(o[Attribute.VALUE]), "big"), o))
+                for o in s.get_objects(data):
+                    held.append((_value(bytes(o[Attribute.VALUE])), o))
+                for o in s.get_objects(keys):
+                    held.append((_key_value(bytes(o[Attribute.ID]), label), o))
             except ObjectHandleInvalid:  # destroyed by another process's advance
                 continue
-            return held
+            return [(v, o) for v, o in held if v >= 0]
         raise ObjectHandleInvalid()
+
+    def _hold(self, s: Any, label: str, value: int) -> None:
+        """Create the object that holds *value* for *label*: a data object, or a key where
+        the token keeps no data objects (see the module docstring)."""
+        raw = value.to_bytes(WIDTH, "big")
+        if not self._counters_as_keys:
+            try:
+                s.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.DATA,
+                        Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
+                        Attribute.MODIFIABLE: False,
+                        Attribute.LABEL: label,
+                        Attribute.APPLICATION: APPLICATION,
+                        Attribute.VALUE: raw,
+                    }
+                )
+                return
+            except NO_DATA_OBJECTS:
+                self._counters_as_keys = True
+        s.generate_key(
+            KeyType.GENERIC_SECRET,
+            KEY_BITS,
+            label=KEY_PREFIX + label,
+            id=raw + _tag(label),
+            store=True,
+            template={
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.MODIFIABLE: False,
+                **NO_USE,
+            },
+        )
 
     def counter(self, label: str) -> int | None:
         """The value of the counter *label* (None: the token holds no such counter).
@@ -75,14 +145,27 @@ class CounterMixin:
             HsmError: the token failed.
         """
         with self._op("list counters") as s:
-            objs = s.get_objects(
+            labels = {
+                str(o[Attribute.LABEL])
+                for o in s.get_objects(
+                    {
+                        Attribute.CLASS: ObjectClass.DATA,
+                        Attribute.APPLICATION: APPLICATION,
+                        Attribute.TOKEN: True,
+                    }
+                )
+            }
+            for o in s.get_objects(
                 {
-                    Attribute.CLASS: ObjectClass.DATA,
-                    Attribute.APPLICATION: APPLICATION,
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                     Attribute.TOKEN: True,
                 }
-            )
-            return sorted({str(o[Attribute.LABEL]) for o in objs})
+            ):
+                name = str(o[Attribute.LABEL])
+                if name.startswith(KEY_PREFIX):
+                    labels.add(name[len(KEY_PREFIX) :])
+            return sorted(labels)
 
     def advance_counter(self, label: str, value: int) -> int:
         """Raise the counter *label* to *value* (created if absent); never lowers it.
@@ -100,20 +183,27 @@ class CounterMixin:
             held = self._counter_objects(s, label)
             top = max((v for v, _o in held), default=-1)
             if value > top:
-                s.create_object(
-                    {
-                        Attribute.CLASS: ObjectClass.DATA,
-                        Attribute.TOKEN: True,
-                        Attribute.PRIVATE: True,
-                        Attribute.MODIFIABLE: False,
-                        Attribute.LABEL: label,
-                        Attribute.APPLICATION: APPLICATION,
-                        Attribute.VALUE: value.to_bytes(WIDTH, "big"),
-                    }
-                )
+                self._hold(s, label, value)
                 top = value
             for v, o in held:
                 if v < top:
                     with contextlib.suppress(ObjectHandleInvalid):
                         o.destroy()  # unless another process's advance destroyed it
             return top
+
+
+def _value(raw: bytes) -> int:
+    """A held counter value (-1: not one of custody's 8-byte values, ignored)."""
+    return int.from_bytes(raw, "big") if len(raw) == WIDTH else -1
+
+
+def _tag(label: str) -> bytes:
+    """What follows the value in a key-held counter's CKA_ID: it names the label."""
+    return hashlib.sha256(label.encode()).digest()[:16]
+
+
+def _key_value(cka_id: bytes, label: str) -> int:
+    """The value a key-held counter of *label* holds (-1: its id is not one of *label*)."""
+    if len(cka_id) != WIDTH + 16 or cka_id[WIDTH:] != _tag(label):
+        return -1
+    return _value(cka_id[:WIDTH])

@@ -4,13 +4,19 @@ A mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`. The audit log seals it
 head with such a key (:class:`custody.audit.signers.HsmSealer`), so that someone who can
 write ``audit.db`` but does not hold the token cannot recompute a valid seal. The key is a
 CKK_GENERIC_SECRET of 256 bits, sensitive, non-extractable and non-modifiable, whose only
-use is CKM_SHA256_HMAC (CKA_SIGN/CKA_VERIFY, CKA_ALLOWED_MECHANISMS). It is found by label
+use is CKM_SHA256_HMAC (CKA_SIGN/CKA_VERIFY, and CKA_ALLOWED_MECHANISMS where the token can
+store it on a token object: NSS softokn cannot, and fails the whole generation with
+CKR_GENERAL_ERROR, so the attribute is set only where the adapter's probe found it
+enforced, as for the AES keys). Its CKA_ID is the first 16 bytes of SHA-256(label): NSS
+treats a new token key of the same class and CKA_ID as an existing one and overwrites its
+label, so two MAC keys with the same (empty) id would become one. It is found by label
 and key type, so it cannot be confused with custody's versioned AES keys. One of the
 ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -28,6 +34,7 @@ class MacKeyMixin:
     """HMAC-SHA256 keys on the token; the adapter supplies the session and the lock."""
 
     _op: Callable[..., AbstractContextManager[Any]]
+    _allowed: Callable[[Any, list[Mechanism]], dict[Attribute, Any]]
 
     @staticmethod
     def _mac_key(s: Any, label: str) -> Any | None:
@@ -57,6 +64,7 @@ class MacKeyMixin:
                     KeyType.GENERIC_SECRET,
                     MAC_KEY_BITS,
                     label=label,
+                    id=hashlib.sha256(label.encode()).digest()[:16],
                     store=True,
                     template={
                         Attribute.TOKEN: True,
@@ -67,7 +75,7 @@ class MacKeyMixin:
                         **NO_USE,
                         Attribute.SIGN: True,
                         Attribute.VERIFY: True,
-                        Attribute.ALLOWED_MECHANISMS: [HMAC],
+                        **self._allowed(s, [HMAC]),
                     },
                 )
 
