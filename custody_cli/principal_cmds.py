@@ -133,10 +133,9 @@ def _emit_token(args: argparse.Namespace, token: str, info: dict[str, Any]) -> N
 def cmd_add(args: argparse.Namespace) -> int:
     public = x25519 = None
     if args.key:
-        from ceremonies.participants import load_identity, require_ed25519
+        from ceremonies.participants import load_identity
 
-        ident = load_identity(Path(args.key))
-        require_ed25519(ident.alg, ident.name, "access approvals")
+        ident = load_identity(Path(args.key))  # Ed25519, or P-256 on a token (approvals)
         if ident.name != args.name:
             raise UsageError(
                 f"{args.key} is {ident.name}'s identity, not {args.name}'s",

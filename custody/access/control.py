@@ -587,7 +587,8 @@ class AccessControl:
                 str(a.get("approver")) for a in doc.get("approvals", []) if isinstance(a, dict)
             }
             pinned = self._approvers(names, g.env, path, category, now)
-            got = verify_record(doc, pinned, high_approvers=self._high_approvers)
+            algs = {m.public: m.alg for m in self.participants() if m.public in pinned}
+            got = verify_record(doc, pinned, algs=algs, high_approvers=self._high_approvers)
         except (AttributeError, TypeError):
             return "the grant record is malformed"
         except IntegrityError as err:

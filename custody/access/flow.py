@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from custody.access.auditing import intended
 from custody.access.control import AccessControl, AccessDenied, AuthError
 from custody.access.records import (
+    APPROVAL_ALGS,
+    ED25519,
     approval_input,
     body_digest,
     build_record,
@@ -44,6 +46,9 @@ class ApproverKey(Protocol):
 
     @property
     def public(self) -> bytes: ...
+
+    @property
+    def alg(self) -> str: ...
 
     def sign(self, data: bytes) -> bytes: ...
 
@@ -202,10 +207,11 @@ class GrantFlow:
         member = next((m for m in self.ac.participants() if m.name == row.name), None)
         if member is None or member.public != key.public or member.revoked_at is not None:
             raise AuthError(f"{row.name}'s participant key is not enrolled", "Enrol it again.")
-        if member.alg != "ed25519":  # access approvals verify Ed25519 only
+        if member.alg not in APPROVAL_ALGS or key.alg != member.alg:
             raise AuthError(
-                f"{row.name}'s participant key is {member.alg}: access approvals are Ed25519 only",
-                "Approve with an Ed25519 participant key.",
+                f"{row.name}'s participant key is enrolled as {member.alg}, this key signs "
+                f"{key.alg[:20]}",
+                "Approve with the enrolled participant key (Ed25519 or ECDSA P-256).",
             )
         if not member.valid_from <= now < member.valid_until:
             raise AuthError(f"{row.name}'s participant key is not valid now", "Enrol a new key.")
@@ -215,18 +221,25 @@ class GrantFlow:
         """The request's approvals that verify under their principal's current key, one per
         approver, never the requester's."""
         out, seen = [], set()
+        algs = self.approver_algs()
         for a in self.store.access_approvals(r.id):
             p = self.store.principal(a.approver)
             if p is None or p.revoked_at is not None or p.public != a.public:
                 continue
             if a.approver == r.requester or a.approver in seen:
                 continue
+            alg = algs.get(a.public, ED25519)
             if verify_signature(
-                "ed25519", a.public, a.sig, approval_input(r.digest, a.approver, a.approved_at)
+                alg, a.public, a.sig, approval_input(r.digest, a.approver, a.approved_at)
             ):
                 out.append(a)
                 seen.add(a.approver)
         return out
+
+    def approver_algs(self) -> dict[bytes, str]:
+        """Public key -> algorithm of the trusted roster's keys that are not Ed25519 (an
+        approval verifies under its approver's enrolled algorithm only)."""
+        return {m.public: m.alg for m in self.ac.participants() if m.alg != ED25519}
 
     def needed(self, r: AccessRequestRow) -> int:
         """Approvers *r* needs: what it says, but never fewer than its class needs under this
@@ -287,7 +300,7 @@ class GrantFlow:
             )  # fmt: skip
         self.ac.authorize(approver, "approve", r.env, r.path, mfa_code=mfa_code)
         sig = key.sign(approval_input(r.digest, approver.name, now))
-        if not verify_signature("ed25519", key.public, sig, approval_input(r.digest,
+        if not verify_signature(key.alg, key.public, sig, approval_input(r.digest,
                                 approver.name, now)):  # fmt: skip
             raise self._refuse(r, approver.name, "The approval signature does not verify", "")
         target = f"{r.env}:{r.path}"
@@ -312,7 +325,9 @@ class GrantFlow:
             needed = self.needed(r)
             if len(good) >= needed and r.kind == "grant":
                 gid = "grant-" + self._rng(8).hex()
-                doc = build_record(r, self.deployment, good, grant_id=gid)
+                doc = build_record(
+                    r, self.deployment, good, grant_id=gid, algs=self.approver_algs()
+                )
                 record = canonical_bytes(doc).decode()
                 grant = GrantRow(
                     id=gid,

@@ -3,8 +3,11 @@
 A request's *body* binds the requester, the environment, the path, the actions, the window
 (``not_before``, ``not_after``), a 16-byte nonce, the justification, the security class and
 the number of approvers needed, in a deployment; its *digest* is SHA-256 over a domain tag
-and the body's RFC 8785 bytes. Each approver signs, with their participant Ed25519 key, the
-canonical approval ``{type, request_digest, approver, approved_at}``. A grant's *record* is
+and the body's RFC 8785 bytes. Each approver signs, with their participant signing key (Ed25519,
+or ECDSA P-256 for a key on a token without CKM_EDDSA), the canonical approval ``{type,
+request_digest, approver, approved_at}``. An approval by a P-256 key carries ``"alg":
+"ecdsa-p256"`` in the record (absent: Ed25519, as every record before P-256); it counts only
+under a pinned key of that same algorithm. A grant's *record* is
 the body, the digest and the approvals with their public keys: :func:`verify_record` checks it
 with nothing but the keys an auditor pinned, so an approval that a super-admin wrote into the
 store without the approver's key does not verify, an approval of one request does not count
@@ -25,6 +28,9 @@ REQUEST_TYPE = "custody/access-request/v1"
 APPROVAL_TYPE = "custody/access-approval/v1"
 RECORD_TYPE = "custody/grant-record/v1"
 DEFAULT_HIGH_APPROVERS = 2
+ED25519 = "ed25519"
+#: the participant key algorithms an approval may be signed with
+APPROVAL_ALGS = frozenset({ED25519, "ecdsa-p256"})
 
 
 def request_body(r: AccessRequestRow, deployment: str) -> dict[str, Any]:
@@ -72,22 +78,29 @@ def build_record(
     approvals: Sequence[AccessApprovalRow],
     *,
     grant_id: str,
+    algs: Mapping[bytes, str] | None = None,
 ) -> dict[str, Any]:
+    """The signed record of a grant. *algs*: public key -> algorithm of the approvers whose
+    key is not Ed25519 (recorded as ``alg`` on their approval)."""
     body = request_body(r, deployment)
+    entries = []
+    for a in approvals:
+        entry: dict[str, Any] = {
+            "approver": a.approver,
+            "public": a.public.hex(),
+            "approved_at": a.approved_at,
+            "sig": a.sig.hex(),
+        }
+        alg = (algs or {}).get(a.public, ED25519)
+        if alg != ED25519:
+            entry["alg"] = alg
+        entries.append(entry)
     return {
         "type": RECORD_TYPE,
         "grant": grant_id,
         "request": body,
         "digest": body_digest(body),
-        "approvals": [
-            {
-                "approver": a.approver,
-                "public": a.public.hex(),
-                "approved_at": a.approved_at,
-                "sig": a.sig.hex(),
-            }
-            for a in approvals
-        ],
+        "approvals": entries,
     }
 
 
@@ -99,6 +112,7 @@ def verify_record(
     doc: Any,
     pinned: Mapping[bytes, str],
     *,
+    algs: Mapping[bytes, str] | None = None,
     high_approvers: int = DEFAULT_HIGH_APPROVERS,
 ) -> dict[str, Any]:
     """Verify a grant record offline against pinned keys.
@@ -106,6 +120,9 @@ def verify_record(
     Args:
         doc: the parsed record.
         pinned: public key -> name, from the identity files the verifier pinned.
+        algs: public key -> algorithm of the pinned keys that are not Ed25519. An approval
+            counts only when the algorithm it names (``alg``, absent: Ed25519) is its
+            pinned key's, and its signature verifies under that algorithm alone.
         high_approvers: the fewest approvers a high-class grant needs (whatever it says).
 
     Returns:
@@ -141,9 +158,14 @@ def verify_record(
             if name == requester:
                 problems.append(f"{name} is the requester")
                 continue
+            alg = a.get("alg", ED25519)
+            want = (algs or {}).get(public, ED25519)
+            if alg != want or alg not in APPROVAL_ALGS:
+                problems.append(f"{name} signed as {str(alg)[:20]!r}, pinned as {want}")
+                continue
             sig = bytes.fromhex(a["sig"])
             if not verify_signature(
-                "ed25519", public, sig, approval_input(digest, name, int(a["approved_at"]))
+                alg, public, sig, approval_input(digest, name, int(a["approved_at"]))
             ):
                 problems.append(f"{name}'s signature is bad")
                 continue
@@ -172,7 +194,9 @@ def verify_record(
 
 
 __all__ = [
+    "APPROVAL_ALGS",
     "DEFAULT_HIGH_APPROVERS",
+    "ED25519",
     "approval_input",
     "body_digest",
     "build_record",
