@@ -84,8 +84,9 @@ class CounterMixin:
             try:
                 for o in s.get_objects(data):
                     held.append((_value(bytes(o[Attribute.VALUE])), o))
-                for o in s.get_objects(keys):
-                    held.append((_key_value(bytes(o[Attribute.ID]), label), o))
+                if not held:  # a token with data objects never holds the key form
+                    for o in s.get_objects(keys):
+                        held.append((_key_value(bytes(o[Attribute.ID]), label), o))
             except ObjectHandleInvalid:  # destroyed by another process's advance
                 continue
             return [(v, o) for v, o in held if v >= 0]

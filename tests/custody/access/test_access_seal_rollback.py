@@ -316,3 +316,49 @@ def test_an_inserted_principal_is_refused_even_with_the_generation_raised(world)
                         token_created=T0))  # fmt: skip
     store.set_meta(GEN_META, str(_gen(store) + 1))
     _refused(ac, log, token)
+
+
+class _CountingToken:
+    """The real token, counting the counter reads (each a search of the token's objects)."""
+
+    def __init__(self, token: Any) -> None:
+        self._t = token
+        self.reads = 0
+
+    def counter(self, label: str) -> int | None:
+        self.reads += 1
+        return self._t.counter(label)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+def test_a_clean_check_reads_the_token_counter_once_a_second_and_a_rollback_at_once(world):
+    """A long-lived caller (the server, twice per read) relies on the counter it read while
+    the store is unchanged, for at most TOKEN_RECHECK; a store put back changes the store
+    and is refused at the very next check, with the counter read afresh."""
+    from custody.access import seal as seal_mod
+
+    ac, store, log, token = world
+    if store.change_counter() is None:
+        pytest.skip("this engine gives no change counter: every check reads the token")
+    counting = _CountingToken(ac.seal._token)
+    seal = type(ac.seal)(store, counting, ac.seal.label, log)
+    lived = AccessControl(store, log, clock=ac._clock, seal=seal)
+    assert lived.authenticate_token(token).name == "svc"
+    first = counting.reads
+    assert first >= 1
+    for _ in range(50):
+        lived.authorize(lived.operator("root"), "read", "prod", PATH)
+    assert counting.reads == first  # clean and recent: no token search
+    seal._token_read_at -= seal_mod.TOKEN_RECHECK  # a second later
+    lived.authorize(lived.operator("root"), "read", "prod", PATH)
+    assert counting.reads == first + 1
+    old = _snapshot(store)
+    GrantFlow(ac, "dep-1").revoke("g-live", ac.principal("root"), reason="incident")
+    assert lived.authenticate_token(token).name == "svc"  # the new state: checked
+    reads = counting.reads
+    _restore(store, old)  # the operator puts the old state back, within the second
+    with pytest.raises(IntegrityError, match="rolled back"):
+        lived.authenticate_token(token)
+    assert counting.reads > reads  # refused on a fresh read of the token
