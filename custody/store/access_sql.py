@@ -296,6 +296,15 @@ class AccessQueries(Runners):
         return bool(cur.rowcount == 1)
 
     def lapse_grants(self, *, now: int) -> list[GrantRow]:
+        # every decision calls this: a read first, so that a decision takes the store's
+        # write lock (a write transaction on SQLite, the advisory lock on PostgreSQL) only
+        # when a grant has in fact lapsed; the transaction below reads again
+        if not self._rows(
+            "SELECT 1 FROM grants WHERE revoked_at IS NULL AND lapsed_at IS NULL "
+            "AND not_after <= ? LIMIT 1",
+            (now,),
+        ):
+            return []
         with self.transaction():
             rows = self._rows(
                 f"SELECT {_G_COLS} FROM grants WHERE revoked_at IS NULL AND lapsed_at IS NULL "  # noqa: S608
