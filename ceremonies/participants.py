@@ -137,21 +137,6 @@ class Identity:
         return self.x25519
 
 
-def require_ed25519(alg: str, name: str, what: str) -> None:
-    """Refuse a non-Ed25519 participant key where *what* (access approvals, secret
-    transfers) verifies Ed25519 only, up front and by name, never by a failed signature.
-
-    Raises:
-        UsageError: *alg* is not ``ed25519``.
-    """
-    if alg != ED25519:
-        raise UsageError(
-            f"{name}'s key is {alg}: {what} verify Ed25519 keys only",
-            "Use a passphrase-protected key or a token with CKM_EDDSA for this; ECDSA P-256 "
-            "participant keys sign ceremony steps and approvals (docs/hsm.md).",
-        )
-
-
 ENC_SUFFIX = ".enc.pem"
 
 

@@ -654,17 +654,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ceremonies.participants import load_identity, require_ed25519
+    from ceremonies.participants import load_identity
     from custody.secrets.transfer import ExportItem, seal_export
     from custody_cli.ceremony_drive import signer_of
 
     ident = load_identity(Path(args.to))
-    require_ed25519(ident.alg, ident.name, "secret transfers")
-    recipient = ident.encryption_key()
+    recipient = ident.encryption_key()  # endorsed by the recipient's key, of its algorithm
     if recipient is None:
         raise UsageError(f"{ident.name} has no encryption key", "Ask for a newer NAME.pub.json.")
-    signer = signer_of(args)
-    require_ed25519(signer.alg, signer.name, "secret transfers")
+    signer = signer_of(args)  # Ed25519, or P-256 on a token (named in the header)
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)
         code = access_session.mfa_code(args)
@@ -680,7 +678,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                            prefix=dep.store.secret(args.env, path).prefix)  # type: ignore[union-attr]
             )  # fmt: skip
         blob = seal_export(items, recipient, sender_public=signer.public, sign=signer.sign,
-                           now=int(time.time()))  # fmt: skip
+                           now=int(time.time()), sender_alg=signer.alg)  # fmt: skip
     write_private(args.out, blob)
     info = {"ok": True, "count": len(items), "to": ident.name, "out": args.out}
     if args.json:
@@ -693,22 +691,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ceremonies.participants import load_encryption_key, load_identity, require_ed25519
+    from ceremonies.participants import load_encryption_key, load_identity
     from custody.secrets import parse_category
     from custody.secrets.transfer import open_export
     from custody.secretsource import read_secret
 
     idents = [load_identity(Path(t)) for t in args.trust]
-    for i in idents:
-        require_ed25519(i.alg, i.name, "secret transfers")
     trusted = [i.public for i in idents]
+    algs = {i.public: i.alg for i in idents}  # each pin's algorithm, as its file records
     pw = read_secret(what="key passphrase", file=args.passphrase_file, env="CUSTODY_PASSPHRASE")
     key = load_encryption_key(Path(args.key), pw)
     try:
         raw = Path(args.file).read_bytes()
     except OSError as exc:
         raise UsageError(f"Cannot read {args.file}", "Check the path.") from exc
-    header, items = open_export(raw, key, trusted_senders=trusted)
+    header, items = open_export(raw, key, trusted_senders=trusted, sender_algs=algs)
     done = []
     with common.open_home(args, pin=True) as dep, access_session.opened(dep, args) as ac:
         who = access_session.acting(ac, args)

@@ -4,7 +4,9 @@ An export is one JSON file (RFC 8785)::
 
     {"header": {...}, "ciphertext": b64url, "signature": hex}
 
-The header names the format, the sender's Ed25519 public key, the recipient's X25519 key,
+The header names the format, the sender's public signing key (Ed25519; or ECDSA P-256 for
+a key on a token without CKM_EDDSA, then with ``"sender_alg": "ecdsa-p256"``, absent for
+Ed25519 so that older exports are unchanged), the recipient's X25519 key,
 an ephemeral X25519 key, the nonce, the time and the count. The body (the secrets, with
 their values) is AES-256-GCM under HKDF-SHA256(X25519(ephemeral, recipient)) with the header
 as AAD, and the sender signs the header and the ciphertext's SHA-256. So only the recipient
@@ -17,21 +19,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from custody.audit.signers import verify_signature
 from custody.canonical import canonical_bytes, domain_hash, load_json
 from custody.errors import IntegrityError
 
 TYPE = "custody-secret-export"
+ED25519 = "ed25519"
+SENDER_ALGS = frozenset({ED25519, "ecdsa-p256"})
 INFO = b"custody/secret-export/v1"
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -69,8 +73,12 @@ def seal_export(
     sender_public: bytes,
     sign: Callable[[bytes], bytes],
     now: int,
+    sender_alg: str = ED25519,
 ) -> bytes:
-    """The export file for *items*, encrypted to *recipient* (raw X25519) and signed."""
+    """The export file for *items*, encrypted to *recipient* (raw X25519) and signed by
+    the sender's key of *sender_alg*."""
+    if sender_alg not in SENDER_ALGS:
+        raise ValueError(f"unknown signing algorithm {sender_alg[:20]!r}")
     eph = X25519PrivateKey.generate()
     eph_pub = _raw(eph.public_key())
     nonce = os.urandom(12)
@@ -84,6 +92,8 @@ def seal_export(
         "created": now,
         "count": len(items),
     }
+    if sender_alg != ED25519:
+        header["sender_alg"] = sender_alg
     body = canonical_bytes(
         [
             {"env": i.env, "path": i.path, "category": i.category, "owner": i.owner,
@@ -111,9 +121,15 @@ def _bad(why: str) -> IntegrityError:
 
 
 def open_export(
-    raw: bytes, private: X25519PrivateKey, *, trusted_senders: Sequence[bytes]
+    raw: bytes,
+    private: X25519PrivateKey,
+    *,
+    trusted_senders: Sequence[bytes],
+    sender_algs: Mapping[bytes, str] | None = None,
 ) -> tuple[dict[str, Any], list[ExportItem]]:
-    """Verify and decrypt an export.
+    """Verify and decrypt an export. *sender_algs*: pinned key -> its algorithm, for the
+    pinned senders whose key is not Ed25519; the export must name that very algorithm and
+    its signature is checked under it alone.
 
     Raises:
         IntegrityError: malformed, not for this recipient, a sender that is not pinned, a
@@ -140,10 +156,11 @@ def open_export(
         raise _bad("it is encrypted to another recipient")
     if sender not in trusted_senders:
         raise _bad("its sender is not a pinned key (--trust)")
-    try:
-        Ed25519PublicKey.from_public_bytes(sender).verify(sig, _signed(header, ct))
-    except (InvalidSignature, ValueError):
-        raise _bad("the signature does not verify") from None
+    alg = header.get("sender_alg", ED25519)
+    if alg != (sender_algs or {}).get(sender, ED25519) or alg not in SENDER_ALGS:
+        raise _bad("its signing algorithm is not the pinned key's")
+    if not verify_signature(alg, sender, sig, _signed(header, ct)):
+        raise _bad("the signature does not verify")
     try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(eph))
         body = load_json(
