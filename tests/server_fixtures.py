@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,11 +178,18 @@ class Server:
         self._err.close()
 
 
-def server_home(root: Path, people: Mapping[str, tuple[str, tuple[str, ...]]]):
+def server_home(
+    root: Path,
+    people: Mapping[str, tuple[str, tuple[str, ...]]],
+    *,
+    make: Callable[[Path], tuple[Path, Path]] | None = None,
+):
     """A home with a dev root and a secrets KEK, and principals *people* (name -> role,
     services) made through :class:`custody.access.AccessControl` on the home's store: a
     super-admin is a person (an enrolled participant key; they authenticate with a client
-    certificate), every other one a service with a bearer token.
+    certificate), every other one a service with a bearer token. *make* builds the home
+    with its dev root (default: :func:`tests.rekey_fixtures.make_deployment`, the embedded
+    SoftHSMv2) and returns (home, pins).
 
     Returns:
         (home, pins, tokens by service name, the server's environment)
@@ -197,7 +204,7 @@ def server_home(root: Path, people: Mapping[str, tuple[str, tuple[str, ...]]]):
     from custody.store.rows import ParticipantRow
     from tests.rekey_fixtures import cli, make_deployment
 
-    home, pins = make_deployment(root / "d")
+    home, pins = (make or make_deployment)(root / "d")
     cli(home, pins, "kek", "rotate", "--branch", "secrets")
     store = open_store(home / "custody.db")
     log = AuditLog(home / "audit.db")
