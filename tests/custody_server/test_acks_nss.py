@@ -56,16 +56,16 @@ def test_acked_rotation_through_custody_serve_on_nss_softokn(tmp_path: Path):
 
             path = "payments/acked"
             with client("acks-admin") as c:
-                r = c.post(f"/v1/prod/data/{path}",
+                resp = c.post(f"/v1/prod/data/{path}",
                            json={"data": {"value": "Nss-Acked-1-zQ8#pLm2@wR7!kT4"}})  # fmt: skip
-                assert r.status_code == 200, r.text
+                assert resp.status_code == 200, resp.text
             for who in ("svc-a", "svc-b"):
                 with client(who) as c:
                     assert c.get(f"/api/v1/secrets/prod/{path}").status_code == 200
             with client("acks-admin") as c:
                 body = {"overlap_seconds": 3600, "value": "Nss-Rotated-2-q#8Lm2@wR7!k"}
-                r = c.post(f"/api/v1/rotate/prod/{path}", json=body)
-                assert r.status_code == 200 and r.json()["current"] == 2, r.text
+                resp = c.post(f"/api/v1/rotate/prod/{path}", json=body)
+                assert resp.status_code == 200 and resp.json()["current"] == 2, resp.text
             with client("svc-a") as c:
                 first = c.post(f"/api/v1/ack/prod/{path}", json={"version": 2}).json()
             assert first["revoked"] is None and first["stragglers"] == ["svc-b"], first
@@ -73,8 +73,8 @@ def test_acked_rotation_through_custody_serve_on_nss_softokn(tmp_path: Path):
                 last = c.post(f"/api/v1/ack/prod/{path}", json={"version": 2}).json()
             assert last["revoked"] == 1 and last["verified"] is True, last
             with client("svc-a") as c:
-                r = c.get(f"/api/v1/secrets/prod/{path}", params={"label": "previous"})
-                assert r.status_code != 200
+                resp = c.get(f"/api/v1/secrets/prod/{path}", params={"label": "previous"})
+                assert resp.status_code != 200
         finally:
             s.stop()
         objs = token_objects(P11KIT_PROXY, label, TEST_PIN)
