@@ -1,0 +1,201 @@
+"""A coordinator whose signing key is on a PKCS#11 token runs rotate-root, recover (into a
+fresh token) and drill (issue 13), all through the CLI as a subprocess.
+
+* SoftHSMv2 (an Ed25519 token key): the coordinator's token is made in the deployment's own
+  SoftHSMv2 config and the commands run with ``SOFTHSM2_CONF`` set to that config (one
+  SoftHSMv2 config per process; docs/ceremonies.md, "A key on the participant's own PKCS#11
+  token").
+* NSS softokn through p11-kit (an ECDSA P-256 token key, NSS has no CKM_EDDSA): the
+  deployment's token and the coordinator's token are two NSS tokens behind the one proxy,
+  and recovery goes into a third, fresh NSS token.
+
+Every transcript verifies offline with ``custody transcript verify`` against the pinned
+``*.pub.json`` files; with two super-admins enrolled, the other one endorses the policy.
+Attacks: a coordinator whose token key is not its roster entry's (another token's key under
+the same name, or a P-256 key where the roster holds an Ed25519 one) is refused with nothing
+recorded, a transcript signed by such a key does not verify against the pins, and one
+flipped signature byte fails verify.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ceremony_fixtures import (
+    Dep,
+    approval_args,
+    copy_dep,
+    enrol_with_quorum,
+    generated_copy,
+    lose_token,
+    sign_approvals,
+)
+from tests.conftest import TEST_SO_PIN, cli_env, run_cli, write_secret
+
+pytestmark = pytest.mark.hsm
+
+SPIN = "sam-token-pin-4417"  # sam's token user PIN (a test value)
+
+
+def _conf_env(d: Dep) -> dict[str, str]:
+    """The env of commands that open both the deployment's token and sam's: the deployment's
+    own SoftHSMv2 config, by the absolute path custody resolves it to."""
+    return cli_env(SOFTHSM2_CONF=str((d.root / "softhsm2.conf").resolve()))
+
+
+def _token_participant(
+    d: Dep, env: dict[str, str], name: str, label: str, *extra: str, role: str = "super-admin"
+) -> Any:
+    pin = d.root / f"{name}.tokenpin"
+    write_secret(pin, f"pin={SPIN}\n")
+    r = run_cli(
+        "participant", "new", name, "--role", role, "--out", str(d.people),
+        "--token-label", label, "--pin-file", str(pin), "--json", *extra, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def _tcoord(d: Dep, name: str = "sam", *, ref: Path | None = None) -> list[str]:
+    """Coordinator args for a token-held super-admin: --key NAME.token.json, and the token
+    PIN from --passphrase-file; the deployment's PIN as usual."""
+    pw = d.root / f"{name}.pass"
+    write_secret(pw, SPIN + "\n")
+    key = ref or d.people / f"{name}.token.json"
+    a = ["--home", str(d.root), "--key", str(key), "--passphrase-file", str(pw), "--json"]
+    return [*a, "--pin-file", str(d.pin)]
+
+
+def _events(bundle: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (Path(bundle) / "events.jsonl").read_text().splitlines()]
+
+
+def _endorse(d: Dep, bundle: str | Path) -> None:
+    """admin, the other super-admin, endorses the policy sam signed (2 of 2 super-admins)."""
+    r = run_cli(
+        "transcript", "endorse", str(bundle), "--key", str(d.people / "admin.key.pem"),
+        "--passphrase-file", str(d.people / "admin.pass"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _verify(d: Dep, bundle: str | Path, *trust: str) -> Any:
+    return run_cli("transcript", "verify", str(bundle), *(trust or d.trust()))
+
+
+def _signed_by(bundle: str | Path, name: str, alg: str) -> None:
+    """Every event of *bundle* is signed by *name* alone, with a signature of *alg*'s size."""
+    size = {"ed25519": 128, "ecdsa-p256": 128}[alg]  # hex: 64 bytes either way
+    evs = _events(bundle)
+    assert evs and all(
+        [s["signer"] for s in e["signatures"]] == [name] and len(e["signatures"][0]["sig"]) == size
+        for e in evs
+    ), [e["signatures"] for e in evs]
+    pol = json.loads((Path(bundle) / "policy.json").read_text())
+    entry = next(e for e in pol["payload"]["roster"] if e["name"] == name)
+    assert entry.get("alg", "ed25519") == alg
+
+
+def _flip(bundle: str | Path, dst: Path, line: int = 1) -> Path:
+    """A copy of *bundle* with one byte of the first signature of event *line* flipped."""
+    shutil.copytree(bundle, dst)
+    lines = (dst / "events.jsonl").read_text().splitlines()
+    ev = json.loads(lines[line])
+    sig = ev["signatures"][0]["sig"]
+    ev["signatures"][0]["sig"] = sig[:-2] + format(int(sig[-2:], 16) ^ 1, "02x")
+    lines[line] = json.dumps(ev, separators=(",", ":"), sort_keys=True)
+    (dst / "events.jsonl").write_text("\n".join(lines) + "\n")
+    return dst
+
+
+# ------------------------------------------------------------------ SoftHSMv2 (Ed25519)
+@pytest.fixture(scope="module")
+def sam_template(generated_master: Dep, tmp_path_factory) -> Dep:
+    """The generated deployment plus sam, a super-admin whose Ed25519 key is on his own
+    token in the deployment's SoftHSMv2 config, enrolled (a custodian majority approves)."""
+    from custody.hsm import softhsm
+
+    d = generated_copy(generated_master, tmp_path_factory.mktemp("coord-tpl") / "home")
+    softhsm.init_token(d.root / softhsm.CONF_NAME, "sam-token", TEST_SO_PIN, SPIN)
+    out = _token_participant(d, _conf_env(d), "sam", "sam-token")
+    assert out["alg"] == "ed25519", out
+    assert not (d.people / "sam.key.pem").exists()
+    enrol_with_quorum(d, "--add", str(d.people / "sam.pub.json"))
+    return d
+
+
+@pytest.fixture
+def sdep(sam_template: Dep, tmp_path: Path) -> Dep:
+    return copy_dep(sam_template, tmp_path / "home")
+
+
+def _rotate_root(d: Dep, coord: list[str], env: dict[str, str]) -> Any:
+    req = d.root / "req.json"
+    r = d.ceremony("rotate-root", *coord, "--request-out", str(req), env=env)
+    assert r.returncode == 10 and r.out["awaiting"] == "approvals", r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    files = sign_approvals(d, cid)
+    r = d.ceremony("resume", cid, *coord, *approval_args(files), env=env)
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    return r
+
+
+def test_a_token_held_coordinator_rotates_the_root_and_the_transcript_verifies(sdep: Dep):
+    env = _conf_env(sdep)
+    r = _rotate_root(sdep, _tcoord(sdep), env)
+    assert r.out["facts"]["approved_by"] == ["alice", "bob", "carol"]
+    assert sdep.roots() == [(1, "decrypt-only"), (2, "active")]
+    sdep.deks_ok()
+    bundle = r.out["bundle"]
+    _signed_by(bundle, "sam", "ed25519")
+    v = _verify(sdep, bundle)
+    assert v.returncode == 6 and "1/2 needed" in v.stdout, v.stdout + v.stderr
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    assert SPIN not in (Path(bundle) / "events.jsonl").read_text() + r.stdout + r.stderr
+    bad = _flip(bundle, sdep.root / "flipped")
+    v = _verify(sdep, bad)
+    assert v.returncode == 6 and "bad signature by sam" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_token_held_coordinator_recovers_into_a_fresh_token(sdep: Dep):
+    env = _conf_env(sdep)
+    lose_token(sdep)  # the deployment's token is replaced by an empty one; sam's stays
+    r = sdep.ceremony("recover", *_tcoord(sdep), *sdep.shares("alice", "carol", "erin"), env=env)
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    assert r.out["facts"]["imported"] == [1]
+    sdep.deks_ok()
+    bundle = r.out["bundle"]
+    _signed_by(bundle, "sam", "ed25519")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    bad = _flip(bundle, sdep.root / "flipped", line=-1)
+    v = _verify(sdep, bad)
+    assert v.returncode == 6 and "bad signature by sam" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_token_held_coordinator_runs_a_drill_that_rebuilds_the_root(sdep: Dep):
+    env = _conf_env(sdep)
+    r = sdep.ceremony("drill", *_tcoord(sdep), *sdep.shares("alice"), env=env)
+    assert r.returncode == 10, r.stdout + r.stderr  # waiting for more custodians (3 of 5)
+    r = sdep.ceremony(
+        "resume", r.out["ceremony_id"], *_tcoord(sdep), *sdep.shares("carol", "dave"), env=env
+    )
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    f = r.out["facts"]
+    assert f["kcv_match"] is True and f["scratch_root_kcv"] == f["root_kcv"], f
+    bundle = r.out["bundle"]
+    _signed_by(bundle, "sam", "ed25519")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    bad = _flip(bundle, sdep.root / "flipped", line=2)
+    v = _verify(sdep, bad)
+    assert v.returncode == 6 and "bad signature by sam" in v.stdout, v.stdout + v.stderr
