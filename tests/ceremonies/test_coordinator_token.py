@@ -199,3 +199,101 @@ def test_a_token_held_coordinator_runs_a_drill_that_rebuilds_the_root(sdep: Dep)
     bad = _flip(bundle, sdep.root / "flipped", line=2)
     v = _verify(sdep, bad)
     assert v.returncode == 6 and "bad signature by sam" in v.stdout, v.stdout + v.stderr
+
+
+# ------------------------------------------------------- NSS softokn (ECDSA P-256)
+def _nss_cli(d: Dep, *args: str) -> None:
+    r = run_cli(*args, "--home", str(d.root), "--pin-file", str(d.pin), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("other-tokens")
+def test_a_p256_coordinator_on_nss_softokn_rotates_drills_and_recovers(tmp_path):
+    """The deployment on one NSS token, tess's P-256 key on another (both behind the p11-kit
+    proxy), a third, empty NSS token to recover into. admin generates; tess, enrolled after
+    it, coordinates rotate-root, a drill that rebuilds the root and the recovery."""
+    from dataclasses import replace
+
+    from custody.config import Home
+    from tests.ceremony_fixtures import CUST, create_people
+    from tests.conftest import TEST_PIN
+    from tests.token_fixtures import P11KIT_PROXY, nss_token, token_objects
+
+    with (
+        nss_token(tmp_path / "nss-dep", TEST_PIN) as label,
+        nss_token(tmp_path / "nss-tess", SPIN) as tess_label,
+        nss_token(tmp_path / "nss-fresh", TEST_PIN) as fresh,
+    ):
+        root = tmp_path / "home"
+        root.mkdir()
+        d = Dep(root)
+        write_secret(d.pin, f"pin={TEST_PIN}\n")
+        r = run_cli(
+            "init", "--home", str(root), "--module", P11KIT_PROXY, "--token-label", label,
+            "--pin-file", str(d.pin),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        create_people(d.people)
+        env = cli_env()
+        out = _token_participant(d, env, "tess", tess_label, "--token-module", P11KIT_PROXY)
+        assert out["alg"] == "ecdsa-p256", out  # NSS softokn has no CKM_EDDSA
+        adds = [
+            a
+            for n in ("admin", *CUST, "audrey", "wendy")
+            for a in ("--add", str(d.people / f"{n}.pub.json"))
+        ]
+        r = d.ceremony("enrol", *d.coord(pin=False), *adds)
+        assert r.returncode == 0, r.stdout + r.stderr
+        cust = [a for n in CUST for a in ("--custodian", n)]
+        r = d.ceremony(
+            "generate", *d.coord(), *cust, "--threshold", "3", "--out", str(root / "shares")
+        )
+        assert r.returncode == 10, r.stdout + r.stderr
+        r = d.ceremony(
+            "resume", r.out["ceremony_id"], *d.coord(), *d.shares("alice", "bob", "carol")
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        for b in ("data", "backup", "secrets"):
+            _nss_cli(d, "kek", "rotate", "--branch", b)
+        _nss_cli(d, "dek", "generate", "--count", "50")
+        enrol_with_quorum(d, "--add", str(d.people / "tess.pub.json"))
+        bundles: list[str] = []
+
+        # rotate-root: tess's token signs every event, the new root is sealed in the NSS token
+        r = _rotate_root(d, _tcoord(d, "tess"), env)
+        assert d.roots() == [(1, "decrypt-only"), (2, "active")]
+        d.deks_ok()
+        bundles.append(r.out["bundle"])
+
+        # the drill rebuilds root/v2 in a session object of the deployment's NSS token
+        r = d.ceremony("drill", *_tcoord(d, "tess"), *d.shares("bob", "dave", "erin"), env=env)
+        assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+        f = r.out["facts"]
+        assert f["scratch"] == "session" and f["kcv_match"] is True, f
+        assert f["scratch_root_kcv"] == f["root_kcv"]
+        bundles.append(r.out["bundle"])
+
+        # the deployment's token is lost: tess recovers root/v2 into the fresh NSS token
+        home = Home(root)
+        cfg = home.load()
+        home.write_config(replace(cfg, hsm=replace(cfg.hsm, token_label=fresh)))
+        assert token_objects(P11KIT_PROXY, fresh, TEST_PIN) == []
+        r = d.ceremony("recover", *_tcoord(d, "tess"), *d.shares("alice", "carol", "erin"), env=env)
+        assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+        assert r.out["facts"]["imported"] == [2]
+        assert "root/v2" in token_objects(P11KIT_PROXY, fresh, TEST_PIN)
+        d.deks_ok()
+        bundles.append(r.out["bundle"])
+
+    # offline: the NSS tokens are gone; the pins and cryptography are enough
+    for b in bundles:
+        _signed_by(b, "tess", "ecdsa-p256")
+        v = _verify(d, b)
+        assert v.returncode == 6 and "1/2 needed" in v.stdout, v.stdout + v.stderr
+        _endorse(d, b)
+        v = _verify(d, b)
+        assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+        assert SPIN not in (Path(b) / "events.jsonl").read_text()
+        v = _verify(d, _flip(b, tmp_path / f"flipped-{Path(b).name}"))
+        assert v.returncode == 6 and "bad signature by tess" in v.stdout, v.stdout + v.stderr
