@@ -297,3 +297,138 @@ def test_a_p256_coordinator_on_nss_softokn_rotates_drills_and_recovers(tmp_path)
         assert SPIN not in (Path(b) / "events.jsonl").read_text()
         v = _verify(d, _flip(b, tmp_path / f"flipped-{Path(b).name}"))
         assert v.returncode == 6 and "bad signature by tess" in v.stdout, v.stdout + v.stderr
+
+
+# --------------------------------------------------------------------------- attacks
+def _nothing_recorded(d: Dep, before: list[str]) -> None:
+    """No open ceremony, no new bundle, the root unchanged."""
+    lst = json.loads(run_cli("ceremony", "list", "--home", str(d.root), "--json").stdout)
+    assert [c for c in lst if c["state"] == "open"] == [], lst
+    assert sorted(p.name for p in (d.root / "transcripts").iterdir()) == before
+    assert d.roots() == [(1, "active")]
+
+
+def _bundles(d: Dep) -> list[str]:
+    return sorted(p.name for p in (d.root / "transcripts").iterdir())
+
+
+def _other_token(d: Dep, label: str, *extra: str) -> Path:
+    """Another token in the deployment's config, holding a key labelled participant/sam
+    (made by 'participant new sam' into its own directory). Returns its sam.token.json."""
+    from custody.hsm import softhsm
+
+    softhsm.init_token(d.root / softhsm.CONF_NAME, label, TEST_SO_PIN, SPIN)
+    other = Dep(d.root)
+    other.people = d.root / label
+    _token_participant(other, _conf_env(d), "sam", label, *extra)
+    return other.people / "sam.token.json"
+
+
+def _set_roster_key(d: Dep, name: str, pub_json: Path, alg: str) -> None:
+    """The operator with the disk rewrites *name*'s roster row in the store: the key of
+    *pub_json*, recorded as *alg*."""
+    import sqlite3
+
+    from custody.signing import fingerprint
+
+    public = bytes.fromhex(json.loads(pub_json.read_text())["public"])
+    c = sqlite3.connect(d.root / "custody.db")
+    try:
+        with c:
+            n = c.execute(
+                "UPDATE participants SET public=?, fingerprint=?, alg=? WHERE name=?",
+                (public, fingerprint(public), alg, name),
+            ).rowcount
+    finally:
+        c.close()
+    assert n == 1
+
+
+def test_a_coordinator_holding_another_tokens_key_is_refused_with_nothing_recorded(sdep: Dep):
+    """Another token's key under sam's name, a reference that points sam's public key at
+    that token, and that token on a ceremony sam opened: each refused before anything is
+    recorded. Where the disk insider rewrites sam's roster row to that key, the ceremony
+    runs, but its transcript does not verify against the auditor's pin of sam."""
+    env = _conf_env(sdep)
+    evil = _other_token(sdep, "evil-token")
+    req = str(sdep.root / "req.json")
+    before = _bundles(sdep)
+    # (1) the other token's own reference: its key is nobody's on the roster
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep, ref=evil), "--request-out", req, env=env)
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert "The coordinator must be an enrolled super-admin" in r.stderr
+    _nothing_recorded(sdep, before)
+    # (2) sam's reference (sam's public key), edited to name the other token
+    forged = sdep.root / "forged" / "sam.token.json"
+    forged.parent.mkdir()
+    ref = json.loads((sdep.people / "sam.token.json").read_text())
+    forged.write_text(json.dumps(dict(ref, token_label="evil-token")))
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep, ref=forged), "--request-out", req, env=env)
+    assert r.returncode == 6 and "IntegrityError" in r.stdout, r.stdout + r.stderr
+    assert "is not the one" in r.stderr
+    _nothing_recorded(sdep, before)
+    # (3) sam opens a rotate-root; the other token cannot carry it on
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep), "--request-out", req, env=env)
+    assert r.returncode == 10, r.stdout + r.stderr
+    cid, bundle = r.out["ceremony_id"], Path(r.out["bundle"])
+    events = (bundle / "events.jsonl").read_bytes()
+    files = approval_args(sign_approvals(sdep, cid))
+    for key in (evil, forged):
+        r = sdep.ceremony("resume", cid, *_tcoord(sdep, ref=key), *files, env=env)
+        assert r.returncode in (6, 7), r.stdout + r.stderr
+        assert (bundle / "events.jsonl").read_bytes() == events
+    assert sdep.roots() == [(1, "active")]
+    r = sdep.ceremony("abort", cid, *_tcoord(sdep), env=env)
+    assert r.returncode in (0, 8), r.stdout + r.stderr
+    # (4) the store's roster row for sam rewritten to the other token's key: the runner
+    # trusts its store, but the transcript names a key the auditor never pinned for sam
+    _set_roster_key(sdep, "sam", evil.with_name("sam.pub.json"), "ed25519")
+    r = _rotate_root(sdep, _tcoord(sdep, ref=evil), env)
+    bundle = Path(r.out["bundle"])
+    _signed_by(bundle, "sam", "ed25519")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 6 and "INVALID" in v.stdout, v.stdout + v.stderr
+    assert "sam is pinned with key" in v.stdout and "bad signature" not in v.stdout, v.stdout
+
+
+def test_a_p256_token_key_where_the_roster_holds_ed25519_is_refused(sdep: Dep):
+    """sam's roster entry is Ed25519; a P-256 key under his label on a token is refused
+    as his whatever the reference claims, a roster row that says Ed25519 over a P-256
+    point is refused with a typed error (not a traceback) before anything is recorded,
+    and a row relabelled to the P-256 key yields a transcript that does not verify
+    against the auditor's Ed25519 pin of sam."""
+    env = _conf_env(sdep)
+    p256 = _other_token(sdep, "p256-token", "--token-alg", "ecdsa-p256")
+    assert json.loads(p256.read_text())["alg"] == "ecdsa-p256"
+    req = str(sdep.root / "req.json")
+    before = _bundles(sdep)
+    # (1) the P-256 key's own reference: not sam's roster key
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep, ref=p256), "--request-out", req, env=env)
+    assert r.returncode == 7 and "must be an enrolled super-admin" in r.stderr, r.stderr
+    _nothing_recorded(sdep, before)
+    # (2) a reference claiming sam's Ed25519 key on the token that holds the P-256 one
+    claim = sdep.root / "claim" / "sam.token.json"
+    claim.parent.mkdir()
+    ref = json.loads((sdep.people / "sam.token.json").read_text())
+    claim.write_text(json.dumps(dict(ref, token_label="p256-token")))
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep, ref=claim), "--request-out", req, env=env)
+    assert r.returncode == 6 and "is not the ed25519 key" in r.stderr, r.stdout + r.stderr
+    _nothing_recorded(sdep, before)
+    # (3) the store's row for sam: alg ed25519 over the P-256 point
+    _set_roster_key(sdep, "sam", p256.with_name("sam.pub.json"), "ed25519")
+    r = sdep.ceremony("rotate-root", *_tcoord(sdep, ref=p256), "--request-out", req, env=env)
+    assert r.returncode == 6 and "IntegrityError" in r.stdout, r.stdout + r.stderr
+    assert "roster entry for sam in the store does not hold an ed25519 key" in r.stderr
+    assert "Traceback" not in r.stderr
+    _nothing_recorded(sdep, before)
+    # (4) the row relabelled to match the P-256 key: the ceremony runs on the store's word;
+    # the auditor pinned sam's Ed25519 key, so the transcript does not verify
+    _set_roster_key(sdep, "sam", p256.with_name("sam.pub.json"), "ecdsa-p256")
+    r = _rotate_root(sdep, _tcoord(sdep, ref=p256), env)
+    bundle = Path(r.out["bundle"])
+    _signed_by(bundle, "sam", "ecdsa-p256")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 6 and "INVALID" in v.stdout, v.stdout + v.stderr
+    assert "sam is pinned with key" in v.stdout, v.stdout
