@@ -81,6 +81,7 @@ from ceremonies.engine import (
     transition,
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
+from ceremonies.participants import as_member
 from ceremonies.runner import closing, held, steps
 from ceremonies.runner.io import (
     CeremonyExpired,
@@ -227,7 +228,7 @@ class CeremonyRunner:
                 "token-held key (NAME.token.json) signs approvals and other ceremonies.",
             )
         steps.preflight(dep, kind, params, now=now)  # refuses before anything is recorded
-        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        signer = as_member(signer, me.name)
         check_token(dep, kind)  # an unsuitable token is refused before anything exists
         policy = ceremony_policy(dep, kind, entries, gated, purpose=purpose, now=now)
         signed = SignedPolicy(policy=policy).signed_by(signer)
@@ -296,7 +297,7 @@ class CeremonyRunner:
                 "Only a super-admin on this ceremony's roster can resume it",
                 "Use an enrolled super-admin's key (--key).",
             )
-        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        signer = as_member(signer, me.name)
         rec = Recorder.resume(bundle, signer=signer, clock=lambda: float(clock()))
         initial = CeremonyState(
             kind=kind, ceremony_id=ceremony_id, opened_at=created, expires_at=expires

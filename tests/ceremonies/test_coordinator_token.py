@@ -201,6 +201,22 @@ def test_a_token_held_coordinator_runs_a_drill_that_rebuilds_the_root(sdep: Dep)
     assert v.returncode == 6 and "bad signature by sam" in v.stdout, v.stdout + v.stderr
 
 
+def test_a_renamed_token_reference_signs_as_its_roster_name(sdep: Dep):
+    """The roster entry the key matched names the signer, not the reference's file name
+    (as for a renamed NAME.key.pem): sam's reference kept as sam-laptop.token.json still
+    opens, signs and resumes a rotate-root as sam, and the transcript verifies."""
+    env = _conf_env(sdep)
+    ref = sdep.root / "keys" / "sam-laptop.token.json"
+    ref.parent.mkdir()
+    shutil.copy(sdep.people / "sam.token.json", ref)
+    r = _rotate_root(sdep, _tcoord(sdep, ref=ref), env)
+    bundle = r.out["bundle"]
+    _signed_by(bundle, "sam", "ed25519")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+
+
 # ------------------------------------------------------- NSS softokn (ECDSA P-256)
 def _nss_cli(d: Dep, *args: str) -> None:
     r = run_cli(*args, "--home", str(d.root), "--pin-file", str(d.pin), "--json")
