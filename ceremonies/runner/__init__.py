@@ -107,10 +107,6 @@ from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 from custody.store.rows import CeremonyRow
 
-DEALER_KINDS = frozenset({"generate", "reshare"})
-"""Kinds whose coordinator deals shares: each envelope is signed with the coordinator's
-in-process Ed25519 key (:mod:`custody.shares.envelope`), never a token-held one."""
-
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
 # transcript events of a ceremony that has changed nothing yet (see CeremonyRunner.untouched)
 _UNTOUCHED_EVENTS = frozenset(
@@ -221,12 +217,6 @@ class CeremonyRunner:
         me, entries, gated = admit(
             dep, kind, signer, extra_roster=extra_roster, thresholds=thresholds, now=now
         )
-        if kind in DEALER_KINDS and not hasattr(signer, "key"):
-            raise UsageError(
-                f"A {kind} ceremony needs a coordinator key file (NAME.key.pem)",
-                "The coordinator signs each share envelope with an in-process Ed25519 key; a "
-                "token-held key (NAME.token.json) signs approvals and other ceremonies.",
-            )
         steps.preflight(dep, kind, params, now=now)  # refuses before anything is recorded
         signer = as_member(signer, me.name)
         check_token(dep, kind)  # an unsuitable token is refused before anything exists

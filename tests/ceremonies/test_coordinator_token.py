@@ -228,7 +228,8 @@ def _nss_cli(d: Dep, *args: str) -> None:
 def test_a_p256_coordinator_on_nss_softokn_rotates_drills_and_recovers(tmp_path):
     """The deployment on one NSS token, tess's P-256 key on another (both behind the p11-kit
     proxy), a third, empty NSS token to recover into. admin generates; tess, enrolled after
-    it, coordinates rotate-root, a drill that rebuilds the root and the recovery."""
+    it, coordinates rotate-root, a drill that rebuilds the root, a reshare (her token signs
+    the envelopes) and the recovery with the shares she dealt."""
     from dataclasses import replace
 
     from custody.config import Home
@@ -290,15 +291,36 @@ def test_a_p256_coordinator_on_nss_softokn_rotates_drills_and_recovers(tmp_path)
         assert f["scratch_root_kcv"] == f["root_kcv"]
         bundles.append(r.out["bundle"])
 
-        # the deployment's token is lost: tess recovers root/v2 into the fresh NSS token
+        # tess reshares: her NSS token signs every envelope (P-256), checked under her pin
+        r = d.ceremony(
+            "reshare", *_tcoord(d, "tess"), *cust, "--threshold", "3",
+            "--out", str(root / "new"), *d.shares("alice", "bob", "carol"), env=env,
+        )  # fmt: skip
+        assert r.returncode == 10, r.stdout + r.stderr
+        r = d.ceremony(
+            "resume", r.out["ceremony_id"], *_tcoord(d, "tess"),
+            *d.shares("alice", "bob", "carol", d="new"), env=env,
+        )  # fmt: skip
+        assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+        assert r.out["facts"]["dealer_alg"] == "ecdsa-p256", r.out["facts"]
+        bundles.append(r.out["bundle"])
+        ok = _share_verify(d, "erin", d.people / "tess.pub.json", sub="new")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        active = [v for v, st in d.roots() if st == "active"]
+
+        # the deployment's token is lost: tess recovers the active root into the fresh NSS
+        # token, with the shares her token dealt
         home = Home(root)
         cfg = home.load()
         home.write_config(replace(cfg, hsm=replace(cfg.hsm, token_label=fresh)))
         assert token_objects(P11KIT_PROXY, fresh, TEST_PIN) == []
-        r = d.ceremony("recover", *_tcoord(d, "tess"), *d.shares("alice", "carol", "erin"), env=env)
+        r = d.ceremony(
+            "recover", *_tcoord(d, "tess"), *d.shares("alice", "carol", "erin", d="new"),
+            env=env,
+        )  # fmt: skip
         assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
-        assert r.out["facts"]["imported"] == [2]
-        assert "root/v2" in token_objects(P11KIT_PROXY, fresh, TEST_PIN)
+        assert r.out["facts"]["imported"] == active, (active, r.out["facts"])
+        assert f"root/v{active[0]}" in token_objects(P11KIT_PROXY, fresh, TEST_PIN)
         d.deks_ok()
         bundles.append(r.out["bundle"])
 
@@ -448,3 +470,199 @@ def test_a_p256_token_key_where_the_roster_holds_ed25519_is_refused(sdep: Dep):
     v = _verify(sdep, bundle)
     assert v.returncode == 6 and "INVALID" in v.stdout, v.stdout + v.stderr
     assert "sam is pinned with key" in v.stdout, v.stdout
+
+
+# ------------------------------------------------------- a token-held dealer (issue 13)
+def _share_verify(d: Dep, name: str, trust: Path, *, sub: str = "shares") -> Any:
+    return run_cli(
+        "share", "verify", str(d.root / sub / f"{name}.share.txt"),
+        "--envelope", str(d.root / sub / f"{name}.envelope.json"), "--trust", str(trust),
+        "--json",
+    )  # fmt: skip
+
+
+def _remote_hand_in(
+    d: Dep, cid: str, coord: list[str], env: dict[str, str], name: str, trust: Path, sub: str
+) -> None:
+    """The token-held coordinator makes an offer for *cid*; *name* checks it against the
+    pinned *trust* and seals their share to it; the coordinator opens it, then confirms the
+    SAS the custodian reads out."""
+    o = d.ceremony("offer", cid, *coord, env=env)
+    assert o.returncode == 0, o.stdout + o.stderr
+    blob = d.root / f"{name}.blob"
+    s = run_cli(
+        "share", "send", str(d.root / sub / f"{name}.share.txt"),
+        "--envelope", str(d.root / sub / f"{name}.envelope.json"), "--offer", o.out["offer"],
+        "--trust", str(trust), "--session", cid, "--out", str(blob), "--json",
+    )  # fmt: skip
+    assert s.returncode == 0, s.stdout + s.stderr
+    sas = json.loads(s.stdout)["sas"]
+    r = d.ceremony("resume", cid, *coord, "--sealed-share", str(blob), env=env)
+    assert r.returncode == 11, r.stdout + r.stderr
+    r = d.ceremony("resume", cid, *coord, "--confirm-sas", f"{name}={sas}", env=env)
+    assert r.returncode == 10, r.stdout + r.stderr
+    (h,) = r.out["handins"]
+    assert h["custodian"] == name and h["status"] in ("accepted", "held"), h  # counted
+
+
+def test_a_token_held_coordinator_reshares_and_its_envelopes_verify(sdep: Dep):
+    """sam's token signs every envelope of a reshare and its verification round; the new
+    shares verify under sam's pinned key (not admin's), admin's drill accepts them (checked
+    under the roster's algorithm for sam's key), and sam's own offer carries a remote
+    hand-in in a drill."""
+    env = _conf_env(sdep)
+    sam = sdep.people / "sam.pub.json"
+    cust = [a for n in ("alice", "bob", "carol", "dave", "erin") for a in ("--custodian", n)]
+    r = sdep.ceremony(
+        "reshare", *_tcoord(sdep), *cust, "--threshold", "3", "--out", str(sdep.root / "new"),
+        *sdep.shares("alice", "bob", "carol"), env=env,
+    )  # fmt: skip
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
+    cid, bundle = r.out["ceremony_id"], r.out["bundle"]
+    r = sdep.ceremony(
+        "resume", cid, *_tcoord(sdep), *sdep.shares("alice", "bob", "carol", d="new"), env=env
+    )
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    assert r.out["facts"]["dealer_public"] == json.loads(sam.read_text())["public"]
+    assert "dealer_alg" not in r.out["facts"]  # Ed25519: the facts keep their old form
+    sdep.deks_ok()
+    _signed_by(bundle, "sam", "ed25519")
+    _endorse(sdep, bundle)
+    v = _verify(sdep, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    ok = _share_verify(sdep, "dave", sam, sub="new")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True, ok.stdout + ok.stderr
+    bad = _share_verify(sdep, "dave", sdep.people / "admin.pub.json", sub="new")
+    assert bad.returncode == 6 and "does not verify" in bad.stderr, bad.stdout + bad.stderr
+    # admin (a key file) drills with sam's new shares
+    r = sdep.ceremony("drill", *sdep.coord(), *sdep.shares("bob", "dave", "erin", d="new"))
+    assert r.returncode == 0 and r.out["facts"]["kcv_match"] is True, r.stdout + r.stderr
+    # sam drills with a remote hand-in through his own (token-signed) offer
+    coord = _tcoord(sdep)
+    r = sdep.ceremony("drill", *coord, *sdep.shares("alice", d="new"), env=env)
+    assert r.returncode == 10, r.stdout + r.stderr
+    cid = r.out["ceremony_id"]
+    _remote_hand_in(sdep, cid, coord, env, "carol", sam, "new")
+    r = sdep.ceremony("resume", cid, *coord, *sdep.shares("erin", d="new"), env=env)
+    assert r.returncode == 0 and r.out["facts"]["kcv_match"] is True, r.stdout + r.stderr
+    offer = next(e for e in _events(r.out["bundle"]) if e["kind"] == "offer.made")
+    assert [s["signer"] for s in offer["signatures"]] == ["sam"]
+    _endorse(sdep, r.out["bundle"])
+    v = _verify(sdep, r.out["bundle"])
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+
+
+def _p256_sig_ok(public_hex: str, sig: bytes, data: bytes) -> bool:
+    """An independent check: raw r||s over SHA-256(data), with cryptography directly."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(public_hex))
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def test_a_p256_token_coordinator_generates_and_deals_envelopes_that_verify_as_p256_only(
+    tmp_path,
+):
+    """pia's P-256 key is on a token (SoftHSMv2 with --token-alg ecdsa-p256, standing for a
+    token without EdDSA). She generates: every envelope is her P-256 signature, checked
+    independently with cryptography; the shares verify under her pinned key only (her point
+    claimed as Ed25519 is refused, an Ed25519 key under her name fails); a flipped envelope
+    byte is rejected by name in admin's drill; her own offer carries a remote hand-in."""
+    from custody.hsm import softhsm
+    from custody.shares.envelope import load_envelope
+    from tests.ceremony_fixtures import CUST, create_people, init_home
+
+    root = tmp_path / "home"
+    d = Dep(root)
+    init_home(root, d.pin)
+    create_people(d.people)
+    softhsm.init_token(root / softhsm.CONF_NAME, "pia-token", TEST_SO_PIN, SPIN)
+    env = _conf_env(d)
+    out = _token_participant(d, env, "pia", "pia-token", "--token-alg", "ecdsa-p256")
+    assert out["alg"] == "ecdsa-p256", out
+    pia = d.people / "pia.pub.json"
+    pia_pub = json.loads(pia.read_text())["public"]
+    adds = [
+        a
+        for n in ("admin", *CUST, "audrey", "wendy", "pia")
+        for a in ("--add", str(d.people / f"{n}.pub.json"))
+    ]
+    r = d.ceremony("enrol", *d.coord(pin=False), *adds)
+    assert r.returncode == 0, r.stdout + r.stderr
+    coord = _tcoord(d, "pia")
+    cust = [a for n in CUST for a in ("--custodian", n)]
+    r = d.ceremony(
+        "generate", *coord, *cust, "--threshold", "3", "--out", str(root / "shares"), env=env
+    )
+    assert r.returncode == 10 and r.out["awaiting"] == "shares", r.stdout + r.stderr
+    cid, bundle = r.out["ceremony_id"], r.out["bundle"]
+    r = d.ceremony("resume", cid, *coord, *d.shares("alice", "bob", "carol"), env=env)
+    assert r.returncode == 0 and r.out["status"] == "closed", r.stdout + r.stderr
+    f = r.out["facts"]
+    assert f["dealer_public"] == pia_pub and f["dealer_alg"] == "ecdsa-p256", f
+    _signed_by(bundle, "pia", "ecdsa-p256")
+    _endorse(d, bundle)
+    v = _verify(d, bundle)
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    for n in CUST:
+        e = load_envelope((root / "shares" / f"{n}.envelope.json").read_bytes())
+        assert _p256_sig_ok(pia_pub, e.signature, e.payload.signing_bytes()), n
+        ok = _share_verify(d, n, pia)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    # pin confusion: her point claimed as Ed25519 (refused as a pin), and an Ed25519 key
+    # pinned under her name (the envelope does not verify under it)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pin = tmp_path / "pia-pin.json"
+    pin.write_text(json.dumps({"name": "pia", "alg": "ed25519", "public": pia_pub}))
+    v = _share_verify(d, "alice", pin)
+    assert v.returncode == 3 and "ConfigError" in v.stdout, v.stdout + v.stderr
+    ed = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    pin.write_text(json.dumps({"name": "pia", "alg": "ed25519", "public": ed}))
+    v = _share_verify(d, "alice", pin)
+    assert v.returncode == 6 and "does not verify" in v.stderr, v.stdout + v.stderr
+    # a flipped byte in bob's envelope signature: share verify fails; admin's drill
+    # rejects bob's share by name and counts the others
+    bad = root / "bad"
+    bad.mkdir()
+    shutil.copy(root / "shares" / "bob.share.txt", bad / "bob.share.txt")
+    doc = json.loads((root / "shares" / "bob.envelope.json").read_text())
+    sig = doc["signatures"][0]["sig"]
+    doc["signatures"][0]["sig"] = sig[:-2] + format(int(sig[-2:], 16) ^ 1, "02x")
+    (bad / "bob.envelope.json").write_text(json.dumps(doc))
+    v = _share_verify(d, "bob", pia, sub="bad")
+    assert v.returncode == 6 and "does not verify" in v.stderr, v.stdout + v.stderr
+    r = d.ceremony(
+        "drill", *d.coord(), "--share", str(bad / "bob.share.txt"),
+        *d.shares("alice", "carol", "dave"),
+    )  # fmt: skip
+    assert r.returncode == 0 and r.out["facts"]["kcv_match"] is True, r.stdout + r.stderr
+    assert any("bob" in m and "rejected" in m for m in r.out["messages"]), r.out["messages"]
+    assert r.out["facts"]["collect-shares.accepted"] == ["alice", "carol", "dave"]
+    # pia's offer (P-256, through her token): carol checks it against her pin and sends
+    r = d.ceremony("drill", *coord, *d.shares("alice"), env=env)
+    assert r.returncode == 10, r.stdout + r.stderr
+    dcid = r.out["ceremony_id"]
+    o = d.ceremony("offer", dcid, *coord, env=env)
+    assert o.returncode == 0, o.stdout + o.stderr
+    s = run_cli(
+        "share", "send", str(root / "shares" / "carol.share.txt"),
+        "--envelope", str(root / "shares" / "carol.envelope.json"), "--offer", o.out["offer"],
+        "--trust", str(pin), "--session", dcid, "--json",
+    )  # fmt: skip
+    assert s.returncode == 6 and "not signed by the trusted coordinator" in s.stderr, s.stderr
+    _remote_hand_in(d, dcid, coord, env, "carol", pia, "shares")
+    r = d.ceremony("resume", dcid, *coord, *d.shares("erin"), env=env)
+    assert r.returncode == 0 and r.out["facts"]["kcv_match"] is True, r.stdout + r.stderr
+    _endorse(d, r.out["bundle"])
+    v = _verify(d, r.out["bundle"])
+    assert v.returncode == 0 and "VALID" in v.stdout, v.stdout + v.stderr
+    assert SPIN not in "".join(p.read_text() for p in (root / "shares").glob("*.json"))
