@@ -32,6 +32,7 @@ pass it straight to ``cryptography`` or to the token's C_Login.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -581,6 +582,13 @@ class TokenSigner(HsmSigner):
     def close(self) -> None:
         self._token.close()
 
+    def renamed(self, name: str) -> TokenSigner:
+        """The same key, on the same open token session, signing as *name* (its roster
+        name). Closing either closes the session."""
+        other = copy.copy(self)
+        other._name = name
+        return other
+
     def __enter__(self) -> Self:
         return self
 
@@ -626,6 +634,20 @@ def load_token_signer(ref_path: Path, pin: str, *, name: str | None = None) -> T
     except BaseException:
         hsm.close()
         raise
+    return signer
+
+
+def as_member(signer: Any, name: str) -> Any:
+    """*signer* signing under its roster *name*: whoever signs is named by the roster entry
+    its key matched, never by the key file's name (a renamed ``NAME.key.pem`` or
+    ``NAME.token.json`` signs as the enrolled member). Other signers are returned as they
+    are."""
+    if signer.name == name:
+        return signer
+    if isinstance(signer, Ed25519Signer):
+        return Ed25519Signer(name, signer.key)
+    if isinstance(signer, TokenSigner):
+        return signer.renamed(name)
     return signer
 
 

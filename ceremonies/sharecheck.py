@@ -68,6 +68,7 @@ class ShareSet:
     holders: Mapping[tuple[int, int], Holder]
     rk_kcv: str = ""
     retired: tuple[RetiredSet, ...] = ()
+    dealer_alg: str = "ed25519"  # the dealer's enrolled algorithm; envelopes verify under it
 
     @classmethod
     def of(cls, d: Mapping[str, Any], retired: Iterable[RetiredSet] = ()) -> ShareSet:
@@ -90,6 +91,7 @@ class ShareSet:
             },
             rk_kcv=str(d.get("rk_kcv") or ""),
             retired=tuple(retired),
+            dealer_alg=str(d.get("dealer_alg") or "ed25519"),
         )
 
     def roster(self) -> dict[str, str]:
@@ -151,6 +153,7 @@ def verify(
             parsed,
             env,
             sset.dealer,
+            alg=sset.dealer_alg,
             expected_ceremony=sset.ceremony_id,
             expected_epoch=sset.epoch,
         )

@@ -224,6 +224,7 @@ def _open_store_if_any(home: Any) -> Store | None:
 def _signing_admin(args: argparse.Namespace, store: Store) -> Any:
     """The --key signer, once it is an unrevoked super-admin of *store*'s roster."""
     from ceremonies.offline import roster_trust
+    from ceremonies.participants import as_member
     from custody_cli.ceremony_drive import signer_of
 
     signer = signer_of(args)
@@ -233,7 +234,7 @@ def _signing_admin(args: argparse.Namespace, store: Store) -> Any:
             "Only an enrolled super-admin can sign an offline copy",
             "Use an enrolled super-admin's key (--key).",
         )
-    return type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+    return as_member(signer, me.name)
 
 
 def _adopt_deployment(home: Any, deployment_id: str) -> bool:

@@ -275,8 +275,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     share = parse_share(read_share_file(args.share), label=args.share)
     env = ev.load_envelope(_read(args.envelope, "envelope"))
-    pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
-    ev.verify_share(share, env, pub, expected_ceremony=args.ceremony, expected_epoch=args.epoch)
+    pub, _, alg = ev.load_trust_public(_read(args.trust, "public key").decode("utf-8", "replace"))
+    ev.verify_share(
+        share, env, pub, alg=alg, expected_ceremony=args.ceremony, expected_epoch=args.epoch
+    )
     p = env.payload
     info = {
         "ok": True,
@@ -424,8 +426,9 @@ def cmd_open(args: argparse.Namespace) -> int:
     words = seal.unseal_with_recipient_key(raw, key, envelope=env_raw)
     share = parse_share(words, label=args.sealed)
     if args.trust:
-        pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
-        ev.verify_share(share, env, pub)
+        text = _read(args.trust, "public key").decode("utf-8", "replace")
+        pub, _, alg = ev.load_trust_public(text)
+        ev.verify_share(share, env, pub, alg=alg)
     else:
         ev.check_commitment(share, env)
     p = env.payload
@@ -552,12 +555,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     env = _read(args.envelope, "envelope") if args.envelope else None
     if env is not None:
         ev.check_commitment(share, ev.load_envelope(env))
-    pub, _ = ev.load_public_key(_read(args.trust, "public key").decode("utf-8", "replace"))
+    pub, _, alg = ev.load_trust_public(_read(args.trust, "public key").decode("utf-8", "replace"))
     offer = _text_or_file(args.offer, "offer")
     blob, words = transport.seal_to_offer(
         offer,
         share.mnemonic,
         trusted_coordinator=pub,
+        trusted_alg=alg,
         now=int(time.time()),
         envelope=env,
         expected_ceremony=args.ceremony,

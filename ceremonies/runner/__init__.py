@@ -81,6 +81,7 @@ from ceremonies.engine import (
     transition,
 )
 from ceremonies.engine.scripts import INPUT_STEPS, SCRIPTS
+from ceremonies.participants import as_member
 from ceremonies.runner import closing, held, steps
 from ceremonies.runner.io import (
     CeremonyExpired,
@@ -105,10 +106,6 @@ from custody.config import Home
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, CustodyError, PolicyError, UsageError
 from custody.store.rows import CeremonyRow
-
-DEALER_KINDS = frozenset({"generate", "reshare"})
-"""Kinds whose coordinator deals shares: each envelope is signed with the coordinator's
-in-process Ed25519 key (:mod:`custody.shares.envelope`), never a token-held one."""
 
 KILL_ENV = "CUSTODY_TEST_KILL_AT"  # test hook only: SIGKILL after recording a step
 # transcript events of a ceremony that has changed nothing yet (see CeremonyRunner.untouched)
@@ -220,14 +217,8 @@ class CeremonyRunner:
         me, entries, gated = admit(
             dep, kind, signer, extra_roster=extra_roster, thresholds=thresholds, now=now
         )
-        if kind in DEALER_KINDS and not hasattr(signer, "key"):
-            raise UsageError(
-                f"A {kind} ceremony needs a coordinator key file (NAME.key.pem)",
-                "The coordinator signs each share envelope with an in-process Ed25519 key; a "
-                "token-held key (NAME.token.json) signs approvals and other ceremonies.",
-            )
         steps.preflight(dep, kind, params, now=now)  # refuses before anything is recorded
-        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        signer = as_member(signer, me.name)
         check_token(dep, kind)  # an unsuitable token is refused before anything exists
         policy = ceremony_policy(dep, kind, entries, gated, purpose=purpose, now=now)
         signed = SignedPolicy(policy=policy).signed_by(signer)
@@ -296,7 +287,7 @@ class CeremonyRunner:
                 "Only a super-admin on this ceremony's roster can resume it",
                 "Use an enrolled super-admin's key (--key).",
             )
-        signer = type(signer)(me.name, signer.key) if hasattr(signer, "key") else signer
+        signer = as_member(signer, me.name)
         rec = Recorder.resume(bundle, signer=signer, clock=lambda: float(clock()))
         initial = CeremonyState(
             kind=kind, ceremony_id=ceremony_id, opened_at=created, expires_at=expires

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ceremonies.runner.io import ShareInput, TokenNeeded
 from ceremonies.runner.views import HandIn
-from custody.errors import CeremonyError, CustodyError, KeyNotFound, UsageError
+from custody.errors import CeremonyError, CustodyError, KeyNotFound
 from custody.shares import slip39
 
 if TYPE_CHECKING:
@@ -209,19 +209,13 @@ def make_offer(r: CeremonyRunner, *, ttl: int) -> dict[str, Any]:
     # hold key and its digest is recorded in this transcript. A blob sealed for another
     # ceremony is refused here as ``wrong-session`` even if its offer key were present.
     step, set_ceremony, epoch = _waiting_epoch(r)
-    if not hasattr(r.signer, "key"):
-        raise UsageError(
-            "An offer needs the coordinator's key file (NAME.key.pem)",
-            "The offer is signed with an in-process Ed25519 key; a token-held key "
-            "(NAME.token.json) cannot sign it. Nothing was changed.",
-        )
     now = r.clock()
     ttl = max(1, min(ttl, r.state.expires_at - now))
     ok = transport.make_offer(
         ceremony_id=set_ceremony,
         epoch=epoch,
         session=r.ceremony_id,
-        coordinator=r.signer.key,
+        coordinator=r.signer,
         now=now,
         ttl=ttl,
         rng=_hsm(r).random,

@@ -19,24 +19,43 @@ from ceremonies.runner.steps.base import active_share_set, quorum_size
 from ceremonies.transcript.authority import SECOND_PERSON_ROLES, roster_change_quorum
 from ceremonies.transcript.model import Policy, RosterEntry, Threshold
 from custody.deployment import Deployment
-from custody.errors import CeremonyError, PolicyError
+from custody.errors import CeremonyError, IntegrityError, PolicyError
+from custody.textsafe import printable
 
 
 def roster_entries(roster: Roster, now: int) -> tuple[RosterEntry, ...]:
-    """The store roster as transcript roster entries (currently usable members only)."""
-    return tuple(
-        RosterEntry(
-            name=m.name,
-            role=m.role,
-            public=m.public,
-            valid_from=m.valid_from,
-            valid_until=m.valid_until,
-            revoked_at=m.revoked_at,
-            alg=m.alg,
-        )
-        for m in roster.members()
-        if m.usable_at(now) is None
-    )
+    """The store roster as transcript roster entries (currently usable members only).
+
+    Raises:
+        IntegrityError: a member's stored key is not a key of its stored algorithm (an
+            Ed25519 entry holding a P-256 point, say): the participants table was changed
+            outside custody. Raised before any ceremony records anything.
+    """
+    out: list[RosterEntry] = []
+    for m in roster.members():
+        if m.usable_at(now) is not None:
+            continue
+        try:
+            out.append(
+                RosterEntry(
+                    name=m.name,
+                    role=m.role,
+                    public=m.public,
+                    valid_from=m.valid_from,
+                    valid_until=m.valid_until,
+                    revoked_at=m.revoked_at,
+                    alg=m.alg,
+                )
+            )
+        except ValueError as exc:
+            raise IntegrityError(
+                f"The roster entry for {printable(m.name)} in the store does not hold an "
+                f"{printable(m.alg)} key",
+                "The participants table was changed outside custody; nothing was recorded. "
+                "Compare 'custody participant list' with the enrolment transcripts and "
+                "restore the store from a verified snapshot ('custody store restore').",
+            ) from exc
+    return tuple(out)
 
 
 def _holders_only(entries: tuple[RosterEntry, ...], holders: set[str]) -> tuple[RosterEntry, ...]:
@@ -139,7 +158,7 @@ def admit(
             "Enrol them with 'custody ceremony enrol' (a quorum approves it).",
         )
     entries = roster_entries(Roster(store), now) + tuple(extra_roster)
-    me = next((e for e in entries if e.public == signer.public), None)
+    me = next((e for e in entries if e.public == signer.public and e.alg == signer.alg), None)
     if me is None or me.role != "super-admin":
         raise PolicyError(
             "The coordinator must be an enrolled super-admin",

@@ -58,6 +58,7 @@ def _share_set(dep: Deployment, st: CeremonyState, step: str) -> ShareSet | None
                 "epoch": f["epoch"],
                 "ceremony_id": st.ceremony_id,
                 "dealer": bytes.fromhex(f["dealer_public"]),
+                "dealer_alg": f.get("dealer_alg", "ed25519"),
                 "scheme": f["scheme"],
                 "holders": {
                     (h["group"] - 1, h["member"] - 1): {

@@ -31,6 +31,7 @@ def share_set_for(r: CeremonyRunner, step: str | None) -> ShareSet | None:
                 "epoch": f["epoch"],
                 "ceremony_id": r.ceremony_id,
                 "dealer": bytes.fromhex(f["dealer_public"]),
+                "dealer_alg": f.get("dealer_alg", "ed25519"),
                 "scheme": f["scheme"],
                 "holders": {
                     (h["group"] - 1, h["member"] - 1): {

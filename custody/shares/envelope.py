@@ -7,6 +7,12 @@ never contains the share. The dealer signs the RFC 8785 canonical bytes of the p
 prefixed by a context string; the signature is kept apart from the payload (as TUF keeps
 ``signed`` apart from ``signatures``). Format: ``docs/formats.md`` "Share envelope".
 
+The dealer (the ceremony's coordinator) signs with its enrolled key: an in-process Ed25519
+key, or a key on its PKCS#11 token, Ed25519 or ECDSA P-256 (raw r||s over SHA-256; see
+:mod:`custody.audit.signers`). A verifier checks the signature under the algorithm of the
+key it pinned (the auditor's or custodian's pin, or the roster entry of the dealer), never
+one read from the envelope, which names no algorithm.
+
 Verification returns None or raises :class:`EnvelopeError` with a machine ``reason``.
 """
 
@@ -14,20 +20,54 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from custody.audit.signers import ALGORITHMS, ED25519, public_key_ok, verify_signature
 from custody.canonical import canonical_bytes, domain_hash, load_json
-from custody.errors import ConfigError, IntegrityError, ShareError
+from custody.errors import ConfigError, ShareError
 from custody.shares.slip39_parse import ParsedShare, parse_share
-from custody.signing import fingerprint, public_raw, short_fingerprint, verify_ed25519
+from custody.signing import fingerprint, public_raw, short_fingerprint
 
 ENVELOPE_TYPE = "custody-share-envelope"
 ENVELOPE_VERSION = 1
 COMMITMENT_DOMAIN = "custody/share-commitment/v1"
 SIGNING_CONTEXT = b"custody/share-envelope/v1\n"
 _HEX = re.compile(r"^[0-9a-f]*$")
+
+
+class DealerKey(Protocol):
+    """A signer the dealer signs with (:class:`custody.audit.signers.Signer`): a raw
+    ``public`` key of its ``alg`` and ``sign(data)``, in process or on a token."""
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def public(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def dealer_public(dealer: Ed25519PrivateKey | DealerKey) -> bytes:
+    """The raw public key of *dealer*: an in-process Ed25519 key, or a signer of an
+    algorithm :func:`custody.audit.signers.verify_signature` checks.
+
+    Raises:
+        ValueError: the signer's algorithm is not one of those (a caller's bug).
+    """
+    if isinstance(dealer, Ed25519PrivateKey):
+        return public_raw(dealer)
+    if dealer.alg not in ALGORITHMS:
+        raise ValueError(f"unsupported dealer algorithm {dealer.alg!r}")
+    return bytes(dealer.public)
+
+
+def dealer_sign(dealer: Ed25519PrivateKey | DealerKey, data: bytes) -> bytes:
+    """*dealer*'s signature over *data* (see :func:`dealer_public`)."""
+    dealer_public(dealer)  # refuses an algorithm no verifier checks
+    return bytes(dealer.sign(data))
 
 
 class EnvelopeError(ShareError):
@@ -131,7 +171,7 @@ def make_envelope(
     epoch: int,
     custodian: str,
     kcv: str,
-    dealer: Ed25519PrivateKey,
+    dealer: Ed25519PrivateKey | DealerKey,
 ) -> SignedEnvelope:
     """Build and sign the envelope of one share.
 
@@ -142,7 +182,8 @@ def make_envelope(
         epoch: 0 at generation, +1 at each reshare.
         custodian: hex fingerprint of the custodian's signing key.
         kcv: hex key check value of the protected secret (RK).
-        dealer: the ceremony's Ed25519 signing key.
+        dealer: the coordinator's signing key: in process (Ed25519), or a token-held
+            signer (Ed25519 or ECDSA P-256).
 
     Returns:
         The signed envelope.
@@ -162,8 +203,8 @@ def make_envelope(
     )
     return SignedEnvelope(
         payload=payload,
-        signer=fingerprint(public_raw(dealer)),
-        signature=dealer.sign(payload.signing_bytes()),
+        signer=fingerprint(dealer_public(dealer)),
+        signature=dealer_sign(dealer, payload.signing_bytes()),
     )
 
 
@@ -223,34 +264,58 @@ def load_envelope(raw: bytes | str) -> SignedEnvelope:
 
 
 def load_public_key(text: str) -> tuple[bytes, str]:
-    """Load a trust key: JSON ``{"alg":"ed25519","public":"<hex>","name":...}`` or a bare
-    64-hex line.
+    """Load an Ed25519 trust key: JSON ``{"alg":"ed25519","public":"<hex>","name":...}`` or
+    a bare 64-hex line.
 
     Returns:
         (raw 32-byte public key, name or "").
 
     Raises:
-        ConfigError: not one of the two forms.
+        ConfigError: not one of the two forms, or not an Ed25519 key.
+    """
+    raw, name, alg = load_trust_public(text)
+    if alg != ED25519:
+        raise ConfigError(
+            "The public key file is not an Ed25519 public key",
+            'Give a JSON {"alg":"ed25519","public":"<64 hex>"} file or one line of 64 hex digits.',
+        )
+    return raw, name
+
+
+def load_trust_public(text: str) -> tuple[bytes, str, str]:
+    """Load the dealer's (coordinator's) key a custodian pinned: JSON ``{"alg": ALG,
+    "public": "<hex>", "name": ...}`` (a ``NAME.pub.json`` identity file is one), with
+    ``alg`` ``ed25519`` (64 hex) or ``ecdsa-p256`` (the 130-hex uncompressed point), or a
+    bare 64-hex line (always Ed25519).
+
+    Returns:
+        (raw public key, name or "", its algorithm): signatures are checked under that
+        algorithm only.
+
+    Raises:
+        ConfigError: not one of these forms, or a key not of its algorithm.
     """
     s = text.strip()
     try:
         if s.startswith("{"):
             doc = load_json(s)
-            if doc.get("alg") != "ed25519":
+            alg = doc.get("alg")
+            if not isinstance(alg, str) or alg not in ALGORITHMS:
                 raise ValueError("alg")
             raw, name = bytes.fromhex(doc["public"]), doc.get("name", "")
             if not isinstance(name, str):
                 raise TypeError("name")
         else:
-            raw, name = bytes.fromhex(s), ""
-        if len(raw) != 32:
-            raise ValueError("length")
+            raw, name, alg = bytes.fromhex(s), "", ED25519
+        if not public_key_ok(alg, raw):
+            raise ValueError("key")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            "The public key file is not an Ed25519 public key",
-            'Give a JSON {"alg":"ed25519","public":"<64 hex>"} file or one line of 64 hex digits.',
+            "The public key file is not an Ed25519 or ECDSA P-256 public key",
+            'Give the coordinator\'s NAME.pub.json, a JSON {"alg":"ed25519","public":"<64 hex>"} '
+            "file or one line of 64 hex digits.",
         ) from exc
-    return raw, name
+    return raw, name, alg
 
 
 def public_key_json(public: bytes, name: str = "") -> str:
@@ -263,6 +328,7 @@ def verify_share(
     envelope: SignedEnvelope,
     trusted_pubkey: bytes,
     *,
+    alg: str = ED25519,
     expected_ceremony: str | None = None,
     expected_epoch: int | None = None,
 ) -> None:
@@ -271,7 +337,9 @@ def verify_share(
     Args:
         share: the parsed share, or its mnemonic text.
         envelope: the envelope that came with it.
-        trusted_pubkey: the dealer's raw Ed25519 public key, pinned by the verifier.
+        trusted_pubkey: the dealer's raw public key, pinned by the verifier.
+        alg: that key's algorithm, as pinned (or as the roster records it): the signature
+            is checked under it only.
         expected_ceremony: the ceremony this share must belong to (None: not checked).
         expected_epoch: the epoch it must belong to (None: not checked).
 
@@ -285,14 +353,12 @@ def verify_share(
     """
     parsed = parse_share(share) if isinstance(share, str) else share
     p = envelope.payload
-    try:
-        verify_ed25519(trusted_pubkey, envelope.signature, p.signing_bytes())
-    except IntegrityError:
+    if not verify_signature(alg, trusted_pubkey, envelope.signature, p.signing_bytes()):
         raise EnvelopeError(
             "The envelope's signature does not verify with the trusted key",
             "The envelope was altered, or it was signed by another dealer.",
             reason="bad-signature",
-        ) from None
+        )
     if expected_ceremony is not None and p.ceremony_id != expected_ceremony:
         raise EnvelopeError(
             f"The share belongs to ceremony {p.ceremony_id!r}, not {expected_ceremony!r}",

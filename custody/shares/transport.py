@@ -3,9 +3,11 @@
 1. The coordinator makes an *offer*: a fresh X25519 public key, the share set it collects
    (the generating ceremony's id and the epoch, which the custodian's envelope names), the
    *session* (the id of the ceremony that is running now and will open the blob) and an
-   expiry, all signed with the coordinator's Ed25519 key. It travels as text
+   expiry, all signed with the coordinator's enrolled key (Ed25519, in process or on a
+   token, or ECDSA P-256 on a token without EdDSA). It travels as text
    (``custody-offer:...``) or QR.
-2. The custodian checks the signature against the coordinator key they pinned, the
+2. The custodian checks the signature against the coordinator key they pinned, under
+   that pin's algorithm only (the offer names none), the
    expiry (``now`` is a parameter) and, when they have their envelope, that the offer is
    for the envelope's ceremony and epoch. Then :func:`seal_to_offer` makes a fresh X25519
    key, derives an AES-256-GCM key with HKDF-SHA256 bound to the ceremony id, epoch,
@@ -45,9 +47,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from shamir_mnemonic.wordlist import WORDLIST
 
+from custody.audit.signers import ED25519, verify_signature
 from custody.canonical import canonical_bytes, domain_hash, load_json
-from custody.errors import IntegrityError, ShareError
-from custody.signing import fingerprint, public_raw, verify_ed25519
+from custody.errors import ShareError
+from custody.shares.envelope import DealerKey, dealer_public, dealer_sign
+from custody.signing import fingerprint
 
 OFFER_PREFIX = "custody-offer:"
 COMPACT_MARK = "8"  # the first digit of a compact offer (format 1 of the digit form)
@@ -205,7 +209,7 @@ def make_offer(
     ceremony_id: str,
     epoch: int,
     session: str,
-    coordinator: Ed25519PrivateKey,
+    coordinator: Ed25519PrivateKey | DealerKey,
     now: int,
     ttl: int = 900,
     rng: Rng = os.urandom,
@@ -214,7 +218,8 @@ def make_offer(
 
     Args:
         ceremony_id, epoch: the share set collected (its generating ceremony and epoch).
-        coordinator: the coordinator's signing key.
+        coordinator: the coordinator's signing key: in process (Ed25519), or a token-held
+            signer (Ed25519 or ECDSA P-256).
         now: current Unix time in seconds.
         ttl: validity in seconds.
         session: the id of the ceremony that will open the hand-ins (required: there is
@@ -237,9 +242,9 @@ def make_offer(
         session=session,
         public=_x_raw(priv.public_key()),
         expires=now + ttl,
-        coordinator=fingerprint(public_raw(coordinator)),
+        coordinator=fingerprint(dealer_public(coordinator)),
     )
-    sig = coordinator.sign(unsigned.signing_bytes())
+    sig = dealer_sign(coordinator, unsigned.signing_bytes())
     return OfferKey(offer=Offer(**{**_fields(unsigned), "signature": sig}), private=priv)
 
 
@@ -375,11 +380,13 @@ def verify_offer(
     trusted_coordinator: bytes,
     *,
     now: int,
+    alg: str = ED25519,
     expected_ceremony: str | None = None,
     expected_epoch: int | None = None,
     expected_session: str | None = None,
 ) -> Offer:
-    """Check an offer's signature, expiry, ceremony, epoch and session.
+    """Check an offer's signature (under *alg*, the pinned coordinator key's algorithm
+    only), expiry, ceremony, epoch and session.
 
     Returns:
         The offer, with the coordinator's fingerprint restored from *trusted_coordinator*
@@ -392,14 +399,12 @@ def verify_offer(
     """
     if offer.compact and not offer.coordinator:
         offer = Offer(**{**_fields(offer), "coordinator": fingerprint(trusted_coordinator)})
-    try:
-        verify_ed25519(trusted_coordinator, offer.signature, offer.signing_bytes())
-    except IntegrityError:
+    if not verify_signature(alg, trusted_coordinator, offer.signature, offer.signing_bytes()):
         raise TransportError(
             "The offer is not signed by the trusted coordinator key",
             "Do not send your share; call the coordinator.",
             reason="bad-signature",
-        ) from None
+        )
     if now > offer.expires:
         raise TransportError(
             "The offer has expired", "Ask the coordinator for a fresh offer.", reason="expired"
@@ -453,6 +458,7 @@ def seal_to_offer(
     trusted_coordinator: bytes,
     now: int,
     expected_session: str | None,
+    trusted_alg: str = ED25519,
     envelope: bytes | None = None,
     expected_ceremony: str | None = None,
     expected_epoch: int | None = None,
@@ -463,7 +469,9 @@ def seal_to_offer(
     Args:
         offer: the offer (or its text).
         share: the mnemonic text.
-        trusted_coordinator: the coordinator's raw Ed25519 public key, pinned by the custodian.
+        trusted_coordinator: the coordinator's raw public key, pinned by the custodian.
+        trusted_alg: that pin's algorithm (``ed25519`` or ``ecdsa-p256``); the offer's
+            signature is checked under it only.
         now: current Unix time in seconds.
         expected_session: required: the running ceremony the coordinator named, which the
             offer must be for; ``None`` only when the custodian was told no session (the
@@ -485,6 +493,7 @@ def seal_to_offer(
         o,
         trusted_coordinator,
         now=now,
+        alg=trusted_alg,
         expected_ceremony=expected_ceremony,
         expected_epoch=expected_epoch,
         expected_session=expected_session,

@@ -83,6 +83,15 @@ def _secret_lost(r: CeremonyRunner | None = None, step: str | None = None) -> An
     )
 
 
+def dealer_alg(store: Any, public: bytes) -> str:
+    """The algorithm the roster records for the key that dealt a share set (revoked
+    members included): its envelopes verify under that algorithm only. A key the roster
+    does not hold is read as Ed25519, the only dealer key before token-held coordinators
+    dealt, and so fails closed for any other key."""
+    m = next((p for p in store.participants() if p.public == public), None)
+    return str(m.alg) if m is not None else "ed25519"
+
+
 def active_share_set(store: Any) -> dict[str, Any] | None:
     e = store.active_share_set()
     if e is None:
@@ -92,6 +101,7 @@ def active_share_set(store: Any) -> dict[str, Any] | None:
         "ceremony_id": e.ceremony_id,
         "policy_digest": e.policy_digest,
         "dealer": e.dealer_public,
+        "dealer_alg": dealer_alg(store, e.dealer_public),
         "rk_kcv": e.rk_kcv,
         "rk_public": e.rk_public,
         "scheme": json.loads(e.scheme),

@@ -168,6 +168,7 @@ def new_share_set(r: CeremonyRunner) -> dict[str, Any]:
         "epoch": f["epoch"],
         "ceremony_id": r.ceremony_id,
         "dealer": bytes.fromhex(f["dealer_public"]),
+        "dealer_alg": f.get("dealer_alg", "ed25519"),
         "rk_kcv": f["new_rk_kcv"],
         "scheme": f["scheme"],
         "holders": {

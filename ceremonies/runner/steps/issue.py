@@ -161,7 +161,7 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
             epoch=epoch,
             custodian=m.fingerprint,
             kcv=kcv,
-            dealer=r.signer.key,
+            dealer=r.signer,
         )
         envs[name] = (mnemonic, env)
         x25519 = sealed_to(r, name, m.alg, m.public)
@@ -177,11 +177,14 @@ def split(r: CeremonyRunner, inputs: Inputs) -> dict[str, Any]:
         r.record("share.issued", rec, step="split")
         issued.append(rec)
     r._secrets["issued"] = envs
-    return {
+    out = {
         "holders": issued,
         "scheme": {"groups": [list(g) for g in groups], "group_threshold": p["group_threshold"]},
         "dealer_public": r.signer.public.hex(),
     }
+    if r.signer.alg != "ed25519":  # the verification round checks envelopes under it
+        out["dealer_alg"] = r.signer.alg
+    return out
 
 
 CARD_FORMATS = ("svg", "pdf")  # default: SVG to view and check, PDF to print

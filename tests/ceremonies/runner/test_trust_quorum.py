@@ -146,33 +146,6 @@ def test_the_runner_refuses_a_lowered_enrolment_quorum(dep: Dep):
     assert _db(dep, "SELECT COUNT(*) FROM ceremonies WHERE kind='enrol'") == [(1,)]  # bootstrap
 
 
-def test_a_dealing_ceremony_refuses_a_coordinator_without_an_in_process_key(dep: Dep):
-    """generate and reshare sign each share envelope with the coordinator's in-process
-    Ed25519 key. A token-held coordinator (a NAME.token.json signer: name, alg, public and
-    sign, no key object) is refused before anything is recorded, not failed at issue."""
-    from ceremonies.participants import load_signer
-    from ceremonies.runner import CeremonyRunner
-    from custody.config import Home
-    from custody.deployment import open_deployment
-    from custody.errors import UsageError
-
-    inner = load_signer(dep.people / "admin.key.pem", passphrase_of("admin"))
-
-    class TokenLike:
-        name, alg, public = inner.name, inner.alg, inner.public
-
-        def sign(self, data: bytes) -> bytes:
-            return inner.sign(data)
-
-    before = _db(dep, "SELECT COUNT(*) FROM ceremonies")
-    with open_deployment(Home(dep.root)) as dp:
-        for kind in ("generate", "reshare"):
-            with pytest.raises(UsageError) as ei:
-                CeremonyRunner.start(dp, kind, TokenLike(), params={})
-            assert "needs a coordinator key file" in ei.value.title and ei.value.hint
-    assert _db(dep, "SELECT COUNT(*) FROM ceremonies") == before
-
-
 def test_two_super_admins_approve_a_roster_change(dep: Dep):
     """With two super-admins, adding or revoking anyone needs both; custodians do not count."""
     _people(dep, ("admin2", "super-admin"), ("sock1", "custodian"))
