@@ -18,6 +18,7 @@ from ceremonies.roster import Roster
 from ceremonies.runner.steps.base import active_share_set, quorum_size
 from ceremonies.transcript.authority import SECOND_PERSON_ROLES, roster_change_quorum
 from ceremonies.transcript.model import Policy, RosterEntry, Threshold
+from custody.access.local import check_sealed_rows
 from custody.deployment import Deployment
 from custody.errors import CeremonyError, IntegrityError, PolicyError
 from custody.textsafe import printable
@@ -142,6 +143,8 @@ def admit(
         PolicyError: the coordinator is not an enrolled super-admin; extra roster entries
             outside the bootstrap enrolment; a threshold below the required quorum, or one
             nobody can meet; an emergency-rotate with no second person enrolled.
+        IntegrityError: with the token open, the roster (or another access-control row)
+            fails its access seal.
     """
     store = dep.store
     for o in store.ceremonies(state="open"):
@@ -157,6 +160,12 @@ def admit(
             "Only the bootstrap enrolment may name participants who are not enrolled",
             "Enrol them with 'custody ceremony enrol' (a quorum approves it).",
         )
+    # with the token open: the roster rows the access seal covers must be as sealed (a
+    # custodian's key swapped on disk would otherwise approve as them). Not for recover:
+    # its token is a replacement, the seal's key went with the lost one (the runbook
+    # re-seals after review), and its authority is the shares
+    if kind != "recover":
+        check_sealed_rows(dep)
     entries = roster_entries(Roster(store), now) + tuple(extra_roster)
     me = next((e for e in entries if e.public == signer.public and e.alg == signer.alg), None)
     if me is None or me.role != "super-admin":

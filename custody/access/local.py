@@ -65,6 +65,22 @@ def home_seal(dep: Deployment, home: Home) -> AccessSeal | None:
     return access_seal(dep, _HomeLog(home))
 
 
+def check_sealed_rows(dep: Deployment) -> None:
+    """Refuse when *dep*'s access-control rows, the participants roster among them, fail
+    their access seal (audited in the home's log); a no-op without the token. For a
+    ceremony about to read the roster: a sealed participant's key, role or validity
+    changed on disk must not let anyone approve as them. A home whose rows were never
+    sealed is left as it is (its first token-open access command seals them): a
+    ceremony refused early must leave the token as it was.
+
+    Raises:
+        IntegrityError: the rows fail their seal. HsmError: the token failed.
+    """
+    seal = home_seal(dep, dep.home)
+    if seal is not None and seal.in_use():  # never sealed: nothing to check, none made
+        seal.check()
+
+
 def logged_binding(home: Home) -> str | None:
     """The local operator's TOTP binding as *home*'s audit log last recorded it (the last
     ``access local-mfa`` outcome ``ok``): the principal, or None when never bound or lifted.

@@ -402,6 +402,20 @@ class AccessSeal:
         if then is not None:  # a write the check decided on, after the snapshot
             then()
 
+    def in_use(self) -> bool:
+        """Whether this deployment's rows were ever sealed: a seal in the store, or the
+        token's counter or key for it. False only for a home never sealed, whose first
+        check would seal the rows (first use) and create the token's objects.
+
+        Raises:
+            HsmError: the token failed.
+        """
+        return (
+            self.store.get_meta(SEAL_META) is not None
+            or self._token.counter(self.counter) is not None
+            or self._mac(DOMAIN, b"") is not None
+        )
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """The store's read snapshot; refusals are audited once it has ended (the audit
