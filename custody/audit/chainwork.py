@@ -23,10 +23,10 @@ Only the standard library is imported, so the process starts in tens of millisec
 
 Worker protocol (stdin, then stdout), frames of a 4-byte big-endian length and a payload:
   * first frame: JSON ``{"pattern": hex}`` (the source of the log's block expression);
-  * then blocks: :data:`HEADER` (first seq, count, Merkle wanted, ``head_in``, number of
-    wanted offsets), the wanted offsets (4 bytes each), the line lengths (4 bytes each),
-    then the lines joined by newlines. Each block is answered, in order, by one JSON
-    frame (:func:`encode_result`);
+  * then each block in two frames: :data:`HEADER` (first seq, count, Merkle wanted,
+    ``head_in``, number of wanted offsets), the wanted offsets and the line lengths (4
+    bytes each); then the lines joined by newlines. Each block is answered, in order, by
+    one JSON frame (:func:`encode_result`);
   * an empty frame ends the input.
 
 :class:`ChainWork` is the earlier hash-only half (lines with their ``prev`` read by the
@@ -50,7 +50,7 @@ from typing import IO, Any
 TAG_CHAIN = b"custody/audit/chain/v1"  # custody.audit.records.TAG_CHAIN
 SKIP = b"*" * 64  # the caller reported this line already; no chain-link check
 LIMIT = 50
-BLOCK = 4096  # entries per block: a power of two
+BLOCK = 1024  # entries per block: a power of two
 HEADER = struct.Struct(">QIB32sH")  # first seq, count, merkle, head_in, wanted offsets
 KEYS = 6  # details keys captured by the entry expression (groups 1..KEYS)
 PREV, SEQ = KEYS, KEYS + 1  # indexes of the prev and seq groups in a match's groups
@@ -195,31 +195,31 @@ def check_block(
 
 
 def pack_block(
-    i0: int, head_in: bytes, lines: Sequence[bytes], blob: bytes, merkle: bool,
-    wants: Sequence[int],
-) -> list[bytes]:  # fmt: skip
-    """A block frame's payload, in pieces (see the module doc)."""
-    lens = array("I", map(len, lines))
+    i0: int, head_in: bytes, lens: array[int], blob: bytes, merkle: bool, wants: Sequence[int]
+) -> list[bytes]:
+    """A block's two frames (see the module doc), in pieces: the header with the wanted
+    offsets and the line lengths (*lens*, native order), then the lines joined by newlines."""
     ws = array("I", wants)
     if sys.byteorder == "little":
+        lens = array("I", lens)
         lens.byteswap()
         ws.byteswap()
-    hdr = HEADER.pack(i0, len(lines), merkle, head_in, len(wants))
-    return [hdr, ws.tobytes(), lens.tobytes(), blob]
+    hdr = HEADER.pack(i0, len(lens), merkle, head_in, len(wants))
+    meta = hdr + ws.tobytes() + lens.tobytes()
+    return [len(meta).to_bytes(4, "big"), meta, len(blob).to_bytes(4, "big"), blob]
 
 
-def _unpack_block(data: bytes) -> tuple[int, int, bool, bytes, list[int], array[int], bytes]:
+def _unpack_block(data: bytes) -> tuple[int, bool, bytes, list[int], array[int]]:
     i0, n, merkle, head_in, nw = HEADER.unpack_from(data)
     off = HEADER.size
     ws, lens = array("I"), array("I")
     ws.frombytes(data[off : off + 4 * nw])
     off += 4 * nw
     lens.frombytes(data[off : off + 4 * n])
-    off += 4 * n
     if sys.byteorder == "little":
         ws.byteswap()
         lens.byteswap()
-    return i0, n, bool(merkle), head_in, list(ws), lens, data[off:]
+    return i0, bool(merkle), head_in, list(ws), lens
 
 
 def encode_result(r: Result) -> bytes:
@@ -348,8 +348,12 @@ def main() -> int:
             return 2  # the caller went away mid-stream: no answer
         if not data:
             return 0
-        i0, _n, merkle, head_in, wants, lens, blob = _unpack_block(data)
+        i0, merkle, head_in, wants, lens = _unpack_block(data)
+        blob = read_frame(inp)
+        if blob is None:
+            return 2
         r = check_block(pat, blob, i0, head_in, lens=lens, merkle=merkle, wants=wants)
+        del blob
         out.write(frame(encode_result(r)))
         out.flush()
 

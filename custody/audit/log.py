@@ -46,7 +46,7 @@ from custody.audit.records import (
     sign_checkpoint,
 )
 from custody.audit.signers import Sealer, TrustKey
-from custody.audit.verify import audit_report
+from custody.audit.verify import LineChunks, audit_report
 from custody.canonical import canonical_bytes
 from custody.config import Home
 from custody.errors import AuditError, PolicyError, StorageError
@@ -550,7 +550,7 @@ class AuditLog:
                 parallel = _cores() >= 2 and self._db.size() >= PARALLEL_FROM
             return audit_report(
                 self.log_id,
-                self._db.iter_lines(),
+                LineChunks(self._db.iter_chunks()),
                 self._db.checkpoint_lines(),
                 trust,
                 witnesses=witnesses,

@@ -37,16 +37,18 @@ import fcntl
 import functools
 import gc
 import hmac
+import itertools
 import json
 import queue
 import re
 import subprocess
 import sys
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -113,7 +115,7 @@ _PREV, _SEQ = _MAX_KEYS + 1, _MAX_KEYS + 2
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _GROUPS = tuple(range(1, _MAX_KEYS + 3))
 _keys_sorted = chainwork.keys_sorted
-IN_FLIGHT = 3  # blocks sent to the worker and not yet answered, at most
+IN_FLIGHT = 8  # blocks sent to the worker and not yet answered, at most
 _QUEUED = 16  # blocks verified and waiting for an earlier one, at most
 
 
@@ -177,7 +179,7 @@ class _BlockWorker:
         self._jobs: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[bytes | OSError] = queue.SimpleQueue()
         self.waiting = 0  # blocks sent and not yet answered
-        self._jobs.put([json.dumps({"pattern": pattern.hex()}).encode()])
+        self._jobs.put([chainwork.frame(json.dumps({"pattern": pattern.hex()}).encode())])
         self._threads = [
             threading.Thread(target=self._write, name="audit-verify-send", daemon=True),
             threading.Thread(target=self._read, name="audit-verify-recv", daemon=True),
@@ -188,8 +190,7 @@ class _BlockWorker:
     def _write(self) -> None:
         w = self._in
         try:
-            while (pieces := self._jobs.get()) is not None:
-                w.write(sum(map(len, pieces)).to_bytes(4, "big"))
+            while (pieces := self._jobs.get()) is not None:  # frames, in pieces
                 for p in pieces:
                     w.write(p)
                 w.flush()
@@ -258,18 +259,35 @@ class _HashWorker(Protocol):
     def kill(self) -> None: ...
 
 
+class LineChunks:
+    """Entry lines handed over in lists (a store's fetches, ``iter_chunks``), which the
+    verifier cuts into blocks without a step per line; iterating it gives the lines."""
+
+    def __init__(self, chunks: Iterable[list[bytes]]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return itertools.chain.from_iterable(self.chunks)
+
+
 @dataclass(slots=True)
 class _Slot:
-    """One block between reading it and joining it: its result once verified."""
+    """One block between reading it and joining it. It holds its lines until verified
+    here, or its joined lines and their lengths while the worker has it (to verify it here
+    should the worker fail); then only its result."""
 
     i0: int
-    lines: list[bytes]
+    n: int
     head_in: bytes
     merkle: bool
     wants: list[int]
-    remote: bool
+    lines: list[bytes] | None = None
+    blob: bytes | None = None
+    lens: array[int] | None = None
+    remote: bool = False
     result: chainwork.Result | None = None
-    leaves: list[bytes] | None = field(default=None)  # an unaligned block's leaf hashes
+    leaves: list[bytes] | None = None  # an unaligned block's leaf hashes
+    heads: list[bytes] | None = None  # and its chain heads at the wanted offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,14 +362,24 @@ class LogVerifier:
 
     def _blocks(self, lines: Iterable[bytes]) -> Iterator[_Slot]:
         """The lines cut at multiples of the block size, with what each block needs."""
-        it, i, b, head = iter(lines), self.entries, self._block, self._head
+        i, b, head = self.entries, self._block, self._head
         top = self._want[-1] if self._want else -1  # past it no Merkle leaf is needed
-        while chunk := list(islice(it, b - i % b)):
-            n = len(chunk)
-            wants = [s - i for s in self._want if i < s <= i + n]
-            yield _Slot(i, chunk, head, i < top, wants, False)
-            head = chainwork.chain_of(chunk[-1])
-            i += n
+        if isinstance(lines, LineChunks):
+            src: Iterable[list[bytes]] = lines.chunks
+        else:
+            it = iter(lines)
+            src = iter(lambda: list(islice(it, b)), [])
+        buf: list[bytes] = []
+        for c in itertools.chain(src, [[]]):
+            buf = buf + c if buf else list(c)
+            while buf and (len(buf) >= b - i % b or not c):  # a whole block, or the rest
+                need = b - i % b
+                chunk, buf = buf[:need], buf[need:]
+                n = len(chunk)
+                wants = [s - i for s in self._want if i < s <= i + n]
+                yield _Slot(i, n, head, i < top, wants, lines=chunk)
+                head = chainwork.chain_of(chunk[-1])
+                i += n
 
     def feed(self, lines: Iterable[bytes]) -> None:
         """Verify the next entries, in order. After it, ``entries``, ``roots``, ``heads``,
@@ -370,11 +398,12 @@ class LogVerifier:
         try:
             for s in self._blocks(lines):
                 w = self._worker
-                if w is not None and s.i0 % b == 0 and w.waiting < IN_FLIGHT:
+                if w is not None and s.i0 % b == 0 and w.waiting < IN_FLIGHT and s.lines:
                     s.remote = True
                     self.blocks_sent += 1
-                    blob = b"\n".join(s.lines)
-                    w.send(chainwork.pack_block(s.i0, s.head_in, s.lines, blob, s.merkle, s.wants))
+                    s.blob, s.lens = b"\n".join(s.lines), array("I", map(len, s.lines))
+                    s.lines = None
+                    w.send(chainwork.pack_block(s.i0, s.head_in, s.lens, s.blob, s.merkle, s.wants))
                 else:
                     self._local(pat, s)
                 slots.append(s)
@@ -388,18 +417,23 @@ class LogVerifier:
     def _local(self, pat: re.Pattern[bytes], s: _Slot) -> None:
         """Verify block *s* in this process."""
         aligned = s.i0 % self._block == 0
-        blob = b"\n".join(s.lines)
+        lines, blob = s.lines, s.blob
+        if blob is None:
+            blob = b"\n".join(lines or ())
         s.result = chainwork.check_block(
             pat,
             blob,
             s.i0,
             s.head_in,
-            lines=s.lines,
+            lines=lines,
+            lens=s.lens if s.lens is not None else (),
             merkle=s.merkle and aligned,
             wants=s.wants if aligned else (),
         )
-        if s.merkle and not aligned:  # a feed that began mid-block: leaf by leaf
-            s.leaves = [leaf_hash(ln) for ln in s.lines]
+        if s.merkle and not aligned and lines is not None:  # a feed begun mid-block
+            s.leaves = [leaf_hash(ln) for ln in lines]
+            s.heads = [chainwork.chain_of(lines[k - 1]) for k in s.wants]
+        s.lines = s.blob = s.lens = None
 
     def _collect(self, *, wait: bool) -> None:
         """Take the worker's answers that are in (waiting for one if *wait* and the oldest
@@ -428,19 +462,19 @@ class LogVerifier:
                 self.problem(p, i0 + k)
         fr = self._frontier
         if s.leaves is not None:
-            wants = set(s.wants)
+            wants = dict(zip(s.wants, s.heads or (), strict=True))
             for k, lh in enumerate(s.leaves, 1):
                 fr.append_hash(lh)
                 if k in wants:
                     self.roots[i0 + k] = fr.root()
-                    self.heads[i0 + k] = chainwork.chain_of(s.lines[k - 1])
+                    self.heads[i0 + k] = wants[k]
         elif s.merkle:
             for k, hk, st in at:
                 self.roots[i0 + k] = fr.root(st)
                 self.heads[i0 + k] = hk
             for ht, x in tree:
                 fr.append_subtree(ht, x)
-        old, n = self.entries, len(s.lines)
+        old, n = self.entries, s.n
         self.entries, self._head = i0 + n, head
         if self._progress is not None:
             e = self._every

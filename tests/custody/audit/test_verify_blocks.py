@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def _one_by_one(lines: list[bytes]) -> V.LogVerifier:
     return v
 
 
-def _run(lines: list[bytes], *, parallel: bool, block: int = BLOCK) -> V.LogVerifier:
+def _run(lines: Iterable[bytes], *, parallel: bool, block: int = BLOCK) -> V.LogVerifier:
     v = V.LogVerifier(LOG, SIZES, parallel=parallel, block=block)
     try:
         v.feed(lines)
@@ -77,12 +78,16 @@ def _run(lines: list[bytes], *, parallel: bool, block: int = BLOCK) -> V.LogVeri
 
 def _same(lines: list[bytes]) -> list[str]:
     """Every path agrees: one line at a time, one default block, small blocks in this
-    process, small blocks shared with the worker process. Returns the problems."""
+    process, small blocks shared with the worker process, and the lines handed over in
+    lists that do not fall on the blocks (as a store's fetches). Returns the problems."""
     ref = _one_by_one(lines)
+    chunks = V.LineChunks([lines[k : k + 7] for k in range(0, len(lines), 7)])
     for v in (
         _run(lines, parallel=False, block=chainwork.BLOCK),
         _run(lines, parallel=False),
         _run(lines, parallel=True),
+        _run(chunks, parallel=True),
+        _run(chunks, parallel=False, block=4),
     ):
         assert v.problems == ref.problems, (v.problems, ref.problems)
         assert v.more_problems == ref.more_problems
