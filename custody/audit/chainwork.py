@@ -40,6 +40,7 @@ import gc
 import hashlib
 import itertools
 import json
+import operator
 import re
 import struct
 import sys
@@ -122,6 +123,25 @@ def _decompose(levels: list[list[bytes]], k: int) -> Stack:
     return out
 
 
+_COL = [operator.itemgetter(j) for j in range(SEQ + 1)]
+
+
+def _block_keys_sorted(found: list[tuple[bytes, ...]]) -> bool:
+    """:func:`keys_sorted` for every match of a block: column by column while every line
+    has the next key or none has it, else once per distinct tuple of keys."""
+    prev = list(map(_COL[0], found))
+    for j in range(1, KEYS):
+        nxt = list(map(_COL[j], found))
+        if not any(nxt):  # no line has key j, nor any after it
+            return True
+        if not all(nxt):
+            return all(map(keys_sorted, {t[:KEYS] for t in found}))
+        if not all(map(operator.lt, prev, nxt)):
+            return False
+        prev = nxt
+    return True
+
+
 def _split(blob: bytes, lens: Sequence[int]) -> list[bytes]:
     out, off = [], 0
     for n in lens:
@@ -158,14 +178,13 @@ def check_block(
     sha, pre = hashlib.sha256, _PREFIX
     heads = [sha(pre[len(ln)] + ln).digest() for ln in lines]
     if clean:
-        cols = list(zip(*found, strict=True))
         last = heads.pop()
         links = binascii.hexlify(head_in + b"".join(heads))
         heads.append(last)
         clean = (
-            b"".join(cols[PREV]) == links
-            and b",".join(cols[SEQ]) == ",".join(map(str, range(i0, i0 + n))).encode()
-            and all(map(keys_sorted, set(zip(*cols[:KEYS], strict=True))))
+            b"".join(map(_COL[PREV], found)) == links
+            and b",".join(map(_COL[SEQ], found)) == (b"%d," * n % tuple(range(i0, i0 + n)))[:-1]
+            and _block_keys_sorted(found)
         )
     bad: list[tuple[int, bytes, bytes]] = []
     if not clean:

@@ -338,3 +338,33 @@ def test_a_worker_that_dies_mid_run_fails_the_run_and_the_rest_stays_exact(
     assert any("hashing process failed" in p for p in v.problems)
     assert [p for p in v.problems if "hashing" not in p] == ref.problems
     assert v.roots == ref.roots and v.heads == ref.heads and v.entries == N
+
+
+def _chain_of(details: list[dict[str, object]]) -> list[bytes]:
+    out, prev = [], genesis(LOG)
+    for i, d in enumerate(details):
+        out.append(_line(i, prev, details=d))
+        prev = chain_hash(out[-1])
+    return out
+
+
+def test_details_keys_are_checked_in_blocks_with_mixed_key_counts() -> None:
+    pat = V._entry_re(LOG)
+    mixed: list[dict[str, object]] = [{}, {"a": 1}, {"a": 1, "b": 2}, {"": 0, "a": 1}] * 4
+    lines = _chain_of(mixed)
+
+    def bad(ls: list[bytes]) -> list[int]:
+        r = chainwork.check_block(pat, b"\n".join(ls), 0, genesis(LOG), lines=ls)
+        return [k for k, _, _ in r[3]]
+
+    assert bad(lines) == [] and _same(lines) == []
+    same_count = _chain_of([{"a": 1, "b": 2, "c": 3}] * 16)
+    assert bad(same_count) == []
+    for ls, k in ((lines, 6), (same_count, 9)):
+        unsorted = list(ls)
+        e = json.loads(unsorted[k])
+        raw = canonical_bytes(e).replace(b'{"a":1,"b":2', b'{"b":2,"a":1')
+        assert raw != unsorted[k]
+        unsorted[k] = raw
+        assert bad(unsorted) == [k, k + 1]  # the line, and the next one's broken link
+        assert _same(unsorted)[0] == f"entry {k} is not a canonical audit entry"
