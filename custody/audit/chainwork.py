@@ -166,7 +166,7 @@ def check_block(
     hash *head_in*. *wants* are offsets 1..n whose tree and chain head are asked about.
 
     Returns ``(head, tree, at, bad)``: the chain hash of the last line; the block's perfect
-    subtrees (none without *merkle*); for each
+    subtrees (none without *merkle*, and then none in *at* either); for each
     wanted offset ``(k, chain head after k lines, subtrees of the first k leaves)``; and
     ``(offset, line, chain hash before it)`` for each line that fails the fast check.
     """
@@ -202,7 +202,7 @@ def check_block(
             h = heads[k]
     head = heads[-1] if heads else head_in
     if not merkle:
-        return head, [], [], bad
+        return head, [], [(k, heads[k - 1], []) for k in wants], bad
     lvl = [sha(b"\x00" + ln).digest() for ln in lines]
     levels = [lvl]
     while len(lvl) > 1:

@@ -309,6 +309,7 @@ class LogVerifier:
             call :meth:`join` after the last :meth:`feed`. Falls back to one process when
             the worker cannot start.
         block: entries per block, a power of two (smaller ones only in tests).
+        heads_at: sizes at which only the chain head is needed (a seal's), no root.
     """
 
     def __init__(
@@ -320,6 +321,7 @@ class LogVerifier:
         every: int = 50_000,
         parallel: bool = False,
         block: int = chainwork.BLOCK,
+        heads_at: Iterable[int] = (),
     ) -> None:
         if block < 1 or block & (block - 1):
             raise ValueError("the block size must be a power of two")
@@ -329,7 +331,8 @@ class LogVerifier:
         self.more_problems = 0
         self.roots: dict[int, bytes] = {}
         self.heads: dict[int, bytes] = {}  # chain head after the first *size* entries
-        self._want = sorted({s for s in sizes if s >= 0})
+        self._roots_at = {s for s in sizes if s >= 0}
+        self._want = sorted(self._roots_at | {s for s in heads_at if s >= 0})
         self._head = genesis(log_id)
         self._frontier = Frontier()
         self._progress = progress
@@ -341,7 +344,7 @@ class LogVerifier:
         self._worker: _BlockWorker | None = None
         self._slots: deque[_Slot] = deque()
         self.blocks_sent = 0  # blocks the worker verified (or was sent)
-        if 0 in self._want:
+        if 0 in self._roots_at:
             self.roots[0] = EMPTY_ROOT
         if parallel:
             try:
@@ -363,7 +366,7 @@ class LogVerifier:
     def _blocks(self, lines: Iterable[bytes]) -> Iterator[_Slot]:
         """The lines cut at multiples of the block size, with what each block needs."""
         i, b, head = self.entries, self._block, self._head
-        top = self._want[-1] if self._want else -1  # past it no Merkle leaf is needed
+        top = max(self._roots_at, default=-1)  # past it no Merkle leaf is needed
         if isinstance(lines, LineChunks):
             src: Iterable[list[bytes]] = lines.chunks
         else:
@@ -430,9 +433,10 @@ class LogVerifier:
             merkle=s.merkle and aligned,
             wants=s.wants if aligned else (),
         )
-        if s.merkle and not aligned and lines is not None:  # a feed begun mid-block
-            s.leaves = [leaf_hash(ln) for ln in lines]
+        if not aligned and lines is not None:  # a feed begun mid-block: leaf by leaf
             s.heads = [chainwork.chain_of(lines[k - 1]) for k in s.wants]
+            if s.merkle:
+                s.leaves = [leaf_hash(ln) for ln in lines]
         s.lines = s.blob = s.lens = None
 
     def _collect(self, *, wait: bool) -> None:
@@ -460,18 +464,19 @@ class LogVerifier:
             p = entry_problem(line, i0 + k, self.log_id, h.hex())
             if p is not None:
                 self.problem(p, i0 + k)
-        fr = self._frontier
-        if s.leaves is not None:
-            wants = dict(zip(s.wants, s.heads or (), strict=True))
-            for k, lh in enumerate(s.leaves, 1):
+        fr, roots_at = self._frontier, self._roots_at
+        if s.heads is not None:  # unaligned
+            wants = dict(zip(s.wants, s.heads, strict=True))
+            self.heads.update((i0 + k, hk) for k, hk in wants.items())
+            for k, lh in enumerate(s.leaves or (), 1):
                 fr.append_hash(lh)
-                if k in wants:
+                if k in wants and i0 + k in roots_at:
                     self.roots[i0 + k] = fr.root()
-                    self.heads[i0 + k] = wants[k]
-        elif s.merkle:
+        else:
             for k, hk, st in at:
-                self.roots[i0 + k] = fr.root(st)
                 self.heads[i0 + k] = hk
+                if s.merkle and i0 + k in roots_at:
+                    self.roots[i0 + k] = fr.root(st)
             for ht, x in tree:
                 fr.append_subtree(ht, x)
         old, n = self.entries, s.n
@@ -675,9 +680,10 @@ def audit_report(
     for a in (*stored, *wit, *kn):
         with suppress(KeyError, ValueError, TypeError):
             sizes.append(int(a.raw["tree_size"]))
-    if seal is not None:
-        sizes.append(seal[0] + 1)
-    v = LogVerifier(log_id, sizes, progress=progress, parallel=parallel, block=block)
+    heads_at = [seal[0] + 1] if seal is not None else []
+    v = LogVerifier(
+        log_id, sizes, progress=progress, parallel=parallel, block=block, heads_at=heads_at
+    )
     try:
         v.feed(lines)
     finally:

@@ -368,3 +368,16 @@ def test_details_keys_are_checked_in_blocks_with_mixed_key_counts() -> None:
         unsorted[k] = raw
         assert bad(unsorted) == [k, k + 1]  # the line, and the next one's broken link
         assert _same(unsorted)[0] == f"entry {k} is not a canonical audit entry"
+
+
+def test_heads_alone_are_taken_without_the_tree() -> None:
+    want = {s: chain_hash(GOOD[s - 1]) for s in (5, 16, 17, 90)}
+    for par, blk in ((False, BLOCK), (True, BLOCK), (False, chainwork.BLOCK)):
+        v = V.LogVerifier(LOG, [16], parallel=par, block=blk, heads_at=[5, 17, 90, 91])
+        v.feed(GOOD)
+        v.join()
+        assert v.heads == want and set(v.roots) == {16}, (par, blk)
+    v = V.LogVerifier(LOG, heads_at=[5, 17, 90])
+    for ln in GOOD:  # unaligned blocks
+        v.feed([ln])
+    assert v.heads == {s: h for s, h in want.items() if s != 16} and v.roots == {}
