@@ -211,24 +211,40 @@ def _bulk(log: AuditLog, idx: list[int]) -> None:
 
 
 def raw_chain(path: Path) -> float:
+    return raw_chain_cpu(path)[0]
+
+
+def raw_chain_cpu(path: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the raw chain."""
     db = sqlite3.connect(path)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     h = b"\0" * 32
     sha = hashlib.sha256
     cur = db.execute("SELECT line FROM entries ORDER BY seq")
     while rows := cur.fetchmany(4096):
         for (line,) in rows:
             h = sha(h + line).digest()
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     db.close()
-    return dt
+    return dt, dc
 
 
 def verify_lib(path: Path, parallel: bool) -> tuple[float, bool]:
-    t = time.perf_counter()
+    dt, ok, _, _ = verify_lib_cpu(path, parallel)
+    return dt, ok
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def verify_lib_cpu(path: Path, parallel: bool) -> tuple[float, bool, float, float]:
+    """(wall seconds, verdict, CPU seconds of this process, CPU seconds of the worker)."""
+    t, c, w = time.perf_counter(), time.process_time(), _children_cpu()
     with AuditLog(path) as log:
         ok = log.verify(parallel=parallel).ok
-    return time.perf_counter() - t, ok
+    return time.perf_counter() - t, ok, time.process_time() - c, _children_cpu() - w
 
 
 def _spread(xs: list[float]) -> str:
@@ -345,13 +361,21 @@ def main(argv: list[str] | None = None) -> int:
             raws: list[float] = []
             ones: list[float] = []
             twos: list[float] = []
+            # CPU seconds: the raw chain's, and the larger of the two processes' (the time
+            # two free cores would take; a loaded machine stretches the wall times)
+            raw_cpu: list[float] = []
+            two_cpu: list[float] = []
             for _ in range(max(1, a.rounds)):
-                raws.append(raw_chain(home / "audit.db"))
+                dt, dc = raw_chain_cpu(home / "audit.db")
+                raws.append(dt)
+                raw_cpu.append(dc)
                 for par, out in ((False, ones), (True, twos)):
-                    dt, ok = verify_lib(home / "audit.db", par)
+                    dt, ok, mine, worker = verify_lib_cpu(home / "audit.db", par)
                     if not ok:
                         raise SystemExit(f"verify of {n} entries failed")
                     out.append(dt)
+                    if par:
+                        two_cpu.append(max(mine, worker))
             cli_s, rss, wrss, both, rc = verify_cli(home)
             if rc != 0:
                 raise SystemExit(f"verify of {n} entries failed (exit {rc})")
@@ -366,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
                 "verify_cli_both_peak_rss_mib": both,
                 "rate_vs_raw_one_process": raw_s / statistics.median(ones),
                 "rate_vs_raw_two_processes": raw_s / statistics.median(twos),
+                "raw_chain_cpu_s": raw_cpu,
+                "verify_two_processes_max_cpu_s": two_cpu,
+                "cpu_rate_vs_raw_two_processes": statistics.median(raw_cpu)
+                / statistics.median(two_cpu),
                 "load_average": os.getloadavg(),
             }
     res["bench_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -396,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{v['verify_cli_peak_rss_mib']:.0f} MiB peak (worker "
             f"{v['verify_cli_worker_peak_rss_mib']:.0f} MiB, both "
             f"{v['verify_cli_both_peak_rss_mib']:.0f} MiB); load {v['load_average'][0]:.1f}"
+        )
+        print(
+            f"  CPU seconds: raw chain {_spread(v['raw_chain_cpu_s'])}; two processes, the "
+            f"busier one {_spread(v['verify_two_processes_max_cpu_s'])} = "
+            f"{v['cpu_rate_vs_raw_two_processes']:.2f}x raw with two free cores"
         )
     return 0
 

@@ -117,6 +117,7 @@ _GROUPS = tuple(range(1, _MAX_KEYS + 3))
 _keys_sorted = chainwork.keys_sorted
 IN_FLIGHT = 8  # blocks sent to the worker and not yet answered, at most
 _QUEUED = 16  # blocks verified and waiting for an earlier one, at most
+_SEND_AT_MOST = 1 << 26  # bytes of a block sent to the worker (a frame's length)
 
 
 def _check(line: bytes, i: int, log_id: str) -> tuple[str | None, dict[str, Any] | None]:
@@ -394,7 +395,7 @@ class LogVerifier:
         pat = _entry_re(self.log_id)
         b = self._block
         slots = self._slots
-        # A block's findall keeps thousands of tuples alive, which would set off the cyclic
+        # A block's findall keeps a thousand tuples alive, which would set off the cyclic
         # collector over and over (about 10% of the time); nothing here makes cycles.
         gc_was = gc.isenabled()
         gc.disable()
@@ -402,9 +403,11 @@ class LogVerifier:
             for s in self._blocks(lines):
                 w = self._worker
                 if w is not None and s.i0 % b == 0 and w.waiting < IN_FLIGHT and s.lines:
+                    s.blob = b"\n".join(s.lines)
+                if w is not None and s.blob is not None and len(s.blob) <= _SEND_AT_MOST:
                     s.remote = True
                     self.blocks_sent += 1
-                    s.blob, s.lens = b"\n".join(s.lines), array("I", map(len, s.lines))
+                    s.lens = array("I", map(len, s.lines or ()))
                     s.lines = None
                     w.send(chainwork.pack_block(s.i0, s.head_in, s.lens, s.blob, s.merkle, s.wants))
                 else:
