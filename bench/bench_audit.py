@@ -12,12 +12,14 @@ Side by side, in one run, on the same disk:
       - custody ``AuditLog`` with W threads sharing one handle (one process);
     and, as the ceiling, SQLite group commit (one process, 1,000 entries per transaction);
   * ``custody audit verify`` (the library call the command makes, in one process and with
-    the hashing on a second process, and the command itself as a subprocess with its peak
-    RSS) at N entries against the raw SHA-256 chain over the same lines streamed from the
-    same database (``h = SHA-256(h || line)``), round-robin over ``--rounds`` rounds.
+    blocks verified on a second process too, and the command itself as a subprocess with
+    its peak RSS, its worker's and both together's) at N entries against the raw SHA-256
+    chain over the same lines streamed from the same database (``h = SHA-256(h || line)``),
+    round-robin over ``--rounds`` rounds.
 Every custody log is verified after its run (entries contiguous, chain intact). The append
 configurations run round-robin for ``--rounds`` rounds and report medians, since the disk
-is shared with whatever else runs. Peak RSS of the command is its VmHWM.
+is shared with whatever else runs. Peak RSS of the command is its VmHWM; its worker's is
+VmRSS sampled every 20 ms (the worker's own VmHWM ends with it).
 """
 
 from __future__ import annotations
@@ -209,32 +211,72 @@ def _bulk(log: AuditLog, idx: list[int]) -> None:
 
 
 def raw_chain(path: Path) -> float:
+    return raw_chain_cpu(path)[0]
+
+
+def raw_chain_cpu(path: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the raw chain."""
     db = sqlite3.connect(path)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     h = b"\0" * 32
     sha = hashlib.sha256
     cur = db.execute("SELECT line FROM entries ORDER BY seq")
     while rows := cur.fetchmany(4096):
         for (line,) in rows:
             h = sha(h + line).digest()
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     db.close()
-    return dt
+    return dt, dc
 
 
 def verify_lib(path: Path, parallel: bool) -> tuple[float, bool]:
-    t = time.perf_counter()
+    dt, ok, _, _ = verify_lib_cpu(path, parallel)
+    return dt, ok
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def verify_lib_cpu(path: Path, parallel: bool) -> tuple[float, bool, float, float]:
+    """(wall seconds, verdict, CPU seconds of this process, CPU seconds of the worker)."""
+    t, c, w = time.perf_counter(), time.process_time(), _children_cpu()
     with AuditLog(path) as log:
         ok = log.verify(parallel=parallel).ok
-    return time.perf_counter() - t, ok
+    return time.perf_counter() - t, ok, time.process_time() - c, _children_cpu() - w
 
 
 def _spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} s [{min(xs):.2f}-{max(xs):.2f}]"
 
 
-def verify_cli(home: Path) -> tuple[float, float, int]:
-    """(seconds, peak RSS MiB, exit code) of ``custody audit verify`` as a subprocess."""
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            return next((int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")), 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", encoding="ascii", errors="replace") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def verify_cli(home: Path) -> tuple[float, float, float, float, int]:
+    """(seconds, peak RSS MiB of the command's process (VmHWM), peak RSS MiB of its worker
+    process and of the two together (VmRSS sampled every 20 ms), exit code) of
+    ``custody audit verify`` as a subprocess."""
     code = (
         "import runpy, sys; sys.argv = ['custody', 'audit', 'verify', '--home', "
         f"{str(home)!r}]\n"
@@ -247,17 +289,25 @@ def verify_cli(home: Path) -> tuple[float, float, int]:
         "sys.exit(rc)\n"
     )
     t = time.perf_counter()
-    r = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-c", code],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        check=False,
     )
+    worker = both = 0
+    while proc.poll() is None:
+        kids = _children(proc.pid)
+        w = sum(_rss_kib(k) for k in kids)
+        worker, both = max(worker, w), max(both, w + _rss_kib(proc.pid))
+        time.sleep(0.02)
     dt = time.perf_counter() - t
-    rss = [ln for ln in r.stderr.splitlines() if ln.startswith("RSS ")]
-    return dt, int(rss[-1].split()[1]) / 1024 if rss else float("nan"), r.returncode
+    err = proc.stderr.read() if proc.stderr is not None else ""
+    rss = [ln for ln in err.splitlines() if ln.startswith("RSS ")]
+    own = int(rss[-1].split()[1]) / 1024 if rss else float("nan")
+    return dt, own, worker / 1024, both / 1024, proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,14 +361,22 @@ def main(argv: list[str] | None = None) -> int:
             raws: list[float] = []
             ones: list[float] = []
             twos: list[float] = []
+            # CPU seconds: the raw chain's, and the larger of the two processes' (the time
+            # two free cores would take; a loaded machine stretches the wall times)
+            raw_cpu: list[float] = []
+            two_cpu: list[float] = []
             for _ in range(max(1, a.rounds)):
-                raws.append(raw_chain(home / "audit.db"))
+                dt, dc = raw_chain_cpu(home / "audit.db")
+                raws.append(dt)
+                raw_cpu.append(dc)
                 for par, out in ((False, ones), (True, twos)):
-                    dt, ok = verify_lib(home / "audit.db", par)
+                    dt, ok, mine, worker = verify_lib_cpu(home / "audit.db", par)
                     if not ok:
                         raise SystemExit(f"verify of {n} entries failed")
                     out.append(dt)
-            cli_s, rss, rc = verify_cli(home)
+                    if par:
+                        two_cpu.append(max(mine, worker))
+            cli_s, rss, wrss, both, rc = verify_cli(home)
             if rc != 0:
                 raise SystemExit(f"verify of {n} entries failed (exit {rc})")
             raw_s = statistics.median(raws)
@@ -328,8 +386,14 @@ def main(argv: list[str] | None = None) -> int:
                 "verify_lib_two_processes_s": twos,
                 "verify_cli_s": cli_s,
                 "verify_cli_peak_rss_mib": rss,
+                "verify_cli_worker_peak_rss_mib": wrss,
+                "verify_cli_both_peak_rss_mib": both,
                 "rate_vs_raw_one_process": raw_s / statistics.median(ones),
                 "rate_vs_raw_two_processes": raw_s / statistics.median(twos),
+                "raw_chain_cpu_s": raw_cpu,
+                "verify_two_processes_max_cpu_s": two_cpu,
+                "cpu_rate_vs_raw_two_processes": statistics.median(raw_cpu)
+                / statistics.median(two_cpu),
                 "load_average": os.getloadavg(),
             }
     res["bench_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -357,7 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{v['rate_vs_raw_one_process']:.2f}x raw; two processes "
             f"{_spread(v['verify_lib_two_processes_s'])} = "
             f"{v['rate_vs_raw_two_processes']:.2f}x raw; command {v['verify_cli_s']:.2f} s / "
-            f"{v['verify_cli_peak_rss_mib']:.0f} MiB peak; load {v['load_average'][0]:.1f}"
+            f"{v['verify_cli_peak_rss_mib']:.0f} MiB peak (worker "
+            f"{v['verify_cli_worker_peak_rss_mib']:.0f} MiB, both "
+            f"{v['verify_cli_both_peak_rss_mib']:.0f} MiB); load {v['load_average'][0]:.1f}"
+        )
+        print(
+            f"  CPU seconds: raw chain {_spread(v['raw_chain_cpu_s'])}; two processes, the "
+            f"busier one {_spread(v['verify_two_processes_max_cpu_s'])} = "
+            f"{v['cpu_rate_vs_raw_two_processes']:.2f}x raw with two free cores"
         )
     return 0
 

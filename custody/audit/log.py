@@ -46,7 +46,7 @@ from custody.audit.records import (
     sign_checkpoint,
 )
 from custody.audit.signers import Sealer, TrustKey
-from custody.audit.verify import audit_report
+from custody.audit.verify import LineChunks, audit_report
 from custody.canonical import canonical_bytes
 from custody.config import Home
 from custody.errors import AuditError, PolicyError, StorageError
@@ -57,17 +57,15 @@ if TYPE_CHECKING:
     from custody.store.postgres_audit import PostgresAuditStore
 
 AUDIT_DB = "audit.db"
-PARALLEL_FROM = 50_000  # entries from which verify hashes on a second process
+PARALLEL_FROM = 50_000  # entries from which verify runs a second process
 
 
-def _two_cores_free() -> bool:
-    """Whether the 1-minute load leaves two cores (with half a core to spare) idle."""
-    cores = os.cpu_count() or 1
+def _cores() -> int:
+    """The CPUs this process may run on."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return False
-    return cores >= 2 and load + 2 <= cores + 0.5
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def audit_location(root: Path) -> tuple[str | Path, Path | None]:
@@ -541,18 +539,18 @@ class AuditLog:
         """Verify the whole log, streamed from one consistent read snapshot (flat memory).
 
         See :func:`custody.audit.verify.audit_report` for what is checked. *parallel*
-        hashes on a second process while this one checks the lines; the default is to do
-        so when the log holds at least ``PARALLEL_FROM`` entries and two cores are free
-        (on a busy machine the two processes only take turns, and are slower than one).
+        verifies blocks of entries on a second process too; the default is to do so when
+        the log holds at least ``PARALLEL_FROM`` entries and this process may run on two
+        CPUs or more.
         """
         t = int(self._clock()) if now is None else int(now)
         with self._io, self._db.snapshot():
             seal = self._db.last_seal() if sealer is not None else None
             if parallel is None:
-                parallel = _two_cores_free() and self._db.size() >= PARALLEL_FROM
+                parallel = _cores() >= 2 and self._db.size() >= PARALLEL_FROM
             return audit_report(
                 self.log_id,
-                self._db.iter_lines(),
+                LineChunks(self._db.iter_chunks()),
                 self._db.checkpoint_lines(),
                 trust,
                 witnesses=witnesses,

@@ -57,12 +57,31 @@ class Frontier:
         self._stack.append((height, h))
         self.size += 1
 
-    def root(self) -> bytes:
-        """The root over all leaves so far (``EMPTY_ROOT`` when empty)."""
-        if not self._stack:
+    def append_subtree(self, height: int, h: bytes) -> None:
+        """Append the perfect subtree of ``2**height`` leaves whose hash is *h*; the size so
+        far must be a multiple of ``2**height`` (the subtree is aligned in the tree).
+
+        Raises:
+            ValueError: the subtree would not be aligned.
+        """
+        if self.size % (1 << height):
+            raise ValueError("an unaligned subtree")
+        self.size += 1 << height
+        while self._stack and self._stack[-1][0] == height:
+            _, left = self._stack.pop()
+            h = node_hash(left, h)
+            height += 1
+        self._stack.append((height, h))
+
+    def root(self, extra: Sequence[tuple[int, bytes]] = ()) -> bytes:
+        """The root over all leaves so far (``EMPTY_ROOT`` when empty), or over them and
+        the perfect subtrees *extra* ``(height, hash)`` appended after them, heights
+        decreasing and each smaller than the frontier's smallest (the frontier unchanged)."""
+        stack = [*self._stack, *extra] if extra else self._stack
+        if not stack:
             return EMPTY_ROOT
-        r = self._stack[-1][1]
-        for _, h in reversed(self._stack[:-1]):
+        r = stack[-1][1]
+        for _, h in reversed(stack[:-1]):
             r = node_hash(h, r)
         return r
 

@@ -21,36 +21,44 @@ full check would reject (tests/custody/audit/test_verify_stream.py). orjson was 
 the alternative (its loads plus a sorted dumps, 0.96 us a line against 1.0 us for the
 expression, before the type and range checks orjson would still need) and not adopted.
 
-With ``parallel=True`` the work is split across two processes: this one reads the lines
-and checks canonical form, ``seq`` and ``log``; :mod:`custody.audit.chainwork` recomputes
-the chain, checks every ``prev`` link, and keeps the Merkle frontier. Both halves report
-the same problems, in the same order, as one process does.
+The entries are verified in blocks of :data:`custody.audit.chainwork.BLOCK`
+(:func:`custody.audit.chainwork.check_block`: one ``findall`` of the entry expression over
+the block's lines, the chain and Merkle hashes through list comprehensions, every ``prev``
+and ``seq`` compared as one string), which report the same problems, in the same order, as
+checking each line on its own. With ``parallel=True`` a worker process verifies blocks too:
+this process reads the lines, sends the worker a block while it has fewer than
+:data:`IN_FLIGHT` unanswered, verifies the others itself, and joins the blocks' chain ends
+and Merkle subtrees in order.
 """
 
 from __future__ import annotations
 
-import binascii
+import fcntl
 import functools
-import hashlib
+import gc
 import hmac
 import itertools
 import json
+import queue
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol, cast
 
 from custody.audit import chainwork
-from custody.audit.merkle import EMPTY_ROOT, Frontier
+from custody.audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from custody.audit.records import (
     CHECKPOINT_TYPE,
     ENTRY_FIELDS,
     OUTCOMES,
-    TAG_CHAIN,
     AuditReport,
     checkpoint_signers,
     genesis,
@@ -70,18 +78,20 @@ _SORTED_FIELDS = tuple(sorted(ENTRY_FIELDS))
 
 
 def _details_re() -> bytes:
-    """A flat details object of up to ``_MAX_KEYS`` plain members, each key captured."""
+    """A flat details object of up to ``_MAX_KEYS`` plain members, each key captured with
+    its opening quote (so a present key, even ``""``, is never empty)."""
     inner = b""
     for _ in range(_MAX_KEYS - 1):
-        inner = rb'(?:,"(' + _CH + rb')":' + _VALUE + inner + rb")?"
-    return rb'\{(?:"(' + _CH + rb')":' + _VALUE + inner + rb")?\}"
+        inner = rb'(?:,("' + _CH + rb')":' + _VALUE + inner + rb")?"
+    return rb'\{(?:("' + _CH + rb')":' + _VALUE + inner + rb")?\}"
 
 
-def _entry_re(log_id: str) -> re.Pattern[bytes]:
-    """The plain entry shape of log *log_id*: groups 1.._MAX_KEYS (details keys, None when
-    absent), then prev and seq."""
-    return re.compile(
-        rb'\{"actor":'
+def _entry_source(log_id: str) -> bytes:
+    """The plain entry shape of log *log_id*, one whole line (``^...$`` under
+    ``re.MULTILINE``, for :func:`chainwork.check_block`'s ``findall`` over joined lines):
+    groups 1.._MAX_KEYS (details keys, None when absent), then prev and seq."""
+    return (
+        rb'(?m)^\{"actor":'
         + _STR
         + rb',"details":'
         + _details_re()
@@ -89,21 +99,25 @@ def _entry_re(log_id: str) -> re.Pattern[bytes]:
         + re.escape(log_id.encode("utf-8", "replace"))
         + rb'","op":'
         + _STR
-        + rb',"outcome":"(?:intent|ok|denied|failed)","prev":"([0-9a-f]{64})",'
-        rb'"seq":(0|[1-9][0-9]{0,14}),"target":' + _STR + rb',"time":' + _INT + rb"\}"
+        # any 64 characters for prev (faster to match than [0-9a-f]{64}): a line passes only
+        # when they equal the lowercase hex of the chain hash before it
+        + rb',"outcome":"(?:intent|ok|denied|failed)","prev":"(.{64})",'
+        rb'"seq":(0|[1-9][0-9]{0,14}),"target":' + _STR + rb',"time":' + _INT + rb"\}$"
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _entry_re(log_id: str) -> re.Pattern[bytes]:
+    return re.compile(_entry_source(log_id))
 
 
 _PREV, _SEQ = _MAX_KEYS + 1, _MAX_KEYS + 2
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _GROUPS = tuple(range(1, _MAX_KEYS + 3))
-
-
-def _keys_sorted(keys: tuple[bytes | None, ...]) -> bool:
-    """True when the captured details keys strictly increase, as RFC 8785 orders them
-    (bytewise equals UTF-16 order for ASCII); absent keys are None, and only trail."""
-    ks = [k for k in keys if k is not None]
-    return all(a < b for a, b in itertools.pairwise(ks))
+_keys_sorted = chainwork.keys_sorted
+IN_FLIGHT = 8  # blocks sent to the worker and not yet answered, at most
+_QUEUED = 16  # blocks verified and waiting for an earlier one, at most
+_SEND_AT_MOST = 1 << 26  # bytes of a block sent to the worker (a frame's length)
 
 
 def _check(line: bytes, i: int, log_id: str) -> tuple[str | None, dict[str, Any] | None]:
@@ -138,13 +152,19 @@ def _worker_source() -> str:
     return Path(chainwork.__file__).read_text(encoding="utf-8")
 
 
-class _Worker:
-    """The chain and Merkle half of the verifier in a second process
-    (:mod:`custody.audit.chainwork`). Fails closed: any fault of the process is a problem."""
+def _widen(f: IO[bytes]) -> None:
+    """A pipe of 1 MiB (Linux; best effort), so a block is written in one go."""
+    with suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
 
-    BATCH = 4096
 
-    def __init__(self, genesis: bytes, sizes: Sequence[int], start: int) -> None:
+class _BlockWorker:
+    """:func:`custody.audit.chainwork.check_block` in a second process. A writer thread
+    feeds it blocks (the pipe write waits without the GIL) and a reader thread collects its
+    answers, so this process keeps verifying blocks of its own meanwhile. Fails closed: a
+    fault of the process or of either pipe is raised by :meth:`result` as OSError."""
+
+    def __init__(self, pattern: bytes) -> None:
         # Isolated (-I): no current directory, PYTHONPATH or user site on its path, so a
         # module planted where the auditor runs the command cannot stand in for the worker;
         # it needs the standard library only, and runs from its own source.
@@ -154,32 +174,121 @@ class _Worker:
             stdout=subprocess.PIPE,
         )
         if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE gives both
-            raise OSError("no pipe to the chain worker")
+            raise OSError("no pipe to the block worker")
         self.proc, self._in, self._out = proc, proc.stdin, proc.stdout
-        cfg = {"genesis": genesis.hex(), "sizes": list(sizes), "start": start}
+        _widen(self._in)
+        self._jobs: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[bytes | OSError] = queue.SimpleQueue()
+        self.waiting = 0  # blocks sent and not yet answered
+        self._jobs.put([chainwork.frame(json.dumps({"pattern": pattern.hex()}).encode())])
+        self._threads = [
+            threading.Thread(target=self._write, name="audit-verify-send", daemon=True),
+            threading.Thread(target=self._read, name="audit-verify-recv", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _write(self) -> None:
+        w = self._in
         try:
-            self.send(json.dumps(cfg).encode())
-        except OSError:
-            self.kill()
-            raise
+            while (pieces := self._jobs.get()) is not None:  # frames, in pieces
+                for p in pieces:
+                    w.write(p)
+                w.flush()
+            w.write(chainwork.frame(b""))
+            w.close()
+        except (OSError, ValueError) as exc:
+            self._done.put(OSError(f"cannot write to it: {exc}"))
 
-    def send(self, payload: bytes) -> None:
-        self._in.write(chainwork.frame(payload))
+    def _read(self) -> None:
+        try:
+            while (data := chainwork.read_frame(self._out)) is not None:
+                self._done.put(data)
+        except (OSError, ValueError) as exc:
+            self._done.put(OSError(f"cannot read from it: {exc}"))
+        self._done.put(OSError(f"it exited ({self.proc.wait()})"))
 
-    def result(self) -> dict[str, Any]:
-        self.send(b"")
-        self._in.close()
-        data = chainwork.read_frame(self._out)
-        rc = self.proc.wait()
-        if data is None or rc != 0:
-            raise OSError(f"the chain worker exited with {rc} and no answer")
-        out: dict[str, Any] = json.loads(data)
+    def send(self, pieces: list[bytes]) -> None:
+        self._jobs.put(pieces)
+        self.waiting += 1
+
+    def result(self, wait: bool) -> chainwork.Result | None:
+        """The answer to the oldest unanswered block (None if not there and not *wait*).
+
+        Raises:
+            OSError: the worker failed or answered nonsense.
+        """
+        try:
+            r = self._done.get(block=wait)
+        except queue.Empty:
+            return None
+        if isinstance(r, OSError):
+            raise r
+        try:
+            out = chainwork.decode_result(r)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OSError(f"it answered nonsense ({type(exc).__name__})") from exc
+        self.waiting -= 1
         return out
+
+    def close(self) -> None:
+        """End the input and wait for the process (it has answered every block)."""
+        self._jobs.put(None)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        for t in self._threads:
+            t.join(timeout=5)
 
     def kill(self) -> None:
         with suppress(OSError):
             self.proc.kill()
+        self._jobs.put(None)
         self.proc.wait()
+        with suppress(OSError, ValueError):
+            self._out.close()
+
+
+class _HashWorker(Protocol):
+    """The hash-split half (:class:`custody.audit.chainwork.ChainWork`) behind frames."""
+
+    BATCH: int
+
+    def send(self, payload: bytes) -> None: ...
+    def result(self) -> dict[str, Any]: ...
+    def kill(self) -> None: ...
+
+
+class LineChunks:
+    """Entry lines handed over in lists (a store's fetches, ``iter_chunks``), which the
+    verifier cuts into blocks without a step per line; iterating it gives the lines."""
+
+    def __init__(self, chunks: Iterable[list[bytes]]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return itertools.chain.from_iterable(self.chunks)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One block between reading it and joining it. It holds its lines until verified
+    here, or its joined lines and their lengths while the worker has it (to verify it here
+    should the worker fail); then only its result."""
+
+    i0: int
+    n: int
+    head_in: bytes
+    merkle: bool
+    wants: list[int]
+    lines: list[bytes] | None = None
+    blob: bytes | None = None
+    lens: array[int] | None = None
+    remote: bool = False
+    result: chainwork.Result | None = None
+    leaves: list[bytes] | None = None  # an unaligned block's leaf hashes
+    heads: list[bytes] | None = None  # and its chain heads at the wanted offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +306,11 @@ class LogVerifier:
         log_id: the log's id (from its ``meta``).
         sizes: tree sizes whose roots are needed (every checkpoint's).
         progress: called with the number of entries verified so far, every *every*.
-        parallel: hash on a second process (:mod:`custody.audit.chainwork`) while this one
-            checks canonical form; call :meth:`join` after the last :meth:`feed`. Falls
-            back to one process when the worker cannot start.
+        parallel: verify blocks on a second process too (:mod:`custody.audit.chainwork`);
+            call :meth:`join` after the last :meth:`feed`. Falls back to one process when
+            the worker cannot start.
+        block: entries per block, a power of two (smaller ones only in tests).
+        heads_at: sizes at which only the chain head is needed (a seal's), no root.
     """
 
     def __init__(
@@ -210,25 +321,35 @@ class LogVerifier:
         progress: Callable[[int], None] | None = None,
         every: int = 50_000,
         parallel: bool = False,
+        block: int = chainwork.BLOCK,
+        heads_at: Iterable[int] = (),
     ) -> None:
+        if block < 1 or block & (block - 1):
+            raise ValueError("the block size must be a power of two")
         self.log_id = log_id
         self.entries = 0
         self.problems: list[str] = []
         self.more_problems = 0
         self.roots: dict[int, bytes] = {}
         self.heads: dict[int, bytes] = {}  # chain head after the first *size* entries
-        self._want = sorted({s for s in sizes if s >= 0})
+        self._roots_at = {s for s in sizes if s >= 0}
+        self._want = sorted(self._roots_at | {s for s in heads_at if s >= 0})
         self._head = genesis(log_id)
         self._frontier = Frontier()
         self._progress = progress
         self._every = max(1, every)
-        self._at: list[int] = []  # entry index of each problem in self.problems (parallel)
-        self._worker: _Worker | None = None
-        if 0 in self._want:
+        self._block = block
+        self._at: list[int] = []  # entry index of each problem in self.problems (split path)
+        # the block worker; a hash-split worker (the _HashWorker protocol) may stand here,
+        # put by a caller that drives that path itself
+        self._worker: _BlockWorker | None = None
+        self._slots: deque[_Slot] = deque()
+        self.blocks_sent = 0  # blocks the worker verified (or was sent)
+        if 0 in self._roots_at:
             self.roots[0] = EMPTY_ROOT
         if parallel:
             try:
-                self._worker = _Worker(self._head, self._want, 0)
+                self._worker = _BlockWorker(_entry_source(log_id))
             except OSError:
                 self._worker = None
 
@@ -243,69 +364,144 @@ class LogVerifier:
         else:
             self.more_problems += 1
 
-    def feed(self, lines: Iterable[bytes]) -> None:
-        """Verify the next entries, in order."""
-        if self._worker is not None:
-            self._feed_parallel(lines, self._worker)
-            return
-        i = self.entries
-        head = self._head
-        frontier = self._frontier
-        stack = frontier._stack  # inlined Frontier.append_hash (hot loop)
-        want = [s for s in self._want if s > i]
-        want.reverse()  # pop() from the end: next wanted size last
-        nxt = want.pop() if want else -1
-        sha = hashlib.sha256
-        tag = TAG_CHAIN.encode()
-        chain_prefix = len(tag).to_bytes(2, "big") + tag
-        lb: dict[int, bytes] = {}
-        match = _entry_re(self.log_id).fullmatch
-        keys_ok: dict[tuple[bytes | None, ...], bool] = {}
-        every, progress = self._every, self._progress
-        hexlify = binascii.hexlify
-        groups = _GROUPS
-        for line in lines:
-            m = match(line)
-            g = m.group(*groups) if m is not None else None
-            if g is None or g[_PREV - 1] != hexlify(head) or int(g[_SEQ - 1]) != i:
-                p = entry_problem(line, i, self.log_id, head.hex())
-                if p is not None:
-                    self.problem(p, i)
-            else:
-                ok = keys_ok.get(g[:_MAX_KEYS])
-                if ok is None:
-                    ok = _keys_sorted(g[:_MAX_KEYS])
-                    if len(keys_ok) < 4096:
-                        keys_ok[g[:_MAX_KEYS]] = ok
-                if not ok:
-                    p = entry_problem(line, i, self.log_id, head.hex())
-                    if p is not None:
-                        self.problem(p, i)
-            n = len(line)
-            ln = lb.get(n)
-            if ln is None:
-                ln = lb[n] = chain_prefix + n.to_bytes(8, "big")
-            head = sha(ln + line).digest()
-            i += 1
-            if nxt >= 0:  # past the largest wanted size, no Merkle leaf is needed
-                # Frontier.append_hash, inlined
-                h, height = sha(b"\x00" + line).digest(), 0
-                while stack and stack[-1][0] == height:
-                    h = sha(b"\x01" + stack.pop()[1] + h).digest()
-                    height += 1
-                stack.append((height, h))
-                if i == nxt:
-                    frontier.size = i
-                    self.roots[i] = frontier.root()
-                    self.heads[i] = head
-                    nxt = want.pop() if want else -1
-            if progress is not None and i % every == 0:
-                progress(i)
-        frontier.size = i
-        self.entries = i
-        self._head = head
+    def _blocks(self, lines: Iterable[bytes]) -> Iterator[_Slot]:
+        """The lines cut at multiples of the block size, with what each block needs."""
+        i, b, head = self.entries, self._block, self._head
+        top = max(self._roots_at, default=-1)  # past it no Merkle leaf is needed
+        if isinstance(lines, LineChunks):
+            src: Iterable[list[bytes]] = lines.chunks
+        else:
+            it = iter(lines)
+            src = iter(lambda: list(islice(it, b)), [])
+        buf: list[bytes] = []
+        for c in itertools.chain(src, [[]]):
+            buf = buf + c if buf else list(c)
+            while buf and (len(buf) >= b - i % b or not c):  # a whole block, or the rest
+                need = b - i % b
+                chunk, buf = buf[:need], buf[need:]
+                n = len(chunk)
+                wants = [s - i for s in self._want if i < s <= i + n]
+                yield _Slot(i, n, head, i < top, wants, lines=chunk)
+                head = chainwork.chain_of(chunk[-1])
+                i += n
 
-    def _feed_parallel(self, lines: Iterable[bytes], worker: _Worker) -> None:
+    def feed(self, lines: Iterable[bytes]) -> None:
+        """Verify the next entries, in order. After it, ``entries``, ``roots``, ``heads``,
+        :meth:`head` and the problems are complete for everything fed."""
+        w: object = self._worker
+        if w is not None and not isinstance(w, _BlockWorker):
+            self._feed_parallel(lines, cast(_HashWorker, w))
+            return
+        pat = _entry_re(self.log_id)
+        b = self._block
+        slots = self._slots
+        # A block's findall keeps a thousand tuples alive, which would set off the cyclic
+        # collector over and over (about 10% of the time); nothing here makes cycles.
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            for s in self._blocks(lines):
+                w = self._worker
+                if w is not None and s.i0 % b == 0 and w.waiting < IN_FLIGHT and s.lines:
+                    s.blob = b"\n".join(s.lines)
+                if w is not None and s.blob is not None and len(s.blob) <= _SEND_AT_MOST:
+                    s.remote = True
+                    self.blocks_sent += 1
+                    s.lens = array("I", map(len, s.lines or ()))
+                    s.lines = None
+                    w.send(chainwork.pack_block(s.i0, s.head_in, s.lens, s.blob, s.merkle, s.wants))
+                else:
+                    self._local(pat, s)
+                slots.append(s)
+                self._collect(wait=len(slots) > _QUEUED)
+            while slots:
+                self._collect(wait=True)
+        finally:
+            if gc_was:
+                gc.enable()
+
+    def _local(self, pat: re.Pattern[bytes], s: _Slot) -> None:
+        """Verify block *s* in this process."""
+        aligned = s.i0 % self._block == 0
+        lines, blob = s.lines, s.blob
+        if blob is None:
+            blob = b"\n".join(lines or ())
+        s.result = chainwork.check_block(
+            pat,
+            blob,
+            s.i0,
+            s.head_in,
+            lines=lines,
+            lens=s.lens if s.lens is not None else (),
+            merkle=s.merkle and aligned,
+            wants=s.wants if aligned else (),
+        )
+        if not aligned and lines is not None:  # a feed begun mid-block: leaf by leaf
+            s.heads = [chainwork.chain_of(lines[k - 1]) for k in s.wants]
+            if s.merkle:
+                s.leaves = [leaf_hash(ln) for ln in lines]
+        s.lines = s.blob = s.lens = None
+
+    def _collect(self, *, wait: bool) -> None:
+        """Take the worker's answers that are in (waiting for one if *wait* and the oldest
+        block is still out), then join every verified block at the front, in order."""
+        slots = self._slots
+        w = self._worker
+        if w is not None:
+            pending = (s for s in slots if s.remote and s.result is None)
+            try:
+                for s in pending:
+                    r = w.result(wait=wait and s is slots[0])
+                    if r is None:
+                        break
+                    s.result = r
+            except OSError as exc:
+                self._fail_worker(exc)
+        while slots and slots[0].result is not None:
+            self._join_block(slots.popleft())
+
+    def _join_block(self, s: _Slot) -> None:
+        head, tree, at, bad = s.result or (s.head_in, [], [], [])
+        i0 = s.i0
+        for k, line, h in bad:
+            p = entry_problem(line, i0 + k, self.log_id, h.hex())
+            if p is not None:
+                self.problem(p, i0 + k)
+        fr, roots_at = self._frontier, self._roots_at
+        if s.heads is not None:  # unaligned
+            wants = dict(zip(s.wants, s.heads, strict=True))
+            self.heads.update((i0 + k, hk) for k, hk in wants.items())
+            for k, lh in enumerate(s.leaves or (), 1):
+                fr.append_hash(lh)
+                if k in wants and i0 + k in roots_at:
+                    self.roots[i0 + k] = fr.root()
+        else:
+            for k, hk, st in at:
+                self.heads[i0 + k] = hk
+                if s.merkle and i0 + k in roots_at:
+                    self.roots[i0 + k] = fr.root(st)
+            for ht, x in tree:
+                fr.append_subtree(ht, x)
+        old, n = self.entries, s.n
+        self.entries, self._head = i0 + n, head
+        if self._progress is not None:
+            e = self._every
+            for m in range((old // e + 1) * e, i0 + n + 1, e):
+                self._progress(m)
+
+    def _fail_worker(self, exc: BaseException) -> None:
+        """The worker failed: the run fails, and its unanswered blocks are verified here
+        (so that the rest of the report stays exact)."""
+        w, self._worker = self._worker, None
+        if w is not None:
+            w.kill()
+        self.problem(f"the chain could not be checked: the hashing process failed ({exc})")
+        pat = _entry_re(self.log_id)
+        for s in self._slots:
+            if s.result is None:
+                self._local(pat, s)
+
+    def _feed_parallel(self, lines: Iterable[bytes], worker: _HashWorker) -> None:
         """Check canonical form, seq and log here; the worker checks the prev links and
         hashes (the chain and the Merkle tree)."""
         i = self.entries
@@ -329,7 +525,7 @@ class LogVerifier:
                         ok = _keys_sorted(g[:_MAX_KEYS])
                         if len(keys_ok) < 4096:
                             keys_ok[g[:_MAX_KEYS]] = ok
-                if ok and g is not None:
+                if ok and g is not None and _HEX64.fullmatch(g[_PREV - 1]):
                     add_prev(g[_PREV - 1])
                 else:
                     p, e = _check(line, i, self.log_id)
@@ -359,18 +555,19 @@ class LogVerifier:
             self._fail_worker(exc)
         self.entries = i
 
-    def _fail_worker(self, exc: BaseException) -> None:
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
-        self.problem(f"the chain could not be checked: the hashing process failed ({exc})")
-
     def join(self) -> None:
-        """Collect the worker's half (no-op in one process). After it, ``roots``,
-        ``heads``, :meth:`head` and the problems are complete."""
-        w, self._worker = self._worker, None
-        if w is None:
+        """End the worker (no-op in one process). On the hash-split path, collect its half:
+        after it, ``roots``, ``heads``, :meth:`head` and the problems are complete."""
+        bw, self._worker = self._worker, None
+        if bw is None:
             return
+        if isinstance(bw, _BlockWorker):
+            if self._slots:  # feed did not finish (it raised): nothing more is wanted
+                bw.kill()
+            else:
+                bw.close()
+            return
+        w = cast(_HashWorker, bw)
         try:
             r = w.result()
         except (OSError, ValueError) as exc:
@@ -460,6 +657,7 @@ def audit_report(
     sealer: Sealer | None = None,
     seal: tuple[int, bytes] | None = None,
     parallel: bool = False,
+    block: int = chainwork.BLOCK,
 ) -> AuditReport:
     """Verify an audit log and hold it to its checkpoints.
 
@@ -474,8 +672,9 @@ def audit_report(
     than *max_age* seconds before *now*, or more than *max_behind* entries behind the log.
     With *sealer* (the token's MAC key), the newest *seal* ``(seq, mac)`` must exist and
     match the chain head recomputed from the entries up to it: a log rewritten and
-    re-chained by someone without the token fails. With *parallel*, the hashing runs on a
-    second process (see :class:`LogVerifier`); the checks and the report are the same.
+    re-chained by someone without the token fails (the token is used here, once, after the
+    entries). With *parallel*, a second process verifies blocks of *block* entries too (see
+    :class:`LogVerifier`); the checks and the report are the same.
     """
     stored = [Anchor("database", _load(raw)) for raw in cps]
     wit = [Anchor(f"witness {name}", cp) for name, cp in witnesses]
@@ -484,9 +683,10 @@ def audit_report(
     for a in (*stored, *wit, *kn):
         with suppress(KeyError, ValueError, TypeError):
             sizes.append(int(a.raw["tree_size"]))
-    if seal is not None:
-        sizes.append(seal[0] + 1)
-    v = LogVerifier(log_id, sizes, progress=progress, parallel=parallel)
+    heads_at = [seal[0] + 1] if seal is not None else []
+    v = LogVerifier(
+        log_id, sizes, progress=progress, parallel=parallel, block=block, heads_at=heads_at
+    )
     try:
         v.feed(lines)
     finally:

@@ -34,6 +34,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,14 @@ class PostgresAuditStore:
             for _seq, line in rows:
                 yield bytes(line)
             nxt = int(rows[-1][0]) + 1
+
+    def iter_chunks(
+        self, start: int = 0, end: int | None = None, *, chunk: int = 4096
+    ) -> Iterator[list[bytes]]:
+        """The lines of ``[start, end)`` in seq order, in lists of up to *chunk*."""
+        it = self.iter_lines(start, end, chunk=chunk)
+        while block := list(islice(it, chunk)):
+            yield block
 
     def lines(self, start: int = 0, end: int | None = None) -> list[bytes]:
         return list(self.iter_lines(start, end))

@@ -31,6 +31,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,23 @@ class SqliteAuditStore:
             while rows := cur.fetchmany(chunk):
                 for (v,) in rows:
                     yield v if type(v) is bytes else _b(v)
+        except sqlite3.Error as exc:
+            raise _err(self.path, exc) from exc
+
+    def iter_chunks(
+        self, start: int = 0, end: int | None = None, *, chunk: int = 4096
+    ) -> Iterator[list[bytes]]:
+        """The lines of ``[start, end)`` in seq order, in lists of up to *chunk* (one per
+        fetch, without a step per line for the caller)."""
+        q = "SELECT line FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+        first = itemgetter(0)
+        try:
+            cur = self._db.execute(q, (start, end if end is not None else 1 << 62))
+            while rows := cur.fetchmany(chunk):
+                vals = list(map(first, rows))
+                if set(map(type, vals)) != {bytes}:
+                    vals = [_b(v) for v in vals]
+                yield vals
         except sqlite3.Error as exc:
             raise _err(self.path, exc) from exc
 
