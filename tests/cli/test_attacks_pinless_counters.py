@@ -89,3 +89,100 @@ def test_a_public_generation_object_is_not_the_counter(tmp_path: Path):
     _plant(home, f"{_seal_label(home)}/generation", 1 << 40)
     r = run_cli("principal", "list", "--json", *h)
     assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+PLANT_KEY = textwrap.dedent(
+    """
+    import os, sys
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    module, conf, token_label, label, value_hex = sys.argv[1:6]
+    os.environ["SOFTHSM2_CONF"] = conf
+    tok = pkcs11.lib(module).get_token(token_label=token_label)
+    with tok.open(rw=True) as s:  # no login: a R/W public session
+        s.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.LABEL: label,
+            Attribute.SIGN: True,
+            Attribute.VERIFY: True,
+            Attribute.VALUE: bytes.fromhex(value_hex),
+        })
+    print("planted")
+    """
+)
+
+KNOWN = b"disk-operator-knows-this-key-32b"
+
+
+def _plant_key(home: Path, label: str) -> None:
+    cfg = tomllib.loads((home / "custody.toml").read_text())["hsm"]
+    conf = next(home.rglob("softhsm2.conf"))
+    r = subprocess.run(
+        [sys.executable, "-c", PLANT_KEY, cfg["module"], str(conf), cfg["token_label"], label,
+         KNOWN.hex()],
+        capture_output=True, text=True, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert r.returncode == 0 and "planted" in r.stdout, r.stderr
+
+
+def _forge_seal(home: Path) -> None:
+    """Re-seal the store's rows as they are under KNOWN, as the disk operator would."""
+    import hashlib
+    import hmac
+
+    from custody.access.seal import (
+        DOMAIN,
+        GEN_META,
+        REVOKED_META,
+        ROSTER_META,
+        SEAL_META,
+        SECRETS_META,
+        state_digest,
+    )
+    from custody.store import open_store
+
+    store = open_store(home / "custody.db")
+    try:
+        meta = {k: store.get_meta(k) or "[]" for k in (REVOKED_META, ROSTER_META, SECRETS_META)}
+        gen = int(store.get_meta(GEN_META) or "0")
+        digest = state_digest(store, meta[REVOKED_META], meta[ROSTER_META],
+                              meta[SECRETS_META], gen)  # fmt: skip
+        mac = hmac.new(KNOWN, DOMAIN + digest, hashlib.sha256).hexdigest()
+        with store.transaction():
+            store.set_meta(SEAL_META, mac)
+    finally:
+        store.close()
+
+
+def test_a_public_mac_key_planted_before_the_first_seal_is_not_used(tmp_path: Path):
+    """The disk operator plants a public HMAC key of their own under the seal key's label
+    before the home's first sealed write. Custody must not seal with it: otherwise they
+    could re-seal any row they edit."""
+    import sqlite3
+
+    from tests.rekey_fixtures import make_deployment
+
+    home, pins = make_deployment(tmp_path / "d")
+    h = ("--home", str(home), "--pin-file", str(pins))
+    with sqlite3.connect(home / "custody.db") as c:
+        assert c.execute("SELECT value FROM meta WHERE key='access_seal'").fetchone() is None
+    _plant_key(home, _seal_label(home))
+    r = run_cli("principal", "add", "svc", "--role", "service-user", "--service-account",
+                "--service", "billing", "--env", "prod", "--token-out",
+                str(tmp_path / "svc.token"), *h)  # fmt: skip
+    if r.returncode == 6 and "seal is missing" in r.stderr:
+        # the planted key makes the home look sealed before; the hint's remedy:
+        r = run_cli("access", "seal", "--json", *h)
+        if r.returncode == 0:
+            r = run_cli("principal", "add", "svc", "--role", "service-user",
+                        "--service-account", "--service", "billing", "--env", "prod",
+                        "--token-out", str(tmp_path / "svc.token"), *h)  # fmt: skip
+    if r.returncode == 0:  # the write went through: the rows must not be forgeable
+        _sql(home, ("UPDATE principals SET role='super-admin' WHERE name='svc'", ()))
+        _forge_seal(home)
+        r = run_cli("principal", "list", "--json", *h)
+        assert r.returncode == 6 and '"svc"' not in r.stdout, (r.returncode, r.stdout, r.stderr)
