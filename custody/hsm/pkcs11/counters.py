@@ -27,6 +27,13 @@ before. Both forms are always read (the largest value held wins), so a token tha
 one form to the other never loses its highest value; the key form is used once a data object
 was refused.
 
+Only private objects are read (every search names CKA_PRIVATE true). Any process that can
+load the module may open a R/W session WITHOUT the PIN and create public token objects (a
+R/W public session); a public object with a counter's label and application would
+otherwise be read as its value (seen on SoftHSM 2.6.1: a planted public ``.../local-mfa:``
+anchor at a high epoch made the binding look lifted, and ``custody access seal`` then
+re-sealed tampered rows with the PIN alone). A private object needs the logged-in user.
+
 Several processes share one token (CLI commands beside ``custody serve``, replicas of one
 PostgreSQL store): an object found by one may be destroyed by another's advance before its
 value is read or before this one destroys it. Such an object held a smaller value than one
@@ -72,12 +79,14 @@ class CounterMixin:
             Attribute.LABEL: label,
             Attribute.APPLICATION: APPLICATION,
             Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
         }
         keys = {
             Attribute.CLASS: ObjectClass.SECRET_KEY,
             Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
             Attribute.LABEL: KEY_PREFIX + label,
             Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
         }
         for _ in range(8):  # a search that met an object destroyed meanwhile: search again
             held = []
@@ -153,6 +162,7 @@ class CounterMixin:
                         Attribute.CLASS: ObjectClass.DATA,
                         Attribute.APPLICATION: APPLICATION,
                         Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
                     }
                 )
             }
@@ -161,6 +171,7 @@ class CounterMixin:
                     Attribute.CLASS: ObjectClass.SECRET_KEY,
                     Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                     Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
                 }
             ):
                 name = str(o[Attribute.LABEL])
