@@ -100,7 +100,7 @@ def _revoked_then_put_back(world: Any, tmp_path: Path, how: str) -> AccessContro
 def test_an_older_store_put_back_by_another_process_is_refused_at_the_next_check(
     world, tmp_path, how
 ):
-    ac, store, log, token = world
+    token = world[3]
     lived = _revoked_then_put_back(world, tmp_path, how)
     with pytest.raises(IntegrityError):
         lived.authenticate_token(token)
@@ -160,3 +160,21 @@ def test_a_raw_copy_over_the_file_is_never_honoured(world, tmp_path):
             fresh.authenticate_token(token)
     finally:
         fresh_store.close()
+
+
+def test_a_row_edited_in_place_by_another_process_is_refused_at_the_next_check(world):
+    """The seal and its generation left as they are, one principal's role raised by
+    another process within the second: only the store's change counter (data_version)
+    tells the long-lived check that the rows moved."""
+    ac, store, log, token = world
+    live = _db(store)
+    lived = _lived(ac, store, log)
+    assert lived.authenticate_token(token).name == "svc"
+    lived.authorize(lived.operator("root"), "read", "prod", PATH)
+    edit = "UPDATE principals SET role='super-admin' WHERE name='svc'"
+    r = subprocess.run([sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect("
+                        "sys.argv[1], timeout=30)\nc.execute(sys.argv[2])\nc.commit()",
+                        str(live), edit], capture_output=True, text=True, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(IntegrityError, match="do not match"):
+        lived.authenticate_token(token)
