@@ -273,6 +273,8 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=common.pin_given(args)) as dep:
+        # the rows first: nothing is looked up, written (--record-out) or shown before
+        note = access_session.seal_note(dep)
         now = int(time.time())
         g = dep.store.grant(args.id)
         if g is not None:
@@ -290,7 +292,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     for a in dep.store.access_approvals(r.id)
                 ],
             }
-        out.update(access_session.seal_note(dep))
+        out.update(note)
     common.emit_json(out)  # a request or grant is a small structured document, always JSON
     return 0
 
