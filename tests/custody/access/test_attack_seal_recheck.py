@@ -21,6 +21,7 @@ import pytest
 
 from custody.access import AccessControl
 from custody.access.flow import GrantFlow
+from custody.access.seal import AccessSeal
 from custody.errors import IntegrityError
 from tests.custody.access import test_access_seal as base
 from tests.custody.access.test_access_seal import PATH
@@ -72,7 +73,8 @@ RESTORE_SQL = textwrap.dedent(
 
 
 def _lived(ac: AccessControl, store: Any, log: Any) -> AccessControl:
-    seal = type(ac.seal)(store, ac.seal._token, ac.seal.label, log)
+    assert ac.seal is not None
+    seal = AccessSeal(store, ac.seal._token, ac.seal.label, log)
     return AccessControl(store, log, clock=ac._clock, seal=seal)
 
 
@@ -120,9 +122,7 @@ def test_a_concurrent_sealed_writer_is_followed_and_its_rollback_refused(world, 
     assert lived.authenticate_token(token).name == "svc"
     other_store = open_store(live)
     try:
-        other = AccessControl(other_store, log, clock=ac._clock,
-                              seal=type(ac.seal)(other_store, ac.seal._token, ac.seal.label,
-                                                 log))  # fmt: skip
+        other = _lived(ac, other_store, log)
         GrantFlow(other, "dep-1").revoke("g-live", other.principal("root"), reason="x")
     finally:
         other_store.close()
