@@ -178,3 +178,14 @@ def test_a_row_edited_in_place_by_another_process_is_refused_at_the_next_check(w
     assert r.returncode == 0, r.stderr
     with pytest.raises(IntegrityError, match="do not match"):
         lived.authenticate_token(token)
+
+
+@pytest.mark.parametrize("alg", ["ecdsa-p256", "rsa"])
+def test_a_participant_algorithm_edited_on_disk_is_refused(world, alg):
+    """The roster under the seal covers each participant's algorithm: a sealed Ed25519
+    participant re-labelled as P-256 (or anything) on disk fails the next check."""
+    from tests.custody.access.test_access_seal import _raw, _refused
+
+    ac, store, log, token = world
+    _raw(store, "UPDATE participants SET alg=? WHERE name='sa1'", (alg,))
+    _refused(ac, log, token)
