@@ -81,3 +81,24 @@ def test_access_show_with_the_pin_refuses_an_edited_store_and_writes_nothing(dep
         _sql(home, "UPDATE principals SET role='service-user' WHERE name='billing-svc'")
     r = run_cli("access", "show", req, "--home", str(home), "--pin-file", str(pins))
     assert r.returncode == 0 and json.loads(r.stdout)["access_seal"] == "checked", r.stderr
+
+
+def test_listings_with_the_pin_write_nothing_before_the_rows_pass(dep):
+    """`access requests` and `access grants` expire requests and lapse grants (a store
+    write and an audit entry each): given --pin-file on an edited store, the seal refuses
+    first, so nothing is written or audited from rows that fail it."""
+    home, pins, req, _root = dep
+    _sql(home, f"UPDATE access_requests SET not_after=1 WHERE id='{req}'")
+    try:
+        _sql(home, "UPDATE principals SET role='service-admin' WHERE name='billing-svc'")
+        for args in (("access", "requests"), ("access", "grants")):
+            r = run_cli(*args, "--json", "--home", str(home), "--pin-file", str(pins))
+            assert r.returncode == 6 and "fail their seal" in r.stderr, (args, r.stderr)
+        db = sqlite3.connect(home / "custody.db")
+        state = db.execute("SELECT state FROM access_requests WHERE id=?", (req,)).fetchone()
+        db.close()
+        assert state == ("pending",), state
+        out = run_cli("audit", "tail", "--home", str(home), "--json", "-n", "200").stdout
+        assert not [e for e in json.loads(out)["entries"] if e["op"] == "access request expire"]
+    finally:
+        _sql(home, "UPDATE principals SET role='service-user' WHERE name='billing-svc'")
