@@ -23,9 +23,9 @@ nothing (every usage flag false). The label's digest is in the id because NSS tr
 token key of the same class and CKA_ID as an existing one and overwrites its label (seen:
 the counter ``.../local-mfa:`` at value 1 replaced ``.../generation`` at 1); an id whose
 digest is not its label's is ignored. Creating either object needs the logged-in user, as
-before. Both forms are always read (the largest value held wins), so a token that moved from
-one form to the other never loses its highest value; the key form is used once a data object
-was refused.
+before. The key form is read only when the label holds no data object (a token keeps one
+form: the key form is used once a data object was refused, and SoftHSM never refuses one);
+the largest value held wins.
 
 Only private objects are read (every search names CKA_PRIVATE true). Any process that can
 load the module may open a R/W session WITHOUT the PIN and create public token objects (a
