@@ -186,3 +186,59 @@ def test_a_public_mac_key_planted_before_the_first_seal_is_not_used(tmp_path: Pa
         _forge_seal(home)
         r = run_cli("principal", "list", "--json", *h)
         assert r.returncode == 6 and '"svc"' not in r.stdout, (r.returncode, r.stdout, r.stderr)
+
+
+PLANT_AES = textwrap.dedent(
+    """
+    import os, sys
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    module, conf, token_label, label = sys.argv[1:5]
+    os.environ["SOFTHSM2_CONF"] = conf
+    tok = pkcs11.lib(module).get_token(token_label=token_label)
+    with tok.open(rw=True) as s:  # no login: a R/W public session
+        s.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.LABEL: label,
+            Attribute.ENCRYPT: True,
+            Attribute.DECRYPT: True,
+            Attribute.WRAP: True,
+            Attribute.UNWRAP: True,
+            Attribute.VALUE: bytes(32),
+        })
+    print("planted")
+    """
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="custody/hsm/pkcs11/secretkeys.py _secret finds versioned AES keys by label "
+    "without CKA_PRIVATE: a public key planted without the PIN under the live root key's label "
+    "makes it 'Several keys are labelled ...' (a denial of service; rotation refuses a "
+    "planted next version as KeyExists). Not fixed here: outside the five changes, and the "
+    "query also finds this login's session objects; needs the adapter tests run with it.",
+)
+def test_a_public_aes_key_planted_under_the_root_label_does_not_stop_the_home(tmp_path: Path):
+    from tests.rekey_fixtures import make_deployment
+
+    home, pins = make_deployment(tmp_path / "d")
+    h = ("--home", str(home), "--pin-file", str(pins))
+    r = run_cli("status", "--json", *h)
+    assert r.returncode == 0, r.stderr
+    cfg = tomllib.loads((home / "custody.toml").read_text())["hsm"]
+    conf = next(home.rglob("softhsm2.conf"))
+    labels = ["root/v1"]  # the token-held root key (the KEKs are wrapped under it)
+    assert '"root/v1"' in r.stdout, r.stdout
+    p = subprocess.run(
+        [sys.executable, "-c", PLANT_AES, cfg["module"], str(conf), cfg["token_label"],
+         labels[0]],
+        capture_output=True, text=True, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert p.returncode == 0 and "planted" in p.stdout, p.stderr
+    r = run_cli("dek", "generate", "--count", "1", *h)
+    assert r.returncode == 0, r.stderr
