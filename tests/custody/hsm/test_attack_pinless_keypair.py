@@ -1,8 +1,10 @@
 """A signing key pair planted on the token WITHOUT the PIN (a R/W public session may
 create public objects, a CKO_PRIVATE_KEY with CKA_PRIVATE false among them): custody's
 ``ensure_signing_key`` must not adopt it, or whoever planted it knows the private key of
-custody's signatures (custody/hsm/pkcs11/keypairs.py ``_pair`` searches by class, label,
-token and use, not CKA_PRIVATE). Real SoftHSMv2 token; the planter is a subprocess."""
+custody's signatures (custody/hsm/pkcs11/keypairs.py ``_pair`` searched by class, label,
+token and use, not CKA_PRIVATE: the planted pair was adopted). A planted public key beside
+custody's own still makes the pair ambiguous ("Several key pairs"): a denial of service,
+not a known key. Real SoftHSMv2 token; the planter is a subprocess."""
 
 from __future__ import annotations
 
@@ -49,13 +51,6 @@ PLANT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keypairs.py _pair does not require CKA_PRIVATE on the private key: a pair "
-    "planted without the PIN is adopted by ensure_signing_key (its private key is known to "
-    "the planter). Outside the five changes; not fixed here (a fix should require "
-    "CKA_PRIVATE true, and ideally SENSITIVE true / EXTRACTABLE false, on the private key).",
-)
 def test_a_pinless_planted_signing_pair_is_not_adopted(hsm, softhsm_token):
     conf, token_label, _pin = softhsm_token
     label = f"attack-signer-{uuid.uuid4().hex[:8]}"
