@@ -234,9 +234,11 @@ def cmd_requests(args: argparse.Namespace) -> int:
         common.open_home(args, pin=common.pin_given(args)) as dep,
         access_session.opened(dep, args) as ac,
     ):
+        # the rows first (a JSON list keeps its shape: the warning is on stderr): with the
+        # PIN, nothing is expired, audited or shown from rows that fail their seal
+        access_session.seal_note(dep)
         _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
-        access_session.seal_note(dep)  # a JSON list keeps its shape: the warning is on stderr
     items = [_req(r) for r in rows]
     if args.json:
         common.emit_json(items)
@@ -256,10 +258,10 @@ def cmd_grants(args: argparse.Namespace) -> int:
         common.open_home(args, pin=common.pin_given(args)) as dep,
         access_session.opened(dep, args) as ac,
     ):
+        access_session.seal_note(dep)  # the rows first, as in cmd_requests
         ac.lapse()
         now = ac.now()
         items = [_grant(g, now) for g in dep.store.grants(principal=args.principal, env=args.env)]
-        access_session.seal_note(dep)
     if args.json:
         common.emit_json(items)
         return 0
@@ -273,6 +275,8 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=common.pin_given(args)) as dep:
+        # the rows first: nothing is looked up, written (--record-out) or shown before
+        note = access_session.seal_note(dep)
         now = int(time.time())
         g = dep.store.grant(args.id)
         if g is not None:
@@ -290,7 +294,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     for a in dep.store.access_approvals(r.id)
                 ],
             }
-        out.update(access_session.seal_note(dep))
+        out.update(note)
     common.emit_json(out)  # a request or grant is a small structured document, always JSON
     return 0
 

@@ -188,6 +188,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with common.open_home(args, pin=common.pin_given(args)) as dep:
+        # the rows first: a principal deleted on disk is the seal's refusal, not "no such"
+        note = access_session.seal_note(dep)
         row = dep.store.principal(args.name)
         if row is None:
             raise UsageError(f"No principal {args.name[:64]!r}", "See 'custody principal list'.")
@@ -197,7 +199,7 @@ def cmd_show(args: argparse.Namespace) -> int:
              "not_after": g.not_after, "revoked_at": g.revoked_at}
             for g in dep.store.grants(principal=args.name)
         ]  # fmt: skip
-        info.update(access_session.seal_note(dep))
+        info.update(note)
     if args.json:
         common.emit_json(info)
         return 0

@@ -23,9 +23,16 @@ nothing (every usage flag false). The label's digest is in the id because NSS tr
 token key of the same class and CKA_ID as an existing one and overwrites its label (seen:
 the counter ``.../local-mfa:`` at value 1 replaced ``.../generation`` at 1); an id whose
 digest is not its label's is ignored. Creating either object needs the logged-in user, as
-before. Both forms are always read (the largest value held wins), so a token that moved from
-one form to the other never loses its highest value; the key form is used once a data object
-was refused.
+before. The key form is read only when the label holds no data object (a token keeps one
+form: the key form is used once a data object was refused, and SoftHSM never refuses one);
+the largest value held wins.
+
+Only private objects are read (every search names CKA_PRIVATE true). Any process that can
+load the module may open a R/W session WITHOUT the PIN and create public token objects (a
+R/W public session); a public object with a counter's label and application would
+otherwise be read as its value (seen on SoftHSM 2.6.1: a planted public ``.../local-mfa:``
+anchor at a high epoch made the binding look lifted, and ``custody access seal`` then
+re-sealed tampered rows with the PIN alone). A private object needs the logged-in user.
 
 Several processes share one token (CLI commands beside ``custody serve``, replicas of one
 PostgreSQL store): an object found by one may be destroyed by another's advance before its
@@ -72,12 +79,14 @@ class CounterMixin:
             Attribute.LABEL: label,
             Attribute.APPLICATION: APPLICATION,
             Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
         }
         keys = {
             Attribute.CLASS: ObjectClass.SECRET_KEY,
             Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
             Attribute.LABEL: KEY_PREFIX + label,
             Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
         }
         for _ in range(8):  # a search that met an object destroyed meanwhile: search again
             held = []
@@ -153,6 +162,7 @@ class CounterMixin:
                         Attribute.CLASS: ObjectClass.DATA,
                         Attribute.APPLICATION: APPLICATION,
                         Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
                     }
                 )
             }
@@ -161,6 +171,7 @@ class CounterMixin:
                     Attribute.CLASS: ObjectClass.SECRET_KEY,
                     Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                     Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
                 }
             ):
                 name = str(o[Attribute.LABEL])

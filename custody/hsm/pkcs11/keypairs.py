@@ -52,7 +52,9 @@ class KeyPairMixin:
                 raise HsmError(f"Several key pairs are labelled {label!r}", "Remove the duplicate.")
             return objs[0] if objs else None
 
-        priv = one(ObjectClass.PRIVATE_KEY, {use: True})
+        # a private key custody made is CKA_PRIVATE: one planted without the PIN (a R/W
+        # public session may create a public CKO_PRIVATE_KEY of known value) is never used
+        priv = one(ObjectClass.PRIVATE_KEY, {use: True, Attribute.PRIVATE: True})
         pub = one(ObjectClass.PUBLIC_KEY, {Attribute.VERIFY: use == Attribute.SIGN})
         if priv is None or pub is None:
             return None

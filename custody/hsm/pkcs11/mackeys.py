@@ -9,9 +9,12 @@ store it on a token object: NSS softokn cannot, and fails the whole generation w
 CKR_GENERAL_ERROR, so the attribute is set only where the adapter's probe found it
 enforced, as for the AES keys). Its CKA_ID is the first 16 bytes of SHA-256(label): NSS
 treats a new token key of the same class and CKA_ID as an existing one and overwrites its
-label, so two MAC keys with the same (empty) id would become one. It is found by label
-and key type, so it cannot be confused with custody's versioned AES keys. One of the
-``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
+label, so two MAC keys with the same (empty) id would become one. It is found by label,
+key type and CKA_PRIVATE true: any process that loads the module may create a public token
+key without the PIN (a R/W public session), and a public HMAC key of known value under the
+seal key's label was otherwise used by ``custody access seal``, after which whoever planted
+it could re-seal any row. Label and key type keep it apart from custody's versioned AES
+keys. One of the ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class MacKeyMixin:
                     Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                     Attribute.LABEL: label,
                     Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
                 }
             )
         )
