@@ -215,14 +215,6 @@ PLANT_AES = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="custody/hsm/pkcs11/secretkeys.py _secret finds versioned AES keys by label "
-    "without CKA_PRIVATE: a public key planted without the PIN under the live root key's label "
-    "makes it 'Several keys are labelled ...' (a denial of service; rotation refuses a "
-    "planted next version as KeyExists). Not fixed here: outside the five changes, and the "
-    "query also finds this login's session objects; needs the adapter tests run with it.",
-)
 def test_a_public_aes_key_planted_under_the_root_label_does_not_stop_the_home(tmp_path: Path):
     from tests.rekey_fixtures import make_deployment
 

@@ -23,6 +23,7 @@ from custody.hsm.pkcs11.module import SharedLogin
 
 KWP = Mechanism.AES_KEY_WRAP_PAD  # RFC 5649
 _VERSIONED = re.compile(r"^(?P<label>.+)/v(?P<version>[0-9]+)$")
+PRIVATE = Attribute.PRIVATE
 NO_USE = {
     Attribute.ENCRYPT: False,
     Attribute.DECRYPT: False,
@@ -83,7 +84,13 @@ class SecretKeyMixin:
         if lbl in cache:
             return cache[lbl]
         # No CKA_TOKEN in the query: session objects are visible only to this process.
-        objs = list(s.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: lbl}))
+        # CKA_PRIVATE: custody makes every key private (only the logged-in user can create
+        # one); a public object under a live label, planted without the PIN, is not it.
+        objs = list(
+            s.get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: lbl, PRIVATE: True}
+            )
+        )
         if not objs:
             raise KeyNotFound(f"No key {lbl} on the token", "Run 'custody status' to list keys.")
         if len(objs) > 1:
@@ -255,7 +262,7 @@ class SecretKeyMixin:
         """
         with self._op("list keys") as s:
             out = []
-            query = {Attribute.CLASS: ObjectClass.SECRET_KEY}
+            query = {Attribute.CLASS: ObjectClass.SECRET_KEY, PRIVATE: True}
             for key in list(s.get_objects(query)):  # no C_Encrypt inside C_FindObjects
                 m = _VERSIONED.match(key.label or "")
                 if m and (label is None or m["label"] == label):
