@@ -227,6 +227,7 @@ class AuditLog:
         self._queue: list[_Pending] = []
         self._writing = False  # a leader holds the write role
         self._db: SqliteAuditStore | PostgresAuditStore
+        self._pg: PostgresAuditStore | None = None  # the staged path (cross-process batches)
         try:
             if pg:
                 from custody.store.postgres_audit import PostgresAuditStore  # psycopg: lazily
@@ -238,11 +239,13 @@ class AuditLog:
                     new_log_id=lambda: rng(16).hex(),
                     password_file=password_file,
                 )
+                self._pg = self._db
             else:
                 self._db = SqliteAuditStore(
                     self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
                 )
             self.log_id = self._db.log_id
+            self._log_part = b'"log":' + canonical_bytes(self.log_id)
         except StorageError as exc:
             raise AuditError(
                 f"Cannot open the audit log {where}",
@@ -401,8 +404,41 @@ class AuditLog:
             raise _refused("the seal", exc) from exc
         return n - 1
 
+    def _splice(self, fixed: Sequence[bytes], seq: int, prev: bytes) -> tuple[bytes, bytes]:
+        """The canonical line of an entry from its fixed parts (actor, details, op,
+        outcome, target, time) at *seq* after chain hash *prev*, and its chain hash: the
+        chain fields spliced in, in RFC 8785 key order."""
+        actor, details, op, outcome, target, t = fixed
+        line = b"".join(
+            (
+                b'{"actor":',
+                actor,
+                b',"details":',
+                details,
+                b",",
+                self._log_part,
+                b',"op":',
+                op,
+                b',"outcome":',
+                outcome,
+                b',"prev":"',
+                prev.hex().encode(),
+                b'","seq":',
+                str(seq).encode(),
+                b',"target":',
+                target,
+                b',"time":',
+                t,
+                b"}",
+            )
+        )
+        return line, chain_hash(line)
+
     def _lead(self) -> None:
         """Write one batch: everything queued once the write lock is held; then flush it."""
+        if self._pg is not None:
+            self._lead_staged(self._pg)
+            return
         batch: list[_Pending] = []
 
         def build(head: Head) -> list[tuple[int, bytes, bytes]]:
@@ -413,35 +449,11 @@ class AuditLog:
                     r.state = _TAKEN
             seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
             rows = []
-            log = b'"log":' + canonical_bytes(self.log_id)
             for r in batch:
-                actor, details, op, outcome, target, t = r.fixed
-                line = b"".join(
-                    (
-                        b'{"actor":',
-                        actor,
-                        b',"details":',
-                        details,
-                        b",",
-                        log,
-                        b',"op":',
-                        op,
-                        b',"outcome":',
-                        outcome,
-                        b',"prev":"',
-                        prev.hex().encode(),
-                        b'","seq":',
-                        str(seq).encode(),
-                        b',"target":',
-                        target,
-                        b',"time":',
-                        t,
-                        b"}",
-                    )
-                )
+                line, chain = self._splice(r.fixed, seq, prev)
                 r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
-                prev = chain_hash(line)
-                rows.append((seq, line, prev))
+                rows.append((seq, line, chain))
+                prev = chain
                 seq += 1
             return rows
 
@@ -463,6 +475,44 @@ class AuditLog:
         if failure is None and last is not None:
             try:
                 self._db.sync(last)
+            except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+                failure = exc
+        with self._cv:
+            for r in batch:
+                if failure is not None:
+                    r.error = _refused(r.what, failure)
+                r.state = _DONE
+            self._cv.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt and the like still stop the leader
+
+    def _lead_staged(self, pg: PostgresAuditStore) -> None:
+        """Write one batch on PostgreSQL: stage everything queued by now, wait until a
+        chainer (this process or another) has chained it, then flush."""
+        with self._cv:
+            batch = list(self._queue)
+            self._queue.clear()
+            for r in batch:
+                r.state = _TAKEN
+        failure: BaseException | None = None
+        done: list[tuple[int, bytes]] = []
+        lsn = 0
+        try:
+            with self._io:
+                done, lsn = pg.append_staged(
+                    [r.fixed for r in batch], self._splice, genesis(self.log_id), self._seal_fn()
+                )
+            for r, (seq, prev) in zip(batch, done, strict=True):
+                r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+            failure = exc
+        finally:
+            with self._cv:  # hand the write role on: the next batch is staged while we flush
+                self._writing = False
+                self._cv.notify_all()
+        if failure is None and done:
+            try:
+                pg.sync(done[-1][0], lsn=lsn)
             except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
                 failure = exc
         with self._cv:

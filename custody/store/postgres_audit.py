@@ -31,7 +31,9 @@ Every :mod:`psycopg` error is raised as :class:`AuditStoreError` (a StorageError
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +56,38 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS audit_checkpoints(tree_size BIGINT PRIMARY KEY, "
     "line BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS audit_seals(seq BIGINT PRIMARY KEY, mac BYTEA NOT NULL)",
+    # cross-process group commit (append_staged): an entry's canonical parts wait here,
+    # under their writer's batch token (owner), until a chainer gives them seq and prev
+    "CREATE TABLE IF NOT EXISTS audit_staging(id BIGSERIAL PRIMARY KEY, owner BYTEA NOT NULL, "
+    "parts BYTEA[] NOT NULL, seq BIGINT, prev BYTEA, failed BOOLEAN NOT NULL DEFAULT false, "
+    "staged_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS audit_staging_by_owner ON audit_staging(owner)",
 )
+STAGE_CHANNEL = "custody_audit_chained"  # NOTIFY when a chain transaction ends
+STALE = "1 hour"  # a chained or failed staged row older than this has no waiter left
+Splice = Callable[[Sequence[bytes], int, bytes], tuple[bytes, bytes]]
+"""``splice(parts, seq, prev)``: the entry line of staged *parts* at *seq* after the chain
+hash *prev*, and its own chain hash (:class:`custody.audit.log.AuditLog` owns the format)."""
+
+
+_POLL = 0.05  # seconds between a waiter's attempts when no notification comes
+
+
+class _ChainFailed(Exception):
+    """The chain transaction that held this batch failed (internal)."""
+
+
+class _Chainer:
+    """How a chainer in this process turns staged parts into entries."""
+
+    __slots__ = ("genesis", "seal", "splice")
+
+    def __init__(
+        self, splice: Splice, genesis: bytes, seal: Callable[[int, bytes], bytes] | None
+    ) -> None:
+        self.splice = splice
+        self.genesis = genesis
+        self.seal = seal
 
 
 class _Dropped(Exception):
@@ -221,9 +254,277 @@ class PostgresAuditStore:
             with contextlib.suppress(psycopg.Error):
                 db.execute("ROLLBACK")
 
-    def sync(self, seq: int) -> None:
+    # -- cross-process group commit --------------------------------------------------
+    def append_staged(
+        self,
+        parts: Sequence[Sequence[bytes]],
+        splice: Splice,
+        genesis: bytes,
+        seal: Callable[[int, bytes], bytes] | None = None,
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """Stage a batch of entries (their canonical *parts*, without log, seq and prev)
+        and return once a chainer, this process or another, has chained them: the
+        ``(seq, prev)`` of each, in order, and a WAL position that :meth:`sync` must reach
+        before the entries are durable. See the module doc, "Cross-process group commit".
+
+        Raises:
+            AuditStoreError: the batch was not chained and never will be (its staged rows
+                are gone): a chain transaction failed, the wait timed out, or the server
+                could not be reached. If even the withdrawal could not reach the server,
+                the rows stay staged and may be chained later (an entry without outcome,
+                as after a crash).
+        """
+        owner = os.urandom(16)
+        try:
+            self._alive()
+            for _ in self._db.notifies(timeout=0):
+                pass  # drop notifications left from an earlier append
+            try:
+                self._stage(owner, parts)
+            except psycopg.OperationalError:
+                # the server dropped the connection since the last call (a restart or a
+                # failover): withdraw whatever the INSERT may have left, then stage once
+                # more on a new connection (as append_batch retries a batch)
+                got = self._withdraw(owner, len(parts))
+                if got is not None:
+                    return got  # it was staged and another writer chained it already
+                owner = os.urandom(16)
+                self._stage(owner, parts)
+            return self._await(owner, len(parts), _Chainer(splice, genesis, seal))
+        except BaseException as exc:
+            try:
+                got = self._withdraw(owner, len(parts))
+            except psycopg.Error as exc2:
+                raise self._err(exc2) from exc
+            if got is not None and isinstance(exc, Exception):
+                return got  # chained after all, by a chainer that committed in time
+            if isinstance(exc, psycopg.Error):
+                raise self._err(exc) from exc
+            if isinstance(exc, _ChainFailed):
+                raise AuditStoreError(
+                    f"The audit log in {self._where} failed: the chain transaction that held "
+                    "the entry was rolled back",
+                    "Check the server, its disk and locks.",
+                ) from exc
+            raise
+
+    def _stage(self, owner: bytes, parts: Sequence[Sequence[bytes]]) -> None:
+        """One autocommit INSERT of the whole batch (asynchronous commit: the chain's flush
+        covers it), with LISTEN in the same implicit transaction, so every chain that can
+        include these rows commits after this connection listens."""
+        db = self._db
+        values = ", ".join(["(%s, %s)"] * len(parts))
+        args: list[Any] = []
+        for p in parts:
+            args += [owner, list(p)]
+        with db.pipeline():
+            db.execute(f"INSERT INTO audit_staging(owner, parts) VALUES {values}", args)  # noqa: S608
+            db.execute(f"LISTEN {STAGE_CHANNEL}")
+
+    def _await(self, owner: bytes, n: int, how: _Chainer) -> tuple[list[tuple[int, bytes]], int]:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            done = self._try_chain(owner, n, how)
+            if done is not None:
+                return done
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AuditStoreError(
+                    f"The audit log in {self._where} chained nothing in {self._timeout:g} s",
+                    "Check the server and its locks.",
+                )
+            # a chainer NOTIFYs at its commit; the timeout covers one that died holding
+            # the lock (no notification) and any notification missed
+            for _ in self._db.notifies(timeout=min(_POLL, left), stop_after=1):
+                pass
+
+    def _try_chain(
+        self, owner: bytes, n: int, how: _Chainer
+    ) -> tuple[list[tuple[int, bytes]], int] | None:
+        """One attempt: collect this batch if it was chained (or failed), and chain every
+        staged row if the head lock is free. Returns the batch's result, or None to wait.
+
+        Raises:
+            _ChainFailed: the chain transaction that held this batch failed.
+            psycopg.Error: from the server.
+        """
+        db = self._db
+        try:
+            # one round trip: the lock is tried in a statement of its own, and the head and
+            # the staged rows are read by later statements (snapshots taken after it), only
+            # when it was granted (current_setting is evaluated once, as a one-time filter)
+            with db.pipeline():
+                db.execute("BEGIN")
+                c_lock = db.execute(
+                    "SELECT set_config('custody.chainer', "
+                    "pg_try_advisory_xact_lock(%s)::text, true)",
+                    (AUDIT_LOCK,),
+                )
+                c_head = db.execute(
+                    "SELECT seq, chain FROM audit_entries WHERE "
+                    "current_setting('custody.chainer') = 'true' ORDER BY seq DESC LIMIT 1"
+                )
+                c_rows = db.execute(
+                    "SELECT id, owner, parts FROM audit_staging WHERE "
+                    "current_setting('custody.chainer') = 'true' AND seq IS NULL "
+                    "AND NOT failed ORDER BY id FOR UPDATE"
+                )
+                c_mine = db.execute(
+                    "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
+                    "RETURNING seq, prev, failed, pg_current_wal_insert_lsn()::text",
+                    (owner,),
+                )
+                got = c_lock.fetchone()[0] == "true"
+                head = c_head.fetchone()
+                staged = c_rows.fetchall()
+                mine = c_mine.fetchall()
+        except BaseException:
+            self._rollback(db)
+            raise
+        failed = any(r[2] for r in mine)
+        result = None
+        if mine and not failed:
+            ordered = sorted((int(r[0]), bytes(r[1])) for r in mine)
+            result = (ordered, max(_lsn(r[3]) for r in mine))
+        if not got or not staged:
+            try:
+                with db.pipeline():
+                    if result is not None or failed:
+                        db.execute(f"UNLISTEN {STAGE_CHANNEL}")
+                    db.execute("COMMIT")  # the DELETE of this batch's finished rows
+            except BaseException:
+                self._rollback(db)
+                raise
+        else:
+            chained = self._chain(db, owner, head, staged, how)
+            if chained is not None:
+                result = chained
+        if failed:
+            raise _ChainFailed
+        if result is not None and len(result[0]) != n:
+            raise _ChainFailed  # not all of the batch (cannot happen: one INSERT, one view)
+        return result
+
+    def _chain(
+        self,
+        db: Any,
+        owner: bytes,
+        head: Any,
+        staged: list[Any],
+        how: _Chainer,
+    ) -> tuple[list[tuple[int, bytes]], int] | None:
+        """Chain every staged row in id order inside the open transaction that holds the
+        head lock, and commit. Returns this batch's result if its rows were among them.
+        If the chain fails the transaction rolls back to before the chaining, marks every
+        row of the attempt failed (their callers report the failure) and commits that.
+
+        Raises:
+            _ChainFailed: this batch was in the failed attempt.
+            psycopg.Error: the server failed in a way the marking could not cover.
+        """
+        seq, prev = (0, how.genesis) if head is None else (int(head[0]) + 1, bytes(head[1]))
+        ids = [int(r[0]) for r in staged]
+        entries: list[tuple[int, bytes, bytes]] = []
+        others: list[tuple[int, int, bytes]] = []
+        ours: list[tuple[int, bytes]] = []
+        ours_ids: list[int] = []
+        try:
+            for rid, who, parts in staged:
+                line, chain = how.splice([bytes(p) for p in parts], seq, prev)
+                entries.append((seq, line, chain))
+                if bytes(who) == owner:
+                    ours.append((seq, prev))
+                    ours_ids.append(int(rid))
+                else:
+                    others.append((int(rid), seq, prev))
+                prev = chain
+                seq += 1
+            mac = None if how.seal is None else how.seal(entries[-1][0], entries[-1][2])
+            with db.pipeline():
+                db.execute("SAVEPOINT chain")
+                with db.cursor() as cur:
+                    cur.executemany("INSERT INTO audit_entries VALUES (%s, %s, %s)", entries)
+                if others:
+                    db.execute(
+                        "UPDATE audit_staging s SET seq = v.seq, prev = v.prev FROM "
+                        "unnest(%s::bigint[], %s::bigint[], %s::bytea[]) AS v(id, seq, prev) "
+                        "WHERE s.id = v.id",
+                        ([o[0] for o in others], [o[1] for o in others], [o[2] for o in others]),
+                    )
+                if ours_ids:
+                    db.execute("DELETE FROM audit_staging WHERE id = ANY(%s)", (ours_ids,))
+                    db.execute(f"UNLISTEN {STAGE_CHANNEL}")
+                if mac is not None:
+                    db.execute(
+                        "INSERT INTO audit_seals VALUES (%s, %s) "
+                        "ON CONFLICT(seq) DO UPDATE SET mac=excluded.mac",
+                        (entries[-1][0], mac),
+                    )
+                db.execute(
+                    "DELETE FROM audit_staging WHERE (seq IS NOT NULL OR failed) "
+                    "AND staged_at < now() - interval '1 hour'"  # STALE
+                )
+                db.execute("SELECT pg_notify(%s, '')", (STAGE_CHANNEL,))
+                db.execute("COMMIT")
+                c_lsn = db.execute("SELECT pg_current_wal_insert_lsn()::text")
+                lsn = _lsn(c_lsn.fetchone()[0])
+        except Exception:  # noqa: BLE001 - any failure (SQL, splice, sealer) fails the attempt
+            self._mark_failed(db, ids)
+            if ours_ids:
+                raise _ChainFailed from None
+            return None  # others' rows failed; this batch was not among them
+        except BaseException:
+            self._rollback(db)
+            raise
+        return (ours, lsn) if ours_ids else None
+
+    def _mark_failed(self, db: Any, ids: list[int]) -> None:
+        """After a failed chain: mark its rows failed, so that every caller of them is
+        told (rows another chainer has chained since are left alone) and NOTIFY them."""
+        status = db.info.transaction_status
+        try:
+            if status == psycopg.pq.TransactionStatus.INERROR:
+                db.execute("ROLLBACK TO SAVEPOINT chain")  # the head lock is still held
+            # INTRANS (the chain failed before its SQL was sent: still locked) or IDLE (its
+            # COMMIT failed: the lock is gone, so rows chained since are skipped below)
+            db.execute(
+                "UPDATE audit_staging SET failed = true WHERE id = ANY(%s) AND seq IS NULL",
+                (ids,),
+            )
+            db.execute("SELECT pg_notify(%s, '')", (STAGE_CHANNEL,))
+            if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                db.execute("COMMIT")
+        except psycopg.Error:
+            # the rows stay staged; their callers' waits time out and withdraw them, or a
+            # later chainer chains them (then their callers succeed)
+            self._rollback(db)
+
+    def _withdraw(self, owner: bytes, n: int) -> tuple[list[tuple[int, bytes]], int] | None:
+        """The failure path of :meth:`append_staged`: delete this batch's staged rows. A
+        row locked by a chainer is waited for; one it chained is deleted too and reported.
+        Returns the batch's result if every row of it was chained (the append succeeded
+        after all), else None: then none of it is, or ever will be, in the chain (a caller
+        told "failed" must never see its entry chained later)."""
+        if self._db.closed or self._db.broken:
+            self._db = self._open_writer()
+        db = self._db
+        self._rollback(db)
+        with db.pipeline():
+            cur = db.execute(
+                "DELETE FROM audit_staging WHERE owner = %s "
+                "RETURNING seq, prev, failed, pg_current_wal_insert_lsn()::text",
+                (owner,),
+            )
+            db.execute(f"UNLISTEN {STAGE_CHANNEL}")
+            rows = cur.fetchall()
+        if len(rows) != n or any(r[0] is None or r[2] for r in rows):
+            return None
+        return sorted((int(r[0]), bytes(r[1])) for r in rows), max(_lsn(r[3]) for r in rows)
+
+    def sync(self, seq: int, *, lsn: int | None = None) -> None:
         """Return once entry *seq* (committed by anyone) is flushed to the server's WAL:
-        at once when the flush position already covers the newest commit, else by one
+        at once when the flush position already covers the newest commit (or *lsn*, a WAL
+        position at or after the entry's commit, from :meth:`append_staged`), else by one
         durable empty commit (see the module doc). A no-op for a non-durable log.
 
         Raises:
@@ -238,7 +539,7 @@ class PostgresAuditStore:
                 insert, flushed = c.execute(
                     "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text"
                 ).fetchone()
-                if _lsn(flushed) >= _lsn(insert):
+                if _lsn(flushed) >= (_lsn(insert) if lsn is None else lsn):
                     return  # every commit so far, ours included, is on disk
                 c.execute(  # one round trip (simple query protocol: no parameters)
                     "BEGIN; SET LOCAL synchronous_commit = on; "
