@@ -487,19 +487,17 @@ class AuditLog:
             raise failure  # KeyboardInterrupt and the like still stop the leader
 
     def _lead_staged(self, pg: PostgresAuditStore) -> None:
-        """Write one batch on PostgreSQL: stage everything queued by now, wait until a
-        chainer (this process or another) has chained it, then flush."""
+        """Write one batch on PostgreSQL: stage everything queued by now and wait until a
+        chainer (this process or another) has chained it, durably when this log is."""
         with self._cv:
             batch = list(self._queue)
             self._queue.clear()
             for r in batch:
                 r.state = _TAKEN
         failure: BaseException | None = None
-        done: list[tuple[int, bytes]] = []
-        lsn = 0
         try:
             with self._io:
-                done, lsn = pg.append_staged(
+                done = pg.append_staged(
                     [r.fixed for r in batch], self._splice, genesis(self.log_id), self._seal_fn()
                 )
             for r, (seq, prev) in zip(batch, done, strict=True):
@@ -507,14 +505,9 @@ class AuditLog:
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
             failure = exc
         finally:
-            with self._cv:  # hand the write role on: the next batch is staged while we flush
+            with self._cv:  # hand the write role on
                 self._writing = False
                 self._cv.notify_all()
-        if failure is None and done:
-            try:
-                pg.sync(done[-1][0], lsn=lsn)
-            except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
-                failure = exc
         with self._cv:
             for r in batch:
                 if failure is not None:

@@ -59,7 +59,8 @@ _SCHEMA = (
     # cross-process group commit (append_staged): an entry's canonical parts wait here,
     # under their writer's batch token (owner), until a chainer gives them seq and prev
     "CREATE TABLE IF NOT EXISTS audit_staging(id BIGSERIAL PRIMARY KEY, owner BYTEA NOT NULL, "
-    "parts BYTEA[] NOT NULL, seq BIGINT, prev BYTEA, failed BOOLEAN NOT NULL DEFAULT false, "
+    "parts BYTEA[] NOT NULL, durable BOOLEAN NOT NULL, seq BIGINT, prev BYTEA, "
+    "failed BOOLEAN NOT NULL DEFAULT false, "
     "staged_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS audit_staging_by_owner ON audit_staging(owner)",
 )
@@ -127,6 +128,10 @@ class PostgresAuditStore:
         self.durable = durable
         self._where = describe(url)
         self._flush_mutex = threading.Lock()
+        self._listening = False  # the writer connection LISTENs for chained batches
+        self._last_locked = False  # the last chain attempt held the head lock
+        self._open_ro = False  # a lockless attempt's transaction is still open
+        self._chains = 0
         try:
             self._password_file = password_file
             self._timeout = timeout
@@ -153,6 +158,7 @@ class PostgresAuditStore:
             ) from exc
 
     def _open_writer(self) -> Any:
+        self._listening = self._open_ro = False
         db = connect(self.url, password_file=self._password_file, prompt=False)
         db.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
         db.execute("SET synchronous_commit = off")  # sync() makes each batch durable
@@ -261,43 +267,49 @@ class PostgresAuditStore:
         splice: Splice,
         genesis: bytes,
         seal: Callable[[int, bytes], bytes] | None = None,
-    ) -> tuple[list[tuple[int, bytes]], int]:
+    ) -> list[tuple[int, bytes]]:
         """Stage a batch of entries (their canonical *parts*, without log, seq and prev)
         and return once a chainer, this process or another, has chained them: the
-        ``(seq, prev)`` of each, in order, and a WAL position that :meth:`sync` must reach
-        before the entries are durable. See the module doc, "Cross-process group commit".
+        ``(seq, prev)`` of each, in order. When this log is durable they are durable too
+        (no :meth:`sync` is needed): a chain that holds a durable row commits with
+        ``synchronous_commit = on``, and PostgreSQL makes a commit visible to other
+        sessions only after its WAL flush. See the module doc, "Cross-process group
+        commit".
 
         Raises:
             AuditStoreError: the batch was not chained and never will be (its staged rows
-                are gone): a chain transaction failed, the wait timed out, or the server
-                could not be reached. If even the withdrawal could not reach the server,
-                the rows stay staged and may be chained later (an entry without outcome,
-                as after a crash).
+                are gone): its chain transaction failed, the wait timed out, or the server
+                failed. If even the withdrawal could not reach the server, the rows stay
+                staged and may be chained later (an entry without an outcome, as after a
+                crash before the operation).
         """
         owner = os.urandom(16)
+        n = len(parts)
+        how = _Chainer(splice, genesis, seal)
         try:
             self._alive()
-            for _ in self._db.notifies(timeout=0):
-                pass  # drop notifications left from an earlier append
+            self._drain()
             try:
-                self._stage(owner, parts)
-            except psycopg.OperationalError:
+                done = self._attempt(owner, n, how, parts)
+            except _Dropped:
                 # the server dropped the connection since the last call (a restart or a
-                # failover): withdraw whatever the INSERT may have left, then stage once
-                # more on a new connection (as append_batch retries a batch)
-                got = self._withdraw(owner, len(parts))
+                # failover): withdraw what the staging transaction may have committed (or
+                # find it chained), then stage once more on a new connection
+                got = self._withdraw(owner, n)
                 if got is not None:
-                    return got  # it was staged and another writer chained it already
+                    return got
                 owner = os.urandom(16)
-                self._stage(owner, parts)
-            return self._await(owner, len(parts), _Chainer(splice, genesis, seal))
+                done = self._attempt(owner, n, how, parts)
+            return done if done is not None else self._await(owner, n, how)
         except BaseException as exc:
             try:
-                got = self._withdraw(owner, len(parts))
+                got = self._withdraw(owner, n)
             except psycopg.Error as exc2:
                 raise self._err(exc2) from exc
             if got is not None and isinstance(exc, Exception):
                 return got  # chained after all, by a chainer that committed in time
+            if isinstance(exc, _Dropped):
+                exc = exc.__cause__ or exc
             if isinstance(exc, psycopg.Error):
                 raise self._err(exc) from exc
             if isinstance(exc, _ChainFailed):
@@ -308,52 +320,92 @@ class PostgresAuditStore:
                 ) from exc
             raise
 
-    def _stage(self, owner: bytes, parts: Sequence[Sequence[bytes]]) -> None:
-        """One autocommit INSERT of the whole batch (asynchronous commit: the chain's flush
-        covers it), with LISTEN in the same implicit transaction, so every chain that can
-        include these rows commits after this connection listens."""
-        db = self._db
-        values = ", ".join(["(%s, %s)"] * len(parts))
-        args: list[Any] = []
-        for p in parts:
-            args += [owner, list(p)]
-        with db.pipeline():
-            db.execute(f"INSERT INTO audit_staging(owner, parts) VALUES {values}", args)  # noqa: S608
-            db.execute(f"LISTEN {STAGE_CHANNEL}")
-
-    def _await(self, owner: bytes, n: int, how: _Chainer) -> tuple[list[tuple[int, bytes]], int]:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            done = self._try_chain(owner, n, how)
-            if done is not None:
-                return done
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AuditStoreError(
-                    f"The audit log in {self._where} chained nothing in {self._timeout:g} s",
-                    "Check the server and its locks.",
-                )
-            # a chainer NOTIFYs at its commit; the timeout covers one that died holding
-            # the lock (no notification) and any notification missed
-            for _ in self._db.notifies(timeout=min(_POLL, left), stop_after=1):
+    def _drain(self) -> None:
+        """Drop the notifications received since the last wait (none are needed)."""
+        if self._listening:
+            for _ in self._db.notifies(timeout=0):
                 pass
 
-    def _try_chain(
-        self, owner: bytes, n: int, how: _Chainer
-    ) -> tuple[list[tuple[int, bytes]], int] | None:
-        """One attempt: collect this batch if it was chained (or failed), and chain every
-        staged row if the head lock is free. Returns the batch's result, or None to wait.
+    def _await(self, owner: bytes, n: int, how: _Chainer) -> list[tuple[int, bytes]]:
+        """Wait for a chainer's NOTIFY (or a short poll, which covers a chainer that died
+        holding the lock), then collect the batch, or chain everything when the lock is
+        free; until the batch is chained, or fails, or the timeout passes."""
+        deadline = time.monotonic() + self._timeout
+        locked = False
+        while True:
+            left = deadline - time.monotonic()
+            if not locked:
+                for _ in self._db.notifies(timeout=max(0.0, min(_POLL, left)), stop_after=1):
+                    pass
+            done = self._collect(owner, n)
+            if done is not None:
+                return done
+            if left <= 0:
+                raise AuditStoreError(
+                    f"The audit log in {self._where} did not chain an entry in {self._timeout:g} s",
+                    "Check the server and its locks.",
+                )
+            done, locked = self._attempt(owner, n, how, None), self._last_locked
+            if done is not None:
+                return done
+
+    def _collect(self, owner: bytes, n: int) -> list[tuple[int, bytes]] | None:
+        """This batch's ``(seq, prev)`` if a chainer has chained it (its finished staged
+        rows are deleted), else None.
 
         Raises:
-            _ChainFailed: the chain transaction that held this batch failed.
+            _ChainFailed: the chain transaction that held it failed.
+        """
+        db = self._db
+        with db.pipeline():
+            if self._open_ro:  # the last attempt's read-only transaction, ended late
+                db.execute("ROLLBACK")
+                self._open_ro = False
+            rows = db.execute(
+                "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
+                "RETURNING seq, prev, failed",
+                (owner,),
+            ).fetchall()
+        if not rows:
+            return None
+        if len(rows) != n or any(r[2] or r[0] is None for r in rows):
+            raise _ChainFailed  # (all of a batch or none: one INSERT, seen in one view)
+        return sorted((int(r[0]), bytes(r[1])) for r in rows)
+
+    def _attempt(
+        self, owner: bytes, n: int, how: _Chainer, stage: Sequence[Sequence[bytes]] | None
+    ) -> list[tuple[int, bytes]] | None:
+        """One round trip: stage *stage* (when given, with LISTEN, committed at once), then
+        in a second transaction try the head lock, and if it is granted chain every staged
+        row. Returns this batch's result if this attempt chained it, else None (wait). A
+        transaction that did not get the lock has read and locked nothing; it is left open
+        and rolled back by the next :meth:`_collect` (in that one's round trip).
+
+        Raises:
+            _Dropped: the connection failed in the round trip that stages (the staging
+                transaction may or may not have committed).
+            _ChainFailed: this batch was in a chain attempt that failed.
             psycopg.Error: from the server.
         """
         db = self._db
+        self._last_locked = False
         try:
-            # one round trip: the lock is tried in a statement of its own, and the head and
-            # the staged rows are read by later statements (snapshots taken after it), only
-            # when it was granted (current_setting is evaluated once, as a one-time filter)
+            # one round trip: the lock is tried in a statement of its own; the head and the
+            # staged rows are read by later statements (snapshots taken after it), only
+            # when it was granted (current_setting is evaluated once, a one-time filter)
             with db.pipeline():
+                if stage is not None:
+                    db.execute("BEGIN")
+                    values = ", ".join(["(%s, %s, %s)"] * len(stage))
+                    args: list[Any] = []
+                    for p in stage:
+                        args += [owner, list(p), self.durable]
+                    db.execute(
+                        f"INSERT INTO audit_staging(owner, parts, durable) VALUES {values}",  # noqa: S608
+                        args,
+                    )
+                    db.execute(f"LISTEN {STAGE_CHANNEL}")
+                    db.execute("COMMIT")
                 db.execute("BEGIN")
                 c_lock = db.execute(
                     "SELECT set_config('custody.chainer', "
@@ -365,73 +417,62 @@ class PostgresAuditStore:
                     "current_setting('custody.chainer') = 'true' ORDER BY seq DESC LIMIT 1"
                 )
                 c_rows = db.execute(
-                    "SELECT id, owner, parts FROM audit_staging WHERE "
+                    "SELECT id, owner, parts, durable FROM audit_staging WHERE "
                     "current_setting('custody.chainer') = 'true' AND seq IS NULL "
                     "AND NOT failed ORDER BY id FOR UPDATE"
-                )
-                c_mine = db.execute(
-                    "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
-                    "RETURNING seq, prev, failed, pg_current_wal_insert_lsn()::text",
-                    (owner,),
                 )
                 got = c_lock.fetchone()[0] == "true"
                 head = c_head.fetchone()
                 staged = c_rows.fetchall()
-                mine = c_mine.fetchall()
+        except psycopg.OperationalError as exc:
+            self._rollback(db)
+            if stage is not None:
+                raise _Dropped from exc
+            raise
         except BaseException:
             self._rollback(db)
             raise
-        failed = any(r[2] for r in mine)
-        result = None
-        if mine and not failed:
-            ordered = sorted((int(r[0]), bytes(r[1])) for r in mine)
-            result = (ordered, max(_lsn(r[3]) for r in mine))
-        if not got or not staged:
-            try:
-                with db.pipeline():
-                    if result is not None or failed:
-                        db.execute(f"UNLISTEN {STAGE_CHANNEL}")
-                    db.execute("COMMIT")  # the DELETE of this batch's finished rows
-            except BaseException:
-                self._rollback(db)
-                raise
-        else:
-            chained = self._chain(db, owner, head, staged, how)
-            if chained is not None:
-                result = chained
-        if failed:
-            raise _ChainFailed
-        if result is not None and len(result[0]) != n:
-            raise _ChainFailed  # not all of the batch (cannot happen: one INSERT, one view)
-        return result
+        if stage is not None:
+            self._listening = True
+        self._last_locked = got and bool(staged)  # then look again at once, no wait
+        if got and staged:
+            return self._chain(db, owner, head, staged, how)
+        if not got:
+            self._open_ro = True
+            return None
+        try:
+            db.execute("COMMIT")  # the head lock, held for nothing
+        except BaseException:
+            self._rollback(db)
+            raise
+        return None
 
     def _chain(
-        self,
-        db: Any,
-        owner: bytes,
-        head: Any,
-        staged: list[Any],
-        how: _Chainer,
-    ) -> tuple[list[tuple[int, bytes]], int] | None:
+        self, db: Any, owner: bytes, head: Any, staged: list[Any], how: _Chainer
+    ) -> list[tuple[int, bytes]] | None:
         """Chain every staged row in id order inside the open transaction that holds the
-        head lock, and commit. Returns this batch's result if its rows were among them.
-        If the chain fails the transaction rolls back to before the chaining, marks every
-        row of the attempt failed (their callers report the failure) and commits that.
+        head lock, and commit (synchronously when a row is durable). Returns this batch's
+        result if its rows were among them. If the chain fails, the transaction rolls back
+        to before the chaining, marks every row of the attempt failed (their callers
+        report the failure) and commits that.
 
         Raises:
             _ChainFailed: this batch was in the failed attempt.
-            psycopg.Error: the server failed in a way the marking could not cover.
         """
         seq, prev = (0, how.genesis) if head is None else (int(head[0]) + 1, bytes(head[1]))
         ids = [int(r[0]) for r in staged]
-        entries: list[tuple[int, bytes, bytes]] = []
+        seqs: list[int] = []
+        lines: list[bytes] = []
+        chains: list[bytes] = []
         others: list[tuple[int, int, bytes]] = []
         ours: list[tuple[int, bytes]] = []
         ours_ids: list[int] = []
         try:
-            for rid, who, parts in staged:
+            for rid, who, parts, _durable in staged:
                 line, chain = how.splice([bytes(p) for p in parts], seq, prev)
-                entries.append((seq, line, chain))
+                seqs.append(seq)
+                lines.append(line)
+                chains.append(chain)
                 if bytes(who) == owner:
                     ours.append((seq, prev))
                     ours_ids.append(int(rid))
@@ -439,11 +480,17 @@ class PostgresAuditStore:
                     others.append((int(rid), seq, prev))
                 prev = chain
                 seq += 1
-            mac = None if how.seal is None else how.seal(entries[-1][0], entries[-1][2])
+            mac = None if how.seal is None else how.seal(seqs[-1], chains[-1])
+            self._chains += 1
             with db.pipeline():
+                if any(r[3] for r in staged):  # visible to the waiters only once flushed
+                    db.execute("SET LOCAL synchronous_commit = on")
                 db.execute("SAVEPOINT chain")
-                with db.cursor() as cur:
-                    cur.executemany("INSERT INTO audit_entries VALUES (%s, %s, %s)", entries)
+                db.execute(
+                    "INSERT INTO audit_entries SELECT * FROM "
+                    "unnest(%s::bigint[], %s::bytea[], %s::bytea[])",
+                    (seqs, lines, chains),
+                )
                 if others:
                     db.execute(
                         "UPDATE audit_staging s SET seq = v.seq, prev = v.prev FROM "
@@ -453,21 +500,19 @@ class PostgresAuditStore:
                     )
                 if ours_ids:
                     db.execute("DELETE FROM audit_staging WHERE id = ANY(%s)", (ours_ids,))
-                    db.execute(f"UNLISTEN {STAGE_CHANNEL}")
                 if mac is not None:
                     db.execute(
                         "INSERT INTO audit_seals VALUES (%s, %s) "
                         "ON CONFLICT(seq) DO UPDATE SET mac=excluded.mac",
-                        (entries[-1][0], mac),
+                        (seqs[-1], mac),
                     )
-                db.execute(
-                    "DELETE FROM audit_staging WHERE (seq IS NOT NULL OR failed) "
-                    "AND staged_at < now() - interval '1 hour'"  # STALE
-                )
+                if self._chains % 64 == 1:  # rows whose waiter died after they were chained
+                    db.execute(
+                        "DELETE FROM audit_staging WHERE (seq IS NOT NULL OR failed) "
+                        "AND staged_at < now() - interval '1 hour'"  # STALE
+                    )
                 db.execute("SELECT pg_notify(%s, '')", (STAGE_CHANNEL,))
                 db.execute("COMMIT")
-                c_lsn = db.execute("SELECT pg_current_wal_insert_lsn()::text")
-                lsn = _lsn(c_lsn.fetchone()[0])
         except Exception:  # noqa: BLE001 - any failure (SQL, splice, sealer) fails the attempt
             self._mark_failed(db, ids)
             if ours_ids:
@@ -476,17 +521,17 @@ class PostgresAuditStore:
         except BaseException:
             self._rollback(db)
             raise
-        return (ours, lsn) if ours_ids else None
+        return ours if ours_ids else None
 
     def _mark_failed(self, db: Any, ids: list[int]) -> None:
         """After a failed chain: mark its rows failed, so that every caller of them is
-        told (rows another chainer has chained since are left alone) and NOTIFY them."""
-        status = db.info.transaction_status
+        told, and NOTIFY them. Rows another chainer has chained since (possible only when
+        the COMMIT itself failed, which released the lock) are left alone."""
         try:
-            if status == psycopg.pq.TransactionStatus.INERROR:
+            if db.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 db.execute("ROLLBACK TO SAVEPOINT chain")  # the head lock is still held
-            # INTRANS (the chain failed before its SQL was sent: still locked) or IDLE (its
-            # COMMIT failed: the lock is gone, so rows chained since are skipped below)
+            # else INTRANS (the chain failed before its SQL was sent: still locked) or IDLE
+            # (its COMMIT failed: the transaction, with any rows it staged, is gone)
             db.execute(
                 "UPDATE audit_staging SET failed = true WHERE id = ANY(%s) AND seq IS NULL",
                 (ids,),
@@ -495,11 +540,11 @@ class PostgresAuditStore:
             if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 db.execute("COMMIT")
         except psycopg.Error:
-            # the rows stay staged; their callers' waits time out and withdraw them, or a
+            # the rows stay staged: their callers' waits time out and withdraw them, or a
             # later chainer chains them (then their callers succeed)
             self._rollback(db)
 
-    def _withdraw(self, owner: bytes, n: int) -> tuple[list[tuple[int, bytes]], int] | None:
+    def _withdraw(self, owner: bytes, n: int) -> list[tuple[int, bytes]] | None:
         """The failure path of :meth:`append_staged`: delete this batch's staged rows. A
         row locked by a chainer is waited for; one it chained is deleted too and reported.
         Returns the batch's result if every row of it was chained (the append succeeded
@@ -507,24 +552,20 @@ class PostgresAuditStore:
         told "failed" must never see its entry chained later)."""
         if self._db.closed or self._db.broken:
             self._db = self._open_writer()
+            self._listening = False
         db = self._db
         self._rollback(db)
-        with db.pipeline():
-            cur = db.execute(
-                "DELETE FROM audit_staging WHERE owner = %s "
-                "RETURNING seq, prev, failed, pg_current_wal_insert_lsn()::text",
-                (owner,),
-            )
-            db.execute(f"UNLISTEN {STAGE_CHANNEL}")
-            rows = cur.fetchall()
+        self._open_ro = False
+        rows = db.execute(
+            "DELETE FROM audit_staging WHERE owner = %s RETURNING seq, prev, failed", (owner,)
+        ).fetchall()
         if len(rows) != n or any(r[0] is None or r[2] for r in rows):
             return None
-        return sorted((int(r[0]), bytes(r[1])) for r in rows), max(_lsn(r[3]) for r in rows)
+        return sorted((int(r[0]), bytes(r[1])) for r in rows)
 
-    def sync(self, seq: int, *, lsn: int | None = None) -> None:
+    def sync(self, seq: int) -> None:
         """Return once entry *seq* (committed by anyone) is flushed to the server's WAL:
-        at once when the flush position already covers the newest commit (or *lsn*, a WAL
-        position at or after the entry's commit, from :meth:`append_staged`), else by one
+        at once when the flush position already covers the newest commit, else by one
         durable empty commit (see the module doc). A no-op for a non-durable log.
 
         Raises:
@@ -539,7 +580,7 @@ class PostgresAuditStore:
                 insert, flushed = c.execute(
                     "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text"
                 ).fetchone()
-                if _lsn(flushed) >= (_lsn(insert) if lsn is None else lsn):
+                if _lsn(flushed) >= _lsn(insert):
                     return  # every commit so far, ours included, is on disk
                 c.execute(  # one round trip (simple query protocol: no parameters)
                     "BEGIN; SET LOCAL synchronous_commit = on; "
@@ -552,6 +593,10 @@ class PostgresAuditStore:
         try:
             if self._db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 self._alive()  # never inside a snapshot: its reads must stay one view
+                if self._listening:  # a reader needs no notifications piling up
+                    self._db.execute(f"UNLISTEN {STAGE_CHANNEL}")
+                    self._drain()
+                    self._listening = False
             return list(self._db.execute(sql, params or None).fetchall())
         except psycopg.Error as exc:
             raise self._err(exc) from exc
