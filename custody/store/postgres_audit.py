@@ -74,7 +74,7 @@ hash *prev*, and its own chain hash (:class:`custody.audit.log.AuditLog` owns th
 _POLL = 0.05  # seconds between a waiter's attempts when no notification comes
 
 
-class _ChainFailed(Exception):
+class ChainRolledBack(Exception):
     """The chain transaction that held this batch failed (internal)."""
 
 
@@ -312,7 +312,7 @@ class PostgresAuditStore:
                 exc = exc.__cause__ or exc
             if isinstance(exc, psycopg.Error):
                 raise self._err(exc) from exc
-            if isinstance(exc, _ChainFailed):
+            if isinstance(exc, ChainRolledBack):
                 raise AuditStoreError(
                     f"The audit log in {self._where} failed: the chain transaction that held "
                     "the entry was rolled back",
@@ -354,7 +354,7 @@ class PostgresAuditStore:
         rows are deleted), else None.
 
         Raises:
-            _ChainFailed: the chain transaction that held it failed.
+            ChainRolledBack: the chain transaction that held it failed.
         """
         db = self._db
         with db.pipeline():
@@ -369,7 +369,7 @@ class PostgresAuditStore:
         if not rows:
             return None
         if len(rows) != n or any(r[2] or r[0] is None for r in rows):
-            raise _ChainFailed  # (all of a batch or none: one INSERT, seen in one view)
+            raise ChainRolledBack  # (all of a batch or none: one INSERT, seen in one view)
         return sorted((int(r[0]), bytes(r[1])) for r in rows)
 
     def _attempt(
@@ -384,7 +384,7 @@ class PostgresAuditStore:
         Raises:
             _Dropped: the connection failed in the round trip that stages (the staging
                 transaction may or may not have committed).
-            _ChainFailed: this batch was in a chain attempt that failed.
+            ChainRolledBack: this batch was in a chain attempt that failed.
             psycopg.Error: from the server.
         """
         db = self._db
@@ -457,7 +457,7 @@ class PostgresAuditStore:
         report the failure) and commits that.
 
         Raises:
-            _ChainFailed: this batch was in the failed attempt.
+            ChainRolledBack: this batch was in the failed attempt.
         """
         seq, prev = (0, how.genesis) if head is None else (int(head[0]) + 1, bytes(head[1]))
         ids = [int(r[0]) for r in staged]
@@ -516,7 +516,7 @@ class PostgresAuditStore:
         except Exception:  # noqa: BLE001 - any failure (SQL, splice, sealer) fails the attempt
             self._mark_failed(db, ids)
             if ours_ids:
-                raise _ChainFailed from None
+                raise ChainRolledBack from None
             return None  # others' rows failed; this batch was not among them
         except BaseException:
             self._rollback(db)
