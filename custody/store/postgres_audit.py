@@ -3,7 +3,44 @@ PostgreSQL store, shared by every custody process and host that writes to it.
 
 The log (:class:`custody.audit.log.AuditLog`) owns the chain, the entries' format and the
 checkpoints; this adapter owns the SQL, with the same methods as
-:class:`custody.store.sqlite_audit.SqliteAuditStore`.
+:class:`custody.store.sqlite_audit.SqliteAuditStore`, and :meth:`append_staged`, which
+the log uses on PostgreSQL.
+
+Cross-process group commit (:meth:`PostgresAuditStore.append_staged`). A writer inserts its
+batch, the canonical parts of each entry without ``log``, ``seq`` and ``prev``, into
+``audit_staging`` under a random batch token (``owner``) and commits that; in the same round
+trip it tries the head lock (``pg_try_advisory_xact_lock(AUDIT_LOCK)``) in a second
+transaction. Whoever gets the lock is the chainer: it reads the head and every staged row
+(``FOR UPDATE``, in id order) with statements that start after the lock is granted,
+splices in the chain fields (the log's ``splice``), inserts the entries, records each
+staged row's ``seq`` and ``prev`` (its own rows it deletes), seals the new head if it holds
+a sealer, NOTIFYs ``custody_audit_chained`` and commits, with ``synchronous_commit = on``
+when any row it chained belongs to a durable log. A writer that did not get the lock waits
+for that notification (or a 50 ms poll, which covers a chainer that died), deletes its
+rows once chained (``DELETE ... RETURNING seq, prev``) and returns; if they are still
+staged it tries the lock again. PostgreSQL makes a commit visible to other sessions only
+after its WAL flush, so a waiter that sees its rows chained knows they are durable: one
+flush per chain serves every process in it. The rules:
+
+* a staged row whose writer died is chained like any other, in id order, never dropped (its
+  writer can have acted only after a return, and it returns only once chained);
+* a chain that fails rolls back to a savepoint taken after the lock, marks every row of the
+  attempt ``failed`` while still holding the lock and commits that: every caller of the
+  batch is told (a COMMIT that fails has released the lock, so rows another chainer has
+  chained in the meantime are not marked; their callers succeed, truthfully);
+* a caller that is about to report failure (its chain failed, its wait timed out, the
+  server failed) first deletes its own staged rows (:meth:`_withdraw`; the DELETE waits for
+  a chainer's row lock). If they were chained after all the append succeeded; otherwise
+  none of it can be chained later. Only if the server cannot be reached even for that do
+  the rows stay staged, and may then be chained later (an entry without an outcome);
+* rows chained or failed more than an hour ago (their waiter died) are deleted by a chainer.
+
+The staging table is created with the other audit tables when a log is opened (the audit
+tables are the audit adapter's own, beside the store's migrations, so a log works in a
+database that holds no store). The direct path below (:meth:`append_batch`: one
+transaction per batch under the lock, then :meth:`sync`) keeps the adapter's methods those
+of the SQLite one and is what ``bench/bench_pg.py`` compares against; it stays exact beside
+staged writers, as both take the same lock.
 
 One chain across writers. Each batch of appends is one transaction that first takes a
 transaction-scoped advisory lock (:data:`AUDIT_LOCK`) and only then reads the chain head,
