@@ -320,6 +320,8 @@ class PostgresAuditStore:
                 staged and may be chained later (an entry without an outcome, as after a
                 crash before the operation).
         """
+        if not parts:
+            return []
         owner = os.urandom(16)
         n = len(parts)
         how = _Chainer(splice, genesis, seal)
