@@ -10,7 +10,8 @@ Side by side, for W concurrent writer processes, appends per second in total:
   * custody ``AuditLog`` on the PostgreSQL store, each process its own handle: every
     ``append`` returns only when its entry is durable, in the one exact chain. It stages
     the entry and whoever holds the head lock chains every staged entry of every process
-    in one synchronous commit (cross-process group commit, custody/store/postgres_audit.py);
+    in one transaction; each writer's own commit then waits for the WAL flush (cross-process
+    group commit, custody/store/postgres_audit.py);
   * the same, on the previous path ("direct"): each process's batch is its own transaction
     under the head lock (asynchronous commit), then a flush of its own;
   * custody ``AuditLog`` with W threads sharing one handle in one process (the log's

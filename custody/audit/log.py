@@ -17,11 +17,11 @@ disk, a trigger) it rolls back whole and every caller of the batch gets
 :class:`AuditError`; nothing of the batch is written. The SQL lives in the log's own storage
 adapter, :mod:`custody.store.sqlite_audit`.
 
-On PostgreSQL the leader's batch is staged instead, and batches of every process that
-writes the store are chained together by whichever of them holds the head lock, in one
-synchronous commit (:meth:`custody.store.postgres_audit.PostgresAuditStore.append_staged`);
-a caller returns once its entry is chained and durable, and a failed chain fails every
-caller of its batch.
+On PostgreSQL the leader's batch is staged instead, and the batches of every process that
+writes the store are chained together, in one transaction, by whichever of them holds the
+head lock (:meth:`custody.store.postgres_audit.PostgresAuditStore.append_staged`); a
+caller returns once its entry is chained and the WAL is flushed past it, and a failed
+chain fails every caller of its batch.
 
 Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
 stored only as HMAC-SHA256 under the caller's audit key.

@@ -8,19 +8,22 @@ the log uses on PostgreSQL.
 
 Cross-process group commit (:meth:`PostgresAuditStore.append_staged`). A writer inserts its
 batch, the canonical parts of each entry without ``log``, ``seq`` and ``prev``, into
-``audit_staging`` under a random batch token (``owner``) and commits that; in the same round
-trip it tries the head lock (``pg_try_advisory_xact_lock(AUDIT_LOCK)``) in a second
-transaction. Whoever gets the lock is the chainer: it reads the head and every staged row
-(``FOR UPDATE``, in id order) with statements that start after the lock is granted,
-splices in the chain fields (the log's ``splice``), inserts the entries, records each
-staged row's ``seq`` and ``prev`` (its own rows it deletes), seals the new head if it holds
-a sealer, NOTIFYs ``custody_audit_chained`` and commits, with ``synchronous_commit = on``
-when any row it chained belongs to a durable log. A writer that did not get the lock waits
-for that notification (or a 50 ms poll, which covers a chainer that died), deletes its
-rows once chained (``DELETE ... RETURNING seq, prev``) and returns; if they are still
-staged it tries the lock again. PostgreSQL makes a commit visible to other sessions only
-after its WAL flush, so a waiter that sees its rows chained knows they are durable: one
-flush per chain serves every process in it. The rules:
+``audit_staging`` under a random batch token (``owner``) and commits that. In the same round
+trip, in a second transaction, it calls ``custody_audit_turn(owner)``: that waits for the
+head lock (``pg_advisory_xact_lock(AUDIT_LOCK)``) and, if the writer's rows were chained (or
+failed) while it waited, gives the lock straight back (it is taken in a plpgsql exception
+block, a subtransaction, and released when that rolls back), so a writer with nothing left
+to do holds the lock for microseconds and never across a round trip. A writer that keeps
+the lock is the chainer: statements that start after the lock read the head and every
+staged row (``FOR UPDATE``, in id order); it splices in the chain fields (the log's
+``splice``), inserts the entries, records each staged row's ``seq`` and ``prev`` (its own
+rows it deletes), seals the new head if it holds a sealer, and commits asynchronously, so
+the lock is released before the WAL flush and the next chain is made during it; then it
+flushes (as :meth:`sync` does). A writer whose rows were chained deletes them
+(``DELETE ... RETURNING seq, prev``) in a transaction that commits with ``synchronous_commit
+= on``: that commit's record follows the chain's in the WAL, so when it returns the chain is
+durable. One round trip to stage and wait, one to chain or collect and flush; PostgreSQL
+folds the concurrent flushes into few. The rules:
 
 * a staged row whose writer died is chained like any other, in id order, never dropped (its
   writer can have acted only after a return, and it returns only once chained);
@@ -28,12 +31,14 @@ flush per chain serves every process in it. The rules:
   attempt ``failed`` while still holding the lock and commits that: every caller of the
   batch is told (a COMMIT that fails has released the lock, so rows another chainer has
   chained in the meantime are not marked; their callers succeed, truthfully);
-* a caller that is about to report failure (its chain failed, its wait timed out, the
+* a caller that is about to report failure (its chain failed, its lock wait timed out, the
   server failed) first deletes its own staged rows (:meth:`_withdraw`; the DELETE waits for
   a chainer's row lock). If they were chained after all the append succeeded; otherwise
   none of it can be chained later. Only if the server cannot be reached even for that do
   the rows stay staged, and may then be chained later (an entry without an outcome);
-* rows chained or failed more than an hour ago (their waiter died) are deleted by a chainer.
+* rows chained or failed more than an hour ago (their waiter died) are deleted by a chainer;
+* a chainer stopped while it holds the lock (SIGSTOP, a hung host) loses its transaction,
+  and the lock, after ``idle_in_transaction_session_timeout`` (the log's timeout).
 
 The staging table is created with the other audit tables when a log is opened (the audit
 tables are the audit adapter's own, beside the store's migrations, so a log works in a
@@ -70,7 +75,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,19 +100,35 @@ _SCHEMA = (
     # cross-process group commit (append_staged): an entry's canonical parts wait here,
     # under their writer's batch token (owner), until a chainer gives them seq and prev
     "CREATE TABLE IF NOT EXISTS audit_staging(id BIGSERIAL PRIMARY KEY, owner BYTEA NOT NULL, "
-    "parts BYTEA[] NOT NULL, durable BOOLEAN NOT NULL, seq BIGINT, prev BYTEA, "
+    "parts BYTEA[] NOT NULL, seq BIGINT, prev BYTEA, "
     "failed BOOLEAN NOT NULL DEFAULT false, "
     "staged_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS audit_staging_by_owner ON audit_staging(owner)",
+    # a waiter's turn: wait for the head lock, but give it straight back (the exception
+    # block is a subtransaction, and a lock taken in one is released when it rolls back)
+    # when the waiter's batch was chained, or failed, while it waited; then tell the
+    # statements after it, whose snapshots start after the lock, whether it is held
+    "CREATE OR REPLACE FUNCTION custody_audit_turn(o BYTEA) RETURNS BOOLEAN "  # noqa: S608 - a constant
+    "LANGUAGE plpgsql AS $f$\n"
+    "DECLARE got BOOLEAN := true;\n"
+    "BEGIN\n"
+    "  BEGIN\n"
+    f"    PERFORM pg_advisory_xact_lock({AUDIT_LOCK});\n"
+    "    IF EXISTS (SELECT 1 FROM audit_staging WHERE owner = o "
+    "AND (seq IS NOT NULL OR failed)) THEN\n"
+    "      RAISE EXCEPTION 'finished' USING ERRCODE = 'P0001';\n"
+    "    END IF;\n"
+    "  EXCEPTION WHEN raise_exception THEN\n"
+    "    got := false;\n"
+    "  END;\n"
+    "  PERFORM set_config('custody.chainer', got::text, true);\n"
+    "  RETURN got;\n"
+    "END\n$f$",
 )
-STAGE_CHANNEL = "custody_audit_chained"  # NOTIFY when a chain transaction ends
 STALE = "1 hour"  # a chained or failed staged row older than this has no waiter left
 Splice = Callable[[Sequence[bytes], int, bytes], tuple[bytes, bytes]]
 """``splice(parts, seq, prev)``: the entry line of staged *parts* at *seq* after the chain
 hash *prev*, and its own chain hash (:class:`custody.audit.log.AuditLog` owns the format)."""
-
-
-_POLL = 0.05  # seconds between a waiter's attempts when no notification comes
 
 
 class ChainRolledBack(Exception):
@@ -165,9 +185,6 @@ class PostgresAuditStore:
         self.durable = durable
         self._where = describe(url)
         self._flush_mutex = threading.Lock()
-        self._listening = False  # the writer connection LISTENs for chained batches
-        self._last_locked = False  # the last chain attempt held the head lock
-        self._open_ro = False  # a lockless attempt's transaction is still open
         self._chains = 0
         try:
             self._password_file = password_file
@@ -195,10 +212,12 @@ class PostgresAuditStore:
             ) from exc
 
     def _open_writer(self) -> Any:
-        self._listening = self._open_ro = False
         db = connect(self.url, password_file=self._password_file, prompt=False)
         db.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
         db.execute("SET synchronous_commit = off")  # sync() makes each batch durable
+        # a chainer stopped while it holds the head lock (SIGSTOP, a hung host) must not
+        # stall every writer: the server ends its transaction, and with it the lock
+        db.execute(f"SET idle_in_transaction_session_timeout = {int(self._timeout * 1000)}")
         return db
 
     def _alive(self) -> None:
@@ -327,9 +346,8 @@ class PostgresAuditStore:
         how = _Chainer(splice, genesis, seal)
         try:
             self._alive()
-            self._drain()
             try:
-                done = self._attempt(owner, n, how, parts)
+                return self._turn(owner, n, how, parts)
             except _Dropped:
                 # the server dropped the connection since the last call (a restart or a
                 # failover): withdraw what the staging transaction may have committed (or
@@ -338,8 +356,7 @@ class PostgresAuditStore:
                 if got is not None:
                     return got
                 owner = os.urandom(16)
-                done = self._attempt(owner, n, how, parts)
-            return done if done is not None else self._await(owner, n, how)
+                return self._turn(owner, n, how, parts)
         except BaseException as exc:
             try:
                 got = self._withdraw(owner, n)
@@ -359,132 +376,86 @@ class PostgresAuditStore:
                 ) from exc
             raise
 
-    def _drain(self) -> None:
-        """Drop the notifications received since the last wait (none are needed)."""
-        if self._listening:
-            for _ in self._db.notifies(timeout=0):
-                pass
-
-    def _await(self, owner: bytes, n: int, how: _Chainer) -> list[tuple[int, bytes]]:
-        """Wait for a chainer's NOTIFY (or a short poll, which covers a chainer that died
-        holding the lock), then collect the batch, or chain everything when the lock is
-        free; until the batch is chained, or fails, or the timeout passes."""
-        deadline = time.monotonic() + self._timeout
-        locked = False
-        while True:
-            left = deadline - time.monotonic()
-            if not locked:
-                for _ in self._db.notifies(timeout=max(0.0, min(_POLL, left)), stop_after=1):
-                    pass
-            done = self._collect(owner, n)
-            if done is not None:
-                return done
-            if left <= 0:
-                raise AuditStoreError(
-                    f"The audit log in {self._where} did not chain an entry in {self._timeout:g} s",
-                    "Check the server and its locks.",
-                )
-            done, locked = self._attempt(owner, n, how, None), self._last_locked
-            if done is not None:
-                return done
-
-    def _collect(self, owner: bytes, n: int) -> list[tuple[int, bytes]] | None:
-        """This batch's ``(seq, prev)`` if a chainer has chained it (its finished staged
-        rows are deleted), else None.
+    def _turn(
+        self, owner: bytes, n: int, how: _Chainer, stage: Sequence[Sequence[bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """Two round trips. The first stages the batch (committed at once) and, in a second
+        transaction, waits in ``custody_audit_turn`` until the batch is chained (or failed)
+        by another chainer, or the head lock is this session's; then, with the lock only,
+        reads the head and every staged row (statements whose snapshots start after the
+        lock), and collects the batch's rows if they are finished. The second either
+        chains every staged row and commits, or commits the collection.
 
         Raises:
-            ChainRolledBack: the chain transaction that held it failed.
-        """
-        db = self._db
-        with db.pipeline():
-            if self._open_ro:  # the last attempt's read-only transaction, ended late
-                db.execute("ROLLBACK")
-                self._open_ro = False
-            rows = db.execute(
-                "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
-                "RETURNING seq, prev, failed",
-                (owner,),
-            ).fetchall()
-        if not rows:
-            return None
-        if len(rows) != n or any(r[2] or r[0] is None for r in rows):
-            raise ChainRolledBack  # (all of a batch or none: one INSERT, seen in one view)
-        return sorted((int(r[0]), bytes(r[1])) for r in rows)
-
-    def _attempt(
-        self, owner: bytes, n: int, how: _Chainer, stage: Sequence[Sequence[bytes]] | None
-    ) -> list[tuple[int, bytes]] | None:
-        """One round trip: stage *stage* (when given, with LISTEN, committed at once), then
-        in a second transaction try the head lock, and if it is granted chain every staged
-        row. Returns this batch's result if this attempt chained it, else None (wait). A
-        transaction that did not get the lock has read and locked nothing; it is left open
-        and rolled back by the next :meth:`_collect` (in that one's round trip).
-
-        Raises:
-            _Dropped: the connection failed in the round trip that stages (the staging
+            _Dropped: the connection failed in the first round trip (the staging
                 transaction may or may not have committed).
             ChainRolledBack: this batch was in a chain attempt that failed.
-            psycopg.Error: from the server.
+            psycopg.Error: from the server (a lock wait longer than the timeout, ...).
         """
         db = self._db
-        self._last_locked = False
+        values = ", ".join(["(%s, %s)"] * len(stage))
+        args: list[Any] = []
+        for p in stage:
+            args += [owner, list(p)]
         try:
-            # one round trip: the lock is tried in a statement of its own; the head and the
-            # staged rows are read by later statements (snapshots taken after it), only
-            # when it was granted (current_setting is evaluated once, a one-time filter)
             with db.pipeline():
-                if stage is not None:
-                    db.execute("BEGIN")
-                    values = ", ".join(["(%s, %s, %s)"] * len(stage))
-                    args: list[Any] = []
-                    for p in stage:
-                        args += [owner, list(p), self.durable]
-                    db.execute(
-                        f"INSERT INTO audit_staging(owner, parts, durable) VALUES {values}",  # noqa: S608
-                        args,
-                    )
-                    db.execute(f"LISTEN {STAGE_CHANNEL}")
-                    db.execute("COMMIT")
                 db.execute("BEGIN")
-                c_lock = db.execute(
-                    "SELECT set_config('custody.chainer', "
-                    "pg_try_advisory_xact_lock(%s)::text, true)",
-                    (AUDIT_LOCK,),
+                db.execute(
+                    f"INSERT INTO audit_staging(owner, parts) VALUES {values}",  # noqa: S608
+                    args,
                 )
+                db.execute("COMMIT")
+                db.execute("BEGIN")
+                if self.durable:  # the collection's commit flushes the WAL past the chain
+                    db.execute("SET LOCAL synchronous_commit = on")
+                c_turn = db.execute("SELECT custody_audit_turn(%s)", (owner,))
                 c_head = db.execute(
                     "SELECT seq, chain FROM audit_entries WHERE "
                     "current_setting('custody.chainer') = 'true' ORDER BY seq DESC LIMIT 1"
                 )
                 c_rows = db.execute(
-                    "SELECT id, owner, parts, durable FROM audit_staging WHERE "
+                    "SELECT id, owner, parts FROM audit_staging WHERE "
                     "current_setting('custody.chainer') = 'true' AND seq IS NULL "
                     "AND NOT failed ORDER BY id FOR UPDATE"
                 )
-                got = c_lock.fetchone()[0] == "true"
+                c_mine = db.execute(
+                    "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
+                    "RETURNING seq, prev, failed",
+                    (owner,),
+                )
+                got = bool(c_turn.fetchone()[0])
                 head = c_head.fetchone()
                 staged = c_rows.fetchall()
+                mine = c_mine.fetchall()
         except psycopg.OperationalError as exc:
             self._rollback(db)
-            if stage is not None:
+            if db.closed or db.broken:
                 raise _Dropped from exc
-            raise
+            raise  # e.g. the lock wait ran out (lock_timeout)
         except BaseException:
             self._rollback(db)
             raise
-        if stage is not None:
-            self._listening = True
-        self._last_locked = got and bool(staged)  # then look again at once, no wait
+        if any(r[2] or r[0] is None for r in mine):
+            self._end(db)
+            raise ChainRolledBack
+        result = sorted((int(r[0]), bytes(r[1])) for r in mine) if mine else None
         if got and staged:
-            return self._chain(db, owner, head, staged, how)
-        if not got:
-            self._open_ro = True
-            return None
+            chained = self._chain(db, owner, head, staged, how)  # commits (or raises)
+            result = result or chained
+        else:
+            self._end(db)
+        if result is None or len(result) != n:
+            # neither chained nor staged: cannot be while its writer waits (a batch is one
+            # INSERT, seen whole or not at all), unless the rows were deleted behind it
+            raise ChainRolledBack
+        return result
+
+    def _end(self, db: Any) -> None:
         try:
-            db.execute("COMMIT")  # the head lock, held for nothing
+            db.execute("COMMIT")  # the collection (the lock, if held, for nothing)
         except BaseException:
             self._rollback(db)
             raise
-        return None
 
     def _chain(
         self, db: Any, owner: bytes, head: Any, staged: list[Any], how: _Chainer
@@ -507,7 +478,7 @@ class PostgresAuditStore:
         ours: list[tuple[int, bytes]] = []
         ours_ids: list[int] = []
         try:
-            for rid, who, parts, _durable in staged:
+            for rid, who, parts in staged:
                 line, chain = how.splice([bytes(p) for p in parts], seq, prev)
                 seqs.append(seq)
                 lines.append(line)
@@ -522,8 +493,9 @@ class PostgresAuditStore:
             mac = None if how.seal is None else how.seal(seqs[-1], chains[-1])
             self._chains += 1
             with db.pipeline():
-                if any(r[3] for r in staged):  # visible to the waiters only once flushed
-                    db.execute("SET LOCAL synchronous_commit = on")
+                # the head lock goes at COMMIT: before the flush, so the next chain is
+                # made while this one is flushed (each waiter's own commit waits for it)
+                db.execute("SET LOCAL synchronous_commit = off")
                 db.execute("SAVEPOINT chain")
                 db.execute(
                     "INSERT INTO audit_entries SELECT * FROM "
@@ -550,7 +522,6 @@ class PostgresAuditStore:
                         "DELETE FROM audit_staging WHERE (seq IS NOT NULL OR failed) "
                         "AND staged_at < now() - interval '1 hour'"  # STALE
                     )
-                db.execute("SELECT pg_notify(%s, '')", (STAGE_CHANNEL,))
                 db.execute("COMMIT")
         except Exception:  # noqa: BLE001 - any failure (SQL, splice, sealer) fails the attempt
             self._mark_failed(db, ids)
@@ -560,27 +531,31 @@ class PostgresAuditStore:
         except BaseException:
             self._rollback(db)
             raise
+        if ours_ids and self.durable:
+            db.execute(  # one round trip, after the lock is gone (see sync())
+                "BEGIN; SET LOCAL synchronous_commit = on; "
+                "SELECT pg_logical_emit_message(true, 'custody.audit', ''); COMMIT"
+            )
         return ours if ours_ids else None
 
     def _mark_failed(self, db: Any, ids: list[int]) -> None:
         """After a failed chain: mark its rows failed, so that every caller of them is
-        told, and NOTIFY them. Rows another chainer has chained since (possible only when
-        the COMMIT itself failed, which released the lock) are left alone."""
+        told. Rows another chainer has chained since (possible only when the COMMIT itself
+        failed, which released the lock) are left alone."""
         try:
             if db.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 db.execute("ROLLBACK TO SAVEPOINT chain")  # the head lock is still held
             # else INTRANS (the chain failed before its SQL was sent: still locked) or IDLE
-            # (its COMMIT failed: the transaction, with any rows it staged, is gone)
+            # (its COMMIT failed: the transaction is gone, and the lock with it)
             db.execute(
                 "UPDATE audit_staging SET failed = true WHERE id = ANY(%s) AND seq IS NULL",
                 (ids,),
             )
-            db.execute("SELECT pg_notify(%s, '')", (STAGE_CHANNEL,))
             if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 db.execute("COMMIT")
         except psycopg.Error:
-            # the rows stay staged: their callers' waits time out and withdraw them, or a
-            # later chainer chains them (then their callers succeed)
+            # the rows stay staged: their callers' lock waits time out and withdraw them,
+            # or a later chainer chains them (then their callers succeed)
             self._rollback(db)
 
     def _withdraw(self, owner: bytes, n: int) -> list[tuple[int, bytes]] | None:
@@ -591,13 +566,15 @@ class PostgresAuditStore:
         told "failed" must never see its entry chained later)."""
         if self._db.closed or self._db.broken:
             self._db = self._open_writer()
-            self._listening = False
         db = self._db
         self._rollback(db)
-        self._open_ro = False
-        rows = db.execute(
-            "DELETE FROM audit_staging WHERE owner = %s RETURNING seq, prev, failed", (owner,)
-        ).fetchall()
+        with db.transaction():
+            if self.durable:  # rows found chained are reported durable: flush past them
+                db.execute("SET LOCAL synchronous_commit = on")
+            rows = db.execute(
+                "DELETE FROM audit_staging WHERE owner = %s RETURNING seq, prev, failed",
+                (owner,),
+            ).fetchall()
         if len(rows) != n or any(r[0] is None or r[2] for r in rows):
             return None
         return sorted((int(r[0]), bytes(r[1])) for r in rows)
@@ -632,10 +609,6 @@ class PostgresAuditStore:
         try:
             if self._db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 self._alive()  # never inside a snapshot: its reads must stay one view
-                if self._listening:  # a reader needs no notifications piling up
-                    self._db.execute(f"UNLISTEN {STAGE_CHANNEL}")
-                    self._drain()
-                    self._listening = False
             return list(self._db.execute(sql, params or None).fetchall())
         except psycopg.Error as exc:
             raise self._err(exc) from exc

@@ -267,3 +267,39 @@ def test_a_caller_told_failed_never_finds_its_entry_chained_later(pg_url: str) -
     assert [e["actor"] for e in _entries(pg_url)] == ["next"]
     assert _staged(pg_url) == []
     _verify(pg_url)
+
+
+# -- durable before the caller returns ---------------------------------------------------
+def _flushed_through_insert(c: psycopg.Connection) -> bool:
+    row = c.execute("SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()").fetchall()
+    return bool(row[0][0])
+
+
+def test_an_append_returns_only_once_its_chain_is_flushed(pg_url: str) -> None:
+    # the test server runs with synchronous_commit=off, so only the log's own flush can
+    # bring the WAL's flush position up to its commit this soon (the WAL writer waits 200 ms)
+    log = AuditLog(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        for i in range(20):
+            log.append("kek.rotate", "data", "alice", details={"i": i})
+            assert _flushed_through_insert(c), i  # as the append returned (nothing since)
+        # a waiter whose entry another writer chained flushes too (its own commit)
+        other = AuditLog(pg_url)
+        lock = _hold_lock(pg_url)
+        done = threading.Event()
+
+        def wait_in_line() -> None:
+            other.append("kek.rotate", "data", "bob")
+            done.set()
+
+        t = threading.Thread(target=wait_in_line)
+        t.start()
+        _wait_staged(pg_url, 1)
+        lock.close()
+        log.append("kek.rotate", "data", "carol")  # may chain bob's entry
+        t.join(60)
+        assert done.is_set()
+        assert _flushed_through_insert(c)
+        other.close()
+    log.close()
+    assert sorted(e["actor"] for e in _entries(pg_url))[-2:] == ["bob", "carol"]
