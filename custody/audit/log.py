@@ -44,6 +44,7 @@ from custody.audit.records import (
     CHECKPOINT_TYPE,
     OUTCOMES,
     PROOF_TYPE,
+    TAG_CHAIN,
     TAG_HMAC,
     AuditReport,
     chain_hash,
@@ -53,7 +54,7 @@ from custody.audit.records import (
 )
 from custody.audit.signers import Sealer, TrustKey
 from custody.audit.verify import audit_report
-from custody.canonical import canonical_bytes
+from custody.canonical import canonical_bytes, domain_prefix
 from custody.config import Home
 from custody.errors import AuditError, PolicyError, StorageError
 from custody.store.postgres_dialect import is_postgres_location
@@ -251,7 +252,19 @@ class AuditLog:
                     self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
                 )
             self.log_id = self._db.log_id
-            self._log_part = b'"log":' + canonical_bytes(self.log_id)
+            # the line around its parts: actor, details, (log), op, outcome, prev, seq,
+            # target, time, in RFC 8785 key order
+            self._lits = (
+                b'{"actor":',
+                b',"details":',
+                b',"log":' + canonical_bytes(self.log_id) + b',"op":',
+                b',"outcome":',
+                b',"prev":"',
+                b'","seq":',
+                b',"target":',
+                b',"time":',
+                b"}",
+            )
         except StorageError as exc:
             raise AuditError(
                 f"Cannot open the audit log {where}",
@@ -413,31 +426,14 @@ class AuditLog:
     def _splice(self, fixed: Sequence[bytes], seq: int, prev: bytes) -> tuple[bytes, bytes]:
         """The canonical line of an entry from its fixed parts (actor, details, op,
         outcome, target, time) at *seq* after chain hash *prev*, and its chain hash: the
-        chain fields spliced in, in RFC 8785 key order."""
+        chain fields spliced into the template :attr:`_lits`, in RFC 8785 key order (a
+        PostgreSQL chainer splices the same template, in SQL)."""
         actor, details, op, outcome, target, t = fixed
+        l1, l2, l3, l4, l5, l6, l7, l8, l9 = self._lits
         line = b"".join(
-            (
-                b'{"actor":',
-                actor,
-                b',"details":',
-                details,
-                b",",
-                self._log_part,
-                b',"op":',
-                op,
-                b',"outcome":',
-                outcome,
-                b',"prev":"',
-                prev.hex().encode(),
-                b'","seq":',
-                str(seq).encode(),
-                b',"target":',
-                target,
-                b',"time":',
-                t,
-                b"}",
-            )
-        )
+            (l1, actor, l2, details, l3, op, l4, outcome, l5, prev.hex().encode(), l6,
+             str(seq).encode(), l7, target, l8, t, l9)
+        )  # fmt: skip
         return line, chain_hash(line)
 
     def _lead(self) -> None:
@@ -504,8 +500,15 @@ class AuditLog:
         try:
             with self._io:
                 done = pg.append_staged(
-                    [r.fixed for r in batch], self._splice, genesis(self.log_id), self._seal_fn()
+                    [r.fixed for r in batch],
+                    self._lits,
+                    domain_prefix(TAG_CHAIN),
+                    genesis(self.log_id),
                 )
+                if self._sealer is not None:  # the head as this batch left it
+                    seq, prev = done[-1]
+                    _line, chain = self._splice(batch[-1].fixed, seq, prev)
+                    pg.put_seal(seq, self._sealer.mac(seal_input(self.log_id, seq, chain)))
             for r, (seq, prev) in zip(batch, done, strict=True):
                 r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told

@@ -89,6 +89,7 @@ from custody.store.sqlite_audit import AuditStoreError, Head, Row
 __all__ = ["AUDIT_LOCK", "PostgresAuditStore"]
 
 AUDIT_LOCK = 0x6175646974  # "audit": the chain head's advisory lock
+STALE = "1 hour"  # a chained or failed staged row older than this has no writer left
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS audit_meta(k TEXT PRIMARY KEY, v TEXT NOT NULL)",
@@ -104,48 +105,79 @@ _SCHEMA = (
     "failed BOOLEAN NOT NULL DEFAULT false, "
     "staged_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS audit_staging_by_owner ON audit_staging(owner)",
-    # a waiter's turn: wait for the head lock, but give it straight back (the exception
-    # block is a subtransaction, and a lock taken in one is released when it rolls back)
-    # when the waiter's batch was chained, or failed, while it waited; then tell the
-    # statements after it, whose snapshots start after the lock, whether it is held
-    "CREATE OR REPLACE FUNCTION custody_audit_turn(o BYTEA) RETURNS BOOLEAN "  # noqa: S608 - a constant
+    # a writer's turn (append_staged): wait for the head lock, but give it straight back
+    # (the exception block is a subtransaction, and a lock taken in one is released when
+    # it rolls back) when the writer's batch was chained, or failed, while it waited; else
+    # chain every staged row in id order, from statements whose snapshots start after the
+    # lock. The line is the log's template (lits, from custody.audit.log) around the
+    # entry's canonical parts, prev and seq; its chain hash is SHA-256 over the domain
+    # prefix (tag), the line's length and the line (custody.canonical.domain_hash). A
+    # failure of the chain rolls back to before it and marks every row of the attempt
+    # failed, the lock still held. Returns the writer's own finished rows, deleted.
+    "CREATE OR REPLACE FUNCTION custody_audit_chain(o BYTEA, lits BYTEA[], tag BYTEA, "  # noqa: S608 - constants only
+    "genesis BYTEA) RETURNS TABLE(o_seq BIGINT, o_prev BYTEA, o_failed BOOLEAN) "
     "LANGUAGE plpgsql AS $f$\n"
-    "DECLARE got BOOLEAN := true;\n"
+    "DECLARE\n"
+    "  got BOOLEAN := true;\n"
+    "  n BIGINT;\n"
+    "  p BYTEA;\n"
+    "  c BYTEA;\n"
+    "  line BYTEA;\n"
+    "  ids BIGINT[];\n"
+    "  r RECORD;\n"
     "BEGIN\n"
     "  BEGIN\n"
     f"    PERFORM pg_advisory_xact_lock({AUDIT_LOCK});\n"
-    "    IF EXISTS (SELECT 1 FROM audit_staging WHERE owner = o "
-    "AND (seq IS NOT NULL OR failed)) THEN\n"
+    "    IF EXISTS (SELECT 1 FROM audit_staging s WHERE s.owner = o "
+    "AND (s.seq IS NOT NULL OR s.failed)) THEN\n"
     "      RAISE EXCEPTION 'finished' USING ERRCODE = 'P0001';\n"
     "    END IF;\n"
     "  EXCEPTION WHEN raise_exception THEN\n"
     "    got := false;\n"
     "  END;\n"
-    "  PERFORM set_config('custody.chainer', got::text, true);\n"
-    "  RETURN got;\n"
+    "  IF got THEN\n"
+    "    SELECT e.seq, e.chain INTO n, p FROM audit_entries e ORDER BY e.seq DESC LIMIT 1;\n"
+    "    IF NOT FOUND THEN\n"
+    "      n := -1;\n"
+    "      p := genesis;\n"
+    "    END IF;\n"
+    "    SELECT array_agg(q.id ORDER BY q.id) INTO ids FROM (SELECT s.id FROM audit_staging s "
+    "WHERE s.seq IS NULL AND NOT s.failed ORDER BY s.id FOR UPDATE) q;\n"
+    "    IF ids IS NOT NULL THEN\n"
+    "      BEGIN\n"
+    "        FOR r IN SELECT s.id, s.parts FROM audit_staging s WHERE s.id = ANY(ids) "
+    "ORDER BY s.id LOOP\n"
+    "          n := n + 1;\n"
+    "          line := lits[1] || r.parts[1] || lits[2] || r.parts[2] || lits[3] || r.parts[3]"
+    " || lits[4] || r.parts[4] || lits[5] || convert_to(encode(p, 'hex'), 'UTF8') || lits[6]"
+    " || convert_to(n::text, 'UTF8') || lits[7] || r.parts[5] || lits[8] || r.parts[6]"
+    " || lits[9];\n"
+    "          c := sha256(tag || int8send(length(line)::bigint) || line);\n"
+    "          INSERT INTO audit_entries VALUES (n, line, c);\n"
+    "          UPDATE audit_staging s SET seq = n, prev = p WHERE s.id = r.id;\n"
+    "          p := c;\n"
+    "        END LOOP;\n"
+    # deferred checks and triggers run here, inside the block, not at COMMIT (after it the
+    # lock would be gone before the rows could be marked)
+    "        SET CONSTRAINTS ALL IMMEDIATE;\n"
+    "      EXCEPTION WHEN OTHERS THEN\n"
+    "        UPDATE audit_staging s SET failed = true WHERE s.id = ANY(ids);\n"
+    "      END;\n"
+    "    END IF;\n"
+    "    IF random() < 0.02 THEN\n"  # rows whose writer died after they were finished
+    "      DELETE FROM audit_staging s WHERE (s.seq IS NOT NULL OR s.failed) "
+    f"AND s.staged_at < now() - interval '{STALE}';\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  RETURN QUERY WITH d AS (DELETE FROM audit_staging s WHERE s.owner = o "
+    "AND (s.seq IS NOT NULL OR s.failed) RETURNING s.seq, s.prev, s.failed) "
+    "SELECT * FROM d;\n"
     "END\n$f$",
 )
-STALE = "1 hour"  # a chained or failed staged row older than this has no waiter left
-Splice = Callable[[Sequence[bytes], int, bytes], tuple[bytes, bytes]]
-"""``splice(parts, seq, prev)``: the entry line of staged *parts* at *seq* after the chain
-hash *prev*, and its own chain hash (:class:`custody.audit.log.AuditLog` owns the format)."""
 
 
 class ChainRolledBack(Exception):
     """The chain transaction that held this batch failed (internal)."""
-
-
-class _Chainer:
-    """How a chainer in this process turns staged parts into entries."""
-
-    __slots__ = ("genesis", "seal", "splice")
-
-    def __init__(
-        self, splice: Splice, genesis: bytes, seal: Callable[[int, bytes], bytes] | None
-    ) -> None:
-        self.splice = splice
-        self.genesis = genesis
-        self.seal = seal
 
 
 class _Dropped(Exception):
@@ -185,7 +217,6 @@ class PostgresAuditStore:
         self.durable = durable
         self._where = describe(url)
         self._flush_mutex = threading.Lock()
-        self._chains = 0
         try:
             self._password_file = password_file
             self._timeout = timeout
@@ -318,36 +349,32 @@ class PostgresAuditStore:
 
     # -- cross-process group commit --------------------------------------------------
     def append_staged(
-        self,
-        parts: Sequence[Sequence[bytes]],
-        splice: Splice,
-        genesis: bytes,
-        seal: Callable[[int, bytes], bytes] | None = None,
+        self, parts: Sequence[Sequence[bytes]], lits: Sequence[bytes], tag: bytes, genesis: bytes
     ) -> list[tuple[int, bytes]]:
-        """Stage a batch of entries (their canonical *parts*, without log, seq and prev)
-        and return once a chainer, this process or another, has chained them: the
-        ``(seq, prev)`` of each, in order. When this log is durable they are durable too
-        (no :meth:`sync` is needed): a chain that holds a durable row commits with
-        ``synchronous_commit = on``, and PostgreSQL makes a commit visible to other
-        sessions only after its WAL flush. See the module doc, "Cross-process group
-        commit".
+        """Stage a batch of entries (their canonical *parts*: actor, details, op, outcome,
+        target, time) and return once a chainer, this process or another, has chained
+        them: the ``(seq, prev)`` of each, in order. *lits* is the line's template (the
+        nine literal pieces around the parts, prev and seq), *tag* the chain hash's domain
+        prefix and *genesis* the first entry's prev; the log owns all three. Durable when
+        this log is: the WAL is flushed past the chain before this returns. One round trip
+        (see the module doc, "Cross-process group commit").
 
         Raises:
             AuditStoreError: the batch was not chained and never will be (its staged rows
-                are gone): its chain transaction failed, the wait timed out, or the server
-                failed. If even the withdrawal could not reach the server, the rows stay
-                staged and may be chained later (an entry without an outcome, as after a
-                crash before the operation).
+                are gone): its chain failed, the lock wait timed out, or the server failed.
+                If even the withdrawal could not reach the server, the rows stay staged and
+                may be chained later (an entry without an outcome, as after a crash before
+                the operation).
         """
         if not parts:
             return []
         owner = os.urandom(16)
         n = len(parts)
-        how = _Chainer(splice, genesis, seal)
+        args = (list(lits), tag, genesis)
         try:
             self._alive()
             try:
-                return self._turn(owner, n, how, parts)
+                return self._turn(owner, parts, args)
             except _Dropped:
                 # the server dropped the connection since the last call (a restart or a
                 # failover): withdraw what the staging transaction may have committed (or
@@ -356,7 +383,7 @@ class PostgresAuditStore:
                 if got is not None:
                     return got
                 owner = os.urandom(16)
-                return self._turn(owner, n, how, parts)
+                return self._turn(owner, parts, args)
         except BaseException as exc:
             try:
                 got = self._withdraw(owner, n)
@@ -377,56 +404,44 @@ class PostgresAuditStore:
             raise
 
     def _turn(
-        self, owner: bytes, n: int, how: _Chainer, stage: Sequence[Sequence[bytes]]
+        self, owner: bytes, stage: Sequence[Sequence[bytes]], args: tuple[Any, ...]
     ) -> list[tuple[int, bytes]]:
-        """Two round trips. The first stages the batch (committed at once) and, in a second
-        transaction, waits in ``custody_audit_turn`` until the batch is chained (or failed)
-        by another chainer, or the head lock is this session's; then, with the lock only,
-        reads the head and every staged row (statements whose snapshots start after the
-        lock), and collects the batch's rows if they are finished. The second either
-        chains every staged row and commits, or commits the collection.
+        """One round trip, three transactions: stage the batch and commit; wait for the
+        turn in ``custody_audit_chain`` (chain everything staged, or find this batch
+        chained by another) and commit asynchronously, which releases the head lock; then
+        flush the WAL past it (a durable log only).
 
         Raises:
-            _Dropped: the connection failed in the first round trip (the staging
-                transaction may or may not have committed).
+            _Dropped: the connection failed (the staging may or may not have committed).
             ChainRolledBack: this batch was in a chain attempt that failed.
-            psycopg.Error: from the server (a lock wait longer than the timeout, ...).
+            psycopg.Error: from the server (a lock wait longer than the timeout, a failed
+                COMMIT, ...).
         """
         db = self._db
         values = ", ".join(["(%s, %s)"] * len(stage))
-        args: list[Any] = []
+        rows_in: list[Any] = []
         for p in stage:
-            args += [owner, list(p)]
+            rows_in += [owner, list(p)]
         try:
             with db.pipeline():
                 db.execute("BEGIN")
                 db.execute(
                     f"INSERT INTO audit_staging(owner, parts) VALUES {values}",  # noqa: S608
-                    args,
+                    rows_in,
                 )
                 db.execute("COMMIT")
                 db.execute("BEGIN")
-                if self.durable:  # the collection's commit flushes the WAL past the chain
+                cur = db.execute(
+                    "SELECT o_seq, o_prev, o_failed FROM custody_audit_chain(%s, %s, %s, %s)",
+                    (owner, *args),
+                )
+                db.execute("COMMIT")
+                if self.durable:  # as sync(): its commit waits for the WAL past its record
+                    db.execute("BEGIN")
                     db.execute("SET LOCAL synchronous_commit = on")
-                c_turn = db.execute("SELECT custody_audit_turn(%s)", (owner,))
-                c_head = db.execute(
-                    "SELECT seq, chain FROM audit_entries WHERE "
-                    "current_setting('custody.chainer') = 'true' ORDER BY seq DESC LIMIT 1"
-                )
-                c_rows = db.execute(
-                    "SELECT id, owner, parts FROM audit_staging WHERE "
-                    "current_setting('custody.chainer') = 'true' AND seq IS NULL "
-                    "AND NOT failed ORDER BY id FOR UPDATE"
-                )
-                c_mine = db.execute(
-                    "DELETE FROM audit_staging WHERE owner = %s AND (seq IS NOT NULL OR failed) "
-                    "RETURNING seq, prev, failed",
-                    (owner,),
-                )
-                got = bool(c_turn.fetchone()[0])
-                head = c_head.fetchone()
-                staged = c_rows.fetchall()
-                mine = c_mine.fetchall()
+                    db.execute("SELECT pg_logical_emit_message(true, 'custody.audit', '')")
+                    db.execute("COMMIT")
+                mine = cur.fetchall()
         except psycopg.OperationalError as exc:
             self._rollback(db)
             if db.closed or db.broken:
@@ -435,128 +450,10 @@ class PostgresAuditStore:
         except BaseException:
             self._rollback(db)
             raise
-        if any(r[2] or r[0] is None for r in mine):
-            self._end(db)
+        if len(mine) != len(stage) or any(r[2] or r[0] is None for r in mine):
+            # failed (or, impossibly, not whole: a batch is one INSERT, seen whole or not)
             raise ChainRolledBack
-        result = sorted((int(r[0]), bytes(r[1])) for r in mine) if mine else None
-        if got and staged:
-            chained = self._chain(db, owner, head, staged, how)  # commits (or raises)
-            result = result or chained
-        else:
-            self._end(db)
-        if result is None or len(result) != n:
-            # neither chained nor staged: cannot be while its writer waits (a batch is one
-            # INSERT, seen whole or not at all), unless the rows were deleted behind it
-            raise ChainRolledBack
-        return result
-
-    def _end(self, db: Any) -> None:
-        try:
-            db.execute("COMMIT")  # the collection (the lock, if held, for nothing)
-        except BaseException:
-            self._rollback(db)
-            raise
-
-    def _chain(
-        self, db: Any, owner: bytes, head: Any, staged: list[Any], how: _Chainer
-    ) -> list[tuple[int, bytes]] | None:
-        """Chain every staged row in id order inside the open transaction that holds the
-        head lock, and commit (synchronously when a row is durable). Returns this batch's
-        result if its rows were among them. If the chain fails, the transaction rolls back
-        to before the chaining, marks every row of the attempt failed (their callers
-        report the failure) and commits that.
-
-        Raises:
-            ChainRolledBack: this batch was in the failed attempt.
-        """
-        seq, prev = (0, how.genesis) if head is None else (int(head[0]) + 1, bytes(head[1]))
-        ids = [int(r[0]) for r in staged]
-        seqs: list[int] = []
-        lines: list[bytes] = []
-        chains: list[bytes] = []
-        others: list[tuple[int, int, bytes]] = []
-        ours: list[tuple[int, bytes]] = []
-        ours_ids: list[int] = []
-        try:
-            for rid, who, parts in staged:
-                line, chain = how.splice([bytes(p) for p in parts], seq, prev)
-                seqs.append(seq)
-                lines.append(line)
-                chains.append(chain)
-                if bytes(who) == owner:
-                    ours.append((seq, prev))
-                    ours_ids.append(int(rid))
-                else:
-                    others.append((int(rid), seq, prev))
-                prev = chain
-                seq += 1
-            mac = None if how.seal is None else how.seal(seqs[-1], chains[-1])
-            self._chains += 1
-            with db.pipeline():
-                # the head lock goes at COMMIT: before the flush, so the next chain is
-                # made while this one is flushed (each waiter's own commit waits for it)
-                db.execute("SET LOCAL synchronous_commit = off")
-                db.execute("SAVEPOINT chain")
-                db.execute(
-                    "INSERT INTO audit_entries SELECT * FROM "
-                    "unnest(%s::bigint[], %s::bytea[], %s::bytea[])",
-                    (seqs, lines, chains),
-                )
-                if others:
-                    db.execute(
-                        "UPDATE audit_staging s SET seq = v.seq, prev = v.prev FROM "
-                        "unnest(%s::bigint[], %s::bigint[], %s::bytea[]) AS v(id, seq, prev) "
-                        "WHERE s.id = v.id",
-                        ([o[0] for o in others], [o[1] for o in others], [o[2] for o in others]),
-                    )
-                if ours_ids:
-                    db.execute("DELETE FROM audit_staging WHERE id = ANY(%s)", (ours_ids,))
-                if mac is not None:
-                    db.execute(
-                        "INSERT INTO audit_seals VALUES (%s, %s) "
-                        "ON CONFLICT(seq) DO UPDATE SET mac=excluded.mac",
-                        (seqs[-1], mac),
-                    )
-                if self._chains % 64 == 1:  # rows whose waiter died after they were chained
-                    db.execute(
-                        "DELETE FROM audit_staging WHERE (seq IS NOT NULL OR failed) "
-                        "AND staged_at < now() - interval '1 hour'"  # STALE
-                    )
-                db.execute("COMMIT")
-        except Exception:  # noqa: BLE001 - any failure (SQL, splice, sealer) fails the attempt
-            self._mark_failed(db, ids)
-            if ours_ids:
-                raise ChainRolledBack from None
-            return None  # others' rows failed; this batch was not among them
-        except BaseException:
-            self._rollback(db)
-            raise
-        if ours_ids and self.durable:
-            db.execute(  # one round trip, after the lock is gone (see sync())
-                "BEGIN; SET LOCAL synchronous_commit = on; "
-                "SELECT pg_logical_emit_message(true, 'custody.audit', ''); COMMIT"
-            )
-        return ours if ours_ids else None
-
-    def _mark_failed(self, db: Any, ids: list[int]) -> None:
-        """After a failed chain: mark its rows failed, so that every caller of them is
-        told. Rows another chainer has chained since (possible only when the COMMIT itself
-        failed, which released the lock) are left alone."""
-        try:
-            if db.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                db.execute("ROLLBACK TO SAVEPOINT chain")  # the head lock is still held
-            # else INTRANS (the chain failed before its SQL was sent: still locked) or IDLE
-            # (its COMMIT failed: the transaction is gone, and the lock with it)
-            db.execute(
-                "UPDATE audit_staging SET failed = true WHERE id = ANY(%s) AND seq IS NULL",
-                (ids,),
-            )
-            if db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                db.execute("COMMIT")
-        except psycopg.Error:
-            # the rows stay staged: their callers' lock waits time out and withdraw them,
-            # or a later chainer chains them (then their callers succeed)
-            self._rollback(db)
+        return sorted((int(r[0]), bytes(r[1])) for r in mine)
 
     def _withdraw(self, owner: bytes, n: int) -> list[tuple[int, bytes]] | None:
         """The failure path of :meth:`append_staged`: delete this batch's staged rows. A

@@ -129,7 +129,7 @@ TRIGGERS = {
     # raised inside the chain transaction, at the insert of the entries
     "insert": "CREATE TRIGGER boom BEFORE INSERT ON audit_entries FOR EACH ROW "
     "EXECUTE FUNCTION boom()",
-    # raised by COMMIT itself (a deferred constraint trigger)
+    # a deferred constraint trigger, which would raise at COMMIT
     "commit": "CREATE CONSTRAINT TRIGGER boom AFTER INSERT ON audit_entries "
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom()",
 }
@@ -194,11 +194,11 @@ def test_a_failed_chain_fails_every_caller_of_its_batch(pg_url: str, where: str)
     for t, (_, outcome, _) in results.items():
         # a caller is told "ok" exactly when its entry is in the chain, once
         assert (outcome == "ok") == (t in chained), (t, results[t], chained)
-    if where == "insert":
-        # the failed attempt rolled back to its savepoint and marked the batch failed while
-        # it still held the lock: every caller of the batch was told, and nothing is written
-        assert all(r[1] == "failed" for r in results.values()), results
-        assert chained == ["data"]
+    # the failed attempt rolled back to before the chain and marked the batch failed while
+    # it still held the lock (deferred checks run before COMMIT): every caller of the batch
+    # was told, and nothing of it is written
+    assert all(r[1] == "failed" for r in results.values()), results
+    assert chained == ["data"]
     assert _staged(pg_url) == []  # each caller removed its own staged row
     assert [e["seq"] for e in es] == list(range(len(es)))
     _verify(pg_url)
@@ -216,9 +216,23 @@ def _stage_and_hang(url: str, ready, go) -> None:
     log.append("kek.rotate", "dead", "victim")  # blocked: the test holds the head lock
 
 
+def _lock_waiters(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return int(rows[0][0])
+
+
 def test_a_killed_writers_staged_entry_is_chained_by_another(pg_url: str) -> None:
     log = AuditLog(pg_url)
     log.append("kek.rotate", "data", "before")
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        # the server notices a vanished client while it waits on a lock (else the dead
+        # writer's backend would finish the append it was sent, itself, once the lock came)
+        db = c.execute("SELECT current_database()").fetchall()[0][0]
+        c.execute(f'ALTER DATABASE "{db}" SET client_connection_check_interval = 100')
     ctx = mp.get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
     p = ctx.Process(target=_stage_and_hang, args=(pg_url, ready, go))
@@ -232,6 +246,10 @@ def test_a_killed_writers_staged_entry_is_chained_by_another(pg_url: str) -> Non
         os.kill(p.pid, signal.SIGKILL)
         p.join(30)
         assert p.exitcode == -signal.SIGKILL
+        end = time.time() + 30
+        while _lock_waiters(pg_url):  # its backend is gone too, with its transaction
+            assert time.time() < end
+            time.sleep(0.05)
     finally:
         lock.close()
     log.append("kek.rotate", "data", "after")  # this writer chains the dead one's entry too
