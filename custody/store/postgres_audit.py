@@ -6,39 +6,46 @@ checkpoints; this adapter owns the SQL, with the same methods as
 :class:`custody.store.sqlite_audit.SqliteAuditStore`, and :meth:`append_staged`, which
 the log uses on PostgreSQL.
 
-Cross-process group commit (:meth:`PostgresAuditStore.append_staged`). A writer inserts its
-batch, the canonical parts of each entry without ``log``, ``seq`` and ``prev``, into
-``audit_staging`` under a random batch token (``owner``) and commits that. In the same round
-trip, in a second transaction, it calls ``custody_audit_turn(owner)``: that waits for the
-head lock (``pg_advisory_xact_lock(AUDIT_LOCK)``) and, if the writer's rows were chained (or
-failed) while it waited, gives the lock straight back (it is taken in a plpgsql exception
-block, a subtransaction, and released when that rolls back), so a writer with nothing left
-to do holds the lock for microseconds and never across a round trip. A writer that keeps
-the lock is the chainer: statements that start after the lock read the head and every
-staged row (``FOR UPDATE``, in id order); it splices in the chain fields (the log's
-``splice``), inserts the entries, records each staged row's ``seq`` and ``prev`` (its own
-rows it deletes), seals the new head if it holds a sealer, and commits asynchronously, so
-the lock is released before the WAL flush and the next chain is made during it; then it
-flushes (as :meth:`sync` does). A writer whose rows were chained deletes them
-(``DELETE ... RETURNING seq, prev``) in a transaction that commits with ``synchronous_commit
-= on``: that commit's record follows the chain's in the WAL, so when it returns the chain is
-durable. One round trip to stage and wait, one to chain or collect and flush; PostgreSQL
-folds the concurrent flushes into few. The rules:
+Cross-process group commit (:meth:`PostgresAuditStore.append_staged`). A writer sends, in one
+round trip, three transactions. The first inserts its batch into ``audit_staging``: the
+canonical parts of each entry without ``log``, ``seq`` and ``prev``, under a random batch
+token (``owner``). The second calls ``custody_audit_chain``, a PL/pgSQL function defined
+with the tables, which returns once the batch is chained: it loops until the writer's
+rows are chained (or failed) by another writer, or the head lock
+(``pg_try_advisory_xact_lock(AUDIT_LOCK)``) is free. Between tries it waits on a doorbell,
+:data:`AUDIT_BELL`, which a chainer holds for its whole transaction: a waiter takes it
+shared and gives it straight back (inside an exception block, a subtransaction, which
+releases the locks taken in it when it rolls back), so every waiter wakes when a chain
+ends, at once, not one by one through the head lock's queue. A writer that gets the head
+lock is the chainer: in statements whose snapshots start after the lock it reads the head
+and every staged row (``FOR UPDATE``, in id order) and, in the server, splices each line
+from the log's template (the literal pieces around the parts, prev and seq; the log owns
+the format and passes it in) and hashes it with the chain's domain prefix (SHA-256, as
+:func:`custody.canonical.domain_hash`), inserts the entries and records each staged row's
+``seq`` and ``prev``. Every writer's call ends by deleting its own finished rows and
+returning their ``seq`` and ``prev``. That transaction commits asynchronously, which
+releases the lock before the WAL flush, so the next chain is made during it; the third
+transaction then commits a WAL record with ``synchronous_commit = on`` (as :meth:`sync`),
+which returns once the WAL is flushed past it, and so past the chain. The head lock is never
+held across a round trip to a client: a chain takes as long as the server needs for it.
+Concurrent flushes are folded into few by the server. A writer that holds a sealer seals
+the head its own batch left (one more statement). The rules:
 
 * a staged row whose writer died is chained like any other, in id order, never dropped (its
   writer can have acted only after a return, and it returns only once chained);
-* a chain that fails rolls back to a savepoint taken after the lock, marks every row of the
-  attempt ``failed`` while still holding the lock and commits that: every caller of the
-  batch is told (a COMMIT that fails has released the lock, so rows another chainer has
-  chained in the meantime are not marked; their callers succeed, truthfully);
+* a chain that fails (a constraint, a trigger, a deferred check: ``SET CONSTRAINTS ALL
+  IMMEDIATE`` runs them inside) rolls back to before it (an exception block), marks every
+  row of the attempt ``failed`` while still holding the lock, and that commits: every
+  caller of the batch is told (only a COMMIT that fails for another reason, the lock gone
+  with it, leaves the other writers' rows staged for the next chain; their callers then
+  succeed, truthfully);
 * a caller that is about to report failure (its chain failed, its lock wait timed out, the
   server failed) first deletes its own staged rows (:meth:`_withdraw`; the DELETE waits for
   a chainer's row lock). If they were chained after all the append succeeded; otherwise
   none of it can be chained later. Only if the server cannot be reached even for that do
   the rows stay staged, and may then be chained later (an entry without an outcome);
-* rows chained or failed more than an hour ago (their waiter died) are deleted by a chainer;
-* a chainer stopped while it holds the lock (SIGSTOP, a hung host) loses its transaction,
-  and the lock, after ``idle_in_transaction_session_timeout`` (the log's timeout).
+* rows chained or failed more than an hour ago (their writer died) are deleted by a chainer;
+* a writer waits at most its timeout for its turn, then withdraws and fails.
 
 The staging table is created with the other audit tables when a log is opened (the audit
 tables are the audit adapter's own, beside the store's migrations, so a log works in a
@@ -89,6 +96,7 @@ from custody.store.sqlite_audit import AuditStoreError, Head, Row
 __all__ = ["AUDIT_LOCK", "PostgresAuditStore"]
 
 AUDIT_LOCK = 0x6175646974  # "audit": the chain head's advisory lock
+AUDIT_BELL = 0x61756469746E  # "auditn": held by a chainer; its waiters wake at its end
 STALE = "1 hour"  # a chained or failed staged row older than this has no writer left
 
 _SCHEMA = (
@@ -105,20 +113,25 @@ _SCHEMA = (
     "failed BOOLEAN NOT NULL DEFAULT false, "
     "staged_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS audit_staging_by_owner ON audit_staging(owner)",
-    # a writer's turn (append_staged): wait for the head lock, but give it straight back
-    # (the exception block is a subtransaction, and a lock taken in one is released when
-    # it rolls back) when the writer's batch was chained, or failed, while it waited; else
-    # chain every staged row in id order, from statements whose snapshots start after the
-    # lock. The line is the log's template (lits, from custody.audit.log) around the
-    # entry's canonical parts, prev and seq; its chain hash is SHA-256 over the domain
-    # prefix (tag), the line's length and the line (custody.canonical.domain_hash). A
-    # failure of the chain rolls back to before it and marks every row of the attempt
-    # failed, the lock still held. Returns the writer's own finished rows, deleted.
+    # a writer's turn (append_staged): until the writer's batch is chained (or failed) by
+    # another, or the head lock is free for it to take, it waits on the doorbell, a lock
+    # that every chainer holds for its whole transaction; a waiter takes it shared and
+    # gives it straight back (the exception block is a subtransaction, and a lock taken in
+    # one is released when it rolls back), so all the waiters wake together when a chain
+    # ends, not one by one through the head lock's queue. With the head lock, statements
+    # whose snapshots start after it chain every staged row in id order. The line is the
+    # log's template (lits, from custody.audit.log) around the entry's canonical parts, prev
+    # and seq; its chain hash is SHA-256 over the domain prefix (tag), the line's length
+    # and the line (custody.canonical.domain_hash). A failure of the chain rolls back to
+    # before it and marks every row of the attempt failed, the lock still held. Returns the
+    # writer's own finished rows, deleted.
     "CREATE OR REPLACE FUNCTION custody_audit_chain(o BYTEA, lits BYTEA[], tag BYTEA, "  # noqa: S608 - constants only
-    "genesis BYTEA) RETURNS TABLE(o_seq BIGINT, o_prev BYTEA, o_failed BOOLEAN) "
-    "LANGUAGE plpgsql AS $f$\n"
+    "genesis BYTEA, wait DOUBLE PRECISION) "
+    "RETURNS TABLE(o_seq BIGINT, o_prev BYTEA, o_failed BOOLEAN) LANGUAGE plpgsql AS $f$\n"
     "DECLARE\n"
-    "  got BOOLEAN := true;\n"
+    "  got BOOLEAN := false;\n"
+    "  deadline TIMESTAMPTZ := clock_timestamp() + make_interval(secs => wait);\n"
+    "  t TIMESTAMPTZ;\n"
     "  n BIGINT;\n"
     "  p BYTEA;\n"
     "  c BYTEA;\n"
@@ -126,16 +139,32 @@ _SCHEMA = (
     "  ids BIGINT[];\n"
     "  r RECORD;\n"
     "BEGIN\n"
-    "  BEGIN\n"
-    f"    PERFORM pg_advisory_xact_lock({AUDIT_LOCK});\n"
-    "    IF EXISTS (SELECT 1 FROM audit_staging s WHERE s.owner = o "
-    "AND (s.seq IS NOT NULL OR s.failed)) THEN\n"
-    "      RAISE EXCEPTION 'finished' USING ERRCODE = 'P0001';\n"
+    "  LOOP\n"
+    "    EXIT WHEN EXISTS (SELECT 1 FROM audit_staging s WHERE s.owner = o "
+    "AND (s.seq IS NOT NULL OR s.failed));\n"
+    f"    IF pg_try_advisory_xact_lock({AUDIT_LOCK}) THEN\n"
+    "      got := true;\n"
+    "      EXIT;\n"
     "    END IF;\n"
-    "  EXCEPTION WHEN raise_exception THEN\n"
-    "    got := false;\n"
-    "  END;\n"
+    "    IF clock_timestamp() > deadline THEN\n"
+    "      RAISE EXCEPTION 'the audit chain lock was not free in time' "
+    "USING ERRCODE = '55P03';\n"
+    "    END IF;\n"
+    "    t := clock_timestamp();\n"
+    "    BEGIN\n"
+    f"      PERFORM pg_advisory_xact_lock_shared({AUDIT_BELL});\n"
+    "      RAISE EXCEPTION 'rung' USING ERRCODE = 'P0001';\n"
+    "    EXCEPTION WHEN raise_exception THEN\n"
+    "      NULL;\n"
+    "    END;\n"
+    "    IF clock_timestamp() - t < interval '100 microseconds' THEN\n"
+    # the lock holder has not rung yet (it is about to), or it does not ring (a writer on
+    # the direct path, an operator): do not spin
+    "      PERFORM pg_sleep(0.0005);\n"
+    "    END IF;\n"
+    "  END LOOP;\n"
     "  IF got THEN\n"
+    f"    PERFORM pg_advisory_xact_lock({AUDIT_BELL});\n"
     "    SELECT e.seq, e.chain INTO n, p FROM audit_entries e ORDER BY e.seq DESC LIMIT 1;\n"
     "    IF NOT FOUND THEN\n"
     "      n := -1;\n"
@@ -432,8 +461,8 @@ class PostgresAuditStore:
                 db.execute("COMMIT")
                 db.execute("BEGIN")
                 cur = db.execute(
-                    "SELECT o_seq, o_prev, o_failed FROM custody_audit_chain(%s, %s, %s, %s)",
-                    (owner, *args),
+                    "SELECT o_seq, o_prev, o_failed FROM custody_audit_chain(%s, %s, %s, %s, %s)",
+                    (owner, *args, self._timeout),
                 )
                 db.execute("COMMIT")
                 if self.durable:  # as sync(): its commit waits for the WAL past its record
