@@ -275,9 +275,6 @@ class PostgresAuditStore:
         db = connect(self.url, password_file=self._password_file, prompt=False)
         db.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
         db.execute("SET synchronous_commit = off")  # sync() makes each batch durable
-        # a chainer stopped while it holds the head lock (SIGSTOP, a hung host) must not
-        # stall every writer: the server ends its transaction, and with it the lock
-        db.execute(f"SET idle_in_transaction_session_timeout = {int(self._timeout * 1000)}")
         return db
 
     def _alive(self) -> None:
