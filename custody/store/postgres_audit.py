@@ -213,6 +213,11 @@ class _Dropped(Exception):
     """The connection was gone before a batch read the head (internal: it is retried)."""
 
 
+def _hex(b: bytes) -> str:
+    """*b* as a bytea expression of hex digits only."""
+    return f"decode('{bytes(b).hex()}', 'hex')"
+
+
 def _lsn(text: str) -> int:
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
@@ -444,30 +449,31 @@ class PostgresAuditStore:
                 COMMIT, ...).
         """
         db = self._db
-        values = ", ".join(["(%s, %s)"] * len(stage))
-        rows_in: list[Any] = []
-        for p in stage:
-            rows_in += [owner, list(p)]
+        # one simple-protocol query of several statements (no parameters: the values are
+        # bytes, written as hex digits, so nothing in them is SQL); cheaper for the client
+        # than ten pipelined statements, and the same one round trip
+        who = _hex(owner)
+        values = ", ".join(f"({who}, ARRAY[{', '.join(_hex(x) for x in p)}])" for p in stage)
+        lits, tag, genesis = args
+        sql = (
+            f"BEGIN; INSERT INTO audit_staging(owner, parts) VALUES {values}; COMMIT; "  # noqa: S608
+            "BEGIN; SELECT o_seq, o_prev, o_failed FROM custody_audit_chain("
+            f"{who}, ARRAY[{', '.join(_hex(x) for x in lits)}], {_hex(tag)}, {_hex(genesis)}, "
+            f"{float(self._timeout)!r}); COMMIT"
+        )
+        if self.durable:  # as sync(): its commit waits for the WAL past its record
+            sql += (
+                "; BEGIN; SET LOCAL synchronous_commit = on; "
+                "SELECT pg_logical_emit_message(true, 'custody.audit', ''); COMMIT"
+            )
         try:
-            with db.pipeline():
-                db.execute("BEGIN")
-                db.execute(
-                    f"INSERT INTO audit_staging(owner, parts) VALUES {values}",  # noqa: S608
-                    rows_in,
-                )
-                db.execute("COMMIT")
-                db.execute("BEGIN")
-                cur = db.execute(
-                    "SELECT o_seq, o_prev, o_failed FROM custody_audit_chain(%s, %s, %s, %s, %s)",
-                    (owner, *args, self._timeout),
-                )
-                db.execute("COMMIT")
-                if self.durable:  # as sync(): its commit waits for the WAL past its record
-                    db.execute("BEGIN")
-                    db.execute("SET LOCAL synchronous_commit = on")
-                    db.execute("SELECT pg_logical_emit_message(true, 'custody.audit', '')")
-                    db.execute("COMMIT")
-                mine = cur.fetchall()
+            cur = db.execute(sql)
+            mine: list[Any] = []
+            while True:
+                if cur.description is not None and cur.description[0].name == "o_seq":
+                    mine = cur.fetchall()
+                if not cur.nextset():
+                    break
         except psycopg.OperationalError as exc:
             self._rollback(db)
             if db.closed or db.broken:
