@@ -18,6 +18,9 @@ Side by side, for W concurrent writer processes, appends per second in total:
     in-process group commit: one transaction and one flush per batch of waiting threads).
 The custody log is verified after every run (entries contiguous, chain intact).
 
+With ``--threads-per-process T`` each custody process (both paths) appends from T threads
+sharing its handle, so 8 processes keep 8T appends in flight.
+
 Re-key (``--rekey N``, 0 to skip): one home on PostgreSQL and one on SQLite, each with N
 DEKs; every measured run rotates the data KEK and runs ``custody rekey run --verify none``
 (``--workers W`` on PostgreSQL for W = 1 and 2), and reports the move phase's objects/s
@@ -48,6 +51,7 @@ from tests.pg_fixtures import PgServer, start_server  # noqa: E402
 
 LINE = b"x" * 250
 KINDS = ("bare", "custody", "direct", "threads")
+THREADS_PER_PROCESS = 1  # --threads-per-process: appends in flight per custody process
 
 
 def _until(t: float) -> None:
@@ -69,13 +73,21 @@ def _custody(url: str, wid: int, start: float, stop: float, out: Any, direct: bo
     log = AuditLog(url, durable=True)
     if direct:
         log._pg = None  # the previous path: append_batch under the head lock, then sync()
-    _until(start)
-    n = 0
-    while time.time() < stop:
-        log.append("secret.get", f"svc/{wid}", f"w{wid}", details={"i": n})
-        n += 1
+    counts = [0] * THREADS_PER_PROCESS
+
+    def work(t: int) -> None:
+        _until(start)
+        while time.time() < stop:
+            log.append("secret.get", f"svc/{wid}", f"w{wid}.{t}", details={"i": counts[t]})
+            counts[t] += 1
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(THREADS_PER_PROCESS)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
     log.close()
-    out.put(n)
+    out.put(sum(counts))
 
 
 def _threads(url: str, writers: int, seconds: float) -> int:
@@ -198,7 +210,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rekey", type=int, default=100_000, metavar="N")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--threads-per-process", type=int, default=1, metavar="T",
+        help="threads appending in each custody process (processes kinds only)",
+    )  # fmt: skip
     args = ap.parse_args()
+    global THREADS_PER_PROCESS
+    THREADS_PER_PROCESS = args.threads_per_process  # read by the forked writers
     writers = [int(w) for w in args.writers.split(",")]
     base = Path(tempfile.mkdtemp(prefix="custody-bench-pg-"))
     gen = start_server(base / "pg", durable=True)
