@@ -259,6 +259,8 @@ class PostgresAuditStore:
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
                 for stmt in _SCHEMA:
+                    if "$f$" in stmt and self._same_function(stmt.split("$f$")[1]):
+                        continue  # replacing it would reset every session's cached plan
                     self._db.execute(stmt)
                 self._db.execute(
                     "INSERT INTO audit_meta(k, v) VALUES ('log_id', %s) ON CONFLICT DO NOTHING",
@@ -275,6 +277,14 @@ class PostgresAuditStore:
                 f"The audit log in {self._where} cannot be opened",
                 "Check the store URL, its password source and the server.",
             ) from exc
+
+    def _same_function(self, body: str) -> bool:
+        """Whether ``custody_audit_chain`` already has this *body* (then it is kept)."""
+        rows = self._db.execute(
+            "SELECT 1 FROM pg_proc WHERE proname = 'custody_audit_chain' AND prosrc = %s",
+            (body,),
+        ).fetchall()
+        return bool(rows)
 
     def _open_writer(self) -> Any:
         db = connect(self.url, password_file=self._password_file, prompt=False)
