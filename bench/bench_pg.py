@@ -8,11 +8,18 @@ Side by side, for W concurrent writer processes, appends per second in total:
   * bare psycopg: each process an autocommit connection doing ``INSERT`` of one 250-byte
     line per commit (one durable commit per entry: the baseline the issue names);
   * custody ``AuditLog`` on the PostgreSQL store, each process its own handle: every
-    ``append`` returns only when its entry is durable, in the one exact chain (head lock,
-    asynchronous commit, then a group flush; custody/store/postgres_audit.py);
+    ``append`` returns only when its entry is durable, in the one exact chain. It stages
+    the entry and whoever holds the head lock chains every staged entry of every process
+    in one transaction; each writer's own commit then waits for the WAL flush (cross-process
+    group commit, custody/store/postgres_audit.py);
+  * the same, on the previous path ("direct"): each process's batch is its own transaction
+    under the head lock (asynchronous commit), then a flush of its own;
   * custody ``AuditLog`` with W threads sharing one handle in one process (the log's
     in-process group commit: one transaction and one flush per batch of waiting threads).
 The custody log is verified after every run (entries contiguous, chain intact).
+
+With ``--threads-per-process T`` each custody process (both paths) appends from T threads
+sharing its handle, so 8 processes keep 8T appends in flight.
 
 Re-key (``--rekey N``, 0 to skip): one home on PostgreSQL and one on SQLite, each with N
 DEKs; every measured run rotates the data KEK and runs ``custody rekey run --verify none``
@@ -43,6 +50,8 @@ from custody.audit.log import AuditLog  # noqa: E402
 from tests.pg_fixtures import PgServer, start_server  # noqa: E402
 
 LINE = b"x" * 250
+KINDS = ("bare", "custody", "direct", "threads")
+THREADS_PER_PROCESS = 1  # --threads-per-process: appends in flight per custody process
 
 
 def _until(t: float) -> None:
@@ -60,15 +69,25 @@ def _bare(url: str, start: float, stop: float, out: Any) -> None:
     out.put(n)
 
 
-def _custody(url: str, wid: int, start: float, stop: float, out: Any) -> None:
+def _custody(url: str, wid: int, start: float, stop: float, out: Any, direct: bool) -> None:
     log = AuditLog(url, durable=True)
-    _until(start)
-    n = 0
-    while time.time() < stop:
-        log.append("secret.get", f"svc/{wid}", f"w{wid}", details={"i": n})
-        n += 1
+    if direct:
+        log._pg = None  # the previous path: append_batch under the head lock, then sync()
+    counts = [0] * THREADS_PER_PROCESS
+
+    def work(t: int) -> None:
+        _until(start)
+        while time.time() < stop:
+            log.append("secret.get", f"svc/{wid}", f"w{wid}.{t}", details={"i": counts[t]})
+            counts[t] += 1
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(THREADS_PER_PROCESS)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
     log.close()
-    out.put(n)
+    out.put(sum(counts))
 
 
 def _threads(url: str, writers: int, seconds: float) -> int:
@@ -111,7 +130,9 @@ def _run(kind: str, server: PgServer, writers: int, seconds: float) -> float:
     procs = [
         ctx.Process(
             target=_bare if kind == "bare" else _custody,
-            args=(url, start, stop, q) if kind == "bare" else (url, w, start, stop, q),
+            args=(url, start, stop, q)
+            if kind == "bare"
+            else (url, w, start, stop, q, kind == "direct"),
         )
         for w in range(writers)
     ]
@@ -120,7 +141,7 @@ def _run(kind: str, server: PgServer, writers: int, seconds: float) -> float:
     total = sum(q.get(timeout=seconds + 120) for _ in procs)
     for p in procs:
         p.join(60)
-    if kind == "custody":
+    if kind in ("custody", "direct"):
         _check(url, total)
     return total / seconds
 
@@ -189,7 +210,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rekey", type=int, default=100_000, metavar="N")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--threads-per-process", type=int, default=1, metavar="T",
+        help="threads appending in each custody process (processes kinds only)",
+    )  # fmt: skip
     args = ap.parse_args()
+    global THREADS_PER_PROCESS
+    THREADS_PER_PROCESS = args.threads_per_process  # read by the forked writers
     writers = [int(w) for w in args.writers.split(",")]
     base = Path(tempfile.mkdtemp(prefix="custody-bench-pg-"))
     gen = start_server(base / "pg", durable=True)
@@ -201,19 +228,17 @@ def main() -> int:
             rekey = rekey_bench(server, args.rekey, args.rounds)
         for _ in range(args.rounds):
             for w in writers:
-                for kind in ("bare", "custody", "threads"):
+                for kind in KINDS:
                     results.setdefault((kind, w), []).append(_run(kind, server, w, args.seconds))
     finally:
         for _ in gen:
             pass
     rows: list[dict[str, Any]] = []
     for w in writers:
-        bare = statistics.median(results[("bare", w)])
-        cust = statistics.median(results[("custody", w)])
-        thr = statistics.median(results[("threads", w)])
+        med = {k: statistics.median(results[(k, w)]) for k in KINDS}
         rows.append(
-            {"writers": w, "bare": bare, "custody": cust, "threads": thr, "ratio": cust / bare,
-             "runs": {k: results[(k, w)] for k in ("bare", "custody", "threads")}}
+            {"writers": w, **med, "ratio": med["custody"] / med["bare"],
+             "runs": {k: results[(k, w)] for k in KINDS}}
         )  # fmt: skip
     if args.json:
         print(json.dumps({"audit": rows, "rekey": rekey}))
@@ -237,12 +262,12 @@ def main() -> int:
     print("durable audit appends on PostgreSQL (fsync=on), appends/s, medians")
     print(
         f"{'writers':>7} {'bare psycopg':>13} {'custody procs':>14} {'ratio':>6} "
-        f"{'custody threads':>16} {'ratio':>6}"
+        f"{'direct procs':>13} {'custody threads':>16} {'ratio':>6}"
     )
     for r in rows:
         print(
             f"{r['writers']:>7} {r['bare']:>13,.0f} {r['custody']:>14,.0f} {r['ratio']:>6.2f} "
-            f"{r['threads']:>16,.0f} {r['threads'] / r['bare']:>6.2f}"
+            f"{r['direct']:>13,.0f} {r['threads']:>16,.0f} {r['threads'] / r['bare']:>6.2f}"
         )
     for r in rows:
         sp = ", ".join(f"{k} {_spread(v)}" for k, v in r["runs"].items())
@@ -251,8 +276,18 @@ def main() -> int:
     for r in rows:
         print(
             f"  {r['writers']} writers vs one bare writer (one commit per entry): processes "
-            f"{r['custody'] / one:.2f}x, threads {r['threads'] / one:.2f}x"
+            f"{r['custody'] / one:.2f}x (direct {r['direct'] / one:.2f}x), "
+            f"threads {r['threads'] / one:.2f}x"
         )
+    if len(results[("bare", writers[0])]) > 1:  # per round: the same load on the machine
+        for r in rows:
+            n = len(r["runs"]["bare"])
+            per = {
+                k: [r["runs"][k][i] / results[("bare", writers[0])][i] for i in range(n)]
+                for k in ("custody", "direct", "threads")
+            }
+            sp = ", ".join(f"{k} {statistics.median(v):.2f} ({_spread(v)})" for k, v in per.items())
+            print(f"  per round, {r['writers']} writers / one bare writer: {sp}")
     return 0
 
 

@@ -29,11 +29,17 @@ def is_canonical(raw: bytes) -> bool:
         return False
 
 
-def domain_hash(domain: str, *parts: bytes) -> bytes:
-    """SHA-256 over a domain tag and length-prefixed parts (no ambiguity between splits)."""
-    h = hashlib.sha256()
+def domain_prefix(domain: str) -> bytes:
+    """What :func:`domain_hash` hashes before the parts: the tag, length-prefixed."""
     d = domain.encode()
-    h.update(len(d).to_bytes(2, "big") + d)
+    return len(d).to_bytes(2, "big") + d
+
+
+def domain_hash(domain: str, *parts: bytes) -> bytes:
+    """SHA-256 over a domain tag and length-prefixed parts (no ambiguity between splits):
+    ``domain_prefix(domain)``, then each part's length in 8 bytes big-endian and the part."""
+    h = hashlib.sha256()
+    h.update(domain_prefix(domain))
     for p in parts:
         h.update(len(p).to_bytes(8, "big") + p)
     return h.digest()

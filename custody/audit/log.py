@@ -17,6 +17,12 @@ disk, a trigger) it rolls back whole and every caller of the batch gets
 :class:`AuditError`; nothing of the batch is written. The SQL lives in the log's own storage
 adapter, :mod:`custody.store.sqlite_audit`.
 
+On PostgreSQL the leader's batch is staged instead, and the batches of every process that
+writes the store are chained together, in one transaction, by whichever of them holds the
+head lock (:meth:`custody.store.postgres_audit.PostgresAuditStore.append_staged`); a
+caller returns once its entry is chained and the WAL is flushed past it, and a failed
+chain fails every caller of its batch.
+
 Values are never logged. A value that must be matched later goes in ``sensitive=`` and is
 stored only as HMAC-SHA256 under the caller's audit key.
 """
@@ -38,6 +44,7 @@ from custody.audit.records import (
     CHECKPOINT_TYPE,
     OUTCOMES,
     PROOF_TYPE,
+    TAG_CHAIN,
     TAG_HMAC,
     AuditReport,
     chain_hash,
@@ -47,7 +54,7 @@ from custody.audit.records import (
 )
 from custody.audit.signers import Sealer, TrustKey
 from custody.audit.verify import LineChunks, audit_report
-from custody.canonical import canonical_bytes
+from custody.canonical import canonical_bytes, domain_prefix
 from custody.config import Home
 from custody.errors import AuditError, PolicyError, StorageError
 from custody.store.postgres_dialect import is_postgres_location
@@ -225,6 +232,7 @@ class AuditLog:
         self._queue: list[_Pending] = []
         self._writing = False  # a leader holds the write role
         self._db: SqliteAuditStore | PostgresAuditStore
+        self._pg: PostgresAuditStore | None = None  # the staged path (cross-process batches)
         try:
             if pg:
                 from custody.store.postgres_audit import PostgresAuditStore  # psycopg: lazily
@@ -236,11 +244,25 @@ class AuditLog:
                     new_log_id=lambda: rng(16).hex(),
                     password_file=password_file,
                 )
+                self._pg = self._db
             else:
                 self._db = SqliteAuditStore(
                     self.path, durable=durable, timeout=timeout, new_log_id=lambda: rng(16).hex()
                 )
             self.log_id = self._db.log_id
+            # the line around its parts: actor, details, (log), op, outcome, prev, seq,
+            # target, time, in RFC 8785 key order
+            self._lits = (
+                b'{"actor":',
+                b',"details":',
+                b',"log":' + canonical_bytes(self.log_id) + b',"op":',
+                b',"outcome":',
+                b',"prev":"',
+                b'","seq":',
+                b',"target":',
+                b',"time":',
+                b"}",
+            )
         except StorageError as exc:
             raise AuditError(
                 f"Cannot open the audit log {where}",
@@ -399,8 +421,24 @@ class AuditLog:
             raise _refused("the seal", exc) from exc
         return n - 1
 
+    def _splice(self, fixed: Sequence[bytes], seq: int, prev: bytes) -> tuple[bytes, bytes]:
+        """The canonical line of an entry from its fixed parts (actor, details, op,
+        outcome, target, time) at *seq* after chain hash *prev*, and its chain hash: the
+        chain fields spliced into the template :attr:`_lits`, in RFC 8785 key order (a
+        PostgreSQL chainer splices the same template, in SQL)."""
+        actor, details, op, outcome, target, t = fixed
+        l1, l2, l3, l4, l5, l6, l7, l8, l9 = self._lits
+        line = b"".join(
+            (l1, actor, l2, details, l3, op, l4, outcome, l5, prev.hex().encode(), l6,
+             str(seq).encode(), l7, target, l8, t, l9)
+        )  # fmt: skip
+        return line, chain_hash(line)
+
     def _lead(self) -> None:
         """Write one batch: everything queued once the write lock is held; then flush it."""
+        if self._pg is not None:
+            self._lead_staged(self._pg)
+            return
         batch: list[_Pending] = []
 
         def build(head: Head) -> list[tuple[int, bytes, bytes]]:
@@ -411,35 +449,11 @@ class AuditLog:
                     r.state = _TAKEN
             seq, prev = (0, genesis(self.log_id)) if head is None else (head[0] + 1, head[1])
             rows = []
-            log = b'"log":' + canonical_bytes(self.log_id)
             for r in batch:
-                actor, details, op, outcome, target, t = r.fixed
-                line = b"".join(
-                    (
-                        b'{"actor":',
-                        actor,
-                        b',"details":',
-                        details,
-                        b",",
-                        log,
-                        b',"op":',
-                        op,
-                        b',"outcome":',
-                        outcome,
-                        b',"prev":"',
-                        prev.hex().encode(),
-                        b'","seq":',
-                        str(seq).encode(),
-                        b',"target":',
-                        target,
-                        b',"time":',
-                        t,
-                        b"}",
-                    )
-                )
+                line, chain = self._splice(r.fixed, seq, prev)
                 r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
-                prev = chain_hash(line)
-                rows.append((seq, line, prev))
+                rows.append((seq, line, chain))
+                prev = chain
                 seq += 1
             return rows
 
@@ -463,6 +477,44 @@ class AuditLog:
                 self._db.sync(last)
             except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
                 failure = exc
+        with self._cv:
+            for r in batch:
+                if failure is not None:
+                    r.error = _refused(r.what, failure)
+                r.state = _DONE
+            self._cv.notify_all()
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt and the like still stop the leader
+
+    def _lead_staged(self, pg: PostgresAuditStore) -> None:
+        """Write one batch on PostgreSQL: stage everything queued by now and wait until a
+        chainer (this process or another) has chained it, durably when this log is."""
+        with self._cv:
+            batch = list(self._queue)
+            self._queue.clear()
+            for r in batch:
+                r.state = _TAKEN
+        failure: BaseException | None = None
+        try:
+            with self._io:
+                done = pg.append_staged(
+                    [r.fixed for r in batch],
+                    self._lits,
+                    domain_prefix(TAG_CHAIN),
+                    genesis(self.log_id),
+                )
+                if self._sealer is not None:  # the head as this batch left it
+                    seq, prev = done[-1]
+                    _line, chain = self._splice(batch[-1].fixed, seq, prev)
+                    pg.put_seal(seq, self._sealer.mac(seal_input(self.log_id, seq, chain)))
+            for r, (seq, prev) in zip(batch, done, strict=True):
+                r.entry.update({"log": self.log_id, "seq": seq, "prev": prev.hex()})
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
+            failure = exc
+        finally:
+            with self._cv:  # hand the write role on
+                self._writing = False
+                self._cv.notify_all()
         with self._cv:
             for r in batch:
                 if failure is not None:
