@@ -28,9 +28,6 @@ Worker protocol (stdin, then stdout), frames of a 4-byte big-endian length and a
     bytes each); then the lines joined by newlines. Each block is answered, in order, by
     one JSON frame (:func:`encode_result`);
   * an empty frame ends the input.
-
-:class:`ChainWork` is the earlier hash-only half (lines with their ``prev`` read by the
-caller), kept for the hash-split path of :meth:`LogVerifier._feed_parallel`.
 """
 
 from __future__ import annotations
@@ -49,8 +46,6 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 TAG_CHAIN = b"custody/audit/chain/v1"  # custody.audit.records.TAG_CHAIN
-SKIP = b"*" * 64  # the caller reported this line already; no chain-link check
-LIMIT = 50
 BLOCK = 1024  # entries per block: a power of two
 HEADER = struct.Struct(">QIB32sH")  # first seq, count, merkle, head_in, wanted offsets
 KEYS = 6  # details keys captured by the entry expression (groups 1..KEYS)
@@ -70,14 +65,6 @@ def read_frame(f: IO[bytes]) -> bytes | None:
 
 def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
-
-
-def pack_batch(lines: list[bytes], prevs: list[bytes]) -> bytes:
-    """One batch frame's payload (see the module doc)."""
-    lens = array("I", map(len, lines))
-    if sys.byteorder == "little":
-        lens.byteswap()
-    return len(lines).to_bytes(4, "big") + lens.tobytes() + b"".join(prevs) + b"".join(lines)
 
 
 class _Prefixes(dict[int, bytes]):
@@ -266,91 +253,6 @@ def decode_result(data: bytes) -> Result:
         [(int(k), hx(hk), st(s)) for k, hk, s in d["at"]],
         [(int(k), hx(ln), hx(h)) for k, ln, h in d["bad"]],
     )
-
-
-class ChainWork:
-    """The chain and the Merkle frontier over batches of lines (see the module doc)."""
-
-    def __init__(self, genesis: bytes, sizes: list[int], start: int = 0) -> None:
-        self.i = start
-        self.head = genesis
-        self.stack: list[tuple[int, bytes]] = []
-        self.want = sorted({s for s in sizes if s > start}, reverse=True)
-        self.roots: dict[int, bytes] = {}
-        self.heads: dict[int, bytes] = {}
-        self.problems: list[tuple[int, str]] = []
-        self.more = 0
-
-    def problem(self, i: int, text: str) -> None:
-        if len(self.problems) < LIMIT:
-            self.problems.append((i, text))
-        else:
-            self.more += 1
-
-    def root(self) -> bytes:
-        if not self.stack:
-            return hashlib.sha256(b"").digest()
-        r = self.stack[-1][1]
-        for _, h in reversed(self.stack[:-1]):
-            r = hashlib.sha256(b"\x01" + h + r).digest()
-        return r
-
-    def batch(self, data: bytes) -> None:
-        count = int.from_bytes(data[:4], "big")
-        lens = array("I")
-        lens.frombytes(data[4 : 4 + 4 * count])
-        if sys.byteorder == "little":
-            lens.byteswap()
-        p0 = 4 + 4 * count
-        prevs = data[p0 : p0 + 64 * count]
-        off = p0 + 64 * count
-        sha = hashlib.sha256
-        prefix = len(TAG_CHAIN).to_bytes(2, "big") + TAG_CHAIN
-        lb: dict[int, bytes] = {}
-        i, head, stack, want = self.i, self.head, self.stack, self.want
-        nxt = want[-1] if want else -1
-        heads = [head]
-        for n in lens:
-            line = data[off : off + n]
-            off += n
-            ln = lb.get(n)
-            if ln is None:
-                ln = lb[n] = prefix + n.to_bytes(8, "big")
-            head = sha(ln + line).digest()
-            heads.append(head)
-            i += 1
-            if nxt >= 0:
-                h, height = sha(b"\x00" + line).digest(), 0
-                while stack and stack[-1][0] == height:
-                    h = sha(b"\x01" + stack.pop()[1] + h).digest()
-                    height += 1
-                stack.append((height, h))
-                if i == nxt:
-                    self.roots[i] = self.root()
-                    self.heads[i] = head
-                    want.pop()
-                    nxt = want[-1] if want else -1
-        heads.pop()  # the chain hash each line's prev must name: the one before it
-        if binascii.hexlify(b"".join(heads)) != prevs:
-            self._links(prevs, heads)
-        self.i, self.head = i, head
-
-    def _links(self, prevs: bytes, heads: list[bytes]) -> None:
-        base = self.i
-        for k, h in enumerate(heads):
-            p = prevs[64 * k : 64 * k + 64]
-            if p != SKIP and p != binascii.hexlify(h):
-                self.problem(base + k, f"entry {base + k} breaks the chain (seq {base + k})")
-
-    def result(self) -> dict[str, Any]:
-        return {
-            "entries": self.i,
-            "head": self.head.hex(),
-            "roots": {str(k): v.hex() for k, v in self.roots.items()},
-            "heads": {str(k): v.hex() for k, v in self.heads.items()},
-            "problems": self.problems,
-            "more": self.more,
-        }
 
 
 def main() -> int:

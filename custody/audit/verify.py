@@ -51,7 +51,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any
 
 from custody.audit import chainwork
 from custody.audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
@@ -111,10 +111,6 @@ def _entry_re(log_id: str) -> re.Pattern[bytes]:
     return re.compile(_entry_source(log_id))
 
 
-_PREV, _SEQ = _MAX_KEYS + 1, _MAX_KEYS + 2
-_HEX64 = re.compile(rb"[0-9a-f]{64}")
-_GROUPS = tuple(range(1, _MAX_KEYS + 3))
-_keys_sorted = chainwork.keys_sorted
 IN_FLIGHT = 8  # blocks sent to the worker and not yet answered, at most
 _QUEUED = 16  # blocks verified and waiting for an earlier one, at most
 _SEND_AT_MOST = 1 << 26  # bytes of a block sent to the worker (a frame's length)
@@ -250,16 +246,6 @@ class _BlockWorker:
             self._out.close()
 
 
-class _HashWorker(Protocol):
-    """The hash-split half (:class:`custody.audit.chainwork.ChainWork`) behind frames."""
-
-    BATCH: int
-
-    def send(self, payload: bytes) -> None: ...
-    def result(self) -> dict[str, Any]: ...
-    def kill(self) -> None: ...
-
-
 class LineChunks:
     """Entry lines handed over in lists (a store's fetches, ``iter_chunks``), which the
     verifier cuts into blocks without a step per line; iterating it gives the lines."""
@@ -339,9 +325,6 @@ class LogVerifier:
         self._progress = progress
         self._every = max(1, every)
         self._block = block
-        self._at: list[int] = []  # entry index of each problem in self.problems (split path)
-        # the block worker; a hash-split worker (the _HashWorker protocol) may stand here,
-        # put by a caller that drives that path itself
         self._worker: _BlockWorker | None = None
         self._slots: deque[_Slot] = deque()
         self.blocks_sent = 0  # blocks the worker verified (or was sent)
@@ -357,10 +340,9 @@ class LogVerifier:
     def parallel(self) -> bool:
         return self._worker is not None
 
-    def problem(self, text: str, at: int = -1) -> None:
+    def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
-            self._at.append(at)
         else:
             self.more_problems += 1
 
@@ -388,10 +370,6 @@ class LogVerifier:
     def feed(self, lines: Iterable[bytes]) -> None:
         """Verify the next entries, in order. After it, ``entries``, ``roots``, ``heads``,
         :meth:`head` and the problems are complete for everything fed."""
-        w: object = self._worker
-        if w is not None and not isinstance(w, _BlockWorker):
-            self._feed_parallel(lines, cast(_HashWorker, w))
-            return
         pat = _entry_re(self.log_id)
         b = self._block
         slots = self._slots
@@ -466,7 +444,7 @@ class LogVerifier:
         for k, line, h in bad:
             p = entry_problem(line, i0 + k, self.log_id, h.hex())
             if p is not None:
-                self.problem(p, i0 + k)
+                self.problem(p)
         fr, roots_at = self._frontier, self._roots_at
         if s.heads is not None:  # unaligned
             wants = dict(zip(s.wants, s.heads, strict=True))
@@ -501,94 +479,15 @@ class LogVerifier:
             if s.result is None:
                 self._local(pat, s)
 
-    def _feed_parallel(self, lines: Iterable[bytes], worker: _HashWorker) -> None:
-        """Check canonical form, seq and log here; the worker checks the prev links and
-        hashes (the chain and the Merkle tree)."""
-        i = self.entries
-        match = _entry_re(self.log_id).fullmatch
-        keys_ok: dict[tuple[bytes | None, ...], bool] = {}
-        every, progress = self._every, self._progress
-        groups, skip, batch_n = _GROUPS, chainwork.SKIP, worker.BATCH
-        blines: list[bytes] = []
-        prevs: list[bytes] = []
-        add_line, add_prev = blines.append, prevs.append
-        seqs = [b"%d" % k for k in range(i, i + batch_n)]
-        k = 0
-        try:
-            for line in lines:
-                m = match(line)
-                g = m.group(*groups) if m is not None else None
-                ok: bool | None = False
-                if g is not None and g[_SEQ - 1] == seqs[k]:
-                    ok = keys_ok.get(g[:_MAX_KEYS])
-                    if ok is None:
-                        ok = _keys_sorted(g[:_MAX_KEYS])
-                        if len(keys_ok) < 4096:
-                            keys_ok[g[:_MAX_KEYS]] = ok
-                if ok and g is not None and _HEX64.fullmatch(g[_PREV - 1]):
-                    add_prev(g[_PREV - 1])
-                else:
-                    p, e = _check(line, i, self.log_id)
-                    prev = e["prev"].encode() if e is not None and type(e["prev"]) is str else b""
-                    if p is None and _HEX64.fullmatch(prev) is None:
-                        # not a chain hash as the worker spells it (it could even be SKIP):
-                        # the link is broken, and reported here
-                        p = f"entry {i} breaks the chain (seq {i})"
-                    if p is not None:
-                        self.problem(p, i)
-                        prev = skip
-                    add_prev(prev)
-                add_line(line)
-                i += 1
-                k += 1
-                if k == batch_n:
-                    worker.send(chainwork.pack_batch(blines, prevs))
-                    blines.clear()
-                    prevs.clear()
-                    seqs = [b"%d" % n for n in range(i, i + batch_n)]
-                    k = 0
-                if progress is not None and i % every == 0:
-                    progress(i)
-            if blines:
-                worker.send(chainwork.pack_batch(blines, prevs))
-        except OSError as exc:
-            self._fail_worker(exc)
-        self.entries = i
-
     def join(self) -> None:
-        """End the worker (no-op in one process). On the hash-split path, collect its half:
-        after it, ``roots``, ``heads``, :meth:`head` and the problems are complete."""
+        """End the worker (no-op in one process)."""
         bw, self._worker = self._worker, None
         if bw is None:
             return
-        if isinstance(bw, _BlockWorker):
-            if self._slots:  # feed did not finish (it raised): nothing more is wanted
-                bw.kill()
-            else:
-                bw.close()
-            return
-        w = cast(_HashWorker, bw)
-        try:
-            r = w.result()
-        except (OSError, ValueError) as exc:
-            w.kill()
-            self._fail_worker(exc)
-            return
-        if r["entries"] != self.entries:
-            self.problem(
-                f"the chain could not be checked: the hashing process saw {r['entries']} "
-                f"of {self.entries} entries"
-            )
-            return
-        self._head = bytes.fromhex(r["head"])
-        self.roots.update({int(k): bytes.fromhex(v) for k, v in r["roots"].items()})
-        self.heads.update({int(k): bytes.fromhex(v) for k, v in r["heads"].items()})
-        mine = [(a, t) for a, t in zip(self._at, self.problems, strict=True)]
-        merged = sorted([*mine, *((int(a), str(t)) for a, t in r["problems"])])
-        total = len(merged) + self.more_problems + int(r["more"])
-        self.problems = [t for _, t in merged[:MAX_PROBLEMS]]
-        self._at = [a for a, _ in merged[:MAX_PROBLEMS]]
-        self.more_problems = total - len(self.problems)
+        if self._slots:  # feed did not finish (it raised): nothing more is wanted
+            bw.kill()
+        else:
+            bw.close()
 
     def head(self) -> bytes:
         """The chain hash of the last entry fed (the genesis when none)."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from custody.audit import chainwork
 from custody.audit import verify as V
 from custody.audit.log import AuditLog
 from custody.audit.records import chain_hash, genesis
@@ -182,32 +181,11 @@ def test_known_checkpoint_must_be_an_ancestor(tmp_path: Path) -> None:
     assert not rep.ok and any("history was rewritten" in p for p in rep.problems)
 
 
-# -- the two-process verifier (hashing in custody.audit.chainwork) -----------------------
-class _InProcess:
-    """custody.audit.chainwork's half run in this process, through the same frames the
-    real worker reads (for the many-case fuzz below, where a process per case is slow)."""
-
-    BATCH = 7  # small, so the cases cross batch boundaries
-
-    def __init__(self, sizes: list[int]) -> None:
-        self.work = chainwork.ChainWork(genesis(LOG), sizes)
-
-    def send(self, payload: bytes) -> None:
-        self.work.batch(payload)
-
-    def result(self) -> dict[str, object]:
-        return json.loads(json.dumps(self.work.result()))
-
-    def kill(self) -> None:
-        pass
-
-
+# -- the block-wise verifier (custody.audit.chainwork.check_block) against one line at a time
 def _both(lines: list[bytes], sizes: list[int]) -> tuple[V.LogVerifier, V.LogVerifier]:
     one = V.LogVerifier(LOG, sizes)
     one.feed(lines)
-    two = V.LogVerifier(LOG, sizes)
-    w = _InProcess(sizes)
-    two._worker = w  # type: ignore[assignment]
+    two = V.LogVerifier(LOG, sizes, block=8)  # small blocks, so the cases cross boundaries
     two.feed(lines)
     two.join()
     return one, two
