@@ -193,7 +193,7 @@ def cmd_request(args: argparse.Namespace) -> int:
             actions=("read",) if args.release else actions,
             kind="release" if args.release else "grant",
         )
-        note = access_session.seal_note(dep)
+        note = access_session.seal_note(dep, ac)
     out = {"ok": True, **_req(r), **note}
     if args.json:
         common.emit_json(out)
@@ -218,7 +218,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
             from custody.access.session import save_record
 
             out["record"] = str(save_record(dep.home, out["grant"], out["record"]))
-        note = access_session.seal_note(dep)
+        note = access_session.seal_note(dep, ac)
     if args.json:
         common.emit_json({"ok": True, **out, **note})
     elif out["grant"]:
@@ -236,7 +236,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
     ):
         # the rows first (a JSON list keeps its shape: the warning is on stderr): with the
         # PIN, nothing is expired, audited or shown from rows that fail their seal
-        access_session.seal_note(dep)
+        access_session.seal_note(dep, ac)
         _flow(dep, ac).expire_requests()
         rows = dep.store.access_requests(state=None if args.state == "all" else args.state)
     items = [_req(r) for r in rows]
@@ -258,7 +258,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         common.open_home(args, pin=common.pin_given(args)) as dep,
         access_session.opened(dep, args) as ac,
     ):
-        access_session.seal_note(dep)  # the rows first, as in cmd_requests
+        access_session.seal_note(dep, ac)  # the rows first, as in cmd_requests
         ac.lapse()
         now = ac.now()
         items = [_grant(g, now) for g in dep.store.grants(principal=args.principal, env=args.env)]
@@ -307,7 +307,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     ):
         who = access_session.acting(ac, args)
         g = _flow(dep, ac).revoke(args.grant_id, who, reason=args.reason, mfa_code=code)
-        note = access_session.seal_note(dep)
+        note = access_session.seal_note(dep, ac)
     if args.json:
         common.emit_json({"ok": True, "grant": g.id, "revoked_by": who.name, **note})
     else:

@@ -31,21 +31,25 @@ UNVERIFIED = (
 )
 
 
-def seal_note(dep: Deployment) -> dict[str, str]:
+def seal_note(dep: Deployment, ac: AccessControl | None = None) -> dict[str, str]:
     """Say whether this command's access-control rows are checked against the access seal:
     ``checked`` with the token open (they are checked here, whatever the command decided
-    through access control), else ``unverified``, with :data:`UNVERIFIED` on stderr (in
-    text and JSON mode alike). Returns the ``{"access_seal": ...}`` field for a command's
-    JSON document.
+    through access control: through *ac*'s seal when the command has one open, else the
+    home's), else ``unverified``, with :data:`UNVERIFIED` on stderr (in text and JSON mode
+    alike). Returns the ``{"access_seal": ...}`` field for a command's JSON document.
 
     Raises:
         IntegrityError: the rows fail their seal (audited; the caller shows nothing).
     """
     if dep.hsm is not None:
-        from custody.access.local import local_access
-
-        with local_access(dep, dep.home) as ac:
+        if ac is not None:
             ac.check_rows()
+        else:
+            from custody.access.local import home_seal
+
+            seal = home_seal(dep, dep.home)
+            if seal is not None:
+                seal.check()
         return {"access_seal": "checked"}
     print(UNVERIFIED, file=sys.stderr)
     return {"access_seal": "unverified"}

@@ -22,8 +22,6 @@ from typing import Any, Protocol
 from custody.access.auditing import intended
 from custody.access.control import AccessControl, AccessDenied, AuthError
 from custody.access.records import (
-    APPROVAL_ALGS,
-    ED25519,
     approval_input,
     body_digest,
     build_record,
@@ -32,7 +30,7 @@ from custody.access.records import (
 )
 from custody.access.roles import GRANTABLE, Principal
 from custody.access.settings import AccessSettings
-from custody.audit.signers import verify_signature
+from custody.audit.signers import ALGORITHMS, ED25519, verify_signature
 from custody.canonical import canonical_bytes
 from custody.errors import PolicyError, UsageError
 from custody.secrets.categories import check_path
@@ -207,7 +205,7 @@ class GrantFlow:
         member = next((m for m in self.ac.participants() if m.name == row.name), None)
         if member is None or member.public != key.public or member.revoked_at is not None:
             raise AuthError(f"{row.name}'s participant key is not enrolled", "Enrol it again.")
-        if member.alg not in APPROVAL_ALGS or key.alg != member.alg:
+        if member.alg not in ALGORITHMS or key.alg != member.alg:
             raise AuthError(
                 f"{row.name}'s participant key is enrolled as {member.alg}, this key signs "
                 f"{key.alg[:20]}",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from custody.audit.signers import verify_signature
+from custody.audit.signers import ALGORITHMS, ED25519, verify_signature
 from custody.canonical import canonical_bytes, domain_hash
 from custody.errors import IntegrityError
 from custody.store.rows import AccessApprovalRow, AccessRequestRow
@@ -28,9 +28,6 @@ REQUEST_TYPE = "custody/access-request/v1"
 APPROVAL_TYPE = "custody/access-approval/v1"
 RECORD_TYPE = "custody/grant-record/v1"
 DEFAULT_HIGH_APPROVERS = 2
-ED25519 = "ed25519"
-#: the participant key algorithms an approval may be signed with
-APPROVAL_ALGS = frozenset({ED25519, "ecdsa-p256"})
 
 
 def request_body(r: AccessRequestRow, deployment: str) -> dict[str, Any]:
@@ -160,7 +157,7 @@ def verify_record(
                 continue
             alg = a.get("alg", ED25519)
             want = (algs or {}).get(public, ED25519)
-            if alg != want or alg not in APPROVAL_ALGS:
+            if alg != want or alg not in ALGORITHMS:
                 problems.append(f"{name} signed as {str(alg)[:20]!r}, pinned as {want}")
                 continue
             sig = bytes.fromhex(a["sig"])
@@ -194,9 +191,7 @@ def verify_record(
 
 
 __all__ = [
-    "APPROVAL_ALGS",
     "DEFAULT_HIGH_APPROVERS",
-    "ED25519",
     "approval_input",
     "body_digest",
     "build_record",

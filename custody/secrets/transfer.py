@@ -29,13 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from custody.audit.signers import verify_signature
+from custody.audit.signers import ALGORITHMS, ED25519, verify_signature
 from custody.canonical import canonical_bytes, domain_hash, load_json
 from custody.errors import IntegrityError
 
 TYPE = "custody-secret-export"
-ED25519 = "ed25519"
-SENDER_ALGS = frozenset({ED25519, "ecdsa-p256"})
 INFO = b"custody/secret-export/v1"
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -77,7 +75,7 @@ def seal_export(
 ) -> bytes:
     """The export file for *items*, encrypted to *recipient* (raw X25519) and signed by
     the sender's key of *sender_alg*."""
-    if sender_alg not in SENDER_ALGS:
+    if sender_alg not in ALGORITHMS:
         raise ValueError(f"unknown signing algorithm {sender_alg[:20]!r}")
     eph = X25519PrivateKey.generate()
     eph_pub = _raw(eph.public_key())
@@ -157,7 +155,7 @@ def open_export(
     if sender not in trusted_senders:
         raise _bad("its sender is not a pinned key (--trust)")
     alg = header.get("sender_alg", ED25519)
-    if alg != (sender_algs or {}).get(sender, ED25519) or alg not in SENDER_ALGS:
+    if alg != (sender_algs or {}).get(sender, ED25519) or alg not in ALGORITHMS:
         raise _bad("its signing algorithm is not the pinned key's")
     if not verify_signature(alg, sender, sig, _signed(header, ct)):
         raise _bad("the signature does not verify")

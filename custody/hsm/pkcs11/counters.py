@@ -43,7 +43,6 @@ still on the token, so it is skipped (CKR_OBJECT_HANDLE_INVALID), never an error
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -56,7 +55,7 @@ from pkcs11.exceptions import (
     TemplateInconsistent,
 )
 
-from custody.hsm.pkcs11.secretkeys import NO_USE
+from custody.hsm.pkcs11.secretkeys import LABEL_ID_LEN, NO_USE, label_id
 
 APPLICATION = "custody-counter"
 KEY_PREFIX = APPLICATION + ":"  # the label of a key-held value: KEY_PREFIX + label
@@ -125,7 +124,7 @@ class CounterMixin:
             KeyType.GENERIC_SECRET,
             KEY_BITS,
             label=KEY_PREFIX + label,
-            id=raw + _tag(label),
+            id=raw + label_id(label),
             store=True,
             template={
                 Attribute.TOKEN: True,
@@ -209,13 +208,8 @@ def _value(raw: bytes) -> int:
     return int.from_bytes(raw, "big") if len(raw) == WIDTH else -1
 
 
-def _tag(label: str) -> bytes:
-    """What follows the value in a key-held counter's CKA_ID: it names the label."""
-    return hashlib.sha256(label.encode()).digest()[:16]
-
-
 def _key_value(cka_id: bytes, label: str) -> int:
     """The value a key-held counter of *label* holds (-1: its id is not one of *label*)."""
-    if len(cka_id) != WIDTH + 16 or cka_id[WIDTH:] != _tag(label):
+    if len(cka_id) != WIDTH + LABEL_ID_LEN or cka_id[WIDTH:] != label_id(label):
         return -1
     return _value(cka_id[:WIDTH])

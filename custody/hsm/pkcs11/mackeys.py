@@ -19,7 +19,6 @@ keys. One of the ``custody.hsm.pkcs11`` modules, the only ones that import ``pkc
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from custody.errors import HsmError, KeyNotFound
-from custody.hsm.pkcs11.secretkeys import NO_USE
+from custody.hsm.pkcs11.secretkeys import NO_USE, label_id
 
 HMAC = Mechanism.SHA256_HMAC
 MAC_KEY_BITS = 256
@@ -68,7 +67,7 @@ class MacKeyMixin:
                     KeyType.GENERIC_SECRET,
                     MAC_KEY_BITS,
                     label=label,
-                    id=hashlib.sha256(label.encode()).digest()[:16],
+                    id=label_id(label),
                     store=True,
                     template={
                         Attribute.TOKEN: True,

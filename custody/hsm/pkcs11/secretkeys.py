@@ -8,6 +8,7 @@ the ``custody.hsm.pkcs11`` modules, the only ones that import ``pkcs11``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -23,7 +24,17 @@ from custody.hsm.pkcs11.module import SharedLogin
 
 KWP = Mechanism.AES_KEY_WRAP_PAD  # RFC 5649
 _VERSIONED = re.compile(r"^(?P<label>.+)/v(?P<version>[0-9]+)$")
-PRIVATE = Attribute.PRIVATE
+LABEL_ID_LEN = 16
+
+
+def label_id(label: str) -> bytes:
+    """A CKA_ID derived from a token key's label: the first 16 bytes of SHA-256(label).
+    NSS softokn treats a new token key of the same class and CKA_ID as an existing one and
+    overwrites its label, so keys found by label (MAC keys, key-held counters) each carry
+    an id of their own."""
+    return hashlib.sha256(label.encode()).digest()[:LABEL_ID_LEN]
+
+
 NO_USE = {
     Attribute.ENCRYPT: False,
     Attribute.DECRYPT: False,
@@ -88,7 +99,11 @@ class SecretKeyMixin:
         # one); a public object under a live label, planted without the PIN, is not it.
         objs = list(
             s.get_objects(
-                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: lbl, PRIVATE: True}
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.LABEL: lbl,
+                    Attribute.PRIVATE: True,
+                }
             )
         )
         if not objs:
@@ -262,7 +277,7 @@ class SecretKeyMixin:
         """
         with self._op("list keys") as s:
             out = []
-            query = {Attribute.CLASS: ObjectClass.SECRET_KEY, PRIVATE: True}
+            query = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.PRIVATE: True}
             for key in list(s.get_objects(query)):  # no C_Encrypt inside C_FindObjects
                 m = _VERSIONED.match(key.label or "")
                 if m and (label is None or m["label"] == label):

@@ -40,7 +40,7 @@ def test_a_key_held_value_naming_another_label_is_ignored(hsm):
     from pkcs11 import Attribute, KeyType
 
     from custody.hsm.pkcs11 import counters as c
-    from custody.hsm.pkcs11.secretkeys import NO_USE
+    from custody.hsm.pkcs11.secretkeys import NO_USE, label_id
 
     a, b = f"attack-a-{uuid.uuid4().hex[:8]}", f"attack-b-{uuid.uuid4().hex[:8]}"
     hsm._counters_as_keys = True
@@ -48,7 +48,7 @@ def test_a_key_held_value_naming_another_label_is_ignored(hsm):
         assert hsm.advance_counter(a, 3) == 3
         with hsm._op("plant") as s:
             s.generate_key(KeyType.GENERIC_SECRET, c.KEY_BITS, label=c.KEY_PREFIX + a,
-                           id=(1 << 40).to_bytes(8, "big") + c._tag(b), store=True,
+                           id=(1 << 40).to_bytes(8, "big") + label_id(b), store=True,
                            template={Attribute.TOKEN: True, Attribute.PRIVATE: True,
                                      **NO_USE})  # fmt: skip
         assert hsm.counter(a) == 3
