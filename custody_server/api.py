@@ -259,7 +259,7 @@ class Api:
 
     async def authenticate(self, request: Request) -> Principal:
         cred = self.credential(request)
-        got = await self.backend.run(lambda c: self.resolve(c, cred))
+        got = await self.backend.run(lambda c: self.resolve(c, cred), cached=True)
         if isinstance(got, _AuthFailed):
             raise await self.failed_auth(cred, got)
         return got
@@ -303,7 +303,7 @@ class Api:
             c.audit.append_all(entries)  # decision and disclosure: one commit, before the value
             return out
 
-        out = await self.backend.run(job)
+        out = await self.backend.run(job, cached=True)
         if isinstance(out, _AuthFailed):
             raise await self.failed_auth(cred, out)
         return out

@@ -232,9 +232,13 @@ class Backend:
                 job = self._jobs.get()
                 if job is _STOP:
                     break
-                fn, done = job
+                fn, done, cached = job
                 try:
-                    result = fn(ctx)
+                    if cached:
+                        with ctx.dep.store.cached_reads():
+                            result = fn(ctx)
+                    else:
+                        result = fn(ctx)
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
                     done(None, exc)
                 else:
@@ -257,8 +261,13 @@ class Backend:
         for seal in seals:
             seal.invalidate(table)
 
-    async def run(self, fn: Callable[[Context], T]) -> T:
-        """Run ``fn(context)`` on the worker thread and return its result (or raise)."""
+    async def run(self, fn: Callable[[Context], T], *, cached: bool = False) -> T:
+        """Run ``fn(context)`` on the worker thread and return its result (or raise).
+
+        *cached*: for a request's short run of reads (authentication, a decision, a
+        read): inside :meth:`custody.store.port.StoreCore.cached_reads`, so that the
+        store's rows are read again only when something was committed since the last
+        request. A long or writing job runs without it (every read goes to the file)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
 
@@ -273,7 +282,7 @@ class Backend:
 
             loop.call_soon_threadsafe(settle)
 
-        self._jobs.put((fn, done))
+        self._jobs.put((fn, done, cached))
         return await fut
 
     def close(self) -> None:

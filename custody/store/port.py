@@ -83,6 +83,14 @@ class StoreCore(Protocol):
         write may run inside it (outside a transaction)."""
         ...
 
+    def cached_reads(self) -> AbstractContextManager[None]:
+        """One request's reads: inside, an adapter may answer a plain read from the results
+        of earlier ones, but only while nothing has been committed since (checked on
+        entry, for other connections and processes; on every read, for this one's own
+        writes). Reads inside a transaction or a read snapshot always go to the store.
+        Where the engine offers no cheap check (PostgreSQL), it changes nothing."""
+        ...
+
     def change_counter(self) -> object | None:
         """A value that differs whenever the stored rows may have changed since it was last
         read (another connection committed, or this one wrote), or None when the engine

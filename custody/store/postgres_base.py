@@ -254,6 +254,11 @@ class PostgresBase:
         """:meth:`custody.store.port.StoreCore.read_snapshot`."""
         return self._read_snapshot()
 
+    def cached_reads(self) -> contextlib.AbstractContextManager[None]:
+        """:meth:`custody.store.port.StoreCore.cached_reads`: every read goes to the
+        server (PostgreSQL has no cheap equivalent of SQLite's ``data_version``)."""
+        return contextlib.nullcontext()
+
     @contextmanager
     def _read_snapshot(self) -> Iterator[None]:
         """One REPEATABLE READ transaction around several reads, unless a transaction is

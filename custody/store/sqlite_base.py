@@ -17,6 +17,8 @@ from custody.errors import StorageError
 
 Params = Sequence[object] | dict[str, object]
 
+_MEMO_MAX = 1024  # statements a cached_reads memo keeps before it starts again
+
 
 def storage_error(path: Path, exc: Exception) -> StorageError:
     """A typed error for a foreign :mod:`sqlite3` error (no SQL or values in the message)."""
@@ -46,6 +48,11 @@ class SqliteBase:
         self._path = path
         self.conn = conn
         self._depth = 0  # open transaction levels (0: none)
+        # cached_reads: SELECT results kept while the file is unchanged
+        self._memo: dict[tuple[str, tuple[object, ...]], list[Any]] = {}
+        self._memo_on = False
+        self._memo_version: object = None  # PRAGMA data_version when the memo was checked
+        self._memo_changes = -1  # this connection's total_changes when it was filled
 
     @property
     def path(self) -> Path:
@@ -53,10 +60,69 @@ class SqliteBase:
 
     # -- statements ----------------------------------------------------------------
     def _rows(self, sql: str, params: Params = ()) -> list[Any]:
+        if self._memo_on and not self.conn.in_transaction:
+            return self._memo_rows(sql, params)
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise storage_error(self._path, exc) from exc
+
+    # -- one request's reads -------------------------------------------------------
+    @contextmanager
+    def cached_reads(self) -> Iterator[None]:
+        """:meth:`custody.store.port.StoreCore.cached_reads`: inside, a plain ``SELECT``
+        run outside a transaction is answered from the results kept from earlier ones
+        while nothing has been committed to the file since.
+
+        Whether anything was committed is asked once, on entry: ``PRAGMA data_version``
+        changes whenever another connection, in any process, commits to the file (so a
+        revocation written by the CLI or another worker empties the memo before the next
+        request reads). This connection's own writes are seen on every hit: its
+        ``total_changes`` is compared with the value when the memo was filled, and any
+        write since (in this scope or not) empties it. Reads inside a transaction or a
+        read snapshot always go to the file, so a read-modify-write sees what it locks.
+        The rows kept are what the file holds (wrapped keys, hashes, ciphertext), never a
+        plaintext; at most ``_MEMO_MAX`` statements, then the memo starts again.
+        """
+        if self._memo_on:  # nested: the outer scope's check holds
+            yield
+            return
+        try:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from exc
+        if version != self._memo_version:
+            self._memo.clear()
+            self._memo_version = version
+        self._memo_on = True
+        try:
+            yield
+        finally:
+            self._memo_on = False
+
+    def _memo_rows(self, sql: str, params: Params) -> list[Any]:
+        changes = self.conn.total_changes
+        if changes != self._memo_changes:  # this connection wrote: nothing kept holds
+            self._memo.clear()
+            self._memo_changes = changes
+        if not isinstance(params, (tuple, list)) or sql.lstrip()[:6].upper() != "SELECT":
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise storage_error(self._path, exc) from exc
+        key = (sql, tuple(params))
+        got = self._memo.get(key)
+        if got is None:
+            try:
+                got = self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise storage_error(self._path, exc) from exc
+            if self.conn.total_changes != changes:  # a statement that wrote is not kept
+                return got
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = got
+        return list(got)  # the caller's list: what is kept cannot be changed through it
 
     def _one(self, sql: str, params: Params = ()) -> Any:
         rows = self._rows(sql, params)
