@@ -12,9 +12,61 @@ from typing import Any
 
 import rfc8785
 
+_SAFE_INT = 2**53  # RFC 8785 integers: |n| < 2**53 (rfc8785's own bounds)
+_LITERALS = {None: b"null", True: b"true", False: b"false"}
+_FAST_DEPTH = 16  # deeper values take the library encoder
+
+
+def _plain(v: str) -> bool:
+    """A string RFC 8785 writes as it stands: printable ASCII without quote or backslash."""
+    return v.isascii() and v.isprintable() and '"' not in v and "\\" not in v
+
+
+def _fast(v: Any, depth: int = 0) -> bytes | None:
+    """RFC 8785 bytes of *v* for the shapes custody writes most (plain strings, integers
+    of JSON's safe range, booleans, null, and dicts and lists of those with plain keys),
+    or None for anything else (the library then encodes it, or refuses it). Exact types
+    only: a subclass (an enum, a bool for an int) is left to the library."""
+    t = type(v)
+    if t is str:
+        return b'"' + v.encode() + b'"' if _plain(v) else None
+    if t is int:
+        return str(v).encode() if -_SAFE_INT < v < _SAFE_INT else None
+    if v is None or t is bool:
+        return _LITERALS[v]
+    if depth >= _FAST_DEPTH:
+        return None
+    if t is dict:
+        parts = []
+        for k in v:
+            if type(k) is not str or not _plain(k):
+                return None
+        # plain keys are ASCII: code-point order is RFC 8785's UTF-16 order
+        for k in sorted(v):
+            x = _fast(v[k], depth + 1)
+            if x is None:
+                return None
+            parts.append(b'"' + k.encode() + b'":' + x)
+        return b"{" + b",".join(parts) + b"}"
+    if t is list or t is tuple:
+        items = []
+        for e in v:
+            x = _fast(e, depth + 1)
+            if x is None:
+                return None
+            items.append(x)
+        return b"[" + b",".join(items) + b"]"
+    return None
+
 
 def canonical_bytes(obj: Any) -> bytes:
-    """Serialise *obj* per RFC 8785. Raises ValueError/TypeError for unsupported values."""
+    """Serialise *obj* per RFC 8785. Raises ValueError/TypeError for unsupported values.
+
+    The common plain shapes are written directly (:func:`_fast`, the same bytes, without
+    the library's pure-Python walk); everything else goes through ``rfc8785``."""
+    got = _fast(obj)
+    if got is not None:
+        return got
     try:
         return rfc8785.dumps(obj)
     except rfc8785.CanonicalizationError as exc:  # floats out of range, non-str keys...

@@ -133,40 +133,6 @@ def attempt(intent_seq: int) -> Iterator[None]:
 
 
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
-_SAFE_INT = 2**53
-
-
-def _plain(v: str) -> bool:
-    """A string RFC 8785 writes as it stands: printable ASCII without quote or backslash."""
-    return v.isascii() and v.isprintable() and '"' not in v and "\\" not in v
-
-
-def _canon(v: Any) -> bytes:
-    """``canonical_bytes(v)``, without the pure-Python encoder for the common shapes: plain
-    strings, safe integers, booleans, null, and flat objects of those with plain keys."""
-    t = type(v)
-    if isinstance(v, str) and t is str and _plain(v):
-        return b'"' + v.encode() + b'"'
-    if t is int and -_SAFE_INT < v < _SAFE_INT:
-        return str(v).encode()
-    if t is dict and all(type(k) is str and _plain(k) for k in v):
-        parts = []
-        for k in sorted(v):
-            x = v[k]
-            tx = type(x)
-            if tx is str and _plain(x):
-                parts.append(b'"' + k.encode() + b'":"' + x.encode() + b'"')
-            elif tx is int and -_SAFE_INT < x < _SAFE_INT:
-                parts.append(b'"' + k.encode() + b'":' + str(x).encode())
-            elif x is None or tx is bool:
-                parts.append(b'"' + k.encode() + b'":' + _LITERALS[x])
-            else:
-                return canonical_bytes(v)
-        return b"{" + b",".join(parts) + b"}"
-    return canonical_bytes(v)
-
-
-_LITERALS = {None: b"null", True: b"true", False: b"false"}
 
 
 class _Pending:
@@ -370,8 +336,8 @@ class AuditLog:
         # Canonical bytes of everything but log/seq/prev, made here in the caller's thread
         # (a value that cannot be canonicalised is the caller's ValueError, before queueing);
         # the leader only splices in the chain fields, in RFC 8785 key order.
-        fixed = tuple(_canon(entry[k]) for k in ("actor", "details", "op", "outcome"))
-        fixed += (_canon(target), _canon(t))
+        fixed = tuple(canonical_bytes(entry[k]) for k in ("actor", "details", "op", "outcome"))
+        fixed += (canonical_bytes(target), canonical_bytes(t))
         return _Pending(entry, fixed, f"'{op} {target}'")
 
     def _commit(self, reqs: list[_Pending]) -> None:
