@@ -293,14 +293,16 @@ class Api:
                     why = {**det, "error": type(failure).__name__}
                     entries.append({"op": op, "target": target, "actor": got.name,
                                     "outcome": "failed", "details": why})  # fmt: skip
-                if entries:
-                    c.audit.append_all(entries)  # the denial is on record before the answer
+                if entries:  # the denial is on record before the answer
+                    c.commit_before_answer(entries)
                 raise failure
             version = getattr(out, "version", None)
             extra = {"version": version} if isinstance(version, int) else {}
             entries.append({"op": op, "target": target, "actor": got.name, "outcome": "ok",
                             "details": {**det, **extra}})  # fmt: skip
-            c.audit.append_all(entries)  # decision and disclosure: one commit, before the value
+            # decision and disclosure: durable before the value leaves, in one commit with
+            # the other requests the worker took at the same time
+            c.commit_before_answer(entries)
             return out
 
         out = await self.backend.run(job, cached=True)

@@ -95,9 +95,25 @@ class Context:
     consumers: Consumers
     mfa_mode: str = "enrolled"
     seal: AccessSeal | None = None
+    # set by the backend around a job: the entries the job's answer waits for
+    batch: list[dict[str, Any]] | None = None
+
+    def commit_before_answer(self, entries: list[dict[str, Any]]) -> None:
+        """Make *entries* durable before this job's answer (result or error) leaves: with
+        the entries of every job the worker took together, in one commit after the last
+        of them has run (:meth:`Backend.run`); outside a worker's batch, at once.
+
+        Raises:
+            AuditError: only at once (in a batch, each job of it gets the error instead).
+        """
+        if self.batch is not None:
+            self.batch.extend(entries)
+        else:
+            self.audit.append_all(entries)
 
 
 _STOP = object()
+_DRAIN = 64  # jobs a worker takes off the queue at once, at most
 
 
 def open_context(
@@ -228,23 +244,60 @@ class Backend:
         self._watch_changes(ctx)
         ready.set()
         try:
-            while True:
-                job = self._jobs.get()
-                if job is _STOP:
-                    break
-                fn, done, cached = job
-                try:
-                    if cached:
-                        with ctx.dep.store.cached_reads():
-                            result = fn(ctx)
-                    else:
-                        result = fn(ctx)
-                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
-                    done(None, exc)
-                else:
-                    done(result, None)
+            stop = False
+            while not stop:
+                jobs = [self._jobs.get()]
+                while len(jobs) < _DRAIN:  # every job waiting now: one audit commit for all
+                    try:
+                        jobs.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                if _STOP in jobs:  # this worker stops after the jobs it took
+                    stop = True
+                    for _ in range(jobs.count(_STOP) - 1):  # the other workers' stops
+                        self._jobs.put(_STOP)
+                    jobs = [j for j in jobs if j is not _STOP]
+                self._run_batch(ctx, jobs)
         finally:
             ctx.dep.close()
+
+    @staticmethod
+    def _run_batch(ctx: Context, jobs: list[Any]) -> None:
+        """Run *jobs* in order; a job's answer waits for the entries it handed to
+        :meth:`Context.commit_before_answer`, committed for the whole batch at once (a
+        failed commit fails every job that waited for it); the others answer at once."""
+        waiting: list[tuple[Callable[[Any, BaseException | None], None], Any, Any]] = []
+        entries: list[dict[str, Any]] = []
+        for fn, done, cached in jobs:
+            mine: list[dict[str, Any]] = []
+            ctx.batch = mine
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                if cached:
+                    with ctx.dep.store.cached_reads():
+                        result = fn(ctx)
+                else:
+                    result = fn(ctx)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+                error = exc
+            finally:
+                ctx.batch = None
+            if mine:
+                entries.extend(mine)
+                waiting.append((done, result, error))
+            else:
+                done(result, error)
+        if not waiting:
+            return
+        try:
+            ctx.audit.append_all(entries)
+        except BaseException as exc:  # noqa: BLE001 - every job of the batch is told
+            for done, _result, _error in waiting:
+                done(None, exc)
+            return
+        for done, result, error in waiting:
+            done(result, error)
 
     def _watch_changes(self, ctx: Context) -> None:
         """On PostgreSQL, one LISTEN connection per server: when any replica commits a
