@@ -194,3 +194,24 @@ def test_the_mfa_re_read_after_a_refused_step_sees_a_concurrent_lockout(tmp_path
         finally:
             other.close()
             audit.close()
+
+
+def test_a_client_lockout_holds_on_every_thread_though_each_keeps_the_token_row(tmp_path):
+    """Every thread's memo holds the service's token row; wrong tokens from the same
+    address, answered by whichever thread is free, lock the address out; the right token
+    is then refused on every thread (the lockout is the guard's, not a store row)."""
+    home, pins, tokens, env = server_home(tmp_path, {"x-svc": ("service-admin", ("pay",))})
+    s = Server(home, pins, make_pki(tmp_path / "pki"), "--rate", "100000/second",
+               "--threads", "4", "--lockout-after", "3", env=env)  # fmt: skip
+    s.tokens = tokens
+    try:
+        with _client(s, "x-svc") as c:
+            for _ in range(ROUNDS):
+                assert c.get("/api/v1/whoami").status_code == 200
+            bad = {"Authorization": "Bearer " + tokens["x-svc"][:-4] + "AAAA"}
+            for _ in range(3):
+                assert c.get("/api/v1/whoami", headers=bad).status_code == 401
+            for _ in range(ROUNDS):
+                assert c.get("/api/v1/whoami").status_code == 403
+    finally:
+        s.stop()

@@ -285,3 +285,34 @@ def test_a_commit_after_a_checkpoint_or_wal_reset_is_read_by_the_next_scope(
         raw.close()
         a.close()
         b.close()
+
+
+def test_a_raw_edit_of_the_file_is_kept_no_longer_than_sqlite_keeps_its_pages(lite: Backend):
+    """The disk operator edits custody.db's bytes in place while the server runs (no SQLite
+    commit, so ``data_version`` does not move). A connection's page cache is reset only when
+    something is committed, so the edit is not read before one, with or without the memo
+    (as before 442c545). Once anything is committed, the next scope must read the file as
+    it is: the memo never keeps a row past the page cache's reset (the access seal's next
+    check, reading the same file, then sees the edit)."""
+    a, b = lite.open(create=True), lite.open()
+    try:
+        a.set_meta("k", "ORIGINAL-VALUE")
+        a.set_meta("other", "x")
+        a.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with a.cached_reads():
+            assert a.get_meta("k") == "ORIGINAL-VALUE"
+        raw = lite.location
+        with open(raw, "r+b") as f:
+            data = f.read()
+            assert data.count(b"ORIGINAL-VALUE") == 1
+            f.seek(data.index(b"ORIGINAL-VALUE"))
+            f.write(b"EDITED--VALUE!")
+        with a.cached_reads():
+            kept = a.get_meta("k")
+        assert kept == a.get_meta("k")  # the memo answers what the connection would
+        b.set_meta("other", "y")  # any commit: the page cache is reset
+        with a.cached_reads():
+            assert a.get_meta("k") == "EDITED--VALUE!"
+    finally:
+        a.close()
+        b.close()
