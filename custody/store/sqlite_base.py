@@ -18,6 +18,10 @@ from custody.errors import StorageError
 Params = Sequence[object] | dict[str, object]
 
 _MEMO_MAX = 1024  # statements a cached_reads memo keeps before it starts again
+# the parameter types a kept statement may have: each binds as itself, and two values of
+# one of these types that are equal in Python bind as the same SQLite value (not so for
+# 1 and 1.0, or 0.0 and -0.0; a bytearray or memoryview cannot be a key)
+_KEPT_PARAMS = frozenset({str, int, bytes, bool, type(None)})
 
 
 def storage_error(path: Path, exc: Exception) -> StorageError:
@@ -49,7 +53,7 @@ class SqliteBase:
         self.conn = conn
         self._depth = 0  # open transaction levels (0: none)
         # cached_reads: SELECT results kept while the file is unchanged
-        self._memo: dict[tuple[str, tuple[object, ...]], list[Any]] = {}
+        self._memo: dict[tuple[str, tuple[tuple[type, object], ...]], list[Any]] = {}
         self._memo_on = False
         self._memo_version: object = None  # PRAGMA data_version when the memo was checked
         self._memo_changes = -1  # this connection's total_changes when it was filled
@@ -105,12 +109,16 @@ class SqliteBase:
         if changes != self._memo_changes:  # this connection wrote: nothing kept holds
             self._memo.clear()
             self._memo_changes = changes
-        if not isinstance(params, (tuple, list)) or sql.lstrip()[:6].upper() != "SELECT":
+        if (
+            not isinstance(params, (tuple, list))
+            or sql.lstrip()[:6].upper() != "SELECT"
+            or not all(type(p) in _KEPT_PARAMS for p in params)
+        ):
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise storage_error(self._path, exc) from exc
-        key = (sql, tuple(params))
+        key = (sql, tuple((type(p), p) for p in params))  # True is not 1 here
         got = self._memo.get(key)
         if got is None:
             try:
@@ -123,6 +131,22 @@ class SqliteBase:
                 self._memo.clear()
             self._memo[key] = got
         return list(got)  # the caller's list: what is kept cannot be changed through it
+
+    def _memo_recheck(self) -> None:
+        """After a transaction or a read snapshot inside a scope: it read the file, and a
+        row kept from before it may be older than what it saw (a concurrent lockout that
+        refused a TOTP step, rows the access seal has just checked). So what was committed
+        since the scope's check empties the memo here too: a read after it is never older
+        than the transaction's view."""
+        if not self._memo_on or self.conn.in_transaction:
+            return
+        try:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None  # unknown: keep nothing, and check again on the next entry
+        if version is None or version != self._memo_version:
+            self._memo.clear()
+            self._memo_version = version
 
     def _one(self, sql: str, params: Params = ()) -> Any:
         rows = self._rows(sql, params)
@@ -163,6 +187,8 @@ class SqliteBase:
         finally:
             if own and self.conn.in_transaction:
                 self._quiet("COMMIT")  # read only: nothing to keep or undo
+            if own:
+                self._memo_recheck()
 
     def _write(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one write statement in a transaction (the caller's, or its own)."""
@@ -232,6 +258,7 @@ class SqliteBase:
             raise
         finally:
             self._depth = 0
+            self._memo_recheck()
 
     @contextmanager
     def rehearsal(self) -> Iterator[None]:
@@ -245,6 +272,7 @@ class SqliteBase:
         finally:
             self._quiet("ROLLBACK")
             self._depth = 0
+            self._memo_recheck()
 
     def _require_transaction(self, what: str) -> None:
         if not self._depth:

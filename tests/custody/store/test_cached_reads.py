@@ -168,3 +168,151 @@ def test_interleaved_writers_never_leave_a_scope_reading_an_overwritten_value(
             raw.close()
         a.close()
         b.close()
+
+
+# -- attacks on the memo (review of 442c545) -------------------------------------------
+
+
+def test_a_read_after_a_transaction_in_the_scope_is_not_older_than_what_it_saw(
+    lite: Backend,
+):
+    """A transaction inside a scope reads the file (and decides on what it reads, e.g. a
+    conditional UPDATE that refuses a TOTP step because another thread has just locked the
+    principal out). A plain read after it, in the same scope, must not go back to a row
+    kept from before: the re-read after a refused step is how the MFA check learns of a
+    concurrent lockout."""
+    a, b = lite.open(create=True), lite.open()
+    try:
+        _put(a, "one")
+        with a.cached_reads():
+            assert a.get_meta("k") == "one"  # kept
+            _put(b, "two")  # another thread's commit
+            with a.transaction():
+                assert a.get_meta("k") == "two"
+                # a conditional write that matches nothing: total_changes does not move
+                a.conn.execute("UPDATE meta SET value='x' WHERE key='k' AND value='one'")
+            assert a.get_meta("k") == "two"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_read_after_a_snapshot_in_the_scope_is_not_older_than_what_it_saw(lite: Backend):
+    """The access seal checks the rows in a read snapshot; the decision then reads them
+    outside it. Those reads must not be older than the rows the seal has just checked
+    (a row kept from before the check is one the check did not cover)."""
+    a, b = lite.open(create=True), lite.open()
+    try:
+        _put(a, "sealed")
+        with a.cached_reads():
+            assert a.get_meta("k") == "sealed"
+            _put(b, "forged")  # kept by a read between two checks ...
+            assert a.get_meta("k") == "sealed"  # (this scope's memo: one view so far)
+            _put(b, "sealed-again")
+            with a.read_snapshot():  # ... the check reads the file afresh
+                assert a.get_meta("k") == "sealed-again"
+            assert a.get_meta("k") == "sealed-again"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_params_equal_in_python_but_not_in_sqlite_are_not_answered_from_one_entry(
+    lite: Backend,
+):
+    """1, 1.0 and True are equal (and hash alike) in Python, but SQLite binds 1.0 as a REAL,
+    and a TEXT column compares it as '1.0': a memo keyed on the values alone would answer
+    one statement with the other's rows."""
+    a = lite.open(create=True)
+    try:
+        a.set_meta("1", "integer-key")
+        a.set_meta("1.0", "real-key")
+        sql = "SELECT value FROM meta WHERE key=?"
+        with a.cached_reads():
+            assert a._rows("SELECT typeof(?)", (1,)) == [("integer",)]
+            assert a._rows("SELECT typeof(?)", (1.0,)) == [("real",)]
+            assert a._rows(sql, (1,)) == [("integer-key",)]
+            assert a._rows(sql, (1.0,)) == [("real-key",)]
+            assert a._rows(sql, [1.0]) == [("real-key",)]
+        with a.cached_reads():
+            assert a._rows(sql, (1.0,)) == [("real-key",)]
+            assert a._rows(sql, (1,)) == [("integer-key",)]
+    finally:
+        a.close()
+
+
+def test_params_that_cannot_be_a_key_are_read_from_the_file(lite: Backend):
+    """bytearray and memoryview are valid SQLite blobs but cannot be dict keys: the read
+    must work as it does outside a scope (not fail with a TypeError), and a later change
+    must be seen."""
+    a, b = lite.open(create=True), lite.open()
+    try:
+        a.set_meta("k", "one")
+        sql = "SELECT value FROM meta WHERE CAST(key AS BLOB)=?"
+        with a.cached_reads():
+            assert a._rows(sql, (bytearray(b"k"),)) == [("one",)]
+            assert a._rows(sql, [memoryview(b"k")]) == [("one",)]
+            assert a._rows(sql, (b"k",)) == [("one",)]  # bytes: hashable, kept
+        _put(b, "two")
+        with a.cached_reads():
+            assert a._rows(sql, (bytearray(b"k"),)) == [("two",)]
+            assert a._rows(sql, (b"k",)) == [("two",)]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("mode", ["PASSIVE", "FULL", "RESTART", "TRUNCATE"])
+def test_a_commit_after_a_checkpoint_or_wal_reset_is_read_by_the_next_scope(
+    lite: Backend, mode: str
+):
+    """After a checkpoint the next writer may restart the WAL from frame 0 (RESTART and
+    TRUNCATE force it): the same number of frames as before, at the same offsets. The
+    next scope must still see the commit (the WAL index's salts change on a restart)."""
+    a, b = lite.open(create=True), lite.open()
+    raw = sqlite3.connect(lite.location, isolation_level=None)
+    try:
+        _put(a, "v0")
+        for i in range(1, 6):
+            with a.cached_reads():
+                assert a.get_meta("k") == f"v{i - 1}"
+            # a's scope has ended: nothing of a's holds a read lock, so the WAL can restart
+            raw.execute(f"PRAGMA wal_checkpoint({mode})")
+            _put(b, f"v{i}")  # one frame, written where the last one was
+            with a.cached_reads():
+                assert a.get_meta("k") == f"v{i}", (mode, i)
+    finally:
+        raw.close()
+        a.close()
+        b.close()
+
+
+def test_a_raw_edit_of_the_file_is_kept_no_longer_than_sqlite_keeps_its_pages(lite: Backend):
+    """The disk operator edits custody.db's bytes in place while the server runs (no SQLite
+    commit, so ``data_version`` does not move). A connection's page cache is reset only when
+    something is committed, so the edit is not read before one, with or without the memo
+    (as before 442c545). Once anything is committed, the next scope must read the file as
+    it is: the memo never keeps a row past the page cache's reset (the access seal's next
+    check, reading the same file, then sees the edit)."""
+    a, b = lite.open(create=True), lite.open()
+    try:
+        a.set_meta("k", "ORIGINAL-VALUE")
+        a.set_meta("other", "x")
+        a.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with a.cached_reads():
+            assert a.get_meta("k") == "ORIGINAL-VALUE"
+        raw = lite.location
+        with open(raw, "r+b") as f:
+            data = f.read()
+            assert data.count(b"ORIGINAL-VALUE") == 1
+            f.seek(data.index(b"ORIGINAL-VALUE"))
+            f.write(b"EDITED--VALUE!")
+        with a.cached_reads():
+            kept = a.get_meta("k")
+        assert kept == a.get_meta("k")  # the memo answers what the connection would
+        b.set_meta("other", "y")  # any commit: the page cache is reset
+        with a.cached_reads():
+            assert a.get_meta("k") == "EDITED--VALUE!"
+    finally:
+        a.close()
+        b.close()
