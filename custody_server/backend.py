@@ -261,14 +261,21 @@ class Backend:
         finally:
             ctx.dep.close()
 
-    @staticmethod
-    def _run_batch(ctx: Context, jobs: list[Any]) -> None:
+    @classmethod
+    def _run_batch(cls, ctx: Context, jobs: list[Any]) -> None:
         """Run *jobs* in order; a job's answer waits for the entries it handed to
         :meth:`Context.commit_before_answer`, committed for the whole batch at once (a
-        failed commit fails every job that waited for it); the others answer at once."""
+        failed commit fails every job that waited for it); the others answer at once.
+
+        A job that is not a read (not *cached*: it may change the store) runs only after
+        the entries of the reads before it are committed, so that the log never shows a
+        change (a revocation, say) before a disclosure that was decided ahead of it."""
         waiting: list[tuple[Callable[[Any, BaseException | None], None], Any, Any]] = []
         entries: list[dict[str, Any]] = []
         for fn, done, cached in jobs:
+            if not cached and waiting:
+                cls._commit_batch(ctx, entries, waiting)
+                waiting, entries = [], []
             mine: list[dict[str, Any]] = []
             ctx.batch = mine
             result: Any = None
@@ -288,8 +295,17 @@ class Backend:
                 waiting.append((done, result, error))
             else:
                 done(result, error)
-        if not waiting:
-            return
+        if waiting:
+            cls._commit_batch(ctx, entries, waiting)
+
+    @staticmethod
+    def _commit_batch(
+        ctx: Context,
+        entries: list[dict[str, Any]],
+        waiting: list[tuple[Callable[[Any, BaseException | None], None], Any, Any]],
+    ) -> None:
+        """Commit *entries* in one batch, then answer the jobs *waiting* for them (each
+        with the commit's error instead, when it fails)."""
         try:
             ctx.audit.append_all(entries)
         except BaseException as exc:  # noqa: BLE001 - every job of the batch is told

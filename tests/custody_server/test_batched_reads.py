@@ -6,6 +6,7 @@ after. A real server over TLS on a real SoftHSMv2 home, clients on threads."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import ssl
 import threading
@@ -120,3 +121,39 @@ def test_a_failed_commit_fails_every_request_of_its_batch_and_shows_no_value(srv
     v = run_cli("audit", "verify", "--home", str(srv.home))
     assert v.returncode == 0, v.stdout + v.stderr
     assert VALUE not in srv.output()
+
+
+def test_a_change_taken_in_a_batch_is_logged_after_the_reads_decided_before_it(tmp_path):
+    """The order of the log is the order the worker acted in: a job that may change the
+    store (not a read) waits for the reads ahead of it in the batch to be committed. A
+    real audit log and store on disk; the jobs stand for a read and a revocation."""
+    from custody.audit.log import AuditLog
+    from custody.store import open_store
+    from custody_server.backend import Backend, Context
+
+    log = AuditLog(tmp_path / "audit.db")
+    store = open_store(tmp_path / "custody.db", create=True)
+    dep = type("Dep", (), {"store": store})()
+    ctx = Context(dep=dep, vault=None, access=None, audit=log, staging=None, consumers=None)  # type: ignore[arg-type]
+    answered: list[str] = []
+
+    def read(name):
+        def job(c):
+            c.commit_before_answer([{"op": "secret get", "target": "prod:x", "actor": name}])
+            return name
+
+        return job, lambda result, error: answered.append(result), True
+
+    def revoke(c):
+        c.audit.append("principal revoke", "r2", "admin")
+        return "revoked"
+
+    try:
+        jobs = [read("r1"), (revoke, lambda r, e: answered.append(r), False), read("r2")]
+        Backend._run_batch(ctx, jobs)
+        ops = [(e["op"], e["actor"]) for e in map(json.loads, log.lines())]
+        assert ops == [("secret get", "r1"), ("principal revoke", "admin"), ("secret get", "r2")]
+        assert answered == ["r1", "revoked", "r2"]
+    finally:
+        log.close()
+        store.close()
