@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -134,9 +135,16 @@ def test_the_rate_limit_holds_across_processes(srv):
         kids = children(srv)
         before = {k: reads(k) for k in kids}
         time.sleep(1.02 - time.time() % 1)  # just after a window starts
-        start, codes = time.time(), list[int]()
-        while time.time() - start < 0.6 and len(codes) < 60:
-            codes.append(clients[len(codes) % 6].get("/api/v1/whoami", headers=right).status_code)
+        start = time.time()
+
+        def burst(c: httpx.Client) -> list[int]:  # the six connections at once
+            got: list[int] = []
+            while time.time() - start < 0.6 and len(got) < 10:
+                got.append(c.get("/api/v1/whoami", headers=right).status_code)
+            return got
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = [code for got in pool.map(burst, clients) for code in got]
         end = time.time()
     finally:
         for c in clients:
