@@ -113,6 +113,31 @@ class Context:
 
 
 _STOP = object()
+_Reply = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]  # where a job's answer goes
+_Answer = tuple[_Reply, Any, BaseException | None]  # a job's reply, result and error
+
+
+def _answer(answers: list[_Answer]) -> None:
+    """Hand *answers* to their event loops: one wake-up of each loop for all of its own."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+    for a in answers:
+        by_loop.setdefault(a[0][0], []).append(a)
+    for loop, mine in by_loop.items():
+        loop.call_soon_threadsafe(_settle, mine)
+
+
+def _settle(answers: list[_Answer]) -> None:
+    """On the event loop: each answer's future gets its result or error (unless the
+    request has gone: a cancelled future)."""
+    for (_loop, fut), result, error in answers:
+        if fut.cancelled():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+
 _DRAIN = 64  # jobs a worker takes off the queue at once, at most
 
 
@@ -266,13 +291,14 @@ class Backend:
         """Run *jobs* in order; a job's answer waits for the entries it handed to
         :meth:`Context.commit_before_answer`, committed for the whole batch at once (a
         failed commit fails every job that waited for it); the others answer at once.
+        The answers of one commit reach the event loop in one wake-up.
 
         A job that is not a read (not *cached*: it may change the store) runs only after
         the entries of the reads before it are committed, so that the log never shows a
         change (a revocation, say) before a disclosure that was decided ahead of it."""
-        waiting: list[tuple[Callable[[Any, BaseException | None], None], Any, Any]] = []
+        waiting: list[_Answer] = []
         entries: list[dict[str, Any]] = []
-        for fn, done, cached in jobs:
+        for fn, reply, cached in jobs:
             if not cached and waiting:
                 cls._commit_batch(ctx, entries, waiting)
                 waiting, entries = [], []
@@ -292,28 +318,22 @@ class Backend:
                 ctx.batch = None
             if mine:
                 entries.extend(mine)
-                waiting.append((done, result, error))
+                waiting.append((reply, result, error))
             else:
-                done(result, error)
+                _answer([(reply, result, error)])
         if waiting:
             cls._commit_batch(ctx, entries, waiting)
 
     @staticmethod
-    def _commit_batch(
-        ctx: Context,
-        entries: list[dict[str, Any]],
-        waiting: list[tuple[Callable[[Any, BaseException | None], None], Any, Any]],
-    ) -> None:
+    def _commit_batch(ctx: Context, entries: list[dict[str, Any]], waiting: list[_Answer]) -> None:
         """Commit *entries* in one batch, then answer the jobs *waiting* for them (each
         with the commit's error instead, when it fails)."""
         try:
             ctx.audit.append_all(entries)
         except BaseException as exc:  # noqa: BLE001 - every job of the batch is told
-            for done, _result, _error in waiting:
-                done(None, exc)
+            _answer([(reply, None, exc) for reply, _result, _error in waiting])
             return
-        for done, result, error in waiting:
-            done(result, error)
+        _answer(waiting)
 
     def _watch_changes(self, ctx: Context) -> None:
         """On PostgreSQL, one LISTEN connection per server: when any replica commits a
@@ -339,19 +359,7 @@ class Backend:
         request. A long or writing job runs without it (every read goes to the file)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            def settle() -> None:
-                if fut.cancelled():
-                    return
-                if exc is not None:
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
-
-            loop.call_soon_threadsafe(settle)
-
-        self._jobs.put((fn, done, cached))
+        self._jobs.put((fn, (loop, fut), cached))
         return await fut
 
     def close(self) -> None:

@@ -126,7 +126,10 @@ def test_a_failed_commit_fails_every_request_of_its_batch_and_shows_no_value(srv
 def test_a_change_taken_in_a_batch_is_logged_after_the_reads_decided_before_it(tmp_path):
     """The order of the log is the order the worker acted in: a job that may change the
     store (not a read) waits for the reads ahead of it in the batch to be committed. A
-    real audit log and store on disk; the jobs stand for a read and a revocation."""
+    real audit log and store on disk; the jobs stand for a read and a revocation, and
+    their answers go to futures of a real event loop."""
+    import asyncio
+
     from custody.audit.log import AuditLog
     from custody.store import open_store
     from custody_server.backend import Backend, Context
@@ -135,25 +138,27 @@ def test_a_change_taken_in_a_batch_is_logged_after_the_reads_decided_before_it(t
     store = open_store(tmp_path / "custody.db", create=True)
     dep = type("Dep", (), {"store": store})()
     ctx = Context(dep=dep, vault=None, access=None, audit=log, staging=None, consumers=None)  # type: ignore[arg-type]
-    answered: list[str] = []
+    loop = asyncio.new_event_loop()
 
     def read(name):
         def job(c):
             c.commit_before_answer([{"op": "secret get", "target": "prod:x", "actor": name}])
             return name
 
-        return job, lambda result, error: answered.append(result), True
+        return job, (loop, loop.create_future()), True
 
     def revoke(c):
         c.audit.append("principal revoke", "r2", "admin")
         return "revoked"
 
     try:
-        jobs = [read("r1"), (revoke, lambda r, e: answered.append(r), False), read("r2")]
+        jobs = [read("r1"), (revoke, (loop, loop.create_future()), False), read("r2")]
         Backend._run_batch(ctx, jobs)
         ops = [(e["op"], e["actor"]) for e in map(json.loads, log.lines())]
         assert ops == [("secret get", "r1"), ("principal revoke", "admin"), ("secret get", "r2")]
-        assert answered == ["r1", "revoked", "r2"]
+        loop.run_until_complete(asyncio.sleep(0.01))  # the answers handed to the loop
+        assert [j[1][1].result() for j in jobs] == ["r1", "revoked", "r2"]
     finally:
+        loop.close()
         log.close()
         store.close()
