@@ -109,6 +109,29 @@ LEGACY = textwrap.dedent(
 )
 
 
+# The genuine ECDH point's mirror (x, -y): x-only ECDH cannot tell it from the genuine one.
+MIRROR = textwrap.dedent(
+    """
+    import sys
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    module, token_label, label, point = sys.argv[1:5]
+    p = 2**256 - 2**224 + 2**192 + 2**96 - 1
+    q = bytes.fromhex(point)
+    mirror = q[:33] + (p - int.from_bytes(q[33:], "big")).to_bytes(32, "big")
+    tok = pkcs11.lib(module).get_token(token_label=token_label)
+    with tok.open(rw=True) as s:  # no login
+        s.create_object({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
+                         Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                         Attribute.LABEL: label, Attribute.VERIFY: False,
+                         Attribute.DERIVE: False,
+                         Attribute.EC_PARAMS: bytes.fromhex("06082a8648ce3d030107"),
+                         Attribute.EC_POINT: bytes([4, 65]) + mirror})
+    print(mirror.hex())
+    """
+)
+
+
 def _run(script: str, *args: str, stdin: str = "") -> str:
     r = subprocess.run(
         [sys.executable, "-c", script, DEFAULT_SOFTHSM_MODULE, *args],
@@ -118,9 +141,7 @@ def _run(script: str, *args: str, stdin: str = "") -> str:
     return r.stdout.strip()
 
 
-def plant(
-    token_label: str, label: str, kind: str, mode: str = "plant"
-) -> tuple[int, bytes, bytes]:
+def plant(token_label: str, label: str, kind: str, mode: str = "plant") -> tuple[int, bytes, bytes]:
     """Plant (``swap``: first destroy every visible public key labelled *label*) a public
     key of *kind* without the PIN; (public keys destroyed, planter's private key, point)."""
     destroyed, secret, point = _run(PLANTER, token_label, label, kind, mode).split()
@@ -265,6 +286,28 @@ def test_a_swapped_public_key_is_never_used(hsm_for, softhsm_token, kind, legacy
                 mine = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), genuine)
                 if adapter.ecdh_derive(label, peer_pub) != peer.exchange(ec.ECDH(), mine):
                     breaches.append(f"{which}: derive used another private key")
-        except Exception as exc:  # noqa: BLE001 - a breach to report, whatever it is
+        except Exception as exc:  # a breach to report, whatever it is
             breaches.append(f"{which}: the private key no longer works: {exc}")
     assert not breaches
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-pair", "new-pair"])
+def test_the_mirror_of_an_ecdh_point_is_never_returned(hsm_for, softhsm_token, legacy):
+    """(x, -y) passes the ECDH proof too (the token's ECDH gives x alone, and d, -d give
+    the same x). Beside a new pair the PIN-made public key wins; beside a pair made
+    before the fix custody cannot tell which it published and refuses to say."""
+    _conf, token_label, pin = softhsm_token
+    h = hsm_for("ecdh")
+    label = f"pk-mirror-{uuid.uuid4().hex[:8]}"
+    if legacy:
+        _run(LEGACY, token_label, label, "ecdh", stdin=pin)
+    genuine = ensure(h, label, "ecdh")
+    mirror = bytes.fromhex(_run(MIRROR, token_label, label, genuine.hex()))
+    assert mirror != genuine and mirror[:33] == genuine[:33]
+    for adapter in (h, hsm_for("ecdh")):
+        if legacy:
+            with pytest.raises(IntegrityError, match="Several public keys"):
+                ensure(adapter, label, "ecdh")
+        else:
+            assert ensure(adapter, label, "ecdh") == genuine
+        works(adapter, label, "ecdh", genuine)
