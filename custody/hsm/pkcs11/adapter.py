@@ -152,6 +152,7 @@ class Pkcs11Hsm(WrappingMixin, SecretKeyMixin, KeyPairMixin, MacKeyMixin, Counte
         if not kek_seals or set(kek_seals) - set(KEK_SEALS):
             raise ValueError(f"kek_seals must be drawn from {KEK_SEALS}")
         self._kek_seals = kek_seals
+        self._proofs = {}  # keypairs: public keys proven to belong to a private key
         self._login: SharedLogin | None = None
         conf = str((Path(home) / config.softhsm_conf).resolve()) if config.softhsm_conf else None
         # SoftHSMv2's file store rewrites token.object on every C_Login (PIN flags) and is not

@@ -16,11 +16,14 @@ as a mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`. It is one of the
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as px
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from custody.errors import HsmError, IntegrityError, KeyNotFound, MechanismUnsupported
@@ -34,31 +37,106 @@ SIGN_MECHS = {
 }
 
 
+PROOF_CACHE_LIMIT = 4096  # proofs kept per adapter (planted objects cannot grow it forever)
+
+
 class KeyPairMixin:
-    """Signing and ECDH operations; the adapter supplies the session, lock and facts."""
+    """Signing and ECDH operations; the adapter supplies the session, lock and facts.
+
+    A pair is its private key: CKA_PRIVATE, so only the logged-in user can have made it.
+    Its public half is a separate object that a session without the PIN may create or
+    destroy (CKA_PRIVATE false, as in pairs made before custody generated it private), so
+    the public key custody returns or verifies with is one *proven* to belong to the
+    private key (:func:`proves`): a fresh challenge signed on the token and verified in
+    process, or a token ECDH that the candidate's point reproduces in process. Other
+    public keys labelled so are ignored. Signing and deriving use the private key alone.
+    """
 
     _mechs: frozenset[str]
     _signing_algorithms: tuple[str, ...]
     _op: Callable[..., AbstractContextManager[Any]]
+    # (label, use, private handle, public handle, public point) -> it proved the pair
+    _proofs: dict[tuple[str, str, int, int, bytes], bool]
 
-    def _pair(self, s: Any, label: str, use: Attribute) -> tuple[Any, Any] | None:
-        def one(cls: ObjectClass, attrs: dict[Attribute, bool]) -> Any:
-            objs = list(
-                s.get_objects(
-                    {Attribute.CLASS: cls, Attribute.LABEL: label, Attribute.TOKEN: True, **attrs}
-                )
-            )
-            if len(objs) > 1:
-                raise HsmError(f"Several key pairs are labelled {label!r}", "Remove the duplicate.")
-            return objs[0] if objs else None
-
+    def _private(self, s: Any, label: str, use: Attribute) -> Any | None:
         # a private key custody made is CKA_PRIVATE: one planted without the PIN (a R/W
         # public session may create a public CKO_PRIVATE_KEY of known value) is never used
-        priv = one(ObjectClass.PRIVATE_KEY, {use: True, Attribute.PRIVATE: True})
-        pub = one(ObjectClass.PUBLIC_KEY, {Attribute.VERIFY: use == Attribute.SIGN})
-        if priv is None or pub is None:
-            return None
-        return pub, priv
+        objs = list(
+            s.get_objects(
+                {
+                    Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                    Attribute.LABEL: label,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    use: True,
+                }
+            )
+        )
+        if len(objs) > 1:
+            raise HsmError(
+                f"Several key pairs are labelled {label!r}",
+                "Each is a private token object, made with the PIN: remove the duplicate.",
+            )
+        return objs[0] if objs else None
+
+    def _public(self, s: Any, label: str, use: Attribute, priv: Any) -> bytes:
+        """The public point (:func:`ec_point`) proven to belong to *priv*.
+
+        Raises:
+            IntegrityError: no public key labelled *label* belongs to *priv*.
+        """
+        alg = alg_of(priv)
+        role = "sign" if use == Attribute.SIGN else "derive"
+        cands = list(  # the search ends before any proof runs on the session
+            s.get_objects(
+                {
+                    Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                    Attribute.LABEL: label,
+                    Attribute.TOKEN: True,
+                    Attribute.VERIFY: use == Attribute.SIGN,
+                }
+            )
+        )
+        proven: list[tuple[Any, bytes]] = []
+        unproven = 0
+        for pub in cands:
+            try:
+                point = ec_point(pub)
+            except (px.AttributeTypeInvalid, px.AttributeSensitive):
+                unproven += 1
+                continue
+            key = (label, role, int(priv.handle), int(pub.handle), point)
+            ok = self._proofs.get(key)
+            if ok is None:
+                if len(self._proofs) >= PROOF_CACHE_LIMIT:
+                    self._proofs.clear()
+                ok = self._proofs[key] = proves(priv, alg, use, point)
+            if ok:
+                proven.append((pub, point))
+            else:
+                unproven += 1
+        points = {point for _, point in proven}
+        if len(points) > 1:
+            # only x-only ECDH lets two points prove (Q and -Q, the same x): prefer the one
+            # made with the PIN (a CKA_PRIVATE public key, as custody now generates them)
+            points = {point for pub, point in proven if pub[Attribute.PRIVATE]} or points
+        if len(points) == 1:
+            return points.pop()
+        if points:
+            raise IntegrityError(
+                f"Several public keys labelled {label!r} belong to its private key",
+                "One was planted beside it (the same x coordinate, another y): custody "
+                "cannot tell which it published. Remove the public key that is not the one "
+                "custody published for it, while logged in.",
+            )
+        raise IntegrityError(
+            f"The token key pair {label!r} has no public key that belongs to its private key"
+            + (f" ({unproven} other public key(s) carry its label)" if unproven else ""),
+            "Its public key was removed or replaced without the PIN; custody does not use "
+            "an unproven one. Its private key still signs and derives. Restore the public "
+            "key custody published for it (a public key object with that label, made while "
+            "logged in), or create the key again under another label.",
+        )
 
     def signing_algorithm(self, algorithms: tuple[str, ...] | None = None) -> str:
         """The algorithm a new signing key gets on this token: the first of *algorithms*
@@ -100,27 +178,28 @@ class KeyPairMixin:
         Raises:
             MechanismUnsupported: the token offers none of *algorithms*, or *label* exists
                 with another algorithm.
+            IntegrityError: the pair exists and has no public key proven to be its own.
             HsmError: the token failed.
         """
         allowed = algorithms or self._signing_algorithms
         with self._op(f"create signing key {label!r}") as s:
-            pair = self._pair(s, label, Attribute.SIGN)
-            if pair is None:
+            priv = self._private(s, label, Attribute.SIGN)
+            if priv is None:
                 alg = self.signing_algorithm(allowed)
-                pair = generate_pair(s, label, alg, Attribute.SIGN, True)
-            alg = alg_of(pair[0])
+                _, priv = generate_pair(s, label, alg, Attribute.SIGN, True)
+            alg = alg_of(priv)
             if alg not in allowed:
                 raise MechanismUnsupported(
                     f"Signing key {label!r} on the token is {alg}, not {' or '.join(allowed)}",
                     "Its signatures could not be verified; remove it, or use another label.",
                 )
-            return alg, ec_point(pair[0])
+            return alg, self._public(s, label, Attribute.SIGN, priv)
 
-    def _signer(self, s: Any, label: str) -> tuple[Any, Any]:
-        pair = self._pair(s, label, Attribute.SIGN)
-        if pair is None:
+    def _signer(self, s: Any, label: str) -> Any:
+        priv = self._private(s, label, Attribute.SIGN)
+        if priv is None:
             raise KeyNotFound(f"No signing key {label!r} on the token", "Create it first.")
-        return pair
+        return priv
 
     def sign(self, label: str, data: bytes) -> bytes:
         """Sign *data*: Ed25519 (CKM_EDDSA) or ECDSA P-256 over SHA-256(data) (raw r||s).
@@ -130,20 +209,23 @@ class KeyPairMixin:
             HsmError: the token failed.
         """
         with self._op(f"sign with {label!r}") as s:
-            pub, priv = self._signer(s, label)
-            return bytes(sign_with(priv, alg_of(pub), data))
+            priv = self._signer(s, label)
+            return bytes(sign_with(priv, alg_of(priv), data))
 
     def verify(self, label: str, data: bytes, signature: bytes) -> None:
-        """Verify a signature made by :meth:`sign` with the token's public key.
+        """Verify a signature made by :meth:`sign` with the key pair's public key (the one
+        proven to belong to its private key), in process.
 
         Raises:
             KeyNotFound: no such signing key.
-            IntegrityError: the signature does not verify.
+            IntegrityError: the signature does not verify, or the pair has no proven
+                public key.
             HsmError: the token failed.
         """
         with self._op(f"verify with {label!r}", integrity=True) as s:
-            pub, _ = self._signer(s, label)
-            if not verify_with(pub, alg_of(pub), data, signature):
+            priv = self._signer(s, label)
+            alg = alg_of(priv)
+            if not verify_point(alg, self._public(s, label, Attribute.SIGN, priv), data, signature):
                 raise IntegrityError(
                     f"Bad signature for key {label!r}", "The data or the signature was altered."
                 )
@@ -153,13 +235,14 @@ class KeyPairMixin:
 
         Raises:
             MechanismUnsupported: the token lacks EC_KEY_PAIR_GEN.
+            IntegrityError: the pair exists and has no proven public key.
             HsmError: the token failed.
         """
         with self._op(f"create ECDH key {label!r}") as s:
-            pair = self._pair(s, label, Attribute.DERIVE)
-            if pair is None:
-                pair = generate_pair(s, label, "ecdsa-p256", Attribute.DERIVE, True)
-            return ec_point(pair[0])
+            priv = self._private(s, label, Attribute.DERIVE)
+            if priv is None:
+                _, priv = generate_pair(s, label, "ecdsa-p256", Attribute.DERIVE, True)
+            return self._public(s, label, Attribute.DERIVE, priv)
 
     def ecdh_derive(self, label: str, peer_public: bytes) -> bytes:
         """CKM_ECDH1_DERIVE (null KDF) of the token key with *peer_public*.
@@ -177,10 +260,10 @@ class KeyPairMixin:
         """
         point = p256_point(peer_public)
         with self._op(f"derive with ECDH key {label!r}") as s:
-            pair = self._pair(s, label, Attribute.DERIVE)
-            if pair is None:
+            priv = self._private(s, label, Attribute.DERIVE)
+            if priv is None:
                 raise KeyNotFound(f"No ECDH key {label!r} on the token", "Create it first.")
-            return ecdh_secret(pair[1], point)
+            return ecdh_secret(priv, point)
 
 
 # --- helpers shared with the selftest -------------------------------------------------
@@ -190,6 +273,8 @@ def generate_pair(s: Any, label: str | None, alg: str, use: Attribute, store: bo
     pub_t = {
         Attribute.EC_PARAMS: encode_named_curve_parameters(curve),
         Attribute.TOKEN: store,
+        # a token public key no session without the PIN can see, destroy or copy
+        Attribute.PRIVATE: store,
         Attribute.VERIFY: use == Attribute.SIGN,
         Attribute.ENCRYPT: False,
         Attribute.WRAP: False,
@@ -226,8 +311,60 @@ def ec_point(pub: Any) -> bytes:
     return b
 
 
-def alg_of(pub: Any) -> str:
-    return "ed25519" if pub[Attribute.KEY_TYPE] == KeyType.EC_EDWARDS else "ecdsa-p256"
+def alg_of(key: Any) -> str:
+    """The signing algorithm of an EC key object (public or private)."""
+    kt = key[Attribute.KEY_TYPE]
+    if kt == KeyType.EC_EDWARDS:
+        return "ed25519"
+    if kt == KeyType.EC:
+        return "ecdsa-p256"
+    raise MechanismUnsupported(
+        f"Token key {key.label!r} is not an EC key (CKA_KEY_TYPE {kt!r})",
+        "custody makes Ed25519 and P-256 keys only; remove it, or use another label.",
+    )
+
+
+def verify_point(alg: str, point: bytes, data: bytes, signature: bytes) -> bool:
+    """Verify a :func:`sign_with` signature in process against a public point
+    (Ed25519: 32 raw bytes; P-256: X9.62, signature raw r||s over SHA-256(data))."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    try:
+        if alg == "ed25519":
+            Ed25519PublicKey.from_public_bytes(point).verify(signature, data)
+        else:
+            if len(signature) != 64:
+                return False
+            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            r, s = int.from_bytes(signature[:32]), int.from_bytes(signature[32:])
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def proves(priv: Any, alg: str, use: Attribute, point: bytes) -> bool:
+    """Whether *point* is the public half of the token key *priv*: a fresh random
+    challenge signed with it verifies in process (a SIGN pair), or its ECDH with a fresh
+    in-process ephemeral key gives the secret the ephemeral key and *point* give (a DERIVE
+    pair). A token failure raises (translated by the caller), a mismatch is False."""
+    if use == Attribute.SIGN:
+        challenge = b"custody public key proof\0" + os.urandom(32)
+        return verify_point(alg, point, challenge, sign_with(priv, alg, challenge))
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    try:
+        theirs = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except (ValueError, TypeError):
+        return False
+    eph = ec.generate_private_key(ec.SECP256R1())
+    eph_point = eph.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return hmac.compare_digest(ecdh_secret(priv, eph_point), eph.exchange(ec.ECDH(), theirs))
 
 
 def sign_with(priv: Any, alg: str, data: bytes) -> bytes:
