@@ -15,6 +15,7 @@ as a mixin of :class:`custody.hsm.pkcs11.adapter.Pkcs11Hsm`. It is one of the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -99,6 +100,7 @@ class KeyPairMixin:
         )
         proven: list[tuple[Any, bytes]] = []
         unproven = 0
+        fresh = False  # a proof ran in this call (not all from the cache)
         for pub in cands:
             try:
                 point = ec_point(pub)
@@ -111,6 +113,7 @@ class KeyPairMixin:
                 if len(self._proofs) >= PROOF_CACHE_LIMIT:
                     self._proofs.clear()
                 ok = self._proofs[key] = proves(priv, alg, use, point)
+                fresh = True
             if ok:
                 proven.append((pub, point))
             else:
@@ -121,7 +124,10 @@ class KeyPairMixin:
             # made with the PIN (a CKA_PRIVATE public key, as custody now generates them)
             points = {point for pub, point in proven if pub[Attribute.PRIVATE]} or points
         if len(points) == 1:
-            return points.pop()
+            point = points.pop()
+            if fresh:  # once per proof, not on every use
+                self._keep_private_copy([pub for pub, pt in proven if pt == point])
+            return point
         if points:
             raise IntegrityError(
                 f"Several public keys labelled {label!r} belong to its private key",
@@ -137,6 +143,23 @@ class KeyPairMixin:
             "key custody published for it (a public key object with that label, made while "
             "logged in), or create the key again under another label.",
         )
+
+    @staticmethod
+    def _keep_private_copy(pubs: list[Any]) -> None:
+        """A pair made before public halves were CKA_PRIVATE: once its public half is
+        proven, keep a CKA_PRIVATE copy of it (C_CopyObject), which no session without the
+        PIN can see or destroy, so that removing the public one no longer leaves the pair
+        without a public half. Best effort: where the token or the session refuses the copy
+        (a read-only session, a token that cannot change CKA_PRIVATE on copy), the pair
+        stays as it was and is proven from its public half, as before; a copy the token
+        made public anyway (NSS softokn reports every public key CKA_PRIVATE false) is
+        destroyed at once."""
+        if not pubs or any(pub[Attribute.PRIVATE] for pub in pubs):
+            return
+        with contextlib.suppress(px.PKCS11Error):
+            copy = pubs[0].copy({Attribute.PRIVATE: True})
+            if not copy[Attribute.PRIVATE]:  # a token that keeps public keys public
+                copy.destroy()
 
     def signing_algorithm(self, algorithms: tuple[str, ...] | None = None) -> str:
         """The algorithm a new signing key gets on this token: the first of *algorithms*

@@ -100,11 +100,13 @@ LEGACY = textwrap.dedent(
               Attribute.DECRYPT: False, Attribute.UNWRAP: False}
     tok = pkcs11.lib(module).get_token(token_label=token_label)
     with tok.open(rw=True, user_pin=sys.stdin.read().strip()) as s:
-        s.generate_keypair(KeyType.EC_EDWARDS if ed else KeyType.EC,
-                           mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN if ed
-                           else Mechanism.EC_KEY_PAIR_GEN,
-                           store=True, label=label, public_template=pub_t,
-                           private_template=priv_t)
+        pub, _ = s.generate_keypair(KeyType.EC_EDWARDS if ed else KeyType.EC,
+                                    mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN if ed
+                                    else Mechanism.EC_KEY_PAIR_GEN,
+                                    store=True, label=label, public_template=pub_t,
+                                    private_template=priv_t)
+        raw = bytes(pub[Attribute.EC_POINT])
+    print(raw[2:].hex())  # without its DER OCTET STRING header (short form here)
     """
 )
 
@@ -239,23 +241,33 @@ def test_a_public_key_planted_before_the_pair_is_ignored(hsm_for, softhsm_token,
             h.verify(label, b"forged", planter_sign(kind, secret, b"forged"))
 
 
-@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-pair", "new-pair"])
+# how the pair was made, and whether custody used it (since this fix) before the attack:
+# "new" (public half CKA_PRIVATE); "legacy-used" (made the old way, then proven once, which
+# keeps a CKA_PRIVATE copy of its public half); "legacy-unused" (made the old way, attacked
+# before custody's first use of it since the fix)
+PAIRS = ("new", "legacy-used", "legacy-unused")
+
+
+@pytest.mark.parametrize("made", PAIRS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_swapped_public_key_is_never_used(hsm_for, softhsm_token, kind, legacy):
-    """The planter destroys every public key it sees labelled so and plants its own. On a
-    pair made before the fix (public half CKA_PRIVATE false) the genuine half is gone: the
-    pair is refused for what needs its public half (never the planter's point), and keeps
-    signing and deriving with its private key. A new pair's public half is CKA_PRIVATE:
-    the planter cannot see it, and its own is ignored."""
+def test_a_swapped_public_key_is_never_used(hsm_for, softhsm_token, kind, made):
+    """The planter destroys every public key it sees labelled so and plants its own. A new
+    pair's public half is CKA_PRIVATE: the planter cannot see it, and its own is ignored.
+    A pair made the old way that custody has used since keeps a CKA_PRIVATE copy of its
+    proven public half: the same. One attacked before that first use has lost its public
+    half: it is refused for what needs it (never the planter's point), and keeps signing
+    and deriving with its private key."""
     _conf, token_label, pin = softhsm_token
     h = hsm_for(kind)
     label = f"pk-swap-{uuid.uuid4().hex[:8]}"
-    if legacy:
-        _run(LEGACY, token_label, label, kind, stdin=pin)
-    genuine = ensure(h, label, kind)
+    if made != "new":
+        genuine = bytes.fromhex(_run(LEGACY, token_label, label, kind, stdin=pin))
+    if made != "legacy-unused":
+        genuine = ensure(h, label, kind)
     destroyed, secret, point = plant(token_label, label, kind, "swap")
+    lost = made == "legacy-unused"
     breaches = []
-    if destroyed != (1 if legacy else 0):
+    if destroyed != (0 if made == "new" else 1):
         breaches.append(f"the planter destroyed {destroyed} public key(s) without the PIN")
     for which, adapter in (("cached", h), ("fresh", hsm_for(kind))):
         if kind != "ecdh":
@@ -268,12 +280,12 @@ def test_a_swapped_public_key_is_never_used(hsm_for, softhsm_token, kind, legacy
         try:
             got = ensure(adapter, label, kind)
         except IntegrityError as err:
-            if not legacy or "no public key" not in err.title or not err.hint:
+            if not lost or "no public key" not in err.title or not err.hint:
                 breaches.append(f"{which}: refused: {err}")
         else:
             if got == point:
                 breaches.append(f"{which}: custody returned the planter's public key")
-            elif got != genuine or legacy:
+            elif got != genuine or lost:
                 breaches.append(f"{which}: custody returned an unproven public key")
         try:  # what needs only the private key goes on
             if kind != "ecdh":
@@ -291,21 +303,23 @@ def test_a_swapped_public_key_is_never_used(hsm_for, softhsm_token, kind, legacy
     assert not breaches
 
 
-@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-pair", "new-pair"])
-def test_the_mirror_of_an_ecdh_point_is_never_returned(hsm_for, softhsm_token, legacy):
+@pytest.mark.parametrize("made", PAIRS)
+def test_the_mirror_of_an_ecdh_point_is_never_returned(hsm_for, softhsm_token, made):
     """(x, -y) passes the ECDH proof too (the token's ECDH gives x alone, and d, -d give
-    the same x). Beside a new pair the PIN-made public key wins; beside a pair made
-    before the fix custody cannot tell which it published and refuses to say."""
+    the same x). Beside a new pair, or one made the old way that custody has used since
+    (it keeps a CKA_PRIVATE copy), the PIN-made public key wins; beside an old pair not
+    used since, custody cannot tell which it published and refuses to say."""
     _conf, token_label, pin = softhsm_token
     h = hsm_for("ecdh")
     label = f"pk-mirror-{uuid.uuid4().hex[:8]}"
-    if legacy:
-        _run(LEGACY, token_label, label, "ecdh", stdin=pin)
-    genuine = ensure(h, label, "ecdh")
+    if made != "new":
+        genuine = bytes.fromhex(_run(LEGACY, token_label, label, "ecdh", stdin=pin))
+    if made != "legacy-unused":
+        genuine = ensure(h, label, "ecdh")
     mirror = bytes.fromhex(_run(MIRROR, token_label, label, genuine.hex()))
     assert mirror != genuine and mirror[:33] == genuine[:33]
     for adapter in (h, hsm_for("ecdh")):
-        if legacy:
+        if made == "legacy-unused":
             with pytest.raises(IntegrityError, match="Several public keys"):
                 ensure(adapter, label, "ecdh")
         else:
