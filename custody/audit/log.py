@@ -443,6 +443,12 @@ class AuditLog:
                 self._db.sync(last)
             except BaseException as exc:  # noqa: BLE001 - every caller of the batch is told
                 failure = exc
+        self._finish(batch, failure)
+
+    def _finish(self, batch: list[_Pending], failure: BaseException | None) -> None:
+        """Tell every caller of *batch* it is done: each gets *failure* (as its refusal)
+        when the batch failed. A failure that is not an Exception (KeyboardInterrupt and
+        the like) is raised again, so that it still stops the leader."""
         with self._cv:
             for r in batch:
                 if failure is not None:
@@ -450,7 +456,7 @@ class AuditLog:
                 r.state = _DONE
             self._cv.notify_all()
         if failure is not None and not isinstance(failure, Exception):
-            raise failure  # KeyboardInterrupt and the like still stop the leader
+            raise failure
 
     def _lead_staged(self, pg: PostgresAuditStore) -> None:
         """Write one batch on PostgreSQL: stage everything queued by now and wait until a
@@ -481,14 +487,7 @@ class AuditLog:
             with self._cv:  # hand the write role on
                 self._writing = False
                 self._cv.notify_all()
-        with self._cv:
-            for r in batch:
-                if failure is not None:
-                    r.error = _refused(r.what, failure)
-                r.state = _DONE
-            self._cv.notify_all()
-        if failure is not None and not isinstance(failure, Exception):
-            raise failure  # KeyboardInterrupt and the like still stop the leader
+        self._finish(batch, failure)
 
     @contextmanager
     def guard(
